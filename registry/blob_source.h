@@ -1,0 +1,68 @@
+// imgfs — BlobSource: where an image's manifests and blobs come from.
+//
+// One interface for a remote registry repository (registry/remote_source.h) and for local
+// sources: an OCI layout directory, an OCI archive and a `docker save` archive
+// (registry/local_source.h). A BlobSource is bound to one repository (one image name).
+//
+// Contract for every implementation:
+//  - GetManifest returns bytes whose digest the caller may verify; remote sources already
+//    verify them against the requested digest and Docker-Content-Digest.
+//  - FetchBlob streams the *whole* blob to `sink` and verifies it against `digest` before
+//    returning OK; on a mismatch it returns Corrupt (the sink has then seen bad bytes: sinks
+//    must write to a temporary place and only publish after OK).
+//  - ReadBlobRange returns exactly the bytes [range.offset, range.end()) (shorter only at
+//    the blob's end); a range cannot be verified by itself, the caller verifies what it
+//    decodes.
+//  - Errors carry context naming the source and the digest; kUnavailable means a retry may
+//    succeed, kNotFound that the thing does not exist.
+//
+// Thread-safety: implementations are safe to call from several threads at once.
+#ifndef IMGFS_REGISTRY_BLOB_SOURCE_H_
+#define IMGFS_REGISTRY_BLOB_SOURCE_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/byte_range.h"
+#include "base/status.h"
+#include "registry/digest.h"
+
+namespace imgfs::registry {
+
+struct FetchedManifest {
+  std::string bytes;
+  std::string media_type;  // Content-Type, or the descriptor's media type for local sources
+  Digest digest;           // sha256 of bytes
+};
+
+// Receives consecutive pieces of a blob. Returning non-OK aborts the transfer.
+using BlobSink = std::function<Status(std::string_view chunk)>;
+
+class BlobSource {
+ public:
+  virtual ~BlobSource() = default;
+
+  // A manifest or index by tag or by digest ("sha256:..."). For local sources "" means the
+  // only/default image.
+  virtual Result<FetchedManifest> GetManifest(std::string_view tag_or_digest) = 0;
+
+  // Streams a whole blob to `sink` and verifies it (see contract above). `expected_size`
+  // (-1 if unknown) lets the source reject a body of the wrong length early.
+  virtual Status FetchBlob(const Digest& digest, int64_t expected_size, const BlobSink& sink) = 0;
+
+  // Bytes [range.offset, range.end()) of a blob, unverified.
+  virtual Result<std::string> ReadBlobRange(const Digest& digest, ByteRange range) = 0;
+
+  // Every tag of the repository (sorted). Unsupported for sources without tags.
+  virtual Result<std::vector<std::string>> ListTags() = 0;
+
+  // For messages: "registry 127.0.0.1:5000, repository demo/app" or "oci layout ./dir".
+  virtual std::string Describe() const = 0;
+};
+
+}  // namespace imgfs::registry
+
+#endif  // IMGFS_REGISTRY_BLOB_SOURCE_H_

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Checks the one direction of dependencies: tools -> fs -> cache -> registry -> base.
+# A module may include only itself and modules to its right; only fs/fuse_ops.cc and
+# fs/session.cc may include <fuse_lowlevel.h>.
+set -euo pipefail
+root=${1:-$(cd "$(dirname "$0")/.." && pwd)}
+cd "$root"
+bad=0
+check() {  # module, forbidden include prefixes...
+  local mod=$1; shift
+  for p in "$@"; do
+    if grep -rnE "#include \"$p/" "$mod" --include='*.h' --include='*.cc' 2>/dev/null; then
+      echo "error: $mod/ must not include $p/ (dependency direction)"; bad=1
+    fi
+  done
+}
+check base registry cache fs tools
+check registry cache fs tools
+check cache fs tools
+check fs tools
+fuse=$(grep -rlE '#include <fuse(_lowlevel)?\.h>' base registry cache fs tools 2>/dev/null \
+  | grep -vE '^fs/(fuse_ops|session)\.cc$' || true)
+if [ -n "$fuse" ]; then echo "error: only fs/fuse_ops.cc and fs/session.cc include libfuse: $fuse"; bad=1; fi
+if [ $bad -eq 0 ]; then echo "module dependencies OK"; fi
+exit $bad

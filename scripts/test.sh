@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Builds and runs every test: what CI runs (.ci/run calls exactly this).
+#
+#   scripts/test.sh            setup, then plain, asan (+ fuzz), tsan
+#   scripts/test.sh plain      one configuration only (plain | asan | tsan | fuzz | format)
+#
+# plain: every label (unit, integration, e2e, fuzz-replay) with gcc.
+# asan:  every label under AddressSanitizer + UndefinedBehaviorSanitizer (clang).
+# fuzz:  each libFuzzer target (from the asan build) for a bounded time over its corpus.
+# tsan:  unit tests (stress tests included) under ThreadSanitizer.
+# Any failed or skipped test fails the run. The last line is "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+configs=("$@")
+[ ${#configs[@]} -eq 0 ] && configs=(format plain asan fuzz tsan)
+
+scripts/setup.sh || { echo "setup failed"; exit 1; }
+
+jobs=$(nproc)
+passed=0
+failed=0
+failures=()
+fuzz_seconds=${IMGFS_FUZZ_SECONDS:-20}
+
+run_ctest() {  # config, ctest args...
+  local config=$1; shift
+  local log="build/$config/ctest.log"
+  (cd "build/$config" && ctest --output-on-failure --timeout 600 -j "$jobs" "$@") 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  local p f s
+  p=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .* Passed' "$log" || true)
+  f=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .*(\*\*\*Failed|\*\*\*Exception|\*\*\*Timeout|Not Run)' "$log" || true)
+  s=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .*Skipped' "$log" || true)
+  passed=$((passed + p))
+  failed=$((failed + f + s))
+  if [ "$s" -gt 0 ]; then failures+=("$config: $s skipped tests (a skip is a failure here)"); fi
+  if [ "$rc" -ne 0 ] || [ "$f" -gt 0 ]; then failures+=("$config: ctest failed ($f failed)"); fi
+  if [ "$p" -eq 0 ]; then failures+=("$config: no test ran"); failed=$((failed + 1)); fi
+}
+
+for config in "${configs[@]}"; do
+  echo "=== $config ==="
+  case "$config" in
+    format)
+      if scripts/format.sh --check; then passed=$((passed + 1)); else
+        failed=$((failed + 1)); failures+=("format: clang-format differences"); fi ;;
+    plain)
+      if scripts/build.sh plain; then run_ctest plain; else
+        failed=$((failed + 1)); failures+=("plain: build failed"); fi ;;
+    asan)
+      export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+      export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+      export LSAN_OPTIONS=suppressions=$root/tests/lsan_suppress.txt
+      if scripts/build.sh asan; then run_ctest asan; else
+        failed=$((failed + 1)); failures+=("asan: build failed"); fi ;;
+    fuzz)
+      if [ ! -d build/asan ]; then scripts/build.sh asan >/dev/null || true; fi
+      shopt -s nullglob
+      for bin in build/asan/tests/*_fuzz; do
+        name=$(basename "$bin" _fuzz)
+        corpus=tests/fuzz/corpus/$name
+        work=$(mktemp -d)
+        cp -r "$corpus"/. "$work"/ 2>/dev/null || true
+        if "$bin" -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 -timeout=10 \
+            -print_final_stats=0 "$work" >"build/asan/fuzz-$name.log" 2>&1; then
+          echo "fuzz $name: ok (${fuzz_seconds}s)"; passed=$((passed + 1))
+        else
+          echo "fuzz $name: FAILED"; tail -40 "build/asan/fuzz-$name.log"
+          failed=$((failed + 1)); failures+=("fuzz: $name")
+        fi
+        rm -rf "$work"
+      done ;;
+    tsan)
+      export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+      if scripts/build.sh tsan; then run_ctest tsan -L unit; else
+        failed=$((failed + 1)); failures+=("tsan: build failed"); fi ;;
+    *) echo "unknown configuration $config"; exit 2 ;;
+  esac
+done
+
+echo
+for f in "${failures[@]}"; do echo "FAILED: $f"; done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ ${#failures[@]} -eq 0 ]

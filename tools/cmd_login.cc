@@ -1,0 +1,1 @@
+// imgfs — placeholder; implemented by its owner.
