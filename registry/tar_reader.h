@@ -1,0 +1,107 @@
+// imgfs — TarReader: a streaming reader of tar archives as found in image layers and
+// `docker save` archives.
+//
+// Formats: ustar, GNU (././@LongLink long names 'L' and long link targets 'K', base-256
+// numeric fields), PAX ('x' per-entry and 'g' global headers: path, linkpath, size, uid, gid,
+// uname, gname, mtime with sub-second precision and negative values, SCHILY.xattr.*,
+// LIBARCHIVE.xattr.* (base64)), old v7 headers. Entry types: regular ('0' and '\0',
+// contiguous '7'), hardlink '1', symlink '2', char '3', block '4', dir '5', fifo '6'.
+//
+// Names are normalised: "./a", "a/", "a//b" → "a", "a/b"; the root itself ("." or "./") is
+// the empty name "". A name or link target containing NUL, a name that is absolute after
+// normalisation or has a ".." component that escapes the root is rejected (Corrupt, message
+// names the entry). Absurd sizes (negative, > 2^40, or beyond the archive when the archive
+// size is known) are rejected. A truncated archive (EOF inside a header or payload) is
+// Corrupt; an archive ending without the two zero blocks is accepted (many tools do that),
+// and trailing padding/zero blocks after the end are ignored.
+//
+// The reader pulls bytes from a TarInput and reports each entry with the absolute offset of
+// its payload inside the uncompressed stream (what layer indexes record). Payload bytes may
+// be consumed through ReadPayload; any unread payload is skipped on the next Next().
+//
+// Thread-safety: one reader per thread.
+#ifndef IMGFS_REGISTRY_TAR_READER_H_
+#define IMGFS_REGISTRY_TAR_READER_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "base/status.h"
+
+namespace imgfs::registry {
+
+// A source of the uncompressed tar stream. Read returns up to `n` bytes, "" at end of stream.
+class TarInput {
+ public:
+  virtual ~TarInput() = default;
+  virtual Result<std::string> Read(size_t n) = 0;
+};
+
+// A TarInput over bytes in memory (not owned; must outlive the reader).
+class StringTarInput : public TarInput {
+ public:
+  explicit StringTarInput(std::string_view data) : data_(data) {}
+  Result<std::string> Read(size_t n) override;
+
+ private:
+  std::string_view data_;
+  size_t pos_ = 0;
+};
+
+enum class TarEntryType { kRegular, kHardlink, kSymlink, kChar, kBlock, kDirectory, kFifo };
+
+struct TarEntry {
+  std::string name;  // normalised, no leading "/" or "./", no trailing "/"; "" = root
+  TarEntryType type = TarEntryType::kRegular;
+  uint32_t mode = 0;  // permission bits incl. setuid/setgid/sticky (07777)
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  std::string uname;
+  std::string gname;
+  uint64_t size = 0;          // payload size (regular files only; 0 otherwise)
+  int64_t mtime_sec = 0;      // may be negative
+  uint32_t mtime_nsec = 0;    // from PAX mtime
+  std::string link_target;    // symlink target verbatim; hardlink target normalised like name
+  uint32_t dev_major = 0;
+  uint32_t dev_minor = 0;
+  std::map<std::string, std::string> xattrs;  // name → raw value bytes
+  uint64_t header_offset = 0;   // offset of the first header block of this entry (incl. PAX/GNU)
+  uint64_t payload_offset = 0;  // offset of the payload in the uncompressed stream
+};
+
+class TarReader {
+ public:
+  // `input` is not owned and must outlive the reader.
+  explicit TarReader(TarInput* input);
+
+  // Advances to the next entry. Returns nullopt at the end of the archive.
+  Result<std::optional<TarEntry>> Next();
+
+  // Reads up to `n` bytes of the current entry's remaining payload ("" when exhausted).
+  Result<std::string> ReadPayload(size_t n);
+
+  // Offset just past everything consumed so far (end of archive after Next() → nullopt).
+  uint64_t offset() const { return offset_; }
+
+ private:
+  Result<std::string> ReadExact(size_t n);
+  Status Skip(uint64_t n);
+
+  TarInput* input_;
+  uint64_t offset_ = 0;
+  uint64_t payload_left_ = 0;
+  uint64_t padding_left_ = 0;
+  std::map<std::string, std::string> global_pax_;
+  bool done_ = false;
+};
+
+// Normalises a tar member name as described above. Corrupt for NUL bytes or escapes.
+Result<std::string> NormalizeTarPath(std::string_view name);
+
+}  // namespace imgfs::registry
+
+#endif  // IMGFS_REGISTRY_TAR_READER_H_
