@@ -44,7 +44,6 @@
 #include <vector>
 
 #include "base/status.h"
-#include "base/thread_annotations.h"
 #include "registry/credentials.h"
 #include "registry/http_client.h"
 
@@ -128,15 +127,17 @@ class Authenticator {
   const TlsOptions tls_;
   const std::string registry_host_;
 
-  // Lock order: mu_ is a leaf; held only for cache bookkeeping, never across I/O.
+  // Lock order: mu_ is a leaf; held only for cache bookkeeping, never across I/O. It guards
+  // every member below it. (std::mutex carries no clang capability annotation in
+  // libstdc++, so IMGFS_GUARDED_BY cannot be used on it.)
   mutable std::mutex mu_;
   std::condition_variable fetch_done_;
-  std::optional<BearerRealm> realm_ IMGFS_GUARDED_BY(mu_);
-  bool basic_ IMGFS_GUARDED_BY(mu_) = false;  // a Basic challenge was answered
-  std::map<std::string, Token> tokens_ IMGFS_GUARDED_BY(mu_);
-  std::map<std::string, bool> fetching_ IMGFS_GUARDED_BY(mu_);  // scope → fetch in flight
-  uint64_t token_requests_ IMGFS_GUARDED_BY(mu_) = 0;
-  std::function<Clock::time_point()> now_ IMGFS_GUARDED_BY(mu_);
+  std::optional<BearerRealm> realm_;
+  bool basic_ = false;  // a Basic challenge was answered
+  std::map<std::string, Token> tokens_;
+  std::map<std::string, bool> fetching_;  // scope → fetch in flight
+  uint64_t token_requests_ = 0;
+  std::function<Clock::time_point()> now_;
 };
 
 }  // namespace imgfs::registry
