@@ -1,0 +1,123 @@
+// imgfs — docker-like image operations on the local store (no network): list, resolve,
+// inspect, remove, garbage-collect.
+//
+// An "image" is what docker calls one: identified by its ID, the digest of its config blob.
+// One image may be recorded under several names (index.json entries with the same manifest)
+// and may also be present as a dangling entry (<none>:<none>) after its tag moved.
+//
+// These functions read manifests and configs from the store (verified against their
+// digests) and never talk to a registry. Errors are Status values whose messages are ready
+// for the CLI to print after "Error response from daemon: "-style prefixes of its own:
+//   NotFound          "No such image: <text>"
+//   InvalidArgument   "conflict: unable to delete <short id> (must be forced) - image is
+//                     referenced in multiple repositories"
+//                     "conflict: unable to delete <short id> (cannot be forced) - image is in
+//                     use by the mount at <dir>"  (without force)
+//                     ambiguous short IDs, malformed filters
+//
+// Thread-safety: stateless functions over a Store; safe from any thread and process.
+#ifndef IMGFS_CACHE_IMAGES_H_
+#define IMGFS_CACHE_IMAGES_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+#include "cache/store.h"
+#include "registry/digest.h"
+#include "registry/manifest.h"
+#include "registry/reference.h"
+
+namespace imgfs::cache {
+
+// One row of `imgfs images` (one per index.json entry, like `docker images`).
+struct ImageSummary {
+  std::string repository;  // familiar name ("alpine", "127.0.0.1:5000/demo/app") or "<none>"
+  std::string tag;         // "3.20", or "<none>" (dangling, or recorded by digest)
+  registry::Digest id;     // config digest (docker's image ID); Short() for the 12-hex column
+  registry::Digest manifest_digest;
+  std::string created;     // config.created (RFC 3339), may be empty
+  int64_t size_bytes = 0;  // config size + sum of the manifest's layer sizes
+  // "alpine@sha256:…" (familiar name @ repo digest), sorted, unique; empty if unknown.
+  std::vector<std::string> repo_digests;
+  bool dangling = false;
+  std::string reference;  // full reference of the entry; "" when dangling
+  std::string pulled;     // RFC 3339
+};
+
+// `--filter` values, combined with AND (several `reference=` patterns are OR-ed, as docker).
+struct ImageFilter {
+  std::optional<bool> dangling;              // dangling=true|false
+  std::vector<std::string> reference_globs;  // reference=PATTERN
+};
+
+// Parses docker-style filter arguments ("dangling=true", "reference=alpine:*").
+// InvalidArgument for unknown keys or bad values ("invalid filter 'x'").
+Result<ImageFilter> ParseImageFilters(const std::vector<std::string>& args);
+
+// True when `pattern` (docker's path.Match glob: `*` and `?` do not cross '/', `[…]`
+// classes, `\` escapes) matches the summary's familiar name or "name:tag".
+bool MatchesReferenceFilter(std::string_view pattern, const ImageSummary& image);
+
+// All images, newest first (by created, then by pulled time), filtered. Entries whose
+// manifest or config blob is missing or corrupt are listed with what is known (size from
+// the manifest descriptor, empty created) rather than failing the whole listing.
+Result<std::vector<ImageSummary>> ListImages(const Store& store, const ImageFilter& filter = {});
+
+// What a user's text names.
+struct ResolvedImage {
+  registry::Digest id;               // config digest
+  registry::Descriptor manifest;     // platform manifest descriptor (from index.json)
+  registry::Manifest decoded;        // the manifest
+  registry::ImageConfig config;      // the config
+  std::vector<ImageRecord> records;  // every index.json entry of this image (same config)
+  // Set when resolved by reference: the one entry the reference names.
+  std::optional<ImageRecord> by_reference;
+};
+
+// Resolves `text` in this order: a reference recorded in index.json (normalised, so
+// "alpine" means docker.io/library/alpine:latest; digest references match entries recorded
+// by digest or any entry with that manifest/repo digest); "sha256:<hex>" or a bare hex of
+// ≥ 4 digits as a unique prefix of an image ID (config digest) — a full manifest digest is
+// accepted too. NotFound ("No such image: <text>"); InvalidArgument when a short ID is
+// ambiguous.
+Result<ResolvedImage> ResolveImage(const Store& store, std::string_view text);
+
+// `docker image inspect`-style JSON object (one object; callers wrap several in an array):
+// Id, RepoTags, RepoDigests, Created, Author, Architecture, Os, Variant, Config {Env, Cmd,
+// Entrypoint, WorkingDir, User, Labels}, RootFS {Type:"layers", Layers:[diff_ids]}, Size,
+// Layers [{MediaType, Digest, Size}], Manifest (digest), MediaType (of the manifest).
+// Pretty-printed with 4-space indent like docker.
+Result<std::string> InspectImage(const Store& store, std::string_view text);
+
+struct RemoveReport {
+  std::vector<std::string> untagged;      // familiar references, "Untagged: …" lines
+  std::vector<registry::Digest> deleted;  // image IDs removed entirely, "Deleted: …" lines
+  int64_t freed_bytes = 0;                // sizes of the blob files GC deleted
+};
+
+// `docker rmi`: by reference → removes that entry (untag); if it was the image's last entry
+// the image is deleted. By ID → removes every entry of the image; without `force` that is
+// refused when the image has several named entries in *different* repositories (docker's
+// rule). Refused while a live lease pins the image unless `force`. Afterwards the blobs no
+// entry and no live lease reach are deleted (CollectGarbage).
+Result<RemoveReport> RemoveImage(Store& store, std::string_view text, bool force);
+
+struct GcReport {
+  int blobs_deleted = 0;
+  int64_t bytes_freed = 0;
+  int tmp_entries_removed = 0;
+  int stale_leases_removed = 0;
+};
+
+// Deletes every blob under blobs/sha256 not reachable from an index.json entry (manifest,
+// config, layers) or a live lease's manifest, and clears tmp/ and stale leases. Takes the
+// exclusive gc.lock (waits for running pulls) and then index.lock while deleting.
+Result<GcReport> CollectGarbage(Store& store);
+
+}  // namespace imgfs::cache
+
+#endif  // IMGFS_CACHE_IMAGES_H_
