@@ -38,6 +38,8 @@ struct TlsOptions {
   std::string client_key_file;
 };
 
+struct HttpResponse;
+
 struct HttpRequest {
   std::string method = "GET";  // GET, HEAD, POST, PUT, PATCH, DELETE
   std::string url;
@@ -48,6 +50,14 @@ struct HttpRequest {
   // Streaming body receiver. When set, response body bytes go here instead of
   // HttpResponse::body — but only for 2xx responses; error bodies are always collected.
   std::function<Status(std::string_view)> body_sink;
+  // Called once, before the first body_sink call of a 2xx response, with the response's
+  // status and headers (body empty): lets a caller check Content-Range / Content-Length or
+  // tell a 200 from a 206 before consuming bytes. An error aborts the transfer and is
+  // returned as is.
+  std::function<Status(const HttpResponse&)> on_body_start;
+  // Limit for bodies collected into HttpResponse::body (non-2xx, or no body_sink); a larger
+  // body aborts the transfer with Corrupt. Manifests are at most 4 MiB in distribution.
+  size_t max_body_bytes = 64u << 20;
   std::chrono::milliseconds connect_timeout{10000};
   // The whole request, including the body transfer. 0 = none (streams rely on the
   // low-speed limit below instead).
