@@ -19,6 +19,11 @@
 // its payload inside the uncompressed stream (what layer indexes record). Payload bytes may
 // be consumed through ReadPayload; any unread payload is skipped on the next Next().
 //
+// Header checksums are verified (the sum of the header bytes with the checksum field read as
+// spaces, as unsigned or as signed bytes: old Sun tars used signed sums). Unknown typeflags
+// are read as regular files (POSIX), GNU 'D' dump directories as directories, GNU volume
+// labels 'V' are skipped; GNU sparse files ('S' or GNU.sparse.* PAX keys) are Unsupported.
+//
 // Thread-safety: one reader per thread.
 #ifndef IMGFS_REGISTRY_TAR_READER_H_
 #define IMGFS_REGISTRY_TAR_READER_H_
@@ -39,6 +44,11 @@ class TarInput {
  public:
   virtual ~TarInput() = default;
   virtual Result<std::string> Read(size_t n) = 0;
+  // Discards up to `n` bytes and returns how many were discarded (< n only at end of stream).
+  // The default reads and drops; inputs that can seek override it.
+  virtual Result<uint64_t> Skip(uint64_t n);
+  // Total length of the stream when it is known (then sizes beyond it are rejected early).
+  virtual std::optional<uint64_t> Size() const { return std::nullopt; }
 };
 
 // A TarInput over bytes in memory (not owned; must outlive the reader).
@@ -46,10 +56,29 @@ class StringTarInput : public TarInput {
  public:
   explicit StringTarInput(std::string_view data) : data_(data) {}
   Result<std::string> Read(size_t n) override;
+  Result<uint64_t> Skip(uint64_t n) override;
+  std::optional<uint64_t> Size() const override { return data_.size(); }
 
  private:
   std::string_view data_;
   size_t pos_ = 0;
+};
+
+// A TarInput over [offset, offset + length) of an open file, read with pread(2) (the fd is
+// not owned and must outlive the input). Skip only moves the position.
+class FdTarInput : public TarInput {
+ public:
+  FdTarInput(int fd, uint64_t offset, uint64_t length)
+      : fd_(fd), begin_(offset), end_(offset + length), pos_(offset) {}
+  Result<std::string> Read(size_t n) override;
+  Result<uint64_t> Skip(uint64_t n) override;
+  std::optional<uint64_t> Size() const override { return end_ - begin_; }
+
+ private:
+  int fd_;
+  uint64_t begin_;
+  uint64_t end_;
+  uint64_t pos_;
 };
 
 enum class TarEntryType { kRegular, kHardlink, kSymlink, kChar, kBlock, kDirectory, kFifo };
@@ -62,10 +91,10 @@ struct TarEntry {
   uint32_t gid = 0;
   std::string uname;
   std::string gname;
-  uint64_t size = 0;          // payload size (regular files only; 0 otherwise)
-  int64_t mtime_sec = 0;      // may be negative
-  uint32_t mtime_nsec = 0;    // from PAX mtime
-  std::string link_target;    // symlink target verbatim; hardlink target normalised like name
+  uint64_t size = 0;        // payload size (regular files only; 0 otherwise)
+  int64_t mtime_sec = 0;    // may be negative
+  uint32_t mtime_nsec = 0;  // from PAX mtime
+  std::string link_target;  // symlink target verbatim; hardlink target normalised like name
   uint32_t dev_major = 0;
   uint32_t dev_minor = 0;
   std::map<std::string, std::string> xattrs;  // name → raw value bytes
@@ -90,6 +119,9 @@ class TarReader {
  private:
   Result<std::string> ReadExact(size_t n);
   Status Skip(uint64_t n);
+  Result<std::optional<TarEntry>> NextImpl();
+
+  std::string current_name_;  // for error messages about the current payload
 
   TarInput* input_;
   uint64_t offset_ = 0;
