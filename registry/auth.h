@@ -87,13 +87,16 @@ class Authenticator {
   std::string HeaderFor(const std::string& scope);
 
   // Handles a 401: `www_authenticate` are its WWW-Authenticate values, `scope` what the
-  // request needed, `rejected_header` the Authorization line it carried (HeaderFor's
-  // result; "" if none / unknown). OK means "retry with HeaderFor(scope)". Errors:
+  // request needed, `rejected_header` the Authorization line the request carried
+  // (HeaderFor's result, "" when it carried none). Pass it: it tells a token that was just
+  // rejected from one another thread already replaced. Without it (nullopt), a 401 that
+  // follows a challenge-fetched token within a few seconds counts as a rejection of that
+  // token. OK means "retry with HeaderFor(scope)". Errors:
   // PermissionDenied (no or wrong credential, access denied, token rejected again),
   // Unavailable (token endpoint unreachable / 5xx), Unsupported (no Bearer or Basic
   // challenge), Corrupt (unparsable challenge or token response).
   Status OnChallenge(const std::vector<std::string>& www_authenticate, const std::string& scope,
-                     const std::string& rejected_header = "");
+                     const std::optional<std::string>& rejected_header = std::nullopt);
 
   // Token requests sent so far (GET and POST to the realm), for tests and statistics.
   uint64_t token_requests() const;
