@@ -1,1 +1,614 @@
-// imgfs — placeholder; implemented by its owner.
+// imgfs — RemoteSource implementation: distribution API requests with retry, redirect,
+// auth and verification policy.
+#include "registry/remote_source.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <thread>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "base/log.h"
+#include "registry/digest.h"
+#include "registry/media_types.h"
+
+namespace imgfs::registry {
+namespace {
+
+// Pages asked of /tags/list; distribution caps n at 1000 by default.
+constexpr int kTagsPageSize = 1000;
+// Refuse to follow more pages than this (a loop in Link headers).
+constexpr int kMaxTagPages = 10000;
+
+std::string ToLower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string_view Trim(std::string_view text) {
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) {
+    text.remove_prefix(1);
+  }
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) {
+    text.remove_suffix(1);
+  }
+  return text;
+}
+
+bool IsRedirect(long status) {  // NOLINT(google-runtime-int)
+  return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
+
+bool IsSuccess(long status) {  // NOLINT(google-runtime-int)
+  return status >= 200 && status < 300;
+}
+
+bool IsRetryableStatus(long status) {  // NOLINT(google-runtime-int)
+  return status == 429 || (status >= 500 && status <= 599);
+}
+
+// "bytes 10-20/300" → 10; -1 if unparsable.
+int64_t ContentRangeStart(std::string_view value) {
+  value = Trim(value);
+  if (!value.starts_with("bytes ")) return -1;
+  value.remove_prefix(6);
+  const size_t dash = value.find('-');
+  if (dash == 0 || dash == std::string_view::npos) return -1;
+  int64_t start = 0;
+  for (char c : value.substr(0, dash)) {
+    if (c < '0' || c > '9') return -1;
+    start = start * 10 + (c - '0');
+  }
+  return start;
+}
+
+// The URL of rel="next" in a Link header value, or "".
+std::string NextLink(std::string_view link) {
+  // Link: <url>; rel="next"[, <url2>; rel="prev"]
+  while (!link.empty()) {
+    const size_t open = link.find('<');
+    const size_t close = link.find('>', open);
+    if (open == std::string_view::npos || close == std::string_view::npos) return "";
+    std::string_view url = link.substr(open + 1, close - open - 1);
+    link.remove_prefix(close + 1);
+    const size_t next_entry = link.find('<');
+    std::string params = ToLower(link.substr(0, next_entry));
+    if (params.find("rel=\"next\"") != std::string::npos ||
+        params.find("rel=next") != std::string::npos) {
+      return std::string(url);
+    }
+    if (next_entry == std::string_view::npos) break;
+    link.remove_prefix(next_entry);
+  }
+  return "";
+}
+
+// "code: message" of the first entry of a distribution error body, or "".
+std::string RegistryErrorDetail(const std::string& body) {
+  nlohmann::json doc = nlohmann::json::parse(body, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object()) return "";
+  auto errors = doc.find("errors");
+  if (errors == doc.end() || !errors->is_array() || errors->empty()) return "";
+  const nlohmann::json& first = (*errors)[0];
+  if (!first.is_object()) return "";
+  std::string out;
+  auto code = first.find("code");
+  if (code != first.end() && code->is_string()) out = code->get<std::string>();
+  auto message = first.find("message");
+  if (message != first.end() && message->is_string()) {
+    if (!out.empty()) out += ": ";
+    out += message->get<std::string>();
+  }
+  return out;
+}
+
+}  // namespace
+
+// One logical request and the hooks its retries need.
+struct RemoteSource::Call {
+  std::string method = "GET";
+  std::string path;  // "/v2/…" relative to the base URL
+  std::string url;   // absolute URL instead of path (pagination links), may be ""
+  std::vector<std::string> headers;
+  std::string what;          // for messages: "GET manifest demo/app:1"
+  bool streaming = false;    // no total timeout, only the low-speed limit
+  bool authenticate = true;  // send Authorization / answer 401 challenges
+  size_t max_body_bytes = 64u << 20;
+  // Sets up an attempt (range, sink, ...); called before every attempt.
+  std::function<void(HttpRequest&)> prepare;
+  // Whether an error Status from the transport may be retried (default: Unavailable).
+  std::function<bool(const Status&)> retryable;
+  // Checks a 2xx answer; an Unavailable result retries, any other error is returned.
+  std::function<Status(const HttpResponse&)> finish;
+};
+
+RemoteSource::RemoteSource(std::string registry_host, std::string repository,
+                           RemoteSourceOptions options)
+    : host_(ToLower(registry_host)),
+      repository_(std::move(repository)),
+      options_(std::move(options)),
+      tls_(options_.tls) {
+  if (!options_.certs_dir.empty()) {
+    // docker's layout: <dir>/<host>/*.crt are CAs, <name>.cert + <name>.key a client pair.
+    std::error_code ec;
+    const std::filesystem::path dir = std::filesystem::path(options_.certs_dir) / host_;
+    std::vector<std::string> cas;
+    std::string cert;
+    std::string key;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      const std::filesystem::path& p = entry.path();
+      if (p.extension() == ".crt") cas.push_back(p.string());
+      if (p.extension() == ".cert" && cert.empty()) {
+        std::filesystem::path k = p;
+        k.replace_extension(".key");
+        if (std::filesystem::exists(k, ec)) {
+          cert = p.string();
+          key = k.string();
+        }
+      }
+    }
+    std::sort(cas.begin(), cas.end());
+    tls_.ca_files.insert(tls_.ca_files.end(), cas.begin(), cas.end());
+    if (tls_.client_cert_file.empty() && !cert.empty()) {
+      tls_.client_cert_file = cert;
+      tls_.client_key_file = key;
+    }
+  }
+  if (options_.http == nullptr) {
+    owned_http_ = std::make_unique<HttpClient>();
+    http_ = owned_http_.get();
+  } else {
+    http_ = options_.http;
+  }
+  auth_ = std::make_unique<Authenticator>(http_, options_.credential, tls_, host_);
+}
+
+RemoteSource::~RemoteSource() = default;
+
+std::unique_ptr<RemoteSource> RemoteSource::Create(const Reference& ref,
+                                                   RemoteSourceOptions options) {
+  return Create(ref.Endpoint(), ref.path(), std::move(options));
+}
+
+std::unique_ptr<RemoteSource> RemoteSource::Create(std::string registry_host,
+                                                   std::string repository,
+                                                   RemoteSourceOptions options) {
+  return std::unique_ptr<RemoteSource>(
+      new RemoteSource(std::move(registry_host), std::move(repository), std::move(options)));
+}
+
+std::string RemoteSource::Describe() const {
+  return "registry " + host_ + ", repository " + repository_;
+}
+
+std::string RemoteSource::BaseUrl() const {
+  std::scoped_lock lock(scheme_mu_);
+  return base_url_;
+}
+
+Status RemoteSource::Ping() {
+  IMGFS_ASSIGN_OR_RETURN(std::string base, EnsureBaseUrl());
+  Call call;
+  call.path = "/v2/";
+  call.what = "ping";
+  call.authenticate = false;
+  IMGFS_ASSIGN_OR_RETURN(HttpResponse resp, Execute(call));
+  if (resp.status == 200 || resp.status == 401) return Status::Ok();
+  return HttpError(resp, "ping");
+}
+
+Result<HttpResponse> RemoteSource::DoPing(const std::string& base_url) {
+  HttpRequest req;
+  req.url = base_url + "/v2/";
+  req.connect_timeout = options_.connect_timeout;
+  req.total_timeout = options_.request_timeout;
+  req.tls = tls_;
+  req.max_body_bytes = 1u << 20;
+  return http_->Do(req);
+}
+
+Result<std::string> RemoteSource::EnsureBaseUrl() {
+  {
+    std::scoped_lock lock(scheme_mu_);
+    if (!base_url_.empty()) return base_url_;
+  }
+  bool plain_ok = IsLoopbackHost(host_);
+  for (const std::string& h : options_.insecure_registries) {
+    if (ToLower(h) == host_) plain_ok = true;
+  }
+  std::string chosen = "https://" + host_;
+  if (plain_ok) {
+    // Probe without holding the lock; two racing probes decide the same way.
+    Result<HttpResponse> tls = DoPing(chosen);
+    if (!tls.has_value()) {
+      Result<HttpResponse> plain = DoPing("http://" + host_);
+      if (!plain.has_value()) {
+        return Status::Unavailable(Describe() + ": no answer over https (" + tls.error().message() +
+                                   ") nor http (" + plain.error().message() + ")");
+      }
+      if (plain->status == 400 && tls.error().message().find("TLS") != std::string::npos) {
+        // A TLS server ("Client sent an HTTP request to an HTTPS server") we do not trust.
+        return tls.error().WithContext(Describe());
+      }
+      chosen = "http://" + host_;
+    }
+  }
+  std::scoped_lock lock(scheme_mu_);
+  if (base_url_.empty()) base_url_ = chosen;
+  return base_url_;
+}
+
+void RemoteSource::Backoff(int attempt, const HttpResponse* response) const {
+  auto delay = options_.base_backoff;
+  for (int i = 1; i < attempt && delay < options_.max_backoff; ++i) delay *= 2;
+  if (response != nullptr && (response->status == 429 || response->status == 503)) {
+    const std::string retry_after(Trim(response->Header("retry-after")));
+    if (!retry_after.empty() &&
+        std::all_of(retry_after.begin(), retry_after.end(),
+                    [](char c) { return c >= '0' && c <= '9'; }) &&
+        retry_after.size() < 9) {
+      delay = std::chrono::seconds(std::atoi(retry_after.c_str()));
+    }
+  }
+  delay = std::min(delay, options_.max_backoff);
+  if (delay.count() > 0) std::this_thread::sleep_for(delay);
+}
+
+Result<HttpResponse> RemoteSource::Attempt(Call& call, const std::string& base_url) {
+  std::string url = call.url.empty() ? base_url + call.path : call.url;
+  const std::string registry_host = UrlHostPort(base_url);
+  const std::string scope = Scope();
+  int hops = 0;
+  int challenges = 0;
+  while (true) {
+    HttpRequest req;
+    req.method = call.method;
+    req.url = url;
+    req.headers = call.headers;
+    req.connect_timeout = options_.connect_timeout;
+    req.total_timeout = call.streaming ? std::chrono::milliseconds(0) : options_.request_timeout;
+    req.low_speed_time = options_.low_speed_time;
+    req.max_body_bytes = call.max_body_bytes;
+    req.tls = tls_;
+    const bool same_host = UrlHostPort(url) == registry_host;
+    std::string auth_line;
+    if (call.authenticate && same_host) {
+      auth_line = auth_->HeaderFor(scope);
+      if (!auth_line.empty()) req.headers.push_back(auth_line);
+    }
+    if (call.prepare) call.prepare(req);
+    IMGFS_ASSIGN_OR_RETURN(HttpResponse resp, http_->Do(req));
+    // The Authenticator decides when a repeated 401 means "give up"; the bound here only
+    // protects against a server and an Authenticator that keep agreeing to try again.
+    if (resp.status == 401 && call.authenticate && same_host && challenges < 3) {
+      ++challenges;
+      Status st = auth_->OnChallenge(resp.www_authenticate, scope, auth_line);
+      if (!st.ok()) return st;
+      continue;
+    }
+    if (IsRedirect(resp.status)) {
+      const std::string location = resp.Header("location");
+      if (location.empty()) return resp;
+      if (++hops > kMaxRedirects) {
+        return Status::Corrupt(call.what + " (" + Describe() + "): more than " +
+                               std::to_string(kMaxRedirects) + " redirects");
+      }
+      url = ResolveUrl(url, location);
+      IMGFS_LOG(kDebug) << call.what << ": redirected to host " << UrlHostPort(url);
+      continue;
+    }
+    return resp;
+  }
+}
+
+Result<HttpResponse> RemoteSource::Execute(Call& call) {
+  const int attempts = std::max(1, options_.max_attempts);
+  Status last;
+  std::optional<HttpResponse> last_response;
+  for (int attempt = 1; attempt <= attempts; ++attempt) {
+    if (attempt > 1) {
+      IMGFS_LOG(kInfo) << call.what << " (" << Describe() << "): attempt " << attempt - 1
+                       << " failed: " << last.message() << "; retrying";
+      Backoff(attempt - 1, last_response ? &*last_response : nullptr);
+    }
+    last_response.reset();
+    Result<std::string> base = EnsureBaseUrl();
+    if (!base.has_value()) {
+      last = base.error();
+      if (last.code() == StatusCode::kUnavailable) continue;
+      return last;
+    }
+    Result<HttpResponse> resp = Attempt(call, *base);
+    if (!resp.has_value()) {
+      last = resp.error();
+      const bool retry =
+          call.retryable ? call.retryable(last) : last.code() == StatusCode::kUnavailable;
+      if (retry) continue;
+      return last;
+    }
+    if (IsRetryableStatus(resp->status)) {
+      last = HttpError(*resp, call.what);
+      resp->body.clear();
+      last_response = std::move(*resp);
+      continue;
+    }
+    if (IsSuccess(resp->status) && call.finish) {
+      Status st = call.finish(*resp);
+      if (!st.ok()) {
+        last = st;
+        if (st.code() == StatusCode::kUnavailable) continue;
+        return st;
+      }
+    }
+    return resp;
+  }
+  return Status(last.code(), last.message() + " (gave up after " + std::to_string(attempts) +
+                                 (attempts == 1 ? " attempt)" : " attempts)"));
+}
+
+Status RemoteSource::HttpError(const HttpResponse& response, const std::string& what) const {
+  std::string detail = RegistryErrorDetail(response.body);
+  std::string where = what + " (" + Describe() + "): HTTP " + std::to_string(response.status);
+  if (!detail.empty()) where += ": " + detail;
+  switch (response.status) {
+    case 401:
+      return Status::PermissionDenied("unauthorized: " + where + "; run `imgfs login " + host_ +
+                                      "`");
+    case 403:
+      return Status::PermissionDenied("denied: " + where);
+    case 404:
+      return Status::NotFound(where);
+    case 400:
+      return Status::InvalidArgument(where);
+    default:
+      break;
+  }
+  if (IsRetryableStatus(response.status)) return Status::Unavailable(where);
+  return Status::Unsupported(where);
+}
+
+Result<FetchedManifest> RemoteSource::GetManifest(std::string_view tag_or_digest) {
+  const std::string ref(tag_or_digest);
+  std::optional<Digest> wanted;
+  if (ref.find(':') != std::string::npos) {
+    IMGFS_ASSIGN_OR_RETURN(Digest d, Digest::Parse(ref));
+    if (d.algorithm() != "sha256") {
+      return Status::Unsupported("manifest " + ref + ": only sha256 digests are supported");
+    }
+    wanted = std::move(d);
+  } else if (ref.empty()) {
+    return Status::InvalidArgument("manifest request without a tag or digest (" + Describe() + ")");
+  }
+  const std::string display = host_ + "/" + repository_ + (wanted ? "@" : ":") + ref;
+  Call call;
+  call.path = "/v2/" + repository_ + "/manifests/" + ref;
+  call.headers.push_back("Accept: " + std::string(media::kManifestAccept));
+  call.what = "GET manifest " + display;
+  call.max_body_bytes = kMaxManifestBytes;
+  IMGFS_ASSIGN_OR_RETURN(HttpResponse resp, Execute(call));
+  if (resp.status == 404) {
+    return Status::NotFound("manifest unknown: " + display + " (" + Describe() + ")");
+  }
+  if (!IsSuccess(resp.status)) return HttpError(resp, call.what);
+
+  FetchedManifest out;
+  out.digest = Digest::Sha256Of(resp.body);
+  if (wanted && out.digest != *wanted) {
+    return Status::Corrupt("manifest " + display + " (" + Describe() + "): content has digest " +
+                           out.digest.String());
+  }
+  const std::string header_digest(Trim(resp.Header("docker-content-digest")));
+  if (!header_digest.empty()) {
+    Result<Digest> d = Digest::Parse(header_digest);
+    if (!d.has_value()) {
+      return Status::Corrupt("manifest " + display + " (" + Describe() +
+                             "): invalid Docker-Content-Digest " + header_digest);
+    }
+    if (d->algorithm() == "sha256" && *d != out.digest) {
+      return Status::Corrupt("manifest " + display + " (" + Describe() + "): content has digest " +
+                             out.digest.String() + " but Docker-Content-Digest says " +
+                             d->String());
+    }
+  }
+  std::string content_type = resp.Header("content-type");
+  content_type = std::string(Trim(content_type.substr(0, content_type.find(';'))));
+  out.media_type = content_type;
+  out.bytes = std::move(resp.body);
+  return out;
+}
+
+Status RemoteSource::FetchBlob(const Digest& digest, int64_t expected_size, const BlobSink& sink) {
+  const std::string what = "GET blob " + digest.String();
+  if (digest.algorithm() != "sha256") {
+    return Status::Unsupported(what + " (" + Describe() + "): only sha256 digests are supported");
+  }
+  Sha256 hasher;
+  uint64_t delivered = 0;  // bytes handed to `sink` so far (over all attempts)
+  uint64_t skip = 0;       // bytes of the current body to drop (a 200 after a break)
+  Status fatal;            // a non-retryable error raised inside the callbacks
+
+  Call call;
+  call.path = "/v2/" + repository_ + "/blobs/" + digest.String();
+  call.what = what;
+  call.streaming = true;
+  call.prepare = [&](HttpRequest& req) {
+    skip = 0;
+    if (delivered > 0) req.headers.push_back("Range: bytes=" + std::to_string(delivered) + "-");
+    req.on_body_start = [&](const HttpResponse& head) -> Status {
+      if (head.status == 206) {
+        const int64_t start = ContentRangeStart(head.Header("content-range"));
+        if (start != static_cast<int64_t>(delivered)) {
+          fatal = Status::Corrupt(what + " (" + Describe() + "): asked to resume at byte " +
+                                  std::to_string(delivered) + ", got Content-Range " +
+                                  head.Header("content-range"));
+          return fatal;
+        }
+      } else {
+        // 200: the whole blob again; the sink already has the first `delivered` bytes.
+        if (delivered > 0) {
+          IMGFS_LOG(kInfo) << what << ": server ignored Range; skipping " << delivered
+                           << " bytes already received";
+        }
+        skip = delivered;
+      }
+      return Status::Ok();
+    };
+    req.body_sink = [&](std::string_view chunk) -> Status {
+      if (skip > 0) {
+        const uint64_t n = std::min<uint64_t>(skip, chunk.size());
+        chunk.remove_prefix(n);
+        skip -= n;
+        if (chunk.empty()) return Status::Ok();
+      }
+      if (expected_size >= 0 && delivered + chunk.size() > static_cast<uint64_t>(expected_size)) {
+        fatal = Status::Corrupt(what + " (" + Describe() + "): larger than the expected " +
+                                std::to_string(expected_size) + " bytes");
+        return fatal;
+      }
+      hasher.Update(chunk);
+      Status st = sink(chunk);
+      if (!st.ok()) {
+        fatal = st;
+        return st;
+      }
+      delivered += chunk.size();
+      return Status::Ok();
+    };
+  };
+  call.retryable = [&](const Status& st) {
+    return fatal.ok() && st.code() == StatusCode::kUnavailable;
+  };
+  call.finish = [&](const HttpResponse&) -> Status {
+    if (skip > 0) {
+      return Status::Unavailable(what + " (" + Describe() + "): whole-blob answer ended before " +
+                                 "the resume point");
+    }
+    if (expected_size >= 0 && delivered < static_cast<uint64_t>(expected_size)) {
+      return Status::Unavailable(what + " (" + Describe() + "): body ended after " +
+                                 std::to_string(delivered) + " of " +
+                                 std::to_string(expected_size) + " bytes");
+    }
+    return Status::Ok();
+  };
+  Result<HttpResponse> resp = Execute(call);
+  if (!fatal.ok()) return fatal;
+  if (!resp.has_value()) return resp.error();
+  if (resp->status == 404) {
+    return Status::NotFound("blob unknown: " + digest.String() + " (" + Describe() + ")");
+  }
+  if (!IsSuccess(resp->status)) return HttpError(*resp, what);
+  const Digest got = hasher.Finish();
+  if (got != digest) {
+    return Status::Corrupt(what + " (" + Describe() + "): content has digest " + got.String() +
+                           " (" + std::to_string(delivered) + " bytes)");
+  }
+  return Status::Ok();
+}
+
+Result<std::string> RemoteSource::ReadBlobRange(const Digest& digest, ByteRange range) {
+  if (range.empty()) return std::string();
+  const std::string what = "GET blob " + digest.String() + " bytes " +
+                           std::to_string(range.offset) + "-" + std::to_string(range.end() - 1);
+  std::string out;
+  uint64_t pos = 0;  // blob offset of the next body byte
+  bool complete = false;
+  bool whole = false;  // the server ignored Range and sends the whole blob
+  Status fatal;
+  Call call;
+  call.path = "/v2/" + repository_ + "/blobs/" + digest.String();
+  call.what = what;
+  call.max_body_bytes = 1u << 20;  // error bodies only; 2xx bodies go to the sink
+  call.prepare = [&](HttpRequest& req) {
+    out.clear();
+    complete = false;
+    req.range = range;
+    req.on_body_start = [&](const HttpResponse& head) -> Status {
+      if (head.status == 206) {
+        const int64_t start = ContentRangeStart(head.Header("content-range"));
+        if (start < 0) {
+          fatal = Status::Corrupt(what + " (" + Describe() + "): bad Content-Range " +
+                                  head.Header("content-range"));
+          return fatal;
+        }
+        pos = static_cast<uint64_t>(start);
+        whole = false;
+      } else {
+        pos = 0;  // 200: the whole blob, sliced below
+        whole = true;
+      }
+      return Status::Ok();
+    };
+    req.body_sink = [&](std::string_view chunk) -> Status {
+      const uint64_t begin = std::max(pos, range.offset);
+      const uint64_t end = std::min(pos + chunk.size(), range.end());
+      if (begin < end) out.append(chunk.substr(begin - pos, end - begin));
+      pos += chunk.size();
+      if (whole && pos >= range.end()) {
+        complete = true;  // stop a whole-blob answer once the range is in hand
+        return Status::Internal("range complete");
+      }
+      return Status::Ok();
+    };
+  };
+  call.retryable = [&](const Status& st) {
+    return !complete && fatal.ok() && st.code() == StatusCode::kUnavailable;
+  };
+  Result<HttpResponse> resp = Execute(call);
+  if (complete) return out;
+  if (!fatal.ok()) return fatal;
+  if (!resp.has_value()) return resp.error();
+  if (resp->status == 416) return std::string();  // range starts past the end
+  if (resp->status == 404) {
+    return Status::NotFound("blob unknown: " + digest.String() + " (" + Describe() + ")");
+  }
+  if (!IsSuccess(resp->status)) return HttpError(*resp, what);
+  return out;  // the blob ended inside the range
+}
+
+Result<std::vector<std::string>> RemoteSource::ListTags() {
+  std::vector<std::string> tags;
+  Call call;
+  call.path = "/v2/" + repository_ + "/tags/list?n=" + std::to_string(kTagsPageSize);
+  call.what = "GET tags of " + host_ + "/" + repository_;
+  for (int page = 0; page < kMaxTagPages; ++page) {
+    IMGFS_ASSIGN_OR_RETURN(HttpResponse resp, Execute(call));
+    if (resp.status == 404) {
+      return Status::NotFound("repository unknown: " + host_ + "/" + repository_ + " (" +
+                              Describe() + ")");
+    }
+    if (!IsSuccess(resp.status)) return HttpError(resp, call.what);
+    nlohmann::json doc = nlohmann::json::parse(resp.body, nullptr, false);
+    if (doc.is_discarded() || !doc.is_object()) {
+      return Status::Corrupt(call.what + " (" + Describe() + "): answer is not a JSON object");
+    }
+    auto list = doc.find("tags");
+    if (list != doc.end() && !list->is_null()) {
+      if (!list->is_array()) {
+        return Status::Corrupt(call.what + " (" + Describe() + "): \"tags\" is not an array");
+      }
+      for (const nlohmann::json& t : *list) {
+        if (!t.is_string()) {
+          return Status::Corrupt(call.what + " (" + Describe() + "): a tag is not a string");
+        }
+        tags.push_back(t.get<std::string>());
+      }
+    }
+    const std::string next = NextLink(resp.Header("link"));
+    if (next.empty()) {
+      std::sort(tags.begin(), tags.end());
+      tags.erase(std::unique(tags.begin(), tags.end()), tags.end());
+      return tags;
+    }
+    const std::string from = resp.effective_url.empty() ? call.url : resp.effective_url;
+    call.url = ResolveUrl(from, next);
+  }
+  return Status::Corrupt(call.what + " (" + Describe() + "): more than " +
+                         std::to_string(kMaxTagPages) + " pages");
+}
+
+}  // namespace imgfs::registry

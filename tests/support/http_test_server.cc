@@ -249,6 +249,9 @@ void HttpTestServer::Serve(int fd) {
   while (!stop_ && !conn.closed()) {
     size_t end = buffer.find("\r\n\r\n");
     while (end == std::string::npos) {
+      // A TLS ClientHello (record type 22): this is a plain-HTTP server; hang up at once
+      // like a real server would fail the handshake.
+      if (!buffer.empty() && buffer[0] == '\x16') goto done;
       if (buffer.size() > kMaxRequestBytes || !fill(buffer.size() + 1)) goto done;
       end = buffer.find("\r\n\r\n");
     }

@@ -1,0 +1,156 @@
+// imgfs — RemoteSource: a BlobSource over one repository of an OCI/Docker registry.
+//
+// Speaks the distribution API (distribution-spec `spec.md`; FORMATS.md §2.5):
+//   GET /v2/                               ping; picks http or https (below)
+//   GET /v2/<name>/manifests/<tag|digest>  Accept: media::kManifestAccept
+//   GET /v2/<name>/blobs/<digest>          whole (streamed, sha256-verified) or by Range
+//   GET /v2/<name>/tags/list?n=…           following Link: <…>; rel="next"
+//
+// Policy added on top of the policy-free HttpClient:
+//  - Scheme: https with TLS verification, CAs = system store + certs_dir/<host>/*.crt +
+//    options.tls.ca_files, client certificate certs_dir/<host>/client.cert + client.key.
+//    Plain http only for loopback hosts (IsLoopbackHost) and options.insecure_registries:
+//    for those the first request probes https first and falls back to http when no TLS
+//    server answers there (what docker does for insecure registries).
+//  - Auth: every request carries Authenticator::HeaderFor(scope); a 401 goes to
+//    Authenticator::OnChallenge and the request is repeated (the Authenticator decides when
+//    to give up).
+//  - Redirects (301/302/303/307/308) are followed by hand, at most kMaxRedirects; the
+//    Authorization header only goes to the registry's own host (blob storage behind a
+//    redirect, e.g. S3, rejects a second auth mechanism and must not see the token).
+//  - Retries with exponential backoff (base_backoff·2^n, capped at max_backoff) on transport
+//    errors (Unavailable), 5xx and 429; a Retry-After of N seconds is honoured up to
+//    max_backoff. An unreachable registry fails after max_attempts × connect_timeout plus
+//    the backoff sleeps.
+//  - Verification: manifests by digest are checked against the requested digest, every
+//    manifest against Docker-Content-Digest when present; blobs streamed by FetchBlob are
+//    hashed and compared with the digest before OK. Mismatches are Corrupt.
+//  - Resume: when a FetchBlob transfer breaks after N bytes reached the sink, the next
+//    attempt asks for "Range: bytes=N-". A 206 continues the stream; a server that answers
+//    200 (ignoring Range) sends the whole blob again, and its first N bytes are skipped, so
+//    the sink still sees each byte of the blob exactly once, in order (the BlobSink
+//    contract is unchanged); the final digest covers exactly what the sink saw.
+//  - ReadBlobRange accepts 206 or a 200 with the whole blob (sliced while streaming, so the
+//    rest is not kept in memory); a 416 means the range starts at or past the end → "".
+//
+// Errors name the registry and repository (Describe()) and what was asked: NotFound
+// ("manifest unknown: <name>:<tag> (registry HOST)"), PermissionDenied from the
+// Authenticator, Corrupt, Unavailable (after retries). Authorization headers are never logged.
+//
+// Thread-safety: every method may be called from many threads at once. The scheme decision
+// is taken once under a mutex (not held across I/O by other requests).
+#ifndef IMGFS_REGISTRY_REMOTE_SOURCE_H_
+#define IMGFS_REGISTRY_REMOTE_SOURCE_H_
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+#include "registry/auth.h"
+#include "registry/blob_source.h"
+#include "registry/credentials.h"
+#include "registry/http_client.h"
+#include "registry/reference.h"
+
+namespace imgfs::registry {
+
+struct RemoteSourceOptions {
+  // Extra CAs (--ca-cert) and an explicit client certificate; merged with certs_dir.
+  TlsOptions tls;
+  // Docker's per-registry certificate directory: <certs_dir>/<host[:port]>/{*.crt,
+  // client.cert, client.key}. "" = do not look.
+  std::string certs_dir = "/etc/docker/certs.d";
+  // Hosts ("host[:port]") that may be spoken to over plain HTTP besides loopback ones.
+  std::vector<std::string> insecure_registries;
+  // Credential for this registry (from CredentialStore::Lookup), if any.
+  std::optional<Credential> credential;
+
+  std::chrono::milliseconds connect_timeout{10000};
+  // Whole-request limit for small requests (ping, manifests, tags, ranges).
+  std::chrono::milliseconds request_timeout{60000};
+  // Blob streams have no total limit; they fail when slower than 1 byte/s for this long.
+  std::chrono::seconds low_speed_time{30};
+
+  // Attempts per operation (1 = no retry). Each failed attempt counts, including the ones
+  // of a resumed blob download.
+  int max_attempts = 4;
+  // First retry waits base_backoff, then twice as long each time, at most max_backoff
+  // (which also caps Retry-After).
+  std::chrono::milliseconds base_backoff{500};
+  std::chrono::milliseconds max_backoff{10000};
+
+  // A shared client (connection pool) to use; when null the source owns one.
+  // Must outlive the source.
+  HttpClient* http = nullptr;
+};
+
+class RemoteSource : public BlobSource {
+ public:
+  // Redirect hops followed per request (as Go's net/http allows 10; registries use 1).
+  static constexpr int kMaxRedirects = 5;
+  // distribution refuses manifests above 4 MiB; anything larger is not a manifest.
+  static constexpr size_t kMaxManifestBytes = 4u << 20;
+
+  // The repository of `ref` at ref.Endpoint(). Does no I/O.
+  static std::unique_ptr<RemoteSource> Create(const Reference& ref, RemoteSourceOptions options);
+  // The repository `repository` ("demo/app") at `registry_host` ("127.0.0.1:5000").
+  static std::unique_ptr<RemoteSource> Create(std::string registry_host, std::string repository,
+                                              RemoteSourceOptions options);
+
+  RemoteSource(const RemoteSource&) = delete;
+  RemoteSource& operator=(const RemoteSource&) = delete;
+  ~RemoteSource() override;
+
+  // GET /v2/: OK when the registry answers as a v2 registry (200, or 401 asking for auth).
+  Status Ping();
+
+  Result<FetchedManifest> GetManifest(std::string_view tag_or_digest) override;
+  Status FetchBlob(const Digest& digest, int64_t expected_size, const BlobSink& sink) override;
+  Result<std::string> ReadBlobRange(const Digest& digest, ByteRange range) override;
+  Result<std::vector<std::string>> ListTags() override;
+  // "registry HOST, repository NAME"
+  std::string Describe() const override;
+
+  const std::string& registry_host() const { return host_; }
+  const std::string& repository() const { return repository_; }
+  // "https://HOST" or "http://HOST" once decided (after the first request), else "".
+  std::string BaseUrl() const;
+
+ private:
+  RemoteSource(std::string registry_host, std::string repository, RemoteSourceOptions options);
+
+  // One logical request: scheme, auth, redirects, retries. `prepare` fills the request for
+  // an attempt (url is set to base + path before the call; it may add range, sink, ...).
+  // `retryable_error` tells whether an error Status returned by Do may be retried.
+  struct Call;
+  Result<HttpResponse> Execute(Call& call);
+  // One attempt: auth + redirects, no retry.
+  Result<HttpResponse> Attempt(Call& call, const std::string& base_url);
+  Result<std::string> EnsureBaseUrl();
+  Result<HttpResponse> DoPing(const std::string& base_url);
+  std::string Scope() const { return "repository:" + repository_ + ":pull"; }
+  // Non-2xx final answer → Status naming `what`.
+  Status HttpError(const HttpResponse& response, const std::string& what) const;
+  void Backoff(int attempt, const HttpResponse* response) const;
+
+  const std::string host_;
+  const std::string repository_;
+  const RemoteSourceOptions options_;
+  TlsOptions tls_;  // options_.tls merged with certs_dir/<host>
+  std::unique_ptr<HttpClient> owned_http_;
+  HttpClient* http_;
+  std::unique_ptr<Authenticator> auth_;
+
+  mutable std::mutex scheme_mu_;  // guards base_url_; held during the one-time probe
+  std::string base_url_;
+};
+
+}  // namespace imgfs::registry
+
+#endif  // IMGFS_REGISTRY_REMOTE_SOURCE_H_
