@@ -68,6 +68,8 @@ struct FileEntry {
   uint64_t payload_offset = 0;  // in the uncompressed tar stream (regular files)
   uint32_t first_chunk = 0;     // index into LayerIndex::chunks
   uint32_t chunk_count = 0;
+
+  bool operator==(const FileEntry&) const = default;
 };
 
 // A piece of a regular file's content.
@@ -82,15 +84,28 @@ struct Chunk {
   uint64_t blob_offset = 0;
   uint64_t blob_length = 0;
   uint64_t inner_offset = 0;
+
+  bool operator==(const Chunk&) const = default;
 };
 
-// A place where decompression can start.
+// A place where decompression can start. An empty `window` means decompression starts a new
+// gzip member (its header is at compressed_offset) or a new zstd frame there; a non-empty one
+// is a zlib zran.c-style point inside a deflate stream: raw inflate primed with `bits` bits of
+// the byte before compressed_offset and `window` as dictionary.
 struct Checkpoint {
   uint64_t compressed_offset = 0;    // byte offset in the blob (gzip: of the next input byte)
   uint64_t uncompressed_offset = 0;  // position in the tar stream
   uint8_t bits = 0;                  // gzip: bits of the byte before compressed_offset to use
   std::string window;                // gzip: up to 32 KiB of preceding output; zstd: empty
+
+  bool operator==(const Checkpoint&) const = default;
 };
+
+// Version of the Encode() format. Bump it whenever the encoding changes (the golden test in
+// tests/fs/layer_index_test.cc fails otherwise); Decode rejects other versions as Corrupt, and
+// callers rebuild the index.
+inline constexpr uint32_t kLayerIndexFormatVersion = 1;
+inline constexpr std::string_view kLayerIndexMagic = "IMGFSIDX";
 
 struct LayerIndex {
   registry::Digest layer_digest;  // the blob digest
@@ -102,12 +117,27 @@ struct LayerIndex {
   std::vector<Chunk> chunks;
   std::vector<Checkpoint> checkpoints;  // sorted by uncompressed_offset
 
+  registry::Digest diff_id;      // sha256 of the uncompressed tar stream (empty if unknown)
+  uint64_t chunk_size = 0;       // the fixed chunk size used for tar layers (0: format chunks)
+  uint64_t checkpoint_span = 0;  // requested distance between checkpoints (uncompressed bytes)
+  // Largest uncompressed distance between two consecutive checkpoints (or the last one and
+  // the end of the stream): the worst-case amount a reader decompresses to reach a byte.
+  // Larger than checkpoint_span when the blob gives no earlier place to start, e.g. a tar+zstd
+  // layer written as one huge zstd frame: such a layer is not seekable inside the frame and a
+  // read there decompresses from the frame start.
+  uint64_t max_checkpoint_gap = 0;
+
+  // Index of the checkpoint with the largest uncompressed_offset <= `offset` (0 if none).
+  size_t CheckpointFor(uint64_t offset) const;
+
   // Binary encoding: magic, format version, body, trailing sha256 of everything before it.
   std::string Encode() const;
   // Corrupt on bad magic, unknown version, checksum mismatch or inconsistent contents
   // (chunk ranges outside the chunk table, offsets beyond the sizes, ...). Never crashes on
   // arbitrary bytes.
   static Result<LayerIndex> Decode(std::string_view bytes);
+
+  bool operator==(const LayerIndex&) const = default;
 };
 
 }  // namespace imgfs::fs

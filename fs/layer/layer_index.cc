@@ -1,0 +1,349 @@
+// imgfs — LayerIndex binary encoding.
+//
+// Layout (version 1; all integers little-endian, "varint" = LEB128 unsigned, "zigzag" = signed
+// varint, "str" = varint length + bytes):
+//   magic "IMGFSIDX" | u32 version
+//   str layer_digest | str diff_id | str media_type | u8 format
+//   varint compressed_size, uncompressed_size, chunk_size, checkpoint_span, max_checkpoint_gap
+//   varint #entries, each: str path | u8 type | varint mode, uid, gid, size | zigzag mtime_sec |
+//     varint mtime_nsec, dev_major, dev_minor | str link_target | varint #xattrs, each str name,
+//     str value | varint payload_offset, first_chunk, chunk_count
+//   varint #chunks, each: varint file_offset, size | u8 has_digest [+ 32 raw sha256 bytes] |
+//     varint blob_offset, blob_length, inner_offset
+//   varint #checkpoints, each: varint compressed_offset, uncompressed_offset | u8 bits | str window
+//   32 bytes: sha256 of everything above.
+#include "fs/layer/layer_index.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+namespace imgfs::fs {
+namespace {
+
+constexpr size_t kChecksumBytes = 32;
+constexpr size_t kMaxWindowBytes = 32 * 1024;  // deflate's window (RFC 1951 section 2)
+
+class Writer {
+ public:
+  void U8(uint8_t v) { out_.push_back(static_cast<char>(v)); }
+  void U32(uint32_t v) {
+    for (int i = 0; i < 4; ++i) U8(static_cast<uint8_t>(v >> (8 * i)));
+  }
+  void Varint(uint64_t v) {
+    while (v >= 0x80) {
+      U8(static_cast<uint8_t>(v | 0x80));
+      v >>= 7;
+    }
+    U8(static_cast<uint8_t>(v));
+  }
+  void Zigzag(int64_t v) {
+    Varint((static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63));
+  }
+  void Str(std::string_view s) {
+    Varint(s.size());
+    out_.append(s);
+  }
+  void Raw(std::string_view s) { out_.append(s); }
+  std::string& out() { return out_; }
+
+ private:
+  std::string out_;
+};
+
+class Reader {
+ public:
+  explicit Reader(std::string_view in) : in_(in) {}
+  bool U8(uint8_t* v) {
+    if (pos_ >= in_.size()) return false;
+    *v = static_cast<uint8_t>(in_[pos_++]);
+    return true;
+  }
+  bool U32(uint32_t* v) {
+    *v = 0;
+    for (int i = 0; i < 4; ++i) {
+      uint8_t b;
+      if (!U8(&b)) return false;
+      *v |= static_cast<uint32_t>(b) << (8 * i);
+    }
+    return true;
+  }
+  bool Varint(uint64_t* v) {
+    *v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      uint8_t b;
+      if (!U8(&b)) return false;
+      if (shift == 63 && b > 1) return false;  // overflows 64 bits
+      *v |= static_cast<uint64_t>(b & 0x7f) << shift;
+      if ((b & 0x80) == 0) return true;
+    }
+    return false;
+  }
+  bool Varint32(uint32_t* v) {
+    uint64_t x;
+    if (!Varint(&x) || x > std::numeric_limits<uint32_t>::max()) return false;
+    *v = static_cast<uint32_t>(x);
+    return true;
+  }
+  bool Zigzag(int64_t* v) {
+    uint64_t x;
+    if (!Varint(&x)) return false;
+    *v = static_cast<int64_t>((x >> 1) ^ (~(x & 1) + 1));
+    return true;
+  }
+  bool Str(std::string* s) {
+    uint64_t n;
+    if (!Varint(&n) || n > remaining()) return false;
+    s->assign(in_.substr(pos_, n));
+    pos_ += n;
+    return true;
+  }
+  bool Raw(size_t n, std::string_view* s) {
+    if (n > remaining()) return false;
+    *s = in_.substr(pos_, n);
+    pos_ += n;
+    return true;
+  }
+  // Reads a count of items that each take at least `min_bytes`, so a hostile count cannot
+  // make the decoder allocate more than the input justifies.
+  bool Count(size_t min_bytes, size_t* n) {
+    uint64_t v;
+    if (!Varint(&v) || v > remaining() / min_bytes) return false;
+    *n = static_cast<size_t>(v);
+    return true;
+  }
+  size_t remaining() const { return in_.size() - pos_; }
+  size_t pos() const { return pos_; }
+
+ private:
+  std::string_view in_;
+  size_t pos_ = 0;
+};
+
+Status Bad(const Reader& r, std::string_view what) {
+  return Status::Corrupt("layer index: " + std::string(what) + " at byte " +
+                         std::to_string(r.pos()));
+}
+
+std::string HexToBytes(std::string_view hex) {
+  std::string out;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return 0;
+  };
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
+    out.push_back(static_cast<char>((nibble(hex[i]) << 4) | nibble(hex[i + 1])));
+  }
+  return out;
+}
+
+bool AddOverflows(uint64_t a, uint64_t b, uint64_t* sum) {
+  return __builtin_add_overflow(a, b, sum);
+}
+
+Result<registry::Digest> ParseOptionalDigest(const std::string& text) {
+  if (text.empty()) return registry::Digest();
+  return registry::Digest::Parse(text);
+}
+
+}  // namespace
+
+size_t LayerIndex::CheckpointFor(uint64_t offset) const {
+  auto it = std::upper_bound(
+      checkpoints.begin(), checkpoints.end(), offset,
+      [](uint64_t off, const Checkpoint& cp) { return off < cp.uncompressed_offset; });
+  if (it == checkpoints.begin()) return 0;
+  return static_cast<size_t>(it - checkpoints.begin()) - 1;
+}
+
+std::string LayerIndex::Encode() const {
+  Writer w;
+  w.Raw(kLayerIndexMagic);
+  w.U32(kLayerIndexFormatVersion);
+  w.Str(layer_digest.String());
+  w.Str(diff_id.String());
+  w.Str(media_type);
+  w.U8(static_cast<uint8_t>(format));
+  w.Varint(compressed_size);
+  w.Varint(uncompressed_size);
+  w.Varint(chunk_size);
+  w.Varint(checkpoint_span);
+  w.Varint(max_checkpoint_gap);
+  w.Varint(entries.size());
+  for (const FileEntry& e : entries) {
+    w.Str(e.path);
+    w.U8(static_cast<uint8_t>(e.type));
+    w.Varint(e.mode);
+    w.Varint(e.uid);
+    w.Varint(e.gid);
+    w.Varint(e.size);
+    w.Zigzag(e.mtime_sec);
+    w.Varint(e.mtime_nsec);
+    w.Varint(e.dev_major);
+    w.Varint(e.dev_minor);
+    w.Str(e.link_target);
+    w.Varint(e.xattrs.size());
+    for (const auto& [name, value] : e.xattrs) {
+      w.Str(name);
+      w.Str(value);
+    }
+    w.Varint(e.payload_offset);
+    w.Varint(e.first_chunk);
+    w.Varint(e.chunk_count);
+  }
+  w.Varint(chunks.size());
+  for (const Chunk& c : chunks) {
+    w.Varint(c.file_offset);
+    w.Varint(c.size);
+    bool has_digest = !c.digest.empty() && c.digest.algorithm() == "sha256";
+    w.U8(has_digest ? 1 : 0);
+    if (has_digest) w.Raw(HexToBytes(c.digest.hex()));
+    w.Varint(c.blob_offset);
+    w.Varint(c.blob_length);
+    w.Varint(c.inner_offset);
+  }
+  w.Varint(checkpoints.size());
+  for (const Checkpoint& cp : checkpoints) {
+    w.Varint(cp.compressed_offset);
+    w.Varint(cp.uncompressed_offset);
+    w.U8(cp.bits);
+    w.Str(cp.window);
+  }
+  std::string out = std::move(w.out());
+  out += HexToBytes(registry::Digest::Sha256Of(out).hex());
+  return out;
+}
+
+Result<LayerIndex> LayerIndex::Decode(std::string_view bytes) {
+  if (bytes.size() < kLayerIndexMagic.size() + 4 + kChecksumBytes ||
+      bytes.substr(0, kLayerIndexMagic.size()) != kLayerIndexMagic) {
+    return Status::Corrupt("layer index: bad magic");
+  }
+  std::string_view body = bytes.substr(0, bytes.size() - kChecksumBytes);
+  std::string_view sum = bytes.substr(bytes.size() - kChecksumBytes);
+  if (HexToBytes(registry::Digest::Sha256Of(body).hex()) != sum) {
+    return Status::Corrupt("layer index: checksum mismatch");
+  }
+  Reader r(body.substr(kLayerIndexMagic.size()));
+  uint32_t version;
+  if (!r.U32(&version)) return Bad(r, "truncated header");
+  if (version != kLayerIndexFormatVersion) {
+    return Status::Corrupt("layer index: unsupported format version " + std::to_string(version) +
+                           " (expected " + std::to_string(kLayerIndexFormatVersion) + ")");
+  }
+  LayerIndex index;
+  std::string layer_digest, diff_id;
+  uint8_t format;
+  if (!r.Str(&layer_digest) || !r.Str(&diff_id) || !r.Str(&index.media_type) || !r.U8(&format)) {
+    return Bad(r, "truncated header");
+  }
+  auto ld = ParseOptionalDigest(layer_digest);
+  auto dd = ParseOptionalDigest(diff_id);
+  if (!ld.has_value() || !dd.has_value()) return Bad(r, "bad digest");
+  index.layer_digest = std::move(ld).value();
+  index.diff_id = std::move(dd).value();
+  if (format > static_cast<uint8_t>(LayerFormat::kZstdChunked)) return Bad(r, "bad layer format");
+  index.format = static_cast<LayerFormat>(format);
+  if (!r.Varint(&index.compressed_size) || !r.Varint(&index.uncompressed_size) ||
+      !r.Varint(&index.chunk_size) || !r.Varint(&index.checkpoint_span) ||
+      !r.Varint(&index.max_checkpoint_gap)) {
+    return Bad(r, "truncated header");
+  }
+
+  size_t n;
+  // An entry takes at least 16 bytes (one per field).
+  if (!r.Count(16, &n)) return Bad(r, "bad entry count");
+  index.entries.resize(n);
+  for (FileEntry& e : index.entries) {
+    uint8_t type;
+    if (!r.Str(&e.path) || !r.U8(&type) || !r.Varint32(&e.mode) || !r.Varint32(&e.uid) ||
+        !r.Varint32(&e.gid) || !r.Varint(&e.size) || !r.Zigzag(&e.mtime_sec) ||
+        !r.Varint32(&e.mtime_nsec) || !r.Varint32(&e.dev_major) || !r.Varint32(&e.dev_minor) ||
+        !r.Str(&e.link_target)) {
+      return Bad(r, "truncated entry");
+    }
+    if (type > static_cast<uint8_t>(EntryType::kOpaque)) return Bad(r, "bad entry type");
+    e.type = static_cast<EntryType>(type);
+    if (e.path.find('\0') != std::string::npos) return Bad(r, "NUL in path");
+    if (e.mode > 07777 || e.mtime_nsec >= 1000000000) return Bad(r, "bad entry mode or time");
+    size_t nx;
+    if (!r.Count(2, &nx)) return Bad(r, "bad xattr count");
+    e.xattrs.resize(nx);
+    for (auto& [name, value] : e.xattrs) {
+      if (!r.Str(&name) || !r.Str(&value)) return Bad(r, "truncated xattr");
+    }
+    if (!std::is_sorted(e.xattrs.begin(), e.xattrs.end())) return Bad(r, "xattrs not sorted");
+    if (!r.Varint(&e.payload_offset) || !r.Varint32(&e.first_chunk) ||
+        !r.Varint32(&e.chunk_count)) {
+      return Bad(r, "truncated entry");
+    }
+  }
+
+  if (!r.Count(6, &n)) return Bad(r, "bad chunk count");
+  index.chunks.resize(n);
+  for (Chunk& c : index.chunks) {
+    uint8_t has_digest;
+    if (!r.Varint(&c.file_offset) || !r.Varint(&c.size) || !r.U8(&has_digest)) {
+      return Bad(r, "truncated chunk");
+    }
+    if (has_digest > 1) return Bad(r, "bad chunk digest flag");
+    if (has_digest) {
+      std::string_view raw;
+      if (!r.Raw(32, &raw)) return Bad(r, "truncated chunk digest");
+      c.digest =
+          registry::Digest::FromSha256Bytes(reinterpret_cast<const unsigned char*>(raw.data()));
+    }
+    if (!r.Varint(&c.blob_offset) || !r.Varint(&c.blob_length) || !r.Varint(&c.inner_offset)) {
+      return Bad(r, "truncated chunk");
+    }
+  }
+
+  if (!r.Count(4, &n)) return Bad(r, "bad checkpoint count");
+  index.checkpoints.resize(n);
+  for (Checkpoint& cp : index.checkpoints) {
+    if (!r.Varint(&cp.compressed_offset) || !r.Varint(&cp.uncompressed_offset) || !r.U8(&cp.bits) ||
+        !r.Str(&cp.window)) {
+      return Bad(r, "truncated checkpoint");
+    }
+    if (cp.bits > 7 || cp.window.size() > kMaxWindowBytes) return Bad(r, "bad checkpoint");
+    if (cp.bits != 0 && cp.compressed_offset == 0) return Bad(r, "bad checkpoint bits");
+  }
+  if (r.remaining() != 0) return Bad(r, "trailing bytes");
+
+  // Cross-checks: everything a reader will index with must stay inside its table or stream.
+  for (const FileEntry& e : index.entries) {
+    uint64_t end;
+    if (e.chunk_count != 0 && e.type != EntryType::kRegular) {
+      return Status::Corrupt("layer index: chunks on a non-regular entry " + e.path);
+    }
+    if (AddOverflows(e.first_chunk, e.chunk_count, &end) || end > index.chunks.size()) {
+      return Status::Corrupt("layer index: chunk range outside the chunk table for " + e.path);
+    }
+    if (e.type == EntryType::kRegular && e.size != 0 &&
+        (AddOverflows(e.payload_offset, e.size, &end) || end > index.uncompressed_size)) {
+      return Status::Corrupt("layer index: data of " + e.path + " beyond the stream");
+    }
+    uint64_t expect = 0;
+    for (uint32_t i = e.first_chunk; i < e.first_chunk + e.chunk_count; ++i) {
+      const Chunk& c = index.chunks[i];
+      if (c.file_offset != expect || AddOverflows(expect, c.size, &expect) || expect > e.size) {
+        return Status::Corrupt("layer index: bad chunk list for " + e.path);
+      }
+    }
+    if (e.chunk_count != 0 && expect != e.size) {
+      return Status::Corrupt("layer index: chunks do not cover " + e.path);
+    }
+  }
+  for (size_t i = 0; i < index.checkpoints.size(); ++i) {
+    const Checkpoint& cp = index.checkpoints[i];
+    if (cp.uncompressed_offset > index.uncompressed_size ||
+        cp.compressed_offset > index.compressed_size ||
+        (i > 0 && cp.uncompressed_offset < index.checkpoints[i - 1].uncompressed_offset)) {
+      return Status::Corrupt("layer index: checkpoint " + std::to_string(i) + " out of order");
+    }
+  }
+  return index;
+}
+
+}  // namespace imgfs::fs

@@ -1,0 +1,1 @@
+// imgfs — fs/layer/layer_reader (in progress).
