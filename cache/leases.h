@@ -9,10 +9,10 @@
 // pid is gone — or was reused by another process (different start time) — is stale and is
 // removed by ListLiveLeases.
 //
-// Leases are created and deleted under the store's exclusive index.lock, so a GC or rm
-// (which read leases under that lock) sees a lease either before or after the change, never
-// half. Lease::Acquire fails with NotFound if the manifest blob is no longer in the store
-// (a concurrent rm won), so a mount that got its lease knows its image stays.
+// Leases are created under the store's exclusive index.lock (deleting one is a single
+// unlink), so a GC or rm, which read leases under that lock, sees a lease either before or
+// after the change, never half. Lease::Acquire fails with NotFound if the manifest blob is no
+// longer in the store (a concurrent rm won), so a mount that got its lease knows its image stays.
 //
 // Thread-safety: a Lease object belongs to one thread at a time; the free functions may be
 // called from any thread and process.
