@@ -1,1 +1,751 @@
-// imgfs — placeholder; implemented by its owner.
+// imgfs — docker-like image operations on the local store.
+#include "cache/images.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <system_error>
+#include <unordered_set>
+
+#include <nlohmann/json.hpp>
+
+#include "base/file_util.h"
+#include "base/log.h"
+#include "cache/leases.h"
+#include "registry/media_types.h"
+
+namespace imgfs::cache {
+namespace {
+
+using json = nlohmann::json;
+using registry::Descriptor;
+using registry::Digest;
+using registry::Reference;
+
+// Nesting limit when following index → manifest links during GC (indexes of indexes are
+// legal but never deeper than a couple of levels in practice).
+constexpr int kMaxIndexDepth = 4;
+
+std::string JsonString(const json& obj, const char* key) {
+  auto it = obj.find(key);
+  return it != obj.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+std::vector<std::string> JsonStrings(const json& obj, const char* key) {
+  std::vector<std::string> out;
+  auto it = obj.find(key);
+  if (it == obj.end() || !it->is_array()) return out;
+  for (const auto& v : *it) {
+    if (v.is_string()) out.push_back(v.get<std::string>());
+  }
+  return out;
+}
+
+Result<Descriptor> DecodeDescriptor(const json& j) {
+  if (!j.is_object()) return Status::Corrupt("descriptor is not an object");
+  Descriptor d;
+  d.media_type = JsonString(j, "mediaType");
+  IMGFS_ASSIGN_OR_RETURN(d.digest, Digest::Parse(JsonString(j, "digest")));
+  auto size = j.find("size");
+  if (size != j.end() && size->is_number_integer()) d.size = size->get<int64_t>();
+  if (auto it = j.find("annotations"); it != j.end() && it->is_object()) {
+    for (const auto& [k, v] : it->items()) {
+      if (v.is_string()) d.annotations[k] = v.get<std::string>();
+    }
+  }
+  return d;
+}
+
+// The parts of a manifest the store needs (config and layer descriptors). The stored bytes
+// are verified against `digest` by ReadBlob.
+Result<registry::Manifest> LoadManifest(const Store& store, const Digest& digest) {
+  IMGFS_ASSIGN_OR_RETURN(std::string bytes, store.ReadBlob(digest));
+  json j = json::parse(bytes, nullptr, false);
+  auto bad = [&digest](const std::string& what) {
+    return Status::Corrupt("manifest " + digest.String() + ": " + what);
+  };
+  if (j.is_discarded() || !j.is_object()) return bad("not a JSON object");
+  if (!j.contains("config") || !j.contains("layers") || !j["layers"].is_array()) {
+    return bad("not an image manifest (no config/layers)");
+  }
+  registry::Manifest m;
+  m.media_type = JsonString(j, "mediaType");
+  auto config = DecodeDescriptor(j["config"]);
+  if (!config.has_value()) return bad("config: " + config.error().message());
+  m.config = std::move(*config);
+  for (const auto& l : j["layers"]) {
+    auto layer = DecodeDescriptor(l);
+    if (!layer.has_value()) return bad("layer: " + layer.error().message());
+    m.layers.push_back(std::move(*layer));
+  }
+  return m;
+}
+
+Result<registry::ImageConfig> LoadConfig(const Store& store, const Digest& digest) {
+  IMGFS_ASSIGN_OR_RETURN(std::string bytes, store.ReadBlob(digest));
+  json j = json::parse(bytes, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return Status::Corrupt("image config " + digest.String() + ": not a JSON object");
+  }
+  registry::ImageConfig c;
+  c.created = JsonString(j, "created");
+  c.author = JsonString(j, "author");
+  c.architecture = JsonString(j, "architecture");
+  c.os = JsonString(j, "os");
+  c.variant = JsonString(j, "variant");
+  if (auto it = j.find("config"); it != j.end() && it->is_object()) {
+    const json& cfg = *it;
+    c.env = JsonStrings(cfg, "Env");
+    c.entrypoint = JsonStrings(cfg, "Entrypoint");
+    c.cmd = JsonStrings(cfg, "Cmd");
+    c.working_dir = JsonString(cfg, "WorkingDir");
+    c.user = JsonString(cfg, "User");
+    if (auto lt = cfg.find("Labels"); lt != cfg.end() && lt->is_object()) {
+      for (const auto& [k, v] : lt->items()) {
+        if (v.is_string()) c.labels[k] = v.get<std::string>();
+      }
+    }
+  }
+  if (auto it = j.find("rootfs"); it != j.end() && it->is_object()) {
+    for (const std::string& d : JsonStrings(*it, "diff_ids")) {
+      auto parsed = Digest::Parse(d);
+      if (parsed.has_value()) c.diff_ids.push_back(*parsed);
+    }
+  }
+  c.raw = std::move(bytes);
+  return c;
+}
+
+// Familiar repository name for a stored repository ("docker.io/library/alpine" → "alpine").
+std::string FamiliarRepository(const std::string& repository) {
+  if (repository.empty()) return {};
+  auto ref = Reference::Parse(repository);
+  return ref.has_value() ? ref->FamiliarName() : repository;
+}
+
+// What one index entry shows as.
+struct EntryView {
+  std::string repository = "<none>";
+  std::string tag = "<none>";
+  std::string familiar_ref;  // "alpine:3.20", "alpine@sha256:…", "" when dangling
+  bool tagged = false;
+};
+
+EntryView ViewOf(const ImageRecord& r) {
+  EntryView v;
+  if (r.dangling()) return v;
+  auto ref = Reference::Parse(r.reference);
+  if (!ref.has_value()) {
+    v.repository = r.reference;
+    v.familiar_ref = r.reference;
+    return v;
+  }
+  v.repository = ref->FamiliarName();
+  v.familiar_ref = ref->FamiliarString();
+  if (!ref->tag().empty()) {
+    v.tag = ref->tag();
+    v.tagged = true;
+  }
+  return v;
+}
+
+std::string RepoDigestOf(const ImageRecord& r) {
+  if (r.repository.empty() || r.repo_digest.empty()) return {};
+  return FamiliarRepository(r.repository) + "@" + r.repo_digest.String();
+}
+
+// An index entry with its manifest and config loaded (when possible).
+struct LoadedRecord {
+  ImageRecord record;
+  std::optional<registry::Manifest> manifest;
+  std::optional<registry::ImageConfig> config;
+  Digest id;  // config digest, or the manifest digest if the manifest is unreadable
+};
+
+LoadedRecord Load(const Store& store, ImageRecord record) {
+  LoadedRecord lr;
+  lr.record = std::move(record);
+  lr.id = lr.record.manifest.digest;
+  auto m = LoadManifest(store, lr.record.manifest.digest);
+  if (!m.has_value()) {
+    IMGFS_LOG(kDebug) << "image " << lr.record.reference << ": " << m.error().ToString();
+    return lr;
+  }
+  lr.id = m->config.digest;
+  auto c = LoadConfig(store, m->config.digest);
+  if (c.has_value()) lr.config = std::move(*c);
+  lr.manifest = std::move(*m);
+  return lr;
+}
+
+Result<std::vector<LoadedRecord>> LoadAll(const Store& store) {
+  IMGFS_ASSIGN_OR_RETURN(std::vector<ImageRecord> records, store.ListRecords());
+  std::vector<LoadedRecord> out;
+  out.reserve(records.size());
+  for (auto& r : records) out.push_back(Load(store, std::move(r)));
+  return out;
+}
+
+int64_t ImageSize(const LoadedRecord& lr) {
+  if (!lr.manifest.has_value()) return lr.record.manifest.size;
+  int64_t size = lr.manifest->config.size;
+  for (const auto& l : lr.manifest->layers) size += l.size;
+  return size;
+}
+
+bool IsHex(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+  });
+}
+
+bool StartsWith(std::string_view s, std::string_view prefix) {
+  return s.substr(0, prefix.size()) == prefix;
+}
+
+// Go's path.Match for one chunk (no '*'); returns the rest of `s` or nullopt.
+std::optional<std::string_view> MatchChunk(std::string_view chunk, std::string_view s, bool* bad) {
+  while (!chunk.empty()) {
+    switch (chunk[0]) {
+      case '[': {
+        if (s.empty()) return std::nullopt;
+        unsigned char r = static_cast<unsigned char>(s[0]);
+        s.remove_prefix(1);
+        chunk.remove_prefix(1);
+        bool negated = !chunk.empty() && chunk[0] == '^';
+        if (negated) chunk.remove_prefix(1);
+        bool match = false;
+        int nrange = 0;
+        for (;;) {
+          if (!chunk.empty() && chunk[0] == ']' && nrange > 0) {
+            chunk.remove_prefix(1);
+            break;
+          }
+          auto get_esc = [&](unsigned char* out) {
+            if (chunk.empty() || chunk[0] == '-' || chunk[0] == ']') return false;
+            if (chunk[0] == '\\') {
+              chunk.remove_prefix(1);
+              if (chunk.empty()) return false;
+            }
+            *out = static_cast<unsigned char>(chunk[0]);
+            chunk.remove_prefix(1);
+            return true;
+          };
+          unsigned char lo = 0;
+          unsigned char hi = 0;
+          if (!get_esc(&lo)) {
+            *bad = true;
+            return std::nullopt;
+          }
+          hi = lo;
+          if (!chunk.empty() && chunk[0] == '-') {
+            chunk.remove_prefix(1);
+            if (!get_esc(&hi)) {
+              *bad = true;
+              return std::nullopt;
+            }
+          }
+          if (lo <= r && r <= hi) match = true;
+          ++nrange;
+        }
+        if (match == negated) return std::nullopt;
+        break;
+      }
+      case '?':
+        if (s.empty() || s[0] == '/') return std::nullopt;
+        s.remove_prefix(1);
+        chunk.remove_prefix(1);
+        break;
+      case '\\':
+        chunk.remove_prefix(1);
+        if (chunk.empty()) {
+          *bad = true;
+          return std::nullopt;
+        }
+        [[fallthrough]];
+      default:
+        if (s.empty() || chunk[0] != s[0]) return std::nullopt;
+        s.remove_prefix(1);
+        chunk.remove_prefix(1);
+        break;
+    }
+  }
+  return s;
+}
+
+// Go's path.Match: '*' and '?' never match '/'. A malformed pattern matches nothing.
+bool PathMatch(std::string_view pattern, std::string_view name) {
+  bool bad = false;
+  while (!pattern.empty()) {
+    bool star = false;
+    while (!pattern.empty() && pattern[0] == '*') {
+      pattern.remove_prefix(1);
+      star = true;
+    }
+    // Scan the chunk up to the next unescaped '*' outside brackets.
+    size_t i = 0;
+    bool in_range = false;
+    for (; i < pattern.size(); ++i) {
+      char c = pattern[i];
+      if (c == '\\') {
+        if (i + 1 < pattern.size()) ++i;
+      } else if (c == '[') {
+        in_range = true;
+      } else if (c == ']') {
+        in_range = false;
+      } else if (c == '*' && !in_range) {
+        break;
+      }
+    }
+    std::string_view chunk = pattern.substr(0, i);
+    pattern.remove_prefix(i);
+    if (star && chunk.empty()) return name.find('/') == std::string_view::npos;
+    auto rest = MatchChunk(chunk, name, &bad);
+    if (bad) return false;
+    if (rest.has_value() && (rest->empty() || !pattern.empty())) {
+      name = *rest;
+      continue;
+    }
+    bool matched = false;
+    if (star) {
+      for (size_t j = 0; j < name.size() && name[j] != '/'; ++j) {
+        auto t = MatchChunk(chunk, name.substr(j + 1), &bad);
+        if (bad) return false;
+        if (t.has_value()) {
+          if (pattern.empty() && !t->empty()) continue;
+          name = *t;
+          matched = true;
+          break;
+        }
+      }
+    }
+    if (!matched) return false;
+  }
+  return name.empty();
+}
+
+std::string NoSuchImage(std::string_view text) { return "No such image: " + std::string(text); }
+
+// Adds everything `digest` (a manifest or an index) reaches to `keep`. Returns false when a
+// present document could not be read (then GC must not delete anything).
+bool MarkReachable(const Store& store, const Digest& digest, int depth,
+                   std::unordered_set<std::string>* keep) {
+  keep->insert(digest.hex());
+  if (depth > kMaxIndexDepth) return true;
+  auto bytes = store.ReadBlob(digest);
+  if (!bytes.has_value()) {
+    if (bytes.error().code() == StatusCode::kNotFound) return true;  // lazily pulled / gone
+    IMGFS_LOG(kWarning) << "garbage collection: " << bytes.error().ToString();
+    return false;
+  }
+  json j = json::parse(*bytes, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    IMGFS_LOG(kWarning) << "garbage collection: " << digest.String() << " is not JSON";
+    return false;
+  }
+  bool ok = true;
+  if (auto it = j.find("config"); it != j.end()) {
+    auto d = DecodeDescriptor(*it);
+    if (d.has_value()) keep->insert(d->digest.hex());
+  }
+  for (const char* key : {"layers", "blobs"}) {
+    if (auto it = j.find(key); it != j.end() && it->is_array()) {
+      for (const auto& l : *it) {
+        auto d = DecodeDescriptor(l);
+        if (d.has_value()) keep->insert(d->digest.hex());
+      }
+    }
+  }
+  if (auto it = j.find("manifests"); it != j.end() && it->is_array()) {
+    for (const auto& m : *it) {
+      auto d = DecodeDescriptor(m);
+      if (d.has_value()) ok = MarkReachable(store, d->digest, depth + 1, keep) && ok;
+    }
+  }
+  return ok;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Filters
+
+Result<ImageFilter> ParseImageFilters(const std::vector<std::string>& args) {
+  ImageFilter f;
+  for (const auto& arg : args) {
+    size_t eq = arg.find('=');
+    if (eq == std::string::npos) {
+      return Status::InvalidArgument("bad format of filter (expected name=value): '" + arg + "'");
+    }
+    std::string key = arg.substr(0, eq);
+    std::string value = arg.substr(eq + 1);
+    if (key == "dangling") {
+      if (value == "true" || value == "1") {
+        f.dangling = true;
+      } else if (value == "false" || value == "0") {
+        f.dangling = false;
+      } else {
+        return Status::InvalidArgument("invalid filter 'dangling=" + value +
+                                       "': expected true or false");
+      }
+    } else if (key == "reference") {
+      f.reference_globs.push_back(value);
+    } else {
+      return Status::InvalidArgument("invalid filter '" + key +
+                                     "' (supported: dangling, reference)");
+    }
+  }
+  return f;
+}
+
+bool MatchesReferenceFilter(std::string_view pattern, const ImageSummary& image) {
+  if (image.dangling || image.reference.empty()) return false;
+  auto ref = Reference::Parse(image.reference);
+  if (!ref.has_value()) return false;
+  return PathMatch(pattern, ref->FamiliarString()) || PathMatch(pattern, ref->FamiliarName());
+}
+
+// ---------------------------------------------------------------------------------------
+// ListImages
+
+Result<std::vector<ImageSummary>> ListImages(const Store& store, const ImageFilter& filter) {
+  IMGFS_ASSIGN_OR_RETURN(std::vector<LoadedRecord> all, LoadAll(store));
+  // Repo digests per image ID, over every entry of the image.
+  std::map<Digest, std::set<std::string>> repo_digests;
+  for (const auto& lr : all) {
+    std::string rd = RepoDigestOf(lr.record);
+    if (!rd.empty()) repo_digests[lr.id].insert(rd);
+  }
+  std::vector<ImageSummary> out;
+  for (const auto& lr : all) {
+    ImageSummary s;
+    EntryView v = ViewOf(lr.record);
+    s.repository = v.repository;
+    s.tag = v.tag;
+    s.id = lr.id;
+    s.manifest_digest = lr.record.manifest.digest;
+    s.created = lr.config.has_value() ? lr.config->created : std::string();
+    s.size_bytes = ImageSize(lr);
+    if (auto it = repo_digests.find(lr.id); it != repo_digests.end()) {
+      s.repo_digests.assign(it->second.begin(), it->second.end());
+    }
+    s.dangling = lr.record.dangling();
+    s.reference = lr.record.reference;
+    s.pulled = lr.record.pulled;
+    if (filter.dangling.has_value() && *filter.dangling != s.dangling) continue;
+    if (!filter.reference_globs.empty()) {
+      bool any = false;
+      for (const auto& g : filter.reference_globs) any = any || MatchesReferenceFilter(g, s);
+      if (!any) continue;
+    }
+    out.push_back(std::move(s));
+  }
+  std::stable_sort(out.begin(), out.end(), [](const ImageSummary& a, const ImageSummary& b) {
+    if (a.created != b.created) return a.created > b.created;
+    return a.pulled > b.pulled;
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// ResolveImage
+
+Result<ResolvedImage> ResolveImage(const Store& store, std::string_view text) {
+  if (text.empty()) return Status::InvalidArgument("empty image name");
+  IMGFS_ASSIGN_OR_RETURN(std::vector<LoadedRecord> all, LoadAll(store));
+
+  const LoadedRecord* chosen = nullptr;
+  std::optional<ImageRecord> by_reference;
+
+  // 1. A reference (not for "sha256:…" and not for a bare 64-hex ID, which Parse rejects).
+  if (!StartsWith(text, "sha256:")) {
+    auto ref = Reference::Parse(text);
+    if (ref.has_value()) {
+      std::string want = ref->String();
+      for (const auto& lr : all) {
+        if (lr.record.reference == want) chosen = &lr;
+      }
+      if (chosen == nullptr && ref->digest().has_value()) {
+        // name@digest also names an image pulled by tag whose manifest or repo digest it is.
+        for (const auto& lr : all) {
+          if (lr.record.repository == ref->Name() && (lr.record.manifest.digest == *ref->digest() ||
+                                                      lr.record.repo_digest == *ref->digest())) {
+            chosen = &lr;
+            break;
+          }
+        }
+      } else if (chosen != nullptr) {
+        by_reference = chosen->record;
+      }
+    }
+  }
+
+  // 2. An image ID (config digest) or manifest digest: full, "sha256:"-prefixed or a short
+  //    unique prefix of at least 4 hex digits.
+  if (chosen == nullptr) {
+    std::string_view hex = text;
+    bool prefixed = StartsWith(hex, "sha256:");
+    if (prefixed) hex.remove_prefix(7);
+    if (IsHex(hex) && hex.size() <= 64 && (hex.size() >= 4 || (prefixed && !hex.empty()))) {
+      std::set<Digest> ids;
+      for (const auto& lr : all) {
+        if (StartsWith(lr.id.hex(), hex)) ids.insert(lr.id);
+      }
+      if (ids.empty() && hex.size() == 64) {
+        for (const auto& lr : all) {
+          if (lr.record.manifest.digest.hex() == hex) ids.insert(lr.id);
+        }
+      }
+      if (ids.size() > 1) {
+        return Status::InvalidArgument("image ID prefix '" + std::string(text) +
+                                       "' is ambiguous (" + std::to_string(ids.size()) +
+                                       " images match); give more digits");
+      }
+      if (ids.size() == 1) {
+        for (const auto& lr : all) {
+          if (lr.id == *ids.begin()) {
+            // Prefer a named entry as the representative.
+            if (chosen == nullptr || (chosen->record.dangling() && !lr.record.dangling())) {
+              chosen = &lr;
+            }
+          }
+        }
+      }
+    }
+  }
+  if (chosen == nullptr) return Status::NotFound(NoSuchImage(text));
+  if (!chosen->manifest.has_value() || !chosen->config.has_value()) {
+    // Load again to report why.
+    auto m = LoadManifest(store, chosen->record.manifest.digest);
+    if (!m.has_value()) return m.error().WithContext("image " + std::string(text));
+    auto c = LoadConfig(store, m->config.digest);
+    return c.error().WithContext("image " + std::string(text));
+  }
+
+  ResolvedImage out;
+  out.id = chosen->id;
+  out.manifest = chosen->record.manifest;
+  out.decoded = *chosen->manifest;
+  out.config = *chosen->config;
+  for (const auto& lr : all) {
+    if (lr.id == chosen->id) out.records.push_back(lr.record);
+  }
+  out.by_reference = std::move(by_reference);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// InspectImage
+
+Result<std::string> InspectImage(const Store& store, std::string_view text) {
+  IMGFS_ASSIGN_OR_RETURN(ResolvedImage img, ResolveImage(store, text));
+  std::set<std::string> tags;
+  std::set<std::string> digests;
+  for (const auto& r : img.records) {
+    EntryView v = ViewOf(r);
+    if (v.tagged) tags.insert(v.familiar_ref);
+    std::string rd = RepoDigestOf(r);
+    if (!rd.empty()) digests.insert(rd);
+  }
+  auto strings_or_null = [](const std::vector<std::string>& v) -> json {
+    return v.empty() ? json(nullptr) : json(v);
+  };
+  const registry::ImageConfig& c = img.config;
+  json config = json::object();
+  config["User"] = c.user;
+  config["Env"] = strings_or_null(c.env);
+  config["Cmd"] = strings_or_null(c.cmd);
+  config["Entrypoint"] = strings_or_null(c.entrypoint);
+  config["WorkingDir"] = c.working_dir;
+  config["Labels"] = c.labels.empty() ? json(nullptr) : json(c.labels);
+  json diff_ids = json::array();
+  for (const auto& d : c.diff_ids) diff_ids.push_back(d.String());
+  json layers = json::array();
+  int64_t size = img.decoded.config.size;
+  for (const auto& l : img.decoded.layers) {
+    layers.push_back(
+        {{"MediaType", l.media_type}, {"Digest", l.digest.String()}, {"Size", l.size}});
+    size += l.size;
+  }
+  json j = json::object();
+  j["Id"] = img.id.String();
+  j["RepoTags"] = json(std::vector<std::string>(tags.begin(), tags.end()));
+  j["RepoDigests"] = json(std::vector<std::string>(digests.begin(), digests.end()));
+  j["Created"] = c.created;
+  j["Author"] = c.author;
+  j["Config"] = std::move(config);
+  j["Architecture"] = c.architecture;
+  if (!c.variant.empty()) j["Variant"] = c.variant;
+  j["Os"] = c.os;
+  j["Size"] = size;
+  j["RootFS"] = {{"Type", "layers"}, {"Layers", std::move(diff_ids)}};
+  j["Manifest"] = img.manifest.digest.String();
+  j["MediaType"] =
+      img.decoded.media_type.empty() ? img.manifest.media_type : img.decoded.media_type;
+  j["Layers"] = std::move(layers);
+  return j.dump(4);
+}
+
+// ---------------------------------------------------------------------------------------
+// RemoveImage
+
+Result<RemoveReport> RemoveImage(Store& store, std::string_view text, bool force) {
+  IMGFS_ASSIGN_OR_RETURN(ResolvedImage img, ResolveImage(store, text));
+  std::set<Digest> manifests;  // every manifest of the image
+  for (const auto& r : img.records) manifests.insert(r.manifest.digest);
+  const bool by_reference = img.by_reference.has_value();
+  const std::string short_id = img.id.Short();
+
+  if (!by_reference && !force) {
+    // docker's isSingleReference: at most one tag, and digest references only of that
+    // repository; otherwise deleting by ID must be forced.
+    std::set<std::string> names;
+    int tag_count = 0;
+    for (const auto& r : img.records) {
+      if (r.dangling()) continue;
+      auto ref = Reference::Parse(r.reference);
+      if (!ref.has_value()) continue;
+      names.insert(ref->Name());
+      if (!ref->tag().empty()) ++tag_count;
+    }
+    if (tag_count > 1 || names.size() > 1) {
+      return Status::InvalidArgument("conflict: unable to delete " + short_id +
+                                     " (must be forced) - image is referenced in multiple "
+                                     "repositories");
+    }
+  }
+
+  RemoveReport report;
+  std::vector<ImageRecord> removed;
+  bool image_gone = false;
+  Status st = store.UpdateRecords([&](std::vector<ImageRecord>& records) {
+    std::vector<ImageRecord> kept;
+    for (auto& r : records) {
+      bool remove = by_reference ? r.reference == img.by_reference->reference &&
+                                       r.manifest.digest == img.by_reference->manifest.digest
+                                 : manifests.count(r.manifest.digest) > 0;
+      (remove ? removed : kept).push_back(std::move(r));
+    }
+    if (removed.empty()) return Status::NotFound(NoSuchImage(text));
+    image_gone = std::none_of(kept.begin(), kept.end(), [&](const ImageRecord& r) {
+      return manifests.count(r.manifest.digest) > 0;
+    });
+    if (image_gone && !force) {
+      int stale = 0;
+      IMGFS_ASSIGN_OR_RETURN(std::vector<LeaseInfo> leases, ListLiveLeasesLocked(store, &stale));
+      for (const auto& l : leases) {
+        if (manifests.count(l.manifest) > 0) {
+          removed.clear();
+          return Status::InvalidArgument("conflict: unable to delete " + short_id +
+                                         " (must be forced) - image is in use by the mount at " +
+                                         l.mountpoint);
+        }
+      }
+    }
+    records = std::move(kept);
+    return Status::Ok();
+  });
+  IMGFS_RETURN_IF_ERROR(st);
+
+  for (const auto& r : removed) {
+    EntryView v = ViewOf(r);
+    if (!v.familiar_ref.empty()) report.untagged.push_back(v.familiar_ref);
+  }
+  if (image_gone) {
+    std::set<std::string> repo_digests;
+    for (const auto& r : img.records) {
+      std::string rd = RepoDigestOf(r);
+      if (!rd.empty()) repo_digests.insert(rd);
+    }
+    for (const auto& rd : repo_digests) {
+      if (std::find(report.untagged.begin(), report.untagged.end(), rd) == report.untagged.end()) {
+        report.untagged.push_back(rd);
+      }
+    }
+    report.deleted.push_back(img.id);
+  }
+  IMGFS_ASSIGN_OR_RETURN(GcReport gc, CollectGarbage(store));
+  report.freed_bytes = gc.bytes_freed;
+  return report;
+}
+
+// ---------------------------------------------------------------------------------------
+// CollectGarbage
+
+Result<GcReport> CollectGarbage(Store& store) {
+  GcReport report;
+  IMGFS_ASSIGN_OR_RETURN(FileLock gc_lock, store.LockGcExclusive());
+  IMGFS_ASSIGN_OR_RETURN(report.tmp_entries_removed, store.CleanTmpLocked());
+  IMGFS_ASSIGN_OR_RETURN(FileLock index_lock, store.LockIndex());
+  IMGFS_ASSIGN_OR_RETURN(std::vector<ImageRecord> records, store.ReadRecordsUnlocked());
+  IMGFS_ASSIGN_OR_RETURN(std::vector<LeaseInfo> leases,
+                         ListLiveLeasesLocked(store, &report.stale_leases_removed));
+
+  std::unordered_set<std::string> keep;
+  bool complete = true;
+  for (const auto& r : records) {
+    complete = MarkReachable(store, r.manifest.digest, 0, &keep) && complete;
+  }
+  for (const auto& l : leases) complete = MarkReachable(store, l.manifest, 0, &keep) && complete;
+
+  // Leftover temporary files of interrupted index.json writes (writers hold index.lock).
+  std::error_code ec;
+  std::vector<std::filesystem::path> paths;
+  std::filesystem::directory_iterator top(store.root(), ec);
+  for (; !ec && top != std::filesystem::directory_iterator(); top.increment(ec)) {
+    if (StartsWith(top->path().filename().string(), "index.json.tmp-")) {
+      paths.push_back(top->path());
+    }
+  }
+  for (const auto& p : paths) ::unlink(p.c_str());
+
+  if (!complete) {
+    IMGFS_LOG(kWarning) << "garbage collection: an image document could not be read; no blob "
+                           "deleted";
+    return report;
+  }
+  std::string dir = store.root() + "/blobs/sha256";
+  paths.clear();
+  ec.clear();
+  std::filesystem::directory_iterator it(dir, ec);
+  for (; !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    paths.push_back(it->path());
+  }
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    return Status::FromErrno(ec.value(), "list " + dir);
+  }
+  for (const auto& p : paths) {
+    if (keep.count(p.filename().string()) > 0) continue;
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) != 0) continue;
+    if (::unlink(p.c_str()) != 0) {
+      if (errno == ENOENT) continue;
+      return Status::FromErrno(errno, "remove blob " + p.string());
+    }
+    ++report.blobs_deleted;
+    report.bytes_freed += st.st_size;
+  }
+  // Derived per-layer indexes (indexes/<hex>.idx) of layers nothing references any more.
+  std::string idx_dir = store.Subdir("indexes");
+  paths.clear();
+  ec.clear();
+  std::filesystem::directory_iterator ii(idx_dir, ec);
+  for (; !ec && ii != std::filesystem::directory_iterator(); ii.increment(ec)) {
+    paths.push_back(ii->path());
+  }
+  for (const auto& p : paths) {
+    if (p.extension() != ".idx" || keep.count(p.stem().string()) > 0) continue;
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::unlink(p.c_str()) == 0) {
+      report.bytes_freed += st.st_size;
+    }
+  }
+  return report;
+}
+
+}  // namespace imgfs::cache
