@@ -368,7 +368,7 @@ Result<std::optional<TarEntry>> TarReader::NextImpl() {
   bool have_pax = false;
   std::optional<std::string> long_name;
   std::optional<std::string> long_link;
-  const uint64_t header_offset = offset_;
+  uint64_t header_offset = offset_;  // global headers and volume labels are not part of it
   const std::optional<uint64_t> archive_size = input_->Size();
 
   while (true) {
@@ -467,6 +467,7 @@ Result<std::optional<TarEntry>> TarReader::NextImpl() {
             global_pax_[k] = v;
           }
         }
+        if (!pending) header_offset = offset_;
       } else if (typeflag == 'L') {
         long_name = TrimNuls(std::move(data));
       } else {
@@ -476,6 +477,7 @@ Result<std::optional<TarEntry>> TarReader::NextImpl() {
     }
     if (typeflag == 'V') {  // GNU volume label: not a file
       IMGFS_RETURN_IF_ERROR(Skip(usize + padding));
+      if (!pending) header_offset = offset_;
       continue;
     }
     if (typeflag == 'S') {
