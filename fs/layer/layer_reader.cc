@@ -1,1 +1,255 @@
-// imgfs — fs/layer/layer_reader (in progress).
+// imgfs — LayerReader: random-access reads from a complete local layer blob.
+#include "fs/layer/layer_reader.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <utility>
+
+#include "base/file_util.h"
+#include "fs/layer/stream_decoder.h"
+#include "registry/digest.h"
+
+namespace imgfs::fs {
+namespace {
+
+// Compressed bytes read per pread while decoding.
+constexpr size_t kReadBlockBytes = 128 << 10;
+// Scratch buffer for output that is decoded only to be skipped.
+constexpr size_t kSkipBufferBytes = 64 << 10;
+
+}  // namespace
+
+struct LayerReader::Cursor {
+  std::unique_ptr<StreamDecoder> decoder;
+  std::string in;          // compressed bytes read but not yet consumed
+  size_t in_pos = 0;       // consumed prefix of `in`
+  uint64_t next_read = 0;  // blob offset of the next pread
+
+  uint64_t position() const { return decoder->uncompressed_offset(); }
+};
+
+LayerReader::LayerReader(UniqueFd fd, std::shared_ptr<const LayerIndex> index, Options options)
+    : fd_(std::move(fd)), index_(std::move(index)), options_(options) {}
+
+LayerReader::~LayerReader() = default;
+
+Result<std::unique_ptr<LayerReader>> LayerReader::Open(const std::string& blob_path,
+                                                       std::shared_ptr<const LayerIndex> index) {
+  return Open(blob_path, std::move(index), Options());
+}
+
+Result<std::unique_ptr<LayerReader>> LayerReader::Open(const std::string& blob_path,
+                                                       std::shared_ptr<const LayerIndex> index,
+                                                       Options options) {
+  if (index == nullptr) return Status::InvalidArgument("LayerReader: no index");
+  if (options.block_bytes == 0) return Status::InvalidArgument("LayerReader: zero block size");
+  IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(blob_path, O_RDONLY | O_CLOEXEC));
+  struct stat st;
+  if (fstat(fd.get(), &st) != 0) return Status::FromErrno(errno, "stat " + blob_path);
+  if (static_cast<uint64_t>(st.st_size) != index->compressed_size) {
+    return Status::Corrupt("layer " + index->layer_digest.String() + ": blob " + blob_path +
+                           " has " + std::to_string(st.st_size) + " bytes, the index says " +
+                           std::to_string(index->compressed_size));
+  }
+  if (index->format != LayerFormat::kTar && index->checkpoints.empty()) {
+    return Status::Corrupt("layer " + index->layer_digest.String() +
+                           ": compressed layer index without checkpoints");
+  }
+  return std::unique_ptr<LayerReader>(new LayerReader(std::move(fd), std::move(index), options));
+}
+
+std::string LayerReader::LayerName() const { return "layer " + index_->layer_digest.String(); }
+
+Result<std::string> LayerReader::Read(const FileEntry& entry, uint64_t offset, size_t length) {
+  if (entry.type != EntryType::kRegular) {
+    return Status::InvalidArgument("read of " + entry.path + ": not a regular file");
+  }
+  if (offset >= entry.size) return std::string();
+  uint64_t n = std::min<uint64_t>(length, entry.size - offset);
+  return ReadStream(entry.payload_offset + offset, static_cast<size_t>(n));
+}
+
+Result<std::string> LayerReader::ReadChunk(const FileEntry& entry, uint32_t chunk_index) {
+  if (entry.type != EntryType::kRegular || chunk_index >= entry.chunk_count ||
+      entry.first_chunk + chunk_index >= index_->chunks.size()) {
+    return Status::InvalidArgument("chunk " + std::to_string(chunk_index) + " of " + entry.path +
+                                   ": no such chunk");
+  }
+  const Chunk& chunk = index_->chunks[entry.first_chunk + chunk_index];
+  IMGFS_ASSIGN_OR_RETURN(std::string data,
+                         Read(entry, chunk.file_offset, static_cast<size_t>(chunk.size)));
+  if (data.size() != chunk.size) {
+    return Status::Corrupt(LayerName() + ": short chunk of " + entry.path);
+  }
+  if (!chunk.digest.empty()) {
+    Status s = chunk.digest.Verify(data);
+    if (!s.ok()) return s.WithContext(LayerName() + ": chunk of " + entry.path);
+  }
+  return data;
+}
+
+Result<std::string> LayerReader::ReadStream(uint64_t offset, size_t length) {
+  if (offset >= index_->uncompressed_size) return std::string();
+  length = static_cast<size_t>(std::min<uint64_t>(length, index_->uncompressed_size - offset));
+  if (length == 0) return std::string();
+  if (index_->format == LayerFormat::kTar) {
+    IMGFS_ASSIGN_OR_RETURN(std::string data, PreadAll(fd_.get(), offset, length));
+    if (data.size() != length) {
+      return Status::Corrupt(LayerName() + ": blob shorter than its index says");
+    }
+    return data;
+  }
+  const uint64_t bs = options_.block_bytes;
+  const uint64_t first = offset / bs;
+  const uint64_t last = (offset + length - 1) / bs;
+  std::vector<std::shared_ptr<const std::string>> blocks(last - first + 1);
+  uint64_t missing_from = last + 1;
+  for (uint64_t b = first; b <= last; ++b) {
+    blocks[b - first] = LookupBlock(b);
+    if (blocks[b - first] == nullptr && missing_from > last) missing_from = b;
+  }
+  if (missing_from <= last) {
+    uint64_t missing_to = missing_from;
+    for (uint64_t b = missing_from; b <= last; ++b) {
+      if (blocks[b - first] == nullptr) missing_to = b;
+    }
+    std::vector<std::shared_ptr<const std::string>> decoded;
+    IMGFS_RETURN_IF_ERROR(DecodeBlocks(missing_from, missing_to, &decoded));
+    for (uint64_t b = missing_from; b <= missing_to; ++b) {
+      blocks[b - first] = decoded[b - missing_from];
+    }
+  }
+  std::string out;
+  out.reserve(length);
+  for (uint64_t b = first; b <= last; ++b) {
+    const std::string& data = *blocks[b - first];
+    uint64_t block_start = b * bs;
+    uint64_t from = std::max(offset, block_start) - block_start;
+    uint64_t to = std::min<uint64_t>(offset + length, block_start + data.size()) - block_start;
+    if (from > to) return Status::Internal("LayerReader: block shorter than expected");
+    out.append(data, static_cast<size_t>(from), static_cast<size_t>(to - from));
+  }
+  if (out.size() != length) return Status::Internal("LayerReader: short read from blocks");
+  return out;
+}
+
+Status LayerReader::DecodeBlocks(uint64_t first_block, uint64_t last_block,
+                                 std::vector<std::shared_ptr<const std::string>>* blocks) {
+  const uint64_t bs = options_.block_bytes;
+  const uint64_t start = first_block * bs;
+  IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<Cursor> cursor, CursorFor(start));
+  // Skip to the first block.
+  std::string scratch(kSkipBufferBytes, '\0');
+  while (cursor->position() < start) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(scratch.size(), start - cursor->position()));
+    IMGFS_RETURN_IF_ERROR(Produce(*cursor, scratch.data(), n));
+  }
+  for (uint64_t b = first_block; b <= last_block; ++b) {
+    uint64_t block_start = b * bs;
+    size_t n = static_cast<size_t>(std::min<uint64_t>(bs, index_->uncompressed_size - block_start));
+    auto data = std::make_shared<std::string>(n, '\0');
+    IMGFS_RETURN_IF_ERROR(Produce(*cursor, data->data(), n));
+    InsertBlock(b, data);
+    blocks->push_back(std::move(data));
+  }
+  Park(std::move(cursor));
+  return Status::Ok();
+}
+
+std::shared_ptr<const std::string> LayerReader::LookupBlock(uint64_t block) {
+  std::scoped_lock lock(mu_);
+  auto it = blocks_.find(block);
+  if (it == blocks_.end()) return nullptr;
+  lru_.splice(lru_.begin(), lru_, it->second.lru);
+  return it->second.data;
+}
+
+void LayerReader::InsertBlock(uint64_t block, std::shared_ptr<const std::string> data) {
+  size_t capacity = std::max<size_t>(1, options_.cache_bytes / options_.block_bytes);
+  std::scoped_lock lock(mu_);
+  auto it = blocks_.find(block);
+  if (it != blocks_.end()) {
+    lru_.splice(lru_.begin(), lru_, it->second.lru);
+    return;
+  }
+  lru_.push_front(block);
+  blocks_.emplace(block, CachedBlock{std::move(data), lru_.begin()});
+  while (blocks_.size() > capacity) {
+    blocks_.erase(lru_.back());
+    lru_.pop_back();
+  }
+}
+
+Result<std::unique_ptr<LayerReader::Cursor>> LayerReader::CursorFor(uint64_t offset) {
+  const Checkpoint& cp = index_->checkpoints[index_->CheckpointFor(offset)];
+  {
+    std::scoped_lock lock(mu_);
+    // The parked decoder closest below `offset`, if it is closer than the checkpoint.
+    size_t best = parked_.size();
+    for (size_t i = 0; i < parked_.size(); ++i) {
+      uint64_t pos = parked_[i]->position();
+      if (pos <= offset && pos >= cp.uncompressed_offset &&
+          (best == parked_.size() || pos > parked_[best]->position())) {
+        best = i;
+      }
+    }
+    if (best != parked_.size()) {
+      std::unique_ptr<Cursor> c = std::move(parked_[best]);
+      parked_.erase(parked_.begin() + static_cast<std::ptrdiff_t>(best));
+      return c;
+    }
+  }
+  uint8_t prev_byte = 0;
+  if (cp.bits != 0) {
+    IMGFS_ASSIGN_OR_RETURN(std::string b, PreadAll(fd_.get(), cp.compressed_offset - 1, 1));
+    if (b.size() != 1) return Status::Corrupt(LayerName() + ": checkpoint beyond the blob");
+    prev_byte = static_cast<uint8_t>(b[0]);
+  }
+  auto cursor = std::make_unique<Cursor>();
+  Result<std::unique_ptr<StreamDecoder>> decoder =
+      NewStreamDecoder(index_->format, cp, prev_byte, nullptr);
+  if (!decoder.has_value()) return decoder.error().WithContext(LayerName());
+  cursor->decoder = std::move(decoder).value();
+  cursor->next_read = cp.compressed_offset;
+  return cursor;
+}
+
+void LayerReader::Park(std::unique_ptr<Cursor> cursor) {
+  if (options_.max_parked_decoders == 0) return;
+  std::scoped_lock lock(mu_);
+  if (parked_.size() >= options_.max_parked_decoders) parked_.erase(parked_.begin());
+  parked_.push_back(std::move(cursor));
+}
+
+Status LayerReader::Produce(Cursor& c, char* out, size_t n) {
+  size_t got = 0;
+  while (got < n) {
+    size_t consumed = 0;
+    size_t produced = 0;
+    Status s = c.decoder->Decode(std::string_view(c.in).substr(c.in_pos), &consumed, out + got,
+                                 n - got, &produced);
+    if (!s.ok()) return s.WithContext(LayerName());
+    c.in_pos += consumed;
+    got += produced;
+    decompressed_bytes_ += produced;
+    if (consumed != 0 || produced != 0) continue;
+    if (c.in_pos < c.in.size()) {
+      return Status::Corrupt(LayerName() + ": decoder stuck at compressed offset " +
+                             std::to_string(c.decoder->compressed_offset()));
+    }
+    IMGFS_ASSIGN_OR_RETURN(c.in, PreadAll(fd_.get(), c.next_read, kReadBlockBytes));
+    c.in_pos = 0;
+    c.next_read += c.in.size();
+    if (c.in.empty()) {
+      return Status::Corrupt(LayerName() + ": compressed stream ends at offset " +
+                             std::to_string(c.next_read) + " before uncompressed offset " +
+                             std::to_string(c.decoder->uncompressed_offset() + (n - got)));
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace imgfs::fs
