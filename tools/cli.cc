@@ -1,1 +1,283 @@
-// imgfs — placeholder; implemented by its owner.
+// imgfs — the command line: option parsing and shared helpers.
+#include "tools/cli.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <iostream>
+#include <optional>
+
+#include "base/log.h"
+
+namespace imgfs::tools {
+namespace {
+
+std::string KeyOf(const OptionSpec& spec) {
+  if (!spec.long_name.empty()) return std::string(spec.long_name);
+  return std::string(1, spec.short_name);
+}
+
+const OptionSpec* FindLong(const std::vector<OptionSpec>& specs, std::string_view name) {
+  for (const auto& s : specs) {
+    if (!s.long_name.empty() && s.long_name == name) return &s;
+  }
+  return nullptr;
+}
+
+const OptionSpec* FindShort(const std::vector<OptionSpec>& specs, char c) {
+  for (const auto& s : specs) {
+    if (s.short_name != 0 && s.short_name == c) return &s;
+  }
+  return nullptr;
+}
+
+// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2 ? 1 : 0;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+
+}  // namespace
+
+bool ParsedArgs::Has(std::string_view name) const { return values_.find(name) != values_.end(); }
+
+std::string ParsedArgs::Get(std::string_view name, std::string_view fallback) const {
+  auto it = values_.find(name);
+  if (it == values_.end() || it->second.empty()) return std::string(fallback);
+  return it->second.back();
+}
+
+std::vector<std::string> ParsedArgs::GetAll(std::string_view name) const {
+  auto it = values_.find(name);
+  if (it == values_.end()) return {};
+  return it->second;
+}
+
+Result<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
+                             const std::vector<OptionSpec>& specs) {
+  ParsedArgs out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg == "--") {
+      for (++i; i < args.size(); ++i) out.AddPositional(args[i]);
+      break;
+    }
+    if (arg.size() > 2 && arg.starts_with("--")) {
+      std::string_view body(arg);
+      body.remove_prefix(2);
+      std::string_view name = body;
+      std::optional<std::string> value;
+      if (size_t eq = body.find('='); eq != std::string_view::npos) {
+        name = body.substr(0, eq);
+        value = std::string(body.substr(eq + 1));
+      }
+      const OptionSpec* spec = FindLong(specs, name);
+      if (spec == nullptr) return Status::InvalidArgument("unknown flag: --" + std::string(name));
+      if (spec->takes_value) {
+        if (!value) {
+          if (i + 1 >= args.size()) {
+            return Status::InvalidArgument("flag needs an argument: --" + std::string(name));
+          }
+          value = args[++i];
+        }
+        out.Add(KeyOf(*spec), *value);
+      } else {
+        if (value && *value != "true" && *value != "false") {
+          return Status::InvalidArgument("flag --" + std::string(name) +
+                                         " takes no value (or true/false)");
+        }
+        if (!value || *value == "true") out.Add(KeyOf(*spec), "true");
+      }
+      continue;
+    }
+    if (arg.size() > 1 && arg[0] == '-') {
+      // -x, -xVAL, -x VAL, -abc
+      for (size_t j = 1; j < arg.size(); ++j) {
+        const OptionSpec* spec = FindShort(specs, arg[j]);
+        if (spec == nullptr) {
+          return Status::InvalidArgument(std::string("unknown shorthand flag: '") + arg[j] +
+                                         "' in " + arg);
+        }
+        if (!spec->takes_value) {
+          out.Add(KeyOf(*spec), "true");
+          continue;
+        }
+        if (j + 1 < arg.size()) {
+          out.Add(KeyOf(*spec), arg.substr(j + 1));
+        } else if (i + 1 < args.size()) {
+          out.Add(KeyOf(*spec), args[++i]);
+        } else {
+          return Status::InvalidArgument(std::string("flag needs an argument: -") + arg[j]);
+        }
+        break;
+      }
+      continue;
+    }
+    out.AddPositional(arg);
+  }
+  return out;
+}
+
+const std::vector<OptionSpec>& GlobalOptionSpecs() {
+  static const std::vector<OptionSpec> specs = {
+      {"root", 0, true, "DIR", "image store directory (default $IMGFS_ROOT, else /var/lib/imgfs)"},
+      {"insecure-registry", 0, true, "HOST",
+       "allow plain HTTP to this registry (repeatable; loopback always allowed)"},
+      {"ca-cert", 0, true, "FILE", "trust this CA certificate (PEM; repeatable)"},
+      {"creds", 0, true, "USER:PASS", "credentials for the registry"},
+      {"log-level", 0, true, "LEVEL", "debug, info, warning (default) or error"},
+      {"help", 'h', false, "", "show help"},
+  };
+  return specs;
+}
+
+Status ApplyGlobalFlags(const ParsedArgs& parsed, GlobalOptions* global) {
+  if (parsed.Has("root")) global->root = parsed.Get("root");
+  for (auto& h : parsed.GetAll("insecure-registry")) global->insecure_registries.push_back(h);
+  for (auto& c : parsed.GetAll("ca-cert")) global->ca_certs.push_back(c);
+  if (parsed.Has("creds")) global->creds = parsed.Get("creds");
+  if (parsed.Has("log-level")) {
+    LogLevel level;
+    std::string text = parsed.Get("log-level");
+    if (!ParseLogLevel(text, &level)) {
+      return Status::InvalidArgument("invalid --log-level \"" + text +
+                                     "\" (debug, info, warning, error)");
+    }
+    SetLogLevel(level);
+  }
+  return Status::Ok();
+}
+
+std::string FormatHelp(std::string_view usage, const std::vector<OptionSpec>& specs) {
+  std::string out(usage);
+  if (!out.ends_with('\n')) out += '\n';
+  auto add = [&out](const std::vector<OptionSpec>& list, std::string_view title) {
+    if (list.empty()) return;
+    out += "\n";
+    out += title;
+    out += ":\n";
+    for (const auto& s : list) {
+      std::string left = "  ";
+      if (s.short_name != 0) {
+        left += '-';
+        left += s.short_name;
+        if (!s.long_name.empty()) left += ", ";
+      } else {
+        left += "    ";
+      }
+      if (!s.long_name.empty()) {
+        left += "--";
+        left += s.long_name;
+      }
+      if (s.takes_value) {
+        left += ' ';
+        left += s.value_name.empty() ? std::string_view("VALUE") : s.value_name;
+      }
+      if (left.size() < 32)
+        left.resize(32, ' ');
+      else
+        left += "  ";
+      out += left;
+      out += s.help;
+      out += '\n';
+    }
+  };
+  add(specs, "Options");
+  add(GlobalOptionSpecs(), "Global options");
+  return out;
+}
+
+bool ParseCommandArgs(CommandContext& ctx, std::string_view usage,
+                      const std::vector<OptionSpec>& specs, ParsedArgs* parsed, int* exit_code) {
+  std::vector<OptionSpec> all = specs;
+  for (const auto& g : GlobalOptionSpecs()) {
+    if (FindLong(all, g.long_name) == nullptr) all.push_back(g);
+  }
+  Result<ParsedArgs> r = ParseArgs(ctx.args, all);
+  if (!r.has_value()) {
+    *exit_code = UsageError(ctx.name, r.error().message());
+    return false;
+  }
+  if (r->Has("help")) {
+    std::cout << FormatHelp(usage, specs);
+    *exit_code = kExitOk;
+    return false;
+  }
+  if (Status s = ApplyGlobalFlags(*r, &ctx.global); !s.ok()) {
+    *exit_code = UsageError(ctx.name, s.message());
+    return false;
+  }
+  *parsed = std::move(r).value();
+  return true;
+}
+
+int Fail(std::string_view message) {
+  std::string line = "imgfs: ";
+  line += message;
+  // One line: fold embedded newlines.
+  std::replace(line.begin(), line.end(), '\n', ' ');
+  std::cerr << line << std::endl;
+  return kExitError;
+}
+
+int Fail(const Status& status) { return Fail(status.ToString()); }
+
+int UsageError(std::string_view command, std::string_view message) {
+  std::cerr << "imgfs: " << message << "\nSee 'imgfs " << command << " --help'." << std::endl;
+  return kExitUsage;
+}
+
+std::string HumanSize(int64_t bytes) {
+  static constexpr const char* kUnits[] = {"B", "kB", "MB", "GB", "TB", "PB"};
+  double v = static_cast<double>(bytes);
+  size_t unit = 0;
+  while (v >= 1000.0 && unit + 1 < std::size(kUnits)) {
+    v /= 1000.0;
+    ++unit;
+  }
+  char buf[32];
+  // docker uses 4 significant digits ("%.4g").
+  std::snprintf(buf, sizeof(buf), "%.4g%s", v, kUnits[unit]);
+  return buf;
+}
+
+std::string HumanAge(std::string_view rfc3339) {
+  int y = 0;
+  unsigned mo = 0, d = 0, h = 0, mi = 0, s = 0;
+  std::string text(rfc3339);
+  if (std::sscanf(text.c_str(), "%d-%u-%uT%u:%u:%u", &y, &mo, &d, &h, &mi, &s) != 6) return "N/A";
+  int64_t then = DaysFromCivil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s;
+  // Zone offset "+hh:mm" / "-hh:mm" after the seconds (and fraction).
+  size_t tpos = text.find('T');
+  size_t zpos = text.find_first_of("+-Z", tpos);
+  if (zpos != std::string::npos && text[zpos] != 'Z') {
+    unsigned zh = 0, zm = 0;
+    if (std::sscanf(text.c_str() + zpos + 1, "%u:%u", &zh, &zm) == 2) {
+      int64_t off = zh * 3600 + zm * 60;
+      then += text[zpos] == '+' ? -off : off;
+    }
+  }
+  int64_t now = static_cast<int64_t>(std::time(nullptr));
+  int64_t secs = now - then;
+  if (secs < 0) secs = 0;
+  auto fmt = [](int64_t n, const char* unit) {
+    return std::to_string(n) + " " + unit + (n == 1 ? "" : "s") + " ago";
+  };
+  if (secs < 60) return "Less than a minute ago";
+  if (secs < 3600) return fmt(secs / 60, "minute");
+  if (secs < 2 * 86400) return fmt(secs / 3600, "hour");
+  if (secs < 14 * 86400) return fmt(secs / 86400, "day");
+  if (secs < 60 * 86400) return fmt(secs / (7 * 86400), "week");
+  if (secs < 2 * 365 * 86400) return fmt(secs / (30 * 86400), "month");
+  return fmt(secs / (365 * 86400), "year");
+}
+
+}  // namespace imgfs::tools

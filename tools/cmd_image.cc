@@ -1,1 +1,473 @@
-// imgfs — placeholder; implemented by its owner.
+// imgfs — image commands: pull, images, inspect, rm, and the `image` group.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cache/images.h"
+#include "cache/store.h"
+#include "fs/pull.h"
+#include "registry/manifest.h"
+#include "tools/cli.h"
+
+namespace imgfs::tools {
+namespace {
+
+using nlohmann::json;
+
+Result<std::unique_ptr<cache::Store>> OpenStore(const CommandContext& ctx) {
+  Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(ctx.global.root);
+  if (!store.has_value()) {
+    return store.error().WithContext("opening the image store " + ctx.global.root);
+  }
+  return store;
+}
+
+// ---- pull progress ----
+
+// Renders layer progress: on a terminal, one redrawn bar per layer; otherwise one line per
+// layer when it is finished (or found present).
+class ProgressPrinter {
+ public:
+  ProgressPrinter(bool tty, bool quiet) : tty_(tty), quiet_(quiet) {}
+
+  void Update(const fs::LayerProgress& p) {
+    if (quiet_) return;
+    if (p.index >= rows_.size()) rows_.resize(p.count);
+    Row& row = rows_[p.index];
+    row.id = p.digest.Short();
+    row.state = p.state;
+    row.done = p.done_bytes;
+    row.total = p.total_bytes;
+    if (!tty_) {
+      if (p.state == fs::LayerProgress::State::kExists) {
+        std::cout << row.id << ": Already exists" << std::endl;
+      } else if (p.state == fs::LayerProgress::State::kDone) {
+        std::cout << row.id << ": Pull complete (" << HumanSize(p.total_bytes) << ")" << std::endl;
+      }
+      return;
+    }
+    auto now = std::chrono::steady_clock::now();
+    bool state_change = p.state != fs::LayerProgress::State::kDownloading || p.done_bytes == 0;
+    if (!state_change && now - last_draw_ < std::chrono::milliseconds(100)) return;
+    last_draw_ = now;
+    Draw();
+  }
+
+  // Final redraw on a terminal (so every bar shows its end state).
+  void Finish() {
+    if (tty_ && !quiet_ && !rows_.empty()) Draw();
+  }
+
+ private:
+  struct Row {
+    std::string id;
+    fs::LayerProgress::State state = fs::LayerProgress::State::kWaiting;
+    int64_t done = 0;
+    int64_t total = 0;
+  };
+
+  void Draw() {
+    std::string out;
+    if (drawn_ > 0) out += "\x1b[" + std::to_string(drawn_) + "A";
+    for (const Row& r : rows_) {
+      out += "\x1b[2K";
+      out += r.id.empty() ? std::string(12, ' ') : r.id;
+      out += ": ";
+      switch (r.state) {
+        case fs::LayerProgress::State::kWaiting:
+          out += "Waiting";
+          break;
+        case fs::LayerProgress::State::kExists:
+          out += "Already exists";
+          break;
+        case fs::LayerProgress::State::kDone:
+          out += "Pull complete";
+          break;
+        case fs::LayerProgress::State::kFailed:
+          out += "Failed";
+          break;
+        case fs::LayerProgress::State::kDownloading: {
+          constexpr int kWidth = 40;
+          int filled = r.total > 0 ? static_cast<int>(r.done * kWidth / r.total) : 0;
+          filled = std::clamp(filled, 0, kWidth);
+          out += "Downloading [";
+          out += std::string(static_cast<size_t>(filled), '=');
+          if (filled < kWidth) {
+            out += '>';
+            out += std::string(static_cast<size_t>(kWidth - filled - 1), ' ');
+          }
+          out += "] " + HumanSize(r.done) + "/" + HumanSize(r.total);
+          break;
+        }
+      }
+      out += '\n';
+    }
+    drawn_ = rows_.size();
+    std::cout << out << std::flush;
+  }
+
+  bool tty_;
+  bool quiet_;
+  std::vector<Row> rows_;
+  size_t drawn_ = 0;
+  std::chrono::steady_clock::time_point last_draw_{};
+};
+
+constexpr std::string_view kPullUsage =
+    "Usage: imgfs pull [OPTIONS] NAME[:TAG|@DIGEST]\n"
+    "       imgfs pull [OPTIONS] oci:DIR[:TAG] | oci-archive:FILE[:TAG] | "
+    "docker-archive:FILE[:REF]\n\n"
+    "Pull an image into the local store (default registry: docker.io).";
+
+// ---- images ----
+
+std::string DigestColumn(const cache::ImageSummary& s) {
+  for (const std::string& rd : s.repo_digests) {
+    size_t at = rd.find('@');
+    if (at == std::string::npos) continue;
+    if (rd.substr(0, at) == s.repository || s.repository == "<none>") return rd.substr(at + 1);
+  }
+  return "<none>";
+}
+
+json SummaryJson(const cache::ImageSummary& s) {
+  json j;
+  j["Containers"] = "N/A";
+  j["CreatedAt"] = s.created;
+  j["CreatedSince"] = HumanAge(s.created);
+  j["Digest"] = DigestColumn(s);
+  j["ID"] = s.id.Short();
+  j["Repository"] = s.repository;
+  j["SharedSize"] = "N/A";
+  j["Size"] = HumanSize(s.size_bytes);
+  j["Tag"] = s.tag;
+  j["UniqueSize"] = "N/A";
+  j["VirtualSize"] = HumanSize(s.size_bytes);
+  return j;
+}
+
+// Looks up a dotted path ("Config.Env") in a JSON value.
+const json* LookupPath(const json& root, std::string_view path) {
+  const json* cur = &root;
+  while (!path.empty()) {
+    if (path.front() == '.') path.remove_prefix(1);
+    if (path.empty()) break;
+    size_t dot = path.find('.');
+    std::string key(path.substr(0, dot));
+    if (!cur->is_object() || !cur->contains(key)) return nullptr;
+    cur = &(*cur)[key];
+    path = dot == std::string_view::npos ? std::string_view() : path.substr(dot);
+  }
+  return cur;
+}
+
+// A small subset of Go templates as docker's --format uses them: "{{.Field}}",
+// "{{.A.B}}", "{{json .X}}", "{{json .}}", and "\t" / "\n" escapes. Unknown fields print
+// "<no value>" like Go.
+std::string ApplyTemplate(std::string_view tmpl, const json& value) {
+  std::string out;
+  size_t pos = 0;
+  while (pos < tmpl.size()) {
+    size_t open = tmpl.find("{{", pos);
+    std::string_view literal =
+        tmpl.substr(pos, open == std::string_view::npos ? tmpl.npos : open - pos);
+    for (size_t i = 0; i < literal.size(); ++i) {
+      if (literal[i] == '\\' && i + 1 < literal.size() &&
+          (literal[i + 1] == 't' || literal[i + 1] == 'n')) {
+        out += literal[i + 1] == 't' ? '\t' : '\n';
+        ++i;
+      } else {
+        out += literal[i];
+      }
+    }
+    if (open == std::string_view::npos) break;
+    size_t close = tmpl.find("}}", open);
+    if (close == std::string_view::npos) {
+      out += tmpl.substr(open);
+      break;
+    }
+    std::string_view expr = tmpl.substr(open + 2, close - open - 2);
+    while (!expr.empty() && expr.front() == ' ') expr.remove_prefix(1);
+    while (!expr.empty() && expr.back() == ' ') expr.remove_suffix(1);
+    bool as_json = false;
+    if (expr.starts_with("json ")) {
+      as_json = true;
+      expr.remove_prefix(5);
+      while (!expr.empty() && expr.front() == ' ') expr.remove_prefix(1);
+    }
+    const json* v = expr == "." ? &value : LookupPath(value, expr);
+    if (v == nullptr) {
+      out += "<no value>";
+    } else if (as_json || !v->is_string()) {
+      out += v->dump();
+    } else {
+      out += v->get<std::string>();
+    }
+    pos = close + 2;
+  }
+  return out;
+}
+
+void PrintTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths;
+  for (const auto& r : rows) {
+    if (widths.size() < r.size()) widths.resize(r.size(), 0);
+    for (size_t i = 0; i < r.size(); ++i) widths[i] = std::max(widths[i], r[i].size());
+  }
+  for (const auto& r : rows) {
+    std::string line;
+    for (size_t i = 0; i < r.size(); ++i) {
+      line += r[i];
+      if (i + 1 < r.size()) line += std::string(widths[i] - r[i].size() + 3, ' ');
+    }
+    std::cout << line << "\n";
+  }
+  std::cout << std::flush;
+}
+
+constexpr std::string_view kImagesUsage =
+    "Usage: imgfs images [OPTIONS] [REPOSITORY[:TAG]]\n\nList images in the local store.";
+
+constexpr std::string_view kInspectUsage =
+    "Usage: imgfs inspect [OPTIONS] IMAGE [IMAGE...]\n\n"
+    "Show details of images as a JSON array (like docker image inspect).";
+
+constexpr std::string_view kRemoveUsage =
+    "Usage: imgfs rm [OPTIONS] IMAGE [IMAGE...]\n\n"
+    "Remove images (by reference: untag; by ID: every tag) and the blobs nothing else uses.";
+
+constexpr std::string_view kImageUsage =
+    "Usage: imgfs image COMMAND\n\nManage images.\n\nCommands:\n"
+    "  ls        List images (also: list)\n"
+    "  pull      Pull an image\n"
+    "  inspect   Show details of images\n"
+    "  rm        Remove images (also: remove)";
+
+}  // namespace
+
+int RunPull(CommandContext& ctx) {
+  static const std::vector<OptionSpec> specs = {
+      {"all-tags", 'a', false, "", "pull every tag of the repository"},
+      {"platform", 0, true, "OS/ARCH[/VARIANT]", "platform to select (default: this host's)"},
+      {"quiet", 'q', false, "", "print only the pulled reference"},
+  };
+  ParsedArgs args;
+  int code = kExitOk;
+  if (!ParseCommandArgs(ctx, kPullUsage, specs, &args, &code)) return code;
+  if (args.positional().size() != 1) {
+    return UsageError(ctx.name, "\"pull\" requires exactly 1 argument");
+  }
+  const std::string& text = args.positional()[0];
+
+  fs::PullOptions options;
+  options.all_tags = args.Has("all-tags");
+  if (args.Has("platform")) {
+    Result<registry::Platform> p = registry::Platform::Parse(args.Get("platform"));
+    if (!p.has_value()) return UsageError(ctx.name, p.error().message());
+    options.platform = *p;
+    options.platform_explicit = true;
+  }
+  options.insecure_registries = ctx.global.insecure_registries;
+  options.ca_files = ctx.global.ca_certs;
+  options.creds = ctx.global.creds;
+
+  Result<std::unique_ptr<cache::Store>> store = OpenStore(ctx);
+  if (!store.has_value()) return Fail(store.error());
+
+  bool quiet = args.Has("quiet");
+  ProgressPrinter printer(ctx.stdout_is_tty, quiet);
+  if (!quiet) std::cout << "Pulling " << text << std::endl;
+  fs::Puller puller(store->get(), options);
+  Result<std::vector<fs::PulledImage>> pulled =
+      puller.Pull(text, [&printer](const fs::LayerProgress& p) { printer.Update(p); });
+  printer.Finish();
+  if (!pulled.has_value()) return Fail(pulled.error());
+  for (const fs::PulledImage& img : *pulled) {
+    if (quiet) {
+      std::cout << img.reference.String() << "\n";
+      continue;
+    }
+    std::cout << "Digest: " << img.repo_digest.String() << "\n";
+    if (img.layers_downloaded == 0 && !img.tag_moved) {
+      std::cout << "Status: Image is up to date for " << img.reference.FamiliarString() << "\n";
+    } else {
+      std::cout << "Status: Downloaded newer image for " << img.reference.FamiliarString() << "\n";
+    }
+    std::cout << img.reference.String() << "\n";
+  }
+  std::cout << std::flush;
+  return kExitOk;
+}
+
+int RunImages(CommandContext& ctx) {
+  static const std::vector<OptionSpec> specs = {
+      {"all", 'a', false, "", "show all images (no intermediate images exist: same as default)"},
+      {"digests", 0, false, "", "show digests"},
+      {"filter", 'f', true, "FILTER", "dangling=true|false, reference=PATTERN (repeatable)"},
+      {"format", 0, true, "FORMAT", "\"json\", \"table\" or a template like '{{.ID}}'"},
+      {"no-trunc", 0, false, "", "do not truncate image IDs"},
+      {"quiet", 'q', false, "", "only show image IDs"},
+  };
+  ParsedArgs args;
+  int code = kExitOk;
+  if (!ParseCommandArgs(ctx, kImagesUsage, specs, &args, &code)) return code;
+  if (args.positional().size() > 1) {
+    return UsageError(ctx.name, "\"images\" accepts at most 1 argument");
+  }
+  std::vector<std::string> filter_args = args.GetAll("filter");
+  if (args.positional().size() == 1) filter_args.push_back("reference=" + args.positional()[0]);
+  Result<cache::ImageFilter> filter = cache::ParseImageFilters(filter_args);
+  if (!filter.has_value()) return UsageError(ctx.name, filter.error().message());
+
+  Result<std::unique_ptr<cache::Store>> store = OpenStore(ctx);
+  if (!store.has_value()) return Fail(store.error());
+  Result<std::vector<cache::ImageSummary>> images = cache::ListImages(**store, *filter);
+  if (!images.has_value()) return Fail(images.error());
+
+  bool no_trunc = args.Has("no-trunc");
+  auto id_text = [no_trunc](const registry::Digest& d) {
+    return no_trunc ? d.String() : d.Short();
+  };
+
+  if (args.Has("quiet")) {
+    std::set<std::string> seen;
+    for (const auto& s : *images) {
+      std::string id = id_text(s.id);
+      if (seen.insert(id).second) std::cout << id << "\n";
+    }
+    std::cout << std::flush;
+    return kExitOk;
+  }
+
+  std::string format = args.Get("format");
+  if (format == "json" || (!format.empty() && format != "table" && !format.starts_with("table"))) {
+    for (const auto& s : *images) {
+      json j = SummaryJson(s);
+      if (no_trunc) j["ID"] = s.id.String();
+      std::cout << (format == "json" ? j.dump() : ApplyTemplate(format, j)) << "\n";
+    }
+    std::cout << std::flush;
+    return kExitOk;
+  }
+
+  bool digests = args.Has("digests");
+  std::vector<std::vector<std::string>> rows;
+  if (digests) {
+    rows.push_back({"REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"});
+  } else {
+    rows.push_back({"REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"});
+  }
+  for (const auto& s : *images) {
+    std::vector<std::string> row = {s.repository, s.tag};
+    if (digests) row.push_back(DigestColumn(s));
+    row.push_back(id_text(s.id));
+    row.push_back(HumanAge(s.created));
+    row.push_back(HumanSize(s.size_bytes));
+    rows.push_back(std::move(row));
+  }
+  PrintTable(rows);
+  return kExitOk;
+}
+
+int RunInspect(CommandContext& ctx) {
+  static const std::vector<OptionSpec> specs = {
+      {"format", 'f', true, "FORMAT", "a template like '{{.Id}}' or '{{json .Config}}'"},
+  };
+  ParsedArgs args;
+  int code = kExitOk;
+  if (!ParseCommandArgs(ctx, kInspectUsage, specs, &args, &code)) return code;
+  if (args.positional().empty()) {
+    return UsageError(ctx.name, "\"inspect\" requires at least 1 argument");
+  }
+  Result<std::unique_ptr<cache::Store>> store = OpenStore(ctx);
+  if (!store.has_value()) return Fail(store.error());
+
+  json array = json::array();
+  std::vector<std::string> errors;
+  for (const std::string& text : args.positional()) {
+    Result<std::string> one = cache::InspectImage(**store, text);
+    if (!one.has_value()) {
+      errors.push_back(one.error().code() == StatusCode::kNotFound ? "Error: No such image: " + text
+                                                                   : one.error().ToString());
+      continue;
+    }
+    json j = json::parse(*one, nullptr, false);
+    if (j.is_discarded()) {
+      errors.push_back("internal error: inspect output for " + text + " is not JSON");
+      continue;
+    }
+    array.push_back(std::move(j));
+  }
+  std::string format = args.Get("format");
+  if (format.empty()) {
+    std::cout << array.dump(4) << std::endl;
+  } else {
+    for (const json& j : array) std::cout << ApplyTemplate(format, j) << "\n";
+    std::cout << std::flush;
+  }
+  for (const std::string& e : errors) Fail(e);
+  return errors.empty() ? kExitOk : kExitError;
+}
+
+int RunRemove(CommandContext& ctx) {
+  static const std::vector<OptionSpec> specs = {
+      {"force", 'f', false, "", "remove an image with several tags, or one in use by a mount"},
+  };
+  ParsedArgs args;
+  int code = kExitOk;
+  if (!ParseCommandArgs(ctx, kRemoveUsage, specs, &args, &code)) return code;
+  if (args.positional().empty()) {
+    return UsageError(ctx.name, "\"" + ctx.name + "\" requires at least 1 argument");
+  }
+  Result<std::unique_ptr<cache::Store>> store = OpenStore(ctx);
+  if (!store.has_value()) return Fail(store.error());
+
+  bool force = args.Has("force");
+  int rc = kExitOk;
+  for (const std::string& text : args.positional()) {
+    Result<cache::RemoveReport> report = cache::RemoveImage(**store, text, force);
+    if (!report.has_value()) {
+      Status err = report.error();
+      rc = Fail(err.code() == StatusCode::kNotFound && err.message().find(text) == std::string::npos
+                    ? "No such image: " + text
+                    : err.ToString());
+      continue;
+    }
+    for (const std::string& u : report->untagged) std::cout << "Untagged: " << u << "\n";
+    for (const registry::Digest& d : report->deleted)
+      std::cout << "Deleted: " << d.String() << "\n";
+    std::cout << std::flush;
+  }
+  return rc;
+}
+
+int RunImage(CommandContext& ctx) {
+  if (ctx.args.empty() || ctx.args[0] == "--help" || ctx.args[0] == "-h") {
+    std::cout << kImageUsage << std::endl;
+    return ctx.args.empty() ? kExitUsage : kExitOk;
+  }
+  static const std::map<std::string, CommandFn, std::less<>> sub = {
+      {"ls", &RunImages},       {"list", &RunImages}, {"pull", &RunPull},
+      {"inspect", &RunInspect}, {"rm", &RunRemove},   {"remove", &RunRemove},
+  };
+  auto it = sub.find(ctx.args[0]);
+  if (it == sub.end()) {
+    return UsageError("image", "unknown command \"image " + ctx.args[0] + "\"");
+  }
+  CommandContext inner = ctx;
+  inner.name = "image " + ctx.args[0];
+  inner.args.erase(inner.args.begin());
+  return it->second(inner);
+}
+
+}  // namespace imgfs::tools

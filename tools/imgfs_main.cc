@@ -1,7 +1,122 @@
-// imgfs — the command-line tool (placeholder until the CLI lands).
-#include <cstdio>
+// imgfs — the command-line entry point: global flags, the command table, dispatch.
+//
+// To add a command: define `int RunX(CommandContext&)` in a tools/cmd_*.cc file, declare it
+// in tools/cli.h and add one row to the table below.
+#include <unistd.h>
 
-int main() {
-  std::puts("imgfs");
-  return 0;
+#include <cstdlib>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "base/log.h"
+#include "cache/store.h"
+#include "registry/http_client.h"
+#include "tools/cli.h"
+
+namespace imgfs::tools {
+namespace {
+
+constexpr std::string_view kVersion = "0.1.0";
+
+void PrintMainHelp(std::ostream& out) {
+  out << "Usage: imgfs [OPTIONS] COMMAND [ARGS...]\n\n"
+         "Pull container images from OCI/Docker registries into a local store and mount them.\n\n"
+         "Commands:\n";
+  for (const Command& c : Commands()) {
+    if (c.summary.empty() || c.run == nullptr) continue;
+    std::string name(c.name);
+    name.resize(10, ' ');
+    out << "  " << name << c.summary << "\n";
+  }
+  out << FormatHelp("", {}).substr(1);
+  out << "  -v, --version                 print the version and exit\n"
+         "\nRun 'imgfs COMMAND --help' for more information on a command.\n";
+}
+
+int Main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+
+  // Global flags before the command name.
+  std::vector<OptionSpec> specs = GlobalOptionSpecs();
+  specs.push_back({"version", 'v', false, "", "print the version"});
+  size_t i = 0;
+  std::vector<std::string> prefix;
+  while (i < args.size() && args[i].size() > 1 && args[i][0] == '-') {
+    const std::string& a = args[i];
+    prefix.push_back(a);
+    ++i;
+    if (a.starts_with("--") && a.find('=') == std::string::npos) {
+      for (const auto& s : specs) {
+        if (s.takes_value && a.substr(2) == s.long_name && i < args.size()) {
+          prefix.push_back(args[i++]);
+          break;
+        }
+      }
+    }
+  }
+  Result<ParsedArgs> global = ParseArgs(prefix, specs);
+  if (!global.has_value()) {
+    std::cerr << "imgfs: " << global.error().message() << "\nSee 'imgfs --help'." << std::endl;
+    return kExitUsage;
+  }
+  if (global->Has("version")) {
+    std::cout << "imgfs version " << kVersion << std::endl;
+    return kExitOk;
+  }
+  if (global->Has("help") || i >= args.size()) {
+    PrintMainHelp(i >= args.size() && !global->Has("help") ? std::cerr : std::cout);
+    return global->Has("help") ? kExitOk : kExitUsage;
+  }
+  CommandContext ctx;
+  if (Status s = ApplyGlobalFlags(*global, &ctx.global); !s.ok()) {
+    std::cerr << "imgfs: " << s.message() << std::endl;
+    return kExitUsage;
+  }
+  if (ctx.global.root.empty()) {
+    Result<std::string> root = cache::DefaultStoreRoot();
+    if (!root.has_value()) {
+      std::cerr << "imgfs: " << root.error().message() << " (use --root DIR)" << std::endl;
+      return kExitUsage;
+    }
+    ctx.global.root = *root;
+  }
+  ctx.name = args[i];
+  ctx.args.assign(args.begin() + static_cast<std::ptrdiff_t>(i) + 1, args.end());
+  ctx.stdout_is_tty = isatty(STDOUT_FILENO) == 1;
+  ctx.stderr_is_tty = isatty(STDERR_FILENO) == 1;
+
+  for (const Command& c : Commands()) {
+    if (c.name != ctx.name || c.run == nullptr) continue;
+    return c.run(ctx);
+  }
+  std::cerr << "imgfs: unknown command \"" << ctx.name << "\"\nSee 'imgfs --help'." << std::endl;
+  return kExitUsage;
+}
+
+}  // namespace
+
+const std::vector<Command>& Commands() {
+  // Rows with an empty summary are aliases (not listed in the help).
+  static const std::vector<Command> commands = {
+      {"pull", "Pull an image from a registry or a local archive/layout", &RunPull},
+      {"images", "List images in the store", &RunImages},
+      {"inspect", "Show details of one or more images (JSON)", &RunInspect},
+      {"rm", "Remove one or more images", &RunRemove},
+      {"rmi", "", &RunRemove},
+      {"image", "Manage images (ls, pull, inspect, rm)", &RunImage},
+      {"login", "Log in to a registry", &RunLogin},
+      {"logout", "Log out from a registry", &RunLogout},
+      {"mount", "Mount an image as a filesystem", RunMount},
+      {"umount", "Unmount an image", RunUmount},
+  };
+  return commands;
+}
+
+}  // namespace imgfs::tools
+
+int main(int argc, char** argv) {
+  // libcurl's global state is set up once, before any thread starts (libcurl-thread(3)).
+  imgfs::registry::HttpClient::GlobalInit();
+  return imgfs::tools::Main(argc, argv);
 }

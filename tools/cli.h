@@ -1,0 +1,146 @@
+// imgfs — the command line: option parsing, the command table, shared helpers.
+//
+// `imgfs` is one binary with docker-like subcommands. Every subcommand is a function
+// `int RunX(CommandContext&)` defined in a tools/cmd_*.cc file and listed in the command table
+// of tools/imgfs_main.cc. A command returns an exit status: kExitOk (0), kExitError (1, the
+// error has been printed as one line "imgfs: …" on stderr) or kExitUsage (2, bad flags or
+// arguments).
+//
+// Options are parsed by ArgParser from a table of OptionSpecs. Accepted forms: `-x`, `-x VAL`,
+// `-xVAL`, `-abc` (bundled boolean short flags), `--long`, `--long VAL`, `--long=VAL`, and
+// `--` to end options. Options and positional arguments may be interleaved (docker allows
+// `imgfs rm $(imgfs images -q) -f`). The global options (--root, --insecure-registry,
+// --ca-cert, --creds, --log-level, -h/--help) are accepted before the command name and
+// after it.
+//
+// Commands are thin: they parse, call into fs/, cache/ and registry/, and print. No
+// filesystem or registry logic lives here.
+//
+// Thread-safety: single-threaded (the CLI's own code); the libraries it calls document theirs.
+#ifndef IMGFS_TOOLS_CLI_H_
+#define IMGFS_TOOLS_CLI_H_
+
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+
+namespace imgfs::tools {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitError = 1;
+inline constexpr int kExitUsage = 2;
+
+// One option of a command.
+struct OptionSpec {
+  std::string_view long_name;   // "platform" (without dashes); may be empty
+  char short_name = 0;          // 'a'; 0 if none
+  bool takes_value = false;     // false: a boolean flag
+  std::string_view value_name;  // "OS/ARCH" for the help text
+  std::string_view help;
+};
+
+// The result of parsing: flags seen (name → values in order; boolean flags get "true" per
+// occurrence) and positional arguments.
+class ParsedArgs {
+ public:
+  bool Has(std::string_view name) const;
+  // The last value of `name`, or `fallback`.
+  std::string Get(std::string_view name, std::string_view fallback = "") const;
+  // Every value of a repeatable option, in order.
+  std::vector<std::string> GetAll(std::string_view name) const;
+  const std::vector<std::string>& positional() const { return positional_; }
+
+  void Add(std::string_view name, std::string value) {
+    values_[std::string(name)].push_back(std::move(value));
+  }
+  void AddPositional(std::string value) { positional_.push_back(std::move(value)); }
+
+ private:
+  std::map<std::string, std::vector<std::string>, std::less<>> values_;
+  std::vector<std::string> positional_;
+};
+
+// Parses `args` against `specs`. Options are keyed by their long name (or by the short
+// letter as a 1-char string when there is no long name). InvalidArgument names the bad flag:
+// "unknown flag: --bogus", "flag needs an argument: --platform".
+Result<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
+                             const std::vector<OptionSpec>& specs);
+
+// The options every command accepts.
+const std::vector<OptionSpec>& GlobalOptionSpecs();
+
+// Options that apply to the whole process, resolved from flags and the environment.
+struct GlobalOptions {
+  std::string root;  // --root, else cache::DefaultStoreRoot() ($IMGFS_ROOT, /var/lib/imgfs, ...)
+  std::vector<std::string> insecure_registries;  // --insecure-registry (repeatable)
+  std::vector<std::string> ca_certs;             // --ca-cert (repeatable)
+  std::string creds;                             // --creds USER:PASS
+};
+
+// Everything a command gets.
+struct CommandContext {
+  std::string name;               // as invoked, e.g. "pull", "image ls", "rmi"
+  std::vector<std::string> args;  // arguments after the command name
+  GlobalOptions global;           // from flags before the command name (and the environment)
+  bool stdout_is_tty = false;
+  bool stderr_is_tty = false;
+};
+
+using CommandFn = int (*)(CommandContext& ctx);
+
+struct Command {
+  std::string_view name;
+  std::string_view summary;
+  CommandFn run;  // nullptr: not built into this binary
+};
+
+// Parses a command's arguments with its own specs plus the global ones, and applies global
+// flags found there to ctx.global (and the log level). On -h/--help prints `usage` plus the
+// option list to stdout and returns nullopt-like kExitOk through `exit_code`; on a usage error
+// prints it and returns kExitUsage through `exit_code`. Returns true when the command should
+// go on.
+bool ParseCommandArgs(CommandContext& ctx, std::string_view usage,
+                      const std::vector<OptionSpec>& specs, ParsedArgs* parsed, int* exit_code);
+
+// Applies global flags from `parsed` to `global` (later values override earlier ones).
+// InvalidArgument for a bad --log-level.
+Status ApplyGlobalFlags(const ParsedArgs& parsed, GlobalOptions* global);
+
+// Prints "imgfs: <message>" on stderr and returns kExitError.
+int Fail(std::string_view message);
+int Fail(const Status& status);
+// Prints "imgfs: <message>\nSee 'imgfs <command> --help'." on stderr; returns kExitUsage.
+int UsageError(std::string_view command, std::string_view message);
+
+// Formats the help text of a command: usage line(s), then the options.
+std::string FormatHelp(std::string_view usage, const std::vector<OptionSpec>& specs);
+
+// Human sizes as docker prints them ("5.22MB", "912kB", "0B"; powers of 1000).
+std::string HumanSize(int64_t bytes);
+// "2 hours ago", "3 days ago" for an RFC 3339 time; "N/A" when unparsable.
+std::string HumanAge(std::string_view rfc3339);
+
+// ---- Commands (tools/cmd_*.cc) ----
+// cmd_image.cc
+int RunPull(CommandContext& ctx);
+int RunImages(CommandContext& ctx);
+int RunInspect(CommandContext& ctx);
+int RunRemove(CommandContext& ctx);
+int RunImage(CommandContext& ctx);  // `imgfs image ls|pull|inspect|rm …`
+// cmd_login.cc
+int RunLogin(CommandContext& ctx);
+int RunLogout(CommandContext& ctx);
+// cmd_mount.cc (optional; declared weak so the binary links without it: the table in
+// imgfs_main.cc shows the command only when it is built in).
+[[gnu::weak]] int RunMount(CommandContext& ctx);
+[[gnu::weak]] int RunUmount(CommandContext& ctx);
+
+// The command table (imgfs_main.cc).
+const std::vector<Command>& Commands();
+
+}  // namespace imgfs::tools
+
+#endif  // IMGFS_TOOLS_CLI_H_
