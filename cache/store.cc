@@ -106,13 +106,9 @@ Result<ImageRecord> DecodeEntry(const json& e, size_t pos) {
   };
   r.reference = ann(kAnnotationReference);
   if (r.reference.empty()) {
-    // Entries written by other tools (skopeo copy oci:ROOT:NAME) carry only ref.name; a
-    // name that parses as a full reference is one.
-    std::string name = ann(kAnnotationRefName);
-    if (!name.empty()) {
-      auto ref = registry::Reference::Parse(name);
-      r.reference = ref.has_value() ? ref->String() : name;
-    }
+    // Entries written by other tools (skopeo copy oci:ROOT:NAME) carry only ref.name.
+    // Kept verbatim so that rewriting index.json does not rename the entry.
+    r.reference = ann(kAnnotationRefName);
   }
   r.repository = ann(kAnnotationRepository);
   if (r.repository.empty() && !r.reference.empty()) {
