@@ -43,6 +43,8 @@ struct Descriptor {
   std::vector<std::string> urls;
   std::optional<Platform> platform;  // in indexes
   std::string artifact_type;
+
+  bool operator==(const Descriptor&) const = default;
 };
 
 // An image manifest (OCI image manifest or Docker v2 schema 2).
@@ -54,6 +56,8 @@ struct Manifest {
   std::vector<Descriptor> layers;
   std::optional<Descriptor> subject;
   std::map<std::string, std::string> annotations;
+
+  bool operator==(const Manifest&) const = default;
 };
 
 // An OCI image index or Docker manifest list.
@@ -62,6 +66,8 @@ struct Index {
   std::string media_type;
   std::vector<Descriptor> manifests;
   std::map<std::string, std::string> annotations;
+
+  bool operator==(const Index&) const = default;
 };
 
 enum class DocumentKind { kManifest, kIndex };

@@ -226,6 +226,7 @@ Result<Reference> Reference::Parse(std::string_view text) {
   // The lowercase check of ParseNormalizedNamed runs on everything before the first ':'.
   std::string_view before_colon = remainder.substr(0, remainder.find(':'));
   if (HasUpper(before_colon)) {
+    if (!HasUpper(name)) return Invalid(text, "digest algorithm must be lowercase");
     return Invalid(text, "repository name \"" + std::string(name) + "\" must be lowercase");
   }
   if (!ValidDomainAndPort(domain)) {
