@@ -14,6 +14,7 @@
 #include "registry/http_client.h"
 #include "registry/media_types.h"
 #include "registry/remote_source.h"
+#include "registry/transport.h"
 
 namespace imgfs::fs {
 namespace {
@@ -274,13 +275,32 @@ Result<PulledImage> Puller::PullFrom(registry::BlobSource& source,
 }
 
 Result<std::vector<PulledImage>> Puller::Pull(std::string_view text, const ProgressFn& progress) {
+  Result<registry::SourceSpec> spec = registry::ParseSourceSpec(text);
+  if (!spec.has_value()) {
+    if (spec.error().code() == StatusCode::kInvalidArgument) {
+      return spec.error().WithContext("invalid reference format");
+    }
+    return spec.error();
+  }
+  if (spec->IsLocal()) {
+    auto decorate_local = [&text](const Status& st) {
+      return st.WithContext("pulling " + std::string(text));
+    };
+    if (options_.all_tags) {
+      return Status::InvalidArgument("--all-tags works with registry references only");
+    }
+    Result<std::unique_ptr<registry::LocalSource>> local = registry::OpenLocalSource(*spec);
+    if (!local.has_value()) return decorate_local(local.error());
+    Result<registry::Reference> record_as = registry::LocalImageReference(*spec, **local);
+    if (!record_as.has_value()) return decorate_local(record_as.error());
+    Result<PulledImage> one = PullFrom(**local, *record_as, "", progress);
+    if (!one.has_value()) return decorate_local(one.error());
+    return std::vector<PulledImage>{std::move(one).value()};
+  }
+
   std::string_view ref_text = text;
   if (ref_text.starts_with("docker://")) ref_text.remove_prefix(9);
-  Result<registry::Reference> parsed = registry::Reference::Parse(ref_text);
-  if (!parsed.has_value()) {
-    return parsed.error().WithContext("invalid reference format");
-  }
-  const registry::Reference& ref = *parsed;
+  const registry::Reference& ref = spec->reference;
   auto decorate = [&ref](const Status& st) {
     Status out = st.WithContext("pulling " + ref.FamiliarString());
     if (out.message().find(ref.Endpoint()) == std::string::npos &&
