@@ -99,19 +99,21 @@ Result<int64_t> ParseNumber(std::string_view v, std::string_view what) {
 }
 
 Result<int64_t> ParseDecimal(std::string_view v, std::string_view what) {
-  if (v.empty() || v.size() > 19) return Status::Corrupt("invalid PAX " + std::string(what));
   bool negative = false;
-  if (v[0] == '-') {
+  if (!v.empty() && v[0] == '-') {
     negative = true;
     v.remove_prefix(1);
-    if (v.empty()) return Status::Corrupt("invalid PAX " + std::string(what));
   }
-  int64_t x = 0;
+  if (v.empty() || v.size() > 19) return Status::Corrupt("invalid PAX " + std::string(what));
+  // Up to 2^63 - 1 (2^63 when negative).
+  const uint64_t limit = negative ? uint64_t{1} << 63 : (uint64_t{1} << 63) - 1;
+  uint64_t x = 0;
   for (char c : v) {
     if (c < '0' || c > '9') return Status::Corrupt("invalid PAX " + std::string(what));
-    x = x * 10 + (c - '0');
+    x = x * 10 + static_cast<uint64_t>(c - '0');  // 19 digits cannot overflow uint64
   }
-  return negative ? -x : x;
+  if (x > limit) return Status::Corrupt("PAX " + std::string(what) + " out of range");
+  return negative ? static_cast<int64_t>(~x + 1) : static_cast<int64_t>(x);
 }
 
 // PAX mtime "[-]sec[.frac]" → (sec, nsec) with 0 <= nsec < 1e9, floor semantics ("-1.5" is
@@ -134,6 +136,7 @@ Status ParsePaxTime(std::string_view v, int64_t* sec, uint32_t* nsec) {
     scale /= 10;
   }
   if (negative && ns != 0) {
+    if (s == INT64_MIN) return Status::Corrupt("PAX mtime out of range");
     s -= 1;
     ns = 1000000000 - ns;
   }
