@@ -63,7 +63,25 @@ struct SyntheticImage {
   std::vector<registry::Digest> layers;
 };
 
-// Stores an image whose layers have the given contents; `created` goes into the config.
+// The config document MakeImage writes (deterministic for the same inputs).
+inline std::string ConfigBytes(const nlohmann::json& diff_ids, const std::string& created,
+                               const std::string& label) {
+  using nlohmann::json;
+  json config = {{"created", created},
+                 {"author", "cache tests"},
+                 {"architecture", "amd64"},
+                 {"os", "linux"},
+                 {"config",
+                  {{"Env", {"PATH=/bin"}},
+                   {"Cmd", {"/bin/sh"}},
+                   {"WorkingDir", "/"},
+                   {"Labels", {{"test.label", label}}}}},
+                 {"rootfs", {{"type", "layers"}, {"diff_ids", diff_ids}}}};
+  return config.dump();
+}
+
+// Stores an image whose layers have the given contents; `created` and `label` go into the
+// config.
 inline SyntheticImage MakeImage(Store& store, const std::vector<std::string>& layer_contents,
                                 const std::string& created = "2024-01-01T00:00:00Z",
                                 const std::string& label = "") {
@@ -80,17 +98,7 @@ inline SyntheticImage MakeImage(Store& store, const std::vector<std::string>& la
                       {"size", content.size()}});
     diff_ids.push_back(d->String());
   }
-  json config = {{"created", created},
-                 {"author", "cache tests"},
-                 {"architecture", "amd64"},
-                 {"os", "linux"},
-                 {"config",
-                  {{"Env", {"PATH=/bin"}},
-                   {"Cmd", {"/bin/sh"}},
-                   {"WorkingDir", "/"},
-                   {"Labels", {{"test.label", label}}}}},
-                 {"rootfs", {{"type", "layers"}, {"diff_ids", diff_ids}}}};
-  std::string config_bytes = config.dump();
+  std::string config_bytes = ConfigBytes(diff_ids, created, label);
   auto cd = store.PutBlob(config_bytes);
   EXPECT_TRUE(cd.has_value());
   img.config = *cd;
