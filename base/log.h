@@ -42,13 +42,19 @@ class LogMessage {
   LogLevel level_;
   std::ostringstream stream_;
 };
+// Turns the stream expression into void so both branches of ?: have the same type.
+struct LogVoidify {
+  void operator&(std::ostream&) {}
+};
 }  // namespace internal
 
 }  // namespace imgfs
 
-#define IMGFS_LOG(severity)                                \
-  if (!::imgfs::LogEnabled(::imgfs::LogLevel::severity)) { \
-  } else                                                   \
-    ::imgfs::internal::LogMessage(::imgfs::LogLevel::severity).stream()
+// Safe inside an unbraced if/else: the whole statement is one expression.
+#define IMGFS_LOG(severity)                         \
+  !::imgfs::LogEnabled(::imgfs::LogLevel::severity) \
+      ? (void)0                                     \
+      : ::imgfs::internal::LogVoidify() &           \
+            ::imgfs::internal::LogMessage(::imgfs::LogLevel::severity).stream()
 
 #endif  // IMGFS_BASE_LOG_H_

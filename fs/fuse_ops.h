@@ -1,0 +1,39 @@
+// imgfs — the libfuse low-level operations that serve an ImageFilesystem.
+//
+// Every callback is noexcept, calls the ImageFilesystem core, and replies exactly once; an
+// exception never unwinds into libfuse (bad_alloc → ENOMEM, anything else → EIO, logged).
+// Status → errno is one switch (StatusToErrno). The content of a mounted image never
+// changes, so entries, attributes and pages may be cached by the kernel for as long as it
+// likes (long timeouts, keep_cache); negative lookups are cached too.
+//
+// The session's userdata must be the ImageFilesystem*. This header does not include libfuse:
+// only fs/fuse_ops.cc and fs/session.cc do.
+#ifndef IMGFS_FS_FUSE_OPS_H_
+#define IMGFS_FS_FUSE_OPS_H_
+
+#include <functional>
+
+#include "base/status.h"
+
+struct fuse_lowlevel_ops;
+
+namespace imgfs::fs {
+
+// errno for a non-OK Status (EIO for data errors: a file whose bytes cannot be fetched or
+// verified reads as EIO, never ENOENT).
+int StatusToErrno(const Status& status);
+
+// The operations table (static storage).
+const fuse_lowlevel_ops& ImageFilesystemOps();
+
+// Userdata handed to fuse_session_new: the filesystem plus a hook called once the kernel's
+// INIT request has been answered (the mount then serves requests).
+class ImageFilesystem;
+struct FuseContext {
+  ImageFilesystem* filesystem = nullptr;
+  std::function<void()> on_init;
+};
+
+}  // namespace imgfs::fs
+
+#endif  // IMGFS_FS_FUSE_OPS_H_

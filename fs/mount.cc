@@ -1,0 +1,85 @@
+// imgfs — preparing an image for a mount.
+#include "fs/mount.h"
+
+#include "base/log.h"
+#include "cache/images.h"
+#include "cache/index_store.h"
+
+namespace imgfs::fs {
+namespace {
+
+Result<cache::ResolvedImage> ResolveOrPull(cache::Store& store, std::string_view text,
+                                           const PrepareOptions& options, std::string* recorded) {
+  Result<cache::ResolvedImage> resolved = cache::ResolveImage(store, text);
+  if (resolved.has_value() || resolved.error().code() != StatusCode::kNotFound ||
+      !options.pull_if_missing) {
+    return resolved;
+  }
+  IMGFS_LOG(kInfo) << "image " << text << " is not in the store; pulling it";
+  Puller puller(&store, options.pull);
+  IMGFS_ASSIGN_OR_RETURN(std::vector<PulledImage> pulled, puller.Pull(text, options.progress));
+  if (pulled.empty()) return Status::NotFound("pull of " + std::string(text) + " recorded nothing");
+  *recorded = pulled.front().reference.String();
+  return cache::ResolveImage(store, *recorded);
+}
+
+}  // namespace
+
+Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
+                                   const PrepareOptions& options) {
+  std::string recorded;
+  IMGFS_ASSIGN_OR_RETURN(cache::ResolvedImage image,
+                         ResolveOrPull(store, text, options, &recorded));
+  PreparedImage out;
+  out.manifest_digest = image.manifest.digest;
+  out.image_id = image.id;
+  if (image.by_reference.has_value()) out.reference = image.by_reference->reference;
+  if (out.reference.empty()) out.reference = recorded;
+
+  const registry::Manifest& manifest = image.decoded;
+  const std::vector<registry::Digest>& diff_ids = image.config.diff_ids;
+  if (!diff_ids.empty() && diff_ids.size() != manifest.layers.size()) {
+    return Status::Corrupt("image " + std::string(text) + ": manifest has " +
+                           std::to_string(manifest.layers.size()) + " layers but the config " +
+                           std::to_string(diff_ids.size()) + " diff_ids");
+  }
+
+  cache::IndexStore index_store(store.root());
+  std::vector<MountedLayer> layers;
+  std::vector<const LayerIndex*> views;
+  layers.reserve(manifest.layers.size());
+  for (size_t i = 0; i < manifest.layers.size(); ++i) {
+    const registry::Descriptor& desc = manifest.layers[i];
+    std::string blob = store.BlobPath(desc.digest);
+    if (!store.HasBlob(desc.digest)) {
+      return Status::NotFound("image " + std::string(text) + ": layer " + desc.digest.String() +
+                              " is not in the store; pull the image again");
+    }
+    IndexOptions index_options = options.index;
+    index_options.expected_digest = desc.digest;
+    if (i < diff_ids.size()) index_options.expected_diff_id = diff_ids[i];
+    bool existed = index_store.Get(desc.digest).has_value();
+    Result<LayerIndex> index = LoadOrBuildIndex(index_store, blob, desc.media_type, index_options);
+    if (!index.has_value()) {
+      return index.error().WithContext("image " + std::string(text) + ", layer " +
+                                       std::to_string(i + 1) + " (" + desc.digest.String() + ")");
+    }
+    if (!existed) ++out.indexes_built;
+    auto shared = std::make_shared<const LayerIndex>(std::move(index).value());
+    Result<std::unique_ptr<LayerReader>> reader = LayerReader::Open(blob, shared);
+    if (!reader.has_value()) {
+      return reader.error().WithContext("image " + std::string(text) + ", layer " +
+                                        desc.digest.String());
+    }
+    layers.push_back(MountedLayer{shared, std::move(reader).value()});
+  }
+  views.reserve(layers.size());
+  for (const MountedLayer& l : layers) views.push_back(l.index.get());
+  IMGFS_ASSIGN_OR_RETURN(NodeTable table, MergeLayers(views, &out.merge_stats));
+  IMGFS_LOG(kInfo) << "image " << text << ": " << layers.size() << " layers, "
+                   << table.inode_count() << " inodes, " << out.indexes_built << " indexes built";
+  out.filesystem = std::make_unique<ImageFilesystem>(std::move(table), std::move(layers));
+  return out;
+}
+
+}  // namespace imgfs::fs

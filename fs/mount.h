@@ -1,0 +1,49 @@
+// imgfs — preparing an image for a mount: resolve it in the store (pulling it first when it
+// is not there), load or build every layer's index, merge the layers, open the readers.
+//
+// Everything that can fail for a reason the user should hear about at `imgfs mount` time —
+// a bad reference, an unreachable registry, a corrupt layer, a tar with `../` names — fails
+// here, before anything is mounted, with a message naming the image and the layer.
+//
+// Thread-safety: PrepareImage may be called from any thread; it blocks on I/O.
+#ifndef IMGFS_FS_MOUNT_H_
+#define IMGFS_FS_MOUNT_H_
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "base/status.h"
+#include "cache/store.h"
+#include "fs/filesystem.h"
+#include "fs/layer/index_builder.h"
+#include "fs/overlay.h"
+#include "fs/pull.h"
+#include "registry/digest.h"
+
+namespace imgfs::fs {
+
+struct PrepareOptions {
+  // Pull the image when the store does not have it (like `docker run`).
+  bool pull_if_missing = true;
+  PullOptions pull;
+  ProgressFn progress;
+  IndexOptions index;
+};
+
+struct PreparedImage {
+  std::unique_ptr<ImageFilesystem> filesystem;
+  registry::Digest manifest_digest;
+  registry::Digest image_id;  // config digest
+  std::string reference;      // full reference of the record, "" when named by ID
+  MergeStats merge_stats;
+  size_t indexes_built = 0;  // layers whose index was not in the store yet
+};
+
+// Resolves `text` (a reference, image ID, or a transport like oci:DIR:TAG) and prepares it.
+Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
+                                   const PrepareOptions& options);
+
+}  // namespace imgfs::fs
+
+#endif  // IMGFS_FS_MOUNT_H_

@@ -1,0 +1,300 @@
+// imgfs — mount and umount commands.
+//
+// `imgfs mount IMAGE DIR` forks a daemon that prepares the image (pulling it first when the
+// store lacks it), mounts it and serves it; the command returns only once the kernel's INIT
+// request has been answered (the mount serves requests), or fails with the daemon's error
+// message and a non-zero status, leaving nothing mounted. `-f` serves in the foreground with
+// logs on stderr. The same code runs for `mount -t fuse.imgfs IMAGE DIR -o OPTS` (mount(8)
+// → mount.fuse3 → `imgfs IMAGE DIR -o OPTS`).
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/log.h"
+#include "base/unique_fd.h"
+#include "cache/leases.h"
+#include "cache/store.h"
+#include "fs/mount.h"
+#include "fs/session.h"
+#include "registry/manifest.h"
+#include "tools/cli.h"
+
+namespace imgfs::tools {
+namespace {
+
+constexpr std::string_view kMountUsage =
+    "Usage: imgfs mount [OPTIONS] IMAGE DIR\n\n"
+    "Mount an image read-only at DIR (pulled first when not in the store).\n"
+    "IMAGE is a reference, an image ID, or oci:DIR[:TAG] | oci-archive:FILE | "
+    "docker-archive:FILE.\n"
+    "Mount options (-o, comma-separated): allow_other, dev, suid, debug; mount(8)'s\n"
+    "generic options (defaults, ro, nofail, noauto, _netdev, x-*) are accepted and ignored.";
+
+constexpr std::string_view kUmountUsage =
+    "Usage: imgfs umount [OPTIONS] DIR...\n\n"
+    "Unmount imgfs mounts and wait for their daemons to exit.";
+
+// Options passed on to the kernel mount (through libfuse).
+const std::set<std::string>& PassedOptions() {
+  static const std::set<std::string> opts = {"allow_other", "allow_root", "dev",  "suid",
+                                             "nodev",       "nosuid",     "exec", "noexec"};
+  return opts;
+}
+
+// Options of mount(8) and fstab that mean nothing here.
+bool IgnoredOption(const std::string& o) {
+  static const std::set<std::string> opts = {"defaults", "ro",      "auto",     "noauto",  "nofail",
+                                             "user",     "nouser",  "users",    "async",   "sync",
+                                             "atime",    "noatime", "relatime", "_netdev", "rw"};
+  return opts.count(o) > 0 || o.rfind("x-", 0) == 0 || o.rfind("comment=", 0) == 0;
+}
+
+std::vector<std::string> SplitComma(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (;;) {
+    size_t comma = s.find(',', start);
+    std::string part =
+        s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (!part.empty()) out.push_back(part);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+std::string AbsolutePath(const std::string& path) {
+  char buf[PATH_MAX];
+  if (realpath(path.c_str(), buf) != nullptr) return buf;
+  return path;
+}
+
+// Writes a whole message to the status pipe (the parent waits on it).
+void Report(int fd, const std::string& message) {
+  if (fd < 0) return;
+  std::string line = message + "\n";
+  ssize_t ignored = write(fd, line.data(), line.size());
+  (void)ignored;
+}
+
+// The daemon (or foreground) side: prepare, lease, mount, serve. `status_fd` gets "OK" once
+// the mount answers, or "ERR <message>". Returns the process exit status.
+int ServeMount(const CommandContext& ctx, const std::string& image, const std::string& dir,
+               const std::vector<std::string>& mount_options, bool debug,
+               const registry::Platform* platform, bool no_pull, int status_fd) {
+  auto fail = [&](const Status& st) {
+    Report(status_fd, "ERR " + st.ToString());
+    if (status_fd < 0) Fail(st);
+    return kExitError;
+  };
+  Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(ctx.global.root);
+  if (!store.has_value()) {
+    return fail(store.error().WithContext("opening the image store " + ctx.global.root));
+  }
+  fs::PrepareOptions prep;
+  prep.pull_if_missing = !no_pull;
+  prep.pull.insecure_registries = ctx.global.insecure_registries;
+  prep.pull.ca_files = ctx.global.ca_certs;
+  prep.pull.creds = ctx.global.creds;
+  if (platform != nullptr) {
+    prep.pull.platform = *platform;
+    prep.pull.platform_explicit = true;
+  }
+  Result<fs::PreparedImage> prepared = fs::PrepareImage(**store, image, prep);
+  if (!prepared.has_value()) return fail(prepared.error().WithContext("mounting " + image));
+
+  Result<cache::Lease> lease =
+      cache::Lease::Acquire(**store, prepared->manifest_digest, dir,
+                            prepared->reference.empty() ? image : prepared->reference);
+  if (!lease.has_value()) return fail(lease.error().WithContext("mounting " + image));
+
+  fs::SessionOptions options;
+  options.fsname = image;
+  options.mount_options = mount_options;
+  options.debug = debug;
+  bool foreground = status_fd < 0;
+  options.on_ready = [status_fd, foreground] {
+    Report(status_fd, "OK");
+    if (status_fd >= 0) close(status_fd);
+    if (!foreground) {
+      // Detached: stdio goes nowhere from now on, logs go to syslog.
+      int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+      if (devnull >= 0) {
+        dup2(devnull, STDIN_FILENO);
+        dup2(devnull, STDOUT_FILENO);
+        dup2(devnull, STDERR_FILENO);
+        close(devnull);
+      }
+    }
+  };
+  Result<std::unique_ptr<fs::FuseSession>> session =
+      fs::FuseSession::Mount(prepared->filesystem.get(), dir, options);
+  if (!session.has_value()) return fail(session.error().WithContext("mounting " + image));
+  IMGFS_LOG(kInfo) << "serving " << image << " at " << dir;
+  Status run = (*session)->Run();
+  session->reset();
+  Status released = lease->Release();
+  if (!released.ok()) IMGFS_LOG(kWarning) << "releasing the lease: " << released.ToString();
+  if (!run.ok()) {
+    IMGFS_LOG(kError) << run.ToString();
+    return kExitError;
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int RunMount(CommandContext& ctx) {
+  static const std::vector<OptionSpec> specs = {
+      {"foreground", 'f', false, "", "serve in the foreground, logs on stderr"},
+      {"options", 'o', true, "OPTS", "mount options, comma-separated (repeatable)"},
+      {"platform", 0, true, "OS/ARCH[/VARIANT]", "platform to pull when not in the store"},
+      {"no-pull", 0, false, "", "fail instead of pulling an image the store lacks"},
+      {"debug", 'd', false, "", "libfuse debug output (implies -f)"},
+  };
+  ParsedArgs args;
+  int code = kExitOk;
+  if (!ParseCommandArgs(ctx, kMountUsage, specs, &args, &code)) return code;
+  if (args.positional().size() != 2) {
+    return UsageError(ctx.name, "\"mount\" requires exactly 2 arguments: IMAGE DIR");
+  }
+  const std::string image = args.positional()[0];
+  const std::string dir = AbsolutePath(args.positional()[1]);
+  struct stat st {};
+  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return Fail("mountpoint " + args.positional()[1] + " is not an existing directory");
+  }
+
+  bool debug = args.Has("debug");
+  std::vector<std::string> mount_options;
+  for (const std::string& group : args.GetAll("options")) {
+    for (const std::string& o : SplitComma(group)) {
+      if (o == "debug") {
+        debug = true;
+      } else if (o == "rw") {
+        return Fail("read-write mounts are not supported yet; mount read-only");
+      } else if (PassedOptions().count(o) > 0) {
+        mount_options.push_back(o);
+      } else if (IgnoredOption(o)) {
+        continue;
+      } else {
+        return UsageError(ctx.name, "unknown mount option: " + o);
+      }
+    }
+  }
+  std::optional<registry::Platform> platform;
+  if (args.Has("platform")) {
+    Result<registry::Platform> p = registry::Platform::Parse(args.Get("platform"));
+    if (!p.has_value()) return UsageError(ctx.name, p.error().message());
+    platform = *p;
+  }
+  bool no_pull = args.Has("no-pull");
+  bool foreground = args.Has("foreground") || debug;
+  const registry::Platform* platform_ptr = platform.has_value() ? &*platform : nullptr;
+
+  if (foreground) {
+    return ServeMount(ctx, image, dir, mount_options, debug, platform_ptr, no_pull, -1);
+  }
+
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return Fail(Status::FromErrno(errno, "pipe"));
+  UniqueFd read_end(fds[0]);
+  UniqueFd write_end(fds[1]);
+  std::cout.flush();
+  std::cerr.flush();
+  pid_t pid = fork();
+  if (pid < 0) return Fail(Status::FromErrno(errno, "fork"));
+  if (pid == 0) {
+    read_end.Close();
+    setsid();
+    openlog("imgfs", LOG_PID, LOG_DAEMON);
+    SetLogSink([](LogLevel level, std::string_view message) {
+      int prio = level == LogLevel::kError     ? LOG_ERR
+                 : level == LogLevel::kWarning ? LOG_WARNING
+                 : level == LogLevel::kInfo    ? LOG_INFO
+                                               : LOG_DEBUG;
+      syslog(prio, "%.*s", static_cast<int>(message.size()), message.data());
+    });
+    int rc = ServeMount(ctx, image, dir, mount_options, debug, platform_ptr, no_pull,
+                        write_end.Release());
+    _exit(rc);
+  }
+  write_end.Close();
+  std::string reply;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = read(read_end.get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    reply.append(buf, static_cast<size_t>(n));
+    if (reply.find('\n') != std::string::npos) break;
+  }
+  if (reply.rfind("OK", 0) == 0) return kExitOk;
+  int wstatus = 0;
+  while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
+  }
+  if (reply.rfind("ERR ", 0) == 0) {
+    std::string message = reply.substr(4);
+    while (!message.empty() && message.back() == '\n') message.pop_back();
+    return Fail(message);
+  }
+  return Fail("mounting " + image + ": the mount daemon exited before the mount was ready" +
+              (WIFSIGNALED(wstatus) ? " (signal " + std::to_string(WTERMSIG(wstatus)) + ")" : ""));
+}
+
+int RunUmount(CommandContext& ctx) {
+  static const std::vector<OptionSpec> specs = {
+      {"lazy", 'l', false, "", "detach now, clean up when no longer busy"},
+  };
+  ParsedArgs args;
+  int code = kExitOk;
+  if (!ParseCommandArgs(ctx, kUmountUsage, specs, &args, &code)) return code;
+  if (args.positional().empty()) {
+    return UsageError(ctx.name, "\"umount\" requires at least 1 argument");
+  }
+  Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(ctx.global.root);
+  std::vector<cache::LeaseInfo> leases;
+  if (store.has_value()) {
+    Result<std::vector<cache::LeaseInfo>> live = cache::ListLiveLeases(**store);
+    if (live.has_value()) leases = *live;
+  }
+  int rc = kExitOk;
+  for (const std::string& arg : args.positional()) {
+    std::string dir = AbsolutePath(arg);
+    Status st = fs::Unmount(dir, args.Has("lazy"));
+    if (!st.ok()) {
+      if (st.message().find("Invalid argument") != std::string::npos) {
+        rc = Fail(dir + " is not mounted");
+      } else {
+        rc = Fail(st);
+      }
+      continue;
+    }
+    // Wait (bounded) for the daemon serving it to finish, so its lease is gone when we return.
+    for (const cache::LeaseInfo& lease : leases) {
+      if (lease.mountpoint != dir) continue;
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (cache::ProcessIsAlive(lease.pid, lease.pid_start) &&
+             std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    }
+  }
+  return rc;
+}
+
+}  // namespace imgfs::tools
