@@ -147,6 +147,14 @@ void Check(bool ok, const char* what) {
   if (!ok) throw std::runtime_error(std::string("TokenServer: ") + what + " failed");
 }
 
+// One RSA key per process (with a new reference per caller): generating a 2048-bit key
+// costs up to a second on a loaded machine, and tests start many servers.
+EVP_PKEY* SharedKey() {
+  static EVP_PKEY* const key = EVP_RSA_gen(2048);
+  if (key == nullptr || EVP_PKEY_up_ref(key) != 1) return nullptr;
+  return key;
+}
+
 }  // namespace
 
 struct TokenServer::Key {
@@ -157,7 +165,7 @@ struct TokenServer::Key {
 
 TokenServer::TokenServer(TokenServerOptions options) : options_(std::move(options)) {
   key_ = std::make_unique<Key>();
-  key_->pkey.reset(EVP_RSA_gen(2048));
+  key_->pkey.reset(SharedKey());
   Check(key_->pkey != nullptr, "RSA key generation");
   key_->cert.reset(X509_new());
   X509* cert = key_->cert.get();

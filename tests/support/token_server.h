@@ -3,7 +3,7 @@
 // Implements the token protocol of distribution `docs/spec/auth/token.md` (GET
 // /token?service=…&scope=…, Basic auth or anonymous) and its OAuth2 variant (`oauth.md`:
 // POST /token with grant_type=password or refresh_token), over plain HTTP on 127.0.0.1.
-// Tokens are JWTs signed RS256 with a key generated at construction; the header carries the
+// Tokens are JWTs signed RS256 with a key generated once per process; the header carries the
 // key's self-signed certificate as `x5c`, and the same certificate, written to cert_path(),
 // is the registry's `rootcertbundle` (distribution v2.8 `registry/auth/token/token.go`
 // verifies x5c chains against that bundle). Claims: iss, sub, aud (= service), exp, nbf,
