@@ -231,8 +231,9 @@ Result<std::string> RemoteSource::EnsureBaseUrl() {
         return Status::Unavailable(Describe() + ": no answer over https (" + tls.error().message() +
                                    ") nor http (" + plain.error().message() + ")");
       }
-      if (plain->status == 400 && tls.error().message().find("TLS") != std::string::npos) {
-        // A TLS server ("Client sent an HTTP request to an HTTPS server") we do not trust.
+      if (plain->status != 200 && plain->status != 401) {
+        // Not a registry over http (typically a TLS server answering 400 "Client sent an
+        // HTTP request to an HTTPS server"): the https failure is the real story.
         return tls.error().WithContext(Describe());
       }
       chosen = "http://" + host_;

@@ -1,0 +1,739 @@
+// imgfs — RemoteSource against a real docker-registry (plain, TLS, htpasswd) and against
+// the scripted HttpTestServer for faults a real registry does not produce (5xx, 429, cut
+// bodies, 200 instead of 206, wrong bytes, cross-host redirects, an unreachable host).
+#include "registry/remote_source.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <nlohmann/json.hpp>
+
+#include "base/file_util.h"
+#include "registry/digest.h"
+#include "registry/media_types.h"
+#include "tests/support/http_test_server.h"
+#include "tests/support/image_builder.h"
+#include "tests/support/registry_server.h"
+
+namespace imgfs::registry {
+namespace {
+
+using imgfs::testing::HttpTestConnection;
+using imgfs::testing::HttpTestRequest;
+using imgfs::testing::HttpTestServer;
+using imgfs::testing::RegistryServer;
+using imgfs::testing::RegistryServerOptions;
+using Clock = std::chrono::steady_clock;
+
+// The shared fixtures made by real tools (see their README.md).
+constexpr const char* kFixturesDir = "/work/shared/fixtures";
+
+RemoteSourceOptions FastOptions() {
+  RemoteSourceOptions o;
+  o.certs_dir = "";  // never the machine's /etc/docker/certs.d
+  o.connect_timeout = std::chrono::milliseconds(2000);
+  o.request_timeout = std::chrono::milliseconds(10000);
+  o.low_speed_time = std::chrono::seconds(5);
+  o.max_attempts = 3;
+  o.base_backoff = std::chrono::milliseconds(10);
+  o.max_backoff = std::chrono::milliseconds(200);
+  return o;
+}
+
+// Deterministic incompressible-ish bytes.
+std::string PseudoRandom(size_t n, uint32_t seed) {
+  std::string out(n, '\0');
+  uint32_t x = seed;
+  for (char& c : out) {
+    x = x * 1664525u + 1013904223u;
+    c = static_cast<char>(x >> 24);
+  }
+  return out;
+}
+
+// Wraps a handler so that the /v2/ ping answers like a registry.
+HttpTestServer::Handler Registry(HttpTestServer::Handler inner) {
+  return [inner = std::move(inner)](const HttpTestRequest& req, HttpTestConnection& conn) {
+    if (req.path == "/v2/") {
+      conn.Respond(200, {{"Docker-Distribution-API-Version", "registry/2.0"}}, "{}");
+      return;
+    }
+    inner(req, conn);
+  };
+}
+
+std::string Collect(RemoteSource& source, const Digest& digest, int64_t size, Status* status) {
+  std::string out;
+  *status = source.FetchBlob(digest, size, [&](std::string_view chunk) {
+    out.append(chunk);
+    return Status::Ok();
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Fault injection with the scripted server.
+
+TEST(RemoteSourceFaultTest, ManifestVerifiedAgainstDigestAndHeader) {
+  const std::string manifest =
+      R"({"schemaVersion":2,"mediaType":")" + std::string(media::kOciManifest) + R"("})";
+  const Digest good = Digest::Sha256Of(manifest);
+  const Digest other = Digest::Sha256Of("something else");
+  HttpTestServer server(Registry([&](const HttpTestRequest& req, HttpTestConnection& conn) {
+    if (req.path == "/v2/demo/app/manifests/good" ||
+        req.path == "/v2/demo/app/manifests/" + good.String()) {
+      conn.Respond(200,
+                   {{"Content-Type", std::string(media::kOciManifest) + "; charset=utf-8"},
+                    {"Docker-Content-Digest", good.String()}},
+                   manifest);
+    } else if (req.path == "/v2/demo/app/manifests/lying") {
+      conn.Respond(200, {{"Docker-Content-Digest", other.String()}}, manifest);
+    } else if (req.path == "/v2/demo/app/manifests/" + other.String()) {
+      conn.Respond(200, {}, manifest);  // bytes of another manifest under this digest
+    } else {
+      conn.Respond(404, {{"Content-Type", "application/json"}},
+                   R"({"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]})");
+    }
+  }));
+  auto source = RemoteSource::Create(server.host_port(), "demo/app", FastOptions());
+
+  auto by_tag = source->GetManifest("good");
+  ASSERT_TRUE(by_tag.has_value()) << by_tag.error().ToString();
+  EXPECT_EQ(by_tag->bytes, manifest);
+  EXPECT_EQ(by_tag->digest, good);
+  EXPECT_EQ(by_tag->media_type, media::kOciManifest);
+  EXPECT_EQ(server.requests().back().Header("accept"), media::kManifestAccept);
+  EXPECT_EQ(source->BaseUrl(), server.url());
+
+  auto by_digest = source->GetManifest(good.String());
+  ASSERT_TRUE(by_digest.has_value()) << by_digest.error().ToString();
+  EXPECT_EQ(by_digest->digest, good);
+
+  auto lying = source->GetManifest("lying");
+  ASSERT_FALSE(lying.has_value());
+  EXPECT_EQ(lying.error().code(), StatusCode::kCorrupt) << lying.error().ToString();
+  EXPECT_NE(lying.error().message().find("Docker-Content-Digest"), std::string::npos);
+
+  auto swapped = source->GetManifest(other.String());
+  ASSERT_FALSE(swapped.has_value());
+  EXPECT_EQ(swapped.error().code(), StatusCode::kCorrupt);
+
+  auto missing = source->GetManifest("nope");
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().code(), StatusCode::kNotFound);
+  EXPECT_NE(
+      missing.error().message().find("manifest unknown: " + server.host_port() + "/demo/app:nope"),
+      std::string::npos)
+      << missing.error().message();
+  EXPECT_NE(missing.error().message().find("registry " + server.host_port()), std::string::npos);
+  // A 404 is an answer, not a failure: asked once.
+  EXPECT_EQ(server.Count("GET", "/v2/demo/app/manifests/nope"), 1u);
+}
+
+TEST(RemoteSourceFaultTest, RetriesServerErrorsThenSucceeds) {
+  const std::string blob = PseudoRandom(5000, 1);
+  const Digest digest = Digest::Sha256Of(blob);
+  std::atomic<int> calls{0};
+  HttpTestServer server(Registry([&](const HttpTestRequest&, HttpTestConnection& conn) {
+    if (++calls <= 2) {
+      conn.Respond(calls == 1 ? 500 : 502, {}, "oops");
+    } else {
+      conn.Respond(200, {}, blob);
+    }
+  }));
+  auto source = RemoteSource::Create(server.host_port(), "demo/app", FastOptions());
+  Status st;
+  EXPECT_EQ(Collect(*source, digest, static_cast<int64_t>(blob.size()), &st), blob);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(calls.load(), 3);
+}
+
+TEST(RemoteSourceFaultTest, GivesUpAfterMaxAttemptsOnPersistent503) {
+  HttpTestServer server(Registry([&](const HttpTestRequest&, HttpTestConnection& conn) {
+    conn.Respond(503, {}, R"({"errors":[{"code":"UNAVAILABLE","message":"down"}]})");
+  }));
+  auto source = RemoteSource::Create(server.host_port(), "demo/app", FastOptions());
+  auto m = source->GetManifest("latest");
+  ASSERT_FALSE(m.has_value());
+  EXPECT_EQ(m.error().code(), StatusCode::kUnavailable);
+  EXPECT_NE(m.error().message().find("3 attempts"), std::string::npos) << m.error().message();
+  EXPECT_NE(m.error().message().find("UNAVAILABLE: down"), std::string::npos);
+  EXPECT_EQ(server.Count("GET", "/v2/demo/app/manifests/latest"), 3u);
+}
+
+TEST(RemoteSourceFaultTest, HonoursRetryAfterUpToTheCap) {
+  const std::string manifest = "{}";
+  std::atomic<int> calls{0};
+  HttpTestServer server(Registry([&](const HttpTestRequest&, HttpTestConnection& conn) {
+    if (++calls == 1) {
+      conn.Respond(429, {{"Retry-After", "1"}}, "slow down");
+    } else {
+      conn.Respond(200, {}, manifest);
+    }
+  }));
+  RemoteSourceOptions options = FastOptions();
+  options.max_backoff = std::chrono::milliseconds(400);  // caps the 1 s Retry-After
+  auto source = RemoteSource::Create(server.host_port(), "demo/app", options);
+  ASSERT_TRUE(source->Ping().ok());
+  const auto start = Clock::now();
+  auto m = source->GetManifest("latest");
+  const auto elapsed = Clock::now() - start;
+  ASSERT_TRUE(m.has_value()) << m.error().ToString();
+  EXPECT_EQ(calls.load(), 2);
+  EXPECT_GE(elapsed, std::chrono::milliseconds(390));  // not the 10 ms base backoff
+  EXPECT_LT(elapsed, std::chrono::milliseconds(950));  // capped below Retry-After
+}
+
+TEST(RemoteSourceFaultTest, BrokenDownloadResumesWithRange) {
+  const std::string blob = PseudoRandom(300000, 2);
+  const Digest digest = Digest::Sha256Of(blob);
+  HttpTestServer server(Registry([&](const HttpTestRequest& req, HttpTestConnection& conn) {
+    const std::string range = req.Header("range");
+    if (range.empty()) {
+      conn.RespondTruncated(200, {}, std::string_view(blob).substr(0, 100000), blob.size());
+      return;
+    }
+    const size_t from = std::stoul(range.substr(std::string("bytes=").size()));
+    conn.Respond(
+        206,
+        {{"Content-Range", "bytes " + std::to_string(from) + "-" + std::to_string(blob.size() - 1) +
+                               "/" + std::to_string(blob.size())}},
+        std::string_view(blob).substr(from));
+  }));
+  auto source = RemoteSource::Create(server.host_port(), "demo/app", FastOptions());
+  Status st;
+  EXPECT_EQ(Collect(*source, digest, static_cast<int64_t>(blob.size()), &st), blob);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  auto requests = server.requests();
+  ASSERT_EQ(server.Count("GET", "/v2/demo/app/blobs/"), 2u);
+  EXPECT_EQ(requests.back().Header("range"), "bytes=100000-");
+}
+
+TEST(RemoteSourceFaultTest, ResumeAnsweredWith200SkipsWhatTheSinkHas) {
+  const std::string blob = PseudoRandom(200000, 3);
+  const Digest digest = Digest::Sha256Of(blob);
+  std::atomic<int> calls{0};
+  HttpTestServer server(Registry([&](const HttpTestRequest&, HttpTestConnection& conn) {
+    if (++calls == 1) {
+      conn.RespondTruncated(200, {}, std::string_view(blob).substr(0, 70000), blob.size());
+    } else {
+      conn.Respond(200, {}, blob);  // ignores Range
+    }
+  }));
+  auto source = RemoteSource::Create(server.host_port(), "demo/app", FastOptions());
+  Status st;
+  // The sink sees every byte exactly once, in order.
+  EXPECT_EQ(Collect(*source, digest, -1, &st), blob);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(calls.load(), 2);
+  EXPECT_EQ(server.requests().back().Header("range"), "bytes=70000-");
+}
+
+TEST(RemoteSourceFaultTest, WrongBytesAreCorrupt) {
+  const std::string blob = PseudoRandom(4096, 4);
+  std::string wrong = blob;
+  wrong[100] ^= 1;
+  const Digest digest = Digest::Sha256Of(blob);
+  HttpTestServer server(Registry(
+      [&](const HttpTestRequest&, HttpTestConnection& conn) { conn.Respond(200, {}, wrong); }));
+  auto source = RemoteSource::Create(server.host_port(), "demo/app", FastOptions());
+  Status st;
+  Collect(*source, digest, static_cast<int64_t>(blob.size()), &st);
+  EXPECT_EQ(st.code(), StatusCode::kCorrupt) << st.ToString();
+  EXPECT_NE(st.message().find(digest.String()), std::string::npos);
+  EXPECT_EQ(server.Count("GET", "/v2/demo/app/blobs/"), 1u);  // not retried
+
+  // A body longer than announced is refused as soon as it overflows.
+  Collect(*source, digest, 1000, &st);
+  EXPECT_EQ(st.code(), StatusCode::kCorrupt) << st.ToString();
+}
+
+TEST(RemoteSourceFaultTest, SinkErrorStopsTheDownloadWithoutRetry) {
+  const std::string blob = PseudoRandom(100000, 5);
+  HttpTestServer server(Registry(
+      [&](const HttpTestRequest&, HttpTestConnection& conn) { conn.Respond(200, {}, blob); }));
+  auto source = RemoteSource::Create(server.host_port(), "demo/app", FastOptions());
+  Status st = source->FetchBlob(Digest::Sha256Of(blob), -1,
+                                [](std::string_view) { return Status::NoSpace("disk full"); });
+  EXPECT_EQ(st.code(), StatusCode::kNoSpace);
+  EXPECT_EQ(server.Count("GET", "/v2/demo/app/blobs/"), 1u);
+}
+
+TEST(RemoteSourceFaultTest, RedirectToOtherHostDropsAuthorization) {
+  const std::string blob = PseudoRandom(10000, 6);
+  const Digest digest = Digest::Sha256Of(blob);
+  HttpTestServer storage([&](const HttpTestRequest& req, HttpTestConnection& conn) {
+    if (req.path == "/signed/blob") {
+      conn.Respond(200, {}, blob);
+    } else {
+      conn.Respond(404);
+    }
+  });
+  HttpTestServer registry(Registry([&](const HttpTestRequest& req, HttpTestConnection& conn) {
+    if (req.Header("authorization").empty()) {
+      conn.Respond(401, {{"WWW-Authenticate", "Basic realm=\"test\""}});
+      return;
+    }
+    // Via localhost so the host differs from 127.0.0.1 even on the same machine.
+    conn.Respond(307, {{"Location", "http://localhost:" + std::to_string(storage.port()) +
+                                        "/signed/blob?X-Amz-Signature=abc"}});
+  }));
+  RemoteSourceOptions options = FastOptions();
+  options.credential = Credential{"alice", "secret", ""};
+  auto source = RemoteSource::Create(registry.host_port(), "demo/app", options);
+  Status st;
+  EXPECT_EQ(Collect(*source, digest, static_cast<int64_t>(blob.size()), &st), blob);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  auto at_storage = storage.requests();
+  ASSERT_EQ(at_storage.size(), 1u);
+  EXPECT_FALSE(at_storage[0].HasHeader("authorization"));
+  EXPECT_EQ(at_storage[0].query, "X-Amz-Signature=abc");
+  // The registry itself did get the credential.
+  auto at_registry = registry.requests();
+  ASSERT_FALSE(at_registry.empty());
+  EXPECT_TRUE(at_registry.back().Header("authorization").starts_with("Basic "));
+}
+
+TEST(RemoteSourceFaultTest, RedirectLoopIsBounded) {
+  HttpTestServer server(Registry([&](const HttpTestRequest& req, HttpTestConnection& conn) {
+    conn.Respond(302, {{"Location", req.path + "x"}});
+  }));
+  auto source = RemoteSource::Create(server.host_port(), "demo/app", FastOptions());
+  auto m = source->GetManifest("latest");
+  ASSERT_FALSE(m.has_value());
+  EXPECT_NE(m.error().message().find("redirects"), std::string::npos) << m.error().ToString();
+  EXPECT_EQ(server.requests().size(), 1u + 1u + RemoteSource::kMaxRedirects);  // ping + hops
+}
+
+TEST(RemoteSourceFaultTest, RangeReadsHandle206And200) {
+  const std::string blob = PseudoRandom(50000, 7);
+  const Digest digest = Digest::Sha256Of(blob);
+  std::atomic<bool> honour_range{true};
+  HttpTestServer server(Registry([&](const HttpTestRequest& req, HttpTestConnection& conn) {
+    const std::string range = req.Header("range");
+    if (!honour_range || range.empty()) {
+      conn.Respond(200, {}, blob);
+      return;
+    }
+    const size_t dash = range.find('-');
+    const size_t from = std::stoul(range.substr(6, dash - 6));
+    size_t to = std::stoul(range.substr(dash + 1));
+    if (from >= blob.size()) {
+      conn.Respond(416, {{"Content-Range", "bytes */" + std::to_string(blob.size())}});
+      return;
+    }
+    to = std::min(to, blob.size() - 1);
+    conn.Respond(206,
+                 {{"Content-Range", "bytes " + std::to_string(from) + "-" + std::to_string(to) +
+                                        "/" + std::to_string(blob.size())}},
+                 std::string_view(blob).substr(from, to - from + 1));
+  }));
+  auto source = RemoteSource::Create(server.host_port(), "demo/app", FastOptions());
+  auto part = source->ReadBlobRange(digest, ByteRange{1234, 5000});
+  ASSERT_TRUE(part.has_value()) << part.error().ToString();
+  EXPECT_EQ(*part, blob.substr(1234, 5000));
+  EXPECT_EQ(server.requests().back().Header("range"), "bytes=1234-6233");
+
+  auto tail = source->ReadBlobRange(digest, ByteRange{49000, 5000});  // past the end
+  ASSERT_TRUE(tail.has_value()) << tail.error().ToString();
+  EXPECT_EQ(*tail, blob.substr(49000));
+
+  auto beyond = source->ReadBlobRange(digest, ByteRange{60000, 10});
+  ASSERT_TRUE(beyond.has_value()) << beyond.error().ToString();
+  EXPECT_TRUE(beyond->empty());
+
+  honour_range = false;  // a pull-through cache that ignores Range
+  auto sliced = source->ReadBlobRange(digest, ByteRange{30000, 7000});
+  ASSERT_TRUE(sliced.has_value()) << sliced.error().ToString();
+  EXPECT_EQ(*sliced, blob.substr(30000, 7000));
+}
+
+TEST(RemoteSourceFaultTest, ListTagsFollowsLinkPagination) {
+  HttpTestServer server(Registry([&](const HttpTestRequest& req, HttpTestConnection& conn) {
+    if (req.query.find("last=b") != std::string::npos) {
+      conn.Respond(200, {}, R"({"name":"demo/app","tags":["c","a2"]})");
+    } else {
+      conn.Respond(200, {{"Link", "</v2/demo/app/tags/list?last=b&n=2>; rel=\"next\""}},
+                   R"({"name":"demo/app","tags":["b","a"]})");
+    }
+  }));
+  auto source = RemoteSource::Create(server.host_port(), "demo/app", FastOptions());
+  auto tags = source->ListTags();
+  ASSERT_TRUE(tags.has_value()) << tags.error().ToString();
+  EXPECT_EQ(*tags, (std::vector<std::string>{"a", "a2", "b", "c"}));
+  EXPECT_EQ(server.Count("GET", "/v2/demo/app/tags/list"), 2u);
+}
+
+TEST(RemoteSourceFaultTest, SlowServerTimesOutAndRetries) {
+  HttpTestServer server(Registry([&](const HttpTestRequest&, HttpTestConnection& conn) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    conn.Respond(200, {}, "{}");
+  }));
+  RemoteSourceOptions options = FastOptions();
+  options.request_timeout = std::chrono::milliseconds(150);
+  options.max_attempts = 2;
+  auto source = RemoteSource::Create(server.host_port(), "demo/app", options);
+  auto m = source->GetManifest("latest");
+  ASSERT_FALSE(m.has_value());
+  EXPECT_EQ(m.error().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(server.Count("GET", "/v2/demo/app/manifests/latest"), 2u);
+}
+
+TEST(RemoteSourceFaultTest, UnreachableRegistryFailsInBoundedTime) {
+  // A bound socket that never listens: connections are refused at once.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const std::string host = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  auto source = RemoteSource::Create(host, "demo/app", FastOptions());
+  const auto start = Clock::now();
+  auto m = source->GetManifest("latest");
+  const auto elapsed = Clock::now() - start;
+  ::close(fd);
+  ASSERT_FALSE(m.has_value());
+  EXPECT_EQ(m.error().code(), StatusCode::kUnavailable);
+  EXPECT_NE(m.error().message().find(host), std::string::npos) << m.error().message();
+  EXPECT_LT(elapsed, std::chrono::seconds(3));
+
+  // A non-loopback address that drops packets (TEST-NET-1): bounded by connect_timeout.
+  RemoteSourceOptions options = FastOptions();
+  options.connect_timeout = std::chrono::milliseconds(200);
+  options.max_attempts = 2;
+  auto blackhole = RemoteSource::Create("192.0.2.1:443", "demo/app", options);
+  const auto start2 = Clock::now();
+  Status ping = blackhole->Ping();
+  EXPECT_EQ(ping.code(), StatusCode::kUnavailable);
+  EXPECT_LT(Clock::now() - start2, std::chrono::milliseconds(2000));
+}
+
+TEST(RemoteSourceFaultTest, DescribeNamesRegistryAndRepository) {
+  auto source = RemoteSource::Create("Registry.Example:5000", "team/app", FastOptions());
+  EXPECT_EQ(source->Describe(), "registry registry.example:5000, repository team/app");
+  auto ref = Reference::Parse("alpine:3.20");
+  ASSERT_TRUE(ref.has_value());
+  auto hub = RemoteSource::Create(*ref, FastOptions());
+  EXPECT_EQ(hub->Describe(), "registry registry-1.docker.io, repository library/alpine");
+}
+
+// ---------------------------------------------------------------------------------------
+// Against a real docker-registry.
+
+struct PushedImage {
+  std::string manifest;
+  Digest manifest_digest;
+  std::vector<std::pair<Digest, int64_t>> blobs;  // config + layers
+};
+
+// Pushes `layout:latest` as `name:tag` and reads back what the layout holds.
+Result<PushedImage> PushAndDescribe(const RegistryServer& reg, const std::string& layout,
+                                    const std::string& name_tag,
+                                    const imgfs::testing::PushOptions& push = {}) {
+  IMGFS_RETURN_IF_ERROR(reg.PushOciLayout(layout, "latest", name_tag, push));
+  IMGFS_ASSIGN_OR_RETURN(std::string index_text, ReadFile(layout + "/index.json"));
+  nlohmann::json index = nlohmann::json::parse(index_text, nullptr, false);
+  if (index.is_discarded()) return Status::Corrupt("index.json");
+  IMGFS_ASSIGN_OR_RETURN(Digest md,
+                         Digest::Parse(index["manifests"][0]["digest"].get<std::string>()));
+  PushedImage out;
+  out.manifest_digest = md;
+  IMGFS_ASSIGN_OR_RETURN(out.manifest, ReadFile(layout + "/blobs/sha256/" + md.hex()));
+  nlohmann::json m = nlohmann::json::parse(out.manifest, nullptr, false);
+  if (m.is_discarded()) return Status::Corrupt("manifest");
+  std::vector<nlohmann::json> descs = {m["config"]};
+  for (const auto& l : m["layers"]) descs.push_back(l);
+  for (const auto& d : descs) {
+    IMGFS_ASSIGN_OR_RETURN(Digest bd, Digest::Parse(d["digest"].get<std::string>()));
+    out.blobs.emplace_back(bd, d["size"].get<int64_t>());
+  }
+  return out;
+}
+
+class RemoteSourceRegistryTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto reg = RegistryServer::Start();
+    if (!reg.has_value()) {
+      start_error_ = new std::string(reg.error().ToString());
+      return;
+    }
+    registry_ = reg->release();
+    layout_dir_ = new imgfs::testing::TempDir();
+    imgfs::testing::ImageBuilder builder(layout_dir_->path() + "/layout");
+    auto image = builder.Add(
+        imgfs::testing::SimpleImage({{"big.bin", PseudoRandom(400000, 9)}, {"a.txt", "hello"}}),
+        "latest");
+    if (!image.has_value()) {
+      start_error_ = new std::string(image.error().ToString());
+      return;
+    }
+    auto pushed = PushAndDescribe(*registry_, builder.dir(), "demo/app:latest");
+    if (!pushed.has_value()) {
+      start_error_ = new std::string(pushed.error().ToString());
+      return;
+    }
+    image_ = new PushedImage(std::move(*pushed));
+    Status second = registry_->PushOciLayout(builder.dir(), "latest", "demo/app:v2");
+    if (!second.ok()) start_error_ = new std::string(second.ToString());
+  }
+  static void TearDownTestSuite() {
+    delete registry_;
+    delete layout_dir_;
+    delete image_;
+    delete start_error_;
+    registry_ = nullptr;
+    layout_dir_ = nullptr;
+    image_ = nullptr;
+    start_error_ = nullptr;
+  }
+  void SetUp() override {
+    ASSERT_EQ(start_error_, nullptr) << *start_error_;
+    source_ = RemoteSource::Create(registry_->host_port(), "demo/app", FastOptions());
+  }
+
+  static RegistryServer* registry_;
+  static imgfs::testing::TempDir* layout_dir_;
+  static PushedImage* image_;
+  static std::string* start_error_;
+  std::unique_ptr<RemoteSource> source_;
+};
+
+RegistryServer* RemoteSourceRegistryTest::registry_ = nullptr;
+imgfs::testing::TempDir* RemoteSourceRegistryTest::layout_dir_ = nullptr;
+PushedImage* RemoteSourceRegistryTest::image_ = nullptr;
+std::string* RemoteSourceRegistryTest::start_error_ = nullptr;
+
+TEST_F(RemoteSourceRegistryTest, PingAndManifestByTagAndDigest) {
+  ASSERT_TRUE(source_->Ping().ok());
+  EXPECT_EQ(source_->BaseUrl(), "http://" + registry_->host_port());
+  auto by_tag = source_->GetManifest("latest");
+  ASSERT_TRUE(by_tag.has_value()) << by_tag.error().ToString();
+  EXPECT_EQ(by_tag->bytes, image_->manifest);
+  EXPECT_EQ(by_tag->digest, image_->manifest_digest);
+  EXPECT_EQ(by_tag->media_type, media::kOciManifest);
+  auto by_digest = source_->GetManifest(image_->manifest_digest.String());
+  ASSERT_TRUE(by_digest.has_value()) << by_digest.error().ToString();
+  EXPECT_EQ(by_digest->bytes, image_->manifest);
+}
+
+TEST_F(RemoteSourceRegistryTest, UnknownTagRepositoryAndBlobAreNotFound) {
+  auto m = source_->GetManifest("does-not-exist");
+  ASSERT_FALSE(m.has_value());
+  EXPECT_EQ(m.error().code(), StatusCode::kNotFound) << m.error().ToString();
+  EXPECT_NE(m.error().message().find("manifest unknown"), std::string::npos);
+
+  Status st;
+  Collect(*source_, Digest::Sha256Of("no such blob"), -1, &st);
+  EXPECT_EQ(st.code(), StatusCode::kNotFound) << st.ToString();
+
+  auto other = RemoteSource::Create(registry_->host_port(), "no/such", FastOptions());
+  auto tags = other->ListTags();
+  ASSERT_FALSE(tags.has_value());
+  EXPECT_EQ(tags.error().code(), StatusCode::kNotFound) << tags.error().ToString();
+}
+
+TEST_F(RemoteSourceRegistryTest, BlobsWholeAndByRange) {
+  for (const auto& [digest, size] : image_->blobs) {
+    Status st;
+    std::string whole = Collect(*source_, digest, size, &st);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    ASSERT_EQ(static_cast<int64_t>(whole.size()), size);
+    EXPECT_EQ(Digest::Sha256Of(whole), digest);
+    if (size > 1000) {
+      auto part = source_->ReadBlobRange(digest, ByteRange{100, 700});
+      ASSERT_TRUE(part.has_value()) << part.error().ToString();
+      EXPECT_EQ(*part, whole.substr(100, 700));
+      auto tail = source_->ReadBlobRange(digest, ByteRange{static_cast<uint64_t>(size) - 10, 100});
+      ASSERT_TRUE(tail.has_value()) << tail.error().ToString();
+      EXPECT_EQ(*tail, whole.substr(size - 10));
+    }
+  }
+}
+
+TEST_F(RemoteSourceRegistryTest, ListTags) {
+  auto tags = source_->ListTags();
+  ASSERT_TRUE(tags.has_value()) << tags.error().ToString();
+  EXPECT_EQ(*tags, (std::vector<std::string>{"latest", "v2"}));
+}
+
+TEST_F(RemoteSourceRegistryTest, ThroughCountingProxyEachBlobIsFetchedOnce) {
+  auto stats = std::make_shared<imgfs::testing::ProxyStats>();
+  HttpTestServer proxy(imgfs::testing::ProxyHandler(registry_->url(), stats));
+  auto via = RemoteSource::Create(proxy.host_port(), "demo/app", FastOptions());
+  uint64_t total = 0;
+  for (const auto& [digest, size] : image_->blobs) {
+    Status st;
+    Collect(*via, digest, size, &st);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    total += static_cast<uint64_t>(size);
+  }
+  EXPECT_EQ(stats->blob_gets.load(), static_cast<int>(image_->blobs.size()));
+  EXPECT_EQ(stats->blob_bytes.load(), total);
+  // All of it over one kept-alive connection (the https probe's refused one aside).
+  EXPECT_LE(proxy.connections(), 3u);
+}
+
+TEST_F(RemoteSourceRegistryTest, ConcurrentFetchesShareOneSource) {
+  std::vector<std::thread> threads;
+  std::atomic<int> good{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (const auto& [digest, size] : image_->blobs) {
+        Status st;
+        std::string data = Collect(*source_, digest, size, &st);
+        if (st.ok() && Digest::Sha256Of(data) == digest) ++good;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(good.load(), 4 * static_cast<int>(image_->blobs.size()));
+}
+
+TEST(RemoteSourceFixtureTest, PullsTheTinyGzipFixture) {
+  const std::string layout = std::string(kFixturesDir) + "/tiny-gzip";
+  ASSERT_TRUE(std::filesystem::exists(layout + "/index.json"))
+      << "fixture missing: " << layout << " (see its README.md / make-fixtures.sh)";
+  auto reg = RegistryServer::Start();
+  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+  auto pushed = PushAndDescribe(**reg, layout, "fixtures/tiny:latest");
+  ASSERT_TRUE(pushed.has_value()) << pushed.error().ToString();
+  auto source = RemoteSource::Create((*reg)->host_port(), "fixtures/tiny", FastOptions());
+  auto m = source->GetManifest("latest");
+  ASSERT_TRUE(m.has_value()) << m.error().ToString();
+  EXPECT_EQ(m->digest, pushed->manifest_digest);
+  for (const auto& [digest, size] : pushed->blobs) {
+    int64_t got = 0;
+    Status st = source->FetchBlob(digest, size, [&](std::string_view chunk) {
+      got += static_cast<int64_t>(chunk.size());
+      return Status::Ok();
+    });
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    EXPECT_EQ(got, size);
+  }
+}
+
+TEST(RemoteSourceTlsTest, TrustsTheCaFromOptionsOrCertsDirAndRejectsOtherwise) {
+  RegistryServerOptions tls_options;
+  tls_options.tls = true;
+  auto reg = RegistryServer::Start(tls_options);
+  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+  imgfs::testing::TempDir layout;
+  imgfs::testing::ImageBuilder builder(layout.path() + "/oci");
+  ASSERT_TRUE(builder.Add(imgfs::testing::SimpleImage({{"f", "tls"}}), "latest").has_value());
+  auto pushed = PushAndDescribe(**reg, builder.dir(), "secure/app:latest");
+  ASSERT_TRUE(pushed.has_value()) << pushed.error().ToString();
+
+  RemoteSourceOptions with_ca = FastOptions();
+  with_ca.tls.ca_files = {(*reg)->ca_file()};
+  auto good = RemoteSource::Create((*reg)->host_port(), "secure/app", with_ca);
+  auto m = good->GetManifest("latest");
+  ASSERT_TRUE(m.has_value()) << m.error().ToString();
+  EXPECT_EQ(m->digest, pushed->manifest_digest);
+  EXPECT_EQ(good->BaseUrl(), "https://" + (*reg)->host_port());
+
+  // docker's per-host directory: certs.d/127.0.0.1:PORT/ca.crt
+  imgfs::testing::TempDir certs;
+  const std::string host_dir = certs.path() + "/" + (*reg)->host_port();
+  ASSERT_TRUE(MakeDirs(host_dir).ok());
+  std::filesystem::copy_file((*reg)->ca_file(), host_dir + "/ca.crt");
+  RemoteSourceOptions with_dir = FastOptions();
+  with_dir.certs_dir = certs.path();
+  auto via_dir = RemoteSource::Create((*reg)->host_port(), "secure/app", with_dir);
+  auto m2 = via_dir->GetManifest(pushed->manifest_digest.String());
+  ASSERT_TRUE(m2.has_value()) << m2.error().ToString();
+
+  auto untrusted = RemoteSource::Create((*reg)->host_port(), "secure/app", FastOptions());
+  auto bad = untrusted->GetManifest("latest");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().code(), StatusCode::kUnavailable);
+  EXPECT_NE(bad.error().message().find("TLS"), std::string::npos) << bad.error().message();
+}
+
+TEST(RemoteSourceTlsTest, ClientCertificateFromCertsDir) {
+  RegistryServerOptions tls_options;
+  tls_options.tls = true;
+  tls_options.require_client_cert = true;
+  auto reg = RegistryServer::Start(tls_options);
+  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+  const auto& pki = (*reg)->pki();
+  imgfs::testing::TempDir certs;
+  const std::string host_dir = certs.path() + "/" + (*reg)->host_port();
+  ASSERT_TRUE(MakeDirs(host_dir).ok());
+  std::filesystem::copy_file(pki.ca_cert, host_dir + "/ca.crt");
+  std::filesystem::copy_file(pki.client_cert, host_dir + "/client.cert");
+  std::filesystem::copy_file(pki.client_key, host_dir + "/client.key");
+
+  RemoteSourceOptions options = FastOptions();
+  options.certs_dir = certs.path();
+  auto source = RemoteSource::Create((*reg)->host_port(), "any/repo", options);
+  EXPECT_TRUE(source->Ping().ok());
+  auto tags = source->ListTags();  // authenticated by the certificate: the repo is unknown
+  ASSERT_FALSE(tags.has_value());
+  EXPECT_EQ(tags.error().code(), StatusCode::kNotFound) << tags.error().ToString();
+
+  RemoteSourceOptions no_cert = FastOptions();
+  no_cert.tls.ca_files = {pki.ca_cert};
+  auto refused = RemoteSource::Create((*reg)->host_port(), "any/repo", no_cert);
+  EXPECT_EQ(refused->Ping().code(), StatusCode::kUnavailable);
+}
+
+TEST(RemoteSourceAuthTest, HtpasswdBasicAuth) {
+  RegistryServerOptions options;
+  options.tls = true;  // distribution sends Basic credentials over TLS in practice
+  options.htpasswd_user = "alice";
+  options.htpasswd_password = "wonderland";
+  auto reg = RegistryServer::Start(options);
+  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+  imgfs::testing::TempDir layout;
+  imgfs::testing::ImageBuilder builder(layout.path() + "/oci");
+  ASSERT_TRUE(builder.Add(imgfs::testing::SimpleImage({{"f", "auth"}}), "latest").has_value());
+  imgfs::testing::PushOptions push;
+  push.creds = "alice:wonderland";
+  auto pushed = PushAndDescribe(**reg, builder.dir(), "private/app:latest", push);
+  ASSERT_TRUE(pushed.has_value()) << pushed.error().ToString();
+
+  RemoteSourceOptions base = FastOptions();
+  base.tls.ca_files = {(*reg)->ca_file()};
+
+  RemoteSourceOptions good = base;
+  good.credential = Credential{"alice", "wonderland", ""};
+  auto source = RemoteSource::Create((*reg)->host_port(), "private/app", good);
+  auto m = source->GetManifest("latest");
+  ASSERT_TRUE(m.has_value()) << m.error().ToString();
+  EXPECT_EQ(m->digest, pushed->manifest_digest);
+  for (const auto& [digest, size] : pushed->blobs) {
+    Status st;
+    Collect(*source, digest, size, &st);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+  }
+
+  auto anonymous = RemoteSource::Create((*reg)->host_port(), "private/app", base);
+  auto denied = anonymous->GetManifest("latest");
+  ASSERT_FALSE(denied.has_value());
+  EXPECT_EQ(denied.error().code(), StatusCode::kPermissionDenied) << denied.error().ToString();
+  EXPECT_NE(denied.error().message().find("imgfs login"), std::string::npos);
+
+  RemoteSourceOptions wrong = base;
+  wrong.credential = Credential{"alice", "not-the-password", ""};
+  auto wrong_source = RemoteSource::Create((*reg)->host_port(), "private/app", wrong);
+  auto refused = wrong_source->GetManifest("latest");
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code(), StatusCode::kPermissionDenied) << refused.error().ToString();
+  EXPECT_EQ(refused.error().message().find("not-the-password"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace imgfs::registry
