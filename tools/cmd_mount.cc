@@ -41,8 +41,10 @@ constexpr std::string_view kMountUsage =
     "Mount an image read-only at DIR (pulled first when not in the store).\n"
     "IMAGE is a reference, an image ID, or oci:DIR[:TAG] | oci-archive:FILE | "
     "docker-archive:FILE.\n"
-    "Mount options (-o, comma-separated): allow_other, dev, suid, debug; mount(8)'s\n"
-    "generic options (defaults, ro, nofail, noauto, _netdev, x-*) are accepted and ignored.";
+    "Mount options (-o, comma-separated): allow_other, dev, suid, debug, root=STORE; mount(8)'s\n"
+    "generic options (defaults, ro, rw, nofail, noauto, _netdev, x-*) are accepted and ignored:\n"
+    "the mount is always read-only.\n\n"
+    "fstab: 127.0.0.1:5000/demo/app:1.0  /mnt/app  fuse.imgfs  defaults,nofail  0 0";
 
 constexpr std::string_view kUmountUsage =
     "Usage: imgfs umount [OPTIONS] DIR...\n\n"
@@ -128,10 +130,9 @@ int ServeMount(const CommandContext& ctx, const std::string& image, const std::s
   options.debug = debug;
   bool foreground = status_fd < 0;
   options.on_ready = [status_fd, foreground] {
-    Report(status_fd, "OK");
-    if (status_fd >= 0) close(status_fd);
     if (!foreground) {
-      // Detached: stdio goes nowhere from now on, logs go to syslog.
+      // Detached: stdio goes nowhere from now on (logs go to syslog), so whoever waits for
+      // the command's output sees its end as soon as the mount is ready.
       int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
       if (devnull >= 0) {
         dup2(devnull, STDIN_FILENO);
@@ -140,6 +141,8 @@ int ServeMount(const CommandContext& ctx, const std::string& image, const std::s
         close(devnull);
       }
     }
+    Report(status_fd, "OK");
+    if (status_fd >= 0) close(status_fd);
   };
   Result<std::unique_ptr<fs::FuseSession>> session =
       fs::FuseSession::Mount(prepared->filesystem.get(), dir, options);
@@ -185,8 +188,9 @@ int RunMount(CommandContext& ctx) {
     for (const std::string& o : SplitComma(group)) {
       if (o == "debug") {
         debug = true;
-      } else if (o == "rw") {
-        return Fail("read-write mounts are not supported yet; mount read-only");
+      } else if (o.rfind("root=", 0) == 0) {
+        // For fstab lines, which cannot set IMGFS_ROOT: the store to use.
+        ctx.global.root = o.substr(5);
       } else if (PassedOptions().count(o) > 0) {
         mount_options.push_back(o);
       } else if (IgnoredOption(o)) {
