@@ -215,7 +215,10 @@ Result<HelperResult> RunHelper(const CredentialStoreOptions& options, const std:
   sigemptyset(&default_signals);
   sigaddset(&default_signals, SIGPIPE);
   posix_spawnattr_setsigdefault(&attr, &default_signals);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  // Own process group, so a timeout kills the helper's children too.
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
   std::string action_arg = action;
   char* argv[] = {program.data(), action_arg.data(), nullptr};
   pid_t pid = -1;
@@ -256,7 +259,7 @@ Result<HelperResult> RunHelper(const CredentialStoreOptions& options, const std:
     if (result.output.size() > kMaxHelperOutput) break;
   }
   out_read.Close();
-  if (timed_out || result.output.size() > kMaxHelperOutput) kill(pid, SIGKILL);
+  if (timed_out || result.output.size() > kMaxHelperOutput) kill(-pid, SIGKILL);
   int wstatus = 0;
   while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
   }
