@@ -320,6 +320,64 @@ TEST_F(StoreTest, CrashLeftoversInTmpAreIgnoredAndCleaned) {
   EXPECT_TRUE(store_->HasBlob(img.manifest.digest));
 }
 
+// The on-disk encoding of index.json and imgfs.json is part of store format version 1
+// (docs/FORMATS.md). If this test fails, the encoding changed: bump kStoreFormatVersion,
+// document the change, and update the golden text.
+TEST_F(StoreTest, GoldenEncodingOfFormatVersion1) {
+  ASSERT_EQ(kStoreFormatVersion, 1);
+  EXPECT_EQ(*ReadFile(root_ + "/imgfs.json"), "{\"format\":\"imgfs-store\",\"version\":1}\n");
+  ImageRecord named;
+  named.reference = "docker.io/library/alpine:3.20";
+  named.repository = "docker.io/library/alpine";
+  named.manifest.media_type = "application/vnd.oci.image.manifest.v1+json";
+  named.manifest.digest = registry::Digest::Sha256Of("m");
+  named.manifest.size = 7;
+  named.manifest.platform = registry::Platform{"linux", "arm64", "v8", ""};
+  named.repo_digest = registry::Digest::Sha256Of("i");
+  named.pulled = "2026-01-02T03:04:05.000000006Z";
+  ImageRecord dangling = named;
+  dangling.reference.clear();
+  dangling.manifest.platform.reset();
+  ASSERT_TRUE(store_->WriteRecordsUnlocked({named, dangling}).ok());
+  const std::string m = registry::Digest::Sha256Of("m").String();
+  const std::string i = registry::Digest::Sha256Of("i").String();
+  EXPECT_EQ(*ReadFile(root_ + "/index.json"),
+            "{\"manifests\":[{\"annotations\":{"
+            "\"io.imgfs.pulled\":\"2026-01-02T03:04:05.000000006Z\","
+            "\"io.imgfs.reference\":\"docker.io/library/alpine:3.20\","
+            "\"io.imgfs.repo-digest\":\"" +
+                i +
+                "\","
+                "\"io.imgfs.repository\":\"docker.io/library/alpine\","
+                "\"org.opencontainers.image.ref.name\":\"docker.io/library/alpine:3.20\"},"
+                "\"digest\":\"" +
+                m +
+                "\","
+                "\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+                "\"platform\":{\"architecture\":\"arm64\",\"os\":\"linux\",\"variant\":\"v8\"},"
+                "\"size\":7},"
+                "{\"annotations\":{"
+                "\"io.imgfs.pulled\":\"2026-01-02T03:04:05.000000006Z\","
+                "\"io.imgfs.repo-digest\":\"" +
+                i +
+                "\","
+                "\"io.imgfs.repository\":\"docker.io/library/alpine\"},"
+                "\"digest\":\"" +
+                m +
+                "\","
+                "\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+                "\"size\":7}],"
+                "\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"schemaVersion\":2}\n");
+  // And it reads back to the same records.
+  auto back = store_->ListRecords();
+  ASSERT_TRUE(back.has_value());
+  ASSERT_EQ(back->size(), 2u);
+  EXPECT_EQ((*back)[0].reference, named.reference);
+  EXPECT_EQ((*back)[0].manifest.platform->variant, "v8");
+  EXPECT_TRUE((*back)[1].dangling());
+  EXPECT_EQ((*back)[1].repo_digest, named.repo_digest);
+}
+
 // The layout is readable by the real tools, with full references as names.
 TEST_F(StoreTest, SkopeoAndUmociReadTheStore) {
   ASSERT_TRUE(HaveTool("skopeo")) << "skopeo is required (apt-get install skopeo)";
