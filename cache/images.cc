@@ -690,6 +690,10 @@ Result<GcReport> CollectGarbage(Store& store) {
   bool complete = true;
   for (const auto& r : records) {
     complete = MarkReachable(store, r.manifest.digest, 0, &keep) && complete;
+    // The index (manifest list) the reference resolved to, when the pull stored it.
+    if (!r.repo_digest.empty() && r.repo_digest != r.manifest.digest) {
+      complete = MarkReachable(store, r.repo_digest, 0, &keep) && complete;
+    }
   }
   for (const auto& l : leases) complete = MarkReachable(store, l.manifest, 0, &keep) && complete;
 

@@ -114,7 +114,8 @@ struct GcReport {
 };
 
 // Deletes every blob under blobs/sha256 not reachable from an index.json entry (manifest,
-// config, layers) or a live lease's manifest, and clears tmp/ and stale leases. Takes the
+// config, layers, and the repo-digest document — the index a tag resolved to — when
+// stored) or a live lease's manifest, and clears tmp/ and stale leases. Takes the
 // exclusive gc.lock (waits for running pulls) and then index.lock while deleting.
 Result<GcReport> CollectGarbage(Store& store);
 

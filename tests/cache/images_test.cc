@@ -348,6 +348,28 @@ TEST_F(ImagesTest, GcDeletesUnreferencedBlobsAndDerivedIndexes) {
   EXPECT_TRUE(store_->HasBlob(kept.layers[0]));
 }
 
+TEST_F(ImagesTest, GcKeepsTheStoredIndexARepoDigestNames) {
+  auto img = MakeImage(*store_, {"platform layer"});
+  json index = {{"schemaVersion", 2},
+                {"mediaType", "application/vnd.oci.image.index.v1+json"},
+                {"manifests",
+                 {{{"mediaType", img.manifest.media_type},
+                   {"digest", img.manifest.digest.String()},
+                   {"size", img.manifest.size},
+                   {"platform", {{"os", "linux"}, {"architecture", "amd64"}}}}}}};
+  auto index_digest = store_->PutBlob(index.dump());
+  ASSERT_TRUE(index_digest.has_value());
+  ASSERT_TRUE(store_->RecordImage(Ref("multi:1"), img.manifest, *index_digest).ok());
+  auto gc = CollectGarbage(*store_);
+  ASSERT_TRUE(gc.has_value());
+  EXPECT_EQ(gc->blobs_deleted, 0);
+  EXPECT_TRUE(store_->HasBlob(*index_digest));
+  EXPECT_EQ(List()[0].repo_digests, std::vector<std::string>{"multi@" + index_digest->String()});
+  ASSERT_TRUE(RemoveImage(*store_, "multi:1", false).has_value());
+  EXPECT_FALSE(store_->HasBlob(*index_digest));
+  EXPECT_EQ(testing::CountEntries(store_->root() + "/blobs/sha256"), 0u);
+}
+
 TEST_F(ImagesTest, GcDeletesNothingWhenAManifestIsUnreadable) {
   auto a = MakeImage(*store_, {"x"});
   Record("a:1", a);
