@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# The imgfs demo on a fresh Debian 12 machine:
+#   1. installs the dependencies (scripts/setup.sh) and builds (scripts/build.sh plain);
+#   2. starts Debian's docker-registry on a free 127.0.0.1 port (temporary config and storage);
+#   3. pushes a small demo image to it (the shared `tiny` fixture when ../shared/fixtures
+#      exists beside the repository, else an image built here from busybox-static with umoci);
+#   4. `imgfs pull`s it into a temporary store, then `imgfs images` and `imgfs inspect`;
+#   5. mounts it and lists it (when this build has `imgfs mount`).
+# Everything it starts is stopped, and everything it creates removed, on exit.
+#
+# Usage: scripts/try.sh            (needs root, or sudo, the first time to install packages)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+say "Installing dependencies (scripts/setup.sh)"
+scripts/setup.sh
+
+say "Building (scripts/build.sh plain imgfs)"
+scripts/build.sh plain imgfs
+imgfs=$repo/build/plain/tools/imgfs
+
+work=$(mktemp -d /tmp/imgfs-try.XXXXXX)
+registry_pid=""
+mountpoint=""
+cleanup() {
+  set +e
+  if [ -n "$mountpoint" ] && mountpoint -q "$mountpoint" 2>/dev/null; then
+    "$imgfs" --root "$work/store" umount "$mountpoint" >/dev/null 2>&1 ||
+      fusermount3 -u "$mountpoint" 2>/dev/null || umount -l "$mountpoint" 2>/dev/null
+  fi
+  if [ -n "$registry_pid" ]; then
+    kill "$registry_pid" 2>/dev/null
+    wait "$registry_pid" 2>/dev/null
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+say "Starting docker-registry on a free 127.0.0.1 port"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$work/registry"
+cat >"$work/registry/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $work/registry/storage
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+EOF
+/usr/bin/docker-registry serve "$work/registry/config.yml" >"$work/registry/log" 2>&1 &
+registry_pid=$!
+for _ in $(seq 1 100); do
+  if curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null 2>&1; then break; fi
+  sleep 0.1
+done
+curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null || {
+  echo "docker-registry did not start:"; cat "$work/registry/log"; exit 1; }
+echo "registry at 127.0.0.1:$port (pid $registry_pid)"
+
+say "Preparing a demo image"
+fixtures=$repo/../shared/fixtures
+if [ -d "$fixtures/tiny-gzip" ]; then
+  layout=$fixtures/tiny-gzip
+  echo "using the shared fixture $layout"
+else
+  layout=$work/layout
+  echo "building one from busybox-static with umoci into $layout"
+  rootless=()
+  [ "$(id -u)" -ne 0 ] && rootless=(--rootless)
+  umoci init --layout "$layout"
+  umoci new --image "$layout:latest"
+  umoci unpack "${rootless[@]}" --image "$layout:latest" "$work/bundle"
+  mkdir -p "$work/bundle/rootfs/bin" "$work/bundle/rootfs/etc"
+  cp /bin/busybox "$work/bundle/rootfs/bin/busybox"
+  ln -s busybox "$work/bundle/rootfs/bin/sh"
+  printf 'NAME="imgfs demo"\nID=imgfs-demo\n' >"$work/bundle/rootfs/etc/os-release"
+  umoci repack --image "$layout:latest" "$work/bundle"
+  umoci config --image "$layout:latest" --config.cmd /bin/sh --os linux --architecture amd64
+fi
+
+image=127.0.0.1:$port/demo/app:1.0
+say "Pushing it: skopeo copy oci:$layout:latest docker://$image"
+skopeo copy --quiet --dest-tls-verify=false "oci:$layout:latest" "docker://$image"
+
+store=$work/store
+say "imgfs pull $image"
+"$imgfs" --root "$store" pull "$image"
+
+say "imgfs images"
+"$imgfs" --root "$store" images --digests
+
+say "imgfs inspect $image"
+"$imgfs" --root "$store" inspect "$image"
+
+# ---- mount -----------------------------------------------------------------------------
+# `imgfs mount` / `imgfs umount` come with the FUSE part of imgfs; the demo mounts the image
+# and lists it whenever this build has them.
+if "$imgfs" --help 2>/dev/null | grep -qE '^  mount '; then
+  mountpoint=$work/mnt
+  mkdir -p "$mountpoint"
+  say "imgfs mount $image $mountpoint"
+  "$imgfs" --root "$store" mount "$image" "$mountpoint"
+  say "ls -la $mountpoint"
+  ls -la "$mountpoint"
+  if [ -f "$mountpoint/etc/os-release" ]; then
+    say "cat $mountpoint/etc/os-release"
+    cat "$mountpoint/etc/os-release"
+  fi
+  say "imgfs umount $mountpoint"
+  "$imgfs" --root "$store" umount "$mountpoint"
+else
+  say "imgfs mount is not part of this build yet: skipping the mount step"
+fi
+# ----------------------------------------------------------------------------------------
+
+say "Done: the registry is stopped and $work removed on exit"
