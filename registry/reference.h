@@ -24,7 +24,11 @@ class Reference {
 
   // Parses and normalises a reference. InvalidArgument with a message that quotes the input
   // and says what is wrong ("repository name must be lowercase", "invalid tag", ...).
-  // A bare 64-hex string is rejected (ambiguous with an image ID).
+  // A bare 64-hex string is rejected (ambiguous with an image ID). The repository path
+  // (after "library/" is added) is at most 255 characters; digests must be sha256, sha384 or
+  // sha512. One deliberate difference from Docker: a first component that is taken for a host
+  // but is not a valid host name ("a_b.com/x") is an error here, where Docker would silently
+  // make the whole string a domain-less path.
   static Result<Reference> Parse(std::string_view text);
 
   const std::string& domain() const { return domain_; }  // "docker.io", "127.0.0.1:5000"
