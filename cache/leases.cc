@@ -2,12 +2,12 @@
 #include "cache/leases.h"
 
 #include <signal.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <ctime>
 #include <filesystem>
-#include <random>
 #include <system_error>
 
 #include <nlohmann/json.hpp>
@@ -28,12 +28,27 @@ std::string LeasePath(const Store& store, const std::string& id) {
   return LeaseDir(store) + "/" + id + ".json";
 }
 
+// 16 random hex digits from getrandom(2) (distinct in forked children), prefixed by the pid.
 std::string NewLeaseId() {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
   static const char kHex[] = "0123456789abcdef";
-  uint64_t v = rng();
-  std::string s;
-  for (int i = 0; i < 16; ++i) s += kHex[(v >> (i * 4)) & 0xf];
+  unsigned char bytes[8] = {};
+  size_t got = 0;
+  while (got < sizeof(bytes)) {
+    ssize_t n = ::getrandom(bytes + got, sizeof(bytes) - got, 0);
+    if (n <= 0) {
+      if (n < 0 && errno == EINTR) continue;
+      break;
+    }
+    got += static_cast<size_t>(n);
+  }
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  std::string s = std::to_string(::getpid()) + "-";
+  for (unsigned char b : bytes) {
+    s += kHex[b >> 4];
+    s += kHex[b & 0xf];
+  }
+  if (got < sizeof(bytes)) s += "-" + std::to_string(ts.tv_nsec);
   return s;
 }
 

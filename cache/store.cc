@@ -2,14 +2,15 @@
 #include "cache/store.h"
 
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
-#include <random>
 #include <system_error>
 
 #include <nlohmann/json.hpp>
@@ -33,15 +34,30 @@ constexpr char kGcLock[] = "gc.lock";
 constexpr const char* kSubdirs[] = {"blobs/sha256", "tmp",    "indexes",
                                     "chunks",       "mounts", "containers"};
 
+// Random hex digits from getrandom(2): unlike a seeded PRNG, distinct in forked children.
 std::string RandomHex(int digits) {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
   static const char kHex[] = "0123456789abcdef";
-  std::string s;
-  while (static_cast<int>(s.size()) < digits) {
-    uint64_t v = rng();
-    for (int i = 0; i < 16 && static_cast<int>(s.size()) < digits; ++i) {
-      s += kHex[(v >> (i * 4)) & 0xf];
+  unsigned char bytes[32] = {};
+  size_t want = std::min<size_t>(sizeof(bytes), static_cast<size_t>(digits + 1) / 2);
+  size_t got = 0;
+  while (got < want) {
+    ssize_t n = ::getrandom(bytes + got, want - got, 0);
+    if (n <= 0) {
+      if (n < 0 && errno == EINTR) continue;
+      break;  // fall back to pid + time below
     }
+    got += static_cast<size_t>(n);
+  }
+  std::string s;
+  for (size_t i = 0; i < want; ++i) {
+    s += kHex[bytes[i] >> 4];
+    s += kHex[bytes[i] & 0xf];
+  }
+  s.resize(static_cast<size_t>(digits));
+  if (got < want) {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    s = std::to_string(::getpid()) + "-" + std::to_string(ts.tv_nsec) + "-" + s;
   }
   return s;
 }
