@@ -217,7 +217,9 @@ void HttpClient::GlobalInit() {
 }
 
 Result<HttpResponse> HttpClient::Do(const HttpRequest& request) {
-  const std::string what = request.method + " " + request.url;
+  // Messages and logs name the URL without its query: signed blob-storage URLs carry
+  // credentials there (X-Amz-Signature, sig=...).
+  const std::string what = request.method + " " + request.url.substr(0, request.url.find('?'));
   CurlPtr curl = pool_->Acquire();
   if (!curl) return Status::Internal("curl_easy_init failed");
   CURL* h = curl.get();

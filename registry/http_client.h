@@ -94,7 +94,9 @@ class HttpClient {
   // Performs one request. A transport failure (DNS, connect, TLS, timeout, reset) returns
   // Unavailable (PermissionDenied-free: TLS verification failure is Unavailable with a
   // message saying so); any HTTP status, including 4xx/5xx, is a successful Result.
-  // A body_sink error aborts the transfer and is returned as is.
+  // A body_sink / on_body_start error aborts the transfer and is returned as is.
+  // Error messages name the method and the URL without its query (signed URLs carry
+  // credentials there); headers are never logged.
   Result<HttpResponse> Do(const HttpRequest& request);
 
  private:

@@ -115,9 +115,10 @@ struct RemoteSource::Call {
   std::string path;  // "/v2/…" relative to the base URL
   std::string url;   // absolute URL instead of path (pagination links), may be ""
   std::vector<std::string> headers;
-  std::string what;          // for messages: "GET manifest demo/app:1"
-  bool streaming = false;    // no total timeout, only the low-speed limit
-  bool authenticate = true;  // send Authorization / answer 401 challenges
+  std::string what;             // for messages: "GET manifest demo/app:1"
+  bool streaming = false;       // no total timeout, only the low-speed limit
+  bool authenticate = true;     // send Authorization / answer 401 challenges
+  bool cache_redirect = false;  // remember the redirect target (blob GETs)
   size_t max_body_bytes = 64u << 20;
   // Sets up an attempt (range, sink, ...); called before every attempt.
   std::function<void(HttpRequest&)> prepare;
@@ -261,9 +262,27 @@ void RemoteSource::Backoff(int attempt, const HttpResponse* response) const {
 }
 
 Result<HttpResponse> RemoteSource::Attempt(Call& call, const std::string& base_url) {
-  std::string url = call.url.empty() ? base_url + call.path : call.url;
+  const std::string start_url = call.url.empty() ? base_url + call.path : call.url;
+  std::string url = start_url;
   const std::string registry_host = UrlHostPort(base_url);
   const std::string scope = Scope();
+  bool from_cache = false;
+  if (call.cache_redirect) {
+    std::scoped_lock lock(redirect_mu_);
+    auto it = redirects_.find(start_url);
+    if (it != redirects_.end()) {
+      if (it->second.expires > std::chrono::steady_clock::now()) {
+        url = it->second.url;
+        from_cache = true;
+      } else {
+        redirects_.erase(it);
+      }
+    }
+  }
+  auto forget_redirect = [&] {
+    std::scoped_lock lock(redirect_mu_);
+    redirects_.erase(start_url);
+  };
   int hops = 0;
   int challenges = 0;
   while (true) {
@@ -283,7 +302,20 @@ Result<HttpResponse> RemoteSource::Attempt(Call& call, const std::string& base_u
       if (!auth_line.empty()) req.headers.push_back(auth_line);
     }
     if (call.prepare) call.prepare(req);
-    IMGFS_ASSIGN_OR_RETURN(HttpResponse resp, http_->Do(req));
+    Result<HttpResponse> result = http_->Do(req);
+    if (from_cache && (!result.has_value() || !IsSuccess(result->status))) {
+      // The remembered URL no longer works (expired, moved, unreachable): start over at
+      // the registry. Nothing reached a sink (sinks only see 2xx bodies).
+      if (!result.has_value() && result.error().code() != StatusCode::kUnavailable) {
+        return result.error();  // a sink's verdict, not the URL's fault
+      }
+      forget_redirect();
+      IMGFS_LOG(kDebug) << call.what << ": cached redirect target failed; asking the registry";
+      from_cache = false;
+      url = start_url;
+      continue;
+    }
+    IMGFS_ASSIGN_OR_RETURN(HttpResponse resp, std::move(result));
     // The Authenticator decides when a repeated 401 means "give up"; the bound here only
     // protects against a server and an Authenticator that keep agreeing to try again.
     if (resp.status == 401 && call.authenticate && same_host && challenges < 3) {
@@ -302,6 +334,16 @@ Result<HttpResponse> RemoteSource::Attempt(Call& call, const std::string& base_u
       url = ResolveUrl(url, location);
       IMGFS_LOG(kDebug) << call.what << ": redirected to host " << UrlHostPort(url);
       continue;
+    }
+    if (hops > 0 && !same_host && (resp.status == 401 || resp.status == 403)) {
+      // Blob storage refusing a URL the registry just signed: most likely expired.
+      return Status::Unavailable(call.what + " (" + Describe() + "): redirect target " +
+                                 UrlHostPort(url) + " refused access: HTTP " +
+                                 std::to_string(resp.status));
+    }
+    if (hops > 0 && call.cache_redirect && !same_host && IsSuccess(resp.status)) {
+      std::scoped_lock lock(redirect_mu_);
+      redirects_[start_url] = {url, std::chrono::steady_clock::now() + kRedirectTtl};
     }
     return resp;
   }
@@ -437,6 +479,7 @@ Status RemoteSource::FetchBlob(const Digest& digest, int64_t expected_size, cons
   call.path = "/v2/" + repository_ + "/blobs/" + digest.String();
   call.what = what;
   call.streaming = true;
+  call.cache_redirect = true;
   call.prepare = [&](HttpRequest& req) {
     skip = 0;
     if (delivered > 0) req.headers.push_back("Range: bytes=" + std::to_string(delivered) + "-");
@@ -523,6 +566,7 @@ Result<std::string> RemoteSource::ReadBlobRange(const Digest& digest, ByteRange 
   Call call;
   call.path = "/v2/" + repository_ + "/blobs/" + digest.String();
   call.what = what;
+  call.cache_redirect = true;
   call.max_body_bytes = 1u << 20;  // error bodies only; 2xx bodies go to the sink
   call.prepare = [&](HttpRequest& req) {
     out.clear();

@@ -18,6 +18,11 @@
 //  - Redirects (301/302/303/307/308) are followed by hand, at most kMaxRedirects; the
 //    Authorization header only goes to the registry's own host (blob storage behind a
 //    redirect, e.g. S3, rejects a second auth mechanism and must not see the token).
+//    The final URL of a blob redirect (a signed storage URL) is remembered for
+//    kRedirectTtl, so the many Range reads of a lazily read layer skip the registry hop;
+//    any failure there forgets it and starts again at the registry. A redirect target that
+//    answers 401/403 (an expired signature) counts as a transient failure: the retry asks the
+//    registry for a fresh URL.
 //  - Retries with exponential backoff (base_backoff·2^n, capped at max_backoff) on transport
 //    errors (Unavailable), 5xx and 429; a Retry-After of N seconds is honoured up to
 //    max_backoff. An unreachable registry fails after max_attempts × connect_timeout plus
@@ -38,12 +43,13 @@
 // Authenticator, Corrupt, Unavailable (after retries). Authorization headers are never logged.
 //
 // Thread-safety: every method may be called from many threads at once. The scheme decision
-// is taken once under a mutex (not held across I/O by other requests).
+// and the redirect cache are guarded by leaf mutexes never held across I/O.
 #ifndef IMGFS_REGISTRY_REMOTE_SOURCE_H_
 #define IMGFS_REGISTRY_REMOTE_SOURCE_H_
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -97,6 +103,10 @@ class RemoteSource : public BlobSource {
   // distribution refuses manifests above 4 MiB; anything larger is not a manifest.
   static constexpr size_t kMaxManifestBytes = 4u << 20;
 
+  // How long a blob's redirect target is reused (stargz-snapshotter uses 60 s; S3/CDN
+  // signatures given by registries live for minutes).
+  static constexpr std::chrono::seconds kRedirectTtl{60};
+
   // The repository of `ref` at ref.Endpoint(). Does no I/O.
   static std::unique_ptr<RemoteSource> Create(const Reference& ref, RemoteSourceOptions options);
   // The repository `repository` ("demo/app") at `registry_host` ("127.0.0.1:5000").
@@ -147,8 +157,15 @@ class RemoteSource : public BlobSource {
   HttpClient* http_;
   std::unique_ptr<Authenticator> auth_;
 
-  mutable std::mutex scheme_mu_;  // guards base_url_; held during the one-time probe
+  mutable std::mutex scheme_mu_;  // guards base_url_ (a leaf lock, never held across I/O)
   std::string base_url_;
+
+  struct CachedRedirect {
+    std::string url;
+    std::chrono::steady_clock::time_point expires;
+  };
+  std::mutex redirect_mu_;  // guards redirects_ (a leaf lock, never held across I/O)
+  std::map<std::string, CachedRedirect> redirects_;  // registry path → final URL
 };
 
 }  // namespace imgfs::registry

@@ -302,6 +302,56 @@ TEST(RemoteSourceFaultTest, RedirectToOtherHostDropsAuthorization) {
   auto at_registry = registry.requests();
   ASSERT_FALSE(at_registry.empty());
   EXPECT_TRUE(at_registry.back().Header("authorization").starts_with("Basic "));
+
+  // Range reads of the same blob reuse the signed URL for a while: no registry hop.
+  const size_t registry_blob_gets = registry.Count("GET", "/v2/demo/app/blobs/");
+  for (int i = 0; i < 2; ++i) {
+    auto part = source->ReadBlobRange(digest, ByteRange{100, 50});
+    ASSERT_TRUE(part.has_value()) << part.error().ToString();
+    EXPECT_EQ(*part, blob.substr(100, 50));
+  }
+  EXPECT_EQ(registry.Count("GET", "/v2/demo/app/blobs/"), registry_blob_gets);
+  EXPECT_EQ(storage.requests().size(), 3u);
+  for (const auto& r : storage.requests()) EXPECT_FALSE(r.HasHeader("authorization"));
+}
+
+TEST(RemoteSourceFaultTest, ExpiredSignedUrlIsRenewedAtTheRegistry) {
+  const std::string blob = PseudoRandom(20000, 8);
+  const Digest digest = Digest::Sha256Of(blob);
+  std::atomic<int> signatures{0};
+  std::atomic<int> valid_signature{1};
+  HttpTestServer storage([&](const HttpTestRequest& req, HttpTestConnection& conn) {
+    if (req.query == "sig=" + std::to_string(valid_signature.load())) {
+      conn.Respond(200, {}, blob);
+    } else {
+      conn.Respond(403, {}, "<Error><Code>AccessDenied</Code></Error>");
+    }
+  });
+  HttpTestServer registry(Registry([&](const HttpTestRequest&, HttpTestConnection& conn) {
+    conn.Respond(307, {{"Location", "http://localhost:" + std::to_string(storage.port()) +
+                                        "/b?sig=" + std::to_string(++signatures)}});
+  }));
+  auto source = RemoteSource::Create(registry.host_port(), "demo/app", FastOptions());
+  auto first = source->ReadBlobRange(digest, ByteRange{0, 10});
+  ASSERT_TRUE(first.has_value()) << first.error().ToString();
+  EXPECT_EQ(*first, blob.substr(0, 10));
+  EXPECT_EQ(signatures.load(), 1);
+
+  // The remembered URL expires: storage refuses it, the registry signs a new one.
+  valid_signature = 2;
+  Status st;
+  EXPECT_EQ(Collect(*source, digest, static_cast<int64_t>(blob.size()), &st), blob);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(signatures.load(), 2);
+
+  // Storage keeps refusing every signature: a bounded number of tries, then an error.
+  valid_signature = -1;
+  auto refused = source->ReadBlobRange(digest, ByteRange{0, 10});
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code(), StatusCode::kUnavailable) << refused.error().ToString();
+  EXPECT_NE(refused.error().message().find("refused access"), std::string::npos);
+  EXPECT_EQ(refused.error().message().find("sig="), std::string::npos);
+  EXPECT_EQ(signatures.load(), 2 + 3);  // max_attempts fresh signatures
 }
 
 TEST(RemoteSourceFaultTest, RedirectLoopIsBounded) {
