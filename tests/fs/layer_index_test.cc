@@ -1,0 +1,195 @@
+// imgfs — tests for the LayerIndex binary encoding (fs/layer/layer_index.h): round trip,
+// golden bytes, and rejection of damaged or inconsistent encodings.
+#include "fs/layer/layer_index.h"
+
+#include <cstdlib>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "tests/fs/layer_test_util.h"
+
+namespace imgfs::fs {
+namespace {
+
+registry::Digest D(std::string_view s) { return registry::Digest::Sha256Of(s); }
+
+// A small index using every field and entry type.
+LayerIndex Sample() {
+  LayerIndex x;
+  x.layer_digest = D("blob");
+  x.diff_id = D("tar");
+  x.media_type = "application/vnd.oci.image.layer.v1.tar+gzip";
+  x.format = LayerFormat::kTarGzip;
+  x.compressed_size = 5000;
+  x.uncompressed_size = 10240;
+  x.chunk_size = 1 << 20;
+  x.checkpoint_span = 4 << 20;
+  x.max_checkpoint_gap = 10240;
+  FileEntry root;
+  root.type = EntryType::kDirectory;
+  root.mode = 0755;
+  x.entries.push_back(root);
+  FileEntry f;
+  f.path = "etc/héllo wörld.txt";
+  f.mode = 04755;
+  f.uid = 1000;
+  f.gid = 100;
+  f.size = 3000;
+  f.mtime_sec = -14182940;
+  f.mtime_nsec = 123456789;
+  f.xattrs = {{"security.capability", std::string("\x01\x00\x00\x02", 4)}, {"user.a", "b"}};
+  f.payload_offset = 512;
+  f.first_chunk = 0;
+  f.chunk_count = 2;
+  x.entries.push_back(f);
+  FileEntry l;
+  l.path = "bin/sh";
+  l.type = EntryType::kHardlink;
+  l.link_target = "bin/busybox";
+  x.entries.push_back(l);
+  FileEntry s;
+  s.path = "lnk";
+  s.type = EntryType::kSymlink;
+  s.mode = 0777;
+  s.link_target = "../etc/os-release";
+  x.entries.push_back(s);
+  FileEntry c;
+  c.path = "dev/null";
+  c.type = EntryType::kChar;
+  c.dev_major = 1;
+  c.dev_minor = 3;
+  x.entries.push_back(c);
+  FileEntry w;
+  w.path = "etc/issue";
+  w.type = EntryType::kWhiteout;
+  x.entries.push_back(w);
+  FileEntry o;
+  o.path = "etc/conf.d";
+  o.type = EntryType::kOpaque;
+  x.entries.push_back(o);
+  Chunk c0;
+  c0.size = 2000;
+  c0.digest = D("c0");
+  Chunk c1;
+  c1.file_offset = 2000;
+  c1.size = 1000;  // no digest
+  c1.blob_offset = 77;
+  c1.blob_length = 88;
+  c1.inner_offset = 99;
+  x.chunks = {c0, c1};
+  Checkpoint k0;
+  Checkpoint k1;
+  k1.compressed_offset = 2500;
+  k1.uncompressed_offset = 6000;
+  k1.bits = 5;
+  k1.window = std::string(100, 'w');
+  x.checkpoints = {k0, k1};
+  return x;
+}
+
+// Replaces the trailing checksum so a hand-edited body passes the integrity check.
+std::string Reseal(std::string encoded) {
+  encoded.resize(encoded.size() - 32);
+  std::string hex = registry::Digest::Sha256Of(encoded).hex();
+  for (size_t i = 0; i < 64; i += 2) {
+    encoded.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  }
+  return encoded;
+}
+
+TEST(LayerIndexTest, RoundTrips) {
+  LayerIndex x = Sample();
+  std::string bytes = x.Encode();
+  EXPECT_EQ(bytes.substr(0, 8), "IMGFSIDX");
+  auto y = LayerIndex::Decode(bytes);
+  ASSERT_TRUE(y.has_value()) << y.error().ToString();
+  EXPECT_EQ(*y, x);
+  auto empty = LayerIndex::Decode(LayerIndex().Encode());
+  ASSERT_TRUE(empty.has_value()) << empty.error().ToString();
+  EXPECT_EQ(*empty, LayerIndex());
+}
+
+// The checked-in encoding pins the format: if this fails, the encoding changed. Bump
+// kLayerIndexFormatVersion, then regenerate with IMGFS_UPDATE_GOLDEN=1 (which writes
+// tests/testdata/layer_index_v<version>.idx) and document the change in docs/FORMATS.md.
+TEST(LayerIndexTest, GoldenEncoding) {
+  std::string golden_path = std::string(IMGFS_SOURCE_DIR) + "/tests/testdata/layer_index_v" +
+                            std::to_string(kLayerIndexFormatVersion) + ".idx";
+  std::string encoded = Sample().Encode();
+  if (std::getenv("IMGFS_UPDATE_GOLDEN") != nullptr) {
+    ASSERT_TRUE(testing::WriteWhole(golden_path, encoded));
+  }
+  std::string golden = testing::ReadWhole(golden_path);
+  ASSERT_FALSE(golden.empty()) << "missing " << golden_path
+                               << " (a new format version needs a new golden file)";
+  EXPECT_EQ(encoded, golden) << "the LayerIndex encoding changed without a version bump";
+  auto decoded = LayerIndex::Decode(golden);
+  ASSERT_TRUE(decoded.has_value()) << decoded.error().ToString();
+  EXPECT_EQ(*decoded, Sample());
+}
+
+TEST(LayerIndexTest, RejectsEveryFlippedByteAndTruncation) {
+  std::string bytes = Sample().Encode();
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    std::string bad = bytes;
+    bad[i] ^= 0x20;
+    auto r = LayerIndex::Decode(bad);
+    ASSERT_FALSE(r.has_value()) << "flip at " << i;
+    EXPECT_EQ(r.error().code(), StatusCode::kCorrupt);
+  }
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    ASSERT_FALSE(LayerIndex::Decode(bytes.substr(0, n)).has_value()) << "length " << n;
+  }
+}
+
+TEST(LayerIndexTest, RejectsOtherVersions) {
+  std::string bytes = Sample().Encode();
+  bytes[8] = static_cast<char>(kLayerIndexFormatVersion + 1);
+  auto r = LayerIndex::Decode(Reseal(bytes));
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message().find("version"), std::string::npos);
+}
+
+TEST(LayerIndexTest, RejectsInconsistentContents) {
+  auto expect_corrupt = [](const LayerIndex& x, std::string_view why) {
+    auto r = LayerIndex::Decode(x.Encode());
+    EXPECT_FALSE(r.has_value()) << why;
+    if (!r.has_value()) {
+      EXPECT_EQ(r.error().code(), StatusCode::kCorrupt) << why;
+    }
+  };
+  LayerIndex x = Sample();
+  x.entries[1].chunk_count = 3;  // beyond the chunk table
+  expect_corrupt(x, "chunk range");
+  x = Sample();
+  x.entries[1].payload_offset = 9000;  // data beyond the stream
+  expect_corrupt(x, "payload beyond stream");
+  x = Sample();
+  x.chunks[1].size = 5;  // chunks do not cover the file
+  expect_corrupt(x, "chunk coverage");
+  x = Sample();
+  std::swap(x.checkpoints[0], x.checkpoints[1]);
+  expect_corrupt(x, "checkpoint order");
+  x = Sample();
+  x.checkpoints[1].bits = 8;
+  expect_corrupt(x, "bits");
+  x = Sample();
+  x.entries[1].xattrs = {{"z", ""}, {"a", ""}};
+  expect_corrupt(x, "xattr order");
+  x = Sample();
+  x.entries[1].mode = 0170000;
+  expect_corrupt(x, "mode");
+}
+
+TEST(LayerIndexTest, CheckpointFor) {
+  LayerIndex x = Sample();
+  EXPECT_EQ(x.CheckpointFor(0), 0u);
+  EXPECT_EQ(x.CheckpointFor(5999), 0u);
+  EXPECT_EQ(x.CheckpointFor(6000), 1u);
+  EXPECT_EQ(x.CheckpointFor(1 << 30), 1u);
+  EXPECT_EQ(LayerIndex().CheckpointFor(5), 0u);
+}
+
+}  // namespace
+}  // namespace imgfs::fs
