@@ -1,0 +1,74 @@
+// imgfs — tests for the per-layer index files of the store (cache/index_store.h).
+#include "cache/index_store.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <gtest/gtest.h>
+
+namespace imgfs::cache {
+namespace {
+
+// A minimal well-framed index: magic, some body, trailing raw sha256 of both.
+std::string Framed(std::string_view body) {
+  std::string out = "IMGFSIDX" + std::string(body);
+  std::string hex = registry::Digest::Sha256Of(out).hex();
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  }
+  return out;
+}
+
+class IndexStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = ::testing::TempDir() + "/imgfs_index_store_test_" + std::to_string(getpid());
+    std::filesystem::remove_all(root_);
+  }
+  void TearDown() override { std::filesystem::remove_all(root_); }
+  std::string root_;
+};
+
+TEST_F(IndexStoreTest, PutGetRemove) {
+  IndexStore store(root_);
+  registry::Digest layer = registry::Digest::Sha256Of("layer");
+  EXPECT_EQ(store.PathFor(layer), root_ + "/indexes/" + layer.hex() + ".idx");
+  EXPECT_EQ(store.Get(layer).error().code(), StatusCode::kNotFound);
+  std::string data = Framed("body bytes");
+  ASSERT_TRUE(store.Put(layer, data).ok());
+  auto got = store.Get(layer);
+  ASSERT_TRUE(got.has_value()) << got.error().ToString();
+  EXPECT_EQ(*got, data);
+  // Replacing is atomic and leaves no temporary files behind.
+  ASSERT_TRUE(store.Put(layer, Framed("newer")).ok());
+  EXPECT_EQ(*store.Get(layer), Framed("newer"));
+  size_t files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(root_ + "/indexes")) {
+    (void)e;
+    ++files;
+  }
+  EXPECT_EQ(files, 1u);
+  ASSERT_TRUE(store.Remove(layer).ok());
+  EXPECT_EQ(store.Get(layer).error().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(store.Remove(layer).ok());
+}
+
+TEST_F(IndexStoreTest, DamagedFilesAreCorrupt) {
+  IndexStore store(root_);
+  registry::Digest layer = registry::Digest::Sha256Of("layer");
+  std::string data = Framed("body bytes");
+  data[10] ^= 1;
+  ASSERT_TRUE(store.Put(layer, data).ok());
+  EXPECT_EQ(store.Get(layer).error().code(), StatusCode::kCorrupt);
+  ASSERT_TRUE(store.Put(layer, "short").ok());
+  EXPECT_EQ(store.Get(layer).error().code(), StatusCode::kCorrupt);
+  ASSERT_TRUE(store.Put(layer, "").ok());
+  EXPECT_EQ(store.Get(layer).error().code(), StatusCode::kCorrupt);
+  EXPECT_EQ(store.Put(registry::Digest(), "x").code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace imgfs::cache
