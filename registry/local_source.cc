@@ -13,6 +13,7 @@
 
 #include "base/file_util.h"
 #include "registry/media_types.h"
+#include "registry/reference.h"
 #include "registry/tar_reader.h"
 
 namespace imgfs::registry {
@@ -412,15 +413,34 @@ Status LocalSource::LoadDockerManifest(std::string_view selector) {
     if (want.find(':', slash == std::string::npos ? 0 : slash) == std::string::npos) {
       want += ":latest";
     }
+    // Exact RepoTag first, then the same image name after normalisation ("alpine:3.20" ==
+    // "docker.io/library/alpine:3.20").
+    std::string matched;
     for (const Image& img : images) {
-      if (std::find(img.tags.begin(), img.tags.end(), want) != img.tags.end()) chosen = &img;
+      if (std::find(img.tags.begin(), img.tags.end(), want) != img.tags.end()) {
+        chosen = &img;
+        matched = want;
+      }
+    }
+    Result<Reference> want_ref = Reference::Parse(want);
+    for (const Image& img : images) {
+      if (chosen != nullptr || !want_ref.has_value()) break;
+      for (const std::string& tag : img.tags) {
+        Result<Reference> r = Reference::Parse(tag);
+        if (r.has_value() && r->String() == want_ref->String()) {
+          chosen = &img;
+          matched = tag;
+          break;
+        }
+      }
     }
     if (chosen == nullptr) {
       return Status::NotFound(Describe() + " has no image '" + want +
                               "' (tags: " + Join(repo_tags_) + ")");
     }
+    ref_name_ = matched;
   }
-  ref_name_ = chosen->tags.empty() ? std::string() : chosen->tags[0];
+  if (ref_name_.empty() && !chosen->tags.empty()) ref_name_ = chosen->tags[0];
 
   // Config: any JSON document; hashed as stored.
   Result<std::string> config = ReadMember(chosen->config, kMaxIndexSize);

@@ -210,6 +210,9 @@ TEST(LocalSourceDocker, SkopeoDockerArchive) {
   // Selectors.
   EXPECT_TRUE(LocalSource::OpenDockerArchive(path, "localhost/fixtures/tiny").has_value());
   EXPECT_TRUE(LocalSource::OpenDockerArchive(path, "@0").has_value());
+  auto normalised = LocalSource::OpenDockerArchive(path, "localhost/fixtures/tiny:latest");
+  ASSERT_TRUE(normalised.has_value()) << normalised.error().ToString();
+  EXPECT_EQ((*normalised)->ref_name(), "localhost/fixtures/tiny:latest");
   EXPECT_EQ(LocalSource::OpenDockerArchive(path, "@1").error().code(), StatusCode::kNotFound);
   auto other = LocalSource::OpenDockerArchive(path, "other:tag");
   EXPECT_EQ(other.error().code(), StatusCode::kNotFound);
@@ -234,7 +237,7 @@ TEST(LocalSourceDocker, GzipLayersHardlinksAndSeveralImages) {
   const std::string config = R"({"architecture":"amd64","os":"linux","rootfs":{"type":"layers"}})";
   json manifest = json::array();
   manifest.push_back({{"Config", "config.json"},
-                      {"RepoTags", {"example.com/a:1", "example.com/a:latest"}},
+                      {"RepoTags", {"example.com/a:1", "example.com/a:latest", "busybox:1"}},
                       {"Layers", {"abc/layer.tar"}}});
   manifest.push_back(
       {{"Config", "config.json"}, {"RepoTags", nullptr}, {"Layers", {"linked/layer.tar"}}});
@@ -261,7 +264,7 @@ TEST(LocalSourceDocker, GzipLayersHardlinksAndSeveralImages) {
 
   auto first = LocalSource::OpenDockerArchive(path, "example.com/a");  // :latest implied
   ASSERT_TRUE(first.has_value()) << first.error().ToString();
-  EXPECT_EQ((*first)->ref_name(), "example.com/a:1");
+  EXPECT_EQ((*first)->ref_name(), "example.com/a:latest");  // the tag asked for
   Result<FetchedManifest> m = (*first)->GetManifest("");
   ASSERT_TRUE(m.has_value());
   json doc = json::parse(m->bytes, nullptr, false);
@@ -270,13 +273,19 @@ TEST(LocalSourceDocker, GzipLayersHardlinksAndSeveralImages) {
   EXPECT_EQ(doc["config"]["digest"], Digest::Sha256Of(config).String());
   EXPECT_TRUE(Fetch(**first, D(kGzipLayers[1]), 448).has_value());
 
+  auto by_tag = LocalSource::OpenDockerArchive(path, "example.com/a:1");
+  ASSERT_TRUE(by_tag.has_value()) << by_tag.error().ToString();
+  EXPECT_EQ((*by_tag)->ref_name(), "example.com/a:1");
+  auto familiar = LocalSource::OpenDockerArchive(path, "docker.io/library/busybox:1");
+  ASSERT_TRUE(familiar.has_value()) << familiar.error().ToString();
+  EXPECT_EQ((*familiar)->ref_name(), "busybox:1");
   auto second = LocalSource::OpenDockerArchive(path, "@1");
   ASSERT_TRUE(second.has_value()) << second.error().ToString();
   EXPECT_EQ((*second)->ref_name(), "");
   EXPECT_TRUE(Fetch(**second, D(kGzipLayers[1]), 448).has_value());
   Result<std::vector<std::string>> tags = (*second)->ListTags();
   ASSERT_TRUE(tags.has_value());
-  EXPECT_EQ(tags->size(), 2u);
+  EXPECT_EQ(tags->size(), 3u);
 }
 
 TEST(LocalSourceDocker, RejectsWhatIsNotADockerArchive) {
