@@ -593,6 +593,98 @@ TEST_F(CliTest, ConnectionCutMidBlobLeavesNothingBehind) {
   EXPECT_FALSE(std::filesystem::exists(root_ + "/blobs/sha256/" + img->layer_digests[0].hex()));
 }
 
+// A scripted registry serving one image whose documents or blobs are broken in one way.
+enum class Fault { kManifestNotJson, kArtifactConfig, kLayerWrongBytes };
+
+class FaultRegistryTest : public CliTest, public ::testing::WithParamInterface<Fault> {};
+
+TEST_P(FaultRegistryTest, BrokenRegistryAnswersAreRejectedCleanly) {
+  ImageBuilder builder(tmp_.Sub("fault-layout"));
+  Result<BuiltImage> img = builder.Add(SimpleImage({{"f.txt", std::string(5000, 'f')}}), "1");
+  ASSERT_TRUE(img.has_value());
+  std::string manifest = img->manifest;
+  std::string expect;
+  switch (GetParam()) {
+    case Fault::kManifestNotJson:
+      manifest = manifest.substr(0, manifest.size() / 2);
+      expect = "JSON";
+      break;
+    case Fault::kArtifactConfig: {
+      json m = json::parse(manifest);
+      m["config"]["mediaType"] = "application/vnd.example.artifact.config+json";
+      manifest = m.dump();
+      expect = "media type";
+      break;
+    }
+    case Fault::kLayerWrongBytes:
+      expect = img->layer_digests[0].String();
+      break;
+  }
+  registry::Digest manifest_digest = registry::Digest::Sha256Of(manifest);
+  HttpTestServer server([&](const HttpTestRequest& req, HttpTestConnection& conn) {
+    if (req.path == "/v2/" || req.path == "/v2") {
+      conn.Respond(200, {}, "{}");
+    } else if (req.path == "/v2/bad/app/manifests/1") {
+      conn.Respond(200,
+                   {{"Content-Type", "application/vnd.oci.image.manifest.v1+json"},
+                    {"Docker-Content-Digest", manifest_digest.String()}},
+                   manifest);
+    } else if (req.path.starts_with("/v2/bad/app/blobs/sha256:")) {
+      std::string hex = req.path.substr(req.path.rfind(':') + 1);
+      Result<std::string> blob = ReadFile(builder.dir() + "/blobs/sha256/" + hex);
+      if (!blob.has_value()) {
+        conn.Respond(404, {}, "");
+        return;
+      }
+      if (GetParam() == Fault::kLayerWrongBytes && hex == img->layer_digests[0].hex()) {
+        (*blob)[blob->size() / 2] ^= 0x55;
+      }
+      conn.Respond(200, {{"Content-Type", "application/octet-stream"}}, *blob);
+    } else {
+      conn.Respond(404, {}, "");
+    }
+  });
+  ProcessResult r = Imgfs({"pull", server.host_port() + "/bad/app:1"}, {}, 90);
+  ExpectOneLineError(r, "pulling " + server.host_port() + "/bad/app:1");
+  EXPECT_THAT(r.err, HasSubstr(expect));
+  EXPECT_TRUE(RecordedRefs().empty());
+  ExpectStoreConsistent();
+  EXPECT_FALSE(std::filesystem::exists(root_ + "/blobs/sha256/" + img->layer_digests[0].hex()));
+}
+
+INSTANTIATE_TEST_SUITE_P(Faults, FaultRegistryTest,
+                         ::testing::Values(Fault::kManifestNotJson, Fault::kArtifactConfig,
+                                           Fault::kLayerWrongBytes));
+
+// `imgfs pull alpine` means docker.io/library/alpine:latest; without a way out (here: every
+// HTTPS request goes to a proxy on a closed port) it fails cleanly and quickly.
+TEST_F(CliTest, DockerHubPullFailsCleanlyOffline) {
+  std::string proxy = "http://127.0.0.1:" + std::to_string(FreePort());
+  std::vector<std::string> argv = {IMGFS_BINARY, "--root", root_, "pull", "alpine"};
+  ProcessResult r = RunProcess(
+      argv,
+      {"https_proxy=" + proxy, "HTTPS_PROXY=" + proxy, "http_proxy=" + proxy, "HTTP_PROXY=" + proxy,
+       "no_proxy=", "NO_PROXY=", "DOCKER_CONFIG=" + tmp_.Sub("docker-config"),
+       "XDG_RUNTIME_DIR=" + tmp_.Sub("xdg")},
+      {}, 90);
+  ExpectOneLineError(r, "pulling alpine:latest");
+  EXPECT_THAT(r.err, HasSubstr("registry-1.docker.io"));
+  EXPECT_LT(r.seconds, 60.0);
+  EXPECT_TRUE(RecordedRefs().empty());
+}
+
+// On a terminal the progress is drawn as bars (run under script(1) for a pseudo-terminal).
+TEST_F(CliTest, ProgressBarsOnATerminal) {
+  ImageBuilder builder(tmp_.Sub("tty-layout"));
+  ASSERT_TRUE(builder.Add(SimpleImage({{"a", "b"}}), "1").has_value());
+  std::string cmd =
+      std::string(IMGFS_BINARY) + " --root " + root_ + " pull oci:" + builder.dir() + ":1";
+  ProcessResult r = RunProcess({"script", "-qec", cmd, "/dev/null"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_THAT(r.out, HasSubstr("\x1b[2K"));  // lines are redrawn
+  EXPECT_THAT(r.out, HasSubstr("Pull complete"));
+}
+
 // ---- local transports ----
 
 TEST_F(CliTest, PullFromOciLayoutDockerArchiveAndOciArchive) {
