@@ -80,8 +80,8 @@ class LocalSource : public BlobSource {
   // The path given at open.
   const std::string& path() const { return path_; }
   // The name the selected image carries in the source: the ref.name annotation of its
-  // index.json entry (oci; "" when selected by digest or unannotated), or RepoTags[0] of the
-  // selected image (docker archive; "" when untagged).
+  // index.json entry (oci; "" when selected by digest or unannotated), or the RepoTag the
+  // selector matched, else RepoTags[0] of the selected image (docker archive; "" if untagged).
   const std::string& ref_name() const { return ref_name_; }
   // Digest of what GetManifest("") returns.
   const Digest& manifest_digest() const { return selected_.digest; }

@@ -15,8 +15,9 @@
 // registry/remote_source.h). LocalImageReference gives the name under which a local image is
 // recorded in the store, following podman's convention: an OCI ref name that is itself an
 // image reference ("example.com/app:1", "alpine:3.20") is used as is; a bare tag ("latest",
-// "v1") or no ref becomes "localhost/<dir or file name>:<tag>"; a docker archive is recorded
-// under its RepoTags[0].
+// "v1") or no ref becomes "localhost/<dir or file name>:<tag>" (a digest selection
+// "localhost/<name>@sha256:…"); a docker archive is recorded under the RepoTag its selector
+// matched, else its RepoTags[0] (untagged: "localhost/<file name>:latest").
 //
 // Thread-safety: pure functions.
 #ifndef IMGFS_REGISTRY_TRANSPORT_H_
