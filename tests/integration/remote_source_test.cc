@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -24,6 +25,7 @@
 #include "tests/support/http_test_server.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/registry_server.h"
+#include "tests/support/token_server.h"
 
 namespace imgfs::registry {
 namespace {
@@ -35,8 +37,11 @@ using imgfs::testing::RegistryServer;
 using imgfs::testing::RegistryServerOptions;
 using Clock = std::chrono::steady_clock;
 
-// The shared fixtures made by real tools (see their README.md).
-constexpr const char* kFixturesDir = "/work/shared/fixtures";
+// The shared fixtures made by real tools (see their README.md); IMGFS_FIXTURES_DIR overrides.
+std::string FixturesDir() {
+  const char* dir = std::getenv("IMGFS_FIXTURES_DIR");  // NOLINT(concurrency-mt-unsafe)
+  return dir != nullptr && *dir != '\0' ? dir : "/work/shared/fixtures";
+}
 
 RemoteSourceOptions FastOptions() {
   RemoteSourceOptions o;
@@ -653,7 +658,7 @@ TEST_F(RemoteSourceRegistryTest, ConcurrentFetchesShareOneSource) {
 }
 
 TEST(RemoteSourceFixtureTest, PullsTheTinyGzipFixture) {
-  const std::string layout = std::string(kFixturesDir) + "/tiny-gzip";
+  const std::string layout = FixturesDir() + "/tiny-gzip";
   ASSERT_TRUE(std::filesystem::exists(layout + "/index.json"))
       << "fixture missing: " << layout << " (see its README.md / make-fixtures.sh)";
   auto reg = RegistryServer::Start();
@@ -783,6 +788,59 @@ TEST(RemoteSourceAuthTest, HtpasswdBasicAuth) {
   ASSERT_FALSE(refused.has_value());
   EXPECT_EQ(refused.error().code(), StatusCode::kPermissionDenied) << refused.error().ToString();
   EXPECT_EQ(refused.error().message().find("not-the-password"), std::string::npos);
+}
+
+TEST(RemoteSourceAuthTest, BearerTokenFlowWithTokenServer) {
+  imgfs::testing::TokenServerOptions token_options;
+  token_options.username = "bob";
+  token_options.password = "b0b-pass";
+  imgfs::testing::TokenServer tokens(token_options);
+  RegistryServerOptions options;
+  options.token_auth = RegistryServerOptions::TokenAuth{tokens.realm(), tokens.service(),
+                                                        tokens.issuer(), tokens.cert_path()};
+  auto reg = RegistryServer::Start(options);
+  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+  imgfs::testing::TempDir layout;
+  imgfs::testing::ImageBuilder builder(layout.path() + "/oci");
+  ASSERT_TRUE(builder.Add(imgfs::testing::SimpleImage({{"f", "token"}, {"g", "more"}}), "latest")
+                  .has_value());
+  imgfs::testing::PushOptions push;
+  push.creds = "bob:b0b-pass";
+  auto pushed = PushAndDescribe(**reg, builder.dir(), "tok/app:latest", push);
+  ASSERT_TRUE(pushed.has_value()) << pushed.error().ToString();
+
+  // Anonymous pull (the token server grants pull to anyone): one token for the scope,
+  // reused by every later request.
+  auto anonymous = RemoteSource::Create((*reg)->host_port(), "tok/app", FastOptions());
+  const int before = tokens.token_requests();
+  auto m = anonymous->GetManifest("latest");
+  ASSERT_TRUE(m.has_value()) << m.error().ToString();
+  EXPECT_EQ(m->digest, pushed->manifest_digest);
+  for (const auto& [digest, size] : pushed->blobs) {
+    Status st;
+    Collect(*anonymous, digest, size, &st);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+  }
+  auto tags = anonymous->ListTags();
+  ASSERT_TRUE(tags.has_value()) << tags.error().ToString();
+  EXPECT_EQ(*tags, std::vector<std::string>{"latest"});
+  EXPECT_EQ(tokens.token_requests() - before, 1);
+
+  // Anonymous access switched off: a credential is needed, and a missing one says so.
+  tokens.SetAnonymous(false, {});
+  auto refused = RemoteSource::Create((*reg)->host_port(), "tok/app", FastOptions());
+  auto denied = refused->GetManifest("latest");
+  ASSERT_FALSE(denied.has_value());
+  EXPECT_EQ(denied.error().code(), StatusCode::kPermissionDenied) << denied.error().ToString();
+
+  RemoteSourceOptions with_cred = FastOptions();
+  with_cred.credential = Credential{"bob", "b0b-pass", ""};
+  auto logged_in = RemoteSource::Create((*reg)->host_port(), "tok/app", with_cred);
+  auto again = logged_in->GetManifest(pushed->manifest_digest.String());
+  ASSERT_TRUE(again.has_value()) << again.error().ToString();
+  for (const auto& r : tokens.requests()) {
+    EXPECT_EQ(r.target.find("b0b-pass"), std::string::npos);  // secrets only in headers
+  }
 }
 
 }  // namespace
