@@ -80,7 +80,9 @@ struct Chunk {
                              // format has none: then the layer digest vouches for it)
   // Format-specific location of the compressed bytes: for eStargz / zstd:chunked the
   // blob offset of the compressed member/frame and its compressed length, and the offset of
-  // the chunk's bytes inside that member's decompressed output.
+  // the chunk's bytes inside that member's decompressed output. Plain tar layers: the chunk's
+  // bytes themselves (blob_offset = payload_offset + file_offset, blob_length = size).
+  // tar+gzip / tar+zstd: all 0 (read through the checkpoints).
   uint64_t blob_offset = 0;
   uint64_t blob_length = 0;
   uint64_t inner_offset = 0;
