@@ -292,6 +292,10 @@ Result<NodeTable> NodeTable::Builder::Finish() {
     }
     if (nodes[ino - 1].type != EntryType::kDirectory) nodes[ino - 1].nlink = names[ino - 1];
   }
+  table.nodes_.shrink_to_fit();
+  table.dirents_.shrink_to_fit();
+  table.xattrs_.shrink_to_fit();
+  table.arena_.shrink_to_fit();
   return table;
 }
 

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -114,7 +115,7 @@ class Merger {
 
  private:
   void Place(uint32_t pos, const std::vector<FileEntry>& entries, uint32_t index,
-             uint32_t data_index, const std::vector<std::string_view>& parts);
+             uint32_t data_index, const std::vector<std::string_view>& parts, bool merge_lower);
   static void SetFrom(MNode* node, uint32_t pos, const std::vector<FileEntry>& entries,
                       uint32_t data_index);
 
@@ -137,6 +138,9 @@ void Merger::ApplyLayer(uint32_t pos, const LayerIndex& layer) {
   const bool estargz = layer.format == LayerFormat::kEstargz;
   // Winning entry per path (last in tar order), and for hardlinks the entry with the data.
   std::unordered_map<std::string_view, uint32_t> last;
+  // Paths that have a non-directory entry anywhere in the layer: even when a directory entry
+  // for the path comes last, an unpacker replaced the lower directory on the way.
+  std::unordered_set<std::string_view> non_dirs;
   std::vector<uint32_t> data(entries.size(), kNone);
   std::vector<std::vector<std::string_view>> whiteouts;
   std::vector<std::vector<std::string_view>> opaques;
@@ -178,6 +182,7 @@ void Merger::ApplyLayer(uint32_t pos, const LayerIndex& layer) {
         }
         data[i] = data[it->second];
         last[e.path] = i;
+        non_dirs.insert(e.path);
         break;
       }
       case EntryType::kRegular:
@@ -190,6 +195,7 @@ void Merger::ApplyLayer(uint32_t pos, const LayerIndex& layer) {
         } else {
           last[e.path] = i;
           data[i] = i;
+          non_dirs.insert(e.path);
         }
         break;
       default:
@@ -228,12 +234,13 @@ void Merger::ApplyLayer(uint32_t pos, const LayerIndex& layer) {
       ++stats_->shadowed;
       continue;
     }
-    Place(pos, entries, index, data[index], parts);
+    Place(pos, entries, index, data[index], parts, non_dirs.count(path) == 0);
   }
 }
 
 void Merger::Place(uint32_t pos, const std::vector<FileEntry>& entries, uint32_t index,
-                   uint32_t data_index, const std::vector<std::string_view>& parts) {
+                   uint32_t data_index, const std::vector<std::string_view>& parts,
+                   bool merge_lower) {
   const FileEntry& e = entries[index];
   if (parts.empty()) {  // the root: a directory (checked when classifying)
     SetFrom(&root_, pos, entries, index);
@@ -250,7 +257,8 @@ void Merger::Place(uint32_t pos, const std::vector<FileEntry>& entries, uint32_t
     cur = child.get();
   }
   std::unique_ptr<MNode>& slot = cur->children[parts.back()];
-  if (e.type == EntryType::kDirectory && slot != nullptr && slot->type == EntryType::kDirectory) {
+  if (e.type == EntryType::kDirectory && merge_lower && slot != nullptr &&
+      slot->type == EntryType::kDirectory) {
     SetFrom(slot.get(), pos, entries, index);  // dir over dir: keep the lower children
     return;
   }

@@ -13,7 +13,9 @@
 //   - Then the layer's own entries, duplicates resolved "last in tar order wins", in path
 //     order: a directory over a directory keeps the lower children and takes the upper
 //     attributes; any other collision replaces the lower path (a non-directory over a
-//     directory drops the lower subtree; a directory over a non-directory replaces it).
+//     directory drops the lower subtree; a directory over a non-directory replaces it). A
+//     path with a non-directory entry anywhere in the layer drops the lower subtree even if a
+//     directory entry for it comes last (an unpacker replaced the lower directory on the way).
 //   - Missing parents: an entry whose parent directories are not in its layer uses the ones
 //     from the layers below; where there are none (or a lower non-directory is in the way) a
 //     directory 0755 root:root with the entry's mtime is synthesised.
