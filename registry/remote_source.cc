@@ -193,7 +193,6 @@ std::string RemoteSource::BaseUrl() const {
 }
 
 Status RemoteSource::Ping() {
-  IMGFS_ASSIGN_OR_RETURN(std::string base, EnsureBaseUrl());
   Call call;
   call.path = "/v2/";
   call.what = "ping";
