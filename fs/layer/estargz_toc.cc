@@ -1,0 +1,578 @@
+// imgfs — eStargz TOC reader (see estargz_toc.h).
+#include "fs/layer/estargz_toc.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "registry/tar_reader.h"
+
+namespace imgfs::fs {
+namespace {
+
+using json = nlohmann::json;
+
+// Whiteout names (OCI image-spec layer.md, "Whiteouts"), as fs/layer/index_builder.cc.
+constexpr std::string_view kWhiteoutPrefix = ".wh.";
+constexpr std::string_view kOpaqueMarker = ".wh..wh..opq";
+// Bounds: entries per TOC and bytes per file (1 TiB) keep arithmetic far from overflow.
+constexpr size_t kMaxTocEntries = 4u << 20;
+constexpr uint64_t kMaxFileBytes = 1ull << 40;
+
+std::string LayerWhat(const registry::Digest& layer) {
+  return layer.empty() ? "eStargz layer" : "eStargz layer " + layer.String();
+}
+
+// A tar stream held in memory.
+class StringTarInput : public registry::TarInput {
+ public:
+  explicit StringTarInput(std::string_view data) : data_(data) {}
+  Result<std::string> Read(size_t n) override {
+    size_t k = std::min(n, data_.size() - pos_);
+    std::string out(data_.substr(pos_, k));
+    pos_ += k;
+    return out;
+  }
+  std::optional<uint64_t> Size() const override { return data_.size(); }
+
+ private:
+  std::string_view data_;
+  size_t pos_ = 0;
+};
+
+// gunzip of one or more members, bounded.
+Result<std::string> Gunzip(std::string_view in, uint64_t max_out) {
+  z_stream zs{};
+  if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) return Status::Internal("inflateInit2 failed");
+  struct Ender {
+    z_stream* z;
+    ~Ender() { inflateEnd(z); }
+  } ender{&zs};
+  std::string out;
+  size_t pos = 0;
+  char buf[64 * 1024];
+  while (true) {
+    zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data() + pos));
+    zs.avail_in = static_cast<uInt>(std::min<size_t>(in.size() - pos, 1 << 30));
+    zs.next_out = reinterpret_cast<Bytef*>(buf);
+    zs.avail_out = sizeof(buf);
+    size_t before = zs.avail_in;
+    int rc = inflate(&zs, Z_NO_FLUSH);
+    pos += before - zs.avail_in;
+    out.append(buf, sizeof(buf) - zs.avail_out);
+    if (out.size() > max_out) return Status::Corrupt("TOC decompresses to more than the limit");
+    if (rc == Z_STREAM_END) {
+      if (pos >= in.size()) return out;
+      if (inflateReset(&zs) != Z_OK) return Status::Internal("inflateReset failed");
+      continue;
+    }
+    if (rc != Z_OK && rc != Z_BUF_ERROR) {
+      return Status::Corrupt(std::string("bad gzip data: ") + (zs.msg ? zs.msg : "inflate error"));
+    }
+    if (rc == Z_BUF_ERROR && pos >= in.size() && zs.avail_out != 0) {
+      return Status::Corrupt("truncated gzip data");
+    }
+  }
+}
+
+bool GetU64(const json& obj, const char* key, uint64_t* out, bool* present = nullptr) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) {
+    if (present) *present = false;
+    return true;
+  }
+  if (present) *present = true;
+  if (it->is_number_unsigned()) {
+    *out = it->get<uint64_t>();
+    return true;
+  }
+  if (it->is_number_integer()) {
+    int64_t v = it->get<int64_t>();
+    if (v < 0) return false;
+    *out = static_cast<uint64_t>(v);
+    return true;
+  }
+  return false;
+}
+
+bool GetStr(const json& obj, const char* key, std::string* out) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return true;
+  if (!it->is_string()) return false;
+  *out = it->get<std::string>();
+  return true;
+}
+
+int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+
+}  // namespace
+
+namespace toc_internal {
+
+Result<std::string> DecodeBase64(std::string_view in) {
+  auto val = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  while (!in.empty() && in.back() == '=') in.remove_suffix(1);
+  if (in.size() % 4 == 1) return Status::Corrupt("bad base64 length");
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    int v = val(c);
+    if (v < 0) return Status::Corrupt("bad base64 character");
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xff));
+    }
+  }
+  return out;
+}
+
+Status ParseRfc3339(std::string_view t, int64_t* sec, uint32_t* nsec) {
+  *sec = 0;
+  *nsec = 0;
+  if (t.empty()) return Status::Ok();
+  auto bad = [&] { return Status::Corrupt("bad RFC 3339 time '" + std::string(t) + "'"); };
+  auto num = [&](size_t pos, size_t n, int64_t* v) {
+    if (pos + n > t.size()) return false;
+    int64_t x = 0;
+    for (size_t i = pos; i < pos + n; ++i) {
+      if (t[i] < '0' || t[i] > '9') return false;
+      x = x * 10 + (t[i] - '0');
+    }
+    *v = x;
+    return true;
+  };
+  int64_t y, mo, d, h, mi, s;
+  if (t.size() < 20 || !num(0, 4, &y) || t[4] != '-' || !num(5, 2, &mo) || t[7] != '-' ||
+      !num(8, 2, &d) || (t[10] != 'T' && t[10] != 't') || !num(11, 2, &h) || t[13] != ':' ||
+      !num(14, 2, &mi) || t[16] != ':' || !num(17, 2, &s)) {
+    return bad();
+  }
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60) return bad();
+  size_t pos = 19;
+  uint32_t frac = 0;
+  if (pos < t.size() && t[pos] == '.') {
+    ++pos;
+    size_t digits = 0;
+    while (pos < t.size() && t[pos] >= '0' && t[pos] <= '9') {
+      if (digits < 9) frac = frac * 10 + static_cast<uint32_t>(t[pos] - '0');
+      ++digits;
+      ++pos;
+    }
+    if (digits == 0) return bad();
+    for (size_t i = digits; i < 9; ++i) frac *= 10;
+  }
+  int64_t offset = 0;
+  if (pos < t.size() && (t[pos] == 'Z' || t[pos] == 'z')) {
+    ++pos;
+  } else if (pos < t.size() && (t[pos] == '+' || t[pos] == '-')) {
+    int64_t oh, om;
+    if (!num(pos + 1, 2, &oh) || pos + 3 >= t.size() || t[pos + 3] != ':' ||
+        !num(pos + 4, 2, &om) || oh > 23 || om > 59) {
+      return bad();
+    }
+    offset = (oh * 60 + om) * 60 * (t[pos] == '-' ? -1 : 1);
+    pos += 6;
+  } else {
+    return bad();
+  }
+  if (pos != t.size()) return bad();
+  *sec = DaysFromCivil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d)) * 86400 + h * 3600 +
+         mi * 60 + s - offset;
+  *nsec = frac;
+  return Status::Ok();
+}
+
+Result<std::vector<TocRecord>> ParseTocJson(std::string_view text, const std::string& what) {
+  json doc = json::parse(text.begin(), text.end(), nullptr, false);
+  if (doc.is_discarded() || !doc.is_object()) {
+    return Status::Corrupt(what + ": TOC is not a JSON object");
+  }
+  try {
+    auto entries = doc.find("entries");
+    if (entries == doc.end() || !entries->is_array()) {
+      return Status::Corrupt(what + ": TOC has no entries array");
+    }
+    if (entries->size() > kMaxTocEntries)
+      return Status::Corrupt(what + ": TOC has too many entries");
+    std::vector<TocRecord> out;
+    out.reserve(entries->size());
+    for (const json& e : *entries) {
+      if (!e.is_object()) return Status::Corrupt(what + ": TOC entry is not an object");
+      TocRecord r;
+      uint64_t u = 0;
+      bool ok = GetStr(e, "name", &r.name) && GetStr(e, "type", &r.type) &&
+                GetStr(e, "linkName", &r.link_name) && GetU64(e, "size", &r.size) &&
+                GetStr(e, "modtime", &r.modtime) && GetStr(e, "digest", &r.digest) &&
+                GetU64(e, "offset", &r.offset, &r.has_offset) &&
+                GetU64(e, "endOffset", &r.end_offset, &r.has_end_offset) &&
+                GetU64(e, "innerOffset", &r.inner_offset) &&
+                GetU64(e, "chunkOffset", &r.chunk_offset) &&
+                GetU64(e, "chunkSize", &r.chunk_size) &&
+                GetStr(e, "chunkDigest", &r.chunk_digest) && GetStr(e, "chunkType", &r.chunk_type);
+      std::string label = r.name.empty() ? "an entry" : "entry '" + r.name + "'";
+      if (!ok) return Status::Corrupt(what + ": bad field type in TOC " + label);
+      u = 0;
+      if (!GetU64(e, "mode", &u) || u > std::numeric_limits<uint32_t>::max()) {
+        return Status::Corrupt(what + ": bad mode of TOC " + label);
+      }
+      r.mode = static_cast<int64_t>(u);
+      const std::pair<const char*, uint32_t*> ids[] = {
+          {"uid", &r.uid}, {"gid", &r.gid}, {"devMajor", &r.dev_major}, {"devMinor", &r.dev_minor}};
+      for (const auto& [key, dst] : ids) {
+        u = 0;
+        if (!GetU64(e, key, &u) || u > std::numeric_limits<uint32_t>::max()) {
+          return Status::Corrupt(what + ": bad " + key + " of TOC " + label);
+        }
+        *dst = static_cast<uint32_t>(u);
+      }
+      auto xa = e.find("xattrs");
+      if (xa != e.end() && !xa->is_null()) {
+        if (!xa->is_object()) return Status::Corrupt(what + ": bad xattrs of TOC " + label);
+        for (auto it = xa->begin(); it != xa->end(); ++it) {
+          if (!it.value().is_string()) {
+            return Status::Corrupt(what + ": bad xattr value of TOC " + label);
+          }
+          Result<std::string> v = DecodeBase64(it.value().get<std::string>());
+          if (!v.has_value()) {
+            return Status::Corrupt(what + ": xattr " + it.key() + " of TOC " + label + ": " +
+                                   v.error().message());
+          }
+          r.xattrs.emplace_back(it.key(), std::move(*v));
+        }
+        std::sort(r.xattrs.begin(), r.xattrs.end());
+      }
+      out.push_back(std::move(r));
+    }
+    return out;
+  } catch (const json::exception& ex) {
+    return Status::Corrupt(what + ": bad TOC: " + ex.what());
+  }
+}
+
+Result<LayerIndex> AssembleIndex(const std::vector<TocRecord>& records, const std::string& what,
+                                 const std::function<Result<ChunkPlace>(size_t record)>& place,
+                                 const std::function<bool(const TocRecord&)>& skip) {
+  LayerIndex index;
+  FileEntry* current = nullptr;  // the regular file whose chunks may follow
+  std::string current_name;
+  std::vector<size_t> pending;  // record indexes of the current file's chunks
+
+  // Closes the current file: sizes, digests and locations of its chunks, then validation.
+  auto finish = [&]() -> Status {
+    if (current == nullptr) return Status::Ok();
+    FileEntry& f = *current;
+    f.first_chunk = f.size == 0 ? 0 : static_cast<uint32_t>(index.chunks.size());
+    f.chunk_count = 0;
+    uint64_t expect = 0;
+    for (size_t k = 0; k < pending.size(); ++k) {
+      const TocRecord& r = records[pending[k]];
+      const std::string label = what + ": entry '" + r.name + "'";
+      if (f.size == 0) {
+        if (k > 0) return Status::Corrupt(label + ": chunk of an empty file");
+        continue;
+      }
+      uint64_t end = k + 1 < pending.size() ? records[pending[k + 1]].chunk_offset : f.size;
+      uint64_t size = r.chunk_size;
+      if (size == 0) {
+        if (end < r.chunk_offset) return Status::Corrupt(label + ": chunks out of order");
+        size = end - r.chunk_offset;
+      }
+      if (r.chunk_offset != expect || size == 0 || size > f.size - r.chunk_offset) {
+        return Status::Corrupt(label + ": chunk at file offset " + std::to_string(r.chunk_offset) +
+                               " does not continue the previous chunk or exceeds the file size");
+      }
+      Chunk c;
+      c.file_offset = r.chunk_offset;
+      c.size = size;
+      std::string digest = r.chunk_digest;
+      if (digest.empty() && pending.size() == 1) digest = r.digest;
+      if (digest.empty()) return Status::Corrupt(label + ": chunk without a digest");
+      Result<registry::Digest> d = registry::Digest::Parse(digest);
+      if (!d.has_value() || d->algorithm() != "sha256") {
+        return Status::Corrupt(label + ": bad chunk digest '" + digest + "'");
+      }
+      c.digest = *d;
+      Result<ChunkPlace> p = place(pending[k]);
+      if (!p.has_value()) return p.error().WithContext(label);
+      c.blob_offset = p->blob_offset;
+      c.blob_length = p->blob_length;
+      c.inner_offset = p->inner_offset;
+      index.chunks.push_back(std::move(c));
+      ++f.chunk_count;
+      expect = r.chunk_offset + size;
+    }
+    if (f.size != 0 && expect != f.size) {
+      return Status::Corrupt(what + ": entry '" + current_name + "': chunks cover " +
+                             std::to_string(expect) + " of " + std::to_string(f.size) + " bytes");
+    }
+    index.uncompressed_size = std::max(index.uncompressed_size, f.size);
+    current = nullptr;
+    pending.clear();
+    return Status::Ok();
+  };
+
+  // Entries are pushed while `current` points into index.entries: reserve so it stays valid.
+  index.entries.reserve(records.size());
+  for (size_t i = 0; i < records.size(); ++i) {
+    const TocRecord& r = records[i];
+    if (r.type == "chunk") {
+      if (current == nullptr || r.name != current_name) {
+        if (skip(r)) continue;
+        return Status::Corrupt(what + ": chunk entry '" + r.name +
+                               "' does not follow its regular file");
+      }
+      pending.push_back(i);
+      continue;
+    }
+    IMGFS_RETURN_IF_ERROR(finish());
+    if (skip(r)) continue;
+    Result<std::string> norm = registry::NormalizeTarPath(r.name);
+    if (!norm.has_value()) return norm.error().WithContext(what);
+    FileEntry e;
+    std::string_view name = *norm;
+    size_t slash = name.rfind('/');
+    std::string_view dir = slash == std::string_view::npos ? "" : name.substr(0, slash);
+    std::string_view base = slash == std::string_view::npos ? name : name.substr(slash + 1);
+    bool whiteout = false;
+    if (base.starts_with(kWhiteoutPrefix)) {
+      whiteout = true;
+      if (base == kOpaqueMarker) {
+        e.type = EntryType::kOpaque;
+        e.path = std::string(dir);
+      } else {
+        std::string_view hidden = base.substr(kWhiteoutPrefix.size());
+        if (hidden.empty() || hidden == "." || hidden == "..") {
+          return Status::Corrupt(what + ": invalid whiteout entry " + r.name);
+        }
+        e.type = EntryType::kWhiteout;
+        e.path = dir.empty() ? std::string(hidden) : std::string(dir) + "/" + std::string(hidden);
+      }
+    } else {
+      e.path = *norm;
+      static const std::map<std::string, EntryType, std::less<>> kTypes = {
+          {"dir", EntryType::kDirectory},   {"reg", EntryType::kRegular},
+          {"symlink", EntryType::kSymlink}, {"hardlink", EntryType::kHardlink},
+          {"char", EntryType::kChar},       {"block", EntryType::kBlock},
+          {"fifo", EntryType::kFifo}};
+      auto t = kTypes.find(r.type);
+      if (t == kTypes.end()) {
+        return Status::Corrupt(what + ": entry '" + r.name + "' has unknown type '" + r.type + "'");
+      }
+      e.type = t->second;
+    }
+    e.mode = static_cast<uint32_t>(r.mode) & 07777;
+    e.uid = r.uid;
+    e.gid = r.gid;
+    Status ts = ParseRfc3339(r.modtime, &e.mtime_sec, &e.mtime_nsec);
+    if (!ts.ok()) return ts.WithContext(what + ": entry '" + r.name + "'");
+    e.dev_major = r.dev_major;
+    e.dev_minor = r.dev_minor;
+    e.xattrs = r.xattrs;
+    if (r.type == "hardlink") {
+      Result<std::string> target = registry::NormalizeTarPath(r.link_name);
+      if (!target.has_value()) {
+        return target.error().WithContext(what + ": link target of '" + r.name + "'");
+      }
+      e.link_target = std::move(*target);
+    } else if (r.type == "symlink") {
+      e.link_target = r.link_name;
+    }
+    bool regular = r.type == "reg";
+    if (regular && !whiteout) {
+      if (r.size > kMaxFileBytes) {
+        return Status::Corrupt(what + ": entry '" + r.name + "' has an absurd size " +
+                               std::to_string(r.size));
+      }
+      e.size = r.size;
+    }
+    index.entries.push_back(std::move(e));
+    if (regular) {
+      current = &index.entries.back();
+      current_name = r.name;
+      if (whiteout) current->size = 0;
+      pending.push_back(i);
+    }
+  }
+  IMGFS_RETURN_IF_ERROR(finish());
+  return index;
+}
+
+}  // namespace toc_internal
+
+Result<EstargzFooter> ParseEstargzFooter(std::string_view tail) {
+  auto check = [](std::string_view f, size_t xlen, bool subfield) -> std::optional<uint64_t> {
+    // gzip header (RFC 1952): magic, CM=8, FLG with FEXTRA, then XLEN.
+    const auto* b = reinterpret_cast<const unsigned char*>(f.data());
+    if (b[0] != 0x1f || b[1] != 0x8b || b[2] != 8 || (b[3] & 0x04) == 0) return std::nullopt;
+    if (static_cast<size_t>(b[10] | (b[11] << 8)) != xlen) return std::nullopt;
+    std::string_view payload = f.substr(12, xlen);
+    if (subfield) {
+      // SI1 'S', SI2 'G', LEN = 22.
+      if (payload[0] != 'S' || payload[1] != 'G' || (payload[2] | (payload[3] << 8)) != 22) {
+        return std::nullopt;
+      }
+      payload = payload.substr(4);
+    }
+    if (payload.size() != 22 || payload.substr(16) != "STARGZ") return std::nullopt;
+    uint64_t off = 0;
+    for (char c : payload.substr(0, 16)) {
+      int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+      if (v < 0) return std::nullopt;
+      off = off << 4 | static_cast<uint64_t>(v);
+    }
+    return off;
+  };
+  if (tail.size() >= kEstargzFooterBytes) {
+    if (auto off = check(tail.substr(tail.size() - kEstargzFooterBytes), 26, true)) {
+      return EstargzFooter{*off, kEstargzFooterBytes};
+    }
+  }
+  if (tail.size() >= kEstargzLegacyFooterBytes) {
+    if (auto off = check(tail.substr(tail.size() - kEstargzLegacyFooterBytes), 22, false)) {
+      return EstargzFooter{*off, kEstargzLegacyFooterBytes};
+    }
+  }
+  return Status::Corrupt("no eStargz footer at the end of the blob");
+}
+
+Result<std::string> ExtractEstargzTocJson(std::string_view toc_member) {
+  IMGFS_ASSIGN_OR_RETURN(std::string tar, Gunzip(toc_member, kMaxTocUncompressedBytes));
+  StringTarInput input(tar);
+  registry::TarReader reader(&input);
+  while (true) {
+    IMGFS_ASSIGN_OR_RETURN(std::optional<registry::TarEntry> entry, reader.Next());
+    if (!entry.has_value()) break;
+    if (entry->name != kEstargzTocName) continue;
+    std::string json_text;
+    while (true) {
+      IMGFS_ASSIGN_OR_RETURN(std::string piece, reader.ReadPayload(1 << 20));
+      if (piece.empty()) break;
+      json_text += piece;
+    }
+    return json_text;
+  }
+  return Status::Corrupt("TOC tar has no " + std::string(kEstargzTocName));
+}
+
+Result<LayerIndex> BuildEstargzIndexFromToc(std::string_view toc_json,
+                                            const registry::Digest& layer, uint64_t blob_size,
+                                            uint64_t toc_offset, uint64_t uncompressed_size_hint) {
+  const std::string what = LayerWhat(layer);
+  if (toc_offset > blob_size) return Status::Corrupt(what + ": TOC offset beyond the blob");
+  IMGFS_ASSIGN_OR_RETURN(std::vector<toc_internal::TocRecord> records,
+                         toc_internal::ParseTocJson(toc_json, what));
+  // Gzip members start at the distinct payload offsets; each ends where the next starts,
+  // the last one at the TOC.
+  std::set<uint64_t> starts;
+  for (const auto& r : records) {
+    if ((r.type == "reg" && r.size > 0) || r.type == "chunk") {
+      if (!r.has_offset || r.offset >= toc_offset) {
+        return Status::Corrupt(what + ": entry '" + r.name + "' has offset " +
+                               std::to_string(r.offset) + " outside the data part of the blob (" +
+                               std::to_string(toc_offset) + " bytes)");
+      }
+      starts.insert(r.offset);
+    }
+  }
+  starts.insert(toc_offset);
+  auto place = [&](size_t i) -> Result<toc_internal::ChunkPlace> {
+    const auto& r = records[i];
+    auto next = starts.upper_bound(r.offset);  // exists: toc_offset > r.offset
+    toc_internal::ChunkPlace p;
+    p.blob_offset = r.offset;
+    p.blob_length = *next - r.offset;
+    p.inner_offset = r.inner_offset;
+    return p;
+  };
+  auto skip = [](const toc_internal::TocRecord& r) {
+    return r.name == kEstargzPrefetchLandmark || r.name == kEstargzNoPrefetchLandmark;
+  };
+  IMGFS_ASSIGN_OR_RETURN(LayerIndex index, toc_internal::AssembleIndex(records, what, place, skip));
+  index.layer_digest = layer;
+  index.media_type = "application/vnd.oci.image.layer.v1.tar+gzip";
+  index.format = LayerFormat::kEstargz;
+  index.compressed_size = blob_size;
+  index.uncompressed_size = std::max(index.uncompressed_size, uncompressed_size_hint);
+  return index;
+}
+
+Result<LayerIndex> LoadEstargzIndex(registry::BlobSource& source, const registry::Descriptor& layer,
+                                    bool allow_missing_toc_digest) {
+  const std::string what = LayerWhat(layer.digest);
+  if (layer.size < static_cast<int64_t>(kEstargzLegacyFooterBytes)) {
+    return Status::Corrupt(what + ": blob of " + std::to_string(layer.size) +
+                           " bytes is too small for an eStargz footer");
+  }
+  const uint64_t blob_size = static_cast<uint64_t>(layer.size);
+  registry::Digest want;
+  auto ann = layer.annotations.find(std::string(kEstargzTocDigestAnnotation));
+  if (ann != layer.annotations.end()) {
+    Result<registry::Digest> d = registry::Digest::Parse(ann->second);
+    if (!d.has_value()) return Status::Corrupt(what + ": bad TOC digest annotation");
+    want = *d;
+  } else if (!allow_missing_toc_digest) {
+    return Status::Corrupt(what + ": no " + std::string(kEstargzTocDigestAnnotation) +
+                           " annotation to verify the TOC against");
+  }
+  uint64_t tail_len = std::min<uint64_t>(blob_size, kEstargzFooterBytes);
+  IMGFS_ASSIGN_OR_RETURN(std::string tail,
+                         source.ReadBlobRange(layer.digest, {blob_size - tail_len, tail_len}));
+  if (tail.size() != tail_len) return Status::Corrupt(what + ": short read of the footer");
+  Result<EstargzFooter> footer = ParseEstargzFooter(tail);
+  if (!footer.has_value()) return footer.error().WithContext(what);
+  const uint64_t toc_end = blob_size - footer->footer_bytes;
+  if (footer->toc_offset >= toc_end) {
+    return Status::Corrupt(what + ": TOC offset " + std::to_string(footer->toc_offset) +
+                           " outside the blob");
+  }
+  if (toc_end - footer->toc_offset > kMaxTocCompressedBytes) {
+    return Status::Corrupt(what + ": TOC of " + std::to_string(toc_end - footer->toc_offset) +
+                           " bytes is larger than the limit");
+  }
+  IMGFS_ASSIGN_OR_RETURN(
+      std::string member,
+      source.ReadBlobRange(layer.digest, {footer->toc_offset, toc_end - footer->toc_offset}));
+  if (member.size() != toc_end - footer->toc_offset) {
+    return Status::Corrupt(what + ": short read of the TOC");
+  }
+  Result<std::string> toc = ExtractEstargzTocJson(member);
+  if (!toc.has_value()) return toc.error().WithContext(what);
+  if (!want.empty()) {
+    Status v = want.Verify(*toc);
+    if (!v.ok()) return Status::Corrupt(what + ": TOC digest mismatch: " + v.message());
+  }
+  uint64_t hint = 0;
+  auto usize = layer.annotations.find(std::string(kEstargzUncompressedSizeAnnotation));
+  if (usize != layer.annotations.end()) {
+    hint = std::strtoull(usize->second.c_str(), nullptr, 10);
+  }
+  IMGFS_ASSIGN_OR_RETURN(LayerIndex index, BuildEstargzIndexFromToc(*toc, layer.digest, blob_size,
+                                                                    footer->toc_offset, hint));
+  if (!layer.media_type.empty()) index.media_type = layer.media_type;
+  return index;
+}
+
+}  // namespace imgfs::fs

@@ -1,0 +1,146 @@
+// imgfs — eStargz table of contents → LayerIndex (lazy mounting without reading the layer).
+//
+// An eStargz blob (FORMATS.md §2.1; spec: stargz-snapshotter docs/estargz.md, code
+// estargz/types.go) is a valid tar.gz whose last gzip members hold the TOC (a tar with one
+// member `stargz.index.json`) and a 51-byte footer naming the TOC's blob offset. Mounting
+// costs exactly two ranged reads: the footer (last 51 bytes; the 47-byte legacy stargz footer
+// is its suffix, so it needs no extra read) and [toc_offset, blob_size - footer). The TOC
+// JSON is verified against the layer descriptor's `containerd.io/snapshot/stargz/toc.digest`
+// annotation, then turned into a LayerIndex whose chunks point at the gzip members holding
+// each file's bytes (blob_offset/blob_length = the member(s), inner_offset = `innerOffset`,
+// digest = `chunkDigest`). fs/layer/chunk_decoder.h decodes and verifies such chunks.
+//
+// Differences from a tar-pass index of the same blob: the two landmark files
+// (`.prefetch.landmark`, `.no.prefetch.landmark`) and the TOC itself are not entries;
+// `payload_offset` is 0 (the TOC does not say where a payload sits in the tar stream: data
+// is reached through the chunks only); `uncompressed_size` is the
+// `io.containers.estargz.uncompressed-size` annotation or, without it, the largest file size;
+// there are no checkpoints and `chunk_size` is 0 (format chunks). Implicit parent
+// directories are not synthesised (the overlay merge does that).
+//
+// The parsing functions are pure (no I/O) so they can be fuzzed; every malformed input is a
+// Corrupt status naming the layer and, where it applies, the entry. Nothing here throws.
+//
+// Thread-safety: stateless functions; safe to call concurrently (the BlobSource must be
+// thread-safe, which the BlobSource contract guarantees).
+#ifndef IMGFS_FS_LAYER_ESTARGZ_TOC_H_
+#define IMGFS_FS_LAYER_ESTARGZ_TOC_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "base/status.h"
+#include "fs/layer/layer_index.h"
+#include "registry/blob_source.h"
+#include "registry/digest.h"
+#include "registry/manifest.h"
+
+namespace imgfs::fs {
+
+// Footer sizes (estargz/types.go: FooterSize, legacyFooterSize).
+inline constexpr size_t kEstargzFooterBytes = 51;
+inline constexpr size_t kEstargzLegacyFooterBytes = 47;
+// Layer descriptor annotations (estargz/types.go: TOCJSONDigestAnnotation; containers/storage).
+inline constexpr std::string_view kEstargzTocDigestAnnotation =
+    "containerd.io/snapshot/stargz/toc.digest";
+inline constexpr std::string_view kEstargzUncompressedSizeAnnotation =
+    "io.containers.estargz.uncompressed-size";
+// Name of the TOC tar member and of the landmark files (estargz/types.go).
+inline constexpr std::string_view kEstargzTocName = "stargz.index.json";
+inline constexpr std::string_view kEstargzPrefetchLandmark = ".prefetch.landmark";
+inline constexpr std::string_view kEstargzNoPrefetchLandmark = ".no.prefetch.landmark";
+// Bounds against absurd inputs: a 100k-file TOC is ~30 MB of JSON.
+inline constexpr uint64_t kMaxTocCompressedBytes = 64ull << 20;
+inline constexpr uint64_t kMaxTocUncompressedBytes = 256ull << 20;
+
+struct EstargzFooter {
+  uint64_t toc_offset = 0;
+  size_t footer_bytes = 0;  // 51, or 47 for the legacy form
+};
+
+// Parses the last bytes of a blob (`tail`: the last min(51, blob size) bytes). Tries the
+// 51-byte footer, then the 47-byte legacy footer (the last 47 bytes of `tail`). Corrupt if
+// neither matches. Does not check the offset against the blob size.
+Result<EstargzFooter> ParseEstargzFooter(std::string_view tail);
+
+// Builds the LayerIndex from the TOC JSON. `toc_offset` is where the TOC's gzip member starts
+// (the end of the last data member); every `offset` must be below it. `layer` names the
+// layer in errors and becomes index.layer_digest; `blob_size` becomes compressed_size.
+Result<LayerIndex> BuildEstargzIndexFromToc(std::string_view toc_json,
+                                            const registry::Digest& layer, uint64_t blob_size,
+                                            uint64_t toc_offset,
+                                            uint64_t uncompressed_size_hint = 0);
+
+// Extracts the TOC JSON from the bytes [toc_offset, blob_size - footer): one gzip member
+// holding a tar with the single member `stargz.index.json`.
+Result<std::string> ExtractEstargzTocJson(std::string_view toc_member);
+
+// The whole mount-time path: one ranged read for the footer, one for the TOC, verification
+// against the toc.digest annotation of `layer` (Corrupt on mismatch; when the annotation is
+// missing: Corrupt unless `allow_missing_toc_digest`), then BuildEstargzIndexFromToc.
+// `layer.size` must be the blob size.
+Result<LayerIndex> LoadEstargzIndex(registry::BlobSource& source, const registry::Descriptor& layer,
+                                    bool allow_missing_toc_digest);
+
+namespace toc_internal {
+// Helpers shared by the TOC readers (estargz_toc.cc, zstd_chunked_toc.cc); not an API.
+
+// RFC 4648 base64 (padding optional). Corrupt on bad characters.
+Result<std::string> DecodeBase64(std::string_view in);
+// RFC 3339 ("2024-01-01T00:00:00Z", fractional seconds, numeric offsets) → Unix time.
+// "" → 0. Corrupt on malformed text.
+Status ParseRfc3339(std::string_view text, int64_t* sec, uint32_t* nsec);
+
+// One TOC entry, format-neutral (eStargz and zstd:chunked share the field names).
+struct TocRecord {
+  std::string name;  // as in the TOC
+  std::string type;  // dir|reg|symlink|hardlink|char|block|fifo|chunk
+  std::string link_name;
+  uint64_t size = 0;
+  int64_t mode = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  std::string modtime;
+  uint32_t dev_major = 0;
+  uint32_t dev_minor = 0;
+  std::vector<std::pair<std::string, std::string>> xattrs;  // decoded, sorted
+  std::string digest;
+  uint64_t offset = 0;
+  bool has_offset = false;
+  uint64_t end_offset = 0;
+  bool has_end_offset = false;
+  uint64_t inner_offset = 0;
+  uint64_t chunk_offset = 0;
+  uint64_t chunk_size = 0;
+  std::string chunk_digest;
+  std::string chunk_type;
+};
+
+// Parses {"version":1,"entries":[…]} into records. Corrupt on malformed JSON or fields of
+// the wrong type. `max_entries` bounds the entry count.
+Result<std::vector<TocRecord>> ParseTocJson(std::string_view json, const std::string& what);
+
+// Where a chunk's compressed bytes are; filled per format.
+struct ChunkPlace {
+  uint64_t blob_offset = 0;
+  uint64_t blob_length = 0;  // 0 with size > 0: a zeros chunk (zstd:chunked)
+  uint64_t inner_offset = 0;
+};
+
+// Assembles the LayerIndex from records: entries in TOC order (names normalised like
+// registry::NormalizeTarPath, whiteouts mapped as the tar index builder does), chunks of
+// each regular file from its `reg` and following `chunk` records, located by `place`
+// (called with the index of the record of the chunk). Validates chunk contiguity and
+// coverage. Records for which `skip` returns true (landmarks) are left out.
+Result<LayerIndex> AssembleIndex(const std::vector<TocRecord>& records, const std::string& what,
+                                 const std::function<Result<ChunkPlace>(size_t record)>& place,
+                                 const std::function<bool(const TocRecord&)>& skip);
+}  // namespace toc_internal
+
+}  // namespace imgfs::fs
+
+#endif  // IMGFS_FS_LAYER_ESTARGZ_TOC_H_
