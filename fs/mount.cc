@@ -8,6 +8,9 @@
 namespace imgfs::fs {
 namespace {
 
+// eStargz spec: the layer descriptor annotation carrying the TOC digest.
+constexpr std::string_view kEstargzTocDigestAnnotation = "containerd.io/snapshot/stargz/toc.digest";
+
 Result<cache::ResolvedImage> ResolveOrPull(cache::Store& store, std::string_view text,
                                            const PrepareOptions& options, std::string* recorded) {
   Result<cache::ResolvedImage> resolved = cache::ResolveImage(store, text);
@@ -65,6 +68,12 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
                                        std::to_string(i + 1) + " (" + desc.digest.String() + ")");
     }
     if (!existed) ++out.indexes_built;
+    // An eStargz blob is also a valid tar+gzip and is indexed as one; its TOC annotation
+    // says what it is, so the merge hides the converter's landmark and TOC files.
+    if (index->format == LayerFormat::kTarGzip &&
+        desc.annotations.count(std::string(kEstargzTocDigestAnnotation)) > 0) {
+      index->format = LayerFormat::kEstargz;
+    }
     auto shared = std::make_shared<const LayerIndex>(std::move(index).value());
     Result<std::unique_ptr<LayerReader>> reader = LayerReader::Open(blob, shared);
     if (!reader.has_value()) {

@@ -14,7 +14,7 @@
 namespace imgfs::registry {
 namespace {
 
-constexpr char kFixtures[] = "/work/shared/fixtures";
+constexpr char kFixtures[] = IMGFS_FIXTURES_DIR;
 const std::string kEmptySha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 const std::string kAbcSha = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
 

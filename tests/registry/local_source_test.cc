@@ -22,7 +22,7 @@ using json = nlohmann::json;
 
 std::string Fixture(const std::string& rel) {
   const char* env = std::getenv("IMGFS_FIXTURES");
-  return std::string(env != nullptr ? env : "/work/shared/fixtures") + "/" + rel;
+  return std::string(env != nullptr ? env : IMGFS_FIXTURES_DIR) + "/" + rel;
 }
 
 class TempDir {

@@ -20,7 +20,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kFixtures = "/work/shared/fixtures";
+const fs::path kFixtures = IMGFS_FIXTURES_DIR;
 constexpr char kTinyManifest[] =
     "sha256:1fb51b9d896f2a83747de477a0e885a04b169111076bf13b7b3a4a718f37e229";
 constexpr char kTinyConfig[] =

@@ -21,7 +21,7 @@ namespace {
 
 std::string FixturesDir() {
   const char* env = std::getenv("IMGFS_FIXTURES");
-  return env != nullptr ? env : "/work/shared/fixtures";
+  return env != nullptr ? env : IMGFS_FIXTURES_DIR;
 }
 
 // Layer blobs of tiny-uncompressed (plain tar; see fixtures/README.md and digests.txt).

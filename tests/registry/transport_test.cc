@@ -14,7 +14,7 @@ namespace {
 
 std::string Fixture(const std::string& rel) {
   const char* env = std::getenv("IMGFS_FIXTURES");
-  return std::string(env != nullptr ? env : "/work/shared/fixtures") + "/" + rel;
+  return std::string(env != nullptr ? env : IMGFS_FIXTURES_DIR) + "/" + rel;
 }
 
 const char kAmd64[] = "sha256:1fb51b9d896f2a83747de477a0e885a04b169111076bf13b7b3a4a718f37e229";

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Benchmarks imgfs side by side with its peers on one image, in one run, and prints each time
+# and its ratio to the kernel's overlayfs. Measured, never asserted.
+#
+#   scripts/bench.sh [--size-mb N] [--keep]
+#
+# The image: a multi-layer OCI image the script builds from files of this machine
+# (/usr/lib, /usr/share, /usr/include, ...): 4 layers, gzip, several hundred MB with thousands
+# of files. Peers over the same layers:
+#   overlayfs       the kernel's overlay, lowerdir = each layer extracted with tar
+#   fuse-overlayfs  the same lower dirs through fuse-overlayfs
+#   imgfs           `imgfs mount` from a warm store (layer indexes built once: "cold index"
+#                   mount time is reported separately)
+# Workloads (page cache warm; each run once to warm, then timed): find -type f | wc -l,
+# ls -lR >/dev/null, tar -cf /dev/null . (reads every file). Daemon peak RSS from
+# /usr/bin/time -v. Loopback only: no network at all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+size_mb=400
+keep=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --size-mb) size_mb=$2; shift 2 ;;
+    --keep) keep=1; shift ;;
+    *) echo "usage: $0 [--size-mb N] [--keep]" >&2; exit 2 ;;
+  esac
+done
+
+scripts/setup.sh >/dev/null
+scripts/build.sh plain >/dev/null
+imgfs=$repo/build/plain/tools/imgfs
+[ "$(id -u)" -eq 0 ] || { echo "bench.sh needs root (mounts)" >&2; exit 1; }
+
+work=$(mktemp -d /var/tmp/imgfs-bench.XXXXXX)
+mounts=()
+cleanup() {
+  for m in "${mounts[@]}"; do umount -l "$m" 2>/dev/null || true; done
+  [ "$keep" = 1 ] && echo "kept $work" || rm -rf "$work"
+}
+trap cleanup EXIT
+export IMGFS_ROOT=$work/store
+
+now() { date +%s.%N; }
+elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
+timeit() {  # prints seconds of "$@"
+  local t0 t1
+  t0=$(now); "$@" >/dev/null 2>&1; t1=$(now)
+  elapsed "$t0" "$t1"
+}
+
+echo "== building the benchmark image (~${size_mb} MB of files, 4 layers)"
+python3 - "$work/layout" "$size_mb" <<'PY'
+import gzip, hashlib, io, json, os, sys, tarfile
+out, size_mb = sys.argv[1], int(sys.argv[2])
+budget = size_mb << 20
+sources = ["/usr/lib/x86_64-linux-gnu", "/usr/share", "/usr/include", "/usr/lib/python3",
+           "/usr/bin", "/usr/lib/gcc", "/usr/libexec", "/usr/lib/llvm-14"]
+files = []
+total = 0
+for src in sources:
+    for d, dirs, names in os.walk(src):
+        dirs.sort()
+        for n in sorted(names):
+            p = os.path.join(d, n)
+            try:
+                st = os.lstat(p)
+            except OSError:
+                continue
+            if not (os.path.isfile(p) or os.path.islink(p)):
+                continue
+            if os.path.isfile(p) and not os.path.islink(p):
+                if st.st_size > 64 << 20 or not os.access(p, os.R_OK):
+                    continue
+                total += st.st_size
+            files.append(p)
+            if total >= budget:
+                break
+        if total >= budget:
+            break
+    if total >= budget:
+        break
+os.makedirs(out + "/blobs/sha256", exist_ok=True)
+def blob(data):
+    h = hashlib.sha256(data).hexdigest()
+    with open(f"{out}/blobs/sha256/{h}", "wb") as f:
+        f.write(data)
+    return "sha256:" + h, len(data)
+layers, diff_ids = [], []
+per = (len(files) + 3) // 4
+for i in range(4):
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
+        seen = set()
+        for p in files[i * per:(i + 1) * per]:
+            parts = p.strip("/").split("/")
+            for k in range(1, len(parts)):
+                d = "/".join(parts[:k])
+                if d not in seen:
+                    seen.add(d)
+                    ti = tarfile.TarInfo(d); ti.type = tarfile.DIRTYPE; ti.mode = 0o755
+                    t.addfile(ti)
+            try:
+                t.add(p, arcname=p.strip("/"), recursive=False)
+            except OSError:
+                pass
+    data = raw.getvalue()
+    diff_ids.append("sha256:" + hashlib.sha256(data).hexdigest())
+    gz = gzip.compress(data, compresslevel=6, mtime=0)
+    d, n = blob(gz)
+    layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": n})
+config = {"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
+          "config": {"Cmd": ["/bin/sh"]}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+cd, cn = blob(json.dumps(config).encode())
+manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cn},
+            "layers": layers}
+md, mn = blob(json.dumps(manifest).encode())
+with open(out + "/oci-layout", "w") as f:
+    f.write('{"imageLayoutVersion":"1.0.0"}')
+with open(out + "/index.json", "w") as f:
+    json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+               "digest": md, "size": mn, "annotations": {"org.opencontainers.image.ref.name": "bench"}}]}, f)
+print(f"{len(files)} files, {total / 1e6:.0f} MB of file data, layers (gzip): "
+      + ", ".join(f"{l['size'] / 1e6:.0f} MB" for l in layers))
+PY
+
+echo "== preparing peers"
+mkdir -p "$work/lower" "$work/mnt-ovl" "$work/mnt-fovl" "$work/mnt-imgfs" "$work/upper" "$work/work"
+lowers=()
+i=0
+for layer in $(python3 -c "import json;m=json.load(open('$work/layout/index.json'))['manifests'][0]['digest'].split(':')[1];print(' '.join(l['digest'].split(':')[1] for l in json.load(open('$work/layout/blobs/sha256/'+m))['layers']))"); do
+  mkdir -p "$work/lower/$i"
+  tar -xzf "$work/layout/blobs/sha256/$layer" -C "$work/lower/$i"
+  lowers=("$work/lower/$i" "${lowers[@]}")
+  i=$((i + 1))
+done
+lowerdir=$(IFS=:; echo "${lowers[*]}")
+mount -t overlay overlay -o "ro,lowerdir=$lowerdir" "$work/mnt-ovl"; mounts+=("$work/mnt-ovl")
+fuse-overlayfs -o "lowerdir=$lowerdir" "$work/mnt-fovl"; mounts+=("$work/mnt-fovl")
+
+"$imgfs" pull "oci:$work/layout:bench" >/dev/null
+t0=$(now); "$imgfs" mount "oci:$work/layout:bench" "$work/mnt-imgfs"; t1=$(now)
+mount_cold=$(elapsed "$t0" "$t1")
+"$imgfs" umount "$work/mnt-imgfs"
+t0=$(now); "$imgfs" mount "oci:$work/layout:bench" "$work/mnt-imgfs"; t1=$(now)
+mount_warm=$(elapsed "$t0" "$t1")
+"$imgfs" umount "$work/mnt-imgfs"
+# Serve in the foreground under /usr/bin/time for the daemon's peak RSS.
+/usr/bin/time -v -o "$work/imgfs.time" "$imgfs" mount -f "oci:$work/layout:bench" "$work/mnt-imgfs" &
+for _ in $(seq 200); do mountpoint -q "$work/mnt-imgfs" && break; sleep 0.05; done
+mounts+=("$work/mnt-imgfs")
+
+declare -A results
+workloads=("find" "ls-lR" "tar")
+run_workload() {  # name dir
+  case "$1" in
+    find) (cd "$2" && find . -type f | wc -l) ;;
+    ls-lR) (cd "$2" && ls -lR . >/dev/null) ;;
+    tar) (cd "$2" && tar -cf /dev/null .) ;;
+  esac
+}
+for w in "${workloads[@]}"; do
+  for peer in ovl fovl imgfs; do
+    run_workload "$w" "$work/mnt-$peer" >/dev/null 2>&1 || true  # warm
+    results[$w,$peer]=$(timeit run_workload "$w" "$work/mnt-$peer")
+  done
+done
+files_ovl=$(cd "$work/mnt-ovl" && find . -type f | wc -l)
+files_imgfs=$(cd "$work/mnt-imgfs" && find . -type f | wc -l)
+
+"$imgfs" umount "$work/mnt-imgfs"
+wait || true
+rss_kb=$(awk -F: '/Maximum resident set size/ {gsub(/ /,"",$2); print $2}' "$work/imgfs.time")
+
+echo
+echo "== results (seconds; ratio = peer / overlayfs; lower is better)"
+printf "%-26s %10s %10s %10s %8s %8s\n" workload overlayfs fuse-ovlfs imgfs fovl/ovl imgfs/ovl
+for w in "${workloads[@]}"; do
+  o=${results[$w,ovl]}; f=${results[$w,fovl]}; m=${results[$w,imgfs]}
+  printf "%-26s %10s %10s %10s %8s %8s\n" "$w" "$o" "$f" "$m" \
+    "$(python3 -c "print(f'{$f/max($o,1e-6):.2f}')")" "$(python3 -c "print(f'{$m/max($o,1e-6):.2f}')")"
+done
+echo "imgfs mount, cold index:   ${mount_cold}s (indexes built from the stored layers)"
+echo "imgfs mount, warm index:   ${mount_warm}s"
+echo "files seen: overlayfs $files_ovl, imgfs $files_imgfs"
+echo "imgfs daemon peak RSS:     $((rss_kb / 1024)) MiB"
