@@ -42,6 +42,11 @@ class ProgressPrinter {
 
   void Update(const fs::LayerProgress& p) {
     if (quiet_) return;
+    // `pull -a` pulls several images in a row: a new image starts a new block of bars.
+    if (p.index == 0 && !rows_.empty() && AllFinished()) {
+      rows_.clear();
+      drawn_ = 0;
+    }
     if (p.index >= rows_.size()) rows_.resize(p.count);
     Row& row = rows_[p.index];
     row.id = p.digest.Short();
@@ -75,6 +80,14 @@ class ProgressPrinter {
     int64_t done = 0;
     int64_t total = 0;
   };
+
+  bool AllFinished() const {
+    return std::all_of(rows_.begin(), rows_.end(), [](const Row& r) {
+      return r.state == fs::LayerProgress::State::kDone ||
+             r.state == fs::LayerProgress::State::kExists ||
+             r.state == fs::LayerProgress::State::kFailed;
+    });
+  }
 
   void Draw() {
     std::string out;
