@@ -1,0 +1,214 @@
+// imgfs — chunk decoding and read coalescing (see chunk_decoder.h).
+#include "fs/layer/chunk_decoder.h"
+
+#include <zlib.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <limits>
+#include <memory>
+#include <numeric>
+
+namespace imgfs::fs {
+namespace {
+
+struct DctxDeleter {
+  void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
+};
+
+// Appends the part of `piece` (decompressed output at stream position *pos) that falls in
+// [begin, end) to *out.
+void Keep(const char* piece, size_t n, uint64_t* pos, uint64_t begin, uint64_t end,
+          std::string* out) {
+  uint64_t from = std::max(*pos, begin);
+  uint64_t to = std::min(*pos + n, end);
+  if (from < to) out->append(piece + (from - *pos), static_cast<size_t>(to - from));
+  *pos += n;
+}
+
+Status GunzipRange(std::string_view in, uint64_t begin, uint64_t end, std::string* out) {
+  z_stream zs{};
+  if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) return Status::Internal("inflateInit2 failed");
+  struct Ender {
+    z_stream* z;
+    ~Ender() { inflateEnd(z); }
+  } ender{&zs};
+  uint64_t pos = 0;
+  size_t used = 0;
+  char buf[64 * 1024];
+  while (pos < end) {
+    zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data() + used));
+    zs.avail_in = static_cast<uInt>(std::min<size_t>(in.size() - used, 1 << 30));
+    zs.next_out = reinterpret_cast<Bytef*>(buf);
+    zs.avail_out = sizeof(buf);
+    size_t before = zs.avail_in;
+    int rc = inflate(&zs, Z_NO_FLUSH);
+    used += before - zs.avail_in;
+    size_t produced = sizeof(buf) - zs.avail_out;
+    Keep(buf, produced, &pos, begin, end, out);
+    if (rc == Z_STREAM_END) {
+      if (used >= in.size()) break;
+      if (inflateReset(&zs) != Z_OK) return Status::Internal("inflateReset failed");
+      continue;
+    }
+    if (rc != Z_OK && rc != Z_BUF_ERROR) {
+      return Status::Corrupt(std::string("bad gzip data: ") + (zs.msg ? zs.msg : "inflate error"));
+    }
+    if (produced == 0 && before - zs.avail_in == 0) break;  // input exhausted
+  }
+  if (pos < end) return Status::Corrupt("gzip data ends before the chunk's end");
+  return Status::Ok();
+}
+
+Status UnzstdRange(std::string_view in, uint64_t begin, uint64_t end, std::string* out) {
+  std::unique_ptr<ZSTD_DCtx, DctxDeleter> dctx(ZSTD_createDCtx());
+  if (!dctx) return Status::Internal("ZSTD_createDCtx failed");
+  ZSTD_inBuffer ib{in.data(), in.size(), 0};
+  std::string buf(ZSTD_DStreamOutSize(), '\0');
+  uint64_t pos = 0;
+  while (pos < end) {
+    ZSTD_outBuffer ob{buf.data(), buf.size(), 0};
+    size_t in_before = ib.pos;
+    size_t rc = ZSTD_decompressStream(dctx.get(), &ob, &ib);
+    if (ZSTD_isError(rc))
+      return Status::Corrupt(std::string("bad zstd data: ") + ZSTD_getErrorName(rc));
+    Keep(buf.data(), ob.pos, &pos, begin, end, out);
+    if (ob.pos == 0 && ib.pos == in_before) break;  // input exhausted
+  }
+  if (pos < end) return Status::Corrupt("zstd data ends before the chunk's end");
+  return Status::Ok();
+}
+
+std::string FileOfChunk(const LayerIndex& index, uint32_t id) {
+  for (const FileEntry& e : index.entries) {
+    if (e.chunk_count != 0 && id >= e.first_chunk && id - e.first_chunk < e.chunk_count) {
+      return e.path;
+    }
+  }
+  return "?";
+}
+
+}  // namespace
+
+Result<std::string> DecodeChunk(LayerFormat format, const Chunk& chunk, std::string_view compressed,
+                                const registry::Digest& layer, std::string_view file) {
+  auto where = [&] {
+    return "layer " + layer.String() + ", file '" + std::string(file) + "', chunk at file offset " +
+           std::to_string(chunk.file_offset);
+  };
+  if (chunk.size > kMaxDecodedChunkBytes ||
+      chunk.inner_offset > std::numeric_limits<uint64_t>::max() - chunk.size) {
+    return Status::Corrupt(where() + ": absurd chunk size " + std::to_string(chunk.size));
+  }
+  if (compressed.size() != chunk.blob_length) {
+    return Status::Corrupt(where() + ": got " + std::to_string(compressed.size()) +
+                           " compressed bytes, expected " + std::to_string(chunk.blob_length));
+  }
+  std::string out;
+  const uint64_t begin = chunk.inner_offset;
+  const uint64_t end = chunk.inner_offset + chunk.size;
+  Status s;
+  if (IsZerosChunk(chunk)) {
+    if (format != LayerFormat::kZstdChunked) {
+      return Status::Corrupt(where() + ": chunk without compressed bytes");
+    }
+    out.assign(chunk.size, '\0');
+  } else {
+    out.reserve(static_cast<size_t>(chunk.size));
+    switch (format) {
+      case LayerFormat::kEstargz:
+        s = GunzipRange(compressed, begin, end, &out);
+        break;
+      case LayerFormat::kZstdChunked:
+        s = UnzstdRange(compressed, begin, end, &out);
+        break;
+      case LayerFormat::kTar:
+        if (end > compressed.size()) {
+          s = Status::Corrupt("stored chunk shorter than its size");
+        } else {
+          out.assign(compressed.substr(begin, chunk.size));
+        }
+        break;
+      case LayerFormat::kTarGzip:
+      case LayerFormat::kTarZstd:
+        return Status::Unsupported(where() + ": layer format has no per-chunk compressed ranges");
+    }
+  }
+  if (!s.ok()) return s.WithContext(where());
+  if (!chunk.digest.empty()) {
+    Status v = chunk.digest.Verify(out);
+    if (!v.ok()) return Status::Corrupt(where() + ": chunk digest mismatch: " + v.message());
+  }
+  return out;
+}
+
+std::vector<CoalescedRead> CoalesceChunkReads(const std::vector<Chunk>& chunks,
+                                              uint64_t max_gap_bytes) {
+  std::vector<CoalescedRead> reads;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const Chunk& c = chunks[i];
+    if (IsZerosChunk(c) || c.blob_length == 0) continue;
+    if (!reads.empty()) {
+      CoalescedRead& cur = reads.back();
+      uint64_t cur_end = cur.range.end();
+      if (c.blob_offset >= cur.range.offset &&
+          (c.blob_offset <= cur_end || c.blob_offset - cur_end <= max_gap_bytes)) {
+        cur.range.length = std::max(cur_end, c.blob_offset + c.blob_length) - cur.range.offset;
+        cur.chunks.push_back(i);
+        continue;
+      }
+    }
+    reads.push_back(CoalescedRead{{c.blob_offset, c.blob_length}, {i}});
+  }
+  return reads;
+}
+
+std::string_view SliceChunk(const CoalescedRead& read, std::string_view read_bytes,
+                            const Chunk& c) {
+  uint64_t from = c.blob_offset - read.range.offset;
+  if (from >= read_bytes.size()) return {};
+  return read_bytes.substr(static_cast<size_t>(from), static_cast<size_t>(c.blob_length));
+}
+
+Result<std::vector<std::string>> ReadChunks(registry::BlobSource& source, const LayerIndex& index,
+                                            const std::vector<uint32_t>& chunk_ids,
+                                            uint64_t max_gap_bytes) {
+  std::vector<size_t> order(chunk_ids.size());
+  std::iota(order.begin(), order.end(), 0);
+  for (uint32_t id : chunk_ids) {
+    if (id >= index.chunks.size()) {
+      return Status::InvalidArgument("chunk " + std::to_string(id) + " not in the layer index");
+    }
+  }
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return index.chunks[chunk_ids[a]].blob_offset < index.chunks[chunk_ids[b]].blob_offset;
+  });
+  std::vector<Chunk> sorted;
+  sorted.reserve(order.size());
+  for (size_t k : order) sorted.push_back(index.chunks[chunk_ids[k]]);
+  std::vector<std::string> out(chunk_ids.size());
+  std::vector<bool> done(chunk_ids.size(), false);
+  for (const CoalescedRead& read : CoalesceChunkReads(sorted, max_gap_bytes)) {
+    IMGFS_ASSIGN_OR_RETURN(std::string bytes, source.ReadBlobRange(index.layer_digest, read.range));
+    for (size_t pos : read.chunks) {
+      size_t k = order[pos];
+      Result<std::string> data =
+          DecodeChunk(index.format, sorted[pos], SliceChunk(read, bytes, sorted[pos]),
+                      index.layer_digest, FileOfChunk(index, chunk_ids[k]));
+      if (!data.has_value()) return data.error();
+      out[k] = std::move(*data);
+      done[k] = true;
+    }
+  }
+  for (size_t pos = 0; pos < sorted.size(); ++pos) {
+    size_t k = order[pos];
+    if (done[k]) continue;
+    Result<std::string> data = DecodeChunk(index.format, sorted[pos], {}, index.layer_digest,
+                                           FileOfChunk(index, chunk_ids[k]));
+    if (!data.has_value()) return data.error();
+    out[k] = std::move(*data);
+  }
+  return out;
+}
+
+}  // namespace imgfs::fs
