@@ -411,6 +411,7 @@ Result<LayerIndex> LoadOrBuildIndex(cache::IndexStore& store, const std::string&
   if (bytes.has_value()) {
     Result<LayerIndex> index = LayerIndex::Decode(*bytes);
     if (index.has_value() && index->layer_digest == options.expected_digest &&
+        (options.expected_diff_id.empty() || index->diff_id == options.expected_diff_id) &&
         index->chunk_size == options.chunk_size_bytes &&
         (index->format == LayerFormat::kTar || index->checkpoint_span == options.span_bytes)) {
       return index;

@@ -94,7 +94,8 @@ class IndexBuilder {
 
 // The index of the layer `options.expected_digest` (REQUIRED: not empty) whose blob is the
 // local file `blob_path`: loaded from `store` when present and decodable, otherwise built
-// from the blob and saved (a stale or damaged index is rebuilt and replaced).
+// from the blob and saved (a stale or damaged index, or one built with other options or for
+// another diff_id, is rebuilt and replaced).
 Result<LayerIndex> LoadOrBuildIndex(cache::IndexStore& store, const std::string& blob_path,
                                     std::string_view media_type, const IndexOptions& options);
 
