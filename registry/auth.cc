@@ -260,6 +260,8 @@ Authenticator::Clock::time_point Authenticator::Now() const {
 }
 
 std::string Authenticator::Host(const std::string& realm_url) const {
+  // Docker Hub's API host is registry-1.docker.io; users log in to "docker.io".
+  if (NormalizeRegistryHost(registry_host_) == "docker.io") return "docker.io";
   if (!registry_host_.empty()) return registry_host_;
   std::string host = UrlHostPort(realm_url);
   return host.empty() ? "the registry" : host;

@@ -389,6 +389,13 @@ TEST(AuthenticatorTest, BasicChallenge) {
   EXPECT_EQ(again.message(), std::string("unauthorized: wrong username or password for ") + kHost);
 }
 
+TEST(AuthenticatorTest, DockerHubIsNamedAsUsersLogIn) {
+  HttpClient http;
+  Authenticator auth(&http, std::nullopt, {}, "registry-1.docker.io");
+  Status s = auth.OnChallenge({R"(Basic realm="hub")"}, kScope, "");
+  EXPECT_EQ(s.message(), "authentication required: run `imgfs login docker.io`");
+}
+
 TEST(AuthenticatorTest, BearerPreferredOverBasic) {
   TokenServer server;
   HttpClient http;
