@@ -188,25 +188,25 @@ Result<std::vector<std::string>> ReadChunks(registry::BlobSource& source, const 
   for (size_t k : order) sorted.push_back(index.chunks[chunk_ids[k]]);
   std::vector<std::string> out(chunk_ids.size());
   std::vector<bool> done(chunk_ids.size(), false);
+  // The file name costs a scan of the entries: it is looked up only for an error message.
+  auto decode = [&](size_t pos, std::string_view compressed) -> Result<std::string> {
+    Result<std::string> data =
+        DecodeChunk(index.format, sorted[pos], compressed, index.layer_digest, "");
+    if (data.has_value()) return data;
+    return DecodeChunk(index.format, sorted[pos], compressed, index.layer_digest,
+                       FileOfChunk(index, chunk_ids[order[pos]]))
+        .error();
+  };
   for (const CoalescedRead& read : CoalesceChunkReads(sorted, max_gap_bytes)) {
     IMGFS_ASSIGN_OR_RETURN(std::string bytes, source.ReadBlobRange(index.layer_digest, read.range));
     for (size_t pos : read.chunks) {
-      size_t k = order[pos];
-      Result<std::string> data =
-          DecodeChunk(index.format, sorted[pos], SliceChunk(read, bytes, sorted[pos]),
-                      index.layer_digest, FileOfChunk(index, chunk_ids[k]));
-      if (!data.has_value()) return data.error();
-      out[k] = std::move(*data);
-      done[k] = true;
+      IMGFS_ASSIGN_OR_RETURN(out[order[pos]], decode(pos, SliceChunk(read, bytes, sorted[pos])));
+      done[order[pos]] = true;
     }
   }
   for (size_t pos = 0; pos < sorted.size(); ++pos) {
-    size_t k = order[pos];
-    if (done[k]) continue;
-    Result<std::string> data = DecodeChunk(index.format, sorted[pos], {}, index.layer_digest,
-                                           FileOfChunk(index, chunk_ids[k]));
-    if (!data.has_value()) return data.error();
-    out[k] = std::move(*data);
+    if (done[order[pos]]) continue;
+    IMGFS_ASSIGN_OR_RETURN(out[order[pos]], decode(pos, {}));
   }
   return out;
 }

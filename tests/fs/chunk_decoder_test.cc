@@ -15,6 +15,60 @@ namespace {
 
 using registry::Digest;
 
+class MemoryBlob : public registry::BlobSource {
+ public:
+  explicit MemoryBlob(std::string blob) : blob_(std::move(blob)) {}
+  Result<registry::FetchedManifest> GetManifest(std::string_view) override {
+    return Status::NotFound("no manifests");
+  }
+  Status FetchBlob(const Digest&, int64_t, const registry::BlobSink& sink) override {
+    return sink(blob_);
+  }
+  Result<std::string> ReadBlobRange(const Digest&, ByteRange r) override {
+    ++reads;
+    if (r.offset >= blob_.size()) return std::string();
+    return blob_.substr(r.offset, r.length);
+  }
+  Result<std::vector<std::string>> ListTags() override { return Status::Unsupported("no"); }
+  std::string Describe() const override { return "memory"; }
+  int reads = 0;
+
+ private:
+  std::string blob_;
+};
+
+TEST(ChunkDecoder, ReadChunksSplitsOneReadAndNamesTheFileOnMismatch) {
+  // Two zstd frames back to back, one zeros chunk between them.
+  std::string a = testing::Zstd("first part ");
+  std::string b = testing::Zstd("second part");
+  LayerIndex index;
+  index.layer_digest = Digest::Sha256Of("blob");
+  index.format = LayerFormat::kZstdChunked;
+  FileEntry f;
+  f.path = "dir/file";
+  f.size = 11 + 4 + 11;
+  f.chunk_count = 3;
+  index.entries.push_back(f);
+  Chunk c0{0, 11, Digest::Sha256Of("first part "), 0, a.size(), 0};
+  Chunk zeros{11, 4, Digest::Sha256Of(std::string(4, '\0')), 0, 0, 0};
+  Chunk c2{15, 11, Digest::Sha256Of("second part"), a.size(), b.size(), 0};
+  index.chunks = {c0, zeros, c2};
+  MemoryBlob blob(a + b);
+  auto got = ReadChunks(blob, index, {2, 1, 0});
+  ASSERT_TRUE(got.has_value()) << got.error().ToString();
+  EXPECT_EQ(blob.reads, 1);
+  EXPECT_EQ((*got)[0], "second part");
+  EXPECT_EQ((*got)[1], std::string(4, '\0'));
+  EXPECT_EQ((*got)[2], "first part ");
+
+  index.chunks[2].digest = Digest::Sha256Of("other");
+  auto bad = ReadChunks(blob, index, {0, 1, 2});
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().code(), StatusCode::kCorrupt);
+  EXPECT_NE(bad.error().message().find("dir/file"), std::string::npos) << bad.error().ToString();
+  EXPECT_EQ(ReadChunks(blob, index, {7}).error().code(), StatusCode::kInvalidArgument);
+}
+
 TEST(ChunkDecoder, ZerosTarAndDigestMismatch) {
   Digest layer = Digest::Sha256Of("layer");
   Chunk zeros;
