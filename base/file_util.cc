@@ -2,12 +2,14 @@
 #include "base/file_util.h"
 
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <cstring>
 #include <filesystem>
-#include <random>
 #include <system_error>
 
 namespace imgfs {
@@ -20,12 +22,22 @@ std::string Dirname(const std::string& path) {
   return path.substr(0, slash);
 }
 
+// A random suffix from getrandom(2): unlike a PRNG seeded once, it differs in processes
+// forked from one parent, so two of them writing the same path never share a temp name.
 std::string TempSuffix() {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
   static const char kHex[] = "0123456789abcdef";
+  unsigned char bytes[8] = {};
+  if (getrandom(bytes, sizeof(bytes), 0) != static_cast<ssize_t>(sizeof(bytes))) {
+    uint64_t fallback =
+        static_cast<uint64_t>(getpid()) << 32 ^
+        static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+    std::memcpy(bytes, &fallback, sizeof(bytes));
+  }
   std::string s = ".tmp-";
-  uint64_t v = rng();
-  for (int i = 0; i < 12; ++i) s += kHex[(v >> (i * 4)) & 0xf];
+  for (unsigned char b : bytes) {
+    s += kHex[b >> 4];
+    s += kHex[b & 0xf];
+  }
   return s;
 }
 

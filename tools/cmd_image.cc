@@ -9,13 +9,16 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "cache/images.h"
+#include "cache/leases.h"
 #include "cache/store.h"
 #include "fs/pull.h"
+#include "fs/session.h"
 #include "registry/manifest.h"
 #include "tools/cli.h"
 
@@ -266,6 +269,29 @@ constexpr std::string_view kImageUsage =
     "  inspect   Show details of images\n"
     "  rm        Remove images (also: remove)";
 
+// `rm -f`: unmounts every live mount of the image `text` names and waits (bounded) for the
+// daemons to exit, so their leases no longer pin it. Failures are reported, not fatal.
+void UnmountImage(const cache::Store& store, const std::string& text) {
+  Result<cache::ResolvedImage> image = cache::ResolveImage(store, text);
+  if (!image.has_value()) return;
+  Result<std::vector<cache::LeaseInfo>> leases = cache::ListLiveLeases(store);
+  if (!leases.has_value()) return;
+  for (const cache::LeaseInfo& lease : *leases) {
+    if (lease.manifest != image->manifest.digest) continue;
+    Status st = fs::Unmount(lease.mountpoint, /*lazy=*/true);
+    if (!st.ok()) {
+      std::cerr << "imgfs: unmounting " << lease.mountpoint << ": " << st.ToString() << std::endl;
+      continue;
+    }
+    std::cout << "Unmounted: " << lease.mountpoint << "\n";
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (cache::ProcessIsAlive(lease.pid, lease.pid_start) &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+}
+
 }  // namespace
 
 int RunPull(CommandContext& ctx) {
@@ -434,7 +460,7 @@ int RunInspect(CommandContext& ctx) {
 
 int RunRemove(CommandContext& ctx) {
   static const std::vector<OptionSpec> specs = {
-      {"force", 'f', false, "", "remove an image with several tags, or one in use by a mount"},
+      {"force", 'f', false, "", "remove an image with several tags; unmount its mounts first"},
   };
   ParsedArgs args;
   int code = kExitOk;
@@ -448,6 +474,7 @@ int RunRemove(CommandContext& ctx) {
   bool force = args.Has("force");
   int rc = kExitOk;
   for (const std::string& text : args.positional()) {
+    if (force) UnmountImage(**store, text);
     Result<cache::RemoveReport> report = cache::RemoveImage(**store, text, force);
     if (!report.has_value()) {
       Status err = report.error();

@@ -2,6 +2,7 @@
 //
 // To add a command: define `int RunX(CommandContext&)` in a tools/cmd_*.cc file, declare it
 // in tools/cli.h and add one row to the table below.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -89,6 +90,15 @@ int Main(int argc, char** argv) {
   for (const Command& c : Commands()) {
     if (c.name != ctx.name || c.run == nullptr) continue;
     return c.run(ctx);
+  }
+  // mount(8) form: `mount -t fuse.imgfs IMAGE DIR -o OPTS` runs mount.fuse3, which runs
+  // `imgfs IMAGE DIR -o OPTS`: an unknown first word followed by a directory means mount.
+  struct stat st {};
+  if (RunMount != nullptr && !ctx.args.empty() && stat(ctx.args[0].c_str(), &st) == 0 &&
+      S_ISDIR(st.st_mode)) {
+    ctx.args.insert(ctx.args.begin(), ctx.name);
+    ctx.name = "mount";
+    return RunMount(ctx);
   }
   std::cerr << "imgfs: unknown command \"" << ctx.name << "\"\nSee 'imgfs --help'." << std::endl;
   return kExitUsage;

@@ -24,6 +24,7 @@
 
 #include "base/file_util.h"
 #include "tests/support/image_builder.h"
+#include "tests/support/registry_server.h"
 #include "tests/support/tree_compare.h"
 
 namespace imgfs::testing {
@@ -264,6 +265,17 @@ TEST_F(MountTest, RemoveIsRefusedWhileMountedAndLeaseIsReleased) {
   EXPECT_EQ(rm.exit_code, 0) << rm.Describe();
 }
 
+TEST_F(MountTest, ForcedRemoveUnmountsFirst) {
+  MountOrDie("oci:" + kFixtures + "/tiny-gzip:latest");
+  ProcessResult rm = Imgfs({"rm", "-f", "localhost/tiny-gzip:latest"});
+  EXPECT_EQ(rm.exit_code, 0) << rm.Describe();
+  EXPECT_NE(rm.out.find("Unmounted: " + Mnt()), std::string::npos) << rm.Describe();
+  EXPECT_FALSE(IsMounted(Mnt()));
+  EXPECT_EQ(DaemonPid(), 0);
+  ProcessResult images = Imgfs({"images", "-q"});
+  EXPECT_EQ(images.out, "") << images.Describe();
+}
+
 TEST_F(MountTest, SigtermUnmountsCleanly) {
   MountOrDie("oci:" + kFixtures + "/tiny-gzip:latest");
   pid_t pid = DaemonPid();
@@ -338,6 +350,45 @@ TEST_F(MountTest, MountCommandAndFstabLine) {
   ASSERT_EQ(r.exit_code, 0) << r.Describe() << "\nstdout: " << r.out;
   EXPECT_NE(r.out.find("ID=tiny"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("root:x:0:0"), std::string::npos) << r.out;
+}
+
+TEST_F(MountTest, MountFromARegistryPullsFirstAndReusesTheIndex) {
+  auto reg = RegistryServer::Start();
+  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+  ASSERT_TRUE((*reg)->PushOciLayout(kFixtures + "/tiny-zstd", "latest", "demo/app:1.0").ok());
+  const std::string ref = (*reg)->host_port() + "/demo/app:1.0";
+  MountOrDie(ref);  // not in the store: pulled, indexed, mounted
+  EXPECT_NE(ReadAll(Mnt() + "/etc/os-release").find("ID=tiny"), std::string::npos);
+  ProcessResult images = Imgfs({"images", "--format", "{{.Repository}}:{{.Tag}}"});
+  EXPECT_NE(images.out.find("demo/app:1.0"), std::string::npos) << images.Describe();
+  Umount();
+  // The layer indexes are in the store: a second mount does not index again (and works with
+  // the registry gone).
+  std::vector<std::string> indexes = ListFilesRecursive(Root() + "/indexes");
+  EXPECT_EQ(indexes.size(), 3u);
+  reg->reset();
+  MountOrDie(ref);
+  EXPECT_NE(ReadAll(Mnt() + "/etc/passwd").find("root:"), std::string::npos);
+  EXPECT_EQ(ListFilesRecursive(Root() + "/indexes"), indexes);
+  Umount();
+}
+
+TEST_F(MountTest, CorruptStoredIndexIsRebuiltNotTrusted) {
+  MountOrDie("oci:" + kFixtures + "/tiny-gzip:latest");
+  Umount();
+  std::vector<std::string> indexes = ListFilesRecursive(Root() + "/indexes");
+  ASSERT_FALSE(indexes.empty());
+  for (const std::string& f : indexes) {
+    ASSERT_TRUE(WriteFileAtomic(Root() + "/indexes/" + f, "garbage").ok());
+  }
+  MountOrDie("localhost/tiny-gzip:latest");
+  const UmociOracle& oracle = UmociOracle::Get();
+  ASSERT_TRUE(oracle.error().empty()) << oracle.error();
+  EXPECT_EQ(ReadAll(Mnt() + "/data/random.bin"), ReadAll(oracle.rootfs() + "/data/random.bin"));
+  Umount();
+  for (const std::string& f : indexes) {
+    EXPECT_NE(ReadAll(Root() + "/indexes/" + f), "garbage") << f << " was not rebuilt";
+  }
 }
 
 TEST_F(MountTest, BadImagesFailBeforeMountingWithAClearMessage) {
