@@ -37,10 +37,16 @@ using imgfs::testing::RegistryServer;
 using imgfs::testing::RegistryServerOptions;
 using Clock = std::chrono::steady_clock;
 
-// The shared fixtures made by real tools (see their README.md); IMGFS_FIXTURES_DIR overrides.
+// The shared fixtures made by real tools (see their README.md): $IMGFS_FIXTURES_DIR, else
+// the directory CMake names.
 std::string FixturesDir() {
   const char* dir = std::getenv("IMGFS_FIXTURES_DIR");  // NOLINT(concurrency-mt-unsafe)
-  return dir != nullptr && *dir != '\0' ? dir : "/work/shared/fixtures";
+  if (dir != nullptr && *dir != '\0') return dir;
+#ifdef IMGFS_FIXTURES_DIR
+  return IMGFS_FIXTURES_DIR;
+#else
+  return "/work/shared/fixtures";
+#endif
 }
 
 RemoteSourceOptions FastOptions() {
