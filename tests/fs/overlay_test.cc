@@ -445,9 +445,14 @@ std::vector<std::string> ListTree(const NodeTable& t) {
   return out;
 }
 
-const char* FixturesDir() {
-  const char* env = std::getenv("IMGFS_FIXTURES");
-  return env != nullptr ? env : "/work/shared/fixtures";
+// The shared fixtures made by real tools: $IMGFS_FIXTURES_DIR, else beside the repository,
+// else /work/shared/fixtures.
+std::string FixturesDir() {
+  const char* env = std::getenv("IMGFS_FIXTURES_DIR");  // NOLINT(concurrency-mt-unsafe)
+  if (env != nullptr && *env != '\0') return env;
+  std::string beside = std::string(IMGFS_SOURCE_DIR) + "/../shared/fixtures";
+  if (access((beside + "/README.md").c_str(), F_OK) == 0) return beside;
+  return "/work/shared/fixtures";
 }
 
 std::vector<std::string> ExpectedTiny() {
