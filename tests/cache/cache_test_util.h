@@ -21,7 +21,7 @@
 
 namespace imgfs::cache::testing {
 
-inline constexpr char kFixtures[] = "/work/shared/fixtures";
+inline constexpr char kFixtures[] = IMGFS_FIXTURES_DIR;
 inline constexpr char kTinyManifest[] =
     "sha256:1fb51b9d896f2a83747de477a0e885a04b169111076bf13b7b3a4a718f37e229";
 

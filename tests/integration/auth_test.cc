@@ -30,11 +30,8 @@ constexpr char kRepo[] = "demo/app";
 constexpr char kUser[] = "alice";
 constexpr char kPassword[] = "s3cret-pass";
 
-// The shared fixtures made by real tools: /work/shared/fixtures, or beside the repository.
-std::string FixturesDir() {
-  std::string beside = std::string(IMGFS_SOURCE_DIR) + "/../shared/fixtures";
-  return access(beside.c_str(), R_OK) == 0 ? beside : "/work/shared/fixtures";
-}
+// The shared fixtures made by real tools, beside the repository (../shared/fixtures).
+std::string FixturesDir() { return IMGFS_FIXTURES_DIR; }
 
 class AuthIntegrationTest : public ::testing::Test {
  protected:

@@ -33,7 +33,7 @@ using nlohmann::json;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-constexpr const char* kFixtures = "/work/shared/fixtures";
+constexpr const char* kFixtures = IMGFS_FIXTURES_DIR;
 
 std::string FixturesDir() {
   // The shared fixtures live beside the repository (../shared/fixtures) on CI.

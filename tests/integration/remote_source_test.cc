@@ -42,11 +42,7 @@ using Clock = std::chrono::steady_clock;
 std::string FixturesDir() {
   const char* dir = std::getenv("IMGFS_FIXTURES_DIR");  // NOLINT(concurrency-mt-unsafe)
   if (dir != nullptr && *dir != '\0') return dir;
-#ifdef IMGFS_FIXTURES_DIR
   return IMGFS_FIXTURES_DIR;
-#else
-  return "/work/shared/fixtures";
-#endif
 }
 
 RemoteSourceOptions FastOptions() {
