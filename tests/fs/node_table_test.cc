@@ -252,12 +252,12 @@ TEST(NodeTable, HundredThousandFilesCostTensOfMegabytes) {
 
 TEST(NodeTable, ConcurrentReadersSeeTheSameTree) {
   LayerIndex layer = BigLayer();
-  layer.entries.resize(20200);
+  layer.entries.resize(10100);
   const LayerIndex* layers[] = {&layer};
   Result<NodeTable> merged = MergeLayers(layers);
   ASSERT_TRUE(merged.has_value());
   const NodeTable& t = *merged;
-  constexpr int kThreads = 8;
+  constexpr int kThreads = 4;
   std::vector<uint64_t> found(kThreads, 0);
   std::vector<std::thread> threads;
   for (int i = 0; i < kThreads; ++i) {
@@ -283,7 +283,7 @@ TEST(NodeTable, ConcurrentReadersSeeTheSameTree) {
     });
   }
   for (auto& th : threads) th.join();
-  for (int i = 0; i < kThreads; ++i) EXPECT_EQ(found[i], 20000u) << "thread " << i;
+  for (int i = 0; i < kThreads; ++i) EXPECT_EQ(found[i], 10000u) << "thread " << i;
 }
 
 }  // namespace

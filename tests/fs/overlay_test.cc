@@ -992,7 +992,7 @@ TEST(OverlayReferenceModel, RandomStacksMatchNaiveUnpack) {
                             : static_cast<uint32_t>(std::random_device()());
   std::printf("overlay reference model seed: %u (IMGFS_OVERLAY_SEED=%u to repeat)\n", seed, seed);
   std::mt19937 rng(seed);
-  constexpr int kStacks = 150;
+  constexpr int kStacks = 100;
   for (int s = 0; s < kStacks; ++s) {
     SCOPED_TRACE("seed " + std::to_string(seed) + " stack " + std::to_string(s));
     std::vector<LayerIndex> layers;
