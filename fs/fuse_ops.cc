@@ -89,6 +89,10 @@ void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
         fuse_reply_entry(req, &e);
         return;
       }
+      if (st.error().code() == StatusCode::kInvalidArgument) {
+        fuse_reply_err(req, ENOTDIR);  // the parent is not a directory
+        return;
+      }
       return ReplyError(req, "lookup", parent, st.error());
     }
     fuse_entry_param e = EntryFor(*st);

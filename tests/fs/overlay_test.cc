@@ -445,14 +445,11 @@ std::vector<std::string> ListTree(const NodeTable& t) {
   return out;
 }
 
-// The shared fixtures made by real tools: $IMGFS_FIXTURES_DIR, else beside the repository,
-// else /work/shared/fixtures.
+// The shared fixtures made by real tools: $IMGFS_FIXTURES_DIR, else beside the repository.
 std::string FixturesDir() {
   const char* env = std::getenv("IMGFS_FIXTURES_DIR");  // NOLINT(concurrency-mt-unsafe)
   if (env != nullptr && *env != '\0') return env;
-  std::string beside = std::string(IMGFS_SOURCE_DIR) + "/../shared/fixtures";
-  if (access((beside + "/README.md").c_str(), F_OK) == 0) return beside;
-  return "/work/shared/fixtures";
+  return IMGFS_FIXTURES_DIR;
 }
 
 std::vector<std::string> ExpectedTiny() {
@@ -474,7 +471,7 @@ std::vector<std::string> ExpectedTiny() {
   return out;
 }
 
-// The three layers of `tiny` as /work/shared/fixtures/README.md describes them.
+// The three layers of `tiny` as ../shared/fixtures/README.md describes them.
 std::vector<LayerIndex> TinyLayers() {
   const int64_t os_release = ParseTime("2001-02-03T04:05:06Z");
   std::vector<FileEntry> l1 = {
