@@ -4,10 +4,12 @@
 #ifndef IMGFS_TESTS_FS_LAYER_TEST_UTIL_H_
 #define IMGFS_TESTS_FS_LAYER_TEST_UTIL_H_
 
+#include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -20,7 +22,17 @@
 
 namespace imgfs::fs::testing {
 
-inline const std::string kFixtures = "/work/shared/fixtures";
+// The shared fixtures made by real tools: $IMGFS_FIXTURES_DIR, else beside the repository,
+// else /work/shared/fixtures.
+inline std::string FixturesDir() {
+  const char* env = std::getenv("IMGFS_FIXTURES_DIR");  // NOLINT(concurrency-mt-unsafe)
+  if (env != nullptr && *env != '\0') return env;
+  std::string beside = std::string(IMGFS_SOURCE_DIR) + "/../shared/fixtures";
+  if (access((beside + "/README.md").c_str(), F_OK) == 0) return beside;
+  return "/work/shared/fixtures";
+}
+
+inline const std::string kFixtures = FixturesDir();
 
 inline std::string ReadWhole(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
