@@ -1,5 +1,5 @@
 // imgfs — helpers for the fs/layer tests: the real image fixtures (OCI layouts made by umoci
-// and skopeo, see /work/shared/fixtures/README.md), a minimal ustar writer and in-memory
+// and skopeo, see ../shared/fixtures/README.md), a minimal ustar writer and in-memory
 // gzip/zstd compressors for generated layers.
 #ifndef IMGFS_TESTS_FS_LAYER_TEST_UTIL_H_
 #define IMGFS_TESTS_FS_LAYER_TEST_UTIL_H_
@@ -22,14 +22,11 @@
 
 namespace imgfs::fs::testing {
 
-// The shared fixtures made by real tools: $IMGFS_FIXTURES_DIR, else beside the repository,
-// else /work/shared/fixtures.
+// The shared fixtures made by real tools: $IMGFS_FIXTURES_DIR, else beside the repository.
 inline std::string FixturesDir() {
   const char* env = std::getenv("IMGFS_FIXTURES_DIR");  // NOLINT(concurrency-mt-unsafe)
   if (env != nullptr && *env != '\0') return env;
-  std::string beside = std::string(IMGFS_SOURCE_DIR) + "/../shared/fixtures";
-  if (access((beside + "/README.md").c_str(), F_OK) == 0) return beside;
-  return "/work/shared/fixtures";
+  return IMGFS_FIXTURES_DIR;
 }
 
 inline const std::string kFixtures = FixturesDir();

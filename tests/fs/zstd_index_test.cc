@@ -90,7 +90,7 @@ TEST(ZstdIndexTest, TruncatedAndCorruptStreams) {
 TEST(ZstdIndexTest, DecodesZstdChunkedFixtureLayersToTheirDiffIds) {
   // zstd:chunked layers: many frames plus skippable frames holding the TOC and footer.
   auto layers = testing::FixtureLayers(testing::kFixtures + "/tiny-zstdchunked");
-  ASSERT_EQ(layers.size(), 3u) << "fixture missing: /work/shared/fixtures/tiny-zstdchunked";
+  ASSERT_EQ(layers.size(), 3u) << "fixture missing: tiny-zstdchunked";
   for (const auto& l : layers) {
     std::string blob = testing::ReadWhole(l.path);
     CheckpointRecorder rec(256 << 10);
