@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
 done
 
 scripts/setup.sh >/dev/null
-scripts/build.sh plain >/dev/null
+scripts/build.sh plain imgfs >/dev/null
 imgfs=$repo/build/plain/tools/imgfs
 [ "$(id -u)" -eq 0 ] || { echo "bench.sh needs root (mounts)" >&2; exit 1; }
 
