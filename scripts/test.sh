@@ -57,7 +57,11 @@ for config in "${configs[@]}"; do
     fuzz)
       if [ ! -d build/asan ]; then scripts/build.sh asan >/dev/null || true; fi
       shopt -s nullglob
-      for bin in build/asan/tests/*_fuzz; do
+      fuzzers=(build/asan/tests/*_fuzz)
+      if [ ${#fuzzers[@]} -eq 0 ]; then
+        failed=$((failed + 1)); failures+=("fuzz: no fuzz targets were built")
+      fi
+      for bin in "${fuzzers[@]}"; do
         name=$(basename "$bin" _fuzz)
         corpus=tests/fuzz/corpus/$name
         work=$(mktemp -d)

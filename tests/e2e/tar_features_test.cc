@@ -196,6 +196,13 @@ TEST(TarFeaturesTest, MountEqualsUmociUnpack) {
       {"umoci", "unpack", "--image", dir.Sub("layout") + ":features", dir.Sub("bundle")});
   ASSERT_EQ(unpack.exit_code, 0) << unpack.Describe();
   ASSERT_TRUE(MakeDirs(dir.Sub("mnt")).ok());
+  // However the test ends, nothing stays mounted (the TempDir is removed after this runs).
+  struct UnmountGuard {
+    std::string dir;
+    ~UnmountGuard() {
+      if (IsMounted(dir)) RunProcess({"umount", "-l", dir});
+    }
+  } guard{dir.Sub("mnt")};
   ProcessResult mount =
       RunProcess({kImgfs, "mount", "oci:" + dir.Sub("layout") + ":features", dir.Sub("mnt")},
                  {"IMGFS_ROOT=" + dir.Sub("store")});

@@ -171,13 +171,13 @@ TEST_F(AuthIntegrationTest, TokensAreCachedAcrossRequests) {
 }
 
 TEST_F(AuthIntegrationTest, ExpiringTokensAreRefreshed) {
-  tokens_->SetExpiresIn(2);  // refreshed after 80 %: 1.6 s
+  tokens_->SetExpiresIn(5);  // refreshed after 80 %: 4 s
   std::unique_ptr<RemoteSource> source = Source(Credential{kUser, kPassword, ""});
   const int before = tokens_->token_requests();
   ASSERT_TRUE(source->GetManifest("1").has_value());
   ASSERT_TRUE(source->GetManifest("1").has_value());
   EXPECT_EQ(tokens_->token_requests() - before, 1);
-  std::this_thread::sleep_for(std::chrono::milliseconds(1800));
+  std::this_thread::sleep_for(std::chrono::milliseconds(4200));
   Result<FetchedManifest> manifest = source->GetManifest("1");
   ASSERT_TRUE(manifest.has_value()) << manifest.error().ToString();
   EXPECT_EQ(tokens_->token_requests() - before, 2);

@@ -3,6 +3,7 @@
 // and every bad input giving a one-line error, a non-zero exit and an untouched store.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -88,16 +89,26 @@ class Registry {
         << "  delete:\n    enabled: true\n"
         << "http:\n  addr: 127.0.0.1:" << port_ << "\n"
         << auth;
+    // Everything the child needs is prepared before fork (no allocation after it).
+    const std::string log_path = dir_ + "/registry.log";
+    const std::string config_path = dir_ + "/config.yml";
     pid_ = fork();
     if (pid_ == 0) {
-      int log = open((dir_ + "/registry.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      prctl(PR_SET_PDEATHSIG, SIGTERM);  // no registry outlives a crashed test binary
+      int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       dup2(log, 1);
       dup2(log, 2);
-      execl("/usr/bin/docker-registry", "docker-registry", "serve", (dir_ + "/config.yml").c_str(),
+      execl("/usr/bin/docker-registry", "docker-registry", "serve", config_path.c_str(),
             static_cast<char*>(nullptr));
       _exit(127);
     }
-    for (int i = 0; i < 200 && !PortAnswers(port_); ++i) {
+    // Up to 30 s (a loaded sanitizer run starts slowly); stop early if the registry died.
+    for (int i = 0; i < 600 && !PortAnswers(port_); ++i) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        break;
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }

@@ -197,8 +197,8 @@ TEST(RemoteSourceFaultTest, HonoursRetryAfterUpToTheCap) {
   const auto elapsed = Clock::now() - start;
   ASSERT_TRUE(m.has_value()) << m.error().ToString();
   EXPECT_EQ(calls.load(), 2);
-  EXPECT_GE(elapsed, std::chrono::milliseconds(390));  // not the 10 ms base backoff
-  EXPECT_LT(elapsed, std::chrono::milliseconds(950));  // capped below Retry-After
+  EXPECT_GE(elapsed, std::chrono::milliseconds(390));   // not the 10 ms base backoff
+  EXPECT_LT(elapsed, std::chrono::milliseconds(2000));  // capped: far below Retry-After
 }
 
 TEST(RemoteSourceFaultTest, BrokenDownloadResumesWithRange) {

@@ -288,7 +288,7 @@ TEST(HttpClientTest, SlowResponseTimesOut) {
   ASSERT_FALSE(resp.has_value());
   EXPECT_EQ(resp.error().code(), StatusCode::kUnavailable);
   EXPECT_NE(resp.error().message().find("timed out"), std::string::npos);
-  EXPECT_LT(elapsed, std::chrono::milliseconds(650));
+  EXPECT_LT(elapsed, std::chrono::milliseconds(1500));  // well before the server answers
 }
 
 TEST(HttpClientTest, OversizedCollectedBodyIsCorrupt) {
