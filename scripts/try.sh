@@ -5,7 +5,7 @@
 #   3. pushes a small demo image to it (the shared `tiny` fixture when ../shared/fixtures
 #      exists beside the repository, else an image built here from busybox-static with umoci);
 #   4. `imgfs pull`s it into a temporary store, then `imgfs images` and `imgfs inspect`;
-#   5. mounts it and lists it (when this build has `imgfs mount`).
+#   5. mounts it, lists it and unmounts it.
 # Everything it starts is stopped, and everything it creates removed, on exit.
 #
 # Usage: scripts/try.sh            (needs root, or sudo, the first time to install packages)
@@ -101,25 +101,19 @@ say "imgfs images"
 say "imgfs inspect $image"
 "$imgfs" --root "$store" inspect "$image"
 
-# ---- mount -----------------------------------------------------------------------------
-# `imgfs mount` / `imgfs umount` come with the FUSE part of imgfs; the demo mounts the image
-# and lists it whenever this build has them.
-if "$imgfs" --help 2>/dev/null | grep -qE '^  mount '; then
-  mountpoint=$work/mnt
-  mkdir -p "$mountpoint"
-  say "imgfs mount $image $mountpoint"
-  "$imgfs" --root "$store" mount "$image" "$mountpoint"
-  say "ls -la $mountpoint"
-  ls -la "$mountpoint"
-  if [ -f "$mountpoint/etc/os-release" ]; then
-    say "cat $mountpoint/etc/os-release"
-    cat "$mountpoint/etc/os-release"
-  fi
-  say "imgfs umount $mountpoint"
-  "$imgfs" --root "$store" umount "$mountpoint"
-else
-  say "imgfs mount is not part of this build yet: skipping the mount step"
+mountpoint=$work/mnt
+mkdir -p "$mountpoint"
+say "imgfs mount $image $mountpoint"
+"$imgfs" --root "$store" mount "$image" "$mountpoint"
+say "ls -la $mountpoint"
+ls -la "$mountpoint"
+if [ -f "$mountpoint/etc/os-release" ]; then
+  say "cat $mountpoint/etc/os-release"
+  cat "$mountpoint/etc/os-release"
 fi
-# ----------------------------------------------------------------------------------------
+say "find $mountpoint | wc -l"
+find "$mountpoint" | wc -l
+say "imgfs umount $mountpoint"
+"$imgfs" --root "$store" umount "$mountpoint"
 
 say "Done: the registry is stopped and $work removed on exit"
