@@ -9,7 +9,9 @@ ImageFilesystem::ImageFilesystem(NodeTable table, std::vector<MountedLayer> laye
     : table_(std::move(table)), layers_(std::move(layers)) {
   for (uint64_t ino = 1; ino <= table_.inode_count(); ++ino) {
     const Node* node = table_.Get(ino);
-    if (node != nullptr && node->type == EntryType::kRegular) total_bytes_ += node->size;
+    if (node == nullptr) continue;
+    if (node->type == EntryType::kRegular) total_bytes_ += node->size;
+    if (node->xattr_count > 0) has_xattrs_ = true;
   }
 }
 

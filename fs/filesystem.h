@@ -44,6 +44,10 @@ class ImageFilesystem {
   ImageFilesystem& operator=(const ImageFilesystem&) = delete;
 
   const NodeTable& table() const { return table_; }
+  // False when no file of the image has an extended attribute: the FUSE adapter then tells
+  // the kernel the filesystem has no xattr support, which spares a round trip per
+  // getxattr(2) (ls -l asks three per file, exec asks for security.capability).
+  bool has_xattrs() const { return has_xattrs_; }
   size_t layer_count() const { return layers_.size(); }
 
   // stat(2) attributes of the name `name` in directory `parent`.
@@ -67,6 +71,7 @@ class ImageFilesystem {
   NodeTable table_;
   std::vector<MountedLayer> layers_;
   uint64_t total_bytes_ = 0;
+  bool has_xattrs_ = false;
   mutable std::atomic<uint64_t> bytes_read_{0};
   mutable std::atomic<uint64_t> read_errors_{0};
 };

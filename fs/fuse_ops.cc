@@ -238,6 +238,10 @@ void Statfs(fuse_req_t req, fuse_ino_t) noexcept {
 
 void Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noexcept {
   Serve(req, "getxattr", [&] {
+    if (!Fs(req).has_xattrs()) {
+      fuse_reply_err(req, ENOSYS);  // the kernel stops asking: EOPNOTSUPP from now on
+      return;
+    }
     Result<std::string_view> value = Fs(req).GetXattr(ino, name);
     if (!value.has_value()) {
       if (value.error().code() == StatusCode::kNotFound) {
@@ -258,6 +262,10 @@ void Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noe
 
 void Listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
   Serve(req, "listxattr", [&] {
+    if (!Fs(req).has_xattrs()) {
+      fuse_reply_err(req, ENOSYS);  // the kernel stops asking: EOPNOTSUPP from now on
+      return;
+    }
     Result<std::vector<std::string_view>> names = Fs(req).ListXattr(ino);
     if (!names.has_value()) return ReplyError(req, "listxattr", ino, names.error());
     std::string list;

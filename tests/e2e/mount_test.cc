@@ -202,6 +202,20 @@ TEST_F(MountTest, AttributesLinksXattrsAndCapabilities) {
   Umount();
 }
 
+TEST_F(MountTest, ImageWithoutXattrsReportsNoXattrSupport) {
+  ImageBuilder builder(dir_.Sub("plain-layout"));
+  Result<BuiltImage> built = builder.Add(SimpleImage({{"hello.txt", "hello\n"}}), "plain");
+  ASSERT_TRUE(built.has_value()) << built.error().ToString();
+  MountOrDie("oci:" + dir_.Sub("plain-layout") + ":plain");
+  char buf[64];
+  EXPECT_EQ(getxattr((Mnt() + "/hello.txt").c_str(), "security.capability", buf, sizeof(buf)), -1);
+  EXPECT_EQ(errno, EOPNOTSUPP);
+  EXPECT_EQ(listxattr((Mnt() + "/hello.txt").c_str(), buf, sizeof(buf)), -1);
+  EXPECT_EQ(errno, EOPNOTSUPP);
+  EXPECT_EQ(ReadAll(Mnt() + "/hello.txt"), "hello\n");
+  Umount();
+}
+
 TEST_F(MountTest, ChrootRunsTheImageShell) {
   MountOrDie("oci:" + kFixtures + "/tiny-gzip:latest");
   ProcessResult r = RunProcess(
