@@ -36,16 +36,6 @@ std::string JsonString(const json& obj, const char* key) {
   return it != obj.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
-std::vector<std::string> JsonStrings(const json& obj, const char* key) {
-  std::vector<std::string> out;
-  auto it = obj.find(key);
-  if (it == obj.end() || !it->is_array()) return out;
-  for (const auto& v : *it) {
-    if (v.is_string()) out.push_back(v.get<std::string>());
-  }
-  return out;
-}
-
 Result<Descriptor> DecodeDescriptor(const json& j) {
   if (!j.is_object()) return Status::Corrupt("descriptor is not an object");
   Descriptor d;
@@ -61,63 +51,19 @@ Result<Descriptor> DecodeDescriptor(const json& j) {
   return d;
 }
 
-// The parts of a manifest the store needs (config and layer descriptors). The stored bytes
-// are verified against `digest` by ReadBlob.
+// The manifest and config of a stored image, decoded by registry/manifest.h. ReadBlob
+// verifies the bytes against `digest`.
 Result<registry::Manifest> LoadManifest(const Store& store, const Digest& digest) {
   IMGFS_ASSIGN_OR_RETURN(std::string bytes, store.ReadBlob(digest));
-  json j = json::parse(bytes, nullptr, false);
-  auto bad = [&digest](const std::string& what) {
-    return Status::Corrupt("manifest " + digest.String() + ": " + what);
-  };
-  if (j.is_discarded() || !j.is_object()) return bad("not a JSON object");
-  if (!j.contains("config") || !j.contains("layers") || !j["layers"].is_array()) {
-    return bad("not an image manifest (no config/layers)");
-  }
-  registry::Manifest m;
-  m.media_type = JsonString(j, "mediaType");
-  auto config = DecodeDescriptor(j["config"]);
-  if (!config.has_value()) return bad("config: " + config.error().message());
-  m.config = std::move(*config);
-  for (const auto& l : j["layers"]) {
-    auto layer = DecodeDescriptor(l);
-    if (!layer.has_value()) return bad("layer: " + layer.error().message());
-    m.layers.push_back(std::move(*layer));
-  }
+  Result<registry::Manifest> m = registry::DecodeManifest(bytes);
+  if (!m.has_value()) return m.error().WithContext("manifest " + digest.String());
   return m;
 }
 
 Result<registry::ImageConfig> LoadConfig(const Store& store, const Digest& digest) {
   IMGFS_ASSIGN_OR_RETURN(std::string bytes, store.ReadBlob(digest));
-  json j = json::parse(bytes, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
-    return Status::Corrupt("image config " + digest.String() + ": not a JSON object");
-  }
-  registry::ImageConfig c;
-  c.created = JsonString(j, "created");
-  c.author = JsonString(j, "author");
-  c.architecture = JsonString(j, "architecture");
-  c.os = JsonString(j, "os");
-  c.variant = JsonString(j, "variant");
-  if (auto it = j.find("config"); it != j.end() && it->is_object()) {
-    const json& cfg = *it;
-    c.env = JsonStrings(cfg, "Env");
-    c.entrypoint = JsonStrings(cfg, "Entrypoint");
-    c.cmd = JsonStrings(cfg, "Cmd");
-    c.working_dir = JsonString(cfg, "WorkingDir");
-    c.user = JsonString(cfg, "User");
-    if (auto lt = cfg.find("Labels"); lt != cfg.end() && lt->is_object()) {
-      for (const auto& [k, v] : lt->items()) {
-        if (v.is_string()) c.labels[k] = v.get<std::string>();
-      }
-    }
-  }
-  if (auto it = j.find("rootfs"); it != j.end() && it->is_object()) {
-    for (const std::string& d : JsonStrings(*it, "diff_ids")) {
-      auto parsed = Digest::Parse(d);
-      if (parsed.has_value()) c.diff_ids.push_back(*parsed);
-    }
-  }
-  c.raw = std::move(bytes);
+  Result<registry::ImageConfig> c = registry::DecodeImageConfig(bytes);
+  if (!c.has_value()) return c.error().WithContext("image config " + digest.String());
   return c;
 }
 
