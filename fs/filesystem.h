@@ -30,10 +30,31 @@
 
 namespace imgfs::fs {
 
-// One layer of a mounted image: its index and a reader over its blob.
+// Where a layer's file data comes from: the complete local blob (LayerReader) or, for a
+// lazily mounted eStargz / zstd:chunked layer, chunks fetched on demand (fs/fetcher.h).
+// Read has LayerReader::Read's contract. Implementations are thread-safe.
+class FileDataSource {
+ public:
+  virtual ~FileDataSource() = default;
+  virtual Result<std::string> Read(const FileEntry& entry, uint64_t offset, size_t length) = 0;
+};
+
+// FileDataSource over a complete local blob.
+class LocalLayerData : public FileDataSource {
+ public:
+  explicit LocalLayerData(std::unique_ptr<LayerReader> reader) : reader_(std::move(reader)) {}
+  Result<std::string> Read(const FileEntry& entry, uint64_t offset, size_t length) override {
+    return reader_->Read(entry, offset, length);
+  }
+
+ private:
+  std::unique_ptr<LayerReader> reader_;
+};
+
+// One layer of a mounted image: its index and where its file data comes from.
 struct MountedLayer {
   std::shared_ptr<const LayerIndex> index;
-  std::unique_ptr<LayerReader> reader;
+  std::unique_ptr<FileDataSource> reader;
 };
 
 class ImageFilesystem {

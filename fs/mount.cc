@@ -2,14 +2,15 @@
 #include "fs/mount.h"
 
 #include "base/log.h"
+#include "cache/chunk_store.h"
 #include "cache/images.h"
 #include "cache/index_store.h"
+#include "fs/fetcher.h"
+#include "fs/layer/estargz_toc.h"
+#include "fs/layer/zstd_chunked_toc.h"
 
 namespace imgfs::fs {
 namespace {
-
-// eStargz spec: the layer descriptor annotation carrying the TOC digest.
-constexpr std::string_view kEstargzTocDigestAnnotation = "containerd.io/snapshot/stargz/toc.digest";
 
 Result<cache::ResolvedImage> ResolveOrPull(cache::Store& store, std::string_view text,
                                            const PrepareOptions& options, std::string* recorded) {
@@ -19,11 +20,59 @@ Result<cache::ResolvedImage> ResolveOrPull(cache::Store& store, std::string_view
     return resolved;
   }
   IMGFS_LOG(kInfo) << "image " << text << " is not in the store; pulling it";
-  Puller puller(&store, options.pull);
+  PullOptions pull = options.pull;
+  if (options.lazy) pull.metadata_only = true;
+  Puller puller(&store, pull);
   IMGFS_ASSIGN_OR_RETURN(std::vector<PulledImage> pulled, puller.Pull(text, options.progress));
   if (pulled.empty()) return Status::NotFound("pull of " + std::string(text) + " recorded nothing");
   *recorded = pulled.front().reference.String();
   return cache::ResolveImage(store, *recorded);
+}
+
+bool HasAnnotation(const registry::Descriptor& desc, std::string_view key) {
+  return desc.annotations.count(std::string(key)) > 0;
+}
+
+bool IsZstdChunked(const registry::Descriptor& desc) {
+  return HasAnnotation(desc, kZstdChunkedPositionAnnotation) ||
+         HasAnnotation(desc, kZstdChunkedOldPositionAnnotation);
+}
+
+bool IsLazyCapable(const registry::Descriptor& desc) {
+  return HasAnnotation(desc, kEstargzTocDigestAnnotation) || IsZstdChunked(desc);
+}
+
+// The TOC index of `desc`: from the IndexStore, else fetched through `source` and saved.
+Result<LayerIndex> LoadLazyIndex(const cache::IndexStore& index_store, registry::BlobSource& source,
+                                 const registry::Descriptor& desc, bool* built) {
+  Result<std::string> stored = index_store.Get(desc.digest);
+  if (stored.has_value()) {
+    Result<LayerIndex> decoded = LayerIndex::Decode(*stored);
+    if (decoded.has_value() && decoded->layer_digest == desc.digest &&
+        (decoded->format == LayerFormat::kEstargz ||
+         decoded->format == LayerFormat::kZstdChunked)) {
+      return decoded;
+    }
+  }
+  Result<LayerIndex> index = IsZstdChunked(desc) ? LoadZstdChunkedIndex(source, desc, false)
+                                                 : LoadEstargzIndex(source, desc, false);
+  if (!index.has_value()) return index;
+  *built = true;
+  Status put = index_store.Put(desc.digest, index->Encode());
+  if (!put.ok())
+    IMGFS_LOG(kWarning) << "cannot keep the index of " << desc.digest.String() << ": "
+                        << put.ToString();
+  return index;
+}
+
+Status FetchWholeBlob(cache::Store& store, registry::BlobSource& source,
+                      const registry::Descriptor& desc) {
+  IMGFS_ASSIGN_OR_RETURN(cache::BlobWriter writer,
+                         store.NewBlobWriter(desc.digest, desc.size > 0 ? desc.size : -1));
+  IMGFS_RETURN_IF_ERROR(
+      source.FetchBlob(desc.digest, desc.size > 0 ? desc.size : -1,
+                       [&](std::string_view chunk) { return writer.Write(chunk); }));
+  return writer.Commit();
 }
 
 }  // namespace
@@ -48,12 +97,49 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
   }
 
   cache::IndexStore index_store(store.root());
+  // Lazy mounts: one registry source for every layer, one chunk store.
+  std::shared_ptr<registry::BlobSource> source;
+  std::shared_ptr<cache::ChunkStore> chunk_store;
+  auto ensure_source = [&]() -> Status {
+    if (source != nullptr) return Status::Ok();
+    if (out.reference.empty()) {
+      return Status::Unsupported("image " + std::string(text) +
+                                 " has no registry reference to fetch its layers from");
+    }
+    PullOptions pull = options.pull;
+    IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<registry::BlobSource> opened,
+                           OpenRegistrySource(out.reference, pull));
+    source = std::move(opened);
+    chunk_store = std::make_shared<cache::ChunkStore>(store.root());
+    return Status::Ok();
+  };
   std::vector<MountedLayer> layers;
   std::vector<const LayerIndex*> views;
   layers.reserve(manifest.layers.size());
   for (size_t i = 0; i < manifest.layers.size(); ++i) {
     const registry::Descriptor& desc = manifest.layers[i];
     std::string blob = store.BlobPath(desc.digest);
+    if (!store.HasBlob(desc.digest) && options.lazy) {
+      auto decorate = [&](const Status& st) {
+        return st.WithContext("image " + std::string(text) + ", layer " + std::to_string(i + 1) +
+                              " (" + desc.digest.String() + ")");
+      };
+      Status opened = ensure_source();
+      if (!opened.ok()) return decorate(opened);
+      if (IsLazyCapable(desc)) {
+        bool built = false;
+        Result<LayerIndex> index = LoadLazyIndex(index_store, *source, desc, &built);
+        if (!index.has_value()) return decorate(index.error());
+        if (built) ++out.indexes_built;
+        auto shared = std::make_shared<const LayerIndex>(std::move(index).value());
+        layers.push_back(
+            MountedLayer{shared, std::make_unique<LazyLayerReader>(source, shared, chunk_store)});
+        ++out.lazy_layers;
+        continue;
+      }
+      Status fetched = FetchWholeBlob(store, *source, desc);
+      if (!fetched.ok()) return decorate(fetched);
+    }
     if (!store.HasBlob(desc.digest)) {
       return Status::NotFound("image " + std::string(text) + ": layer " + desc.digest.String() +
                               " is not in the store; pull the image again");
@@ -80,13 +166,15 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
       return reader.error().WithContext("image " + std::string(text) + ", layer " +
                                         desc.digest.String());
     }
-    layers.push_back(MountedLayer{shared, std::move(reader).value()});
+    layers.push_back(
+        MountedLayer{shared, std::make_unique<LocalLayerData>(std::move(reader).value())});
   }
   views.reserve(layers.size());
   for (const MountedLayer& l : layers) views.push_back(l.index.get());
   IMGFS_ASSIGN_OR_RETURN(NodeTable table, MergeLayers(views, &out.merge_stats));
   IMGFS_LOG(kInfo) << "image " << text << ": " << layers.size() << " layers, "
-                   << table.inode_count() << " inodes, " << out.indexes_built << " indexes built";
+                   << table.inode_count() << " inodes, " << out.indexes_built << " indexes built, "
+                   << out.lazy_layers << " lazy layers";
   out.filesystem = std::make_unique<ImageFilesystem>(std::move(table), std::move(layers));
   return out;
 }

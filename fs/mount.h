@@ -29,6 +29,11 @@ struct PrepareOptions {
   PullOptions pull;
   ProgressFn progress;
   IndexOptions index;
+  // Lazy mount: a missing image is recorded without its layers (PullOptions::metadata_only);
+  // an eStargz or zstd:chunked layer whose blob is not in the store is served from the
+  // registry chunk by chunk (its TOC index is fetched once and kept in the IndexStore, its
+  // chunks in the chunk store); other missing layers are fetched whole.
+  bool lazy = false;
 };
 
 struct PreparedImage {
@@ -38,6 +43,7 @@ struct PreparedImage {
   std::string reference;      // full reference of the record, "" when named by ID
   MergeStats merge_stats;
   size_t indexes_built = 0;  // layers whose index was not in the store yet
+  size_t lazy_layers = 0;    // layers served on demand from the registry
 };
 
 // Resolves `text` (a reference, image ID, or a transport like oci:DIR:TAG) and prepares it.

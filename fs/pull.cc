@@ -256,7 +256,9 @@ Result<PulledImage> Puller::PullFrom(registry::BlobSource& source,
   }
 
   out.layers = manifest.layers.size();
-  IMGFS_RETURN_IF_ERROR(FetchLayers(source, manifest.layers, progress, &out));
+  if (!options_.metadata_only) {
+    IMGFS_RETURN_IF_ERROR(FetchLayers(source, manifest.layers, progress, &out));
+  }
 
   // Manifest and indexes last: the image is complete before anything names it.
   IMGFS_RETURN_IF_ERROR(store_->PutBlob(manifest_desc.digest, current.bytes));
@@ -337,6 +339,18 @@ Result<std::vector<PulledImage>> Puller::Pull(std::string_view text, const Progr
   if (!one.has_value()) return decorate(one.error());
   pulled.push_back(std::move(one).value());
   return pulled;
+}
+
+Result<std::unique_ptr<registry::BlobSource>> OpenRegistrySource(std::string_view text,
+                                                                 const PullOptions& options) {
+  IMGFS_ASSIGN_OR_RETURN(registry::SourceSpec spec, registry::ParseSourceSpec(text));
+  if (spec.IsLocal()) {
+    return Status::InvalidArgument(std::string(text) + " is not a registry reference");
+  }
+  IMGFS_ASSIGN_OR_RETURN(registry::RemoteSourceOptions remote,
+                         RemoteOptionsFor(options, spec.reference.domain()));
+  return std::unique_ptr<registry::BlobSource>(
+      registry::RemoteSource::Create(spec.reference, std::move(remote)));
 }
 
 Status CheckLogin(const std::string& registry_host, const registry::Credential& credential,

@@ -29,6 +29,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -64,6 +65,9 @@ struct PullOptions {
   // connect_timeout × max_attempts).
   std::chrono::milliseconds connect_timeout{5000};
   int max_attempts = 3;
+  // Fetch and record the manifest and config only, not the layers (lazy mounts fetch layer
+  // data on demand). The recorded image then lacks its layer blobs until a full pull.
+  bool metadata_only = false;
 };
 
 // One layer's progress, reported as it changes.
@@ -124,6 +128,11 @@ class Puller {
   cache::Store* store_;
   PullOptions options_;
 };
+
+// The registry source for reference `text` (a registry reference, not a local transport),
+// configured like a Puller with `options` (TLS, insecure registries, credentials, timeouts).
+Result<std::unique_ptr<registry::BlobSource>> OpenRegistrySource(std::string_view text,
+                                                                 const PullOptions& options);
 
 // `imgfs login`: checks `credential` against the registry (GET /v2/ through the auth flow
 // the registry asks for). OK when the registry accepts it; PermissionDenied when not;

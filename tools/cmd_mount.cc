@@ -41,7 +41,8 @@ constexpr std::string_view kMountUsage =
     "Mount an image read-only at DIR (pulled first when not in the store).\n"
     "IMAGE is a reference, an image ID, or oci:DIR[:TAG] | oci-archive:FILE | "
     "docker-archive:FILE.\n"
-    "Mount options (-o, comma-separated): allow_other, dev, suid, debug, root=STORE; mount(8)'s\n"
+    "Mount options (-o, comma-separated): allow_other, dev, suid, debug, lazy, root=STORE;\n"
+    "mount(8)'s "
     "generic options (defaults, ro, rw, nofail, noauto, _netdev, x-*) are accepted and ignored:\n"
     "the mount is always read-only.\n\n"
     "fstab: 127.0.0.1:5000/demo/app:1.0  /mnt/app  fuse.imgfs  defaults,nofail  0 0";
@@ -97,7 +98,7 @@ void Report(int fd, const std::string& message) {
 // the mount answers, or "ERR <message>". Returns the process exit status.
 int ServeMount(const CommandContext& ctx, const std::string& image, const std::string& dir,
                const std::vector<std::string>& mount_options, bool debug,
-               const registry::Platform* platform, bool no_pull, int status_fd) {
+               const registry::Platform* platform, bool no_pull, bool lazy, int status_fd) {
   auto fail = [&](const Status& st) {
     Report(status_fd, "ERR " + st.ToString());
     if (status_fd < 0) Fail(st);
@@ -109,6 +110,7 @@ int ServeMount(const CommandContext& ctx, const std::string& image, const std::s
   }
   fs::PrepareOptions prep;
   prep.pull_if_missing = !no_pull;
+  prep.lazy = lazy;
   prep.pull.insecure_registries = ctx.global.insecure_registries;
   prep.pull.ca_files = ctx.global.ca_certs;
   prep.pull.creds = ctx.global.creds;
@@ -167,6 +169,8 @@ int RunMount(CommandContext& ctx) {
       {"options", 'o', true, "OPTS", "mount options, comma-separated (repeatable)"},
       {"platform", 0, true, "OS/ARCH[/VARIANT]", "platform to pull when not in the store"},
       {"no-pull", 0, false, "", "fail instead of pulling an image the store lacks"},
+      {"lazy", 0, false, "",
+       "fetch eStargz/zstd:chunked layer data on demand instead of pulling the layers"},
       {"debug", 'd', false, "", "libfuse debug output (implies -f)"},
   };
   ParsedArgs args;
@@ -183,11 +187,14 @@ int RunMount(CommandContext& ctx) {
   }
 
   bool debug = args.Has("debug");
+  bool lazy = args.Has("lazy");
   std::vector<std::string> mount_options;
   for (const std::string& group : args.GetAll("options")) {
     for (const std::string& o : SplitComma(group)) {
       if (o == "debug") {
         debug = true;
+      } else if (o == "lazy") {
+        lazy = true;
       } else if (o.rfind("root=", 0) == 0) {
         // For fstab lines, which cannot set IMGFS_ROOT: the store to use.
         ctx.global.root = o.substr(5);
@@ -211,7 +218,7 @@ int RunMount(CommandContext& ctx) {
   const registry::Platform* platform_ptr = platform.has_value() ? &*platform : nullptr;
 
   if (foreground) {
-    return ServeMount(ctx, image, dir, mount_options, debug, platform_ptr, no_pull, -1);
+    return ServeMount(ctx, image, dir, mount_options, debug, platform_ptr, no_pull, lazy, -1);
   }
 
   int fds[2];
@@ -233,7 +240,7 @@ int RunMount(CommandContext& ctx) {
                                                : LOG_DEBUG;
       syslog(prio, "%.*s", static_cast<int>(message.size()), message.data());
     });
-    int rc = ServeMount(ctx, image, dir, mount_options, debug, platform_ptr, no_pull,
+    int rc = ServeMount(ctx, image, dir, mount_options, debug, platform_ptr, no_pull, lazy,
                         write_end.Release());
     _exit(rc);
   }

@@ -1,0 +1,66 @@
+// imgfs — ChunkStore: the deduplicated store of uncompressed file chunks.
+#include "cache/chunk_store.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "base/file_util.h"
+#include "base/log.h"
+
+namespace imgfs::cache {
+namespace {
+
+Status CheckSha256(const registry::Digest& digest) {
+  if (digest.algorithm() != "sha256" || digest.hex().size() != 64) {
+    return Status::InvalidArgument("chunk digest '" + digest.String() + "' is not sha256");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+ChunkStore::ChunkStore(std::string root) : dir_(std::move(root) + "/chunks") {}
+
+std::string ChunkStore::PathFor(const registry::Digest& digest) const {
+  const std::string& hex = digest.hex();
+  return dir_ + "/" + hex.substr(0, 2) + "/" + hex;
+}
+
+Result<std::string> ChunkStore::Get(const registry::Digest& digest) {
+  IMGFS_RETURN_IF_ERROR(CheckSha256(digest));
+  std::string path = PathFor(digest);
+  Result<std::string> data = ReadFile(path);
+  if (!data.has_value()) return data.error();
+  if (registry::Digest::Sha256Of(*data) != digest) {
+    corrupt_dropped_.fetch_add(1, std::memory_order_relaxed);
+    IMGFS_LOG(kWarning) << "chunk store: " << path << " does not match its digest; deleting it";
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      return Status::Io("chunk store: cannot delete corrupt " + path + ": " + std::strerror(errno));
+    }
+    return Status::NotFound("chunk " + digest.String() + " was corrupt in the store");
+  }
+  return data;
+}
+
+Status ChunkStore::Put(const registry::Digest& digest, std::string_view data) {
+  IMGFS_RETURN_IF_ERROR(CheckSha256(digest));
+  if (registry::Digest::Sha256Of(data) != digest) {
+    return Status::Corrupt("chunk does not match its digest " + digest.String());
+  }
+  std::string path = PathFor(digest);
+  if (Has(digest)) return Status::Ok();
+  IMGFS_RETURN_IF_ERROR(MakeDirs(dir_ + "/" + digest.hex().substr(0, 2)));
+  return WriteFileAtomic(path, data, 0644);
+}
+
+bool ChunkStore::Has(const registry::Digest& digest) const {
+  if (digest.hex().size() != 64) return false;
+  struct stat st {};
+  return ::stat(PathFor(digest).c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+}  // namespace imgfs::cache

@@ -1,0 +1,166 @@
+// imgfs — end-to-end tests of `imgfs mount --lazy`: the real binary mounts an eStargz or
+// zstd:chunked image from a real docker-registry through a counting proxy. The mount fetches
+// only the TOCs, a read fetches only the chunks it touches, the tree equals the fixtures'
+// expected listing, and after umount a second lazy mount with the registry gone serves the
+// fetched files from the chunk store (and EIO, not a hang, for the others).
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "base/file_util.h"
+#include "registry/digest.h"
+#include "tests/support/http_test_server.h"
+#include "tests/support/image_builder.h"
+#include "tests/support/registry_server.h"
+#include "tests/support/tree_compare.h"
+
+namespace imgfs::testing {
+namespace {
+
+const std::string kFixtures = std::string(IMGFS_SOURCE_DIR) + "/../shared/fixtures";
+const std::string kImgfs = IMGFS_BINARY;
+constexpr char kRandomSha[] = "b352facbb4d47b2624c165c80047e487c3a60b0370ec4599a70d0a94f1036f9d";
+
+bool IsMounted(const std::string& dir) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find(" " + dir + " ") != std::string::npos) return true;
+  }
+  return false;
+}
+
+std::string ReadAll(const std::string& path) {
+  Result<std::string> r = ReadFile(path);
+  return r.has_value() ? *r : std::string("<unreadable: ") + r.error().ToString() + ">";
+}
+
+// errno of reading the first byte of `path` (0 on success).
+int ReadErrno(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY);
+  if (fd < 0) return errno;
+  char c = 0;
+  ssize_t n = read(fd, &c, 1);
+  int err = n < 0 ? errno : 0;
+  close(fd);
+  return err;
+}
+
+uint64_t ImageLayerBytes(const std::string& layout) {
+  auto index = nlohmann::json::parse(ReadAll(layout + "/index.json"), nullptr, false);
+  if (index.is_discarded()) return 0;
+  std::string digest = index["manifests"][0]["digest"];
+  auto manifest =
+      nlohmann::json::parse(ReadAll(layout + "/blobs/sha256/" + digest.substr(7)), nullptr, false);
+  if (manifest.is_discarded()) return 0;
+  uint64_t total = 0;
+  for (const auto& l : manifest["layers"]) total += l["size"].get<uint64_t>();
+  return total;
+}
+
+class LazyMountTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is needed for mount tests";
+    ASSERT_EQ(geteuid(), 0u) << "mount tests run as root";
+    ASSERT_TRUE(std::filesystem::exists(kFixtures)) << kFixtures;
+    ASSERT_TRUE(MakeDirs(Mnt()).ok());
+  }
+  void TearDown() override {
+    if (IsMounted(Mnt())) RunProcess({"umount", "-l", Mnt()});
+  }
+
+  std::string Root() const { return dir_.Sub("store"); }
+  std::string Mnt() const { return dir_.Sub("mnt"); }
+
+  ProcessResult Imgfs(std::vector<std::string> args, int timeout_s = 120) {
+    args.insert(args.begin(), kImgfs);
+    return RunProcess(args, {"IMGFS_ROOT=" + Root()}, {}, timeout_s);
+  }
+  void Umount() {
+    ProcessResult r = Imgfs({"umount", Mnt()});
+    EXPECT_EQ(r.exit_code, 0) << r.Describe();
+    EXPECT_FALSE(IsMounted(Mnt()));
+  }
+
+  TempDir dir_;
+};
+
+TEST_P(LazyMountTest, FetchesOnlyWhatIsReadAndServesItOfflineLater) {
+  const std::string layout = kFixtures + "/" + GetParam();
+  const uint64_t image_bytes = ImageLayerBytes(layout);
+  ASSERT_GT(image_bytes, 2000000u);
+  auto reg = RegistryServer::Start();
+  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+  ASSERT_TRUE((*reg)->PushOciLayout(layout, "latest", "demo/x:1").ok());
+  auto stats = std::make_shared<ProxyStats>();
+  auto proxy = std::make_unique<HttpTestServer>(ProxyHandler((*reg)->url(), stats));
+  const std::string ref = proxy->host_port() + "/demo/x:1";
+
+  ProcessResult r = Imgfs({"mount", "--lazy", ref, Mnt()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  ASSERT_TRUE(IsMounted(Mnt()));
+  uint64_t after_mount = stats->blob_bytes.load();
+  EXPECT_GT(after_mount, 0u);
+  EXPECT_LT(after_mount, image_bytes / 10) << "the mount fetched more than the TOCs";
+  EXPECT_TRUE(ListFilesRecursive(Root() + "/blobs/sha256").size() < 4u)
+      << "layer blobs were downloaded";
+
+  EXPECT_NE(ReadAll(Mnt() + "/etc/os-release").find("ID=tiny"), std::string::npos);
+  uint64_t after_cat = stats->blob_bytes.load();
+  EXPECT_LT(after_cat - after_mount, 16u << 10) << "cat etc/os-release fetched too much";
+
+  std::string random = ReadAll(Mnt() + "/data/random.bin");
+  EXPECT_EQ(random.size(), 1576960u);
+  EXPECT_EQ(registry::Digest::Sha256Of(random).hex(), kRandomSha);
+  EXPECT_LT(stats->blob_bytes.load(), image_bytes);
+  Umount();
+
+  // Registry and proxy gone: what was fetched is served from the chunk store; the rest is EIO.
+  reg->reset();
+  proxy.reset();
+  r = Imgfs({"mount", "--lazy", ref, Mnt()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(ReadAll(Mnt() + "/etc/os-release").find("ID=tiny"), std::string::npos);
+  EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(Mnt() + "/data/random.bin")).hex(), kRandomSha);
+  EXPECT_EQ(ReadErrno(Mnt() + "/etc/passwd"), EIO);
+  Umount();
+}
+
+TEST_P(LazyMountTest, WholeTreeEqualsTheExpectedListing) {
+  const std::string layout = kFixtures + "/" + GetParam();
+  auto reg = RegistryServer::Start();
+  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+  ASSERT_TRUE((*reg)->PushOciLayout(layout, "latest", "demo/x:1").ok());
+  const std::string ref = (*reg)->host_port() + "/demo/x:1";
+  ProcessResult r = Imgfs({"mount", "--lazy", ref, Mnt()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  auto listing = ParseListing(ReadAll(kFixtures + "/tiny.expected.txt"));
+  ASSERT_GT(listing.size(), 50u);
+  TreeOptions options;
+  options.ignore_paths = {"/.no.prefetch.landmark", "/.prefetch.landmark", "/stargz.index.json"};
+  std::string error;
+  auto actual = ListTree(Mnt(), options, &error);
+  ASSERT_TRUE(error.empty()) << error;
+  std::vector<std::string> diffs = CompareWithListing(actual, listing, options);
+  EXPECT_TRUE(diffs.empty()) << diffs.size() << " differences, first: " << diffs.front();
+  Umount();
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, LazyMountTest,
+                         ::testing::Values("tiny-estargz", "tiny-zstdchunked"),
+                         [](const auto& param_info) {
+                           return param_info.param == "tiny-estargz" ? "Estargz" : "ZstdChunked";
+                         });
+
+}  // namespace
+}  // namespace imgfs::testing
