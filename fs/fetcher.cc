@@ -28,6 +28,29 @@ std::string LazyLayerReader::KeyOf(uint32_t id) const {
   return "#" + std::to_string(id);  // no digest: unique within this layer only
 }
 
+LazyLayerReader::ChunkData LazyLayerReader::Recent(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = recent_.find(key);
+  if (it == recent_.end()) return nullptr;
+  lru_.splice(lru_.begin(), lru_, it->second.lru);
+  return it->second.data;
+}
+
+void LazyLayerReader::Remember(const std::string& key, const ChunkData& data) {
+  if (data == nullptr || data->size() > options_.memory_cache_bytes) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (recent_.count(key) > 0) return;
+  lru_.push_front(key);
+  recent_.emplace(key, RecentChunk{data, lru_.begin()});
+  recent_bytes_ += data->size();
+  while (recent_bytes_ > options_.memory_cache_bytes && !lru_.empty()) {
+    auto victim = recent_.find(lru_.back());
+    recent_bytes_ -= victim->second.data->size();
+    recent_.erase(victim);
+    lru_.pop_back();
+  }
+}
+
 Result<std::string> LazyLayerReader::Read(const FileEntry& entry, uint64_t offset, size_t length) {
   if (entry.type != EntryType::kRegular) {
     return Status::InvalidArgument("/" + entry.path + " is not a regular file");
@@ -85,14 +108,19 @@ Result<std::vector<LazyLayerReader::ChunkData>> LazyLayerReader::GetChunks(
       out[i] = std::make_shared<const std::string>(c.size, '\0');
       continue;
     }
+    std::string key = KeyOf(ids[i]);
+    if (ChunkData recent = Recent(key); recent != nullptr) {
+      out[i] = std::move(recent);
+      continue;
+    }
     if (!c.digest.empty()) {
       Result<std::string> stored = chunks_->Get(c.digest);
       if (stored.has_value()) {
         out[i] = std::make_shared<const std::string>(std::move(stored).value());
+        Remember(key, out[i]);
         continue;
       }
     }
-    std::string key = KeyOf(ids[i]);
     std::lock_guard<std::mutex> lock(mu_);
     auto it = inflight_.find(key);
     if (it != inflight_.end()) {
@@ -119,7 +147,10 @@ Result<std::vector<LazyLayerReader::ChunkData>> LazyLayerReader::GetChunks(
     }
     for (size_t k = 0; k < owned.size(); ++k) {
       promises[k].set_value(results[k]);
-      if (results[k].has_value()) out[owned[k]] = *results[k];
+      if (results[k].has_value()) {
+        out[owned[k]] = *results[k];
+        Remember(KeyOf(ids[owned[k]]), *results[k]);
+      }
     }
     for (size_t k = 0; k < owned.size(); ++k) {
       if (!results[k].has_value()) return results[k].error();

@@ -12,6 +12,7 @@
 //    their digests, then written to the chunk store;
 //  - a fetch or verification failure is retried once; a second failure is returned (Corrupt
 //    or Unavailable: EIO at the FUSE boundary) with a log line naming layer, file and chunk.
+// The last few verified chunks are also kept in memory (Options::memory_cache_bytes).
 // Zeros chunks (zstd:chunked) are produced without any I/O. Chunks without a digest (allowed
 // by eStargz) are fetched and verified by their decoder but not stored.
 //
@@ -24,6 +25,7 @@
 #include <atomic>
 #include <cstdint>
 #include <future>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -44,6 +46,9 @@ class LazyLayerReader : public FileDataSource {
   struct Options {
     uint64_t max_gap_bytes = kDefaultCoalesceGapBytes;
     int max_attempts = 2;  // one retry
+    // Verified chunks kept in memory (most recently used first), so consecutive small reads
+    // of one chunk do not re-read and re-hash it from the chunk store. 0 disables.
+    size_t memory_cache_bytes = 8 << 20;
   };
 
   // `index` must be an eStargz or zstd:chunked index (chunks with blob ranges). `source`
@@ -82,6 +87,8 @@ class LazyLayerReader : public FileDataSource {
   // Fetches `ids` (with one retry), stores them, returns them in order.
   std::vector<ChunkResult> FetchOwned(const FileEntry& entry, const std::vector<uint32_t>& ids);
   std::string KeyOf(uint32_t id) const;
+  ChunkData Recent(const std::string& key);
+  void Remember(const std::string& key, const ChunkData& data);
 
   std::shared_ptr<registry::BlobSource> source_;
   std::shared_ptr<const LayerIndex> index_;
@@ -93,6 +100,13 @@ class LazyLayerReader : public FileDataSource {
   // Leaf lock; never held across I/O.
   std::mutex mu_;
   std::unordered_map<std::string, std::shared_future<ChunkResult>> inflight_;  // guarded by mu_
+  struct RecentChunk {
+    ChunkData data;
+    std::list<std::string>::iterator lru;
+  };
+  std::list<std::string> lru_;                           // guarded by mu_; front = newest
+  std::unordered_map<std::string, RecentChunk> recent_;  // guarded by mu_
+  size_t recent_bytes_ = 0;                              // guarded by mu_
 };
 
 }  // namespace imgfs::fs

@@ -349,6 +349,9 @@ Result<std::unique_ptr<registry::BlobSource>> OpenRegistrySource(std::string_vie
   }
   IMGFS_ASSIGN_OR_RETURN(registry::RemoteSourceOptions remote,
                          RemoteOptionsFor(options, spec.reference.domain()));
+  // Reads wait on these requests: a stalled registry must turn into EIO, not a long hang.
+  remote.request_timeout =
+      std::min<std::chrono::milliseconds>(remote.request_timeout, std::chrono::seconds(20));
   return std::unique_ptr<registry::BlobSource>(
       registry::RemoteSource::Create(spec.reference, std::move(remote)));
 }

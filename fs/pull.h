@@ -130,7 +130,8 @@ class Puller {
 };
 
 // The registry source for reference `text` (a registry reference, not a local transport),
-// configured like a Puller with `options` (TLS, insecure registries, credentials, timeouts).
+// configured like a Puller with `options` (TLS, insecure registries, credentials, timeouts),
+// with each request bounded to 20 s (on-demand reads wait on them).
 Result<std::unique_ptr<registry::BlobSource>> OpenRegistrySource(std::string_view text,
                                                                  const PullOptions& options);
 

@@ -231,11 +231,35 @@ TEST_P(FetcherTest, CorruptStoredChunkIsFetchedAgain) {
   ASSERT_TRUE(store->Has(c.digest));
   ASSERT_TRUE(WriteFileAtomic(store->PathFor(c.digest), "garbage").ok());
 
+  // A new reader (the in-memory copy of the first one would hide the store).
+  LazyLayerReader fresh(l.source, l.index, store);
   int reads = l.source->reads.load();
-  EXPECT_EQ(ReadAll(reader, *os, 1 << 16), want);
+  EXPECT_EQ(ReadAll(fresh, *os, 1 << 16), want);
   EXPECT_GT(l.source->reads.load(), reads);
   EXPECT_EQ(store->corrupt_dropped(), 1u);
   EXPECT_EQ(*store->Get(c.digest), want.substr(0, c.size));
+}
+
+TEST_P(FetcherTest, RecentChunksAreKeptInMemoryWithinTheBound) {
+  LazyLayer l = OpenLayer(GetParam(), 0);
+  ASSERT_NE(l.index, nullptr);
+  TempDir dir;
+  auto store = std::make_shared<cache::ChunkStore>(dir.path());
+  LazyLayerReader::Options options;
+  options.memory_cache_bytes = 1 << 20;  // less than the 1.5 MiB file
+  LazyLayerReader reader(l.source, l.index, store, options);
+  const FileEntry* random = Find(*l.index, "data/random.bin");
+  ASSERT_NE(random, nullptr);
+  std::string want = Reference(l, "data/random.bin");
+  EXPECT_EQ(ReadAll(reader, *random, 1 << 16), want);
+  // The chunk store is emptied: the last chunk still comes from memory, without I/O ...
+  std::filesystem::remove_all(dir.path() + "/chunks");
+  int reads = l.source->reads.load();
+  EXPECT_EQ(*reader.Read(*random, random->size - 4096, 4096), want.substr(want.size() - 4096));
+  EXPECT_EQ(l.source->reads.load(), reads);
+  // ... the first one was evicted and is fetched again.
+  EXPECT_EQ(*reader.Read(*random, 0, 4096), want.substr(0, 4096));
+  EXPECT_GT(l.source->reads.load(), reads);
 }
 
 TEST_P(FetcherTest, BadBytesAreRetriedOnceThenCorrupt) {
