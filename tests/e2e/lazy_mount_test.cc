@@ -154,6 +154,15 @@ TEST_P(LazyMountTest, WholeTreeEqualsTheExpectedListing) {
   std::vector<std::string> diffs = CompareWithListing(actual, listing, options);
   EXPECT_TRUE(diffs.empty()) << diffs.size() << " differences, first: " << diffs.front();
   Umount();
+
+  // The lazily recorded image is completed by a pull and then mounts from its blobs.
+  r = Imgfs({"pull", ref});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(ListFilesRecursive(Root() + "/blobs/sha256").size(), 5u);  // manifest, config, 3
+  r = Imgfs({"mount", ref, Mnt()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(Mnt() + "/data/random.bin")).hex(), kRandomSha);
+  Umount();
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, LazyMountTest,
