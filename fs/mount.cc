@@ -1,6 +1,8 @@
 // imgfs — preparing an image for a mount.
 #include "fs/mount.h"
 
+#include <unistd.h>
+
 #include "base/log.h"
 #include "cache/chunk_store.h"
 #include "cache/images.h"
@@ -147,7 +149,8 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
     IndexOptions index_options = options.index;
     index_options.expected_digest = desc.digest;
     if (i < diff_ids.size()) index_options.expected_diff_id = diff_ids[i];
-    bool existed = index_store.Get(desc.digest).has_value();
+    // Only for the log line: a stat, not a second read of the index.
+    bool existed = ::access(index_store.PathFor(desc.digest).c_str(), F_OK) == 0;
     Result<LayerIndex> index = LoadOrBuildIndex(index_store, blob, desc.media_type, index_options);
     if (!index.has_value()) {
       return index.error().WithContext("image " + std::string(text) + ", layer " +
