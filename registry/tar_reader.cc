@@ -13,6 +13,8 @@
 #include <cstring>
 #include <vector>
 
+#include "base/base64.h"
+
 namespace imgfs::registry {
 namespace {
 
@@ -143,32 +145,6 @@ Status ParsePaxTime(std::string_view v, int64_t* sec, uint32_t* nsec) {
   *sec = s;
   *nsec = ns;
   return Status::Ok();
-}
-
-Result<std::string> Base64Decode(std::string_view in) {
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char c : in) {
-    if (c == '=') break;
-    int v = value(c);
-    if (v < 0) return Status::Corrupt("invalid base64 in LIBARCHIVE.xattr value");
-    acc = (acc << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<char>((acc >> bits) & 0xff));
-    }
-  }
-  return out;
 }
 
 Result<std::string> PercentDecode(std::string_view in) {
@@ -616,7 +592,7 @@ Result<std::optional<TarEntry>> TarReader::NextImpl() {
         Result<std::string> xname = PercentDecode(std::string_view(k).substr(17));
         if (!xname.has_value()) return context(xname.error());
         if (xname->empty()) return context(Status::Corrupt("empty xattr name"));
-        Result<std::string> value = Base64Decode(v);
+        Result<std::string> value = DecodeBase64(v);
         if (!value.has_value()) return context(value.error());
         // SCHILY wins when both are present (they carry the same value).
         e.xattrs.emplace(std::move(*xname), std::move(*value));
