@@ -399,14 +399,22 @@ Result<std::string> Authenticator::ObtainToken(const std::string& scope, const B
                                                bool from_challenge) {
   {
     std::unique_lock lock(mu_);
+    auto fresh = [&]() -> const Token* {
+      auto it = tokens_.find(scope);
+      if (it != tokens_.end() && (now_ ? now_() : Clock::now()) < it->second.refresh_at) {
+        return &it->second;
+      }
+      return nullptr;
+    };
+    // A caller that found no usable token may have lost the race to one that fetched it since.
+    if (!from_challenge) {
+      if (const Token* t = fresh()) return t->header;
+    }
     while (fetching_[scope]) {
       fetch_done_.wait(lock);
       if (fetching_[scope]) continue;
       // A concurrent fetch finished; use its token unless it failed.
-      auto it = tokens_.find(scope);
-      if (it != tokens_.end() && (now_ ? now_() : Clock::now()) < it->second.refresh_at) {
-        return it->second.header;
-      }
+      if (const Token* t = fresh()) return t->header;
     }
     fetching_[scope] = true;
   }
