@@ -90,7 +90,8 @@ json EncodeLease(const LeaseInfo& l) {
               {"mountpoint", l.mountpoint},
               {"manifest", l.manifest.String()},
               {"reference", l.reference},
-              {"started", l.started}};
+              {"started", l.started},
+              {"upper", l.upper}};
 }
 
 Result<LeaseInfo> DecodeLease(std::string_view text, const std::string& path) {
@@ -115,6 +116,7 @@ Result<LeaseInfo> DecodeLease(std::string_view text, const std::string& path) {
   l.manifest = *digest;
   l.reference = str("reference");
   l.started = str("started");
+  l.upper = str("upper");
   return l;
 }
 
@@ -167,12 +169,14 @@ Lease::~Lease() {
 }
 
 Result<Lease> Lease::Acquire(const Store& store, const registry::Digest& manifest,
-                             const std::string& mountpoint, const std::string& reference) {
-  return AcquireFor(store, ::getpid(), manifest, mountpoint, reference);
+                             const std::string& mountpoint, const std::string& reference,
+                             const std::string& upper) {
+  return AcquireFor(store, ::getpid(), manifest, mountpoint, reference, upper);
 }
 
 Result<Lease> Lease::AcquireFor(const Store& store, pid_t pid, const registry::Digest& manifest,
-                                const std::string& mountpoint, const std::string& reference) {
+                                const std::string& mountpoint, const std::string& reference,
+                                const std::string& upper) {
   LeaseInfo info;
   info.id = NewLeaseId();
   info.pid = pid;
@@ -181,6 +185,7 @@ Result<Lease> Lease::AcquireFor(const Store& store, pid_t pid, const registry::D
   info.manifest = manifest;
   info.reference = reference;
   info.started = NowRfc3339();
+  info.upper = upper;
   if (!ProcessIsAlive(pid, info.pid_start)) {
     return Status::InvalidArgument("lease for process " + std::to_string(pid) +
                                    ", which is not running");

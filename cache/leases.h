@@ -3,7 +3,8 @@
 // A lease is ROOT/mounts/<id>.json:
 //   {"version":1, "id":"…", "pid":1234, "pid_start":"<starttime from /proc/PID/stat>",
 //    "mountpoint":"/mnt/x", "manifest":"sha256:…", "reference":"docker.io/library/x:1",
-//    "started":"2026-01-01T00:00:00Z"}
+//    "started":"2026-01-01T00:00:00Z", "upper":"/path/of/the/upper/dir"}
+// ("upper" only for a writable mount: the directory holding its changes.)
 // While a lease is live, `imgfs rm` refuses the image (unless forced) and garbage collection
 // keeps the blobs its manifest reaches. A lease is live while its process runs: a lease whose
 // pid is gone — or was reused by another process (different start time) — is stale and is
@@ -38,6 +39,7 @@ struct LeaseInfo {
   registry::Digest manifest;
   std::string reference;  // full reference the mount was asked for; may be empty
   std::string started;    // RFC 3339
+  std::string upper;      // writable mounts: the upper directory; "" when read-only
 };
 
 // RAII: the lease file exists from Acquire until Release or destruction.
@@ -53,11 +55,13 @@ class Lease {
   // Writes a lease for the calling process (getpid()) pinning `manifest`. NotFound if the
   // manifest blob is not in the store.
   static Result<Lease> Acquire(const Store& store, const registry::Digest& manifest,
-                               const std::string& mountpoint, const std::string& reference);
+                               const std::string& mountpoint, const std::string& reference,
+                               const std::string& upper = "");
   // Same, for another process (e.g. a daemon child that outlives the CLI); `pid` must be
   // alive.
   static Result<Lease> AcquireFor(const Store& store, pid_t pid, const registry::Digest& manifest,
-                                  const std::string& mountpoint, const std::string& reference);
+                                  const std::string& mountpoint, const std::string& reference,
+                                  const std::string& upper = "");
 
   // Deletes the lease file (idempotent).
   Status Release();

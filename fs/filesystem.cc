@@ -74,4 +74,13 @@ struct statvfs ImageFilesystem::StatFs() const {
   return st;
 }
 
+std::vector<LayerStats> ImageFilesystem::layer_stats() const {
+  std::vector<LayerStats> out;
+  out.reserve(layers_.size());
+  for (const MountedLayer& layer : layers_) {
+    out.push_back(layer.reader != nullptr ? layer.reader->Stats() : LayerStats{});
+  }
+  return out;
+}
+
 }  // namespace imgfs::fs

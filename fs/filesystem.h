@@ -33,10 +33,22 @@ namespace imgfs::fs {
 // Where a layer's file data comes from: the complete local blob (LayerReader) or, for a
 // lazily mounted eStargz / zstd:chunked layer, chunks fetched on demand (fs/fetcher.h).
 // Read has LayerReader::Read's contract. Implementations are thread-safe.
+// Fetch counters of one layer, for `imgfs stats` (all zero for a complete local blob).
+struct LayerStats {
+  bool lazy = false;            // served from the registry on demand
+  uint64_t blob_size = 0;       // compressed size of the layer blob
+  uint64_t bytes_fetched = 0;   // bytes received from the registry (TOCs included)
+  uint64_t requests = 0;        // HTTP requests sent for this layer
+  uint64_t chunks_fetched = 0;  // chunks fetched and verified
+  uint64_t cache_hits = 0;      // chunk reads served from memory or the chunk store
+  uint64_t errors = 0;          // reads that failed (EIO)
+};
+
 class FileDataSource {
  public:
   virtual ~FileDataSource() = default;
   virtual Result<std::string> Read(const FileEntry& entry, uint64_t offset, size_t length) = 0;
+  virtual LayerStats Stats() const { return {}; }
 };
 
 // FileDataSource over a complete local blob.
@@ -87,6 +99,8 @@ class ImageFilesystem {
   // Counters for `imgfs stats` and tests.
   uint64_t bytes_read() const { return bytes_read_.load(std::memory_order_relaxed); }
   uint64_t read_errors() const { return read_errors_.load(std::memory_order_relaxed); }
+  // One entry per layer, bottom first.
+  std::vector<LayerStats> layer_stats() const;
 
  private:
   NodeTable table_;

@@ -34,6 +34,13 @@ struct PrepareOptions {
   // registry chunk by chunk (its TOC index is fetched once and kept in the IndexStore, its
   // chunks in the chunk store); other missing layers are fetched whole.
   bool lazy = false;
+  // Lazy mounts: an uncached read that cannot be fetched within this time fails with EIO
+  // (`--fetch-timeout`); 0 means the built-in default.
+  double fetch_timeout_seconds = 0;
+  // Lazy mounts: what is fetched in the background after the mount (`--prefetch`):
+  // nothing, the eStargz landmark files (one request per layer), or all remaining data.
+  enum class Prefetch { kNone, kLandmarks, kAll };
+  Prefetch prefetch = Prefetch::kLandmarks;
 };
 
 struct PreparedImage {

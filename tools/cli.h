@@ -137,6 +137,16 @@ int RunLogout(CommandContext& ctx);
 // imgfs_main.cc shows the command only when it is built in).
 [[gnu::weak]] int RunMount(CommandContext& ctx);
 [[gnu::weak]] int RunUmount(CommandContext& ctx);
+// Commands of their own cmd_*.cc files, declared weak for the same reason.
+[[gnu::weak]] int RunRun(CommandContext& ctx);         // cmd_run.cc
+[[gnu::weak]] int RunPs(CommandContext& ctx);          // cmd_run.cc
+[[gnu::weak]] int RunContainers(CommandContext& ctx);  // cmd_run.cc: `containers ls|rm`
+[[gnu::weak]] int RunCommit(CommandContext& ctx);      // cmd_commit.cc
+[[gnu::weak]] int RunPush(CommandContext& ctx);        // cmd_push.cc
+[[gnu::weak]] int RunStats(CommandContext& ctx);       // cmd_cache.cc
+[[gnu::weak]] int RunCache(CommandContext& ctx);       // cmd_cache.cc: `cache du|gc|prune`
+[[gnu::weak]] int RunConvert(CommandContext& ctx);     // cmd_convert.cc
+[[gnu::weak]] int RunIndex(CommandContext& ctx);       // cmd_convert.cc: `index build|push`
 
 // The command table (imgfs_main.cc).
 const std::vector<Command>& Commands();

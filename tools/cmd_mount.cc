@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -29,6 +30,7 @@
 #include "cache/leases.h"
 #include "cache/store.h"
 #include "fs/mount.h"
+#include "fs/mount_services.h"
 #include "fs/session.h"
 #include "registry/manifest.h"
 #include "tools/cli.h"
@@ -41,7 +43,8 @@ constexpr std::string_view kMountUsage =
     "Mount an image read-only at DIR (pulled first when not in the store).\n"
     "IMAGE is a reference, an image ID, or oci:DIR[:TAG] | oci-archive:FILE | "
     "docker-archive:FILE.\n"
-    "Mount options (-o, comma-separated): allow_other, dev, suid, debug, lazy, root=STORE;\n"
+    "Mount options (-o, comma-separated): allow_other, dev, suid, debug, lazy, root=STORE,\n"
+    "fetch_timeout=SECONDS, prefetch=none|landmarks|all;\n"
     "mount(8)'s "
     "generic options (defaults, ro, rw, nofail, noauto, _netdev, x-*) are accepted and ignored:\n"
     "the mount is always read-only.\n\n"
@@ -86,6 +89,39 @@ std::string AbsolutePath(const std::string& path) {
   return path;
 }
 
+// What `imgfs mount` was asked for, after option parsing.
+struct MountRequest {
+  std::string image;
+  std::string dir;  // absolute
+  std::vector<std::string> mount_options;
+  bool debug = false;
+  std::optional<registry::Platform> platform;
+  bool no_pull = false;
+  bool lazy = false;
+  double fetch_timeout_seconds = 0;
+  fs::PrepareOptions::Prefetch prefetch = fs::PrepareOptions::Prefetch::kLandmarks;
+};
+
+Result<fs::PrepareOptions::Prefetch> ParsePrefetch(const std::string& text) {
+  if (text == "none") return fs::PrepareOptions::Prefetch::kNone;
+  if (text == "landmarks") return fs::PrepareOptions::Prefetch::kLandmarks;
+  if (text == "all") return fs::PrepareOptions::Prefetch::kAll;
+  return Status::InvalidArgument("--prefetch must be none, landmarks or all, not \"" + text + "\"");
+}
+
+Result<double> ParseSeconds(const std::string& text) {
+  char* end = nullptr;
+  errno = 0;
+  double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || end == nullptr || *end != '\0' || errno != 0 || !(v > 0) || v > 86400) {
+    return Status::InvalidArgument(
+        "--fetch-timeout must be a number of seconds (0 < N <= 86400), "
+        "not \"" +
+        text + "\"");
+  }
+  return v;
+}
+
 // Writes a whole message to the status pipe (the parent waits on it).
 void Report(int fd, const std::string& message) {
   if (fd < 0) return;
@@ -96,9 +132,9 @@ void Report(int fd, const std::string& message) {
 
 // The daemon (or foreground) side: prepare, lease, mount, serve. `status_fd` gets "OK" once
 // the mount answers, or "ERR <message>". Returns the process exit status.
-int ServeMount(const CommandContext& ctx, const std::string& image, const std::string& dir,
-               const std::vector<std::string>& mount_options, bool debug,
-               const registry::Platform* platform, bool no_pull, bool lazy, int status_fd) {
+int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd) {
+  const std::string& image = req.image;
+  const std::string& dir = req.dir;
   auto fail = [&](const Status& st) {
     Report(status_fd, "ERR " + st.ToString());
     if (status_fd < 0) Fail(st);
@@ -109,13 +145,15 @@ int ServeMount(const CommandContext& ctx, const std::string& image, const std::s
     return fail(store.error().WithContext("opening the image store " + ctx.global.root));
   }
   fs::PrepareOptions prep;
-  prep.pull_if_missing = !no_pull;
-  prep.lazy = lazy;
+  prep.pull_if_missing = !req.no_pull;
+  prep.lazy = req.lazy;
+  prep.fetch_timeout_seconds = req.fetch_timeout_seconds;
+  prep.prefetch = req.prefetch;
   prep.pull.insecure_registries = ctx.global.insecure_registries;
   prep.pull.ca_files = ctx.global.ca_certs;
   prep.pull.creds = ctx.global.creds;
-  if (platform != nullptr) {
-    prep.pull.platform = *platform;
+  if (req.platform.has_value()) {
+    prep.pull.platform = *req.platform;
     prep.pull.platform_explicit = true;
   }
   Result<fs::PreparedImage> prepared = fs::PrepareImage(**store, image, prep);
@@ -128,8 +166,8 @@ int ServeMount(const CommandContext& ctx, const std::string& image, const std::s
 
   fs::SessionOptions options;
   options.fsname = image;
-  options.mount_options = mount_options;
-  options.debug = debug;
+  options.mount_options = req.mount_options;
+  options.debug = req.debug;
   bool foreground = status_fd < 0;
   options.on_ready = [status_fd, foreground] {
     if (!foreground) {
@@ -150,7 +188,18 @@ int ServeMount(const CommandContext& ctx, const std::string& image, const std::s
       fs::FuseSession::Mount(prepared->filesystem.get(), dir, options);
   if (!session.has_value()) return fail(session.error().WithContext("mounting " + image));
   IMGFS_LOG(kInfo) << "serving " << image << " at " << dir;
+  fs::MountServicesOptions services_options;
+  services_options.store = store->get();
+  services_options.filesystem = prepared->filesystem.get();
+  services_options.lease_id = lease->info().id;
+  services_options.mountpoint = dir;
+  services_options.reference = lease->info().reference;
+  Result<std::unique_ptr<fs::MountServices>> services = fs::MountServices::Start(services_options);
+  if (!services.has_value()) {
+    IMGFS_LOG(kWarning) << "mount services not started: " << services.error().ToString();
+  }
   Status run = (*session)->Run();
+  if (services.has_value()) services->reset();
   session->reset();
   Status released = lease->Release();
   if (!released.ok()) IMGFS_LOG(kWarning) << "releasing the lease: " << released.ToString();
@@ -171,6 +220,10 @@ int RunMount(CommandContext& ctx) {
       {"no-pull", 0, false, "", "fail instead of pulling an image the store lacks"},
       {"lazy", 0, false, "",
        "fetch eStargz/zstd:chunked layer data on demand instead of pulling the layers"},
+      {"fetch-timeout", 0, true, "SECONDS",
+       "lazy mounts: an uncached read that cannot be fetched in time fails with EIO"},
+      {"prefetch", 0, true, "none|landmarks|all",
+       "lazy mounts: what to fetch in the background (default landmarks)"},
       {"debug", 'd', false, "", "libfuse debug output (implies -f)"},
   };
   ParsedArgs args;
@@ -179,27 +232,35 @@ int RunMount(CommandContext& ctx) {
   if (args.positional().size() != 2) {
     return UsageError(ctx.name, "\"mount\" requires exactly 2 arguments: IMAGE DIR");
   }
-  const std::string image = args.positional()[0];
-  const std::string dir = AbsolutePath(args.positional()[1]);
+  MountRequest req;
+  req.image = args.positional()[0];
+  req.dir = AbsolutePath(args.positional()[1]);
+  const std::string& image = req.image;
+  const std::string& dir = req.dir;
   struct stat st {};
   if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return Fail("mountpoint " + args.positional()[1] + " is not an existing directory");
   }
 
-  bool debug = args.Has("debug");
-  bool lazy = args.Has("lazy");
-  std::vector<std::string> mount_options;
+  req.debug = args.Has("debug");
+  req.lazy = args.Has("lazy");
+  std::string fetch_timeout = args.Has("fetch-timeout") ? args.Get("fetch-timeout") : "";
+  std::string prefetch = args.Has("prefetch") ? args.Get("prefetch") : "";
   for (const std::string& group : args.GetAll("options")) {
     for (const std::string& o : SplitComma(group)) {
       if (o == "debug") {
-        debug = true;
+        req.debug = true;
       } else if (o == "lazy") {
-        lazy = true;
+        req.lazy = true;
+      } else if (o.rfind("fetch_timeout=", 0) == 0) {
+        fetch_timeout = o.substr(14);
+      } else if (o.rfind("prefetch=", 0) == 0) {
+        prefetch = o.substr(9);
       } else if (o.rfind("root=", 0) == 0) {
         // For fstab lines, which cannot set IMGFS_ROOT: the store to use.
         ctx.global.root = o.substr(5);
       } else if (PassedOptions().count(o) > 0) {
-        mount_options.push_back(o);
+        req.mount_options.push_back(o);
       } else if (IgnoredOption(o)) {
         continue;
       } else {
@@ -207,19 +268,25 @@ int RunMount(CommandContext& ctx) {
       }
     }
   }
-  std::optional<registry::Platform> platform;
+  if (!fetch_timeout.empty()) {
+    Result<double> seconds = ParseSeconds(fetch_timeout);
+    if (!seconds.has_value()) return UsageError(ctx.name, seconds.error().message());
+    req.fetch_timeout_seconds = *seconds;
+  }
+  if (!prefetch.empty()) {
+    Result<fs::PrepareOptions::Prefetch> mode = ParsePrefetch(prefetch);
+    if (!mode.has_value()) return UsageError(ctx.name, mode.error().message());
+    req.prefetch = *mode;
+  }
   if (args.Has("platform")) {
     Result<registry::Platform> p = registry::Platform::Parse(args.Get("platform"));
     if (!p.has_value()) return UsageError(ctx.name, p.error().message());
-    platform = *p;
+    req.platform = *p;
   }
-  bool no_pull = args.Has("no-pull");
-  bool foreground = args.Has("foreground") || debug;
-  const registry::Platform* platform_ptr = platform.has_value() ? &*platform : nullptr;
+  req.no_pull = args.Has("no-pull");
+  bool foreground = args.Has("foreground") || req.debug;
 
-  if (foreground) {
-    return ServeMount(ctx, image, dir, mount_options, debug, platform_ptr, no_pull, lazy, -1);
-  }
+  if (foreground) return ServeMount(ctx, req, -1);
 
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) return Fail(Status::FromErrno(errno, "pipe"));
@@ -240,8 +307,7 @@ int RunMount(CommandContext& ctx) {
                                                : LOG_DEBUG;
       syslog(prio, "%.*s", static_cast<int>(message.size()), message.data());
     });
-    int rc = ServeMount(ctx, image, dir, mount_options, debug, platform_ptr, no_pull, lazy,
-                        write_end.Release());
+    int rc = ServeMount(ctx, req, write_end.Release());
     _exit(rc);
   }
   write_end.Close();

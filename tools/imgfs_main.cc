@@ -119,6 +119,15 @@ const std::vector<Command>& Commands() {
       {"logout", "Log out from a registry", &RunLogout},
       {"mount", "Mount an image as a filesystem", RunMount},
       {"umount", "Unmount an image", RunUmount},
+      {"run", "Run a command in an image (chroot, private mounts)", RunRun},
+      {"ps", "List containers (writable uppers kept by name)", RunPs},
+      {"containers", "Manage containers (ls, rm)", RunContainers},
+      {"commit", "Create a new image from a container's or a mount's changes", RunCommit},
+      {"push", "Push an image to a registry or a local layout", RunPush},
+      {"stats", "Show fetch statistics of a lazy mount", RunStats},
+      {"cache", "Manage the store's disk use (du, gc, prune)", RunCache},
+      {"convert", "Convert an image to eStargz or zstd:chunked", RunConvert},
+      {"index", "Build or publish lazy-mount indexes of an image (build, push)", RunIndex},
   };
   return commands;
 }
