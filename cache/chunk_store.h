@@ -10,6 +10,9 @@
 // and treats a mismatch (a corrupt or truncated file) as absent: the file is deleted and
 // NotFound returned, so the caller fetches the chunk again.
 //
+// Last use: a chunk file's mtime is when it was last read or written (refreshed by Get at
+// most once a minute); `imgfs cache prune` evicts least recently used chunks first.
+//
 // Thread-safety: stateless apart from counters; every method may be called from any thread.
 #ifndef IMGFS_CACHE_CHUNK_STORE_H_
 #define IMGFS_CACHE_CHUNK_STORE_H_

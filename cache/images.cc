@@ -6,17 +6,15 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <filesystem>
 #include <map>
 #include <set>
-#include <system_error>
-#include <unordered_set>
 
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
 #include "base/log.h"
 #include "cache/leases.h"
+#include "cache/usage.h"
 #include "registry/media_types.h"
 
 namespace imgfs::cache {
@@ -26,30 +24,6 @@ using json = nlohmann::json;
 using registry::Descriptor;
 using registry::Digest;
 using registry::Reference;
-
-// Nesting limit when following index → manifest links during GC (indexes of indexes are
-// legal but never deeper than a couple of levels in practice).
-constexpr int kMaxIndexDepth = 4;
-
-std::string JsonString(const json& obj, const char* key) {
-  auto it = obj.find(key);
-  return it != obj.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
-
-Result<Descriptor> DecodeDescriptor(const json& j) {
-  if (!j.is_object()) return Status::Corrupt("descriptor is not an object");
-  Descriptor d;
-  d.media_type = JsonString(j, "mediaType");
-  IMGFS_ASSIGN_OR_RETURN(d.digest, Digest::Parse(JsonString(j, "digest")));
-  auto size = j.find("size");
-  if (size != j.end() && size->is_number_integer()) d.size = size->get<int64_t>();
-  if (auto it = j.find("annotations"); it != j.end() && it->is_object()) {
-    for (const auto& [k, v] : it->items()) {
-      if (v.is_string()) d.annotations[k] = v.get<std::string>();
-    }
-  }
-  return d;
-}
 
 // The manifest and config of a stored image, decoded by registry/manifest.h. ReadBlob
 // verifies the bytes against `digest`.
@@ -277,45 +251,6 @@ bool PathMatch(std::string_view pattern, std::string_view name) {
 
 std::string NoSuchImage(std::string_view text) { return "No such image: " + std::string(text); }
 
-// Adds everything `digest` (a manifest or an index) reaches to `keep`. Returns false when a
-// present document could not be read (then GC must not delete anything).
-bool MarkReachable(const Store& store, const Digest& digest, int depth,
-                   std::unordered_set<std::string>* keep) {
-  keep->insert(digest.hex());
-  if (depth > kMaxIndexDepth) return true;
-  auto bytes = store.ReadBlob(digest);
-  if (!bytes.has_value()) {
-    if (bytes.error().code() == StatusCode::kNotFound) return true;  // lazily pulled / gone
-    IMGFS_LOG(kWarning) << "garbage collection: " << bytes.error().ToString();
-    return false;
-  }
-  json j = json::parse(*bytes, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
-    IMGFS_LOG(kWarning) << "garbage collection: " << digest.String() << " is not JSON";
-    return false;
-  }
-  bool ok = true;
-  if (auto it = j.find("config"); it != j.end()) {
-    auto d = DecodeDescriptor(*it);
-    if (d.has_value()) keep->insert(d->digest.hex());
-  }
-  for (const char* key : {"layers", "blobs"}) {
-    if (auto it = j.find(key); it != j.end() && it->is_array()) {
-      for (const auto& l : *it) {
-        auto d = DecodeDescriptor(l);
-        if (d.has_value()) keep->insert(d->digest.hex());
-      }
-    }
-  }
-  if (auto it = j.find("manifests"); it != j.end() && it->is_array()) {
-    for (const auto& m : *it) {
-      auto d = DecodeDescriptor(m);
-      if (d.has_value()) ok = MarkReachable(store, d->digest, depth + 1, keep) && ok;
-    }
-  }
-  return ok;
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
@@ -383,6 +318,10 @@ Result<std::vector<ImageSummary>> ListImages(const Store& store, const ImageFilt
     s.dangling = lr.record.dangling();
     s.reference = lr.record.reference;
     s.pulled = lr.record.pulled;
+    if (lr.manifest.has_value()) {
+      s.complete = std::all_of(lr.manifest->layers.begin(), lr.manifest->layers.end(),
+                               [&store](const Descriptor& l) { return store.HasBlob(l.digest); });
+    }
     if (filter.dangling.has_value() && *filter.dangling != s.dangling) continue;
     if (!filter.reference_globs.empty()) {
       bool any = false;
@@ -592,6 +531,14 @@ Result<RemoveReport> RemoveImage(Store& store, std::string_view text, bool force
                                          l.mountpoint);
         }
       }
+      for (const auto& [name, manifest] : ContainerImages(store)) {
+        if (manifests.count(manifest) > 0) {
+          removed.clear();
+          return Status::InvalidArgument("conflict: unable to delete " + short_id +
+                                         " (must be forced) - image is in use by container " +
+                                         name);
+        }
+      }
     }
     records = std::move(kept);
     return Status::Ok();
@@ -623,79 +570,6 @@ Result<RemoveReport> RemoveImage(Store& store, std::string_view text, bool force
 // ---------------------------------------------------------------------------------------
 // CollectGarbage
 
-Result<GcReport> CollectGarbage(Store& store) {
-  GcReport report;
-  IMGFS_ASSIGN_OR_RETURN(FileLock gc_lock, store.LockGcExclusive());
-  IMGFS_ASSIGN_OR_RETURN(report.tmp_entries_removed, store.CleanTmpLocked());
-  IMGFS_ASSIGN_OR_RETURN(FileLock index_lock, store.LockIndex());
-  IMGFS_ASSIGN_OR_RETURN(std::vector<ImageRecord> records, store.ReadRecordsUnlocked());
-  IMGFS_ASSIGN_OR_RETURN(std::vector<LeaseInfo> leases,
-                         ListLiveLeasesLocked(store, &report.stale_leases_removed));
-
-  std::unordered_set<std::string> keep;
-  bool complete = true;
-  for (const auto& r : records) {
-    complete = MarkReachable(store, r.manifest.digest, 0, &keep) && complete;
-    // The index (manifest list) the reference resolved to, when the pull stored it.
-    if (!r.repo_digest.empty() && r.repo_digest != r.manifest.digest) {
-      complete = MarkReachable(store, r.repo_digest, 0, &keep) && complete;
-    }
-  }
-  for (const auto& l : leases) complete = MarkReachable(store, l.manifest, 0, &keep) && complete;
-
-  // Leftover temporary files of interrupted index.json writes (writers hold index.lock).
-  std::error_code ec;
-  std::vector<std::filesystem::path> paths;
-  std::filesystem::directory_iterator top(store.root(), ec);
-  for (; !ec && top != std::filesystem::directory_iterator(); top.increment(ec)) {
-    if (StartsWith(top->path().filename().string(), "index.json.tmp-")) {
-      paths.push_back(top->path());
-    }
-  }
-  for (const auto& p : paths) ::unlink(p.c_str());
-
-  if (!complete) {
-    IMGFS_LOG(kWarning) << "garbage collection: an image document could not be read; no blob "
-                           "deleted";
-    return report;
-  }
-  std::string dir = store.root() + "/blobs/sha256";
-  paths.clear();
-  ec.clear();
-  std::filesystem::directory_iterator it(dir, ec);
-  for (; !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    paths.push_back(it->path());
-  }
-  if (ec && ec != std::errc::no_such_file_or_directory) {
-    return Status::FromErrno(ec.value(), "list " + dir);
-  }
-  for (const auto& p : paths) {
-    if (keep.count(p.filename().string()) > 0) continue;
-    struct stat st {};
-    if (::lstat(p.c_str(), &st) != 0) continue;
-    if (::unlink(p.c_str()) != 0) {
-      if (errno == ENOENT) continue;
-      return Status::FromErrno(errno, "remove blob " + p.string());
-    }
-    ++report.blobs_deleted;
-    report.bytes_freed += st.st_size;
-  }
-  // Derived per-layer indexes (indexes/<hex>.idx) of layers nothing references any more.
-  std::string idx_dir = store.Subdir("indexes");
-  paths.clear();
-  ec.clear();
-  std::filesystem::directory_iterator ii(idx_dir, ec);
-  for (; !ec && ii != std::filesystem::directory_iterator(); ii.increment(ec)) {
-    paths.push_back(ii->path());
-  }
-  for (const auto& p : paths) {
-    if (p.extension() != ".idx" || keep.count(p.stem().string()) > 0) continue;
-    struct stat st {};
-    if (::lstat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::unlink(p.c_str()) == 0) {
-      report.bytes_freed += st.st_size;
-    }
-  }
-  return report;
-}
+Result<GcReport> CollectGarbage(Store& store) { return CollectGarbage(store, UsageOptions{}); }
 
 }  // namespace imgfs::cache

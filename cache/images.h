@@ -11,8 +11,11 @@
 //   NotFound          "No such image: <text>"
 //   InvalidArgument   "conflict: unable to delete <short id> (must be forced) - image is
 //                     referenced in multiple repositories"
-//                     "conflict: unable to delete <short id> (cannot be forced) - image is in
+//                     "conflict: unable to delete <short id> (must be forced) - image is in
 //                     use by the mount at <dir>"  (without force)
+//                     "conflict: unable to delete <short id> (must be forced) - image is in
+//                     use by container <name>"  (without force; forced, the entry goes but
+//                     the container keeps the image's files, see cache/usage.h)
 //                     ambiguous short IDs, malformed filters
 //
 // Thread-safety: stateless functions over a Store; safe from any thread and process.
@@ -46,6 +49,10 @@ struct ImageSummary {
   bool dangling = false;
   std::string reference;  // full reference of the entry; "" when dangling
   std::string pulled;     // RFC 3339
+  // False when a layer blob is not stored: recorded by `imgfs pull --lazy` (or a lazy
+  // mount), or a lazily mountable layer evicted by `imgfs cache prune`. Lazy mounts serve
+  // such an image; `imgfs pull` completes it.
+  bool complete = true;
 };
 
 // `--filter` values, combined with AND (several `reference=` patterns are OR-ed, as docker).
@@ -102,21 +109,26 @@ struct RemoveReport {
 // `docker rmi`: by reference → removes that entry (untag); if it was the image's last entry
 // the image is deleted. By ID → removes every entry of the image; without `force` that is
 // refused when the image has several named entries in *different* repositories (docker's
-// rule). Refused while a live lease pins the image unless `force`. Afterwards the blobs no
+// rule). Refused while a live lease or a container (containers/<name>/container.json)
+// pins the image unless `force`. Afterwards the blobs no
 // entry and no live lease reach are deleted (CollectGarbage).
 Result<RemoveReport> RemoveImage(Store& store, std::string_view text, bool force);
 
 struct GcReport {
   int blobs_deleted = 0;
-  int64_t bytes_freed = 0;
+  int indexes_deleted = 0;
+  int64_t chunks_deleted = 0;
+  int64_t bytes_freed = 0;  // blobs, indexes and chunks
   int tmp_entries_removed = 0;
   int stale_leases_removed = 0;
 };
 
 // Deletes every blob under blobs/sha256 not reachable from an index.json entry (manifest,
 // config, layers, and the repo-digest document — the index a tag resolved to — when
-// stored) or a live lease's manifest, and clears tmp/ and stale leases. Takes the
-// exclusive gc.lock (waits for running pulls) and then index.lock while deleting.
+// stored), a live lease's manifest or a container's image, the indexes of layers no such
+// image has, and clears tmp/ and stale leases. Chunks are left alone here (they need the
+// layer index decoder of fs/: see CollectGarbage in cache/usage.h). Takes the exclusive
+// gc.lock (waits for running pulls) and then index.lock while deleting.
 Result<GcReport> CollectGarbage(Store& store);
 
 }  // namespace imgfs::cache
