@@ -14,9 +14,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/log.h"
 #include "cache/images.h"
 #include "cache/leases.h"
 #include "cache/store.h"
+#include "cache/usage.h"
 #include "fs/pull.h"
 #include "fs/session.h"
 #include "registry/manifest.h"
@@ -169,6 +171,8 @@ json SummaryJson(const cache::ImageSummary& s) {
   j["Tag"] = s.tag;
   j["UniqueSize"] = "N/A";
   j["VirtualSize"] = HumanSize(s.size_bytes);
+  // False for images recorded by `pull --lazy`: their layers are fetched by lazy mounts.
+  j["Complete"] = s.complete;
   return j;
 }
 
@@ -299,6 +303,9 @@ int RunPull(CommandContext& ctx) {
       {"all-tags", 'a', false, "", "pull every tag of the repository"},
       {"platform", 0, true, "OS/ARCH[/VARIANT]", "platform to select (default: this host's)"},
       {"quiet", 'q', false, "", "print only the pulled reference"},
+      {"lazy", 0, false, "",
+       "store only what a lazy mount needs (manifest and config); `imgfs pull` without "
+       "--lazy completes the image later"},
   };
   ParsedArgs args;
   int code = kExitOk;
@@ -310,6 +317,7 @@ int RunPull(CommandContext& ctx) {
 
   fs::PullOptions options;
   options.all_tags = args.Has("all-tags");
+  options.metadata_only = args.Has("lazy");
   if (args.Has("platform")) {
     Result<registry::Platform> p = registry::Platform::Parse(args.Get("platform"));
     if (!p.has_value()) return UsageError(ctx.name, p.error().message());
@@ -332,12 +340,17 @@ int RunPull(CommandContext& ctx) {
   printer.Finish();
   if (!pulled.has_value()) return Fail(pulled.error());
   for (const fs::PulledImage& img : *pulled) {
+    Status touched = cache::TouchImage(**store, img.manifest_digest);  // last use: now
+    if (!touched.ok()) IMGFS_LOG(kInfo) << touched.ToString();
     if (quiet) {
       std::cout << img.reference.String() << "\n";
       continue;
     }
     std::cout << "Digest: " << img.repo_digest.String() << "\n";
-    if (img.layers_downloaded == 0 && !img.tag_moved) {
+    if (options.metadata_only) {
+      std::cout << "Status: Recorded " << img.reference.FamiliarString()
+                << " for lazy mounts (manifest and config only; layers are fetched on demand)\n";
+    } else if (img.layers_downloaded == 0 && !img.tag_moved) {
       std::cout << "Status: Image is up to date for " << img.reference.FamiliarString() << "\n";
     } else {
       std::cout << "Status: Downloaded newer image for " << img.reference.FamiliarString() << "\n";
@@ -411,7 +424,9 @@ int RunImages(CommandContext& ctx) {
     if (digests) row.push_back(DigestColumn(s));
     row.push_back(id_text(s.id));
     row.push_back(HumanAge(s.created));
-    row.push_back(HumanSize(s.size_bytes));
+    // SIZE is the image's size as docker shows it; an image whose layers are not all stored
+    // (pull --lazy) says so, since only its metadata takes space here.
+    row.push_back(HumanSize(s.size_bytes) + (s.complete ? "" : " (lazy)"));
     rows.push_back(std::move(row));
   }
   PrintTable(rows);
