@@ -6,8 +6,8 @@
 // changes, so entries, attributes and pages may be cached by the kernel for as long as it
 // likes (long timeouts, keep_cache); negative lookups are cached too.
 //
-// The session's userdata must be the ImageFilesystem*. This header does not include libfuse:
-// only fs/fuse_ops.cc and fs/session.cc do.
+// The session's userdata must be the FuseContext. This header does not include libfuse: only
+// fs/fuse_ops.cc, fs/fuse_ops_rw.cc and fs/session.cc do.
 #ifndef IMGFS_FS_FUSE_OPS_H_
 #define IMGFS_FS_FUSE_OPS_H_
 
@@ -25,12 +25,17 @@ int StatusToErrno(const Status& status);
 
 // The operations table (static storage).
 const fuse_lowlevel_ops& ImageFilesystemOps();
+// The operations table of a writable (copy-on-write) mount, fs/fuse_ops_rw.cc: the userdata's
+// `writable` serves every request.
+const fuse_lowlevel_ops& WritableFilesystemOps();
 
 // Userdata handed to fuse_session_new: the filesystem plus a hook called once the kernel's
 // INIT request has been answered (the mount then serves requests).
 class ImageFilesystem;
+class WritableFs;
 struct FuseContext {
   ImageFilesystem* filesystem = nullptr;
+  WritableFs* writable = nullptr;  // set for writable mounts (then the lower is `filesystem`)
   std::function<void()> on_init;
 };
 

@@ -54,9 +54,11 @@ Result<std::unique_ptr<FuseSession>> FuseSession::Mount(ImageFilesystem* filesys
   s->mountpoint_ = mountpoint;
   s->context_.filesystem = filesystem;
   s->context_.on_init = s->options_.on_ready;
+  s->context_.writable = s->options_.writable;
 
   std::string opts =
-      "ro,default_permissions,subtype=imgfs,fsname=" + EscapeOption(s->options_.fsname);
+      std::string(s->options_.writable != nullptr ? "rw" : "ro") +
+      ",default_permissions,subtype=imgfs,fsname=" + EscapeOption(s->options_.fsname);
   for (const std::string& o : s->options_.mount_options) {
     if (o.empty()) continue;
     opts += "," + o;
@@ -66,7 +68,8 @@ Result<std::unique_ptr<FuseSession>> FuseSession::Mount(ImageFilesystem* filesys
   std::vector<char*> argv;
   for (std::string& a : argv_storage) argv.push_back(a.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
-  const fuse_lowlevel_ops& ops = ImageFilesystemOps();
+  const fuse_lowlevel_ops& ops =
+      s->options_.writable != nullptr ? WritableFilesystemOps() : ImageFilesystemOps();
   fuse_session* se = fuse_session_new(&args, &ops, sizeof(ops), &s->context_);
   fuse_opt_free_args(&args);
   if (se == nullptr) {

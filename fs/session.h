@@ -1,10 +1,10 @@
 // imgfs — FuseSession: mounts an ImageFilesystem with libfuse's low-level API and serves it
 // with the multi-threaded loop until it is unmounted or the process gets SIGTERM/SIGINT/SIGHUP.
 //
-// Mount options: always `ro`, `default_permissions` (the kernel checks modes against the
-// image's owners), fsname = the image reference, subtype `imgfs`; `allow_other`, `dev`,
-// `suid` (and any other option libfuse accepts) only when asked — libfuse mounts nodev,nosuid
-// by default, as mount(8) users expect of FUSE.
+// Mount options: `ro` (or `rw` when SessionOptions::writable is set), `default_permissions` (the
+// kernel checks modes against the image's owners), fsname = the image reference, subtype `imgfs`;
+// `allow_other`, `dev`, `suid` (and any other option libfuse accepts) only when asked — libfuse
+// mounts nodev,nosuid by default, as mount(8) users expect of FUSE.
 //
 // Thread-safety: Mount and Run on one thread; RequestExit from any thread or signal context.
 #ifndef IMGFS_FS_SESSION_H_
@@ -32,6 +32,10 @@ struct SessionOptions {
   bool debug = false;  // libfuse -d
   // Called once the kernel's INIT request has been handled: the mount answers requests.
   std::function<void()> on_ready;
+  // A writable (copy-on-write) mount: served by this view over the filesystem passed to
+  // Mount (its lower) with the operations of fs/fuse_ops_rw.cc. Not owned; outlives the
+  // session. nullptr: the read-only mount.
+  WritableFs* writable = nullptr;
 };
 
 class FuseSession {

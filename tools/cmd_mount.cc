@@ -6,6 +6,11 @@
 // message and a non-zero status, leaving nothing mounted. `-f` serves in the foreground with
 // logs on stderr. The same code runs for `mount -t fuse.imgfs IMAGE DIR -o OPTS` (mount(8)
 // → mount.fuse3 → `imgfs IMAGE DIR -o OPTS`).
+//
+// `--rw` (or `-o upper=DIR`) mounts copy-on-write (fs/writable_fs.h): changes go to the upper
+// directory `--upper DIR` (created if missing, kept), or else to a fresh
+// STORE/containers/mount-<random>/upper that is removed again when the mount ends. The lease
+// records the upper directory, so `imgfs commit DIR` finds it by mountpoint.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -25,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/file_util.h"
 #include "base/log.h"
 #include "base/unique_fd.h"
 #include "cache/leases.h"
@@ -32,6 +38,7 @@
 #include "fs/mount.h"
 #include "fs/mount_services.h"
 #include "fs/session.h"
+#include "fs/writable_fs.h"
 #include "registry/manifest.h"
 #include "tools/cli.h"
 
@@ -40,14 +47,16 @@ namespace {
 
 constexpr std::string_view kMountUsage =
     "Usage: imgfs mount [OPTIONS] IMAGE DIR\n\n"
-    "Mount an image read-only at DIR (pulled first when not in the store).\n"
+    "Mount an image at DIR (pulled first when not in the store): read-only, or copy-on-write\n"
+    "with --rw (changes go to --upper DIR, kept; else to a temporary upper removed at unmount).\n"
     "IMAGE is a reference, an image ID, or oci:DIR[:TAG] | oci-archive:FILE | "
     "docker-archive:FILE.\n"
     "Mount options (-o, comma-separated): allow_other, dev, suid, debug, lazy, root=STORE,\n"
-    "fetch_timeout=SECONDS, prefetch=none|landmarks|all;\n"
+    "fetch_timeout=SECONDS, prefetch=none|landmarks|all, upper=DIR (a writable mount);\n"
     "mount(8)'s "
     "generic options (defaults, ro, rw, nofail, noauto, _netdev, x-*) are accepted and ignored:\n"
-    "the mount is always read-only.\n\n"
+    "`rw` alone keeps the mount read-only (fstab `defaults` implies it); upper=DIR makes it\n"
+    "writable.\n\n"
     "fstab: 127.0.0.1:5000/demo/app:1.0  /mnt/app  fuse.imgfs  defaults,nofail  0 0";
 
 constexpr std::string_view kUmountUsage =
@@ -100,7 +109,28 @@ struct MountRequest {
   bool lazy = false;
   double fetch_timeout_seconds = 0;
   fs::PrepareOptions::Prefetch prefetch = fs::PrepareOptions::Prefetch::kLandmarks;
+  bool writable = false;
+  std::string upper;  // absolute; "" = a temporary upper in the store
 };
+
+// 16 random hex digits (for the name of a temporary upper directory).
+std::string RandomSuffix() {
+  unsigned char bytes[8] = {};
+  UniqueFd fd(open("/dev/urandom", O_RDONLY | O_CLOEXEC));
+  if (!fd.IsValid() || read(fd.get(), bytes, sizeof(bytes)) != sizeof(bytes)) {
+    auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    for (size_t i = 0; i < sizeof(bytes); ++i) {
+      bytes[i] = static_cast<unsigned char>((now >> (8 * i)) ^ (getpid() >> i));
+    }
+  }
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : bytes) {
+    out += kHex[b >> 4];
+    out += kHex[b & 15];
+  }
+  return out;
+}
 
 Result<fs::PrepareOptions::Prefetch> ParsePrefetch(const std::string& text) {
   if (text == "none") return fs::PrepareOptions::Prefetch::kNone;
@@ -159,15 +189,58 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
   Result<fs::PreparedImage> prepared = fs::PrepareImage(**store, image, prep);
   if (!prepared.has_value()) return fail(prepared.error().WithContext("mounting " + image));
 
+  // Writable mounts: the upper directory (given, or a temporary one in the store).
+  std::unique_ptr<fs::WritableFs> writable;
+  std::string temp_container;  // removed when the mount ends
+  if (req.writable) {
+    std::string upper = req.upper;
+    if (upper.empty()) {
+      temp_container = (*store)->Subdir("containers") + "/mount-" + RandomSuffix();
+      upper = temp_container + "/upper";
+      Status made = MakeDirs(upper, 0755);
+      if (!made.ok()) return fail(made.WithContext("creating the upper directory"));
+    } else {
+      Status made = MakeDirs(upper, 0755);
+      if (!made.ok()) return fail(made.WithContext("creating the upper directory " + upper));
+    }
+    std::string work = fs::WritableFs::DefaultWorkDir(upper);
+    if (work.empty()) {
+      if (!temp_container.empty()) RemoveTree(temp_container).ok();
+      return fail(Status::InvalidArgument(
+          "the upper directory " + upper +
+          " is the root of a filesystem: use a directory inside it (imgfs keeps a work "
+          "directory beside the upper, on the same filesystem)"));
+    }
+    Result<std::unique_ptr<fs::WritableFs>> opened =
+        fs::WritableFs::Open(prepared->filesystem.get(), upper, work);
+    if (!opened.has_value()) {
+      if (!temp_container.empty()) RemoveTree(temp_container).ok();
+      return fail(opened.error().WithContext("mounting " + image + " writable"));
+    }
+    writable = std::move(*opened);
+  }
+  auto remove_temp = [&] {
+    writable.reset();  // removes its work directory
+    if (!temp_container.empty()) {
+      Status st = RemoveTree(temp_container);
+      if (!st.ok()) IMGFS_LOG(kWarning) << "removing the temporary upper: " << st.ToString();
+    }
+  };
+
   Result<cache::Lease> lease =
       cache::Lease::Acquire(**store, prepared->manifest_digest, dir,
-                            prepared->reference.empty() ? image : prepared->reference);
-  if (!lease.has_value()) return fail(lease.error().WithContext("mounting " + image));
+                            prepared->reference.empty() ? image : prepared->reference,
+                            writable != nullptr ? writable->upper_dir() : std::string());
+  if (!lease.has_value()) {
+    remove_temp();
+    return fail(lease.error().WithContext("mounting " + image));
+  }
 
   fs::SessionOptions options;
   options.fsname = image;
   options.mount_options = req.mount_options;
   options.debug = req.debug;
+  options.writable = writable.get();
   bool foreground = status_fd < 0;
   options.on_ready = [status_fd, foreground] {
     if (!foreground) {
@@ -186,7 +259,12 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
   };
   Result<std::unique_ptr<fs::FuseSession>> session =
       fs::FuseSession::Mount(prepared->filesystem.get(), dir, options);
-  if (!session.has_value()) return fail(session.error().WithContext("mounting " + image));
+  if (!session.has_value()) {
+    Status released = lease->Release();
+    (void)released;
+    remove_temp();
+    return fail(session.error().WithContext("mounting " + image));
+  }
   IMGFS_LOG(kInfo) << "serving " << image << " at " << dir;
   fs::MountServicesOptions services_options;
   services_options.store = store->get();
@@ -201,6 +279,7 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
   Status run = (*session)->Run();
   if (services.has_value()) services->reset();
   session->reset();
+  remove_temp();
   Status released = lease->Release();
   if (!released.ok()) IMGFS_LOG(kWarning) << "releasing the lease: " << released.ToString();
   if (!run.ok()) {
@@ -225,6 +304,9 @@ int RunMount(CommandContext& ctx) {
       {"prefetch", 0, true, "none|landmarks|all",
        "lazy mounts: what to fetch in the background (default landmarks)"},
       {"debug", 'd', false, "", "libfuse debug output (implies -f)"},
+      {"rw", 0, false, "", "copy-on-write: writes go to a private upper directory"},
+      {"upper", 0, true, "DIR",
+       "with --rw: keep the changes in DIR (created if missing; remount to see them again)"},
   };
   ParsedArgs args;
   int code = kExitOk;
@@ -246,6 +328,8 @@ int RunMount(CommandContext& ctx) {
   req.lazy = args.Has("lazy");
   std::string fetch_timeout = args.Has("fetch-timeout") ? args.Get("fetch-timeout") : "";
   std::string prefetch = args.Has("prefetch") ? args.Get("prefetch") : "";
+  req.writable = args.Has("rw") || args.Has("upper");
+  std::string upper = args.Has("upper") ? args.Get("upper") : "";
   for (const std::string& group : args.GetAll("options")) {
     for (const std::string& o : SplitComma(group)) {
       if (o == "debug") {
@@ -256,6 +340,9 @@ int RunMount(CommandContext& ctx) {
         fetch_timeout = o.substr(14);
       } else if (o.rfind("prefetch=", 0) == 0) {
         prefetch = o.substr(9);
+      } else if (o.rfind("upper=", 0) == 0) {
+        upper = o.substr(6);
+        req.writable = true;
       } else if (o.rfind("root=", 0) == 0) {
         // For fstab lines, which cannot set IMGFS_ROOT: the store to use.
         ctx.global.root = o.substr(5);
@@ -282,6 +369,16 @@ int RunMount(CommandContext& ctx) {
     Result<registry::Platform> p = registry::Platform::Parse(args.Get("platform"));
     if (!p.has_value()) return UsageError(ctx.name, p.error().message());
     req.platform = *p;
+  }
+  if (!upper.empty()) {
+    if (upper.front() != '/') {
+      char cwd[PATH_MAX];
+      if (getcwd(cwd, sizeof(cwd)) == nullptr) return Fail(Status::FromErrno(errno, "getcwd"));
+      upper = std::string(cwd) + "/" + upper;
+    }
+    req.upper = upper;
+  } else if (args.Has("upper")) {
+    return UsageError(ctx.name, "--upper needs a directory");
   }
   req.no_pull = args.Has("no-pull");
   bool foreground = args.Has("foreground") || req.debug;

@@ -1,0 +1,235 @@
+// imgfs — WritableFs: the copy-on-write view of a mounted image (`imgfs mount --rw`).
+//
+// The merged tree is an upper directory on local disk stacked on the immutable image
+// (ImageFilesystem, the lower). Everything that changes lands in the upper; the lower is never
+// written. The upper follows the kernel overlayfs conventions, so the same directory works
+// with `mount -t overlay` and is what `imgfs commit` turns into a layer:
+//   - a whiteout is a character device 0/0 named like the deleted entry;
+//   - an opaque directory carries the xattr trusted.overlay.opaque = "y" (lower entries below
+//     it are hidden);
+//   - no redirects: a renamed directory that has lower content is copied up whole (upper
+//     files are hard-linked, lower ones copied) and marked opaque;
+//   - ownership, modes, times and xattrs of upper entries are their own; trusted.overlay.*
+//     xattrs are never shown to users nor settable by them.
+// Copy-up (first change of a lower entry) creates the copy under a temporary name in the work
+// directory — on the same filesystem as the upper — and renames it into place, so a killed
+// daemon never leaves a half-copied file visible; the work directory is emptied when the next
+// WritableFs opens. The parent's times are restored after a copy-up, like overlayfs does. A
+// lower regular file with several names (a hardlink group) is copied up once and its other
+// visible names are linked to the copy, so the group stays one inode.
+//
+// Inodes: the FUSE-facing numbers ("ids") are per merged name (hardlinks get one id per
+// name), allocated at lookup and freed by Forget when the kernel's lookup count reaches zero
+// (root is id 1, never freed). st_ino is stable across copy-up: an entry that came from the
+// lower keeps the lower inode number; upper-only entries get numbers above the image's inode
+// count, one per upper inode (hardlinks share it).
+//
+// Errors: every operation returns 0 or a positive errno — the exact errno the kernel would
+// give (ENOTEMPTY, EEXIST, EXDEV, ENOSPC, ...), which a Status code cannot carry; the FUSE
+// adapter (fs/fuse_ops_rw.cc) replies with it unchanged.
+//
+// Thread-safety: all methods may be called concurrently. One mutex serialises the namespace
+// (node table and every change to the upper directory, copy-ups included, like a
+// filesystem-wide directory lock); file data reads and writes on open handles run outside it.
+#ifndef IMGFS_FS_WRITABLE_FS_H_
+#define IMGFS_FS_WRITABLE_FS_H_
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "base/status.h"
+#include "base/unique_fd.h"
+#include "fs/filesystem.h"
+
+namespace imgfs::fs {
+
+// The xattr that marks an upper directory opaque (kernel overlayfs convention).
+inline constexpr std::string_view kOpaqueXattr = "trusted.overlay.opaque";
+// Prefix of the xattrs overlayfs reserves: hidden from and refused to users.
+inline constexpr std::string_view kOverlayXattrPrefix = "trusted.overlay.";
+
+// Who asks: owner of created entries.
+struct Caller {
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+// A name handed to the kernel: its id, attributes, and whether the kernel may cache it for
+// long (false for anything that lives in the upper or may change without the kernel seeing
+// it, such as a lower hardlink whose group gets copied up through another name).
+struct Entry {
+  uint64_t id = 0;
+  struct stat attr {};
+  bool cacheable = false;
+};
+
+// setattr request (what FUSE_SET_ATTR_* bits ask for).
+struct SetAttrRequest {
+  bool set_mode = false;
+  mode_t mode = 0;
+  bool set_uid = false;
+  uid_t uid = 0;
+  bool set_gid = false;
+  gid_t gid = 0;
+  bool set_size = false;
+  off_t size = 0;
+  bool set_atime = false;
+  bool atime_now = false;
+  struct timespec atime {};
+  bool set_mtime = false;
+  bool mtime_now = false;
+  struct timespec mtime {};
+};
+
+// One name of a directory listing.
+struct MergedDirEntry {
+  std::string name;
+  uint64_t st_ino = 0;
+  mode_t type = 0;  // S_IFMT bits
+};
+
+class WritableFs {
+ public:
+  // Opens the merged view of `lower` (not owned; outlives this) and `upper_dir` (must exist).
+  // `work_dir` must be on the upper's filesystem and not inside it; it is created if missing
+  // and emptied (leftovers of a killed daemon). A fresh (empty) upper gets the lower root's
+  // mode, owner and times, so the merged root looks like the image's. InvalidArgument when
+  // the directories are unusable (EXDEV between them, no whiteout support), Io otherwise.
+  static Result<std::unique_ptr<WritableFs>> Open(const ImageFilesystem* lower,
+                                                  const std::string& upper_dir,
+                                                  const std::string& work_dir);
+  ~WritableFs();
+  WritableFs(const WritableFs&) = delete;
+  WritableFs& operator=(const WritableFs&) = delete;
+
+  // The default work directory for `upper_dir`: a hidden sibling ".NAME.imgfs-work" when the
+  // parent is on the same filesystem, else "" (the caller must then name one).
+  static std::string DefaultWorkDir(const std::string& upper_dir);
+
+  const std::string& upper_dir() const { return upper_path_; }
+  const std::string& work_dir() const { return work_path_; }
+
+  // Name operations. Those returning an Entry count one kernel lookup on it (Forget undoes).
+  int Lookup(uint64_t parent, std::string_view name, Entry* out);
+  void Forget(uint64_t id, uint64_t nlookup);
+  int GetAttr(uint64_t id, struct stat* out, bool* cacheable);
+  // `fh` (0 = none) is an open handle of `id` used for fd-based changes (ftruncate).
+  int SetAttr(uint64_t id, const SetAttrRequest& request, uint64_t fh, struct stat* out);
+  int ReadLink(uint64_t id, std::string* target);
+  int Mknod(uint64_t parent, std::string_view name, mode_t mode, dev_t rdev, const Caller& caller,
+            Entry* out);
+  int Mkdir(uint64_t parent, std::string_view name, mode_t mode, const Caller& caller, Entry* out);
+  int Unlink(uint64_t parent, std::string_view name);
+  int Rmdir(uint64_t parent, std::string_view name);
+  int Symlink(std::string_view target, uint64_t parent, std::string_view name, const Caller& caller,
+              Entry* out);
+  // `flags`: 0 or RENAME_NOREPLACE (RENAME_EXCHANGE and RENAME_WHITEOUT: EINVAL).
+  int Rename(uint64_t parent, std::string_view name, uint64_t new_parent, std::string_view new_name,
+             unsigned flags);
+  int Link(uint64_t id, uint64_t new_parent, std::string_view new_name, Entry* out);
+
+  // Files. A handle opened for writing (or O_TRUNC) copies the file up first.
+  // `cacheable`: the kernel may keep cached pages (lower file not part of a hardlink group).
+  int Open(uint64_t id, int flags, uint64_t* fh, bool* cacheable);
+  int Create(uint64_t parent, std::string_view name, mode_t mode, int flags, const Caller& caller,
+             Entry* out, uint64_t* fh);
+  int Read(uint64_t fh, uint64_t offset, size_t size, std::string* out);
+  int Write(uint64_t fh, uint64_t offset, const char* data, size_t size, size_t* written);
+  int Fsync(uint64_t fh, bool datasync);
+  void Release(uint64_t fh);
+
+  // Directories: the merged listing of `id` (names sorted, without "." and "..") and the id
+  // of its parent for "..".
+  int ReadDir(uint64_t id, std::vector<MergedDirEntry>* out, uint64_t* parent_st_ino);
+
+  // statvfs of the upper's filesystem (free space is what writes can use).
+  int StatFs(struct statvfs* out);
+
+  int SetXattr(uint64_t id, std::string_view name, std::string_view value, int flags);
+  int GetXattr(uint64_t id, std::string_view name, std::string* value);
+  int ListXattr(uint64_t id, std::vector<std::string>* names);
+  int RemoveXattr(uint64_t id, std::string_view name);
+
+  // Number of ids the kernel holds (root included); for tests of lookup counting.
+  size_t node_count() const;
+
+ private:
+  struct Node;
+  struct Handle;
+  struct State;  // what a merged path is: upper entry, lower inode, opacity
+
+  WritableFs(const ImageFilesystem* lower, std::string upper_path, std::string work_path);
+
+  Node* GetNode(uint64_t id) const;
+  std::string PathOf(const Node* node) const;
+  Node* FindNode(const std::string& path) const;
+  State NodeState(const Node* node) const;
+  int ResolveChild(const State& parent, const std::string& parent_path, std::string_view name,
+                   State* out) const;
+  int ResolvePath(const std::string& path, State* out) const;
+  bool LowerHas(const State& parent, std::string_view name, uint32_t* lower_ino) const;
+  int StatState(const State& state, const std::string& path, struct stat* out);
+  int StatNode(Node* node, struct stat* out);
+  bool Cacheable(const Node* node) const;
+  uint64_t UpperIno(ino_t upper_ino, uint32_t origin);
+  int MakeEntry(Node* parent, std::string_view name, const State& state, Entry* out);
+  int Merged(const State& state, const std::string& path, std::vector<MergedDirEntry>* out);
+  std::string TempName();
+
+  // Copy-up.
+  int EnsureUpperDir(const std::string& path);
+  int CopyUp(Node* node, bool with_data);
+  int CopyUpPath(const std::string& path, const State& state, bool with_data);
+  int CopyLowerTo(uint32_t lower_ino, int dir_fd, const std::string& dir_path,
+                  const std::string& name, bool with_data, bool with_xattrs);
+  int LinkGroup(const std::string& path, uint32_t lower_ino);
+  int CopyMergedTree(const State& state, const std::string& src_path, const std::string& dst_name);
+  int CopyUpperTree(const std::string& src_path, const std::string& dst_work_path);
+  int MakeWhiteout(const std::string& path, bool replace);
+  int PlaceFromWork(const std::string& tmp, const std::string& path);
+  int ParentForCreate(uint64_t parent, std::string_view name, Node** dir, State* dir_state,
+                      bool* over_whiteout);
+  int FinishCreate(Node* dir, std::string_view name, const std::string& tmp_or_empty,
+                   bool over_whiteout, const Caller& caller, mode_t mode, Entry* out);
+  void Detach(Node* node);
+  void MarkSubtreeUpper(Node* node);
+  void MaybeErase(Node* node);
+  std::shared_ptr<Handle> GetHandle(uint64_t fh) const;
+
+  const ImageFilesystem* lower_;
+  const NodeTable& table_;
+  const std::string upper_path_;
+  const std::string work_path_;
+  UniqueFd upper_fd_;
+  UniqueFd work_fd_;
+
+  // Lock order: mu_ before handles_mu_ before Handle::mu. The private helpers above run
+  // with mu_ held; mu_ guards the fields below up to handles_mu_, which guards the rest.
+  mutable std::mutex mu_;
+  std::unordered_map<uint64_t, std::unique_ptr<Node>> nodes_;
+  uint64_t next_id_ = 2;
+  std::unordered_map<ino_t, uint64_t> upper_inos_;
+  uint64_t next_st_ino_ = 0;
+  uint64_t temp_counter_ = 0;
+  // Lower inodes with more than one name: their names (parent lower dir, name), built once.
+  std::unordered_map<uint32_t, std::vector<std::pair<uint32_t, std::string>>> lower_links_;
+  bool lower_links_built_ = false;
+
+  mutable std::mutex handles_mu_;
+  std::unordered_map<uint64_t, std::shared_ptr<Handle>> handles_;
+  uint64_t next_fh_ = 1;
+};
+
+}  // namespace imgfs::fs
+
+#endif  // IMGFS_FS_WRITABLE_FS_H_
