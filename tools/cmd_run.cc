@@ -749,12 +749,22 @@ class RunSession {
         {"etc/resolv.conf", false, 0644},
         {"etc/hosts", false, 0644},
     };
+    // Create everything first, then set attributes deepest first: creating a child changes
+    // its parent's mtime.
+    std::vector<std::pair<std::string, struct stat>> image_attrs;
+    std::vector<std::string> skipped;
     for (const Entry& e : kEntries) {
-      std::string path = init() + "/" + e.path;
-      std::string image_path = lower() + "/" + e.path;
+      std::string rel = e.path;
+      bool parent_skipped = std::any_of(skipped.begin(), skipped.end(), [&](const std::string& p) {
+        return rel.rfind(p + "/", 0) == 0;
+      });
+      std::string path = init() + "/" + rel;
       struct stat image_st {};
-      bool in_image = ::lstat(image_path.c_str(), &image_st) == 0;
-      if (in_image && (S_ISDIR(image_st.st_mode) != e.dir)) continue;  // e.g. /etc a symlink
+      bool in_image = ::lstat((lower() + "/" + rel).c_str(), &image_st) == 0;
+      if (parent_skipped || (in_image && S_ISDIR(image_st.st_mode) != e.dir)) {
+        skipped.push_back(rel);  // e.g. /etc a symlink in the image: leave it alone
+        continue;
+      }
       if (e.dir) {
         if (::mkdir(path.c_str(), e.mode) != 0 && errno != EEXIST) {
           return Status::FromErrno(errno, "creating " + path);
@@ -762,16 +772,17 @@ class RunSession {
       } else {
         IMGFS_RETURN_IF_ERROR(EnsureFile(path));
       }
-      if (in_image) {
-        if (::lchown(path.c_str(), image_st.st_uid, image_st.st_gid) != 0 ||
-            ::chmod(path.c_str(), image_st.st_mode & 07777) != 0) {
-          return Status::FromErrno(errno, "setting the attributes of " + path);
-        }
-        timespec times[2] = {image_st.st_atim, image_st.st_mtim};
-        ::utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW);
-      } else if (::chmod(path.c_str(), e.mode) != 0) {
-        return Status::FromErrno(errno, "chmod " + path);
+      if (::chmod(path.c_str(), e.mode) != 0) return Status::FromErrno(errno, "chmod " + path);
+      if (in_image) image_attrs.emplace_back(path, image_st);
+    }
+    for (auto it = image_attrs.rbegin(); it != image_attrs.rend(); ++it) {
+      const auto& [path, image_st] = *it;
+      if (::lchown(path.c_str(), image_st.st_uid, image_st.st_gid) != 0 ||
+          ::chmod(path.c_str(), image_st.st_mode & 07777) != 0) {
+        return Status::FromErrno(errno, "setting the attributes of " + path);
       }
+      timespec times[2] = {image_st.st_atim, image_st.st_mtim};
+      ::utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW);
     }
     return Status::Ok();
   }
