@@ -789,10 +789,7 @@ class RunSession {
 
   Status MountSystem() {
     const std::string root = rootfs();
-    // /proc: a procfs of our own; the host's bound when that is refused.
-    if (!Mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC).ok()) {
-      IMGFS_RETURN_IF_ERROR(Bind("/proc", root + "/proc", false));
-    }
+    // /proc is mounted by the command's init, inside its PID namespace (RunInit).
     if (!Mount("sysfs", root + "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
              .ok()) {
       IMGFS_RETURN_IF_ERROR(Bind("/sys", root + "/sys", true));
@@ -883,29 +880,146 @@ class RunSession {
 // Signals forwarded to the command.
 const int kForwardedSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
 
-// Forks the command (step 7) and waits for it while forwarding signals (step 8). Returns the
-// exit status to report.
+int ExitCodeOf(int wstatus) {
+  if (WIFEXITED(wstatus)) return WEXITSTATUS(wstatus);
+  if (WIFSIGNALED(wstatus)) return 128 + WTERMSIG(wstatus);
+  return kExitRunError;
+}
+
+// Waits for `child` while forwarding the signals of `set` to it (they are blocked by the
+// caller); returns its exit status (128+N for signal N). `reap_all`: also reap every other
+// child (pid 1 of a PID namespace inherits orphans).
+int WaitForwarding(pid_t child, const sigset_t& set, bool reap_all) {
+  for (;;) {
+    siginfo_t info{};
+    int sig = ::sigwaitinfo(&set, &info);
+    if (sig < 0) {
+      if (errno == EINTR) continue;
+      return kExitRunError;
+    }
+    if (sig == SIGCHLD) {
+      for (;;) {
+        int wstatus = 0;
+        pid_t r = ::waitpid(reap_all ? -1 : child, &wstatus, WNOHANG);
+        if (r <= 0) break;
+        if (r == child) return ExitCodeOf(wstatus);
+      }
+      continue;  // another child (the mount daemon, an orphan) changed state
+    }
+    // A terminal's signal (si_code SI_KERNEL) went to the whole foreground process group,
+    // the command included; anything else is forwarded.
+    if (info.si_code == SI_KERNEL && (sig == SIGINT || sig == SIGQUIT || sig == SIGWINCH)) {
+      continue;
+    }
+    ::kill(child, sig);
+  }
+}
+
+// Everything the command's process needs, prepared before any fork (the forked children
+// only make system calls and write an error line).
+struct ExecPlan {
+  std::string rootfs;
+  std::string file;
+  std::vector<std::string> candidates;  // paths to try, in PATH order
+  std::vector<std::string> argv_storage;
+  std::vector<std::string> env_storage;
+  std::vector<char*> argv;
+  std::vector<char*> envp;
+  std::string workdir;
+  ExecUser user;
+};
+
+// The command's side of the fork: chroot, credentials, chdir, exec. Never returns; a
+// failure is written to `err_fd` as "CODE\tmessage" and is the exit status.
+[[noreturn]] void ExecCommand(const ExecPlan& plan, int err_fd) {
+  auto fail = [&](int code, const std::string& message) {
+    std::string line = std::to_string(code) + "\t" + message;
+    ssize_t ignored = ::write(err_fd, line.data(), line.size());
+    (void)ignored;
+    ::_exit(code);
+  };
+  for (int s = 1; s < NSIG; ++s) ::signal(s, SIG_DFL);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  if (::chdir(plan.rootfs.c_str()) != 0 || ::chroot(".") != 0) {
+    fail(kExitRunError, "chroot " + plan.rootfs + ": " + ErrnoText(errno));
+  }
+  if (::setgroups(plan.user.groups.size(), plan.user.groups.data()) != 0) {
+    fail(kExitRunError, "setgroups: " + ErrnoText(errno));
+  }
+  if (::setgid(plan.user.gid) != 0) fail(kExitRunError, "setgid: " + ErrnoText(errno));
+  if (::setuid(plan.user.uid) != 0) fail(kExitRunError, "setuid: " + ErrnoText(errno));
+  if (::chdir(plan.workdir.c_str()) != 0) {
+    fail(kExitRunError, "chdir to the working directory " + plan.workdir + ": " + ErrnoText(errno));
+  }
+  int denied = 0;
+  int last = ENOENT;
+  for (const std::string& c : plan.candidates) {
+    ::execve(c.c_str(), plan.argv.data(), plan.envp.data());
+    last = errno;
+    if (errno == EACCES || errno == ENOEXEC || errno == EISDIR) denied = errno;
+  }
+  if (denied != 0) {
+    fail(kExitNotExecutable, "exec: \"" + plan.file + "\": " + ErrnoText(denied));
+  }
+  if (plan.file.find('/') != std::string::npos) {
+    fail(kExitNotFound, "exec: \"" + plan.file + "\": " + ErrnoText(last));
+  }
+  fail(kExitNotFound, "exec: \"" + plan.file + "\": executable file not found in $PATH");
+  ::_exit(kExitNotFound);  // not reached: fail() exits
+}
+
+// pid 1 of the command's PID namespace (like docker run --init): mounts the namespace's
+// /proc, forks the command, forwards signals to it, reaps orphans, and exits with the
+// command's status. When it exits, the kernel kills every process left in the namespace.
+[[noreturn]] void RunInit(const ExecPlan& plan, UniqueFd err_write, const sigset_t& set) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  std::string proc = plan.rootfs + "/proc";
+  if (!Mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC).ok() &&
+      !Bind("/proc", proc, false).ok()) {
+    std::string line = std::to_string(kExitRunError) + "\tmounting /proc: " + ErrnoText(errno);
+    ssize_t ignored = ::write(err_write.get(), line.data(), line.size());
+    (void)ignored;
+    ::_exit(kExitRunError);
+  }
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    std::string line = std::to_string(kExitRunError) + "\tfork: " + ErrnoText(errno);
+    ssize_t ignored = ::write(err_write.get(), line.data(), line.size());
+    (void)ignored;
+    ::_exit(kExitRunError);
+  }
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ExecCommand(plan, err_write.get());
+  }
+  err_write.Close();
+  ::_exit(WaitForwarding(pid, set, /*reap_all=*/true));
+}
+
+// Forks the command (step 7) in a PID namespace of its own and waits for it while
+// forwarding signals (step 8). Returns the exit status to report.
 int RunCommand(const std::string& rootfs, const ProcessSpec& spec, const ExecUser& user) {
-  // Everything the child needs, prepared before fork (the child only makes system calls).
-  std::vector<std::string> candidates;
-  const std::string& file = spec.argv[0];
-  if (file.find('/') != std::string::npos) {
-    candidates.push_back(file);
+  ExecPlan plan;
+  plan.rootfs = rootfs;
+  plan.file = spec.argv[0];
+  if (plan.file.find('/') != std::string::npos) {
+    plan.candidates.push_back(plan.file);
   } else {
-    std::string path = GetEnv(spec.env, "PATH");
-    for (std::string dir : Split(path, ':')) {
+    for (std::string dir : Split(GetEnv(spec.env, "PATH"), ':')) {
       if (dir.empty()) dir = ".";
-      candidates.push_back(dir + "/" + file);
+      plan.candidates.push_back(dir + "/" + plan.file);
     }
   }
-  std::vector<std::string> argv_storage = spec.argv;
-  std::vector<char*> argv;
-  for (std::string& a : argv_storage) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<std::string> env_storage = spec.env;
-  std::vector<char*> envp;
-  for (std::string& e : env_storage) envp.push_back(e.data());
-  envp.push_back(nullptr);
+  plan.argv_storage = spec.argv;
+  for (std::string& a : plan.argv_storage) plan.argv.push_back(a.data());
+  plan.argv.push_back(nullptr);
+  plan.env_storage = spec.env;
+  for (std::string& e : plan.env_storage) plan.envp.push_back(e.data());
+  plan.envp.push_back(nullptr);
+  plan.workdir = spec.workdir;
+  plan.user = user;
 
   int err_pipe[2];
   if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
@@ -914,15 +1028,18 @@ int RunCommand(const std::string& rootfs, const ProcessSpec& spec, const ExecUse
   }
   UniqueFd err_read(err_pipe[0]);
   UniqueFd err_write(err_pipe[1]);
+  if (::unshare(CLONE_NEWPID) != 0) {
+    std::cerr << "imgfs: unshare (new PID namespace): " << ErrnoText(errno) << std::endl;
+    return kExitRunError;
+  }
 
-  sigset_t forwarded;
-  sigemptyset(&forwarded);
-  for (int s : kForwardedSignals) sigaddset(&forwarded, s);
-  sigaddset(&forwarded, SIGCHLD);
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : kForwardedSignals) sigaddset(&set, s);
+  sigaddset(&set, SIGCHLD);
   sigset_t old_mask;
-  ::sigprocmask(SIG_BLOCK, &forwarded, &old_mask);
+  ::sigprocmask(SIG_BLOCK, &set, &old_mask);
 
-  pid_t parent = ::getpid();
   std::cout.flush();
   std::cerr.flush();
   pid_t pid = ::fork();
@@ -934,45 +1051,7 @@ int RunCommand(const std::string& rootfs, const ProcessSpec& spec, const ExecUse
   }
   if (pid == 0) {
     err_read.Close();
-    auto fail = [&](int code, const std::string& message) {
-      std::string line = std::to_string(code) + "\t" + message;
-      ssize_t ignored = ::write(err_write.get(), line.data(), line.size());
-      (void)ignored;
-      ::_exit(code);
-    };
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(kExitRunError);
-    for (int s = 1; s < NSIG; ++s) ::signal(s, SIG_DFL);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    if (::chdir(rootfs.c_str()) != 0 || ::chroot(".") != 0) {
-      fail(kExitRunError, "chroot " + rootfs + ": " + ErrnoText(errno));
-    }
-    if (::setgroups(user.groups.size(), user.groups.data()) != 0) {
-      fail(kExitRunError, "setgroups: " + ErrnoText(errno));
-    }
-    if (::setgid(user.gid) != 0) fail(kExitRunError, "setgid: " + ErrnoText(errno));
-    if (::setuid(user.uid) != 0) fail(kExitRunError, "setuid: " + ErrnoText(errno));
-    if (::chdir(spec.workdir.c_str()) != 0) {
-      fail(kExitRunError,
-           "chdir to the working directory " + spec.workdir + ": " + ErrnoText(errno));
-    }
-    int denied = 0;
-    int last = ENOENT;
-    for (const std::string& c : candidates) {
-      ::execve(c.c_str(), argv.data(), envp.data());
-      last = errno;
-      if (errno == EACCES || errno == ENOEXEC || errno == EISDIR) denied = errno;
-    }
-    if (denied != 0) {
-      fail(kExitNotExecutable,
-           "exec: \"" + file + "\": " + ErrnoText(denied == EISDIR ? EACCES : denied));
-    }
-    if (candidates.size() == 1 && file.find('/') != std::string::npos) {
-      fail(kExitNotFound, "exec: \"" + file + "\": " + ErrnoText(last));
-    }
-    fail(kExitNotFound, "exec: \"" + file + "\": executable file not found in $PATH");
+    RunInit(plan, std::move(err_write), set);
   }
   err_write.Close();
   std::string failure;
@@ -983,38 +1062,12 @@ int RunCommand(const std::string& rootfs, const ProcessSpec& spec, const ExecUse
     if (n <= 0) break;
     failure.append(buf, static_cast<size_t>(n));
   }
-
-  int exit_code = kExitRunError;
-  for (;;) {
-    siginfo_t info{};
-    int sig = ::sigwaitinfo(&forwarded, &info);
-    if (sig < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    if (sig == SIGCHLD) {
-      int wstatus = 0;
-      pid_t r = ::waitpid(pid, &wstatus, WNOHANG);
-      if (r == pid) {
-        exit_code = WIFEXITED(wstatus)     ? WEXITSTATUS(wstatus)
-                    : WIFSIGNALED(wstatus) ? 128 + WTERMSIG(wstatus)
-                                           : kExitRunError;
-        break;
-      }
-      continue;  // another child (the daemon) changed state; TearDown reaps it
-    }
-    // A terminal's signal (si_code SI_KERNEL) went to the whole foreground process group,
-    // the command included; anything else is forwarded.
-    if (info.si_code == SI_KERNEL && (sig == SIGINT || sig == SIGQUIT || sig == SIGWINCH)) {
-      continue;
-    }
-    ::kill(pid, sig);
-  }
+  int exit_code = WaitForwarding(pid, set, /*reap_all=*/false);
   ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
   if (!failure.empty()) {
     size_t tab = failure.find('\t');
-    std::string message = tab == std::string::npos ? failure : failure.substr(tab + 1);
-    std::cerr << "imgfs: " << message << std::endl;
+    std::cerr << "imgfs: " << (tab == std::string::npos ? failure : failure.substr(tab + 1))
+              << std::endl;
   }
   return exit_code;
 }
