@@ -327,6 +327,15 @@ Status Pusher::PushBlob(const Descriptor& blob, const std::vector<std::string>& 
     return Status::Ok();
   }
   std::string location;  // an upload session a refused mount opened
+  auto cancel = [this](const std::string& url) {
+    // Abandons an upload session (best effort; the registry also expires it).
+    Request req;
+    req.method = "DELETE";
+    req.url = url;
+    req.retryable = false;
+    req.what = "cancelling an upload";
+    (void)Send(req);
+  };
   for (const std::string& from : mount_from) {
     if (from.empty() || from == repository_) continue;
     bool mounted = false;
@@ -337,24 +346,22 @@ Status Pusher::PushBlob(const Descriptor& blob, const std::vector<std::string>& 
       continue;
     }
     if (mounted) {
+      if (!location.empty()) cancel(location);
       *state = PushProgress::State::kMounted;
       progress->mounted_from = from;
       ++report->blobs_mounted;
       return Status::Ok();
     }
-    location = std::move(started).value();
-    break;
+    // Not mounted: the registry opened an ordinary upload session instead. Keep the first
+    // one for the upload, drop the others.
+    if (location.empty()) {
+      location = std::move(started).value();
+    } else {
+      cancel(*started);
+    }
   }
   if (!reader.Has(blob.digest)) {
-    if (!location.empty()) {
-      // Abandon the session the refused mount opened (best effort).
-      Request cancel;
-      cancel.method = "DELETE";
-      cancel.url = location;
-      cancel.retryable = false;
-      cancel.what = "cancelling an upload";
-      (void)Send(cancel);
-    }
+    if (!location.empty()) cancel(location);
     return Status::NotFound("blob " + blob.digest.String() + " is not in the local store and " +
                             Describe() +
                             " does not have it: pull the image fully (imgfs pull) first");
