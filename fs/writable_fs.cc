@@ -144,17 +144,27 @@ Result<std::unique_ptr<WritableFs>> WritableFs::Open(const ImageFilesystem* lowe
     return Status::InvalidArgument("upper directory " + upper_dir + ": " + strerror(errno));
   }
   std::string upper = buf;
-  IMGFS_RETURN_IF_ERROR(RemoveTree(work_dir).WithContext("emptying the work directory"));
-  IMGFS_RETURN_IF_ERROR(MakeDirs(work_dir, 0700));
-  if (realpath(work_dir.c_str(), buf) == nullptr) {
-    return Status::InvalidArgument("work directory " + work_dir + ": " + strerror(errno));
+  // The work directory's absolute path, before it is created: its parent must exist.
+  std::string work = work_dir;
+  while (work.size() > 1 && work.back() == '/') work.pop_back();
+  if (realpath(work.c_str(), buf) != nullptr) {
+    work = buf;
+  } else {
+    size_t slash = work.rfind('/');
+    std::string parent = slash == std::string::npos ? "." : work.substr(0, slash);
+    if (parent.empty()) parent = "/";
+    if (realpath(parent.c_str(), buf) == nullptr) {
+      return Status::InvalidArgument("work directory " + work_dir + ": " + strerror(errno));
+    }
+    work = std::string(buf) + "/" + work.substr(slash + 1);
   }
-  std::string work = buf;
   if (work == upper || work.rfind(upper + "/", 0) == 0 || upper.rfind(work + "/", 0) == 0) {
     return Status::InvalidArgument("the work directory " + work +
                                    " must not be inside the upper directory " + upper +
                                    " (nor contain it)");
   }
+  IMGFS_RETURN_IF_ERROR(RemoveTree(work).WithContext("emptying the work directory"));
+  IMGFS_RETURN_IF_ERROR(MakeDirs(work, 0700));
   std::unique_ptr<WritableFs> fs(new WritableFs(lower, upper, work));
   fs->upper_fd_ = UniqueFd(open(upper.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fs->upper_fd_.IsValid()) return Status::FromErrno(errno, "opening " + upper);
@@ -711,7 +721,8 @@ int WritableFs::CopyUpperTree(const std::string& src_path, const std::string& ds
 }
 
 int WritableFs::CopyMergedTree(const State& state, const std::string& src_path,
-                               const std::string& dst_name) {
+                               const std::string& dst_name,
+                               std::unordered_map<uint32_t, std::string>* copied) {
   int r = state.upper ? CopyUpperTree(src_path, dst_name)
                       : CopyLowerTo(state.lower, work_fd_.get(), work_path_, dst_name, false, true);
   if (r != 0) return r;
@@ -724,13 +735,19 @@ int WritableFs::CopyMergedTree(const State& state, const std::string& src_path,
     std::string child_src = Join(src_path, e.name);
     std::string child_dst = dst_name + "/" + e.name;
     if (S_ISDIR(child.type)) {
-      r = CopyMergedTree(child, child_src, child_dst);
+      r = CopyMergedTree(child, child_src, child_dst, copied);
     } else if (child.upper) {
       r = linkat(upper_fd_.get(), child_src.c_str(), work_fd_.get(), child_dst.c_str(), 0) == 0
               ? 0
               : Errno();
+    } else if (auto done = copied->find(child.lower); done != copied->end()) {
+      // Another name of a lower hardlink group already copied into this tree.
+      r = linkat(work_fd_.get(), done->second.c_str(), work_fd_.get(), child_dst.c_str(), 0) == 0
+              ? 0
+              : Errno();
     } else {
       r = CopyLowerTo(child.lower, work_fd_.get(), work_path_, child_dst, true, true);
+      if (r == 0 && S_ISREG(child.type)) copied->emplace(child.lower, child_dst);
       struct stat ust {};
       if (r == 0 && fstatat(work_fd_.get(), child_dst.c_str(), &ust, AT_SYMLINK_NOFOLLOW) == 0) {
         upper_inos_[ust.st_ino] = child.origin;
@@ -1178,7 +1195,8 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
     // A directory with lower content: no redirects, so the merged tree is copied up whole
     // (upper files hard-linked) under the new name and made opaque.
     std::string tmp = TempName();
-    r = CopyMergedTree(s, src_path, tmp);
+    std::unordered_map<uint32_t, std::string> copied;
+    r = CopyMergedTree(s, src_path, tmp, &copied);
     if (r == 0) {
       std::string abs = work_path_ + "/" + tmp;
       if (lsetxattr(abs.c_str(), std::string(kOpaqueXattr).c_str(), "y", 1, 0) != 0) r = Errno();

@@ -193,7 +193,9 @@ class WritableFs {
   int CopyLowerTo(uint32_t lower_ino, int dir_fd, const std::string& dir_path,
                   const std::string& name, bool with_data, bool with_xattrs);
   int LinkGroup(const std::string& path, uint32_t lower_ino);
-  int CopyMergedTree(const State& state, const std::string& src_path, const std::string& dst_name);
+  // `copied`: lower inodes already copied into this tree (hardlink groups stay together).
+  int CopyMergedTree(const State& state, const std::string& src_path, const std::string& dst_name,
+                     std::unordered_map<uint32_t, std::string>* copied);
   int CopyUpperTree(const std::string& src_path, const std::string& dst_work_path);
   int MakeWhiteout(const std::string& path, bool replace);
   int PlaceFromWork(const std::string& tmp, const std::string& path);

@@ -1,0 +1,494 @@
+// imgfs — unit tests of WritableFs: the copy-on-write core driven directly (no kernel, no
+// FUSE) over the fixture image `tiny`, checking both the merged view and the upper directory
+// it writes (overlayfs conventions: whiteouts, opaque directories, copy-up).
+#include "fs/writable_fs.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "base/file_util.h"
+#include "cache/store.h"
+#include "fs/mount.h"
+#include "tests/support/image_builder.h"
+
+namespace imgfs::fs {
+namespace {
+
+using testing::TempDir;
+
+const std::string kFixtures = IMGFS_FIXTURES_DIR;
+
+// The image, prepared once for the whole suite (its store lives as long as the process).
+class TinyImage {
+ public:
+  static TinyImage& Get() {
+    static TinyImage* image = new TinyImage();
+    return *image;
+  }
+  const ImageFilesystem* fs() const { return prepared_.filesystem.get(); }
+  const std::string& error() const { return error_; }
+
+ private:
+  TinyImage() {
+    Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(dir_.Sub("store"));
+    if (!store.has_value()) {
+      error_ = store.error().ToString();
+      return;
+    }
+    store_ = std::move(*store);
+    Result<PreparedImage> prepared =
+        PrepareImage(*store_, "oci:" + kFixtures + "/tiny-gzip:latest", PrepareOptions{});
+    if (!prepared.has_value()) {
+      error_ = prepared.error().ToString();
+      return;
+    }
+    prepared_ = std::move(*prepared);
+  }
+  TempDir dir_;
+  std::unique_ptr<cache::Store> store_;
+  PreparedImage prepared_;
+  std::string error_;
+};
+
+class WritableFsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(geteuid(), 0u) << "whiteouts (mknod 0/0) and trusted.* xattrs need root";
+    ASSERT_TRUE(TinyImage::Get().error().empty()) << TinyImage::Get().error();
+    ASSERT_TRUE(MakeDirs(Upper()).ok());
+    Reopen();
+  }
+
+  void Reopen() {
+    wfs_.reset();
+    Result<std::unique_ptr<WritableFs>> w =
+        WritableFs::Open(TinyImage::Get().fs(), Upper(), dir_.Sub("work"));
+    ASSERT_TRUE(w.has_value()) << w.error().ToString();
+    wfs_ = std::move(*w);
+  }
+
+  std::string Upper() const { return dir_.Sub("upper"); }
+
+  // Resolves "a/b/c" from the root, one Lookup per component. 0 when absent.
+  uint64_t Walk(const std::string& path, int* err = nullptr) {
+    uint64_t id = 1;
+    size_t start = 0;
+    while (start < path.size()) {
+      size_t slash = path.find('/', start);
+      std::string part = path.substr(start, slash == std::string::npos ? slash : slash - start);
+      Entry e;
+      int r = wfs_->Lookup(id, part, &e);
+      if (r != 0) {
+        if (err != nullptr) *err = r;
+        return 0;
+      }
+      id = e.id;
+      if (slash == std::string::npos) break;
+      start = slash + 1;
+    }
+    if (err != nullptr) *err = 0;
+    return id;
+  }
+
+  struct stat Stat(const std::string& path) {
+    struct stat st {};
+    bool cacheable = false;
+    uint64_t id = Walk(path);
+    EXPECT_NE(id, 0u) << path;
+    if (id != 0) {
+      EXPECT_EQ(wfs_->GetAttr(id, &st, &cacheable), 0);
+    }
+    return st;
+  }
+
+  std::string ReadAllOf(const std::string& path) {
+    uint64_t id = Walk(path);
+    if (id == 0) return "<missing>";
+    uint64_t fh = 0;
+    bool cacheable = false;
+    if (wfs_->Open(id, O_RDONLY, &fh, &cacheable) != 0) return "<open failed>";
+    std::string all;
+    for (;;) {
+      std::string part;
+      if (wfs_->Read(fh, all.size(), 65536, &part) != 0) return "<read failed>";
+      if (part.empty()) break;
+      all += part;
+    }
+    wfs_->Release(fh);
+    return all;
+  }
+
+  void WriteAt(const std::string& path, int flags, const std::string& data, uint64_t offset = 0) {
+    uint64_t id = Walk(path);
+    ASSERT_NE(id, 0u) << path;
+    uint64_t fh = 0;
+    bool cacheable = true;
+    ASSERT_EQ(wfs_->Open(id, flags, &fh, &cacheable), 0) << path;
+    EXPECT_FALSE(cacheable);
+    size_t written = 0;
+    ASSERT_EQ(wfs_->Write(fh, offset, data.data(), data.size(), &written), 0);
+    EXPECT_EQ(written, data.size());
+    wfs_->Release(fh);
+  }
+
+  std::vector<std::string> List(const std::string& path) {
+    uint64_t id = path.empty() ? 1 : Walk(path);
+    std::vector<MergedDirEntry> entries;
+    uint64_t parent = 0;
+    EXPECT_EQ(wfs_->ReadDir(id, &entries, &parent), 0) << path;
+    std::vector<std::string> names;
+    for (const MergedDirEntry& e : entries) names.push_back(e.name);
+    return names;
+  }
+
+  struct stat UpperStat(const std::string& path) {
+    struct stat st {};
+    if (lstat((Upper() + "/" + path).c_str(), &st) != 0) st.st_mode = 0;
+    return st;
+  }
+
+  bool UpperIsWhiteout(const std::string& path) {
+    struct stat st = UpperStat(path);
+    return S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0);
+  }
+
+  bool UpperIsOpaque(const std::string& path) {
+    char v[4];
+    ssize_t n = lgetxattr((Upper() + "/" + path).c_str(), "trusted.overlay.opaque", v, sizeof(v));
+    return n == 1 && v[0] == 'y';
+  }
+
+  TempDir dir_;
+  std::unique_ptr<WritableFs> wfs_;
+  Caller caller_{1000, 1000};
+};
+
+TEST_F(WritableFsTest, UnchangedLowerIsServedAsIsAndCacheable) {
+  EXPECT_EQ(ReadAllOf("etc/os-release").size(), 90u);
+  Entry e;
+  ASSERT_EQ(wfs_->Lookup(1, "etc", &e), 0);
+  EXPECT_TRUE(e.cacheable);
+  Entry f;
+  ASSERT_EQ(wfs_->Lookup(e.id, "passwd", &f), 0);
+  EXPECT_TRUE(f.cacheable);
+  Entry sh;
+  ASSERT_EQ(wfs_->Lookup(Walk("bin"), "sh", &sh), 0);
+  EXPECT_FALSE(sh.cacheable) << "a lower hardlink may change through another name";
+  EXPECT_EQ(wfs_->Lookup(e.id, "issue", &f), ENOENT) << "whited out in the image";
+  EXPECT_EQ(wfs_->Lookup(Walk("etc/passwd"), "x", &f), ENOTDIR);
+  EXPECT_EQ(UpperStat("etc").st_mode, 0u) << "nothing is copied up by reading";
+}
+
+TEST_F(WritableFsTest, CreateWriteAndReadBack) {
+  Entry e;
+  uint64_t fh = 0;
+  ASSERT_EQ(wfs_->Create(Walk("etc"), "new.conf", S_IFREG | 0640, O_WRONLY, caller_, &e, &fh), 0);
+  EXPECT_FALSE(e.cacheable);
+  EXPECT_EQ(e.attr.st_mode, S_IFREG | 0640u);
+  EXPECT_EQ(e.attr.st_uid, 1000u);
+  size_t n = 0;
+  ASSERT_EQ(wfs_->Write(fh, 0, "hello\n", 6, &n), 0);
+  wfs_->Release(fh);
+  EXPECT_EQ(ReadAllOf("etc/new.conf"), "hello\n");
+  struct stat up = UpperStat("etc/new.conf");
+  EXPECT_TRUE(S_ISREG(up.st_mode));
+  EXPECT_EQ(up.st_size, 6);
+  EXPECT_EQ(up.st_uid, 1000u);
+  // The parent was copied up with its own metadata.
+  struct stat parent = UpperStat("etc");
+  EXPECT_TRUE(S_ISDIR(parent.st_mode));
+  EXPECT_EQ(parent.st_mode & 07777, 0755u);
+  EXPECT_EQ(wfs_->Create(Walk("etc"), "new.conf", S_IFREG | 0640, O_WRONLY, caller_, &e, &fh),
+            EEXIST);
+}
+
+TEST_F(WritableFsTest, CopyUpKeepsDataMetadataXattrsAndInode) {
+  struct stat before = Stat("data/xattr.txt");
+  struct stat etc_before = Stat("data");
+  WriteAt("data/xattr.txt", O_WRONLY, "HELLO");
+  struct stat after = Stat("data/xattr.txt");
+  EXPECT_EQ(after.st_ino, before.st_ino) << "st_ino is stable across copy-up";
+  EXPECT_EQ(after.st_size, before.st_size);
+  std::string content = ReadAllOf("data/xattr.txt");
+  EXPECT_EQ(content.substr(0, 5), "HELLO");
+  EXPECT_EQ(content.size(), static_cast<size_t>(before.st_size));
+  std::string value;
+  EXPECT_EQ(wfs_->GetXattr(Walk("data/xattr.txt"), "user.fixture.comment", &value), 0);
+  EXPECT_EQ(value, "hello xattr");
+  char buf[64];
+  ssize_t xn =
+      lgetxattr((Upper() + "/data/xattr.txt").c_str(), "user.fixture.binary", buf, sizeof(buf));
+  EXPECT_EQ(xn, 3) << "xattrs are copied up";
+  // The copy-up did not change the parent's times (like overlayfs).
+  EXPECT_EQ(Stat("data").st_mtim.tv_sec, etc_before.st_mtim.tv_sec);
+  // Setuid bit and owner survive a copy-up (chmod-free write path).
+  struct stat tool = Stat("usr/bin/setuid-tool");
+  WriteAt("usr/bin/setuid-tool", O_WRONLY | O_APPEND, "");
+  EXPECT_EQ(UpperStat("usr/bin/setuid-tool").st_mode & 07777, tool.st_mode & 07777);
+  EXPECT_EQ(UpperStat("usr/bin/setuid-tool").st_mtim.tv_sec, tool.st_mtim.tv_sec);
+}
+
+TEST_F(WritableFsTest, TruncatingOpenCopiesNoData) {
+  WriteAt("data/random.bin", O_WRONLY | O_TRUNC, "x");
+  EXPECT_EQ(ReadAllOf("data/random.bin"), "x");
+  EXPECT_EQ(UpperStat("data/random.bin").st_size, 1);
+}
+
+TEST_F(WritableFsTest, UnlinkOfLowerLeavesWhiteout) {
+  uint64_t etc = Walk("etc");
+  EXPECT_EQ(wfs_->Unlink(etc, "group"), 0);
+  EXPECT_TRUE(UpperIsWhiteout("etc/group"));
+  Entry e;
+  EXPECT_EQ(wfs_->Lookup(etc, "group", &e), ENOENT);
+  std::vector<std::string> names = List("etc");
+  EXPECT_EQ(std::count(names.begin(), names.end(), "group"), 0);
+  EXPECT_EQ(wfs_->Unlink(etc, "group"), ENOENT);
+  EXPECT_EQ(wfs_->Unlink(etc, "conf.d"), EISDIR);
+  // An upper-only file goes without a trace.
+  uint64_t fh = 0;
+  ASSERT_EQ(wfs_->Create(1, "scratch", S_IFREG | 0600, O_WRONLY, caller_, &e, &fh), 0);
+  wfs_->Release(fh);
+  EXPECT_EQ(wfs_->Unlink(1, "scratch"), 0);
+  EXPECT_EQ(UpperStat("scratch").st_mode, 0u);
+  // Recreating a deleted lower name replaces the whiteout.
+  ASSERT_EQ(wfs_->Create(etc, "group", S_IFREG | 0644, O_WRONLY, caller_, &e, &fh), 0);
+  wfs_->Release(fh);
+  EXPECT_TRUE(S_ISREG(UpperStat("etc/group").st_mode));
+  EXPECT_EQ(ReadAllOf("etc/group"), "");
+}
+
+TEST_F(WritableFsTest, RmdirNeedsAnEmptyMergedDirectory) {
+  uint64_t confd = Walk("etc/conf.d");
+  EXPECT_EQ(wfs_->Rmdir(Walk("etc"), "conf.d"), ENOTEMPTY);
+  EXPECT_EQ(wfs_->Rmdir(confd, "new.conf"), ENOTDIR);
+  ASSERT_EQ(wfs_->Unlink(confd, "new.conf"), 0);
+  uint64_t sub = Walk("etc/conf.d/sub");
+  ASSERT_EQ(wfs_->Unlink(sub, "d.conf"), 0);
+  EXPECT_EQ(wfs_->Rmdir(confd, "sub"), 0);
+  EXPECT_TRUE(UpperIsWhiteout("etc/conf.d/sub"));
+  EXPECT_EQ(wfs_->Rmdir(Walk("etc"), "conf.d"), 0);
+  EXPECT_TRUE(UpperIsWhiteout("etc/conf.d"));
+  EXPECT_EQ(Walk("etc/conf.d"), 0u);
+}
+
+TEST_F(WritableFsTest, MkdirOverWhiteoutIsOpaque) {
+  uint64_t confd = Walk("etc/conf.d");
+  uint64_t sub = Walk("etc/conf.d/sub");
+  ASSERT_EQ(wfs_->Unlink(sub, "d.conf"), 0);
+  ASSERT_EQ(wfs_->Rmdir(confd, "sub"), 0);
+  Entry e;
+  ASSERT_EQ(wfs_->Mkdir(confd, "sub", 0750, caller_, &e), 0);
+  EXPECT_TRUE(S_ISDIR(e.attr.st_mode));
+  EXPECT_EQ(e.attr.st_mode & 07777, 0750u);
+  EXPECT_TRUE(UpperIsOpaque("etc/conf.d/sub"));
+  EXPECT_TRUE(List("etc/conf.d/sub").empty());
+  EXPECT_EQ(wfs_->Mkdir(confd, "sub", 0750, caller_, &e), EEXIST);
+  // A new directory where the lower has nothing is not opaque.
+  ASSERT_EQ(wfs_->Mkdir(1, "fresh", 0755, caller_, &e), 0);
+  EXPECT_FALSE(UpperIsOpaque("fresh"));
+}
+
+TEST_F(WritableFsTest, RenameOfLowerDirectoryCopiesItWholeAndOpaque) {
+  std::vector<std::string> before = List("etc/conf.d");
+  std::string conf = ReadAllOf("etc/conf.d/sub/d.conf");
+  // Change one file first: it must move along (hard-linked, not re-copied).
+  WriteAt("etc/conf.d/new.conf", O_WRONLY | O_APPEND, "changed", 6);
+  ASSERT_EQ(wfs_->Rename(Walk("etc"), "conf.d", 1, "moved", 0), 0);
+  EXPECT_TRUE(UpperIsWhiteout("etc/conf.d"));
+  EXPECT_TRUE(UpperIsOpaque("moved"));
+  EXPECT_EQ(List("moved"), before);
+  EXPECT_EQ(ReadAllOf("moved/sub/d.conf"), conf);
+  EXPECT_EQ(ReadAllOf("moved/new.conf").substr(6), "changed");
+  EXPECT_EQ(Walk("etc/conf.d"), 0u);
+  // Over an existing (empty) directory; into its own subtree: EINVAL.
+  Entry e;
+  ASSERT_EQ(wfs_->Mkdir(1, "empty", 0755, caller_, &e), 0);
+  EXPECT_EQ(wfs_->Rename(1, "moved", 1, "empty", 0), 0);
+  EXPECT_EQ(List("empty"), before);
+  EXPECT_EQ(wfs_->Rename(1, "empty", Walk("empty/sub"), "x", 0), EINVAL);
+  EXPECT_EQ(wfs_->Rename(1, "empty", 1, "etc", 0), ENOTEMPTY);
+  EXPECT_EQ(wfs_->Rename(1, "empty", 1, "etc", RENAME_NOREPLACE), EEXIST);
+  EXPECT_EQ(wfs_->Rename(1, "empty", 1, "x", RENAME_EXCHANGE), EINVAL);
+}
+
+TEST_F(WritableFsTest, RenameOfFilesReplacesAndLeavesWhiteouts) {
+  uint64_t etc = Walk("etc");
+  std::string passwd = ReadAllOf("etc/passwd");
+  ASSERT_EQ(wfs_->Rename(etc, "passwd", etc, "group", 0), 0);
+  EXPECT_EQ(ReadAllOf("etc/group"), passwd);
+  EXPECT_TRUE(UpperIsWhiteout("etc/passwd"));
+  EXPECT_EQ(wfs_->Rename(etc, "group", etc, "conf.d", 0), EISDIR);
+  EXPECT_EQ(wfs_->Rename(1, "opt", etc, "group", 0), ENOTDIR);
+  EXPECT_EQ(wfs_->Rename(etc, "nothing", etc, "x", 0), ENOENT);
+}
+
+TEST_F(WritableFsTest, HardlinkGroupIsCopiedUpTogether) {
+  struct stat sh = Stat("bin/sh");
+  ASSERT_EQ(sh.st_nlink, 6u);
+  SetAttrRequest chmod;
+  chmod.set_mode = true;
+  chmod.mode = 0700;
+  struct stat out {};
+  ASSERT_EQ(wfs_->SetAttr(Walk("bin/sh"), chmod, 0, &out), 0);
+  EXPECT_EQ(out.st_mode & 07777, 0700u);
+  EXPECT_EQ(out.st_ino, sh.st_ino);
+  struct stat busybox = Stat("bin/busybox");
+  EXPECT_EQ(busybox.st_mode & 07777, 0700u) << "every name of the group is the same inode";
+  EXPECT_EQ(busybox.st_ino, sh.st_ino);
+  EXPECT_EQ(busybox.st_nlink, 6u);
+  EXPECT_EQ(UpperStat("bin/busybox").st_ino, UpperStat("bin/sh").st_ino);
+}
+
+TEST_F(WritableFsTest, LinksSymlinksNodesAndAttributes) {
+  Entry e;
+  ASSERT_EQ(wfs_->Link(Walk("etc/passwd"), 1, "passwd2", &e), 0);
+  EXPECT_EQ(e.attr.st_nlink, 2u);
+  EXPECT_EQ(e.attr.st_ino, Stat("etc/passwd").st_ino);
+  EXPECT_EQ(wfs_->Link(Walk("etc"), 1, "etc2", &e), EPERM);
+  ASSERT_EQ(wfs_->Symlink("../etc/passwd", Walk("home"), "pw", caller_, &e), 0);
+  std::string target;
+  EXPECT_EQ(wfs_->ReadLink(e.id, &target), 0);
+  EXPECT_EQ(target, "../etc/passwd");
+  ASSERT_EQ(wfs_->Mknod(1, "fifo", S_IFIFO | 0600, 0, caller_, &e), 0);
+  EXPECT_TRUE(S_ISFIFO(UpperStat("fifo").st_mode));
+  ASSERT_EQ(wfs_->Mknod(1, "null", S_IFCHR | 0666, makedev(1, 3), caller_, &e), 0);
+  EXPECT_EQ(UpperStat("null").st_rdev, makedev(1, 3));
+  SetAttrRequest r;
+  r.set_uid = r.set_gid = true;
+  r.uid = 12;
+  r.gid = 34;
+  r.set_mtime = true;
+  r.mtime.tv_sec = 1000000000;
+  r.mtime.tv_nsec = 5;
+  struct stat out {};
+  ASSERT_EQ(wfs_->SetAttr(Walk("opt/app"), r, 0, &out), 0);
+  EXPECT_EQ(out.st_uid, 12u);
+  EXPECT_EQ(out.st_gid, 34u);
+  EXPECT_EQ(out.st_mtim.tv_sec, 1000000000);
+  EXPECT_EQ(out.st_mtim.tv_nsec, 5);
+  SetAttrRequest trunc;
+  trunc.set_size = true;
+  trunc.size = 3;
+  ASSERT_EQ(wfs_->SetAttr(Walk("etc/os-release"), trunc, 0, &out), 0);
+  EXPECT_EQ(out.st_size, 3);
+  EXPECT_EQ(ReadAllOf("etc/os-release").size(), 3u);
+  struct statvfs vfs {};
+  EXPECT_EQ(wfs_->StatFs(&vfs), 0);
+  EXPECT_GT(vfs.f_bavail, 0u);
+}
+
+TEST_F(WritableFsTest, XattrsAreCopiedUpAndOverlayOnesHidden) {
+  uint64_t id = Walk("data/xattr.txt");
+  std::vector<std::string> names;
+  ASSERT_EQ(wfs_->ListXattr(id, &names), 0);
+  EXPECT_EQ(names.size(), 2u);
+  EXPECT_EQ(wfs_->RemoveXattr(id, "user.none"), ENODATA);
+  EXPECT_EQ(UpperStat("data/xattr.txt").st_mode, 0u) << "a failing removexattr copies nothing";
+  ASSERT_EQ(wfs_->SetXattr(id, "user.new", "v", 0), 0);
+  ASSERT_EQ(wfs_->RemoveXattr(id, "user.fixture.binary"), 0);
+  ASSERT_EQ(wfs_->ListXattr(id, &names), 0);
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"user.fixture.comment", "user.new"}));
+  EXPECT_EQ(wfs_->SetXattr(id, "trusted.overlay.opaque", "y", 0), EPERM);
+  // An opaque directory does not show its marker.
+  uint64_t sub = Walk("etc/conf.d/sub");
+  ASSERT_EQ(wfs_->Unlink(sub, "d.conf"), 0);
+  ASSERT_EQ(wfs_->Rmdir(Walk("etc/conf.d"), "sub"), 0);
+  Entry e;
+  ASSERT_EQ(wfs_->Mkdir(Walk("etc/conf.d"), "sub", 0755, caller_, &e), 0);
+  ASSERT_EQ(wfs_->ListXattr(e.id, &names), 0);
+  EXPECT_TRUE(names.empty());
+  std::string v;
+  EXPECT_EQ(wfs_->GetXattr(e.id, "trusted.overlay.opaque", &v), ENODATA);
+}
+
+TEST_F(WritableFsTest, ForgetFreesNodes) {
+  size_t base = wfs_->node_count();
+  uint64_t etc = Walk("etc");
+  uint64_t passwd = Walk("etc/passwd");
+  EXPECT_EQ(wfs_->node_count(), base + 2);
+  Entry again;
+  ASSERT_EQ(wfs_->Lookup(etc, "passwd", &again), 0);
+  EXPECT_EQ(again.id, passwd) << "one id per name while the kernel holds it";
+  wfs_->Forget(passwd, 1);
+  EXPECT_EQ(wfs_->node_count(), base + 2);
+  wfs_->Forget(passwd, 1);
+  wfs_->Forget(etc, 1);  // Walk looked "etc" up twice
+  EXPECT_EQ(wfs_->node_count(), base + 1);
+  wfs_->Forget(etc, 1);
+  EXPECT_EQ(wfs_->node_count(), base);
+}
+
+TEST_F(WritableFsTest, UnlinkedOpenFileKeepsWorking) {
+  Entry e;
+  uint64_t fh = 0;
+  ASSERT_EQ(wfs_->Create(1, "tmpfile", S_IFREG | 0600, O_RDWR, caller_, &e, &fh), 0);
+  ASSERT_EQ(wfs_->Unlink(1, "tmpfile"), 0);
+  size_t n = 0;
+  ASSERT_EQ(wfs_->Write(fh, 0, "abc", 3, &n), 0);
+  std::string data;
+  ASSERT_EQ(wfs_->Read(fh, 0, 10, &data), 0);
+  EXPECT_EQ(data, "abc");
+  struct stat st {};
+  bool cacheable = true;
+  ASSERT_EQ(wfs_->GetAttr(e.id, &st, &cacheable), 0);
+  EXPECT_EQ(st.st_size, 3);
+  EXPECT_EQ(st.st_nlink, 0u);
+  wfs_->Release(fh);
+}
+
+TEST_F(WritableFsTest, ReadHandleOpenedBeforeCopyUpSeesTheCopy) {
+  uint64_t id = Walk("etc/passwd");
+  uint64_t ro = 0;
+  bool cacheable = false;
+  ASSERT_EQ(wfs_->Open(id, O_RDONLY, &ro, &cacheable), 0);
+  EXPECT_TRUE(cacheable);
+  WriteAt("etc/passwd", O_WRONLY, "ROOT");
+  std::string data;
+  ASSERT_EQ(wfs_->Read(ro, 0, 4, &data), 0);
+  EXPECT_EQ(data, "ROOT");
+  wfs_->Release(ro);
+}
+
+TEST_F(WritableFsTest, ChangesPersistAcrossReopenAndWorkLeftoversAreRemoved) {
+  Entry e;
+  uint64_t fh = 0;
+  ASSERT_EQ(wfs_->Create(Walk("home"), "kept", S_IFREG | 0644, O_WRONLY, caller_, &e, &fh), 0);
+  size_t n = 0;
+  ASSERT_EQ(wfs_->Write(fh, 0, "kept\n", 5, &n), 0);
+  wfs_->Release(fh);
+  ASSERT_EQ(wfs_->Unlink(Walk("etc/motd"), "README"), 0);
+  std::vector<std::string> root = List("");
+  std::vector<std::string> motd = List("etc/motd");
+  // A killed daemon's half-copied file in the work directory.
+  ASSERT_TRUE(WriteFileAtomic(wfs_->work_dir() + "/tmp-1-1", "partial").ok());
+  std::string work = wfs_->work_dir();
+  Reopen();
+  EXPECT_TRUE(testing::ListFilesRecursive(work).empty());
+  EXPECT_EQ(List(""), root);
+  EXPECT_EQ(List("etc/motd"), motd);
+  EXPECT_TRUE(motd.empty());
+  EXPECT_EQ(ReadAllOf("home/kept"), "kept\n");
+}
+
+TEST_F(WritableFsTest, DefaultWorkDirIsAHiddenSibling) {
+  EXPECT_EQ(WritableFs::DefaultWorkDir(Upper()), dir_.path() + "/.upper.imgfs-work");
+  EXPECT_EQ(WritableFs::DefaultWorkDir("/"), "");
+  Result<std::unique_ptr<WritableFs>> inside =
+      WritableFs::Open(TinyImage::Get().fs(), Upper(), Upper() + "/work");
+  EXPECT_FALSE(inside.has_value());
+}
+
+}  // namespace
+}  // namespace imgfs::fs
