@@ -1328,6 +1328,7 @@ int RunRun(CommandContext& ctx) {
       st = workdir.has_value() ? MakeDirs(*workdir) : workdir.error();
     }
     if (st.ok()) {
+      if (!HasEnv(spec->env, "HOME")) SetEnv(&spec->env, "HOME=" + user->home);
       status = RunCommand(session.rootfs(), *spec, *user);
     } else {
       std::cerr << "imgfs: " << st.WithContext("running " + req.image).ToString() << std::endl;

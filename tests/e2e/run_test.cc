@@ -1,0 +1,413 @@
+// imgfs — end-to-end tests of `imgfs run`, `imgfs ps` and `imgfs containers`: the real binary
+// runs real commands (the host's static busybox in images built by the test, and the
+// fixtures' image `tiny`) in real mount and PID namespaces over real FUSE mounts.
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "base/file_util.h"
+#include "cache/leases.h"
+#include "cache/store.h"
+#include "registry/digest.h"
+#include "tests/support/image_builder.h"
+#include "tests/support/run_support.h"
+
+namespace imgfs::testing {
+namespace {
+
+const std::string kFixtures = std::string(IMGFS_SOURCE_DIR) + "/../shared/fixtures";
+const std::string kImgfs = IMGFS_BINARY;
+
+// Applets the test images link to /bin/busybox.
+const std::vector<std::string> kApplets = {"sh",    "cat",  "echo",  "id",    "env",       "pwd",
+                                           "sleep", "ls",   "touch", "mkdir", "head",      "wc",
+                                           "test",  "true", "false", "cut",   "sha256sum", "rm"};
+
+std::string ReadAll(const std::string& path) {
+  Result<std::string> r = ReadFile(path);
+  return r.has_value() ? *r : "";
+}
+
+// Mount lines of this (the host's) mount namespace that mention `needle`.
+std::vector<std::string> MountsMentioning(const std::string& needle) {
+  std::vector<std::string> out;
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find(needle) != std::string::npos) out.push_back(line);
+  }
+  return out;
+}
+
+// Every descendant of `root` (host pids), from /proc/*/stat parent links.
+std::set<pid_t> Descendants(pid_t root) {
+  std::map<pid_t, pid_t> parent;
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string stat = ReadAll(e.path().string() + "/stat");
+    size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 2));
+    std::string state;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    parent[std::stoi(name)] = ppid;
+  }
+  std::set<pid_t> out;
+  bool grew = true;
+  while (grew) {
+    grew = false;
+    for (const auto& [pid, ppid] : parent) {
+      if ((ppid == root || out.count(ppid) > 0) && out.insert(pid).second) grew = true;
+    }
+  }
+  return out;
+}
+
+class RunTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(geteuid(), 0u) << "imgfs run needs root";
+    ASSERT_EQ(access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is needed for run tests";
+    Result<TestLayer> layer = BusyboxLayer(
+        kApplets, {
+                      {"usr", "", TestFile::Kind::kDir, 0755},
+                      {"usr/bin", "", TestFile::Kind::kDir, 0755},
+                      {"usr/bin/not-exec", "echo never\n", TestFile::Kind::kFile, 0644},
+                      {"usr/bin/workload.sh",
+                       "#!/bin/sh\n"
+                       "set -e\n"
+                       "mkdir -p /tmp/work && cd /tmp/work\n"
+                       "for i in 1 2 3 4 5; do echo \"line $i\" >> data.txt; done\n"
+                       "wc -l < data.txt\n"
+                       "sha256sum data.txt | cut -c1-16\n"
+                       "ls /bin | wc -l\n",
+                       TestFile::Kind::kFile, 0755},
+                      {"srv", "", TestFile::Kind::kDir, 0755},
+                  });
+    ASSERT_TRUE(layer.has_value()) << layer.error().ToString();
+    ImageBuilder builder(dir_.Sub("runimg"));
+    TestImageSpec spec;
+    spec.layers = {*layer};
+    spec.env = {"PATH=/usr/bin:/bin"};
+    spec.cmd = {"/bin/sh"};
+    Result<BuiltImage> plain = builder.Add(spec, "plain");
+    ASSERT_TRUE(plain.has_value()) << plain.error().ToString();
+    ConfigOverrides cfg;
+    cfg.entrypoint = std::vector<std::string>{"/bin/sh", "-c"};
+    cfg.cmd =
+        std::vector<std::string>{"echo \"$GREETING|$(pwd)|$(id -u):$(id -g)|$HOME|$(id -G)\""};
+    cfg.env = std::vector<std::string>{"PATH=/usr/bin:/bin", "GREETING=hello"};
+    cfg.working_dir = "/srv/app";
+    cfg.user = "app";
+    Result<BuiltImage> with_config = AddImageWithConfig(builder, spec, "cfg", cfg);
+    ASSERT_TRUE(with_config.has_value()) << with_config.error().ToString();
+    for (const char* tag : {"plain", "cfg"}) {
+      ProcessResult r = Imgfs({"pull", "oci:" + builder.dir() + ":" + tag});
+      ASSERT_EQ(r.exit_code, 0) << r.Describe();
+    }
+  }
+
+  void TearDown() override {
+    // Nothing of a run may stay mounted in this (the host's) namespace.
+    EXPECT_TRUE(MountsMentioning(dir_.path()).empty())
+        << "left mounted: " << MountsMentioning(dir_.path())[0];
+  }
+
+  std::string Root() const { return dir_.Sub("store"); }
+
+  ProcessResult Imgfs(std::vector<std::string> args, std::vector<std::string> env = {},
+                      int timeout_s = 60) {
+    args.insert(args.begin(), kImgfs);
+    env.push_back("IMGFS_ROOT=" + Root());
+    return RunProcess(args, env, {}, timeout_s);
+  }
+
+  std::vector<std::string> ImgfsArgv(std::vector<std::string> args) {
+    args.insert(args.begin(), kImgfs);
+    return args;
+  }
+
+  // Names of the container directories in the store (hidden removals excluded).
+  std::vector<std::string> ContainerDirs() {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(Root() + "/containers", ec)) {
+      std::string name = e.path().filename().string();
+      if (name[0] != '.') out.push_back(name);
+    }
+    return out;
+  }
+
+  size_t LiveLeases() {
+    Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(Root());
+    if (!store.has_value()) return 999;
+    Result<std::vector<cache::LeaseInfo>> leases = cache::ListLiveLeases(**store);
+    return leases.has_value() ? leases->size() : 999;
+  }
+
+  const std::string kPlain = "localhost/runimg:plain";
+  const std::string kCfg = "localhost/runimg:cfg";
+  TempDir dir_;
+};
+
+TEST_F(RunTest, ExitStatusIsTheCommandsAndNothingIsLeftBehind) {
+  ProcessResult r = Imgfs({"run", kPlain, "--", "sh", "-c", "cat /etc/passwd | head -1; exit 3"});
+  EXPECT_EQ(r.exit_code, 3) << r.Describe();
+  EXPECT_EQ(r.out, "root:x:0:0:root:/root:/bin/sh\n");
+  r = Imgfs({"run", kPlain, "true"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  r = Imgfs({"run", kPlain, "false"});
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  // Unnamed containers are removed after the run; no mount, lease or process stays.
+  EXPECT_TRUE(ContainerDirs().empty());
+  EXPECT_EQ(LiveLeases(), 0u);
+}
+
+TEST_F(RunTest, NotFoundIs127NotExecutableIs126ImgfsErrorIs125) {
+  ProcessResult r = Imgfs({"run", kPlain, "no-such-command"});
+  EXPECT_EQ(r.exit_code, 127) << r.Describe();
+  EXPECT_NE(r.err.find("executable file not found in $PATH"), std::string::npos) << r.err;
+  r = Imgfs({"run", kPlain, "/no/such/file"});
+  EXPECT_EQ(r.exit_code, 127) << r.Describe();
+  r = Imgfs({"run", kPlain, "/usr/bin/not-exec"});
+  EXPECT_EQ(r.exit_code, 126) << r.Describe();
+  EXPECT_NE(r.err.find("Permission denied"), std::string::npos) << r.err;
+  r = Imgfs({"run", kPlain, "not-exec"});  // found in PATH, not executable
+  EXPECT_EQ(r.exit_code, 126) << r.Describe();
+  r = Imgfs({"run", kPlain, "/srv"});
+  EXPECT_EQ(r.exit_code, 126) << r.Describe();
+  r = Imgfs({"run", "-u", "nobody-here", kPlain, "true"});
+  EXPECT_EQ(r.exit_code, 125) << r.Describe();
+  EXPECT_NE(r.err.find("unable to find user nobody-here"), std::string::npos) << r.err;
+  r = Imgfs({"run", "--name", "bad/name", kPlain, "true"});
+  EXPECT_EQ(r.exit_code, 125) << r.Describe();
+  EXPECT_TRUE(ContainerDirs().empty());
+}
+
+TEST_F(RunTest, KilledBySignalIs128PlusN) {
+  ProcessResult r = Imgfs({"run", kPlain, "sh", "-c", "kill -9 $$"});
+  EXPECT_EQ(r.exit_code, 128 + 9) << r.Describe();
+  r = Imgfs({"run", kPlain, "sh", "-c", "kill -TERM $$"});
+  EXPECT_EQ(r.exit_code, 128 + 15) << r.Describe();
+}
+
+TEST_F(RunTest, ImageConfigGivesEnvWorkdirUserEntrypointAndCmd) {
+  ProcessResult r = Imgfs({"run", kCfg});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "hello|/srv/app|1234:1234|/home/app|1234 5000\n");
+  // Arguments replace Cmd (the entrypoint stays).
+  r = Imgfs({"run", kCfg, "echo replaced $GREETING"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "replaced hello\n");
+  // --entrypoint replaces the entrypoint and drops the image's Cmd.
+  r = Imgfs({"run", "--entrypoint", "/bin/echo", kCfg, "a", "b"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "a b\n");
+  r = Imgfs({"run", "--entrypoint", "/bin/echo", kCfg});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "\n");
+}
+
+TEST_F(RunTest, EnvWorkdirAndUserFlags) {
+  ProcessResult r = Imgfs({"run", "-e", "GREETING=bye", "-e", "FROM_HOST", "-e", "UNSET_VAR", "-w",
+                           "/new/work/dir", "-u", "1000:5000", kCfg,
+                           "echo \"$GREETING|$FROM_HOST|${UNSET_VAR-unset}|$(pwd)|$(id -u):$(id "
+                           "-g)\""},
+                          {"FROM_HOST=host value"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "bye|host value|unset|/new/work/dir|1000:5000\n");
+  r = Imgfs({"run", "-u", "user", kCfg, "echo $(id -u):$(id -g):$HOME"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "1000:1000:/home/user\n");
+  r = Imgfs({"run", "-u", "root", "--hostname", "box1", kCfg, "echo $(id -u) $HOSTNAME"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "0 box1\n");
+}
+
+TEST_F(RunTest, VolumesReadWriteAndReadOnly) {
+  std::string rw = dir_.Sub("rw");
+  std::string ro = dir_.Sub("ro");
+  ASSERT_TRUE(MakeDirs(rw).ok());
+  ASSERT_TRUE(MakeDirs(ro).ok());
+  ASSERT_TRUE(WriteFileAtomic(rw + "/in.txt", "from host\n").ok());
+  ASSERT_TRUE(WriteFileAtomic(ro + "/keep.txt", "keep\n").ok());
+  ProcessResult r = Imgfs({"run", "-v", rw + ":/vol", "-v", ro + ":/srv/ro:ro", kPlain, "sh", "-c",
+                           "cat /vol/in.txt; echo written > /vol/out.txt; cat /srv/ro/keep.txt; "
+                           "echo x > /srv/ro/new.txt; echo \"rc=$?\"; rm /srv/ro/keep.txt; echo "
+                           "\"rc=$?\""});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "from host\nkeep\nrc=1\nrc=1\n");
+  EXPECT_NE(r.err.find("Read-only file system"), std::string::npos) << r.err;
+  EXPECT_EQ(ReadAll(rw + "/out.txt"), "written\n");
+  EXPECT_FALSE(std::filesystem::exists(ro + "/new.txt"));
+  EXPECT_EQ(ReadAll(ro + "/keep.txt"), "keep\n");
+}
+
+TEST_F(RunTest, ProcDevSysAndHostResolvConf) {
+  ProcessResult r = Imgfs(
+      {"run", kPlain, "sh", "-c",
+       "test -r /proc/self/status && echo proc; test -d /sys/kernel && echo sys; "
+       "echo x > /dev/null && echo null; head -c 5 /dev/zero | wc -c; head -c 4 /dev/urandom | "
+       "wc -c; test -d /dev/pts && test -d /dev/shm && echo pts-shm; echo $$; cat "
+       "/etc/resolv.conf"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  // pid 1 of the command's PID namespace is imgfs's init, the command is pid 2.
+  std::string expected = "proc\nsys\nnull\n5\n4\npts-shm\n2\n" + ReadAll("/etc/resolv.conf");
+  EXPECT_EQ(r.out, expected);
+  ASSERT_TRUE(std::filesystem::exists("/etc/resolv.conf")) << "the host needs /etc/resolv.conf";
+  // The host's file is bound read-only.
+  r = Imgfs({"run", kPlain, "sh", "-c", "echo evil >> /etc/resolv.conf"});
+  EXPECT_NE(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(ReadAll("/etc/resolv.conf").find("evil"), std::string::npos);
+}
+
+TEST_F(RunTest, SigtermToImgfsReachesTheCommandsTrap) {
+  std::string vol = dir_.Sub("vol");
+  ASSERT_TRUE(MakeDirs(vol).ok());
+  BackgroundProcess run(
+      ImgfsArgv({"run", "-v", vol + ":/vol", kPlain, "sh", "-c",
+                 "trap 'echo trapped > /vol/trap; exit 42' TERM; echo ready > /vol/ready; "
+                 "while true; do sleep 0.05; done"}),
+      {"IMGFS_ROOT=" + Root()});
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(vol + "/ready"); }, 30)) << run.err();
+  run.Signal(SIGTERM);
+  EXPECT_EQ(run.Wait(30), 42) << run.err();
+  EXPECT_EQ(ReadAll(vol + "/trap"), "trapped\n");
+  EXPECT_TRUE(ContainerDirs().empty());
+  EXPECT_EQ(LiveLeases(), 0u);
+}
+
+TEST_F(RunTest, SigkillOfImgfsLeavesNoMountsAndNoProcesses) {
+  std::string vol = dir_.Sub("vol");
+  ASSERT_TRUE(MakeDirs(vol).ok());
+  BackgroundProcess run(ImgfsArgv({"run", "-v", vol + ":/vol", kPlain, "sh", "-c",
+                                   "sleep 1000 & echo ready > /vol/ready; wait"}),
+                        {"IMGFS_ROOT=" + Root()});
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(vol + "/ready"); }, 30)) << run.err();
+  // imgfs, its mount daemon, the init, the shell and the background sleep.
+  std::set<pid_t> family = Descendants(run.pid());
+  ASSERT_GE(family.size(), 4u);
+  run.Signal(SIGKILL);
+  EXPECT_EQ(run.Wait(10), 128 + 9);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        for (pid_t p : family) {
+          if (ProcessRuns(p)) return false;
+        }
+        return true;
+      },
+      10))
+      << "processes of the killed run are still alive";
+  EXPECT_TRUE(MountsMentioning(dir_.path()).empty());
+  EXPECT_EQ(LiveLeases(), 0u);
+  // The abandoned unnamed container is removed by the next listing.
+  ProcessResult ps = Imgfs({"ps", "-a"});
+  ASSERT_EQ(ps.exit_code, 0) << ps.Describe();
+  EXPECT_TRUE(ContainerDirs().empty());
+}
+
+TEST_F(RunTest, NamedContainerKeepsItsUpperPsListsItRmRemovesIt) {
+  ProcessResult r =
+      Imgfs({"run", "--name", "t1", kPlain, "sh", "-c", "echo x > /x; rm /etc/group; mkdir /d"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  std::string upper = Root() + "/containers/t1/upper";
+  EXPECT_EQ(ReadAll(upper + "/x"), "x\n");
+  struct stat st {};
+  ASSERT_EQ(lstat((upper + "/etc/group").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0)) << "whiteout expected";
+  EXPECT_TRUE(std::filesystem::is_directory(upper + "/d"));
+  // Only the changes: no mountpoints of the run in the upper.
+  EXPECT_FALSE(std::filesystem::exists(upper + "/proc"));
+  EXPECT_FALSE(std::filesystem::exists(upper + "/dev"));
+  EXPECT_TRUE(std::filesystem::exists(Root() + "/containers/t1/container.json"));
+
+  ProcessResult ps = Imgfs({"ps"});
+  ASSERT_EQ(ps.exit_code, 0) << ps.Describe();
+  EXPECT_EQ(ps.out.find("t1"), std::string::npos) << ps.out;
+  ps = Imgfs({"ps", "-a"});
+  ASSERT_EQ(ps.exit_code, 0) << ps.Describe();
+  EXPECT_EQ(ps.out.rfind("CONTAINER ID", 0), 0u) << ps.out;
+  EXPECT_NE(ps.out.find("t1"), std::string::npos) << ps.out;
+  EXPECT_NE(ps.out.find("Exited (0)"), std::string::npos) << ps.out;
+  EXPECT_NE(ps.out.find("localhost/runimg:plain"), std::string::npos) << ps.out;
+
+  // The name is taken; the image is pinned by the container.
+  r = Imgfs({"run", "--name", "t1", kPlain, "true"});
+  EXPECT_EQ(r.exit_code, 125) << r.Describe();
+  EXPECT_NE(r.err.find("is already in use"), std::string::npos) << r.err;
+  r = Imgfs({"rm", kPlain});
+  EXPECT_NE(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(r.err.find("in use by container t1"), std::string::npos) << r.err;
+
+  r = Imgfs({"containers", "rm", "t1"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_FALSE(std::filesystem::exists(Root() + "/containers/t1"));
+  ps = Imgfs({"containers", "ls", "-a"});
+  ASSERT_EQ(ps.exit_code, 0) << ps.Describe();
+  EXPECT_EQ(ps.out.find("t1"), std::string::npos) << ps.out;
+  r = Imgfs({"rm", kPlain});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+}
+
+TEST_F(RunTest, RunningContainerIsListedAndRemovedOnlyWhenForced) {
+  std::string vol = dir_.Sub("vol");
+  ASSERT_TRUE(MakeDirs(vol).ok());
+  BackgroundProcess run(ImgfsArgv({"run", "--name", "live", "-v", vol + ":/vol", kPlain, "sh", "-c",
+                                   "echo ready > /vol/ready; sleep 1000"}),
+                        {"IMGFS_ROOT=" + Root()});
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(vol + "/ready"); }, 30)) << run.err();
+  ProcessResult ps = Imgfs({"ps"});
+  ASSERT_EQ(ps.exit_code, 0) << ps.Describe();
+  EXPECT_NE(ps.out.find("live"), std::string::npos) << ps.out;
+  EXPECT_NE(ps.out.find("Up "), std::string::npos) << ps.out;
+  ProcessResult q = Imgfs({"ps", "-q", "--no-trunc"});
+  EXPECT_EQ(q.out.size(), 65u) << q.out;  // one full id and a newline
+
+  ProcessResult r = Imgfs({"containers", "rm", "live"});
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_NE(r.err.find("cannot remove a running container"), std::string::npos) << r.err;
+  r = Imgfs({"containers", "rm", "-f", "live"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(run.Wait(10), 128 + 9);
+  EXPECT_FALSE(std::filesystem::exists(Root() + "/containers/live"));
+}
+
+TEST_F(RunTest, ShellScriptWorkloads) {
+  // A script of the test image, using busybox's coreutils.
+  ProcessResult r = Imgfs({"run", kPlain, "workload.sh"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  std::string data;
+  for (int i = 1; i <= 5; ++i) data += "line " + std::to_string(i) + "\n";
+  std::string sha = registry::Digest::Sha256Of(data).String().substr(7, 16);
+  EXPECT_EQ(r.out, "5\n" + sha + "\n" + std::to_string(kApplets.size() + 1) + "\n");
+
+  // The fixtures' image `tiny` (busybox with hardlinked applets, three layers with
+  // whiteouts and an opaque directory), read and changed by its own shell.
+  r = Imgfs({"pull", "oci:" + kFixtures + "/tiny-gzip:latest"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  r = Imgfs({"run", "-w", "/etc/conf.d", "localhost/tiny-gzip", "sh", "-c",
+             "for f in *; do echo \"$f\"; done; cat /data/added-in-layer2.txt; "
+             "test -e /etc/issue || echo no-issue; echo changed > /data/changeme.txt; "
+             "cat /data/changeme.txt; ls /data/layer3"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, std::string("new.conf\nsub\nadded in layer 2\nno-issue\nchanged\n") +
+                       "gnu-long-name-gnu-long-name-gnu-long-name-gnu-long-name-gnu-long-name-"
+                       "gnu-long-name-gnu-long-name-gnu-long-name-end.txt\nhardlink-a\n"
+                       "hardlink-b\n");
+}
+
+}  // namespace
+}  // namespace imgfs::testing
