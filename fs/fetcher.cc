@@ -3,11 +3,34 @@
 
 #include <algorithm>
 #include <exception>
+#include <limits>
+#include <unordered_map>
 #include <utility>
 
 #include "base/log.h"
+#include "registry/remote_source.h"
 
 namespace imgfs::fs {
+namespace {
+
+constexpr uint32_t kNoPos = std::numeric_limits<uint32_t>::max();
+// Compressed bytes the streaming pass claims ahead of its position: readers of chunks in
+// this span wait for the stream instead of fetching them a second time. 16 MiB is under a
+// second at 200 Mbit, so such a reader never waits much longer than its own request would.
+constexpr uint64_t kStreamClaimAheadBytes = 16 << 20;
+// A background stream (`--prefetch=all`) yields to on-demand fetches: it stops reading its
+// socket (TCP backpressure) in these steps, at most kMaxYield per received buffer.
+constexpr auto kYieldStep = std::chrono::milliseconds(5);
+constexpr auto kMaxYield = std::chrono::milliseconds(2000);
+// Piece size of the streaming pass over a source that has no streamed range read (local
+// sources in tests): the memory of one piece.
+constexpr uint64_t kStreamPieceBytes = 8 << 20;
+// Reads that go back at most this many chunks (in blob order) still count as sequential:
+// the kernel's read-ahead and several FUSE threads deliver a sequential reader's requests
+// slightly out of order.
+constexpr uint32_t kSequentialSlack = 8;
+
+}  // namespace
 
 LazyLayerReader::LazyLayerReader(std::shared_ptr<registry::BlobSource> source,
                                  std::shared_ptr<const LayerIndex> index,
@@ -20,12 +43,66 @@ LazyLayerReader::LazyLayerReader(std::shared_ptr<registry::BlobSource> source,
     : source_(std::move(source)),
       index_(std::move(index)),
       chunks_(std::move(chunks)),
-      options_(options) {}
+      options_(options) {
+  const std::vector<Chunk>& all = index_->chunks;
+  pos_of_.assign(all.size(), kNoPos);
+  for (uint32_t id = 0; id < all.size(); ++id) {
+    if (all[id].blob_length > 0) order_.push_back(id);
+  }
+  std::stable_sort(order_.begin(), order_.end(),
+                   [&](uint32_t a, uint32_t b) { return all[a].blob_offset < all[b].blob_offset; });
+  uint64_t end = 0;
+  for (uint32_t pos = 0; pos < order_.size(); ++pos) {
+    const Chunk& c = all[order_[pos]];
+    pos_of_[order_[pos]] = pos;
+    fetchable_bytes_ += c.blob_length;
+    end = std::max(end, c.blob_offset + c.blob_length);
+  }
+  chunks_end_ = end;
+  present_ = std::make_unique<std::atomic<bool>[]>(order_.size());
+  window_bytes_ = options_.readahead_min_bytes;
+  remote_ = dynamic_cast<registry::RemoteSource*>(source_.get());
+}
+
+LazyLayerReader::~LazyLayerReader() {
+  std::vector<std::thread> workers;
+  std::vector<Task> left;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+    stopping_.store(true);
+    workers.swap(workers_);
+  }
+  work_cv_.notify_all();
+  for (std::thread& t : workers) t.join();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& q : queue_) {
+      for (Task& t : q) left.push_back(std::move(t));
+      q.clear();
+    }
+  }
+  for (Task& t : left) {
+    for (size_t k = 0; k < t.ids.size(); ++k) {
+      Complete(t.ids[k], t.promises[k], Status::Unavailable("the mount is closing"));
+    }
+  }
+}
 
 std::string LazyLayerReader::KeyOf(uint32_t id) const {
   const Chunk& c = index_->chunks[id];
   if (!c.digest.empty()) return c.digest.String();
   return "#" + std::to_string(id);  // no digest: unique within this layer only
+}
+
+std::string LazyLayerReader::FileOf(uint32_t id) const {
+  for (const FileEntry& e : index_->entries) {
+    if (e.type == EntryType::kRegular && id >= e.first_chunk &&
+        id < uint64_t{e.first_chunk} + e.chunk_count) {
+      return e.path;
+    }
+  }
+  return "?";
 }
 
 LazyLayerReader::ChunkData LazyLayerReader::Recent(const std::string& key) {
@@ -51,6 +128,35 @@ void LazyLayerReader::Remember(const std::string& key, const ChunkData& data) {
   }
 }
 
+void LazyLayerReader::MarkPresent(uint32_t id) {
+  const uint32_t pos = pos_of_[id];
+  if (pos == kNoPos || present_[pos].exchange(true)) return;
+  present_bytes_.fetch_add(index_->chunks[id].blob_length, std::memory_order_relaxed);
+}
+
+bool LazyLayerReader::KnownPresent(uint32_t id) {
+  const uint32_t pos = pos_of_[id];
+  if (pos != kNoPos && present_[pos].load()) return true;
+  const Chunk& c = index_->chunks[id];
+  if (!c.digest.empty() && chunks_->Has(c.digest)) {
+    MarkPresent(id);
+    return true;
+  }
+  return false;
+}
+
+LayerStats LazyLayerReader::Stats() const {
+  LayerStats s;
+  s.lazy = true;
+  s.blob_size = index_->compressed_size;
+  s.bytes_fetched = bytes_fetched_.load(std::memory_order_relaxed);
+  s.requests = requests_.load(std::memory_order_relaxed);
+  s.chunks_fetched = chunks_fetched_.load(std::memory_order_relaxed);
+  s.cache_hits = cache_hits_.load(std::memory_order_relaxed);
+  s.errors = errors_.load(std::memory_order_relaxed);
+  return s;
+}
+
 Result<std::string> LazyLayerReader::Read(const FileEntry& entry, uint64_t offset, size_t length) {
   if (entry.type != EntryType::kRegular) {
     return Status::InvalidArgument("/" + entry.path + " is not a regular file");
@@ -68,7 +174,17 @@ Result<std::string> LazyLayerReader::Read(const FileEntry& entry, uint64_t offse
     if (c.file_offset >= end) break;
     ids.push_back(id);
   }
-  IMGFS_ASSIGN_OR_RETURN(std::vector<ChunkData> data, GetChunks(entry, ids));
+  const auto deadline = std::chrono::steady_clock::now() + options_.fetch_timeout;
+  std::vector<ChunkData> data(ids.size());
+  for (int pass = 0;; ++pass) {
+    bool retry = false;
+    Status st = GetChunks(entry, ids, deadline, &data, &retry);
+    if (st.ok()) break;
+    if (!retry || pass > 0 || std::chrono::steady_clock::now() >= deadline) {
+      errors_.fetch_add(1, std::memory_order_relaxed);
+      return st;
+    }
+  }
   std::string out;
   out.reserve(end - offset);
   for (size_t i = 0; i < ids.size(); ++i) {
@@ -95,151 +211,508 @@ Result<std::string> LazyLayerReader::Read(const FileEntry& entry, uint64_t offse
   return out;
 }
 
-Result<std::vector<LazyLayerReader::ChunkData>> LazyLayerReader::GetChunks(
-    const FileEntry& entry, const std::vector<uint32_t>& ids) {
-  std::vector<ChunkData> out(ids.size());
-  std::vector<size_t> owned;  // positions in ids
-  std::vector<std::promise<ChunkResult>> promises;
-  std::vector<std::pair<size_t, std::shared_future<ChunkResult>>> waits;
+LazyLayerReader::ChunkData LazyLayerReader::Available(uint32_t id) {
+  const Chunk& c = index_->chunks[id];
+  if (IsZerosChunk(c)) return std::make_shared<const std::string>(c.size, '\0');
+  std::string key = KeyOf(id);
+  if (ChunkData recent = Recent(key); recent != nullptr) {
+    cache_hits_.fetch_add(1, std::memory_order_relaxed);
+    return recent;
+  }
+  if (c.digest.empty()) return nullptr;
+  Result<std::string> stored = chunks_->Get(c.digest);
+  if (!stored.has_value()) return nullptr;
+  auto data = std::make_shared<const std::string>(std::move(stored).value());
+  cache_hits_.fetch_add(1, std::memory_order_relaxed);
+  MarkPresent(id);
+  Remember(key, data);
+  return data;
+}
 
+bool LazyLayerReader::ClaimLocked(uint32_t id, Task* task) {
+  std::string key = KeyOf(id);
+  if (inflight_.count(key) > 0) return false;
+  auto promise = std::make_shared<std::promise<ChunkResult>>();
+  inflight_.emplace(std::move(key), promise->get_future().share());
+  task->ids.push_back(id);
+  task->promises.push_back(std::move(promise));
+  return true;
+}
+
+Status LazyLayerReader::GetChunks(const FileEntry& entry, const std::vector<uint32_t>& ids,
+                                  std::chrono::steady_clock::time_point deadline,
+                                  std::vector<ChunkData>* out, bool* retry) {
+  std::vector<size_t> missing;
+  uint32_t first = kNoPos;
+  uint32_t last = 0;
   for (size_t i = 0; i < ids.size(); ++i) {
-    const Chunk& c = index_->chunks[ids[i]];
-    if (IsZerosChunk(c)) {
-      out[i] = std::make_shared<const std::string>(c.size, '\0');
-      continue;
+    const uint32_t pos = pos_of_[ids[i]];
+    if (pos != kNoPos) {
+      first = std::min(first, pos);
+      last = std::max(last, pos);
     }
-    std::string key = KeyOf(ids[i]);
-    if (ChunkData recent = Recent(key); recent != nullptr) {
-      out[i] = std::move(recent);
-      continue;
-    }
-    if (!c.digest.empty()) {
-      Result<std::string> stored = chunks_->Get(c.digest);
-      if (stored.has_value()) {
-        out[i] = std::make_shared<const std::string>(std::move(stored).value());
-        Remember(key, out[i]);
-        continue;
+    if ((*out)[i] != nullptr) continue;
+    (*out)[i] = Available(ids[i]);
+    if ((*out)[i] == nullptr) missing.push_back(i);
+  }
+
+  std::vector<Task> tasks(1);
+  Task& demand = tasks[0];
+  demand.priority = kDemand;
+  std::vector<Wait> waits;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t i : missing) {
+      auto it = inflight_.find(KeyOf(ids[i]));
+      if (it != inflight_.end()) {
+        waits.push_back(Wait{i, it->second, false});
+      } else if (ClaimLocked(ids[i], &demand)) {
+        waits.push_back(Wait{i, inflight_.at(KeyOf(ids[i])), true});
       }
+    }
+  }
+  // Widening: the chunks after the last demanded one ride along in the same request.
+  if (!demand.ids.empty() && options_.widen_bytes > 0 && first != kNoPos) {
+    std::vector<uint32_t> candidates;
+    uint64_t scanned = 0;
+    for (uint32_t pos = last + 1; pos < order_.size() && scanned < options_.widen_bytes; ++pos) {
+      scanned += index_->chunks[order_[pos]].blob_length;
+      if (!KnownPresent(order_[pos])) candidates.push_back(order_[pos]);
     }
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = inflight_.find(key);
-    if (it != inflight_.end()) {
-      waits.emplace_back(i, it->second);
-      continue;
-    }
-    promises.emplace_back();
-    inflight_.emplace(std::move(key), promises.back().get_future().share());
-    owned.push_back(i);
+    for (uint32_t id : candidates) ClaimLocked(id, &demand);
   }
+  if (demand.ids.size() > 1) {  // ascending blob offset, promises alongside
+    std::vector<size_t> order(demand.ids.size());
+    for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      return index_->chunks[demand.ids[a]].blob_offset < index_->chunks[demand.ids[b]].blob_offset;
+    });
+    Task sorted;
+    sorted.priority = kDemand;
+    for (size_t k : order) {
+      sorted.ids.push_back(demand.ids[k]);
+      sorted.promises.push_back(demand.promises[k]);
+    }
+    demand = std::move(sorted);
+  }
+  if (demand.ids.empty()) tasks.clear();
+  if (first != kNoPos) PlanReadAhead(first, last, &tasks);
+  Submit(std::move(tasks));
 
-  if (!owned.empty()) {
-    std::vector<ChunkResult> results(owned.size(), ChunkResult(Status::Internal("unset")));
-    // Every owned entry must be completed and erased even if this throws (bad_alloc), or
-    // later readers of those chunks would wait forever.
-    try {
-      FillOwned(entry, ids, owned, &results);
-    } catch (const std::exception& e) {
-      for (ChunkResult& r : results) r = ChunkResult(Status::Internal(e.what()));
+  for (Wait& w : waits) {
+    if (w.future.wait_until(deadline) != std::future_status::ready) {
+      const double seconds = static_cast<double>(options_.fetch_timeout.count()) / 1000.0;
+      IMGFS_LOG(kWarning) << "lazy read of /" << entry.path << " in layer "
+                          << index_->layer_digest.String() << ": chunk " << KeyOf(ids[w.slot])
+                          << " not fetched within " << seconds << " s (" << source_->Describe()
+                          << ")";
+      return Status::Unavailable("/" + entry.path + ": data not fetched within " +
+                                 std::to_string(seconds) + " s from " + source_->Describe());
     }
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      for (size_t k = 0; k < owned.size(); ++k) inflight_.erase(KeyOf(ids[owned[k]]));
+    const ChunkResult& r = w.future.get();
+    if (!r.has_value()) {
+      if (!w.own) *retry = true;
+      return r.error();
     }
-    for (size_t k = 0; k < owned.size(); ++k) {
-      promises[k].set_value(results[k]);
-      if (results[k].has_value()) {
-        out[owned[k]] = *results[k];
-        Remember(KeyOf(ids[owned[k]]), *results[k]);
-      }
-    }
-    for (size_t k = 0; k < owned.size(); ++k) {
-      if (!results[k].has_value()) return results[k].error();
-    }
+    (*out)[w.slot] = *r;
   }
-
-  for (auto& [i, future] : waits) {
-    const ChunkResult& r = future.get();
-    if (!r.has_value()) return r.error();
-    out[i] = *r;
-  }
-  return out;
+  return Status::Ok();
 }
 
-void LazyLayerReader::FillOwned(const FileEntry& entry, const std::vector<uint32_t>& ids,
-                                const std::vector<size_t>& owned,
-                                std::vector<ChunkResult>* results) {
-  // Another reader may have completed a chunk between our store lookup and taking
-  // ownership: look again before going to the network.
-  std::vector<uint32_t> to_fetch;
-  std::vector<size_t> to_fetch_slot;  // position in `owned`
-  for (size_t k = 0; k < owned.size(); ++k) {
-    const Chunk& c = index_->chunks[ids[owned[k]]];
-    if (!c.digest.empty()) {
+void LazyLayerReader::PlanReadAhead(uint32_t first, uint32_t last, std::vector<Task>* tasks) {
+  if (!options_.readahead && !options_.streaming) return;
+  uint32_t scan_from = 0;
+  uint32_t scan_to = 0;
+  bool start_stream = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const bool sequential = have_last_ && first + kSequentialSlack >= last_pos_ &&
+                            first <= std::max(last_pos_ + 1, ahead_end_);
+    if (sequential) {
+      if (last > last_pos_) {
+        if (window_bytes_ >= options_.readahead_max_bytes) {
+          for (uint32_t p = last_pos_ + 1; p <= last; ++p) {
+            at_cap_bytes_ += index_->chunks[order_[p]].blob_length;
+          }
+          if (at_cap_bytes_ >= options_.readahead_max_bytes) {
+            at_cap_bytes_ = 0;
+            ++full_windows_;
+          }
+        }
+        window_bytes_ = std::min(window_bytes_ * 2, options_.readahead_max_bytes);
+      }
+    } else {
+      window_bytes_ = options_.readahead_min_bytes;
+      at_cap_bytes_ = 0;
+      full_windows_ = 0;
+    }
+    if (!sequential || last > last_pos_) last_pos_ = last;
+    have_last_ = true;
+    if (options_.streaming && !stream_started_.load()) {
+      const bool mostly_here =
+          static_cast<double>(present_bytes_.load()) >=
+          options_.stream_after_fraction * static_cast<double>(fetchable_bytes_);
+      const bool ranges_ignored = remote_ != nullptr && remote_->ignores_ranges();
+      if (mostly_here || full_windows_ >= options_.stream_after_full_windows || ranges_ignored) {
+        stream_started_.store(true);
+        start_stream = true;
+      }
+    }
+    if (options_.readahead && !stream_running_.load() && !start_stream) {
+      scan_from = std::max(last + 1, sequential ? ahead_end_ : last + 1);
+      uint64_t budget = 0;
+      uint32_t pos = last + 1;
+      while (pos < order_.size() && budget < window_bytes_) {
+        budget += index_->chunks[order_[pos]].blob_length;
+        ++pos;
+      }
+      scan_to = pos;
+      if (scan_to > scan_from) ahead_end_ = scan_to;
+    }
+  }
+  if (start_stream) {
+    IMGFS_LOG(kInfo) << "layer " << index_->layer_digest.String()
+                     << ": most of it is being read; streaming the rest";
+    Task stream;
+    stream.priority = kReadAhead;
+    stream.stream = true;
+    tasks->push_back(std::move(stream));
+    return;
+  }
+  if (scan_to <= scan_from) return;
+  std::vector<uint32_t> candidates;
+  for (uint32_t pos = scan_from; pos < scan_to; ++pos) {
+    if (!KnownPresent(order_[pos])) candidates.push_back(order_[pos]);
+  }
+  ClaimInTasks(candidates, kReadAhead, tasks);
+}
+
+void LazyLayerReader::ClaimInTasks(const std::vector<uint32_t>& ids, Priority priority,
+                                   std::vector<Task>* tasks) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Task current;
+  current.priority = priority;
+  uint64_t bytes = 0;
+  for (uint32_t id : ids) {
+    const uint64_t len = index_->chunks[id].blob_length;
+    if (!current.ids.empty() && bytes + len > options_.max_request_bytes) {
+      tasks->push_back(std::move(current));
+      current = Task();
+      current.priority = priority;
+      bytes = 0;
+    }
+    if (ClaimLocked(id, &current)) bytes += len;
+  }
+  if (!current.ids.empty()) tasks->push_back(std::move(current));
+}
+
+void LazyLayerReader::PrefetchBefore(uint64_t blob_offset) {
+  std::vector<uint32_t> candidates;
+  for (uint32_t id : order_) {
+    if (index_->chunks[id].blob_offset >= blob_offset) break;
+    if (!KnownPresent(id)) candidates.push_back(id);
+  }
+  std::vector<Task> tasks;
+  ClaimInTasks(candidates, kReadAhead, &tasks);
+  Submit(std::move(tasks));
+}
+
+void LazyLayerReader::StartBackgroundFetch() {
+  if (stream_started_.exchange(true)) return;
+  std::vector<Task> tasks(1);
+  tasks[0].priority = kBackground;
+  tasks[0].stream = true;
+  Submit(std::move(tasks));
+}
+
+bool LazyLayerReader::WaitIdle(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return idle_cv_.wait_for(lock, timeout, [&] {
+    if (running_ > 0) return false;
+    for (const auto& q : queue_) {
+      if (!q.empty()) return false;
+    }
+    return true;
+  });
+}
+
+void LazyLayerReader::Submit(std::vector<Task> tasks) {
+  if (tasks.empty()) return;
+  std::vector<Task> refused;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    size_t queued = 0;
+    for (Task& t : tasks) {
+      if (stop_) {
+        refused.push_back(std::move(t));
+        continue;
+      }
+      if (t.priority == kDemand) demand_running_.fetch_add(1);
+      queue_[t.priority].push_back(std::move(t));
+      ++queued;
+    }
+    size_t waiting = 0;
+    for (const auto& q : queue_) waiting += q.size();
+    while (!stop_ &&
+           workers_.size() < static_cast<size_t>(std::max(1, options_.max_parallel_fetches)) &&
+           workers_.size() < static_cast<size_t>(running_) + waiting) {
+      workers_.emplace_back([this] { WorkerLoop(); });
+    }
+    (void)queued;
+  }
+  work_cv_.notify_all();
+  for (Task& t : refused) {
+    for (size_t k = 0; k < t.ids.size(); ++k) {
+      Complete(t.ids[k], t.promises[k], Status::Unavailable("the mount is closing"));
+    }
+  }
+}
+
+void LazyLayerReader::WorkerLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    work_cv_.wait(lock, [&] {
+      if (stop_) return true;
+      for (const auto& q : queue_) {
+        if (!q.empty()) return true;
+      }
+      return false;
+    });
+    if (stop_) return;
+    Task task;
+    for (auto& q : queue_) {
+      if (!q.empty()) {
+        task = std::move(q.front());
+        q.pop_front();
+        break;
+      }
+    }
+    ++running_;
+    lock.unlock();
+    RunTask(task);
+    lock.lock();
+    --running_;
+    if (task.priority == kDemand) demand_running_.fetch_sub(1);
+    idle_cv_.notify_all();
+  }
+}
+
+void LazyLayerReader::RunTask(Task& task) {
+  if (task.stream) {
+    stream_running_.store(true);
+    Status st;
+    try {
+      st = RunStream(task.priority == kBackground);
+    } catch (const std::exception& e) {
+      st = Status::Internal(std::string("streaming pass: ") + e.what());
+    }
+    stream_running_.store(false);
+    if (!st.ok()) {
+      IMGFS_LOG(kWarning) << "layer " << index_->layer_digest.String()
+                          << ": streaming pass stopped: " << st.ToString();
+      stream_started_.store(false);  // a later read may start it again
+    }
+    return;
+  }
+  // A chunk may have been stored between the reader's look and the claim (another task
+  // completed it): look again before going to the network.
+  std::vector<uint32_t> ids;
+  std::vector<Promise> promises;
+  for (size_t k = 0; k < task.ids.size(); ++k) {
+    const Chunk& c = index_->chunks[task.ids[k]];
+    if (!c.digest.empty() && chunks_->Has(c.digest)) {
       Result<std::string> stored = chunks_->Get(c.digest);
       if (stored.has_value()) {
-        (*results)[k] = ChunkResult(std::make_shared<const std::string>(std::move(stored).value()));
+        auto data = std::make_shared<const std::string>(std::move(stored).value());
+        MarkPresent(task.ids[k]);
+        Remember(KeyOf(task.ids[k]), data);
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          inflight_.erase(KeyOf(task.ids[k]));
+        }
+        task.promises[k]->set_value(ChunkResult(std::move(data)));
         continue;
       }
     }
-    to_fetch.push_back(ids[owned[k]]);
-    to_fetch_slot.push_back(k);
+    ids.push_back(task.ids[k]);
+    promises.push_back(task.promises[k]);
   }
-  if (to_fetch.empty()) return;
-  std::vector<ChunkResult> fetched = FetchOwned(entry, to_fetch);
-  for (size_t j = 0; j < fetched.size(); ++j) (*results)[to_fetch_slot[j]] = std::move(fetched[j]);
+  if (ids.empty()) return;
+  std::vector<ChunkResult> results;
+  try {
+    results = Fetch(ids, task.priority == kDemand ? options_.max_attempts : 1);
+  } catch (const std::exception& e) {
+    results.assign(ids.size(), ChunkResult(Status::Internal(e.what())));
+  }
+  for (size_t k = 0; k < ids.size(); ++k) Complete(ids[k], promises[k], std::move(results[k]));
 }
 
-std::vector<LazyLayerReader::ChunkResult> LazyLayerReader::FetchOwned(
-    const FileEntry& entry, const std::vector<uint32_t>& ids) {
-  // ReadChunks coalesces chunks sorted by blob offset; sort a copy and map back.
-  std::vector<size_t> order(ids.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return index_->chunks[ids[a]].blob_offset < index_->chunks[ids[b]].blob_offset;
-  });
-  std::vector<uint32_t> sorted;
-  sorted.reserve(ids.size());
-  for (size_t i : order) sorted.push_back(ids[i]);
-
-  Result<std::vector<std::string>> decoded = Status::Internal("not fetched");
-  for (int attempt = 1; attempt <= std::max(1, options_.max_attempts); ++attempt) {
+std::vector<LazyLayerReader::ChunkResult> LazyLayerReader::Fetch(const std::vector<uint32_t>& ids,
+                                                                 int attempts) {
+  std::vector<ChunkResult> results(ids.size(), ChunkResult(Status::Internal("not fetched")));
+  std::vector<size_t> todo(ids.size());
+  for (size_t k = 0; k < todo.size(); ++k) todo[k] = k;
+  for (int attempt = 1; attempt <= std::max(1, attempts) && !todo.empty(); ++attempt) {
     fetch_batches_.fetch_add(1, std::memory_order_relaxed);
-    try {
-      decoded = ReadChunks(*source_, *index_, sorted, options_.max_gap_bytes);
-    } catch (const std::exception& e) {
-      decoded = Status::Internal(std::string("fetching chunks: ") + e.what());
-    }
-    if (decoded.has_value() && decoded->size() == sorted.size()) break;
-    if (decoded.has_value()) decoded = Status::Internal("chunk reader returned a short list");
-    const Chunk& first = index_->chunks[sorted.front()];
-    IMGFS_LOG(kWarning) << "lazy fetch of /" << entry.path << " in layer "
-                        << index_->layer_digest.String() << " (chunk "
-                        << (first.digest.empty() ? "#" + std::to_string(sorted.front())
-                                                 : first.digest.String())
-                        << ", " << sorted.size() << " chunks) failed, attempt " << attempt << ": "
-                        << decoded.error().ToString();
-  }
-
-  std::vector<ChunkResult> out(ids.size(), ChunkResult(Status::Internal("unset")));
-  for (size_t j = 0; j < sorted.size(); ++j) {
-    size_t pos = order[j];
-    if (!decoded.has_value()) {
-      out[pos] = ChunkResult(decoded.error());
-      continue;
-    }
-    const Chunk& c = index_->chunks[sorted[j]];
-    auto data = std::make_shared<const std::string>(std::move((*decoded)[j]));
-    chunks_fetched_.fetch_add(1, std::memory_order_relaxed);
-    if (!c.digest.empty()) {
-      Status put = chunks_->Put(c.digest, *data);
-      if (!put.ok()) {
-        IMGFS_LOG(kWarning) << "chunk store: cannot keep " << c.digest.String() << " of /"
-                            << entry.path << ": " << put.ToString();
+    std::vector<Chunk> list;
+    list.reserve(todo.size());
+    for (size_t k : todo) list.push_back(index_->chunks[ids[k]]);
+    std::vector<size_t> failed;
+    for (const CoalescedRead& read : CoalesceChunkReads(list, options_.max_gap_bytes)) {
+      requests_.fetch_add(1, std::memory_order_relaxed);
+      Result<std::string> bytes = source_->ReadBlobRange(index_->layer_digest, read.range);
+      if (bytes.has_value()) bytes_fetched_.fetch_add(bytes->size(), std::memory_order_relaxed);
+      for (size_t j : read.chunks) {
+        const size_t k = todo[j];
+        if (!bytes.has_value()) {
+          results[k] = bytes.error();
+          failed.push_back(k);
+          continue;
+        }
+        const Chunk& c = list[j];
+        Result<std::string> data =
+            DecodeChunk(index_->format, c, SliceChunk(read, *bytes, c), index_->layer_digest, "");
+        if (!data.has_value()) {
+          data = DecodeChunk(index_->format, c, SliceChunk(read, *bytes, c), index_->layer_digest,
+                             FileOf(ids[k]))
+                     .error();
+          failed.push_back(k);
+          results[k] = data.error();
+          continue;
+        }
+        results[k] = ChunkResult(std::make_shared<const std::string>(std::move(data).value()));
       }
     }
-    out[pos] = ChunkResult(std::move(data));
+    if (!failed.empty()) {
+      std::sort(failed.begin(), failed.end());
+      const size_t first = failed.front();
+      IMGFS_LOG(kWarning) << "lazy fetch of /" << FileOf(ids[first]) << " in layer "
+                          << index_->layer_digest.String() << " (chunk " << KeyOf(ids[first])
+                          << ", " << failed.size() << " of " << todo.size()
+                          << " chunks) failed, attempt " << attempt << ": "
+                          << results[first].error().ToString();
+    }
+    todo = std::move(failed);
   }
-  return out;
+  return results;
+}
+
+void LazyLayerReader::Complete(uint32_t id, const Promise& promise, ChunkResult result) {
+  const std::string key = KeyOf(id);
+  if (result.has_value()) {
+    chunks_fetched_.fetch_add(1, std::memory_order_relaxed);
+    const Chunk& c = index_->chunks[id];
+    if (!c.digest.empty()) {
+      Status put = chunks_->Put(c.digest, **result);
+      if (!put.ok()) {
+        IMGFS_LOG(kWarning) << "chunk store: cannot keep " << c.digest.String() << ": "
+                            << put.ToString();
+      } else {
+        MarkPresent(id);
+      }
+    }
+    Remember(key, *result);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    inflight_.erase(key);
+  }
+  promise->set_value(std::move(result));
+}
+
+Status LazyLayerReader::RunStream(bool background) {
+  uint32_t start = 0;
+  while (start < order_.size() && KnownPresent(order_[start])) ++start;
+  if (start == order_.size()) return Status::Ok();
+  const std::vector<Chunk>& all = index_->chunks;
+  const uint64_t start_off = all[order_[start]].blob_offset;
+
+  std::unordered_map<uint32_t, Promise> claimed;  // position → promise of a claimed chunk
+  uint32_t claim_to = start;                      // positions below were considered
+  auto claim_ahead = [&](uint64_t upto) {
+    std::vector<uint32_t> candidates;
+    while (claim_to < order_.size() && all[order_[claim_to]].blob_offset < upto) {
+      if (!KnownPresent(order_[claim_to])) candidates.push_back(claim_to);
+      ++claim_to;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    for (uint32_t pos : candidates) {
+      Task t;
+      if (ClaimLocked(order_[pos], &t)) claimed.emplace(pos, std::move(t.promises.front()));
+    }
+  };
+  claim_ahead(start_off + kStreamClaimAheadBytes);
+
+  std::string buf;
+  uint64_t buf_start = start_off;  // blob offset of buf[0]
+  uint32_t next = start;           // next position to decode
+  auto sink = [&](std::string_view data) -> Status {
+    if (stopping_.load()) return Status::Unavailable("the mount is closing");
+    if (background) {
+      auto waited = std::chrono::milliseconds(0);
+      while (demand_running_.load() > 0 && waited < kMaxYield && !stopping_.load()) {
+        std::this_thread::sleep_for(kYieldStep);
+        waited += kYieldStep;
+      }
+    }
+    bytes_fetched_.fetch_add(data.size(), std::memory_order_relaxed);
+    buf.append(data);
+    while (next < order_.size()) {
+      const Chunk& c = all[order_[next]];
+      if (c.blob_offset + c.blob_length > buf_start + buf.size()) break;
+      auto it = claimed.find(next);
+      if (it != claimed.end()) {
+        std::string_view bytes =
+            std::string_view(buf).substr(c.blob_offset - buf_start, c.blob_length);
+        Result<std::string> decoded =
+            DecodeChunk(index_->format, c, bytes, index_->layer_digest, "");
+        ChunkResult result =
+            decoded.has_value()
+                ? ChunkResult(std::make_shared<const std::string>(std::move(decoded).value()))
+                : ChunkResult(decoded.error());
+        Complete(order_[next], it->second, std::move(result));
+        claimed.erase(it);
+      }
+      ++next;
+      if (next < order_.size()) {
+        const uint64_t keep_from = std::max(buf_start, all[order_[next]].blob_offset);
+        buf.erase(0, std::min<uint64_t>(buf.size(), keep_from - buf_start));
+        buf_start = keep_from;
+        claim_ahead(keep_from + kStreamClaimAheadBytes);
+      }
+    }
+    if (next >= order_.size()) return Status::Internal("stream complete");
+    return Status::Ok();
+  };
+
+  requests_.fetch_add(1, std::memory_order_relaxed);
+  const ByteRange range{start_off, chunks_end_ - start_off};
+  Status st;
+  if (remote_ != nullptr) {
+    st = remote_->StreamBlobRange(index_->layer_digest, range, sink);
+  } else {
+    for (uint64_t off = range.offset; off < range.end() && st.ok();) {
+      const ByteRange piece{off, std::min(kStreamPieceBytes, range.end() - off)};
+      Result<std::string> bytes = source_->ReadBlobRange(index_->layer_digest, piece);
+      if (!bytes.has_value()) {
+        st = bytes.error();
+        break;
+      }
+      if (bytes->empty()) break;
+      off += bytes->size();
+      st = sink(*bytes);
+      if (off < range.end()) requests_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  if (next >= order_.size()) st = Status::Ok();
+  for (auto& [pos, promise] : claimed) {
+    Complete(order_[pos], promise,
+             Status::Unavailable("streaming pass of layer " + index_->layer_digest.String() +
+                                 " ended before this chunk" +
+                                 (st.ok() ? std::string() : ": " + st.ToString())));
+  }
+  return st;
 }
 
 }  // namespace imgfs::fs

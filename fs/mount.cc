@@ -3,6 +3,11 @@
 
 #include <unistd.h>
 
+#include <chrono>
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "base/log.h"
 #include "cache/chunk_store.h"
 #include "cache/images.h"
@@ -44,9 +49,52 @@ bool IsLazyCapable(const registry::Descriptor& desc) {
   return HasAnnotation(desc, kEstargzTocDigestAnnotation) || IsZstdChunked(desc);
 }
 
+// A BlobSource that remembers the bytes of the last ranged read (the eStargz TOC member read
+// by LoadEstargzIndex), so the `.prefetch.landmark` can be found without a second request.
+class LastRangeSource : public registry::BlobSource {
+ public:
+  explicit LastRangeSource(registry::BlobSource* inner) : inner_(inner) {}
+  Result<registry::FetchedManifest> GetManifest(std::string_view t) override {
+    return inner_->GetManifest(t);
+  }
+  Status FetchBlob(const registry::Digest& d, int64_t size,
+                   const registry::BlobSink& sink) override {
+    return inner_->FetchBlob(d, size, sink);
+  }
+  Result<std::string> ReadBlobRange(const registry::Digest& d, ByteRange r) override {
+    Result<std::string> out = inner_->ReadBlobRange(d, r);
+    if (out.has_value()) last_ = *out;
+    return out;
+  }
+  Result<std::vector<std::string>> ListTags() override { return inner_->ListTags(); }
+  std::string Describe() const override { return inner_->Describe(); }
+  const std::string& last() const { return last_; }
+
+ private:
+  registry::BlobSource* inner_;
+  std::string last_;
+};
+
+// Blob offset of the eStargz `.prefetch.landmark` in the TOC member `toc_member` (already
+// verified by LoadEstargzIndex), or 0 when the layer has none.
+uint64_t LandmarkOffset(const std::string& toc_member, const registry::Digest& layer) {
+  Result<std::string> json = ExtractEstargzTocJson(toc_member);
+  if (!json.has_value()) return 0;
+  Result<std::vector<toc_internal::TocRecord>> records =
+      toc_internal::ParseTocJson(*json, "layer " + layer.String());
+  if (!records.has_value()) return 0;
+  for (const toc_internal::TocRecord& r : *records) {
+    if (r.name == kEstargzPrefetchLandmark && r.has_offset) return r.offset;
+  }
+  return 0;
+}
+
 // The TOC index of `desc`: from the IndexStore, else fetched through `source` and saved.
+// *landmark gets the eStargz prefetch landmark's blob offset when the TOC was fetched now
+// (0 otherwise: a stored index was prefetched at its first mount).
 Result<LayerIndex> LoadLazyIndex(const cache::IndexStore& index_store, registry::BlobSource& source,
-                                 const registry::Descriptor& desc, bool* built) {
+                                 const registry::Descriptor& desc, bool* built,
+                                 uint64_t* landmark) {
   Result<std::string> stored = index_store.Get(desc.digest);
   if (stored.has_value()) {
     Result<LayerIndex> decoded = LayerIndex::Decode(*stored);
@@ -56,9 +104,11 @@ Result<LayerIndex> LoadLazyIndex(const cache::IndexStore& index_store, registry:
       return decoded;
     }
   }
+  LastRangeSource recording(&source);
   Result<LayerIndex> index = IsZstdChunked(desc) ? LoadZstdChunkedIndex(source, desc, false)
-                                                 : LoadEstargzIndex(source, desc, false);
+                                                 : LoadEstargzIndex(recording, desc, false);
   if (!index.has_value()) return index;
+  if (!IsZstdChunked(desc)) *landmark = LandmarkOffset(recording.last(), desc.digest);
   *built = true;
   Status put = index_store.Put(desc.digest, index->Encode());
   if (!put.ok())
@@ -115,6 +165,13 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
     chunk_store = std::make_shared<cache::ChunkStore>(store.root());
     return Status::Ok();
   };
+  LazyLayerReader::Options lazy_options;
+  if (options.fetch_timeout_seconds > 0) {
+    lazy_options.fetch_timeout = std::chrono::milliseconds(
+        static_cast<int64_t>(options.fetch_timeout_seconds * 1000.0 + 0.5));
+  }
+  // Background work started once every layer is prepared (the TOC fetches come first).
+  std::vector<std::pair<LazyLayerReader*, uint64_t>> prefetch;  // reader, landmark offset
   std::vector<MountedLayer> layers;
   std::vector<const LayerIndex*> views;
   layers.reserve(manifest.layers.size());
@@ -130,12 +187,14 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
       if (!opened.ok()) return decorate(opened);
       if (IsLazyCapable(desc)) {
         bool built = false;
-        Result<LayerIndex> index = LoadLazyIndex(index_store, *source, desc, &built);
+        uint64_t landmark = 0;
+        Result<LayerIndex> index = LoadLazyIndex(index_store, *source, desc, &built, &landmark);
         if (!index.has_value()) return decorate(index.error());
         if (built) ++out.indexes_built;
         auto shared = std::make_shared<const LayerIndex>(std::move(index).value());
-        layers.push_back(
-            MountedLayer{shared, std::make_unique<LazyLayerReader>(source, shared, chunk_store)});
+        auto reader = std::make_unique<LazyLayerReader>(source, shared, chunk_store, lazy_options);
+        prefetch.emplace_back(reader.get(), landmark);
+        layers.push_back(MountedLayer{shared, std::move(reader)});
         ++out.lazy_layers;
         continue;
       }
@@ -179,6 +238,13 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
                    << table.inode_count() << " inodes, " << out.indexes_built << " indexes built, "
                    << out.lazy_layers << " lazy layers";
   out.filesystem = std::make_unique<ImageFilesystem>(std::move(table), std::move(layers));
+  for (auto& [reader, landmark] : prefetch) {
+    if (options.prefetch == PrepareOptions::Prefetch::kAll) {
+      reader->StartBackgroundFetch();
+    } else if (options.prefetch == PrepareOptions::Prefetch::kLandmarks && landmark > 0) {
+      reader->PrefetchBefore(landmark);
+    }
+  }
   return out;
 }
 

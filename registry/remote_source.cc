@@ -584,6 +584,10 @@ Result<std::string> RemoteSource::ReadBlobRange(const Digest& digest, ByteRange 
       } else {
         pos = 0;  // 200: the whole blob, sliced below
         whole = true;
+        if (!ignores_ranges_.exchange(true)) {
+          IMGFS_LOG(kWarning) << what << " (" << Describe()
+                              << "): answered with the whole blob (Range ignored)";
+        }
       }
       return Status::Ok();
     };
@@ -612,6 +616,74 @@ Result<std::string> RemoteSource::ReadBlobRange(const Digest& digest, ByteRange 
   }
   if (!IsSuccess(resp->status)) return HttpError(*resp, what);
   return out;  // the blob ended inside the range
+}
+
+Status RemoteSource::StreamBlobRange(const Digest& digest, ByteRange range, const BlobSink& sink) {
+  if (range.empty()) return Status::Ok();
+  const std::string what = "GET blob " + digest.String() + " bytes " +
+                           std::to_string(range.offset) + "-" + std::to_string(range.end() - 1);
+  uint64_t pos = 0;        // blob offset of the next body byte
+  uint64_t delivered = 0;  // bytes handed to `sink`
+  bool complete = false;
+  bool whole = false;  // a 200: stop once the range is through
+  Status fatal;
+  Call call;
+  call.path = "/v2/" + repository_ + "/blobs/" + digest.String();
+  call.what = what;
+  call.streaming = true;
+  call.cache_redirect = true;
+  call.max_body_bytes = 1u << 20;
+  call.prepare = [&](HttpRequest& req) {
+    req.range = range;
+    req.on_body_start = [&](const HttpResponse& head) -> Status {
+      if (head.status == 206) {
+        const int64_t start = ContentRangeStart(head.Header("content-range"));
+        if (start != static_cast<int64_t>(range.offset)) {
+          fatal = Status::Corrupt(what + " (" + Describe() + "): got Content-Range " +
+                                  head.Header("content-range"));
+          return fatal;
+        }
+        pos = range.offset;
+        whole = false;
+      } else {
+        pos = 0;
+        whole = true;
+        ignores_ranges_.store(true, std::memory_order_relaxed);
+      }
+      return Status::Ok();
+    };
+    req.body_sink = [&](std::string_view chunk) -> Status {
+      const uint64_t begin = std::max(pos, range.offset);
+      const uint64_t end = std::min(pos + chunk.size(), range.end());
+      pos += chunk.size();
+      if (begin < end) {
+        Status st = sink(chunk.substr(begin - (pos - chunk.size()), end - begin));
+        if (!st.ok()) {
+          fatal = st;
+          return st;
+        }
+        delivered += end - begin;
+      }
+      if (whole && pos >= range.end()) {
+        complete = true;
+        return Status::Internal("range complete");
+      }
+      return Status::Ok();
+    };
+  };
+  call.retryable = [&](const Status& st) {
+    return !complete && fatal.ok() && delivered == 0 && st.code() == StatusCode::kUnavailable;
+  };
+  Result<HttpResponse> resp = Execute(call);
+  if (complete) return Status::Ok();
+  if (!fatal.ok()) return fatal;
+  if (!resp.has_value()) return resp.error();
+  if (resp->status == 416) return Status::Ok();
+  if (resp->status == 404) {
+    return Status::NotFound("blob unknown: " + digest.String() + " (" + Describe() + ")");
+  }
+  if (!IsSuccess(resp->status)) return HttpError(*resp, what);
+  return Status::Ok();
 }
 
 Result<std::vector<std::string>> RemoteSource::ListTags() {

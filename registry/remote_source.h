@@ -37,6 +37,14 @@
 //    contract is unchanged); the final digest covers exactly what the sink saw.
 //  - ReadBlobRange accepts 206 or a 200 with the whole blob (sliced while streaming, so the
 //    rest is not kept in memory); a 416 means the range starts at or past the end → "".
+//    A 200 to a Range request (a registry or proxy that ignores Range) is remembered:
+//    ignores_ranges() then tells lazy readers to stream instead of asking for ranges.
+//  - StreamBlobRange streams [offset, end) of a blob to a sink in one GET (the streaming pass
+//    of a lazily read layer): 206 from `offset`, or a 200 whose first `offset` bytes are
+//    skipped. Retried (with backoff) only while nothing reached the sink.
+//  - Multi-range requests are never sent: coalesced single ranges kept in flight in parallel
+//    cost no more round trips, and registries that refuse multi-range (400) or answer it
+//    with a whole body need no special case.
 //
 // Errors name the registry and repository (Describe()) and what was asked: NotFound
 // ("manifest unknown: <name>:<tag> (registry HOST)"), PermissionDenied from the
@@ -47,6 +55,7 @@
 #ifndef IMGFS_REGISTRY_REMOTE_SOURCE_H_
 #define IMGFS_REGISTRY_REMOTE_SOURCE_H_
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -124,6 +133,11 @@ class RemoteSource : public BlobSource {
   Status FetchBlob(const Digest& digest, int64_t expected_size, const BlobSink& sink) override;
   Result<std::string> ReadBlobRange(const Digest& digest, ByteRange range) override;
   Result<std::vector<std::string>> ListTags() override;
+  // Bytes [range.offset, range.end()) of a blob handed to `sink` as they arrive (fewer when
+  // the blob ends first), unverified. One request; a 200 answer is sliced.
+  Status StreamBlobRange(const Digest& digest, ByteRange range, const BlobSink& sink);
+  // True once a ranged read of this repository was answered with a whole blob (200).
+  bool ignores_ranges() const { return ignores_ranges_.load(std::memory_order_relaxed); }
   // "registry HOST, repository NAME"
   std::string Describe() const override;
 
@@ -166,6 +180,7 @@ class RemoteSource : public BlobSource {
   };
   std::mutex redirect_mu_;  // guards redirects_ (a leaf lock, never held across I/O)
   std::map<std::string, CachedRedirect> redirects_;  // registry path → final URL
+  std::atomic<bool> ignores_ranges_{false};
 };
 
 }  // namespace imgfs::registry

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -152,6 +153,16 @@ std::string Reference(const LazyLayer& l, const std::string& path) {
   return data.has_value() ? *data : "";
 }
 
+// Options that fetch exactly what a read asks for (no widening, read-ahead or streaming):
+// the request and chunk counts of the tests below are then exact.
+LazyLayerReader::Options Exact() {
+  LazyLayerReader::Options o;
+  o.widen_bytes = 0;
+  o.readahead = false;
+  o.streaming = false;
+  return o;
+}
+
 class FetcherTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(FetcherTest, ReadsEqualTheTarReaderAndPiecesAgree) {
@@ -159,7 +170,7 @@ TEST_P(FetcherTest, ReadsEqualTheTarReaderAndPiecesAgree) {
   ASSERT_NE(l.index, nullptr);
   TempDir dir;
   auto store = std::make_shared<cache::ChunkStore>(dir.path());
-  LazyLayerReader reader(l.source, l.index, store);
+  LazyLayerReader reader(l.source, l.index, store, Exact());
   const FileEntry* random = Find(*l.index, "data/random.bin");
   ASSERT_NE(random, nullptr);
   std::string want = Reference(l, "data/random.bin");
@@ -183,7 +194,7 @@ TEST_P(FetcherTest, ReadsEqualTheTarReaderAndPiecesAgree) {
 
   // A second reader (another mount) over the same chunk store: no blob reads for random.bin.
   int reads = l.source->reads.load();
-  LazyLayerReader again(l.source, l.index, store);
+  LazyLayerReader again(l.source, l.index, store, Exact());
   EXPECT_EQ(ReadAll(again, *random, 1 << 17), want);
   EXPECT_EQ(l.source->reads.load(), reads);
   EXPECT_EQ(again.chunks_fetched(), 0u);
@@ -194,7 +205,7 @@ TEST_P(FetcherTest, ConcurrentReadersFetchEveryChunkOnce) {
   ASSERT_NE(l.index, nullptr);
   TempDir dir;
   auto store = std::make_shared<cache::ChunkStore>(dir.path());
-  LazyLayerReader reader(l.source, l.index, store);
+  LazyLayerReader reader(l.source, l.index, store, Exact());
   const FileEntry* random = Find(*l.index, "data/random.bin");
   ASSERT_NE(random, nullptr);
   std::string want = Reference(l, "data/random.bin");
@@ -220,7 +231,7 @@ TEST_P(FetcherTest, CorruptStoredChunkIsFetchedAgain) {
   ASSERT_NE(l.index, nullptr);
   TempDir dir;
   auto store = std::make_shared<cache::ChunkStore>(dir.path());
-  LazyLayerReader reader(l.source, l.index, store);
+  LazyLayerReader reader(l.source, l.index, store, Exact());
   const FileEntry* os = Find(*l.index, "etc/os-release");
   ASSERT_NE(os, nullptr);
   ASSERT_GE(os->chunk_count, 1u);
@@ -232,7 +243,7 @@ TEST_P(FetcherTest, CorruptStoredChunkIsFetchedAgain) {
   ASSERT_TRUE(WriteFileAtomic(store->PathFor(c.digest), "garbage").ok());
 
   // A new reader (the in-memory copy of the first one would hide the store).
-  LazyLayerReader fresh(l.source, l.index, store);
+  LazyLayerReader fresh(l.source, l.index, store, Exact());
   int reads = l.source->reads.load();
   EXPECT_EQ(ReadAll(fresh, *os, 1 << 16), want);
   EXPECT_GT(l.source->reads.load(), reads);
@@ -245,7 +256,7 @@ TEST_P(FetcherTest, RecentChunksAreKeptInMemoryWithinTheBound) {
   ASSERT_NE(l.index, nullptr);
   TempDir dir;
   auto store = std::make_shared<cache::ChunkStore>(dir.path());
-  LazyLayerReader::Options options;
+  LazyLayerReader::Options options = Exact();
   options.memory_cache_bytes = 1 << 20;  // less than the 1.5 MiB file
   LazyLayerReader reader(l.source, l.index, store, options);
   const FileEntry* random = Find(*l.index, "data/random.bin");
@@ -267,7 +278,7 @@ TEST_P(FetcherTest, BadBytesAreRetriedOnceThenCorrupt) {
   ASSERT_NE(l.index, nullptr);
   TempDir dir;
   auto store = std::make_shared<cache::ChunkStore>(dir.path());
-  LazyLayerReader reader(l.source, l.index, store);
+  LazyLayerReader reader(l.source, l.index, store, Exact());
   const FileEntry* random = Find(*l.index, "data/random.bin");
   ASSERT_NE(random, nullptr);
   std::string want = Reference(l, "data/random.bin");
@@ -302,6 +313,297 @@ INSTANTIATE_TEST_SUITE_P(Formats, FetcherTest,
                          [](const auto& param_info) {
                            return param_info.param == "tiny-estargz" ? "Estargz" : "ZstdChunked";
                          });
+
+// ---------------------------------------------------------------------------------------
+// A synthetic layer of stored (uncompressed) chunks over an in-memory blob with a fixed
+// latency per request: read-ahead, parallelism, streaming, prefetch and deadlines are
+// measured in requests and milliseconds without a network.
+
+// An in-memory blob served with `delay` per ranged read; counts requests and bytes, records
+// the most requests seen in flight at once, and can be made to hang or fail.
+class SlowMemorySource : public registry::BlobSource {
+ public:
+  SlowMemorySource(std::string blob, std::chrono::milliseconds delay)
+      : blob_(std::move(blob)), delay_(delay) {}
+  Result<registry::FetchedManifest> GetManifest(std::string_view) override {
+    return Status::Unsupported("no manifests");
+  }
+  Status FetchBlob(const Digest&, int64_t, const registry::BlobSink&) override {
+    return Status::Unsupported("no whole blobs");
+  }
+  Result<std::string> ReadBlobRange(const Digest&, ByteRange r) override {
+    int now = ++in_flight;
+    int seen = max_in_flight.load();
+    while (now > seen && !max_in_flight.compare_exchange_weak(seen, now)) {
+    }
+    requests.fetch_add(1);
+    std::this_thread::sleep_for(delay_);
+    // A hang lasts until released (bounded, so a broken test cannot wedge the suite).
+    for (int i = 0; i < 500 && hang.load(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    --in_flight;
+    if (fail.load()) return Status::Unavailable("registry unreachable (test)");
+    if (r.offset >= blob_.size()) return std::string();
+    std::string out = blob_.substr(r.offset, r.length);
+    bytes.fetch_add(out.size());
+    return out;
+  }
+  Result<std::vector<std::string>> ListTags() override { return Status::Unsupported("no tags"); }
+  std::string Describe() const override { return "memory blob (test)"; }
+
+  std::atomic<int> requests{0};
+  std::atomic<uint64_t> bytes{0};
+  std::atomic<int> in_flight{0};
+  std::atomic<int> max_in_flight{0};
+  std::atomic<bool> hang{false};
+  std::atomic<bool> fail{false};
+
+ private:
+  std::string blob_;
+  std::chrono::milliseconds delay_;
+};
+
+struct Synthetic {
+  std::shared_ptr<const LayerIndex> index;
+  std::vector<std::string> contents;  // by entry
+  std::string blob;
+};
+
+// `sizes` files f0000, f0001, ... with distinct pseudo-random bytes, cut into `chunk` byte
+// chunks, each file's data preceded by a 512-byte "header" in the blob (like a tar).
+Synthetic MakeSynthetic(const std::vector<uint64_t>& sizes, uint64_t chunk) {
+  Synthetic out;
+  LayerIndex index;
+  index.format = LayerFormat::kTar;
+  uint64_t state = 0x9e3779b97f4a7c15ull;
+  for (size_t f = 0; f < sizes.size(); ++f) {
+    out.blob.append(512, 'h');
+    std::string data(sizes[f], '\0');
+    for (char& ch : data) {
+      state ^= state << 13;
+      state ^= state >> 7;
+      state ^= state << 17;
+      ch = static_cast<char>(state);
+    }
+    FileEntry e;
+    std::string name = std::to_string(10000 + f);
+    e.path = "f" + name.substr(1);
+    e.type = EntryType::kRegular;
+    e.mode = 0644;
+    e.size = data.size();
+    e.first_chunk = static_cast<uint32_t>(index.chunks.size());
+    for (uint64_t off = 0; off < data.size(); off += chunk) {
+      Chunk c;
+      c.file_offset = off;
+      c.size = std::min<uint64_t>(chunk, data.size() - off);
+      c.digest = Digest::Sha256Of(std::string_view(data).substr(off, c.size));
+      c.blob_offset = out.blob.size() + off;
+      c.blob_length = c.size;
+      index.chunks.push_back(c);
+      ++e.chunk_count;
+    }
+    out.blob += data;
+    out.contents.push_back(std::move(data));
+    index.entries.push_back(std::move(e));
+  }
+  index.layer_digest = Digest::Sha256Of(out.blob);
+  index.compressed_size = out.blob.size();
+  out.index = std::make_shared<const LayerIndex>(std::move(index));
+  return out;
+}
+
+std::string ReadWhole(LazyLayerReader& r, const FileEntry& e, size_t piece) {
+  std::string out;
+  while (out.size() < e.size) {
+    auto got = r.Read(e, out.size(), piece);
+    if (!got.has_value()) return "<" + got.error().ToString() + ">";
+    if (got->empty()) break;
+    out += *got;
+  }
+  return out;
+}
+
+TEST(LazyFetchTest, SequentialReadGrowsTheWindowAndKeepsRequestsInFlight) {
+  // One 8 MiB file in 64 KiB chunks, read 128 KiB at a time like the kernel does.
+  Synthetic l = MakeSynthetic({8 << 20}, 64 << 10);
+  auto source = std::make_shared<SlowMemorySource>(l.blob, std::chrono::milliseconds(20));
+  TempDir dir;
+  auto store = std::make_shared<cache::ChunkStore>(dir.path());
+  LazyLayerReader::Options o;
+  o.streaming = false;  // measure the read-ahead alone
+  LazyLayerReader reader(source, l.index, store, o);
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(ReadWhole(reader, l.index->entries[0], 128 << 10) == l.contents[0]);
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  start)
+                .count();
+  // Without read-ahead: 64 reads × 20 ms. With it: a handful of growing requests, several
+  // at once.
+  EXPECT_LT(source->requests.load(), 20) << "read-ahead did not grow";
+  EXPECT_GE(source->max_in_flight.load(), 2) << "requests were not kept in flight together";
+  EXPECT_LT(ms, 64 * 20);
+  EXPECT_EQ(reader.chunks_fetched(), l.index->chunks.size());
+  EXPECT_LE(source->bytes.load(), l.blob.size()) << "a byte was fetched twice";
+  LayerStats stats = reader.Stats();
+  EXPECT_TRUE(stats.lazy);
+  EXPECT_EQ(stats.requests, static_cast<uint64_t>(source->requests.load()));
+  EXPECT_EQ(stats.bytes_fetched, source->bytes.load());
+  EXPECT_EQ(stats.errors, 0u);
+}
+
+TEST(LazyFetchTest, ReadingMostOfTheLayerSwitchesToOneStream) {
+  // 300 files of 1..40 KiB: the "tar of the whole tree" case.
+  std::vector<uint64_t> sizes;
+  for (int i = 0; i < 300; ++i) sizes.push_back(1024 + (static_cast<uint64_t>(i) * 7919) % 40960);
+  Synthetic l = MakeSynthetic(sizes, 64 << 10);
+  auto source = std::make_shared<SlowMemorySource>(l.blob, std::chrono::milliseconds(5));
+  TempDir dir;
+  auto store = std::make_shared<cache::ChunkStore>(dir.path());
+  LazyLayerReader reader(source, l.index, store);
+  for (size_t f = 0; f < l.index->entries.size(); ++f) {
+    ASSERT_TRUE(ReadWhole(reader, l.index->entries[f], 128 << 10) == l.contents[f]) << f;
+  }
+  EXPECT_TRUE(reader.streamed());
+  EXPECT_LT(source->requests.load(), 30) << "one request per file or so: no streaming switch";
+  EXPECT_TRUE(reader.WaitIdle(std::chrono::seconds(10)));
+  EXPECT_EQ(reader.chunks_fetched(), l.index->chunks.size());
+  for (const Chunk& c : l.index->chunks) EXPECT_TRUE(store->Has(c.digest));
+}
+
+TEST(LazyFetchTest, ScatteredSmallReadsFetchOnlyTheirNeighbourhood) {
+  std::vector<uint64_t> sizes(1000, 16 << 10);
+  Synthetic l = MakeSynthetic(sizes, 64 << 10);  // 16.9 MB blob
+  auto source = std::make_shared<SlowMemorySource>(l.blob, std::chrono::milliseconds(0));
+  TempDir dir;
+  auto store = std::make_shared<cache::ChunkStore>(dir.path());
+  LazyLayerReader reader(source, l.index, store);
+  for (size_t f = 3; f < 1000; f += 150) {  // 7 files, 2.5 MB apart
+    auto got = reader.Read(l.index->entries[f], 100, 10);
+    ASSERT_TRUE(got.has_value()) << got.error().ToString();
+    EXPECT_EQ(*got, l.contents[f].substr(100, 10));
+  }
+  EXPECT_TRUE(reader.WaitIdle(std::chrono::seconds(10)));
+  EXPECT_FALSE(reader.streamed());
+  // Each read: its chunk, the widening (256 KiB) and at most a minimal read-ahead window.
+  EXPECT_LT(source->bytes.load(), 7u * ((1u << 20) + (256u << 10) + (16u << 10)))
+      << source->bytes.load();
+  EXPECT_LT(source->bytes.load(), l.blob.size() / 2);
+}
+
+TEST(LazyFetchTest, UnreachableRegistryIsEioWithinTheTimeoutAndReadsRecover) {
+  Synthetic l = MakeSynthetic({64 << 10, 64 << 10, 64 << 10}, 64 << 10);
+  auto source = std::make_shared<SlowMemorySource>(l.blob, std::chrono::milliseconds(0));
+  TempDir dir;
+  auto store = std::make_shared<cache::ChunkStore>(dir.path());
+  LazyLayerReader::Options o = Exact();
+  o.fetch_timeout = std::chrono::milliseconds(300);
+  LazyLayerReader reader(source, l.index, store, o);
+  const auto& files = l.index->entries;
+  ASSERT_TRUE(reader.Read(files[0], 0, 10).has_value());
+
+  source->hang = true;  // the registry stops answering
+  auto start = std::chrono::steady_clock::now();
+  auto lost = reader.Read(files[1], 0, 10);
+  auto waited = std::chrono::steady_clock::now() - start;
+  ASSERT_FALSE(lost.has_value());
+  EXPECT_EQ(lost.error().code(), StatusCode::kUnavailable) << lost.error().ToString();
+  EXPECT_LT(waited, std::chrono::milliseconds(1500));
+  EXPECT_GE(waited, std::chrono::milliseconds(250));
+  // Cached data is still served at once, while the stuck fetch is pending.
+  start = std::chrono::steady_clock::now();
+  auto cached = reader.Read(files[0], 0, 10);
+  ASSERT_TRUE(cached.has_value());
+  EXPECT_EQ(*cached, l.contents[0].substr(0, 10));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(200));
+  // A second reader of the stuck chunk also gets its answer within the timeout.
+  EXPECT_FALSE(reader.Read(files[1], 5, 10).has_value());
+  EXPECT_EQ(reader.Stats().errors, 2u);
+
+  // Registry down hard (connection refused): an error, not a hang.
+  source->hang = false;
+  EXPECT_TRUE(reader.WaitIdle(std::chrono::seconds(5)));
+  source->fail = true;
+  auto refused = reader.Read(files[2], 0, 10);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code(), StatusCode::kUnavailable);
+
+  // Back: the same reads succeed.
+  source->fail = false;
+  auto back = reader.Read(files[1], 0, 10);
+  ASSERT_TRUE(back.has_value()) << back.error().ToString();
+  EXPECT_EQ(*back, l.contents[1].substr(0, 10));
+  EXPECT_TRUE(ReadWhole(reader, files[2], 4096) == l.contents[2]);
+}
+
+TEST(LazyFetchTest, PrefetchBeforeTheLandmarkIsOneRequestAndServesReadsWithoutIo) {
+  std::vector<uint64_t> sizes(50, 20 << 10);
+  Synthetic l = MakeSynthetic(sizes, 64 << 10);
+  auto source = std::make_shared<SlowMemorySource>(l.blob, std::chrono::milliseconds(0));
+  TempDir dir;
+  auto store = std::make_shared<cache::ChunkStore>(dir.path());
+  LazyLayerReader reader(source, l.index, store, Exact());
+  // The first 10 files are the prioritised ones: the landmark sits after them.
+  const uint64_t landmark = l.index->chunks[l.index->entries[10].first_chunk].blob_offset - 512;
+  reader.PrefetchBefore(landmark);
+  ASSERT_TRUE(reader.WaitIdle(std::chrono::seconds(10)));
+  EXPECT_EQ(source->requests.load(), 1);
+  EXPECT_LT(source->bytes.load(), landmark + 1);
+  for (size_t f = 0; f < 10; ++f) {
+    EXPECT_TRUE(ReadWhole(reader, l.index->entries[f], 4096) == l.contents[f]);
+  }
+  EXPECT_EQ(source->requests.load(), 1);
+}
+
+TEST(LazyFetchTest, BackgroundFetchStoresTheWholeLayerWithBoundedRequests) {
+  std::vector<uint64_t> sizes;
+  for (int i = 0; i < 120; ++i) sizes.push_back(1000 + static_cast<uint64_t>(i) * 1500);
+  Synthetic l = MakeSynthetic(sizes, 64 << 10);  // ~11 MB
+  auto source = std::make_shared<SlowMemorySource>(l.blob, std::chrono::milliseconds(2));
+  TempDir dir;
+  auto store = std::make_shared<cache::ChunkStore>(dir.path());
+  LazyLayerReader reader(source, l.index, store);
+  reader.StartBackgroundFetch();
+  // On-demand reads meanwhile are served (and not starved by the background pass).
+  for (size_t f = 100; f < 120; f += 7) {
+    EXPECT_TRUE(ReadWhole(reader, l.index->entries[f], 1 << 20) == l.contents[f]) << f;
+  }
+  ASSERT_TRUE(reader.WaitIdle(std::chrono::seconds(20)));
+  for (const Chunk& c : l.index->chunks) ASSERT_TRUE(store->Has(c.digest));
+  // 8 MiB pieces of the stream (this source has no streamed read) plus the demand reads.
+  EXPECT_LT(source->requests.load(), 12);
+  const int before = source->requests.load();
+  for (size_t f = 0; f < 120; f += 11) {
+    EXPECT_TRUE(ReadWhole(reader, l.index->entries[f], 1 << 20) == l.contents[f]) << f;
+  }
+  EXPECT_EQ(source->requests.load(), before);
+}
+
+TEST(LazyFetchTest, ConcurrentReadersWhileStreamingSeeCorrectBytesAndFetchEachChunkOnce) {
+  std::vector<uint64_t> sizes;
+  for (int i = 0; i < 200; ++i) sizes.push_back(500 + (static_cast<uint64_t>(i) * 104729) % 90000);
+  Synthetic l = MakeSynthetic(sizes, 32 << 10);
+  auto source = std::make_shared<SlowMemorySource>(l.blob, std::chrono::milliseconds(1));
+  TempDir dir;
+  auto store = std::make_shared<cache::ChunkStore>(dir.path());
+  LazyLayerReader reader(source, l.index, store);
+  std::atomic<int> bad{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      const size_t n = l.index->entries.size();
+      for (size_t k = 0; k < n; ++k) {
+        const size_t f = t % 2 == 0 ? (k + static_cast<size_t>(t) * 50) % n : n - 1 - k;
+        if (ReadWhole(reader, l.index->entries[f], 64 << 10) != l.contents[f]) ++bad;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_TRUE(reader.WaitIdle(std::chrono::seconds(10)));
+  EXPECT_EQ(reader.chunks_fetched(), l.index->chunks.size());
+  EXPECT_EQ(reader.Stats().errors, 0u);
+}
 
 }  // namespace
 }  // namespace imgfs::fs

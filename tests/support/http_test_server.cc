@@ -5,10 +5,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -281,22 +284,99 @@ done:
   ::close(fd);
 }
 
+namespace {
+
+// Takes one from a *_count knob: true when this request is affected.
+bool Consume(std::atomic<int>& count) {
+  int n = count.load();
+  while (n != 0) {
+    if (n < 0) return true;
+    if (count.compare_exchange_weak(n, n - 1)) return true;
+  }
+  return false;
+}
+
+// Sends head + body, pacing the body to `rate` bytes/s when rate > 0.
+void SendPaced(HttpTestConnection& conn, const std::string& head, std::string_view body,
+               int64_t rate) {
+  conn.WriteRaw(head);
+  constexpr size_t kPiece = 64 << 10;
+  auto start = std::chrono::steady_clock::now();
+  size_t sent = 0;
+  while (sent < body.size() && !conn.closed()) {
+    const size_t n = std::min(kPiece, body.size() - sent);
+    conn.WriteRaw(body.substr(sent, n));
+    sent += n;
+    if (rate > 0) {
+      auto due = start + std::chrono::microseconds(static_cast<int64_t>(
+                             static_cast<double>(sent) * 1e6 / static_cast<double>(rate)));
+      std::this_thread::sleep_until(due);
+    }
+  }
+}
+
+}  // namespace
+
 HttpTestServer::Handler ProxyHandler(std::string upstream_url, std::shared_ptr<ProxyStats> stats) {
+  return FaultyProxyHandler(std::move(upstream_url), std::move(stats), nullptr);
+}
+
+HttpTestServer::Handler FaultyProxyHandler(std::string upstream_url,
+                                           std::shared_ptr<ProxyStats> stats,
+                                           std::shared_ptr<ProxyFaults> faults) {
   auto client = std::make_shared<registry::HttpClient>();
-  return [client, upstream = std::move(upstream_url), stats](const HttpTestRequest& req,
-                                                             HttpTestConnection& conn) {
+  return [client, upstream = std::move(upstream_url), stats, faults](const HttpTestRequest& req,
+                                                                     HttpTestConnection& conn) {
     ++stats->requests;
+    const bool blob_get = req.method == "GET" && req.path.find("/blobs/") != std::string::npos;
+    const std::string range = req.Header("range");
+    if (faults != nullptr) {
+      if (faults->unreachable.load()) {
+        conn.Close();
+        return;
+      }
+      if (const int ms = faults->delay_ms.load(); ms > 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+      }
+      if (blob_get) {
+        if (!range.empty()) ++faults->ranged_requests;
+        if (range.find(',') != std::string::npos) {
+          ++faults->multi_range_requests;
+          if (faults->refuse_multi_range.load()) {
+            ++faults->faults_injected;
+            conn.Respond(400, {{"Content-Type", "text/plain"}}, "multiple ranges not supported");
+            return;
+          }
+        }
+        for (int i = 0; i < 2000 && faults->hang.load(); ++i) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        if (Consume(faults->fail_count)) {
+          ++faults->faults_injected;
+          const int status = faults->fail_status.load();
+          HeaderList headers = {{"Content-Type", "application/json"}};
+          if (status == 429 || status == 503) headers.emplace_back("Retry-After", "0");
+          conn.Respond(status, headers,
+                       R"({"errors":[{"code":"UNAVAILABLE","message":"injected"}]})");
+          return;
+        }
+      }
+    }
+    const bool whole_instead_of_range =
+        faults != nullptr && blob_get && !range.empty() && faults->ignore_range.load();
     registry::HttpRequest out;
     out.method = req.method;
     out.url = upstream + req.target;
     out.body = req.body;
     out.connect_timeout = std::chrono::milliseconds(5000);
     out.total_timeout = std::chrono::milliseconds(60000);
+    out.max_body_bytes = size_t{1} << 31;
     for (const auto& [name, value] : req.headers) {
       if (name == "host" || name == "connection" || name == "content-length" ||
           name == "transfer-encoding" || name == "expect") {
         continue;
       }
+      if (name == "range" && whole_instead_of_range) continue;
       out.headers.push_back(name + ": " + value);
     }
     auto resp = client->Do(out);
@@ -315,8 +395,8 @@ HttpTestServer::Handler ProxyHandler(std::string upstream_url, std::shared_ptr<P
     for (const std::string& value : resp->www_authenticate) {
       headers.emplace_back("www-authenticate", value);
     }
-    if (req.method == "GET" && req.path.find("/blobs/") != std::string::npos &&
-        resp->status >= 200 && resp->status < 300) {
+    const bool ok_blob = blob_get && resp->status >= 200 && resp->status < 300;
+    if (ok_blob) {
       ++stats->blob_gets;
       stats->blob_bytes += resp->body.size();
     }
@@ -327,6 +407,28 @@ HttpTestServer::Handler ProxyHandler(std::string upstream_url, std::shared_ptr<P
       for (const auto& [name, value] : headers) conn.WriteRaw(name + ": " + value + "\r\n");
       conn.WriteRaw("Content-Length: " + (length.empty() ? std::string("0") : length) + "\r\n\r\n");
       return;
+    }
+    if (faults != nullptr && ok_blob) {
+      if (!resp->body.empty() && Consume(faults->corrupt_count)) {
+        ++faults->faults_injected;
+        resp->body[resp->body.size() / 2] =
+            static_cast<char>(resp->body[resp->body.size() / 2] ^ 0x5a);
+      }
+      if (Consume(faults->drop_count)) {
+        ++faults->faults_injected;
+        conn.RespondTruncated(static_cast<int>(resp->status), headers,
+                              std::string_view(resp->body).substr(0, resp->body.size() / 2),
+                              resp->body.size());
+        return;
+      }
+      const int64_t rate = faults->rate_bytes_per_s.load();
+      if (rate > 0) {
+        std::string head = "HTTP/1.1 " + std::to_string(resp->status) + " Relayed\r\n";
+        for (const auto& [name, value] : headers) head += name + ": " + value + "\r\n";
+        head += "Content-Length: " + std::to_string(resp->body.size()) + "\r\n\r\n";
+        SendPaced(conn, head, resp->body, rate);
+        return;
+      }
     }
     conn.Respond(static_cast<int>(resp->status), headers, resp->body);
   };

@@ -119,6 +119,34 @@ struct ProxyStats {
 // the answer (status, headers, body), counting blob downloads in `stats`.
 HttpTestServer::Handler ProxyHandler(std::string upstream_url, std::shared_ptr<ProxyStats> stats);
 
+// Faults a FaultyProxyHandler injects. Every knob may be changed while the proxy runs; the
+// *_count knobs are consumed one per affected request (-1 = every request). "Blob GETs" are
+// GET …/blobs/… requests; the rest (ping, token, manifests) pass through untouched except
+// for delay_ms and unreachable.
+struct ProxyFaults {
+  std::atomic<int> delay_ms{0};                 // wait before answering any request
+  std::atomic<int64_t> rate_bytes_per_s{0};     // pace blob bodies to this rate (0: no limit)
+  std::atomic<int> fail_status{500};            // status of the failures below (500, 429, 503…)
+  std::atomic<int> fail_count{0};               // blob GETs answered with fail_status
+  std::atomic<int> drop_count{0};               // blob GETs cut after half their body
+  std::atomic<int> corrupt_count{0};            // blob GETs with one body byte flipped
+  std::atomic<bool> ignore_range{false};        // ranged blob GETs answered 200 + whole blob
+  std::atomic<bool> refuse_multi_range{false};  // 400 for "Range: bytes=a-b,c-d"
+  std::atomic<bool> unreachable{false};         // every connection closed without an answer
+  // Blob GETs held unanswered while set (at most 20 s each). Clear it before the server is
+  // destroyed: the destructor joins the connection threads.
+  std::atomic<bool> hang{false};
+  // Observations.
+  std::atomic<int> multi_range_requests{0};  // blob GETs asking for several ranges
+  std::atomic<int> ranged_requests{0};       // blob GETs with a Range header
+  std::atomic<int> faults_injected{0};       // requests failed, dropped, corrupted or refused
+};
+
+// ProxyHandler with the faults of `faults` injected (a null `faults` injects none).
+HttpTestServer::Handler FaultyProxyHandler(std::string upstream_url,
+                                           std::shared_ptr<ProxyStats> stats,
+                                           std::shared_ptr<ProxyFaults> faults);
+
 }  // namespace imgfs::testing
 
 #endif  // IMGFS_TESTS_SUPPORT_HTTP_TEST_SERVER_H_
