@@ -1,0 +1,246 @@
+// imgfs — end-to-end tests of `imgfs convert`: the real binary converts the tiny-gzip fixture
+// to eStargz and zstd:chunked; `umoci unpack` of the result (for zstd:chunked, which umoci
+// 0.4 cannot read, after `skopeo copy` to a gzip layout) equals `umoci unpack` of the source,
+// and the converted image, pushed by skopeo to a real docker-registry (or by convert itself,
+// DEST docker://…), mounts lazily, equals the source tree, and reading one small file fetches
+// a small fraction of the image through a counting proxy.
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "base/file_util.h"
+#include "registry/digest.h"
+#include "tests/support/http_test_server.h"
+#include "tests/support/image_builder.h"
+#include "tests/support/registry_server.h"
+#include "tests/support/tree_compare.h"
+
+namespace imgfs::testing {
+namespace {
+
+const std::string kFixtures = std::string(IMGFS_SOURCE_DIR) + "/../shared/fixtures";
+const std::string kImgfs = IMGFS_BINARY;
+constexpr char kRandomSha[] = "b352facbb4d47b2624c165c80047e487c3a60b0370ec4599a70d0a94f1036f9d";
+
+bool IsMounted(const std::string& dir) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find(" " + dir + " ") != std::string::npos) return true;
+  }
+  return false;
+}
+
+std::string ReadAll(const std::string& path) {
+  Result<std::string> r = ReadFile(path);
+  return r.has_value() ? *r : std::string("<unreadable: ") + r.error().ToString() + ">";
+}
+
+std::string Join(const std::vector<std::string>& lines) {
+  std::string all;
+  for (const std::string& l : lines) all += l + "\n";
+  return all;
+}
+
+// The manifest named `tag` in the OCI layout `dir`.
+nlohmann::json LayoutManifest(const std::string& dir, const std::string& tag) {
+  auto index = nlohmann::json::parse(ReadAll(dir + "/index.json"), nullptr, false);
+  if (index.is_discarded()) return {};
+  for (const auto& m : index["manifests"]) {
+    if (m["annotations"]["org.opencontainers.image.ref.name"] == tag) {
+      std::string digest = m["digest"];
+      return nlohmann::json::parse(ReadAll(dir + "/blobs/sha256/" + digest.substr(7)), nullptr,
+                                   false);
+    }
+  }
+  return {};
+}
+
+struct Format {
+  std::string flag;        // --format value
+  std::string media;       // layer media type
+  std::string annotation;  // one annotation every layer must carry
+};
+
+class ConvertTest : public ::testing::TestWithParam<Format> {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(geteuid(), 0u) << "convert e2e tests run as root (umoci unpack, mounts)";
+    ASSERT_EQ(access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is needed for mount tests";
+    ASSERT_TRUE(std::filesystem::exists(kFixtures)) << kFixtures;
+    for (const char* tool : {"umoci", "skopeo"}) {
+      ProcessResult r = RunProcess({"sh", "-c", std::string("command -v ") + tool});
+      ASSERT_EQ(r.exit_code, 0) << tool << " is needed by the convert tests";
+    }
+    ASSERT_TRUE(MakeDirs(Mnt()).ok());
+  }
+  void TearDown() override {
+    if (IsMounted(Mnt())) RunProcess({"umount", "-l", Mnt()});
+  }
+
+  std::string Mnt() const { return dir_.Sub("mnt"); }
+  ProcessResult Imgfs(const std::string& root, std::vector<std::string> args) {
+    args.insert(args.begin(), kImgfs);
+    return RunProcess(args, {"IMGFS_ROOT=" + root}, {}, 120);
+  }
+  // umoci unpack of the source image, listed (computed once per test).
+  std::map<std::string, TreeEntry> SourceTree() {
+    ProcessResult r = RunProcess(
+        {"umoci", "unpack", "--image", kFixtures + "/tiny-gzip:latest", dir_.Sub("src-bundle")});
+    EXPECT_EQ(r.exit_code, 0) << r.Describe();
+    std::string error;
+    auto tree = ListTree(dir_.Sub("src-bundle/rootfs"), TreeOptions{}, &error);
+    EXPECT_TRUE(error.empty()) << error;
+    return tree;
+  }
+  // Converts tiny-gzip into the layout conv/ as tag "conv".
+  void ConvertToLayout(const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args = {"convert", "--format", GetParam().flag};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back("oci:" + kFixtures + "/tiny-gzip:latest");
+    args.push_back("oci:" + dir_.Sub("conv") + ":conv");
+    ProcessResult r = Imgfs(dir_.Sub("store"), args);
+    ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  }
+
+  TempDir dir_;
+};
+
+TEST_P(ConvertTest, UmociUnpackOfTheResultEqualsTheSource) {
+  ASSERT_NO_FATAL_FAILURE(ConvertToLayout());
+  nlohmann::json manifest = LayoutManifest(dir_.Sub("conv"), "conv");
+  ASSERT_TRUE(manifest.is_object());
+  ASSERT_EQ(manifest["layers"].size(), 3u);
+  for (const auto& l : manifest["layers"]) {
+    EXPECT_EQ(l["mediaType"], GetParam().media);
+    EXPECT_TRUE(l["annotations"].contains(GetParam().annotation)) << l.dump();
+  }
+  // The new config's diff_ids are the layers' uncompressed digests; history is kept.
+  std::string config_digest = manifest["config"]["digest"];
+  auto config =
+      nlohmann::json::parse(ReadAll(dir_.Sub("conv/blobs/sha256/") + config_digest.substr(7)));
+  EXPECT_EQ(config["rootfs"]["diff_ids"].size(), 3u);
+
+  std::string image = dir_.Sub("conv") + ":conv";
+  TreeOptions options;
+  if (GetParam().flag == "zstd:chunked") {
+    // umoci 0.4 reads no zstd layers: skopeo recompresses them to gzip first.
+    ProcessResult copy = RunProcess({"skopeo", "copy", "--dest-compress", "--dest-compress-format",
+                                     "gzip", "oci:" + image, "oci:" + dir_.Sub("gz") + ":gz"});
+    ASSERT_EQ(copy.exit_code, 0) << copy.Describe();
+    image = dir_.Sub("gz") + ":gz";
+  } else {
+    // umoci shows the converter's two files at the root, like it does for ctr-remote's output.
+    options.ignore_paths = {"/.no.prefetch.landmark", "/stargz.index.json"};
+  }
+  ProcessResult unpack = RunProcess({"umoci", "unpack", "--image", image, dir_.Sub("bundle")});
+  ASSERT_EQ(unpack.exit_code, 0) << unpack.Describe();
+  std::string error;
+  auto actual = ListTree(dir_.Sub("bundle/rootfs"), options, &error);
+  ASSERT_TRUE(error.empty()) << error;
+  auto expected = SourceTree();
+  ASSERT_GT(expected.size(), 50u);
+  std::vector<std::string> diffs = CompareTrees(actual, expected, options);
+  EXPECT_TRUE(diffs.empty()) << diffs.size() << " differences:\n" << Join(diffs);
+  if (GetParam().flag == "estargz") {
+    std::string error2;
+    auto all = ListTree(dir_.Sub("bundle/rootfs"), TreeOptions{}, &error2);
+    EXPECT_EQ(all.count("/stargz.index.json"), 1u);
+  }
+}
+
+TEST_P(ConvertTest, PushedBySkopeoItMountsLazilyAndReadsFetchLittle) {
+  ASSERT_NO_FATAL_FAILURE(ConvertToLayout({"--chunk-size", "256k"}));
+  nlohmann::json manifest = LayoutManifest(dir_.Sub("conv"), "conv");
+  ASSERT_TRUE(manifest.is_object());
+  uint64_t image_bytes = 0;
+  for (const auto& l : manifest["layers"]) image_bytes += l["size"].get<uint64_t>();
+  ASSERT_GT(image_bytes, 2000000u);
+
+  auto reg = RegistryServer::Start();
+  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+  Status pushed = PushLayout(dir_.Sub("conv"), "conv", (*reg)->host_port() + "/demo/conv:1");
+  ASSERT_TRUE(pushed.ok()) << pushed.ToString();
+  auto stats = std::make_shared<ProxyStats>();
+  auto proxy = std::make_unique<HttpTestServer>(ProxyHandler((*reg)->url(), stats));
+  const std::string ref = proxy->host_port() + "/demo/conv:1";
+
+  const std::string root = dir_.Sub("mount-store");
+  ProcessResult r = Imgfs(root, {"mount", "--lazy", ref, Mnt()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  ASSERT_TRUE(IsMounted(Mnt()));
+  uint64_t after_mount = stats->blob_bytes.load();
+  EXPECT_LT(after_mount, image_bytes / 10) << "the mount fetched more than the TOCs";
+  EXPECT_NE(ReadAll(Mnt() + "/etc/os-release").find("ID=tiny"), std::string::npos);
+  uint64_t after_cat = stats->blob_bytes.load();
+  EXPECT_LT(after_cat - after_mount, 16u << 10) << "reading etc/os-release fetched too much";
+  EXPECT_LT(after_cat, image_bytes / 10);
+
+  // Every file equals the source (read through the chunks, each verified).
+  TreeOptions options;
+  std::string error;
+  auto actual = ListTree(Mnt(), options, &error);
+  ASSERT_TRUE(error.empty()) << error;
+  EXPECT_EQ(actual.count("/stargz.index.json"), 0u);
+  EXPECT_EQ(actual.count("/.no.prefetch.landmark"), 0u);
+  auto expected = SourceTree();
+  std::vector<std::string> diffs = CompareTrees(actual, expected, options);
+  EXPECT_TRUE(diffs.empty()) << diffs.size() << " differences:\n" << Join(diffs);
+  EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(Mnt() + "/data/random.bin")).hex(), kRandomSha);
+  r = Imgfs(root, {"umount", Mnt()});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+}
+
+TEST_P(ConvertTest, DockerDestinationIsRecordedAndPushedByConvert) {
+  auto reg = RegistryServer::Start();
+  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+  const std::string ref = (*reg)->host_port() + "/demo/direct:1";
+  ProcessResult r =
+      Imgfs(dir_.Sub("store"), {"convert", "--format", GetParam().flag,
+                                "oci:" + kFixtures + "/tiny-gzip:latest", "docker://" + ref});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  // Recorded in the converting store.
+  r = Imgfs(dir_.Sub("store"), {"inspect", ref});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(r.out.find(GetParam().media), std::string::npos);
+  // And in the registry: a fresh store mounts it lazily.
+  const std::string root = dir_.Sub("mount-store");
+  r = Imgfs(root, {"mount", "--lazy", ref, Mnt()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(Mnt() + "/data/random.bin")).hex(), kRandomSha);
+  r = Imgfs(root, {"umount", Mnt()});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+}
+
+TEST_P(ConvertTest, BadArgumentsAreUsageErrors) {
+  const std::string root = dir_.Sub("store");
+  EXPECT_EQ(Imgfs(root, {"convert", "--format", "squashfs", "a", "b"}).exit_code, 2);
+  EXPECT_EQ(Imgfs(root, {"convert", "a", "b"}).exit_code, 2);
+  EXPECT_EQ(Imgfs(root, {"convert", "--format", GetParam().flag, "--chunk-size", "0", "a", "b"})
+                .exit_code,
+            2);
+  ProcessResult r =
+      Imgfs(root, {"convert", "--format", GetParam().flag,
+                   "oci:" + dir_.Sub("missing-layout") + ":x", "oci:" + dir_.Sub("x") + ":y"});
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Formats, ConvertTest,
+    ::testing::Values(Format{"estargz", "application/vnd.oci.image.layer.v1.tar+gzip",
+                             "containerd.io/snapshot/stargz/toc.digest"},
+                      Format{"zstd:chunked", "application/vnd.oci.image.layer.v1.tar+zstd",
+                             "io.github.containers.zstd-chunked.manifest-checksum"}),
+    [](const auto& param_info) {
+      return param_info.param.flag == "estargz" ? "Estargz" : "ZstdChunked";
+    });
+
+}  // namespace
+}  // namespace imgfs::testing
