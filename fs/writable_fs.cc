@@ -1057,6 +1057,14 @@ int WritableFs::Unlink(uint64_t parent, std::string_view name) {
   bool need_whiteout = LowerHas(dir->state, name, nullptr);
   std::string path = Join(dir_path, name);
   Node* node = FindNode(path);
+  const fs::Node* ln = st.upper ? nullptr : table_.Get(st.lower);
+  if (ln != nullptr && ln->type == EntryType::kRegular && ln->nlink > 1) {
+    // One name of a lower hardlink group: copy the group up first, so the names that stay
+    // are one upper inode whose link count drops (overlayfs' index does the same).
+    r = CopyUpPath(path, st, true);
+    if (r != 0) return r;
+    st.upper = true;
+  }
   if (st.upper) {
     struct stat ust {};
     if (fstatat(upper_fd_.get(), path.c_str(), &ust, AT_SYMLINK_NOFOLLOW) != 0) return Errno();
@@ -1173,6 +1181,14 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
                        table_.Get(dst_lower)->type == EntryType::kDirectory;
   Node* snode = FindNode(src_path);
   Node* dnode = dst_exists ? FindNode(dst_path) : nullptr;
+  if (dst_exists && !d.upper && S_ISREG(d.type)) {
+    const fs::Node* dl = table_.Get(d.lower);
+    if (dl != nullptr && dl->nlink > 1) {
+      r = CopyUpPath(dst_path, d, true);  // the names that stay keep a true link count
+      if (r != 0) return r;
+      d.upper = true;
+    }
+  }
   if (dnode != nullptr && d.upper && !S_ISDIR(d.type)) {
     StatNode(dnode, &dnode->last);
     dnode->orphan =
