@@ -122,6 +122,9 @@ const std::vector<OptionSpec>& RunSpecs() {
       {"hostname", 0, true, "NAME", "host name of the command (private UTS namespace)"},
       {"interactive", 'i', false, "", "accepted for docker compatibility (stdin is always passed)"},
       {"platform", 0, true, "OS/ARCH[/VARIANT]", "platform to pull when not in the store"},
+      {"driver", 0, true, "overlay|fuse",
+       "copy-on-write by the kernel's overlayfs over a read-only imgfs mount (default), or by "
+       "imgfs mount --rw"},
   };
   return specs;
 }
@@ -498,7 +501,14 @@ Result<VolumeSpec> ParseVolume(const std::string& text) {
   return v;
 }
 
+// How the image is made writable (--driver).
+enum class Driver {
+  kOverlay,  // a read-only imgfs mount under the kernel's overlayfs (the default)
+  kFuse,     // imgfs's own copy-on-write mount (`imgfs mount --rw --upper`)
+};
+
 struct RunRequest {
+  Driver driver = Driver::kOverlay;
   std::string image;
   std::string name;
   bool remove = false;
@@ -601,6 +611,7 @@ class RunSession {
 
   // Steps 3–6 of the header comment.
   Status Setup(const std::string& manifest_digest, const RunRequest& req) {
+    fuse_rw_ = req.driver == Driver::kFuse;
     for (const std::string& d : {rootfs(), lower(), init(), work()}) {
       IMGFS_RETURN_IF_ERROR(MakeDirs(d, 0755));
     }
@@ -610,7 +621,17 @@ class RunSession {
     if (!req.hostname.empty() && ::sethostname(req.hostname.data(), req.hostname.size()) != 0) {
       return Status::FromErrno(errno, "sethostname " + req.hostname);
     }
-    IMGFS_RETURN_IF_ERROR(StartDaemon(manifest_digest));
+    if (fuse_rw_) {
+      // imgfs's own copy-on-write mount over the upper; the mountpoints are made in it and
+      // taken out of the upper again after the run (RemoveMountpointsFromUpper).
+      IMGFS_RETURN_IF_ERROR(StartDaemon(manifest_digest, {"--rw", "--upper", upper()}, rootfs()));
+      rootfs_mounted_ = true;
+      IMGFS_RETURN_IF_ERROR(MakeMountpoints());
+      IMGFS_RETURN_IF_ERROR(MountSystem());
+      for (const VolumeSpec& v : SortedVolumes(req.volumes)) IMGFS_RETURN_IF_ERROR(MountVolume(v));
+      return Status::Ok();
+    }
+    IMGFS_RETURN_IF_ERROR(StartDaemon(manifest_digest, {}, lower()));
     IMGFS_RETURN_IF_ERROR(MakeInitLayer());
     std::string options = "lowerdir=" + EscapeOverlayPath(init()) + ":" +
                           EscapeOverlayPath(lower()) + ",upperdir=" + EscapeOverlayPath(upper()) +
@@ -640,13 +661,17 @@ class RunSession {
       if (IsMountPoint(lower()) && ::umount2(lower().c_str(), MNT_DETACH) != 0) {
         IMGFS_LOG(kWarning) << "unmounting " << lower() << ": " << ErrnoText(errno);
       }
-      ::kill(daemon_pid_, SIGTERM);
-      if (!WaitDaemon(kDaemonExitWait)) {
-        ::kill(daemon_pid_, SIGKILL);
-        WaitDaemon(kDaemonExitWait);
+      // Unmounted, the daemon ends by itself; SIGTERM, then SIGKILL, if it does not.
+      if (!WaitDaemon(std::chrono::seconds(2))) {
+        ::kill(daemon_pid_, SIGTERM);
+        if (!WaitDaemon(kDaemonExitWait)) {
+          ::kill(daemon_pid_, SIGKILL);
+          WaitDaemon(kDaemonExitWait);
+        }
       }
       daemon_pid_ = -1;
     }
+    if (fuse_rw_) RemoveMountpointsFromUpper();
   }
 
   // Removes the scratch directories of a kept container (upper/ and container.json stay).
@@ -671,17 +696,14 @@ class RunSession {
     }
   }
 
-  Status StartDaemon(const std::string& manifest_digest) {
-    std::vector<std::string> args = {"imgfs",
-                                     "--root",
-                                     root_flag_,
-                                     "mount",
-                                     "-f",
-                                     "--no-pull",
-                                     "-o",
-                                     "allow_other,dev,suid",
-                                     manifest_digest,
-                                     lower()};
+  // Starts `imgfs mount -f --no-pull EXTRA… DIGEST MOUNTPOINT` and waits for the mount.
+  Status StartDaemon(const std::string& manifest_digest, const std::vector<std::string>& extra,
+                     const std::string& mountpoint) {
+    std::vector<std::string> args = {"imgfs", "--root",    root_flag_, "mount",
+                                     "-f",    "--no-pull", "-o",       "allow_other,dev,suid"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back(manifest_digest);
+    args.push_back(mountpoint);
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -709,7 +731,7 @@ class RunSession {
     daemon_pid_ = pid;
     auto deadline = std::chrono::steady_clock::now() + kMountWait;
     for (;;) {
-      if (IsMountPoint(lower())) return Status::Ok();
+      if (IsMountPoint(mountpoint)) return Status::Ok();
       int wstatus = 0;
       if (::waitpid(pid, &wstatus, WNOHANG) == pid) {
         daemon_pid_ = -1;
@@ -785,6 +807,53 @@ class RunSession {
       ::utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW);
     }
     return Status::Ok();
+  }
+
+  // FUSE driver: creates the mountpoints the image lacks inside the writable mount,
+  // remembering what the upper did not have before, so it can be taken out again.
+  Status MakeMountpoints() {
+    static const std::pair<const char*, bool> kPoints[] = {{"/proc", true},
+                                                           {"/sys", true},
+                                                           {"/dev", true},
+                                                           {"/etc/resolv.conf", false},
+                                                           {"/etc/hosts", false}};
+    for (const auto& [path, dir] : kPoints) {
+      std::string in_root = rootfs() + path;
+      struct stat st {};
+      if (::lstat(in_root.c_str(), &st) == 0) continue;  // the image has it (or a symlink)
+      // Entries of the upper this creates: the path and any parent not copied up yet.
+      std::string rel = path;
+      for (size_t pos = rel.size(); pos != std::string::npos && pos > 0;
+           pos = rel.rfind('/', pos - 1)) {
+        std::string prefix = rel.substr(0, pos);
+        if (::lstat((upper() + prefix).c_str(), &st) != 0) created_in_upper_.push_back(prefix);
+      }
+      if (dir) {
+        IMGFS_RETURN_IF_ERROR(MakeDirs(in_root, 0755));
+      } else {
+        IMGFS_RETURN_IF_ERROR(EnsureFile(in_root));
+      }
+    }
+    // Deepest first.
+    std::sort(created_in_upper_.begin(), created_in_upper_.end(),
+              [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+    return Status::Ok();
+  }
+
+  // After the daemon exited: removes what MakeMountpoints put into the upper (empty
+  // directories and empty files only: what the command wrote there stays).
+  void RemoveMountpointsFromUpper() {
+    for (const std::string& rel : created_in_upper_) {
+      std::string path = upper() + rel;
+      struct stat st {};
+      if (::lstat(path.c_str(), &st) != 0) continue;
+      if (S_ISDIR(st.st_mode)) {
+        ::rmdir(path.c_str());  // fails when not empty: then it is the command's
+      } else if (S_ISREG(st.st_mode) && st.st_size == 0) {
+        ::unlink(path.c_str());
+      }
+    }
+    created_in_upper_.clear();
   }
 
   Status MountSystem() {
@@ -875,6 +944,8 @@ class RunSession {
   std::string root_flag_;
   pid_t daemon_pid_ = -1;
   bool rootfs_mounted_ = false;
+  bool fuse_rw_ = false;
+  std::vector<std::string> created_in_upper_;  // FUSE driver: relative paths, deepest first
 };
 
 // Signals forwarded to the command.
@@ -1098,6 +1169,14 @@ Result<RunRequest> ParseRunRequest(CommandContext& ctx, int* exit_code, bool* do
   if (args.Has("user")) req.user = args.Get("user");
   if (args.Has("entrypoint")) req.entrypoint = args.Get("entrypoint");
   req.hostname = args.Get("hostname");
+  std::string driver = args.Get("driver", "overlay");
+  if (driver == "fuse") {
+    req.driver = Driver::kFuse;
+  } else if (driver != "overlay") {
+    *done = true;
+    *exit_code = UsageError(ctx.name, "--driver must be overlay or fuse, not \"" + driver + "\"");
+    return Status::InvalidArgument("usage");
+  }
   for (const std::string& v : args.GetAll("volume")) {
     Result<VolumeSpec> spec = ParseVolume(v);
     if (!spec.has_value()) {

@@ -76,7 +76,8 @@ std::set<pid_t> Descendants(pid_t root) {
   return out;
 }
 
-class RunTest : public ::testing::Test {
+// Parameter: the run's --driver (overlay or fuse).
+class RunTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     ASSERT_EQ(geteuid(), 0u) << "imgfs run needs root";
@@ -130,12 +131,16 @@ class RunTest : public ::testing::Test {
 
   ProcessResult Imgfs(std::vector<std::string> args, std::vector<std::string> env = {},
                       int timeout_s = 60) {
-    args.insert(args.begin(), kImgfs);
+    args = ImgfsArgv(std::move(args));
     env.push_back("IMGFS_ROOT=" + Root());
     return RunProcess(args, env, {}, timeout_s);
   }
 
+  // The imgfs command line; a run gets the driver under test.
   std::vector<std::string> ImgfsArgv(std::vector<std::string> args) {
+    if (!args.empty() && args[0] == "run") {
+      args.insert(args.begin() + 1, {"--driver", GetParam()});
+    }
     args.insert(args.begin(), kImgfs);
     return args;
   }
@@ -163,7 +168,7 @@ class RunTest : public ::testing::Test {
   TempDir dir_;
 };
 
-TEST_F(RunTest, ExitStatusIsTheCommandsAndNothingIsLeftBehind) {
+TEST_P(RunTest, ExitStatusIsTheCommandsAndNothingIsLeftBehind) {
   ProcessResult r = Imgfs({"run", kPlain, "--", "sh", "-c", "cat /etc/passwd | head -1; exit 3"});
   EXPECT_EQ(r.exit_code, 3) << r.Describe();
   EXPECT_EQ(r.out, "root:x:0:0:root:/root:/bin/sh\n");
@@ -176,7 +181,7 @@ TEST_F(RunTest, ExitStatusIsTheCommandsAndNothingIsLeftBehind) {
   EXPECT_EQ(LiveLeases(), 0u);
 }
 
-TEST_F(RunTest, NotFoundIs127NotExecutableIs126ImgfsErrorIs125) {
+TEST_P(RunTest, NotFoundIs127NotExecutableIs126ImgfsErrorIs125) {
   ProcessResult r = Imgfs({"run", kPlain, "no-such-command"});
   EXPECT_EQ(r.exit_code, 127) << r.Describe();
   EXPECT_NE(r.err.find("executable file not found in $PATH"), std::string::npos) << r.err;
@@ -197,14 +202,14 @@ TEST_F(RunTest, NotFoundIs127NotExecutableIs126ImgfsErrorIs125) {
   EXPECT_TRUE(ContainerDirs().empty());
 }
 
-TEST_F(RunTest, KilledBySignalIs128PlusN) {
+TEST_P(RunTest, KilledBySignalIs128PlusN) {
   ProcessResult r = Imgfs({"run", kPlain, "sh", "-c", "kill -9 $$"});
   EXPECT_EQ(r.exit_code, 128 + 9) << r.Describe();
   r = Imgfs({"run", kPlain, "sh", "-c", "kill -TERM $$"});
   EXPECT_EQ(r.exit_code, 128 + 15) << r.Describe();
 }
 
-TEST_F(RunTest, ImageConfigGivesEnvWorkdirUserEntrypointAndCmd) {
+TEST_P(RunTest, ImageConfigGivesEnvWorkdirUserEntrypointAndCmd) {
   ProcessResult r = Imgfs({"run", kCfg});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_EQ(r.out, "hello|/srv/app|1234:1234|/home/app|1234 5000\n");
@@ -221,7 +226,7 @@ TEST_F(RunTest, ImageConfigGivesEnvWorkdirUserEntrypointAndCmd) {
   EXPECT_EQ(r.out, "\n");
 }
 
-TEST_F(RunTest, EnvWorkdirAndUserFlags) {
+TEST_P(RunTest, EnvWorkdirAndUserFlags) {
   ProcessResult r = Imgfs({"run", "-e", "GREETING=bye", "-e", "FROM_HOST", "-e", "UNSET_VAR", "-w",
                            "/new/work/dir", "-u", "1000:5000", kCfg,
                            "echo \"$GREETING|$FROM_HOST|${UNSET_VAR-unset}|$(pwd)|$(id -u):$(id "
@@ -237,7 +242,7 @@ TEST_F(RunTest, EnvWorkdirAndUserFlags) {
   EXPECT_EQ(r.out, "0 box1\n");
 }
 
-TEST_F(RunTest, VolumesReadWriteAndReadOnly) {
+TEST_P(RunTest, VolumesReadWriteAndReadOnly) {
   std::string rw = dir_.Sub("rw");
   std::string ro = dir_.Sub("ro");
   ASSERT_TRUE(MakeDirs(rw).ok());
@@ -256,7 +261,7 @@ TEST_F(RunTest, VolumesReadWriteAndReadOnly) {
   EXPECT_EQ(ReadAll(ro + "/keep.txt"), "keep\n");
 }
 
-TEST_F(RunTest, ProcDevSysAndHostResolvConf) {
+TEST_P(RunTest, ProcDevSysAndHostResolvConf) {
   ProcessResult r = Imgfs(
       {"run", kPlain, "sh", "-c",
        "test -r /proc/self/status && echo proc; test -d /sys/kernel && echo sys; "
@@ -274,7 +279,7 @@ TEST_F(RunTest, ProcDevSysAndHostResolvConf) {
   EXPECT_EQ(ReadAll("/etc/resolv.conf").find("evil"), std::string::npos);
 }
 
-TEST_F(RunTest, SigtermToImgfsReachesTheCommandsTrap) {
+TEST_P(RunTest, SigtermToImgfsReachesTheCommandsTrap) {
   std::string vol = dir_.Sub("vol");
   ASSERT_TRUE(MakeDirs(vol).ok());
   BackgroundProcess run(
@@ -290,7 +295,7 @@ TEST_F(RunTest, SigtermToImgfsReachesTheCommandsTrap) {
   EXPECT_EQ(LiveLeases(), 0u);
 }
 
-TEST_F(RunTest, SigkillOfImgfsLeavesNoMountsAndNoProcesses) {
+TEST_P(RunTest, SigkillOfImgfsLeavesNoMountsAndNoProcesses) {
   std::string vol = dir_.Sub("vol");
   ASSERT_TRUE(MakeDirs(vol).ok());
   BackgroundProcess run(ImgfsArgv({"run", "-v", vol + ":/vol", kPlain, "sh", "-c",
@@ -319,7 +324,7 @@ TEST_F(RunTest, SigkillOfImgfsLeavesNoMountsAndNoProcesses) {
   EXPECT_TRUE(ContainerDirs().empty());
 }
 
-TEST_F(RunTest, NamedContainerKeepsItsUpperPsListsItRmRemovesIt) {
+TEST_P(RunTest, NamedContainerKeepsItsUpperPsListsItRmRemovesIt) {
   ProcessResult r =
       Imgfs({"run", "--name", "t1", kPlain, "sh", "-c", "echo x > /x; rm /etc/group; mkdir /d"});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
@@ -362,7 +367,7 @@ TEST_F(RunTest, NamedContainerKeepsItsUpperPsListsItRmRemovesIt) {
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
 }
 
-TEST_F(RunTest, RunningContainerIsListedAndRemovedOnlyWhenForced) {
+TEST_P(RunTest, RunningContainerIsListedAndRemovedOnlyWhenForced) {
   std::string vol = dir_.Sub("vol");
   ASSERT_TRUE(MakeDirs(vol).ok());
   BackgroundProcess run(ImgfsArgv({"run", "--name", "live", "-v", vol + ":/vol", kPlain, "sh", "-c",
@@ -385,7 +390,7 @@ TEST_F(RunTest, RunningContainerIsListedAndRemovedOnlyWhenForced) {
   EXPECT_FALSE(std::filesystem::exists(Root() + "/containers/live"));
 }
 
-TEST_F(RunTest, ShellScriptWorkloads) {
+TEST_P(RunTest, ShellScriptWorkloads) {
   // A script of the test image, using busybox's coreutils.
   ProcessResult r = Imgfs({"run", kPlain, "workload.sh"});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
@@ -408,6 +413,11 @@ TEST_F(RunTest, ShellScriptWorkloads) {
                        "gnu-long-name-gnu-long-name-gnu-long-name-end.txt\nhardlink-a\n"
                        "hardlink-b\n");
 }
+
+INSTANTIATE_TEST_SUITE_P(Drivers, RunTest, ::testing::Values("overlay", "fuse"),
+                         [](const ::testing::TestParamInfo<std::string>& param) {
+                           return param.param == "overlay" ? "Overlay" : "Fuse";
+                         });
 
 }  // namespace
 }  // namespace imgfs::testing
