@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <cstring>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -35,6 +37,8 @@ constexpr size_t kMaxRequestBytes = 256;
 // A client that connects and says nothing is dropped after this long, so a stuck `imgfs
 // stats` cannot hold the control thread.
 constexpr int kClientTimeoutMs = 2000;
+// How often the size-cap thread looks for a changed config.json (one stat(2)).
+constexpr std::chrono::seconds kConfigPollPeriod{1};
 
 // A sockaddr_un for `path`. sun_path holds 107 characters; a longer path is reached through
 // its directory opened as `*dir_fd` (/proc/self/fd/N/NAME).
@@ -215,21 +219,36 @@ class Services : public MountServices {
     return j;
   }
 
-  // The size cap (see the header).
+  // The size cap (see the header): checked every prune_interval_seconds, and at once when
+  // config.json changes (a cheap stat per second), so `imgfs cache set` applies to running
+  // mounts without waiting for a long interval.
   void CapLoop() {
+    const std::string config_path =
+        options_.store->root() + "/" + std::string(cache::kCacheConfigFile);
+    auto config_stamp = [&config_path] {
+      struct stat st {};
+      if (::stat(config_path.c_str(), &st) != 0) return std::pair<int64_t, int64_t>{0, 0};
+      return std::pair<int64_t, int64_t>{st.st_mtim.tv_sec, st.st_mtim.tv_nsec};
+    };
+    auto last_stamp = config_stamp();
+    auto next_check = std::chrono::steady_clock::now();
     for (;;) {
-      int interval = 60;
-      Result<cache::CacheConfig> config = cache::LoadCacheConfig(*options_.store);
-      if (config.has_value()) {
-        interval = config->prune_interval_seconds;
-        if (config->max_size_bytes.has_value()) EnforceCap(*config->max_size_bytes);
-      } else {
-        IMGFS_LOG(kWarning) << "size cap: " << config.error().ToString();
+      auto now = std::chrono::steady_clock::now();
+      auto stamp = config_stamp();
+      if (now >= next_check || stamp != last_stamp) {
+        last_stamp = stamp;
+        int interval = 60;
+        Result<cache::CacheConfig> config = cache::LoadCacheConfig(*options_.store);
+        if (config.has_value()) {
+          interval = config->prune_interval_seconds;
+          if (config->max_size_bytes.has_value()) EnforceCap(*config->max_size_bytes);
+        } else {
+          IMGFS_LOG(kWarning) << "size cap: " << config.error().ToString();
+        }
+        next_check = std::chrono::steady_clock::now() + std::chrono::seconds(interval);
       }
       std::unique_lock lock(mu_);
-      if (cv_.wait_for(lock, std::chrono::seconds(interval), [this] { return stopping_; })) {
-        return;
-      }
+      if (cv_.wait_for(lock, kConfigPollPeriod, [this] { return stopping_; })) return;
     }
   }
 

@@ -15,7 +15,8 @@
 //  - the size cap: when STORE/config.json has "max_size" (`imgfs cache set --max-size`),
 //    every "prune_interval_seconds" (default 60) the store size is measured and, when above
 //    the cap, cache::Prune brings it under (never touching what a live mount pins). The
-//    config is re-read on every check, so a change applies to running mounts.
+//    config is re-read on every check and checked at once when config.json changes (the
+//    thread looks at its mtime every second), so a change applies to running mounts.
 //
 // Thread-safety: Start and the destructor on the daemon's main thread; the services run on
 // their own threads and only read the filesystem's thread-safe counters.
