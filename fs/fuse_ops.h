@@ -16,6 +16,7 @@
 #include "base/status.h"
 
 struct fuse_lowlevel_ops;
+struct fuse_session;
 
 namespace imgfs::fs {
 
@@ -35,7 +36,8 @@ class ImageFilesystem;
 class WritableFs;
 struct FuseContext {
   ImageFilesystem* filesystem = nullptr;
-  WritableFs* writable = nullptr;  // set for writable mounts (then the lower is `filesystem`)
+  WritableFs* writable = nullptr;   // set for writable mounts (then the lower is `filesystem`)
+  fuse_session* session = nullptr;  // for kernel cache invalidations of writable mounts
   std::function<void()> on_init;
 };
 

@@ -203,10 +203,20 @@ void Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newp
         [&] { fuse_reply_err(req, Wfs(req).Rename(parent, name, newparent, newname, flags)); });
 }
 
+// Drops what the kernel caches of the inodes the last operation changed behind its back
+// (before the reply, so the caller's next call sees fresh attributes and pages).
+void Invalidate(fuse_req_t req) {
+  auto* ctx = static_cast<FuseContext*>(fuse_req_userdata(req));
+  for (uint64_t id : WritableFs::TakeInvalidations()) {
+    if (ctx->session != nullptr) fuse_lowlevel_notify_inval_inode(ctx->session, id, 0, 0);
+  }
+}
+
 void Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) noexcept {
   Serve(req, "link", [&] {
     Entry entry;
     int err = Wfs(req).Link(ino, newparent, newname, &entry);
+    Invalidate(req);
     if (err != 0) return ReplyErr(req, "link", err);
     ReplyEntry(req, entry);
   });

@@ -76,6 +76,7 @@ Result<std::unique_ptr<FuseSession>> FuseSession::Mount(ImageFilesystem* filesys
     return Status::InvalidArgument("cannot create the FUSE session (mount options: " + opts + ")");
   }
   s->session_.reset(se);
+  s->context_.session = se;
   if (fuse_session_mount(se, mountpoint.c_str()) != 0) {
     return Status::Io("cannot mount at " + mountpoint +
                       " (is it an existing directory, and is /dev/fuse usable?)");

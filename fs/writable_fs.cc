@@ -81,7 +81,16 @@ int GetXattrAt(const std::string& path, const std::string& name, std::string* va
   return ERANGE;
 }
 
+// Ids to invalidate in the kernel, collected by the operations of this thread.
+thread_local std::vector<uint64_t> pending_invalidations;
+
 }  // namespace
+
+std::vector<uint64_t> WritableFs::TakeInvalidations() {
+  std::vector<uint64_t> out;
+  out.swap(pending_invalidations);
+  return out;
+}
 
 struct WritableFs::State {
   bool upper = false;   // an entry (not a whiteout) exists in the upper
@@ -1310,6 +1319,9 @@ int WritableFs::Link(uint64_t id, uint64_t new_parent, std::string_view new_name
   bool over = false;
   int r = ParentForCreate(new_parent, new_name, &dir, &ds, &over);
   if (r != 0) return r;
+  // The kernel may cache the source's attributes and pages for long: from now on they
+  // change through the new name too.
+  if (Cacheable(src)) pending_invalidations.push_back(src->id);
   r = CopyUp(src, true);
   if (r != 0) return r;
   std::string src_path = PathOf(src);

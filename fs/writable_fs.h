@@ -160,6 +160,11 @@ class WritableFs {
   int ListXattr(uint64_t id, std::vector<std::string>* names);
   int RemoveXattr(uint64_t id, std::string_view name);
 
+  // Ids whose kernel-cached attributes and pages went stale during the calling thread's last
+  // operations (a lower file handed out as cacheable that got a second name): the FUSE
+  // adapter invalidates them (fuse_lowlevel_notify_inval_inode) before it replies. Cleared.
+  static std::vector<uint64_t> TakeInvalidations();
+
   // Number of ids the kernel holds (root included); for tests of lookup counting.
   size_t node_count() const;
 

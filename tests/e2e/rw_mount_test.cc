@@ -306,6 +306,56 @@ TEST_F(RwMountTest, DefaultUpperIsTemporary) {
   EXPECT_EQ(stat(dir_.Sub("up2/x").c_str(), &st), 0);
 }
 
+// Changed paths are never served stale from the kernel's caches, also when the change comes
+// through another name (a lower hardlink group copied up as one inode); `-f` (foreground, as
+// `imgfs run` uses it) serves writable mounts too.
+TEST_F(RwMountTest, ForegroundMountServesFreshAttributesAndData) {
+  std::string upper = dir_.Sub("upper");
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    setenv("IMGFS_ROOT", Root().c_str(), 1);
+    int devnull = open("/dev/null", O_RDWR);
+    dup2(devnull, STDOUT_FILENO);
+    dup2(devnull, STDERR_FILENO);
+    execl(kImgfs.c_str(), kImgfs.c_str(), "mount", "-f", "--rw", "--upper", upper.c_str(),
+          kTiny.c_str(), Mnt().c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!IsMounted(Mnt()) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(IsMounted(Mnt())) << "imgfs mount -f --rw did not mount";
+  // Fill the kernel's caches through one name of the busybox group, change it through another.
+  struct stat before {};
+  ASSERT_EQ(stat((Mnt() + "/bin/busybox").c_str(), &before), 0);
+  std::string head = ReadAll(Mnt() + "/bin/busybox").substr(0, 4);
+  int fd = open((Mnt() + "/bin/sh").c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  ASSERT_EQ(pwrite(fd, "ABCD", 4, 0), 4);
+  ASSERT_EQ(write(fd, "", 0), 0);
+  close(fd);
+  struct stat after {};
+  ASSERT_EQ(stat((Mnt() + "/bin/busybox").c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, before.st_ino);
+  EXPECT_NE(after.st_mtim.tv_sec, before.st_mtim.tv_sec) << "fresh attributes";
+  EXPECT_EQ(ReadAll(Mnt() + "/bin/busybox").substr(0, 4), "ABCD")
+      << "fresh data (was " << head << ")";
+  // A file's size after an append, and after a truncate through another name.
+  ASSERT_EQ(stat((Mnt() + "/etc/passwd").c_str(), &before), 0);
+  ASSERT_EQ(link((Mnt() + "/etc/passwd").c_str(), (Mnt() + "/pw").c_str()), 0);
+  ASSERT_EQ(truncate((Mnt() + "/pw").c_str(), 3), 0);
+  ASSERT_EQ(stat((Mnt() + "/etc/passwd").c_str(), &after), 0);
+  EXPECT_EQ(after.st_size, 3);
+  EXPECT_EQ(ReadAll(Mnt() + "/etc/passwd").size(), 3u);
+  ProcessResult r = Imgfs({"umount", Mnt()});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  int status = 0;
+  EXPECT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
 // Random operations on the mount and on a plain directory that starts as a copy of the
 // image: same results (errno) and, after each batch, the same tree.
 class RandomOps {
