@@ -38,6 +38,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1099,10 +1100,6 @@ int RunCommand(const std::string& rootfs, const ProcessSpec& spec, const ExecUse
   }
   UniqueFd err_read(err_pipe[0]);
   UniqueFd err_write(err_pipe[1]);
-  if (::unshare(CLONE_NEWPID) != 0) {
-    std::cerr << "imgfs: unshare (new PID namespace): " << ErrnoText(errno) << std::endl;
-    return kExitRunError;
-  }
 
   sigset_t set;
   sigemptyset(&set);
@@ -1113,11 +1110,15 @@ int RunCommand(const std::string& rootfs, const ProcessSpec& spec, const ExecUse
 
   std::cout.flush();
   std::cerr.flush();
-  pid_t pid = ::fork();
+  // A fork into a new PID namespace: clone(2) with CLONE_NEWPID and no new stack behaves like
+  // fork(2). (unshare(CLONE_NEWPID) would also move every later child of this process into
+  // the namespace, which cannot take new processes once its init has exited.)
+  pid_t pid = static_cast<pid_t>(
+      ::syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, nullptr, nullptr, nullptr, nullptr));
   if (pid < 0) {
     int err = errno;
     ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
-    std::cerr << "imgfs: fork: " << ErrnoText(err) << std::endl;
+    std::cerr << "imgfs: clone (new PID namespace): " << ErrnoText(err) << std::endl;
     return kExitRunError;
   }
   if (pid == 0) {
