@@ -244,7 +244,8 @@ TEST(ZstdChunkedWriter, TocFieldsEqualSkopeosForTheFixtureLayers) {
     ASSERT_TRUE(their_json.has_value());
     auto records = [](const std::string& json) {
       std::vector<nlohmann::json> out;
-      for (auto e : nlohmann::json::parse(json)["entries"]) {
+      nlohmann::json doc = nlohmann::json::parse(json);
+      for (auto e : doc["entries"]) {
         if (e["type"] == "chunk") continue;
         for (const char* k : {"offset", "endOffset", "chunkSize", "chunkDigest", "chunkOffset",
                               "accesstime", "changetime"}) {

@@ -1,0 +1,153 @@
+// imgfs — fuzz target for the eStargz and zstd:chunked writers (fs/convert/layer_writer.h),
+// with the project's readers as the round-trip oracle. Input: one byte choosing the chunk
+// size, then a tar. Whatever the tar reader accepts must convert (both formats), twice to
+// the same bytes; the blob must carry the TOC where its descriptor says (eStargz footer and
+// toc.digest, zstd:chunked position and checksum); and when the TOC reader builds an index,
+// every regular file read through its chunks (decoded and digest-verified) must equal the
+// file's bytes in the input.
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fs/convert/layer_writer.h"
+#include "fs/layer/chunk_decoder.h"
+#include "fs/layer/estargz_toc.h"
+#include "fs/layer/zstd_chunked_toc.h"
+#include "registry/tar_reader.h"
+
+namespace {
+
+using namespace imgfs;  // NOLINT(google-build-using-namespace): fuzz target only
+
+class Blob : public registry::BlobSource {
+ public:
+  explicit Blob(std::string bytes) : bytes_(std::move(bytes)) {}
+  Result<registry::FetchedManifest> GetManifest(std::string_view) override {
+    return Status::NotFound("none");
+  }
+  Status FetchBlob(const registry::Digest&, int64_t, const registry::BlobSink& sink) override {
+    return sink(bytes_);
+  }
+  Result<std::string> ReadBlobRange(const registry::Digest&, ByteRange r) override {
+    if (r.offset >= bytes_.size()) return std::string();
+    return bytes_.substr(r.offset, r.length);
+  }
+  Result<std::vector<std::string>> ListTags() override { return Status::Unsupported("none"); }
+  std::string Describe() const override { return "fuzz blob"; }
+
+ private:
+  std::string bytes_;
+};
+
+struct File {
+  std::string name;
+  std::string content;
+};
+
+// The regular files of the tar that the index lists as regular files (whiteout names are
+// listed as whiteouts). Sets *ok false when the tar is rejected.
+std::vector<File> RegularFiles(std::string_view tar, bool* ok) {
+  std::vector<File> out;
+  registry::StringTarInput in(tar);
+  registry::TarReader reader(&in);
+  *ok = false;
+  while (true) {
+    auto next = reader.Next();
+    if (!next.has_value()) return out;
+    if (!next->has_value()) break;
+    const registry::TarEntry& e = **next;
+    File f{e.name, {}};
+    while (true) {
+      auto piece = reader.ReadPayload(1 << 16);
+      if (!piece.has_value()) return out;
+      if (piece->empty()) break;
+      f.content += *piece;
+    }
+    std::string_view base = e.name;
+    if (auto slash = base.rfind('/'); slash != std::string_view::npos)
+      base.remove_prefix(slash + 1);
+    if (e.type == registry::TarEntryType::kRegular && !base.starts_with(".wh.")) {
+      out.push_back(std::move(f));
+    }
+  }
+  *ok = true;
+  return out;
+}
+
+std::string Write(std::string_view tar, const fs::LayerWriterOptions& options,
+                  fs::WrittenLayer* layer) {
+  std::string blob;
+  registry::BlobSink sink = [&blob](std::string_view piece) {
+    blob.append(piece);
+    return Status::Ok();
+  };
+  auto written = fs::WriteLazyLayer(fs::TarBytes::FromString(tar), options, sink);
+  if (!written.has_value()) std::abort();  // the tar reader accepted it
+  *layer = *written;
+  return blob;
+}
+
+void Check(std::string_view tar, const std::vector<File>& files, fs::LazyFormat format,
+           uint64_t chunk) {
+  fs::LayerWriterOptions options;
+  options.format = format;
+  options.chunk_size_bytes = chunk;
+  options.compression_level = 1;
+  fs::WrittenLayer layer;
+  std::string blob = Write(tar, options, &layer);
+  fs::WrittenLayer again_layer;
+  if (Write(tar, options, &again_layer) != blob) std::abort();  // deterministic
+  if (layer.descriptor.digest != registry::Digest::Sha256Of(blob)) std::abort();
+  if (layer.descriptor.size != static_cast<int64_t>(blob.size())) std::abort();
+  Blob source(blob);
+  Result<fs::LayerIndex> index = Status::Internal("unset");
+  if (format == fs::LazyFormat::kEstargz) {
+    auto footer = fs::ParseEstargzFooter(
+        std::string_view(blob).substr(blob.size() - fs::kEstargzFooterBytes));
+    if (!footer.has_value() || footer->toc_offset != layer.toc_offset) std::abort();
+    index = fs::LoadEstargzIndex(source, layer.descriptor, false);
+  } else {
+    index = fs::LoadZstdChunkedIndex(source, layer.descriptor, false);
+  }
+  if (!index.has_value()) {
+    // The TOC must be found and verified; only the TOC → index step may refuse names or
+    // entries the tar reader let through.
+    if (index.error().message().find("digest") != std::string::npos ||
+        index.error().message().find("checksum") != std::string::npos ||
+        index.error().message().find("footer") != std::string::npos) {
+      std::abort();
+    }
+    return;
+  }
+  size_t next = 0;
+  for (const fs::FileEntry& e : index->entries) {
+    if (e.type != fs::EntryType::kRegular) continue;
+    if (next >= files.size() || files[next].name != e.path) std::abort();
+    std::vector<uint32_t> ids;
+    for (uint32_t c = e.first_chunk; c < e.first_chunk + e.chunk_count; ++c) ids.push_back(c);
+    auto got = fs::ReadChunks(source, *index, ids);
+    if (!got.has_value()) std::abort();
+    std::string content;
+    for (const std::string& piece : *got) content += piece;
+    if (content != files[next].content) std::abort();
+    ++next;
+  }
+  if (next != files.size()) std::abort();
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size < 1 || size > (1 << 20)) return 0;
+  // Chunk sizes 1..4096: small enough that tiny inputs have many chunks.
+  uint64_t chunk = 1 + static_cast<uint64_t>(data[0]) * 16;
+  std::string_view tar(reinterpret_cast<const char*>(data + 1), size - 1);
+  bool ok = false;
+  std::vector<File> files = RegularFiles(tar, &ok);
+  if (!ok) return 0;
+  Check(tar, files, fs::LazyFormat::kEstargz, chunk);
+  Check(tar, files, fs::LazyFormat::kZstdChunked, chunk);
+  return 0;
+}
