@@ -176,6 +176,7 @@ Result<Inventory> TakeInventory(const Store& store) {
   struct stat st {};
   if (::lstat(root.c_str(), &st) != 0) return Status::FromErrno(errno, "stat " + root);
   inv.total += st.st_size;
+  const dev_t root_dev = st.st_dev;
   std::set<std::pair<dev_t, ino_t>> linked;
   std::error_code ec;
   fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec);
@@ -192,6 +193,12 @@ Result<Inventory> TakeInventory(const Store& store) {
     }
     const std::string path = it->path().string();
     if (::lstat(path.c_str(), &st) != 0) continue;
+    if (st.st_dev != root_dev) {
+      // A filesystem mounted inside the store (a running container's rootfs): not the
+      // store's data (du -x would skip it too).
+      if (S_ISDIR(st.st_mode)) it.disable_recursion_pending();
+      continue;
+    }
     if (!S_ISDIR(st.st_mode) && st.st_nlink > 1 && !linked.insert({st.st_dev, st.st_ino}).second) {
       continue;  // a hard link counted already (du counts it once)
     }

@@ -15,10 +15,11 @@
 //     sum(unique_bytes) + shared_bytes + unreferenced_bytes() == blob + index + chunk bytes
 //     blob + index + chunk + containers + metadata bytes == total_bytes
 // and total_bytes is what `du -sb ROOT` prints for a store nobody is writing to (every
-// directory entry's apparent size, hard links counted once). "metadata" is the slack:
-// directories themselves, index.json, oci-layout, imgfs.json, config.json, lock files,
-// leases, control sockets, tmp/ and stray temporary files (a few KiB plus 4 KiB per
-// directory on ext4).
+// directory entry's apparent size, hard links counted once; like `du -x`, filesystems
+// mounted inside the store — a running container's rootfs — are not counted). "metadata"
+// is the slack: directories themselves, index.json, oci-layout, imgfs.json, config.json,
+// lock files, leases, control sockets, tmp/ and stray temporary files (a few KiB plus
+// 4 KiB per directory on ext4).
 //
 // Pins. A live mount (its lease, cache/leases.h) and a container (containers/<name>/
 // container.json, whose "image" field is a manifest digest) pin their image: GC and prune

@@ -2,6 +2,7 @@
 // statistics of a live mount, from its daemon's control socket).
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <map>
 #include <memory>
