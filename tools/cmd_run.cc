@@ -1362,7 +1362,9 @@ int RunRun(CommandContext& ctx) {
   Result<cache::ResolvedImage> image = cache::ResolveImage(store, req.image);
   std::string reference;
   if (!image.has_value() && image.error().code() == StatusCode::kNotFound) {
-    std::cerr << "Unable to find image '" << req.image << "' locally" << std::endl;
+    bool transport = req.image.starts_with("oci:") || req.image.starts_with("oci-archive:") ||
+                     req.image.starts_with("docker-archive:");
+    if (!transport) std::cerr << "Unable to find image '" << req.image << "' locally" << std::endl;
     fs::PrepareOptions prep;
     prep.pull.insecure_registries = ctx.global.insecure_registries;
     prep.pull.ca_files = ctx.global.ca_certs;

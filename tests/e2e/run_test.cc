@@ -21,6 +21,7 @@
 #include "cache/store.h"
 #include "registry/digest.h"
 #include "tests/support/image_builder.h"
+#include "tests/support/registry_server.h"
 #include "tests/support/run_support.h"
 
 namespace imgfs::testing {
@@ -176,7 +177,10 @@ TEST_P(RunTest, ExitStatusIsTheCommandsAndNothingIsLeftBehind) {
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
   r = Imgfs({"run", kPlain, "false"});
   EXPECT_EQ(r.exit_code, 1) << r.Describe();
-  // Unnamed containers are removed after the run; no mount, lease or process stays.
+  r = Imgfs({"run", "--rm", "--name", "gone", kPlain, "sh", "-c", "echo x > /x"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  // Unnamed (and --rm) containers are removed after the run; no mount, lease or process
+  // stays.
   EXPECT_TRUE(ContainerDirs().empty());
   EXPECT_EQ(LiveLeases(), 0u);
 }
@@ -412,6 +416,23 @@ TEST_P(RunTest, ShellScriptWorkloads) {
                        "gnu-long-name-gnu-long-name-gnu-long-name-gnu-long-name-gnu-long-name-"
                        "gnu-long-name-gnu-long-name-gnu-long-name-end.txt\nhardlink-a\n"
                        "hardlink-b\n");
+}
+
+TEST_P(RunTest, PullsAMissingImageFromARegistry) {
+  Result<std::unique_ptr<RegistryServer>> registry = RegistryServer::Start();
+  ASSERT_TRUE(registry.has_value()) << registry.error().ToString();
+  Status pushed = (*registry)->PushOciLayout(dir_.Sub("runimg"), "cfg", "demo/run:1");
+  ASSERT_TRUE(pushed.ok()) << pushed.ToString();
+  std::string ref = (*registry)->host_port() + "/demo/run:1";
+  ProcessResult r = Imgfs({"run", "--name", "pulled", ref});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "hello|/srv/app|1234:1234|/home/app|1234 5000\n");
+  EXPECT_NE(r.err.find("Unable to find image '" + ref + "' locally"), std::string::npos) << r.err;
+  ProcessResult ps = Imgfs({"ps", "-a"});
+  EXPECT_NE(ps.out.find(ref), std::string::npos) << ps.out;
+  ProcessResult images = Imgfs({"images"});
+  EXPECT_NE(images.out.find((*registry)->host_port() + "/demo/run"), std::string::npos)
+      << images.out;
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, RunTest, ::testing::Values("overlay", "fuse"),
