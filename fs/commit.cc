@@ -29,6 +29,7 @@
 #include "cache/containers.h"
 #include "cache/images.h"
 #include "cache/leases.h"
+#include "fs/convert/layer_writer.h"
 #include "registry/media_types.h"
 
 namespace imgfs::fs {
@@ -534,11 +535,10 @@ std::string RealPath(const std::string& path) {
 Result<LayerCompression> ParseLayerCompression(std::string_view text) {
   if (text.empty() || text == "gzip") return LayerCompression::kGzip;
   if (text == "zstd") return LayerCompression::kZstd;
-  if (text == "estargz" || text == "zstd:chunked") {
-    return Status::Unsupported("--format " + std::string(text) +
-                               " is not implemented yet: use gzip or zstd");
-  }
-  return Status::InvalidArgument("unknown layer format \"" + std::string(text) + "\" (gzip, zstd)");
+  if (text == "estargz") return LayerCompression::kEstargz;
+  if (text == "zstd:chunked") return LayerCompression::kZstdChunked;
+  return Status::InvalidArgument("unknown layer format \"" + std::string(text) +
+                                 "\" (gzip, zstd, estargz, zstd:chunked)");
 }
 
 Status WriteUpperLayer(const std::string& upper_dir, registry::TarWriter& writer) {
@@ -626,50 +626,88 @@ Result<CommittedImage> CommitUpper(cache::Store& store, const CommitSource& sour
   if (!source.mountpoint.empty()) SyncFs(source.mountpoint);
   SyncFs(source.upper);
 
-  // Layer: tar → compressor → temporary file, hashing both streams.
+  // Layer: tar → compressor → temporary file, hashing both streams. The lazy formats are
+  // written from the finished tar (a temporary file) by the layer writer of fs/convert.
   Result<cache::FileLock> guard = store.WriteGuard();
   if (!guard.has_value()) return fail(guard.error());
-  const std::string tmp_path = store.Subdir("tmp") + "/commit-" + std::to_string(::getpid()) + "-" +
-                               std::to_string(std::time(nullptr));
-  Result<UniqueFd> tmp = OpenFile(tmp_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (!tmp.has_value()) return fail(tmp.error());
-  struct Unlink {
+  const bool lazy = options.compression == LayerCompression::kEstargz ||
+                    options.compression == LayerCompression::kZstdChunked;
+  struct TempFile {
     std::string path;
-    ~Unlink() { ::unlink(path.c_str()); }
-  } unlink_tmp{tmp_path};
+    UniqueFd fd;
+    ~TempFile() {
+      if (!path.empty()) ::unlink(path.c_str());
+    }
+  };
+  auto make_temp = [&](TempFile& t, const char* kind) -> Status {
+    t.path = store.Subdir("tmp") + "/commit-" + kind + "-" + std::to_string(::getpid()) + "-" +
+             std::to_string(std::time(nullptr));
+    IMGFS_ASSIGN_OR_RETURN(t.fd, OpenFile(t.path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    return Status::Ok();
+  };
+  TempFile first;  // the blob (gzip, zstd) or the plain tar (lazy formats)
+  TempFile lazy_blob;
+  IMGFS_RETURN_IF_ERROR(make_temp(first, lazy ? "tar" : "blob"));
 
   registry::Sha256 tar_hash;
   registry::Sha256 blob_hash;
   uint64_t blob_bytes = 0;
-  Compressor compressor(options.compression, [&](std::string_view bytes) -> Status {
-    blob_hash.Update(bytes);
-    blob_bytes += bytes.size();
-    return WriteAll(tmp->get(), bytes);
-  });
-  IMGFS_RETURN_IF_ERROR(compressor.Init());
+  Compressor compressor(options.compression == LayerCompression::kZstd ? LayerCompression::kZstd
+                                                                       : LayerCompression::kGzip,
+                        [&](std::string_view bytes) -> Status {
+                          blob_hash.Update(bytes);
+                          blob_bytes += bytes.size();
+                          return WriteAll(first.fd.get(), bytes);
+                        });
+  if (!lazy) IMGFS_RETURN_IF_ERROR(compressor.Init());
   uint64_t tar_bytes = 0;
   registry::TarWriter writer([&](std::string_view bytes) -> Status {
     tar_hash.Update(bytes);
     tar_bytes += bytes.size();
-    return compressor.Write(bytes);
+    return lazy ? WriteAll(first.fd.get(), bytes) : compressor.Write(bytes);
   });
   Status walked = WriteUpperLayer(source.upper, writer);
   if (!walked.ok()) return fail(walked);
-  IMGFS_RETURN_IF_ERROR(compressor.Finish());
 
   CommittedImage out;
   out.reference = ref;
-  out.diff_id = tar_hash.Finish();
-  out.tar_bytes = tar_bytes;
-  out.layer.media_type = options.compression == LayerCompression::kGzip
-                             ? std::string(registry::media::kOciLayerGzip)
-                             : std::string(registry::media::kOciLayerZstd);
-  out.layer.digest = blob_hash.Finish();
-  out.layer.size = static_cast<int64_t>(blob_bytes);
+  std::string blob_path = first.path;
+  if (!lazy) {
+    IMGFS_RETURN_IF_ERROR(compressor.Finish());
+    out.diff_id = tar_hash.Finish();
+    out.tar_bytes = tar_bytes;
+    out.layer.media_type = options.compression == LayerCompression::kGzip
+                               ? std::string(registry::media::kOciLayerGzip)
+                               : std::string(registry::media::kOciLayerZstd);
+    out.layer.digest = blob_hash.Finish();
+    out.layer.size = static_cast<int64_t>(blob_bytes);
+  } else {
+    IMGFS_RETURN_IF_ERROR(make_temp(lazy_blob, "blob"));
+    LayerWriterOptions lw;
+    lw.format = options.compression == LayerCompression::kEstargz ? LazyFormat::kEstargz
+                                                                  : LazyFormat::kZstdChunked;
+    registry::BlobSink sink = [&](std::string_view bytes) -> Status {
+      blob_hash.Update(bytes);
+      blob_bytes += bytes.size();
+      return WriteAll(lazy_blob.fd.get(), bytes);
+    };
+    Result<WrittenLayer> written =
+        WriteLazyLayer(TarBytes::FromFd(first.fd.get(), tar_bytes), lw, sink);
+    if (!written.has_value()) return fail(written.error());
+    out.layer = written->descriptor;
+    out.diff_id = written->diff_id;
+    out.tar_bytes = written->uncompressed_size;
+    Digest hashed = blob_hash.Finish();
+    if (hashed != out.layer.digest || static_cast<int64_t>(blob_bytes) != out.layer.size) {
+      return fail(Status::Internal("the layer writer reported " + out.layer.digest.String() +
+                                   " but wrote " + hashed.String()));
+    }
+    blob_path = lazy_blob.path;
+  }
   if (!store.HasBlob(out.layer.digest)) {
     Result<cache::BlobWriter> blob = store.NewBlobWriter(out.layer.digest, out.layer.size);
     if (!blob.has_value()) return fail(blob.error());
-    Status copied = CopyFileToBlob(tmp_path, *blob);
+    Status copied = CopyFileToBlob(blob_path, *blob);
     if (!copied.ok()) return fail(copied);
     Status committed = blob->Commit();
     if (!committed.ok()) return fail(committed);

@@ -21,10 +21,10 @@
 // metacopy xattrs (kernel overlay features the contract excludes) is refused: the layer
 // would not mean what the upper means.
 //
-// CommitUpper writes that tar compressed (gzip by default, zstd on request; deterministic:
-// no name or time in the gzip header) as a blob of the store, appends it to the base image's
-// layers with a new config — rootfs.diff_ids + the layer's uncompressed digest, a history
-// entry {created, created_by, author, comment}, `created`/`author`, and docker-commit style
+// CommitUpper writes that tar compressed (gzip by default; zstd, eStargz or zstd:chunked on
+// request; deterministic: no name or time in the gzip header) as a blob of the store, appends it to
+// the base image's layers with a new config — rootfs.diff_ids + the layer's uncompressed digest, a
+// history entry {created, created_by, author, comment}, `created`/`author`, and docker-commit style
 // --change instructions (ENV, CMD, ENTRYPOINT, WORKDIR, USER, LABEL, EXPOSE, VOLUME) — and an
 // OCI image manifest (docker media types of the base layers are mapped to their OCI
 // equivalents; annotations org.opencontainers.image.base.{digest,name} name the base), and
@@ -59,10 +59,13 @@
 
 namespace imgfs::fs {
 
-enum class LayerCompression { kGzip, kZstd };
+// The layer's format: plain tar+gzip / tar+zstd, or the lazily mountable eStargz (a
+// tar+gzip layer with a TOC) and zstd:chunked (a tar+zstd layer with a TOC), written by
+// fs/convert/layer_writer.h from the same tar.
+enum class LayerCompression { kGzip, kZstd, kEstargz, kZstdChunked };
 
-// Parses `--format`: "gzip" (or "" → gzip), "zstd". "estargz" and "zstd:chunked" are
-// Unsupported ("not implemented yet: use gzip or zstd"); anything else InvalidArgument.
+// Parses `--format`: "gzip" (or "" → gzip), "zstd", "estargz", "zstd:chunked"; anything
+// else InvalidArgument.
 Result<LayerCompression> ParseLayerCompression(std::string_view text);
 
 // Writes the layer tar of `upper_dir` (see the file comment) into `writer`, then Finish()es

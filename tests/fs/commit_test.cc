@@ -180,8 +180,8 @@ TEST(CommitFormatTest, ParsesFormats) {
   EXPECT_EQ(*ParseLayerCompression(""), LayerCompression::kGzip);
   EXPECT_EQ(*ParseLayerCompression("gzip"), LayerCompression::kGzip);
   EXPECT_EQ(*ParseLayerCompression("zstd"), LayerCompression::kZstd);
-  EXPECT_EQ(ParseLayerCompression("estargz").error().code(), StatusCode::kUnsupported);
-  EXPECT_EQ(ParseLayerCompression("zstd:chunked").error().code(), StatusCode::kUnsupported);
+  EXPECT_EQ(*ParseLayerCompression("estargz"), LayerCompression::kEstargz);
+  EXPECT_EQ(*ParseLayerCompression("zstd:chunked"), LayerCompression::kZstdChunked);
   EXPECT_EQ(ParseLayerCompression("bzip2").error().code(), StatusCode::kInvalidArgument);
 }
 
@@ -222,12 +222,16 @@ std::string Gunzip(const std::string& gz) {
   zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(gz.data()));
   zs.avail_in = static_cast<uInt>(gz.size());
   int rc = Z_OK;
-  while (rc != Z_STREAM_END) {
+  while (true) {  // every member of a multi-member stream (eStargz)
     zs.next_out = reinterpret_cast<Bytef*>(buf);
     zs.avail_out = sizeof(buf);
     rc = inflate(&zs, Z_NO_FLUSH);
     if (rc != Z_OK && rc != Z_STREAM_END) break;
     out.append(buf, sizeof(buf) - zs.avail_out);
+    if (rc == Z_STREAM_END) {
+      if (zs.avail_in == 0) break;
+      inflateReset(&zs);
+    }
   }
   inflateEnd(&zs);
   EXPECT_EQ(rc, Z_STREAM_END);
@@ -318,6 +322,37 @@ TEST_F(CommitUpperTest, ZstdLayers) {
   ASSERT_TRUE(blob.has_value());
   ASSERT_GE(blob->size(), 4u);
   EXPECT_EQ(blob->substr(0, 4), std::string("\x28\xb5\x2f\xfd", 4));  // zstd frame magic
+}
+
+TEST_F(CommitUpperTest, LazyFormats) {
+  CommitOptions options;
+  options.compression = LayerCompression::kEstargz;
+  auto ref = registry::Reference::Parse("example.com/me/app:estargz");
+  auto estargz = CommitUpper(*store_, source_, *ref, options);
+  ASSERT_TRUE(estargz.has_value()) << estargz.error().ToString();
+  EXPECT_EQ(estargz->layer.media_type, registry::media::kOciLayerGzip);
+  EXPECT_EQ(estargz->layer.annotations.count("containerd.io/snapshot/stargz/toc.digest"), 1u);
+  auto blob = ReadFile(store_->BlobPath(estargz->layer.digest));
+  ASSERT_TRUE(blob.has_value());
+  std::string tar = Gunzip(*blob);
+  EXPECT_EQ(registry::Digest::Sha256Of(tar), estargz->diff_id);
+  std::map<std::string, std::string> data;
+  ReadEntries(tar, &data);
+  EXPECT_EQ(data["added.txt"], "added\n");
+  EXPECT_EQ(data.count("stargz.index.json"), 1u);
+  auto image = cache::ResolveImage(*store_, "example.com/me/app:estargz");
+  ASSERT_TRUE(image.has_value());
+  EXPECT_EQ(image->config.diff_ids.back(), estargz->diff_id);
+  EXPECT_EQ(image->decoded.layers.back(), estargz->layer);  // annotations kept
+
+  options.compression = LayerCompression::kZstdChunked;
+  ref = registry::Reference::Parse("example.com/me/app:chunked");
+  auto chunked = CommitUpper(*store_, source_, *ref, options);
+  ASSERT_TRUE(chunked.has_value()) << chunked.error().ToString();
+  EXPECT_EQ(chunked->layer.media_type, registry::media::kOciLayerZstd);
+  EXPECT_EQ(chunked->layer.annotations.count("io.github.containers.zstd-chunked.manifest-checksum"),
+            1u);
+  EXPECT_TRUE(testing::ListFilesRecursive(store_->Subdir("tmp")).empty());
 }
 
 TEST_F(CommitUpperTest, UnknownSourcesAreNotFound) {
