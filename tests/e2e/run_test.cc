@@ -1,17 +1,23 @@
 // imgfs — end-to-end tests of `imgfs run`, `imgfs ps` and `imgfs containers`: the real binary
 // runs real commands (the host's static busybox in images built by the test, and the
 // fixtures' image `tiny`) in real mount and PID namespaces over real FUSE mounts.
+#include <poll.h>
+#include <pty.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -297,6 +303,57 @@ TEST_P(RunTest, SigtermToImgfsReachesTheCommandsTrap) {
   EXPECT_EQ(ReadAll(vol + "/trap"), "trapped\n");
   EXPECT_TRUE(ContainerDirs().empty());
   EXPECT_EQ(LiveLeases(), 0u);
+}
+
+// Ctrl-C on a terminal signals the whole foreground process group: the command gets SIGINT
+// once (imgfs does not forward the terminal's copy a second time), and the mount daemon,
+// in a session of its own, keeps serving until the command is done.
+TEST_P(RunTest, CtrlCOnATerminalReachesTheCommandOnce) {
+  std::string vol = dir_.Sub("vol");
+  ASSERT_TRUE(MakeDirs(vol).ok());
+  std::vector<std::string> args = ImgfsArgv(
+      {"run", "-v", vol + ":/vol", kPlain, "sh", "-c",
+       "trap 'echo int >> /vol/ints; sleep 0.3; cat /etc/passwd > /dev/null && exit 7' INT; "
+       "echo ready > /vol/ready; while true; do sleep 0.05; done"});
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::string root_env = "IMGFS_ROOT=" + Root();
+  int master = -1;
+  pid_t pid = forkpty(&master, nullptr, nullptr, nullptr);
+  ASSERT_GE(pid, 0) << "forkpty: " << strerror(errno);
+  if (pid == 0) {
+    putenv(root_env.data());
+    for (int s = 1; s < NSIG; ++s) signal(s, SIG_DFL);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  // Drain the terminal so the run never blocks on output.
+  std::atomic<bool> stop{false};
+  std::thread drain([&] {
+    char buf[256];
+    while (!stop) {
+      pollfd p{master, POLLIN, 0};
+      if (poll(&p, 1, 50) > 0 && read(master, buf, sizeof(buf)) <= 0) break;
+    }
+  });
+  bool ready = WaitFor([&] { return std::filesystem::exists(vol + "/ready"); }, 30);
+  int wstatus = 0;
+  if (ready) {
+    char ctrl_c = 0x03;
+    EXPECT_EQ(write(master, &ctrl_c, 1), 1);
+    WaitFor([&] { return waitpid(pid, &wstatus, WNOHANG) == pid; }, 30);
+  } else {
+    kill(pid, SIGKILL);
+    waitpid(pid, &wstatus, 0);
+  }
+  stop = true;
+  drain.join();
+  close(master);
+  ASSERT_TRUE(ready) << "the command did not start";
+  ASSERT_TRUE(WIFEXITED(wstatus)) << "status " << wstatus;
+  EXPECT_EQ(WEXITSTATUS(wstatus), 7);
+  EXPECT_EQ(ReadAll(vol + "/ints"), "int\n");
 }
 
 TEST_P(RunTest, SigkillOfImgfsLeavesNoMountsAndNoProcesses) {
