@@ -14,19 +14,26 @@
 //      never land in the upper layer) over lower/, upperdir = upper/ (overlayfs conventions,
 //      with redirect_dir, index and metacopy off: whiteouts are 0/0 character devices,
 //      opaque directories carry trusted.overlay.opaque="y", renamed lower directories are
-//      copied up whole, every changed file is complete in the upper);
-//   6. mount /proc, /sys (read-only), a minimal /dev (tmpfs: null zero full random urandom
-//      tty, devpts, shm), bind the host's /etc/resolv.conf and /etc/hosts read-only, and the
-//      -v volumes (target paths are resolved inside the rootfs: an image's symlink cannot
-//      point a mount outside it);
-//   7. fork the command: PR_SET_PDEATHSIG = SIGKILL, chroot, chdir, setgroups/setgid/setuid,
-//      exec with a PATH search inside the image; a failure before exec is reported through
-//      a close-on-exec pipe (docker's statuses: 125 imgfs error, 126 not executable, 127 not
-//      found);
+//      copied up whole, every changed file is complete in the upper).
+//      `--driver fuse` replaces 4–5 by imgfs's own copy-on-write mount (`imgfs mount -f --rw
+//      --upper upper/ DIGEST rootfs/`); the mountpoints the image lacks are then created in
+//      it and taken out of the upper again after the run;
+//   6. mount /sys (read-only), a minimal /dev (tmpfs: null zero full random urandom tty,
+//      devpts, shm), bind the host's /etc/resolv.conf and /etc/hosts read-only, and the -v
+//      volumes (target paths are resolved inside the rootfs: an image's symlink cannot point
+//      a mount outside it);
+//   7. clone an init into a new PID namespace (like `docker run --init`): it mounts that
+//      namespace's /proc, forks the command (chroot, setgroups/setgid/setuid, chdir, exec
+//      with a PATH search inside the image), forwards signals and reaps orphans. A failure
+//      before exec is reported through a close-on-exec pipe (docker's statuses: 125 imgfs
+//      error, 126 not executable, 127 not found). Init and command die with SIGKILL when
+//      their parent does (PR_SET_PDEATHSIG), and when the init exits the kernel kills
+//      whatever is left in the namespace: nothing of a run outlives imgfs;
 //   8. forward signals (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1/2, SIGWINCH sent to imgfs
-//      reach the command; terminal-generated ones already reached it, being in the same
-//      process group), wait, unmount everything, stop the daemon, record the exit status
-//      (128+N for a signal) and return it.
+//      reach the command; a terminal's SIGINT/SIGQUIT/SIGWINCH already reached it, being
+//      sent to the whole foreground process group, and are not sent twice), wait, unmount
+//      everything, stop the daemon, record the exit status (128+N for a signal), return it.
+// imgfs run needs root (mount namespaces, overlayfs, chroot).
 // Containers without --name (or with --rm) are removed when the run ends — docker's --rm
 // default, inverted: a run keeps its upper only when it is given a name. A container of a
 // killed run is marked exited (137) when next listed; auto-removed ones are deleted by the
@@ -519,6 +526,7 @@ struct RunRequest {
   std::vector<VolumeSpec> volumes;
   std::optional<std::string> entrypoint;
   std::string hostname;
+  std::optional<registry::Platform> platform;  // for a pull
   std::vector<std::string> command;
 };
 
@@ -1200,6 +1208,7 @@ Result<RunRequest> ParseRunRequest(CommandContext& ctx, int* exit_code, bool* do
       *exit_code = UsageError(ctx.name, p.error().message());
       return p.error();
     }
+    req.platform = *p;
   }
   return req;
 }
@@ -1369,6 +1378,10 @@ int RunRun(CommandContext& ctx) {
     prep.pull.insecure_registries = ctx.global.insecure_registries;
     prep.pull.ca_files = ctx.global.ca_certs;
     prep.pull.creds = ctx.global.creds;
+    if (req.platform.has_value()) {
+      prep.pull.platform = *req.platform;
+      prep.pull.platform_explicit = true;
+    }
     Result<fs::PreparedImage> prepared = fs::PrepareImage(store, req.image, prep);
     if (!prepared.has_value()) return RunFail(prepared.error());
     reference = prepared->reference;
