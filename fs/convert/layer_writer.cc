@@ -239,6 +239,12 @@ Result<std::vector<Item>> ScanTar(const TarBytes& tar) {
     }
     uint64_t payload = entry->type == TarEntryType::kRegular ? entry->size : 0;
     prev_end = entry->payload_offset + payload + PadOf(payload);
+    // An eStargz input (a layer converted before) brings the old landmark and TOC: the
+    // writer makes its own (ctr-remote drops them too).
+    if (entry->name == kEstargzTocName || entry->name == kEstargzPrefetchLandmark ||
+        entry->name == kEstargzNoPrefetchLandmark) {
+      continue;
+    }
     item.entry = std::move(*entry);
     items.push_back(std::move(item));
   }

@@ -28,6 +28,8 @@
 //  Chunks are fixed-size (`chunk_size_bytes`), not content-defined; `prioritized_files` is
 //  ignored (the format has no landmarks).
 //
+// The root entries `stargz.index.json`, `.prefetch.landmark` and `.no.prefetch.landmark` of
+// the input (an eStargz layer converted again) are dropped: the writer adds its own.
 // The tar end (zero blocks, padding) of the input is replaced by the writer's own two zero
 // blocks, so the uncompressed stream (diff_id) differs from the input's: the result reports
 // it. Global PAX headers stay in front of the entry that follows them. Output is

@@ -12,6 +12,7 @@
 
 #include "fs/convert/layer_writer.h"
 #include "fs/layer/estargz_toc.h"
+#include "fs/layer/zstd_chunked_toc.h"
 #include "tests/fs/layer_test_util.h"
 #include "tests/support/lazy_layer_check.h"
 
@@ -242,6 +243,29 @@ TEST(EstargzWriter, TocEqualsCtrRemotesForTheFixtureLayersExceptOffsets) {
     ASSERT_TRUE(index.has_value()) << index.error().ToString();
     testing::ExpectIndexMatchesTar(*index, source, testing::ReadTarItems(tar));
   }
+}
+
+TEST(EstargzWriter, ConvertingAnEstargzLayerAgainReplacesItsLandmarkAndToc) {
+  std::string tar = testing::RichLayerTar(kChunk);
+  Blob once = Write(tar, Estargz());
+  std::string plain = Gunzip(once.bytes);
+  Blob twice = Write(plain, Estargz());
+  // The same entries again: one landmark, one TOC, the same TOC (offsets included: the
+  // input entries and their order are the same).
+  EXPECT_EQ(TocJsonOf(twice), TocJsonOf(once));
+  EXPECT_TRUE(twice.bytes == once.bytes);
+  // And to zstd:chunked: no eStargz leftovers.
+  LayerWriterOptions zstd;
+  zstd.format = LazyFormat::kZstdChunked;
+  Blob z = Write(plain, zstd);
+  testing::OneBlobSource source(z.bytes);
+  auto index = LoadZstdChunkedIndex(source, z.layer.descriptor, false);
+  ASSERT_TRUE(index.has_value()) << index.error().ToString();
+  for (const FileEntry& e : index->entries) {
+    EXPECT_NE(e.path, kEstargzTocName);
+    EXPECT_NE(e.path, kEstargzNoPrefetchLandmark);
+  }
+  testing::ExpectIndexMatchesTar(*index, source, testing::ReadTarItems(tar));
 }
 
 TEST(EstargzWriter, MalformedInputIsCorruptAndFileVariantWritesAtomically) {
