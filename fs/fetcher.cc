@@ -377,6 +377,8 @@ void LazyLayerReader::PlanReadAhead(uint32_t first, uint32_t last, std::vector<T
     Task stream;
     stream.priority = kReadAhead;
     stream.stream = true;
+    // From the reader on: what lies behind it was either read or skipped.
+    stream.stream_from = first;
     tasks->push_back(std::move(stream));
     return;
   }
@@ -503,7 +505,7 @@ void LazyLayerReader::RunTask(Task& task) {
     stream_running_.store(true);
     Status st;
     try {
-      st = RunStream(task.priority == kBackground);
+      st = RunStream(task.stream_from, task.priority == kBackground);
     } catch (const std::exception& e) {
       st = Status::Internal(std::string("streaming pass: ") + e.what());
     }
@@ -621,8 +623,8 @@ void LazyLayerReader::Complete(uint32_t id, const Promise& promise, ChunkResult 
   promise->set_value(std::move(result));
 }
 
-Status LazyLayerReader::RunStream(bool background) {
-  uint32_t start = 0;
+Status LazyLayerReader::RunStream(uint32_t from, bool background) {
+  uint32_t start = from;
   while (start < order_.size() && KnownPresent(order_[start])) ++start;
   if (start == order_.size()) return Status::Ok();
   const std::vector<Chunk>& all = index_->chunks;

@@ -153,7 +153,8 @@ class LazyLayerReader : public FileDataSource {
   enum Priority { kDemand = 0, kReadAhead = 1, kBackground = 2, kPriorities = 3 };
   struct Task {
     Priority priority = kDemand;
-    bool stream = false;            // the streaming pass (ids unused)
+    bool stream = false;            // the streaming pass (ids unused) ...
+    uint32_t stream_from = 0;       // ... from the first missing chunk at or after this position
     std::vector<uint32_t> ids;      // chunk ids, ascending blob offset
     std::vector<Promise> promises;  // one per id, registered in inflight_
   };
@@ -187,8 +188,9 @@ class LazyLayerReader : public FileDataSource {
   void Submit(std::vector<Task> tasks);
   void WorkerLoop();
   void RunTask(Task& task);
-  // The streaming pass: one GET from the first missing chunk to the end of the chunks.
-  Status RunStream(bool background);
+  // The streaming pass: one GET from the first missing chunk at or after blob position
+  // `from` to the end of the chunks.
+  Status RunStream(uint32_t from, bool background);
   // Fetches `ids` (ascending blob offset) with `attempts` tries; results in order.
   std::vector<ChunkResult> Fetch(const std::vector<uint32_t>& ids, int attempts);
   // Records a fetched or failed chunk: stores it, completes and forgets its promise.
