@@ -546,9 +546,9 @@ TEST_F(RwMountTest, FullUpperGivesEnospcAndNoPartialFile) {
 TEST_F(RwMountTest, KilledDaemonDuringCopyUpLeavesNoPartialFile) {
   // An image with one big file: copy-up takes long enough to be interrupted.
   std::string big;
-  big.reserve(48 << 20);
-  for (uint32_t i = 0; big.size() < (48u << 20); ++i) big += std::to_string(i * 2654435761u) + "\n";
-  big.resize(48 << 20);
+  big.reserve(24 << 20);
+  for (uint32_t i = 0; big.size() < (24u << 20); ++i) big += std::to_string(i * 2654435761u) + "\n";
+  big.resize(24 << 20);
   ImageBuilder builder(dir_.Sub("layout"));
   TestImageSpec spec = SimpleImage({{"big.bin", big}, {"small.txt", "small\n"}});
   ASSERT_TRUE(builder.Add(spec, "big").has_value());
