@@ -87,6 +87,9 @@ struct Pusher::Request {
   bool retryable = true;
   // For messages: "uploading blob sha256:…".
   std::string what;
+  // The auth scope the request needs; "" = Scope(). A mount also needs pull on the source
+  // repository: "repository:NAME:pull,push repository:FROM:pull" (one token for both).
+  std::string scope;
 };
 
 Pusher::Pusher(std::string registry_host, std::string repository, PushOptions options)
@@ -167,6 +170,7 @@ Status Pusher::HttpError(const HttpResponse& response, const std::string& what) 
 Result<HttpResponse> Pusher::Send(Request& request) {
   IMGFS_ASSIGN_OR_RETURN(std::string base, BaseUrl());
   const std::string registry_host = UrlHostPort(base);
+  const std::string scope = request.scope.empty() ? Scope() : request.scope;
   int auth_rounds = 0;
   int attempt = 0;
   while (true) {
@@ -185,7 +189,7 @@ Result<HttpResponse> Pusher::Send(Request& request) {
     // Credentials only go to the registry itself, never to a storage host behind a Location.
     std::string auth_header;
     if (UrlHostPort(out.url) == registry_host) {
-      auth_header = auth_->HeaderFor(Scope());
+      auth_header = auth_->HeaderFor(scope);
       if (!auth_header.empty()) out.headers.push_back(auth_header);
     }
     Result<HttpResponse> response = http_->Do(out);
@@ -202,7 +206,7 @@ Result<HttpResponse> Pusher::Send(Request& request) {
     if (response->status == 401 && UrlHostPort(out.url) == registry_host &&
         auth_rounds < kMaxAuthRounds) {
       ++auth_rounds;
-      Status st = auth_->OnChallenge(response->www_authenticate, Scope(), auth_header);
+      Status st = auth_->OnChallenge(response->www_authenticate, scope, auth_header);
       if (!st.ok()) return st.WithContext(request.what);
       continue;
     }
@@ -236,6 +240,7 @@ Result<std::string> Pusher::StartUpload(const Digest& digest, const std::string&
   if (!mount_from.empty()) {
     req.path += "?mount=" + UrlEncode(digest.String()) + "&from=" + UrlEncode(mount_from);
     req.what = "mounting blob " + digest.String() + " from " + mount_from;
+    req.scope = Scope() + " repository:" + mount_from + ":pull";
   } else {
     req.what = "starting the upload of blob " + digest.String();
   }

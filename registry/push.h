@@ -23,14 +23,16 @@
 // registry already has it (HEAD) or can mount it; otherwise the push fails with NotFound
 // naming the blob.
 //
-// Policy: authentication through registry/auth.h (scope `repository:NAME:pull,push`; every
-// 401 goes to Authenticator::OnChallenge and the request is repeated, the Authenticator
-// decides when to give up). Transport errors, 5xx and 429 are retried with exponential
-// backoff up to max_attempts; an upload is then restarted from a fresh session (a
-// half-written session is abandoned, the registry garbage-collects it). The Authorization
-// header is only sent to the registry's own host (an upload Location may point elsewhere).
-// Scheme: https; plain http only for loopback hosts and insecure_registries, where https is
-// tried first (as docker does).
+// Policy: authentication through registry/auth.h (scope `repository:NAME:pull,push`; a mount
+// asks for one token covering `repository:NAME:pull,push repository:FROM:pull`, sent as one
+// space-separated scope parameter as OAuth2 spells it; every 401 goes to
+// Authenticator::OnChallenge and the request is repeated, the Authenticator decides when to
+// give up; a mount that is refused falls back to an upload). Transport errors, 5xx and 429 are
+// retried with exponential backoff up to max_attempts; an upload is then restarted from a fresh
+// session (a half-written session is abandoned, the registry garbage-collects it). The
+// Authorization header is only sent to the registry's own host (an upload Location may point
+// elsewhere). Scheme: https; plain http only for loopback hosts and insecure_registries, where
+// https is tried first (as docker does).
 //
 // Errors are one line each, naming the registry and repository: PermissionDenied
 // ("unauthorized: …", "denied: …"), NotFound ("blob unknown …"), Unavailable ("registry

@@ -26,6 +26,7 @@
 #include "tests/support/http_test_server.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/registry_server.h"
+#include "tests/support/token_server.h"
 #include "tests/support/tree_compare.h"
 
 namespace imgfs::testing {
@@ -449,6 +450,39 @@ TEST(PushAuthTest, HtpasswdRegistryNeedsTheRightCredential) {
   auto manifest = source->GetManifest("v1");
   ASSERT_TRUE(manifest.has_value()) << manifest.error().ToString();
   EXPECT_EQ(manifest->digest, built->manifest_digest);
+}
+
+TEST(PushAuthTest, TokenAuthPushAndCrossRepositoryMount) {
+  TokenServer tokens;
+  RegistryServerOptions options;
+  options.token_auth = RegistryServerOptions::TokenAuth{tokens.realm(), tokens.service(),
+                                                        tokens.issuer(), tokens.cert_path()};
+  auto reg = RegistryServer::Start(options);
+  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+  TempDir dir;
+  ImageBuilder builder(dir.Sub("src"));
+  auto built = builder.Add(TwoLayerImage(), "v1");
+  ASSERT_TRUE(built.has_value()) << built.error().ToString();
+  ImageToPush image = ToPush(dir.Sub("src"), *built);
+  LayoutReader reader(dir.Sub("src"));
+
+  PushOptions anonymous = Fast();  // anonymous users may pull, not push
+  auto denied = Pusher((*reg)->host_port(), "base/app", anonymous).Push(image, "1", reader);
+  ASSERT_FALSE(denied.has_value());
+  EXPECT_EQ(denied.error().code(), StatusCode::kPermissionDenied) << denied.error().ToString();
+
+  PushOptions user = Fast();
+  user.credential = registry::Credential{"alice", "s3cret-pass", ""};
+  auto first = Pusher((*reg)->host_port(), "base/app", user).Push(image, "1", reader);
+  ASSERT_TRUE(first.has_value()) << first.error().ToString();
+  EXPECT_EQ(first->blobs_uploaded, 3);
+
+  // The mount needs pull on base/app besides push on other/app: one token for both.
+  for (const Descriptor& d : image.blobs) image.mount_from[d.digest] = {"base/app"};
+  auto second = Pusher((*reg)->host_port(), "other/app", user).Push(image, "1", reader);
+  ASSERT_TRUE(second.has_value()) << second.error().ToString();
+  EXPECT_EQ(second->blobs_mounted, 3);
+  EXPECT_EQ(second->blobs_uploaded, 0);
 }
 
 TEST(PushCliTest, PullThenPushToAnotherRepositoryMountsAndRoundTrips) {
