@@ -22,6 +22,7 @@
 #include "fs/pull.h"
 #include "fs/session.h"
 #include "registry/manifest.h"
+#include "registry/transport.h"
 #include "tools/cli.h"
 
 namespace imgfs::tools {
@@ -318,6 +319,15 @@ int RunPull(CommandContext& ctx) {
   fs::PullOptions options;
   options.all_tags = args.Has("all-tags");
   options.metadata_only = args.Has("lazy");
+  if (options.metadata_only) {
+    // Lazy mounts fetch layer data from a registry; a local source has none to offer later.
+    Result<registry::SourceSpec> spec = registry::ParseSourceSpec(text);
+    if (spec.has_value() && spec->IsLocal()) {
+      return UsageError(ctx.name, "--lazy needs a registry reference (" +
+                                      std::string(registry::TransportName(spec->transport)) +
+                                      ": images are copied whole)");
+    }
+  }
   if (args.Has("platform")) {
     Result<registry::Platform> p = registry::Platform::Parse(args.Get("platform"));
     if (!p.has_value()) return UsageError(ctx.name, p.error().message());

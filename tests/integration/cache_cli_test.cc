@@ -179,6 +179,10 @@ TEST_F(CacheCliTest, PullLazyRecordsMetadataOnlyAndAPullCompletesIt) {
   EXPECT_LT(j["images"][0]["size"].get<int64_t>(), 100000);
   EXPECT_GT(j["images"][0]["image_size"].get<int64_t>(), 2000000);
 
+  ProcessResult local = Imgfs({"pull", "--lazy", "oci:" + kFixtures + "/tiny-estargz:latest"});
+  EXPECT_EQ(local.exit_code, 2) << local.Describe();
+  EXPECT_THAT(local.err, HasSubstr("--lazy needs a registry reference"));
+
   ProcessResult full = Imgfs({"pull", ref});
   ASSERT_EQ(full.exit_code, 0) << full.Describe();
   EXPECT_EQ(BlobCount(), 5u);
