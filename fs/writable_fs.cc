@@ -383,6 +383,9 @@ int WritableFs::StatState(const State& state, const std::string& path, struct st
   if (state.upper) {
     if (fstatat(upper_fd_.get(), path.c_str(), out, AT_SYMLINK_NOFOLLOW) != 0) return Errno();
     out->st_ino = UpperIno(out->st_ino, state.origin);
+    // A merged directory's subdirectories are not all in the upper: like overlayfs, report
+    // nlink 1, which tells find(1) and fts not to count on it.
+    if (S_ISDIR(out->st_mode) && state.lower != 0) out->st_nlink = 1;
     return 0;
   }
   Result<struct stat> st = table_.GetAttr(state.lower);
