@@ -1,14 +1,20 @@
 // imgfs — `imgfs convert`: an image of the store (or pulled on demand) rewritten as eStargz or
-// zstd:chunked, so that lazy mounts can fetch it chunk by chunk.
+// zstd:chunked, so that lazy mounts can fetch it chunk by chunk; `imgfs index build|push`:
+// indexes of plain layers, published beside the image.
 #include <cerrno>
 #include <cstdlib>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "cache/store.h"
 #include "fs/convert/image_convert.h"
+#include "fs/convert/index_publish.h"
+#include "registry/credentials.h"
+#include "registry/push.h"
+#include "registry/reference.h"
 #include "registry/transport.h"
 #include "tools/cli.h"
 
@@ -52,7 +58,102 @@ Result<uint64_t> ParseChunkSize(const std::string& text) {
   return bytes;
 }
 
+constexpr std::string_view kIndexUsage =
+    "Usage: imgfs index build IMAGE\n"
+    "       imgfs index push IMAGE [REPOSITORY_REFERENCE]\n\n"
+    "Make the plain tar/gzip/zstd layers of an image lazily mountable.\n"
+    "build: index every such layer into the store (pulling the image first when missing).\n"
+    "push:  also publish the indexes to the registry as an OCI artifact whose subject is the\n"
+    "       image manifest (found through the referrers tag sha256-<hex>), in the image's\n"
+    "       repository or REPOSITORY_REFERENCE.";
+
+fs::PullOptions PullOptionsFrom(const GlobalOptions& global) {
+  fs::PullOptions pull;
+  pull.insecure_registries = global.insecure_registries;
+  pull.ca_files = global.ca_certs;
+  pull.creds = global.creds;
+  return pull;
+}
+
+int RunIndexCommand(CommandContext& ctx, bool push) {
+  ParsedArgs args;
+  int code = kExitOk;
+  if (!ParseCommandArgs(ctx, kIndexUsage, {}, &args, &code)) return code;
+  size_t max_args = push ? 2 : 1;
+  if (args.positional().empty() || args.positional().size() > max_args) {
+    return UsageError(ctx.name, "\"" + ctx.name + "\" requires " +
+                                    (push ? "1 or 2 arguments" : "exactly 1 argument"));
+  }
+  const std::string& image = args.positional()[0];
+  Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(ctx.global.root);
+  if (!store.has_value()) {
+    return Fail(store.error().WithContext("opening the image store " + ctx.global.root));
+  }
+  fs::PullOptions pull = PullOptionsFrom(ctx.global);
+  Result<fs::ImageIndexes> built = fs::BuildImageIndexes(**store, image, pull, true);
+  if (!built.has_value()) return Fail(built.error().WithContext("indexing " + image));
+  for (const fs::ImageIndexes::Layer& l : built->layers) {
+    std::cout << l.layer.digest.Short() << ": " << l.files << " entries, " << l.checkpoints
+              << " checkpoints (" << HumanSize(static_cast<int64_t>(l.encoded.size())) << ")"
+              << std::endl;
+  }
+  if (built->skipped > 0) {
+    std::cout << built->skipped << " layer(s) need no index (eStargz / zstd:chunked)" << std::endl;
+  }
+  if (!push) return kExitOk;
+
+  std::string target = args.positional().size() == 2 ? args.positional()[1] : built->reference;
+  Result<registry::Reference> ref = registry::Reference::Parse(target);
+  if (target.empty() || !ref.has_value()) {
+    return UsageError(ctx.name,
+                      "name the registry repository to publish to (the image has no "
+                      "registry reference)");
+  }
+  registry::PushOptions options;
+  options.tls.ca_files = ctx.global.ca_certs;
+  options.insecure_registries = ctx.global.insecure_registries;
+  if (!ctx.global.creds.empty()) {
+    size_t colon = ctx.global.creds.find(':');
+    if (colon == std::string::npos || colon == 0) return Fail("--creds must be USER:PASSWORD");
+    registry::Credential cred;
+    cred.username = ctx.global.creds.substr(0, colon);
+    cred.password = ctx.global.creds.substr(colon + 1);
+    options.credential = cred;
+  } else {
+    Result<std::optional<registry::Credential>> cred =
+        registry::CredentialStore::FromEnvironment().Lookup(ref->domain());
+    if (!cred.has_value()) return Fail(cred.error());
+    options.credential = *cred;
+  }
+  Result<std::unique_ptr<registry::BlobSource>> source = fs::OpenRegistrySource(target, pull);
+  if (!source.has_value()) return Fail(source.error().WithContext("publishing to " + target));
+  Result<registry::Digest> pushed =
+      fs::PushImageIndexes(*built, ref->domain(), ref->path(), options, **source);
+  if (!pushed.has_value()) return Fail(pushed.error().WithContext("publishing to " + target));
+  std::cout << "Published " << pushed->String() << " for " << built->manifest.digest.String()
+            << " (tag " << fs::ReferrersTag(built->manifest.digest) << ")" << std::endl;
+  return kExitOk;
+}
+
+int RunIndexBuild(CommandContext& ctx) { return RunIndexCommand(ctx, false); }
+int RunIndexPush(CommandContext& ctx) { return RunIndexCommand(ctx, true); }
+
 }  // namespace
+
+int RunIndex(CommandContext& ctx) {
+  if (ctx.args.empty() || ctx.args[0] == "--help" || ctx.args[0] == "-h") {
+    std::cout << kIndexUsage << std::endl;
+    return ctx.args.empty() ? kExitUsage : kExitOk;
+  }
+  static const std::map<std::string, CommandFn, std::less<>> sub = {{"build", &RunIndexBuild},
+                                                                    {"push", &RunIndexPush}};
+  auto it = sub.find(ctx.args[0]);
+  if (it == sub.end()) return UsageError("index", "unknown command \"index " + ctx.args[0] + "\"");
+  CommandContext inner = ctx;
+  inner.name = "index " + ctx.args[0];
+  inner.args.erase(inner.args.begin());
+  return it->second(inner);
+}
 
 int RunConvert(CommandContext& ctx) {
   static const std::vector<OptionSpec> specs = {
@@ -82,9 +183,7 @@ int RunConvert(CommandContext& ctx) {
   if (!options.layer.prioritized_files.empty() && *format != fs::LazyFormat::kEstargz) {
     return UsageError(ctx.name, "--prioritize applies to --format estargz only");
   }
-  options.pull.insecure_registries = ctx.global.insecure_registries;
-  options.pull.ca_files = ctx.global.ca_certs;
-  options.pull.creds = ctx.global.creds;
+  options.pull = PullOptionsFrom(ctx.global);
   const bool quiet = args.Has("quiet");
   const std::string& src = args.positional()[0];
   const std::string& dest = args.positional()[1];

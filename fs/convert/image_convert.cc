@@ -136,36 +136,6 @@ Status StoreBlobFromFile(cache::Store& store, const registry::Digest& digest, in
   return writer.Commit();
 }
 
-Result<cache::ResolvedImage> ResolveOrPull(cache::Store& store, std::string_view text,
-                                           const ConvertOptions& options) {
-  Result<cache::ResolvedImage> resolved = cache::ResolveImage(store, text);
-  if (!resolved.has_value()) {
-    if (resolved.error().code() != StatusCode::kNotFound || !options.pull_if_missing) {
-      return resolved;
-    }
-    IMGFS_LOG(kInfo) << "image " << text << " is not in the store; pulling it";
-    Puller puller(&store, options.pull);
-    IMGFS_ASSIGN_OR_RETURN(std::vector<PulledImage> pulled, puller.Pull(text));
-    if (pulled.empty())
-      return Status::NotFound("pull of " + std::string(text) + " recorded nothing");
-    return cache::ResolveImage(store, pulled.front().reference.String());
-  }
-  // A lazily pulled image lacks its layer blobs: complete it like `imgfs pull` does.
-  bool complete = true;
-  for (const registry::Descriptor& l : resolved->decoded.layers) {
-    if (!store.HasBlob(l.digest)) complete = false;
-  }
-  if (complete) return resolved;
-  if (!options.pull_if_missing || !resolved->by_reference.has_value()) {
-    return Status::NotFound("image " + std::string(text) +
-                            " lacks layer blobs in the store; run imgfs pull first");
-  }
-  Puller puller(&store, options.pull);
-  IMGFS_ASSIGN_OR_RETURN(std::vector<PulledImage> pulled,
-                         puller.Pull(resolved->by_reference->reference));
-  return cache::ResolveImage(store, resolved->by_reference->reference);
-}
-
 Result<std::string> NewConfig(const std::string& raw,
                               const std::vector<registry::Digest>& diff_ids) {
   nlohmann::ordered_json config = nlohmann::ordered_json::parse(raw, nullptr, false);
@@ -184,6 +154,36 @@ Result<std::string> NewConfig(const std::string& raw,
 
 }  // namespace
 
+Result<cache::ResolvedImage> ResolveOrPullImage(cache::Store& store, std::string_view text,
+                                                const PullOptions& pull, bool pull_if_missing) {
+  Result<cache::ResolvedImage> resolved = cache::ResolveImage(store, text);
+  if (!resolved.has_value()) {
+    if (resolved.error().code() != StatusCode::kNotFound || !pull_if_missing) {
+      return resolved;
+    }
+    IMGFS_LOG(kInfo) << "image " << text << " is not in the store; pulling it";
+    Puller puller(&store, pull);
+    IMGFS_ASSIGN_OR_RETURN(std::vector<PulledImage> pulled, puller.Pull(text));
+    if (pulled.empty())
+      return Status::NotFound("pull of " + std::string(text) + " recorded nothing");
+    return cache::ResolveImage(store, pulled.front().reference.String());
+  }
+  // A lazily pulled image lacks its layer blobs: complete it like `imgfs pull` does.
+  bool complete = true;
+  for (const registry::Descriptor& l : resolved->decoded.layers) {
+    if (!store.HasBlob(l.digest)) complete = false;
+  }
+  if (complete) return resolved;
+  if (!pull_if_missing || !resolved->by_reference.has_value()) {
+    return Status::NotFound("image " + std::string(text) +
+                            " lacks layer blobs in the store; run imgfs pull first");
+  }
+  Puller puller(&store, pull);
+  IMGFS_ASSIGN_OR_RETURN(std::vector<PulledImage> pulled,
+                         puller.Pull(resolved->by_reference->reference));
+  return cache::ResolveImage(store, resolved->by_reference->reference);
+}
+
 Result<ConvertedImage> ConvertImage(cache::Store& store, std::string_view src,
                                     std::string_view dest, const ConvertOptions& options) {
   IMGFS_ASSIGN_OR_RETURN(registry::SourceSpec dest_spec, registry::ParseSourceSpec(dest));
@@ -197,7 +197,8 @@ Result<ConvertedImage> ConvertImage(cache::Store& store, std::string_view src,
     return Status::InvalidArgument("an oci: destination takes a tag, not a digest");
   }
 
-  IMGFS_ASSIGN_OR_RETURN(cache::ResolvedImage image, ResolveOrPull(store, src, options));
+  IMGFS_ASSIGN_OR_RETURN(cache::ResolvedImage image,
+                         ResolveOrPullImage(store, src, options.pull, options.pull_if_missing));
   const registry::Manifest& manifest = image.decoded;
   const std::vector<registry::Digest>& diff_ids = image.config.diff_ids;
   if (diff_ids.size() != manifest.layers.size()) {

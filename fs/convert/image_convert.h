@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "cache/images.h"
 #include "cache/store.h"
 #include "fs/convert/layer_writer.h"
 #include "fs/pull.h"
@@ -55,6 +56,12 @@ struct ConvertedImage {
   std::vector<WrittenLayer> layers;
   std::string recorded_as;  // registry DEST: the full reference recorded in the store
 };
+
+// The image `text` names in the store; pulled first when it is missing, or completed with a
+// full pull when it was recorded without its layer blobs (`pull --lazy`), if
+// `pull_if_missing`. Shared by convert and `imgfs index`.
+Result<cache::ResolvedImage> ResolveOrPullImage(cache::Store& store, std::string_view text,
+                                                const PullOptions& pull, bool pull_if_missing);
 
 Result<ConvertedImage> ConvertImage(cache::Store& store, std::string_view src,
                                     std::string_view dest, const ConvertOptions& options);

@@ -3,7 +3,7 @@
 // 0.4 cannot read, after `skopeo copy` to a gzip layout) equals `umoci unpack` of the source,
 // and the converted image, pushed by skopeo to a real docker-registry (or by convert itself,
 // DEST docker://…), mounts lazily, equals the source tree, and reading one small file fetches
-// a small fraction of the image through a counting proxy.
+// a small fraction of the image through a counting proxy. Also `imgfs index push`.
 #include <unistd.h>
 
 #include <filesystem>
@@ -16,6 +16,9 @@
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
+#include "cache/index_store.h"
+#include "fs/convert/index_publish.h"
+#include "fs/pull.h"
 #include "registry/digest.h"
 #include "tests/support/http_test_server.h"
 #include "tests/support/image_builder.h"
@@ -230,6 +233,60 @@ TEST_P(ConvertTest, BadArgumentsAreUsageErrors) {
       Imgfs(root, {"convert", "--format", GetParam().flag,
                    "oci:" + dir_.Sub("missing-layout") + ":x", "oci:" + dir_.Sub("x") + ":y"});
   EXPECT_EQ(r.exit_code, 1) << r.Describe();
+}
+
+// `imgfs index push`: the plain gzip image's layer indexes are published beside it and found
+// again through the referrers tag; publishing twice keeps one imgfs entry.
+TEST(IndexCommandTest, PushPublishesTheStoreIndexesFoundThroughTheReferrersTag) {
+  ASSERT_EQ(geteuid(), 0u) << "e2e tests run as root";
+  TempDir dir;
+  auto reg = RegistryServer::Start();
+  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+  ASSERT_TRUE((*reg)->PushOciLayout(kFixtures + "/tiny-gzip", "latest", "demo/plain:1").ok());
+  const std::string ref = (*reg)->host_port() + "/demo/plain:1";
+  const registry::Digest manifest =
+      registry::Digest::Parse(
+          "sha256:1fb51b9d896f2a83747de477a0e885a04b169111076bf13b7b3a4a718f37e229")
+          .value();
+  auto imgfs = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), kImgfs);
+    return RunProcess(args, {"IMGFS_ROOT=" + dir.Sub("store")}, {}, 120);
+  };
+  for (int round = 0; round < 2; ++round) {
+    ProcessResult r = imgfs({"index", "push", ref});
+    ASSERT_EQ(r.exit_code, 0) << r.Describe();
+    EXPECT_NE(r.out.find("sha256-" + manifest.hex()), std::string::npos) << r.out;
+  }
+  auto source = fs::OpenRegistrySource(ref, fs::PullOptions{});
+  ASSERT_TRUE(source.has_value()) << source.error().ToString();
+  auto tag = (*source)->GetManifest("sha256-" + manifest.hex());
+  ASSERT_TRUE(tag.has_value()) << tag.error().ToString();
+  auto listed = registry::DecodeIndex(tag->bytes);
+  ASSERT_TRUE(listed.has_value());
+  ASSERT_EQ(listed->manifests.size(), 1u);
+  EXPECT_EQ(listed->manifests[0].artifact_type, fs::kImgfsIndexArtifactType);
+
+  auto found = fs::FindPublishedIndexes(**source, manifest);
+  ASSERT_TRUE(found.has_value()) << found.error().ToString();
+  ASSERT_EQ(found->size(), 3u);
+  cache::IndexStore store_indexes(dir.Sub("store"));
+  for (const auto& [layer, index] : *found) {
+    auto stored = store_indexes.Get(layer);
+    ASSERT_TRUE(stored.has_value()) << stored.error().ToString();
+    EXPECT_TRUE(*stored == index.Encode()) << layer.String();
+    EXPECT_EQ(index.format, fs::LayerFormat::kTarGzip);
+    EXPECT_FALSE(index.entries.empty());
+  }
+  // Nothing published for another manifest.
+  EXPECT_EQ(fs::FindPublishedIndexes(**source, registry::Digest::Sha256Of("other")).error().code(),
+            StatusCode::kNotFound);
+
+  // eStargz layers need no index; `index` without a subcommand is a usage error.
+  ProcessResult r = imgfs({"index", "build", "oci:" + kFixtures + "/tiny-estargz:latest"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(r.out.find("3 layer(s) need no index"), std::string::npos) << r.out;
+  EXPECT_EQ(imgfs({"index"}).exit_code, 2);
+  EXPECT_EQ(imgfs({"index", "frobnicate", ref}).exit_code, 2);
 }
 
 INSTANTIATE_TEST_SUITE_P(
