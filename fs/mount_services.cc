@@ -62,6 +62,20 @@ Result<sockaddr_un> UnixAddress(const std::string& path, UniqueFd* dir_fd) {
   return addr;
 }
 
+// Sends all of `data` on a socket without raising SIGPIPE when the peer is gone (a daemon
+// must not die because an `imgfs stats` client went away).
+Status SendAll(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, "send");
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return Status::Ok();
+}
+
 bool WaitFd(int fd, short events, int timeout_ms) {
   pollfd p{fd, events, 0};
   int n;
@@ -181,7 +195,7 @@ class Services : public MountServices {
       reply = {{"error", "unknown request '" + word + "' (known: stats)"}};
     }
     std::string text = reply.dump() + "\n";
-    Status st = WriteAll(client.get(), text);
+    Status st = SendAll(client.get(), text);
     if (!st.ok()) IMGFS_LOG(kInfo) << "control socket: " << st.ToString();
   }
 
@@ -312,7 +326,7 @@ Result<std::string> RequestMountStats(const std::string& socket_path, int timeou
     return Status::Unavailable("the mount daemon does not answer at " + socket_path + ": " +
                                std::strerror(errno));
   }
-  IMGFS_RETURN_IF_ERROR(WriteAll(fd, "stats\n"));
+  IMGFS_RETURN_IF_ERROR(SendAll(fd, "stats\n"));
   std::string reply;
   char buf[4096];
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
