@@ -492,6 +492,16 @@ Status ApplyChange(std::string_view instruction, json& cfg) {
                                  "EXPOSE, VOLUME)");
 }
 
+// Serialises `j`; strings that are not valid UTF-8 (from user input) are InvalidArgument
+// rather than nlohmann's exception.
+Result<std::string> DumpJson(const json& j, std::string_view what) {
+  try {
+    return j.dump();
+  } catch (const json::exception&) {
+    return Status::InvalidArgument(std::string(what) + " is not valid UTF-8");
+  }
+}
+
 // The OCI equivalent of a Docker layer media type (same bytes).
 std::string OciLayerMediaType(const std::string& mt) {
   if (mt == registry::media::kDockerLayerGzip) return std::string(registry::media::kOciLayerGzip);
@@ -567,7 +577,7 @@ Result<std::string> ApplyConfigChanges(std::string_view config_json,
   } catch (const json::exception& e) {
     return Status::InvalidArgument(std::string("--change: ") + e.what());
   }
-  return doc.dump();
+  return DumpJson(doc, "--change");
 }
 
 Result<CommitSource> ResolveCommitSource(const cache::Store& store, std::string_view text) {
@@ -738,7 +748,9 @@ Result<CommittedImage> CommitUpper(cache::Store& store, const CommitSource& sour
   } catch (const json::exception& e) {
     return fail(Status::Corrupt(std::string("base config: ") + e.what()));
   }
-  const std::string config_bytes = cfg.dump();
+  Result<std::string> dumped = DumpJson(cfg, "the commit message, author or --change");
+  if (!dumped.has_value()) return fail(dumped.error());
+  const std::string config_bytes = std::move(dumped).value();
   Result<Digest> config_digest = store.PutBlob(config_bytes);
   if (!config_digest.has_value()) return fail(config_digest.error());
   out.config_digest = *config_digest;

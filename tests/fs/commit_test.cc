@@ -355,6 +355,18 @@ TEST_F(CommitUpperTest, LazyFormats) {
   EXPECT_TRUE(testing::ListFilesRecursive(store_->Subdir("tmp")).empty());
 }
 
+TEST_F(CommitUpperTest, InvalidUtf8IsRefusedNotThrown) {
+  CommitOptions options;
+  options.message = "bad \xff byte";
+  auto ref = registry::Reference::Parse("example.com/me/app:utf8");
+  auto r = CommitUpper(*store_, source_, *ref, options);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kInvalidArgument);
+  EXPECT_FALSE(cache::ResolveImage(*store_, "example.com/me/app:utf8").has_value());
+  EXPECT_EQ(ApplyConfigChanges("{}", {"LABEL a=\xfe"}).error().code(),
+            StatusCode::kInvalidArgument);
+}
+
 TEST_F(CommitUpperTest, UnknownSourcesAreNotFound) {
   auto r = ResolveCommitSource(*store_, "no-such-container");
   ASSERT_FALSE(r.has_value());
