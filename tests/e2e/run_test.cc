@@ -247,9 +247,14 @@ TEST_P(RunTest, EnvWorkdirAndUserFlags) {
   r = Imgfs({"run", "-u", "user", kCfg, "echo $(id -u):$(id -g):$HOME"});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_EQ(r.out, "1000:1000:/home/user\n");
-  r = Imgfs({"run", "-u", "root", "--hostname", "box1", kCfg, "echo $(id -u) $HOSTNAME"});
+  // --hostname: a UTS namespace of the run's own (the host's name is unchanged).
+  r = Imgfs({"run", "-u", "root", "--hostname", "box1", kCfg,
+             "echo $(id -u) $HOSTNAME $(cat /proc/sys/kernel/hostname)"});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
-  EXPECT_EQ(r.out, "0 box1\n");
+  EXPECT_EQ(r.out, "0 box1 box1\n");
+  char host[256] = {};
+  ASSERT_EQ(gethostname(host, sizeof(host) - 1), 0);
+  EXPECT_STRNE(host, "box1");
 }
 
 TEST_P(RunTest, VolumesReadWriteAndReadOnly) {
