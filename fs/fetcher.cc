@@ -22,6 +22,10 @@ constexpr uint64_t kStreamClaimAheadBytes = 16 << 20;
 // socket (TCP backpressure) in these steps, at most kMaxYield per received buffer.
 constexpr auto kYieldStep = std::chrono::milliseconds(5);
 constexpr auto kMaxYield = std::chrono::milliseconds(2000);
+// A run of this many compressed bytes already present ends a streamed segment; the stream
+// resumes after it with a new request (one round trip costs less than re-downloading 1 MiB
+// at WAN speeds: 40 ms × 25 MB/s).
+constexpr uint64_t kStreamSkipBytes = 1 << 20;
 // Piece size of the streaming pass over a source that has no streamed range read (local
 // sources in tests): the memory of one piece.
 constexpr uint64_t kStreamPieceBytes = 8 << 20;
@@ -324,6 +328,7 @@ void LazyLayerReader::PlanReadAhead(uint32_t first, uint32_t last, std::vector<T
   if (!options_.readahead && !options_.streaming) return;
   uint32_t scan_from = 0;
   uint32_t scan_to = 0;
+  uint32_t ahead_end_snapshot = 0;
   bool start_stream = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -349,6 +354,7 @@ void LazyLayerReader::PlanReadAhead(uint32_t first, uint32_t last, std::vector<T
     }
     if (!sequential || last > last_pos_) last_pos_ = last;
     have_last_ = true;
+    ahead_end_snapshot = ahead_end_;
     if (options_.streaming && !stream_started_.load()) {
       const bool mostly_here =
           static_cast<double>(present_bytes_.load()) >=
@@ -377,8 +383,9 @@ void LazyLayerReader::PlanReadAhead(uint32_t first, uint32_t last, std::vector<T
     Task stream;
     stream.priority = kReadAhead;
     stream.stream = true;
-    // From the reader on: what lies behind it was either read or skipped.
-    stream.stream_from = first;
+    // From the reader on (what lies behind it was read or skipped), after what read-ahead
+    // has already fetched or claimed.
+    stream.stream_from = std::max(first, ahead_end_snapshot);
     tasks->push_back(std::move(stream));
     return;
   }
@@ -624,17 +631,14 @@ void LazyLayerReader::Complete(uint32_t id, const Promise& promise, ChunkResult 
 }
 
 Status LazyLayerReader::RunStream(uint32_t from, bool background) {
-  uint32_t start = from;
-  while (start < order_.size() && KnownPresent(order_[start])) ++start;
-  if (start == order_.size()) return Status::Ok();
   const std::vector<Chunk>& all = index_->chunks;
-  const uint64_t start_off = all[order_[start]].blob_offset;
+  const uint32_t n = static_cast<uint32_t>(order_.size());
 
   std::unordered_map<uint32_t, Promise> claimed;  // position → promise of a claimed chunk
-  uint32_t claim_to = start;                      // positions below were considered
-  auto claim_ahead = [&](uint64_t upto) {
+  uint32_t claim_to = from;                       // positions below were considered
+  auto claim_ahead = [&](uint64_t upto, uint32_t limit) {
     std::vector<uint32_t> candidates;
-    while (claim_to < order_.size() && all[order_[claim_to]].blob_offset < upto) {
+    while (claim_to < limit && all[order_[claim_to]].blob_offset < upto) {
       if (!KnownPresent(order_[claim_to])) candidates.push_back(claim_to);
       ++claim_to;
     }
@@ -644,11 +648,11 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
       if (ClaimLocked(order_[pos], &t)) claimed.emplace(pos, std::move(t.promises.front()));
     }
   };
-  claim_ahead(start_off + kStreamClaimAheadBytes);
 
   std::string buf;
-  uint64_t buf_start = start_off;  // blob offset of buf[0]
-  uint32_t next = start;           // next position to decode
+  uint64_t buf_start = 0;  // blob offset of buf[0]
+  uint32_t next = 0;       // next position to decode
+  uint32_t seg_end = 0;    // end position of the current segment
   auto sink = [&](std::string_view data) -> Status {
     if (stopping_.load()) return Status::Unavailable("the mount is closing");
     if (background) {
@@ -660,7 +664,7 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
     }
     bytes_fetched_.fetch_add(data.size(), std::memory_order_relaxed);
     buf.append(data);
-    while (next < order_.size()) {
+    while (next < seg_end) {
       const Chunk& c = all[order_[next]];
       if (c.blob_offset + c.blob_length > buf_start + buf.size()) break;
       auto it = claimed.find(next);
@@ -677,39 +681,73 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
         claimed.erase(it);
       }
       ++next;
-      if (next < order_.size()) {
+      if (next < seg_end) {
         const uint64_t keep_from = std::max(buf_start, all[order_[next]].blob_offset);
         buf.erase(0, std::min<uint64_t>(buf.size(), keep_from - buf_start));
         buf_start = keep_from;
-        claim_ahead(keep_from + kStreamClaimAheadBytes);
+        claim_ahead(keep_from + kStreamClaimAheadBytes, seg_end);
       }
     }
-    if (next >= order_.size()) return Status::Internal("stream complete");
+    if (next >= seg_end) return Status::Internal("segment complete");
     return Status::Ok();
   };
 
-  requests_.fetch_add(1, std::memory_order_relaxed);
-  const ByteRange range{start_off, chunks_end_ - start_off};
+  // Segments: from the first missing chunk to the next run of kStreamSkipBytes of present
+  // chunks (read-ahead and earlier reads leave such runs), then on after it.
   Status st;
-  if (remote_ != nullptr) {
-    st = remote_->StreamBlobRange(index_->layer_digest, range, sink);
-  } else {
-    for (uint64_t off = range.offset; off < range.end() && st.ok();) {
-      const ByteRange piece{off, std::min(kStreamPieceBytes, range.end() - off)};
-      Result<std::string> bytes = source_->ReadBlobRange(index_->layer_digest, piece);
-      if (!bytes.has_value()) {
-        st = bytes.error();
-        break;
+  uint32_t pos = from;
+  while (st.ok()) {
+    while (pos < n && KnownPresent(order_[pos])) ++pos;
+    if (pos >= n) break;
+    uint32_t end = pos;
+    uint64_t run = 0;
+    uint32_t run_start = pos;
+    for (; end < n; ++end) {
+      if (!KnownPresent(order_[end])) {
+        run = 0;
+        continue;
       }
-      if (bytes->empty()) break;
-      off += bytes->size();
-      st = sink(*bytes);
-      if (off < range.end()) requests_.fetch_add(1, std::memory_order_relaxed);
+      if (run == 0) run_start = end;
+      run += all[order_[end]].blob_length;
+      if (run >= kStreamSkipBytes) break;
     }
+    seg_end = end < n ? run_start : n;
+    next = pos;
+    claim_to = std::max(claim_to, pos);
+    buf.clear();
+    buf_start = all[order_[pos]].blob_offset;
+    uint64_t seg_bytes_end = 0;
+    for (uint32_t p = pos; p < seg_end; ++p) {
+      seg_bytes_end =
+          std::max(seg_bytes_end, all[order_[p]].blob_offset + all[order_[p]].blob_length);
+    }
+    claim_ahead(buf_start + kStreamClaimAheadBytes, seg_end);
+    requests_.fetch_add(1, std::memory_order_relaxed);
+    const ByteRange range{buf_start, seg_bytes_end - buf_start};
+    if (remote_ != nullptr) {
+      st = remote_->StreamBlobRange(index_->layer_digest, range, sink);
+    } else {
+      for (uint64_t off = range.offset; off < range.end() && st.ok();) {
+        const ByteRange piece{off, std::min(kStreamPieceBytes, range.end() - off)};
+        Result<std::string> bytes = source_->ReadBlobRange(index_->layer_digest, piece);
+        if (!bytes.has_value()) {
+          st = bytes.error();
+          break;
+        }
+        if (bytes->empty()) break;
+        off += bytes->size();
+        st = sink(*bytes);
+        if (off < range.end() && st.ok()) requests_.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    if (next >= seg_end) st = Status::Ok();
+    if (st.ok() && next < seg_end) {
+      st = Status::Unavailable("the blob ended inside the streamed range");
+    }
+    pos = seg_end;
   }
-  if (next >= order_.size()) st = Status::Ok();
-  for (auto& [pos, promise] : claimed) {
-    Complete(order_[pos], promise,
+  for (auto& [p, promise] : claimed) {
+    Complete(order_[p], promise,
              Status::Unavailable("streaming pass of layer " + index_->layer_digest.String() +
                                  " ended before this chunk" +
                                  (st.ok() ? std::string() : ": " + st.ToString())));

@@ -3,6 +3,17 @@
 # and its ratio to the kernel's overlayfs. Measured, never asserted.
 #
 #   scripts/bench.sh [--size-mb N] [--keep]
+#   scripts/bench.sh --wan [--size-mb N] [--keep]     (lazy loading over an emulated WAN)
+#
+# --wan: lazy mounts against a registry behind scripts/wan_proxy.py (20 ms one-way delay in
+# each direction, 200 Mbit/s shared by all connections; loopback only). The image: generated,
+# deterministic, 2 layers, many files of mixed sizes, mostly incompressible (default 700 MB
+# of file data, > 500 MB compressed), pushed as plain gzip and converted by `imgfs convert`
+# to eStargz and zstd:chunked. For each format it prints (1) `imgfs mount --lazy` + reading
+# one small file vs `skopeo copy` + `umoci unpack` of the gzip image, (2) bytes fetched vs
+# bytes read, (3) mount + reading the whole tree (tar) vs pull + unpack + the same tar over
+# the unpacked tree, and the ratios. Plain gzip has no lazy format: `imgfs mount` then pulls
+# the layers whole and indexes them (pull + index).
 #
 # The image: a multi-layer OCI image the script builds from files of this machine
 # (/usr/lib, /usr/share, /usr/include, ...): 4 layers, gzip, several hundred MB with thousands
@@ -19,13 +30,20 @@ cd "$(dirname "$0")/.."
 repo=$(pwd)
 size_mb=400
 keep=0
+wan=0
+size_set=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --size-mb) size_mb=$2; shift 2 ;;
+    --size-mb) size_mb=$2; size_set=1; shift 2 ;;
     --keep) keep=1; shift ;;
-    *) echo "usage: $0 [--size-mb N] [--keep]" >&2; exit 2 ;;
+    --wan) wan=1; shift ;;
+    *) echo "usage: $0 [--wan] [--size-mb N] [--keep]" >&2; exit 2 ;;
   esac
 done
+if [ "$wan" = 1 ]; then
+  [ "$size_set" = 1 ] || size_mb=700
+  exec scripts/bench-wan.sh "$size_mb" "$keep"
+fi
 
 scripts/setup.sh >/dev/null
 scripts/build.sh plain imgfs >/dev/null
