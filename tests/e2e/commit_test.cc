@@ -293,5 +293,41 @@ TEST(CommitE2eTest, WritableMountCommittedByMountpoint) {
   CheckCommitted(e, "me/live:1", view, options);
 }
 
+TEST(CommitE2eTest, ErrorsAreOneClearLine) {
+  ASSERT_EQ(geteuid(), 0u) << "FUSE mounts need root";
+  Env e;
+  ASSERT_NO_FATAL_FAILURE(Prepare(e));
+  auto one_line = [](const ProcessResult& r) {
+    return r.err.find('\n') == r.err.size() - 1;  // exactly one line
+  };
+  ProcessResult none = Commit(e, "no-such-container", "me/x:1");
+  EXPECT_EQ(none.exit_code, 1) << none.Describe();
+  EXPECT_NE(none.err.find("no container or writable mount named no-such-container"),
+            std::string::npos)
+      << none.err;
+  EXPECT_TRUE(one_line(none)) << none.err;
+
+  ProcessResult format = Commit(e, "whatever", "me/x:1", "bzip2");
+  EXPECT_EQ(format.exit_code, 1) << format.Describe();
+  EXPECT_NE(format.err.find("unknown layer format"), std::string::npos) << format.err;
+
+  const std::string mnt = e.dir.Sub("ro");
+  ASSERT_TRUE(MakeDirs(mnt).ok());
+  UnmountGuard guard{mnt};
+  ProcessResult mount = RunProcess({kImgfs, "mount", e.host + "/demo/base:1", mnt}, e.env);
+  ASSERT_EQ(mount.exit_code, 0) << mount.Describe();
+  ProcessResult ro = Commit(e, mnt, "me/x:1");
+  EXPECT_EQ(ro.exit_code, 1) << ro.Describe();
+  EXPECT_NE(ro.err.find("read-only"), std::string::npos) << ro.err;
+  EXPECT_TRUE(one_line(ro)) << ro.err;
+  ProcessResult umount = RunProcess({kImgfs, "umount", mnt}, e.env);
+  EXPECT_EQ(umount.exit_code, 0) << umount.Describe();
+
+  // Nothing was recorded by the failed commits.
+  ProcessResult images = RunProcess({kImgfs, "images", "-q", e.host + "/me/x"}, e.env);
+  EXPECT_EQ(images.exit_code, 0) << images.Describe();
+  EXPECT_EQ(images.out, "");
+}
+
 }  // namespace
 }  // namespace imgfs::testing
