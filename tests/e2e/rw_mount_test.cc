@@ -356,6 +356,34 @@ TEST_F(RwMountTest, ForegroundMountServesFreshAttributesAndData) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
+// The image's own shell changes its root through the mount; an unprivileged caller (with
+// allow_other) creates files it owns and is refused what the image's modes refuse.
+TEST_F(RwMountTest, ChrootShellAndUnprivilegedCaller) {
+  std::string upper = dir_.Sub("upper");
+  ASSERT_EQ(chmod(dir_.path().c_str(), 0755), 0);  // the caller must reach the mountpoint
+  ProcessResult r = Imgfs({"mount", "--rw", "--upper", upper, "-o", "allow_other", kTiny, Mnt()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  r = RunProcess({"chroot", Mnt(), "/bin/sh", "-c",
+                  "echo hi > /tmp/x && cat /tmp/x && mkdir /root/d && ls /root && rm /etc/passwd "
+                  "&& ls /etc && mv /data /data2 && ls /data2/deep"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "hi\nd\nconf.d\ngroup\nmotd\nos-release\na\n");
+  r = RunProcess({"setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "sh", "-c",
+                  "cd " + Mnt() +
+                      " && echo mine > tmp/user.txt && { echo no > etc/os-release; } 2>/dev/null"
+                      " || echo refused; mkdir root/x 2>/dev/null || echo refused;"
+                      " wc -c < home/user/.profile"});
+  EXPECT_EQ(r.out, "refused\nrefused\n16\n") << r.Describe();
+  struct stat st {};
+  ASSERT_EQ(lstat((upper + "/tmp/user.txt").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 1000u);
+  EXPECT_EQ(st.st_gid, 1000u);
+  ASSERT_EQ(lstat((Mnt() + "/tmp/user.txt").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 1000u);
+  EXPECT_NE(lstat((upper + "/etc/os-release").c_str(), &st), 0) << "a refused write copies nothing";
+  Umount();
+}
+
 // Random operations on the mount and on a plain directory that starts as a copy of the
 // image: same results (errno) and, after each batch, the same tree.
 class RandomOps {
