@@ -355,13 +355,21 @@ KeepSet KeepOf(const Model& model, bool pinned_only) {
   return keep;
 }
 
-bool IsDocument(const Store& store, const std::string& hex, int64_t size) {
-  if (size > kMaxDocumentBytes) return false;
+// Deletion rank of an unreferenced blob: 0 for an image index (names manifests), 1 for a
+// manifest (names a config and layers), 2 for anything else (configs, layers). Deleting in
+// rank order never leaves a document naming a deleted blob. (An image config also has a
+// "config" key, but an object without a digest: it is a leaf.)
+int DeletionRank(const Store& store, const std::string& hex, int64_t size) {
+  if (size > kMaxDocumentBytes) return 2;
   auto bytes = ReadFile(store.root() + "/blobs/sha256/" + hex);
-  if (!bytes.has_value()) return false;
+  if (!bytes.has_value()) return 2;
   json j = json::parse(*bytes, nullptr, false);
-  return !j.is_discarded() && j.is_object() &&
-         (j.contains("layers") || j.contains("manifests") || j.contains("config"));
+  if (j.is_discarded() || !j.is_object()) return 2;
+  if (j.contains("manifests")) return 0;
+  auto config = j.find("config");
+  bool config_descriptor = config != j.end() && config->is_object() && config->contains("digest");
+  if (j.contains("layers") || j.contains("blobs") || config_descriptor) return 1;
+  return 2;
 }
 
 // Unlinks `path`; adds its size to *freed. ENOENT counts as done (a concurrent GC won).
@@ -389,16 +397,15 @@ Status SweepLocked(Store& store, const UsageOptions& options, const Model& model
     return Status::Ok();
   }
   KeepSet keep = KeepOf(model, /*pinned_only=*/false);
-  // 1. Unreferenced manifests and indexes, then the blobs they named.
-  std::vector<std::string> documents;
-  std::vector<std::string> others;
+  // 1. Unreferenced image indexes, then manifests, then the blobs they named.
+  std::vector<std::string> by_rank[3];
   for (const auto& [hex, info] : inv->blobs) {
     if (keep.blobs.count(hex) > 0) continue;
-    (IsDocument(store, hex, info.size) ? documents : others).push_back(hex);
+    by_rank[DeletionRank(store, hex, info.size)].push_back(hex);
   }
   int64_t blobs_deleted = 0;
-  for (const auto* list : {&documents, &others}) {
-    for (const std::string& hex : *list) {
+  for (const auto& list : by_rank) {
+    for (const std::string& hex : list) {
       IMGFS_RETURN_IF_ERROR(Unlink(store.root() + "/blobs/sha256/" + hex, inv->blobs[hex].size,
                                    &report->bytes_freed, &blobs_deleted));
       inv->blobs.erase(hex);

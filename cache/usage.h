@@ -32,8 +32,8 @@
 // never deleted by GC (prune may still evict them: a lazy mount refetches a missing chunk).
 //
 // Crash safety. Deletion never leaves a reference to a missing file behind it: index.json
-// entries go first (atomic rewrite), then unreferenced manifests and image indexes, then the
-// other blobs they named, then indexes of layers no image has, then chunks no remaining index
+// entries go first (atomic rewrite), then unreferenced image indexes, then manifests, then
+// the other blobs they named, then indexes of layers no image has, then chunks no remaining index
 // names. The one intended exception is prune's eviction of lazily mountable layer blobs: the
 // image then looks like one recorded by `pull --lazy` (its manifest names a layer the store
 // does not hold), which lazy mounts serve from the registry and `imgfs pull` completes.

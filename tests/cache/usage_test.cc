@@ -455,6 +455,12 @@ TEST_F(UsageTest, GcKilledAtRandomPointsLeavesAWorkingStore) {
         std::ofstream(chunk) << junk;
       }
     }
+    // And whole unreferenced images, whose manifests must go before the blobs they name.
+    for (int i = 0; i < 8; ++i) {
+      std::string tag = std::to_string(iteration) + "/" + std::to_string(i);
+      MakeImage(*store_, {"garbage layer " + tag, "second garbage layer " + tag}, "2024-01-01",
+                tag);
+    }
     pid_t pid = ::fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
@@ -488,6 +494,19 @@ TEST_F(UsageTest, GcKilledAtRandomPointsLeavesAWorkingStore) {
     auto data = prepared->filesystem->Read(os->st_ino, 0, 4096);
     ASSERT_TRUE(data.has_value()) << data.error().ToString();
     EXPECT_NE(data->find("ID=tiny"), std::string::npos);
+    // No manifest left in the store names a missing blob.
+    for (const auto& e : std::filesystem::directory_iterator(Root() + "/blobs/sha256")) {
+      auto bytes = ReadFile(e.path().string());
+      if (!bytes.has_value()) continue;
+      auto m = nlohmann::json::parse(*bytes, nullptr, false);
+      if (m.is_discarded() || !m.is_object() || !m.contains("layers")) continue;
+      EXPECT_TRUE(store_->HasBlob(D(m["config"]["digest"].get<std::string>())))
+          << "manifest " << e.path() << " names a deleted config";
+      for (const auto& l : m["layers"]) {
+        EXPECT_TRUE(store_->HasBlob(D(l["digest"].get<std::string>())))
+            << "manifest " << e.path() << " names a deleted layer";
+      }
+    }
     // Nothing dangles: every index and chunk file is whole (a scan reads them all).
     StoreUsage u = Scan();
     ASSERT_EQ(u.images.size(), 1u);
