@@ -281,6 +281,7 @@ Result<std::vector<Item>> EstargzOrder(std::vector<Item> items,
   for (const Item& item : items) {
     if (item.entry.type == TarEntryType::kRegular && wanted.count(item.entry.name) > 0) {
       front_names.insert(item.entry.name);
+      front_names.insert("");  // the root directory entry, when the tar has one
       for (size_t pos = item.entry.name.find('/'); pos != std::string::npos;
            pos = item.entry.name.find('/', pos + 1)) {
         front_names.insert(item.entry.name.substr(0, pos));

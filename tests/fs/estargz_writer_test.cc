@@ -181,8 +181,8 @@ TEST(EstargzWriter, PrioritizedFilesComeFirstBeforeThePrefetchLandmark) {
   EXPECT_TRUE(b.layer.prioritized);
   auto items = testing::ReadTarItems(Gunzip(b.bytes));
   std::vector<std::string> names;
-  for (size_t i = 0; i < 5 && i < items.size(); ++i) names.push_back(items[i].entry.name);
-  EXPECT_EQ(names, (std::vector<std::string>{"etc", "etc/one", "data", "data/xattr.txt",
+  for (size_t i = 0; i < 6 && i < items.size(); ++i) names.push_back(items[i].entry.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"", "etc", "etc/one", "data", "data/xattr.txt",
                                              std::string(kEstargzPrefetchLandmark)}));
   // Still the same files and bytes.
   testing::OneBlobSource source(b.bytes);
