@@ -1078,9 +1078,21 @@ struct ExecPlan {
   ::_exit(WaitForwarding(pid, set, /*reap_all=*/true));
 }
 
+// The signals imgfs run handles itself (blocked from the container's creation on, so that a
+// SIGTERM during the setup still tears everything down): those forwarded, and SIGCHLD.
+sigset_t RunSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : kForwardedSignals) sigaddset(&set, s);
+  sigaddset(&set, SIGCHLD);
+  return set;
+}
+
 // Forks the command (step 7) in a PID namespace of its own and waits for it while
-// forwarding signals (step 8). Returns the exit status to report.
+// forwarding signals (step 8); RunSignals() are blocked by the caller. Returns the exit
+// status to report.
 int RunCommand(const std::string& rootfs, const ProcessSpec& spec, const ExecUser& user) {
+  const sigset_t set = RunSignals();
   ExecPlan plan;
   plan.rootfs = rootfs;
   plan.file = spec.argv[0];
@@ -1109,12 +1121,12 @@ int RunCommand(const std::string& rootfs, const ProcessSpec& spec, const ExecUse
   UniqueFd err_read(err_pipe[0]);
   UniqueFd err_write(err_pipe[1]);
 
-  sigset_t set;
-  sigemptyset(&set);
-  for (int s : kForwardedSignals) sigaddset(&set, s);
-  sigaddset(&set, SIGCHLD);
-  sigset_t old_mask;
-  ::sigprocmask(SIG_BLOCK, &set, &old_mask);
+  // A signal that arrived while the run was being set up ends it before the command starts.
+  timespec no_wait{};
+  sigset_t stop_set;
+  sigemptyset(&stop_set);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) sigaddset(&stop_set, s);
+  if (int sig = ::sigtimedwait(&stop_set, nullptr, &no_wait); sig > 0) return 128 + sig;
 
   std::cout.flush();
   std::cerr.flush();
@@ -1125,7 +1137,6 @@ int RunCommand(const std::string& rootfs, const ProcessSpec& spec, const ExecUse
       ::syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, nullptr, nullptr, nullptr, nullptr));
   if (pid < 0) {
     int err = errno;
-    ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
     std::cerr << "imgfs: clone (new PID namespace): " << ErrnoText(err) << std::endl;
     return kExitRunError;
   }
@@ -1143,7 +1154,6 @@ int RunCommand(const std::string& rootfs, const ProcessSpec& spec, const ExecUse
     failure.append(buf, static_cast<size_t>(n));
   }
   int exit_code = WaitForwarding(pid, set, /*reap_all=*/false);
-  ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
   if (!failure.empty()) {
     size_t tab = failure.find('\t');
     std::cerr << "imgfs: " << (tab == std::string::npos ? failure : failure.substr(tab + 1))
@@ -1404,8 +1414,16 @@ int RunRun(CommandContext& ctx) {
   info.reference = reference;
   info.command = spec->argv;
   info.auto_remove = req.name.empty() || req.remove;
+  // From here on a SIGTERM or Ctrl-C waits until the command could receive it (or, during
+  // the setup, ends the run before it starts), so everything is torn down in order.
+  const sigset_t run_signals = RunSignals();
+  sigset_t old_mask;
+  ::sigprocmask(SIG_BLOCK, &run_signals, &old_mask);
   Result<cache::ContainerInfo> created = cache::CreateContainer(store, info);
-  if (!created.has_value()) return RunFail(created.error());
+  if (!created.has_value()) {
+    ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+    return RunFail(created.error());
+  }
   info = *created;
 
   int status = kExitRunError;
@@ -1440,6 +1458,11 @@ int RunRun(CommandContext& ctx) {
                           << removed.error().ToString();
     }
   }
+  // Signals that came after the command ended are dropped: the status is the command's.
+  timespec no_wait{};
+  while (::sigtimedwait(&run_signals, nullptr, &no_wait) > 0) {
+  }
+  ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
   return status;
 }
 
