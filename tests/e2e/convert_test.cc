@@ -235,6 +235,40 @@ TEST_P(ConvertTest, BadArgumentsAreUsageErrors) {
   EXPECT_EQ(r.exit_code, 1) << r.Describe();
 }
 
+// SRC from a registry, recorded by `imgfs pull --lazy` without its layers: convert completes
+// the pull first, then converts.
+TEST(ConvertSourceTest, LazilyPulledRegistrySourceIsCompletedThenConverted) {
+  ASSERT_EQ(geteuid(), 0u) << "e2e tests run as root";
+  TempDir dir;
+  auto reg = RegistryServer::Start();
+  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+  ASSERT_TRUE((*reg)->PushOciLayout(kFixtures + "/tiny-gzip", "latest", "demo/src:1").ok());
+  const std::string ref = (*reg)->host_port() + "/demo/src:1";
+  auto imgfs = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), kImgfs);
+    return RunProcess(args, {"IMGFS_ROOT=" + dir.Sub("store")}, {}, 120);
+  };
+  ProcessResult r = imgfs({"pull", "--lazy", ref});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  size_t blobs_before = ListFilesRecursive(dir.Sub("store/blobs/sha256")).size();
+  EXPECT_EQ(blobs_before, 2u);  // manifest and config only
+  r = imgfs({"convert", "--format", "zstd:chunked", ref, "localhost/converted:zc"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  // The 3 source layers were fetched, and 3 layers, a config and a manifest were added.
+  EXPECT_EQ(ListFilesRecursive(dir.Sub("store/blobs/sha256")).size(), blobs_before + 3 + 5);
+  r = imgfs({"inspect", "localhost/converted:zc"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(r.out.find("application/vnd.oci.image.layer.v1.tar+zstd"), std::string::npos) << r.out;
+  // It mounts from the store (not lazily) and shows the source's files.
+  ASSERT_TRUE(MakeDirs(dir.Sub("mnt")).ok());
+  r = imgfs({"mount", "localhost/converted:zc", dir.Sub("mnt")});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(dir.Sub("mnt/data/random.bin"))).hex(), kRandomSha);
+  r = imgfs({"umount", dir.Sub("mnt")});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  if (IsMounted(dir.Sub("mnt"))) RunProcess({"umount", "-l", dir.Sub("mnt")});
+}
+
 // `imgfs index push`: the plain gzip image's layer indexes are published beside it and found
 // again through the referrers tag; publishing twice keeps one imgfs entry.
 TEST(IndexCommandTest, PushPublishesTheStoreIndexesFoundThroughTheReferrersTag) {
