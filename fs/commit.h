@@ -34,9 +34,10 @@
 // Live mounts: commit reads the upper while the mount may still be in use. It first calls
 // syncfs(2) on the mountpoint and on the upper, so everything written before the commit
 // started is read; a file written *during* the commit may be captured half old, half new
-// (a torn file) — a file whose size changes while it is read is detected and the commit fails
-// ("changed while it was being committed"). Stop writers (or unmount) for a consistent
-// snapshot, as with `docker commit --pause=false`.
+// (a torn file). A file that shrinks while it is read is detected and fails the commit
+// ("changed while it was being committed"); one that grows is cut at the size it had when
+// the walk reached it. Stop writers (or unmount) for a consistent snapshot, as with
+// `docker commit --pause=false`.
 //
 // Thread-safety: stateless functions; the store coordinates concurrent processes.
 #ifndef IMGFS_FS_COMMIT_H_
