@@ -276,6 +276,33 @@ TEST_P(RunTest, VolumesReadWriteAndReadOnly) {
   EXPECT_EQ(ReadAll(ro + "/keep.txt"), "keep\n");
 }
 
+// A volume target that is a symlink in the image is resolved inside the image: an absolute
+// link (or one with "..") cannot point the bind mount at a host directory.
+TEST_P(RunTest, VolumeTargetsResolveSymlinksInsideTheImage) {
+  std::string outside = dir_.Sub("outside");  // a host path the image's links point at
+  Result<TestLayer> layer = BusyboxLayer(
+      kApplets, {{"srv", "", TestFile::Kind::kDir, 0755},
+                 {"srv/abs", outside, TestFile::Kind::kSymlink},
+                 {"srv/rel", "../../../../../../../../.." + outside, TestFile::Kind::kSymlink}});
+  ASSERT_TRUE(layer.has_value()) << layer.error().ToString();
+  ImageBuilder builder(dir_.Sub("runimg"));
+  TestImageSpec spec;
+  spec.layers = {*layer};
+  ASSERT_TRUE(builder.Add(spec, "links").has_value());
+  ProcessResult r = Imgfs({"pull", "oci:" + builder.dir() + ":links"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  std::string vol = dir_.Sub("vol");
+  ASSERT_TRUE(MakeDirs(vol).ok());
+  r = Imgfs(
+      {"run", "-v", vol + ":/srv/abs/a", "-v", vol + ":/srv/rel/b", "localhost/runimg:links", "sh",
+       "-c",
+       "echo one > /srv/abs/a/one; cat /srv/rel/b/one; test -d " + outside + "/a && echo inside"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "one\ninside\n");
+  EXPECT_EQ(ReadAll(vol + "/one"), "one\n");
+  EXPECT_FALSE(std::filesystem::exists(outside)) << "a mount target was created on the host";
+}
+
 TEST_P(RunTest, ProcDevSysAndHostResolvConf) {
   ProcessResult r = Imgfs(
       {"run", kPlain, "sh", "-c",
