@@ -279,8 +279,9 @@ Status LazyLayerReader::GetChunks(const FileEntry& entry, const std::vector<uint
   if (!demand.ids.empty() && options_.widen_bytes > 0 && first != kNoPos) {
     std::vector<uint32_t> candidates;
     uint64_t scanned = 0;
-    for (uint32_t pos = last + 1; pos < order_.size() && scanned < options_.widen_bytes; ++pos) {
+    for (uint32_t pos = last + 1; pos < order_.size(); ++pos) {
       scanned += index_->chunks[order_[pos]].blob_length;
+      if (scanned > options_.widen_bytes) break;  // never a big neighbour for a small read
       if (!KnownPresent(order_[pos])) candidates.push_back(order_[pos]);
     }
     std::lock_guard<std::mutex> lock(mu_);
@@ -351,6 +352,7 @@ void LazyLayerReader::PlanReadAhead(uint32_t first, uint32_t last, std::vector<T
       window_bytes_ = options_.readahead_min_bytes;
       at_cap_bytes_ = 0;
       full_windows_ = 0;
+      ahead_end_ = last + 1;  // a seek: what read-ahead fetched before no longer counts
     }
     if (!sequential || last > last_pos_) last_pos_ = last;
     have_last_ = true;
@@ -365,12 +367,16 @@ void LazyLayerReader::PlanReadAhead(uint32_t first, uint32_t last, std::vector<T
         start_stream = true;
       }
     }
-    if (options_.readahead && !stream_running_.load() && !start_stream) {
-      scan_from = std::max(last + 1, sequential ? ahead_end_ : last + 1);
+    // Read-ahead only for sequential reads: a first or random read fetches what it needs
+    // (and its widened neighbourhood), nothing more.
+    if (options_.readahead && sequential && !stream_running_.load() && !start_stream) {
+      scan_from = std::max(last + 1, ahead_end_);
       uint64_t budget = 0;
       uint32_t pos = last + 1;
-      while (pos < order_.size() && budget < window_bytes_) {
-        budget += index_->chunks[order_[pos]].blob_length;
+      while (pos < order_.size()) {
+        const uint64_t len = index_->chunks[order_[pos]].blob_length;
+        if (pos > last + 1 && budget + len > window_bytes_) break;
+        budget += len;
         ++pos;
       }
       scan_to = pos;
