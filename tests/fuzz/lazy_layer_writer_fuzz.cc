@@ -103,24 +103,35 @@ void Check(std::string_view tar, const std::vector<File>& files, fs::LazyFormat 
   if (layer.descriptor.size != static_cast<int64_t>(blob.size())) std::abort();
   Blob source(blob);
   Result<fs::LayerIndex> index = Status::Internal("unset");
+  const auto& notes = layer.descriptor.annotations;
   if (format == fs::LazyFormat::kEstargz) {
-    auto footer = fs::ParseEstargzFooter(
-        std::string_view(blob).substr(blob.size() - fs::kEstargzFooterBytes));
+    // The footer names the TOC, whose JSON hashes to the toc.digest annotation.
+    std::string_view bytes = blob;
+    auto footer = fs::ParseEstargzFooter(bytes.substr(bytes.size() - fs::kEstargzFooterBytes));
     if (!footer.has_value() || footer->toc_offset != layer.toc_offset) std::abort();
-    index = fs::LoadEstargzIndex(source, layer.descriptor, false);
-  } else {
-    index = fs::LoadZstdChunkedIndex(source, layer.descriptor, false);
-  }
-  if (!index.has_value()) {
-    // The TOC must be found and verified; only the TOC → index step may refuse names or
-    // entries the tar reader let through.
-    if (index.error().message().find("digest") != std::string::npos ||
-        index.error().message().find("checksum") != std::string::npos ||
-        index.error().message().find("footer") != std::string::npos) {
+    auto json = fs::ExtractEstargzTocJson(bytes.substr(
+        footer->toc_offset, bytes.size() - fs::kEstargzFooterBytes - footer->toc_offset));
+    if (!json.has_value()) std::abort();
+    auto want = notes.find(std::string(fs::kEstargzTocDigestAnnotation));
+    if (want == notes.end() || want->second != registry::Digest::Sha256Of(*json).String()) {
       std::abort();
     }
-    return;
+    index = fs::LoadEstargzIndex(source, layer.descriptor, false);
+  } else {
+    // The position annotation names the compressed TOC, which hashes to the checksum
+    // annotation and decompresses to the announced length.
+    auto position = notes.find(std::string(fs::kZstdChunkedPositionAnnotation));
+    if (position == notes.end()) std::abort();
+    auto pos = fs::ParseZstdChunkedPosition(position->second);
+    if (!pos.has_value() || pos->offset + pos->compressed_length > blob.size()) std::abort();
+    std::string_view toc = std::string_view(blob).substr(pos->offset, pos->compressed_length);
+    auto sum = notes.find(std::string(fs::kZstdChunkedChecksumAnnotation));
+    if (sum == notes.end() || sum->second != registry::Digest::Sha256Of(toc).String()) std::abort();
+    if (!fs::DecompressZstdChunkedToc(toc, pos->uncompressed_length).has_value()) std::abort();
+    index = fs::LoadZstdChunkedIndex(source, layer.descriptor, false);
   }
+  // The TOC → index step may refuse names or entries the tar reader let through.
+  if (!index.has_value()) return;
   size_t next = 0;
   for (const fs::FileEntry& e : index->entries) {
     if (e.type != fs::EntryType::kRegular) continue;
