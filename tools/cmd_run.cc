@@ -827,12 +827,14 @@ class RunSession {
                                                            {"/etc/resolv.conf", false},
                                                            {"/etc/hosts", false}};
     for (const auto& [path, dir] : kPoints) {
-      std::string in_root = rootfs() + path;
+      IMGFS_ASSIGN_OR_RETURN(std::string in_root, ResolveInRoot(rootfs(), path));
       struct stat st {};
-      if (::lstat(in_root.c_str(), &st) == 0) continue;  // the image has it (or a symlink)
-      // Entries of the upper this creates: the path and any parent not copied up yet.
+      if (::lstat(in_root.c_str(), &st) == 0) continue;  // the image has it
+      // Entries of the upper this creates: the path and any parent not copied up yet (when
+      // the path went through a symlink of the image, what it creates stays).
       std::string rel = path;
-      for (size_t pos = rel.size(); pos != std::string::npos && pos > 0;
+      for (size_t pos = rel.size();
+           in_root == rootfs() + path && pos != std::string::npos && pos > 0;
            pos = rel.rfind('/', pos - 1)) {
         std::string prefix = rel.substr(0, pos);
         if (::lstat((upper() + prefix).c_str(), &st) != 0) created_in_upper_.push_back(prefix);
@@ -867,12 +869,16 @@ class RunSession {
 
   Status MountSystem() {
     const std::string root = rootfs();
-    // /proc is mounted by the command's init, inside its PID namespace (RunInit).
-    if (!Mount("sysfs", root + "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-             .ok()) {
-      IMGFS_RETURN_IF_ERROR(Bind("/sys", root + "/sys", true));
+    // Targets are resolved inside the image (its /sys may be a symlink). /proc is mounted by
+    // the command's init, inside its PID namespace (RunInit).
+    IMGFS_ASSIGN_OR_RETURN(std::string sys, ResolveInRoot(root, "/sys"));
+    IMGFS_RETURN_IF_ERROR(MakeDirs(sys));
+    if (!Mount("sysfs", sys, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC).ok()) {
+      IMGFS_RETURN_IF_ERROR(Bind("/sys", sys, true));
     }
-    IMGFS_RETURN_IF_ERROR(MountDev(root + "/dev"));
+    IMGFS_ASSIGN_OR_RETURN(std::string dev, ResolveInRoot(root, "/dev"));
+    IMGFS_RETURN_IF_ERROR(MakeDirs(dev));
+    IMGFS_RETURN_IF_ERROR(MountDev(dev));
     for (const char* f : {"/etc/resolv.conf", "/etc/hosts"}) {
       struct stat st {};
       if (::stat(f, &st) != 0 || !S_ISREG(st.st_mode)) continue;
@@ -999,6 +1005,7 @@ int WaitForwarding(pid_t child, const sigset_t& set, bool reap_all) {
 // only make system calls and write an error line).
 struct ExecPlan {
   std::string rootfs;
+  std::string proc;  // the image's /proc, resolved inside the rootfs
   std::string file;
   std::vector<std::string> candidates;  // paths to try, in PATH order
   std::vector<std::string> argv_storage;
@@ -1055,7 +1062,7 @@ struct ExecPlan {
 // command's status. When it exits, the kernel kills every process left in the namespace.
 [[noreturn]] void RunInit(const ExecPlan& plan, UniqueFd err_write, const sigset_t& set) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  std::string proc = plan.rootfs + "/proc";
+  const std::string& proc = plan.proc;
   if (!Mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC).ok() &&
       !Bind("/proc", proc, false).ok()) {
     std::string line = std::to_string(kExitRunError) + "\tmounting /proc: " + ErrnoText(errno);
@@ -1095,6 +1102,13 @@ int RunCommand(const std::string& rootfs, const ProcessSpec& spec, const ExecUse
   const sigset_t set = RunSignals();
   ExecPlan plan;
   plan.rootfs = rootfs;
+  Result<std::string> proc = ResolveInRoot(rootfs, "/proc");
+  Status made = proc.has_value() ? MakeDirs(*proc) : proc.error();
+  if (!made.ok()) {
+    std::cerr << "imgfs: /proc: " << made.ToString() << std::endl;
+    return kExitRunError;
+  }
+  plan.proc = *proc;
   plan.file = spec.argv[0];
   if (plan.file.find('/') != std::string::npos) {
     plan.candidates.push_back(plan.file);
