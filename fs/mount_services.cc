@@ -298,6 +298,7 @@ class Services : public MountServices {
   std::string socket_path_;
   std::thread control_;
   std::thread cap_;
+  // Leaf lock: guards only stopping_, never held across I/O or a prune.
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;  // guarded by mu_
