@@ -374,9 +374,17 @@ int WritableFs::ResolvePath(const std::string& path, State* out) const {
 uint64_t WritableFs::UpperIno(ino_t upper_ino, uint32_t origin) {
   auto it = upper_inos_.find(upper_ino);
   if (it != upper_inos_.end()) return it->second;
-  uint64_t v = origin != 0 ? origin : next_st_ino_++;
+  uint64_t v = origin != 0 && claimed_inos_.count(origin) == 0 ? origin : next_st_ino_++;
   upper_inos_.emplace(upper_ino, v);
+  claimed_inos_.emplace(v, upper_ino);
   return v;
+}
+
+void WritableFs::ForgetUpperIno(ino_t upper_ino) {
+  auto it = upper_inos_.find(upper_ino);
+  if (it == upper_inos_.end()) return;
+  claimed_inos_.erase(it->second);
+  upper_inos_.erase(it);
 }
 
 int WritableFs::StatState(const State& state, const std::string& path, struct stat* out) {
@@ -643,7 +651,8 @@ int WritableFs::CopyUpPath(const std::string& path, const State& state, bool wit
   }
   struct stat ust {};
   if (fstatat(upper_fd_.get(), path.c_str(), &ust, AT_SYMLINK_NOFOLLOW) == 0) {
-    upper_inos_[ust.st_ino] = state.origin != 0 ? state.origin : state.lower;
+    ForgetUpperIno(ust.st_ino);  // a fresh inode; its number may have been used before
+    UpperIno(ust.st_ino, state.origin != 0 ? state.origin : state.lower);
   }
   if (Node* n = FindNode(path); n != nullptr) n->state.upper = true;
   const fs::Node* ln = table_.Get(state.lower);
@@ -762,7 +771,8 @@ int WritableFs::CopyMergedTree(const State& state, const std::string& src_path,
       if (r == 0 && S_ISREG(child.type)) copied->emplace(child.lower, child_dst);
       struct stat ust {};
       if (r == 0 && fstatat(work_fd_.get(), child_dst.c_str(), &ust, AT_SYMLINK_NOFOLLOW) == 0) {
-        upper_inos_[ust.st_ino] = child.origin;
+        ForgetUpperIno(ust.st_ino);
+        UpperIno(ust.st_ino, child.origin);
       }
     }
     if (r != 0) return r;
@@ -1092,7 +1102,7 @@ int WritableFs::Unlink(uint64_t parent, std::string_view name) {
       return r;
     }
     if (ust.st_nlink <= 1 && (node == nullptr || !node->orphan.IsValid())) {
-      upper_inos_.erase(ust.st_ino);
+      ForgetUpperIno(ust.st_ino);
     }
   } else {
     if (node != nullptr) StatNode(node, &node->last);

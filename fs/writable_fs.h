@@ -187,6 +187,7 @@ class WritableFs {
   int StatNode(Node* node, struct stat* out);
   bool Cacheable(const Node* node) const;
   uint64_t UpperIno(ino_t upper_ino, uint32_t origin);
+  void ForgetUpperIno(ino_t upper_ino);
   int MakeEntry(Node* parent, std::string_view name, const State& state, Entry* out);
   int Merged(const State& state, const std::string& path, std::vector<MergedDirEntry>* out);
   std::string TempName();
@@ -225,7 +226,11 @@ class WritableFs {
   mutable std::mutex mu_;
   std::unordered_map<uint64_t, std::unique_ptr<Node>> nodes_;
   uint64_t next_id_ = 2;
+  // st_ino of upper inodes, and which upper inode holds each number (a number is never
+  // given to two upper inodes: a file that replaced an image file of the same name does not
+  // get the image file's number if the image file's copy has it).
   std::unordered_map<ino_t, uint64_t> upper_inos_;
+  std::unordered_map<uint64_t, ino_t> claimed_inos_;
   uint64_t next_st_ino_ = 0;
   uint64_t temp_counter_ = 0;
   // Lower inodes with more than one name: their names (parent lower dir, name), built once.

@@ -69,7 +69,7 @@ void ForgetRecentTimes(Tree* tree, time_t since) {
 
 std::string FirstDiffs(const std::vector<std::string>& diffs) {
   std::string out;
-  for (size_t i = 0; i < diffs.size() && i < 8; ++i) out += "\n  " + diffs[i];
+  for (size_t i = 0; i < diffs.size() && i < 30; ++i) out += "\n  " + diffs[i];
   return out;
 }
 
