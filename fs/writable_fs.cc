@@ -117,6 +117,7 @@ struct WritableFs::Handle {
   bool writable = false;
   std::mutex mu;
   UniqueFd fd;
+  uint64_t copy_ups_seen = 0;  // WritableFs::copy_ups_ when last checked (guarded by mu)
 };
 
 WritableFs::WritableFs(const ImageFilesystem* lower, std::string upper_path, std::string work_path)
@@ -654,7 +655,10 @@ int WritableFs::CopyUpPath(const std::string& path, const State& state, bool wit
     ForgetUpperIno(ust.st_ino);  // a fresh inode; its number may have been used before
     UpperIno(ust.st_ino, state.origin != 0 ? state.origin : state.lower);
   }
-  if (Node* n = FindNode(path); n != nullptr) n->state.upper = true;
+  if (Node* n = FindNode(path); n != nullptr) {
+    n->state.upper = true;
+    copy_ups_.fetch_add(1, std::memory_order_release);
+  }
   const fs::Node* ln = table_.Get(state.lower);
   if (S_ISREG(state.type) && ln != nullptr && ln->nlink > 1) return LinkGroup(path, state.lower);
   return 0;
@@ -711,7 +715,10 @@ int WritableFs::LinkGroup(const std::string& path, uint32_t lower_ino) {
       struct timespec times[2] = {pst.st_atim, pst.st_mtim};
       utimensat(upper_fd_.get(), parent.c_str(), times, AT_SYMLINK_NOFOLLOW);
     }
-    if (Node* n = FindNode(other); n != nullptr) n->state.upper = true;
+    if (Node* n = FindNode(other); n != nullptr) {
+      n->state.upper = true;
+      copy_ups_.fetch_add(1, std::memory_order_release);
+    }
   }
   return 0;
 }
@@ -1317,6 +1324,7 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
       snode->state.lower = 0;
       if (s.lower != 0) MarkSubtreeUpper(snode);
     }
+    copy_ups_.fetch_add(1, std::memory_order_release);
     MaybeErase(p1);
   }
   return 0;
@@ -1389,6 +1397,7 @@ int WritableFs::Open(uint64_t id, int flags, uint64_t* fh, bool* cacheable) {
       if (!handle->fd.IsValid()) return Errno();
     } else {
       handle->lower = node->state.lower;
+      handle->copy_ups_seen = copy_ups_.load(std::memory_order_acquire);
     }
     *cacheable = Cacheable(node);
   }
@@ -1438,12 +1447,16 @@ int WritableFs::Read(uint64_t fh, uint64_t offset, size_t size, std::string* out
   if (h == nullptr) return EBADF;
   int fd = -1;
   uint32_t lower = 0;
+  bool check_upper = false;
   {
     std::lock_guard<std::mutex> hl(h->mu);
     fd = h->fd.get();
     lower = h->lower;
+    uint64_t now = copy_ups_.load(std::memory_order_acquire);
+    check_upper = fd < 0 && now != h->copy_ups_seen;
+    h->copy_ups_seen = now;
   }
-  if (fd < 0) {
+  if (check_upper) {
     // Opened while the file was in the lower: once it has been copied up (through another
     // handle), read the copy, which may have changed.
     UniqueFd opened;

@@ -38,6 +38,7 @@
 #include <sys/statvfs.h>
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -233,6 +234,10 @@ class WritableFs {
   std::unordered_map<uint64_t, ino_t> claimed_inos_;
   uint64_t next_st_ino_ = 0;
   uint64_t temp_counter_ = 0;
+  // Counts the times a name known to the kernel moved from the lower to the upper: a read
+  // handle opened on a lower file looks for an upper copy only when it changed (lock-free
+  // reads of unchanged image files).
+  std::atomic<uint64_t> copy_ups_{0};
   // Lower inodes with more than one name: their names (parent lower dir, name), built once.
   std::unordered_map<uint32_t, std::vector<std::pair<uint32_t, std::string>>> lower_links_;
   bool lower_links_built_ = false;
