@@ -65,6 +65,8 @@ LazyLayerReader::LazyLayerReader(std::shared_ptr<registry::BlobSource> source,
   chunks_end_ = end;
   present_ = std::make_unique<std::atomic<bool>[]>(order_.size());
   window_bytes_ = options_.readahead_min_bytes;
+  bytes_fetched_ = options_.toc_bytes;
+  requests_ = options_.toc_requests;
   remote_ = dynamic_cast<registry::RemoteSource*>(source_.get());
 }
 

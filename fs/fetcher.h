@@ -105,6 +105,10 @@ class LazyLayerReader : public FileDataSource {
     bool streaming = true;
     double stream_after_fraction = 0.5;
     int stream_after_full_windows = 2;
+    // What the mount fetched for this layer's TOC (bytes, requests): counted in Stats() so
+    // `imgfs stats` shows everything the layer cost. 0 when the index came from the store.
+    uint64_t toc_bytes = 0;
+    uint64_t toc_requests = 0;
   };
 
   // `index` must be an eStargz or zstd:chunked index (chunks with blob ranges). `source`

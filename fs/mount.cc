@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <string>
 #include <utility>
@@ -192,7 +193,18 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
         if (!index.has_value()) return decorate(index.error());
         if (built) ++out.indexes_built;
         auto shared = std::make_shared<const LayerIndex>(std::move(index).value());
-        auto reader = std::make_unique<LazyLayerReader>(source, shared, chunk_store, lazy_options);
+        LazyLayerReader::Options layer_options = lazy_options;
+        if (built) {
+          // The TOC (and footer) sit after the last chunk; the mount read them in two requests.
+          uint64_t chunks_end = 0;
+          for (const Chunk& c : shared->chunks) {
+            chunks_end = std::max(chunks_end, c.blob_offset + c.blob_length);
+          }
+          const uint64_t blob_size = desc.size > 0 ? static_cast<uint64_t>(desc.size) : 0;
+          layer_options.toc_bytes = blob_size > chunks_end ? blob_size - chunks_end : 0;
+          layer_options.toc_requests = 2;
+        }
+        auto reader = std::make_unique<LazyLayerReader>(source, shared, chunk_store, layer_options);
         prefetch.emplace_back(reader.get(), landmark);
         layers.push_back(MountedLayer{shared, std::move(reader)});
         ++out.lazy_layers;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -172,6 +173,117 @@ INSTANTIATE_TEST_SUITE_P(Formats, LazyMountTest,
                          [](const auto& param_info) {
                            return param_info.param == "tiny-estargz" ? "Estargz" : "ZstdChunked";
                          });
+
+// Byte accounting on a big image: a ≥ 200 MB eStargz layer (written by `imgfs convert` from
+// a generated gzip image), mounted lazily through a counting proxy. Reading one small file
+// fetches under 1 MB besides the TOC; a second image sharing files with the first is served
+// those files from the chunk store (stored and fetched once).
+class BigLazyImageTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is needed for mount tests";
+    ASSERT_EQ(geteuid(), 0u) << "mount tests run as root";
+    ASSERT_TRUE(MakeDirs(dir_.Sub("mnt-a")).ok());
+    ASSERT_TRUE(MakeDirs(dir_.Sub("mnt-b")).ok());
+  }
+  void TearDown() override {
+    for (const char* m : {"mnt-a", "mnt-b"}) {
+      if (IsMounted(dir_.Sub(m))) RunProcess({"umount", "-l", dir_.Sub(m)});
+    }
+  }
+  ProcessResult Imgfs(const std::string& root, std::vector<std::string> args) {
+    args.insert(args.begin(), kImgfs);
+    return RunProcess(args, {"IMGFS_ROOT=" + root}, {}, 120);
+  }
+  TempDir dir_;
+};
+
+// Incompressible, deterministic bytes (xorshift64).
+std::string RandomBytes(size_t n, uint64_t seed) {
+  std::string out(n, '\0');
+  uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+  for (size_t i = 0; i + 8 <= n; i += 8) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    std::memcpy(out.data() + i, &x, 8);
+  }
+  return out;
+}
+
+TEST_F(BigLazyImageTest, SmallFileOfA200MbLayerFetchesUnder1MbAndSharedFilesAreFetchedOnce) {
+  constexpr int kBigFiles = 25;  // × 8 MiB = 200 MiB of incompressible data
+  TestLayer big;
+  big.files.push_back({"etc", "", TestFile::Kind::kDir, 0755});
+  big.files.push_back({"etc/small.conf", "setting = 42\n"});
+  big.files.push_back({"shared", "", TestFile::Kind::kDir, 0755});
+  for (int i = 0; i < kBigFiles; ++i) {
+    big.files.push_back(
+        {"shared/big" + std::to_string(10 + i) + ".bin", RandomBytes(8u << 20, 1000 + i)});
+  }
+  const std::string shared_sha = registry::Digest::Sha256Of(big.files[3].content).hex();
+  TestLayer small;  // image B: one of the big files (last in its blob) and its own file
+  small.files.push_back({"etc", "", TestFile::Kind::kDir, 0755});
+  small.files.push_back({"etc/b.txt", "image b\n"});
+  small.files.push_back({"shared", "", TestFile::Kind::kDir, 0755});
+  small.files.push_back(big.files[3]);
+  {
+    ImageBuilder builder(dir_.Sub("layout"));
+    TestImageSpec a;
+    a.layers.push_back(std::move(big));
+    ASSERT_TRUE(builder.Add(a, "a").has_value());
+    TestImageSpec b;
+    b.layers.push_back(std::move(small));
+    ASSERT_TRUE(builder.Add(b, "b").has_value());
+  }
+  auto reg = RegistryServer::Start();
+  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+  const std::string convert_root = dir_.Sub("convert-store");
+  for (const char* tag : {"a", "b"}) {
+    ProcessResult c =
+        Imgfs(convert_root,
+              {"convert", "-q", "--format", "estargz", "oci:" + dir_.Sub("layout") + ":" + tag,
+               "docker://" + (*reg)->host_port() + "/big/" + tag + ":1"});
+    ASSERT_EQ(c.exit_code, 0) << c.Describe();
+  }
+  std::filesystem::remove_all(convert_root);
+  std::filesystem::remove_all(dir_.Sub("layout"));
+
+  auto stats = std::make_shared<ProxyStats>();
+  HttpTestServer proxy(ProxyHandler((*reg)->url(), stats));
+  const std::string root = dir_.Sub("store");
+  ProcessResult r = Imgfs(root, {"mount", "--lazy", "--prefetch", "none",
+                                 proxy.host_port() + "/big/a:1", dir_.Sub("mnt-a")});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  const uint64_t after_mount = stats->blob_bytes.load();
+  EXPECT_EQ(ReadAll(dir_.Sub("mnt-a") + "/etc/small.conf"), "setting = 42\n");
+  const uint64_t small_cost = stats->blob_bytes.load() - after_mount;
+  EXPECT_LT(small_cost, 1u << 20) << "one small file of a 200 MB layer";
+  EXPECT_LT(after_mount, 1u << 20) << "the mount fetched more than the TOC";
+
+  // A shared file read through image A ...
+  EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(dir_.Sub("mnt-a") + "/shared/big10.bin")).hex(),
+            shared_sha);
+  const size_t chunk_files = ListFilesRecursive(root + "/chunks").size();
+  EXPECT_GE(chunk_files, 2u);  // 8 MiB in 4 MiB chunks
+
+  // ... is not fetched again through image B (another layer blob, same chunk digests).
+  r = Imgfs(root, {"mount", "--lazy", "--prefetch", "none", proxy.host_port() + "/big/b:1",
+                   dir_.Sub("mnt-b")});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  const uint64_t before_b = stats->blob_bytes.load();
+  EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(dir_.Sub("mnt-b") + "/shared/big10.bin")).hex(),
+            shared_sha);
+  EXPECT_LT(stats->blob_bytes.load() - before_b, 1u << 20)
+      << "a file both images share was fetched twice";
+  EXPECT_EQ(ReadAll(dir_.Sub("mnt-b") + "/etc/b.txt"), "image b\n");
+  EXPECT_LE(ListFilesRecursive(root + "/chunks").size(), chunk_files + 4)
+      << "shared chunks stored twice";
+  for (const char* m : {"mnt-a", "mnt-b"}) {
+    ProcessResult u = Imgfs(root, {"umount", dir_.Sub(m)});
+    EXPECT_EQ(u.exit_code, 0) << u.Describe();
+  }
+}
 
 }  // namespace
 }  // namespace imgfs::testing
