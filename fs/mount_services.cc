@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -23,6 +24,7 @@
 #include "base/file_util.h"
 #include "base/log.h"
 #include "base/unique_fd.h"
+#include "cache/file_lock.h"
 #include "cache/leases.h"
 #include "fs/layer/layer_index.h"
 #include "registry/manifest.h"
@@ -273,6 +275,15 @@ class Services : public MountServices {
       return;
     }
     if (*size <= max_bytes) return;
+    // Skip this round while a pull or another collection holds gc.lock, rather than block
+    // (and delay the daemon's exit at umount) behind it; the next check tries again.
+    Result<std::optional<cache::FileLock>> probe = cache::FileLock::TryAcquire(
+        options_.store->root() + "/gc.lock", cache::FileLock::Mode::kExclusive);
+    if (!probe.has_value() || !probe->has_value()) {
+      IMGFS_LOG(kInfo) << "size cap: the store is busy; pruning at the next check";
+      return;
+    }
+    probe->reset();
     cache::UsageOptions usage;
     usage.chunk_lister = LayerIndexChunkLister();
     Result<cache::PruneReport> pruned = cache::Prune(*options_.store, max_bytes, usage);
