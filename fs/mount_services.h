@@ -16,7 +16,8 @@
 //    every "prune_interval_seconds" (default 60) the store size is measured and, when above
 //    the cap, cache::Prune brings it under (never touching what a live mount pins). The
 //    config is re-read on every check and checked at once when config.json changes (the
-//    thread looks at its mtime every second), so a change applies to running mounts.
+//    thread looks at its mtime every second), so a change applies to running mounts. A
+//    round is skipped (not waited for) while a pull or collection holds gc.lock.
 //
 // Thread-safety: Start and the destructor on the daemon's main thread; the services run on
 // their own threads and only read the filesystem's thread-safe counters.
