@@ -34,8 +34,8 @@ const std::string kFixtures = IMGFS_FIXTURES_DIR;
 class TinyImage {
  public:
   static TinyImage& Get() {
-    static TinyImage* image = new TinyImage();
-    return *image;
+    static TinyImage image;  // destroyed at exit: its temporary store goes with it
+    return image;
   }
   const ImageFilesystem* fs() const { return prepared_.filesystem.get(); }
   const std::string& error() const { return error_; }
