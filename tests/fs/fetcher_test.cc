@@ -469,6 +469,7 @@ TEST(LazyFetchTest, ReadingMostOfTheLayerSwitchesToOneStream) {
   EXPECT_TRUE(reader.WaitIdle(std::chrono::seconds(10)));
   EXPECT_EQ(reader.chunks_fetched(), l.index->chunks.size());
   for (const Chunk& c : l.index->chunks) EXPECT_TRUE(store->Has(c.digest));
+  EXPECT_LT(source->bytes.load(), l.blob.size() * 11 / 10) << "bytes fetched twice";
 }
 
 TEST(LazyFetchTest, ScatteredSmallReadsFetchOnlyTheirNeighbourhood) {
@@ -602,6 +603,9 @@ TEST(LazyFetchTest, ConcurrentReadersWhileStreamingSeeCorrectBytesAndFetchEachCh
   EXPECT_EQ(bad.load(), 0);
   EXPECT_TRUE(reader.WaitIdle(std::chrono::seconds(10)));
   EXPECT_EQ(reader.chunks_fetched(), l.index->chunks.size());
+  // Readers walking the layer from opposite ends meet the stream midway: some of what it
+  // passes over was fetched by the others, but never the whole layer twice.
+  EXPECT_LT(source->bytes.load(), l.blob.size() * 2) << "bytes fetched twice";
   EXPECT_EQ(reader.Stats().errors, 0u);
 }
 
