@@ -241,6 +241,29 @@ TEST_P(RunCommitPushTest, ContainerChangesCommitPushPullAndRunAgain) {
   ASSERT_NO_FATAL_FAILURE(CheckChangesVisible(view));
   ASSERT_EQ(view.count("/srv/new.txt"), 1u);
   EXPECT_EQ(view.at("/srv/new.txt").xattrs, "user.note=0x6b657074");
+  {
+    // The kernel reads the same upper the same way: a read-only overlay of the upper over
+    // `umoci unpack` of the base image (two lower layers: nothing is written to the upper).
+    ProcessResult unpack = RunProcess(
+        {"umoci", "unpack", "--image", dir_.Sub("layout") + ":v1", dir_.Sub("base-bundle")});
+    ASSERT_EQ(unpack.exit_code, 0) << unpack.Describe();
+    const std::string merged = dir_.Sub("kernel-view");
+    ASSERT_TRUE(MakeDirs(merged).ok());
+    UnmountGuard guard{merged};
+    ProcessResult mount =
+        RunProcess({"mount", "-t", "overlay", "overlay", "-o",
+                    "ro,lowerdir=" + upper + ":" + dir_.Sub("base-bundle/rootfs"), merged});
+    ASSERT_EQ(mount.exit_code, 0) << mount.Describe();
+    std::string error;
+    auto kernel = ListTree(merged, options, &error);
+    ASSERT_TRUE(error.empty()) << error;
+    ProcessResult umount = RunProcess({"umount", merged});
+    ASSERT_EQ(umount.exit_code, 0) << umount.Describe();
+    auto diffs = CompareTrees(view, kernel, options);
+    EXPECT_TRUE(diffs.empty()) << "imgfs --upper view vs the kernel's overlay of the same upper: "
+                               << diffs.size() << " differences:\n"
+                               << Diffs(diffs);
+  }
 
   const std::string ref = Ref("me/x:patched-" + driver);
   ProcessResult commit =
@@ -249,6 +272,8 @@ TEST_P(RunCommitPushTest, ContainerChangesCommitPushPullAndRunAgain) {
   ASSERT_EQ(commit.exit_code, 0) << commit.Describe();
   ProcessResult push = Imgfs({"push", ref});
   ASSERT_EQ(push.exit_code, 0) << push.Describe();
+  // The base layer is in demo/base of the same registry: mounted, not uploaded again.
+  EXPECT_NE(push.out.find("Mounted from demo/base"), std::string::npos) << push.out;
 
   auto pulled = PulledTree(ref, driver, options);
   auto diffs = CompareTrees(pulled, view, options);
