@@ -218,6 +218,10 @@ TEST_P(RunCommitPushTest, ContainerChangesCommitPushPullAndRunAgain) {
   ProcessResult run =
       Imgfs({"run", "--driver", driver, "--name", "t1", base_, "--", "sh", "-c", kChanges});
   ASSERT_EQ(run.exit_code, 0) << run.Describe();
+  ProcessResult ps = Imgfs({"ps", "-a"});
+  ASSERT_EQ(ps.exit_code, 0) << ps.Describe();
+  EXPECT_NE(ps.out.find("t1"), std::string::npos) << ps.out;
+  EXPECT_NE(ps.out.find("Exited (0)"), std::string::npos) << ps.out;
   const std::string upper = Root() + "/containers/t1/upper";
   ASSERT_TRUE(std::filesystem::is_directory(upper)) << upper;
   // A user xattr on a new file: the upper file's own xattrs are the file's xattrs.
