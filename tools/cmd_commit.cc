@@ -27,7 +27,7 @@ int RunCommit(CommandContext& ctx) {
       {"change", 'c', true, "INSTRUCTION",
        "apply a Dockerfile instruction to the config: ENV, CMD, ENTRYPOINT, WORKDIR, USER, "
        "LABEL, EXPOSE, VOLUME (repeatable)"},
-      {"format", 0, true, "FORMAT", "layer compression: gzip (default) or zstd"},
+      {"format", 0, true, "FORMAT", "layer format: gzip (default), zstd, estargz or zstd:chunked"},
       {"message", 'm', true, "STRING", "commit message (history comment)"},
       {"quiet", 'q', false, "", "print only the image ID"},
   };
