@@ -694,6 +694,19 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
         buf.erase(0, std::min<uint64_t>(buf.size(), keep_from - buf_start));
         buf_start = keep_from;
         claim_ahead(keep_from + kStreamClaimAheadBytes, seg_end);
+        // Readers that ran ahead of the stream fetched (or are fetching) what comes next:
+        // rather than download it a second time, end this request and resume after it.
+        if (claimed.count(next) == 0) {
+          uint64_t run = 0;
+          for (uint32_t p = next; p < seg_end && p < claim_to && claimed.count(p) == 0; ++p) {
+            run += all[order_[p]].blob_length;
+            if (run >= kStreamSkipBytes) break;
+          }
+          if (run >= kStreamSkipBytes) {
+            seg_end = next;
+            break;
+          }
+        }
       }
     }
     if (next >= seg_end) return Status::Internal("segment complete");
@@ -702,16 +715,22 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
 
   // Segments: from the first missing chunk to the next run of kStreamSkipBytes of present
   // chunks (read-ahead and earlier reads leave such runs), then on after it.
+  // Present, or being fetched by a reader or the read-ahead.
+  auto taken = [&](uint32_t p) {
+    if (KnownPresent(order_[p])) return true;
+    std::lock_guard<std::mutex> lock(mu_);
+    return inflight_.count(KeyOf(order_[p])) > 0 && claimed.count(p) == 0;
+  };
   Status st;
   uint32_t pos = from;
   while (st.ok()) {
-    while (pos < n && KnownPresent(order_[pos])) ++pos;
+    while (pos < n && taken(pos)) ++pos;
     if (pos >= n) break;
     uint32_t end = pos;
     uint64_t run = 0;
     uint32_t run_start = pos;
     for (; end < n; ++end) {
-      if (!KnownPresent(order_[end])) {
+      if (!taken(end)) {
         run = 0;
         continue;
       }

@@ -232,9 +232,23 @@ TEST_P(LazyFaultCaseTest, EveryReadIsRightOrEioInBoundedTime) {
   EXPECT_EQ(u.exit_code, 0) << u.Describe();
 }
 
-INSTANTIATE_TEST_SUITE_P(Faults, LazyFaultCaseTest,
-                         ::testing::Combine(::testing::Values("tiny-estargz", "tiny-zstdchunked"),
-                                            ::testing::Range(0, static_cast<int>(Cases().size()))),
+// Every case on eStargz; on zstd:chunked the ones whose handling depends on the format
+// (decoding a cut, corrupted or sliced answer), to keep the suite's time down.
+std::vector<std::tuple<std::string, int>> CaseMatrix() {
+  std::vector<std::tuple<std::string, int>> out;
+  const std::vector<FaultCase> cases = Cases();
+  for (int i = 0; i < static_cast<int>(cases.size()); ++i) {
+    out.emplace_back("tiny-estargz", i);
+    const std::string& n = cases[static_cast<size_t>(i)].name;
+    if (n == "DroppedConnectionOnce" || n == "CorruptBytesOnce" || n == "WholeBlobInsteadOfRange" ||
+        n == "CorruptBytesAlways" || n == "SlowLink") {
+      out.emplace_back("tiny-zstdchunked", i);
+    }
+  }
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Faults, LazyFaultCaseTest, ::testing::ValuesIn(CaseMatrix()),
                          [](const auto& param_info) {
                            return std::string(std::get<0>(param_info.param) == "tiny-estargz"
                                                   ? "Estargz"
