@@ -464,6 +464,47 @@ Result<FetchedManifest> RemoteSource::GetManifest(std::string_view tag_or_digest
   return out;
 }
 
+Result<std::vector<Descriptor>> RemoteSource::ListReferrers(const Digest& subject,
+                                                            std::string_view artifact_type) {
+  if (subject.algorithm() != "sha256") {
+    return Status::Unsupported("referrers of " + subject.String() +
+                               ": only sha256 digests are supported");
+  }
+  Call call;
+  call.path = "/v2/" + repository_ + "/referrers/" + subject.String();
+  if (!artifact_type.empty()) {
+    // A media type is token/token(+suffix): only '/' and '+' need escaping in a query.
+    std::string escaped;
+    for (char c : artifact_type) {
+      if (c == '/') {
+        escaped += "%2F";
+      } else if (c == '+') {
+        escaped += "%2B";
+      } else {
+        escaped += c;
+      }
+    }
+    call.path += "?artifactType=" + escaped;
+  }
+  call.headers.push_back("Accept: " + std::string(media::kOciIndex));
+  call.what = "GET referrers " + host_ + "/" + repository_ + "@" + subject.String();
+  call.max_body_bytes = kMaxManifestBytes;
+  IMGFS_ASSIGN_OR_RETURN(HttpResponse resp, Execute(call));
+  if (resp.status == 404) {
+    return Status::Unsupported("no referrers API at " + Describe());
+  }
+  if (!IsSuccess(resp.status)) return HttpError(resp, call.what);
+  Result<Index> index = DecodeIndex(resp.body);
+  if (!index.has_value()) {
+    return index.error().WithContext(call.what + " (" + Describe() + ")");
+  }
+  std::vector<Descriptor> out;
+  for (Descriptor& d : index->manifests) {
+    if (artifact_type.empty() || d.artifact_type == artifact_type) out.push_back(std::move(d));
+  }
+  return out;
+}
+
 Status RemoteSource::FetchBlob(const Digest& digest, int64_t expected_size, const BlobSink& sink) {
   const std::string what = "GET blob " + digest.String();
   if (digest.algorithm() != "sha256") {

@@ -5,6 +5,7 @@
 //   GET /v2/<name>/manifests/<tag|digest>  Accept: media::kManifestAccept
 //   GET /v2/<name>/blobs/<digest>          whole (streamed, sha256-verified) or by Range
 //   GET /v2/<name>/tags/list?n=…           following Link: <…>; rel="next"
+//   GET /v2/<name>/referrers/<digest>      ?artifactType=…; an OCI index (spec 1.1)
 //
 // Policy added on top of the policy-free HttpClient:
 //  - Scheme: https with TLS verification, CAs = system store + certs_dir/<host>/*.crt +
@@ -71,6 +72,7 @@
 #include "registry/blob_source.h"
 #include "registry/credentials.h"
 #include "registry/http_client.h"
+#include "registry/manifest.h"
 #include "registry/reference.h"
 
 namespace imgfs::registry {
@@ -136,6 +138,13 @@ class RemoteSource : public BlobSource {
   // Bytes [range.offset, range.end()) of a blob handed to `sink` as they arrive (fewer when
   // the blob ends first), unverified. One request; a 200 answer is sliced.
   Status StreamBlobRange(const Digest& digest, ByteRange range, const BlobSink& sink);
+  // The referrers of manifest `subject` (distribution-spec 1.1 "Listing Referrers"): the
+  // descriptors of the answered OCI image index, filtered client-side by `artifact_type`
+  // when not "" (the server may ignore `?artifactType=`). Unsupported when the registry has
+  // no referrers API (404 — callers fall back to the `sha256-<hex>` tag schema); an empty
+  // list when it has one and nothing refers to `subject`.
+  Result<std::vector<Descriptor>> ListReferrers(const Digest& subject,
+                                                std::string_view artifact_type);
   // True once a ranged read of this repository was answered with a whole blob (200).
   bool ignores_ranges() const { return ignores_ranges_.load(std::memory_order_relaxed); }
   // "registry HOST, repository NAME"

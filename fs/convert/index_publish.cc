@@ -10,6 +10,7 @@
 #include "fs/layer/index_builder.h"
 #include "fs/layer/zstd_chunked_toc.h"
 #include "registry/media_types.h"
+#include "registry/remote_source.h"
 
 namespace imgfs::fs {
 namespace {
@@ -153,18 +154,34 @@ Result<registry::Digest> PushImageIndexes(const ImageIndexes& indexes,
   return report.manifest_digest;
 }
 
-Result<std::map<registry::Digest, LayerIndex>> FindPublishedIndexes(
-    registry::BlobSource& source, const registry::Digest& subject) {
+Result<std::vector<registry::Descriptor>> ListImgfsReferrers(registry::BlobSource& source,
+                                                             const registry::Digest& subject) {
+  if (auto* remote = dynamic_cast<registry::RemoteSource*>(&source); remote != nullptr) {
+    Result<std::vector<registry::Descriptor>> listed =
+        remote->ListReferrers(subject, kImgfsIndexArtifactType);
+    if (listed.has_value()) return listed;
+    if (listed.error().code() != StatusCode::kUnsupported) return listed.error();
+    IMGFS_LOG(kDebug) << listed.error().ToString() << "; trying the referrers tag";
+  }
   const std::string tag = ReferrersTag(subject);
   Result<registry::FetchedManifest> listed = source.GetManifest(tag);
   if (!listed.has_value()) {
-    if (listed.error().code() == StatusCode::kNotFound) {
-      return Status::NotFound("no imgfs index is published for " + subject.String());
-    }
+    if (listed.error().code() == StatusCode::kNotFound) return std::vector<registry::Descriptor>{};
     return listed.error();
   }
   IMGFS_ASSIGN_OR_RETURN(registry::Index referrers, registry::DecodeIndex(listed->bytes));
-  for (const registry::Descriptor& d : referrers.manifests) {
+  std::vector<registry::Descriptor> out;
+  for (registry::Descriptor& d : referrers.manifests) {
+    if (d.artifact_type == kImgfsIndexArtifactType) out.push_back(std::move(d));
+  }
+  return out;
+}
+
+Result<std::map<registry::Digest, LayerIndex>> FindPublishedIndexes(
+    registry::BlobSource& source, const registry::Digest& subject) {
+  IMGFS_ASSIGN_OR_RETURN(std::vector<registry::Descriptor> referrers,
+                         ListImgfsReferrers(source, subject));
+  for (const registry::Descriptor& d : referrers) {
     if (d.artifact_type != kImgfsIndexArtifactType) continue;
     IMGFS_ASSIGN_OR_RETURN(registry::FetchedManifest fetched,
                            source.GetManifest(d.digest.String()));

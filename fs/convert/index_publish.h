@@ -19,8 +19,12 @@
 // and, for registries without that API, added to the referrers tag schema's index: the tag
 // `sha256-<hex of the image manifest digest>` names an OCI index of the referrers (read,
 // extended, written back; an older imgfs index of the same image is replaced).
-// FindPublishedIndexes reads it back through that tag (RemoteSource has no referrers call
-// yet) and returns the decoded indexes, each checked to name its layer.
+// FindPublishedIndexes finds it through the referrers API (RemoteSource::ListReferrers) or,
+// when the registry has none (404) or the source is not a registry, through that tag, and
+// returns the decoded indexes, each checked to be chained to the subject: the artifact's
+// digest is the one listed, its `subject` is the image manifest, each index blob's digest is
+// the artifact's descriptor of it (FetchBlob verifies), and the decoded index (whose own
+// checksum LayerIndex::Decode verifies) describes the layer the annotation names.
 //
 // Layers that are eStargz / zstd:chunked (their TOC already does this) are not indexed.
 //
@@ -88,6 +92,11 @@ Result<registry::Digest> PushImageIndexes(const ImageIndexes& indexes,
                                           const std::string& repository,
                                           const registry::PushOptions& options,
                                           registry::BlobSource& source);
+
+// Descriptors of the imgfs index artifacts referring to `subject`: the referrers API when
+// `source` is a RemoteSource whose registry has it, else the referrers tag. Empty when none.
+Result<std::vector<registry::Descriptor>> ListImgfsReferrers(registry::BlobSource& source,
+                                                             const registry::Digest& subject);
 
 // The published indexes of image manifest `subject` in `source`'s repository, by layer
 // digest. NotFound when none is published; Corrupt when one does not decode or names
