@@ -4,6 +4,12 @@
 #
 #   scripts/bench.sh [--size-mb N] [--keep]
 #   scripts/bench.sh --wan [--size-mb N] [--keep]     (lazy loading over an emulated WAN)
+#   scripts/bench.sh --rw [--keep]                    (write-heavy workloads on writable mounts)
+#
+# --rw: scripts/bench-rw.sh (see the comment at its top): untar of a source tree, a 1 GiB
+# sequential write, copy-up of a 256 MiB lower file and rm -rf of a lower tree on the kernel's
+# overlayfs, fuse-overlayfs and `imgfs mount --rw --upper`; times, ratios and daemon peak RSS.
+# Not part of the default run (it takes several minutes on its own).
 #
 # --wan: lazy mounts against a registry behind scripts/wan_proxy.py (20 ms one-way delay in
 # each direction, 200 Mbit/s shared by all connections; loopback only). The image: generated,
@@ -31,18 +37,23 @@ repo=$(pwd)
 size_mb=400
 keep=0
 wan=0
+rw=0
 size_set=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --size-mb) size_mb=$2; size_set=1; shift 2 ;;
     --keep) keep=1; shift ;;
     --wan) wan=1; shift ;;
-    *) echo "usage: $0 [--wan] [--size-mb N] [--keep]" >&2; exit 2 ;;
+    --rw) rw=1; shift ;;
+    *) echo "usage: $0 [--wan|--rw] [--size-mb N] [--keep]" >&2; exit 2 ;;
   esac
 done
 if [ "$wan" = 1 ]; then
   [ "$size_set" = 1 ] || size_mb=700
   exec scripts/bench-wan.sh "$size_mb" "$keep"
+fi
+if [ "$rw" = 1 ]; then
+  exec scripts/bench-rw.sh "$keep"
 fi
 
 scripts/setup.sh >/dev/null

@@ -1,0 +1,254 @@
+#!/usr/bin/env bash
+# Write-heavy benchmark of writable mounts (run through `scripts/bench.sh --rw`). Measured,
+# never asserted; not part of CI. Loopback only: no network at all.
+#
+#   scripts/bench-rw.sh KEEP(0|1)
+#
+# The image: generated, deterministic, 2 layers (gzip): a 256 MiB file of incompressible
+# data (opt/big.bin) and a tree of small files (usr/share/tree, spread over both layers).
+# Three setups over the same image, every upper on the same disk (the one holding /var/tmp):
+#   overlayfs       the kernel's overlay: lowerdir = the layers extracted with tar, upperdir
+#                   and workdir fresh for each run
+#   fuse-overlayfs  the same lower, upper and work dirs through fuse-overlayfs
+#   imgfs           `imgfs mount --rw --upper DIR` from a warm store (layer indexes built once)
+# Workloads, each on a fresh mount with an empty upper (the mount is not timed):
+#   untar       tar -xf of a generated source tree (default 20000 files, ~200 MB: mostly
+#               small files, a few larger ones) into a new directory of the mount
+#   dd-1GiB     dd if=/dev/zero bs=1M count=1024 conv=fsync into a new file
+#   copy-up     append one byte to opt/big.bin (256 MiB, from the image): a full copy-up
+#   rm-rf       rm -rf usr/share/tree (a lower tree: whiteouts / opaque dirs in the upper)
+# Each time includes `sync -f` of the disk holding the uppers, so data written back to disk
+# counts for every setup. Page cache: warm for inputs (the source tarball and each setup's
+# lower data are read once before the timed runs; caches are not dropped). Median of
+# IMGFS_BENCH_RUNS runs (default 3). Peak RSS of the FUSE daemons (imgfs, fuse-overlayfs)
+# from /usr/bin/time -v, the maximum over the runs of each workload.
+#
+# Environment: IMGFS_BIN (the imgfs binary; default: build/plain, built first),
+# IMGFS_BENCH_RUNS (3), IMGFS_BENCH_RW_FILES (20000), IMGFS_BENCH_RW_TREE_MB (200),
+# IMGFS_BENCH_RW_DD_MB (1024).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+keep=${1:-0}
+runs=${IMGFS_BENCH_RUNS:-3}
+src_files=${IMGFS_BENCH_RW_FILES:-20000}
+src_mb=${IMGFS_BENCH_RW_TREE_MB:-200}
+dd_mb=${IMGFS_BENCH_RW_DD_MB:-1024}
+
+[ "$(id -u)" -eq 0 ] || { echo "bench needs root (mounts)" >&2; exit 1; }
+for tool in fuse-overlayfs python3 /usr/bin/time; do
+  command -v "$tool" >/dev/null || { echo "bench needs $tool (scripts/setup.sh)" >&2; exit 1; }
+done
+if [ -n "${IMGFS_BIN:-}" ]; then
+  imgfs=$IMGFS_BIN
+else
+  scripts/build.sh plain imgfs >/dev/null
+  imgfs=$repo/build/plain/tools/imgfs
+fi
+
+work=$(mktemp -d /var/tmp/imgfs-bench-rw.XXXXXX)
+mnt=$work/mnt
+mkdir -p "$mnt"
+daemon_pid=""
+cleanup() {
+  if mountpoint -q "$mnt"; then
+    "$imgfs" umount "$mnt" >/dev/null 2>&1 || umount -l "$mnt" 2>/dev/null || true
+  fi
+  [ -n "$daemon_pid" ] && { kill "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; }
+  [ "$keep" = 1 ] && echo "kept $work" || rm -rf "$work"
+}
+trap cleanup EXIT
+export IMGFS_ROOT=$work/store
+
+now() { date +%s.%N; }
+elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+echo "== generating the image (256 MiB lower file + a tree of small files, 2 layers) and a source tree (${src_files} files, ~${src_mb} MB)"
+python3 - "$work/layout" "$work/src.tar" "$src_files" "$src_mb" <<'PY'
+import gzip, hashlib, io, json, os, random, sys, tarfile
+out, src_tar, nfiles, src_mb = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+rng = random.Random(20261127)
+
+def add_dirs(t, seen, path):
+    parts = path.split("/")
+    for k in range(1, len(parts)):
+        d = "/".join(parts[:k])
+        if d not in seen:
+            seen.add(d)
+            ti = tarfile.TarInfo(d); ti.type = tarfile.DIRTYPE; ti.mode = 0o755; ti.mtime = 1700000000
+            t.addfile(ti)
+
+def add_file(t, seen, path, data, mode=0o644):
+    add_dirs(t, seen, path)
+    ti = tarfile.TarInfo(path); ti.size = len(data); ti.mode = mode; ti.mtime = 1700000000
+    t.addfile(ti, io.BytesIO(data))
+
+# The source tree: many small files (70% < 8 KiB), some medium, a few large; ~src_mb MB.
+avg = (src_mb << 20) // nfiles
+with tarfile.open(src_tar, "w", format=tarfile.PAX_FORMAT) as t:
+    seen = set()
+    sizes = []
+    for i in range(nfiles):
+        r = rng.random()
+        if r < 0.70: n = rng.randint(100, 8 << 10)
+        elif r < 0.97: n = rng.randint(8 << 10, 64 << 10)
+        else: n = rng.randint(64 << 10, 2 << 20)
+        sizes.append(n)
+    scale = (src_mb << 20) / max(sum(sizes), 1)
+    for i, n in enumerate(sizes):
+        n = max(1, int(n * scale))
+        add_file(t, seen, f"src/mod{i // 400:03d}/sub{(i // 40) % 10}/f{i:05d}.c", rng.randbytes(n))
+
+os.makedirs(out + "/blobs/sha256", exist_ok=True)
+def blob(data):
+    h = hashlib.sha256(data).hexdigest()
+    with open(f"{out}/blobs/sha256/{h}", "wb") as f:
+        f.write(data)
+    return "sha256:" + h, len(data)
+layers, diff_ids = [], []
+for li in range(2):
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
+        seen = set()
+        if li == 0:
+            add_file(t, seen, "opt/big.bin", b"".join(rng.randbytes(1 << 20) for _ in range(256)))
+            add_file(t, seen, "bin/sh", b"#!/bin/true\n", 0o755)
+        # usr/share/tree: 4000 small files per layer, the same directories in both layers.
+        for i in range(4000):
+            add_file(t, seen, f"usr/share/tree/d{i % 40:02d}/l{li}-{i:04d}.txt",
+                     rng.randbytes(rng.randint(100, 4096)))
+    data = raw.getvalue()
+    diff_ids.append("sha256:" + hashlib.sha256(data).hexdigest())
+    d, n = blob(gzip.compress(data, compresslevel=1, mtime=0))
+    layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": n})
+config = {"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
+          "config": {"Cmd": ["/bin/sh"]}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+cd, cn = blob(json.dumps(config).encode())
+manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cn},
+            "layers": layers}
+md, mn = blob(json.dumps(manifest).encode())
+with open(out + "/oci-layout", "w") as f:
+    f.write('{"imageLayoutVersion":"1.0.0"}')
+with open(out + "/index.json", "w") as f:
+    json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+               "digest": md, "size": mn, "annotations": {"org.opencontainers.image.ref.name": "bench"}}]}, f)
+print(f"source tree: {nfiles} files, {os.path.getsize(src_tar) / 1e6:.0f} MB tar; "
+      f"image layers (gzip): " + ", ".join(f"{l['size'] / 1e6:.0f} MB" for l in layers))
+PY
+
+echo "== preparing the lower dirs and the imgfs store"
+mkdir -p "$work/lower"
+lowers=()
+i=0
+for layer in $(python3 -c "import json;m=json.load(open('$work/layout/index.json'))['manifests'][0]['digest'].split(':')[1];print(' '.join(l['digest'].split(':')[1] for l in json.load(open('$work/layout/blobs/sha256/'+m))['layers']))"); do
+  mkdir -p "$work/lower/$i"
+  tar -xzf "$work/layout/blobs/sha256/$layer" -C "$work/lower/$i"
+  lowers=("$work/lower/$i" "${lowers[@]}")
+  i=$((i + 1))
+done
+lowerdir=$(IFS=:; echo "${lowers[*]}")
+"$imgfs" pull "oci:$work/layout:bench" >/dev/null
+cat "$work/src.tar" >/dev/null
+
+# mount_setup SETUP: a fresh upper ($work/run/upper, work dir beside it) mounted on $mnt.
+# FUSE daemons serve in the foreground under /usr/bin/time -v ($work/daemon.time).
+mount_setup() {
+  rm -rf "$work/run"
+  mkdir -p "$work/run/upper" "$work/run/work"
+  rm -f "$work/daemon.time"
+  case "$1" in
+    ovl)
+      mount -t overlay overlay \
+        -o "lowerdir=$lowerdir,upperdir=$work/run/upper,workdir=$work/run/work" "$mnt" ;;
+    fovl)
+      /usr/bin/time -v -o "$work/daemon.time" fuse-overlayfs -f \
+        -o "lowerdir=$lowerdir,upperdir=$work/run/upper,workdir=$work/run/work" "$mnt" \
+        >/dev/null 2>&1 &
+      daemon_pid=$! ;;
+    imgfs)
+      rmdir "$work/run/work"  # imgfs makes its own work dir beside the upper
+      /usr/bin/time -v -o "$work/daemon.time" "$imgfs" mount -f --rw --upper "$work/run/upper" \
+        "oci:$work/layout:bench" "$mnt" >/dev/null 2>"$work/daemon.log" &
+      daemon_pid=$! ;;
+  esac
+  for _ in $(seq 400); do mountpoint -q "$mnt" && return 0; sleep 0.05; done
+  echo "mounting $1 failed" >&2
+  [ -f "$work/daemon.log" ] && cat "$work/daemon.log" >&2
+  return 1
+}
+# umount_setup SETUP: sets last_rss to the daemon's peak RSS in KiB (0 for the kernel's overlayfs).
+umount_setup() {
+  case "$1" in
+    ovl) umount "$mnt" ;;
+    fovl) umount "$mnt" ;;
+    imgfs) "$imgfs" umount "$mnt" >/dev/null ;;
+  esac
+  if [ -n "$daemon_pid" ]; then
+    wait "$daemon_pid" || true
+    daemon_pid=""
+    last_rss=$(awk -F: '/Maximum resident set size/ {gsub(/ /,"",$2); print $2}' "$work/daemon.time")
+  else
+    last_rss=0
+  fi
+}
+
+run_workload() {  # name
+  case "$1" in
+    untar) mkdir "$mnt/untar" && tar -xf "$work/src.tar" -C "$mnt/untar" ;;
+    dd-1GiB) dd if=/dev/zero of="$mnt/big.out" bs=1M count="$dd_mb" conv=fsync status=none ;;
+    copy-up) printf x >>"$mnt/opt/big.bin" ;;
+    rm-rf) rm -rf "$mnt/usr/share/tree" ;;
+  esac
+  sync -f "$work"
+}
+check_workload() {  # name: the result is what the workload says it is
+  case "$1" in
+    untar) [ "$(find "$mnt/untar" -type f | wc -l)" -eq "$src_files" ] ;;
+    dd-1GiB) [ "$(stat -c %s "$mnt/big.out")" -eq $((dd_mb << 20)) ] ;;
+    copy-up) [ "$(stat -c %s "$mnt/opt/big.bin")" -eq $(((256 << 20) + 1)) ] ;;
+    rm-rf) [ ! -e "$mnt/usr/share/tree" ] && [ -e "$mnt/usr/share" ] ;;
+  esac
+}
+
+# Warm each setup's lower data once (the imgfs store's layers, the extracted lower dirs).
+for setup in ovl fovl imgfs; do
+  mount_setup "$setup"
+  cat "$mnt/opt/big.bin" >/dev/null
+  (cd "$mnt" && tar -cf - usr | cat >/dev/null)
+  umount_setup "$setup"
+done
+
+declare -A results rss
+workloads=("untar" "dd-1GiB" "copy-up" "rm-rf")
+for w in "${workloads[@]}"; do
+  for setup in ovl fovl imgfs; do
+    times=()
+    peak=0
+    for _ in $(seq "$runs"); do
+      mount_setup "$setup"
+      sync -f "$work"
+      t0=$(now); run_workload "$w"; t1=$(now)
+      times+=("$(elapsed "$t0" "$t1")")
+      check_workload "$w" || { echo "$w on $setup: wrong result" >&2; exit 1; }
+      umount_setup "$setup"
+      [ "$last_rss" -gt "$peak" ] && peak=$last_rss
+    done
+    results[$w,$setup]=$(printf '%s\n' "${times[@]}" | median)
+    rss[$w,$setup]=$peak
+    echo "  $w $setup: ${times[*]}"
+  done
+done
+
+ratio() { python3 -c "print(f'{$1/max($2,1e-6):.2f}')"; }
+echo
+echo "== results (seconds, median of $runs; ratio = setup / overlayfs; lower is better)"
+printf "%-10s %10s %10s %10s %9s %9s %12s %12s\n" workload overlayfs fuse-ovlfs imgfs-rw \
+  fovl/ovl imgfs/ovl "fovl RSS MiB" "imgfs RSS MiB"
+for w in "${workloads[@]}"; do
+  o=${results[$w,ovl]}; f=${results[$w,fovl]}; m=${results[$w,imgfs]}
+  printf "%-10s %10s %10s %10s %9s %9s %12s %12s\n" "$w" "$o" "$f" "$m" "$(ratio "$f" "$o")" \
+    "$(ratio "$m" "$o")" "$((rss[$w,fovl] / 1024))" "$((rss[$w,imgfs] / 1024))"
+done
+echo "untar: ${src_files} files, $(($(stat -c %s "$work/src.tar") >> 20)) MiB tar; dd: ${dd_mb} MiB; copy-up: 256 MiB + 1 byte; rm-rf: 8000 files in 2 layers"
