@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -13,7 +15,9 @@
 #include "cache/chunk_store.h"
 #include "cache/images.h"
 #include "cache/index_store.h"
+#include "fs/convert/index_publish.h"
 #include "fs/fetcher.h"
+#include "fs/indexed_fetcher.h"
 #include "fs/layer/estargz_toc.h"
 #include "fs/layer/zstd_chunked_toc.h"
 
@@ -118,6 +122,60 @@ Result<LayerIndex> LoadLazyIndex(const cache::IndexStore& index_store, registry:
   return index;
 }
 
+// The index to read plain layer `desc` lazily with: the IndexStore's, else one published in
+// the registry for manifest `subject` (looked up once into *published; verified by
+// FindPublishedIndexes and kept in the IndexStore). nullptr when there is none or it does
+// not fit the layer: the caller then fetches the layer whole (and indexes it).
+std::shared_ptr<const LayerIndex> PlainLazyIndex(
+    const cache::IndexStore& index_store, registry::BlobSource& source,
+    const registry::Digest& subject, const registry::Descriptor& desc,
+    std::optional<std::map<registry::Digest, LayerIndex>>* published) {
+  auto fits = [&desc](const LayerIndex& index) {
+    return index.layer_digest == desc.digest &&
+           (index.format == LayerFormat::kTar || index.format == LayerFormat::kTarGzip ||
+            index.format == LayerFormat::kTarZstd) &&
+           (desc.size <= 0 || index.compressed_size == static_cast<uint64_t>(desc.size));
+  };
+  Result<std::string> stored = index_store.Get(desc.digest);
+  if (stored.has_value()) {
+    Result<LayerIndex> decoded = LayerIndex::Decode(*stored);
+    if (decoded.has_value() && fits(*decoded)) {
+      return std::make_shared<const LayerIndex>(std::move(decoded).value());
+    }
+  }
+  if (!published->has_value()) {
+    Result<std::map<registry::Digest, LayerIndex>> found = FindPublishedIndexes(source, subject);
+    if (found.has_value()) {
+      IMGFS_LOG(kInfo) << "using " << found->size() << " imgfs indexes published for "
+                       << subject.String();
+      *published = std::move(found).value();
+    } else {
+      if (found.error().code() == StatusCode::kNotFound) {
+        IMGFS_LOG(kInfo) << "no imgfs index is published for " << subject.String()
+                         << "; plain layers are fetched whole";
+      } else {
+        IMGFS_LOG(kWarning) << "refusing the imgfs indexes published for " << subject.String()
+                            << " (" << found.error().ToString()
+                            << "); plain layers are fetched whole";
+      }
+      published->emplace();
+    }
+  }
+  auto it = (*published)->find(desc.digest);
+  if (it == (*published)->end()) return nullptr;
+  if (!fits(it->second)) {
+    IMGFS_LOG(kWarning) << "the imgfs index published for layer " << desc.digest.String()
+                        << " does not fit it (format or size); fetching the layer whole";
+    return nullptr;
+  }
+  Status put = index_store.Put(desc.digest, it->second.Encode());
+  if (!put.ok()) {
+    IMGFS_LOG(kWarning) << "cannot keep the index of " << desc.digest.String() << ": "
+                        << put.ToString();
+  }
+  return std::make_shared<const LayerIndex>(it->second);
+}
+
 Status FetchWholeBlob(cache::Store& store, registry::BlobSource& source,
                       const registry::Descriptor& desc) {
   IMGFS_ASSIGN_OR_RETURN(cache::BlobWriter writer,
@@ -166,6 +224,8 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
     chunk_store = std::make_shared<cache::ChunkStore>(store.root());
     return Status::Ok();
   };
+  // Indexes published in the registry for this manifest (looked up at the first plain layer).
+  std::optional<std::map<registry::Digest, LayerIndex>> published;
   LazyLayerReader::Options lazy_options;
   if (options.fetch_timeout_seconds > 0) {
     lazy_options.fetch_timeout = std::chrono::milliseconds(
@@ -209,6 +269,21 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
         layers.push_back(MountedLayer{shared, std::move(reader)});
         ++out.lazy_layers;
         continue;
+      }
+      // A plain tar / tar+gzip / tar+zstd layer: served by Range requests through its
+      // index when the store has one or the registry has one published for this manifest.
+      if (std::shared_ptr<const LayerIndex> plain =
+              PlainLazyIndex(index_store, *source, image.manifest.digest, desc, &published);
+          plain != nullptr) {
+        Result<std::unique_ptr<IndexedRemoteData>> data =
+            IndexedRemoteData::Create(source, plain, store.Subdir("tmp"));
+        if (data.has_value()) {
+          layers.push_back(MountedLayer{plain, std::move(data).value()});
+          ++out.lazy_layers;
+          continue;
+        }
+        IMGFS_LOG(kWarning) << "layer " << desc.digest.String() << ": cannot read it lazily ("
+                            << data.error().ToString() << "); fetching it whole";
       }
       Status fetched = FetchWholeBlob(store, *source, desc);
       if (!fetched.ok()) return decorate(fetched);
