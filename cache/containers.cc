@@ -210,7 +210,8 @@ Result<ContainerInfo> CreateContainer(const Store& store, ContainerInfo info) {
   info.finished.clear();
   info.pid = ::getpid();
   info.pid_start = ProcessStartTime(info.pid);
-  Status st = MakeDirs(ContainerUpperDir(store, info.name), 0755);
+  Status st = WriteContainerOwner(dir);
+  if (st.ok()) st = MakeDirs(ContainerUpperDir(store, info.name), 0755);
   if (st.ok()) st = WriteFileAtomic(RecordPath(store, info.name), Encode(info).dump(2) + "\n");
   if (!st.ok()) {
     Status removed = RemoveTree(dir);
@@ -340,6 +341,87 @@ Result<int> RemoveAbandonedContainers(const Store& store) {
     } else if (st.code() != StatusCode::kNotFound) {
       IMGFS_LOG(kWarning) << "removing abandoned container " << c.name << ": " << st.ToString();
     }
+  }
+  return removed;
+}
+
+Status WriteContainerOwner(const std::string& dir) {
+  pid_t pid = ::getpid();
+  json j = {{"pid", pid}, {"pid_start", ProcessStartTime(pid)}};
+  return WriteFileAtomic(dir + "/" + std::string(kContainerOwnerFile), j.dump() + "\n");
+}
+
+std::vector<AbandonedContainerDir> ListAbandonedContainerDirs(
+    const Store& store, const std::vector<LeaseInfo>& live_leases) {
+  std::vector<AbandonedContainerDir> out;
+  const std::string dir = store.Subdir("containers");
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(dir, ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    names.push_back(it->path().filename().string());
+  }
+  const int64_t now = ::time(nullptr);
+  for (const std::string& name : names) {
+    std::string path = dir + "/" + name;
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;
+    if (name.starts_with(kRemovingPrefix)) {
+      int64_t idle = now - st.st_ctim.tv_sec;
+      if (idle > kOwnerlessGraceSeconds) out.push_back({name, path, "interrupted removal"});
+      continue;
+    }
+    struct stat record {};
+    if (::lstat((path + "/" + std::string(kRecordFile)).c_str(), &record) == 0) continue;
+    bool leased = std::any_of(live_leases.begin(), live_leases.end(), [&](const LeaseInfo& l) {
+      return l.upper.size() > path.size() && l.upper.starts_with(path) &&
+             l.upper[path.size()] == '/';
+    });
+    if (leased) continue;
+    Result<std::string> owner_text = ReadFile(path + "/" + std::string(kContainerOwnerFile));
+    if (owner_text.has_value()) {
+      json j = json::parse(*owner_text, nullptr, false);
+      if (!j.is_discarded() && j.is_object() && j.contains("pid") && j["pid"].is_number_integer() &&
+          j.contains("pid_start") && j["pid_start"].is_string()) {
+        auto pid = j["pid"].get<int64_t>();
+        auto pid_start = j["pid_start"].get<std::string>();
+        if (pid <= 0 || !ProcessIsAlive(static_cast<pid_t>(pid), pid_start)) {
+          out.push_back({name, path, "owner " + std::to_string(pid) + " is gone"});
+        }
+        continue;
+      }
+    }
+    // No usable owner record: only the directory's age tells.
+    int64_t idle = now - st.st_mtim.tv_sec;
+    if (idle > kOwnerlessGraceSeconds) {
+      out.push_back({name, path, "no owner, idle " + std::to_string(idle) + " s"});
+    }
+  }
+  return out;
+}
+
+int RemoveAbandonedContainerDirs(const Store& store, const std::vector<LeaseInfo>& live_leases) {
+  int removed = 0;
+  for (const AbandonedContainerDir& d : ListAbandonedContainerDirs(store, live_leases)) {
+    std::string target = d.path;
+    if (!d.name.starts_with(kRemovingPrefix)) {
+      target = store.Subdir("containers") + "/" + std::string(kRemovingPrefix) + d.name + "-" +
+               RandomHex(4);
+      if (::rename(d.path.c_str(), target.c_str()) != 0) {
+        if (errno != ENOENT) {
+          IMGFS_LOG(kWarning) << "removing abandoned " << d.path << ": "
+                              << Status::FromErrno(errno, "rename").ToString();
+        }
+        continue;
+      }
+    }
+    Status st = RemoveTree(target);
+    if (!st.ok()) {
+      IMGFS_LOG(kWarning) << "removing abandoned " << d.path << ": " << st.ToString();
+      continue;
+    }
+    IMGFS_LOG(kInfo) << "removed abandoned " << d.path << " (" << d.reason << ")";
+    ++removed;
   }
   return removed;
 }

@@ -23,6 +23,23 @@
 // renames the directory to a hidden name (".rm-…"), so a half-removed container is never
 // listed, then deletes it.
 //
+// Owners and abandoned directories. Every directory in ROOT/containers/ gets an `owner` file
+// ({"pid":1234,"pid_start":"<field 22 of /proc/PID/stat>"}) right after it is created, before
+// anything else is put in it: CreateContainer writes the claiming `imgfs run` process, and a
+// writable mount without --upper writes its daemon into its temporary mount-<16 hex>/ (see
+// WriteContainerOwner). A directory without container.json is abandoned — garbage collection
+// deletes it — when
+//   * its owner process is gone (or its pid was reused: different start time) and no live
+//     lease names an upper directory inside it; the owner cannot come back, so this is
+//     race-free against a mount or run that is starting; or
+//   * it has no readable owner file and was last modified more than kOwnerlessGraceSeconds
+//     ago (directories of older imgfs versions, or a process killed in the instant between
+//     mkdir and writing the owner file); or
+//   * it is a hidden ".rm-…" directory (an interrupted removal) changed more than
+//     kOwnerlessGraceSeconds ago.
+// A directory with container.json is a container and is never abandoned (`imgfs rm` removes
+// it; auto-remove ones go with RemoveAbandonedContainers).
+//
 // Thread-safety: stateless functions over a Store; safe from any thread and process. One
 // container is written by the one `imgfs run` process that owns it (and by removal).
 #ifndef IMGFS_CACHE_CONTAINERS_H_
@@ -35,6 +52,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "cache/leases.h"
 #include "cache/store.h"
 #include "registry/digest.h"
 
@@ -106,6 +124,30 @@ Result<ContainerInfo> RemoveContainer(const Store& store, std::string_view text,
 // Removes auto-remove containers whose `imgfs run` process died without removing them (it
 // was killed). Returns how many were removed.
 Result<int> RemoveAbandonedContainers(const Store& store);
+
+// The owner file of a directory in ROOT/containers/, and how old a directory without one
+// must be before it counts as abandoned.
+inline constexpr std::string_view kContainerOwnerFile = "owner";
+inline constexpr int kOwnerlessGraceSeconds = 60;
+
+// Writes DIR/owner naming the calling process (getpid() and its start time), atomically.
+// Call it right after creating DIR, before anything else goes in.
+Status WriteContainerOwner(const std::string& dir);
+
+struct AbandonedContainerDir {
+  std::string name;    // the entry's name in ROOT/containers/
+  std::string path;    // ROOT/containers/<name>
+  std::string reason;  // "owner 1234 is gone", "no owner, idle 75 s", "interrupted removal"
+};
+
+// The abandoned directories of ROOT/containers/ (rules in the file comment). `live_leases`
+// are the live leases (ListLiveLeases); a directory holding one's upper is kept.
+std::vector<AbandonedContainerDir> ListAbandonedContainerDirs(
+    const Store& store, const std::vector<LeaseInfo>& live_leases);
+
+// Deletes the abandoned directories (each renamed to a hidden ".rm-" name first, so it
+// vanishes atomically, then removed). Returns how many were deleted; failures are logged.
+int RemoveAbandonedContainerDirs(const Store& store, const std::vector<LeaseInfo>& live_leases);
 
 }  // namespace imgfs::cache
 

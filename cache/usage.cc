@@ -21,6 +21,7 @@
 
 #include "base/file_util.h"
 #include "base/log.h"
+#include "cache/containers.h"
 #include "cache/index_store.h"
 #include "cache/leases.h"
 #include "registry/reference.h"
@@ -166,6 +167,8 @@ struct Inventory {
   std::unordered_map<std::string, FileInfo> chunks;        // hex → chunks/xx/<hex>
   std::vector<std::pair<std::string, int64_t>> chunk_tmp;  // stray files in chunks/, mtime
   int64_t container_bytes = 0;
+  // containers/<name> → bytes of that entry's tree (the entry itself included).
+  std::unordered_map<std::string, int64_t> container_entry_bytes;
   int64_t total = 0;
 };
 
@@ -206,6 +209,13 @@ Result<Inventory> TakeInventory(const Store& store) {
     if (path.starts_with(containers_dir) &&
         (path.size() == containers_dir.size() || path[containers_dir.size()] == '/')) {
       inv.container_bytes += st.st_size;
+      if (path.size() > containers_dir.size() + 1) {
+        size_t end = path.find('/', containers_dir.size() + 1);
+        std::string entry = path.substr(
+            containers_dir.size() + 1,
+            end == std::string::npos ? std::string::npos : end - containers_dir.size() - 1);
+        inv.container_entry_bytes[entry] += st.st_size;
+      }
       continue;
     }
     if (!S_ISREG(st.st_mode)) continue;
@@ -513,6 +523,15 @@ Result<StoreUsage> ScanUsage(const Store& store, const UsageOptions& options) {
   std::unordered_map<std::string, std::vector<std::string>> index_cache;
   Model model = BuildModel(store, records, std::move(leases), inv, options, &index_cache);
 
+  // Abandoned directories in containers/ (cache/containers.h): part of container_bytes.
+  int64_t abandoned = 0;
+  int64_t abandoned_bytes = 0;
+  for (const AbandonedContainerDir& d : ListAbandonedContainerDirs(store, model.leases)) {
+    ++abandoned;
+    auto found = inv.container_entry_bytes.find(d.name);
+    if (found != inv.container_entry_bytes.end()) abandoned_bytes += found->second;
+  }
+
   // How many images reach each file.
   std::unordered_map<std::string, int> blob_refs;
   std::unordered_map<std::string, int> chunk_refs;
@@ -597,6 +616,8 @@ Result<StoreUsage> ScanUsage(const Store& store, const UsageOptions& options) {
     }
   }
   u.container_bytes = inv.container_bytes;
+  u.abandoned_containers = abandoned;
+  u.abandoned_container_bytes = abandoned_bytes;
   u.total_bytes = inv.total;
   u.metadata_bytes = inv.total - u.blob_bytes - u.index_bytes - u.chunk_bytes - u.container_bytes;
   return u;
@@ -616,6 +637,13 @@ Result<GcReport> CollectGarbage(Store& store, const UsageOptions& options) {
   IMGFS_ASSIGN_OR_RETURN(std::vector<LeaseInfo> leases,
                          ListLiveLeasesLocked(store, &report.stale_leases_removed));
   RemoveIndexTemps(store);
+  // Temporary uppers of killed mount daemons and half-created containers (their owner is
+  // gone), before the inventory so their space is gone from it.
+  int abandoned = RemoveAbandonedContainerDirs(store, leases);
+  if (abandoned > 0) {
+    IMGFS_LOG(kInfo) << "removed " << abandoned << " abandoned director"
+                     << (abandoned == 1 ? "y" : "ies") << " in containers/";
+  }
   IMGFS_ASSIGN_OR_RETURN(Inventory inv, TakeInventory(store));
   std::unordered_map<std::string, std::vector<std::string>> index_cache;
   Model model = BuildModel(store, records, std::move(leases), inv, options, &index_cache);

@@ -107,8 +107,13 @@ struct StoreUsage {
   int64_t chunk_bytes = 0;  // chunks/xx/<64 hex>
   int64_t chunks = 0;
   int64_t container_bytes = 0;  // containers/ (whole tree)
-  int64_t metadata_bytes = 0;   // everything else (see the file comment)
-  int64_t total_bytes = 0;      // du -sb ROOT
+  // Of containers/: directories nobody will use again (cache/containers.h "Owners and
+  // abandoned directories": temporary uppers of killed mount daemons, half-created
+  // containers, interrupted removals). GC deletes them.
+  int64_t abandoned_containers = 0;
+  int64_t abandoned_container_bytes = 0;
+  int64_t metadata_bytes = 0;  // everything else (see the file comment)
+  int64_t total_bytes = 0;     // du -sb ROOT
 
   int64_t unreferenced_bytes() const {
     return unreferenced_blob_bytes + unreferenced_index_bytes + unreferenced_chunk_bytes;
@@ -127,7 +132,9 @@ Result<int64_t> StoreSizeBytes(const Store& store);
 std::vector<std::pair<std::string, registry::Digest>> ContainerImages(const Store& store);
 
 // GC as CollectGarbage (cache/images.h) plus unreferenced indexes and — with a chunk lister —
-// chunks no kept index names, container images kept, stale control sockets removed.
+// chunks no kept index names, container images kept, stale control sockets removed, and the
+// abandoned directories of containers/ deleted (RemoveAbandonedContainerDirs; not counted in
+// GcReport, whose bytes_freed covers blobs, indexes and chunks).
 Result<GcReport> CollectGarbage(Store& store, const UsageOptions& options);
 
 struct PruneReport {

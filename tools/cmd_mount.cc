@@ -33,6 +33,7 @@
 #include "base/file_util.h"
 #include "base/log.h"
 #include "base/unique_fd.h"
+#include "cache/containers.h"
 #include "cache/leases.h"
 #include "cache/store.h"
 #include "fs/mount.h"
@@ -197,8 +198,15 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
     if (upper.empty()) {
       temp_container = (*store)->Subdir("containers") + "/mount-" + RandomSuffix();
       upper = temp_container + "/upper";
-      Status made = MakeDirs(upper, 0755);
-      if (!made.ok()) return fail(made.WithContext("creating the upper directory"));
+      // The owner record goes in first: `imgfs cache gc` deletes the directory once this
+      // process is gone (a killed daemon), never while it lives (cache/containers.h).
+      Status made = MakeDirs(temp_container, 0755);
+      if (made.ok()) made = cache::WriteContainerOwner(temp_container);
+      if (made.ok()) made = MakeDirs(upper, 0755);
+      if (!made.ok()) {
+        RemoveTree(temp_container).ok();
+        return fail(made.WithContext("creating the upper directory"));
+      }
     } else {
       Status made = MakeDirs(upper, 0755);
       if (!made.ok()) return fail(made.WithContext("creating the upper directory " + upper));
