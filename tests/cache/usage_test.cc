@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -22,6 +23,7 @@
 
 #include "base/file_util.h"
 #include "cache/chunk_store.h"
+#include "cache/containers.h"
 #include "cache/images.h"
 #include "cache/index_store.h"
 #include "cache/leases.h"
@@ -517,6 +519,124 @@ TEST_F(UsageTest, GcKilledAtRandomPointsLeavesAWorkingStore) {
   StoreUsage u = Scan();
   EXPECT_EQ(u.unreferenced_bytes(), 0);
   EXPECT_EQ(u.blobs, 5);  // manifest, config, 3 layers
+}
+
+// The pid and start time of a process that existed and is gone (reaped).
+std::pair<pid_t, std::string> DeadProcess() {
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  std::string start = ProcessStartTime(child);
+  ::kill(child, SIGKILL);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  return {child, start};
+}
+
+std::vector<std::string> ContainerEntries(const std::string& root) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(root + "/containers")) {
+    out.push_back(e.path().filename().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+TEST_F(UsageTest, GcDeletesAbandonedContainerDirsAndKeepsLiveOnes) {
+  SyntheticImage a = MakeImage(*store_, {std::string(3000, 'a')}, "2024-01-01", "a");
+  Record("example.com/a:1", a);
+  const std::string containers = Root() + "/containers";
+  auto [dead_pid, dead_start] = DeadProcess();
+  ASSERT_GT(dead_pid, 0);
+  ASSERT_FALSE(dead_start.empty());
+  ASSERT_FALSE(ProcessIsAlive(dead_pid, dead_start));
+  nlohmann::json dead_owner = {{"pid", dead_pid}, {"pid_start", dead_start}};
+  auto make = [&](const std::string& name, const std::string& payload) {
+    ASSERT_TRUE(MakeDirs(containers + "/" + name + "/upper/etc").ok());
+    ASSERT_TRUE(WriteFileAtomic(containers + "/" + name + "/upper/etc/data", payload).ok());
+  };
+  auto owned_by_dead = [&](const std::string& name) {
+    ASSERT_TRUE(WriteFileAtomic(containers + "/" + name + "/" + std::string(kContainerOwnerFile),
+                                dead_owner.dump())
+                    .ok());
+  };
+  // A killed mount daemon's temporary upper: abandoned.
+  make("mount-00000000000000aa", std::string(10000, 'x'));
+  owned_by_dead("mount-00000000000000aa");
+  // A half-created container (claimed by a run that died before container.json): abandoned.
+  make("t1", std::string(5000, 'y'));
+  owned_by_dead("t1");
+  // An old directory without an owner record (older imgfs): abandoned.
+  make("mount-00000000000000bb", "old");
+  SetMtime(containers + "/mount-00000000000000bb", ::time(nullptr) - 3600);
+  // Kept: a live owner (this process), a fresh ownerless directory (a mount in the instant
+  // between mkdir and its owner record), a dead owner whose upper a live lease names, a real
+  // container with container.json, a removal that may still be running.
+  make("mount-00000000000000cc", "live");
+  ASSERT_TRUE(WriteContainerOwner(containers + "/mount-00000000000000cc").ok());
+  make("mount-00000000000000dd", "fresh");
+  make("mount-00000000000000ee", "leased");
+  owned_by_dead("mount-00000000000000ee");
+  auto lease = Lease::Acquire(*store_, a.manifest.digest, "/mnt/leftovers", "example.com/a:1",
+                              containers + "/mount-00000000000000ee/upper");
+  ASSERT_TRUE(lease.has_value()) << lease.error().ToString();
+  make("web", "container");
+  owned_by_dead("web");
+  nlohmann::json cj = {{"version", 1}, {"name", "web"}, {"image", a.manifest.digest.String()}};
+  ASSERT_TRUE(WriteFileAtomic(containers + "/web/container.json", cj.dump()).ok());
+  make(".rm-gone-0123", "being removed");
+
+  // du counts the three abandoned directories, byte for byte as du -sb sees them.
+  int64_t expected_bytes = DuSb(containers + "/mount-00000000000000aa") + DuSb(containers + "/t1") +
+                           DuSb(containers + "/mount-00000000000000bb");
+  StoreUsage u = Scan();
+  EXPECT_EQ(u.abandoned_containers, 3);
+  EXPECT_EQ(u.abandoned_container_bytes, expected_bytes);
+  EXPECT_GT(u.abandoned_container_bytes, 15000);
+  EXPECT_EQ(u.container_bytes, DuSb(containers));
+  EXPECT_EQ(u.total_bytes, DuSb(Root()));
+
+  auto gc = CollectGarbage(*store_, options_);
+  ASSERT_TRUE(gc.has_value()) << gc.error().ToString();
+  EXPECT_EQ(ContainerEntries(Root()),
+            (std::vector<std::string>{".rm-gone-0123", "mount-00000000000000cc",
+                                      "mount-00000000000000dd", "mount-00000000000000ee", "web"}));
+  auto leased_data = ReadFile(containers + "/mount-00000000000000ee/upper/etc/data");
+  ASSERT_TRUE(leased_data.has_value()) << leased_data.error().ToString();
+  EXPECT_EQ(*leased_data, "leased");
+  // The image stays (the lease and the container pin it).
+  EXPECT_TRUE(store_->HasBlob(a.layers[0]));
+  u = Scan();
+  EXPECT_EQ(u.abandoned_containers, 0);
+  EXPECT_EQ(u.abandoned_container_bytes, 0);
+
+  // Once the lease is gone, the dead owner's directory goes too.
+  ASSERT_TRUE(lease->Release().ok());
+  ASSERT_TRUE(CollectGarbage(*store_, options_).has_value());
+  EXPECT_EQ(ContainerEntries(Root()),
+            (std::vector<std::string>{".rm-gone-0123", "mount-00000000000000cc",
+                                      "mount-00000000000000dd", "web"}));
+}
+
+TEST_F(UsageTest, CreateContainerRecordsItsOwnerFirst) {
+  ContainerInfo info;
+  info.name = "owned";
+  auto made = CreateContainer(*store_, info);
+  ASSERT_TRUE(made.has_value()) << made.error().ToString();
+  auto text = ReadFile(ContainerDir(*store_, "owned") + "/" + std::string(kContainerOwnerFile));
+  ASSERT_TRUE(text.has_value()) << text.error().ToString();
+  auto j = nlohmann::json::parse(*text, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << *text;
+  EXPECT_EQ(j.value("pid", 0), ::getpid());
+  EXPECT_EQ(j.value("pid_start", ""), ProcessStartTime(::getpid()));
+  // A listed container (container.json written) is never abandoned, whatever its owner.
+  EXPECT_TRUE(ListAbandonedContainerDirs(*store_, {}).empty());
+  auto listed = ListContainers(*store_);
+  ASSERT_TRUE(listed.has_value());
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].name, "owned");
 }
 
 }  // namespace
