@@ -657,10 +657,17 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
     }
   };
 
+  // buf holds the received blob bytes [buf_start, buf_start + buf.size()); received_end is
+  // the blob offset after the last byte received. Dropping a decoded chunk may move
+  // buf_start past received_end (the next chunk starts after a gap not yet received: the
+  // tar-header frames between zstd:chunked payloads); the gap's bytes are then discarded as
+  // they arrive instead of being taken for the next chunk's.
   std::string buf;
-  uint64_t buf_start = 0;  // blob offset of buf[0]
-  uint32_t next = 0;       // next position to decode
-  uint32_t seg_end = 0;    // end position of the current segment
+  uint64_t buf_start = 0;     // blob offset of buf[0]
+  uint64_t received_end = 0;  // blob offset after the last byte received in this segment
+  uint32_t next = 0;          // next position to decode
+  uint32_t seg_end = 0;       // end position of the current segment
+  uint64_t decode_failures = 0;
   auto sink = [&](std::string_view data) -> Status {
     if (stopping_.load()) return Status::Unavailable("the mount is closing");
     if (background) {
@@ -671,6 +678,10 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
       }
     }
     bytes_fetched_.fetch_add(data.size(), std::memory_order_relaxed);
+    const uint64_t data_start = received_end;
+    received_end += data.size();
+    if (received_end <= buf_start) return Status::Ok();  // all of it inside a gap
+    if (data_start < buf_start) data.remove_prefix(buf_start - data_start);
     buf.append(data);
     while (next < seg_end) {
       const Chunk& c = all[order_[next]];
@@ -681,6 +692,12 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
             std::string_view(buf).substr(c.blob_offset - buf_start, c.blob_length);
         Result<std::string> decoded =
             DecodeChunk(index_->format, c, bytes, index_->layer_digest, "");
+        if (!decoded.has_value() && decode_failures++ == 0) {
+          IMGFS_LOG(kWarning) << "streaming pass of layer " << index_->layer_digest.String()
+                              << ": chunk " << KeyOf(order_[next]) << " of /"
+                              << FileOf(order_[next]) << ": " << decoded.error().ToString()
+                              << " (its readers fetch it themselves)";
+        }
         ChunkResult result =
             decoded.has_value()
                 ? ChunkResult(std::make_shared<const std::string>(std::move(decoded).value()))
@@ -691,7 +708,11 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
       ++next;
       if (next < seg_end) {
         const uint64_t keep_from = std::max(buf_start, all[order_[next]].blob_offset);
-        buf.erase(0, std::min<uint64_t>(buf.size(), keep_from - buf_start));
+        if (keep_from - buf_start >= buf.size()) {
+          buf.clear();  // the rest (if any) of the gap is dropped as it arrives
+        } else {
+          buf.erase(0, keep_from - buf_start);
+        }
         buf_start = keep_from;
         claim_ahead(keep_from + kStreamClaimAheadBytes, seg_end);
         // Readers that ran ahead of the stream fetched (or are fetching) what comes next:
@@ -743,6 +764,7 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
     claim_to = std::max(claim_to, pos);
     buf.clear();
     buf_start = all[order_[pos]].blob_offset;
+    received_end = buf_start;
     uint64_t seg_bytes_end = 0;
     for (uint32_t p = pos; p < seg_end; ++p) {
       seg_bytes_end =
