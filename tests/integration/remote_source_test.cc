@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
+#include "fs/convert/index_publish.h"
 #include "registry/digest.h"
 #include "registry/media_types.h"
 #include "tests/support/http_test_server.h"
@@ -586,6 +587,13 @@ TEST_F(RemoteSourceRegistryTest, PingAndManifestByTagAndDigest) {
   EXPECT_EQ(by_digest->bytes, image_->manifest);
 }
 
+TEST_F(RemoteSourceRegistryTest, NoReferrersApiIsUnsupported) {
+  // Debian's docker-registry 2.8 predates the referrers API: callers use the tag fallback.
+  auto listed = source_->ListReferrers(image_->manifest_digest, "");
+  ASSERT_FALSE(listed.has_value());
+  EXPECT_EQ(listed.error().code(), StatusCode::kUnsupported) << listed.error().ToString();
+}
+
 TEST_F(RemoteSourceRegistryTest, UnknownTagRepositoryAndBlobAreNotFound) {
   auto m = source_->GetManifest("does-not-exist");
   ASSERT_FALSE(m.has_value());
@@ -843,6 +851,101 @@ TEST(RemoteSourceAuthTest, BearerTokenFlowWithTokenServer) {
   for (const auto& r : tokens.requests()) {
     EXPECT_EQ(r.target.find("b0b-pass"), std::string::npos);  // secrets only in headers
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// Referrers API (distribution-spec 1.1) with the scripted server; docker-registry 2.8 has
+// none (RemoteSourceRegistryTest.NoReferrersApiIsUnsupported).
+
+TEST(RemoteSourceReferrersTest, ListsTheIndexFilteredByArtifactType) {
+  const Digest subject = Digest::Sha256Of("the image manifest");
+  Descriptor imgfs_artifact;
+  imgfs_artifact.media_type = std::string(media::kOciManifest);
+  imgfs_artifact.digest = Digest::Sha256Of("artifact 1");
+  imgfs_artifact.size = 10;
+  imgfs_artifact.artifact_type = std::string(fs::kImgfsIndexArtifactType);
+  Descriptor signature = imgfs_artifact;
+  signature.digest = Digest::Sha256Of("artifact 2");
+  signature.artifact_type = "application/vnd.dev.cosign.artifact.sig.v1+json";
+  Index listed;
+  listed.schema_version = 2;
+  listed.media_type = std::string(media::kOciIndex);
+  listed.manifests = {imgfs_artifact, signature};  // a server that ignores the filter
+  const std::string body = EncodeIndex(listed);
+  HttpTestServer server(Registry([&](const HttpTestRequest& req, HttpTestConnection& conn) {
+    if (req.path == "/v2/demo/app/referrers/" + subject.String()) {
+      conn.Respond(200, {{"Content-Type", std::string(media::kOciIndex)}}, body);
+      return;
+    }
+    conn.Respond(404, {}, R"({"errors":[{"code":"NOT_FOUND"}]})");
+  }));
+  auto source = RemoteSource::Create(server.host_port(), "demo/app", FastOptions());
+  auto all = source->ListReferrers(subject, "");
+  ASSERT_TRUE(all.has_value()) << all.error().ToString();
+  EXPECT_EQ(all->size(), 2u);
+  auto only = source->ListReferrers(subject, fs::kImgfsIndexArtifactType);
+  ASSERT_TRUE(only.has_value()) << only.error().ToString();
+  ASSERT_EQ(only->size(), 1u);
+  EXPECT_EQ((*only)[0].digest, imgfs_artifact.digest);
+  bool filtered = false;
+  for (const HttpTestRequest& req : server.requests()) {
+    if (req.query == "artifactType=application%2Fvnd.imgfs.index.v1") filtered = true;
+  }
+  EXPECT_TRUE(filtered) << "the artifactType filter was not sent";
+  // Another repository answers 404: no referrers API there.
+  auto missing = RemoteSource::Create(server.host_port(), "demo/other", FastOptions())
+                     ->ListReferrers(subject, "");
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().code(), StatusCode::kUnsupported) << missing.error().ToString();
+}
+
+// FindPublishedIndexes through the referrers API: the sha256-<hex> tag is never asked for.
+TEST(RemoteSourceReferrersTest, FindPublishedIndexesUsesTheApiBeforeTheTag) {
+  fs::LayerIndex index;
+  index.layer_digest = Digest::Sha256Of("a layer");
+  index.media_type = std::string(media::kOciLayerGzip);
+  index.format = fs::LayerFormat::kTarGzip;
+  fs::ImageIndexes indexes;
+  indexes.manifest.media_type = std::string(media::kOciManifest);
+  indexes.manifest.digest = Digest::Sha256Of("the image manifest");
+  indexes.manifest.size = 18;
+  fs::ImageIndexes::Layer layer;
+  layer.layer.digest = index.layer_digest;
+  layer.encoded = index.Encode();
+  indexes.layers.push_back(layer);
+  const fs::IndexArtifact artifact = fs::MakeIndexArtifact(indexes);
+  Index listed;
+  listed.schema_version = 2;
+  listed.media_type = std::string(media::kOciIndex);
+  listed.manifests = {artifact.descriptor};
+  const std::string body = EncodeIndex(listed);
+  HttpTestServer server(Registry([&](const HttpTestRequest& req, HttpTestConnection& conn) {
+    const std::string repo = "/v2/demo/app/";
+    if (req.path == repo + "referrers/" + indexes.manifest.digest.String()) {
+      conn.Respond(200, {{"Content-Type", std::string(media::kOciIndex)}}, body);
+    } else if (req.path == repo + "manifests/" + artifact.descriptor.digest.String()) {
+      conn.Respond(200, {{"Content-Type", std::string(media::kOciManifest)}},
+                   artifact.manifest_bytes);
+    } else if (req.path.rfind(repo + "blobs/", 0) == 0) {
+      auto d = Digest::Parse(req.path.substr(repo.size() + 6));
+      auto it = d.has_value() ? artifact.blobs.find(*d) : artifact.blobs.end();
+      if (it == artifact.blobs.end()) {
+        conn.Respond(404, {}, "");
+      } else {
+        conn.Respond(200, {}, it->second);
+      }
+    } else {
+      conn.Respond(404, {}, R"({"errors":[{"code":"MANIFEST_UNKNOWN"}]})");
+    }
+  }));
+  auto source = RemoteSource::Create(server.host_port(), "demo/app", FastOptions());
+  auto found = fs::FindPublishedIndexes(*source, indexes.manifest.digest);
+  ASSERT_TRUE(found.has_value()) << found.error().ToString();
+  ASSERT_EQ(found->size(), 1u);
+  EXPECT_EQ(found->begin()->first, index.layer_digest);
+  EXPECT_EQ(found->begin()->second.format, fs::LayerFormat::kTarGzip);
+  EXPECT_EQ(server.Count("GET", "/v2/demo/app/manifests/sha256-"), 0u);
+  EXPECT_EQ(server.Count("GET", "/v2/demo/app/referrers/"), 1u);
 }
 
 }  // namespace
