@@ -130,6 +130,8 @@ json UsageJson(const cache::StoreUsage& u) {
           {"indexes", {{"count", u.indexes}, {"bytes", u.index_bytes}}},
           {"chunks", {{"count", u.chunks}, {"bytes", u.chunk_bytes}}},
           {"containers", u.container_bytes},
+          {"abandoned_containers",
+           {{"count", u.abandoned_containers}, {"bytes", u.abandoned_container_bytes}}},
           {"metadata", u.metadata_bytes},
           {"total", u.total_bytes}};
 }
@@ -179,7 +181,11 @@ int RunDu(CommandContext& ctx) {
        HumanSize(u.unreferenced_index_bytes)},
       {"Chunks (chunks/)", count(u.chunks, u.unreferenced_chunks), HumanSize(u.chunk_bytes),
        HumanSize(u.unreferenced_chunk_bytes)},
-      {"Containers", "", HumanSize(u.container_bytes), ""},
+      {"Containers (containers/)",
+       u.abandoned_containers > 0
+           ? std::to_string(u.abandoned_containers) + " abandoned (imgfs cache gc deletes them)"
+           : "",
+       HumanSize(u.container_bytes), HumanSize(u.abandoned_container_bytes)},
       {"Metadata", "", HumanSize(u.metadata_bytes), ""},
       {"Total", "", HumanSize(u.total_bytes), HumanSize(u.unreferenced_bytes())},
   });
