@@ -199,5 +199,55 @@ TEST_F(PublishedIndexTest, CorruptPublishedIndexIsRefusedAndTheLayerFetchedWhole
   Umount("fresh", "mnt-lazy");
 }
 
+// The fixtures made by real tools (plain tar, tar+gzip, tar+zstd): published, then mounted
+// lazily from a fresh store; the mount fetches no layer, the tree equals the fixtures'
+// expected listing and a file's bytes are right.
+class PublishedFixtureTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(PublishedFixtureTest, LazyMountEqualsTheExpectedListing) {
+  ASSERT_EQ(access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is needed for mount tests";
+  ASSERT_EQ(geteuid(), 0u) << "mount tests run as root";
+  const std::string fixtures = std::string(IMGFS_SOURCE_DIR) + "/../shared/fixtures";
+  TempDir dir;
+  ASSERT_TRUE(MakeDirs(dir.Sub("mnt")).ok());
+  auto reg = RegistryServer::Start();
+  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+  ASSERT_TRUE((*reg)->PushOciLayout(fixtures + "/" + GetParam(), "latest", "demo/p:1").ok());
+  auto imgfs = [&](const std::string& store, std::vector<std::string> args) {
+    args.insert(args.begin(), kImgfs);
+    return RunProcess(args, {"IMGFS_ROOT=" + dir.Sub(store)}, {}, 120);
+  };
+  ProcessResult r = imgfs("publisher", {"index", "push", (*reg)->host_port() + "/demo/p:1"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  auto stats = std::make_shared<ProxyStats>();
+  HttpTestServer proxy(ProxyHandler((*reg)->url(), stats));
+  r = imgfs("fresh", {"mount", "--lazy", proxy.host_port() + "/demo/p:1", dir.Sub("mnt")});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  const uint64_t after_mount = stats->blob_bytes.load();
+  EXPECT_LE(ListFilesRecursive(dir.Sub("fresh") + "/blobs/sha256").size(), 2u)
+      << "layer blobs were downloaded at mount";
+  EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(dir.Sub("mnt") + "/data/random.bin")).hex(),
+            "b352facbb4d47b2624c165c80047e487c3a60b0370ec4599a70d0a94f1036f9d");
+  EXPECT_GT(stats->blob_bytes.load(), after_mount);
+  auto listing = ParseListing(ReadAll(fixtures + "/tiny.expected.txt"));
+  ASSERT_GT(listing.size(), 50u);
+  std::string error;
+  auto actual = ListTree(dir.Sub("mnt"), TreeOptions{}, &error);
+  ASSERT_TRUE(error.empty()) << error;
+  std::vector<std::string> diffs = CompareWithListing(actual, listing, TreeOptions{});
+  EXPECT_TRUE(diffs.empty()) << diffs.size() << " differences, first: " << diffs.front();
+  r = imgfs("fresh", {"umount", dir.Sub("mnt")});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  if (IsMounted(dir.Sub("mnt"))) RunProcess({"umount", "-l", dir.Sub("mnt")});
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, PublishedFixtureTest,
+                         ::testing::Values("tiny-uncompressed", "tiny-gzip", "tiny-zstd"),
+                         [](const auto& param_info) {
+                           std::string name = param_info.param.substr(5);
+                           name[0] = static_cast<char>(name[0] - 'a' + 'A');
+                           return name;
+                         });
+
 }  // namespace
 }  // namespace imgfs::testing
