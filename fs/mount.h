@@ -32,7 +32,9 @@ struct PrepareOptions {
   // Lazy mount: a missing image is recorded without its layers (PullOptions::metadata_only);
   // an eStargz or zstd:chunked layer whose blob is not in the store is served from the
   // registry chunk by chunk (its TOC index is fetched once and kept in the IndexStore, its
-  // chunks in the chunk store); other missing layers are fetched whole.
+  // chunks in the chunk store); a plain tar/gzip/zstd layer with an imgfs index in the store
+  // or published for the manifest (fs/convert/index_publish.h) is served by Range requests
+  // through its checkpoints (fs/indexed_fetcher.h); other missing layers are fetched whole.
   bool lazy = false;
   // Lazy mounts: an uncached read that cannot be fetched within this time fails with EIO
   // (`--fetch-timeout`); 0 means the built-in default.
