@@ -31,7 +31,8 @@ run_ctest() {  # config, ctest args...
   local p f s
   p=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .* Passed' "$log" || true)
   f=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .*(\*\*\*Failed|\*\*\*Exception|\*\*\*Timeout|Not Run)' "$log" || true)
-  s=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .*Skipped' "$log" || true)
+  # The status word ends the line ("Skipped   0.01 sec"); test names may contain it too.
+  s=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .*Skipped +[0-9.]+ sec' "$log" || true)
   passed=$((passed + p))
   failed=$((failed + f + s))
   if [ "$s" -gt 0 ]; then failures+=("$config: $s skipped tests (a skip is a failure here)"); fi
