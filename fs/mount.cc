@@ -1,6 +1,7 @@
 // imgfs — preparing an image for a mount.
 #include "fs/mount.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "base/log.h"
+#include "base/unique_fd.h"
 #include "cache/chunk_store.h"
 #include "cache/images.h"
 #include "cache/index_store.h"
@@ -176,6 +178,66 @@ std::shared_ptr<const LayerIndex> PlainLazyIndex(
   return std::make_shared<const LayerIndex>(it->second);
 }
 
+// What the tail of a tar+gzip / tar+zstd layer without TOC annotations says it is.
+enum class UnannotatedToc { kNone, kEstargz, kZstdChunked };
+
+UnannotatedToc DetectFooter(std::string_view tail, LayerFormat format, uint64_t blob_size) {
+  if (format == LayerFormat::kTarGzip) {
+    Result<EstargzFooter> footer = ParseEstargzFooter(tail);
+    if (footer.has_value() && footer->toc_offset < blob_size) return UnannotatedToc::kEstargz;
+  } else if (format == LayerFormat::kTarZstd) {
+    if (ParseZstdChunkedFooter(tail).has_value()) return UnannotatedToc::kZstdChunked;
+  }
+  return UnannotatedToc::kNone;
+}
+
+// A registry layer without TOC annotations: one Range request for its last bytes (lazy
+// mounts only) tells an eStargz or zstd:chunked blob from a plain one.
+UnannotatedToc ProbeRemoteFooter(registry::BlobSource& source, const registry::Descriptor& desc) {
+  Result<LayerFormat> format = LayerFormatForMediaType(desc.media_type);
+  if (!format.has_value() || desc.size <= 0) return UnannotatedToc::kNone;
+  if (*format != LayerFormat::kTarGzip && *format != LayerFormat::kTarZstd) {
+    return UnannotatedToc::kNone;
+  }
+  const uint64_t want =
+      *format == LayerFormat::kTarGzip ? kEstargzFooterBytes : kZstdChunkedFooterBytes;
+  const uint64_t size = static_cast<uint64_t>(desc.size);
+  if (size < want) return UnannotatedToc::kNone;
+  Result<std::string> tail = source.ReadBlobRange(desc.digest, ByteRange{size - want, want});
+  if (!tail.has_value()) {
+    IMGFS_LOG(kWarning) << "cannot read the footer of layer " << desc.digest.String() << " ("
+                        << tail.error().ToString() << ")";
+    return UnannotatedToc::kNone;
+  }
+  return DetectFooter(*tail, *format, size);
+}
+
+// Whether the stored tar+gzip blob at `path` ends with an eStargz footer (a local read).
+bool LocalEstargzFooter(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.IsValid()) return false;
+  off_t size = ::lseek(fd.get(), 0, SEEK_END);
+  if (size < static_cast<off_t>(kEstargzFooterBytes)) return false;
+  std::string tail(kEstargzFooterBytes, '\0');
+  ssize_t n = ::pread(fd.get(), tail.data(), tail.size(), size - static_cast<off_t>(tail.size()));
+  if (n != static_cast<ssize_t>(tail.size())) return false;
+  return DetectFooter(tail, LayerFormat::kTarGzip, static_cast<uint64_t>(size)) ==
+         UnannotatedToc::kEstargz;
+}
+
+// The TOC index of an eStargz / zstd:chunked layer that has no TOC digest annotation, loaded
+// without verifying the TOC (--insecure-skip-toc-verify). The chunk digests it lists still
+// verify every chunk. Not kept in the IndexStore: a later verified mount must not reuse it.
+Result<LayerIndex> LoadUnverifiedTocIndex(registry::BlobSource& source,
+                                          const registry::Descriptor& desc, UnannotatedToc kind,
+                                          uint64_t* landmark) {
+  if (kind == UnannotatedToc::kZstdChunked) return LoadZstdChunkedIndex(source, desc, true);
+  LastRangeSource recording(&source);
+  Result<LayerIndex> index = LoadEstargzIndex(recording, desc, true);
+  if (index.has_value()) *landmark = LandmarkOffset(recording.last(), desc.digest);
+  return index;
+}
+
 Status FetchWholeBlob(cache::Store& store, registry::BlobSource& source,
                       const registry::Descriptor& desc) {
   IMGFS_ASSIGN_OR_RETURN(cache::BlobWriter writer,
@@ -246,10 +308,36 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
       };
       Status opened = ensure_source();
       if (!opened.ok()) return decorate(opened);
-      if (IsLazyCapable(desc)) {
+      // A plain-looking layer with no index: its footer may still say eStargz/zstd:chunked.
+      std::shared_ptr<const LayerIndex> plain;
+      UnannotatedToc unannotated = UnannotatedToc::kNone;
+      if (!IsLazyCapable(desc)) {
+        plain = PlainLazyIndex(index_store, *source, image.manifest.digest, desc, &published);
+        if (plain == nullptr) unannotated = ProbeRemoteFooter(*source, desc);
+      }
+      const bool unverified = unannotated != UnannotatedToc::kNone;
+      if (unverified && !options.insecure_skip_toc_verify) {
+        IMGFS_LOG(kWarning) << "layer " << desc.digest.String() << " is "
+                            << (unannotated == UnannotatedToc::kEstargz
+                                    ? "eStargz without a toc.digest annotation"
+                                    : "zstd:chunked without manifest-position/checksum "
+                                      "annotations")
+                            << ": fetching it whole to verify it (--insecure-skip-toc-verify "
+                               "mounts it lazily, unverified)";
+      }
+      if (IsLazyCapable(desc) || (unverified && options.insecure_skip_toc_verify)) {
         bool built = false;
         uint64_t landmark = 0;
-        Result<LayerIndex> index = LoadLazyIndex(index_store, *source, desc, &built, &landmark);
+        if (unverified) {
+          IMGFS_LOG(kWarning) << "layer " << desc.digest.String()
+                              << ": --insecure-skip-toc-verify: its TOC is not verified (no "
+                                 "annotation to check it against); chunks are still verified "
+                                 "by the TOC's chunk digests";
+          built = true;
+        }
+        Result<LayerIndex> index =
+            unverified ? LoadUnverifiedTocIndex(*source, desc, unannotated, &landmark)
+                       : LoadLazyIndex(index_store, *source, desc, &built, &landmark);
         if (!index.has_value()) return decorate(index.error());
         if (built) ++out.indexes_built;
         auto shared = std::make_shared<const LayerIndex>(std::move(index).value());
@@ -272,9 +360,7 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
       }
       // A plain tar / tar+gzip / tar+zstd layer: served by Range requests through its
       // index when the store has one or the registry has one published for this manifest.
-      if (std::shared_ptr<const LayerIndex> plain =
-              PlainLazyIndex(index_store, *source, image.manifest.digest, desc, &published);
-          plain != nullptr) {
+      if (plain != nullptr) {
         Result<std::unique_ptr<IndexedRemoteData>> data =
             IndexedRemoteData::Create(source, plain, store.Subdir("tmp"));
         if (data.has_value()) {
@@ -305,8 +391,10 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
     if (!existed) ++out.indexes_built;
     // An eStargz blob is also a valid tar+gzip and is indexed as one; its TOC annotation
     // says what it is, so the merge hides the converter's landmark and TOC files.
+    // Without the annotation, the blob's own footer (a local read) says so.
     if (index->format == LayerFormat::kTarGzip &&
-        desc.annotations.count(std::string(kEstargzTocDigestAnnotation)) > 0) {
+        (desc.annotations.count(std::string(kEstargzTocDigestAnnotation)) > 0 ||
+         LocalEstargzFooter(blob))) {
       index->format = LayerFormat::kEstargz;
     }
     auto shared = std::make_shared<const LayerIndex>(std::move(index).value());

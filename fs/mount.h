@@ -43,6 +43,11 @@ struct PrepareOptions {
   // nothing, the eStargz landmark files (one request per layer), or all remaining data.
   enum class Prefetch { kNone, kLandmarks, kAll };
   Prefetch prefetch = Prefetch::kLandmarks;
+  // Lazy mounts: an eStargz / zstd:chunked layer without the annotation that verifies its TOC
+  // (found by one Range request for the footer of each unindexed tar+gzip/zstd layer) is
+  // fetched whole, unless this is set (`--insecure-skip-toc-verify`): then its TOC is loaded
+  // unverified and the layer is served lazily (each chunk still checked by its TOC digest).
+  bool insecure_skip_toc_verify = false;
 };
 
 struct PreparedImage {

@@ -53,7 +53,8 @@ constexpr std::string_view kMountUsage =
     "IMAGE is a reference, an image ID, or oci:DIR[:TAG] | oci-archive:FILE | "
     "docker-archive:FILE.\n"
     "Mount options (-o, comma-separated): allow_other, dev, suid, debug, lazy, root=STORE,\n"
-    "fetch_timeout=SECONDS, prefetch=none|landmarks|all, upper=DIR (a writable mount);\n"
+    "fetch_timeout=SECONDS, prefetch=none|landmarks|all, insecure_skip_toc_verify,\n"
+    "upper=DIR (a writable mount);\n"
     "mount(8)'s "
     "generic options (defaults, ro, rw, nofail, noauto, _netdev, x-*) are accepted and ignored:\n"
     "`rw` alone keeps the mount read-only (fstab `defaults` implies it); upper=DIR makes it\n"
@@ -110,6 +111,7 @@ struct MountRequest {
   bool lazy = false;
   double fetch_timeout_seconds = 0;
   fs::PrepareOptions::Prefetch prefetch = fs::PrepareOptions::Prefetch::kLandmarks;
+  bool insecure_skip_toc_verify = false;
   bool writable = false;
   std::string upper;  // absolute; "" = a temporary upper in the store
 };
@@ -180,6 +182,7 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
   prep.lazy = req.lazy;
   prep.fetch_timeout_seconds = req.fetch_timeout_seconds;
   prep.prefetch = req.prefetch;
+  prep.insecure_skip_toc_verify = req.insecure_skip_toc_verify;
   prep.pull.insecure_registries = ctx.global.insecure_registries;
   prep.pull.ca_files = ctx.global.ca_certs;
   prep.pull.creds = ctx.global.creds;
@@ -311,6 +314,9 @@ int RunMount(CommandContext& ctx) {
        "lazy mounts: an uncached read that cannot be fetched in time fails with EIO"},
       {"prefetch", 0, true, "none|landmarks|all",
        "lazy mounts: what to fetch in the background (default landmarks)"},
+      {"insecure-skip-toc-verify", 0, false, "",
+       "lazy mounts: serve eStargz/zstd:chunked layers lacking their TOC digest annotation "
+       "lazily, unverified TOC (default: fetch them whole)"},
       {"debug", 'd', false, "", "libfuse debug output (implies -f)"},
       {"rw", 0, false, "", "copy-on-write: writes go to a private upper directory"},
       {"upper", 0, true, "DIR",
@@ -334,6 +340,7 @@ int RunMount(CommandContext& ctx) {
 
   req.debug = args.Has("debug");
   req.lazy = args.Has("lazy");
+  req.insecure_skip_toc_verify = args.Has("insecure-skip-toc-verify");
   std::string fetch_timeout = args.Has("fetch-timeout") ? args.Get("fetch-timeout") : "";
   std::string prefetch = args.Has("prefetch") ? args.Get("prefetch") : "";
   req.writable = args.Has("rw") || args.Has("upper");
@@ -344,6 +351,8 @@ int RunMount(CommandContext& ctx) {
         req.debug = true;
       } else if (o == "lazy") {
         req.lazy = true;
+      } else if (o == "insecure_skip_toc_verify") {
+        req.insecure_skip_toc_verify = true;
       } else if (o.rfind("fetch_timeout=", 0) == 0) {
         fetch_timeout = o.substr(14);
       } else if (o.rfind("prefetch=", 0) == 0) {
