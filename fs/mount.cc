@@ -315,8 +315,9 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
         plain = PlainLazyIndex(index_store, *source, image.manifest.digest, desc, &published);
         if (plain == nullptr) unannotated = ProbeRemoteFooter(*source, desc);
       }
-      const bool unverified = unannotated != UnannotatedToc::kNone;
-      if (unverified && !options.insecure_skip_toc_verify) {
+      const bool unverified =
+          unannotated != UnannotatedToc::kNone && options.insecure_skip_toc_verify;
+      if (unannotated != UnannotatedToc::kNone && !unverified) {
         IMGFS_LOG(kWarning) << "layer " << desc.digest.String() << " is "
                             << (unannotated == UnannotatedToc::kEstargz
                                     ? "eStargz without a toc.digest annotation"
@@ -325,7 +326,7 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
                             << ": fetching it whole to verify it (--insecure-skip-toc-verify "
                                "mounts it lazily, unverified)";
       }
-      if (IsLazyCapable(desc) || (unverified && options.insecure_skip_toc_verify)) {
+      if (IsLazyCapable(desc) || unverified) {
         bool built = false;
         uint64_t landmark = 0;
         if (unverified) {
@@ -343,14 +344,15 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
         auto shared = std::make_shared<const LayerIndex>(std::move(index).value());
         LazyLayerReader::Options layer_options = lazy_options;
         if (built) {
-          // The TOC (and footer) sit after the last chunk; the mount read them in two requests.
+          // The TOC (and footer) sit after the last chunk; the mount read them in two requests
+          // (three when the footer probe found the layer unannotated).
           uint64_t chunks_end = 0;
           for (const Chunk& c : shared->chunks) {
             chunks_end = std::max(chunks_end, c.blob_offset + c.blob_length);
           }
           const uint64_t blob_size = desc.size > 0 ? static_cast<uint64_t>(desc.size) : 0;
           layer_options.toc_bytes = blob_size > chunks_end ? blob_size - chunks_end : 0;
-          layer_options.toc_requests = 2;
+          layer_options.toc_requests = unverified ? 3 : 2;
         }
         auto reader = std::make_unique<LazyLayerReader>(source, shared, chunk_store, layer_options);
         prefetch.emplace_back(reader.get(), landmark);
