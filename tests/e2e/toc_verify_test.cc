@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,8 @@ struct Format {
   std::string flag;  // imgfs convert --format
   std::string name;  // as the warning names it
 };
+
+void PrintTo(const Format& format, std::ostream* os) { *os << format.flag; }
 
 class TocVerifyTest : public ::testing::TestWithParam<Format> {
  protected:
