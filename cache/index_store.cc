@@ -2,8 +2,11 @@
 #include "cache/index_store.h"
 
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <string>
+#include <string_view>
+#include <system_error>
 #include <utility>
 
 #include "base/file_util.h"
@@ -13,6 +16,10 @@ namespace {
 
 constexpr std::string_view kMagic = "IMGFSIDX";  // fs/layer/layer_index.h kLayerIndexMagic
 constexpr size_t kChecksumBytes = 32;            // trailing raw sha256
+// Prefix of the landmark side record (the version follows the tag).
+constexpr std::string_view kLandmarkPrefix = "imgfs-landmark 1 ";
+// A record longer than this is not ours (the longest valid one has 20 digits).
+constexpr size_t kMaxLandmarkRecordBytes = 64;
 
 std::string ToHex(std::string_view raw) {
   static constexpr char kDigits[] = "0123456789abcdef";
@@ -56,11 +63,45 @@ Result<std::string> IndexStore::Get(const registry::Digest& layer) const {
 
 Status IndexStore::Remove(const registry::Digest& layer) const {
   if (layer.empty()) return Status::InvalidArgument("index store: empty layer digest");
-  std::string path = PathFor(layer);
-  if (std::remove(path.c_str()) != 0 && errno != ENOENT) {
-    return Status::FromErrno(errno, "remove " + path);
+  for (const std::string& path : {PathFor(layer), LandmarkPathFor(layer)}) {
+    if (std::remove(path.c_str()) != 0 && errno != ENOENT) {
+      return Status::FromErrno(errno, "remove " + path);
+    }
   }
   return Status::Ok();
+}
+
+std::string IndexStore::LandmarkPathFor(const registry::Digest& layer) const {
+  return root_ + "/indexes/" + layer.hex() + ".landmark";
+}
+
+Status IndexStore::PutLandmark(const registry::Digest& layer, uint64_t blob_offset) const {
+  if (layer.empty()) return Status::InvalidArgument("index store: empty layer digest");
+  if (blob_offset == 0) return Status::InvalidArgument("index store: landmark offset 0");
+  IMGFS_RETURN_IF_ERROR(MakeDirs(root_ + "/indexes"));
+  return WriteFileAtomic(LandmarkPathFor(layer),
+                         std::string(kLandmarkPrefix) + std::to_string(blob_offset) + "\n");
+}
+
+Result<uint64_t> IndexStore::GetLandmark(const registry::Digest& layer) const {
+  if (layer.empty()) return Status::InvalidArgument("index store: empty layer digest");
+  const std::string path = LandmarkPathFor(layer);
+  Result<std::string> data = ReadFile(path);
+  if (!data.has_value()) return data.error();
+  std::string_view text = *data;
+  auto corrupt = [&path] { return Status::Corrupt("landmark record " + path + ": malformed"); };
+  if (text.size() > kMaxLandmarkRecordBytes || !text.starts_with(kLandmarkPrefix) ||
+      !text.ends_with('\n')) {
+    return corrupt();
+  }
+  std::string_view digits = text.substr(kLandmarkPrefix.size());
+  digits.remove_suffix(1);
+  uint64_t offset = 0;
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), offset);
+  if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size() || offset == 0) {
+    return corrupt();
+  }
+  return offset;
 }
 
 }  // namespace imgfs::cache

@@ -96,9 +96,22 @@ uint64_t LandmarkOffset(const std::string& toc_member, const registry::Digest& l
   return 0;
 }
 
+// The eStargz landmark offset recorded beside a stored index (0 when there is none).
+uint64_t StoredLandmark(const cache::IndexStore& index_store, const registry::Digest& layer) {
+  Result<uint64_t> recorded = index_store.GetLandmark(layer);
+  if (recorded.has_value()) return *recorded;
+  if (recorded.error().code() != StatusCode::kNotFound) {
+    IMGFS_LOG(kWarning) << "ignoring the landmark record of " << layer.String() << ": "
+                        << recorded.error().ToString();
+  }
+  return 0;
+}
+
 // The TOC index of `desc`: from the IndexStore, else fetched through `source` and saved.
-// *landmark gets the eStargz prefetch landmark's blob offset when the TOC was fetched now
-// (0 otherwise: a stored index was prefetched at its first mount).
+// *landmark gets the eStargz prefetch landmark's blob offset (0 when the layer has none):
+// found in the TOC when it is fetched now and then recorded beside the index
+// (IndexStore::PutLandmark), so a later mount from the stored index prefetches the same
+// files (e.g. after `imgfs cache prune` evicted the chunks).
 Result<LayerIndex> LoadLazyIndex(const cache::IndexStore& index_store, registry::BlobSource& source,
                                  const registry::Descriptor& desc, bool* built,
                                  uint64_t* landmark) {
@@ -108,6 +121,9 @@ Result<LayerIndex> LoadLazyIndex(const cache::IndexStore& index_store, registry:
     if (decoded.has_value() && decoded->layer_digest == desc.digest &&
         (decoded->format == LayerFormat::kEstargz ||
          decoded->format == LayerFormat::kZstdChunked)) {
+      if (decoded->format == LayerFormat::kEstargz) {
+        *landmark = StoredLandmark(index_store, desc.digest);
+      }
       return decoded;
     }
   }
@@ -117,6 +133,14 @@ Result<LayerIndex> LoadLazyIndex(const cache::IndexStore& index_store, registry:
   if (!index.has_value()) return index;
   if (!IsZstdChunked(desc)) *landmark = LandmarkOffset(recording.last(), desc.digest);
   *built = true;
+  // The record first: a reader that sees the index also sees its landmark.
+  if (*landmark > 0) {
+    Status kept = index_store.PutLandmark(desc.digest, *landmark);
+    if (!kept.ok()) {
+      IMGFS_LOG(kWarning) << "cannot keep the prefetch landmark of " << desc.digest.String() << ": "
+                          << kept.ToString();
+    }
+  }
   Status put = index_store.Put(desc.digest, index->Encode());
   if (!put.ok())
     IMGFS_LOG(kWarning) << "cannot keep the index of " << desc.digest.String() << ": "

@@ -40,7 +40,9 @@ struct PrepareOptions {
   // (`--fetch-timeout`); 0 means the built-in default.
   double fetch_timeout_seconds = 0;
   // Lazy mounts: what is fetched in the background after the mount (`--prefetch`):
-  // nothing, the eStargz landmark files (one request per layer), or all remaining data.
+  // nothing, the eStargz landmark files (one request per layer; on every mount, also one
+  // from a stored index: the landmark is kept beside it, cache/index_store.h), or all
+  // remaining data.
   enum class Prefetch { kNone, kLandmarks, kAll };
   Prefetch prefetch = Prefetch::kLandmarks;
   // Lazy mounts: an eStargz / zstd:chunked layer without the annotation that verifies its TOC

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -68,6 +69,49 @@ TEST_F(IndexStoreTest, DamagedFilesAreCorrupt) {
   ASSERT_TRUE(store.Put(layer, "").ok());
   EXPECT_EQ(store.Get(layer).error().code(), StatusCode::kCorrupt);
   EXPECT_EQ(store.Put(registry::Digest(), "x").code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(IndexStoreTest, LandmarkRecordLivesBesideTheIndex) {
+  IndexStore store(root_);
+  registry::Digest layer = registry::Digest::Sha256Of("layer");
+  EXPECT_EQ(store.LandmarkPathFor(layer), root_ + "/indexes/" + layer.hex() + ".landmark");
+  EXPECT_EQ(store.GetLandmark(layer).error().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(store.PutLandmark(layer, 123456789012ull).ok());
+  auto got = store.GetLandmark(layer);
+  ASSERT_TRUE(got.has_value()) << got.error().ToString();
+  EXPECT_EQ(*got, 123456789012ull);
+  std::ifstream in(store.LandmarkPathFor(layer));
+  std::string line;
+  ASSERT_TRUE(std::getline(in, line));
+  EXPECT_EQ(line, "imgfs-landmark 1 123456789012");
+  // Replacing keeps one file; the index itself is untouched by the record.
+  ASSERT_TRUE(store.PutLandmark(layer, 42).ok());
+  EXPECT_EQ(*store.GetLandmark(layer), 42u);
+  EXPECT_EQ(store.Get(layer).error().code(), StatusCode::kNotFound);
+  // Remove takes the index and its side record.
+  ASSERT_TRUE(store.Put(layer, Framed("body")).ok());
+  ASSERT_TRUE(store.Remove(layer).ok());
+  EXPECT_EQ(store.GetLandmark(layer).error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store.Get(layer).error().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(std::filesystem::is_empty(root_ + "/indexes"));
+  // Offset 0 and an empty digest are refused.
+  EXPECT_EQ(store.PutLandmark(layer, 0).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store.PutLandmark(registry::Digest(), 5).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store.GetLandmark(registry::Digest()).error().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(IndexStoreTest, MalformedLandmarkRecordsAreCorrupt) {
+  IndexStore store(root_);
+  registry::Digest layer = registry::Digest::Sha256Of("layer");
+  ASSERT_TRUE(store.PutLandmark(layer, 7).ok());
+  for (const std::string& bad : std::vector<std::string>{
+           "", "imgfs-landmark 1 \n", "imgfs-landmark 1 12", "imgfs-landmark 1 0\n",
+           "imgfs-landmark 2 12\n", "imgfs-landmark 1 -3\n", "imgfs-landmark 1 12x\n",
+           "imgfs-landmark 1 99999999999999999999999\n",
+           "imgfs-landmark 1 " + std::string(80, '1') + "\n"}) {
+    std::ofstream(store.LandmarkPathFor(layer), std::ios::trunc) << bad;
+    EXPECT_EQ(store.GetLandmark(layer).error().code(), StatusCode::kCorrupt) << bad;
+  }
 }
 
 }  // namespace
