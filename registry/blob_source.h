@@ -13,6 +13,9 @@
 //  - ReadBlobRange returns exactly the bytes [range.offset, range.end()) (shorter only at
 //    the blob's end); a range cannot be verified by itself, the caller verifies what it
 //    decodes.
+//  - ReadBlobRanges answers several ranges at once, one string per range in the order asked,
+//    each as ReadBlobRange would. The default implementation calls ReadBlobRange for each;
+//    a remote source sends them as one multi-range request where the registry supports it.
 //  - Errors carry context naming the source and the digest; kUnavailable means a retry may
 //    succeed, kNotFound that the thing does not exist.
 //
@@ -24,6 +27,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "base/byte_range.h"
@@ -55,6 +59,27 @@ class BlobSource {
 
   // Bytes [range.offset, range.end()) of a blob, unverified.
   virtual Result<std::string> ReadBlobRange(const Digest& digest, ByteRange range) = 0;
+
+  // Bytes of each of `ranges` (any order, may overlap), unverified, one string per range as
+  // ReadBlobRange would return it. When `requests` is not null it is increased by the number
+  // of requests made (also when an error is returned), so callers can count round trips.
+  // Default: one ReadBlobRange per non-empty range; the first error is returned.
+  virtual Result<std::vector<std::string>> ReadBlobRanges(const Digest& digest,
+                                                          const std::vector<ByteRange>& ranges,
+                                                          uint64_t* requests) {
+    std::vector<std::string> out;
+    out.reserve(ranges.size());
+    for (const ByteRange& range : ranges) {
+      if (range.empty()) {
+        out.emplace_back();
+        continue;
+      }
+      if (requests != nullptr) ++*requests;
+      IMGFS_ASSIGN_OR_RETURN(std::string bytes, ReadBlobRange(digest, range));
+      out.push_back(std::move(bytes));
+    }
+    return out;
+  }
 
   // Every tag of the repository (sorted). Unsupported for sources without tags.
   virtual Result<std::vector<std::string>> ListTags() = 0;

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <set>
 #include <thread>
 #include <utility>
 
@@ -15,6 +16,7 @@
 #include "base/log.h"
 #include "registry/digest.h"
 #include "registry/media_types.h"
+#include "registry/multipart_ranges.h"
 
 namespace imgfs::registry {
 namespace {
@@ -107,7 +109,36 @@ std::string RegistryErrorDetail(const std::string& body) {
   return out;
 }
 
+// Registry hosts that refused a multi-range request, for the whole process: a refusal is a
+// property of the registry (or the proxy in front of it), not of one repository or mount.
+std::mutex& RefusalMu() {
+  static std::mutex mu;
+  return mu;
+}
+std::set<std::string>& RefusingHosts() {
+  static std::set<std::string> hosts;  // guarded by RefusalMu(), a leaf lock
+  return hosts;
+}
+
+// "a-b,c-d,..." for a Range header.
+std::string RangeSpec(const std::vector<ByteRange>& ranges) {
+  std::string spec;
+  for (const ByteRange& r : ranges) {
+    if (!spec.empty()) spec += ',';
+    spec += std::to_string(r.offset) + "-" + std::to_string(r.end() - 1);
+  }
+  return spec;
+}
+
 }  // namespace
+
+// The outcome of one multi-range request.
+struct RemoteSource::MultiRangeAnswer {
+  std::vector<std::string> ranges;  // one per asked range, when !refused
+  bool refused = false;
+  bool remember = false;  // the registry does not do multi-range (not a one-off broken body)
+  std::string why;
+};
 
 // One logical request and the hooks its retries need.
 struct RemoteSource::Call {
@@ -657,6 +688,180 @@ Result<std::string> RemoteSource::ReadBlobRange(const Digest& digest, ByteRange 
   }
   if (!IsSuccess(resp->status)) return HttpError(*resp, what);
   return out;  // the blob ended inside the range
+}
+
+bool RemoteSource::multi_range_refused() const {
+  std::scoped_lock lock(RefusalMu());
+  return RefusingHosts().count(host_) != 0;
+}
+
+Result<RemoteSource::MultiRangeAnswer> RemoteSource::ReadMultiRange(
+    const Digest& digest, const std::vector<ByteRange>& ranges) {
+  uint64_t lo = ranges.front().offset;
+  uint64_t hi = ranges.front().end();
+  uint64_t sum = 0;
+  for (const ByteRange& r : ranges) {
+    lo = std::min(lo, r.offset);
+    hi = std::max(hi, r.end());
+    sum += r.length;
+  }
+  const std::string what = "GET blob " + digest.String() + " (" + std::to_string(ranges.size()) +
+                           " ranges in " + std::to_string(lo) + "-" + std::to_string(hi - 1) + ")";
+  // A 206 body larger than this is not an answer to what was asked: the ranges, what a
+  // server merging near ranges may add between them (up to 1 MiB), and part headers.
+  const uint64_t max_body =
+      std::min(hi - lo, sum + (uint64_t{1} << 20)) + 4096 + 512 * ranges.size();
+  std::string body;
+  uint64_t pos = 0;  // blob offset of the next body byte of a whole-blob answer
+  bool whole = false;
+  bool complete = false;
+  bool too_large = false;
+  std::string content_type;
+  std::string content_range;
+  Call call;
+  call.path = "/v2/" + repository_ + "/blobs/" + digest.String();
+  call.what = what;
+  call.cache_redirect = true;
+  call.max_body_bytes = 1u << 20;  // error bodies only; 2xx bodies go to the sink
+  call.headers.push_back("Range: bytes=" + RangeSpec(ranges));
+  call.prepare = [&](HttpRequest& req) {
+    body.clear();
+    pos = 0;
+    whole = false;
+    complete = false;
+    too_large = false;
+    req.on_body_start = [&](const HttpResponse& head) -> Status {
+      content_type = head.Header("content-type");
+      content_range = head.Header("content-range");
+      whole = head.status != 206;
+      if (whole && !ignores_ranges_.exchange(true)) {
+        IMGFS_LOG(kWarning) << what << " (" << Describe()
+                            << "): answered with the whole blob (Range ignored)";
+      }
+      return Status::Ok();
+    };
+    req.body_sink = [&](std::string_view chunk) -> Status {
+      if (whole) {  // keep [lo, hi) of the blob, stop once it is in hand
+        const uint64_t begin = std::max(pos, lo);
+        const uint64_t end = std::min(pos + chunk.size(), hi);
+        if (begin < end) body.append(chunk.substr(begin - pos, end - begin));
+        pos += chunk.size();
+        if (pos >= hi) {
+          complete = true;
+          return Status::Internal("ranges complete");
+        }
+        return Status::Ok();
+      }
+      if (body.size() + chunk.size() > max_body) {
+        too_large = true;
+        return Status::Corrupt(what + " (" + Describe() + "): 206 body larger than " +
+                               std::to_string(max_body) + " bytes");
+      }
+      body.append(chunk);
+      return Status::Ok();
+    };
+  };
+  call.retryable = [&](const Status& st) {
+    return !complete && !too_large && st.code() == StatusCode::kUnavailable;
+  };
+  Result<HttpResponse> resp = Execute(call);
+  MultiRangeAnswer answer;
+  auto refuse = [&](bool remember, std::string why) -> Result<MultiRangeAnswer> {
+    answer.refused = true;
+    answer.remember = remember;
+    answer.why = std::move(why);
+    return std::move(answer);
+  };
+  if (too_large) return refuse(false, "206 body larger than the ranges asked for");
+  if (complete || (resp.has_value() && resp->status == 200 && whole)) {
+    // A whole blob: `body` holds [lo, min(hi, blob end)).
+    for (const ByteRange& r : ranges) {
+      const uint64_t from = r.offset - lo;
+      answer.ranges.push_back(from >= body.size() ? std::string() : body.substr(from, r.length));
+    }
+    return answer;
+  }
+  if (!resp.has_value()) return resp.error();
+  const long status = resp->status;  // NOLINT(google-runtime-int)
+  if (status == 400 || status == 416 || status == 501) {
+    return refuse(true, "HTTP " + std::to_string(status));
+  }
+  if (status == 404) {
+    return Status::NotFound("blob unknown: " + digest.String() + " (" + Describe() + ")");
+  }
+  if (!IsSuccess(status)) return HttpError(*resp, what);
+  if (status != 206) return refuse(false, "HTTP " + std::to_string(status));
+  std::vector<RangePart> parts;
+  if (IsMultipartByteranges(content_type)) {
+    Result<std::string> boundary = MultipartBoundary(content_type);
+    if (!boundary.has_value()) return refuse(false, boundary.error().message());
+    Result<std::vector<RangePart>> parsed = ParseMultipartByteranges(body, *boundary);
+    if (!parsed.has_value()) return refuse(false, parsed.error().message());
+    parts = std::move(parsed).value();
+  } else {
+    // One part for all (a server that merged every range into one).
+    Result<ContentRange> cr = ParseContentRange(content_range);
+    if (!cr.has_value()) return refuse(false, cr.error().message());
+    if (cr->length() != body.size()) {
+      return refuse(false, "206 body of " + std::to_string(body.size()) +
+                               " bytes for Content-Range " + content_range);
+    }
+    parts.push_back(RangePart{*cr, body});
+  }
+  Result<std::vector<std::string>> assembled = AssembleRanges(parts, ranges);
+  if (!assembled.has_value()) return refuse(true, assembled.error().message());
+  answer.ranges = std::move(assembled).value();
+  return answer;
+}
+
+Result<std::vector<std::string>> RemoteSource::ReadBlobRanges(const Digest& digest,
+                                                              const std::vector<ByteRange>& ranges,
+                                                              uint64_t* requests) {
+  std::vector<std::string> out(ranges.size());
+  std::vector<size_t> todo;  // indices of non-empty ranges
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    if (!ranges[i].empty()) todo.push_back(i);
+  }
+  auto count = [&] {
+    if (requests != nullptr) ++*requests;
+  };
+  for (size_t next = 0; next < todo.size();) {
+    const size_t n = std::min(kMaxRangesPerRequest, todo.size() - next);
+    bool single = n < 2 || multi_range_refused();
+    if (!single) {
+      std::vector<ByteRange> group;
+      group.reserve(n);
+      for (size_t k = next; k < next + n; ++k) group.push_back(ranges[todo[k]]);
+      count();
+      IMGFS_ASSIGN_OR_RETURN(MultiRangeAnswer answer, ReadMultiRange(digest, group));
+      if (!answer.refused) {
+        for (size_t k = 0; k < n; ++k) out[todo[next + k]] = std::move(answer.ranges[k]);
+        next += n;
+        continue;
+      }
+      single = true;
+      bool first = false;
+      if (answer.remember) {
+        std::scoped_lock lock(RefusalMu());
+        first = RefusingHosts().insert(host_).second;
+      }
+      if (first) {
+        IMGFS_LOG(kWarning) << "GET blob " << digest.String() << " (" << Describe()
+                            << "): multi-range request refused (" << answer.why
+                            << "); asking registry " << host_ << " one range at a time from now on";
+      } else {
+        IMGFS_LOG(kInfo) << "GET blob " << digest.String() << " (" << Describe()
+                         << "): multi-range answer unusable (" << answer.why
+                         << "); asking these ranges one at a time";
+      }
+    }
+    for (size_t k = next; k < next + n; ++k) {
+      count();
+      IMGFS_ASSIGN_OR_RETURN(out[todo[k]], ReadBlobRange(digest, ranges[todo[k]]));
+    }
+    next += n;
+  }
+  return out;
 }
 
 Status RemoteSource::StreamBlobRange(const Digest& digest, ByteRange range, const BlobSink& sink) {

@@ -43,9 +43,16 @@
 //  - StreamBlobRange streams [offset, end) of a blob to a sink in one GET (the streaming pass
 //    of a lazily read layer): 206 from `offset`, or a 200 whose first `offset` bytes are
 //    skipped. Retried (with backoff) only while nothing reached the sink.
-//  - Multi-range requests are never sent: coalesced single ranges kept in flight in parallel
-//    cost no more round trips, and registries that refuse multi-range (400) or answer it
-//    with a whole body need no special case.
+//  - ReadBlobRanges sends several ranges as ONE request, "Range: bytes=a-b,c-d,..." (at most
+//    kMaxRangesPerRequest ranges each; more are split over several requests). Accepted
+//    answers: 206 multipart/byteranges (registry/multipart_ranges.h; parts may be merged or
+//    reordered, each asked range is mapped onto the parts covering it), a 206 single part
+//    covering every range (sliced), or a 200 with the whole blob (sliced while streaming,
+//    and remembered as ignores_ranges()). A refusal — 400, 416, 501, or a 206 that does not
+//    cover what was asked — makes this call fall back to one ReadBlobRange per range AND is
+//    remembered for the registry host process-wide (multi_range_refused()): no later
+//    RemoteSource of this process sends that host a multi-range request again. A malformed
+//    multipart body falls back for this call only (it may be a transient corruption).
 //
 // Errors name the registry and repository (Describe()) and what was asked: NotFound
 // ("manifest unknown: <name>:<tag> (registry HOST)"), PermissionDenied from the
@@ -117,6 +124,10 @@ class RemoteSource : public BlobSource {
   // How long a blob's redirect target is reused (stargz-snapshotter uses 60 s; S3/CDN
   // signatures given by registries live for minutes).
   static constexpr std::chrono::seconds kRedirectTtl{60};
+  // Ranges per multi-range request. Go's http.ServeContent (distribution's filesystem
+  // driver) and nginx answer any number, but proxies and CDNs limit the header size
+  // (8 KiB is common); 32 ranges of two 12-digit offsets stay under 1 KiB.
+  static constexpr size_t kMaxRangesPerRequest = 32;
 
   // The repository of `ref` at ref.Endpoint(). Does no I/O.
   static std::unique_ptr<RemoteSource> Create(const Reference& ref, RemoteSourceOptions options);
@@ -134,6 +145,12 @@ class RemoteSource : public BlobSource {
   Result<FetchedManifest> GetManifest(std::string_view tag_or_digest) override;
   Status FetchBlob(const Digest& digest, int64_t expected_size, const BlobSink& sink) override;
   Result<std::string> ReadBlobRange(const Digest& digest, ByteRange range) override;
+  // Several ranges in as few requests as the registry allows (see above). `requests` (may be
+  // null) is increased once per HTTP request made for this call (a refused multi-range
+  // request counts, as does each single range of a fallback).
+  Result<std::vector<std::string>> ReadBlobRanges(const Digest& digest,
+                                                  const std::vector<ByteRange>& ranges,
+                                                  uint64_t* requests) override;
   Result<std::vector<std::string>> ListTags() override;
   // Bytes [range.offset, range.end()) of a blob handed to `sink` as they arrive (fewer when
   // the blob ends first), unverified. One request; a 200 answer is sliced.
@@ -147,6 +164,9 @@ class RemoteSource : public BlobSource {
                                                 std::string_view artifact_type);
   // True once a ranged read of this repository was answered with a whole blob (200).
   bool ignores_ranges() const { return ignores_ranges_.load(std::memory_order_relaxed); }
+  // True once any RemoteSource of this process saw this registry host refuse a multi-range
+  // request; ReadBlobRanges then asks range by range.
+  bool multi_range_refused() const;
   // "registry HOST, repository NAME"
   std::string Describe() const override;
 
@@ -171,6 +191,12 @@ class RemoteSource : public BlobSource {
   // Non-2xx final answer → Status naming `what`.
   Status HttpError(const HttpResponse& response, const std::string& what) const;
   void Backoff(int attempt, const HttpResponse* response) const;
+  // One multi-range GET for `ranges` (non-empty ranges, at least two). Either the bytes of
+  // every range, or refused=true (the caller asks range by range); errors only for what a
+  // single range would fail on too (NotFound, PermissionDenied, Unavailable after retries).
+  struct MultiRangeAnswer;
+  Result<MultiRangeAnswer> ReadMultiRange(const Digest& digest,
+                                          const std::vector<ByteRange>& ranges);
 
   const std::string host_;
   const std::string repository_;
