@@ -29,6 +29,7 @@
 #include "cache/store.h"
 #include "registry/reference.h"
 #include "tests/support/image_builder.h"
+#include "tests/support/mount_support.h"
 #include "tests/support/registry_server.h"
 #include "tests/support/tree_compare.h"
 
@@ -36,15 +37,6 @@ namespace imgfs::testing {
 namespace {
 
 const std::string kImgfs = IMGFS_BINARY;
-
-bool IsMounted(const std::string& dir) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find(" " + dir + " ") != std::string::npos) return true;
-  }
-  return false;
-}
 
 // Unmounts `dir` (lazily) when the test ends, however it ends.
 struct UnmountGuard {

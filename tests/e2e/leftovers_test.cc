@@ -18,6 +18,7 @@
 
 #include "base/file_util.h"
 #include "tests/support/image_builder.h"
+#include "tests/support/mount_support.h"
 
 namespace imgfs::testing {
 namespace {
@@ -25,15 +26,6 @@ namespace {
 const std::string kFixtures = IMGFS_FIXTURES_DIR;
 const std::string kImgfs = IMGFS_BINARY;
 const std::string kTiny = "oci:" + kFixtures + "/tiny-gzip:latest";
-
-bool IsMounted(const std::string& dir) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find(" " + dir + " ") != std::string::npos) return true;
-  }
-  return false;
-}
 
 bool Exists(const std::string& path) {
   struct stat st {};

@@ -25,6 +25,7 @@
 #include "base/file_util.h"
 #include "cache/leases.h"
 #include "tests/support/image_builder.h"
+#include "tests/support/mount_support.h"
 #include "tests/support/registry_server.h"
 #include "tests/support/tree_compare.h"
 
@@ -33,20 +34,6 @@ namespace {
 
 const std::string kFixtures = std::string(IMGFS_SOURCE_DIR) + "/../shared/fixtures";
 const std::string kImgfs = IMGFS_BINARY;
-
-bool IsMounted(const std::string& dir) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find(" " + dir + " ") != std::string::npos) return true;
-  }
-  return false;
-}
-
-std::string ReadAll(const std::string& path) {
-  Result<std::string> r = ReadFile(path);
-  return r.has_value() ? *r : std::string("<unreadable: ") + r.error().ToString() + ">";
-}
 
 // The expected tree of the fixture image `tiny`, from umoci unpack of tiny-gzip (once).
 class UmociOracle {

@@ -30,6 +30,7 @@
 
 #include "base/file_util.h"
 #include "tests/support/image_builder.h"
+#include "tests/support/mount_support.h"
 #include "tests/support/tree_compare.h"
 
 namespace imgfs::testing {
@@ -38,20 +39,6 @@ namespace {
 const std::string kFixtures = IMGFS_FIXTURES_DIR;
 const std::string kImgfs = IMGFS_BINARY;
 const std::string kTiny = "oci:" + kFixtures + "/tiny-gzip:latest";
-
-bool IsMounted(const std::string& dir) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find(" " + dir + " ") != std::string::npos) return true;
-  }
-  return false;
-}
-
-std::string ReadAll(const std::string& path) {
-  Result<std::string> r = ReadFile(path);
-  return r.has_value() ? *r : std::string("<unreadable: ") + r.error().ToString() + ">";
-}
 
 using Tree = std::map<std::string, TreeEntry>;
 

@@ -22,6 +22,7 @@
 #include "registry/digest.h"
 #include "tests/support/http_test_server.h"
 #include "tests/support/image_builder.h"
+#include "tests/support/mount_support.h"
 #include "tests/support/registry_server.h"
 
 namespace imgfs::testing {
@@ -32,20 +33,6 @@ using ::testing::HasSubstr;
 
 const std::string kFixtures = std::string(IMGFS_SOURCE_DIR) + "/../shared/fixtures";
 const std::string kImgfs = IMGFS_BINARY;
-
-bool IsMounted(const std::string& dir) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find(" " + dir + " ") != std::string::npos) return true;
-  }
-  return false;
-}
-
-std::string ReadAll(const std::string& path) {
-  Result<std::string> r = ReadFile(path);
-  return r.has_value() ? *r : std::string("<unreadable: ") + r.error().ToString() + ">";
-}
 
 int64_t DuSb(const std::string& dir) {
   ProcessResult r = RunProcess({"du", "-sb", dir});

@@ -19,6 +19,7 @@
 #include "registry/digest.h"
 #include "registry/tar_writer.h"
 #include "tests/support/image_builder.h"
+#include "tests/support/mount_support.h"
 #include "tests/support/tree_compare.h"
 
 namespace imgfs::testing {
@@ -177,15 +178,6 @@ std::vector<Layer> FeatureLayers() {
   l3.File("hl/fresh", "fresh");
   l3.File("etc/precise.txt", "replaced in layer 3\n", 0600);
   return layers;
-}
-
-bool IsMounted(const std::string& dir) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find(" " + dir + " ") != std::string::npos) return true;
-  }
-  return false;
 }
 
 TEST(TarFeaturesTest, MountEqualsUmociUnpack) {

@@ -25,6 +25,7 @@
 
 #include "base/file_util.h"
 #include "tests/support/image_builder.h"
+#include "tests/support/mount_support.h"
 #include "tests/support/registry_server.h"
 #include "tests/support/run_support.h"
 #include "tests/support/tree_compare.h"
@@ -56,15 +57,6 @@ const char kChanges[] =
     "ln /srv/new.txt /srv/new-hard\n"
     "mkfifo /srv/fifo\n"
     "touch -d '2020-01-02 03:04:05' /srv/new.txt\n";
-
-bool IsMounted(const std::string& dir) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find(" " + dir + " ") != std::string::npos) return true;
-  }
-  return false;
-}
 
 // Unmounts `dir` (lazily) when the test ends, however it ends.
 struct UnmountGuard {
