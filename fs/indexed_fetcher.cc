@@ -8,12 +8,24 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <utility>
 
 #include "base/log.h"
 
 namespace imgfs::fs {
 namespace {
+
+constexpr uint32_t kNoEntry = std::numeric_limits<uint32_t>::max();
+// Reads that go back at most this many pieces still count as sequential: spans of neighbouring
+// chunks share their checkpoint pieces, and several FUSE threads deliver a sequential reader's
+// requests slightly out of order.
+constexpr uint32_t kSequentialSlack = 8;
+// A background stream (`--prefetch=all`) yields to on-demand fetches: it stops reading its
+// socket (TCP backpressure) in these steps, at most kMaxYield per received buffer (as
+// LazyLayerReader).
+constexpr auto kYieldStep = std::chrono::milliseconds(5);
+constexpr auto kMaxYield = std::chrono::milliseconds(2000);
 
 Status PwriteAll(int fd, std::string_view data, uint64_t offset) {
   while (!data.empty()) {
@@ -33,10 +45,23 @@ Status PwriteAll(int fd, std::string_view data, uint64_t offset) {
 Result<std::unique_ptr<IndexedRemoteData>> IndexedRemoteData::Create(
     std::shared_ptr<registry::BlobSource> source, std::shared_ptr<const LayerIndex> index,
     const std::string& tmp_dir) {
+  return Create(std::move(source), std::move(index), tmp_dir, nullptr, Options());
+}
+
+Result<std::unique_ptr<IndexedRemoteData>> IndexedRemoteData::Create(
+    std::shared_ptr<registry::BlobSource> source, std::shared_ptr<const LayerIndex> index,
+    const std::string& tmp_dir, std::shared_ptr<cache::ChunkStore> chunks, Options options) {
   if (index->format != LayerFormat::kTar && index->format != LayerFormat::kTarGzip &&
       index->format != LayerFormat::kTarZstd) {
     return Status::InvalidArgument("layer " + index->layer_digest.String() +
                                    ": not a plain tar / tar+gzip / tar+zstd index");
+  }
+  for (const FileEntry& e : index->entries) {
+    if (e.type == EntryType::kRegular &&
+        uint64_t{e.first_chunk} + e.chunk_count > index->chunks.size()) {
+      return Status::Corrupt("layer " + index->layer_digest.String() + ": /" + e.path +
+                             " has chunks outside the chunk table");
+    }
   }
   ::mkdir(tmp_dir.c_str(), 0700);
   std::string path = tmp_dir + "/lazy-" + index->layer_digest.hex().substr(0, 12) + "-XXXXXX";
@@ -50,26 +75,107 @@ Result<std::unique_ptr<IndexedRemoteData>> IndexedRemoteData::Create(
     ::unlink(path.c_str());
     return Status::Io("ftruncate " + path + ": " + std::strerror(err));
   }
-  LayerReader::Options options;
-  options.max_parked_decoders = 0;  // a parked decoder may hold bytes read before their fetch
-  Result<std::unique_ptr<LayerReader>> reader = LayerReader::Open(path, index, options);
+  LayerReader::Options reader_options;
+  reader_options.max_parked_decoders = 0;  // a parked decoder may hold bytes read before a fetch
+  Result<std::unique_ptr<LayerReader>> reader = LayerReader::Open(path, index, reader_options);
   ::unlink(path.c_str());
   if (!reader.has_value()) return reader.error();
-  return std::unique_ptr<IndexedRemoteData>(new IndexedRemoteData(
-      std::move(source), std::move(index), std::move(fd), std::move(reader).value()));
+  options.max_parallel_fetches = std::max(1, options.max_parallel_fetches);
+  options.max_request_bytes = std::max<uint64_t>(options.max_request_bytes, 1);
+  options.readahead_min_bytes = std::max<uint64_t>(options.readahead_min_bytes, 1);
+  options.readahead_max_bytes = std::max(options.readahead_max_bytes, options.readahead_min_bytes);
+  return std::unique_ptr<IndexedRemoteData>(
+      new IndexedRemoteData(std::move(source), std::move(index), std::move(fd),
+                            std::move(reader).value(), std::move(chunks), options));
 }
 
 IndexedRemoteData::IndexedRemoteData(std::shared_ptr<registry::BlobSource> source,
                                      std::shared_ptr<const LayerIndex> index, UniqueFd fd,
-                                     std::unique_ptr<LayerReader> reader)
+                                     std::unique_ptr<LayerReader> reader,
+                                     std::shared_ptr<cache::ChunkStore> chunks, Options options)
     : source_(std::move(source)),
       index_(std::move(index)),
       fd_(std::move(fd)),
       reader_(std::move(reader)),
-      block_bytes_(LayerReader::Options().block_bytes),
-      verified_(index_->chunks.size(), false) {}
+      chunks_(std::move(chunks)),
+      options_(options),
+      block_bytes_(LayerReader::Options().block_bytes) {
+  remote_ = dynamic_cast<registry::RemoteSource*>(source_.get());
+  const uint64_t size = index_->compressed_size;
+  // Piece boundaries.
+  std::vector<uint64_t> cuts{0};
+  if (index_->format == LayerFormat::kTar) {
+    for (uint64_t b = block_bytes_; b < size; b += block_bytes_) cuts.push_back(b);
+  } else {
+    for (const Checkpoint& cp : index_->checkpoints) {
+      if (cp.compressed_offset >= 1) cuts.push_back(cp.compressed_offset - 1);
+      cuts.push_back(cp.compressed_offset + 1);
+    }
+  }
+  std::sort(cuts.begin(), cuts.end());
+  cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
+  while (!cuts.empty() && cuts.back() >= size && cuts.size() > 1) cuts.pop_back();
+  for (size_t i = 0; i < cuts.size(); ++i) {
+    const uint64_t next = i + 1 < cuts.size() ? cuts[i + 1] : size;
+    for (uint64_t at = cuts[i]; at < next; at += kMaxPieceBytes) piece_begin_.push_back(at);
+  }
+  piece_begin_.push_back(size);  // sentinel
+  const size_t pieces = piece_begin_.size() - 1;
+  state_.assign(pieces, kMissing);
+  flight_.resize(pieces);
 
-IndexedRemoteData::~IndexedRemoteData() = default;
+  // Chunks: owner entry, span in pieces, stream order.
+  chunk_entry_.assign(index_->chunks.size(), kNoEntry);
+  chunk_first_piece_.assign(index_->chunks.size(), 0);
+  chunk_last_piece_.assign(index_->chunks.size(), 0);
+  verified_.assign(index_->chunks.size(), false);
+  std::vector<std::pair<uint64_t, uint32_t>> by_offset;
+  for (uint32_t e = 0; e < index_->entries.size(); ++e) {
+    const FileEntry& entry = index_->entries[e];
+    if (entry.type != EntryType::kRegular) continue;
+    for (uint32_t k = 0; k < entry.chunk_count; ++k) {
+      const uint32_t id = entry.first_chunk + k;
+      if (chunk_entry_[id] != kNoEntry) continue;
+      const Chunk& c = index_->chunks[id];
+      chunk_entry_[id] = e;
+      const uint64_t u0 = entry.payload_offset + c.file_offset;
+      uint64_t begin = 0;
+      uint64_t end = 0;
+      SpanFor(u0, u0 + c.size, &begin, &end);
+      PiecesFor(begin, end, &chunk_first_piece_[id], &chunk_last_piece_[id]);
+      by_offset.emplace_back(u0, id);
+    }
+  }
+  std::sort(by_offset.begin(), by_offset.end());
+  for (const auto& [offset, id] : by_offset) chunk_order_.push_back(id);
+
+  window_bytes_ = options_.readahead_min_bytes;
+  bytes_fetched_ = options_.index_bytes;
+  requests_ = options_.index_requests;
+}
+
+IndexedRemoteData::~IndexedRemoteData() {
+  std::vector<std::thread> workers;
+  std::vector<Task> left;
+  {
+    std::scoped_lock lock(mu_);
+    stop_ = true;
+    stopping_.store(true);
+    workers.swap(workers_);
+  }
+  work_cv_.notify_all();
+  for (std::thread& t : workers) t.join();
+  {
+    std::scoped_lock lock(mu_);
+    for (auto& q : queue_) {
+      for (Task& t : q) left.push_back(std::move(t));
+      q.clear();
+    }
+  }
+  for (Task& t : left) {
+    if (!t.stream) Finish(t.first, t.promises, Status::Unavailable("the mount is closing"));
+  }
+}
 
 void IndexedRemoteData::SpanFor(uint64_t u0, uint64_t u1, uint64_t* begin, uint64_t* end) const {
   const uint64_t size = index_->compressed_size;
@@ -99,101 +205,571 @@ void IndexedRemoteData::SpanFor(uint64_t u0, uint64_t u1, uint64_t* begin, uint6
   }
 }
 
-Status IndexedRemoteData::Ensure(uint64_t begin, uint64_t end) {
-  std::scoped_lock fetch(fetch_mu_);
-  std::vector<std::pair<uint64_t, uint64_t>> missing;
-  {
-    std::scoped_lock lock(state_mu_);
-    uint64_t pos = begin;
-    auto it = fetched_.upper_bound(pos);
-    if (it != fetched_.begin()) --it;
-    for (; it != fetched_.end() && pos < end; ++it) {
-      if (it->second <= pos) continue;
-      if (it->first > pos) missing.emplace_back(pos, std::min(end, it->first));
-      pos = std::max(pos, it->second);
-    }
-    if (pos < end) missing.emplace_back(pos, end);
+void IndexedRemoteData::PiecesFor(uint64_t begin, uint64_t end, uint32_t* first,
+                                  uint32_t* last) const {
+  const size_t pieces = piece_begin_.size() - 1;
+  if (begin >= end || pieces == 0) {
+    *first = *last = 0;
+    return;
   }
-  for (auto [from, to] : missing) {
-    for (uint64_t at = from; at < to;) {
-      const uint64_t n = std::min(kMaxRequestBytes, to - at);
-      requests_.fetch_add(1, std::memory_order_relaxed);
-      Result<std::string> bytes = source_->ReadBlobRange(index_->layer_digest, ByteRange{at, n});
-      if (!bytes.has_value()) {
-        return bytes.error().WithContext("layer " + index_->layer_digest.String() + " bytes " +
-                                         std::to_string(at) + "+" + std::to_string(n));
-      }
-      if (bytes->size() != n) {
-        return Status::Corrupt("layer " + index_->layer_digest.String() + ": range " +
-                               std::to_string(at) + "+" + std::to_string(n) + " answered " +
-                               std::to_string(bytes->size()) + " bytes");
-      }
-      bytes_fetched_.fetch_add(n, std::memory_order_relaxed);
-      IMGFS_RETURN_IF_ERROR(PwriteAll(fd_.get(), *bytes, at));
-      at += n;
-    }
-    std::scoped_lock lock(state_mu_);
-    uint64_t b = from;
-    uint64_t e = to;
-    // Merge with neighbours.
-    auto it = fetched_.lower_bound(b);
-    if (it != fetched_.begin() && std::prev(it)->second >= b) --it;
-    while (it != fetched_.end() && it->first <= e) {
-      b = std::min(b, it->first);
-      e = std::max(e, it->second);
-      it = fetched_.erase(it);
-    }
-    fetched_[b] = e;
+  // The piece holding `begin`; one past the last piece starting before `end`.
+  auto f = std::upper_bound(piece_begin_.begin(), piece_begin_.end() - 1, begin);
+  auto l = std::lower_bound(piece_begin_.begin(), piece_begin_.end() - 1, end);
+  *first = static_cast<uint32_t>(f - piece_begin_.begin()) - 1;
+  *last = static_cast<uint32_t>(l - piece_begin_.begin());
+}
+
+IndexedRemoteData::ChunkData IndexedRemoteData::Recent(uint32_t id) {
+  std::scoped_lock lock(mu_);
+  auto it = recent_.find(id);
+  if (it == recent_.end()) return nullptr;
+  lru_.splice(lru_.begin(), lru_, it->second.lru);
+  return it->second.data;
+}
+
+void IndexedRemoteData::Remember(uint32_t id, const ChunkData& data) {
+  if (data == nullptr || data->size() > options_.memory_cache_bytes) return;
+  std::scoped_lock lock(mu_);
+  if (recent_.count(id) > 0) return;
+  lru_.push_front(id);
+  recent_.emplace(id, RecentChunk{data, lru_.begin()});
+  recent_bytes_ += data->size();
+  while (recent_bytes_ > options_.memory_cache_bytes && !lru_.empty()) {
+    auto victim = recent_.find(lru_.back());
+    recent_bytes_ -= victim->second.data->size();
+    recent_.erase(victim);
+    lru_.pop_back();
   }
-  return Status::Ok();
 }
 
 Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t offset,
                                             size_t length) {
   if (entry.type != EntryType::kRegular) {
-    return Status::InvalidArgument(entry.path + " is not a regular file");
+    return Status::InvalidArgument("/" + entry.path + " is not a regular file");
   }
   if (offset >= entry.size || length == 0) return std::string();
   const uint64_t end = std::min<uint64_t>(entry.size, offset + length);
-  // The chunks overlapping [offset, end): all of their bytes are fetched and verified.
-  uint64_t u0 = entry.payload_offset + offset;
-  uint64_t u1 = entry.payload_offset + end;
-  std::vector<uint32_t> chunks;
+  if (uint64_t{entry.first_chunk} + entry.chunk_count > index_->chunks.size()) {
+    return Status::Corrupt("/" + entry.path + ": chunk range outside the layer's chunk table");
+  }
+  // The chunks overlapping [offset, end), and whether they cover it.
+  std::vector<uint32_t> ids;
+  uint64_t covered_to = offset;
+  bool gap = false;
   for (uint32_t k = 0; k < entry.chunk_count; ++k) {
     const uint32_t id = entry.first_chunk + k;
-    if (id >= index_->chunks.size()) break;
     const Chunk& c = index_->chunks[id];
-    if (c.file_offset >= end || c.file_offset + c.size <= offset) continue;
-    chunks.push_back(k);
-    u0 = std::min(u0, entry.payload_offset + c.file_offset);
-    u1 = std::max(u1, entry.payload_offset + c.file_offset + c.size);
+    if (c.size == 0 || c.file_offset >= end || c.file_offset + c.size <= offset) continue;
+    if (c.file_offset > covered_to) gap = true;
+    covered_to = std::max(covered_to, c.file_offset + c.size);
+    ids.push_back(id);
   }
-  uint64_t begin = 0;
-  uint64_t stop = 0;
-  SpanFor(u0, u1, &begin, &stop);
-  Status ensured = Ensure(begin, stop);
-  if (!ensured.ok()) {
-    errors_.fetch_add(1, std::memory_order_relaxed);
-    IMGFS_LOG(kWarning) << "lazy read of " << entry.path << " failed: " << ensured.ToString();
-    return ensured;
-  }
-  for (uint32_t k : chunks) {
-    const uint32_t id = entry.first_chunk + k;
-    {
-      std::scoped_lock lock(state_mu_);
-      if (verified_[id]) continue;
-    }
-    Result<std::string> chunk = reader_->ReadChunk(entry, k);
-    if (!chunk.has_value()) {
+  const auto deadline = std::chrono::steady_clock::now() + options_.fetch_timeout;
+  if (gap || covered_to < end || ids.empty()) {
+    // No chunk table for these bytes (imgfs never builds such an index): unverified.
+    uint64_t begin = 0;
+    uint64_t stop = 0;
+    SpanFor(entry.payload_offset + offset, entry.payload_offset + end, &begin, &stop);
+    uint32_t first = 0;
+    uint32_t last = 0;
+    PiecesFor(begin, stop, &first, &last);
+    Status st = EnsurePieces(entry, first, last, deadline);
+    if (!st.ok()) {
       errors_.fetch_add(1, std::memory_order_relaxed);
-      IMGFS_LOG(kWarning) << "lazy read of " << entry.path << ": " << chunk.error().ToString();
-      return chunk.error();
+      return st;
     }
-    chunks_verified_.fetch_add(1, std::memory_order_relaxed);
-    std::scoped_lock lock(state_mu_);
+    return reader_->Read(entry, offset, length);
+  }
+
+  std::vector<ChunkData> data(ids.size());
+  std::vector<bool> local(ids.size(), false);
+  std::vector<size_t> need;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const uint32_t id = ids[i];
+    if ((data[i] = Recent(id)) != nullptr) {
+      cache_hits_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    {
+      std::scoped_lock lock(mu_);
+      local[i] = verified_[id];
+    }
+    if (local[i]) continue;
+    const Chunk& c = index_->chunks[id];
+    if (chunks_ != nullptr && !c.digest.empty()) {
+      Result<std::string> stored = chunks_->Get(c.digest);
+      if (stored.has_value()) {
+        data[i] = std::make_shared<const std::string>(std::move(stored).value());
+        cache_hits_.fetch_add(1, std::memory_order_relaxed);
+        Remember(id, data[i]);
+        continue;
+      }
+    }
+    need.push_back(i);
+  }
+  if (!need.empty()) {
+    uint32_t first = std::numeric_limits<uint32_t>::max();
+    uint32_t last = 0;
+    for (size_t i : need) {
+      first = std::min(first, chunk_first_piece_[ids[i]]);
+      last = std::max(last, chunk_last_piece_[ids[i]]);
+    }
+    Status st = EnsurePieces(entry, first, last, deadline);
+    if (!st.ok()) {
+      errors_.fetch_add(1, std::memory_order_relaxed);
+      return st;
+    }
+    for (size_t i : need) {
+      Result<ChunkData> chunk = VerifyChunk(ids[i]);
+      if (!chunk.has_value()) {
+        errors_.fetch_add(1, std::memory_order_relaxed);
+        IMGFS_LOG(kWarning) << "lazy read of /" << entry.path << " in layer "
+                            << index_->layer_digest.String() << ": " << chunk.error().ToString();
+        return chunk.error();
+      }
+      data[i] = std::move(chunk).value();
+    }
+  }
+
+  std::string out;
+  out.reserve(end - offset);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const Chunk& c = index_->chunks[ids[i]];
+    const uint64_t from = std::max(offset + out.size(), c.file_offset);
+    const uint64_t to = std::min(end, c.file_offset + c.size);
+    if (from >= to) continue;
+    if (data[i] != nullptr) {
+      if (data[i]->size() != c.size) {
+        return Status::Corrupt("/" + entry.path + ": chunk at " + std::to_string(c.file_offset) +
+                               " has " + std::to_string(data[i]->size()) + " bytes, expected " +
+                               std::to_string(c.size));
+      }
+      out.append(*data[i], from - c.file_offset, to - from);
+    } else {
+      // Verified earlier and no longer in memory: its pieces are present for good.
+      Result<std::string> bytes = reader_->Read(entry, from, to - from);
+      if (!bytes.has_value()) {
+        errors_.fetch_add(1, std::memory_order_relaxed);
+        return bytes.error();
+      }
+      out += *bytes;
+    }
+  }
+  if (out.size() != end - offset) {
+    return Status::Corrupt("/" + entry.path + ": chunks cover " + std::to_string(out.size()) +
+                           " of " + std::to_string(end - offset) + " bytes at " +
+                           std::to_string(offset));
+  }
+  return out;
+}
+
+Result<IndexedRemoteData::ChunkData> IndexedRemoteData::VerifyChunk(uint32_t id) {
+  const FileEntry& entry = index_->entries[chunk_entry_[id]];
+  Result<std::string> bytes = reader_->ReadChunk(entry, id - entry.first_chunk);
+  if (!bytes.has_value()) return bytes.error();
+  auto data = std::make_shared<const std::string>(std::move(bytes).value());
+  bool counted = false;
+  {
+    std::scoped_lock lock(mu_);
+    counted = !verified_[id];
     verified_[id] = true;
   }
-  return reader_->Read(entry, offset, length);
+  if (counted) chunks_fetched_.fetch_add(1, std::memory_order_relaxed);
+  const Chunk& c = index_->chunks[id];
+  if (chunks_ != nullptr && !c.digest.empty()) {
+    Status stored = chunks_->Put(c.digest, *data);
+    if (!stored.ok()) {
+      IMGFS_LOG(kWarning) << "chunk " << c.digest.String() << " of /" << entry.path
+                          << " not stored: " << stored.ToString();
+    }
+  }
+  Remember(id, data);
+  return data;
+}
+
+Status IndexedRemoteData::EnsurePieces(const FileEntry& entry, uint32_t first, uint32_t last,
+                                       std::chrono::steady_clock::time_point deadline) {
+  for (int pass = 0;; ++pass) {
+    struct Wait {
+      std::shared_future<Status> future;
+      bool own;
+    };
+    std::vector<Task> tasks;
+    std::vector<Wait> waits;
+    {
+      std::scoped_lock lock(mu_);
+      for (uint32_t p = first; p < last; ++p) {
+        if (state_[p] == kInFlight) waits.push_back(Wait{flight_[p], false});
+      }
+      ClaimRunsLocked(first, last, kDemand, &tasks);
+      for (const Task& t : tasks) {
+        for (size_t k = 0; k < t.promises.size(); ++k) {
+          waits.push_back(Wait{flight_[t.first + k], true});
+        }
+      }
+      if (pass == 0 && last > first) PlanReadAheadLocked(first, last - 1, &tasks);
+    }
+    Submit(std::move(tasks));
+
+    Status result = Status::Ok();
+    bool retry = false;
+    for (Wait& w : waits) {
+      if (w.future.wait_until(deadline) != std::future_status::ready) {
+        const double seconds = static_cast<double>(options_.fetch_timeout.count()) / 1000.0;
+        IMGFS_LOG(kWarning) << "lazy read of /" << entry.path << " in layer "
+                            << index_->layer_digest.String() << ": data not fetched within "
+                            << seconds << " s (" << source_->Describe() << ")";
+        return Status::Unavailable("/" + entry.path + ": data not fetched within " +
+                                   std::to_string(seconds) + " s from " + source_->Describe());
+      }
+      const Status& st = w.future.get();
+      if (!st.ok()) {
+        retry = !w.own;
+        result = st;
+        break;
+      }
+    }
+    if (result.ok()) return result;
+    if (!retry || pass > 0 || std::chrono::steady_clock::now() >= deadline) {
+      IMGFS_LOG(kWarning) << "lazy read of /" << entry.path << " in layer "
+                          << index_->layer_digest.String() << " failed: " << result.ToString();
+      return result;
+    }
+  }
+}
+
+void IndexedRemoteData::ClaimRunsLocked(uint32_t first, uint32_t last, Priority priority,
+                                        std::vector<Task>* tasks) {
+  bool open = false;
+  uint64_t bytes = 0;
+  for (uint32_t p = first; p < last; ++p) {
+    if (state_[p] != kMissing) {
+      open = false;
+      continue;
+    }
+    const uint64_t len = piece_begin_[p + 1] - piece_begin_[p];
+    if (!open || bytes + len > options_.max_request_bytes) {
+      tasks->emplace_back();
+      tasks->back().priority = priority;
+      tasks->back().first = p;
+      open = true;
+      bytes = 0;
+    }
+    auto promise = std::make_shared<std::promise<Status>>();
+    state_[p] = kInFlight;
+    flight_[p] = promise->get_future().share();
+    tasks->back().promises.push_back(std::move(promise));
+    bytes += len;
+  }
+}
+
+void IndexedRemoteData::PlanReadAheadLocked(uint32_t first, uint32_t last,
+                                            std::vector<Task>* tasks) {
+  if (!options_.readahead && !options_.streaming) return;
+  const uint32_t pieces = static_cast<uint32_t>(piece_begin_.size() - 1);
+  const bool sequential = have_last_ && first + kSequentialSlack >= last_piece_ &&
+                          first <= std::max(last_piece_ + 1, ahead_end_);
+  if (sequential) {
+    if (last > last_piece_) {
+      if (window_bytes_ >= options_.readahead_max_bytes) {
+        at_cap_bytes_ += piece_begin_[last + 1] - piece_begin_[last_piece_ + 1];
+        if (at_cap_bytes_ >= options_.readahead_max_bytes) {
+          at_cap_bytes_ = 0;
+          ++full_windows_;
+        }
+      }
+      window_bytes_ = std::min(window_bytes_ * 2, options_.readahead_max_bytes);
+    }
+  } else {
+    window_bytes_ = options_.readahead_min_bytes;
+    at_cap_bytes_ = 0;
+    full_windows_ = 0;
+    ahead_end_ = last + 1;  // a seek: what read-ahead fetched before no longer counts
+  }
+  if (!sequential || last > last_piece_) last_piece_ = last;
+  have_last_ = true;
+  if (options_.streaming && !stream_started_.load()) {
+    const bool mostly_here =
+        static_cast<double>(present_bytes_.load()) >=
+        options_.stream_after_fraction * static_cast<double>(index_->compressed_size);
+    const bool ranges_ignored = remote_ != nullptr && remote_->ignores_ranges();
+    if (mostly_here || full_windows_ >= options_.stream_after_full_windows || ranges_ignored) {
+      stream_started_.store(true);
+      stream_running_.store(true);
+      IMGFS_LOG(kInfo) << "layer " << index_->layer_digest.String()
+                       << (ranges_ignored ? ": the registry ignores Range; streaming the rest"
+                                          : ": most of it is being read; streaming the rest");
+      Task stream;
+      stream.priority = kReadAhead;
+      stream.stream = true;
+      stream.stream_from = first;
+      tasks->push_back(std::move(stream));
+      return;
+    }
+  }
+  // Read-ahead only for sequential reads: a first or random read fetches what it needs.
+  if (!options_.readahead || !sequential || stream_running_.load()) return;
+  const uint32_t from = std::max(last + 1, ahead_end_);
+  uint64_t budget = 0;
+  uint32_t to = last + 1;
+  while (to < pieces) {
+    const uint64_t len = piece_begin_[to + 1] - piece_begin_[to];
+    if (to > last + 1 && budget + len > window_bytes_) break;
+    budget += len;
+    ++to;
+  }
+  if (to <= from) return;
+  ahead_end_ = to;
+  ClaimRunsLocked(from, to, kReadAhead, tasks);
+}
+
+void IndexedRemoteData::Submit(std::vector<Task> tasks) {
+  if (tasks.empty()) return;
+  std::vector<Task> refused;
+  {
+    std::scoped_lock lock(mu_);
+    if (stop_) {
+      refused = std::move(tasks);
+    } else {
+      while (workers_.size() < static_cast<size_t>(options_.max_parallel_fetches)) {
+        workers_.emplace_back([this] { WorkerLoop(); });
+      }
+      for (Task& t : tasks) {
+        if (t.priority == kDemand) demand_running_.fetch_add(1);
+        queue_[t.priority].push_back(std::move(t));
+      }
+    }
+  }
+  for (Task& t : refused) {
+    if (!t.stream) Finish(t.first, t.promises, Status::Unavailable("the mount is closing"));
+  }
+  work_cv_.notify_all();
+}
+
+void IndexedRemoteData::WorkerLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    work_cv_.wait(lock, [&] {
+      return stop_ || !queue_[kDemand].empty() || !queue_[kReadAhead].empty() ||
+             !queue_[kBackground].empty();
+    });
+    if (stop_) return;
+    Task task;
+    for (auto& q : queue_) {
+      if (!q.empty()) {
+        task = std::move(q.front());
+        q.pop_front();
+        break;
+      }
+    }
+    ++running_;
+    lock.unlock();
+    RunTask(task);
+    lock.lock();
+    --running_;
+    idle_cv_.notify_all();
+  }
+}
+
+void IndexedRemoteData::RunTask(Task& task) {
+  if (task.stream) {
+    RunStream(task.stream_from, task.priority == kBackground);
+    return;
+  }
+  const uint64_t begin = piece_begin_[task.first];
+  const uint64_t end = piece_begin_[task.first + task.promises.size()];
+  const int attempts = task.priority == kDemand ? 2 : 1;
+  Status st = Status::Ok();
+  for (int attempt = 0; attempt < attempts; ++attempt) {
+    if (stopping_.load()) {
+      st = Status::Unavailable("the mount is closing");
+      break;
+    }
+    requests_.fetch_add(1, std::memory_order_relaxed);
+    Result<std::string> bytes =
+        source_->ReadBlobRange(index_->layer_digest, ByteRange{begin, end - begin});
+    if (!bytes.has_value()) {
+      st = bytes.error().WithContext("layer " + index_->layer_digest.String() + " bytes " +
+                                     std::to_string(begin) + "+" + std::to_string(end - begin));
+      continue;
+    }
+    bytes_fetched_.fetch_add(bytes->size(), std::memory_order_relaxed);
+    if (bytes->size() != end - begin) {
+      st = Status::Corrupt("layer " + index_->layer_digest.String() + ": range " +
+                           std::to_string(begin) + "+" + std::to_string(end - begin) +
+                           " answered " + std::to_string(bytes->size()) + " bytes");
+      continue;
+    }
+    st = PwriteAll(fd_.get(), *bytes, begin);
+    if (st.ok()) break;
+  }
+  if (!st.ok()) {
+    IMGFS_LOG(kWarning) << "fetch failed: " << st.ToString() << " (" << source_->Describe() << ")";
+  }
+  Finish(task.first, task.promises, st);
+  if (task.priority == kDemand) demand_running_.fetch_sub(1);
+}
+
+void IndexedRemoteData::Finish(uint32_t first, const std::vector<Promise>& promises,
+                               const Status& status) {
+  {
+    std::scoped_lock lock(mu_);
+    for (uint32_t k = 0; k < promises.size(); ++k) {
+      const uint32_t p = first + k;
+      state_[p] = status.ok() ? kPresent : kMissing;
+      flight_[p] = std::shared_future<Status>();
+      if (status.ok()) present_bytes_.fetch_add(piece_begin_[p + 1] - piece_begin_[p]);
+    }
+  }
+  for (const Promise& promise : promises) promise->set_value(status);
+}
+
+void IndexedRemoteData::RunStream(uint32_t from, bool background) {
+  stream_running_.store(true);
+  const uint32_t pieces = static_cast<uint32_t>(piece_begin_.size() - 1);
+  uint32_t p = from;
+  bool failed = false;
+  while (!stopping_.load() && !failed) {
+    // Claim the next run of missing pieces, at most kStreamSegmentBytes.
+    uint32_t seg_first = 0;
+    std::vector<Promise> promises;
+    {
+      std::scoped_lock lock(mu_);
+      while (p < pieces && state_[p] != kMissing) ++p;
+      seg_first = p;
+      uint64_t bytes = 0;
+      while (p < pieces && state_[p] == kMissing) {
+        const uint64_t len = piece_begin_[p + 1] - piece_begin_[p];
+        if (bytes > 0 && bytes + len > kStreamSegmentBytes) break;
+        auto promise = std::make_shared<std::promise<Status>>();
+        state_[p] = kInFlight;
+        flight_[p] = promise->get_future().share();
+        promises.push_back(std::move(promise));
+        bytes += len;
+        ++p;
+      }
+    }
+    if (promises.empty()) break;
+    const uint32_t seg_last = p;
+    const uint64_t begin = piece_begin_[seg_first];
+    const uint64_t end = piece_begin_[seg_last];
+    uint64_t pos = begin;
+    uint32_t done = seg_first;  // pieces [seg_first, done) completed
+    auto complete = [&](uint32_t upto, const Status& status) {
+      std::vector<Promise> part(promises.begin() + (done - seg_first),
+                                promises.begin() + (upto - seg_first));
+      Finish(done, part, status);
+      done = upto;
+    };
+    registry::BlobSink sink = [&](std::string_view data) -> Status {
+      if (stopping_.load()) return Status::Unavailable("the mount is closing");
+      if (background) {
+        auto waited = std::chrono::milliseconds(0);
+        while (demand_running_.load() > 0 && waited < kMaxYield && !stopping_.load()) {
+          std::this_thread::sleep_for(kYieldStep);
+          waited += kYieldStep;
+        }
+      }
+      if (data.size() > end - pos) data = data.substr(0, end - pos);
+      IMGFS_RETURN_IF_ERROR(PwriteAll(fd_.get(), data, pos));
+      pos += data.size();
+      bytes_fetched_.fetch_add(data.size(), std::memory_order_relaxed);
+      uint32_t upto = done;
+      while (upto < seg_last && piece_begin_[upto + 1] <= pos) ++upto;
+      if (upto > done) {
+        complete(upto, Status::Ok());
+        StoreReadyChunks(done);
+      }
+      return Status::Ok();
+    };
+    Status st = Status::Ok();
+    if (remote_ != nullptr) {
+      requests_.fetch_add(1, std::memory_order_relaxed);
+      st = remote_->StreamBlobRange(index_->layer_digest, ByteRange{begin, end - begin}, sink);
+    } else {
+      // A source without streamed range reads (local sources, tests): pieces of
+      // max_request_bytes, one after another.
+      for (uint64_t at = begin; at < end && st.ok();) {
+        const uint64_t n = std::min(options_.max_request_bytes, end - at);
+        requests_.fetch_add(1, std::memory_order_relaxed);
+        Result<std::string> bytes = source_->ReadBlobRange(index_->layer_digest, ByteRange{at, n});
+        if (!bytes.has_value()) {
+          st = bytes.error();
+        } else if (bytes->size() != n) {
+          bytes_fetched_.fetch_add(bytes->size(), std::memory_order_relaxed);
+          st = Status::Corrupt("range " + std::to_string(at) + "+" + std::to_string(n) +
+                               " answered " + std::to_string(bytes->size()) + " bytes");
+        } else {
+          st = sink(*bytes);
+        }
+        at += n;
+      }
+    }
+    if (st.ok() && pos < end) {
+      st = Status::Unavailable("the stream ended at " + std::to_string(pos) + " of " +
+                               std::to_string(end));
+    }
+    if (!st.ok()) {
+      st = st.WithContext("layer " + index_->layer_digest.String() + ": streaming bytes " +
+                          std::to_string(begin) + "-" + std::to_string(end));
+      if (!stopping_.load()) {
+        IMGFS_LOG(kWarning) << st.ToString() << " (" << source_->Describe() << ")";
+      }
+      complete(seg_last, st);
+      failed = true;
+    }
+  }
+  StoreReadyChunks(failed ? p : pieces);
+  stream_running_.store(false);
+}
+
+void IndexedRemoteData::StoreReadyChunks(uint32_t frontier) {
+  if (chunks_ == nullptr) return;  // verified when read
+  for (;;) {
+    uint32_t id = 0;
+    {
+      std::scoped_lock lock(mu_);
+      bool found = false;
+      while (store_cursor_ < chunk_order_.size() && !found) {
+        id = chunk_order_[store_cursor_];
+        if (chunk_last_piece_[id] > frontier) return;  // the stream has not reached it yet
+        ++store_cursor_;
+        if (verified_[id] || index_->chunks[id].digest.empty()) continue;
+        found = true;
+        for (uint32_t p = chunk_first_piece_[id]; p < chunk_last_piece_[id]; ++p) {
+          // Not all here (before the stream's start, or another fetch is still running):
+          // verified when read.
+          if (state_[p] != kPresent) found = false;
+        }
+      }
+      if (!found) return;
+    }
+    Result<ChunkData> chunk = VerifyChunk(id);
+    if (!chunk.has_value()) {
+      errors_.fetch_add(1, std::memory_order_relaxed);
+      IMGFS_LOG(kWarning) << "layer " << index_->layer_digest.String() << ": "
+                          << chunk.error().ToString();
+    }
+  }
+}
+
+void IndexedRemoteData::StartBackgroundFetch() {
+  if (stream_started_.exchange(true)) return;
+  Task stream;
+  stream.priority = kBackground;
+  stream.stream = true;
+  stream.stream_from = 0;
+  std::vector<Task> tasks;
+  tasks.push_back(std::move(stream));
+  Submit(std::move(tasks));
+}
+
+bool IndexedRemoteData::WaitIdle(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return idle_cv_.wait_for(lock, timeout, [&] {
+    return running_ == 0 && queue_[kDemand].empty() && queue_[kReadAhead].empty() &&
+           queue_[kBackground].empty();
+  });
 }
 
 LayerStats IndexedRemoteData::Stats() const {
@@ -202,7 +778,8 @@ LayerStats IndexedRemoteData::Stats() const {
   s.blob_size = index_->compressed_size;
   s.bytes_fetched = bytes_fetched_.load(std::memory_order_relaxed);
   s.requests = requests_.load(std::memory_order_relaxed);
-  s.chunks_fetched = chunks_verified_.load(std::memory_order_relaxed);
+  s.chunks_fetched = chunks_fetched_.load(std::memory_order_relaxed);
+  s.cache_hits = cache_hits_.load(std::memory_order_relaxed);
   s.errors = errors_.load(std::memory_order_relaxed);
   return s;
 }

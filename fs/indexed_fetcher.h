@@ -1,57 +1,134 @@
-// imgfs — IndexedRemoteData: lazy reads of a plain tar / tar+gzip / tar+zstd layer through a
-// published imgfs index (fs/convert/index_publish.h), by Range requests.
+// imgfs — IndexedRemoteData: lazy reads of a plain tar / tar+gzip / tar+zstd layer through its
+// imgfs index (stored, or published: fs/convert/index_publish.h), by Range requests.
 //
 // The layer's blob is not in the store; its LayerIndex (file table, per-chunk sha256,
 // decompression checkpoints: gzip inflate state + 32 KiB window every few MiB, zstd frame
 // starts) is. A Read needs the uncompressed bytes of the chunks it overlaps (rounded to the
 // LayerReader's cache blocks); those lie between checkpoint i (the last at or before them)
 // and checkpoint j (the first at or after their end), so exactly the compressed span
-// [checkpoint_i.offset - 1, checkpoint_j.offset + 1) is fetched (to the blob end after the
-// last checkpoint; a plain tar needs only the bytes themselves), in requests of at most
-// kMaxRequestBytes, missing parts only. The bytes are written at their own offsets into an
-// unlinked sparse copy of the blob in STORE/tmp/, which an ordinary LayerReader (no parked
-// decoders, so no decoder ever holds bytes read before they were fetched) decodes from the
-// checkpoint. Fetched spans stay for the life of the mount (the page cache / disk, not RAM).
+// [checkpoint_i.offset - 1, checkpoint_j.offset + 1) is needed (to the blob end after the
+// last checkpoint; a plain tar needs only the bytes themselves). Fetched bytes are written at
+// their own offsets into an unlinked sparse copy of the blob in STORE/tmp/, which an ordinary
+// LayerReader (no parked decoders, so no decoder ever holds bytes read before they were
+// fetched) decodes from the checkpoint.
+//
+// The blob is cut into fixed *pieces*, the unit of fetching and bookkeeping: boundaries at
+// every checkpoint's offset - 1 and offset + 1 (so every span above is a whole number of
+// pieces), and at most kMaxPieceBytes apart (a plain tar: one LayerReader block each). A piece
+// is missing, in flight or present. The rest follows LazyLayerReader (fs/fetcher.h), in
+// piece terms:
+//  - Chunk store: a chunk is served from the shared cache::ChunkStore (the one eStargz and
+//    zstd:chunked layers use; keyed by the chunk's sha256) before anything is fetched, and
+//    every chunk verified from fetched bytes is stored there: a second mount, or another
+//    image with the same file, fetches nothing for it. The last verified chunks are kept in
+//    memory (Options::memory_cache_bytes) so small consecutive reads of one chunk are cheap.
+//  - Fetch tasks run on a small per-layer worker pool (Options::max_parallel_fetches requests
+//    in flight, started on first use), taken by priority: on-demand reads, then read-ahead and
+//    the streaming pass, then background prefetch. A task is a run of adjacent missing pieces
+//    fetched by one ranged read of at most Options::max_request_bytes.
+//  - Single flight: a piece in flight has a shared future; every reader needing it waits on
+//    that instead of fetching it again. The lock (mu_) is never held across I/O.
+//  - Read-ahead: a read whose span continues where the previous one ended (in blob order)
+//    doubles the window from readahead_min_bytes up to readahead_max_bytes and fetches it in
+//    the background; any other read (a seek) resets it.
+//  - Streaming switch: once stream_after_fraction of the blob is present, or the window ran
+//    at its cap stream_after_full_windows times, or the registry ignores Range
+//    (registry::RemoteSource::ignores_ranges()), the rest of the layer is streamed
+//    (RemoteSource::StreamBlobRange) into the sparse copy: every missing run of pieces from
+//    the reader on, in GETs of at most kStreamSegmentBytes (the whole rest when it is
+//    smaller). Pieces are claimed before their GET, so no byte is fetched twice and readers
+//    of claimed pieces wait for the stream. Chunks are verified and stored as the stream
+//    completes them. StartBackgroundFetch (`--prefetch=all`) runs the same pass over the whole
+//    layer at the lowest priority: it pauses while on-demand fetches run.
+//  - Deadline: a Read waits at most Options::fetch_timeout for its pieces; then it fails with
+//    Unavailable (EIO) while the fetch goes on, bounded by the source's own timeouts. Chunks
+//    already present or stored are still served; a later read of a missing piece fetches it.
+//  - Errors: an on-demand fetch is tried twice; read-ahead and streaming once, and a reader
+//    that was waiting on them fetches the piece itself (once).
 //
 // Verification: every chunk a read returns is checked against its sha256 from the index
-// (LayerReader::ReadChunk) before the read is answered; a mismatch is Corrupt (EIO). The
-// layer digest itself cannot be checked without all of its bytes: this mode trusts the
-// published index as far as its chain goes (the artifact's `subject` is the image manifest,
-// the index blob's digest is the artifact's, the index names this layer and carries its own
-// checksum — FindPublishedIndexes checks all of that) and every file byte against the
-// index's chunk digests. Chunks without a digest (none are built by imgfs) are unverified.
+// (LayerReader::ReadChunk) before the read is answered, or comes verified from the chunk
+// store; a mismatch is Corrupt (EIO). The layer digest itself cannot be checked without all of
+// its bytes: this mode trusts the index as far as its chain goes (a published index: the
+// artifact's `subject` is the image manifest, the index blob's digest is the artifact's, the
+// index names this layer and carries its own checksum — FindPublishedIndexes checks all of
+// that) and every file byte against the index's chunk digests. Chunks without a digest (none
+// are built by imgfs) are unverified and never stored.
 //
-// Thread-safety: Read and Stats may be called from any number of threads. fetch_mu_
-// serialises the fetching (held across the range requests: two readers of the same span
-// must not fetch it twice; one layer's misses are served one after another); state_mu_ is
-// a leaf lock guarding the fetched-span map and verified-chunk bits.
+// Thread-safety: Read, Stats, StartBackgroundFetch and WaitIdle may be called from any number
+// of threads. mu_ is a leaf lock never held across network or disk I/O. The destructor stops
+// the workers (waiting for requests in progress; a stream stops at its next buffer) and fails
+// what is queued.
 #ifndef IMGFS_FS_INDEXED_FETCHER_H_
 #define IMGFS_FS_INDEXED_FETCHER_H_
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
-#include <map>
+#include <deque>
+#include <future>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "base/status.h"
 #include "base/unique_fd.h"
+#include "cache/chunk_store.h"
 #include "fs/filesystem.h"
 #include "fs/layer/layer_index.h"
 #include "fs/layer/layer_reader.h"
 #include "registry/blob_source.h"
+#include "registry/remote_source.h"
 
 namespace imgfs::fs {
 
 class IndexedRemoteData : public FileDataSource {
  public:
-  // Largest single Range request.
+  // Default largest single Range request (Options::max_request_bytes).
   static constexpr uint64_t kMaxRequestBytes = 8 << 20;
+  // Largest piece of a compressed blob: the granularity of read-ahead and of the streaming
+  // pass's progress. 1 MiB: a quarter of the default checkpoint span, ~40 ms at 200 Mbit.
+  static constexpr uint64_t kMaxPieceBytes = 1 << 20;
+  // Largest GET of the streaming pass. Readers of pieces it claimed wait for it, so it is
+  // bounded: 64 MiB is ~2.7 s at 200 Mbit (well inside fetch_timeout), and one extra round
+  // trip per 64 MiB costs under 1 % on a 20 ms link.
+  static constexpr uint64_t kStreamSegmentBytes = 64 << 20;
+
+  struct Options {
+    // How long a Read waits for its bytes before failing with Unavailable (see fs/fetcher.h).
+    std::chrono::milliseconds fetch_timeout{30000};
+    // Requests in flight per layer (as LazyLayerReader: fills a 200 Mbit/20 ms link).
+    int max_parallel_fetches = 4;
+    // Read-ahead window (compressed bytes), doubled on sequential reads.
+    bool readahead = true;
+    uint64_t readahead_min_bytes = 1 << 20;
+    uint64_t readahead_max_bytes = 64 << 20;
+    // Largest single ranged request of a task.
+    uint64_t max_request_bytes = kMaxRequestBytes;
+    // Streaming switch (see above).
+    bool streaming = true;
+    double stream_after_fraction = 0.5;
+    int stream_after_full_windows = 2;
+    // Verified chunks kept in memory (most recently used first). 0 disables.
+    size_t memory_cache_bytes = 8 << 20;
+    // What the mount fetched for this layer's index (bytes, requests): counted in Stats().
+    uint64_t index_bytes = 0;
+    uint64_t index_requests = 0;
+  };
 
   // `index` (format tar, tar+gzip or tar+zstd) describes the blob index->layer_digest that
   // `source` serves. The sparse copy is created in `tmp_dir` (STORE/tmp) and unlinked at once.
+  // `chunks` is the shared chunk store (may be null: nothing is looked up or stored).
+  // InvalidArgument for other formats; Io when the sparse copy cannot be made.
+  static Result<std::unique_ptr<IndexedRemoteData>> Create(
+      std::shared_ptr<registry::BlobSource> source, std::shared_ptr<const LayerIndex> index,
+      const std::string& tmp_dir, std::shared_ptr<cache::ChunkStore> chunks, Options options);
+  // No chunk store, default options.
   static Result<std::unique_ptr<IndexedRemoteData>> Create(
       std::shared_ptr<registry::BlobSource> source, std::shared_ptr<const LayerIndex> index,
       const std::string& tmp_dir);
@@ -60,33 +137,128 @@ class IndexedRemoteData : public FileDataSource {
   IndexedRemoteData& operator=(const IndexedRemoteData&) = delete;
   ~IndexedRemoteData() override;
 
+  // Up to `length` bytes of regular file `entry` (an entry of this layer's index) from
+  // `offset`; fewer at the end of the file, "" at or beyond it. InvalidArgument for entries
+  // that are not regular files; Unavailable when the bytes did not arrive within
+  // Options::fetch_timeout (or could not be fetched); Corrupt when they fail verification.
   Result<std::string> Read(const FileEntry& entry, uint64_t offset, size_t length) override;
   LayerStats Stats() const override;
 
+  // Streams every missing piece of the layer in the background at the lowest priority
+  // (`--prefetch=all`), verifying and storing chunks as they complete. Returns at once; a
+  // no-op when a streaming pass was already started.
+  void StartBackgroundFetch();
+  // Blocks until no task is queued or running (tests); false on timeout.
+  bool WaitIdle(std::chrono::milliseconds timeout);
+
+  // Whether the streaming pass was started (switch or background fetch).
+  bool streamed() const { return stream_started_.load(std::memory_order_relaxed); }
+  // Compressed bytes of the blob present in the sparse copy.
+  uint64_t present_bytes() const { return present_bytes_.load(std::memory_order_relaxed); }
+
+  const LayerIndex& index() const { return *index_; }
+
  private:
+  using ChunkData = std::shared_ptr<const std::string>;
+  using Promise = std::shared_ptr<std::promise<Status>>;
+
+  enum PieceState : uint8_t { kMissing = 0, kInFlight = 1, kPresent = 2 };
+  enum Priority { kDemand = 0, kReadAhead = 1, kBackground = 2, kPriorities = 3 };
+  struct Task {
+    Priority priority = kDemand;
+    bool stream = false;       // the streaming pass, from the first missing piece at or ...
+    uint32_t stream_from = 0;  // ... after this one (first/promises unused)
+    uint32_t first = 0;        // pieces [first, first + promises.size()), claimed
+    std::vector<Promise> promises;
+  };
+
   IndexedRemoteData(std::shared_ptr<registry::BlobSource> source,
                     std::shared_ptr<const LayerIndex> index, UniqueFd fd,
-                    std::unique_ptr<LayerReader> reader);
+                    std::unique_ptr<LayerReader> reader, std::shared_ptr<cache::ChunkStore> chunks,
+                    Options options);
 
   // Compressed span [*begin, *end) holding uncompressed stream bytes [u0, u1).
   void SpanFor(uint64_t u0, uint64_t u1, uint64_t* begin, uint64_t* end) const;
-  // Fetches what is missing of [begin, end) into the sparse copy.
-  Status Ensure(uint64_t begin, uint64_t end);
+  // Pieces [*first, *last) covering compressed span [begin, end).
+  void PiecesFor(uint64_t begin, uint64_t end, uint32_t* first, uint32_t* last) const;
+  // Makes pieces [first, last) present (fetching the missing ones, joining flights) and plans
+  // read-ahead; waits until `deadline`.
+  Status EnsurePieces(const FileEntry& entry, uint32_t first, uint32_t last,
+                      std::chrono::steady_clock::time_point deadline);
+  // Under mu_: claims missing pieces of [first, last) into tasks of at most max_request_bytes.
+  void ClaimRunsLocked(uint32_t first, uint32_t last, Priority priority, std::vector<Task>* tasks);
+  // Under mu_: read-ahead bookkeeping for a read of pieces [first, last]; appends tasks.
+  void PlanReadAheadLocked(uint32_t first, uint32_t last, std::vector<Task>* tasks);
+
+  void Submit(std::vector<Task> tasks);
+  void WorkerLoop();
+  void RunTask(Task& task);
+  void RunStream(uint32_t from, bool background);
+  // Marks pieces [first, first + promises.size()) present (ok) or missing and completes them.
+  void Finish(uint32_t first, const std::vector<Promise>& promises, const Status& status);
+  // Streaming pass: verifies and stores the unverified chunks whose pieces all lie before
+  // piece `frontier` and are present, in stream order.
+  void StoreReadyChunks(uint32_t frontier);
+  // Verifies chunk `id` from the sparse copy (its pieces present), stores and remembers it.
+  Result<ChunkData> VerifyChunk(uint32_t id);
+
+  ChunkData Recent(uint32_t id);
+  void Remember(uint32_t id, const ChunkData& data);
 
   std::shared_ptr<registry::BlobSource> source_;
   std::shared_ptr<const LayerIndex> index_;
   UniqueFd fd_;  // the sparse copy, written here
   std::unique_ptr<LayerReader> reader_;
+  std::shared_ptr<cache::ChunkStore> chunks_;  // may be null
+  const Options options_;
   uint64_t block_bytes_;
+  registry::RemoteSource* remote_ = nullptr;  // source_ when it is a registry, else null
 
-  std::mutex fetch_mu_;                   // serialises fetches; held across I/O (see above)
-  mutable std::mutex state_mu_;           // leaf lock
-  std::map<uint64_t, uint64_t> fetched_;  // guarded by state_mu_: begin → end, disjoint
-  std::vector<bool> verified_;            // guarded by state_mu_: by chunk id
+  // Immutable after construction.
+  std::vector<uint64_t> piece_begin_;        // piece i = [piece_begin_[i], piece_begin_[i + 1])
+  std::vector<uint32_t> chunk_entry_;        // chunk id → index of its entry in index_->entries
+  std::vector<uint32_t> chunk_order_;        // chunk ids by uncompressed stream offset
+  std::vector<uint32_t> chunk_first_piece_;  // chunk id → first piece of its span
+  std::vector<uint32_t> chunk_last_piece_;   // chunk id → one past the last piece of its span
+
+  std::atomic<uint64_t> present_bytes_{0};
   std::atomic<uint64_t> bytes_fetched_{0};
   std::atomic<uint64_t> requests_{0};
-  std::atomic<uint64_t> chunks_verified_{0};
+  std::atomic<uint64_t> chunks_fetched_{0};
+  std::atomic<uint64_t> cache_hits_{0};
   std::atomic<uint64_t> errors_{0};
+  std::atomic<bool> stream_started_{false};
+  std::atomic<bool> stream_running_{false};
+  std::atomic<bool> stopping_{false};   // set with stop_, read without the lock
+  std::atomic<int> demand_running_{0};  // on-demand tasks queued or running
+
+  // Leaf lock; never held across I/O.
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_;                 // tasks queued or stop_
+  std::condition_variable idle_cv_;                 // a task finished
+  bool stop_ = false;                               // guarded by mu_
+  std::deque<Task> queue_[kPriorities];             // guarded by mu_
+  int running_ = 0;                                 // guarded by mu_
+  std::vector<std::thread> workers_;                // guarded by mu_
+  std::vector<uint8_t> state_;                      // guarded by mu_: PieceState by piece
+  std::vector<std::shared_future<Status>> flight_;  // guarded by mu_: by piece, when in flight
+  std::vector<bool> verified_;                      // guarded by mu_: by chunk id
+  size_t store_cursor_ = 0;                         // guarded by mu_: in chunk_order_
+  // Read-ahead state (piece numbers), guarded by mu_.
+  uint32_t last_piece_ = 0;
+  bool have_last_ = false;
+  uint64_t window_bytes_ = 0;
+  uint32_t ahead_end_ = 0;     // read-ahead was scheduled up to (excluding) this piece
+  int full_windows_ = 0;       // windows read sequentially at the cap
+  uint64_t at_cap_bytes_ = 0;  // bytes read sequentially since the window reached its cap
+
+  struct RecentChunk {
+    ChunkData data;
+    std::list<uint32_t>::iterator lru;
+  };
+  std::list<uint32_t> lru_;                           // guarded by mu_; front = newest
+  std::unordered_map<uint32_t, RecentChunk> recent_;  // guarded by mu_
+  size_t recent_bytes_ = 0;                           // guarded by mu_
 };
 
 }  // namespace imgfs::fs

@@ -1,0 +1,463 @@
+// Tests for fs/indexed_fetcher.h: lazy reads of plain tar, tar+gzip and tar+zstd layers built
+// here (random, incompressible file bytes; small chunks and checkpoint spans so the layer has
+// many pieces) through their IndexBuilder index and a counting in-memory BlobSource. Every
+// test checks the bytes read against the files written, and the requests the source saw:
+// chunk-store reuse, growing read-ahead, single flight, the streaming switch (each byte
+// fetched once), the fetch deadline against a hanging source, background fetch, corruption.
+#include "fs/indexed_fetcher.h"
+
+#include <stdlib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "cache/chunk_store.h"
+#include "fs/layer/index_builder.h"
+#include "registry/media_types.h"
+#include "tests/fs/layer_test_util.h"
+
+namespace imgfs::fs {
+namespace {
+
+using registry::Digest;
+using Clock = std::chrono::steady_clock;
+
+class ScratchDir {
+ public:
+  ScratchDir() {
+    char tmpl[] = "/tmp/imgfs-indexed-fetcher-test-XXXXXX";
+    if (::mkdtemp(tmpl) != nullptr) path_ = tmpl;
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Serves one blob from memory. Counts ranged reads and their bytes and records every range;
+// can hang (every read blocks until Release), delay, or flip a byte of every answer.
+class MemorySource : public registry::BlobSource {
+ public:
+  explicit MemorySource(std::string blob) : blob_(std::move(blob)) {}
+
+  Result<registry::FetchedManifest> GetManifest(std::string_view) override {
+    return Status::Unsupported("no manifests");
+  }
+  Status FetchBlob(const Digest&, int64_t, const registry::BlobSink& sink) override {
+    return sink(blob_);
+  }
+  Result<std::string> ReadBlobRange(const Digest&, ByteRange r) override {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      ranges_.emplace_back(r.offset, r.length);
+      hang_cv_.wait(lock, [&] { return !hang_; });
+    }
+    if (delay_ms.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    requests.fetch_add(1);
+    if (r.offset >= blob_.size()) return std::string();
+    std::string out = blob_.substr(r.offset, r.length);
+    bytes.fetch_add(out.size());
+    if (corrupt.load() && !out.empty()) out[out.size() / 2] ^= 0x5a;
+    return out;
+  }
+  Result<std::vector<std::string>> ListTags() override { return Status::Unsupported("no tags"); }
+  std::string Describe() const override { return "memory source"; }
+
+  void Hang() {
+    std::scoped_lock lock(mu_);
+    hang_ = true;
+  }
+  void Release() {
+    {
+      std::scoped_lock lock(mu_);
+      hang_ = false;
+    }
+    hang_cv_.notify_all();
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> Ranges() {
+    std::scoped_lock lock(mu_);
+    return ranges_;
+  }
+  // True when no byte was asked for twice.
+  bool NoOverlaps() {
+    std::vector<std::pair<uint64_t, uint64_t>> r = Ranges();
+    std::sort(r.begin(), r.end());
+    for (size_t i = 1; i < r.size(); ++i) {
+      if (r[i - 1].first + r[i - 1].second > r[i].first) return false;
+    }
+    return true;
+  }
+
+  std::atomic<int> requests{0};
+  std::atomic<uint64_t> bytes{0};
+  std::atomic<bool> corrupt{false};
+  std::atomic<int> delay_ms{0};
+
+ private:
+  const std::string blob_;
+  std::mutex mu_;
+  std::condition_variable hang_cv_;
+  bool hang_ = false;                                  // guarded by mu_
+  std::vector<std::pair<uint64_t, uint64_t>> ranges_;  // guarded by mu_
+};
+
+std::string RandomBytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string out(n, '\0');
+  for (char& c : out) c = static_cast<char>(rng() & 0xff);
+  return out;
+}
+
+// A layer in tar order: a few small files, a 2 MiB file, a 6 MiB file, more small files.
+struct TestLayer {
+  std::map<std::string, std::string> files;  // path → content
+  std::vector<std::string> order;            // tar order
+  std::string blob;
+  std::shared_ptr<const LayerIndex> index;
+
+  const FileEntry& Entry(const std::string& path) const {
+    for (const FileEntry& e : index->entries) {
+      if (e.path == path) return e;
+    }
+    ADD_FAILURE() << "no entry " << path;
+    return index->entries.front();
+  }
+};
+
+constexpr uint64_t kChunkBytes = 256 << 10;
+constexpr uint64_t kSpanBytes = 512 << 10;
+
+TestLayer BuildLayer(LayerFormat format, const std::string& dir) {
+  TestLayer layer;
+  auto add = [&](const std::string& path, size_t size, uint32_t seed) {
+    layer.files[path] = RandomBytes(size, seed);
+    layer.order.push_back(path);
+  };
+  for (int i = 0; i < 4; ++i) add("etc/small" + std::to_string(i), 3000 + i * 100, 10 + i);
+  add("data/mid.bin", 2 << 20, 20);
+  add("data/big.bin", 6 << 20, 21);
+  for (int i = 0; i < 4; ++i) add("var/tail" + std::to_string(i), 5000 + i * 300, 30 + i);
+  testing::TarWriter tar;
+  tar.Dir("etc/");
+  tar.Dir("data/");
+  tar.Dir("var/");
+  for (const std::string& path : layer.order) tar.File(path, layer.files[path]);
+  const std::string stream = tar.Finish();
+  std::string_view media;
+  switch (format) {
+    case LayerFormat::kTarGzip:
+      layer.blob = testing::Gzip(stream);
+      media = registry::media::kOciLayerGzip;
+      break;
+    case LayerFormat::kTarZstd:
+      layer.blob = testing::Zstd(stream, 40);  // frames of ~256 KiB: seekable
+      media = registry::media::kOciLayerZstd;
+      break;
+    default:
+      layer.blob = stream;
+      media = registry::media::kOciLayerTar;
+      break;
+  }
+  const std::string path = dir + "/blob";
+  EXPECT_TRUE(testing::WriteWhole(path, layer.blob));
+  IndexOptions options;
+  options.chunk_size_bytes = kChunkBytes;
+  options.span_bytes = kSpanBytes;
+  options.expected_digest = Digest::Sha256Of(layer.blob);
+  Result<LayerIndex> index = IndexBuilder::BuildFromFile(path, media, options);
+  EXPECT_TRUE(index.has_value()) << index.error().ToString();
+  if (index.has_value()) layer.index = std::make_shared<const LayerIndex>(std::move(index).value());
+  std::filesystem::remove(path);
+  return layer;
+}
+
+// Reads all of `path` in `step`-byte reads; "" plus a failure on error.
+std::string ReadFile(IndexedRemoteData& data, const TestLayer& layer, const std::string& path,
+                     size_t step = 128 << 10) {
+  const FileEntry& e = layer.Entry(path);
+  std::string out;
+  for (uint64_t at = 0; at < e.size; at += step) {
+    Result<std::string> part = data.Read(e, at, step);
+    if (!part.has_value()) {
+      ADD_FAILURE() << path << " at " << at << ": " << part.error().ToString();
+      return "";
+    }
+    out += *part;
+  }
+  return out;
+}
+
+std::string FormatName(const ::testing::TestParamInfo<LayerFormat>& info) {
+  switch (info.param) {
+    case LayerFormat::kTarGzip:
+      return "Gzip";
+    case LayerFormat::kTarZstd:
+      return "Zstd";
+    default:
+      return "Tar";
+  }
+}
+
+class IndexedFetcherTest : public ::testing::TestWithParam<LayerFormat> {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(dir_.path().empty());
+    layer_ = BuildLayer(GetParam(), dir_.path());
+    ASSERT_NE(layer_.index, nullptr);
+    ASSERT_EQ(layer_.index->format, GetParam());
+    store_ = std::make_shared<cache::ChunkStore>(dir_.path() + "/store");
+  }
+
+  // A reader over a fresh counting source.
+  std::unique_ptr<IndexedRemoteData> Open(std::shared_ptr<MemorySource>* source,
+                                          IndexedRemoteData::Options options,
+                                          std::shared_ptr<cache::ChunkStore> store = nullptr) {
+    *source = std::make_shared<MemorySource>(layer_.blob);
+    auto data =
+        IndexedRemoteData::Create(*source, layer_.index, dir_.path() + "/tmp", store, options);
+    EXPECT_TRUE(data.has_value()) << data.error().ToString();
+    if (!data.has_value()) return nullptr;
+    return std::move(data).value();
+  }
+
+  static IndexedRemoteData::Options Quiet() {  // no read-ahead, no streaming
+    IndexedRemoteData::Options options;
+    options.readahead = false;
+    options.streaming = false;
+    return options;
+  }
+
+  ScratchDir dir_;
+  TestLayer layer_;
+  std::shared_ptr<cache::ChunkStore> store_;
+};
+
+TEST_P(IndexedFetcherTest, EveryFileReadsBackAndASmallFileCostsItsSpan) {
+  std::shared_ptr<MemorySource> source;
+  auto data = Open(&source, Quiet());
+  ASSERT_NE(data, nullptr);
+  EXPECT_EQ(ReadFile(*data, layer_, "etc/small2"), layer_.files["etc/small2"]);
+  EXPECT_GT(source->bytes.load(), 0u);
+  // One checkpoint span (incompressible data) and a cache block at most.
+  EXPECT_LE(source->bytes.load(), kSpanBytes + (512u << 10)) << "a small file cost too much";
+  for (const std::string& path : layer_.order) {
+    EXPECT_EQ(ReadFile(*data, layer_, path), layer_.files[path]) << path;
+  }
+  EXPECT_TRUE(source->NoOverlaps());
+  EXPECT_LE(source->bytes.load(), layer_.blob.size());
+  // An odd read straddling chunks.
+  const FileEntry& big = layer_.Entry("data/big.bin");
+  Result<std::string> odd = data->Read(big, kChunkBytes - 7, 3 * kChunkBytes + 11);
+  ASSERT_TRUE(odd.has_value()) << odd.error().ToString();
+  EXPECT_EQ(*odd, layer_.files["data/big.bin"].substr(kChunkBytes - 7, 3 * kChunkBytes + 11));
+  LayerStats stats = data->Stats();
+  EXPECT_TRUE(stats.lazy);
+  EXPECT_EQ(stats.blob_size, layer_.blob.size());
+  EXPECT_EQ(stats.bytes_fetched, source->bytes.load());
+  EXPECT_EQ(stats.requests, static_cast<uint64_t>(source->requests.load()));
+  EXPECT_GT(stats.chunks_fetched, 0u);
+  EXPECT_EQ(stats.errors, 0u);
+}
+
+TEST_P(IndexedFetcherTest, SecondReaderIsServedFromTheChunkStore) {
+  std::shared_ptr<MemorySource> first;
+  {
+    auto data = Open(&first, IndexedRemoteData::Options(), store_);
+    ASSERT_NE(data, nullptr);
+    for (const std::string& path : layer_.order) {
+      EXPECT_EQ(ReadFile(*data, layer_, path), layer_.files[path]) << path;
+    }
+    ASSERT_TRUE(data->WaitIdle(std::chrono::seconds(20)));
+  }
+  EXPECT_GT(first->bytes.load(), 0u);
+  std::shared_ptr<MemorySource> second;
+  auto data = Open(&second, IndexedRemoteData::Options(), store_);
+  ASSERT_NE(data, nullptr);
+  for (const std::string& path : layer_.order) {
+    EXPECT_EQ(ReadFile(*data, layer_, path), layer_.files[path]) << path;
+  }
+  ASSERT_TRUE(data->WaitIdle(std::chrono::seconds(20)));
+  EXPECT_EQ(second->requests.load(), 0);
+  EXPECT_EQ(second->bytes.load(), 0u);
+  LayerStats stats = data->Stats();
+  EXPECT_EQ(stats.bytes_fetched, 0u);
+  EXPECT_GT(stats.cache_hits, 0u);
+}
+
+TEST_P(IndexedFetcherTest, SequentialReadGrowsItsRequests) {
+  IndexedRemoteData::Options options = Quiet();
+  options.readahead = true;
+  options.readahead_min_bytes = 256 << 10;
+  std::shared_ptr<MemorySource> source;
+  auto data = Open(&source, options);
+  ASSERT_NE(data, nullptr);
+  EXPECT_EQ(ReadFile(*data, layer_, "data/big.bin"), layer_.files["data/big.bin"]);
+  ASSERT_TRUE(data->WaitIdle(std::chrono::seconds(20)));
+  std::vector<std::pair<uint64_t, uint64_t>> ranges = source->Ranges();
+  std::sort(ranges.begin(), ranges.end());
+  ASSERT_GE(ranges.size(), 3u);
+  uint64_t largest = 0;
+  for (const auto& r : ranges) largest = std::max(largest, r.second);
+  // The window doubled from 256 KiB: the late requests are several times the first ones.
+  std::string sizes;
+  for (const auto& r : source->Ranges()) sizes += std::to_string(r.second) + " ";
+  EXPECT_GE(largest, 4 * ranges[1].second) << sizes;
+  EXPECT_GE(largest, 1u << 20);
+  EXPECT_TRUE(source->NoOverlaps());
+
+  // Without read-ahead the same read costs one request per chunk span.
+  std::shared_ptr<MemorySource> plain;
+  auto quiet = Open(&plain, Quiet());
+  ASSERT_NE(quiet, nullptr);
+  EXPECT_EQ(ReadFile(*quiet, layer_, "data/big.bin"), layer_.files["data/big.bin"]);
+  EXPECT_LT(source->requests.load(), plain->requests.load());
+  EXPECT_GE(plain->requests.load(), 6);
+}
+
+TEST_P(IndexedFetcherTest, ParallelReadersOfOneSpanShareOneFetch) {
+  const FileEntry& big = layer_.Entry("data/big.bin");
+  std::shared_ptr<MemorySource> alone;
+  auto single = Open(&alone, Quiet());
+  ASSERT_NE(single, nullptr);
+  ASSERT_TRUE(single->Read(big, 3 * kChunkBytes, 4096).has_value());
+  const int alone_requests = alone->requests.load();
+  const uint64_t alone_bytes = alone->bytes.load();
+  ASSERT_GE(alone_requests, 1);
+
+  std::shared_ptr<MemorySource> source;
+  auto data = Open(&source, Quiet());
+  ASSERT_NE(data, nullptr);
+  source->delay_ms = 100;  // all readers arrive while the fetch runs
+  constexpr int kReaders = 8;
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kReaders; ++t) {
+    threads.emplace_back([&, t] {
+      Result<std::string> r = data->Read(big, 3 * kChunkBytes + t * 1000, 4096);
+      if (r.has_value() &&
+          *r == layer_.files["data/big.bin"].substr(3 * kChunkBytes + t * 1000, 4096)) {
+        ok.fetch_add(1);
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(ok.load(), kReaders);
+  EXPECT_EQ(source->requests.load(), alone_requests);
+  EXPECT_EQ(source->bytes.load(), alone_bytes);
+  EXPECT_TRUE(source->NoOverlaps());
+}
+
+TEST_P(IndexedFetcherTest, StreamingSwitchFetchesEachByteOnce) {
+  IndexedRemoteData::Options options;
+  options.readahead_min_bytes = 256 << 10;
+  std::shared_ptr<MemorySource> source;
+  auto data = Open(&source, options, store_);
+  ASSERT_NE(data, nullptr);
+  for (const std::string& path : layer_.order) {
+    EXPECT_EQ(ReadFile(*data, layer_, path), layer_.files[path]) << path;
+  }
+  ASSERT_TRUE(data->WaitIdle(std::chrono::seconds(20)));
+  EXPECT_TRUE(data->streamed());
+  EXPECT_TRUE(source->NoOverlaps());
+  EXPECT_LE(source->bytes.load(), layer_.blob.size());
+  EXPECT_EQ(data->present_bytes(), layer_.blob.size()) << "the stream went to the end";
+  EXPECT_EQ(data->Stats().bytes_fetched, source->bytes.load());
+}
+
+TEST_P(IndexedFetcherTest, FetchTimeoutFailsInTimeThenRecovers) {
+  IndexedRemoteData::Options options = Quiet();
+  options.fetch_timeout = std::chrono::milliseconds(300);
+  std::shared_ptr<MemorySource> source;
+  auto data = Open(&source, options);
+  ASSERT_NE(data, nullptr);
+  EXPECT_EQ(ReadFile(*data, layer_, "etc/small0"), layer_.files["etc/small0"]);
+
+  source->Hang();
+  const FileEntry& tail = layer_.Entry("var/tail3");
+  const auto start = Clock::now();
+  Result<std::string> r = data->Read(tail, 0, 4096);
+  const auto elapsed = Clock::now() - start;
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kUnavailable) << r.error().ToString();
+  EXPECT_GE(elapsed, std::chrono::milliseconds(250));
+  EXPECT_LT(elapsed, std::chrono::seconds(3));
+  // Fetched data is still served while the source hangs.
+  EXPECT_EQ(ReadFile(*data, layer_, "etc/small0"), layer_.files["etc/small0"]);
+  // A second reader of the hanging span also gives up in time.
+  const auto again = Clock::now();
+  EXPECT_FALSE(data->Read(tail, 0, 4096).has_value());
+  EXPECT_LT(Clock::now() - again, std::chrono::seconds(3));
+
+  source->Release();
+  ASSERT_TRUE(data->WaitIdle(std::chrono::seconds(20)));
+  EXPECT_EQ(ReadFile(*data, layer_, "var/tail3"), layer_.files["var/tail3"]);
+  EXPECT_GE(data->Stats().errors, 2u);
+}
+
+TEST_P(IndexedFetcherTest, BackgroundFetchFetchesEverything) {
+  std::shared_ptr<MemorySource> source;
+  {
+    auto data = Open(&source, IndexedRemoteData::Options(), store_);
+    ASSERT_NE(data, nullptr);
+    data->StartBackgroundFetch();
+    ASSERT_TRUE(data->WaitIdle(std::chrono::seconds(30)));
+    EXPECT_TRUE(data->streamed());
+    EXPECT_EQ(data->present_bytes(), layer_.blob.size());
+    EXPECT_EQ(source->bytes.load(), layer_.blob.size());
+    EXPECT_TRUE(source->NoOverlaps());
+    const int before = source->requests.load();
+    for (const std::string& path : layer_.order) {
+      EXPECT_EQ(ReadFile(*data, layer_, path), layer_.files[path]) << path;
+    }
+    EXPECT_EQ(source->requests.load(), before) << "reads after the background fetch fetched";
+  }
+  // Every chunk was verified and stored on the way: another mount fetches nothing.
+  std::shared_ptr<MemorySource> second;
+  auto data = Open(&second, Quiet(), store_);
+  ASSERT_NE(data, nullptr);
+  for (const std::string& path : layer_.order) {
+    EXPECT_EQ(ReadFile(*data, layer_, path), layer_.files[path]) << path;
+  }
+  EXPECT_EQ(second->requests.load(), 0);
+}
+
+TEST_P(IndexedFetcherTest, CorruptBytesFailTheReadAsCorrupt) {
+  std::shared_ptr<MemorySource> source;
+  auto data = Open(&source, Quiet(), store_);
+  ASSERT_NE(data, nullptr);
+  source->corrupt = true;
+  const FileEntry& big = layer_.Entry("data/big.bin");
+  Result<std::string> r = data->Read(big, kChunkBytes, 4096);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kCorrupt) << r.error().ToString();
+  EXPECT_EQ(data->Stats().errors, 1u);
+  // Nothing unverified reached the chunk store.
+  EXPECT_FALSE(store_->Has(layer_.index->chunks[big.first_chunk + 1].digest));
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, IndexedFetcherTest,
+                         ::testing::Values(LayerFormat::kTar, LayerFormat::kTarGzip,
+                                           LayerFormat::kTarZstd),
+                         FormatName);
+
+}  // namespace
+}  // namespace imgfs::fs
