@@ -35,18 +35,7 @@ void ReplyError(fuse_req_t req, const char* op, uint64_t ino, const Status& stat
 // Runs `body`, which must reply; if it throws before replying, replies ENOMEM/EIO.
 template <typename F>
 void Serve(fuse_req_t req, const char* op, F&& body) noexcept {
-  try {
-    body();
-  } catch (const std::bad_alloc&) {
-    IMGFS_LOG(kError) << op << ": out of memory";
-    fuse_reply_err(req, ENOMEM);
-  } catch (const std::exception& e) {
-    IMGFS_LOG(kError) << op << ": unexpected exception: " << e.what();
-    fuse_reply_err(req, EIO);
-  } catch (...) {
-    IMGFS_LOG(kError) << op << ": unexpected exception";
-    fuse_reply_err(req, EIO);
-  }
+  RunGuarded(op, body, [req](int err) { fuse_reply_err(req, err); });
 }
 
 fuse_entry_param EntryFor(const struct stat& st) {
@@ -67,14 +56,7 @@ void Init(void* userdata, fuse_conn_info* conn) noexcept {
   if ((conn->capable & FUSE_CAP_ASYNC_READ) != 0) conn->want |= FUSE_CAP_ASYNC_READ;
   if ((conn->capable & FUSE_CAP_CACHE_SYMLINKS) != 0) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
   if ((conn->capable & FUSE_CAP_EXPORT_SUPPORT) != 0) conn->want |= FUSE_CAP_EXPORT_SUPPORT;
-  auto* ctx = static_cast<FuseContext*>(userdata);
-  if (ctx->on_init) {
-    try {
-      ctx->on_init();
-    } catch (...) {
-      IMGFS_LOG(kError) << "init hook threw";
-    }
-  }
+  RunInitHook(userdata);
 }
 
 void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
@@ -341,6 +323,16 @@ int StatusToErrno(const Status& status) {
       return EIO;
   }
   return EIO;
+}
+
+void RunInitHook(void* userdata) noexcept {
+  auto* ctx = static_cast<FuseContext*>(userdata);
+  if (!ctx->on_init) return;
+  try {
+    ctx->on_init();
+  } catch (...) {
+    IMGFS_LOG(kError) << "init hook threw";
+  }
 }
 
 const fuse_lowlevel_ops& ImageFilesystemOps() {

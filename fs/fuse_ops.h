@@ -11,8 +11,11 @@
 #ifndef IMGFS_FS_FUSE_OPS_H_
 #define IMGFS_FS_FUSE_OPS_H_
 
+#include <exception>
 #include <functional>
+#include <new>
 
+#include "base/log.h"
 #include "base/status.h"
 
 struct fuse_lowlevel_ops;
@@ -40,6 +43,29 @@ struct FuseContext {
   fuse_session* session = nullptr;  // for kernel cache invalidations of writable mounts
   std::function<void()> on_init;
 };
+
+// Calls the FuseContext's on_init hook (userdata of the INIT callback), if any; an exception
+// is logged, never passed on. Both operation tables' Init call it last.
+void RunInitHook(void* userdata) noexcept;
+
+// Runs `body`, which must reply to its request; if it throws before replying, `reply_err`
+// replies ENOMEM (bad_alloc) or EIO (anything else), logged with `op`. Every callback of both
+// operation tables runs through this, so no exception unwinds into libfuse.
+template <typename Body, typename ReplyErr>
+void RunGuarded(const char* op, Body&& body, ReplyErr&& reply_err) noexcept {
+  try {
+    body();
+  } catch (const std::bad_alloc&) {
+    IMGFS_LOG(kError) << op << ": out of memory";
+    reply_err(ENOMEM);
+  } catch (const std::exception& e) {
+    IMGFS_LOG(kError) << op << ": unexpected exception: " << e.what();
+    reply_err(EIO);
+  } catch (...) {
+    IMGFS_LOG(kError) << op << ": unexpected exception";
+    reply_err(EIO);
+  }
+}
 
 }  // namespace imgfs::fs
 

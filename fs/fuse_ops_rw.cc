@@ -43,18 +43,7 @@ Caller CallerOf(fuse_req_t req) {
 
 template <typename F>
 void Serve(fuse_req_t req, const char* op, F&& body) noexcept {
-  try {
-    body();
-  } catch (const std::bad_alloc&) {
-    IMGFS_LOG(kError) << op << ": out of memory";
-    fuse_reply_err(req, ENOMEM);
-  } catch (const std::exception& e) {
-    IMGFS_LOG(kError) << op << ": unexpected exception: " << e.what();
-    fuse_reply_err(req, EIO);
-  } catch (...) {
-    IMGFS_LOG(kError) << op << ": unexpected exception";
-    fuse_reply_err(req, EIO);
-  }
+  RunGuarded(op, body, [req](int err) { fuse_reply_err(req, err); });
 }
 
 void ReplyErr(fuse_req_t req, const char* op, int err) {
@@ -78,14 +67,7 @@ void Init(void* userdata, fuse_conn_info* conn) noexcept {
   // Directory listings change: plain readdir, each name looked up on its own.
   conn->want &= ~(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_EXPORT_SUPPORT |
                   FUSE_CAP_WRITEBACK_CACHE);
-  auto* ctx = static_cast<FuseContext*>(userdata);
-  if (ctx->on_init) {
-    try {
-      ctx->on_init();
-    } catch (...) {
-      IMGFS_LOG(kError) << "init hook threw";
-    }
-  }
+  RunInitHook(userdata);
 }
 
 void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
