@@ -1,6 +1,7 @@
 // imgfs — `imgfs convert`: an image of the store (or pulled on demand) rewritten as eStargz or
 // zstd:chunked, so that lazy mounts can fetch it chunk by chunk; `imgfs index build|push`:
 // indexes of plain layers, published beside the image.
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <iostream>
@@ -28,7 +29,16 @@ constexpr std::string_view kConvertUsage =
     "new image under in the store (push it with imgfs push), docker://REF to record it and\n"
     "push it to that registry, or oci:DIR[:TAG] for an OCI layout.\n"
     "eStargz layers keep the tar+gzip media type, zstd:chunked layers tar+zstd: any runtime\n"
-    "can pull them; lazy mounts fetch only the chunks they read.";
+    "can pull them; lazy mounts fetch only the chunks they read.\n\n"
+    "eStargz cuts files into chunks of --chunk-size (4M). zstd:chunked cuts them where a\n"
+    "rolling checksum of the content says (as podman/containers-storage does: 64 KiB on\n"
+    "average, 8 KiB to --chunk-size (1M) here, runs of zeros as chunks of their own): a\n"
+    "file changed in one place changes only the chunks around it, the others dedup across\n"
+    "image versions.\n\n"
+    "--prioritize FILE (repeatable) puts FILE first in each layer that has it. eStargz:\n"
+    "those files, then a .prefetch.landmark (imgfs mount --prefetch=landmarks fetches them\n"
+    "in one request). zstd:chunked has no landmarks: the files come first in the order given,\n"
+    "so a lazy reader's blob-order read-ahead meets them first.";
 
 // "4194304", "4M", "512k", "1MiB" → bytes.
 Result<uint64_t> ParseChunkSize(const std::string& text) {
@@ -158,9 +168,10 @@ int RunIndex(CommandContext& ctx) {
 int RunConvert(CommandContext& ctx) {
   static const std::vector<OptionSpec> specs = {
       {"format", 0, true, "FORMAT", "estargz or zstd:chunked (required)"},
-      {"chunk-size", 0, true, "SIZE", "split files into chunks of SIZE (default 4M)"},
+      {"chunk-size", 0, true, "SIZE",
+       "eStargz: chunks of SIZE (default 4M); zstd:chunked: largest chunk (default 1M)"},
       {"prioritize", 0, true, "FILE",
-       "eStargz: put FILE first and mark it for prefetch (repeatable)"},
+       "put FILE first (repeatable; eStargz: also marked for prefetch)"},
       {"quiet", 'q', false, "", "print only the new image's manifest digest"},
   };
   ParsedArgs args;
@@ -178,11 +189,12 @@ int RunConvert(CommandContext& ctx) {
     Result<uint64_t> chunk = ParseChunkSize(args.Get("chunk-size"));
     if (!chunk.has_value()) return UsageError(ctx.name, chunk.error().message());
     options.layer.chunk_size_bytes = *chunk;
+    // zstd:chunked: the bound of the content-defined chunks.
+    fs::ContentChunking& cdc = options.layer.content_chunking;
+    cdc.max_bytes = *chunk;
+    cdc.min_bytes = std::min(cdc.min_bytes, cdc.max_bytes);
   }
   options.layer.prioritized_files = args.GetAll("prioritize");
-  if (!options.layer.prioritized_files.empty() && *format != fs::LazyFormat::kEstargz) {
-    return UsageError(ctx.name, "--prioritize applies to --format estargz only");
-  }
   options.pull = PullOptionsFrom(ctx.global);
   const bool quiet = args.Has("quiet");
   const std::string& src = args.positional()[0];

@@ -9,7 +9,9 @@
 #include <array>
 #include <cstdio>
 #include <ctime>
+#include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -46,6 +48,8 @@ constexpr char kLandmarkContent = 0x0f;
 // tar-split entry types (vbatts/tar-split archive/tar/storage/entry.go).
 constexpr int kTarSplitFileType = 1;
 constexpr int kTarSplitSegmentType = 2;
+// containers/storage minimal.ChunkTypeZeros.
+constexpr std::string_view kZerosChunkType = "zeros";
 
 uint64_t PadOf(uint64_t size) { return (kTarBlock - size % kTarBlock) % kTarBlock; }
 
@@ -216,6 +220,7 @@ struct WrittenChunk {
   registry::Digest digest;
   uint64_t blob_offset = 0;
   uint64_t blob_end = 0;  // zstd:chunked: end of the chunk's frame
+  bool zeros = false;     // zstd:chunked: a run of zeros (chunkType "zeros")
 };
 
 Result<std::vector<Item>> ScanTar(const TarBytes& tar) {
@@ -251,6 +256,71 @@ Result<std::vector<Item>> ScanTar(const TarBytes& tar) {
   return items;
 }
 
+// `prioritized` as tar names ("/etc/passwd" → "etc/passwd"), first occurrences in order.
+Result<std::vector<std::string>> NormalizePrioritized(const std::vector<std::string>& prioritized) {
+  std::vector<std::string> out;
+  std::set<std::string> seen;
+  for (const std::string& p : prioritized) {
+    std::string_view s = p;
+    while (!s.empty() && s.front() == '/') s.remove_prefix(1);
+    Result<std::string> norm = registry::NormalizeTarPath(s);
+    if (!norm.has_value() || norm->empty()) {
+      return Status::InvalidArgument("bad --prioritize path \"" + p + "\"");
+    }
+    if (seen.insert(*norm).second) out.push_back(*norm);
+  }
+  return out;
+}
+
+// zstd:chunked order: each prioritized regular file (in the given order) preceded by those
+// of its parent directory entries (root first) that are not written yet, then every other
+// entry in layer order. A name moves only when it occurs once in the layer (so that "last
+// entry wins" keeps its meaning); others stay where they are.
+Result<std::vector<Item>> ZstdChunkedOrder(std::vector<Item> items,
+                                           const std::vector<std::string>& prioritized, bool* any) {
+  *any = false;
+  IMGFS_ASSIGN_OR_RETURN(std::vector<std::string> wanted, NormalizePrioritized(prioritized));
+  if (wanted.empty()) return items;
+  std::map<std::string, size_t> occurrences;
+  std::map<std::string, size_t> index_of;
+  for (size_t i = 0; i < items.size(); ++i) {
+    ++occurrences[items[i].entry.name];
+    index_of[items[i].entry.name] = i;
+  }
+  auto single = [&](const std::string& name, TarEntryType type) -> std::optional<size_t> {
+    auto it = occurrences.find(name);
+    if (it == occurrences.end() || it->second != 1) return std::nullopt;
+    size_t i = index_of[name];
+    if (items[i].entry.type != type) return std::nullopt;
+    return i;
+  };
+  std::vector<bool> moved(items.size(), false);
+  std::vector<Item> out;
+  out.reserve(items.size());
+  for (const std::string& name : wanted) {
+    std::optional<size_t> file = single(name, TarEntryType::kRegular);
+    if (!file.has_value()) continue;
+    std::vector<std::string> parents = {""};
+    for (size_t pos = name.find('/'); pos != std::string::npos; pos = name.find('/', pos + 1)) {
+      parents.push_back(name.substr(0, pos));
+    }
+    for (const std::string& parent : parents) {
+      std::optional<size_t> dir = single(parent, TarEntryType::kDirectory);
+      if (dir.has_value() && !moved[*dir]) {
+        moved[*dir] = true;
+        out.push_back(std::move(items[*dir]));
+      }
+    }
+    moved[*file] = true;
+    out.push_back(std::move(items[*file]));
+    *any = true;
+  }
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (!moved[i]) out.push_back(std::move(items[i]));
+  }
+  return out;
+}
+
 Item LandmarkItem(std::string_view name) {
   Item item;
   item.synthetic = true;
@@ -267,16 +337,8 @@ Item LandmarkItem(std::string_view name) {
 // `.prefetch.landmark`; or `.no.prefetch.landmark` first when nothing is prioritized.
 Result<std::vector<Item>> EstargzOrder(std::vector<Item> items,
                                        const std::vector<std::string>& prioritized, bool* any) {
-  std::set<std::string> wanted;
-  for (const std::string& p : prioritized) {
-    std::string_view s = p;
-    while (!s.empty() && s.front() == '/') s.remove_prefix(1);
-    Result<std::string> norm = registry::NormalizeTarPath(s);
-    if (!norm.has_value() || norm->empty()) {
-      return Status::InvalidArgument("bad --prioritize path \"" + p + "\"");
-    }
-    wanted.insert(*norm);
-  }
+  IMGFS_ASSIGN_OR_RETURN(std::vector<std::string> normalized, NormalizePrioritized(prioritized));
+  const std::set<std::string> wanted(normalized.begin(), normalized.end());
   std::set<std::string> front_names;
   for (const Item& item : items) {
     if (item.entry.type == TarEntryType::kRegular && wanted.count(item.entry.name) > 0) {
@@ -400,6 +462,7 @@ void AppendZstdEntries(const TarEntry& e, const registry::Digest& file_digest,
     if (chunks.size() > 1) {
       j["chunkSize"] = chunks[0].size;
       j["chunkDigest"] = chunks[0].digest.String();
+      if (chunks[0].zeros) j["chunkType"] = kZerosChunkType;
     }
   }
   entries->push_back(std::move(j));
@@ -411,6 +474,7 @@ void AppendZstdEntries(const TarEntry& e, const registry::Digest& file_digest,
     c["chunkSize"] = chunks[i].size;
     c["chunkOffset"] = chunks[i].file_offset;
     c["chunkDigest"] = chunks[i].digest.String();
+    if (chunks[i].zeros) c["chunkType"] = kZerosChunkType;
     entries->push_back(std::move(c));
   }
 }
@@ -451,6 +515,8 @@ Result<WrittenLayer> WriteLazyLayer(const TarBytes& tar, const LayerWriterOption
                                     const registry::BlobSink& sink) {
   if (options.chunk_size_bytes == 0) return Status::InvalidArgument("chunk size must be > 0");
   const bool estargz = options.format == LazyFormat::kEstargz;
+  const bool content_defined = !estargz && options.zstd_chunking == ZstdChunking::kContentDefined;
+  if (content_defined) IMGFS_RETURN_IF_ERROR(ValidateContentChunking(options.content_chunking));
   int level = options.compression_level;
   if (level == 0) level = estargz ? kDefaultGzipLevel : kDefaultZstdLevel;
   if (level < 1 || level > (estargz ? 9 : 19)) {
@@ -461,6 +527,9 @@ Result<WrittenLayer> WriteLazyLayer(const TarBytes& tar, const LayerWriterOption
   if (estargz) {
     IMGFS_ASSIGN_OR_RETURN(
         items, EstargzOrder(std::move(items), options.prioritized_files, &out.prioritized));
+  } else {
+    IMGFS_ASSIGN_OR_RETURN(
+        items, ZstdChunkedOrder(std::move(items), options.prioritized_files, &out.prioritized));
   }
 
   const auto codec = estargz ? CompressedStream::Codec::kGzip : CompressedStream::Codec::kZstd;
@@ -488,7 +557,47 @@ Result<WrittenLayer> WriteLazyLayer(const TarBytes& tar, const LayerWriterOption
     registry::Sha256 file_hash;
     Crc64Iso crc;
     const uint64_t size = e.type == TarEntryType::kRegular ? e.size : 0;
-    for (uint64_t off = 0; off < size; off += options.chunk_size_bytes) {
+    auto read_payload = [&](uint64_t off, uint64_t n) -> Result<std::string> {
+      if (item.synthetic) return item.synthetic_payload.substr(off, n);
+      return ReadAt(tar, item.raw_end + off, n);
+    };
+    if (content_defined && size > 0) {
+      // Every chunk is a frame of its own: the headers' frame ends here.
+      IMGFS_RETURN_IF_ERROR(stream.EndUnit());
+      WrittenChunk current;
+      current.blob_offset = stream.offset();
+      registry::Sha256 chunk_hash;
+      ContentChunker chunker(
+          options.content_chunking,
+          [&](std::string_view bytes) -> Status {
+            chunk_hash.Update(bytes);
+            file_hash.Update(bytes);
+            crc.Update(bytes);
+            current.size += bytes.size();
+            return stream.Write(bytes);
+          },
+          [&](ChunkKind kind) -> Status {
+            current.digest = chunk_hash.Finish();
+            chunk_hash.Reset();
+            current.zeros = kind == ChunkKind::kZeros;
+            IMGFS_RETURN_IF_ERROR(stream.EndUnit());
+            current.blob_end = stream.offset();
+            const uint64_t next_offset = current.file_offset + current.size;
+            chunks.push_back(std::move(current));
+            current = WrittenChunk{};
+            current.file_offset = next_offset;
+            current.blob_offset = stream.offset();
+            return Status::Ok();
+          });
+      chunker.Reset();
+      for (uint64_t off = 0; off < size; off += kCopyPieceBytes) {
+        IMGFS_ASSIGN_OR_RETURN(std::string piece,
+                               read_payload(off, std::min(kCopyPieceBytes, size - off)));
+        IMGFS_RETURN_IF_ERROR(chunker.Feed(piece));
+      }
+      IMGFS_RETURN_IF_ERROR(chunker.Finish());
+    }
+    for (uint64_t off = 0; !content_defined && off < size; off += options.chunk_size_bytes) {
       WrittenChunk chunk;
       chunk.file_offset = off;
       chunk.size = std::min(options.chunk_size_bytes, size - off);
@@ -497,12 +606,7 @@ Result<WrittenLayer> WriteLazyLayer(const TarBytes& tar, const LayerWriterOption
       registry::Sha256 chunk_hash;
       for (uint64_t done = 0; done < chunk.size;) {
         uint64_t n = std::min(kCopyPieceBytes, chunk.size - done);
-        std::string piece;
-        if (item.synthetic) {
-          piece = item.synthetic_payload.substr(off + done, n);
-        } else {
-          IMGFS_ASSIGN_OR_RETURN(piece, ReadAt(tar, item.raw_end + off + done, n));
-        }
+        IMGFS_ASSIGN_OR_RETURN(std::string piece, read_payload(off + done, n));
         chunk_hash.Update(piece);
         file_hash.Update(piece);
         if (!estargz) crc.Update(piece);
@@ -518,6 +622,7 @@ Result<WrittenLayer> WriteLazyLayer(const TarBytes& tar, const LayerWriterOption
     if (!chunks.empty()) {
       ++out.files;
       out.chunks += chunks.size();
+      for (const WrittenChunk& c : chunks) out.zeros_chunks += c.zeros ? 1 : 0;
     }
     pending.assign(PadOf(size), '\0');
     if (estargz) {

@@ -25,8 +25,20 @@
 //  64-byte footer (`GNUlInUx`). Annotations:
 //  `io.github.containers.zstd-chunked.manifest-checksum` (sha256 of the compressed TOC),
 //  `…manifest-position` (offset:length:uncompressedLength:1) and `…tarsplit-position`.
-//  Chunks are fixed-size (`chunk_size_bytes`), not content-defined; `prioritized_files` is
-//  ignored (the format has no landmarks).
+//  File payloads are cut at content-defined boundaries (fs/convert/content_chunker.h: the
+//  rolling checksum of containers/storage, 64 KiB average, bounded by `content_chunking`;
+//  runs of >= 1 KiB zeros are chunks of their own with `chunkType: "zeros"`), so that an
+//  insertion in a file changes only the chunks around it and the others keep their digests
+//  (dedup across image versions); `zstd_chunking = kFixedSize` cuts `chunk_size_bytes`
+//  chunks instead. TOC records as containers/storage writes them: a file of one chunk is one
+//  `reg` entry (offset/endOffset of its frame); a file of several has `chunkSize`,
+//  `chunkDigest` (and `chunkType` for zeros) in its `reg` entry (which keeps offset/endOffset
+//  of the whole file) and one `chunk` entry per further chunk (offset of its own frame,
+//  chunkSize, chunkOffset, chunkDigest, chunkType) right after it. `prioritized_files` are
+//  moved to the front of the layer in the given order, each preceded by those of its parent
+//  directory entries not already written (the format has no landmarks: being first is what
+//  helps a lazy reader, whose blob-order read-ahead then starts with them). Only names that
+//  are regular files and occur once in the layer move; other names are ignored.
 //
 // The root entries `stargz.index.json`, `.prefetch.landmark` and `.no.prefetch.landmark` of
 // the input (an eStargz layer converted again) are dropped: the writer adds its own.
@@ -46,6 +58,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "fs/convert/content_chunker.h"
 #include "registry/blob_source.h"
 #include "registry/digest.h"
 #include "registry/manifest.h"
@@ -64,10 +77,18 @@ inline constexpr std::string_view kOciLayerZstdMediaType =
 inline constexpr std::string_view kZstdChunkedTarSplitAnnotation =
     "io.github.containers.zstd-chunked.tarsplit-position";
 
+enum class ZstdChunking { kContentDefined, kFixedSize };
+
 struct LayerWriterOptions {
   LazyFormat format = LazyFormat::kEstargz;
-  uint64_t chunk_size_bytes = kDefaultConvertChunkBytes;  // > 0
-  // eStargz: paths of files to place first (as in the image: "etc/passwd" or "/etc/passwd").
+  // eStargz chunks; zstd:chunked chunks with kFixedSize. > 0.
+  uint64_t chunk_size_bytes = kDefaultConvertChunkBytes;
+  // zstd:chunked: how file payloads are cut (content_chunking must be valid with
+  // kContentDefined).
+  ZstdChunking zstd_chunking = ZstdChunking::kContentDefined;
+  ContentChunking content_chunking;
+  // Paths of files to place first (as in the image: "etc/passwd" or "/etc/passwd"). eStargz:
+  // in layer order, then `.prefetch.landmark`; zstd:chunked: in this order.
   std::vector<std::string> prioritized_files;
   // 0: the format's default (gzip 6, zstd 3).
   int compression_level = 0;
@@ -92,10 +113,12 @@ struct WrittenLayer {
   // eStargz: sha256 of the TOC JSON (= toc.digest annotation); zstd:chunked: sha256 of the
   // compressed TOC (= manifest-checksum annotation).
   registry::Digest toc_digest;
-  uint64_t toc_offset = 0;   // eStargz: the TOC member; zstd:chunked: the compressed TOC
-  size_t files = 0;          // regular files with data
-  size_t chunks = 0;         // payload chunks written
-  bool prioritized = false;  // eStargz: a `.prefetch.landmark` was written
+  uint64_t toc_offset = 0;  // eStargz: the TOC member; zstd:chunked: the compressed TOC
+  size_t files = 0;         // regular files with data
+  size_t chunks = 0;        // payload chunks written
+  size_t zeros_chunks = 0;  // zstd:chunked: of which "zeros" chunks
+  // eStargz: a `.prefetch.landmark` was written; zstd:chunked: files were moved first.
+  bool prioritized = false;
 };
 
 // Converts `tar` and streams the blob to `sink`. Corrupt for a malformed tar (the message
