@@ -576,10 +576,7 @@ std::vector<LazyLayerReader::ChunkResult> LazyLayerReader::Fetch(const std::vect
     list.reserve(todo.size());
     for (size_t k : todo) list.push_back(index_->chunks[ids[k]]);
     std::vector<size_t> failed;
-    for (const CoalescedRead& read : CoalesceChunkReads(list, options_.max_gap_bytes)) {
-      requests_.fetch_add(1, std::memory_order_relaxed);
-      Result<std::string> bytes = source_->ReadBlobRange(index_->layer_digest, read.range);
-      if (bytes.has_value()) bytes_fetched_.fetch_add(bytes->size(), std::memory_order_relaxed);
+    auto decode = [&](const CoalescedRead& read, const Result<std::string>& bytes) {
       for (size_t j : read.chunks) {
         const size_t k = todo[j];
         if (!bytes.has_value()) {
@@ -600,6 +597,44 @@ std::vector<LazyLayerReader::ChunkResult> LazyLayerReader::Fetch(const std::vect
         }
         results[k] = ChunkResult(std::make_shared<const std::string>(std::move(data).value()));
       }
+    };
+    const std::vector<CoalescedRead> reads = CoalesceChunkReads(list, options_.max_gap_bytes);
+    // Reads separated by gaps larger than max_gap_bytes go out together as one multi-range
+    // request (BlobSource::ReadBlobRanges), up to max_request_bytes and
+    // kMaxRangesPerRequest ranges per batch; a read as large as max_request_bytes goes alone.
+    for (size_t first = 0; first < reads.size();) {
+      size_t last = first + 1;
+      uint64_t batch_bytes = reads[first].range.length;
+      while (last < reads.size() && last - first < registry::RemoteSource::kMaxRangesPerRequest &&
+             batch_bytes + reads[last].range.length <= options_.max_request_bytes) {
+        batch_bytes += reads[last].range.length;
+        ++last;
+      }
+      if (last - first == 1) {
+        requests_.fetch_add(1, std::memory_order_relaxed);
+        Result<std::string> bytes =
+            source_->ReadBlobRange(index_->layer_digest, reads[first].range);
+        if (bytes.has_value()) bytes_fetched_.fetch_add(bytes->size(), std::memory_order_relaxed);
+        decode(reads[first], bytes);
+      } else {
+        std::vector<ByteRange> ranges;
+        ranges.reserve(last - first);
+        for (size_t r = first; r < last; ++r) ranges.push_back(reads[r].range);
+        uint64_t made = 0;
+        Result<std::vector<std::string>> got =
+            source_->ReadBlobRanges(index_->layer_digest, ranges, &made);
+        requests_.fetch_add(made, std::memory_order_relaxed);
+        for (size_t r = first; r < last; ++r) {
+          if (!got.has_value()) {
+            decode(reads[r], got.error());
+            continue;
+          }
+          Result<std::string> bytes(std::move((*got)[r - first]));
+          bytes_fetched_.fetch_add(bytes->size(), std::memory_order_relaxed);
+          decode(reads[r], bytes);
+        }
+      }
+      first = last;
     }
     if (!failed.empty()) {
       std::sort(failed.begin(), failed.end());

@@ -16,7 +16,10 @@
 //  - Fetch tasks run on a small per-layer worker pool (Options::max_parallel_fetches requests
 //    in flight), taken by priority: on-demand reads first, then read-ahead and the streaming
 //    pass, then background prefetch. A task coalesces the chunks it owns into ranged reads
-//    (fs/layer/chunk_decoder.h), at most Options::max_request_bytes each.
+//    (fs/layer/chunk_decoder.h), at most Options::max_request_bytes each. Reads of one task
+//    separated by gaps (more than max_gap_bytes apart) go out together as one multi-range
+//    request (BlobSource::ReadBlobRanges; the registry falls back to single ranges where it
+//    refuses them), so a task costs one round trip whatever its gaps.
 //  - Single flight: a chunk being fetched is in the in-flight map (key: chunk digest) with a
 //    shared future; every reader of it waits on that future instead of fetching again.
 //  - Widening: an on-demand fetch also takes the next chunks in blob order up to

@@ -308,6 +308,66 @@ TEST_P(FetcherTest, BadBytesAreRetriedOnceThenCorrupt) {
   EXPECT_EQ(*good, want.substr(last_off));
 }
 
+// Answers ReadBlobRanges as a registry with multi-range support would: one call, one request,
+// every range's bytes. Counts calls and the ranges asked; single ranges go to `reads`.
+class MultiRangeSource : public CountingSource {
+ public:
+  explicit MultiRangeSource(std::shared_ptr<registry::BlobSource> inner)
+      : CountingSource(inner), inner_(std::move(inner)) {}
+  Result<std::vector<std::string>> ReadBlobRanges(const Digest& d,
+                                                  const std::vector<ByteRange>& ranges,
+                                                  uint64_t* requests) override {
+    multi_calls.fetch_add(1);
+    ranges_asked.fetch_add(static_cast<int>(ranges.size()));
+    if (requests != nullptr) ++*requests;
+    std::vector<std::string> out;
+    for (const ByteRange& r : ranges) {
+      IMGFS_ASSIGN_OR_RETURN(std::string piece, inner_->ReadBlobRange(d, r));
+      out.push_back(std::move(piece));
+    }
+    return out;
+  }
+  std::atomic<int> multi_calls{0};
+  std::atomic<int> ranges_asked{0};
+
+ private:
+  std::shared_ptr<registry::BlobSource> inner_;
+};
+
+TEST_P(FetcherTest, ChunksWithGapsGoOutAsOneMultiRangeRequest) {
+  LazyLayer l = OpenLayer(GetParam(), 0);
+  ASSERT_NE(l.index, nullptr);
+  auto source = std::make_shared<MultiRangeSource>(l.source);
+  TempDir dir;
+  auto store = std::make_shared<cache::ChunkStore>(dir.path());
+  LazyLayerReader::Options options = Exact();
+  options.max_gap_bytes = 0;  // any chunk already present splits the read
+  LazyLayerReader reader(source, l.index, store, options);
+  const FileEntry* random = Find(*l.index, "data/random.bin");
+  ASSERT_NE(random, nullptr);
+  ASSERT_GE(random->chunk_count, 4u);
+  const std::string want = Reference(l, "data/random.bin");
+  // Chunks 1 and 3 first, one single-range request each.
+  for (uint32_t k : {1u, 3u}) {
+    const Chunk& c = l.index->chunks[random->first_chunk + k];
+    Result<std::string> got = reader.Read(*random, c.file_offset, 1);
+    ASSERT_TRUE(got.has_value()) << got.error().ToString();
+    EXPECT_EQ(*got, want.substr(c.file_offset, 1));
+  }
+  EXPECT_EQ(source->reads.load(), 2);
+  EXPECT_EQ(source->multi_calls.load(), 0);
+  const uint64_t requests = reader.Stats().requests;
+  // The whole file: chunks 0, 2 (and 4.. if any) are missing, separated by present ones.
+  Result<std::string> all = reader.Read(*random, 0, random->size);
+  ASSERT_TRUE(all.has_value()) << all.error().ToString();
+  EXPECT_EQ(*all, want);
+  EXPECT_EQ(source->multi_calls.load(), 1);
+  EXPECT_EQ(source->ranges_asked.load(), random->chunk_count > 4 ? 3 : 2);
+  EXPECT_EQ(source->reads.load(), 2);  // no single-range read besides the first two
+  EXPECT_EQ(reader.Stats().requests, requests + 1);
+  EXPECT_EQ(reader.chunks_fetched(), random->chunk_count);
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, FetcherTest,
                          ::testing::Values("tiny-estargz", "tiny-zstdchunked"),
                          [](const auto& param_info) {
