@@ -980,13 +980,30 @@ int SetNewOwner(int dir_fd, const char* nm, int parent_fd, const std::string& pa
 }
 }  // namespace
 
-int WritableFs::FinishCreate(Node* dir, std::string_view name, const std::string& tmp,
-                             bool over_whiteout, const Caller&, mode_t mode, Entry* out) {
-  std::string path = Join(PathOf(dir), name);
-  if (over_whiteout) {
-    int r = PlaceFromWork(tmp, path);
+int WritableFs::PrepareCreate(uint64_t parent, std::string_view name, CreateSite* site) {
+  State dir_state;
+  int r = ParentForCreate(parent, name, &site->dir, &dir_state, &site->over_whiteout);
+  if (r != 0) return r;
+  site->dir_path = PathOf(site->dir);
+  if (site->over_whiteout) {
+    site->tmp = TempName();
+    site->at = work_fd_.get();
+    site->name_at = site->tmp;
+  } else {
+    site->at = upper_fd_.get();
+    site->name_at = Join(site->dir_path, name);
+  }
+  return 0;
+}
+
+int WritableFs::FinishCreate(const CreateSite& site, std::string_view name, mode_t mode,
+                             Entry* out) {
+  Node* dir = site.dir;
+  std::string path = Join(site.dir_path, name);
+  if (site.over_whiteout) {
+    int r = PlaceFromWork(site.tmp, path);
     if (r != 0) {
-      RemoveTree(work_path_ + "/" + tmp).ok();
+      RemoveTree(work_path_ + "/" + site.tmp).ok();
       return r;
     }
   }
@@ -1000,15 +1017,11 @@ int WritableFs::FinishCreate(Node* dir, std::string_view name, const std::string
 int WritableFs::Mknod(uint64_t parent, std::string_view name, mode_t mode, dev_t rdev,
                       const Caller& caller, Entry* out) {
   std::lock_guard<std::mutex> lock(mu_);
-  Node* dir = nullptr;
-  State ds;
-  bool over = false;
-  int r = ParentForCreate(parent, name, &dir, &ds, &over);
+  CreateSite site;
+  int r = PrepareCreate(parent, name, &site);
   if (r != 0) return r;
-  std::string dir_path = PathOf(dir);
-  std::string tmp = over ? TempName() : "";
-  int at = over ? work_fd_.get() : upper_fd_.get();
-  std::string nm = over ? tmp : Join(dir_path, name);
+  const int at = site.at;
+  const std::string& nm = site.name_at;
   if (S_ISREG(mode)) {
     int fd = openat(at, nm.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
     if (fd < 0) return Errno();
@@ -1017,61 +1030,53 @@ int WritableFs::Mknod(uint64_t parent, std::string_view name, mode_t mode, dev_t
     return Errno();
   }
   mode_t m = mode;
-  r = SetNewOwner(at, nm.c_str(), upper_fd_.get(), dir_path, caller, mode & S_IFMT, &m);
+  r = SetNewOwner(at, nm.c_str(), upper_fd_.get(), site.dir_path, caller, mode & S_IFMT, &m);
   if (r != 0) {
     unlinkat(at, nm.c_str(), 0);
     return r;
   }
-  return FinishCreate(dir, name, tmp, over, caller, mode, out);
+  return FinishCreate(site, name, mode, out);
 }
 
 int WritableFs::Mkdir(uint64_t parent, std::string_view name, mode_t mode, const Caller& caller,
                       Entry* out) {
   std::lock_guard<std::mutex> lock(mu_);
-  Node* dir = nullptr;
-  State ds;
-  bool over = false;
-  int r = ParentForCreate(parent, name, &dir, &ds, &over);
+  CreateSite site;
+  int r = PrepareCreate(parent, name, &site);
   if (r != 0) return r;
-  std::string dir_path = PathOf(dir);
-  std::string tmp = over ? TempName() : "";
-  int at = over ? work_fd_.get() : upper_fd_.get();
-  std::string nm = over ? tmp : Join(dir_path, name);
+  const int at = site.at;
+  const std::string& nm = site.name_at;
   if (mkdirat(at, nm.c_str(), 0700) != 0) return Errno();
   mode_t m = (mode & 07777) | S_IFDIR;
-  r = SetNewOwner(at, nm.c_str(), upper_fd_.get(), dir_path, caller, S_IFDIR, &m);
-  if (r == 0 && over) {
+  r = SetNewOwner(at, nm.c_str(), upper_fd_.get(), site.dir_path, caller, S_IFDIR, &m);
+  if (r == 0 && site.over_whiteout) {
     // Created over a whiteout: whatever the lower had there stays hidden.
-    std::string abs = work_path_ + "/" + tmp;
+    std::string abs = work_path_ + "/" + site.tmp;
     if (lsetxattr(abs.c_str(), std::string(kOpaqueXattr).c_str(), "y", 1, 0) != 0) r = Errno();
   }
   if (r != 0) {
     unlinkat(at, nm.c_str(), AT_REMOVEDIR);
     return r;
   }
-  return FinishCreate(dir, name, tmp, over, caller, S_IFDIR | m, out);
+  return FinishCreate(site, name, S_IFDIR | m, out);
 }
 
 int WritableFs::Symlink(std::string_view target, uint64_t parent, std::string_view name,
                         const Caller& caller, Entry* out) {
   std::lock_guard<std::mutex> lock(mu_);
-  Node* dir = nullptr;
-  State ds;
-  bool over = false;
-  int r = ParentForCreate(parent, name, &dir, &ds, &over);
+  CreateSite site;
+  int r = PrepareCreate(parent, name, &site);
   if (r != 0) return r;
-  std::string dir_path = PathOf(dir);
-  std::string tmp = over ? TempName() : "";
-  int at = over ? work_fd_.get() : upper_fd_.get();
-  std::string nm = over ? tmp : Join(dir_path, name);
+  const int at = site.at;
+  const std::string& nm = site.name_at;
   if (symlinkat(std::string(target).c_str(), at, nm.c_str()) != 0) return Errno();
   mode_t m = S_IFLNK | 0777;
-  r = SetNewOwner(at, nm.c_str(), upper_fd_.get(), dir_path, caller, S_IFLNK, &m);
+  r = SetNewOwner(at, nm.c_str(), upper_fd_.get(), site.dir_path, caller, S_IFLNK, &m);
   if (r != 0) {
     unlinkat(at, nm.c_str(), 0);
     return r;
   }
-  return FinishCreate(dir, name, tmp, over, caller, S_IFLNK, out);
+  return FinishCreate(site, name, S_IFLNK, out);
 }
 
 int WritableFs::Unlink(uint64_t parent, std::string_view name) {
@@ -1412,26 +1417,22 @@ int WritableFs::Create(uint64_t parent, std::string_view name, mode_t mode, int 
   auto handle = std::make_shared<Handle>();
   {
     std::lock_guard<std::mutex> lock(mu_);
-    Node* dir = nullptr;
-    State ds;
-    bool over = false;
-    int r = ParentForCreate(parent, name, &dir, &ds, &over);
+    CreateSite site;
+    int r = PrepareCreate(parent, name, &site);
     if (r != 0) return r;
-    std::string dir_path = PathOf(dir);
-    std::string tmp = over ? TempName() : "";
-    int at = over ? work_fd_.get() : upper_fd_.get();
-    std::string nm = over ? tmp : Join(dir_path, name);
+    const int at = site.at;
+    const std::string& nm = site.name_at;
     int open_flags = (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_DIRECT)) | O_CREAT |
                      O_EXCL | O_CLOEXEC;
     handle->fd = UniqueFd(openat(at, nm.c_str(), open_flags, 0600));
     if (!handle->fd.IsValid()) return Errno();
     mode_t m = (mode & 07777) | S_IFREG;
-    r = SetNewOwner(at, nm.c_str(), upper_fd_.get(), dir_path, caller, S_IFREG, &m);
+    r = SetNewOwner(at, nm.c_str(), upper_fd_.get(), site.dir_path, caller, S_IFREG, &m);
     if (r != 0) {
       unlinkat(at, nm.c_str(), 0);
       return r;
     }
-    r = FinishCreate(dir, name, tmp, over, caller, S_IFREG | m, out);
+    r = FinishCreate(site, name, S_IFREG | m, out);
     if (r != 0) return r;
     handle->id = out->id;
     handle->writable = (flags & O_ACCMODE) != O_RDONLY;

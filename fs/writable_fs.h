@@ -208,8 +208,20 @@ class WritableFs {
   int PlaceFromWork(const std::string& tmp, const std::string& path);
   int ParentForCreate(uint64_t parent, std::string_view name, Node** dir, State* dir_state,
                       bool* over_whiteout);
-  int FinishCreate(Node* dir, std::string_view name, const std::string& tmp_or_empty,
-                   bool over_whiteout, const Caller& caller, mode_t mode, Entry* out);
+  // Where a new entry `name` of a directory is made: at dir_path/name in the upper, or — over
+  // a whiteout — as `tmp` in the work dir, moved over the whiteout by FinishCreate.
+  struct CreateSite {
+    Node* dir = nullptr;
+    std::string dir_path;
+    bool over_whiteout = false;
+    std::string tmp;      // work-dir name when over_whiteout
+    int at = -1;          // the directory fd to create in (work or upper) ...
+    std::string name_at;  // ... and the name there
+  };
+  // ParentForCreate, then the site of the new entry.
+  int PrepareCreate(uint64_t parent, std::string_view name, CreateSite* site);
+  // Moves a created entry into place (over a whiteout) and answers its Entry.
+  int FinishCreate(const CreateSite& site, std::string_view name, mode_t mode, Entry* out);
   void Detach(Node* node);
   void MarkSubtreeUpper(Node* node);
   void MaybeErase(Node* node);
