@@ -1,10 +1,12 @@
 // imgfs — fuzz target for the eStargz and zstd:chunked writers (fs/convert/layer_writer.h),
 // with the project's readers as the round-trip oracle. Input: one byte choosing the chunk
-// size, then a tar. Whatever the tar reader accepts must convert (both formats), twice to
-// the same bytes; the blob must carry the TOC where its descriptor says (eStargz footer and
-// toc.digest, zstd:chunked position and checksum); and when the TOC reader builds an index,
-// every regular file read through its chunks (decoded and digest-verified) must equal the
-// file's bytes in the input.
+// size (and, for zstd:chunked, fixed-size or content-defined chunks with small bounds, so that
+// tiny inputs have many chunks and zero runs), then a tar. Whatever the tar reader accepts must
+// convert (both formats), twice to the same bytes; the blob must carry the TOC where its descriptor
+// says (eStargz footer and toc.digest, zstd:chunked position and checksum); and when the TOC reader
+// builds an index, every regular file read through its chunks (decoded and digest-verified) must
+// equal the file's bytes in the input.
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -90,10 +92,18 @@ std::string Write(std::string_view tar, const fs::LayerWriterOptions& options,
 }
 
 void Check(std::string_view tar, const std::vector<File>& files, fs::LazyFormat format,
-           uint64_t chunk) {
+           uint64_t chunk, uint8_t choice) {
   fs::LayerWriterOptions options;
   options.format = format;
   options.chunk_size_bytes = chunk;
+  if ((choice & 1) != 0) {
+    options.zstd_chunking = fs::ZstdChunking::kFixedSize;
+  } else {
+    options.content_chunking.min_bytes = 1 + (choice >> 4) * 8u;
+    options.content_chunking.max_bytes = std::max(options.content_chunking.min_bytes, chunk);
+    options.content_chunking.split_bits = 3 + choice % 6u;
+    options.content_chunking.zeros_bytes = 16;
+  }
   options.compression_level = 1;
   fs::WrittenLayer layer;
   std::string blob = Write(tar, options, &layer);
@@ -158,7 +168,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   bool ok = false;
   std::vector<File> files = RegularFiles(tar, &ok);
   if (!ok) return 0;
-  Check(tar, files, fs::LazyFormat::kEstargz, chunk);
-  Check(tar, files, fs::LazyFormat::kZstdChunked, chunk);
+  Check(tar, files, fs::LazyFormat::kEstargz, chunk, data[0]);
+  Check(tar, files, fs::LazyFormat::kZstdChunked, chunk, data[0]);
   return 0;
 }
