@@ -40,6 +40,12 @@ Status PwriteAll(int fd, std::string_view data, uint64_t offset) {
   return Status::Ok();
 }
 
+LayerReader::Options ReaderOptions() {
+  LayerReader::Options options;
+  options.max_parked_decoders = 0;  // a parked decoder may hold bytes read before a fetch
+  return options;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<IndexedRemoteData>> IndexedRemoteData::Create(
@@ -75,9 +81,7 @@ Result<std::unique_ptr<IndexedRemoteData>> IndexedRemoteData::Create(
     ::unlink(path.c_str());
     return Status::Io("ftruncate " + path + ": " + std::strerror(err));
   }
-  LayerReader::Options reader_options;
-  reader_options.max_parked_decoders = 0;  // a parked decoder may hold bytes read before a fetch
-  Result<std::unique_ptr<LayerReader>> reader = LayerReader::Open(path, index, reader_options);
+  Result<std::unique_ptr<LayerReader>> reader = LayerReader::Open(path, index, ReaderOptions());
   ::unlink(path.c_str());
   if (!reader.has_value()) return reader.error();
   options.max_parallel_fetches = std::max(1, options.max_parallel_fetches);
@@ -96,10 +100,10 @@ IndexedRemoteData::IndexedRemoteData(std::shared_ptr<registry::BlobSource> sourc
     : source_(std::move(source)),
       index_(std::move(index)),
       fd_(std::move(fd)),
-      reader_(std::move(reader)),
       chunks_(std::move(chunks)),
       options_(options),
-      block_bytes_(LayerReader::Options().block_bytes) {
+      block_bytes_(LayerReader::Options().block_bytes),
+      reader_(std::move(reader)) {
   remote_ = dynamic_cast<registry::RemoteSource*>(source_.get());
   const uint64_t size = index_->compressed_size;
   // Piece boundaries.
@@ -219,6 +223,28 @@ void IndexedRemoteData::PiecesFor(uint64_t begin, uint64_t end, uint32_t* first,
   *last = static_cast<uint32_t>(l - piece_begin_.begin());
 }
 
+std::shared_ptr<LayerReader> IndexedRemoteData::Reader() {
+  std::scoped_lock lock(mu_);
+  return reader_;
+}
+
+void IndexedRemoteData::Invalidate(uint32_t id) {
+  // The sparse copy is unlinked: open it again through this process's descriptor.
+  Result<std::unique_ptr<LayerReader>> fresh =
+      LayerReader::Open("/proc/self/fd/" + std::to_string(fd_.get()), index_, ReaderOptions());
+  if (!fresh.has_value()) {
+    IMGFS_LOG(kWarning) << "layer " << index_->layer_digest.String()
+                        << ": cannot reopen the sparse copy: " << fresh.error().ToString();
+  }
+  std::scoped_lock lock(mu_);
+  for (uint32_t p = chunk_first_piece_[id]; p < chunk_last_piece_[id]; ++p) {
+    if (state_[p] != kPresent) continue;
+    state_[p] = kMissing;
+    present_bytes_.fetch_sub(piece_begin_[p + 1] - piece_begin_[p]);
+  }
+  if (fresh.has_value()) reader_ = std::move(fresh).value();
+}
+
 IndexedRemoteData::ChunkData IndexedRemoteData::Recent(uint32_t id) {
   std::scoped_lock lock(mu_);
   auto it = recent_.find(id);
@@ -278,7 +304,7 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
       errors_.fetch_add(1, std::memory_order_relaxed);
       return st;
     }
-    return reader_->Read(entry, offset, length);
+    return Reader()->Read(entry, offset, length);
   }
 
   std::vector<ChunkData> data(ids.size());
@@ -307,7 +333,7 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
     }
     need.push_back(i);
   }
-  if (!need.empty()) {
+  for (int attempt = 0; !need.empty(); ++attempt) {
     uint32_t first = std::numeric_limits<uint32_t>::max();
     uint32_t last = 0;
     for (size_t i : need) {
@@ -319,16 +345,24 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
       errors_.fetch_add(1, std::memory_order_relaxed);
       return st;
     }
+    std::vector<size_t> again;
     for (size_t i : need) {
       Result<ChunkData> chunk = VerifyChunk(ids[i]);
-      if (!chunk.has_value()) {
+      if (chunk.has_value()) {
+        data[i] = std::move(chunk).value();
+        continue;
+      }
+      IMGFS_LOG(kWarning) << "lazy read of /" << entry.path << " in layer "
+                          << index_->layer_digest.String() << ": " << chunk.error().ToString()
+                          << (attempt == 0 ? "; fetching it again" : "");
+      if (attempt > 0 || chunk.error().code() != StatusCode::kCorrupt) {
         errors_.fetch_add(1, std::memory_order_relaxed);
-        IMGFS_LOG(kWarning) << "lazy read of /" << entry.path << " in layer "
-                            << index_->layer_digest.String() << ": " << chunk.error().ToString();
         return chunk.error();
       }
-      data[i] = std::move(chunk).value();
+      Invalidate(ids[i]);
+      again.push_back(i);
     }
+    need = std::move(again);
   }
 
   std::string out;
@@ -347,7 +381,7 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
       out.append(*data[i], from - c.file_offset, to - from);
     } else {
       // Verified earlier and no longer in memory: its pieces are present for good.
-      Result<std::string> bytes = reader_->Read(entry, from, to - from);
+      Result<std::string> bytes = Reader()->Read(entry, from, to - from);
       if (!bytes.has_value()) {
         errors_.fetch_add(1, std::memory_order_relaxed);
         return bytes.error();
@@ -365,7 +399,7 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
 
 Result<IndexedRemoteData::ChunkData> IndexedRemoteData::VerifyChunk(uint32_t id) {
   const FileEntry& entry = index_->entries[chunk_entry_[id]];
-  Result<std::string> bytes = reader_->ReadChunk(entry, id - entry.first_chunk);
+  Result<std::string> bytes = Reader()->ReadChunk(entry, id - entry.first_chunk);
   if (!bytes.has_value()) return bytes.error();
   auto data = std::make_shared<const std::string>(std::move(bytes).value());
   bool counted = false;

@@ -44,7 +44,9 @@
 //    Unavailable (EIO) while the fetch goes on, bounded by the source's own timeouts. Chunks
 //    already present or stored are still served; a later read of a missing piece fetches it.
 //  - Errors: an on-demand fetch is tried twice; read-ahead and streaming once, and a reader
-//    that was waiting on them fetches the piece itself (once).
+//    that was waiting on them fetches the piece itself (once). A chunk that fails
+//    verification has its pieces fetched once more (a fresh LayerReader decodes them) before
+//    the read fails with Corrupt.
 //
 // Verification: every chunk a read returns is checked against its sha256 from the index
 // (LayerReader::ReadChunk) before the read is answered, or comes verified from the chunk
@@ -202,13 +204,18 @@ class IndexedRemoteData : public FileDataSource {
   // Verifies chunk `id` from the sparse copy (its pieces present), stores and remembers it.
   Result<ChunkData> VerifyChunk(uint32_t id);
 
+  // The current reader of the sparse copy.
+  std::shared_ptr<LayerReader> Reader();
+  // After chunk `id` failed verification: forgets its present pieces (they are fetched
+  // again) and starts a fresh reader.
+  void Invalidate(uint32_t id);
+
   ChunkData Recent(uint32_t id);
   void Remember(uint32_t id, const ChunkData& data);
 
   std::shared_ptr<registry::BlobSource> source_;
   std::shared_ptr<const LayerIndex> index_;
-  UniqueFd fd_;  // the sparse copy, written here
-  std::unique_ptr<LayerReader> reader_;
+  UniqueFd fd_;                                // the sparse copy, written here
   std::shared_ptr<cache::ChunkStore> chunks_;  // may be null
   const Options options_;
   uint64_t block_bytes_;
@@ -259,6 +266,9 @@ class IndexedRemoteData : public FileDataSource {
   std::list<uint32_t> lru_;                           // guarded by mu_; front = newest
   std::unordered_map<uint32_t, RecentChunk> recent_;  // guarded by mu_
   size_t recent_bytes_ = 0;                           // guarded by mu_
+  // Decodes the sparse copy. Replaced (guarded by mu_) when a chunk failed verification:
+  // its block cache may hold what the bad bytes decoded to.
+  std::shared_ptr<LayerReader> reader_;
 };
 
 }  // namespace imgfs::fs

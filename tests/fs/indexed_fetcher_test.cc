@@ -54,7 +54,7 @@ class ScratchDir {
 };
 
 // Serves one blob from memory. Counts ranged reads and their bytes and records every range;
-// can hang (every read blocks until Release), delay, or flip a byte of every answer.
+// can hang (every read blocks until Release), delay, or flip a byte of some or all answers.
 class MemorySource : public registry::BlobSource {
  public:
   explicit MemorySource(std::string blob) : blob_(std::move(blob)) {}
@@ -76,7 +76,10 @@ class MemorySource : public registry::BlobSource {
     if (r.offset >= blob_.size()) return std::string();
     std::string out = blob_.substr(r.offset, r.length);
     bytes.fetch_add(out.size());
-    if (corrupt.load() && !out.empty()) out[out.size() / 2] ^= 0x5a;
+    int left = corrupt.load();
+    while (left > 0 && !corrupt.compare_exchange_weak(left, left - 1)) {
+    }
+    if (!out.empty() && left != 0) out[out.size() / 2] ^= 0x5a;
     return out;
   }
   Result<std::vector<std::string>> ListTags() override { return Status::Unsupported("no tags"); }
@@ -109,7 +112,7 @@ class MemorySource : public registry::BlobSource {
 
   std::atomic<int> requests{0};
   std::atomic<uint64_t> bytes{0};
-  std::atomic<bool> corrupt{false};
+  std::atomic<int> corrupt{0};  // answers to corrupt; < 0: all
   std::atomic<int> delay_ms{0};
 
  private:
@@ -312,25 +315,25 @@ TEST_P(IndexedFetcherTest, SequentialReadGrowsItsRequests) {
   ASSERT_NE(data, nullptr);
   EXPECT_EQ(ReadFile(*data, layer_, "data/big.bin"), layer_.files["data/big.bin"]);
   ASSERT_TRUE(data->WaitIdle(std::chrono::seconds(20)));
-  std::vector<std::pair<uint64_t, uint64_t>> ranges = source->Ranges();
-  std::sort(ranges.begin(), ranges.end());
-  ASSERT_GE(ranges.size(), 3u);
-  uint64_t largest = 0;
-  for (const auto& r : ranges) largest = std::max(largest, r.second);
-  // The window doubled from 256 KiB: the late requests are several times the first ones.
+  EXPECT_TRUE(source->NoOverlaps());
+  auto largest = [](MemorySource& s) {
+    uint64_t out = 0;
+    for (const auto& r : s.Ranges()) out = std::max(out, r.second);
+    return out;
+  };
   std::string sizes;
   for (const auto& r : source->Ranges()) sizes += std::to_string(r.second) + " ";
-  EXPECT_GE(largest, 4 * ranges[1].second) << sizes;
-  EXPECT_GE(largest, 1u << 20);
-  EXPECT_TRUE(source->NoOverlaps());
 
   // Without read-ahead the same read costs one request per chunk span.
   std::shared_ptr<MemorySource> plain;
   auto quiet = Open(&plain, Quiet());
   ASSERT_NE(quiet, nullptr);
   EXPECT_EQ(ReadFile(*quiet, layer_, "data/big.bin"), layer_.files["data/big.bin"]);
-  EXPECT_LT(source->requests.load(), plain->requests.load());
-  EXPECT_GE(plain->requests.load(), 6);
+  EXPECT_GE(plain->requests.load(), 4);
+  EXPECT_LT(source->requests.load(), plain->requests.load()) << sizes;
+  // The window grew past one span: requests larger than any single read needs.
+  EXPECT_GT(largest(*source), largest(*plain)) << sizes;
+  EXPECT_GE(largest(*source), 1u << 20) << sizes;
 }
 
 TEST_P(IndexedFetcherTest, ParallelReadersOfOneSpanShareOneFetch) {
@@ -440,18 +443,38 @@ TEST_P(IndexedFetcherTest, BackgroundFetchFetchesEverything) {
   EXPECT_EQ(second->requests.load(), 0);
 }
 
-TEST_P(IndexedFetcherTest, CorruptBytesFailTheReadAsCorrupt) {
+TEST_P(IndexedFetcherTest, CorruptBytesAreFetchedAgainThenFailAsCorrupt) {
+  const FileEntry& big = layer_.Entry("data/big.bin");
+  const std::string want = layer_.files["data/big.bin"].substr(kChunkBytes, 4096);
+  {
+    // One bad answer: the refetch repairs it.
+    std::shared_ptr<MemorySource> source;
+    auto data = Open(&source, Quiet(), store_);
+    ASSERT_NE(data, nullptr);
+    source->corrupt = 1;
+    Result<std::string> r = data->Read(big, kChunkBytes, 4096);
+    ASSERT_TRUE(r.has_value()) << r.error().ToString();
+    EXPECT_EQ(*r, want);
+    EXPECT_EQ(source->requests.load(), 2);
+    EXPECT_EQ(data->Stats().errors, 0u);
+  }
+  std::filesystem::remove_all(dir_.path() + "/store");
   std::shared_ptr<MemorySource> source;
   auto data = Open(&source, Quiet(), store_);
   ASSERT_NE(data, nullptr);
-  source->corrupt = true;
-  const FileEntry& big = layer_.Entry("data/big.bin");
+  source->corrupt = -1;
   Result<std::string> r = data->Read(big, kChunkBytes, 4096);
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code(), StatusCode::kCorrupt) << r.error().ToString();
+  EXPECT_EQ(source->requests.load(), 2) << "one fetch, one refetch";
   EXPECT_EQ(data->Stats().errors, 1u);
   // Nothing unverified reached the chunk store.
   EXPECT_FALSE(store_->Has(layer_.index->chunks[big.first_chunk + 1].digest));
+  // The source is healthy again: the next read succeeds.
+  source->corrupt = 0;
+  r = data->Read(big, kChunkBytes, 4096);
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ(*r, want);
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, IndexedFetcherTest,
