@@ -3,12 +3,14 @@
 // 0.4 cannot read, after `skopeo copy` to a gzip layout) equals `umoci unpack` of the source,
 // and the converted image, pushed by skopeo to a real docker-registry (or by convert itself,
 // DEST docker://…), mounts lazily, equals the source tree, and reading one small file fetches
-// a small fraction of the image through a counting proxy. Also `imgfs index push`.
+// a small fraction of the image through a counting proxy. zstd:chunked: content-defined
+// chunks and --prioritize order in the TOC. Also `imgfs index push`.
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -18,6 +20,7 @@
 #include "base/file_util.h"
 #include "cache/index_store.h"
 #include "fs/convert/index_publish.h"
+#include "fs/layer/zstd_chunked_toc.h"
 #include "fs/pull.h"
 #include "registry/digest.h"
 #include "tests/support/http_test_server.h"
@@ -265,6 +268,107 @@ TEST(ConvertSourceTest, LazilyPulledRegistrySourceIsCompletedThenConverted) {
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(dir.Sub("mnt/data/random.bin"))).hex(), kRandomSha);
   r = imgfs({"umount", dir.Sub("mnt")});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  if (IsMounted(dir.Sub("mnt"))) RunProcess({"umount", "-l", dir.Sub("mnt")});
+}
+
+// zstd:chunked through the CLI: files are cut at content-defined boundaries, and
+// --prioritize puts the named files (with their parent directories) first in each layer that
+// has them, in the order given; the image still unpacks (umoci, after skopeo made it gzip) to
+// the source tree and mounts lazily.
+TEST(ConvertZstdChunkedTest, PrioritizedFilesLeadTheTocInTheGivenOrder) {
+  ASSERT_EQ(geteuid(), 0u) << "e2e tests run as root";
+  for (const char* tool : {"umoci", "skopeo"}) {
+    ProcessResult r = RunProcess({"sh", "-c", std::string("command -v ") + tool});
+    ASSERT_EQ(r.exit_code, 0) << tool << " is needed by the convert tests";
+  }
+  TempDir dir;
+  auto imgfs = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), kImgfs);
+    return RunProcess(args, {"IMGFS_ROOT=" + dir.Sub("store")}, {}, 120);
+  };
+  ProcessResult r =
+      imgfs({"convert", "--format", "zstd:chunked", "--prioritize", "etc/os-release",
+             "--prioritize", "/data/random.bin", "--prioritize", "data/changeme.txt",
+             "oci:" + kFixtures + "/tiny-gzip:latest", "oci:" + dir.Sub("conv") + ":conv"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  nlohmann::json manifest = LayoutManifest(dir.Sub("conv"), "conv");
+  ASSERT_TRUE(manifest.is_object());
+  ASSERT_EQ(manifest["layers"].size(), 3u);
+  auto toc_of = [&](size_t layer) {
+    const auto& l = manifest["layers"][layer];
+    std::string blob =
+        ReadAll(dir.Sub("conv/blobs/sha256/") + l["digest"].get<std::string>().substr(7));
+    auto pos = fs::ParseZstdChunkedPosition(
+        l["annotations"]["io.github.containers.zstd-chunked.manifest-position"].get<std::string>());
+    EXPECT_TRUE(pos.has_value());
+    if (!pos.has_value()) return nlohmann::json();
+    auto json = fs::DecompressZstdChunkedToc(
+        std::string_view(blob).substr(pos->offset, pos->compressed_length),
+        pos->uncompressed_length);
+    EXPECT_TRUE(json.has_value());
+    return json.has_value() ? nlohmann::json::parse(*json) : nlohmann::json();
+  };
+  auto names_of = [](const nlohmann::json& toc) {
+    std::vector<std::string> names;
+    for (const auto& e : toc["entries"]) {
+      if (e["type"] != "chunk") names.push_back(e["name"]);
+    }
+    return names;
+  };
+  nlohmann::json toc1 = toc_of(0);
+  std::vector<std::string> layer1 = names_of(toc1);
+  ASSERT_GT(layer1.size(), 6u);
+  EXPECT_EQ(std::vector<std::string>(layer1.begin(), layer1.begin() + 6),
+            (std::vector<std::string>{".", "etc/", "etc/os-release", "data/", "data/random.bin",
+                                      "data/changeme.txt"}));
+  EXPECT_EQ(layer1[6], "bin/");  // then the layer order
+  std::vector<std::string> layer2 = names_of(toc_of(1));
+  ASSERT_GT(layer2.size(), 2u);
+  EXPECT_EQ(layer2[0], "data/");
+  EXPECT_EQ(layer2[1], "data/changeme.txt");
+  // data/random.bin (1.5 MiB of random bytes): content-defined chunks of varying sizes.
+  std::set<uint64_t> sizes;
+  for (const auto& e : toc1["entries"]) {
+    if (e["name"] == "data/random.bin" && e.contains("chunkSize"))
+      sizes.insert(e["chunkSize"].get<uint64_t>());
+  }
+  EXPECT_GT(sizes.size(), 10u);
+
+  ProcessResult copy =
+      RunProcess({"skopeo", "copy", "--dest-compress", "--dest-compress-format", "gzip",
+                  "oci:" + dir.Sub("conv") + ":conv", "oci:" + dir.Sub("gz") + ":gz"});
+  ASSERT_EQ(copy.exit_code, 0) << copy.Describe();
+  ProcessResult unpack =
+      RunProcess({"umoci", "unpack", "--image", dir.Sub("gz") + ":gz", dir.Sub("bundle")});
+  ASSERT_EQ(unpack.exit_code, 0) << unpack.Describe();
+  unpack = RunProcess(
+      {"umoci", "unpack", "--image", kFixtures + "/tiny-gzip:latest", dir.Sub("src-bundle")});
+  ASSERT_EQ(unpack.exit_code, 0) << unpack.Describe();
+  std::string error;
+  auto actual = ListTree(dir.Sub("bundle/rootfs"), TreeOptions{}, &error);
+  ASSERT_TRUE(error.empty()) << error;
+  auto expected = ListTree(dir.Sub("src-bundle/rootfs"), TreeOptions{}, &error);
+  ASSERT_TRUE(error.empty()) << error;
+  ASSERT_GT(expected.size(), 50u);
+  std::vector<std::string> diffs = CompareTrees(actual, expected, TreeOptions{});
+  EXPECT_TRUE(diffs.empty()) << diffs.size() << " differences:\n" << Join(diffs);
+
+  // Lazily mounted from a registry, it shows the same files.
+  auto reg = RegistryServer::Start();
+  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+  Status pushed = PushLayout(dir.Sub("conv"), "conv", (*reg)->host_port() + "/demo/prio:1");
+  ASSERT_TRUE(pushed.ok()) << pushed.ToString();
+  ASSERT_TRUE(MakeDirs(dir.Sub("mnt")).ok());
+  r = RunProcess({kImgfs, "mount", "--lazy", (*reg)->host_port() + "/demo/prio:1", dir.Sub("mnt")},
+                 {"IMGFS_ROOT=" + dir.Sub("mount-store")}, {}, 120);
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  auto mounted = ListTree(dir.Sub("mnt"), TreeOptions{}, &error);
+  EXPECT_TRUE(error.empty()) << error;
+  diffs = CompareTrees(mounted, expected, TreeOptions{});
+  EXPECT_TRUE(diffs.empty()) << diffs.size() << " differences:\n" << Join(diffs);
+  r = RunProcess({kImgfs, "umount", dir.Sub("mnt")}, {"IMGFS_ROOT=" + dir.Sub("mount-store")}, {},
+                 60);
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
   if (IsMounted(dir.Sub("mnt"))) RunProcess({"umount", "-l", dir.Sub("mnt")});
 }
