@@ -151,6 +151,8 @@ struct RemoteSource::Call {
   bool authenticate = true;     // send Authorization / answer 401 challenges
   bool cache_redirect = false;  // remember the redirect target (blob GETs)
   size_t max_body_bytes = 64u << 20;
+  // A 5xx status that is an answer, not a transient failure (501 to a multi-range request).
+  long final_status = 0;  // NOLINT(google-runtime-int): libcurl's type
   // Sets up an attempt (range, sink, ...); called before every attempt.
   std::function<void(HttpRequest&)> prepare;
   // Whether an error Status from the transport may be retried (default: Unavailable).
@@ -404,7 +406,7 @@ Result<HttpResponse> RemoteSource::Execute(Call& call) {
       if (retry) continue;
       return last;
     }
-    if (IsRetryableStatus(resp->status)) {
+    if (IsRetryableStatus(resp->status) && resp->status != call.final_status) {
       last = HttpError(*resp, call.what);
       resp->body.clear();
       last_response = std::move(*resp);
@@ -695,6 +697,11 @@ bool RemoteSource::multi_range_refused() const {
   return RefusingHosts().count(host_) != 0;
 }
 
+void RemoteSource::ForgetMultiRangeRefusals() {
+  std::scoped_lock lock(RefusalMu());
+  RefusingHosts().clear();
+}
+
 Result<RemoteSource::MultiRangeAnswer> RemoteSource::ReadMultiRange(
     const Digest& digest, const std::vector<ByteRange>& ranges) {
   uint64_t lo = ranges.front().offset;
@@ -724,6 +731,7 @@ Result<RemoteSource::MultiRangeAnswer> RemoteSource::ReadMultiRange(
   call.cache_redirect = true;
   call.max_body_bytes = 1u << 20;  // error bodies only; 2xx bodies go to the sink
   call.headers.push_back("Range: bytes=" + RangeSpec(ranges));
+  call.final_status = 501;  // Not Implemented: multi-range refused, not worth a retry
   call.prepare = [&](HttpRequest& req) {
     body.clear();
     pos = 0;

@@ -167,6 +167,9 @@ class RemoteSource : public BlobSource {
   // True once any RemoteSource of this process saw this registry host refuse a multi-range
   // request; ReadBlobRanges then asks range by range.
   bool multi_range_refused() const;
+  // Forgets every host's multi-range refusal (tests: a scripted server may get the port of
+  // an earlier one).
+  static void ForgetMultiRangeRefusals();
   // "registry HOST, repository NAME"
   std::string Describe() const override;
 

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -13,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -23,6 +25,7 @@
 #include "fs/convert/index_publish.h"
 #include "registry/digest.h"
 #include "registry/media_types.h"
+#include "registry/multipart_ranges.h"
 #include "tests/support/http_test_server.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/registry_server.h"
@@ -416,6 +419,213 @@ TEST(RemoteSourceFaultTest, RangeReadsHandle206And200) {
   EXPECT_EQ(*sliced, blob.substr(30000, 7000));
 }
 
+// The ranges of a "Range: bytes=a-b,c-d" header (closed intervals), empty if unparsable.
+std::vector<std::pair<size_t, size_t>> ParseRangeHeader(const std::string& header) {
+  std::vector<std::pair<size_t, size_t>> out;
+  if (!header.starts_with("bytes=")) return out;
+  std::string rest = header.substr(6);
+  while (!rest.empty()) {
+    const size_t comma = rest.find(',');
+    const std::string spec = rest.substr(0, comma);
+    rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+    const size_t dash = spec.find('-');
+    if (dash == std::string::npos) return {};
+    out.emplace_back(std::stoul(spec.substr(0, dash)), std::stoul(spec.substr(dash + 1)));
+  }
+  return out;
+}
+
+// How a scripted server answers a multi-range request.
+enum class MultiMode {
+  kReversed,     // multipart/byteranges, parts in reverse order
+  kMerged,       // multipart/byteranges, one part from the lowest to the highest byte
+  kSinglePart,   // 206 with one plain part covering every range
+  kWhole,        // 200 with the whole blob
+  kMissingPart,  // multipart/byteranges without the last range
+  kRefuse400,
+  kRefuse501,
+};
+
+// Answers blob GETs for `blob`: single ranges with 206, several as `mode` says.
+void AnswerRanges(const std::string& blob, MultiMode mode, const HttpTestRequest& req,
+                  HttpTestConnection& conn) {
+  const std::string header = req.Header("range");
+  auto ranges = ParseRangeHeader(header);
+  const std::string total = "/" + std::to_string(blob.size());
+  auto cr = [&](size_t a, size_t b) {
+    return "bytes " + std::to_string(a) + "-" + std::to_string(b) + total;
+  };
+  for (auto& [a, b] : ranges) b = std::min(b, blob.size() - 1);  // as servers do
+  if (ranges.empty()) {
+    conn.Respond(200, {}, blob);
+    return;
+  }
+  if (ranges.size() == 1) {
+    const auto [a, b] = ranges[0];
+    conn.Respond(206, {{"Content-Range", cr(a, b)}}, std::string_view(blob).substr(a, b - a + 1));
+    return;
+  }
+  size_t lo = blob.size();
+  size_t hi = 0;
+  for (const auto& [a, b] : ranges) {
+    lo = std::min(lo, a);
+    hi = std::max(hi, b);
+  }
+  std::vector<std::pair<size_t, size_t>> parts = ranges;
+  switch (mode) {
+    case MultiMode::kRefuse400:
+      conn.Respond(400, {}, "multiple ranges not supported");
+      return;
+    case MultiMode::kRefuse501:
+      conn.Respond(501, {}, "not implemented");
+      return;
+    case MultiMode::kWhole:
+      conn.Respond(200, {}, blob);
+      return;
+    case MultiMode::kSinglePart:
+      conn.Respond(206, {{"Content-Range", cr(lo, hi)}},
+                   std::string_view(blob).substr(lo, hi - lo + 1));
+      return;
+    case MultiMode::kReversed:
+      std::reverse(parts.begin(), parts.end());
+      break;
+    case MultiMode::kMerged:
+      parts = {{lo, hi}};
+      break;
+    case MultiMode::kMissingPart:
+      parts.pop_back();
+      break;
+  }
+  const std::string boundary = "c0ffee42";
+  std::string body;
+  for (const auto& [a, b] : parts) {
+    body += "\r\n--" + boundary + "\r\nContent-Type: application/octet-stream\r\n" +
+            "Content-Range: " + cr(a, b) + "\r\n\r\n" + blob.substr(a, b - a + 1);
+  }
+  body += "\r\n--" + boundary + "--\r\n";
+  conn.Respond(206, {{"Content-Type", "multipart/byteranges; boundary=" + boundary}}, body);
+}
+
+std::vector<std::string> Slices(const std::string& blob, const std::vector<ByteRange>& ranges) {
+  std::vector<std::string> out;
+  for (const ByteRange& r : ranges) {
+    out.push_back(r.offset >= blob.size() ? std::string() : blob.substr(r.offset, r.length));
+  }
+  return out;
+}
+
+size_t CountMulti(const HttpTestServer& server) {
+  size_t n = 0;
+  for (const auto& r : server.requests()) {
+    if (r.Header("range").find(',') != std::string::npos) ++n;
+  }
+  return n;
+}
+
+TEST(RemoteSourceFaultTest, MultiRangeAnswersMergedReorderedSinglePartOrWholeAreSliced) {
+  RemoteSource::ForgetMultiRangeRefusals();
+  const std::string blob = PseudoRandom(60000, 11);
+  const Digest digest = Digest::Sha256Of(blob);
+  const std::vector<ByteRange> ranges = {{30000, 500}, {100, 50}, {0, 0}, {120, 100}, {59990, 50}};
+  for (MultiMode mode :
+       {MultiMode::kReversed, MultiMode::kMerged, MultiMode::kSinglePart, MultiMode::kWhole}) {
+    HttpTestServer server(Registry([&](const HttpTestRequest& req, HttpTestConnection& conn) {
+      AnswerRanges(blob, mode, req, conn);
+    }));
+    auto source = RemoteSource::Create(server.host_port(), "demo/app", FastOptions());
+    uint64_t requests = 0;
+    auto got = source->ReadBlobRanges(digest, ranges, &requests);
+    ASSERT_TRUE(got.has_value()) << static_cast<int>(mode) << ": " << got.error().ToString();
+    EXPECT_EQ(*got, Slices(blob, ranges)) << static_cast<int>(mode);
+    EXPECT_EQ(requests, 1u) << static_cast<int>(mode);
+    EXPECT_EQ(server.Count("GET", "/v2/demo/app/blobs/"), 1u) << static_cast<int>(mode);
+    EXPECT_EQ(server.requests().back().Header("range"),
+              "bytes=30000-30499,100-149,120-219,59990-60039");
+    EXPECT_FALSE(source->multi_range_refused());
+    EXPECT_EQ(source->ignores_ranges(), mode == MultiMode::kWhole);
+  }
+}
+
+TEST(RemoteSourceFaultTest, MultiRangeRefusalFallsBackAndIsRememberedPerRegistry) {
+  RemoteSource::ForgetMultiRangeRefusals();
+  const std::string blob = PseudoRandom(40000, 12);
+  const Digest digest = Digest::Sha256Of(blob);
+  const std::vector<ByteRange> ranges = {{1000, 10}, {5000, 20}, {39000, 1000}};
+  // Each server stays up until the end so that none gets an earlier one's port.
+  std::vector<std::unique_ptr<HttpTestServer>> servers;
+  for (MultiMode mode : {MultiMode::kRefuse400, MultiMode::kRefuse501, MultiMode::kMissingPart}) {
+    servers.push_back(std::make_unique<HttpTestServer>(
+        Registry([&blob, mode](const HttpTestRequest& req, HttpTestConnection& conn) {
+          AnswerRanges(blob, mode, req, conn);
+        })));
+    HttpTestServer& server = *servers.back();
+    auto first = RemoteSource::Create(server.host_port(), "demo/app", FastOptions());
+    EXPECT_FALSE(first->multi_range_refused());
+    uint64_t requests = 0;
+    auto got = first->ReadBlobRanges(digest, ranges, &requests);
+    ASSERT_TRUE(got.has_value()) << static_cast<int>(mode) << ": " << got.error().ToString();
+    EXPECT_EQ(*got, Slices(blob, ranges));
+    EXPECT_EQ(requests, 1u + ranges.size());  // the refused one, then one per range
+    EXPECT_EQ(CountMulti(server), 1u);
+    EXPECT_TRUE(first->multi_range_refused());
+    // Another source (another mount, another repository) of the same registry: single
+    // ranges straight away.
+    auto second = RemoteSource::Create(server.host_port(), "other/repo", FastOptions());
+    EXPECT_TRUE(second->multi_range_refused());
+    requests = 0;
+    got = second->ReadBlobRanges(digest, ranges, &requests);
+    ASSERT_TRUE(got.has_value()) << got.error().ToString();
+    EXPECT_EQ(*got, Slices(blob, ranges));
+    EXPECT_EQ(requests, ranges.size());
+    EXPECT_EQ(CountMulti(server), 1u) << static_cast<int>(mode);
+  }
+}
+
+TEST(RemoteSourceFaultTest, MultiRangeFollowsTheCachedRedirect) {
+  RemoteSource::ForgetMultiRangeRefusals();
+  const std::string blob = PseudoRandom(30000, 13);
+  const Digest digest = Digest::Sha256Of(blob);
+  HttpTestServer storage([&](const HttpTestRequest& req, HttpTestConnection& conn) {
+    EXPECT_FALSE(req.HasHeader("authorization"));
+    AnswerRanges(blob, MultiMode::kReversed, req, conn);
+  });
+  HttpTestServer registry(Registry([&](const HttpTestRequest&, HttpTestConnection& conn) {
+    conn.Respond(307, {{"Location", "http://localhost:" + std::to_string(storage.port()) +
+                                        "/signed/blob?sig=1"}});
+  }));
+  auto source = RemoteSource::Create(registry.host_port(), "demo/app", FastOptions());
+  const std::vector<ByteRange> ranges = {{10, 10}, {20000, 30}};
+  for (int i = 0; i < 3; ++i) {
+    uint64_t requests = 0;
+    auto got = source->ReadBlobRanges(digest, ranges, &requests);
+    ASSERT_TRUE(got.has_value()) << got.error().ToString();
+    EXPECT_EQ(*got, Slices(blob, ranges));
+    EXPECT_EQ(requests, 1u);
+  }
+  EXPECT_EQ(registry.Count("GET", "/v2/demo/app/blobs/"), 1u);  // later calls skip the hop
+  EXPECT_EQ(CountMulti(storage), 3u);
+}
+
+TEST(RemoteSourceFaultTest, ManyRangesAreSplitOverRequests) {
+  RemoteSource::ForgetMultiRangeRefusals();
+  const std::string blob = PseudoRandom(100000, 14);
+  const Digest digest = Digest::Sha256Of(blob);
+  HttpTestServer server(Registry([&](const HttpTestRequest& req, HttpTestConnection& conn) {
+    AnswerRanges(blob, MultiMode::kReversed, req, conn);
+  }));
+  auto source = RemoteSource::Create(server.host_port(), "demo/app", FastOptions());
+  std::vector<ByteRange> ranges;
+  for (uint64_t i = 0; i < RemoteSource::kMaxRangesPerRequest + 5; ++i) {
+    ranges.push_back({i * 1000, 17});
+  }
+  uint64_t requests = 0;
+  auto got = source->ReadBlobRanges(digest, ranges, &requests);
+  ASSERT_TRUE(got.has_value()) << got.error().ToString();
+  EXPECT_EQ(*got, Slices(blob, ranges));
+  EXPECT_EQ(requests, 2u);
+  EXPECT_EQ(CountMulti(server), 2u);
+}
+
 TEST(RemoteSourceFaultTest, ListTagsFollowsLinkPagination) {
   HttpTestServer server(Registry([&](const HttpTestRequest& req, HttpTestConnection& conn) {
     if (req.query.find("last=b") != std::string::npos) {
@@ -626,6 +836,58 @@ TEST_F(RemoteSourceRegistryTest, BlobsWholeAndByRange) {
       EXPECT_EQ(*tail, whole.substr(size - 10));
     }
   }
+}
+
+TEST_F(RemoteSourceRegistryTest, MultiRangeReadsExactBytesInOneRequest) {
+  RemoteSource::ForgetMultiRangeRefusals();
+  // The biggest blob (the layer), read whole for reference.
+  auto biggest = std::max_element(image_->blobs.begin(), image_->blobs.end(),
+                                  [](const auto& a, const auto& b) { return a.second < b.second; });
+  const Digest digest = biggest->first;
+  Status st;
+  const std::string whole = Collect(*source_, digest, biggest->second, &st);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  ASSERT_GT(whole.size(), 30000u);
+
+  // docker-registry (distribution's filesystem driver, Go's http.ServeContent) really answers
+  // several ranges with multipart/byteranges.
+  HttpClient http;
+  HttpRequest raw;
+  raw.url = registry_->url() + "/v2/demo/app/blobs/" + digest.String();
+  raw.headers.push_back("Range: bytes=0-9,100-119");
+  auto answer = http.Do(raw);
+  ASSERT_TRUE(answer.has_value()) << answer.error().ToString();
+  EXPECT_EQ(answer->status, 206);
+  EXPECT_TRUE(IsMultipartByteranges(answer->Header("content-type")))
+      << answer->Header("content-type");
+
+  auto stats = std::make_shared<imgfs::testing::ProxyStats>();
+  auto faults = std::make_shared<imgfs::testing::ProxyFaults>();
+  HttpTestServer proxy(imgfs::testing::FaultyProxyHandler(registry_->url(), stats, faults));
+  auto via = RemoteSource::Create(proxy.host_port(), "demo/app", FastOptions());
+  // Unordered, overlapping, one at the very end.
+  const std::vector<ByteRange> ranges = {
+      {20000, 3000}, {100, 50}, {120, 40}, {7, 1}, {whole.size() - 5, 5}};
+  uint64_t requests = 0;
+  auto got = via->ReadBlobRanges(digest, ranges, &requests);
+  ASSERT_TRUE(got.has_value()) << got.error().ToString();
+  EXPECT_EQ(*got, Slices(whole, ranges));
+  EXPECT_EQ(requests, 1u);
+  EXPECT_EQ(stats->blob_gets.load(), 1);
+  EXPECT_EQ(faults->multi_range_requests.load(), 1);
+  EXPECT_FALSE(via->ignores_ranges());
+  EXPECT_FALSE(via->multi_range_refused());
+
+  // More ranges than one request carries: split, every byte right.
+  std::vector<ByteRange> many;
+  for (uint64_t i = 0; i < RemoteSource::kMaxRangesPerRequest * 2; ++i)
+    many.push_back({i * 300, 7});
+  requests = 0;
+  got = via->ReadBlobRanges(digest, many, &requests);
+  ASSERT_TRUE(got.has_value()) << got.error().ToString();
+  EXPECT_EQ(*got, Slices(whole, many));
+  EXPECT_EQ(requests, 2u);
+  EXPECT_EQ(faults->multi_range_requests.load(), 3);
 }
 
 TEST_F(RemoteSourceRegistryTest, ListTags) {

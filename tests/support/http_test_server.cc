@@ -11,12 +11,15 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
 #include "registry/http_client.h"
+#include "registry/multipart_ranges.h"
 
 namespace imgfs::testing {
 namespace {
@@ -287,6 +290,22 @@ done:
 namespace {
 
 // Takes one from a *_count knob: true when this request is affected.
+// Where the corrupt fault flips a byte: the middle of the body, or for a multipart/byteranges
+// answer the middle of its first part's data (the framing stays intact, so the corruption
+// reaches the chunk decoder as it would in a single-range answer).
+size_t CorruptionOffset(const registry::HttpResponse& resp) {
+  const size_t middle = resp.body.size() / 2;
+  const std::string content_type = resp.Header("content-type");
+  if (!registry::IsMultipartByteranges(content_type)) return middle;
+  Result<std::string> boundary = registry::MultipartBoundary(content_type);
+  if (!boundary.has_value()) return middle;
+  Result<std::vector<registry::RangePart>> parts =
+      registry::ParseMultipartByteranges(resp.body, *boundary);
+  if (!parts.has_value() || parts->empty() || (*parts)[0].data.empty()) return middle;
+  const std::string_view data = (*parts)[0].data;
+  return static_cast<size_t>(data.data() - resp.body.data()) + data.size() / 2;
+}
+
 bool Consume(std::atomic<int>& count) {
   int n = count.load();
   while (n != 0) {
@@ -411,8 +430,8 @@ HttpTestServer::Handler FaultyProxyHandler(std::string upstream_url,
     if (faults != nullptr && ok_blob) {
       if (!resp->body.empty() && Consume(faults->corrupt_count)) {
         ++faults->faults_injected;
-        resp->body[resp->body.size() / 2] =
-            static_cast<char>(resp->body[resp->body.size() / 2] ^ 0x5a);
+        const size_t at = CorruptionOffset(*resp);
+        resp->body[at] = static_cast<char>(resp->body[at] ^ 0x5a);
       }
       if (Consume(faults->drop_count)) {
         ++faults->faults_injected;

@@ -124,12 +124,14 @@ HttpTestServer::Handler ProxyHandler(std::string upstream_url, std::shared_ptr<P
 // GET …/blobs/… requests; the rest (ping, token, manifests) pass through untouched except
 // for delay_ms and unreachable.
 struct ProxyFaults {
-  std::atomic<int> delay_ms{0};                 // wait before answering any request
-  std::atomic<int64_t> rate_bytes_per_s{0};     // pace blob bodies to this rate (0: no limit)
-  std::atomic<int> fail_status{500};            // status of the failures below (500, 429, 503…)
-  std::atomic<int> fail_count{0};               // blob GETs answered with fail_status
-  std::atomic<int> drop_count{0};               // blob GETs cut after half their body
-  std::atomic<int> corrupt_count{0};            // blob GETs with one body byte flipped
+  std::atomic<int> delay_ms{0};              // wait before answering any request
+  std::atomic<int64_t> rate_bytes_per_s{0};  // pace blob bodies to this rate (0: no limit)
+  std::atomic<int> fail_status{500};         // status of the failures below (500, 429, 503…)
+  std::atomic<int> fail_count{0};            // blob GETs answered with fail_status
+  std::atomic<int> drop_count{0};            // blob GETs cut after half their body
+  // Blob GETs with one body byte flipped (in a multipart/byteranges answer: a byte of the
+  // first part's data, so the framing stays valid and the bad bytes reach the decoder).
+  std::atomic<int> corrupt_count{0};
   std::atomic<bool> ignore_range{false};        // ranged blob GETs answered 200 + whole blob
   std::atomic<bool> refuse_multi_range{false};  // 400 for "Range: bytes=a-b,c-d"
   std::atomic<bool> unreachable{false};         // every connection closed without an answer
