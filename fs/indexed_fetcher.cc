@@ -663,6 +663,9 @@ void IndexedRemoteData::RunStream(uint32_t from, bool background) {
   const uint32_t pieces = static_cast<uint32_t>(piece_begin_.size() - 1);
   uint32_t p = from;
   bool failed = false;
+  // A background pass yields to on-demand fetches, and readers of pieces it claimed wait for
+  // it: it claims one request's worth at a time.
+  const uint64_t segment_cap = background ? options_.max_request_bytes : kStreamSegmentBytes;
   while (!stopping_.load() && !failed) {
     // Claim the next run of missing pieces, at most kStreamSegmentBytes.
     uint32_t seg_first = 0;
@@ -674,7 +677,7 @@ void IndexedRemoteData::RunStream(uint32_t from, bool background) {
       uint64_t bytes = 0;
       while (p < pieces && state_[p] == kMissing) {
         const uint64_t len = piece_begin_[p + 1] - piece_begin_[p];
-        if (bytes > 0 && bytes + len > kStreamSegmentBytes) break;
+        if (bytes > 0 && bytes + len > segment_cap) break;
         auto promise = std::make_shared<std::promise<Status>>();
         state_[p] = kInFlight;
         flight_[p] = promise->get_future().share();

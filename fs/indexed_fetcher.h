@@ -39,7 +39,8 @@
 //    smaller). Pieces are claimed before their GET, so no byte is fetched twice and readers
 //    of claimed pieces wait for the stream. Chunks are verified and stored as the stream
 //    completes them. StartBackgroundFetch (`--prefetch=all`) runs the same pass over the whole
-//    layer at the lowest priority: it pauses while on-demand fetches run.
+//    layer at the lowest priority: it pauses while on-demand fetches run, and claims only
+//    max_request_bytes at a time so a reader never waits long behind a paused pass.
 //  - Deadline: a Read waits at most Options::fetch_timeout for its pieces; then it fails with
 //    Unavailable (EIO) while the fetch goes on, bounded by the source's own timeouts. Chunks
 //    already present or stored are still served; a later read of a missing piece fetches it.
