@@ -536,7 +536,8 @@ void IndexedRemoteData::PlanReadAheadLocked(uint32_t first, uint32_t last,
       Task stream;
       stream.priority = kReadAhead;
       stream.stream = true;
-      stream.stream_from = first;
+      // Every ranged read costs the whole blob when ranges are ignored: stream all of it.
+      stream.stream_from = ranges_ignored ? 0 : first;
       tasks->push_back(std::move(stream));
       return;
     }

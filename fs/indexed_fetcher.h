@@ -35,12 +35,13 @@
 //    at its cap stream_after_full_windows times, or the registry ignores Range
 //    (registry::RemoteSource::ignores_ranges()), the rest of the layer is streamed
 //    (RemoteSource::StreamBlobRange) into the sparse copy: every missing run of pieces from
-//    the reader on, in GETs of at most kStreamSegmentBytes (the whole rest when it is
-//    smaller). Pieces are claimed before their GET, so no byte is fetched twice and readers
-//    of claimed pieces wait for the stream. Chunks are verified and stored as the stream
-//    completes them. StartBackgroundFetch (`--prefetch=all`) runs the same pass over the whole
-//    layer at the lowest priority: it pauses while on-demand fetches run, and claims only
-//    max_request_bytes at a time so a reader never waits long behind a paused pass.
+//    the reader on (all of the layer when Range is ignored), in GETs of at most
+//    kStreamSegmentBytes (the whole rest when it is smaller). Pieces are claimed before their GET,
+//    so no byte is fetched twice and readers of claimed pieces wait for the stream. Chunks are
+//    verified and stored as the stream completes them. StartBackgroundFetch (`--prefetch=all`) runs
+//    the same pass over the whole layer at the lowest priority: it pauses while on-demand fetches
+//    run, and claims only max_request_bytes at a time so a reader never waits long behind a paused
+//    pass.
 //  - Deadline: a Read waits at most Options::fetch_timeout for its pieces; then it fails with
 //    Unavailable (EIO) while the fetch goes on, bounded by the source's own timeouts. Chunks
 //    already present or stored are still served; a later read of a missing piece fetches it.

@@ -27,13 +27,18 @@
 #include "cache/chunk_store.h"
 #include "fs/layer/index_builder.h"
 #include "registry/media_types.h"
+#include "registry/remote_source.h"
 #include "tests/fs/layer_test_util.h"
+#include "tests/support/http_test_server.h"
 
 namespace imgfs::fs {
 namespace {
 
 using registry::Digest;
 using Clock = std::chrono::steady_clock;
+using imgfs::testing::HttpTestConnection;
+using imgfs::testing::HttpTestRequest;
+using imgfs::testing::HttpTestServer;
 
 class ScratchDir {
  public:
@@ -475,6 +480,101 @@ TEST_P(IndexedFetcherTest, CorruptBytesAreFetchedAgainThenFailAsCorrupt) {
   r = data->Read(big, kChunkBytes, 4096);
   ASSERT_TRUE(r.has_value()) << r.error().ToString();
   EXPECT_EQ(*r, want);
+}
+
+// A registry serving the layer blob at /v2/demo/blobs/<digest>: Range honoured (206) unless
+// `ignore_range`, then every GET is answered 200 with the whole blob. Counts blob GETs and
+// the body bytes sent.
+class BlobRegistry {
+ public:
+  BlobRegistry(const std::string& blob, bool ignore_range)
+      : server_([this, &blob, ignore_range](const HttpTestRequest& req, HttpTestConnection& conn) {
+          if (req.path == "/v2/") {
+            conn.Respond(200, {{"Docker-Distribution-API-Version", "registry/2.0"}}, "{}");
+            return;
+          }
+          if (req.path.rfind("/v2/demo/blobs/", 0) != 0) {
+            conn.Respond(404);
+            return;
+          }
+          gets.fetch_add(1);
+          const std::string range = req.Header("range");
+          uint64_t first = 0;
+          uint64_t last = blob.size() - 1;
+          if (ignore_range || range.rfind("bytes=", 0) != 0 ||
+              std::sscanf(range.c_str(), "bytes=%lu-%lu", &first, &last) < 1) {
+            body_bytes.fetch_add(blob.size());
+            conn.Respond(200, {{"Content-Type", "application/octet-stream"}}, blob);
+            return;
+          }
+          last = std::min<uint64_t>(last, blob.size() - 1);
+          if (first > last) {
+            conn.Respond(416);
+            return;
+          }
+          body_bytes.fetch_add(last - first + 1);
+          conn.Respond(
+              206,
+              {{"Content-Range", "bytes " + std::to_string(first) + "-" + std::to_string(last) +
+                                     "/" + std::to_string(blob.size())}},
+              std::string_view(blob).substr(first, last - first + 1));
+        }) {}
+
+  std::shared_ptr<registry::RemoteSource> Source() {
+    registry::RemoteSourceOptions o;
+    o.certs_dir = "";
+    o.connect_timeout = std::chrono::milliseconds(2000);
+    o.request_timeout = std::chrono::milliseconds(10000);
+    o.max_attempts = 2;
+    o.base_backoff = std::chrono::milliseconds(10);
+    o.max_backoff = std::chrono::milliseconds(100);
+    return registry::RemoteSource::Create(server_.host_port(), "demo", o);
+  }
+
+  std::atomic<int> gets{0};
+  std::atomic<uint64_t> body_bytes{0};
+
+ private:
+  HttpTestServer server_;
+};
+
+TEST_P(IndexedFetcherTest, StreamsFromARegistryEachByteOnce) {
+  BlobRegistry registry(layer_.blob, /*ignore_range=*/false);
+  IndexedRemoteData::Options options;
+  options.readahead_min_bytes = 256 << 10;
+  auto data = IndexedRemoteData::Create(registry.Source(), layer_.index, dir_.path() + "/tmp",
+                                        store_, options);
+  ASSERT_TRUE(data.has_value()) << data.error().ToString();
+  for (const std::string& path : layer_.order) {
+    EXPECT_EQ(ReadFile(**data, layer_, path), layer_.files[path]) << path;
+  }
+  ASSERT_TRUE((*data)->WaitIdle(std::chrono::seconds(20)));
+  EXPECT_TRUE((*data)->streamed());
+  EXPECT_EQ((*data)->present_bytes(), layer_.blob.size());
+  EXPECT_LE(registry.body_bytes.load(), layer_.blob.size()) << "a byte was fetched twice";
+  EXPECT_EQ((*data)->Stats().bytes_fetched, registry.body_bytes.load());
+  EXPECT_EQ((*data)->Stats().requests, static_cast<uint64_t>(registry.gets.load()));
+}
+
+TEST_P(IndexedFetcherTest, RegistryIgnoringRangeIsStreamedAtOnce) {
+  BlobRegistry registry(layer_.blob, /*ignore_range=*/true);
+  IndexedRemoteData::Options options;
+  options.readahead = false;
+  auto data = IndexedRemoteData::Create(registry.Source(), layer_.index, dir_.path() + "/tmp",
+                                        store_, options);
+  ASSERT_TRUE(data.has_value()) << data.error().ToString();
+  // The first read learns that ranges are ignored; the second switches to one stream.
+  EXPECT_EQ(ReadFile(**data, layer_, "etc/small1"), layer_.files["etc/small1"]);
+  EXPECT_EQ(ReadFile(**data, layer_, "var/tail0"), layer_.files["var/tail0"]);
+  ASSERT_TRUE((*data)->WaitIdle(std::chrono::seconds(20)));
+  EXPECT_TRUE((*data)->streamed());
+  EXPECT_EQ((*data)->present_bytes(), layer_.blob.size());
+  const int gets = registry.gets.load();
+  EXPECT_LE(gets, 4);
+  for (const std::string& path : layer_.order) {
+    EXPECT_EQ(ReadFile(**data, layer_, path), layer_.files[path]) << path;
+  }
+  EXPECT_EQ(registry.gets.load(), gets) << "reads after the stream fetched again";
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, IndexedFetcherTest,
