@@ -8,8 +8,9 @@
 //    The same for a plain tar+gzip layer read through an imgfs index published in the
 //    registry.
 //  - Landmark prefetch on every mount: an eStargz image converted with --prioritize is
-//    mounted, unmounted, its chunks deleted, mounted again from the stored TOC index: the
-//    prioritized file is fetched right after the mount, before anyone reads it.
+//    mounted, unmounted, its chunks evicted by `imgfs cache prune`, mounted again from the
+//    stored TOC index: the prioritized file is fetched right after the mount, before anyone
+//    reads it.
 //  - Offline: an image read whole through a lazy mount mounts again and reads the same bytes
 //    with the registry gone, without a single blob request.
 #include <fcntl.h>
@@ -285,13 +286,22 @@ TEST_F(LazyRedirectTest, LandmarkFilesArePrefetchedOnAMountFromTheStoredIndex) {
   }
   EXPECT_EQ(records, 1u) << "one layer has a .prefetch.landmark";
 
-  // The chunks go (as `imgfs cache prune` evicts them first); index and image stay.
-  size_t chunks = 0;
-  for (const auto& e : std::filesystem::directory_iterator(Root() + "/chunks")) {
-    std::filesystem::remove_all(e.path());
-    ++chunks;
+  // `imgfs cache prune` evicts the chunks (the least recently used data) to get the store
+  // under a limit half a chunk store below its size; index and image stay.
+  const std::string random_chunk = Root() + "/chunks/" + kRandomSha.substr(0, 2) + "/" + kRandomSha;
+  ASSERT_TRUE(std::filesystem::exists(random_chunk)) << "the first mount did not prefetch";
+  uint64_t chunk_bytes = 0;
+  for (const std::string& f : ListFilesRecursive(Root() + "/chunks")) {
+    chunk_bytes += std::filesystem::file_size(Root() + "/chunks/" + f);
   }
-  ASSERT_GT(chunks, 0u) << "the first mount stored no chunks";
+  ProcessResult du = RunProcess({"du", "-sb", Root()});
+  ASSERT_EQ(du.exit_code, 0) << du.Describe();
+  const uint64_t limit = std::stoull(du.out) - chunk_bytes / 2;
+  r = Imgfs({"cache", "prune", "--max-size", std::to_string(limit)});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_FALSE(std::filesystem::exists(random_chunk)) << r.out;
+  r = Imgfs({"images"});
+  ASSERT_NE(r.out.find("demo/lm"), std::string::npos) << "prune removed the image: " << r.out;
 
   auto second = std::make_shared<ProxyStats>();
   HttpTestServer proxy(ProxyHandler((*reg)->url(), second));
