@@ -37,8 +37,10 @@ constexpr std::string_view kConvertUsage =
     "image versions.\n\n"
     "--prioritize FILE (repeatable) puts FILE first in each layer that has it. eStargz:\n"
     "those files, then a .prefetch.landmark (imgfs mount --prefetch=landmarks fetches them\n"
-    "in one request). zstd:chunked has no landmarks: the files come first in the order given,\n"
-    "so a lazy reader's blob-order read-ahead meets them first.";
+    "in one request). zstd:chunked has no landmarks: the files come first in the order\n"
+    "given (with their parent directories), together at the start of the layer blob, so\n"
+    "reading them costs few range requests and the background fetch of imgfs mount\n"
+    "--prefetch=all (which streams a layer in blob order) brings them first.";
 
 // "4194304", "4M", "512k", "1MiB" → bytes.
 Result<uint64_t> ParseChunkSize(const std::string& text) {

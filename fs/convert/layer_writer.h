@@ -36,9 +36,10 @@
 //  of the whole file) and one `chunk` entry per further chunk (offset of its own frame,
 //  chunkSize, chunkOffset, chunkDigest, chunkType) right after it. `prioritized_files` are
 //  moved to the front of the layer in the given order, each preceded by those of its parent
-//  directory entries not already written (the format has no landmarks: being first is what
-//  helps a lazy reader, whose blob-order read-ahead then starts with them). Only names that
-//  are regular files and occur once in the layer move; other names are ignored.
+//  directory entries not already written (the format has no landmarks: being together at
+//  the start of the blob is what helps a lazy reader: few range requests for them, and a
+//  background fetch in blob order brings them first). Only names that are regular files and
+//  occur once in the layer move; other names are ignored.
 //
 // The root entries `stargz.index.json`, `.prefetch.landmark` and `.no.prefetch.landmark` of
 // the input (an eStargz layer converted again) are dropped: the writer adds its own.
