@@ -434,6 +434,13 @@ Status SweepLocked(Store& store, const UsageOptions& options, const Model& model
                                  &report->bytes_freed, &n));
     report->indexes_deleted += static_cast<int>(n);
     inv->indexes.erase(hex);
+    // The landmark record beside it (a few bytes, IndexStore::PutLandmark) goes with it.
+    const std::string landmark = store.root() + "/indexes/" + hex + ".landmark";
+    struct stat lst {};
+    if (::lstat(landmark.c_str(), &lst) == 0) {
+      int64_t ignored = 0;
+      IMGFS_RETURN_IF_ERROR(Unlink(landmark, lst.st_size, &report->bytes_freed, &ignored));
+    }
   }
   // 3. Chunks no kept index names (only when indexes can be read), and stray temp files.
   if (options.chunk_lister) {

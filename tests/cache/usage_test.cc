@@ -209,6 +209,8 @@ TEST_F(UsageTest, GcDeletesUnreferencedBlobsIndexesAndChunksOnly) {
   AddChunks(gone.layers[0], {"orphan chunk"});
   ChunkStore cs(Root());
   ASSERT_TRUE(cs.Put(Digest::Sha256Of("stray chunk"), "stray chunk").ok());
+  ASSERT_TRUE(IndexStore(Root()).PutLandmark(a.layers[0], 4096).ok());
+  ASSERT_TRUE(IndexStore(Root()).PutLandmark(gone.layers[0], 4096).ok());
 
   auto gc = CollectGarbage(*store_, options_);
   ASSERT_TRUE(gc.has_value()) << gc.error().ToString();
@@ -222,6 +224,9 @@ TEST_F(UsageTest, GcDeletesUnreferencedBlobsIndexesAndChunksOnly) {
   EXPECT_FALSE(Exists(ChunkPath("stray chunk")));
   EXPECT_TRUE(Exists(ChunkPath("kept chunk")));
   EXPECT_TRUE(Exists(IndexStore(Root()).PathFor(a.layers[0])));
+  // A landmark record goes with its index.
+  EXPECT_FALSE(Exists(IndexStore(Root()).LandmarkPathFor(gone.layers[0])));
+  EXPECT_TRUE(Exists(IndexStore(Root()).LandmarkPathFor(a.layers[0])));
   for (const Digest& d : {a.manifest.digest, a.config, a.layers[0], a.layers[1]}) {
     EXPECT_TRUE(store_->HasBlob(d)) << d.String();
   }
