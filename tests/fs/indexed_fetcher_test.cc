@@ -448,6 +448,36 @@ TEST_P(IndexedFetcherTest, BackgroundFetchFetchesEverything) {
   EXPECT_EQ(second->requests.load(), 0);
 }
 
+TEST_P(IndexedFetcherTest, ConcurrentReadersDuringBackgroundFetch) {
+  IndexedRemoteData::Options options;
+  options.readahead_min_bytes = 256 << 10;
+  std::shared_ptr<MemorySource> source;
+  auto data = Open(&source, options, store_);
+  ASSERT_NE(data, nullptr);
+  source->delay_ms = 2;
+  data->StartBackgroundFetch();
+  constexpr int kReaders = 4;
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kReaders; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<std::string> order = layer_.order;
+      std::mt19937 rng(static_cast<uint32_t>(t));
+      std::shuffle(order.begin(), order.end(), rng);
+      for (const std::string& path : order) {
+        if (ReadFile(*data, layer_, path, 64 << 10) != layer_.files[path]) wrong.fetch_add(1);
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  ASSERT_TRUE(data->WaitIdle(std::chrono::seconds(30)));
+  EXPECT_EQ(data->present_bytes(), layer_.blob.size());
+  EXPECT_TRUE(source->NoOverlaps());
+  EXPECT_EQ(source->bytes.load(), layer_.blob.size());
+  EXPECT_EQ(data->Stats().errors, 0u);
+}
+
 TEST_P(IndexedFetcherTest, CorruptBytesAreFetchedAgainThenFailAsCorrupt) {
   const FileEntry& big = layer_.Entry("data/big.bin");
   const std::string want = layer_.files["data/big.bin"].substr(kChunkBytes, 4096);
