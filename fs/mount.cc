@@ -319,6 +319,7 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
   }
   // Background work started once every layer is prepared (the TOC fetches come first).
   std::vector<std::pair<LazyLayerReader*, uint64_t>> prefetch;  // reader, landmark offset
+  std::vector<IndexedRemoteData*> indexed_prefetch;             // plain layers (prefetch=all)
   std::vector<MountedLayer> layers;
   std::vector<const LayerIndex*> views;
   layers.reserve(manifest.layers.size());
@@ -387,9 +388,12 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
       // A plain tar / tar+gzip / tar+zstd layer: served by Range requests through its
       // index when the store has one or the registry has one published for this manifest.
       if (plain != nullptr) {
-        Result<std::unique_ptr<IndexedRemoteData>> data =
-            IndexedRemoteData::Create(source, plain, store.Subdir("tmp"));
+        IndexedRemoteData::Options indexed_options;
+        indexed_options.fetch_timeout = lazy_options.fetch_timeout;
+        Result<std::unique_ptr<IndexedRemoteData>> data = IndexedRemoteData::Create(
+            source, plain, store.Subdir("tmp"), chunk_store, indexed_options);
         if (data.has_value()) {
+          indexed_prefetch.push_back(data->get());
           layers.push_back(MountedLayer{plain, std::move(data).value()});
           ++out.lazy_layers;
           continue;
@@ -445,6 +449,9 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
     } else if (options.prefetch == PrepareOptions::Prefetch::kLandmarks && landmark > 0) {
       reader->PrefetchBefore(landmark);
     }
+  }
+  if (options.prefetch == PrepareOptions::Prefetch::kAll) {
+    for (IndexedRemoteData* data : indexed_prefetch) data->StartBackgroundFetch();
   }
   return out;
 }

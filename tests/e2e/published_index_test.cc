@@ -167,6 +167,39 @@ TEST_F(PublishedIndexTest, FreshStoreMountsLazilyThroughThePublishedIndex) {
   Umount("fresh", "mnt-lazy");
 }
 
+TEST_F(PublishedIndexTest, PrefetchAllFetchesThePlainLayerAndARemountReusesItsChunks) {
+  ProcessResult r = Imgfs("publisher", {"index", "push", ref_});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  const std::string lazy_ref = proxy_->host_port() + "/demo/plain:1";
+  r = Imgfs("fresh", {"mount", "--lazy", "--prefetch", "all", lazy_ref, dir_.Sub("mnt-lazy")});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  const uint64_t after_mount = stats_->blob_bytes.load();
+  // Without a single read, the background pass fetches the whole layer, each byte once.
+  for (int i = 0; i < 600 && stats_->blob_bytes.load() - after_mount < layer_size_; ++i) {
+    usleep(100 * 1000);
+  }
+  EXPECT_EQ(stats_->blob_bytes.load() - after_mount, layer_size_)
+      << "--prefetch=all did not fetch exactly the layer";
+  Umount("fresh", "mnt-lazy");
+
+  // A new mount on the same store serves every file from the chunk store: no layer bytes.
+  r = Imgfs("fresh", {"mount", "--lazy", "--prefetch", "none", lazy_ref, dir_.Sub("mnt-lazy")});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  const uint64_t before_reads = stats_->blob_bytes.load();
+  EXPECT_EQ(ReadAll(dir_.Sub("mnt-lazy") + "/etc/small.conf"), "setting = 42\n");
+  EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(dir_.Sub("mnt-lazy") + "/data/big" +
+                                               std::to_string(kBigFiles - 1) + ".bin"))
+                .hex(),
+            last_sha_);
+  for (int i = 0; i < kBigFiles; ++i) {
+    EXPECT_EQ(ReadAll(dir_.Sub("mnt-lazy") + "/data/big" + std::to_string(i) + ".bin").size(),
+              4u << 20);
+  }
+  EXPECT_EQ(stats_->blob_bytes.load() - before_reads, 0u)
+      << "files already verified and stored were fetched again";
+  Umount("fresh", "mnt-lazy");
+}
+
 TEST_F(PublishedIndexTest, CorruptPublishedIndexIsRefusedAndTheLayerFetchedWhole) {
   {
     auto store = cache::Store::Open(dir_.Sub("publisher"));
