@@ -29,10 +29,6 @@ constexpr uint64_t kStreamSkipBytes = 1 << 20;
 // Piece size of the streaming pass over a source that has no streamed range read (local
 // sources in tests): the memory of one piece.
 constexpr uint64_t kStreamPieceBytes = 8 << 20;
-// Reads that go back at most this many chunks (in blob order) still count as sequential:
-// the kernel's read-ahead and several FUSE threads deliver a sequential reader's requests
-// slightly out of order.
-constexpr uint32_t kSequentialSlack = 8;
 
 }  // namespace
 
@@ -64,7 +60,7 @@ LazyLayerReader::LazyLayerReader(std::shared_ptr<registry::BlobSource> source,
   }
   chunks_end_ = end;
   present_ = std::make_unique<std::atomic<bool>[]>(order_.size());
-  window_bytes_ = options_.readahead_min_bytes;
+  window_ = ReadAheadWindow(options_.readahead_min_bytes, options_.readahead_max_bytes);
   bytes_fetched_ = options_.toc_bytes;
   requests_ = options_.toc_requests;
   remote_ = dynamic_cast<registry::RemoteSource*>(source_.get());
@@ -335,36 +331,16 @@ void LazyLayerReader::PlanReadAhead(uint32_t first, uint32_t last, std::vector<T
   bool start_stream = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    const bool sequential = have_last_ && first + kSequentialSlack >= last_pos_ &&
-                            first <= std::max(last_pos_ + 1, ahead_end_);
-    if (sequential) {
-      if (last > last_pos_) {
-        if (window_bytes_ >= options_.readahead_max_bytes) {
-          for (uint32_t p = last_pos_ + 1; p <= last; ++p) {
-            at_cap_bytes_ += index_->chunks[order_[p]].blob_length;
-          }
-          if (at_cap_bytes_ >= options_.readahead_max_bytes) {
-            at_cap_bytes_ = 0;
-            ++full_windows_;
-          }
-        }
-        window_bytes_ = std::min(window_bytes_ * 2, options_.readahead_max_bytes);
-      }
-    } else {
-      window_bytes_ = options_.readahead_min_bytes;
-      at_cap_bytes_ = 0;
-      full_windows_ = 0;
-      ahead_end_ = last + 1;  // a seek: what read-ahead fetched before no longer counts
-    }
-    if (!sequential || last > last_pos_) last_pos_ = last;
-    have_last_ = true;
-    ahead_end_snapshot = ahead_end_;
+    auto length = [this](uint32_t p) { return index_->chunks[order_[p]].blob_length; };
+    const bool sequential = window_.Record(first, last, length);
+    ahead_end_snapshot = window_.ahead_end();
     if (options_.streaming && !stream_started_.load()) {
       const bool mostly_here =
           static_cast<double>(present_bytes_.load()) >=
           options_.stream_after_fraction * static_cast<double>(fetchable_bytes_);
       const bool ranges_ignored = remote_ != nullptr && remote_->ignores_ranges();
-      if (mostly_here || full_windows_ >= options_.stream_after_full_windows || ranges_ignored) {
+      if (mostly_here || window_.full_windows() >= options_.stream_after_full_windows ||
+          ranges_ignored) {
         stream_started_.store(true);
         start_stream = true;
       }
@@ -372,17 +348,7 @@ void LazyLayerReader::PlanReadAhead(uint32_t first, uint32_t last, std::vector<T
     // Read-ahead only for sequential reads: a first or random read fetches what it needs
     // (and its widened neighbourhood), nothing more.
     if (options_.readahead && sequential && !stream_running_.load() && !start_stream) {
-      scan_from = std::max(last + 1, ahead_end_);
-      uint64_t budget = 0;
-      uint32_t pos = last + 1;
-      while (pos < order_.size()) {
-        const uint64_t len = index_->chunks[order_[pos]].blob_length;
-        if (pos > last + 1 && budget + len > window_bytes_) break;
-        budget += len;
-        ++pos;
-      }
-      scan_to = pos;
-      if (scan_to > scan_from) ahead_end_ = scan_to;
+      window_.Ahead(last, static_cast<uint32_t>(order_.size()), length, &scan_from, &scan_to);
     }
   }
   if (start_stream) {

@@ -73,6 +73,7 @@
 #include "fs/filesystem.h"
 #include "fs/layer/chunk_decoder.h"
 #include "fs/layer/layer_index.h"
+#include "fs/readahead.h"
 #include "registry/blob_source.h"
 #include "registry/remote_source.h"
 
@@ -243,13 +244,7 @@ class LazyLayerReader : public FileDataSource {
   int running_ = 0;                      // guarded by mu_
   std::vector<std::thread> workers_;     // guarded by mu_
   std::unordered_map<std::string, std::shared_future<ChunkResult>> inflight_;  // guarded by mu_
-  // Read-ahead state (positions in order_), guarded by mu_.
-  uint32_t last_pos_ = 0;
-  bool have_last_ = false;
-  uint64_t window_bytes_ = 0;
-  uint32_t ahead_end_ = 0;     // read-ahead was scheduled up to (excluding) this position
-  int full_windows_ = 0;       // windows read sequentially at the cap
-  uint64_t at_cap_bytes_ = 0;  // bytes read sequentially since the window reached its cap
+  ReadAheadWindow window_{0, 0};  // guarded by mu_; positions in order_
 
   struct RecentChunk {
     ChunkData data;

@@ -17,10 +17,6 @@ namespace imgfs::fs {
 namespace {
 
 constexpr uint32_t kNoEntry = std::numeric_limits<uint32_t>::max();
-// Reads that go back at most this many pieces still count as sequential: spans of neighbouring
-// chunks share their checkpoint pieces, and several FUSE threads deliver a sequential reader's
-// requests slightly out of order.
-constexpr uint32_t kSequentialSlack = 8;
 // A background stream (`--prefetch=all`) yields to on-demand fetches: it stops reading its
 // socket (TCP backpressure) in these steps, at most kMaxYield per received buffer (as
 // LazyLayerReader).
@@ -153,7 +149,7 @@ IndexedRemoteData::IndexedRemoteData(std::shared_ptr<registry::BlobSource> sourc
   std::sort(by_offset.begin(), by_offset.end());
   for (const auto& [offset, id] : by_offset) chunk_order_.push_back(id);
 
-  window_bytes_ = options_.readahead_min_bytes;
+  window_ = ReadAheadWindow(options_.readahead_min_bytes, options_.readahead_max_bytes);
   bytes_fetched_ = options_.index_bytes;
   requests_ = options_.index_requests;
 }
@@ -501,33 +497,15 @@ void IndexedRemoteData::PlanReadAheadLocked(uint32_t first, uint32_t last,
                                             std::vector<Task>* tasks) {
   if (!options_.readahead && !options_.streaming) return;
   const uint32_t pieces = static_cast<uint32_t>(piece_begin_.size() - 1);
-  const bool sequential = have_last_ && first + kSequentialSlack >= last_piece_ &&
-                          first <= std::max(last_piece_ + 1, ahead_end_);
-  if (sequential) {
-    if (last > last_piece_) {
-      if (window_bytes_ >= options_.readahead_max_bytes) {
-        at_cap_bytes_ += piece_begin_[last + 1] - piece_begin_[last_piece_ + 1];
-        if (at_cap_bytes_ >= options_.readahead_max_bytes) {
-          at_cap_bytes_ = 0;
-          ++full_windows_;
-        }
-      }
-      window_bytes_ = std::min(window_bytes_ * 2, options_.readahead_max_bytes);
-    }
-  } else {
-    window_bytes_ = options_.readahead_min_bytes;
-    at_cap_bytes_ = 0;
-    full_windows_ = 0;
-    ahead_end_ = last + 1;  // a seek: what read-ahead fetched before no longer counts
-  }
-  if (!sequential || last > last_piece_) last_piece_ = last;
-  have_last_ = true;
+  auto length = [this](uint32_t p) { return piece_begin_[p + 1] - piece_begin_[p]; };
+  const bool sequential = window_.Record(first, last, length);
   if (options_.streaming && !stream_started_.load()) {
     const bool mostly_here =
         static_cast<double>(present_bytes_.load()) >=
         options_.stream_after_fraction * static_cast<double>(index_->compressed_size);
     const bool ranges_ignored = remote_ != nullptr && remote_->ignores_ranges();
-    if (mostly_here || full_windows_ >= options_.stream_after_full_windows || ranges_ignored) {
+    if (mostly_here || window_.full_windows() >= options_.stream_after_full_windows ||
+        ranges_ignored) {
       stream_started_.store(true);
       stream_running_.store(true);
       IMGFS_LOG(kInfo) << "layer " << index_->layer_digest.String()
@@ -544,17 +522,9 @@ void IndexedRemoteData::PlanReadAheadLocked(uint32_t first, uint32_t last,
   }
   // Read-ahead only for sequential reads: a first or random read fetches what it needs.
   if (!options_.readahead || !sequential || stream_running_.load()) return;
-  const uint32_t from = std::max(last + 1, ahead_end_);
-  uint64_t budget = 0;
-  uint32_t to = last + 1;
-  while (to < pieces) {
-    const uint64_t len = piece_begin_[to + 1] - piece_begin_[to];
-    if (to > last + 1 && budget + len > window_bytes_) break;
-    budget += len;
-    ++to;
-  }
-  if (to <= from) return;
-  ahead_end_ = to;
+  uint32_t from = 0;
+  uint32_t to = 0;
+  if (!window_.Ahead(last, pieces, length, &from, &to)) return;
   ClaimRunsLocked(from, to, kReadAhead, tasks);
 }
 

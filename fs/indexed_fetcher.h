@@ -86,6 +86,7 @@
 #include "fs/filesystem.h"
 #include "fs/layer/layer_index.h"
 #include "fs/layer/layer_reader.h"
+#include "fs/readahead.h"
 #include "registry/blob_source.h"
 #include "registry/remote_source.h"
 
@@ -253,13 +254,7 @@ class IndexedRemoteData : public FileDataSource {
   std::vector<std::shared_future<Status>> flight_;  // guarded by mu_: by piece, when in flight
   std::vector<bool> verified_;                      // guarded by mu_: by chunk id
   size_t store_cursor_ = 0;                         // guarded by mu_: in chunk_order_
-  // Read-ahead state (piece numbers), guarded by mu_.
-  uint32_t last_piece_ = 0;
-  bool have_last_ = false;
-  uint64_t window_bytes_ = 0;
-  uint32_t ahead_end_ = 0;     // read-ahead was scheduled up to (excluding) this piece
-  int full_windows_ = 0;       // windows read sequentially at the cap
-  uint64_t at_cap_bytes_ = 0;  // bytes read sequentially since the window reached its cap
+  ReadAheadWindow window_{0, 0};                    // guarded by mu_; positions are piece numbers
 
   struct RecentChunk {
     ChunkData data;
