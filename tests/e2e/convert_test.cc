@@ -25,6 +25,7 @@
 #include "registry/digest.h"
 #include "tests/support/http_test_server.h"
 #include "tests/support/image_builder.h"
+#include "tests/support/mount_support.h"
 #include "tests/support/registry_server.h"
 #include "tests/support/tree_compare.h"
 
@@ -34,20 +35,6 @@ namespace {
 const std::string kFixtures = std::string(IMGFS_SOURCE_DIR) + "/../shared/fixtures";
 const std::string kImgfs = IMGFS_BINARY;
 constexpr char kRandomSha[] = "b352facbb4d47b2624c165c80047e487c3a60b0370ec4599a70d0a94f1036f9d";
-
-bool IsMounted(const std::string& dir) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find(" " + dir + " ") != std::string::npos) return true;
-  }
-  return false;
-}
-
-std::string ReadAll(const std::string& path) {
-  Result<std::string> r = ReadFile(path);
-  return r.has_value() ? *r : std::string("<unreadable: ") + r.error().ToString() + ">";
-}
 
 std::string Join(const std::vector<std::string>& lines) {
   std::string all;

@@ -33,6 +33,7 @@
 #include "registry/digest.h"
 #include "tests/support/http_test_server.h"
 #include "tests/support/image_builder.h"
+#include "tests/support/mount_support.h"
 #include "tests/support/redirect_proxy.h"
 #include "tests/support/registry_server.h"
 #include "tests/support/tree_compare.h"
@@ -64,15 +65,6 @@ const std::map<std::string, std::string>& Expected() {
       {"/etc/conf.d/new.conf", "7ef249a20b7ea4991f7d38c661bc7412027ce0f75222d46b419bd9fea2946d11"},
   };
   return kFiles;
-}
-
-bool IsMounted(const std::string& dir) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find(" " + dir + " ") != std::string::npos) return true;
-  }
-  return false;
 }
 
 // sha256 hex of the file's content, or "errno N" when opening or reading it fails.

@@ -24,6 +24,7 @@
 #include "registry/push.h"
 #include "tests/support/http_test_server.h"
 #include "tests/support/image_builder.h"
+#include "tests/support/mount_support.h"
 #include "tests/support/registry_server.h"
 #include "tests/support/tree_compare.h"
 
@@ -32,20 +33,6 @@ namespace {
 
 const std::string kImgfs = IMGFS_BINARY;
 constexpr int kBigFiles = 4;  // × 4 MiB of incompressible data: four checkpoint spans
-
-bool IsMounted(const std::string& dir) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find(" " + dir + " ") != std::string::npos) return true;
-  }
-  return false;
-}
-
-std::string ReadAll(const std::string& path) {
-  Result<std::string> r = ReadFile(path);
-  return r.has_value() ? *r : std::string("<unreadable: ") + r.error().ToString() + ">";
-}
 
 // Incompressible, deterministic bytes (xorshift64).
 std::string RandomBytes(size_t n, uint64_t seed) {
