@@ -164,6 +164,7 @@ struct FileInfo {
 struct Inventory {
   std::unordered_map<std::string, FileInfo> blobs;         // hex → blobs/sha256/<hex>
   std::unordered_map<std::string, FileInfo> indexes;       // hex → indexes/<hex>.idx
+  std::unordered_map<std::string, FileInfo> landmarks;     // hex → indexes/<hex>.landmark
   std::unordered_map<std::string, FileInfo> chunks;        // hex → chunks/xx/<hex>
   std::vector<std::pair<std::string, int64_t>> chunk_tmp;  // stray files in chunks/, mtime
   int64_t container_bytes = 0;
@@ -226,6 +227,9 @@ Result<Inventory> TakeInventory(const Store& store) {
     } else if (path.starts_with(idx_dir) && name.size() == 68 && name.ends_with(".idx") &&
                path.size() == idx_dir.size() + 68 && IsHex64(name.substr(0, 64))) {
       inv.indexes[name.substr(0, 64)] = info;
+    } else if (path.starts_with(idx_dir) && name.size() == 73 && name.ends_with(".landmark") &&
+               path.size() == idx_dir.size() + 73 && IsHex64(name.substr(0, 64))) {
+      inv.landmarks[name.substr(0, 64)] = info;
     } else if (path.starts_with(chunk_dir) && path.size() == chunk_dir.size() + 3 + 64 &&
                IsHex64(name) && path.compare(chunk_dir.size(), 2, name, 0, 2) == 0) {
       inv.chunks[name] = info;
@@ -434,13 +438,16 @@ Status SweepLocked(Store& store, const UsageOptions& options, const Model& model
                                  &report->bytes_freed, &n));
     report->indexes_deleted += static_cast<int>(n);
     inv->indexes.erase(hex);
-    // The landmark record beside it (a few bytes, IndexStore::PutLandmark) goes with it.
-    const std::string landmark = store.root() + "/indexes/" + hex + ".landmark";
-    struct stat lst {};
-    if (::lstat(landmark.c_str(), &lst) == 0) {
-      int64_t ignored = 0;
-      IMGFS_RETURN_IF_ERROR(Unlink(landmark, lst.st_size, &report->bytes_freed, &ignored));
-    }
+  }
+  // Landmark records (IndexStore::PutLandmark, a few bytes) of layers no image has, with or
+  // without their index.
+  for (const auto& [hex, info] : inv->landmarks) {
+    if (keep.blobs.count(hex) != 0) continue;
+    Result<registry::Digest> layer = registry::Digest::Parse("sha256:" + hex);
+    if (!layer.has_value()) continue;
+    int64_t ignored = 0;
+    IMGFS_RETURN_IF_ERROR(
+        Unlink(index_store.LandmarkPathFor(*layer), info.size, &report->bytes_freed, &ignored));
   }
   // 3. Chunks no kept index names (only when indexes can be read), and stray temp files.
   if (options.chunk_lister) {

@@ -357,15 +357,15 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
         if (unverified) {
           IMGFS_LOG(kWarning) << "layer " << desc.digest.String()
                               << ": --insecure-skip-toc-verify: its TOC is not verified (no "
-                                 "annotation to check it against); chunks are still verified "
-                                 "by the TOC's chunk digests";
+                                 "annotation to check it against), so neither are its file "
+                                 "table and the chunk digests read data is checked against";
           built = true;
         }
         Result<LayerIndex> index =
             unverified ? LoadUnverifiedTocIndex(*source, desc, unannotated, &landmark)
                        : LoadLazyIndex(index_store, *source, desc, &built, &landmark);
         if (!index.has_value()) return decorate(index.error());
-        if (built) ++out.indexes_built;
+        if (built && !unverified) ++out.indexes_built;  // an unverified TOC is never stored
         auto shared = std::make_shared<const LayerIndex>(std::move(index).value());
         LazyLayerReader::Options layer_options = lazy_options;
         if (built) {

@@ -211,6 +211,8 @@ TEST_F(UsageTest, GcDeletesUnreferencedBlobsIndexesAndChunksOnly) {
   ASSERT_TRUE(cs.Put(Digest::Sha256Of("stray chunk"), "stray chunk").ok());
   ASSERT_TRUE(IndexStore(Root()).PutLandmark(a.layers[0], 4096).ok());
   ASSERT_TRUE(IndexStore(Root()).PutLandmark(gone.layers[0], 4096).ok());
+  const Digest orphan = Digest::Sha256Of("a layer whose index was never written");
+  ASSERT_TRUE(IndexStore(Root()).PutLandmark(orphan, 4096).ok());
 
   auto gc = CollectGarbage(*store_, options_);
   ASSERT_TRUE(gc.has_value()) << gc.error().ToString();
@@ -226,6 +228,7 @@ TEST_F(UsageTest, GcDeletesUnreferencedBlobsIndexesAndChunksOnly) {
   EXPECT_TRUE(Exists(IndexStore(Root()).PathFor(a.layers[0])));
   // A landmark record goes with its index.
   EXPECT_FALSE(Exists(IndexStore(Root()).LandmarkPathFor(gone.layers[0])));
+  EXPECT_FALSE(Exists(IndexStore(Root()).LandmarkPathFor(orphan)));
   EXPECT_TRUE(Exists(IndexStore(Root()).LandmarkPathFor(a.layers[0])));
   for (const Digest& d : {a.manifest.digest, a.config, a.layers[0], a.layers[1]}) {
     EXPECT_TRUE(store_->HasBlob(d)) << d.String();
