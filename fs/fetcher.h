@@ -17,9 +17,11 @@
 //    in flight), taken by priority: on-demand reads first, then read-ahead and the streaming
 //    pass, then background prefetch. A task coalesces the chunks it owns into ranged reads
 //    (fs/layer/chunk_decoder.h), at most Options::max_request_bytes each. Reads of one task
-//    separated by gaps (more than max_gap_bytes apart) go out together as one multi-range
-//    request (BlobSource::ReadBlobRanges; the registry falls back to single ranges where it
-//    refuses them), so a task costs one round trip whatever its gaps.
+//    separated by gaps (more than max_gap_bytes apart) are batched into multi-range requests
+//    (BlobSource::ReadBlobRanges), each batch capped at max_request_bytes and
+//    RemoteSource::kMaxRangesPerRequest (32) ranges; a task's batches are sent one after
+//    another, so a task costs one round trip per batch, not per gap. A registry that refuses
+//    multi-range (or answers it with the whole blob) gets single ranges, one per request.
 //  - Single flight: a chunk being fetched is in the in-flight map (key: chunk digest) with a
 //    shared future; every reader of it waits on that future instead of fetching again.
 //  - Widening: an on-demand fetch also takes the next chunks in blob order up to

@@ -136,7 +136,9 @@ std::string RangeSpec(const std::vector<ByteRange>& ranges) {
 struct RemoteSource::MultiRangeAnswer {
   std::vector<std::string> ranges;  // one per asked range, when !refused
   bool refused = false;
-  bool remember = false;  // the registry does not do multi-range (not a one-off broken body)
+  // The registry does not do multi-range (not a one-off broken body): remember the host.
+  // Also set with !refused when a 200 with the whole blob served this call.
+  bool remember = false;
   std::string why;
 };
 
@@ -718,8 +720,9 @@ Result<RemoteSource::MultiRangeAnswer> RemoteSource::ReadMultiRange(
   // server merging near ranges may add between them (up to 1 MiB), and part headers.
   const uint64_t max_body =
       std::min(hi - lo, sum + (uint64_t{1} << 20)) + 4096 + 512 * ranges.size();
-  std::string body;
-  uint64_t pos = 0;  // blob offset of the next body byte of a whole-blob answer
+  std::string body;                 // a 206 body
+  std::vector<std::string> slices;  // a 200: the bytes of each asked range, sliced on the fly
+  uint64_t pos = 0;                 // blob offset of the next body byte of a whole-blob answer
   bool whole = false;
   bool complete = false;
   bool too_large = false;
@@ -734,6 +737,7 @@ Result<RemoteSource::MultiRangeAnswer> RemoteSource::ReadMultiRange(
   call.final_status = 501;  // Not Implemented: multi-range refused, not worth a retry
   call.prepare = [&](HttpRequest& req) {
     body.clear();
+    slices.assign(ranges.size(), std::string());
     pos = 0;
     whole = false;
     complete = false;
@@ -741,19 +745,20 @@ Result<RemoteSource::MultiRangeAnswer> RemoteSource::ReadMultiRange(
     req.on_body_start = [&](const HttpResponse& head) -> Status {
       content_type = head.Header("content-type");
       content_range = head.Header("content-range");
+      // Not 206: the server ignored the multi-range header (RFC 9110 allows that while it
+      // still honours single ranges, so ignores_ranges_ is not set here).
       whole = head.status != 206;
-      if (whole && !ignores_ranges_.exchange(true)) {
-        IMGFS_LOG(kWarning) << what << " (" << Describe()
-                            << "): answered with the whole blob (Range ignored)";
-      }
       return Status::Ok();
     };
     req.body_sink = [&](std::string_view chunk) -> Status {
-      if (whole) {  // keep [lo, hi) of the blob, stop once it is in hand
-        const uint64_t begin = std::max(pos, lo);
-        const uint64_t end = std::min(pos + chunk.size(), hi);
-        if (begin < end) body.append(chunk.substr(begin - pos, end - begin));
-        pos += chunk.size();
+      if (whole) {  // keep only the asked ranges of the blob, stop once they are in hand
+        const uint64_t chunk_end = pos + chunk.size();
+        for (size_t i = 0; i < ranges.size(); ++i) {
+          const uint64_t begin = std::max(pos, ranges[i].offset);
+          const uint64_t end = std::min(chunk_end, ranges[i].end());
+          if (begin < end) slices[i].append(chunk.substr(begin - pos, end - begin));
+        }
+        pos = chunk_end;
         if (pos >= hi) {
           complete = true;
           return Status::Internal("ranges complete");
@@ -782,11 +787,11 @@ Result<RemoteSource::MultiRangeAnswer> RemoteSource::ReadMultiRange(
   };
   if (too_large) return refuse(false, "206 body larger than the ranges asked for");
   if (complete || (resp.has_value() && resp->status == 200 && whole)) {
-    // A whole blob: `body` holds [lo, min(hi, blob end)).
-    for (const ByteRange& r : ranges) {
-      const uint64_t from = r.offset - lo;
-      answer.ranges.push_back(from >= body.size() ? std::string() : body.substr(from, r.length));
-    }
+    // A whole blob (cut short where the blob ends before a range does): this call is
+    // served, and the host is remembered as one that does not do multi-range.
+    answer.ranges = std::move(slices);
+    answer.remember = true;
+    answer.why = "HTTP 200 with the whole blob";
     return answer;
   }
   if (!resp.has_value()) return resp.error();
@@ -842,12 +847,6 @@ Result<std::vector<std::string>> RemoteSource::ReadBlobRanges(const Digest& dige
       for (size_t k = next; k < next + n; ++k) group.push_back(ranges[todo[k]]);
       count();
       IMGFS_ASSIGN_OR_RETURN(MultiRangeAnswer answer, ReadMultiRange(digest, group));
-      if (!answer.refused) {
-        for (size_t k = 0; k < n; ++k) out[todo[next + k]] = std::move(answer.ranges[k]);
-        next += n;
-        continue;
-      }
-      single = true;
       bool first = false;
       if (answer.remember) {
         std::scoped_lock lock(RefusalMu());
@@ -855,9 +854,17 @@ Result<std::vector<std::string>> RemoteSource::ReadBlobRanges(const Digest& dige
       }
       if (first) {
         IMGFS_LOG(kWarning) << "GET blob " << digest.String() << " (" << Describe()
-                            << "): multi-range request refused (" << answer.why
+                            << "): multi-range request "
+                            << (answer.refused ? "refused" : "not honoured") << " (" << answer.why
                             << "); asking registry " << host_ << " one range at a time from now on";
-      } else {
+      }
+      if (!answer.refused) {
+        for (size_t k = 0; k < n; ++k) out[todo[next + k]] = std::move(answer.ranges[k]);
+        next += n;
+        continue;
+      }
+      single = true;
+      if (!first) {
         IMGFS_LOG(kInfo) << "GET blob " << digest.String() << " (" << Describe()
                          << "): multi-range answer unusable (" << answer.why
                          << "); asking these ranges one at a time";

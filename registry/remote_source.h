@@ -47,12 +47,17 @@
 //    kMaxRangesPerRequest ranges each; more are split over several requests). Accepted
 //    answers: 206 multipart/byteranges (registry/multipart_ranges.h; parts may be merged or
 //    reordered, each asked range is mapped onto the parts covering it), a 206 single part
-//    covering every range (sliced), or a 200 with the whole blob (sliced while streaming,
-//    and remembered as ignores_ranges()). A refusal — 400, 416, 501, or a 206 that does not
-//    cover what was asked — makes this call fall back to one ReadBlobRange per range AND is
-//    remembered for the registry host process-wide (multi_range_refused()): no later
-//    RemoteSource of this process sends that host a multi-range request again. A malformed
-//    multipart body falls back for this call only (it may be a transient corruption).
+//    covering every range (sliced), or a 200 with the whole blob. A 200 serves this call:
+//    only the bytes inside the asked ranges are kept (sliced while streaming, the transfer
+//    stops after the highest one). It is NOT remembered as ignores_ranges() (RFC 9110 lets
+//    a server ignore a multi-range header while honouring single ranges; only ReadBlobRange
+//    answers decide ignores_ranges()), but as a multi-range refusal (below), so later calls
+//    go range by range instead of downloading the blob up to the highest range each time.
+//    A refusal — 400, 416, 501, or a 206 that does not cover what was asked — makes this
+//    call fall back to one ReadBlobRange per range. Refusals and 200s are remembered for the
+//    registry host process-wide (multi_range_refused()): no later RemoteSource of this
+//    process sends that host a multi-range request again. A malformed multipart body falls
+//    back for this call only (it may be a transient corruption).
 //
 // Errors name the registry and repository (Describe()) and what was asked: NotFound
 // ("manifest unknown: <name>:<tag> (registry HOST)"), PermissionDenied from the
@@ -162,10 +167,11 @@ class RemoteSource : public BlobSource {
   // list when it has one and nothing refers to `subject`.
   Result<std::vector<Descriptor>> ListReferrers(const Digest& subject,
                                                 std::string_view artifact_type);
-  // True once a ranged read of this repository was answered with a whole blob (200).
+  // True once a single-range read (ReadBlobRange, StreamBlobRange) of this repository was
+  // answered with a whole blob (200). A 200 to a multi-range request does not count.
   bool ignores_ranges() const { return ignores_ranges_.load(std::memory_order_relaxed); }
   // True once any RemoteSource of this process saw this registry host refuse a multi-range
-  // request; ReadBlobRanges then asks range by range.
+  // request (or answer one with the whole blob); ReadBlobRanges then asks range by range.
   bool multi_range_refused() const;
   // Forgets every host's multi-range refusal (tests: a scripted server may get the port of
   // an earlier one).

@@ -541,9 +541,66 @@ TEST(RemoteSourceFaultTest, MultiRangeAnswersMergedReorderedSinglePartOrWholeAre
     EXPECT_EQ(server.Count("GET", "/v2/demo/app/blobs/"), 1u) << static_cast<int>(mode);
     EXPECT_EQ(server.requests().back().Header("range"),
               "bytes=30000-30499,100-149,120-219,59990-60039");
-    EXPECT_FALSE(source->multi_range_refused());
-    EXPECT_EQ(source->ignores_ranges(), mode == MultiMode::kWhole);
+    // A 200 serves the call; it is remembered as a multi-range refusal, not as a
+    // registry that ignores Range (single ranges are still honoured).
+    EXPECT_EQ(source->multi_range_refused(), mode == MultiMode::kWhole) << static_cast<int>(mode);
+    EXPECT_FALSE(source->ignores_ranges()) << static_cast<int>(mode);
+    RemoteSource::ForgetMultiRangeRefusals();
   }
+}
+
+TEST(RemoteSourceFaultTest, MultiRangeWholeBlobAnswerIsARefusalNotRangeIgnored) {
+  RemoteSource::ForgetMultiRangeRefusals();
+  const std::string blob = PseudoRandom(200000, 14);
+  const Digest digest = Digest::Sha256Of(blob);
+  // Overlapping ranges, out of order, the last one past the end of the blob.
+  const std::vector<ByteRange> ranges = {{5000, 100}, {10, 20}, {20, 30}, {199990, 100}};
+  HttpTestServer server(Registry([&](const HttpTestRequest& req, HttpTestConnection& conn) {
+    AnswerRanges(blob, MultiMode::kWhole, req, conn);
+  }));
+  auto source = RemoteSource::Create(server.host_port(), "demo/app", FastOptions());
+  uint64_t requests = 0;
+  auto got = source->ReadBlobRanges(digest, ranges, &requests);
+  ASSERT_TRUE(got.has_value()) << got.error().ToString();
+  EXPECT_EQ(*got, Slices(blob, ranges));
+  EXPECT_EQ((*got)[3].size(), 10u);
+  EXPECT_EQ(requests, 1u);  // the 200 served this call
+  EXPECT_EQ(CountMulti(server), 1u);
+  EXPECT_TRUE(source->multi_range_refused());
+  EXPECT_FALSE(source->ignores_ranges());
+
+  // A single range is still asked as a range (and answered 206).
+  auto one = source->ReadBlobRange(digest, ByteRange{150000, 64});
+  ASSERT_TRUE(one.has_value()) << one.error().ToString();
+  EXPECT_EQ(*one, blob.substr(150000, 64));
+  EXPECT_EQ(server.requests().back().Header("range"), "bytes=150000-150063");
+  EXPECT_FALSE(source->ignores_ranges());
+
+  // The refusal is remembered for the host: later calls, from this source or another one,
+  // go range by range and never send a multi-range request again.
+  const std::vector<ByteRange> later = {{100, 10}, {90000, 20}, {180000, 30}};
+  for (const char* repo : {"demo/app", "other/repo"}) {
+    auto again = RemoteSource::Create(server.host_port(), repo, FastOptions());
+    EXPECT_TRUE(again->multi_range_refused()) << repo;
+    const size_t before = server.requests().size();
+    requests = 0;
+    got = again->ReadBlobRanges(digest, later, &requests);
+    ASSERT_TRUE(got.has_value()) << repo << ": " << got.error().ToString();
+    EXPECT_EQ(*got, Slices(blob, later)) << repo;
+    EXPECT_EQ(requests, later.size()) << repo;
+    std::vector<std::string> asked;  // Range headers of the blob GETs of this call
+    const std::vector<HttpTestRequest> seen = server.requests();  // a copy
+    for (size_t i = before; i < seen.size(); ++i) {
+      const HttpTestRequest& r = seen[i];
+      if (r.path.find("/blobs/") != std::string::npos) asked.push_back(r.Header("range"));
+    }
+    EXPECT_EQ(asked, (std::vector<std::string>{"bytes=100-109", "bytes=90000-90019",
+                                               "bytes=180000-180029"}))
+        << repo;
+    EXPECT_FALSE(again->ignores_ranges()) << repo;
+  }
+  EXPECT_EQ(CountMulti(server), 1u);
+  RemoteSource::ForgetMultiRangeRefusals();
 }
 
 TEST(RemoteSourceFaultTest, MultiRangeRefusalFallsBackAndIsRememberedPerRegistry) {
