@@ -586,6 +586,32 @@ TEST_P(IndexedFetcherTest, StreamsFromARegistryEachByteOnce) {
   EXPECT_EQ((*data)->Stats().requests, static_cast<uint64_t>(registry.gets.load()));
 }
 
+// `--prefetch=all` through a registry, in several segments (one GET each), without any
+// read: the whole layer arrives, each byte once, and every chunk is stored on the way.
+TEST_P(IndexedFetcherTest, BackgroundFetchFromARegistryFetchesEverySegment) {
+  BlobRegistry registry(layer_.blob, /*ignore_range=*/false);
+  IndexedRemoteData::Options options;
+  options.max_request_bytes = 1 << 20;
+  auto data = IndexedRemoteData::Create(registry.Source(), layer_.index, dir_.path() + "/tmp",
+                                        store_, options);
+  ASSERT_TRUE(data.has_value()) << data.error().ToString();
+  (*data)->StartBackgroundFetch();
+  ASSERT_TRUE((*data)->WaitIdle(std::chrono::seconds(30)));
+  EXPECT_EQ((*data)->present_bytes(), layer_.blob.size());
+  EXPECT_EQ(registry.body_bytes.load(), layer_.blob.size());
+  EXPECT_GE(registry.gets.load(), static_cast<int>(layer_.blob.size() >> 20));
+  EXPECT_EQ((*data)->Stats().errors, 0u);
+  data->reset();
+  // Every chunk was verified and stored: a second reader fetches nothing.
+  std::shared_ptr<MemorySource> second;
+  auto again = Open(&second, Quiet(), store_);
+  ASSERT_NE(again, nullptr);
+  for (const std::string& path : layer_.order) {
+    EXPECT_EQ(ReadFile(*again, layer_, path), layer_.files[path]) << path;
+  }
+  EXPECT_EQ(second->requests.load(), 0);
+}
+
 TEST_P(IndexedFetcherTest, RegistryIgnoringRangeIsStreamedAtOnce) {
   BlobRegistry registry(layer_.blob, /*ignore_range=*/true);
   IndexedRemoteData::Options options;
