@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <utility>
 
@@ -197,12 +198,13 @@ void IndexedRemoteData::SpanFor(uint64_t u0, uint64_t u1, uint64_t* begin, uint6
   const Checkpoint& first = cps[index_->CheckpointFor(u0)];
   *begin = first.compressed_offset > 0 ? first.compressed_offset - 1 : 0;  // the `bits` byte
   *end = size;  // past the last checkpoint: to the end (trailer included)
-  for (const Checkpoint& cp : cps) {
-    if (cp.uncompressed_offset >= u1 && cp.compressed_offset >= *begin) {
-      *end = std::min(size, cp.compressed_offset + 1);
-      break;
-    }
-  }
+  // The first checkpoint at or after u1 (binary search: this runs per chunk at mount), and
+  // not before `begin`. Both offsets grow with the checkpoint number.
+  auto it = std::lower_bound(cps.begin(), cps.end(), u1, [](const Checkpoint& cp, uint64_t off) {
+    return cp.uncompressed_offset < off;
+  });
+  while (it != cps.end() && it->compressed_offset < *begin) ++it;
+  if (it != cps.end()) *end = std::min(size, it->compressed_offset + 1);
 }
 
 void IndexedRemoteData::PiecesFor(uint64_t begin, uint64_t end, uint32_t* first,
@@ -233,10 +235,19 @@ void IndexedRemoteData::Invalidate(uint32_t id) {
                         << ": cannot reopen the sparse copy: " << fresh.error().ToString();
   }
   std::scoped_lock lock(mu_);
-  for (uint32_t p = chunk_first_piece_[id]; p < chunk_last_piece_[id]; ++p) {
+  const uint32_t first = chunk_first_piece_[id];
+  const uint32_t last = chunk_last_piece_[id];
+  for (uint32_t p = first; p < last; ++p) {
     if (state_[p] != kPresent) continue;
     state_[p] = kMissing;
     present_bytes_.fetch_sub(piece_begin_[p + 1] - piece_begin_[p]);
+  }
+  // Chunks between two checkpoints share pieces: every chunk verified from the pieces reset
+  // here is unverified again (its bytes in the sparse copy are about to be rewritten).
+  for (uint32_t other = 0; other < verified_.size(); ++other) {
+    if (verified_[other] && chunk_first_piece_[other] < last && chunk_last_piece_[other] > first) {
+      verified_[other] = false;
+    }
   }
   if (fresh.has_value()) reader_ = std::move(fresh).value();
 }
@@ -304,7 +315,6 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
   }
 
   std::vector<ChunkData> data(ids.size());
-  std::vector<bool> local(ids.size(), false);
   std::vector<size_t> need;
   for (size_t i = 0; i < ids.size(); ++i) {
     const uint32_t id = ids[i];
@@ -312,11 +322,9 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
       cache_hits_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    {
-      std::scoped_lock lock(mu_);
-      local[i] = verified_[id];
-    }
-    if (local[i]) continue;
+    // A chunk verified earlier and no longer in memory is verified again from the sparse
+    // copy (its pieces are present: no fetch) or comes from the chunk store: no byte is
+    // served unchecked, even when a neighbour's refetch rewrote shared pieces.
     const Chunk& c = index_->chunks[id];
     if (chunks_ != nullptr && !c.digest.empty()) {
       Result<std::string> stored = chunks_->Get(c.digest);
@@ -376,13 +384,9 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
       }
       out.append(*data[i], from - c.file_offset, to - from);
     } else {
-      // Verified earlier and no longer in memory: its pieces are present for good.
-      Result<std::string> bytes = Reader()->Read(entry, from, to - from);
-      if (!bytes.has_value()) {
-        errors_.fetch_add(1, std::memory_order_relaxed);
-        return bytes.error();
-      }
-      out += *bytes;
+      errors_.fetch_add(1, std::memory_order_relaxed);
+      return Status::Internal("/" + entry.path + ": chunk at " + std::to_string(c.file_offset) +
+                              " was not read");
     }
   }
   if (out.size() != end - offset) {
@@ -578,9 +582,37 @@ void IndexedRemoteData::WorkerLoop() {
 
 void IndexedRemoteData::RunTask(Task& task) {
   if (task.stream) {
-    RunStream(task.stream_from, task.priority == kBackground);
+    Status st = Status::Ok();
+    try {
+      st = RunStream(task.stream_from, task.priority == kBackground);
+    } catch (const std::exception& e) {
+      st = Status::Internal(std::string("streaming pass: ") + e.what());
+    }
+    stream_running_.store(false);
+    if (!st.ok()) {
+      if (!stopping_.load()) {
+        IMGFS_LOG(kWarning) << "layer " << index_->layer_digest.String()
+                            << ": streaming pass stopped: " << st.ToString() << " ("
+                            << source_->Describe() << ")";
+      }
+      stream_started_.store(false);  // a later read (or StartBackgroundFetch) starts it again
+    }
     return;
   }
+  Status st = Status::Ok();
+  try {
+    st = FetchPieces(task);
+  } catch (const std::exception& e) {
+    st = Status::Internal(std::string("fetch: ") + e.what());
+  }
+  if (!st.ok()) {
+    IMGFS_LOG(kWarning) << "fetch failed: " << st.ToString() << " (" << source_->Describe() << ")";
+  }
+  Finish(task.first, task.promises, st);
+  if (task.priority == kDemand) demand_running_.fetch_sub(1);
+}
+
+Status IndexedRemoteData::FetchPieces(const Task& task) {
   const uint64_t begin = piece_begin_[task.first];
   const uint64_t end = piece_begin_[task.first + task.promises.size()];
   const int attempts = task.priority == kDemand ? 2 : 1;
@@ -608,11 +640,7 @@ void IndexedRemoteData::RunTask(Task& task) {
     st = PwriteAll(fd_.get(), *bytes, begin);
     if (st.ok()) break;
   }
-  if (!st.ok()) {
-    IMGFS_LOG(kWarning) << "fetch failed: " << st.ToString() << " (" << source_->Describe() << ")";
-  }
-  Finish(task.first, task.promises, st);
-  if (task.priority == kDemand) demand_running_.fetch_sub(1);
+  return st;
 }
 
 void IndexedRemoteData::Finish(uint32_t first, const std::vector<Promise>& promises,
@@ -629,7 +657,7 @@ void IndexedRemoteData::Finish(uint32_t first, const std::vector<Promise>& promi
   for (const Promise& promise : promises) promise->set_value(status);
 }
 
-void IndexedRemoteData::RunStream(uint32_t from, bool background) {
+Status IndexedRemoteData::RunStream(uint32_t from, bool background) {
   stream_running_.store(true);
   const uint32_t pieces = static_cast<uint32_t>(piece_begin_.size() - 1);
   uint32_t p = from;
@@ -637,98 +665,122 @@ void IndexedRemoteData::RunStream(uint32_t from, bool background) {
   // A background pass yields to on-demand fetches, and readers of pieces it claimed wait for
   // it: it claims one request's worth at a time.
   const uint64_t segment_cap = background ? options_.max_request_bytes : kStreamSegmentBytes;
+  Status result = Status::Ok();
   while (!stopping_.load() && !failed) {
     // Claim the next run of missing pieces, at most kStreamSegmentBytes.
-    uint32_t seg_first = 0;
+    uint32_t seg_first = p;
     std::vector<Promise> promises;
-    {
-      std::scoped_lock lock(mu_);
-      while (p < pieces && state_[p] != kMissing) ++p;
-      seg_first = p;
-      uint64_t bytes = 0;
-      while (p < pieces && state_[p] == kMissing) {
-        const uint64_t len = piece_begin_[p + 1] - piece_begin_[p];
-        if (bytes > 0 && bytes + len > segment_cap) break;
-        auto promise = std::make_shared<std::promise<Status>>();
-        state_[p] = kInFlight;
-        flight_[p] = promise->get_future().share();
-        promises.push_back(std::move(promise));
-        bytes += len;
-        ++p;
-      }
-    }
-    if (promises.empty()) break;
-    const uint32_t seg_last = p;
-    const uint64_t begin = piece_begin_[seg_first];
-    const uint64_t end = piece_begin_[seg_last];
-    uint64_t pos = begin;
-    uint32_t done = seg_first;  // pieces [seg_first, done) completed
-    auto complete = [&](uint32_t upto, const Status& status) {
+    uint32_t done = p;  // pieces [seg_first, done) completed
+    // Completes the claimed pieces [done, upto) with `status`.
+    const std::function<void(uint32_t, const Status&)> complete = [&](uint32_t upto,
+                                                                      const Status& status) {
       std::vector<Promise> part(promises.begin() + (done - seg_first),
                                 promises.begin() + (upto - seg_first));
       Finish(done, part, status);
       done = upto;
     };
-    registry::BlobSink sink = [&](std::string_view data) -> Status {
-      if (stopping_.load()) return Status::Unavailable("the mount is closing");
-      if (background) {
-        auto waited = std::chrono::milliseconds(0);
-        while (demand_running_.load() > 0 && waited < kMaxYield && !stopping_.load()) {
-          std::this_thread::sleep_for(kYieldStep);
-          waited += kYieldStep;
+    try {
+      {
+        std::scoped_lock lock(mu_);
+        while (p < pieces && state_[p] != kMissing) ++p;
+        seg_first = p;
+        uint64_t bytes = 0;
+        while (p < pieces && state_[p] == kMissing) {
+          const uint64_t len = piece_begin_[p + 1] - piece_begin_[p];
+          if (bytes > 0 && bytes + len > segment_cap) break;
+          auto promise = std::make_shared<std::promise<Status>>();
+          state_[p] = kInFlight;
+          flight_[p] = promise->get_future().share();
+          promises.push_back(std::move(promise));
+          bytes += len;
+          ++p;
         }
       }
-      if (data.size() > end - pos) data = data.substr(0, end - pos);
-      IMGFS_RETURN_IF_ERROR(PwriteAll(fd_.get(), data, pos));
-      pos += data.size();
-      bytes_fetched_.fetch_add(data.size(), std::memory_order_relaxed);
-      uint32_t upto = done;
-      while (upto < seg_last && piece_begin_[upto + 1] <= pos) ++upto;
-      if (upto > done) {
-        complete(upto, Status::Ok());
-        StoreReadyChunks(done);
-      }
-      return Status::Ok();
-    };
-    Status st = Status::Ok();
-    if (remote_ != nullptr) {
-      requests_.fetch_add(1, std::memory_order_relaxed);
-      st = remote_->StreamBlobRange(index_->layer_digest, ByteRange{begin, end - begin}, sink);
-    } else {
-      // A source without streamed range reads (local sources, tests): pieces of
-      // max_request_bytes, one after another.
-      for (uint64_t at = begin; at < end && st.ok();) {
-        const uint64_t n = std::min(options_.max_request_bytes, end - at);
+      if (promises.empty()) break;
+      done = seg_first;
+      const uint32_t seg_last = p;
+      const uint64_t begin = piece_begin_[seg_first];
+      const uint64_t end = piece_begin_[seg_last];
+      uint64_t pos = begin;
+      // The sink runs inside the HTTP client's callback: nothing may be thrown through it.
+      registry::BlobSink sink = [&](std::string_view data) -> Status {
+        try {
+          return StreamSink(data, background, end, seg_last, &pos, &done, complete);
+        } catch (const std::exception& e) {
+          return Status::Internal(std::string("streaming sink: ") + e.what());
+        }
+      };
+      Status st = Status::Ok();
+      if (remote_ != nullptr) {
         requests_.fetch_add(1, std::memory_order_relaxed);
-        Result<std::string> bytes = source_->ReadBlobRange(index_->layer_digest, ByteRange{at, n});
-        if (!bytes.has_value()) {
-          st = bytes.error();
-        } else if (bytes->size() != n) {
-          bytes_fetched_.fetch_add(bytes->size(), std::memory_order_relaxed);
-          st = Status::Corrupt("range " + std::to_string(at) + "+" + std::to_string(n) +
-                               " answered " + std::to_string(bytes->size()) + " bytes");
-        } else {
-          st = sink(*bytes);
+        st = remote_->StreamBlobRange(index_->layer_digest, ByteRange{begin, end - begin}, sink);
+      } else {
+        // A source without streamed range reads (local sources, tests): pieces of
+        // max_request_bytes, one after another.
+        for (uint64_t at = begin; at < end && st.ok();) {
+          const uint64_t n = std::min(options_.max_request_bytes, end - at);
+          requests_.fetch_add(1, std::memory_order_relaxed);
+          Result<std::string> bytes =
+              source_->ReadBlobRange(index_->layer_digest, ByteRange{at, n});
+          if (!bytes.has_value()) {
+            st = bytes.error();
+          } else if (bytes->size() != n) {
+            bytes_fetched_.fetch_add(bytes->size(), std::memory_order_relaxed);
+            st = Status::Corrupt("range " + std::to_string(at) + "+" + std::to_string(n) +
+                                 " answered " + std::to_string(bytes->size()) + " bytes");
+          } else {
+            st = sink(*bytes);
+          }
+          at += n;
         }
-        at += n;
       }
-    }
-    if (st.ok() && pos < end) {
-      st = Status::Unavailable("the stream ended at " + std::to_string(pos) + " of " +
-                               std::to_string(end));
-    }
-    if (!st.ok()) {
-      st = st.WithContext("layer " + index_->layer_digest.String() + ": streaming bytes " +
-                          std::to_string(begin) + "-" + std::to_string(end));
-      if (!stopping_.load()) {
-        IMGFS_LOG(kWarning) << st.ToString() << " (" << source_->Describe() << ")";
+      if (st.ok() && pos < end) {
+        st = Status::Unavailable("the stream ended at " + std::to_string(pos) + " of " +
+                                 std::to_string(end));
       }
-      complete(seg_last, st);
+      if (!st.ok()) {
+        st = st.WithContext("layer " + index_->layer_digest.String() + ": streaming bytes " +
+                            std::to_string(begin) + "-" + std::to_string(end));
+        complete(seg_last, st);
+        failed = true;
+        result = st;
+      }
+    } catch (const std::exception& e) {
+      // Every piece this segment claimed and did not complete fails now: its readers fetch
+      // it themselves instead of waiting for a stream that is gone.
+      Status st = Status::Internal(std::string("streaming pass: ") + e.what());
+      done = std::max(done, seg_first);
+      complete(seg_first + static_cast<uint32_t>(promises.size()), st);
       failed = true;
+      result = st;
     }
   }
   StoreReadyChunks(failed ? p : pieces);
-  stream_running_.store(false);
+  return result;
+}
+
+Status IndexedRemoteData::StreamSink(std::string_view data, bool background, uint64_t end,
+                                     uint32_t seg_last, uint64_t* pos, const uint32_t* done,
+                                     const std::function<void(uint32_t, const Status&)>& complete) {
+  if (stopping_.load()) return Status::Unavailable("the mount is closing");
+  if (background) {
+    auto waited = std::chrono::milliseconds(0);
+    while (demand_running_.load() > 0 && waited < kMaxYield && !stopping_.load()) {
+      std::this_thread::sleep_for(kYieldStep);
+      waited += kYieldStep;
+    }
+  }
+  if (data.size() > end - *pos) data = data.substr(0, end - *pos);
+  IMGFS_RETURN_IF_ERROR(PwriteAll(fd_.get(), data, *pos));
+  *pos += data.size();
+  bytes_fetched_.fetch_add(data.size(), std::memory_order_relaxed);
+  uint32_t upto = *done;
+  while (upto < seg_last && piece_begin_[upto + 1] <= *pos) ++upto;
+  if (upto > *done) {
+    complete(upto, Status::Ok());
+    StoreReadyChunks(*done);
+  }
+  return Status::Ok();
 }
 
 void IndexedRemoteData::StoreReadyChunks(uint32_t frontier) {

@@ -71,6 +71,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <future>
 #include <list>
 #include <memory>
@@ -197,8 +198,18 @@ class IndexedRemoteData : public FileDataSource {
 
   void Submit(std::vector<Task> tasks);
   void WorkerLoop();
+  // Runs a task; never throws (an exception fails the task's pieces, as fs/fetcher.cc).
   void RunTask(Task& task);
-  void RunStream(uint32_t from, bool background);
+  // One ranged read of the task's pieces into the sparse copy (tried twice on demand).
+  Status FetchPieces(const Task& task);
+  // The streaming pass; the first error that stopped it (its claimed pieces are failed).
+  Status RunStream(uint32_t from, bool background);
+  // The streaming pass's sink: writes `data` at *pos (segment ends at `end`, piece
+  // `seg_last`), completes the pieces it finished through `complete` (from *done on) and
+  // stores the chunks they complete. A background pass first yields to on-demand fetches.
+  Status StreamSink(std::string_view data, bool background, uint64_t end, uint32_t seg_last,
+                    uint64_t* pos, const uint32_t* done,
+                    const std::function<void(uint32_t, const Status&)>& complete);
   // Marks pieces [first, first + promises.size()) present (ok) or missing and completes them.
   void Finish(uint32_t first, const std::vector<Promise>& promises, const Status& status);
   // Streaming pass: verifies and stores the unverified chunks whose pieces all lie before

@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <random>
 #include <string>
 #include <thread>
@@ -78,6 +79,10 @@ class MemorySource : public registry::BlobSource {
     }
     if (delay_ms.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
     requests.fetch_add(1);
+    int throws = throw_count.load();
+    while (throws > 0 && !throw_count.compare_exchange_weak(throws, throws - 1)) {
+    }
+    if (throws > 0) throw std::bad_alloc();
     if (r.offset >= blob_.size()) return std::string();
     std::string out = blob_.substr(r.offset, r.length);
     bytes.fetch_add(out.size());
@@ -85,11 +90,25 @@ class MemorySource : public registry::BlobSource {
     while (left > 0 && !corrupt.compare_exchange_weak(left, left - 1)) {
     }
     if (!out.empty() && left != 0) out[out.size() / 2] ^= 0x5a;
+    {
+      std::scoped_lock lock(mu_);
+      for (auto& [at, times] : flips_) {
+        if (times > 0 && at >= r.offset && at < r.offset + out.size()) {
+          out[at - r.offset] ^= 0x5a;
+          --times;
+        }
+      }
+    }
     return out;
   }
   Result<std::vector<std::string>> ListTags() override { return Status::Unsupported("no tags"); }
   std::string Describe() const override { return "memory source"; }
 
+  // Flips blob byte `offset` in the next `times` answers that hold it.
+  void FlipAt(uint64_t offset, int times) {
+    std::scoped_lock lock(mu_);
+    flips_.emplace_back(offset, times);
+  }
   void Hang() {
     std::scoped_lock lock(mu_);
     hang_ = true;
@@ -119,6 +138,7 @@ class MemorySource : public registry::BlobSource {
   std::atomic<uint64_t> bytes{0};
   std::atomic<int> corrupt{0};  // answers to corrupt; < 0: all
   std::atomic<int> delay_ms{0};
+  std::atomic<int> throw_count{0};  // answers that throw std::bad_alloc instead
 
  private:
   const std::string blob_;
@@ -126,6 +146,7 @@ class MemorySource : public registry::BlobSource {
   std::condition_variable hang_cv_;
   bool hang_ = false;                                  // guarded by mu_
   std::vector<std::pair<uint64_t, uint64_t>> ranges_;  // guarded by mu_
+  std::vector<std::pair<uint64_t, int>> flips_;        // guarded by mu_
 };
 
 std::string RandomBytes(size_t n, uint32_t seed) {
@@ -510,6 +531,94 @@ TEST_P(IndexedFetcherTest, CorruptBytesAreFetchedAgainThenFailAsCorrupt) {
   r = data->Read(big, kChunkBytes, 4096);
   ASSERT_TRUE(r.has_value()) << r.error().ToString();
   EXPECT_EQ(*r, want);
+}
+
+// A source throwing (bad_alloc on a worker) fails that fetch, not the process; the next
+// read fetches again and succeeds.
+TEST_P(IndexedFetcherTest, AnExceptionInAFetchFailsOnlyThatFetch) {
+  std::shared_ptr<MemorySource> source;
+  auto data = Open(&source, Quiet());
+  ASSERT_NE(data, nullptr);
+  const FileEntry& big = layer_.Entry("data/big.bin");
+  source->throw_count = 1;
+  Result<std::string> r = data->Read(big, 0, 4096);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kInternal) << r.error().ToString();
+  r = data->Read(big, 0, 4096);
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ(*r, layer_.files["data/big.bin"].substr(0, 4096));
+}
+
+// An exception inside the streaming pass fails the pieces it claimed (their readers fetch
+// them instead of waiting forever) and ends the pass so that it can be started again.
+TEST_P(IndexedFetcherTest, AnExceptionInTheStreamReleasesItsPiecesAndItCanRestart) {
+  IndexedRemoteData::Options options;
+  options.fetch_timeout = std::chrono::milliseconds(10000);
+  std::shared_ptr<MemorySource> source;
+  auto data = Open(&source, options, store_);
+  ASSERT_NE(data, nullptr);
+  source->throw_count = 1;
+  data->StartBackgroundFetch();
+  ASSERT_TRUE(data->WaitIdle(std::chrono::seconds(30)));
+  EXPECT_FALSE(data->streamed()) << "a failed pass is not marked as started";
+  EXPECT_EQ(data->present_bytes(), 0u);
+  const auto start = Clock::now();
+  EXPECT_EQ(ReadFile(*data, layer_, "etc/small0"), layer_.files["etc/small0"]);
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(5)) << "the read waited for the pass";
+  data->StartBackgroundFetch();
+  ASSERT_TRUE(data->WaitIdle(std::chrono::seconds(30)));
+  EXPECT_TRUE(data->streamed());
+  EXPECT_EQ(data->present_bytes(), layer_.blob.size());
+  for (const std::string& path : layer_.order) {
+    EXPECT_EQ(ReadFile(*data, layer_, path), layer_.files[path]) << path;
+  }
+}
+
+// Chunks A and B share a piece (a tar block). B fails verification once (a bad byte of its
+// own), so its pieces, the shared one included, are fetched again, and that refetch carries
+// a bad byte of A. A, verified before and no longer in memory, must not be served from the
+// rewritten bytes unchecked.
+TEST(IndexedFetcherSharedPieceTest, ARefetchOfSharedPiecesUnverifiesTheirOtherChunks) {
+  ScratchDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  TestLayer layer = BuildLayer(LayerFormat::kTar, dir.path());
+  ASSERT_NE(layer.index, nullptr);
+  const FileEntry& big = layer.Entry("data/big.bin");
+  ASSERT_GE(big.chunk_count, 2u);
+  const Chunk& a = layer.index->chunks[big.first_chunk];
+  const Chunk& b = layer.index->chunks[big.first_chunk + 1];
+  const uint64_t block = LayerReader::Options().block_bytes;
+  const uint64_t a_last = big.payload_offset + a.file_offset + a.size - 1;
+  const uint64_t b_last = big.payload_offset + b.file_offset + b.size - 1;
+  ASSERT_EQ(a_last / block, (a_last + 1) / block) << "A and B must share a block";
+  ASSERT_NE(a_last / block, b_last / block) << "B must have a block of its own";
+
+  IndexedRemoteData::Options options;
+  options.readahead = false;
+  options.streaming = false;
+  options.memory_cache_bytes = 0;  // A leaves memory at once
+  auto source = std::make_shared<MemorySource>(layer.blob);
+  auto data = IndexedRemoteData::Create(source, layer.index, dir.path() + "/tmp", nullptr, options);
+  ASSERT_TRUE(data.has_value()) << data.error().ToString();
+  const std::string& want = layer.files["data/big.bin"];
+  Result<std::string> r = (*data)->Read(big, a.file_offset, a.size);
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  ASSERT_EQ(*r, want.substr(a.file_offset, a.size));
+
+  source->FlipAt(b_last, 1);  // B's first fetch (its own block) is bad
+  source->FlipAt(a_last, 1);  // the refetch of B's blocks (the shared one too) breaks A
+  const int before = source->requests.load();
+  r = (*data)->Read(big, b.file_offset, b.size);
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ(*r, want.substr(b.file_offset, b.size));
+  ASSERT_EQ(source->requests.load(), before + 2) << "B fetched, then fetched again";
+
+  // A again: verified anew (its bad byte is found, its pieces fetched once more), never the
+  // rewritten bytes unchecked.
+  r = (*data)->Read(big, a.file_offset, a.size);
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ(*r, want.substr(a.file_offset, a.size)) << "a chunk was served unverified";
+  EXPECT_EQ(source->requests.load(), before + 3);
 }
 
 // A registry serving the layer blob at /v2/demo/blobs/<digest>: Range honoured (206) unless
