@@ -46,18 +46,20 @@
 //    Unavailable (EIO) while the fetch goes on, bounded by the source's own timeouts. Chunks
 //    already present or stored are still served; a later read of a missing piece fetches it.
 //  - Errors: an on-demand fetch is tried twice; read-ahead and streaming once, and a reader
-//    that was waiting on them fetches the piece itself (once). A chunk that fails
+//    that was waiting on them fetches the piece itself (once). An exception on a worker
+//    (bad_alloc) fails the task's claimed pieces like any error; a streaming pass that
+//    failed may be started again (switch or StartBackgroundFetch). A chunk that fails
 //    verification has its pieces fetched once more (a fresh LayerReader decodes them) before
 //    the read fails with Corrupt.
 //
 // Verification: every chunk a read returns is checked against its sha256 from the index
-// (LayerReader::ReadChunk) before the read is answered, or comes verified from the chunk
-// store; a mismatch is Corrupt (EIO). The layer digest itself cannot be checked without all of
-// its bytes: this mode trusts the index as far as its chain goes (a published index: the
-// artifact's `subject` is the image manifest, the index blob's digest is the artifact's, the
-// index names this layer and carries its own checksum — FindPublishedIndexes checks all of
-// that) and every file byte against the index's chunk digests. Chunks without a digest (none
-// are built by imgfs) are unverified and never stored.
+// (LayerReader::ReadChunk) before the read is answered (again when it left the memory
+// cache), or comes verified from the chunk store or the memory cache; a mismatch is Corrupt (EIO).
+// The layer digest itself cannot be checked without all of its bytes: this mode trusts the index as
+// far as its chain goes (a published index: the artifact's `subject` is the image manifest, the
+// index blob's digest is the artifact's, the index names this layer and carries its own checksum —
+// FindPublishedIndexes checks all of that) and every file byte against the index's chunk digests.
+// Chunks without a digest (none are built by imgfs) are unverified and never stored.
 //
 // Thread-safety: Read, Stats, StartBackgroundFetch and WaitIdle may be called from any number
 // of threads. mu_ is a leaf lock never held across network or disk I/O. The destructor stops
@@ -221,7 +223,8 @@ class IndexedRemoteData : public FileDataSource {
   // The current reader of the sparse copy.
   std::shared_ptr<LayerReader> Reader();
   // After chunk `id` failed verification: forgets its present pieces (they are fetched
-  // again) and starts a fresh reader.
+  // again), unverifies every chunk that shares one of them (verified again when read) and
+  // starts a fresh reader.
   void Invalidate(uint32_t id);
 
   ChunkData Recent(uint32_t id);

@@ -3,7 +3,9 @@
 // many pieces) through their IndexBuilder index and a counting in-memory BlobSource. Every
 // test checks the bytes read against the files written, and the requests the source saw:
 // chunk-store reuse, growing read-ahead, single flight, the streaming switch (each byte
-// fetched once), the fetch deadline against a hanging source, background fetch, corruption.
+// fetched once), the fetch deadline against a hanging source, background fetch (also in
+// segments from a registry), corruption (also of pieces two chunks share), exceptions on the
+// workers.
 #include "fs/indexed_fetcher.h"
 
 #include <stdlib.h>
