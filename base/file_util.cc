@@ -101,13 +101,15 @@ Status SyncParentDir(const std::string& path) {
   return Status::Ok();
 }
 
-Status WriteFileAtomic(const std::string& path, std::string_view data, mode_t mode) {
+Status WriteFileAtomic(const std::string& path, std::string_view data, mode_t mode,
+                       Durability durability) {
+  const bool sync = durability == Durability::kSynced;
   std::string tmp = path + TempSuffix();
   {
     IMGFS_ASSIGN_OR_RETURN(UniqueFd fd,
                            OpenFile(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
     Status st = WriteAll(fd.get(), data);
-    if (st.ok() && ::fsync(fd.get()) != 0) st = Status::FromErrno(errno, "fsync " + tmp);
+    if (st.ok() && sync && ::fsync(fd.get()) != 0) st = Status::FromErrno(errno, "fsync " + tmp);
     if (st.ok() && fd.Close() != 0) st = Status::FromErrno(errno, "close " + tmp);
     if (!st.ok()) {
       ::unlink(tmp.c_str());
@@ -119,7 +121,7 @@ Status WriteFileAtomic(const std::string& path, std::string_view data, mode_t mo
     ::unlink(tmp.c_str());
     return st;
   }
-  return SyncParentDir(path);
+  return sync ? SyncParentDir(path) : Status::Ok();
 }
 
 Status MakeDirs(const std::string& path, mode_t mode) {

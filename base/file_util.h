@@ -3,7 +3,10 @@
 //
 // WriteFileAtomic writes to a temporary file in the same directory, fsyncs it, renames it
 // over the target and fsyncs the directory: a crash leaves the old file or the new one,
-// never a mix. Thread-safety: stateless; safe from any thread.
+// never a mix. With Durability::kUnsynced it skips both fsyncs: readers still never see a
+// partly written file, but after a crash (power loss, not a process crash) the file may be
+// missing or truncated — only for files whose readers verify them (the chunk store).
+// Thread-safety: stateless; safe from any thread.
 #ifndef IMGFS_BASE_FILE_UTIL_H_
 #define IMGFS_BASE_FILE_UTIL_H_
 
@@ -20,8 +23,11 @@ namespace imgfs {
 // Reads the whole file at `path`. NotFound if it does not exist.
 Result<std::string> ReadFile(const std::string& path);
 
+enum class Durability { kSynced, kUnsynced };
+
 // Atomically replaces `path` with `data` (mode `mode`, before umask).
-Status WriteFileAtomic(const std::string& path, std::string_view data, mode_t mode = 0644);
+Status WriteFileAtomic(const std::string& path, std::string_view data, mode_t mode = 0644,
+                       Durability durability = Durability::kSynced);
 
 // mkdir -p. OK if the directory already exists.
 Status MakeDirs(const std::string& path, mode_t mode = 0755);

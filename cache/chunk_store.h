@@ -4,7 +4,8 @@
 // uncompressed bytes. The same chunk in two layers or two images is one file. Files are
 // written atomically (temp file + rename, base/file_util.h WriteFileAtomic), so readers see a
 // whole chunk or none, and several processes may share the store without locks: two writers
-// of one chunk write the same bytes.
+// of one chunk write the same bytes. They are not fsynced: after a power loss a chunk may be
+// missing or truncated, which Get detects (below) and the reader fetches it again.
 //
 // Verification: Put refuses bytes that do not match the digest; Get re-hashes what it reads
 // and treats a mismatch (a corrupt or truncated file) as absent: the file is deleted and

@@ -27,6 +27,9 @@ TEST_F(FileUtilTest, AtomicWriteReplacesAndLeavesNoTemp) {
   ASSERT_TRUE(WriteFileAtomic(path, "one").ok());
   ASSERT_TRUE(WriteFileAtomic(path, "two", 0600).ok());
   EXPECT_EQ(*ReadFile(path), "two");
+  // Unsynced: the same atomic replacement, without the fsyncs.
+  ASSERT_TRUE(WriteFileAtomic(path, "three", 0600, Durability::kUnsynced).ok());
+  EXPECT_EQ(*ReadFile(path), "three");
   struct stat st {};
   ASSERT_EQ(stat(path.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
