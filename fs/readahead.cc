@@ -33,6 +33,14 @@ bool ReadAheadWindow::Record(uint32_t first, uint32_t last, const Length& length
 bool ReadAheadWindow::Ahead(uint32_t last, uint32_t count, const Length& length, uint32_t* from,
                             uint32_t* to) {
   *from = std::max(last + 1, ahead_end_);
+  *to = *from;
+  // Top up only once less than half a window is scheduled ahead of the read: a reader that
+  // advances one small chunk at a time must not cost one small request per chunk.
+  uint64_t scheduled = 0;
+  for (uint32_t p = last + 1; p < ahead_end_ && p < count; ++p) {
+    scheduled += length(p);
+    if (scheduled >= window_bytes_ / 2) return false;
+  }
   uint64_t budget = 0;
   uint32_t end = last + 1;
   while (end < count) {

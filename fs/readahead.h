@@ -33,7 +33,9 @@ class ReadAheadWindow {
 
   // For a sequential read that ended at `last`: positions [*from, *to) to fetch ahead — the
   // window's worth of bytes after `last` (at least one position; `count` positions in all),
-  // less what was scheduled before. Marks them scheduled. false when there is nothing new.
+  // less what was scheduled before. Nothing while at least half a window is still scheduled
+  // ahead of `last`, so each top-up is at least half a window (small chunks would otherwise
+  // cost a request each). Marks them scheduled. false when there is nothing new.
   bool Ahead(uint32_t last, uint32_t count, const Length& length, uint32_t* from, uint32_t* to);
 
   int full_windows() const { return full_windows_; }

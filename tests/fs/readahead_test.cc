@@ -22,16 +22,14 @@ TEST(ReadAheadWindowTest, SequentialReadsDoubleTheWindowUpToTheCap) {
   ReadAheadWindow w(1 * kUnit, 8 * kUnit);
   EXPECT_FALSE(w.Record(0, 0, kLength));           // the first read is not sequential
   EXPECT_EQ(Ahead(w, 0), std::make_pair(1u, 2u));  // the minimum window: one position
-  std::vector<uint32_t> ahead;
-  uint32_t pos = 1;
-  for (int i = 0; i < 6; ++i) {
-    ASSERT_TRUE(w.Record(pos, pos, kLength)) << i;
-    auto [from, to] = Ahead(w, pos);
-    ahead.push_back(to - pos - 1);  // positions ahead of the read
-    pos = pos + 1;
+  std::vector<uint32_t> ahead;                     // positions scheduled ahead of each read
+  for (uint32_t pos = 1; pos <= 8; ++pos) {
+    ASSERT_TRUE(w.Record(pos, pos, kLength)) << pos;
+    Ahead(w, pos);
+    ahead.push_back(w.ahead_end() - pos - 1);
   }
-  // 2, 4, 8 MiB, then capped at 8.
-  EXPECT_EQ(ahead, (std::vector<uint32_t>{2, 4, 8, 8, 8, 8}));
+  // 2, 4, 8 MiB; then capped at 8, topped up whenever less than half of it is left.
+  EXPECT_EQ(ahead, (std::vector<uint32_t>{2, 4, 8, 7, 6, 5, 4, 8}));
 }
 
 TEST(ReadAheadWindowTest, ASeekResetsTheWindowAndForgetsWhatWasScheduled) {
@@ -56,15 +54,19 @@ TEST(ReadAheadWindowTest, SlightlyOutOfOrderReadsStaySequential) {
   EXPECT_FALSE(w.Record(20 - ReadAheadWindow::kSequentialSlack - 1, 11, kLength));
 }
 
-TEST(ReadAheadWindowTest, NothingIsScheduledTwice) {
+TEST(ReadAheadWindowTest, TopsUpInBatchesOfAtLeastHalfAWindowAndNothingTwice) {
   ReadAheadWindow w(4 * kUnit, 4 * kUnit);
   w.Record(0, 0, kLength);
   ASSERT_TRUE(w.Record(1, 1, kLength));
   EXPECT_EQ(Ahead(w, 1), std::make_pair(2u, 6u));
+  // 3 and then 2 positions (of 4) still ahead: nothing new, not one small request per read.
   ASSERT_TRUE(w.Record(2, 2, kLength));
-  EXPECT_EQ(Ahead(w, 2), std::make_pair(6u, 7u));  // only the new position
+  EXPECT_EQ(Ahead(w, 2), std::make_pair(0u, 0u));
   ASSERT_TRUE(w.Record(3, 3, kLength));
-  EXPECT_EQ(Ahead(w, 3), std::make_pair(7u, 8u));
+  EXPECT_EQ(Ahead(w, 3), std::make_pair(0u, 0u));
+  // Less than half left: a batch up to a full window ahead, none of it scheduled before.
+  ASSERT_TRUE(w.Record(4, 4, kLength));
+  EXPECT_EQ(Ahead(w, 4), std::make_pair(6u, 9u));
   // At the end of the positions nothing is left.
   uint32_t from = 0;
   uint32_t to = 0;
