@@ -2,9 +2,10 @@
 # Builds and runs every test: what CI runs (.ci/run calls exactly this).
 #
 #   scripts/test.sh            setup, then plain, asan (+ fuzz), tsan
-#   scripts/test.sh plain      one configuration only (plain | asan | tsan | fuzz | format)
+#   scripts/test.sh plain      one configuration only (plain | unit | asan | tsan | fuzz | format)
 #
-# plain: every label (unit, integration, e2e, fuzz-replay) with gcc.
+# plain: every label (unit, integration, e2e, hostile, fuzz-replay) with gcc.
+# unit:  the unit tests alone with gcc (the quick loop; scripts/check.sh adds the format check).
 # asan:  every label under AddressSanitizer + UndefinedBehaviorSanitizer (clang).
 # fuzz:  each libFuzzer target (from the asan build) for a bounded time over its corpus.
 # tsan:  unit tests (stress tests included) under ThreadSanitizer.
@@ -40,8 +41,10 @@ run_ctest() {  # config, ctest args...
   if [ "$p" -eq 0 ]; then failures+=("$config: no test ran"); failed=$((failed + 1)); fi
 }
 
+timings=()
 for config in "${configs[@]}"; do
   echo "=== $config ==="
+  started=$SECONDS
   case "$config" in
     format)
       if scripts/format.sh --check; then passed=$((passed + 1)); else
@@ -49,6 +52,9 @@ for config in "${configs[@]}"; do
     plain)
       if scripts/build.sh plain; then run_ctest plain; else
         failed=$((failed + 1)); failures+=("plain: build failed"); fi ;;
+    unit)
+      if scripts/build.sh plain; then run_ctest plain -L unit; else
+        failed=$((failed + 1)); failures+=("unit: build failed"); fi ;;
     asan)
       export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
       export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -82,9 +88,11 @@ for config in "${configs[@]}"; do
         failed=$((failed + 1)); failures+=("tsan: build failed"); fi ;;
     *) echo "unknown configuration $config"; exit 2 ;;
   esac
+  timings+=("$config $((SECONDS - started)) s")
 done
 
 echo
+for t in "${timings[@]}"; do echo "time: $t"; done
 for f in "${failures[@]}"; do echo "FAILED: $f"; done
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ ${#failures[@]} -eq 0 ]

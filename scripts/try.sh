@@ -2,8 +2,8 @@
 # The imgfs demo on a fresh Debian 12 machine:
 #   1. installs the dependencies (scripts/setup.sh) and builds (scripts/build.sh plain);
 #   2. starts Debian's docker-registry on a free 127.0.0.1 port (temporary config and storage);
-#   3. pushes a small demo image to it (the shared `tiny` fixture when ../shared/fixtures
-#      exists beside the repository, else an image built here from busybox-static with umoci);
+#   3. pushes a small demo image to it (the `tiny` test fixture of tests/fixtures: three
+#      layers with whiteouts, hardlinks, xattrs, a setuid file; see its README.md);
 #   4. `imgfs pull`s it into a temporary store, then `imgfs images` and `imgfs inspect`;
 #   5. mounts it, lists it and unmounts it.
 # Everything it starts is stopped, and everything it creates removed, on exit.
@@ -67,25 +67,8 @@ curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null || {
 echo "registry at 127.0.0.1:$port (pid $registry_pid)"
 
 say "Preparing a demo image"
-fixtures=$repo/../shared/fixtures
-if [ -d "$fixtures/tiny-gzip" ]; then
-  layout=$fixtures/tiny-gzip
-  echo "using the shared fixture $layout"
-else
-  layout=$work/layout
-  echo "building one from busybox-static with umoci into $layout"
-  rootless=()
-  [ "$(id -u)" -ne 0 ] && rootless=(--rootless)
-  umoci init --layout "$layout"
-  umoci new --image "$layout:latest"
-  umoci unpack "${rootless[@]}" --image "$layout:latest" "$work/bundle"
-  mkdir -p "$work/bundle/rootfs/bin" "$work/bundle/rootfs/etc"
-  cp /bin/busybox "$work/bundle/rootfs/bin/busybox"
-  ln -s busybox "$work/bundle/rootfs/bin/sh"
-  printf 'NAME="imgfs demo"\nID=imgfs-demo\n' >"$work/bundle/rootfs/etc/os-release"
-  umoci repack --image "$layout:latest" "$work/bundle"
-  umoci config --image "$layout:latest" --config.cmd /bin/sh --os linux --architecture amd64
-fi
+layout=$repo/tests/fixtures/tiny-gzip
+echo "using the test fixture $layout"
 
 image=127.0.0.1:$port/demo/app:1.0
 say "Pushing it: skopeo copy oci:$layout:latest docker://$image"

@@ -34,7 +34,7 @@
 namespace imgfs::testing {
 namespace {
 
-const std::string kFixtures = std::string(IMGFS_SOURCE_DIR) + "/../shared/fixtures";
+const std::string kFixtures = std::string(IMGFS_FIXTURES_DIR);
 const std::string kImgfs = IMGFS_BINARY;
 
 // Files of the `tiny` image read in every case, with the sha256 of their content

@@ -43,7 +43,7 @@ namespace {
 
 using std::chrono::milliseconds;
 
-const std::string kFixtures = std::string(IMGFS_SOURCE_DIR) + "/../shared/fixtures";
+const std::string kFixtures = std::string(IMGFS_FIXTURES_DIR);
 const std::string kImgfs = IMGFS_BINARY;
 // /data/random.bin of the `tiny` image: 1 576 960 incompressible bytes in layer 1.
 constexpr uint64_t kRandomSize = 1576960;

@@ -241,7 +241,7 @@ class PublishedFixtureTest : public ::testing::TestWithParam<std::string> {};
 TEST_P(PublishedFixtureTest, LazyMountEqualsTheExpectedListing) {
   ASSERT_EQ(access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is needed for mount tests";
   ASSERT_EQ(geteuid(), 0u) << "mount tests run as root";
-  const std::string fixtures = std::string(IMGFS_SOURCE_DIR) + "/../shared/fixtures";
+  const std::string fixtures = std::string(IMGFS_FIXTURES_DIR);
   TempDir dir;
   ASSERT_TRUE(MakeDirs(dir.Sub("mnt")).ok());
   auto reg = RegistryServer::Start();

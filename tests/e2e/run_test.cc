@@ -33,7 +33,7 @@
 namespace imgfs::testing {
 namespace {
 
-const std::string kFixtures = std::string(IMGFS_SOURCE_DIR) + "/../shared/fixtures";
+const std::string kFixtures = std::string(IMGFS_FIXTURES_DIR);
 const std::string kImgfs = IMGFS_BINARY;
 
 // Applets the test images link to /bin/busybox.

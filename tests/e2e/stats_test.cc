@@ -31,7 +31,7 @@ namespace {
 using nlohmann::json;
 using ::testing::HasSubstr;
 
-const std::string kFixtures = std::string(IMGFS_SOURCE_DIR) + "/../shared/fixtures";
+const std::string kFixtures = std::string(IMGFS_FIXTURES_DIR);
 const std::string kImgfs = IMGFS_BINARY;
 
 int64_t DuSb(const std::string& dir) {

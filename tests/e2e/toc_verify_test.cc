@@ -29,7 +29,7 @@
 namespace imgfs::testing {
 namespace {
 
-const std::string kFixtures = std::string(IMGFS_SOURCE_DIR) + "/../shared/fixtures";
+const std::string kFixtures = std::string(IMGFS_FIXTURES_DIR);
 const std::string kImgfs = IMGFS_BINARY;
 constexpr char kRandomSha[] = "b352facbb4d47b2624c165c80047e487c3a60b0370ec4599a70d0a94f1036f9d";
 

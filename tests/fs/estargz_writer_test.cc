@@ -1,7 +1,7 @@
 // Tests of the eStargz writer (fs/convert/layer_writer.h): round trips through the project's
 // own eStargz readers (footer, TOC, chunk decoding with digest verification), the blob as an
 // ordinary tar.gz, landmarks and prioritized files, determinism, and the TOC compared with
-// the one ctr-remote wrote for the same layers (shared fixtures).
+// the one ctr-remote wrote for the same layers (tests/fixtures).
 #include <zlib.h>
 
 #include <string>

@@ -1,5 +1,5 @@
 // imgfs — helpers for the fs/layer tests: the real image fixtures (OCI layouts made by umoci
-// and skopeo, see ../shared/fixtures/README.md), a minimal ustar writer and in-memory
+// and skopeo, see tests/fixtures/README.md), a minimal ustar writer and in-memory
 // gzip/zstd compressors for generated layers.
 #ifndef IMGFS_TESTS_FS_LAYER_TEST_UTIL_H_
 #define IMGFS_TESTS_FS_LAYER_TEST_UTIL_H_
@@ -22,7 +22,7 @@
 
 namespace imgfs::fs::testing {
 
-// The shared fixtures made by real tools: $IMGFS_FIXTURES_DIR, else beside the repository.
+// The image fixtures made by real tools (tests/fixtures): $IMGFS_FIXTURES_DIR, else the committed ones.
 inline std::string FixturesDir() {
   const char* env = std::getenv("IMGFS_FIXTURES_DIR");  // NOLINT(concurrency-mt-unsafe)
   if (env != nullptr && *env != '\0') return env;

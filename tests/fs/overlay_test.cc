@@ -445,7 +445,7 @@ std::vector<std::string> ListTree(const NodeTable& t) {
   return out;
 }
 
-// The shared fixtures made by real tools: $IMGFS_FIXTURES_DIR, else beside the repository.
+// The image fixtures made by real tools (tests/fixtures): $IMGFS_FIXTURES_DIR, else the committed ones.
 std::string FixturesDir() {
   const char* env = std::getenv("IMGFS_FIXTURES_DIR");  // NOLINT(concurrency-mt-unsafe)
   if (env != nullptr && *env != '\0') return env;
@@ -471,7 +471,7 @@ std::vector<std::string> ExpectedTiny() {
   return out;
 }
 
-// The three layers of `tiny` as ../shared/fixtures/README.md describes them.
+// The three layers of `tiny` as tests/fixtures/README.md describes them.
 std::vector<LayerIndex> TinyLayers() {
   const int64_t os_release = ParseTime("2001-02-03T04:05:06Z");
   std::vector<FileEntry> l1 = {

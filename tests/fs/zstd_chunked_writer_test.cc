@@ -3,7 +3,7 @@
 // readers (annotation and footer paths, chunk decoding with digest verification), the blob as
 // an ordinary tar+zstd stream equal to the input tar, frame boundaries, the tar-split stream,
 // determinism, the TOC fields and the chunk boundaries compared with the ones skopeo wrote
-// for the same layers (shared fixtures), dedup after an insertion, min/max bounds, zero runs,
+// for the same layers (tests/fixtures), dedup after an insertion, min/max bounds, zero runs,
 // and --prioritize order.
 #include <zstd.h>
 

@@ -30,7 +30,7 @@ constexpr char kRepo[] = "demo/app";
 constexpr char kUser[] = "alice";
 constexpr char kPassword[] = "s3cret-pass";
 
-// The shared fixtures made by real tools, beside the repository (../shared/fixtures).
+// The image fixtures made by real tools (tests/fixtures/README.md).
 std::string FixturesDir() { return IMGFS_FIXTURES_DIR; }
 
 class AuthIntegrationTest : public ::testing::Test {

@@ -25,7 +25,7 @@ using nlohmann::json;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-const std::string kFixtures = std::string(IMGFS_SOURCE_DIR) + "/../shared/fixtures";
+const std::string kFixtures = IMGFS_FIXTURES_DIR;
 const std::string kImgfs = IMGFS_BINARY;
 
 int64_t DuSb(const std::string& dir) {

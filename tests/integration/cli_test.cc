@@ -36,12 +36,7 @@ using ::testing::Not;
 
 constexpr const char* kFixtures = IMGFS_FIXTURES_DIR;
 
-std::string FixturesDir() {
-  // The shared fixtures live beside the repository (../shared/fixtures) on CI.
-  std::string beside = std::string(IMGFS_SOURCE_DIR) + "/../shared/fixtures";
-  if (access((beside + "/README.md").c_str(), F_OK) == 0) return beside;
-  return kFixtures;
-}
+std::string FixturesDir() { return kFixtures; }
 
 int FreePort() {
   int fd = socket(AF_INET, SOCK_STREAM, 0);

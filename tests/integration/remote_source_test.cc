@@ -41,7 +41,7 @@ using imgfs::testing::RegistryServer;
 using imgfs::testing::RegistryServerOptions;
 using Clock = std::chrono::steady_clock;
 
-// The shared fixtures made by real tools (see their README.md): $IMGFS_FIXTURES_DIR, else
+// The image fixtures made by real tools (tests/fixtures/README.md): $IMGFS_FIXTURES_DIR, else
 // the directory CMake names.
 std::string FixturesDir() {
   const char* dir = std::getenv("IMGFS_FIXTURES_DIR");  // NOLINT(concurrency-mt-unsafe)

@@ -1,5 +1,5 @@
 // Tests for registry::Digest and registry::Sha256 (OpenSSL EVP), against known vectors and the
-// content-addressed blobs of the shared fixtures.
+// content-addressed blobs of the image fixtures.
 #include "registry/digest.h"
 
 #include <filesystem>

@@ -1,5 +1,5 @@
 // Tests for manifest, index and image-config decoding, encoding and platform selection, on the
-// real manifests of the shared fixtures (written by umoci, skopeo, podman, ctr-remote) and on
+// real manifests of the image fixtures (written by umoci, skopeo, podman, ctr-remote) and on
 // hand-written Docker documents.
 #include "registry/manifest.h"
 

@@ -4,7 +4,7 @@
 // (07777), uid, gid, size, content (sha256 of regular files, symlink target, major:minor of
 // devices), mtime with nanoseconds, nlink, hardlink group (the sorted names sharing an inode)
 // and xattrs. The text form of an entry is the tab-separated line format of
-// ../shared/fixtures/list-tree.py, so a listing can be diffed against tiny.expected.txt.
+// tests/fixtures/list-tree.py, so a listing can be diffed against tiny.expected.txt.
 //
 // CompareTrees reports every difference in a readable list (empty = equal). It is the oracle
 // helper of the mount tests: the mounted tree against `umoci unpack` of the same image.
