@@ -65,22 +65,14 @@ elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 echo "== generating the image (256 MiB lower file + a tree of small files, 2 layers) and a source tree (${src_files} files, ~${src_mb} MB)"
-python3 - "$work/layout" "$work/src.tar" "$src_files" "$src_mb" <<'PY'
-import gzip, hashlib, io, json, os, random, sys, tarfile
+PYTHONPATH=$repo/scripts/bench python3 - "$work/layout" "$work/src.tar" "$src_files" "$src_mb" <<'PY'
+import io, os, random, sys, tarfile
+import oci_layout
 out, src_tar, nfiles, src_mb = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 rng = random.Random(20261127)
 
-def add_dirs(t, seen, path):
-    parts = path.split("/")
-    for k in range(1, len(parts)):
-        d = "/".join(parts[:k])
-        if d not in seen:
-            seen.add(d)
-            ti = tarfile.TarInfo(d); ti.type = tarfile.DIRTYPE; ti.mode = 0o755; ti.mtime = 1700000000
-            t.addfile(ti)
-
 def add_file(t, seen, path, data, mode=0o644):
-    add_dirs(t, seen, path)
+    oci_layout.add_dirs(t, seen, path, mtime=1700000000)
     ti = tarfile.TarInfo(path); ti.size = len(data); ti.mode = mode; ti.mtime = 1700000000
     t.addfile(ti, io.BytesIO(data))
 
@@ -100,13 +92,7 @@ with tarfile.open(src_tar, "w", format=tarfile.PAX_FORMAT) as t:
         n = max(1, int(n * scale))
         add_file(t, seen, f"src/mod{i // 400:03d}/sub{(i // 40) % 10}/f{i:05d}.c", rng.randbytes(n))
 
-os.makedirs(out + "/blobs/sha256", exist_ok=True)
-def blob(data):
-    h = hashlib.sha256(data).hexdigest()
-    with open(f"{out}/blobs/sha256/{h}", "wb") as f:
-        f.write(data)
-    return "sha256:" + h, len(data)
-layers, diff_ids = [], []
+tars = []
 for li in range(2):
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
@@ -118,22 +104,8 @@ for li in range(2):
         for i in range(4000):
             add_file(t, seen, f"usr/share/tree/d{i % 40:02d}/l{li}-{i:04d}.txt",
                      rng.randbytes(rng.randint(100, 4096)))
-    data = raw.getvalue()
-    diff_ids.append("sha256:" + hashlib.sha256(data).hexdigest())
-    d, n = blob(gzip.compress(data, compresslevel=1, mtime=0))
-    layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": n})
-config = {"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
-          "config": {"Cmd": ["/bin/sh"]}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}
-cd, cn = blob(json.dumps(config).encode())
-manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cn},
-            "layers": layers}
-md, mn = blob(json.dumps(manifest).encode())
-with open(out + "/oci-layout", "w") as f:
-    f.write('{"imageLayoutVersion":"1.0.0"}')
-with open(out + "/index.json", "w") as f:
-    json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-               "digest": md, "size": mn, "annotations": {"org.opencontainers.image.ref.name": "bench"}}]}, f)
+    tars.append(raw.getvalue())
+layers = oci_layout.write_layout(out, tars, gzip_level=1)
 print(f"source tree: {nfiles} files, {os.path.getsize(src_tar) / 1e6:.0f} MB tar; "
       f"image layers (gzip): " + ", ".join(f"{l['size'] / 1e6:.0f} MB" for l in layers))
 PY
@@ -142,7 +114,7 @@ echo "== preparing the lower dirs and the imgfs store"
 mkdir -p "$work/lower"
 lowers=()
 i=0
-for layer in $(python3 -c "import json;m=json.load(open('$work/layout/index.json'))['manifests'][0]['digest'].split(':')[1];print(' '.join(l['digest'].split(':')[1] for l in json.load(open('$work/layout/blobs/sha256/'+m))['layers']))"); do
+for layer in $(python3 scripts/bench/oci_layout.py layers "$work/layout"); do
   mkdir -p "$work/lower/$i"
   tar -xzf "$work/layout/blobs/sha256/$layer" -C "$work/lower/$i"
   lowers=("$work/lower/$i" "${lowers[@]}")

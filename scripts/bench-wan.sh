@@ -43,8 +43,9 @@ calc() { python3 -c "print(f'{$1:.2f}')"; }
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
 echo "== generating the image (${size_mb} MB of file data, 2 layers)"
-python3 - "$work/layout" "$size_mb" "$work/facts.json" <<'PY'
-import gzip, hashlib, io, json, os, random, sys, tarfile
+PYTHONPATH=$repo/scripts/bench python3 - "$work/layout" "$size_mb" "$work/facts.json" <<'PY'
+import io, json, os, random, sys, tarfile
+import oci_layout
 out, size_mb, facts_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rng = random.Random(20261127)
 words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9)))
@@ -70,50 +71,22 @@ while total < budget:
     d = f"usr/share/pkg{len(files) // 150:03d}"
     name = f"{d}/file{len(files):05d}" + (".txt" if n < (16 << 10) else ".bin")
     files.append((name, n)); total += n
-os.makedirs(out + "/blobs/sha256", exist_ok=True)
-def blob(data):
-    h = hashlib.sha256(data).hexdigest()
-    with open(f"{out}/blobs/sha256/{h}", "wb") as f:
-        f.write(data)
-    return "sha256:" + h, len(data)
 split = len(files) // 5  # layer 1: a fifth of the files, layer 2: the rest
-layers, diff_ids = [], []
-small = None
+tars = []
 for part in (files[:split], files[split:]):
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
         seen = set()
         for name, n in part:
-            parts = name.split("/")
-            for k in range(1, len(parts)):
-                d = "/".join(parts[:k])
-                if d not in seen:
-                    seen.add(d)
-                    ti = tarfile.TarInfo(d); ti.type = tarfile.DIRTYPE; ti.mode = 0o755
-                    ti.mtime = 1704067200
-                    t.addfile(ti)
+            oci_layout.add_dirs(t, seen, name, mtime=1704067200)
             data = text(n) if (n < (16 << 10) or rng.random() < 0.25) else rng.randbytes(n)
             ti = tarfile.TarInfo(name); ti.size = n; ti.mode = 0o644; ti.mtime = 1704067200
             t.addfile(ti, io.BytesIO(data))
-    data = raw.getvalue()
-    diff_ids.append("sha256:" + hashlib.sha256(data).hexdigest())
-    d, n = blob(gzip.compress(data, compresslevel=1, mtime=0))
-    layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": n})
+    tars.append(raw.getvalue())
+layers = oci_layout.write_layout(out, tars, gzip_level=1)
 # The small file read in (1): a text file in the middle of the big layer.
 mid = files[split + (len(files) - split) // 2:]
 small = next(name for name, n in mid if n < 4096)
-config = {"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
-          "config": {"Cmd": ["/bin/sh"]}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}
-cd, cn = blob(json.dumps(config).encode())
-manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cn},
-            "layers": layers}
-md, mn = blob(json.dumps(manifest).encode())
-with open(out + "/oci-layout", "w") as f:
-    f.write('{"imageLayoutVersion":"1.0.0"}')
-with open(out + "/index.json", "w") as f:
-    json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-               "digest": md, "size": mn, "annotations": {"org.opencontainers.image.ref.name": "bench"}}]}, f)
 small_size = dict(files)[small]
 json.dump({"files": len(files), "file_bytes": total, "small": small, "small_size": small_size,
            "layer_bytes": sum(l["size"] for l in layers)}, open(facts_path, "w"))

@@ -83,8 +83,9 @@ timeit() {  # prints the median seconds of $runs runs of "$@"
 }
 
 echo "== building the benchmark image (~${size_mb} MB of files, 4 layers)"
-python3 - "$work/layout" "$size_mb" <<'PY'
-import gzip, hashlib, io, json, os, sys, tarfile
+PYTHONPATH=$repo/scripts/bench python3 - "$work/layout" "$size_mb" <<'PY'
+import io, os, sys, tarfile
+import oci_layout
 out, size_mb = sys.argv[1], int(sys.argv[2])
 budget = size_mb << 20
 sources = ["/usr/share", "/usr/include", "/usr/lib/python3", "/usr/bin",
@@ -113,47 +114,20 @@ for src in sources:
             break
     if total >= budget:
         break
-os.makedirs(out + "/blobs/sha256", exist_ok=True)
-def blob(data):
-    h = hashlib.sha256(data).hexdigest()
-    with open(f"{out}/blobs/sha256/{h}", "wb") as f:
-        f.write(data)
-    return "sha256:" + h, len(data)
-layers, diff_ids = [], []
+tars = []
 per = (len(files) + 3) // 4
 for i in range(4):
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
         seen = set()
         for p in files[i * per:(i + 1) * per]:
-            parts = p.strip("/").split("/")
-            for k in range(1, len(parts)):
-                d = "/".join(parts[:k])
-                if d not in seen:
-                    seen.add(d)
-                    ti = tarfile.TarInfo(d); ti.type = tarfile.DIRTYPE; ti.mode = 0o755
-                    t.addfile(ti)
+            oci_layout.add_dirs(t, seen, p)
             try:
                 t.add(p, arcname=p.strip("/"), recursive=False)
             except OSError:
                 pass
-    data = raw.getvalue()
-    diff_ids.append("sha256:" + hashlib.sha256(data).hexdigest())
-    gz = gzip.compress(data, compresslevel=6, mtime=0)
-    d, n = blob(gz)
-    layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": n})
-config = {"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
-          "config": {"Cmd": ["/bin/sh"]}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}
-cd, cn = blob(json.dumps(config).encode())
-manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cn},
-            "layers": layers}
-md, mn = blob(json.dumps(manifest).encode())
-with open(out + "/oci-layout", "w") as f:
-    f.write('{"imageLayoutVersion":"1.0.0"}')
-with open(out + "/index.json", "w") as f:
-    json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-               "digest": md, "size": mn, "annotations": {"org.opencontainers.image.ref.name": "bench"}}]}, f)
+    tars.append(raw.getvalue())
+layers = oci_layout.write_layout(out, tars, gzip_level=6)
 print(f"{len(files)} files, {total / 1e6:.0f} MB of file data, layers (gzip): "
       + ", ".join(f"{l['size'] / 1e6:.0f} MB" for l in layers))
 PY
@@ -162,7 +136,7 @@ echo "== preparing peers"
 mkdir -p "$work/lower" "$work/mnt-ovl" "$work/mnt-fovl" "$work/mnt-imgfs" "$work/upper" "$work/work"
 lowers=()
 i=0
-for layer in $(python3 -c "import json;m=json.load(open('$work/layout/index.json'))['manifests'][0]['digest'].split(':')[1];print(' '.join(l['digest'].split(':')[1] for l in json.load(open('$work/layout/blobs/sha256/'+m))['layers']))"); do
+for layer in $(python3 scripts/bench/oci_layout.py layers "$work/layout"); do
   mkdir -p "$work/lower/$i"
   tar -xzf "$work/layout/blobs/sha256/$layer" -C "$work/lower/$i"
   lowers=("$work/lower/$i" "${lowers[@]}")
