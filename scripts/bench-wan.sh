@@ -40,7 +40,7 @@ trap cleanup EXIT
 
 now() { date +%s.%N; }
 calc() { python3 -c "print(f'{$1:.2f}')"; }
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+. scripts/lib/registry.sh  # start_registry, free_port
 
 echo "== generating the image (${size_mb} MB of file data, 2 layers)"
 PYTHONPATH=$repo/scripts/bench python3 - "$work/layout" "$size_mb" "$work/facts.json" <<'PY'
@@ -99,27 +99,13 @@ small_size=$(fact small_size)
 file_bytes=$(fact file_bytes)
 
 echo "== registry, WAN proxy (${delay_ms} ms each way, ${mbit} Mbit/s), converted images"
-reg_port=$(free_port)
-mkdir -p "$work/registry"
-cat >"$work/registry.yml" <<EOF
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $work/registry
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:$reg_port
-EOF
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-pids+=($!)
+start_registry "$work/registry" || exit 1
+pids+=("$REGISTRY_PID")
+reg_port=$REGISTRY_PORT
 wan_port=$(free_port)
 python3 scripts/wan_proxy.py "$wan_port" "127.0.0.1:$reg_port" --delay-ms "$delay_ms" \
   --mbit "$mbit" --stats "$work/wan.json" &
 pids+=($!)
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$reg_port/v2/" >/dev/null && break; sleep 0.1; done
 direct=127.0.0.1:$reg_port
 wan=127.0.0.1:$wan_port
 skopeo copy -q --dest-tls-verify=false "oci:$work/layout:bench" "docker://$direct/bench/gzip:1"

@@ -40,30 +40,10 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 say "Starting docker-registry on a free 127.0.0.1 port"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-mkdir -p "$work/registry"
-cat >"$work/registry/config.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $work/registry/storage
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:$port
-EOF
-/usr/bin/docker-registry serve "$work/registry/config.yml" >"$work/registry/log" 2>&1 &
-registry_pid=$!
-for _ in $(seq 1 100); do
-  if curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null 2>&1; then break; fi
-  sleep 0.1
-done
-curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null || {
-  echo "docker-registry did not start:"; cat "$work/registry/log"; exit 1; }
+. scripts/lib/registry.sh
+start_registry "$work/registry" || exit 1
+registry_pid=$REGISTRY_PID
+port=$REGISTRY_PORT
 echo "registry at 127.0.0.1:$port (pid $registry_pid)"
 
 say "Preparing a demo image"
