@@ -29,8 +29,8 @@ namespace {
 const std::string kImgfs = IMGFS_BINARY;
 
 const std::vector<std::string> kApplets = {
-    "sh",   "cat", "echo", "id", "ls",      "mkdir", "mknod", "mount", "head", "wc",
-    "grep", "mv",  "ln",   "rm", "unshare", "test",  "true",  "cut",   "tr",   "sed"};
+    "sh", "cat", "echo", "id",      "ls",   "mkdir", "mknod", "mount", "head", "wc",      "grep",
+    "mv", "ln",  "rm",   "unshare", "test", "true",  "cut",   "tr",    "sed",  "readlink"};
 
 // The helper: one static binary with a few modes that busybox has no applet for.
 constexpr const char* kHelperSource = R"C(
@@ -322,6 +322,33 @@ TEST_F(SecRunTest, NetworkNoneHasOnlyLoopbackHostHasTheHosts) {
   EXPECT_EQ(r.out, expected);
   r = Run({"--network", "bridge"}, "true");
   EXPECT_EQ(r.exit_code, 125) << r.Describe();
+}
+
+// The command shares no namespace with the host but the user and cgroup ones (and the
+// network one with --network host).
+TEST_F(SecRunTest, NamespacesAreTheContainersOwn) {
+  const std::vector<std::string> kinds = {"ipc", "uts", "net", "pid", "mnt"};
+  std::string script;
+  for (const std::string& k : kinds) script += "readlink /proc/self/ns/" + k + "; ";
+  auto host_ns = [](const std::string& kind) {
+    return std::filesystem::read_symlink("/proc/self/ns/" + kind).string();
+  };
+  for (bool host_network : {false, true}) {
+    ProcessResult r = Run(
+        host_network ? std::vector<std::string>{"--network", "host"} : std::vector<std::string>{},
+        script);
+    ASSERT_EQ(r.exit_code, 0) << r.Describe();
+    std::istringstream lines(r.out);
+    for (const std::string& k : kinds) {
+      std::string line;
+      ASSERT_TRUE(std::getline(lines, line)) << r.out;
+      if (k == "net" && host_network) {
+        EXPECT_EQ(line, host_ns(k));
+      } else {
+        EXPECT_NE(line, host_ns(k)) << k;
+      }
+    }
+  }
 }
 
 // Finding 11: ids past 32 bits used to be truncated (4294967296 → uid 0, root); 20+ digits
