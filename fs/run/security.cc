@@ -504,6 +504,17 @@ constexpr uint64_t kAfVsock = 40;
 // refuses without CAP_SYS_ADMIN (its mask 2114060288).
 constexpr uint64_t kCloneNamespaceFlags = 0x7E020000;
 
+// A comparison of the first system call argument (SCMP_A0 without the macro's partial
+// initializer).
+scmp_arg_cmp Arg0(scmp_compare op, uint64_t a, uint64_t b = 0) {
+  scmp_arg_cmp cmp{};
+  cmp.arg = 0;
+  cmp.op = op;
+  cmp.datum_a = a;
+  cmp.datum_b = b;
+  return cmp;
+}
+
 struct SeccompDeleter {
   void operator()(scmp_filter_ctx ctx) const { seccomp_release(ctx); }
 };
@@ -590,11 +601,9 @@ Result<std::vector<sock_filter>> CompileDefaultSeccompProfile(CapabilityMask cap
   }
   for (std::string_view name : kAllowed) IMGFS_RETURN_IF_ERROR(Allow(ctx.get(), name));
   for (uint64_t p : kPersonalities) {
-    IMGFS_RETURN_IF_ERROR(
-        Allow(ctx.get(), "personality", SCMP_ACT_ALLOW, {SCMP_A0(SCMP_CMP_EQ, p)}));
+    IMGFS_RETURN_IF_ERROR(Allow(ctx.get(), "personality", SCMP_ACT_ALLOW, {Arg0(SCMP_CMP_EQ, p)}));
   }
-  IMGFS_RETURN_IF_ERROR(
-      Allow(ctx.get(), "socket", SCMP_ACT_ALLOW, {SCMP_A0(SCMP_CMP_NE, kAfVsock)}));
+  IMGFS_RETURN_IF_ERROR(Allow(ctx.get(), "socket", SCMP_ACT_ALLOW, {Arg0(SCMP_CMP_NE, kAfVsock)}));
   for (const CapRule& rule : CapRules()) {
     if ((caps & Bit(rule.cap)) == 0) continue;
     for (std::string_view name : rule.names) IMGFS_RETURN_IF_ERROR(Allow(ctx.get(), name));
@@ -602,7 +611,7 @@ Result<std::vector<sock_filter>> CompileDefaultSeccompProfile(CapabilityMask cap
   if ((caps & Bit(kCapSysAdmin)) == 0) {
     // clone without namespace flags (x86/arm argument order: flags are argument 0).
     IMGFS_RETURN_IF_ERROR(Allow(ctx.get(), "clone", SCMP_ACT_ALLOW,
-                                {SCMP_A0(SCMP_CMP_MASKED_EQ, kCloneNamespaceFlags, 0)}));
+                                {Arg0(SCMP_CMP_MASKED_EQ, kCloneNamespaceFlags, 0)}));
     // clone3's flags are in memory a filter cannot read: ENOSYS makes libc use clone.
     IMGFS_RETURN_IF_ERROR(Allow(ctx.get(), "clone3", SCMP_ACT_ERRNO(ENOSYS)));
   }
