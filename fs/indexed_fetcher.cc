@@ -198,10 +198,16 @@ void IndexedRemoteData::SpanFor(uint64_t u0, uint64_t u1, uint64_t* begin, uint6
   const Checkpoint& first = cps[index_->CheckpointFor(u0)];
   *begin = first.compressed_offset > 0 ? first.compressed_offset - 1 : 0;  // the `bits` byte
   *end = size;  // past the last checkpoint: to the end (trailer included)
-  // The first checkpoint at or after u1 (binary search: this runs per chunk at mount), and
-  // not before `begin`. Both offsets grow with the checkpoint number.
-  auto it = std::lower_bound(cps.begin(), cps.end(), u1, [](const Checkpoint& cp, uint64_t off) {
-    return cp.uncompressed_offset < off;
+  // The first checkpoint strictly after u1 (binary search: this runs per chunk at mount), and
+  // not before `begin`. Both offsets grow with the checkpoint number. Strictly: a decoder
+  // whose output ends exactly at a deflate block end goes on to parse the next block's
+  // header (zlib does, without needing output space: an empty stored block's LEN/NLEN lie up
+  // to 5 bytes past the checkpoint, a dynamic block's header further), so when u1 is a
+  // checkpoint's offset (gzip cut by pigz/pgzip puts every checkpoint on a cache-block
+  // boundary) the bytes up to the next checkpoint must be here too. Past a checkpoint the
+  // decoder stops at the first symbol that needs output, which lies before the next one.
+  auto it = std::upper_bound(cps.begin(), cps.end(), u1, [](uint64_t off, const Checkpoint& cp) {
+    return off < cp.uncompressed_offset;
   });
   while (it != cps.end() && it->compressed_offset < *begin) ++it;
   if (it != cps.end()) *end = std::min(size, it->compressed_offset + 1);

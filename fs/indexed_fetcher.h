@@ -5,12 +5,24 @@
 // decompression checkpoints: gzip inflate state + 32 KiB window every few MiB, zstd frame
 // starts) is. A Read needs the uncompressed bytes of the chunks it overlaps (rounded to the
 // LayerReader's cache blocks); those lie between checkpoint i (the last at or before them)
-// and checkpoint j (the first at or after their end), so exactly the compressed span
+// and checkpoint j (the first strictly after their end), so the compressed span
 // [checkpoint_i.offset - 1, checkpoint_j.offset + 1) is needed (to the blob end after the
-// last checkpoint; a plain tar needs only the bytes themselves). Fetched bytes are written at
-// their own offsets into an unlinked sparse copy of the blob in STORE/tmp/, which an ordinary
-// LayerReader (no parked decoders, so no decoder ever holds bytes read before they were
-// fetched) decodes from the checkpoint.
+// last checkpoint; a plain tar needs only the bytes themselves). Strictly after: a decoder
+// whose output ends exactly at a deflate block end goes on to parse the next block's header
+// without needing output space, so when the end is itself a checkpoint (gzip cut by pigz or
+// pgzip puts every checkpoint on a cache-block boundary, right before an empty stored
+// block) the bytes past it are read too. Fetched bytes are written at their own offsets into
+// an unlinked sparse copy of the blob in STORE/tmp/, which an ordinary LayerReader (no parked
+// decoders, so no decoder ever holds bytes read before they were fetched) decodes from the
+// checkpoint.
+//
+// Invariant: every compressed byte a decode for chunk c reads lies in c's pieces
+// [chunk_first_piece_[c], chunk_last_piece_[c]), and those pieces are present (written, then
+// marked) before the decode starts; a piece's bytes are never rewritten with other bytes
+// while it is present (a refetch first marks it missing). So a decode never meets a hole of
+// the sparse copy, a chunk that fails verification failed on bytes of its own pieces, and
+// the refetch of exactly those pieces, decoded by a fresh LayerReader, replaces every byte
+// the bad decode used.
 //
 // The blob is cut into fixed *pieces*, the unit of fetching and bookkeeping: boundaries at
 // every checkpoint's offset - 1 and offset + 1 (so every span above is a whole number of
