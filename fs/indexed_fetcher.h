@@ -82,9 +82,9 @@
 // must be the file: same path, regular, same size, mode, uid and gid, payload at the same
 // offset (a payload that no header can precede — overlapping the previous file, off tar's
 // 512-byte grid — fails before anything is fetched). A mismatch is fetched once more (header
-// bytes are not covered by chunk digests),
-// then it is a Corrupt read (EIO) with a log line, and the index is dropped: every later read
-// of the layer fails the same way, and Options::on_index_mismatch is told once. Not checked:
+// bytes are not covered by chunk digests), then it is a Corrupt read (EIO) with a log line,
+// and the index is dropped: every later read of the layer fails the same way, and
+// Options::on_index_mismatch is told once. Not checked:
 // runs longer than kMaxHeaderRunBytes (said once in the log), and files whose chunks came
 // from the chunk store or memory while their headers were never fetched in this mount.
 //
