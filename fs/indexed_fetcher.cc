@@ -7,12 +7,14 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <limits>
 #include <utility>
 
 #include "base/log.h"
+#include "registry/tar_reader.h"
 
 namespace imgfs::fs {
 namespace {
@@ -36,6 +38,26 @@ Status PwriteAll(int fd, std::string_view data, uint64_t offset) {
   }
   return Status::Ok();
 }
+
+// Tar's record size: headers and payloads start at multiples of it.
+constexpr uint64_t kTarBlockBytes = 512;
+
+// A header run's bytes as a TarInput of unknown size, so that the run's last header (whose
+// payload lies past the run) is not refused as reaching beyond the input.
+class RunInput : public registry::TarInput {
+ public:
+  explicit RunInput(std::string_view data) : data_(data) {}
+  Result<std::string> Read(size_t n) override {
+    n = std::min(n, data_.size() - pos_);
+    std::string out(data_.substr(pos_, n));
+    pos_ += n;
+    return out;
+  }
+
+ private:
+  std::string_view data_;
+  size_t pos_ = 0;
+};
 
 LayerReader::Options ReaderOptions() {
   LayerReader::Options options;
@@ -150,6 +172,23 @@ IndexedRemoteData::IndexedRemoteData(std::shared_ptr<registry::BlobSource> sourc
   std::sort(by_offset.begin(), by_offset.end());
   for (const auto& [offset, id] : by_offset) chunk_order_.push_back(id);
 
+  // Header runs: from the previous regular file's padded end (tar order) to each payload.
+  uint64_t prev_end = 0;
+  for (uint32_t e = 0; e < index_->entries.size(); ++e) {
+    const FileEntry& entry = index_->entries[e];
+    if (entry.type != EntryType::kRegular) continue;
+    runs_.push_back(HeaderRun{entry.payload_offset, prev_end, e});
+    const uint64_t end =
+        entry.size > std::numeric_limits<uint64_t>::max() / 2 - entry.payload_offset
+            ? std::numeric_limits<uint64_t>::max() / 2  // absurd: no room anyway
+            : entry.payload_offset + entry.size;
+    prev_end = std::max(prev_end, (end + kTarBlockBytes - 1) / kTarBlockBytes * kTarBlockBytes);
+  }
+  std::stable_sort(runs_.begin(), runs_.end(), [](const HeaderRun& a, const HeaderRun& b) {
+    return a.payload_offset < b.payload_offset;
+  });
+  run_checked_.assign(runs_.size(), false);
+
   window_ = ReadAheadWindow(options_.readahead_min_bytes, options_.readahead_max_bytes);
   bytes_fetched_ = options_.index_bytes;
   requests_ = options_.index_requests;
@@ -198,10 +237,16 @@ void IndexedRemoteData::SpanFor(uint64_t u0, uint64_t u1, uint64_t* begin, uint6
   const Checkpoint& first = cps[index_->CheckpointFor(u0)];
   *begin = first.compressed_offset > 0 ? first.compressed_offset - 1 : 0;  // the `bits` byte
   *end = size;  // past the last checkpoint: to the end (trailer included)
-  // The first checkpoint at or after u1 (binary search: this runs per chunk at mount), and
-  // not before `begin`. Both offsets grow with the checkpoint number.
-  auto it = std::lower_bound(cps.begin(), cps.end(), u1, [](const Checkpoint& cp, uint64_t off) {
-    return cp.uncompressed_offset < off;
+  // The first checkpoint strictly after u1 (binary search: this runs per chunk at mount), and
+  // not before `begin`. Both offsets grow with the checkpoint number. Strictly: a decoder
+  // whose output ends exactly at a deflate block end goes on to parse the next block's
+  // header (zlib does, without needing output space: an empty stored block's LEN/NLEN lie up
+  // to 5 bytes past the checkpoint, a dynamic block's header further), so when u1 is a
+  // checkpoint's offset (gzip cut by pigz/pgzip puts every checkpoint on a cache-block
+  // boundary) the bytes up to the next checkpoint must be here too. Past a checkpoint the
+  // decoder stops at the first symbol that needs output, which lies before the next one.
+  auto it = std::upper_bound(cps.begin(), cps.end(), u1, [](uint64_t off, const Checkpoint& cp) {
+    return off < cp.uncompressed_offset;
   });
   while (it != cps.end() && it->compressed_offset < *begin) ++it;
   if (it != cps.end()) *end = std::min(size, it->compressed_offset + 1);
@@ -227,6 +272,10 @@ std::shared_ptr<LayerReader> IndexedRemoteData::Reader() {
 }
 
 void IndexedRemoteData::Invalidate(uint32_t id) {
+  InvalidatePieces(chunk_first_piece_[id], chunk_last_piece_[id]);
+}
+
+void IndexedRemoteData::InvalidatePieces(uint32_t first, uint32_t last) {
   // The sparse copy is unlinked: open it again through this process's descriptor.
   Result<std::unique_ptr<LayerReader>> fresh =
       LayerReader::Open("/proc/self/fd/" + std::to_string(fd_.get()), index_, ReaderOptions());
@@ -235,8 +284,6 @@ void IndexedRemoteData::Invalidate(uint32_t id) {
                         << ": cannot reopen the sparse copy: " << fresh.error().ToString();
   }
   std::scoped_lock lock(mu_);
-  const uint32_t first = chunk_first_piece_[id];
-  const uint32_t last = chunk_last_piece_[id];
   for (uint32_t p = first; p < last; ++p) {
     if (state_[p] != kPresent) continue;
     state_[p] = kMissing;
@@ -280,10 +327,30 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
   if (entry.type != EntryType::kRegular) {
     return Status::InvalidArgument("/" + entry.path + " is not a regular file");
   }
+  if (distrusted_.load()) {
+    return Status::Corrupt("layer " + index_->layer_digest.String() +
+                           ": its index does not match its tar headers; /" + entry.path +
+                           " is not served");
+  }
   if (offset >= entry.size || length == 0) return std::string();
   const uint64_t end = std::min<uint64_t>(entry.size, offset + length);
   if (uint64_t{entry.first_chunk} + entry.chunk_count > index_->chunks.size()) {
     return Status::Corrupt("/" + entry.path + ": chunk range outside the layer's chunk table");
+  }
+  // The file's header run, while it is unchecked (see "Tar headers" in the header).
+  int64_t run = RunOf(entry);
+  if (run >= 0) {
+    std::scoped_lock lock(mu_);
+    if (run_checked_[static_cast<size_t>(run)]) run = -1;
+  }
+  if (run >= 0) {
+    const HeaderRun& r = runs_[static_cast<size_t>(run)];
+    if (r.start + kTarBlockBytes > r.payload_offset || r.payload_offset % kTarBlockBytes != 0) {
+      // No room for a header before the payload, or a payload off tar's record grid.
+      return Distrust(entry, "its payload offset " + std::to_string(r.payload_offset) +
+                                 " cannot follow a tar header (the previous file ends at " +
+                                 std::to_string(r.start) + ")");
+    }
   }
   // The chunks overlapping [offset, end), and whether they cover it.
   std::vector<uint32_t> ids;
@@ -307,6 +374,7 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
     uint32_t last = 0;
     PiecesFor(begin, stop, &first, &last);
     Status st = EnsurePieces(entry, first, last, deadline);
+    if (st.ok()) st = MaybeCheckHeaders(entry, run, deadline);
     if (!st.ok()) {
       errors_.fetch_add(1, std::memory_order_relaxed);
       return st;
@@ -344,6 +412,16 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
       first = std::min(first, chunk_first_piece_[ids[i]]);
       last = std::max(last, chunk_last_piece_[ids[i]]);
     }
+    // A read of the file's first chunk fetches the header run along with it (its pieces
+    // adjoin, mostly they are the same); other reads check it only when it is here already.
+    uint32_t run_first = 0;
+    uint32_t run_last = 0;
+    const bool head = std::any_of(need.begin(), need.end(),
+                                  [&](size_t i) { return ids[i] == entry.first_chunk; });
+    if (attempt == 0 && head && run >= 0 &&
+        RunPieces(static_cast<size_t>(run), &run_first, &run_last) && run_last >= first) {
+      first = std::min(first, run_first);
+    }
     Status st = EnsurePieces(entry, first, last, deadline);
     if (!st.ok()) {
       errors_.fetch_add(1, std::memory_order_relaxed);
@@ -367,6 +445,10 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
       again.push_back(i);
     }
     need = std::move(again);
+  }
+  if (Status st = MaybeCheckHeaders(entry, run, deadline); !st.ok()) {
+    errors_.fetch_add(1, std::memory_order_relaxed);
+    return st;
   }
 
   std::string out;
@@ -422,7 +504,8 @@ Result<IndexedRemoteData::ChunkData> IndexedRemoteData::VerifyChunk(uint32_t id)
 }
 
 Status IndexedRemoteData::EnsurePieces(const FileEntry& entry, uint32_t first, uint32_t last,
-                                       std::chrono::steady_clock::time_point deadline) {
+                                       std::chrono::steady_clock::time_point deadline,
+                                       bool plan_readahead) {
   for (int pass = 0;; ++pass) {
     struct Wait {
       std::shared_future<Status> future;
@@ -441,7 +524,9 @@ Status IndexedRemoteData::EnsurePieces(const FileEntry& entry, uint32_t first, u
           waits.push_back(Wait{flight_[t.first + k], true});
         }
       }
-      if (pass == 0 && last > first) PlanReadAheadLocked(first, last - 1, &tasks);
+      if (plan_readahead && pass == 0 && last > first) {
+        PlanReadAheadLocked(first, last - 1, &tasks);
+      }
     }
     Submit(std::move(tasks));
 
@@ -470,6 +555,136 @@ Status IndexedRemoteData::EnsurePieces(const FileEntry& entry, uint32_t first, u
       return result;
     }
   }
+}
+
+int64_t IndexedRemoteData::RunOf(const FileEntry& entry) const {
+  auto it = std::lower_bound(
+      runs_.begin(), runs_.end(), entry.payload_offset,
+      [](const HeaderRun& r, uint64_t offset) { return r.payload_offset < offset; });
+  for (; it != runs_.end() && it->payload_offset == entry.payload_offset; ++it) {
+    const FileEntry& e = index_->entries[it->entry];
+    if (e.path == entry.path && e.size == entry.size) return it - runs_.begin();
+  }
+  return -1;
+}
+
+bool IndexedRemoteData::RunPieces(size_t run, uint32_t* first, uint32_t* last) const {
+  const HeaderRun& r = runs_[run];
+  if (r.start >= r.payload_offset || r.payload_offset - r.start > kMaxHeaderRunBytes) return false;
+  uint64_t begin = 0;
+  uint64_t end = 0;
+  SpanFor(r.start, r.payload_offset, &begin, &end);
+  PiecesFor(begin, end, first, last);
+  return true;
+}
+
+Status IndexedRemoteData::MaybeCheckHeaders(const FileEntry& entry, int64_t run,
+                                            std::chrono::steady_clock::time_point deadline) {
+  if (run < 0) return Status::Ok();
+  const size_t at = static_cast<size_t>(run);
+  const HeaderRun& r = runs_[at];
+  auto mark_checked = [&] {
+    std::scoped_lock lock(mu_);
+    run_checked_[at] = true;
+  };
+  uint32_t first = 0;
+  uint32_t last = 0;
+  if (!RunPieces(at, &first, &last)) {
+    if (!long_run_logged_.exchange(true)) {
+      IMGFS_LOG(kInfo) << "layer " << index_->layer_digest.String() << ": /" << entry.path
+                       << " follows " << (r.payload_offset - r.start)
+                       << " bytes of tar headers, more than the " << kMaxHeaderRunBytes / 1024
+                       << " KiB checked against the index";
+    }
+    mark_checked();
+    return Status::Ok();
+  }
+  {
+    std::scoped_lock lock(mu_);
+    if (run_checked_[at]) return Status::Ok();
+    for (uint32_t p = first; p < last; ++p) {
+      if (state_[p] != kPresent) return Status::Ok();  // not streamed past (yet)
+    }
+  }
+  Result<std::string> differs = CompareHeaders(entry, at);
+  if (differs.has_value() && differs->empty()) {
+    mark_checked();
+    return Status::Ok();
+  }
+  // Header bytes are covered by no chunk digest: bad bytes are fetched once more, through a
+  // fresh reader, before the index is blamed.
+  IMGFS_LOG(kWarning) << "layer " << index_->layer_digest.String() << ": the tar headers before /"
+                      << entry.path << " "
+                      << (differs.has_value() ? "do not match the index (" + *differs + ")"
+                                              : "cannot be read: " + differs.error().ToString())
+                      << "; fetching them again";
+  InvalidatePieces(first, last);
+  IMGFS_RETURN_IF_ERROR(EnsurePieces(entry, first, last, deadline, false));
+  differs = CompareHeaders(entry, at);
+  if (!differs.has_value()) return differs.error();
+  if (!differs->empty()) return Distrust(entry, *differs);
+  mark_checked();
+  return Status::Ok();
+}
+
+Result<std::string> IndexedRemoteData::CompareHeaders(const FileEntry& entry, size_t run) {
+  const HeaderRun& r = runs_[run];
+  IMGFS_ASSIGN_OR_RETURN(
+      std::string bytes,
+      Reader()->ReadStream(r.start, static_cast<size_t>(r.payload_offset - r.start)));
+  if (bytes.size() != r.payload_offset - r.start) {
+    return Status::Corrupt("layer " + index_->layer_digest.String() + ": tar stream ends at " +
+                           std::to_string(r.start + bytes.size()) + ", before /" + entry.path);
+  }
+  RunInput input(bytes);
+  registry::TarReader tar(&input);
+  for (;;) {
+    Result<std::optional<registry::TarEntry>> next = tar.Next();
+    if (!next.has_value()) return "the tar headers there are invalid: " + next.error().message();
+    if (!next->has_value()) return std::string("no tar header for it");
+    const registry::TarEntry& t = **next;
+    const uint64_t payload = r.start + t.payload_offset;
+    if (payload < r.payload_offset) continue;  // an entry before it (directory, link, ...)
+    if (payload > r.payload_offset) return std::string("no tar header ends at its payload offset");
+    std::string why;
+    auto differ = [&why](const std::string& field, const std::string& index_value,
+                         const std::string& tar_value) {
+      if (index_value == tar_value) return;
+      why += (why.empty() ? "" : ", ") + field + " " + index_value + " in the index, " + tar_value +
+             " in the tar";
+    };
+    differ("path", "/" + entry.path, "/" + t.name);
+    differ("type", "regular", t.type == registry::TarEntryType::kRegular ? "regular" : "other");
+    differ("size", std::to_string(entry.size), std::to_string(t.size));
+    auto octal = [](uint32_t mode) {
+      char buf[16];
+      std::snprintf(buf, sizeof(buf), "0%o", mode);
+      return std::string(buf);
+    };
+    differ("mode", octal(entry.mode), octal(t.mode & 07777));
+    differ("uid", std::to_string(entry.uid), std::to_string(t.uid));
+    differ("gid", std::to_string(entry.gid), std::to_string(t.gid));
+    return why;
+  }
+}
+
+Status IndexedRemoteData::Distrust(const FileEntry& entry, const std::string& why) {
+  Status st =
+      Status::Corrupt("layer " + index_->layer_digest.String() +
+                      ": its index does not match its tar headers at /" + entry.path + ": " + why);
+  if (!distrusted_.exchange(true)) {
+    IMGFS_LOG(kError) << st.message()
+                      << "; the index is dropped: reads of this layer fail (EIO) from now on";
+    if (options_.on_index_mismatch) {
+      try {
+        options_.on_index_mismatch(st);
+      } catch (const std::exception& e) {
+        IMGFS_LOG(kWarning) << "dropping the index of layer " << index_->layer_digest.String()
+                            << " failed: " << e.what();
+      }
+    }
+  }
+  return st;
 }
 
 void IndexedRemoteData::ClaimRunsLocked(uint32_t first, uint32_t last, Priority priority,

@@ -5,12 +5,24 @@
 // decompression checkpoints: gzip inflate state + 32 KiB window every few MiB, zstd frame
 // starts) is. A Read needs the uncompressed bytes of the chunks it overlaps (rounded to the
 // LayerReader's cache blocks); those lie between checkpoint i (the last at or before them)
-// and checkpoint j (the first at or after their end), so exactly the compressed span
+// and checkpoint j (the first strictly after their end), so the compressed span
 // [checkpoint_i.offset - 1, checkpoint_j.offset + 1) is needed (to the blob end after the
-// last checkpoint; a plain tar needs only the bytes themselves). Fetched bytes are written at
-// their own offsets into an unlinked sparse copy of the blob in STORE/tmp/, which an ordinary
-// LayerReader (no parked decoders, so no decoder ever holds bytes read before they were
-// fetched) decodes from the checkpoint.
+// last checkpoint; a plain tar needs only the bytes themselves). Strictly after: a decoder
+// whose output ends exactly at a deflate block end goes on to parse the next block's header
+// without needing output space, so when the end is itself a checkpoint (gzip cut by pigz or
+// pgzip puts every checkpoint on a cache-block boundary, right before an empty stored
+// block) the bytes past it are read too. Fetched bytes are written at their own offsets into
+// an unlinked sparse copy of the blob in STORE/tmp/, which an ordinary LayerReader (no parked
+// decoders, so no decoder ever holds bytes read before they were fetched) decodes from the
+// checkpoint.
+//
+// Invariant: every compressed byte a decode for chunk c reads lies in c's pieces
+// [chunk_first_piece_[c], chunk_last_piece_[c]), and those pieces are present (written, then
+// marked) before the decode starts; a piece's bytes are never rewritten with other bytes
+// while it is present (a refetch first marks it missing). So a decode never meets a hole of
+// the sparse copy, a chunk that fails verification failed on bytes of its own pieces, and
+// the refetch of exactly those pieces, decoded by a fresh LayerReader, replaces every byte
+// the bad decode used.
 //
 // The blob is cut into fixed *pieces*, the unit of fetching and bookkeeping: boundaries at
 // every checkpoint's offset - 1 and offset + 1 (so every span above is a whole number of
@@ -61,6 +73,21 @@
 // FindPublishedIndexes checks all of that) and every file byte against the index's chunk digests.
 // Chunks without a digest (none are built by imgfs) are unverified and never stored.
 //
+// Tar headers: the index is trusted only as far as its chain goes, so the tar headers that
+// the fetched stream carries past are checked against it too. Before a regular file's bytes
+// are first returned, when the pieces holding its *header run* (the headers between the
+// previous regular file's padded payload and its own: directories, links, PAX/GNU records,
+// its own header) are present — a read that fetches the file's first chunk fetches them too
+// when they adjoin — the run is decoded and parsed (registry::TarReader) and the last entry
+// must be the file: same path, regular, same size, mode, uid and gid, payload at the same
+// offset (a payload that no header can precede — overlapping the previous file, off tar's
+// 512-byte grid — fails before anything is fetched). A mismatch is fetched once more (header
+// bytes are not covered by chunk digests), then it is a Corrupt read (EIO) with a log line,
+// and the index is dropped: every later read of the layer fails the same way, and
+// Options::on_index_mismatch is told once. Not checked:
+// runs longer than kMaxHeaderRunBytes (said once in the log), and files whose chunks came
+// from the chunk store or memory while their headers were never fetched in this mount.
+//
 // Thread-safety: Read, Stats, StartBackgroundFetch and WaitIdle may be called from any number
 // of threads. mu_ is a leaf lock never held across network or disk I/O. The destructor stops
 // the workers (waiting for requests in progress; a stream stops at its next buffer) and fails
@@ -106,6 +133,10 @@ class IndexedRemoteData : public FileDataSource {
   // bounded: 64 MiB is ~2.7 s at 200 Mbit (well inside fetch_timeout), and one extra round
   // trip per 64 MiB costs under 1 % on a 20 ms link.
   static constexpr uint64_t kStreamSegmentBytes = 64 << 20;
+  // Longest header run checked before a file (see "Tar headers"): 1 MiB is ~2000 entries'
+  // headers in a row without a regular file between them; it bounds the memory and decoding
+  // one check costs.
+  static constexpr uint64_t kMaxHeaderRunBytes = 1 << 20;
 
   struct Options {
     // How long a Read waits for its bytes before failing with Unavailable (see fs/fetcher.h).
@@ -127,6 +158,9 @@ class IndexedRemoteData : public FileDataSource {
     // What the mount fetched for this layer's index (bytes, requests): counted in Stats().
     uint64_t index_bytes = 0;
     uint64_t index_requests = 0;
+    // Called once, without a lock held, when the index was found not to match the layer's tar
+    // headers (the Corrupt status says where): the owner drops its stored copy. May be empty.
+    std::function<void(const Status&)> on_index_mismatch;
   };
 
   // `index` (format tar, tar+gzip or tar+zstd) describes the blob index->layer_digest that
@@ -192,7 +226,7 @@ class IndexedRemoteData : public FileDataSource {
   // Makes pieces [first, last) present (fetching the missing ones, joining flights) and plans
   // read-ahead; waits until `deadline`.
   Status EnsurePieces(const FileEntry& entry, uint32_t first, uint32_t last,
-                      std::chrono::steady_clock::time_point deadline);
+                      std::chrono::steady_clock::time_point deadline, bool plan_readahead = true);
   // Under mu_: claims missing pieces of [first, last) into tasks of at most max_request_bytes.
   void ClaimRunsLocked(uint32_t first, uint32_t last, Priority priority, std::vector<Task>* tasks);
   // Under mu_: read-ahead bookkeeping for a read of pieces [first, last]; appends tasks.
@@ -227,6 +261,24 @@ class IndexedRemoteData : public FileDataSource {
   // starts a fresh reader.
   void Invalidate(uint32_t id);
 
+  // Forgets present pieces [first, last) (fetched again when needed) and starts a fresh
+  // reader; chunks verified from them are unverified.
+  void InvalidatePieces(uint32_t first, uint32_t last);
+
+  // Tar headers (see above). The position in runs_ of regular file `entry`, or -1.
+  int64_t RunOf(const FileEntry& entry) const;
+  // Pieces [*first, *last) holding run `run`'s headers; false when it is not checked (too long).
+  bool RunPieces(size_t run, uint32_t* first, uint32_t* last) const;
+  // Checks run `run` (of `entry`) when it is unchecked and its pieces are present; Corrupt
+  // (and the index dropped) on a mismatch that a refetch did not cure.
+  Status MaybeCheckHeaders(const FileEntry& entry, int64_t run,
+                           std::chrono::steady_clock::time_point deadline);
+  // Parses run `run` from the sparse copy: an error when it cannot be decoded, else "" when
+  // it ends with `entry`'s header, or what differs.
+  Result<std::string> CompareHeaders(const FileEntry& entry, size_t run);
+  // Drops the index (once): later reads fail; returns the Corrupt status for this one.
+  Status Distrust(const FileEntry& entry, const std::string& why);
+
   ChunkData Recent(uint32_t id);
   void Remember(uint32_t id, const ChunkData& data);
 
@@ -244,6 +296,12 @@ class IndexedRemoteData : public FileDataSource {
   std::vector<uint32_t> chunk_order_;        // chunk ids by uncompressed stream offset
   std::vector<uint32_t> chunk_first_piece_;  // chunk id → first piece of its span
   std::vector<uint32_t> chunk_last_piece_;   // chunk id → one past the last piece of its span
+  struct HeaderRun {
+    uint64_t payload_offset;  // of the regular file
+    uint64_t start;           // the previous regular file's padded end (0 for the first)
+    uint32_t entry;           // index in index_->entries
+  };
+  std::vector<HeaderRun> runs_;  // by payload offset
 
   std::atomic<uint64_t> present_bytes_{0};
   std::atomic<uint64_t> bytes_fetched_{0};
@@ -253,8 +311,10 @@ class IndexedRemoteData : public FileDataSource {
   std::atomic<uint64_t> errors_{0};
   std::atomic<bool> stream_started_{false};
   std::atomic<bool> stream_running_{false};
-  std::atomic<bool> stopping_{false};   // set with stop_, read without the lock
-  std::atomic<int> demand_running_{0};  // on-demand tasks queued or running
+  std::atomic<bool> stopping_{false};    // set with stop_, read without the lock
+  std::atomic<int> demand_running_{0};   // on-demand tasks queued or running
+  std::atomic<bool> distrusted_{false};  // the index did not match the tar headers
+  std::atomic<bool> long_run_logged_{false};
 
   // Leaf lock; never held across I/O.
   mutable std::mutex mu_;
@@ -267,6 +327,7 @@ class IndexedRemoteData : public FileDataSource {
   std::vector<uint8_t> state_;                      // guarded by mu_: PieceState by piece
   std::vector<std::shared_future<Status>> flight_;  // guarded by mu_: by piece, when in flight
   std::vector<bool> verified_;                      // guarded by mu_: by chunk id
+  std::vector<bool> run_checked_;                   // guarded by mu_: by position in runs_
   size_t store_cursor_ = 0;                         // guarded by mu_: in chunk_order_
   ReadAheadWindow window_{0, 0};                    // guarded by mu_; positions are piece numbers
 

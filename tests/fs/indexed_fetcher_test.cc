@@ -9,6 +9,7 @@
 #include "fs/indexed_fetcher.h"
 
 #include <stdlib.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <atomic>
@@ -742,6 +743,141 @@ TEST_P(IndexedFetcherTest, RegistryIgnoringRangeIsStreamedAtOnce) {
     EXPECT_EQ(ReadFile(**data, layer_, path), layer_.files[path]) << path;
   }
   EXPECT_EQ(registry.gets.load(), gets) << "reads after the stream fetched again";
+}
+
+// gzip cut the way parallel compressors cut it (pigz every 128 KiB, pgzip every 1 MiB): a sync
+// flush every `every` bytes of input ends a deflate block there and adds an empty stored block
+// (00 00 ff ff). The indexer's checkpoints then fall on those offsets, which are multiples of
+// the LayerReader's cache block.
+std::string GzipFlushedEvery(std::string_view data, size_t every) {
+  z_stream s{};
+  deflateInit2(&s, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+  std::string out(deflateBound(&s, data.size()) + 64 + (data.size() / every + 1) * 8, '\0');
+  s.next_out = reinterpret_cast<Bytef*>(out.data());
+  s.avail_out = static_cast<uInt>(out.size());
+  for (size_t at = 0; at < data.size();) {
+    const size_t n = std::min(every, data.size() - at);
+    s.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data() + at));
+    s.avail_in = static_cast<uInt>(n);
+    at += n;
+    deflate(&s, at < data.size() ? Z_SYNC_FLUSH : Z_FINISH);
+  }
+  out.resize(s.total_out);
+  deflateEnd(&s);
+  return out;
+}
+
+// A tar+gzip layer of many files (random and text-like, 1 KiB to 700 KiB, ~6 MiB in all),
+// flushed every 256 KiB, indexed with 512 KiB spans: every checkpoint but the first sits
+// exactly at a cache-block boundary, right before an empty stored block.
+TestLayer BuildFlushedGzipLayer(const std::string& dir) {
+  TestLayer layer;
+  std::mt19937 rng(7);
+  testing::TarWriter tar;
+  tar.Dir("usr/");
+  for (int i = 0; i < 40; ++i) {
+    const std::string path = "usr/f" + std::to_string(i);
+    const size_t size = 1024 + rng() % (700 << 10);
+    layer.files[path] = i % 3 == 0 ? testing::TextishBytes(size, i) : RandomBytes(size, 100 + i);
+    layer.order.push_back(path);
+    tar.File(path, layer.files[path]);
+  }
+  layer.blob = GzipFlushedEvery(tar.Finish(), 256 << 10);
+  const std::string path = dir + "/blob";
+  EXPECT_TRUE(testing::WriteWhole(path, layer.blob));
+  IndexOptions options;
+  options.chunk_size_bytes = kChunkBytes;
+  options.span_bytes = kSpanBytes;
+  options.expected_digest = Digest::Sha256Of(layer.blob);
+  Result<LayerIndex> index =
+      IndexBuilder::BuildFromFile(path, registry::media::kOciLayerGzip, options);
+  EXPECT_TRUE(index.has_value()) << index.error().ToString();
+  if (index.has_value()) layer.index = std::make_shared<const LayerIndex>(std::move(index).value());
+  std::filesystem::remove(path);
+  return layer;
+}
+
+// The checkpoints of `layer` at a cache-block boundary (not the first).
+int BlockAlignedCheckpoints(const TestLayer& layer) {
+  const uint64_t block = LayerReader::Options().block_bytes;
+  int n = 0;
+  for (const Checkpoint& cp : layer.index->checkpoints) {
+    if (cp.uncompressed_offset > 0 && cp.uncompressed_offset % block == 0) ++n;
+  }
+  return n;
+}
+
+// zlib, once its output buffer is full at the very end of a deflate block, goes on to parse the
+// next block's header (a stored block's LEN/NLEN lie up to 5 bytes past the checkpoint). When
+// a read's last cache block ended at a checkpoint, those bytes were past the span fetched for
+// it: the decoder met the hole of the sparse copy ("invalid stored block lengths"), the
+// refetch of the same span changed nothing, and the read failed with EIO.
+TEST(IndexedFetcherFlushedGzipTest, AReadEndingAtACheckpointFetchesWhatTheDecoderReads) {
+  ScratchDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  TestLayer layer = BuildFlushedGzipLayer(dir.path());
+  ASSERT_NE(layer.index, nullptr);
+  ASSERT_GE(BlockAlignedCheckpoints(layer), 4) << "the layout this test is about";
+  IndexedRemoteData::Options options;
+  options.readahead = false;
+  options.streaming = false;
+  for (const std::string& path : layer.order) {
+    // A fresh reader each time: no piece fetched for an earlier file hides the hole.
+    auto source = std::make_shared<MemorySource>(layer.blob);
+    auto data =
+        IndexedRemoteData::Create(source, layer.index, dir.path() + "/tmp", nullptr, options);
+    ASSERT_TRUE(data.has_value()) << data.error().ToString();
+    EXPECT_TRUE(ReadFile(**data, layer, path) == layer.files[path]) << path << " read wrong";
+    EXPECT_EQ((*data)->Stats().errors, 0u) << path;
+    EXPECT_TRUE(source->NoOverlaps()) << path << ": a byte was fetched twice";
+  }
+}
+
+// The whole layer read by several threads at once, with read-ahead and the streaming switch
+// on, a background pass running and a slow source: every file's bytes are right, and no read
+// failed.
+TEST(IndexedFetcherFlushedGzipTest, ConcurrentReadersStreamAndBackgroundPassReadEveryByte) {
+  ScratchDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  TestLayer layer = BuildFlushedGzipLayer(dir.path());
+  ASSERT_NE(layer.index, nullptr);
+  for (int round = 0; round < 3; ++round) {
+    auto source = std::make_shared<MemorySource>(layer.blob);
+    source->delay_ms = 20;
+    IndexedRemoteData::Options options;
+    options.readahead_min_bytes = 256 << 10;
+    options.max_request_bytes = 1 << 20;
+    auto data = IndexedRemoteData::Create(
+        source, layer.index, dir.path() + "/tmp",
+        std::make_shared<cache::ChunkStore>(dir.path() + "/store" + std::to_string(round)),
+        options);
+    ASSERT_TRUE(data.has_value()) << data.error().ToString();
+    if (round > 0) (*data)->StartBackgroundFetch();
+    constexpr int kReaders = 6;
+    std::atomic<int> wrong{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kReaders; ++t) {
+      threads.emplace_back([&, t] {
+        // Each thread walks the files in tar order from its own starting point.
+        for (size_t k = 0; k < layer.order.size(); ++k) {
+          const std::string& path =
+              layer.order[(k + t * layer.order.size() / kReaders) % layer.order.size()];
+          const FileEntry& e = layer.Entry(path);
+          std::string got;
+          for (uint64_t at = 0; at < e.size; at += 128 << 10) {
+            Result<std::string> part = (*data)->Read(e, at, 128 << 10);
+            if (!part.has_value()) break;
+            got += *part;
+          }
+          if (got != layer.files[path]) wrong.fetch_add(1);
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    EXPECT_EQ(wrong.load(), 0) << "round " << round;
+    EXPECT_EQ((*data)->Stats().errors, 0u) << "round " << round;
+    ASSERT_TRUE((*data)->WaitIdle(std::chrono::seconds(30)));
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, IndexedFetcherTest,

@@ -92,7 +92,7 @@ Result<BuiltImage> ImageBuilder::Add(const TestImageSpec& spec, const std::strin
   json layers = json::array();
   for (const TestLayer& layer : spec.layers) {
     IMGFS_ASSIGN_OR_RETURN(std::string tar, BuildLayerTar(layer));
-    std::string gz = GzipBytes(tar);
+    std::string gz = GzipBytes(tar, layer.gzip_flush_bytes);
     IMGFS_ASSIGN_OR_RETURN(Digest d, WriteBlob(gz));
     out.layer_digests.push_back(d);
     out.layer_sizes.push_back(static_cast<int64_t>(gz.size()));
@@ -185,17 +185,24 @@ Result<std::string> BuildLayerTar(const TestLayer& layer) {
   return out;
 }
 
-std::string GzipBytes(std::string_view data) {
+std::string GzipBytes(std::string_view data, size_t flush_bytes) {
   z_stream zs{};
   // windowBits 15 + 16: gzip wrapper with a default header (no name, mtime 0, OS unknown).
   deflateInit2(&zs, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
   std::string out;
-  out.resize(deflateBound(&zs, data.size()) + 64);
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
-  zs.avail_in = static_cast<uInt>(data.size());
+  // Each sync flush adds an empty stored block (5 bytes) and up to one byte of padding.
+  const size_t flushes = flush_bytes > 0 ? data.size() / flush_bytes + 1 : 0;
+  out.resize(deflateBound(&zs, data.size()) + 64 + flushes * 8);
   zs.next_out = reinterpret_cast<Bytef*>(out.data());
   zs.avail_out = static_cast<uInt>(out.size());
-  deflate(&zs, Z_FINISH);
+  size_t at = 0;
+  do {
+    const size_t n = flush_bytes > 0 ? std::min(flush_bytes, data.size() - at) : data.size();
+    zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data() + at));
+    zs.avail_in = static_cast<uInt>(n);
+    at += n;
+    deflate(&zs, at < data.size() ? Z_SYNC_FLUSH : Z_FINISH);
+  } while (at < data.size());
   out.resize(zs.total_out);
   deflateEnd(&zs);
   return out;

@@ -36,6 +36,10 @@ struct TestFile {
 
 struct TestLayer {
   std::vector<TestFile> files;
+  // When > 0, the gzip stream is sync-flushed after every `gzip_flush_bytes` bytes of tar, the
+  // way parallel compressors (pigz: 128 KiB, pgzip: 1 MiB) cut it: deflate blocks then end at
+  // those offsets, each followed by an empty stored block.
+  size_t gzip_flush_bytes = 0;
 };
 
 struct TestImageSpec {
@@ -83,8 +87,9 @@ class ImageBuilder {
 
 // The uncompressed tar of a layer (TarWriter; parents are not added implicitly).
 Result<std::string> BuildLayerTar(const TestLayer& layer);
-// Deterministic gzip (no file name, mtime 0).
-std::string GzipBytes(std::string_view data);
+// Deterministic gzip (no file name, mtime 0); sync-flushed every `flush_bytes` of input when
+// that is > 0 (see TestLayer::gzip_flush_bytes).
+std::string GzipBytes(std::string_view data, size_t flush_bytes = 0);
 
 // A one-layer image with the given files at top level ("name" → content), handy in tests.
 TestImageSpec SimpleImage(const std::map<std::string, std::string>& files);
