@@ -234,7 +234,9 @@ Result<LayerIndex> LayerIndex::Decode(std::string_view bytes) {
   if (!r.U32(&version)) return Bad(r, "truncated header");
   if (version < kLayerIndexOldestReadableVersion || version > kLayerIndexFormatVersion) {
     return Status::Corrupt("layer index: unsupported format version " + std::to_string(version) +
-                           " (expected " + std::to_string(kLayerIndexFormatVersion) + ")");
+                           " (this imgfs reads " +
+                           std::to_string(kLayerIndexOldestReadableVersion) + " to " +
+                           std::to_string(kLayerIndexFormatVersion) + ")");
   }
   LayerIndex index;
   std::string layer_digest, diff_id;
