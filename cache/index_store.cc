@@ -21,6 +21,29 @@ constexpr std::string_view kLandmarkPrefix = "imgfs-landmark 1 ";
 // A record longer than this is not ours (the longest valid one has 20 digits).
 constexpr size_t kMaxLandmarkRecordBytes = 64;
 
+// File-name infixes of the network-derived namespaces (index_store.h).
+constexpr std::string_view kTocInfix = ".toc-";
+constexpr std::string_view kImageInfix = ".image-";
+constexpr std::string_view kIndexSuffix = ".idx";
+constexpr size_t kHexDigits = 64;  // a sha256 digest in hex
+
+bool IsLowerHex64(std::string_view s) {
+  if (s.size() != kHexDigits) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+Status CheckKey(const IndexKey& key) {
+  if (key.layer.empty()) return Status::InvalidArgument("index store: empty layer digest");
+  if (key.kind != IndexKey::Kind::kLayerBlob && key.origin.algorithm() != "sha256") {
+    // The file name carries the origin's hex, which garbage collection parses as sha256.
+    return Status::InvalidArgument("index store: a network-derived index needs a sha256 origin");
+  }
+  return Status::Ok();
+}
+
 std::string ToHex(std::string_view raw) {
   static constexpr char kDigits[] = "0123456789abcdef";
   std::string out;
@@ -35,19 +58,66 @@ std::string ToHex(std::string_view raw) {
 
 IndexStore::IndexStore(std::string root) : root_(std::move(root)) {}
 
+std::string IndexStore::PathFor(const IndexKey& key) const {
+  std::string name = key.layer.hex();
+  switch (key.kind) {
+    case IndexKey::Kind::kLayerBlob:
+      break;
+    case IndexKey::Kind::kToc:
+      name += std::string(kTocInfix) + key.origin.hex();
+      break;
+    case IndexKey::Kind::kImage:
+      name += std::string(kImageInfix) + key.origin.hex();
+      break;
+  }
+  return root_ + "/indexes/" + name + std::string(kIndexSuffix);
+}
+
 std::string IndexStore::PathFor(const registry::Digest& layer) const {
-  return root_ + "/indexes/" + layer.hex() + ".idx";
+  return PathFor(IndexKey::LayerBlob(layer));
+}
+
+std::optional<IndexKey> IndexStore::KeyOfFileName(std::string_view name) {
+  if (!name.ends_with(kIndexSuffix)) return std::nullopt;
+  name.remove_suffix(kIndexSuffix.size());
+  if (name.size() < kHexDigits || !IsLowerHex64(name.substr(0, kHexDigits))) return std::nullopt;
+  auto layer = registry::Digest::Parse("sha256:" + std::string(name.substr(0, kHexDigits)));
+  if (!layer.has_value()) return std::nullopt;
+  std::string_view rest = name.substr(kHexDigits);
+  if (rest.empty()) return IndexKey::LayerBlob(*layer);
+  IndexKey::Kind kind;
+  if (rest.starts_with(kTocInfix)) {
+    kind = IndexKey::Kind::kToc;
+    rest.remove_prefix(kTocInfix.size());
+  } else if (rest.starts_with(kImageInfix)) {
+    kind = IndexKey::Kind::kImage;
+    rest.remove_prefix(kImageInfix.size());
+  } else {
+    return std::nullopt;
+  }
+  if (!IsLowerHex64(rest)) return std::nullopt;
+  auto origin = registry::Digest::Parse("sha256:" + std::string(rest));
+  if (!origin.has_value()) return std::nullopt;
+  return IndexKey{std::move(layer).value(), kind, std::move(origin).value()};
+}
+
+Status IndexStore::Put(const IndexKey& key, std::string_view encoded) const {
+  IMGFS_RETURN_IF_ERROR(CheckKey(key));
+  IMGFS_RETURN_IF_ERROR(MakeDirs(root_ + "/indexes"));
+  return WriteFileAtomic(PathFor(key), encoded);
 }
 
 Status IndexStore::Put(const registry::Digest& layer, std::string_view encoded) const {
-  if (layer.empty()) return Status::InvalidArgument("index store: empty layer digest");
-  IMGFS_RETURN_IF_ERROR(MakeDirs(root_ + "/indexes"));
-  return WriteFileAtomic(PathFor(layer), encoded);
+  return Put(IndexKey::LayerBlob(layer), encoded);
 }
 
 Result<std::string> IndexStore::Get(const registry::Digest& layer) const {
-  if (layer.empty()) return Status::InvalidArgument("index store: empty layer digest");
-  std::string path = PathFor(layer);
+  return Get(IndexKey::LayerBlob(layer));
+}
+
+Result<std::string> IndexStore::Get(const IndexKey& key) const {
+  IMGFS_RETURN_IF_ERROR(CheckKey(key));
+  std::string path = PathFor(key);
   Result<std::string> data = ReadFile(path);
   if (!data.has_value()) return data.error();
   std::string_view bytes = *data;
@@ -59,6 +129,15 @@ Result<std::string> IndexStore::Get(const registry::Digest& layer) const {
     return Status::Corrupt("index " + path + ": checksum mismatch");
   }
   return data;
+}
+
+Status IndexStore::Remove(const IndexKey& key) const {
+  IMGFS_RETURN_IF_ERROR(CheckKey(key));
+  const std::string path = PathFor(key);
+  if (std::remove(path.c_str()) != 0 && errno != ENOENT) {
+    return Status::FromErrno(errno, "remove " + path);
+  }
+  return Status::Ok();
 }
 
 Status IndexStore::Remove(const registry::Digest& layer) const {

@@ -1,5 +1,19 @@
-// imgfs — IndexStore: the derived per-layer indexes of the local store, `indexes/<hex>.idx`
-// under the store root (one file per layer blob digest).
+// imgfs — IndexStore: the derived per-layer indexes of the local store, under
+// `indexes/` in the store root.
+//
+// Indexes are kept apart by where they came from (IndexKey), because that decides who may use
+// them (fs::IndexProvenance, docs/SECURITY.md):
+//   indexes/<layer hex>.idx                  built by a pass over the layer's own blob, whose
+//                                            digest was verified: good for every image with
+//                                            that layer (LoadOrBuildIndex)
+//   indexes/<layer hex>.toc-<toc hex>.idx    from an eStargz / zstd:chunked TOC fetched from a
+//                                            registry and verified against TOC digest <toc>:
+//                                            only for layer descriptors naming that TOC digest
+//   indexes/<layer hex>.image-<manifest hex>.idx
+//                                            an imgfs index published for image manifest
+//                                            <manifest>: only for lazy mounts of that image
+// A lookup names the key it may use; an index derived from the network can never answer a
+// lookup for the layer's own index or for another image's key.
 //
 // The files hold fs::LayerIndex encodings (fs/layer/layer_index.h). This module does not
 // depend on fs/, so it checks only the framing every version shares: the magic "IMGFSIDX" at
@@ -15,39 +29,78 @@
 // the blob offset of an eStargz layer's `.prefetch.landmark`, found in the TOC, so that
 // `--prefetch=landmarks` works on every mount, not only on the one that fetched the TOC.
 // It sits beside the index as indexes/<hex>.landmark, one text line
-// "imgfs-landmark 1 <decimal offset>\n". Like the index it is a function of the layer digest
-// (content addressed), so a record outliving its index is never wrong, only a few bytes.
+// "imgfs-landmark 1 <decimal offset>\n", per layer digest. It is only a prefetch hint (which
+// chunks to fetch early; every chunk is still checked against the TOC in use), so a record
+// from another TOC of the same layer costs at most some useless prefetching, never content.
 //
 // Thread-safety: stateless apart from the root path; safe from any thread and process.
 #ifndef IMGFS_CACHE_INDEX_STORE_H_
 #define IMGFS_CACHE_INDEX_STORE_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "base/status.h"
 #include "registry/digest.h"
 
 namespace imgfs::cache {
 
+// Which stored index: the layer's own (built from its verified blob), or one derived from
+// the network for a given TOC digest or image manifest.
+struct IndexKey {
+  enum class Kind : uint8_t {
+    kLayerBlob,  // indexes/<layer>.idx
+    kToc,        // indexes/<layer>.toc-<origin>.idx, origin = the TOC digest
+    kImage,      // indexes/<layer>.image-<origin>.idx, origin = the image manifest digest
+  };
+  registry::Digest layer;
+  Kind kind = Kind::kLayerBlob;
+  registry::Digest origin;  // empty for kLayerBlob
+
+  static IndexKey LayerBlob(registry::Digest layer) {
+    return {std::move(layer), Kind::kLayerBlob, {}};
+  }
+  static IndexKey Toc(registry::Digest layer, registry::Digest toc) {
+    return {std::move(layer), Kind::kToc, std::move(toc)};
+  }
+  static IndexKey Image(registry::Digest layer, registry::Digest manifest) {
+    return {std::move(layer), Kind::kImage, std::move(manifest)};
+  }
+  bool operator==(const IndexKey&) const = default;
+};
+
 class IndexStore {
  public:
   // `root` is the store root (the directory holding oci-layout and indexes/).
   explicit IndexStore(std::string root);
 
-  // root/indexes/<hex>.idx
+  // The file of `key` (see the file comment); the Digest forms mean IndexKey::LayerBlob.
+  std::string PathFor(const IndexKey& key) const;
   std::string PathFor(const registry::Digest& layer) const;
 
-  // Atomically writes the encoded index of `layer` (creates indexes/ if needed).
-  // InvalidArgument for an empty digest.
+  // The key a file name of indexes/ stands for ("<hex>.idx", "<hex>.toc-<hex>.idx",
+  // "<hex>.image-<hex>.idx"); nullopt for any other name (side records, temporaries).
+  static std::optional<IndexKey> KeyOfFileName(std::string_view name);
+
+  // Atomically writes the encoded index of `key` (creates indexes/ if needed).
+  // InvalidArgument for an empty layer digest, or an origin that is not a sha256 digest for a
+  // kToc / kImage key.
+  Status Put(const IndexKey& key, std::string_view encoded) const;
   Status Put(const registry::Digest& layer, std::string_view encoded) const;
 
-  // The encoded index of `layer`. NotFound when absent; Corrupt when the framing (magic,
-  // trailing checksum) is wrong; Io on read errors.
+  // The encoded index of `key`. NotFound when absent; Corrupt when the framing (magic,
+  // trailing checksum) is wrong; Io on read errors. The caller still checks that the decoded
+  // index says the same provenance as the key (a file is only as good as its name).
+  Result<std::string> Get(const IndexKey& key) const;
   Result<std::string> Get(const registry::Digest& layer) const;
 
-  // Removes the index of `layer` and its side records; OK if there were none.
+  // Removes the index of `key`; OK if there was none.
+  Status Remove(const IndexKey& key) const;
+
+  // Removes the layer's own index (kLayerBlob) and its side records; OK if there were none.
   Status Remove(const registry::Digest& layer) const;
 
   // root/indexes/<hex>.landmark

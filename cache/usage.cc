@@ -11,6 +11,7 @@
 #include <ctime>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 #include <system_error>
 #include <unordered_map>
@@ -160,13 +161,25 @@ struct FileInfo {
   int64_t mtime = 0;
 };
 
+// The index files of one layer (IndexStore: its own, and the network-derived ones keyed by a
+// TOC digest or an image manifest).
+struct LayerIndexFiles {
+  struct File {
+    std::string name;  // under indexes/
+    IndexKey key;
+    int64_t size = 0;
+  };
+  std::vector<File> files;
+  int64_t size = 0;  // all of them
+};
+
 // Every file of the store, classified.
 struct Inventory {
-  std::unordered_map<std::string, FileInfo> blobs;         // hex → blobs/sha256/<hex>
-  std::unordered_map<std::string, FileInfo> indexes;       // hex → indexes/<hex>.idx
-  std::unordered_map<std::string, FileInfo> landmarks;     // hex → indexes/<hex>.landmark
-  std::unordered_map<std::string, FileInfo> chunks;        // hex → chunks/xx/<hex>
-  std::vector<std::pair<std::string, int64_t>> chunk_tmp;  // stray files in chunks/, mtime
+  std::unordered_map<std::string, FileInfo> blobs;           // hex → blobs/sha256/<hex>
+  std::unordered_map<std::string, LayerIndexFiles> indexes;  // layer hex → indexes/<hex>*.idx
+  std::unordered_map<std::string, FileInfo> landmarks;       // hex → indexes/<hex>.landmark
+  std::unordered_map<std::string, FileInfo> chunks;          // hex → chunks/xx/<hex>
+  std::vector<std::pair<std::string, int64_t>> chunk_tmp;    // stray files in chunks/, mtime
   int64_t container_bytes = 0;
   // containers/<name> → bytes of that entry's tree (the entry itself included).
   std::unordered_map<std::string, int64_t> container_entry_bytes;
@@ -224,9 +237,12 @@ Result<Inventory> TakeInventory(const Store& store) {
     FileInfo info{st.st_size, st.st_mtim.tv_sec};
     if (path.starts_with(blobs_dir) && path.size() == blobs_dir.size() + 64 && IsHex64(name)) {
       inv.blobs[name] = info;
-    } else if (path.starts_with(idx_dir) && name.size() == 68 && name.ends_with(".idx") &&
-               path.size() == idx_dir.size() + 68 && IsHex64(name.substr(0, 64))) {
-      inv.indexes[name.substr(0, 64)] = info;
+    } else if (std::optional<IndexKey> key = IndexStore::KeyOfFileName(name);
+               key.has_value() && path.starts_with(idx_dir) &&
+               path.size() == idx_dir.size() + name.size()) {
+      LayerIndexFiles& layer = inv.indexes[key->layer.hex()];
+      layer.files.push_back({name, std::move(key).value(), info.size});
+      layer.size += info.size;
     } else if (path.starts_with(idx_dir) && name.size() == 73 && name.ends_with(".landmark") &&
                path.size() == idx_dir.size() + 73 && IsHex64(name.substr(0, 64))) {
       inv.landmarks[name.substr(0, 64)] = info;
@@ -259,25 +275,23 @@ struct Model {
   std::vector<LeaseInfo> leases;
 };
 
-// Chunks named by the stored index of layer `hex` (cached per layer).
+// Chunks named by the stored index file `file` (cached per file name).
 const std::vector<std::string>& ChunksOfIndex(
-    const Store& store, const UsageOptions& options, const std::string& hex,
+    const Store& store, const UsageOptions& options, const LayerIndexFiles::File& file,
     std::unordered_map<std::string, std::vector<std::string>>* cache) {
-  auto [it, inserted] = cache->try_emplace(hex);
+  auto [it, inserted] = cache->try_emplace(file.name);
   if (!inserted || !options.chunk_lister) return it->second;
-  auto digest = Digest::Parse("sha256:" + hex);
-  if (!digest.has_value()) return it->second;
   IndexStore index_store(store.root());
-  Result<std::string> bytes = index_store.Get(*digest);
+  Result<std::string> bytes = index_store.Get(file.key);
   if (!bytes.has_value()) {
     if (bytes.error().code() != StatusCode::kNotFound) {
-      IMGFS_LOG(kInfo) << "store scan: index of " << hex << ": " << bytes.error().ToString();
+      IMGFS_LOG(kInfo) << "store scan: index " << file.name << ": " << bytes.error().ToString();
     }
     return it->second;
   }
   Result<std::vector<Digest>> listed = options.chunk_lister(*bytes);
   if (!listed.has_value()) {
-    IMGFS_LOG(kInfo) << "store scan: index of " << hex << ": " << listed.error().ToString();
+    IMGFS_LOG(kInfo) << "store scan: index " << file.name << ": " << listed.error().ToString();
     return it->second;
   }
   for (const Digest& d : *listed) {
@@ -291,6 +305,7 @@ const std::vector<std::string>& ChunksOfIndex(
 Model BuildModel(const Store& store, const std::vector<ImageRecord>& records,
                  std::vector<LeaseInfo> leases, const Inventory& inv, const UsageOptions& options,
                  std::unordered_map<std::string, std::vector<std::string>>* index_cache) {
+  // index_cache: chunk hexes by index file name.
   Model model;
   model.leases = std::move(leases);
   std::map<std::string, size_t> by_id;        // config hex → image
@@ -344,9 +359,17 @@ Model BuildModel(const Store& store, const std::vector<ImageRecord>& records,
       }
     }
     for (const std::string& hex : img.reach.hexes) {
-      if (inv.indexes.count(hex) == 0) continue;
-      for (const std::string& c : ChunksOfIndex(store, options, hex, index_cache)) {
-        img.chunks.insert(c);
+      auto files = inv.indexes.find(hex);
+      if (files == inv.indexes.end()) continue;
+      for (const LayerIndexFiles::File& file : files->second.files) {
+        // An index published for another image serves that image only (and goes with it).
+        if (file.key.kind == IndexKey::Kind::kImage &&
+            img.reach.hexes.count(file.key.origin.hex()) == 0) {
+          continue;
+        }
+        for (const std::string& c : ChunksOfIndex(store, options, file, index_cache)) {
+          img.chunks.insert(c);
+        }
       }
     }
   }
@@ -426,19 +449,30 @@ Status SweepLocked(Store& store, const UsageOptions& options, const Model& model
     }
   }
   report->blobs_deleted += static_cast<int>(blobs_deleted);
-  // 2. Indexes of layers no image has.
+  // 2. Indexes of layers no image has, and indexes published for an image that is gone (an
+  // image's published index serves no other image, index_store.h).
   IndexStore index_store(store.root());
-  std::vector<std::string> stale_indexes;
-  for (const auto& [hex, info] : inv->indexes) {
-    if (keep.blobs.count(hex) == 0) stale_indexes.push_back(hex);
+  std::vector<std::string> emptied;
+  for (auto& [hex, layer] : inv->indexes) {
+    const bool layer_kept = keep.blobs.count(hex) != 0;
+    std::vector<LayerIndexFiles::File> kept;
+    for (LayerIndexFiles::File& file : layer.files) {
+      const bool stale = !layer_kept || (file.key.kind == IndexKey::Kind::kImage &&
+                                         keep.blobs.count(file.key.origin.hex()) == 0);
+      if (!stale) {
+        kept.push_back(std::move(file));
+        continue;
+      }
+      int64_t n = 0;
+      IMGFS_RETURN_IF_ERROR(
+          Unlink(store.root() + "/indexes/" + file.name, file.size, &report->bytes_freed, &n));
+      report->indexes_deleted += static_cast<int>(n);
+      layer.size -= file.size;
+    }
+    layer.files = std::move(kept);
+    if (layer.files.empty()) emptied.push_back(hex);
   }
-  for (const std::string& hex : stale_indexes) {
-    int64_t n = 0;
-    IMGFS_RETURN_IF_ERROR(Unlink(store.root() + "/indexes/" + hex + ".idx", inv->indexes[hex].size,
-                                 &report->bytes_freed, &n));
-    report->indexes_deleted += static_cast<int>(n);
-    inv->indexes.erase(hex);
-  }
+  for (const std::string& hex : emptied) inv->indexes.erase(hex);
   // Landmark records (IndexStore::PutLandmark, a few bytes) of layers no image has, with or
   // without their index.
   for (const auto& [hex, info] : inv->landmarks) {
@@ -609,11 +643,11 @@ Result<StoreUsage> ScanUsage(const Store& store, const UsageOptions& options) {
   }
   for (const auto& [hex, info] : inv.indexes) {
     u.index_bytes += info.size;
-    ++u.indexes;
+    u.indexes += static_cast<int64_t>(info.files.size());
     auto r = blob_refs.find(hex);
     if (r == blob_refs.end()) {
       u.unreferenced_index_bytes += info.size;
-      ++u.unreferenced_indexes;
+      u.unreferenced_indexes += static_cast<int64_t>(info.files.size());
     } else if (r->second > 1) {
       u.shared_bytes += info.size;
     }

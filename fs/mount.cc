@@ -107,7 +107,50 @@ uint64_t StoredLandmark(const cache::IndexStore& index_store, const registry::Di
   return 0;
 }
 
-// The TOC index of `desc`: from the IndexStore, else fetched through `source` and saved.
+// The digest that verifies the TOC of eStargz / zstd:chunked layer `desc` (its toc.digest,
+// or zstd:chunked manifest-checksum annotation): the key of its TOC index in the IndexStore.
+// Empty when absent or not a sha256 digest (the index is then not kept).
+registry::Digest TocDigestOf(const registry::Descriptor& desc) {
+  const std::vector<std::string_view> keys =
+      IsZstdChunked(desc) ? std::vector<std::string_view>{kZstdChunkedChecksumAnnotation,
+                                                          kZstdChunkedOldChecksumAnnotation}
+                          : std::vector<std::string_view>{kEstargzTocDigestAnnotation};
+  for (std::string_view key : keys) {
+    auto it = desc.annotations.find(std::string(key));
+    if (it == desc.annotations.end()) continue;
+    Result<registry::Digest> d = registry::Digest::Parse(it->second);
+    if (d.has_value() && d->algorithm() == "sha256") return std::move(d).value();
+    return registry::Digest();
+  }
+  return registry::Digest();
+}
+
+// Whether `index`, read from the IndexStore, may serve lazy layer `desc` as `provenance`
+// from `origin` (the TOC digest) / for `subject` (the image manifest). The file name is the
+// lookup key; this checks the index says the same, and that it describes this blob.
+bool StoredIndexFits(const LayerIndex& index, const registry::Descriptor& desc,
+                     IndexProvenance provenance, const registry::Digest& origin,
+                     const registry::Digest& subject) {
+  if (index.layer_digest != desc.digest || index.provenance != provenance) return false;
+  if (desc.size > 0 && index.compressed_size != static_cast<uint64_t>(desc.size)) return false;
+  switch (provenance) {
+    case IndexProvenance::kLayerBlob:
+      return true;
+    case IndexProvenance::kToc:
+      return !origin.empty() && index.origin == origin;
+    case IndexProvenance::kPublished:
+      return !subject.empty() && index.subject == subject;
+    case IndexProvenance::kUnverified:
+      return false;
+  }
+  return false;
+}
+
+// The TOC index of `desc`: from the IndexStore when one was kept for the same (layer digest,
+// TOC digest) pair, else fetched through `source` and kept under that pair. A TOC index is
+// only as good as the TOC digest it was verified against (the blob's bytes are read by range
+// and never checked against the layer digest), so a layer descriptor naming another TOC
+// digest — another image's, or an attacker's claim about the same layer — never gets it.
 // *landmark gets the eStargz prefetch landmark's blob offset (0 when the layer has none):
 // found in the TOC when it is fetched now and then recorded beside the index
 // (IndexStore::PutLandmark), so a later mount from the stored index prefetches the same
@@ -115,24 +158,33 @@ uint64_t StoredLandmark(const cache::IndexStore& index_store, const registry::Di
 Result<LayerIndex> LoadLazyIndex(const cache::IndexStore& index_store, registry::BlobSource& source,
                                  const registry::Descriptor& desc, bool* built,
                                  uint64_t* landmark) {
-  Result<std::string> stored = index_store.Get(desc.digest);
-  if (stored.has_value()) {
-    Result<LayerIndex> decoded = LayerIndex::Decode(*stored);
-    if (decoded.has_value() && decoded->layer_digest == desc.digest &&
-        (decoded->format == LayerFormat::kEstargz ||
-         decoded->format == LayerFormat::kZstdChunked)) {
-      if (decoded->format == LayerFormat::kEstargz) {
-        *landmark = StoredLandmark(index_store, desc.digest);
+  const registry::Digest toc = TocDigestOf(desc);
+  const cache::IndexKey key = cache::IndexKey::Toc(desc.digest, toc);
+  if (!toc.empty()) {
+    Result<std::string> stored = index_store.Get(key);
+    if (stored.has_value()) {
+      Result<LayerIndex> decoded = LayerIndex::Decode(*stored);
+      if (decoded.has_value() &&
+          (decoded->format == LayerFormat::kEstargz ||
+           decoded->format == LayerFormat::kZstdChunked) &&
+          StoredIndexFits(*decoded, desc, IndexProvenance::kToc, toc, {})) {
+        if (decoded->format == LayerFormat::kEstargz) {
+          *landmark = StoredLandmark(index_store, desc.digest);
+        }
+        return decoded;
       }
-      return decoded;
     }
   }
   LastRangeSource recording(&source);
   Result<LayerIndex> index = IsZstdChunked(desc) ? LoadZstdChunkedIndex(source, desc, false)
                                                  : LoadEstargzIndex(recording, desc, false);
   if (!index.has_value()) return index;
+  index->provenance = IndexProvenance::kToc;
+  index->origin = toc;
+  index->subject = registry::Digest();
   if (!IsZstdChunked(desc)) *landmark = LandmarkOffset(recording.last(), desc.digest);
   *built = true;
+  if (toc.empty()) return index;  // verified against a non-sha256 digest: used, not kept
   // The record first: a reader that sees the index also sees its landmark.
   if (*landmark > 0) {
     Status kept = index_store.PutLandmark(desc.digest, *landmark);
@@ -141,39 +193,61 @@ Result<LayerIndex> LoadLazyIndex(const cache::IndexStore& index_store, registry:
                           << kept.ToString();
     }
   }
-  Status put = index_store.Put(desc.digest, index->Encode());
+  Status put = index_store.Put(key, index->Encode());
   if (!put.ok())
     IMGFS_LOG(kWarning) << "cannot keep the index of " << desc.digest.String() << ": "
                         << put.ToString();
   return index;
 }
 
-// The index to read plain layer `desc` lazily with: the IndexStore's, else one published in
-// the registry for manifest `subject` (looked up once into *published; verified by
-// FindPublishedIndexes and kept in the IndexStore). nullptr when there is none or it does
-// not fit the layer: the caller then fetches the layer whole (and indexes it).
+// The index to read plain layer `desc` of image manifest `subject` lazily with: the layer's
+// own index when the store has one (built from its verified blob, good for any image), else
+// an index published in the registry for `subject` — kept in the IndexStore under
+// (layer, `subject`) by an earlier mount of this same image, or looked up once into
+// *published (verified by FindPublishedIndexes) and kept so. A published index is trusted
+// for this image only: a lazy mount of another image with the same layer never sees it, and
+// once the blob is in the store LoadOrBuildIndex indexes the blob itself. It is kept (rather
+// than looked up on every mount) so that a remount of the same image needs no request for
+// it; the manifest digest pins which image it was found for, and the artifact digest is
+// recorded in the index (LayerIndex::origin). nullptr when there is none or it does not fit
+// the layer: the caller then fetches the layer whole (and indexes it).
 std::shared_ptr<const LayerIndex> PlainLazyIndex(
     const cache::IndexStore& index_store, registry::BlobSource& source,
     const registry::Digest& subject, const registry::Descriptor& desc,
     std::optional<std::map<registry::Digest, LayerIndex>>* published) {
-  auto fits = [&desc](const LayerIndex& index) {
-    return index.layer_digest == desc.digest &&
-           (index.format == LayerFormat::kTar || index.format == LayerFormat::kTarGzip ||
-            index.format == LayerFormat::kTarZstd) &&
-           (desc.size <= 0 || index.compressed_size == static_cast<uint64_t>(desc.size));
+  auto plain = [](const LayerIndex& index) {
+    return index.format == LayerFormat::kTar || index.format == LayerFormat::kTarGzip ||
+           index.format == LayerFormat::kTarZstd;
   };
-  Result<std::string> stored = index_store.Get(desc.digest);
-  if (stored.has_value()) {
-    Result<LayerIndex> decoded = LayerIndex::Decode(*stored);
-    if (decoded.has_value() && fits(*decoded)) {
-      return std::make_shared<const LayerIndex>(std::move(decoded).value());
+  auto stored = [&](const cache::IndexKey& key,
+                    IndexProvenance provenance) -> std::shared_ptr<const LayerIndex> {
+    Result<std::string> bytes = index_store.Get(key);
+    if (!bytes.has_value()) return nullptr;
+    Result<LayerIndex> decoded = LayerIndex::Decode(*bytes);
+    if (!decoded.has_value() || !plain(*decoded) ||
+        !StoredIndexFits(*decoded, desc, provenance, {}, subject)) {
+      return nullptr;
     }
+    return std::make_shared<const LayerIndex>(std::move(decoded).value());
+  };
+  if (auto own = stored(cache::IndexKey::LayerBlob(desc.digest), IndexProvenance::kLayerBlob)) {
+    return own;
   }
+  const cache::IndexKey key = cache::IndexKey::Image(desc.digest, subject);
+  if (auto kept = stored(key, IndexProvenance::kPublished)) return kept;
   if (!published->has_value()) {
-    Result<std::map<registry::Digest, LayerIndex>> found = FindPublishedIndexes(source, subject);
+    registry::Digest artifact;
+    Result<std::map<registry::Digest, LayerIndex>> found =
+        FindPublishedIndexes(source, subject, &artifact);
     if (found.has_value()) {
       IMGFS_LOG(kInfo) << "using " << found->size() << " imgfs indexes published for "
-                       << subject.String();
+                       << subject.String() << " (artifact " << artifact.String()
+                       << "), for lazy reads of this image only";
+      for (auto& [layer, index] : *found) {
+        index.provenance = IndexProvenance::kPublished;
+        index.origin = artifact;
+        index.subject = subject;
+      }
       *published = std::move(found).value();
     } else {
       if (found.error().code() == StatusCode::kNotFound) {
@@ -189,12 +263,13 @@ std::shared_ptr<const LayerIndex> PlainLazyIndex(
   }
   auto it = (*published)->find(desc.digest);
   if (it == (*published)->end()) return nullptr;
-  if (!fits(it->second)) {
+  if (!plain(it->second) ||
+      !StoredIndexFits(it->second, desc, IndexProvenance::kPublished, {}, subject)) {
     IMGFS_LOG(kWarning) << "the imgfs index published for layer " << desc.digest.String()
                         << " does not fit it (format or size); fetching the layer whole";
     return nullptr;
   }
-  Status put = index_store.Put(desc.digest, it->second.Encode());
+  Status put = index_store.Put(key, it->second.Encode());
   if (!put.ok()) {
     IMGFS_LOG(kWarning) << "cannot keep the index of " << desc.digest.String() << ": "
                         << put.ToString();

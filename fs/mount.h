@@ -31,10 +31,15 @@ struct PrepareOptions {
   IndexOptions index;
   // Lazy mount: a missing image is recorded without its layers (PullOptions::metadata_only);
   // an eStargz or zstd:chunked layer whose blob is not in the store is served from the
-  // registry chunk by chunk (its TOC index is fetched once and kept in the IndexStore, its
-  // chunks in the chunk store); a plain tar/gzip/zstd layer with an imgfs index in the store
-  // or published for the manifest (fs/convert/index_publish.h) is served by Range requests
-  // through its checkpoints (fs/indexed_fetcher.h); other missing layers are fetched whole.
+  // registry chunk by chunk (its TOC index is fetched once and kept in the IndexStore under
+  // (layer digest, TOC digest), its chunks in the chunk store); a plain tar/gzip/zstd layer
+  // with its own index in the store (built from its blob) or an imgfs index published for
+  // this manifest (fs/convert/index_publish.h; kept under (layer digest, manifest digest))
+  // is served by Range requests through its checkpoints (fs/indexed_fetcher.h); other
+  // missing layers are fetched whole. An index from the network serves only the image (TOC
+  // digest) it was found for; a layer whose blob is in the store is always read through the
+  // index built from that blob (LoadOrBuildIndex). Each MountedLayer's index carries its
+  // provenance (LayerIndex::provenance / origin / subject; StoreKeyOf gives its store key).
   bool lazy = false;
   // Lazy mounts: an uncached read that cannot be fetched within this time fails with EIO
   // (`--fetch-timeout`); 0 means the built-in default.

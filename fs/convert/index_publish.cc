@@ -177,8 +177,9 @@ Result<std::vector<registry::Descriptor>> ListImgfsReferrers(registry::BlobSourc
   return out;
 }
 
-Result<std::map<registry::Digest, LayerIndex>> FindPublishedIndexes(
-    registry::BlobSource& source, const registry::Digest& subject) {
+Result<std::map<registry::Digest, LayerIndex>> FindPublishedIndexes(registry::BlobSource& source,
+                                                                    const registry::Digest& subject,
+                                                                    registry::Digest* artifact) {
   IMGFS_ASSIGN_OR_RETURN(std::vector<registry::Descriptor> referrers,
                          ListImgfsReferrers(source, subject));
   for (const registry::Descriptor& d : referrers) {
@@ -214,6 +215,7 @@ Result<std::map<registry::Digest, LayerIndex>> FindPublishedIndexes(
       }
       out[layer] = std::move(index);
     }
+    if (artifact != nullptr) *artifact = d.digest;
     return out;
   }
   return Status::NotFound("no imgfs index is published for " + subject.String());

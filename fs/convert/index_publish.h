@@ -99,10 +99,17 @@ Result<std::vector<registry::Descriptor>> ListImgfsReferrers(registry::BlobSourc
                                                              const registry::Digest& subject);
 
 // The published indexes of image manifest `subject` in `source`'s repository, by layer
-// digest. NotFound when none is published; Corrupt when one does not decode or names
-// another layer.
+// digest; *artifact (when not null) gets the digest of the artifact manifest they came from.
+// NotFound when none is published; Corrupt when one does not decode or names another layer.
+//
+// Trust: the chain above proves only that someone who could push to the repository published
+// these indexes for `subject`; nothing binds their file tables to the layers' bytes. The
+// indexes are returned as decoded (their provenance field says whatever the publisher
+// wrote); a caller that uses them stamps them IndexProvenance::kPublished with `subject` and
+// the artifact, and uses them only for lazy mounts of `subject` (fs/mount.cc).
 Result<std::map<registry::Digest, LayerIndex>> FindPublishedIndexes(
-    registry::BlobSource& source, const registry::Digest& subject);
+    registry::BlobSource& source, const registry::Digest& subject,
+    registry::Digest* artifact = nullptr);
 
 }  // namespace imgfs::fs
 

@@ -402,6 +402,24 @@ Result<LayerIndex> IndexBuilder::BuildFromFile(const std::string& path, std::str
   return BuildFromFd(fd.get(), media_type, options);
 }
 
+Result<cache::IndexKey> StoreKeyOf(const LayerIndex& index) {
+  if (index.layer_digest.empty()) return Status::InvalidArgument("index without a layer digest");
+  switch (index.provenance) {
+    case IndexProvenance::kLayerBlob:
+      return cache::IndexKey::LayerBlob(index.layer_digest);
+    case IndexProvenance::kToc:
+      if (index.origin.empty()) break;
+      return cache::IndexKey::Toc(index.layer_digest, index.origin);
+    case IndexProvenance::kPublished:
+      if (index.subject.empty()) break;
+      return cache::IndexKey::Image(index.layer_digest, index.subject);
+    case IndexProvenance::kUnverified:
+      break;
+  }
+  return Status::InvalidArgument("the index of " + index.layer_digest.String() +
+                                 " has no provenance to be stored under");
+}
+
 Result<LayerIndex> LoadOrBuildIndex(cache::IndexStore& store, const std::string& blob_path,
                                     std::string_view media_type, const IndexOptions& options) {
   if (options.expected_digest.empty()) {
@@ -410,7 +428,10 @@ Result<LayerIndex> LoadOrBuildIndex(cache::IndexStore& store, const std::string&
   Result<std::string> bytes = store.Get(options.expected_digest);
   if (bytes.has_value()) {
     Result<LayerIndex> index = LayerIndex::Decode(*bytes);
-    if (index.has_value() && index->layer_digest == options.expected_digest &&
+    // Only an index built from this blob: layer_digest, diff_id, chunk size and span are
+    // fields anyone can write into an index, the provenance is what this function stamps.
+    if (index.has_value() && index->provenance == IndexProvenance::kLayerBlob &&
+        index->layer_digest == options.expected_digest &&
         (options.expected_diff_id.empty() || index->diff_id == options.expected_diff_id) &&
         index->chunk_size == options.chunk_size_bytes &&
         (index->format == LayerFormat::kTar || index->checkpoint_span == options.span_bytes)) {
@@ -422,6 +443,10 @@ Result<LayerIndex> LoadOrBuildIndex(cache::IndexStore& store, const std::string&
   }
   IMGFS_ASSIGN_OR_RETURN(LayerIndex index,
                          IndexBuilder::BuildFromFile(blob_path, media_type, options));
+  // The pass checked the blob's sha256 against options.expected_digest.
+  index.provenance = IndexProvenance::kLayerBlob;
+  index.origin = registry::Digest();
+  index.subject = registry::Digest();
   IMGFS_RETURN_IF_ERROR(store.Put(options.expected_digest, index.Encode()));
   return index;
 }

@@ -36,12 +36,9 @@
 #include <string_view>
 
 #include "base/status.h"
+#include "cache/index_store.h"
 #include "fs/layer/layer_index.h"
 #include "registry/digest.h"
-
-namespace imgfs::cache {
-class IndexStore;
-}
 
 namespace imgfs::fs {
 
@@ -93,9 +90,18 @@ class IndexBuilder {
 };
 
 // The index of the layer `options.expected_digest` (REQUIRED: not empty) whose blob is the
-// local file `blob_path`: loaded from `store` when present and decodable, otherwise built
-// from the blob and saved (a stale or damaged index, or one built with other options or for
-// another diff_id, is rebuilt and replaced).
+// local file `blob_path`: loaded from `store` when present, decodable and itself built from
+// that blob (IndexProvenance::kLayerBlob), otherwise built from the blob (whose sha256 the
+// pass checks) and saved as kLayerBlob. A stale or damaged index, one built with other
+// options or for another diff_id, and any index that came from the network (a TOC, a
+// published index) is rebuilt and replaced: once a layer's bytes are in the store, its file
+// table is the one those bytes give.
+// The IndexStore key `index` is kept under, from its provenance: kLayerBlob → the layer's own
+// index, kToc → (layer, TOC digest `origin`), kPublished → (layer, image manifest `subject`).
+// InvalidArgument for kUnverified (never stored) or a missing origin / subject. For a reader
+// that finds the index wrong and must drop it (IndexStore::Remove).
+Result<cache::IndexKey> StoreKeyOf(const LayerIndex& index);
+
 Result<LayerIndex> LoadOrBuildIndex(cache::IndexStore& store, const std::string& blob_path,
                                     std::string_view media_type, const IndexOptions& options);
 

@@ -1,10 +1,11 @@
 // imgfs — LayerIndex binary encoding.
 //
-// Layout (version 1; all integers little-endian, "varint" = LEB128 unsigned, "zigzag" = signed
+// Layout (version 2; all integers little-endian, "varint" = LEB128 unsigned, "zigzag" = signed
 // varint, "str" = varint length + bytes):
 //   magic "IMGFSIDX" | u32 version
 //   str layer_digest | str diff_id | str media_type | u8 format
 //   varint compressed_size, uncompressed_size, chunk_size, checkpoint_span, max_checkpoint_gap
+//   u8 provenance | str origin | str subject          (absent in version 1: kUnverified)
 //   varint #entries, each: str path | u8 type | varint mode, uid, gid, size | zigzag mtime_sec |
 //     varint mtime_nsec, dev_major, dev_minor | str link_target | varint #xattrs, each str name,
 //     str value | varint payload_offset, first_chunk, chunk_count
@@ -170,6 +171,9 @@ std::string LayerIndex::Encode() const {
   w.Varint(chunk_size);
   w.Varint(checkpoint_span);
   w.Varint(max_checkpoint_gap);
+  w.U8(static_cast<uint8_t>(provenance));
+  w.Str(origin.String());
+  w.Str(subject.String());
   w.Varint(entries.size());
   for (const FileEntry& e : entries) {
     w.Str(e.path);
@@ -228,9 +232,11 @@ Result<LayerIndex> LayerIndex::Decode(std::string_view bytes) {
   Reader r(body.substr(kLayerIndexMagic.size()));
   uint32_t version;
   if (!r.U32(&version)) return Bad(r, "truncated header");
-  if (version != kLayerIndexFormatVersion) {
+  if (version < kLayerIndexOldestReadableVersion || version > kLayerIndexFormatVersion) {
     return Status::Corrupt("layer index: unsupported format version " + std::to_string(version) +
-                           " (expected " + std::to_string(kLayerIndexFormatVersion) + ")");
+                           " (this imgfs reads " +
+                           std::to_string(kLayerIndexOldestReadableVersion) + " to " +
+                           std::to_string(kLayerIndexFormatVersion) + ")");
   }
   LayerIndex index;
   std::string layer_digest, diff_id;
@@ -249,6 +255,22 @@ Result<LayerIndex> LayerIndex::Decode(std::string_view bytes) {
       !r.Varint(&index.chunk_size) || !r.Varint(&index.checkpoint_span) ||
       !r.Varint(&index.max_checkpoint_gap)) {
     return Bad(r, "truncated header");
+  }
+  if (version >= 2) {
+    uint8_t provenance;
+    std::string origin, subject;
+    if (!r.U8(&provenance) || !r.Str(&origin) || !r.Str(&subject)) {
+      return Bad(r, "truncated header");
+    }
+    if (provenance > static_cast<uint8_t>(IndexProvenance::kPublished)) {
+      return Bad(r, "bad provenance");
+    }
+    index.provenance = static_cast<IndexProvenance>(provenance);
+    auto od = ParseOptionalDigest(origin);
+    auto sd = ParseOptionalDigest(subject);
+    if (!od.has_value() || !sd.has_value()) return Bad(r, "bad provenance digest");
+    index.origin = std::move(od).value();
+    index.subject = std::move(sd).value();
   }
 
   size_t n;

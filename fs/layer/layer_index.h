@@ -103,10 +103,36 @@ struct Checkpoint {
   bool operator==(const Checkpoint&) const = default;
 };
 
+// Where an index came from, which decides what it may be used for (docs/SECURITY.md). An
+// index whose file table did not come from the layer's own verified bytes is trusted only for
+// lazy mounts of the image it was found for, never for another image sharing the layer digest
+// and never once the layer's blob is in the store (cache/index_store.h keeps the kinds apart).
+// The value travels with the index (Encode/Decode) so a lookup can check it; it is set by the
+// code that made or found the index, never taken from bytes received over the network (a
+// published index says whatever its publisher wrote: fs/mount.cc restamps it).
+enum class IndexProvenance : uint8_t {
+  // Unknown (the default, and every version-1 encoding): trusted for nothing stored.
+  kUnverified = 0,
+  // One pass over the layer's blob, whose sha256 matched layer_digest (LoadOrBuildIndex):
+  // true for every image with that layer.
+  kLayerBlob = 1,
+  // The layer's eStargz / zstd:chunked TOC read from a registry and verified against the TOC
+  // digest `origin` that the image manifest's layer annotation names. Range reads of the blob
+  // are not checked against layer_digest, so only a layer descriptor with that same
+  // (layer digest, TOC digest) pair may use it.
+  kToc = 2,
+  // An imgfs index published in a registry as artifact `origin` for image manifest `subject`
+  // (fs/convert/index_publish.h): nothing binds its file table to the layer's bytes, so only
+  // lazy mounts of that manifest may use it.
+  kPublished = 3,
+};
+
 // Version of the Encode() format. Bump it whenever the encoding changes (the golden test in
 // tests/fs/layer_index_test.cc fails otherwise); Decode rejects other versions as Corrupt, and
-// callers rebuild the index.
-inline constexpr uint32_t kLayerIndexFormatVersion = 1;
+// callers rebuild the index. Version 1 (without provenance) is still decoded, as kUnverified:
+// published indexes made by older imgfs stay usable, stored ones are rebuilt.
+inline constexpr uint32_t kLayerIndexFormatVersion = 2;
+inline constexpr uint32_t kLayerIndexOldestReadableVersion = 1;
 inline constexpr std::string_view kLayerIndexMagic = "IMGFSIDX";
 
 struct LayerIndex {
@@ -128,6 +154,13 @@ struct LayerIndex {
   // layer written as one huge zstd frame: such a layer is not seekable inside the frame and a
   // read there decompresses from the frame start.
   uint64_t max_checkpoint_gap = 0;
+
+  // Where the file table came from (see IndexProvenance). `origin`: the TOC digest (kToc) or
+  // the published artifact's manifest digest (kPublished), else empty; `subject`: the image
+  // manifest a published index was found for (kPublished), else empty.
+  IndexProvenance provenance = IndexProvenance::kUnverified;
+  registry::Digest origin;
+  registry::Digest subject;
 
   // Index of the checkpoint with the largest uncompressed_offset <= `offset` (0 if none).
   size_t CheckpointFor(uint64_t offset) const;

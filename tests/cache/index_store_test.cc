@@ -71,6 +71,53 @@ TEST_F(IndexStoreTest, DamagedFilesAreCorrupt) {
   EXPECT_EQ(store.Put(registry::Digest(), "x").code(), StatusCode::kInvalidArgument);
 }
 
+// Indexes derived from the network live apart from the layer's own, one file per (layer,
+// TOC digest) or (layer, image manifest): no key reads another key's file.
+TEST_F(IndexStoreTest, NetworkDerivedIndexesAreKeptApartByOrigin) {
+  IndexStore store(root_);
+  auto layer = registry::Digest::Sha256Of("layer");
+  auto toc = registry::Digest::Sha256Of("toc");
+  auto manifest = registry::Digest::Sha256Of("manifest");
+  const IndexKey own = IndexKey::LayerBlob(layer);
+  const IndexKey by_toc = IndexKey::Toc(layer, toc);
+  const IndexKey by_image = IndexKey::Image(layer, manifest);
+  EXPECT_EQ(store.PathFor(own), root_ + "/indexes/" + layer.hex() + ".idx");
+  EXPECT_EQ(store.PathFor(by_toc),
+            root_ + "/indexes/" + layer.hex() + ".toc-" + toc.hex() + ".idx");
+  EXPECT_EQ(store.PathFor(by_image),
+            root_ + "/indexes/" + layer.hex() + ".image-" + manifest.hex() + ".idx");
+  ASSERT_TRUE(store.Put(by_toc, Framed("toc")).ok());
+  ASSERT_TRUE(store.Put(by_image, Framed("published")).ok());
+  EXPECT_EQ(store.Get(layer).error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store.Get(IndexKey::Toc(layer, manifest)).error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store.Get(IndexKey::Image(layer, toc)).error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(*store.Get(by_toc), Framed("toc"));
+  EXPECT_EQ(*store.Get(by_image), Framed("published"));
+  ASSERT_TRUE(store.Put(layer, Framed("own")).ok());
+  EXPECT_EQ(*store.Get(own), Framed("own"));
+  EXPECT_EQ(*store.Get(by_toc), Framed("toc"));
+  ASSERT_TRUE(store.Remove(by_toc).ok());
+  EXPECT_EQ(store.Get(by_toc).error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(*store.Get(by_image), Framed("published"));
+  // A network-derived key needs a sha256 origin (garbage collection parses the name).
+  EXPECT_EQ(store.Put(IndexKey::Toc(layer, registry::Digest()), "x").code(),
+            StatusCode::kInvalidArgument);
+
+  // File names map back to their keys; anything else is not an index.
+  for (const IndexKey& key : {own, by_toc, by_image}) {
+    auto parsed =
+        IndexStore::KeyOfFileName(std::filesystem::path(store.PathFor(key)).filename().string());
+    ASSERT_TRUE(parsed.has_value());
+    EXPECT_TRUE(*parsed == key);
+  }
+  for (std::string bad : {layer.hex() + ".landmark", layer.hex() + ".idx.tmp-1",
+                          layer.hex() + ".other-" + toc.hex() + ".idx",
+                          layer.hex() + ".toc-" + toc.hex().substr(1) + ".idx",
+                          layer.hex().substr(1) + ".idx", std::string("x.idx")}) {
+    EXPECT_FALSE(IndexStore::KeyOfFileName(bad).has_value()) << bad;
+  }
+}
+
 TEST_F(IndexStoreTest, LandmarkRecordLivesBesideTheIndex) {
   IndexStore store(root_);
   registry::Digest layer = registry::Digest::Sha256Of("layer");

@@ -201,6 +201,48 @@ TEST_F(UsageTest, NumbersAddUpToDuOfTheStore) {
   EXPECT_LT(u.metadata_bytes, 1 << 20);
 }
 
+// Network-derived indexes (IndexStore keys by TOC digest or image manifest) are attributed,
+// keep their chunks, and go when their layer goes — a published one also when the image it
+// was found for goes, even if another image keeps the layer.
+TEST_F(UsageTest, GcHandlesIndexesKeyedByTocAndImage) {
+  SyntheticImage a = MakeImage(*store_, {"shared layer"}, "2024-01-01", "a");
+  SyntheticImage gone = MakeImage(*store_, {"shared layer", "own layer"}, "2024-01-01", "g");
+  ASSERT_EQ(a.layers[0], gone.layers[0]);
+  Record("example.com/a:1", a);
+  ChunkStore cs(Root());
+  IndexStore is(Root());
+  for (const char* c : {"toc chunk", "published chunk", "gone chunk"}) {
+    ASSERT_TRUE(cs.Put(Digest::Sha256Of(c), c).ok());
+  }
+  const IndexKey by_toc = IndexKey::Toc(a.layers[0], Digest::Sha256Of("toc"));
+  const IndexKey published_a = IndexKey::Image(a.layers[0], a.manifest.digest);
+  const IndexKey published_gone = IndexKey::Image(a.layers[0], gone.manifest.digest);
+  const IndexKey gone_layer = IndexKey::Toc(gone.layers[1], Digest::Sha256Of("toc 2"));
+  ASSERT_TRUE(is.Put(by_toc, EncodedIndex(a.layers[0], {"toc chunk"})).ok());
+  ASSERT_TRUE(is.Put(published_a, EncodedIndex(a.layers[0], {"published chunk"})).ok());
+  ASSERT_TRUE(is.Put(published_gone, EncodedIndex(a.layers[0], {"gone chunk"})).ok());
+  ASSERT_TRUE(is.Put(gone_layer, EncodedIndex(gone.layers[1], {"gone chunk"})).ok());
+
+  StoreUsage u = Scan();
+  EXPECT_EQ(u.indexes, 4);
+  const ImageUsage* ia = Find(u, "example.com/a:1");
+  ASSERT_NE(ia, nullptr);
+  EXPECT_GT(ia->index_bytes, 0);
+  EXPECT_GT(ia->chunk_bytes, 0);
+
+  auto gc = CollectGarbage(*store_, options_);
+  ASSERT_TRUE(gc.has_value()) << gc.error().ToString();
+  EXPECT_EQ(gc->indexes_deleted, 2);
+  EXPECT_TRUE(Exists(is.PathFor(by_toc)));
+  EXPECT_TRUE(Exists(is.PathFor(published_a)));
+  EXPECT_FALSE(Exists(is.PathFor(published_gone))) << "published for an image that is gone";
+  EXPECT_FALSE(Exists(is.PathFor(gone_layer)));
+  EXPECT_TRUE(Exists(ChunkPath("toc chunk")));
+  EXPECT_TRUE(Exists(ChunkPath("published chunk")));
+  EXPECT_FALSE(Exists(ChunkPath("gone chunk")));
+  EXPECT_EQ(Scan().indexes, 2);
+}
+
 TEST_F(UsageTest, GcDeletesUnreferencedBlobsIndexesAndChunksOnly) {
   SyntheticImage a = MakeImage(*store_, {"layer a1", "layer a2"}, "2024-01-01", "a");
   SyntheticImage gone = MakeImage(*store_, {"layer g"}, "2024-01-01", "g");

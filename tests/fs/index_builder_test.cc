@@ -293,7 +293,54 @@ TEST(IndexBuilderTest, LoadOrBuildIndexUsesAndRepairsTheStore) {
   ASSERT_TRUE(repaired.has_value());
   EXPECT_EQ(*repaired, *built);
   EXPECT_TRUE(store.Get(layers[1].digest).has_value());
+  EXPECT_EQ(repaired->provenance, IndexProvenance::kLayerBlob);
   std::filesystem::remove_all(root);
+}
+
+// An index in the layer's slot that was not built from its blob — same layer digest, diff_id,
+// chunk size and span (fields anyone can write), another file table — is rebuilt, not
+// trusted (security review 2026-12, finding 1).
+TEST(IndexBuilderTest, LoadOrBuildIndexTrustsOnlyIndexesBuiltFromTheBlob) {
+  auto layers = FixtureLayers(kFixtures + "/tiny-gzip");
+  ASSERT_EQ(layers.size(), 3u);
+  std::string root = ::testing::TempDir() + "/imgfs_index_trust_" + std::to_string(getpid());
+  cache::IndexStore store(root);
+  IndexOptions o = SmallOptions(layers[1]);
+  auto built = LoadOrBuildIndex(store, layers[1].path, layers[1].media_type, o);
+  ASSERT_TRUE(built.has_value()) << built.error().ToString();
+  ASSERT_FALSE(built->entries.empty());
+  for (IndexProvenance p :
+       {IndexProvenance::kUnverified, IndexProvenance::kToc, IndexProvenance::kPublished}) {
+    LayerIndex forged = *built;
+    forged.provenance = p;
+    forged.origin = registry::Digest::Sha256Of("artifact");
+    forged.subject = registry::Digest::Sha256Of("manifest");
+    forged.entries.back().mode = 04755;
+    ASSERT_TRUE(store.Put(layers[1].digest, forged.Encode()).ok());
+    auto loaded = LoadOrBuildIndex(store, layers[1].path, layers[1].media_type, o);
+    ASSERT_TRUE(loaded.has_value()) << loaded.error().ToString();
+    EXPECT_EQ(*loaded, *built) << static_cast<int>(p);
+    auto kept = LayerIndex::Decode(*store.Get(layers[1].digest));
+    ASSERT_TRUE(kept.has_value());
+    EXPECT_EQ(*kept, *built) << "the forged index was not replaced";
+  }
+  std::filesystem::remove_all(root);
+}
+
+TEST(IndexBuilderTest, StoreKeyFollowsProvenance) {
+  LayerIndex x;
+  x.layer_digest = registry::Digest::Sha256Of("layer");
+  EXPECT_FALSE(StoreKeyOf(x).has_value());  // kUnverified: never stored
+  x.provenance = IndexProvenance::kLayerBlob;
+  EXPECT_TRUE(*StoreKeyOf(x) == cache::IndexKey::LayerBlob(x.layer_digest));
+  x.provenance = IndexProvenance::kToc;
+  EXPECT_FALSE(StoreKeyOf(x).has_value());  // no TOC digest
+  x.origin = registry::Digest::Sha256Of("toc");
+  EXPECT_TRUE(*StoreKeyOf(x) == cache::IndexKey::Toc(x.layer_digest, x.origin));
+  x.provenance = IndexProvenance::kPublished;
+  EXPECT_FALSE(StoreKeyOf(x).has_value());  // no image manifest
+  x.subject = registry::Digest::Sha256Of("manifest");
+  EXPECT_TRUE(*StoreKeyOf(x) == cache::IndexKey::Image(x.layer_digest, x.subject));
 }
 
 }  // namespace

@@ -26,6 +26,9 @@ LayerIndex Sample() {
   x.chunk_size = 1 << 20;
   x.checkpoint_span = 4 << 20;
   x.max_checkpoint_gap = 10240;
+  x.provenance = IndexProvenance::kPublished;
+  x.origin = registry::Digest::Sha256Of("artifact");
+  x.subject = registry::Digest::Sha256Of("manifest");
   FileEntry root;
   root.type = EntryType::kDirectory;
   root.mode = 0755;
@@ -127,6 +130,47 @@ TEST(LayerIndexTest, GoldenEncoding) {
   auto decoded = LayerIndex::Decode(golden);
   ASSERT_TRUE(decoded.has_value()) << decoded.error().ToString();
   EXPECT_EQ(*decoded, Sample());
+}
+
+// Version 1 had no provenance: its indexes still decode (a published index made by an older
+// imgfs stays usable lazily), as kUnverified, which no stored-index lookup accepts.
+TEST(LayerIndexTest, Version1DecodesAsUnverified) {
+  std::string v1 =
+      testing::ReadWhole(std::string(IMGFS_SOURCE_DIR) + "/tests/testdata/layer_index_v1.idx");
+  ASSERT_FALSE(v1.empty());
+  auto decoded = LayerIndex::Decode(v1);
+  ASSERT_TRUE(decoded.has_value()) << decoded.error().ToString();
+  LayerIndex want = Sample();
+  want.provenance = IndexProvenance::kUnverified;
+  want.origin = registry::Digest();
+  want.subject = registry::Digest();
+  EXPECT_EQ(*decoded, want);
+}
+
+TEST(LayerIndexTest, ProvenanceRoundTripsAndIsChecked) {
+  for (IndexProvenance p : {IndexProvenance::kUnverified, IndexProvenance::kLayerBlob,
+                            IndexProvenance::kToc, IndexProvenance::kPublished}) {
+    LayerIndex x = Sample();
+    x.provenance = p;
+    auto y = LayerIndex::Decode(x.Encode());
+    ASSERT_TRUE(y.has_value()) << y.error().ToString();
+    EXPECT_EQ(y->provenance, p);
+  }
+  // The provenance byte follows the header; an unknown value is Corrupt.
+  LayerIndex x = Sample();
+  x.provenance = IndexProvenance::kToc;
+  std::string bytes = x.Encode();
+  LayerIndex plain = Sample();
+  plain.provenance = IndexProvenance::kLayerBlob;
+  std::string other = plain.Encode();
+  size_t at = 0;
+  while (at < bytes.size() && bytes[at] == other[at]) ++at;
+  ASSERT_LT(at, bytes.size());
+  ASSERT_EQ(bytes[at], static_cast<char>(IndexProvenance::kToc));
+  bytes[at] = 9;
+  auto r = LayerIndex::Decode(Reseal(bytes));
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kCorrupt);
 }
 
 TEST(LayerIndexTest, RejectsEveryFlippedByteAndTruncation) {
