@@ -1,6 +1,7 @@
 // imgfs — small file helpers.
 #include "base/file_util.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -9,8 +10,9 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <filesystem>
-#include <system_error>
+#include <memory>
+#include <utility>
+#include <vector>
 
 namespace imgfs {
 namespace {
@@ -125,18 +127,145 @@ Status WriteFileAtomic(const std::string& path, std::string_view data, mode_t mo
 }
 
 Status MakeDirs(const std::string& path, mode_t mode) {
-  std::error_code ec;
-  std::filesystem::create_directories(path, ec);
-  if (ec) return Status::FromErrno(ec.value(), "mkdir " + path);
-  (void)mode;
+  if (path.empty()) return Status::InvalidArgument("mkdir: empty path");
+  // Each prefix ending before a '/' (and the whole path), shortest first.
+  size_t pos = path.find_first_not_of('/');
+  while (pos != std::string::npos) {
+    size_t end = path.find('/', pos);
+    std::string prefix = path.substr(0, end);
+    if (::mkdir(prefix.c_str(), mode) != 0) {
+      int err = errno;
+      struct stat st {};
+      if (err != EEXIST || ::stat(prefix.c_str(), &st) != 0) {
+        return Status::FromErrno(err, "mkdir " + prefix);
+      }
+      if (!S_ISDIR(st.st_mode)) return Status::FromErrno(ENOTDIR, "mkdir " + prefix);
+    }
+    pos = end == std::string::npos ? end : path.find_first_not_of('/', end);
+  }
   return Status::Ok();
 }
 
 Status RemoveTree(const std::string& path) {
-  std::error_code ec;
-  std::filesystem::remove_all(path, ec);
-  if (ec) return Status::FromErrno(ec.value(), "remove " + path);
-  return Status::Ok();
+  std::string clean = path;
+  while (clean.size() > 1 && clean.back() == '/') clean.pop_back();
+  size_t slash = clean.rfind('/');
+  std::string parent = Dirname(clean);
+  std::string name = slash == std::string::npos ? clean : clean.substr(slash + 1);
+  if (name.empty() || name == "." || name == "..") {
+    return Status::InvalidArgument("refusing to remove " + path);
+  }
+  UniqueFd dir(::open(parent.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!dir.IsValid()) {
+    if (errno == ENOENT) return Status::Ok();
+    return Status::FromErrno(errno, "remove " + path);
+  }
+  return RemoveTreeAt(dir.get(), name).WithContext("remove " + path);
+}
+
+Status RemoveTreeAt(int dir_fd, const std::string& name) {
+  struct stat top {};
+  if (::fstatat(dir_fd, name.c_str(), &top, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) return Status::Ok();
+    return Status::FromErrno(errno, "stat " + name);
+  }
+  if (!S_ISDIR(top.st_mode)) {
+    if (::unlinkat(dir_fd, name.c_str(), 0) != 0 && errno != ENOENT) {
+      return Status::FromErrno(errno, "unlink " + name);
+    }
+    return Status::Ok();
+  }
+  // Depth-first without recursion: `cur` is the directory being emptied, `names` the path of
+  // names from dir_fd down to it and `ids` the (dev, ino) of each directory on that path.
+  UniqueFd cur(::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!cur.IsValid()) {
+    if (errno == ENOENT) return Status::Ok();
+    if (errno == ENOTDIR || errno == ELOOP) {  // swapped for a non-directory since the stat
+      if (::unlinkat(dir_fd, name.c_str(), 0) != 0 && errno != ENOENT) {
+        return Status::FromErrno(errno, "unlink " + name);
+      }
+      return Status::Ok();
+    }
+    return Status::FromErrno(errno, "open " + name);
+  }
+  std::vector<std::string> names{name};
+  std::vector<std::pair<dev_t, ino_t>> ids;
+  struct stat st {};
+  if (::fstat(cur.get(), &st) != 0) return Status::FromErrno(errno, "stat " + name);
+  ids.emplace_back(st.st_dev, st.st_ino);
+  for (;;) {
+    // Unlink the non-directories of `cur`; stop at its first subdirectory.
+    std::string subdir;
+    {
+      int fd = ::openat(cur.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (fd < 0) return Status::FromErrno(errno, "open " + names.back());
+      std::unique_ptr<DIR, int (*)(DIR*)> d(::fdopendir(fd), &::closedir);
+      if (!d) {
+        ::close(fd);
+        return Status::FromErrno(errno, "opendir " + names.back());
+      }
+      errno = 0;
+      while (struct dirent* e = ::readdir(d.get())) {
+        if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+        struct stat cst {};
+        if (::fstatat(cur.get(), e->d_name, &cst, AT_SYMLINK_NOFOLLOW) != 0) {
+          if (errno == ENOENT) continue;
+          return Status::FromErrno(errno, std::string("stat ") + e->d_name);
+        }
+        if (S_ISDIR(cst.st_mode)) {
+          subdir = e->d_name;
+          break;
+        }
+        if (::unlinkat(cur.get(), e->d_name, 0) != 0 && errno != ENOENT) {
+          return Status::FromErrno(errno, std::string("unlink ") + e->d_name);
+        }
+        errno = 0;
+      }
+      if (subdir.empty() && errno != 0) return Status::FromErrno(errno, "readdir");
+    }
+    if (!subdir.empty()) {
+      UniqueFd next(
+          ::openat(cur.get(), subdir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!next.IsValid()) {
+        if (errno == ENOENT) continue;
+        // Swapped for a non-directory since the stat: remove it as such.
+        if (errno == ENOTDIR || errno == ELOOP) {
+          if (::unlinkat(cur.get(), subdir.c_str(), 0) != 0 && errno != ENOENT) {
+            return Status::FromErrno(errno, "unlink " + subdir);
+          }
+          continue;
+        }
+        return Status::FromErrno(errno, "open " + subdir);
+      }
+      if (::fstat(next.get(), &st) != 0) return Status::FromErrno(errno, "stat " + subdir);
+      names.push_back(subdir);
+      ids.emplace_back(st.st_dev, st.st_ino);
+      cur = std::move(next);
+      continue;
+    }
+    // `cur` is empty: climb to its parent and remove it there.
+    if (names.size() == 1) {
+      cur.Close();
+      if (::unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
+        return Status::FromErrno(errno, "rmdir " + name);
+      }
+      return Status::Ok();
+    }
+    UniqueFd up(::openat(cur.get(), "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!up.IsValid()) return Status::FromErrno(errno, "open .. of " + names.back());
+    if (::fstat(up.get(), &st) != 0) return Status::FromErrno(errno, "stat ..");
+    if (std::make_pair(st.st_dev, st.st_ino) != ids[ids.size() - 2]) {
+      // Someone moved the directory while it was being emptied: stop rather than remove
+      // entries of a directory this walk did not come from.
+      return Status::Unavailable("directory " + names.back() + " moved during removal");
+    }
+    if (::unlinkat(up.get(), names.back().c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
+      return Status::FromErrno(errno, "rmdir " + names.back());
+    }
+    names.pop_back();
+    ids.pop_back();
+    cur = std::move(up);
+  }
 }
 
 }  // namespace imgfs

@@ -29,7 +29,11 @@ enum class Durability { kSynced, kUnsynced };
 Status WriteFileAtomic(const std::string& path, std::string_view data, mode_t mode = 0644,
                        Durability durability = Durability::kSynced);
 
-// mkdir -p. OK if the directory already exists.
+// mkdir -p. Every directory it creates (intermediate ones too) is created with `mode`, less
+// the umask as with mkdir(2), so it never gets more than `mode`. Directories that already
+// exist are left as they are (mode and owner untouched): a caller that needs an existing
+// directory private tightens it itself (Store::Open does). OK if the directory exists;
+// an existing non-directory on the way is an error.
 Status MakeDirs(const std::string& path, mode_t mode = 0755);
 
 // Opens `path` with open(2) flags; the error names the path.
@@ -44,8 +48,16 @@ Result<std::string> PreadAll(int fd, uint64_t offset, size_t length);
 // fsyncs the directory containing `path` so a rename into it is durable.
 Status SyncParentDir(const std::string& path);
 
-// rm -rf; OK if `path` does not exist. Does not follow symlinks.
+// rm -rf; OK if `path` does not exist. Does not follow symlinks: the directories above the
+// last component are resolved once, everything below is removed through RemoveTreeAt.
 Status RemoveTree(const std::string& path);
+
+// rm -rf of the entry `name` of the directory `dir_fd`, through directory descriptors opened
+// with O_NOFOLLOW: a directory swapped for a symlink while it runs is unlinked as the link,
+// never followed, so nothing outside the tree is removed. Holds a constant number of
+// descriptors whatever the depth (it climbs back with "..", checked against the inode it
+// came from). OK if `name` does not exist.
+Status RemoveTreeAt(int dir_fd, const std::string& name);
 
 }  // namespace imgfs
 

@@ -64,11 +64,12 @@ Status ChunkStore::Put(const registry::Digest& digest, std::string_view data) {
   }
   std::string path = PathFor(digest);
   if (Has(digest)) return Status::Ok();
-  IMGFS_RETURN_IF_ERROR(MakeDirs(dir_ + "/" + digest.hex().substr(0, 2)));
+  // Private like the rest of the store (cache/store.h): chunks are image content.
+  IMGFS_RETURN_IF_ERROR(MakeDirs(dir_ + "/" + digest.hex().substr(0, 2), 0700));
   // No fsync: Get re-hashes every chunk it reads, so a chunk a power loss truncated or lost
   // is only fetched again, and two fsyncs per chunk would bound a lazy read of many small
   // chunks by the disk's flush latency.
-  return WriteFileAtomic(path, data, 0644, Durability::kUnsynced);
+  return WriteFileAtomic(path, data, 0600, Durability::kUnsynced);
 }
 
 bool ChunkStore::Has(const registry::Digest& digest) const {

@@ -211,6 +211,9 @@ Result<ContainerInfo> CreateContainer(const Store& store, ContainerInfo info) {
   info.pid = ::getpid();
   info.pid_start = ProcessStartTime(info.pid);
   Status st = WriteContainerOwner(dir);
+  // 0755: under kernel overlayfs the upper root is the container's "/", which its non-root
+  // users must traverse. The 0700 container directory above it is what keeps other host
+  // users out of the upper (copied-up setuid files).
   if (st.ok()) st = MakeDirs(ContainerUpperDir(store, info.name), 0755);
   if (st.ok()) st = WriteFileAtomic(RecordPath(store, info.name), Encode(info).dump(2) + "\n");
   if (!st.ok()) {

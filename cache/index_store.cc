@@ -103,8 +103,8 @@ std::optional<IndexKey> IndexStore::KeyOfFileName(std::string_view name) {
 
 Status IndexStore::Put(const IndexKey& key, std::string_view encoded) const {
   IMGFS_RETURN_IF_ERROR(CheckKey(key));
-  IMGFS_RETURN_IF_ERROR(MakeDirs(root_ + "/indexes"));
-  return WriteFileAtomic(PathFor(key), encoded);
+  IMGFS_RETURN_IF_ERROR(MakeDirs(root_ + "/indexes", 0700));  // private: cache/store.h
+  return WriteFileAtomic(PathFor(key), encoded, 0600);
 }
 
 Status IndexStore::Put(const registry::Digest& layer, std::string_view encoded) const {
@@ -157,9 +157,9 @@ std::string IndexStore::LandmarkPathFor(const registry::Digest& layer) const {
 Status IndexStore::PutLandmark(const registry::Digest& layer, uint64_t blob_offset) const {
   if (layer.empty()) return Status::InvalidArgument("index store: empty layer digest");
   if (blob_offset == 0) return Status::InvalidArgument("index store: landmark offset 0");
-  IMGFS_RETURN_IF_ERROR(MakeDirs(root_ + "/indexes"));
+  IMGFS_RETURN_IF_ERROR(MakeDirs(root_ + "/indexes", 0700));
   return WriteFileAtomic(LandmarkPathFor(layer),
-                         std::string(kLandmarkPrefix) + std::to_string(blob_offset) + "\n");
+                         std::string(kLandmarkPrefix) + std::to_string(blob_offset) + "\n", 0600);
 }
 
 Result<uint64_t> IndexStore::GetLandmark(const registry::Digest& layer) const {

@@ -31,8 +31,31 @@ constexpr char kIndexFile[] = "index.json";
 constexpr char kStoreInfoFile[] = "imgfs.json";
 constexpr char kIndexLock[] = "index.lock";
 constexpr char kGcLock[] = "gc.lock";
-constexpr const char* kSubdirs[] = {"blobs/sha256", "tmp",    "indexes",
-                                    "chunks",       "mounts", "containers"};
+constexpr const char* kSubdirs[] = {"blobs",  "blobs/sha256", "tmp",       "indexes",
+                                    "chunks", "mounts",       "containers"};
+// The store holds the content of private images (pulled with credentials) and the uppers of
+// containers (copied-up setuid files among them): only its owner may enter it.
+constexpr mode_t kPrivateDirMode = 0700;
+// Blob files: the 0700 directories are what keeps them private; 0600 as well, so a blob
+// stays private if it is hard-linked or moved out, or an admin loosens the root.
+constexpr mode_t kBlobFileMode = 0600;
+
+// Creates `path` 0700 if missing; an existing directory owned by this process's euid is
+// tightened to 0700 (a store made by an older imgfs was 0755). One owned by someone else is
+// left alone: that is not our store to change. `follow`: whether `path` itself may be a
+// symlink (the root may be; the subdirectories are never followed).
+Status MakePrivateDir(const std::string& path, bool follow) {
+  IMGFS_RETURN_IF_ERROR(MakeDirs(path, kPrivateDirMode));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW)));
+  if (!fd.IsValid()) return Status::FromErrno(errno, "open " + path);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
+  if (st.st_uid == ::geteuid() && (st.st_mode & 07777) != kPrivateDirMode &&
+      ::fchmod(fd.get(), kPrivateDirMode) != 0) {
+    return Status::FromErrno(errno, "chmod " + path);
+  }
+  return Status::Ok();
+}
 
 // Random hex digits from getrandom(2): unlike a seeded PRNG, distinct in forked children.
 std::string RandomHex(int digits) {
@@ -315,7 +338,10 @@ Result<std::unique_ptr<Store>> Store::OpenDefault() {
 }
 
 Status Store::Init() {
-  for (const char* sub : kSubdirs) IMGFS_RETURN_IF_ERROR(MakeDirs(root_ + "/" + sub));
+  IMGFS_RETURN_IF_ERROR(MakePrivateDir(root_, /*follow=*/true));
+  for (const char* sub : kSubdirs) {
+    IMGFS_RETURN_IF_ERROR(MakePrivateDir(root_ + "/" + sub, /*follow=*/false));
+  }
   IMGFS_ASSIGN_OR_RETURN(FileLock lock, LockIndex());
   // oci-layout
   std::string layout_path = root_ + "/" + kOciLayoutFile;
@@ -399,8 +425,8 @@ Result<BlobWriter> Store::NewBlobWriter(const Digest& expected, int64_t expected
   w.expected_size_ = expected_size;
   w.final_path_ = BlobPath(expected);
   w.tmp_path_ = root_ + "/tmp/blob-" + expected.hex().substr(0, 16) + "-" + RandomHex(12);
-  IMGFS_ASSIGN_OR_RETURN(w.fd_,
-                         OpenFile(w.tmp_path_, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  IMGFS_ASSIGN_OR_RETURN(
+      w.fd_, OpenFile(w.tmp_path_, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, kBlobFileMode));
   w.hasher_ = std::make_unique<registry::Sha256>();
   return w;
 }

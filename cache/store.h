@@ -11,6 +11,10 @@
 //   containers/           writable upper layers
 //   imgfs.json            {"format": "imgfs-store", "version": 1}
 //   index.lock gc.lock    flock(2) lock files (see "Locking")
+// Privacy: ROOT and the directories listed above are created 0700, and an existing store opened by
+// its owner is tightened to 0700 (ROOT and those directories), so no other user reads a
+// blob, chunk or index (private images) or reaches a container's upper (copied-up setuid
+// files). Blob, chunk and index files are 0600 as well.
 // skopeo (`oci:ROOT:<name>`) and umoci (`--layout ROOT`, `--image ROOT:<name>`) read the
 // store directly; see docs/FORMATS.md for which annotation value they accept.
 //

@@ -30,6 +30,7 @@
 #include "cache/images.h"
 #include "cache/leases.h"
 #include "fs/convert/layer_writer.h"
+#include "fs/upper_dir.h"
 #include "registry/media_types.h"
 
 namespace imgfs::fs {
@@ -41,11 +42,6 @@ using registry::Digest;
 using registry::TarEntry;
 using registry::TarEntryType;
 
-// Kernel overlayfs xattrs (Documentation/filesystems/overlayfs.rst). Never exported.
-constexpr std::string_view kOverlayXattrPrefix = "trusted.overlay.";
-constexpr std::string_view kOpaqueXattr = "trusted.overlay.opaque";
-constexpr std::string_view kRedirectXattr = "trusted.overlay.redirect";
-constexpr std::string_view kMetacopyXattr = "trusted.overlay.metacopy";
 // image-spec layer.md "Whiteouts": names with this prefix are reserved.
 constexpr std::string_view kWhiteoutPrefix = ".wh.";
 
@@ -68,65 +64,38 @@ std::string Join(const std::string& dir, const std::string& name) {
   return dir.empty() ? name : dir + "/" + name;
 }
 
-// ---- xattrs ----
-
-Result<std::vector<std::string>> ListXattrNames(const std::string& path) {
-  std::string buf(1024, '\0');
-  while (true) {
-    ssize_t n = ::llistxattr(path.c_str(), buf.data(), buf.size());
-    if (n >= 0) {
-      buf.resize(static_cast<size_t>(n));
-      break;
-    }
-    if (errno == ENOTSUP) return std::vector<std::string>{};
-    if (errno != ERANGE) return Status::FromErrno(errno, "listxattr " + path);
-    ssize_t need = ::llistxattr(path.c_str(), nullptr, 0);
-    if (need < 0) return Status::FromErrno(errno, "listxattr " + path);
-    buf.assign(static_cast<size_t>(need) + 1, '\0');
-  }
-  std::vector<std::string> names;
-  size_t pos = 0;
-  while (pos < buf.size()) {
-    size_t end = buf.find('\0', pos);
-    if (end == std::string::npos) end = buf.size();
-    if (end > pos) names.emplace_back(buf.substr(pos, end - pos));
-    pos = end + 1;
-  }
-  return names;
-}
-
-Result<std::string> GetXattr(const std::string& path, const std::string& name) {
-  std::string buf(256, '\0');
-  while (true) {
-    ssize_t n = ::lgetxattr(path.c_str(), name.c_str(), buf.data(), buf.size());
-    if (n >= 0) {
-      buf.resize(static_cast<size_t>(n));
-      return buf;
-    }
-    if (errno != ERANGE) return Status::FromErrno(errno, "getxattr " + name + " of " + path);
-    ssize_t need = ::lgetxattr(path.c_str(), name.c_str(), nullptr, 0);
-    if (need < 0) return Status::FromErrno(errno, "getxattr " + name + " of " + path);
-    buf.assign(static_cast<size_t>(need) + 1, '\0');
-  }
-}
-
 // ---- the upper walk ----
 
+// The walk never follows a link: each entry is opened O_PATH|O_NOFOLLOW relative to its
+// parent's descriptor, described by fstat of that descriptor, and read (directories listed,
+// files read, xattrs listed) through a descriptor of that same inode (reopened through
+// /proc/self/fd, fs/upper_dir.h), never through a path. A container swapping a directory for
+// a symlink while commit runs can make the walk fail or miss the entry, never read a host
+// file. Holds one descriptor per directory level.
 class UpperWalker {
  public:
   UpperWalker(std::string root, registry::TarWriter* writer)
       : root_(std::move(root)), writer_(writer) {}
 
-  Status Walk(const std::string& rel) {
+  // Walks the whole upper. The root path is the caller's (resolved once, as given).
+  Status Run() {
+    UniqueFd root(::open(root_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root.IsValid()) return Status::FromErrno(errno, "upper directory " + root_);
+    return Walk(std::move(root), "");
+  }
+
+ private:
+  // `fd`: an O_PATH descriptor of the entry `rel` ("" for the root).
+  Status Walk(UniqueFd fd, const std::string& rel) {
     const std::string path = rel.empty() ? root_ : root_ + "/" + rel;
     struct stat st;
-    if (::lstat(path.c_str(), &st) != 0) return Status::FromErrno(errno, "lstat " + path);
+    if (::fstat(fd.get(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
     std::string base = rel.substr(rel.rfind('/') + 1);
     if (!rel.empty() && base.starts_with(kWhiteoutPrefix)) {
       return Status::InvalidArgument("the upper holds " + path + ", a name reserved for " +
                                      "whiteouts: it cannot be committed");
     }
-    if (S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0)) {
+    if (IsWhiteout(st)) {
       if (rel.empty()) return Status::InvalidArgument("the upper root is a whiteout");
       return writer_->Add(registry::WhiteoutEntry(rel));
     }
@@ -143,31 +112,42 @@ class UpperWalker {
     e.mtime_sec = st.st_mtim.tv_sec;
     e.mtime_nsec = static_cast<uint32_t>(st.st_mtim.tv_nsec);
     bool opaque = false;
-    IMGFS_ASSIGN_OR_RETURN(std::vector<std::string> names, ListXattrNames(path));
+    std::vector<std::string> names;
+    if (int err = ListXattrsFd(fd.get(), &names); err != 0) {
+      return Status::FromErrno(err, "listxattr " + path);
+    }
     for (const std::string& name : names) {
       if (name == kRedirectXattr || name == kMetacopyXattr) {
         return Status::Unsupported(path + " carries " + name +
                                    " (an overlayfs redirect/metacopy upper): commit needs "
                                    "uppers written without redirect_dir and metacopy");
       }
-      if (name.starts_with(kOverlayXattrPrefix)) {
-        if (name == kOpaqueXattr && S_ISDIR(st.st_mode)) {
-          IMGFS_ASSIGN_OR_RETURN(std::string value, GetXattr(path, name));
-          opaque = value == "y";
-        }
-        continue;
+      std::string value;
+      if (IsOverlayXattr(name) && !(name == kOpaqueXattr && S_ISDIR(st.st_mode))) continue;
+      if (int err = GetXattrFd(fd.get(), name, &value); err != 0) {
+        return Status::FromErrno(err, "getxattr " + name + " of " + path);
       }
-      IMGFS_ASSIGN_OR_RETURN(std::string value, GetXattr(path, name));
-      e.xattrs[name] = std::move(value);
+      if (name == kOpaqueXattr) {
+        opaque = value == "y";
+      } else {
+        e.xattrs[name] = std::move(value);
+      }
     }
 
     if (S_ISDIR(st.st_mode)) {
       e.type = TarEntryType::kDirectory;
       IMGFS_RETURN_IF_ERROR(writer_->Add(e));
       if (opaque) IMGFS_RETURN_IF_ERROR(writer_->Add(registry::OpaqueEntry(rel)));
-      IMGFS_ASSIGN_OR_RETURN(std::vector<std::string> children, ListDir(path));
+      IMGFS_ASSIGN_OR_RETURN(UniqueFd dir, Reopen(fd.get(), O_RDONLY | O_DIRECTORY, path));
+      fd.Close();
+      IMGFS_ASSIGN_OR_RETURN(std::vector<std::string> children, ListDir(dir.get(), path));
       for (const std::string& child : children) {
-        IMGFS_RETURN_IF_ERROR(Walk(Join(rel, child)));
+        UniqueFd cfd(::openat(dir.get(), child.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+        if (!cfd.IsValid()) {
+          return Status::FromErrno(errno, "open " + path + "/" + child)
+              .WithContext("the upper changed while it was being committed");
+        }
+        IMGFS_RETURN_IF_ERROR(Walk(std::move(cfd), Join(rel, child)));
       }
       return Status::Ok();
     }
@@ -175,7 +155,8 @@ class UpperWalker {
       e.type = TarEntryType::kSymlink;
       std::string target(static_cast<size_t>(std::max<off_t>(st.st_size, 0)) + 1, '\0');
       while (true) {
-        ssize_t n = ::readlink(path.c_str(), target.data(), target.size());
+        // The O_PATH descriptor of the link itself, with an empty name: its own target.
+        ssize_t n = ::readlinkat(fd.get(), "", target.data(), target.size());
         if (n < 0) return Status::FromErrno(errno, "readlink " + path);
         if (static_cast<size_t>(n) < target.size()) {
           target.resize(static_cast<size_t>(n));
@@ -210,12 +191,12 @@ class UpperWalker {
     }
     e.type = TarEntryType::kRegular;
     e.size = static_cast<uint64_t>(st.st_size);
-    IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    IMGFS_ASSIGN_OR_RETURN(UniqueFd file, Reopen(fd.get(), O_RDONLY, path));
     IMGFS_RETURN_IF_ERROR(writer_->WriteHeader(e));
     uint64_t offset = 0;
     while (offset < e.size) {
       size_t want = static_cast<size_t>(std::min<uint64_t>(kPieceBytes, e.size - offset));
-      IMGFS_ASSIGN_OR_RETURN(std::string piece, PreadAll(fd.get(), offset, want));
+      IMGFS_ASSIGN_OR_RETURN(std::string piece, PreadAll(file.get(), offset, want));
       if (piece.size() != want) {
         return Status::Unavailable(path + " changed while it was being committed (it shrank); " +
                                    "stop writers and commit again");
@@ -226,10 +207,23 @@ class UpperWalker {
     return Status::Ok();
   }
 
- private:
-  static Result<std::vector<std::string>> ListDir(const std::string& path) {
-    std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(path.c_str()), &::closedir);
-    if (!dir) return Status::FromErrno(errno, "opendir " + path);
+  // A readable descriptor of the inode an O_PATH descriptor holds (the same inode, whatever
+  // happened to its name since), through its /proc/self/fd name.
+  static Result<UniqueFd> Reopen(int path_fd, int flags, const std::string& path) {
+    std::string proc = "/proc/self/fd/" + std::to_string(path_fd);
+    UniqueFd fd(::open(proc.c_str(), flags | O_CLOEXEC));
+    if (!fd.IsValid()) return Status::FromErrno(errno, "open " + path + " (through " + proc + ")");
+    return fd;
+  }
+
+  static Result<std::vector<std::string>> ListDir(int dir_fd, const std::string& path) {
+    int fd = ::fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) return Status::FromErrno(errno, "opendir " + path);
+    std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(fd), &::closedir);
+    if (!dir) {
+      ::close(fd);
+      return Status::FromErrno(errno, "opendir " + path);
+    }
     std::vector<std::string> names;
     errno = 0;
     while (struct dirent* d = ::readdir(dir.get())) {
@@ -558,7 +552,7 @@ Status WriteUpperLayer(const std::string& upper_dir, registry::TarWriter& writer
   }
   if (!S_ISDIR(st.st_mode)) return Status::InvalidArgument(upper_dir + " is not a directory");
   UpperWalker walker(upper_dir, &writer);
-  IMGFS_RETURN_IF_ERROR(walker.Walk(""));
+  IMGFS_RETURN_IF_ERROR(walker.Run());
   return writer.Finish();
 }
 

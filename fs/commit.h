@@ -38,6 +38,11 @@
 // ("changed while it was being committed"); one that grows is cut at the size it had when
 // the walk reached it. Stop writers (or unmount) for a consistent snapshot, as with
 // `docker commit --pause=false`.
+// A live upper is also hostile ground: a process in the container may swap a directory for a
+// symlink to a host directory at any moment. The walk never follows a link: every entry is
+// opened O_PATH|O_NOFOLLOW relative to its parent's descriptor and read through that inode
+// only (fs/upper_dir.h), so such a swap fails the commit or leaves the entry out, and never
+// puts a host file into the layer. It needs /proc (reopening through /proc/self/fd).
 //
 // Thread-safety: stateless functions; the store coordinates concurrent processes.
 #ifndef IMGFS_FS_COMMIT_H_

@@ -2,6 +2,7 @@
 #include "fs/filesystem.h"
 
 #include "base/log.h"
+#include "fs/upper_dir.h"
 
 namespace imgfs::fs {
 
@@ -51,11 +52,16 @@ Result<std::string_view> ImageFilesystem::ReadLink(uint64_t ino) const {
   return table_.ReadLink(ino);
 }
 
+// An image's trusted.overlay.* xattrs are not served: the mount is the lower of kernel
+// overlayfs for `imgfs run`, where one would make a directory opaque or a redirect.
 Result<std::vector<std::string_view>> ImageFilesystem::ListXattr(uint64_t ino) const {
-  return table_.ListXattr(ino);
+  IMGFS_ASSIGN_OR_RETURN(std::vector<std::string_view> names, table_.ListXattr(ino));
+  std::erase_if(names, [](std::string_view n) { return IsOverlayXattr(n); });
+  return names;
 }
 
 Result<std::string_view> ImageFilesystem::GetXattr(uint64_t ino, std::string_view name) const {
+  if (IsOverlayXattr(name)) return Status::NotFound("no xattr " + std::string(name));
   return table_.GetXattr(ino, name);
 }
 

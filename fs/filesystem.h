@@ -90,6 +90,7 @@ class ImageFilesystem {
   // InvalidArgument for non-regular files.
   Result<std::string> Read(uint64_t ino, uint64_t offset, size_t length) const;
   Result<std::string_view> ReadLink(uint64_t ino) const;
+  // Xattrs of `ino`, without trusted.overlay.* (kernel overlayfs' own: never served).
   Result<std::vector<std::string_view>> ListXattr(uint64_t ino) const;
   Result<std::string_view> GetXattr(uint64_t ino, std::string_view name) const;
   // statvfs for the mount: block size 4096, blocks = apparent size of all files, no free

@@ -19,6 +19,7 @@
 
 #include "base/file_util.h"
 #include "base/log.h"
+#include "fs/upper_dir.h"
 
 namespace imgfs::fs {
 namespace {
@@ -40,46 +41,7 @@ std::string ParentOf(const std::string& path) {
   return slash == std::string::npos ? "." : path.substr(0, slash);
 }
 
-bool IsWhiteout(const struct stat& st) { return S_ISCHR(st.st_mode) && st.st_rdev == 0; }
-
-bool IsOverlayXattr(std::string_view name) { return name.rfind(kOverlayXattrPrefix, 0) == 0; }
-
 int Errno(int fallback = EIO) { return errno != 0 ? errno : fallback; }
-
-// The xattr names of an on-disk path (no symlink following); empty on error.
-std::vector<std::string> ListXattrsAt(const std::string& path) {
-  std::vector<std::string> names;
-  ssize_t n = llistxattr(path.c_str(), nullptr, 0);
-  if (n <= 0) return names;
-  std::string buf(static_cast<size_t>(n), '\0');
-  n = llistxattr(path.c_str(), buf.data(), buf.size());
-  if (n <= 0) return names;
-  buf.resize(static_cast<size_t>(n));
-  size_t start = 0;
-  while (start < buf.size()) {
-    size_t end = buf.find('\0', start);
-    if (end == std::string::npos) end = buf.size();
-    if (end > start) names.emplace_back(buf.substr(start, end - start));
-    start = end + 1;
-  }
-  return names;
-}
-
-int GetXattrAt(const std::string& path, const std::string& name, std::string* value) {
-  for (int attempt = 0; attempt < 3; ++attempt) {
-    ssize_t n = lgetxattr(path.c_str(), name.c_str(), nullptr, 0);
-    if (n < 0) return errno;
-    value->assign(static_cast<size_t>(n), '\0');
-    if (n == 0) return 0;
-    n = lgetxattr(path.c_str(), name.c_str(), value->data(), value->size());
-    if (n >= 0) {
-      value->resize(static_cast<size_t>(n));
-      return 0;
-    }
-    if (errno != ERANGE) return errno;
-  }
-  return ERANGE;
-}
 
 // Ids to invalidate in the kernel, collected by the operations of this thread.
 thread_local std::vector<uint64_t> pending_invalidations;
@@ -127,9 +89,59 @@ WritableFs::WritableFs(const ImageFilesystem* lower, std::string upper_path, std
       work_path_(std::move(work_path)) {}
 
 WritableFs::~WritableFs() {
+  // Remove the work directory only if its name still holds the directory this filesystem
+  // made (its parent may belong to the user who gave --upper).
+  struct stat a {
+  }, b{};
+  bool ours = work_fd_.IsValid() && work_parent_fd_.IsValid() && fstat(work_fd_.get(), &a) == 0 &&
+              fstatat(work_parent_fd_.get(), work_name_.c_str(), &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+              a.st_dev == b.st_dev && a.st_ino == b.st_ino;
   work_fd_.Close();
-  Status st = RemoveTree(work_path_);
+  if (!ours) return;
+  Status st = RemoveTreeAt(work_parent_fd_.get(), work_name_);
   if (!st.ok()) IMGFS_LOG(kWarning) << "removing the work directory: " << st.ToString();
+}
+
+Status WritableFs::MakeWorkDir() {
+  // The work directory's parent may be writable by someone else (the owner of a given
+  // --upper's parent), who could swap names in it at any moment. So: one descriptor of the
+  // parent, everything else relative to it without following links, and a directory that
+  // is ours (made by us, owned by us, 0700) or nothing.
+  const std::string& work = work_path_;
+  size_t slash = work.rfind('/');
+  std::string parent = slash == 0 ? "/" : work.substr(0, slash);
+  work_name_ = work.substr(slash + 1);
+  work_parent_fd_ = UniqueFd(open(parent.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!work_parent_fd_.IsValid()) return Status::FromErrno(errno, "opening " + parent);
+  const int pfd = work_parent_fd_.get();
+  const char* name = work_name_.c_str();
+  struct stat st {};
+  if (fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    // Leftovers of a killed daemon: only a directory of ours is emptied.
+    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid()) {
+      return Status::InvalidArgument("the work directory " + work +
+                                     " exists and is not a directory owned by uid " +
+                                     std::to_string(geteuid()) + ": not touching it");
+    }
+    IMGFS_RETURN_IF_ERROR(RemoveTreeAt(pfd, work_name_).WithContext("emptying " + work));
+  } else if (errno != ENOENT) {
+    return Status::FromErrno(errno, "stat " + work);
+  }
+  if (mkdirat(pfd, name, 0700) != 0) return Status::FromErrno(errno, "mkdir " + work);
+  work_fd_ = UniqueFd(openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!work_fd_.IsValid()) return Status::FromErrno(errno, "opening " + work);
+  // Someone may have renamed ours away and put their own directory in its place between
+  // mkdirat and openat: theirs is not owned by us.
+  if (fstat(work_fd_.get(), &st) != 0) return Status::FromErrno(errno, "stat " + work);
+  if (st.st_uid != geteuid()) {
+    work_fd_.Close();
+    return Status::InvalidArgument("the work directory " + work +
+                                   " was replaced while it was created (owner uid " +
+                                   std::to_string(st.st_uid) + ")");
+  }
+  // Exactly 0700 whatever the umask: copy-up temporaries (setuid files among them) wait here.
+  if (fchmod(work_fd_.get(), 0700) != 0) return Status::FromErrno(errno, "chmod " + work);
+  return Status::Ok();
 }
 
 std::string WritableFs::DefaultWorkDir(const std::string& upper_dir) {
@@ -154,32 +166,33 @@ Result<std::unique_ptr<WritableFs>> WritableFs::Open(const ImageFilesystem* lowe
     return Status::InvalidArgument("upper directory " + upper_dir + ": " + strerror(errno));
   }
   std::string upper = buf;
-  // The work directory's absolute path, before it is created: its parent must exist.
+  // The work directory's absolute path: its parent resolved, its own name never (a link
+  // there is refused by MakeWorkDir, not followed). The parent must exist.
   std::string work = work_dir;
   while (work.size() > 1 && work.back() == '/') work.pop_back();
-  if (realpath(work.c_str(), buf) != nullptr) {
-    work = buf;
-  } else {
+  {
     size_t slash = work.rfind('/');
     std::string parent = slash == std::string::npos ? "." : work.substr(0, slash);
     if (parent.empty()) parent = "/";
+    std::string name = slash == std::string::npos ? work : work.substr(slash + 1);
+    if (name.empty() || name == "." || name == "..") {
+      return Status::InvalidArgument("work directory " + work_dir + ": not a directory name");
+    }
     if (realpath(parent.c_str(), buf) == nullptr) {
       return Status::InvalidArgument("work directory " + work_dir + ": " + strerror(errno));
     }
-    work = std::string(buf) + "/" + work.substr(slash + 1);
+    std::string real_parent = buf;
+    work = (real_parent == "/" ? "" : real_parent) + "/" + name;
   }
   if (work == upper || work.rfind(upper + "/", 0) == 0 || upper.rfind(work + "/", 0) == 0) {
     return Status::InvalidArgument("the work directory " + work +
                                    " must not be inside the upper directory " + upper +
                                    " (nor contain it)");
   }
-  IMGFS_RETURN_IF_ERROR(RemoveTree(work).WithContext("emptying the work directory"));
-  IMGFS_RETURN_IF_ERROR(MakeDirs(work, 0700));
   std::unique_ptr<WritableFs> fs(new WritableFs(lower, upper, work));
   fs->upper_fd_ = UniqueFd(open(upper.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fs->upper_fd_.IsValid()) return Status::FromErrno(errno, "opening " + upper);
-  fs->work_fd_ = UniqueFd(open(work.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fs->work_fd_.IsValid()) return Status::FromErrno(errno, "opening " + work);
+  IMGFS_RETURN_IF_ERROR(fs->MakeWorkDir());
   struct stat ust {
   }, wst{};
   if (fstat(fs->upper_fd_.get(), &ust) != 0 || fstat(fs->work_fd_.get(), &wst) != 0) {
@@ -189,12 +202,12 @@ Result<std::unique_ptr<WritableFs>> WritableFs::Open(const ImageFilesystem* lowe
     return Status::InvalidArgument("the work directory " + work +
                                    " is not on the filesystem of the upper directory " + upper);
   }
-  if (mknodat(fs->work_fd_.get(), "whiteout-probe", S_IFCHR, makedev(0, 0)) != 0) {
+  if (MknodBeneath(fs->work_fd_.get(), "whiteout-probe", S_IFCHR, makedev(0, 0)) != 0) {
     return Status::InvalidArgument(
         "cannot create whiteouts (character device 0/0) in " + work + ": " + strerror(errno) +
         " (a writable mount needs CAP_MKNOD, i.e. root or a user namespace)");
   }
-  unlinkat(fs->work_fd_.get(), "whiteout-probe", 0);
+  UnlinkBeneath(fs->work_fd_.get(), "whiteout-probe", 0);
 
   const NodeTable& table = lower->table();
   std::lock_guard<std::mutex> lock(fs->mu_);
@@ -224,7 +237,7 @@ Result<std::unique_ptr<WritableFs>> WritableFs::Open(const ImageFilesystem* lowe
       if (names.has_value()) {
         for (std::string_view n : *names) {
           Result<std::string_view> v = table.GetXattr(NodeTable::kRootIno, n);
-          if (v.has_value()) {
+          if (v.has_value() && !IsOverlayXattr(n)) {
             std::string name(n);
             fsetxattr(fs->upper_fd_.get(), name.c_str(), v->data(), v->size(), 0);
           }
@@ -240,8 +253,7 @@ Result<std::unique_ptr<WritableFs>> WritableFs::Open(const ImageFilesystem* lowe
   root->state.upper = true;
   root->state.type = S_IFDIR;
   root->state.origin = static_cast<uint32_t>(NodeTable::kRootIno);
-  std::string opaque;
-  bool is_opaque = GetXattrAt(upper, std::string(kOpaqueXattr), &opaque) == 0 && opaque == "y";
+  bool is_opaque = IsOpaqueBeneath(fs->upper_fd_.get(), ".");
   root->state.lower =
       !is_opaque && table.Get(NodeTable::kRootIno) != nullptr ? NodeTable::kRootIno : 0;
   fs->nodes_.emplace(1, std::move(root));
@@ -304,15 +316,14 @@ int WritableFs::ResolveChild(const State& parent, const std::string& parent_path
   if (parent.upper) {
     std::string path = Join(parent_path, name);
     struct stat st {};
-    if (fstatat(upper_fd_.get(), path.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (StatBeneath(upper_fd_.get(), path, &st) == 0) {
       if (IsWhiteout(st)) return ENOENT;
       *out = State{};
       out->upper = true;
       out->type = st.st_mode & S_IFMT;
       if (S_ISDIR(st.st_mode)) {
         std::string v;
-        bool opaque =
-            GetXattrAt(upper_path_ + "/" + path, std::string(kOpaqueXattr), &v) == 0 && v == "y";
+        bool opaque = IsOpaqueBeneath(upper_fd_.get(), path);
         out->lower = !opaque && lower_is_dir ? lower_ino : 0;
         out->origin = lower_is_dir ? lower_ino : 0;
       } else {
@@ -390,7 +401,7 @@ void WritableFs::ForgetUpperIno(ino_t upper_ino) {
 
 int WritableFs::StatState(const State& state, const std::string& path, struct stat* out) {
   if (state.upper) {
-    if (fstatat(upper_fd_.get(), path.c_str(), out, AT_SYMLINK_NOFOLLOW) != 0) return Errno();
+    if (StatBeneath(upper_fd_.get(), path, out) != 0) return Errno();
     out->st_ino = UpperIno(out->st_ino, state.origin);
     // A merged directory's subdirectories are not all in the upper: like overlayfs, report
     // nlink 1, which tells find(1) and fts not to count on it.
@@ -491,7 +502,7 @@ int WritableFs::Merged(const State& state, const std::string& path,
   std::map<std::string, MergedDirEntry> names;
   std::vector<std::string> hidden;
   if (state.upper) {
-    int fd = openat(upper_fd_.get(), path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = OpenBeneath(upper_fd_.get(), path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return Errno();
     DIR* d = fdopendir(fd);
     if (d == nullptr) {
@@ -541,22 +552,22 @@ int WritableFs::CopyLowerTo(uint32_t lower_ino, int dir_fd, const std::string& d
   bool is_link = false;
   switch (ln->type) {
     case EntryType::kDirectory:
-      if (mkdirat(dir_fd, nm, 0700) != 0) return Errno();
+      if (MkdirBeneath(dir_fd, nm, 0700) != 0) return Errno();
       break;
     case EntryType::kSymlink: {
       Result<std::string_view> target = table_.ReadLink(lower_ino);
       if (!target.has_value()) return EIO;
-      if (symlinkat(std::string(*target).c_str(), dir_fd, nm) != 0) return Errno();
+      if (SymlinkBeneath(std::string(*target), dir_fd, nm) != 0) return Errno();
       is_link = true;
       break;
     }
     case EntryType::kChar:
     case EntryType::kBlock:
     case EntryType::kFifo:
-      if (mknodat(dir_fd, nm, (st->st_mode & S_IFMT) | 0600, st->st_rdev) != 0) return Errno();
+      if (MknodBeneath(dir_fd, nm, (st->st_mode & S_IFMT) | 0600, st->st_rdev) != 0) return Errno();
       break;
     default: {
-      UniqueFd fd(openat(dir_fd, nm, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600));
+      UniqueFd fd(OpenBeneath(dir_fd, nm, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600));
       if (!fd.IsValid()) return Errno();
       if (with_data) {
         uint64_t offset = 0;
@@ -564,7 +575,7 @@ int WritableFs::CopyLowerTo(uint32_t lower_ino, int dir_fd, const std::string& d
           Result<std::string> data = lower_->Read(lower_ino, offset, kCopyChunkBytes);
           if (!data.has_value()) {
             IMGFS_LOG(kError) << "copy-up of " << abs << ": " << data.error().ToString();
-            unlinkat(dir_fd, nm, 0);
+            UnlinkBeneath(dir_fd, nm, 0);
             return EIO;
           }
           if (data->empty()) break;
@@ -575,7 +586,7 @@ int WritableFs::CopyLowerTo(uint32_t lower_ino, int dir_fd, const std::string& d
             if (n < 0) {
               if (errno == EINTR) continue;
               int err = Errno();
-              unlinkat(dir_fd, nm, 0);
+              UnlinkBeneath(dir_fd, nm, 0);
               return err;
             }
             done += static_cast<size_t>(n);
@@ -588,16 +599,16 @@ int WritableFs::CopyLowerTo(uint32_t lower_ino, int dir_fd, const std::string& d
   }
   auto fail = [&](int err) {
     if (ln->type == EntryType::kDirectory) {
-      unlinkat(dir_fd, nm, AT_REMOVEDIR);
+      UnlinkBeneath(dir_fd, nm, AT_REMOVEDIR);
     } else {
-      unlinkat(dir_fd, nm, 0);
+      UnlinkBeneath(dir_fd, nm, 0);
     }
     return err;
   };
-  if (fchownat(dir_fd, nm, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) != 0 && geteuid() == 0) {
+  if (ChownBeneath(dir_fd, nm, st->st_uid, st->st_gid) != 0 && geteuid() == 0) {
     return fail(Errno());
   }
-  if (!is_link && fchmodat(dir_fd, nm, st->st_mode & 07777, 0) != 0) return fail(Errno());
+  if (!is_link && ChmodBeneath(dir_fd, nm, st->st_mode & 07777) != 0) return fail(Errno());
   if (with_xattrs) {
     Result<std::vector<std::string_view>> names = table_.ListXattr(lower_ino);
     if (names.has_value()) {
@@ -605,8 +616,10 @@ int WritableFs::CopyLowerTo(uint32_t lower_ino, int dir_fd, const std::string& d
         Result<std::string_view> v = table_.GetXattr(lower_ino, n);
         if (!v.has_value()) continue;
         std::string xname(n);
-        if (lsetxattr(abs.c_str(), xname.c_str(), v->data(), v->size(), 0) != 0) {
-          int err = errno;
+        // The image's own overlay xattrs would make the copy opaque (or a redirect, which
+        // commit refuses): they are never copied into the upper.
+        if (IsOverlayXattr(xname)) continue;
+        if (int err = SetXattrBeneath(dir_fd, name, xname, *v, 0); err != 0) {
           if (err == ENOSPC || err == EDQUOT) return fail(ENOSPC);
           IMGFS_LOG(kWarning) << "copy-up of " << abs << ": xattr " << xname << ": "
                               << strerror(err);
@@ -615,7 +628,7 @@ int WritableFs::CopyLowerTo(uint32_t lower_ino, int dir_fd, const std::string& d
     }
   }
   struct timespec times[2] = {st->st_mtim, st->st_mtim};
-  utimensat(dir_fd, nm, times, AT_SYMLINK_NOFOLLOW);
+  UtimensBeneath(dir_fd, nm, times);
   return 0;
 }
 
@@ -637,21 +650,21 @@ int WritableFs::CopyUpPath(const std::string& path, const State& state, bool wit
   int r = EnsureUpperDir(parent);
   if (r != 0) return r;
   struct stat pst {};
-  bool have_parent = fstatat(upper_fd_.get(), parent.c_str(), &pst, AT_SYMLINK_NOFOLLOW) == 0;
+  bool have_parent = StatBeneath(upper_fd_.get(), parent, &pst) == 0;
   std::string tmp = TempName();
   r = CopyLowerTo(state.lower, work_fd_.get(), work_path_, tmp, with_data, true);
   if (r != 0) return r;
-  if (renameat(work_fd_.get(), tmp.c_str(), upper_fd_.get(), path.c_str()) != 0) {
+  if (RenameBeneath(work_fd_.get(), tmp, upper_fd_.get(), path) != 0) {
     int err = Errno();
-    RemoveTree(work_path_ + "/" + tmp).ok();
+    RemoveTreeAt(work_fd_.get(), tmp).ok();
     return err;
   }
   if (have_parent) {
     struct timespec times[2] = {pst.st_atim, pst.st_mtim};
-    utimensat(upper_fd_.get(), parent.c_str(), times, AT_SYMLINK_NOFOLLOW);
+    UtimensBeneath(upper_fd_.get(), parent, times);
   }
   struct stat ust {};
-  if (fstatat(upper_fd_.get(), path.c_str(), &ust, AT_SYMLINK_NOFOLLOW) == 0) {
+  if (StatBeneath(upper_fd_.get(), path, &ust) == 0) {
     ForgetUpperIno(ust.st_ino);  // a fresh inode; its number may have been used before
     UpperIno(ust.st_ino, state.origin != 0 ? state.origin : state.lower);
   }
@@ -701,19 +714,19 @@ int WritableFs::LinkGroup(const std::string& path, uint32_t lower_ino) {
     int r = EnsureUpperDir(parent);
     if (r != 0) return r;
     struct stat pst {};
-    bool have_parent = fstatat(upper_fd_.get(), parent.c_str(), &pst, AT_SYMLINK_NOFOLLOW) == 0;
+    bool have_parent = StatBeneath(upper_fd_.get(), parent, &pst) == 0;
     std::string tmp = TempName();
-    if (linkat(upper_fd_.get(), path.c_str(), work_fd_.get(), tmp.c_str(), 0) != 0) {
+    if (LinkBeneath(upper_fd_.get(), path, work_fd_.get(), tmp) != 0) {
       return Errno();
     }
-    if (renameat(work_fd_.get(), tmp.c_str(), upper_fd_.get(), other.c_str()) != 0) {
+    if (RenameBeneath(work_fd_.get(), tmp, upper_fd_.get(), other) != 0) {
       int err = Errno();
-      unlinkat(work_fd_.get(), tmp.c_str(), 0);
+      UnlinkBeneath(work_fd_.get(), tmp, 0);
       return err;
     }
     if (have_parent) {
       struct timespec times[2] = {pst.st_atim, pst.st_mtim};
-      utimensat(upper_fd_.get(), parent.c_str(), times, AT_SYMLINK_NOFOLLOW);
+      UtimensBeneath(upper_fd_.get(), parent, times);
     }
     if (Node* n = FindNode(other); n != nullptr) {
       n->state.upper = true;
@@ -727,23 +740,20 @@ int WritableFs::CopyUpperTree(const std::string& src_path, const std::string& ds
   // A directory of the upper copied (its own metadata) into the work dir; children are
   // handled by CopyMergedTree.
   struct stat st {};
-  if (fstatat(upper_fd_.get(), src_path.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return Errno();
+  if (StatBeneath(upper_fd_.get(), src_path, &st) != 0) return Errno();
   const char* nm = dst_work_path.c_str();
-  if (mkdirat(work_fd_.get(), nm, 0700) != 0) return Errno();
-  if (fchownat(work_fd_.get(), nm, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) != 0 &&
-      geteuid() == 0) {
+  if (MkdirBeneath(work_fd_.get(), nm, 0700) != 0) return Errno();
+  if (ChownBeneath(work_fd_.get(), nm, st.st_uid, st.st_gid) != 0 && geteuid() == 0) {
     return Errno();
   }
-  if (fchmodat(work_fd_.get(), nm, st.st_mode & 07777, 0) != 0) return Errno();
-  std::string src_abs = upper_path_ + "/" + src_path;
-  std::string dst_abs = work_path_ + "/" + dst_work_path;
-  for (const std::string& x : ListXattrsAt(src_abs)) {
+  if (ChmodBeneath(work_fd_.get(), nm, st.st_mode & 07777) != 0) return Errno();
+  std::vector<std::string> names;
+  ListXattrsBeneath(upper_fd_.get(), src_path, &names);
+  for (const std::string& x : names) {
     if (IsOverlayXattr(x)) continue;
     std::string v;
-    if (GetXattrAt(src_abs, x, &v) != 0) continue;
-    if (lsetxattr(dst_abs.c_str(), x.c_str(), v.data(), v.size(), 0) != 0 && errno == ENOSPC) {
-      return ENOSPC;
-    }
+    if (GetXattrBeneath(upper_fd_.get(), src_path, x, &v) != 0) continue;
+    if (SetXattrBeneath(work_fd_.get(), dst_work_path, x, v, 0) == ENOSPC) return ENOSPC;
   }
   return 0;
 }
@@ -765,19 +775,15 @@ int WritableFs::CopyMergedTree(const State& state, const std::string& src_path,
     if (S_ISDIR(child.type)) {
       r = CopyMergedTree(child, child_src, child_dst, copied);
     } else if (child.upper) {
-      r = linkat(upper_fd_.get(), child_src.c_str(), work_fd_.get(), child_dst.c_str(), 0) == 0
-              ? 0
-              : Errno();
+      r = LinkBeneath(upper_fd_.get(), child_src, work_fd_.get(), child_dst) == 0 ? 0 : Errno();
     } else if (auto done = copied->find(child.lower); done != copied->end()) {
       // Another name of a lower hardlink group already copied into this tree.
-      r = linkat(work_fd_.get(), done->second.c_str(), work_fd_.get(), child_dst.c_str(), 0) == 0
-              ? 0
-              : Errno();
+      r = LinkBeneath(work_fd_.get(), done->second, work_fd_.get(), child_dst) == 0 ? 0 : Errno();
     } else {
       r = CopyLowerTo(child.lower, work_fd_.get(), work_path_, child_dst, true, true);
       if (r == 0 && S_ISREG(child.type)) copied->emplace(child.lower, child_dst);
       struct stat ust {};
-      if (r == 0 && fstatat(work_fd_.get(), child_dst.c_str(), &ust, AT_SYMLINK_NOFOLLOW) == 0) {
+      if (r == 0 && StatBeneath(work_fd_.get(), child_dst, &ust) == 0) {
         ForgetUpperIno(ust.st_ino);
         UpperIno(ust.st_ino, child.origin);
       }
@@ -788,7 +794,7 @@ int WritableFs::CopyMergedTree(const State& state, const std::string& src_path,
   struct stat src {};
   if (StatState(state, src_path, &src) == 0) {
     struct timespec times[2] = {src.st_atim, src.st_mtim};
-    utimensat(work_fd_.get(), dst_name.c_str(), times, AT_SYMLINK_NOFOLLOW);
+    UtimensBeneath(work_fd_.get(), dst_name, times);
   }
   return 0;
 }
@@ -796,33 +802,33 @@ int WritableFs::CopyMergedTree(const State& state, const std::string& src_path,
 int WritableFs::PlaceFromWork(const std::string& tmp, const std::string& path) {
   struct stat dst {
   }, src{};
-  if (fstatat(work_fd_.get(), tmp.c_str(), &src, AT_SYMLINK_NOFOLLOW) != 0) return Errno();
-  if (fstatat(upper_fd_.get(), path.c_str(), &dst, AT_SYMLINK_NOFOLLOW) != 0) {
+  if (StatBeneath(work_fd_.get(), tmp, &src) != 0) return Errno();
+  if (StatBeneath(upper_fd_.get(), path, &dst) != 0) {
     if (errno != ENOENT) return Errno();
-    if (renameat(work_fd_.get(), tmp.c_str(), upper_fd_.get(), path.c_str()) != 0) return Errno();
+    if (RenameBeneath(work_fd_.get(), tmp, upper_fd_.get(), path) != 0) return Errno();
     return 0;
   }
   if (!S_ISDIR(dst.st_mode) && !S_ISDIR(src.st_mode)) {
-    if (renameat(work_fd_.get(), tmp.c_str(), upper_fd_.get(), path.c_str()) != 0) return Errno();
+    if (RenameBeneath(work_fd_.get(), tmp, upper_fd_.get(), path) != 0) return Errno();
     return 0;
   }
   // A directory on either side: swap atomically, then remove what was there.
-  if (renameat2(work_fd_.get(), tmp.c_str(), upper_fd_.get(), path.c_str(), RENAME_EXCHANGE) != 0) {
+  if (RenameBeneath(work_fd_.get(), tmp, upper_fd_.get(), path, RENAME_EXCHANGE) != 0) {
     return Errno();
   }
-  Status st = RemoveTree(work_path_ + "/" + tmp);
+  Status st = RemoveTreeAt(work_fd_.get(), tmp);
   if (!st.ok()) IMGFS_LOG(kWarning) << st.ToString();
   return 0;
 }
 
 int WritableFs::MakeWhiteout(const std::string& path, bool replace) {
   if (!replace) {
-    return mknodat(upper_fd_.get(), path.c_str(), S_IFCHR, makedev(0, 0)) == 0 ? 0 : Errno();
+    return MknodBeneath(upper_fd_.get(), path, S_IFCHR, makedev(0, 0)) == 0 ? 0 : Errno();
   }
   std::string tmp = TempName();
-  if (mknodat(work_fd_.get(), tmp.c_str(), S_IFCHR, makedev(0, 0)) != 0) return Errno();
+  if (MknodBeneath(work_fd_.get(), tmp, S_IFCHR, makedev(0, 0)) != 0) return Errno();
   int r = PlaceFromWork(tmp, path);
-  if (r != 0) unlinkat(work_fd_.get(), tmp.c_str(), 0);
+  if (r != 0) UnlinkBeneath(work_fd_.get(), tmp, 0);
   return r;
 }
 
@@ -866,6 +872,9 @@ int WritableFs::SetAttr(uint64_t id, const SetAttrRequest& req, uint64_t fh, str
   std::lock_guard<std::mutex> lock(mu_);
   Node* node = GetNode(id);
   if (node == nullptr) return ENOENT;
+  // A symlink's mode means nothing; overlayfs answers EOPNOTSUPP and so do we (a chmod that
+  // reached the link's target would change a host file as root). Before any copy-up.
+  if (req.set_mode && S_ISLNK(node->state.type)) return EOPNOTSUPP;
   int fd = -1;
   if (handle != nullptr && handle->id == id) {
     std::lock_guard<std::mutex> hl(handle->mu);
@@ -881,13 +890,12 @@ int WritableFs::SetAttr(uint64_t id, const SetAttrRequest& req, uint64_t fh, str
   if (req.set_uid || req.set_gid) {
     uid_t uid = req.set_uid ? req.uid : static_cast<uid_t>(-1);
     gid_t gid = req.set_gid ? req.gid : static_cast<gid_t>(-1);
-    int rc = node->deleted ? fchown(fd, uid, gid)
-                           : fchownat(upper_fd_.get(), path.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW);
+    int rc = node->deleted ? fchown(fd, uid, gid) : ChownBeneath(upper_fd_.get(), path, uid, gid);
     if (rc != 0) return Errno();
   }
   if (req.set_mode) {
     int rc = node->deleted ? fchmod(fd, req.mode & 07777)
-                           : fchmodat(upper_fd_.get(), path.c_str(), req.mode & 07777, 0);
+                           : ChmodBeneath(upper_fd_.get(), path, req.mode & 07777);
     if (rc != 0) return Errno();
   }
   if (req.set_size) {
@@ -897,7 +905,7 @@ int WritableFs::SetAttr(uint64_t id, const SetAttrRequest& req, uint64_t fh, str
     } else if (node->deleted) {
       return EBADF;
     } else {
-      rc = truncate((upper_path_ + "/" + path).c_str(), req.size);
+      rc = TruncateBeneath(upper_fd_.get(), path, req.size);
     }
     if (rc != 0) return Errno();
   }
@@ -909,8 +917,7 @@ int WritableFs::SetAttr(uint64_t id, const SetAttrRequest& req, uint64_t fh, str
     times[1].tv_sec = 0;
     times[1].tv_nsec = !req.set_mtime ? UTIME_OMIT : req.mtime_now ? UTIME_NOW : 0;
     if (req.set_mtime && !req.mtime_now) times[1] = req.mtime;
-    int rc = node->deleted ? futimens(fd, times)
-                           : utimensat(upper_fd_.get(), path.c_str(), times, AT_SYMLINK_NOFOLLOW);
+    int rc = node->deleted ? futimens(fd, times) : UtimensBeneath(upper_fd_.get(), path, times);
     if (rc != 0) return Errno();
   }
   if (node->deleted) {
@@ -933,7 +940,7 @@ int WritableFs::ReadLink(uint64_t id, std::string* target) {
     return 0;
   }
   char buf[PATH_MAX + 1];
-  ssize_t n = readlinkat(upper_fd_.get(), PathOf(node).c_str(), buf, sizeof(buf));
+  ssize_t n = ReadlinkBeneath(upper_fd_.get(), PathOf(node), buf, sizeof(buf));
   if (n < 0) return Errno();
   target->assign(buf, static_cast<size_t>(n));
   return 0;
@@ -955,8 +962,7 @@ int WritableFs::ParentForCreate(uint64_t parent, std::string_view name, Node** d
   (*dir)->state.upper = true;
   *dir_state = (*dir)->state;
   struct stat st {};
-  *over_whiteout =
-      fstatat(upper_fd_.get(), Join(dir_path, name).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+  *over_whiteout = StatBeneath(upper_fd_.get(), Join(dir_path, name), &st) == 0;
   return 0;
 }
 
@@ -968,14 +974,14 @@ int SetNewOwner(int dir_fd, const char* nm, int parent_fd, const std::string& pa
                 const Caller& caller, mode_t type, mode_t* mode) {
   struct stat pst {};
   gid_t gid = caller.gid;
-  if (fstatat(parent_fd, parent_path.c_str(), &pst, 0) == 0 && (pst.st_mode & S_ISGID) != 0) {
+  if (StatBeneath(parent_fd, parent_path, &pst) == 0 && (pst.st_mode & S_ISGID) != 0) {
     gid = pst.st_gid;
     if (S_ISDIR(type)) *mode |= S_ISGID;
   }
-  if (fchownat(dir_fd, nm, caller.uid, gid, AT_SYMLINK_NOFOLLOW) != 0 && geteuid() == 0) {
+  if (ChownBeneath(dir_fd, nm, caller.uid, gid) != 0 && geteuid() == 0) {
     return Errno();
   }
-  if (!S_ISLNK(type) && fchmodat(dir_fd, nm, *mode & 07777, 0) != 0) return Errno();
+  if (!S_ISLNK(type) && ChmodBeneath(dir_fd, nm, *mode & 07777) != 0) return Errno();
   return 0;
 }
 }  // namespace
@@ -1003,7 +1009,7 @@ int WritableFs::FinishCreate(const CreateSite& site, std::string_view name, mode
   if (site.over_whiteout) {
     int r = PlaceFromWork(site.tmp, path);
     if (r != 0) {
-      RemoveTree(work_path_ + "/" + site.tmp).ok();
+      RemoveTreeAt(work_fd_.get(), site.tmp).ok();
       return r;
     }
   }
@@ -1023,16 +1029,16 @@ int WritableFs::Mknod(uint64_t parent, std::string_view name, mode_t mode, dev_t
   const int at = site.at;
   const std::string& nm = site.name_at;
   if (S_ISREG(mode)) {
-    int fd = openat(at, nm.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    int fd = OpenBeneath(at, nm, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
     if (fd < 0) return Errno();
     close(fd);
-  } else if (mknodat(at, nm.c_str(), (mode & S_IFMT) | 0600, rdev) != 0) {
+  } else if (MknodBeneath(at, nm, (mode & S_IFMT) | 0600, rdev) != 0) {
     return Errno();
   }
   mode_t m = mode;
   r = SetNewOwner(at, nm.c_str(), upper_fd_.get(), site.dir_path, caller, mode & S_IFMT, &m);
   if (r != 0) {
-    unlinkat(at, nm.c_str(), 0);
+    UnlinkBeneath(at, nm, 0);
     return r;
   }
   return FinishCreate(site, name, mode, out);
@@ -1046,16 +1052,15 @@ int WritableFs::Mkdir(uint64_t parent, std::string_view name, mode_t mode, const
   if (r != 0) return r;
   const int at = site.at;
   const std::string& nm = site.name_at;
-  if (mkdirat(at, nm.c_str(), 0700) != 0) return Errno();
+  if (MkdirBeneath(at, nm, 0700) != 0) return Errno();
   mode_t m = (mode & 07777) | S_IFDIR;
   r = SetNewOwner(at, nm.c_str(), upper_fd_.get(), site.dir_path, caller, S_IFDIR, &m);
   if (r == 0 && site.over_whiteout) {
     // Created over a whiteout: whatever the lower had there stays hidden.
-    std::string abs = work_path_ + "/" + site.tmp;
-    if (lsetxattr(abs.c_str(), std::string(kOpaqueXattr).c_str(), "y", 1, 0) != 0) r = Errno();
+    r = SetXattrBeneath(work_fd_.get(), site.tmp, std::string(kOpaqueXattr), "y", 0);
   }
   if (r != 0) {
-    unlinkat(at, nm.c_str(), AT_REMOVEDIR);
+    UnlinkBeneath(at, nm, AT_REMOVEDIR);
     return r;
   }
   return FinishCreate(site, name, S_IFDIR | m, out);
@@ -1069,11 +1074,11 @@ int WritableFs::Symlink(std::string_view target, uint64_t parent, std::string_vi
   if (r != 0) return r;
   const int at = site.at;
   const std::string& nm = site.name_at;
-  if (symlinkat(std::string(target).c_str(), at, nm.c_str()) != 0) return Errno();
+  if (SymlinkBeneath(std::string(target), at, nm) != 0) return Errno();
   mode_t m = S_IFLNK | 0777;
   r = SetNewOwner(at, nm.c_str(), upper_fd_.get(), site.dir_path, caller, S_IFLNK, &m);
   if (r != 0) {
-    unlinkat(at, nm.c_str(), 0);
+    UnlinkBeneath(at, nm, 0);
     return r;
   }
   return FinishCreate(site, name, S_IFLNK, out);
@@ -1101,14 +1106,13 @@ int WritableFs::Unlink(uint64_t parent, std::string_view name) {
   }
   if (st.upper) {
     struct stat ust {};
-    if (fstatat(upper_fd_.get(), path.c_str(), &ust, AT_SYMLINK_NOFOLLOW) != 0) return Errno();
+    if (StatBeneath(upper_fd_.get(), path, &ust) != 0) return Errno();
     if (node != nullptr) {
       StatNode(node, &node->last);
-      node->orphan =
-          UniqueFd(openat(upper_fd_.get(), path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+      node->orphan = UniqueFd(OpenBeneath(upper_fd_.get(), path, O_PATH | O_NOFOLLOW | O_CLOEXEC));
     }
     r = need_whiteout ? MakeWhiteout(path, true)
-                      : (unlinkat(upper_fd_.get(), path.c_str(), 0) == 0 ? 0 : Errno());
+                      : (UnlinkBeneath(upper_fd_.get(), path, 0) == 0 ? 0 : Errno());
     if (r != 0) {
       if (node != nullptr) node->orphan.Close();
       return r;
@@ -1148,8 +1152,8 @@ int WritableFs::Rmdir(uint64_t parent, std::string_view name) {
       r = MakeWhiteout(path, true);
     } else {
       std::string tmp = TempName();
-      r = renameat(upper_fd_.get(), path.c_str(), work_fd_.get(), tmp.c_str()) == 0 ? 0 : Errno();
-      if (r == 0) RemoveTree(work_path_ + "/" + tmp).ok();
+      r = RenameBeneath(upper_fd_.get(), path, work_fd_.get(), tmp) == 0 ? 0 : Errno();
+      if (r == 0) RemoveTreeAt(work_fd_.get(), tmp).ok();
     }
   } else {
     r = EnsureUpperDir(dir_path);
@@ -1197,9 +1201,8 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
     if (s.upper && d.upper && !S_ISDIR(s.type)) {
       struct stat a {
       }, b{};
-      if (fstatat(upper_fd_.get(), src_path.c_str(), &a, AT_SYMLINK_NOFOLLOW) == 0 &&
-          fstatat(upper_fd_.get(), dst_path.c_str(), &b, AT_SYMLINK_NOFOLLOW) == 0 &&
-          a.st_ino == b.st_ino) {
+      if (StatBeneath(upper_fd_.get(), src_path, &a) == 0 &&
+          StatBeneath(upper_fd_.get(), dst_path, &b) == 0 && a.st_ino == b.st_ino) {
         return 0;
       }
     }
@@ -1226,7 +1229,7 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
   if (dnode != nullptr && d.upper && !S_ISDIR(d.type)) {
     StatNode(dnode, &dnode->last);
     dnode->orphan =
-        UniqueFd(openat(upper_fd_.get(), dst_path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+        UniqueFd(OpenBeneath(upper_fd_.get(), dst_path, O_PATH | O_NOFOLLOW | O_CLOEXEC));
   } else if (dnode != nullptr) {
     StatNode(dnode, &dnode->last);
   }
@@ -1234,7 +1237,7 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
   if (!S_ISDIR(s.type)) {
     r = CopyUpPath(src_path, s, true);
     if (r != 0) return r;
-    if (renameat(upper_fd_.get(), src_path.c_str(), upper_fd_.get(), dst_path.c_str()) != 0) {
+    if (RenameBeneath(upper_fd_.get(), src_path, upper_fd_.get(), dst_path) != 0) {
       return Errno();
     }
     if (src_whiteout) {
@@ -1248,12 +1251,11 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
     std::unordered_map<uint32_t, std::string> copied;
     r = CopyMergedTree(s, src_path, tmp, &copied);
     if (r == 0) {
-      std::string abs = work_path_ + "/" + tmp;
-      if (lsetxattr(abs.c_str(), std::string(kOpaqueXattr).c_str(), "y", 1, 0) != 0) r = Errno();
+      r = SetXattrBeneath(work_fd_.get(), tmp, std::string(kOpaqueXattr), "y", 0);
     }
     if (r == 0) r = PlaceFromWork(tmp, dst_path);
     if (r != 0) {
-      RemoveTree(work_path_ + "/" + tmp).ok();
+      RemoveTreeAt(work_fd_.get(), tmp).ok();
       return r;
     }
     if (s.upper) {
@@ -1261,10 +1263,8 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
         r = MakeWhiteout(src_path, true);
       } else {
         std::string gone = TempName();
-        r = renameat(upper_fd_.get(), src_path.c_str(), work_fd_.get(), gone.c_str()) == 0
-                ? 0
-                : Errno();
-        if (r == 0) RemoveTree(work_path_ + "/" + gone).ok();
+        r = RenameBeneath(upper_fd_.get(), src_path, work_fd_.get(), gone) == 0 ? 0 : Errno();
+        if (r == 0) RemoveTreeAt(work_fd_.get(), gone).ok();
       }
     } else if (src_whiteout) {
       r = MakeWhiteout(src_path, false);
@@ -1272,25 +1272,25 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
     if (r != 0) return r;
   } else {
     // An upper-only directory: a plain rename in the upper.
-    std::string src_abs = upper_path_ + "/" + src_path;
-    if (dst_lower_dir &&
-        lsetxattr(src_abs.c_str(), std::string(kOpaqueXattr).c_str(), "y", 1, 0) != 0) {
-      return Errno();
+    if (dst_lower_dir) {
+      r = SetXattrBeneath(upper_fd_.get(), src_path, std::string(kOpaqueXattr), "y", 0);
+      if (r != 0) return r;
     }
     struct stat dst {};
-    bool dst_upper = fstatat(upper_fd_.get(), dst_path.c_str(), &dst, AT_SYMLINK_NOFOLLOW) == 0;
+    bool dst_upper = StatBeneath(upper_fd_.get(), dst_path, &dst) == 0;
     if (dst_upper && !S_ISDIR(dst.st_mode)) {
       // A whiteout there: swap, and the source name gets the whiteout (or nothing).
-      if (renameat2(upper_fd_.get(), src_path.c_str(), upper_fd_.get(), dst_path.c_str(),
-                    RENAME_EXCHANGE) != 0) {
+      if (RenameBeneath(upper_fd_.get(), src_path, upper_fd_.get(), dst_path, RENAME_EXCHANGE) !=
+          0) {
         return Errno();
       }
-      if (!src_whiteout) unlinkat(upper_fd_.get(), src_path.c_str(), 0);
+      if (!src_whiteout) UnlinkBeneath(upper_fd_.get(), src_path, 0);
     } else {
       if (dst_upper) {
         // An empty merged directory whose upper holds only whiteouts: clear it first.
         std::vector<std::string> names;
-        int fd = openat(upper_fd_.get(), dst_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        UniqueFd dst_dir(OpenBeneath(upper_fd_.get(), dst_path, O_RDONLY | O_DIRECTORY));
+        int fd = dst_dir.IsValid() ? fcntl(dst_dir.get(), F_DUPFD_CLOEXEC, 0) : -1;
         if (fd >= 0) {
           DIR* dd = fdopendir(fd);
           if (dd != nullptr) {
@@ -1305,10 +1305,10 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
           }
         }
         for (const std::string& n : names) {
-          RemoveTree(upper_path_ + "/" + dst_path + "/" + n).ok();
+          RemoveTreeAt(dst_dir.get(), n).ok();
         }
       }
-      if (renameat(upper_fd_.get(), src_path.c_str(), upper_fd_.get(), dst_path.c_str()) != 0) {
+      if (RenameBeneath(upper_fd_.get(), src_path, upper_fd_.get(), dst_path) != 0) {
         return Errno();
       }
       if (src_whiteout) {
@@ -1355,10 +1355,10 @@ int WritableFs::Link(uint64_t id, uint64_t new_parent, std::string_view new_name
   std::string tmp;
   if (over) {
     tmp = TempName();
-    if (linkat(upper_fd_.get(), src_path.c_str(), work_fd_.get(), tmp.c_str(), 0) != 0) {
+    if (LinkBeneath(upper_fd_.get(), src_path, work_fd_.get(), tmp) != 0) {
       return Errno();
     }
-  } else if (linkat(upper_fd_.get(), src_path.c_str(), upper_fd_.get(), dst_path.c_str(), 0) != 0) {
+  } else if (LinkBeneath(upper_fd_.get(), src_path, upper_fd_.get(), dst_path) != 0) {
     return Errno();
   }
   State st = src->state;
@@ -1366,7 +1366,7 @@ int WritableFs::Link(uint64_t id, uint64_t new_parent, std::string_view new_name
   if (over) {
     r = PlaceFromWork(tmp, dst_path);
     if (r != 0) {
-      unlinkat(work_fd_.get(), tmp.c_str(), 0);
+      UnlinkBeneath(work_fd_.get(), tmp, 0);
       return r;
     }
   }
@@ -1398,7 +1398,7 @@ int WritableFs::Open(uint64_t id, int flags, uint64_t* fh, bool* cacheable) {
     handle->writable = (flags & O_ACCMODE) != O_RDONLY;
     if (node->state.upper) {
       int open_flags = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT)) | O_CLOEXEC;
-      handle->fd = UniqueFd(openat(upper_fd_.get(), PathOf(node).c_str(), open_flags));
+      handle->fd = UniqueFd(OpenBeneath(upper_fd_.get(), PathOf(node), open_flags));
       if (!handle->fd.IsValid()) return Errno();
     } else {
       handle->lower = node->state.lower;
@@ -1424,12 +1424,12 @@ int WritableFs::Create(uint64_t parent, std::string_view name, mode_t mode, int 
     const std::string& nm = site.name_at;
     int open_flags = (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_DIRECT)) | O_CREAT |
                      O_EXCL | O_CLOEXEC;
-    handle->fd = UniqueFd(openat(at, nm.c_str(), open_flags, 0600));
+    handle->fd = UniqueFd(OpenBeneath(at, nm, open_flags, 0600));
     if (!handle->fd.IsValid()) return Errno();
     mode_t m = (mode & 07777) | S_IFREG;
     r = SetNewOwner(at, nm.c_str(), upper_fd_.get(), site.dir_path, caller, S_IFREG, &m);
     if (r != 0) {
-      unlinkat(at, nm.c_str(), 0);
+      UnlinkBeneath(at, nm, 0);
       return r;
     }
     r = FinishCreate(site, name, S_IFREG | m, out);
@@ -1465,7 +1465,7 @@ int WritableFs::Read(uint64_t fh, uint64_t offset, size_t size, std::string* out
       std::lock_guard<std::mutex> lock(mu_);
       Node* node = GetNode(h->id);
       if (node != nullptr && !node->deleted && node->state.upper) {
-        opened = UniqueFd(openat(upper_fd_.get(), PathOf(node).c_str(), O_RDONLY | O_CLOEXEC));
+        opened = UniqueFd(OpenBeneath(upper_fd_.get(), PathOf(node), O_RDONLY | O_CLOEXEC));
       }
     }
     if (opened.IsValid()) {
@@ -1560,9 +1560,7 @@ int WritableFs::SetXattr(uint64_t id, std::string_view name, std::string_view va
   if (node == nullptr || node->deleted) return ENOENT;
   int r = CopyUp(node, true);
   if (r != 0) return r;
-  std::string abs = upper_path_ + "/" + PathOf(node);
-  std::string n(name);
-  return lsetxattr(abs.c_str(), n.c_str(), value.data(), value.size(), flags) == 0 ? 0 : Errno();
+  return SetXattrBeneath(upper_fd_.get(), PathOf(node), std::string(name), value, flags);
 }
 
 int WritableFs::GetXattr(uint64_t id, std::string_view name, std::string* value) {
@@ -1572,18 +1570,8 @@ int WritableFs::GetXattr(uint64_t id, std::string_view name, std::string* value)
   if (node == nullptr) return ENOENT;
   if (node->deleted && !node->orphan.IsValid()) return ENODATA;
   if (node->state.upper) {
-    std::string path = node->deleted ? "/proc/self/fd/" + std::to_string(node->orphan.get())
-                                     : upper_path_ + "/" + PathOf(node);
-    if (node->deleted) {
-      ssize_t n = getxattr(path.c_str(), std::string(name).c_str(), nullptr, 0);
-      if (n < 0) return Errno();
-      value->assign(static_cast<size_t>(n), '\0');
-      n = getxattr(path.c_str(), std::string(name).c_str(), value->data(), value->size());
-      if (n < 0) return Errno();
-      value->resize(static_cast<size_t>(n));
-      return 0;
-    }
-    return GetXattrAt(path, std::string(name), value);
+    if (node->deleted) return GetXattrFd(node->orphan.get(), std::string(name), value);
+    return GetXattrBeneath(upper_fd_.get(), PathOf(node), std::string(name), value);
   }
   Result<std::string_view> v = table_.GetXattr(node->state.lower, name);
   if (!v.has_value()) return v.error().code() == StatusCode::kNotFound ? ENODATA : EIO;
@@ -1598,14 +1586,18 @@ int WritableFs::ListXattr(uint64_t id, std::vector<std::string>* names) {
   names->clear();
   if (node->deleted) return 0;
   if (node->state.upper) {
-    for (std::string& n : ListXattrsAt(upper_path_ + "/" + PathOf(node))) {
+    std::vector<std::string> all;
+    ListXattrsBeneath(upper_fd_.get(), PathOf(node), &all);
+    for (std::string& n : all) {
       if (!IsOverlayXattr(n)) names->push_back(std::move(n));
     }
     return 0;
   }
   Result<std::vector<std::string_view>> list = table_.ListXattr(node->state.lower);
   if (!list.has_value()) return EIO;
-  for (std::string_view n : *list) names->emplace_back(n);
+  for (std::string_view n : *list) {
+    if (!IsOverlayXattr(n)) names->emplace_back(n);
+  }
   return 0;
 }
 
@@ -1619,8 +1611,7 @@ int WritableFs::RemoveXattr(uint64_t id, std::string_view name) {
   }
   int r = CopyUp(node, true);
   if (r != 0) return r;
-  std::string abs = upper_path_ + "/" + PathOf(node);
-  return lremovexattr(abs.c_str(), std::string(name).c_str()) == 0 ? 0 : Errno();
+  return RemoveXattrBeneath(upper_fd_.get(), PathOf(node), std::string(name));
 }
 
 size_t WritableFs::node_count() const {

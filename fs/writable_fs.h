@@ -10,7 +10,14 @@
 //   - no redirects: a renamed directory that has lower content is copied up whole (upper
 //     files are hard-linked, lower ones copied) and marked opaque;
 //   - ownership, modes, times and xattrs of upper entries are their own; trusted.overlay.*
-//     xattrs are never shown to users nor settable by them.
+//     xattrs are never shown to users nor settable by them, and an image's own
+//     trusted.overlay.* xattrs are never copied up (an image directory carrying
+//     trusted.overlay.opaque does not become opaque in the upper);
+//   - a symlink has no mode of its own: chmod of one is EOPNOTSUPP, as overlayfs answers.
+// Host paths: the upper and the work directory may be changed under the daemon (by the owner
+// of a given --upper, by a container on kernel overlayfs). Every access to them goes through
+// their directory descriptors with no-follow resolution (fs/upper_dir.h): a directory
+// swapped for a symlink at any moment is an error, never a way out of the upper.
 // Copy-up (first change of a lower entry) creates the copy under a temporary name in the work
 // directory — on the same filesystem as the upper — and renames it into place, so a killed
 // daemon never leaves a half-copied file visible; the work directory is emptied when the next
@@ -51,13 +58,9 @@
 #include "base/status.h"
 #include "base/unique_fd.h"
 #include "fs/filesystem.h"
+#include "fs/upper_dir.h"
 
 namespace imgfs::fs {
-
-// The xattr that marks an upper directory opaque (kernel overlayfs convention).
-inline constexpr std::string_view kOpaqueXattr = "trusted.overlay.opaque";
-// Prefix of the xattrs overlayfs reserves: hidden from and refused to users.
-inline constexpr std::string_view kOverlayXattrPrefix = "trusted.overlay.";
 
 // Who asks: owner of created entries.
 struct Caller {
@@ -102,9 +105,12 @@ struct MergedDirEntry {
 class WritableFs {
  public:
   // Opens the merged view of `lower` (not owned; outlives this) and `upper_dir` (must exist).
-  // `work_dir` must be on the upper's filesystem and not inside it; it is created if missing
-  // and emptied (leftovers of a killed daemon). A fresh (empty) upper gets the lower root's
-  // mode, owner and times, so the merged root looks like the image's. InvalidArgument when
+  // `work_dir` must be on the upper's filesystem and not inside it. It is made fresh: created
+  // 0700 and owned by the caller through a descriptor of its parent (whose owner may be
+  // someone else); a leftover of a killed daemon is emptied first if it is a directory owned
+  // by the caller, anything else there is InvalidArgument. It is removed by the destructor
+  // (only while its name still holds the directory made here). A fresh (empty) upper gets the lower
+  // root's mode, owner and times, so the merged root looks like the image's. InvalidArgument when
   // the directories are unusable (EXDEV between them, no whiteout support), Io otherwise.
   static Result<std::unique_ptr<WritableFs>> Open(const ImageFilesystem* lower,
                                                   const std::string& upper_dir,
@@ -192,6 +198,8 @@ class WritableFs {
   int MakeEntry(Node* parent, std::string_view name, const State& state, Entry* out);
   int Merged(const State& state, const std::string& path, std::vector<MergedDirEntry>* out);
   std::string TempName();
+  // Creates the work directory (work_path_) beside the upper; see the .cc.
+  Status MakeWorkDir();
 
   // Copy-up.
   int EnsureUpperDir(const std::string& path);
@@ -233,6 +241,8 @@ class WritableFs {
   const std::string work_path_;
   UniqueFd upper_fd_;
   UniqueFd work_fd_;
+  UniqueFd work_parent_fd_;  // O_PATH; the work dir is work_name_ in it
+  std::string work_name_;
 
   // Lock order: mu_ before handles_mu_ before Handle::mu. The private helpers above run
   // with mu_ held; mu_ guards the fields below up to handles_mu_, which guards the rest.

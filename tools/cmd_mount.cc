@@ -203,9 +203,11 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
       upper = temp_container + "/upper";
       // The owner record goes in first: `imgfs cache gc` deletes the directory once this
       // process is gone (a killed daemon), never while it lives (cache/containers.h).
-      Status made = MakeDirs(temp_container, 0755);
+      // 0700: the upper root gets the image root's mode (0755), so this directory is what
+      // keeps other users away from the upper and its copied-up setuid files.
+      Status made = MakeDirs(temp_container, 0700);
       if (made.ok()) made = cache::WriteContainerOwner(temp_container);
-      if (made.ok()) made = MakeDirs(upper, 0755);
+      if (made.ok()) made = MakeDirs(upper, 0700);
       if (!made.ok()) {
         RemoveTree(temp_container).ok();
         return fail(made.WithContext("creating the upper directory"));

@@ -8,12 +8,15 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
+#include "cache/chunk_store.h"
 #include "cache/images.h"
+#include "cache/index_store.h"
 #include "tests/cache/cache_test_util.h"
 
 namespace imgfs::cache {
@@ -428,6 +431,38 @@ TEST_F(StoreTest, SkopeoAndUmociReadTheStore) {
                  &out),
       0)
       << out;
+}
+
+// The store is private (issue 9): its directories 0700 when created and tightened to 0700
+// when an existing (older, 0755) store is opened by its owner; blob, chunk and index files
+// 0600.
+TEST_F(StoreTest, StoreIsPrivate) {
+  auto mode_of = [](const std::string& path) {
+    struct stat st {};
+    EXPECT_EQ(lstat(path.c_str(), &st), 0) << path;
+    return st.st_mode & 07777;
+  };
+  const std::vector<std::string> dirs = {"",         "/blobs",  "/blobs/sha256", "/tmp",
+                                         "/indexes", "/chunks", "/mounts",       "/containers"};
+  for (const std::string& d : dirs) EXPECT_EQ(mode_of(root_ + d), 0700u) << d;
+  auto blob = store_->PutBlob("private content");
+  ASSERT_TRUE(blob.has_value());
+  EXPECT_EQ(mode_of(store_->BlobPath(*blob)), 0600u);
+  ChunkStore chunks(root_);
+  registry::Digest chunk = registry::Digest::Sha256Of("a chunk");
+  ASSERT_TRUE(chunks.Put(chunk, "a chunk").ok());
+  EXPECT_EQ(mode_of(chunks.PathFor(chunk)), 0600u);
+  EXPECT_EQ(mode_of(root_ + "/chunks/" + chunk.hex().substr(0, 2)), 0700u);
+  IndexStore indexes(root_);
+  ASSERT_TRUE(indexes.Put(*blob, "index bytes").ok());
+  EXPECT_EQ(mode_of(indexes.PathFor(*blob)), 0600u);
+
+  // A store of an older imgfs: world-readable directories, tightened on open.
+  for (const std::string& d : dirs) ASSERT_EQ(chmod((root_ + d).c_str(), 0755), 0) << d;
+  store_.reset();
+  auto again = Store::Open(root_);
+  ASSERT_TRUE(again.has_value()) << again.error().ToString();
+  for (const std::string& d : dirs) EXPECT_EQ(mode_of(root_ + d), 0700u) << d;
 }
 
 }  // namespace

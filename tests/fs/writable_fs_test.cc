@@ -21,10 +21,17 @@
 #include "base/file_util.h"
 #include "cache/store.h"
 #include "fs/mount.h"
+#include "fs/upper_dir.h"
 #include "tests/support/image_builder.h"
 
 namespace imgfs::fs {
 namespace {
+
+// The content of `path`, or `missing` when it cannot be read.
+std::string ContentOr(const std::string& path, const std::string& missing) {
+  Result<std::string> r = ReadFile(path);
+  return r.has_value() ? *r : missing;
+}
 
 using testing::TempDir;
 
@@ -557,6 +564,155 @@ TEST_F(WritableFsTest, DefaultWorkDirIsAHiddenSibling) {
   Result<std::unique_ptr<WritableFs>> inside =
       WritableFs::Open(TinyImage::Get().fs(), Upper(), Upper() + "/work");
   EXPECT_FALSE(inside.has_value());
+}
+
+// ---- host paths (issue 9: upper operations never follow links) ----
+
+// A file outside the upper that nothing may change: its mode, size, owner, times, xattrs.
+struct OutsideFile {
+  std::string path;
+  struct stat st {};
+  void Make(const std::string& p) {
+    path = p;
+    ASSERT_TRUE(WriteFileAtomic(path, "host secret\n", 0600).ok());
+    ASSERT_EQ(chmod(path.c_str(), 0600), 0);
+    ASSERT_EQ(lstat(path.c_str(), &st), 0);
+  }
+  void ExpectUnchanged() const {
+    struct stat now {};
+    ASSERT_EQ(lstat(path.c_str(), &now), 0) << path;
+    EXPECT_EQ(now.st_mode, st.st_mode) << path;
+    EXPECT_EQ(now.st_size, st.st_size) << path;
+    EXPECT_EQ(now.st_uid, st.st_uid) << path;
+    EXPECT_EQ(now.st_gid, st.st_gid) << path;
+    EXPECT_EQ(now.st_mtim.tv_sec, st.st_mtim.tv_sec) << path;
+    EXPECT_EQ(now.st_mtim.tv_nsec, st.st_mtim.tv_nsec) << path;
+    EXPECT_LT(lgetxattr(path.c_str(), "user.planted", nullptr, 0), 0) << path;
+    EXPECT_EQ(ContentOr(path, "<unreadable>"), "host secret\n");
+  }
+};
+
+// chmod of a symlink is EOPNOTSUPP (overlayfs' answer) and never reaches its target, be the
+// link made through the mount, absolute or relative, or an image symlink copied up.
+TEST_F(WritableFsTest, SetModeOnAnUpperSymlinkIsRefusedAndLeavesItsTargetAlone) {
+  OutsideFile outside;
+  outside.Make(dir_.Sub("host-file"));
+  Entry abs, rel;
+  ASSERT_EQ(wfs_->Symlink(outside.path, 1, "abs", caller_, &abs), 0);
+  ASSERT_EQ(wfs_->Symlink("../host-file", 1, "rel", caller_, &rel), 0);
+  SetAttrRequest r;
+  r.set_mode = true;
+  r.mode = 04777;
+  struct stat out {};
+  EXPECT_EQ(wfs_->SetAttr(abs.id, r, 0, &out), EOPNOTSUPP);
+  EXPECT_EQ(wfs_->SetAttr(rel.id, r, 0, &out), EOPNOTSUPP);
+  outside.ExpectUnchanged();
+  // Other changes of a symlink apply to the link itself.
+  SetAttrRequest own;
+  own.set_uid = own.set_gid = true;
+  own.uid = 4321;
+  own.gid = 4321;
+  own.set_mtime = true;
+  own.mtime.tv_sec = 12345;
+  ASSERT_EQ(wfs_->SetAttr(abs.id, own, 0, &out), 0);
+  EXPECT_EQ(UpperStat("abs").st_uid, 4321u);
+  outside.ExpectUnchanged();
+}
+
+// The owner of a user-given --upper (or a container on kernel overlayfs) swaps a directory
+// of the upper for a symlink to a host directory while the mount holds names below it: no
+// operation on those names reaches the host directory.
+TEST_F(WritableFsTest, DirectorySwappedForASymlinkLeadsNowhere) {
+  TempDir host;
+  OutsideFile outside;
+  outside.Make(host.Sub("f"));
+  Entry d, f;
+  ASSERT_EQ(wfs_->Mkdir(Walk("home"), "d", 0755, caller_, &d), 0);
+  uint64_t fh = 0;
+  ASSERT_EQ(wfs_->Create(d.id, "f", S_IFREG | 0644, O_WRONLY, caller_, &f, &fh), 0);
+  wfs_->Release(fh);
+  ASSERT_EQ(rename((Upper() + "/home/d").c_str(), (Upper() + "/home/d.away").c_str()), 0);
+  ASSERT_EQ(symlink(host.path().c_str(), (Upper() + "/home/d").c_str()), 0);
+
+  SetAttrRequest mode;
+  mode.set_mode = true;
+  mode.mode = 04777;
+  SetAttrRequest size;
+  size.set_size = true;
+  size.size = 0;
+  SetAttrRequest owner;
+  owner.set_uid = true;
+  owner.uid = 4321;
+  SetAttrRequest times;
+  times.set_mtime = true;
+  times.mtime.tv_sec = 12345;
+  struct stat out {};
+  EXPECT_NE(wfs_->SetAttr(f.id, mode, 0, &out), 0);
+  EXPECT_NE(wfs_->SetAttr(f.id, size, 0, &out), 0);
+  EXPECT_NE(wfs_->SetAttr(f.id, owner, 0, &out), 0);
+  EXPECT_NE(wfs_->SetAttr(f.id, times, 0, &out), 0);
+  EXPECT_NE(wfs_->SetXattr(f.id, "user.planted", "x", 0), 0);
+  bool cacheable = false;
+  EXPECT_NE(wfs_->Open(f.id, O_WRONLY | O_TRUNC, &fh, &cacheable), 0);
+  std::string target;
+  EXPECT_NE(wfs_->Unlink(d.id, "f"), 0);
+  Entry made;
+  EXPECT_NE(wfs_->Mknod(d.id, "planted", S_IFREG | 0644, 0, caller_, &made), 0);
+  EXPECT_NE(wfs_->Rename(d.id, "f", 1, "stolen", 0), 0);
+  outside.ExpectUnchanged();
+  EXPECT_EQ(testing::ListFilesRecursive(host.path()), std::vector<std::string>{"f"});
+}
+
+// The same on kernels without openat2 (the per-component O_NOFOLLOW walk).
+TEST_F(WritableFsTest, DirectorySwappedForASymlinkLeadsNowhereWithoutOpenat2) {
+  DisableOpenat2ForTesting();
+  TempDir host;
+  OutsideFile outside;
+  outside.Make(host.Sub("f"));
+  Entry d, f;
+  ASSERT_EQ(wfs_->Mkdir(1, "d", 0755, caller_, &d), 0);
+  uint64_t fh = 0;
+  ASSERT_EQ(wfs_->Create(d.id, "f", S_IFREG | 0644, O_WRONLY, caller_, &f, &fh), 0);
+  wfs_->Release(fh);
+  ASSERT_EQ(rename((Upper() + "/d").c_str(), (Upper() + "/d.away").c_str()), 0);
+  ASSERT_EQ(symlink(host.path().c_str(), (Upper() + "/d").c_str()), 0);
+  SetAttrRequest mode;
+  mode.set_mode = true;
+  mode.mode = 04777;
+  SetAttrRequest size;
+  size.set_size = true;
+  size.size = 0;
+  struct stat out {};
+  EXPECT_NE(wfs_->SetAttr(f.id, mode, 0, &out), 0);
+  EXPECT_NE(wfs_->SetAttr(f.id, size, 0, &out), 0);
+  EXPECT_NE(wfs_->SetXattr(f.id, "user.planted", "x", 0), 0);
+  outside.ExpectUnchanged();
+}
+
+// The work directory beside a user-given upper: made 0700 and ours; one that exists but
+// belongs to someone else (or is not a directory) is refused and left as it is.
+TEST_F(WritableFsTest, WorkDirIsPrivateAndAForeignOneIsNotTouched) {
+  struct stat st {};
+  ASSERT_EQ(lstat(wfs_->work_dir().c_str(), &st), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+  EXPECT_EQ(st.st_uid, geteuid());
+
+  std::string foreign = dir_.Sub("foreign-work");
+  ASSERT_TRUE(MakeDirs(foreign + "/keep", 0755).ok());
+  ASSERT_TRUE(WriteFileAtomic(foreign + "/keep/data", "theirs").ok());
+  ASSERT_EQ(lchown(foreign.c_str(), 1000, 1000), 0);
+  Result<std::unique_ptr<WritableFs>> w = WritableFs::Open(TinyImage::Get().fs(), Upper(), foreign);
+  EXPECT_FALSE(w.has_value());
+  EXPECT_EQ(ContentOr(foreign + "/keep/data", "<gone>"), "theirs");
+
+  TempDir host;
+  ASSERT_TRUE(WriteFileAtomic(host.Sub("data"), "host").ok());
+  std::string link = dir_.Sub("link-work");
+  ASSERT_EQ(symlink(host.path().c_str(), link.c_str()), 0);
+  w = WritableFs::Open(TinyImage::Get().fs(), Upper(), link);
+  EXPECT_FALSE(w.has_value());
+  EXPECT_EQ(ContentOr(host.Sub("data"), "<gone>"), "host");
 }
 
 }  // namespace
