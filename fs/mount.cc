@@ -465,6 +465,16 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
       if (plain != nullptr) {
         IndexedRemoteData::Options indexed_options;
         indexed_options.fetch_timeout = lazy_options.fetch_timeout;
+        // An index the layer's own tar headers contradict is dropped from the store too, so
+        // the next mount does not serve it again.
+        if (Result<cache::IndexKey> key = StoreKeyOf(*plain); key.has_value()) {
+          indexed_options.on_index_mismatch = [index_store, key = *key](const Status& why) {
+            Status removed = index_store.Remove(key);
+            IMGFS_LOG(kWarning) << "stored index " << index_store.PathFor(key)
+                                << " removed: " << why.ToString()
+                                << (removed.ok() ? "" : " (" + removed.ToString() + ")");
+          };
+        }
         Result<std::unique_ptr<IndexedRemoteData>> data = IndexedRemoteData::Create(
             source, plain, store.Subdir("tmp"), chunk_store, indexed_options);
         if (data.has_value()) {

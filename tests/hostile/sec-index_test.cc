@@ -10,9 +10,11 @@
 // fs::PushImageIndexes for the attacker's image. The forged eStargz TOC needs answers a real
 // registry cannot give (range reads of a genuine blob returning other bytes): a scripted
 // proxy in front of the registry serves them for the attacker's repository only.
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -249,6 +251,36 @@ TEST_F(PublishedIndexPoisonTest, RunOfAPulledImageSharingTheLayerIgnoresIt) {
                                      "test -e /usr/bin/evil-suid && echo EVIL; true"});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_EQ(r.out, kGenuinePasswd) << r.Describe();
+}
+
+// A lazy read of evil's own mount through the lying index: the tar header in front of the
+// bytes the index names for /usr/bin/passwd says etc/motd, so the read is EIO and the index
+// kept for evil is deleted from the store (the next mount looks it up again).
+TEST_F(PublishedIndexPoisonTest, TarHeaderMismatchIsEioAndDropsTheStoredIndex) {
+  ASSERT_NO_FATAL_FAILURE(MountEvilLazilyOnce());
+  const std::string indexes = dir_.Sub("victim") + "/indexes";
+  auto kept_for_evil = [&] {
+    int n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(indexes)) {
+      const std::string name = e.path().filename().string();
+      if (name.rfind(base_layer_.hex() + ".image-", 0) == 0) ++n;
+    }
+    return n;
+  };
+  ASSERT_EQ(kept_for_evil(), 1) << "the published index was not kept for evil";
+  ASSERT_NO_FATAL_FAILURE(
+      Mount("victim", {"--lazy", "--prefetch", "none", proxy_->host_port() + "/demo/evil:1"}));
+  int fd = ::open((Mnt() + "/usr/bin/passwd").c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  char buf[256];
+  errno = 0;
+  ssize_t n = ::read(fd, buf, sizeof(buf));
+  int err = errno;
+  ::close(fd);
+  EXPECT_EQ(n, -1);
+  EXPECT_EQ(err, EIO);
+  Umount("victim");
+  EXPECT_EQ(kept_for_evil(), 0) << "the index the layer contradicts is still stored";
 }
 
 // (4) An eStargz TOC index kept for one (layer digest, toc.digest) pair is not used for a
