@@ -96,6 +96,7 @@ class TwoFacedRegistry {
   // "reg.localhost:PORT"
   std::string host() const { return "reg.localhost:" + std::to_string(front_->port()); }
   const std::string& ca_file() const { return pki_.cert; }
+  const std::string& key_file() const { return pki_.key; }
   HttpTestServer& tls_side() { return tls_side_; }
   HttpTestServer& plain_side() { return plain_side_; }
 
@@ -186,6 +187,46 @@ TEST(SecRegistryTest, PullRedirectToPlainHttpOnTheSameHostCarriesNoAuthorization
       << "credentials went over plain http after an https -> http redirect";
   EXPECT_TRUE(st.ok()) << st.ToString();
   EXPECT_EQ(got, blob);
+}
+
+// #16: the registry's certs.d material (here: the CA that signed its certificate) is for the
+// registry's own host and port only. A token realm on another host whose certificate the
+// same CA signed is not trusted through certs.d: the token request fails TLS verification
+// and never reaches the token server. Before, the registry's TLS options (certs.d CAs and
+// client certificate) went to every token server and redirect target.
+TEST(SecRegistryTest, CertsDirMaterialIsOnlyForTheRegistryHost) {
+  CheckCurlResolvesLocalhostNames();
+  HttpTestServer token_server([](const HttpTestRequest&, HttpTestConnection& conn) {
+    conn.Respond(200, {{"Content-Type", "application/json"}}, R"({"token":"t0k3n"})");
+  });
+  std::atomic<int> token_port{0};
+  TwoFacedRegistry reg([&](const HttpTestRequest& req, HttpTestConnection& conn) {
+    if (req.path == "/v2/") return conn.Respond(200, {}, "{}");
+    conn.Respond(401, {{"WWW-Authenticate",
+                        "Bearer realm=\"https://127.0.0.1:" + std::to_string(token_port.load()) +
+                            "/token\",service=\"imgfs-test\""}});
+  });
+  ASSERT_TRUE(reg.Start().ok());
+  // The token server sits behind TLS with the same certificate (valid for 127.0.0.1).
+  Result<std::unique_ptr<TlsFront>> token_front =
+      TlsFront::Start(reg.ca_file(), reg.key_file(), token_server.port(), token_server.port());
+  ASSERT_TRUE(token_front.has_value()) << token_front.error().ToString();
+  token_port = (*token_front)->port();
+
+  TempDir certs;
+  const std::string host_dir = certs.Sub(reg.host());
+  ASSERT_TRUE(MakeDirs(host_dir).ok());
+  std::filesystem::copy_file(reg.ca_file(), host_dir + "/ca.crt");
+  RemoteSourceOptions o = reg.RemoteOptions();
+  o.tls.ca_files.clear();  // trust comes from certs.d/<reg.localhost:PORT>/ca.crt only
+  o.certs_dir = certs.path();
+  auto source = RemoteSource::Create(reg.host(), "demo/app", o);
+  Result<registry::FetchedManifest> m = source->GetManifest("1");
+  ASSERT_FALSE(m.has_value());
+  EXPECT_TRUE(Contains(m.error().message(), "TLS verification failed")) << m.error().ToString();
+  EXPECT_EQ(token_server.requests().size(), 0u)
+      << "the registry's certs.d CA was trusted for another host";
+  EXPECT_GT(reg.tls_side().requests().size(), 0u) << "certs.d is used for the registry itself";
 }
 
 // In-memory blobs for the Pusher.
