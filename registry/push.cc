@@ -14,6 +14,7 @@
 #include "base/file_util.h"
 #include "base/log.h"
 #include "base/unique_fd.h"
+#include "registry/backoff.h"
 #include "registry/origin.h"
 #include "registry/reference.h"
 
@@ -134,9 +135,9 @@ Result<std::string> Pusher::BaseUrl() {
   return base_url_;
 }
 
-void Pusher::Backoff(int attempt) const {
-  auto wait = options_.base_backoff * (1 << std::min(attempt, 10));
-  std::this_thread::sleep_for(std::min(wait, options_.max_backoff));
+void Pusher::Backoff(int attempt, const HttpResponse* response) const {
+  const auto delay = RetryDelay(attempt + 1, options_.base_backoff, options_.max_backoff, response);
+  if (delay.count() > 0) std::this_thread::sleep_for(delay);
 }
 
 Status Pusher::HttpError(const HttpResponse& response, const std::string& what) const {
@@ -224,7 +225,7 @@ Result<HttpResponse> Pusher::Send(Request& request) {
     if ((response->status >= 500 || response->status == 429) && request.retryable &&
         attempt + 1 < options_.max_attempts) {
       IMGFS_LOG(kInfo) << request.what << ": HTTP " << response->status << "; retrying";
-      Backoff(attempt++);
+      Backoff(attempt++, &*response);  // honours Retry-After, as pulls do
       continue;
     }
     return response;

@@ -28,10 +28,11 @@
 // space-separated scope parameter as OAuth2 spells it; every 401 goes to
 // Authenticator::OnChallenge and the request is repeated, the Authenticator decides when to
 // give up; a mount that is refused falls back to an upload). Transport errors, 5xx and 429 are
-// retried with exponential backoff up to max_attempts; an upload is then restarted from a fresh
-// session (a half-written session is abandoned, the registry garbage-collects it). The
-// Authorization header is only sent to the registry's own origin (scheme, host, port; an
-// upload Location may point elsewhere; registry/origin.h), certs.d material only to its host.
+// retried with exponential backoff (a 429/503 Retry-After honoured, capped by max_backoff) up
+// to max_attempts; an upload is then restarted from a fresh session (a half-written session
+// is abandoned, the registry garbage-collects it). The Authorization header is only sent to
+// the registry's own origin (scheme, host, port; an upload Location may point elsewhere;
+// registry/origin.h), certs.d material only to its host.
 // Scheme: https; plain http only for loopback hosts and insecure_registries, where https is
 // tried first (as docker does). An upload Location that downgrades https to plain http is
 // refused (Corrupt) unless plain http is allowed for the registry.
@@ -181,7 +182,8 @@ class Pusher {
   Result<HttpResponse> Send(Request& request);
   Result<std::string> BaseUrl();
   Status HttpError(const HttpResponse& response, const std::string& what) const;
-  void Backoff(int attempt) const;
+  // Sleeps before retry `attempt` + 1 (registry/backoff.h; `response` may carry Retry-After).
+  void Backoff(int attempt, const HttpResponse* response = nullptr) const;
   // Starts an upload session (optionally trying a mount first); returns the Location, or
   // "" when the blob got mounted.
   Result<std::string> StartUpload(const Digest& digest, const std::string& mount_from,

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/log.h"
+#include "registry/backoff.h"
 #include "registry/digest.h"
 #include "registry/media_types.h"
 #include "registry/multipart_ranges.h"
@@ -299,18 +300,7 @@ std::chrono::milliseconds RemoteSource::BudgetFor(uint64_t bytes, int64_t bytes_
 }
 
 void RemoteSource::Backoff(int attempt, const HttpResponse* response) const {
-  auto delay = options_.base_backoff;
-  for (int i = 1; i < attempt && delay < options_.max_backoff; ++i) delay *= 2;
-  if (response != nullptr && (response->status == 429 || response->status == 503)) {
-    const std::string retry_after(Trim(response->Header("retry-after")));
-    if (!retry_after.empty() &&
-        std::all_of(retry_after.begin(), retry_after.end(),
-                    [](char c) { return c >= '0' && c <= '9'; }) &&
-        retry_after.size() < 9) {
-      delay = std::chrono::seconds(std::atoi(retry_after.c_str()));
-    }
-  }
-  delay = std::min(delay, options_.max_backoff);
+  const auto delay = RetryDelay(attempt, options_.base_backoff, options_.max_backoff, response);
   if (delay.count() > 0) std::this_thread::sleep_for(delay);
 }
 
