@@ -329,7 +329,11 @@ Result<std::vector<PulledImage>> Puller::Pull(std::string_view text, const Progr
     if (!tags.has_value()) return decorate(tags.error().WithContext("listing tags"));
     if (tags->empty()) return decorate(Status::NotFound("repository has no tags"));
     for (const std::string& tag : *tags) {
-      Result<PulledImage> one = PullFrom(*source, ref.WithTag(tag), tag, progress);
+      // ListTags skips invalid tags already; WithTag checks again before a tag becomes a
+      // request path and a name in index.json.
+      Result<registry::Reference> tagged = ref.WithTag(tag);
+      if (!tagged.has_value()) return decorate(tagged.error());
+      Result<PulledImage> one = PullFrom(*source, *tagged, tag, progress);
       if (!one.has_value()) return decorate(one.error().WithContext("tag " + tag));
       pulled.push_back(std::move(one).value());
     }
@@ -358,35 +362,23 @@ Result<std::unique_ptr<registry::BlobSource>> OpenRegistrySource(std::string_vie
 
 Status CheckLogin(const std::string& registry_host, const registry::Credential& credential,
                   const PullOptions& options) {
-  registry::HttpClient http;
-  registry::TlsOptions tls;
-  tls.ca_files = options.ca_files;
-  bool plain = registry::IsLoopbackHost(registry_host) ||
-               std::find(options.insecure_registries.begin(), options.insecure_registries.end(),
-                         registry_host) != options.insecure_registries.end();
-  std::string host = registry_host == "docker.io" ? "registry-1.docker.io" : registry_host;
-  registry::Authenticator auth(&http, credential, tls, registry_host);
-  registry::HttpRequest request;
-  request.url = (plain ? "http://" : "https://") + host + "/v2/";
-  request.connect_timeout = options.connect_timeout;
-  request.total_timeout = std::chrono::milliseconds(30000);
-  request.tls = tls;
-  for (int attempt = 0; attempt < 3; ++attempt) {
-    std::string header = auth.HeaderFor("");
-    request.headers.clear();
-    if (!header.empty()) request.headers.push_back(header);
-    Result<registry::HttpResponse> response = http.Do(request);
-    if (!response.has_value()) {
-      return response.error().WithContext("logging in to " + registry_host);
-    }
-    if (response->status == 200) return Status::Ok();
-    if (response->status != 401) {
-      return Status::Unavailable("logging in to " + registry_host + ": unexpected HTTP status " +
-                                 std::to_string(response->status) + " from " + request.url);
-    }
-    IMGFS_RETURN_IF_ERROR(auth.OnChallenge(response->www_authenticate, "", header));
+  // The same scheme decision, certs.d material and credential placement as a pull: https
+  // first, plain http only for loopback / --insecure-registry hosts without a TLS server.
+  registry::RemoteSourceOptions remote;
+  remote.tls.ca_files = options.ca_files;
+  remote.insecure_registries = options.insecure_registries;
+  remote.credential = credential;
+  remote.connect_timeout = options.connect_timeout;
+  remote.max_attempts = options.max_attempts;
+  const std::string endpoint =
+      registry_host == "docker.io" ? std::string("registry-1.docker.io") : registry_host;
+  std::unique_ptr<registry::RemoteSource> source =
+      registry::RemoteSource::Create(endpoint, "", std::move(remote));
+  Status st = source->CheckLogin();
+  if (!st.ok() && st.message().find(registry_host) == std::string::npos) {
+    return st.WithContext("logging in to " + registry_host);
   }
-  return Status::PermissionDenied("unauthorized: wrong username or password for " + registry_host);
+  return st;
 }
 
 }  // namespace imgfs::fs

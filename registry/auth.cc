@@ -8,6 +8,7 @@
 #include <openssl/evp.h>
 
 #include "base/log.h"
+#include "registry/origin.h"
 
 namespace imgfs::registry {
 namespace {
@@ -185,16 +186,6 @@ bool HasPassword(const std::optional<Credential>& cred) {
   return cred.has_value() && !cred->username.empty() && !cred->password.empty();
 }
 
-bool IsLoopbackHost(const std::string& host_port) {
-  std::string host = host_port;
-  if (!host.empty() && host[0] == '[') {
-    host = host.substr(1, host.find(']') == std::string::npos ? 0 : host.find(']') - 1);
-  } else if (size_t colon = host.rfind(':'); colon != std::string::npos) {
-    host = host.substr(0, colon);
-  }
-  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
-}
-
 std::string JoinScopes(const std::vector<std::string>& scopes) {
   std::string out;
   for (const std::string& s : scopes) {
@@ -234,11 +225,16 @@ Result<std::vector<Challenge>> ParseWwwAuthenticate(const std::vector<std::strin
 }
 
 Authenticator::Authenticator(HttpClient* http, std::optional<Credential> cred, TlsOptions tls,
-                             std::string registry_host)
+                             std::string registry_host, TlsOptions other_host_tls)
     : http_(http),
       cred_(std::move(cred)),
       tls_(std::move(tls)),
+      other_host_tls_(std::move(other_host_tls)),
       registry_host_(std::move(registry_host)) {}
+
+void Authenticator::SetRegistryOverPlainHttp(bool plain_http) {
+  registry_over_plain_http_.store(plain_http, std::memory_order_relaxed);
+}
 
 uint64_t Authenticator::token_requests() const {
   std::scoped_lock lock(mu_);
@@ -318,17 +314,13 @@ Status Authenticator::OnChallenge(const std::vector<std::string>& www_authentica
     if (auto it = bearer->params.find("service"); it != bearer->params.end()) {
       realm.service = it->second;
     }
-    std::string realm_host = UrlHostPort(realm.realm);
-    bool https = realm.realm.rfind("https://", 0) == 0;
-    bool http = realm.realm.rfind("http://", 0) == 0;
-    if (realm_host.empty() || (!https && !http)) {
-      return Status::Corrupt("registry " + Host("") + " sent an unusable token realm");
-    }
-    if (http && !IsLoopbackHost(realm_host) && realm_host != registry_host_) {
-      // Credentials would travel in clear text to a third host.
-      return Status::PermissionDenied("registry " + Host(realm.realm) +
-                                      " points to a plain-http token server on " + realm_host +
-                                      "; refusing to use it");
+    if (Status st = CheckTokenRealm(realm.realm, registry_host_,
+                                    registry_over_plain_http_.load(std::memory_order_relaxed));
+        !st.ok()) {
+      if (st.code() == StatusCode::kCorrupt) {
+        return Status::Corrupt("registry " + Host("") + " sent an unusable token realm");
+      }
+      return st.WithContext("registry " + Host(realm.realm));
     }
     std::vector<std::string> scopes{scope};
     if (auto it = bearer->params.find("scope"); it != bearer->params.end()) {
@@ -479,7 +471,11 @@ Result<Authenticator::Token> Authenticator::FetchToken(const BearerRealm& realm,
 
   Result<HttpResponse> response = Status::Internal("no token request sent");
   for (int attempt = 0; attempt < 2; ++attempt) {
-    request.tls = tls_;
+    // The registry's certs.d material only when the token server is the registry itself.
+    request.tls =
+        !registry_host_.empty() && IsRegistryHostPort(realm.realm, "https://" + registry_host_)
+            ? tls_
+            : other_host_tls_;
     request.total_timeout = kTokenTimeout;
     {
       std::scoped_lock lock(mu_);

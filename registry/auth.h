@@ -32,6 +32,7 @@
 #ifndef IMGFS_REGISTRY_AUTH_H_
 #define IMGFS_REGISTRY_AUTH_H_
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -74,9 +75,11 @@ class Authenticator {
   using Clock = std::chrono::steady_clock;
 
   // `http` must outlive the Authenticator. `registry_host` ("host[:port]") names the
-  // registry in error messages (`imgfs login HOST`); "" = the realm's host.
+  // registry in error messages (`imgfs login HOST`); "" = the realm's host. `tls` (the
+  // registry's certs.d material) is used for a token server on the registry's own host and
+  // port, `other_host_tls` (the explicit --ca-cert CAs) for any other token server.
   Authenticator(HttpClient* http, std::optional<Credential> cred, TlsOptions tls,
-                std::string registry_host = "");
+                std::string registry_host = "", TlsOptions other_host_tls = {});
   Authenticator(const Authenticator&) = delete;
   Authenticator& operator=(const Authenticator&) = delete;
 
@@ -97,6 +100,13 @@ class Authenticator {
   // challenge), Corrupt (unparsable challenge or token response).
   Status OnChallenge(const std::vector<std::string>& www_authenticate, const std::string& scope,
                      const std::optional<std::string>& rejected_header = std::nullopt);
+
+  // Tells whether the registry is spoken to over plain HTTP (RemoteSource and Pusher call it
+  // once they chose the scheme). Until then, and by default, the registry counts as spoken
+  // to over TLS, and a plain-http token realm is refused (PermissionDenied): a plain-http
+  // realm is used only for a plain-HTTP registry, and only on a loopback host or the
+  // registry's own host (registry/origin.h CheckTokenRealm).
+  void SetRegistryOverPlainHttp(bool plain_http);
 
   // Token requests sent so far (GET and POST to the realm), for tests and statistics.
   uint64_t token_requests() const;
@@ -128,7 +138,9 @@ class Authenticator {
   HttpClient* const http_;
   const std::optional<Credential> cred_;
   const TlsOptions tls_;
+  const TlsOptions other_host_tls_;
   const std::string registry_host_;
+  std::atomic<bool> registry_over_plain_http_{false};
 
   // Lock order: mu_ is a leaf; held only for cache bookkeeping, never across I/O. It guards
   // every member below it. (std::mutex carries no clang capability annotation in

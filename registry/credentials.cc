@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -35,6 +36,9 @@ using json = nlohmann::json;
 constexpr char kDockerHubKey[] = "https://index.docker.io/v1/";
 // Credential helpers answer in a few hundred bytes; more is not a helper talking.
 constexpr size_t kMaxHelperOutput = 1 << 20;
+// How often a helper that closed its output is checked for having exited: short next to
+// the 10 s helper timeout, long enough not to spin.
+constexpr auto kHelperExitPoll = std::chrono::milliseconds(10);
 // docker-credential-helpers `credentials.ErrCredentialsNotFound`.
 constexpr char kHelperNotFound[] = "credentials not found";
 
@@ -259,9 +263,30 @@ Result<HelperResult> RunHelper(const CredentialStoreOptions& options, const std:
     if (result.output.size() > kMaxHelperOutput) break;
   }
   out_read.Close();
-  if (timed_out || result.output.size() > kMaxHelperOutput) kill(-pid, SIGKILL);
+  // The deadline also covers the exit: a helper that closed stdout but keeps running (or
+  // left a child holding nothing) must not block waitpid forever.
   int wstatus = 0;
-  while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
+  bool reaped = false;
+  if (!timed_out && result.output.size() <= kMaxHelperOutput) {
+    while (true) {
+      const pid_t got = waitpid(pid, &wstatus, WNOHANG);
+      if (got == pid) {
+        reaped = true;
+        break;
+      }
+      if (got < 0 && errno != EINTR) break;
+      if (std::chrono::steady_clock::now() >= deadline) {
+        timed_out = true;
+        break;
+      }
+      std::this_thread::sleep_for(kHelperExitPoll);
+    }
+  }
+  if (!reaped) {
+    // Timed out, too much output, or not exited by the deadline: the whole process group.
+    kill(-pid, SIGKILL);
+    while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
+    }
   }
   if (timed_out) {
     return Status::Unavailable("credential helper " + program + " " + action + " timed out after " +

@@ -198,6 +198,22 @@ Status DecodeManifestImpl(std::string_view bytes, Manifest* m) {
   if (config == doc.end()) return Status::Corrupt("missing field \"config\"");
   IMGFS_RETURN_IF_ERROR(DecodeDescriptor(*config, "config", &m->config));
   IMGFS_RETURN_IF_ERROR(DecodeDescriptorList(doc, "layers", true, &m->layers));
+  // Sizes bound every download of these blobs: none may be missing, zero or negative.
+  if (m->config.size <= 0) {
+    return Status::Corrupt("config " + m->config.digest.String() + " has size " +
+                           std::to_string(m->config.size) + " (must be > 0)");
+  }
+  if (m->config.size > kMaxConfigBytes) {
+    return Status::Corrupt("config " + m->config.digest.String() + " has size " +
+                           std::to_string(m->config.size) + ", above the limit of " +
+                           std::to_string(kMaxConfigBytes) + " bytes (kMaxConfigBytes)");
+  }
+  for (const Descriptor& layer : m->layers) {
+    if (layer.size <= 0) {
+      return Status::Corrupt("layer " + layer.digest.String() + " has size " +
+                             std::to_string(layer.size) + " (must be > 0)");
+    }
+  }
   auto subject = doc.find("subject");
   if (subject != doc.end() && !subject->is_null()) {
     Descriptor s;

@@ -78,7 +78,15 @@ enum class DocumentKind { kManifest, kIndex };
 // re-push the image with a current tool"); not JSON → Corrupt.
 Result<DocumentKind> ClassifyDocument(std::string_view bytes, std::string_view content_type);
 
+// A manifest's config and layer descriptors must have a size > 0 (a size-less descriptor
+// would mean "download without a bound"), and the config at most kMaxConfigBytes: both are
+// Corrupt naming the descriptor, refused before anything is downloaded.
 Result<Manifest> DecodeManifest(std::string_view bytes);
+
+// Largest image config accepted. Real configs are a few KiB (history and env of images with
+// hundreds of layers stay below 100 KiB); 8 MiB leaves ample room while a hostile registry
+// cannot make imgfs download and parse an arbitrary amount as "config".
+inline constexpr int64_t kMaxConfigBytes = 8 << 20;
 Result<Index> DecodeIndex(std::string_view bytes);
 // Canonical JSON encodings (used when writing manifests, e.g. for commits and local layouts).
 std::string EncodeManifest(const Manifest& m);

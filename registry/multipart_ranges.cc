@@ -83,13 +83,15 @@ Result<ContentRange> ParseContentRange(std::string_view value) {
   ContentRange out;
   if (!ParseNumber(v.substr(0, dash), &out.first) ||
       !ParseNumber(v.substr(dash + 1, slash - dash - 1), &out.last)) {
-    return bad("positions are not decimal numbers");
+    return bad("positions are not decimal numbers below 2^63 (at most 19 digits)");
   }
   if (out.last < out.first) return bad("last position before first");
   const std::string_view total = v.substr(slash + 1);
   if (total != "*") {
     uint64_t n = 0;
-    if (!ParseNumber(total, &n)) return bad("length is not a decimal number or *");
+    if (!ParseNumber(total, &n)) {
+      return bad("length is not * or a decimal number below 2^63 (at most 19 digits)");
+    }
     if (out.last >= n) return bad("range reaches past the length");
     out.total = static_cast<int64_t>(n);
   }

@@ -14,6 +14,8 @@
 #include "base/file_util.h"
 #include "base/log.h"
 #include "base/unique_fd.h"
+#include "registry/backoff.h"
+#include "registry/origin.h"
 #include "registry/reference.h"
 
 namespace imgfs::registry {
@@ -96,14 +98,18 @@ Pusher::Pusher(std::string registry_host, std::string repository, PushOptions op
     : host_(std::move(registry_host)),
       endpoint_(host_ == "docker.io" ? std::string("registry-1.docker.io") : host_),
       repository_(std::move(repository)),
-      options_(std::move(options)) {
+      options_(std::move(options)),
+      tls_(WithCertsDir(options_.tls, options_.certs_dir, endpoint_)),
+      other_host_tls_(OtherHostTls(options_.tls)),
+      plain_http_allowed_(PlainHttpAllowed(endpoint_, options_.insecure_registries) ||
+                          PlainHttpAllowed(host_, options_.insecure_registries)) {
   if (options_.http != nullptr) {
     http_ = options_.http;
   } else {
     owned_http_ = std::make_unique<HttpClient>();
     http_ = owned_http_.get();
   }
-  auth_ = std::make_unique<Authenticator>(http_, options_.credential, options_.tls, host_);
+  auth_ = std::make_unique<Authenticator>(http_, options_.credential, tls_, host_, other_host_tls_);
 }
 
 Pusher::~Pusher() = default;
@@ -112,11 +118,7 @@ std::string Pusher::Describe() const { return "registry " + host_ + ", repositor
 
 Result<std::string> Pusher::BaseUrl() {
   if (!base_url_.empty()) return base_url_;
-  bool plain_ok =
-      IsLoopbackHost(endpoint_) ||
-      std::find(options_.insecure_registries.begin(), options_.insecure_registries.end(), host_) !=
-          options_.insecure_registries.end();
-  if (!plain_ok) {
+  if (!plain_http_allowed_) {
     base_url_ = "https://" + endpoint_;
     return base_url_;
   }
@@ -126,15 +128,16 @@ Result<std::string> Pusher::BaseUrl() {
   probe.url = "https://" + endpoint_ + "/v2/";
   probe.connect_timeout = options_.connect_timeout;
   probe.total_timeout = std::chrono::milliseconds(10000);
-  probe.tls = options_.tls;
+  probe.tls = tls_;
   Result<HttpResponse> r = http_->Do(probe);
   base_url_ = (r.has_value() ? "https://" : "http://") + endpoint_;
+  auth_->SetRegistryOverPlainHttp(!r.has_value());
   return base_url_;
 }
 
-void Pusher::Backoff(int attempt) const {
-  auto wait = options_.base_backoff * (1 << std::min(attempt, 10));
-  std::this_thread::sleep_for(std::min(wait, options_.max_backoff));
+void Pusher::Backoff(int attempt, const HttpResponse* response) const {
+  const auto delay = RetryDelay(attempt + 1, options_.base_backoff, options_.max_backoff, response);
+  if (delay.count() > 0) std::this_thread::sleep_for(delay);
 }
 
 Status Pusher::HttpError(const HttpResponse& response, const std::string& what) const {
@@ -169,7 +172,6 @@ Status Pusher::HttpError(const HttpResponse& response, const std::string& what) 
 
 Result<HttpResponse> Pusher::Send(Request& request) {
   IMGFS_ASSIGN_OR_RETURN(std::string base, BaseUrl());
-  const std::string registry_host = UrlHostPort(base);
   const std::string scope = request.scope.empty() ? Scope() : request.scope;
   int auth_rounds = 0;
   int attempt = 0;
@@ -184,11 +186,22 @@ Result<HttpResponse> Pusher::Send(Request& request) {
     out.total_timeout =
         large ? std::chrono::milliseconds(0) : std::chrono::milliseconds(options_.request_timeout);
     out.low_speed_time = options_.low_speed_time;
-    out.tls = options_.tls;
+    out.tls = IsRegistryHostPort(out.url, base) ? tls_ : other_host_tls_;
     out.max_body_bytes = 1 << 20;
-    // Credentials only go to the registry itself, never to a storage host behind a Location.
+    if (IsSchemeDowngrade(base, out.url) && !plain_http_allowed_) {
+      // An upload Location on plain http from a registry spoken to over TLS (typically a TLS
+      // proxy without X-Forwarded-Proto): neither the token nor the image goes there.
+      return Status::Corrupt(request.what + " (" + Describe() +
+                             "): the registry sent a plain-http " + "upload location (" +
+                             UrlHostPort(out.url) +
+                             ") although it is spoken to over https; refusing to send the upload " +
+                             "and credentials in clear text");
+    }
+    // Credentials only go to the registry's origin, never to a storage host behind a Location
+    // nor to the registry's host over a downgraded scheme.
+    const bool same_origin = MayCarryCredentials(out.url, base, plain_http_allowed_);
     std::string auth_header;
-    if (UrlHostPort(out.url) == registry_host) {
+    if (same_origin) {
       auth_header = auth_->HeaderFor(scope);
       if (!auth_header.empty()) out.headers.push_back(auth_header);
     }
@@ -203,8 +216,7 @@ Result<HttpResponse> Pusher::Send(Request& request) {
       }
       return st.WithContext(request.what + " (" + Describe() + ")");
     }
-    if (response->status == 401 && UrlHostPort(out.url) == registry_host &&
-        auth_rounds < kMaxAuthRounds) {
+    if (response->status == 401 && same_origin && auth_rounds < kMaxAuthRounds) {
       ++auth_rounds;
       Status st = auth_->OnChallenge(response->www_authenticate, scope, auth_header);
       if (!st.ok()) return st.WithContext(request.what);
@@ -213,7 +225,7 @@ Result<HttpResponse> Pusher::Send(Request& request) {
     if ((response->status >= 500 || response->status == 429) && request.retryable &&
         attempt + 1 < options_.max_attempts) {
       IMGFS_LOG(kInfo) << request.what << ": HTTP " << response->status << "; retrying";
-      Backoff(attempt++);
+      Backoff(attempt++, &*response);  // honours Retry-After, as pulls do
       continue;
     }
     return response;

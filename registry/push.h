@@ -28,11 +28,14 @@
 // space-separated scope parameter as OAuth2 spells it; every 401 goes to
 // Authenticator::OnChallenge and the request is repeated, the Authenticator decides when to
 // give up; a mount that is refused falls back to an upload). Transport errors, 5xx and 429 are
-// retried with exponential backoff up to max_attempts; an upload is then restarted from a fresh
-// session (a half-written session is abandoned, the registry garbage-collects it). The
-// Authorization header is only sent to the registry's own host (an upload Location may point
-// elsewhere). Scheme: https; plain http only for loopback hosts and insecure_registries, where
-// https is tried first (as docker does).
+// retried with exponential backoff (a 429/503 Retry-After honoured, capped by max_backoff) up
+// to max_attempts; an upload is then restarted from a fresh session (a half-written session
+// is abandoned, the registry garbage-collects it). The Authorization header is only sent to
+// the registry's own origin (scheme, host, port; an upload Location may point elsewhere;
+// registry/origin.h), certs.d material only to its host.
+// Scheme: https; plain http only for loopback hosts and insecure_registries, where https is
+// tried first (as docker does). An upload Location that downgrades https to plain http is
+// refused (Corrupt) unless plain http is allowed for the registry.
 //
 // Errors are one line each, naming the registry and repository: PermissionDenied
 // ("unauthorized: …", "denied: …"), NotFound ("blob unknown …"), Unavailable ("registry
@@ -85,7 +88,11 @@ struct ImageToPush {
 };
 
 struct PushOptions {
+  // Extra CAs (--ca-cert) and an explicit client certificate; merged with certs_dir for the
+  // registry's own host (other hosts get the extra CAs only; registry/origin.h).
   TlsOptions tls;
+  // Docker's per-registry certificate directory (as RemoteSourceOptions::certs_dir).
+  std::string certs_dir = "/etc/docker/certs.d";
   // Hosts ("host[:port]") that may be spoken to over plain HTTP besides loopback ones.
   std::vector<std::string> insecure_registries;
   std::optional<Credential> credential;
@@ -175,7 +182,8 @@ class Pusher {
   Result<HttpResponse> Send(Request& request);
   Result<std::string> BaseUrl();
   Status HttpError(const HttpResponse& response, const std::string& what) const;
-  void Backoff(int attempt) const;
+  // Sleeps before retry `attempt` + 1 (registry/backoff.h; `response` may carry Retry-After).
+  void Backoff(int attempt, const HttpResponse* response = nullptr) const;
   // Starts an upload session (optionally trying a mount first); returns the Location, or
   // "" when the blob got mounted.
   Result<std::string> StartUpload(const Digest& digest, const std::string& mount_from,
@@ -190,6 +198,9 @@ class Pusher {
   const std::string endpoint_;  // host to contact ("registry-1.docker.io")
   const std::string repository_;
   const PushOptions options_;
+  const TlsOptions tls_;             // options_.tls + certs_dir/<endpoint>: the registry's
+  const TlsOptions other_host_tls_;  // options_.tls CAs only: any other host
+  const bool plain_http_allowed_;    // loopback or --insecure-registry (registry/origin.h)
   std::unique_ptr<HttpClient> owned_http_;
   HttpClient* http_;
   std::unique_ptr<Authenticator> auth_;

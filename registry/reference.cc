@@ -50,10 +50,23 @@ bool HasUpper(std::string_view s) {
   return std::any_of(s.begin(), s.end(), [](char c) { return c >= 'A' && c <= 'Z'; });
 }
 
+// The input quoted for a message: control, escape and non-ASCII bytes as \xNN, so a hostile
+// name (a tag listed by a registry) cannot drive the terminal that prints the error.
 std::string Quote(std::string_view s) {
   constexpr size_t kMaxShown = 300;  // a valid reference is well below this
-  if (s.size() > kMaxShown) return "\"" + std::string(s.substr(0, kMaxShown)) + "...\"";
-  return "\"" + std::string(s) + "\"";
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "\"";
+  for (char c : s.substr(0, kMaxShown)) {
+    const auto b = static_cast<unsigned char>(c);
+    if (b < 0x20 || b >= 0x7f || c == '"' || c == '\\') {
+      out += "\\x";
+      out += kHex[b >> 4];
+      out += kHex[b & 0xf];
+    } else {
+      out += c;
+    }
+  }
+  return out + (s.size() > kMaxShown ? "...\"" : "\"");
 }
 
 Status Invalid(std::string_view input, std::string_view why) {
@@ -299,7 +312,8 @@ std::string Reference::Endpoint() const {
   return domain_ == kDefaultDomain ? std::string(kDockerHubEndpoint) : domain_;
 }
 
-Reference Reference::WithTag(std::string tag) const {
+Result<Reference> Reference::WithTag(std::string tag) const {
+  if (!ValidTag(tag)) return Invalid(FamiliarName() + ":" + tag, "invalid tag");
   Reference r = *this;
   r.tag_ = std::move(tag);
   r.digest_.reset();
@@ -311,6 +325,8 @@ Reference Reference::WithDigest(Digest digest) const {
   r.digest_ = std::move(digest);
   return r;
 }
+
+bool IsValidTag(std::string_view tag) { return ValidTag(tag); }
 
 bool IsLoopbackHost(std::string_view host_port) {
   std::string host;
@@ -328,7 +344,8 @@ bool IsLoopbackHost(std::string_view host_port) {
   std::string lower = host;
   std::transform(lower.begin(), lower.end(), lower.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  if (lower == "localhost" || lower.ends_with(".localhost")) return true;
+  // Not `*.localhost`: glibc resolves those through DNS (see registry/origin.h).
+  if (lower == "localhost") return true;
   in_addr v4{};
   if (inet_pton(AF_INET, host.c_str(), &v4) == 1) {
     return (ntohl(v4.s_addr) >> 24) == 127;

@@ -47,8 +47,9 @@ class Reference {
   std::string TagOrDigest() const;
   // Host[:port] to contact: "registry-1.docker.io" for docker.io, else domain().
   std::string Endpoint() const;
-  // Same reference with a different tag and no digest.
-  Reference WithTag(std::string tag) const;
+  // Same reference with a different tag and no digest; InvalidArgument when `tag` is not a
+  // valid tag ([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}), e.g. one listed by a hostile registry.
+  Result<Reference> WithTag(std::string tag) const;
   // Same name with the digest set (tag kept).
   Reference WithDigest(Digest digest) const;
 
@@ -61,8 +62,13 @@ class Reference {
   std::optional<Digest> digest_;
 };
 
+// True for a valid tag: [A-Za-z0-9_][A-Za-z0-9_.-]{0,127} (distribution's tag grammar). No
+// '/', '..' prefix, '?', control or escape characters can pass.
+bool IsValidTag(std::string_view tag);
+
 // True for hosts that may be spoken to over plain HTTP without --insecure-registry:
-// localhost, 127.0.0.0/8, ::1 (with or without a port).
+// `localhost`, 127.0.0.0/8 and ::1 IP literals (with or without a port); not `*.localhost`
+// (glibc resolves those through DNS). The one loopback check of imgfs (registry/origin.h).
 bool IsLoopbackHost(std::string_view host_port);
 
 }  // namespace imgfs::registry

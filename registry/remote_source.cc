@@ -14,9 +14,11 @@
 #include <nlohmann/json.hpp>
 
 #include "base/log.h"
+#include "registry/backoff.h"
 #include "registry/digest.h"
 #include "registry/media_types.h"
 #include "registry/multipart_ranges.h"
+#include "registry/origin.h"
 
 namespace imgfs::registry {
 namespace {
@@ -54,19 +56,30 @@ bool IsRetryableStatus(long status) {  // NOLINT(google-runtime-int)
   return status == 429 || (status >= 500 && status <= 599);
 }
 
-// "bytes 10-20/300" → 10; -1 if unparsable.
-int64_t ContentRangeStart(std::string_view value) {
-  value = Trim(value);
-  if (!value.starts_with("bytes ")) return -1;
-  value.remove_prefix(6);
-  const size_t dash = value.find('-');
-  if (dash == 0 || dash == std::string_view::npos) return -1;
-  int64_t start = 0;
-  for (char c : value.substr(0, dash)) {
-    if (c < '0' || c > '9') return -1;
-    start = start * 10 + (c - '0');
+// The first position of a 206's Content-Range ("bytes 10-20/300" → 10), through the bounded
+// parser of multipart_ranges.h: numbers of more than 19 digits or above 2^63-1 are Corrupt,
+// never an overflow.
+Result<uint64_t> ContentRangeStart(const std::string& value) {
+  IMGFS_ASSIGN_OR_RETURN(ContentRange range, ParseContentRange(value));
+  return range.first;
+}
+
+// `text` for a log line: bytes outside printable ASCII as \xNN, at most kMaxShown of them.
+std::string Printable(std::string_view text) {
+  constexpr size_t kMaxShown = 160;  // a valid tag has at most 128 characters
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "\"";
+  for (char c : text.substr(0, kMaxShown)) {
+    const auto b = static_cast<unsigned char>(c);
+    if (b < 0x20 || b >= 0x7f || c == '\\' || c == '"') {
+      out += "\\x";
+      out += kHex[b >> 4];
+      out += kHex[b & 0xf];
+    } else {
+      out += c;
+    }
   }
-  return start;
+  return out + (text.size() > kMaxShown ? "...\"" : "\"");
 }
 
 // The URL of rel="next" in a Link header value, or "".
@@ -148,10 +161,16 @@ struct RemoteSource::Call {
   std::string path;  // "/v2/…" relative to the base URL
   std::string url;   // absolute URL instead of path (pagination links), may be ""
   std::vector<std::string> headers;
-  std::string what;             // for messages: "GET manifest demo/app:1"
-  bool streaming = false;       // no total timeout, only the low-speed limit
-  bool authenticate = true;     // send Authorization / answer 401 challenges
-  bool cache_redirect = false;  // remember the redirect target (blob GETs)
+  std::string what;        // for messages: "GET manifest demo/app:1"
+  bool streaming = false;  // no request_timeout; the minimum rates below instead
+  // Low-speed floor of each attempt, bytes/s over low_speed_time.
+  int64_t min_bytes_per_second = kMinBytesPerSecond;
+  // For streaming calls: the whole-attempt budget (0 = none); request_timeout plus the
+  // expected bytes at the minimum rate, so slow bursts cannot stretch it without bound.
+  std::chrono::milliseconds stream_budget{0};
+  bool authenticate = true;          // send Authorization / answer 401 challenges
+  std::optional<std::string> scope;  // the auth scope; nullopt = Scope() (pull)
+  bool cache_redirect = false;       // remember the redirect target (blob GETs)
   size_t max_body_bytes = 64u << 20;
   // A 5xx status that is an answer, not a transient failure (501 to a multi-range request).
   long final_status = 0;  // NOLINT(google-runtime-int): libcurl's type
@@ -168,40 +187,16 @@ RemoteSource::RemoteSource(std::string registry_host, std::string repository,
     : host_(ToLower(registry_host)),
       repository_(std::move(repository)),
       options_(std::move(options)),
-      tls_(options_.tls) {
-  if (!options_.certs_dir.empty()) {
-    // docker's layout: <dir>/<host>/*.crt are CAs, <name>.cert + <name>.key a client pair.
-    std::error_code ec;
-    const std::filesystem::path dir = std::filesystem::path(options_.certs_dir) / host_;
-    std::vector<std::string> cas;
-    std::string cert;
-    std::string key;
-    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-      const std::filesystem::path& p = entry.path();
-      if (p.extension() == ".crt") cas.push_back(p.string());
-      if (p.extension() == ".cert" && cert.empty()) {
-        std::filesystem::path k = p;
-        k.replace_extension(".key");
-        if (std::filesystem::exists(k, ec)) {
-          cert = p.string();
-          key = k.string();
-        }
-      }
-    }
-    std::sort(cas.begin(), cas.end());
-    tls_.ca_files.insert(tls_.ca_files.end(), cas.begin(), cas.end());
-    if (tls_.client_cert_file.empty() && !cert.empty()) {
-      tls_.client_cert_file = cert;
-      tls_.client_key_file = key;
-    }
-  }
+      tls_(WithCertsDir(options_.tls, options_.certs_dir, host_)),
+      other_host_tls_(OtherHostTls(options_.tls)),
+      plain_http_allowed_(PlainHttpAllowed(host_, options_.insecure_registries)) {
   if (options_.http == nullptr) {
     owned_http_ = std::make_unique<HttpClient>();
     http_ = owned_http_.get();
   } else {
     http_ = options_.http;
   }
-  auth_ = std::make_unique<Authenticator>(http_, options_.credential, tls_, host_);
+  auth_ = std::make_unique<Authenticator>(http_, options_.credential, tls_, host_, other_host_tls_);
 }
 
 RemoteSource::~RemoteSource() = default;
@@ -237,6 +232,20 @@ Status RemoteSource::Ping() {
   return HttpError(resp, "ping");
 }
 
+Status RemoteSource::CheckLogin() {
+  Call call;
+  call.path = "/v2/";
+  call.what = "logging in to " + host_;
+  call.scope = "";  // the /v2/ base endpoint: no repository scope
+  call.max_body_bytes = 1u << 20;
+  IMGFS_ASSIGN_OR_RETURN(HttpResponse resp, Execute(call));
+  if (resp.status == 200) return Status::Ok();
+  if (resp.status == 401) {
+    return Status::PermissionDenied("unauthorized: wrong username or password for " + host_);
+  }
+  return HttpError(resp, call.what);
+}
+
 Result<HttpResponse> RemoteSource::DoPing(const std::string& base_url) {
   HttpRequest req;
   req.url = base_url + "/v2/";
@@ -252,12 +261,8 @@ Result<std::string> RemoteSource::EnsureBaseUrl() {
     std::scoped_lock lock(scheme_mu_);
     if (!base_url_.empty()) return base_url_;
   }
-  bool plain_ok = IsLoopbackHost(host_);
-  for (const std::string& h : options_.insecure_registries) {
-    if (ToLower(h) == host_) plain_ok = true;
-  }
   std::string chosen = "https://" + host_;
-  if (plain_ok) {
+  if (plain_http_allowed_) {
     // Probe without holding the lock; two racing probes decide the same way.
     Result<HttpResponse> tls = DoPing(chosen);
     if (!tls.has_value()) {
@@ -275,31 +280,34 @@ Result<std::string> RemoteSource::EnsureBaseUrl() {
     }
   }
   std::scoped_lock lock(scheme_mu_);
-  if (base_url_.empty()) base_url_ = chosen;
+  if (base_url_.empty()) {
+    base_url_ = chosen;
+    // Plain-http token realms are acceptable only for a registry spoken to in clear text.
+    auth_->SetRegistryOverPlainHttp(base_url_.starts_with("http://"));
+  }
   return base_url_;
 }
 
+std::chrono::milliseconds RemoteSource::BudgetFor(uint64_t bytes, int64_t bytes_per_second) const {
+  // Saturating: a size near 2^63 gives "no budget" rather than an overflow.
+  const uint64_t ms = bytes / static_cast<uint64_t>(bytes_per_second) * 1000 +
+                      bytes % static_cast<uint64_t>(bytes_per_second) * 1000 /
+                          static_cast<uint64_t>(bytes_per_second);
+  const auto base = static_cast<uint64_t>(options_.request_timeout.count());
+  constexpr uint64_t kMaxMs = uint64_t{1} << 40;  // ~35 years: beyond it, no budget at all
+  if (ms >= kMaxMs || base >= kMaxMs) return std::chrono::milliseconds(0);
+  return std::chrono::milliseconds(static_cast<int64_t>(base + ms));
+}
+
 void RemoteSource::Backoff(int attempt, const HttpResponse* response) const {
-  auto delay = options_.base_backoff;
-  for (int i = 1; i < attempt && delay < options_.max_backoff; ++i) delay *= 2;
-  if (response != nullptr && (response->status == 429 || response->status == 503)) {
-    const std::string retry_after(Trim(response->Header("retry-after")));
-    if (!retry_after.empty() &&
-        std::all_of(retry_after.begin(), retry_after.end(),
-                    [](char c) { return c >= '0' && c <= '9'; }) &&
-        retry_after.size() < 9) {
-      delay = std::chrono::seconds(std::atoi(retry_after.c_str()));
-    }
-  }
-  delay = std::min(delay, options_.max_backoff);
+  const auto delay = RetryDelay(attempt, options_.base_backoff, options_.max_backoff, response);
   if (delay.count() > 0) std::this_thread::sleep_for(delay);
 }
 
 Result<HttpResponse> RemoteSource::Attempt(Call& call, const std::string& base_url) {
   const std::string start_url = call.url.empty() ? base_url + call.path : call.url;
   std::string url = start_url;
-  const std::string registry_host = UrlHostPort(base_url);
-  const std::string scope = Scope();
+  const std::string scope = call.scope ? *call.scope : Scope();
   bool from_cache = false;
   if (call.cache_redirect) {
     std::scoped_lock lock(redirect_mu_);
@@ -325,13 +333,16 @@ Result<HttpResponse> RemoteSource::Attempt(Call& call, const std::string& base_u
     req.url = url;
     req.headers = call.headers;
     req.connect_timeout = options_.connect_timeout;
-    req.total_timeout = call.streaming ? std::chrono::milliseconds(0) : options_.request_timeout;
+    req.total_timeout = call.streaming ? call.stream_budget : options_.request_timeout;
+    req.low_speed_bytes = call.min_bytes_per_second;
     req.low_speed_time = options_.low_speed_time;
     req.max_body_bytes = call.max_body_bytes;
-    req.tls = tls_;
-    const bool same_host = UrlHostPort(url) == registry_host;
+    // certs.d material only for the registry's own host and port (blob storage, CDNs and
+    // token servers get the explicit --ca-cert CAs only); credentials only for its origin.
+    req.tls = IsRegistryHostPort(url, base_url) ? tls_ : other_host_tls_;
+    const bool same_origin = MayCarryCredentials(url, base_url, plain_http_allowed_);
     std::string auth_line;
-    if (call.authenticate && same_host) {
+    if (call.authenticate && same_origin) {
       auth_line = auth_->HeaderFor(scope);
       if (!auth_line.empty()) req.headers.push_back(auth_line);
     }
@@ -352,7 +363,7 @@ Result<HttpResponse> RemoteSource::Attempt(Call& call, const std::string& base_u
     IMGFS_ASSIGN_OR_RETURN(HttpResponse resp, std::move(result));
     // The Authenticator decides when a repeated 401 means "give up"; the bound here only
     // protects against a server and an Authenticator that keep agreeing to try again.
-    if (resp.status == 401 && call.authenticate && same_host && challenges < 3) {
+    if (resp.status == 401 && call.authenticate && same_origin && challenges < 3) {
       ++challenges;
       Status st = auth_->OnChallenge(resp.www_authenticate, scope, auth_line);
       if (!st.ok()) return st;
@@ -365,17 +376,24 @@ Result<HttpResponse> RemoteSource::Attempt(Call& call, const std::string& base_u
         return Status::Corrupt(call.what + " (" + Describe() + "): more than " +
                                std::to_string(kMaxRedirects) + " redirects");
       }
-      url = ResolveUrl(url, location);
+      const std::string next = ResolveUrl(url, location);
+      if (IsSchemeDowngrade(url, next) && call.authenticate &&
+          !MayCarryCredentials(next, base_url, plain_http_allowed_)) {
+        // Followed (the bytes are verified by digest), but without the Authorization header.
+        IMGFS_LOG(kInfo) << call.what << ": redirected from https to plain http on host "
+                         << UrlHostPort(next) << "; following without credentials";
+      }
+      url = next;
       IMGFS_LOG(kDebug) << call.what << ": redirected to host " << UrlHostPort(url);
       continue;
     }
-    if (hops > 0 && !same_host && (resp.status == 401 || resp.status == 403)) {
+    if (hops > 0 && !same_origin && (resp.status == 401 || resp.status == 403)) {
       // Blob storage refusing a URL the registry just signed: most likely expired.
       return Status::Unavailable(call.what + " (" + Describe() + "): redirect target " +
                                  UrlHostPort(url) + " refused access: HTTP " +
                                  std::to_string(resp.status));
     }
-    if (hops > 0 && call.cache_redirect && !same_host && IsSuccess(resp.status)) {
+    if (hops > 0 && call.cache_redirect && !same_origin && IsSuccess(resp.status)) {
       std::scoped_lock lock(redirect_mu_);
       redirects_[start_url] = {url, std::chrono::steady_clock::now() + kRedirectTtl};
     }
@@ -555,13 +573,19 @@ Status RemoteSource::FetchBlob(const Digest& digest, int64_t expected_size, cons
   call.what = what;
   call.streaming = true;
   call.cache_redirect = true;
+  if (expected_size >= 0)
+    call.stream_budget = BudgetFor(static_cast<uint64_t>(expected_size), kMinBytesPerSecond);
   call.prepare = [&](HttpRequest& req) {
     skip = 0;
     if (delivered > 0) req.headers.push_back("Range: bytes=" + std::to_string(delivered) + "-");
     req.on_body_start = [&](const HttpResponse& head) -> Status {
       if (head.status == 206) {
-        const int64_t start = ContentRangeStart(head.Header("content-range"));
-        if (start != static_cast<int64_t>(delivered)) {
+        const Result<uint64_t> start = ContentRangeStart(head.Header("content-range"));
+        if (!start.has_value()) {
+          fatal = start.error().WithContext(what + " (" + Describe() + ")");
+          return fatal;
+        }
+        if (*start != delivered) {
           fatal = Status::Corrupt(what + " (" + Describe() + "): asked to resume at byte " +
                                   std::to_string(delivered) + ", got Content-Range " +
                                   head.Header("content-range"));
@@ -649,13 +673,12 @@ Result<std::string> RemoteSource::ReadBlobRange(const Digest& digest, ByteRange 
     req.range = range;
     req.on_body_start = [&](const HttpResponse& head) -> Status {
       if (head.status == 206) {
-        const int64_t start = ContentRangeStart(head.Header("content-range"));
-        if (start < 0) {
-          fatal = Status::Corrupt(what + " (" + Describe() + "): bad Content-Range " +
-                                  head.Header("content-range"));
+        const Result<uint64_t> start = ContentRangeStart(head.Header("content-range"));
+        if (!start.has_value()) {
+          fatal = start.error().WithContext(what + " (" + Describe() + ")");
           return fatal;
         }
-        pos = static_cast<uint64_t>(start);
+        pos = *start;
         whole = false;
       } else {
         pos = 0;  // 200: the whole blob, sliced below
@@ -894,12 +917,18 @@ Status RemoteSource::StreamBlobRange(const Digest& digest, ByteRange range, cons
   call.streaming = true;
   call.cache_redirect = true;
   call.max_body_bytes = 1u << 20;
+  call.min_bytes_per_second = kMinStreamBytesPerSecond;
+  call.stream_budget = BudgetFor(range.length, kMinStreamBytesPerSecond);
   call.prepare = [&](HttpRequest& req) {
     req.range = range;
     req.on_body_start = [&](const HttpResponse& head) -> Status {
       if (head.status == 206) {
-        const int64_t start = ContentRangeStart(head.Header("content-range"));
-        if (start != static_cast<int64_t>(range.offset)) {
+        const Result<uint64_t> start = ContentRangeStart(head.Header("content-range"));
+        if (!start.has_value()) {
+          fatal = start.error().WithContext(what + " (" + Describe() + ")");
+          return fatal;
+        }
+        if (*start != range.offset) {
           fatal = Status::Corrupt(what + " (" + Describe() + "): got Content-Range " +
                                   head.Header("content-range"));
           return fatal;
@@ -972,7 +1001,15 @@ Result<std::vector<std::string>> RemoteSource::ListTags() {
         if (!t.is_string()) {
           return Status::Corrupt(call.what + " (" + Describe() + "): a tag is not a string");
         }
-        tags.push_back(t.get<std::string>());
+        std::string tag = t.get<std::string>();
+        if (!IsValidTag(tag)) {
+          // A tag becomes a request path, a name in index.json and terminal output: one with
+          // '/', "..", '?', control or escape characters is none of those.
+          IMGFS_LOG(kWarning) << call.what << " (" << Describe() << "): skipping invalid tag "
+                              << Printable(tag);
+          continue;
+        }
+        tags.push_back(std::move(tag));
       }
     }
     const std::string next = NextLink(resp.Header("link"));

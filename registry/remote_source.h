@@ -17,8 +17,16 @@
 //    Authenticator::OnChallenge and the request is repeated (the Authenticator decides when
 //    to give up).
 //  - Redirects (301/302/303/307/308) are followed by hand, at most kMaxRedirects; the
-//    Authorization header only goes to the registry's own host (blob storage behind a
-//    redirect, e.g. S3, rejects a second auth mechanism and must not see the token).
+//    Authorization header only goes to the registry's own origin — scheme, host and
+//    effective port (registry/origin.h): blob storage behind a redirect, e.g. S3, rejects a
+//    second auth mechanism and must not see the token, and an https → http redirect on the
+//    same host is followed without it (unless the registry is loopback or insecure). certs.d
+//    material (CAs, client certificate) is used for the registry's own host and port only;
+//    other hosts get the explicit options.tls CAs.
+//  - Throughput: every request fails when slower than kMinBytesPerSecond
+//    (kMinStreamBytesPerSecond for StreamBlobRange) for low_speed_time; a whole-blob or
+//    streamed range download also has a total budget of request_timeout plus its size at
+//    that rate.
 //    The final URL of a blob redirect (a signed storage URL) is remembered for
 //    kRedirectTtl, so the many Range reads of a lazily read layer skip the registry hop;
 //    any failure there forgets it and starts again at the registry. A redirect target that
@@ -103,7 +111,8 @@ struct RemoteSourceOptions {
   std::chrono::milliseconds connect_timeout{10000};
   // Whole-request limit for small requests (ping, manifests, tags, ranges).
   std::chrono::milliseconds request_timeout{60000};
-  // Blob streams have no total limit; they fail when slower than 1 byte/s for this long.
+  // Every request fails when slower than its minimum throughput (kMinBytesPerSecond, or
+  // kMinStreamBytesPerSecond for StreamBlobRange) for this long.
   std::chrono::seconds low_speed_time{30};
 
   // Attempts per operation (1 = no retry). Each failed attempt counts, including the ones
@@ -129,6 +138,15 @@ class RemoteSource : public BlobSource {
   // How long a blob's redirect target is reused (stargz-snapshotter uses 60 s; S3/CDN
   // signatures given by registries live for minutes).
   static constexpr std::chrono::seconds kRedirectTtl{60};
+  // Minimum throughput of a request (curl's low-speed limit, over low_speed_time) and the
+  // rate a whole-blob download (FetchBlob) must average: a registry trickling a few bytes a
+  // second cannot hold a pull or a reader forever. 16 KiB/s is far below any usable link
+  // (a 1 Mbit/s line gives 120 KiB/s) and well above what a trickling attacker sends.
+  static constexpr int64_t kMinBytesPerSecond = 16 << 10;
+  // The same for StreamBlobRange, whose sink may hold a buffer back for up to 2 s to let
+  // demand reads go first (fs/fetcher.cc kMaxYield): 16 KiB per 2 s is 8 KiB/s, so the floor
+  // sits at half of that.
+  static constexpr int64_t kMinStreamBytesPerSecond = 4 << 10;
   // Ranges per multi-range request. Go's http.ServeContent (distribution's filesystem
   // driver) and nginx answer any number, but proxies and CDNs limit the header size
   // (8 KiB is common); 32 ranges of two 12-digit offsets stay under 1 KiB.
@@ -147,6 +165,11 @@ class RemoteSource : public BlobSource {
   // GET /v2/: OK when the registry answers as a v2 registry (200, or 401 asking for auth).
   Status Ping();
 
+  // `imgfs login`: GET /v2/ with the configured credential, answering auth challenges, over
+  // the scheme every other request uses (https first, also for --insecure-registry hosts).
+  // OK on 200; PermissionDenied when the registry keeps refusing the credential.
+  Status CheckLogin();
+
   Result<FetchedManifest> GetManifest(std::string_view tag_or_digest) override;
   Status FetchBlob(const Digest& digest, int64_t expected_size, const BlobSink& sink) override;
   Result<std::string> ReadBlobRange(const Digest& digest, ByteRange range) override;
@@ -156,6 +179,9 @@ class RemoteSource : public BlobSource {
   Result<std::vector<std::string>> ReadBlobRanges(const Digest& digest,
                                                   const std::vector<ByteRange>& ranges,
                                                   uint64_t* requests) override;
+  // Every tag of the repository (all pages), sorted. Tags that are not valid references
+  // (IsValidTag: '/', "..", '?', control or escape characters, ...) are skipped with a
+  // warning: they would become request paths, index.json names and terminal output.
   Result<std::vector<std::string>> ListTags() override;
   // Bytes [range.offset, range.end()) of a blob handed to `sink` as they arrive (fewer when
   // the blob ends first), unverified. One request; a 200 answer is sliced.
@@ -200,6 +226,9 @@ class RemoteSource : public BlobSource {
   // Non-2xx final answer → Status naming `what`.
   Status HttpError(const HttpResponse& response, const std::string& what) const;
   void Backoff(int attempt, const HttpResponse* response) const;
+  // request_timeout plus the time `bytes` take at `bytes_per_second` (0 = unbounded when
+  // that does not fit).
+  std::chrono::milliseconds BudgetFor(uint64_t bytes, int64_t bytes_per_second) const;
   // One multi-range GET for `ranges` (non-empty ranges, at least two). Either the bytes of
   // every range, or refused=true (the caller asks range by range); errors only for what a
   // single range would fail on too (NotFound, PermissionDenied, Unavailable after retries).
@@ -210,7 +239,9 @@ class RemoteSource : public BlobSource {
   const std::string host_;
   const std::string repository_;
   const RemoteSourceOptions options_;
-  TlsOptions tls_;  // options_.tls merged with certs_dir/<host>
+  TlsOptions tls_;             // options_.tls merged with certs_dir/<host>: the registry's
+  TlsOptions other_host_tls_;  // options_.tls CAs only: redirect targets, token servers
+  bool plain_http_allowed_;    // loopback or --insecure-registry (registry/origin.h)
   std::unique_ptr<HttpClient> owned_http_;
   HttpClient* http_;
   std::unique_ptr<Authenticator> auth_;

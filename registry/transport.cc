@@ -10,17 +10,6 @@ namespace {
 constexpr std::string_view kUnsupportedTransports[] = {
     "dir", "docker-daemon", "containers-storage", "ostree", "sif", "tarball"};
 
-// A tag as the reference grammar allows it: [\w][\w.-]{0,127}.
-bool IsValidTag(std::string_view tag) {
-  if (tag.empty() || tag.size() > 128) return false;
-  for (size_t i = 0; i < tag.size(); ++i) {
-    const char c = tag[i];
-    const bool word = std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_';
-    if (!word && (i == 0 || (c != '.' && c != '-'))) return false;
-  }
-  return true;
-}
-
 // A repository path component from a file or directory name: lower case, runs of characters
 // outside [a-z0-9] become one '-', no leading/trailing separators.
 std::string RepoComponent(std::string_view name) {

@@ -132,7 +132,9 @@ const std::vector<OptionSpec>& GlobalOptionSpecs() {
       {"insecure-registry", 0, true, "HOST",
        "allow plain HTTP to this registry (repeatable; loopback always allowed)"},
       {"ca-cert", 0, true, "FILE", "trust this CA certificate (PEM; repeatable)"},
-      {"creds", 0, true, "USER:PASS", "credentials for the registry"},
+      {"creds", 0, true, "USER:PASS",
+       "credentials for the registry (hidden from ps; prefer --creds-stdin)"},
+      {"creds-stdin", 0, false, "", "read USER:PASS for the registry from the first line of stdin"},
       {"log-level", 0, true, "LEVEL", "debug, info, warning (default) or error"},
       {"help", 'h', false, "", "show help"},
   };
@@ -144,6 +146,18 @@ Status ApplyGlobalFlags(const ParsedArgs& parsed, GlobalOptions* global) {
   for (auto& h : parsed.GetAll("insecure-registry")) global->insecure_registries.push_back(h);
   for (auto& c : parsed.GetAll("ca-cert")) global->ca_certs.push_back(c);
   if (parsed.Has("creds")) global->creds = parsed.Get("creds");
+  if (parsed.Has("creds-stdin")) {
+    if (parsed.Has("creds")) {
+      return Status::InvalidArgument("--creds and --creds-stdin cannot be combined");
+    }
+    std::string line;
+    std::getline(std::cin, line);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find(':') == std::string::npos || line.front() == ':') {
+      return Status::InvalidArgument("--creds-stdin: stdin must start with a USER:PASSWORD line");
+    }
+    global->creds = std::move(line);
+  }
   if (parsed.Has("log-level")) {
     LogLevel level;
     std::string text = parsed.Get("log-level");
@@ -154,6 +168,39 @@ Status ApplyGlobalFlags(const ParsedArgs& parsed, GlobalOptions* global) {
     SetLogLevel(level);
   }
   return Status::Ok();
+}
+
+void ScrubSecretArgs(int argc, char** argv) {
+  // Options whose value is a secret: the global --creds everywhere, and `login`'s
+  // -p/--password once the command is login (-p means other things elsewhere).
+  bool login = false;
+  auto scrub = [](char* text) {
+    for (; *text != '\0'; ++text) *text = '*';
+  };
+  for (int i = 1; i < argc; ++i) {
+    char* arg = argv[i];
+    const std::string_view a(arg);
+    if (a == "--") break;
+    if (a == "login") login = true;
+    const bool creds = a == "--creds";
+    const bool password = login && (a == "--password" || a == "-p");
+    if ((creds || password) && i + 1 < argc) {
+      std::string_view value(argv[i + 1]);
+      // Keep the user name of USER:PASS visible: it tells mounts apart and is no secret.
+      const size_t colon = creds ? value.find(':') : std::string_view::npos;
+      scrub(argv[i + 1] + (colon == std::string_view::npos ? 0 : colon + 1));
+      ++i;
+      continue;
+    }
+    if (a.starts_with("--creds=")) {
+      const size_t colon = a.find(':');
+      scrub(arg + (colon == std::string_view::npos ? 8 : colon + 1));
+    } else if (login && a.starts_with("--password=")) {
+      scrub(arg + 11);
+    } else if (login && a.starts_with("-p") && a.size() > 2) {
+      scrub(arg + 2);
+    }
+  }
 }
 
 std::string FormatHelp(std::string_view usage, const std::vector<OptionSpec>& specs) {

@@ -10,8 +10,8 @@
 // `-xVAL`, `-abc` (bundled boolean short flags), `--long`, `--long VAL`, `--long=VAL`, and
 // `--` to end options. Options and positional arguments may be interleaved (docker allows
 // `imgfs rm $(imgfs images -q) -f`). The global options (--root, --insecure-registry,
-// --ca-cert, --creds, --log-level, -h/--help) are accepted before the command name and
-// after it.
+// --ca-cert, --creds, --creds-stdin, --log-level, -h/--help) are accepted before the command name
+// and after it.
 //
 // Commands are thin: they parse, call into fs/, cache/ and registry/, and print. No
 // filesystem or registry logic lives here.
@@ -77,7 +77,7 @@ struct GlobalOptions {
   std::string root;  // --root, else cache::DefaultStoreRoot() ($IMGFS_ROOT, /var/lib/imgfs, ...)
   std::vector<std::string> insecure_registries;  // --insecure-registry (repeatable)
   std::vector<std::string> ca_certs;             // --ca-cert (repeatable)
-  std::string creds;                             // --creds USER:PASS
+  std::string creds;  // --creds USER:PASS or the first stdin line with --creds-stdin
 };
 
 // Everything a command gets.
@@ -108,6 +108,13 @@ bool ParseCommandArgs(CommandContext& ctx, std::string_view usage,
 // Applies global flags from `parsed` to `global` (later values override earlier ones).
 // InvalidArgument for a bad --log-level.
 Status ApplyGlobalFlags(const ParsedArgs& parsed, GlobalOptions* global);
+
+// Overwrites, in the process's own argument memory, the secret part of credential options
+// (`--creds USER:PASS` keeps "USER:", `login -p/--password PASS`) with '*', so that
+// /proc/PID/cmdline and `ps` no longer show them — in this process and in a daemon it
+// forks (`imgfs mount`). Call it once in main after copying argv. Between exec and this call
+// the secret is visible for a moment; --creds-stdin / --password-stdin avoid even that.
+void ScrubSecretArgs(int argc, char** argv);
 
 // Prints "imgfs: <message>" on stderr and returns kExitError.
 int Fail(std::string_view message);

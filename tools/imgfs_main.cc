@@ -37,6 +37,8 @@ void PrintMainHelp(std::ostream& out) {
 
 int Main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
+  // Credentials must not stay visible in /proc/PID/cmdline (a mount daemon keeps argv).
+  ScrubSecretArgs(argc, argv);
 
   // Global flags before the command name.
   std::vector<OptionSpec> specs = GlobalOptionSpecs();

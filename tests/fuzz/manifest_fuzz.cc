@@ -27,6 +27,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   imgfs::Result<Manifest> m = DecodeManifest(bytes);
   if (m.has_value()) {
+    // Every download a manifest asks for is bounded by its descriptors' sizes.
+    if (m->config.size <= 0 || m->config.size > kMaxConfigBytes) Fail("unbounded config size");
+    for (const Descriptor& d : m->layers) {
+      if (d.size <= 0) Fail("layer without a size");
+    }
     std::string encoded = EncodeManifest(*m);
     imgfs::Result<Manifest> again = DecodeManifest(encoded);
     if (!again.has_value()) Fail("encoded manifest does not decode");

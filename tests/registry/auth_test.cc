@@ -140,6 +140,7 @@ TEST(AuthenticatorTest, AnonymousBearerFlowGetsPullToken) {
   TokenServer server;
   HttpClient http;
   Authenticator auth(&http, std::nullopt, {}, kHost);
+  auth.SetRegistryOverPlainHttp(true);    // the TokenServer speaks plain http
   EXPECT_EQ(auth.HeaderFor(kScope), "");  // nothing known yet
 
   ASSERT_TRUE(auth.OnChallenge({BearerChallenge(server, kScope)}, kScope, "").ok());
@@ -166,6 +167,7 @@ TEST(AuthenticatorTest, CredentialGoesAsBasicToTheTokenEndpoint) {
   TokenServer server;
   HttpClient http;
   Authenticator auth(&http, Alice(), {}, kHost);
+  auth.SetRegistryOverPlainHttp(true);  // the TokenServer speaks plain http
   ASSERT_TRUE(auth.OnChallenge({BearerChallenge(server, kScope)}, kScope, "").ok());
   nlohmann::json claims = TokenServer::DecodeClaims(TokenOf(auth.HeaderFor(kScope)));
   EXPECT_EQ(claims["sub"], "alice");
@@ -178,6 +180,7 @@ TEST(AuthenticatorTest, WrongPasswordIsPermissionDeniedWithoutTheSecret) {
   TokenServer server;
   HttpClient http;
   Authenticator auth(&http, Credential{"alice", "wrong-password-xyz", ""}, {}, kHost);
+  auth.SetRegistryOverPlainHttp(true);  // the TokenServer speaks plain http
   Status s = auth.OnChallenge({BearerChallenge(server, kScope)}, kScope, "");
   EXPECT_EQ(s.code(), StatusCode::kPermissionDenied);
   EXPECT_EQ(s.message(), std::string("unauthorized: wrong username or password for ") + kHost);
@@ -191,6 +194,7 @@ TEST(AuthenticatorTest, AnonymousRefusedAsksForLogin) {
   TokenServer server(opts);
   HttpClient http;
   Authenticator auth(&http, std::nullopt, {}, kHost);
+  auth.SetRegistryOverPlainHttp(true);  // the TokenServer speaks plain http
   Status s = auth.OnChallenge({BearerChallenge(server, kScope)}, kScope, "");
   EXPECT_EQ(s.code(), StatusCode::kPermissionDenied);
   EXPECT_EQ(s.message(), std::string("authentication required: run `imgfs login ") + kHost + "`");
@@ -202,6 +206,7 @@ TEST(AuthenticatorTest, TokenRejectedAgainGivesUp) {
   TokenServer server(opts);
   HttpClient http;
   Authenticator auth(&http, std::nullopt, {}, kHost);
+  auth.SetRegistryOverPlainHttp(true);  // the TokenServer speaks plain http
   ASSERT_TRUE(auth.OnChallenge({BearerChallenge(server, kScope)}, kScope, "").ok());
   std::string sent = auth.HeaderFor(kScope);
   ASSERT_FALSE(TokenOf(sent).empty());
@@ -223,6 +228,7 @@ TEST(AuthenticatorTest, CredentialedRejectionSaysDenied) {
   TokenServer server(opts);
   HttpClient http;
   Authenticator auth(&http, Alice(), {}, kHost);
+  auth.SetRegistryOverPlainHttp(true);  // the TokenServer speaks plain http
   ASSERT_TRUE(auth.OnChallenge({BearerChallenge(server, kScope)}, kScope, "").ok());
   Status s = auth.OnChallenge({BearerChallenge(server, kScope, "insufficient_scope")}, kScope,
                               auth.HeaderFor(kScope));
@@ -235,6 +241,7 @@ TEST(AuthenticatorTest, TokensAreCachedPerScope) {
   TokenServer server;
   HttpClient http;
   Authenticator auth(&http, Alice(), {}, kHost);
+  auth.SetRegistryOverPlainHttp(true);  // the TokenServer speaks plain http
   ASSERT_TRUE(auth.OnChallenge({BearerChallenge(server, kScope)}, kScope, "").ok());
   std::string first = auth.HeaderFor(kScope);
   for (int i = 0; i < 20; ++i) EXPECT_EQ(auth.HeaderFor(kScope), first);
@@ -256,6 +263,7 @@ TEST(AuthenticatorTest, RefreshesAtEightyPercentOfLifetime) {
   TokenServer server(opts);
   HttpClient http;
   Authenticator auth(&http, std::nullopt, {}, kHost);
+  auth.SetRegistryOverPlainHttp(true);  // the TokenServer speaks plain http
   auto t0 = Authenticator::Clock::now();
   std::atomic<int64_t> offset_s{0};
   auth.SetClockForTesting([&] { return t0 + std::chrono::seconds(offset_s.load()); });
@@ -282,6 +290,7 @@ TEST(AuthenticatorTest, MissingExpiresInDefaultsToSixtySeconds) {
       });
   HttpClient http;
   Authenticator auth(&http, std::nullopt, {}, kHost);
+  auth.SetRegistryOverPlainHttp(true);  // the TokenServer speaks plain http
   auto t0 = Authenticator::Clock::now();
   std::atomic<int64_t> offset_s{0};
   auth.SetClockForTesting([&] { return t0 + std::chrono::seconds(offset_s.load()); });
@@ -300,6 +309,7 @@ TEST(AuthenticatorTest, ChallengeScopeIsRequestedToo) {
   TokenServer server;
   HttpClient http;
   Authenticator auth(&http, Alice(), {}, kHost);
+  auth.SetRegistryOverPlainHttp(true);  // the TokenServer speaks plain http
   ASSERT_TRUE(
       auth.OnChallenge({BearerChallenge(server, "repository:base/img:pull")}, kScope, "").ok());
   std::vector<HttpTestRequest> reqs = TokenRequests(server);
@@ -316,6 +326,7 @@ TEST(AuthenticatorTest, IdentityTokenUsesOAuthPost) {
   TokenServer server(opts);
   HttpClient http;
   Authenticator auth(&http, Credential{"", "", "refresh-me-123"}, {}, kHost);
+  auth.SetRegistryOverPlainHttp(true);  // the TokenServer speaks plain http
   ASSERT_TRUE(auth.OnChallenge({BearerChallenge(server, kScope)}, kScope, "").ok());
   nlohmann::json claims = TokenServer::DecodeClaims(TokenOf(auth.HeaderFor(kScope)));
   EXPECT_EQ(claims["sub"], "alice");
@@ -332,6 +343,7 @@ TEST(AuthenticatorTest, OAuthPostFallsBackToGetOn404) {
   TokenServer server(opts);
   HttpClient http;
   Authenticator auth(&http, Credential{"alice", "s3cret-pass", "some-identity-token"}, {}, kHost);
+  auth.SetRegistryOverPlainHttp(true);  // the TokenServer speaks plain http
   ASSERT_TRUE(auth.OnChallenge({BearerChallenge(server, kScope)}, kScope, "").ok());
   std::vector<HttpTestRequest> reqs = TokenRequests(server);
   ASSERT_EQ(reqs.size(), 2u);
@@ -344,6 +356,7 @@ TEST(AuthenticatorTest, ConcurrentCallersShareOneTokenFetch) {
   TokenServer server;
   HttpClient http;
   Authenticator auth(&http, Alice(), {}, kHost);
+  auth.SetRegistryOverPlainHttp(true);  // the TokenServer speaks plain http
   ASSERT_TRUE(auth.OnChallenge({BearerChallenge(server, kScope)}, kScope, "").ok());
   const std::string scope = "repository:many/readers:pull";
   std::vector<std::thread> threads;
@@ -361,6 +374,7 @@ TEST(AuthenticatorTest, StaleRejectionAfterAnotherThreadRefreshedIsRetried) {
   TokenServer server;
   HttpClient http;
   Authenticator auth(&http, Alice(), {}, kHost);
+  auth.SetRegistryOverPlainHttp(true);  // the TokenServer speaks plain http
   ASSERT_TRUE(auth.OnChallenge({BearerChallenge(server, kScope)}, kScope, "").ok());
   std::string current = auth.HeaderFor(kScope);
   // A request that went out before any token existed, or with an older token.
@@ -375,11 +389,13 @@ TEST(AuthenticatorTest, StaleRejectionAfterAnotherThreadRefreshedIsRetried) {
 TEST(AuthenticatorTest, BasicChallenge) {
   HttpClient http;
   Authenticator anonymous(&http, std::nullopt, {}, kHost);
+  anonymous.SetRegistryOverPlainHttp(true);  // the TokenServer speaks plain http
   Status s = anonymous.OnChallenge({R"(Basic realm="Registry Realm")"}, kScope, "");
   EXPECT_EQ(s.code(), StatusCode::kPermissionDenied);
   EXPECT_EQ(s.message(), std::string("authentication required: run `imgfs login ") + kHost + "`");
 
   Authenticator auth(&http, Alice(), {}, kHost);
+  auth.SetRegistryOverPlainHttp(true);  // the TokenServer speaks plain http
   ASSERT_TRUE(auth.OnChallenge({R"(Basic realm="Registry Realm")"}, kScope, "").ok());
   std::string header = auth.HeaderFor(kScope);
   EXPECT_EQ(header, "Authorization: Basic YWxpY2U6czNjcmV0LXBhc3M=");
@@ -392,6 +408,7 @@ TEST(AuthenticatorTest, BasicChallenge) {
 TEST(AuthenticatorTest, DockerHubIsNamedAsUsersLogIn) {
   HttpClient http;
   Authenticator auth(&http, std::nullopt, {}, "registry-1.docker.io");
+  auth.SetRegistryOverPlainHttp(true);  // the TokenServer speaks plain http
   Status s = auth.OnChallenge({R"(Basic realm="hub")"}, kScope, "");
   EXPECT_EQ(s.message(), "authentication required: run `imgfs login docker.io`");
 }
@@ -400,6 +417,7 @@ TEST(AuthenticatorTest, BearerPreferredOverBasic) {
   TokenServer server;
   HttpClient http;
   Authenticator auth(&http, Alice(), {}, kHost);
+  auth.SetRegistryOverPlainHttp(true);  // the TokenServer speaks plain http
   ASSERT_TRUE(
       auth.OnChallenge({"Basic realm=x", BearerChallenge(server, kScope)}, kScope, "").ok());
   EXPECT_FALSE(TokenOf(auth.HeaderFor(kScope)).empty());
@@ -408,6 +426,7 @@ TEST(AuthenticatorTest, BearerPreferredOverBasic) {
 TEST(AuthenticatorTest, UnsupportedAndMalformedChallenges) {
   HttpClient http;
   Authenticator auth(&http, Alice(), {}, kHost);
+  auth.SetRegistryOverPlainHttp(true);  // the TokenServer speaks plain http
   EXPECT_EQ(auth.OnChallenge({"Negotiate abc=="}, kScope, "").code(), StatusCode::kUnsupported);
   EXPECT_EQ(auth.OnChallenge({}, kScope, "").code(), StatusCode::kUnsupported);
   EXPECT_EQ(auth.OnChallenge({R"(Bearer realm="x)"}, kScope, "").code(), StatusCode::kCorrupt);
@@ -426,6 +445,7 @@ TEST(AuthenticatorTest, TokenServerDownIsUnavailable) {
   }
   HttpClient http;
   Authenticator auth(&http, std::nullopt, {}, kHost);
+  auth.SetRegistryOverPlainHttp(true);  // the TokenServer speaks plain http
   Status s = auth.OnChallenge({"Bearer realm=\"" + realm + "\",service=x"}, kScope, "");
   EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
   EXPECT_EQ(auth.HeaderFor(kScope), "");  // the up-front fetch fails too: no header
@@ -449,6 +469,7 @@ TEST(AuthenticatorTest, BadTokenResponsesAreCorrupt) {
       });
   HttpClient http;
   Authenticator auth(&http, std::nullopt, {}, kHost);
+  auth.SetRegistryOverPlainHttp(true);  // the TokenServer speaks plain http
   std::string challenge = "Bearer realm=\"" + server.url() + "/token\"";
   EXPECT_EQ(auth.OnChallenge({challenge}, kScope, "").code(), StatusCode::kCorrupt);
   which = 1;

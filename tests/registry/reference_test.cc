@@ -233,7 +233,7 @@ TEST(ReferenceTest, TagOrDigestPrefersDigest) {
 TEST(ReferenceTest, WithTagDropsDigestAndWithDigestKeepsTag) {
   Result<Reference> both = Reference::Parse("ghcr.io/o/a:1@" + kDigest);
   ASSERT_TRUE(both.has_value());
-  Reference t = both->WithTag("2");
+  Reference t = both->WithTag("2").value();
   EXPECT_EQ(t.String(), "ghcr.io/o/a:2");
   EXPECT_FALSE(t.digest().has_value());
   Result<Reference> plain = Reference::Parse("ghcr.io/o/a:1");
@@ -243,14 +243,15 @@ TEST(ReferenceTest, WithTagDropsDigestAndWithDigestKeepsTag) {
 }
 
 TEST(ReferenceTest, LoopbackHosts) {
-  for (const char* h :
-       {"localhost", "localhost:5000", "LOCALHOST:1", "127.0.0.1", "127.0.0.1:5000", "127.1.2.3:80",
-        "[::1]", "[::1]:5000", "::1", "[::ffff:127.0.0.1]:5000", "registry.localhost:5000"}) {
+  for (const char* h : {"localhost", "localhost:5000", "LOCALHOST:1", "127.0.0.1", "127.0.0.1:5000",
+                        "127.1.2.3:80", "[::1]", "[::1]:5000", "::1", "[::ffff:127.0.0.1]:5000"}) {
     EXPECT_TRUE(IsLoopbackHost(h)) << h;
   }
   for (const char* h :
        {"docker.io", "registry-1.docker.io", "10.0.0.1:5000", "128.0.0.1", "[::2]:5000",
-        "localhost.example.com", "127.0.0.1.example.com", "", "[::1", "[::1]x", "0.0.0.0:5000"}) {
+        "localhost.example.com", "127.0.0.1.example.com", "", "[::1", "[::1]x", "0.0.0.0:5000",
+        // glibc resolves *.localhost through DNS: not loopback (security review #10).
+        "registry.localhost:5000", "127.0.0.1.nip.io"}) {
     EXPECT_FALSE(IsLoopbackHost(h)) << h;
   }
 }
