@@ -56,6 +56,12 @@ inline constexpr std::string_view kEstargzNoPrefetchLandmark = ".no.prefetch.lan
 // Bounds against absurd inputs: a 100k-file TOC is ~30 MB of JSON.
 inline constexpr uint64_t kMaxTocCompressedBytes = 64ull << 20;
 inline constexpr uint64_t kMaxTocUncompressedBytes = 256ull << 20;
+// Entries (files and chunk records) of one TOC. The TOC is read by a streaming parser into
+// records of ~300 bytes each, so this bounds the parse at ~300 MB whatever the JSON holds
+// (tiny `{}` entries could otherwise number 80 million in kMaxTocUncompressedBytes). 1M:
+// a layer of 500k files with their chunk records; real TOCs of 100k files have ~150k.
+inline constexpr size_t kMaxTocEntries = 1u << 20;
+// Chunk geometry bounds (kMaxChunkBytes, MaxChunkBlobBytes) are in layer_index.h.
 
 struct EstargzFooter {
   uint64_t toc_offset = 0;
