@@ -78,6 +78,14 @@ enum class DocumentKind { kManifest, kIndex };
 // re-push the image with a current tool"); not JSON → Corrupt.
 Result<DocumentKind> ClassifyDocument(std::string_view bytes, std::string_view content_type);
 
+// Most layers an image manifest may list. Docker refuses images deeper than 127 layers
+// (overlay2's "max depth exceeded"), so no image that runs elsewhere is refused; each layer
+// of a mount costs an fd, a reader and up to 4 fetch threads, which a 4 MiB manifest of
+// 20 000 layers would multiply into fd and thread exhaustion (issue 9, finding 25).
+inline constexpr size_t kMaxImageLayers = 127;
+
+// Corrupt for a malformed manifest; Unsupported for one listing more than
+// kMaxImageLayers layers.
 Result<Manifest> DecodeManifest(std::string_view bytes);
 Result<Index> DecodeIndex(std::string_view bytes);
 // Canonical JSON encodings (used when writing manifests, e.g. for commits and local layouts).

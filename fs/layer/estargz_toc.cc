@@ -66,7 +66,10 @@ Result<std::string> Gunzip(std::string_view in, uint64_t max_out) {
     int rc = inflate(&zs, Z_NO_FLUSH);
     pos += before - zs.avail_in;
     out.append(buf, sizeof(buf) - zs.avail_out);
-    if (out.size() > max_out) return Status::Corrupt("TOC decompresses to more than the limit");
+    if (out.size() > max_out) {
+      return Status::Corrupt("TOC decompresses to more than " + std::to_string(max_out) +
+                             " bytes (kMaxTocUncompressedBytes)");
+    }
     if (rc == Z_STREAM_END) {
       if (pos >= in.size()) return out;
       if (inflateReset(&zs) != Z_OK) return Status::Internal("inflateReset failed");
@@ -829,7 +832,8 @@ Result<LayerIndex> LoadEstargzIndex(registry::BlobSource& source, const registry
   }
   if (toc_end - footer->toc_offset > kMaxTocCompressedBytes) {
     return Status::Corrupt(what + ": TOC of " + std::to_string(toc_end - footer->toc_offset) +
-                           " bytes is larger than the limit");
+                           " bytes is larger than " + std::to_string(kMaxTocCompressedBytes) +
+                           " (kMaxTocCompressedBytes)");
   }
   IMGFS_ASSIGN_OR_RETURN(
       std::string member,
