@@ -136,8 +136,8 @@ std::string Header(const std::string& name, char type, uint64_t size) {
   b.replace(148, 8, "        ");
   int64_t sum = 0;
   for (char c : b) sum += static_cast<unsigned char>(c);
-  char buf[8];
-  std::snprintf(buf, sizeof buf, "%06llo", static_cast<unsigned long long>(sum));
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%06llo", static_cast<unsigned long long>(sum & 0777777));
   b.replace(148, 6, buf, 6);
   b[154] = '\0';
   return b;
@@ -159,7 +159,7 @@ std::string Pax(const std::string& records, char type) {
 // Indexes `tar` (an uncompressed layer) the way a mount or `imgfs index build` does.
 Result<fs::LayerIndex> IndexTar(const std::string& tar) {
   IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<fs::IndexBuilder> builder,
-                         fs::IndexBuilder::Create("application/vnd.oci.image.layer.v1.tar"));
+                         fs::IndexBuilder::Create("application/vnd.oci.image.layer.v1.tar", {}));
   for (size_t at = 0; at < tar.size(); at += 1 << 20) {
     Status fed = builder->Feed(std::string_view(tar).substr(at, 1 << 20));
     if (!fed.ok()) break;  // the pass failed; Finish reports why
