@@ -17,6 +17,8 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -24,9 +26,11 @@
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
+#include "base/thread.h"
 #include "cache/chunk_store.h"
 #include "cache/leases.h"
 #include "cache/store.h"
+#include "fs/convert/layer_writer.h"
 #include "fs/fetcher.h"
 #include "fs/layer/estargz_toc.h"
 #include "fs/layer/index_builder.h"
@@ -421,6 +425,48 @@ TEST_F(ControlSocketTest, SlowClientDoesNotBlockASecondOne) {
   EXPECT_NE(reply.find("\"lease\""), std::string::npos) << reply;
   // The slow client has kClientDeadline (2 s) in all; the second one is answered after it.
   EXPECT_LT(waited, std::chrono::milliseconds(4000));
+}
+
+// --- names that are not UTF-8, threads (findings 9 and 22) -----------------------------
+
+TEST(SecBoundsUtf8, ConvertRefusesANonUtf8NameByNameInsteadOfThrowing) {
+  // A Latin-1 file name is a valid tar name but cannot go into a JSON TOC. Before:
+  // nlohmann's dump() threw type_error 316 out of WriteLazyLayer and `imgfs convert` aborted.
+  std::string tar = Header("caf\xe9.txt", '0', 1) + "x" + std::string(511, '\0');
+  tar += std::string(1024, '\0');
+  for (fs::LazyFormat format : {fs::LazyFormat::kEstargz, fs::LazyFormat::kZstdChunked}) {
+    fs::LayerWriterOptions options;
+    options.format = format;
+    std::string blob;
+    Result<fs::WrittenLayer> written =
+        fs::WriteLazyLayer(fs::TarBytes::FromString(tar), options, [&](std::string_view b) {
+          blob.append(b);
+          return Status::Ok();
+        });
+    ASSERT_FALSE(written.has_value());
+    EXPECT_EQ(written.error().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(written.error().message().find("caf\xef\xbf\xbd.txt"), std::string::npos)
+        << written.error().ToString();
+    EXPECT_NE(written.error().message().find("not valid UTF-8"), std::string::npos);
+  }
+}
+
+TEST(SecBoundsThreads, AnExceptionInAThreadBecomesTheOwnersError) {
+  // Before: an exception leaving a std::thread body called std::terminate.
+  Status seen;
+  std::thread t = StartThread(
+      "imgfs-test", []() -> Status { throw std::bad_alloc(); },
+      [&](const Status& error) { seen = error; });
+  t.join();
+  EXPECT_EQ(seen.code(), StatusCode::kNoSpace) << seen.ToString();
+  std::thread u = StartThread(
+      "imgfs-test", []() -> Status { throw std::runtime_error("boom"); },
+      [&](const Status& error) { seen = error; });
+  u.join();
+  EXPECT_EQ(seen.code(), StatusCode::kInternal);
+  EXPECT_NE(seen.message().find("boom"), std::string::npos);
+  // The control socket thread survives an exception while serving (see RunGuarded).
+  EXPECT_EQ(RunGuarded("x", []() -> Status { throw 42; }).code(), StatusCode::kInternal);
 }
 
 // --- layer count (finding 25) ----------------------------------------------------------
