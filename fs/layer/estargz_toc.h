@@ -124,8 +124,10 @@ struct TocRecord {
   std::string chunk_type;
 };
 
-// Parses {"version":1,"entries":[…]} into records. Corrupt on malformed JSON or fields of
-// the wrong type. `max_entries` bounds the entry count.
+// Parses {"version":1,"entries":[…]} into records with a streaming (SAX) parser: no JSON
+// DOM is built, unknown keys are skipped whatever they hold. Corrupt on malformed JSON,
+// fields of the wrong type, text over kMaxTocUncompressedBytes or more than kMaxTocEntries
+// entries (refused while parsing, before more records are made).
 Result<std::vector<TocRecord>> ParseTocJson(std::string_view json, const std::string& what);
 
 // Where a chunk's compressed bytes are; filled per format.
