@@ -94,6 +94,13 @@ json Encode(const ContainerInfo& c) {
   return j;
 }
 
+// The record as JSON text. The command (argv of `run`, any bytes) is shown by `imgfs ps`
+// and never executed from the record, so bytes that are not UTF-8 become U+FFFD rather than
+// an exception (which would abort `run` after the container directory was made).
+std::string DumpRecord(const ContainerInfo& c) {
+  return Encode(c).dump(2, ' ', false, json::error_handler_t::replace) + "\n";
+}
+
 Result<ContainerInfo> Decode(std::string_view text, const std::string& where) {
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return Status::Corrupt(where + ": not a JSON object");
@@ -215,7 +222,7 @@ Result<ContainerInfo> CreateContainer(const Store& store, ContainerInfo info) {
   // users must traverse. The 0700 container directory above it is what keeps other host
   // users out of the upper (copied-up setuid files).
   if (st.ok()) st = MakeDirs(ContainerUpperDir(store, info.name), 0755);
-  if (st.ok()) st = WriteFileAtomic(RecordPath(store, info.name), Encode(info).dump(2) + "\n");
+  if (st.ok()) st = WriteFileAtomic(RecordPath(store, info.name), DumpRecord(info));
   if (!st.ok()) {
     Status removed = RemoveTree(dir);
     if (!removed.ok()) IMGFS_LOG(kWarning) << "removing " << dir << ": " << removed.ToString();
@@ -229,7 +236,7 @@ Status WriteContainer(const Store& store, const ContainerInfo& info) {
   if (::stat(ContainerDir(store, info.name).c_str(), &st) != 0) {
     return Status::NotFound("No such container: " + info.name);
   }
-  return WriteFileAtomic(RecordPath(store, info.name), Encode(info).dump(2) + "\n");
+  return WriteFileAtomic(RecordPath(store, info.name), DumpRecord(info));
 }
 
 Status MarkContainerExited(const Store& store, std::string_view name, int exit_code) {

@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <ctime>
 #include <filesystem>
+#include <optional>
+#include <string_view>
 #include <system_error>
 
 #include <nlohmann/json.hpp>
@@ -82,16 +84,67 @@ std::vector<std::string> StatFields(pid_t pid) {
   return fields;
 }
 
+bool IsUtf8(const std::string& s) {
+  try {
+    (void)json(s).dump();
+    return true;
+  } catch (const json::exception&) {
+    return false;
+  }
+}
+
+std::string ToHex(std::string_view bytes) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char b : bytes) {
+    out += kHex[b >> 4];
+    out += kHex[b & 0xf];
+  }
+  return out;
+}
+
+std::optional<std::string> FromHex(std::string_view hex) {
+  auto digit = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  if (hex.size() % 2 != 0) return std::nullopt;
+  std::string out;
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    int hi = digit(hex[i]);
+    int lo = digit(hex[i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out += static_cast<char>(hi << 4 | lo);
+  }
+  return out;
+}
+
+// A host path field: as text when it is UTF-8, else also as "<key>_hex" (see leases.h).
+void PutPath(json* j, const std::string& key, const std::string& path) {
+  if (IsUtf8(path)) {
+    (*j)[key] = path;
+    return;
+  }
+  (*j)[key] = json(path).dump(-1, ' ', false, json::error_handler_t::replace);
+  (*j)[key] = json::parse((*j)[key].get<std::string>());  // the replaced text, unquoted
+  (*j)[key + "_hex"] = ToHex(path);
+}
+
 json EncodeLease(const LeaseInfo& l) {
-  return json{{"version", kLeaseVersion},
-              {"id", l.id},
-              {"pid", l.pid},
-              {"pid_start", l.pid_start},
-              {"mountpoint", l.mountpoint},
-              {"manifest", l.manifest.String()},
-              {"reference", l.reference},
-              {"started", l.started},
-              {"upper", l.upper}};
+  json j{{"version", kLeaseVersion},
+         {"id", l.id},
+         {"pid", l.pid},
+         {"pid_start", l.pid_start},
+         {"manifest", l.manifest.String()},
+         {"started", l.started}};
+  PutPath(&j, "mountpoint", l.mountpoint);
+  PutPath(&j, "upper", l.upper);
+  if (!l.pid_ns.empty()) j["pid_ns"] = l.pid_ns;
+  // The reference was parsed (ASCII) by the caller; a stray byte becomes U+FFFD at dump.
+  j["reference"] = l.reference;
+  return j;
 }
 
 Result<LeaseInfo> DecodeLease(std::string_view text, const std::string& path) {
@@ -110,13 +163,21 @@ Result<LeaseInfo> DecodeLease(std::string_view text, const std::string& path) {
   l.pid = static_cast<pid_t>(pid->get<int64_t>());
   l.id = str("id");
   l.pid_start = str("pid_start");
-  l.mountpoint = str("mountpoint");
+  auto host_path = [&](const char* key) {
+    if (std::optional<std::string> raw = FromHex(str((std::string(key) + "_hex").c_str()));
+        raw.has_value() && !raw->empty()) {
+      return *raw;
+    }
+    return str(key);
+  };
+  l.mountpoint = host_path("mountpoint");
+  l.pid_ns = str("pid_ns");
   auto digest = registry::Digest::Parse(str("manifest"));
   if (!digest.has_value()) return bad(digest.error().message());
   l.manifest = *digest;
   l.reference = str("reference");
   l.started = str("started");
-  l.upper = str("upper");
+  l.upper = host_path("upper");
   return l;
 }
 
@@ -126,6 +187,14 @@ bool EndsWith(const std::string& s, std::string_view suffix) {
 }
 
 }  // namespace
+
+std::string PidNamespaceOf(pid_t pid) {
+  std::string link = pid == 0 ? "/proc/self/ns/pid" : "/proc/" + std::to_string(pid) + "/ns/pid";
+  char buf[128];
+  ssize_t n = ::readlink(link.c_str(), buf, sizeof(buf));
+  if (n <= 0 || static_cast<size_t>(n) >= sizeof(buf)) return std::string();
+  return std::string(buf, static_cast<size_t>(n));
+}
 
 std::string ProcessStartTime(pid_t pid) {
   std::vector<std::string> f = StatFields(pid);
@@ -186,6 +255,7 @@ Result<Lease> Lease::AcquireFor(const Store& store, pid_t pid, const registry::D
   info.reference = reference;
   info.started = NowRfc3339();
   info.upper = upper;
+  info.pid_ns = PidNamespaceOf(pid);
   if (!ProcessIsAlive(pid, info.pid_start)) {
     return Status::InvalidArgument("lease for process " + std::to_string(pid) +
                                    ", which is not running");
@@ -197,7 +267,9 @@ Result<Lease> Lease::AcquireFor(const Store& store, pid_t pid, const registry::D
                             " is no longer in the store (removed concurrently?)");
   }
   std::string path = LeasePath(store, info.id);
-  IMGFS_RETURN_IF_ERROR(WriteFileAtomic(path, EncodeLease(info).dump() + "\n"));
+  // Every string is UTF-8 by now (paths escaped above); replace guards the rest.
+  IMGFS_RETURN_IF_ERROR(WriteFileAtomic(
+      path, EncodeLease(info).dump(-1, ' ', false, json::error_handler_t::replace) + "\n"));
   Lease lease;
   lease.root_ = store.root();
   lease.path_ = std::move(path);
@@ -233,6 +305,7 @@ Result<std::vector<LeaseInfo>> ListLiveLeasesLocked(const Store& store, int* sta
   if (ec && ec != std::errc::no_such_file_or_directory) {
     return Status::FromErrno(ec.value(), "list " + dir);
   }
+  const std::string own_ns = PidNamespaceOf(0);
   std::vector<LeaseInfo> live;
   for (const auto& path : paths) {
     bool stale = false;
@@ -249,6 +322,9 @@ Result<std::vector<LeaseInfo>> ListLiveLeasesLocked(const Store& store, int* sta
       if (!lease.has_value()) {
         IMGFS_LOG(kWarning) << "removing unreadable lease: " << lease.error().ToString();
         stale = true;
+      } else if (!lease->pid_ns.empty() && !own_ns.empty() && lease->pid_ns != own_ns) {
+        // Another pid namespace: its pid means nothing here (see leases.h); kept.
+        live.push_back(std::move(*lease));
       } else if (!ProcessIsAlive(lease->pid, lease->pid_start)) {
         IMGFS_LOG(kInfo) << "removing stale lease " << path << " (pid " << lease->pid
                          << " is gone)";

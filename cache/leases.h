@@ -10,6 +10,17 @@
 // pid is gone — or was reused by another process (different start time) — is stale and is
 // removed by ListLiveLeases.
 //
+// PID namespaces: "pid_ns" records the lease process's pid namespace (the link text of
+// /proc/PID/ns/pid, e.g. "pid:[4026531836]"). A store shared by processes in different pid
+// namespaces (containers, `unshare -p`) cannot check a foreign pid: kill(2) and /proc speak
+// of another process or none. A lease from another namespace is therefore kept as live
+// (remove it by id with RemoveLease / `imgfs rm -f` once its mount is gone); a lease without
+// "pid_ns" (older files) is checked by pid as before.
+//
+// Paths that are not UTF-8: JSON holds text only, so a "mountpoint" or "upper" that is not
+// valid UTF-8 is written with U+FFFD for display and its exact bytes in "mountpoint_hex" /
+// "upper_hex", which readers prefer: the lease round-trips whatever bytes the path has.
+//
 // Leases are created under the store's exclusive index.lock (deleting one is a single
 // unlink), so a GC or rm, which read leases under that lock, sees a lease either before or
 // after the change, never half. Lease::Acquire fails with NotFound if the manifest blob is no
@@ -40,7 +51,12 @@ struct LeaseInfo {
   std::string reference;  // full reference the mount was asked for; may be empty
   std::string started;    // RFC 3339
   std::string upper;      // writable mounts: the upper directory; "" when read-only
+  std::string pid_ns;     // /proc/PID/ns/pid link text of `pid`; "" when unknown (old lease)
 };
+
+// The pid namespace of `pid` as the link text of /proc/PID/ns/pid ("pid:[…]"), or "" if
+// unreadable. PidNamespaceOf(0) is the caller's own namespace.
+std::string PidNamespaceOf(pid_t pid);
 
 // RAII: the lease file exists from Acquire until Release or destruction.
 class Lease {

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "base/log.h"
+#include "base/thread.h"
 #include "registry/remote_source.h"
 
 namespace imgfs::fs {
@@ -168,13 +169,18 @@ Result<std::string> LazyLayerReader::Read(const FileEntry& entry, uint64_t offse
   if (uint64_t{entry.first_chunk} + entry.chunk_count > index_->chunks.size()) {
     return Status::Corrupt("/" + entry.path + ": chunk range outside the layer's chunk table");
   }
+  // `covering`: every chunk of the range in file order; `ids`: those with bytes to get.
+  // Zeros chunks are not fetched nor materialised: their part of the range is appended as
+  // zeros, so a 1 GiB run of zeros costs a read's length, not 1 GiB.
+  std::vector<uint32_t> covering;
   std::vector<uint32_t> ids;
   for (uint32_t i = 0; i < entry.chunk_count; ++i) {
     uint32_t id = entry.first_chunk + i;
     const Chunk& c = index_->chunks[id];
     if (c.file_offset + c.size <= offset || c.size == 0) continue;
     if (c.file_offset >= end) break;
-    ids.push_back(id);
+    covering.push_back(id);
+    if (!IsZerosChunk(c)) ids.push_back(id);
   }
   const auto deadline = std::chrono::steady_clock::now() + options_.fetch_timeout;
   std::vector<ChunkData> data(ids.size());
@@ -188,13 +194,15 @@ Result<std::string> LazyLayerReader::Read(const FileEntry& entry, uint64_t offse
     }
   }
   std::string out;
-  out.reserve(end - offset);
-  for (size_t i = 0; i < ids.size(); ++i) {
-    const Chunk& c = index_->chunks[ids[i]];
-    const std::string& bytes = *data[i];
-    if (bytes.size() != c.size) {
+  out.reserve(end - offset);  // at most `length`, the caller's buffer
+  size_t next_data = 0;
+  for (uint32_t id : covering) {
+    const Chunk& c = index_->chunks[id];
+    const bool zeros = IsZerosChunk(c);
+    const std::string* bytes = zeros ? nullptr : data[next_data++].get();
+    if (bytes != nullptr && bytes->size() != c.size) {
       return Status::Corrupt("/" + entry.path + ": chunk at " + std::to_string(c.file_offset) +
-                             " has " + std::to_string(bytes.size()) + " bytes, expected " +
+                             " has " + std::to_string(bytes->size()) + " bytes, expected " +
                              std::to_string(c.size));
     }
     uint64_t from = std::max(offset, c.file_offset);
@@ -203,7 +211,11 @@ Result<std::string> LazyLayerReader::Read(const FileEntry& entry, uint64_t offse
     if (from != offset + out.size()) {
       return Status::Corrupt("/" + entry.path + ": chunks leave a gap at " + std::to_string(from));
     }
-    out.append(bytes, from - c.file_offset, to - from);
+    if (zeros) {
+      out.append(static_cast<size_t>(to - from), '\0');
+    } else {
+      out.append(*bytes, from - c.file_offset, to - from);
+    }
   }
   if (out.size() != end - offset) {
     return Status::Corrupt("/" + entry.path + ": chunks cover " + std::to_string(out.size()) +
@@ -215,7 +227,6 @@ Result<std::string> LazyLayerReader::Read(const FileEntry& entry, uint64_t offse
 
 LazyLayerReader::ChunkData LazyLayerReader::Available(uint32_t id) {
   const Chunk& c = index_->chunks[id];
-  if (IsZerosChunk(c)) return std::make_shared<const std::string>(c.size, '\0');
   std::string key = KeyOf(id);
   if (ChunkData recent = Recent(key); recent != nullptr) {
     cache_hits_.fetch_add(1, std::memory_order_relaxed);
@@ -440,7 +451,10 @@ void LazyLayerReader::Submit(std::vector<Task> tasks) {
     while (!stop_ &&
            workers_.size() < static_cast<size_t>(std::max(1, options_.max_parallel_fetches)) &&
            workers_.size() < static_cast<size_t>(running_) + waiting) {
-      workers_.emplace_back([this] { WorkerLoop(); });
+      workers_.push_back(StartThread("imgfs-lazy-fetch", [this] {
+        WorkerLoop();
+        return Status::Ok();
+      }));
     }
     (void)queued;
   }
@@ -473,11 +487,29 @@ void LazyLayerReader::WorkerLoop() {
     }
     ++running_;
     lock.unlock();
-    RunTask(task);
+    // One task's exception (bad_alloc on a huge chunk, a failing chunk-store lookup) fails
+    // that task's chunks; the worker lives on for the next.
+    Status guarded = RunGuarded("lazy fetch of layer " + index_->layer_digest.String(), [&] {
+      RunTask(task);
+      return Status::Ok();
+    });
+    if (!guarded.ok()) FailUnfinished(task, guarded);
     lock.lock();
     --running_;
     if (task.priority == kDemand) demand_running_.fetch_sub(1);
     idle_cv_.notify_all();
+  }
+}
+
+void LazyLayerReader::FailUnfinished(Task& task, const Status& error) {
+  for (size_t k = 0; k < task.ids.size(); ++k) {
+    try {
+      task.promises[k]->set_value(ChunkResult(error));
+    } catch (const std::future_error&) {
+      continue;  // completed before the exception: its in-flight entry is gone already
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    inflight_.erase(KeyOf(task.ids[k]));
   }
 }
 

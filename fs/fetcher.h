@@ -47,8 +47,13 @@
 //  - Errors: an on-demand fetch is tried Options::max_attempts times; read-ahead and streaming
 //    are tried once and a reader that depended on them fetches the chunk itself. A second
 //    failure is returned (Corrupt or Unavailable) with a log line naming layer, file and chunk.
-// Zeros chunks (zstd:chunked) are produced without any I/O. Chunks without a digest (allowed
-// by eStargz) are fetched and verified by their decoder but not stored.
+// Zeros chunks (zstd:chunked) are produced without any I/O and never materialised whole: a
+// read gets zeros for its own range only, whatever size the TOC gives the chunk.
+// Memory: one chunk is at most kMaxChunkBytes decoded and MaxChunkBlobBytes(size) compressed
+// (fs/layer/layer_index.h; checked when the index is assembled from the TOC or decoded), so a
+// task's single ranged read of one chunk — the only read allowed past max_request_bytes — is
+// bounded by that geometry check, not by max_request_bytes. Chunks without a digest (allowed by
+// eStargz) are fetched and verified by their decoder but not stored.
 //
 // Thread-safety: Read, Stats, Prefetch* may be called from any number of threads. mu_ is a
 // leaf lock never held across network or disk I/O (lock order: mu_ only). The destructor
@@ -177,7 +182,8 @@ class LazyLayerReader : public FileDataSource {
   // Positions in blob order of the chunks of `entry` overlapping [offset, end).
   Result<std::vector<uint32_t>> ChunksFor(const FileEntry& entry, uint64_t offset,
                                           uint64_t end) const;
-  // Immediate answer for chunk `id` (zeros, memory, chunk store) or nullptr.
+  // Immediate answer for chunk `id` (memory, chunk store) or nullptr. Not for zeros chunks:
+  // Read serves those in slices.
   ChunkData Available(uint32_t id);
   // One pass: answers `ids` into `out` or schedules/joins fetches and waits until `deadline`.
   // Sets *retry when a failure came from a task another reader or the read-ahead owned.
@@ -198,6 +204,9 @@ class LazyLayerReader : public FileDataSource {
   void Submit(std::vector<Task> tasks);
   void WorkerLoop();
   void RunTask(Task& task);
+  // After an exception in RunTask: fails every promise of `task` not yet completed (and
+  // drops its in-flight entry) with `error`, so no reader waits for a chunk nobody fetches.
+  void FailUnfinished(Task& task, const Status& error);
   // The streaming pass: one GET from the first missing chunk at or after blob position
   // `from` to the end of the chunks.
   Status RunStream(uint32_t from, bool background);

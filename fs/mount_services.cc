@@ -23,6 +23,7 @@
 
 #include "base/file_util.h"
 #include "base/log.h"
+#include "base/thread.h"
 #include "base/unique_fd.h"
 #include "cache/file_lock.h"
 #include "cache/leases.h"
@@ -36,9 +37,10 @@ using nlohmann::json;
 
 // Longest request line a client may send (the protocol has one word).
 constexpr size_t kMaxRequestBytes = 256;
-// A client that connects and says nothing is dropped after this long, so a stuck `imgfs
-// stats` cannot hold the control thread.
-constexpr int kClientTimeoutMs = 2000;
+// A client has this long in all, from accept to the end of its request line, however it
+// trickles its bytes: the control thread serves clients one after another, so a stuck or
+// slow `imgfs stats` (or a local user on the socket) holds it at most this long.
+constexpr auto kClientDeadline = std::chrono::milliseconds(2000);
 // How often the size-cap thread looks for a changed config.json (one stat(2)).
 constexpr std::chrono::seconds kConfigPollPeriod{1};
 
@@ -136,11 +138,17 @@ class Services : public MountServices {
     wake_ = UniqueFd(efd);
     Status listening = Listen();
     if (listening.ok()) {
-      control_ = std::thread([this] { ControlLoop(); });
+      control_ = StartThread("imgfs-control", [this] {
+        ControlLoop();
+        return Status::Ok();
+      });
     } else {
       IMGFS_LOG(kWarning) << "imgfs stats will not see this mount: " << listening.ToString();
     }
-    cap_ = std::thread([this] { CapLoop(); });
+    cap_ = StartThread("imgfs-size-cap", [this] {
+      CapLoop();
+      return Status::Ok();
+    });
     return Status::Ok();
   }
 
@@ -176,16 +184,27 @@ class Services : public MountServices {
       if ((fds[0].revents & POLLIN) == 0) continue;
       int c = ::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC);
       if (c < 0) continue;
-      Serve(UniqueFd(c));
+      // One client's failure (an exception while answering it) never ends the thread.
+      UniqueFd client(c);
+      Status served = RunGuarded("control socket", [&] {
+        Serve(std::move(client));
+        return Status::Ok();
+      });
+      (void)served;  // logged by RunGuarded
     }
   }
 
   void Serve(UniqueFd client) {
+    const auto deadline = std::chrono::steady_clock::now() + kClientDeadline;
     std::string request;
     char buf[64];
     while (request.find('\n') == std::string::npos && request.size() < kMaxRequestBytes) {
-      if (!WaitFd(client.get(), POLLIN, kClientTimeoutMs)) return;
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            deadline - std::chrono::steady_clock::now())
+                            .count();
+      if (left <= 0 || !WaitFd(client.get(), POLLIN, static_cast<int>(left))) return;
       ssize_t n = ::read(client.get(), buf, sizeof(buf));
+      if (n < 0 && errno == EINTR) continue;
       if (n <= 0) break;
       request.append(buf, static_cast<size_t>(n));
     }
@@ -194,9 +213,12 @@ class Services : public MountServices {
     if (word == "stats" || word.empty()) {
       reply = StatsJson();
     } else {
+      // The word is the client's bytes, maybe not UTF-8: dump() replaces what is not.
       reply = {{"error", "unknown request '" + word + "' (known: stats)"}};
     }
-    std::string text = reply.dump() + "\n";
+    // Diagnostics, not data: bytes that are not UTF-8 (a request, a Latin-1 mountpoint)
+    // become U+FFFD instead of an exception.
+    std::string text = reply.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
     Status st = SendAll(client.get(), text);
     if (!st.ok()) IMGFS_LOG(kInfo) << "control socket: " << st.ToString();
   }

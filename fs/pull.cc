@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "base/log.h"
+#include "base/thread.h"
 #include "registry/auth.h"
 #include "registry/credentials.h"
 #include "registry/http_client.h"
@@ -155,7 +156,20 @@ Status Puller::FetchLayers(registry::BlobSource& source, const std::vector<Descr
   } else {
     std::vector<std::thread> threads;
     threads.reserve(n_threads);
-    for (size_t t = 0; t < n_threads; ++t) threads.emplace_back(worker);
+    for (size_t t = 0; t < n_threads; ++t) {
+      // An exception in a worker fails the pull like a download error would.
+      threads.push_back(StartThread(
+          "imgfs-pull",
+          [&worker]() -> Status {
+            worker();
+            return Status::Ok();
+          },
+          [&](const Status& error) {
+            std::scoped_lock lock(error_mu);
+            if (first_error.ok()) first_error = error;
+            failed = true;
+          }));
+    }
     for (auto& t : threads) t.join();
   }
   out->layers_downloaded = downloaded.load();

@@ -198,6 +198,11 @@ Status DecodeManifestImpl(std::string_view bytes, Manifest* m) {
   if (config == doc.end()) return Status::Corrupt("missing field \"config\"");
   IMGFS_RETURN_IF_ERROR(DecodeDescriptor(*config, "config", &m->config));
   IMGFS_RETURN_IF_ERROR(DecodeDescriptorList(doc, "layers", true, &m->layers));
+  if (m->layers.size() > kMaxImageLayers) {
+    return Status::Unsupported("manifest lists " + std::to_string(m->layers.size()) +
+                               " layers, more than " + std::to_string(kMaxImageLayers) +
+                               " (kMaxImageLayers, as docker allows)");
+  }
   // Sizes bound every download of these blobs: none may be missing, zero or negative.
   if (m->config.size <= 0) {
     return Status::Corrupt("config " + m->config.digest.String() + " has size " +

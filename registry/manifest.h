@@ -78,9 +78,16 @@ enum class DocumentKind { kManifest, kIndex };
 // re-push the image with a current tool"); not JSON → Corrupt.
 Result<DocumentKind> ClassifyDocument(std::string_view bytes, std::string_view content_type);
 
+// Most layers an image manifest may list. Docker refuses images deeper than 127 layers
+// (overlay2's "max depth exceeded"), so no image that runs elsewhere is refused; each layer
+// of a mount costs an fd, a reader and up to 4 fetch threads, which a 4 MiB manifest of
+// 20 000 layers would multiply into fd and thread exhaustion (issue 9, finding 25).
+inline constexpr size_t kMaxImageLayers = 127;
+
 // A manifest's config and layer descriptors must have a size > 0 (a size-less descriptor
 // would mean "download without a bound"), and the config at most kMaxConfigBytes: both are
-// Corrupt naming the descriptor, refused before anything is downloaded.
+// Corrupt naming the descriptor, refused before anything is downloaded. Unsupported for a
+// manifest listing more than kMaxImageLayers layers.
 Result<Manifest> DecodeManifest(std::string_view bytes);
 
 // Largest image config accepted. Real configs are a few KiB (history and env of images with

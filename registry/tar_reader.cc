@@ -347,6 +347,7 @@ Result<std::optional<TarEntry>> TarReader::NextImpl() {
   bool have_pax = false;
   std::optional<std::string> long_name;
   std::optional<std::string> long_link;
+  uint64_t pending_bytes = 0;        // kMaxPendingHeaderBytes
   uint64_t header_offset = offset_;  // global headers and volume labels are not part of it
   const std::optional<uint64_t> archive_size = input_->Size();
 
@@ -425,6 +426,14 @@ Result<std::optional<TarEntry>> TarReader::NextImpl() {
         return context(Status::Corrupt(std::string("extended header of ") + std::to_string(usize) +
                                        " bytes is too large"));
       }
+      if (typeflag != 'g') {
+        pending_bytes += usize;
+        if (pending_bytes > kMaxPendingHeaderBytes) {
+          return context(Status::Corrupt("extended headers of one entry exceed " +
+                                         std::to_string(kMaxPendingHeaderBytes) +
+                                         " bytes (kMaxPendingHeaderBytes)"));
+        }
+      }
       IMGFS_ASSIGN_OR_RETURN(std::string data, ReadExact(static_cast<size_t>(usize)));
       if (data.size() < usize) {
         return context(Status::Corrupt("truncated tar: extended header payload ends at offset " +
@@ -440,11 +449,23 @@ Result<std::optional<TarEntry>> TarReader::NextImpl() {
         Status st = ParsePaxRecords(data, &g);
         if (!st.ok()) return context(st);
         for (auto& [k, v] : g) {
+          if (k.rfind("SCHILY.xattr.", 0) == 0 || k.rfind("LIBARCHIVE.xattr.", 0) == 0) {
+            return context(Status::Corrupt(
+                "global PAX header carries xattr record " + Quote(k) +
+                " (xattrs are per file; a global one would be copied into every entry)"));
+          }
           if (v.empty()) {
             global_pax_.erase(k);
           } else {
             global_pax_[k] = v;
           }
+        }
+        uint64_t global_bytes = 0;
+        for (const auto& [k, v] : global_pax_) global_bytes += k.size() + v.size();
+        if (global_bytes > kMaxGlobalPaxBytes) {
+          return context(Status::Corrupt("global PAX attributes exceed " +
+                                         std::to_string(kMaxGlobalPaxBytes) +
+                                         " bytes (kMaxGlobalPaxBytes)"));
         }
         if (!pending) header_offset = offset_;
       } else if (typeflag == 'L') {
@@ -597,6 +618,38 @@ Result<std::optional<TarEntry>> TarReader::NextImpl() {
         // SCHILY wins when both are present (they carry the same value).
         e.xattrs.emplace(std::move(*xname), std::move(*value));
       }
+    }
+
+    if (e.xattrs.size() > kMaxXattrsPerEntry) {
+      return context(Status::Corrupt(std::to_string(e.xattrs.size()) + " xattrs, more than " +
+                                     std::to_string(kMaxXattrsPerEntry) + " (kMaxXattrsPerEntry)"));
+    }
+    uint64_t entry_xattr_bytes = 0;
+    for (const auto& [xname, value] : e.xattrs) {
+      if (xname.size() > kMaxXattrNameBytes) {
+        return context(Status::Corrupt("xattr name of " + std::to_string(xname.size()) +
+                                       " bytes, longer than " + std::to_string(kMaxXattrNameBytes) +
+                                       " (kMaxXattrNameBytes, Linux XATTR_NAME_MAX)"));
+      }
+      if (value.size() > kMaxXattrValueBytes) {
+        return context(Status::Corrupt("xattr " + Quote(xname) + " has a value of " +
+                                       std::to_string(value.size()) + " bytes, more than " +
+                                       std::to_string(kMaxXattrValueBytes) +
+                                       " (kMaxXattrValueBytes, Linux XATTR_SIZE_MAX)"));
+      }
+      entry_xattr_bytes += xname.size() + value.size();
+    }
+    xattr_bytes_ += entry_xattr_bytes;
+    if (xattr_bytes_ > kMaxXattrBytesPerArchive) {
+      return context(Status::Corrupt("xattrs of the archive exceed " +
+                                     std::to_string(kMaxXattrBytesPerArchive) +
+                                     " bytes (kMaxXattrBytesPerArchive)"));
+    }
+    metadata_bytes_ += e.name.size() + e.link_target.size() + entry_xattr_bytes;
+    if (metadata_bytes_ > kMaxMetadataBytesPerArchive) {
+      return context(Status::Corrupt("names, link targets and xattrs of the archive exceed " +
+                                     std::to_string(kMaxMetadataBytesPerArchive) +
+                                     " bytes (kMaxMetadataBytesPerArchive)"));
     }
 
     e.header_offset = header_offset;

@@ -24,6 +24,18 @@
 // are read as regular files (POSIX), GNU 'D' dump directories as directories, GNU volume
 // labels 'V' are skipped; GNU sparse files ('S' or GNU.sparse.* PAX keys) are Unsupported.
 //
+// Bounded memory for any archive (issue 9): what the reader keeps between blocks is capped
+// by the limits below, so a few-MB gzip layer cannot make it (or an index built from it)
+// hold gigabytes. Each limit, when exceeded, is a Corrupt status naming the limit:
+//  - the extended headers ('x', 'L', 'K') pending for one entry, all together;
+//  - the global ('g') attributes in effect, which are applied to every later entry;
+//    xattrs (SCHILY.xattr.*, LIBARCHIVE.xattr.*) in a global header are refused outright:
+//    no tool writes them there (GNU tar, bsdtar and Go's archive/tar write xattrs per file),
+//    and honouring them would copy one value into every entry of the layer;
+//  - xattrs of one entry: count, name and value length (Linux's XATTR_NAME_MAX and
+//    XATTR_SIZE_MAX, so nothing is accepted that Linux could not hold);
+//  - xattr bytes, and name + link target + xattr bytes, of the whole archive.
+//
 // Thread-safety: one reader per thread.
 #ifndef IMGFS_REGISTRY_TAR_READER_H_
 #define IMGFS_REGISTRY_TAR_READER_H_
@@ -38,6 +50,27 @@
 #include "base/status.h"
 
 namespace imgfs::registry {
+
+// Bytes of the extended headers ('x' PAX records, GNU 'L'/'K' long names) that describe one
+// entry, summed over a chain of them. 16 MiB: a path (PATH_MAX 4 KiB), a link target and
+// the entry's xattrs (at most kMaxXattrsPerEntry × 64 KiB) fit many times over.
+inline constexpr uint64_t kMaxPendingHeaderBytes = 16u << 20;
+// Bytes (keys + values) of the global PAX attributes in effect. Real archives carry a
+// `comment` (git archive's commit id) or nothing; 64 KiB is generous and bounds the copy
+// every later entry starts from.
+inline constexpr uint64_t kMaxGlobalPaxBytes = 64u << 10;
+// Xattrs of one entry. Real files carry a handful (security.capability, security.selinux,
+// user.*); 256 leaves room while bounding the per-entry map.
+inline constexpr size_t kMaxXattrsPerEntry = 256;
+// Longest xattr name and value: Linux XATTR_NAME_MAX (255) and XATTR_SIZE_MAX (64 KiB).
+inline constexpr size_t kMaxXattrNameBytes = 255;
+inline constexpr size_t kMaxXattrValueBytes = 64u << 10;
+// Xattr bytes (names + values) of all entries of one archive: what a layer index holds for
+// them. 64 MiB: a million files with a 40-byte SELinux label each need 60 MB.
+inline constexpr uint64_t kMaxXattrBytesPerArchive = 64u << 20;
+// Names, link targets and xattr bytes of all entries of one archive (a layer index holds
+// them all). 256 MiB: a million entries with 200-byte paths need a fifth of it.
+inline constexpr uint64_t kMaxMetadataBytesPerArchive = 256u << 20;
 
 // A source of the uncompressed tar stream. Read returns up to `n` bytes, "" at end of stream.
 class TarInput {
@@ -128,6 +161,8 @@ class TarReader {
   uint64_t payload_left_ = 0;
   uint64_t padding_left_ = 0;
   std::map<std::string, std::string> global_pax_;
+  uint64_t xattr_bytes_ = 0;     // kMaxXattrBytesPerArchive
+  uint64_t metadata_bytes_ = 0;  // kMaxMetadataBytesPerArchive
   bool done_ = false;
 };
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "base/log.h"
+#include "base/thread.h"
 #include "cache/store.h"
 #include "registry/http_client.h"
 #include "tools/cli.h"
@@ -139,5 +140,16 @@ const std::vector<Command>& Commands() {
 int main(int argc, char** argv) {
   // libcurl's global state is set up once, before any thread starts (libcurl-thread(3)).
   imgfs::registry::HttpClient::GlobalInit();
-  return imgfs::tools::Main(argc, argv);
+  int exit_code = imgfs::tools::kExitError;
+  // Our code returns errors as values; an exception reaching here (bad_alloc, or a
+  // dependency's throw on hostile input) is reported as an error exit, never as abort().
+  imgfs::Status st = imgfs::RunGuarded("imgfs", [&] {
+    exit_code = imgfs::tools::Main(argc, argv);
+    return imgfs::Status::Ok();
+  });
+  if (!st.ok()) {
+    std::cerr << "imgfs: " << st.message() << std::endl;
+    return imgfs::tools::kExitError;
+  }
+  return exit_code;
 }

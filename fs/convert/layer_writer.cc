@@ -223,6 +223,35 @@ struct WrittenChunk {
   bool zeros = false;     // zstd:chunked: a run of zeros (chunkType "zeros")
 };
 
+bool IsUtf8(const std::string& s) {
+  try {
+    (void)nlohmann::json(s).dump();
+    return true;
+  } catch (const nlohmann::json::exception&) {
+    return false;
+  }
+}
+
+// eStargz and zstd:chunked TOCs are JSON, which holds UTF-8 text only: a name, link target,
+// user/group name or xattr name of other bytes cannot be written so that it reads back the
+// same. Such an entry is refused by name (InvalidArgument) before anything is written.
+Status CheckTocStrings(const TarEntry& e) {
+  auto bad = [&](const std::string& what) {
+    nlohmann::json shown = e.name;
+    return Status::InvalidArgument(
+        "tar entry " + shown.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + ": " +
+        what + " is not valid UTF-8; eStargz and zstd:chunked TOCs (JSON) cannot hold it");
+  };
+  if (!IsUtf8(e.name)) return bad("the name");
+  if (!IsUtf8(e.link_target)) return bad("the link target");
+  if (!IsUtf8(e.uname)) return bad("the user name");
+  if (!IsUtf8(e.gname)) return bad("the group name");
+  for (const auto& [k, v] : e.xattrs) {
+    if (!IsUtf8(k)) return bad("an xattr name");
+  }
+  return Status::Ok();
+}
+
 Result<std::vector<Item>> ScanTar(const TarBytes& tar) {
   std::unique_ptr<registry::TarInput> input;
   if (tar.fd >= 0) {
@@ -250,6 +279,7 @@ Result<std::vector<Item>> ScanTar(const TarBytes& tar) {
         entry->name == kEstargzNoPrefetchLandmark) {
       continue;
     }
+    IMGFS_RETURN_IF_ERROR(CheckTocStrings(*entry));
     item.entry = std::move(*entry);
     items.push_back(std::move(item));
   }

@@ -96,9 +96,13 @@ Result<std::string> DecodeChunk(LayerFormat format, const Chunk& chunk, std::str
     return "layer " + layer.String() + ", file '" + std::string(file) + "', chunk at file offset " +
            std::to_string(chunk.file_offset);
   };
-  if (chunk.size > kMaxDecodedChunkBytes ||
-      chunk.inner_offset > std::numeric_limits<uint64_t>::max() - chunk.size) {
-    return Status::Corrupt(where() + ": absurd chunk size " + std::to_string(chunk.size));
+  if (chunk.size > kMaxChunkBytes) {
+    return Status::Corrupt(where() + ": chunk of " + std::to_string(chunk.size) +
+                           " bytes is larger than " + std::to_string(kMaxChunkBytes) +
+                           " (kMaxChunkBytes)");
+  }
+  if (chunk.inner_offset > std::numeric_limits<uint64_t>::max() - chunk.size) {
+    return Status::Corrupt(where() + ": absurd chunk offset " + std::to_string(chunk.inner_offset));
   }
   if (compressed.size() != chunk.blob_length) {
     return Status::Corrupt(where() + ": got " + std::to_string(compressed.size()) +
@@ -114,7 +118,7 @@ Result<std::string> DecodeChunk(LayerFormat format, const Chunk& chunk, std::str
     }
     out.assign(chunk.size, '\0');
   } else {
-    out.reserve(static_cast<size_t>(chunk.size));
+    // No reserve(chunk.size): the size is the TOC's word; the output grows with real data.
     switch (format) {
       case LayerFormat::kEstargz:
         s = GunzipRange(compressed, begin, end, &out);

@@ -30,9 +30,6 @@
 
 namespace imgfs::fs {
 
-// Largest chunk decoded in memory (a safety bound against absurd TOCs; eStargz writers use
-// 4 MiB chunks by default, an unchunked eStargz file is one chunk, hence the generous value).
-inline constexpr uint64_t kMaxDecodedChunkBytes = 1ull << 30;
 // Default gap bridged when coalescing: a wasted 64 KiB costs less than another HTTP
 // round-trip (stargz-snapshotter merges ranges in fs/remote/blob.go for the same reason).
 inline constexpr uint64_t kDefaultCoalesceGapBytes = 64 << 10;
@@ -43,7 +40,10 @@ inline bool IsZerosChunk(const Chunk& c) { return c.blob_length == 0 && c.size >
 // Decodes `chunk` of a layer in `format` from `compressed` = blob bytes
 // [chunk.blob_offset, chunk.blob_offset + chunk.blob_length) ("" for a zeros chunk) and
 // verifies it. `layer` and `file` name the chunk in errors. Corrupt on bad or short data or a
-// digest mismatch; Unsupported for formats without per-chunk compressed ranges.
+// digest mismatch, and for a chunk larger than kMaxChunkBytes (fs/layer/layer_index.h; a
+// zeros chunk too: callers serve those in slices instead); Unsupported for formats without
+// per-chunk compressed ranges. Memory grows with the bytes actually decoded, never with
+// the chunk's declared size.
 Result<std::string> DecodeChunk(LayerFormat format, const Chunk& chunk, std::string_view compressed,
                                 const registry::Digest& layer, std::string_view file);
 

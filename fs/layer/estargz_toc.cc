@@ -22,8 +22,7 @@ using json = nlohmann::json;
 // Whiteout names (OCI image-spec layer.md, "Whiteouts"), as fs/layer/index_builder.cc.
 constexpr std::string_view kWhiteoutPrefix = ".wh.";
 constexpr std::string_view kOpaqueMarker = ".wh..wh..opq";
-// Bounds: entries per TOC and bytes per file (1 TiB) keep arithmetic far from overflow.
-constexpr size_t kMaxTocEntries = 4u << 20;
+// Bytes per file (1 TiB) keep arithmetic far from overflow.
 constexpr uint64_t kMaxFileBytes = 1ull << 40;
 
 std::string LayerWhat(const registry::Digest& layer) {
@@ -67,7 +66,10 @@ Result<std::string> Gunzip(std::string_view in, uint64_t max_out) {
     int rc = inflate(&zs, Z_NO_FLUSH);
     pos += before - zs.avail_in;
     out.append(buf, sizeof(buf) - zs.avail_out);
-    if (out.size() > max_out) return Status::Corrupt("TOC decompresses to more than the limit");
+    if (out.size() > max_out) {
+      return Status::Corrupt("TOC decompresses to more than " + std::to_string(max_out) +
+                             " bytes (kMaxTocUncompressedBytes)");
+    }
     if (rc == Z_STREAM_END) {
       if (pos >= in.size()) return out;
       if (inflateReset(&zs) != Z_OK) return Status::Internal("inflateReset failed");
@@ -80,34 +82,6 @@ Result<std::string> Gunzip(std::string_view in, uint64_t max_out) {
       return Status::Corrupt("truncated gzip data");
     }
   }
-}
-
-bool GetU64(const json& obj, const char* key, uint64_t* out, bool* present = nullptr) {
-  auto it = obj.find(key);
-  if (it == obj.end() || it->is_null()) {
-    if (present) *present = false;
-    return true;
-  }
-  if (present) *present = true;
-  if (it->is_number_unsigned()) {
-    *out = it->get<uint64_t>();
-    return true;
-  }
-  if (it->is_number_integer()) {
-    int64_t v = it->get<int64_t>();
-    if (v < 0) return false;
-    *out = static_cast<uint64_t>(v);
-    return true;
-  }
-  return false;
-}
-
-bool GetStr(const json& obj, const char* key, std::string* out) {
-  auto it = obj.find(key);
-  if (it == obj.end() || it->is_null()) return true;
-  if (!it->is_string()) return false;
-  *out = it->get<std::string>();
-  return true;
 }
 
 int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {
@@ -179,71 +153,402 @@ Status ParseRfc3339(std::string_view t, int64_t* sec, uint32_t* nsec) {
   return Status::Ok();
 }
 
-Result<std::vector<TocRecord>> ParseTocJson(std::string_view text, const std::string& what) {
-  json doc = json::parse(text.begin(), text.end(), nullptr, false);
-  if (doc.is_discarded() || !doc.is_object()) {
-    return Status::Corrupt(what + ": TOC is not a JSON object");
+namespace {
+
+// Streaming (SAX) reader of {"version":1,"entries":[{…},…]} straight into TocRecords: no
+// DOM is built, so memory is the records themselves (at most kMaxTocEntries) however the
+// text is shaped — a 256 MiB TOC of `[0,0,0,…]` under an unknown key costs nothing, where a
+// DOM held 16+ bytes per value. Unknown keys (at any level) are skipped; field types are
+// checked as the DOM reader did (strings or null; non-negative integers or null).
+class TocSaxReader {
+ public:
+  explicit TocSaxReader(const std::string& what) : what_(what) {}
+
+  // Sets the first error; returning false stops the parse.
+  bool Fail(std::string message) {
+    if (error_.empty()) error_ = what_ + ": " + std::move(message);
+    return false;
   }
+
+  bool null() { return Scalar(Kind::kNull, 0, nullptr); }
+  bool boolean(bool) { return Scalar(Kind::kOther, 0, nullptr); }
+  bool number_integer(json::number_integer_t v) {
+    return v >= 0 ? Scalar(Kind::kUnsigned, static_cast<uint64_t>(v), nullptr)
+                  : Scalar(Kind::kOther, 0, nullptr);
+  }
+  bool number_unsigned(json::number_unsigned_t v) { return Scalar(Kind::kUnsigned, v, nullptr); }
+  bool number_float(json::number_float_t, const json::string_t&) {
+    return Scalar(Kind::kOther, 0, nullptr);
+  }
+  bool string(json::string_t& v) { return Scalar(Kind::kString, 0, &v); }
+  bool binary(json::binary_t&) { return Scalar(Kind::kOther, 0, nullptr); }
+
+  bool start_object(std::size_t) {
+    if (skip_depth_ > 0) return ++skip_depth_, true;
+    switch (where_) {
+      case Where::kTop:
+        where_ = Where::kRoot;
+        return true;
+      case Where::kRootValue:
+        if (key_ == "entries") entries_ok_ = false;
+        where_ = Where::kRoot;
+        return Skip();
+      case Where::kEntries:
+        if (records_.size() >= kMaxTocEntries) {
+          return Fail("TOC has more than " + std::to_string(kMaxTocEntries) +
+                      " entries (kMaxTocEntries)");
+        }
+        records_.emplace_back();
+        entry_ = Checks();
+        where_ = Where::kEntry;
+        return true;
+      case Where::kEntryValue:
+        if (field_ == Field::kXattrs) {
+          records_.back().xattrs.clear();
+          entry_.bad_xattrs = false;
+          where_ = Where::kXattrs;
+          return true;
+        }
+        if (field_ != Field::kUnknown) entry_.bad_type = true;
+        where_ = Where::kEntry;
+        return Skip();
+      case Where::kXattrValue:
+        entry_.bad_xattr_value = true;
+        where_ = Where::kXattrs;
+        return Skip();
+      default:
+        return Fail("TOC is not a JSON object");
+    }
+  }
+  bool key(json::string_t& k) {
+    if (skip_depth_ > 0) return true;
+    if (where_ == Where::kRoot) {
+      key_ = k;
+      where_ = Where::kRootValue;
+    } else if (where_ == Where::kEntry) {
+      field_ = FieldOf(k);
+      where_ = Where::kEntryValue;
+    } else if (where_ == Where::kXattrs) {
+      xattr_key_ = k;
+      where_ = Where::kXattrValue;
+    }
+    return true;
+  }
+  bool end_object() {
+    if (skip_depth_ > 0) return --skip_depth_, true;
+    switch (where_) {
+      case Where::kRoot:
+        where_ = Where::kDone;
+        return true;
+      case Where::kEntry:
+        where_ = Where::kEntries;
+        return FinishEntry();
+      case Where::kXattrs:
+        std::sort(records_.back().xattrs.begin(), records_.back().xattrs.end());
+        where_ = Where::kEntry;
+        return true;
+      default:
+        return true;
+    }
+  }
+  bool start_array(std::size_t) {
+    if (skip_depth_ > 0) return ++skip_depth_, true;
+    switch (where_) {
+      case Where::kRootValue:
+        if (key_ != "entries") {
+          where_ = Where::kRoot;
+          return Skip();
+        }
+        records_.clear();  // a repeated key: the last one counts, as in a DOM
+        entries_ok_ = true;
+        where_ = Where::kEntries;
+        return true;
+      case Where::kEntries:
+        return Fail("TOC entry is not an object");
+      case Where::kEntryValue:
+        if (field_ != Field::kUnknown) {
+          if (field_ == Field::kXattrs) {
+            entry_.bad_xattrs = true;
+          } else {
+            entry_.bad_type = true;
+          }
+        }
+        where_ = Where::kEntry;
+        return Skip();
+      case Where::kXattrValue:
+        entry_.bad_xattr_value = true;
+        where_ = Where::kXattrs;
+        return Skip();
+      default:
+        return Fail("TOC is not a JSON object");
+    }
+  }
+  bool end_array() {
+    if (skip_depth_ > 0) return --skip_depth_, true;
+    if (where_ == Where::kEntries) where_ = Where::kRoot;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) {
+    return Fail("TOC is not a JSON object");
+  }
+
+  Result<std::vector<TocRecord>> Finish(bool parsed) {
+    if (!error_.empty()) return Status::Corrupt(error_);
+    if (!parsed || where_ != Where::kDone) {
+      return Status::Corrupt(what_ + ": TOC is not a JSON object");
+    }
+    if (!entries_ok_) return Status::Corrupt(what_ + ": TOC has no entries array");
+    return std::move(records_);
+  }
+
+ private:
+  enum class Where {
+    kTop,
+    kRoot,
+    kRootValue,
+    kEntries,
+    kEntry,
+    kEntryValue,
+    kXattrs,
+    kXattrValue,
+    kDone
+  };
+  enum class Kind { kNull, kUnsigned, kString, kOther };
+  enum class Field {
+    kUnknown,
+    kName,
+    kType,
+    kLinkName,
+    kSize,
+    kModtime,
+    kDigest,
+    kOffset,
+    kEndOffset,
+    kInnerOffset,
+    kChunkOffset,
+    kChunkSize,
+    kChunkDigest,
+    kChunkType,
+    kMode,
+    kUid,
+    kGid,
+    kDevMajor,
+    kDevMinor,
+    kXattrs
+  };
+  // What is wrong with the current entry, reported when it closes (its name known) in the
+  // order the DOM reader checked: field types, mode, ids, xattrs.
+  struct Checks {
+    bool bad_type = false;
+    bool bad_mode = false;
+    const char* bad_id = nullptr;
+    bool bad_xattrs = false;
+    bool bad_xattr_value = false;
+    std::string xattr_error;
+  };
+
+  static Field FieldOf(const std::string& k) {
+    static const std::map<std::string, Field, std::less<>> kFields = {
+        {"name", Field::kName},
+        {"type", Field::kType},
+        {"linkName", Field::kLinkName},
+        {"size", Field::kSize},
+        {"modtime", Field::kModtime},
+        {"digest", Field::kDigest},
+        {"offset", Field::kOffset},
+        {"endOffset", Field::kEndOffset},
+        {"innerOffset", Field::kInnerOffset},
+        {"chunkOffset", Field::kChunkOffset},
+        {"chunkSize", Field::kChunkSize},
+        {"chunkDigest", Field::kChunkDigest},
+        {"chunkType", Field::kChunkType},
+        {"mode", Field::kMode},
+        {"uid", Field::kUid},
+        {"gid", Field::kGid},
+        {"devMajor", Field::kDevMajor},
+        {"devMinor", Field::kDevMinor},
+        {"xattrs", Field::kXattrs}};
+    auto it = kFields.find(k);
+    return it == kFields.end() ? Field::kUnknown : it->second;
+  }
+
+  bool Skip() {
+    skip_depth_ = 1;
+    return true;
+  }
+
+  bool Scalar(Kind kind, uint64_t u, json::string_t* text) {
+    if (skip_depth_ > 0) return true;
+    switch (where_) {
+      case Where::kTop:
+        return Fail("TOC is not a JSON object");
+      case Where::kRootValue:
+        if (key_ == "entries") entries_ok_ = false;
+        where_ = Where::kRoot;
+        return true;
+      case Where::kEntries:
+        return Fail("TOC entry is not an object");
+      case Where::kEntryValue:
+        where_ = Where::kEntry;
+        Assign(kind, u, text);
+        return true;
+      case Where::kXattrValue:
+        where_ = Where::kXattrs;
+        if (kind != Kind::kString) {
+          entry_.bad_xattr_value = true;
+        } else if (Result<std::string> v = DecodeBase64(*text); !v.has_value()) {
+          if (entry_.xattr_error.empty()) {
+            entry_.xattr_error = "xattr " + xattr_key_ + " of TOC %s: " + v.error().message();
+          }
+        } else {
+          records_.back().xattrs.emplace_back(xattr_key_, std::move(*v));
+        }
+        return true;
+      default:
+        return true;
+    }
+  }
+
+  void Assign(Kind kind, uint64_t u, json::string_t* text) {
+    TocRecord& r = records_.back();
+    auto str = [&](std::string* dst) {
+      if (kind == Kind::kString) {
+        *dst = std::move(*text);
+      } else if (kind == Kind::kNull) {
+        dst->clear();
+      } else {
+        entry_.bad_type = true;
+      }
+    };
+    // Returns false for a value that is not a non-negative integer or null.
+    auto num = [&](uint64_t* dst, bool* present) {
+      if (kind == Kind::kUnsigned) {
+        *dst = u;
+        if (present) *present = true;
+        return true;
+      }
+      if (kind == Kind::kNull) {
+        *dst = 0;
+        if (present) *present = false;
+        return true;
+      }
+      return false;
+    };
+    auto id = [&](uint32_t* dst, const char* key) {
+      uint64_t v = 0;
+      if (!num(&v, nullptr) || v > std::numeric_limits<uint32_t>::max()) {
+        if (entry_.bad_id == nullptr) entry_.bad_id = key;
+        return;
+      }
+      *dst = static_cast<uint32_t>(v);
+    };
+    switch (field_) {
+      case Field::kUnknown:
+        return;
+      case Field::kName:
+        return str(&r.name);
+      case Field::kType:
+        return str(&r.type);
+      case Field::kLinkName:
+        return str(&r.link_name);
+      case Field::kModtime:
+        return str(&r.modtime);
+      case Field::kDigest:
+        return str(&r.digest);
+      case Field::kChunkDigest:
+        return str(&r.chunk_digest);
+      case Field::kChunkType:
+        return str(&r.chunk_type);
+      case Field::kSize:
+        if (!num(&r.size, nullptr)) entry_.bad_type = true;
+        return;
+      case Field::kOffset:
+        if (!num(&r.offset, &r.has_offset)) entry_.bad_type = true;
+        return;
+      case Field::kEndOffset:
+        if (!num(&r.end_offset, &r.has_end_offset)) entry_.bad_type = true;
+        return;
+      case Field::kInnerOffset:
+        if (!num(&r.inner_offset, nullptr)) entry_.bad_type = true;
+        return;
+      case Field::kChunkOffset:
+        if (!num(&r.chunk_offset, nullptr)) entry_.bad_type = true;
+        return;
+      case Field::kChunkSize:
+        if (!num(&r.chunk_size, nullptr)) entry_.bad_type = true;
+        return;
+      case Field::kMode: {
+        uint64_t v = 0;
+        if (!num(&v, nullptr) || v > std::numeric_limits<uint32_t>::max()) {
+          entry_.bad_mode = true;
+        } else {
+          r.mode = static_cast<int64_t>(v);
+        }
+        return;
+      }
+      case Field::kUid:
+        return id(&r.uid, "uid");
+      case Field::kGid:
+        return id(&r.gid, "gid");
+      case Field::kDevMajor:
+        return id(&r.dev_major, "devMajor");
+      case Field::kDevMinor:
+        return id(&r.dev_minor, "devMinor");
+      case Field::kXattrs:
+        if (kind == Kind::kNull) {
+          r.xattrs.clear();
+        } else {
+          entry_.bad_xattrs = true;
+        }
+        return;
+    }
+  }
+
+  bool FinishEntry() {
+    const TocRecord& r = records_.back();
+    const std::string label = r.name.empty() ? "an entry" : "entry '" + r.name + "'";
+    if (entry_.bad_type) return Fail("bad field type in TOC " + label);
+    if (entry_.bad_mode) return Fail("bad mode of TOC " + label);
+    if (entry_.bad_id != nullptr)
+      return Fail(std::string("bad ") + entry_.bad_id + " of TOC " + label);
+    if (entry_.bad_xattrs) return Fail("bad xattrs of TOC " + label);
+    if (entry_.bad_xattr_value) return Fail("bad xattr value of TOC " + label);
+    if (!entry_.xattr_error.empty()) {
+      std::string m = entry_.xattr_error;
+      m.replace(m.find("%s"), 2, label);
+      return Fail(std::move(m));
+    }
+    return true;
+  }
+
+  const std::string& what_;
+  std::string error_;
+  Where where_ = Where::kTop;
+  int skip_depth_ = 0;  // > 0: inside a value being skipped
+  std::string key_;     // current key of the root object
+  Field field_ = Field::kUnknown;
+  std::string xattr_key_;
+  bool entries_ok_ = false;
+  Checks entry_;
+  std::vector<TocRecord> records_;
+};
+
+}  // namespace
+
+Result<std::vector<TocRecord>> ParseTocJson(std::string_view text, const std::string& what) {
+  if (text.size() > kMaxTocUncompressedBytes) {
+    return Status::Corrupt(what + ": TOC of " + std::to_string(text.size()) +
+                           " bytes is larger than " + std::to_string(kMaxTocUncompressedBytes) +
+                           " (kMaxTocUncompressedBytes)");
+  }
+  TocSaxReader reader(what);
+  bool parsed = false;
   try {
-    auto entries = doc.find("entries");
-    if (entries == doc.end() || !entries->is_array()) {
-      return Status::Corrupt(what + ": TOC has no entries array");
-    }
-    if (entries->size() > kMaxTocEntries)
-      return Status::Corrupt(what + ": TOC has too many entries");
-    std::vector<TocRecord> out;
-    out.reserve(entries->size());
-    for (const json& e : *entries) {
-      if (!e.is_object()) return Status::Corrupt(what + ": TOC entry is not an object");
-      TocRecord r;
-      uint64_t u = 0;
-      bool ok = GetStr(e, "name", &r.name) && GetStr(e, "type", &r.type) &&
-                GetStr(e, "linkName", &r.link_name) && GetU64(e, "size", &r.size) &&
-                GetStr(e, "modtime", &r.modtime) && GetStr(e, "digest", &r.digest) &&
-                GetU64(e, "offset", &r.offset, &r.has_offset) &&
-                GetU64(e, "endOffset", &r.end_offset, &r.has_end_offset) &&
-                GetU64(e, "innerOffset", &r.inner_offset) &&
-                GetU64(e, "chunkOffset", &r.chunk_offset) &&
-                GetU64(e, "chunkSize", &r.chunk_size) &&
-                GetStr(e, "chunkDigest", &r.chunk_digest) && GetStr(e, "chunkType", &r.chunk_type);
-      std::string label = r.name.empty() ? "an entry" : "entry '" + r.name + "'";
-      if (!ok) return Status::Corrupt(what + ": bad field type in TOC " + label);
-      u = 0;
-      if (!GetU64(e, "mode", &u) || u > std::numeric_limits<uint32_t>::max()) {
-        return Status::Corrupt(what + ": bad mode of TOC " + label);
-      }
-      r.mode = static_cast<int64_t>(u);
-      const std::pair<const char*, uint32_t*> ids[] = {
-          {"uid", &r.uid}, {"gid", &r.gid}, {"devMajor", &r.dev_major}, {"devMinor", &r.dev_minor}};
-      for (const auto& [key, dst] : ids) {
-        u = 0;
-        if (!GetU64(e, key, &u) || u > std::numeric_limits<uint32_t>::max()) {
-          return Status::Corrupt(what + ": bad " + key + " of TOC " + label);
-        }
-        *dst = static_cast<uint32_t>(u);
-      }
-      auto xa = e.find("xattrs");
-      if (xa != e.end() && !xa->is_null()) {
-        if (!xa->is_object()) return Status::Corrupt(what + ": bad xattrs of TOC " + label);
-        for (auto it = xa->begin(); it != xa->end(); ++it) {
-          if (!it.value().is_string()) {
-            return Status::Corrupt(what + ": bad xattr value of TOC " + label);
-          }
-          Result<std::string> v = DecodeBase64(it.value().get<std::string>());
-          if (!v.has_value()) {
-            return Status::Corrupt(what + ": xattr " + it.key() + " of TOC " + label + ": " +
-                                   v.error().message());
-          }
-          r.xattrs.emplace_back(it.key(), std::move(*v));
-        }
-        std::sort(r.xattrs.begin(), r.xattrs.end());
-      }
-      out.push_back(std::move(r));
-    }
-    return out;
+    parsed = json::sax_parse(text.begin(), text.end(), &reader);
   } catch (const json::exception& ex) {
     return Status::Corrupt(what + ": bad TOC: " + ex.what());
   }
+  return reader.Finish(parsed);
 }
 
 Result<LayerIndex> AssembleIndex(const std::vector<TocRecord>& records, const std::string& what,
@@ -294,6 +599,9 @@ Result<LayerIndex> AssembleIndex(const std::vector<TocRecord>& records, const st
       c.blob_offset = p->blob_offset;
       c.blob_length = p->blob_length;
       c.inner_offset = p->inner_offset;
+      // Geometry: what one fetch of this chunk downloads and decodes in memory is bounded,
+      // whatever the TOC claims.
+      if (Status g = CheckLazyChunkGeometry(c); !g.ok()) return g.WithContext(label);
       index.chunks.push_back(std::move(c));
       ++f.chunk_count;
       expect = r.chunk_offset + size;
@@ -524,7 +832,8 @@ Result<LayerIndex> LoadEstargzIndex(registry::BlobSource& source, const registry
   }
   if (toc_end - footer->toc_offset > kMaxTocCompressedBytes) {
     return Status::Corrupt(what + ": TOC of " + std::to_string(toc_end - footer->toc_offset) +
-                           " bytes is larger than the limit");
+                           " bytes is larger than " + std::to_string(kMaxTocCompressedBytes) +
+                           " (kMaxTocCompressedBytes)");
   }
   IMGFS_ASSIGN_OR_RETURN(
       std::string member,

@@ -56,6 +56,12 @@ inline constexpr std::string_view kEstargzNoPrefetchLandmark = ".no.prefetch.lan
 // Bounds against absurd inputs: a 100k-file TOC is ~30 MB of JSON.
 inline constexpr uint64_t kMaxTocCompressedBytes = 64ull << 20;
 inline constexpr uint64_t kMaxTocUncompressedBytes = 256ull << 20;
+// Entries (files and chunk records) of one TOC. The TOC is read by a streaming parser into
+// records of ~300 bytes each, so this bounds the parse at ~300 MB whatever the JSON holds
+// (tiny `{}` entries could otherwise number 80 million in kMaxTocUncompressedBytes). 1M:
+// a layer of 500k files with their chunk records; real TOCs of 100k files have ~150k.
+inline constexpr size_t kMaxTocEntries = 1u << 20;
+// Chunk geometry bounds (kMaxChunkBytes, MaxChunkBlobBytes) are in layer_index.h.
 
 struct EstargzFooter {
   uint64_t toc_offset = 0;
@@ -118,8 +124,10 @@ struct TocRecord {
   std::string chunk_type;
 };
 
-// Parses {"version":1,"entries":[…]} into records. Corrupt on malformed JSON or fields of
-// the wrong type. `max_entries` bounds the entry count.
+// Parses {"version":1,"entries":[…]} into records with a streaming (SAX) parser: no JSON
+// DOM is built, unknown keys are skipped whatever they hold. Corrupt on malformed JSON,
+// fields of the wrong type, text over kMaxTocUncompressedBytes or more than kMaxTocEntries
+// entries (refused while parsing, before more records are made).
 Result<std::vector<TocRecord>> ParseTocJson(std::string_view json, const std::string& what);
 
 // Where a chunk's compressed bytes are; filled per format.

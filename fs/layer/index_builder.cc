@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "base/file_util.h"
+#include "base/thread.h"
 #include "cache/index_store.h"
 #include "fs/layer/stream_decoder.h"
 #include "registry/media_types.h"
@@ -338,14 +339,22 @@ Result<std::unique_ptr<IndexBuilder>> IndexBuilder::Create(std::string_view medi
   IMGFS_RETURN_IF_ERROR(CheckOptions(options));
   IMGFS_RETURN_IF_ERROR(LayerFormatForMediaType(media_type).error());
   auto shared = std::make_shared<Shared>();
-  shared->worker =
-      std::thread([s = shared.get(), type = std::string(media_type), opts = std::move(options)] {
+  // An exception in the pass (bad_alloc on a hostile layer) becomes the build's result.
+  Shared* s = shared.get();
+  auto finish = [s](Result<LayerIndex> r) {
+    std::scoped_lock lock(s->mu);
+    s->result.emplace(std::move(r));
+    s->done = true;
+    s->cv.notify_all();
+  };
+  shared->worker = StartThread(
+      "imgfs-index",
+      [s, finish, type = std::string(media_type), opts = std::move(options)]() -> Status {
         Result<LayerIndex> r = RunPass(s, type, opts);
-        std::scoped_lock lock(s->mu);
-        s->result.emplace(std::move(r));
-        s->done = true;
-        s->cv.notify_all();
-      });
+        finish(std::move(r));
+        return Status::Ok();
+      },
+      [finish](const Status& error) { finish(error); });
   return std::unique_ptr<IndexBuilder>(new IndexBuilder(std::move(shared)));
 }
 

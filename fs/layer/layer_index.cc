@@ -19,6 +19,8 @@
 #include <cstring>
 #include <limits>
 
+#include "registry/tar_reader.h"
+
 namespace imgfs::fs {
 namespace {
 
@@ -219,6 +221,24 @@ std::string LayerIndex::Encode() const {
   return out;
 }
 
+Status CheckLazyChunkGeometry(const Chunk& c) {
+  if (c.blob_length == 0) return Status::Ok();  // a zeros chunk: served in slices
+  const std::string where = "chunk at file offset " + std::to_string(c.file_offset) + " of " +
+                            std::to_string(c.size) + " bytes";
+  if (c.size > kMaxChunkBytes) {
+    return Status::Corrupt(where + " is larger than " + std::to_string(kMaxChunkBytes) +
+                           " (kMaxChunkBytes)");
+  }
+  if (c.inner_offset > kChunkBlobSlackBytes ||
+      c.blob_length > MaxChunkBlobBytes(c.size) + c.inner_offset) {
+    return Status::Corrupt(where + " spans " + std::to_string(c.blob_length) +
+                           " compressed bytes at inner offset " + std::to_string(c.inner_offset) +
+                           ", more than the limit (MaxChunkBlobBytes: size + size/16 + " +
+                           std::to_string(kChunkBlobSlackBytes) + ")");
+  }
+  return Status::Ok();
+}
+
 Result<LayerIndex> LayerIndex::Decode(std::string_view bytes) {
   if (bytes.size() < kLayerIndexMagic.size() + 4 + kChecksumBytes ||
       bytes.substr(0, kLayerIndexMagic.size()) != kLayerIndexMagic) {
@@ -276,8 +296,13 @@ Result<LayerIndex> LayerIndex::Decode(std::string_view bytes) {
   size_t n;
   // An entry takes at least 16 bytes (one per field).
   if (!r.Count(16, &n)) return Bad(r, "bad entry count");
-  index.entries.resize(n);
-  for (FileEntry& e : index.entries) {
+  if (n > kMaxIndexEntries) {
+    return Status::Corrupt("layer index: " + std::to_string(n) + " entries, more than " +
+                           std::to_string(kMaxIndexEntries) + " (kMaxIndexEntries)");
+  }
+  // Grown as entries are read (no resize from the count): memory follows the input.
+  for (size_t i = 0; i < n; ++i) {
+    FileEntry& e = index.entries.emplace_back();
     uint8_t type;
     if (!r.Str(&e.path) || !r.U8(&type) || !r.Varint32(&e.mode) || !r.Varint32(&e.uid) ||
         !r.Varint32(&e.gid) || !r.Varint(&e.size) || !r.Zigzag(&e.mtime_sec) ||
@@ -290,10 +315,14 @@ Result<LayerIndex> LayerIndex::Decode(std::string_view bytes) {
     if (e.path.find('\0') != std::string::npos) return Bad(r, "NUL in path");
     if (e.mode > 07777 || e.mtime_nsec >= 1000000000) return Bad(r, "bad entry mode or time");
     size_t nx;
-    if (!r.Count(2, &nx)) return Bad(r, "bad xattr count");
+    if (!r.Count(2, &nx) || nx > registry::kMaxXattrsPerEntry) return Bad(r, "bad xattr count");
     e.xattrs.resize(nx);
     for (auto& [name, value] : e.xattrs) {
       if (!r.Str(&name) || !r.Str(&value)) return Bad(r, "truncated xattr");
+      if (name.size() > registry::kMaxXattrNameBytes ||
+          value.size() > registry::kMaxXattrValueBytes) {
+        return Bad(r, "xattr name or value too long");
+      }
     }
     if (!std::is_sorted(e.xattrs.begin(), e.xattrs.end())) return Bad(r, "xattrs not sorted");
     if (!r.Varint(&e.payload_offset) || !r.Varint32(&e.first_chunk) ||
@@ -303,8 +332,12 @@ Result<LayerIndex> LayerIndex::Decode(std::string_view bytes) {
   }
 
   if (!r.Count(6, &n)) return Bad(r, "bad chunk count");
-  index.chunks.resize(n);
-  for (Chunk& c : index.chunks) {
+  if (n > kMaxIndexChunks) {
+    return Status::Corrupt("layer index: " + std::to_string(n) + " chunks, more than " +
+                           std::to_string(kMaxIndexChunks) + " (kMaxIndexChunks)");
+  }
+  for (size_t i = 0; i < n; ++i) {
+    Chunk& c = index.chunks.emplace_back();
     uint8_t has_digest;
     if (!r.Varint(&c.file_offset) || !r.Varint(&c.size) || !r.U8(&has_digest)) {
       return Bad(r, "truncated chunk");
@@ -318,6 +351,10 @@ Result<LayerIndex> LayerIndex::Decode(std::string_view bytes) {
     }
     if (!r.Varint(&c.blob_offset) || !r.Varint(&c.blob_length) || !r.Varint(&c.inner_offset)) {
       return Bad(r, "truncated chunk");
+    }
+    if (index.format == LayerFormat::kEstargz || index.format == LayerFormat::kZstdChunked) {
+      Status geometry = CheckLazyChunkGeometry(c);
+      if (!geometry.ok()) return geometry.WithContext("layer index");
     }
   }
 

@@ -135,6 +135,34 @@ inline constexpr uint32_t kLayerIndexFormatVersion = 2;
 inline constexpr uint32_t kLayerIndexOldestReadableVersion = 1;
 inline constexpr std::string_view kLayerIndexMagic = "IMGFSIDX";
 
+// Chunk geometry of lazily mountable layers (eStargz, zstd:chunked), enforced where such an
+// index is assembled from a TOC and where one is decoded: the memory of one chunk fetch.
+// Decoded bytes of one chunk that has compressed bytes (zeros chunks are served in slices
+// and only bounded by the file size). eStargz writers cut files into 4 MiB chunks and
+// zstd:chunked ones into ~64 KiB pieces; 64 MiB leaves room for writers configured with
+// larger chunks while bounding what one fetch decodes in memory.
+inline constexpr uint64_t kMaxChunkBytes = 64ull << 20;
+// Compressed bytes one chunk may span beyond its decoded size: gzip members of eStargz also
+// hold the tar headers of the entries written after the chunk (directories, links and the
+// next file's header go into the open member), and codecs add framing. 16 MiB covers the
+// headers of ~100k such entries; together with kMaxChunkBytes it bounds one fetch at
+// size + size/16 + 16 MiB, so a TOC cannot make a one-byte read download the whole blob.
+inline constexpr uint64_t kChunkBlobSlackBytes = 16ull << 20;
+// The largest blob_length accepted for a chunk of `size` decoded bytes (see above).
+inline constexpr uint64_t MaxChunkBlobBytes(uint64_t size) {
+  return size + size / 16 + kChunkBlobSlackBytes;
+}
+// OK when chunk `c` of an eStargz / zstd:chunked index respects the bounds above (zeros
+// chunks, with no compressed bytes, only need a size); else Corrupt naming the limit.
+Status CheckLazyChunkGeometry(const Chunk& c);
+
+// Entries and chunks one decoded index may hold: Decode grows its tables with the bytes it
+// actually reads and stops at these, so a small hostile index cannot make it allocate
+// ~10× its size (an entry takes 16 encoded bytes but ~150 in memory). 2M each: twice the
+// files of the largest layers seen, and 2M chunks are 128 GiB of 64 KiB zstd:chunked chunks.
+inline constexpr size_t kMaxIndexEntries = 2u << 20;
+inline constexpr size_t kMaxIndexChunks = 2u << 20;
+
 struct LayerIndex {
   registry::Digest layer_digest;  // the blob digest
   std::string media_type;

@@ -81,35 +81,37 @@ Result<std::string> DecompressZstdChunkedToc(std::string_view compressed,
                                              uint64_t uncompressed_length) {
   if (uncompressed_length > kMaxTocUncompressedBytes) {
     return Status::Corrupt("zstd:chunked TOC of " + std::to_string(uncompressed_length) +
-                           " bytes is larger than the limit");
+                           " bytes is larger than " + std::to_string(kMaxTocUncompressedBytes) +
+                           " (kMaxTocUncompressedBytes)");
   }
   std::unique_ptr<ZSTD_DCtx, DctxDeleter> dctx(ZSTD_createDCtx());
   if (!dctx) return Status::Internal("ZSTD_createDCtx failed");
-  // One spare byte detects a TOC longer than announced.
-  std::string out(uncompressed_length + 1, '\0');
+  // The output grows with what really decompresses (the announced length is the blob's
+  // word: no allocation of it up front); a TOC longer than announced is refused at once.
+  std::string out;
+  std::string buf(ZSTD_DStreamOutSize(), '\0');
   ZSTD_inBuffer in{compressed.data(), compressed.size(), 0};
-  ZSTD_outBuffer ob{out.data(), out.size(), 0};
   while (true) {
+    ZSTD_outBuffer ob{buf.data(), buf.size(), 0};
     size_t in_before = in.pos;
-    size_t out_before = ob.pos;
     size_t rc = ZSTD_decompressStream(dctx.get(), &ob, &in);
     if (ZSTD_isError(rc)) {
       return Status::Corrupt(std::string("bad zstd:chunked TOC: ") + ZSTD_getErrorName(rc));
     }
-    if (ob.pos > uncompressed_length) {
+    if (ob.pos > uncompressed_length - out.size()) {
       return Status::Corrupt("zstd:chunked TOC is longer than its announced " +
                              std::to_string(uncompressed_length) + " bytes");
     }
+    out.append(buf.data(), ob.pos);
     if (rc == 0 && in.pos == in.size) break;
-    if (in.pos == in_before && ob.pos == out_before) {
+    if (in.pos == in_before && ob.pos == 0) {
       return Status::Corrupt("truncated zstd:chunked TOC");
     }
   }
-  if (ob.pos != uncompressed_length) {
-    return Status::Corrupt("zstd:chunked TOC decompresses to " + std::to_string(ob.pos) +
+  if (out.size() != uncompressed_length) {
+    return Status::Corrupt("zstd:chunked TOC decompresses to " + std::to_string(out.size()) +
                            " bytes, announced " + std::to_string(uncompressed_length));
   }
-  out.resize(ob.pos);
   return out;
 }
 
@@ -208,7 +210,9 @@ Result<LayerIndex> LoadZstdChunkedIndex(registry::BlobSource& source,
                            std::to_string(blob_size) + " bytes");
   }
   if (pos.compressed_length > kMaxTocCompressedBytes) {
-    return Status::Corrupt(what + ": TOC larger than the limit");
+    return Status::Corrupt(what + ": TOC of " + std::to_string(pos.compressed_length) +
+                           " bytes is larger than " + std::to_string(kMaxTocCompressedBytes) +
+                           " (kMaxTocCompressedBytes)");
   }
   IMGFS_ASSIGN_OR_RETURN(std::string compressed,
                          source.ReadBlobRange(layer.digest, {pos.offset, pos.compressed_length}));

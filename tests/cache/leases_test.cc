@@ -7,6 +7,7 @@
 
 #include <filesystem>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -163,6 +164,51 @@ TEST_F(LeasesTest, AcquireForDeadPidIsRefused) {
   auto lease = Lease::AcquireFor(*store_, child, image_.manifest.digest, "/mnt/x", "");
   ASSERT_FALSE(lease.has_value());
   EXPECT_EQ(lease.error().code(), StatusCode::kInvalidArgument);
+}
+
+// Issue 9, finding 23: a store shared across pid namespaces.
+TEST_F(LeasesTest, LeaseFromAnotherPidNamespaceIsKept) {
+  // The lease of a mount in another pid namespace: its pid (here one no process has in ours)
+  // says nothing about that mount. Before: removed as stale, so GC freed a live mount's blobs.
+  auto own = Lease::Acquire(*store_, image_.manifest.digest, "/mnt/own", "");
+  ASSERT_TRUE(own.has_value()) << own.error().ToString();
+  EXPECT_EQ(own->info().pid_ns, PidNamespaceOf(0));
+  ASSERT_FALSE(PidNamespaceOf(0).empty());
+  json j = json::parse(*ReadFile(MountsDir() + "/" + own->info().id + ".json"));
+  EXPECT_EQ(j["pid_ns"], PidNamespaceOf(0));
+  j["id"] = "foreign-1";
+  j["pid"] = 4000000;  // above pid_max's ceiling (2^22): no such process here
+  j["pid_ns"] = "pid:[1]";
+  ASSERT_TRUE(WriteFileAtomic(MountsDir() + "/foreign-1.json", j.dump()).ok());
+  // The same lease in our own namespace is stale.
+  j["id"] = "local-dead";
+  j["pid_ns"] = PidNamespaceOf(0);
+  ASSERT_TRUE(WriteFileAtomic(MountsDir() + "/local-dead.json", j.dump()).ok());
+
+  int stale = 0;
+  auto live = ListLiveLeasesLocked(*store_, &stale);
+  ASSERT_TRUE(live.has_value()) << live.error().ToString();
+  std::vector<std::string> ids;
+  for (const LeaseInfo& l : *live) ids.push_back(l.id);
+  EXPECT_THAT(ids, ::testing::UnorderedElementsAre(own->info().id, "foreign-1"));
+  EXPECT_EQ(stale, 1);
+  EXPECT_TRUE(std::filesystem::exists(MountsDir() + "/foreign-1.json"));
+  ASSERT_TRUE(RemoveLease(*store_, "foreign-1").ok());  // the way out, by id
+}
+
+// Issue 9, finding 9: a mountpoint that is not UTF-8 (Latin-1 names are valid on Linux).
+TEST_F(LeasesTest, NonUtf8MountpointRoundTripsWithoutThrowing) {
+  const std::string latin1 = "/mnt/caf\xe9";
+  auto lease = Lease::Acquire(*store_, image_.manifest.digest, latin1, "", "/up/\xff");
+  ASSERT_TRUE(lease.has_value()) << lease.error().ToString();
+  auto live = ListLiveLeases(*store_);
+  ASSERT_TRUE(live.has_value());
+  ASSERT_EQ(live->size(), 1u);
+  EXPECT_EQ((*live)[0].mountpoint, latin1);
+  EXPECT_EQ((*live)[0].upper, "/up/\xff");
+  // The file stays valid JSON for other readers (U+FFFD in the display field).
+  json j = json::parse(*ReadFile(MountsDir() + "/" + lease->info().id + ".json"));
+  EXPECT_EQ(j["mountpoint"], "/mnt/caf\xef\xbf\xbd");
 }
 
 }  // namespace

@@ -416,5 +416,91 @@ TEST(EstargzToc, TimesAndMalformedJson) {
   EXPECT_EQ(index->entries[1].path, "etc/conf.d");
 }
 
+// Issue 9, finding 8: chunk geometry and TOC size.
+TEST(EstargzTocLimits, ChunkSpanningMostOfTheBlobIsRefused) {
+  // One 1-byte file at offset 0 and the TOC 1 GiB later: the chunk's gzip member would be
+  // the whole blob. Before: accepted, and the first read fetched 1 GiB into memory.
+  Digest layer = Digest::Sha256Of("layer");
+  const std::string digest = Digest::Sha256Of("x").String();
+  const uint64_t toc_offset = 1ull << 30;
+  auto index = BuildEstargzIndexFromToc(
+      "{\"version\":1,\"entries\":[{\"name\":\"f\",\"type\":\"reg\",\"size\":1,\"offset\":0,"
+      "\"digest\":\"" +
+          digest + "\"}]}",
+      layer, toc_offset + 100, toc_offset);
+  ASSERT_FALSE(index.has_value());
+  EXPECT_EQ(index.error().code(), StatusCode::kCorrupt);
+  EXPECT_NE(index.error().message().find("MaxChunkBlobBytes"), std::string::npos)
+      << index.error().ToString();
+  EXPECT_NE(index.error().message().find("'f'"), std::string::npos) << index.error().ToString();
+
+  // A chunk bigger than kMaxChunkBytes (decoded) is refused too.
+  const uint64_t big = kMaxChunkBytes + 1;
+  auto huge = BuildEstargzIndexFromToc(
+      "{\"version\":1,\"entries\":[{\"name\":\"g\",\"type\":\"reg\",\"size\":" +
+          std::to_string(big) + ",\"offset\":0,\"digest\":\"" + digest + "\"}]}",
+      layer, big + 1000, big);
+  ASSERT_FALSE(huge.has_value());
+  EXPECT_NE(huge.error().message().find("kMaxChunkBytes"), std::string::npos)
+      << huge.error().ToString();
+
+  // Within the bounds: a 1-byte file whose member also holds the following headers.
+  auto ok = BuildEstargzIndexFromToc(
+      "{\"version\":1,\"entries\":[{\"name\":\"f\",\"type\":\"reg\",\"size\":1,\"offset\":0,"
+      "\"digest\":\"" +
+          digest + "\"}]}",
+      layer, (1 << 20) + 100, 1 << 20);
+  ASSERT_TRUE(ok.has_value()) << ok.error().ToString();
+}
+
+TEST(EstargzTocLimits, TooManyEntriesIsRefusedWhileParsing) {
+  // kMaxTocEntries + 1 tiny entries; before: parsed into a DOM (then counted).
+  std::string json = "{\"version\":1,\"entries\":[";
+  json.reserve(3 * kMaxTocEntries + 64);
+  for (size_t i = 0; i <= kMaxTocEntries; ++i) json += i == 0 ? "{}" : ",{}";
+  json += "]}";
+  auto records = toc_internal::ParseTocJson(json, "layer");
+  ASSERT_FALSE(records.has_value());
+  EXPECT_EQ(records.error().code(), StatusCode::kCorrupt);
+  EXPECT_NE(records.error().message().find("kMaxTocEntries"), std::string::npos)
+      << records.error().ToString();
+}
+
+TEST(EstargzTocLimits, SaxParserKeepsTheDomReadersResults) {
+  // Unknown keys at every level (with nested values) are skipped; types are checked.
+  auto r = toc_internal::ParseTocJson(
+      "{\"junk\":[1,[2,{\"a\":[]}]],\"version\":1,\"entries\":[{\"name\":\"a\",\"type\":\"reg\","
+      "\"size\":3,\"other\":{\"x\":[1,2]},\"offset\":7,\"xattrs\":{\"user.b\":\"dg==\","
+      "\"user.a\":\"dw==\"},\"uid\":5,\"chunkDigest\":null},{\"name\":\"d\",\"type\":\"dir\"}],"
+      "\"tail\":{\"entries\":3}}",
+      "layer");
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  ASSERT_EQ(r->size(), 2u);
+  EXPECT_EQ((*r)[0].name, "a");
+  EXPECT_EQ((*r)[0].size, 3u);
+  EXPECT_TRUE((*r)[0].has_offset);
+  EXPECT_EQ((*r)[0].offset, 7u);
+  EXPECT_FALSE((*r)[0].has_end_offset);
+  EXPECT_EQ((*r)[0].uid, 5u);
+  ASSERT_EQ((*r)[0].xattrs.size(), 2u);
+  EXPECT_EQ((*r)[0].xattrs[0].first, "user.a");
+  EXPECT_EQ((*r)[0].xattrs[0].second, "w");
+  EXPECT_EQ((*r)[1].type, "dir");
+  for (const char* bad :
+       {"{\"entries\":[{\"name\":\"a\",\"size\":1.5}]}",
+        "{\"entries\":[{\"name\":\"a\",\"size\":-1}]}",
+        "{\"entries\":[{\"name\":\"a\",\"size\":\"1\"}]}", "{\"entries\":[{\"name\":[\"a\"]}]}",
+        "{\"entries\":[{\"name\":\"a\",\"uid\":4294967296}]}",
+        "{\"entries\":[{\"name\":\"a\",\"xattrs\":[]}]}",
+        "{\"entries\":[{\"name\":\"a\",\"xattrs\":{\"k\":1}}]}",
+        "{\"entries\":[{\"name\":\"a\",\"xattrs\":{\"k\":\"!!\"}}]}", "{\"entries\":[1]}",
+        "{\"entries\":[[]]}", "{\"entries\":{}}", "{\"version\":1}", "{\"entries\":[]", "[]", "3",
+        "{\"entries\":[]} x"}) {
+    auto got = toc_internal::ParseTocJson(bad, "layer");
+    ASSERT_FALSE(got.has_value()) << bad;
+    EXPECT_EQ(got.error().code(), StatusCode::kCorrupt) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace imgfs::fs

@@ -2,11 +2,13 @@
 // golden bytes, and rejection of damaged or inconsistent encodings.
 #include "fs/layer/layer_index.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
 #include <gtest/gtest.h>
 
+#include "registry/tar_reader.h"
 #include "tests/fs/layer_test_util.h"
 
 namespace imgfs::fs {
@@ -224,6 +226,61 @@ TEST(LayerIndexTest, RejectsInconsistentContents) {
   x = Sample();
   x.entries[1].mode = 0170000;
   expect_corrupt(x, "mode");
+}
+
+// Issue 9, finding 8: a published (untrusted, checksum-valid) index is decoded within bounds.
+TEST(LayerIndexTest, RejectsWhatExceedsTheLimits) {
+  auto expect_refused = [](const LayerIndex& x, std::string_view why) -> std::string {
+    auto r = LayerIndex::Decode(x.Encode());
+    EXPECT_FALSE(r.has_value()) << why;
+    if (r.has_value()) return std::string();
+    EXPECT_EQ(r.error().code(), StatusCode::kCorrupt) << why;
+    return r.error().message();
+  };
+  LayerIndex x = Sample();
+  x.entries[1].xattrs.clear();
+  for (int i = 0; i < 300; ++i) x.entries[1].xattrs.emplace_back("user.k" + std::to_string(i), "");
+  std::sort(x.entries[1].xattrs.begin(), x.entries[1].xattrs.end());
+  expect_refused(x, "xattr count");
+  x = Sample();
+  x.entries[1].xattrs = {{"user.v", std::string(registry::kMaxXattrValueBytes + 1, 'v')}};
+  expect_refused(x, "xattr value");
+  // Lazy formats: chunk geometry as at TOC assembly.
+  x = Sample();
+  x.format = LayerFormat::kEstargz;
+  x.checkpoints.clear();
+  x.chunks[1].blob_length = 1ull << 30;
+  EXPECT_NE(expect_refused(x, "blob length").find("MaxChunkBlobBytes"), std::string::npos);
+  x.chunks[1].blob_length = 88;
+  x.chunks[1].inner_offset = kChunkBlobSlackBytes + 1;
+  expect_refused(x, "inner offset");
+  // A tar index may keep large chunks (its chunks are ranges of a local file).
+  x = Sample();
+  x.chunks[1].blob_length = 1ull << 30;
+  x.compressed_size = 2ull << 30;
+  EXPECT_TRUE(LayerIndex::Decode(x.Encode()).has_value());
+}
+
+TEST(LayerIndexTest, EntryCountIsCappedBeforeAllocating) {
+  // An index declaring kMaxIndexEntries + 1 entries, with enough bytes behind the count to
+  // pass the 16-bytes-per-entry check. Before: entries.resize(count) (~300 MB) came first.
+  LayerIndex x;
+  x.layer_digest = D("blob");
+  std::string encoded = x.Encode();
+  std::string body = encoded.substr(0, encoded.size() - 32);
+  ASSERT_EQ(body.substr(body.size() - 3), std::string(3, '\0'));  // 0 entries, chunks, checkpoints
+  body.resize(body.size() - 3);
+  uint64_t n = kMaxIndexEntries + 1;
+  while (n >= 0x80) {
+    body.push_back(static_cast<char>((n & 0x7f) | 0x80));
+    n >>= 7;
+  }
+  body.push_back(static_cast<char>(n));
+  body.append(16 * (kMaxIndexEntries + 1), 'x');
+  auto r = LayerIndex::Decode(Reseal(body + std::string(32, '\0')));
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message().find("kMaxIndexEntries"), std::string::npos)
+      << r.error().ToString();
 }
 
 TEST(LayerIndexTest, CheckpointFor) {

@@ -290,5 +290,35 @@ TEST(ZstdChunkedToc, ChunkOffsetsAreValidated) {
   }
 }
 
+// Issue 9, finding 8: a chunk whose frame spans most of the blob, and zeros chunks.
+TEST(ZstdChunkedTocLimits, ChunkGeometryIsBounded) {
+  Digest layer = Digest::Sha256Of("layer");
+  const std::string digest = Digest::Sha256Of("abc").String();
+  const uint64_t blob = 4ull << 30;
+  auto build = [&](const std::string& entries) {
+    return BuildZstdChunkedIndexFromToc("{\"version\":1,\"entries\":[" + entries + "]}", layer,
+                                        blob, blob - 100);
+  };
+  // A 3-byte file whose frame claims 4 GiB. Before: accepted (only checked <= data end).
+  auto spans = build("{\"type\":\"reg\",\"name\":\"f\",\"size\":3,\"offset\":10,\"endOffset\":" +
+                     std::to_string(blob - 200) + ",\"digest\":\"" + digest + "\"}");
+  ASSERT_FALSE(spans.has_value());
+  EXPECT_NE(spans.error().message().find("MaxChunkBlobBytes"), std::string::npos)
+      << spans.error().ToString();
+  // A 1 GiB zeros chunk has no bytes to fetch: accepted, served in slices by the reader.
+  const uint64_t gib = 1ull << 30;
+  auto zeros = build("{\"type\":\"reg\",\"name\":\"z\",\"size\":" + std::to_string(gib) +
+                     ",\"offset\":0,\"endOffset\":0,\"chunkSize\":" + std::to_string(gib) +
+                     ",\"chunkType\":\"zeros\",\"digest\":\"" + digest + "\"}");
+  ASSERT_TRUE(zeros.has_value()) << zeros.error().ToString();
+  ASSERT_EQ(zeros->chunks.size(), 1u);
+  EXPECT_TRUE(IsZerosChunk(zeros->chunks[0]));
+  // Decoding it whole is refused by the decoder, not allocated.
+  auto whole = DecodeChunk(LayerFormat::kZstdChunked, zeros->chunks[0], "", layer, "z");
+  ASSERT_FALSE(whole.has_value());
+  EXPECT_NE(whole.error().message().find("kMaxChunkBytes"), std::string::npos)
+      << whole.error().ToString();
+}
+
 }  // namespace
 }  // namespace imgfs::fs

@@ -573,5 +573,90 @@ TEST(TarReader, NormalizeTarPath) {
   }
 }
 
+// Issue 9, finding 7: PAX amplification. Each limit is a Corrupt status naming it.
+TEST(TarReaderLimits, XattrInAGlobalHeaderIsRefused) {
+  // Before: copied into every later entry (1 MiB × each entry).
+  std::string tar = PaxEntry(PaxRecord("SCHILY.xattr.user.big", std::string(1 << 20, 'v')), 'g');
+  for (int i = 0; i < 3; ++i) tar += File("f" + std::to_string(i), "");
+  ReadAll r = ReadString(tar + kEnd);
+  EXPECT_EQ(r.status.code(), StatusCode::kCorrupt) << r.status.ToString();
+  EXPECT_NE(r.status.message().find("global PAX header carries xattr"), std::string::npos)
+      << r.status.ToString();
+  EXPECT_TRUE(r.entries.empty());
+  // LIBARCHIVE.xattr.* too.
+  ReadAll l = ReadString(PaxEntry(PaxRecord("LIBARCHIVE.xattr.user.a", "dg=="), 'g') +
+                         File("f", "") + kEnd);
+  EXPECT_EQ(l.status.code(), StatusCode::kCorrupt) << l.status.ToString();
+}
+
+TEST(TarReaderLimits, GlobalAttributesAreBounded) {
+  std::string tar = PaxEntry(PaxRecord("comment", std::string(kMaxGlobalPaxBytes, 'c')), 'g');
+  ReadAll r = ReadString(tar + File("f", "") + kEnd);
+  EXPECT_EQ(r.status.code(), StatusCode::kCorrupt);
+  EXPECT_NE(r.status.message().find("kMaxGlobalPaxBytes"), std::string::npos)
+      << r.status.ToString();
+  // A git-archive style comment is fine and applies to no file attribute.
+  ReadAll ok =
+      ReadString(PaxEntry(PaxRecord("comment", std::string(40, 'a')), 'g') + File("f", "x") + kEnd);
+  ASSERT_TRUE(ok.status.ok()) << ok.status.ToString();
+  EXPECT_EQ(ok.data["f"], "x");
+}
+
+TEST(TarReaderLimits, ChainOfExtendedHeadersIsBoundedInTotal) {
+  // 1000 stacked 'x' headers of 20 KiB each (distinct keys): 20 MB pending for one entry.
+  // Before: all accumulated (each header alone is under the 16 MiB per-header limit).
+  std::string tar;
+  const std::string value(20 << 10, 'v');
+  for (int i = 0; i < 1000; ++i) {
+    tar += PaxEntry(PaxRecord("SCHILY.xattr.user.k" + std::to_string(i), value));
+  }
+  tar += File("victim", "") + kEnd;
+  ReadAll r = ReadString(tar);
+  EXPECT_EQ(r.status.code(), StatusCode::kCorrupt);
+  EXPECT_NE(r.status.message().find("kMaxPendingHeaderBytes"), std::string::npos)
+      << r.status.ToString();
+  EXPECT_TRUE(r.entries.empty());
+}
+
+TEST(TarReaderLimits, XattrsPerEntryCountNameAndValue) {
+  std::string many;
+  for (size_t i = 0; i <= kMaxXattrsPerEntry; ++i) {
+    many += PaxRecord("SCHILY.xattr.user." + std::to_string(i), "v");
+  }
+  ReadAll count = ReadString(PaxEntry(many) + File("f", "") + kEnd);
+  EXPECT_NE(count.status.message().find("kMaxXattrsPerEntry"), std::string::npos)
+      << count.status.ToString();
+
+  ReadAll name = ReadString(PaxEntry(PaxRecord("SCHILY.xattr.user." + std::string(251, 'n'), "v")) +
+                            File("f", "") + kEnd);
+  EXPECT_NE(name.status.message().find("kMaxXattrNameBytes"), std::string::npos)
+      << name.status.ToString();
+
+  ReadAll value = ReadString(
+      PaxEntry(PaxRecord("SCHILY.xattr.user.v", std::string(kMaxXattrValueBytes + 1, 'v'))) +
+      File("f", "") + kEnd);
+  EXPECT_NE(value.status.message().find("kMaxXattrValueBytes"), std::string::npos)
+      << value.status.ToString();
+
+  // At the limits: accepted.
+  ReadAll ok = ReadString(PaxEntry(PaxRecord("SCHILY.xattr.user." + std::string(250, 'n'),
+                                             std::string(kMaxXattrValueBytes, 'v'))) +
+                          File("f", "") + kEnd);
+  ASSERT_TRUE(ok.status.ok()) << ok.status.ToString();
+  EXPECT_EQ(ok.entries[0].xattrs.begin()->second.size(), kMaxXattrValueBytes);
+}
+
+TEST(TarReaderLimits, XattrBytesOfTheArchiveAreBounded) {
+  // 64 KiB values on 1100 files: 70 MB of xattrs in total, each entry within its limits.
+  const std::string one = PaxEntry(PaxRecord("SCHILY.xattr.user.v", std::string(60 << 10, 'v')));
+  std::string tar;
+  const size_t files = kMaxXattrBytesPerArchive / (60 << 10) + 2;
+  for (size_t i = 0; i < files; ++i) tar += one + File("f" + std::to_string(i), "");
+  ReadAll r = ReadString(tar + kEnd);
+  EXPECT_EQ(r.status.code(), StatusCode::kCorrupt);
+  EXPECT_NE(r.status.message().find("kMaxXattrBytesPerArchive"), std::string::npos)
+      << r.status.ToString();
+}
+
 }  // namespace
 }  // namespace imgfs::registry
