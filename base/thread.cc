@@ -19,7 +19,7 @@ Status RunGuarded(std::string_view what, const std::function<Status()>& fn) noex
       return fn();
     } catch (const std::bad_alloc&) {
       IMGFS_LOG(kError) << what << ": out of memory";
-      return Status::NoSpace(std::string(what) + ": out of memory");
+      return Status::Internal(std::string(what) + ": out of memory");
     } catch (const std::exception& e) {
       IMGFS_LOG(kError) << what << ": unexpected exception: " << e.what();
       return Status::Internal(std::string(what) + ": unexpected exception: " + e.what());

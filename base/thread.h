@@ -4,10 +4,10 @@
 // fetch worker, an index builder or the control socket thread would kill a mount daemon
 // and every reader of its mount. Every thread imgfs starts goes through StartThread, whose
 // body runs inside RunGuarded: std::bad_alloc and any other exception are caught, logged
-// with the thread's name and handed to the owner as a Status (kInternal, or kNoSpace for
-// bad_alloc) through `on_error`, so the owner fails the work the thread was doing instead of
-// the process dying. Code that must keep a thread alive across one failed unit of work
-// (a worker loop) calls RunGuarded around each unit.
+// with the thread's name and handed to the owner as a Status (kInternal: a lazy read that
+// hits it answers EIO, not ENOSPC) through `on_error`, so the owner fails the work the thread was
+// doing instead of the process dying. Code that must keep a thread alive across one failed unit of
+// work (a worker loop) calls RunGuarded around each unit.
 //
 // Thread-safety: free functions, callable from any thread.
 #ifndef IMGFS_BASE_THREAD_H_
@@ -23,7 +23,7 @@
 namespace imgfs {
 
 // Runs `fn` and returns its Status; an exception leaving `fn` becomes a Status naming
-// `what` (bad_alloc → kNoSpace "out of memory", anything else → kInternal with its what()),
+// `what` (kInternal: "out of memory" for bad_alloc, else the exception's what()),
 // logged once at warning level. Never throws.
 [[nodiscard]] Status RunGuarded(std::string_view what, const std::function<Status()>& fn) noexcept;
 

@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "base/log.h"
+#include "base/thread.h"
 #include "registry/tar_reader.h"
 
 namespace imgfs::fs {
@@ -756,7 +757,10 @@ void IndexedRemoteData::Submit(std::vector<Task> tasks) {
       refused = std::move(tasks);
     } else {
       while (workers_.size() < static_cast<size_t>(options_.max_parallel_fetches)) {
-        workers_.emplace_back([this] { WorkerLoop(); });
+        workers_.push_back(StartThread("imgfs-idx-fetch", [this] {
+          WorkerLoop();
+          return Status::Ok();
+        }));
       }
       for (Task& t : tasks) {
         if (t.priority == kDemand) demand_running_.fetch_add(1);
@@ -797,12 +801,9 @@ void IndexedRemoteData::WorkerLoop() {
 
 void IndexedRemoteData::RunTask(Task& task) {
   if (task.stream) {
-    Status st = Status::Ok();
-    try {
-      st = RunStream(task.stream_from, task.priority == kBackground);
-    } catch (const std::exception& e) {
-      st = Status::Internal(std::string("streaming pass: ") + e.what());
-    }
+    Status st = RunGuarded("streaming pass", [&] {
+      return RunStream(task.stream_from, task.priority == kBackground);
+    });
     stream_running_.store(false);
     if (!st.ok()) {
       if (!stopping_.load()) {
@@ -814,12 +815,7 @@ void IndexedRemoteData::RunTask(Task& task) {
     }
     return;
   }
-  Status st = Status::Ok();
-  try {
-    st = FetchPieces(task);
-  } catch (const std::exception& e) {
-    st = Status::Internal(std::string("fetch: ") + e.what());
-  }
+  Status st = RunGuarded("fetch", [&] { return FetchPieces(task); });
   if (!st.ok()) {
     IMGFS_LOG(kWarning) << "fetch failed: " << st.ToString() << " (" << source_->Describe() << ")";
   }

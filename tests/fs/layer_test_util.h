@@ -22,7 +22,8 @@
 
 namespace imgfs::fs::testing {
 
-// The image fixtures made by real tools (tests/fixtures): $IMGFS_FIXTURES_DIR, else the committed ones.
+// The image fixtures made by real tools (tests/fixtures): $IMGFS_FIXTURES_DIR, else the committed
+// ones.
 inline std::string FixturesDir() {
   const char* env = std::getenv("IMGFS_FIXTURES_DIR");  // NOLINT(concurrency-mt-unsafe)
   if (env != nullptr && *env != '\0') return env;

@@ -445,7 +445,8 @@ std::vector<std::string> ListTree(const NodeTable& t) {
   return out;
 }
 
-// The image fixtures made by real tools (tests/fixtures): $IMGFS_FIXTURES_DIR, else the committed ones.
+// The image fixtures made by real tools (tests/fixtures): $IMGFS_FIXTURES_DIR, else the committed
+// ones.
 std::string FixturesDir() {
   const char* env = std::getenv("IMGFS_FIXTURES_DIR");  // NOLINT(concurrency-mt-unsafe)
   if (env != nullptr && *env != '\0') return env;
