@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 
 #include "base/log.h"
+#include "base/strings.h"
 
 namespace imgfs::registry {
 namespace {
@@ -50,12 +51,6 @@ size_t FixedHexLength(std::string_view alg) {
   return 0;
 }
 
-std::string Quote(std::string_view s) {
-  constexpr size_t kMaxShown = 100;  // keep error lines readable for absurd inputs
-  if (s.size() > kMaxShown) return "\"" + std::string(s.substr(0, kMaxShown)) + "...\"";
-  return "\"" + std::string(s) + "\"";
-}
-
 Digest MakeSha256(const unsigned char* bytes) {
   std::string hex;
   hex.reserve(64);
@@ -80,35 +75,38 @@ void Check(int openssl_ok, const char* what) {
 Result<Digest> Digest::Parse(std::string_view text) {
   size_t colon = text.find(':');
   if (colon == std::string_view::npos) {
-    return Status::InvalidArgument("invalid digest " + Quote(text) + ": expected \"alg:hex\"");
+    return Status::InvalidArgument("invalid digest " + QuoteForMessage(text) +
+                                   ": expected \"alg:hex\"");
   }
   std::string_view alg = text.substr(0, colon);
   std::string_view hex = text.substr(colon + 1);
   if (!ValidAlgorithm(alg)) {
-    return Status::InvalidArgument("invalid digest " + Quote(text) + ": bad algorithm name");
+    return Status::InvalidArgument("invalid digest " + QuoteForMessage(text) +
+                                   ": bad algorithm name");
   }
   size_t fixed = FixedHexLength(alg);
   if (fixed != 0) {
     if (hex.size() != fixed) {
-      return Status::InvalidArgument("invalid digest " + Quote(text) + ": " + std::string(alg) +
-                                     " needs " + std::to_string(fixed) + " hex digits, got " +
-                                     std::to_string(hex.size()));
+      return Status::InvalidArgument("invalid digest " + QuoteForMessage(text) + ": " +
+                                     std::string(alg) + " needs " + std::to_string(fixed) +
+                                     " hex digits, got " + std::to_string(hex.size()));
     }
     for (char c : hex) {
       if (!IsLowerHex(c)) {
-        return Status::InvalidArgument("invalid digest " + Quote(text) +
+        return Status::InvalidArgument("invalid digest " + QuoteForMessage(text) +
                                        ": hex digits must be lower-case [0-9a-f]");
       }
     }
   } else {
     if (hex.size() < kMinEncodedLength) {
-      return Status::InvalidArgument("invalid digest " + Quote(text) + ": encoded part too short");
+      return Status::InvalidArgument("invalid digest " + QuoteForMessage(text) +
+                                     ": encoded part too short");
     }
     for (char c : hex) {
       bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                 c == '=' || c == '_' || c == '-';
       if (!ok) {
-        return Status::InvalidArgument("invalid digest " + Quote(text) +
+        return Status::InvalidArgument("invalid digest " + QuoteForMessage(text) +
                                        ": invalid character in encoded part");
       }
     }

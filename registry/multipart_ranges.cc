@@ -6,6 +6,8 @@
 #include <limits>
 #include <utility>
 
+#include "base/strings.h"
+
 namespace imgfs::registry {
 namespace {
 
@@ -55,21 +57,13 @@ std::string_view At(std::string_view body, size_t pos, size_t n) {
   return pos > body.size() ? std::string_view() : body.substr(pos, n);
 }
 
-std::string Quote(std::string_view text) {
-  std::string out = "\"";
-  for (char c : text.substr(0, 40)) {
-    out += std::isprint(static_cast<unsigned char>(c)) ? c : '?';
-  }
-  if (text.size() > 40) out += "...";
-  return out + "\"";
-}
-
 }  // namespace
 
 Result<ContentRange> ParseContentRange(std::string_view value) {
   std::string_view v = TrimSpace(value);
   auto bad = [&](std::string_view why) {
-    return Status::Corrupt("bad Content-Range " + Quote(value) + ": " + std::string(why));
+    return Status::Corrupt("bad Content-Range " + QuoteForMessage(value, 40) + ": " +
+                           std::string(why));
   };
   if (v.size() < 6 || !EqualsIgnoreCase(v.substr(0, 6), "bytes ")) {
     return bad("unit is not \"bytes\"");
@@ -105,7 +99,8 @@ bool IsMultipartByteranges(std::string_view content_type) {
 
 Result<std::string> MultipartBoundary(std::string_view content_type) {
   if (!IsMultipartByteranges(content_type)) {
-    return Status::Corrupt("Content-Type " + Quote(content_type) + " is not multipart/byteranges");
+    return Status::Corrupt("Content-Type " + QuoteForMessage(content_type, 40) +
+                           " is not multipart/byteranges");
   }
   std::string_view params = content_type;
   const size_t semi = params.find(';');
@@ -122,11 +117,12 @@ Result<std::string> MultipartBoundary(std::string_view content_type) {
       // quoted-string (RFC 9110 §5.6.4); a boundary never needs escapes, refuse them.
       const size_t close = params.find('"', 1);
       if (close == std::string_view::npos) {
-        return Status::Corrupt("Content-Type " + Quote(content_type) + ": unterminated quote");
+        return Status::Corrupt("Content-Type " + QuoteForMessage(content_type, 40) +
+                               ": unterminated quote");
       }
       value = std::string(params.substr(1, close - 1));
       if (value.find('\\') != std::string::npos) {
-        return Status::Corrupt("Content-Type " + Quote(content_type) +
+        return Status::Corrupt("Content-Type " + QuoteForMessage(content_type, 40) +
                                ": escaped characters in the boundary");
       }
       params.remove_prefix(close + 1);
@@ -140,12 +136,12 @@ Result<std::string> MultipartBoundary(std::string_view content_type) {
     if (!EqualsIgnoreCase(name, "boundary")) continue;
     if (value.empty() || value.size() > kMaxBoundaryLength || value.back() == ' ' ||
         !std::all_of(value.begin(), value.end(), IsBoundaryChar)) {
-      return Status::Corrupt("Content-Type " + Quote(content_type) +
+      return Status::Corrupt("Content-Type " + QuoteForMessage(content_type, 40) +
                              ": boundary is empty, longer than 70 characters or not RFC 2046");
     }
     return value;
   }
-  return Status::Corrupt("Content-Type " + Quote(content_type) + " has no boundary");
+  return Status::Corrupt("Content-Type " + QuoteForMessage(content_type, 40) + " has no boundary");
 }
 
 Result<std::vector<RangePart>> ParseMultipartByteranges(std::string_view body,
@@ -196,7 +192,7 @@ Result<std::vector<RangePart>> ParseMultipartByteranges(std::string_view body,
       headers = eol == std::string_view::npos ? std::string_view() : headers.substr(eol + 2);
       const size_t colon = line.find(':');
       if (colon == std::string_view::npos || colon == 0) {
-        return bad(pos, "part header line without a name: " + Quote(line));
+        return bad(pos, "part header line without a name: " + QuoteForMessage(line, 40));
       }
       const std::string_view name = line.substr(0, colon);
       if (IsSpace(name.back()) || IsSpace(name.front())) {

@@ -24,6 +24,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include "base/strings.h"
+
 namespace imgfs::registry {
 namespace {
 
@@ -50,27 +52,9 @@ bool HasUpper(std::string_view s) {
   return std::any_of(s.begin(), s.end(), [](char c) { return c >= 'A' && c <= 'Z'; });
 }
 
-// The input quoted for a message: control, escape and non-ASCII bytes as \xNN, so a hostile
-// name (a tag listed by a registry) cannot drive the terminal that prints the error.
-std::string Quote(std::string_view s) {
-  constexpr size_t kMaxShown = 300;  // a valid reference is well below this
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "\"";
-  for (char c : s.substr(0, kMaxShown)) {
-    const auto b = static_cast<unsigned char>(c);
-    if (b < 0x20 || b >= 0x7f || c == '"' || c == '\\') {
-      out += "\\x";
-      out += kHex[b >> 4];
-      out += kHex[b & 0xf];
-    } else {
-      out += c;
-    }
-  }
-  return out + (s.size() > kMaxShown ? "...\"" : "\"");
-}
-
 Status Invalid(std::string_view input, std::string_view why) {
-  return Status::InvalidArgument("invalid reference " + Quote(input) + ": " + std::string(why));
+  return Status::InvalidArgument("invalid reference " + QuoteForMessage(input, 300) + ": " +
+                                 std::string(why));
 }
 
 // domainNameComponent: [a-zA-Z0-9] | [a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/log.h"
+#include "base/strings.h"
 #include "registry/backoff.h"
 #include "registry/digest.h"
 #include "registry/media_types.h"
@@ -62,24 +63,6 @@ bool IsRetryableStatus(long status) {  // NOLINT(google-runtime-int)
 Result<uint64_t> ContentRangeStart(const std::string& value) {
   IMGFS_ASSIGN_OR_RETURN(ContentRange range, ParseContentRange(value));
   return range.first;
-}
-
-// `text` for a log line: bytes outside printable ASCII as \xNN, at most kMaxShown of them.
-std::string Printable(std::string_view text) {
-  constexpr size_t kMaxShown = 160;  // a valid tag has at most 128 characters
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "\"";
-  for (char c : text.substr(0, kMaxShown)) {
-    const auto b = static_cast<unsigned char>(c);
-    if (b < 0x20 || b >= 0x7f || c == '\\' || c == '"') {
-      out += "\\x";
-      out += kHex[b >> 4];
-      out += kHex[b & 0xf];
-    } else {
-      out += c;
-    }
-  }
-  return out + (text.size() > kMaxShown ? "...\"" : "\"");
 }
 
 // The URL of rel="next" in a Link header value, or "".
@@ -1006,7 +989,7 @@ Result<std::vector<std::string>> RemoteSource::ListTags() {
           // A tag becomes a request path, a name in index.json and terminal output: one with
           // '/', "..", '?', control or escape characters is none of those.
           IMGFS_LOG(kWarning) << call.what << " (" << Describe() << "): skipping invalid tag "
-                              << Printable(tag);
+                              << QuoteForMessage(tag, 160);
           continue;
         }
         tags.push_back(std::move(tag));

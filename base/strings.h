@@ -1,0 +1,20 @@
+// imgfs — small string helpers every module needs and none owns.
+//
+// Thread-safety: pure functions.
+#ifndef IMGFS_BASE_STRINGS_H_
+#define IMGFS_BASE_STRINGS_H_
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace imgfs {
+
+// `text` in double quotes for an error or log line: bytes outside printable ASCII, `"` and
+// `\` as \xNN (so hostile input cannot forge log lines or send terminal escapes), at most
+// `max_shown` bytes of it, then `..."` when it was longer.
+std::string QuoteForMessage(std::string_view text, size_t max_shown = 100);
+
+}  // namespace imgfs
+
+#endif  // IMGFS_BASE_STRINGS_H_
