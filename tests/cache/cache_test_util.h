@@ -18,6 +18,7 @@
 #include "registry/digest.h"
 #include "registry/manifest.h"
 #include "registry/reference.h"
+#include "tests/support/temp_dir.h"
 
 namespace imgfs::cache::testing {
 
@@ -25,24 +26,7 @@ inline constexpr char kFixtures[] = IMGFS_FIXTURES_DIR;
 inline constexpr char kTinyManifest[] =
     "sha256:1fb51b9d896f2a83747de477a0e885a04b169111076bf13b7b3a4a718f37e229";
 
-// A fresh directory under /tmp, removed when the object dies.
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/imgfs-cache-test-XXXXXX";
-    if (::mkdtemp(tmpl) != nullptr) path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::imgfs::testing::TempDir;
 
 inline registry::Reference Ref(const std::string& text) {
   auto r = registry::Reference::Parse(text);

@@ -25,6 +25,7 @@
 #include "registry/local_source.h"
 #include "registry/manifest.h"
 #include "tests/fs/layer_test_util.h"
+#include "tests/support/temp_dir.h"
 
 namespace imgfs::fs {
 namespace {
@@ -32,23 +33,7 @@ namespace {
 using registry::Descriptor;
 using registry::Digest;
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/imgfs-fetcher-test-XXXXXX";
-    if (::mkdtemp(tmpl) != nullptr) path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::imgfs::testing::TempDir;
 
 // Counts ranged reads; optionally flips a byte of every answer (`corrupt` > 0: that many).
 class CountingSource : public registry::BlobSource {

@@ -34,6 +34,7 @@
 #include "registry/remote_source.h"
 #include "tests/fs/layer_test_util.h"
 #include "tests/support/http_test_server.h"
+#include "tests/support/temp_dir.h"
 
 namespace imgfs::fs {
 namespace {
@@ -44,23 +45,7 @@ using imgfs::testing::HttpTestConnection;
 using imgfs::testing::HttpTestRequest;
 using imgfs::testing::HttpTestServer;
 
-class ScratchDir {
- public:
-  ScratchDir() {
-    char tmpl[] = "/tmp/imgfs-indexed-fetcher-test-XXXXXX";
-    if (::mkdtemp(tmpl) != nullptr) path_ = tmpl;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::imgfs::testing::TempDir;
 
 // Serves one blob from memory. Counts ranged reads and their bytes and records every range;
 // can hang (every read blocks until Release), delay, or flip a byte of some or all answers.
@@ -278,7 +263,7 @@ class IndexedFetcherTest : public ::testing::TestWithParam<LayerFormat> {
     return options;
   }
 
-  ScratchDir dir_;
+  TempDir dir_;
   TestLayer layer_;
   std::shared_ptr<cache::ChunkStore> store_;
 };
@@ -582,7 +567,7 @@ TEST_P(IndexedFetcherTest, AnExceptionInTheStreamReleasesItsPiecesAndItCanRestar
 // a bad byte of A. A, verified before and no longer in memory, must not be served from the
 // rewritten bytes unchecked.
 TEST(IndexedFetcherSharedPieceTest, ARefetchOfSharedPiecesUnverifiesTheirOtherChunks) {
-  ScratchDir dir;
+  TempDir dir;
   ASSERT_FALSE(dir.path().empty());
   TestLayer layer = BuildLayer(LayerFormat::kTar, dir.path());
   ASSERT_NE(layer.index, nullptr);
@@ -813,7 +798,7 @@ int BlockAlignedCheckpoints(const TestLayer& layer) {
 // it: the decoder met the hole of the sparse copy ("invalid stored block lengths"), the
 // refetch of the same span changed nothing, and the read failed with EIO.
 TEST(IndexedFetcherFlushedGzipTest, AReadEndingAtACheckpointFetchesWhatTheDecoderReads) {
-  ScratchDir dir;
+  TempDir dir;
   ASSERT_FALSE(dir.path().empty());
   TestLayer layer = BuildFlushedGzipLayer(dir.path());
   ASSERT_NE(layer.index, nullptr);
@@ -837,7 +822,7 @@ TEST(IndexedFetcherFlushedGzipTest, AReadEndingAtACheckpointFetchesWhatTheDecode
 // on, a background pass running and a slow source: every file's bytes are right, and no read
 // failed.
 TEST(IndexedFetcherFlushedGzipTest, ConcurrentReadersStreamAndBackgroundPassReadEveryByte) {
-  ScratchDir dir;
+  TempDir dir;
   ASSERT_FALSE(dir.path().empty());
   TestLayer layer = BuildFlushedGzipLayer(dir.path());
   ASSERT_NE(layer.index, nullptr);

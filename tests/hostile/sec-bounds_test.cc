@@ -39,29 +39,14 @@
 #include "fs/mount_services.h"
 #include "registry/manifest.h"
 #include "registry/tar_reader.h"
+#include "tests/support/temp_dir.h"
 
 namespace imgfs {
 namespace {
 
 using registry::Digest;
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/imgfs-sec-bounds-XXXXXX";
-    if (::mkdtemp(tmpl) != nullptr) path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::imgfs::testing::TempDir;
 
 // A field of /proc/self/status in KiB ("VmHWM", "VmRSS"), or -1.
 long StatusKib(const char* field) {

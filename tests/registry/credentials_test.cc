@@ -12,24 +12,14 @@
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
+#include "tests/support/temp_dir.h"
 
 namespace imgfs::registry {
 namespace {
 
 using json = nlohmann::json;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "imgfs-cred-XXXXXX").string();
-    if (mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
-  }
-  ~TempDir() { (void)RemoveTree(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::imgfs::testing::TempDir;
 
 void WriteText(const std::string& path, const std::string& text, mode_t mode = 0644) {
   ASSERT_TRUE(WriteFileAtomic(path, text, mode).ok()) << path;

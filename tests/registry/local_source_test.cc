@@ -14,6 +14,7 @@
 #include "base/file_util.h"
 #include "registry/media_types.h"
 #include "registry/tar_writer.h"
+#include "tests/support/temp_dir.h"
 
 namespace imgfs::registry {
 namespace {
@@ -25,21 +26,7 @@ std::string Fixture(const std::string& rel) {
   return std::string(env != nullptr ? env : IMGFS_FIXTURES_DIR) + "/" + rel;
 }
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/imgfs-local-test-XXXXXX";
-    char* p = mkdtemp(tmpl);
-    if (p != nullptr) path_ = p;
-  }
-  ~TempDir() {
-    if (!path_.empty()) (void)RemoveTree(path_);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::imgfs::testing::TempDir;
 
 Digest D(const std::string& hex) { return *Digest::Parse("sha256:" + hex); }
 

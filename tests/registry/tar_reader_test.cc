@@ -15,6 +15,7 @@
 
 #include "base/file_util.h"
 #include "registry/digest.h"
+#include "tests/support/temp_dir.h"
 
 namespace imgfs::registry {
 namespace {
@@ -168,21 +169,7 @@ ReadAll ReadString(const std::string& tar) {
   return ReadArchive(&in);
 }
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/imgfs-tar-test-XXXXXX";
-    char* p = mkdtemp(tmpl);
-    if (p != nullptr) path_ = p;
-  }
-  ~TempDir() {
-    if (!path_.empty()) (void)RemoveTree(path_);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::imgfs::testing::TempDir;
 
 TEST(TarReaderFixture, Layer1MatchesReadme) {
   Result<UniqueFd> fd = OpenFile(LayerPath(kLayer1), O_RDONLY);

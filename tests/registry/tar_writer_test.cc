@@ -16,25 +16,12 @@
 
 #include "base/file_util.h"
 #include "registry/tar_reader.h"
+#include "tests/support/temp_dir.h"
 
 namespace imgfs::registry {
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/imgfs-tarw-test-XXXXXX";
-    char* p = mkdtemp(tmpl);
-    if (p != nullptr) path_ = p;
-  }
-  ~TempDir() {
-    if (!path_.empty()) (void)RemoveTree(path_);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::imgfs::testing::TempDir;
 
 // Runs a shell command, returns its stdout (and exit status through *rc).
 std::string RunShell(const std::string& cmd, int* rc) {

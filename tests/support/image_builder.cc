@@ -339,18 +339,6 @@ Status PushLayout(const std::string& layout_dir, const std::string& tag, const s
   return Status::Ok();
 }
 
-TempDir::TempDir() {
-  // NOLINTNEXTLINE(concurrency-mt-unsafe): tests read TMPDIR once per directory
-  const char* base = std::getenv("TMPDIR");
-  std::string tmpl =
-      std::string(base != nullptr && base[0] != '\0' ? base : "/tmp") + "/imgfs-test-XXXXXX";
-  if (mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
-}
-
-TempDir::~TempDir() {
-  if (!path_.empty()) (void)RemoveTree(path_);
-}
-
 std::vector<std::string> ListFilesRecursive(const std::string& dir) {
   std::vector<std::string> out;
   std::error_code ec;

@@ -23,6 +23,7 @@
 #include "base/status.h"
 #include "registry/digest.h"
 #include "registry/manifest.h"
+#include "tests/support/temp_dir.h"
 
 namespace imgfs::testing {
 
@@ -113,20 +114,6 @@ ProcessResult RunProcess(const std::vector<std::string>& argv,
 // `creds` ("user:pass") is passed as --dest-creds when not empty.
 Status PushLayout(const std::string& layout_dir, const std::string& tag, const std::string& dest,
                   const std::string& creds = "");
-
-// A fresh directory under $TMPDIR (or /tmp), removed with its contents in the destructor.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string Sub(std::string_view name) const { return path_ + "/" + std::string(name); }
-
- private:
-  std::string path_;
-};
 
 // Every file below `dir` (relative paths, sorted); for "nothing half-written" checks.
 std::vector<std::string> ListFilesRecursive(const std::string& dir);
