@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the one direction of dependencies: tools -> fs -> cache -> registry -> base.
 # A module may include only itself and modules to its right; only fs/fuse_ops.cc,
-# fs/fuse_ops_rw.cc and fs/session.cc may include <fuse_lowlevel.h>.
+# fs/fuse_ops_rw.cc and fs/session.cc may include <fuse_lowlevel.h>. And the repository stands
+# alone: nothing in it reads a folder beside it (the tests' fixtures are in tests/fixtures/).
 set -euo pipefail
 root=${1:-$(cd "$(dirname "$0")/.." && pwd)}
 cd "$root"
@@ -21,5 +22,9 @@ check fs tools
 fuse=$(grep -rlE '#include <fuse(_lowlevel)?\.h>' base registry cache fs tools 2>/dev/null \
   | grep -vE '^fs/(fuse_ops|fuse_ops_rw|session)\.cc$' || true)
 if [ -n "$fuse" ]; then echo "error: only fs/fuse_ops.cc, fs/fuse_ops_rw.cc and fs/session.cc include libfuse: $fuse"; bad=1; fi
+beside=$(grep -rnF "../$(printf shared)" base registry cache fs tools tests scripts .ci CMakeLists.txt \
+  --include='*.h' --include='*.cc' --include='*.sh' --include='*.py' --include='*.txt' \
+  --include=run 2>/dev/null | grep -v -e '^tests/fixtures/' -e '^scripts/check-deps.sh:' || true)
+if [ -n "$beside" ]; then echo "error: the repository must not read a folder beside it: $beside"; bad=1; fi
 if [ $bad -eq 0 ]; then echo "module dependencies OK"; fi
 exit $bad

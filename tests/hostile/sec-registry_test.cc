@@ -51,7 +51,7 @@ using registry::RemoteSourceOptions;
 
 constexpr char kUser[] = "alice";
 constexpr char kPassword[] = "s3cret-hostile-pw";
-const std::string kFixtures = std::string(IMGFS_SOURCE_DIR) + "/../shared/fixtures";
+const std::string kFixtures = IMGFS_FIXTURES_DIR;
 const std::string kImgfs = IMGFS_BINARY;
 
 bool Contains(const std::string& text, const std::string& part) {
