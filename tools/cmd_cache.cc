@@ -15,7 +15,7 @@
 #include "cache/leases.h"
 #include "cache/store.h"
 #include "cache/usage.h"
-#include "fs/mount_services.h"
+#include "fs/mount/mount_services.h"
 #include "tools/cli.h"
 
 namespace imgfs::tools {

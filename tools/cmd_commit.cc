@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "cache/store.h"
-#include "fs/commit.h"
+#include "fs/image_ops/commit.h"
 #include "registry/reference.h"
 #include "tools/cli.h"
 

@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "cache/store.h"
-#include "fs/convert/image_convert.h"
-#include "fs/convert/index_publish.h"
+#include "fs/image_ops/image_convert.h"
+#include "fs/image_ops/index_publish.h"
 #include "registry/credentials.h"
 #include "registry/push.h"
 #include "registry/reference.h"

@@ -5,7 +5,7 @@
 #include <iostream>
 #include <string>
 
-#include "fs/pull.h"
+#include "fs/image_ops/pull.h"
 #include "registry/credentials.h"
 #include "tools/cli.h"
 

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "cache/store.h"
-#include "fs/commit.h"
+#include "fs/image_ops/commit.h"
 #include "registry/credentials.h"
 #include "registry/push.h"
 #include "registry/reference.h"

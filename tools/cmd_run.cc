@@ -35,7 +35,7 @@
 #include "cache/containers.h"
 #include "cache/images.h"
 #include "cache/store.h"
-#include "fs/mount.h"
+#include "fs/mount/mount.h"
 #include "fs/run/exec.h"
 #include "fs/run/image_user.h"
 #include "fs/run/process_spec.h"

@@ -160,7 +160,7 @@ Status LayerReader::DecodeBlocks(uint64_t first_block, uint64_t last_block,
 }
 
 std::shared_ptr<const std::string> LayerReader::LookupBlock(uint64_t block) {
-  std::scoped_lock lock(mu_);
+  MutexLock lock(&mu_);
   auto it = blocks_.find(block);
   if (it == blocks_.end()) return nullptr;
   lru_.splice(lru_.begin(), lru_, it->second.lru);
@@ -169,7 +169,7 @@ std::shared_ptr<const std::string> LayerReader::LookupBlock(uint64_t block) {
 
 void LayerReader::InsertBlock(uint64_t block, std::shared_ptr<const std::string> data) {
   size_t capacity = std::max<size_t>(1, options_.cache_bytes / options_.block_bytes);
-  std::scoped_lock lock(mu_);
+  MutexLock lock(&mu_);
   auto it = blocks_.find(block);
   if (it != blocks_.end()) {
     lru_.splice(lru_.begin(), lru_, it->second.lru);
@@ -186,7 +186,7 @@ void LayerReader::InsertBlock(uint64_t block, std::shared_ptr<const std::string>
 Result<std::unique_ptr<LayerReader::Cursor>> LayerReader::CursorFor(uint64_t offset) {
   const Checkpoint& cp = index_->checkpoints[index_->CheckpointFor(offset)];
   {
-    std::scoped_lock lock(mu_);
+    MutexLock lock(&mu_);
     // The parked decoder closest below `offset`, if it is closer than the checkpoint.
     size_t best = parked_.size();
     for (size_t i = 0; i < parked_.size(); ++i) {
@@ -219,7 +219,7 @@ Result<std::unique_ptr<LayerReader::Cursor>> LayerReader::CursorFor(uint64_t off
 
 void LayerReader::Park(std::unique_ptr<Cursor> cursor) {
   if (options_.max_parked_decoders == 0) return;
-  std::scoped_lock lock(mu_);
+  MutexLock lock(&mu_);
   if (parked_.size() >= options_.max_parked_decoders) parked_.erase(parked_.begin());
   parked_.push_back(std::move(cursor));
 }

@@ -31,6 +31,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/mutex.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
 #include "fs/layer/layer_index.h"
@@ -106,10 +107,10 @@ class LayerReader {
   std::atomic<uint64_t> decompressed_bytes_{0};
 
   // Lock order: mu_ is a leaf lock; it is never held across pread or decompression.
-  std::mutex mu_;
-  std::list<uint64_t> lru_;                           // guarded by mu_; front = newest
-  std::unordered_map<uint64_t, CachedBlock> blocks_;  // guarded by mu_
-  std::vector<std::unique_ptr<Cursor>> parked_;       // guarded by mu_; back = newest
+  Mutex mu_;
+  std::list<uint64_t> lru_ IMGFS_GUARDED_BY(mu_);  // front = newest
+  std::unordered_map<uint64_t, CachedBlock> blocks_ IMGFS_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<Cursor>> parked_ IMGFS_GUARDED_BY(mu_);  // back = newest
 };
 
 }  // namespace imgfs::fs

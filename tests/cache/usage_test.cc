@@ -28,8 +28,8 @@
 #include "cache/index_store.h"
 #include "cache/leases.h"
 #include "fs/layer/layer_index.h"
-#include "fs/mount.h"
-#include "fs/mount_services.h"
+#include "fs/mount/mount.h"
+#include "fs/mount/mount_services.h"
 #include "tests/cache/cache_test_util.h"
 
 namespace imgfs::cache {

@@ -19,9 +19,9 @@
 
 #include "base/file_util.h"
 #include "cache/index_store.h"
-#include "fs/convert/index_publish.h"
+#include "fs/image_ops/index_publish.h"
 #include "fs/layer/zstd_chunked_toc.h"
-#include "fs/pull.h"
+#include "fs/image_ops/pull.h"
 #include "registry/digest.h"
 #include "tests/support/http_test_server.h"
 #include "tests/support/image_builder.h"

@@ -1,7 +1,7 @@
 // imgfs — commit: the upper directory → layer tar conversion (whiteouts, opaque directories,
 // hardlinks, devices, xattrs, determinism), --change instructions, and CommitUpper writing a
 // new image into a real store.
-#include "fs/commit.h"
+#include "fs/image_ops/commit.h"
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -23,7 +23,7 @@
 #include "base/file_util.h"
 #include "cache/images.h"
 #include "cache/store.h"
-#include "fs/pull.h"
+#include "fs/image_ops/pull.h"
 #include "registry/manifest.h"
 #include "registry/media_types.h"
 #include "registry/tar_reader.h"

@@ -10,7 +10,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "fs/convert/layer_writer.h"
+#include "fs/layer/layer_writer.h"
 #include "fs/layer/estargz_toc.h"
 #include "fs/layer/zstd_chunked_toc.h"
 #include "tests/fs/layer_test_util.h"

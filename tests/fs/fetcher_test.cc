@@ -3,7 +3,7 @@
 // of one file fetch each chunk once, a second reader is served from the chunk store without
 // I/O, a corrupt stored chunk is fetched again, and a source that keeps returning bad bytes
 // fails the read with Corrupt after one retry.
-#include "fs/fetcher.h"
+#include "fs/lazy/fetcher.h"
 
 #include <stdlib.h>
 

@@ -6,7 +6,7 @@
 // fetched once), the fetch deadline against a hanging source, background fetch (also in
 // segments from a registry), corruption (also of pieces two chunks share), exceptions on the
 // workers.
-#include "fs/indexed_fetcher.h"
+#include "fs/lazy/indexed_fetcher.h"
 
 #include <stdlib.h>
 #include <zlib.h>

@@ -1,6 +1,6 @@
 // imgfs — NodeTable: attributes, lookups, directory listing, symlinks, xattrs, the Builder's
 // shape checks, concurrent readers, and the memory cost of a 100k-file image.
-#include "fs/node_table.h"
+#include "fs/tree/node_table.h"
 
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -11,7 +11,7 @@
 
 #include <gtest/gtest.h>
 
-#include "fs/overlay.h"
+#include "fs/tree/overlay.h"
 
 namespace imgfs::fs {
 namespace {

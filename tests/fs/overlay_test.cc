@@ -1,7 +1,7 @@
 // imgfs — overlay merge conformance: table-driven OCI whiteout / opaque / replacement cases,
 // the exact tree of the fixture image `tiny`, and a seeded reference-model check against layers
 // applied naively to a real directory.
-#include "fs/overlay.h"
+#include "fs/tree/overlay.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -26,7 +26,7 @@
 
 #include "base/file_util.h"
 #include "fs/layer/index_builder.h"
-#include "fs/node_table.h"
+#include "fs/tree/node_table.h"
 
 namespace imgfs::fs {
 namespace {

@@ -1,6 +1,6 @@
 // imgfs — ReadAheadWindow: sequential detection, window growth and reset, full windows, and
 // what is scheduled ahead (fs/readahead.h).
-#include "fs/readahead.h"
+#include "fs/lazy/readahead.h"
 
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
 // imgfs — unit tests of WritableFs: the copy-on-write core driven directly (no kernel, no
 // FUSE) over the fixture image `tiny`, checking both the merged view and the upper directory
 // it writes (overlayfs conventions: whiteouts, opaque directories, copy-up).
-#include "fs/writable_fs.h"
+#include "fs/writable/writable_fs.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -20,8 +20,8 @@
 
 #include "base/file_util.h"
 #include "cache/store.h"
-#include "fs/mount.h"
-#include "fs/upper_dir.h"
+#include "fs/mount/mount.h"
+#include "fs/upper/upper_dir.h"
 #include "tests/support/image_builder.h"
 
 namespace imgfs::fs {

@@ -19,7 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/base64.h"
-#include "fs/convert/layer_writer.h"
+#include "fs/layer/layer_writer.h"
 #include "fs/layer/zstd_chunked_toc.h"
 #include "tests/fs/layer_test_util.h"
 #include "tests/support/lazy_layer_check.h"

@@ -10,7 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "fs/commit.h"
+#include "fs/image_ops/commit.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view in(reinterpret_cast<const char*>(data), size);

@@ -13,7 +13,7 @@
 #include <string_view>
 #include <vector>
 
-#include "fs/convert/layer_writer.h"
+#include "fs/layer/layer_writer.h"
 #include "fs/layer/chunk_decoder.h"
 #include "fs/layer/estargz_toc.h"
 #include "fs/layer/zstd_chunked_toc.h"

@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "fs/layer/layer_index.h"
-#include "fs/node_table.h"
-#include "fs/overlay.h"
+#include "fs/tree/node_table.h"
+#include "fs/tree/overlay.h"
 
 namespace {
 

@@ -18,7 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
-#include "fs/indexed_fetcher.h"
+#include "fs/lazy/indexed_fetcher.h"
 #include "fs/layer/index_builder.h"
 #include "fs/layer/layer_reader.h"
 #include "registry/digest.h"

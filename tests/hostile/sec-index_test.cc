@@ -27,10 +27,10 @@
 
 #include "base/file_util.h"
 #include "cache/store.h"
-#include "fs/convert/index_publish.h"
+#include "fs/image_ops/index_publish.h"
 #include "fs/layer/estargz_toc.h"
 #include "fs/layer/layer_index.h"
-#include "fs/pull.h"
+#include "fs/image_ops/pull.h"
 #include "registry/digest.h"
 #include "registry/push.h"
 #include "tests/support/http_test_server.h"

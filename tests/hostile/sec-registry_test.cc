@@ -29,7 +29,7 @@
 
 #include "base/file_util.h"
 #include "cache/store.h"
-#include "fs/pull.h"
+#include "fs/image_ops/pull.h"
 #include "registry/credentials.h"
 #include "registry/digest.h"
 #include "registry/push.h"

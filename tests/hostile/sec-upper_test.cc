@@ -26,7 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
-#include "fs/commit.h"
+#include "fs/image_ops/commit.h"
 #include "registry/tar_writer.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"

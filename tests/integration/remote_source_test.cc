@@ -22,7 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
-#include "fs/convert/index_publish.h"
+#include "fs/image_ops/index_publish.h"
 #include "registry/digest.h"
 #include "registry/media_types.h"
 #include "registry/multipart_ranges.h"

@@ -1,0 +1,343 @@
+// imgfs — the libfuse low-level operations that serve an ImageFilesystem.
+#include "fs/fuse/fuse_ops.h"
+
+#include <fuse_lowlevel.h>
+
+#include <cerrno>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <string>
+
+#include "base/log.h"
+#include "fs/core/filesystem.h"
+
+namespace imgfs::fs {
+namespace {
+
+// Image content is immutable: let the kernel cache names and attributes for a long time.
+// (A day-long timeout would do; a year costs nothing more.)
+constexpr double kCacheTimeoutSeconds = 365.0 * 24 * 3600;
+
+FuseContext& Ctx(fuse_req_t req) { return *static_cast<FuseContext*>(fuse_req_userdata(req)); }
+const ImageFilesystem& Fs(fuse_req_t req) { return *Ctx(req).filesystem; }
+
+void ReplyError(fuse_req_t req, const char* op, uint64_t ino, const Status& status) {
+  int err = StatusToErrno(status);
+  if (err == EIO) {
+    IMGFS_LOG(kError) << op << " ino " << ino << ": EIO: " << status.ToString();
+  } else {
+    IMGFS_LOG(kDebug) << op << " ino " << ino << ": " << strerror(err) << ": " << status.ToString();
+  }
+  fuse_reply_err(req, err);
+}
+
+// Runs `body`, which must reply; if it throws before replying, replies ENOMEM/EIO.
+template <typename F>
+void Serve(fuse_req_t req, const char* op, F&& body) noexcept {
+  RunGuarded(op, body, [req](int err) { fuse_reply_err(req, err); });
+}
+
+fuse_entry_param EntryFor(const struct stat& st) {
+  fuse_entry_param e{};
+  e.ino = st.st_ino;
+  e.generation = 1;
+  e.attr = st;
+  e.attr_timeout = kCacheTimeoutSeconds;
+  e.entry_timeout = kCacheTimeoutSeconds;
+  return e;
+}
+
+void Init(void* userdata, fuse_conn_info* conn) noexcept {
+  // Content never changes: keep pages across opens, and let the kernel batch readdir with
+  // attributes.
+  if ((conn->capable & FUSE_CAP_READDIRPLUS) != 0) conn->want |= FUSE_CAP_READDIRPLUS;
+  if ((conn->capable & FUSE_CAP_READDIRPLUS_AUTO) != 0) conn->want |= FUSE_CAP_READDIRPLUS_AUTO;
+  if ((conn->capable & FUSE_CAP_ASYNC_READ) != 0) conn->want |= FUSE_CAP_ASYNC_READ;
+  if ((conn->capable & FUSE_CAP_CACHE_SYMLINKS) != 0) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+  if ((conn->capable & FUSE_CAP_EXPORT_SUPPORT) != 0) conn->want |= FUSE_CAP_EXPORT_SUPPORT;
+  RunInitHook(userdata);
+}
+
+void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
+  Serve(req, "lookup", [&] {
+    Result<struct stat> st = Fs(req).Lookup(parent, name);
+    if (!st.has_value()) {
+      if (st.error().code() == StatusCode::kNotFound) {
+        // Negative entry, cached by the kernel like a positive one.
+        fuse_entry_param e{};
+        e.ino = 0;
+        e.entry_timeout = kCacheTimeoutSeconds;
+        fuse_reply_entry(req, &e);
+        return;
+      }
+      if (st.error().code() == StatusCode::kInvalidArgument) {
+        fuse_reply_err(req, ENOTDIR);  // the parent is not a directory
+        return;
+      }
+      return ReplyError(req, "lookup", parent, st.error());
+    }
+    fuse_entry_param e = EntryFor(*st);
+    fuse_reply_entry(req, &e);
+  });
+}
+
+// Nodes live until unmount (the tree is immutable), so there is nothing to forget.
+void Forget(fuse_req_t req, fuse_ino_t, uint64_t) noexcept { fuse_reply_none(req); }
+
+void Getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) noexcept {
+  Serve(req, "getattr", [&] {
+    Result<struct stat> st = Fs(req).GetAttr(ino);
+    if (!st.has_value()) return ReplyError(req, "getattr", ino, st.error());
+    fuse_reply_attr(req, &*st, kCacheTimeoutSeconds);
+  });
+}
+
+void Readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
+  Serve(req, "readlink", [&] {
+    Result<std::string_view> target = Fs(req).ReadLink(ino);
+    if (!target.has_value()) return ReplyError(req, "readlink", ino, target.error());
+    std::string s(*target);
+    fuse_reply_readlink(req, s.c_str());
+  });
+}
+
+void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
+  Serve(req, "open", [&] {
+    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC) != 0) {
+      fuse_reply_err(req, EROFS);
+      return;
+    }
+    Result<struct stat> st = Fs(req).GetAttr(ino);
+    if (!st.has_value()) return ReplyError(req, "open", ino, st.error());
+    if (S_ISDIR(st->st_mode)) {
+      fuse_reply_err(req, EISDIR);
+      return;
+    }
+    fi->keep_cache = 1;
+    fuse_reply_open(req, fi);
+  });
+}
+
+void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) noexcept {
+  Serve(req, "read", [&] {
+    if (off < 0) {
+      fuse_reply_err(req, EINVAL);
+      return;
+    }
+    Result<std::string> data = Fs(req).Read(ino, static_cast<uint64_t>(off), size);
+    if (!data.has_value()) return ReplyError(req, "read", ino, data.error());
+    fuse_reply_buf(req, data->data(), data->size());
+  });
+}
+
+void Release(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept { fuse_reply_err(req, 0); }
+
+void Opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
+  Serve(req, "opendir", [&] {
+    Result<struct stat> st = Fs(req).GetAttr(ino);
+    if (!st.has_value()) return ReplyError(req, "opendir", ino, st.error());
+    if (!S_ISDIR(st->st_mode)) {
+      fuse_reply_err(req, ENOTDIR);
+      return;
+    }
+    fi->keep_cache = 1;
+    fi->cache_readdir = 1;
+    fuse_reply_open(req, fi);
+  });
+}
+
+// Directory offsets: 1 = ".", 2 = "..", 3 + i = the i-th child in name order. Stable across
+// calls because the tree never changes.
+void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
+  const ImageFilesystem& fs = Fs(req);
+  const NodeTable& table = fs.table();
+  Result<uint64_t> count = table.ChildCount(ino);
+  if (!count.has_value())
+    return ReplyError(req, plus ? "readdirplus" : "readdir", ino, count.error());
+  const Node* self = table.Get(ino);
+  std::string buf(size, '\0');
+  size_t used = 0;
+  for (uint64_t pos = static_cast<uint64_t>(off); pos < *count + 2; ++pos) {
+    std::string name;
+    struct stat st {};
+    uint64_t child = 0;
+    if (pos == 0) {
+      name = ".";
+      child = ino;
+    } else if (pos == 1) {
+      name = "..";
+      child = self->parent;
+    } else {
+      Result<DirEntry> e = table.ChildAt(ino, pos - 2);
+      if (!e.has_value()) break;
+      name = std::string(e->name);
+      child = e->ino;
+    }
+    Result<struct stat> attr = fs.GetAttr(child);
+    if (!attr.has_value()) {
+      if (used > 0) break;  // return what we have; the error resurfaces on the next call
+      return ReplyError(req, "readdir", ino, attr.error());
+    }
+    st = *attr;
+    size_t n;
+    if (plus) {
+      fuse_entry_param e = EntryFor(st);
+      if (pos < 2) {
+        // "." and ".." do not take a lookup reference.
+        e = fuse_entry_param{};
+        e.attr.st_ino = st.st_ino;
+        e.attr.st_mode = st.st_mode;
+      }
+      n = fuse_add_direntry_plus(req, buf.data() + used, size - used, name.c_str(), &e,
+                                 static_cast<off_t>(pos + 1));
+    } else {
+      n = fuse_add_direntry(req, buf.data() + used, size - used, name.c_str(), &st,
+                            static_cast<off_t>(pos + 1));
+    }
+    if (n > size - used) break;
+    used += n;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void Readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) noexcept {
+  Serve(req, "readdir", [&] { DoReaddir(req, ino, size, off, /*plus=*/false); });
+}
+
+void Readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) noexcept {
+  Serve(req, "readdirplus", [&] { DoReaddir(req, ino, size, off, /*plus=*/true); });
+}
+
+void Releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept { fuse_reply_err(req, 0); }
+
+void Statfs(fuse_req_t req, fuse_ino_t) noexcept {
+  Serve(req, "statfs", [&] {
+    struct statvfs st = Fs(req).StatFs();
+    fuse_reply_statfs(req, &st);
+  });
+}
+
+void Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noexcept {
+  Serve(req, "getxattr", [&] {
+    if (!Fs(req).has_xattrs()) {
+      fuse_reply_err(req, ENOSYS);  // the kernel stops asking: EOPNOTSUPP from now on
+      return;
+    }
+    Result<std::string_view> value = Fs(req).GetXattr(ino, name);
+    if (!value.has_value()) {
+      if (value.error().code() == StatusCode::kNotFound) {
+        fuse_reply_err(req, ENODATA);
+        return;
+      }
+      return ReplyError(req, "getxattr", ino, value.error());
+    }
+    if (size == 0) {
+      fuse_reply_xattr(req, value->size());
+    } else if (size < value->size()) {
+      fuse_reply_err(req, ERANGE);
+    } else {
+      fuse_reply_buf(req, value->data(), value->size());
+    }
+  });
+}
+
+void Listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
+  Serve(req, "listxattr", [&] {
+    if (!Fs(req).has_xattrs()) {
+      fuse_reply_err(req, ENOSYS);  // the kernel stops asking: EOPNOTSUPP from now on
+      return;
+    }
+    Result<std::vector<std::string_view>> names = Fs(req).ListXattr(ino);
+    if (!names.has_value()) return ReplyError(req, "listxattr", ino, names.error());
+    std::string list;
+    for (std::string_view n : *names) {
+      list.append(n);
+      list.push_back('\0');
+    }
+    if (size == 0) {
+      fuse_reply_xattr(req, list.size());
+    } else if (size < list.size()) {
+      fuse_reply_err(req, ERANGE);
+    } else {
+      fuse_reply_buf(req, list.data(), list.size());
+    }
+  });
+}
+
+void Access(fuse_req_t req, fuse_ino_t ino, int mask) noexcept {
+  Serve(req, "access", [&] {
+    // Permission bits are checked by the kernel (default_permissions); only writes are ours.
+    if ((mask & W_OK) != 0) {
+      fuse_reply_err(req, EROFS);
+      return;
+    }
+    Result<struct stat> st = Fs(req).GetAttr(ino);
+    if (!st.has_value()) return ReplyError(req, "access", ino, st.error());
+    fuse_reply_err(req, 0);
+  });
+}
+
+fuse_lowlevel_ops MakeOps() {
+  fuse_lowlevel_ops ops{};
+  // In the order of struct fuse_lowlevel_ops.
+  ops.init = Init;
+  ops.lookup = Lookup;
+  ops.forget = Forget;
+  ops.getattr = Getattr;
+  ops.readlink = Readlink;
+  ops.open = Open;
+  ops.read = Read;
+  ops.release = Release;
+  ops.opendir = Opendir;
+  ops.readdir = Readdir;
+  ops.releasedir = Releasedir;
+  ops.statfs = Statfs;
+  ops.getxattr = Getxattr;
+  ops.listxattr = Listxattr;
+  ops.access = Access;
+  ops.readdirplus = Readdirplus;
+  return ops;
+}
+
+}  // namespace
+
+int StatusToErrno(const Status& status) {
+  switch (status.code()) {
+    case StatusCode::kOk:
+      return 0;
+    case StatusCode::kNotFound:
+      return ENOENT;
+    case StatusCode::kInvalidArgument:
+      return EINVAL;
+    case StatusCode::kPermissionDenied:
+      return EACCES;
+    case StatusCode::kUnsupported:
+      return ENOTSUP;
+    case StatusCode::kNoSpace:
+      return ENOSPC;
+    case StatusCode::kCorrupt:
+    case StatusCode::kUnavailable:
+    case StatusCode::kIo:
+    case StatusCode::kInternal:
+      return EIO;
+  }
+  return EIO;
+}
+
+void RunInitHook(void* userdata) noexcept {
+  auto* ctx = static_cast<FuseContext*>(userdata);
+  if (!ctx->on_init) return;
+  try {
+    ctx->on_init();
+  } catch (...) {
+    IMGFS_LOG(kError) << "init hook threw";
+  }
+}
+
+const fuse_lowlevel_ops& ImageFilesystemOps() {
+  static const fuse_lowlevel_ops ops = MakeOps();
+  return ops;
+}
+
+}  // namespace imgfs::fs

@@ -1,0 +1,452 @@
+// imgfs — the libfuse low-level operations of a writable (copy-on-write) mount.
+//
+// A thin shell over WritableFs (fs/writable_fs.h): every callback is noexcept, calls the core,
+// and replies exactly once with the core's errno. Kernel caching: names and attributes of
+// unchanged lower content keep long timeouts and their page cache (they never change);
+// anything in the upper — or a lower hardlink whose group a copy-up may change through another
+// name — gets attribute timeout 0 and no kept pages, so changed paths are never served stale.
+// Entries themselves (name → inode) change only through requests the kernel sees, so they
+// keep long timeouts.
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+
+#include <cerrno>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "base/log.h"
+#include "fs/fuse/fuse_ops.h"
+#include "fs/writable/writable_fs.h"
+
+namespace imgfs::fs {
+namespace {
+
+// Unchanged lower content: cached for as long as the kernel likes (see fuse_ops.cc).
+constexpr double kLongTimeoutSeconds = 365.0 * 24 * 3600;
+
+WritableFs& Wfs(fuse_req_t req) {
+  return *static_cast<FuseContext*>(fuse_req_userdata(req))->writable;
+}
+
+Caller CallerOf(fuse_req_t req) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  Caller c;
+  c.uid = ctx->uid;
+  c.gid = ctx->gid;
+  return c;
+}
+
+template <typename F>
+void Serve(fuse_req_t req, const char* op, F&& body) noexcept {
+  RunGuarded(op, body, [req](int err) { fuse_reply_err(req, err); });
+}
+
+void ReplyErr(fuse_req_t req, const char* op, int err) {
+  if (err == EIO) IMGFS_LOG(kError) << op << ": EIO";
+  fuse_reply_err(req, err);
+}
+
+void ReplyEntry(fuse_req_t req, const Entry& entry) {
+  fuse_entry_param e{};
+  e.ino = entry.id;
+  e.generation = 1;
+  e.attr = entry.attr;
+  e.attr_timeout = entry.cacheable ? kLongTimeoutSeconds : 0;
+  e.entry_timeout = kLongTimeoutSeconds;
+  fuse_reply_entry(req, &e);
+}
+
+void Init(void* userdata, fuse_conn_info* conn) noexcept {
+  if ((conn->capable & FUSE_CAP_ASYNC_READ) != 0) conn->want |= FUSE_CAP_ASYNC_READ;
+  if ((conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) != 0) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+  // Directory listings change: plain readdir, each name looked up on its own.
+  conn->want &= ~(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_EXPORT_SUPPORT |
+                  FUSE_CAP_WRITEBACK_CACHE);
+  RunInitHook(userdata);
+}
+
+void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
+  Serve(req, "lookup", [&] {
+    Entry entry;
+    int err = Wfs(req).Lookup(parent, name, &entry);
+    if (err == ENOENT) {
+      fuse_entry_param e{};
+      e.ino = 0;
+      e.entry_timeout = kLongTimeoutSeconds;
+      fuse_reply_entry(req, &e);
+      return;
+    }
+    if (err != 0) return ReplyErr(req, "lookup", err);
+    ReplyEntry(req, entry);
+  });
+}
+
+void Forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) noexcept {
+  Serve(req, "forget", [&] {
+    Wfs(req).Forget(ino, nlookup);
+    fuse_reply_none(req);
+  });
+}
+
+void ForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) noexcept {
+  Serve(req, "forget_multi", [&] {
+    for (size_t i = 0; i < count; ++i) Wfs(req).Forget(forgets[i].ino, forgets[i].nlookup);
+    fuse_reply_none(req);
+  });
+}
+
+void Getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) noexcept {
+  Serve(req, "getattr", [&] {
+    struct stat st {};
+    bool cacheable = false;
+    int err = Wfs(req).GetAttr(ino, &st, &cacheable);
+    if (err != 0) return ReplyErr(req, "getattr", err);
+    fuse_reply_attr(req, &st, cacheable ? kLongTimeoutSeconds : 0);
+  });
+}
+
+void Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
+             fuse_file_info* fi) noexcept {
+  Serve(req, "setattr", [&] {
+    SetAttrRequest r;
+    r.set_mode = (to_set & FUSE_SET_ATTR_MODE) != 0;
+    r.mode = attr->st_mode;
+    r.set_uid = (to_set & FUSE_SET_ATTR_UID) != 0;
+    r.uid = attr->st_uid;
+    r.set_gid = (to_set & FUSE_SET_ATTR_GID) != 0;
+    r.gid = attr->st_gid;
+    r.set_size = (to_set & FUSE_SET_ATTR_SIZE) != 0;
+    r.size = attr->st_size;
+    r.set_atime = (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)) != 0;
+    r.atime_now = (to_set & FUSE_SET_ATTR_ATIME_NOW) != 0;
+    r.atime = attr->st_atim;
+    r.set_mtime = (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) != 0;
+    r.mtime_now = (to_set & FUSE_SET_ATTR_MTIME_NOW) != 0;
+    r.mtime = attr->st_mtim;
+    struct stat st {};
+    int err = Wfs(req).SetAttr(ino, r, fi != nullptr ? fi->fh : 0, &st);
+    if (err != 0) return ReplyErr(req, "setattr", err);
+    fuse_reply_attr(req, &st, 0);
+  });
+}
+
+void Readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
+  Serve(req, "readlink", [&] {
+    std::string target;
+    int err = Wfs(req).ReadLink(ino, &target);
+    if (err != 0) return ReplyErr(req, "readlink", err);
+    fuse_reply_readlink(req, target.c_str());
+  });
+}
+
+void Mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) noexcept {
+  Serve(req, "mknod", [&] {
+    Entry entry;
+    int err = Wfs(req).Mknod(parent, name, mode, rdev, CallerOf(req), &entry);
+    if (err != 0) return ReplyErr(req, "mknod", err);
+    ReplyEntry(req, entry);
+  });
+}
+
+void Mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) noexcept {
+  Serve(req, "mkdir", [&] {
+    Entry entry;
+    int err = Wfs(req).Mkdir(parent, name, mode, CallerOf(req), &entry);
+    if (err != 0) return ReplyErr(req, "mkdir", err);
+    ReplyEntry(req, entry);
+  });
+}
+
+void Unlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
+  Serve(req, "unlink", [&] { fuse_reply_err(req, Wfs(req).Unlink(parent, name)); });
+}
+
+void Rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
+  Serve(req, "rmdir", [&] { fuse_reply_err(req, Wfs(req).Rmdir(parent, name)); });
+}
+
+void Symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) noexcept {
+  Serve(req, "symlink", [&] {
+    Entry entry;
+    int err = Wfs(req).Symlink(link, parent, name, CallerOf(req), &entry);
+    if (err != 0) return ReplyErr(req, "symlink", err);
+    ReplyEntry(req, entry);
+  });
+}
+
+void Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+            const char* newname, unsigned int flags) noexcept {
+  Serve(req, "rename",
+        [&] { fuse_reply_err(req, Wfs(req).Rename(parent, name, newparent, newname, flags)); });
+}
+
+// Drops what the kernel caches of the inodes the last operation changed behind its back
+// (before the reply, so the caller's next call sees fresh attributes and pages).
+void Invalidate(fuse_req_t req) {
+  auto* ctx = static_cast<FuseContext*>(fuse_req_userdata(req));
+  for (uint64_t id : WritableFs::TakeInvalidations()) {
+    if (ctx->session != nullptr) fuse_lowlevel_notify_inval_inode(ctx->session, id, 0, 0);
+  }
+}
+
+void Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) noexcept {
+  Serve(req, "link", [&] {
+    Entry entry;
+    int err = Wfs(req).Link(ino, newparent, newname, &entry);
+    Invalidate(req);
+    if (err != 0) return ReplyErr(req, "link", err);
+    ReplyEntry(req, entry);
+  });
+}
+
+void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
+  Serve(req, "open", [&] {
+    uint64_t fh = 0;
+    bool cacheable = false;
+    int err = Wfs(req).Open(ino, fi->flags, &fh, &cacheable);
+    if (err != 0) return ReplyErr(req, "open", err);
+    fi->fh = fh;
+    fi->keep_cache = cacheable ? 1 : 0;
+    if (fuse_reply_open(req, fi) != 0) Wfs(req).Release(fh);
+  });
+}
+
+void Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) noexcept {
+  Serve(req, "read", [&] {
+    if (off < 0) return ReplyErr(req, "read", EINVAL);
+    std::string data;
+    int err = Wfs(req).Read(fi->fh, static_cast<uint64_t>(off), size, &data);
+    if (err != 0) return ReplyErr(req, "read", err);
+    fuse_reply_buf(req, data.data(), data.size());
+  });
+}
+
+void Write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off,
+           fuse_file_info* fi) noexcept {
+  Serve(req, "write", [&] {
+    if (off < 0) return ReplyErr(req, "write", EINVAL);
+    size_t written = 0;
+    int err = Wfs(req).Write(fi->fh, static_cast<uint64_t>(off), buf, size, &written);
+    if (err != 0) return ReplyErr(req, "write", err);
+    fuse_reply_write(req, written);
+  });
+}
+
+void Flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept { fuse_reply_err(req, 0); }
+
+void Release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
+  Serve(req, "release", [&] {
+    Wfs(req).Release(fi->fh);
+    fuse_reply_err(req, 0);
+  });
+}
+
+void Fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) noexcept {
+  Serve(req, "fsync", [&] { fuse_reply_err(req, Wfs(req).Fsync(fi->fh, datasync != 0)); });
+}
+
+// A directory handle: the merged listing, taken at opendir and again at each rewind.
+struct DirHandle {
+  std::vector<MergedDirEntry> entries;
+  uint64_t self_ino = 0;
+  uint64_t parent_ino = 0;
+};
+
+int Snapshot(fuse_req_t req, fuse_ino_t ino, DirHandle* dh) {
+  struct stat st {};
+  bool cacheable = false;
+  int err = Wfs(req).GetAttr(ino, &st, &cacheable);
+  if (err != 0) return err;
+  dh->self_ino = st.st_ino;
+  return Wfs(req).ReadDir(ino, &dh->entries, &dh->parent_ino);
+}
+
+void Opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
+  Serve(req, "opendir", [&] {
+    auto dh = std::make_unique<DirHandle>();
+    int err = Snapshot(req, ino, dh.get());
+    if (err != 0) return ReplyErr(req, "opendir", err);
+    fi->fh = reinterpret_cast<uint64_t>(dh.get());
+    if (fuse_reply_open(req, fi) == 0) dh.release();
+  });
+}
+
+// Offsets: 1 = ".", 2 = "..", 3 + i = the i-th name of the snapshot.
+void Readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) noexcept {
+  Serve(req, "readdir", [&] {
+    auto* dh = reinterpret_cast<DirHandle*>(fi->fh);
+    if (off == 0) {
+      int err = Snapshot(req, ino, dh);
+      if (err != 0) return ReplyErr(req, "readdir", err);
+    }
+    std::string buf(size, '\0');
+    size_t used = 0;
+    for (uint64_t pos = static_cast<uint64_t>(off); pos < dh->entries.size() + 2; ++pos) {
+      struct stat st {};
+      std::string name;
+      if (pos == 0) {
+        name = ".";
+        st.st_ino = dh->self_ino;
+        st.st_mode = S_IFDIR;
+      } else if (pos == 1) {
+        name = "..";
+        st.st_ino = dh->parent_ino;
+        st.st_mode = S_IFDIR;
+      } else {
+        const MergedDirEntry& e = dh->entries[pos - 2];
+        name = e.name;
+        st.st_ino = e.st_ino;
+        st.st_mode = e.type;
+      }
+      size_t n = fuse_add_direntry(req, buf.data() + used, size - used, name.c_str(), &st,
+                                   static_cast<off_t>(pos + 1));
+      if (n > size - used) break;
+      used += n;
+    }
+    fuse_reply_buf(req, buf.data(), used);
+  });
+}
+
+void Releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
+  delete reinterpret_cast<DirHandle*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void Fsyncdir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) noexcept { fuse_reply_err(req, 0); }
+
+void Statfs(fuse_req_t req, fuse_ino_t) noexcept {
+  Serve(req, "statfs", [&] {
+    struct statvfs st {};
+    int err = Wfs(req).StatFs(&st);
+    if (err != 0) return ReplyErr(req, "statfs", err);
+    fuse_reply_statfs(req, &st);
+  });
+}
+
+void Setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+              int flags) noexcept {
+  Serve(req, "setxattr", [&] {
+    fuse_reply_err(req, Wfs(req).SetXattr(ino, name, std::string_view(value, size), flags));
+  });
+}
+
+void Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noexcept {
+  Serve(req, "getxattr", [&] {
+    std::string value;
+    int err = Wfs(req).GetXattr(ino, name, &value);
+    if (err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
+    if (size == 0) {
+      fuse_reply_xattr(req, value.size());
+    } else if (size < value.size()) {
+      fuse_reply_err(req, ERANGE);
+    } else {
+      fuse_reply_buf(req, value.data(), value.size());
+    }
+  });
+}
+
+void Listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
+  Serve(req, "listxattr", [&] {
+    std::vector<std::string> names;
+    int err = Wfs(req).ListXattr(ino, &names);
+    if (err != 0) return ReplyErr(req, "listxattr", err);
+    std::string list;
+    for (const std::string& n : names) {
+      list += n;
+      list.push_back('\0');
+    }
+    if (size == 0) {
+      fuse_reply_xattr(req, list.size());
+    } else if (size < list.size()) {
+      fuse_reply_err(req, ERANGE);
+    } else {
+      fuse_reply_buf(req, list.data(), list.size());
+    }
+  });
+}
+
+void Removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) noexcept {
+  Serve(req, "removexattr", [&] { fuse_reply_err(req, Wfs(req).RemoveXattr(ino, name)); });
+}
+
+void Access(fuse_req_t req, fuse_ino_t ino, int) noexcept {
+  Serve(req, "access", [&] {
+    // Permission bits are checked by the kernel (default_permissions).
+    struct stat st {};
+    bool cacheable = false;
+    fuse_reply_err(req, Wfs(req).GetAttr(ino, &st, &cacheable));
+  });
+}
+
+void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+            fuse_file_info* fi) noexcept {
+  Serve(req, "create", [&] {
+    Entry entry;
+    uint64_t fh = 0;
+    int err = Wfs(req).Create(parent, name, mode, fi->flags, CallerOf(req), &entry, &fh);
+    if (err != 0) return ReplyErr(req, "create", err);
+    fi->fh = fh;
+    fi->keep_cache = 0;
+    fuse_entry_param e{};
+    e.ino = entry.id;
+    e.generation = 1;
+    e.attr = entry.attr;
+    e.attr_timeout = 0;
+    e.entry_timeout = kLongTimeoutSeconds;
+    if (fuse_reply_create(req, &e, fi) != 0) Wfs(req).Release(fh);
+  });
+}
+
+fuse_lowlevel_ops MakeOps() {
+  fuse_lowlevel_ops ops{};
+  // In the order of struct fuse_lowlevel_ops.
+  ops.init = Init;
+  ops.lookup = Lookup;
+  ops.forget = Forget;
+  ops.getattr = Getattr;
+  ops.setattr = Setattr;
+  ops.readlink = Readlink;
+  ops.mknod = Mknod;
+  ops.mkdir = Mkdir;
+  ops.unlink = Unlink;
+  ops.rmdir = Rmdir;
+  ops.symlink = Symlink;
+  ops.rename = Rename;
+  ops.link = Link;
+  ops.open = Open;
+  ops.read = Read;
+  ops.write = Write;
+  ops.flush = Flush;
+  ops.release = Release;
+  ops.fsync = Fsync;
+  ops.opendir = Opendir;
+  ops.readdir = Readdir;
+  ops.releasedir = Releasedir;
+  ops.fsyncdir = Fsyncdir;
+  ops.statfs = Statfs;
+  ops.setxattr = Setxattr;
+  ops.getxattr = Getxattr;
+  ops.listxattr = Listxattr;
+  ops.removexattr = Removexattr;
+  ops.access = Access;
+  ops.create = Create;
+  ops.forget_multi = ForgetMulti;
+  return ops;
+}
+
+}  // namespace
+
+const fuse_lowlevel_ops& WritableFilesystemOps() {
+  static const fuse_lowlevel_ops ops = MakeOps();
+  return ops;
+}
+
+}  // namespace imgfs::fs

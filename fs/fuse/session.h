@@ -1,0 +1,74 @@
+// imgfs — FuseSession: mounts an ImageFilesystem with libfuse's low-level API and serves it
+// with the multi-threaded loop until it is unmounted or the process gets SIGTERM/SIGINT/SIGHUP.
+//
+// Mount options: `ro` (or `rw` when SessionOptions::writable is set), `default_permissions` (the
+// kernel checks modes against the image's owners), fsname = the image reference, subtype `imgfs`;
+// `allow_other`, `dev`, `suid` (and any other option libfuse accepts) only when asked — libfuse
+// mounts nodev,nosuid by default, as mount(8) users expect of FUSE.
+//
+// Thread-safety: Mount and Run on one thread; RequestExit from any thread or signal context.
+#ifndef IMGFS_FS_FUSE_SESSION_H_
+#define IMGFS_FS_FUSE_SESSION_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "fs/core/filesystem.h"
+#include "fs/fuse/fuse_ops.h"
+
+struct fuse_session;
+
+namespace imgfs::fs {
+
+struct SessionOptions {
+  std::string fsname = "imgfs";
+  // Extra -o options (allow_other, dev, suid, ...). "ro"/"rw" are handled by the caller.
+  std::vector<std::string> mount_options;
+  // Worker threads of the multi-threaded loop (hp's default is 10; reads may block on I/O).
+  unsigned max_threads = 16;
+  bool debug = false;  // libfuse -d
+  // Called once the kernel's INIT request has been handled: the mount answers requests.
+  std::function<void()> on_ready;
+  // A writable (copy-on-write) mount: served by this view over the filesystem passed to
+  // Mount (its lower) with the operations of fs/fuse_ops_rw.cc. Not owned; outlives the
+  // session. nullptr: the read-only mount.
+  WritableFs* writable = nullptr;
+};
+
+class FuseSession {
+ public:
+  // Creates the session and mounts it at `mountpoint`. `filesystem` is not owned and must
+  // outlive the session. InvalidArgument for bad options, Io when the mount fails.
+  static Result<std::unique_ptr<FuseSession>> Mount(ImageFilesystem* filesystem,
+                                                    const std::string& mountpoint,
+                                                    SessionOptions options);
+  ~FuseSession();  // unmounts (if still mounted) and destroys the session
+  FuseSession(const FuseSession&) = delete;
+  FuseSession& operator=(const FuseSession&) = delete;
+
+  // Serves requests until unmounted or a termination signal arrives. Installs the signal
+  // handlers for its duration.
+  Status Run();
+
+ private:
+  FuseSession() = default;
+
+  struct SessionDeleter {
+    void operator()(fuse_session* se) const;
+  };
+  std::unique_ptr<fuse_session, SessionDeleter> session_;
+  FuseContext context_;
+  SessionOptions options_;
+  std::string mountpoint_;
+  bool mounted_ = false;
+};
+
+// Unmounts `mountpoint` (umount2 as root, else `fusermount3 -u`). Io with the reason.
+Status Unmount(const std::string& mountpoint, bool lazy);
+
+}  // namespace imgfs::fs
+
+#endif  // IMGFS_FS_FUSE_SESSION_H_

@@ -1,0 +1,398 @@
+// imgfs — Puller: copies an image from a registry or a local source into the store.
+#include "fs/image_ops/pull.h"
+
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+#include "base/log.h"
+#include "base/thread.h"
+#include "registry/auth.h"
+#include "registry/credentials.h"
+#include "registry/http_client.h"
+#include "registry/media_types.h"
+#include "registry/remote_source.h"
+#include "registry/transport.h"
+
+namespace imgfs::fs {
+namespace {
+
+using registry::Descriptor;
+using registry::Digest;
+using registry::FetchedManifest;
+
+// An index may point at another index (e.g. an OCI layout whose index.json entry is an image
+// index); deeper nesting than this is treated as corrupt rather than followed forever.
+constexpr int kMaxIndexDepth = 4;
+
+bool IsDigestText(std::string_view text) { return text.find(':') != std::string_view::npos; }
+
+bool IsConfigMediaType(std::string_view mt) {
+  return mt == registry::media::kOciConfig || mt == registry::media::kDockerConfig;
+}
+
+bool IsManifestMediaType(std::string_view mt) {
+  return mt == registry::media::kOciManifest || mt == registry::media::kDockerManifest;
+}
+
+Result<std::optional<registry::Credential>> CredentialFor(const PullOptions& options,
+                                                          const std::string& registry_host) {
+  if (!options.creds.empty()) {
+    size_t colon = options.creds.find(':');
+    if (colon == std::string::npos || colon == 0) {
+      return Status::InvalidArgument("--creds must be USER:PASSWORD");
+    }
+    registry::Credential cred;
+    cred.username = options.creds.substr(0, colon);
+    cred.password = options.creds.substr(colon + 1);
+    return std::optional<registry::Credential>(std::move(cred));
+  }
+  return registry::CredentialStore::FromEnvironment().Lookup(registry_host);
+}
+
+Result<registry::RemoteSourceOptions> RemoteOptionsFor(const PullOptions& options,
+                                                       const std::string& registry_host) {
+  registry::RemoteSourceOptions remote;
+  remote.tls.ca_files = options.ca_files;
+  remote.insecure_registries = options.insecure_registries;
+  IMGFS_ASSIGN_OR_RETURN(remote.credential, CredentialFor(options, registry_host));
+  remote.connect_timeout = options.connect_timeout;
+  remote.max_attempts = options.max_attempts;
+  return remote;
+}
+
+}  // namespace
+
+Puller::Puller(cache::Store* store, PullOptions options)
+    : store_(store), options_(std::move(options)) {
+  if (options_.parallel_layers < 1) options_.parallel_layers = 1;
+}
+
+Status Puller::FetchBlobToStore(registry::BlobSource& source, const Descriptor& desc,
+                                const std::function<void(int64_t)>& on_bytes) {
+  if (store_->HasBlob(desc.digest)) return Status::Ok();
+  IMGFS_ASSIGN_OR_RETURN(cache::BlobWriter writer,
+                         store_->NewBlobWriter(desc.digest, desc.size > 0 ? desc.size : -1));
+  Status fetched = source.FetchBlob(desc.digest, desc.size > 0 ? desc.size : -1,
+                                    [&](std::string_view chunk) -> Status {
+                                      IMGFS_RETURN_IF_ERROR(writer.Write(chunk));
+                                      if (on_bytes) on_bytes(static_cast<int64_t>(chunk.size()));
+                                      return Status::Ok();
+                                    });
+  if (!fetched.ok()) return fetched;  // the writer's destructor drops the temporary file
+  return writer.Commit();
+}
+
+Status Puller::FetchLayers(registry::BlobSource& source, const std::vector<Descriptor>& layers,
+                           const ProgressFn& progress, PulledImage* out) {
+  std::mutex progress_mu;  // serialises calls of `progress` only; no data behind it
+  auto report = [&](size_t i, LayerProgress::State state, int64_t done) {
+    if (!progress) return;
+    LayerProgress p;
+    p.index = i;
+    p.count = layers.size();
+    p.digest = layers[i].digest;
+    p.total_bytes = layers[i].size;
+    p.done_bytes = done;
+    p.state = state;
+    std::scoped_lock lock(progress_mu);
+    progress(p);
+  };
+
+  std::vector<size_t> todo;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (store_->HasBlob(layers[i].digest)) {
+      report(i, LayerProgress::State::kExists, layers[i].size);
+    } else if (std::find_if(todo.begin(), todo.end(), [&](size_t j) {
+                 return layers[j].digest == layers[i].digest;
+               }) != todo.end()) {
+      // The same blob twice in one manifest: fetched once.
+      report(i, LayerProgress::State::kExists, layers[i].size);
+    } else {
+      todo.push_back(i);
+      report(i, LayerProgress::State::kWaiting, 0);
+    }
+  }
+
+  std::atomic<size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::atomic<size_t> downloaded{0};
+  std::atomic<int64_t> bytes{0};
+  std::mutex error_mu;
+  Status first_error;
+
+  auto worker = [&] {
+    while (!failed.load()) {
+      size_t k = next.fetch_add(1);
+      if (k >= todo.size()) return;
+      size_t i = todo[k];
+      int64_t done = 0;
+      report(i, LayerProgress::State::kDownloading, 0);
+      Status st = FetchBlobToStore(source, layers[i], [&](int64_t n) {
+        done += n;
+        bytes += n;
+        report(i, LayerProgress::State::kDownloading, done);
+      });
+      if (!st.ok()) {
+        report(i, LayerProgress::State::kFailed, done);
+        std::scoped_lock lock(error_mu);
+        if (first_error.ok()) {
+          first_error = st.WithContext("layer " + layers[i].digest.Short());
+        }
+        failed = true;
+        return;
+      }
+      ++downloaded;
+      report(i, LayerProgress::State::kDone, layers[i].size);
+    }
+  };
+
+  size_t n_threads = std::min(todo.size(), static_cast<size_t>(options_.parallel_layers));
+  if (n_threads <= 1) {
+    worker();
+  } else {
+    std::vector<std::thread> threads;
+    threads.reserve(n_threads);
+    for (size_t t = 0; t < n_threads; ++t) {
+      // An exception in a worker fails the pull like a download error would.
+      threads.push_back(StartThread(
+          "imgfs-pull",
+          [&worker]() -> Status {
+            worker();
+            return Status::Ok();
+          },
+          [&](const Status& error) {
+            std::scoped_lock lock(error_mu);
+            if (first_error.ok()) first_error = error;
+            failed = true;
+          }));
+    }
+    for (auto& t : threads) t.join();
+  }
+  out->layers_downloaded = downloaded.load();
+  out->bytes_downloaded += bytes.load();
+  std::scoped_lock lock(error_mu);
+  return first_error;
+}
+
+Result<PulledImage> Puller::PullFrom(registry::BlobSource& source,
+                                     const registry::Reference& record_as,
+                                     const std::string& tag_or_digest, const ProgressFn& progress) {
+  // Keeps a concurrent garbage collection from deleting what we write before it is recorded.
+  IMGFS_ASSIGN_OR_RETURN(cache::FileLock write_guard, store_->WriteGuard());
+
+  PulledImage out;
+  out.reference = record_as;
+
+  IMGFS_ASSIGN_OR_RETURN(FetchedManifest current, source.GetManifest(tag_or_digest));
+  Digest top_digest = Digest::Sha256Of(current.bytes);
+  if (IsDigestText(tag_or_digest)) {
+    IMGFS_ASSIGN_OR_RETURN(Digest want, Digest::Parse(tag_or_digest));
+    if (want != top_digest) {
+      return Status::Corrupt("manifest digest mismatch: asked for " + want.String() + ", got " +
+                             top_digest.String());
+    }
+  }
+  out.repo_digest = top_digest;
+
+  // Follow indexes down to the platform's manifest, keeping their bytes to store.
+  std::vector<std::pair<Digest, std::string>> index_blobs;
+  bool from_index = false;
+  for (int depth = 0;; ++depth) {
+    IMGFS_ASSIGN_OR_RETURN(registry::DocumentKind kind,
+                           registry::ClassifyDocument(current.bytes, current.media_type));
+    if (kind == registry::DocumentKind::kManifest) break;
+    if (depth >= kMaxIndexDepth) return Status::Corrupt("image indexes nested too deeply");
+    IMGFS_ASSIGN_OR_RETURN(registry::Index index, registry::DecodeIndex(current.bytes));
+    IMGFS_ASSIGN_OR_RETURN(Descriptor chosen, registry::SelectPlatform(index, options_.platform));
+    index_blobs.emplace_back(Digest::Sha256Of(current.bytes), std::move(current.bytes));
+    IMGFS_ASSIGN_OR_RETURN(current, source.GetManifest(chosen.digest.String()));
+    Digest got = Digest::Sha256Of(current.bytes);
+    if (got != chosen.digest) {
+      return Status::Corrupt("manifest digest mismatch: index lists " + chosen.digest.String() +
+                             ", got " + got.String());
+    }
+    if (chosen.size > 0 && static_cast<int64_t>(current.bytes.size()) != chosen.size) {
+      return Status::Corrupt("manifest " + chosen.digest.String() + " has the wrong size");
+    }
+    if (current.media_type.empty()) current.media_type = chosen.media_type;
+    from_index = true;
+  }
+
+  IMGFS_ASSIGN_OR_RETURN(registry::Manifest manifest, registry::DecodeManifest(current.bytes));
+  Descriptor manifest_desc;
+  manifest_desc.digest = Digest::Sha256Of(current.bytes);
+  manifest_desc.size = static_cast<int64_t>(current.bytes.size());
+  if (!manifest.media_type.empty()) {
+    manifest_desc.media_type = manifest.media_type;
+  } else if (IsManifestMediaType(current.media_type)) {
+    manifest_desc.media_type = current.media_type;
+  } else {
+    manifest_desc.media_type = std::string(registry::media::kOciManifest);
+  }
+  if (!IsManifestMediaType(manifest_desc.media_type)) {
+    return Status::Unsupported("unsupported manifest media type \"" + manifest_desc.media_type +
+                               "\"");
+  }
+  out.manifest_digest = manifest_desc.digest;
+  if (!IsConfigMediaType(manifest.config.media_type)) {
+    return Status::Unsupported("not a container image: config media type \"" +
+                               manifest.config.media_type + "\"");
+  }
+  for (const Descriptor& layer : manifest.layers) {
+    if (registry::media::LayerCompression(layer.media_type) ==
+        registry::media::Compression::kUnknown) {
+      return Status::Unsupported("unsupported layer media type \"" + layer.media_type +
+                                 "\" (layer " + layer.digest.String() + ")");
+    }
+  }
+
+  // Config first: it is small and says whether this is the image we want.
+  IMGFS_RETURN_IF_ERROR(FetchBlobToStore(source, manifest.config, {}).WithContext("config"));
+  IMGFS_ASSIGN_OR_RETURN(std::string config_bytes, store_->ReadBlob(manifest.config.digest));
+  IMGFS_ASSIGN_OR_RETURN(registry::ImageConfig config, registry::DecodeImageConfig(config_bytes));
+  out.config_digest = manifest.config.digest;
+  out.platform.os = config.os;
+  out.platform.architecture = config.architecture;
+  out.platform.variant = config.variant;
+  if (options_.platform_explicit && !from_index &&
+      (config.os != options_.platform.os ||
+       config.architecture != options_.platform.architecture)) {
+    return Status::NotFound("image is for " + out.platform.String() + ", not the requested " +
+                            options_.platform.String());
+  }
+  if (config.diff_ids.size() != manifest.layers.size()) {
+    return Status::Corrupt("config lists " + std::to_string(config.diff_ids.size()) +
+                           " diff_ids for " + std::to_string(manifest.layers.size()) + " layers");
+  }
+
+  out.layers = manifest.layers.size();
+  if (!options_.metadata_only) {
+    IMGFS_RETURN_IF_ERROR(FetchLayers(source, manifest.layers, progress, &out));
+  }
+
+  // Manifest and indexes last: the image is complete before anything names it.
+  IMGFS_RETURN_IF_ERROR(store_->PutBlob(manifest_desc.digest, current.bytes));
+  for (const auto& [digest, bytes] : index_blobs) {
+    IMGFS_RETURN_IF_ERROR(store_->PutBlob(digest, bytes));
+  }
+
+  Result<cache::ImageRecord> before = store_->FindRecord(record_as);
+  out.tag_moved = before.has_value() && before->manifest.digest != manifest_desc.digest;
+  manifest_desc.platform = out.platform;
+  IMGFS_RETURN_IF_ERROR(store_->RecordImage(record_as, manifest_desc, out.repo_digest));
+  IMGFS_LOG(kInfo) << "pulled " << record_as.String() << " manifest "
+                   << manifest_desc.digest.String() << " (" << out.layers_downloaded << "/"
+                   << out.layers << " layers downloaded)";
+  return out;
+}
+
+Result<std::vector<PulledImage>> Puller::Pull(std::string_view text, const ProgressFn& progress) {
+  Result<registry::SourceSpec> spec = registry::ParseSourceSpec(text);
+  if (!spec.has_value()) {
+    if (spec.error().code() == StatusCode::kInvalidArgument) {
+      return spec.error().WithContext("invalid reference format");
+    }
+    return spec.error();
+  }
+  if (spec->IsLocal()) {
+    auto decorate_local = [&text](const Status& st) {
+      return st.WithContext("pulling " + std::string(text));
+    };
+    if (options_.all_tags) {
+      return Status::InvalidArgument("--all-tags works with registry references only");
+    }
+    Result<std::unique_ptr<registry::LocalSource>> local = registry::OpenLocalSource(*spec);
+    if (!local.has_value()) return decorate_local(local.error());
+    Result<registry::Reference> record_as = registry::LocalImageReference(*spec, **local);
+    if (!record_as.has_value()) return decorate_local(record_as.error());
+    Result<PulledImage> one = PullFrom(**local, *record_as, "", progress);
+    if (!one.has_value()) return decorate_local(one.error());
+    return std::vector<PulledImage>{std::move(one).value()};
+  }
+
+  std::string_view ref_text = text;
+  if (ref_text.starts_with("docker://")) ref_text.remove_prefix(9);
+  const registry::Reference& ref = spec->reference;
+  auto decorate = [&ref](const Status& st) {
+    Status out = st.WithContext("pulling " + ref.FamiliarString());
+    if (out.message().find(ref.Endpoint()) == std::string::npos &&
+        out.message().find(ref.domain()) == std::string::npos) {
+      out = Status(out.code(), out.message() + " (registry " + ref.Endpoint() + ")");
+    }
+    return out;
+  };
+
+  Result<registry::RemoteSourceOptions> remote_options = RemoteOptionsFor(options_, ref.domain());
+  if (!remote_options.has_value()) return decorate(remote_options.error());
+  std::unique_ptr<registry::RemoteSource> source =
+      registry::RemoteSource::Create(ref, std::move(remote_options).value());
+
+  std::vector<PulledImage> pulled;
+  if (options_.all_tags) {
+    // A tag or digest in the text conflicts with -a (docker: "tag can't be used with
+    // --all-tags/-a"); the parsed reference always has a tag, so look at the text.
+    std::string_view last = ref_text.substr(ref_text.rfind('/') + 1);
+    if (last.find(':') != std::string_view::npos || last.find('@') != std::string_view::npos) {
+      return Status::InvalidArgument("tag can't be used with --all-tags/-a");
+    }
+    Result<std::vector<std::string>> tags = source->ListTags();
+    if (!tags.has_value()) return decorate(tags.error().WithContext("listing tags"));
+    if (tags->empty()) return decorate(Status::NotFound("repository has no tags"));
+    for (const std::string& tag : *tags) {
+      // ListTags skips invalid tags already; WithTag checks again before a tag becomes a
+      // request path and a name in index.json.
+      Result<registry::Reference> tagged = ref.WithTag(tag);
+      if (!tagged.has_value()) return decorate(tagged.error());
+      Result<PulledImage> one = PullFrom(*source, *tagged, tag, progress);
+      if (!one.has_value()) return decorate(one.error().WithContext("tag " + tag));
+      pulled.push_back(std::move(one).value());
+    }
+    return pulled;
+  }
+  Result<PulledImage> one = PullFrom(*source, ref, ref.TagOrDigest(), progress);
+  if (!one.has_value()) return decorate(one.error());
+  pulled.push_back(std::move(one).value());
+  return pulled;
+}
+
+Result<std::unique_ptr<registry::BlobSource>> OpenRegistrySource(std::string_view text,
+                                                                 const PullOptions& options) {
+  IMGFS_ASSIGN_OR_RETURN(registry::SourceSpec spec, registry::ParseSourceSpec(text));
+  if (spec.IsLocal()) {
+    return Status::InvalidArgument(std::string(text) + " is not a registry reference");
+  }
+  IMGFS_ASSIGN_OR_RETURN(registry::RemoteSourceOptions remote,
+                         RemoteOptionsFor(options, spec.reference.domain()));
+  // Reads wait on these requests: a stalled registry must turn into EIO, not a long hang.
+  remote.request_timeout =
+      std::min<std::chrono::milliseconds>(remote.request_timeout, std::chrono::seconds(20));
+  return std::unique_ptr<registry::BlobSource>(
+      registry::RemoteSource::Create(spec.reference, std::move(remote)));
+}
+
+Status CheckLogin(const std::string& registry_host, const registry::Credential& credential,
+                  const PullOptions& options) {
+  // The same scheme decision, certs.d material and credential placement as a pull: https
+  // first, plain http only for loopback / --insecure-registry hosts without a TLS server.
+  registry::RemoteSourceOptions remote;
+  remote.tls.ca_files = options.ca_files;
+  remote.insecure_registries = options.insecure_registries;
+  remote.credential = credential;
+  remote.connect_timeout = options.connect_timeout;
+  remote.max_attempts = options.max_attempts;
+  const std::string endpoint =
+      registry_host == "docker.io" ? std::string("registry-1.docker.io") : registry_host;
+  std::unique_ptr<registry::RemoteSource> source =
+      registry::RemoteSource::Create(endpoint, "", std::move(remote));
+  Status st = source->CheckLogin();
+  if (!st.ok() && st.message().find(registry_host) == std::string::npos) {
+    return st.WithContext("logging in to " + registry_host);
+  }
+  return st;
+}
+
+}  // namespace imgfs::fs

@@ -1,0 +1,55 @@
+// imgfs — FileDataSource: where a mounted layer's file data comes from.
+//
+// Three implementations: LocalLayerData (a complete local blob, below), the chunk reader of
+// eStargz / zstd:chunked layers (fs/lazy/fetcher.h) and the indexed reader of plain layers
+// with a stored or published index (fs/lazy/indexed_fetcher.h). The filesystem core and the
+// lazy readers meet at this interface, so neither depends on the other.
+#ifndef IMGFS_FS_LAYER_FILE_DATA_SOURCE_H_
+#define IMGFS_FS_LAYER_FILE_DATA_SOURCE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "base/status.h"
+#include "fs/layer/layer_index.h"
+#include "fs/layer/layer_reader.h"
+
+namespace imgfs::fs {
+
+// Where a layer's file data comes from: the complete local blob (LayerReader) or, for a
+// lazily mounted eStargz / zstd:chunked layer, chunks fetched on demand (fs/lazy/fetcher.h).
+// Read has LayerReader::Read's contract. Implementations are thread-safe.
+// Fetch counters of one layer, for `imgfs stats` (all zero for a complete local blob).
+struct LayerStats {
+  bool lazy = false;            // served from the registry on demand
+  uint64_t blob_size = 0;       // compressed size of the layer blob
+  uint64_t bytes_fetched = 0;   // bytes received from the registry (TOCs included)
+  uint64_t requests = 0;        // HTTP requests sent for this layer
+  uint64_t chunks_fetched = 0;  // chunks fetched and verified
+  uint64_t cache_hits = 0;      // chunk reads served from memory or the chunk store
+  uint64_t errors = 0;          // reads that failed (EIO)
+};
+
+class FileDataSource {
+ public:
+  virtual ~FileDataSource() = default;
+  virtual Result<std::string> Read(const FileEntry& entry, uint64_t offset, size_t length) = 0;
+  virtual LayerStats Stats() const { return {}; }
+};
+
+// FileDataSource over a complete local blob.
+class LocalLayerData : public FileDataSource {
+ public:
+  explicit LocalLayerData(std::unique_ptr<LayerReader> reader) : reader_(std::move(reader)) {}
+  Result<std::string> Read(const FileEntry& entry, uint64_t offset, size_t length) override {
+    return reader_->Read(entry, offset, length);
+  }
+
+ private:
+  std::unique_ptr<LayerReader> reader_;
+};
+
+}  // namespace imgfs::fs
+
+#endif  // IMGFS_FS_LAYER_FILE_DATA_SOURCE_H_

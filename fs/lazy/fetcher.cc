@@ -1,0 +1,840 @@
+// imgfs — LazyLayerReader: file data of an eStargz or zstd:chunked layer, fetched on demand.
+#include "fs/lazy/fetcher.h"
+
+#include <algorithm>
+#include <exception>
+#include <limits>
+#include <unordered_map>
+#include <utility>
+
+#include "base/log.h"
+#include "base/thread.h"
+#include "registry/remote_source.h"
+
+namespace imgfs::fs {
+namespace {
+
+constexpr uint32_t kNoPos = std::numeric_limits<uint32_t>::max();
+// Compressed bytes the streaming pass claims ahead of its position: readers of chunks in
+// this span wait for the stream instead of fetching them a second time. 16 MiB is under a
+// second at 200 Mbit, so such a reader never waits much longer than its own request would.
+constexpr uint64_t kStreamClaimAheadBytes = 16 << 20;
+// A background stream (`--prefetch=all`) yields to on-demand fetches: it stops reading its
+// socket (TCP backpressure) in these steps, at most kMaxYield per received buffer.
+constexpr auto kYieldStep = std::chrono::milliseconds(5);
+constexpr auto kMaxYield = std::chrono::milliseconds(2000);
+// A run of this many compressed bytes already present ends a streamed segment; the stream
+// resumes after it with a new request (one round trip costs less than re-downloading 1 MiB
+// at WAN speeds: 40 ms × 25 MB/s).
+constexpr uint64_t kStreamSkipBytes = 1 << 20;
+// Piece size of the streaming pass over a source that has no streamed range read (local
+// sources in tests): the memory of one piece.
+constexpr uint64_t kStreamPieceBytes = 8 << 20;
+
+}  // namespace
+
+LazyLayerReader::LazyLayerReader(std::shared_ptr<registry::BlobSource> source,
+                                 std::shared_ptr<const LayerIndex> index,
+                                 std::shared_ptr<cache::ChunkStore> chunks)
+    : LazyLayerReader(std::move(source), std::move(index), std::move(chunks), Options()) {}
+
+LazyLayerReader::LazyLayerReader(std::shared_ptr<registry::BlobSource> source,
+                                 std::shared_ptr<const LayerIndex> index,
+                                 std::shared_ptr<cache::ChunkStore> chunks, Options options)
+    : source_(std::move(source)),
+      index_(std::move(index)),
+      chunks_(std::move(chunks)),
+      options_(options) {
+  const std::vector<Chunk>& all = index_->chunks;
+  pos_of_.assign(all.size(), kNoPos);
+  for (uint32_t id = 0; id < all.size(); ++id) {
+    if (all[id].blob_length > 0) order_.push_back(id);
+  }
+  std::stable_sort(order_.begin(), order_.end(),
+                   [&](uint32_t a, uint32_t b) { return all[a].blob_offset < all[b].blob_offset; });
+  uint64_t end = 0;
+  for (uint32_t pos = 0; pos < order_.size(); ++pos) {
+    const Chunk& c = all[order_[pos]];
+    pos_of_[order_[pos]] = pos;
+    fetchable_bytes_ += c.blob_length;
+    end = std::max(end, c.blob_offset + c.blob_length);
+  }
+  chunks_end_ = end;
+  present_ = std::make_unique<std::atomic<bool>[]>(order_.size());
+  window_ = ReadAheadWindow(options_.readahead_min_bytes, options_.readahead_max_bytes);
+  bytes_fetched_ = options_.toc_bytes;
+  requests_ = options_.toc_requests;
+  remote_ = dynamic_cast<registry::RemoteSource*>(source_.get());
+}
+
+LazyLayerReader::~LazyLayerReader() {
+  std::vector<std::thread> workers;
+  std::vector<Task> left;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+    stopping_.store(true);
+    workers.swap(workers_);
+  }
+  work_cv_.notify_all();
+  for (std::thread& t : workers) t.join();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& q : queue_) {
+      for (Task& t : q) left.push_back(std::move(t));
+      q.clear();
+    }
+  }
+  for (Task& t : left) {
+    for (size_t k = 0; k < t.ids.size(); ++k) {
+      Complete(t.ids[k], t.promises[k], Status::Unavailable("the mount is closing"));
+    }
+  }
+}
+
+std::string LazyLayerReader::KeyOf(uint32_t id) const {
+  const Chunk& c = index_->chunks[id];
+  if (!c.digest.empty()) return c.digest.String();
+  return "#" + std::to_string(id);  // no digest: unique within this layer only
+}
+
+std::string LazyLayerReader::FileOf(uint32_t id) const {
+  for (const FileEntry& e : index_->entries) {
+    if (e.type == EntryType::kRegular && id >= e.first_chunk &&
+        id < uint64_t{e.first_chunk} + e.chunk_count) {
+      return e.path;
+    }
+  }
+  return "?";
+}
+
+LazyLayerReader::ChunkData LazyLayerReader::Recent(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = recent_.find(key);
+  if (it == recent_.end()) return nullptr;
+  lru_.splice(lru_.begin(), lru_, it->second.lru);
+  return it->second.data;
+}
+
+void LazyLayerReader::Remember(const std::string& key, const ChunkData& data) {
+  if (data == nullptr || data->size() > options_.memory_cache_bytes) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (recent_.count(key) > 0) return;
+  lru_.push_front(key);
+  recent_.emplace(key, RecentChunk{data, lru_.begin()});
+  recent_bytes_ += data->size();
+  while (recent_bytes_ > options_.memory_cache_bytes && !lru_.empty()) {
+    auto victim = recent_.find(lru_.back());
+    recent_bytes_ -= victim->second.data->size();
+    recent_.erase(victim);
+    lru_.pop_back();
+  }
+}
+
+void LazyLayerReader::MarkPresent(uint32_t id) {
+  const uint32_t pos = pos_of_[id];
+  if (pos == kNoPos || present_[pos].exchange(true)) return;
+  present_bytes_.fetch_add(index_->chunks[id].blob_length, std::memory_order_relaxed);
+}
+
+bool LazyLayerReader::KnownPresent(uint32_t id) {
+  const uint32_t pos = pos_of_[id];
+  if (pos != kNoPos && present_[pos].load()) return true;
+  const Chunk& c = index_->chunks[id];
+  if (!c.digest.empty() && chunks_->Has(c.digest)) {
+    MarkPresent(id);
+    return true;
+  }
+  return false;
+}
+
+LayerStats LazyLayerReader::Stats() const {
+  LayerStats s;
+  s.lazy = true;
+  s.blob_size = index_->compressed_size;
+  s.bytes_fetched = bytes_fetched_.load(std::memory_order_relaxed);
+  s.requests = requests_.load(std::memory_order_relaxed);
+  s.chunks_fetched = chunks_fetched_.load(std::memory_order_relaxed);
+  s.cache_hits = cache_hits_.load(std::memory_order_relaxed);
+  s.errors = errors_.load(std::memory_order_relaxed);
+  return s;
+}
+
+Result<std::string> LazyLayerReader::Read(const FileEntry& entry, uint64_t offset, size_t length) {
+  if (entry.type != EntryType::kRegular) {
+    return Status::InvalidArgument("/" + entry.path + " is not a regular file");
+  }
+  if (offset >= entry.size || length == 0) return std::string();
+  uint64_t end = std::min<uint64_t>(entry.size, offset + length);
+  if (uint64_t{entry.first_chunk} + entry.chunk_count > index_->chunks.size()) {
+    return Status::Corrupt("/" + entry.path + ": chunk range outside the layer's chunk table");
+  }
+  // `covering`: every chunk of the range in file order; `ids`: those with bytes to get.
+  // Zeros chunks are not fetched nor materialised: their part of the range is appended as
+  // zeros, so a 1 GiB run of zeros costs a read's length, not 1 GiB.
+  std::vector<uint32_t> covering;
+  std::vector<uint32_t> ids;
+  for (uint32_t i = 0; i < entry.chunk_count; ++i) {
+    uint32_t id = entry.first_chunk + i;
+    const Chunk& c = index_->chunks[id];
+    if (c.file_offset + c.size <= offset || c.size == 0) continue;
+    if (c.file_offset >= end) break;
+    covering.push_back(id);
+    if (!IsZerosChunk(c)) ids.push_back(id);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + options_.fetch_timeout;
+  std::vector<ChunkData> data(ids.size());
+  for (int pass = 0;; ++pass) {
+    bool retry = false;
+    Status st = GetChunks(entry, ids, deadline, &data, &retry);
+    if (st.ok()) break;
+    if (!retry || pass > 0 || std::chrono::steady_clock::now() >= deadline) {
+      errors_.fetch_add(1, std::memory_order_relaxed);
+      return st;
+    }
+  }
+  std::string out;
+  out.reserve(end - offset);  // at most `length`, the caller's buffer
+  size_t next_data = 0;
+  for (uint32_t id : covering) {
+    const Chunk& c = index_->chunks[id];
+    const bool zeros = IsZerosChunk(c);
+    const std::string* bytes = zeros ? nullptr : data[next_data++].get();
+    if (bytes != nullptr && bytes->size() != c.size) {
+      return Status::Corrupt("/" + entry.path + ": chunk at " + std::to_string(c.file_offset) +
+                             " has " + std::to_string(bytes->size()) + " bytes, expected " +
+                             std::to_string(c.size));
+    }
+    uint64_t from = std::max(offset, c.file_offset);
+    uint64_t to = std::min(end, c.file_offset + c.size);
+    if (from >= to) continue;
+    if (from != offset + out.size()) {
+      return Status::Corrupt("/" + entry.path + ": chunks leave a gap at " + std::to_string(from));
+    }
+    if (zeros) {
+      out.append(static_cast<size_t>(to - from), '\0');
+    } else {
+      out.append(*bytes, from - c.file_offset, to - from);
+    }
+  }
+  if (out.size() != end - offset) {
+    return Status::Corrupt("/" + entry.path + ": chunks cover " + std::to_string(out.size()) +
+                           " of " + std::to_string(end - offset) + " bytes at " +
+                           std::to_string(offset));
+  }
+  return out;
+}
+
+LazyLayerReader::ChunkData LazyLayerReader::Available(uint32_t id) {
+  const Chunk& c = index_->chunks[id];
+  std::string key = KeyOf(id);
+  if (ChunkData recent = Recent(key); recent != nullptr) {
+    cache_hits_.fetch_add(1, std::memory_order_relaxed);
+    return recent;
+  }
+  if (c.digest.empty()) return nullptr;
+  Result<std::string> stored = chunks_->Get(c.digest);
+  if (!stored.has_value()) return nullptr;
+  auto data = std::make_shared<const std::string>(std::move(stored).value());
+  cache_hits_.fetch_add(1, std::memory_order_relaxed);
+  MarkPresent(id);
+  Remember(key, data);
+  return data;
+}
+
+bool LazyLayerReader::ClaimLocked(uint32_t id, Task* task) {
+  std::string key = KeyOf(id);
+  if (inflight_.count(key) > 0) return false;
+  auto promise = std::make_shared<std::promise<ChunkResult>>();
+  inflight_.emplace(std::move(key), promise->get_future().share());
+  task->ids.push_back(id);
+  task->promises.push_back(std::move(promise));
+  return true;
+}
+
+Status LazyLayerReader::GetChunks(const FileEntry& entry, const std::vector<uint32_t>& ids,
+                                  std::chrono::steady_clock::time_point deadline,
+                                  std::vector<ChunkData>* out, bool* retry) {
+  std::vector<size_t> missing;
+  uint32_t first = kNoPos;
+  uint32_t last = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const uint32_t pos = pos_of_[ids[i]];
+    if (pos != kNoPos) {
+      first = std::min(first, pos);
+      last = std::max(last, pos);
+    }
+    if ((*out)[i] != nullptr) continue;
+    (*out)[i] = Available(ids[i]);
+    if ((*out)[i] == nullptr) missing.push_back(i);
+  }
+
+  std::vector<Task> tasks(1);
+  Task& demand = tasks[0];
+  demand.priority = kDemand;
+  std::vector<Wait> waits;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t i : missing) {
+      auto it = inflight_.find(KeyOf(ids[i]));
+      if (it != inflight_.end()) {
+        waits.push_back(Wait{i, it->second, false});
+      } else if (ClaimLocked(ids[i], &demand)) {
+        waits.push_back(Wait{i, inflight_.at(KeyOf(ids[i])), true});
+      }
+    }
+  }
+  // Widening: the chunks after the last demanded one ride along in the same request.
+  if (!demand.ids.empty() && options_.widen_bytes > 0 && first != kNoPos) {
+    std::vector<uint32_t> candidates;
+    uint64_t scanned = 0;
+    for (uint32_t pos = last + 1; pos < order_.size(); ++pos) {
+      scanned += index_->chunks[order_[pos]].blob_length;
+      if (scanned > options_.widen_bytes) break;  // never a big neighbour for a small read
+      if (!KnownPresent(order_[pos])) candidates.push_back(order_[pos]);
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    for (uint32_t id : candidates) ClaimLocked(id, &demand);
+  }
+  if (demand.ids.size() > 1) {  // ascending blob offset, promises alongside
+    std::vector<size_t> order(demand.ids.size());
+    for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      return index_->chunks[demand.ids[a]].blob_offset < index_->chunks[demand.ids[b]].blob_offset;
+    });
+    Task sorted;
+    sorted.priority = kDemand;
+    for (size_t k : order) {
+      sorted.ids.push_back(demand.ids[k]);
+      sorted.promises.push_back(demand.promises[k]);
+    }
+    demand = std::move(sorted);
+  }
+  if (demand.ids.empty()) tasks.clear();
+  if (first != kNoPos) PlanReadAhead(first, last, &tasks);
+  Submit(std::move(tasks));
+
+  for (Wait& w : waits) {
+    if (w.future.wait_until(deadline) != std::future_status::ready) {
+      const double seconds = static_cast<double>(options_.fetch_timeout.count()) / 1000.0;
+      IMGFS_LOG(kWarning) << "lazy read of /" << entry.path << " in layer "
+                          << index_->layer_digest.String() << ": chunk " << KeyOf(ids[w.slot])
+                          << " not fetched within " << seconds << " s (" << source_->Describe()
+                          << ")";
+      return Status::Unavailable("/" + entry.path + ": data not fetched within " +
+                                 std::to_string(seconds) + " s from " + source_->Describe());
+    }
+    const ChunkResult& r = w.future.get();
+    if (!r.has_value()) {
+      if (!w.own) *retry = true;
+      return r.error();
+    }
+    (*out)[w.slot] = *r;
+  }
+  return Status::Ok();
+}
+
+void LazyLayerReader::PlanReadAhead(uint32_t first, uint32_t last, std::vector<Task>* tasks) {
+  if (!options_.readahead && !options_.streaming) return;
+  uint32_t scan_from = 0;
+  uint32_t scan_to = 0;
+  uint32_t ahead_end_snapshot = 0;
+  bool start_stream = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto length = [this](uint32_t p) { return index_->chunks[order_[p]].blob_length; };
+    const bool sequential = window_.Record(first, last, length);
+    ahead_end_snapshot = window_.ahead_end();
+    if (options_.streaming && !stream_started_.load()) {
+      const bool mostly_here =
+          static_cast<double>(present_bytes_.load()) >=
+          options_.stream_after_fraction * static_cast<double>(fetchable_bytes_);
+      const bool ranges_ignored = remote_ != nullptr && remote_->ignores_ranges();
+      if (mostly_here || window_.full_windows() >= options_.stream_after_full_windows ||
+          ranges_ignored) {
+        stream_started_.store(true);
+        start_stream = true;
+      }
+    }
+    // Read-ahead only for sequential reads: a first or random read fetches what it needs
+    // (and its widened neighbourhood), nothing more.
+    if (options_.readahead && sequential && !stream_running_.load() && !start_stream) {
+      window_.Ahead(last, static_cast<uint32_t>(order_.size()), length, &scan_from, &scan_to);
+    }
+  }
+  if (start_stream) {
+    IMGFS_LOG(kInfo) << "layer " << index_->layer_digest.String()
+                     << ": most of it is being read; streaming the rest";
+    Task stream;
+    stream.priority = kReadAhead;
+    stream.stream = true;
+    // From the reader on (what lies behind it was read or skipped), after what read-ahead
+    // has already fetched or claimed.
+    stream.stream_from = std::max(first, ahead_end_snapshot);
+    tasks->push_back(std::move(stream));
+    return;
+  }
+  if (scan_to <= scan_from) return;
+  std::vector<uint32_t> candidates;
+  for (uint32_t pos = scan_from; pos < scan_to; ++pos) {
+    if (!KnownPresent(order_[pos])) candidates.push_back(order_[pos]);
+  }
+  ClaimInTasks(candidates, kReadAhead, tasks);
+}
+
+void LazyLayerReader::ClaimInTasks(const std::vector<uint32_t>& ids, Priority priority,
+                                   std::vector<Task>* tasks) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Task current;
+  current.priority = priority;
+  uint64_t bytes = 0;
+  for (uint32_t id : ids) {
+    const uint64_t len = index_->chunks[id].blob_length;
+    if (!current.ids.empty() && bytes + len > options_.max_request_bytes) {
+      tasks->push_back(std::move(current));
+      current = Task();
+      current.priority = priority;
+      bytes = 0;
+    }
+    if (ClaimLocked(id, &current)) bytes += len;
+  }
+  if (!current.ids.empty()) tasks->push_back(std::move(current));
+}
+
+void LazyLayerReader::PrefetchBefore(uint64_t blob_offset) {
+  std::vector<uint32_t> candidates;
+  for (uint32_t id : order_) {
+    if (index_->chunks[id].blob_offset >= blob_offset) break;
+    if (!KnownPresent(id)) candidates.push_back(id);
+  }
+  std::vector<Task> tasks;
+  ClaimInTasks(candidates, kReadAhead, &tasks);
+  Submit(std::move(tasks));
+}
+
+void LazyLayerReader::StartBackgroundFetch() {
+  if (stream_started_.exchange(true)) return;
+  std::vector<Task> tasks(1);
+  tasks[0].priority = kBackground;
+  tasks[0].stream = true;
+  Submit(std::move(tasks));
+}
+
+bool LazyLayerReader::WaitIdle(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return idle_cv_.wait_for(lock, timeout, [&] {
+    if (running_ > 0) return false;
+    for (const auto& q : queue_) {
+      if (!q.empty()) return false;
+    }
+    return true;
+  });
+}
+
+void LazyLayerReader::Submit(std::vector<Task> tasks) {
+  if (tasks.empty()) return;
+  std::vector<Task> refused;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    size_t queued = 0;
+    for (Task& t : tasks) {
+      if (stop_) {
+        refused.push_back(std::move(t));
+        continue;
+      }
+      if (t.priority == kDemand) demand_running_.fetch_add(1);
+      queue_[t.priority].push_back(std::move(t));
+      ++queued;
+    }
+    size_t waiting = 0;
+    for (const auto& q : queue_) waiting += q.size();
+    while (!stop_ &&
+           workers_.size() < static_cast<size_t>(std::max(1, options_.max_parallel_fetches)) &&
+           workers_.size() < static_cast<size_t>(running_) + waiting) {
+      workers_.push_back(StartThread("imgfs-lazy-fetch", [this] {
+        WorkerLoop();
+        return Status::Ok();
+      }));
+    }
+    (void)queued;
+  }
+  work_cv_.notify_all();
+  for (Task& t : refused) {
+    for (size_t k = 0; k < t.ids.size(); ++k) {
+      Complete(t.ids[k], t.promises[k], Status::Unavailable("the mount is closing"));
+    }
+  }
+}
+
+void LazyLayerReader::WorkerLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    work_cv_.wait(lock, [&] {
+      if (stop_) return true;
+      for (const auto& q : queue_) {
+        if (!q.empty()) return true;
+      }
+      return false;
+    });
+    if (stop_) return;
+    Task task;
+    for (auto& q : queue_) {
+      if (!q.empty()) {
+        task = std::move(q.front());
+        q.pop_front();
+        break;
+      }
+    }
+    ++running_;
+    lock.unlock();
+    // One task's exception (bad_alloc on a huge chunk, a failing chunk-store lookup) fails
+    // that task's chunks; the worker lives on for the next.
+    Status guarded = RunGuarded("lazy fetch of layer " + index_->layer_digest.String(), [&] {
+      RunTask(task);
+      return Status::Ok();
+    });
+    if (!guarded.ok()) FailUnfinished(task, guarded);
+    lock.lock();
+    --running_;
+    if (task.priority == kDemand) demand_running_.fetch_sub(1);
+    idle_cv_.notify_all();
+  }
+}
+
+void LazyLayerReader::FailUnfinished(Task& task, const Status& error) {
+  for (size_t k = 0; k < task.ids.size(); ++k) {
+    try {
+      task.promises[k]->set_value(ChunkResult(error));
+    } catch (const std::future_error&) {
+      continue;  // completed before the exception: its in-flight entry is gone already
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    inflight_.erase(KeyOf(task.ids[k]));
+  }
+}
+
+void LazyLayerReader::RunTask(Task& task) {
+  if (task.stream) {
+    stream_running_.store(true);
+    Status st;
+    try {
+      st = RunStream(task.stream_from, task.priority == kBackground);
+    } catch (const std::exception& e) {
+      st = Status::Internal(std::string("streaming pass: ") + e.what());
+    }
+    stream_running_.store(false);
+    if (!st.ok()) {
+      IMGFS_LOG(kWarning) << "layer " << index_->layer_digest.String()
+                          << ": streaming pass stopped: " << st.ToString();
+      stream_started_.store(false);  // a later read may start it again
+    }
+    return;
+  }
+  // A chunk may have been stored between the reader's look and the claim (another task
+  // completed it): look again before going to the network.
+  std::vector<uint32_t> ids;
+  std::vector<Promise> promises;
+  for (size_t k = 0; k < task.ids.size(); ++k) {
+    const Chunk& c = index_->chunks[task.ids[k]];
+    if (!c.digest.empty() && chunks_->Has(c.digest)) {
+      Result<std::string> stored = chunks_->Get(c.digest);
+      if (stored.has_value()) {
+        auto data = std::make_shared<const std::string>(std::move(stored).value());
+        MarkPresent(task.ids[k]);
+        Remember(KeyOf(task.ids[k]), data);
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          inflight_.erase(KeyOf(task.ids[k]));
+        }
+        task.promises[k]->set_value(ChunkResult(std::move(data)));
+        continue;
+      }
+    }
+    ids.push_back(task.ids[k]);
+    promises.push_back(task.promises[k]);
+  }
+  if (ids.empty()) return;
+  std::vector<ChunkResult> results;
+  try {
+    results = Fetch(ids, task.priority == kDemand ? options_.max_attempts : 1);
+  } catch (const std::exception& e) {
+    results.assign(ids.size(), ChunkResult(Status::Internal(e.what())));
+  }
+  for (size_t k = 0; k < ids.size(); ++k) Complete(ids[k], promises[k], std::move(results[k]));
+}
+
+std::vector<LazyLayerReader::ChunkResult> LazyLayerReader::Fetch(const std::vector<uint32_t>& ids,
+                                                                 int attempts) {
+  std::vector<ChunkResult> results(ids.size(), ChunkResult(Status::Internal("not fetched")));
+  std::vector<size_t> todo(ids.size());
+  for (size_t k = 0; k < todo.size(); ++k) todo[k] = k;
+  for (int attempt = 1; attempt <= std::max(1, attempts) && !todo.empty(); ++attempt) {
+    fetch_batches_.fetch_add(1, std::memory_order_relaxed);
+    std::vector<Chunk> list;
+    list.reserve(todo.size());
+    for (size_t k : todo) list.push_back(index_->chunks[ids[k]]);
+    std::vector<size_t> failed;
+    auto decode = [&](const CoalescedRead& read, const Result<std::string>& bytes) {
+      for (size_t j : read.chunks) {
+        const size_t k = todo[j];
+        if (!bytes.has_value()) {
+          results[k] = bytes.error();
+          failed.push_back(k);
+          continue;
+        }
+        const Chunk& c = list[j];
+        Result<std::string> data =
+            DecodeChunk(index_->format, c, SliceChunk(read, *bytes, c), index_->layer_digest, "");
+        if (!data.has_value()) {
+          data = DecodeChunk(index_->format, c, SliceChunk(read, *bytes, c), index_->layer_digest,
+                             FileOf(ids[k]))
+                     .error();
+          failed.push_back(k);
+          results[k] = data.error();
+          continue;
+        }
+        results[k] = ChunkResult(std::make_shared<const std::string>(std::move(data).value()));
+      }
+    };
+    const std::vector<CoalescedRead> reads = CoalesceChunkReads(list, options_.max_gap_bytes);
+    // Reads separated by gaps larger than max_gap_bytes go out together as one multi-range
+    // request (BlobSource::ReadBlobRanges), up to max_request_bytes and
+    // kMaxRangesPerRequest ranges per batch; a read as large as max_request_bytes goes alone.
+    for (size_t first = 0; first < reads.size();) {
+      size_t last = first + 1;
+      uint64_t batch_bytes = reads[first].range.length;
+      while (last < reads.size() && last - first < registry::RemoteSource::kMaxRangesPerRequest &&
+             batch_bytes + reads[last].range.length <= options_.max_request_bytes) {
+        batch_bytes += reads[last].range.length;
+        ++last;
+      }
+      if (last - first == 1) {
+        requests_.fetch_add(1, std::memory_order_relaxed);
+        Result<std::string> bytes =
+            source_->ReadBlobRange(index_->layer_digest, reads[first].range);
+        if (bytes.has_value()) bytes_fetched_.fetch_add(bytes->size(), std::memory_order_relaxed);
+        decode(reads[first], bytes);
+      } else {
+        std::vector<ByteRange> ranges;
+        ranges.reserve(last - first);
+        for (size_t r = first; r < last; ++r) ranges.push_back(reads[r].range);
+        uint64_t made = 0;
+        Result<std::vector<std::string>> got =
+            source_->ReadBlobRanges(index_->layer_digest, ranges, &made);
+        requests_.fetch_add(made, std::memory_order_relaxed);
+        for (size_t r = first; r < last; ++r) {
+          if (!got.has_value()) {
+            decode(reads[r], got.error());
+            continue;
+          }
+          Result<std::string> bytes(std::move((*got)[r - first]));
+          bytes_fetched_.fetch_add(bytes->size(), std::memory_order_relaxed);
+          decode(reads[r], bytes);
+        }
+      }
+      first = last;
+    }
+    if (!failed.empty()) {
+      std::sort(failed.begin(), failed.end());
+      const size_t first = failed.front();
+      IMGFS_LOG(kWarning) << "lazy fetch of /" << FileOf(ids[first]) << " in layer "
+                          << index_->layer_digest.String() << " (chunk " << KeyOf(ids[first])
+                          << ", " << failed.size() << " of " << todo.size()
+                          << " chunks) failed, attempt " << attempt << ": "
+                          << results[first].error().ToString();
+    }
+    todo = std::move(failed);
+  }
+  return results;
+}
+
+void LazyLayerReader::Complete(uint32_t id, const Promise& promise, ChunkResult result) {
+  const std::string key = KeyOf(id);
+  if (result.has_value()) {
+    chunks_fetched_.fetch_add(1, std::memory_order_relaxed);
+    const Chunk& c = index_->chunks[id];
+    if (!c.digest.empty()) {
+      Status put = chunks_->Put(c.digest, **result);
+      if (!put.ok()) {
+        IMGFS_LOG(kWarning) << "chunk store: cannot keep " << c.digest.String() << ": "
+                            << put.ToString();
+      } else {
+        MarkPresent(id);
+      }
+    }
+    Remember(key, *result);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    inflight_.erase(key);
+  }
+  promise->set_value(std::move(result));
+}
+
+Status LazyLayerReader::RunStream(uint32_t from, bool background) {
+  const std::vector<Chunk>& all = index_->chunks;
+  const uint32_t n = static_cast<uint32_t>(order_.size());
+
+  std::unordered_map<uint32_t, Promise> claimed;  // position → promise of a claimed chunk
+  uint32_t claim_to = from;                       // positions below were considered
+  auto claim_ahead = [&](uint64_t upto, uint32_t limit) {
+    std::vector<uint32_t> candidates;
+    while (claim_to < limit && all[order_[claim_to]].blob_offset < upto) {
+      if (!KnownPresent(order_[claim_to])) candidates.push_back(claim_to);
+      ++claim_to;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    for (uint32_t pos : candidates) {
+      Task t;
+      if (ClaimLocked(order_[pos], &t)) claimed.emplace(pos, std::move(t.promises.front()));
+    }
+  };
+
+  // buf holds the received blob bytes [buf_start, buf_start + buf.size()); received_end is
+  // the blob offset after the last byte received. Dropping a decoded chunk may move
+  // buf_start past received_end (the next chunk starts after a gap not yet received: the
+  // tar-header frames between zstd:chunked payloads); the gap's bytes are then discarded as
+  // they arrive instead of being taken for the next chunk's.
+  std::string buf;
+  uint64_t buf_start = 0;     // blob offset of buf[0]
+  uint64_t received_end = 0;  // blob offset after the last byte received in this segment
+  uint32_t next = 0;          // next position to decode
+  uint32_t seg_end = 0;       // end position of the current segment
+  uint64_t decode_failures = 0;
+  auto sink = [&](std::string_view data) -> Status {
+    if (stopping_.load()) return Status::Unavailable("the mount is closing");
+    if (background) {
+      auto waited = std::chrono::milliseconds(0);
+      while (demand_running_.load() > 0 && waited < kMaxYield && !stopping_.load()) {
+        std::this_thread::sleep_for(kYieldStep);
+        waited += kYieldStep;
+      }
+    }
+    bytes_fetched_.fetch_add(data.size(), std::memory_order_relaxed);
+    const uint64_t data_start = received_end;
+    received_end += data.size();
+    if (received_end <= buf_start) return Status::Ok();  // all of it inside a gap
+    if (data_start < buf_start) data.remove_prefix(buf_start - data_start);
+    buf.append(data);
+    while (next < seg_end) {
+      const Chunk& c = all[order_[next]];
+      if (c.blob_offset + c.blob_length > buf_start + buf.size()) break;
+      auto it = claimed.find(next);
+      if (it != claimed.end()) {
+        std::string_view bytes =
+            std::string_view(buf).substr(c.blob_offset - buf_start, c.blob_length);
+        Result<std::string> decoded =
+            DecodeChunk(index_->format, c, bytes, index_->layer_digest, "");
+        if (!decoded.has_value() && decode_failures++ == 0) {
+          IMGFS_LOG(kWarning) << "streaming pass of layer " << index_->layer_digest.String()
+                              << ": chunk " << KeyOf(order_[next]) << " of /"
+                              << FileOf(order_[next]) << ": " << decoded.error().ToString()
+                              << " (its readers fetch it themselves)";
+        }
+        ChunkResult result =
+            decoded.has_value()
+                ? ChunkResult(std::make_shared<const std::string>(std::move(decoded).value()))
+                : ChunkResult(decoded.error());
+        Complete(order_[next], it->second, std::move(result));
+        claimed.erase(it);
+      }
+      ++next;
+      if (next < seg_end) {
+        const uint64_t keep_from = std::max(buf_start, all[order_[next]].blob_offset);
+        if (keep_from - buf_start >= buf.size()) {
+          buf.clear();  // the rest (if any) of the gap is dropped as it arrives
+        } else {
+          buf.erase(0, keep_from - buf_start);
+        }
+        buf_start = keep_from;
+        claim_ahead(keep_from + kStreamClaimAheadBytes, seg_end);
+        // Readers that ran ahead of the stream fetched (or are fetching) what comes next:
+        // rather than download it a second time, end this request and resume after it.
+        if (claimed.count(next) == 0) {
+          uint64_t run = 0;
+          for (uint32_t p = next; p < seg_end && p < claim_to && claimed.count(p) == 0; ++p) {
+            run += all[order_[p]].blob_length;
+            if (run >= kStreamSkipBytes) break;
+          }
+          if (run >= kStreamSkipBytes) {
+            seg_end = next;
+            break;
+          }
+        }
+      }
+    }
+    if (next >= seg_end) return Status::Internal("segment complete");
+    return Status::Ok();
+  };
+
+  // Segments: from the first missing chunk to the next run of kStreamSkipBytes of present
+  // chunks (read-ahead and earlier reads leave such runs), then on after it.
+  // Present, or being fetched by a reader or the read-ahead.
+  auto taken = [&](uint32_t p) {
+    if (KnownPresent(order_[p])) return true;
+    std::lock_guard<std::mutex> lock(mu_);
+    return inflight_.count(KeyOf(order_[p])) > 0 && claimed.count(p) == 0;
+  };
+  Status st;
+  uint32_t pos = from;
+  while (st.ok()) {
+    while (pos < n && taken(pos)) ++pos;
+    if (pos >= n) break;
+    uint32_t end = pos;
+    uint64_t run = 0;
+    uint32_t run_start = pos;
+    for (; end < n; ++end) {
+      if (!taken(end)) {
+        run = 0;
+        continue;
+      }
+      if (run == 0) run_start = end;
+      run += all[order_[end]].blob_length;
+      if (run >= kStreamSkipBytes) break;
+    }
+    seg_end = end < n ? run_start : n;
+    next = pos;
+    claim_to = std::max(claim_to, pos);
+    buf.clear();
+    buf_start = all[order_[pos]].blob_offset;
+    received_end = buf_start;
+    uint64_t seg_bytes_end = 0;
+    for (uint32_t p = pos; p < seg_end; ++p) {
+      seg_bytes_end =
+          std::max(seg_bytes_end, all[order_[p]].blob_offset + all[order_[p]].blob_length);
+    }
+    claim_ahead(buf_start + kStreamClaimAheadBytes, seg_end);
+    requests_.fetch_add(1, std::memory_order_relaxed);
+    const ByteRange range{buf_start, seg_bytes_end - buf_start};
+    if (remote_ != nullptr) {
+      st = remote_->StreamBlobRange(index_->layer_digest, range, sink);
+    } else {
+      for (uint64_t off = range.offset; off < range.end() && st.ok();) {
+        const ByteRange piece{off, std::min(kStreamPieceBytes, range.end() - off)};
+        Result<std::string> bytes = source_->ReadBlobRange(index_->layer_digest, piece);
+        if (!bytes.has_value()) {
+          st = bytes.error();
+          break;
+        }
+        if (bytes->empty()) break;
+        off += bytes->size();
+        st = sink(*bytes);
+        if (off < range.end() && st.ok()) requests_.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    if (next >= seg_end) st = Status::Ok();
+    if (st.ok() && next < seg_end) {
+      st = Status::Unavailable("the blob ended inside the streamed range");
+    }
+    pos = seg_end;
+  }
+  for (auto& [p, promise] : claimed) {
+    Complete(order_[p], promise,
+             Status::Unavailable("streaming pass of layer " + index_->layer_digest.String() +
+                                 " ended before this chunk" +
+                                 (st.ok() ? std::string() : ": " + st.ToString())));
+  }
+  return st;
+}
+
+}  // namespace imgfs::fs

@@ -1,0 +1,1058 @@
+// imgfs — IndexedRemoteData (see indexed_fetcher.h).
+#include "fs/lazy/indexed_fetcher.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <utility>
+
+#include "base/log.h"
+#include "base/thread.h"
+#include "registry/tar_reader.h"
+
+namespace imgfs::fs {
+namespace {
+
+constexpr uint32_t kNoEntry = std::numeric_limits<uint32_t>::max();
+// A background stream (`--prefetch=all`) yields to on-demand fetches: it stops reading its
+// socket (TCP backpressure) in these steps, at most kMaxYield per received buffer (as
+// LazyLayerReader).
+constexpr auto kYieldStep = std::chrono::milliseconds(5);
+constexpr auto kMaxYield = std::chrono::milliseconds(2000);
+
+Status PwriteAll(int fd, std::string_view data, uint64_t offset) {
+  while (!data.empty()) {
+    ssize_t n = ::pwrite(fd, data.data(), data.size(), static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::Io(std::string("pwrite: ") + std::strerror(errno));
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+    offset += static_cast<uint64_t>(n);
+  }
+  return Status::Ok();
+}
+
+// Tar's record size: headers and payloads start at multiples of it.
+constexpr uint64_t kTarBlockBytes = 512;
+
+// A header run's bytes as a TarInput of unknown size, so that the run's last header (whose
+// payload lies past the run) is not refused as reaching beyond the input.
+class RunInput : public registry::TarInput {
+ public:
+  explicit RunInput(std::string_view data) : data_(data) {}
+  Result<std::string> Read(size_t n) override {
+    n = std::min(n, data_.size() - pos_);
+    std::string out(data_.substr(pos_, n));
+    pos_ += n;
+    return out;
+  }
+
+ private:
+  std::string_view data_;
+  size_t pos_ = 0;
+};
+
+LayerReader::Options ReaderOptions() {
+  LayerReader::Options options;
+  options.max_parked_decoders = 0;  // a parked decoder may hold bytes read before a fetch
+  return options;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<IndexedRemoteData>> IndexedRemoteData::Create(
+    std::shared_ptr<registry::BlobSource> source, std::shared_ptr<const LayerIndex> index,
+    const std::string& tmp_dir) {
+  return Create(std::move(source), std::move(index), tmp_dir, nullptr, Options());
+}
+
+Result<std::unique_ptr<IndexedRemoteData>> IndexedRemoteData::Create(
+    std::shared_ptr<registry::BlobSource> source, std::shared_ptr<const LayerIndex> index,
+    const std::string& tmp_dir, std::shared_ptr<cache::ChunkStore> chunks, Options options) {
+  if (index->format != LayerFormat::kTar && index->format != LayerFormat::kTarGzip &&
+      index->format != LayerFormat::kTarZstd) {
+    return Status::InvalidArgument("layer " + index->layer_digest.String() +
+                                   ": not a plain tar / tar+gzip / tar+zstd index");
+  }
+  for (const FileEntry& e : index->entries) {
+    if (e.type == EntryType::kRegular &&
+        uint64_t{e.first_chunk} + e.chunk_count > index->chunks.size()) {
+      return Status::Corrupt("layer " + index->layer_digest.String() + ": /" + e.path +
+                             " has chunks outside the chunk table");
+    }
+  }
+  ::mkdir(tmp_dir.c_str(), 0700);
+  std::string path = tmp_dir + "/lazy-" + index->layer_digest.hex().substr(0, 12) + "-XXXXXX";
+  int raw = ::mkstemp(path.data());
+  if (raw < 0) {
+    return Status::Io("cannot create a sparse copy in " + tmp_dir + ": " + std::strerror(errno));
+  }
+  UniqueFd fd(raw);
+  if (::ftruncate(fd.get(), static_cast<off_t>(index->compressed_size)) != 0) {
+    int err = errno;
+    ::unlink(path.c_str());
+    return Status::Io("ftruncate " + path + ": " + std::strerror(err));
+  }
+  Result<std::unique_ptr<LayerReader>> reader = LayerReader::Open(path, index, ReaderOptions());
+  ::unlink(path.c_str());
+  if (!reader.has_value()) return reader.error();
+  options.max_parallel_fetches = std::max(1, options.max_parallel_fetches);
+  options.max_request_bytes = std::max<uint64_t>(options.max_request_bytes, 1);
+  options.readahead_min_bytes = std::max<uint64_t>(options.readahead_min_bytes, 1);
+  options.readahead_max_bytes = std::max(options.readahead_max_bytes, options.readahead_min_bytes);
+  return std::unique_ptr<IndexedRemoteData>(
+      new IndexedRemoteData(std::move(source), std::move(index), std::move(fd),
+                            std::move(reader).value(), std::move(chunks), options));
+}
+
+IndexedRemoteData::IndexedRemoteData(std::shared_ptr<registry::BlobSource> source,
+                                     std::shared_ptr<const LayerIndex> index, UniqueFd fd,
+                                     std::unique_ptr<LayerReader> reader,
+                                     std::shared_ptr<cache::ChunkStore> chunks, Options options)
+    : source_(std::move(source)),
+      index_(std::move(index)),
+      fd_(std::move(fd)),
+      chunks_(std::move(chunks)),
+      options_(options),
+      block_bytes_(LayerReader::Options().block_bytes),
+      reader_(std::move(reader)) {
+  remote_ = dynamic_cast<registry::RemoteSource*>(source_.get());
+  const uint64_t size = index_->compressed_size;
+  // Piece boundaries.
+  std::vector<uint64_t> cuts{0};
+  if (index_->format == LayerFormat::kTar) {
+    for (uint64_t b = block_bytes_; b < size; b += block_bytes_) cuts.push_back(b);
+  } else {
+    for (const Checkpoint& cp : index_->checkpoints) {
+      if (cp.compressed_offset >= 1) cuts.push_back(cp.compressed_offset - 1);
+      cuts.push_back(cp.compressed_offset + 1);
+    }
+  }
+  std::sort(cuts.begin(), cuts.end());
+  cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
+  while (!cuts.empty() && cuts.back() >= size && cuts.size() > 1) cuts.pop_back();
+  for (size_t i = 0; i < cuts.size(); ++i) {
+    const uint64_t next = i + 1 < cuts.size() ? cuts[i + 1] : size;
+    for (uint64_t at = cuts[i]; at < next; at += kMaxPieceBytes) piece_begin_.push_back(at);
+  }
+  piece_begin_.push_back(size);  // sentinel
+  const size_t pieces = piece_begin_.size() - 1;
+  state_.assign(pieces, kMissing);
+  flight_.resize(pieces);
+
+  // Chunks: owner entry, span in pieces, stream order.
+  chunk_entry_.assign(index_->chunks.size(), kNoEntry);
+  chunk_first_piece_.assign(index_->chunks.size(), 0);
+  chunk_last_piece_.assign(index_->chunks.size(), 0);
+  verified_.assign(index_->chunks.size(), false);
+  std::vector<std::pair<uint64_t, uint32_t>> by_offset;
+  for (uint32_t e = 0; e < index_->entries.size(); ++e) {
+    const FileEntry& entry = index_->entries[e];
+    if (entry.type != EntryType::kRegular) continue;
+    for (uint32_t k = 0; k < entry.chunk_count; ++k) {
+      const uint32_t id = entry.first_chunk + k;
+      if (chunk_entry_[id] != kNoEntry) continue;
+      const Chunk& c = index_->chunks[id];
+      chunk_entry_[id] = e;
+      const uint64_t u0 = entry.payload_offset + c.file_offset;
+      uint64_t begin = 0;
+      uint64_t end = 0;
+      SpanFor(u0, u0 + c.size, &begin, &end);
+      PiecesFor(begin, end, &chunk_first_piece_[id], &chunk_last_piece_[id]);
+      by_offset.emplace_back(u0, id);
+    }
+  }
+  std::sort(by_offset.begin(), by_offset.end());
+  for (const auto& [offset, id] : by_offset) chunk_order_.push_back(id);
+
+  // Header runs: from the previous regular file's padded end (tar order) to each payload.
+  uint64_t prev_end = 0;
+  for (uint32_t e = 0; e < index_->entries.size(); ++e) {
+    const FileEntry& entry = index_->entries[e];
+    if (entry.type != EntryType::kRegular) continue;
+    runs_.push_back(HeaderRun{entry.payload_offset, prev_end, e});
+    const uint64_t end =
+        entry.size > std::numeric_limits<uint64_t>::max() / 2 - entry.payload_offset
+            ? std::numeric_limits<uint64_t>::max() / 2  // absurd: no room anyway
+            : entry.payload_offset + entry.size;
+    prev_end = std::max(prev_end, (end + kTarBlockBytes - 1) / kTarBlockBytes * kTarBlockBytes);
+  }
+  std::stable_sort(runs_.begin(), runs_.end(), [](const HeaderRun& a, const HeaderRun& b) {
+    return a.payload_offset < b.payload_offset;
+  });
+  run_checked_.assign(runs_.size(), false);
+
+  window_ = ReadAheadWindow(options_.readahead_min_bytes, options_.readahead_max_bytes);
+  bytes_fetched_ = options_.index_bytes;
+  requests_ = options_.index_requests;
+}
+
+IndexedRemoteData::~IndexedRemoteData() {
+  std::vector<std::thread> workers;
+  std::vector<Task> left;
+  {
+    std::scoped_lock lock(mu_);
+    stop_ = true;
+    stopping_.store(true);
+    workers.swap(workers_);
+  }
+  work_cv_.notify_all();
+  for (std::thread& t : workers) t.join();
+  {
+    std::scoped_lock lock(mu_);
+    for (auto& q : queue_) {
+      for (Task& t : q) left.push_back(std::move(t));
+      q.clear();
+    }
+  }
+  for (Task& t : left) {
+    if (!t.stream) Finish(t.first, t.promises, Status::Unavailable("the mount is closing"));
+  }
+}
+
+void IndexedRemoteData::SpanFor(uint64_t u0, uint64_t u1, uint64_t* begin, uint64_t* end) const {
+  const uint64_t size = index_->compressed_size;
+  // The LayerReader decodes whole cache blocks.
+  u0 = u0 / block_bytes_ * block_bytes_;
+  u1 = std::min<uint64_t>((u1 + block_bytes_ - 1) / block_bytes_ * block_bytes_,
+                          index_->uncompressed_size);
+  if (index_->format == LayerFormat::kTar) {
+    *begin = std::min(u0, size);
+    *end = std::min(u1, size);
+    return;
+  }
+  const std::vector<Checkpoint>& cps = index_->checkpoints;
+  if (cps.empty()) {
+    *begin = 0;
+    *end = size;
+    return;
+  }
+  const Checkpoint& first = cps[index_->CheckpointFor(u0)];
+  *begin = first.compressed_offset > 0 ? first.compressed_offset - 1 : 0;  // the `bits` byte
+  *end = size;  // past the last checkpoint: to the end (trailer included)
+  // The first checkpoint strictly after u1 (binary search: this runs per chunk at mount), and
+  // not before `begin`. Both offsets grow with the checkpoint number. Strictly: a decoder
+  // whose output ends exactly at a deflate block end goes on to parse the next block's
+  // header (zlib does, without needing output space: an empty stored block's LEN/NLEN lie up
+  // to 5 bytes past the checkpoint, a dynamic block's header further), so when u1 is a
+  // checkpoint's offset (gzip cut by pigz/pgzip puts every checkpoint on a cache-block
+  // boundary) the bytes up to the next checkpoint must be here too. Past a checkpoint the
+  // decoder stops at the first symbol that needs output, which lies before the next one.
+  auto it = std::upper_bound(cps.begin(), cps.end(), u1, [](uint64_t off, const Checkpoint& cp) {
+    return off < cp.uncompressed_offset;
+  });
+  while (it != cps.end() && it->compressed_offset < *begin) ++it;
+  if (it != cps.end()) *end = std::min(size, it->compressed_offset + 1);
+}
+
+void IndexedRemoteData::PiecesFor(uint64_t begin, uint64_t end, uint32_t* first,
+                                  uint32_t* last) const {
+  const size_t pieces = piece_begin_.size() - 1;
+  if (begin >= end || pieces == 0) {
+    *first = *last = 0;
+    return;
+  }
+  // The piece holding `begin`; one past the last piece starting before `end`.
+  auto f = std::upper_bound(piece_begin_.begin(), piece_begin_.end() - 1, begin);
+  auto l = std::lower_bound(piece_begin_.begin(), piece_begin_.end() - 1, end);
+  *first = static_cast<uint32_t>(f - piece_begin_.begin()) - 1;
+  *last = static_cast<uint32_t>(l - piece_begin_.begin());
+}
+
+std::shared_ptr<LayerReader> IndexedRemoteData::Reader() {
+  std::scoped_lock lock(mu_);
+  return reader_;
+}
+
+void IndexedRemoteData::Invalidate(uint32_t id) {
+  InvalidatePieces(chunk_first_piece_[id], chunk_last_piece_[id]);
+}
+
+void IndexedRemoteData::InvalidatePieces(uint32_t first, uint32_t last) {
+  // The sparse copy is unlinked: open it again through this process's descriptor.
+  Result<std::unique_ptr<LayerReader>> fresh =
+      LayerReader::Open("/proc/self/fd/" + std::to_string(fd_.get()), index_, ReaderOptions());
+  if (!fresh.has_value()) {
+    IMGFS_LOG(kWarning) << "layer " << index_->layer_digest.String()
+                        << ": cannot reopen the sparse copy: " << fresh.error().ToString();
+  }
+  std::scoped_lock lock(mu_);
+  for (uint32_t p = first; p < last; ++p) {
+    if (state_[p] != kPresent) continue;
+    state_[p] = kMissing;
+    present_bytes_.fetch_sub(piece_begin_[p + 1] - piece_begin_[p]);
+  }
+  // Chunks between two checkpoints share pieces: every chunk verified from the pieces reset
+  // here is unverified again (its bytes in the sparse copy are about to be rewritten).
+  for (uint32_t other = 0; other < verified_.size(); ++other) {
+    if (verified_[other] && chunk_first_piece_[other] < last && chunk_last_piece_[other] > first) {
+      verified_[other] = false;
+    }
+  }
+  if (fresh.has_value()) reader_ = std::move(fresh).value();
+}
+
+IndexedRemoteData::ChunkData IndexedRemoteData::Recent(uint32_t id) {
+  std::scoped_lock lock(mu_);
+  auto it = recent_.find(id);
+  if (it == recent_.end()) return nullptr;
+  lru_.splice(lru_.begin(), lru_, it->second.lru);
+  return it->second.data;
+}
+
+void IndexedRemoteData::Remember(uint32_t id, const ChunkData& data) {
+  if (data == nullptr || data->size() > options_.memory_cache_bytes) return;
+  std::scoped_lock lock(mu_);
+  if (recent_.count(id) > 0) return;
+  lru_.push_front(id);
+  recent_.emplace(id, RecentChunk{data, lru_.begin()});
+  recent_bytes_ += data->size();
+  while (recent_bytes_ > options_.memory_cache_bytes && !lru_.empty()) {
+    auto victim = recent_.find(lru_.back());
+    recent_bytes_ -= victim->second.data->size();
+    recent_.erase(victim);
+    lru_.pop_back();
+  }
+}
+
+Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t offset,
+                                            size_t length) {
+  if (entry.type != EntryType::kRegular) {
+    return Status::InvalidArgument("/" + entry.path + " is not a regular file");
+  }
+  if (distrusted_.load()) {
+    return Status::Corrupt("layer " + index_->layer_digest.String() +
+                           ": its index does not match its tar headers; /" + entry.path +
+                           " is not served");
+  }
+  if (offset >= entry.size || length == 0) return std::string();
+  const uint64_t end = std::min<uint64_t>(entry.size, offset + length);
+  if (uint64_t{entry.first_chunk} + entry.chunk_count > index_->chunks.size()) {
+    return Status::Corrupt("/" + entry.path + ": chunk range outside the layer's chunk table");
+  }
+  // The file's header run, while it is unchecked (see "Tar headers" in the header).
+  int64_t run = RunOf(entry);
+  if (run >= 0) {
+    std::scoped_lock lock(mu_);
+    if (run_checked_[static_cast<size_t>(run)]) run = -1;
+  }
+  if (run >= 0) {
+    const HeaderRun& r = runs_[static_cast<size_t>(run)];
+    if (r.start + kTarBlockBytes > r.payload_offset || r.payload_offset % kTarBlockBytes != 0) {
+      // No room for a header before the payload, or a payload off tar's record grid.
+      return Distrust(entry, "its payload offset " + std::to_string(r.payload_offset) +
+                                 " cannot follow a tar header (the previous file ends at " +
+                                 std::to_string(r.start) + ")");
+    }
+  }
+  // The chunks overlapping [offset, end), and whether they cover it.
+  std::vector<uint32_t> ids;
+  uint64_t covered_to = offset;
+  bool gap = false;
+  for (uint32_t k = 0; k < entry.chunk_count; ++k) {
+    const uint32_t id = entry.first_chunk + k;
+    const Chunk& c = index_->chunks[id];
+    if (c.size == 0 || c.file_offset >= end || c.file_offset + c.size <= offset) continue;
+    if (c.file_offset > covered_to) gap = true;
+    covered_to = std::max(covered_to, c.file_offset + c.size);
+    ids.push_back(id);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + options_.fetch_timeout;
+  if (gap || covered_to < end || ids.empty()) {
+    // No chunk table for these bytes (imgfs never builds such an index): unverified.
+    uint64_t begin = 0;
+    uint64_t stop = 0;
+    SpanFor(entry.payload_offset + offset, entry.payload_offset + end, &begin, &stop);
+    uint32_t first = 0;
+    uint32_t last = 0;
+    PiecesFor(begin, stop, &first, &last);
+    Status st = EnsurePieces(entry, first, last, deadline);
+    if (st.ok()) st = MaybeCheckHeaders(entry, run, deadline);
+    if (!st.ok()) {
+      errors_.fetch_add(1, std::memory_order_relaxed);
+      return st;
+    }
+    return Reader()->Read(entry, offset, length);
+  }
+
+  std::vector<ChunkData> data(ids.size());
+  std::vector<size_t> need;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const uint32_t id = ids[i];
+    if ((data[i] = Recent(id)) != nullptr) {
+      cache_hits_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    // A chunk verified earlier and no longer in memory is verified again from the sparse
+    // copy (its pieces are present: no fetch) or comes from the chunk store: no byte is
+    // served unchecked, even when a neighbour's refetch rewrote shared pieces.
+    const Chunk& c = index_->chunks[id];
+    if (chunks_ != nullptr && !c.digest.empty()) {
+      Result<std::string> stored = chunks_->Get(c.digest);
+      if (stored.has_value()) {
+        data[i] = std::make_shared<const std::string>(std::move(stored).value());
+        cache_hits_.fetch_add(1, std::memory_order_relaxed);
+        Remember(id, data[i]);
+        continue;
+      }
+    }
+    need.push_back(i);
+  }
+  for (int attempt = 0; !need.empty(); ++attempt) {
+    uint32_t first = std::numeric_limits<uint32_t>::max();
+    uint32_t last = 0;
+    for (size_t i : need) {
+      first = std::min(first, chunk_first_piece_[ids[i]]);
+      last = std::max(last, chunk_last_piece_[ids[i]]);
+    }
+    // A read of the file's first chunk fetches the header run along with it (its pieces
+    // adjoin, mostly they are the same); other reads check it only when it is here already.
+    uint32_t run_first = 0;
+    uint32_t run_last = 0;
+    const bool head = std::any_of(need.begin(), need.end(),
+                                  [&](size_t i) { return ids[i] == entry.first_chunk; });
+    if (attempt == 0 && head && run >= 0 &&
+        RunPieces(static_cast<size_t>(run), &run_first, &run_last) && run_last >= first) {
+      first = std::min(first, run_first);
+    }
+    Status st = EnsurePieces(entry, first, last, deadline);
+    if (!st.ok()) {
+      errors_.fetch_add(1, std::memory_order_relaxed);
+      return st;
+    }
+    std::vector<size_t> again;
+    for (size_t i : need) {
+      Result<ChunkData> chunk = VerifyChunk(ids[i]);
+      if (chunk.has_value()) {
+        data[i] = std::move(chunk).value();
+        continue;
+      }
+      IMGFS_LOG(kWarning) << "lazy read of /" << entry.path << " in layer "
+                          << index_->layer_digest.String() << ": " << chunk.error().ToString()
+                          << (attempt == 0 ? "; fetching it again" : "");
+      if (attempt > 0 || chunk.error().code() != StatusCode::kCorrupt) {
+        errors_.fetch_add(1, std::memory_order_relaxed);
+        return chunk.error();
+      }
+      Invalidate(ids[i]);
+      again.push_back(i);
+    }
+    need = std::move(again);
+  }
+  if (Status st = MaybeCheckHeaders(entry, run, deadline); !st.ok()) {
+    errors_.fetch_add(1, std::memory_order_relaxed);
+    return st;
+  }
+
+  std::string out;
+  out.reserve(end - offset);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const Chunk& c = index_->chunks[ids[i]];
+    const uint64_t from = std::max(offset + out.size(), c.file_offset);
+    const uint64_t to = std::min(end, c.file_offset + c.size);
+    if (from >= to) continue;
+    if (data[i] != nullptr) {
+      if (data[i]->size() != c.size) {
+        return Status::Corrupt("/" + entry.path + ": chunk at " + std::to_string(c.file_offset) +
+                               " has " + std::to_string(data[i]->size()) + " bytes, expected " +
+                               std::to_string(c.size));
+      }
+      out.append(*data[i], from - c.file_offset, to - from);
+    } else {
+      errors_.fetch_add(1, std::memory_order_relaxed);
+      return Status::Internal("/" + entry.path + ": chunk at " + std::to_string(c.file_offset) +
+                              " was not read");
+    }
+  }
+  if (out.size() != end - offset) {
+    return Status::Corrupt("/" + entry.path + ": chunks cover " + std::to_string(out.size()) +
+                           " of " + std::to_string(end - offset) + " bytes at " +
+                           std::to_string(offset));
+  }
+  return out;
+}
+
+Result<IndexedRemoteData::ChunkData> IndexedRemoteData::VerifyChunk(uint32_t id) {
+  const FileEntry& entry = index_->entries[chunk_entry_[id]];
+  Result<std::string> bytes = Reader()->ReadChunk(entry, id - entry.first_chunk);
+  if (!bytes.has_value()) return bytes.error();
+  auto data = std::make_shared<const std::string>(std::move(bytes).value());
+  bool counted = false;
+  {
+    std::scoped_lock lock(mu_);
+    counted = !verified_[id];
+    verified_[id] = true;
+  }
+  if (counted) chunks_fetched_.fetch_add(1, std::memory_order_relaxed);
+  const Chunk& c = index_->chunks[id];
+  if (chunks_ != nullptr && !c.digest.empty()) {
+    Status stored = chunks_->Put(c.digest, *data);
+    if (!stored.ok()) {
+      IMGFS_LOG(kWarning) << "chunk " << c.digest.String() << " of /" << entry.path
+                          << " not stored: " << stored.ToString();
+    }
+  }
+  Remember(id, data);
+  return data;
+}
+
+Status IndexedRemoteData::EnsurePieces(const FileEntry& entry, uint32_t first, uint32_t last,
+                                       std::chrono::steady_clock::time_point deadline,
+                                       bool plan_readahead) {
+  for (int pass = 0;; ++pass) {
+    struct Wait {
+      std::shared_future<Status> future;
+      bool own;
+    };
+    std::vector<Task> tasks;
+    std::vector<Wait> waits;
+    {
+      std::scoped_lock lock(mu_);
+      for (uint32_t p = first; p < last; ++p) {
+        if (state_[p] == kInFlight) waits.push_back(Wait{flight_[p], false});
+      }
+      ClaimRunsLocked(first, last, kDemand, &tasks);
+      for (const Task& t : tasks) {
+        for (size_t k = 0; k < t.promises.size(); ++k) {
+          waits.push_back(Wait{flight_[t.first + k], true});
+        }
+      }
+      if (plan_readahead && pass == 0 && last > first) {
+        PlanReadAheadLocked(first, last - 1, &tasks);
+      }
+    }
+    Submit(std::move(tasks));
+
+    Status result = Status::Ok();
+    bool retry = false;
+    for (Wait& w : waits) {
+      if (w.future.wait_until(deadline) != std::future_status::ready) {
+        const double seconds = static_cast<double>(options_.fetch_timeout.count()) / 1000.0;
+        IMGFS_LOG(kWarning) << "lazy read of /" << entry.path << " in layer "
+                            << index_->layer_digest.String() << ": data not fetched within "
+                            << seconds << " s (" << source_->Describe() << ")";
+        return Status::Unavailable("/" + entry.path + ": data not fetched within " +
+                                   std::to_string(seconds) + " s from " + source_->Describe());
+      }
+      const Status& st = w.future.get();
+      if (!st.ok()) {
+        retry = !w.own;
+        result = st;
+        break;
+      }
+    }
+    if (result.ok()) return result;
+    if (!retry || pass > 0 || std::chrono::steady_clock::now() >= deadline) {
+      IMGFS_LOG(kWarning) << "lazy read of /" << entry.path << " in layer "
+                          << index_->layer_digest.String() << " failed: " << result.ToString();
+      return result;
+    }
+  }
+}
+
+int64_t IndexedRemoteData::RunOf(const FileEntry& entry) const {
+  auto it = std::lower_bound(
+      runs_.begin(), runs_.end(), entry.payload_offset,
+      [](const HeaderRun& r, uint64_t offset) { return r.payload_offset < offset; });
+  for (; it != runs_.end() && it->payload_offset == entry.payload_offset; ++it) {
+    const FileEntry& e = index_->entries[it->entry];
+    if (e.path == entry.path && e.size == entry.size) return it - runs_.begin();
+  }
+  return -1;
+}
+
+bool IndexedRemoteData::RunPieces(size_t run, uint32_t* first, uint32_t* last) const {
+  const HeaderRun& r = runs_[run];
+  if (r.start >= r.payload_offset || r.payload_offset - r.start > kMaxHeaderRunBytes) return false;
+  uint64_t begin = 0;
+  uint64_t end = 0;
+  SpanFor(r.start, r.payload_offset, &begin, &end);
+  PiecesFor(begin, end, first, last);
+  return true;
+}
+
+Status IndexedRemoteData::MaybeCheckHeaders(const FileEntry& entry, int64_t run,
+                                            std::chrono::steady_clock::time_point deadline) {
+  if (run < 0) return Status::Ok();
+  const size_t at = static_cast<size_t>(run);
+  const HeaderRun& r = runs_[at];
+  auto mark_checked = [&] {
+    std::scoped_lock lock(mu_);
+    run_checked_[at] = true;
+  };
+  uint32_t first = 0;
+  uint32_t last = 0;
+  if (!RunPieces(at, &first, &last)) {
+    if (!long_run_logged_.exchange(true)) {
+      IMGFS_LOG(kInfo) << "layer " << index_->layer_digest.String() << ": /" << entry.path
+                       << " follows " << (r.payload_offset - r.start)
+                       << " bytes of tar headers, more than the " << kMaxHeaderRunBytes / 1024
+                       << " KiB checked against the index";
+    }
+    mark_checked();
+    return Status::Ok();
+  }
+  {
+    std::scoped_lock lock(mu_);
+    if (run_checked_[at]) return Status::Ok();
+    for (uint32_t p = first; p < last; ++p) {
+      if (state_[p] != kPresent) return Status::Ok();  // not streamed past (yet)
+    }
+  }
+  Result<std::string> differs = CompareHeaders(entry, at);
+  if (differs.has_value() && differs->empty()) {
+    mark_checked();
+    return Status::Ok();
+  }
+  // Header bytes are covered by no chunk digest: bad bytes are fetched once more, through a
+  // fresh reader, before the index is blamed.
+  IMGFS_LOG(kWarning) << "layer " << index_->layer_digest.String() << ": the tar headers before /"
+                      << entry.path << " "
+                      << (differs.has_value() ? "do not match the index (" + *differs + ")"
+                                              : "cannot be read: " + differs.error().ToString())
+                      << "; fetching them again";
+  InvalidatePieces(first, last);
+  IMGFS_RETURN_IF_ERROR(EnsurePieces(entry, first, last, deadline, false));
+  differs = CompareHeaders(entry, at);
+  if (!differs.has_value()) return differs.error();
+  if (!differs->empty()) return Distrust(entry, *differs);
+  mark_checked();
+  return Status::Ok();
+}
+
+Result<std::string> IndexedRemoteData::CompareHeaders(const FileEntry& entry, size_t run) {
+  const HeaderRun& r = runs_[run];
+  IMGFS_ASSIGN_OR_RETURN(
+      std::string bytes,
+      Reader()->ReadStream(r.start, static_cast<size_t>(r.payload_offset - r.start)));
+  if (bytes.size() != r.payload_offset - r.start) {
+    return Status::Corrupt("layer " + index_->layer_digest.String() + ": tar stream ends at " +
+                           std::to_string(r.start + bytes.size()) + ", before /" + entry.path);
+  }
+  RunInput input(bytes);
+  registry::TarReader tar(&input);
+  for (;;) {
+    Result<std::optional<registry::TarEntry>> next = tar.Next();
+    if (!next.has_value()) return "the tar headers there are invalid: " + next.error().message();
+    if (!next->has_value()) return std::string("no tar header for it");
+    const registry::TarEntry& t = **next;
+    const uint64_t payload = r.start + t.payload_offset;
+    if (payload < r.payload_offset) continue;  // an entry before it (directory, link, ...)
+    if (payload > r.payload_offset) return std::string("no tar header ends at its payload offset");
+    std::string why;
+    auto differ = [&why](const std::string& field, const std::string& index_value,
+                         const std::string& tar_value) {
+      if (index_value == tar_value) return;
+      why += (why.empty() ? "" : ", ") + field + " " + index_value + " in the index, " + tar_value +
+             " in the tar";
+    };
+    differ("path", "/" + entry.path, "/" + t.name);
+    differ("type", "regular", t.type == registry::TarEntryType::kRegular ? "regular" : "other");
+    differ("size", std::to_string(entry.size), std::to_string(t.size));
+    auto octal = [](uint32_t mode) {
+      char buf[16];
+      std::snprintf(buf, sizeof(buf), "0%o", mode);
+      return std::string(buf);
+    };
+    differ("mode", octal(entry.mode), octal(t.mode & 07777));
+    differ("uid", std::to_string(entry.uid), std::to_string(t.uid));
+    differ("gid", std::to_string(entry.gid), std::to_string(t.gid));
+    return why;
+  }
+}
+
+Status IndexedRemoteData::Distrust(const FileEntry& entry, const std::string& why) {
+  Status st =
+      Status::Corrupt("layer " + index_->layer_digest.String() +
+                      ": its index does not match its tar headers at /" + entry.path + ": " + why);
+  if (!distrusted_.exchange(true)) {
+    IMGFS_LOG(kError) << st.message()
+                      << "; the index is dropped: reads of this layer fail (EIO) from now on";
+    if (options_.on_index_mismatch) {
+      try {
+        options_.on_index_mismatch(st);
+      } catch (const std::exception& e) {
+        IMGFS_LOG(kWarning) << "dropping the index of layer " << index_->layer_digest.String()
+                            << " failed: " << e.what();
+      }
+    }
+  }
+  return st;
+}
+
+void IndexedRemoteData::ClaimRunsLocked(uint32_t first, uint32_t last, Priority priority,
+                                        std::vector<Task>* tasks) {
+  bool open = false;
+  uint64_t bytes = 0;
+  for (uint32_t p = first; p < last; ++p) {
+    if (state_[p] != kMissing) {
+      open = false;
+      continue;
+    }
+    const uint64_t len = piece_begin_[p + 1] - piece_begin_[p];
+    if (!open || bytes + len > options_.max_request_bytes) {
+      tasks->emplace_back();
+      tasks->back().priority = priority;
+      tasks->back().first = p;
+      open = true;
+      bytes = 0;
+    }
+    auto promise = std::make_shared<std::promise<Status>>();
+    state_[p] = kInFlight;
+    flight_[p] = promise->get_future().share();
+    tasks->back().promises.push_back(std::move(promise));
+    bytes += len;
+  }
+}
+
+void IndexedRemoteData::PlanReadAheadLocked(uint32_t first, uint32_t last,
+                                            std::vector<Task>* tasks) {
+  if (!options_.readahead && !options_.streaming) return;
+  const uint32_t pieces = static_cast<uint32_t>(piece_begin_.size() - 1);
+  auto length = [this](uint32_t p) { return piece_begin_[p + 1] - piece_begin_[p]; };
+  const bool sequential = window_.Record(first, last, length);
+  if (options_.streaming && !stream_started_.load()) {
+    const bool mostly_here =
+        static_cast<double>(present_bytes_.load()) >=
+        options_.stream_after_fraction * static_cast<double>(index_->compressed_size);
+    const bool ranges_ignored = remote_ != nullptr && remote_->ignores_ranges();
+    if (mostly_here || window_.full_windows() >= options_.stream_after_full_windows ||
+        ranges_ignored) {
+      stream_started_.store(true);
+      stream_running_.store(true);
+      IMGFS_LOG(kInfo) << "layer " << index_->layer_digest.String()
+                       << (ranges_ignored ? ": the registry ignores Range; streaming the rest"
+                                          : ": most of it is being read; streaming the rest");
+      Task stream;
+      stream.priority = kReadAhead;
+      stream.stream = true;
+      // Every ranged read costs the whole blob when ranges are ignored: stream all of it.
+      stream.stream_from = ranges_ignored ? 0 : first;
+      tasks->push_back(std::move(stream));
+      return;
+    }
+  }
+  // Read-ahead only for sequential reads: a first or random read fetches what it needs.
+  if (!options_.readahead || !sequential || stream_running_.load()) return;
+  uint32_t from = 0;
+  uint32_t to = 0;
+  if (!window_.Ahead(last, pieces, length, &from, &to)) return;
+  ClaimRunsLocked(from, to, kReadAhead, tasks);
+}
+
+void IndexedRemoteData::Submit(std::vector<Task> tasks) {
+  if (tasks.empty()) return;
+  std::vector<Task> refused;
+  {
+    std::scoped_lock lock(mu_);
+    if (stop_) {
+      refused = std::move(tasks);
+    } else {
+      while (workers_.size() < static_cast<size_t>(options_.max_parallel_fetches)) {
+        workers_.push_back(StartThread("imgfs-idx-fetch", [this] {
+          WorkerLoop();
+          return Status::Ok();
+        }));
+      }
+      for (Task& t : tasks) {
+        if (t.priority == kDemand) demand_running_.fetch_add(1);
+        queue_[t.priority].push_back(std::move(t));
+      }
+    }
+  }
+  for (Task& t : refused) {
+    if (!t.stream) Finish(t.first, t.promises, Status::Unavailable("the mount is closing"));
+  }
+  work_cv_.notify_all();
+}
+
+void IndexedRemoteData::WorkerLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    work_cv_.wait(lock, [&] {
+      return stop_ || !queue_[kDemand].empty() || !queue_[kReadAhead].empty() ||
+             !queue_[kBackground].empty();
+    });
+    if (stop_) return;
+    Task task;
+    for (auto& q : queue_) {
+      if (!q.empty()) {
+        task = std::move(q.front());
+        q.pop_front();
+        break;
+      }
+    }
+    ++running_;
+    lock.unlock();
+    RunTask(task);
+    lock.lock();
+    --running_;
+    idle_cv_.notify_all();
+  }
+}
+
+void IndexedRemoteData::RunTask(Task& task) {
+  if (task.stream) {
+    Status st = RunGuarded("streaming pass", [&] {
+      return RunStream(task.stream_from, task.priority == kBackground);
+    });
+    stream_running_.store(false);
+    if (!st.ok()) {
+      if (!stopping_.load()) {
+        IMGFS_LOG(kWarning) << "layer " << index_->layer_digest.String()
+                            << ": streaming pass stopped: " << st.ToString() << " ("
+                            << source_->Describe() << ")";
+      }
+      stream_started_.store(false);  // a later read (or StartBackgroundFetch) starts it again
+    }
+    return;
+  }
+  Status st = RunGuarded("fetch", [&] { return FetchPieces(task); });
+  if (!st.ok()) {
+    IMGFS_LOG(kWarning) << "fetch failed: " << st.ToString() << " (" << source_->Describe() << ")";
+  }
+  Finish(task.first, task.promises, st);
+  if (task.priority == kDemand) demand_running_.fetch_sub(1);
+}
+
+Status IndexedRemoteData::FetchPieces(const Task& task) {
+  const uint64_t begin = piece_begin_[task.first];
+  const uint64_t end = piece_begin_[task.first + task.promises.size()];
+  const int attempts = task.priority == kDemand ? 2 : 1;
+  Status st = Status::Ok();
+  for (int attempt = 0; attempt < attempts; ++attempt) {
+    if (stopping_.load()) {
+      st = Status::Unavailable("the mount is closing");
+      break;
+    }
+    requests_.fetch_add(1, std::memory_order_relaxed);
+    Result<std::string> bytes =
+        source_->ReadBlobRange(index_->layer_digest, ByteRange{begin, end - begin});
+    if (!bytes.has_value()) {
+      st = bytes.error().WithContext("layer " + index_->layer_digest.String() + " bytes " +
+                                     std::to_string(begin) + "+" + std::to_string(end - begin));
+      continue;
+    }
+    bytes_fetched_.fetch_add(bytes->size(), std::memory_order_relaxed);
+    if (bytes->size() != end - begin) {
+      st = Status::Corrupt("layer " + index_->layer_digest.String() + ": range " +
+                           std::to_string(begin) + "+" + std::to_string(end - begin) +
+                           " answered " + std::to_string(bytes->size()) + " bytes");
+      continue;
+    }
+    st = PwriteAll(fd_.get(), *bytes, begin);
+    if (st.ok()) break;
+  }
+  return st;
+}
+
+void IndexedRemoteData::Finish(uint32_t first, const std::vector<Promise>& promises,
+                               const Status& status) {
+  {
+    std::scoped_lock lock(mu_);
+    for (uint32_t k = 0; k < promises.size(); ++k) {
+      const uint32_t p = first + k;
+      state_[p] = status.ok() ? kPresent : kMissing;
+      flight_[p] = std::shared_future<Status>();
+      if (status.ok()) present_bytes_.fetch_add(piece_begin_[p + 1] - piece_begin_[p]);
+    }
+  }
+  for (const Promise& promise : promises) promise->set_value(status);
+}
+
+Status IndexedRemoteData::RunStream(uint32_t from, bool background) {
+  stream_running_.store(true);
+  const uint32_t pieces = static_cast<uint32_t>(piece_begin_.size() - 1);
+  uint32_t p = from;
+  bool failed = false;
+  // A background pass yields to on-demand fetches, and readers of pieces it claimed wait for
+  // it: it claims one request's worth at a time.
+  const uint64_t segment_cap = background ? options_.max_request_bytes : kStreamSegmentBytes;
+  Status result = Status::Ok();
+  while (!stopping_.load() && !failed) {
+    // Claim the next run of missing pieces, at most kStreamSegmentBytes.
+    uint32_t seg_first = p;
+    std::vector<Promise> promises;
+    uint32_t done = p;  // pieces [seg_first, done) completed
+    // Completes the claimed pieces [done, upto) with `status`.
+    const std::function<void(uint32_t, const Status&)> complete = [&](uint32_t upto,
+                                                                      const Status& status) {
+      std::vector<Promise> part(promises.begin() + (done - seg_first),
+                                promises.begin() + (upto - seg_first));
+      Finish(done, part, status);
+      done = upto;
+    };
+    try {
+      {
+        std::scoped_lock lock(mu_);
+        while (p < pieces && state_[p] != kMissing) ++p;
+        seg_first = p;
+        uint64_t bytes = 0;
+        while (p < pieces && state_[p] == kMissing) {
+          const uint64_t len = piece_begin_[p + 1] - piece_begin_[p];
+          if (bytes > 0 && bytes + len > segment_cap) break;
+          auto promise = std::make_shared<std::promise<Status>>();
+          state_[p] = kInFlight;
+          flight_[p] = promise->get_future().share();
+          promises.push_back(std::move(promise));
+          bytes += len;
+          ++p;
+        }
+      }
+      if (promises.empty()) break;
+      done = seg_first;
+      const uint32_t seg_last = p;
+      const uint64_t begin = piece_begin_[seg_first];
+      const uint64_t end = piece_begin_[seg_last];
+      uint64_t pos = begin;
+      // The sink runs inside the HTTP client's callback: nothing may be thrown through it.
+      registry::BlobSink sink = [&](std::string_view data) -> Status {
+        try {
+          return StreamSink(data, background, end, seg_last, &pos, &done, complete);
+        } catch (const std::exception& e) {
+          return Status::Internal(std::string("streaming sink: ") + e.what());
+        }
+      };
+      Status st = Status::Ok();
+      if (remote_ != nullptr) {
+        requests_.fetch_add(1, std::memory_order_relaxed);
+        st = remote_->StreamBlobRange(index_->layer_digest, ByteRange{begin, end - begin}, sink);
+      } else {
+        // A source without streamed range reads (local sources, tests): pieces of
+        // max_request_bytes, one after another.
+        for (uint64_t at = begin; at < end && st.ok();) {
+          const uint64_t n = std::min(options_.max_request_bytes, end - at);
+          requests_.fetch_add(1, std::memory_order_relaxed);
+          Result<std::string> bytes =
+              source_->ReadBlobRange(index_->layer_digest, ByteRange{at, n});
+          if (!bytes.has_value()) {
+            st = bytes.error();
+          } else if (bytes->size() != n) {
+            bytes_fetched_.fetch_add(bytes->size(), std::memory_order_relaxed);
+            st = Status::Corrupt("range " + std::to_string(at) + "+" + std::to_string(n) +
+                                 " answered " + std::to_string(bytes->size()) + " bytes");
+          } else {
+            st = sink(*bytes);
+          }
+          at += n;
+        }
+      }
+      if (st.ok() && pos < end) {
+        st = Status::Unavailable("the stream ended at " + std::to_string(pos) + " of " +
+                                 std::to_string(end));
+      }
+      if (!st.ok()) {
+        st = st.WithContext("layer " + index_->layer_digest.String() + ": streaming bytes " +
+                            std::to_string(begin) + "-" + std::to_string(end));
+        complete(seg_last, st);
+        failed = true;
+        result = st;
+      }
+    } catch (const std::exception& e) {
+      // Every piece this segment claimed and did not complete fails now: its readers fetch
+      // it themselves instead of waiting for a stream that is gone.
+      Status st = Status::Internal(std::string("streaming pass: ") + e.what());
+      done = std::max(done, seg_first);
+      complete(seg_first + static_cast<uint32_t>(promises.size()), st);
+      failed = true;
+      result = st;
+    }
+  }
+  StoreReadyChunks(failed ? p : pieces);
+  return result;
+}
+
+Status IndexedRemoteData::StreamSink(std::string_view data, bool background, uint64_t end,
+                                     uint32_t seg_last, uint64_t* pos, const uint32_t* done,
+                                     const std::function<void(uint32_t, const Status&)>& complete) {
+  if (stopping_.load()) return Status::Unavailable("the mount is closing");
+  if (background) {
+    auto waited = std::chrono::milliseconds(0);
+    while (demand_running_.load() > 0 && waited < kMaxYield && !stopping_.load()) {
+      std::this_thread::sleep_for(kYieldStep);
+      waited += kYieldStep;
+    }
+  }
+  if (data.size() > end - *pos) data = data.substr(0, end - *pos);
+  IMGFS_RETURN_IF_ERROR(PwriteAll(fd_.get(), data, *pos));
+  *pos += data.size();
+  bytes_fetched_.fetch_add(data.size(), std::memory_order_relaxed);
+  uint32_t upto = *done;
+  while (upto < seg_last && piece_begin_[upto + 1] <= *pos) ++upto;
+  if (upto > *done) {
+    complete(upto, Status::Ok());
+    StoreReadyChunks(*done);
+  }
+  return Status::Ok();
+}
+
+void IndexedRemoteData::StoreReadyChunks(uint32_t frontier) {
+  if (chunks_ == nullptr) return;  // verified when read
+  for (;;) {
+    uint32_t id = 0;
+    {
+      std::scoped_lock lock(mu_);
+      bool found = false;
+      while (store_cursor_ < chunk_order_.size() && !found) {
+        id = chunk_order_[store_cursor_];
+        if (chunk_last_piece_[id] > frontier) return;  // the stream has not reached it yet
+        ++store_cursor_;
+        if (verified_[id] || index_->chunks[id].digest.empty()) continue;
+        found = true;
+        for (uint32_t p = chunk_first_piece_[id]; p < chunk_last_piece_[id]; ++p) {
+          // Not all here (before the stream's start, or another fetch is still running):
+          // verified when read.
+          if (state_[p] != kPresent) found = false;
+        }
+      }
+      if (!found) return;
+    }
+    Result<ChunkData> chunk = VerifyChunk(id);
+    if (!chunk.has_value()) {
+      errors_.fetch_add(1, std::memory_order_relaxed);
+      IMGFS_LOG(kWarning) << "layer " << index_->layer_digest.String() << ": "
+                          << chunk.error().ToString();
+    }
+  }
+}
+
+void IndexedRemoteData::StartBackgroundFetch() {
+  if (stream_started_.exchange(true)) return;
+  Task stream;
+  stream.priority = kBackground;
+  stream.stream = true;
+  stream.stream_from = 0;
+  std::vector<Task> tasks;
+  tasks.push_back(std::move(stream));
+  Submit(std::move(tasks));
+}
+
+bool IndexedRemoteData::WaitIdle(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return idle_cv_.wait_for(lock, timeout, [&] {
+    return running_ == 0 && queue_[kDemand].empty() && queue_[kReadAhead].empty() &&
+           queue_[kBackground].empty();
+  });
+}
+
+LayerStats IndexedRemoteData::Stats() const {
+  LayerStats s;
+  s.lazy = true;
+  s.blob_size = index_->compressed_size;
+  s.bytes_fetched = bytes_fetched_.load(std::memory_order_relaxed);
+  s.requests = requests_.load(std::memory_order_relaxed);
+  s.chunks_fetched = chunks_fetched_.load(std::memory_order_relaxed);
+  s.cache_hits = cache_hits_.load(std::memory_order_relaxed);
+  s.errors = errors_.load(std::memory_order_relaxed);
+  return s;
+}
+
+}  // namespace imgfs::fs

@@ -1,0 +1,281 @@
+// imgfs — WritableFs: the copy-on-write view of a mounted image (`imgfs mount --rw`).
+//
+// The merged tree is an upper directory on local disk stacked on the immutable image
+// (ImageFilesystem, the lower). Everything that changes lands in the upper; the lower is never
+// written. The upper follows the kernel overlayfs conventions, so the same directory works
+// with `mount -t overlay` and is what `imgfs commit` turns into a layer:
+//   - a whiteout is a character device 0/0 named like the deleted entry;
+//   - an opaque directory carries the xattr trusted.overlay.opaque = "y" (lower entries below
+//     it are hidden);
+//   - no redirects: a renamed directory that has lower content is copied up whole (upper
+//     files are hard-linked, lower ones copied) and marked opaque;
+//   - ownership, modes, times and xattrs of upper entries are their own; trusted.overlay.*
+//     xattrs are never shown to users nor settable by them, and an image's own
+//     trusted.overlay.* xattrs are never copied up (an image directory carrying
+//     trusted.overlay.opaque does not become opaque in the upper);
+//   - a symlink has no mode of its own: chmod of one is EOPNOTSUPP, as overlayfs answers.
+// Host paths: the upper and the work directory may be changed under the daemon (by the owner
+// of a given --upper, by a container on kernel overlayfs). Every access to them goes through
+// their directory descriptors with no-follow resolution (fs/upper_dir.h): a directory
+// swapped for a symlink at any moment is an error, never a way out of the upper.
+// Copy-up (first change of a lower entry) creates the copy under a temporary name in the work
+// directory — on the same filesystem as the upper — and renames it into place, so a killed
+// daemon never leaves a half-copied file visible; the work directory is emptied when the next
+// WritableFs opens. The parent's times are restored after a copy-up, like overlayfs does. A
+// lower regular file with several names (a hardlink group) is copied up once and its other
+// visible names are linked to the copy, so the group stays one inode.
+//
+// Inodes: the FUSE-facing numbers ("ids") are per merged name (hardlinks get one id per
+// name), allocated at lookup and freed by Forget when the kernel's lookup count reaches zero
+// (root is id 1, never freed). st_ino is stable across copy-up: an entry that came from the
+// lower keeps the lower inode number; upper-only entries get numbers above the image's inode
+// count, one per upper inode (hardlinks share it).
+//
+// Errors: every operation returns 0 or a positive errno — the exact errno the kernel would
+// give (ENOTEMPTY, EEXIST, EXDEV, ENOSPC, ...), which a Status code cannot carry; the FUSE
+// adapter (fs/fuse_ops_rw.cc) replies with it unchanged.
+//
+// Thread-safety: all methods may be called concurrently. One mutex serialises the namespace
+// (node table and every change to the upper directory, copy-ups included, like a
+// filesystem-wide directory lock); file data reads and writes on open handles run outside it.
+#ifndef IMGFS_FS_WRITABLE_WRITABLE_FS_H_
+#define IMGFS_FS_WRITABLE_WRITABLE_FS_H_
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "base/mutex.h"
+#include "base/status.h"
+#include "base/unique_fd.h"
+#include "fs/core/filesystem.h"
+#include "fs/upper/upper_dir.h"
+
+namespace imgfs::fs {
+
+// Who asks: owner of created entries.
+struct Caller {
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+// A name handed to the kernel: its id, attributes, and whether the kernel may cache it for
+// long (false for anything that lives in the upper or may change without the kernel seeing
+// it, such as a lower hardlink whose group gets copied up through another name).
+struct Entry {
+  uint64_t id = 0;
+  struct stat attr {};
+  bool cacheable = false;
+};
+
+// setattr request (what FUSE_SET_ATTR_* bits ask for).
+struct SetAttrRequest {
+  bool set_mode = false;
+  mode_t mode = 0;
+  bool set_uid = false;
+  uid_t uid = 0;
+  bool set_gid = false;
+  gid_t gid = 0;
+  bool set_size = false;
+  off_t size = 0;
+  bool set_atime = false;
+  bool atime_now = false;
+  struct timespec atime {};
+  bool set_mtime = false;
+  bool mtime_now = false;
+  struct timespec mtime {};
+};
+
+// One name of a directory listing.
+struct MergedDirEntry {
+  std::string name;
+  uint64_t st_ino = 0;
+  mode_t type = 0;  // S_IFMT bits
+};
+
+class WritableFs {
+ public:
+  // Opens the merged view of `lower` (not owned; outlives this) and `upper_dir` (must exist).
+  // `work_dir` must be on the upper's filesystem and not inside it. It is made fresh: created
+  // 0700 and owned by the caller through a descriptor of its parent (whose owner may be
+  // someone else); a leftover of a killed daemon is emptied first if it is a directory owned
+  // by the caller, anything else there is InvalidArgument. It is removed by the destructor
+  // (only while its name still holds the directory made here). A fresh (empty) upper gets the lower
+  // root's mode, owner and times, so the merged root looks like the image's. InvalidArgument when
+  // the directories are unusable (EXDEV between them, no whiteout support), Io otherwise.
+  static Result<std::unique_ptr<WritableFs>> Open(const ImageFilesystem* lower,
+                                                  const std::string& upper_dir,
+                                                  const std::string& work_dir);
+  ~WritableFs();
+  WritableFs(const WritableFs&) = delete;
+  WritableFs& operator=(const WritableFs&) = delete;
+
+  // The default work directory for `upper_dir`: a hidden sibling ".NAME.imgfs-work" when the
+  // parent is on the same filesystem, else "" (the caller must then name one).
+  static std::string DefaultWorkDir(const std::string& upper_dir);
+
+  const std::string& upper_dir() const { return upper_path_; }
+  const std::string& work_dir() const { return work_path_; }
+
+  // Name operations. Those returning an Entry count one kernel lookup on it (Forget undoes).
+  int Lookup(uint64_t parent, std::string_view name, Entry* out);
+  void Forget(uint64_t id, uint64_t nlookup);
+  int GetAttr(uint64_t id, struct stat* out, bool* cacheable);
+  // `fh` (0 = none) is an open handle of `id` used for fd-based changes (ftruncate).
+  int SetAttr(uint64_t id, const SetAttrRequest& request, uint64_t fh, struct stat* out);
+  int ReadLink(uint64_t id, std::string* target);
+  int Mknod(uint64_t parent, std::string_view name, mode_t mode, dev_t rdev, const Caller& caller,
+            Entry* out);
+  int Mkdir(uint64_t parent, std::string_view name, mode_t mode, const Caller& caller, Entry* out);
+  int Unlink(uint64_t parent, std::string_view name);
+  int Rmdir(uint64_t parent, std::string_view name);
+  int Symlink(std::string_view target, uint64_t parent, std::string_view name, const Caller& caller,
+              Entry* out);
+  // `flags`: 0 or RENAME_NOREPLACE (RENAME_EXCHANGE and RENAME_WHITEOUT: EINVAL).
+  int Rename(uint64_t parent, std::string_view name, uint64_t new_parent, std::string_view new_name,
+             unsigned flags);
+  int Link(uint64_t id, uint64_t new_parent, std::string_view new_name, Entry* out);
+
+  // Files. A handle opened for writing (or O_TRUNC) copies the file up first.
+  // `cacheable`: the kernel may keep cached pages (lower file not part of a hardlink group).
+  int Open(uint64_t id, int flags, uint64_t* fh, bool* cacheable);
+  int Create(uint64_t parent, std::string_view name, mode_t mode, int flags, const Caller& caller,
+             Entry* out, uint64_t* fh);
+  int Read(uint64_t fh, uint64_t offset, size_t size, std::string* out);
+  int Write(uint64_t fh, uint64_t offset, const char* data, size_t size, size_t* written);
+  int Fsync(uint64_t fh, bool datasync);
+  void Release(uint64_t fh);
+
+  // Directories: the merged listing of `id` (names sorted, without "." and "..") and the id
+  // of its parent for "..".
+  int ReadDir(uint64_t id, std::vector<MergedDirEntry>* out, uint64_t* parent_st_ino);
+
+  // statvfs of the upper's filesystem (free space is what writes can use).
+  int StatFs(struct statvfs* out);
+
+  int SetXattr(uint64_t id, std::string_view name, std::string_view value, int flags);
+  int GetXattr(uint64_t id, std::string_view name, std::string* value);
+  int ListXattr(uint64_t id, std::vector<std::string>* names);
+  int RemoveXattr(uint64_t id, std::string_view name);
+
+  // Ids whose kernel-cached attributes and pages went stale during the calling thread's last
+  // operations (a lower file handed out as cacheable that got a second name): the FUSE
+  // adapter invalidates them (fuse_lowlevel_notify_inval_inode) before it replies. Cleared.
+  static std::vector<uint64_t> TakeInvalidations();
+
+  // Number of ids the kernel holds (root included); for tests of lookup counting.
+  size_t node_count() const;
+
+ private:
+  struct Node;
+  struct Handle;
+  struct State;  // what a merged path is: upper entry, lower inode, opacity
+
+  WritableFs(const ImageFilesystem* lower, std::string upper_path, std::string work_path);
+
+  Node* GetNode(uint64_t id) const IMGFS_REQUIRES(mu_);
+  std::string PathOf(const Node* node) const IMGFS_REQUIRES(mu_);
+  Node* FindNode(const std::string& path) const IMGFS_REQUIRES(mu_);
+  State NodeState(const Node* node) const IMGFS_REQUIRES(mu_);
+  int ResolveChild(const State& parent, const std::string& parent_path, std::string_view name,
+                   State* out) const IMGFS_REQUIRES(mu_);
+  int ResolvePath(const std::string& path, State* out) const IMGFS_REQUIRES(mu_);
+  bool LowerHas(const State& parent, std::string_view name, uint32_t* lower_ino) const
+      IMGFS_REQUIRES(mu_);
+  int StatState(const State& state, const std::string& path, struct stat* out) IMGFS_REQUIRES(mu_);
+  int StatNode(Node* node, struct stat* out) IMGFS_REQUIRES(mu_);
+  bool Cacheable(const Node* node) const IMGFS_REQUIRES(mu_);
+  uint64_t UpperIno(ino_t upper_ino, uint32_t origin) IMGFS_REQUIRES(mu_);
+  void ForgetUpperIno(ino_t upper_ino) IMGFS_REQUIRES(mu_);
+  int MakeEntry(Node* parent, std::string_view name, const State& state, Entry* out)
+      IMGFS_REQUIRES(mu_);
+  int Merged(const State& state, const std::string& path, std::vector<MergedDirEntry>* out)
+      IMGFS_REQUIRES(mu_);
+  std::string TempName() IMGFS_REQUIRES(mu_);
+  // Creates the work directory (work_path_) beside the upper; see the .cc.
+  Status MakeWorkDir();
+
+  // Copy-up.
+  int EnsureUpperDir(const std::string& path) IMGFS_REQUIRES(mu_);
+  int CopyUp(Node* node, bool with_data) IMGFS_REQUIRES(mu_);
+  int CopyUpPath(const std::string& path, const State& state, bool with_data) IMGFS_REQUIRES(mu_);
+  int CopyLowerTo(uint32_t lower_ino, int dir_fd, const std::string& dir_path,
+                  const std::string& name, bool with_data, bool with_xattrs) IMGFS_REQUIRES(mu_);
+  int LinkGroup(const std::string& path, uint32_t lower_ino) IMGFS_REQUIRES(mu_);
+  // `copied`: lower inodes already copied into this tree (hardlink groups stay together).
+  int CopyMergedTree(const State& state, const std::string& src_path, const std::string& dst_name,
+                     std::unordered_map<uint32_t, std::string>* copied) IMGFS_REQUIRES(mu_);
+  int CopyUpperTree(const std::string& src_path, const std::string& dst_work_path)
+      IMGFS_REQUIRES(mu_);
+  int MakeWhiteout(const std::string& path, bool replace) IMGFS_REQUIRES(mu_);
+  int PlaceFromWork(const std::string& tmp, const std::string& path) IMGFS_REQUIRES(mu_);
+  int ParentForCreate(uint64_t parent, std::string_view name, Node** dir, State* dir_state,
+                      bool* over_whiteout) IMGFS_REQUIRES(mu_);
+  // Where a new entry `name` of a directory is made: at dir_path/name in the upper, or — over
+  // a whiteout — as `tmp` in the work dir, moved over the whiteout by FinishCreate.
+  struct CreateSite {
+    Node* dir = nullptr;
+    std::string dir_path;
+    bool over_whiteout = false;
+    std::string tmp;      // work-dir name when over_whiteout
+    int at = -1;          // the directory fd to create in (work or upper) ...
+    std::string name_at;  // ... and the name there
+  };
+  // ParentForCreate, then the site of the new entry.
+  int PrepareCreate(uint64_t parent, std::string_view name, CreateSite* site) IMGFS_REQUIRES(mu_);
+  // Moves a created entry into place (over a whiteout) and answers its Entry.
+  int FinishCreate(const CreateSite& site, std::string_view name, mode_t mode, Entry* out)
+      IMGFS_REQUIRES(mu_);
+  void Detach(Node* node) IMGFS_REQUIRES(mu_);
+  void MarkSubtreeUpper(Node* node) IMGFS_REQUIRES(mu_);
+  void MaybeErase(Node* node) IMGFS_REQUIRES(mu_);
+  std::shared_ptr<Handle> GetHandle(uint64_t fh) const IMGFS_EXCLUDES(handles_mu_);
+
+  const ImageFilesystem* lower_;
+  const NodeTable& table_;
+  const std::string upper_path_;
+  const std::string work_path_;
+  UniqueFd upper_fd_;
+  UniqueFd work_fd_;
+  UniqueFd work_parent_fd_;  // O_PATH; the work dir is work_name_ in it
+  std::string work_name_;
+
+  // Lock order: mu_ before handles_mu_ before Handle::mu. The private helpers above run
+  // with mu_ held; mu_ guards the fields below up to handles_mu_, which guards the rest.
+  mutable Mutex mu_;
+  std::unordered_map<uint64_t, std::unique_ptr<Node>> nodes_ IMGFS_GUARDED_BY(mu_);
+  uint64_t next_id_ IMGFS_GUARDED_BY(mu_) = 2;
+  // st_ino of upper inodes, and which upper inode holds each number (a number is never
+  // given to two upper inodes: a file that replaced an image file of the same name does not
+  // get the image file's number if the image file's copy has it).
+  std::unordered_map<ino_t, uint64_t> upper_inos_ IMGFS_GUARDED_BY(mu_);
+  std::unordered_map<uint64_t, ino_t> claimed_inos_ IMGFS_GUARDED_BY(mu_);
+  uint64_t next_st_ino_ IMGFS_GUARDED_BY(mu_) = 0;
+  uint64_t temp_counter_ IMGFS_GUARDED_BY(mu_) = 0;
+  // Counts the times a name known to the kernel moved from the lower to the upper: a read
+  // handle opened on a lower file looks for an upper copy only when it changed (lock-free
+  // reads of unchanged image files).
+  std::atomic<uint64_t> copy_ups_{0};
+  // Lower inodes with more than one name: their names (parent lower dir, name), built once.
+  std::unordered_map<uint32_t, std::vector<std::pair<uint32_t, std::string>>> lower_links_
+      IMGFS_GUARDED_BY(mu_);
+  bool lower_links_built_ IMGFS_GUARDED_BY(mu_) = false;
+
+  mutable Mutex handles_mu_;
+  std::unordered_map<uint64_t, std::shared_ptr<Handle>> handles_ IMGFS_GUARDED_BY(handles_mu_);
+  uint64_t next_fh_ IMGFS_GUARDED_BY(handles_mu_) = 1;
+};
+
+}  // namespace imgfs::fs
+
+#endif  // IMGFS_FS_WRITABLE_WRITABLE_FS_H_
