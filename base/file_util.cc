@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "base/random.h"
+
 namespace imgfs {
 namespace {
 
@@ -26,22 +28,7 @@ std::string Dirname(const std::string& path) {
 
 // A random suffix from getrandom(2): unlike a PRNG seeded once, it differs in processes
 // forked from one parent, so two of them writing the same path never share a temp name.
-std::string TempSuffix() {
-  static const char kHex[] = "0123456789abcdef";
-  unsigned char bytes[8] = {};
-  if (getrandom(bytes, sizeof(bytes), 0) != static_cast<ssize_t>(sizeof(bytes))) {
-    uint64_t fallback =
-        static_cast<uint64_t>(getpid()) << 32 ^
-        static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-    std::memcpy(bytes, &fallback, sizeof(bytes));
-  }
-  std::string s = ".tmp-";
-  for (unsigned char b : bytes) {
-    s += kHex[b >> 4];
-    s += kHex[b & 0xf];
-  }
-  return s;
-}
+std::string TempSuffix() { return ".tmp-" + RandomHex(8); }
 
 }  // namespace
 

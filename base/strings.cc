@@ -18,4 +18,19 @@ std::string QuoteForMessage(std::string_view text, size_t max_shown) {
   return out + (text.size() > max_shown ? "...\"" : "\"");
 }
 
+std::string ToLower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+std::string_view Trim(std::string_view text) {
+  constexpr std::string_view kSpace = " \t\n\v\f\r";
+  const size_t b = text.find_first_not_of(kSpace);
+  if (b == std::string_view::npos) return {};
+  return text.substr(b, text.find_last_not_of(kSpace) - b + 1);
+}
+
 }  // namespace imgfs

@@ -18,6 +18,8 @@
 
 #include "base/file_util.h"
 #include "base/log.h"
+#include "base/random.h"
+#include "base/time.h"
 #include "cache/leases.h"
 
 namespace imgfs::cache {
@@ -31,43 +33,6 @@ constexpr std::string_view kRecordFile = "container.json";
 constexpr std::string_view kRemovingPrefix = ".rm-";
 // How long `rm -f` waits for a killed run process to exit.
 constexpr auto kKillWait = std::chrono::seconds(10);
-
-std::string RandomHex(size_t bytes_wanted) {
-  static const char kHex[] = "0123456789abcdef";
-  std::string bytes(bytes_wanted, '\0');
-  size_t got = 0;
-  while (got < bytes.size()) {
-    ssize_t n = ::getrandom(bytes.data() + got, bytes.size() - got, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    got += static_cast<size_t>(n);
-  }
-  if (got < bytes.size()) {
-    // getrandom cannot fail on Linux ≥ 3.17 with a small buffer; mix in time and pid anyway.
-    auto seed = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count() ^
-                                      (::getpid() * 2654435761u));
-    for (size_t i = got; i < bytes.size(); ++i) {
-      seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
-      bytes[i] = static_cast<char>(seed >> 56);
-    }
-  }
-  std::string out;
-  for (char c : bytes) {
-    auto b = static_cast<unsigned char>(c);
-    out += kHex[b >> 4];
-    out += kHex[b & 0xf];
-  }
-  return out;
-}
-
-std::string NowRfc3339() {
-  time_t now = ::time(nullptr);
-  tm utc{};
-  ::gmtime_r(&now, &utc);
-  char buf[32];
-  size_t n = std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &utc);
-  return std::string(buf, n);
-}
 
 std::string RecordPath(const Store& store, std::string_view name) {
   return ContainerDir(store, name) + "/" + std::string(kRecordFile);

@@ -16,6 +16,8 @@
 
 #include "base/file_util.h"
 #include "base/log.h"
+#include "base/random.h"
+#include "base/time.h"
 
 namespace imgfs::cache {
 namespace {
@@ -30,38 +32,8 @@ std::string LeasePath(const Store& store, const std::string& id) {
   return LeaseDir(store) + "/" + id + ".json";
 }
 
-// 16 random hex digits from getrandom(2) (distinct in forked children), prefixed by the pid.
-std::string NewLeaseId() {
-  static const char kHex[] = "0123456789abcdef";
-  unsigned char bytes[8] = {};
-  size_t got = 0;
-  while (got < sizeof(bytes)) {
-    ssize_t n = ::getrandom(bytes + got, sizeof(bytes) - got, 0);
-    if (n <= 0) {
-      if (n < 0 && errno == EINTR) continue;
-      break;
-    }
-    got += static_cast<size_t>(n);
-  }
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  std::string s = std::to_string(::getpid()) + "-";
-  for (unsigned char b : bytes) {
-    s += kHex[b >> 4];
-    s += kHex[b & 0xf];
-  }
-  if (got < sizeof(bytes)) s += "-" + std::to_string(ts.tv_nsec);
-  return s;
-}
-
-std::string NowRfc3339() {
-  time_t now = ::time(nullptr);
-  tm utc{};
-  ::gmtime_r(&now, &utc);
-  char buf[32];
-  size_t n = std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &utc);
-  return std::string(buf, n);
-}
+// 16 random hex digits (base/random.h: distinct in forked children), prefixed by the pid.
+std::string NewLeaseId() { return std::to_string(::getpid()) + "-" + RandomHex(8); }
 
 // The fields of /proc/PID/stat after the command name (field 3 onwards), or empty.
 std::vector<std::string> StatFields(pid_t pid) {

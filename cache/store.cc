@@ -17,6 +17,8 @@
 
 #include "base/file_util.h"
 #include "base/log.h"
+#include "base/random.h"
+#include "base/time.h"
 #include "registry/media_types.h"
 
 namespace imgfs::cache {
@@ -55,46 +57,6 @@ Status MakePrivateDir(const std::string& path, bool follow) {
     return Status::FromErrno(errno, "chmod " + path);
   }
   return Status::Ok();
-}
-
-// Random hex digits from getrandom(2): unlike a seeded PRNG, distinct in forked children.
-std::string RandomHex(int digits) {
-  static const char kHex[] = "0123456789abcdef";
-  unsigned char bytes[32] = {};
-  size_t want = std::min<size_t>(sizeof(bytes), static_cast<size_t>(digits + 1) / 2);
-  size_t got = 0;
-  while (got < want) {
-    ssize_t n = ::getrandom(bytes + got, want - got, 0);
-    if (n <= 0) {
-      if (n < 0 && errno == EINTR) continue;
-      break;  // fall back to pid + time below
-    }
-    got += static_cast<size_t>(n);
-  }
-  std::string s;
-  for (size_t i = 0; i < want; ++i) {
-    s += kHex[bytes[i] >> 4];
-    s += kHex[bytes[i] & 0xf];
-  }
-  s.resize(static_cast<size_t>(digits));
-  if (got < want) {
-    timespec ts{};
-    ::clock_gettime(CLOCK_MONOTONIC, &ts);
-    s = std::to_string(::getpid()) + "-" + std::to_string(ts.tv_nsec) + "-" + s;
-  }
-  return s;
-}
-
-std::string NowRfc3339() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_REALTIME, &ts);
-  tm utc{};
-  ::gmtime_r(&ts.tv_sec, &utc);
-  char buf[64];
-  size_t n = std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &utc);
-  char frac[16];
-  std::snprintf(frac, sizeof(frac), ".%09ldZ", static_cast<long>(ts.tv_nsec));
-  return std::string(buf, n) + frac;
 }
 
 std::string GetString(const json& obj, const char* key) {
@@ -424,7 +386,7 @@ Result<BlobWriter> Store::NewBlobWriter(const Digest& expected, int64_t expected
   w.expected_ = expected;
   w.expected_size_ = expected_size;
   w.final_path_ = BlobPath(expected);
-  w.tmp_path_ = root_ + "/tmp/blob-" + expected.hex().substr(0, 16) + "-" + RandomHex(12);
+  w.tmp_path_ = root_ + "/tmp/blob-" + expected.hex().substr(0, 16) + "-" + RandomHex(6);
   IMGFS_ASSIGN_OR_RETURN(
       w.fd_, OpenFile(w.tmp_path_, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, kBlobFileMode));
   w.hasher_ = std::make_unique<registry::Sha256>();
@@ -514,7 +476,7 @@ Status Store::RecordImage(const registry::Reference& ref, const Descriptor& mani
     entry.manifest.media_type = std::string(registry::media::kOciManifest);
   }
   entry.repo_digest = repo_digest.empty() ? manifest.digest : repo_digest;
-  entry.pulled = NowRfc3339();
+  entry.pulled = NowRfc3339Nanos();
   return UpdateRecords([&](std::vector<ImageRecord>& records) {
     std::optional<ImageRecord> previous;
     size_t pos = records.size();

@@ -22,6 +22,7 @@
 
 #include "base/file_util.h"
 #include "base/log.h"
+#include "base/time.h"
 #include "cache/containers.h"
 #include "cache/index_store.h"
 #include "cache/leases.h"
@@ -59,13 +60,7 @@ bool IsHex64(std::string_view s) {
 }
 
 std::string Rfc3339(int64_t unix_seconds) {
-  if (unix_seconds <= 0) return {};
-  time_t t = static_cast<time_t>(unix_seconds);
-  tm utc{};
-  ::gmtime_r(&t, &utc);
-  char buf[32];
-  size_t n = std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &utc);
-  return std::string(buf, n);
+  return unix_seconds <= 0 ? std::string() : FormatRfc3339(unix_seconds);
 }
 
 std::string FamiliarOf(const ImageRecord& r) {

@@ -2,19 +2,20 @@
 # Builds and runs every test: what CI runs (.ci/run calls exactly this).
 #
 #   scripts/test.sh            setup, then plain, asan (+ fuzz), tsan
-#   scripts/test.sh plain      one configuration only (plain | unit | asan | tsan | fuzz | format)
+#   scripts/test.sh plain      one configuration only (plain | unit | asan | tsan | fuzz | format | tidy)
 #
 # plain: every label (unit, integration, e2e, hostile, fuzz-replay) with gcc.
 # unit:  the unit tests alone with gcc (the quick loop; scripts/check.sh adds the format check).
 # asan:  every label under AddressSanitizer + UndefinedBehaviorSanitizer (clang).
 # fuzz:  each libFuzzer target (from the asan build) for a bounded time over its corpus.
 # tsan:  unit tests (stress tests included) under ThreadSanitizer.
+# tidy:  clang-tidy (.clang-tidy) over the sources changed by the last commit (scripts/tidy.sh).
 # Any failed or skipped test fails the run. The last line is "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 configs=("$@")
-[ ${#configs[@]} -eq 0 ] && configs=(format plain asan fuzz tsan)
+[ ${#configs[@]} -eq 0 ] && configs=(format plain tidy asan fuzz tsan)
 
 scripts/setup.sh || { echo "setup failed"; exit 1; }
 
@@ -82,6 +83,9 @@ for config in "${configs[@]}"; do
         fi
         rm -rf "$work"
       done ;;
+    tidy)
+      if scripts/tidy.sh "${IMGFS_TIDY_BASE:-HEAD~1}"; then passed=$((passed + 1)); else
+        failed=$((failed + 1)); failures+=("tidy: clang-tidy findings"); fi ;;
     tsan)
       export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
       if scripts/build.sh tsan; then run_ctest tsan -L unit; else

@@ -12,6 +12,7 @@
 #include <optional>
 
 #include "base/log.h"
+#include "base/time.h"
 
 namespace imgfs::tools {
 namespace {
@@ -33,16 +34,6 @@ const OptionSpec* FindShort(const std::vector<OptionSpec>& specs, char c) {
     if (s.short_name != 0 && s.short_name == c) return &s;
   }
   return nullptr;
-}
-
-// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {
-  y -= m <= 2 ? 1 : 0;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const unsigned yoe = static_cast<unsigned>(y - era * 400);
-  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + static_cast<int64_t>(doe) - 719468;
 }
 
 }  // namespace
@@ -297,21 +288,9 @@ std::string HumanSize(int64_t bytes) {
 }
 
 std::string HumanAge(std::string_view rfc3339) {
-  int y = 0;
-  unsigned mo = 0, d = 0, h = 0, mi = 0, s = 0;
-  std::string text(rfc3339);
-  if (std::sscanf(text.c_str(), "%d-%u-%uT%u:%u:%u", &y, &mo, &d, &h, &mi, &s) != 6) return "N/A";
-  int64_t then = DaysFromCivil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s;
-  // Zone offset "+hh:mm" / "-hh:mm" after the seconds (and fraction).
-  size_t tpos = text.find('T');
-  size_t zpos = text.find_first_of("+-Z", tpos);
-  if (zpos != std::string::npos && text[zpos] != 'Z') {
-    unsigned zh = 0, zm = 0;
-    if (std::sscanf(text.c_str() + zpos + 1, "%u:%u", &zh, &zm) == 2) {
-      int64_t off = zh * 3600 + zm * 60;
-      then += text[zpos] == '+' ? -off : off;
-    }
-  }
+  int64_t then = 0;
+  uint32_t nanos = 0;
+  if (rfc3339.empty() || !ParseRfc3339(rfc3339, &then, &nanos).ok()) return "N/A";
   int64_t now = static_cast<int64_t>(std::time(nullptr));
   int64_t secs = now - then;
   if (secs < 0) secs = 0;

@@ -31,6 +31,7 @@
 
 #include "base/file_util.h"
 #include "base/log.h"
+#include "base/time.h"
 #include "base/unique_fd.h"
 #include "cache/containers.h"
 #include "cache/images.h"
@@ -288,10 +289,11 @@ int RunFail(const Status& st) {
 
 // ---- listing ----
 
-int64_t ParseRfc3339(const std::string& text) {
-  tm t{};
-  if (strptime(text.c_str(), "%Y-%m-%dT%H:%M:%S", &t) == nullptr) return -1;
-  return static_cast<int64_t>(timegm(&t));
+// Seconds since the epoch of a recorded time, or -1.
+int64_t RecordedTime(const std::string& text) {
+  int64_t sec = 0;
+  uint32_t nanos = 0;
+  return !text.empty() && ParseRfc3339(text, &sec, &nanos).ok() ? sec : -1;
 }
 
 // docker's units.HumanDuration.
@@ -313,7 +315,7 @@ std::string HumanDuration(int64_t secs) {
 }
 
 std::string Ago(const std::string& rfc3339) {
-  int64_t t = ParseRfc3339(rfc3339);
+  int64_t t = RecordedTime(rfc3339);
   if (t < 0) return "N/A";
   int64_t now = static_cast<int64_t>(::time(nullptr));
   return HumanDuration(std::max<int64_t>(0, now - t)) + " ago";
@@ -322,7 +324,7 @@ std::string Ago(const std::string& rfc3339) {
 std::string StatusText(const cache::ContainerInfo& c) {
   int64_t now = static_cast<int64_t>(::time(nullptr));
   if (c.running) {
-    int64_t t = ParseRfc3339(c.created);
+    int64_t t = RecordedTime(c.created);
     return "Up " + (t < 0 ? std::string("N/A") : HumanDuration(std::max<int64_t>(0, now - t)));
   }
   std::string out = "Exited (" + std::to_string(c.exit_code) + ")";

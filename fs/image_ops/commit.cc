@@ -25,6 +25,7 @@
 
 #include "base/file_util.h"
 #include "base/log.h"
+#include "base/time.h"
 #include "base/unique_fd.h"
 #include "cache/containers.h"
 #include "cache/images.h"
@@ -50,15 +51,6 @@ constexpr size_t kPieceBytes = 1 << 20;
 
 // zstd level 3 is zstd's own default and what containers/storage uses for layers.
 constexpr int kZstdLevel = 3;
-
-std::string NowRfc3339() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 std::string Join(const std::string& dir, const std::string& name) {
   return dir.empty() ? name : dir + "/" + name;

@@ -95,10 +95,6 @@ Result<LayerIndex> LoadEstargzIndex(registry::BlobSource& source, const registry
 namespace toc_internal {
 // Helpers shared by the TOC readers (estargz_toc.cc, zstd_chunked_toc.cc); not an API.
 
-// RFC 3339 ("2024-01-01T00:00:00Z", fractional seconds, numeric offsets) → Unix time.
-// "" → 0. Corrupt on malformed text.
-Status ParseRfc3339(std::string_view text, int64_t* sec, uint32_t* nsec);
-
 // One TOC entry, format-neutral (eStargz and zstd:chunked share the field names).
 struct TocRecord {
   std::string name;  // as in the TOC

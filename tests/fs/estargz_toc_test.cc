@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include "base/time.h"
 #include "fs/layer/chunk_decoder.h"
 #include "fs/layer/index_builder.h"
 #include "registry/local_source.h"
@@ -385,12 +386,12 @@ TEST(EstargzToc, LegacyFooterAndFooterParsing) {
 TEST(EstargzToc, TimesAndMalformedJson) {
   int64_t sec = 0;
   uint32_t nsec = 0;
-  ASSERT_TRUE(toc_internal::ParseRfc3339("1969-07-20T20:17:40Z", &sec, &nsec).ok());
+  ASSERT_TRUE(ParseRfc3339("1969-07-20T20:17:40Z", &sec, &nsec).ok());
   EXPECT_EQ(sec, -14182940);
-  ASSERT_TRUE(toc_internal::ParseRfc3339("2024-03-01T01:00:00.5+01:00", &sec, &nsec).ok());
+  ASSERT_TRUE(ParseRfc3339("2024-03-01T01:00:00.5+01:00", &sec, &nsec).ok());
   EXPECT_EQ(sec, 1709251200);
   EXPECT_EQ(nsec, 500000000u);
-  EXPECT_FALSE(toc_internal::ParseRfc3339("2024-03-01 00:00:00", &sec, &nsec).ok());
+  EXPECT_FALSE(ParseRfc3339("2024-03-01 00:00:00", &sec, &nsec).ok());
 
   Digest layer = Digest::Sha256Of("layer");
   for (const char* json : {"", "[]", "{\"entries\":3}", "{\"entries\":[{\"name\":1}]}",

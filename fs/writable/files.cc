@@ -1,0 +1,255 @@
+// imgfs — WritableFs: file handles, directory listings, statfs and xattrs.
+#include "fs/writable/writable_fs_internal.h"
+
+namespace imgfs::fs {
+
+using namespace writable_internal;  // this module's own helpers
+
+// ---- files -----------------------------------------------------------------------------
+
+std::shared_ptr<WritableFs::Handle> WritableFs::GetHandle(uint64_t fh) const {
+  MutexLock lock(&handles_mu_);
+  auto it = handles_.find(fh);
+  return it == handles_.end() ? nullptr : it->second;
+}
+
+int WritableFs::Open(uint64_t id, int flags, uint64_t* fh, bool* cacheable) {
+  auto handle = std::make_shared<Handle>();
+  {
+    MutexLock lock(&mu_);
+    MutexLock hl(&handle->mu);  // not shared yet; held for the lock analysis (order: mu_, then it)
+    Node* node = GetNode(id);
+    if (node == nullptr || node->deleted) return ENOENT;
+    if (S_ISDIR(node->state.type)) return EISDIR;
+    bool write = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC) != 0;
+    if (write) {
+      int r = CopyUp(node, (flags & O_TRUNC) == 0);
+      if (r != 0) return r;
+    }
+    handle->id = id;
+    handle->writable = (flags & O_ACCMODE) != O_RDONLY;
+    if (node->state.upper) {
+      int open_flags = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT)) | O_CLOEXEC;
+      handle->fd = UniqueFd(OpenBeneath(upper_fd_.get(), PathOf(node), open_flags));
+      if (!handle->fd.IsValid()) return Errno();
+    } else {
+      handle->lower = node->state.lower;
+      handle->copy_ups_seen = copy_ups_.load(std::memory_order_acquire);
+    }
+    *cacheable = Cacheable(node);
+  }
+  MutexLock lock(&handles_mu_);
+  *fh = next_fh_++;
+  handles_.emplace(*fh, std::move(handle));
+  return 0;
+}
+
+int WritableFs::Create(uint64_t parent, std::string_view name, mode_t mode, int flags,
+                       const Caller& caller, Entry* out, uint64_t* fh) {
+  auto handle = std::make_shared<Handle>();
+  {
+    MutexLock lock(&mu_);
+    MutexLock hl(&handle->mu);  // not shared yet; held for the lock analysis (order: mu_, then it)
+    CreateSite site;
+    int r = PrepareCreate(parent, name, &site);
+    if (r != 0) return r;
+    const int at = site.at;
+    const std::string& nm = site.name_at;
+    int open_flags = (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_DIRECT)) | O_CREAT |
+                     O_EXCL | O_CLOEXEC;
+    handle->fd = UniqueFd(OpenBeneath(at, nm, open_flags, 0600));
+    if (!handle->fd.IsValid()) return Errno();
+    mode_t m = (mode & 07777) | S_IFREG;
+    r = SetNewOwner(at, nm.c_str(), upper_fd_.get(), site.dir_path, caller, S_IFREG, &m);
+    if (r != 0) {
+      UnlinkBeneath(at, nm, 0);
+      return r;
+    }
+    r = FinishCreate(site, name, S_IFREG | m, out);
+    if (r != 0) return r;
+    handle->id = out->id;
+    handle->writable = (flags & O_ACCMODE) != O_RDONLY;
+  }
+  MutexLock lock(&handles_mu_);
+  *fh = next_fh_++;
+  handles_.emplace(*fh, std::move(handle));
+  return 0;
+}
+
+int WritableFs::Read(uint64_t fh, uint64_t offset, size_t size, std::string* out) {
+  std::shared_ptr<Handle> h = GetHandle(fh);
+  if (h == nullptr) return EBADF;
+  int fd = -1;
+  uint32_t lower = 0;
+  bool check_upper = false;
+  {
+    MutexLock hl(&h->mu);
+    fd = h->fd.get();
+    lower = h->lower;
+    uint64_t now = copy_ups_.load(std::memory_order_acquire);
+    check_upper = fd < 0 && now != h->copy_ups_seen;
+    h->copy_ups_seen = now;
+  }
+  if (check_upper) {
+    // Opened while the file was in the lower: once it has been copied up (through another
+    // handle), read the copy, which may have changed.
+    UniqueFd opened;
+    {
+      MutexLock lock(&mu_);
+      Node* node = GetNode(h->id);
+      if (node != nullptr && !node->deleted && node->state.upper) {
+        opened = UniqueFd(OpenBeneath(upper_fd_.get(), PathOf(node), O_RDONLY | O_CLOEXEC));
+      }
+    }
+    if (opened.IsValid()) {
+      MutexLock hl(&h->mu);
+      if (!h->fd.IsValid()) h->fd = std::move(opened);
+      fd = h->fd.get();
+    }
+  }
+  if (fd >= 0) {
+    out->resize(size);
+    ssize_t n;
+    do {
+      n = pread(fd, out->data(), size, static_cast<off_t>(offset));
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return Errno();
+    out->resize(static_cast<size_t>(n));
+    return 0;
+  }
+  Result<std::string> data = lower_->Read(lower, offset, size);
+  if (!data.has_value()) return EIO;
+  *out = std::move(*data);
+  return 0;
+}
+
+int WritableFs::Write(uint64_t fh, uint64_t offset, const char* data, size_t size,
+                      size_t* written) {
+  std::shared_ptr<Handle> h = GetHandle(fh);
+  if (h == nullptr) return EBADF;
+  int fd;
+  {
+    MutexLock hl(&h->mu);
+    fd = h->writable ? h->fd.get() : -1;
+  }
+  if (fd < 0) return EBADF;
+  ssize_t n;
+  do {
+    n = pwrite(fd, data, size, static_cast<off_t>(offset));
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return Errno();
+  *written = static_cast<size_t>(n);
+  return 0;
+}
+
+int WritableFs::Fsync(uint64_t fh, bool datasync) {
+  std::shared_ptr<Handle> h = GetHandle(fh);
+  if (h == nullptr) return EBADF;
+  MutexLock hl(&h->mu);
+  if (!h->fd.IsValid()) return 0;
+  int rc = datasync ? fdatasync(h->fd.get()) : fsync(h->fd.get());
+  return rc == 0 ? 0 : Errno();
+}
+
+void WritableFs::Release(uint64_t fh) {
+  std::shared_ptr<Handle> h;
+  {
+    MutexLock lock(&handles_mu_);
+    auto it = handles_.find(fh);
+    if (it == handles_.end()) return;
+    h = std::move(it->second);
+    handles_.erase(it);
+  }
+}
+
+int WritableFs::ReadDir(uint64_t id, std::vector<MergedDirEntry>* out, uint64_t* parent_st_ino) {
+  MutexLock lock(&mu_);
+  Node* node = GetNode(id);
+  if (node == nullptr) return ENOENT;
+  if (!S_ISDIR(node->state.type)) return ENOTDIR;
+  if (node->deleted) {
+    out->clear();
+    *parent_st_ino = node->last.st_ino;
+    return 0;
+  }
+  int r = Merged(node->state, PathOf(node), out);
+  if (r != 0) return r;
+  Node* parent = node->parent != nullptr ? node->parent : node;
+  struct stat st {};
+  *parent_st_ino = StatNode(parent, &st) == 0 ? st.st_ino : 1;
+  return 0;
+}
+
+int WritableFs::StatFs(struct statvfs* out) {
+  return fstatvfs(upper_fd_.get(), out) == 0 ? 0 : Errno();
+}
+
+// ---- xattrs ----------------------------------------------------------------------------
+
+int WritableFs::SetXattr(uint64_t id, std::string_view name, std::string_view value, int flags) {
+  if (IsOverlayXattr(name)) return EPERM;
+  MutexLock lock(&mu_);
+  Node* node = GetNode(id);
+  if (node == nullptr || node->deleted) return ENOENT;
+  int r = CopyUp(node, true);
+  if (r != 0) return r;
+  return SetXattrBeneath(upper_fd_.get(), PathOf(node), std::string(name), value, flags);
+}
+
+int WritableFs::GetXattr(uint64_t id, std::string_view name, std::string* value) {
+  if (IsOverlayXattr(name)) return ENODATA;
+  MutexLock lock(&mu_);
+  Node* node = GetNode(id);
+  if (node == nullptr) return ENOENT;
+  if (node->deleted && !node->orphan.IsValid()) return ENODATA;
+  if (node->state.upper) {
+    if (node->deleted) return GetXattrFd(node->orphan.get(), std::string(name), value);
+    return GetXattrBeneath(upper_fd_.get(), PathOf(node), std::string(name), value);
+  }
+  Result<std::string_view> v = table_.GetXattr(node->state.lower, name);
+  if (!v.has_value()) return v.error().code() == StatusCode::kNotFound ? ENODATA : EIO;
+  *value = std::string(*v);
+  return 0;
+}
+
+int WritableFs::ListXattr(uint64_t id, std::vector<std::string>* names) {
+  MutexLock lock(&mu_);
+  Node* node = GetNode(id);
+  if (node == nullptr) return ENOENT;
+  names->clear();
+  if (node->deleted) return 0;
+  if (node->state.upper) {
+    std::vector<std::string> all;
+    ListXattrsBeneath(upper_fd_.get(), PathOf(node), &all);
+    for (std::string& n : all) {
+      if (!IsOverlayXattr(n)) names->push_back(std::move(n));
+    }
+    return 0;
+  }
+  Result<std::vector<std::string_view>> list = table_.ListXattr(node->state.lower);
+  if (!list.has_value()) return EIO;
+  for (std::string_view n : *list) {
+    if (!IsOverlayXattr(n)) names->emplace_back(n);
+  }
+  return 0;
+}
+
+int WritableFs::RemoveXattr(uint64_t id, std::string_view name) {
+  if (IsOverlayXattr(name)) return ENODATA;
+  MutexLock lock(&mu_);
+  Node* node = GetNode(id);
+  if (node == nullptr || node->deleted) return ENOENT;
+  if (!node->state.upper && !table_.GetXattr(node->state.lower, name).has_value()) {
+    return ENODATA;
+  }
+  int r = CopyUp(node, true);
+  if (r != 0) return r;
+  return RemoveXattrBeneath(upper_fd_.get(), PathOf(node), std::string(name));
+}
+
+size_t WritableFs::node_count() const {
+  MutexLock lock(&mu_);
+  return nodes_.size();
+}
+
+}  // namespace imgfs::fs
