@@ -15,6 +15,12 @@ namespace imgfs {
 // `max_shown` bytes of it, then `..."` when it was longer.
 std::string QuoteForMessage(std::string_view text, size_t max_shown = 100);
 
+// `text` with ASCII letters lower-cased (host names, header names, media type parameters).
+std::string ToLower(std::string_view text);
+
+// `text` without leading and trailing ASCII white space (space, \t, \n, \v, \f, \r).
+std::string_view Trim(std::string_view text);
+
 }  // namespace imgfs
 
 #endif  // IMGFS_BASE_STRINGS_H_

@@ -503,4 +503,17 @@ Status CredentialStore::Erase(const std::string& registry_host) {
   return Status::Ok();
 }
 
+Result<std::optional<Credential>> ResolveCredential(std::string_view creds_flag,
+                                                    const std::string& registry_host) {
+  if (creds_flag.empty()) return CredentialStore::FromEnvironment().Lookup(registry_host);
+  const size_t colon = creds_flag.find(':');
+  if (colon == std::string_view::npos || colon == 0) {
+    return Status::InvalidArgument("--creds must be USER:PASSWORD");
+  }
+  Credential cred;
+  cred.username = std::string(creds_flag.substr(0, colon));
+  cred.password = std::string(creds_flag.substr(colon + 1));
+  return std::optional<Credential>(std::move(cred));
+}
+
 }  // namespace imgfs::registry
