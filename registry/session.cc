@@ -80,8 +80,8 @@ RegistrySession::RegistrySession(std::string registry_host, ConnectionOptions op
   } else {
     http_ = options_.http;
   }
-  auth_ =
-      std::make_unique<Authenticator>(http_, options_.credential, tls_, endpoint_, other_host_tls_);
+  auth_ = std::make_unique<Authenticator>(http_, options_.credential, tls_, registry_host_,
+                                          other_host_tls_);
 }
 
 RegistrySession::~RegistrySession() = default;
