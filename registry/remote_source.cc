@@ -20,6 +20,9 @@ namespace {
 constexpr int kTagsPageSize = 1000;
 // Refuse to follow more pages than this (a loop in Link headers).
 constexpr int kMaxTagPages = 10000;
+// Largest /tags/list page read. A registry may ignore n= and answer every tag at once:
+// 64 MiB is half a million tags of 128 bytes, and still a bound.
+constexpr size_t kMaxTagsPageBytes = 64u << 20;
 
 // The first position of a 206's Content-Range ("bytes 10-20/300" → 10), through the bounded
 // parser of multipart_ranges.h: numbers of more than 19 digits or above 2^63-1 are Corrupt,
@@ -369,6 +372,7 @@ Status RemoteSource::StreamBlobRange(const Digest& digest, ByteRange range, cons
 Result<std::vector<std::string>> RemoteSource::ListTags() {
   std::vector<std::string> tags;
   Call call = NewCall("tags/list?n=" + std::to_string(kTagsPageSize), "GET tags of " + Name());
+  call.max_body_bytes = kMaxTagsPageBytes;
   for (int page = 0; page < kMaxTagPages; ++page) {
     IMGFS_ASSIGN_OR_RETURN(HttpResponse resp, session_->Execute(call));
     if (resp.status == 404) {
