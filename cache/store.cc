@@ -20,6 +20,7 @@
 #include "base/random.h"
 #include "base/time.h"
 #include "registry/media_types.h"
+#include "registry/oci_layout.h"
 
 namespace imgfs::cache {
 namespace {
@@ -28,8 +29,6 @@ using json = nlohmann::json;
 using registry::Descriptor;
 using registry::Digest;
 
-constexpr char kOciLayoutFile[] = "oci-layout";
-constexpr char kIndexFile[] = "index.json";
 constexpr char kStoreInfoFile[] = "imgfs.json";
 constexpr char kIndexLock[] = "index.lock";
 constexpr char kGcLock[] = "gc.lock";
@@ -59,52 +58,13 @@ Status MakePrivateDir(const std::string& path, bool follow) {
   return Status::Ok();
 }
 
-std::string GetString(const json& obj, const char* key) {
-  auto it = obj.find(key);
-  if (it == obj.end() || !it->is_string()) return {};
-  return it->get<std::string>();
-}
-
-// One index.json entry → ImageRecord. Corrupt on a malformed descriptor.
-Result<ImageRecord> DecodeEntry(const json& e, size_t pos) {
-  auto bad = [pos](const std::string& what) {
-    return Status::Corrupt("index.json: entry " + std::to_string(pos) + ": " + what);
-  };
-  if (!e.is_object()) return bad("not an object");
-  ImageRecord r;
-  Descriptor& d = r.manifest;
-  d.media_type = GetString(e, "mediaType");
-  auto digest = Digest::Parse(GetString(e, "digest"));
-  if (!digest.has_value()) return bad(digest.error().message());
-  d.digest = *digest;
-  auto size = e.find("size");
-  if (size == e.end() || !size->is_number_integer() || size->get<int64_t>() < 0) {
-    return bad("missing or invalid size");
-  }
-  d.size = size->get<int64_t>();
-  d.artifact_type = GetString(e, "artifactType");
-  if (auto it = e.find("urls"); it != e.end() && it->is_array()) {
-    for (const auto& u : *it) {
-      if (u.is_string()) d.urls.push_back(u.get<std::string>());
-    }
-  }
-  if (auto it = e.find("platform"); it != e.end() && it->is_object()) {
-    registry::Platform p;
-    p.os = GetString(*it, "os");
-    p.architecture = GetString(*it, "architecture");
-    p.variant = GetString(*it, "variant");
-    p.os_version = GetString(*it, "os.version");
-    d.platform = p;
-  }
-  if (auto it = e.find("annotations"); it != e.end() && it->is_object()) {
-    for (const auto& [k, v] : it->items()) {
-      if (v.is_string()) d.annotations[k] = v.get<std::string>();
-    }
-  }
+// One index.json entry → ImageRecord (the descriptor is checked by registry/oci_layout.h).
+ImageRecord RecordOf(Descriptor d) {
   auto ann = [&d](std::string_view key) -> std::string {
     auto it = d.annotations.find(std::string(key));
     return it == d.annotations.end() ? std::string() : it->second;
   };
+  ImageRecord r;
   r.reference = ann(kAnnotationReference);
   if (r.reference.empty()) {
     // Entries written by other tools (skopeo copy oci:ROOT:NAME) carry only ref.name.
@@ -122,49 +82,33 @@ Result<ImageRecord> DecodeEntry(const json& e, size_t pos) {
     if (rd.has_value()) r.repo_digest = *rd;
   }
   r.pulled = ann(kAnnotationPulled);
+  r.manifest = std::move(d);
   return r;
 }
 
-json EncodeEntry(const ImageRecord& r) {
-  const Descriptor& d = r.manifest;
-  json e = json::object();
-  e["mediaType"] = d.media_type.empty() ? std::string(registry::media::kOciManifest) : d.media_type;
-  e["digest"] = d.digest.String();
-  e["size"] = d.size;
-  if (!d.artifact_type.empty()) e["artifactType"] = d.artifact_type;
-  if (!d.urls.empty()) e["urls"] = d.urls;
-  if (d.platform.has_value()) {
-    json p = json::object();
-    p["architecture"] = d.platform->architecture;
-    p["os"] = d.platform->os;
-    if (!d.platform->os_version.empty()) p["os.version"] = d.platform->os_version;
-    if (!d.platform->variant.empty()) p["variant"] = d.platform->variant;
-    e["platform"] = p;
-  }
-  std::map<std::string, std::string> ann = d.annotations;
+Descriptor EntryOf(const ImageRecord& r) {
+  Descriptor d = r.manifest;
+  if (d.media_type.empty()) d.media_type = std::string(registry::media::kOciManifest);
   for (std::string_view k : {kAnnotationRefName, kAnnotationReference, kAnnotationRepository,
                              kAnnotationRepoDigest, kAnnotationPulled}) {
-    ann.erase(std::string(k));
+    d.annotations.erase(std::string(k));
   }
   if (!r.reference.empty()) {
-    ann[std::string(kAnnotationRefName)] = r.reference;
-    ann[std::string(kAnnotationReference)] = r.reference;
+    d.annotations[std::string(kAnnotationRefName)] = r.reference;
+    d.annotations[std::string(kAnnotationReference)] = r.reference;
   }
-  if (!r.repository.empty()) ann[std::string(kAnnotationRepository)] = r.repository;
-  if (!r.repo_digest.empty()) ann[std::string(kAnnotationRepoDigest)] = r.repo_digest.String();
-  if (!r.pulled.empty()) ann[std::string(kAnnotationPulled)] = r.pulled;
-  if (!ann.empty()) e["annotations"] = ann;
-  return e;
+  if (!r.repository.empty()) d.annotations[std::string(kAnnotationRepository)] = r.repository;
+  if (!r.repo_digest.empty()) {
+    d.annotations[std::string(kAnnotationRepoDigest)] = r.repo_digest.String();
+  }
+  if (!r.pulled.empty()) d.annotations[std::string(kAnnotationPulled)] = r.pulled;
+  return d;
 }
 
-std::string EncodeIndexJson(const std::vector<ImageRecord>& records) {
-  json idx = json::object();
-  idx["schemaVersion"] = 2;
-  idx["mediaType"] = std::string(registry::media::kOciIndex);
-  json list = json::array();
-  for (const auto& r : records) list.push_back(EncodeEntry(r));
-  idx["manifests"] = std::move(list);
-  return idx.dump() + "\n";
+registry::Index IndexOf(const std::vector<ImageRecord>& records) {
+  registry::Index index;
+  for (const ImageRecord& r : records) index.manifests.push_back(EntryOf(r));
+  return index;
 }
 
 // Creates `path` with `content` unless it exists. Caller holds index.lock.
@@ -305,14 +249,8 @@ Status Store::Init() {
     IMGFS_RETURN_IF_ERROR(MakePrivateDir(root_ + "/" + sub, /*follow=*/false));
   }
   IMGFS_ASSIGN_OR_RETURN(FileLock lock, LockIndex());
-  // oci-layout
-  std::string layout_path = root_ + "/" + kOciLayoutFile;
-  IMGFS_RETURN_IF_ERROR(CreateIfMissing(layout_path, "{\"imageLayoutVersion\":\"1.0.0\"}"));
-  IMGFS_ASSIGN_OR_RETURN(std::string layout, ReadFile(layout_path));
-  json lj = json::parse(layout, nullptr, false);
-  if (lj.is_discarded() || !lj.is_object() || GetString(lj, "imageLayoutVersion").empty()) {
-    return Status::Corrupt(layout_path + ": not an OCI layout file");
-  }
+  // oci-layout and index.json
+  IMGFS_RETURN_IF_ERROR(registry::InitOciLayout(root_));
   // imgfs.json
   std::string info_path = root_ + "/" + kStoreInfoFile;
   json info = {{"format", "imgfs-store"}, {"version", kStoreFormatVersion}};
@@ -329,8 +267,6 @@ Status Store::Init() {
                                " is newer than this imgfs supports (" +
                                std::to_string(kStoreFormatVersion) + "); upgrade imgfs");
   }
-  // index.json
-  IMGFS_RETURN_IF_ERROR(CreateIfMissing(root_ + "/" + kIndexFile, EncodeIndexJson({})));
   return Status::Ok();
 }
 
@@ -419,28 +355,18 @@ Result<FileLock> Store::LockGcExclusive() const {
 }
 
 Result<std::vector<ImageRecord>> Store::ReadRecordsUnlocked() const {
-  std::string path = root_ + "/" + kIndexFile;
-  auto text = ReadFile(path);
-  if (!text.has_value()) {
-    if (text.error().code() == StatusCode::kNotFound) return std::vector<ImageRecord>();
-    return text.error();
+  Result<registry::Index> index = registry::ReadOciIndex(root_);
+  if (!index.has_value()) {
+    if (index.error().code() == StatusCode::kNotFound) return std::vector<ImageRecord>();
+    return index.error();
   }
-  json idx = json::parse(*text, nullptr, false);
-  if (idx.is_discarded() || !idx.is_object()) return Status::Corrupt(path + ": not a JSON object");
   std::vector<ImageRecord> records;
-  auto it = idx.find("manifests");
-  if (it == idx.end() || it->is_null()) return records;
-  if (!it->is_array()) return Status::Corrupt(path + ": \"manifests\" is not an array");
-  for (size_t i = 0; i < it->size(); ++i) {
-    auto r = DecodeEntry((*it)[i], i);
-    if (!r.has_value()) return r.error().WithContext(root_);
-    records.push_back(std::move(*r));
-  }
+  for (Descriptor& d : index->manifests) records.push_back(RecordOf(std::move(d)));
   return records;
 }
 
 Status Store::WriteRecordsUnlocked(const std::vector<ImageRecord>& records) const {
-  return WriteFileAtomic(root_ + "/" + kIndexFile, EncodeIndexJson(records));
+  return registry::WriteOciIndex(root_, IndexOf(records));
 }
 
 Result<std::vector<ImageRecord>> Store::ListRecords() const { return ReadRecordsUnlocked(); }
@@ -457,11 +383,11 @@ Result<ImageRecord> Store::FindRecord(const registry::Reference& ref) const {
 Status Store::UpdateRecords(const std::function<Status(std::vector<ImageRecord>&)>& fn) {
   IMGFS_ASSIGN_OR_RETURN(FileLock lock, LockIndex());
   IMGFS_ASSIGN_OR_RETURN(std::vector<ImageRecord> records, ReadRecordsUnlocked());
-  std::string before = EncodeIndexJson(records);
+  const std::string before = registry::EncodeOciIndex(IndexOf(records));
   IMGFS_RETURN_IF_ERROR(fn(records));
-  std::string after = EncodeIndexJson(records);
+  const std::string after = registry::EncodeOciIndex(IndexOf(records));
   if (after == before) return Status::Ok();
-  return WriteFileAtomic(root_ + "/" + kIndexFile, after);
+  return WriteFileAtomic(root_ + "/" + std::string(registry::kOciIndexFile), after);
 }
 
 Status Store::RecordImage(const registry::Reference& ref, const Descriptor& manifest,

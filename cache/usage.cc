@@ -26,6 +26,7 @@
 #include "cache/containers.h"
 #include "cache/index_store.h"
 #include "cache/leases.h"
+#include "registry/media_types.h"
 #include "registry/reference.h"
 
 namespace imgfs::cache {
@@ -44,14 +45,6 @@ constexpr int64_t kMaxDocumentBytes = 4 << 20;
 // A temporary file in chunks/ older than this is a crash leftover (chunk writes take
 // milliseconds; chunk writers hold no lock GC could wait for).
 constexpr int64_t kStaleChunkTmpSeconds = 3600;
-
-// Layer annotations that make a layer lazily mountable (fs/layer/estargz_toc.h,
-// fs/layer/zstd_chunked_toc.h; repeated here because cache/ must not include fs/).
-constexpr std::string_view kLazyAnnotations[] = {
-    "containerd.io/snapshot/stargz/toc.digest",
-    "io.github.containers.zstd-chunked.manifest-position",
-    "io.containers.zstd-chunked.manifest-position",
-};
 
 bool IsHex64(std::string_view s) {
   return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
@@ -85,13 +78,6 @@ Result<Descriptor> DecodeDescriptor(const json& j) {
     }
   }
   return d;
-}
-
-bool IsLazyCapable(const Descriptor& d) {
-  for (std::string_view key : kLazyAnnotations) {
-    if (d.annotations.count(std::string(key)) > 0) return true;
-  }
-  return false;
 }
 
 // What one manifest (or index) reaches.
@@ -762,7 +748,8 @@ Result<PruneReport> Prune(Store& store, int64_t max_bytes, const UsageOptions& o
     for (const Descriptor& layer : img->reach.layers) {
       if (total <= max_bytes) return done();
       const std::string& hex = layer.digest.hex();
-      if (!IsLazyCapable(layer) || pinned.blobs.count(hex) > 0 || inv.blobs.count(hex) == 0) {
+      if (!registry::media::IsLazyLayer(layer) || pinned.blobs.count(hex) > 0 ||
+          inv.blobs.count(hex) == 0) {
         continue;
       }
       int64_t freed = 0;

@@ -8,6 +8,7 @@
 #include <openssl/evp.h>
 
 #include "base/log.h"
+#include "base/strings.h"
 #include "registry/origin.h"
 
 namespace imgfs::registry {
@@ -33,13 +34,6 @@ bool IsToken68Char(char c) {
   return std::string_view("-._~+/").find(c) != std::string_view::npos;
 }
 
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
-
 // RFC 7230 §3.2.6 / RFC 7235 §2.1 scanner over one header value.
 class ChallengeParser {
  public:
@@ -53,7 +47,7 @@ class ChallengeParser {
       std::string_view scheme = ReadToken();
       if (scheme.empty()) return Error("expected an authentication scheme");
       Challenge challenge;
-      challenge.scheme = Lower(scheme);
+      challenge.scheme = ToLower(scheme);
       size_t spaces = SkipSpaces();
       if (AtEnd() || Peek() == ',') {
         out.push_back(std::move(challenge));
@@ -151,7 +145,7 @@ class ChallengeParser {
         if (token.empty()) return Error("expected a parameter value");
         value = std::string(token);
       }
-      if (!challenge->params.emplace(Lower(name), std::move(value)).second) {
+      if (!challenge->params.emplace(ToLower(name), std::move(value)).second) {
         return Error("parameter repeated");
       }
       SkipSpaces();

@@ -23,6 +23,7 @@
 
 #include "base/file_util.h"
 #include "base/log.h"
+#include "base/strings.h"
 #include "base/unique_fd.h"
 
 extern char** environ;  // NOLINT: POSIX
@@ -42,20 +43,6 @@ constexpr auto kHelperExitPoll = std::chrono::milliseconds(10);
 // docker-credential-helpers `credentials.ErrCredentialsNotFound`.
 constexpr char kHelperNotFound[] = "credentials not found";
 
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
-
-std::string Trim(std::string_view s) {
-  size_t b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string_view::npos) return "";
-  size_t e = s.find_last_not_of(" \t\r\n");
-  return std::string(s.substr(b, e - b + 1));
-}
-
 std::string Base64Encode(std::string_view data) {
   std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
   int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
@@ -66,7 +53,7 @@ std::string Base64Encode(std::string_view data) {
 }
 
 std::optional<std::string> Base64Decode(std::string_view text) {
-  std::string in = Trim(text);
+  std::string in(Trim(text));
   if (in.size() % 4 != 0) return std::nullopt;
   if (in.empty()) return std::string();
   std::string out(in.size() / 4 * 3 + 1, '\0');
@@ -85,7 +72,7 @@ std::optional<std::string> Base64Decode(std::string_view text) {
 // The host a config key stands for, or "" when the key is namespaced ("quay.io/org", a
 // containers auth.json per-repository entry) and so does not apply to the whole host.
 std::string KeyHost(std::string_view key) {
-  std::string k = Lower(Trim(key));
+  std::string k = ToLower(Trim(key));
   bool has_scheme = false;
   for (std::string_view scheme : {"https://", "http://"}) {
     if (k.rfind(scheme, 0) == 0) {
@@ -314,7 +301,7 @@ Result<std::optional<Credential>> HelperGet(const CredentialStoreOptions& option
   if (run->exit_code != 0) {
     if (run->output.find(kHelperNotFound) != std::string::npos) return std::optional<Credential>();
     // The output of a failing helper is its error message, not a secret.
-    std::string message = Trim(run->output).substr(0, 200);
+    std::string message(Trim(run->output).substr(0, 200));
     return Status::Unavailable("credential helper docker-credential-" + helper + " failed (exit " +
                                std::to_string(run->exit_code) + ")" +
                                (message.empty() ? "" : ": " + message));
@@ -391,7 +378,7 @@ std::string HomeDir() {
 }  // namespace
 
 std::string NormalizeRegistryHost(std::string_view key) {
-  std::string k = Lower(Trim(key));
+  std::string k = ToLower(Trim(key));
   for (std::string_view scheme : {"https://", "http://"}) {
     if (k.rfind(scheme, 0) == 0) k = k.substr(scheme.size());
   }
@@ -501,6 +488,19 @@ Status CredentialStore::Erase(const std::string& registry_host) {
   }
   if (!erased) return Status::NotFound("not logged in to " + host);
   return Status::Ok();
+}
+
+Result<std::optional<Credential>> ResolveCredential(std::string_view creds_flag,
+                                                    const std::string& registry_host) {
+  if (creds_flag.empty()) return CredentialStore::FromEnvironment().Lookup(registry_host);
+  const size_t colon = creds_flag.find(':');
+  if (colon == std::string_view::npos || colon == 0) {
+    return Status::InvalidArgument("--creds must be USER:PASSWORD");
+  }
+  Credential cred;
+  cred.username = std::string(creds_flag.substr(0, colon));
+  cred.password = std::string(creds_flag.substr(colon + 1));
+  return std::optional<Credential>(std::move(cred));
 }
 
 }  // namespace imgfs::registry

@@ -94,6 +94,13 @@ class CredentialStore {
   CredentialStoreOptions options_;
 };
 
+// The credential for `registry_host` as the command line asks: `creds_flag` ("USER:PASSWORD",
+// from --creds or the first stdin line of --creds-stdin; the password may contain ':') when
+// not empty, else CredentialStore::FromEnvironment().Lookup(registry_host).
+// InvalidArgument "--creds must be USER:PASSWORD" without a ':' or with an empty user.
+Result<std::optional<Credential>> ResolveCredential(std::string_view creds_flag,
+                                                    const std::string& registry_host);
+
 }  // namespace imgfs::registry
 
 #endif  // IMGFS_REGISTRY_CREDENTIALS_H_

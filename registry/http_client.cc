@@ -12,6 +12,7 @@
 #include <curl/curl.h>
 
 #include "base/log.h"
+#include "base/strings.h"
 
 namespace imgfs::registry {
 namespace {
@@ -39,22 +40,6 @@ struct CurlUrlDeleter {
 };
 using CurlUrlPtr = std::unique_ptr<CURLU, CurlUrlDeleter>;
 
-std::string ToLower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-std::string_view Trim(std::string_view text) {
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) {
-    text.remove_prefix(1);
-  }
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) {
-    text.remove_suffix(1);
-  }
-  return text;
-}
-
 // State shared between Do() and the libcurl callbacks of one transfer.
 struct Transfer {
   const HttpRequest* request = nullptr;
@@ -64,10 +49,6 @@ struct Transfer {
   bool body_too_large = false;
   bool body_started = false;  // on_body_start was called
 };
-
-bool IsSuccess(long status) {  // NOLINT(google-runtime-int)
-  return status >= 200 && status < 300;
-}
 
 size_t HeaderCallback(char* data, size_t size, size_t nitems, void* user) {
   auto* t = static_cast<Transfer*>(user);
@@ -105,7 +86,7 @@ size_t HeaderCallback(char* data, size_t size, size_t nitems, void* user) {
 size_t WriteCallback(char* data, size_t size, size_t nmemb, void* user) {
   auto* t = static_cast<Transfer*>(user);
   const size_t n = size * nmemb;
-  if (t->request->body_sink && IsSuccess(t->response.status)) {
+  if (t->request->body_sink && IsSuccessStatus(t->response.status)) {
     if (!t->body_started) {
       t->body_started = true;
       if (t->request->on_body_start) {

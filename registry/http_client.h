@@ -104,6 +104,11 @@ class HttpClient {
   std::unique_ptr<Pool> pool_;
 };
 
+// 2xx.
+inline bool IsSuccessStatus(long status) {  // NOLINT(google-runtime-int): libcurl's type
+  return status >= 200 && status < 300;
+}
+
 // Returns "host[:port]" of an absolute URL, lower-cased ("" if unparsable).
 std::string UrlHostPort(std::string_view url);
 // Resolves a Location header value against the URL it came from.

@@ -13,6 +13,7 @@
 
 #include "base/file_util.h"
 #include "registry/media_types.h"
+#include "registry/oci_layout.h"
 #include "registry/reference.h"
 #include "registry/tar_reader.h"
 
@@ -30,8 +31,6 @@ constexpr uint64_t kMaxIndexSize = 16u << 20;
 constexpr size_t kReadChunk = 1u << 20;
 // Symlink/hardlink hops followed inside an archive before giving up (loops).
 constexpr int kMaxLinkHops = 8;
-
-constexpr std::string_view kRefNameAnnotation = "org.opencontainers.image.ref.name";
 
 std::string Join(const std::vector<std::string>& v) {
   std::string out;
@@ -239,54 +238,30 @@ Result<std::string> LocalSource::ReadMember(const std::string& name, uint64_t ma
 }
 
 Status LocalSource::LoadOciIndex(std::string_view ref) {
-  Result<std::string> layout = ReadMember("oci-layout", kMaxIndexSize);
+  Result<std::string> layout = ReadMember(std::string(kOciLayoutFile), kMaxOciIndexBytes);
   if (!layout.has_value()) {
     if (layout.error().code() == StatusCode::kNotFound) {
       return Status::Corrupt(Describe() + " is not an OCI image layout (no oci-layout file)");
     }
     return Context(layout.error(), nullptr);
   }
-  json layout_doc = json::parse(*layout, nullptr, false);
-  if (layout_doc.is_discarded() || !layout_doc.is_object()) {
-    return Status::Corrupt(Describe() + ": oci-layout is not a JSON object");
-  }
-  Result<std::string> index = ReadMember("index.json", kMaxIndexSize);
-  if (!index.has_value()) {
-    if (index.error().code() == StatusCode::kNotFound) {
+  IMGFS_RETURN_IF_ERROR(CheckOciLayoutFile(*layout).WithContext(Describe()));
+  Result<std::string> bytes = ReadMember(std::string(kOciIndexFile), kMaxOciIndexBytes);
+  if (!bytes.has_value()) {
+    if (bytes.error().code() == StatusCode::kNotFound) {
       return Status::Corrupt(Describe() + " is not an OCI image layout (no index.json)");
     }
-    return Context(index.error(), nullptr);
+    return Context(bytes.error(), nullptr);
   }
-  json doc = json::parse(*index, nullptr, false);
-  if (doc.is_discarded() || !doc.is_object()) {
-    return Status::Corrupt(Describe() + ": index.json is not valid JSON");
-  }
-  auto manifests = doc.find("manifests");
-  if (manifests == doc.end() || !manifests->is_array()) {
-    return Status::Corrupt(Describe() + ": index.json has no \"manifests\" array");
-  }
-  for (const json& d : *manifests) {
-    if (!d.is_object()) return Status::Corrupt(Describe() + ": index.json entry is not an object");
+  Result<Index> index = DecodeOciIndex(*bytes);
+  if (!index.has_value()) return index.error().WithContext(Describe());
+  for (Descriptor& d : index->manifests) {
     IndexEntry e;
-    Result<std::string> mt = StringField(d, "mediaType", false);
-    Result<std::string> dg = StringField(d, "digest", true);
-    if (!mt.has_value() || !dg.has_value()) {
-      return Status::Corrupt(
-          Describe() + ": index.json: " + (mt.has_value() ? dg.error() : mt.error()).message());
-    }
-    e.media_type = *mt;
-    Result<Digest> digest = Digest::Parse(*dg);
-    if (!digest.has_value()) {
-      return Status::Corrupt(Describe() + ": index.json: " + digest.error().message());
-    }
-    e.digest = *digest;
-    if (auto s = d.find("size"); s != d.end() && s->is_number_integer()) {
-      e.size = s->get<int64_t>();
-    }
-    if (auto a = d.find("annotations"); a != d.end() && a->is_object()) {
-      if (auto r = a->find(kRefNameAnnotation); r != a->end() && r->is_string()) {
-        e.ref_name = r->get<std::string>();
-      }
+    e.media_type = std::move(d.media_type);
+    e.digest = std::move(d.digest);
+    e.size = d.size;
+    if (auto r = d.annotations.find(std::string(kRefNameAnnotation)); r != d.annotations.end()) {
+      e.ref_name = r->second;
     }
     index_.push_back(std::move(e));
   }

@@ -1,7 +1,10 @@
 // imgfs — media types (see media_types.h).
 #include "registry/media_types.h"
 
+#include <string>
 #include <string_view>
+
+#include "registry/manifest.h"
 
 namespace imgfs::registry::media {
 namespace {
@@ -35,6 +38,16 @@ Compression LayerCompression(std::string_view media_type) {
   }
   if (t == kOciLayerZstd || t == kOciLayerNondistZstd) return Compression::kZstd;
   return Compression::kUnknown;
+}
+
+bool IsZstdChunkedLayer(const Descriptor& layer) {
+  return layer.annotations.count(std::string(kZstdChunkedPositionAnnotation)) > 0 ||
+         layer.annotations.count(std::string(kZstdChunkedOldPositionAnnotation)) > 0;
+}
+
+bool IsLazyLayer(const Descriptor& layer) {
+  return layer.annotations.count(std::string(kEstargzTocDigestAnnotation)) > 0 ||
+         IsZstdChunkedLayer(layer);
 }
 
 }  // namespace imgfs::registry::media

@@ -1,8 +1,16 @@
-// imgfs — media types of the OCI image spec and Docker's image manifest v2 schema 2.
+// imgfs — media types of the OCI image spec and Docker's image manifest v2 schema 2, and the
+// layer annotations that make a layer lazily readable (eStargz, zstd:chunked). They live
+// here, not in fs/layer/, because cache/ (GC keeps lazy layers' blobs apart) needs them too.
+//
+// Thread-safety: constants and pure functions.
 #ifndef IMGFS_REGISTRY_MEDIA_TYPES_H_
 #define IMGFS_REGISTRY_MEDIA_TYPES_H_
 
 #include <string_view>
+
+namespace imgfs::registry {
+struct Descriptor;
+}  // namespace imgfs::registry
 
 namespace imgfs::registry::media {
 
@@ -43,6 +51,25 @@ inline constexpr std::string_view kManifestAccept =
 // Layer compression by media type.
 enum class Compression { kNone, kGzip, kZstd, kUnknown };
 Compression LayerCompression(std::string_view media_type);
+
+// eStargz: sha256 of the TOC JSON (estargz/types.go: TOCJSONDigestAnnotation).
+inline constexpr std::string_view kEstargzTocDigestAnnotation =
+    "containerd.io/snapshot/stargz/toc.digest";
+// zstd:chunked (c/storage pkg/chunked/internal/minimal/compression.go; the `io.containers.`
+// prefix is the pre-rename form, still written by older tools).
+inline constexpr std::string_view kZstdChunkedPositionAnnotation =
+    "io.github.containers.zstd-chunked.manifest-position";
+inline constexpr std::string_view kZstdChunkedChecksumAnnotation =
+    "io.github.containers.zstd-chunked.manifest-checksum";
+inline constexpr std::string_view kZstdChunkedOldPositionAnnotation =
+    "io.containers.zstd-chunked.manifest-position";
+inline constexpr std::string_view kZstdChunkedOldChecksumAnnotation =
+    "io.containers.zstd-chunked.manifest-checksum";
+
+// A layer descriptor with a zstd:chunked manifest position annotation (either spelling).
+bool IsZstdChunkedLayer(const Descriptor& layer);
+// A layer that can be read lazily by its TOC: eStargz (toc.digest) or zstd:chunked.
+bool IsLazyLayer(const Descriptor& layer);
 
 }  // namespace imgfs::registry::media
 

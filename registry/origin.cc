@@ -10,18 +10,14 @@
 
 #include <curl/curl.h>
 
+#include "base/strings.h"
+
 namespace imgfs::registry {
 namespace {
 
 struct CurlUrlDeleter {
   void operator()(CURLU* url) const { curl_url_cleanup(url); }
 };
-
-std::string ToLower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 // The host of "host[:port]" / "[v6]:port", lower case, brackets kept (as curl spells it).
 std::string HostName(std::string_view host_port) {

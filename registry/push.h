@@ -23,19 +23,16 @@
 // registry already has it (HEAD) or can mount it; otherwise the push fails with NotFound
 // naming the blob.
 //
-// Policy: authentication through registry/auth.h (scope `repository:NAME:pull,push`; a mount
-// asks for one token covering `repository:NAME:pull,push repository:FROM:pull`, sent as one
-// space-separated scope parameter as OAuth2 spells it; every 401 goes to
-// Authenticator::OnChallenge and the request is repeated, the Authenticator decides when to
-// give up; a mount that is refused falls back to an upload). Transport errors, 5xx and 429 are
-// retried with exponential backoff (a 429/503 Retry-After honoured, capped by max_backoff) up
-// to max_attempts; an upload is then restarted from a fresh session (a half-written session
-// is abandoned, the registry garbage-collects it). The Authorization header is only sent to
-// the registry's own origin (scheme, host, port; an upload Location may point elsewhere;
-// registry/origin.h), certs.d material only to its host.
-// Scheme: https; plain http only for loopback hosts and insecure_registries, where https is
-// tried first (as docker does). An upload Location that downgrades https to plain http is
-// refused (Corrupt) unless plain http is allowed for the registry.
+// Connection policy is the RegistrySession's (registry/session.h): scheme (https; plain http
+// only for loopback and insecure_registries, https tried first), certs.d, the auth challenge
+// rounds (scope `repository:NAME:pull,push`; a mount asks for one token covering
+// `repository:NAME:pull,push repository:FROM:pull`, one space-separated scope parameter as
+// OAuth2 spells it; a refused mount falls back to an upload), redirects, retries with
+// Retry-After and the status mapping. Upload steps (PUT, PATCH of a session) are sent once:
+// a failed upload is restarted from a fresh session, up to max_attempts (a half-written
+// session is abandoned, the registry garbage-collects it). An upload Location that
+// downgrades https to plain http is refused (Corrupt) unless plain http is allowed for the
+// registry: neither the token nor the image goes there.
 //
 // Errors are one line each, naming the registry and repository: PermissionDenied
 // ("unauthorized: …", "denied: …"), NotFound ("blob unknown …"), Unavailable ("registry
@@ -57,11 +54,11 @@
 #include <vector>
 
 #include "base/status.h"
-#include "registry/auth.h"
 #include "registry/credentials.h"
 #include "registry/digest.h"
 #include "registry/http_client.h"
 #include "registry/manifest.h"
+#include "registry/session.h"
 
 namespace imgfs::registry {
 
@@ -87,31 +84,12 @@ struct ImageToPush {
   std::map<Digest, std::vector<std::string>> mount_from;
 };
 
-struct PushOptions {
-  // Extra CAs (--ca-cert) and an explicit client certificate; merged with certs_dir for the
-  // registry's own host (other hosts get the extra CAs only; registry/origin.h).
-  TlsOptions tls;
-  // Docker's per-registry certificate directory (as RemoteSourceOptions::certs_dir).
-  std::string certs_dir = "/etc/docker/certs.d";
-  // Hosts ("host[:port]") that may be spoken to over plain HTTP besides loopback ones.
-  std::vector<std::string> insecure_registries;
-  std::optional<Credential> credential;
+struct PushOptions : ConnectionOptions {
   // Blobs of at least this size are uploaded in chunks of chunk_size_bytes (PATCH); smaller
   // ones in one PUT. 64 MiB keeps memory bounded (a chunk is held in memory while it is
   // sent) while small layers take a single round trip, as containers/image does.
   int64_t chunked_threshold_bytes = 64 << 20;
   int64_t chunk_size_bytes = 16 << 20;
-  std::chrono::milliseconds connect_timeout{10000};
-  // Whole-request limit for requests without a large body; uploads rely on the low-speed
-  // limit (1 byte/s for low_speed_time) instead.
-  std::chrono::milliseconds request_timeout{60000};
-  std::chrono::seconds low_speed_time{30};
-  // Attempts per request or upload (1 = no retry); waits base_backoff·2^n between them.
-  int max_attempts = 4;
-  std::chrono::milliseconds base_backoff{500};
-  std::chrono::milliseconds max_backoff{10000};
-  // A shared client; when null the Pusher owns one. Must outlive the Pusher.
-  HttpClient* http = nullptr;
 };
 
 // One blob's progress.
@@ -150,6 +128,9 @@ class Pusher {
   // Pushes to `repository` ("me/app") at `registry_host` ("127.0.0.1:5000"; "docker.io" is
   // spoken to at registry-1.docker.io). Does no I/O.
   Pusher(std::string registry_host, std::string repository, PushOptions options);
+  // Pushes over `session` (shared, e.g. with a RemoteSource reading the same registry); the
+  // connection fields of `options` are the session's, only the upload fields are used here.
+  Pusher(std::shared_ptr<RegistrySession> session, std::string repository, PushOptions options);
   ~Pusher();
   Pusher(const Pusher&) = delete;
   Pusher& operator=(const Pusher&) = delete;
@@ -176,14 +157,12 @@ class Pusher {
   std::string Describe() const;
 
  private:
-  struct Request;
-  // One logical request: scheme, auth (401 → challenge → repeat), retries on transport
-  // errors, 5xx and 429. `url` empty → base + path.
-  Result<HttpResponse> Send(Request& request);
-  Result<std::string> BaseUrl();
-  Status HttpError(const HttpResponse& response, const std::string& what) const;
-  // Sleeps before retry `attempt` + 1 (registry/backoff.h; `response` may carry Retry-After).
-  void Backoff(int attempt, const HttpResponse* response = nullptr) const;
+  using Call = RegistrySession::Call;
+  // A call of this repository (push scope, messages naming it): `path` below /v2/<name>/, or
+  // an absolute `url` (an upload Location) when `path` is empty.
+  Call NewCall(std::string method, std::string path, std::string what) const;
+  // session_->Execute, refusing an upload Location that downgrades to plain http.
+  Result<HttpResponse> Send(Call& call);
   // Starts an upload session (optionally trying a mount first); returns the Location, or
   // "" when the blob got mounted.
   Result<std::string> StartUpload(const Digest& digest, const std::string& mount_from,
@@ -192,19 +171,12 @@ class Pusher {
                           PushBlobReader& reader, const std::function<void(int64_t)>& on_bytes);
   Status UploadChunked(const Descriptor& blob, std::string location, PushBlobReader& reader,
                        const std::function<void(int64_t)>& on_bytes);
-  std::string Scope() const { return "repository:" + repository_ + ":pull,push"; }
+  // Abandons an upload session (best effort; the registry also expires it).
+  void CancelUpload(const std::string& location);
 
-  const std::string host_;      // as given ("docker.io")
-  const std::string endpoint_;  // host to contact ("registry-1.docker.io")
+  const std::shared_ptr<RegistrySession> session_;
   const std::string repository_;
   const PushOptions options_;
-  const TlsOptions tls_;             // options_.tls + certs_dir/<endpoint>: the registry's
-  const TlsOptions other_host_tls_;  // options_.tls CAs only: any other host
-  const bool plain_http_allowed_;    // loopback or --insecure-registry (registry/origin.h)
-  std::unique_ptr<HttpClient> owned_http_;
-  HttpClient* http_;
-  std::unique_ptr<Authenticator> auth_;
-  std::string base_url_;  // "https://HOST" once decided
 };
 
 // Writes `image` into the OCI layout `dir` (created when missing: oci-layout, index.json,

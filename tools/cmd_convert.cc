@@ -124,19 +124,10 @@ int RunIndexCommand(CommandContext& ctx, bool push) {
   registry::PushOptions options;
   options.tls.ca_files = ctx.global.ca_certs;
   options.insecure_registries = ctx.global.insecure_registries;
-  if (!ctx.global.creds.empty()) {
-    size_t colon = ctx.global.creds.find(':');
-    if (colon == std::string::npos || colon == 0) return Fail("--creds must be USER:PASSWORD");
-    registry::Credential cred;
-    cred.username = ctx.global.creds.substr(0, colon);
-    cred.password = ctx.global.creds.substr(colon + 1);
-    options.credential = cred;
-  } else {
-    Result<std::optional<registry::Credential>> cred =
-        registry::CredentialStore::FromEnvironment().Lookup(ref->domain());
-    if (!cred.has_value()) return Fail(cred.error());
-    options.credential = *cred;
-  }
+  Result<std::optional<registry::Credential>> cred =
+      registry::ResolveCredential(ctx.global.creds, ref->domain());
+  if (!cred.has_value()) return Fail(cred.error());
+  options.credential = *cred;
   Result<std::unique_ptr<registry::BlobSource>> source = fs::OpenRegistrySource(target, pull);
   if (!source.has_value()) return Fail(source.error().WithContext("publishing to " + target));
   Result<registry::Digest> pushed =

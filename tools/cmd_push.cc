@@ -22,21 +22,6 @@ constexpr std::string_view kPushUsage =
     "DESTINATION: another registry reference (docker://HOST/NAME:TAG or HOST/NAME:TAG), or\n"
     "oci:DIR[:TAG] to write an OCI image layout.";
 
-Result<std::optional<registry::Credential>> CredentialFor(const GlobalOptions& global,
-                                                          const std::string& host) {
-  if (!global.creds.empty()) {
-    size_t colon = global.creds.find(':');
-    if (colon == std::string::npos || colon == 0) {
-      return Status::InvalidArgument("--creds must be USER:PASSWORD");
-    }
-    registry::Credential cred;
-    cred.username = global.creds.substr(0, colon);
-    cred.password = global.creds.substr(colon + 1);
-    return std::optional<registry::Credential>(std::move(cred));
-  }
-  return registry::CredentialStore::FromEnvironment().Lookup(host);
-}
-
 // One line per blob once it is settled, as `docker push` prints them.
 void PrintProgress(const registry::PushProgress& p, bool quiet) {
   if (quiet) return;
@@ -114,7 +99,8 @@ int RunPush(CommandContext& ctx) {
   registry::PushOptions options;
   options.tls.ca_files = ctx.global.ca_certs;
   options.insecure_registries = ctx.global.insecure_registries;
-  Result<std::optional<registry::Credential>> cred = CredentialFor(ctx.global, ref.domain());
+  Result<std::optional<registry::Credential>> cred =
+      registry::ResolveCredential(ctx.global.creds, ref.domain());
   if (!cred.has_value()) return Fail(cred.error());
   options.credential = *cred;
 

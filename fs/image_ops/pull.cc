@@ -15,6 +15,7 @@
 #include "registry/http_client.h"
 #include "registry/media_types.h"
 #include "registry/remote_source.h"
+#include "registry/session.h"
 #include "registry/transport.h"
 
 namespace imgfs::fs {
@@ -38,29 +39,21 @@ bool IsManifestMediaType(std::string_view mt) {
   return mt == registry::media::kOciManifest || mt == registry::media::kDockerManifest;
 }
 
-Result<std::optional<registry::Credential>> CredentialFor(const PullOptions& options,
-                                                          const std::string& registry_host) {
-  if (!options.creds.empty()) {
-    size_t colon = options.creds.find(':');
-    if (colon == std::string::npos || colon == 0) {
-      return Status::InvalidArgument("--creds must be USER:PASSWORD");
-    }
-    registry::Credential cred;
-    cred.username = options.creds.substr(0, colon);
-    cred.password = options.creds.substr(colon + 1);
-    return std::optional<registry::Credential>(std::move(cred));
-  }
-  return registry::CredentialStore::FromEnvironment().Lookup(registry_host);
+// How pulls, reads and logins reach a registry (the credential aside).
+registry::ConnectionOptions ConnectionFor(const PullOptions& options) {
+  registry::ConnectionOptions connection;
+  connection.tls.ca_files = options.ca_files;
+  connection.insecure_registries = options.insecure_registries;
+  connection.connect_timeout = options.connect_timeout;
+  connection.max_attempts = options.max_attempts;
+  return connection;
 }
 
 Result<registry::RemoteSourceOptions> RemoteOptionsFor(const PullOptions& options,
                                                        const std::string& registry_host) {
-  registry::RemoteSourceOptions remote;
-  remote.tls.ca_files = options.ca_files;
-  remote.insecure_registries = options.insecure_registries;
-  IMGFS_ASSIGN_OR_RETURN(remote.credential, CredentialFor(options, registry_host));
-  remote.connect_timeout = options.connect_timeout;
-  remote.max_attempts = options.max_attempts;
+  registry::RemoteSourceOptions remote{ConnectionFor(options)};
+  IMGFS_ASSIGN_OR_RETURN(remote.credential,
+                         registry::ResolveCredential(options.creds, registry_host));
   return remote;
 }
 
@@ -376,19 +369,11 @@ Result<std::unique_ptr<registry::BlobSource>> OpenRegistrySource(std::string_vie
 
 Status CheckLogin(const std::string& registry_host, const registry::Credential& credential,
                   const PullOptions& options) {
-  // The same scheme decision, certs.d material and credential placement as a pull: https
-  // first, plain http only for loopback / --insecure-registry hosts without a TLS server.
-  registry::RemoteSourceOptions remote;
-  remote.tls.ca_files = options.ca_files;
-  remote.insecure_registries = options.insecure_registries;
-  remote.credential = credential;
-  remote.connect_timeout = options.connect_timeout;
-  remote.max_attempts = options.max_attempts;
-  const std::string endpoint =
-      registry_host == "docker.io" ? std::string("registry-1.docker.io") : registry_host;
-  std::unique_ptr<registry::RemoteSource> source =
-      registry::RemoteSource::Create(endpoint, "", std::move(remote));
-  Status st = source->CheckLogin();
+  // The same session as a pull: scheme decision (https first, plain http only for loopback /
+  // --insecure-registry hosts without a TLS server), certs.d material, credential placement.
+  registry::ConnectionOptions connection = ConnectionFor(options);
+  connection.credential = credential;
+  Status st = registry::RegistrySession(registry_host, std::move(connection)).CheckLogin();
   if (!st.ok() && st.message().find(registry_host) == std::string::npos) {
     return st.WithContext("logging in to " + registry_host);
   }

@@ -38,15 +38,16 @@
 #include "registry/blob_source.h"
 #include "registry/digest.h"
 #include "registry/manifest.h"
+#include "registry/media_types.h"
 
 namespace imgfs::fs {
 
 // Footer sizes (estargz/types.go: FooterSize, legacyFooterSize).
 inline constexpr size_t kEstargzFooterBytes = 51;
 inline constexpr size_t kEstargzLegacyFooterBytes = 47;
-// Layer descriptor annotations (estargz/types.go: TOCJSONDigestAnnotation; containers/storage).
+// Layer descriptor annotations (toc.digest: registry/media_types.h; containers/storage).
 inline constexpr std::string_view kEstargzTocDigestAnnotation =
-    "containerd.io/snapshot/stargz/toc.digest";
+    registry::media::kEstargzTocDigestAnnotation;
 inline constexpr std::string_view kEstargzUncompressedSizeAnnotation =
     "io.containers.estargz.uncompressed-size";
 // Name of the TOC tar member and of the landmark files (estargz/types.go).

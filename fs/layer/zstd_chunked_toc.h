@@ -33,19 +33,19 @@
 #include "registry/blob_source.h"
 #include "registry/digest.h"
 #include "registry/manifest.h"
+#include "registry/media_types.h"
 
 namespace imgfs::fs {
 
-// Annotation names (c/storage pkg/chunked/internal/minimal/compression.go; the
-// `io.containers.` prefix is the pre-rename form, still written by older tools).
+// Annotation names: registry/media_types.h (cache/ needs them too).
 inline constexpr std::string_view kZstdChunkedPositionAnnotation =
-    "io.github.containers.zstd-chunked.manifest-position";
+    registry::media::kZstdChunkedPositionAnnotation;
 inline constexpr std::string_view kZstdChunkedChecksumAnnotation =
-    "io.github.containers.zstd-chunked.manifest-checksum";
+    registry::media::kZstdChunkedChecksumAnnotation;
 inline constexpr std::string_view kZstdChunkedOldPositionAnnotation =
-    "io.containers.zstd-chunked.manifest-position";
+    registry::media::kZstdChunkedOldPositionAnnotation;
 inline constexpr std::string_view kZstdChunkedOldChecksumAnnotation =
-    "io.containers.zstd-chunked.manifest-checksum";
+    registry::media::kZstdChunkedOldChecksumAnnotation;
 // Footer sizes and magics (c/storage footer, f989a95: 64 bytes; older: 40 bytes).
 inline constexpr size_t kZstdChunkedFooterBytes = 64;
 inline constexpr size_t kZstdChunkedOldFooterBytes = 40;

@@ -22,6 +22,7 @@
 #include "fs/lazy/indexed_fetcher.h"
 #include "fs/layer/estargz_toc.h"
 #include "fs/layer/zstd_chunked_toc.h"
+#include "registry/media_types.h"
 
 namespace imgfs::fs {
 namespace {
@@ -41,19 +42,6 @@ Result<cache::ResolvedImage> ResolveOrPull(cache::Store& store, std::string_view
   if (pulled.empty()) return Status::NotFound("pull of " + std::string(text) + " recorded nothing");
   *recorded = pulled.front().reference.String();
   return cache::ResolveImage(store, *recorded);
-}
-
-bool HasAnnotation(const registry::Descriptor& desc, std::string_view key) {
-  return desc.annotations.count(std::string(key)) > 0;
-}
-
-bool IsZstdChunked(const registry::Descriptor& desc) {
-  return HasAnnotation(desc, kZstdChunkedPositionAnnotation) ||
-         HasAnnotation(desc, kZstdChunkedOldPositionAnnotation);
-}
-
-bool IsLazyCapable(const registry::Descriptor& desc) {
-  return HasAnnotation(desc, kEstargzTocDigestAnnotation) || IsZstdChunked(desc);
 }
 
 // A BlobSource that remembers the bytes of the last ranged read (the eStargz TOC member read
@@ -112,9 +100,10 @@ uint64_t StoredLandmark(const cache::IndexStore& index_store, const registry::Di
 // Empty when absent or not a sha256 digest (the index is then not kept).
 registry::Digest TocDigestOf(const registry::Descriptor& desc) {
   const std::vector<std::string_view> keys =
-      IsZstdChunked(desc) ? std::vector<std::string_view>{kZstdChunkedChecksumAnnotation,
-                                                          kZstdChunkedOldChecksumAnnotation}
-                          : std::vector<std::string_view>{kEstargzTocDigestAnnotation};
+      registry::media::IsZstdChunkedLayer(desc)
+          ? std::vector<std::string_view>{kZstdChunkedChecksumAnnotation,
+                                          kZstdChunkedOldChecksumAnnotation}
+          : std::vector<std::string_view>{kEstargzTocDigestAnnotation};
   for (std::string_view key : keys) {
     auto it = desc.annotations.find(std::string(key));
     if (it == desc.annotations.end()) continue;
@@ -176,13 +165,15 @@ Result<LayerIndex> LoadLazyIndex(const cache::IndexStore& index_store, registry:
     }
   }
   LastRangeSource recording(&source);
-  Result<LayerIndex> index = IsZstdChunked(desc) ? LoadZstdChunkedIndex(source, desc, false)
-                                                 : LoadEstargzIndex(recording, desc, false);
+  Result<LayerIndex> index = registry::media::IsZstdChunkedLayer(desc)
+                                 ? LoadZstdChunkedIndex(source, desc, false)
+                                 : LoadEstargzIndex(recording, desc, false);
   if (!index.has_value()) return index;
   index->provenance = IndexProvenance::kToc;
   index->origin = toc;
   index->subject = registry::Digest();
-  if (!IsZstdChunked(desc)) *landmark = LandmarkOffset(recording.last(), desc.digest);
+  if (!registry::media::IsZstdChunkedLayer(desc))
+    *landmark = LandmarkOffset(recording.last(), desc.digest);
   *built = true;
   if (toc.empty()) return index;  // verified against a non-sha256 digest: used, not kept
   // The record first: a reader that sees the index also sees its landmark.
@@ -411,7 +402,7 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
       // A plain-looking layer with no index: its footer may still say eStargz/zstd:chunked.
       std::shared_ptr<const LayerIndex> plain;
       UnannotatedToc unannotated = UnannotatedToc::kNone;
-      if (!IsLazyCapable(desc)) {
+      if (!registry::media::IsLazyLayer(desc)) {
         plain = PlainLazyIndex(index_store, *source, image.manifest.digest, desc, &published);
         if (plain == nullptr) unannotated = ProbeRemoteFooter(*source, desc);
       }
@@ -426,7 +417,7 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
                             << ": fetching it whole to verify it (--insecure-skip-toc-verify "
                                "mounts it lazily, unverified)";
       }
-      if (IsLazyCapable(desc) || unverified) {
+      if (registry::media::IsLazyLayer(desc) || unverified) {
         bool built = false;
         uint64_t landmark = 0;
         if (unverified) {
