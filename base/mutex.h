@@ -7,8 +7,10 @@
 //   void Add() { MutexLock lock(&mu_); ++count_; }
 //   void AddLocked() IMGFS_REQUIRES(mu_) { ++count_; }
 //
-// A CondVar waits on the Mutex it was constructed with; Wait requires that mutex held, and
-// returns with it held again. Thread-safety: Mutex and CondVar are what they wrap.
+// CondVar::Wait takes the Mutex the caller holds (as absl's CondVar does, so the analysis
+// can check it is held) and returns with it held again.
+//
+// Thread-safety: Mutex and CondVar are what they wrap.
 #ifndef IMGFS_BASE_MUTEX_H_
 #define IMGFS_BASE_MUTEX_H_
 
@@ -50,20 +52,21 @@ class IMGFS_SCOPED_CAPABILITY MutexLock {
 
 class CondVar {
  public:
-  explicit CondVar(Mutex* mu) : mu_(mu) {}
+  CondVar() = default;
   CondVar(const CondVar&) = delete;
   CondVar& operator=(const CondVar&) = delete;
 
-  // Releases the mutex, waits for a signal (or a spurious wake-up), takes it again.
-  void Wait() IMGFS_REQUIRES(*mu_) {
-    std::unique_lock<std::mutex> lock(mu_->mu_, std::adopt_lock);
+  // Releases `mu`, waits for a signal (or a spurious wake-up), takes `mu` again.
+  void Wait(Mutex* mu) IMGFS_REQUIRES(*mu) {
+    std::unique_lock<std::mutex> lock(mu->mu_, std::adopt_lock);
     cv_.wait(lock);
     lock.release();
   }
   // As Wait, until `deadline` at the latest. False when the deadline passed.
   template <class Clock, class Duration>
-  bool WaitUntil(const std::chrono::time_point<Clock, Duration>& deadline) IMGFS_REQUIRES(*mu_) {
-    std::unique_lock<std::mutex> lock(mu_->mu_, std::adopt_lock);
+  bool WaitUntil(Mutex* mu, const std::chrono::time_point<Clock, Duration>& deadline)
+      IMGFS_REQUIRES(*mu) {
+    std::unique_lock<std::mutex> lock(mu->mu_, std::adopt_lock);
     const bool signalled = cv_.wait_until(lock, deadline) == std::cv_status::no_timeout;
     lock.release();
     return signalled;
@@ -72,7 +75,6 @@ class CondVar {
   void SignalAll() { cv_.notify_all(); }
 
  private:
-  Mutex* const mu_;
   std::condition_variable cv_;
 };
 

@@ -69,7 +69,7 @@ ImageRecord RecordOf(Descriptor d) {
   if (r.reference.empty()) {
     // Entries written by other tools (skopeo copy oci:ROOT:NAME) carry only ref.name.
     // Kept verbatim so that rewriting index.json does not rename the entry.
-    r.reference = ann(kAnnotationRefName);
+    r.reference = ann(registry::kRefNameAnnotation);
   }
   r.repository = ann(kAnnotationRepository);
   if (r.repository.empty() && !r.reference.empty()) {
@@ -89,12 +89,12 @@ ImageRecord RecordOf(Descriptor d) {
 Descriptor EntryOf(const ImageRecord& r) {
   Descriptor d = r.manifest;
   if (d.media_type.empty()) d.media_type = std::string(registry::media::kOciManifest);
-  for (std::string_view k : {kAnnotationRefName, kAnnotationReference, kAnnotationRepository,
-                             kAnnotationRepoDigest, kAnnotationPulled}) {
+  for (std::string_view k : {registry::kRefNameAnnotation, kAnnotationReference,
+                             kAnnotationRepository, kAnnotationRepoDigest, kAnnotationPulled}) {
     d.annotations.erase(std::string(k));
   }
   if (!r.reference.empty()) {
-    d.annotations[std::string(kAnnotationRefName)] = r.reference;
+    d.annotations[std::string(registry::kRefNameAnnotation)] = r.reference;
     d.annotations[std::string(kAnnotationReference)] = r.reference;
   }
   if (!r.repository.empty()) d.annotations[std::string(kAnnotationRepository)] = r.repository;

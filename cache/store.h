@@ -69,8 +69,7 @@ namespace imgfs::cache {
 // Version of the on-disk store format written to imgfs.json (docs/FORMATS.md).
 inline constexpr int kStoreFormatVersion = 1;
 
-// Annotation keys used in index.json.
-inline constexpr std::string_view kAnnotationRefName = "org.opencontainers.image.ref.name";
+// Annotation keys used in index.json (the OCI ref name is registry::kRefNameAnnotation).
 inline constexpr std::string_view kAnnotationReference = "io.imgfs.reference";
 inline constexpr std::string_view kAnnotationRepository = "io.imgfs.repository";
 inline constexpr std::string_view kAnnotationRepoDigest = "io.imgfs.repo-digest";

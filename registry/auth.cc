@@ -231,19 +231,19 @@ void Authenticator::SetRegistryOverPlainHttp(bool plain_http) {
 }
 
 uint64_t Authenticator::token_requests() const {
-  std::scoped_lock lock(mu_);
+  MutexLock lock(&mu_);
   return token_requests_;
 }
 
 void Authenticator::SetClockForTesting(std::function<Clock::time_point()> now) {
-  std::scoped_lock lock(mu_);
+  MutexLock lock(&mu_);
   now_ = std::move(now);
 }
 
 Authenticator::Clock::time_point Authenticator::Now() const {
   std::function<Clock::time_point()> now;
   {
-    std::scoped_lock lock(mu_);
+    MutexLock lock(&mu_);
     now = now_;
   }
   return now ? now() : Clock::now();
@@ -262,7 +262,7 @@ std::string Authenticator::HeaderFor(const std::string& scope) {
   std::optional<BearerRealm> realm;
   std::string fallback;
   {
-    std::scoped_lock lock(mu_);
+    MutexLock lock(&mu_);
     auto it = tokens_.find(scope);
     if (it != tokens_.end()) {
       if (now < it->second.refresh_at) return it->second.header;
@@ -329,7 +329,7 @@ Status Authenticator::OnChallenge(const std::vector<std::string>& www_authentica
 
     Clock::time_point now = Now();
     {
-      std::scoped_lock lock(mu_);
+      MutexLock lock(&mu_);
       realm_ = realm;
       auto it = tokens_.find(scope);
       if (it != tokens_.end()) {
@@ -365,7 +365,7 @@ Status Authenticator::OnChallenge(const std::vector<std::string>& www_authentica
       return Status::PermissionDenied("authentication required: run `imgfs login " + host + "`");
     }
     std::string header = "Authorization: Basic " + Base64(cred_->username + ":" + cred_->password);
-    std::scoped_lock lock(mu_);
+    MutexLock lock(&mu_);
     bool rejected_this = rejected_header.has_value() ? *rejected_header == header : basic_;
     if (rejected_this) {
       return Status::PermissionDenied("unauthorized: wrong username or password for " + host);
@@ -384,8 +384,9 @@ Result<std::string> Authenticator::ObtainToken(const std::string& scope, const B
                                                const std::vector<std::string>& scopes,
                                                bool from_challenge) {
   {
-    std::unique_lock lock(mu_);
+    MutexLock lock(&mu_);
     auto fresh = [&]() -> const Token* {
+      mu_.AssertHeld();  // called only under the lock above
       auto it = tokens_.find(scope);
       if (it != tokens_.end() && (now_ ? now_() : Clock::now()) < it->second.refresh_at) {
         return &it->second;
@@ -397,7 +398,7 @@ Result<std::string> Authenticator::ObtainToken(const std::string& scope, const B
       if (const Token* t = fresh()) return t->header;
     }
     while (fetching_[scope]) {
-      fetch_done_.wait(lock);
+      fetch_done_.Wait(&mu_);
       if (fetching_[scope]) continue;
       // A concurrent fetch finished; use its token unless it failed.
       if (const Token* t = fresh()) return t->header;
@@ -405,9 +406,9 @@ Result<std::string> Authenticator::ObtainToken(const std::string& scope, const B
     fetching_[scope] = true;
   }
   Result<Token> token = FetchToken(realm, scopes);
-  std::scoped_lock lock(mu_);
+  MutexLock lock(&mu_);
   fetching_.erase(scope);
-  fetch_done_.notify_all();
+  fetch_done_.SignalAll();
   if (!token.has_value()) return token.error();
   token->from_challenge = from_challenge;
   std::string header = token->header;
@@ -472,7 +473,7 @@ Result<Authenticator::Token> Authenticator::FetchToken(const BearerRealm& realm,
             : other_host_tls_;
     request.total_timeout = kTokenTimeout;
     {
-      std::scoped_lock lock(mu_);
+      MutexLock lock(&mu_);
       ++token_requests_;
     }
     IMGFS_LOG(kDebug) << request.method << " token from " << realm_host << " for "

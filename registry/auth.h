@@ -44,6 +44,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/mutex.h"
 #include "base/status.h"
 #include "registry/credentials.h"
 #include "registry/http_client.h"
@@ -142,16 +143,14 @@ class Authenticator {
   const std::string registry_host_;
   std::atomic<bool> registry_over_plain_http_{false};
 
-  // Lock order: mu_ is a leaf; held only for cache bookkeeping, never across I/O. It guards
-  // every member below it. (std::mutex carries no clang capability annotation in
-  // libstdc++, so IMGFS_GUARDED_BY cannot be used on it.)
-  mutable std::mutex mu_;
-  std::condition_variable fetch_done_;
-  std::optional<BearerRealm> realm_;
-  bool basic_ = false;  // a Basic challenge was answered
-  std::map<std::string, Token> tokens_;
-  std::map<std::string, bool> fetching_;  // scope → fetch in flight
-  uint64_t token_requests_ = 0;
+  // Lock order: mu_ is a leaf; held only for cache bookkeeping, never across I/O.
+  mutable Mutex mu_;
+  CondVar fetch_done_;
+  std::optional<BearerRealm> realm_ IMGFS_GUARDED_BY(mu_);
+  bool basic_ IMGFS_GUARDED_BY(mu_) = false;  // a Basic challenge was answered
+  std::map<std::string, Token> tokens_ IMGFS_GUARDED_BY(mu_);
+  std::map<std::string, bool> fetching_ IMGFS_GUARDED_BY(mu_);  // scope → fetch in flight
+  uint64_t token_requests_ IMGFS_GUARDED_BY(mu_) = 0;
   std::function<Clock::time_point()> now_;
 };
 

@@ -87,7 +87,7 @@ RegistrySession::RegistrySession(std::string registry_host, ConnectionOptions op
 RegistrySession::~RegistrySession() = default;
 
 std::string RegistrySession::KnownBaseUrl() const {
-  std::scoped_lock lock(scheme_mu_);
+  MutexLock lock(&scheme_mu_);
   return base_url_;
 }
 
@@ -129,7 +129,7 @@ Result<HttpResponse> RegistrySession::Probe(const std::string& base_url) {
 
 Result<std::string> RegistrySession::BaseUrl() {
   {
-    std::scoped_lock lock(scheme_mu_);
+    MutexLock lock(&scheme_mu_);
     if (!base_url_.empty()) return base_url_;
   }
   std::string chosen = "https://" + endpoint_;
@@ -151,7 +151,7 @@ Result<std::string> RegistrySession::BaseUrl() {
       chosen = "http://" + endpoint_;
     }
   }
-  std::scoped_lock lock(scheme_mu_);
+  MutexLock lock(&scheme_mu_);
   if (base_url_.empty()) {
     base_url_ = chosen;
     // Plain-http token realms are acceptable only for a registry spoken to in clear text.
@@ -181,7 +181,7 @@ Result<HttpResponse> RegistrySession::Attempt(Call& call, const std::string& bas
   std::string url = start_url;
   bool from_cache = false;
   if (call.cache_redirect) {
-    std::scoped_lock lock(redirect_mu_);
+    MutexLock lock(&redirect_mu_);
     auto it = redirects_.find(start_url);
     if (it != redirects_.end()) {
       if (it->second.expires > std::chrono::steady_clock::now()) {
@@ -193,7 +193,7 @@ Result<HttpResponse> RegistrySession::Attempt(Call& call, const std::string& bas
     }
   }
   auto forget_redirect = [&] {
-    std::scoped_lock lock(redirect_mu_);
+    MutexLock lock(&redirect_mu_);
     redirects_.erase(start_url);
   };
   int hops = 0;
@@ -269,7 +269,7 @@ Result<HttpResponse> RegistrySession::Attempt(Call& call, const std::string& bas
                                  std::to_string(resp.status));
     }
     if (hops > 0 && call.cache_redirect && !same_origin && IsSuccessStatus(resp.status)) {
-      std::scoped_lock lock(redirect_mu_);
+      MutexLock lock(&redirect_mu_);
       redirects_[start_url] = {url, std::chrono::steady_clock::now() + kRedirectTtl};
     }
     return resp;

@@ -36,6 +36,7 @@
 #include <string>
 #include <vector>
 
+#include "base/mutex.h"
 #include "base/status.h"
 #include "registry/auth.h"
 #include "registry/credentials.h"
@@ -190,15 +191,16 @@ class RegistrySession {
   HttpClient* http_;
   std::unique_ptr<Authenticator> auth_;
 
-  mutable std::mutex scheme_mu_;  // guards base_url_ (a leaf lock, never held across I/O)
-  std::string base_url_;
+  mutable Mutex scheme_mu_;  // a leaf lock, never held across I/O
+  std::string base_url_ IMGFS_GUARDED_BY(scheme_mu_);
 
   struct CachedRedirect {
     std::string url;
     std::chrono::steady_clock::time_point expires;
   };
-  std::mutex redirect_mu_;  // guards redirects_ (a leaf lock, never held across I/O)
-  std::map<std::string, CachedRedirect> redirects_;  // start URL → final URL
+  Mutex redirect_mu_;  // a leaf lock, never held across I/O
+  // Start URL → final URL.
+  std::map<std::string, CachedRedirect> redirects_ IMGFS_GUARDED_BY(redirect_mu_);
 };
 
 }  // namespace imgfs::registry

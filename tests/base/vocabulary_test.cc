@@ -72,7 +72,7 @@ TEST(StringsTest, TrimRemovesAsciiSpaceAtBothEnds) {
 TEST(MutexTest, GuardsACounterAcrossThreadsAndCondVarWakes) {
   struct Counter {
     Mutex mu;
-    CondVar cv{&mu};
+    CondVar cv;
     int value IMGFS_GUARDED_BY(mu) = 0;
   } c;
   std::vector<std::thread> threads;
@@ -87,14 +87,14 @@ TEST(MutexTest, GuardsACounterAcrossThreadsAndCondVarWakes) {
   }
   {
     MutexLock lock(&c.mu);
-    while (c.value < 4000) c.cv.Wait();
+    while (c.value < 4000) c.cv.Wait(&c.mu);
     EXPECT_EQ(c.value, 4000);
   }
   for (auto& t : threads) t.join();
   // A wait with nobody to signal ends at its deadline, with the lock held again.
   MutexLock lock(&c.mu);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
-  while (c.cv.WaitUntil(deadline)) {
+  while (c.cv.WaitUntil(&c.mu, deadline)) {
   }
   EXPECT_GE(std::chrono::steady_clock::now(), deadline);
   EXPECT_EQ(c.value, 4000);
