@@ -261,7 +261,7 @@ TEST_F(PushTest, PushedImagePullsAndUnpacksToTheSourceTree) {
   EXPECT_EQ(events.back().state, registry::PushProgress::State::kPushed);
 
   ProcessResult unpack = RunProcess(
-      {"umoci", "unpack", "--image_", dir_.Sub("src") + ":v1", dir_.Sub("expected-bundle")});
+      {"umoci", "unpack", "--image", dir_.Sub("src") + ":v1", dir_.Sub("expected-bundle")});
   ASSERT_EQ(unpack.exit_code, 0) << unpack.Describe();
   std::string error;
   auto expected = ListTree(dir_.Sub("expected-bundle/rootfs"), TreeOptions(), &error);
@@ -427,7 +427,7 @@ TEST_F(PushAuthTest, HtpasswdRegistryNeedsTheRightCredential) {
   ASSERT_TRUE(r2.has_value()) << r2.error().ToString();
   EXPECT_EQ(r2->blobs_uploaded, 2);
 
-  // What went up is there: the registry serves the manifest to an authenticated reader_.
+  // What went up is there: the registry serves the manifest to an authenticated reader.
   registry::RemoteSourceOptions ro;
   ro.tls.ca_files = {reg_->ca_file()};
   ro.credential = right.credential;
@@ -492,8 +492,8 @@ TEST_F(PushCliTest, PullThenPushToAnotherRepositoryMountsAndRoundTrips) {
   ProcessResult to_oci =
       RunProcess({kImgfs, "push", host + "/demo/app:1", "oci:" + dir_.Sub("out") + ":copy"}, env);
   ASSERT_EQ(to_oci.exit_code, 0) << to_oci.Describe();
-  ProcessResult unpack = RunProcess(
-      {"umoci", "unpack", "--image_", dir_.Sub("out") + ":copy", dir_.Sub("out-bundle")});
+  ProcessResult unpack =
+      RunProcess({"umoci", "unpack", "--image", dir_.Sub("out") + ":copy", dir_.Sub("out-bundle")});
   ASSERT_EQ(unpack.exit_code, 0) << unpack.Describe();
 
   std::string error;
@@ -507,7 +507,7 @@ TEST_F(PushCliTest, PullThenPushToAnotherRepositoryMountsAndRoundTrips) {
 
   ProcessResult unknown = RunProcess({kImgfs, "push", host + "/nothing/here:1"}, env);
   EXPECT_EQ(unknown.exit_code, 1) << unknown.Describe();
-  EXPECT_NE(unknown.err.find("No such image_"), std::string::npos) << unknown.err;
+  EXPECT_NE(unknown.err.find("No such image"), std::string::npos) << unknown.err;
 }
 
 }  // namespace
