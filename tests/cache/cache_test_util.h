@@ -1,5 +1,6 @@
 // imgfs — helpers for the cache/ tests: a temporary store, synthetic images and the
-// tiny-gzip fixture imported through the Store API.
+// tiny-gzip fixture imported through the Store API, layer indexes naming chunks, and a
+// fixture holding a fresh store to scan.
 #ifndef IMGFS_TESTS_CACHE_CACHE_TEST_UTIL_H_
 #define IMGFS_TESTS_CACHE_CACHE_TEST_UTIL_H_
 
@@ -7,6 +8,7 @@
 #include <sys/wait.h>
 
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -15,6 +17,9 @@
 
 #include "base/file_util.h"
 #include "cache/store.h"
+#include "cache/usage.h"
+#include "fs/layer/layer_index.h"
+#include "fs/mount/mount_services.h"
 #include "registry/digest.h"
 #include "registry/manifest.h"
 #include "registry/reference.h"
@@ -160,6 +165,64 @@ inline size_t CountEntries(const std::string& dir) {
   }
   return n;
 }
+
+// An encoded eStargz-like layer index whose one file is made of `chunks`.
+inline std::string EncodedChunkIndex(const registry::Digest& layer,
+                                     const std::vector<std::string>& chunks) {
+  fs::LayerIndex index;
+  index.layer_digest = layer;
+  index.media_type = "application/vnd.oci.image.layer.v1.tar+gzip";
+  index.format = fs::LayerFormat::kEstargz;
+  fs::FileEntry dir;
+  dir.path = "";
+  dir.type = fs::EntryType::kDirectory;
+  dir.mode = 0755;
+  index.entries.push_back(dir);
+  fs::FileEntry file;
+  file.path = "f";
+  file.type = fs::EntryType::kRegular;
+  file.mode = 0644;
+  uint64_t offset = 0;
+  for (const std::string& c : chunks) {
+    fs::Chunk chunk;
+    chunk.file_offset = offset;
+    chunk.size = c.size();
+    chunk.digest = registry::Digest::Sha256Of(c);
+    chunk.blob_offset = offset;
+    chunk.blob_length = c.size();
+    index.chunks.push_back(chunk);
+    offset += c.size();
+  }
+  file.size = offset;
+  file.chunk_count = static_cast<uint32_t>(chunks.size());
+  index.entries.push_back(file);
+  index.compressed_size = offset + 100;
+  index.uncompressed_size = offset + 1024;
+  return index.Encode();
+}
+
+// A fresh store in a TempDir, scanned with the chunk lister the mount path uses (chunks named
+// by layer indexes).
+class UsageStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(dir_.path().empty());
+    auto s = Store::Open(dir_.path() + "/store");
+    ASSERT_TRUE(s.has_value()) << s.error().ToString();
+    store_ = std::move(*s);
+    options_.chunk_lister = fs::LayerIndexChunkLister();
+  }
+  std::string Root() const { return store_->root(); }
+  StoreUsage Scan() {
+    auto u = ScanUsage(*store_, options_);
+    EXPECT_TRUE(u.has_value()) << u.error().ToString();
+    return u.has_value() ? *u : StoreUsage{};
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Store> store_;
+  UsageOptions options_;
+};
 
 }  // namespace imgfs::cache::testing
 

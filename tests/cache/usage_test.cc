@@ -1,6 +1,7 @@
 // imgfs — tests for cache/usage.h: disk use that adds up to `du -sb`, garbage collection of
-// blobs, indexes and chunks, container and mount pins, LRU prune order, the size config, and
-// crash safety of `imgfs cache gc` killed with SIGKILL at random points.
+// blobs, indexes and chunks, container and mount pins, LRU prune order and the size config.
+// (`imgfs cache gc` killed at random points runs the binary:
+// tests/integration/cache_gc_kill_test.cc.)
 #include "cache/usage.h"
 
 #include <fcntl.h>
@@ -10,12 +11,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <filesystem>
-#include <fstream>
-#include <random>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -28,8 +25,6 @@
 #include "cache/index_store.h"
 #include "cache/leases.h"
 #include "fs/layer/layer_index.h"
-#include "fs/mount/mount.h"
-#include "fs/mount/mount_services.h"
 #include "tests/cache/cache_test_util.h"
 
 namespace imgfs::cache {
@@ -37,7 +32,7 @@ namespace {
 
 using registry::Digest;
 using testing::D;
-using testing::ImportFixture;
+using testing::EncodedChunkIndex;
 using testing::MakeImage;
 using testing::Ref;
 using testing::RunCommand;
@@ -53,55 +48,13 @@ int64_t DuSb(const std::string& dir) {
   return std::stoll(out);
 }
 
-// An encoded eStargz-like layer index whose one file is made of `chunks`.
-std::string EncodedIndex(const Digest& layer, const std::vector<std::string>& chunks) {
-  fs::LayerIndex index;
-  index.layer_digest = layer;
-  index.media_type = "application/vnd.oci.image.layer.v1.tar+gzip";
-  index.format = fs::LayerFormat::kEstargz;
-  fs::FileEntry dir;
-  dir.path = "";
-  dir.type = fs::EntryType::kDirectory;
-  dir.mode = 0755;
-  index.entries.push_back(dir);
-  fs::FileEntry file;
-  file.path = "f";
-  file.type = fs::EntryType::kRegular;
-  file.mode = 0644;
-  uint64_t offset = 0;
-  for (const std::string& c : chunks) {
-    fs::Chunk chunk;
-    chunk.file_offset = offset;
-    chunk.size = c.size();
-    chunk.digest = Digest::Sha256Of(c);
-    chunk.blob_offset = offset;
-    chunk.blob_length = c.size();
-    index.chunks.push_back(chunk);
-    offset += c.size();
-  }
-  file.size = offset;
-  file.chunk_count = static_cast<uint32_t>(chunks.size());
-  index.entries.push_back(file);
-  index.compressed_size = offset + 100;
-  index.uncompressed_size = offset + 1024;
-  return index.Encode();
-}
-
 void SetMtime(const std::string& path, int64_t unix_seconds) {
   timespec times[2] = {{unix_seconds, 0}, {unix_seconds, 0}};
   ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), times, 0), 0) << path;
 }
 
-class UsageTest : public ::testing::Test {
+class UsageTest : public testing::UsageStoreTest {
  protected:
-  void SetUp() override {
-    ASSERT_FALSE(dir_.path().empty());
-    auto s = Store::Open(dir_.path() + "/store");
-    ASSERT_TRUE(s.has_value()) << s.error().ToString();
-    store_ = std::move(*s);
-    options_.chunk_lister = fs::LayerIndexChunkLister();
-  }
-  std::string Root() const { return store_->root(); }
   void Record(const std::string& ref, const SyntheticImage& img) {
     Status st = store_->RecordImage(Ref(ref), img.manifest, {});
     ASSERT_TRUE(st.ok()) << st.ToString();
@@ -111,7 +64,7 @@ class UsageTest : public ::testing::Test {
     ChunkStore cs(Root());
     for (const auto& c : chunks) ASSERT_TRUE(cs.Put(Digest::Sha256Of(c), c).ok());
     IndexStore is(Root());
-    std::string encoded = EncodedIndex(layer, chunks);
+    std::string encoded = EncodedChunkIndex(layer, chunks);
     auto decoded = fs::LayerIndex::Decode(encoded);
     ASSERT_TRUE(decoded.has_value()) << decoded.error().ToString();
     ASSERT_TRUE(is.Put(layer, encoded).ok());
@@ -120,11 +73,6 @@ class UsageTest : public ::testing::Test {
     return ChunkStore(Root()).PathFor(Digest::Sha256Of(content));
   }
   bool Exists(const std::string& path) const { return ::access(path.c_str(), F_OK) == 0; }
-  StoreUsage Scan() {
-    auto u = ScanUsage(*store_, options_);
-    EXPECT_TRUE(u.has_value()) << u.error().ToString();
-    return u.has_value() ? *u : StoreUsage{};
-  }
   const ImageUsage* Find(const StoreUsage& u, const std::string& name) {
     for (const auto& i : u.images) {
       for (const auto& n : i.names) {
@@ -134,10 +82,6 @@ class UsageTest : public ::testing::Test {
     ADD_FAILURE() << name << " not in the usage report";
     return nullptr;
   }
-
-  TempDir dir_;
-  std::unique_ptr<Store> store_;
-  UsageOptions options_;
 };
 
 TEST_F(UsageTest, NumbersAddUpToDuOfTheStore) {
@@ -218,10 +162,10 @@ TEST_F(UsageTest, GcHandlesIndexesKeyedByTocAndImage) {
   const IndexKey published_a = IndexKey::Image(a.layers[0], a.manifest.digest);
   const IndexKey published_gone = IndexKey::Image(a.layers[0], gone.manifest.digest);
   const IndexKey gone_layer = IndexKey::Toc(gone.layers[1], Digest::Sha256Of("toc 2"));
-  ASSERT_TRUE(is.Put(by_toc, EncodedIndex(a.layers[0], {"toc chunk"})).ok());
-  ASSERT_TRUE(is.Put(published_a, EncodedIndex(a.layers[0], {"published chunk"})).ok());
-  ASSERT_TRUE(is.Put(published_gone, EncodedIndex(a.layers[0], {"gone chunk"})).ok());
-  ASSERT_TRUE(is.Put(gone_layer, EncodedIndex(gone.layers[1], {"gone chunk"})).ok());
+  ASSERT_TRUE(is.Put(by_toc, EncodedChunkIndex(a.layers[0], {"toc chunk"})).ok());
+  ASSERT_TRUE(is.Put(published_a, EncodedChunkIndex(a.layers[0], {"published chunk"})).ok());
+  ASSERT_TRUE(is.Put(published_gone, EncodedChunkIndex(a.layers[0], {"gone chunk"})).ok());
+  ASSERT_TRUE(is.Put(gone_layer, EncodedChunkIndex(gone.layers[1], {"gone chunk"})).ok());
 
   StoreUsage u = Scan();
   EXPECT_EQ(u.indexes, 4);
@@ -480,95 +424,6 @@ TEST(ChunkLastUseTest, GetRefreshesAnOldChunksMtime) {
   struct stat st {};
   ASSERT_EQ(::stat(cs.PathFor(d).c_str(), &st), 0);
   EXPECT_GT(st.st_mtime, ::time(nullptr) - 100);
-}
-
-// `imgfs cache gc` killed with SIGKILL at random points: afterwards the recorded image is
-// whole and prepares (the mount path without the kernel: indexes, merge, reads), and a
-// final GC finishes the job.
-TEST_F(UsageTest, GcKilledAtRandomPointsLeavesAWorkingStore) {
-  registry::Descriptor desc = ImportFixture(*store_, "tiny-gzip");
-  ASSERT_TRUE(store_->RecordImage(Ref("127.0.0.1:5000/demo/tiny:1"), desc, {}).ok());
-  std::mt19937 rng(20261127);
-  const unsigned seed = rng();
-  SCOPED_TRACE("seed " + std::to_string(seed));
-  rng.seed(seed);
-  for (int iteration = 0; iteration < 4; ++iteration) {
-    // Garbage for GC to chew on: unreferenced blobs, indexes and chunks (written without
-    // fsync: the test is about GC being killed, not about power loss).
-    for (int i = 0; i < 200; ++i) {
-      std::string junk = "junk " + std::to_string(iteration) + " " + std::to_string(i);
-      Digest d = Digest::Sha256Of(junk);
-      std::ofstream(store_->BlobPath(d)) << junk;
-      if (i % 4 == 0) {
-        Digest layer = Digest::Sha256Of(junk + " layer");
-        std::ofstream(IndexStore(Root()).PathFor(layer)) << EncodedIndex(layer, {junk});
-        std::string chunk = ChunkStore(Root()).PathFor(d);
-        ASSERT_TRUE(MakeDirs(chunk.substr(0, chunk.rfind('/'))).ok());
-        std::ofstream(chunk) << junk;
-      }
-    }
-    // And whole unreferenced images, whose manifests must go before the blobs they name.
-    for (int i = 0; i < 8; ++i) {
-      std::string tag = std::to_string(iteration) + "/" + std::to_string(i);
-      MakeImage(*store_, {"garbage layer " + tag, "second garbage layer " + tag}, "2024-01-01",
-                tag);
-    }
-    pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      ::setenv("IMGFS_ROOT", Root().c_str(), 1);
-      int devnull = ::open("/dev/null", O_WRONLY);
-      ::dup2(devnull, 1);
-      ::dup2(devnull, 2);
-      ::execl(IMGFS_BINARY, IMGFS_BINARY, "cache", "gc", static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 60000));
-    ::kill(pid, SIGKILL);
-    int status = 0;
-    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-    ASSERT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 127) << "could not run imgfs";
-
-    // The image is whole and mountable.
-    auto resolved = ResolveImage(*store_, "127.0.0.1:5000/demo/tiny:1");
-    ASSERT_TRUE(resolved.has_value()) << resolved.error().ToString();
-    for (const auto& l : resolved->decoded.layers) {
-      ASSERT_EQ(*store_->BlobSize(l.digest), l.size) << l.digest.String();
-    }
-    fs::PrepareOptions prep;
-    prep.pull_if_missing = false;
-    auto prepared = fs::PrepareImage(*store_, "127.0.0.1:5000/demo/tiny:1", prep);
-    ASSERT_TRUE(prepared.has_value()) << prepared.error().ToString();
-    auto etc = prepared->filesystem->Lookup(1, "etc");
-    ASSERT_TRUE(etc.has_value()) << etc.error().ToString();
-    auto os = prepared->filesystem->Lookup(etc->st_ino, "os-release");
-    ASSERT_TRUE(os.has_value()) << os.error().ToString();
-    auto data = prepared->filesystem->Read(os->st_ino, 0, 4096);
-    ASSERT_TRUE(data.has_value()) << data.error().ToString();
-    EXPECT_NE(data->find("ID=tiny"), std::string::npos);
-    // No manifest left in the store names a missing blob.
-    for (const auto& e : std::filesystem::directory_iterator(Root() + "/blobs/sha256")) {
-      auto bytes = ReadFile(e.path().string());
-      if (!bytes.has_value()) continue;
-      auto m = nlohmann::json::parse(*bytes, nullptr, false);
-      if (m.is_discarded() || !m.is_object() || !m.contains("layers")) continue;
-      EXPECT_TRUE(store_->HasBlob(D(m["config"]["digest"].get<std::string>())))
-          << "manifest " << e.path() << " names a deleted config";
-      for (const auto& l : m["layers"]) {
-        EXPECT_TRUE(store_->HasBlob(D(l["digest"].get<std::string>())))
-            << "manifest " << e.path() << " names a deleted layer";
-      }
-    }
-    // Nothing dangles: every index and chunk file is whole (a scan reads them all).
-    StoreUsage u = Scan();
-    ASSERT_EQ(u.images.size(), 1u);
-    EXPECT_TRUE(u.images[0].complete);
-  }
-  auto gc = CollectGarbage(*store_, options_);
-  ASSERT_TRUE(gc.has_value()) << gc.error().ToString();
-  StoreUsage u = Scan();
-  EXPECT_EQ(u.unreferenced_bytes(), 0);
-  EXPECT_EQ(u.blobs, 5);  // manifest, config, 3 layers
 }
 
 // The pid and start time of a process that existed and is gone (reaped).

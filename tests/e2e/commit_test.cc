@@ -28,15 +28,15 @@
 #include "cache/images.h"
 #include "cache/store.h"
 #include "registry/reference.h"
+#include "tests/support/e2e_fixture.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"
 #include "tests/support/registry_server.h"
+#include "tests/support/test_images.h"
 #include "tests/support/tree_compare.h"
 
 namespace imgfs::testing {
 namespace {
-
-const std::string kImgfs = IMGFS_BINARY;
 
 // Unmounts `dir` (lazily) when the test ends, however it ends.
 struct UnmountGuard {
@@ -56,24 +56,14 @@ TestImageSpec BaseImage() {
   using K = TestFile::Kind;
   TestImageSpec spec;
   TestLayer l1;
-  l1.files = {{"etc", "", K::kDir, 0755},
-              {"etc/os-release", "ID=base\n"},
-              {"etc/hostname", "base\n"},
-              {"usr", "", K::kDir, 0755},
-              {"usr/share", "", K::kDir, 0755},
-              {"usr/share/doc", "", K::kDir, 0755},
-              {"usr/share/doc/a.txt", "doc a\n"},
-              {"usr/share/doc/sub", "", K::kDir, 0755},
-              {"usr/share/doc/sub/b.txt", "doc b\n"},
-              {"opt", "", K::kDir, 0755},
-              {"opt/tool", "#!/bin/sh\necho tool\n", K::kFile, 0755},
-              {"opt/data", "", K::kDir, 0750},
-              {"opt/data/x", "x\n"},
-              {"shared", "", K::kDir, 0775},
-              {"shared/old1", "old1"},
-              {"shared/old2", "old2"},
-              {"bin", "", K::kDir, 0755},
-              {"bin/sh-link", "/opt/tool", K::kSymlink, 0777}};
+  l1.files = {
+      {"etc", "", K::kDir, 0755}, {"etc/os-release", "ID=base\n"}, {"etc/hostname", "base\n"}};
+  for (TestFile& f : ChangeableBaseTree()) l1.files.push_back(std::move(f));
+  l1.files.insert(l1.files.end(), {{"shared", "", K::kDir, 0775},
+                                   {"shared/old1", "old1"},
+                                   {"shared/old2", "old2"},
+                                   {"bin", "", K::kDir, 0755},
+                                   {"bin/sh-link", "/opt/tool", K::kSymlink, 0777}});
   TestLayer l2;
   l2.files = {{"etc", "", K::kDir, 0755}, {"etc/motd", "base motd\n"}};
   spec.layers = {l1, l2};
@@ -129,13 +119,13 @@ void Prepare(Env& e) {
   ASSERT_TRUE(built.has_value()) << built.error().ToString();
   e.base_manifest = built->manifest_digest;
   ASSERT_TRUE(e.reg->PushOciLayout(e.dir.Sub("layout"), "v1", "demo/base:1").ok());
-  ProcessResult pull = RunProcess({kImgfs, "pull", e.host + "/demo/base:1"}, e.env);
+  ProcessResult pull = RunProcess({kImgfsBinary, "pull", e.host + "/demo/base:1"}, e.env);
   ASSERT_EQ(pull.exit_code, 0) << pull.Describe();
 }
 
 ProcessResult Commit(Env& e, const std::string& source, const std::string& ref_text,
                      const std::string& format = "gzip") {
-  return RunProcess({kImgfs, "commit", "-m", "e2e change", "-c", "ENV PATCHED=1", "--format",
+  return RunProcess({kImgfsBinary, "commit", "-m", "e2e change", "-c", "ENV PATCHED=1", "--format",
                      format, source, e.host + "/" + ref_text},
                     e.env);
 }
@@ -144,7 +134,7 @@ ProcessResult Commit(Env& e, const std::string& source, const std::string& ref_t
 // merged view the changes were made through).
 void CheckCommitted(Env& e, const std::string& ref_text,
                     const std::map<std::string, TreeEntry>& expected, const TreeOptions& options) {
-  ProcessResult push = RunProcess({kImgfs, "push", e.host + "/" + ref_text}, e.env);
+  ProcessResult push = RunProcess({kImgfsBinary, "push", e.host + "/" + ref_text}, e.env);
   ASSERT_EQ(push.exit_code, 0) << push.Describe();
   // The base layers came from demo/base on the same registry: mounted, not uploaded.
   EXPECT_NE(push.out.find("Mounted from demo/base"), std::string::npos) << push.out;
@@ -170,14 +160,14 @@ void CheckCommitted(Env& e, const std::string& ref_text,
                              << Diffs(diffs);
 
   // The image config carries the change and the history entry.
-  ProcessResult inspect = RunProcess({kImgfs, "inspect", e.host + "/" + ref_text}, e.env);
+  ProcessResult inspect = RunProcess({kImgfsBinary, "inspect", e.host + "/" + ref_text}, e.env);
   ASSERT_EQ(inspect.exit_code, 0) << inspect.Describe();
   EXPECT_NE(inspect.out.find("PATCHED=1"), std::string::npos) << inspect.out;
 
   const std::string mnt = e.dir.Sub("committed-mnt-" + tag);
   ASSERT_TRUE(MakeDirs(mnt).ok());
   UnmountGuard guard{mnt};
-  ProcessResult mount = RunProcess({kImgfs, "mount", e.host + "/" + ref_text, mnt}, e.env);
+  ProcessResult mount = RunProcess({kImgfsBinary, "mount", e.host + "/" + ref_text, mnt}, e.env);
   ASSERT_EQ(mount.exit_code, 0) << mount.Describe();
   auto mounted = ListTree(mnt, options, &error);
   ASSERT_TRUE(error.empty()) << error;
@@ -185,7 +175,7 @@ void CheckCommitted(Env& e, const std::string& ref_text,
   EXPECT_TRUE(diffs.empty()) << "imgfs mount of the committed image vs merged view: "
                              << diffs.size() << " differences:\n"
                              << Diffs(diffs);
-  ProcessResult umount = RunProcess({kImgfs, "umount", mnt}, e.env);
+  ProcessResult umount = RunProcess({kImgfsBinary, "umount", mnt}, e.env);
   EXPECT_EQ(umount.exit_code, 0) << umount.Describe();
 }
 
@@ -267,9 +257,9 @@ TEST(CommitE2eTest, WritableMountCommittedByMountpoint) {
   TreeOptions options;
   {
     UnmountGuard guard{mnt};
-    ProcessResult mount = RunProcess(
-        {kImgfs, "mount", "--rw", "--upper", e.dir.Sub("upper"), e.host + "/demo/base:1", mnt},
-        e.env);
+    ProcessResult mount = RunProcess({kImgfsBinary, "mount", "--rw", "--upper", e.dir.Sub("upper"),
+                                      e.host + "/demo/base:1", mnt},
+                                     e.env);
     ASSERT_EQ(mount.exit_code, 0) << mount.Describe();
     ASSERT_NO_FATAL_FAILURE(MakeChanges(mnt));
     std::string error;
@@ -278,7 +268,7 @@ TEST(CommitE2eTest, WritableMountCommittedByMountpoint) {
     // Committed while mounted (synced first), as a lazily mountable eStargz layer.
     ProcessResult commit = Commit(e, mnt, "me/live:1", "estargz");
     ASSERT_EQ(commit.exit_code, 0) << commit.Describe();
-    ProcessResult umount = RunProcess({kImgfs, "umount", mnt}, e.env);
+    ProcessResult umount = RunProcess({kImgfsBinary, "umount", mnt}, e.env);
     ASSERT_EQ(umount.exit_code, 0) << umount.Describe();
   }
   ASSERT_NO_FATAL_FAILURE(CheckOracleSanity(view));
@@ -306,17 +296,17 @@ TEST(CommitE2eTest, ErrorsAreOneClearLine) {
   const std::string mnt = e.dir.Sub("ro");
   ASSERT_TRUE(MakeDirs(mnt).ok());
   UnmountGuard guard{mnt};
-  ProcessResult mount = RunProcess({kImgfs, "mount", e.host + "/demo/base:1", mnt}, e.env);
+  ProcessResult mount = RunProcess({kImgfsBinary, "mount", e.host + "/demo/base:1", mnt}, e.env);
   ASSERT_EQ(mount.exit_code, 0) << mount.Describe();
   ProcessResult ro = Commit(e, mnt, "me/x:1");
   EXPECT_EQ(ro.exit_code, 1) << ro.Describe();
   EXPECT_NE(ro.err.find("read-only"), std::string::npos) << ro.err;
   EXPECT_TRUE(one_line(ro)) << ro.err;
-  ProcessResult umount = RunProcess({kImgfs, "umount", mnt}, e.env);
+  ProcessResult umount = RunProcess({kImgfsBinary, "umount", mnt}, e.env);
   EXPECT_EQ(umount.exit_code, 0) << umount.Describe();
 
   // Nothing was recorded by the failed commits.
-  ProcessResult images = RunProcess({kImgfs, "images", "-q", e.host + "/me/x"}, e.env);
+  ProcessResult images = RunProcess({kImgfsBinary, "images", "-q", e.host + "/me/x"}, e.env);
   EXPECT_EQ(images.exit_code, 0) << images.Describe();
   EXPECT_EQ(images.out, "");
 }

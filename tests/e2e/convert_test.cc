@@ -23,6 +23,7 @@
 #include "fs/layer/zstd_chunked_toc.h"
 #include "fs/image_ops/pull.h"
 #include "registry/digest.h"
+#include "tests/support/e2e_fixture.h"
 #include "tests/support/http_test_server.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"
@@ -32,8 +33,6 @@
 namespace imgfs::testing {
 namespace {
 
-const std::string kFixtures = std::string(IMGFS_FIXTURES_DIR);
-const std::string kImgfs = IMGFS_BINARY;
 constexpr char kRandomSha[] = "b352facbb4d47b2624c165c80047e487c3a60b0370ec4599a70d0a94f1036f9d";
 
 std::string Join(const std::vector<std::string>& lines) {
@@ -62,31 +61,22 @@ struct Format {
   std::string annotation;  // one annotation every layer must carry
 };
 
-class ConvertTest : public ::testing::TestWithParam<Format> {
+class ConvertTest : public ImgfsMountTest, public ::testing::WithParamInterface<Format> {
  protected:
   void SetUp() override {
-    ASSERT_EQ(geteuid(), 0u) << "convert e2e tests run as root (umoci unpack, mounts)";
-    ASSERT_EQ(access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is needed for mount tests";
-    ASSERT_TRUE(std::filesystem::exists(kFixtures)) << kFixtures;
+    ASSERT_NO_FATAL_FAILURE(ImgfsMountTest::SetUp());
     for (const char* tool : {"umoci", "skopeo"}) {
       ProcessResult r = RunProcess({"sh", "-c", std::string("command -v ") + tool});
       ASSERT_EQ(r.exit_code, 0) << tool << " is needed by the convert tests";
     }
-    ASSERT_TRUE(MakeDirs(Mnt()).ok());
   }
-  void TearDown() override {
-    if (IsMounted(Mnt())) RunProcess({"umount", "-l", Mnt()});
-  }
-
-  std::string Mnt() const { return dir_.Sub("mnt"); }
   ProcessResult Imgfs(const std::string& root, std::vector<std::string> args) {
-    args.insert(args.begin(), kImgfs);
-    return RunProcess(args, {"IMGFS_ROOT=" + root}, {}, 120);
+    return RunImgfs(root, std::move(args));
   }
   // umoci unpack of the source image, listed (computed once per test).
   std::map<std::string, TreeEntry> SourceTree() {
     ProcessResult r = RunProcess(
-        {"umoci", "unpack", "--image", kFixtures + "/tiny-gzip:latest", dir_.Sub("src-bundle")});
+        {"umoci", "unpack", "--image", FixturePath("tiny-gzip:latest"), dir_.Sub("src-bundle")});
     EXPECT_EQ(r.exit_code, 0) << r.Describe();
     std::string error;
     auto tree = ListTree(dir_.Sub("src-bundle/rootfs"), TreeOptions{}, &error);
@@ -97,13 +87,11 @@ class ConvertTest : public ::testing::TestWithParam<Format> {
   void ConvertToLayout(const std::vector<std::string>& extra = {}) {
     std::vector<std::string> args = {"convert", "--format", GetParam().flag};
     args.insert(args.end(), extra.begin(), extra.end());
-    args.push_back("oci:" + kFixtures + "/tiny-gzip:latest");
+    args.push_back("oci:" + FixturePath("tiny-gzip:latest"));
     args.push_back("oci:" + dir_.Sub("conv") + ":conv");
     ProcessResult r = Imgfs(dir_.Sub("store"), args);
     ASSERT_EQ(r.exit_code, 0) << r.Describe();
   }
-
-  TempDir dir_;
 };
 
 TEST_P(ConvertTest, UmociUnpackOfTheResultEqualsTheSource) {
@@ -197,7 +185,7 @@ TEST_P(ConvertTest, DockerDestinationIsRecordedAndPushedByConvert) {
   const std::string ref = (*reg)->host_port() + "/demo/direct:1";
   ProcessResult r =
       Imgfs(dir_.Sub("store"), {"convert", "--format", GetParam().flag,
-                                "oci:" + kFixtures + "/tiny-gzip:latest", "docker://" + ref});
+                                "oci:" + FixturePath("tiny-gzip:latest"), "docker://" + ref});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   // Recorded in the converting store.
   r = Imgfs(dir_.Sub("store"), {"inspect", ref});
@@ -232,11 +220,10 @@ TEST(ConvertSourceTest, LazilyPulledRegistrySourceIsCompletedThenConverted) {
   TempDir dir;
   auto reg = RegistryServer::Start();
   ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
-  ASSERT_TRUE((*reg)->PushOciLayout(kFixtures + "/tiny-gzip", "latest", "demo/src:1").ok());
+  ASSERT_TRUE((*reg)->PushOciLayout(FixturePath("tiny-gzip"), "latest", "demo/src:1").ok());
   const std::string ref = (*reg)->host_port() + "/demo/src:1";
   auto imgfs = [&](std::vector<std::string> args) {
-    args.insert(args.begin(), kImgfs);
-    return RunProcess(args, {"IMGFS_ROOT=" + dir.Sub("store")}, {}, 120);
+    return RunImgfs(dir.Sub("store"), std::move(args));
   };
   ProcessResult r = imgfs({"pull", "--lazy", ref});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
@@ -271,13 +258,12 @@ TEST(ConvertZstdChunkedTest, PrioritizedFilesLeadTheTocInTheGivenOrder) {
   }
   TempDir dir;
   auto imgfs = [&](std::vector<std::string> args) {
-    args.insert(args.begin(), kImgfs);
-    return RunProcess(args, {"IMGFS_ROOT=" + dir.Sub("store")}, {}, 120);
+    return RunImgfs(dir.Sub("store"), std::move(args));
   };
   ProcessResult r =
       imgfs({"convert", "--format", "zstd:chunked", "--prioritize", "etc/os-release",
              "--prioritize", "/data/random.bin", "--prioritize", "data/changeme.txt",
-             "oci:" + kFixtures + "/tiny-gzip:latest", "oci:" + dir.Sub("conv") + ":conv"});
+             "oci:" + FixturePath("tiny-gzip:latest"), "oci:" + dir.Sub("conv") + ":conv"});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   nlohmann::json manifest = LayoutManifest(dir.Sub("conv"), "conv");
   ASSERT_TRUE(manifest.is_object());
@@ -330,7 +316,7 @@ TEST(ConvertZstdChunkedTest, PrioritizedFilesLeadTheTocInTheGivenOrder) {
       RunProcess({"umoci", "unpack", "--image", dir.Sub("gz") + ":gz", dir.Sub("bundle")});
   ASSERT_EQ(unpack.exit_code, 0) << unpack.Describe();
   unpack = RunProcess(
-      {"umoci", "unpack", "--image", kFixtures + "/tiny-gzip:latest", dir.Sub("src-bundle")});
+      {"umoci", "unpack", "--image", FixturePath("tiny-gzip:latest"), dir.Sub("src-bundle")});
   ASSERT_EQ(unpack.exit_code, 0) << unpack.Describe();
   std::string error;
   auto actual = ListTree(dir.Sub("bundle/rootfs"), TreeOptions{}, &error);
@@ -347,15 +333,16 @@ TEST(ConvertZstdChunkedTest, PrioritizedFilesLeadTheTocInTheGivenOrder) {
   Status pushed = PushLayout(dir.Sub("conv"), "conv", (*reg)->host_port() + "/demo/prio:1");
   ASSERT_TRUE(pushed.ok()) << pushed.ToString();
   ASSERT_TRUE(MakeDirs(dir.Sub("mnt")).ok());
-  r = RunProcess({kImgfs, "mount", "--lazy", (*reg)->host_port() + "/demo/prio:1", dir.Sub("mnt")},
-                 {"IMGFS_ROOT=" + dir.Sub("mount-store")}, {}, 120);
+  r = RunProcess(
+      {kImgfsBinary, "mount", "--lazy", (*reg)->host_port() + "/demo/prio:1", dir.Sub("mnt")},
+      {"IMGFS_ROOT=" + dir.Sub("mount-store")}, {}, 120);
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   auto mounted = ListTree(dir.Sub("mnt"), TreeOptions{}, &error);
   EXPECT_TRUE(error.empty()) << error;
   diffs = CompareTrees(mounted, expected, TreeOptions{});
   EXPECT_TRUE(diffs.empty()) << diffs.size() << " differences:\n" << Join(diffs);
-  r = RunProcess({kImgfs, "umount", dir.Sub("mnt")}, {"IMGFS_ROOT=" + dir.Sub("mount-store")}, {},
-                 60);
+  r = RunProcess({kImgfsBinary, "umount", dir.Sub("mnt")}, {"IMGFS_ROOT=" + dir.Sub("mount-store")},
+                 {}, 60);
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
   if (IsMounted(dir.Sub("mnt"))) RunProcess({"umount", "-l", dir.Sub("mnt")});
 }
@@ -367,15 +354,14 @@ TEST(IndexCommandTest, PushPublishesTheStoreIndexesFoundThroughTheReferrersTag) 
   TempDir dir;
   auto reg = RegistryServer::Start();
   ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
-  ASSERT_TRUE((*reg)->PushOciLayout(kFixtures + "/tiny-gzip", "latest", "demo/plain:1").ok());
+  ASSERT_TRUE((*reg)->PushOciLayout(FixturePath("tiny-gzip"), "latest", "demo/plain:1").ok());
   const std::string ref = (*reg)->host_port() + "/demo/plain:1";
   const registry::Digest manifest =
       registry::Digest::Parse(
           "sha256:1fb51b9d896f2a83747de477a0e885a04b169111076bf13b7b3a4a718f37e229")
           .value();
   auto imgfs = [&](std::vector<std::string> args) {
-    args.insert(args.begin(), kImgfs);
-    return RunProcess(args, {"IMGFS_ROOT=" + dir.Sub("store")}, {}, 120);
+    return RunImgfs(dir.Sub("store"), std::move(args));
   };
   for (int round = 0; round < 2; ++round) {
     ProcessResult r = imgfs({"index", "push", ref});
@@ -407,7 +393,7 @@ TEST(IndexCommandTest, PushPublishesTheStoreIndexesFoundThroughTheReferrersTag) 
             StatusCode::kNotFound);
 
   // eStargz layers need no index; `index` without a subcommand is a usage error.
-  ProcessResult r = imgfs({"index", "build", "oci:" + kFixtures + "/tiny-estargz:latest"});
+  ProcessResult r = imgfs({"index", "build", "oci:" + FixturePath("tiny-estargz:latest")});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_NE(r.out.find("3 layer(s) need no index"), std::string::npos) << r.out;
   EXPECT_EQ(imgfs({"index"}).exit_code, 2);

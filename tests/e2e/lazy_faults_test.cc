@@ -25,6 +25,7 @@
 
 #include "base/file_util.h"
 #include "registry/digest.h"
+#include "tests/support/e2e_fixture.h"
 #include "tests/support/http_test_server.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"
@@ -33,9 +34,6 @@
 
 namespace imgfs::testing {
 namespace {
-
-const std::string kFixtures = std::string(IMGFS_FIXTURES_DIR);
-const std::string kImgfs = IMGFS_BINARY;
 
 // Files of the `tiny` image read in every case, with the sha256 of their content
 // (tiny.expected.txt): several chunks (random.bin, busybox), zeros, small files of each layer.
@@ -83,39 +81,24 @@ ReadOutcome ReadFileTimed(const std::string& path) {
   return out;
 }
 
-class LazyFaultsTest : public ::testing::Test {
+class LazyFaultsTest : public ImgfsMountTest {
  protected:
-  void SetUp() override {
-    ASSERT_EQ(access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is needed for mount tests";
-    ASSERT_EQ(geteuid(), 0u) << "mount tests run as root";
-    ASSERT_TRUE(std::filesystem::exists(kFixtures)) << kFixtures;
-    ASSERT_TRUE(MakeDirs(Mnt()).ok());
-  }
   void TearDown() override {
     if (faults_ != nullptr) {
       faults_->hang = false;
       faults_->unreachable = false;
     }
-    if (IsMounted(Mnt())) Imgfs({"umount", Mnt()}, 30);
-    if (IsMounted(Mnt())) RunProcess({"umount", "-l", Mnt()});
+    ImgfsMountTest::TearDown();
     proxy_.reset();
   }
 
-  std::string Root() const { return dir_.Sub("store"); }
-  std::string Mnt() const { return dir_.Sub("mnt"); }
-
-  ProcessResult Imgfs(std::vector<std::string> args, int timeout_s = 120) {
-    args.insert(args.begin(), kImgfs);
-    return RunProcess(args, {"IMGFS_ROOT=" + Root()}, {}, timeout_s);
-  }
-
-  // Pushes `fixture` to a fresh registry, puts the proxy in front, mounts lazily through it
-  // with `extra` mount arguments. Faults are off during the mount.
+  // Pushes `fixture` to the suite's registry (the faults are the proxy's, so the registry can
+  // be shared), puts the proxy in front, mounts lazily through it with `extra` mount
+  // arguments. Faults are off during the mount.
   void MountThroughProxy(const std::string& fixture, std::vector<std::string> extra) {
-    auto reg = RegistryServer::Start();
-    ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
-    registry_ = std::move(reg).value();
-    ASSERT_TRUE(registry_->PushOciLayout(kFixtures + "/" + fixture, "latest", "demo/f:1").ok());
+    registry_ = SharedRegistry();
+    ASSERT_NE(registry_, nullptr);
+    ASSERT_TRUE(registry_->PushOciLayout(FixturePath(fixture), "latest", "demo/f:1").ok());
     stats_ = std::make_shared<ProxyStats>();
     faults_ = std::make_shared<ProxyFaults>();
     proxy_ =
@@ -137,8 +120,7 @@ class LazyFaultsTest : public ::testing::Test {
     ASSERT_TRUE(IsMounted(Mnt()));
   }
 
-  TempDir dir_;
-  std::unique_ptr<RegistryServer> registry_;
+  RegistryServer* registry_ = nullptr;  // the suite's
   std::shared_ptr<ProxyStats> stats_;
   std::shared_ptr<ProxyFaults> faults_;
   std::unique_ptr<HttpTestServer> proxy_;

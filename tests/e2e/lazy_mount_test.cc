@@ -19,6 +19,7 @@
 
 #include "base/file_util.h"
 #include "registry/digest.h"
+#include "tests/support/e2e_fixture.h"
 #include "tests/support/http_test_server.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"
@@ -28,8 +29,6 @@
 namespace imgfs::testing {
 namespace {
 
-const std::string kFixtures = std::string(IMGFS_FIXTURES_DIR);
-const std::string kImgfs = IMGFS_BINARY;
 constexpr char kRandomSha[] = "b352facbb4d47b2624c165c80047e487c3a60b0370ec4599a70d0a94f1036f9d";
 
 // errno of reading the first byte of `path` (0 on success).
@@ -55,36 +54,12 @@ uint64_t ImageLayerBytes(const std::string& layout) {
   return total;
 }
 
-class LazyMountTest : public ::testing::TestWithParam<std::string> {
- protected:
-  void SetUp() override {
-    ASSERT_EQ(access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is needed for mount tests";
-    ASSERT_EQ(geteuid(), 0u) << "mount tests run as root";
-    ASSERT_TRUE(std::filesystem::exists(kFixtures)) << kFixtures;
-    ASSERT_TRUE(MakeDirs(Mnt()).ok());
-  }
-  void TearDown() override {
-    if (IsMounted(Mnt())) RunProcess({"umount", "-l", Mnt()});
-  }
-
-  std::string Root() const { return dir_.Sub("store"); }
-  std::string Mnt() const { return dir_.Sub("mnt"); }
-
-  ProcessResult Imgfs(std::vector<std::string> args, int timeout_s = 120) {
-    args.insert(args.begin(), kImgfs);
-    return RunProcess(args, {"IMGFS_ROOT=" + Root()}, {}, timeout_s);
-  }
-  void Umount() {
-    ProcessResult r = Imgfs({"umount", Mnt()});
-    EXPECT_EQ(r.exit_code, 0) << r.Describe();
-    EXPECT_FALSE(IsMounted(Mnt()));
-  }
-
-  TempDir dir_;
-};
+// WholeTreeEqualsTheExpectedListing uses the suite's shared registry; the offline test stops
+// its registry and so starts its own.
+class LazyMountTest : public ImgfsMountTest, public ::testing::WithParamInterface<std::string> {};
 
 TEST_P(LazyMountTest, FetchesOnlyWhatIsReadAndServesItOfflineLater) {
-  const std::string layout = kFixtures + "/" + GetParam();
+  const std::string layout = FixturePath(GetParam());
   const uint64_t image_bytes = ImageLayerBytes(layout);
   ASSERT_GT(image_bytes, 2000000u);
   auto reg = RegistryServer::Start();
@@ -127,14 +102,14 @@ TEST_P(LazyMountTest, FetchesOnlyWhatIsReadAndServesItOfflineLater) {
 }
 
 TEST_P(LazyMountTest, WholeTreeEqualsTheExpectedListing) {
-  const std::string layout = kFixtures + "/" + GetParam();
-  auto reg = RegistryServer::Start();
-  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
-  ASSERT_TRUE((*reg)->PushOciLayout(layout, "latest", "demo/x:1").ok());
-  const std::string ref = (*reg)->host_port() + "/demo/x:1";
+  const std::string layout = FixturePath(GetParam());
+  RegistryServer* reg = SharedRegistry();
+  ASSERT_NE(reg, nullptr);
+  ASSERT_TRUE(reg->PushOciLayout(layout, "latest", "demo/" + GetParam() + ":1").ok());
+  const std::string ref = reg->host_port() + "/demo/" + GetParam() + ":1";
   ProcessResult r = Imgfs({"mount", "--lazy", ref, Mnt()});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
-  auto listing = ParseListing(ReadAll(kFixtures + "/tiny.expected.txt"));
+  auto listing = ParseListing(ReadAll(FixturePath("tiny.expected.txt")));
   ASSERT_GT(listing.size(), 50u);
   TreeOptions options;
   options.ignore_paths = {"/.no.prefetch.landmark", "/.prefetch.landmark", "/stargz.index.json"};
@@ -165,25 +140,7 @@ INSTANTIATE_TEST_SUITE_P(Formats, LazyMountTest,
 // a generated gzip image), mounted lazily through a counting proxy. Reading one small file
 // fetches under 1 MB besides the TOC; a second image sharing files with the first is served
 // those files from the chunk store (stored and fetched once).
-class BigLazyImageTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    ASSERT_EQ(access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is needed for mount tests";
-    ASSERT_EQ(geteuid(), 0u) << "mount tests run as root";
-    ASSERT_TRUE(MakeDirs(dir_.Sub("mnt-a")).ok());
-    ASSERT_TRUE(MakeDirs(dir_.Sub("mnt-b")).ok());
-  }
-  void TearDown() override {
-    for (const char* m : {"mnt-a", "mnt-b"}) {
-      if (IsMounted(dir_.Sub(m))) RunProcess({"umount", "-l", dir_.Sub(m)});
-    }
-  }
-  ProcessResult Imgfs(const std::string& root, std::vector<std::string> args) {
-    args.insert(args.begin(), kImgfs);
-    return RunProcess(args, {"IMGFS_ROOT=" + root}, {}, 120);
-  }
-  TempDir dir_;
-};
+class BigLazyImageTest : public ImgfsMountTest {};
 
 // Incompressible, deterministic bytes (xorshift64).
 std::string RandomBytes(size_t n, uint64_t seed) {
@@ -228,9 +185,9 @@ TEST_F(BigLazyImageTest, SmallFileOfA200MbLayerFetchesUnder1MbAndSharedFilesAreF
   const std::string convert_root = dir_.Sub("convert-store");
   for (const char* tag : {"a", "b"}) {
     ProcessResult c =
-        Imgfs(convert_root,
-              {"convert", "-q", "--format", "estargz", "oci:" + dir_.Sub("layout") + ":" + tag,
-               "docker://" + (*reg)->host_port() + "/big/" + tag + ":1"});
+        RunImgfs(convert_root,
+                 {"convert", "-q", "--format", "estargz", "oci:" + dir_.Sub("layout") + ":" + tag,
+                  "docker://" + (*reg)->host_port() + "/big/" + tag + ":1"});
     ASSERT_EQ(c.exit_code, 0) << c.Describe();
   }
   std::filesystem::remove_all(convert_root);
@@ -238,38 +195,34 @@ TEST_F(BigLazyImageTest, SmallFileOfA200MbLayerFetchesUnder1MbAndSharedFilesAreF
 
   auto stats = std::make_shared<ProxyStats>();
   HttpTestServer proxy(ProxyHandler((*reg)->url(), stats));
-  const std::string root = dir_.Sub("store");
-  ProcessResult r = Imgfs(root, {"mount", "--lazy", "--prefetch", "none",
-                                 proxy.host_port() + "/big/a:1", dir_.Sub("mnt-a")});
+  const std::string root = Root();
+  ASSERT_TRUE(MakeDirs(Mnt(2)).ok());
+  ProcessResult r =
+      Imgfs({"mount", "--lazy", "--prefetch", "none", proxy.host_port() + "/big/a:1", Mnt()});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   const uint64_t after_mount = stats->blob_bytes.load();
-  EXPECT_EQ(ReadAll(dir_.Sub("mnt-a") + "/etc/small.conf"), "setting = 42\n");
+  EXPECT_EQ(ReadAll(Mnt() + "/etc/small.conf"), "setting = 42\n");
   const uint64_t small_cost = stats->blob_bytes.load() - after_mount;
   EXPECT_LT(small_cost, 1u << 20) << "one small file of a 200 MB layer";
   EXPECT_LT(after_mount, 1u << 20) << "the mount fetched more than the TOC";
 
   // A shared file read through image A ...
-  EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(dir_.Sub("mnt-a") + "/shared/big10.bin")).hex(),
-            shared_sha);
+  EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(Mnt() + "/shared/big10.bin")).hex(), shared_sha);
   const size_t chunk_files = ListFilesRecursive(root + "/chunks").size();
   EXPECT_GE(chunk_files, 2u);  // 8 MiB in 4 MiB chunks
 
   // ... is not fetched again through image B (another layer blob, same chunk digests).
-  r = Imgfs(root, {"mount", "--lazy", "--prefetch", "none", proxy.host_port() + "/big/b:1",
-                   dir_.Sub("mnt-b")});
+  r = Imgfs({"mount", "--lazy", "--prefetch", "none", proxy.host_port() + "/big/b:1", Mnt(2)});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   const uint64_t before_b = stats->blob_bytes.load();
-  EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(dir_.Sub("mnt-b") + "/shared/big10.bin")).hex(),
-            shared_sha);
+  EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(Mnt(2) + "/shared/big10.bin")).hex(), shared_sha);
   EXPECT_LT(stats->blob_bytes.load() - before_b, 1u << 20)
       << "a file both images share was fetched twice";
-  EXPECT_EQ(ReadAll(dir_.Sub("mnt-b") + "/etc/b.txt"), "image b\n");
+  EXPECT_EQ(ReadAll(Mnt(2) + "/etc/b.txt"), "image b\n");
   EXPECT_LE(ListFilesRecursive(root + "/chunks").size(), chunk_files + 4)
       << "shared chunks stored twice";
-  for (const char* m : {"mnt-a", "mnt-b"}) {
-    ProcessResult u = Imgfs(root, {"umount", dir_.Sub(m)});
-    EXPECT_EQ(u.exit_code, 0) << u.Describe();
-  }
+  Umount(Mnt());
+  Umount(Mnt(2));
 }
 
 }  // namespace

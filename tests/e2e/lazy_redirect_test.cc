@@ -31,6 +31,7 @@
 
 #include "base/file_util.h"
 #include "registry/digest.h"
+#include "tests/support/e2e_fixture.h"
 #include "tests/support/http_test_server.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"
@@ -43,8 +44,6 @@ namespace {
 
 using std::chrono::milliseconds;
 
-const std::string kFixtures = std::string(IMGFS_FIXTURES_DIR);
-const std::string kImgfs = IMGFS_BINARY;
 // /data/random.bin of the `tiny` image: 1 576 960 incompressible bytes in layer 1.
 constexpr uint64_t kRandomSize = 1576960;
 const std::string kRandomSha = "b352facbb4d47b2624c165c80047e487c3a60b0370ec4599a70d0a94f1036f9d";
@@ -110,38 +109,17 @@ bool WaitFor(Pred done, milliseconds timeout) {
   return done();
 }
 
-class LazyRedirectTest : public ::testing::Test {
+class LazyRedirectTest : public ImgfsMountTest {
  protected:
-  void SetUp() override {
-    ASSERT_EQ(access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is needed for mount tests";
-    ASSERT_EQ(geteuid(), 0u) << "mount tests run as root";
-    ASSERT_TRUE(std::filesystem::exists(kFixtures)) << kFixtures;
-    ASSERT_TRUE(MakeDirs(Mnt()).ok());
-  }
-  void TearDown() override {
-    if (IsMounted(Mnt())) Imgfs({"umount", Mnt()});
-    if (IsMounted(Mnt())) RunProcess({"umount", "-l", Mnt()});
-  }
-
-  std::string Root() const { return dir_.Sub("store"); }
-  std::string Mnt() const { return dir_.Sub("mnt"); }
-
+  // imgfs with the test's own docker config (for `imgfs login`).
   ProcessResult Imgfs(std::vector<std::string> args, const std::string& store = "",
                       std::string_view stdin_data = {}) {
-    args.insert(args.begin(), kImgfs);
-    return RunProcess(
-        args,
-        {"IMGFS_ROOT=" + (store.empty() ? Root() : store), "DOCKER_CONFIG=" + dir_.Sub("docker")},
-        stdin_data, 120);
-  }
-  void Umount() {
-    ProcessResult r = Imgfs({"umount", Mnt()});
-    EXPECT_EQ(r.exit_code, 0) << r.Describe();
-    EXPECT_FALSE(IsMounted(Mnt()));
+    return RunImgfs(store.empty() ? Root() : store, std::move(args),
+                    {"DOCKER_CONFIG=" + Sub("docker")}, stdin_data);
   }
   // The whole mounted tree (every file read), compared with the fixture's listing.
   std::map<std::string, TreeEntry> CheckTreeAgainstListing() {
-    Result<std::string> text = ReadFile(kFixtures + "/tiny.expected.txt");
+    Result<std::string> text = ReadFile(FixturePath("tiny.expected.txt"));
     EXPECT_TRUE(text.has_value()) << text.error().ToString();
     auto listing = ParseListing(text.has_value() ? *text : std::string());
     EXPECT_GT(listing.size(), 50u);
@@ -154,8 +132,6 @@ class LazyRedirectTest : public ::testing::Test {
     EXPECT_TRUE(diffs.empty()) << diffs.size() << " differences, first: " << diffs.front();
     return actual;
   }
-
-  TempDir dir_;
 };
 
 TEST_F(LazyRedirectTest, EstargzReadsSurviveExpiredSignedUrlsWithoutLeakingTheToken) {
@@ -166,7 +142,7 @@ TEST_F(LazyRedirectTest, EstargzReadsSurviveExpiredSignedUrlsWithoutLeakingTheTo
   ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
   PushOptions push;
   push.creds = "alice:s3cret";
-  ASSERT_TRUE((*reg)->PushOciLayout(kFixtures + "/tiny-estargz", "latest", "demo/r:1", push).ok());
+  ASSERT_TRUE((*reg)->PushOciLayout(FixturePath("tiny-estargz"), "latest", "demo/r:1", push).ok());
   RedirectProxy proxy((*reg)->url(), kExpiry, "alice:s3cret");
   ProcessResult r =
       Imgfs({"login", "-u", "alice", "--password-stdin", proxy.host_port()}, "", "s3cret\n");
@@ -254,7 +230,7 @@ TEST_F(LazyRedirectTest, LandmarkFilesArePrefetchedOnAMountFromTheStoredIndex) {
   // tiny with /data/random.bin prioritized: first in layer 1, then the .prefetch.landmark.
   ProcessResult r =
       Imgfs({"convert", "-q", "--format", "estargz", "--prioritize", "/data/random.bin",
-             "oci:" + kFixtures + "/tiny-gzip:latest", "oci:" + dir_.Sub("conv") + ":conv"},
+             "oci:" + FixturePath("tiny-gzip:latest"), "oci:" + dir_.Sub("conv") + ":conv"},
             dir_.Sub("convert-store"));
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   ASSERT_TRUE((*reg)->PushOciLayout(dir_.Sub("conv"), "conv", "demo/lm:1").ok());
@@ -325,7 +301,7 @@ class LazyOfflineTest : public LazyRedirectTest,
 TEST_P(LazyOfflineTest, FullyReadLazyImageMountsAndReadsWithTheRegistryDown) {
   auto reg = RegistryServer::Start();
   ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
-  ASSERT_TRUE((*reg)->PushOciLayout(kFixtures + "/" + GetParam(), "latest", "demo/o:1").ok());
+  ASSERT_TRUE((*reg)->PushOciLayout(FixturesDir() + "/" + GetParam(), "latest", "demo/o:1").ok());
   auto stats = std::make_shared<ProxyStats>();
   auto faults = std::make_shared<ProxyFaults>();
   HttpTestServer proxy(FaultyProxyHandler((*reg)->url(), stats, faults));

@@ -17,15 +17,14 @@
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
+#include "tests/support/e2e_fixture.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"
 
 namespace imgfs::testing {
 namespace {
 
-const std::string kFixtures = IMGFS_FIXTURES_DIR;
-const std::string kImgfs = IMGFS_BINARY;
-const std::string kTiny = "oci:" + kFixtures + "/tiny-gzip:latest";
+const std::string kTiny = "oci:" + FixturePath("tiny-gzip:latest");
 
 bool Exists(const std::string& path) {
   struct stat st {};
@@ -38,27 +37,15 @@ struct MountLease {
   std::string upper;
 };
 
-class LeftoversTest : public ::testing::Test {
+class LeftoversTest : public ImgfsMountTest {
  protected:
   void SetUp() override {
-    ASSERT_EQ(access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is needed for mount tests";
-    ASSERT_EQ(geteuid(), 0u) << "mount tests run as root";
-    ASSERT_TRUE(std::filesystem::exists(kFixtures)) << kFixtures;
-    ASSERT_TRUE(MakeDirs(dir_.Sub("live")).ok());
-    ASSERT_TRUE(MakeDirs(dir_.Sub("killed")).ok());
+    ImgfsMountTest::SetUp();
+    ASSERT_TRUE(MakeDirs(Mnt(2)).ok());
   }
   void TearDown() override {
-    for (const std::string& m : {dir_.Sub("live"), dir_.Sub("killed")}) {
-      if (IsMounted(m)) RunProcess({"umount", "-l", m});
-    }
+    ImgfsMountTest::TearDown();
     if (killed_pid_ > 0) ::kill(killed_pid_, SIGKILL);
-  }
-
-  std::string Root() const { return dir_.Sub("store"); }
-
-  ProcessResult Imgfs(std::vector<std::string> args, int timeout_s = 120) {
-    args.insert(args.begin(), kImgfs);
-    return RunProcess(args, {"IMGFS_ROOT=" + Root()}, {}, timeout_s);
   }
 
   MountLease LeaseOf(const std::string& mountpoint) {
@@ -78,13 +65,12 @@ class LeftoversTest : public ::testing::Test {
     return out;
   }
 
-  TempDir dir_;
   pid_t killed_pid_ = 0;
 };
 
 TEST_F(LeftoversTest, GcRemovesTheTemporaryUpperOfAKilledDaemonAndKeepsALiveOne) {
-  const std::string live = dir_.Sub("live");
-  const std::string killed = dir_.Sub("killed");
+  const std::string live = Mnt();
+  const std::string killed = Mnt(2);
   for (const std::string& mnt : {live, killed}) {
     ProcessResult r = Imgfs({"mount", "--rw", kTiny, mnt});
     ASSERT_EQ(r.exit_code, 0) << r.Describe();

@@ -20,10 +20,10 @@
 #include <vector>
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
 #include "cache/leases.h"
+#include "tests/support/e2e_fixture.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"
 #include "tests/support/registry_server.h"
@@ -31,9 +31,6 @@
 
 namespace imgfs::testing {
 namespace {
-
-const std::string kFixtures = std::string(IMGFS_FIXTURES_DIR);
-const std::string kImgfs = IMGFS_BINARY;
 
 // The expected tree of the fixture image `tiny`, from umoci unpack of tiny-gzip (once).
 class UmociOracle {
@@ -48,7 +45,7 @@ class UmociOracle {
  private:
   UmociOracle() {
     ProcessResult r = RunProcess(
-        {"umoci", "unpack", "--image", kFixtures + "/tiny-gzip:latest", dir_.Sub("bundle")});
+        {"umoci", "unpack", "--image", FixturePath("tiny-gzip:latest"), dir_.Sub("bundle")});
     if (r.exit_code != 0) {
       error_ = "umoci unpack failed: " + r.Describe();
       return;
@@ -60,55 +57,7 @@ class UmociOracle {
   std::string error_;
 };
 
-class MountTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    ASSERT_EQ(access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is needed for mount tests";
-    ASSERT_EQ(geteuid(), 0u) << "mount tests run as root";
-    ASSERT_TRUE(std::filesystem::exists(kFixtures)) << kFixtures;
-    ASSERT_TRUE(MakeDirs(Mnt()).ok());
-  }
-  void TearDown() override {
-    if (IsMounted(Mnt())) {
-      RunProcess({"umount", "-l", Mnt()});
-    }
-  }
-
-  std::string Root() const { return dir_.Sub("store"); }
-  std::string Mnt() const { return dir_.Sub("mnt"); }
-
-  ProcessResult Imgfs(std::vector<std::string> args, int timeout_s = 120) {
-    args.insert(args.begin(), kImgfs);
-    return RunProcess(args, {"IMGFS_ROOT=" + Root()}, {}, timeout_s);
-  }
-
-  void MountOrDie(const std::string& image) {
-    ProcessResult r = Imgfs({"mount", image, Mnt()});
-    ASSERT_EQ(r.exit_code, 0) << r.Describe();
-    ASSERT_TRUE(IsMounted(Mnt())) << "mount returned but " << Mnt() << " is not mounted";
-  }
-
-  void Umount() {
-    ProcessResult r = Imgfs({"umount", Mnt()});
-    EXPECT_EQ(r.exit_code, 0) << r.Describe();
-    EXPECT_FALSE(IsMounted(Mnt()));
-  }
-
-  // The daemon pid from the store's lease of our mountpoint (0 if none).
-  pid_t DaemonPid() {
-    std::string dir = Root() + "/mounts";
-    if (!std::filesystem::exists(dir)) return 0;
-    for (const auto& e : std::filesystem::directory_iterator(dir)) {
-      if (e.path().extension() != ".json") continue;
-      auto j = nlohmann::json::parse(ReadAll(e.path()), nullptr, false);
-      if (j.is_discarded() || !j.is_object()) continue;
-      if (j.value("mountpoint", "") == Mnt()) return j.value("pid", 0);
-    }
-    return 0;
-  }
-
-  TempDir dir_;
-};
+class MountTest : public ImgfsMountTest {};
 
 TEST_F(MountTest, EveryFixtureEncodingEqualsUmociUnpack) {
   const UmociOracle& oracle = UmociOracle::Get();
@@ -118,24 +67,24 @@ TEST_F(MountTest, EveryFixtureEncodingEqualsUmociUnpack) {
   auto expected = ListTree(oracle.rootfs(), options, &error);
   ASSERT_TRUE(error.empty()) << error;
   ASSERT_GT(expected.size(), 50u);
-  auto listing = ParseListing(ReadAll(kFixtures + "/tiny.expected.txt"));
+  auto listing = ParseListing(ReadAll(FixturePath("tiny.expected.txt")));
   ASSERT_GT(listing.size(), 50u);
 
   // zstd layouts: umoci cannot read them; they have the same diff_ids as tiny-gzip, so the
   // gzip image's unpack is their oracle too. eStargz: the converter's two root files are
   // hidden by an eStargz-aware reader, and umoci shows them; leave them out of the oracle.
   std::vector<std::string> images = {
-      "oci:" + kFixtures + "/tiny-gzip:latest",
-      "oci:" + kFixtures + "/tiny-uncompressed:latest",
-      "oci:" + kFixtures + "/tiny-zstd:latest",
-      "oci:" + kFixtures + "/tiny-zstdchunked:latest",
-      "oci:" + kFixtures + "/tiny-estargz:latest",
-      "oci:" + kFixtures + "/tiny-multi:latest",
-      "docker-archive:" + kFixtures + "/tiny-docker-archive.tar",
+      "oci:" + FixturePath("tiny-gzip:latest"),
+      "oci:" + FixturePath("tiny-uncompressed:latest"),
+      "oci:" + FixturePath("tiny-zstd:latest"),
+      "oci:" + FixturePath("tiny-zstdchunked:latest"),
+      "oci:" + FixturePath("tiny-estargz:latest"),
+      "oci:" + FixturePath("tiny-multi:latest"),
+      "docker-archive:" + FixturePath("tiny-docker-archive.tar"),
   };
   for (const std::string& image : images) {
     SCOPED_TRACE(image);
-    MountOrDie(image);
+    MountOrDie({image});
     TreeOptions mount_options;
     mount_options.ignore_paths = {"/.no.prefetch.landmark", "/.prefetch.landmark",
                                   "/stargz.index.json"};
@@ -151,7 +100,7 @@ TEST_F(MountTest, EveryFixtureEncodingEqualsUmociUnpack) {
 }
 
 TEST_F(MountTest, AttributesLinksXattrsAndCapabilities) {
-  MountOrDie("oci:" + kFixtures + "/tiny-gzip:latest");
+  MountOrDie({"oci:" + FixturePath("tiny-gzip:latest")});
   struct stat a {
   }, b{};
   ASSERT_EQ(stat((Mnt() + "/bin/sh").c_str(), &a), 0);
@@ -193,7 +142,7 @@ TEST_F(MountTest, ImageWithoutXattrsReportsNoXattrSupport) {
   ImageBuilder builder(dir_.Sub("plain-layout"));
   Result<BuiltImage> built = builder.Add(SimpleImage({{"hello.txt", "hello\n"}}), "plain");
   ASSERT_TRUE(built.has_value()) << built.error().ToString();
-  MountOrDie("oci:" + dir_.Sub("plain-layout") + ":plain");
+  MountOrDie({"oci:" + dir_.Sub("plain-layout") + ":plain"});
   char buf[64];
   EXPECT_EQ(getxattr((Mnt() + "/hello.txt").c_str(), "security.capability", buf, sizeof(buf)), -1);
   EXPECT_EQ(errno, EOPNOTSUPP);
@@ -204,7 +153,7 @@ TEST_F(MountTest, ImageWithoutXattrsReportsNoXattrSupport) {
 }
 
 TEST_F(MountTest, ChrootRunsTheImageShell) {
-  MountOrDie("oci:" + kFixtures + "/tiny-gzip:latest");
+  MountOrDie({"oci:" + FixturePath("tiny-gzip:latest")});
   ProcessResult r = RunProcess(
       {"chroot", Mnt(), "/bin/sh", "-c", "ls /bin | head -2; echo $((6*7)); cat /etc/os-release"});
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
@@ -216,7 +165,7 @@ TEST_F(MountTest, ChrootRunsTheImageShell) {
 TEST_F(MountTest, ConcurrentRandomReadsMatchTheOracle) {
   const UmociOracle& oracle = UmociOracle::Get();
   ASSERT_TRUE(oracle.error().empty()) << oracle.error();
-  MountOrDie("oci:" + kFixtures + "/tiny-gzip:latest");
+  MountOrDie({"oci:" + FixturePath("tiny-gzip:latest")});
   const std::vector<std::string> files = {"/bin/busybox", "/data/random.bin", "/data/zeros.bin",
                                           "/etc/os-release", "/data/layer3/hardlink-a"};
   std::map<std::string, std::string> want;
@@ -255,7 +204,7 @@ TEST_F(MountTest, ConcurrentRandomReadsMatchTheOracle) {
 }
 
 TEST_F(MountTest, RemoveIsRefusedWhileMountedAndLeaseIsReleased) {
-  MountOrDie("oci:" + kFixtures + "/tiny-gzip:latest");
+  MountOrDie({"oci:" + FixturePath("tiny-gzip:latest")});
   ProcessResult rm = Imgfs({"rm", "localhost/tiny-gzip:latest"});
   EXPECT_NE(rm.exit_code, 0);
   EXPECT_NE(rm.err.find("image is in use by the mount at " + Mnt()), std::string::npos)
@@ -268,7 +217,7 @@ TEST_F(MountTest, RemoveIsRefusedWhileMountedAndLeaseIsReleased) {
 }
 
 TEST_F(MountTest, ForcedRemoveUnmountsFirst) {
-  MountOrDie("oci:" + kFixtures + "/tiny-gzip:latest");
+  MountOrDie({"oci:" + FixturePath("tiny-gzip:latest")});
   ProcessResult rm = Imgfs({"rm", "-f", "localhost/tiny-gzip:latest"});
   EXPECT_EQ(rm.exit_code, 0) << rm.Describe();
   EXPECT_NE(rm.out.find("Unmounted: " + Mnt()), std::string::npos) << rm.Describe();
@@ -279,7 +228,7 @@ TEST_F(MountTest, ForcedRemoveUnmountsFirst) {
 }
 
 TEST_F(MountTest, SigtermUnmountsCleanly) {
-  MountOrDie("oci:" + kFixtures + "/tiny-gzip:latest");
+  MountOrDie({"oci:" + FixturePath("tiny-gzip:latest")});
   pid_t pid = DaemonPid();
   ASSERT_GT(pid, 0);
   ASSERT_EQ(kill(pid, SIGTERM), 0);
@@ -292,7 +241,7 @@ TEST_F(MountTest, SigtermUnmountsCleanly) {
 }
 
 TEST_F(MountTest, StaleLeaseOfAKilledDaemonIsCleared) {
-  MountOrDie("oci:" + kFixtures + "/tiny-gzip:latest");
+  MountOrDie({"oci:" + FixturePath("tiny-gzip:latest")});
   pid_t pid = DaemonPid();
   ASSERT_GT(pid, 0);
   ASSERT_EQ(kill(pid, SIGKILL), 0);
@@ -309,14 +258,14 @@ TEST_F(MountTest, StaleLeaseOfAKilledDaemonIsCleared) {
 }
 
 TEST_F(MountTest, MountCommandAndFstabLine) {
-  ProcessResult pull = Imgfs({"pull", "oci:" + kFixtures + "/tiny-gzip:latest"});
+  ProcessResult pull = Imgfs({"pull", "oci:" + FixturePath("tiny-gzip:latest")});
   ASSERT_EQ(pull.exit_code, 0) << pull.Describe();
   // mount(8) runs mount.fuse3, which runs `imgfs` from the default PATH (/usr/local/bin …).
   // In a private mount namespace, bind a directory holding `imgfs` over /usr/local/bin, as an
   // installed imgfs would be, without touching the host.
   std::string bin = dir_.Sub("bin");
   ASSERT_TRUE(MakeDirs(bin).ok());
-  ASSERT_EQ(symlink(kImgfs.c_str(), (bin + "/imgfs").c_str()), 0);
+  ASSERT_EQ(symlink(kImgfsBinary, (bin + "/imgfs").c_str()), 0);
   std::string fstab = dir_.Sub("fstab");
   ASSERT_TRUE(WriteFileAtomic(fstab, "localhost/tiny-gzip:latest " + Mnt() +
                                          " fuse.imgfs defaults,nofail,root=" + Root() + " 0 0\n")
@@ -358,9 +307,9 @@ TEST_F(MountTest, MountCommandAndFstabLine) {
 TEST_F(MountTest, MountFromARegistryPullsFirstAndReusesTheIndex) {
   auto reg = RegistryServer::Start();
   ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
-  ASSERT_TRUE((*reg)->PushOciLayout(kFixtures + "/tiny-zstd", "latest", "demo/app:1.0").ok());
+  ASSERT_TRUE((*reg)->PushOciLayout(FixturePath("tiny-zstd"), "latest", "demo/app:1.0").ok());
   const std::string ref = (*reg)->host_port() + "/demo/app:1.0";
-  MountOrDie(ref);  // not in the store: pulled, indexed, mounted
+  MountOrDie({ref});  // not in the store: pulled, indexed, mounted
   EXPECT_NE(ReadAll(Mnt() + "/etc/os-release").find("ID=tiny"), std::string::npos);
   ProcessResult images = Imgfs({"images", "--format", "{{.Repository}}:{{.Tag}}"});
   EXPECT_NE(images.out.find("demo/app:1.0"), std::string::npos) << images.Describe();
@@ -370,21 +319,21 @@ TEST_F(MountTest, MountFromARegistryPullsFirstAndReusesTheIndex) {
   std::vector<std::string> indexes = ListFilesRecursive(Root() + "/indexes");
   EXPECT_EQ(indexes.size(), 3u);
   reg->reset();
-  MountOrDie(ref);
+  MountOrDie({ref});
   EXPECT_NE(ReadAll(Mnt() + "/etc/passwd").find("root:"), std::string::npos);
   EXPECT_EQ(ListFilesRecursive(Root() + "/indexes"), indexes);
   Umount();
 }
 
 TEST_F(MountTest, CorruptStoredIndexIsRebuiltNotTrusted) {
-  MountOrDie("oci:" + kFixtures + "/tiny-gzip:latest");
+  MountOrDie({"oci:" + FixturePath("tiny-gzip:latest")});
   Umount();
   std::vector<std::string> indexes = ListFilesRecursive(Root() + "/indexes");
   ASSERT_FALSE(indexes.empty());
   for (const std::string& f : indexes) {
     ASSERT_TRUE(WriteFileAtomic(Root() + "/indexes/" + f, "garbage").ok());
   }
-  MountOrDie("localhost/tiny-gzip:latest");
+  MountOrDie({"localhost/tiny-gzip:latest"});
   const UmociOracle& oracle = UmociOracle::Get();
   ASSERT_TRUE(oracle.error().empty()) << oracle.error();
   EXPECT_EQ(ReadAll(Mnt() + "/data/random.bin"), ReadAll(oracle.rootfs() + "/data/random.bin"));
@@ -400,10 +349,10 @@ TEST_F(MountTest, BadImagesFailBeforeMountingWithAClearMessage) {
     std::string message;
   };
   std::vector<Case> cases = {
-      {"oci:" + kFixtures + "/corrupt/layer-path-escape:latest", "sha256:510f67e2"},
-      {"oci:" + kFixtures + "/corrupt/layer-truncated-gzip:latest", "sha256:c6d514cc"},
-      {"oci:" + kFixtures + "/corrupt/layer-digest-mismatch:latest", "sha256:ee62a5ec"},
-      {"oci:" + kFixtures + "/corrupt/manifest-not-json:latest", "manifest"},
+      {"oci:" + FixturePath("corrupt/layer-path-escape:latest"), "sha256:510f67e2"},
+      {"oci:" + FixturePath("corrupt/layer-truncated-gzip:latest"), "sha256:c6d514cc"},
+      {"oci:" + FixturePath("corrupt/layer-digest-mismatch:latest"), "sha256:ee62a5ec"},
+      {"oci:" + FixturePath("corrupt/manifest-not-json:latest"), "manifest"},
       {"no_such_transport:/x", "no_such_transport"},
   };
   for (const Case& c : cases) {

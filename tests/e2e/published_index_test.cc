@@ -22,6 +22,7 @@
 #include "fs/image_ops/pull.h"
 #include "registry/digest.h"
 #include "registry/push.h"
+#include "tests/support/e2e_fixture.h"
 #include "tests/support/http_test_server.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"
@@ -31,7 +32,6 @@
 namespace imgfs::testing {
 namespace {
 
-const std::string kImgfs = IMGFS_BINARY;
 constexpr int kBigFiles = 4;  // × 4 MiB of incompressible data: four checkpoint spans
 
 // Incompressible, deterministic bytes (xorshift64).
@@ -47,11 +47,10 @@ std::string RandomBytes(size_t n, uint64_t seed) {
   return out;
 }
 
-class PublishedIndexTest : public ::testing::Test {
+class PublishedIndexTest : public ImgfsMountTest {
  protected:
   void SetUp() override {
-    ASSERT_EQ(access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is needed for mount tests";
-    ASSERT_EQ(geteuid(), 0u) << "mount tests run as root";
+    ASSERT_NO_FATAL_FAILURE(ImgfsMountTest::SetUp());
     for (const char* m : {"mnt-full", "mnt-lazy"}) ASSERT_TRUE(MakeDirs(dir_.Sub(m)).ok());
     TestLayer layer;
     layer.files.push_back({"etc", "", TestFile::Kind::kDir, 0755});
@@ -71,31 +70,24 @@ class PublishedIndexTest : public ::testing::Test {
       layer_size_ = static_cast<uint64_t>(built->layer_sizes.at(0));
       manifest_ = built->manifest_digest;
     }
-    auto reg = RegistryServer::Start();
-    ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
-    reg_ = std::move(reg).value();
+    // The suite's registry: every test pushes the same (deterministic) image.
+    reg_ = SharedRegistry();
+    ASSERT_NE(reg_, nullptr);
     ASSERT_TRUE(reg_->PushOciLayout(dir_.Sub("layout"), "latest", "demo/plain:1").ok());
     std::filesystem::remove_all(dir_.Sub("layout"));
     ref_ = reg_->host_port() + "/demo/plain:1";
     stats_ = std::make_shared<ProxyStats>();
     proxy_ = std::make_unique<HttpTestServer>(ProxyHandler(reg_->url(), stats_));
   }
-  void TearDown() override {
-    for (const char* m : {"mnt-full", "mnt-lazy"}) {
-      if (IsMounted(dir_.Sub(m))) RunProcess({"umount", "-l", dir_.Sub(m)});
-    }
-  }
   ProcessResult Imgfs(const std::string& store, std::vector<std::string> args) {
-    args.insert(args.begin(), kImgfs);
-    return RunProcess(args, {"IMGFS_ROOT=" + dir_.Sub(store)}, {}, 120);
+    return RunImgfs(dir_.Sub(store), std::move(args));
   }
   void Umount(const std::string& store, const std::string& mnt) {
     ProcessResult r = Imgfs(store, {"umount", dir_.Sub(mnt)});
     EXPECT_EQ(r.exit_code, 0) << r.Describe();
   }
 
-  TempDir dir_;
-  std::unique_ptr<RegistryServer> reg_;
+  RegistryServer* reg_ = nullptr;  // the suite's
   std::shared_ptr<ProxyStats> stats_;
   std::unique_ptr<HttpTestServer> proxy_;
   std::string ref_;
@@ -236,43 +228,36 @@ TEST_F(PublishedIndexTest, CorruptPublishedIndexIsRefusedAndTheLayerFetchedWhole
 // The fixtures made by real tools (plain tar, tar+gzip, tar+zstd): published, then mounted
 // lazily from a fresh store; the mount fetches no layer, the tree equals the fixtures'
 // expected listing and a file's bytes are right.
-class PublishedFixtureTest : public ::testing::TestWithParam<std::string> {};
+// The fixtures share the suite's registry, each in its own repository.
+class PublishedFixtureTest : public ImgfsMountTest,
+                             public ::testing::WithParamInterface<std::string> {};
 
 TEST_P(PublishedFixtureTest, LazyMountEqualsTheExpectedListing) {
-  ASSERT_EQ(access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is needed for mount tests";
-  ASSERT_EQ(geteuid(), 0u) << "mount tests run as root";
-  const std::string fixtures = std::string(IMGFS_FIXTURES_DIR);
-  TempDir dir;
-  ASSERT_TRUE(MakeDirs(dir.Sub("mnt")).ok());
-  auto reg = RegistryServer::Start();
-  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
-  ASSERT_TRUE((*reg)->PushOciLayout(fixtures + "/" + GetParam(), "latest", "demo/p:1").ok());
-  auto imgfs = [&](const std::string& store, std::vector<std::string> args) {
-    args.insert(args.begin(), kImgfs);
-    return RunProcess(args, {"IMGFS_ROOT=" + dir.Sub(store)}, {}, 120);
-  };
-  ProcessResult r = imgfs("publisher", {"index", "push", (*reg)->host_port() + "/demo/p:1"});
+  RegistryServer* reg = SharedRegistry();
+  ASSERT_NE(reg, nullptr);
+  const std::string name = "demo/" + GetParam() + ":1";
+  ASSERT_TRUE(reg->PushOciLayout(FixturePath(GetParam()), "latest", name).ok());
+  const std::string publisher = Sub("publisher");
+  ProcessResult r = RunImgfs(publisher, {"index", "push", reg->host_port() + "/" + name});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   auto stats = std::make_shared<ProxyStats>();
-  HttpTestServer proxy(ProxyHandler((*reg)->url(), stats));
-  r = imgfs("fresh", {"mount", "--lazy", proxy.host_port() + "/demo/p:1", dir.Sub("mnt")});
-  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  HttpTestServer proxy(ProxyHandler(reg->url(), stats));
+  MountOrDie({"--lazy", proxy.host_port() + "/" + name});
   const uint64_t after_mount = stats->blob_bytes.load();
-  EXPECT_LE(ListFilesRecursive(dir.Sub("fresh") + "/blobs/sha256").size(), 2u)
+  EXPECT_LE(ListFilesRecursive(Root() + "/blobs/sha256").size(), 2u)
       << "layer blobs were downloaded at mount";
-  EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(dir.Sub("mnt") + "/data/random.bin")).hex(),
+  EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(Mnt() + "/data/random.bin")).hex(),
             "b352facbb4d47b2624c165c80047e487c3a60b0370ec4599a70d0a94f1036f9d");
   EXPECT_GT(stats->blob_bytes.load(), after_mount);
-  auto listing = ParseListing(ReadAll(fixtures + "/tiny.expected.txt"));
+  auto listing = ParseListing(ReadAll(FixturePath("tiny.expected.txt")));
   ASSERT_GT(listing.size(), 50u);
   std::string error;
-  auto actual = ListTree(dir.Sub("mnt"), TreeOptions{}, &error);
+  auto actual = ListTree(Mnt(), TreeOptions{}, &error);
   ASSERT_TRUE(error.empty()) << error;
   std::vector<std::string> diffs = CompareWithListing(actual, listing, TreeOptions{});
   EXPECT_TRUE(diffs.empty()) << diffs.size() << " differences, first: " << diffs.front();
-  r = imgfs("fresh", {"umount", dir.Sub("mnt")});
+  r = Imgfs({"umount", Mnt()});
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
-  if (IsMounted(dir.Sub("mnt"))) RunProcess({"umount", "-l", dir.Sub("mnt")});
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, PublishedFixtureTest,

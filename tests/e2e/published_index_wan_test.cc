@@ -30,6 +30,7 @@
 
 #include "base/file_util.h"
 #include "registry/digest.h"
+#include "tests/support/e2e_fixture.h"
 #include "tests/support/http_test_server.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"
@@ -38,7 +39,6 @@
 namespace imgfs::testing {
 namespace {
 
-const std::string kImgfs = IMGFS_BINARY;
 constexpr int kReaders = 8;
 // The link: scripts/wan_proxy.py's defaults (20 ms each way, 200 Mbit/s).
 constexpr int kDelayMs = 20;
@@ -81,12 +81,10 @@ std::string HashOf(const std::string& path) {
   return registry::Digest::Sha256Of(data).hex();
 }
 
-class PublishedIndexWanTest : public ::testing::Test {
+class PublishedIndexWanTest : public ImgfsMountTest {
  protected:
   void SetUp() override {
-    ASSERT_EQ(access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is needed for mount tests";
-    ASSERT_EQ(geteuid(), 0u) << "mount tests run as root";
-    ASSERT_TRUE(MakeDirs(dir_.Sub("mnt")).ok());
+    ASSERT_NO_FATAL_FAILURE(ImgfsMountTest::SetUp());
     // ~24 MiB of tar in 300 files of 1 KiB to 300 KiB in 10 directories: six 4 MiB
     // checkpoint spans, many files straddling them.
     TestLayer layer;
@@ -126,12 +124,8 @@ class PublishedIndexWanTest : public ::testing::Test {
     faults_->rate_bytes_per_s = kBytesPerSecond;
     proxy_ = std::make_unique<HttpTestServer>(FaultyProxyHandler(reg_->url(), stats_, faults_));
   }
-  void TearDown() override {
-    if (IsMounted(dir_.Sub("mnt"))) RunProcess({"umount", "-l", dir_.Sub("mnt")});
-  }
   ProcessResult Imgfs(const std::string& store, std::vector<std::string> args) {
-    args.insert(args.begin(), kImgfs);
-    return RunProcess(args, {"IMGFS_ROOT=" + dir_.Sub(store)}, {}, 180);
+    return RunImgfs(dir_.Sub(store), std::move(args), {}, {}, 180);
   }
 
   // Mounts lazily from the fresh store `store` through the slow proxy, reads every file with
@@ -169,7 +163,6 @@ class PublishedIndexWanTest : public ::testing::Test {
     return bad;
   }
 
-  TempDir dir_;
   std::unique_ptr<RegistryServer> reg_;
   std::shared_ptr<ProxyStats> stats_;
   std::shared_ptr<ProxyFaults> faults_;

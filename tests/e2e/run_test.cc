@@ -26,15 +26,13 @@
 #include "cache/leases.h"
 #include "cache/store.h"
 #include "registry/digest.h"
+#include "tests/support/e2e_fixture.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/registry_server.h"
 #include "tests/support/run_support.h"
 
 namespace imgfs::testing {
 namespace {
-
-const std::string kFixtures = std::string(IMGFS_FIXTURES_DIR);
-const std::string kImgfs = IMGFS_BINARY;
 
 // Applets the test images link to /bin/busybox.
 const std::vector<std::string> kApplets = {"sh",    "cat",  "echo",  "id",    "env",       "pwd",
@@ -84,11 +82,10 @@ std::set<pid_t> Descendants(pid_t root) {
 }
 
 // Parameter: the run's --driver (overlay or fuse).
-class RunTest : public ::testing::TestWithParam<std::string> {
+class RunTest : public ImgfsMountTest, public ::testing::WithParamInterface<std::string> {
  protected:
   void SetUp() override {
-    ASSERT_EQ(geteuid(), 0u) << "imgfs run needs root";
-    ASSERT_EQ(access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is needed for run tests";
+    ASSERT_NO_FATAL_FAILURE(ImgfsMountTest::SetUp());
     Result<TestLayer> layer = BusyboxLayer(
         kApplets, {
                       {"usr", "", TestFile::Kind::kDir, 0755},
@@ -132,9 +129,8 @@ class RunTest : public ::testing::TestWithParam<std::string> {
     // Nothing of a run may stay mounted in this (the host's) namespace.
     EXPECT_TRUE(MountsMentioning(dir_.path()).empty())
         << "left mounted: " << MountsMentioning(dir_.path())[0];
+    ImgfsMountTest::TearDown();
   }
-
-  std::string Root() const { return dir_.Sub("store"); }
 
   ProcessResult Imgfs(std::vector<std::string> args, std::vector<std::string> env = {},
                       int timeout_s = 60) {
@@ -148,7 +144,7 @@ class RunTest : public ::testing::TestWithParam<std::string> {
     if (!args.empty() && args[0] == "run") {
       args.insert(args.begin() + 1, {"--driver", GetParam()});
     }
-    args.insert(args.begin(), kImgfs);
+    args.insert(args.begin(), kImgfsBinary);
     return args;
   }
 
@@ -172,7 +168,6 @@ class RunTest : public ::testing::TestWithParam<std::string> {
 
   const std::string kPlain = "localhost/runimg:plain";
   const std::string kCfg = "localhost/runimg:cfg";
-  TempDir dir_;
 };
 
 TEST_P(RunTest, ExitStatusIsTheCommandsAndNothingIsLeftBehind) {
@@ -494,7 +489,7 @@ TEST_P(RunTest, ShellScriptWorkloads) {
 
   // The fixtures' image `tiny` (busybox with hardlinked applets, three layers with
   // whiteouts and an opaque directory), read and changed by its own shell.
-  r = Imgfs({"pull", "oci:" + kFixtures + "/tiny-gzip:latest"});
+  r = Imgfs({"pull", "oci:" + FixturePath("tiny-gzip:latest")});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   r = Imgfs({"run", "-w", "/etc/conf.d", "localhost/tiny-gzip", "sh", "-c",
              "for f in *; do echo \"$f\"; done; cat /data/added-in-layer2.txt; "

@@ -29,6 +29,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
+#include "tests/support/e2e_fixture.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"
 #include "tests/support/tree_compare.h"
@@ -36,9 +37,7 @@
 namespace imgfs::testing {
 namespace {
 
-const std::string kFixtures = IMGFS_FIXTURES_DIR;
-const std::string kImgfs = IMGFS_BINARY;
-const std::string kTiny = "oci:" + kFixtures + "/tiny-gzip:latest";
+const std::string kTiny = "oci:" + FixturePath("tiny-gzip:latest");
 
 using Tree = std::map<std::string, TreeEntry>;
 
@@ -60,27 +59,11 @@ std::string FirstDiffs(const std::vector<std::string>& diffs) {
   return out;
 }
 
-class RwMountTest : public ::testing::Test {
+class RwMountTest : public ImgfsMountTest {
  protected:
   void SetUp() override {
-    ASSERT_EQ(access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is needed for mount tests";
-    ASSERT_EQ(geteuid(), 0u) << "mount tests run as root";
-    ASSERT_TRUE(std::filesystem::exists(kFixtures)) << kFixtures;
-    ASSERT_TRUE(MakeDirs(Mnt()).ok());
+    ImgfsMountTest::SetUp();
     start_ = time(nullptr) - 1;
-  }
-  void TearDown() override {
-    for (const std::string& m : {Mnt(), dir_.Sub("ovl"), dir_.Sub("tmpfs")}) {
-      if (IsMounted(m)) RunProcess({"umount", "-l", m});
-    }
-  }
-
-  std::string Root() const { return dir_.Sub("store"); }
-  std::string Mnt() const { return dir_.Sub("mnt"); }
-
-  ProcessResult Imgfs(std::vector<std::string> args, int timeout_s = 120) {
-    args.insert(args.begin(), kImgfs);
-    return RunProcess(args, {"IMGFS_ROOT=" + Root()}, {}, timeout_s);
   }
 
   void MountRw(const std::string& upper, const std::string& image = kTiny) {
@@ -96,19 +79,13 @@ class RwMountTest : public ::testing::Test {
     ASSERT_TRUE(IsMounted(Mnt()));
   }
 
-  void Umount() {
-    ProcessResult r = Imgfs({"umount", Mnt()});
-    EXPECT_EQ(r.exit_code, 0) << r.Describe();
-    EXPECT_FALSE(IsMounted(Mnt()));
-  }
-
   // `umoci unpack` of tiny-gzip: the lower of the kernel overlayfs and the seed of reference
   // directories.
   std::string Unpacked() {
     std::string rootfs = dir_.Sub("bundle/rootfs");
     if (std::filesystem::exists(rootfs)) return rootfs;
     ProcessResult r = RunProcess(
-        {"umoci", "unpack", "--image", kFixtures + "/tiny-gzip:latest", dir_.Sub("bundle")});
+        {"umoci", "unpack", "--image", FixturePath("tiny-gzip:latest"), dir_.Sub("bundle")});
     EXPECT_EQ(r.exit_code, 0) << "umoci unpack: " << r.Describe();
     return rootfs;
   }
@@ -149,20 +126,6 @@ class RwMountTest : public ::testing::Test {
     return CompareTrees(actual, expected, options);
   }
 
-  // The daemon pid from the lease of our mountpoint (0 if none).
-  pid_t DaemonPid() {
-    std::string dir = Root() + "/mounts";
-    if (!std::filesystem::exists(dir)) return 0;
-    for (const auto& e : std::filesystem::directory_iterator(dir)) {
-      if (e.path().extension() != ".json") continue;
-      auto j = nlohmann::json::parse(ReadAll(e.path()), nullptr, false);
-      if (j.is_discarded() || !j.is_object()) continue;
-      if (j.value("mountpoint", "") == Mnt()) return j.value("pid", 0);
-    }
-    return 0;
-  }
-
-  TempDir dir_;
   time_t start_ = 0;
 };
 
@@ -305,7 +268,7 @@ TEST_F(RwMountTest, ForegroundMountServesFreshAttributesAndData) {
     int devnull = open("/dev/null", O_RDWR);
     dup2(devnull, STDOUT_FILENO);
     dup2(devnull, STDERR_FILENO);
-    execl(kImgfs.c_str(), kImgfs.c_str(), "mount", "-f", "--rw", "--upper", upper.c_str(),
+    execl(kImgfsBinary, kImgfsBinary, "mount", "-f", "--rw", "--upper", upper.c_str(),
           kTiny.c_str(), Mnt().c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }

@@ -20,6 +20,7 @@
 
 #include "base/file_util.h"
 #include "registry/digest.h"
+#include "tests/support/e2e_fixture.h"
 #include "tests/support/http_test_server.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"
@@ -31,40 +32,14 @@ namespace {
 using nlohmann::json;
 using ::testing::HasSubstr;
 
-const std::string kFixtures = std::string(IMGFS_FIXTURES_DIR);
-const std::string kImgfs = IMGFS_BINARY;
-
 int64_t DuSb(const std::string& dir) {
   ProcessResult r = RunProcess({"du", "-sb", dir});
   return r.exit_code == 0 ? std::stoll(r.out) : -1;
 }
 
-class StatsTest : public ::testing::Test {
+// The tests share one registry: each pushes under its own repository names.
+class StatsTest : public ImgfsMountTest {
  protected:
-  void SetUp() override {
-    ASSERT_EQ(access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is needed for mount tests";
-    ASSERT_EQ(geteuid(), 0u) << "mount tests run as root";
-    ASSERT_TRUE(std::filesystem::exists(kFixtures)) << kFixtures;
-    ASSERT_TRUE(MakeDirs(Mnt()).ok());
-    ASSERT_TRUE(MakeDirs(Mnt2()).ok());
-  }
-  void TearDown() override {
-    for (const std::string& m : {Mnt(), Mnt2()}) {
-      if (IsMounted(m)) RunProcess({"umount", "-l", m});
-    }
-  }
-  std::string Root() const { return dir_.Sub("store"); }
-  std::string Mnt() const { return dir_.Sub("mnt"); }
-  std::string Mnt2() const { return dir_.Sub("mnt2"); }
-  ProcessResult Imgfs(std::vector<std::string> args, int timeout_s = 120) {
-    args.insert(args.begin(), kImgfs);
-    return RunProcess(args, {"IMGFS_ROOT=" + Root()}, {}, timeout_s);
-  }
-  void Umount(const std::string& dir) {
-    ProcessResult r = Imgfs({"umount", dir});
-    EXPECT_EQ(r.exit_code, 0) << r.Describe();
-    EXPECT_FALSE(IsMounted(dir));
-  }
   size_t ChunkCount() {
     size_t n = 0;
     for (const std::string& f : ListFilesRecursive(Root() + "/chunks")) {
@@ -72,20 +47,17 @@ class StatsTest : public ::testing::Test {
     }
     return n;
   }
-
-  TempDir dir_;
 };
 
 TEST_F(StatsTest, LazyMountReportsFetchedBytesPerLayerAndBytesRead) {
-  auto reg = RegistryServer::Start();
-  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
-  ASSERT_TRUE((*reg)->PushOciLayout(kFixtures + "/tiny-estargz", "latest", "demo/s:1").ok());
+  RegistryServer* reg = SharedRegistry();
+  ASSERT_NE(reg, nullptr);
+  ASSERT_TRUE(reg->PushOciLayout(FixturePath("tiny-estargz"), "latest", "demo/s:1").ok());
   auto proxy_stats = std::make_shared<ProxyStats>();
-  HttpTestServer proxy(ProxyHandler((*reg)->url(), proxy_stats));
+  HttpTestServer proxy(ProxyHandler(reg->url(), proxy_stats));
   const std::string ref = proxy.host_port() + "/demo/s:1";
 
-  ProcessResult r = Imgfs({"mount", "--lazy", "--prefetch", "none", ref, Mnt()});
-  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  MountOrDie({"--lazy", "--prefetch", "none", ref});
   std::string random = ReadAll(Mnt() + "/data/random.bin");
   ASSERT_EQ(random.size(), 1576960u);
 
@@ -128,27 +100,25 @@ TEST_F(StatsTest, LazyMountReportsFetchedBytesPerLayerAndBytesRead) {
 }
 
 TEST_F(StatsTest, MountDaemonEnforcesTheSizeCapOnUnpinnedChunks) {
-  auto reg = RegistryServer::Start();
-  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
-  ASSERT_TRUE((*reg)->PushOciLayout(kFixtures + "/tiny-estargz", "latest", "demo/a:1").ok());
-  ASSERT_TRUE((*reg)->PushOciLayout(kFixtures + "/tiny-zstdchunked", "latest", "demo/b:1").ok());
-  const std::string a = (*reg)->host_port() + "/demo/a:1";
-  const std::string b = (*reg)->host_port() + "/demo/b:1";
+  RegistryServer* reg = SharedRegistry();
+  ASSERT_NE(reg, nullptr);
+  ASSERT_TRUE(reg->PushOciLayout(FixturePath("tiny-estargz"), "latest", "demo/a:1").ok());
+  ASSERT_TRUE(reg->PushOciLayout(FixturePath("tiny-zstdchunked"), "latest", "demo/b:1").ok());
+  const std::string a = reg->host_port() + "/demo/a:1";
+  const std::string b = reg->host_port() + "/demo/b:1";
 
   // Image a leaves chunks behind.
-  ProcessResult r = Imgfs({"mount", "--lazy", "--prefetch", "none", a, Mnt()});
-  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  MountOrDie({"--lazy", "--prefetch", "none", a});
   ASSERT_EQ(ReadAll(Mnt() + "/data/random.bin").size(), 1576960u);
   Umount(Mnt());
   const size_t chunks_of_a = ChunkCount();
   ASSERT_GE(chunks_of_a, 4u);
 
   // Image b mounted; then a cap a little below the store's size, checked every second.
-  r = Imgfs({"mount", "--lazy", "--prefetch", "none", b, Mnt2()});
-  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  MountOrDie({"--lazy", "--prefetch", "none", b}, 2);
   const int64_t size = DuSb(Root());
   const int64_t cap = size - 200000;
-  r = Imgfs({"cache", "set", "--max-size", std::to_string(cap), "--interval", "1"});
+  ProcessResult r = Imgfs({"cache", "set", "--max-size", std::to_string(cap), "--interval", "1"});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (DuSb(Root()) > cap && std::chrono::steady_clock::now() < deadline) {
@@ -160,9 +130,9 @@ TEST_F(StatsTest, MountDaemonEnforcesTheSizeCapOnUnpinnedChunks) {
   ProcessResult images = Imgfs({"images", "--format", "{{.Repository}}"});
   EXPECT_THAT(images.out, HasSubstr("demo/a"));
   EXPECT_THAT(images.out, HasSubstr("demo/b"));
-  EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(Mnt2() + "/data/random.bin")).hex(),
+  EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(Mnt(2) + "/data/random.bin")).hex(),
             "b352facbb4d47b2624c165c80047e487c3a60b0370ec4599a70d0a94f1036f9d");
-  Umount(Mnt2());
+  Umount(Mnt(2));
 }
 
 }  // namespace

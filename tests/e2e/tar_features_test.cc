@@ -18,6 +18,7 @@
 #include "base/file_util.h"
 #include "registry/digest.h"
 #include "registry/tar_writer.h"
+#include "tests/support/e2e_fixture.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"
 #include "tests/support/tree_compare.h"
@@ -28,8 +29,6 @@ namespace {
 using registry::TarEntry;
 using registry::TarEntryType;
 using registry::TarWriter;
-
-const std::string kImgfs = IMGFS_BINARY;
 
 TarEntry Entry(std::string name, TarEntryType type, uint32_t mode, int64_t mtime = 1700000000) {
   TarEntry e;
@@ -196,7 +195,7 @@ TEST(TarFeaturesTest, MountEqualsUmociUnpack) {
     }
   } guard{dir.Sub("mnt")};
   ProcessResult mount =
-      RunProcess({kImgfs, "mount", "oci:" + dir.Sub("layout") + ":features", dir.Sub("mnt")},
+      RunProcess({kImgfsBinary, "mount", "oci:" + dir.Sub("layout") + ":features", dir.Sub("mnt")},
                  {"IMGFS_ROOT=" + dir.Sub("store")});
   ASSERT_EQ(mount.exit_code, 0) << mount.Describe();
 
@@ -229,7 +228,7 @@ TEST(TarFeaturesTest, MountEqualsUmociUnpack) {
   EXPECT_NE(actual["/xattrs.txt"].xattrs.find("user.imgfs.binary=0x00ff10"), std::string::npos);
 
   ProcessResult umount =
-      RunProcess({kImgfs, "umount", dir.Sub("mnt")}, {"IMGFS_ROOT=" + dir.Sub("store")});
+      RunProcess({kImgfsBinary, "umount", dir.Sub("mnt")}, {"IMGFS_ROOT=" + dir.Sub("store")});
   EXPECT_EQ(umount.exit_code, 0) << umount.Describe();
   EXPECT_FALSE(IsMounted(dir.Sub("mnt")));
 }

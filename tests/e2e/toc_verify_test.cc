@@ -19,6 +19,7 @@
 
 #include "base/file_util.h"
 #include "registry/digest.h"
+#include "tests/support/e2e_fixture.h"
 #include "tests/support/http_test_server.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"
@@ -29,8 +30,6 @@
 namespace imgfs::testing {
 namespace {
 
-const std::string kFixtures = std::string(IMGFS_FIXTURES_DIR);
-const std::string kImgfs = IMGFS_BINARY;
 constexpr char kRandomSha[] = "b352facbb4d47b2624c165c80047e487c3a60b0370ec4599a70d0a94f1036f9d";
 
 struct Format {
@@ -40,36 +39,28 @@ struct Format {
 
 void PrintTo(const Format& format, std::ostream* os) { *os << format.flag; }
 
-class TocVerifyTest : public ::testing::TestWithParam<Format> {
+class TocVerifyTest : public ImgfsMountTest, public ::testing::WithParamInterface<Format> {
  protected:
   void SetUp() override {
-    ASSERT_EQ(access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is needed for mount tests";
-    ASSERT_EQ(geteuid(), 0u) << "mount tests run as root";
-    ASSERT_TRUE(std::filesystem::exists(kFixtures)) << kFixtures;
-    ASSERT_TRUE(MakeDirs(Mnt()).ok());
+    ASSERT_NO_FATAL_FAILURE(ImgfsMountTest::SetUp());
     ASSERT_NO_FATAL_FAILURE(BuildUnannotatedImage());
-    auto reg = RegistryServer::Start();
-    ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
-    reg_ = std::move(reg).value();
-    ASSERT_TRUE(reg_->PushOciLayout(dir_.Sub("conv"), "conv", "demo/noannot:1").ok());
+    // The suite's registry, one repository per format (each test pushes the same image).
+    reg_ = SharedRegistry();
+    ASSERT_NE(reg_, nullptr);
+    const std::string name =
+        std::string("demo/noannot-") + (GetParam().flag == "estargz" ? "estargz" : "zstd") + ":1";
+    ASSERT_TRUE(reg_->PushOciLayout(dir_.Sub("conv"), "conv", name).ok());
     stats_ = std::make_shared<ProxyStats>();
     proxy_ = std::make_unique<HttpTestServer>(ProxyHandler(reg_->url(), stats_));
-    ref_ = proxy_->host_port() + "/demo/noannot:1";
+    ref_ = proxy_->host_port() + "/" + name;
   }
-  void TearDown() override {
-    if (IsMounted(Mnt())) RunProcess({"umount", "-l", Mnt()});
-  }
-
-  std::string Root() const { return dir_.Sub("store"); }
-  std::string Mnt() const { return dir_.Sub("mnt"); }
 
   ProcessResult Imgfs(std::vector<std::string> args, const std::string& root) {
-    args.insert(args.begin(), kImgfs);
-    return RunProcess(args, {"IMGFS_ROOT=" + root}, {}, 120);
+    return RunImgfs(root, std::move(args));
   }
   // `imgfs mount -f ARGS… MNT` in the background (its log on stderr), once the mount is up.
   std::unique_ptr<BackgroundProcess> MountForeground(std::vector<std::string> args) {
-    args.insert(args.begin(), {kImgfs, "mount", "-f"});
+    args.insert(args.begin(), {kImgfsBinary, "mount", "-f"});
     args.push_back(Mnt());
     auto p =
         std::make_unique<BackgroundProcess>(args, std::vector<std::string>{"IMGFS_ROOT=" + Root()});
@@ -83,18 +74,13 @@ class TocVerifyTest : public ::testing::TestWithParam<Format> {
     Umount();
     EXPECT_EQ(p->Wait(30), 0) << p->err();
   }
-  void Umount() {
-    ProcessResult r = Imgfs({"umount", Mnt()}, Root());
-    EXPECT_EQ(r.exit_code, 0) << r.Describe();
-    EXPECT_FALSE(IsMounted(Mnt()));
-  }
 
   // Converts tiny-gzip into the layout conv/ (tag "conv"), then rewrites its manifest
   // without the TOC annotations and points index.json at the new manifest.
   void BuildUnannotatedImage() {
     ProcessResult r =
         Imgfs({"convert", "-q", "--format", GetParam().flag,
-               "oci:" + kFixtures + "/tiny-gzip:latest", "oci:" + dir_.Sub("conv") + ":conv"},
+               "oci:" + FixturePath("tiny-gzip:latest"), "oci:" + dir_.Sub("conv") + ":conv"},
               dir_.Sub("convert-store"));
     ASSERT_EQ(r.exit_code, 0) << r.Describe();
     auto index = nlohmann::json::parse(ReadAll(dir_.Sub("conv/index.json")), nullptr, false);
@@ -131,8 +117,7 @@ class TocVerifyTest : public ::testing::TestWithParam<Format> {
     std::ofstream(dir_.Sub("conv/index.json"), std::ios::trunc) << index.dump();
   }
 
-  TempDir dir_;
-  std::unique_ptr<RegistryServer> reg_;
+  RegistryServer* reg_ = nullptr;  // the suite's
   std::shared_ptr<ProxyStats> stats_;
   std::unique_ptr<HttpTestServer> proxy_;
   std::string ref_;
@@ -149,7 +134,7 @@ TEST_P(TocVerifyTest, LazyMountFetchesUnverifiableLayersWhole) {
   EXPECT_GE(stats_->blob_bytes.load(), layer_bytes_);
   EXPECT_EQ(ListFilesRecursive(Root() + "/blobs/sha256").size(), 5u);  // manifest, config, 3
 
-  auto listing = ParseListing(ReadAll(kFixtures + "/tiny.expected.txt"));
+  auto listing = ParseListing(ReadAll(FixturePath("tiny.expected.txt")));
   ASSERT_GT(listing.size(), 50u);
   TreeOptions options;
   std::string error;

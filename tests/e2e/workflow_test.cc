@@ -24,16 +24,16 @@
 #include <gtest/gtest.h>
 
 #include "base/file_util.h"
+#include "tests/support/e2e_fixture.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"
 #include "tests/support/registry_server.h"
 #include "tests/support/run_support.h"
+#include "tests/support/test_images.h"
 #include "tests/support/tree_compare.h"
 
 namespace imgfs::testing {
 namespace {
-
-const std::string kImgfs = IMGFS_BINARY;
 
 const std::vector<std::string> kApplets = {"sh",    "cat",   "echo", "rm",    "mv",
                                            "chmod", "chown", "ln",   "touch", "mkfifo",
@@ -72,33 +72,23 @@ std::string Diffs(const std::vector<std::string>& diffs) {
   return all;
 }
 
-class WorkflowTest : public ::testing::Test {
+class WorkflowTest : public ImgfsMountTest {
  protected:
   void SetUp() override {
-    ASSERT_EQ(geteuid(), 0u) << "FUSE mounts and imgfs run need root";
-    ASSERT_EQ(access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is needed";
+    ASSERT_NO_FATAL_FAILURE(ImgfsMountTest::SetUp());
     auto reg = RegistryServer::Start();
     ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
     reg_ = std::move(reg).value();
     using K = TestFile::Kind;
-    Result<TestLayer> layer = BusyboxLayer(kApplets, {{"etc/motd", "base motd\n"},
-                                                      {"etc/old.conf", "old\n"},
-                                                      {"usr", "", K::kDir, 0755},
-                                                      {"usr/share", "", K::kDir, 0755},
-                                                      {"usr/share/doc", "", K::kDir, 0755},
-                                                      {"usr/share/doc/a.txt", "doc a\n"},
-                                                      {"usr/share/doc/sub", "", K::kDir, 0755},
-                                                      {"usr/share/doc/sub/b.txt", "doc b\n"},
-                                                      {"opt", "", K::kDir, 0755},
-                                                      {"opt/tool", "tool\n", K::kFile, 0755},
-                                                      {"opt/data", "", K::kDir, 0750},
-                                                      {"opt/data/x", "x\n"},
-                                                      {"data", "", K::kDir, 0755},
-                                                      {"data/secret", "secret\n", K::kFile, 0644},
-                                                      {"data/keep", "keep\n"},
-                                                      {"srv", "", K::kDir, 0755},
-                                                      {"srv/app", "", K::kDir, 0755},
-                                                      {"srv/app/run", "app\n"}});
+    std::vector<TestFile> extra = {{"etc/motd", "base motd\n"}, {"etc/old.conf", "old\n"}};
+    for (TestFile& f : ChangeableBaseTree()) extra.push_back(std::move(f));
+    extra.insert(extra.end(), {{"data", "", K::kDir, 0755},
+                               {"data/secret", "secret\n", K::kFile, 0644},
+                               {"data/keep", "keep\n"},
+                               {"srv", "", K::kDir, 0755},
+                               {"srv/app", "", K::kDir, 0755},
+                               {"srv/app/run", "app\n"}});
+    Result<TestLayer> layer = BusyboxLayer(kApplets, extra);
     ASSERT_TRUE(layer.has_value()) << layer.error().ToString();
     ImageBuilder builder(dir_.Sub("layout"));
     TestImageSpec spec;
@@ -119,17 +109,11 @@ class WorkflowTest : public ::testing::Test {
     while (std::getline(in, line)) {
       EXPECT_EQ(line.find(dir_.path()), std::string::npos) << "left mounted: " << line;
     }
+    ImgfsMountTest::TearDown();
   }
 
-  std::string Root() const { return dir_.Sub("store"); }
   std::string Ref(const std::string& name_and_tag) const {
     return reg_->host_port() + "/" + name_and_tag;
-  }
-
-  ProcessResult Imgfs(const std::vector<std::string>& args, int timeout_s = 60) {
-    std::vector<std::string> argv = {kImgfs};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return RunProcess(argv, {"IMGFS_ROOT=" + Root()}, {}, timeout_s);
   }
 
   // The tree of `ref` as skopeo and umoci see it after pulling it from the registry.
@@ -165,7 +149,6 @@ class WorkflowTest : public ::testing::Test {
     return tree;
   }
 
-  TempDir dir_;
   std::unique_ptr<RegistryServer> reg_;
   std::string base_;
 };

@@ -9,33 +9,14 @@
 
 #include "registry/digest.h"
 #include "tests/fs/layer_test_util.h"
+#include "tests/support/fake_blob_source.h"
 
 namespace imgfs::fs {
 namespace {
 
 using registry::Digest;
 
-class MemoryBlob : public registry::BlobSource {
- public:
-  explicit MemoryBlob(std::string blob) : blob_(std::move(blob)) {}
-  Result<registry::FetchedManifest> GetManifest(std::string_view) override {
-    return Status::NotFound("no manifests");
-  }
-  Status FetchBlob(const Digest&, int64_t, const registry::BlobSink& sink) override {
-    return sink(blob_);
-  }
-  Result<std::string> ReadBlobRange(const Digest&, ByteRange r) override {
-    ++reads;
-    if (r.offset >= blob_.size()) return std::string();
-    return blob_.substr(r.offset, r.length);
-  }
-  Result<std::vector<std::string>> ListTags() override { return Status::Unsupported("no"); }
-  std::string Describe() const override { return "memory"; }
-  int reads = 0;
-
- private:
-  std::string blob_;
-};
+using ::imgfs::testing::FakeBlobSource;
 
 TEST(ChunkDecoder, ReadChunksSplitsOneReadAndNamesTheFileOnMismatch) {
   // Two zstd frames back to back, one zeros chunk between them.
@@ -53,10 +34,10 @@ TEST(ChunkDecoder, ReadChunksSplitsOneReadAndNamesTheFileOnMismatch) {
   Chunk zeros{11, 4, Digest::Sha256Of(std::string(4, '\0')), 0, 0, 0};
   Chunk c2{15, 11, Digest::Sha256Of("second part"), a.size(), b.size(), 0};
   index.chunks = {c0, zeros, c2};
-  MemoryBlob blob(a + b);
+  FakeBlobSource blob(a + b);
   auto got = ReadChunks(blob, index, {2, 1, 0});
   ASSERT_TRUE(got.has_value()) << got.error().ToString();
-  EXPECT_EQ(blob.reads, 1);
+  EXPECT_EQ(blob.requests(), 1);
   EXPECT_EQ((*got)[0], "second part");
   EXPECT_EQ((*got)[1], std::string(4, '\0'));
   EXPECT_EQ((*got)[2], "first part ");

@@ -4,7 +4,6 @@
 // every chunk decodes and verifies to the fixture's file contents.
 #include "fs/layer/estargz_toc.h"
 
-#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
@@ -18,6 +17,7 @@
 #include "registry/local_source.h"
 #include "registry/manifest.h"
 #include "tests/fs/layer_test_util.h"
+#include "tests/support/fake_blob_source.h"
 
 namespace imgfs::fs {
 namespace {
@@ -25,55 +25,10 @@ namespace {
 using registry::Descriptor;
 using registry::Digest;
 
-// Counts what goes through ReadBlobRange.
-class CountingSource : public registry::BlobSource {
- public:
-  explicit CountingSource(registry::BlobSource* inner) : inner_(inner) {}
-  Result<registry::FetchedManifest> GetManifest(std::string_view t) override {
-    return inner_->GetManifest(t);
-  }
-  Status FetchBlob(const Digest& d, int64_t size, const registry::BlobSink& sink) override {
-    return inner_->FetchBlob(d, size, sink);
-  }
-  Result<std::string> ReadBlobRange(const Digest& d, ByteRange r) override {
-    ++reads;
-    auto out = inner_->ReadBlobRange(d, r);
-    if (out.has_value()) bytes += out->size();
-    return out;
-  }
-  Result<std::vector<std::string>> ListTags() override { return inner_->ListTags(); }
-  std::string Describe() const override { return inner_->Describe(); }
-
-  std::atomic<int> reads{0};
-  std::atomic<uint64_t> bytes{0};
-
- private:
-  registry::BlobSource* inner_;
-};
-
-// A blob held in memory (for edited copies of the fixture blobs).
-class MemorySource : public registry::BlobSource {
- public:
-  explicit MemorySource(std::string blob) : blob_(std::move(blob)) {}
-  Result<registry::FetchedManifest> GetManifest(std::string_view) override {
-    return Status::NotFound("no manifests");
-  }
-  Status FetchBlob(const Digest&, int64_t, const registry::BlobSink& sink) override {
-    return sink(blob_);
-  }
-  Result<std::string> ReadBlobRange(const Digest&, ByteRange r) override {
-    if (r.offset >= blob_.size()) return std::string();
-    return blob_.substr(r.offset, r.length);
-  }
-  Result<std::vector<std::string>> ListTags() override { return Status::Unsupported("no"); }
-  std::string Describe() const override { return "memory"; }
-
- private:
-  std::string blob_;
-};
+using ::imgfs::testing::FakeBlobSource;
 
 struct Fixture {
-  std::unique_ptr<registry::LocalSource> source;
+  std::shared_ptr<registry::BlobSource> source;
   std::vector<Descriptor> layers;
 };
 
@@ -153,13 +108,13 @@ TEST(EstargzToc, FixtureIndexMatchesTarIndexAndReadsOnlyFooterAndToc) {
   Fixture f = OpenFixture("tiny-estargz");
   ASSERT_EQ(f.layers.size(), 3u);
   for (const Descriptor& d : f.layers) {
-    CountingSource counting(f.source.get());
+    FakeBlobSource counting(f.source);
     auto index = LoadEstargzIndex(counting, d, /*allow_missing_toc_digest=*/false);
     ASSERT_TRUE(index.has_value()) << index.error().ToString();
     EXPECT_EQ(index->format, LayerFormat::kEstargz);
     EXPECT_EQ(index->layer_digest, d.digest);
     EXPECT_EQ(index->compressed_size, static_cast<uint64_t>(d.size));
-    EXPECT_EQ(counting.reads.load(), 2);  // footer, TOC
+    EXPECT_EQ(counting.requests(), 2);  // footer, TOC
 
     auto tar = IndexBuilder::BuildFromFile(BlobPath("tiny-estargz", d), d.media_type);
     ASSERT_TRUE(tar.has_value()) << tar.error().ToString();
@@ -178,9 +133,9 @@ TEST(EstargzToc, FixtureIndexMatchesTarIndexAndReadsOnlyFooterAndToc) {
     EXPECT_EQ(*decoded, *index);
   }
   // The big layer: footer + TOC are a tiny part of the blob.
-  CountingSource counting(f.source.get());
+  FakeBlobSource counting(f.source);
   ASSERT_TRUE(LoadEstargzIndex(counting, f.layers[0], false).has_value());
-  EXPECT_LT(counting.bytes.load() * 100, static_cast<uint64_t>(f.layers[0].size));
+  EXPECT_LT(counting.bytes() * 100, static_cast<uint64_t>(f.layers[0].size));
 }
 
 TEST(EstargzToc, EveryChunkDecodesAndVerifies) {
@@ -217,22 +172,22 @@ TEST(EstargzToc, CoalescedReadsFetchAdjacentChunksTogether) {
   for (uint32_t i = 0; i < all.size(); ++i) all[i] = i;
   // Reversed order: results still come back in request order.
   std::vector<uint32_t> reversed(all.rbegin(), all.rend());
-  CountingSource counting(f.source.get());
+  FakeBlobSource counting(f.source);
   auto chunks = ReadChunks(counting, *index, reversed, kDefaultCoalesceGapBytes);
   ASSERT_TRUE(chunks.has_value()) << chunks.error().ToString();
-  EXPECT_EQ(counting.reads.load(), 1);  // members are contiguous: one read for the layer
+  EXPECT_EQ(counting.requests(), 1);  // members are contiguous: one read for the layer
   for (size_t k = 0; k < reversed.size(); ++k) {
     EXPECT_EQ(Digest::Sha256Of((*chunks)[k]), index->chunks[reversed[k]].digest);
   }
   // Every other chunk: with no gap bridged, one read per chunk; with a wide gap, one read.
   std::vector<uint32_t> sparse;
   for (uint32_t i = 0; i < all.size(); i += 2) sparse.push_back(i);
-  CountingSource apart(f.source.get());
+  FakeBlobSource apart(f.source);
   ASSERT_TRUE(ReadChunks(apart, *index, sparse, 0).has_value());
-  EXPECT_EQ(apart.reads.load(), static_cast<int>(sparse.size()));
-  CountingSource wide(f.source.get());
+  EXPECT_EQ(apart.requests(), static_cast<int>(sparse.size()));
+  FakeBlobSource wide(f.source);
   ASSERT_TRUE(ReadChunks(wide, *index, sparse, 1 << 30).has_value());
-  EXPECT_EQ(wide.reads.load(), 1);
+  EXPECT_EQ(wide.requests(), 1);
 
   // Grouping with a gap: two far-apart chunks stay separate, near ones merge.
   std::vector<Chunk> list(3);
@@ -289,7 +244,7 @@ TEST(EstargzToc, FlippedTocByteIsADigestMismatch) {
   Descriptor d = l.desc;
   std::string blob = WithToc(l.blob, l.toc_offset, bad);
   d.size = static_cast<int64_t>(blob.size());
-  MemorySource mem(blob);
+  FakeBlobSource mem(blob);
   auto index = LoadEstargzIndex(mem, d, false);
   ASSERT_FALSE(index.has_value());
   EXPECT_EQ(index.error().code(), StatusCode::kCorrupt);
@@ -341,7 +296,7 @@ TEST(EstargzToc, OffsetsOutsideTheBlobAreCorrupt) {
   std::string blob = l.blob;
   std::string hex = "00000000ffffffff";
   blob.replace(blob.size() - kEstargzFooterBytes + 16, 16, hex);
-  MemorySource mem(blob);
+  FakeBlobSource mem(blob);
   auto loaded = LoadEstargzIndex(mem, l.desc, false);
   ASSERT_FALSE(loaded.has_value());
   EXPECT_EQ(loaded.error().code(), StatusCode::kCorrupt);
@@ -353,7 +308,7 @@ TEST(EstargzToc, TruncatedFooterIsCorrupt) {
   FirstLayer l = LoadFirstLayer();
   ASSERT_FALSE(l.blob.empty());
   std::string cut = l.blob.substr(0, l.blob.size() - 10);
-  MemorySource mem(cut);
+  FakeBlobSource mem(cut);
   Descriptor d = l.desc;
   d.size = static_cast<int64_t>(cut.size());
   auto index = LoadEstargzIndex(mem, d, false);

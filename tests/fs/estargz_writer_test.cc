@@ -14,6 +14,7 @@
 #include "fs/layer/estargz_toc.h"
 #include "fs/layer/zstd_chunked_toc.h"
 #include "tests/fs/layer_test_util.h"
+#include "tests/support/fake_blob_source.h"
 #include "tests/support/lazy_layer_check.h"
 
 namespace imgfs::fs {
@@ -101,7 +102,7 @@ TEST(EstargzWriter, RoundTripThroughTheReaders) {
   EXPECT_EQ(b.layer.toc_digest, Digest::Sha256Of(json));
 
   // The mount path: footer and TOC by ranged reads, verification, index.
-  testing::OneBlobSource source(b.bytes);
+  ::imgfs::testing::FakeBlobSource source(b.bytes);
   auto index = LoadEstargzIndex(source, b.layer.descriptor, /*allow_missing_toc_digest=*/false);
   ASSERT_TRUE(index.has_value()) << index.error().ToString();
   EXPECT_EQ(index->format, LayerFormat::kEstargz);
@@ -185,7 +186,7 @@ TEST(EstargzWriter, PrioritizedFilesComeFirstBeforeThePrefetchLandmark) {
   EXPECT_EQ(names, (std::vector<std::string>{"", "etc", "etc/one", "data", "data/xattr.txt",
                                              std::string(kEstargzPrefetchLandmark)}));
   // Still the same files and bytes.
-  testing::OneBlobSource source(b.bytes);
+  ::imgfs::testing::FakeBlobSource source(b.bytes);
   auto index = LoadEstargzIndex(source, b.layer.descriptor, false);
   ASSERT_TRUE(index.has_value()) << index.error().ToString();
   testing::ExpectIndexMatchesTar(*index, source, testing::ReadTarItems(tar));
@@ -238,7 +239,7 @@ TEST(EstargzWriter, TocEqualsCtrRemotesForTheFixtureLayersExceptOffsets) {
     }
     EXPECT_EQ(a["version"], b["version"]);
     // And the files read back equal the tar.
-    testing::OneBlobSource source(ours.bytes);
+    ::imgfs::testing::FakeBlobSource source(ours.bytes);
     auto index = LoadEstargzIndex(source, ours.layer.descriptor, false);
     ASSERT_TRUE(index.has_value()) << index.error().ToString();
     testing::ExpectIndexMatchesTar(*index, source, testing::ReadTarItems(tar));
@@ -258,7 +259,7 @@ TEST(EstargzWriter, ConvertingAnEstargzLayerAgainReplacesItsLandmarkAndToc) {
   LayerWriterOptions zstd;
   zstd.format = LazyFormat::kZstdChunked;
   Blob z = Write(plain, zstd);
-  testing::OneBlobSource source(z.bytes);
+  ::imgfs::testing::FakeBlobSource source(z.bytes);
   auto index = LoadZstdChunkedIndex(source, z.layer.descriptor, false);
   ASSERT_TRUE(index.has_value()) << index.error().ToString();
   for (const FileEntry& e : index->entries) {

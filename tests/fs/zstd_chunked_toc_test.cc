@@ -4,7 +4,6 @@
 // and corrupt TOCs, positions and footers are rejected.
 #include "fs/layer/zstd_chunked_toc.h"
 
-#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
@@ -17,6 +16,7 @@
 #include "registry/local_source.h"
 #include "registry/manifest.h"
 #include "tests/fs/layer_test_util.h"
+#include "tests/support/fake_blob_source.h"
 
 namespace imgfs::fs {
 namespace {
@@ -24,31 +24,7 @@ namespace {
 using registry::Descriptor;
 using registry::Digest;
 
-class CountingBlobs : public registry::BlobSource {
- public:
-  explicit CountingBlobs(std::string blob) : blob_(std::move(blob)) {}
-  Result<registry::FetchedManifest> GetManifest(std::string_view) override {
-    return Status::NotFound("no manifests");
-  }
-  Status FetchBlob(const Digest&, int64_t, const registry::BlobSink& sink) override {
-    return sink(blob_);
-  }
-  Result<std::string> ReadBlobRange(const Digest&, ByteRange r) override {
-    ++reads;
-    if (r.offset >= blob_.size()) return std::string();
-    std::string out = blob_.substr(r.offset, r.length);
-    bytes += out.size();
-    return out;
-  }
-  Result<std::vector<std::string>> ListTags() override { return Status::Unsupported("no"); }
-  std::string Describe() const override { return "memory"; }
-
-  std::atomic<int> reads{0};
-  std::atomic<uint64_t> bytes{0};
-
- private:
-  std::string blob_;
-};
+using ::imgfs::testing::FakeBlobSource;
 
 struct Layer {
   Descriptor desc;
@@ -81,14 +57,14 @@ TEST(ZstdChunkedToc, FixtureIndexMatchesTarIndexAndChunksDecode) {
   std::map<std::string, Digest> whole;
   size_t zeros_chunks = 0;
   for (const Layer& l : layers) {
-    CountingBlobs blobs(testing::ReadWhole(l.path));
+    FakeBlobSource blobs(testing::ReadWhole(l.path));
     auto index = LoadZstdChunkedIndex(blobs, l.desc, /*allow_missing_checksum=*/false);
     ASSERT_TRUE(index.has_value()) << index.error().ToString();
-    EXPECT_EQ(blobs.reads.load(), 1);  // the TOC only: its position is in the annotation
+    EXPECT_EQ(blobs.requests(), 1);  // the TOC only: its position is in the annotation
     EXPECT_EQ(index->format, LayerFormat::kZstdChunked);
     EXPECT_EQ(index->layer_digest, l.desc.digest);
     if (l.desc.size > 1000000) {
-      EXPECT_LT(blobs.bytes.load() * 100, uint64_t(l.desc.size));
+      EXPECT_LT(blobs.bytes() * 100, uint64_t(l.desc.size));
     }
 
     auto tar = IndexBuilder::BuildFromFile(l.path, l.desc.media_type);
@@ -114,10 +90,10 @@ TEST(ZstdChunkedToc, FixtureIndexMatchesTarIndexAndChunksDecode) {
         ids.push_back(b.first_chunk + k);
         zeros_chunks += IsZerosChunk(index->chunks[b.first_chunk + k]);
       }
-      blobs.reads = 0;
+      blobs.ResetCounts();
       auto chunks = ReadChunks(blobs, *index, ids);
       ASSERT_TRUE(chunks.has_value()) << b.path << ": " << chunks.error().ToString();
-      EXPECT_LE(blobs.reads.load(), 1) << b.path;  // a file's frames are contiguous
+      EXPECT_LE(blobs.requests(), 1) << b.path;  // a file's frames are contiguous
       std::string data;
       for (const std::string& c : *chunks) data += c;
       ASSERT_EQ(data.size(), a.size) << a.path;
@@ -147,18 +123,18 @@ TEST(ZstdChunkedToc, FooterPathsGiveTheSameIndex) {
   ASSERT_EQ(layers.size(), 3u);
   const Layer& l = layers[0];
   std::string blob = testing::ReadWhole(l.path);
-  CountingBlobs by_annotation(blob);
+  FakeBlobSource by_annotation(blob);
   auto want = LoadZstdChunkedIndex(by_annotation, l.desc, false);
   ASSERT_TRUE(want.has_value()) << want.error().ToString();
 
   // No position annotation: the 40-byte GnUlInUx footer, one extra ranged read.
   Descriptor d = l.desc;
   d.annotations.erase(std::string(kZstdChunkedOldPositionAnnotation));
-  CountingBlobs by_footer(blob);
+  FakeBlobSource by_footer(blob);
   auto got = LoadZstdChunkedIndex(by_footer, d, false);
   ASSERT_TRUE(got.has_value()) << got.error().ToString();
   EXPECT_EQ(*got, *want);
-  EXPECT_EQ(by_footer.reads.load(), 2);
+  EXPECT_EQ(by_footer.requests(), 2);
 
   // The 64-byte GNUlInUx footer (c/storage since 2023) appended in a skippable frame.
   auto pos = ParseZstdChunkedPosition(
@@ -174,7 +150,7 @@ TEST(ZstdChunkedToc, FooterPathsGiveTheSameIndex) {
   std::string frame("\x50\x2a\x4d\x18\x40\0\0\0", 8);
   std::string longer = blob + frame + footer;
   d.size = static_cast<int64_t>(longer.size());
-  CountingBlobs new_footer(longer);
+  FakeBlobSource new_footer(longer);
   auto again = LoadZstdChunkedIndex(new_footer, d, false);
   ASSERT_TRUE(again.has_value()) << again.error().ToString();
   EXPECT_EQ(again->entries, want->entries);
@@ -187,7 +163,7 @@ TEST(ZstdChunkedToc, FooterPathsGiveTheSameIndex) {
       l.desc.annotations.at(std::string(kZstdChunkedOldPositionAnnotation));
   renamed.annotations[std::string(kZstdChunkedChecksumAnnotation)] =
       l.desc.annotations.at(std::string(kZstdChunkedOldChecksumAnnotation));
-  CountingBlobs renamed_blobs(blob);
+  FakeBlobSource renamed_blobs(blob);
   auto third = LoadZstdChunkedIndex(renamed_blobs, renamed, false);
   ASSERT_TRUE(third.has_value()) << third.error().ToString();
   EXPECT_EQ(*third, *want);
@@ -206,7 +182,7 @@ TEST(ZstdChunkedToc, CorruptTocPositionAndFooter) {
   // A flipped byte inside the compressed TOC: checksum mismatch naming the layer.
   std::string flipped = blob;
   flipped[pos->offset + pos->compressed_length / 2] ^= 0x20;
-  CountingBlobs bad(flipped);
+  FakeBlobSource bad(flipped);
   auto index = LoadZstdChunkedIndex(bad, l.desc, false);
   ASSERT_FALSE(index.has_value());
   EXPECT_EQ(index.error().code(), StatusCode::kCorrupt);
@@ -217,7 +193,7 @@ TEST(ZstdChunkedToc, CorruptTocPositionAndFooter) {
   // Missing checksum annotation: refused unless allowed.
   Descriptor d = l.desc;
   d.annotations.erase(std::string(kZstdChunkedOldChecksumAnnotation));
-  CountingBlobs good(blob);
+  FakeBlobSource good(blob);
   EXPECT_EQ(LoadZstdChunkedIndex(good, d, false).error().code(), StatusCode::kCorrupt);
   EXPECT_TRUE(LoadZstdChunkedIndex(good, d, true).has_value());
 
@@ -242,7 +218,7 @@ TEST(ZstdChunkedToc, CorruptTocPositionAndFooter) {
   d.annotations.clear();
   std::string cut = blob.substr(0, blob.size() - 7);
   d.size = static_cast<int64_t>(cut.size());
-  CountingBlobs truncated(cut);
+  FakeBlobSource truncated(cut);
   auto r = LoadZstdChunkedIndex(truncated, d, true);
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code(), StatusCode::kCorrupt);

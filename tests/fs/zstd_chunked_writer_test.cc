@@ -22,6 +22,7 @@
 #include "fs/layer/layer_writer.h"
 #include "fs/layer/zstd_chunked_toc.h"
 #include "tests/fs/layer_test_util.h"
+#include "tests/support/fake_blob_source.h"
 #include "tests/support/lazy_layer_check.h"
 
 namespace imgfs::fs {
@@ -127,7 +128,7 @@ TEST_P(ZstdChunkedRoundTrip, ThroughTheReadersByAnnotationAndByFooter) {
   EXPECT_EQ(a.at(std::string(kZstdChunkedChecksumAnnotation)),
             Digest::Sha256Of(b.bytes.substr(pos[0], pos[1])).String());
 
-  testing::OneBlobSource source(b.bytes);
+  ::imgfs::testing::FakeBlobSource source(b.bytes);
   auto index = LoadZstdChunkedIndex(source, b.layer.descriptor, /*allow_missing_checksum=*/false);
   ASSERT_TRUE(index.has_value()) << index.error().ToString();
   EXPECT_EQ(index->format, LayerFormat::kZstdChunked);
@@ -302,7 +303,7 @@ TEST(ZstdChunkedWriter, TocFieldsEqualSkopeosForTheFixtureLayers) {
     ASSERT_EQ(a.size(), b.size());
     for (size_t k = 0; k < a.size(); ++k)
       EXPECT_EQ(a[k], b[k]) << a[k].dump() << "\n" << b[k].dump();
-    testing::OneBlobSource source(ours.bytes);
+    ::imgfs::testing::FakeBlobSource source(ours.bytes);
     auto index = LoadZstdChunkedIndex(source, ours.layer.descriptor, false);
     ASSERT_TRUE(index.has_value()) << index.error().ToString();
     testing::ExpectIndexMatchesTar(*index, source, testing::ReadTarItems(tar));
@@ -470,7 +471,7 @@ TEST(ZstdChunkedWriter, AnInsertionNearTheStartKeepsMostChunkDigests) {
   EXPECT_GE(shared * 10, cb.size() * 8);
 
   // Both blobs read back through the index.
-  testing::OneBlobSource source(b.bytes);
+  ::imgfs::testing::FakeBlobSource source(b.bytes);
   auto index = LoadZstdChunkedIndex(source, b.layer.descriptor, false);
   ASSERT_TRUE(index.has_value()) << index.error().ToString();
   testing::ExpectIndexMatchesTar(*index, source, testing::ReadTarItems(tar2));
@@ -524,7 +525,7 @@ TEST(ZstdChunkedWriter, ChunksRespectTheBoundsAndZeroRunsAreZerosChunks) {
   // constant window is constant).
   EXPECT_GE(at_max, 2u);
 
-  testing::OneBlobSource source(b.bytes);
+  ::imgfs::testing::FakeBlobSource source(b.bytes);
   auto index = LoadZstdChunkedIndex(source, b.layer.descriptor, false);
   ASSERT_TRUE(index.has_value()) << index.error().ToString();
   testing::ExpectIndexMatchesTar(*index, source, testing::ReadTarItems(tar));
@@ -654,7 +655,7 @@ TEST(ZstdChunkedWriter, PrioritizedFilesComeFirstInTheGivenOrder) {
   for (const auto& item : items) after.emplace(item.entry.name, item.content);
   EXPECT_TRUE(before == after);
   EXPECT_EQ(items.back().content, "2");  // the last etc/twice still wins
-  testing::OneBlobSource source(b.bytes);
+  ::imgfs::testing::FakeBlobSource source(b.bytes);
   auto index = LoadZstdChunkedIndex(source, b.layer.descriptor, false);
   ASSERT_TRUE(index.has_value()) << index.error().ToString();
 

@@ -18,30 +18,13 @@
 #include "fs/layer/estargz_toc.h"
 #include "fs/layer/zstd_chunked_toc.h"
 #include "registry/tar_reader.h"
+#include "tests/support/fake_blob_source.h"
 
 namespace {
 
 using namespace imgfs;  // NOLINT(google-build-using-namespace): fuzz target only
 
-class Blob : public registry::BlobSource {
- public:
-  explicit Blob(std::string bytes) : bytes_(std::move(bytes)) {}
-  Result<registry::FetchedManifest> GetManifest(std::string_view) override {
-    return Status::NotFound("none");
-  }
-  Status FetchBlob(const registry::Digest&, int64_t, const registry::BlobSink& sink) override {
-    return sink(bytes_);
-  }
-  Result<std::string> ReadBlobRange(const registry::Digest&, ByteRange r) override {
-    if (r.offset >= bytes_.size()) return std::string();
-    return bytes_.substr(r.offset, r.length);
-  }
-  Result<std::vector<std::string>> ListTags() override { return Status::Unsupported("none"); }
-  std::string Describe() const override { return "fuzz blob"; }
-
- private:
-  std::string bytes_;
-};
+using imgfs::testing::FakeBlobSource;
 
 struct File {
   std::string name;
@@ -111,7 +94,7 @@ void Check(std::string_view tar, const std::vector<File>& files, fs::LazyFormat 
   if (Write(tar, options, &again_layer) != blob) std::abort();  // deterministic
   if (layer.descriptor.digest != registry::Digest::Sha256Of(blob)) std::abort();
   if (layer.descriptor.size != static_cast<int64_t>(blob.size())) std::abort();
-  Blob source(blob);
+  FakeBlobSource source(blob);
   Result<fs::LayerIndex> index = Status::Internal("unset");
   const auto& notes = layer.descriptor.annotations;
   if (format == fs::LazyFormat::kEstargz) {

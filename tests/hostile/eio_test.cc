@@ -23,31 +23,13 @@
 #include "fs/layer/layer_reader.h"
 #include "registry/digest.h"
 #include "registry/media_types.h"
+#include "tests/support/fake_blob_source.h"
 #include "tests/support/image_builder.h"
 
 namespace imgfs::fs {
 namespace {
 
-// Serves one blob from memory (ranged reads only).
-class BlobInMemory : public registry::BlobSource {
- public:
-  explicit BlobInMemory(std::string blob) : blob_(std::move(blob)) {}
-  Result<registry::FetchedManifest> GetManifest(std::string_view) override {
-    return Status::Unsupported("no manifests");
-  }
-  Status FetchBlob(const registry::Digest&, int64_t, const registry::BlobSink& sink) override {
-    return sink(blob_);
-  }
-  Result<std::string> ReadBlobRange(const registry::Digest&, ByteRange r) override {
-    if (r.offset >= blob_.size()) return std::string();
-    return blob_.substr(r.offset, r.length);
-  }
-  Result<std::vector<std::string>> ListTags() override { return Status::Unsupported("no tags"); }
-  std::string Describe() const override { return "memory source"; }
-
- private:
-  const std::string blob_;
-};
+using ::imgfs::testing::FakeBlobSource;
 
 class HostileIndexTest : public ::testing::Test {
  protected:
@@ -108,7 +90,7 @@ class HostileIndexTest : public ::testing::Test {
       EXPECT_EQ(st.code(), StatusCode::kCorrupt);
     };
     index_ = std::make_shared<const LayerIndex>(std::move(index));
-    auto data = IndexedRemoteData::Create(std::make_shared<BlobInMemory>(blob_), index_,
+    auto data = IndexedRemoteData::Create(std::make_shared<FakeBlobSource>(blob_), index_,
                                           dir_.Sub("tmp"), nullptr, options);
     EXPECT_TRUE(data.has_value()) << data.error().ToString();
     return data.has_value() ? std::move(data).value() : nullptr;
@@ -247,8 +229,8 @@ TEST(HostileIndexFixturesTest, RealToolLayersReadEveryFileWithoutAMismatch) {
       std::atomic<int> drops{0};
       IndexedRemoteData::Options lazy_options;
       lazy_options.on_index_mismatch = [&drops](const Status&) { drops.fetch_add(1); };
-      auto data = IndexedRemoteData::Create(std::make_shared<BlobInMemory>(std::move(*blob)), index,
-                                            tmp.Sub("tmp"), nullptr, lazy_options);
+      auto data = IndexedRemoteData::Create(std::make_shared<FakeBlobSource>(std::move(*blob)),
+                                            index, tmp.Sub("tmp"), nullptr, lazy_options);
       ASSERT_TRUE(data.has_value()) << data.error().ToString();
       ++layers;
       for (const FileEntry& e : index->entries) {

@@ -33,6 +33,7 @@
 #include "fs/image_ops/pull.h"
 #include "registry/digest.h"
 #include "registry/push.h"
+#include "tests/support/e2e_fixture.h"
 #include "tests/support/http_test_server.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"
@@ -42,7 +43,6 @@
 namespace imgfs::testing {
 namespace {
 
-const std::string kImgfs = IMGFS_BINARY;
 constexpr char kGenuinePasswd[] = "genuine passwd\n";
 constexpr char kMotd[] = "attacker-chosen bytes that already sit in the shared layer\n";
 
@@ -58,24 +58,16 @@ bool Exists(const std::string& path) {
   return ::lstat(path.c_str(), &st) == 0;
 }
 
-class HostileIndexTest : public ::testing::Test {
+class HostileIndexTest : public ImgfsMountTest {
  protected:
   void SetUp() override {
-    ASSERT_EQ(access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is needed for mount tests";
-    ASSERT_EQ(geteuid(), 0u) << "mount tests run as root";
-    ASSERT_TRUE(MakeDirs(Mnt()).ok());
+    ASSERT_NO_FATAL_FAILURE(ImgfsMountTest::SetUp());
     auto reg = RegistryServer::Start();
     ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
     reg_ = std::move(reg).value();
   }
-  void TearDown() override {
-    if (IsMounted(Mnt())) RunProcess({"umount", "-l", Mnt()});
-  }
-
-  std::string Mnt() const { return dir_.Sub("mnt"); }
   ProcessResult Imgfs(const std::string& store, std::vector<std::string> args) {
-    args.insert(args.begin(), kImgfs);
-    return RunProcess(args, {"IMGFS_ROOT=" + dir_.Sub(store)}, {}, 120);
+    return RunImgfs(dir_.Sub(store), std::move(args));
   }
   void Mount(const std::string& store, std::vector<std::string> args) {
     args.insert(args.begin(), "mount");
@@ -84,12 +76,11 @@ class HostileIndexTest : public ::testing::Test {
     ASSERT_EQ(r.exit_code, 0) << r.Describe();
     ASSERT_TRUE(IsMounted(Mnt()));
   }
-  void Umount(const std::string& store) {
+  void UmountIn(const std::string& store) {
     ProcessResult r = Imgfs(store, {"umount", Mnt()});
     EXPECT_EQ(r.exit_code, 0) << r.Describe();
   }
 
-  TempDir dir_;
   std::unique_ptr<RegistryServer> reg_;
 };
 
@@ -186,13 +177,13 @@ class PublishedIndexPoisonTest : public HostileIndexTest {
     EXPECT_EQ(ModeOf(Mnt() + "/usr/bin/passwd"), 04755) << "the published index is not in use";
     EXPECT_TRUE(Exists(Mnt() + "/usr/bin/evil-suid"));
     EXPECT_EQ(ReadAll(Mnt() + "/evil.txt"), "the attacker's own layer\n");
-    Umount("victim");
+    UmountIn("victim");
     const size_t referrers = proxy_->Count("GET", "/v2/demo/evil/referrers/") +
                              proxy_->Count("GET", "/v2/demo/evil/manifests/sha256-");
     EXPECT_GT(referrers, 0u);
     ASSERT_NO_FATAL_FAILURE(Mount("victim", {"--lazy", "--prefetch", "none", evil_via_proxy}));
     EXPECT_EQ(ModeOf(Mnt() + "/usr/bin/passwd"), 04755);
-    Umount("victim");
+    UmountIn("victim");
     EXPECT_EQ(proxy_->Count("GET", "/v2/demo/evil/referrers/") +
                   proxy_->Count("GET", "/v2/demo/evil/manifests/sha256-"),
               referrers)
@@ -223,7 +214,7 @@ TEST_F(PublishedIndexPoisonTest, PulledImageSharingTheLayerIgnoresThePublishedIn
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   ASSERT_NO_FATAL_FAILURE(Mount("victim", {good_}));
   ExpectGenuineTree();
-  Umount("victim");
+  UmountIn("victim");
   // evil itself, now that the shared layer's blob is in the store, is read through the
   // layer's own index too: the published one served only lazy reads of evil.
   ASSERT_NO_FATAL_FAILURE(Mount("victim", {"--lazy", evil_}));
@@ -231,7 +222,7 @@ TEST_F(PublishedIndexPoisonTest, PulledImageSharingTheLayerIgnoresThePublishedIn
   EXPECT_EQ(ReadAll(Mnt() + "/usr/bin/passwd"), kGenuinePasswd);
   EXPECT_FALSE(Exists(Mnt() + "/usr/bin/evil-suid"));
   EXPECT_EQ(ReadAll(Mnt() + "/evil.txt"), "the attacker's own layer\n");
-  Umount("victim");
+  UmountIn("victim");
 }
 
 // (2) A lazy mount of good (nothing published for it) shares the layer digest but not the
@@ -240,7 +231,7 @@ TEST_F(PublishedIndexPoisonTest, LazyMountOfAnotherImageSharingTheLayerIgnoresIt
   ASSERT_NO_FATAL_FAILURE(MountEvilLazilyOnce());
   ASSERT_NO_FATAL_FAILURE(Mount("victim", {"--lazy", good_}));
   ExpectGenuineTree();
-  Umount("victim");
+  UmountIn("victim");
 }
 
 // (3) `imgfs run good` (root in the image, the rootfs mounted dev,suid) sees the genuine tree.
@@ -279,7 +270,7 @@ TEST_F(PublishedIndexPoisonTest, TarHeaderMismatchIsEioAndDropsTheStoredIndex) {
   ::close(fd);
   EXPECT_EQ(n, -1);
   EXPECT_EQ(err, EIO);
-  Umount("victim");
+  UmountIn("victim");
   EXPECT_EQ(kept_for_evil(), 0) << "the index the layer contradicts is still stored";
 }
 
@@ -428,13 +419,13 @@ TEST_F(TocIndexPoisonTest, StoredTocIndexIsNotUsedForAnotherTocDigest) {
       Mount("victim", {"--lazy", "--prefetch", "none", proxy_->host_port() + "/demo/evil:1"}));
   EXPECT_EQ(ModeOf(Mnt() + "/usr/bin/passwd"), 04700) << "the forged TOC is not in use";
   EXPECT_FALSE(Exists(Mnt() + "/doc/manual-page-7.txt"));
-  Umount("victim");
+  UmountIn("victim");
   // The genuine image, lazily, from the genuine registry: its own TOC.
   ASSERT_NO_FATAL_FAILURE(Mount("victim", {"--lazy", reg_->host_port() + "/demo/good:1"}));
   EXPECT_EQ(ModeOf(Mnt() + "/usr/bin/passwd"), 0755);
   EXPECT_EQ(ReadAll(Mnt() + "/usr/bin/passwd"), kGenuinePasswd);
   EXPECT_EQ(ReadAll(Mnt() + "/doc/manual-page-7.txt"), "page " + std::to_string(7 * 7919) + "\n");
-  Umount("victim");
+  UmountIn("victim");
 }
 
 }  // namespace

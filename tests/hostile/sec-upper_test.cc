@@ -28,6 +28,7 @@
 #include "base/file_util.h"
 #include "fs/image_ops/commit.h"
 #include "registry/tar_writer.h"
+#include "tests/support/e2e_fixture.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"
 
@@ -36,8 +37,6 @@ namespace {
 
 using registry::TarEntry;
 using registry::TarEntryType;
-
-const std::string kImgfs = IMGFS_BINARY;
 
 // The unprivileged user of these tests (nobody/nogroup on Debian).
 constexpr uid_t kNobody = 65534;
@@ -122,11 +121,11 @@ TarEntry File(std::string name, size_t size, uint32_t mode = 0644) {
   return e;
 }
 
-class SecUpperTest : public ::testing::Test {
+class SecUpperTest : public ImgfsMountTest {
  protected:
   void SetUp() override {
-    ASSERT_EQ(geteuid(), 0u) << "these tests mount, chown and switch users: they run as root";
-    ASSERT_EQ(access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is needed for mount tests";
+    // Root: these tests mount, chown and switch users.
+    ASSERT_NO_FATAL_FAILURE(ImgfsMountTest::SetUp());
     // Everything up to the store is traversable by others: only imgfs's own modes may keep
     // the unprivileged user out.
     ASSERT_EQ(chmod(dir_.path().c_str(), 0755), 0);
@@ -138,20 +137,7 @@ class SecUpperTest : public ::testing::Test {
     };
     ASSERT_TRUE(WriteImage(dir_.Sub("layout"), entries).ok());
   }
-  void TearDown() override {
-    if (IsMounted(Mnt())) RunProcess({"umount", "-l", Mnt()});
-  }
-
-  std::string Root() const { return dir_.Sub("store"); }
-  std::string Mnt() const { return dir_.Sub("mnt"); }
   std::string Image() const { return "oci:" + dir_.Sub("layout") + ":hostile"; }
-
-  ProcessResult Imgfs(std::vector<std::string> args) {
-    args.insert(args.begin(), kImgfs);
-    return RunProcess(args, {"IMGFS_ROOT=" + Root()}, {}, 120);
-  }
-
-  TempDir dir_;
 };
 
 // #6: the store of a pull and of a writable mount (temporary upper and work directory) is

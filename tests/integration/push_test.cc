@@ -214,33 +214,59 @@ TestImageSpec TwoLayerImage() {
   return spec;
 }
 
-TEST(PushTest, PushedImagePullsAndUnpacksToTheSourceTree) {
-  auto reg = RegistryServer::Start();
-  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
-  TempDir dir;
-  ImageBuilder builder(dir.Sub("src"));
-  auto built = builder.Add(TwoLayerImage(), "v1");
-  ASSERT_TRUE(built.has_value()) << built.error().ToString();
+// A push test's world: a fresh registry (each test counts what it uploads, so none is
+// shared), a counting proxy in front of it, and an image built into the layout src/ (tag v1)
+// with its push description and a reader of its blobs.
+class PushTest : public ::testing::Test {
+ protected:
+  void StartRegistry(const RegistryServerOptions& options = {}) {
+    auto reg = RegistryServer::Start(options);
+    ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+    reg_ = std::move(reg).value();
+    proxy_ = std::make_unique<CountingProxy>(reg_->host_port());
+  }
+  // Builds `spec` into src/ as v1; sets built_ and image_.
+  void Build(const TestImageSpec& spec) {
+    ImageBuilder builder(dir_.Sub("src"));
+    auto built = builder.Add(spec, "v1");
+    ASSERT_TRUE(built.has_value()) << built.error().ToString();
+    built_ = std::move(built).value();
+    image_ = ToPush(dir_.Sub("src"), built_);
+  }
 
-  LayoutReader reader(dir.Sub("src"));
-  Pusher pusher((*reg)->host_port(), "me/app", Fast());
+  TempDir dir_;
+  std::unique_ptr<RegistryServer> reg_;
+  std::unique_ptr<CountingProxy> proxy_;
+  BuiltImage built_;
+  ImageToPush image_;
+  LayoutReader reader_{dir_.Sub("src")};
+};
+
+class PushAuthTest : public PushTest {};
+class PushCliTest : public PushTest {};
+
+TEST_F(PushTest, PushedImagePullsAndUnpacksToTheSourceTree) {
+  ASSERT_NO_FATAL_FAILURE(StartRegistry());
+  ASSERT_NO_FATAL_FAILURE(Build(TwoLayerImage()));
+
+  Pusher pusher(reg_->host_port(), "me/app", Fast());
   std::vector<registry::PushProgress> events;
-  auto report = pusher.Push(ToPush(dir.Sub("src"), *built), "v1", reader,
+  auto report = pusher.Push(ToPush(dir_.Sub("src"), built_), "v1", reader_,
                             [&](const registry::PushProgress& p) { events.push_back(p); });
   ASSERT_TRUE(report.has_value()) << report.error().ToString();
   EXPECT_EQ(report->blobs_uploaded, 3);
   EXPECT_EQ(report->blobs_existing, 0);
-  EXPECT_EQ(report->manifest_digest, built->manifest_digest);
+  EXPECT_EQ(report->manifest_digest, built_.manifest_digest);
   ASSERT_FALSE(events.empty());
   EXPECT_EQ(events.back().state, registry::PushProgress::State::kPushed);
 
   ProcessResult unpack = RunProcess(
-      {"umoci", "unpack", "--image", dir.Sub("src") + ":v1", dir.Sub("expected-bundle")});
+      {"umoci", "unpack", "--image", dir_.Sub("src") + ":v1", dir_.Sub("expected-bundle")});
   ASSERT_EQ(unpack.exit_code, 0) << unpack.Describe();
   std::string error;
-  auto expected = ListTree(dir.Sub("expected-bundle/rootfs"), TreeOptions(), &error);
+  auto expected = ListTree(dir_.Sub("expected-bundle/rootfs"), TreeOptions(), &error);
   ASSERT_TRUE(error.empty()) << error;
-  auto actual = PullAndUnpack((*reg)->host_port(), "me/app:v1", dir, "pushed", &error);
+  auto actual = PullAndUnpack(reg_->host_port(), "me/app:v1", dir_, "pushed", &error);
   ASSERT_TRUE(error.empty()) << error;
   auto diffs = CompareTrees(actual, expected, TreeOptions());
   EXPECT_TRUE(diffs.empty()) << Diffs(diffs);
@@ -248,64 +274,50 @@ TEST(PushTest, PushedImagePullsAndUnpacksToTheSourceTree) {
   EXPECT_EQ(actual["/bin/tool"].mode, 0755u);
 }
 
-TEST(PushTest, PresentBlobsAreSkippedAfterHead) {
-  auto reg = RegistryServer::Start();
-  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
-  CountingProxy proxy((*reg)->host_port());
-  TempDir dir;
-  ImageBuilder builder(dir.Sub("src"));
-  auto built = builder.Add(TwoLayerImage(), "v1");
-  ASSERT_TRUE(built.has_value()) << built.error().ToString();
-  ImageToPush image = ToPush(dir.Sub("src"), *built);
+TEST_F(PushTest, PresentBlobsAreSkippedAfterHead) {
+  ASSERT_NO_FATAL_FAILURE(StartRegistry());
+  ASSERT_NO_FATAL_FAILURE(Build(TwoLayerImage()));
 
-  LayoutReader reader(dir.Sub("src"));
-  Pusher first(proxy.host_port(), "me/app", Fast());
-  auto r1 = first.Push(image, "v1", reader);
+  Pusher first(proxy_->host_port(), "me/app", Fast());
+  auto r1 = first.Push(image_, "v1", reader_);
   ASSERT_TRUE(r1.has_value()) << r1.error().ToString();
   EXPECT_EQ(r1->blobs_uploaded, 3);
-  const size_t posts = proxy.Count("POST", "/v2/me/app/blobs/uploads");
-  const size_t puts = proxy.Count("PUT", "/v2/me/app/blobs/uploads");
+  const size_t posts = proxy_->Count("POST", "/v2/me/app/blobs/uploads");
+  const size_t puts = proxy_->Count("PUT", "/v2/me/app/blobs/uploads");
   EXPECT_EQ(posts, 3u);
   EXPECT_EQ(puts, 3u);
-  EXPECT_EQ(proxy.Count("HEAD", "/v2/me/app/blobs/"), 3u);
+  EXPECT_EQ(proxy_->Count("HEAD", "/v2/me/app/blobs/"), 3u);
 
-  const int reads_before = reader.reads();
-  Pusher second(proxy.host_port(), "me/app", Fast());
-  auto r2 = second.Push(image, "v2", reader);
+  const int reads_before = reader_.reads();
+  Pusher second(proxy_->host_port(), "me/app", Fast());
+  auto r2 = second.Push(image_, "v2", reader_);
   ASSERT_TRUE(r2.has_value()) << r2.error().ToString();
   EXPECT_EQ(r2->blobs_existing, 3);
   EXPECT_EQ(r2->blobs_uploaded, 0);
   EXPECT_EQ(r2->bytes_uploaded, 0);
-  EXPECT_EQ(proxy.Count("HEAD", "/v2/me/app/blobs/"), 6u);
-  EXPECT_EQ(proxy.Count("POST", "/v2/me/app/blobs/uploads"), posts);  // no new upload
-  EXPECT_EQ(reader.reads(), reads_before);                            // nothing read locally
-  EXPECT_EQ(proxy.Count("PUT", "/v2/me/app/manifests/v2"), 1u);
+  EXPECT_EQ(proxy_->Count("HEAD", "/v2/me/app/blobs/"), 6u);
+  EXPECT_EQ(proxy_->Count("POST", "/v2/me/app/blobs/uploads"), posts);  // no new upload
+  EXPECT_EQ(reader_.reads(), reads_before);                             // nothing read locally
+  EXPECT_EQ(proxy_->Count("PUT", "/v2/me/app/manifests/v2"), 1u);
 }
 
-TEST(PushTest, BlobsOfAnotherRepositoryAreMounted) {
-  auto reg = RegistryServer::Start();
-  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
-  CountingProxy proxy((*reg)->host_port());
-  TempDir dir;
-  ImageBuilder builder(dir.Sub("src"));
-  auto built = builder.Add(TwoLayerImage(), "v1");
-  ASSERT_TRUE(built.has_value()) << built.error().ToString();
-  ImageToPush image = ToPush(dir.Sub("src"), *built);
-  LayoutReader reader(dir.Sub("src"));
+TEST_F(PushTest, BlobsOfAnotherRepositoryAreMounted) {
+  ASSERT_NO_FATAL_FAILURE(StartRegistry());
+  ASSERT_NO_FATAL_FAILURE(Build(TwoLayerImage()));
   {
-    Pusher pusher(proxy.host_port(), "base/app", Fast());
-    ASSERT_TRUE(pusher.Push(image, "1", reader).has_value());
+    Pusher pusher(proxy_->host_port(), "base/app", Fast());
+    ASSERT_TRUE(pusher.Push(image_, "1", reader_).has_value());
   }
-  for (const Descriptor& d : image.blobs) {
-    image.mount_from[d.digest] = {"nowhere/else", "base/app"};  // the first cannot mount
+  for (const Descriptor& d : image_.blobs) {
+    image_.mount_from[d.digest] = {"nowhere/else", "base/app"};  // the first cannot mount
   }
-  Pusher pusher(proxy.host_port(), "other/app", Fast());
-  auto report = pusher.Push(image, "1", reader);
+  Pusher pusher(proxy_->host_port(), "other/app", Fast());
+  auto report = pusher.Push(image_, "1", reader_);
   ASSERT_TRUE(report.has_value()) << report.error().ToString();
   EXPECT_EQ(report->blobs_mounted, 3);
   EXPECT_EQ(report->blobs_uploaded, 0);
   size_t mounts = 0;
-  for (const HttpTestRequest& r : proxy.requests()) {
+  for (const HttpTestRequest& r : proxy_->requests()) {
     if (r.method == "POST" && r.path == "/v2/other/app/blobs/uploads/" &&
         r.query.find("from=base%2Fapp") != std::string::npos &&
         r.query.find("mount=sha256") != std::string::npos) {
@@ -313,188 +325,152 @@ TEST(PushTest, BlobsOfAnotherRepositoryAreMounted) {
     }
   }
   EXPECT_EQ(mounts, 3u);
-  EXPECT_EQ(proxy.Count("PATCH", "/v2/other/app/"), 0u);
+  EXPECT_EQ(proxy_->Count("PATCH", "/v2/other/app/"), 0u);
   // The refused mount's session is not used for data either (the blob got mounted later).
-  EXPECT_EQ(proxy.Count("PUT", "/v2/other/app/blobs/uploads"), 0u);
+  EXPECT_EQ(proxy_->Count("PUT", "/v2/other/app/blobs/uploads"), 0u);
 
   std::string error;
-  auto actual = PullAndUnpack((*reg)->host_port(), "other/app:1", dir, "mounted", &error);
+  auto actual = PullAndUnpack(reg_->host_port(), "other/app:1", dir_, "mounted", &error);
   ASSERT_TRUE(error.empty()) << error;
   EXPECT_EQ(actual.count("/etc/os-release"), 1u);
 }
 
-TEST(PushTest, LargeBlobsAreUploadedInChunks) {
-  auto reg = RegistryServer::Start();
-  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
-  CountingProxy proxy((*reg)->host_port());
-  TempDir dir;
-  ImageBuilder builder(dir.Sub("src"));
+TEST_F(PushTest, LargeBlobsAreUploadedInChunks) {
+  ASSERT_NO_FATAL_FAILURE(StartRegistry());
   TestImageSpec spec = SimpleImage({{"big.bin", RandomBytes(40000, 7)}, {"small", "x"}});
-  auto built = builder.Add(spec, "v1");
-  ASSERT_TRUE(built.has_value()) << built.error().ToString();
-  ImageToPush image = ToPush(dir.Sub("src"), *built);
-  ASSERT_GT(image.blobs[1].size, 30000);
+  ASSERT_NO_FATAL_FAILURE(Build(spec));
+  ASSERT_GT(image_.blobs[1].size, 30000);
 
   PushOptions options = Fast();
   options.chunked_threshold_bytes = 10000;  // the layer is chunked, the config is not
   options.chunk_size_bytes = 16384;
-  LayoutReader reader(dir.Sub("src"));
-  Pusher pusher(proxy.host_port(), "me/chunky", options);
-  auto report = pusher.Push(image, "v1", reader);
+  Pusher pusher(proxy_->host_port(), "me/chunky", options);
+  auto report = pusher.Push(image_, "v1", reader_);
   ASSERT_TRUE(report.has_value()) << report.error().ToString();
   EXPECT_EQ(report->chunked_uploads, 1);
   EXPECT_EQ(report->blobs_uploaded, 2);
-  const size_t expected_patches = static_cast<size_t>((image.blobs[1].size + 16383) / 16384);
-  EXPECT_EQ(proxy.Count("PATCH", "/v2/me/chunky/blobs/uploads/"), expected_patches);
+  const size_t expected_patches = static_cast<size_t>((image_.blobs[1].size + 16383) / 16384);
+  EXPECT_EQ(proxy_->Count("PATCH", "/v2/me/chunky/blobs/uploads/"), expected_patches);
   size_t ranged = 0;
-  for (const HttpTestRequest& r : proxy.requests()) {
+  for (const HttpTestRequest& r : proxy_->requests()) {
     if (r.method == "PATCH" && r.HasHeader("content-range")) ++ranged;
   }
   EXPECT_EQ(ranged, expected_patches);
 
   std::string error;
-  auto actual = PullAndUnpack((*reg)->host_port(), "me/chunky:v1", dir, "chunky", &error);
+  auto actual = PullAndUnpack(reg_->host_port(), "me/chunky:v1", dir_, "chunky", &error);
   ASSERT_TRUE(error.empty()) << error;
   ASSERT_EQ(actual.count("/big.bin"), 1u);
   EXPECT_EQ(actual["/big.bin"].size, "40000");
   EXPECT_EQ(actual["/big.bin"].content, Digest::Sha256Of(RandomBytes(40000, 7)).hex());
 }
 
-TEST(PushTest, ServerErrorsAreRetriedThenReported) {
-  auto reg = RegistryServer::Start();
-  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
-  CountingProxy proxy((*reg)->host_port());
-  TempDir dir;
-  ImageBuilder builder(dir.Sub("src"));
-  auto built = builder.Add(SimpleImage({{"f", "retry"}}), "v1");
-  ASSERT_TRUE(built.has_value()) << built.error().ToString();
-  ImageToPush image = ToPush(dir.Sub("src"), *built);
-  LayoutReader reader(dir.Sub("src"));
+TEST_F(PushTest, ServerErrorsAreRetriedThenReported) {
+  ASSERT_NO_FATAL_FAILURE(StartRegistry());
+  ASSERT_NO_FATAL_FAILURE(Build(SimpleImage({{"f", "retry"}})));
 
-  proxy.FailPosts(2);  // fewer than max_attempts: the push succeeds
-  Pusher pusher(proxy.host_port(), "me/retry", Fast());
-  auto ok = pusher.Push(image, "v1", reader);
+  proxy_->FailPosts(2);  // fewer than max_attempts: the push succeeds
+  Pusher pusher(proxy_->host_port(), "me/retry", Fast());
+  auto ok = pusher.Push(image_, "v1", reader_);
   ASSERT_TRUE(ok.has_value()) << ok.error().ToString();
   EXPECT_EQ(ok->blobs_uploaded, 2);
 
-  proxy.FailPosts(1000);
-  Pusher failing(proxy.host_port(), "me/retry2", Fast());
-  auto bad = failing.Push(image, "v1", reader);
+  proxy_->FailPosts(1000);
+  Pusher failing(proxy_->host_port(), "me/retry2", Fast());
+  auto bad = failing.Push(image_, "v1", reader_);
   ASSERT_FALSE(bad.has_value());
   EXPECT_EQ(bad.error().code(), StatusCode::kUnavailable);
   EXPECT_NE(bad.error().message().find("503"), std::string::npos) << bad.error().ToString();
   EXPECT_NE(bad.error().message().find("after 3 attempts"), std::string::npos)
       << bad.error().ToString();
   // The manifest never went up.
-  EXPECT_EQ(proxy.Count("PUT", "/v2/me/retry2/manifests/"), 0u);
+  EXPECT_EQ(proxy_->Count("PUT", "/v2/me/retry2/manifests/"), 0u);
 }
 
-TEST(PushTest, MissingBlobIsAClearError) {
-  auto reg = RegistryServer::Start();
-  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
-  TempDir dir;
-  ImageBuilder builder(dir.Sub("src"));
-  auto built = builder.Add(SimpleImage({{"f", "gone"}}), "v1");
-  ASSERT_TRUE(built.has_value()) << built.error().ToString();
-  ImageToPush image = ToPush(dir.Sub("src"), *built);
-  ASSERT_EQ(::unlink((dir.Sub("src") + "/blobs/sha256/" + built->layer_digests[0].hex()).c_str()),
+TEST_F(PushTest, MissingBlobIsAClearError) {
+  ASSERT_NO_FATAL_FAILURE(StartRegistry());
+  ASSERT_NO_FATAL_FAILURE(Build(SimpleImage({{"f", "gone"}})));
+  ASSERT_EQ(::unlink((dir_.Sub("src") + "/blobs/sha256/" + built_.layer_digests[0].hex()).c_str()),
             0);
-  LayoutReader reader(dir.Sub("src"));
-  Pusher pusher((*reg)->host_port(), "me/missing", Fast());
-  auto r = pusher.Push(image, "v1", reader);
+  Pusher pusher(reg_->host_port(), "me/missing", Fast());
+  auto r = pusher.Push(image_, "v1", reader_);
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code(), StatusCode::kNotFound);
-  EXPECT_NE(r.error().message().find(built->layer_digests[0].String()), std::string::npos);
+  EXPECT_NE(r.error().message().find(built_.layer_digests[0].String()), std::string::npos);
 }
 
-TEST(PushAuthTest, HtpasswdRegistryNeedsTheRightCredential) {
+TEST_F(PushAuthTest, HtpasswdRegistryNeedsTheRightCredential) {
   RegistryServerOptions options;
   options.tls = true;
   options.htpasswd_user = "alice";
   options.htpasswd_password = "wonderland";
-  auto reg = RegistryServer::Start(options);
-  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
-  TempDir dir;
-  ImageBuilder builder(dir.Sub("src"));
-  auto built = builder.Add(SimpleImage({{"f", "auth"}}), "v1");
-  ASSERT_TRUE(built.has_value()) << built.error().ToString();
-  ImageToPush image = ToPush(dir.Sub("src"), *built);
-  LayoutReader reader(dir.Sub("src"));
+  ASSERT_NO_FATAL_FAILURE(StartRegistry(options));
+  ASSERT_NO_FATAL_FAILURE(Build(SimpleImage({{"f", "auth"}})));
 
   PushOptions anonymous = Fast();
-  anonymous.tls.ca_files = {(*reg)->ca_file()};
-  auto r0 = Pusher((*reg)->host_port(), "private/app", anonymous).Push(image, "v1", reader);
+  anonymous.tls.ca_files = {reg_->ca_file()};
+  auto r0 = Pusher(reg_->host_port(), "private/app", anonymous).Push(image_, "v1", reader_);
   ASSERT_FALSE(r0.has_value());
   EXPECT_EQ(r0.error().code(), StatusCode::kPermissionDenied);
   EXPECT_NE(r0.error().message().find("imgfs login"), std::string::npos) << r0.error().ToString();
 
   PushOptions wrong = anonymous;
   wrong.credential = registry::Credential{"alice", "queen", ""};
-  auto r1 = Pusher((*reg)->host_port(), "private/app", wrong).Push(image, "v1", reader);
+  auto r1 = Pusher(reg_->host_port(), "private/app", wrong).Push(image_, "v1", reader_);
   ASSERT_FALSE(r1.has_value());
   EXPECT_EQ(r1.error().code(), StatusCode::kPermissionDenied);
   EXPECT_NE(r1.error().message().find("unauthorized"), std::string::npos) << r1.error().ToString();
 
   PushOptions right = anonymous;
   right.credential = registry::Credential{"alice", "wonderland", ""};
-  auto r2 = Pusher((*reg)->host_port(), "private/app", right).Push(image, "v1", reader);
+  auto r2 = Pusher(reg_->host_port(), "private/app", right).Push(image_, "v1", reader_);
   ASSERT_TRUE(r2.has_value()) << r2.error().ToString();
   EXPECT_EQ(r2->blobs_uploaded, 2);
 
   // What went up is there: the registry serves the manifest to an authenticated reader.
   registry::RemoteSourceOptions ro;
-  ro.tls.ca_files = {(*reg)->ca_file()};
+  ro.tls.ca_files = {reg_->ca_file()};
   ro.credential = right.credential;
   ro.max_attempts = 1;
-  auto source = registry::RemoteSource::Create((*reg)->host_port(), "private/app", ro);
+  auto source = registry::RemoteSource::Create(reg_->host_port(), "private/app", ro);
   auto manifest = source->GetManifest("v1");
   ASSERT_TRUE(manifest.has_value()) << manifest.error().ToString();
-  EXPECT_EQ(manifest->digest, built->manifest_digest);
+  EXPECT_EQ(manifest->digest, built_.manifest_digest);
 }
 
-TEST(PushAuthTest, TokenAuthPushAndCrossRepositoryMount) {
+TEST_F(PushAuthTest, TokenAuthPushAndCrossRepositoryMount) {
   TokenServer tokens;
   RegistryServerOptions options;
   options.token_auth = RegistryServerOptions::TokenAuth{tokens.realm(), tokens.service(),
                                                         tokens.issuer(), tokens.cert_path()};
-  auto reg = RegistryServer::Start(options);
-  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
-  TempDir dir;
-  ImageBuilder builder(dir.Sub("src"));
-  auto built = builder.Add(TwoLayerImage(), "v1");
-  ASSERT_TRUE(built.has_value()) << built.error().ToString();
-  ImageToPush image = ToPush(dir.Sub("src"), *built);
-  LayoutReader reader(dir.Sub("src"));
+  ASSERT_NO_FATAL_FAILURE(StartRegistry(options));
+  ASSERT_NO_FATAL_FAILURE(Build(TwoLayerImage()));
 
   PushOptions anonymous = Fast();  // anonymous users may pull, not push
-  auto denied = Pusher((*reg)->host_port(), "base/app", anonymous).Push(image, "1", reader);
+  auto denied = Pusher(reg_->host_port(), "base/app", anonymous).Push(image_, "1", reader_);
   ASSERT_FALSE(denied.has_value());
   EXPECT_EQ(denied.error().code(), StatusCode::kPermissionDenied) << denied.error().ToString();
 
   PushOptions user = Fast();
   user.credential = registry::Credential{"alice", "s3cret-pass", ""};
-  auto first = Pusher((*reg)->host_port(), "base/app", user).Push(image, "1", reader);
+  auto first = Pusher(reg_->host_port(), "base/app", user).Push(image_, "1", reader_);
   ASSERT_TRUE(first.has_value()) << first.error().ToString();
   EXPECT_EQ(first->blobs_uploaded, 3);
 
   // The mount needs pull on base/app besides push on other/app: one token for both.
-  for (const Descriptor& d : image.blobs) image.mount_from[d.digest] = {"base/app"};
-  auto second = Pusher((*reg)->host_port(), "other/app", user).Push(image, "1", reader);
+  for (const Descriptor& d : image_.blobs) image_.mount_from[d.digest] = {"base/app"};
+  auto second = Pusher(reg_->host_port(), "other/app", user).Push(image_, "1", reader_);
   ASSERT_TRUE(second.has_value()) << second.error().ToString();
   EXPECT_EQ(second->blobs_mounted, 3);
   EXPECT_EQ(second->blobs_uploaded, 0);
 }
 
-TEST(PushCliTest, PullThenPushToAnotherRepositoryMountsAndRoundTrips) {
-  auto reg = RegistryServer::Start();
-  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
-  TempDir dir;
-  ImageBuilder builder(dir.Sub("src"));
-  auto built = builder.Add(TwoLayerImage(), "v1");
-  ASSERT_TRUE(built.has_value()) << built.error().ToString();
-  const std::string host = (*reg)->host_port();
-  ASSERT_TRUE((*reg)->PushOciLayout(dir.Sub("src"), "v1", "demo/app:1").ok());
-  const std::vector<std::string> env = {"IMGFS_ROOT=" + dir.Sub("store")};
+TEST_F(PushCliTest, PullThenPushToAnotherRepositoryMountsAndRoundTrips) {
+  ASSERT_NO_FATAL_FAILURE(StartRegistry());
+  ASSERT_NO_FATAL_FAILURE(Build(TwoLayerImage()));
+  const std::string host = reg_->host_port();
+  ASSERT_TRUE(reg_->PushOciLayout(dir_.Sub("src"), "v1", "demo/app:1").ok());
+  const std::vector<std::string> env = {"IMGFS_ROOT=" + dir_.Sub("store")};
 
   ProcessResult pull = RunProcess({kImgfs, "pull", host + "/demo/app:1"}, env);
   ASSERT_EQ(pull.exit_code, 0) << pull.Describe();
@@ -502,7 +478,7 @@ TEST(PushCliTest, PullThenPushToAnotherRepositoryMountsAndRoundTrips) {
       RunProcess({kImgfs, "push", host + "/demo/app:1", host + "/copy/app:2"}, env);
   ASSERT_EQ(push.exit_code, 0) << push.Describe();
   EXPECT_NE(push.out.find("Mounted from demo/app"), std::string::npos) << push.out;
-  EXPECT_NE(push.out.find("2: digest: " + built->manifest_digest.String()), std::string::npos)
+  EXPECT_NE(push.out.find("2: digest: " + built_.manifest_digest.String()), std::string::npos)
       << push.out;
 
   // Pushed again: everything exists.
@@ -514,16 +490,16 @@ TEST(PushCliTest, PullThenPushToAnotherRepositoryMountsAndRoundTrips) {
 
   // And to an OCI layout: umoci reads it.
   ProcessResult to_oci =
-      RunProcess({kImgfs, "push", host + "/demo/app:1", "oci:" + dir.Sub("out") + ":copy"}, env);
+      RunProcess({kImgfs, "push", host + "/demo/app:1", "oci:" + dir_.Sub("out") + ":copy"}, env);
   ASSERT_EQ(to_oci.exit_code, 0) << to_oci.Describe();
   ProcessResult unpack =
-      RunProcess({"umoci", "unpack", "--image", dir.Sub("out") + ":copy", dir.Sub("out-bundle")});
+      RunProcess({"umoci", "unpack", "--image", dir_.Sub("out") + ":copy", dir_.Sub("out-bundle")});
   ASSERT_EQ(unpack.exit_code, 0) << unpack.Describe();
 
   std::string error;
-  auto from_layout = ListTree(dir.Sub("out-bundle/rootfs"), TreeOptions(), &error);
+  auto from_layout = ListTree(dir_.Sub("out-bundle/rootfs"), TreeOptions(), &error);
   ASSERT_TRUE(error.empty()) << error;
-  auto from_registry = PullAndUnpack(host, "copy/app:2", dir, "copy", &error);
+  auto from_registry = PullAndUnpack(host, "copy/app:2", dir_, "copy", &error);
   ASSERT_TRUE(error.empty()) << error;
   auto diffs = CompareTrees(from_registry, from_layout, TreeOptions());
   EXPECT_TRUE(diffs.empty()) << Diffs(diffs);

@@ -37,6 +37,7 @@ namespace {
 using imgfs::testing::HttpTestConnection;
 using imgfs::testing::HttpTestRequest;
 using imgfs::testing::HttpTestServer;
+using imgfs::testing::RegistryAccess;
 using imgfs::testing::RegistryServer;
 using imgfs::testing::RegistryServerOptions;
 using Clock = std::chrono::steady_clock;
@@ -1007,6 +1008,44 @@ TEST(RemoteSourceFixtureTest, PullsTheTinyGzipFixture) {
     ASSERT_TRUE(st.ok()) << st.ToString();
     EXPECT_EQ(got, size);
   }
+}
+
+// The registry launcher's access log (RegistryServerOptions::access_log), which e2e tests
+// read to assert how much of an image a reader fetched: every answered request with its
+// method, path, status and body bytes.
+TEST(RegistryServerAccessLogTest, NamesEachRequestWithItsStatusAndBytes) {
+  RegistryServerOptions options;
+  options.access_log = true;
+  auto reg = RegistryServer::Start(options);
+  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+  auto pushed = PushAndDescribe(**reg, FixturesDir() + "/tiny-gzip", "fixtures/tiny:latest");
+  ASSERT_TRUE(pushed.has_value()) << pushed.error().ToString();
+  const uint64_t before = (*reg)->BlobBytesServed();
+  const size_t requests_before = (*reg)->Accesses().size();
+  auto source = RemoteSource::Create((*reg)->host_port(), "fixtures/tiny", FastOptions());
+  ASSERT_TRUE(source->GetManifest("latest").has_value());
+  const Digest& blob = pushed->blobs.back().first;  // a layer
+  auto got = source->ReadBlobRange(blob, ByteRange{10, 100});
+  ASSERT_TRUE(got.has_value()) << got.error().ToString();
+  ASSERT_EQ(got->size(), 100u);
+
+  std::vector<RegistryAccess> after = (*reg)->Accesses();
+  ASSERT_GT(after.size(), requests_before);
+  bool manifest_seen = false;
+  bool range_seen = false;
+  for (size_t i = requests_before; i < after.size(); ++i) {
+    const RegistryAccess& a = after[i];
+    if (a.IsManifest() && a.method == "GET" && a.status == 200) manifest_seen = true;
+    if (a.IsBlob() && a.method == "GET") {
+      EXPECT_NE(a.path.find(blob.String()), std::string::npos) << a.path;
+      EXPECT_EQ(a.status, 206);
+      EXPECT_EQ(a.bytes, 100u);
+      range_seen = true;
+    }
+  }
+  EXPECT_TRUE(manifest_seen);
+  EXPECT_TRUE(range_seen);
+  EXPECT_EQ((*reg)->BlobBytesServed() - before, 100u);
 }
 
 TEST(RemoteSourceTlsTest, TrustsTheCaFromOptionsOrCertsDirAndRejectsOtherwise) {

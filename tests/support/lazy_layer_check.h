@@ -1,6 +1,7 @@
 // imgfs — test helpers for the lazy layer writers (fs/convert/layer_writer.h): a tar with
-// every entry kind, a one-blob in-memory BlobSource, and a check that a LayerIndex built by
-// the project's own TOC readers describes exactly the entries and bytes of the input tar.
+// every entry kind and a check that a LayerIndex built by the project's own TOC readers
+// describes exactly the entries and bytes of the input tar (blobs are served by
+// tests/support/fake_blob_source.h).
 #ifndef IMGFS_TESTS_SUPPORT_LAZY_LAYER_CHECK_H_
 #define IMGFS_TESTS_SUPPORT_LAZY_LAYER_CHECK_H_
 
@@ -19,29 +20,6 @@
 #include "registry/tar_writer.h"
 
 namespace imgfs::fs::testing {
-
-// Serves one blob from memory; counts ranged reads.
-class OneBlobSource : public registry::BlobSource {
- public:
-  explicit OneBlobSource(std::string blob) : blob_(std::move(blob)) {}
-  Result<registry::FetchedManifest> GetManifest(std::string_view) override {
-    return Status::NotFound("no manifests");
-  }
-  Status FetchBlob(const registry::Digest&, int64_t, const registry::BlobSink& sink) override {
-    return sink(blob_);
-  }
-  Result<std::string> ReadBlobRange(const registry::Digest&, ByteRange r) override {
-    ++reads;
-    if (r.offset >= blob_.size()) return std::string();
-    return blob_.substr(r.offset, r.length);
-  }
-  Result<std::vector<std::string>> ListTags() override { return Status::Unsupported("none"); }
-  std::string Describe() const override { return "memory blob"; }
-  int reads = 0;
-
- private:
-  std::string blob_;
-};
 
 // Deterministic bytes that compress a little (like real binaries).
 inline std::string PatternBytes(size_t n, uint32_t seed) {

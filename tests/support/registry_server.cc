@@ -12,8 +12,11 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include <netinet/in.h>
+#include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
 #include "registry/http_client.h"
@@ -154,7 +157,9 @@ Status RegistryServer::Launch(const RegistryServerOptions& options) {
   if (port_ == 0) return Status::Internal("no free port on 127.0.0.1");
   std::ostringstream config;
   config << "version: 0.1\n"
-         << "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+         // "response completed" lines are logged at info level, as JSON for Accesses().
+         << "log:\n  level: " << (options.access_log ? "info\n  formatter: json" : "warn")
+         << "\n  accesslog:\n    disabled: true\n"
          << "storage:\n  filesystem:\n    rootdirectory: " << Quote(dir() + "/storage") << "\n"
          << "  delete:\n    enabled: " << (options.delete_enabled ? "true" : "false") << "\n"
          << "  maintenance:\n    uploadpurging:\n      enabled: false\n"
@@ -261,6 +266,34 @@ std::string RegistryServer::Log() const {
   std::string out = text.str();
   if (out.size() > 4000) out = "…" + out.substr(out.size() - 4000);
   return out;
+}
+
+std::vector<RegistryAccess> RegistryServer::Accesses() const {
+  std::vector<RegistryAccess> out;
+  std::ifstream in(dir() + "/registry.log");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] != '{') continue;
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || j.value("msg", "") != "response completed") {
+      continue;
+    }
+    RegistryAccess a;
+    a.method = j.value("http.request.method", "");
+    a.path = j.value("http.request.uri", "");
+    a.status = j.value("http.response.status", 0);
+    a.bytes = j.value("http.response.written", uint64_t{0});
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+uint64_t RegistryServer::BlobBytesServed() const {
+  uint64_t total = 0;
+  for (const RegistryAccess& a : Accesses()) {
+    if (a.method == "GET" && a.IsBlob()) total += a.bytes;
+  }
+  return total;
 }
 
 Status RegistryServer::PushOciLayout(const std::string& layout_dir, const std::string& layout_tag,

@@ -30,6 +30,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -72,6 +73,20 @@ struct RegistryServerOptions {
   };
   std::optional<TokenAuth> token_auth;
   bool delete_enabled = true;
+  // Log every answered request as a JSON line ("response completed": method, path, status,
+  // body bytes written) for Accesses(). The registry does not log request headers, so the
+  // Range asked for is not known; the bytes written are.
+  bool access_log = false;
+};
+
+// One request the registry answered, from its log (RegistryServerOptions::access_log).
+struct RegistryAccess {
+  std::string method;  // "GET", "HEAD", ...
+  std::string path;    // "/v2/demo/app/blobs/sha256:…" (query string included)
+  int status = 0;
+  uint64_t bytes = 0;  // body bytes written
+  bool IsBlob() const { return path.find("/blobs/sha256:") != std::string::npos; }
+  bool IsManifest() const { return path.find("/manifests/") != std::string::npos; }
 };
 
 struct PushOptions {
@@ -99,6 +114,10 @@ class RegistryServer {
   const std::string& dir() const { return dir_->path(); }
   // The registry's stdout/stderr so far.
   std::string Log() const;
+  // Every request answered so far, in order. Empty unless started with access_log.
+  std::vector<RegistryAccess> Accesses() const;
+  // Body bytes of blob GETs answered so far (with access_log): what readers fetched.
+  uint64_t BlobBytesServed() const;
 
   // skopeo copy oci:<layout_dir>:<layout_tag> docker://<host_port>/<name_and_tag>.
   Status PushOciLayout(const std::string& layout_dir, const std::string& layout_tag,

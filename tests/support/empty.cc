@@ -1,1 +1,0 @@
-// Keeps imgfs_test_support non-empty before any helper exists.
