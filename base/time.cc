@@ -16,24 +16,32 @@ int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {
   return era * 146097 + static_cast<int64_t>(doe) - 719468;
 }
 
-std::string FormatRfc3339(int64_t unix_seconds) {
+namespace {
+
+// "YYYY-MM-DDTHH:MM:SS" in UTC (years below 1000 zero-padded, as Go writes them).
+std::string DateTime(int64_t unix_seconds) {
   time_t t = static_cast<time_t>(unix_seconds);
   tm utc{};
-  ::gmtime_r(&t, &utc);
+  if (::gmtime_r(&t, &utc) == nullptr) utc = tm{};  // out of range: the epoch of struct tm
   char buf[64];
-  size_t n = std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &utc);
-  return std::string(buf, n);
+  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d", utc.tm_year + 1900,
+                utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec);
+  return buf;
 }
 
-std::string FormatRfc3339Nanos(int64_t unix_seconds, uint32_t nanos) {
-  time_t t = static_cast<time_t>(unix_seconds);
-  tm utc{};
-  ::gmtime_r(&t, &utc);
-  char buf[64];
-  size_t n = std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &utc);
+}  // namespace
+
+std::string FormatRfc3339(int64_t unix_seconds) { return DateTime(unix_seconds) + "Z"; }
+
+std::string FormatRfc3339Nanos(int64_t unix_seconds, uint32_t nanos, bool go_style) {
   char frac[16];
-  std::snprintf(frac, sizeof(frac), ".%09uZ", nanos % 1000000000u);
-  return std::string(buf, n) + frac;
+  std::snprintf(frac, sizeof(frac), ".%09u", nanos % 1000000000u);
+  std::string f = frac;
+  if (go_style) {
+    while (f.back() == '0') f.pop_back();
+    if (f == ".") f.clear();
+  }
+  return DateTime(unix_seconds) + f + "Z";
 }
 
 std::string NowRfc3339() { return FormatRfc3339(static_cast<int64_t>(::time(nullptr))); }

@@ -16,9 +16,11 @@ namespace imgfs {
 // Days since 1970-01-01 of a civil (proleptic Gregorian) date (Howard Hinnant's algorithm).
 int64_t DaysFromCivil(int64_t year, unsigned month, unsigned day);
 
-// "YYYY-MM-DDTHH:MM:SSZ" in UTC; with `nanos`, "YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ".
+// "YYYY-MM-DDTHH:MM:SSZ" in UTC; with `nanos`, "YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ" (nine digits,
+// so that records sort as text), or with `go_style` as Go's time.RFC3339Nano writes it
+// (trailing zeros and a zero fraction left out: what eStargz and zstd:chunked TOCs carry).
 std::string FormatRfc3339(int64_t unix_seconds);
-std::string FormatRfc3339Nanos(int64_t unix_seconds, uint32_t nanos);
+std::string FormatRfc3339Nanos(int64_t unix_seconds, uint32_t nanos, bool go_style = false);
 // The current time, formatted as above.
 std::string NowRfc3339();
 std::string NowRfc3339Nanos();

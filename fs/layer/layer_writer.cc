@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
+#include "base/time.h"
 #include "base/unique_fd.h"
 #include "fs/layer/compressed_stream.h"
 #include "fs/layer/estargz_toc.h"
@@ -125,25 +126,6 @@ class Crc64Iso {
   const std::array<uint64_t, 256>* table_;
   uint64_t crc_ = 0;
 };
-
-// RFC 3339 in UTC; with `nanos`, fractional seconds as Go's RFC3339Nano writes them.
-std::string FormatTime(int64_t sec, uint32_t nsec, bool nanos) {
-  time_t t = static_cast<time_t>(sec);
-  struct tm tm {};
-  gmtime_r(&t, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
-  std::string out = buf;
-  if (nanos && nsec != 0) {
-    char frac[16];
-    std::snprintf(frac, sizeof(frac), ".%09u", nsec);
-    std::string f = frac;
-    while (f.back() == '0') f.pop_back();
-    out += f;
-  }
-  return out + "Z";
-}
 
 std::string TypeName(TarEntryType type) {
   switch (type) {
@@ -408,7 +390,7 @@ OrderedJson EstargzEntry(const TarEntry& e) {
   j["name"] = TocName(e);
   j["type"] = TypeName(e.type);
   if (e.type == TarEntryType::kRegular && e.size > 0) j["size"] = e.size;
-  if (e.mtime_sec != 0) j["modtime"] = FormatTime(e.mtime_sec, 0, false);
+  if (e.mtime_sec != 0) j["modtime"] = FormatRfc3339(e.mtime_sec);
   if (e.type == TarEntryType::kSymlink || e.type == TarEntryType::kHardlink) {
     j["linkName"] = e.link_target;
   }
@@ -475,7 +457,7 @@ void AppendZstdEntries(const TarEntry& e, const registry::Digest& file_digest,
   if (e.type == TarEntryType::kRegular && e.size > 0) j["size"] = e.size;
   if (e.uid != 0) j["uid"] = e.uid;
   if (e.gid != 0) j["gid"] = e.gid;
-  j["modtime"] = FormatTime(e.mtime_sec, e.mtime_nsec, true);
+  j["modtime"] = FormatRfc3339Nanos(e.mtime_sec, e.mtime_nsec, /*go_style=*/true);
   if (e.type == TarEntryType::kChar || e.type == TarEntryType::kBlock) {
     if (e.dev_major != 0) j["devMajor"] = e.dev_major;
     if (e.dev_minor != 0) j["devMinor"] = e.dev_minor;

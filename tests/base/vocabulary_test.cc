@@ -19,6 +19,8 @@ TEST(TimeTest, FormatsUtcSecondsAndNanos) {
   EXPECT_EQ(FormatRfc3339(0), "1970-01-01T00:00:00Z");
   EXPECT_EQ(FormatRfc3339(1709254800), "2024-03-01T01:00:00Z");
   EXPECT_EQ(FormatRfc3339Nanos(1709254800, 5), "2024-03-01T01:00:00.000000005Z");
+  EXPECT_EQ(FormatRfc3339Nanos(1709254800, 500000000, /*go_style=*/true), "2024-03-01T01:00:00.5Z");
+  EXPECT_EQ(FormatRfc3339Nanos(1709254800, 0, /*go_style=*/true), "2024-03-01T01:00:00Z");
 }
 
 TEST(TimeTest, ParsesWhatItFormatsAndOffsets) {
