@@ -171,6 +171,9 @@ int RunTag(CommandContext& ctx);
 int RunHistory(CommandContext& ctx);
 // cmd_prune.cc
 int RunImagePrune(CommandContext& ctx);  // `imgfs image prune`
+// cmd_archive.cc
+int RunSave(CommandContext& ctx);
+int RunLoad(CommandContext& ctx);
 // cmd_login.cc
 int RunLogin(CommandContext& ctx);
 int RunLogout(CommandContext& ctx);

@@ -202,7 +202,9 @@ constexpr std::string_view kImageUsage =
     "  rm        Remove images (also: remove)\n"
     "  tag       Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE\n"
     "  history   Show the history of an image\n"
-    "  prune     Remove unused images";
+    "  prune     Remove unused images\n"
+    "  save      Save images to a tar archive\n"
+    "  load      Load images from a tar archive";
 
 // `rm -f`: unmounts every live mount of the image `text` names and waits (bounded) for the
 // daemons to exit, so their leases no longer pin it. Failures are reported, not fatal.
@@ -484,6 +486,7 @@ int RunImage(CommandContext& ctx) {
       {"ls", &RunImages},       {"list", &RunImages},     {"pull", &RunPull},
       {"inspect", &RunInspect}, {"rm", &RunRemove},       {"remove", &RunRemove},
       {"tag", &RunTag},         {"history", &RunHistory}, {"prune", &RunImagePrune},
+      {"save", &RunSave},       {"load", &RunLoad},
   };
   auto it = sub.find(ctx.args[0]);
   if (it == sub.end()) {

@@ -124,9 +124,12 @@ const std::vector<Command>& Commands() {
       {"inspect", "Show details of one or more images (JSON)", &RunInspect},
       {"rm", "Remove one or more images", &RunRemove},
       {"rmi", "", &RunRemove},
-      {"image", "Manage images (ls, pull, inspect, rm, tag, history, prune)", &RunImage},
+      {"image", "Manage images (ls, pull, inspect, rm, tag, history, prune, save, load)",
+       &RunImage},
       {"tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE", &RunTag},
       {"history", "Show the history of an image", &RunHistory},
+      {"save", "Save images to a tar archive (docker-archive or oci-archive)", &RunSave},
+      {"load", "Load images from a tar archive (docker-archive or oci-archive)", &RunLoad},
 
       {"login", "Log in to a registry", &RunLogin},
       {"logout", "Log out from a registry", &RunLogout},

@@ -1,7 +1,8 @@
 // imgfs — docker's remaining image commands through the real binary and a real store:
 // `tag`, `history`, `image prune` (never what a live FUSE mount or a container pins; the
-// confirmation prompt on a real pty), `images` sizes of lazily recorded images (against a
-// real docker-registry), and the help listing.
+// confirmation prompt on a real pty), `save`/`load` with skopeo as the oracle on both sides
+// (and a FUSE mount of the loaded image against tiny.expected.txt), `images` sizes of lazily
+// recorded images (against a real docker-registry), and the help listing.
 #include <fcntl.h>
 #include <poll.h>
 #include <pty.h>
@@ -25,6 +26,7 @@
 #include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"
 #include "tests/support/registry_server.h"
+#include "tests/support/tree_compare.h"
 
 namespace imgfs::testing {
 namespace {
@@ -376,6 +378,152 @@ TEST_F(DockerCmdsTest, PruneAsksOnATerminal) {
   EXPECT_THAT(yes, HasSubstr("deleted: " + kTinyId));
   EXPECT_THAT(yes, HasSubstr("untagged: localhost/tiny-estargz:latest"));
   EXPECT_TRUE(ImageLines().empty());
+}
+
+json ReadJsonFile(const std::string& path) {
+  Result<std::string> text = ReadFile(path);
+  return text.has_value() ? json::parse(*text, nullptr, false) : json();
+}
+
+// The manifest of the one image in an OCI layout.
+json LayoutManifest(const std::string& layout) {
+  json index = ReadJsonFile(layout + "/index.json");
+  if (!index.is_object() || index["manifests"].size() != 1) return json();
+  std::string digest = index["manifests"][0]["digest"];
+  return ReadJsonFile(layout + "/blobs/sha256/" + digest.substr(7));
+}
+
+TEST_F(DockerCmdsTest, SaveWritesArchivesSkopeoReads) {
+  ASSERT_EQ(access("/usr/bin/skopeo", X_OK), 0) << "skopeo is missing: run scripts/setup.sh";
+  const std::string gzip = PullFixture("tiny-gzip");
+  ASSERT_EQ(Imgfs({"tag", gzip, "demo/app:1"}).exit_code, 0);
+  const json stored = LayoutManifest(kFixtures + "/tiny-gzip");
+  const json config = ReadJsonFile(kFixtures + "/tiny-gzip/blobs/sha256/" +
+                                   stored["config"]["digest"].get<std::string>().substr(7));
+  ASSERT_TRUE(config.is_object());
+
+  // docker-archive (default): manifest.json names the config and layers; RepoTags as given.
+  const std::string saved = dir_.Sub("saved.tar");
+  ProcessResult save = Imgfs({"save", "-o", saved, "demo/app:1"});
+  ASSERT_EQ(save.exit_code, 0) << save.Describe();
+  EXPECT_EQ(save.out, "");
+  ProcessResult manifest_json = RunProcess({"tar", "-xOf", saved, "manifest.json"});
+  json manifest = json::parse(manifest_json.out, nullptr, false);
+  ASSERT_TRUE(manifest.is_array()) << manifest_json.Describe();
+  ASSERT_EQ(manifest.size(), 1u);
+  EXPECT_EQ(manifest[0]["RepoTags"], json({"demo/app:1"}));
+  EXPECT_EQ(manifest[0]["Config"], "blobs/sha256/" + kTinyId.substr(7));
+  EXPECT_EQ(manifest[0]["Layers"].size(), 3u);
+  ProcessResult repositories = RunProcess({"tar", "-xOf", saved, "repositories"});
+  EXPECT_THAT(repositories.out, HasSubstr("{\"demo/app\":{\"1\":"));
+
+  // skopeo reads it as a docker archive: the same config (the image ID's document) and the
+  // same uncompressed layers (its layer digests, uncompressed, are our diff_ids).
+  const std::string from_docker = dir_.Sub("from-docker");
+  ProcessResult copy =
+      RunProcess({"skopeo", "copy", "docker-archive:" + saved, "oci:" + from_docker + ":x"});
+  ASSERT_EQ(copy.exit_code, 0) << copy.Describe();
+  json copied = LayoutManifest(from_docker);
+  ASSERT_TRUE(copied.is_object());
+  json copied_config = ReadJsonFile(from_docker + "/blobs/sha256/" +
+                                    copied["config"]["digest"].get<std::string>().substr(7));
+  EXPECT_EQ(copied_config, config);
+  ASSERT_EQ(copied["layers"].size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    std::string blob =
+        from_docker + "/blobs/sha256/" + copied["layers"][i]["digest"].get<std::string>().substr(7);
+    ProcessResult sum = RunProcess({"sh", "-c", "gzip -dcf \"$0\" | sha256sum", blob});
+    EXPECT_EQ("sha256:" + sum.out.substr(0, 64), config["rootfs"]["diff_ids"][i]) << i;
+  }
+
+  // The same file is an OCI archive too; --format oci-archive writes only that. skopeo reads
+  // it by the full reference, and the manifest, config and layers keep their digests.
+  for (const std::vector<std::string>& variant :
+       {std::vector<std::string>{}, std::vector<std::string>{"--format", "oci-archive"}}) {
+    std::string file = dir_.Sub("oci-" + std::to_string(variant.size()) + ".tar");
+    std::vector<std::string> args = {"save", "-o", file};
+    args.insert(args.end(), variant.begin(), variant.end());
+    args.push_back("demo/app:1");
+    ASSERT_EQ(Imgfs(args).exit_code, 0);
+    std::string out = dir_.Sub("from-oci-" + std::to_string(variant.size()));
+    ProcessResult oci = RunProcess(
+        {"skopeo", "copy", "oci-archive:" + file + ":docker.io/demo/app:1", "oci:" + out + ":x"});
+    ASSERT_EQ(oci.exit_code, 0) << oci.Describe();
+    json index = ReadJsonFile(out + "/index.json");
+    EXPECT_EQ(index["manifests"][0]["digest"],
+              ReadJsonFile(kFixtures + "/tiny-gzip/index.json")["manifests"][0]["digest"]);
+    EXPECT_EQ(LayoutManifest(out), stored);
+    ProcessResult listing = RunProcess({"tar", "-tf", file});
+    EXPECT_EQ(listing.out.find("manifest.json") != std::string::npos, variant.empty());
+  }
+
+  // To stdout; several images, each once; errors.
+  ProcessResult to_stdout = Imgfs({"save", "demo/app:1", gzip, "localhost/tiny-gzip"});
+  ASSERT_EQ(to_stdout.exit_code, 0) << to_stdout.Describe();
+  ASSERT_TRUE(WriteFileAtomic(dir_.Sub("stdout.tar"), to_stdout.out).ok());
+  manifest = json::parse(RunProcess({"tar", "-xOf", dir_.Sub("stdout.tar"), "manifest.json"}).out);
+  ASSERT_EQ(manifest.size(), 1u);
+  EXPECT_EQ(manifest[0]["RepoTags"], json({"demo/app:1", "localhost/tiny-gzip:latest"}));
+  ProcessResult missing = Imgfs({"save", "-o", dir_.Sub("x.tar"), "nope:1"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_EQ(missing.err, "imgfs: No such image: nope:1\n");
+  EXPECT_FALSE(std::filesystem::exists(dir_.Sub("x.tar")));
+  EXPECT_EQ(Imgfs({"save", "--format", "zip", "demo/app:1"}).exit_code, 2);
+  EXPECT_EQ(Imgfs({"save"}).exit_code, 2);
+}
+
+TEST_F(DockerCmdsTest, LoadReadsSkopeoArchivesAndOurOwn) {
+  ASSERT_EQ(access("/usr/bin/skopeo", X_OK), 0) << "skopeo is missing: run scripts/setup.sh";
+  // A docker archive made by skopeo, with two names for the image.
+  const std::string archive = dir_.Sub("skopeo.tar");
+  ProcessResult made = RunProcess({"skopeo", "copy", "oci:" + kFixtures + "/tiny-gzip:latest",
+                                   "docker-archive:" + archive + ":demo/made:1", "--additional-tag",
+                                   "example.com/other:2"});
+  ASSERT_EQ(made.exit_code, 0) << made.Describe();
+  ProcessResult load = Imgfs({"load", "-i", archive});
+  ASSERT_EQ(load.exit_code, 0) << load.Describe();
+  EXPECT_THAT(load.out, HasSubstr("Loaded image: demo/made:1\n"));
+  EXPECT_THAT(load.out, HasSubstr("Loaded image: example.com/other:2\n"));
+  EXPECT_EQ(ImageLines(),
+            (std::vector<std::string>{"demo/made:1 " + kTinyId, "example.com/other:2 " + kTinyId}));
+
+  // Mounted, the loaded image is the fixture's tree.
+  ASSERT_TRUE(MakeDirs(Mnt()).ok());
+  ProcessResult mount = Imgfs({"mount", "demo/made:1", Mnt()});
+  ASSERT_EQ(mount.exit_code, 0) << mount.Describe();
+  TreeOptions options;
+  std::string error;
+  auto actual = ListTree(Mnt(), options, &error);
+  ASSERT_TRUE(error.empty()) << error;
+  auto listing = ParseListing(ReadAll(kFixtures + "/tiny.expected.txt"));
+  ASSERT_GT(listing.size(), 50u);
+  std::vector<std::string> diffs = CompareWithListing(actual, listing, options);
+  EXPECT_TRUE(diffs.empty()) << diffs.size() << " differences, first: " << diffs.front();
+  ASSERT_EQ(Imgfs({"umount", Mnt()}).exit_code, 0);
+
+  // Our own archive from stdin into another store; an OCI archive from a file.
+  ASSERT_EQ(Imgfs({"save", "-o", dir_.Sub("ours.tar"), "demo/made:1"}).exit_code, 0);
+  ASSERT_EQ(Imgfs({"save", "--format", "oci-archive", "-o", dir_.Sub("ours-oci.tar"),
+                   "example.com/other:2"})
+                .exit_code,
+            0);
+  ASSERT_EQ(Imgfs({"rmi", "-f", kTinyId}).exit_code, 0);
+  ASSERT_TRUE(ImageLines().empty());
+  Result<std::string> ours = ReadFile(dir_.Sub("ours.tar"));
+  ASSERT_TRUE(ours.has_value());
+  load = Imgfs({"load"}, *ours);
+  ASSERT_EQ(load.exit_code, 0) << load.Describe();
+  EXPECT_EQ(load.out, "Loaded image: demo/made:1\n");
+  load = Imgfs({"image", "load", "-q", "-i", dir_.Sub("ours-oci.tar")});
+  ASSERT_EQ(load.exit_code, 0) << load.Describe();
+  EXPECT_EQ(load.out, "example.com/other:2\n");
+  EXPECT_EQ(ImageLines(),
+            (std::vector<std::string>{"demo/made:1 " + kTinyId, "example.com/other:2 " + kTinyId}));
+
+  ProcessResult bad = Imgfs({"load", "-i", kFixtures + "/README.md"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_THAT(bad.err, HasSubstr("not a docker archive"));
+  EXPECT_EQ(Imgfs({"load", "extra"}).exit_code, 2);
 }
 
 TEST_F(DockerCmdsTest, ImagesSaysHowMuchOfALazyImageIsLocal) {
