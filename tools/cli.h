@@ -171,6 +171,8 @@ int RunTag(CommandContext& ctx);
 int RunHistory(CommandContext& ctx);
 // cmd_prune.cc
 int RunImagePrune(CommandContext& ctx);  // `imgfs image prune`
+// cmd_system.cc
+int RunSystem(CommandContext& ctx);  // `imgfs system df`
 // cmd_archive.cc
 int RunSave(CommandContext& ctx);
 int RunLoad(CommandContext& ctx);

@@ -142,6 +142,7 @@ const std::vector<Command>& Commands() {
       {"push", "Push an image to a registry or a local layout", RunPush},
       {"stats", "Show fetch statistics of a lazy mount", RunStats},
       {"cache", "Manage the store's disk use (du, gc, prune)", RunCache},
+      {"system", "Show the store's disk use like docker (df)", &RunSystem},
       {"convert", "Convert an image to eStargz or zstd:chunked", RunConvert},
       {"index", "Build or publish lazy-mount indexes of an image (build, push)", RunIndex},
   };

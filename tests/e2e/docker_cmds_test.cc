@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <regex>
 #include <string>
 #include <thread>
@@ -22,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
+#include "cache/leases.h"
 #include "registry/digest.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"
@@ -524,6 +526,115 @@ TEST_F(DockerCmdsTest, LoadReadsSkopeoArchivesAndOurOwn) {
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_THAT(bad.err, HasSubstr("not a docker archive"));
   EXPECT_EQ(Imgfs({"load", "extra"}).exit_code, 2);
+}
+
+// `system df --format json`, one object per row, by type.
+std::map<std::string, json> DfRows(const ProcessResult& r) {
+  std::map<std::string, json> rows;
+  std::istringstream in(r.out);
+  for (std::string line; std::getline(in, line);) {
+    json j = json::parse(line, nullptr, false);
+    if (j.is_object()) rows[j["Type"]] = j;
+  }
+  return rows;
+}
+
+TEST_F(DockerCmdsTest, SystemDfCountsImagesContainersAndTheChunkCache) {
+  auto reg = RegistryServer::Start();
+  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+  ASSERT_TRUE((*reg)->PushOciLayout(kFixtures + "/tiny-estargz", "latest", "demo/lazy:1").ok());
+  const std::string lazy = (*reg)->host_port() + "/demo/lazy:1";
+  const std::string gzip = PullFixture("tiny-gzip");
+  ASSERT_EQ(Imgfs({"pull", "--lazy", lazy}).exit_code, 0);
+
+  ProcessResult empty = Imgfs({"system", "df"});
+  ASSERT_EQ(empty.exit_code, 0) << empty.Describe();
+  EXPECT_TRUE(std::regex_search(
+      empty.out, std::regex("^TYPE +TOTAL +ACTIVE +SIZE +RECLAIMABLE\nImages +2 +0 +[0-9.]+[kM]B +"
+                            "[0-9.]+[kM]B \\(100%\\)\nContainers +0 +0 +0B +0B\n"
+                            "Local Volumes +0 +0 +0B +0B\nBuild Cache +0 +0 +0B +0B\n$")))
+      << empty.out;
+
+  // A lazy mount that read a file (chunks now cached), a running and a stopped container.
+  ASSERT_TRUE(MakeDirs(Mnt()).ok());
+  ProcessResult mount = Imgfs({"mount", "--lazy", lazy, Mnt()});
+  ASSERT_EQ(mount.exit_code, 0) << mount.Describe();
+  ASSERT_EQ(ReadAll(Mnt() + "/data/random.bin").size(), 1576960u);
+  json index = ReadJsonFile(Root() + "/index.json");
+  std::string gzip_manifest;
+  for (const json& m : index["manifests"]) {
+    if (m["annotations"]["io.imgfs.reference"] == "localhost/tiny-gzip:latest") {
+      gzip_manifest = m["digest"];
+    }
+  }
+  ASSERT_FALSE(gzip_manifest.empty());
+  for (const auto& [name, running] : {std::pair<std::string, bool>{"web", true}, {"old", false}}) {
+    ASSERT_TRUE(MakeDirs(Root() + "/containers/" + name + "/upper").ok());
+    ASSERT_TRUE(WriteFileAtomic(Root() + "/containers/" + name + "/upper/data",
+                                std::string(running ? 10000 : 200000, 'd'))
+                    .ok());
+    json c = {{"version", 1},
+              {"name", name},
+              {"id", std::string(64, running ? 'a' : 'b')},
+              {"image", gzip_manifest},
+              {"reference", "localhost/tiny-gzip:latest"},
+              {"command", {"sh", "-c", "true"}},
+              {"status", running ? "running" : "exited"},
+              {"exit_code", 3}};
+    if (running) {
+      c["pid"] = getpid();
+      c["pid_start"] = cache::ProcessStartTime(getpid());
+    }
+    ASSERT_TRUE(WriteFileAtomic(Root() + "/containers/" + name + "/container.json", c.dump()).ok());
+  }
+  json du = json::parse(Imgfs({"cache", "du", "--format", "json"}).out);
+  const int64_t image_bytes =
+      du["blobs"]["bytes"].get<int64_t>() + du["indexes"]["bytes"].get<int64_t>();
+  const int64_t chunks = du["chunks"]["count"];
+  ASSERT_GT(chunks, 0);
+
+  std::map<std::string, json> rows = DfRows(Imgfs({"system", "df", "--format", "json"}));
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_EQ(rows["Images"]["TotalCount"], "2");
+  EXPECT_EQ(rows["Images"]["Active"], "2") << "one pinned by a mount, one by containers";
+  EXPECT_EQ(rows["Images"]["Reclaimable"], "0B (0%)");
+  char size[32];
+  std::snprintf(size, sizeof(size), "%.4gMB", static_cast<double>(image_bytes) / 1e6);
+  EXPECT_EQ(rows["Images"]["Size"], size) << "blobs/ and indexes/ as cache du counts them";
+  EXPECT_EQ(rows["Containers"]["TotalCount"], "2");
+  EXPECT_EQ(rows["Containers"]["Active"], "1");
+  EXPECT_TRUE(std::regex_match(rows["Containers"]["Reclaimable"].get<std::string>(),
+                               std::regex("20[0-9.]*kB \\(9[0-9]%\\)")))
+      << rows["Containers"];
+  EXPECT_EQ(rows["Local Volumes"]["Size"], "0B");
+  EXPECT_EQ(rows["Build Cache"]["TotalCount"], std::to_string(chunks));
+  EXPECT_EQ(rows["Build Cache"]["Active"], std::to_string(chunks));
+  EXPECT_EQ(rows["Build Cache"]["Reclaimable"], "0B");
+
+  ProcessResult verbose = Imgfs({"system", "df", "-v"});
+  ASSERT_EQ(verbose.exit_code, 0) << verbose.Describe();
+  EXPECT_THAT(verbose.out, HasSubstr("Images space usage:\n\nREPOSITORY "));
+  EXPECT_THAT(verbose.out, HasSubstr("Containers space usage:\n\nCONTAINER ID "));
+  EXPECT_THAT(verbose.out, HasSubstr("aaaaaaaaaaaa   localhost/tiny-gzip:latest   \"sh -c true\""));
+  EXPECT_THAT(verbose.out, HasSubstr("Exited (3)"));
+  EXPECT_THAT(verbose.out, HasSubstr("Build cache usage: "));
+
+  // Unpinned: every image byte and chunk is reclaimable.
+  ASSERT_EQ(Imgfs({"umount", Mnt()}).exit_code, 0);
+  for (int i = 0; i < 200 && !ListFilesRecursive(Root() + "/mounts").empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::filesystem::remove_all(Root() + "/containers");
+  rows = DfRows(Imgfs({"system", "df", "--format", "json"}));
+  EXPECT_EQ(rows["Images"]["Active"], "0");
+  EXPECT_EQ(rows["Images"]["Size"].get<std::string>() + " (100%)", rows["Images"]["Reclaimable"]);
+  EXPECT_EQ(rows["Build Cache"]["Active"], "0");
+  EXPECT_EQ(rows["Build Cache"]["Reclaimable"], rows["Build Cache"]["Size"]);
+  EXPECT_EQ(rows["Containers"]["TotalCount"], "0");
+  ProcessResult templated = Imgfs({"system", "df", "--format", "{{.Type}}={{.TotalCount}}"});
+  EXPECT_EQ(templated.out, "Images=2\nContainers=0\nLocal Volumes=0\nBuild Cache=" +
+                               std::to_string(chunks) + "\n");
+  EXPECT_EQ(Imgfs({"system", "bogus"}).exit_code, 2);
 }
 
 TEST_F(DockerCmdsTest, ImagesSaysHowMuchOfALazyImageIsLocal) {
