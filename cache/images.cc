@@ -249,6 +249,29 @@ bool PathMatch(std::string_view pattern, std::string_view name) {
   return name.empty();
 }
 
+// The "Untagged:" lines of removing the entries `removed`: their familiar references, then,
+// when the image goes with them, the repo digests of `image_records` (every entry it had)
+// not listed yet.
+std::vector<std::string> UntaggedLines(const std::vector<ImageRecord>& removed,
+                                       const std::vector<ImageRecord>& image_records,
+                                       bool image_gone) {
+  std::vector<std::string> lines;
+  for (const auto& r : removed) {
+    EntryView v = ViewOf(r);
+    if (!v.familiar_ref.empty()) lines.push_back(v.familiar_ref);
+  }
+  if (!image_gone) return lines;
+  std::set<std::string> repo_digests;
+  for (const auto& r : image_records) {
+    std::string rd = RepoDigestOf(r);
+    if (!rd.empty()) repo_digests.insert(rd);
+  }
+  for (const auto& rd : repo_digests) {
+    if (std::find(lines.begin(), lines.end(), rd) == lines.end()) lines.push_back(rd);
+  }
+  return lines;
+}
+
 std::string NoSuchImage(std::string_view text) { return "No such image: " + std::string(text); }
 
 }  // namespace
@@ -545,25 +568,118 @@ Result<RemoveReport> RemoveImage(Store& store, std::string_view text, bool force
   });
   IMGFS_RETURN_IF_ERROR(st);
 
-  for (const auto& r : removed) {
-    EntryView v = ViewOf(r);
-    if (!v.familiar_ref.empty()) report.untagged.push_back(v.familiar_ref);
-  }
-  if (image_gone) {
-    std::set<std::string> repo_digests;
-    for (const auto& r : img.records) {
-      std::string rd = RepoDigestOf(r);
-      if (!rd.empty()) repo_digests.insert(rd);
-    }
-    for (const auto& rd : repo_digests) {
-      if (std::find(report.untagged.begin(), report.untagged.end(), rd) == report.untagged.end()) {
-        report.untagged.push_back(rd);
-      }
-    }
-    report.deleted.push_back(img.id);
-  }
+  report.untagged = UntaggedLines(removed, img.records, image_gone);
+  if (image_gone) report.deleted.push_back(img.id);
   IMGFS_ASSIGN_OR_RETURN(GcReport gc, CollectGarbage(store));
   report.freed_bytes = gc.bytes_freed;
+  return report;
+}
+
+// ---------------------------------------------------------------------------------------
+// TagImage
+
+Result<ResolvedImage> TagImage(Store& store, std::string_view source, const Reference& target) {
+  if (target.digest().has_value()) {
+    return Status::InvalidArgument("refusing to create a tag with a digest reference");
+  }
+  IMGFS_ASSIGN_OR_RETURN(ResolvedImage img, ResolveImage(store, source));
+  ImageRecord entry;
+  entry.reference = target.String();
+  entry.repository = target.Name();
+  entry.manifest = img.manifest;
+  for (const ImageRecord& r : img.records) {
+    if (r.repository == entry.repository && !r.repo_digest.empty() &&
+        r.manifest.digest == img.manifest.digest) {
+      entry.repo_digest = r.repo_digest;
+    }
+  }
+  Status st = store.UpdateRecords([&](std::vector<ImageRecord>& records) {
+    bool present = std::any_of(records.begin(), records.end(), [&](const ImageRecord& r) {
+      return r.manifest.digest == img.manifest.digest;
+    });
+    if (!present) return Status::NotFound(NoSuchImage(source));
+    PlaceRecord(records, entry);
+    return Status::Ok();
+  });
+  IMGFS_RETURN_IF_ERROR(st);
+  return img;
+}
+
+// ---------------------------------------------------------------------------------------
+// ImageHistory
+
+std::vector<HistoryRow> ImageHistory(const ResolvedImage& image) {
+  const std::vector<Descriptor>& layers = image.decoded.layers;
+  std::vector<HistoryRow> rows;  // oldest first while building
+  size_t next_layer = 0;
+  for (const registry::HistoryEntry& h : image.config.history) {
+    HistoryRow row;
+    row.entry = h;
+    if (!h.empty_layer && next_layer < layers.size()) row.layer = layers[next_layer++];
+    rows.push_back(std::move(row));
+  }
+  for (; next_layer < layers.size(); ++next_layer) {
+    HistoryRow row;
+    row.entry.created = image.config.created;
+    row.layer = layers[next_layer];
+    rows.push_back(std::move(row));
+  }
+  std::reverse(rows.begin(), rows.end());
+  return rows;
+}
+
+// ---------------------------------------------------------------------------------------
+// PruneImages
+
+Result<ImagePruneReport> PruneImages(Store& store, bool all, const UsageOptions& gc_options) {
+  // Image IDs (config digests) by manifest, read before the lock; a manifest recorded in the
+  // meantime is read under it.
+  std::map<Digest, Digest> id_of;
+  IMGFS_ASSIGN_OR_RETURN(std::vector<LoadedRecord> loaded, LoadAll(store));
+  for (const LoadedRecord& lr : loaded) id_of[lr.record.manifest.digest] = lr.id;
+  auto id_for = [&](const Digest& manifest) -> Digest {
+    if (auto it = id_of.find(manifest); it != id_of.end()) return it->second;
+    Result<registry::Manifest> m = LoadManifest(store, manifest);
+    Digest id = m.has_value() ? m->config.digest : manifest;
+    id_of[manifest] = id;
+    return id;
+  };
+
+  ImagePruneReport report;
+  Status st = store.UpdateRecords([&](std::vector<ImageRecord>& records) {
+    report.images.clear();
+    int stale = 0;
+    IMGFS_ASSIGN_OR_RETURN(std::vector<LeaseInfo> leases, ListLiveLeasesLocked(store, &stale));
+    std::set<Digest> pinned;
+    for (const LeaseInfo& l : leases) pinned.insert(id_for(l.manifest));
+    for (const auto& [name, manifest] : ContainerImages(store)) pinned.insert(id_for(manifest));
+
+    // Every image's entries, in the order images first appear in index.json.
+    std::vector<Digest> order;
+    std::map<Digest, std::vector<ImageRecord>> by_id;
+    for (const ImageRecord& r : records) {
+      Digest id = id_for(r.manifest.digest);
+      auto [it, inserted] = by_id.try_emplace(id);
+      if (inserted) order.push_back(id);
+      it->second.push_back(r);
+    }
+    std::set<Digest> doomed;
+    for (const Digest& id : order) {
+      if (pinned.count(id) > 0) continue;
+      const std::vector<ImageRecord>& entries = by_id[id];
+      bool tagged = std::any_of(entries.begin(), entries.end(),
+                                [](const ImageRecord& r) { return ViewOf(r).tagged; });
+      if (!all && tagged) continue;
+      doomed.insert(id);
+      report.images.push_back({id, UntaggedLines(entries, entries, /*image_gone=*/true)});
+    }
+    std::erase_if(
+        records, [&](const ImageRecord& r) { return doomed.count(id_for(r.manifest.digest)) > 0; });
+    return Status::Ok();
+  });
+  IMGFS_RETURN_IF_ERROR(st);
+  IMGFS_ASSIGN_OR_RETURN(GcReport gc, CollectGarbage(store, gc_options));
+  report.bytes_freed = gc.bytes_freed;
   return report;
 }
 

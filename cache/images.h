@@ -36,6 +36,8 @@
 
 namespace imgfs::cache {
 
+struct UsageOptions;  // cache/usage.h
+
 // One row of `imgfs images` (one per index.json entry, like `docker images`).
 struct ImageSummary {
   std::string repository;  // familiar name ("alpine", "127.0.0.1:5000/demo/app") or "<none>"
@@ -113,6 +115,47 @@ struct RemoveReport {
 // pins the image unless `force`. Afterwards the blobs no
 // entry and no live lease reach are deleted (CollectGarbage).
 Result<RemoveReport> RemoveImage(Store& store, std::string_view text, bool force);
+
+// `docker tag`: records `target` for the image `source` names (ResolveImage), as its own
+// index.json entry (the manifest descriptor of the source's entry, platform included). A
+// digest in `target` is InvalidArgument ("refusing to create a tag with a digest
+// reference"). The entry keeps a repo digest only when the image already has one in the
+// target's repository (the registry has not seen the new name otherwise). Moving an existing
+// tag leaves the image it named as a dangling entry when nothing else names it (RecordImage).
+// NotFound ("No such image: SOURCE") also when a concurrent rm removed the source first.
+Result<ResolvedImage> TagImage(Store& store, std::string_view source,
+                               const registry::Reference& target);
+
+// One row of `imgfs history`.
+struct HistoryRow {
+  registry::HistoryEntry entry;
+  // The layer this step made: the manifest's descriptor (its size is the stored, compressed
+  // size `images` counts too); an empty digest and size 0 for an empty_layer step.
+  registry::Descriptor layer;
+};
+
+// The image's history, newest first, as `docker history` shows it: the config's history
+// entries, the ones without empty_layer matched in order with the manifest's layers. Layers
+// no entry describes (a config without history, or a short one) get rows of their own with
+// the config's `created` and an empty created_by.
+std::vector<HistoryRow> ImageHistory(const ResolvedImage& image);
+
+// What image prune removed of one image.
+struct PrunedImage {
+  registry::Digest id;
+  std::vector<std::string> untagged;  // "untagged: …" lines: familiar references, repo digests
+};
+
+struct ImagePruneReport {
+  std::vector<PrunedImage> images;
+  int64_t bytes_freed = 0;  // blob, index and chunk bytes the garbage collection freed
+};
+
+// `docker image prune`: removes every image without a tag (dangling: its entries are <none>
+// or digest references), or with `all` every image, except those a live mount (lease) or a
+// container pins — decided under index.lock, like RemoveImage — then collects garbage with
+// `gc_options` (cache/usage.h; with a chunk lister, chunks of removed layers go too).
+Result<ImagePruneReport> PruneImages(Store& store, bool all, const UsageOptions& gc_options);
 
 struct GcReport {
   int blobs_deleted = 0;

@@ -397,41 +397,45 @@ Status Store::RecordImage(const registry::Reference& ref, const Descriptor& mani
   entry.reference = ref.String();
   entry.repository = ref.Name();
   entry.manifest = manifest;
+  entry.repo_digest = repo_digest.empty() ? manifest.digest : repo_digest;
+  return UpdateRecords([&](std::vector<ImageRecord>& records) {
+    PlaceRecord(records, entry);
+    return Status::Ok();
+  });
+}
+
+void PlaceRecord(std::vector<ImageRecord>& records, ImageRecord entry) {
   entry.manifest.annotations.clear();
   if (entry.manifest.media_type.empty()) {
     entry.manifest.media_type = std::string(registry::media::kOciManifest);
   }
-  entry.repo_digest = repo_digest.empty() ? manifest.digest : repo_digest;
   entry.pulled = NowRfc3339Nanos();
-  return UpdateRecords([&](std::vector<ImageRecord>& records) {
-    std::optional<ImageRecord> previous;
-    size_t pos = records.size();
-    for (size_t i = 0; i < records.size(); ++i) {
-      if (records[i].reference == entry.reference) {
-        previous = records[i];
-        records[i] = entry;
-        pos = i;
-        break;
-      }
+  std::optional<ImageRecord> previous;
+  size_t pos = records.size();
+  for (size_t i = 0; i < records.size(); ++i) {
+    if (records[i].reference == entry.reference) {
+      previous = records[i];
+      records[i] = entry;
+      pos = i;
+      break;
     }
-    if (pos == records.size()) records.push_back(entry);
-    // The image has a name again: drop its dangling entries.
-    std::erase_if(records, [&](const ImageRecord& r) {
-      return r.dangling() && r.manifest.digest == entry.manifest.digest;
-    });
-    if (previous.has_value() && previous->manifest.digest != entry.manifest.digest) {
-      bool still_referenced = false;
-      for (const auto& r : records) {
-        if (r.manifest.digest == previous->manifest.digest) still_referenced = true;
-      }
-      if (!still_referenced) {
-        ImageRecord dangling = *previous;
-        dangling.reference.clear();
-        records.push_back(std::move(dangling));
-      }
-    }
-    return Status::Ok();
+  }
+  if (pos == records.size()) records.push_back(entry);
+  // The image has a name again: drop its dangling entries.
+  std::erase_if(records, [&](const ImageRecord& r) {
+    return r.dangling() && r.manifest.digest == entry.manifest.digest;
   });
+  if (previous.has_value() && previous->manifest.digest != entry.manifest.digest) {
+    bool still_referenced = false;
+    for (const auto& r : records) {
+      if (r.manifest.digest == previous->manifest.digest) still_referenced = true;
+    }
+    if (!still_referenced) {
+      ImageRecord dangling = *previous;
+      dangling.reference.clear();
+      records.push_back(std::move(dangling));
+    }
+  }
 }
 
 Result<int> Store::CleanTmpLocked() const {

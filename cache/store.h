@@ -232,6 +232,13 @@ class Store {
   std::string root_;
 };
 
+// The record-placing step of RecordImage, for callers inside their own UpdateRecords: puts
+// `entry` (reference, repository, manifest, repo_digest as given; its annotations dropped,
+// `pulled` set to now) in place of the entry with the same reference or at the end, drops
+// the image's dangling entries, and keeps the manifest the reference moved away from as a
+// dangling entry when nothing else names it.
+void PlaceRecord(std::vector<ImageRecord>& records, ImageRecord entry);
+
 template <typename Pred>
 Result<std::vector<ImageRecord>> Store::RemoveRecords(Pred pred) {
   std::vector<ImageRecord> removed;

@@ -644,6 +644,20 @@ Result<StoreUsage> ScanUsage(const Store& store, const UsageOptions& options) {
       u.shared_bytes += info.size;
     }
   }
+  const KeepSet pinned = KeepOf(model, /*pinned_only=*/true);
+  for (const std::string& hex : pinned.blobs) {
+    if (auto b = inv.blobs.find(hex); b != inv.blobs.end()) u.pinned_blob_bytes += b->second.size;
+    if (auto i = inv.indexes.find(hex); i != inv.indexes.end())
+      u.pinned_blob_bytes += i->second.size;
+  }
+  for (const std::string& hex : pinned.chunks) {
+    if (auto c = inv.chunks.find(hex); c != inv.chunks.end()) {
+      u.pinned_chunk_bytes += c->second.size;
+      ++u.pinned_chunks;
+    }
+  }
+  u.container_entry_bytes.insert(inv.container_entry_bytes.begin(),
+                                 inv.container_entry_bytes.end());
   u.container_bytes = inv.container_bytes;
   u.abandoned_containers = abandoned;
   u.abandoned_container_bytes = abandoned_bytes;

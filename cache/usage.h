@@ -49,6 +49,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -112,6 +113,13 @@ struct StoreUsage {
   // containers, interrupted removals). GC deletes them.
   int64_t abandoned_containers = 0;
   int64_t abandoned_container_bytes = 0;
+  // containers/<entry> → bytes of that entry's tree (containers, temporary uppers, debris).
+  std::map<std::string, int64_t> container_entry_bytes;
+  // What the pinned images (a live mount, a container) reach, each file once: no image prune
+  // or GC frees it while they are pinned.
+  int64_t pinned_blob_bytes = 0;  // blobs/ and indexes/
+  int64_t pinned_chunk_bytes = 0;
+  int64_t pinned_chunks = 0;
   int64_t metadata_bytes = 0;  // everything else (see the file comment)
   int64_t total_bytes = 0;     // du -sb ROOT
 

@@ -279,6 +279,23 @@ Status DecodeImageConfigImpl(std::string_view bytes, ImageConfig* c) {
       c->diff_ids.push_back(*d);
     }
   }
+  if (auto history = doc.find("history"); history != doc.end() && history->is_array()) {
+    auto text = [](const json& entry, const char* key) {
+      auto it = entry.find(key);
+      return it != entry.end() && it->is_string() ? it->get<std::string>() : std::string();
+    };
+    for (const json& entry : *history) {
+      if (!entry.is_object()) continue;
+      HistoryEntry h;
+      h.created = text(entry, "created");
+      h.created_by = text(entry, "created_by");
+      h.author = text(entry, "author");
+      h.comment = text(entry, "comment");
+      auto empty = entry.find("empty_layer");
+      h.empty_layer = empty != entry.end() && empty->is_boolean() && empty->get<bool>();
+      c->history.push_back(std::move(h));
+    }
+  }
   c->raw = std::string(bytes);
   return Status();
 }

@@ -105,6 +105,16 @@ std::string EncodeIndex(const Index& idx);
 // NotFound naming the available platforms when nothing matches.
 Result<Descriptor> SelectPlatform(const Index& index, const Platform& want);
 
+// One entry of an image config's "history" (image-spec config.md): how a layer (or, with
+// empty_layer, a metadata-only step) was made.
+struct HistoryEntry {
+  std::string created;  // RFC 3339, may be empty
+  std::string created_by;
+  std::string author;
+  std::string comment;
+  bool empty_layer = false;  // true: the step added no layer
+};
+
 // The parts of an image config (OCI image-spec config.md) that imgfs uses; `raw` keeps the
 // whole document for `inspect`.
 struct ImageConfig {
@@ -120,6 +130,9 @@ struct ImageConfig {
   std::string user;
   std::map<std::string, std::string> labels;
   std::vector<Digest> diff_ids;
+  // "history", oldest first. Read leniently (it describes, never changes, the image): a
+  // malformed entry or field is skipped rather than failing the config.
+  std::vector<HistoryEntry> history;
   std::string raw;  // the config bytes as fetched
 };
 

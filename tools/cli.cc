@@ -17,6 +17,8 @@
 namespace imgfs::tools {
 namespace {
 
+using nlohmann::json;
+
 std::string KeyOf(const OptionSpec& spec) {
   if (!spec.long_name.empty()) return std::string(spec.long_name);
   return std::string(1, spec.short_name);
@@ -34,6 +36,34 @@ const OptionSpec* FindShort(const std::vector<OptionSpec>& specs, char c) {
     if (s.short_name != 0 && s.short_name == c) return &s;
   }
   return nullptr;
+}
+
+// Looks up a dotted path ("Config.Env") in a JSON value.
+const json* LookupPath(const json& root, std::string_view path) {
+  const json* cur = &root;
+  while (!path.empty()) {
+    if (path.front() == '.') path.remove_prefix(1);
+    if (path.empty()) break;
+    size_t dot = path.find('.');
+    std::string key(path.substr(0, dot));
+    if (!cur->is_object() || !cur->contains(key)) return nullptr;
+    cur = &(*cur)[key];
+    path = dot == std::string_view::npos ? std::string_view() : path.substr(dot);
+  }
+  return cur;
+}
+
+// Splits a rendered table line into its cells (at tabs).
+std::vector<std::string> SplitCells(const std::string& line) {
+  std::vector<std::string> cells;
+  size_t start = 0;
+  for (;;) {
+    size_t tab = line.find('\t', start);
+    cells.push_back(line.substr(start, tab == std::string::npos ? std::string::npos : tab - start));
+    if (tab == std::string::npos) break;
+    start = tab + 1;
+  }
+  return cells;
 }
 
 }  // namespace
@@ -273,7 +303,113 @@ int UsageError(std::string_view command, std::string_view message) {
   return kExitUsage;
 }
 
-std::string HumanSize(int64_t bytes) {
+Result<std::unique_ptr<cache::Store>> OpenStore(const CommandContext& ctx) {
+  Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(ctx.global.root);
+  if (!store.has_value()) {
+    return store.error().WithContext("opening the image store " + ctx.global.root);
+  }
+  return store;
+}
+
+void PrintTable(const std::vector<std::vector<std::string>>& rows) {
+  // Widths in characters (UTF-8 code points), so "…" or "wörld" do not shift a column.
+  auto width_of = [](const std::string& cell) {
+    return static_cast<size_t>(std::count_if(cell.begin(), cell.end(), [](char c) {
+      return (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+    }));
+  };
+  std::vector<size_t> widths;
+  for (const auto& r : rows) {
+    if (widths.size() < r.size()) widths.resize(r.size(), 0);
+    for (size_t i = 0; i < r.size(); ++i) widths[i] = std::max(widths[i], width_of(r[i]));
+  }
+  std::string out;
+  for (const auto& r : rows) {
+    std::string line;
+    for (size_t i = 0; i < r.size(); ++i) {
+      line += r[i];
+      if (i + 1 < r.size()) line += std::string(widths[i] - width_of(r[i]) + 3, ' ');
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    out += line;
+    out += '\n';
+  }
+  std::cout << out << std::flush;
+}
+
+std::string ApplyTemplate(std::string_view tmpl, const json& value) {
+  std::string out;
+  size_t pos = 0;
+  while (pos < tmpl.size()) {
+    size_t open = tmpl.find("{{", pos);
+    std::string_view literal =
+        tmpl.substr(pos, open == std::string_view::npos ? tmpl.npos : open - pos);
+    for (size_t i = 0; i < literal.size(); ++i) {
+      if (literal[i] == '\\' && i + 1 < literal.size() &&
+          (literal[i + 1] == 't' || literal[i + 1] == 'n')) {
+        out += literal[i + 1] == 't' ? '\t' : '\n';
+        ++i;
+      } else {
+        out += literal[i];
+      }
+    }
+    if (open == std::string_view::npos) break;
+    size_t close = tmpl.find("}}", open);
+    if (close == std::string_view::npos) {
+      out += tmpl.substr(open);
+      break;
+    }
+    std::string_view expr = tmpl.substr(open + 2, close - open - 2);
+    while (!expr.empty() && expr.front() == ' ') expr.remove_prefix(1);
+    while (!expr.empty() && expr.back() == ' ') expr.remove_suffix(1);
+    bool as_json = false;
+    if (expr.starts_with("json ")) {
+      as_json = true;
+      expr.remove_prefix(5);
+      while (!expr.empty() && expr.front() == ' ') expr.remove_prefix(1);
+    }
+    const json* v = expr == "." ? &value : LookupPath(value, expr);
+    if (v == nullptr) {
+      out += "<no value>";
+    } else if (as_json || !v->is_string()) {
+      out += v->dump(-1, ' ', false, json::error_handler_t::replace);
+    } else {
+      out += v->get<std::string>();
+    }
+    pos = close + 2;
+  }
+  return out;
+}
+
+bool IsDefaultTable(std::string_view format) { return format.empty() || format == "table"; }
+
+void PrintFormatted(std::string_view format, const json& headers, const std::vector<json>& items) {
+  if (format == "json") {
+    std::string out;
+    for (const json& item : items) {
+      out += item.dump(-1, ' ', false, json::error_handler_t::replace);
+      out += '\n';
+    }
+    std::cout << out << std::flush;
+    return;
+  }
+  if (format.starts_with("table ")) {
+    std::string_view tmpl = format.substr(6);
+    std::vector<std::vector<std::string>> rows;
+    rows.push_back(SplitCells(ApplyTemplate(tmpl, headers)));
+    for (const json& item : items) rows.push_back(SplitCells(ApplyTemplate(tmpl, item)));
+    PrintTable(rows);
+    return;
+  }
+  std::string out;
+  for (const json& item : items) {
+    out += ApplyTemplate(format, item);
+    out += '\n';
+  }
+  std::cout << out << std::flush;
+}
+
+std::string HumanSize(int64_t bytes, int significant_digits) {
   static constexpr const char* kUnits[] = {"B", "kB", "MB", "GB", "TB", "PB"};
   double v = static_cast<double>(bytes);
   size_t unit = 0;
@@ -282,8 +418,8 @@ std::string HumanSize(int64_t bytes) {
     ++unit;
   }
   char buf[32];
-  // docker uses 4 significant digits ("%.4g").
-  std::snprintf(buf, sizeof(buf), "%.4g%s", v, kUnits[unit]);
+  // docker: "%.4g" (units.HumanSize), "%.3g" in history (HumanSizeWithPrecision).
+  std::snprintf(buf, sizeof(buf), "%.*g%s", std::clamp(significant_digits, 1, 17), v, kUnits[unit]);
   return buf;
 }
 

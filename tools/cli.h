@@ -21,11 +21,15 @@
 #define IMGFS_TOOLS_CLI_H_
 
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "base/status.h"
+#include "cache/store.h"
 
 namespace imgfs::tools {
 
@@ -125,8 +129,33 @@ int UsageError(std::string_view command, std::string_view message);
 // Formats the help text of a command: usage line(s), then the options.
 std::string FormatHelp(std::string_view usage, const std::vector<OptionSpec>& specs);
 
-// Human sizes as docker prints them ("5.22MB", "912kB", "0B"; powers of 1000).
-std::string HumanSize(int64_t bytes);
+// Opens the store at ctx.global.root (creating the layout when missing); the error names the
+// directory.
+Result<std::unique_ptr<cache::Store>> OpenStore(const CommandContext& ctx);
+
+// Prints `rows` (the first is the header) as an aligned table: each column as wide as its
+// widest cell plus three spaces, trailing spaces cut.
+void PrintTable(const std::vector<std::vector<std::string>>& rows);
+
+// A small subset of Go templates as docker's --format uses them: "{{.Field}}", "{{.A.B}}",
+// "{{json .X}}", "{{json .}}", and "\t" / "\n" escapes. Unknown fields print "<no value>"
+// like Go; non-string values print as JSON.
+std::string ApplyTemplate(std::string_view tmpl, const nlohmann::json& value);
+
+// docker's --format of a listing, for every format but the default table (which callers
+// print themselves):
+//   "json"             one JSON object per item and line;
+//   "table TEMPLATE"   a header line (TEMPLATE applied to `headers`, field → column title),
+//                      then TEMPLATE per item; cells (split at tabs) aligned by PrintTable;
+//   anything else      TEMPLATE per item, no header.
+// True when `format` is the default table ("" or "table"), which this does not print.
+bool IsDefaultTable(std::string_view format);
+void PrintFormatted(std::string_view format, const nlohmann::json& headers,
+                    const std::vector<nlohmann::json>& items);
+
+// Human sizes as docker prints them ("5.22MB", "912kB", "0B"; powers of 1000) with
+// `significant_digits` (docker: 4 in most listings, 3 in `history`).
+std::string HumanSize(int64_t bytes, int significant_digits = 4);
 // "2 hours ago", "3 days ago" for an RFC 3339 time; "N/A" when unparsable.
 std::string HumanAge(std::string_view rfc3339);
 
@@ -136,7 +165,17 @@ int RunPull(CommandContext& ctx);
 int RunImages(CommandContext& ctx);
 int RunInspect(CommandContext& ctx);
 int RunRemove(CommandContext& ctx);
-int RunImage(CommandContext& ctx);  // `imgfs image ls|pull|inspect|rm …`
+int RunImage(CommandContext& ctx);  // `imgfs image ls|pull|inspect|rm|tag|history|prune|…`
+// cmd_tag.cc
+int RunTag(CommandContext& ctx);
+int RunHistory(CommandContext& ctx);
+// cmd_prune.cc
+int RunImagePrune(CommandContext& ctx);  // `imgfs image prune`
+// cmd_system.cc
+int RunSystem(CommandContext& ctx);  // `imgfs system df`
+// cmd_archive.cc
+int RunSave(CommandContext& ctx);
+int RunLoad(CommandContext& ctx);
 // cmd_login.cc
 int RunLogin(CommandContext& ctx);
 int RunLogout(CommandContext& ctx);

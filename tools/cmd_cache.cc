@@ -57,36 +57,10 @@ constexpr std::string_view kStatsUsage =
     "Show what a mounted image fetched: bytes fetched / image size, requests, cache hits,\n"
     "per-layer fetched %, and the bytes read by users.";
 
-Result<std::unique_ptr<cache::Store>> OpenStore(const CommandContext& ctx) {
-  Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(ctx.global.root);
-  if (!store.has_value()) {
-    return store.error().WithContext("opening the image store " + ctx.global.root);
-  }
-  return store;
-}
-
 cache::UsageOptions Options() {
   cache::UsageOptions o;
   o.chunk_lister = fs::LayerIndexChunkLister();
   return o;
-}
-
-void PrintTable(const std::vector<std::vector<std::string>>& rows) {
-  std::vector<size_t> widths;
-  for (const auto& r : rows) {
-    if (widths.size() < r.size()) widths.resize(r.size(), 0);
-    for (size_t i = 0; i < r.size(); ++i) widths[i] = std::max(widths[i], r[i].size());
-  }
-  for (const auto& r : rows) {
-    std::string line;
-    for (size_t i = 0; i < r.size(); ++i) {
-      line += r[i];
-      if (i + 1 < r.size()) line += std::string(widths[i] - r[i].size() + 3, ' ');
-    }
-    while (!line.empty() && line.back() == ' ') line.pop_back();
-    std::cout << line << "\n";
-  }
-  std::cout << std::flush;
 }
 
 std::string Join(const std::vector<std::string>& v, std::string_view sep) {

@@ -19,8 +19,9 @@
 #include "cache/leases.h"
 #include "cache/store.h"
 #include "cache/usage.h"
-#include "fs/image_ops/pull.h"
 #include "fs/fuse/session.h"
+#include "fs/image_ops/pull.h"
+#include "fs/mount/mount_services.h"
 #include "registry/manifest.h"
 #include "registry/transport.h"
 #include "tools/cli.h"
@@ -29,14 +30,6 @@ namespace imgfs::tools {
 namespace {
 
 using nlohmann::json;
-
-Result<std::unique_ptr<cache::Store>> OpenStore(const CommandContext& ctx) {
-  Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(ctx.global.root);
-  if (!store.has_value()) {
-    return store.error().WithContext("opening the image store " + ctx.global.root);
-  }
-  return store;
-}
 
 // ---- pull progress ----
 
@@ -159,7 +152,16 @@ std::string DigestColumn(const cache::ImageSummary& s) {
   return "<none>";
 }
 
-json SummaryJson(const cache::ImageSummary& s) {
+// The SIZE column: the image's size as docker shows it; for an image whose layers are not
+// all stored (pull --lazy, or layers evicted by `cache prune`) also how much of it is here.
+std::string SizeColumn(const cache::ImageSummary& s, int64_t local_bytes) {
+  std::string size = HumanSize(s.size_bytes);
+  if (!s.complete) size += " (" + HumanSize(local_bytes) + " local)";
+  return size;
+}
+
+// `local_bytes`: what the store holds of the image (blobs, layer indexes, chunks).
+json SummaryJson(const cache::ImageSummary& s, int64_t local_bytes) {
   json j;
   j["Containers"] = "N/A";
   j["CreatedAt"] = s.created;
@@ -174,90 +176,15 @@ json SummaryJson(const cache::ImageSummary& s) {
   j["VirtualSize"] = HumanSize(s.size_bytes);
   // False for images recorded by `pull --lazy`: their layers are fetched by lazy mounts.
   j["Complete"] = s.complete;
+  j["LocalSize"] = HumanSize(local_bytes);
   return j;
 }
 
-// Looks up a dotted path ("Config.Env") in a JSON value.
-const json* LookupPath(const json& root, std::string_view path) {
-  const json* cur = &root;
-  while (!path.empty()) {
-    if (path.front() == '.') path.remove_prefix(1);
-    if (path.empty()) break;
-    size_t dot = path.find('.');
-    std::string key(path.substr(0, dot));
-    if (!cur->is_object() || !cur->contains(key)) return nullptr;
-    cur = &(*cur)[key];
-    path = dot == std::string_view::npos ? std::string_view() : path.substr(dot);
-  }
-  return cur;
-}
-
-// A small subset of Go templates as docker's --format uses them: "{{.Field}}",
-// "{{.A.B}}", "{{json .X}}", "{{json .}}", and "\t" / "\n" escapes. Unknown fields print
-// "<no value>" like Go.
-std::string ApplyTemplate(std::string_view tmpl, const json& value) {
-  std::string out;
-  size_t pos = 0;
-  while (pos < tmpl.size()) {
-    size_t open = tmpl.find("{{", pos);
-    std::string_view literal =
-        tmpl.substr(pos, open == std::string_view::npos ? tmpl.npos : open - pos);
-    for (size_t i = 0; i < literal.size(); ++i) {
-      if (literal[i] == '\\' && i + 1 < literal.size() &&
-          (literal[i + 1] == 't' || literal[i + 1] == 'n')) {
-        out += literal[i + 1] == 't' ? '\t' : '\n';
-        ++i;
-      } else {
-        out += literal[i];
-      }
-    }
-    if (open == std::string_view::npos) break;
-    size_t close = tmpl.find("}}", open);
-    if (close == std::string_view::npos) {
-      out += tmpl.substr(open);
-      break;
-    }
-    std::string_view expr = tmpl.substr(open + 2, close - open - 2);
-    while (!expr.empty() && expr.front() == ' ') expr.remove_prefix(1);
-    while (!expr.empty() && expr.back() == ' ') expr.remove_suffix(1);
-    bool as_json = false;
-    if (expr.starts_with("json ")) {
-      as_json = true;
-      expr.remove_prefix(5);
-      while (!expr.empty() && expr.front() == ' ') expr.remove_prefix(1);
-    }
-    const json* v = expr == "." ? &value : LookupPath(value, expr);
-    if (v == nullptr) {
-      out += "<no value>";
-    } else if (as_json || !v->is_string()) {
-      out += v->dump();
-    } else {
-      out += v->get<std::string>();
-    }
-    pos = close + 2;
-  }
-  return out;
-}
-
-void PrintTable(const std::vector<std::vector<std::string>>& rows) {
-  std::vector<size_t> widths;
-  for (const auto& r : rows) {
-    if (widths.size() < r.size()) widths.resize(r.size(), 0);
-    for (size_t i = 0; i < r.size(); ++i) widths[i] = std::max(widths[i], r[i].size());
-  }
-  for (const auto& r : rows) {
-    std::string line;
-    for (size_t i = 0; i < r.size(); ++i) {
-      line += r[i];
-      if (i + 1 < r.size()) line += std::string(widths[i] - r[i].size() + 3, ' ');
-    }
-    std::cout << line << "\n";
-  }
-  std::cout << std::flush;
-}
-
 constexpr std::string_view kImagesUsage =
-    "Usage: imgfs images [OPTIONS] [REPOSITORY[:TAG]]\n\nList images in the local store.";
+    "Usage: imgfs images [OPTIONS] [REPOSITORY[:TAG]]\n\n"
+    "List images in the local store. SIZE is the image's size (config and layers as stored);\n"
+    "an image whose layers are not all here (pull --lazy) adds how much of it the store holds:\n"
+    "\"2.67MB (35.2kB local)\".";
 
 constexpr std::string_view kInspectUsage =
     "Usage: imgfs inspect [OPTIONS] IMAGE [IMAGE...]\n\n"
@@ -272,7 +199,12 @@ constexpr std::string_view kImageUsage =
     "  ls        List images (also: list)\n"
     "  pull      Pull an image\n"
     "  inspect   Show details of images\n"
-    "  rm        Remove images (also: remove)";
+    "  rm        Remove images (also: remove)\n"
+    "  tag       Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE\n"
+    "  history   Show the history of an image\n"
+    "  prune     Remove unused images\n"
+    "  save      Save images to a tar archive\n"
+    "  load      Load images from a tar archive";
 
 // `rm -f`: unmounts every live mount of the image `text` names and waits (bounded) for the
 // daemons to exit, so their leases no longer pin it. Failures are reported, not fatal.
@@ -376,7 +308,8 @@ int RunImages(CommandContext& ctx) {
       {"all", 'a', false, "", "show all images (no intermediate images exist: same as default)"},
       {"digests", 0, false, "", "show digests"},
       {"filter", 'f', true, "FILTER", "dangling=true|false, reference=PATTERN (repeatable)"},
-      {"format", 0, true, "FORMAT", "\"json\", \"table\" or a template like '{{.ID}}'"},
+      {"format", 0, true, "FORMAT",
+       "\"table\", \"table TEMPLATE\", \"json\" or a template like '{{.ID}}'"},
       {"no-trunc", 0, false, "", "do not truncate image IDs"},
       {"quiet", 'q', false, "", "only show image IDs"},
   };
@@ -411,14 +344,44 @@ int RunImages(CommandContext& ctx) {
     return kExitOk;
   }
 
+  // What the store holds of each image whose layers are not all here (one scan of the
+  // store, only when there is such an image); a complete image holds its size.
+  std::map<registry::Digest, int64_t> local_bytes;
+  if (std::any_of(images->begin(), images->end(),
+                  [](const cache::ImageSummary& s) { return !s.complete; })) {
+    cache::UsageOptions options;
+    options.chunk_lister = fs::LayerIndexChunkLister();
+    Result<cache::StoreUsage> usage = cache::ScanUsage(**store, options);
+    if (!usage.has_value()) return Fail(usage.error());
+    for (const cache::ImageUsage& u : usage->images) local_bytes[u.id] = u.size_bytes;
+  }
+  auto local_of = [&local_bytes](const cache::ImageSummary& s) {
+    auto it = local_bytes.find(s.id);
+    return it != local_bytes.end() ? it->second : s.size_bytes;
+  };
+
   std::string format = args.Get("format");
-  if (format == "json" || (!format.empty() && format != "table" && !format.starts_with("table"))) {
+  if (!IsDefaultTable(format)) {
+    static const json headers = {{"Containers", "CONTAINERS"},
+                                 {"CreatedAt", "CREATED AT"},
+                                 {"CreatedSince", "CREATED"},
+                                 {"Digest", "DIGEST"},
+                                 {"ID", "IMAGE ID"},
+                                 {"Repository", "REPOSITORY"},
+                                 {"SharedSize", "SHARED SIZE"},
+                                 {"Size", "SIZE"},
+                                 {"Tag", "TAG"},
+                                 {"UniqueSize", "UNIQUE SIZE"},
+                                 {"VirtualSize", "VIRTUAL SIZE"},
+                                 {"Complete", "COMPLETE"},
+                                 {"LocalSize", "LOCAL SIZE"}};
+    std::vector<json> items;
     for (const auto& s : *images) {
-      json j = SummaryJson(s);
+      json j = SummaryJson(s, local_of(s));
       if (no_trunc) j["ID"] = s.id.String();
-      std::cout << (format == "json" ? j.dump() : ApplyTemplate(format, j)) << "\n";
+      items.push_back(std::move(j));
     }
-    std::cout << std::flush;
+    PrintFormatted(format, headers, items);
     return kExitOk;
   }
 
@@ -434,9 +397,7 @@ int RunImages(CommandContext& ctx) {
     if (digests) row.push_back(DigestColumn(s));
     row.push_back(id_text(s.id));
     row.push_back(HumanAge(s.created));
-    // SIZE is the image's size as docker shows it; an image whose layers are not all stored
-    // (pull --lazy) says so, since only its metadata takes space here.
-    row.push_back(HumanSize(s.size_bytes) + (s.complete ? "" : " (lazy)"));
+    row.push_back(SizeColumn(s, local_of(s)));
     rows.push_back(std::move(row));
   }
   PrintTable(rows);
@@ -522,8 +483,10 @@ int RunImage(CommandContext& ctx) {
     return ctx.args.empty() ? kExitUsage : kExitOk;
   }
   static const std::map<std::string, CommandFn, std::less<>> sub = {
-      {"ls", &RunImages},       {"list", &RunImages}, {"pull", &RunPull},
-      {"inspect", &RunInspect}, {"rm", &RunRemove},   {"remove", &RunRemove},
+      {"ls", &RunImages},       {"list", &RunImages},     {"pull", &RunPull},
+      {"inspect", &RunInspect}, {"rm", &RunRemove},       {"remove", &RunRemove},
+      {"tag", &RunTag},         {"history", &RunHistory}, {"prune", &RunImagePrune},
+      {"save", &RunSave},       {"load", &RunLoad},
   };
   auto it = sub.find(ctx.args[0]);
   if (it == sub.end()) {

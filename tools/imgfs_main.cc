@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <iostream>
 #include <string>
@@ -25,10 +26,16 @@ void PrintMainHelp(std::ostream& out) {
   out << "Usage: imgfs [OPTIONS] COMMAND [ARGS...]\n\n"
          "Pull container images from OCI/Docker registries into a local store and mount them.\n\n"
          "Commands:\n";
+  // The summaries line up two spaces after the longest listed name (as cobra's help does),
+  // so a long name never runs into its text.
+  size_t width = 0;
+  for (const Command& c : Commands()) {
+    if (!c.summary.empty() && c.run != nullptr) width = std::max(width, c.name.size());
+  }
   for (const Command& c : Commands()) {
     if (c.summary.empty() || c.run == nullptr) continue;
     std::string name(c.name);
-    name.resize(10, ' ');
+    name.resize(width + 2, ' ');
     out << "  " << name << c.summary << "\n";
   }
   out << FormatHelp("", {}).substr(1);
@@ -117,7 +124,13 @@ const std::vector<Command>& Commands() {
       {"inspect", "Show details of one or more images (JSON)", &RunInspect},
       {"rm", "Remove one or more images", &RunRemove},
       {"rmi", "", &RunRemove},
-      {"image", "Manage images (ls, pull, inspect, rm)", &RunImage},
+      {"image", "Manage images (ls, pull, inspect, rm, tag, history, prune, save, load)",
+       &RunImage},
+      {"tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE", &RunTag},
+      {"history", "Show the history of an image", &RunHistory},
+      {"save", "Save images to a tar archive (docker-archive or oci-archive)", &RunSave},
+      {"load", "Load images from a tar archive (docker-archive or oci-archive)", &RunLoad},
+
       {"login", "Log in to a registry", &RunLogin},
       {"logout", "Log out from a registry", &RunLogout},
       {"mount", "Mount an image as a filesystem", RunMount},
@@ -129,6 +142,7 @@ const std::vector<Command>& Commands() {
       {"push", "Push an image to a registry or a local layout", RunPush},
       {"stats", "Show fetch statistics of a lazy mount", RunStats},
       {"cache", "Manage the store's disk use (du, gc, prune)", RunCache},
+      {"system", "Show the store's disk use like docker (df)", &RunSystem},
       {"convert", "Convert an image to eStargz or zstd:chunked", RunConvert},
       {"index", "Build or publish lazy-mount indexes of an image (build, push)", RunIndex},
   };

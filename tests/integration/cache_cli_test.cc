@@ -169,7 +169,7 @@ TEST_F(CacheCliTest, PullLazyRecordsMetadataOnlyAndAPullCompletesIt) {
   EXPECT_EQ(BlobCount(), 2u);  // manifest and config
   ProcessResult images = Imgfs({"images"});
   ASSERT_EQ(images.exit_code, 0) << images.Describe();
-  EXPECT_THAT(images.out, HasSubstr("(lazy)"));
+  EXPECT_THAT(images.out, HasSubstr("kB local)"));
   ProcessResult as_json = Imgfs({"images", "--format", "json"});
   EXPECT_THAT(as_json.out, HasSubstr("\"Complete\":false"));
   ProcessResult du = Imgfs({"cache", "du", "--format", "json"});
@@ -187,7 +187,7 @@ TEST_F(CacheCliTest, PullLazyRecordsMetadataOnlyAndAPullCompletesIt) {
   ASSERT_EQ(full.exit_code, 0) << full.Describe();
   EXPECT_EQ(BlobCount(), 5u);
   images = Imgfs({"images"});
-  EXPECT_THAT(images.out, Not(HasSubstr("(lazy)")));
+  EXPECT_THAT(images.out, Not(HasSubstr("local)")));
 }
 
 }  // namespace
