@@ -3,6 +3,7 @@
 #include <time.h>
 
 #include <cstdio>
+#include <ctime>
 
 namespace imgfs {
 

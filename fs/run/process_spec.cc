@@ -148,6 +148,8 @@ Result<ProcessSpec> BuildProcessSpec(const RunRequest& req, const registry::Imag
   if (spec.argv.empty()) {
     return Status::InvalidArgument("no command specified (the image has no Entrypoint or Cmd)");
   }
+  // docker's daemon environment: TERM=xterm for a terminal, which the image and -e override.
+  if (req.tty) SetEnv(&spec.env, "TERM=xterm");
   for (const std::string& e : config.env) SetEnv(&spec.env, e);
   if (!HasEnv(spec.env, "PATH")) SetEnv(&spec.env, "PATH=" + std::string(kDefaultPath));
   if (!req.hostname.empty()) SetEnv(&spec.env, "HOSTNAME=" + req.hostname);
