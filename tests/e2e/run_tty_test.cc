@@ -186,17 +186,17 @@ TEST_F(RunTtyTest, InteractiveShellOnARealTerminal) {
   ASSERT_GT(pid, 0);
   term.Write("tty; stty size; echo \"term=$TERM\"\n");
   std::smatch m;
-  bool got_tty = term.ReadUntil(R"(\n(/dev/pts/[0-9]+)\r?\n)", &m);
+  bool got_tty = term.ReadUntil(R"(\n(/dev/pts/[0-9]+)\r)", &m);
   std::string tty = got_tty ? m[1].str() : "";
-  bool got_size = term.ReadUntil(R"(\n33 97\r?\n)");
-  bool got_term = term.ReadUntil(R"(\nterm=xterm\r?\n)");
+  bool got_size = term.ReadUntil(R"(\n33 97\r)");
+  bool got_term = term.ReadUntil(R"(\nterm=xterm\r)");
   // The caller's terminal is raw while the shell runs.
   termios during = term.Termios();
   EXPECT_EQ(during.c_lflag & (ICANON | ECHO | ISIG), 0u);
   // A resize of the caller's terminal signals imgfs (SIGWINCH), which resizes the shell's.
   term.Resize(40, 120);
   term.Write("stty size\n");
-  bool got_resize = term.ReadUntil(R"(\n40 120\r?\n)");
+  bool got_resize = term.ReadUntil(R"(\n40 120\r)");
   term.Write("exit 3\n");
   int code = term.Wait(pid);
   EXPECT_TRUE(got_tty) << term.seen();

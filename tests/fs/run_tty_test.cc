@@ -87,25 +87,29 @@ TEST(RunTtyTest, PtyOpenOutsideDevptsFails) {
 TEST(RunTtyTest, AttachTerminalMakesTheSlaveTheControllingTerminal) {
   Pair p = OpenPair();
   std::string path = p.pty.SlavePath();
-  p.slave.Close();
+  // p.slave stays open: a master whose slave was never opened reads EIO.
+  Pipe done;  // the child stays until the parent has read its output
   pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
+    done.w.Close();
     const char* what = "";
     if (AttachTerminal(path.c_str(), 4321, 4321, &what) != 0) _exit(10);
     if (isatty(0) != 1 || isatty(1) != 1 || isatty(2) != 1) _exit(11);
     if (getsid(0) != getpid() || tcgetpgrp(0) != getpid()) _exit(12);
-    // /dev/tty is now this terminal.
+    struct stat st {};
+    if (fstat(1, &st) != 0 || st.st_uid != 4321 || st.st_gid != 4321) _exit(14);
+    // /dev/tty is now this terminal: what is written there reaches the master.
     int tty = open("/dev/tty", O_RDWR);
     if (tty < 0) _exit(13);
-    struct stat a {
-    }, b{};
-    if (fstat(tty, &a) != 0 || fstat(1, &b) != 0 || a.st_rdev != b.st_rdev) _exit(14);
-    if (b.st_uid != 4321 || b.st_gid != 4321) _exit(15);
-    if (write(1, "ok\n", 3) != 3) _exit(16);
+    if (write(tty, "ok\n", 3) != 3) _exit(15);
+    char c;
+    if (read(done.r.get(), &c, 1) < 0) _exit(16);
     _exit(0);
   }
+  done.r.Close();
   std::string out = ReadUntil(p.pty.master(), 4);  // "ok\r\n" (the slave maps NL)
+  done.w.Close();
   int wstatus = 0;
   ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
   ASSERT_TRUE(WIFEXITED(wstatus));
