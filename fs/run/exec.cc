@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <iostream>
 #include <optional>
@@ -319,7 +320,7 @@ int RunCommand(const ContainerProcess& where, const ProcessSpec& spec, const Exe
   // every later child of this process into the namespace, which cannot take new processes
   // once its init has exited.) The mount namespace is new so that pivot_root changes
   // nothing for imgfs and its mount daemon.
-  unsigned long flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD;
+  uint64_t flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD;
   if (where.network == NetworkMode::kNone) flags |= CLONE_NEWNET;
   pid_t pid = static_cast<pid_t>(::syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr));
   if (pid < 0) {

@@ -72,8 +72,11 @@ Result<VolumeSpec> ParseVolume(const std::string& text) {
       } else if (o == "rw" || o == "z" || o == "Z" || o.empty()) {
         continue;
       } else {
-        return Status::InvalidArgument("invalid volume specification: '" + text +
-                                       "': unknown mode " + o);
+        std::string message = "invalid volume specification: '";
+        message += text;
+        message += "': unknown mode ";
+        message += o;
+        return Status::InvalidArgument(message);
       }
     }
   }
