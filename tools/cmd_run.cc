@@ -88,7 +88,8 @@ const std::vector<OptionSpec>& RunSpecs() {
       {"volume", 'v', true, "HOST:CTR[:ro]", "bind-mount a host path (repeatable)"},
       {"entrypoint", 0, true, "CMD", "override the image's entrypoint (\"\" clears it)"},
       {"hostname", 0, true, "NAME", "host name of the command (private UTS namespace)"},
-      {"interactive", 'i', false, "", "accepted for docker compatibility (stdin is always passed)"},
+      {"interactive", 'i', false, "", "keep stdin open (without it the command reads /dev/null)"},
+      {"tty", 't', false, "", "allocate a pseudo-terminal (raw mode on the caller's with -i)"},
       {"platform", 0, true, "OS/ARCH[/VARIANT]", "platform to pull when not in the store"},
       {"driver", 0, true, "overlay|fuse",
        "copy-on-write by the kernel's overlayfs over a read-only imgfs mount (default), or by "
@@ -221,6 +222,8 @@ Result<RunRequest> ParseRunRequest(CommandContext& ctx, int* exit_code, bool* do
   if (args.Has("user")) req.user = args.Get("user");
   if (args.Has("entrypoint")) req.entrypoint = args.Get("entrypoint");
   req.hostname = args.Get("hostname");
+  req.tty = args.Has("tty");
+  req.interactive = args.Has("interactive");
   std::string driver = args.Get("driver", "overlay");
   if (driver == "fuse") {
     req.driver = fs::run::Driver::kFuse;
@@ -516,6 +519,8 @@ int RunRun(CommandContext& ctx) {
       where.network = req.network;
       where.hostname = req.hostname;
       where.confinement = std::move(*confinement);
+      where.tty = req.tty;
+      where.interactive = req.interactive;
       status = fs::run::RunCommand(where, *spec, *user);
     } else {
       std::cerr << "imgfs: " << st.WithContext("running " + req.image).ToString() << std::endl;

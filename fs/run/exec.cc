@@ -5,19 +5,24 @@
 #include <grp.h>
 #include <sched.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <vector>
 
 #include <linux/close_range.h>
 
 #include "base/unique_fd.h"
+#include "fs/run/root_path.h"
 #include "fs/run/sandbox.h"
+#include "fs/run/tty.h"
 
 namespace imgfs::fs::run {
 namespace {
@@ -62,6 +67,62 @@ int WaitForwarding(pid_t child, const sigset_t& set, bool reap_all) {
   }
 }
 
+// SIGPIPE ignored for the object's lifetime: a caller's stdout that went away must not kill
+// imgfs while the caller's terminal is raw (the relay sees EPIPE instead). The command gets
+// the default back (ExecCommand resets every signal).
+class IgnoreSigpipe {
+ public:
+  IgnoreSigpipe() {
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    ::sigaction(SIGPIPE, &ignore, &saved_);
+  }
+  IgnoreSigpipe(const IgnoreSigpipe&) = delete;
+  IgnoreSigpipe& operator=(const IgnoreSigpipe&) = delete;
+  ~IgnoreSigpipe() { ::sigaction(SIGPIPE, &saved_, nullptr); }
+
+ private:
+  struct sigaction saved_ {};
+};
+
+// A new pty on the devpts instance at the rootfs's /dev/pts (made by RunSession: nothing of
+// the image is on that path, and it is resolved inside the rootfs all the same).
+Result<Pty> OpenContainerPty(const std::string& rootfs) {
+  UniqueFd root(::open(rootfs.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!root.IsValid()) return Status::FromErrno(errno, "opening the rootfs");
+  IMGFS_ASSIGN_OR_RETURN(UniqueFd pts, OpenInRoot(root.get(), "/dev/pts"));
+  return Pty::Open(pts.get());
+}
+
+// WaitForwarding for a run with a terminal: relays it (fs/run/tty.h) while waiting for
+// `child`; the signals come through `signal_fd` (a signalfd of `set`). SIGWINCH resizes the
+// pty to the caller's terminal (the kernel then signals the command's foreground group);
+// every other signal is forwarded, a terminal's too: the command is not in the caller's
+// foreground process group.
+int WaitRelaying(pid_t child, const sigset_t& set, int signal_fd, const Pty& pty,
+                 bool interactive) {
+  const int caller = CallerTerminal();
+  TtyRelay relay(pty.master(), interactive ? STDIN_FILENO : -1, STDOUT_FILENO);
+  auto on_signal = [&]() -> std::optional<int> {
+    signalfd_siginfo info{};
+    while (::read(signal_fd, &info, sizeof(info)) == static_cast<ssize_t>(sizeof(info))) {
+      int sig = static_cast<int>(info.ssi_signo);
+      if (sig == SIGCHLD) {
+        int wstatus = 0;
+        if (::waitpid(child, &wstatus, WNOHANG) == child) return ExitCodeOf(wstatus);
+      } else if (sig == SIGWINCH) {
+        CopyWindowSize(caller, pty.master());
+      } else {
+        ::kill(child, sig);
+      }
+    }
+    return std::nullopt;
+  };
+  std::optional<int> code = relay.Run(signal_fd, on_signal);
+  return code.has_value() ? *code : WaitForwarding(child, set, /*reap_all=*/false);
+}
+
 // Everything the command's process needs, prepared before any fork.
 struct ExecPlan {
   const ContainerProcess* where = nullptr;
@@ -73,6 +134,8 @@ struct ExecPlan {
   std::vector<char*> envp;
   std::string workdir;
   ExecUser user;
+  std::string terminal;      // -t: the slave's path inside the container
+  int terminal_master = -1;  // imgfs's end, closed in the init
 };
 
 // Writes "CODE\tmessage" to `err_fd` and exits with CODE.
@@ -91,6 +154,19 @@ struct ExecPlan {
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
   const Confinement& c = plan.where->confinement;
   const char* what = "";
+  if (!plan.terminal.empty()) {
+    if (int err = AttachTerminal(plan.terminal.c_str(), plan.user.uid, plan.user.gid, &what);
+        err != 0) {
+      Fail(err_fd, kExitRunError, std::string(what) + ": " + ErrnoText(err));
+    }
+  } else if (!plan.where->interactive) {
+    // docker without -i: the command reads nothing from the caller.
+    int null_fd = ::open("/dev/null", O_RDONLY);
+    if (null_fd < 0 || ::dup2(null_fd, STDIN_FILENO) < 0) {
+      Fail(err_fd, kExitRunError, "opening /dev/null as stdin: " + ErrnoText(errno));
+    }
+    if (null_fd != STDIN_FILENO) ::close(null_fd);
+  }
   if (int err = ApplyBeforeUserSwitch(c, &what); err != 0) {
     Fail(err_fd, kExitRunError, std::string(what) + ": " + ErrnoText(err));
   }
@@ -126,6 +202,8 @@ struct ExecPlan {
 // the command, forwards signals to it, reaps orphans, and exits with the command's status.
 [[noreturn]] void RunInit(const ExecPlan& plan, UniqueFd err_write, const sigset_t& set) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // The terminal's master is imgfs's: the container never holds it.
+  if (plan.terminal_master >= 0) ::close(plan.terminal_master);
   const ContainerProcess& where = *plan.where;
   const int err_fd = err_write.get();
   if (!where.hostname.empty() && ::sethostname(where.hostname.data(), where.hostname.size()) != 0) {
@@ -194,6 +272,26 @@ int RunCommand(const ContainerProcess& where, const ProcessSpec& spec, const Exe
   plan.workdir = spec.workdir;
   plan.user = user;
 
+  // -t: the pty, and the signals as a descriptor for the relay's poll loop.
+  std::optional<Pty> pty;
+  UniqueFd signal_fd;
+  if (where.tty) {
+    Result<Pty> opened = OpenContainerPty(where.rootfs);
+    if (!opened.has_value()) {
+      std::cerr << "imgfs: " << opened.error().ToString() << std::endl;
+      return kExitRunError;
+    }
+    pty.emplace(std::move(*opened));
+    plan.terminal = pty->SlavePath();
+    plan.terminal_master = pty->master();
+    CopyWindowSize(CallerTerminal(), pty->master());
+    signal_fd = UniqueFd(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (!signal_fd.IsValid()) {
+      std::cerr << "imgfs: signalfd: " << ErrnoText(errno) << std::endl;
+      return kExitRunError;
+    }
+  }
+
   int err_pipe[2];
   if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
     std::cerr << "imgfs: pipe: " << ErrnoText(errno) << std::endl;
@@ -211,11 +309,18 @@ int RunCommand(const ContainerProcess& where, const ProcessSpec& spec, const Exe
 
   std::cout.flush();
   std::cerr.flush();
+  // Restored on every return below (the children leave by _exit and never restore).
+  std::optional<IgnoreSigpipe> no_sigpipe;
+  std::optional<RawTerminal> raw;
+  if (where.tty) {
+    no_sigpipe.emplace();
+    if (where.interactive) raw.emplace(STDIN_FILENO);
+  }
   // clone(2) with no new stack behaves like fork(2). (unshare(CLONE_NEWPID) would also move
   // every later child of this process into the namespace, which cannot take new processes
   // once its init has exited.) The mount namespace is new so that pivot_root changes
   // nothing for imgfs and its mount daemon.
-  unsigned long flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD;
+  uint64_t flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD;
   if (where.network == NetworkMode::kNone) flags |= CLONE_NEWNET;
   pid_t pid = static_cast<pid_t>(::syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr));
   if (pid < 0) {
@@ -236,7 +341,10 @@ int RunCommand(const ContainerProcess& where, const ProcessSpec& spec, const Exe
     if (n <= 0) break;
     failure.append(buf, static_cast<size_t>(n));
   }
-  int exit_code = WaitForwarding(pid, set, /*reap_all=*/false);
+  // The command has opened its terminal by now (or failed before it could).
+  int exit_code = pty.has_value() ? WaitRelaying(pid, set, signal_fd.get(), *pty, where.interactive)
+                                  : WaitForwarding(pid, set, /*reap_all=*/false);
+  raw.reset();
   if (!failure.empty()) {
     size_t tab = failure.find('\t');
     std::cerr << "imgfs: " << (tab == std::string::npos ? failure : failure.substr(tab + 1))

@@ -11,10 +11,15 @@
 //      close-on-exec pipe (docker's statuses: 125 imgfs error, 126 not executable, 127 not
 //      found). Init and command die with SIGKILL when their parent does (PR_SET_PDEATHSIG),
 //      and when the init exits the kernel kills whatever is left in the namespace;
+//      With -t the command's stdin, stdout and stderr are a pseudo-terminal of the container's
+//      /dev/pts, its controlling terminal (fs/run/tty.h); without -i its stdin is /dev/null;
 //   8. forward signals (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1/2, SIGWINCH sent to imgfs
 //      reach the command; a terminal's SIGINT/SIGQUIT/SIGWINCH already reached it, being
 //      sent to the whole foreground process group, and are not sent twice), wait, return
-//      the exit status (128+N for a signal).
+//      the exit status (128+N for a signal). With -t imgfs relays the terminal meanwhile,
+//      the caller's terminal in raw mode with -i, and resizes the pty on SIGWINCH instead
+//      of forwarding it; the terminal's SIGINT and SIGQUIT are forwarded too (the command
+//      is in a session of its own).
 //
 // Thread-safety: RunCommand forks; call it from a process with no other threads running
 // (the children only make system calls and write an error line).
@@ -46,6 +51,8 @@ struct ContainerProcess {
   NetworkMode network = NetworkMode::kNone;
   std::string hostname;  // empty: the host's name (in a UTS namespace of its own)
   Confinement confinement;
+  bool tty = false;          // -t: a pseudo-terminal as stdin, stdout and stderr
+  bool interactive = false;  // -i: the caller's stdin is passed on (else /dev/null)
 };
 
 // The signals imgfs run handles itself (to be blocked from the container's creation on, so
@@ -54,7 +61,8 @@ struct ContainerProcess {
 sigset_t RunSignals();
 
 // Steps 7–8: runs `spec` as `user` in `where`; RunSignals() must be blocked by the caller.
-// Returns the exit status to report; errors are printed to stderr ("imgfs: …").
+// Returns the exit status to report; errors are printed to stderr ("imgfs: …"). The caller's
+// terminal is restored before it returns, whatever the outcome.
 int RunCommand(const ContainerProcess& where, const ProcessSpec& spec, const ExecUser& user);
 
 }  // namespace imgfs::fs::run

@@ -72,8 +72,11 @@ Result<VolumeSpec> ParseVolume(const std::string& text) {
       } else if (o == "rw" || o == "z" || o == "Z" || o.empty()) {
         continue;
       } else {
-        return Status::InvalidArgument("invalid volume specification: '" + text +
-                                       "': unknown mode " + o);
+        std::string message = "invalid volume specification: '";
+        message += text;
+        message += "': unknown mode ";
+        message += o;
+        return Status::InvalidArgument(message);
       }
     }
   }
@@ -148,6 +151,8 @@ Result<ProcessSpec> BuildProcessSpec(const RunRequest& req, const registry::Imag
   if (spec.argv.empty()) {
     return Status::InvalidArgument("no command specified (the image has no Entrypoint or Cmd)");
   }
+  // docker's daemon environment: TERM=xterm for a terminal, which the image and -e override.
+  if (req.tty) SetEnv(&spec.env, "TERM=xterm");
   for (const std::string& e : config.env) SetEnv(&spec.env, e);
   if (!HasEnv(spec.env, "PATH")) SetEnv(&spec.env, "PATH=" + std::string(kDefaultPath));
   if (!req.hostname.empty()) SetEnv(&spec.env, "HOSTNAME=" + req.hostname);

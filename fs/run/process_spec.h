@@ -73,6 +73,8 @@ struct RunRequest {
   std::string hostname;
   std::optional<registry::Platform> platform;  // for a pull
   std::vector<std::string> command;
+  bool tty = false;          // -t: a pseudo-terminal (fs/run/tty.h)
+  bool interactive = false;  // -i: stdin stays open (else the command reads /dev/null)
 };
 
 // Everything the command's process needs from the request and the config, computed before
@@ -85,7 +87,8 @@ struct ProcessSpec {
 };
 
 // docker's rules: --entrypoint replaces the entrypoint and drops the image's Cmd, arguments
-// replace Cmd; the config's Env, then PATH (default kDefaultPath), HOSTNAME, then -e
+// replace Cmd; TERM=xterm with -t, then the config's Env, then PATH (default kDefaultPath),
+// HOSTNAME, then -e
 // (KEY=VALUE, or KEY alone for the host's value); -w or WorkingDir (relative ones made
 // absolute, a relative -w refused); -u or User.
 Result<ProcessSpec> BuildProcessSpec(const RunRequest& req, const registry::ImageConfig& config);
