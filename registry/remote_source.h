@@ -185,17 +185,17 @@ class RemoteSource : public BlobSource {
   Result<std::vector<std::string>> ListTags() override;
   // Bytes [range.offset, range.end()) of a blob handed to `sink` as they arrive (fewer when
   // the blob ends first), unverified. One request; a 200 answer is sliced.
-  Status StreamBlobRange(const Digest& digest, ByteRange range, const BlobSink& sink);
+  Status StreamBlobRange(const Digest& digest, ByteRange range, const BlobSink& sink) override;
   // The referrers of manifest `subject` (distribution-spec 1.1 "Listing Referrers"): the
   // descriptors of the answered OCI image index, filtered client-side by `artifact_type`
   // when not "" (the server may ignore `?artifactType=`). Unsupported when the registry has
   // no referrers API (404 — callers fall back to the `sha256-<hex>` tag schema); an empty
   // list when it has one and nothing refers to `subject`.
   Result<std::vector<Descriptor>> ListReferrers(const Digest& subject,
-                                                std::string_view artifact_type);
+                                                std::string_view artifact_type) override;
   // True once a single-range read (ReadBlobRange, StreamBlobRange) of this repository was
   // answered with a whole blob (200). A 200 to a multi-range request does not count.
-  bool ignores_ranges() const { return ignores_ranges_.load(std::memory_order_relaxed); }
+  bool ignores_ranges() const override { return ignores_ranges_.load(std::memory_order_relaxed); }
   // True once any RemoteSource of this process saw this registry host refuse a multi-range
   // request (or answer one with the whole blob); ReadBlobRanges then asks range by range.
   bool multi_range_refused() const;
