@@ -18,10 +18,10 @@
 #include "cache/images.h"
 #include "cache/index_store.h"
 #include "fs/image_ops/index_publish.h"
-#include "fs/lazy/fetcher.h"
-#include "fs/lazy/indexed_fetcher.h"
 #include "fs/layer/estargz_toc.h"
 #include "fs/layer/zstd_chunked_toc.h"
+#include "fs/lazy/fetcher.h"
+#include "fs/lazy/indexed_fetcher.h"
 
 namespace imgfs::fs {
 namespace {
