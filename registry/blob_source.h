@@ -16,6 +16,11 @@
 //  - ReadBlobRanges answers several ranges at once, one string per range in the order asked,
 //    each as ReadBlobRange would. The default implementation calls ReadBlobRange for each;
 //    a remote source sends them as one multi-range request where the registry supports it.
+//  - StreamBlobRange hands the bytes of a range to a sink as they arrive (the lazy readers'
+//    streaming pass); ignores_ranges() tells them a range request costs a whole blob, so
+//    they should stream instead. ListReferrers is the distribution-spec referrers API.
+//    Each has a default that fits a source without the feature, so fakes and local sources
+//    need not override them.
 //  - Errors carry context naming the source and the digest; kUnavailable means a retry may
 //    succeed, kNotFound that the thing does not exist.
 //
@@ -23,6 +28,7 @@
 #ifndef IMGFS_REGISTRY_BLOB_SOURCE_H_
 #define IMGFS_REGISTRY_BLOB_SOURCE_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -33,6 +39,7 @@
 #include "base/byte_range.h"
 #include "base/status.h"
 #include "registry/digest.h"
+#include "registry/manifest.h"
 
 namespace imgfs::registry {
 
@@ -47,6 +54,10 @@ using BlobSink = std::function<Status(std::string_view chunk)>;
 
 class BlobSource {
  public:
+  // Bytes per ReadBlobRange of the default StreamBlobRange: a bounded buffer (the whole
+  // rest of a layer can be gigabytes) that still makes a local read one sequential pass.
+  static constexpr uint64_t kStreamPieceBytes = 8 << 20;
+
   virtual ~BlobSource() = default;
 
   // A manifest or index by tag or by digest ("sha256:..."). For local sources "" means the
@@ -79,6 +90,37 @@ class BlobSource {
       out.push_back(std::move(bytes));
     }
     return out;
+  }
+
+  // Bytes [range.offset, range.end()) of a blob handed to `sink` in order as they arrive
+  // (fewer when the blob ends first), unverified. A non-OK sink result stops the transfer
+  // and is returned. Default: ReadBlobRange of kStreamPieceBytes at a time, one piece after
+  // another; a short or empty piece is the blob's end.
+  virtual Status StreamBlobRange(const Digest& digest, ByteRange range, const BlobSink& sink) {
+    for (uint64_t off = range.offset; off < range.end();) {
+      const ByteRange piece{off, std::min(kStreamPieceBytes, range.end() - off)};
+      IMGFS_ASSIGN_OR_RETURN(std::string bytes, ReadBlobRange(digest, piece));
+      if (bytes.empty()) break;
+      IMGFS_RETURN_IF_ERROR(sink(bytes));
+      if (bytes.size() < piece.length) break;
+      off += bytes.size();
+    }
+    return Status::Ok();
+  }
+
+  // True when a range request of this source is answered with the whole blob, so a reader
+  // should stream what it still needs rather than ask range by range. Default: false.
+  virtual bool ignores_ranges() const { return false; }
+
+  // The descriptors of the manifests that refer to `subject` (distribution-spec 1.1
+  // "Listing Referrers"), of `artifact_type` when not "". Unsupported when the source has
+  // no referrers API (callers fall back to the `sha256-<hex>` tag schema). Default:
+  // Unsupported.
+  virtual Result<std::vector<Descriptor>> ListReferrers(const Digest& subject,
+                                                        std::string_view artifact_type) {
+    (void)artifact_type;
+    return Status::Unsupported(Describe() + " has no referrers API (subject " + subject.String() +
+                               ")");
   }
 
   // Every tag of the repository (sorted). Unsupported for sources without tags.

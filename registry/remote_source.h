@@ -90,8 +90,8 @@ class RemoteSource : public BlobSource {
   // The rate a whole-blob download (FetchBlob) must average, as every request's floor.
   static constexpr int64_t kMinBytesPerSecond = RegistrySession::kMinBytesPerSecond;
   // The same for StreamBlobRange, whose sink may hold a buffer back for up to 2 s to let
-  // demand reads go first (fs/fetcher.cc kMaxYield): 16 KiB per 2 s is 8 KiB/s, so the floor
-  // sits at half of that.
+  // demand reads go first (the lazy readers' FetchEngine::kMaxYield): 16 KiB per 2 s is
+  // 8 KiB/s, so the floor sits at half of that.
   static constexpr int64_t kMinStreamBytesPerSecond = 4 << 10;
   // Ranges per multi-range request. Go's http.ServeContent (distribution's filesystem
   // driver) and nginx answer any number, but proxies and CDNs limit the header size
@@ -130,17 +130,17 @@ class RemoteSource : public BlobSource {
   Result<std::vector<std::string>> ListTags() override;
   // Bytes [range.offset, range.end()) of a blob handed to `sink` as they arrive (fewer when
   // the blob ends first), unverified. One request; a 200 answer is sliced.
-  Status StreamBlobRange(const Digest& digest, ByteRange range, const BlobSink& sink);
+  Status StreamBlobRange(const Digest& digest, ByteRange range, const BlobSink& sink) override;
   // The referrers of manifest `subject` (distribution-spec 1.1 "Listing Referrers"): the
   // descriptors of the answered OCI image index, filtered client-side by `artifact_type`
   // when not "" (the server may ignore `?artifactType=`). Unsupported when the registry has
   // no referrers API (404 — callers fall back to the `sha256-<hex>` tag schema); an empty
   // list when it has one and nothing refers to `subject`.
   Result<std::vector<Descriptor>> ListReferrers(const Digest& subject,
-                                                std::string_view artifact_type);
+                                                std::string_view artifact_type) override;
   // True once a single-range read (ReadBlobRange, StreamBlobRange) of this repository was
   // answered with a whole blob (200). A 200 to a multi-range request does not count.
-  bool ignores_ranges() const { return ignores_ranges_.load(std::memory_order_relaxed); }
+  bool ignores_ranges() const override { return ignores_ranges_.load(std::memory_order_relaxed); }
   // True once any RemoteSource of this process saw this registry host refuse a multi-range
   // request (or answer one with the whole blob); ReadBlobRanges then asks range by range.
   bool multi_range_refused() const;

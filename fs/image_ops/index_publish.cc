@@ -156,9 +156,9 @@ Result<registry::Digest> PushImageIndexes(const ImageIndexes& indexes,
 
 Result<std::vector<registry::Descriptor>> ListImgfsReferrers(registry::BlobSource& source,
                                                              const registry::Digest& subject) {
-  if (auto* remote = dynamic_cast<registry::RemoteSource*>(&source); remote != nullptr) {
+  {
     Result<std::vector<registry::Descriptor>> listed =
-        remote->ListReferrers(subject, kImgfsIndexArtifactType);
+        source.ListReferrers(subject, kImgfsIndexArtifactType);
     if (listed.has_value()) return listed;
     if (listed.error().code() != StatusCode::kUnsupported) return listed.error();
     IMGFS_LOG(kDebug) << listed.error().ToString() << "; trying the referrers tag";

@@ -19,7 +19,7 @@
 // and, for registries without that API, added to the referrers tag schema's index: the tag
 // `sha256-<hex of the image manifest digest>` names an OCI index of the referrers (read,
 // extended, written back; an older imgfs index of the same image is replaced).
-// FindPublishedIndexes finds it through the referrers API (RemoteSource::ListReferrers) or,
+// FindPublishedIndexes finds it through the referrers API (BlobSource::ListReferrers) or,
 // when the registry has none (404) or the source is not a registry, through that tag, and
 // returns the decoded indexes, each checked to be chained to the subject: the artifact's
 // digest is the one listed, its `subject` is the image manifest, each index blob's digest is
@@ -40,8 +40,8 @@
 
 #include "base/status.h"
 #include "cache/store.h"
-#include "fs/layer/layer_index.h"
 #include "fs/image_ops/pull.h"
+#include "fs/layer/layer_index.h"
 #include "registry/blob_source.h"
 #include "registry/digest.h"
 #include "registry/manifest.h"
@@ -94,7 +94,7 @@ Result<registry::Digest> PushImageIndexes(const ImageIndexes& indexes,
                                           registry::BlobSource& source);
 
 // Descriptors of the imgfs index artifacts referring to `subject`: the referrers API when
-// `source` is a RemoteSource whose registry has it, else the referrers tag. Empty when none.
+// `source` has it (BlobSource::ListReferrers), else the referrers tag. Empty when none.
 Result<std::vector<registry::Descriptor>> ListImgfsReferrers(registry::BlobSource& source,
                                                              const registry::Digest& subject);
 

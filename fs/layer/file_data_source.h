@@ -7,6 +7,7 @@
 #ifndef IMGFS_FS_LAYER_FILE_DATA_SOURCE_H_
 #define IMGFS_FS_LAYER_FILE_DATA_SOURCE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -29,6 +30,30 @@ struct LayerStats {
   uint64_t chunks_fetched = 0;  // chunks fetched and verified
   uint64_t cache_hits = 0;      // chunk reads served from memory or the chunk store
   uint64_t errors = 0;          // reads that failed (EIO)
+};
+
+// The counters behind LayerStats, kept by a lazy reader while it runs. Each is bumped with
+// relaxed atomics from any thread; Snapshot reads them (not as one atomic whole: `imgfs stats`
+// shows a moment's counts, not a transaction).
+struct LayerCounters {
+  std::atomic<uint64_t> bytes_fetched{0};
+  std::atomic<uint64_t> requests{0};
+  std::atomic<uint64_t> chunks_fetched{0};
+  std::atomic<uint64_t> cache_hits{0};
+  std::atomic<uint64_t> errors{0};
+
+  // The counts now, as the LayerStats of a lazy layer of `blob_size` compressed bytes.
+  LayerStats Snapshot(uint64_t blob_size) const {
+    LayerStats s;
+    s.lazy = true;
+    s.blob_size = blob_size;
+    s.bytes_fetched = bytes_fetched.load(std::memory_order_relaxed);
+    s.requests = requests.load(std::memory_order_relaxed);
+    s.chunks_fetched = chunks_fetched.load(std::memory_order_relaxed);
+    s.cache_hits = cache_hits.load(std::memory_order_relaxed);
+    s.errors = errors.load(std::memory_order_relaxed);
+    return s;
+  }
 };
 
 class FileDataSource {

@@ -19,17 +19,12 @@ constexpr uint32_t kNoPos = std::numeric_limits<uint32_t>::max();
 // this span wait for the stream instead of fetching them a second time. 16 MiB is under a
 // second at 200 Mbit, so such a reader never waits much longer than its own request would.
 constexpr uint64_t kStreamClaimAheadBytes = 16 << 20;
-// A background stream (`--prefetch=all`) yields to on-demand fetches: it stops reading its
-// socket (TCP backpressure) in these steps, at most kMaxYield per received buffer.
-constexpr auto kYieldStep = std::chrono::milliseconds(5);
-constexpr auto kMaxYield = std::chrono::milliseconds(2000);
 // A run of this many compressed bytes already present ends a streamed segment; the stream
 // resumes after it with a new request (one round trip costs less than re-downloading 1 MiB
 // at WAN speeds: 40 ms × 25 MB/s).
 constexpr uint64_t kStreamSkipBytes = 1 << 20;
 // Piece size of the streaming pass over a source that has no streamed range read (local
 // sources in tests): the memory of one piece.
-constexpr uint64_t kStreamPieceBytes = 8 << 20;
 
 }  // namespace
 
@@ -62,35 +57,11 @@ LazyLayerReader::LazyLayerReader(std::shared_ptr<registry::BlobSource> source,
   chunks_end_ = end;
   present_ = std::make_unique<std::atomic<bool>[]>(order_.size());
   window_ = ReadAheadWindow(options_.readahead_min_bytes, options_.readahead_max_bytes);
-  bytes_fetched_ = options_.toc_bytes;
-  requests_ = options_.toc_requests;
-  remote_ = dynamic_cast<registry::RemoteSource*>(source_.get());
+  counters_.bytes_fetched = options_.toc_bytes;
+  counters_.requests = options_.toc_requests;
 }
 
-LazyLayerReader::~LazyLayerReader() {
-  std::vector<std::thread> workers;
-  std::vector<Task> left;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-    stopping_.store(true);
-    workers.swap(workers_);
-  }
-  work_cv_.notify_all();
-  for (std::thread& t : workers) t.join();
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& q : queue_) {
-      for (Task& t : q) left.push_back(std::move(t));
-      q.clear();
-    }
-  }
-  for (Task& t : left) {
-    for (size_t k = 0; k < t.ids.size(); ++k) {
-      Complete(t.ids[k], t.promises[k], Status::Unavailable("the mount is closing"));
-    }
-  }
-}
+LazyLayerReader::~LazyLayerReader() { engine_.Stop(); }
 
 std::string LazyLayerReader::KeyOf(uint32_t id) const {
   const Chunk& c = index_->chunks[id];
@@ -106,29 +77,6 @@ std::string LazyLayerReader::FileOf(uint32_t id) const {
     }
   }
   return "?";
-}
-
-LazyLayerReader::ChunkData LazyLayerReader::Recent(const std::string& key) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = recent_.find(key);
-  if (it == recent_.end()) return nullptr;
-  lru_.splice(lru_.begin(), lru_, it->second.lru);
-  return it->second.data;
-}
-
-void LazyLayerReader::Remember(const std::string& key, const ChunkData& data) {
-  if (data == nullptr || data->size() > options_.memory_cache_bytes) return;
-  std::lock_guard<std::mutex> lock(mu_);
-  if (recent_.count(key) > 0) return;
-  lru_.push_front(key);
-  recent_.emplace(key, RecentChunk{data, lru_.begin()});
-  recent_bytes_ += data->size();
-  while (recent_bytes_ > options_.memory_cache_bytes && !lru_.empty()) {
-    auto victim = recent_.find(lru_.back());
-    recent_bytes_ -= victim->second.data->size();
-    recent_.erase(victim);
-    lru_.pop_back();
-  }
 }
 
 void LazyLayerReader::MarkPresent(uint32_t id) {
@@ -148,17 +96,7 @@ bool LazyLayerReader::KnownPresent(uint32_t id) {
   return false;
 }
 
-LayerStats LazyLayerReader::Stats() const {
-  LayerStats s;
-  s.lazy = true;
-  s.blob_size = index_->compressed_size;
-  s.bytes_fetched = bytes_fetched_.load(std::memory_order_relaxed);
-  s.requests = requests_.load(std::memory_order_relaxed);
-  s.chunks_fetched = chunks_fetched_.load(std::memory_order_relaxed);
-  s.cache_hits = cache_hits_.load(std::memory_order_relaxed);
-  s.errors = errors_.load(std::memory_order_relaxed);
-  return s;
-}
+LayerStats LazyLayerReader::Stats() const { return counters_.Snapshot(index_->compressed_size); }
 
 Result<std::string> LazyLayerReader::Read(const FileEntry& entry, uint64_t offset, size_t length) {
   if (entry.type != EntryType::kRegular) {
@@ -189,7 +127,7 @@ Result<std::string> LazyLayerReader::Read(const FileEntry& entry, uint64_t offse
     Status st = GetChunks(entry, ids, deadline, &data, &retry);
     if (st.ok()) break;
     if (!retry || pass > 0 || std::chrono::steady_clock::now() >= deadline) {
-      errors_.fetch_add(1, std::memory_order_relaxed);
+      counters_.errors.fetch_add(1, std::memory_order_relaxed);
       return st;
     }
   }
@@ -228,17 +166,17 @@ Result<std::string> LazyLayerReader::Read(const FileEntry& entry, uint64_t offse
 LazyLayerReader::ChunkData LazyLayerReader::Available(uint32_t id) {
   const Chunk& c = index_->chunks[id];
   std::string key = KeyOf(id);
-  if (ChunkData recent = Recent(key); recent != nullptr) {
-    cache_hits_.fetch_add(1, std::memory_order_relaxed);
+  if (ChunkData recent = recent_.Find(key); recent != nullptr) {
+    counters_.cache_hits.fetch_add(1, std::memory_order_relaxed);
     return recent;
   }
   if (c.digest.empty()) return nullptr;
   Result<std::string> stored = chunks_->Get(c.digest);
   if (!stored.has_value()) return nullptr;
   auto data = std::make_shared<const std::string>(std::move(stored).value());
-  cache_hits_.fetch_add(1, std::memory_order_relaxed);
+  counters_.cache_hits.fetch_add(1, std::memory_order_relaxed);
   MarkPresent(id);
-  Remember(key, data);
+  recent_.Insert(key, data);
   return data;
 }
 
@@ -274,7 +212,7 @@ Status LazyLayerReader::GetChunks(const FileEntry& entry, const std::vector<uint
   demand.priority = kDemand;
   std::vector<Wait> waits;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (size_t i : missing) {
       auto it = inflight_.find(KeyOf(ids[i]));
       if (it != inflight_.end()) {
@@ -293,7 +231,7 @@ Status LazyLayerReader::GetChunks(const FileEntry& entry, const std::vector<uint
       if (scanned > options_.widen_bytes) break;  // never a big neighbour for a small read
       if (!KnownPresent(order_[pos])) candidates.push_back(order_[pos]);
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (uint32_t id : candidates) ClaimLocked(id, &demand);
   }
   if (demand.ids.size() > 1) {  // ascending blob offset, promises alongside
@@ -312,17 +250,13 @@ Status LazyLayerReader::GetChunks(const FileEntry& entry, const std::vector<uint
   }
   if (demand.ids.empty()) tasks.clear();
   if (first != kNoPos) PlanReadAhead(first, last, &tasks);
-  Submit(std::move(tasks));
+  engine_.Submit(std::move(tasks));
 
   for (Wait& w : waits) {
     if (w.future.wait_until(deadline) != std::future_status::ready) {
-      const double seconds = static_cast<double>(options_.fetch_timeout.count()) / 1000.0;
-      IMGFS_LOG(kWarning) << "lazy read of /" << entry.path << " in layer "
-                          << index_->layer_digest.String() << ": chunk " << KeyOf(ids[w.slot])
-                          << " not fetched within " << seconds << " s (" << source_->Describe()
-                          << ")";
-      return Status::Unavailable("/" + entry.path + ": data not fetched within " +
-                                 std::to_string(seconds) + " s from " + source_->Describe());
+      return FetchDeadlineExceeded(entry.path, index_->layer_digest.String(),
+                                   options_.fetch_timeout, "chunk " + KeyOf(ids[w.slot]),
+                                   source_->Describe());
     }
     const ChunkResult& r = w.future.get();
     if (!r.has_value()) {
@@ -341,20 +275,14 @@ void LazyLayerReader::PlanReadAhead(uint32_t first, uint32_t last, std::vector<T
   uint32_t ahead_end_snapshot = 0;
   bool start_stream = false;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto length = [this](uint32_t p) { return index_->chunks[order_[p]].blob_length; };
     const bool sequential = window_.Record(first, last, length);
     ahead_end_snapshot = window_.ahead_end();
-    if (options_.streaming && !stream_started_.load()) {
-      const bool mostly_here =
-          static_cast<double>(present_bytes_.load()) >=
-          options_.stream_after_fraction * static_cast<double>(fetchable_bytes_);
-      const bool ranges_ignored = remote_ != nullptr && remote_->ignores_ranges();
-      if (mostly_here || window_.full_windows() >= options_.stream_after_full_windows ||
-          ranges_ignored) {
-        stream_started_.store(true);
-        start_stream = true;
-      }
+    if (!stream_started_.load() &&
+        ShouldStream(options_, present_bytes_.load(), fetchable_bytes_, window_, *source_)) {
+      stream_started_.store(true);
+      start_stream = true;
     }
     // Read-ahead only for sequential reads: a first or random read fetches what it needs
     // (and its widened neighbourhood), nothing more.
@@ -384,7 +312,7 @@ void LazyLayerReader::PlanReadAhead(uint32_t first, uint32_t last, std::vector<T
 
 void LazyLayerReader::ClaimInTasks(const std::vector<uint32_t>& ids, Priority priority,
                                    std::vector<Task>* tasks) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Task current;
   current.priority = priority;
   uint64_t bytes = 0;
@@ -409,7 +337,7 @@ void LazyLayerReader::PrefetchBefore(uint64_t blob_offset) {
   }
   std::vector<Task> tasks;
   ClaimInTasks(candidates, kReadAhead, &tasks);
-  Submit(std::move(tasks));
+  engine_.Submit(std::move(tasks));
 }
 
 void LazyLayerReader::StartBackgroundFetch() {
@@ -417,88 +345,11 @@ void LazyLayerReader::StartBackgroundFetch() {
   std::vector<Task> tasks(1);
   tasks[0].priority = kBackground;
   tasks[0].stream = true;
-  Submit(std::move(tasks));
+  engine_.Submit(std::move(tasks));
 }
 
 bool LazyLayerReader::WaitIdle(std::chrono::milliseconds timeout) {
-  std::unique_lock<std::mutex> lock(mu_);
-  return idle_cv_.wait_for(lock, timeout, [&] {
-    if (running_ > 0) return false;
-    for (const auto& q : queue_) {
-      if (!q.empty()) return false;
-    }
-    return true;
-  });
-}
-
-void LazyLayerReader::Submit(std::vector<Task> tasks) {
-  if (tasks.empty()) return;
-  std::vector<Task> refused;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    size_t queued = 0;
-    for (Task& t : tasks) {
-      if (stop_) {
-        refused.push_back(std::move(t));
-        continue;
-      }
-      if (t.priority == kDemand) demand_running_.fetch_add(1);
-      queue_[t.priority].push_back(std::move(t));
-      ++queued;
-    }
-    size_t waiting = 0;
-    for (const auto& q : queue_) waiting += q.size();
-    while (!stop_ &&
-           workers_.size() < static_cast<size_t>(std::max(1, options_.max_parallel_fetches)) &&
-           workers_.size() < static_cast<size_t>(running_) + waiting) {
-      workers_.push_back(StartThread("imgfs-lazy-fetch", [this] {
-        WorkerLoop();
-        return Status::Ok();
-      }));
-    }
-    (void)queued;
-  }
-  work_cv_.notify_all();
-  for (Task& t : refused) {
-    for (size_t k = 0; k < t.ids.size(); ++k) {
-      Complete(t.ids[k], t.promises[k], Status::Unavailable("the mount is closing"));
-    }
-  }
-}
-
-void LazyLayerReader::WorkerLoop() {
-  std::unique_lock<std::mutex> lock(mu_);
-  while (true) {
-    work_cv_.wait(lock, [&] {
-      if (stop_) return true;
-      for (const auto& q : queue_) {
-        if (!q.empty()) return true;
-      }
-      return false;
-    });
-    if (stop_) return;
-    Task task;
-    for (auto& q : queue_) {
-      if (!q.empty()) {
-        task = std::move(q.front());
-        q.pop_front();
-        break;
-      }
-    }
-    ++running_;
-    lock.unlock();
-    // One task's exception (bad_alloc on a huge chunk, a failing chunk-store lookup) fails
-    // that task's chunks; the worker lives on for the next.
-    Status guarded = RunGuarded("lazy fetch of layer " + index_->layer_digest.String(), [&] {
-      RunTask(task);
-      return Status::Ok();
-    });
-    if (!guarded.ok()) FailUnfinished(task, guarded);
-    lock.lock();
-    --running_;
-    if (task.priority == kDemand) demand_running_.fetch_sub(1);
-    idle_cv_.notify_all();
-  }
+  return engine_.WaitIdle(timeout);
 }
 
 void LazyLayerReader::FailUnfinished(Task& task, const Status& error) {
@@ -508,7 +359,7 @@ void LazyLayerReader::FailUnfinished(Task& task, const Status& error) {
     } catch (const std::future_error&) {
       continue;  // completed before the exception: its in-flight entry is gone already
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     inflight_.erase(KeyOf(task.ids[k]));
   }
 }
@@ -541,9 +392,9 @@ void LazyLayerReader::RunTask(Task& task) {
       if (stored.has_value()) {
         auto data = std::make_shared<const std::string>(std::move(stored).value());
         MarkPresent(task.ids[k]);
-        Remember(KeyOf(task.ids[k]), data);
+        recent_.Insert(KeyOf(task.ids[k]), data);
         {
-          std::lock_guard<std::mutex> lock(mu_);
+          MutexLock lock(&mu_);
           inflight_.erase(KeyOf(task.ids[k]));
         }
         task.promises[k]->set_value(ChunkResult(std::move(data)));
@@ -609,10 +460,11 @@ std::vector<LazyLayerReader::ChunkResult> LazyLayerReader::Fetch(const std::vect
         ++last;
       }
       if (last - first == 1) {
-        requests_.fetch_add(1, std::memory_order_relaxed);
+        counters_.requests.fetch_add(1, std::memory_order_relaxed);
         Result<std::string> bytes =
             source_->ReadBlobRange(index_->layer_digest, reads[first].range);
-        if (bytes.has_value()) bytes_fetched_.fetch_add(bytes->size(), std::memory_order_relaxed);
+        if (bytes.has_value())
+          counters_.bytes_fetched.fetch_add(bytes->size(), std::memory_order_relaxed);
         decode(reads[first], bytes);
       } else {
         std::vector<ByteRange> ranges;
@@ -621,14 +473,14 @@ std::vector<LazyLayerReader::ChunkResult> LazyLayerReader::Fetch(const std::vect
         uint64_t made = 0;
         Result<std::vector<std::string>> got =
             source_->ReadBlobRanges(index_->layer_digest, ranges, &made);
-        requests_.fetch_add(made, std::memory_order_relaxed);
+        counters_.requests.fetch_add(made, std::memory_order_relaxed);
         for (size_t r = first; r < last; ++r) {
           if (!got.has_value()) {
             decode(reads[r], got.error());
             continue;
           }
           Result<std::string> bytes(std::move((*got)[r - first]));
-          bytes_fetched_.fetch_add(bytes->size(), std::memory_order_relaxed);
+          counters_.bytes_fetched.fetch_add(bytes->size(), std::memory_order_relaxed);
           decode(reads[r], bytes);
         }
       }
@@ -651,7 +503,7 @@ std::vector<LazyLayerReader::ChunkResult> LazyLayerReader::Fetch(const std::vect
 void LazyLayerReader::Complete(uint32_t id, const Promise& promise, ChunkResult result) {
   const std::string key = KeyOf(id);
   if (result.has_value()) {
-    chunks_fetched_.fetch_add(1, std::memory_order_relaxed);
+    counters_.chunks_fetched.fetch_add(1, std::memory_order_relaxed);
     const Chunk& c = index_->chunks[id];
     if (!c.digest.empty()) {
       Status put = chunks_->Put(c.digest, **result);
@@ -662,10 +514,10 @@ void LazyLayerReader::Complete(uint32_t id, const Promise& promise, ChunkResult 
         MarkPresent(id);
       }
     }
-    Remember(key, *result);
+    recent_.Insert(key, *result);
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     inflight_.erase(key);
   }
   promise->set_value(std::move(result));
@@ -683,7 +535,7 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
       if (!KnownPresent(order_[claim_to])) candidates.push_back(claim_to);
       ++claim_to;
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (uint32_t pos : candidates) {
       Task t;
       if (ClaimLocked(order_[pos], &t)) claimed.emplace(pos, std::move(t.promises.front()));
@@ -702,15 +554,9 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
   uint32_t seg_end = 0;       // end position of the current segment
   uint64_t decode_failures = 0;
   auto sink = [&](std::string_view data) -> Status {
-    if (stopping_.load()) return Status::Unavailable("the mount is closing");
-    if (background) {
-      auto waited = std::chrono::milliseconds(0);
-      while (demand_running_.load() > 0 && waited < kMaxYield && !stopping_.load()) {
-        std::this_thread::sleep_for(kYieldStep);
-        waited += kYieldStep;
-      }
-    }
-    bytes_fetched_.fetch_add(data.size(), std::memory_order_relaxed);
+    if (engine_.stopping()) return Status::Unavailable("the mount is closing");
+    if (background) engine_.YieldToDemand();
+    counters_.bytes_fetched.fetch_add(data.size(), std::memory_order_relaxed);
     const uint64_t data_start = received_end;
     received_end += data.size();
     if (received_end <= buf_start) return Status::Ok();  // all of it inside a gap
@@ -772,7 +618,7 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
   // Present, or being fetched by a reader or the read-ahead.
   auto taken = [&](uint32_t p) {
     if (KnownPresent(order_[p])) return true;
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     return inflight_.count(KeyOf(order_[p])) > 0 && claimed.count(p) == 0;
   };
   Status st;
@@ -804,24 +650,9 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
           std::max(seg_bytes_end, all[order_[p]].blob_offset + all[order_[p]].blob_length);
     }
     claim_ahead(buf_start + kStreamClaimAheadBytes, seg_end);
-    requests_.fetch_add(1, std::memory_order_relaxed);
+    counters_.requests.fetch_add(1, std::memory_order_relaxed);
     const ByteRange range{buf_start, seg_bytes_end - buf_start};
-    if (remote_ != nullptr) {
-      st = remote_->StreamBlobRange(index_->layer_digest, range, sink);
-    } else {
-      for (uint64_t off = range.offset; off < range.end() && st.ok();) {
-        const ByteRange piece{off, std::min(kStreamPieceBytes, range.end() - off)};
-        Result<std::string> bytes = source_->ReadBlobRange(index_->layer_digest, piece);
-        if (!bytes.has_value()) {
-          st = bytes.error();
-          break;
-        }
-        if (bytes->empty()) break;
-        off += bytes->size();
-        st = sink(*bytes);
-        if (off < range.end() && st.ok()) requests_.fetch_add(1, std::memory_order_relaxed);
-      }
-    }
+    st = source_->StreamBlobRange(index_->layer_digest, range, sink);
     if (next >= seg_end) st = Status::Ok();
     if (st.ok() && next < seg_end) {
       st = Status::Unavailable("the blob ended inside the streamed range");

@@ -13,15 +13,15 @@
 //  - Blob order. Chunks are numbered by their position in the blob (compressed offset); files
 //    of a directory sit next to each other there, so "near in blob order" is what a tree walk
 //    touches next.
-//  - Fetch tasks run on a small per-layer worker pool (Options::max_parallel_fetches requests
-//    in flight), taken by priority: on-demand reads first, then read-ahead and the streaming
-//    pass, then background prefetch. A task coalesces the chunks it owns into ranged reads
-//    (fs/layer/chunk_decoder.h), at most Options::max_request_bytes each. Reads of one task
-//    separated by gaps (more than max_gap_bytes apart) are batched into multi-range requests
-//    (BlobSource::ReadBlobRanges), each batch capped at max_request_bytes and
-//    RemoteSource::kMaxRangesPerRequest (32) ranges; a task's batches are sent one after
-//    another, so a task costs one round trip per batch, not per gap. A registry that refuses
-//    multi-range (or answers it with the whole blob) gets single ranges, one per request.
+//  - Fetch tasks run on the layer's FetchEngine (fs/lazy/fetch_engine.h): a small worker
+//    pool (Options::max_parallel_fetches requests in flight), taken by priority: on-demand
+//    reads first, then read-ahead and the streaming pass, then background prefetch. A task
+//    coalesces the chunks it owns into ranged reads (fs/layer/chunk_decoder.h), at most
+//    Options::max_request_bytes each. Reads of one task separated by gaps (more than max_gap_bytes
+//    apart) are batched into multi-range requests (BlobSource::ReadBlobRanges), each batch capped
+//    at max_request_bytes and RemoteSource::kMaxRangesPerRequest (32) ranges; a task's batches are
+//    sent one after another, so a task costs one round trip per batch, not per gap. A registry that
+//    refuses multi-range (or answers it with the whole blob) gets single ranges, one per request.
 //  - Single flight: a chunk being fetched is in the in-flight map (key: chunk digest) with a
 //    shared future; every reader of it waits on that future instead of fetching again.
 //  - Widening: an on-demand fetch also takes the next chunks in blob order up to
@@ -38,7 +38,7 @@
 //    lowest priority: it pauses while on-demand fetches are running. Its memory is one
 //    chunk's compressed bytes plus a socket buffer.
 //  - A registry that answers a Range request with the whole blob (200) switches the layer to
-//    streaming at once (registry::RemoteSource::ignores_ranges()).
+//    streaming at once (registry::BlobSource::ignores_ranges()).
 //  - Deadline: a Read waits at most Options::fetch_timeout for its chunks (`--fetch-timeout`);
 //    then it fails with Unavailable (EIO at the FUSE boundary) while the fetch itself goes on
 //    in the background, bounded by the source's own timeouts. No reader is blocked forever;
@@ -63,59 +63,37 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <future>
-#include <list>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <unordered_map>
 #include <vector>
 
+#include "base/mutex.h"
 #include "base/status.h"
+#include "base/thread_annotations.h"
 #include "cache/chunk_store.h"
-#include "fs/layer/file_data_source.h"
 #include "fs/layer/chunk_decoder.h"
+#include "fs/layer/file_data_source.h"
 #include "fs/layer/layer_index.h"
+#include "fs/lazy/fetch_engine.h"
+#include "fs/lazy/lazy_fetch_options.h"
 #include "fs/lazy/readahead.h"
+#include "fs/lazy/verified_chunk_cache.h"
 #include "registry/blob_source.h"
-#include "registry/remote_source.h"
 
 namespace imgfs::fs {
 
 class LazyLayerReader : public FileDataSource {
  public:
-  struct Options {
+  // The shared policy (fs/lazy/lazy_fetch_options.h) and what only chunks have.
+  struct Options : LazyFetchOptions {
     uint64_t max_gap_bytes = kDefaultCoalesceGapBytes;
     int max_attempts = 2;  // on-demand fetches: one retry
-    // Verified chunks kept in memory (most recently used first), so consecutive small reads
-    // of one chunk do not re-read and re-hash it from the chunk store. 0 disables.
-    size_t memory_cache_bytes = 8 << 20;
-    // How long a Read waits for its chunks before failing with Unavailable. 30 s: longer
-    // than a healthy registry ever needs for one 8 MiB request, short enough that a program
-    // reading an image whose registry vanished gets EIO instead of appearing hung.
-    std::chrono::milliseconds fetch_timeout{30000};
-    // Requests in flight per layer. 4: enough to fill a 200 Mbit/20 ms link with 1–8 MiB
-    // requests (bandwidth-delay product 500 KB) while leaving the registry room for others.
-    int max_parallel_fetches = 4;
     // Compressed bytes of following chunks an on-demand fetch takes along. 256 KiB costs
     // ~10 ms at 200 Mbit, less than the round trip it saves for the next small file.
     uint64_t widen_bytes = 256 << 10;
-    // Read-ahead window (compressed bytes), doubled on sequential reads (mountpoint-s3
-    // starts at 1–8 MiB and caps at 2 GiB; 64 MiB bounds what one layer holds in flight).
-    bool readahead = true;
-    uint64_t readahead_min_bytes = 1 << 20;
-    uint64_t readahead_max_bytes = 64 << 20;
-    // Largest single ranged request of a task (memory of one in-flight task).
-    uint64_t max_request_bytes = 8 << 20;
-    // Streaming switch (see above). 0.5: past half the layer, the rest is likely wanted too
-    // and one stream beats any number of ranges.
-    bool streaming = true;
-    double stream_after_fraction = 0.5;
-    int stream_after_full_windows = 2;
     // What the mount fetched for this layer's TOC (bytes, requests): counted in Stats() so
     // `imgfs stats` shows everything the layer cost. 0 when the index came from the store.
     uint64_t toc_bytes = 0;
@@ -153,7 +131,9 @@ class LazyLayerReader : public FileDataSource {
   bool WaitIdle(std::chrono::milliseconds timeout);
 
   // Chunks decoded from fetched blob bytes, and fetch attempts made (tests, stats).
-  uint64_t chunks_fetched() const { return chunks_fetched_.load(std::memory_order_relaxed); }
+  uint64_t chunks_fetched() const {
+    return counters_.chunks_fetched.load(std::memory_order_relaxed);
+  }
   uint64_t fetch_batches() const { return fetch_batches_.load(std::memory_order_relaxed); }
   // Whether the streaming pass was started (switch or background fetch).
   bool streamed() const { return stream_started_.load(std::memory_order_relaxed); }
@@ -165,7 +145,10 @@ class LazyLayerReader : public FileDataSource {
   using ChunkResult = Result<ChunkData>;
   using Promise = std::shared_ptr<std::promise<ChunkResult>>;
 
-  enum Priority { kDemand = 0, kReadAhead = 1, kBackground = 2, kPriorities = 3 };
+  using Priority = FetchPriority;
+  static constexpr Priority kDemand = FetchPriority::kDemand;
+  static constexpr Priority kReadAhead = FetchPriority::kReadAhead;
+  static constexpr Priority kBackground = FetchPriority::kBackground;
   struct Task {
     Priority priority = kDemand;
     bool stream = false;            // the streaming pass (ids unused) ...
@@ -191,7 +174,7 @@ class LazyLayerReader : public FileDataSource {
                    std::chrono::steady_clock::time_point deadline, std::vector<ChunkData>* out,
                    bool* retry);
   // Under mu_: registers chunk id in inflight_ for `task`; false when already in flight.
-  bool ClaimLocked(uint32_t id, Task* task);
+  bool ClaimLocked(uint32_t id, Task* task) IMGFS_REQUIRES(mu_);
   // Read-ahead bookkeeping for a read touching blob positions [first, last]: updates the
   // window, claims the chunks ahead (or decides to stream) and appends the tasks to *tasks.
   void PlanReadAhead(uint32_t first, uint32_t last, std::vector<Task>* tasks);
@@ -201,10 +184,9 @@ class LazyLayerReader : public FileDataSource {
   // Whether chunk `id` is in the chunk store (a stat; remembered in present_).
   bool KnownPresent(uint32_t id);
 
-  void Submit(std::vector<Task> tasks);
-  void WorkerLoop();
   void RunTask(Task& task);
-  // After an exception in RunTask: fails every promise of `task` not yet completed (and
+  // After an exception in RunTask, or for a task that will not run (the engine stopped):
+  // fails every promise of `task` not yet completed (and
   // drops its in-flight entry) with `error`, so no reader waits for a chunk nobody fetches.
   void FailUnfinished(Task& task, const Status& error);
   // The streaming pass: one GET from the first missing chunk at or after blob position
@@ -217,53 +199,38 @@ class LazyLayerReader : public FileDataSource {
 
   std::string KeyOf(uint32_t id) const;
   std::string FileOf(uint32_t id) const;
-  ChunkData Recent(const std::string& key);
-  void Remember(const std::string& key, const ChunkData& data);
   void MarkPresent(uint32_t id);
 
   std::shared_ptr<registry::BlobSource> source_;
   std::shared_ptr<const LayerIndex> index_;
   std::shared_ptr<cache::ChunkStore> chunks_;
   Options options_;
+  VerifiedChunkCache<std::string> recent_{options_.memory_cache_bytes};  // by chunk digest
 
   // Immutable after construction.
   std::vector<uint32_t> order_;   // chunk ids with bytes to fetch, ascending blob offset
   std::vector<uint32_t> pos_of_;  // chunk id → position in order_ (kNoPos for zeros chunks)
   uint64_t fetchable_bytes_ = 0;  // sum of blob_length over order_
   uint64_t chunks_end_ = 0;       // end of the last chunk's compressed bytes
-  registry::RemoteSource* remote_ = nullptr;      // source_ when it is a registry, else null
   std::unique_ptr<std::atomic<bool>[]> present_;  // by position: known to be stored
 
   std::atomic<uint64_t> present_bytes_{0};  // compressed bytes of present_ chunks
-  std::atomic<uint64_t> chunks_fetched_{0};
+  LayerCounters counters_;                  // what Stats() reports
   std::atomic<uint64_t> fetch_batches_{0};
-  std::atomic<uint64_t> bytes_fetched_{0};
-  std::atomic<uint64_t> requests_{0};
-  std::atomic<uint64_t> cache_hits_{0};
-  std::atomic<uint64_t> errors_{0};
   std::atomic<bool> stream_started_{false};
   std::atomic<bool> stream_running_{false};
-  std::atomic<bool> stopping_{false};   // set with stop_, read without the lock
-  std::atomic<int> demand_running_{0};  // on-demand tasks queued or running
 
   // Leaf lock; never held across I/O.
-  mutable std::mutex mu_;
-  std::condition_variable work_cv_;      // tasks queued or stop_
-  std::condition_variable idle_cv_;      // a task finished
-  bool stop_ = false;                    // guarded by mu_
-  std::deque<Task> queue_[kPriorities];  // guarded by mu_
-  int running_ = 0;                      // guarded by mu_
-  std::vector<std::thread> workers_;     // guarded by mu_
-  std::unordered_map<std::string, std::shared_future<ChunkResult>> inflight_;  // guarded by mu_
-  ReadAheadWindow window_{0, 0};  // guarded by mu_; positions in order_
+  mutable Mutex mu_;
+  std::unordered_map<std::string, std::shared_future<ChunkResult>> inflight_ IMGFS_GUARDED_BY(mu_);
+  ReadAheadWindow window_ IMGFS_GUARDED_BY(mu_){0, 0};  // positions in order_
 
-  struct RecentChunk {
-    ChunkData data;
-    std::list<std::string>::iterator lru;
-  };
-  std::list<std::string> lru_;                           // guarded by mu_; front = newest
-  std::unordered_map<std::string, RecentChunk> recent_;  // guarded by mu_
-  size_t recent_bytes_ = 0;                              // guarded by mu_
+  // Last: stopped first (the destructor stops it explicitly) while the hooks' state lives.
+  FetchEngine<Task> engine_{
+      "imgfs-lazy-fetch",
+      options_.max_parallel_fetches,
+      {[this](Task& task) { RunTask(task); },
+       [this](Task& task, const Status& error) { FailUnfinished(task, error); }}};
 };
 
 }  // namespace imgfs::fs

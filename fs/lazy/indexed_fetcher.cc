@@ -21,11 +21,6 @@ namespace imgfs::fs {
 namespace {
 
 constexpr uint32_t kNoEntry = std::numeric_limits<uint32_t>::max();
-// A background stream (`--prefetch=all`) yields to on-demand fetches: it stops reading its
-// socket (TCP backpressure) in these steps, at most kMaxYield per received buffer (as
-// LazyLayerReader).
-constexpr auto kYieldStep = std::chrono::milliseconds(5);
-constexpr auto kMaxYield = std::chrono::milliseconds(2000);
 
 Status PwriteAll(int fd, std::string_view data, uint64_t offset) {
   while (!data.empty()) {
@@ -124,7 +119,6 @@ IndexedRemoteData::IndexedRemoteData(std::shared_ptr<registry::BlobSource> sourc
       options_(options),
       block_bytes_(LayerReader::Options().block_bytes),
       reader_(std::move(reader)) {
-  remote_ = dynamic_cast<registry::RemoteSource*>(source_.get());
   const uint64_t size = index_->compressed_size;
   // Piece boundaries.
   std::vector<uint64_t> cuts{0};
@@ -191,32 +185,11 @@ IndexedRemoteData::IndexedRemoteData(std::shared_ptr<registry::BlobSource> sourc
   run_checked_.assign(runs_.size(), false);
 
   window_ = ReadAheadWindow(options_.readahead_min_bytes, options_.readahead_max_bytes);
-  bytes_fetched_ = options_.index_bytes;
-  requests_ = options_.index_requests;
+  counters_.bytes_fetched = options_.index_bytes;
+  counters_.requests = options_.index_requests;
 }
 
-IndexedRemoteData::~IndexedRemoteData() {
-  std::vector<std::thread> workers;
-  std::vector<Task> left;
-  {
-    std::scoped_lock lock(mu_);
-    stop_ = true;
-    stopping_.store(true);
-    workers.swap(workers_);
-  }
-  work_cv_.notify_all();
-  for (std::thread& t : workers) t.join();
-  {
-    std::scoped_lock lock(mu_);
-    for (auto& q : queue_) {
-      for (Task& t : q) left.push_back(std::move(t));
-      q.clear();
-    }
-  }
-  for (Task& t : left) {
-    if (!t.stream) Finish(t.first, t.promises, Status::Unavailable("the mount is closing"));
-  }
-}
+IndexedRemoteData::~IndexedRemoteData() { engine_.Stop(); }
 
 void IndexedRemoteData::SpanFor(uint64_t u0, uint64_t u1, uint64_t* begin, uint64_t* end) const {
   const uint64_t size = index_->compressed_size;
@@ -268,7 +241,7 @@ void IndexedRemoteData::PiecesFor(uint64_t begin, uint64_t end, uint32_t* first,
 }
 
 std::shared_ptr<LayerReader> IndexedRemoteData::Reader() {
-  std::scoped_lock lock(mu_);
+  MutexLock lock(&mu_);
   return reader_;
 }
 
@@ -284,7 +257,7 @@ void IndexedRemoteData::InvalidatePieces(uint32_t first, uint32_t last) {
     IMGFS_LOG(kWarning) << "layer " << index_->layer_digest.String()
                         << ": cannot reopen the sparse copy: " << fresh.error().ToString();
   }
-  std::scoped_lock lock(mu_);
+  MutexLock lock(&mu_);
   for (uint32_t p = first; p < last; ++p) {
     if (state_[p] != kPresent) continue;
     state_[p] = kMissing;
@@ -298,29 +271,6 @@ void IndexedRemoteData::InvalidatePieces(uint32_t first, uint32_t last) {
     }
   }
   if (fresh.has_value()) reader_ = std::move(fresh).value();
-}
-
-IndexedRemoteData::ChunkData IndexedRemoteData::Recent(uint32_t id) {
-  std::scoped_lock lock(mu_);
-  auto it = recent_.find(id);
-  if (it == recent_.end()) return nullptr;
-  lru_.splice(lru_.begin(), lru_, it->second.lru);
-  return it->second.data;
-}
-
-void IndexedRemoteData::Remember(uint32_t id, const ChunkData& data) {
-  if (data == nullptr || data->size() > options_.memory_cache_bytes) return;
-  std::scoped_lock lock(mu_);
-  if (recent_.count(id) > 0) return;
-  lru_.push_front(id);
-  recent_.emplace(id, RecentChunk{data, lru_.begin()});
-  recent_bytes_ += data->size();
-  while (recent_bytes_ > options_.memory_cache_bytes && !lru_.empty()) {
-    auto victim = recent_.find(lru_.back());
-    recent_bytes_ -= victim->second.data->size();
-    recent_.erase(victim);
-    lru_.pop_back();
-  }
 }
 
 Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t offset,
@@ -341,7 +291,7 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
   // The file's header run, while it is unchecked (see "Tar headers" in the header).
   int64_t run = RunOf(entry);
   if (run >= 0) {
-    std::scoped_lock lock(mu_);
+    MutexLock lock(&mu_);
     if (run_checked_[static_cast<size_t>(run)]) run = -1;
   }
   if (run >= 0) {
@@ -377,7 +327,7 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
     Status st = EnsurePieces(entry, first, last, deadline);
     if (st.ok()) st = MaybeCheckHeaders(entry, run, deadline);
     if (!st.ok()) {
-      errors_.fetch_add(1, std::memory_order_relaxed);
+      counters_.errors.fetch_add(1, std::memory_order_relaxed);
       return st;
     }
     return Reader()->Read(entry, offset, length);
@@ -387,8 +337,8 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
   std::vector<size_t> need;
   for (size_t i = 0; i < ids.size(); ++i) {
     const uint32_t id = ids[i];
-    if ((data[i] = Recent(id)) != nullptr) {
-      cache_hits_.fetch_add(1, std::memory_order_relaxed);
+    if ((data[i] = recent_.Find(id)) != nullptr) {
+      counters_.cache_hits.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
     // A chunk verified earlier and no longer in memory is verified again from the sparse
@@ -399,8 +349,8 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
       Result<std::string> stored = chunks_->Get(c.digest);
       if (stored.has_value()) {
         data[i] = std::make_shared<const std::string>(std::move(stored).value());
-        cache_hits_.fetch_add(1, std::memory_order_relaxed);
-        Remember(id, data[i]);
+        counters_.cache_hits.fetch_add(1, std::memory_order_relaxed);
+        recent_.Insert(id, data[i]);
         continue;
       }
     }
@@ -425,7 +375,7 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
     }
     Status st = EnsurePieces(entry, first, last, deadline);
     if (!st.ok()) {
-      errors_.fetch_add(1, std::memory_order_relaxed);
+      counters_.errors.fetch_add(1, std::memory_order_relaxed);
       return st;
     }
     std::vector<size_t> again;
@@ -439,7 +389,7 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
                           << index_->layer_digest.String() << ": " << chunk.error().ToString()
                           << (attempt == 0 ? "; fetching it again" : "");
       if (attempt > 0 || chunk.error().code() != StatusCode::kCorrupt) {
-        errors_.fetch_add(1, std::memory_order_relaxed);
+        counters_.errors.fetch_add(1, std::memory_order_relaxed);
         return chunk.error();
       }
       Invalidate(ids[i]);
@@ -448,7 +398,7 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
     need = std::move(again);
   }
   if (Status st = MaybeCheckHeaders(entry, run, deadline); !st.ok()) {
-    errors_.fetch_add(1, std::memory_order_relaxed);
+    counters_.errors.fetch_add(1, std::memory_order_relaxed);
     return st;
   }
 
@@ -467,7 +417,7 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
       }
       out.append(*data[i], from - c.file_offset, to - from);
     } else {
-      errors_.fetch_add(1, std::memory_order_relaxed);
+      counters_.errors.fetch_add(1, std::memory_order_relaxed);
       return Status::Internal("/" + entry.path + ": chunk at " + std::to_string(c.file_offset) +
                               " was not read");
     }
@@ -487,11 +437,11 @@ Result<IndexedRemoteData::ChunkData> IndexedRemoteData::VerifyChunk(uint32_t id)
   auto data = std::make_shared<const std::string>(std::move(bytes).value());
   bool counted = false;
   {
-    std::scoped_lock lock(mu_);
+    MutexLock lock(&mu_);
     counted = !verified_[id];
     verified_[id] = true;
   }
-  if (counted) chunks_fetched_.fetch_add(1, std::memory_order_relaxed);
+  if (counted) counters_.chunks_fetched.fetch_add(1, std::memory_order_relaxed);
   const Chunk& c = index_->chunks[id];
   if (chunks_ != nullptr && !c.digest.empty()) {
     Status stored = chunks_->Put(c.digest, *data);
@@ -500,7 +450,7 @@ Result<IndexedRemoteData::ChunkData> IndexedRemoteData::VerifyChunk(uint32_t id)
                           << " not stored: " << stored.ToString();
     }
   }
-  Remember(id, data);
+  recent_.Insert(id, data);
   return data;
 }
 
@@ -515,7 +465,7 @@ Status IndexedRemoteData::EnsurePieces(const FileEntry& entry, uint32_t first, u
     std::vector<Task> tasks;
     std::vector<Wait> waits;
     {
-      std::scoped_lock lock(mu_);
+      MutexLock lock(&mu_);
       for (uint32_t p = first; p < last; ++p) {
         if (state_[p] == kInFlight) waits.push_back(Wait{flight_[p], false});
       }
@@ -529,18 +479,14 @@ Status IndexedRemoteData::EnsurePieces(const FileEntry& entry, uint32_t first, u
         PlanReadAheadLocked(first, last - 1, &tasks);
       }
     }
-    Submit(std::move(tasks));
+    engine_.Submit(std::move(tasks));
 
     Status result = Status::Ok();
     bool retry = false;
     for (Wait& w : waits) {
       if (w.future.wait_until(deadline) != std::future_status::ready) {
-        const double seconds = static_cast<double>(options_.fetch_timeout.count()) / 1000.0;
-        IMGFS_LOG(kWarning) << "lazy read of /" << entry.path << " in layer "
-                            << index_->layer_digest.String() << ": data not fetched within "
-                            << seconds << " s (" << source_->Describe() << ")";
-        return Status::Unavailable("/" + entry.path + ": data not fetched within " +
-                                   std::to_string(seconds) + " s from " + source_->Describe());
+        return FetchDeadlineExceeded(entry.path, index_->layer_digest.String(),
+                                     options_.fetch_timeout, "data", source_->Describe());
       }
       const Status& st = w.future.get();
       if (!st.ok()) {
@@ -585,7 +531,7 @@ Status IndexedRemoteData::MaybeCheckHeaders(const FileEntry& entry, int64_t run,
   const size_t at = static_cast<size_t>(run);
   const HeaderRun& r = runs_[at];
   auto mark_checked = [&] {
-    std::scoped_lock lock(mu_);
+    MutexLock lock(&mu_);
     run_checked_[at] = true;
   };
   uint32_t first = 0;
@@ -601,7 +547,7 @@ Status IndexedRemoteData::MaybeCheckHeaders(const FileEntry& entry, int64_t run,
     return Status::Ok();
   }
   {
-    std::scoped_lock lock(mu_);
+    MutexLock lock(&mu_);
     if (run_checked_[at]) return Status::Ok();
     for (uint32_t p = first; p < last; ++p) {
       if (state_[p] != kPresent) return Status::Ok();  // not streamed past (yet)
@@ -719,26 +665,21 @@ void IndexedRemoteData::PlanReadAheadLocked(uint32_t first, uint32_t last,
   const uint32_t pieces = static_cast<uint32_t>(piece_begin_.size() - 1);
   auto length = [this](uint32_t p) { return piece_begin_[p + 1] - piece_begin_[p]; };
   const bool sequential = window_.Record(first, last, length);
-  if (options_.streaming && !stream_started_.load()) {
-    const bool mostly_here =
-        static_cast<double>(present_bytes_.load()) >=
-        options_.stream_after_fraction * static_cast<double>(index_->compressed_size);
-    const bool ranges_ignored = remote_ != nullptr && remote_->ignores_ranges();
-    if (mostly_here || window_.full_windows() >= options_.stream_after_full_windows ||
-        ranges_ignored) {
-      stream_started_.store(true);
-      stream_running_.store(true);
-      IMGFS_LOG(kInfo) << "layer " << index_->layer_digest.String()
-                       << (ranges_ignored ? ": the registry ignores Range; streaming the rest"
-                                          : ": most of it is being read; streaming the rest");
-      Task stream;
-      stream.priority = kReadAhead;
-      stream.stream = true;
-      // Every ranged read costs the whole blob when ranges are ignored: stream all of it.
-      stream.stream_from = ranges_ignored ? 0 : first;
-      tasks->push_back(std::move(stream));
-      return;
-    }
+  if (!stream_started_.load() &&
+      ShouldStream(options_, present_bytes_.load(), index_->compressed_size, window_, *source_)) {
+    const bool ranges_ignored = source_->ignores_ranges();
+    stream_started_.store(true);
+    stream_running_.store(true);
+    IMGFS_LOG(kInfo) << "layer " << index_->layer_digest.String()
+                     << (ranges_ignored ? ": the registry ignores Range; streaming the rest"
+                                        : ": most of it is being read; streaming the rest");
+    Task stream;
+    stream.priority = kReadAhead;
+    stream.stream = true;
+    // Every ranged read costs the whole blob when ranges are ignored: stream all of it.
+    stream.stream_from = ranges_ignored ? 0 : first;
+    tasks->push_back(std::move(stream));
+    return;
   }
   // Read-ahead only for sequential reads: a first or random read fetches what it needs.
   if (!options_.readahead || !sequential || stream_running_.load()) return;
@@ -748,57 +689,6 @@ void IndexedRemoteData::PlanReadAheadLocked(uint32_t first, uint32_t last,
   ClaimRunsLocked(from, to, kReadAhead, tasks);
 }
 
-void IndexedRemoteData::Submit(std::vector<Task> tasks) {
-  if (tasks.empty()) return;
-  std::vector<Task> refused;
-  {
-    std::scoped_lock lock(mu_);
-    if (stop_) {
-      refused = std::move(tasks);
-    } else {
-      while (workers_.size() < static_cast<size_t>(options_.max_parallel_fetches)) {
-        workers_.push_back(StartThread("imgfs-idx-fetch", [this] {
-          WorkerLoop();
-          return Status::Ok();
-        }));
-      }
-      for (Task& t : tasks) {
-        if (t.priority == kDemand) demand_running_.fetch_add(1);
-        queue_[t.priority].push_back(std::move(t));
-      }
-    }
-  }
-  for (Task& t : refused) {
-    if (!t.stream) Finish(t.first, t.promises, Status::Unavailable("the mount is closing"));
-  }
-  work_cv_.notify_all();
-}
-
-void IndexedRemoteData::WorkerLoop() {
-  std::unique_lock<std::mutex> lock(mu_);
-  for (;;) {
-    work_cv_.wait(lock, [&] {
-      return stop_ || !queue_[kDemand].empty() || !queue_[kReadAhead].empty() ||
-             !queue_[kBackground].empty();
-    });
-    if (stop_) return;
-    Task task;
-    for (auto& q : queue_) {
-      if (!q.empty()) {
-        task = std::move(q.front());
-        q.pop_front();
-        break;
-      }
-    }
-    ++running_;
-    lock.unlock();
-    RunTask(task);
-    lock.lock();
-    --running_;
-    idle_cv_.notify_all();
-  }
-}
-
 void IndexedRemoteData::RunTask(Task& task) {
   if (task.stream) {
     Status st = RunGuarded("streaming pass", [&] {
@@ -806,7 +696,7 @@ void IndexedRemoteData::RunTask(Task& task) {
     });
     stream_running_.store(false);
     if (!st.ok()) {
-      if (!stopping_.load()) {
+      if (!engine_.stopping()) {
         IMGFS_LOG(kWarning) << "layer " << index_->layer_digest.String()
                             << ": streaming pass stopped: " << st.ToString() << " ("
                             << source_->Describe() << ")";
@@ -820,7 +710,6 @@ void IndexedRemoteData::RunTask(Task& task) {
     IMGFS_LOG(kWarning) << "fetch failed: " << st.ToString() << " (" << source_->Describe() << ")";
   }
   Finish(task.first, task.promises, st);
-  if (task.priority == kDemand) demand_running_.fetch_sub(1);
 }
 
 Status IndexedRemoteData::FetchPieces(const Task& task) {
@@ -829,11 +718,11 @@ Status IndexedRemoteData::FetchPieces(const Task& task) {
   const int attempts = task.priority == kDemand ? 2 : 1;
   Status st = Status::Ok();
   for (int attempt = 0; attempt < attempts; ++attempt) {
-    if (stopping_.load()) {
+    if (engine_.stopping()) {
       st = Status::Unavailable("the mount is closing");
       break;
     }
-    requests_.fetch_add(1, std::memory_order_relaxed);
+    counters_.requests.fetch_add(1, std::memory_order_relaxed);
     Result<std::string> bytes =
         source_->ReadBlobRange(index_->layer_digest, ByteRange{begin, end - begin});
     if (!bytes.has_value()) {
@@ -841,7 +730,7 @@ Status IndexedRemoteData::FetchPieces(const Task& task) {
                                      std::to_string(begin) + "+" + std::to_string(end - begin));
       continue;
     }
-    bytes_fetched_.fetch_add(bytes->size(), std::memory_order_relaxed);
+    counters_.bytes_fetched.fetch_add(bytes->size(), std::memory_order_relaxed);
     if (bytes->size() != end - begin) {
       st = Status::Corrupt("layer " + index_->layer_digest.String() + ": range " +
                            std::to_string(begin) + "+" + std::to_string(end - begin) +
@@ -857,7 +746,7 @@ Status IndexedRemoteData::FetchPieces(const Task& task) {
 void IndexedRemoteData::Finish(uint32_t first, const std::vector<Promise>& promises,
                                const Status& status) {
   {
-    std::scoped_lock lock(mu_);
+    MutexLock lock(&mu_);
     for (uint32_t k = 0; k < promises.size(); ++k) {
       const uint32_t p = first + k;
       state_[p] = status.ok() ? kPresent : kMissing;
@@ -877,7 +766,7 @@ Status IndexedRemoteData::RunStream(uint32_t from, bool background) {
   // it: it claims one request's worth at a time.
   const uint64_t segment_cap = background ? options_.max_request_bytes : kStreamSegmentBytes;
   Status result = Status::Ok();
-  while (!stopping_.load() && !failed) {
+  while (!engine_.stopping() && !failed) {
     // Claim the next run of missing pieces, at most kStreamSegmentBytes.
     uint32_t seg_first = p;
     std::vector<Promise> promises;
@@ -892,7 +781,7 @@ Status IndexedRemoteData::RunStream(uint32_t from, bool background) {
     };
     try {
       {
-        std::scoped_lock lock(mu_);
+        MutexLock lock(&mu_);
         while (p < pieces && state_[p] != kMissing) ++p;
         seg_first = p;
         uint64_t bytes = 0;
@@ -922,29 +811,8 @@ Status IndexedRemoteData::RunStream(uint32_t from, bool background) {
         }
       };
       Status st = Status::Ok();
-      if (remote_ != nullptr) {
-        requests_.fetch_add(1, std::memory_order_relaxed);
-        st = remote_->StreamBlobRange(index_->layer_digest, ByteRange{begin, end - begin}, sink);
-      } else {
-        // A source without streamed range reads (local sources, tests): pieces of
-        // max_request_bytes, one after another.
-        for (uint64_t at = begin; at < end && st.ok();) {
-          const uint64_t n = std::min(options_.max_request_bytes, end - at);
-          requests_.fetch_add(1, std::memory_order_relaxed);
-          Result<std::string> bytes =
-              source_->ReadBlobRange(index_->layer_digest, ByteRange{at, n});
-          if (!bytes.has_value()) {
-            st = bytes.error();
-          } else if (bytes->size() != n) {
-            bytes_fetched_.fetch_add(bytes->size(), std::memory_order_relaxed);
-            st = Status::Corrupt("range " + std::to_string(at) + "+" + std::to_string(n) +
-                                 " answered " + std::to_string(bytes->size()) + " bytes");
-          } else {
-            st = sink(*bytes);
-          }
-          at += n;
-        }
-      }
+      counters_.requests.fetch_add(1, std::memory_order_relaxed);
+      st = source_->StreamBlobRange(index_->layer_digest, ByteRange{begin, end - begin}, sink);
       if (st.ok() && pos < end) {
         st = Status::Unavailable("the stream ended at " + std::to_string(pos) + " of " +
                                  std::to_string(end));
@@ -973,18 +841,12 @@ Status IndexedRemoteData::RunStream(uint32_t from, bool background) {
 Status IndexedRemoteData::StreamSink(std::string_view data, bool background, uint64_t end,
                                      uint32_t seg_last, uint64_t* pos, const uint32_t* done,
                                      const std::function<void(uint32_t, const Status&)>& complete) {
-  if (stopping_.load()) return Status::Unavailable("the mount is closing");
-  if (background) {
-    auto waited = std::chrono::milliseconds(0);
-    while (demand_running_.load() > 0 && waited < kMaxYield && !stopping_.load()) {
-      std::this_thread::sleep_for(kYieldStep);
-      waited += kYieldStep;
-    }
-  }
+  if (engine_.stopping()) return Status::Unavailable("the mount is closing");
+  if (background) engine_.YieldToDemand();
   if (data.size() > end - *pos) data = data.substr(0, end - *pos);
   IMGFS_RETURN_IF_ERROR(PwriteAll(fd_.get(), data, *pos));
   *pos += data.size();
-  bytes_fetched_.fetch_add(data.size(), std::memory_order_relaxed);
+  counters_.bytes_fetched.fetch_add(data.size(), std::memory_order_relaxed);
   uint32_t upto = *done;
   while (upto < seg_last && piece_begin_[upto + 1] <= *pos) ++upto;
   if (upto > *done) {
@@ -999,7 +861,7 @@ void IndexedRemoteData::StoreReadyChunks(uint32_t frontier) {
   for (;;) {
     uint32_t id = 0;
     {
-      std::scoped_lock lock(mu_);
+      MutexLock lock(&mu_);
       bool found = false;
       while (store_cursor_ < chunk_order_.size() && !found) {
         id = chunk_order_[store_cursor_];
@@ -1017,7 +879,7 @@ void IndexedRemoteData::StoreReadyChunks(uint32_t frontier) {
     }
     Result<ChunkData> chunk = VerifyChunk(id);
     if (!chunk.has_value()) {
-      errors_.fetch_add(1, std::memory_order_relaxed);
+      counters_.errors.fetch_add(1, std::memory_order_relaxed);
       IMGFS_LOG(kWarning) << "layer " << index_->layer_digest.String() << ": "
                           << chunk.error().ToString();
     }
@@ -1032,27 +894,13 @@ void IndexedRemoteData::StartBackgroundFetch() {
   stream.stream_from = 0;
   std::vector<Task> tasks;
   tasks.push_back(std::move(stream));
-  Submit(std::move(tasks));
+  engine_.Submit(std::move(tasks));
 }
 
 bool IndexedRemoteData::WaitIdle(std::chrono::milliseconds timeout) {
-  std::unique_lock<std::mutex> lock(mu_);
-  return idle_cv_.wait_for(lock, timeout, [&] {
-    return running_ == 0 && queue_[kDemand].empty() && queue_[kReadAhead].empty() &&
-           queue_[kBackground].empty();
-  });
+  return engine_.WaitIdle(timeout);
 }
 
-LayerStats IndexedRemoteData::Stats() const {
-  LayerStats s;
-  s.lazy = true;
-  s.blob_size = index_->compressed_size;
-  s.bytes_fetched = bytes_fetched_.load(std::memory_order_relaxed);
-  s.requests = requests_.load(std::memory_order_relaxed);
-  s.chunks_fetched = chunks_fetched_.load(std::memory_order_relaxed);
-  s.cache_hits = cache_hits_.load(std::memory_order_relaxed);
-  s.errors = errors_.load(std::memory_order_relaxed);
-  return s;
-}
+LayerStats IndexedRemoteData::Stats() const { return counters_.Snapshot(index_->compressed_size); }
 
 }  // namespace imgfs::fs

@@ -27,36 +27,28 @@
 // The blob is cut into fixed *pieces*, the unit of fetching and bookkeeping: boundaries at
 // every checkpoint's offset - 1 and offset + 1 (so every span above is a whole number of
 // pieces), and at most kMaxPieceBytes apart (a plain tar: one LayerReader block each). A piece
-// is missing, in flight or present. The rest follows LazyLayerReader (fs/fetcher.h), in
+// is missing, in flight or present. The rest follows LazyLayerReader (fs/lazy/fetcher.h), in
 // piece terms:
 //  - Chunk store: a chunk is served from the shared cache::ChunkStore (the one eStargz and
 //    zstd:chunked layers use; keyed by the chunk's sha256) before anything is fetched, and
 //    every chunk verified from fetched bytes is stored there: a second mount, or another
 //    image with the same file, fetches nothing for it. The last verified chunks are kept in
 //    memory (Options::memory_cache_bytes) so small consecutive reads of one chunk are cheap.
-//  - Fetch tasks run on a small per-layer worker pool (Options::max_parallel_fetches requests
-//    in flight, started on first use), taken by priority: on-demand reads, then read-ahead and
-//    the streaming pass, then background prefetch. A task is a run of adjacent missing pieces
-//    fetched by one ranged read of at most Options::max_request_bytes.
+//  - Fetch tasks run on the layer's FetchEngine (fs/lazy/fetch_engine.h: priorities, a
+//    bounded pool started on first use, background work yielding to demand). A task is a
+//    run of adjacent missing pieces fetched by one ranged read of at most max_request_bytes.
 //  - Single flight: a piece in flight has a shared future; every reader needing it waits on
-//    that instead of fetching it again. The lock (mu_) is never held across I/O.
-//  - Read-ahead: a read whose span continues where the previous one ended (in blob order)
-//    doubles the window from readahead_min_bytes up to readahead_max_bytes and fetches it in
-//    the background; any other read (a seek) resets it.
-//  - Streaming switch: once stream_after_fraction of the blob is present, or the window ran
-//    at its cap stream_after_full_windows times, or the registry ignores Range
-//    (registry::RemoteSource::ignores_ranges()), the rest of the layer is streamed
-//    (RemoteSource::StreamBlobRange) into the sparse copy: every missing run of pieces from
-//    the reader on (all of the layer when Range is ignored), in GETs of at most
-//    kStreamSegmentBytes (the whole rest when it is smaller). Pieces are claimed before their GET,
-//    so no byte is fetched twice and readers of claimed pieces wait for the stream. Chunks are
-//    verified and stored as the stream completes them. StartBackgroundFetch (`--prefetch=all`) runs
-//    the same pass over the whole layer at the lowest priority: it pauses while on-demand fetches
-//    run, and claims only max_request_bytes at a time so a reader never waits long behind a paused
-//    pass.
-//  - Deadline: a Read waits at most Options::fetch_timeout for its pieces; then it fails with
-//    Unavailable (EIO) while the fetch goes on, bounded by the source's own timeouts. Chunks
-//    already present or stored are still served; a later read of a missing piece fetches it.
+//    that instead of fetching it again. Read-ahead as fs/lazy/readahead.h, in pieces.
+//  - Streaming switch (fs/lazy/lazy_fetch_options.h ShouldStream): the rest of the layer is
+//    streamed (BlobSource::StreamBlobRange) into the sparse copy: every missing run of pieces
+//    from the reader on (all of the layer when Range is ignored), in GETs of at most
+//    kStreamSegmentBytes. Pieces are claimed before their GET, so no byte is fetched twice
+//    and readers of claimed pieces wait for the stream. Chunks are verified and stored as the
+//    stream completes them. StartBackgroundFetch (`--prefetch=all`) runs the same pass over
+//    the whole layer at the lowest priority, claiming only max_request_bytes at a time so a
+//    reader never waits long behind a paused pass.
+//  - Deadline: a Read waits at most Options::fetch_timeout for its pieces, then fails with
+//    Unavailable (EIO) while the fetch goes on.
 //  - Errors: an on-demand fetch is tried twice; read-ahead and streaming once, and a reader
 //    that was waiting on them fetches the piece itself (once). An exception on a worker
 //    (bad_alloc) fails the task's claimed pieces like any error; a streaming pass that
@@ -97,35 +89,32 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <future>
-#include <list>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <unordered_map>
 #include <vector>
 
+#include "base/mutex.h"
 #include "base/status.h"
+#include "base/thread_annotations.h"
 #include "base/unique_fd.h"
 #include "cache/chunk_store.h"
 #include "fs/layer/file_data_source.h"
 #include "fs/layer/layer_index.h"
 #include "fs/layer/layer_reader.h"
+#include "fs/lazy/fetch_engine.h"
+#include "fs/lazy/lazy_fetch_options.h"
 #include "fs/lazy/readahead.h"
+#include "fs/lazy/verified_chunk_cache.h"
 #include "registry/blob_source.h"
-#include "registry/remote_source.h"
 
 namespace imgfs::fs {
 
 class IndexedRemoteData : public FileDataSource {
  public:
-  // Default largest single Range request (Options::max_request_bytes).
-  static constexpr uint64_t kMaxRequestBytes = 8 << 20;
   // Largest piece of a compressed blob: the granularity of read-ahead and of the streaming
   // pass's progress. 1 MiB: a quarter of the default checkpoint span, ~40 ms at 200 Mbit.
   static constexpr uint64_t kMaxPieceBytes = 1 << 20;
@@ -138,23 +127,8 @@ class IndexedRemoteData : public FileDataSource {
   // one check costs.
   static constexpr uint64_t kMaxHeaderRunBytes = 1 << 20;
 
-  struct Options {
-    // How long a Read waits for its bytes before failing with Unavailable (see fs/fetcher.h).
-    std::chrono::milliseconds fetch_timeout{30000};
-    // Requests in flight per layer (as LazyLayerReader: fills a 200 Mbit/20 ms link).
-    int max_parallel_fetches = 4;
-    // Read-ahead window (compressed bytes), doubled on sequential reads.
-    bool readahead = true;
-    uint64_t readahead_min_bytes = 1 << 20;
-    uint64_t readahead_max_bytes = 64 << 20;
-    // Largest single ranged request of a task.
-    uint64_t max_request_bytes = kMaxRequestBytes;
-    // Streaming switch (see above).
-    bool streaming = true;
-    double stream_after_fraction = 0.5;
-    int stream_after_full_windows = 2;
-    // Verified chunks kept in memory (most recently used first). 0 disables.
-    size_t memory_cache_bytes = 8 << 20;
+  // The shared policy (fs/lazy/lazy_fetch_options.h) and what only indexed layers have.
+  struct Options : LazyFetchOptions {
     // What the mount fetched for this layer's index (bytes, requests): counted in Stats().
     uint64_t index_bytes = 0;
     uint64_t index_requests = 0;
@@ -205,7 +179,10 @@ class IndexedRemoteData : public FileDataSource {
   using Promise = std::shared_ptr<std::promise<Status>>;
 
   enum PieceState : uint8_t { kMissing = 0, kInFlight = 1, kPresent = 2 };
-  enum Priority { kDemand = 0, kReadAhead = 1, kBackground = 2, kPriorities = 3 };
+  using Priority = FetchPriority;
+  static constexpr Priority kDemand = FetchPriority::kDemand;
+  static constexpr Priority kReadAhead = FetchPriority::kReadAhead;
+  static constexpr Priority kBackground = FetchPriority::kBackground;
   struct Task {
     Priority priority = kDemand;
     bool stream = false;       // the streaming pass, from the first missing piece at or ...
@@ -228,12 +205,12 @@ class IndexedRemoteData : public FileDataSource {
   Status EnsurePieces(const FileEntry& entry, uint32_t first, uint32_t last,
                       std::chrono::steady_clock::time_point deadline, bool plan_readahead = true);
   // Under mu_: claims missing pieces of [first, last) into tasks of at most max_request_bytes.
-  void ClaimRunsLocked(uint32_t first, uint32_t last, Priority priority, std::vector<Task>* tasks);
+  void ClaimRunsLocked(uint32_t first, uint32_t last, Priority priority, std::vector<Task>* tasks)
+      IMGFS_REQUIRES(mu_);
   // Under mu_: read-ahead bookkeeping for a read of pieces [first, last]; appends tasks.
-  void PlanReadAheadLocked(uint32_t first, uint32_t last, std::vector<Task>* tasks);
+  void PlanReadAheadLocked(uint32_t first, uint32_t last, std::vector<Task>* tasks)
+      IMGFS_REQUIRES(mu_);
 
-  void Submit(std::vector<Task> tasks);
-  void WorkerLoop();
   // Runs a task; never throws (an exception fails the task's pieces, as fs/fetcher.cc).
   void RunTask(Task& task);
   // One ranged read of the task's pieces into the sparse copy (tried twice on demand).
@@ -279,16 +256,13 @@ class IndexedRemoteData : public FileDataSource {
   // Drops the index (once): later reads fail; returns the Corrupt status for this one.
   Status Distrust(const FileEntry& entry, const std::string& why);
 
-  ChunkData Recent(uint32_t id);
-  void Remember(uint32_t id, const ChunkData& data);
-
   std::shared_ptr<registry::BlobSource> source_;
   std::shared_ptr<const LayerIndex> index_;
   UniqueFd fd_;                                // the sparse copy, written here
   std::shared_ptr<cache::ChunkStore> chunks_;  // may be null
   const Options options_;
+  VerifiedChunkCache<uint32_t> recent_{options_.memory_cache_bytes};  // by chunk id
   uint64_t block_bytes_;
-  registry::RemoteSource* remote_ = nullptr;  // source_ when it is a registry, else null
 
   // Immutable after construction.
   std::vector<uint64_t> piece_begin_;        // piece i = [piece_begin_[i], piece_begin_[i + 1])
@@ -304,43 +278,32 @@ class IndexedRemoteData : public FileDataSource {
   std::vector<HeaderRun> runs_;  // by payload offset
 
   std::atomic<uint64_t> present_bytes_{0};
-  std::atomic<uint64_t> bytes_fetched_{0};
-  std::atomic<uint64_t> requests_{0};
-  std::atomic<uint64_t> chunks_fetched_{0};
-  std::atomic<uint64_t> cache_hits_{0};
-  std::atomic<uint64_t> errors_{0};
+  LayerCounters counters_;  // what Stats() reports
   std::atomic<bool> stream_started_{false};
   std::atomic<bool> stream_running_{false};
-  std::atomic<bool> stopping_{false};    // set with stop_, read without the lock
-  std::atomic<int> demand_running_{0};   // on-demand tasks queued or running
   std::atomic<bool> distrusted_{false};  // the index did not match the tar headers
   std::atomic<bool> long_run_logged_{false};
 
   // Leaf lock; never held across I/O.
-  mutable std::mutex mu_;
-  std::condition_variable work_cv_;                 // tasks queued or stop_
-  std::condition_variable idle_cv_;                 // a task finished
-  bool stop_ = false;                               // guarded by mu_
-  std::deque<Task> queue_[kPriorities];             // guarded by mu_
-  int running_ = 0;                                 // guarded by mu_
-  std::vector<std::thread> workers_;                // guarded by mu_
-  std::vector<uint8_t> state_;                      // guarded by mu_: PieceState by piece
-  std::vector<std::shared_future<Status>> flight_;  // guarded by mu_: by piece, when in flight
-  std::vector<bool> verified_;                      // guarded by mu_: by chunk id
-  std::vector<bool> run_checked_;                   // guarded by mu_: by position in runs_
-  size_t store_cursor_ = 0;                         // guarded by mu_: in chunk_order_
-  ReadAheadWindow window_{0, 0};                    // guarded by mu_; positions are piece numbers
+  mutable Mutex mu_;
+  std::vector<uint8_t> state_ IMGFS_GUARDED_BY(mu_);                      // PieceState by piece
+  std::vector<std::shared_future<Status>> flight_ IMGFS_GUARDED_BY(mu_);  // by piece, in flight
+  std::vector<bool> verified_ IMGFS_GUARDED_BY(mu_);                      // by chunk id
+  std::vector<bool> run_checked_ IMGFS_GUARDED_BY(mu_);                   // by position in runs_
+  size_t store_cursor_ IMGFS_GUARDED_BY(mu_) = 0;                         // in chunk_order_
+  ReadAheadWindow window_ IMGFS_GUARDED_BY(mu_){0, 0};  // positions are piece numbers
 
-  struct RecentChunk {
-    ChunkData data;
-    std::list<uint32_t>::iterator lru;
-  };
-  std::list<uint32_t> lru_;                           // guarded by mu_; front = newest
-  std::unordered_map<uint32_t, RecentChunk> recent_;  // guarded by mu_
-  size_t recent_bytes_ = 0;                           // guarded by mu_
-  // Decodes the sparse copy. Replaced (guarded by mu_) when a chunk failed verification:
-  // its block cache may hold what the bad bytes decoded to.
-  std::shared_ptr<LayerReader> reader_;
+  // Decodes the sparse copy. Replaced when a chunk failed verification: its block cache may
+  // hold what the bad bytes decoded to.
+  std::shared_ptr<LayerReader> reader_ IMGFS_GUARDED_BY(mu_);
+
+  // Last: stopped first (the destructor stops it explicitly) while the hooks' state lives.
+  FetchEngine<Task> engine_{"imgfs-idx-fetch",
+                            options_.max_parallel_fetches,
+                            {[this](Task& task) { RunTask(task); },
+                             [this](Task& task, const Status& error) {
+                               if (!task.stream) Finish(task.first, task.promises, error);
+                             }}};
 };
 
 }  // namespace imgfs::fs

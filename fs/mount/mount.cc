@@ -18,10 +18,10 @@
 #include "cache/images.h"
 #include "cache/index_store.h"
 #include "fs/image_ops/index_publish.h"
-#include "fs/lazy/fetcher.h"
-#include "fs/lazy/indexed_fetcher.h"
 #include "fs/layer/estargz_toc.h"
 #include "fs/layer/zstd_chunked_toc.h"
+#include "fs/lazy/fetcher.h"
+#include "fs/lazy/indexed_fetcher.h"
 #include "registry/media_types.h"
 
 namespace imgfs::fs {
@@ -455,7 +455,7 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
       // index when the store has one or the registry has one published for this manifest.
       if (plain != nullptr) {
         IndexedRemoteData::Options indexed_options;
-        indexed_options.fetch_timeout = lazy_options.fetch_timeout;
+        static_cast<LazyFetchOptions&>(indexed_options) = lazy_options;  // the shared policy
         // An index the layer's own tar headers contradict is dropped from the store too, so
         // the next mount does not serve it again.
         if (Result<cache::IndexKey> key = StoreKeyOf(*plain); key.has_value()) {

@@ -25,6 +25,7 @@
 #include "registry/local_source.h"
 #include "registry/manifest.h"
 #include "tests/fs/layer_test_util.h"
+#include "tests/fs/range_ignoring_source.h"
 #include "tests/support/temp_dir.h"
 
 namespace imgfs::fs {
@@ -458,6 +459,8 @@ Synthetic MakeSynthetic(const std::vector<uint64_t>& sizes, uint64_t chunk) {
   return out;
 }
 
+using RangeIgnoringSource = RangeIgnoring<SlowMemorySource>;
+
 std::string ReadWhole(LazyLayerReader& r, const FileEntry& e, size_t piece) {
   std::string out;
   while (out.size() < e.size) {
@@ -510,6 +513,20 @@ TEST(LazyFetchTest, ReadingMostOfTheLayerSwitchesToOneStream) {
   EXPECT_EQ(reader.chunks_fetched(), l.index->chunks.size());
   for (const Chunk& c : l.index->chunks) EXPECT_TRUE(store->Has(c.digest));
   EXPECT_LT(source->bytes.load(), l.blob.size() * 11 / 10) << "bytes fetched twice";
+}
+
+TEST(LazyFetchTest, ASourceThatIgnoresRangesIsStreamedFromTheFirstRead) {
+  Synthetic l = MakeSynthetic(std::vector<uint64_t>(40, 16 << 10), 64 << 10);
+  auto source = std::make_shared<RangeIgnoringSource>(l.blob, std::chrono::milliseconds(0));
+  TempDir dir;
+  auto store = std::make_shared<cache::ChunkStore>(dir.path());
+  LazyLayerReader reader(source, l.index, store);
+  ASSERT_TRUE(ReadWhole(reader, l.index->entries[0], 128 << 10) == l.contents[0]);
+  EXPECT_TRUE(reader.streamed());
+  EXPECT_TRUE(reader.WaitIdle(std::chrono::seconds(10)));
+  EXPECT_GE(source->streams.load(), 1) << "the rest was not streamed through the source";
+  EXPECT_EQ(reader.chunks_fetched(), l.index->chunks.size());
+  for (const Chunk& c : l.index->chunks) EXPECT_TRUE(store->Has(c.digest));
 }
 
 TEST(LazyFetchTest, ScatteredSmallReadsFetchOnlyTheirNeighbourhood) {

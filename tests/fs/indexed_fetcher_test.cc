@@ -33,6 +33,7 @@
 #include "registry/media_types.h"
 #include "registry/remote_source.h"
 #include "tests/fs/layer_test_util.h"
+#include "tests/fs/range_ignoring_source.h"
 #include "tests/support/http_test_server.h"
 #include "tests/support/temp_dir.h"
 
@@ -222,6 +223,8 @@ std::string ReadFile(IndexedRemoteData& data, const TestLayer& layer, const std:
   }
   return out;
 }
+
+using RangeIgnoringSource = RangeIgnoring<MemorySource>;
 
 std::string FormatName(const ::testing::TestParamInfo<LayerFormat>& info) {
   switch (info.param) {
@@ -455,6 +458,24 @@ TEST_P(IndexedFetcherTest, BackgroundFetchFetchesEverything) {
     EXPECT_EQ(ReadFile(*data, layer_, path), layer_.files[path]) << path;
   }
   EXPECT_EQ(second->requests.load(), 0);
+}
+
+TEST_P(IndexedFetcherTest, ASourceThatIgnoresRangesIsStreamedFromTheFirstRead) {
+  auto source = std::make_shared<RangeIgnoringSource>(layer_.blob);
+  IndexedRemoteData::Options streaming = Quiet();
+  streaming.streaming = true;  // and no read-ahead: only the switch fetches beyond the read
+  auto data =
+      IndexedRemoteData::Create(source, layer_.index, dir_.path() + "/tmp", store_, streaming);
+  ASSERT_TRUE(data.has_value()) << data.error().ToString();
+  const std::string& first = layer_.order.front();
+  EXPECT_EQ(ReadFile(**data, layer_, first), layer_.files[first]);
+  EXPECT_TRUE((*data)->streamed());
+  ASSERT_TRUE((*data)->WaitIdle(std::chrono::seconds(30)));
+  EXPECT_GE(source->streams.load(), 1) << "the rest was not streamed through the source";
+  EXPECT_EQ((*data)->present_bytes(), layer_.blob.size());
+  for (const std::string& path : layer_.order) {
+    EXPECT_EQ(ReadFile(**data, layer_, path), layer_.files[path]) << path;
+  }
 }
 
 TEST_P(IndexedFetcherTest, ConcurrentReadersDuringBackgroundFetch) {
