@@ -32,8 +32,8 @@
 #include "base/status.h"
 #include "cache/images.h"
 #include "cache/store.h"
-#include "fs/layer/layer_writer.h"
 #include "fs/image_ops/pull.h"
+#include "fs/layer/layer_writer.h"
 #include "registry/digest.h"
 #include "registry/manifest.h"
 

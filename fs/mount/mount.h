@@ -16,9 +16,9 @@
 #include "base/status.h"
 #include "cache/store.h"
 #include "fs/core/filesystem.h"
+#include "fs/image_ops/pull.h"
 #include "fs/layer/index_builder.h"
 #include "fs/tree/overlay.h"
-#include "fs/image_ops/pull.h"
 #include "registry/digest.h"
 
 namespace imgfs::fs {

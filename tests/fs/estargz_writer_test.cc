@@ -10,8 +10,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "fs/layer/layer_writer.h"
 #include "fs/layer/estargz_toc.h"
+#include "fs/layer/layer_writer.h"
 #include "fs/layer/zstd_chunked_toc.h"
 #include "tests/fs/layer_test_util.h"
 #include "tests/support/fake_blob_source.h"

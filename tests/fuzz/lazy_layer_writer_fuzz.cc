@@ -13,9 +13,9 @@
 #include <string_view>
 #include <vector>
 
-#include "fs/layer/layer_writer.h"
 #include "fs/layer/chunk_decoder.h"
 #include "fs/layer/estargz_toc.h"
+#include "fs/layer/layer_writer.h"
 #include "fs/layer/zstd_chunked_toc.h"
 #include "registry/tar_reader.h"
 #include "tests/support/fake_blob_source.h"

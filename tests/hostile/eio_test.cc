@@ -18,9 +18,9 @@
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
-#include "fs/lazy/indexed_fetcher.h"
 #include "fs/layer/index_builder.h"
 #include "fs/layer/layer_reader.h"
+#include "fs/lazy/indexed_fetcher.h"
 #include "registry/digest.h"
 #include "registry/media_types.h"
 #include "tests/support/fake_blob_source.h"
