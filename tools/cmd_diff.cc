@@ -17,7 +17,8 @@ constexpr std::string_view kDiffUsage =
     "Usage: imgfs diff CONTAINER|MOUNTPOINT\n\n"
     "Inspect changes to files or directories of a container or a writable mount.\n"
     "One line per changed path, sorted: A (added), C (changed), D (deleted), as docker diff\n"
-    "prints them. Nothing is fetched: a lazily mounted image is compared through its index.";
+    "prints them. The image is not pulled: a lazily recorded one is compared through its\n"
+    "layer indexes.";
 
 }  // namespace
 
@@ -35,15 +36,20 @@ int RunDiff(CommandContext& ctx) {
   Result<fs::CommitSource> source = fs::ResolveCommitSource(**store, args.positional()[0]);
   if (!source.has_value()) return Fail(source.error());
 
-  // The base image's merged tree, named by its manifest digest (the tag may have moved since
-  // the container was made); lazily, so an image recorded without its layers needs no fetch.
+  // The base image's merged tree, lazily, so an image recorded without its layers is read
+  // through its indexes. Named by its reference (a lazy image's layers may have to be found in
+  // its registry); when that tag has moved since, by its manifest digest.
   fs::PrepareOptions options;
   options.pull_if_missing = false;
   options.lazy = true;
   options.prefetch = fs::PrepareOptions::Prefetch::kNone;
-  std::string base =
-      source->base_manifest.empty() ? source->base_reference : source->base_manifest.String();
-  Result<fs::PreparedImage> image = fs::PrepareImage(**store, base, options);
+  const std::string by_digest = source->base_manifest.String();
+  Result<fs::PreparedImage> image = fs::PrepareImage(
+      **store, source->base_reference.empty() ? by_digest : source->base_reference, options);
+  if (!source->base_reference.empty() && !source->base_manifest.empty() &&
+      (!image.has_value() || image->manifest_digest != source->base_manifest)) {
+    image = fs::PrepareImage(**store, by_digest, options);
+  }
   if (!image.has_value()) {
     return Fail(image.error().WithContext("the image of " + source->description));
   }

@@ -61,6 +61,25 @@ TEST_F(DiffTest, WritableMountShowsAddedChangedAndDeletedPaths) {
   Umount();
 }
 
+// A lazily mounted image (recorded without its layers) is compared through its indexes.
+TEST_F(DiffTest, LazyWritableMountOfARegistryImage) {
+  RegistryServer* reg = SharedRegistry();
+  ASSERT_NE(reg, nullptr);
+  ASSERT_TRUE(reg->PushOciLayout(FixturePath("tiny-estargz"), "latest", "diff/lazy:1").ok());
+  MountOrDie({"--lazy", "--rw", reg->host_port() + "/diff/lazy:1"});
+  ASSERT_TRUE(WriteFileAtomic(Mnt() + "/etc/conf.d/sub/added.conf", "x\n").ok());
+  ASSERT_EQ(::unlink((Mnt() + "/etc/os-release").c_str()), 0);
+  ProcessResult diff = Imgfs({"diff", Mnt()});
+  ASSERT_EQ(diff.exit_code, 0) << diff.Describe();
+  EXPECT_EQ(diff.out,
+            "C /etc\n"
+            "C /etc/conf.d\n"
+            "C /etc/conf.d/sub\n"
+            "A /etc/conf.d/sub/added.conf\n"
+            "D /etc/os-release\n");
+  Umount();
+}
+
 TEST_F(DiffTest, ContainerOfRunShowsItsChanges) {
   ASSERT_NO_FATAL_FAILURE(PullTiny());
   // tiny's busybox has no applet links for rm and mkdir: they are called through busybox.
