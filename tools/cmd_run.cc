@@ -76,7 +76,8 @@ constexpr std::string_view kContainersUsage =
     "Manage containers.\n\n"
     "Commands:\n"
     "  ls [-a] [-q] [--no-trunc]   List containers\n"
-    "  rm [-f] CONTAINER...        Remove containers (-f: also running ones)";
+    "  rm [-f] CONTAINER...        Remove containers (-f: also running ones)\n"
+    "  diff CONTAINER|MOUNTPOINT   Show a container's changed files";
 
 const std::vector<OptionSpec>& RunSpecs() {
   static const std::vector<OptionSpec> specs = {
@@ -564,6 +565,7 @@ int RunContainers(CommandContext& ctx) {
     return ListContainersCommand(ctx, "Usage: imgfs containers ls [OPTIONS]");
   }
   if (sub == "rm" || sub == "remove") return RemoveContainersCommand(ctx);
+  if (sub == "diff" && RunDiff != nullptr) return RunDiff(ctx);
   return UsageError("containers", "unknown command \"" + sub + "\"");
 }
 
