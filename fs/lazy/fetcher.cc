@@ -180,6 +180,12 @@ LazyLayerReader::ChunkData LazyLayerReader::Available(uint32_t id) {
   return data;
 }
 
+bool LazyLayerReader::CompletedLocked(uint32_t id) {
+  const uint32_t pos = pos_of_[id];
+  if (pos != kNoPos && present_[pos].load()) return true;
+  return recent_.Find(KeyOf(id)) != nullptr;
+}
+
 bool LazyLayerReader::ClaimLocked(uint32_t id, Task* task) {
   std::string key = KeyOf(id);
   if (inflight_.count(key) > 0) return false;
@@ -211,12 +217,17 @@ Status LazyLayerReader::GetChunks(const FileEntry& entry, const std::vector<uint
   Task& demand = tasks[0];
   demand.priority = kDemand;
   std::vector<Wait> waits;
+  std::vector<size_t> completed;
   {
     MutexLock lock(&mu_);
     for (size_t i : missing) {
       auto it = inflight_.find(KeyOf(ids[i]));
       if (it != inflight_.end()) {
         waits.push_back(Wait{i, it->second, false});
+      } else if (CompletedLocked(ids[i])) {
+        // Fetched by another thread between Available() above and this lock: Complete marks
+        // a chunk present (and remembers it) before it leaves inflight_.
+        completed.push_back(i);
       } else if (ClaimLocked(ids[i], &demand)) {
         waits.push_back(Wait{i, inflight_.at(KeyOf(ids[i])), true});
       }
@@ -264,6 +275,13 @@ Status LazyLayerReader::GetChunks(const FileEntry& entry, const std::vector<uint
       return r.error();
     }
     (*out)[w.slot] = *r;
+  }
+  for (size_t i : completed) {
+    (*out)[i] = Available(ids[i]);
+    if ((*out)[i] == nullptr) {  // gone again (evicted, not stored): the caller goes round
+      *retry = true;
+      return Status::Unavailable("chunk " + KeyOf(ids[i]) + " was dropped as it arrived");
+    }
   }
   return Status::Ok();
 }
@@ -537,6 +555,7 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
     }
     MutexLock lock(&mu_);
     for (uint32_t pos : candidates) {
+      if (CompletedLocked(order_[pos])) continue;  // a demand read finished it meanwhile
       Task t;
       if (ClaimLocked(order_[pos], &t)) claimed.emplace(pos, std::move(t.promises.front()));
     }
