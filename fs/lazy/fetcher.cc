@@ -181,8 +181,8 @@ LazyLayerReader::ChunkData LazyLayerReader::Available(uint32_t id) {
 }
 
 bool LazyLayerReader::CompletedLocked(uint32_t id) {
-  const uint32_t pos = pos_of_[id];
-  if (pos != kNoPos && present_[pos].load()) return true;
+  // Not present_: it remembers what the chunk store held once, which eviction may have taken
+  // since; recent_ holds what was just fetched.
   return recent_.Find(KeyOf(id)) != nullptr;
 }
 
@@ -225,8 +225,8 @@ Status LazyLayerReader::GetChunks(const FileEntry& entry, const std::vector<uint
       if (it != inflight_.end()) {
         waits.push_back(Wait{i, it->second, false});
       } else if (CompletedLocked(ids[i])) {
-        // Fetched by another thread between Available() above and this lock: Complete marks
-        // a chunk present (and remembers it) before it leaves inflight_.
+        // Fetched by another thread between Available() above and this lock: Complete
+        // remembers a chunk (recent_) before it leaves inflight_.
         completed.push_back(i);
       } else if (ClaimLocked(ids[i], &demand)) {
         waits.push_back(Wait{i, inflight_.at(KeyOf(ids[i])), true});

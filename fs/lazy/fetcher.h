@@ -176,8 +176,8 @@ class LazyLayerReader : public FileDataSource {
   // Under mu_: registers chunk id in inflight_ for `task`; false when already in flight.
   bool ClaimLocked(uint32_t id, Task* task) IMGFS_REQUIRES(mu_);
   // Under mu_, for a chunk not in inflight_: whether it was fetched since the caller last
-  // looked (Complete marks it present and remembers it before it leaves inflight_), so that
-  // a chunk finished between a lookup and a claim is not fetched a second time.
+  // looked (Complete remembers it in recent_ before it leaves inflight_), so that a chunk
+  // finished between a lookup and a claim is not fetched a second time.
   bool CompletedLocked(uint32_t id) IMGFS_REQUIRES(mu_);
   // Read-ahead bookkeeping for a read touching blob positions [first, last]: updates the
   // window, claims the chunks ahead (or decides to stream) and appends the tasks to *tasks.
