@@ -14,6 +14,7 @@
 #include "base/unique_fd.h"
 #include "cache/images.h"
 #include "fs/image_ops/commit.h"
+#include "fs/layer/index_builder.h"
 #include "fs/layer/stream_decoder.h"
 #include "registry/media_types.h"
 #include "registry/push.h"
@@ -59,18 +60,12 @@ class TempFile {
 };
 
 Result<LayerFormat> SourceFormat(const registry::Descriptor& desc) {
-  switch (registry::media::LayerCompression(desc.media_type)) {
-    case registry::media::Compression::kNone:
-      return LayerFormat::kTar;
-    case registry::media::Compression::kGzip:
-      return LayerFormat::kTarGzip;
-    case registry::media::Compression::kZstd:
-      return LayerFormat::kTarZstd;
-    case registry::media::Compression::kUnknown:
-      break;
+  Result<LayerFormat> format = LayerFormatForMediaType(desc.media_type);
+  if (!format.has_value()) {
+    return Status::Unsupported("layer " + desc.digest.String() + " has media type " +
+                               desc.media_type + ", which imgfs cannot convert");
   }
-  return Status::Unsupported("layer " + desc.digest.String() + " has media type " +
-                             desc.media_type + ", which imgfs cannot convert");
+  return format;
 }
 
 // Decompresses the stored blob of `desc` into `out`; returns the uncompressed size and sets
