@@ -69,26 +69,39 @@ for config in "${configs[@]}"; do
       if [ ${#fuzzers[@]} -eq 0 ]; then
         failed=$((failed + 1)); failures+=("fuzz: no fuzz targets were built")
       fi
+      # One target per core at a time: each is single-threaded.
+      fuzz_one() {  # binary; its status is the fuzzer's
+        local bin=$1 name work rc
+        name=$(basename "$bin" _fuzz)
+        work=$(mktemp -d)
+        cp -r "tests/fuzz/corpus/$name"/. "$work"/ 2>/dev/null || true
+        "$bin" -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 -timeout=10 \
+          -print_final_stats=0 "$work" >"build/asan/fuzz-$name.log" 2>&1
+        rc=$?
+        rm -rf "$work"
+        return $rc
+      }
+      declare -A fuzz_pids=()
+      for bin in "${fuzzers[@]}"; do
+        while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+        fuzz_one "$bin" &
+        fuzz_pids[$bin]=$!
+      done
       for bin in "${fuzzers[@]}"; do
         name=$(basename "$bin" _fuzz)
-        corpus=tests/fuzz/corpus/$name
-        work=$(mktemp -d)
-        cp -r "$corpus"/. "$work"/ 2>/dev/null || true
-        if "$bin" -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 -timeout=10 \
-            -print_final_stats=0 "$work" >"build/asan/fuzz-$name.log" 2>&1; then
+        if wait "${fuzz_pids[$bin]}"; then
           echo "fuzz $name: ok (${fuzz_seconds}s)"; passed=$((passed + 1))
         else
           echo "fuzz $name: FAILED"; tail -40 "build/asan/fuzz-$name.log"
           failed=$((failed + 1)); failures+=("fuzz: $name")
         fi
-        rm -rf "$work"
       done ;;
     tidy)
       if scripts/tidy.sh "${IMGFS_TIDY_BASE:-HEAD~1}"; then passed=$((passed + 1)); else
         failed=$((failed + 1)); failures+=("tidy: clang-tidy findings"); fi ;;
     tsan)
       export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
-      if scripts/build.sh tsan; then run_ctest tsan -L unit; else
+      if scripts/build.sh tsan unit_tests; then run_ctest tsan -L unit; else
         failed=$((failed + 1)); failures+=("tsan: build failed"); fi ;;
     *) echo "unknown configuration $config"; exit 2 ;;
   esac
