@@ -18,11 +18,14 @@
 //
 // Invariant: every compressed byte a decode for chunk c reads lies in c's pieces
 // [chunk_first_piece_[c], chunk_last_piece_[c]), and those pieces are present (written, then
-// marked) before the decode starts; a piece's bytes are never rewritten with other bytes
-// while it is present (a refetch first marks it missing). So a decode never meets a hole of
-// the sparse copy, a chunk that fails verification failed on bytes of its own pieces, and
-// the refetch of exactly those pieces, decoded by a fresh LayerReader, replaces every byte
-// the bad decode used.
+// marked) when the decode takes its reader (one step under mu_: ReaderIfPresent); a piece's
+// bytes are never rewritten with other bytes while it is present (a refetch first marks it
+// missing, and installs a fresh LayerReader in the same step). So a decode never meets a
+// hole of the sparse copy, a chunk that fails verification failed on bytes of its own
+// pieces, and the refetch of exactly those pieces, decoded by the fresh reader, replaces
+// every byte the bad decode used: no decode that started before the refetch finished can
+// leave blocks of the bad bytes in the fresh reader's cache (a decode that finds its pieces
+// missing again waits for the refetch).
 //
 // The blob is cut into fixed *pieces*, the unit of fetching and bookkeeping: boundaries at
 // every checkpoint's offset - 1 and offset + 1 (so every span above is a whole number of
@@ -228,11 +231,20 @@ class IndexedRemoteData : public FileDataSource {
   // Streaming pass: verifies and stores the unverified chunks whose pieces all lie before
   // piece `frontier` and are present, in stream order.
   void StoreReadyChunks(uint32_t frontier);
-  // Verifies chunk `id` from the sparse copy (its pieces present), stores and remembers it.
-  Result<ChunkData> VerifyChunk(uint32_t id);
+  // Verifies chunk `id` from the sparse copy, stores and remembers it. Sets *refetching (and
+  // returns Unavailable) instead when one of its pieces is not present: another read sent it
+  // to be fetched again since the caller made the pieces present.
+  Result<ChunkData> VerifyChunk(uint32_t id, bool* refetching);
 
-  // The current reader of the sparse copy.
-  std::shared_ptr<LayerReader> Reader();
+  // The reader to decode pieces [first, last) with, taken in one step with the check that
+  // every one of them is present; null when one is not. A refetch marks its pieces missing
+  // and installs a fresh reader in one step too (InvalidatePieces), so a decode only fills
+  // the block cache of a reader that was current while the bytes it decodes were present:
+  // blocks decoded from bytes that are being fetched again (a bad piece) never reach the
+  // reader that decodes the refetched ones.
+  std::shared_ptr<LayerReader> ReaderIfPresent(uint32_t first, uint32_t last);
+  std::shared_ptr<LayerReader> ReaderIfPresentLocked(uint32_t first, uint32_t last)
+      IMGFS_REQUIRES(mu_);
   // After chunk `id` failed verification: forgets its present pieces (they are fetched
   // again), unverifies every chunk that shares one of them (verified again when read) and
   // starts a fresh reader.
@@ -250,9 +262,10 @@ class IndexedRemoteData : public FileDataSource {
   // (and the index dropped) on a mismatch that a refetch did not cure.
   Status MaybeCheckHeaders(const FileEntry& entry, int64_t run,
                            std::chrono::steady_clock::time_point deadline);
-  // Parses run `run` from the sparse copy: an error when it cannot be decoded, else "" when
-  // it ends with `entry`'s header, or what differs.
-  Result<std::string> CompareHeaders(const FileEntry& entry, size_t run);
+  // Parses run `run` from the sparse copy with `reader` (ReaderIfPresent of its pieces): an
+  // error when it cannot be decoded, else "" when it ends with `entry`'s header, or what
+  // differs.
+  Result<std::string> CompareHeaders(const FileEntry& entry, size_t run, LayerReader& reader);
   // Drops the index (once): later reads fail; returns the Corrupt status for this one.
   Status Distrust(const FileEntry& entry, const std::string& why);
 
