@@ -8,9 +8,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <utility>
 
 #include "base/log.h"
@@ -140,7 +142,6 @@ IndexedRemoteData::IndexedRemoteData(std::shared_ptr<registry::BlobSource> sourc
   piece_begin_.push_back(size);  // sentinel
   const size_t pieces = piece_begin_.size() - 1;
   state_.assign(pieces, kMissing);
-  flight_.resize(pieces);
 
   // Chunks: owner entry, span in pieces, stream order.
   chunk_entry_.assign(index_->chunks.size(), kNoEntry);
@@ -501,12 +502,16 @@ Status IndexedRemoteData::EnsurePieces(const FileEntry& entry, uint32_t first, u
     {
       MutexLock lock(&mu_);
       for (uint32_t p = first; p < last; ++p) {
-        if (state_[p] == kInFlight) waits.push_back(Wait{flight_[p], false});
+        if (state_[p] != kInFlight) continue;
+        std::optional<Flights::Flight> flight = flights_.Find(p);
+        if (flight.has_value()) waits.push_back(Wait{flight->future, false});
       }
       ClaimRunsLocked(first, last, kDemand, &tasks);
       for (const Task& t : tasks) {
         for (size_t k = 0; k < t.promises.size(); ++k) {
-          waits.push_back(Wait{flight_[t.first + k], true});
+          // Still in flight: the task is submitted only below.
+          std::optional<Flights::Flight> flight = flights_.Find(t.first + static_cast<uint32_t>(k));
+          if (flight.has_value()) waits.push_back(Wait{flight->future, true});
         }
       }
       if (plan_readahead && pass == 0 && last > first) {
@@ -694,10 +699,14 @@ void IndexedRemoteData::ClaimRunsLocked(uint32_t first, uint32_t last, Priority 
       open = true;
       bytes = 0;
     }
-    auto promise = std::make_shared<std::promise<Status>>();
+    std::optional<Flights::Flight> flight = flights_.Claim(p);
+    if (!flight.has_value()) {  // kMissing pieces are never in flight
+      IMGFS_LOG(kError) << "layer " << index_->layer_digest.String() << ": piece " << p
+                        << " missing and in flight";
+      std::abort();
+    }
     state_[p] = kInFlight;
-    flight_[p] = promise->get_future().share();
-    tasks->back().promises.push_back(std::move(promise));
+    tasks->back().promises.push_back(std::move(flight->ticket));
     bytes += len;
   }
 }
@@ -788,16 +797,16 @@ Status IndexedRemoteData::FetchPieces(const Task& task) {
 
 void IndexedRemoteData::Finish(uint32_t first, const std::vector<Promise>& promises,
                                const Status& status) {
-  {
-    MutexLock lock(&mu_);
-    for (uint32_t k = 0; k < promises.size(); ++k) {
-      const uint32_t p = first + k;
-      state_[p] = status.ok() ? kPresent : kMissing;
-      flight_[p] = std::shared_future<Status>();
-      if (status.ok()) present_bytes_.fetch_add(piece_begin_[p + 1] - piece_begin_[p]);
-    }
+  MutexLock lock(&mu_);
+  for (uint32_t k = 0; k < promises.size(); ++k) {
+    const uint32_t p = first + k;
+    // The state changes and the flight ends in one step: a piece is kInFlight exactly while
+    // it is in flights_. A ticket completed before (the engine's fail hook after a throw)
+    // changes nothing.
+    if (!flights_.Complete(p, promises[k], status)) continue;
+    state_[p] = status.ok() ? kPresent : kMissing;
+    if (status.ok()) present_bytes_.fetch_add(piece_begin_[p + 1] - piece_begin_[p]);
   }
-  for (const Promise& promise : promises) promise->set_value(status);
 }
 
 Status IndexedRemoteData::RunStream(uint32_t from, bool background) {
@@ -831,10 +840,10 @@ Status IndexedRemoteData::RunStream(uint32_t from, bool background) {
         while (p < pieces && state_[p] == kMissing) {
           const uint64_t len = piece_begin_[p + 1] - piece_begin_[p];
           if (bytes > 0 && bytes + len > segment_cap) break;
-          auto promise = std::make_shared<std::promise<Status>>();
+          std::optional<Flights::Flight> flight = flights_.Claim(p);
+          if (!flight.has_value()) break;  // never: kMissing pieces are not in flight
           state_[p] = kInFlight;
-          flight_[p] = promise->get_future().share();
-          promises.push_back(std::move(promise));
+          promises.push_back(std::move(flight->ticket));
           bytes += len;
           ++p;
         }

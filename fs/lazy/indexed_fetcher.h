@@ -40,8 +40,9 @@
 //  - Fetch tasks run on the layer's FetchEngine (fs/lazy/fetch_engine.h: priorities, a
 //    bounded pool started on first use, background work yielding to demand). A task is a
 //    run of adjacent missing pieces fetched by one ranged read of at most max_request_bytes.
-//  - Single flight: a piece in flight has a shared future; every reader needing it waits on
-//    that instead of fetching it again. Read-ahead as fs/lazy/readahead.h, in pieces.
+//  - Single flight (fs/lazy/single_flight.h, key: piece number): a piece in flight has a
+//    shared future; every reader needing it waits on that instead of fetching it again.
+//    Read-ahead as fs/lazy/readahead.h, in pieces.
 //  - Streaming switch (fs/lazy/lazy_fetch_options.h ShouldStream): the rest of the layer is
 //    streamed (BlobSource::StreamBlobRange) into the sparse copy: every missing run of pieces
 //    from the reader on (all of the layer when Range is ignored), in GETs of at most
@@ -84,7 +85,9 @@
 // from the chunk store or memory while their headers were never fetched in this mount.
 //
 // Thread-safety: Read, Stats, StartBackgroundFetch and WaitIdle may be called from any number
-// of threads. mu_ is a leaf lock never held across network or disk I/O. The destructor stops
+// of threads. mu_ is never held across network or disk I/O; the only lock taken under it is
+// the single-flight table's (lock order: mu_, then flights_'s), whose claims and completions
+// happen together with the piece state changes. The destructor stops
 // the workers (waiting for requests in progress; a stream stops at its next buffer) and fails
 // what is queued.
 #ifndef IMGFS_FS_LAZY_INDEXED_FETCHER_H_
@@ -111,6 +114,7 @@
 #include "fs/lazy/fetch_engine.h"
 #include "fs/lazy/lazy_fetch_options.h"
 #include "fs/lazy/readahead.h"
+#include "fs/lazy/single_flight.h"
 #include "fs/lazy/verified_chunk_cache.h"
 #include "registry/blob_source.h"
 
@@ -179,7 +183,8 @@ class IndexedRemoteData : public FileDataSource {
 
  private:
   using ChunkData = std::shared_ptr<const std::string>;
-  using Promise = std::shared_ptr<std::promise<Status>>;
+  using Flights = SingleFlight<uint32_t, Status>;
+  using Promise = Flights::Ticket;
 
   enum PieceState : uint8_t { kMissing = 0, kInFlight = 1, kPresent = 2 };
   using Priority = FetchPriority;
@@ -299,12 +304,12 @@ class IndexedRemoteData : public FileDataSource {
 
   // Leaf lock; never held across I/O.
   mutable Mutex mu_;
-  std::vector<uint8_t> state_ IMGFS_GUARDED_BY(mu_);                      // PieceState by piece
-  std::vector<std::shared_future<Status>> flight_ IMGFS_GUARDED_BY(mu_);  // by piece, in flight
-  std::vector<bool> verified_ IMGFS_GUARDED_BY(mu_);                      // by chunk id
-  std::vector<bool> run_checked_ IMGFS_GUARDED_BY(mu_);                   // by position in runs_
-  size_t store_cursor_ IMGFS_GUARDED_BY(mu_) = 0;                         // in chunk_order_
-  ReadAheadWindow window_ IMGFS_GUARDED_BY(mu_){0, 0};  // positions are piece numbers
+  std::vector<uint8_t> state_ IMGFS_GUARDED_BY(mu_);  // PieceState by piece
+  Flights flights_;  // by piece: exactly the pieces in state kInFlight (changed under mu_)
+  std::vector<bool> verified_ IMGFS_GUARDED_BY(mu_);     // by chunk id
+  std::vector<bool> run_checked_ IMGFS_GUARDED_BY(mu_);  // by position in runs_
+  size_t store_cursor_ IMGFS_GUARDED_BY(mu_) = 0;        // in chunk_order_
+  ReadAheadWindow window_ IMGFS_GUARDED_BY(mu_){0, 0};   // positions are piece numbers
 
   // Decodes the sparse copy. Replaced when a chunk failed verification: its block cache may
   // hold what the bad bytes decoded to.
