@@ -457,7 +457,12 @@ TEST(LazyFetchTest, SequentialReadGrowsTheWindowAndKeepsRequestsInFlight) {
   // Without read-ahead: 64 requests, one per read, each waited for. With it: a handful of
   // growing requests, several at once (counted, not timed).
   EXPECT_LT(source->requests(), 20) << "read-ahead did not grow";
-  EXPECT_GE(source->max_in_flight(), 2) << "requests were not kept in flight together";
+  std::string ranges;
+  for (const ByteRange& r : source->Ranges()) {
+    ranges += std::to_string(r.offset >> 16) + "+" + std::to_string(r.length >> 16) + " ";
+  }
+  EXPECT_GE(source->max_in_flight(), 2)
+      << "requests were not kept in flight together (64 KiB units: " << ranges << ")";
   EXPECT_EQ(reader.chunks_fetched(), l.index->chunks.size());
   EXPECT_LE(source->bytes(), l.blob.size()) << "a byte was fetched twice";
   LayerStats stats = reader.Stats();

@@ -147,6 +147,7 @@ Result<std::string> FakeBlobSource::Answer(const registry::Digest& digest, ByteR
   {
     std::unique_lock<std::mutex> lock(mu_);
     ranges_.push_back(range);
+    const uint64_t mine = ++reads_started_;
     hang_cv_.notify_all();  // WaitForReads, and a read held until another one starts
     const bool wait_for_another = hold_countdown_ > 0 && --hold_countdown_ == 0;
     auto held = [&] {
@@ -156,7 +157,9 @@ Result<std::string> FakeBlobSource::Answer(const registry::Digest& digest, ByteR
       return false;
     };
     hang_cv_.wait_for(lock, kMaxHang, [&] {
-      return !hang_ && !held() && (!wait_for_another || in_flight_.load() >= 2);
+      // Another read started since this one (it counted both in max_in_flight), even if
+      // it is over by the time this thread wakes.
+      return !hang_ && !held() && (!wait_for_another || reads_started_ > mine);
     });
   }
   const int64_t delay_ms = delay_ms_.load();

@@ -139,6 +139,7 @@ class FakeBlobSource : public registry::BlobSource {
   bool hang_ = false;                            // guarded by mu_
   std::vector<uint64_t> holds_;                  // guarded by mu_: HoldAt offsets
   int hold_countdown_ = 0;                       // guarded by mu_: HoldUntilConcurrent
+  uint64_t reads_started_ = 0;                   // guarded by mu_: ranged reads ever begun
   std::vector<ByteRange> ranges_;                // guarded by mu_
   std::vector<std::pair<uint64_t, int>> flips_;  // guarded by mu_: offset, answers left
 };
