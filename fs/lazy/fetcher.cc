@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <exception>
 #include <limits>
+#include <optional>
 #include <unordered_map>
 #include <utility>
 
@@ -180,19 +181,17 @@ LazyLayerReader::ChunkData LazyLayerReader::Available(uint32_t id) {
   return data;
 }
 
-bool LazyLayerReader::CompletedLocked(uint32_t id) {
+bool LazyLayerReader::Completed(uint32_t id) {
   // Not present_: it remembers what the chunk store held once, which eviction may have taken
   // since; recent_ holds what was just fetched.
   return recent_.Find(KeyOf(id)) != nullptr;
 }
 
-bool LazyLayerReader::ClaimLocked(uint32_t id, Task* task) {
-  std::string key = KeyOf(id);
-  if (inflight_.count(key) > 0) return false;
-  auto promise = std::make_shared<std::promise<ChunkResult>>();
-  inflight_.emplace(std::move(key), promise->get_future().share());
+bool LazyLayerReader::Claim(uint32_t id, Task* task) {
+  std::optional<Flights::Flight> flight = flights_.Claim(KeyOf(id));
+  if (!flight.has_value()) return false;
   task->ids.push_back(id);
-  task->promises.push_back(std::move(promise));
+  task->promises.push_back(std::move(flight->ticket));
   return true;
 }
 
@@ -218,19 +217,19 @@ Status LazyLayerReader::GetChunks(const FileEntry& entry, const std::vector<uint
   demand.priority = kDemand;
   std::vector<Wait> waits;
   std::vector<size_t> completed;
-  {
-    MutexLock lock(&mu_);
-    for (size_t i : missing) {
-      auto it = inflight_.find(KeyOf(ids[i]));
-      if (it != inflight_.end()) {
-        waits.push_back(Wait{i, it->second, false});
-      } else if (CompletedLocked(ids[i])) {
-        // Fetched by another thread between Available() above and this lock: Complete
-        // remembers a chunk (recent_) before it leaves inflight_.
-        completed.push_back(i);
-      } else if (ClaimLocked(ids[i], &demand)) {
-        waits.push_back(Wait{i, inflight_.at(KeyOf(ids[i])), true});
-      }
+  for (size_t i : missing) {
+    std::optional<Flights::Flight> flight =
+        flights_.JoinOrClaim(KeyOf(ids[i]), [&] { return Completed(ids[i]); });
+    if (!flight.has_value()) {
+      // Fetched by another thread between Available() above and the claim: Complete
+      // remembers a chunk (recent_) before it leaves flights_.
+      completed.push_back(i);
+    } else if (flight->claimed()) {
+      demand.ids.push_back(ids[i]);
+      demand.promises.push_back(flight->ticket);
+      waits.push_back(Wait{i, flight->future, true});
+    } else {
+      waits.push_back(Wait{i, flight->future, false});
     }
   }
   // Widening: the chunks after the last demanded one ride along in the same request.
@@ -242,8 +241,7 @@ Status LazyLayerReader::GetChunks(const FileEntry& entry, const std::vector<uint
       if (scanned > options_.widen_bytes) break;  // never a big neighbour for a small read
       if (!KnownPresent(order_[pos])) candidates.push_back(order_[pos]);
     }
-    MutexLock lock(&mu_);
-    for (uint32_t id : candidates) ClaimLocked(id, &demand);
+    for (uint32_t id : candidates) Claim(id, &demand);
   }
   if (demand.ids.size() > 1) {  // ascending blob offset, promises alongside
     std::vector<size_t> order(demand.ids.size());
@@ -330,7 +328,6 @@ void LazyLayerReader::PlanReadAhead(uint32_t first, uint32_t last, std::vector<T
 
 void LazyLayerReader::ClaimInTasks(const std::vector<uint32_t>& ids, Priority priority,
                                    std::vector<Task>* tasks) {
-  MutexLock lock(&mu_);
   Task current;
   current.priority = priority;
   uint64_t bytes = 0;
@@ -342,7 +339,7 @@ void LazyLayerReader::ClaimInTasks(const std::vector<uint32_t>& ids, Priority pr
       current.priority = priority;
       bytes = 0;
     }
-    if (ClaimLocked(id, &current)) bytes += len;
+    if (Claim(id, &current)) bytes += len;
   }
   if (!current.ids.empty()) tasks->push_back(std::move(current));
 }
@@ -372,13 +369,8 @@ bool LazyLayerReader::WaitIdle(std::chrono::milliseconds timeout) {
 
 void LazyLayerReader::FailUnfinished(Task& task, const Status& error) {
   for (size_t k = 0; k < task.ids.size(); ++k) {
-    try {
-      task.promises[k]->set_value(ChunkResult(error));
-    } catch (const std::future_error&) {
-      continue;  // completed before the exception: its in-flight entry is gone already
-    }
-    MutexLock lock(&mu_);
-    inflight_.erase(KeyOf(task.ids[k]));
+    // A chunk completed before the exception is left alone (Complete returns false).
+    (void)flights_.Complete(KeyOf(task.ids[k]), task.promises[k], ChunkResult(error));
   }
 }
 
@@ -411,11 +403,7 @@ void LazyLayerReader::RunTask(Task& task) {
         auto data = std::make_shared<const std::string>(std::move(stored).value());
         MarkPresent(task.ids[k]);
         recent_.Insert(KeyOf(task.ids[k]), data);
-        {
-          MutexLock lock(&mu_);
-          inflight_.erase(KeyOf(task.ids[k]));
-        }
-        task.promises[k]->set_value(ChunkResult(std::move(data)));
+        flights_.Complete(KeyOf(task.ids[k]), task.promises[k], ChunkResult(std::move(data)));
         continue;
       }
     }
@@ -532,13 +520,9 @@ void LazyLayerReader::Complete(uint32_t id, const Promise& promise, ChunkResult 
         MarkPresent(id);
       }
     }
-    recent_.Insert(key, *result);
+    recent_.Insert(key, *result);  // before it leaves flights_: see Completed
   }
-  {
-    MutexLock lock(&mu_);
-    inflight_.erase(key);
-  }
-  promise->set_value(std::move(result));
+  flights_.Complete(key, promise, std::move(result));
 }
 
 Status LazyLayerReader::RunStream(uint32_t from, bool background) {
@@ -553,11 +537,11 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
       if (!KnownPresent(order_[claim_to])) candidates.push_back(claim_to);
       ++claim_to;
     }
-    MutexLock lock(&mu_);
     for (uint32_t pos : candidates) {
-      if (CompletedLocked(order_[pos])) continue;  // a demand read finished it meanwhile
-      Task t;
-      if (ClaimLocked(order_[pos], &t)) claimed.emplace(pos, std::move(t.promises.front()));
+      // Not when in flight, nor when a demand read finished it meanwhile.
+      std::optional<Flights::Flight> flight =
+          flights_.JoinOrClaim(KeyOf(order_[pos]), [&] { return Completed(order_[pos]); });
+      if (flight.has_value() && flight->claimed()) claimed.emplace(pos, std::move(flight->ticket));
     }
   };
 
@@ -637,8 +621,7 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
   // Present, or being fetched by a reader or the read-ahead.
   auto taken = [&](uint32_t p) {
     if (KnownPresent(order_[p])) return true;
-    MutexLock lock(&mu_);
-    return inflight_.count(KeyOf(order_[p])) > 0 && claimed.count(p) == 0;
+    return flights_.InFlight(KeyOf(order_[p])) && claimed.count(p) == 0;
   };
   Status st;
   uint32_t pos = from;

@@ -22,8 +22,9 @@
 //    at max_request_bytes and RemoteSource::kMaxRangesPerRequest (32) ranges; a task's batches are
 //    sent one after another, so a task costs one round trip per batch, not per gap. A registry that
 //    refuses multi-range (or answers it with the whole blob) gets single ranges, one per request.
-//  - Single flight: a chunk being fetched is in the in-flight map (key: chunk digest) with a
-//    shared future; every reader of it waits on that future instead of fetching again.
+//  - Single flight (fs/lazy/single_flight.h, key: chunk digest): a chunk being fetched has a
+//    shared future; every reader of it waits on that instead of fetching again, and a chunk
+//    completed between a reader's look and its claim is not claimed again (Completed).
 //  - Widening: an on-demand fetch also takes the next chunks in blob order up to
 //    Options::widen_bytes (a neighbouring small file costs no extra round trip).
 //  - Read-ahead: per layer, a read that continues where the previous one ended (in blob order)
@@ -55,8 +56,9 @@
 // bounded by that geometry check, not by max_request_bytes. Chunks without a digest (allowed by
 // eStargz) are fetched and verified by their decoder but not stored.
 //
-// Thread-safety: Read, Stats, Prefetch* may be called from any number of threads. mu_ is a
-// leaf lock never held across network or disk I/O (lock order: mu_ only). The destructor
+// Thread-safety: Read, Stats, Prefetch* may be called from any number of threads. mu_ (the
+// read-ahead window) and the single-flight table's lock are leaves, never held together nor
+// across network or disk I/O. The destructor
 // stops the workers (a streaming pass is aborted at its next buffer) and fails what is queued.
 #ifndef IMGFS_FS_LAZY_FETCHER_H_
 #define IMGFS_FS_LAZY_FETCHER_H_
@@ -80,6 +82,7 @@
 #include "fs/lazy/fetch_engine.h"
 #include "fs/lazy/lazy_fetch_options.h"
 #include "fs/lazy/readahead.h"
+#include "fs/lazy/single_flight.h"
 #include "fs/lazy/verified_chunk_cache.h"
 #include "registry/blob_source.h"
 
@@ -143,7 +146,8 @@ class LazyLayerReader : public FileDataSource {
  private:
   using ChunkData = std::shared_ptr<const std::string>;
   using ChunkResult = Result<ChunkData>;
-  using Promise = std::shared_ptr<std::promise<ChunkResult>>;
+  using Flights = SingleFlight<std::string, ChunkResult>;
+  using Promise = Flights::Ticket;
 
   using Priority = FetchPriority;
   static constexpr Priority kDemand = FetchPriority::kDemand;
@@ -154,7 +158,7 @@ class LazyLayerReader : public FileDataSource {
     bool stream = false;            // the streaming pass (ids unused) ...
     uint32_t stream_from = 0;       // ... from the first missing chunk at or after this position
     std::vector<uint32_t> ids;      // chunk ids, ascending blob offset
-    std::vector<Promise> promises;  // one per id, registered in inflight_
+    std::vector<Promise> promises;  // one per id, claimed in flights_
   };
   struct Wait {
     size_t slot;  // position in the caller's chunk list
@@ -173,12 +177,13 @@ class LazyLayerReader : public FileDataSource {
   Status GetChunks(const FileEntry& entry, const std::vector<uint32_t>& ids,
                    std::chrono::steady_clock::time_point deadline, std::vector<ChunkData>* out,
                    bool* retry);
-  // Under mu_: registers chunk id in inflight_ for `task`; false when already in flight.
-  bool ClaimLocked(uint32_t id, Task* task) IMGFS_REQUIRES(mu_);
-  // Under mu_, for a chunk not in inflight_: whether it was fetched since the caller last
-  // looked (Complete remembers it in recent_ before it leaves inflight_), so that a chunk
-  // finished between a lookup and a claim is not fetched a second time.
-  bool CompletedLocked(uint32_t id) IMGFS_REQUIRES(mu_);
+  // Claims chunk id in flights_ for `task`; false when already in flight.
+  bool Claim(uint32_t id, Task* task);
+  // For a chunk not in flight (runs under the flights_ lock: SingleFlight::JoinOrClaim):
+  // whether it was fetched since the caller last looked (Complete remembers it in recent_
+  // before it leaves flights_), so that a chunk finished between a lookup and a claim is not
+  // fetched a second time.
+  bool Completed(uint32_t id);
   // Read-ahead bookkeeping for a read touching blob positions [first, last]: updates the
   // window, claims the chunks ahead (or decides to stream) and appends the tasks to *tasks.
   void PlanReadAhead(uint32_t first, uint32_t last, std::vector<Task>* tasks);
@@ -224,9 +229,10 @@ class LazyLayerReader : public FileDataSource {
   std::atomic<bool> stream_started_{false};
   std::atomic<bool> stream_running_{false};
 
+  Flights flights_;  // by chunk digest
+
   // Leaf lock; never held across I/O.
   mutable Mutex mu_;
-  std::unordered_map<std::string, std::shared_future<ChunkResult>> inflight_ IMGFS_GUARDED_BY(mu_);
   ReadAheadWindow window_ IMGFS_GUARDED_BY(mu_){0, 0};  // positions in order_
 
   // Last: stopped first (the destructor stops it explicitly) while the hooks' state lives.

@@ -8,9 +8,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <utility>
 
 #include "base/log.h"
@@ -116,7 +118,7 @@ IndexedRemoteData::IndexedRemoteData(std::shared_ptr<registry::BlobSource> sourc
       index_(std::move(index)),
       fd_(std::move(fd)),
       chunks_(std::move(chunks)),
-      options_(options),
+      options_(std::move(options)),
       block_bytes_(LayerReader::Options().block_bytes),
       reader_(std::move(reader)) {
   const uint64_t size = index_->compressed_size;
@@ -140,7 +142,6 @@ IndexedRemoteData::IndexedRemoteData(std::shared_ptr<registry::BlobSource> sourc
   piece_begin_.push_back(size);  // sentinel
   const size_t pieces = piece_begin_.size() - 1;
   state_.assign(pieces, kMissing);
-  flight_.resize(pieces);
 
   // Chunks: owner entry, span in pieces, stream order.
   chunk_entry_.assign(index_->chunks.size(), kNoEntry);
@@ -240,8 +241,16 @@ void IndexedRemoteData::PiecesFor(uint64_t begin, uint64_t end, uint32_t* first,
   *last = static_cast<uint32_t>(l - piece_begin_.begin());
 }
 
-std::shared_ptr<LayerReader> IndexedRemoteData::Reader() {
+std::shared_ptr<LayerReader> IndexedRemoteData::ReaderIfPresent(uint32_t first, uint32_t last) {
   MutexLock lock(&mu_);
+  return ReaderIfPresentLocked(first, last);
+}
+
+std::shared_ptr<LayerReader> IndexedRemoteData::ReaderIfPresentLocked(uint32_t first,
+                                                                      uint32_t last) {
+  for (uint32_t p = first; p < last; ++p) {
+    if (state_[p] != kPresent) return nullptr;
+  }
   return reader_;
 }
 
@@ -326,11 +335,15 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
     PiecesFor(begin, stop, &first, &last);
     Status st = EnsurePieces(entry, first, last, deadline);
     if (st.ok()) st = MaybeCheckHeaders(entry, run, deadline);
+    std::shared_ptr<LayerReader> reader = st.ok() ? ReaderIfPresent(first, last) : nullptr;
+    if (st.ok() && reader == nullptr) {
+      st = Status::Unavailable("/" + entry.path + ": its bytes are being fetched again");
+    }
     if (!st.ok()) {
       counters_.errors.fetch_add(1, std::memory_order_relaxed);
       return st;
     }
-    return Reader()->Read(entry, offset, length);
+    return reader->Read(entry, offset, length);
   }
 
   std::vector<ChunkData> data(ids.size());
@@ -356,7 +369,16 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
     }
     need.push_back(i);
   }
+  // Rounds: make the pieces of `need` present, verify. A chunk that fails verification has
+  // its pieces fetched again once (a second failure is the answer); a chunk whose pieces
+  // another read sent to be fetched again in between waits for that (within the deadline).
+  std::vector<bool> refetched(ids.size(), false);
   for (int attempt = 0; !need.empty(); ++attempt) {
+    if (attempt > 0 && std::chrono::steady_clock::now() >= deadline) {
+      counters_.errors.fetch_add(1, std::memory_order_relaxed);
+      return FetchDeadlineExceeded(entry.path, index_->layer_digest.String(),
+                                   options_.fetch_timeout, "data", source_->Describe());
+    }
     uint32_t first = std::numeric_limits<uint32_t>::max();
     uint32_t last = 0;
     for (size_t i : need) {
@@ -380,19 +402,26 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
     }
     std::vector<size_t> again;
     for (size_t i : need) {
-      Result<ChunkData> chunk = VerifyChunk(ids[i]);
+      bool refetching = false;
+      Result<ChunkData> chunk = VerifyChunk(ids[i], &refetching);
       if (chunk.has_value()) {
         data[i] = std::move(chunk).value();
         continue;
       }
+      if (refetching) {
+        again.push_back(i);
+        continue;
+      }
+      const bool last_try = refetched[i] || chunk.error().code() != StatusCode::kCorrupt;
       IMGFS_LOG(kWarning) << "lazy read of /" << entry.path << " in layer "
                           << index_->layer_digest.String() << ": " << chunk.error().ToString()
-                          << (attempt == 0 ? "; fetching it again" : "");
-      if (attempt > 0 || chunk.error().code() != StatusCode::kCorrupt) {
+                          << (last_try ? "" : "; fetching it again");
+      if (last_try) {
         counters_.errors.fetch_add(1, std::memory_order_relaxed);
         return chunk.error();
       }
       Invalidate(ids[i]);
+      refetched[i] = true;
       again.push_back(i);
     }
     need = std::move(again);
@@ -430,9 +459,15 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
   return out;
 }
 
-Result<IndexedRemoteData::ChunkData> IndexedRemoteData::VerifyChunk(uint32_t id) {
+Result<IndexedRemoteData::ChunkData> IndexedRemoteData::VerifyChunk(uint32_t id, bool* refetching) {
   const FileEntry& entry = index_->entries[chunk_entry_[id]];
-  Result<std::string> bytes = Reader()->ReadChunk(entry, id - entry.first_chunk);
+  std::shared_ptr<LayerReader> reader =
+      ReaderIfPresent(chunk_first_piece_[id], chunk_last_piece_[id]);
+  if (reader == nullptr) {
+    *refetching = true;
+    return Status::Unavailable("/" + entry.path + ": a piece of its chunk is being fetched again");
+  }
+  Result<std::string> bytes = reader->ReadChunk(entry, id - entry.first_chunk);
   if (!bytes.has_value()) return bytes.error();
   auto data = std::make_shared<const std::string>(std::move(bytes).value());
   bool counted = false;
@@ -467,12 +502,16 @@ Status IndexedRemoteData::EnsurePieces(const FileEntry& entry, uint32_t first, u
     {
       MutexLock lock(&mu_);
       for (uint32_t p = first; p < last; ++p) {
-        if (state_[p] == kInFlight) waits.push_back(Wait{flight_[p], false});
+        if (state_[p] != kInFlight) continue;
+        std::optional<Flights::Flight> flight = flights_.Find(p);
+        if (flight.has_value()) waits.push_back(Wait{flight->future, false});
       }
       ClaimRunsLocked(first, last, kDemand, &tasks);
       for (const Task& t : tasks) {
         for (size_t k = 0; k < t.promises.size(); ++k) {
-          waits.push_back(Wait{flight_[t.first + k], true});
+          // Still in flight: the task is submitted only below.
+          std::optional<Flights::Flight> flight = flights_.Find(t.first + static_cast<uint32_t>(k));
+          if (flight.has_value()) waits.push_back(Wait{flight->future, true});
         }
       }
       if (plan_readahead && pass == 0 && last > first) {
@@ -546,14 +585,14 @@ Status IndexedRemoteData::MaybeCheckHeaders(const FileEntry& entry, int64_t run,
     mark_checked();
     return Status::Ok();
   }
+  std::shared_ptr<LayerReader> reader;
   {
     MutexLock lock(&mu_);
     if (run_checked_[at]) return Status::Ok();
-    for (uint32_t p = first; p < last; ++p) {
-      if (state_[p] != kPresent) return Status::Ok();  // not streamed past (yet)
-    }
+    reader = ReaderIfPresentLocked(first, last);
+    if (reader == nullptr) return Status::Ok();  // not streamed past (yet)
   }
-  Result<std::string> differs = CompareHeaders(entry, at);
+  Result<std::string> differs = CompareHeaders(entry, at, *reader);
   if (differs.has_value() && differs->empty()) {
     mark_checked();
     return Status::Ok();
@@ -566,19 +605,28 @@ Status IndexedRemoteData::MaybeCheckHeaders(const FileEntry& entry, int64_t run,
                                               : "cannot be read: " + differs.error().ToString())
                       << "; fetching them again";
   InvalidatePieces(first, last);
-  IMGFS_RETURN_IF_ERROR(EnsurePieces(entry, first, last, deadline, false));
-  differs = CompareHeaders(entry, at);
+  // (Again while another read sent them to be fetched once more in between.)
+  for (reader = nullptr; reader == nullptr;) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return FetchDeadlineExceeded(entry.path, index_->layer_digest.String(),
+                                   options_.fetch_timeout, "tar headers", source_->Describe());
+    }
+    IMGFS_RETURN_IF_ERROR(EnsurePieces(entry, first, last, deadline, false));
+    reader = ReaderIfPresent(first, last);
+  }
+  differs = CompareHeaders(entry, at, *reader);
   if (!differs.has_value()) return differs.error();
   if (!differs->empty()) return Distrust(entry, *differs);
   mark_checked();
   return Status::Ok();
 }
 
-Result<std::string> IndexedRemoteData::CompareHeaders(const FileEntry& entry, size_t run) {
+Result<std::string> IndexedRemoteData::CompareHeaders(const FileEntry& entry, size_t run,
+                                                      LayerReader& reader) {
   const HeaderRun& r = runs_[run];
   IMGFS_ASSIGN_OR_RETURN(
       std::string bytes,
-      Reader()->ReadStream(r.start, static_cast<size_t>(r.payload_offset - r.start)));
+      reader.ReadStream(r.start, static_cast<size_t>(r.payload_offset - r.start)));
   if (bytes.size() != r.payload_offset - r.start) {
     return Status::Corrupt("layer " + index_->layer_digest.String() + ": tar stream ends at " +
                            std::to_string(r.start + bytes.size()) + ", before /" + entry.path);
@@ -651,10 +699,14 @@ void IndexedRemoteData::ClaimRunsLocked(uint32_t first, uint32_t last, Priority 
       open = true;
       bytes = 0;
     }
-    auto promise = std::make_shared<std::promise<Status>>();
+    std::optional<Flights::Flight> flight = flights_.Claim(p);
+    if (!flight.has_value()) {  // kMissing pieces are never in flight
+      IMGFS_LOG(kError) << "layer " << index_->layer_digest.String() << ": piece " << p
+                        << " missing and in flight";
+      std::abort();
+    }
     state_[p] = kInFlight;
-    flight_[p] = promise->get_future().share();
-    tasks->back().promises.push_back(std::move(promise));
+    tasks->back().promises.push_back(std::move(flight->ticket));
     bytes += len;
   }
 }
@@ -745,16 +797,16 @@ Status IndexedRemoteData::FetchPieces(const Task& task) {
 
 void IndexedRemoteData::Finish(uint32_t first, const std::vector<Promise>& promises,
                                const Status& status) {
-  {
-    MutexLock lock(&mu_);
-    for (uint32_t k = 0; k < promises.size(); ++k) {
-      const uint32_t p = first + k;
-      state_[p] = status.ok() ? kPresent : kMissing;
-      flight_[p] = std::shared_future<Status>();
-      if (status.ok()) present_bytes_.fetch_add(piece_begin_[p + 1] - piece_begin_[p]);
-    }
+  MutexLock lock(&mu_);
+  for (uint32_t k = 0; k < promises.size(); ++k) {
+    const uint32_t p = first + k;
+    // The state changes and the flight ends in one step: a piece is kInFlight exactly while
+    // it is in flights_. A ticket completed before (the engine's fail hook after a throw)
+    // changes nothing.
+    if (!flights_.Complete(p, promises[k], status)) continue;
+    state_[p] = status.ok() ? kPresent : kMissing;
+    if (status.ok()) present_bytes_.fetch_add(piece_begin_[p + 1] - piece_begin_[p]);
   }
-  for (const Promise& promise : promises) promise->set_value(status);
 }
 
 Status IndexedRemoteData::RunStream(uint32_t from, bool background) {
@@ -788,10 +840,10 @@ Status IndexedRemoteData::RunStream(uint32_t from, bool background) {
         while (p < pieces && state_[p] == kMissing) {
           const uint64_t len = piece_begin_[p + 1] - piece_begin_[p];
           if (bytes > 0 && bytes + len > segment_cap) break;
-          auto promise = std::make_shared<std::promise<Status>>();
+          std::optional<Flights::Flight> flight = flights_.Claim(p);
+          if (!flight.has_value()) break;  // never: kMissing pieces are not in flight
           state_[p] = kInFlight;
-          flight_[p] = promise->get_future().share();
-          promises.push_back(std::move(promise));
+          promises.push_back(std::move(flight->ticket));
           bytes += len;
           ++p;
         }
@@ -877,8 +929,9 @@ void IndexedRemoteData::StoreReadyChunks(uint32_t frontier) {
       }
       if (!found) return;
     }
-    Result<ChunkData> chunk = VerifyChunk(id);
-    if (!chunk.has_value()) {
+    bool refetching = false;
+    Result<ChunkData> chunk = VerifyChunk(id, &refetching);
+    if (!chunk.has_value() && !refetching) {
       counters_.errors.fetch_add(1, std::memory_order_relaxed);
       IMGFS_LOG(kWarning) << "layer " << index_->layer_digest.String() << ": "
                           << chunk.error().ToString();

@@ -18,11 +18,14 @@
 //
 // Invariant: every compressed byte a decode for chunk c reads lies in c's pieces
 // [chunk_first_piece_[c], chunk_last_piece_[c]), and those pieces are present (written, then
-// marked) before the decode starts; a piece's bytes are never rewritten with other bytes
-// while it is present (a refetch first marks it missing). So a decode never meets a hole of
-// the sparse copy, a chunk that fails verification failed on bytes of its own pieces, and
-// the refetch of exactly those pieces, decoded by a fresh LayerReader, replaces every byte
-// the bad decode used.
+// marked) when the decode takes its reader (one step under mu_: ReaderIfPresent); a piece's
+// bytes are never rewritten with other bytes while it is present (a refetch first marks it
+// missing, and installs a fresh LayerReader in the same step). So a decode never meets a
+// hole of the sparse copy, a chunk that fails verification failed on bytes of its own
+// pieces, and the refetch of exactly those pieces, decoded by the fresh reader, replaces
+// every byte the bad decode used: no decode that started before the refetch finished can
+// leave blocks of the bad bytes in the fresh reader's cache (a decode that finds its pieces
+// missing again waits for the refetch).
 //
 // The blob is cut into fixed *pieces*, the unit of fetching and bookkeeping: boundaries at
 // every checkpoint's offset - 1 and offset + 1 (so every span above is a whole number of
@@ -37,8 +40,9 @@
 //  - Fetch tasks run on the layer's FetchEngine (fs/lazy/fetch_engine.h: priorities, a
 //    bounded pool started on first use, background work yielding to demand). A task is a
 //    run of adjacent missing pieces fetched by one ranged read of at most max_request_bytes.
-//  - Single flight: a piece in flight has a shared future; every reader needing it waits on
-//    that instead of fetching it again. Read-ahead as fs/lazy/readahead.h, in pieces.
+//  - Single flight (fs/lazy/single_flight.h, key: piece number): a piece in flight has a
+//    shared future; every reader needing it waits on that instead of fetching it again.
+//    Read-ahead as fs/lazy/readahead.h, in pieces.
 //  - Streaming switch (fs/lazy/lazy_fetch_options.h ShouldStream): the rest of the layer is
 //    streamed (BlobSource::StreamBlobRange) into the sparse copy: every missing run of pieces
 //    from the reader on (all of the layer when Range is ignored), in GETs of at most
@@ -81,7 +85,9 @@
 // from the chunk store or memory while their headers were never fetched in this mount.
 //
 // Thread-safety: Read, Stats, StartBackgroundFetch and WaitIdle may be called from any number
-// of threads. mu_ is a leaf lock never held across network or disk I/O. The destructor stops
+// of threads. mu_ is never held across network or disk I/O; the only lock taken under it is
+// the single-flight table's (lock order: mu_, then flights_'s), whose claims and completions
+// happen together with the piece state changes. The destructor stops
 // the workers (waiting for requests in progress; a stream stops at its next buffer) and fails
 // what is queued.
 #ifndef IMGFS_FS_LAZY_INDEXED_FETCHER_H_
@@ -108,6 +114,7 @@
 #include "fs/lazy/fetch_engine.h"
 #include "fs/lazy/lazy_fetch_options.h"
 #include "fs/lazy/readahead.h"
+#include "fs/lazy/single_flight.h"
 #include "fs/lazy/verified_chunk_cache.h"
 #include "registry/blob_source.h"
 
@@ -176,7 +183,8 @@ class IndexedRemoteData : public FileDataSource {
 
  private:
   using ChunkData = std::shared_ptr<const std::string>;
-  using Promise = std::shared_ptr<std::promise<Status>>;
+  using Flights = SingleFlight<uint32_t, Status>;
+  using Promise = Flights::Ticket;
 
   enum PieceState : uint8_t { kMissing = 0, kInFlight = 1, kPresent = 2 };
   using Priority = FetchPriority;
@@ -228,11 +236,20 @@ class IndexedRemoteData : public FileDataSource {
   // Streaming pass: verifies and stores the unverified chunks whose pieces all lie before
   // piece `frontier` and are present, in stream order.
   void StoreReadyChunks(uint32_t frontier);
-  // Verifies chunk `id` from the sparse copy (its pieces present), stores and remembers it.
-  Result<ChunkData> VerifyChunk(uint32_t id);
+  // Verifies chunk `id` from the sparse copy, stores and remembers it. Sets *refetching (and
+  // returns Unavailable) instead when one of its pieces is not present: another read sent it
+  // to be fetched again since the caller made the pieces present.
+  Result<ChunkData> VerifyChunk(uint32_t id, bool* refetching);
 
-  // The current reader of the sparse copy.
-  std::shared_ptr<LayerReader> Reader();
+  // The reader to decode pieces [first, last) with, taken in one step with the check that
+  // every one of them is present; null when one is not. A refetch marks its pieces missing
+  // and installs a fresh reader in one step too (InvalidatePieces), so a decode only fills
+  // the block cache of a reader that was current while the bytes it decodes were present:
+  // blocks decoded from bytes that are being fetched again (a bad piece) never reach the
+  // reader that decodes the refetched ones.
+  std::shared_ptr<LayerReader> ReaderIfPresent(uint32_t first, uint32_t last);
+  std::shared_ptr<LayerReader> ReaderIfPresentLocked(uint32_t first, uint32_t last)
+      IMGFS_REQUIRES(mu_);
   // After chunk `id` failed verification: forgets its present pieces (they are fetched
   // again), unverifies every chunk that shares one of them (verified again when read) and
   // starts a fresh reader.
@@ -250,9 +267,10 @@ class IndexedRemoteData : public FileDataSource {
   // (and the index dropped) on a mismatch that a refetch did not cure.
   Status MaybeCheckHeaders(const FileEntry& entry, int64_t run,
                            std::chrono::steady_clock::time_point deadline);
-  // Parses run `run` from the sparse copy: an error when it cannot be decoded, else "" when
-  // it ends with `entry`'s header, or what differs.
-  Result<std::string> CompareHeaders(const FileEntry& entry, size_t run);
+  // Parses run `run` from the sparse copy with `reader` (ReaderIfPresent of its pieces): an
+  // error when it cannot be decoded, else "" when it ends with `entry`'s header, or what
+  // differs.
+  Result<std::string> CompareHeaders(const FileEntry& entry, size_t run, LayerReader& reader);
   // Drops the index (once): later reads fail; returns the Corrupt status for this one.
   Status Distrust(const FileEntry& entry, const std::string& why);
 
@@ -286,12 +304,12 @@ class IndexedRemoteData : public FileDataSource {
 
   // Leaf lock; never held across I/O.
   mutable Mutex mu_;
-  std::vector<uint8_t> state_ IMGFS_GUARDED_BY(mu_);                      // PieceState by piece
-  std::vector<std::shared_future<Status>> flight_ IMGFS_GUARDED_BY(mu_);  // by piece, in flight
-  std::vector<bool> verified_ IMGFS_GUARDED_BY(mu_);                      // by chunk id
-  std::vector<bool> run_checked_ IMGFS_GUARDED_BY(mu_);                   // by position in runs_
-  size_t store_cursor_ IMGFS_GUARDED_BY(mu_) = 0;                         // in chunk_order_
-  ReadAheadWindow window_ IMGFS_GUARDED_BY(mu_){0, 0};  // positions are piece numbers
+  std::vector<uint8_t> state_ IMGFS_GUARDED_BY(mu_);  // PieceState by piece
+  Flights flights_;  // by piece: exactly the pieces in state kInFlight (changed under mu_)
+  std::vector<bool> verified_ IMGFS_GUARDED_BY(mu_);     // by chunk id
+  std::vector<bool> run_checked_ IMGFS_GUARDED_BY(mu_);  // by position in runs_
+  size_t store_cursor_ IMGFS_GUARDED_BY(mu_) = 0;        // in chunk_order_
+  ReadAheadWindow window_ IMGFS_GUARDED_BY(mu_){0, 0};   // positions are piece numbers
 
   // Decodes the sparse copy. Replaced when a chunk failed verification: its block cache may
   // hold what the bad bytes decoded to.

@@ -1,11 +1,11 @@
 // Tests for fs/indexed_fetcher.h: lazy reads of plain tar, tar+gzip and tar+zstd layers built
 // here (random, incompressible file bytes; small chunks and checkpoint spans so the layer has
-// many pieces) through their IndexBuilder index and a counting in-memory BlobSource. Every
+// many pieces) through their IndexBuilder index and testing::FakeBlobSource. Every
 // test checks the bytes read against the files written, and the requests the source saw:
 // chunk-store reuse, growing read-ahead, single flight, the streaming switch (each byte
 // fetched once), the fetch deadline against a hanging source, background fetch (also in
 // segments from a registry), corruption (also of pieces two chunks share), exceptions on the
-// workers.
+// workers, and an interleaving of a refetch with a decode made by holding ranges.
 #include "fs/lazy/indexed_fetcher.h"
 
 #include <stdlib.h>
@@ -15,7 +15,10 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <filesystem>
+#include <future>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -34,6 +37,7 @@
 #include "registry/remote_source.h"
 #include "tests/fs/layer_test_util.h"
 #include "tests/fs/range_ignoring_source.h"
+#include "tests/support/fake_blob_source.h"
 #include "tests/support/http_test_server.h"
 #include "tests/support/temp_dir.h"
 
@@ -48,95 +52,9 @@ using imgfs::testing::HttpTestServer;
 
 using ::imgfs::testing::TempDir;
 
-// Serves one blob from memory. Counts ranged reads and their bytes and records every range;
-// can hang (every read blocks until Release), delay, or flip a byte of some or all answers.
-class MemorySource : public registry::BlobSource {
- public:
-  explicit MemorySource(std::string blob) : blob_(std::move(blob)) {}
-
-  Result<registry::FetchedManifest> GetManifest(std::string_view) override {
-    return Status::Unsupported("no manifests");
-  }
-  Status FetchBlob(const Digest&, int64_t, const registry::BlobSink& sink) override {
-    return sink(blob_);
-  }
-  Result<std::string> ReadBlobRange(const Digest&, ByteRange r) override {
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      ranges_.emplace_back(r.offset, r.length);
-      hang_cv_.wait(lock, [&] { return !hang_; });
-    }
-    if (delay_ms.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
-    requests.fetch_add(1);
-    int throws = throw_count.load();
-    while (throws > 0 && !throw_count.compare_exchange_weak(throws, throws - 1)) {
-    }
-    if (throws > 0) throw std::bad_alloc();
-    if (r.offset >= blob_.size()) return std::string();
-    std::string out = blob_.substr(r.offset, r.length);
-    bytes.fetch_add(out.size());
-    int left = corrupt.load();
-    while (left > 0 && !corrupt.compare_exchange_weak(left, left - 1)) {
-    }
-    if (!out.empty() && left != 0) out[out.size() / 2] ^= 0x5a;
-    {
-      std::scoped_lock lock(mu_);
-      for (auto& [at, times] : flips_) {
-        if (times > 0 && at >= r.offset && at < r.offset + out.size()) {
-          out[at - r.offset] ^= 0x5a;
-          --times;
-        }
-      }
-    }
-    return out;
-  }
-  Result<std::vector<std::string>> ListTags() override { return Status::Unsupported("no tags"); }
-  std::string Describe() const override { return "memory source"; }
-
-  // Flips blob byte `offset` in the next `times` answers that hold it.
-  void FlipAt(uint64_t offset, int times) {
-    std::scoped_lock lock(mu_);
-    flips_.emplace_back(offset, times);
-  }
-  void Hang() {
-    std::scoped_lock lock(mu_);
-    hang_ = true;
-  }
-  void Release() {
-    {
-      std::scoped_lock lock(mu_);
-      hang_ = false;
-    }
-    hang_cv_.notify_all();
-  }
-  std::vector<std::pair<uint64_t, uint64_t>> Ranges() {
-    std::scoped_lock lock(mu_);
-    return ranges_;
-  }
-  // True when no byte was asked for twice.
-  bool NoOverlaps() {
-    std::vector<std::pair<uint64_t, uint64_t>> r = Ranges();
-    std::sort(r.begin(), r.end());
-    for (size_t i = 1; i < r.size(); ++i) {
-      if (r[i - 1].first + r[i - 1].second > r[i].first) return false;
-    }
-    return true;
-  }
-
-  std::atomic<int> requests{0};
-  std::atomic<uint64_t> bytes{0};
-  std::atomic<int> corrupt{0};  // answers to corrupt; < 0: all
-  std::atomic<int> delay_ms{0};
-  std::atomic<int> throw_count{0};  // answers that throw std::bad_alloc instead
-
- private:
-  const std::string blob_;
-  std::mutex mu_;
-  std::condition_variable hang_cv_;
-  bool hang_ = false;                                  // guarded by mu_
-  std::vector<std::pair<uint64_t, uint64_t>> ranges_;  // guarded by mu_
-  std::vector<std::pair<uint64_t, int>> flips_;        // guarded by mu_
-};
+// Serves one blob from memory, counting ranged reads and recording them; can hang, delay,
+// flip bytes, throw.
+using MemorySource = ::imgfs::testing::FakeBlobSource;
 
 std::string RandomBytes(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -276,14 +194,14 @@ TEST_P(IndexedFetcherTest, EveryFileReadsBackAndASmallFileCostsItsSpan) {
   auto data = Open(&source, Quiet());
   ASSERT_NE(data, nullptr);
   EXPECT_EQ(ReadFile(*data, layer_, "etc/small2"), layer_.files["etc/small2"]);
-  EXPECT_GT(source->bytes.load(), 0u);
+  EXPECT_GT(source->bytes(), 0u);
   // One checkpoint span (incompressible data) and a cache block at most.
-  EXPECT_LE(source->bytes.load(), kSpanBytes + (512u << 10)) << "a small file cost too much";
+  EXPECT_LE(source->bytes(), kSpanBytes + (512u << 10)) << "a small file cost too much";
   for (const std::string& path : layer_.order) {
     EXPECT_EQ(ReadFile(*data, layer_, path), layer_.files[path]) << path;
   }
   EXPECT_TRUE(source->NoOverlaps());
-  EXPECT_LE(source->bytes.load(), layer_.blob.size());
+  EXPECT_LE(source->bytes(), layer_.blob.size());
   // An odd read straddling chunks.
   const FileEntry& big = layer_.Entry("data/big.bin");
   Result<std::string> odd = data->Read(big, kChunkBytes - 7, 3 * kChunkBytes + 11);
@@ -292,8 +210,8 @@ TEST_P(IndexedFetcherTest, EveryFileReadsBackAndASmallFileCostsItsSpan) {
   LayerStats stats = data->Stats();
   EXPECT_TRUE(stats.lazy);
   EXPECT_EQ(stats.blob_size, layer_.blob.size());
-  EXPECT_EQ(stats.bytes_fetched, source->bytes.load());
-  EXPECT_EQ(stats.requests, static_cast<uint64_t>(source->requests.load()));
+  EXPECT_EQ(stats.bytes_fetched, source->bytes());
+  EXPECT_EQ(stats.requests, static_cast<uint64_t>(source->requests()));
   EXPECT_GT(stats.chunks_fetched, 0u);
   EXPECT_EQ(stats.errors, 0u);
 }
@@ -308,7 +226,7 @@ TEST_P(IndexedFetcherTest, SecondReaderIsServedFromTheChunkStore) {
     }
     ASSERT_TRUE(data->WaitIdle(std::chrono::seconds(20)));
   }
-  EXPECT_GT(first->bytes.load(), 0u);
+  EXPECT_GT(first->bytes(), 0u);
   std::shared_ptr<MemorySource> second;
   auto data = Open(&second, IndexedRemoteData::Options(), store_);
   ASSERT_NE(data, nullptr);
@@ -316,8 +234,8 @@ TEST_P(IndexedFetcherTest, SecondReaderIsServedFromTheChunkStore) {
     EXPECT_EQ(ReadFile(*data, layer_, path), layer_.files[path]) << path;
   }
   ASSERT_TRUE(data->WaitIdle(std::chrono::seconds(20)));
-  EXPECT_EQ(second->requests.load(), 0);
-  EXPECT_EQ(second->bytes.load(), 0u);
+  EXPECT_EQ(second->requests(), 0);
+  EXPECT_EQ(second->bytes(), 0u);
   LayerStats stats = data->Stats();
   EXPECT_EQ(stats.bytes_fetched, 0u);
   EXPECT_GT(stats.cache_hits, 0u);
@@ -335,19 +253,19 @@ TEST_P(IndexedFetcherTest, SequentialReadGrowsItsRequests) {
   EXPECT_TRUE(source->NoOverlaps());
   auto largest = [](MemorySource& s) {
     uint64_t out = 0;
-    for (const auto& r : s.Ranges()) out = std::max(out, r.second);
+    for (const ByteRange& r : s.Ranges()) out = std::max(out, r.length);
     return out;
   };
   std::string sizes;
-  for (const auto& r : source->Ranges()) sizes += std::to_string(r.second) + " ";
+  for (const ByteRange& r : source->Ranges()) sizes += std::to_string(r.length) + " ";
 
   // Without read-ahead the same read costs one request per chunk span.
   std::shared_ptr<MemorySource> plain;
   auto quiet = Open(&plain, Quiet());
   ASSERT_NE(quiet, nullptr);
   EXPECT_EQ(ReadFile(*quiet, layer_, "data/big.bin"), layer_.files["data/big.bin"]);
-  EXPECT_GE(plain->requests.load(), 4);
-  EXPECT_LT(source->requests.load(), plain->requests.load()) << sizes;
+  EXPECT_GE(plain->requests(), 4);
+  EXPECT_LT(source->requests(), plain->requests()) << sizes;
   // The window grew past one span: requests larger than any single read needs.
   EXPECT_GT(largest(*source), largest(*plain)) << sizes;
   EXPECT_GE(largest(*source), 1u << 20) << sizes;
@@ -359,14 +277,14 @@ TEST_P(IndexedFetcherTest, ParallelReadersOfOneSpanShareOneFetch) {
   auto single = Open(&alone, Quiet());
   ASSERT_NE(single, nullptr);
   ASSERT_TRUE(single->Read(big, 3 * kChunkBytes, 4096).has_value());
-  const int alone_requests = alone->requests.load();
-  const uint64_t alone_bytes = alone->bytes.load();
+  const int alone_requests = alone->requests();
+  const uint64_t alone_bytes = alone->bytes();
   ASSERT_GE(alone_requests, 1);
 
   std::shared_ptr<MemorySource> source;
   auto data = Open(&source, Quiet());
   ASSERT_NE(data, nullptr);
-  source->delay_ms = 100;  // all readers arrive while the fetch runs
+  source->set_delay(std::chrono::milliseconds(100));  // all readers arrive while the fetch runs
   constexpr int kReaders = 8;
   std::atomic<int> ok{0};
   std::vector<std::thread> threads;
@@ -381,8 +299,8 @@ TEST_P(IndexedFetcherTest, ParallelReadersOfOneSpanShareOneFetch) {
   }
   for (std::thread& t : threads) t.join();
   EXPECT_EQ(ok.load(), kReaders);
-  EXPECT_EQ(source->requests.load(), alone_requests);
-  EXPECT_EQ(source->bytes.load(), alone_bytes);
+  EXPECT_EQ(source->requests(), alone_requests);
+  EXPECT_EQ(source->bytes(), alone_bytes);
   EXPECT_TRUE(source->NoOverlaps());
 }
 
@@ -398,9 +316,9 @@ TEST_P(IndexedFetcherTest, StreamingSwitchFetchesEachByteOnce) {
   ASSERT_TRUE(data->WaitIdle(std::chrono::seconds(20)));
   EXPECT_TRUE(data->streamed());
   EXPECT_TRUE(source->NoOverlaps());
-  EXPECT_LE(source->bytes.load(), layer_.blob.size());
+  EXPECT_LE(source->bytes(), layer_.blob.size());
   EXPECT_EQ(data->present_bytes(), layer_.blob.size()) << "the stream went to the end";
-  EXPECT_EQ(data->Stats().bytes_fetched, source->bytes.load());
+  EXPECT_EQ(data->Stats().bytes_fetched, source->bytes());
 }
 
 TEST_P(IndexedFetcherTest, FetchTimeoutFailsInTimeThenRecovers) {
@@ -442,13 +360,13 @@ TEST_P(IndexedFetcherTest, BackgroundFetchFetchesEverything) {
     ASSERT_TRUE(data->WaitIdle(std::chrono::seconds(30)));
     EXPECT_TRUE(data->streamed());
     EXPECT_EQ(data->present_bytes(), layer_.blob.size());
-    EXPECT_EQ(source->bytes.load(), layer_.blob.size());
+    EXPECT_EQ(source->bytes(), layer_.blob.size());
     EXPECT_TRUE(source->NoOverlaps());
-    const int before = source->requests.load();
+    const int before = source->requests();
     for (const std::string& path : layer_.order) {
       EXPECT_EQ(ReadFile(*data, layer_, path), layer_.files[path]) << path;
     }
-    EXPECT_EQ(source->requests.load(), before) << "reads after the background fetch fetched";
+    EXPECT_EQ(source->requests(), before) << "reads after the background fetch fetched";
   }
   // Every chunk was verified and stored on the way: another mount fetches nothing.
   std::shared_ptr<MemorySource> second;
@@ -457,7 +375,7 @@ TEST_P(IndexedFetcherTest, BackgroundFetchFetchesEverything) {
   for (const std::string& path : layer_.order) {
     EXPECT_EQ(ReadFile(*data, layer_, path), layer_.files[path]) << path;
   }
-  EXPECT_EQ(second->requests.load(), 0);
+  EXPECT_EQ(second->requests(), 0);
 }
 
 TEST_P(IndexedFetcherTest, ASourceThatIgnoresRangesIsStreamedFromTheFirstRead) {
@@ -484,7 +402,7 @@ TEST_P(IndexedFetcherTest, ConcurrentReadersDuringBackgroundFetch) {
   std::shared_ptr<MemorySource> source;
   auto data = Open(&source, options, store_);
   ASSERT_NE(data, nullptr);
-  source->delay_ms = 2;
+  source->set_delay(std::chrono::milliseconds(2));
   data->StartBackgroundFetch();
   constexpr int kReaders = 4;
   std::atomic<int> wrong{0};
@@ -504,7 +422,7 @@ TEST_P(IndexedFetcherTest, ConcurrentReadersDuringBackgroundFetch) {
   ASSERT_TRUE(data->WaitIdle(std::chrono::seconds(30)));
   EXPECT_EQ(data->present_bytes(), layer_.blob.size());
   EXPECT_TRUE(source->NoOverlaps());
-  EXPECT_EQ(source->bytes.load(), layer_.blob.size());
+  EXPECT_EQ(source->bytes(), layer_.blob.size());
   EXPECT_EQ(data->Stats().errors, 0u);
 }
 
@@ -516,27 +434,27 @@ TEST_P(IndexedFetcherTest, CorruptBytesAreFetchedAgainThenFailAsCorrupt) {
     std::shared_ptr<MemorySource> source;
     auto data = Open(&source, Quiet(), store_);
     ASSERT_NE(data, nullptr);
-    source->corrupt = 1;
+    source->CorruptNext(1);
     Result<std::string> r = data->Read(big, kChunkBytes, 4096);
     ASSERT_TRUE(r.has_value()) << r.error().ToString();
     EXPECT_EQ(*r, want);
-    EXPECT_EQ(source->requests.load(), 2);
+    EXPECT_EQ(source->requests(), 2);
     EXPECT_EQ(data->Stats().errors, 0u);
   }
   std::filesystem::remove_all(dir_.path() + "/store");
   std::shared_ptr<MemorySource> source;
   auto data = Open(&source, Quiet(), store_);
   ASSERT_NE(data, nullptr);
-  source->corrupt = -1;
+  source->CorruptNext(-1);
   Result<std::string> r = data->Read(big, kChunkBytes, 4096);
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code(), StatusCode::kCorrupt) << r.error().ToString();
-  EXPECT_EQ(source->requests.load(), 2) << "one fetch, one refetch";
+  EXPECT_EQ(source->requests(), 2) << "one fetch, one refetch";
   EXPECT_EQ(data->Stats().errors, 1u);
   // Nothing unverified reached the chunk store.
   EXPECT_FALSE(store_->Has(layer_.index->chunks[big.first_chunk + 1].digest));
   // The source is healthy again: the next read succeeds.
-  source->corrupt = 0;
+  source->CorruptNext(0);
   r = data->Read(big, kChunkBytes, 4096);
   ASSERT_TRUE(r.has_value()) << r.error().ToString();
   EXPECT_EQ(*r, want);
@@ -549,7 +467,7 @@ TEST_P(IndexedFetcherTest, AnExceptionInAFetchFailsOnlyThatFetch) {
   auto data = Open(&source, Quiet());
   ASSERT_NE(data, nullptr);
   const FileEntry& big = layer_.Entry("data/big.bin");
-  source->throw_count = 1;
+  source->ThrowNext(1);
   Result<std::string> r = data->Read(big, 0, 4096);
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code(), StatusCode::kInternal) << r.error().ToString();
@@ -566,7 +484,7 @@ TEST_P(IndexedFetcherTest, AnExceptionInTheStreamReleasesItsPiecesAndItCanRestar
   std::shared_ptr<MemorySource> source;
   auto data = Open(&source, options, store_);
   ASSERT_NE(data, nullptr);
-  source->throw_count = 1;
+  source->ThrowNext(1);
   data->StartBackgroundFetch();
   ASSERT_TRUE(data->WaitIdle(std::chrono::seconds(30)));
   EXPECT_FALSE(data->streamed()) << "a failed pass is not marked as started";
@@ -616,18 +534,18 @@ TEST(IndexedFetcherSharedPieceTest, ARefetchOfSharedPiecesUnverifiesTheirOtherCh
 
   source->FlipAt(b_last, 1);  // B's first fetch (its own block) is bad
   source->FlipAt(a_last, 1);  // the refetch of B's blocks (the shared one too) breaks A
-  const int before = source->requests.load();
+  const int before = source->requests();
   r = (*data)->Read(big, b.file_offset, b.size);
   ASSERT_TRUE(r.has_value()) << r.error().ToString();
   EXPECT_EQ(*r, want.substr(b.file_offset, b.size));
-  ASSERT_EQ(source->requests.load(), before + 2) << "B fetched, then fetched again";
+  ASSERT_EQ(source->requests(), before + 2) << "B fetched, then fetched again";
 
   // A again: verified anew (its bad byte is found, its pieces fetched once more), never the
   // rewritten bytes unchecked.
   r = (*data)->Read(big, a.file_offset, a.size);
   ASSERT_TRUE(r.has_value()) << r.error().ToString();
   EXPECT_EQ(*r, want.substr(a.file_offset, a.size)) << "a chunk was served unverified";
-  EXPECT_EQ(source->requests.load(), before + 3);
+  EXPECT_EQ(source->requests(), before + 3);
 }
 
 // A registry serving the layer blob at /v2/demo/blobs/<digest>: Range honoured (206) unless
@@ -727,7 +645,7 @@ TEST_P(IndexedFetcherTest, BackgroundFetchFromARegistryFetchesEverySegment) {
   for (const std::string& path : layer_.order) {
     EXPECT_EQ(ReadFile(*again, layer_, path), layer_.files[path]) << path;
   }
-  EXPECT_EQ(second->requests.load(), 0);
+  EXPECT_EQ(second->requests(), 0);
 }
 
 TEST_P(IndexedFetcherTest, RegistryIgnoringRangeIsStreamedAtOnce) {
@@ -849,7 +767,7 @@ TEST(IndexedFetcherFlushedGzipTest, ConcurrentReadersStreamAndBackgroundPassRead
   ASSERT_NE(layer.index, nullptr);
   for (int round = 0; round < 3; ++round) {
     auto source = std::make_shared<MemorySource>(layer.blob);
-    source->delay_ms = 20;
+    source->set_delay(std::chrono::milliseconds(20));
     IndexedRemoteData::Options options;
     options.readahead_min_bytes = 256 << 10;
     options.max_request_bytes = 1 << 20;
@@ -883,6 +801,194 @@ TEST(IndexedFetcherFlushedGzipTest, ConcurrentReadersStreamAndBackgroundPassRead
     EXPECT_EQ(wrong.load(), 0) << "round " << round;
     EXPECT_EQ((*data)->Stats().errors, 0u) << "round " << round;
     ASSERT_TRUE((*data)->WaitIdle(std::chrono::seconds(30)));
+  }
+}
+
+// The compressed bytes a read of uncompressed stream bytes [u0, u1) needs (what
+// IndexedRemoteData fetches for them: checkpoint before the first cache block to the first
+// checkpoint strictly after the last one, plus a byte either side).
+ByteRange SpanOf(const LayerIndex& index, uint64_t u0, uint64_t u1) {
+  const uint64_t block = LayerReader::Options().block_bytes;
+  u0 = u0 / block * block;
+  u1 = std::min<uint64_t>((u1 + block - 1) / block * block, index.uncompressed_size);
+  const Checkpoint& from = index.checkpoints[index.CheckpointFor(u0)];
+  const uint64_t begin = from.compressed_offset > 0 ? from.compressed_offset - 1 : 0;
+  uint64_t end = index.compressed_size;
+  for (const Checkpoint& cp : index.checkpoints) {
+    if (cp.uncompressed_offset > u1 && cp.compressed_offset >= begin) {
+      end = std::min(end, cp.compressed_offset + 1);
+      break;
+    }
+  }
+  return ByteRange{begin, end - begin};
+}
+
+std::string Gunzip(std::string_view gz) {
+  z_stream s{};
+  inflateInit2(&s, 15 + 16);
+  std::string out;
+  char buf[1 << 16];
+  s.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(gz.data()));
+  s.avail_in = static_cast<uInt>(gz.size());
+  int ret = Z_OK;
+  while (ret == Z_OK) {
+    s.next_out = reinterpret_cast<Bytef*>(buf);
+    s.avail_out = sizeof(buf);
+    ret = inflate(&s, Z_NO_FLUSH);
+    out.append(buf, sizeof(buf) - s.avail_out);
+    if (ret == Z_BUF_ERROR && s.avail_in == 0) break;
+    if (ret == Z_BUF_ERROR) ret = Z_OK;
+  }
+  inflateEnd(&s);
+  return out;
+}
+
+// The offset in `gz` of the byte that decodes to uncompressed byte `target` inside a stored
+// deflate block (flipping it changes that byte and nothing else), or max() when `target` is
+// not in a stored block.
+uint64_t StoredByteFor(const std::string& gz, const std::string& plain, uint64_t target) {
+  z_stream s{};
+  inflateInit2(&s, 15 + 16);
+  std::string out(plain.size(), '\0');
+  s.next_out = reinterpret_cast<Bytef*>(out.data());
+  s.avail_out = static_cast<uInt>(out.size());
+  size_t fed = 0;
+  uint64_t found = std::numeric_limits<uint64_t>::max();
+  while (fed < gz.size()) {
+    // Big steps until near the target, then one byte at a time.
+    const size_t step = s.total_out + (256 << 10) < target ? 4096 : 1;
+    s.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(gz.data() + fed));
+    s.avail_in = static_cast<uInt>(std::min(step, gz.size() - fed));
+    const uInt before = s.avail_in;
+    const int ret = inflate(&s, Z_NO_FLUSH);
+    fed += before - s.avail_in;
+    if (step == 1 && s.total_out > target) {
+      found = fed - 1;
+      break;
+    }
+    if (ret != Z_OK) break;
+  }
+  inflateEnd(&s);
+  if (found == std::numeric_limits<uint64_t>::max()) return found;
+  std::string flipped = gz;
+  flipped[found] = static_cast<char>(flipped[found] ^ 0x5a);
+  const std::string got = Gunzip(flipped);
+  if (got.size() != plain.size()) return std::numeric_limits<uint64_t>::max();
+  for (uint64_t i = 0; i < got.size(); ++i) {
+    if ((got[i] != plain[i]) != (i == target)) return std::numeric_limits<uint64_t>::max();
+  }
+  return found;
+}
+
+// Chunks B and C of a file share a cache block β (B ends, C starts in it); A (before B) does
+// not reach β. The pieces of A's span hold B's, and C needs more beyond them. B's bytes in
+// β are bad once. The interleaving, made by holding ranges at the source:
+//  1. A is read: its span arrives with B's bad byte (A verifies: its blocks end before β).
+//  2. C is read: A's span is present, the rest of C's is held at the source.
+//  3. B is read: its chunk fails verification, its pieces are marked missing (a fresh
+//     reader is installed) and fetched again: that refetch is held too.
+//  4. C's fetch is released. C's decode runs over B's old (bad) bytes, still in the sparse
+//     copy; C's own bytes are fine, so it verifies. It must not leave block β, with B's bad
+//     byte, in the reader the refetch of B will be decoded with.
+//  5. B's refetch is released: B verifies from the refetched bytes. (Before the fix, C's
+//     decode took the fresh reader after B's pieces were marked missing, its β reached that
+//     reader's cache, B failed again and the read was an EIO: "a refetch reuses the bad
+//     piece".)
+TEST(IndexedFetcherRaceTest, ADecodeOverPiecesBeingFetchedAgainDoesNotPoisonTheRefetch) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  TestLayer layer = BuildLayer(LayerFormat::kTarGzip, dir.path());
+  ASSERT_NE(layer.index, nullptr);
+  const LayerIndex& index = *layer.index;
+  const FileEntry& big = layer.Entry("data/big.bin");
+  const uint64_t block = LayerReader::Options().block_bytes;
+  const std::string plain = Gunzip(layer.blob);
+  ASSERT_EQ(plain.size(), index.uncompressed_size);
+
+  // Find chunks A, B, C (consecutive) with the layout above and B's bad byte.
+  uint32_t b_id = 0;
+  uint64_t bad = std::numeric_limits<uint64_t>::max();
+  ByteRange span_a{0, 0};
+  ByteRange span_c{0, 0};
+  // From the third chunk: A is not the file's first (whose read fetches the headers too).
+  for (uint32_t k = 2; k + 1 < big.chunk_count && bad == std::numeric_limits<uint64_t>::max();
+       ++k) {
+    const Chunk& a = index.chunks[big.first_chunk + k - 1];
+    const Chunk& b = index.chunks[big.first_chunk + k];
+    const Chunk& c = index.chunks[big.first_chunk + k + 1];
+    const uint64_t b0 = big.payload_offset + b.file_offset;
+    const uint64_t b1 = b0 + b.size;
+    if (b0 % block == 0 || b1 % block == 0 || b0 / block + 1 != b1 / block) continue;
+    const ByteRange sa = SpanOf(index, big.payload_offset + a.file_offset, b0);
+    const ByteRange sb = SpanOf(index, b0, b1);
+    const ByteRange sc = SpanOf(index, b1, b1 + c.size);
+    if (sb.offset < sa.offset || sb.end() > sa.end() || sc.end() <= sa.end()) continue;
+    // A byte of B in β, inside a stored block.
+    for (uint64_t t = b1 - 1; t >= (b1 - 1) / block * block && t + 64 >= b1 - 4096; t -= 64) {
+      bad = StoredByteFor(layer.blob, plain, t);
+      if (bad != std::numeric_limits<uint64_t>::max()) break;
+    }
+    b_id = big.first_chunk + k;
+    span_a = sa;
+    span_c = sc;
+  }
+  ASSERT_NE(bad, std::numeric_limits<uint64_t>::max()) << "no chunks laid out as this test needs";
+  ASSERT_GE(bad, span_a.offset);
+  ASSERT_LT(bad, span_a.end());
+  const Chunk& a = index.chunks[b_id - 1];
+  const Chunk& b = index.chunks[b_id];
+  const Chunk& c = index.chunks[b_id + 1];
+  const std::string& want = layer.files["data/big.bin"];
+
+  auto source = std::make_shared<MemorySource>(layer.blob);
+  IndexedRemoteData::Options options;
+  options.readahead = false;
+  options.streaming = false;
+  options.memory_cache_bytes = 0;  // every read decodes
+  auto created =
+      IndexedRemoteData::Create(source, layer.index, dir.path() + "/tmp", nullptr, options);
+  ASSERT_TRUE(created.has_value()) << created.error().ToString();
+  IndexedRemoteData& data = **created;
+
+  // 1.
+  source->FlipAt(bad, 1);
+  Result<std::string> r = data.Read(big, a.file_offset, a.size);
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  ASSERT_EQ(*r, want.substr(a.file_offset, a.size));
+  ASSERT_EQ(source->requests(), 1);
+  // 2.
+  const uint64_t beyond_a = span_a.end();  // first byte of C's span past A's
+  ASSERT_LT(beyond_a, span_c.end());
+  source->HoldAt(beyond_a);
+  source->HoldAt(bad);
+  auto read_c =
+      std::async(std::launch::async, [&] { return data.Read(big, c.file_offset, c.size); });
+  ASSERT_TRUE(source->WaitForReads(2, std::chrono::seconds(30))) << "C's fetch never came";
+  // 3.
+  auto read_b =
+      std::async(std::launch::async, [&] { return data.Read(big, b.file_offset, b.size); });
+  ASSERT_TRUE(source->WaitForReads(3, std::chrono::seconds(30))) << "B was not fetched again";
+  const std::vector<ByteRange> ranges = source->Ranges();
+  EXPECT_TRUE(ranges[2].offset <= bad && bad < ranges[2].end()) << "B's refetch";
+  // 4. C's decode runs now (with the fix, it finds B's pieces being fetched again and
+  // waits for them: it cannot finish before step 5).
+  source->ReleaseAt(beyond_a);
+  (void)read_c.wait_for(std::chrono::seconds(3));
+  // 5.
+  source->ReleaseAt(bad);
+  Result<std::string> got_b = read_b.get();
+  ASSERT_TRUE(got_b.has_value()) << "B's refetch was decoded from bad blocks: "
+                                 << got_b.error().ToString();
+  EXPECT_EQ(*got_b, want.substr(b.file_offset, b.size));
+  Result<std::string> got_c = read_c.get();
+  ASSERT_TRUE(got_c.has_value()) << got_c.error().ToString();
+  EXPECT_EQ(*got_c, want.substr(c.file_offset, c.size));
+  EXPECT_EQ(data.Stats().errors, 0u);
+  // Once more from memory-less state: every chunk of the three reads right.
+  for (const Chunk* chunk : {&a, &b, &c}) {
+    Result<std::string> again = data.Read(big, chunk->file_offset, chunk->size);
+    ASSERT_TRUE(again.has_value()) << again.error().ToString();
+    EXPECT_EQ(*again, want.substr(chunk->file_offset, chunk->size));
   }
 }
 

@@ -82,6 +82,29 @@ void FakeBlobSource::Release() {
   hang_cv_.notify_all();
 }
 
+void FakeBlobSource::HoldAt(uint64_t offset) {
+  std::scoped_lock lock(mu_);
+  holds_.push_back(offset);
+}
+
+void FakeBlobSource::ReleaseAt(uint64_t offset) {
+  {
+    std::scoped_lock lock(mu_);
+    holds_.erase(std::remove(holds_.begin(), holds_.end(), offset), holds_.end());
+  }
+  hang_cv_.notify_all();
+}
+
+void FakeBlobSource::HoldUntilConcurrent(int nth) {
+  std::scoped_lock lock(mu_);
+  hold_countdown_ = nth;
+}
+
+bool FakeBlobSource::WaitForReads(size_t n, std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> lock(mu_);
+  return hang_cv_.wait_for(lock, timeout, [&] { return ranges_.size() >= n; });
+}
+
 void FakeBlobSource::FlipAt(uint64_t offset, int times) {
   std::scoped_lock lock(mu_);
   flips_.emplace_back(offset, times);
@@ -124,7 +147,20 @@ Result<std::string> FakeBlobSource::Answer(const registry::Digest& digest, ByteR
   {
     std::unique_lock<std::mutex> lock(mu_);
     ranges_.push_back(range);
-    hang_cv_.wait_for(lock, kMaxHang, [&] { return !hang_; });
+    const uint64_t mine = ++reads_started_;
+    hang_cv_.notify_all();  // WaitForReads, and a read held until another one starts
+    const bool wait_for_another = hold_countdown_ > 0 && --hold_countdown_ == 0;
+    auto held = [&] {
+      for (uint64_t at : holds_) {
+        if (at >= range.offset && at - range.offset < range.length) return true;
+      }
+      return false;
+    };
+    hang_cv_.wait_for(lock, kMaxHang, [&] {
+      // Another read started since this one (it counted both in max_in_flight), even if
+      // it is over by the time this thread wakes.
+      return !hang_ && !held() && (!wait_for_another || reads_started_ > mine);
+    });
   }
   const int64_t delay_ms = delay_ms_.load();
   if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));

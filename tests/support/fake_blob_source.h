@@ -4,7 +4,9 @@
 // another BlobSource (a fixture's LocalSource), and lets a test observe and disturb them:
 //  - observe: requests, bytes answered, every range asked, the highest number of reads in
 //    flight at once, multi-range calls;
-//  - disturb: a delay per read, a hang until Release(), failures (Unavailable), thrown
+//  - disturb: a delay per read, a hang until Release(), a hold of the reads of one blob
+//    offset until ReleaseAt(), a hold of one read until another one is in flight (to make
+//    an interleaving happen without timing), failures (Unavailable), thrown
 //    std::bad_alloc, a byte flipped at a blob offset or in the middle of the next answers,
 //    whole-blob fetches refused, and multi-range requests answered as one request or refused
 //    (then asked range by range, as RemoteSource does after a refusal).
@@ -64,6 +66,17 @@ class FakeBlobSource : public registry::BlobSource {
   // Ranged reads block (after being recorded) until Release(), at most kMaxHang.
   void Hang();
   void Release();
+  // Ranged reads holding blob byte `offset` block (after being recorded) until
+  // ReleaseAt(offset), at most kMaxHang.
+  void HoldAt(uint64_t offset);
+  void ReleaseAt(uint64_t offset);
+  // The `nth` ranged read from now on (1 = the next) blocks, after being recorded, until
+  // another ranged read is in flight, at most kMaxHang: a test sees two reads in flight at
+  // once whenever the reader issues the second before it needs the first.
+  void HoldUntilConcurrent(int nth);
+  // Blocks until `n` ranged reads were recorded since the last ResetCounts (Ranges()),
+  // at most `timeout`; whether they were.
+  bool WaitForReads(size_t n, std::chrono::milliseconds timeout) const;
   // Ranged reads return Unavailable while set (after delay and hang, like a dead registry).
   void set_fail(bool fail) { fail_.store(fail); }
   // The next `answers` ranged reads throw std::bad_alloc instead of answering.
@@ -121,8 +134,12 @@ class FakeBlobSource : public registry::BlobSource {
   std::atomic<int> max_in_flight_{0};
 
   mutable std::mutex mu_;  // a leaf lock: held only around the fields below
-  std::condition_variable hang_cv_;
+  // Signalled on Release, ReleaseAt, every read recorded and every read started.
+  mutable std::condition_variable hang_cv_;
   bool hang_ = false;                            // guarded by mu_
+  std::vector<uint64_t> holds_;                  // guarded by mu_: HoldAt offsets
+  int hold_countdown_ = 0;                       // guarded by mu_: HoldUntilConcurrent
+  uint64_t reads_started_ = 0;                   // guarded by mu_: ranged reads ever begun
   std::vector<ByteRange> ranges_;                // guarded by mu_
   std::vector<std::pair<uint64_t, int>> flips_;  // guarded by mu_: offset, answers left
 };
