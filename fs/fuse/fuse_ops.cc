@@ -32,10 +32,12 @@ void ReplyError(fuse_req_t req, const char* op, uint64_t ino, const Status& stat
   fuse_reply_err(req, err);
 }
 
-// Runs `body`, which must reply; if it throws before replying, replies ENOMEM/EIO.
+// Counts the request, then runs `body`, which must reply; if it throws before replying,
+// replies ENOMEM/EIO.
 template <typename F>
-void Serve(fuse_req_t req, const char* op, F&& body) noexcept {
-  RunGuarded(op, body, [req](int err) { fuse_reply_err(req, err); });
+void Serve(fuse_req_t req, FuseOp op, F&& body) noexcept {
+  Ctx(req).requests.Count(op);
+  RunGuarded(FuseOpName(op), body, [req](int err) { fuse_reply_err(req, err); });
 }
 
 fuse_entry_param EntryFor(const struct stat& st) {
@@ -49,8 +51,14 @@ fuse_entry_param EntryFor(const struct stat& st) {
 }
 
 void Init(void* userdata, fuse_conn_info* conn) noexcept {
-  // Content never changes: keep pages across opens, and let the kernel batch readdir with
-  // attributes.
+  FuseRequestCounts& requests = static_cast<FuseContext*>(userdata)->requests;
+  requests.Count(FuseOp::kInit);
+  // Content never changes and reads need no per-open state: when the kernel can open files
+  // and directories by itself (keeping their pages and listings, sending no RELEASE), Open
+  // and Opendir tell it to.
+  requests.set_no_open((conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) != 0);
+  requests.set_no_opendir((conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) != 0);
+  // Let the kernel batch readdir with attributes.
   if ((conn->capable & FUSE_CAP_READDIRPLUS) != 0) conn->want |= FUSE_CAP_READDIRPLUS;
   if ((conn->capable & FUSE_CAP_READDIRPLUS_AUTO) != 0) conn->want |= FUSE_CAP_READDIRPLUS_AUTO;
   if ((conn->capable & FUSE_CAP_ASYNC_READ) != 0) conn->want |= FUSE_CAP_ASYNC_READ;
@@ -60,7 +68,7 @@ void Init(void* userdata, fuse_conn_info* conn) noexcept {
 }
 
 void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
-  Serve(req, "lookup", [&] {
+  Serve(req, FuseOp::kLookup, [&] {
     Result<struct stat> st = Fs(req).Lookup(parent, name);
     if (!st.has_value()) {
       if (st.error().code() == StatusCode::kNotFound) {
@@ -83,10 +91,13 @@ void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
 }
 
 // Nodes live until unmount (the tree is immutable), so there is nothing to forget.
-void Forget(fuse_req_t req, fuse_ino_t, uint64_t) noexcept { fuse_reply_none(req); }
+void Forget(fuse_req_t req, fuse_ino_t, uint64_t) noexcept {
+  Ctx(req).requests.Count(FuseOp::kForget);
+  fuse_reply_none(req);
+}
 
 void Getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) noexcept {
-  Serve(req, "getattr", [&] {
+  Serve(req, FuseOp::kGetattr, [&] {
     Result<struct stat> st = Fs(req).GetAttr(ino);
     if (!st.has_value()) return ReplyError(req, "getattr", ino, st.error());
     fuse_reply_attr(req, &*st, kCacheTimeoutSeconds);
@@ -94,7 +105,7 @@ void Getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) noexcept {
 }
 
 void Readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
-  Serve(req, "readlink", [&] {
+  Serve(req, FuseOp::kReadlink, [&] {
     Result<std::string_view> target = Fs(req).ReadLink(ino);
     if (!target.has_value()) return ReplyError(req, "readlink", ino, target.error());
     std::string s(*target);
@@ -103,7 +114,7 @@ void Readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
 }
 
 void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
-  Serve(req, "open", [&] {
+  Serve(req, FuseOp::kOpen, [&] {
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC) != 0) {
       fuse_reply_err(req, EROFS);
       return;
@@ -114,13 +125,20 @@ void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
       fuse_reply_err(req, EISDIR);
       return;
     }
+    if (Ctx(req).requests.no_open()) {
+      // "Not needed": from now on the kernel opens files itself, with keep_cache.
+      fuse_reply_err(req, ENOSYS);
+      return;
+    }
     fi->keep_cache = 1;
     fuse_reply_open(req, fi);
   });
 }
 
+// fi->fh is not used: 0 when the kernel opened the file itself (no_open).
 void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) noexcept {
-  Serve(req, "read", [&] {
+  Serve(req, FuseOp::kRead, [&] {
+    Ctx(req).requests.NoteReadSize(size);
     if (off < 0) {
       fuse_reply_err(req, EINVAL);
       return;
@@ -131,14 +149,22 @@ void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info
   });
 }
 
-void Release(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept { fuse_reply_err(req, 0); }
+void Release(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept {
+  Ctx(req).requests.Count(FuseOp::kRelease);
+  fuse_reply_err(req, 0);
+}
 
 void Opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
-  Serve(req, "opendir", [&] {
+  Serve(req, FuseOp::kOpendir, [&] {
     Result<struct stat> st = Fs(req).GetAttr(ino);
     if (!st.has_value()) return ReplyError(req, "opendir", ino, st.error());
     if (!S_ISDIR(st->st_mode)) {
       fuse_reply_err(req, ENOTDIR);
+      return;
+    }
+    if (Ctx(req).requests.no_opendir()) {
+      // "Not needed": the kernel opens directories itself, with cache_readdir.
+      fuse_reply_err(req, ENOSYS);
       return;
     }
     fi->keep_cache = 1;
@@ -202,24 +228,27 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus
 }
 
 void Readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) noexcept {
-  Serve(req, "readdir", [&] { DoReaddir(req, ino, size, off, /*plus=*/false); });
+  Serve(req, FuseOp::kReaddir, [&] { DoReaddir(req, ino, size, off, /*plus=*/false); });
 }
 
 void Readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) noexcept {
-  Serve(req, "readdirplus", [&] { DoReaddir(req, ino, size, off, /*plus=*/true); });
+  Serve(req, FuseOp::kReaddirplus, [&] { DoReaddir(req, ino, size, off, /*plus=*/true); });
 }
 
-void Releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept { fuse_reply_err(req, 0); }
+void Releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept {
+  Ctx(req).requests.Count(FuseOp::kReleasedir);
+  fuse_reply_err(req, 0);
+}
 
 void Statfs(fuse_req_t req, fuse_ino_t) noexcept {
-  Serve(req, "statfs", [&] {
+  Serve(req, FuseOp::kStatfs, [&] {
     struct statvfs st = Fs(req).StatFs();
     fuse_reply_statfs(req, &st);
   });
 }
 
 void Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noexcept {
-  Serve(req, "getxattr", [&] {
+  Serve(req, FuseOp::kGetxattr, [&] {
     if (!Fs(req).has_xattrs()) {
       fuse_reply_err(req, ENOSYS);  // the kernel stops asking: EOPNOTSUPP from now on
       return;
@@ -243,7 +272,7 @@ void Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noe
 }
 
 void Listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
-  Serve(req, "listxattr", [&] {
+  Serve(req, FuseOp::kListxattr, [&] {
     if (!Fs(req).has_xattrs()) {
       fuse_reply_err(req, ENOSYS);  // the kernel stops asking: EOPNOTSUPP from now on
       return;
@@ -266,7 +295,7 @@ void Listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
 }
 
 void Access(fuse_req_t req, fuse_ino_t ino, int mask) noexcept {
-  Serve(req, "access", [&] {
+  Serve(req, FuseOp::kAccess, [&] {
     // Permission bits are checked by the kernel (default_permissions); only writes are ours.
     if ((mask & W_OK) != 0) {
       fuse_reply_err(req, EROFS);

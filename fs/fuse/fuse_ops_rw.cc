@@ -41,9 +41,15 @@ Caller CallerOf(fuse_req_t req) {
   return c;
 }
 
+void CountRequest(fuse_req_t req, FuseOp op) {
+  static_cast<FuseContext*>(fuse_req_userdata(req))->requests.Count(op);
+}
+
+// Counts the request, then runs `body`, which must reply (ENOMEM/EIO if it throws first).
 template <typename F>
-void Serve(fuse_req_t req, const char* op, F&& body) noexcept {
-  RunGuarded(op, body, [req](int err) { fuse_reply_err(req, err); });
+void Serve(fuse_req_t req, FuseOp op, F&& body) noexcept {
+  CountRequest(req, op);
+  RunGuarded(FuseOpName(op), body, [req](int err) { fuse_reply_err(req, err); });
 }
 
 void ReplyErr(fuse_req_t req, const char* op, int err) {
@@ -61,7 +67,17 @@ void ReplyEntry(fuse_req_t req, const Entry& entry) {
   fuse_reply_entry(req, &e);
 }
 
+// Drops what the kernel caches of the inodes the last operation changed behind its back
+// (before the reply, so the caller's next call sees fresh attributes and pages).
+void Invalidate(fuse_req_t req) {
+  auto* ctx = static_cast<FuseContext*>(fuse_req_userdata(req));
+  for (uint64_t id : WritableFs::TakeInvalidations()) {
+    if (ctx->session != nullptr) fuse_lowlevel_notify_inval_inode(ctx->session, id, 0, 0);
+  }
+}
+
 void Init(void* userdata, fuse_conn_info* conn) noexcept {
+  static_cast<FuseContext*>(userdata)->requests.Count(FuseOp::kInit);
   if ((conn->capable & FUSE_CAP_ASYNC_READ) != 0) conn->want |= FUSE_CAP_ASYNC_READ;
   if ((conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) != 0) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
   // Directory listings change: plain readdir, each name looked up on its own.
@@ -71,7 +87,7 @@ void Init(void* userdata, fuse_conn_info* conn) noexcept {
 }
 
 void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
-  Serve(req, "lookup", [&] {
+  Serve(req, FuseOp::kLookup, [&] {
     Entry entry;
     int err = Wfs(req).Lookup(parent, name, &entry);
     if (err == ENOENT) {
@@ -87,21 +103,21 @@ void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
 }
 
 void Forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) noexcept {
-  Serve(req, "forget", [&] {
+  Serve(req, FuseOp::kForget, [&] {
     Wfs(req).Forget(ino, nlookup);
     fuse_reply_none(req);
   });
 }
 
 void ForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) noexcept {
-  Serve(req, "forget_multi", [&] {
+  Serve(req, FuseOp::kForgetMulti, [&] {
     for (size_t i = 0; i < count; ++i) Wfs(req).Forget(forgets[i].ino, forgets[i].nlookup);
     fuse_reply_none(req);
   });
 }
 
 void Getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) noexcept {
-  Serve(req, "getattr", [&] {
+  Serve(req, FuseOp::kGetattr, [&] {
     struct stat st {};
     bool cacheable = false;
     int err = Wfs(req).GetAttr(ino, &st, &cacheable);
@@ -112,7 +128,7 @@ void Getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) noexcept {
 
 void Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
              fuse_file_info* fi) noexcept {
-  Serve(req, "setattr", [&] {
+  Serve(req, FuseOp::kSetattr, [&] {
     SetAttrRequest r;
     r.set_mode = (to_set & FUSE_SET_ATTR_MODE) != 0;
     r.mode = attr->st_mode;
@@ -130,13 +146,14 @@ void Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
     r.mtime = attr->st_mtim;
     struct stat st {};
     int err = Wfs(req).SetAttr(ino, r, fi != nullptr ? fi->fh : 0, &st);
+    Invalidate(req);
     if (err != 0) return ReplyErr(req, "setattr", err);
     fuse_reply_attr(req, &st, 0);
   });
 }
 
 void Readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
-  Serve(req, "readlink", [&] {
+  Serve(req, FuseOp::kReadlink, [&] {
     std::string target;
     int err = Wfs(req).ReadLink(ino, &target);
     if (err != 0) return ReplyErr(req, "readlink", err);
@@ -145,35 +162,46 @@ void Readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
 }
 
 void Mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) noexcept {
-  Serve(req, "mknod", [&] {
+  Serve(req, FuseOp::kMknod, [&] {
     Entry entry;
     int err = Wfs(req).Mknod(parent, name, mode, rdev, CallerOf(req), &entry);
+    Invalidate(req);
     if (err != 0) return ReplyErr(req, "mknod", err);
     ReplyEntry(req, entry);
   });
 }
 
 void Mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) noexcept {
-  Serve(req, "mkdir", [&] {
+  Serve(req, FuseOp::kMkdir, [&] {
     Entry entry;
     int err = Wfs(req).Mkdir(parent, name, mode, CallerOf(req), &entry);
+    Invalidate(req);
     if (err != 0) return ReplyErr(req, "mkdir", err);
     ReplyEntry(req, entry);
   });
 }
 
 void Unlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
-  Serve(req, "unlink", [&] { fuse_reply_err(req, Wfs(req).Unlink(parent, name)); });
+  Serve(req, FuseOp::kUnlink, [&] {
+    int err = Wfs(req).Unlink(parent, name);
+    Invalidate(req);
+    fuse_reply_err(req, err);
+  });
 }
 
 void Rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
-  Serve(req, "rmdir", [&] { fuse_reply_err(req, Wfs(req).Rmdir(parent, name)); });
+  Serve(req, FuseOp::kRmdir, [&] {
+    int err = Wfs(req).Rmdir(parent, name);
+    Invalidate(req);
+    fuse_reply_err(req, err);
+  });
 }
 
 void Symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) noexcept {
-  Serve(req, "symlink", [&] {
+  Serve(req, FuseOp::kSymlink, [&] {
     Entry entry;
     int err = Wfs(req).Symlink(link, parent, name, CallerOf(req), &entry);
+    Invalidate(req);
     if (err != 0) return ReplyErr(req, "symlink", err);
     ReplyEntry(req, entry);
   });
@@ -181,21 +209,15 @@ void Symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* na
 
 void Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
             const char* newname, unsigned int flags) noexcept {
-  Serve(req, "rename",
-        [&] { fuse_reply_err(req, Wfs(req).Rename(parent, name, newparent, newname, flags)); });
-}
-
-// Drops what the kernel caches of the inodes the last operation changed behind its back
-// (before the reply, so the caller's next call sees fresh attributes and pages).
-void Invalidate(fuse_req_t req) {
-  auto* ctx = static_cast<FuseContext*>(fuse_req_userdata(req));
-  for (uint64_t id : WritableFs::TakeInvalidations()) {
-    if (ctx->session != nullptr) fuse_lowlevel_notify_inval_inode(ctx->session, id, 0, 0);
-  }
+  Serve(req, FuseOp::kRename, [&] {
+    int err = Wfs(req).Rename(parent, name, newparent, newname, flags);
+    Invalidate(req);
+    fuse_reply_err(req, err);
+  });
 }
 
 void Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) noexcept {
-  Serve(req, "link", [&] {
+  Serve(req, FuseOp::kLink, [&] {
     Entry entry;
     int err = Wfs(req).Link(ino, newparent, newname, &entry);
     Invalidate(req);
@@ -205,10 +227,11 @@ void Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newn
 }
 
 void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
-  Serve(req, "open", [&] {
+  Serve(req, FuseOp::kOpen, [&] {
     uint64_t fh = 0;
     bool cacheable = false;
     int err = Wfs(req).Open(ino, fi->flags, &fh, &cacheable);
+    Invalidate(req);
     if (err != 0) return ReplyErr(req, "open", err);
     fi->fh = fh;
     fi->keep_cache = cacheable ? 1 : 0;
@@ -217,7 +240,8 @@ void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
 }
 
 void Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) noexcept {
-  Serve(req, "read", [&] {
+  Serve(req, FuseOp::kRead, [&] {
+    static_cast<FuseContext*>(fuse_req_userdata(req))->requests.NoteReadSize(size);
     if (off < 0) return ReplyErr(req, "read", EINVAL);
     std::string data;
     int err = Wfs(req).Read(fi->fh, static_cast<uint64_t>(off), size, &data);
@@ -228,7 +252,7 @@ void Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi
 
 void Write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off,
            fuse_file_info* fi) noexcept {
-  Serve(req, "write", [&] {
+  Serve(req, FuseOp::kWrite, [&] {
     if (off < 0) return ReplyErr(req, "write", EINVAL);
     size_t written = 0;
     int err = Wfs(req).Write(fi->fh, static_cast<uint64_t>(off), buf, size, &written);
@@ -237,17 +261,20 @@ void Write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off,
   });
 }
 
-void Flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept { fuse_reply_err(req, 0); }
+void Flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept {
+  CountRequest(req, FuseOp::kFlush);
+  fuse_reply_err(req, 0);
+}
 
 void Release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
-  Serve(req, "release", [&] {
+  Serve(req, FuseOp::kRelease, [&] {
     Wfs(req).Release(fi->fh);
     fuse_reply_err(req, 0);
   });
 }
 
 void Fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) noexcept {
-  Serve(req, "fsync", [&] { fuse_reply_err(req, Wfs(req).Fsync(fi->fh, datasync != 0)); });
+  Serve(req, FuseOp::kFsync, [&] { fuse_reply_err(req, Wfs(req).Fsync(fi->fh, datasync != 0)); });
 }
 
 // A directory handle: the merged listing, taken at opendir and again at each rewind.
@@ -267,7 +294,7 @@ int Snapshot(fuse_req_t req, fuse_ino_t ino, DirHandle* dh) {
 }
 
 void Opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
-  Serve(req, "opendir", [&] {
+  Serve(req, FuseOp::kOpendir, [&] {
     auto dh = std::make_unique<DirHandle>();
     int err = Snapshot(req, ino, dh.get());
     if (err != 0) return ReplyErr(req, "opendir", err);
@@ -278,7 +305,7 @@ void Opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
 
 // Offsets: 1 = ".", 2 = "..", 3 + i = the i-th name of the snapshot.
 void Readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) noexcept {
-  Serve(req, "readdir", [&] {
+  Serve(req, FuseOp::kReaddir, [&] {
     auto* dh = reinterpret_cast<DirHandle*>(fi->fh);
     if (off == 0) {
       int err = Snapshot(req, ino, dh);
@@ -313,14 +340,18 @@ void Readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
 }
 
 void Releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
+  CountRequest(req, FuseOp::kReleasedir);
   delete reinterpret_cast<DirHandle*>(fi->fh);
   fuse_reply_err(req, 0);
 }
 
-void Fsyncdir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) noexcept { fuse_reply_err(req, 0); }
+void Fsyncdir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) noexcept {
+  CountRequest(req, FuseOp::kFsyncdir);
+  fuse_reply_err(req, 0);
+}
 
 void Statfs(fuse_req_t req, fuse_ino_t) noexcept {
-  Serve(req, "statfs", [&] {
+  Serve(req, FuseOp::kStatfs, [&] {
     struct statvfs st {};
     int err = Wfs(req).StatFs(&st);
     if (err != 0) return ReplyErr(req, "statfs", err);
@@ -330,13 +361,15 @@ void Statfs(fuse_req_t req, fuse_ino_t) noexcept {
 
 void Setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
               int flags) noexcept {
-  Serve(req, "setxattr", [&] {
-    fuse_reply_err(req, Wfs(req).SetXattr(ino, name, std::string_view(value, size), flags));
+  Serve(req, FuseOp::kSetxattr, [&] {
+    int err = Wfs(req).SetXattr(ino, name, std::string_view(value, size), flags);
+    Invalidate(req);
+    fuse_reply_err(req, err);
   });
 }
 
 void Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noexcept {
-  Serve(req, "getxattr", [&] {
+  Serve(req, FuseOp::kGetxattr, [&] {
     std::string value;
     int err = Wfs(req).GetXattr(ino, name, &value);
     if (err != 0) {
@@ -354,7 +387,7 @@ void Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noe
 }
 
 void Listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
-  Serve(req, "listxattr", [&] {
+  Serve(req, FuseOp::kListxattr, [&] {
     std::vector<std::string> names;
     int err = Wfs(req).ListXattr(ino, &names);
     if (err != 0) return ReplyErr(req, "listxattr", err);
@@ -374,11 +407,15 @@ void Listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
 }
 
 void Removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) noexcept {
-  Serve(req, "removexattr", [&] { fuse_reply_err(req, Wfs(req).RemoveXattr(ino, name)); });
+  Serve(req, FuseOp::kRemovexattr, [&] {
+    int err = Wfs(req).RemoveXattr(ino, name);
+    Invalidate(req);
+    fuse_reply_err(req, err);
+  });
 }
 
 void Access(fuse_req_t req, fuse_ino_t ino, int) noexcept {
-  Serve(req, "access", [&] {
+  Serve(req, FuseOp::kAccess, [&] {
     // Permission bits are checked by the kernel (default_permissions).
     struct stat st {};
     bool cacheable = false;
@@ -388,10 +425,11 @@ void Access(fuse_req_t req, fuse_ino_t ino, int) noexcept {
 
 void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
             fuse_file_info* fi) noexcept {
-  Serve(req, "create", [&] {
+  Serve(req, FuseOp::kCreate, [&] {
     Entry entry;
     uint64_t fh = 0;
     int err = Wfs(req).Create(parent, name, mode, fi->flags, CallerOf(req), &entry, &fh);
+    Invalidate(req);
     if (err != 0) return ReplyErr(req, "create", err);
     fi->fh = fh;
     fi->keep_cache = 0;

@@ -254,6 +254,15 @@ class Services : public MountServices {
       }
     }
     j["layers"] = std::move(layers);
+    if (options_.fuse_stats) {
+      FuseSessionStats f = options_.fuse_stats();
+      json requests = json::object();
+      for (const auto& [name, n] : f.requests) requests[name] = n;
+      j["fuse"] = {{"requests", std::move(requests)},
+                   {"no_open", f.no_open},
+                   {"no_opendir", f.no_opendir},
+                   {"largest_read_bytes", f.largest_read_bytes}};
+    }
     return j;
   }
 
