@@ -21,17 +21,13 @@
 
 #include "base/log.h"
 #include "fs/fuse/fuse_ops.h"
+#include "fs/fuse/reply.h"
 #include "fs/writable/writable_fs.h"
 
 namespace imgfs::fs {
 namespace {
 
-// Unchanged lower content: cached for as long as the kernel likes (see fuse_ops.cc).
-constexpr double kLongTimeoutSeconds = 365.0 * 24 * 3600;
-
-WritableFs& Wfs(fuse_req_t req) {
-  return *static_cast<FuseContext*>(fuse_req_userdata(req))->writable;
-}
+WritableFs& Wfs(fuse_req_t req) { return *ContextOf(req).writable; }
 
 Caller CallerOf(fuse_req_t req) {
   const fuse_ctx* ctx = fuse_req_ctx(req);
@@ -41,38 +37,21 @@ Caller CallerOf(fuse_req_t req) {
   return c;
 }
 
-void CountRequest(fuse_req_t req, FuseOp op) {
-  static_cast<FuseContext*>(fuse_req_userdata(req))->requests.Count(op);
-}
+void CountRequest(fuse_req_t req, FuseOp op) { ContextOf(req).requests.Count(op); }
 
-// Counts the request, then runs `body`, which must reply (ENOMEM/EIO if it throws first).
-template <typename F>
-void Serve(fuse_req_t req, FuseOp op, F&& body) noexcept {
-  CountRequest(req, op);
-  RunGuarded(FuseOpName(op), body, [req](int err) { fuse_reply_err(req, err); });
-}
+void ReplyErr(fuse_req_t req, const char* op, int err) { ReplyErrno(req, op, 0, err); }
 
-void ReplyErr(fuse_req_t req, const char* op, int err) {
-  if (err == EIO) IMGFS_LOG(kError) << op << ": EIO";
-  fuse_reply_err(req, err);
-}
-
-void ReplyEntry(fuse_req_t req, const Entry& entry) {
-  fuse_entry_param e{};
-  e.ino = entry.id;
-  e.generation = 1;
-  e.attr = entry.attr;
-  e.attr_timeout = entry.cacheable ? kLongTimeoutSeconds : 0;
-  e.entry_timeout = kLongTimeoutSeconds;
-  fuse_reply_entry(req, &e);
+// Unchanged lower content is cached for long; anything that may change, not at all.
+void ReplyEntryFor(fuse_req_t req, const Entry& entry) {
+  ReplyEntry(req, entry.id, entry.attr, entry.cacheable ? kImmutableTimeoutSeconds : 0);
 }
 
 // Drops what the kernel caches of the inodes the last operation changed behind its back
 // (before the reply, so the caller's next call sees fresh attributes and pages).
 void Invalidate(fuse_req_t req) {
-  auto* ctx = static_cast<FuseContext*>(fuse_req_userdata(req));
+  fuse_session* se = ContextOf(req).session;
   for (uint64_t id : WritableFs::TakeInvalidations()) {
-    if (ctx->session != nullptr) fuse_lowlevel_notify_inval_inode(ctx->session, id, 0, 0);
+    if (se != nullptr) fuse_lowlevel_notify_inval_inode(se, id, 0, 0);
   }
 }
 
@@ -90,15 +69,9 @@ void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
   Serve(req, FuseOp::kLookup, [&] {
     Entry entry;
     int err = Wfs(req).Lookup(parent, name, &entry);
-    if (err == ENOENT) {
-      fuse_entry_param e{};
-      e.ino = 0;
-      e.entry_timeout = kLongTimeoutSeconds;
-      fuse_reply_entry(req, &e);
-      return;
-    }
+    if (err == ENOENT) return ReplyNegativeEntry(req);
     if (err != 0) return ReplyErr(req, "lookup", err);
-    ReplyEntry(req, entry);
+    ReplyEntryFor(req, entry);
   });
 }
 
@@ -122,7 +95,7 @@ void Getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) noexcept {
     bool cacheable = false;
     int err = Wfs(req).GetAttr(ino, &st, &cacheable);
     if (err != 0) return ReplyErr(req, "getattr", err);
-    fuse_reply_attr(req, &st, cacheable ? kLongTimeoutSeconds : 0);
+    fuse_reply_attr(req, &st, cacheable ? kImmutableTimeoutSeconds : 0);
   });
 }
 
@@ -167,7 +140,7 @@ void Mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev
     int err = Wfs(req).Mknod(parent, name, mode, rdev, CallerOf(req), &entry);
     Invalidate(req);
     if (err != 0) return ReplyErr(req, "mknod", err);
-    ReplyEntry(req, entry);
+    ReplyEntryFor(req, entry);
   });
 }
 
@@ -177,7 +150,7 @@ void Mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) noe
     int err = Wfs(req).Mkdir(parent, name, mode, CallerOf(req), &entry);
     Invalidate(req);
     if (err != 0) return ReplyErr(req, "mkdir", err);
-    ReplyEntry(req, entry);
+    ReplyEntryFor(req, entry);
   });
 }
 
@@ -203,7 +176,7 @@ void Symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* na
     int err = Wfs(req).Symlink(link, parent, name, CallerOf(req), &entry);
     Invalidate(req);
     if (err != 0) return ReplyErr(req, "symlink", err);
-    ReplyEntry(req, entry);
+    ReplyEntryFor(req, entry);
   });
 }
 
@@ -222,7 +195,7 @@ void Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newn
     int err = Wfs(req).Link(ino, newparent, newname, &entry);
     Invalidate(req);
     if (err != 0) return ReplyErr(req, "link", err);
-    ReplyEntry(req, entry);
+    ReplyEntryFor(req, entry);
   });
 }
 
@@ -241,7 +214,7 @@ void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
 
 void Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) noexcept {
   Serve(req, FuseOp::kRead, [&] {
-    static_cast<FuseContext*>(fuse_req_userdata(req))->requests.NoteReadSize(size);
+    ContextOf(req).requests.NoteReadSize(size);
     if (off < 0) return ReplyErr(req, "read", EINVAL);
     std::string data;
     int err = Wfs(req).Read(fi->fh, static_cast<uint64_t>(off), size, &data);
@@ -298,8 +271,10 @@ void Opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
     auto dh = std::make_unique<DirHandle>();
     int err = Snapshot(req, ino, dh.get());
     if (err != 0) return ReplyErr(req, "opendir", err);
-    fi->fh = reinterpret_cast<uint64_t>(dh.get());
-    if (fuse_reply_open(req, fi) == 0) dh.release();
+    // Owned by the kernel's open directory from here: freed by Releasedir, or below when the
+    // opendir was interrupted (the kernel then sends no RELEASEDIR).
+    fi->fh = reinterpret_cast<uint64_t>(dh.release());
+    if (fuse_reply_open(req, fi) != 0) delete reinterpret_cast<DirHandle*>(fi->fh);
   });
 }
 
@@ -376,13 +351,7 @@ void Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noe
       fuse_reply_err(req, err);
       return;
     }
-    if (size == 0) {
-      fuse_reply_xattr(req, value.size());
-    } else if (size < value.size()) {
-      fuse_reply_err(req, ERANGE);
-    } else {
-      fuse_reply_buf(req, value.data(), value.size());
-    }
+    ReplyXattr(req, value, size);
   });
 }
 
@@ -396,13 +365,7 @@ void Listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
       list += n;
       list.push_back('\0');
     }
-    if (size == 0) {
-      fuse_reply_xattr(req, list.size());
-    } else if (size < list.size()) {
-      fuse_reply_err(req, ERANGE);
-    } else {
-      fuse_reply_buf(req, list.data(), list.size());
-    }
+    ReplyXattr(req, list, size);
   });
 }
 
@@ -437,8 +400,8 @@ void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     e.ino = entry.id;
     e.generation = 1;
     e.attr = entry.attr;
-    e.attr_timeout = 0;
-    e.entry_timeout = kLongTimeoutSeconds;
+    e.attr_timeout = 0;  // an upper file
+    e.entry_timeout = kImmutableTimeoutSeconds;
     if (fuse_reply_create(req, &e, fi) != 0) Wfs(req).Release(fh);
   });
 }

@@ -80,7 +80,7 @@ Status SendAll(int fd, std::string_view data) {
   return Status::Ok();
 }
 
-bool WaitFd(int fd, short events, int timeout_ms) {
+bool WaitFd(int fd, decltype(pollfd::events) events, int timeout_ms) {
   pollfd p{fd, events, 0};
   int n;
   do {
