@@ -30,7 +30,8 @@
 #                   mount time is reported separately)
 # Workloads (page cache warm; each run once to warm, then the median of 5 timed runs): find -type f | wc -l,
 # ls -lR >/dev/null, tar -cf - . | cat >/dev/null (reads every file). Daemon peak RSS from
-# /usr/bin/time -v. Loopback only: no network at all.
+# /usr/bin/time -v; the FUSE requests (by kind) one more warm tar sends imgfs, from
+# `imgfs stats`. Loopback only: no network at all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -174,6 +175,26 @@ for w in "${workloads[@]}"; do
     results[$w,$peer]=$(timeit run_workload "$w" "$work/mnt-$peer")
   done
 done
+# The FUSE requests of one more warm tar (imgfs stats: requests by kind since the mount).
+warm_tar_requests="(imgfs stats unavailable)"
+if before=$("$imgfs" stats "$work/mnt-imgfs" --format json 2>/dev/null); then
+  run_workload tar "$work/mnt-imgfs" >/dev/null 2>&1 || true
+  if after=$("$imgfs" stats "$work/mnt-imgfs" --format json 2>/dev/null); then
+    warm_tar_requests=$(python3 - "$before" "$after" <<'PY'
+import json, sys
+b, a = (json.loads(x).get("fuse", {}) for x in sys.argv[1:3])
+rb, ra = b.get("requests", {}), a.get("requests", {})
+d = {k: ra.get(k, 0) - rb.get(k, 0) for k in sorted(set(ra) | set(rb))}
+parts = [f"{k} {v}" for k, v in d.items() if v] or ["none"]
+for k in ("open", "release", "opendir", "releasedir"):
+    if not d.get(k):
+        parts.append(f"{k} 0")
+print(", ".join(parts) + f" (no_open {a.get('no_open')}, no_opendir {a.get('no_opendir')},"
+      f" largest read {a.get('largest_read_bytes', 0) // 1024} KiB)")
+PY
+)
+  fi
+fi
 files_ovl=$(cd "$work/mnt-ovl" && find . | wc -l)
 files_imgfs=$(cd "$work/mnt-imgfs" && find . | wc -l)
 
@@ -193,3 +214,4 @@ echo "imgfs mount, cold index:   ${mount_cold}s (indexes built from the stored l
 echo "imgfs mount, warm index:   ${mount_warm}s"
 echo "paths seen: overlayfs $files_ovl, imgfs $files_imgfs"
 echo "imgfs daemon peak RSS:     $((rss_kb / 1024)) MiB"
+echo "FUSE requests, 1 warm tar: $warm_tar_requests"

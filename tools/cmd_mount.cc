@@ -36,6 +36,7 @@
 #include "cache/containers.h"
 #include "cache/leases.h"
 #include "cache/store.h"
+#include "fs/fuse/request_counts.h"
 #include "fs/fuse/session.h"
 #include "fs/mount/mount.h"
 #include "fs/mount/mount_services.h"
@@ -285,6 +286,15 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
   services_options.lease_id = lease->info().id;
   services_options.mountpoint = dir;
   services_options.reference = lease->info().reference;
+  const fs::FuseRequestCounts& requests = (*session)->request_counts();
+  services_options.fuse_stats = [&requests] {
+    fs::FuseSessionStats f;
+    f.requests = requests.NonZero();
+    f.no_open = requests.no_open();
+    f.no_opendir = requests.no_opendir();
+    f.largest_read_bytes = requests.largest_read_bytes();
+    return f;
+  };
   Result<std::unique_ptr<fs::MountServices>> services = fs::MountServices::Start(services_options);
   if (!services.has_value()) {
     IMGFS_LOG(kWarning) << "mount services not started: " << services.error().ToString();

@@ -11,46 +11,33 @@
 
 #include "base/log.h"
 #include "fs/core/filesystem.h"
+#include "fs/fuse/reply.h"
 
 namespace imgfs::fs {
 namespace {
 
-// Image content is immutable: let the kernel cache names and attributes for a long time.
-// (A day-long timeout would do; a year costs nothing more.)
-constexpr double kCacheTimeoutSeconds = 365.0 * 24 * 3600;
+const ImageFilesystem& Fs(fuse_req_t req) { return *ContextOf(req).filesystem; }
 
-FuseContext& Ctx(fuse_req_t req) { return *static_cast<FuseContext*>(fuse_req_userdata(req)); }
-const ImageFilesystem& Fs(fuse_req_t req) { return *Ctx(req).filesystem; }
-
-void ReplyError(fuse_req_t req, const char* op, uint64_t ino, const Status& status) {
-  int err = StatusToErrno(status);
-  if (err == EIO) {
-    IMGFS_LOG(kError) << op << " ino " << ino << ": EIO: " << status.ToString();
-  } else {
-    IMGFS_LOG(kDebug) << op << " ino " << ino << ": " << strerror(err) << ": " << status.ToString();
-  }
-  fuse_reply_err(req, err);
-}
-
-// Runs `body`, which must reply; if it throws before replying, replies ENOMEM/EIO.
-template <typename F>
-void Serve(fuse_req_t req, const char* op, F&& body) noexcept {
-  RunGuarded(op, body, [req](int err) { fuse_reply_err(req, err); });
-}
-
+// A readdirplus entry: the name and its attributes, cached for long.
 fuse_entry_param EntryFor(const struct stat& st) {
   fuse_entry_param e{};
   e.ino = st.st_ino;
   e.generation = 1;
   e.attr = st;
-  e.attr_timeout = kCacheTimeoutSeconds;
-  e.entry_timeout = kCacheTimeoutSeconds;
+  e.attr_timeout = kImmutableTimeoutSeconds;
+  e.entry_timeout = kImmutableTimeoutSeconds;
   return e;
 }
 
 void Init(void* userdata, fuse_conn_info* conn) noexcept {
-  // Content never changes: keep pages across opens, and let the kernel batch readdir with
-  // attributes.
+  FuseRequestCounts& requests = static_cast<FuseContext*>(userdata)->requests;
+  requests.Count(FuseOp::kInit);
+  // Content never changes and reads need no per-open state: when the kernel can open files
+  // and directories by itself (keeping their pages and listings, sending no RELEASE), Open
+  // and Opendir tell it to.
+  requests.set_no_open((conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) != 0);
+  requests.set_no_opendir((conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) != 0);
+  // Let the kernel batch readdir with attributes.
   if ((conn->capable & FUSE_CAP_READDIRPLUS) != 0) conn->want |= FUSE_CAP_READDIRPLUS;
   if ((conn->capable & FUSE_CAP_READDIRPLUS_AUTO) != 0) conn->want |= FUSE_CAP_READDIRPLUS_AUTO;
   if ((conn->capable & FUSE_CAP_ASYNC_READ) != 0) conn->want |= FUSE_CAP_ASYNC_READ;
@@ -60,58 +47,58 @@ void Init(void* userdata, fuse_conn_info* conn) noexcept {
 }
 
 void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
-  Serve(req, "lookup", [&] {
+  Serve(req, FuseOp::kLookup, [&] {
     Result<struct stat> st = Fs(req).Lookup(parent, name);
     if (!st.has_value()) {
-      if (st.error().code() == StatusCode::kNotFound) {
-        // Negative entry, cached by the kernel like a positive one.
-        fuse_entry_param e{};
-        e.ino = 0;
-        e.entry_timeout = kCacheTimeoutSeconds;
-        fuse_reply_entry(req, &e);
-        return;
-      }
+      if (st.error().code() == StatusCode::kNotFound) return ReplyNegativeEntry(req);
       if (st.error().code() == StatusCode::kInvalidArgument) {
         fuse_reply_err(req, ENOTDIR);  // the parent is not a directory
         return;
       }
-      return ReplyError(req, "lookup", parent, st.error());
+      return ReplyStatus(req, "lookup", parent, st.error());
     }
-    fuse_entry_param e = EntryFor(*st);
-    fuse_reply_entry(req, &e);
+    ReplyEntry(req, st->st_ino, *st, kImmutableTimeoutSeconds);
   });
 }
 
 // Nodes live until unmount (the tree is immutable), so there is nothing to forget.
-void Forget(fuse_req_t req, fuse_ino_t, uint64_t) noexcept { fuse_reply_none(req); }
+void Forget(fuse_req_t req, fuse_ino_t, uint64_t) noexcept {
+  ContextOf(req).requests.Count(FuseOp::kForget);
+  fuse_reply_none(req);
+}
 
 void Getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) noexcept {
-  Serve(req, "getattr", [&] {
+  Serve(req, FuseOp::kGetattr, [&] {
     Result<struct stat> st = Fs(req).GetAttr(ino);
-    if (!st.has_value()) return ReplyError(req, "getattr", ino, st.error());
-    fuse_reply_attr(req, &*st, kCacheTimeoutSeconds);
+    if (!st.has_value()) return ReplyStatus(req, "getattr", ino, st.error());
+    fuse_reply_attr(req, &*st, kImmutableTimeoutSeconds);
   });
 }
 
 void Readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
-  Serve(req, "readlink", [&] {
+  Serve(req, FuseOp::kReadlink, [&] {
     Result<std::string_view> target = Fs(req).ReadLink(ino);
-    if (!target.has_value()) return ReplyError(req, "readlink", ino, target.error());
+    if (!target.has_value()) return ReplyStatus(req, "readlink", ino, target.error());
     std::string s(*target);
     fuse_reply_readlink(req, s.c_str());
   });
 }
 
 void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
-  Serve(req, "open", [&] {
+  Serve(req, FuseOp::kOpen, [&] {
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC) != 0) {
       fuse_reply_err(req, EROFS);
       return;
     }
     Result<struct stat> st = Fs(req).GetAttr(ino);
-    if (!st.has_value()) return ReplyError(req, "open", ino, st.error());
+    if (!st.has_value()) return ReplyStatus(req, "open", ino, st.error());
     if (S_ISDIR(st->st_mode)) {
       fuse_reply_err(req, EISDIR);
+      return;
+    }
+    if (ContextOf(req).requests.no_open()) {
+      // "Not needed": from now on the kernel opens files itself, with keep_cache.
+      fuse_reply_err(req, ENOSYS);
       return;
     }
     fi->keep_cache = 1;
@@ -119,26 +106,36 @@ void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   });
 }
 
+// fi->fh is not used: 0 when the kernel opened the file itself (no_open).
 void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) noexcept {
-  Serve(req, "read", [&] {
+  Serve(req, FuseOp::kRead, [&] {
+    ContextOf(req).requests.NoteReadSize(size);
     if (off < 0) {
       fuse_reply_err(req, EINVAL);
       return;
     }
     Result<std::string> data = Fs(req).Read(ino, static_cast<uint64_t>(off), size);
-    if (!data.has_value()) return ReplyError(req, "read", ino, data.error());
+    if (!data.has_value()) return ReplyStatus(req, "read", ino, data.error());
     fuse_reply_buf(req, data->data(), data->size());
   });
 }
 
-void Release(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept { fuse_reply_err(req, 0); }
+void Release(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept {
+  ContextOf(req).requests.Count(FuseOp::kRelease);
+  fuse_reply_err(req, 0);
+}
 
 void Opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
-  Serve(req, "opendir", [&] {
+  Serve(req, FuseOp::kOpendir, [&] {
     Result<struct stat> st = Fs(req).GetAttr(ino);
-    if (!st.has_value()) return ReplyError(req, "opendir", ino, st.error());
+    if (!st.has_value()) return ReplyStatus(req, "opendir", ino, st.error());
     if (!S_ISDIR(st->st_mode)) {
       fuse_reply_err(req, ENOTDIR);
+      return;
+    }
+    if (ContextOf(req).requests.no_opendir()) {
+      // "Not needed": the kernel opens directories itself, with cache_readdir.
+      fuse_reply_err(req, ENOSYS);
       return;
     }
     fi->keep_cache = 1;
@@ -154,7 +151,7 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus
   const NodeTable& table = fs.table();
   Result<uint64_t> count = table.ChildCount(ino);
   if (!count.has_value())
-    return ReplyError(req, plus ? "readdirplus" : "readdir", ino, count.error());
+    return ReplyStatus(req, plus ? "readdirplus" : "readdir", ino, count.error());
   const Node* self = table.Get(ino);
   std::string buf(size, '\0');
   size_t used = 0;
@@ -177,7 +174,7 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus
     Result<struct stat> attr = fs.GetAttr(child);
     if (!attr.has_value()) {
       if (used > 0) break;  // return what we have; the error resurfaces on the next call
-      return ReplyError(req, "readdir", ino, attr.error());
+      return ReplyStatus(req, "readdir", ino, attr.error());
     }
     st = *attr;
     size_t n;
@@ -202,24 +199,27 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus
 }
 
 void Readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) noexcept {
-  Serve(req, "readdir", [&] { DoReaddir(req, ino, size, off, /*plus=*/false); });
+  Serve(req, FuseOp::kReaddir, [&] { DoReaddir(req, ino, size, off, /*plus=*/false); });
 }
 
 void Readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) noexcept {
-  Serve(req, "readdirplus", [&] { DoReaddir(req, ino, size, off, /*plus=*/true); });
+  Serve(req, FuseOp::kReaddirplus, [&] { DoReaddir(req, ino, size, off, /*plus=*/true); });
 }
 
-void Releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept { fuse_reply_err(req, 0); }
+void Releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept {
+  ContextOf(req).requests.Count(FuseOp::kReleasedir);
+  fuse_reply_err(req, 0);
+}
 
 void Statfs(fuse_req_t req, fuse_ino_t) noexcept {
-  Serve(req, "statfs", [&] {
+  Serve(req, FuseOp::kStatfs, [&] {
     struct statvfs st = Fs(req).StatFs();
     fuse_reply_statfs(req, &st);
   });
 }
 
 void Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noexcept {
-  Serve(req, "getxattr", [&] {
+  Serve(req, FuseOp::kGetxattr, [&] {
     if (!Fs(req).has_xattrs()) {
       fuse_reply_err(req, ENOSYS);  // the kernel stops asking: EOPNOTSUPP from now on
       return;
@@ -230,50 +230,38 @@ void Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noe
         fuse_reply_err(req, ENODATA);
         return;
       }
-      return ReplyError(req, "getxattr", ino, value.error());
+      return ReplyStatus(req, "getxattr", ino, value.error());
     }
-    if (size == 0) {
-      fuse_reply_xattr(req, value->size());
-    } else if (size < value->size()) {
-      fuse_reply_err(req, ERANGE);
-    } else {
-      fuse_reply_buf(req, value->data(), value->size());
-    }
+    ReplyXattr(req, *value, size);
   });
 }
 
 void Listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
-  Serve(req, "listxattr", [&] {
+  Serve(req, FuseOp::kListxattr, [&] {
     if (!Fs(req).has_xattrs()) {
       fuse_reply_err(req, ENOSYS);  // the kernel stops asking: EOPNOTSUPP from now on
       return;
     }
     Result<std::vector<std::string_view>> names = Fs(req).ListXattr(ino);
-    if (!names.has_value()) return ReplyError(req, "listxattr", ino, names.error());
+    if (!names.has_value()) return ReplyStatus(req, "listxattr", ino, names.error());
     std::string list;
     for (std::string_view n : *names) {
       list.append(n);
       list.push_back('\0');
     }
-    if (size == 0) {
-      fuse_reply_xattr(req, list.size());
-    } else if (size < list.size()) {
-      fuse_reply_err(req, ERANGE);
-    } else {
-      fuse_reply_buf(req, list.data(), list.size());
-    }
+    ReplyXattr(req, list, size);
   });
 }
 
 void Access(fuse_req_t req, fuse_ino_t ino, int mask) noexcept {
-  Serve(req, "access", [&] {
+  Serve(req, FuseOp::kAccess, [&] {
     // Permission bits are checked by the kernel (default_permissions); only writes are ours.
     if ((mask & W_OK) != 0) {
       fuse_reply_err(req, EROFS);
       return;
     }
     Result<struct stat> st = Fs(req).GetAttr(ino);
-    if (!st.has_value()) return ReplyError(req, "access", ino, st.error());
+    if (!st.has_value()) return ReplyStatus(req, "access", ino, st.error());
     fuse_reply_err(req, 0);
   });
 }

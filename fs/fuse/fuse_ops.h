@@ -17,6 +17,7 @@
 
 #include "base/log.h"
 #include "base/status.h"
+#include "fs/fuse/request_counts.h"
 
 struct fuse_lowlevel_ops;
 struct fuse_session;
@@ -42,6 +43,8 @@ struct FuseContext {
   WritableFs* writable = nullptr;   // set for writable mounts (then the lower is `filesystem`)
   fuse_session* session = nullptr;  // for kernel cache invalidations of writable mounts
   std::function<void()> on_init;
+  // Every request either operations table serves, and what INIT negotiated.
+  FuseRequestCounts requests;
 };
 
 // Calls the FuseContext's on_init hook (userdata of the INIT callback), if any; an exception

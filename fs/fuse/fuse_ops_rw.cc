@@ -21,17 +21,13 @@
 
 #include "base/log.h"
 #include "fs/fuse/fuse_ops.h"
+#include "fs/fuse/reply.h"
 #include "fs/writable/writable_fs.h"
 
 namespace imgfs::fs {
 namespace {
 
-// Unchanged lower content: cached for as long as the kernel likes (see fuse_ops.cc).
-constexpr double kLongTimeoutSeconds = 365.0 * 24 * 3600;
-
-WritableFs& Wfs(fuse_req_t req) {
-  return *static_cast<FuseContext*>(fuse_req_userdata(req))->writable;
-}
+WritableFs& Wfs(fuse_req_t req) { return *ContextOf(req).writable; }
 
 Caller CallerOf(fuse_req_t req) {
   const fuse_ctx* ctx = fuse_req_ctx(req);
@@ -41,27 +37,26 @@ Caller CallerOf(fuse_req_t req) {
   return c;
 }
 
-template <typename F>
-void Serve(fuse_req_t req, const char* op, F&& body) noexcept {
-  RunGuarded(op, body, [req](int err) { fuse_reply_err(req, err); });
+void CountRequest(fuse_req_t req, FuseOp op) { ContextOf(req).requests.Count(op); }
+
+void ReplyErr(fuse_req_t req, const char* op, int err) { ReplyErrno(req, op, 0, err); }
+
+// Unchanged lower content is cached for long; anything that may change, not at all.
+void ReplyEntryFor(fuse_req_t req, const Entry& entry) {
+  ReplyEntry(req, entry.id, entry.attr, entry.cacheable ? kImmutableTimeoutSeconds : 0);
 }
 
-void ReplyErr(fuse_req_t req, const char* op, int err) {
-  if (err == EIO) IMGFS_LOG(kError) << op << ": EIO";
-  fuse_reply_err(req, err);
-}
-
-void ReplyEntry(fuse_req_t req, const Entry& entry) {
-  fuse_entry_param e{};
-  e.ino = entry.id;
-  e.generation = 1;
-  e.attr = entry.attr;
-  e.attr_timeout = entry.cacheable ? kLongTimeoutSeconds : 0;
-  e.entry_timeout = kLongTimeoutSeconds;
-  fuse_reply_entry(req, &e);
+// Drops what the kernel caches of the inodes the last operation changed behind its back
+// (before the reply, so the caller's next call sees fresh attributes and pages).
+void Invalidate(fuse_req_t req) {
+  fuse_session* se = ContextOf(req).session;
+  for (uint64_t id : WritableFs::TakeInvalidations()) {
+    if (se != nullptr) fuse_lowlevel_notify_inval_inode(se, id, 0, 0);
+  }
 }
 
 void Init(void* userdata, fuse_conn_info* conn) noexcept {
+  static_cast<FuseContext*>(userdata)->requests.Count(FuseOp::kInit);
   if ((conn->capable & FUSE_CAP_ASYNC_READ) != 0) conn->want |= FUSE_CAP_ASYNC_READ;
   if ((conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) != 0) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
   // Directory listings change: plain readdir, each name looked up on its own.
@@ -71,48 +66,42 @@ void Init(void* userdata, fuse_conn_info* conn) noexcept {
 }
 
 void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
-  Serve(req, "lookup", [&] {
+  Serve(req, FuseOp::kLookup, [&] {
     Entry entry;
     int err = Wfs(req).Lookup(parent, name, &entry);
-    if (err == ENOENT) {
-      fuse_entry_param e{};
-      e.ino = 0;
-      e.entry_timeout = kLongTimeoutSeconds;
-      fuse_reply_entry(req, &e);
-      return;
-    }
+    if (err == ENOENT) return ReplyNegativeEntry(req);
     if (err != 0) return ReplyErr(req, "lookup", err);
-    ReplyEntry(req, entry);
+    ReplyEntryFor(req, entry);
   });
 }
 
 void Forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) noexcept {
-  Serve(req, "forget", [&] {
+  Serve(req, FuseOp::kForget, [&] {
     Wfs(req).Forget(ino, nlookup);
     fuse_reply_none(req);
   });
 }
 
 void ForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) noexcept {
-  Serve(req, "forget_multi", [&] {
+  Serve(req, FuseOp::kForgetMulti, [&] {
     for (size_t i = 0; i < count; ++i) Wfs(req).Forget(forgets[i].ino, forgets[i].nlookup);
     fuse_reply_none(req);
   });
 }
 
 void Getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) noexcept {
-  Serve(req, "getattr", [&] {
+  Serve(req, FuseOp::kGetattr, [&] {
     struct stat st {};
     bool cacheable = false;
     int err = Wfs(req).GetAttr(ino, &st, &cacheable);
     if (err != 0) return ReplyErr(req, "getattr", err);
-    fuse_reply_attr(req, &st, cacheable ? kLongTimeoutSeconds : 0);
+    fuse_reply_attr(req, &st, cacheable ? kImmutableTimeoutSeconds : 0);
   });
 }
 
 void Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
              fuse_file_info* fi) noexcept {
-  Serve(req, "setattr", [&] {
+  Serve(req, FuseOp::kSetattr, [&] {
     SetAttrRequest r;
     r.set_mode = (to_set & FUSE_SET_ATTR_MODE) != 0;
     r.mode = attr->st_mode;
@@ -130,13 +119,14 @@ void Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
     r.mtime = attr->st_mtim;
     struct stat st {};
     int err = Wfs(req).SetAttr(ino, r, fi != nullptr ? fi->fh : 0, &st);
+    Invalidate(req);
     if (err != 0) return ReplyErr(req, "setattr", err);
     fuse_reply_attr(req, &st, 0);
   });
 }
 
 void Readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
-  Serve(req, "readlink", [&] {
+  Serve(req, FuseOp::kReadlink, [&] {
     std::string target;
     int err = Wfs(req).ReadLink(ino, &target);
     if (err != 0) return ReplyErr(req, "readlink", err);
@@ -145,70 +135,76 @@ void Readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
 }
 
 void Mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) noexcept {
-  Serve(req, "mknod", [&] {
+  Serve(req, FuseOp::kMknod, [&] {
     Entry entry;
     int err = Wfs(req).Mknod(parent, name, mode, rdev, CallerOf(req), &entry);
+    Invalidate(req);
     if (err != 0) return ReplyErr(req, "mknod", err);
-    ReplyEntry(req, entry);
+    ReplyEntryFor(req, entry);
   });
 }
 
 void Mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) noexcept {
-  Serve(req, "mkdir", [&] {
+  Serve(req, FuseOp::kMkdir, [&] {
     Entry entry;
     int err = Wfs(req).Mkdir(parent, name, mode, CallerOf(req), &entry);
+    Invalidate(req);
     if (err != 0) return ReplyErr(req, "mkdir", err);
-    ReplyEntry(req, entry);
+    ReplyEntryFor(req, entry);
   });
 }
 
 void Unlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
-  Serve(req, "unlink", [&] { fuse_reply_err(req, Wfs(req).Unlink(parent, name)); });
+  Serve(req, FuseOp::kUnlink, [&] {
+    int err = Wfs(req).Unlink(parent, name);
+    Invalidate(req);
+    fuse_reply_err(req, err);
+  });
 }
 
 void Rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
-  Serve(req, "rmdir", [&] { fuse_reply_err(req, Wfs(req).Rmdir(parent, name)); });
+  Serve(req, FuseOp::kRmdir, [&] {
+    int err = Wfs(req).Rmdir(parent, name);
+    Invalidate(req);
+    fuse_reply_err(req, err);
+  });
 }
 
 void Symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) noexcept {
-  Serve(req, "symlink", [&] {
+  Serve(req, FuseOp::kSymlink, [&] {
     Entry entry;
     int err = Wfs(req).Symlink(link, parent, name, CallerOf(req), &entry);
+    Invalidate(req);
     if (err != 0) return ReplyErr(req, "symlink", err);
-    ReplyEntry(req, entry);
+    ReplyEntryFor(req, entry);
   });
 }
 
 void Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
             const char* newname, unsigned int flags) noexcept {
-  Serve(req, "rename",
-        [&] { fuse_reply_err(req, Wfs(req).Rename(parent, name, newparent, newname, flags)); });
-}
-
-// Drops what the kernel caches of the inodes the last operation changed behind its back
-// (before the reply, so the caller's next call sees fresh attributes and pages).
-void Invalidate(fuse_req_t req) {
-  auto* ctx = static_cast<FuseContext*>(fuse_req_userdata(req));
-  for (uint64_t id : WritableFs::TakeInvalidations()) {
-    if (ctx->session != nullptr) fuse_lowlevel_notify_inval_inode(ctx->session, id, 0, 0);
-  }
+  Serve(req, FuseOp::kRename, [&] {
+    int err = Wfs(req).Rename(parent, name, newparent, newname, flags);
+    Invalidate(req);
+    fuse_reply_err(req, err);
+  });
 }
 
 void Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) noexcept {
-  Serve(req, "link", [&] {
+  Serve(req, FuseOp::kLink, [&] {
     Entry entry;
     int err = Wfs(req).Link(ino, newparent, newname, &entry);
     Invalidate(req);
     if (err != 0) return ReplyErr(req, "link", err);
-    ReplyEntry(req, entry);
+    ReplyEntryFor(req, entry);
   });
 }
 
 void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
-  Serve(req, "open", [&] {
+  Serve(req, FuseOp::kOpen, [&] {
     uint64_t fh = 0;
     bool cacheable = false;
     int err = Wfs(req).Open(ino, fi->flags, &fh, &cacheable);
+    Invalidate(req);
     if (err != 0) return ReplyErr(req, "open", err);
     fi->fh = fh;
     fi->keep_cache = cacheable ? 1 : 0;
@@ -217,7 +213,8 @@ void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
 }
 
 void Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) noexcept {
-  Serve(req, "read", [&] {
+  Serve(req, FuseOp::kRead, [&] {
+    ContextOf(req).requests.NoteReadSize(size);
     if (off < 0) return ReplyErr(req, "read", EINVAL);
     std::string data;
     int err = Wfs(req).Read(fi->fh, static_cast<uint64_t>(off), size, &data);
@@ -228,7 +225,7 @@ void Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi
 
 void Write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off,
            fuse_file_info* fi) noexcept {
-  Serve(req, "write", [&] {
+  Serve(req, FuseOp::kWrite, [&] {
     if (off < 0) return ReplyErr(req, "write", EINVAL);
     size_t written = 0;
     int err = Wfs(req).Write(fi->fh, static_cast<uint64_t>(off), buf, size, &written);
@@ -237,17 +234,20 @@ void Write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off,
   });
 }
 
-void Flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept { fuse_reply_err(req, 0); }
+void Flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept {
+  CountRequest(req, FuseOp::kFlush);
+  fuse_reply_err(req, 0);
+}
 
 void Release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
-  Serve(req, "release", [&] {
+  Serve(req, FuseOp::kRelease, [&] {
     Wfs(req).Release(fi->fh);
     fuse_reply_err(req, 0);
   });
 }
 
 void Fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) noexcept {
-  Serve(req, "fsync", [&] { fuse_reply_err(req, Wfs(req).Fsync(fi->fh, datasync != 0)); });
+  Serve(req, FuseOp::kFsync, [&] { fuse_reply_err(req, Wfs(req).Fsync(fi->fh, datasync != 0)); });
 }
 
 // A directory handle: the merged listing, taken at opendir and again at each rewind.
@@ -267,18 +267,20 @@ int Snapshot(fuse_req_t req, fuse_ino_t ino, DirHandle* dh) {
 }
 
 void Opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
-  Serve(req, "opendir", [&] {
+  Serve(req, FuseOp::kOpendir, [&] {
     auto dh = std::make_unique<DirHandle>();
     int err = Snapshot(req, ino, dh.get());
     if (err != 0) return ReplyErr(req, "opendir", err);
-    fi->fh = reinterpret_cast<uint64_t>(dh.get());
-    if (fuse_reply_open(req, fi) == 0) dh.release();
+    // Owned by the kernel's open directory from here: freed by Releasedir, or below when the
+    // opendir was interrupted (the kernel then sends no RELEASEDIR).
+    fi->fh = reinterpret_cast<uint64_t>(dh.release());
+    if (fuse_reply_open(req, fi) != 0) delete reinterpret_cast<DirHandle*>(fi->fh);
   });
 }
 
 // Offsets: 1 = ".", 2 = "..", 3 + i = the i-th name of the snapshot.
 void Readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) noexcept {
-  Serve(req, "readdir", [&] {
+  Serve(req, FuseOp::kReaddir, [&] {
     auto* dh = reinterpret_cast<DirHandle*>(fi->fh);
     if (off == 0) {
       int err = Snapshot(req, ino, dh);
@@ -313,14 +315,18 @@ void Readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
 }
 
 void Releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
+  CountRequest(req, FuseOp::kReleasedir);
   delete reinterpret_cast<DirHandle*>(fi->fh);
   fuse_reply_err(req, 0);
 }
 
-void Fsyncdir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) noexcept { fuse_reply_err(req, 0); }
+void Fsyncdir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) noexcept {
+  CountRequest(req, FuseOp::kFsyncdir);
+  fuse_reply_err(req, 0);
+}
 
 void Statfs(fuse_req_t req, fuse_ino_t) noexcept {
-  Serve(req, "statfs", [&] {
+  Serve(req, FuseOp::kStatfs, [&] {
     struct statvfs st {};
     int err = Wfs(req).StatFs(&st);
     if (err != 0) return ReplyErr(req, "statfs", err);
@@ -330,31 +336,27 @@ void Statfs(fuse_req_t req, fuse_ino_t) noexcept {
 
 void Setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
               int flags) noexcept {
-  Serve(req, "setxattr", [&] {
-    fuse_reply_err(req, Wfs(req).SetXattr(ino, name, std::string_view(value, size), flags));
+  Serve(req, FuseOp::kSetxattr, [&] {
+    int err = Wfs(req).SetXattr(ino, name, std::string_view(value, size), flags);
+    Invalidate(req);
+    fuse_reply_err(req, err);
   });
 }
 
 void Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noexcept {
-  Serve(req, "getxattr", [&] {
+  Serve(req, FuseOp::kGetxattr, [&] {
     std::string value;
     int err = Wfs(req).GetXattr(ino, name, &value);
     if (err != 0) {
       fuse_reply_err(req, err);
       return;
     }
-    if (size == 0) {
-      fuse_reply_xattr(req, value.size());
-    } else if (size < value.size()) {
-      fuse_reply_err(req, ERANGE);
-    } else {
-      fuse_reply_buf(req, value.data(), value.size());
-    }
+    ReplyXattr(req, value, size);
   });
 }
 
 void Listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
-  Serve(req, "listxattr", [&] {
+  Serve(req, FuseOp::kListxattr, [&] {
     std::vector<std::string> names;
     int err = Wfs(req).ListXattr(ino, &names);
     if (err != 0) return ReplyErr(req, "listxattr", err);
@@ -363,22 +365,20 @@ void Listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
       list += n;
       list.push_back('\0');
     }
-    if (size == 0) {
-      fuse_reply_xattr(req, list.size());
-    } else if (size < list.size()) {
-      fuse_reply_err(req, ERANGE);
-    } else {
-      fuse_reply_buf(req, list.data(), list.size());
-    }
+    ReplyXattr(req, list, size);
   });
 }
 
 void Removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) noexcept {
-  Serve(req, "removexattr", [&] { fuse_reply_err(req, Wfs(req).RemoveXattr(ino, name)); });
+  Serve(req, FuseOp::kRemovexattr, [&] {
+    int err = Wfs(req).RemoveXattr(ino, name);
+    Invalidate(req);
+    fuse_reply_err(req, err);
+  });
 }
 
 void Access(fuse_req_t req, fuse_ino_t ino, int) noexcept {
-  Serve(req, "access", [&] {
+  Serve(req, FuseOp::kAccess, [&] {
     // Permission bits are checked by the kernel (default_permissions).
     struct stat st {};
     bool cacheable = false;
@@ -388,10 +388,11 @@ void Access(fuse_req_t req, fuse_ino_t ino, int) noexcept {
 
 void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
             fuse_file_info* fi) noexcept {
-  Serve(req, "create", [&] {
+  Serve(req, FuseOp::kCreate, [&] {
     Entry entry;
     uint64_t fh = 0;
     int err = Wfs(req).Create(parent, name, mode, fi->flags, CallerOf(req), &entry, &fh);
+    Invalidate(req);
     if (err != 0) return ReplyErr(req, "create", err);
     fi->fh = fh;
     fi->keep_cache = 0;
@@ -399,8 +400,8 @@ void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     e.ino = entry.id;
     e.generation = 1;
     e.attr = entry.attr;
-    e.attr_timeout = 0;
-    e.entry_timeout = kLongTimeoutSeconds;
+    e.attr_timeout = 0;  // an upper file
+    e.entry_timeout = kImmutableTimeoutSeconds;
     if (fuse_reply_create(req, &e, fi) != 0) Wfs(req).Release(fh);
   });
 }

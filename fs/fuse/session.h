@@ -18,6 +18,7 @@
 #include "base/status.h"
 #include "fs/core/filesystem.h"
 #include "fs/fuse/fuse_ops.h"
+#include "fs/fuse/request_counts.h"
 
 struct fuse_session;
 
@@ -52,6 +53,10 @@ class FuseSession {
   // Serves requests until unmounted or a termination signal arrives. Installs the signal
   // handlers for its duration.
   Status Run();
+
+  // The requests the kernel sent so far and what INIT negotiated (thread-safe to read while
+  // Run serves).
+  const FuseRequestCounts& request_counts() const { return context_.requests; }
 
  private:
   FuseSession() = default;

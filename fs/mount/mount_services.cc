@@ -80,7 +80,7 @@ Status SendAll(int fd, std::string_view data) {
   return Status::Ok();
 }
 
-bool WaitFd(int fd, short events, int timeout_ms) {
+bool WaitFd(int fd, decltype(pollfd::events) events, int timeout_ms) {
   pollfd p{fd, events, 0};
   int n;
   do {
@@ -254,6 +254,15 @@ class Services : public MountServices {
       }
     }
     j["layers"] = std::move(layers);
+    if (options_.fuse_stats) {
+      FuseSessionStats f = options_.fuse_stats();
+      json requests = json::object();
+      for (const auto& [name, n] : f.requests) requests[name] = n;
+      j["fuse"] = {{"requests", std::move(requests)},
+                   {"no_open", f.no_open},
+                   {"no_opendir", f.no_opendir},
+                   {"largest_read_bytes", f.largest_read_bytes}};
+    }
     return j;
   }
 

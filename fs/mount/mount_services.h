@@ -9,7 +9,9 @@
 //       "manifest":"sha256:…", "bytes_read":N, "read_errors":N,
 //       "layers":[{"digest":"sha256:…", "size":N (from the manifest), "lazy":bool,
 //                  "bytes_fetched":N, "requests":N, "chunks_fetched":N, "cache_hits":N,
-//                  "errors":N}, …bottom first]}
+//                  "errors":N}, …bottom first],
+//       "fuse":{"requests":{"lookup":N, "read":N, …non-zero only}, "no_open":bool,
+//               "no_opendir":bool, "largest_read_bytes":N}}
 //    The socket's file is removed when the services stop; a crashed daemon's is removed by
 //    garbage collection (it names no live lease);
 //  - the size cap: when STORE/config.json has "max_size" (`imgfs cache set --max-size`),
@@ -24,6 +26,9 @@
 #ifndef IMGFS_FS_MOUNT_MOUNT_SERVICES_H_
 #define IMGFS_FS_MOUNT_MOUNT_SERVICES_H_
 
+#include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -34,12 +39,24 @@
 
 namespace imgfs::fs {
 
+// What the FUSE session reports of itself (fs/fuse/request_counts.h): requests by kind
+// ("open", "read", …; non-zero counts only) and what INIT negotiated.
+struct FuseSessionStats {
+  std::map<std::string, uint64_t> requests;
+  bool no_open = false;
+  bool no_opendir = false;
+  uint64_t largest_read_bytes = 0;
+};
+
 struct MountServicesOptions {
   cache::Store* store = nullptr;                // not owned; outlives the services
   const ImageFilesystem* filesystem = nullptr;  // not owned; the image (lower) view
   std::string lease_id;                         // the mount's lease (cache/leases.h)
   std::string mountpoint;
   std::string reference;
+  // The session's numbers for "fuse" in stats (thread-safe; called from the services'
+  // threads). Empty: stats have no "fuse".
+  std::function<FuseSessionStats()> fuse_stats;
 };
 
 class MountServices {

@@ -136,6 +136,9 @@ int WritableFs::CopyUpPath(const std::string& path, const State& state, bool wit
   if (Node* n = FindNode(path); n != nullptr) {
     n->state.upper = true;
     copy_ups_.fetch_add(1, std::memory_order_release);
+    // The kernel may hold the image directory's attributes for long (its ctime is now the
+    // copy's): drop them. A file's are refreshed by the request that copies it up.
+    if (S_ISDIR(state.type)) pending_invalidations.push_back(n->id);
   }
   const fs::Node* ln = table_.Get(state.lower);
   if (S_ISREG(state.type) && ln != nullptr && ln->nlink > 1) return LinkGroup(path, state.lower);

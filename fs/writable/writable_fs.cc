@@ -332,14 +332,21 @@ int WritableFs::StatState(const State& state, const std::string& path, struct st
   if (state.upper) {
     if (StatBeneath(upper_fd_.get(), path, out) != 0) return Errno();
     out->st_ino = UpperIno(out->st_ino, state.origin);
-    // A merged directory's subdirectories are not all in the upper: like overlayfs, report
-    // nlink 1, which tells find(1) and fts not to count on it.
-    if (S_ISDIR(out->st_mode) && state.lower != 0) out->st_nlink = 1;
-    return 0;
+  } else {
+    Result<struct stat> st = table_.GetAttr(state.lower);
+    if (!st.has_value()) return EIO;
+    *out = *st;
   }
-  Result<struct stat> st = table_.GetAttr(state.lower);
-  if (!st.has_value()) return EIO;
-  *out = *st;
+  if (S_ISDIR(out->st_mode) && state.lower != 0) {
+    // A directory of the image is a merged directory, or becomes one at its first copy-up:
+    // its subdirectories are not all in one place. Like overlayfs for merged directories,
+    // report nlink 1 (find(1) and fts then do not count on it), and the image's size 0, so
+    // that a copy-up does not change what stat says (tar would see "file changed as we
+    // read it").
+    out->st_nlink = 1;
+    out->st_size = 0;
+    out->st_blocks = 0;
+  }
   return 0;
 }
 
@@ -414,6 +421,7 @@ void WritableFs::MaybeErase(Node* node) {
 
 void WritableFs::MarkSubtreeUpper(Node* node) {
   for (auto& [name, child] : node->children) {
+    if (!child->state.upper) pending_invalidations.push_back(child->id);  // was cacheable
     child->state.upper = true;
     if (S_ISDIR(child->state.type)) {
       child->state.lower = 0;

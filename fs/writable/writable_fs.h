@@ -169,8 +169,10 @@ class WritableFs {
   int RemoveXattr(uint64_t id, std::string_view name);
 
   // Ids whose kernel-cached attributes and pages went stale during the calling thread's last
-  // operations (a lower file handed out as cacheable that got a second name): the FUSE
-  // adapter invalidates them (fuse_lowlevel_notify_inval_inode) before it replies. Cleared.
+  // operations (a lower file handed out as cacheable that got a second name, an image
+  // directory copied up, the image entries below a directory copied up whole by a rename):
+  // the FUSE adapter invalidates them (fuse_lowlevel_notify_inval_inode) before it replies to
+  // every changing request. Cleared.
   static std::vector<uint64_t> TakeInvalidations();
 
   // Number of ids the kernel holds (root included); for tests of lookup counting.

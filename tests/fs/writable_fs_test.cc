@@ -9,6 +9,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -713,6 +714,35 @@ TEST_F(WritableFsTest, WorkDirIsPrivateAndAForeignOneIsNotTouched) {
   w = WritableFs::Open(TinyImage::Get().fs(), Upper(), link);
   EXPECT_FALSE(w.has_value());
   EXPECT_EQ(ContentOr(host.Sub("data"), "<gone>"), "host");
+}
+
+// A change deep below image directories copies them up: what stat says of them stays the
+// same (a merged directory: nlink 1, size 0), and their ids are handed to the FUSE adapter to
+// drop the kernel's cached attributes.
+TEST_F(WritableFsTest, CopiedUpDirectoryKeepsItsAttributesAndIsInvalidated) {
+  const std::vector<std::string> dirs = {"etc", "etc/conf.d", "etc/conf.d/sub"};
+  std::vector<struct stat> before;
+  std::vector<uint64_t> ids;
+  for (const std::string& d : dirs) {
+    before.push_back(Stat(d));
+    ids.push_back(Walk(d));
+  }
+  (void)WritableFs::TakeInvalidations();
+  Entry e;
+  uint64_t fh = 0;
+  ASSERT_EQ(wfs_->Create(ids.back(), "new.conf", S_IFREG | 0644, O_WRONLY, caller_, &e, &fh), 0);
+  wfs_->Release(fh);
+  std::vector<uint64_t> invalidated = WritableFs::TakeInvalidations();
+  for (size_t i = 0; i < dirs.size(); ++i) {
+    struct stat after = Stat(dirs[i]);
+    EXPECT_EQ(after.st_nlink, 1u) << dirs[i];
+    EXPECT_EQ(after.st_nlink, before[i].st_nlink) << dirs[i];
+    EXPECT_EQ(after.st_size, before[i].st_size) << dirs[i];
+    EXPECT_EQ(after.st_ino, before[i].st_ino) << dirs[i];
+    EXPECT_NE(std::find(invalidated.begin(), invalidated.end(), ids[i]), invalidated.end())
+        << dirs[i] << " copied up without an invalidation";
+  }
+  EXPECT_TRUE(WritableFs::TakeInvalidations().empty());
 }
 
 }  // namespace

@@ -1,0 +1,140 @@
+// imgfs — end-to-end tests of what the kernel may cache, counted in FUSE requests
+// (`imgfs stats --format json`, "fuse"): a warm `tar` or `cat` of a read-only mount sends no
+// OPEN, RELEASE, OPENDIR or RELEASEDIR once the kernel opens files and directories by itself
+// (FUSE_CAP_NO_OPEN_SUPPORT / FUSE_CAP_NO_OPENDIR_SUPPORT; where the kernel does not offer
+// them, each open is sent and the counts say so); and on a writable mount, directories that a
+// change copied up keep consistent attributes, so `tar` of the tree sees nothing change under it.
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "tests/support/e2e_fixture.h"
+#include "tests/support/image_builder.h"
+#include "tests/support/mount_support.h"
+
+namespace imgfs::testing {
+namespace {
+
+using nlohmann::json;
+
+const std::string kTiny = "oci:" + FixturePath("tiny-gzip:latest");
+
+class KernelCacheTest : public ImgfsMountTest {
+ protected:
+  // The "fuse" object of the mount's stats (null on failure, with a test failure).
+  json FuseStats() {
+    ProcessResult r = Imgfs({"stats", Mnt(), "--format", "json"});
+    EXPECT_EQ(r.exit_code, 0) << r.Describe();
+    json j = json::parse(r.out, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << r.out;
+    if (j.is_discarded() || !j.contains("fuse")) {
+      ADD_FAILURE() << "no \"fuse\" in stats: " << r.out;
+      return json();
+    }
+    return j["fuse"];
+  }
+
+  static uint64_t Requests(const json& fuse, const std::string& op) {
+    if (!fuse.is_object() || !fuse.contains("requests")) return 0;
+    return fuse["requests"].value(op, uint64_t{0});
+  }
+
+  // `tar cf OUT .` of the mount (to a file: GNU tar reads nothing when writing to /dev/null).
+  ProcessResult Tar(const std::string& out) {
+    return RunProcess({"tar", "-C", Mnt(), "-cf", out, "."});
+  }
+
+  void MountRw() {
+    ProcessResult r = Imgfs({"mount", "--rw", "--upper", Sub("upper"), kTiny, Mnt()});
+    ASSERT_EQ(r.exit_code, 0) << r.Describe();
+    ASSERT_TRUE(IsMounted(Mnt()));
+  }
+};
+
+TEST_F(KernelCacheTest, WarmTarAndCatOfReadOnlyMountSendNoOpenOrRelease) {
+  MountOrDie({kTiny});
+  ProcessResult cold = Tar(Sub("cold.tar"));
+  ASSERT_EQ(cold.exit_code, 0) << cold.Describe();
+  const std::string cat_all = "cd " + Mnt() + " && find . -type f -exec cat {} + | wc -c";
+  ProcessResult cold_cat = RunProcess({"sh", "-c", cat_all});
+  ASSERT_EQ(cold_cat.exit_code, 0) << cold_cat.Describe();
+
+  json before = FuseStats();
+  ProcessResult warm = Tar(Sub("warm.tar"));
+  ASSERT_EQ(warm.exit_code, 0) << warm.Describe();
+  ProcessResult warm_cat = RunProcess({"sh", "-c", cat_all});
+  ASSERT_EQ(warm_cat.exit_code, 0) << warm_cat.Describe();
+  json after = FuseStats();
+
+  // Reads work with the kernel's own opens (no handle): same bytes, warm and cold.
+  std::string cold_bytes = ReadAll(Sub("cold.tar"));
+  EXPECT_GT(cold_bytes.size(), 1982256u);  // bin/busybox and the rest
+  EXPECT_TRUE(cold_bytes == ReadAll(Sub("warm.tar")));
+  EXPECT_EQ(warm_cat.out, cold_cat.out);
+  EXPECT_GT(after.value("largest_read_bytes", uint64_t{0}), 0u);
+
+  auto delta = [&](const std::string& op) { return Requests(after, op) - Requests(before, op); };
+  std::string counts = "before: " + before.dump() + "\nafter: " + after.dump();
+  if (after.value("no_open", false)) {
+    EXPECT_EQ(delta("open"), 0u) << counts;
+    EXPECT_EQ(delta("release"), 0u) << counts;
+    // The first OPEN was answered "not needed"; none came after it.
+    EXPECT_EQ(Requests(after, "open"), 1u) << counts;
+    EXPECT_EQ(Requests(after, "release"), 0u) << counts;
+  } else {
+    EXPECT_GT(delta("open"), 0u) << counts;  // every open of a file is sent
+  }
+  if (after.value("no_opendir", false)) {
+    EXPECT_EQ(delta("opendir"), 0u) << counts;
+    EXPECT_EQ(delta("releasedir"), 0u) << counts;
+    EXPECT_EQ(Requests(after, "opendir"), 1u) << counts;
+    EXPECT_EQ(Requests(after, "releasedir"), 0u) << counts;
+  } else {
+    EXPECT_GT(delta("opendir"), 0u) << counts;
+  }
+  RecordProperty("warm_requests", counts);
+}
+
+// A directory copied up by a change below it (usr when usr/share/doc is removed, etc and
+// etc/conf.d when a file is written in etc/conf.d/sub) reports the same size and link count
+// before and after, and the kernel forgets what it cached of it: a later `tar` of the tree
+// sees nothing change while it reads.
+TEST_F(KernelCacheTest, CopiedUpDirectoriesKeepTheirAttributesAndTarSeesNoChange) {
+  ASSERT_NO_FATAL_FAILURE(MountRw());
+  ProcessResult first = Tar(Sub("first.tar"));  // the kernel caches the image's attributes
+  ASSERT_EQ(first.exit_code, 0) << first.Describe();
+
+  const std::vector<std::string> dirs = {"usr", "usr/share", "etc", "etc/conf.d"};
+  std::vector<struct stat> before(dirs.size());
+  for (size_t i = 0; i < dirs.size(); ++i) {
+    ASSERT_EQ(stat((Mnt() + "/" + dirs[i]).c_str(), &before[i]), 0) << dirs[i];
+  }
+  ProcessResult rm = RunProcess({"rm", "-rf", Mnt() + "/usr/share/doc"});
+  ASSERT_EQ(rm.exit_code, 0) << rm.Describe();
+  ProcessResult write =
+      RunProcess({"sh", "-c", "echo new > " + Mnt() + "/etc/conf.d/sub/new.conf"});
+  ASSERT_EQ(write.exit_code, 0) << write.Describe();
+  for (size_t i = 0; i < dirs.size(); ++i) {
+    struct stat st {};
+    ASSERT_EQ(stat((Mnt() + "/" + dirs[i]).c_str(), &st), 0) << dirs[i];
+    EXPECT_EQ(st.st_size, before[i].st_size) << dirs[i];
+    EXPECT_EQ(st.st_nlink, before[i].st_nlink) << dirs[i];
+    EXPECT_EQ(st.st_ino, before[i].st_ino) << dirs[i];
+  }
+
+  ProcessResult second = Tar(Sub("second.tar"));
+  EXPECT_EQ(second.exit_code, 0) << second.Describe();
+  EXPECT_EQ(second.err.find("changed as we read it"), std::string::npos) << second.err;
+  ProcessResult list = RunProcess({"tar", "-tf", Sub("second.tar")});
+  ASSERT_EQ(list.exit_code, 0) << list.Describe();
+  EXPECT_EQ(list.out.find("./usr/share/doc"), std::string::npos);
+  EXPECT_NE(list.out.find("./etc/conf.d/sub/new.conf"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace imgfs::testing
