@@ -132,10 +132,12 @@ int RunHistory(CommandContext& ctx) {
     PrintFormatted(format, headers, items);
     return kExitOk;
   }
+  // docker's nonHumanHistoryTableFormat shows CREATED AT in place of CREATED.
   std::vector<std::vector<std::string>> rows = {
-      {"IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"}};
+      {"IMAGE", human ? "CREATED" : "CREATED AT", "CREATED BY", "SIZE", "COMMENT"}};
   for (const json& i : items) {
-    rows.push_back({i["ID"], i["CreatedSince"], i["CreatedBy"], i["Size"], i["Comment"]});
+    rows.push_back({i["ID"], human ? i["CreatedSince"] : i["CreatedAt"], i["CreatedBy"], i["Size"],
+                    i["Comment"]});
   }
   PrintTable(rows);
   return kExitOk;

@@ -251,6 +251,8 @@ TEST_F(DockerCmdsTest, HistoryShowsTheConfigHistoryWithLayerSizes) {
                                 "file:abc in / +" +
                                 std::to_string(sizes[0]) + "\n")))
       << raw_table.out;
+  EXPECT_TRUE(raw_table.out.starts_with("IMAGE          CREATED AT             CREATED BY "))
+      << raw_table.out;
   EXPECT_THAT(raw_table.out, Not(HasSubstr("ago")));
   EXPECT_THAT(raw_table.out, Not(HasSubstr("kB")));
   ProcessResult human = Imgfs({"history", "--human=false", "-H", "--format", "{{.Size}}", name});
