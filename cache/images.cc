@@ -7,12 +7,14 @@
 #include <algorithm>
 #include <cerrno>
 #include <map>
+#include <optional>
 #include <set>
 
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
 #include "base/log.h"
+#include "base/time.h"
 #include "cache/leases.h"
 #include "cache/usage.h"
 #include "registry/media_types.h"
@@ -305,6 +307,166 @@ Result<ImageFilter> ParseImageFilters(const std::vector<std::string>& args) {
     }
   }
   return f;
+}
+
+namespace {
+
+// Go's time.ParseDuration: an optional sign, then one or more decimal numbers (with an
+// optional fraction) each followed by a unit (ns, us, µs, ms, s, m, h). Whole seconds,
+// truncated toward zero; nullopt when `text` is not a duration.
+std::optional<int64_t> ParseGoDurationSeconds(std::string_view text) {
+  bool negative = false;
+  if (!text.empty() && (text[0] == '-' || text[0] == '+')) {
+    negative = text[0] == '-';
+    text.remove_prefix(1);
+  }
+  if (text == "0") return 0;
+  if (text.empty()) return std::nullopt;
+  // Bounded like Go (durations fit in int64 nanoseconds, about 292 years).
+  constexpr double kMaxSeconds = 9.2e9;
+  double total = 0;
+  while (!text.empty()) {
+    size_t i = 0;
+    double number = 0;
+    bool digits = false;
+    while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+      number = number * 10 + (text[i++] - '0');
+      digits = true;
+      if (number > kMaxSeconds * 1e9) return std::nullopt;
+    }
+    if (i < text.size() && text[i] == '.') {
+      ++i;
+      double scale = 0.1;
+      while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+        number += (text[i++] - '0') * scale;
+        scale /= 10;
+        digits = true;
+      }
+    }
+    if (!digits) return std::nullopt;
+    text.remove_prefix(i);
+    static const std::pair<std::string_view, double> kUnits[] = {
+        {"ns", 1e-9}, {"us", 1e-6}, {"\u00b5s", 1e-6}, {"\u03bcs", 1e-6},
+        {"ms", 1e-3}, {"s", 1},     {"m", 60},         {"h", 3600}};
+    double unit = 0;
+    size_t unit_len = 0;
+    for (const auto& [name, seconds] : kUnits) {
+      // The longest unit that prefixes the rest ("ms" before "m").
+      if (text.starts_with(name) && name.size() > unit_len) {
+        unit = seconds;
+        unit_len = name.size();
+      }
+    }
+    if (unit_len == 0) return std::nullopt;
+    text.remove_prefix(unit_len);
+    total += number * unit;
+    if (total > kMaxSeconds) return std::nullopt;
+  }
+  auto seconds = static_cast<int64_t>(total);
+  return negative ? -seconds : seconds;
+}
+
+// Unix seconds with an optional fraction ("1714521600", "1714521600.5").
+std::optional<int64_t> ParseUnixSeconds(std::string_view text) {
+  size_t dot = text.find('.');
+  std::string_view whole = text.substr(0, dot);
+  std::string_view fraction = dot == std::string_view::npos ? "" : text.substr(dot + 1);
+  auto all_digits = [](std::string_view s) {
+    return std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  if (whole.empty() || whole.size() > 12 || !all_digits(whole) || !all_digits(fraction)) {
+    return std::nullopt;
+  }
+  if (dot != std::string_view::npos && fraction.empty()) return std::nullopt;
+  int64_t value = 0;
+  for (char c : whole) value = value * 10 + (c - '0');
+  return value;
+}
+
+// docker's timetypes.GetTimestamp for `until`, as documented at ParsePruneFilters.
+Result<int64_t> ParseUntil(const std::string& value, int64_t now_unix_s) {
+  if (value != "0") {
+    if (std::optional<int64_t> d = ParseGoDurationSeconds(value)) return now_unix_s - *d;
+  }
+  auto bad = [&value] {
+    return Status::InvalidArgument("invalid filter 'until=" + value +
+                                   "': not a timestamp or a duration");
+  };
+  if (value.find('-') == std::string::npos) {
+    if (std::optional<int64_t> s = ParseUnixSeconds(value)) return *s;
+    return bad();
+  }
+  // Complete the forms docker accepts into RFC 3339: a date, an hour, minutes; no zone → Z.
+  std::string text = value;
+  size_t t = text.find_first_of("Tt");
+  size_t zone = std::string::npos;
+  if (t != std::string::npos) {
+    zone = text.find_first_of("Zz+-", t);
+  } else if (text.size() > 10) {
+    zone = 10;  // "2024-05-01Z", "2024-05-01+02:00"
+  }
+  std::string main = text.substr(0, zone);
+  std::string suffix = zone == std::string::npos ? "Z" : text.substr(zone);
+  if (t == std::string::npos) main += "T00:00:00";
+  size_t colons = std::count(main.begin(), main.end(), ':');
+  if (main.find('.') == std::string::npos) {
+    for (; colons < 2; ++colons) main += ":00";
+  }
+  int64_t sec = 0;
+  uint32_t nsec = 0;
+  if (!ParseRfc3339(main + suffix, &sec, &nsec).ok()) return bad();
+  return sec;
+}
+
+}  // namespace
+
+Result<ImagePruneFilter> ParsePruneFilters(const std::vector<std::string>& args,
+                                           int64_t now_unix_s) {
+  ImagePruneFilter f;
+  for (const std::string& arg : args) {
+    size_t eq = arg.find('=');
+    if (eq == std::string::npos) {
+      return Status::InvalidArgument("bad format of filter (expected name=value): '" + arg + "'");
+    }
+    std::string key = arg.substr(0, eq);
+    std::string value = arg.substr(eq + 1);
+    // "label!=x" splits as key "label!" (docker's filters.ParseFlag does the same).
+    if (key == "until") {
+      if (f.until_unix_s.has_value()) {
+        return Status::InvalidArgument("more than one until filter specified");
+      }
+      IMGFS_ASSIGN_OR_RETURN(int64_t until, ParseUntil(value, now_unix_s));
+      f.until_unix_s = until;
+    } else if (key == "label" || key == "label!") {
+      if (value.empty() || value[0] == '=') {
+        return Status::InvalidArgument("invalid filter '" + arg + "': no label key");
+      }
+      (key == "label" ? f.labels : f.not_labels).push_back(value);
+    } else if (key == "dangling") {
+      if (value == "true" || value == "1") {
+        f.all = false;
+      } else if (value == "false" || value == "0") {
+        f.all = true;
+      } else {
+        return Status::InvalidArgument("invalid filter 'dangling=" + value +
+                                       "': expected true or false");
+      }
+    } else {
+      return Status::InvalidArgument("invalid filter '" + key +
+                                     "' (supported: until, label, label!, dangling)");
+    }
+  }
+  return f;
+}
+
+bool MatchesLabels(const std::vector<std::string>& kv,
+                   const std::map<std::string, std::string>& labels) {
+  return std::all_of(kv.begin(), kv.end(), [&labels](const std::string& one) {
+    size_t eq = one.find('=');
+    auto it = labels.find(one.substr(0, eq));
+    if (it == labels.end()) return false;
+    return eq == std::string::npos || it->second == one.substr(eq + 1);
+  });
 }
 
 bool MatchesReferenceFilter(std::string_view pattern, const ImageSummary& image) {
@@ -632,17 +794,53 @@ std::vector<HistoryRow> ImageHistory(const ResolvedImage& image) {
 // PruneImages
 
 Result<ImagePruneReport> PruneImages(Store& store, bool all, const UsageOptions& gc_options) {
+  ImagePruneFilter filter;
+  filter.all = all;
+  return PruneImages(store, filter, gc_options);
+}
+
+Result<ImagePruneReport> PruneImages(Store& store, const ImagePruneFilter& filter,
+                                     const UsageOptions& gc_options) {
+  const bool all = filter.all;
   // Image IDs (config digests) by manifest, read before the lock; a manifest recorded in the
-  // meantime is read under it.
+  // meantime is read under it. Configs by image ID, for the until and label filters.
   std::map<Digest, Digest> id_of;
+  std::map<Digest, std::optional<registry::ImageConfig>> config_of;
   IMGFS_ASSIGN_OR_RETURN(std::vector<LoadedRecord> loaded, LoadAll(store));
-  for (const LoadedRecord& lr : loaded) id_of[lr.record.manifest.digest] = lr.id;
+  for (const LoadedRecord& lr : loaded) {
+    id_of[lr.record.manifest.digest] = lr.id;
+    config_of[lr.id] = lr.config;
+  }
   auto id_for = [&](const Digest& manifest) -> Digest {
     if (auto it = id_of.find(manifest); it != id_of.end()) return it->second;
     Result<registry::Manifest> m = LoadManifest(store, manifest);
     Digest id = m.has_value() ? m->config.digest : manifest;
     id_of[manifest] = id;
+    if (m.has_value()) {
+      Result<registry::ImageConfig> c = LoadConfig(store, id);
+      config_of[id] = c.has_value() ? std::optional(std::move(c).value()) : std::nullopt;
+    }
     return id;
+  };
+  // docker's image prune: until compares the config's `created` (an image without one is
+  // kept), labels are the config's Labels (matchLabels in daemon/images/image_prune.go).
+  auto filtered_out = [&](const Digest& id) {
+    const bool narrows =
+        filter.until_unix_s.has_value() || !filter.labels.empty() || !filter.not_labels.empty();
+    if (!narrows) return false;
+    auto it = config_of.find(id);
+    if (it == config_of.end() || !it->second.has_value()) return true;
+    const registry::ImageConfig& config = *it->second;
+    if (filter.until_unix_s.has_value()) {
+      int64_t sec = 0;
+      uint32_t nsec = 0;
+      if (config.created.empty() || !ParseRfc3339(config.created, &sec, &nsec).ok() ||
+          sec > *filter.until_unix_s || (sec == *filter.until_unix_s && nsec > 0)) {
+        return true;
+      }
+    }
+    if (!MatchesLabels(filter.labels, config.labels)) return true;
+    return !filter.not_labels.empty() && MatchesLabels(filter.not_labels, config.labels);
   };
 
   ImagePruneReport report;
@@ -670,6 +868,7 @@ Result<ImagePruneReport> PruneImages(Store& store, bool all, const UsageOptions&
       bool tagged = std::any_of(entries.begin(), entries.end(),
                                 [](const ImageRecord& r) { return ViewOf(r).tagged; });
       if (!all && tagged) continue;
+      if (filtered_out(id)) continue;
       doomed.insert(id);
       report.images.push_back({id, UntaggedLines(entries, entries, /*image_gone=*/true)});
     }

@@ -23,6 +23,7 @@
 #define IMGFS_CACHE_IMAGES_H_
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -151,10 +152,41 @@ struct ImagePruneReport {
   int64_t bytes_freed = 0;  // blob, index and chunk bytes the garbage collection freed
 };
 
+// `docker image prune --filter` values, all of which an image must match to be removed.
+struct ImagePruneFilter {
+  bool all = false;  // -a, or dangling=false: tagged images too
+  // until=TIMESTAMP|DURATION: only images whose config `created` is before this (Unix
+  // seconds); an image without a readable `created` is kept.
+  std::optional<int64_t> until_unix_s;
+  // label=KEY or label=KEY=VALUE: every one must match the config's Labels.
+  std::vector<std::string> labels;
+  // label!=KEY[=VALUE]: the image is kept when it matches every one of them (docker's
+  // MatchKVList over the label! values).
+  std::vector<std::string> not_labels;
+};
+
+// Parses docker's image prune filters ("until=24h", "until=2024-05-01T00:00:00Z",
+// "until=1714521600", "label=a=b", "label!=a", "dangling=false"), `now_unix_s` being the
+// reference of durations. until accepts what docker's timetypes.GetTimestamp does: a Go
+// duration ("1h30m", "90s"), Unix seconds with an optional fraction, RFC 3339 with or without
+// fraction, and "YYYY-MM-DD", "YYYY-MM-DDTHH", "YYYY-MM-DDTHH:MM", "YYYY-MM-DDTHH:MM:SS"
+// with or without a zone (without one, UTC: imgfs has no daemon whose local time docker
+// would use). InvalidArgument for unknown keys and bad values, naming the filter.
+Result<ImagePruneFilter> ParsePruneFilters(const std::vector<std::string>& args,
+                                           int64_t now_unix_s);
+
+// True when `labels` match every KEY or KEY=VALUE of `kv` (docker's MatchKVList; an empty
+// `kv` matches).
+bool MatchesLabels(const std::vector<std::string>& kv,
+                   const std::map<std::string, std::string>& labels);
+
 // `docker image prune`: removes every image without a tag (dangling: its entries are <none>
 // or digest references), or with `all` every image, except those a live mount (lease) or a
 // container pins — decided under index.lock, like RemoveImage — then collects garbage with
-// `gc_options` (cache/usage.h; with a chunk lister, chunks of removed layers go too).
+// `gc_options` (cache/usage.h; with a chunk lister, chunks of removed layers go too). The
+// filter's until and labels narrow the images removed further.
+Result<ImagePruneReport> PruneImages(Store& store, const ImagePruneFilter& filter,
+                                     const UsageOptions& gc_options);
 Result<ImagePruneReport> PruneImages(Store& store, bool all, const UsageOptions& gc_options);
 
 struct GcReport {

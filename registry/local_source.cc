@@ -237,7 +237,14 @@ Result<std::string> LocalSource::ReadMember(const std::string& name, uint64_t ma
   return data;
 }
 
-Status LocalSource::LoadOciIndex(std::string_view ref) {
+Result<std::vector<LocalSource::IndexEntry>> LocalSource::ListOciArchive(const std::string& file) {
+  std::unique_ptr<LocalSource> src(new LocalSource(Kind::kOciArchive, file));
+  IMGFS_RETURN_IF_ERROR(src->IndexArchive("not an oci archive"));
+  IMGFS_RETURN_IF_ERROR(src->ReadOciIndex());
+  return src->index_;
+}
+
+Status LocalSource::ReadOciIndex() {
   Result<std::string> layout = ReadMember(std::string(kOciLayoutFile), kMaxOciIndexBytes);
   if (!layout.has_value()) {
     if (layout.error().code() == StatusCode::kNotFound) {
@@ -265,7 +272,11 @@ Status LocalSource::LoadOciIndex(std::string_view ref) {
     }
     index_.push_back(std::move(e));
   }
+  return Status::Ok();
+}
 
+Status LocalSource::LoadOciIndex(std::string_view ref) {
+  IMGFS_RETURN_IF_ERROR(ReadOciIndex());
   std::vector<std::string> refs;
   for (const IndexEntry& e : index_)
     refs.push_back(e.ref_name.empty() ? e.digest.String() : e.ref_name);

@@ -49,6 +49,7 @@ namespace imgfs::registry {
 class LocalSource : public BlobSource {
  public:
   enum class Kind { kOciLayout, kOciArchive, kDockerArchive };
+  struct IndexEntry;
 
   // `ref`: "" (the only image), a ref name, or "@sha256:<hex>". NotFound when the directory
   // or REF does not exist (the message lists the available refs); Corrupt for a malformed
@@ -62,6 +63,10 @@ class LocalSource : public BlobSource {
   // when REPO has no tag), or "@N" (N-th image of manifest.json, from 0).
   static Result<std::unique_ptr<LocalSource>> OpenDockerArchive(const std::string& file,
                                                                 std::string_view selector);
+
+  // The entries of an OCI archive's index.json, in order (ref_name "" when unannotated):
+  // what `imgfs load` of an archive of several images loads, one by one. Errors as Open*.
+  static Result<std::vector<IndexEntry>> ListOciArchive(const std::string& file);
 
   ~LocalSource() override;
   LocalSource(const LocalSource&) = delete;
@@ -104,6 +109,7 @@ class LocalSource : public BlobSource {
   struct BlobLocation;
   LocalSource(Kind kind, std::string path);
 
+  Status ReadOciIndex();
   Status LoadOciIndex(std::string_view ref);
   Status LoadDockerManifest(std::string_view selector);
   Status IndexArchive(const char* what);

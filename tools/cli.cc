@@ -70,6 +70,21 @@ std::vector<std::string> SplitCells(const std::string& line) {
 
 bool ParsedArgs::Has(std::string_view name) const { return values_.find(name) != values_.end(); }
 
+bool ParsedArgs::Flag(std::string_view name, bool fallback) const {
+  if (Has(name)) return true;
+  return set_false_.find(name) != set_false_.end() ? false : fallback;
+}
+
+void ParsedArgs::SetFlag(std::string_view name, bool value) {
+  if (value) {
+    if (auto it = set_false_.find(name); it != set_false_.end()) set_false_.erase(it);
+    Add(name, "true");
+    return;
+  }
+  if (auto it = values_.find(name); it != values_.end()) values_.erase(it);
+  set_false_.insert(std::string(name));
+}
+
 std::string ParsedArgs::Get(std::string_view name, std::string_view fallback) const {
   auto it = values_.find(name);
   if (it == values_.end() || it->second.empty()) return std::string(fallback);
@@ -115,7 +130,7 @@ Result<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
           return Status::InvalidArgument("flag --" + std::string(name) +
                                          " takes no value (or true/false)");
         }
-        if (!value || *value == "true") out.Add(KeyOf(*spec), "true");
+        out.SetFlag(KeyOf(*spec), !value || *value == "true");
       }
       continue;
     }
@@ -128,7 +143,7 @@ Result<ParsedArgs> ParseArgs(const std::vector<std::string>& args,
                                          "' in " + arg);
         }
         if (!spec->takes_value) {
-          out.Add(KeyOf(*spec), "true");
+          out.SetFlag(KeyOf(*spec), true);
           continue;
         }
         if (j + 1 < arg.size()) {

@@ -22,6 +22,7 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,10 +48,13 @@ struct OptionSpec {
 };
 
 // The result of parsing: flags seen (name → values in order; boolean flags get "true" per
-// occurrence) and positional arguments.
+// occurrence) and positional arguments. A boolean flag set to false (`--human=false`) is not
+// Has(); the last occurrence of a boolean flag wins.
 class ParsedArgs {
  public:
   bool Has(std::string_view name) const;
+  // A boolean flag: `fallback` unless given; `--x`/`--x=true` → true, `--x=false` → false.
+  bool Flag(std::string_view name, bool fallback) const;
   // The last value of `name`, or `fallback`.
   std::string Get(std::string_view name, std::string_view fallback = "") const;
   // Every value of a repeatable option, in order.
@@ -61,9 +65,12 @@ class ParsedArgs {
     values_[std::string(name)].push_back(std::move(value));
   }
   void AddPositional(std::string value) { positional_.push_back(std::move(value)); }
+  // Records a boolean flag given as `--x=true` or `--x=false`.
+  void SetFlag(std::string_view name, bool value);
 
  private:
   std::map<std::string, std::vector<std::string>, std::less<>> values_;
+  std::set<std::string, std::less<>> set_false_;  // boolean flags whose last value is false
   std::vector<std::string> positional_;
 };
 

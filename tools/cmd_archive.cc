@@ -10,7 +10,8 @@
 // compression: docker load and skopeo decompress docker-archive layers they find compressed.
 //
 // `load` pulls every image of a docker or OCI archive (registry/local_source.h reads both)
-// through the same path as `imgfs pull docker-archive:FILE` / `oci-archive:FILE`.
+// through the same path as `imgfs pull docker-archive:FILE` / `oci-archive:FILE`: each image of
+// manifest.json or entry of index.json, under each name the archive gives it, like docker load.
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -207,6 +208,95 @@ std::string DirOf(const std::string& path) {
   return slash == 0 ? "/" : path.substr(0, slash);
 }
 
+// `load`'s output, as docker prints it: "Loaded image: NAME" per name, "Loaded image ID: ID"
+// for an image the archive gives no name; -q prints names only.
+class LoadPrinter {
+ public:
+  explicit LoadPrinter(bool quiet) : quiet_(quiet) {}
+  void Named(const fs::PulledImage& img) const {
+    std::cout << (quiet_ ? "" : "Loaded image: ") << img.reference.FamiliarString() << "\n";
+  }
+  void Unnamed(const fs::PulledImage& img) const {
+    if (!quiet_) std::cout << "Loaded image ID: " << img.config_digest.String() << "\n";
+  }
+
+ private:
+  bool quiet_;
+};
+
+// docker archive: every image of manifest.json in order (`first` is image 0), recorded under
+// its first RepoTag or, untagged, by manifest digest; then each further RepoTag.
+Status LoadDockerArchive(const std::string& input, std::unique_ptr<registry::LocalSource> first,
+                         fs::Puller& puller, const LoadPrinter& print) {
+  IMGFS_ASSIGN_OR_RETURN(std::vector<std::string> tags, first->ListTags());
+  std::set<std::string> more_tags(tags.begin(), tags.end());
+  std::unique_ptr<registry::LocalSource> source = std::move(first);
+  for (size_t n = 1; source != nullptr; ++n) {
+    const std::string& name = source->ref_name();
+    IMGFS_ASSIGN_OR_RETURN(registry::SourceSpec spec,
+                           registry::ParseSourceSpec(
+                               "docker-archive:" + input + ":" +
+                               (name.empty() ? "@" + source->manifest_digest().String() : name)));
+    IMGFS_ASSIGN_OR_RETURN(registry::Reference record_as,
+                           registry::LocalImageReference(spec, *source));
+    IMGFS_ASSIGN_OR_RETURN(fs::PulledImage img, puller.PullFrom(*source, record_as, ""));
+    if (name.empty()) {
+      print.Unnamed(img);
+    } else {
+      print.Named(img);
+      more_tags.erase(name);
+    }
+    // The next image; the end of manifest.json is NotFound "… has N images; no image @N".
+    Result<std::unique_ptr<registry::LocalSource>> next =
+        registry::LocalSource::OpenDockerArchive(input, "@" + std::to_string(n));
+    if (!next.has_value()) {
+      const Status& err = next.error();
+      if (err.code() != StatusCode::kNotFound ||
+          err.message().find(" images; no image @") == std::string::npos) {
+        return err;
+      }
+      source = nullptr;
+    } else {
+      source = std::move(next).value();
+    }
+  }
+  for (const std::string& tag : more_tags) {
+    IMGFS_ASSIGN_OR_RETURN(std::vector<fs::PulledImage> pulled,
+                           puller.Pull("docker-archive:" + input + ":" + tag));
+    for (const fs::PulledImage& img : pulled) print.Named(img);
+  }
+  return Status::Ok();
+}
+
+// OCI archive: every entry of index.json, by its ref name, or by digest when it has none (a
+// lone unnamed image keeps the name `imgfs pull oci-archive:FILE` gives it).
+Status LoadOciArchive(const std::string& input, fs::Puller& puller, const LoadPrinter& print) {
+  IMGFS_ASSIGN_OR_RETURN(std::vector<registry::LocalSource::IndexEntry> entries,
+                         registry::LocalSource::ListOciArchive(input));
+  if (entries.empty()) return Status::InvalidArgument("oci archive " + input + " holds no image");
+  std::set<std::string> done;
+  for (const registry::LocalSource::IndexEntry& e : entries) {
+    std::string selector;
+    if (!e.ref_name.empty()) {
+      selector = e.ref_name;
+    } else if (entries.size() > 1) {
+      selector = "@" + e.digest.String();
+    }
+    if (!done.insert(selector).second) continue;
+    IMGFS_ASSIGN_OR_RETURN(
+        std::vector<fs::PulledImage> pulled,
+        puller.Pull("oci-archive:" + input + (selector.empty() ? "" : ":" + selector)));
+    for (const fs::PulledImage& img : pulled) {
+      if (selector.empty() || !e.ref_name.empty()) {
+        print.Named(img);
+      } else {
+        print.Unnamed(img);
+      }
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 int RunSave(CommandContext& ctx) {
@@ -322,41 +412,24 @@ int RunLoad(CommandContext& ctx) {
     input = temp.path();
   }
 
-  // A docker archive has manifest.json; anything else is read as an OCI archive.
-  std::string transport = "docker-archive:";
-  Result<std::unique_ptr<registry::LocalSource>> source =
-      registry::LocalSource::OpenDockerArchive(input, "@0");
-  if (!source.has_value() &&
-      source.error().message().find("no manifest.json") != std::string::npos) {
-    transport = "oci-archive:";
-    // TODO(#14): an OCI archive of several images (LocalSource selects one by ref).
-    source = registry::LocalSource::OpenOciArchive(input, "");
-  }
-  if (!source.has_value()) return Fail(source.error().WithContext("loading"));
-  // docker archive: every RepoTag (each names its image), or the first image when untagged;
-  // OCI archive: its one image.
-  std::vector<std::string> selectors;
-  if (transport == "docker-archive:") {
-    Result<std::vector<std::string>> tags = (*source)->ListTags();
-    if (!tags.has_value()) return Fail(tags.error().WithContext("loading " + input));
-    selectors = *tags;
-  }
-  if (selectors.empty()) selectors.push_back(transport == "docker-archive:" ? "@0" : "");
-
   Result<std::unique_ptr<cache::Store>> store = OpenStore(ctx);
   if (!store.has_value()) return Fail(store.error());
-  fs::PullOptions options;
-  fs::Puller puller(store->get(), options);
-  for (const std::string& selector : selectors) {
-    std::string text = transport + input + (selector.empty() ? "" : ":" + selector);
-    Result<std::vector<fs::PulledImage>> pulled = puller.Pull(text, nullptr);
-    if (!pulled.has_value()) return Fail(pulled.error().WithContext("loading " + input));
-    for (const fs::PulledImage& img : *pulled) {
-      std::cout << (args.Has("quiet") ? "" : "Loaded image: ") << img.reference.FamiliarString()
-                << "\n";
-    }
+  LoadPrinter print(args.Has("quiet"));
+  fs::Puller puller(store->get(), fs::PullOptions{});
+
+  // A docker archive has manifest.json; anything else is read as an OCI archive.
+  Result<std::unique_ptr<registry::LocalSource>> first =
+      registry::LocalSource::OpenDockerArchive(input, "@0");
+  Status st;
+  if (first.has_value()) {
+    st = LoadDockerArchive(input, std::move(first).value(), puller, print);
+  } else if (first.error().message().find("no manifest.json") != std::string::npos) {
+    st = LoadOciArchive(input, puller, print);
+  } else {
+    st = first.error();
   }
   std::cout << std::flush;
+  if (!st.ok()) return Fail(st.WithContext("loading " + input));
   return kExitOk;
 }
 

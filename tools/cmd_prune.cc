@@ -1,6 +1,8 @@
 // imgfs — `imgfs image prune`: remove dangling (or all unused) images, like docker.
 #include <unistd.h>
 
+#include <cstdint>
+#include <ctime>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -20,7 +22,13 @@ constexpr std::string_view kImagePruneUsage =
     "Remove unused images: the dangling ones (without a tag), or with -a every image. An image\n"
     "a live mount or a container uses is never removed. Then delete what nothing references\n"
     "any more (blobs, layer indexes, chunks) and print the space reclaimed. Without -f, asks\n"
-    "for confirmation on a terminal and refuses when stdin is not one.";
+    "for confirmation on a terminal and refuses when stdin is not one.\n\n"
+    "Filters (--filter, repeatable; an image is removed only when it matches all of them):\n"
+    "  until=TIMESTAMP|DURATION  created (config `created`) before a time: \"24h\", \"90m\",\n"
+    "                            \"2024-05-01\", \"2024-05-01T10:00:00Z\", Unix seconds\n"
+    "  label=KEY[=VALUE]         has the label (config Labels)\n"
+    "  label!=KEY[=VALUE]        does not have it\n"
+    "  dangling=false            same as -a";
 
 // docker's prompts (cli/command/image/prune.go).
 constexpr std::string_view kDanglingWarning =
@@ -43,6 +51,8 @@ bool Confirm(std::string_view question) {
 int RunImagePrune(CommandContext& ctx) {
   static const std::vector<OptionSpec> specs = {
       {"all", 'a', false, "", "remove all unused images, not just dangling ones"},
+      {"filter", 0, true, "FILTER",
+       "until=TIMESTAMP|DURATION, label=KEY[=VALUE], label!=KEY[=VALUE] (repeatable)"},
       {"force", 'f', false, "", "do not prompt for confirmation"},
   };
   ParsedArgs args;
@@ -51,7 +61,11 @@ int RunImagePrune(CommandContext& ctx) {
   if (!args.positional().empty()) {
     return UsageError(ctx.name, "\"" + ctx.name + "\" accepts no arguments");
   }
-  const bool all = args.Has("all");
+  Result<cache::ImagePruneFilter> filter =
+      cache::ParsePruneFilters(args.GetAll("filter"), static_cast<int64_t>(::time(nullptr)));
+  if (!filter.has_value()) return UsageError(ctx.name, filter.error().message());
+  if (args.Has("all")) filter->all = true;
+  const bool all = filter->all;
   if (!args.Has("force")) {
     if (isatty(STDIN_FILENO) != 1) {
       return Fail("refusing to prune without confirmation: stdin is not a terminal (use -f)");
@@ -65,7 +79,7 @@ int RunImagePrune(CommandContext& ctx) {
   if (!store.has_value()) return Fail(store.error());
   cache::UsageOptions options;
   options.chunk_lister = fs::LayerIndexChunkLister();
-  Result<cache::ImagePruneReport> report = cache::PruneImages(**store, all, options);
+  Result<cache::ImagePruneReport> report = cache::PruneImages(**store, *filter, options);
   if (!report.has_value()) return Fail(report.error());
   std::string out;
   if (!report->images.empty()) {

@@ -1,4 +1,5 @@
 // imgfs — `imgfs tag` and `imgfs history` (also `imgfs image tag|history`).
+#include <cstdint>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -6,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/time.h"
 #include "cache/images.h"
 #include "cache/store.h"
 #include "registry/reference.h"
@@ -24,7 +26,7 @@ constexpr std::string_view kHistoryUsage =
     "Usage: imgfs history [OPTIONS] IMAGE\n\n"
     "Show the history of an image: one row per step of its config's history, newest first.\n"
     "SIZE is the size of the layer the step made as stored (compressed), 0B for steps that\n"
-    "made no layer.";
+    "made no layer. With --human=false, CREATED is an RFC 3339 date and SIZE a byte count.";
 
 // docker truncates CREATED BY to this many characters (cli/command/formatter: history.go).
 constexpr size_t kCreatedByWidth = 45;
@@ -38,6 +40,15 @@ std::string Ellipsis(const std::string& text, size_t width) {
   }
   if (starts.size() <= width || width == 0) return text;
   return text.substr(0, starts[width - 1]) + "\u2026";
+}
+
+// docker's CreatedAt: the step's time as RFC 3339 in whole seconds (a config may carry
+// fractions or an offset); a time that does not parse is shown as written.
+std::string CreatedAt(const std::string& created) {
+  int64_t sec = 0;
+  uint32_t nsec = 0;
+  if (created.empty() || !ParseRfc3339(created, &sec, &nsec).ok()) return created;
+  return FormatRfc3339(sec);
 }
 
 }  // namespace
@@ -66,6 +77,9 @@ int RunHistory(CommandContext& ctx) {
   static const std::vector<OptionSpec> specs = {
       {"format", 0, true, "FORMAT",
        "\"table\", \"table TEMPLATE\", \"json\" or a template like '{{.CreatedBy}}'"},
+      {"human", 'H', false, "",
+       "print sizes and dates in human readable format (default true; --human=false: bytes "
+       "and RFC 3339 dates)"},
       {"no-trunc", 0, false, "", "do not truncate the output"},
       {"quiet", 'q', false, "", "only show image IDs"},
   };
@@ -81,6 +95,7 @@ int RunHistory(CommandContext& ctx) {
   if (!image.has_value()) return Fail(image.error().message());
 
   const bool no_trunc = args.Has("no-trunc");
+  const bool human = args.Flag("human", true);
   std::vector<json> items;
   bool top = true;
   for (const cache::HistoryRow& row : cache::ImageHistory(*image)) {
@@ -94,12 +109,15 @@ int RunHistory(CommandContext& ctx) {
       if (c == '\t' || c == '\n') c = ' ';
     }
     if (!no_trunc) created_by = Ellipsis(created_by, kCreatedByWidth);
-    items.push_back({{"ID", id},
-                     {"CreatedSince", HumanAge(row.entry.created)},
-                     {"CreatedAt", row.entry.created},
-                     {"CreatedBy", created_by},
-                     {"Size", HumanSize(row.layer.size, 3)},
-                     {"Comment", row.entry.comment}});
+    // docker's historyContext: without --human, CreatedSince is CreatedAt and Size is bytes.
+    std::string created_at = CreatedAt(row.entry.created);
+    items.push_back(
+        {{"ID", id},
+         {"CreatedSince", human ? HumanAge(row.entry.created) : created_at},
+         {"CreatedAt", created_at},
+         {"CreatedBy", created_by},
+         {"Size", human ? HumanSize(row.layer.size, 3) : std::to_string(row.layer.size)},
+         {"Comment", row.entry.comment}});
   }
 
   std::string format = args.Get("format");
@@ -114,10 +132,12 @@ int RunHistory(CommandContext& ctx) {
     PrintFormatted(format, headers, items);
     return kExitOk;
   }
+  // docker's nonHumanHistoryTableFormat shows CREATED AT in place of CREATED.
   std::vector<std::vector<std::string>> rows = {
-      {"IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"}};
+      {"IMAGE", human ? "CREATED" : "CREATED AT", "CREATED BY", "SIZE", "COMMENT"}};
   for (const json& i : items) {
-    rows.push_back({i["ID"], i["CreatedSince"], i["CreatedBy"], i["Size"], i["Comment"]});
+    rows.push_back({i["ID"], human ? i["CreatedSince"] : i["CreatedAt"], i["CreatedBy"], i["Size"],
+                    i["Comment"]});
   }
   PrintTable(rows);
   return kExitOk;

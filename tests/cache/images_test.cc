@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -124,6 +125,58 @@ TEST_F(ImagesTest, Filters) {
   EXPECT_EQ(ParseImageFilters({"dangling=maybe"}).error().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseImageFilters({"label=x"}).error().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseImageFilters({"dangling"}).error().code(), StatusCode::kInvalidArgument);
+}
+
+// docker's image prune filters: until as timetypes.GetTimestamp reads it, labels as
+// MatchKVList matches them.
+TEST(PruneFiltersTest, UntilAcceptsDockerTimestampsAndDurations) {
+  constexpr int64_t kNow = 1714521600;  // 2024-05-01T00:00:00Z
+  auto until = [](const std::string& value) -> std::optional<int64_t> {
+    Result<ImagePruneFilter> f = ParsePruneFilters({"until=" + value}, kNow);
+    if (!f.has_value()) return std::nullopt;
+    return f->until_unix_s;
+  };
+  EXPECT_EQ(until("24h"), kNow - 86400);
+  EXPECT_EQ(until("1h30m"), kNow - 5400);
+  EXPECT_EQ(until("90s"), kNow - 90);
+  EXPECT_EQ(until("1.5h"), kNow - 5400);
+  EXPECT_EQ(until("500ms"), kNow);
+  EXPECT_EQ(until("-1h"), kNow + 3600);
+  EXPECT_EQ(until("1714521600"), kNow);
+  EXPECT_EQ(until("1714521600.25"), kNow);
+  EXPECT_EQ(until("0"), 0);
+  EXPECT_EQ(until("2024-05-01"), kNow);
+  EXPECT_EQ(until("2024-05-01T02"), kNow + 7200);
+  EXPECT_EQ(until("2024-05-01T02:30"), kNow + 9000);
+  EXPECT_EQ(until("2024-05-01T02:30:10"), kNow + 9010);
+  EXPECT_EQ(until("2024-05-01T02:30:10Z"), kNow + 9010);
+  EXPECT_EQ(until("2024-05-01T02:30:10.5Z"), kNow + 9010);
+  EXPECT_EQ(until("2024-05-01T02:30:10+02:00"), kNow + 9010 - 7200);
+  for (const char* bad :
+       {"", "yesterday", "1d", "h", ".h", "2024-13-01", "2024-05-01Tx", "12345678901234", "1e9"}) {
+    EXPECT_EQ(until(bad), std::nullopt) << bad;
+  }
+  EXPECT_FALSE(ParsePruneFilters({"until=1h", "until=2h"}, kNow).has_value());
+}
+
+TEST(PruneFiltersTest, LabelsAndDanglingParseAndMatchLikeDocker) {
+  Result<ImagePruneFilter> f =
+      ParsePruneFilters({"label=a", "label=b=c", "label!=d=e=f", "dangling=false"}, 0);
+  ASSERT_TRUE(f.has_value()) << f.error().ToString();
+  EXPECT_TRUE(f->all);
+  EXPECT_EQ(f->labels, (std::vector<std::string>{"a", "b=c"}));
+  EXPECT_EQ(f->not_labels, (std::vector<std::string>{"d=e=f"}));
+  EXPECT_FALSE(f->until_unix_s.has_value());
+  const std::map<std::string, std::string> labels = {{"a", ""}, {"b", "c"}, {"d", "e=f"}};
+  EXPECT_TRUE(MatchesLabels({}, labels));
+  EXPECT_TRUE(MatchesLabels({"a", "b=c"}, labels));
+  EXPECT_TRUE(MatchesLabels({"a="}, labels));
+  EXPECT_TRUE(MatchesLabels({"d=e=f"}, labels));
+  EXPECT_FALSE(MatchesLabels({"a", "b=x"}, labels));
+  EXPECT_FALSE(MatchesLabels({"z"}, labels));
+  for (const char* bad : {"label=", "label!==x", "color=red", "until", "dangling=maybe"}) {
+    EXPECT_FALSE(ParsePruneFilters({bad}, 0).has_value()) << bad;
+  }
 }
 
 TEST_F(ImagesTest, GlobSemanticsMatchGoPathMatch) {

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <map>
 #include <regex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -25,6 +26,7 @@
 #include "base/file_util.h"
 #include "cache/leases.h"
 #include "registry/digest.h"
+#include "tests/support/e2e_fixture.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"
 #include "tests/support/registry_server.h"
@@ -59,7 +61,7 @@ class DockerCmdsTest : public ::testing::Test {
     return args;
   }
   ProcessResult Imgfs(std::vector<std::string> args, std::string_view stdin_data = {}) {
-    return RunProcess(Argv(std::move(args)), {"IMGFS_ROOT="}, stdin_data);
+    return RunImgfs(Root(), std::move(args), {}, stdin_data);
   }
   // Pulls a fixture layout; returns the name it is recorded under.
   std::string PullFixture(const std::string& fixture) {
@@ -234,6 +236,32 @@ TEST_F(DockerCmdsTest, HistoryShowsTheConfigHistoryWithLayerSizes) {
   EXPECT_TRUE(std::regex_search(custom.out, std::regex("^SIZE +COMMENT\n0B\n[0-9]+B +buildkit")))
       << custom.out;
 
+  // --human=false (docker's -H/--human): CREATED is the RFC 3339 date, SIZE a byte count;
+  // -H and --human=true keep the human form, the last occurrence wins.
+  ProcessResult raw =
+      Imgfs({"history", "--human=false", "--format", "{{.CreatedSince}} {{.Size}}", name});
+  ASSERT_EQ(raw.exit_code, 0) << raw.Describe();
+  EXPECT_EQ(raw.out, "2024-05-01T00:00:00Z 0\n2024-02-01T00:00:00Z " + std::to_string(sizes[1]) +
+                         "\n2024-01-02T00:00:00Z 0\n2024-01-01T00:00:00Z " +
+                         std::to_string(sizes[0]) + "\n");
+  ProcessResult raw_table = Imgfs({"image", "history", "--human=false", name});
+  ASSERT_EQ(raw_table.exit_code, 0) << raw_table.Describe();
+  EXPECT_TRUE(std::regex_search(
+      raw_table.out, std::regex("\n<missing> +2024-01-01T00:00:00Z +/bin/sh -c #\\(nop\\) ADD "
+                                "file:abc in / +" +
+                                std::to_string(sizes[0]) + "\n")))
+      << raw_table.out;
+  EXPECT_TRUE(raw_table.out.starts_with("IMAGE          CREATED AT             CREATED BY "))
+      << raw_table.out;
+  EXPECT_THAT(raw_table.out, Not(HasSubstr("ago")));
+  EXPECT_THAT(raw_table.out, Not(HasSubstr("kB")));
+  ProcessResult human = Imgfs({"history", "--human=false", "-H", "--format", "{{.Size}}", name});
+  EXPECT_EQ(human.out,
+            "0B\n" + std::to_string(sizes[1]) + "B\n0B\n" + std::to_string(sizes[0]) + "B\n");
+  EXPECT_EQ(Imgfs({"history", "--human=true", "--format", "{{.CreatedSince}}", name}).out,
+            Imgfs({"history", "--format", "{{.CreatedSince}}", name}).out);
+  EXPECT_EQ(Imgfs({"history", "--human=maybe", name}).exit_code, 2);
+
   // The fixture's history: one step per layer; sizes as the manifest stores them.
   const std::string tiny = PullFixture("tiny-gzip");
   ProcessResult sizes_only = Imgfs({"history", "--format", "{{.Size}}", tiny});
@@ -318,6 +346,82 @@ TEST_F(DockerCmdsTest, PruneRemovesDanglingOrAllButNeverPinnedImages) {
   EXPECT_TRUE(ImageLines().empty());
   EXPECT_EQ(BlobCount(), 0u);
   EXPECT_EQ(Imgfs({"image", "prune", "extra"}).exit_code, 2);
+}
+
+TEST_F(DockerCmdsTest, PruneFiltersByUntilAndLabelsAllMustMatch) {
+  // Five images, each with its own config: created time and Labels as docker reads them.
+  ImageBuilder builder(dir_.Sub("prune"));
+  struct Spec {
+    std::string tag;
+    std::string created;
+    std::map<std::string, std::string> labels;
+  };
+  const std::vector<Spec> specs = {
+      {"old-web", "2020-01-01T00:00:00Z", {{"tier", "web"}}},
+      {"old-db", "2020-06-01T00:00:00Z", {{"tier", "db"}, {"team", "x"}}},
+      {"new-web", "2099-01-01T00:00:00Z", {{"tier", "web"}}},
+      {"pinned", "2020-01-01T00:00:00Z", {{"tier", "web"}, {"pinned", "1"}}},
+      {"nolabel", "2020-01-01T00:00:00Z", {}},
+  };
+  std::map<std::string, std::string> id_of;
+  std::map<std::string, std::string> manifest_of;
+  for (const Spec& spec : specs) {
+    TestImageSpec image = SimpleImage({{"name.txt", spec.tag}});
+    image.created = spec.created;
+    image.labels = spec.labels;
+    Result<BuiltImage> built = builder.Add(image, spec.tag);
+    ASSERT_TRUE(built.has_value());
+    id_of[spec.tag] = built->config_digest.String();
+    manifest_of[spec.tag] = built->manifest_digest.String();
+    ProcessResult pull = Imgfs({"pull", "-q", "oci:" + dir_.Sub("prune") + ":" + spec.tag});
+    ASSERT_EQ(pull.exit_code, 0) << pull.Describe();
+  }
+  ASSERT_EQ(ImageLines().size(), 5u);
+  // A container pins "pinned": no filter removes it.
+  ASSERT_TRUE(MakeDirs(Root() + "/containers/web/upper").ok());
+  json container = {{"version", 1}, {"name", "web"}, {"image", manifest_of["pinned"]}};
+  ASSERT_TRUE(WriteFileAtomic(Root() + "/containers/web/container.json", container.dump()).ok());
+  auto prune = [this, &id_of](std::vector<std::string> filters) {
+    std::vector<std::string> args = {"image", "prune", "-a", "-f"};
+    for (std::string& f : filters) args.insert(args.end(), {"--filter", std::move(f)});
+    ProcessResult r = Imgfs(args);
+    EXPECT_EQ(r.exit_code, 0) << r.Describe();
+    std::vector<std::string> deleted;
+    for (const auto& [tag, id] : id_of) {
+      if (r.out.find("deleted: " + id + "\n") != std::string::npos) deleted.push_back(tag);
+    }
+    return deleted;
+  };
+  using Tags = std::vector<std::string>;
+
+  // label and until together: only what matches both (new-web is too new, old-db is no web
+  // image, pinned is pinned).
+  EXPECT_EQ(prune({"label=tier=web", "until=2021-01-01"}), Tags{"old-web"});
+  // label!=KEY: images without the label.
+  EXPECT_EQ(prune({"label!=tier"}), Tags{"nolabel"});
+  // A key alone matches any value; a duration counts back from now.
+  EXPECT_EQ(prune({"label=team", "until=1h"}), Tags{"old-db"});
+  EXPECT_EQ(ImageLines().size(), 2u);
+  // Without -a only dangling images are candidates: the filters narrow, never widen.
+  ProcessResult dangling_only = Imgfs({"image", "prune", "-f", "--filter", "label=tier=web"});
+  EXPECT_EQ(dangling_only.out, "Total reclaimed space: 0B\n");
+  // Nothing matches: label value differs, or label! excludes it.
+  EXPECT_EQ(prune({"label=tier=db"}), Tags{});
+  EXPECT_EQ(prune({"label!=tier=web", "until=2100-01-01T00:00:00Z"}), Tags{});
+
+  // Bad filters: usage errors, nothing removed.
+  for (const std::string bad : {"until=yesterday", "color=red", "label=", "until"}) {
+    ProcessResult r = Imgfs({"image", "prune", "-af", "--filter", bad});
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.Describe();
+  }
+  EXPECT_EQ(ImageLines().size(), 2u);
+
+  // The container gone, its image goes too; Unix seconds (2021-01-01) as docker accepts them.
+  std::filesystem::remove_all(Root() + "/containers/web");
+  EXPECT_EQ(prune({"until=1609459200", "label=pinned"}), Tags{"pinned"});
+  EXPECT_EQ(prune({"until=1609459200.5"}), Tags{});
+  ASSERT_EQ(ImageLines().size(), 1u);
+  EXPECT_THAT(ImageLines()[0], HasSubstr("new-web"));
 }
 
 // Runs `imgfs image prune [args]` on a real pseudo-terminal, answers `answer`, returns what
@@ -526,6 +630,107 @@ TEST_F(DockerCmdsTest, LoadReadsSkopeoArchivesAndOurOwn) {
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_THAT(bad.err, HasSubstr("not a docker archive"));
   EXPECT_EQ(Imgfs({"load", "extra"}).exit_code, 2);
+}
+
+TEST_F(DockerCmdsTest, SaveAndLoadArchivesOfSeveralImages) {
+  ASSERT_EQ(access("/usr/bin/skopeo", X_OK), 0) << "skopeo is missing: run scripts/setup.sh";
+  // Three images: two named, one saved by ID only (docker: no name in the archive).
+  const std::string gzip = PullFixture("tiny-gzip");
+  ASSERT_EQ(Imgfs({"tag", gzip, "demo/a:1"}).exit_code, 0);
+  ImageBuilder builder(dir_.Sub("layout"));
+  Result<BuiltImage> b = builder.Add(SimpleImage({{"b.txt", "bee"}}), "b");
+  Result<BuiltImage> c = builder.Add(SimpleImage({{"c.txt", "sea"}}), "c");
+  ASSERT_TRUE(b.has_value() && c.has_value());
+  for (const char* tag : {"b", "c"}) {
+    ProcessResult pull = Imgfs({"pull", "-q", "oci:" + dir_.Sub("layout") + ":" + tag});
+    ASSERT_EQ(pull.exit_code, 0) << pull.Describe();
+  }
+  ASSERT_EQ(Imgfs({"tag", "localhost/layout:b", "demo/b:2"}).exit_code, 0);
+  const std::string b_id = b->config_digest.String();
+  const std::string c_id = c->config_digest.String();
+
+  const std::string multi = dir_.Sub("multi.tar");
+  ProcessResult save = Imgfs({"save", "-o", multi, "demo/a:1", "demo/b:2", c_id});
+  ASSERT_EQ(save.exit_code, 0) << save.Describe();
+  json manifest = json::parse(RunProcess({"tar", "-xOf", multi, "manifest.json"}).out);
+  ASSERT_EQ(manifest.size(), 3u) << manifest.dump();
+  EXPECT_EQ(manifest[0]["RepoTags"], json({"demo/a:1"}));
+  EXPECT_EQ(manifest[1]["RepoTags"], json({"demo/b:2"}));
+  EXPECT_TRUE(manifest[2]["RepoTags"].is_null());
+  EXPECT_EQ(manifest[2]["Config"], "blobs/sha256/" + c_id.substr(7));
+  json index = json::parse(RunProcess({"tar", "-xOf", multi, "index.json"}).out);
+  EXPECT_EQ(index["manifests"].size(), 3u);
+
+  // skopeo takes each image out of the one archive: by RepoTag, by position, by ref name.
+  // From a docker archive it rewrites the config blob, so the oracle is its document: the one
+  // stored under the expected image ID.
+  auto config_of = [](const std::string& layout) {
+    json m = LayoutManifest(layout);
+    if (!m.is_object()) return json();
+    return ReadJsonFile(layout + "/blobs/sha256/" +
+                        m["config"]["digest"].get<std::string>().substr(7));
+  };
+  const std::vector<std::pair<std::string, std::string>> selections = {
+      {"docker-archive:" + multi + ":demo/b:2", b_id},
+      {"docker-archive:" + multi + ":@2", c_id},
+      {"docker-archive:" + multi + ":demo/a:1", kTinyId},
+      {"oci-archive:" + multi + ":docker.io/demo/b:2", b_id},
+  };
+  for (size_t i = 0; i < selections.size(); ++i) {
+    const std::string out = dir_.Sub("skopeo-" + std::to_string(i));
+    ProcessResult copy = RunProcess({"skopeo", "copy", selections[i].first, "oci:" + out + ":x"});
+    ASSERT_EQ(copy.exit_code, 0) << selections[i].first << ": " << copy.Describe();
+    json expected = ReadJsonFile(Root() + "/blobs/sha256/" + selections[i].second.substr(7));
+    ASSERT_TRUE(expected.is_object()) << selections[i].second;
+    EXPECT_EQ(config_of(out), expected) << selections[i].first;
+  }
+
+  // Loaded into a new store: every image, each under its name, the unnamed one by ID.
+  auto load_into = [this](const std::string& store, const std::string& file) {
+    return RunImgfs(dir_.Sub(store), {"load", "-i", file});
+  };
+  auto ids_in = [this](const std::string& store) {
+    ProcessResult r = RunImgfs(
+        dir_.Sub(store), {"images", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"});
+    std::vector<std::string> lines;
+    std::istringstream in(r.out);
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    std::sort(lines.begin(), lines.end());
+    return lines;
+  };
+  ProcessResult load = load_into("docker-store", multi);
+  ASSERT_EQ(load.exit_code, 0) << load.Describe();
+  EXPECT_EQ(load.out,
+            "Loaded image: demo/a:1\nLoaded image: demo/b:2\nLoaded image ID: " + c_id + "\n");
+  // The unnamed image is recorded by manifest digest (REPOSITORY from the file, TAG <none>).
+  EXPECT_EQ(ids_in("docker-store"),
+            (std::vector<std::string>{"demo/a:1 " + kTinyId, "demo/b:2 " + b_id,
+                                      "localhost/multi:<none> " + c_id}));
+
+  // The same images as an OCI archive: index.json lists them, named by ref.name.
+  const std::string multi_oci = dir_.Sub("multi-oci.tar");
+  ASSERT_EQ(
+      Imgfs({"save", "--format", "oci-archive", "-o", multi_oci, "demo/a:1", "demo/b:2", c_id})
+          .exit_code,
+      0);
+  load = load_into("oci-store", multi_oci);
+  ASSERT_EQ(load.exit_code, 0) << load.Describe();
+  EXPECT_EQ(load.out,
+            "Loaded image: demo/a:1\nLoaded image: demo/b:2\nLoaded image ID: " + c_id + "\n");
+  EXPECT_EQ(ids_in("oci-store"),
+            (std::vector<std::string>{"demo/a:1 " + kTinyId, "demo/b:2 " + b_id,
+                                      "localhost/multi-oci:<none> " + c_id}));
+
+  // An OCI archive as skopeo and other tools write them: a tar of a layout whose ref names
+  // are bare tags; each image is recorded as `pull oci-archive:FILE:TAG` names it.
+  ProcessResult tar =
+      RunProcess({"tar", "-cf", dir_.Sub("two.tar"), "-C", dir_.Sub("layout"), "."});
+  ASSERT_EQ(tar.exit_code, 0) << tar.Describe();
+  load = load_into("tags-store", dir_.Sub("two.tar"));
+  ASSERT_EQ(load.exit_code, 0) << load.Describe();
+  EXPECT_EQ(load.out, "Loaded image: localhost/two:b\nLoaded image: localhost/two:c\n");
+  EXPECT_EQ(ids_in("tags-store"),
+            (std::vector<std::string>{"localhost/two:b " + b_id, "localhost/two:c " + c_id}));
 }
 
 // `system df --format json`, one object per row, by type.

@@ -20,13 +20,12 @@
 #include <gtest/gtest.h>
 
 #include "base/file_util.h"
+#include "tests/support/e2e_fixture.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/run_support.h"
 
 namespace imgfs::testing {
 namespace {
-
-const std::string kImgfs = IMGFS_BINARY;
 
 const std::vector<std::string> kApplets = {
     "sh", "cat", "echo", "id",      "ls",   "mkdir", "mknod", "mount", "head", "wc",      "grep",
@@ -140,8 +139,7 @@ class SecRunTest : public ::testing::Test {
   }
 
   ProcessResult Imgfs(std::vector<std::string> args) {
-    args.insert(args.begin(), kImgfs);
-    return RunProcess(args, {"IMGFS_ROOT=" + dir_.Sub("store")}, {}, 60);
+    return RunImgfs(dir_.Sub("store"), std::move(args), {}, {}, 60);
   }
 
   // `imgfs run [extra…] localhost/img:box sh -c SCRIPT`.

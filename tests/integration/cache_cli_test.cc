@@ -15,6 +15,7 @@
 
 #include "base/file_util.h"
 #include "registry/digest.h"
+#include "tests/support/e2e_fixture.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/registry_server.h"
 
@@ -26,7 +27,6 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 
 const std::string kFixtures = IMGFS_FIXTURES_DIR;
-const std::string kImgfs = IMGFS_BINARY;
 
 int64_t DuSb(const std::string& dir) {
   ProcessResult r = RunProcess({"du", "-sb", dir});
@@ -40,8 +40,7 @@ class CacheCliTest : public ::testing::Test {
   }
   std::string Root() const { return dir_.Sub("store"); }
   ProcessResult Imgfs(std::vector<std::string> args, int timeout_s = 120) {
-    args.insert(args.begin(), kImgfs);
-    return RunProcess(args, {"IMGFS_ROOT=" + Root()}, {}, timeout_s);
+    return RunImgfs(Root(), std::move(args), {}, {}, timeout_s);
   }
   // Pulls the tiny-gzip fixture from its OCI layout; returns the familiar name it got.
   std::string PullFixture() {

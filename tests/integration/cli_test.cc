@@ -24,6 +24,7 @@
 
 #include "base/file_util.h"
 #include "registry/digest.h"
+#include "tests/support/e2e_fixture.h"
 #include "tests/support/http_test_server.h"
 #include "tests/support/image_builder.h"
 
@@ -33,10 +34,6 @@ namespace {
 using nlohmann::json;
 using ::testing::HasSubstr;
 using ::testing::Not;
-
-constexpr const char* kFixtures = IMGFS_FIXTURES_DIR;
-
-std::string FixturesDir() { return kFixtures; }
 
 int FreePort() {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -158,12 +155,10 @@ class CliTest : public ::testing::Test {
   // Runs imgfs with a private store and private credential files.
   ProcessResult Imgfs(std::vector<std::string> args, std::string_view stdin_data = {},
                       int timeout_s = 120) {
-    std::vector<std::string> argv = {IMGFS_BINARY, "--root", root_};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return RunProcess(
-        argv,
+    return RunImgfs(
+        root_, std::move(args),
         {"DOCKER_CONFIG=" + tmp_.Sub("docker-config"), "XDG_RUNTIME_DIR=" + tmp_.Sub("xdg"),
-         "REGISTRY_AUTH_FILE=", "IMGFS_ROOT=", "IMGFS_LOG=warning"},
+         "REGISTRY_AUTH_FILE=", "IMGFS_LOG=warning"},
         stdin_data, timeout_s);
   }
 
@@ -666,9 +661,8 @@ INSTANTIATE_TEST_SUITE_P(Faults, FaultRegistryTest,
 // HTTPS request goes to a proxy on a closed port) it fails cleanly and quickly.
 TEST_F(CliTest, DockerHubPullFailsCleanlyOffline) {
   std::string proxy = "http://127.0.0.1:" + std::to_string(FreePort());
-  std::vector<std::string> argv = {IMGFS_BINARY, "--root", root_, "pull", "alpine"};
-  ProcessResult r = RunProcess(
-      argv,
+  ProcessResult r = RunImgfs(
+      root_, {"pull", "alpine"},
       {"https_proxy=" + proxy, "HTTPS_PROXY=" + proxy, "http_proxy=" + proxy, "HTTP_PROXY=" + proxy,
        "no_proxy=", "NO_PROXY=", "DOCKER_CONFIG=" + tmp_.Sub("docker-config"),
        "XDG_RUNTIME_DIR=" + tmp_.Sub("xdg")},
@@ -684,7 +678,7 @@ TEST_F(CliTest, ProgressBarsOnATerminal) {
   ImageBuilder builder(tmp_.Sub("tty-layout"));
   ASSERT_TRUE(builder.Add(SimpleImage({{"a", "b"}}), "1").has_value());
   std::string cmd =
-      std::string(IMGFS_BINARY) + " --root " + root_ + " pull oci:" + builder.dir() + ":1";
+      std::string(kImgfsBinary) + " --root " + root_ + " pull oci:" + builder.dir() + ":1";
   ProcessResult r = RunProcess({"script", "-qec", cmd, "/dev/null"});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_THAT(r.out, HasSubstr("\x1b[2K"));  // lines are redrawn
