@@ -13,6 +13,7 @@
 
 #include "base/log.h"
 #include "base/strings.h"
+#include "registry/proxy_env.h"
 
 namespace imgfs::registry {
 namespace {
@@ -132,6 +133,10 @@ bool IsTlsError(CURLcode code) {
 // Idle handles and derived CA bundles. Each mutex is a leaf, never held across I/O.
 // (std::mutex carries no clang capability annotation in libstdc++.)
 struct HttpClient::Pool {
+  // From the environment at construction; immutable.
+  const ProxyConfig proxy = ProxyConfigFromEnvironment();
+  const std::string no_proxy = NoProxyList(proxy);  // loopback always direct
+
   std::mutex mu;
   std::vector<CurlPtr> idle;  // guarded by mu
   // Combined CA bundles (system bundle + extra files), keyed by the file list.
@@ -225,6 +230,11 @@ Result<HttpResponse> HttpClient::Do(const HttpRequest& request) {
   }
 
   curl_easy_setopt(h, CURLOPT_URL, request.url.c_str());
+  // The proxy is decided here, not by libcurl's reading of the environment: "" connects
+  // directly, and loopback hosts always do (registry/proxy_env.h).
+  const std::string proxy = ProxyFor(pool_->proxy, request.url);
+  curl_easy_setopt(h, CURLOPT_PROXY, proxy.c_str());
+  curl_easy_setopt(h, CURLOPT_NOPROXY, pool_->no_proxy.c_str());
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
   curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");

@@ -168,6 +168,10 @@ const std::vector<OptionSpec>& GlobalOptionSpecs() {
       {"insecure-registry", 0, true, "HOST",
        "allow plain HTTP to this registry (repeatable; loopback always allowed)"},
       {"ca-cert", 0, true, "FILE", "trust this CA certificate (PEM; repeatable)"},
+      {"registries-conf", 0, true, "FILE",
+       "registries.conf to use instead of the default files (mirrors, prefixes, short names; "
+       "default $CONTAINERS_REGISTRIES_CONF, else /etc/containers/registries.conf[.d] and "
+       "~/.config/containers/)"},
       {"creds", 0, true, "USER:PASS",
        "credentials for the registry (hidden from ps; prefer --creds-stdin)"},
       {"creds-stdin", 0, false, "", "read USER:PASS for the registry from the first line of stdin"},
@@ -182,6 +186,16 @@ Status ApplyGlobalFlags(const ParsedArgs& parsed, GlobalOptions* global) {
   for (auto& h : parsed.GetAll("insecure-registry")) global->insecure_registries.push_back(h);
   for (auto& c : parsed.GetAll("ca-cert")) global->ca_certs.push_back(c);
   if (parsed.Has("creds")) global->creds = parsed.Get("creds");
+  if (parsed.Has("registries-conf")) {
+    // As podman: the flag is CONTAINERS_REGISTRIES_CONF for this process and what it starts
+    // (a mount daemon, helpers), so every command's pull sees it without more wiring.
+    const std::string file = parsed.Get("registries-conf");
+    if (file.empty()) return Status::InvalidArgument("--registries-conf needs a file name");
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): flags are applied before any thread starts.
+    if (setenv("CONTAINERS_REGISTRIES_CONF", file.c_str(), 1) != 0) {
+      return Status::Internal("cannot set CONTAINERS_REGISTRIES_CONF");
+    }
+  }
   if (parsed.Has("creds-stdin")) {
     if (parsed.Has("creds")) {
       return Status::InvalidArgument("--creds and --creds-stdin cannot be combined");

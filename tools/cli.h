@@ -10,8 +10,8 @@
 // `-xVAL`, `-abc` (bundled boolean short flags), `--long`, `--long VAL`, `--long=VAL`, and
 // `--` to end options. Options and positional arguments may be interleaved (docker allows
 // `imgfs rm $(imgfs images -q) -f`). The global options (--root, --insecure-registry,
-// --ca-cert, --creds, --creds-stdin, --log-level, -h/--help) are accepted before the command name
-// and after it.
+// --ca-cert, --registries-conf, --creds, --creds-stdin, --log-level, -h/--help) are accepted
+// before the command name and after it.
 //
 // Commands are thin: they parse, call into fs/, cache/ and registry/, and print. No
 // filesystem or registry logic lives here.

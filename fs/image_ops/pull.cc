@@ -14,6 +14,8 @@
 #include "registry/credentials.h"
 #include "registry/http_client.h"
 #include "registry/media_types.h"
+#include "registry/mirrored_source.h"
+#include "registry/pull_endpoints.h"
 #include "registry/remote_source.h"
 #include "registry/session.h"
 #include "registry/transport.h"
@@ -49,12 +51,42 @@ registry::ConnectionOptions ConnectionFor(const PullOptions& options) {
   return connection;
 }
 
-Result<registry::RemoteSourceOptions> RemoteOptionsFor(const PullOptions& options,
-                                                       const std::string& registry_host) {
-  registry::RemoteSourceOptions remote{ConnectionFor(options)};
-  IMGFS_ASSIGN_OR_RETURN(remote.credential,
-                         registry::ResolveCredential(options.creds, registry_host));
-  return remote;
+Result<registry::RegistriesConf> LoadConf(const PullOptions& options) {
+  return registry::LoadRegistriesConf(options.registries_conf
+                                          ? *options.registries_conf
+                                          : registry::RegistriesConfPathsFromEnvironment());
+}
+
+// The source of `ref`: its endpoints as registries.conf orders them (mirrors, then the
+// location), each a RemoteSource with its own host's credential. --creds goes to the
+// registry the user named only; a mirror or a rewritten location gets the credential stored
+// for its own host, never the origin's. `request_timeout` 0 = the default.
+Result<std::unique_ptr<registry::BlobSource>> OpenEndpoints(
+    const registry::RegistriesConf& conf, const registry::Reference& ref,
+    const PullOptions& options, std::chrono::milliseconds request_timeout) {
+  IMGFS_ASSIGN_OR_RETURN(std::vector<registry::PullEndpoint> endpoints,
+                         registry::PullEndpoints(conf, ref));
+  std::vector<std::unique_ptr<registry::BlobSource>> sources;
+  for (const registry::PullEndpoint& endpoint : endpoints) {
+    const std::string& host = endpoint.reference.domain();
+    const bool named_registry = !endpoint.mirror && host == ref.domain();
+    registry::RemoteSourceOptions remote{ConnectionFor(options)};
+    IMGFS_ASSIGN_OR_RETURN(
+        remote.credential,
+        registry::ResolveCredential(named_registry ? options.creds : std::string(), host));
+    if (endpoint.insecure) remote.insecure_registries.push_back(host);
+    if (request_timeout.count() > 0) {
+      remote.request_timeout = std::min(remote.request_timeout, request_timeout);
+    }
+    if (endpoints.size() > 1) {
+      IMGFS_LOG(kDebug) << ref.String() << ": endpoint " << endpoint.reference.String()
+                        << (endpoint.mirror ? " (mirror)" : "");
+    }
+    sources.push_back(registry::RemoteSource::Create(endpoint.reference, std::move(remote)));
+  }
+  if (sources.size() == 1) return std::move(sources.front());
+  return std::unique_ptr<registry::BlobSource>(
+      std::make_unique<registry::MirroredSource>(std::move(sources)));
 }
 
 }  // namespace
@@ -319,10 +351,36 @@ Result<std::vector<PulledImage>> Puller::Pull(std::string_view text, const Progr
     return out;
   };
 
-  Result<registry::RemoteSourceOptions> remote_options = RemoteOptionsFor(options_, ref.domain());
-  if (!remote_options.has_value()) return decorate(remote_options.error());
-  std::unique_ptr<registry::RemoteSource> source =
-      registry::RemoteSource::Create(ref, std::move(remote_options).value());
+  Result<registry::RegistriesConf> conf = LoadConf(options_);
+  if (!conf.has_value()) return decorate(conf.error());
+  // A short name may mean several registries (aliases, unqualified-search-registries):
+  // tried in order, the first that has the image wins.
+  Result<std::vector<registry::Reference>> candidates = registry::ResolveShortName(*conf, ref_text);
+  if (!candidates.has_value()) return decorate(candidates.error());
+  Status failures;
+  std::string tried;
+  for (const registry::Reference& candidate : *candidates) {
+    Result<std::vector<PulledImage>> pulled = PullRegistry(*conf, candidate, ref_text, progress);
+    if (pulled.has_value()) return pulled;
+    Status st = pulled.error();
+    if (candidate.domain() != ref.domain() || candidates->size() > 1) {
+      st = st.WithContext("pulling " + candidate.FamiliarString());
+    } else {
+      st = decorate(st);
+    }
+    if (candidates->size() == 1) return st;
+    tried += (tried.empty() ? "" : "; ") + st.message();
+    failures = st;
+  }
+  return Status(failures.code(), "short name " + std::string(ref_text) + ": " + tried);
+}
+
+Result<std::vector<PulledImage>> Puller::PullRegistry(const registry::RegistriesConf& conf,
+                                                      const registry::Reference& ref,
+                                                      std::string_view ref_text,
+                                                      const ProgressFn& progress) {
+  IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<registry::BlobSource> source,
+                         OpenEndpoints(conf, ref, options_, std::chrono::milliseconds(0)));
 
   std::vector<PulledImage> pulled;
   if (options_.all_tags) {
@@ -332,23 +390,22 @@ Result<std::vector<PulledImage>> Puller::Pull(std::string_view text, const Progr
     if (last.find(':') != std::string_view::npos || last.find('@') != std::string_view::npos) {
       return Status::InvalidArgument("tag can't be used with --all-tags/-a");
     }
-    Result<std::vector<std::string>> tags = source->ListTags();
-    if (!tags.has_value()) return decorate(tags.error().WithContext("listing tags"));
-    if (tags->empty()) return decorate(Status::NotFound("repository has no tags"));
-    for (const std::string& tag : *tags) {
+    Result<std::vector<std::string>> listed = source->ListTags();
+    if (!listed.has_value()) return listed.error().WithContext("listing tags");
+    const std::vector<std::string>& tags = *listed;
+    if (tags.empty()) return Status::NotFound("repository has no tags");
+    for (const std::string& tag : tags) {
       // ListTags skips invalid tags already; WithTag checks again before a tag becomes a
       // request path and a name in index.json.
-      Result<registry::Reference> tagged = ref.WithTag(tag);
-      if (!tagged.has_value()) return decorate(tagged.error());
-      Result<PulledImage> one = PullFrom(*source, *tagged, tag, progress);
-      if (!one.has_value()) return decorate(one.error().WithContext("tag " + tag));
+      IMGFS_ASSIGN_OR_RETURN(registry::Reference tagged, ref.WithTag(tag));
+      Result<PulledImage> one = PullFrom(*source, tagged, tag, progress);
+      if (!one.has_value()) return one.error().WithContext("tag " + tag);
       pulled.push_back(std::move(one).value());
     }
     return pulled;
   }
-  Result<PulledImage> one = PullFrom(*source, ref, ref.TagOrDigest(), progress);
-  if (!one.has_value()) return decorate(one.error());
-  pulled.push_back(std::move(one).value());
+  IMGFS_ASSIGN_OR_RETURN(PulledImage one, PullFrom(*source, ref, ref.TagOrDigest(), progress));
+  pulled.push_back(std::move(one));
   return pulled;
 }
 
@@ -358,13 +415,9 @@ Result<std::unique_ptr<registry::BlobSource>> OpenRegistrySource(std::string_vie
   if (spec.IsLocal()) {
     return Status::InvalidArgument(std::string(text) + " is not a registry reference");
   }
-  IMGFS_ASSIGN_OR_RETURN(registry::RemoteSourceOptions remote,
-                         RemoteOptionsFor(options, spec.reference.domain()));
+  IMGFS_ASSIGN_OR_RETURN(registry::RegistriesConf conf, LoadConf(options));
   // Reads wait on these requests: a stalled registry must turn into EIO, not a long hang.
-  remote.request_timeout =
-      std::min<std::chrono::milliseconds>(remote.request_timeout, std::chrono::seconds(20));
-  return std::unique_ptr<registry::BlobSource>(
-      registry::RemoteSource::Create(spec.reference, std::move(remote)));
+  return OpenEndpoints(conf, spec.reference, options, std::chrono::seconds(20));
 }
 
 Status CheckLogin(const std::string& registry_host, const registry::Credential& credential,

@@ -42,6 +42,7 @@
 #include "registry/digest.h"
 #include "registry/manifest.h"
 #include "registry/reference.h"
+#include "registry/registries_conf.h"
 
 namespace imgfs::fs {
 
@@ -68,6 +69,11 @@ struct PullOptions {
   // Fetch and record the manifest and config only, not the layers (lazy mounts fetch layer
   // data on demand). The recorded image then lacks its layer blobs until a full pull.
   bool metadata_only = false;
+  // Which registries.conf files say where images come from (mirrors, prefixes, blocked
+  // registries, short names; registry/registries_conf.h). nullopt = from the environment
+  // (CONTAINERS_REGISTRIES_CONF, which `imgfs --registries-conf` sets, else the default
+  // files).
+  std::optional<registry::RegistriesConfPaths> registries_conf;
 };
 
 // One layer's progress, reported as it changes.
@@ -120,6 +126,12 @@ class Puller {
                                const std::string& tag_or_digest, const ProgressFn& progress = {});
 
  private:
+  // Pull of one fully qualified registry reference (all tags with options_.all_tags) from
+  // its registries.conf endpoints; `ref_text` is the user's text (for the -a check).
+  Result<std::vector<PulledImage>> PullRegistry(const registry::RegistriesConf& conf,
+                                                const registry::Reference& ref,
+                                                std::string_view ref_text,
+                                                const ProgressFn& progress);
   Status FetchBlobToStore(registry::BlobSource& source, const registry::Descriptor& desc,
                           const std::function<void(int64_t)>& on_bytes);
   Status FetchLayers(registry::BlobSource& source, const std::vector<registry::Descriptor>& layers,

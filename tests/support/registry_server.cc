@@ -164,6 +164,9 @@ Status RegistryServer::Launch(const RegistryServerOptions& options) {
          << "  delete:\n    enabled: " << (options.delete_enabled ? "true" : "false") << "\n"
          << "  maintenance:\n    uploadpurging:\n      enabled: false\n"
          << "http:\n  addr: 127.0.0.1:" << port_ << "\n  secret: imgfs-test-secret\n";
+  if (!options.proxy_remote_url.empty()) {
+    config << "proxy:\n  remoteurl: " << Quote(options.proxy_remote_url) << "\n";
+  }
   if (options.tls) {
     config << "  tls:\n    certificate: " << Quote(pki_.server_cert) << "\n"
            << "    key: " << Quote(pki_.server_key) << "\n";

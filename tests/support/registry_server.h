@@ -77,6 +77,10 @@ struct RegistryServerOptions {
   // body bytes written) for Accesses(). The registry does not log request headers, so the
   // Range asked for is not known; the bytes written are.
   bool access_log = false;
+  // Pull-through cache mode (distribution `docs/recipes/mirror.md`): `proxy: remoteurl:`
+  // this URL ("http://127.0.0.1:PORT"). Blobs fetched once from the remote are served from
+  // this registry's storage afterwards; pushes are refused. "" = an ordinary registry.
+  std::string proxy_remote_url;
 };
 
 // One request the registry answered, from its log (RegistryServerOptions::access_log).
