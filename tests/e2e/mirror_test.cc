@@ -19,36 +19,13 @@
 #include <netinet/in.h>
 
 #include "base/file_util.h"
+#include "tests/support/closed_port.h"
 #include "tests/support/e2e_fixture.h"
 #include "tests/support/mount_support.h"
 #include "tests/support/registry_server.h"
 
 namespace imgfs::testing {
 namespace {
-
-// A loopback port with nothing listening: bound (so nobody else takes it) but not listening,
-// so connections are refused at once: a mirror that is down.
-class DeadPort {
- public:
-  DeadPort() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    socklen_t len = sizeof(addr);
-    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-  }
-  ~DeadPort() { ::close(fd_); }
-  DeadPort(const DeadPort&) = delete;
-  DeadPort& operator=(const DeadPort&) = delete;
-  std::string host_port() const { return "127.0.0.1:" + std::to_string(port_); }
-
- private:
-  int fd_ = -1;
-  int port_ = 0;
-};
 
 // Polls `done` every 50 ms for up to 60 s (a loaded machine); true once it holds.
 bool WaitFor(const std::function<bool()>& done) {
@@ -158,7 +135,7 @@ TEST_F(MirrorTest, LazyMountReadsThroughTheMirror) {
 }
 
 TEST_F(MirrorTest, DeadFirstMirrorFallsBackToTheNext) {
-  DeadPort dead;
+  ClosedPort dead;
   const std::string conf = WriteConf({dead.host_port(), mirror_->host_port()});
   ProcessResult r = RunImgfs(Root(), {"--registries-conf", conf, "pull", ref_});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
@@ -166,7 +143,7 @@ TEST_F(MirrorTest, DeadFirstMirrorFallsBackToTheNext) {
 }
 
 TEST_F(MirrorTest, EveryMirrorDeadFallsBackToTheOrigin) {
-  DeadPort dead;
+  ClosedPort dead;
   const std::string conf = WriteConf({dead.host_port()});
   ProcessResult r = RunImgfs(Root(), {"--registries-conf", conf, "pull", ref_});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();

@@ -13,37 +13,16 @@
 #include <netinet/in.h>
 
 #include "registry/http_client.h"
+#include "tests/support/closed_port.h"
 #include "tests/support/http_test_server.h"
 
 namespace imgfs::registry {
 namespace {
 
+using imgfs::testing::ClosedPort;
 using imgfs::testing::HttpTestConnection;
 using imgfs::testing::HttpTestRequest;
 using imgfs::testing::HttpTestServer;
-
-// A loopback port with nothing listening: bound (so nobody else takes it) but not listening.
-class ClosedPort {
- public:
-  ClosedPort() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    socklen_t len = sizeof(addr);
-    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-  }
-  ~ClosedPort() { ::close(fd_); }
-  ClosedPort(const ClosedPort&) = delete;
-  ClosedPort& operator=(const ClosedPort&) = delete;
-  int port() const { return port_; }
-
- private:
-  int fd_ = -1;
-  int port_ = 0;
-};
 
 // Sets proxy variables for one test and clears every one of them afterwards.
 // NOLINTBEGIN(concurrency-mt-unsafe): tests set the environment before making clients.
