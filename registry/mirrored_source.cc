@@ -67,18 +67,23 @@ Result<FetchedManifest> MirroredSource::GetManifest(std::string_view tag_or_dige
   return std::move(*out);
 }
 
-Status MirroredSource::FetchBlob(const Digest& digest, int64_t expected_size,
-                                 const BlobSink& sink) {
+Status MirroredSource::TryStreaming(std::string_view what, const BlobSink& sink,
+                                    const std::function<Status(BlobSource&, const BlobSink&)>& op) {
   bool delivered = false;
   const BlobSink counting = [&](std::string_view chunk) {
     if (!chunk.empty()) delivered = true;
     return sink(chunk);
   };
   return Try(
-      "blob " + digest.Short(), [&](const Status& st) { return !delivered && BlobFallback(st); },
-      [&](BlobSource& source, size_t) {
-        return source.FetchBlob(digest, expected_size, counting);
-      });
+      what, [&](const Status& st) { return !delivered && BlobFallback(st); },
+      [&](BlobSource& source, size_t) { return op(source, counting); });
+}
+
+Status MirroredSource::FetchBlob(const Digest& digest, int64_t expected_size,
+                                 const BlobSink& sink) {
+  return TryStreaming("blob " + digest.Short(), sink, [&](BlobSource& source, const BlobSink& s) {
+    return source.FetchBlob(digest, expected_size, s);
+  });
 }
 
 Result<std::string> MirroredSource::ReadBlobRange(const Digest& digest, ByteRange range) {
@@ -111,15 +116,10 @@ Result<std::vector<std::string>> MirroredSource::ReadBlobRanges(
 
 Status MirroredSource::StreamBlobRange(const Digest& digest, ByteRange range,
                                        const BlobSink& sink) {
-  bool delivered = false;
-  const BlobSink counting = [&](std::string_view chunk) {
-    if (!chunk.empty()) delivered = true;
-    return sink(chunk);
-  };
-  return Try(
-      "blob " + digest.Short() + " stream",
-      [&](const Status& st) { return !delivered && BlobFallback(st); },
-      [&](BlobSource& source, size_t) { return source.StreamBlobRange(digest, range, counting); });
+  return TryStreaming("blob " + digest.Short() + " stream", sink,
+                      [&](BlobSource& source, const BlobSink& s) {
+                        return source.StreamBlobRange(digest, range, s);
+                      });
 }
 
 bool MirroredSource::ignores_ranges() const {

@@ -64,6 +64,10 @@ class MirroredSource : public BlobSource {
   // moves on to the next endpoint.
   Status Try(std::string_view what, const std::function<bool(const Status&)>& fallback,
              const std::function<Status(BlobSource&, size_t index)>& op);
+  // Try for a call streaming into `sink`: once a byte has reached the sink, an error is the
+  // answer (the caller has consumed part of the blob), never a move to the next endpoint.
+  Status TryStreaming(std::string_view what, const BlobSink& sink,
+                      const std::function<Status(BlobSource&, const BlobSink&)>& op);
 
   const std::vector<std::unique_ptr<BlobSource>> endpoints_;
   std::atomic<size_t> current_{0};

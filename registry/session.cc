@@ -66,7 +66,7 @@ std::string RegistryEndpoint(std::string_view registry_host) {
   return host == "docker.io" ? std::string("registry-1.docker.io") : host;
 }
 
-RegistrySession::RegistrySession(std::string registry_host, ConnectionOptions options)
+RegistrySession::RegistrySession(std::string_view registry_host, ConnectionOptions options)
     : registry_host_(ToLower(registry_host)),
       endpoint_(RegistryEndpoint(registry_host_)),
       options_(std::move(options)),

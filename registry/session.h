@@ -105,7 +105,7 @@ class RegistrySession {
 
   // The registry `registry_host` as the user names it ("docker.io", "127.0.0.1:5000");
   // spoken to at RegistryEndpoint(registry_host). Does no I/O.
-  RegistrySession(std::string registry_host, ConnectionOptions options);
+  RegistrySession(std::string_view registry_host, ConnectionOptions options);
   ~RegistrySession();
   RegistrySession(const RegistrySession&) = delete;
   RegistrySession& operator=(const RegistrySession&) = delete;
