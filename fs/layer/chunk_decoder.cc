@@ -1,13 +1,14 @@
 // imgfs — chunk decoding and read coalescing (see chunk_decoder.h).
 #include "fs/layer/chunk_decoder.h"
 
-#include <zlib.h>
 #include <zstd.h>
 
 #include <algorithm>
 #include <limits>
 #include <memory>
 #include <numeric>
+
+#include "fs/layer/gunzip.h"
 
 namespace imgfs::fs {
 namespace {
@@ -24,40 +25,6 @@ void Keep(const char* piece, size_t n, uint64_t* pos, uint64_t begin, uint64_t e
   uint64_t to = std::min(*pos + n, end);
   if (from < to) out->append(piece + (from - *pos), static_cast<size_t>(to - from));
   *pos += n;
-}
-
-Status GunzipRange(std::string_view in, uint64_t begin, uint64_t end, std::string* out) {
-  z_stream zs{};
-  if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) return Status::Internal("inflateInit2 failed");
-  struct Ender {
-    z_stream* z;
-    ~Ender() { inflateEnd(z); }
-  } ender{&zs};
-  uint64_t pos = 0;
-  size_t used = 0;
-  char buf[64 * 1024];
-  while (pos < end) {
-    zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data() + used));
-    zs.avail_in = static_cast<uInt>(std::min<size_t>(in.size() - used, 1 << 30));
-    zs.next_out = reinterpret_cast<Bytef*>(buf);
-    zs.avail_out = sizeof(buf);
-    size_t before = zs.avail_in;
-    int rc = inflate(&zs, Z_NO_FLUSH);
-    used += before - zs.avail_in;
-    size_t produced = sizeof(buf) - zs.avail_out;
-    Keep(buf, produced, &pos, begin, end, out);
-    if (rc == Z_STREAM_END) {
-      if (used >= in.size()) break;
-      if (inflateReset(&zs) != Z_OK) return Status::Internal("inflateReset failed");
-      continue;
-    }
-    if (rc != Z_OK && rc != Z_BUF_ERROR) {
-      return Status::Corrupt(std::string("bad gzip data: ") + (zs.msg ? zs.msg : "inflate error"));
-    }
-    if (produced == 0 && before - zs.avail_in == 0) break;  // input exhausted
-  }
-  if (pos < end) return Status::Corrupt("gzip data ends before the chunk's end");
-  return Status::Ok();
 }
 
 Status UnzstdRange(std::string_view in, uint64_t begin, uint64_t end, std::string* out) {
@@ -121,7 +88,11 @@ Result<std::string> DecodeChunk(LayerFormat format, const Chunk& chunk, std::str
     // No reserve(chunk.size): the size is the TOC's word; the output grows with real data.
     switch (format) {
       case LayerFormat::kEstargz:
-        s = GunzipRange(compressed, begin, end, &out);
+        if (Result<GunzipResult> r = GunzipRange(compressed, begin, end, &out); !r.has_value()) {
+          s = r.error();
+        } else if (r->decoded < end) {
+          s = Status::Corrupt("gzip data ends before the chunk's end");
+        }
         break;
       case LayerFormat::kZstdChunked:
         s = UnzstdRange(compressed, begin, end, &out);

@@ -1,8 +1,6 @@
 // imgfs — eStargz TOC reader (see estargz_toc.h).
 #include "fs/layer/estargz_toc.h"
 
-#include <zlib.h>
-
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -13,6 +11,7 @@
 
 #include "base/base64.h"
 #include "base/time.h"
+#include "fs/layer/gunzip.h"
 #include "registry/tar_reader.h"
 
 namespace imgfs::fs {
@@ -46,44 +45,6 @@ class StringTarInput : public registry::TarInput {
   std::string_view data_;
   size_t pos_ = 0;
 };
-
-// gunzip of one or more members, bounded.
-Result<std::string> Gunzip(std::string_view in, uint64_t max_out) {
-  z_stream zs{};
-  if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) return Status::Internal("inflateInit2 failed");
-  struct Ender {
-    z_stream* z;
-    ~Ender() { inflateEnd(z); }
-  } ender{&zs};
-  std::string out;
-  size_t pos = 0;
-  char buf[64 * 1024];
-  while (true) {
-    zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data() + pos));
-    zs.avail_in = static_cast<uInt>(std::min<size_t>(in.size() - pos, 1 << 30));
-    zs.next_out = reinterpret_cast<Bytef*>(buf);
-    zs.avail_out = sizeof(buf);
-    size_t before = zs.avail_in;
-    int rc = inflate(&zs, Z_NO_FLUSH);
-    pos += before - zs.avail_in;
-    out.append(buf, sizeof(buf) - zs.avail_out);
-    if (out.size() > max_out) {
-      return Status::Corrupt("TOC decompresses to more than " + std::to_string(max_out) +
-                             " bytes (kMaxTocUncompressedBytes)");
-    }
-    if (rc == Z_STREAM_END) {
-      if (pos >= in.size()) return out;
-      if (inflateReset(&zs) != Z_OK) return Status::Internal("inflateReset failed");
-      continue;
-    }
-    if (rc != Z_OK && rc != Z_BUF_ERROR) {
-      return Status::Corrupt(std::string("bad gzip data: ") + (zs.msg ? zs.msg : "inflate error"));
-    }
-    if (rc == Z_BUF_ERROR && pos >= in.size() && zs.avail_out != 0) {
-      return Status::Corrupt("truncated gzip data");
-    }
-  }
-}
 
 }  // namespace
 
@@ -677,7 +638,7 @@ Result<EstargzFooter> ParseEstargzFooter(std::string_view tail) {
 }
 
 Result<std::string> ExtractEstargzTocJson(std::string_view toc_member) {
-  IMGFS_ASSIGN_OR_RETURN(std::string tar, Gunzip(toc_member, kMaxTocUncompressedBytes));
+  IMGFS_ASSIGN_OR_RETURN(std::string tar, GunzipAll(toc_member, kMaxTocUncompressedBytes, "TOC"));
   StringTarInput input(tar);
   registry::TarReader reader(&input);
   while (true) {
