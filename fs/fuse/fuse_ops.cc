@@ -11,6 +11,7 @@
 
 #include "base/log.h"
 #include "fs/core/filesystem.h"
+#include "fs/fuse/read_ahead.h"
 #include "fs/fuse/reply.h"
 
 namespace imgfs::fs {
@@ -43,6 +44,10 @@ void Init(void* userdata, fuse_conn_info* conn) noexcept {
   if ((conn->capable & FUSE_CAP_ASYNC_READ) != 0) conn->want |= FUSE_CAP_ASYNC_READ;
   if ((conn->capable & FUSE_CAP_CACHE_SYMLINKS) != 0) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
   if ((conn->capable & FUSE_CAP_EXPORT_SUPPORT) != 0) conn->want |= FUSE_CAP_EXPORT_SUPPORT;
+  const std::string& mountpoint = static_cast<FuseContext*>(userdata)->mountpoint;
+  if (!mountpoint.empty()) {
+    conn->max_readahead = RaiseMountReadAhead(mountpoint, kMountReadAheadKib, conn->max_readahead);
+  }
   RunInitHook(userdata);
 }
 

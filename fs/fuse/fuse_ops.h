@@ -14,6 +14,7 @@
 #include <exception>
 #include <functional>
 #include <new>
+#include <string>
 
 #include "base/log.h"
 #include "base/status.h"
@@ -43,6 +44,7 @@ struct FuseContext {
   WritableFs* writable = nullptr;   // set for writable mounts (then the lower is `filesystem`)
   fuse_session* session = nullptr;  // for kernel cache invalidations of writable mounts
   std::function<void()> on_init;
+  std::string mountpoint;  // absolute; INIT raises its read-ahead (fs/fuse/read_ahead.h)
   // Every request either operations table serves, and what INIT negotiated.
   FuseRequestCounts requests;
 };

@@ -21,6 +21,7 @@
 
 #include "base/log.h"
 #include "fs/fuse/fuse_ops.h"
+#include "fs/fuse/read_ahead.h"
 #include "fs/fuse/reply.h"
 #include "fs/writable/writable_fs.h"
 
@@ -62,6 +63,10 @@ void Init(void* userdata, fuse_conn_info* conn) noexcept {
   // Directory listings change: plain readdir, each name looked up on its own.
   conn->want &= ~(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_EXPORT_SUPPORT |
                   FUSE_CAP_WRITEBACK_CACHE);
+  const std::string& mountpoint = static_cast<FuseContext*>(userdata)->mountpoint;
+  if (!mountpoint.empty()) {
+    conn->max_readahead = RaiseMountReadAhead(mountpoint, kMountReadAheadKib, conn->max_readahead);
+  }
   RunInitHook(userdata);
 }
 

@@ -2,13 +2,16 @@
 #include "fs/fuse/session.h"
 
 #include <fuse_lowlevel.h>
+#include <malloc.h>
 #include <spawn.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstdarg>
+#include <cstdlib>
 #include <cstring>
 
 #include "base/log.h"
@@ -55,6 +58,11 @@ Result<std::unique_ptr<FuseSession>> FuseSession::Mount(ImageFilesystem* filesys
   s->context_.filesystem = filesystem;
   s->context_.on_init = s->options_.on_ready;
   s->context_.writable = s->options_.writable;
+  // Canonical now: after the mount, resolving the path would ask this daemon (not yet serving).
+  if (char* canonical = ::realpath(mountpoint.c_str(), nullptr); canonical != nullptr) {
+    s->context_.mountpoint = canonical;
+    std::free(canonical);  // NOLINT(cppcoreguidelines-no-malloc): realpath's allocation
+  }
 
   std::string opts =
       std::string(s->options_.writable != nullptr ? "rw" : "ro") +
@@ -91,6 +99,13 @@ FuseSession::~FuseSession() {
 
 Status FuseSession::Run() {
   fuse_session* se = session_.get();
+  // Every READ reply is a fresh buffer of up to 1 MiB (fs/fuse/read_ahead.h). glibc maps
+  // buffers that large anew each time (mmap threshold), and the page faults of filling them
+  // cost more than the read: a warm 64 MiB file read in 1 MiB requests took 0.7 s instead of
+  // 0.16 s. Buffers up to 8 MiB come from the heap and are reused; at most 16 MiB of freed
+  // heap stays with the process.
+  mallopt(M_MMAP_THRESHOLD, 8 << 20);
+  mallopt(M_TRIM_THRESHOLD, 16 << 20);
   if (fuse_set_signal_handlers(se) != 0) return Status::Internal("cannot set signal handlers");
   fuse_loop_config* cfg = fuse_loop_cfg_create();
   fuse_loop_cfg_set_clone_fd(cfg, 0);

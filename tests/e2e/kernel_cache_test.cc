@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include <cstdint>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -98,6 +99,37 @@ TEST_F(KernelCacheTest, WarmTarAndCatOfReadOnlyMountSendNoOpenOrRelease) {
     EXPECT_GT(delta("opendir"), 0u) << counts;
   }
   RecordProperty("warm_requests", counts);
+}
+
+// A sequential read of a large file comes in requests larger than the kernel's default
+// read-ahead of 128 KiB: INIT raised the mount's bdi read_ahead_kb (fs/fuse/read_ahead.h).
+TEST_F(KernelCacheTest, LargeFileIsReadInRequestsLargerThanTheDefaultReadAhead) {
+  std::string big;
+  uint32_t x = 12345;
+  while (big.size() < (8u << 20)) {
+    x = x * 1103515245u + 12345u;
+    big.push_back(static_cast<char>(x >> 24));
+  }
+  ImageBuilder builder(Sub("layout"));
+  ASSERT_TRUE(builder.Add(SimpleImage({{"big", big}}), "latest").has_value());
+  MountOrDie({"oci:" + Sub("layout") + ":latest"});
+
+  std::string dev;
+  std::istringstream lines(ReadAll("/proc/self/mountinfo"));
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream fields(line);
+    std::string id, parent, majmin, root, point;
+    fields >> id >> parent >> majmin >> root >> point;
+    if (point == Mnt()) dev = majmin;
+  }
+  ASSERT_FALSE(dev.empty()) << Mnt() << " not in mountinfo";
+  EXPECT_EQ(ReadAll("/sys/class/bdi/" + dev + "/read_ahead_kb"), "1024\n");
+
+  EXPECT_TRUE(ReadAll(Mnt() + "/big") == big);
+  json fuse = FuseStats();
+  EXPECT_GT(fuse.value("largest_read_bytes", uint64_t{0}), uint64_t{128} << 10) << fuse.dump();
+  EXPECT_LE(fuse.value("largest_read_bytes", uint64_t{0}), uint64_t{1} << 20) << fuse.dump();
+  EXPECT_LT(Requests(fuse, "read"), 64u) << fuse.dump();  // 8 MiB in 128 KiB requests
 }
 
 // A directory copied up by a change below it (usr when usr/share/doc is removed, etc and
