@@ -81,6 +81,7 @@
 #include "fs/layer/layer_index.h"
 #include "fs/lazy/fetch_engine.h"
 #include "fs/lazy/lazy_fetch_options.h"
+#include "fs/lazy/range_fetcher.h"
 #include "fs/lazy/readahead.h"
 #include "fs/lazy/single_flight.h"
 #include "fs/lazy/verified_chunk_cache.h"
@@ -137,7 +138,7 @@ class LazyLayerReader : public FileDataSource {
   uint64_t chunks_fetched() const {
     return counters_.chunks_fetched.load(std::memory_order_relaxed);
   }
-  uint64_t fetch_batches() const { return fetch_batches_.load(std::memory_order_relaxed); }
+  uint64_t fetch_batches() const { return fetcher_.attempts(); }
   // Whether the streaming pass was started (switch or background fetch).
   bool streamed() const { return stream_started_.load(std::memory_order_relaxed); }
 
@@ -149,6 +150,7 @@ class LazyLayerReader : public FileDataSource {
   using Flights = SingleFlight<std::string, ChunkResult>;
   using Promise = Flights::Ticket;
 
+  using StreamStep = RangeFetcher::StreamStep;
   using Priority = FetchPriority;
   static constexpr Priority kDemand = FetchPriority::kDemand;
   static constexpr Priority kReadAhead = FetchPriority::kReadAhead;
@@ -225,7 +227,9 @@ class LazyLayerReader : public FileDataSource {
 
   std::atomic<uint64_t> present_bytes_{0};  // compressed bytes of present_ chunks
   LayerCounters counters_;                  // what Stats() reports
-  std::atomic<uint64_t> fetch_batches_{0};
+  // Every request of this layer: batches, attempts, streams, and their counts in counters_.
+  RangeFetcher fetcher_{source_, index_->layer_digest, &counters_, options_.max_request_bytes,
+                        RangeFetcher::kMaxRangesPerRequest};
   std::atomic<bool> stream_started_{false};
   std::atomic<bool> stream_running_{false};
 
