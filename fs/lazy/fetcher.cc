@@ -582,11 +582,11 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
     if (KnownPresent(order_[p])) return true;
     return flights_.InFlight(KeyOf(order_[p])) && claimed.count(p) == 0;
   };
-  Status st;
   uint32_t pos = from;
-  while (st.ok()) {
+  RangeFetcher::StreamPassHooks hooks;
+  hooks.next = [&]() -> std::optional<ByteRange> {
     while (pos < n && taken(pos)) ++pos;
-    if (pos >= n) break;
+    if (pos >= n) return std::nullopt;
     uint32_t end = pos;
     uint64_t run = 0;
     uint32_t run_start = pos;
@@ -611,14 +611,18 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
           std::max(seg_bytes_end, all[order_[p]].blob_offset + all[order_[p]].blob_length);
     }
     claim_ahead(buf_start + kStreamClaimAheadBytes, seg_end);
-    const ByteRange range{buf_start, seg_bytes_end - buf_start};
-    st = fetcher_.Stream(range, background, engine_, consume);
-    if (next >= seg_end) st = Status::Ok();
-    if (st.ok() && next < seg_end) {
-      st = Status::Unavailable("the blob ended inside the streamed range");
+    return ByteRange{buf_start, seg_bytes_end - buf_start};
+  };
+  hooks.consume = consume;
+  hooks.done = [&](Status result) {
+    if (next >= seg_end) result = Status::Ok();  // ended early on purpose (kEnough)
+    if (result.ok() && next < seg_end) {
+      result = Status::Unavailable("the blob ended inside the streamed range");
     }
     pos = seg_end;
-  }
+    return result;
+  };
+  const Status st = fetcher_.StreamPass(background, engine_, hooks);
   for (auto& [p, promise] : claimed) {
     Complete(order_[p], promise,
              Status::Unavailable("streaming pass of layer " + index_->layer_digest.String() +

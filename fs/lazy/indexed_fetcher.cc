@@ -839,71 +839,70 @@ Status IndexedRemoteData::RunStream(uint32_t from, bool background) {
   // A background pass yields to on-demand fetches, and readers of pieces it claimed wait for
   // it: it claims one request's worth at a time.
   const uint64_t segment_cap = background ? options_.max_request_bytes : kStreamSegmentBytes;
-  Status result = Status::Ok();
-  while (!engine_.stopping() && !failed) {
-    // Claim the next run of missing pieces, at most kStreamSegmentBytes.
-    uint32_t seg_first = p;
-    std::vector<Promise> promises;
-    uint32_t done = p;  // pieces [seg_first, done) completed
-    // Completes the claimed pieces [done, upto) with `status`.
-    const std::function<void(uint32_t, const Status&)> complete = [&](uint32_t upto,
-                                                                      const Status& status) {
-      std::vector<Promise> part(promises.begin() + (done - seg_first),
-                                promises.begin() + (upto - seg_first));
-      Finish(done, part, status);
-      done = upto;
-    };
-    try {
-      {
-        MutexLock lock(&mu_);
-        while (p < pieces && state_[p] != kMissing) ++p;
-        seg_first = p;
-        uint64_t bytes = 0;
-        while (p < pieces && state_[p] == kMissing) {
-          const uint64_t len = piece_begin_[p + 1] - piece_begin_[p];
-          if (bytes > 0 && bytes + len > segment_cap) break;
-          std::optional<Flights::Flight> flight = flights_.Claim(p);
-          if (!flight.has_value()) break;  // never: kMissing pieces are not in flight
-          state_[p] = kInFlight;
-          promises.push_back(std::move(flight->ticket));
-          bytes += len;
-          ++p;
-        }
+  // The current segment: pieces [seg_first, seg_first + promises.size()), claimed; those
+  // before `done` are completed; the stream has written the blob up to `pos`.
+  uint32_t seg_first = p;
+  std::vector<Promise> promises;
+  uint32_t done = p;
+  uint64_t pos = 0;
+  // Completes the claimed pieces [done, upto) with `status`.
+  const std::function<void(uint32_t, const Status&)> complete = [&](uint32_t upto,
+                                                                    const Status& status) {
+    std::vector<Promise> part(promises.begin() + (done - seg_first),
+                              promises.begin() + (upto - seg_first));
+    Finish(done, part, status);
+    done = upto;
+  };
+  RangeFetcher::StreamPassHooks hooks;
+  // Claims the next run of missing pieces, at most segment_cap bytes.
+  hooks.next = [&]() -> std::optional<ByteRange> {
+    promises.clear();
+    {
+      MutexLock lock(&mu_);
+      while (p < pieces && state_[p] != kMissing) ++p;
+      seg_first = p;
+      done = p;
+      uint64_t bytes = 0;
+      while (p < pieces && state_[p] == kMissing) {
+        const uint64_t len = piece_begin_[p + 1] - piece_begin_[p];
+        if (bytes > 0 && bytes + len > segment_cap) break;
+        std::optional<Flights::Flight> flight = flights_.Claim(p);
+        if (!flight.has_value()) break;  // never: kMissing pieces are not in flight
+        state_[p] = kInFlight;
+        promises.push_back(std::move(flight->ticket));
+        bytes += len;
+        ++p;
       }
-      if (promises.empty()) break;
-      done = seg_first;
-      const uint32_t seg_last = p;
-      const uint64_t begin = piece_begin_[seg_first];
-      const uint64_t end = piece_begin_[seg_last];
-      uint64_t pos = begin;
-      // The shared fetcher stops at a closing mount, yields to demand, counts the bytes and
-      // keeps exceptions out of the HTTP client's callback.
-      auto consume = [&](uint64_t offset, std::string_view data) -> Result<StreamStep> {
-        IMGFS_RETURN_IF_ERROR(StreamSink(offset, data, seg_last, &pos, &done, complete));
-        return StreamStep::kMore;
-      };
-      Status st = fetcher_.Stream(ByteRange{begin, end - begin}, background, engine_, consume);
-      if (st.ok() && pos < end) {
-        st = Status::Unavailable("the stream ended at " + std::to_string(pos) + " of " +
-                                 std::to_string(end));
-      }
-      if (!st.ok()) {
-        st = st.WithContext("layer " + index_->layer_digest.String() + ": streaming bytes " +
-                            std::to_string(begin) + "-" + std::to_string(end));
-        complete(seg_last, st);
-        failed = true;
-        result = st;
-      }
-    } catch (const std::exception& e) {
+    }
+    if (promises.empty()) return std::nullopt;
+    pos = piece_begin_[seg_first];
+    return ByteRange{pos, piece_begin_[p] - pos};
+  };
+  hooks.consume = [&](uint64_t offset, std::string_view data) -> Result<StreamStep> {
+    const uint32_t seg_last = seg_first + static_cast<uint32_t>(promises.size());
+    IMGFS_RETURN_IF_ERROR(StreamSink(offset, data, seg_last, &pos, &done, complete));
+    return StreamStep::kMore;
+  };
+  hooks.done = [&](Status st) {
+    const uint32_t seg_last = seg_first + static_cast<uint32_t>(promises.size());
+    const uint64_t begin = piece_begin_[seg_first];
+    const uint64_t end = piece_begin_[seg_last];
+    if (st.ok() && pos < end) {
+      st = Status::Unavailable("the stream ended at " + std::to_string(pos) + " of " +
+                               std::to_string(end));
+    }
+    if (!st.ok()) {
       // Every piece this segment claimed and did not complete fails now: its readers fetch
       // it themselves instead of waiting for a stream that is gone.
-      Status st = Status::Internal(std::string("streaming pass: ") + e.what());
+      st = st.WithContext("layer " + index_->layer_digest.String() + ": streaming bytes " +
+                          std::to_string(begin) + "-" + std::to_string(end));
       done = std::max(done, seg_first);
-      complete(seg_first + static_cast<uint32_t>(promises.size()), st);
+      complete(seg_last, st);
       failed = true;
-      result = st;
     }
-  }
+    return st;
+  };
+  Status result = fetcher_.StreamPass(background, engine_, hooks);
   StoreReadyChunks(failed ? p : pieces);
   return result;
 }

@@ -38,19 +38,25 @@
 //    image with the same file, fetches nothing for it. The last verified chunks are kept in
 //    memory (Options::memory_cache_bytes) so small consecutive reads of one chunk are cheap.
 //  - Fetch tasks run on the layer's FetchEngine (fs/lazy/fetch_engine.h: priorities, a
-//    bounded pool started on first use, background work yielding to demand). A task is a
-//    run of adjacent missing pieces fetched by one ranged read of at most max_request_bytes.
+//    bounded pool started on first use, background work yielding to demand). A task is up
+//    to max_request_bytes of missing pieces of one read (or read-ahead window), possibly in
+//    disjoint runs when pieces between them are present or in flight; the layer's
+//    RangeFetcher (fs/lazy/range_fetcher.h, the fetch path every lazy format shares) reads
+//    each run as one range and sends a task's runs as one multi-range request (a registry
+//    that refuses multi-range gets one request per run). It also makes the attempts, runs
+//    the streaming pass's GETs and counts requests and bytes; this reader writes what they
+//    bring into the sparse copy.
 //  - Single flight (fs/lazy/single_flight.h, key: piece number): a piece in flight has a
 //    shared future; every reader needing it waits on that instead of fetching it again.
 //    Read-ahead as fs/lazy/readahead.h, in pieces.
 //  - Streaming switch (fs/lazy/lazy_fetch_options.h ShouldStream): the rest of the layer is
-//    streamed (BlobSource::StreamBlobRange) into the sparse copy: every missing run of pieces
-//    from the reader on (all of the layer when Range is ignored), in GETs of at most
-//    kStreamSegmentBytes. Pieces are claimed before their GET, so no byte is fetched twice
-//    and readers of claimed pieces wait for the stream. Chunks are verified and stored as the
-//    stream completes them. StartBackgroundFetch (`--prefetch=all`) runs the same pass over
-//    the whole layer at the lowest priority, claiming only max_request_bytes at a time so a
-//    reader never waits long behind a paused pass.
+//    streamed (RangeFetcher::StreamPass over BlobSource::StreamBlobRange) into the sparse copy:
+//    every missing run of pieces from the reader on (all of the layer when Range is ignored), in
+//    GETs of at most kStreamSegmentBytes. Pieces are claimed before their GET, so no byte is
+//    fetched twice and readers of claimed pieces wait for the stream. Chunks are verified and
+//    stored as the stream completes them. StartBackgroundFetch (`--prefetch=all`) runs the same
+//    pass over the whole layer at the lowest priority, claiming only max_request_bytes at a time so
+//    a reader never waits long behind a paused pass.
 //  - Deadline: a Read waits at most Options::fetch_timeout for its pieces, then fails with
 //    Unavailable (EIO) while the fetch goes on.
 //  - Errors: an on-demand fetch is tried twice; read-ahead and streaming once, and a reader

@@ -157,4 +157,25 @@ Status RangeFetcher::Stream(ByteRange range, bool background, const FetchControl
   return Status::Ok();
 }
 
+Status RangeFetcher::StreamPass(bool background, const FetchControl& control,
+                                const StreamPassHooks& hooks) {
+  while (!control.stopping()) {
+    Status st = Status::Ok();
+    bool segment = true;
+    try {
+      std::optional<ByteRange> range = hooks.next();
+      if (!range.has_value()) {
+        segment = false;
+      } else {
+        st = Stream(*range, background, control, hooks.consume);
+      }
+    } catch (const std::exception& e) {
+      st = Status::Internal(std::string("streaming pass: ") + e.what());
+    }
+    if (!segment && st.ok()) return Status::Ok();
+    IMGFS_RETURN_IF_ERROR(hooks.done(std::move(st)));
+  }
+  return Status::Unavailable("the mount is closing");
+}
+
 }  // namespace imgfs::fs

@@ -16,7 +16,10 @@
 //  - Streaming (Stream): one GET of a range handed to the format buffer by buffer with its
 //    blob offset; a background pass yields to on-demand fetches between buffers; a stopping
 //    engine ends it; the format may end it early (kEnough); a blob that ends inside the range
-//    is an error. Nothing thrown by the format crosses the HTTP client's callback.
+//    is an error. Nothing thrown by the format crosses the HTTP client's callback. The
+//    streaming pass over the rest of a layer (StreamPass) is a loop of such GETs over the
+//    segments the format claims one after another (it skips what is present or in flight,
+//    and resumes after it); it ends at the first failed segment or when the engine stops.
 //  - Stats: requests (one per ranged read, one per multi-range request as the source counts
 //    them, one per stream), bytes received and fetch attempts (batches()) are counted here,
 //    into the reader's LayerCounters, for every format alike.
@@ -34,6 +37,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -117,6 +121,22 @@ class RangeFetcher {
   // Unavailable when the blob ended inside the range.
   Status Stream(ByteRange range, bool background, const FetchControl& control,
                 const Consume& consume);
+
+  // A streaming pass: the format's segments (ranges it claimed), each streamed by Stream to
+  // the same consumer, until none is left, one failed or `control` is stopping.
+  struct StreamPassHooks {
+    // Claims the next segment from where the last one ended; none when the pass is done.
+    std::function<std::optional<ByteRange>()> next;
+    Consume consume;
+    // After a segment with the result of its stream (Internal for an exception thrown while
+    // claiming or streaming it): completes or fails what it left claimed; a non-OK result
+    // ends the pass with it.
+    std::function<Status(Status)> done;
+  };
+  // Runs the pass (a background pass yields to demand between buffers). Ok when `next` had
+  // nothing left; else the result of the segment that ended it, or Unavailable("the mount is
+  // closing") when `control` began stopping between segments.
+  Status StreamPass(bool background, const FetchControl& control, const StreamPassHooks& hooks);
 
   // Fetch attempts made (each attempt is one or more batches).
   uint64_t attempts() const { return attempts_.load(std::memory_order_relaxed); }
