@@ -622,7 +622,7 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
     pos = seg_end;
     return result;
   };
-  const Status st = fetcher_.StreamPass(background, engine_, hooks);
+  Status st = fetcher_.StreamPass(background, engine_, hooks);
   for (auto& [p, promise] : claimed) {
     Complete(order_[p], promise,
              Status::Unavailable("streaming pass of layer " + index_->layer_digest.String() +
