@@ -58,9 +58,9 @@ inline Status FetchDeadlineExceeded(const std::string& path, const std::string& 
                              " s from " + source);
 }
 
-// `Task` is movable, default-constructible and has a `FetchPriority priority` member.
-template <class Task>
-class FetchEngine {
+// What a running task may ask of its engine, whatever the engine's task type: whether it is
+// stopping, and to wait for demand (fs/lazy/range_fetcher.h takes one of these).
+class FetchControl {
  public:
   // How long a background stream waits for demand fetches per buffer it receives (the
   // registry's data waits in the socket meanwhile: TCP backpressure), in steps of
@@ -68,6 +68,34 @@ class FetchEngine {
   static constexpr auto kYieldStep = std::chrono::milliseconds(5);
   static constexpr auto kMaxYield = std::chrono::milliseconds(2000);
 
+  // True once Stop began: long tasks check it between steps and give up.
+  bool stopping() const { return stopping_.load(); }
+
+  // Demand tasks queued or running.
+  int demand() const { return demand_.load(); }
+
+  // For background work between steps: waits while demand tasks are queued or running, at
+  // most kMaxYield, and not once Stop began.
+  void YieldToDemand() const {
+    auto waited = std::chrono::milliseconds(0);
+    while (demand() > 0 && waited < kMaxYield && !stopping()) {
+      std::this_thread::sleep_for(kYieldStep);
+      waited += kYieldStep;
+    }
+  }
+
+ protected:
+  FetchControl() = default;
+  ~FetchControl() = default;
+
+  std::atomic<bool> stopping_{false};  // set by the engine's Stop, read without a lock
+  std::atomic<int> demand_{0};         // demand tasks queued or running
+};
+
+// `Task` is movable, default-constructible and has a `FetchPriority priority` member.
+template <class Task>
+class FetchEngine : public FetchControl {
+ public:
   struct Hooks {
     // Runs a task on a worker thread. May throw: the task then goes to `fail`.
     std::function<void(Task&)> run;
@@ -149,22 +177,6 @@ class FetchEngine {
     return true;
   }
 
-  // True once Stop began: long tasks check it between steps and give up.
-  bool stopping() const { return stopping_.load(); }
-
-  // Demand tasks queued or running.
-  int demand() const { return demand_.load(); }
-
-  // For background work between steps: waits while demand tasks are queued or running, at
-  // most kMaxYield, and not once Stop began.
-  void YieldToDemand() const {
-    auto waited = std::chrono::milliseconds(0);
-    while (demand() > 0 && waited < kMaxYield && !stopping()) {
-      std::this_thread::sleep_for(kYieldStep);
-      waited += kYieldStep;
-    }
-  }
-
  private:
   static constexpr int kPriorities = 3;
 
@@ -227,8 +239,6 @@ class FetchEngine {
   const std::string name_;
   const size_t max_workers_;
   const Hooks hooks_;
-  std::atomic<bool> stopping_{false};  // set with stop_, read without the lock
-  std::atomic<int> demand_{0};         // demand tasks queued or running
 
   Mutex mu_;
   CondVar work_cv_;  // tasks queued, or stop_

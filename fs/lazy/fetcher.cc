@@ -10,7 +10,6 @@
 
 #include "base/log.h"
 #include "base/thread.h"
-#include "registry/remote_source.h"
 
 namespace imgfs::fs {
 namespace {
@@ -423,86 +422,50 @@ void LazyLayerReader::RunTask(Task& task) {
 std::vector<LazyLayerReader::ChunkResult> LazyLayerReader::Fetch(const std::vector<uint32_t>& ids,
                                                                  int attempts) {
   std::vector<ChunkResult> results(ids.size(), ChunkResult(Status::Internal("not fetched")));
-  std::vector<size_t> todo(ids.size());
-  for (size_t k = 0; k < todo.size(); ++k) todo[k] = k;
-  for (int attempt = 1; attempt <= std::max(1, attempts) && !todo.empty(); ++attempt) {
-    fetch_batches_.fetch_add(1, std::memory_order_relaxed);
+  // Chunks separated by at most max_gap_bytes share a ranged read; the shared fetcher sends
+  // the reads in multi-range batches and fetches the chunks that failed again.
+  auto plan = [&](const std::vector<size_t>& todo) {
     std::vector<Chunk> list;
     list.reserve(todo.size());
     for (size_t k : todo) list.push_back(index_->chunks[ids[k]]);
-    std::vector<size_t> failed;
-    auto decode = [&](const CoalescedRead& read, const Result<std::string>& bytes) {
-      for (size_t j : read.chunks) {
-        const size_t k = todo[j];
-        if (!bytes.has_value()) {
-          results[k] = bytes.error();
-          failed.push_back(k);
-          continue;
-        }
-        const Chunk& c = list[j];
-        Result<std::string> data =
-            DecodeChunk(index_->format, c, SliceChunk(read, *bytes, c), index_->layer_digest, "");
-        if (!data.has_value()) {
-          data = DecodeChunk(index_->format, c, SliceChunk(read, *bytes, c), index_->layer_digest,
-                             FileOf(ids[k]))
-                     .error();
-          failed.push_back(k);
-          results[k] = data.error();
-          continue;
-        }
-        results[k] = ChunkResult(std::make_shared<const std::string>(std::move(data).value()));
-      }
-    };
-    const std::vector<CoalescedRead> reads = CoalesceChunkReads(list, options_.max_gap_bytes);
-    // Reads separated by gaps larger than max_gap_bytes go out together as one multi-range
-    // request (BlobSource::ReadBlobRanges), up to max_request_bytes and
-    // kMaxRangesPerRequest ranges per batch; a read as large as max_request_bytes goes alone.
-    for (size_t first = 0; first < reads.size();) {
-      size_t last = first + 1;
-      uint64_t batch_bytes = reads[first].range.length;
-      while (last < reads.size() && last - first < registry::RemoteSource::kMaxRangesPerRequest &&
-             batch_bytes + reads[last].range.length <= options_.max_request_bytes) {
-        batch_bytes += reads[last].range.length;
-        ++last;
-      }
-      if (last - first == 1) {
-        counters_.requests.fetch_add(1, std::memory_order_relaxed);
-        Result<std::string> bytes =
-            source_->ReadBlobRange(index_->layer_digest, reads[first].range);
-        if (bytes.has_value())
-          counters_.bytes_fetched.fetch_add(bytes->size(), std::memory_order_relaxed);
-        decode(reads[first], bytes);
-      } else {
-        std::vector<ByteRange> ranges;
-        ranges.reserve(last - first);
-        for (size_t r = first; r < last; ++r) ranges.push_back(reads[r].range);
-        uint64_t made = 0;
-        Result<std::vector<std::string>> got =
-            source_->ReadBlobRanges(index_->layer_digest, ranges, &made);
-        counters_.requests.fetch_add(made, std::memory_order_relaxed);
-        for (size_t r = first; r < last; ++r) {
-          if (!got.has_value()) {
-            decode(reads[r], got.error());
-            continue;
-          }
-          Result<std::string> bytes(std::move((*got)[r - first]));
-          counters_.bytes_fetched.fetch_add(bytes->size(), std::memory_order_relaxed);
-          decode(reads[r], bytes);
-        }
-      }
-      first = last;
+    std::vector<UnitRead> reads;
+    for (CoalescedRead& read : CoalesceChunkReads(list, options_.max_gap_bytes)) {
+      UnitRead unit{read.range, {}};
+      unit.units.reserve(read.chunks.size());
+      for (size_t j : read.chunks) unit.units.push_back(todo[j]);
+      reads.push_back(std::move(unit));
     }
-    if (!failed.empty()) {
-      std::sort(failed.begin(), failed.end());
-      const size_t first = failed.front();
-      IMGFS_LOG(kWarning) << "lazy fetch of /" << FileOf(ids[first]) << " in layer "
-                          << index_->layer_digest.String() << " (chunk " << KeyOf(ids[first])
-                          << ", " << failed.size() << " of " << todo.size()
-                          << " chunks) failed, attempt " << attempt << ": "
-                          << results[first].error().ToString();
+    return reads;
+  };
+  auto deliver = [&](const UnitRead& read, const Result<std::string>& bytes,
+                     std::vector<size_t>* failed) {
+    for (size_t k : read.units) {
+      if (!bytes.has_value()) {
+        results[k] = bytes.error();
+        failed->push_back(k);
+        continue;
+      }
+      const Chunk& c = index_->chunks[ids[k]];
+      const std::string_view slice = SliceChunk(CoalescedRead{read.range, {}}, *bytes, c);
+      Result<std::string> data = DecodeChunk(index_->format, c, slice, index_->layer_digest, "");
+      if (!data.has_value()) {
+        // Again with the file's name, for the error the reader answers.
+        results[k] =
+            DecodeChunk(index_->format, c, slice, index_->layer_digest, FileOf(ids[k])).error();
+        failed->push_back(k);
+        continue;
+      }
+      results[k] = ChunkResult(std::make_shared<const std::string>(std::move(data).value()));
     }
-    todo = std::move(failed);
-  }
+  };
+  auto log = [&](int attempt, size_t tried, const std::vector<size_t>& failed) {
+    const size_t first = failed.front();
+    IMGFS_LOG(kWarning) << "lazy fetch of /" << FileOf(ids[first]) << " in layer "
+                        << index_->layer_digest.String() << " (chunk " << KeyOf(ids[first]) << ", "
+                        << failed.size() << " of " << tried << " chunks) failed, attempt "
+                        << attempt << ": " << results[first].error().ToString();
+  };
+  fetcher_.Fetch(ids.size(), attempts, engine_, plan, deliver, log);
   return results;
 }
 
@@ -556,13 +519,10 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
   uint32_t next = 0;          // next position to decode
   uint32_t seg_end = 0;       // end position of the current segment
   uint64_t decode_failures = 0;
-  auto sink = [&](std::string_view data) -> Status {
-    if (engine_.stopping()) return Status::Unavailable("the mount is closing");
-    if (background) engine_.YieldToDemand();
-    counters_.bytes_fetched.fetch_add(data.size(), std::memory_order_relaxed);
-    const uint64_t data_start = received_end;
-    received_end += data.size();
-    if (received_end <= buf_start) return Status::Ok();  // all of it inside a gap
+  // The shared fetcher stops at a closing mount, yields to demand and counts the bytes.
+  auto consume = [&](uint64_t data_start, std::string_view data) -> Result<StreamStep> {
+    received_end = data_start + data.size();
+    if (received_end <= buf_start) return StreamStep::kMore;  // all of it inside a gap
     if (data_start < buf_start) data.remove_prefix(buf_start - data_start);
     buf.append(data);
     while (next < seg_end) {
@@ -612,8 +572,7 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
         }
       }
     }
-    if (next >= seg_end) return Status::Internal("segment complete");
-    return Status::Ok();
+    return next >= seg_end ? StreamStep::kEnough : StreamStep::kMore;
   };
 
   // Segments: from the first missing chunk to the next run of kStreamSkipBytes of present
@@ -623,11 +582,11 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
     if (KnownPresent(order_[p])) return true;
     return flights_.InFlight(KeyOf(order_[p])) && claimed.count(p) == 0;
   };
-  Status st;
   uint32_t pos = from;
-  while (st.ok()) {
+  RangeFetcher::StreamPassHooks hooks;
+  hooks.next = [&]() -> std::optional<ByteRange> {
     while (pos < n && taken(pos)) ++pos;
-    if (pos >= n) break;
+    if (pos >= n) return std::nullopt;
     uint32_t end = pos;
     uint64_t run = 0;
     uint32_t run_start = pos;
@@ -652,15 +611,18 @@ Status LazyLayerReader::RunStream(uint32_t from, bool background) {
           std::max(seg_bytes_end, all[order_[p]].blob_offset + all[order_[p]].blob_length);
     }
     claim_ahead(buf_start + kStreamClaimAheadBytes, seg_end);
-    counters_.requests.fetch_add(1, std::memory_order_relaxed);
-    const ByteRange range{buf_start, seg_bytes_end - buf_start};
-    st = source_->StreamBlobRange(index_->layer_digest, range, sink);
-    if (next >= seg_end) st = Status::Ok();
-    if (st.ok() && next < seg_end) {
-      st = Status::Unavailable("the blob ended inside the streamed range");
+    return ByteRange{buf_start, seg_bytes_end - buf_start};
+  };
+  hooks.consume = consume;
+  hooks.done = [&](Status result) {
+    if (next >= seg_end) result = Status::Ok();  // ended early on purpose (kEnough)
+    if (result.ok() && next < seg_end) {
+      result = Status::Unavailable("the blob ended inside the streamed range");
     }
     pos = seg_end;
-  }
+    return result;
+  };
+  Status st = fetcher_.StreamPass(background, engine_, hooks);
   for (auto& [p, promise] : claimed) {
     Complete(order_[p], promise,
              Status::Unavailable("streaming pass of layer " + index_->layer_digest.String() +

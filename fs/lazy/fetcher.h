@@ -16,12 +16,15 @@
 //  - Fetch tasks run on the layer's FetchEngine (fs/lazy/fetch_engine.h): a small worker
 //    pool (Options::max_parallel_fetches requests in flight), taken by priority: on-demand
 //    reads first, then read-ahead and the streaming pass, then background prefetch. A task
-//    coalesces the chunks it owns into ranged reads (fs/layer/chunk_decoder.h), at most
-//    Options::max_request_bytes each. Reads of one task separated by gaps (more than max_gap_bytes
-//    apart) are batched into multi-range requests (BlobSource::ReadBlobRanges), each batch capped
-//    at max_request_bytes and RemoteSource::kMaxRangesPerRequest (32) ranges; a task's batches are
-//    sent one after another, so a task costs one round trip per batch, not per gap. A registry that
-//    refuses multi-range (or answers it with the whole blob) gets single ranges, one per request.
+//    coalesces the chunks it owns into ranged reads (fs/layer/chunk_decoder.h: chunks at most
+//    max_gap_bytes apart share one) and hands them to the layer's RangeFetcher
+//    (fs/lazy/range_fetcher.h, the fetch path every lazy format shares): reads of one task
+//    go out in multi-range requests (BlobSource::ReadBlobRanges) of at most
+//    max_request_bytes and RemoteSource::kMaxRangesPerRequest (32) ranges, one after another,
+//    so a task costs one round trip per batch, not per gap. A registry that refuses
+//    multi-range (or answers it with the whole blob) gets single ranges, one per request.
+//    The RangeFetcher also makes the attempts, runs the streaming pass's GETs and counts
+//    requests and bytes; this reader decodes and verifies what they bring.
 //  - Single flight (fs/lazy/single_flight.h, key: chunk digest): a chunk being fetched has a
 //    shared future; every reader of it waits on that instead of fetching again, and a chunk
 //    completed between a reader's look and its claim is not claimed again (Completed).
@@ -45,8 +48,9 @@
 //    in the background, bounded by the source's own timeouts. No reader is blocked forever;
 //    cached chunks keep being served meanwhile, and once the registry answers again the next
 //    read of a missing chunk fetches it.
-//  - Errors: an on-demand fetch is tried Options::max_attempts times; read-ahead and streaming
-//    are tried once and a reader that depended on them fetches the chunk itself. A second
+//  - Errors: an on-demand fetch is tried Options::max_attempts times (chunks whose request
+//    failed or that failed to decode or verify are fetched again, alone); read-ahead and
+//    streaming are tried once and a reader that depended on them fetches the chunk itself. A second
 //    failure is returned (Corrupt or Unavailable) with a log line naming layer, file and chunk.
 // Zeros chunks (zstd:chunked) are produced without any I/O and never materialised whole: a
 // read gets zeros for its own range only, whatever size the TOC gives the chunk.
@@ -81,6 +85,7 @@
 #include "fs/layer/layer_index.h"
 #include "fs/lazy/fetch_engine.h"
 #include "fs/lazy/lazy_fetch_options.h"
+#include "fs/lazy/range_fetcher.h"
 #include "fs/lazy/readahead.h"
 #include "fs/lazy/single_flight.h"
 #include "fs/lazy/verified_chunk_cache.h"
@@ -137,7 +142,7 @@ class LazyLayerReader : public FileDataSource {
   uint64_t chunks_fetched() const {
     return counters_.chunks_fetched.load(std::memory_order_relaxed);
   }
-  uint64_t fetch_batches() const { return fetch_batches_.load(std::memory_order_relaxed); }
+  uint64_t fetch_batches() const { return fetcher_.attempts(); }
   // Whether the streaming pass was started (switch or background fetch).
   bool streamed() const { return stream_started_.load(std::memory_order_relaxed); }
 
@@ -149,6 +154,7 @@ class LazyLayerReader : public FileDataSource {
   using Flights = SingleFlight<std::string, ChunkResult>;
   using Promise = Flights::Ticket;
 
+  using StreamStep = RangeFetcher::StreamStep;
   using Priority = FetchPriority;
   static constexpr Priority kDemand = FetchPriority::kDemand;
   static constexpr Priority kReadAhead = FetchPriority::kReadAhead;
@@ -225,7 +231,9 @@ class LazyLayerReader : public FileDataSource {
 
   std::atomic<uint64_t> present_bytes_{0};  // compressed bytes of present_ chunks
   LayerCounters counters_;                  // what Stats() reports
-  std::atomic<uint64_t> fetch_batches_{0};
+  // Every request of this layer: batches, attempts, streams, and their counts in counters_.
+  RangeFetcher fetcher_{source_, index_->layer_digest, &counters_, options_.max_request_bytes,
+                        RangeFetcher::kMaxRangesPerRequest};
   std::atomic<bool> stream_started_{false};
   std::atomic<bool> stream_running_{false};
 

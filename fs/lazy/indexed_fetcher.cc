@@ -508,9 +508,9 @@ Status IndexedRemoteData::EnsurePieces(const FileEntry& entry, uint32_t first, u
       }
       ClaimRunsLocked(first, last, kDemand, &tasks);
       for (const Task& t : tasks) {
-        for (size_t k = 0; k < t.promises.size(); ++k) {
+        for (uint32_t p : t.pieces) {
           // Still in flight: the task is submitted only below.
-          std::optional<Flights::Flight> flight = flights_.Find(t.first + static_cast<uint32_t>(k));
+          std::optional<Flights::Flight> flight = flights_.Find(p);
           if (flight.has_value()) waits.push_back(Wait{flight->future, true});
         }
       }
@@ -684,18 +684,17 @@ Status IndexedRemoteData::Distrust(const FileEntry& entry, const std::string& wh
 
 void IndexedRemoteData::ClaimRunsLocked(uint32_t first, uint32_t last, Priority priority,
                                         std::vector<Task>* tasks) {
+  // Disjoint runs of missing pieces share a task up to max_request_bytes: the shared fetcher
+  // sends them as one multi-range request. A larger span is cut into several tasks, fetched
+  // in parallel.
   bool open = false;
   uint64_t bytes = 0;
   for (uint32_t p = first; p < last; ++p) {
-    if (state_[p] != kMissing) {
-      open = false;
-      continue;
-    }
+    if (state_[p] != kMissing) continue;
     const uint64_t len = piece_begin_[p + 1] - piece_begin_[p];
     if (!open || bytes + len > options_.max_request_bytes) {
       tasks->emplace_back();
       tasks->back().priority = priority;
-      tasks->back().first = p;
       open = true;
       bytes = 0;
     }
@@ -706,6 +705,7 @@ void IndexedRemoteData::ClaimRunsLocked(uint32_t first, uint32_t last, Priority 
       std::abort();
     }
     state_[p] = kInFlight;
+    tasks->back().pieces.push_back(p);
     tasks->back().promises.push_back(std::move(flight->ticket));
     bytes += len;
   }
@@ -757,56 +757,78 @@ void IndexedRemoteData::RunTask(Task& task) {
     }
     return;
   }
-  Status st = RunGuarded("fetch", [&] { return FetchPieces(task); });
-  if (!st.ok()) {
-    IMGFS_LOG(kWarning) << "fetch failed: " << st.ToString() << " (" << source_->Describe() << ")";
+  std::vector<Status> results(task.pieces.size(), Status::Ok());
+  Status st = RunGuarded("fetch", [&] {
+    FetchPieces(task, &results);
+    return Status::Ok();
+  });
+  if (!st.ok()) results.assign(task.pieces.size(), st);
+  for (const Status& r : results) {
+    if (r.ok()) continue;
+    IMGFS_LOG(kWarning) << "fetch failed: " << r.ToString() << " (" << source_->Describe() << ")";
+    break;
   }
-  Finish(task.first, task.promises, st);
+  Finish(task.pieces, task.promises, results);
 }
 
-Status IndexedRemoteData::FetchPieces(const Task& task) {
-  const uint64_t begin = piece_begin_[task.first];
-  const uint64_t end = piece_begin_[task.first + task.promises.size()];
-  const int attempts = task.priority == kDemand ? 2 : 1;
-  Status st = Status::Ok();
-  for (int attempt = 0; attempt < attempts; ++attempt) {
-    if (engine_.stopping()) {
-      st = Status::Unavailable("the mount is closing");
-      break;
+void IndexedRemoteData::FetchPieces(const Task& task, std::vector<Status>* results) {
+  std::vector<ByteRange> units;
+  units.reserve(task.pieces.size());
+  for (uint32_t p : task.pieces) units.push_back(PieceRange(p));
+  auto plan = [&](const std::vector<size_t>& todo) {
+    std::vector<ByteRange> ranges;
+    ranges.reserve(todo.size());
+    for (size_t k : todo) ranges.push_back(units[k]);
+    std::vector<UnitRead> reads = JoinAdjacentUnits(ranges, options_.max_request_bytes);
+    for (UnitRead& read : reads) {
+      for (size_t& u : read.units) u = todo[u];
     }
-    counters_.requests.fetch_add(1, std::memory_order_relaxed);
-    Result<std::string> bytes =
-        source_->ReadBlobRange(index_->layer_digest, ByteRange{begin, end - begin});
+    return reads;
+  };
+  // A read's bytes go to their own offsets in the sparse copy; the pieces become present
+  // only in Finish, after the whole task.
+  auto deliver = [&](const UnitRead& read, const Result<std::string>& bytes,
+                     std::vector<size_t>* failed) {
+    const ByteRange r = read.range;
+    Status st = Status::Ok();
     if (!bytes.has_value()) {
       st = bytes.error().WithContext("layer " + index_->layer_digest.String() + " bytes " +
-                                     std::to_string(begin) + "+" + std::to_string(end - begin));
-      continue;
-    }
-    counters_.bytes_fetched.fetch_add(bytes->size(), std::memory_order_relaxed);
-    if (bytes->size() != end - begin) {
+                                     std::to_string(r.offset) + "+" + std::to_string(r.length));
+    } else if (bytes->size() != r.length) {
       st = Status::Corrupt("layer " + index_->layer_digest.String() + ": range " +
-                           std::to_string(begin) + "+" + std::to_string(end - begin) +
+                           std::to_string(r.offset) + "+" + std::to_string(r.length) +
                            " answered " + std::to_string(bytes->size()) + " bytes");
-      continue;
+    } else {
+      st = PwriteAll(fd_.get(), *bytes, r.offset);
     }
-    st = PwriteAll(fd_.get(), *bytes, begin);
-    if (st.ok()) break;
-  }
-  return st;
+    for (size_t k : read.units) {
+      (*results)[k] = st;
+      if (!st.ok()) failed->push_back(k);
+    }
+  };
+  fetcher_.Fetch(task.pieces.size(), task.priority == kDemand ? 2 : 1, engine_, plan, deliver);
+}
+
+void IndexedRemoteData::Finish(const std::vector<uint32_t>& pieces,
+                               const std::vector<Promise>& promises,
+                               const std::vector<Status>& results) {
+  MutexLock lock(&mu_);
+  for (size_t k = 0; k < pieces.size(); ++k) FinishLocked(pieces[k], promises[k], results[k]);
 }
 
 void IndexedRemoteData::Finish(uint32_t first, const std::vector<Promise>& promises,
                                const Status& status) {
   MutexLock lock(&mu_);
-  for (uint32_t k = 0; k < promises.size(); ++k) {
-    const uint32_t p = first + k;
-    // The state changes and the flight ends in one step: a piece is kInFlight exactly while
-    // it is in flights_. A ticket completed before (the engine's fail hook after a throw)
-    // changes nothing.
-    if (!flights_.Complete(p, promises[k], status)) continue;
-    state_[p] = status.ok() ? kPresent : kMissing;
-    if (status.ok()) present_bytes_.fetch_add(piece_begin_[p + 1] - piece_begin_[p]);
-  }
+  for (uint32_t k = 0; k < promises.size(); ++k) FinishLocked(first + k, promises[k], status);
+}
+
+void IndexedRemoteData::FinishLocked(uint32_t p, const Promise& promise, const Status& status) {
+  // The state changes and the flight ends in one step: a piece is kInFlight exactly while
+  // it is in flights_. A ticket completed before (the engine's fail hook after a throw)
+  // changes nothing.
+  if (!flights_.Complete(p, promise, status)) return;
+  state_[p] = status.ok() ? kPresent : kMissing;
+  if (status.ok()) present_bytes_.fetch_add(piece_begin_[p + 1] - piece_begin_[p]);
 }
 
 Status IndexedRemoteData::RunStream(uint32_t from, bool background) {
@@ -817,88 +839,79 @@ Status IndexedRemoteData::RunStream(uint32_t from, bool background) {
   // A background pass yields to on-demand fetches, and readers of pieces it claimed wait for
   // it: it claims one request's worth at a time.
   const uint64_t segment_cap = background ? options_.max_request_bytes : kStreamSegmentBytes;
-  Status result = Status::Ok();
-  while (!engine_.stopping() && !failed) {
-    // Claim the next run of missing pieces, at most kStreamSegmentBytes.
-    uint32_t seg_first = p;
-    std::vector<Promise> promises;
-    uint32_t done = p;  // pieces [seg_first, done) completed
-    // Completes the claimed pieces [done, upto) with `status`.
-    const std::function<void(uint32_t, const Status&)> complete = [&](uint32_t upto,
-                                                                      const Status& status) {
-      std::vector<Promise> part(promises.begin() + (done - seg_first),
-                                promises.begin() + (upto - seg_first));
-      Finish(done, part, status);
-      done = upto;
-    };
-    try {
-      {
-        MutexLock lock(&mu_);
-        while (p < pieces && state_[p] != kMissing) ++p;
-        seg_first = p;
-        uint64_t bytes = 0;
-        while (p < pieces && state_[p] == kMissing) {
-          const uint64_t len = piece_begin_[p + 1] - piece_begin_[p];
-          if (bytes > 0 && bytes + len > segment_cap) break;
-          std::optional<Flights::Flight> flight = flights_.Claim(p);
-          if (!flight.has_value()) break;  // never: kMissing pieces are not in flight
-          state_[p] = kInFlight;
-          promises.push_back(std::move(flight->ticket));
-          bytes += len;
-          ++p;
-        }
+  // The current segment: pieces [seg_first, seg_first + promises.size()), claimed; those
+  // before `done` are completed; the stream has written the blob up to `pos`.
+  uint32_t seg_first = p;
+  std::vector<Promise> promises;
+  uint32_t done = p;
+  uint64_t pos = 0;
+  // Completes the claimed pieces [done, upto) with `status`.
+  const std::function<void(uint32_t, const Status&)> complete = [&](uint32_t upto,
+                                                                    const Status& status) {
+    std::vector<Promise> part(promises.begin() + (done - seg_first),
+                              promises.begin() + (upto - seg_first));
+    Finish(done, part, status);
+    done = upto;
+  };
+  RangeFetcher::StreamPassHooks hooks;
+  // Claims the next run of missing pieces, at most segment_cap bytes.
+  hooks.next = [&]() -> std::optional<ByteRange> {
+    promises.clear();
+    {
+      MutexLock lock(&mu_);
+      while (p < pieces && state_[p] != kMissing) ++p;
+      seg_first = p;
+      done = p;
+      uint64_t bytes = 0;
+      while (p < pieces && state_[p] == kMissing) {
+        const uint64_t len = piece_begin_[p + 1] - piece_begin_[p];
+        if (bytes > 0 && bytes + len > segment_cap) break;
+        std::optional<Flights::Flight> flight = flights_.Claim(p);
+        if (!flight.has_value()) break;  // never: kMissing pieces are not in flight
+        state_[p] = kInFlight;
+        promises.push_back(std::move(flight->ticket));
+        bytes += len;
+        ++p;
       }
-      if (promises.empty()) break;
-      done = seg_first;
-      const uint32_t seg_last = p;
-      const uint64_t begin = piece_begin_[seg_first];
-      const uint64_t end = piece_begin_[seg_last];
-      uint64_t pos = begin;
-      // The sink runs inside the HTTP client's callback: nothing may be thrown through it.
-      registry::BlobSink sink = [&](std::string_view data) -> Status {
-        try {
-          return StreamSink(data, background, end, seg_last, &pos, &done, complete);
-        } catch (const std::exception& e) {
-          return Status::Internal(std::string("streaming sink: ") + e.what());
-        }
-      };
-      Status st = Status::Ok();
-      counters_.requests.fetch_add(1, std::memory_order_relaxed);
-      st = source_->StreamBlobRange(index_->layer_digest, ByteRange{begin, end - begin}, sink);
-      if (st.ok() && pos < end) {
-        st = Status::Unavailable("the stream ended at " + std::to_string(pos) + " of " +
-                                 std::to_string(end));
-      }
-      if (!st.ok()) {
-        st = st.WithContext("layer " + index_->layer_digest.String() + ": streaming bytes " +
-                            std::to_string(begin) + "-" + std::to_string(end));
-        complete(seg_last, st);
-        failed = true;
-        result = st;
-      }
-    } catch (const std::exception& e) {
+    }
+    if (promises.empty()) return std::nullopt;
+    pos = piece_begin_[seg_first];
+    return ByteRange{pos, piece_begin_[p] - pos};
+  };
+  hooks.consume = [&](uint64_t offset, std::string_view data) -> Result<StreamStep> {
+    const uint32_t seg_last = seg_first + static_cast<uint32_t>(promises.size());
+    IMGFS_RETURN_IF_ERROR(StreamSink(offset, data, seg_last, &pos, &done, complete));
+    return StreamStep::kMore;
+  };
+  hooks.done = [&](Status st) {
+    const uint32_t seg_last = seg_first + static_cast<uint32_t>(promises.size());
+    const uint64_t begin = piece_begin_[seg_first];
+    const uint64_t end = piece_begin_[seg_last];
+    if (st.ok() && pos < end) {
+      st = Status::Unavailable("the stream ended at " + std::to_string(pos) + " of " +
+                               std::to_string(end));
+    }
+    if (!st.ok()) {
       // Every piece this segment claimed and did not complete fails now: its readers fetch
       // it themselves instead of waiting for a stream that is gone.
-      Status st = Status::Internal(std::string("streaming pass: ") + e.what());
+      st = st.WithContext("layer " + index_->layer_digest.String() + ": streaming bytes " +
+                          std::to_string(begin) + "-" + std::to_string(end));
       done = std::max(done, seg_first);
-      complete(seg_first + static_cast<uint32_t>(promises.size()), st);
+      complete(seg_last, st);
       failed = true;
-      result = st;
     }
-  }
+    return st;
+  };
+  Status result = fetcher_.StreamPass(background, engine_, hooks);
   StoreReadyChunks(failed ? p : pieces);
   return result;
 }
 
-Status IndexedRemoteData::StreamSink(std::string_view data, bool background, uint64_t end,
-                                     uint32_t seg_last, uint64_t* pos, const uint32_t* done,
+Status IndexedRemoteData::StreamSink(uint64_t offset, std::string_view data, uint32_t seg_last,
+                                     uint64_t* pos, const uint32_t* done,
                                      const std::function<void(uint32_t, const Status&)>& complete) {
-  if (engine_.stopping()) return Status::Unavailable("the mount is closing");
-  if (background) engine_.YieldToDemand();
-  if (data.size() > end - *pos) data = data.substr(0, end - *pos);
-  IMGFS_RETURN_IF_ERROR(PwriteAll(fd_.get(), data, *pos));
-  *pos += data.size();
-  counters_.bytes_fetched.fetch_add(data.size(), std::memory_order_relaxed);
+  IMGFS_RETURN_IF_ERROR(PwriteAll(fd_.get(), data, offset));
+  *pos = offset + data.size();
   uint32_t upto = *done;
   while (upto < seg_last && piece_begin_[upto + 1] <= *pos) ++upto;
   if (upto > *done) {

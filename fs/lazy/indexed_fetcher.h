@@ -38,19 +38,25 @@
 //    image with the same file, fetches nothing for it. The last verified chunks are kept in
 //    memory (Options::memory_cache_bytes) so small consecutive reads of one chunk are cheap.
 //  - Fetch tasks run on the layer's FetchEngine (fs/lazy/fetch_engine.h: priorities, a
-//    bounded pool started on first use, background work yielding to demand). A task is a
-//    run of adjacent missing pieces fetched by one ranged read of at most max_request_bytes.
+//    bounded pool started on first use, background work yielding to demand). A task is up
+//    to max_request_bytes of missing pieces of one read (or read-ahead window), possibly in
+//    disjoint runs when pieces between them are present or in flight; the layer's
+//    RangeFetcher (fs/lazy/range_fetcher.h, the fetch path every lazy format shares) reads
+//    each run as one range and sends a task's runs as one multi-range request (a registry
+//    that refuses multi-range gets one request per run). It also makes the attempts, runs
+//    the streaming pass's GETs and counts requests and bytes; this reader writes what they
+//    bring into the sparse copy.
 //  - Single flight (fs/lazy/single_flight.h, key: piece number): a piece in flight has a
 //    shared future; every reader needing it waits on that instead of fetching it again.
 //    Read-ahead as fs/lazy/readahead.h, in pieces.
 //  - Streaming switch (fs/lazy/lazy_fetch_options.h ShouldStream): the rest of the layer is
-//    streamed (BlobSource::StreamBlobRange) into the sparse copy: every missing run of pieces
-//    from the reader on (all of the layer when Range is ignored), in GETs of at most
-//    kStreamSegmentBytes. Pieces are claimed before their GET, so no byte is fetched twice
-//    and readers of claimed pieces wait for the stream. Chunks are verified and stored as the
-//    stream completes them. StartBackgroundFetch (`--prefetch=all`) runs the same pass over
-//    the whole layer at the lowest priority, claiming only max_request_bytes at a time so a
-//    reader never waits long behind a paused pass.
+//    streamed (RangeFetcher::StreamPass over BlobSource::StreamBlobRange) into the sparse copy:
+//    every missing run of pieces from the reader on (all of the layer when Range is ignored), in
+//    GETs of at most kStreamSegmentBytes. Pieces are claimed before their GET, so no byte is
+//    fetched twice and readers of claimed pieces wait for the stream. Chunks are verified and
+//    stored as the stream completes them. StartBackgroundFetch (`--prefetch=all`) runs the same
+//    pass over the whole layer at the lowest priority, claiming only max_request_bytes at a time so
+//    a reader never waits long behind a paused pass.
 //  - Deadline: a Read waits at most Options::fetch_timeout for its pieces, then fails with
 //    Unavailable (EIO) while the fetch goes on.
 //  - Errors: an on-demand fetch is tried twice; read-ahead and streaming once, and a reader
@@ -113,6 +119,7 @@
 #include "fs/layer/layer_reader.h"
 #include "fs/lazy/fetch_engine.h"
 #include "fs/lazy/lazy_fetch_options.h"
+#include "fs/lazy/range_fetcher.h"
 #include "fs/lazy/readahead.h"
 #include "fs/lazy/single_flight.h"
 #include "fs/lazy/verified_chunk_cache.h"
@@ -187,16 +194,17 @@ class IndexedRemoteData : public FileDataSource {
   using Promise = Flights::Ticket;
 
   enum PieceState : uint8_t { kMissing = 0, kInFlight = 1, kPresent = 2 };
+  using StreamStep = RangeFetcher::StreamStep;
   using Priority = FetchPriority;
   static constexpr Priority kDemand = FetchPriority::kDemand;
   static constexpr Priority kReadAhead = FetchPriority::kReadAhead;
   static constexpr Priority kBackground = FetchPriority::kBackground;
   struct Task {
     Priority priority = kDemand;
-    bool stream = false;       // the streaming pass, from the first missing piece at or ...
-    uint32_t stream_from = 0;  // ... after this one (first/promises unused)
-    uint32_t first = 0;        // pieces [first, first + promises.size()), claimed
-    std::vector<Promise> promises;
+    bool stream = false;            // the streaming pass, from the first missing piece at or ...
+    uint32_t stream_from = 0;       // ... after this one (pieces/promises unused)
+    std::vector<uint32_t> pieces;   // claimed, ascending; runs of them may be disjoint
+    std::vector<Promise> promises;  // one per piece
   };
 
   IndexedRemoteData(std::shared_ptr<registry::BlobSource> source,
@@ -212,7 +220,8 @@ class IndexedRemoteData : public FileDataSource {
   // read-ahead; waits until `deadline`.
   Status EnsurePieces(const FileEntry& entry, uint32_t first, uint32_t last,
                       std::chrono::steady_clock::time_point deadline, bool plan_readahead = true);
-  // Under mu_: claims missing pieces of [first, last) into tasks of at most max_request_bytes.
+  // Under mu_: claims missing pieces of [first, last) into tasks of at most max_request_bytes
+  // (disjoint runs share a task: one multi-range request).
   void ClaimRunsLocked(uint32_t first, uint32_t last, Priority priority, std::vector<Task>* tasks)
       IMGFS_REQUIRES(mu_);
   // Under mu_: read-ahead bookkeeping for a read of pieces [first, last]; appends tasks.
@@ -221,18 +230,27 @@ class IndexedRemoteData : public FileDataSource {
 
   // Runs a task; never throws (an exception fails the task's pieces, as fs/fetcher.cc).
   void RunTask(Task& task);
-  // One ranged read of the task's pieces into the sparse copy (tried twice on demand).
-  Status FetchPieces(const Task& task);
+  // Fetches the task's pieces into the sparse copy through fetcher_ (runs of adjacent pieces
+  // are ranges of one multi-range request; tried twice on demand): the result per piece.
+  void FetchPieces(const Task& task, std::vector<Status>* results);
+  // The compressed bytes of piece `p`.
+  ByteRange PieceRange(uint32_t p) const {
+    return ByteRange{piece_begin_[p], piece_begin_[p + 1] - piece_begin_[p]};
+  }
   // The streaming pass; the first error that stopped it (its claimed pieces are failed).
   Status RunStream(uint32_t from, bool background);
-  // The streaming pass's sink: writes `data` at *pos (segment ends at `end`, piece
-  // `seg_last`), completes the pieces it finished through `complete` (from *done on) and
-  // stores the chunks they complete. A background pass first yields to on-demand fetches.
-  Status StreamSink(std::string_view data, bool background, uint64_t end, uint32_t seg_last,
-                    uint64_t* pos, const uint32_t* done,
+  // The streaming pass's consumer: writes `data` at blob `offset` (the segment ends at piece
+  // `seg_last`), sets *pos after it, completes the pieces it finished through `complete`
+  // (from *done on) and stores the chunks they complete.
+  Status StreamSink(uint64_t offset, std::string_view data, uint32_t seg_last, uint64_t* pos,
+                    const uint32_t* done,
                     const std::function<void(uint32_t, const Status&)>& complete);
   // Marks pieces [first, first + promises.size()) present (ok) or missing and completes them.
   void Finish(uint32_t first, const std::vector<Promise>& promises, const Status& status);
+  // Marks pieces[k] present (results[k] ok) or missing and completes it, for every k.
+  void Finish(const std::vector<uint32_t>& pieces, const std::vector<Promise>& promises,
+              const std::vector<Status>& results);
+  void FinishLocked(uint32_t p, const Promise& promise, const Status& status) IMGFS_REQUIRES(mu_);
   // Streaming pass: verifies and stores the unverified chunks whose pieces all lie before
   // piece `frontier` and are present, in stream order.
   void StoreReadyChunks(uint32_t frontier);
@@ -297,6 +315,9 @@ class IndexedRemoteData : public FileDataSource {
 
   std::atomic<uint64_t> present_bytes_{0};
   LayerCounters counters_;  // what Stats() reports
+  // Every request of this layer: batches, attempts, streams, and their counts in counters_.
+  RangeFetcher fetcher_{source_, index_->layer_digest, &counters_, options_.max_request_bytes,
+                        RangeFetcher::kMaxRangesPerRequest};
   std::atomic<bool> stream_started_{false};
   std::atomic<bool> stream_running_{false};
   std::atomic<bool> distrusted_{false};  // the index did not match the tar headers
@@ -320,7 +341,9 @@ class IndexedRemoteData : public FileDataSource {
                             options_.max_parallel_fetches,
                             {[this](Task& task) { RunTask(task); },
                              [this](Task& task, const Status& error) {
-                               if (!task.stream) Finish(task.first, task.promises, error);
+                               if (task.stream) return;
+                               Finish(task.pieces, task.promises,
+                                      std::vector<Status>(task.pieces.size(), error));
                              }}};
 };
 

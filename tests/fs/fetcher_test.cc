@@ -37,41 +37,8 @@ using registry::Digest;
 
 using ::imgfs::testing::TempDir;
 
-// Counts ranged reads; optionally flips a byte of every answer (`corrupt` > 0: that many).
-class CountingSource : public registry::BlobSource {
- public:
-  explicit CountingSource(std::shared_ptr<registry::BlobSource> inner) : inner_(std::move(inner)) {}
-  Result<registry::FetchedManifest> GetManifest(std::string_view t) override {
-    return inner_->GetManifest(t);
-  }
-  Status FetchBlob(const Digest& d, int64_t size, const registry::BlobSink& sink) override {
-    return inner_->FetchBlob(d, size, sink);
-  }
-  Result<std::string> ReadBlobRange(const Digest& d, ByteRange r) override {
-    reads.fetch_add(1);
-    auto out = inner_->ReadBlobRange(d, r);
-    if (out.has_value()) {
-      bytes.fetch_add(out->size());
-      if (corrupt.load() > 0 && !out->empty()) {
-        corrupt.fetch_sub(1);
-        (*out)[out->size() / 2] = static_cast<char>((*out)[out->size() / 2] ^ 0x5a);
-      }
-    }
-    return out;
-  }
-  Result<std::vector<std::string>> ListTags() override { return inner_->ListTags(); }
-  std::string Describe() const override { return inner_->Describe(); }
-
-  std::atomic<int> reads{0};
-  std::atomic<uint64_t> bytes{0};
-  std::atomic<int> corrupt{0};
-
- private:
-  std::shared_ptr<registry::BlobSource> inner_;
-};
-
 struct LazyLayer {
-  std::shared_ptr<CountingSource> source;
+  std::shared_ptr<::imgfs::testing::FakeBlobSource> source;  // counts; flips bytes on demand
   Descriptor desc;
   std::shared_ptr<const LayerIndex> index;
   std::string blob_path;
@@ -92,7 +59,7 @@ LazyLayer OpenLayer(const std::string& name, size_t n) {
   EXPECT_TRUE(manifest.has_value());
   if (!manifest.has_value() || manifest->layers.size() <= n) return out;
   out.desc = manifest->layers[n];
-  out.source = std::make_shared<CountingSource>(inner);
+  out.source = std::make_shared<::imgfs::testing::FakeBlobSource>(inner);
   Result<LayerIndex> index = name == "tiny-estargz"
                                  ? LoadEstargzIndex(*out.source, out.desc, false)
                                  : LoadZstdChunkedIndex(*out.source, out.desc, false);
@@ -100,8 +67,7 @@ LazyLayer OpenLayer(const std::string& name, size_t n) {
   if (!index.has_value()) return out;
   out.index = std::make_shared<const LayerIndex>(std::move(index).value());
   out.blob_path = dir + "/blobs/sha256/" + out.desc.digest.hex();
-  out.source->reads = 0;
-  out.source->bytes = 0;
+  out.source->ResetCounts();
   return out;
 }
 
@@ -180,10 +146,10 @@ TEST_P(FetcherTest, ReadsEqualTheTarReaderAndPiecesAgree) {
   EXPECT_EQ(reader.Read(*dirent, 0, 1).error().code(), StatusCode::kInvalidArgument);
 
   // A second reader (another mount) over the same chunk store: no blob reads for random.bin.
-  int reads = l.source->reads.load();
+  int reads = l.source->requests();
   LazyLayerReader again(l.source, l.index, store, Exact());
   EXPECT_EQ(ReadAll(again, *random, 1 << 17), want);
-  EXPECT_EQ(l.source->reads.load(), reads);
+  EXPECT_EQ(l.source->requests(), reads);
   EXPECT_EQ(again.chunks_fetched(), 0u);
 }
 
@@ -209,8 +175,8 @@ TEST_P(FetcherTest, ConcurrentReadersFetchEveryChunkOnce) {
     compressed += l.index->chunks[random->first_chunk + i].blob_length;
   }
   // Coalescing may bridge small gaps; nothing is fetched twice.
-  EXPECT_LT(l.source->bytes.load(), compressed + 2 * kDefaultCoalesceGapBytes * 8);
-  EXPECT_LE(l.source->bytes.load(), compressed * 2);
+  EXPECT_LT(l.source->bytes(), compressed + 2 * kDefaultCoalesceGapBytes * 8);
+  EXPECT_LE(l.source->bytes(), compressed * 2);
 }
 
 TEST_P(FetcherTest, CorruptStoredChunkIsFetchedAgain) {
@@ -231,9 +197,9 @@ TEST_P(FetcherTest, CorruptStoredChunkIsFetchedAgain) {
 
   // A new reader (the in-memory copy of the first one would hide the store).
   LazyLayerReader fresh(l.source, l.index, store, Exact());
-  int reads = l.source->reads.load();
+  int reads = l.source->requests();
   EXPECT_EQ(ReadAll(fresh, *os, 1 << 16), want);
-  EXPECT_GT(l.source->reads.load(), reads);
+  EXPECT_GT(l.source->requests(), reads);
   EXPECT_EQ(store->corrupt_dropped(), 1u);
   EXPECT_EQ(*store->Get(c.digest), want.substr(0, c.size));
 }
@@ -252,12 +218,12 @@ TEST_P(FetcherTest, RecentChunksAreKeptInMemoryWithinTheBound) {
   EXPECT_EQ(ReadAll(reader, *random, 1 << 16), want);
   // The chunk store is emptied: the last chunk still comes from memory, without I/O ...
   std::filesystem::remove_all(dir.path() + "/chunks");
-  int reads = l.source->reads.load();
+  int reads = l.source->requests();
   EXPECT_EQ(*reader.Read(*random, random->size - 4096, 4096), want.substr(want.size() - 4096));
-  EXPECT_EQ(l.source->reads.load(), reads);
+  EXPECT_EQ(l.source->requests(), reads);
   // ... the first one was evicted and is fetched again.
   EXPECT_EQ(*reader.Read(*random, 0, 4096), want.substr(0, 4096));
-  EXPECT_GT(l.source->reads.load(), reads);
+  EXPECT_GT(l.source->requests(), reads);
 }
 
 TEST_P(FetcherTest, BadBytesAreRetriedOnceThenCorrupt) {
@@ -271,7 +237,7 @@ TEST_P(FetcherTest, BadBytesAreRetriedOnceThenCorrupt) {
   std::string want = Reference(l, "data/random.bin");
 
   // One bad answer: the retry succeeds.
-  l.source->corrupt = 1;
+  l.source->CorruptNext(1);
   auto first = reader.Read(*random, 0, 1000);
   ASSERT_TRUE(first.has_value()) << first.error().ToString();
   EXPECT_EQ(*first, want.substr(0, 1000));
@@ -280,51 +246,28 @@ TEST_P(FetcherTest, BadBytesAreRetriedOnceThenCorrupt) {
   // Every answer bad: Corrupt after two attempts, nothing stored.
   uint64_t last_off = random->size - 10;
   const Chunk& last = l.index->chunks[random->first_chunk + random->chunk_count - 1];
-  l.source->corrupt = 1000;
-  int reads = l.source->reads.load();
+  l.source->CorruptNext(1000);
+  int reads = l.source->requests();
   auto bad = reader.Read(*random, last_off, 10);
   ASSERT_FALSE(bad.has_value());
   EXPECT_EQ(bad.error().code(), StatusCode::kCorrupt) << bad.error().ToString();
-  EXPECT_EQ(l.source->reads.load() - reads, 2);
+  EXPECT_EQ(l.source->requests() - reads, 2);
   EXPECT_FALSE(store->Has(last.digest));
 
   // The source recovers: the same read works.
-  l.source->corrupt = 0;
+  l.source->CorruptNext(0);
   auto good = reader.Read(*random, last_off, 10);
   ASSERT_TRUE(good.has_value()) << good.error().ToString();
   EXPECT_EQ(*good, want.substr(last_off));
 }
 
-// Answers ReadBlobRanges as a registry with multi-range support would: one call, one request,
-// every range's bytes. Counts calls and the ranges asked; single ranges go to `reads`.
-class MultiRangeSource : public CountingSource {
- public:
-  explicit MultiRangeSource(std::shared_ptr<registry::BlobSource> inner)
-      : CountingSource(inner), inner_(std::move(inner)) {}
-  Result<std::vector<std::string>> ReadBlobRanges(const Digest& d,
-                                                  const std::vector<ByteRange>& ranges,
-                                                  uint64_t* requests) override {
-    multi_calls.fetch_add(1);
-    ranges_asked.fetch_add(static_cast<int>(ranges.size()));
-    if (requests != nullptr) ++*requests;
-    std::vector<std::string> out;
-    for (const ByteRange& r : ranges) {
-      IMGFS_ASSIGN_OR_RETURN(std::string piece, inner_->ReadBlobRange(d, r));
-      out.push_back(std::move(piece));
-    }
-    return out;
-  }
-  std::atomic<int> multi_calls{0};
-  std::atomic<int> ranges_asked{0};
-
- private:
-  std::shared_ptr<registry::BlobSource> inner_;
-};
-
 TEST_P(FetcherTest, ChunksWithGapsGoOutAsOneMultiRangeRequest) {
   LazyLayer l = OpenLayer(GetParam(), 0);
   ASSERT_NE(l.index, nullptr);
-  auto source = std::make_shared<MultiRangeSource>(l.source);
+  // A registry with multi-range support: one request for every range of a call.
+  auto source = std::make_shared<::imgfs::testing::FakeBlobSource>(
+      std::shared_ptr<registry::BlobSource>(l.source));
+  source->set_multi_range(true);
   TempDir dir;
   auto store = std::make_shared<cache::ChunkStore>(dir.path());
   LazyLayerReader::Options options = Exact();
@@ -341,16 +284,16 @@ TEST_P(FetcherTest, ChunksWithGapsGoOutAsOneMultiRangeRequest) {
     ASSERT_TRUE(got.has_value()) << got.error().ToString();
     EXPECT_EQ(*got, want.substr(c.file_offset, 1));
   }
-  EXPECT_EQ(source->reads.load(), 2);
-  EXPECT_EQ(source->multi_calls.load(), 0);
+  EXPECT_EQ(source->requests(), 2);
+  EXPECT_EQ(source->multi_range_requests(), 0);
   const uint64_t requests = reader.Stats().requests;
   // The whole file: chunks 0, 2 (and 4.. if any) are missing, separated by present ones.
   Result<std::string> all = reader.Read(*random, 0, random->size);
   ASSERT_TRUE(all.has_value()) << all.error().ToString();
   EXPECT_EQ(*all, want);
-  EXPECT_EQ(source->multi_calls.load(), 1);
-  EXPECT_EQ(source->ranges_asked.load(), random->chunk_count > 4 ? 3 : 2);
-  EXPECT_EQ(source->reads.load(), 2);  // no single-range read besides the first two
+  EXPECT_EQ(source->multi_range_requests(), 1);
+  EXPECT_EQ(source->Ranges().size() - 2, random->chunk_count > 4 ? 3u : 2u);
+  EXPECT_EQ(source->requests(), 3);  // no single-range read besides the first two
   EXPECT_EQ(reader.Stats().requests, requests + 1);
   EXPECT_EQ(reader.chunks_fetched(), random->chunk_count);
 }

@@ -241,6 +241,38 @@ TEST_P(IndexedFetcherTest, SecondReaderIsServedFromTheChunkStore) {
   EXPECT_GT(stats.cache_hits, 0u);
 }
 
+TEST_P(IndexedFetcherTest, TwoDisjointSpansWantedAtOnceGoOutAsOneMultiRangeRequest) {
+  std::shared_ptr<MemorySource> source;
+  auto data = Open(&source, Quiet());
+  ASSERT_NE(data, nullptr);
+  source->set_multi_range(true);
+  const FileEntry& big = layer_.Entry("data/big.bin");
+  const std::string& want = layer_.files["data/big.bin"];
+  // The middle of the file first: one ranged read.
+  const uint64_t middle = big.size / 2;
+  Result<std::string> part = data->Read(big, middle, 1);
+  ASSERT_TRUE(part.has_value()) << part.error().ToString();
+  EXPECT_EQ(*part, want.substr(middle, 1));
+  ASSERT_EQ(source->requests(), 1);
+  EXPECT_EQ(source->multi_range_requests(), 0);
+  // Then the whole file: what lies before and after the middle span is missing, two
+  // disjoint spans in one read (together under max_request_bytes), so one request.
+  Result<std::string> all = data->Read(big, 0, big.size);
+  ASSERT_TRUE(all.has_value()) << all.error().ToString();
+  EXPECT_TRUE(*all == want) << "wrong bytes";
+  EXPECT_EQ(source->requests(), 2);
+  EXPECT_EQ(source->multi_range_requests(), 1);
+  const std::vector<ByteRange> ranges = source->Ranges();
+  ASSERT_EQ(ranges.size(), 3u);  // the middle, then the two spans around it
+  EXPECT_LE(ranges[1].end(), ranges[0].offset);
+  EXPECT_GE(ranges[2].offset, ranges[0].end());
+  EXPECT_TRUE(source->NoOverlaps());
+  const LayerStats stats = data->Stats();
+  EXPECT_EQ(stats.requests, 2u);
+  EXPECT_EQ(stats.bytes_fetched, source->bytes());
+  EXPECT_EQ(stats.errors, 0u);
+}
+
 TEST_P(IndexedFetcherTest, SequentialReadGrowsItsRequests) {
   IndexedRemoteData::Options options = Quiet();
   options.readahead = true;
