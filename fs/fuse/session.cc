@@ -114,6 +114,7 @@ Result<std::unique_ptr<FuseSession>> FuseSession::Mount(ImageFilesystem* filesys
   std::vector<std::string> argv_storage = {"imgfs", "-o", opts};
   if (s->options_.debug) argv_storage.push_back("-d");
   std::vector<char*> argv;
+  argv.reserve(argv_storage.size());
   for (std::string& a : argv_storage) argv.push_back(a.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
   const fuse_lowlevel_ops& ops =
@@ -172,6 +173,7 @@ Status Unmount(const std::string& mountpoint, bool lazy) {
   if (lazy) args.push_back("-z");
   args.push_back(mountpoint);
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   pid_t pid = 0;

@@ -9,9 +9,13 @@
 // /dev/fuse is root-only, a DevFuseMode guard opens it for the test and puts its mode back in
 // TearDown (and in its destructor, should the test end early).
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -212,6 +216,92 @@ TEST_F(RootlessTest, LazyMountServesStatsThroughItsControlSocket) {
   EXPECT_FALSE(IsMounted(mnt));
 }
 
+// Names in `dir` (sorted, without . and ..), or "ERROR …".
+std::string NamesIn(const std::string& dir) {
+  std::error_code ec;
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    names.push_back(e.path().filename());
+  }
+  if (ec) return "ERROR " + ec.message();
+  std::sort(names.begin(), names.end());
+  std::string out;
+  for (const std::string& n : names) out += n + " ";
+  return out;
+}
+
+std::string XattrOf(const std::string& path, const char* name) {
+  char buf[64];
+  ssize_t n = ::lgetxattr(path.c_str(), name, buf, sizeof(buf));
+  return n < 0 ? "<none>" : std::string(buf, static_cast<size_t>(n));
+}
+
+// A copy-on-write mount by a user: trusted.* xattrs are refused, so the directory made over
+// a deleted one is marked opaque with user.overlay.opaque; a remount of the upper and a commit
+// read it back.
+TEST_F(RootlessTest, WritableMountMarksOpaqueDirectoriesWithUserXattrs) {
+  const std::string ref = Push("tiny-gzip", "rootless/rw:1");
+  ASSERT_FALSE(ref.empty());
+  ASSERT_NO_FATAL_FAILURE(OpenDevFuse());
+  const std::string upper = Home() + "/upper";
+
+  ProcessResult mounted = UserImgfs({"mount", "--rw", "--upper", upper, ref, Mnt()});
+  ASSERT_EQ(mounted.exit_code, 0) << mounted.Describe();
+  const std::string m = Mnt();
+  Result<std::string> changed = CallAsUser(user_, [&] {
+    std::error_code ec;
+    std::ofstream(m + "/new.txt") << "hi";
+    std::filesystem::remove(m + "/etc/passwd", ec);
+    if (ec) return "ERROR rm passwd: " + ec.message();
+    std::filesystem::remove_all(m + "/etc/conf.d", ec);
+    if (ec) return "ERROR rm -r conf.d: " + ec.message();
+    if (::mkdir((m + "/etc/conf.d").c_str(), 0755) != 0) {
+      return "ERROR mkdir conf.d: " + std::string(std::strerror(errno));
+    }
+    std::ofstream(m + "/etc/conf.d/z") << "z";
+    // A root-only file of the image: its owner (the user) may change it in a private mount.
+    std::ofstream(m + "/data/changeme.txt", std::ios::app) << "more";
+    return NamesIn(m + "/etc/conf.d") + "| " + ReadAll(m + "/data/changeme.txt");
+  });
+  ASSERT_TRUE(changed.has_value()) << changed.error().ToString();
+  EXPECT_EQ(changed->substr(0, 4), "z | ") << *changed;
+  EXPECT_EQ(changed->substr(changed->size() - 4), "more") << *changed;
+  ProcessResult unmounted = UserImgfs({"umount", Mnt()});
+  ASSERT_EQ(unmounted.exit_code, 0) << unmounted.Describe();
+
+  // The upper as an unprivileged overlayfs upper looks: a 0/0 whiteout, userxattr opaque.
+  struct stat wh {};
+  ASSERT_EQ(lstat((upper + "/etc/passwd").c_str(), &wh), 0);
+  EXPECT_TRUE(S_ISCHR(wh.st_mode) && wh.st_rdev == makedev(0, 0));
+  EXPECT_EQ(XattrOf(upper + "/etc/conf.d", "user.overlay.opaque"), "y");
+  EXPECT_EQ(XattrOf(upper + "/etc/conf.d", "trusted.overlay.opaque"), "<none>");
+
+  // Mounted again over the same upper: the lower conf.d stays hidden.
+  ProcessResult again = UserImgfs({"mount", "--rw", "--upper", upper, ref, Mnt()});
+  ASSERT_EQ(again.exit_code, 0) << again.Describe();
+  Result<std::string> seen = CallAsUser(user_, [&] {
+    return NamesIn(m + "/etc/conf.d") + "| " + ReadAll(m + "/new.txt") + " | " +
+           std::to_string(std::filesystem::exists(m + "/etc/passwd"));
+  });
+  ASSERT_TRUE(seen.has_value()) << seen.error().ToString();
+  EXPECT_EQ(*seen, "z | hi | 0");
+
+  // The commit of the mount turns the marker into an opaque whiteout.
+  ProcessResult committed = UserImgfs({"commit", Mnt(), "rootless/committed:1"});
+  ASSERT_EQ(committed.exit_code, 0) << committed.Describe();
+  ProcessResult unmounted_again = UserImgfs({"umount", Mnt()});
+  ASSERT_EQ(unmounted_again.exit_code, 0) << unmounted_again.Describe();
+  const std::string mnt2 = UserMnt(2);
+  ProcessResult image = UserImgfs({"mount", "rootless/committed:1", mnt2});
+  ASSERT_EQ(image.exit_code, 0) << image.Describe();
+  Result<std::string> committed_tree = CallAsUser(
+      user_, [&] { return NamesIn(mnt2 + "/etc/conf.d") + "| " + ReadAll(mnt2 + "/new.txt"); });
+  ASSERT_TRUE(committed_tree.has_value()) << committed_tree.error().ToString();
+  EXPECT_EQ(*committed_tree, "z | hi");
+  ProcessResult unmounted_image = UserImgfs({"umount", mnt2});
+  EXPECT_EQ(unmounted_image.exit_code, 0) << unmounted_image.Describe();
+}
+
 TEST_F(RootlessTest, StoreFollowsXdgDataHome) {
   const std::string ref = Push("tiny-gzip", "rootless/xdg:1");
   ASSERT_FALSE(ref.empty());
@@ -240,6 +330,8 @@ TEST_F(RootlessTest, UnusableDevFuseSaysWhatToDo) {
   EXPECT_NE(mounted.err.find("chmod 0666 /dev/fuse"), std::string::npos) << mounted.err;
   EXPECT_FALSE(IsMounted(Mnt()));
   EXPECT_TRUE(ListFilesRecursive(UserStore() + "/mounts").empty()) << "no lease left behind";
+  EXPECT_EQ(ReadAll(UserStore() + "/index.json").find("rootless/nofuse"), std::string::npos)
+      << "the check comes before the pull";
 }
 
 TEST_F(RootlessTest, AllowOtherNeedsUserAllowOther) {
