@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <string>
 
 #include <linux/openat2.h>
@@ -47,7 +48,7 @@ int Openat2(int dir, const std::string& path, uint64_t flags, uint64_t mode) {
   how.mode = mode;
   how.resolve = kResolve;
   for (int i = 0; i < kOpenat2Retries; ++i) {
-    long fd = syscall(SYS_openat2, dir, path.c_str(), &how, sizeof(how));
+    int64_t fd = syscall(SYS_openat2, dir, path.c_str(), &how, sizeof(how));
     if (fd >= 0) return static_cast<int>(fd);
     if (errno != EAGAIN && errno != EINTR) return -1;
   }
