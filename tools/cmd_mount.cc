@@ -36,6 +36,7 @@
 #include "cache/containers.h"
 #include "cache/leases.h"
 #include "cache/store.h"
+#include "fs/fuse/mount_access.h"
 #include "fs/fuse/request_counts.h"
 #include "fs/fuse/session.h"
 #include "fs/mount/mount.h"
@@ -411,6 +412,11 @@ int RunMount(CommandContext& ctx) {
   }
   req.no_pull = args.Has("no-pull");
   bool foreground = args.Has("foreground") || req.debug;
+  // What the host lacks for a FUSE mount (a usable /dev/fuse, fusermount3 without root) fails
+  // here, before an image is pulled for nothing.
+  if (Status access = fs::CheckMountAccess(req.mount_options); !access.ok()) {
+    return Fail(access.WithContext("cannot mount at " + dir));
+  }
 
   if (foreground) return ServeMount(ctx, req, -1);
 

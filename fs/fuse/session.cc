@@ -13,13 +13,28 @@
 #include <cstdarg>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <mutex>
+#include <sstream>
 
 #include "base/log.h"
+#include "fs/fuse/mount_access.h"
 
 extern char** environ;
 
 namespace imgfs::fs {
 namespace {
+
+// The last error libfuse logged, so that a failed mount can say what libfuse saw ("fuse:
+// failed to open /dev/fuse: …", "fuse: failed to exec fusermount3: …").
+std::mutex& LastFuseErrorMutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+std::string& LastFuseError() {
+  static std::string error;
+  return error;
+}
 
 // libfuse's own messages go to our logger.
 void FuseLog(enum fuse_log_level level, const char* fmt, va_list ap) {
@@ -27,6 +42,10 @@ void FuseLog(enum fuse_log_level level, const char* fmt, va_list ap) {
   vsnprintf(buf, sizeof(buf), fmt, ap);
   size_t n = strlen(buf);
   while (n > 0 && buf[n - 1] == '\n') buf[--n] = '\0';
+  if (level <= FUSE_LOG_ERR) {
+    std::scoped_lock lock(LastFuseErrorMutex());
+    LastFuseError() = buf;
+  }
   LogLevel ours = level <= FUSE_LOG_ERR       ? LogLevel::kError
                   : level <= FUSE_LOG_WARNING ? LogLevel::kWarning
                   : level <= FUSE_LOG_INFO    ? LogLevel::kInfo
@@ -42,6 +61,31 @@ std::string EscapeOption(const std::string& s) {
     out += c;
   }
   return out;
+}
+
+// Whether `dir` is a mount point of this mount namespace (mountinfo escapes ' ', '\t', '\n'
+// and '\\' as octal).
+bool IsMountPoint(const std::string& dir) {
+  std::string escaped;
+  for (char c : dir) {
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\\') {
+      char buf[8];
+      snprintf(buf, sizeof(buf), "\\%03o", static_cast<unsigned char>(c));
+      escaped += buf;
+    } else {
+      escaped += c;
+    }
+  }
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    // "ID PARENT MAJ:MIN ROOT MOUNTPOINT ..."
+    std::istringstream fields(line);
+    std::string id, parent, dev, root, mountpoint;
+    fields >> id >> parent >> dev >> root >> mountpoint;
+    if (mountpoint == escaped) return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -64,9 +108,13 @@ Result<std::unique_ptr<FuseSession>> FuseSession::Mount(ImageFilesystem* filesys
     std::free(canonical);  // NOLINT(cppcoreguidelines-no-malloc): realpath's allocation
   }
 
+  Status access = CheckMountAccess(s->options_.mount_options);
+  if (!access.ok()) return access.WithContext("cannot mount at " + mountpoint);
   std::string opts =
       std::string(s->options_.writable != nullptr ? "rw" : "ro") +
-      ",default_permissions,subtype=imgfs,fsname=" + EscapeOption(s->options_.fsname);
+      (KernelChecksPermissions(s->options_.mount_options, geteuid()) ? ",default_permissions"
+                                                                     : "") +
+      ",subtype=imgfs,fsname=" + EscapeOption(s->options_.fsname);
   for (const std::string& o : s->options_.mount_options) {
     if (o.empty()) continue;
     opts += "," + o;
@@ -86,9 +134,18 @@ Result<std::unique_ptr<FuseSession>> FuseSession::Mount(ImageFilesystem* filesys
   }
   s->session_.reset(se);
   s->context_.session = se;
+  {
+    std::scoped_lock lock(LastFuseErrorMutex());
+    LastFuseError().clear();
+  }
   if (fuse_session_mount(se, mountpoint.c_str()) != 0) {
+    std::string seen;
+    {
+      std::scoped_lock lock(LastFuseErrorMutex());
+      seen = LastFuseError();
+    }
     return Status::Io("cannot mount at " + mountpoint +
-                      " (is it an existing directory, and is /dev/fuse usable?)");
+                      (seen.empty() ? " (is it an existing directory?)" : " (" + seen + ")"));
   }
   s->mounted_ = true;
   return s;
@@ -125,6 +182,8 @@ Status Unmount(const std::string& mountpoint, bool lazy) {
     if (umount2(mountpoint.c_str(), lazy ? MNT_DETACH : 0) == 0) return Status::Ok();
     return Status::FromErrno(errno, "umount " + mountpoint);
   }
+  // fusermount3 would only say "entry not found in /etc/mtab"; answer as umount2 does.
+  if (!IsMountPoint(mountpoint)) return Status::FromErrno(EINVAL, "umount " + mountpoint);
   std::vector<std::string> args = {"fusermount3", "-u"};
   if (lazy) args.push_back("-z");
   args.push_back(mountpoint);
@@ -133,9 +192,13 @@ Status Unmount(const std::string& mountpoint, bool lazy) {
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   pid_t pid = 0;
-  if (posix_spawnp(&pid, "fusermount3", nullptr, nullptr, argv.data(), environ) != 0) {
-    return Status::Io("cannot run fusermount3");
+  int spawned = posix_spawnp(&pid, "fusermount3", nullptr, nullptr, argv.data(), environ);
+  if (spawned == ENOENT) {
+    return Status::Unavailable(
+        "fusermount3 is not installed: a user other than root unmounts FUSE filesystems "
+        "through it; install it (Debian: apt-get install fuse3), or unmount as root");
   }
+  if (spawned != 0) return Status::FromErrno(spawned, "cannot run fusermount3");
   int wstatus = 0;
   while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
   }

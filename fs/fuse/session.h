@@ -2,9 +2,14 @@
 // with the multi-threaded loop until it is unmounted or the process gets SIGTERM/SIGINT/SIGHUP.
 //
 // Mount options: `ro` (or `rw` when SessionOptions::writable is set), `default_permissions` (the
-// kernel checks modes against the image's owners), fsname = the image reference, subtype `imgfs`;
-// `allow_other`, `dev`, `suid` (and any other option libfuse accepts) only when asked — libfuse
-// mounts nodev,nosuid by default, as mount(8) users expect of FUSE.
+// kernel checks modes against the image's owners) for root's mounts and mounts with
+// allow_other (fs/fuse/mount_access.h says why a user's private mount goes without),
+// fsname = the image reference, subtype `imgfs`; `allow_other`, `dev`, `suid` (and any other
+// option libfuse accepts) only when asked — libfuse mounts nodev,nosuid by default, as mount(8)
+// users expect of FUSE.
+//
+// Without root: libfuse mounts through the setuid fusermount3; Mount checks first what that
+// needs (CheckMountAccess) and fails with what to do when something is missing.
 //
 // Thread-safety: Mount and Run on one thread; RequestExit from any thread or signal context.
 #ifndef IMGFS_FS_FUSE_SESSION_H_
@@ -42,7 +47,8 @@ struct SessionOptions {
 class FuseSession {
  public:
   // Creates the session and mounts it at `mountpoint`. `filesystem` is not owned and must
-  // outlive the session. InvalidArgument for bad options, Io when the mount fails.
+  // outlive the session. InvalidArgument for bad options; CheckMountAccess's error when the
+  // host lacks what the mount needs; Io (with libfuse's last error) when the mount fails.
   static Result<std::unique_ptr<FuseSession>> Mount(ImageFilesystem* filesystem,
                                                     const std::string& mountpoint,
                                                     SessionOptions options);
@@ -71,7 +77,9 @@ class FuseSession {
   bool mounted_ = false;
 };
 
-// Unmounts `mountpoint` (umount2 as root, else `fusermount3 -u`). Io with the reason.
+// Unmounts `mountpoint` (umount2 as root, else `fusermount3 -u`). EINVAL's Status (as umount2
+// gives) when `mountpoint` is not a mount point, Unavailable when fusermount3 is missing, Io
+// with the reason otherwise.
 Status Unmount(const std::string& mountpoint, bool lazy);
 
 }  // namespace imgfs::fs

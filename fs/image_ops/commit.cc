@@ -109,18 +109,18 @@ class UpperWalker {
       return Status::FromErrno(err, "listxattr " + path);
     }
     for (const std::string& name : names) {
-      if (name == kRedirectXattr || name == kMetacopyXattr) {
+      if (IsRedirectOrMetacopyXattr(name)) {
         return Status::Unsupported(path + " carries " + name +
                                    " (an overlayfs redirect/metacopy upper): commit needs "
                                    "uppers written without redirect_dir and metacopy");
       }
       std::string value;
-      if (IsOverlayXattr(name) && !(name == kOpaqueXattr && S_ISDIR(st.st_mode))) continue;
+      if (IsOverlayXattr(name) && !(IsOpaqueXattr(name) && S_ISDIR(st.st_mode))) continue;
       if (int err = GetXattrFd(fd.get(), name, &value); err != 0) {
         return Status::FromErrno(err, "getxattr " + name + " of " + path);
       }
-      if (name == kOpaqueXattr) {
-        opaque = value == "y";
+      if (IsOpaqueXattr(name)) {
+        opaque = opaque || value == "y";
       } else {
         e.xattrs[name] = std::move(value);
       }

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <string>
 
 #include <linux/openat2.h>
@@ -47,7 +48,7 @@ int Openat2(int dir, const std::string& path, uint64_t flags, uint64_t mode) {
   how.mode = mode;
   how.resolve = kResolve;
   for (int i = 0; i < kOpenat2Retries; ++i) {
-    long fd = syscall(SYS_openat2, dir, path.c_str(), &how, sizeof(how));
+    int64_t fd = syscall(SYS_openat2, dir, path.c_str(), &how, sizeof(how));
     if (fd >= 0) return static_cast<int>(fd);
     if (errno != EAGAIN && errno != EINTR) return -1;
   }
@@ -83,7 +84,18 @@ int Errno() { return errno != 0 ? errno : EIO; }
 
 void DisableOpenat2ForTesting() { openat2_usable.store(false); }
 
-bool IsOverlayXattr(std::string_view name) { return name.starts_with(kOverlayXattrPrefix); }
+bool IsOverlayXattr(std::string_view name) {
+  return name.starts_with(kOverlayXattrPrefix) || name.starts_with(kUserOverlayXattrPrefix);
+}
+
+bool IsOpaqueXattr(std::string_view name) {
+  return name == kOpaqueXattr || name == kUserOpaqueXattr;
+}
+
+bool IsRedirectOrMetacopyXattr(std::string_view name) {
+  return name == kRedirectXattr || name == kMetacopyXattr || name == kUserRedirectXattr ||
+         name == kUserMetacopyXattr;
+}
 
 bool IsWhiteout(const struct stat& st) {
   return S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0);
@@ -315,8 +327,18 @@ int RemoveXattrBeneath(int root_fd, std::string_view rel, const std::string& nam
 }
 
 bool IsOpaqueBeneath(int root_fd, std::string_view rel) {
-  std::string v;
-  return GetXattrBeneath(root_fd, rel, std::string(kOpaqueXattr), &v) == 0 && v == "y";
+  for (std::string_view name : {kOpaqueXattr, kUserOpaqueXattr}) {
+    std::string v;
+    if (GetXattrBeneath(root_fd, rel, std::string(name), &v) == 0 && v == "y") return true;
+  }
+  return false;
+}
+
+int SetOpaqueBeneath(int root_fd, std::string_view rel) {
+  int r = SetXattrBeneath(root_fd, rel, std::string(kOpaqueXattr), "y", 0);
+  // trusted.* needs CAP_SYS_ADMIN; an unprivileged upper takes the userxattr name.
+  if (r == EPERM) r = SetXattrBeneath(root_fd, rel, std::string(kUserOpaqueXattr), "y", 0);
+  return r;
 }
 
 }  // namespace imgfs::fs

@@ -7,6 +7,13 @@
 //   - an opaque directory carries trusted.overlay.opaque = "y";
 //   - every other trusted.overlay.* xattr (redirect, metacopy, origin, ...) belongs to the
 //     kernel; imgfs never writes them, never copies them from an image and never serves them.
+// Without root, trusted.* xattrs cannot be set (EPERM: they need CAP_SYS_ADMIN). There the
+// upper uses the names of overlayfs's `userxattr` mode (Linux 5.11, for user namespaces):
+// user.overlay.opaque = "y" marks an opaque directory; SetOpaqueBeneath writes it when
+// trusted.* is refused, and every reader accepts both names. user.overlay.* is reserved like
+// trusted.overlay.* (IsOverlayXattr): never served, copied up or settable by a mount's user,
+// so neither an image nor a user can make an upper directory opaque behind imgfs's back.
+// Whiteouts need no privilege (Linux 5.8 lets anyone mknod a 0/0 character device).
 //
 // Host paths. An upper (and its work directory) can be changed under imgfs by someone else:
 // a container on kernel overlayfs, the owner of a user-given --upper. A directory replaced
@@ -46,9 +53,18 @@ inline constexpr std::string_view kOpaqueXattr = "trusted.overlay.opaque";
 // Kernel overlay features the contract excludes (commit refuses uppers carrying them).
 inline constexpr std::string_view kRedirectXattr = "trusted.overlay.redirect";
 inline constexpr std::string_view kMetacopyXattr = "trusted.overlay.metacopy";
+// The same in overlayfs's userxattr mode (uppers written without root).
+inline constexpr std::string_view kUserOverlayXattrPrefix = "user.overlay.";
+inline constexpr std::string_view kUserOpaqueXattr = "user.overlay.opaque";
+inline constexpr std::string_view kUserRedirectXattr = "user.overlay.redirect";
+inline constexpr std::string_view kUserMetacopyXattr = "user.overlay.metacopy";
 
-// True for trusted.overlay.* names.
+// True for trusted.overlay.* and user.overlay.* names.
 bool IsOverlayXattr(std::string_view name);
+// True for the opaque marker under either name.
+bool IsOpaqueXattr(std::string_view name);
+// True for redirect or metacopy under either name.
+bool IsRedirectOrMetacopyXattr(std::string_view name);
 // True for an overlayfs whiteout: a character device 0/0.
 bool IsWhiteout(const struct stat& st);
 
@@ -101,8 +117,13 @@ int SetXattrBeneath(int root_fd, std::string_view rel, const std::string& name,
                     std::string_view value, int flags);
 int RemoveXattrBeneath(int root_fd, std::string_view rel, const std::string& name);
 
-// True when the directory `rel` below `root_fd` carries trusted.overlay.opaque = "y".
+// True when the directory `rel` below `root_fd` carries trusted.overlay.opaque = "y" or
+// user.overlay.opaque = "y".
 bool IsOpaqueBeneath(int root_fd, std::string_view rel);
+// Marks the directory `rel` below `root_fd` opaque: trusted.overlay.opaque = "y", or, where
+// trusted.* xattrs are refused with EPERM (not root), user.overlay.opaque = "y". 0 or the
+// errno of the last attempt.
+int SetOpaqueBeneath(int root_fd, std::string_view rel);
 
 // Makes this process use the per-component fallback instead of openat2 (tests of the
 // fallback, which kernels before 5.6 take).

@@ -229,7 +229,7 @@ int WritableFs::Mkdir(uint64_t parent, std::string_view name, mode_t mode, const
   r = SetNewOwner(at, nm.c_str(), upper_fd_.get(), site.dir_path, caller, S_IFDIR, &m);
   if (r == 0 && site.over_whiteout) {
     // Created over a whiteout: whatever the lower had there stays hidden.
-    r = SetXattrBeneath(work_fd_.get(), site.tmp, std::string(kOpaqueXattr), "y", 0);
+    r = SetOpaqueBeneath(work_fd_.get(), site.tmp);
   }
   if (r != 0) {
     UnlinkBeneath(at, nm, AT_REMOVEDIR);
@@ -423,7 +423,7 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
     std::unordered_map<uint32_t, std::string> copied;
     r = CopyMergedTree(s, src_path, tmp, &copied);
     if (r == 0) {
-      r = SetXattrBeneath(work_fd_.get(), tmp, std::string(kOpaqueXattr), "y", 0);
+      r = SetOpaqueBeneath(work_fd_.get(), tmp);
     }
     if (r == 0) r = PlaceFromWork(tmp, dst_path);
     if (r != 0) {
@@ -445,7 +445,7 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
   } else {
     // An upper-only directory: a plain rename in the upper.
     if (dst_lower_dir) {
-      r = SetXattrBeneath(upper_fd_.get(), src_path, std::string(kOpaqueXattr), "y", 0);
+      r = SetOpaqueBeneath(upper_fd_.get(), src_path);
       if (r != 0) return r;
     }
     struct stat dst {};

@@ -7,7 +7,7 @@
 //     because something below it changed is C too, as docker shows `C /etc`)
 //   - an entry whose path the lower does not have         → A /path, and so is everything
 //     below an added directory (also below a directory that replaced a lower non-directory)
-//   - an opaque directory (trusted.overlay.opaque="y") that is a directory in the lower
+//   - an opaque directory (trusted. or user.overlay.opaque="y"), a directory in the lower
 //                                                          → C /dir, plus D /dir/x for every
 //     lower child x the upper does not have (the opaque directory hides them)
 // The upper root itself is never listed. The result is sorted by path (bytewise).

@@ -5,13 +5,14 @@
 // written. The upper follows the kernel overlayfs conventions, so the same directory works
 // with `mount -t overlay` and is what `imgfs commit` turns into a layer:
 //   - a whiteout is a character device 0/0 named like the deleted entry;
-//   - an opaque directory carries the xattr trusted.overlay.opaque = "y" (lower entries below
-//     it are hidden);
+//   - an opaque directory carries the xattr trusted.overlay.opaque = "y", or, where trusted.*
+//     is refused (a mount without root), user.overlay.opaque = "y"; both are read (lower
+//     entries below it are hidden; fs/upper/upper_dir.h);
 //   - no redirects: a renamed directory that has lower content is copied up whole (upper
 //     files are hard-linked, lower ones copied) and marked opaque;
 //   - ownership, modes, times and xattrs of upper entries are their own; trusted.overlay.*
-//     xattrs are never shown to users nor settable by them, and an image's own
-//     trusted.overlay.* xattrs are never copied up (an image directory carrying
+//     and user.overlay.* xattrs are never shown to users nor settable by them, and an image's
+//     own are never copied up (an image directory carrying
 //     trusted.overlay.opaque does not become opaque in the upper);
 //   - a symlink has no mode of its own: chmod of one is EOPNOTSUPP, as overlayfs answers.
 // Host paths: the upper and the work directory may be changed under the daemon (by the owner

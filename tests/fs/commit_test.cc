@@ -176,6 +176,36 @@ TEST(CommitLayerTest, ReservedNamesAndRedirectsAreRefused) {
   EXPECT_FALSE(missing.has_value());
 }
 
+// An upper written without root marks opaque directories with user.overlay.opaque (overlayfs's
+// userxattr names): commit reads it as it reads trusted.overlay.opaque, keeps user.overlay.*
+// out of the layer like trusted.overlay.*, and refuses its redirects too.
+TEST(CommitLayerTest, UserxattrUpperOfAnUnprivilegedMount) {
+  TempDir dir;
+  const std::string u = dir.Sub("u");
+  ASSERT_TRUE(MakeDirs(u + "/opq").ok());
+  ASSERT_EQ(::lsetxattr((u + "/opq").c_str(), "user.overlay.opaque", "y", 1, 0), 0);
+  WriteText(u + "/opq/new", "new");
+  ASSERT_TRUE(MakeDirs(u + "/kept").ok());
+  ASSERT_EQ(::lsetxattr((u + "/kept").c_str(), "user.overlay.opaque", "n", 1, 0), 0);
+  ASSERT_EQ(::lsetxattr((u + "/kept").c_str(), "user.overlay.origin", "xx", 2, 0), 0);
+  ASSERT_EQ(::lsetxattr((u + "/kept").c_str(), "user.k", "v", 1, 0), 0);
+  auto tar = LayerTar(u);
+  ASSERT_TRUE(tar.has_value()) << tar.error().ToString();
+  std::vector<TarEntry> entries = ReadEntries(*tar, nullptr);
+  std::map<std::string, TarEntry> by_name;
+  for (const TarEntry& e : entries) by_name[e.name] = e;
+  EXPECT_EQ(by_name.count("opq/.wh..wh..opq"), 1u);
+  EXPECT_EQ(by_name.count("kept/.wh..wh..opq"), 0u);
+  EXPECT_EQ(by_name["kept"].xattrs, (std::map<std::string, std::string>{{"user.k", "v"}}));
+  EXPECT_TRUE(by_name["opq"].xattrs.empty());
+
+  ASSERT_TRUE(MakeDirs(dir.Sub("r/moved")).ok());
+  ASSERT_EQ(::lsetxattr(dir.Sub("r/moved").c_str(), "user.overlay.redirect", "/old", 4, 0), 0);
+  auto redirect = LayerTar(dir.Sub("r"));
+  ASSERT_FALSE(redirect.has_value());
+  EXPECT_EQ(redirect.error().code(), StatusCode::kUnsupported);
+}
+
 TEST(CommitFormatTest, ParsesFormats) {
   EXPECT_EQ(*ParseLayerCompression(""), LayerCompression::kGzip);
   EXPECT_EQ(*ParseLayerCompression("gzip"), LayerCompression::kGzip);

@@ -399,6 +399,7 @@ TEST_F(WritableFsTest, LinksSymlinksNodesAndAttributes) {
 
 TEST_F(WritableFsTest, XattrsAreCopiedUpAndOverlayOnesHidden) {
   uint64_t id = Walk("data/xattr.txt");
+  std::string value;
   std::vector<std::string> names;
   ASSERT_EQ(wfs_->ListXattr(id, &names), 0);
   EXPECT_EQ(names.size(), 2u);
@@ -410,6 +411,9 @@ TEST_F(WritableFsTest, XattrsAreCopiedUpAndOverlayOnesHidden) {
   std::sort(names.begin(), names.end());
   EXPECT_EQ(names, (std::vector<std::string>{"user.fixture.comment", "user.new"}));
   EXPECT_EQ(wfs_->SetXattr(id, "trusted.overlay.opaque", "y", 0), EPERM);
+  // The userxattr names of an unprivileged upper are reserved as well.
+  EXPECT_EQ(wfs_->SetXattr(id, "user.overlay.opaque", "y", 0), EPERM);
+  EXPECT_EQ(wfs_->GetXattr(id, "user.overlay.opaque", &value), ENODATA);
   // An opaque directory does not show its marker.
   uint64_t sub = Walk("etc/conf.d/sub");
   ASSERT_EQ(wfs_->Unlink(sub, "d.conf"), 0);
@@ -420,6 +424,7 @@ TEST_F(WritableFsTest, XattrsAreCopiedUpAndOverlayOnesHidden) {
   EXPECT_TRUE(names.empty());
   std::string v;
   EXPECT_EQ(wfs_->GetXattr(e.id, "trusted.overlay.opaque", &v), ENODATA);
+  EXPECT_EQ(wfs_->GetXattr(e.id, "user.overlay.opaque", &v), ENODATA);
 }
 
 TEST_F(WritableFsTest, ForgetFreesNodes) {

@@ -264,10 +264,12 @@ TEST_F(SecUpperTest, CommitRacingADirectorySymlinkSwapNeverReadsTheHost) {
 // #14: an image directory carrying trusted.overlay.opaque and a file carrying
 // trusted.overlay.redirect: the read-only mount does not serve them, copy-up does not put
 // them into the upper (the directory does not become opaque: its image entries stay
-// visible), and the mount's changes commit.
+// visible), and the mount's changes commit. The same for user.overlay.opaque, the marker of
+// uppers written without root.
 TEST_F(SecUpperTest, ImageOverlayXattrsAreNeitherServedNorCopiedUp) {
   TarEntry opq = Dir("opq");
   opq.xattrs["trusted.overlay.opaque"] = "y";
+  opq.xattrs["user.overlay.opaque"] = "y";
   opq.xattrs["user.kept"] = "1";
   TarEntry a = File("opq/a", 7);
   a.xattrs["trusted.overlay.redirect"] = "/elsewhere";
@@ -280,6 +282,8 @@ TEST_F(SecUpperTest, ImageOverlayXattrsAreNeitherServedNorCopiedUp) {
   char value[64];
   EXPECT_LT(getxattr((Mnt() + "/opq").c_str(), "trusted.overlay.opaque", value, sizeof(value)), 0)
       << "the read-only mount serves trusted.overlay.opaque";
+  EXPECT_LT(getxattr((Mnt() + "/opq").c_str(), "user.overlay.opaque", value, sizeof(value)), 0)
+      << "the read-only mount serves user.overlay.opaque";
   EXPECT_GT(getxattr((Mnt() + "/opq").c_str(), "user.kept", value, sizeof(value)), 0);
   char names[256];
   ssize_t n = listxattr((Mnt() + "/opq/a").c_str(), names, sizeof(names));
@@ -295,6 +299,8 @@ TEST_F(SecUpperTest, ImageOverlayXattrsAreNeitherServedNorCopiedUp) {
   ASSERT_EQ(utimensat(AT_FDCWD, (Mnt() + "/opq/a").c_str(), nullptr, 0), 0);  // copies a up
   EXPECT_LT(lgetxattr((upper + "/opq").c_str(), "trusted.overlay.opaque", value, sizeof(value)), 0)
       << "the copied-up directory is opaque";
+  EXPECT_LT(lgetxattr((upper + "/opq").c_str(), "user.overlay.opaque", value, sizeof(value)), 0)
+      << "the copied-up directory is opaque (user.overlay.opaque)";
   EXPECT_LT(lgetxattr((upper + "/opq/a").c_str(), "trusted.overlay.redirect", value, sizeof(value)),
             0);
   EXPECT_GT(lgetxattr((upper + "/opq").c_str(), "user.kept", value, sizeof(value)), 0);

@@ -1,0 +1,365 @@
+// imgfs end-to-end tests — imgfs without root: an ordinary user pulls into a store under their
+// home, lists images, mounts (pulled and lazy) through fusermount3, reads the image as it is
+// stored, asks a lazy mount for its stats and unmounts; and the errors that say what to do
+// when the host lacks something (an unusable /dev/fuse, allow_other without
+// user_allow_other, unmounting what is not mounted).
+//
+// The test process is root; every imgfs command runs as `nobody` with a private HOME below
+// the test's directory and a clean environment (tests/support/unprivileged.h). Where
+// /dev/fuse is root-only, a DevFuseMode guard opens it for the test and puts its mode back in
+// TearDown (and in its destructor, should the test end early).
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "base/file_util.h"
+#include "fs/fuse/mount_access.h"
+#include "tests/support/e2e_fixture.h"
+#include "tests/support/mount_support.h"
+#include "tests/support/tree_compare.h"
+#include "tests/support/unprivileged.h"
+
+namespace imgfs::testing {
+namespace {
+
+// The mountinfo line of `dir` ("" when it is not a mount point).
+std::string MountInfoLine(const std::string& dir) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, dev, root, mountpoint;
+    fields >> id >> parent >> dev >> root >> mountpoint;
+    if (mountpoint == dir) return line;
+  }
+  return "";
+}
+
+class RootlessTest : public ImgfsMountTest {
+ protected:
+  void SetUp() override {
+    ASSERT_NO_FATAL_FAILURE(ImgfsMountTest::SetUp());
+    Result<UnprivilegedUser> user = TestUser();
+    ASSERT_TRUE(user.has_value()) << user.error().ToString();
+    user_ = *user;
+    // The user reaches the test's directory and owns its home and mountpoints.
+    ASSERT_TRUE(GiveTo(dir_.path(), user_).ok());
+    ASSERT_TRUE(MakeDirs(Home(), 0700).ok());
+    ASSERT_TRUE(GiveTo(Home(), user_).ok());
+    ASSERT_TRUE(GiveTo(Mnt(), user_).ok());
+    // The binary under test, or a copy of it when the build tree is closed to the user (a
+    // checkout under /root).
+    binary_ = kImgfsBinary;
+    Result<std::string> can_run = CallAsUser(
+        user_, [&] { return std::string(access(binary_.c_str(), X_OK) == 0 ? "y" : "n"); });
+    ASSERT_TRUE(can_run.has_value()) << can_run.error().ToString();
+    if (*can_run != "y") {
+      binary_ = Sub("imgfs");
+      std::error_code ec;
+      std::filesystem::copy_file(kImgfsBinary, binary_, ec);
+      ASSERT_FALSE(ec) << ec.message();
+      ASSERT_EQ(chmod(binary_.c_str(), 0755), 0);
+    }
+  }
+
+  void TearDown() override {
+    ImgfsMountTest::TearDown();  // unmounts leftovers (as root)
+    fuse_mode_.reset();          // /dev/fuse gets its mode back even when the test failed
+  }
+
+  // Opens /dev/fuse to every user for the rest of the test.
+  void OpenDevFuse() {
+    fuse_mode_.emplace(0666);
+    ASSERT_TRUE(fuse_mode_->ok()) << fuse_mode_->status().ToString();
+  }
+
+  std::string Home() const { return Sub("home"); }
+  std::string UserStore() const { return Home() + "/.local/share/imgfs"; }
+
+  // `imgfs ARGS...` as the user, with HOME and `env` only.
+  ProcessResult UserImgfs(std::vector<std::string> args, std::vector<std::string> env = {}) {
+    args.insert(args.begin(), binary_);
+    env.push_back("HOME=" + Home());
+    return RunAsUser(user_, args, env);
+  }
+
+  // Mountpoint n, made and given to the user.
+  std::string UserMnt(int n) {
+    std::string dir = Mnt(n);
+    EXPECT_TRUE(MakeDirs(dir).ok());
+    EXPECT_TRUE(GiveTo(dir, user_).ok());
+    return dir;
+  }
+
+  // The mount at `dir` listed by the user, in the list-tree.py format.
+  std::map<std::string, TreeEntry> ListAsUser(const std::string& dir, std::string* error) {
+    Result<std::string> text = CallAsUser(user_, [&] {
+      std::string list_error;
+      std::map<std::string, TreeEntry> tree = ListTree(dir, TreeOptions{}, &list_error);
+      if (!list_error.empty()) return "ERROR " + list_error;
+      std::string out;
+      for (const auto& [path, entry] : tree) out += entry.Line(path) + "\n";
+      return out;
+    });
+    if (!text.has_value()) {
+      *error = text.error().ToString();
+      return {};
+    }
+    if (text->rfind("ERROR ", 0) == 0) {
+      *error = *text;
+      return {};
+    }
+    return ParseListing(*text);
+  }
+
+  std::string Push(const std::string& fixture, const std::string& name) {
+    RegistryServer* reg = SharedRegistry();
+    if (reg == nullptr) return "";
+    Status pushed = reg->PushOciLayout(FixturePath(fixture), "latest", name);
+    EXPECT_TRUE(pushed.ok()) << pushed.ToString();
+    return reg->host_port() + "/" + name;
+  }
+
+  UnprivilegedUser user_;
+  std::string binary_;
+  std::optional<DevFuseMode> fuse_mode_;
+};
+
+TEST_F(RootlessTest, PullImagesMountReadAndUmountAsAUser) {
+  const std::string ref = Push("tiny-gzip", "rootless/gzip:1");
+  ASSERT_FALSE(ref.empty());
+  ASSERT_NO_FATAL_FAILURE(OpenDevFuse());
+
+  ProcessResult pulled = UserImgfs({"pull", ref});
+  ASSERT_EQ(pulled.exit_code, 0) << pulled.Describe();
+  struct stat store {};
+  ASSERT_EQ(stat(UserStore().c_str(), &store), 0) << "the store goes under ~/.local/share";
+  EXPECT_EQ(store.st_uid, user_.uid);
+  EXPECT_EQ(store.st_mode & 07777, 0700u);
+  ProcessResult images = UserImgfs({"images"});
+  ASSERT_EQ(images.exit_code, 0) << images.Describe();
+  EXPECT_NE(images.out.find("rootless/gzip"), std::string::npos) << images.out;
+
+  ProcessResult mounted = UserImgfs({"mount", ref, Mnt()});
+  ASSERT_EQ(mounted.exit_code, 0) << mounted.Describe();
+  const std::string info = MountInfoLine(Mnt());
+  ASSERT_FALSE(info.empty()) << Mnt() << " is not mounted";
+  EXPECT_NE(info.find(" - fuse.imgfs "), std::string::npos) << info;
+  EXPECT_NE(info.find("user_id=" + std::to_string(user_.uid)), std::string::npos) << info;
+  // A private mount: no default_permissions, so its owner reads the root-only files too.
+  EXPECT_EQ(info.find("default_permissions"), std::string::npos) << info;
+  EXPECT_EQ(info.find("allow_other"), std::string::npos) << info;
+
+  // The user sees the image as stored: owners 0:0, modes, content, root-only files readable.
+  std::string error;
+  auto actual = ListAsUser(Mnt(), &error);
+  ASSERT_TRUE(error.empty()) << error;
+  auto expected = ParseListing(ReadAll(FixturePath("tiny.expected.txt")));
+  ASSERT_GT(expected.size(), 50u);
+  std::vector<std::string> diffs = CompareWithListing(actual, expected, TreeOptions{});
+  EXPECT_TRUE(diffs.empty()) << diffs.size() << " differences, first: " << diffs.front();
+  ASSERT_TRUE(actual.count("/data/changeme.txt") > 0);
+  EXPECT_EQ(actual["/data/changeme.txt"].mode, 0600u);
+  EXPECT_EQ(actual["/data/changeme.txt"].uid, 0u);
+
+  // No allow_other: the kernel keeps everyone else out, root included.
+  struct stat st {};
+  EXPECT_NE(stat((Mnt() + "/bin").c_str(), &st), 0);
+  EXPECT_EQ(errno, EACCES);
+
+  ProcessResult unmounted = UserImgfs({"umount", Mnt()});
+  ASSERT_EQ(unmounted.exit_code, 0) << unmounted.Describe();
+  EXPECT_FALSE(IsMounted(Mnt()));
+  // `umount` waited for the daemon: its lease is gone.
+  EXPECT_EQ(MountDaemonPid(UserStore(), Mnt()), 0);
+  EXPECT_TRUE(ListFilesRecursive(UserStore() + "/mounts").empty());
+}
+
+TEST_F(RootlessTest, LazyMountServesStatsThroughItsControlSocket) {
+  const std::string ref = Push("tiny-estargz", "rootless/estargz:1");
+  ASSERT_FALSE(ref.empty());
+  ASSERT_NO_FATAL_FAILURE(OpenDevFuse());
+
+  const std::string mnt = UserMnt(2);
+  ProcessResult mounted = UserImgfs({"mount", "--lazy", ref, mnt});
+  ASSERT_EQ(mounted.exit_code, 0) << mounted.Describe();
+  ASSERT_TRUE(IsMounted(mnt));
+  Result<std::string> busybox = CallAsUser(user_, [&] {
+    std::string list_error;
+    auto tree = ListTree(mnt + "/bin", TreeOptions{}, &list_error);
+    auto it = tree.find("/busybox");
+    return it == tree.end() ? "ERROR " + list_error : it->second.content;
+  });
+  ASSERT_TRUE(busybox.has_value()) << busybox.error().ToString();
+  EXPECT_EQ(*busybox, "3d9f2889d6782537624a4e1a10e68a2ddd53e0ee8bac02676f27308f42ec6bf6");
+
+  ProcessResult stats = UserImgfs({"stats", mnt});
+  ASSERT_EQ(stats.exit_code, 0) << stats.Describe();
+  EXPECT_NE(stats.out.find("rootless/estargz:1"), std::string::npos) << stats.out;
+  EXPECT_NE(stats.out.find("Fetched"), std::string::npos) << stats.out;
+
+  ProcessResult unmounted = UserImgfs({"umount", mnt});
+  ASSERT_EQ(unmounted.exit_code, 0) << unmounted.Describe();
+  EXPECT_FALSE(IsMounted(mnt));
+}
+
+// Names in `dir` (sorted, without . and ..), or "ERROR …".
+std::string NamesIn(const std::string& dir) {
+  std::error_code ec;
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    names.push_back(e.path().filename());
+  }
+  if (ec) return "ERROR " + ec.message();
+  std::sort(names.begin(), names.end());
+  std::string out;
+  for (const std::string& n : names) out += n + " ";
+  return out;
+}
+
+std::string XattrOf(const std::string& path, const char* name) {
+  char buf[64];
+  ssize_t n = ::lgetxattr(path.c_str(), name, buf, sizeof(buf));
+  return n < 0 ? "<none>" : std::string(buf, static_cast<size_t>(n));
+}
+
+// A copy-on-write mount by a user: trusted.* xattrs are refused, so the directory made over
+// a deleted one is marked opaque with user.overlay.opaque; a remount of the upper and a commit
+// read it back.
+TEST_F(RootlessTest, WritableMountMarksOpaqueDirectoriesWithUserXattrs) {
+  const std::string ref = Push("tiny-gzip", "rootless/rw:1");
+  ASSERT_FALSE(ref.empty());
+  ASSERT_NO_FATAL_FAILURE(OpenDevFuse());
+  const std::string upper = Home() + "/upper";
+
+  ProcessResult mounted = UserImgfs({"mount", "--rw", "--upper", upper, ref, Mnt()});
+  ASSERT_EQ(mounted.exit_code, 0) << mounted.Describe();
+  const std::string m = Mnt();
+  Result<std::string> changed = CallAsUser(user_, [&] {
+    std::error_code ec;
+    std::ofstream(m + "/new.txt") << "hi";
+    std::filesystem::remove(m + "/etc/passwd", ec);
+    if (ec) return "ERROR rm passwd: " + ec.message();
+    std::filesystem::remove_all(m + "/etc/conf.d", ec);
+    if (ec) return "ERROR rm -r conf.d: " + ec.message();
+    if (::mkdir((m + "/etc/conf.d").c_str(), 0755) != 0) {
+      return "ERROR mkdir conf.d: " + std::string(std::strerror(errno));
+    }
+    std::ofstream(m + "/etc/conf.d/z") << "z";
+    // A root-only file of the image: its owner (the user) may change it in a private mount.
+    std::ofstream(m + "/data/changeme.txt", std::ios::app) << "more";
+    return NamesIn(m + "/etc/conf.d") + "| " + ReadAll(m + "/data/changeme.txt");
+  });
+  ASSERT_TRUE(changed.has_value()) << changed.error().ToString();
+  EXPECT_EQ(changed->substr(0, 4), "z | ") << *changed;
+  EXPECT_EQ(changed->substr(changed->size() - 4), "more") << *changed;
+  ProcessResult unmounted = UserImgfs({"umount", Mnt()});
+  ASSERT_EQ(unmounted.exit_code, 0) << unmounted.Describe();
+
+  // The upper as an unprivileged overlayfs upper looks: a 0/0 whiteout, userxattr opaque.
+  struct stat wh {};
+  ASSERT_EQ(lstat((upper + "/etc/passwd").c_str(), &wh), 0);
+  EXPECT_TRUE(S_ISCHR(wh.st_mode) && wh.st_rdev == makedev(0, 0));
+  EXPECT_EQ(XattrOf(upper + "/etc/conf.d", "user.overlay.opaque"), "y");
+  EXPECT_EQ(XattrOf(upper + "/etc/conf.d", "trusted.overlay.opaque"), "<none>");
+
+  // Mounted again over the same upper: the lower conf.d stays hidden.
+  ProcessResult again = UserImgfs({"mount", "--rw", "--upper", upper, ref, Mnt()});
+  ASSERT_EQ(again.exit_code, 0) << again.Describe();
+  Result<std::string> seen = CallAsUser(user_, [&] {
+    return NamesIn(m + "/etc/conf.d") + "| " + ReadAll(m + "/new.txt") + " | " +
+           std::to_string(std::filesystem::exists(m + "/etc/passwd"));
+  });
+  ASSERT_TRUE(seen.has_value()) << seen.error().ToString();
+  EXPECT_EQ(*seen, "z | hi | 0");
+
+  // The commit of the mount turns the marker into an opaque whiteout.
+  ProcessResult committed = UserImgfs({"commit", Mnt(), "rootless/committed:1"});
+  ASSERT_EQ(committed.exit_code, 0) << committed.Describe();
+  ProcessResult unmounted_again = UserImgfs({"umount", Mnt()});
+  ASSERT_EQ(unmounted_again.exit_code, 0) << unmounted_again.Describe();
+  const std::string mnt2 = UserMnt(2);
+  ProcessResult image = UserImgfs({"mount", "rootless/committed:1", mnt2});
+  ASSERT_EQ(image.exit_code, 0) << image.Describe();
+  Result<std::string> committed_tree = CallAsUser(
+      user_, [&] { return NamesIn(mnt2 + "/etc/conf.d") + "| " + ReadAll(mnt2 + "/new.txt"); });
+  ASSERT_TRUE(committed_tree.has_value()) << committed_tree.error().ToString();
+  EXPECT_EQ(*committed_tree, "z | hi");
+  ProcessResult unmounted_image = UserImgfs({"umount", mnt2});
+  EXPECT_EQ(unmounted_image.exit_code, 0) << unmounted_image.Describe();
+}
+
+TEST_F(RootlessTest, StoreFollowsXdgDataHome) {
+  const std::string ref = Push("tiny-gzip", "rootless/xdg:1");
+  ASSERT_FALSE(ref.empty());
+  const std::string data_home = Sub("data");
+  ASSERT_TRUE(MakeDirs(data_home, 0700).ok());
+  ASSERT_TRUE(GiveTo(data_home, user_).ok());
+
+  ProcessResult pulled = UserImgfs({"pull", ref}, {"XDG_DATA_HOME=" + data_home});
+  ASSERT_EQ(pulled.exit_code, 0) << pulled.Describe();
+  EXPECT_NE(ReadAll(data_home + "/imgfs/index.json").find("rootless/xdg:1"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(UserStore())) << "XDG_DATA_HOME wins over HOME";
+  ProcessResult images = UserImgfs({"images"}, {"XDG_DATA_HOME=" + data_home});
+  ASSERT_EQ(images.exit_code, 0) << images.Describe();
+  EXPECT_NE(images.out.find("rootless/xdg"), std::string::npos) << images.out;
+}
+
+TEST_F(RootlessTest, UnusableDevFuseSaysWhatToDo) {
+  const std::string ref = Push("tiny-gzip", "rootless/nofuse:1");
+  ASSERT_FALSE(ref.empty());
+  fuse_mode_.emplace(0600);  // root-only, as some hosts have it
+  ASSERT_TRUE(fuse_mode_->ok()) << fuse_mode_->status().ToString();
+
+  ProcessResult mounted = UserImgfs({"mount", ref, Mnt()});
+  EXPECT_NE(mounted.exit_code, 0) << mounted.Describe();
+  EXPECT_NE(mounted.err.find("/dev/fuse (mode 0600"), std::string::npos) << mounted.err;
+  EXPECT_NE(mounted.err.find("chmod 0666 /dev/fuse"), std::string::npos) << mounted.err;
+  EXPECT_FALSE(IsMounted(Mnt()));
+  EXPECT_TRUE(ListFilesRecursive(UserStore() + "/mounts").empty()) << "no lease left behind";
+  EXPECT_EQ(ReadAll(UserStore() + "/index.json").find("rootless/nofuse"), std::string::npos)
+      << "the check comes before the pull";
+}
+
+TEST_F(RootlessTest, AllowOtherNeedsUserAllowOther) {
+  const std::string ref = Push("tiny-gzip", "rootless/other:1");
+  ASSERT_FALSE(ref.empty());
+  ASSERT_NO_FATAL_FAILURE(OpenDevFuse());
+  Result<std::string> conf = ReadFile("/etc/fuse.conf");
+  const bool allowed = conf.has_value() && fs::FuseConfAllowsOther(*conf);
+
+  ProcessResult mounted = UserImgfs({"mount", "-o", "allow_other", ref, Mnt()});
+  if (allowed) {
+    // This host allows it: everyone reaches the mount, with the image's permissions.
+    ASSERT_EQ(mounted.exit_code, 0) << mounted.Describe();
+    EXPECT_NE(MountInfoLine(Mnt()).find("default_permissions"), std::string::npos);
+    EXPECT_EQ(ReadAll(Mnt() + "/etc/group").size(), 23u);
+  } else {
+    EXPECT_NE(mounted.exit_code, 0) << mounted.Describe();
+    EXPECT_NE(mounted.err.find("user_allow_other"), std::string::npos) << mounted.err;
+    EXPECT_NE(mounted.err.find("/etc/fuse.conf"), std::string::npos) << mounted.err;
+    EXPECT_FALSE(IsMounted(Mnt()));
+  }
+}
+
+TEST_F(RootlessTest, UmountOfWhatIsNotMountedSaysSo) {
+  ProcessResult unmounted = UserImgfs({"umount", Mnt()});
+  EXPECT_NE(unmounted.exit_code, 0) << unmounted.Describe();
+  EXPECT_NE(unmounted.err.find("is not mounted"), std::string::npos) << unmounted.err;
+}
+
+}  // namespace
+}  // namespace imgfs::testing
