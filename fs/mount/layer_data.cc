@@ -126,9 +126,11 @@ bool StoredIndexFits(const LayerIndex& index, const registry::Descriptor& desc,
 // found in the TOC when it is fetched now and then recorded beside the index
 // (IndexStore::PutLandmark), so a later mount from the stored index prefetches the same
 // files (e.g. after `imgfs cache prune` evicted the chunks).
+// The files are written without fsync (the mount waits for this index), their paths added to
+// *unsynced for a later IndexStore::Sync.
 Result<LayerIndex> LoadLazyIndex(const cache::IndexStore& index_store, registry::BlobSource& source,
-                                 const registry::Descriptor& desc, bool* built,
-                                 uint64_t* landmark) {
+                                 const registry::Descriptor& desc, bool* built, uint64_t* landmark,
+                                 std::vector<std::string>* unsynced) {
   const registry::Digest toc = TocDigestOf(desc);
   const cache::IndexKey key = cache::IndexKey::Toc(desc.digest, toc);
   if (!toc.empty()) {
@@ -160,13 +162,15 @@ Result<LayerIndex> LoadLazyIndex(const cache::IndexStore& index_store, registry:
   if (toc.empty()) return index;  // verified against a non-sha256 digest: used, not kept
   // The record first: a reader that sees the index also sees its landmark.
   if (*landmark > 0) {
-    Status kept = index_store.PutLandmark(desc.digest, *landmark);
+    Status kept = index_store.PutLandmark(desc.digest, *landmark, Durability::kUnsynced);
+    if (kept.ok()) unsynced->push_back(index_store.LandmarkPathFor(desc.digest));
     if (!kept.ok()) {
       IMGFS_LOG(kWarning) << "cannot keep the prefetch landmark of " << desc.digest.String() << ": "
                           << kept.ToString();
     }
   }
-  Status put = index_store.Put(key, index->Encode());
+  Status put = index_store.Put(key, index->Encode(), Durability::kUnsynced);
+  if (put.ok()) unsynced->push_back(index_store.PathFor(key));
   if (!put.ok())
     IMGFS_LOG(kWarning) << "cannot keep the index of " << desc.digest.String() << ": "
                         << put.ToString();
@@ -276,9 +280,10 @@ Result<std::optional<OpenedLayer>> LayerOpener::OpenMissing(size_t position,
   if (options_.lazy) {
     // A plain-looking layer with no index: its footer may still say eStargz/zstd:chunked.
     std::shared_ptr<const LayerIndex> plain;
+    std::vector<std::string> unsynced;  // of a published index kept now
     UnannotatedToc unannotated = UnannotatedToc::kNone;
     if (!registry::media::IsLazyLayer(desc)) {
-      plain = PlainLazyIndex(desc);
+      plain = PlainLazyIndex(desc, &unsynced);
       if (plain == nullptr) unannotated = ProbeRemoteFooter(source, desc);
     }
     const bool unverified =
@@ -304,8 +309,9 @@ Result<std::optional<OpenedLayer>> LayerOpener::OpenMissing(size_t position,
         built = true;
       }
       Result<LayerIndex> index =
-          unverified ? LoadUnverifiedTocIndex(source, desc, unannotated, &out.landmark)
-                     : LoadLazyIndex(index_store_, source, desc, &built, &out.landmark);
+          unverified
+              ? LoadUnverifiedTocIndex(source, desc, unannotated, &out.landmark)
+              : LoadLazyIndex(index_store_, source, desc, &built, &out.landmark, &out.unsynced);
       if (!index.has_value()) return decorate(index.error());
       out.index_built = built && !unverified;  // an unverified TOC is never stored
       auto shared = std::make_shared<const LayerIndex>(std::move(index).value());
@@ -349,6 +355,7 @@ Result<std::optional<OpenedLayer>> LayerOpener::OpenMissing(size_t position,
       if (data.has_value()) {
         OpenedLayer out;
         out.kind = OpenedLayer::Kind::kIndexed;
+        out.unsynced = std::move(unsynced);
         out.indexed = data->get();
         out.mounted = MountedLayer{plain, std::move(data).value()};
         return std::optional<OpenedLayer>(std::move(out));
@@ -467,7 +474,8 @@ const std::map<registry::Digest, LayerIndex>& LayerOpener::Published() {
 // it; the manifest digest pins which image it was found for, and the artifact digest is
 // recorded in the index (LayerIndex::origin). nullptr when there is none or it does not fit
 // the layer: the caller then fetches the layer whole (and indexes it).
-std::shared_ptr<const LayerIndex> LayerOpener::PlainLazyIndex(const registry::Descriptor& desc) {
+std::shared_ptr<const LayerIndex> LayerOpener::PlainLazyIndex(const registry::Descriptor& desc,
+                                                              std::vector<std::string>* unsynced) {
   const registry::Digest& subject = options_.manifest;
   const cache::IndexStore& index_store = index_store_;
   auto stored = [&](const cache::IndexKey& key,
@@ -495,7 +503,8 @@ std::shared_ptr<const LayerIndex> LayerOpener::PlainLazyIndex(const registry::De
                         << " does not fit it (format or size); fetching the layer whole";
     return nullptr;
   }
-  Status put = index_store.Put(key, it->second.Encode());
+  Status put = index_store.Put(key, it->second.Encode(), Durability::kUnsynced);
+  if (put.ok()) unsynced->push_back(index_store.PathFor(key));
   if (!put.ok()) {
     IMGFS_LOG(kWarning) << "cannot keep the index of " << desc.digest.String() << ": "
                         << put.ToString();
@@ -554,6 +563,25 @@ Result<std::vector<OpenedLayer>> LayerOpener::OpenAll(
   }
   if (out.size() != n) return Status::Internal("a layer was skipped while none failed");
   return out;
+}
+
+BackgroundSync::BackgroundSync(cache::IndexStore store, std::vector<std::string> paths) {
+  if (paths.empty()) return;
+  try {
+    thread_ = std::thread([store = std::move(store), paths = std::move(paths)] {
+      for (const std::string& path : paths) {
+        Status synced = store.Sync(path);
+        if (!synced.ok()) IMGFS_LOG(kWarning) << "index not made durable: " << synced.ToString();
+      }
+    });
+  } catch (const std::system_error& e) {
+    // No thread: the files stay unsynced (a crash may cost a refetch, never a wrong index).
+    IMGFS_LOG(kWarning) << "not syncing the new indexes: " << e.what();
+  }
+}
+
+BackgroundSync::~BackgroundSync() {
+  if (thread_.joinable()) thread_.join();
 }
 
 }  // namespace imgfs::fs

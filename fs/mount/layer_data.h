@@ -34,6 +34,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/status.h"
@@ -84,6 +85,24 @@ struct OpenedLayer {
   LazyLayerReader* toc_reader = nullptr;  // kLazyToc
   uint64_t landmark = 0;                  // kLazyToc: eStargz landmark offset, 0 = none
   IndexedRemoteData* indexed = nullptr;   // kIndexed
+  // IndexStore files written for this layer without fsync (the mount was waiting for them):
+  // for a BackgroundSync.
+  std::vector<std::string> unsynced;
+};
+
+// Fsyncs IndexStore files written with Durability::kUnsynced on a thread of its own, so the
+// first answer of a mount does not wait for the disk; the destructor waits for it. Until it
+// is done a crash may leave such a file torn: IndexStore::Get then says Corrupt and the next
+// mount fetches the index again, it never serves it.
+class BackgroundSync {
+ public:
+  BackgroundSync(cache::IndexStore store, std::vector<std::string> paths);
+  ~BackgroundSync();
+  BackgroundSync(const BackgroundSync&) = delete;
+  BackgroundSync& operator=(const BackgroundSync&) = delete;
+
+ private:
+  std::thread thread_;
 };
 
 class LayerOpener {
@@ -91,7 +110,7 @@ class LayerOpener {
   // Layers opened concurrently by OpenAll. 8: a typical image has 3–15 layers, a mount's
   // index loads are two small requests each (footer, TOC), and 8 connections to one registry
   // stay well under what registries allow per client; the rest queue behind them.
-  static constexpr size_t kMaxParallelLayers = 1;
+  static constexpr size_t kMaxParallelLayers = 8;
 
   explicit LayerOpener(LayerOpenerOptions options);
   LayerOpener(const LayerOpener&) = delete;
@@ -114,7 +133,8 @@ class LayerOpener {
   Status FetchWhole(size_t position, const registry::Descriptor& desc);
   // The indexes published in the registry for options_.manifest (looked up on first use).
   const std::map<registry::Digest, LayerIndex>& Published();
-  std::shared_ptr<const LayerIndex> PlainLazyIndex(const registry::Descriptor& desc);
+  std::shared_ptr<const LayerIndex> PlainLazyIndex(const registry::Descriptor& desc,
+                                                   std::vector<std::string>* unsynced);
 
   const LayerOpenerOptions options_;
   const cache::IndexStore index_store_;

@@ -12,6 +12,7 @@
 #include "cache/chunk_store.h"
 #include "cache/images.h"
 #include "fs/mount/layer_data.h"
+#include "registry/transport.h"
 
 namespace imgfs::fs {
 namespace {
@@ -25,7 +26,12 @@ Result<cache::ResolvedImage> ResolveOrPull(cache::Store& store, std::string_view
   }
   IMGFS_LOG(kInfo) << "image " << text << " is not in the store; pulling it";
   PullOptions pull = options.pull;
-  if (options.lazy) pull.metadata_only = true;
+  // A lazy mount records the manifest and config only and reads layers from the registry;
+  // a local image (oci:, oci-archive:, docker-archive:) has no registry to read them from
+  // later, so it is copied whole.
+  Result<registry::SourceSpec> spec = registry::ParseSourceSpec(text);
+  const bool local = spec.has_value() && spec->IsLocal();
+  if (options.lazy && !local) pull.metadata_only = true;
   Puller puller(&store, pull);
   IMGFS_ASSIGN_OR_RETURN(std::vector<PulledImage> pulled, puller.Pull(text, options.progress));
   if (pulled.empty()) return Status::NotFound("pull of " + std::string(text) + " recorded nothing");
@@ -102,7 +108,9 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
   IMGFS_ASSIGN_OR_RETURN(std::vector<OpenedLayer> opened, opener.OpenAll(manifest.layers));
   std::vector<MountedLayer> layers;
   layers.reserve(opened.size());
+  std::vector<std::string> unsynced;
   for (OpenedLayer& l : opened) {
+    unsynced.insert(unsynced.end(), l.unsynced.begin(), l.unsynced.end());
     if (l.index_built) ++out.indexes_built;
     if (l.kind == OpenedLayer::Kind::kLazyToc || l.kind == OpenedLayer::Kind::kIndexed) {
       ++out.lazy_layers;
@@ -117,6 +125,8 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
                    << table.inode_count() << " inodes, " << out.indexes_built << " indexes built, "
                    << out.lazy_layers << " lazy layers";
   out.filesystem = std::make_unique<ImageFilesystem>(std::move(table), std::move(layers));
+  out.index_sync =
+      std::make_unique<BackgroundSync>(cache::IndexStore(store.root()), std::move(unsynced));
   // Background work once every layer is prepared (the index loads came first). The
   // readers live in out.filesystem; `opened` still points at them.
   for (const OpenedLayer& l : opened) {
