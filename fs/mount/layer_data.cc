@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <exception>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -16,6 +15,7 @@
 #include <vector>
 
 #include "base/log.h"
+#include "base/thread.h"
 #include "base/unique_fd.h"
 #include "fs/image_ops/index_publish.h"
 #include "fs/layer/estargz_toc.h"
@@ -525,12 +525,12 @@ Result<std::vector<OpenedLayer>> LayerOpener::OpenAll(
     for (size_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) {
       if (i > lowest_failed.load()) continue;
       Result<OpenedLayer> opened = Status::Internal("not opened");
-      try {
+      // std::bad_alloc and the like: this layer's error, not a terminate.
+      Status guarded = RunGuarded("opening a layer", [&] {
         opened = OpenLayerData(i, layers[i]);
-      } catch (const std::exception& e) {  // std::bad_alloc: an error, not a terminate
-        opened = Status::Internal(std::string("opening a layer: ") + e.what())
-                     .WithContext(LayerContext(options_.image, i, layers[i]));
-      }
+        return Status::Ok();
+      });
+      if (!guarded.ok()) opened = guarded.WithContext(LayerContext(options_.image, i, layers[i]));
       if (!opened.has_value()) {
         size_t seen = lowest_failed.load();
         while (i < seen && !lowest_failed.compare_exchange_weak(seen, i)) {
@@ -544,7 +544,10 @@ Result<std::vector<OpenedLayer>> LayerOpener::OpenAll(
       std::min(n, kMaxParallelLayers) > 0 ? std::min(n, kMaxParallelLayers) - 1 : 0;
   for (size_t t = 0; t < extra; ++t) {
     try {
-      threads.emplace_back(work);
+      threads.push_back(StartThread("imgfs-layers", [&work] {
+        work();
+        return Status::Ok();
+      }));
     } catch (const std::system_error& e) {  // no thread: the others do its share
       IMGFS_LOG(kWarning) << "opening layers on fewer threads: " << e.what();
       break;
@@ -568,11 +571,12 @@ Result<std::vector<OpenedLayer>> LayerOpener::OpenAll(
 BackgroundSync::BackgroundSync(cache::IndexStore store, std::vector<std::string> paths) {
   if (paths.empty()) return;
   try {
-    thread_ = std::thread([store = std::move(store), paths = std::move(paths)] {
+    thread_ = StartThread("imgfs-idx-sync", [store = std::move(store), paths = std::move(paths)] {
       for (const std::string& path : paths) {
         Status synced = store.Sync(path);
         if (!synced.ok()) IMGFS_LOG(kWarning) << "index not made durable: " << synced.ToString();
       }
+      return Status::Ok();
     });
   } catch (const std::system_error& e) {
     // No thread: the files stay unsynced (a crash may cost a refetch, never a wrong index).

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <memory>
 #include <string>
 #include <utility>
@@ -80,8 +81,8 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
   opener_options.index = options.index;
   opener_options.progress = options.progress;
   if (options.fetch_timeout_seconds > 0) {
-    opener_options.fetch.fetch_timeout = std::chrono::milliseconds(
-        static_cast<int64_t>(options.fetch_timeout_seconds * 1000.0 + 0.5));
+    opener_options.fetch.fetch_timeout =
+        std::chrono::milliseconds(std::llround(options.fetch_timeout_seconds * 1000.0));
   }
   // Missing layers (a lazy pull recorded the image without them): one registry source for
   // every layer, one chunk store.
