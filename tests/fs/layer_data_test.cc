@@ -76,7 +76,7 @@ TEST_F(LayerOpenerTest, LoadsTheTocsOfAllLayersAtOnce) {
   const bool all_asked = source_->WaitForReads(3, std::chrono::seconds(60));
   source_->Release();
   open.join();
-  EXPECT_TRUE(all_asked) << "only " << source_->requests() << " reads were in flight";
+  EXPECT_TRUE(all_asked) << "at most " << source_->max_in_flight() << " reads were in flight";
   EXPECT_GE(source_->max_in_flight(), 3);
   ASSERT_TRUE(opened.has_value());
   ASSERT_TRUE(opened->has_value()) << opened->error().ToString();
