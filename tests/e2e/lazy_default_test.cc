@@ -1,9 +1,9 @@
 // imgfs — end-to-end tests of the mount default: `imgfs mount REF DIR` of an image the store
 // lacks mounts its eStargz layers lazily (a small share of the image fetched, no layer blob in
 // the store), `--pull` / `-o pull` fetches every layer first (also completing an image an
-// earlier lazy mount recorded), a local transport is copied whole, and the TOCs of the layers
-// are fetched concurrently (seen by a proxy that holds the first ranged blob GETs until
-// several are in flight at once).
+// earlier lazy mount recorded), `imgfs run` is lazy the same way, a local transport is copied
+// whole, and the TOCs of the layers are fetched concurrently (seen by a proxy that holds the
+// first ranged blob GETs until several are in flight at once).
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -190,6 +190,21 @@ TEST_F(LazyDefaultTest, LocalTransportIsCopiedWhole) {
   EXPECT_EQ(LazyLayers(js), std::vector<bool>(3, false)) << js.out;
   EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(Mnt() + "/data/random.bin")).hex(), kRandomSha);
   Umount();
+}
+
+TEST_F(LazyDefaultTest, RunIsLazyAndRunPullFetchesEveryLayer) {
+  const std::string repo = Push("tiny-estargz", "lazyrun");
+  ASSERT_FALSE(repo.empty());
+  const std::string ref = SharedRegistry()->host_port() + "/" + repo;
+  ProcessResult r = Imgfs({"run", "--rm", ref, "cat", "/etc/os-release"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(r.out.find("ID=tiny"), std::string::npos) << r.out;
+  EXPECT_EQ(StoredBlobs(), 2u) << "a layer blob was stored";
+  // The image is in the store without its layers: --pull completes it first.
+  r = Imgfs({"run", "--rm", "--pull", ref, "cat", "/etc/os-release"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(r.out.find("ID=tiny"), std::string::npos) << r.out;
+  EXPECT_EQ(StoredBlobs(), 5u);
 }
 
 TEST_F(LazyDefaultTest, TocsOfAllLayersAreFetchedConcurrently) {
