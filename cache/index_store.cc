@@ -1,6 +1,9 @@
 // imgfs — IndexStore: indexes/<hex>.idx under the store root.
 #include "cache/index_store.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
@@ -10,6 +13,7 @@
 #include <utility>
 
 #include "base/file_util.h"
+#include "base/unique_fd.h"
 
 namespace imgfs::cache {
 namespace {
@@ -101,10 +105,10 @@ std::optional<IndexKey> IndexStore::KeyOfFileName(std::string_view name) {
   return IndexKey{std::move(layer).value(), kind, std::move(origin).value()};
 }
 
-Status IndexStore::Put(const IndexKey& key, std::string_view encoded) const {
+Status IndexStore::Put(const IndexKey& key, std::string_view encoded, Durability durability) const {
   IMGFS_RETURN_IF_ERROR(CheckKey(key));
   IMGFS_RETURN_IF_ERROR(MakeDirs(root_ + "/indexes", 0700));  // private: cache/store.h
-  return WriteFileAtomic(PathFor(key), encoded, 0600);
+  return WriteFileAtomic(PathFor(key), encoded, 0600, durability);
 }
 
 Status IndexStore::Put(const registry::Digest& layer, std::string_view encoded) const {
@@ -154,12 +158,24 @@ std::string IndexStore::LandmarkPathFor(const registry::Digest& layer) const {
   return root_ + "/indexes/" + layer.hex() + ".landmark";
 }
 
-Status IndexStore::PutLandmark(const registry::Digest& layer, uint64_t blob_offset) const {
+Status IndexStore::PutLandmark(const registry::Digest& layer, uint64_t blob_offset,
+                               Durability durability) const {
   if (layer.empty()) return Status::InvalidArgument("index store: empty layer digest");
   if (blob_offset == 0) return Status::InvalidArgument("index store: landmark offset 0");
   IMGFS_RETURN_IF_ERROR(MakeDirs(root_ + "/indexes", 0700));
   return WriteFileAtomic(LandmarkPathFor(layer),
-                         std::string(kLandmarkPrefix) + std::to_string(blob_offset) + "\n", 0600);
+                         std::string(kLandmarkPrefix) + std::to_string(blob_offset) + "\n", 0600,
+                         durability);
+}
+
+Status IndexStore::Sync(const std::string& path) const {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd.IsValid()) {
+    if (errno == ENOENT) return Status::Ok();
+    return Status::FromErrno(errno, "open " + path);
+  }
+  if (::fsync(fd.get()) != 0) return Status::FromErrno(errno, "fsync " + path);
+  return SyncParentDir(path);
 }
 
 Result<uint64_t> IndexStore::GetLandmark(const registry::Digest& layer) const {

@@ -43,6 +43,7 @@
 #include <string_view>
 #include <utility>
 
+#include "base/file_util.h"
 #include "base/status.h"
 #include "registry/digest.h"
 
@@ -87,8 +88,11 @@ class IndexStore {
 
   // Atomically writes the encoded index of `key` (creates indexes/ if needed).
   // InvalidArgument for an empty layer digest, or an origin that is not a sha256 digest for a
-  // kToc / kImage key.
-  Status Put(const IndexKey& key, std::string_view encoded) const;
+  // kToc / kImage key. With Durability::kUnsynced the write skips its fsyncs (a mount that is
+  // waiting for the index does Sync later, off its path): a crash before that may leave a
+  // torn or empty file, which Get reports as Corrupt (the checksum), never as an index.
+  Status Put(const IndexKey& key, std::string_view encoded,
+             Durability durability = Durability::kSynced) const;
   Status Put(const registry::Digest& layer, std::string_view encoded) const;
 
   // The encoded index of `key`. NotFound when absent; Corrupt when the framing (magic,
@@ -109,7 +113,14 @@ class IndexStore {
   // Atomically records the blob offset of the eStargz `.prefetch.landmark` of `layer` (the
   // files before it are the ones the image's author marked for prefetch). InvalidArgument
   // for an empty digest or offset 0 (a landmark never starts a blob).
-  Status PutLandmark(const registry::Digest& layer, uint64_t blob_offset) const;
+  // kUnsynced as for Put (a torn record reads as Corrupt).
+  Status PutLandmark(const registry::Digest& layer, uint64_t blob_offset,
+                     Durability durability = Durability::kSynced) const;
+
+  // Makes a file written with Durability::kUnsynced durable: fsyncs `path` (a PathFor or
+  // LandmarkPathFor result) and indexes/. OK when the file is gone (removed since: nothing
+  // to keep).
+  Status Sync(const std::string& path) const;
 
   // The recorded landmark offset of `layer`. NotFound when none was recorded (a layer without
   // a landmark, or an index made before records were kept); Corrupt when the file is not a

@@ -15,11 +15,12 @@
 # each direction, 200 Mbit/s shared by all connections; loopback only). The image: generated,
 # deterministic, 2 layers, many files of mixed sizes, mostly incompressible (default 700 MB
 # of file data, > 500 MB compressed), pushed as plain gzip and converted by `imgfs convert`
-# to eStargz and zstd:chunked. For each format it prints (1) `imgfs mount --lazy` + reading
+# to eStargz and zstd:chunked. For each format it prints (1) `imgfs mount` (lazy) + reading
 # one small file vs `skopeo copy` + `umoci unpack` of the gzip image, (2) bytes fetched vs
 # bytes read, (3) mount + reading the whole tree (tar) vs pull + unpack + the same tar over
 # the unpacked tree, and the ratios. Plain gzip has no lazy format: `imgfs mount` then pulls
-# the layers whole and indexes them (pull + index).
+# the layers whole and indexes them (pull + index). Last, the time to first byte of a small
+# many-layer image: mount + cat /etc/os-release, cold, eStargz (3 layers), WAN link.
 #
 # The image: a multi-layer OCI image the script builds from files of this machine
 # (/usr/lib, /usr/share, /usr/include, ...): 4 layers, gzip, several hundred MB with thousands

@@ -1,7 +1,8 @@
 // imgfs — mount and umount commands.
 //
-// `imgfs mount IMAGE DIR` forks a daemon that prepares the image (pulling it first when the
-// store lacks it), mounts it and serves it; the command returns only once the kernel's INIT
+// `imgfs mount IMAGE DIR` forks a daemon that prepares the image (recording it first when the
+// store lacks it: lazily, layer data fetched on demand, or whole with --pull), mounts it and
+// serves it; the command returns only once the kernel's INIT
 // request has been answered (the mount serves requests), or fails with the daemon's error
 // message and a non-zero status, leaving nothing mounted. `-f` serves in the foreground with
 // logs on stderr. The same code runs for `mount -t fuse.imgfs IMAGE DIR -o OPTS` (mount(8)
@@ -50,13 +51,18 @@ namespace {
 
 constexpr std::string_view kMountUsage =
     "Usage: imgfs mount [OPTIONS] IMAGE DIR\n\n"
-    "Mount an image at DIR (pulled first when not in the store): read-only, or copy-on-write\n"
-    "with --rw (changes go to --upper DIR, kept; else to a temporary upper removed at unmount).\n"
+    "Mount an image at DIR: read-only, or copy-on-write with --rw (changes go to --upper DIR,\n"
+    "kept; else to a temporary upper removed at unmount).\n"
+    "An image the store lacks is mounted lazily: its manifest and config are recorded and\n"
+    "every layer that allows it (eStargz, zstd:chunked, a layer with a stored or published\n"
+    "imgfs index) is read from the registry on demand; other layers are fetched whole first.\n"
+    "--pull (-o pull) fetches every layer into the store before mounting instead.\n"
     "IMAGE is a reference, an image ID, or oci:DIR[:TAG] | oci-archive:FILE | "
-    "docker-archive:FILE.\n"
-    "Mount options (-o, comma-separated): allow_other, dev, suid, debug, lazy, root=STORE,\n"
-    "fetch_timeout=SECONDS, prefetch=none|landmarks|all, insecure_skip_toc_verify,\n"
-    "upper=DIR (a writable mount);\n"
+    "docker-archive:FILE\n"
+    "(local images are copied into the store whole).\n"
+    "Mount options (-o, comma-separated): allow_other, dev, suid, debug, pull, lazy (the\n"
+    "default), root=STORE, fetch_timeout=SECONDS, prefetch=none|landmarks|all,\n"
+    "insecure_skip_toc_verify, upper=DIR (a writable mount);\n"
     "mount(8)'s "
     "generic options (defaults, ro, rw, nofail, noauto, _netdev, x-*) are accepted and ignored:\n"
     "`rw` alone keeps the mount read-only (fstab `defaults` implies it); upper=DIR makes it\n"
@@ -110,7 +116,9 @@ struct MountRequest {
   bool debug = false;
   std::optional<registry::Platform> platform;
   bool no_pull = false;
-  bool lazy = false;
+  // Layers the store lacks are read on demand where they can be (the default); false with
+  // --pull: every layer is fetched into the store before the mount.
+  bool lazy = true;
   double fetch_timeout_seconds = 0;
   fs::PrepareOptions::Prefetch prefetch = fs::PrepareOptions::Prefetch::kLandmarks;
   bool insecure_skip_toc_verify = false;
@@ -321,8 +329,10 @@ int RunMount(CommandContext& ctx) {
       {"options", 'o', true, "OPTS", "mount options, comma-separated (repeatable)"},
       {"platform", 0, true, "OS/ARCH[/VARIANT]", "platform to pull when not in the store"},
       {"no-pull", 0, false, "", "fail instead of pulling an image the store lacks"},
-      {"lazy", 0, false, "",
-       "fetch eStargz/zstd:chunked layer data on demand instead of pulling the layers"},
+      {"pull", 0, false, "",
+       "fetch every layer into the store before mounting (default: read layer data on demand "
+       "where the layer allows it)"},
+      {"lazy", 0, false, "", "read layer data on demand (the default; contradicts --pull)"},
       {"fetch-timeout", 0, true, "SECONDS",
        "lazy mounts: an uncached read that cannot be fetched in time fails with EIO"},
       {"prefetch", 0, true, "none|landmarks|all",
@@ -352,7 +362,8 @@ int RunMount(CommandContext& ctx) {
   }
 
   req.debug = args.Has("debug");
-  req.lazy = args.Has("lazy");
+  bool pull = args.Has("pull");
+  bool lazy = args.Has("lazy");
   req.insecure_skip_toc_verify = args.Has("insecure-skip-toc-verify");
   std::string fetch_timeout = args.Has("fetch-timeout") ? args.Get("fetch-timeout") : "";
   std::string prefetch = args.Has("prefetch") ? args.Get("prefetch") : "";
@@ -363,7 +374,9 @@ int RunMount(CommandContext& ctx) {
       if (o == "debug") {
         req.debug = true;
       } else if (o == "lazy") {
-        req.lazy = true;
+        lazy = true;
+      } else if (o == "pull") {
+        pull = true;
       } else if (o == "insecure_skip_toc_verify") {
         req.insecure_skip_toc_verify = true;
       } else if (o.rfind("fetch_timeout=", 0) == 0) {
@@ -385,6 +398,8 @@ int RunMount(CommandContext& ctx) {
       }
     }
   }
+  if (pull && lazy) return UsageError(ctx.name, "--pull and --lazy contradict each other");
+  req.lazy = !pull;
   if (!fetch_timeout.empty()) {
     Result<double> seconds = ParseSeconds(fetch_timeout);
     if (!seconds.has_value()) return UsageError(ctx.name, seconds.error().message());

@@ -4,7 +4,8 @@
 //
 // This file turns flags into a fs::run::RunRequest, prints, and lists. The runtime is the
 // library fs/run/ (imgfs_run):
-//   1. resolve IMAGE in the store (pulling it when missing), read its config
+//   1. resolve IMAGE in the store (recording it when missing: lazily, or whole with --pull),
+//      read its config
 //      (fs/run/process_spec.h: argv, env, workdir, user by docker's rules);
 //   2. create the container ROOT/containers/<name>/ (cache/containers.h) with its upper/;
 //   3–6. a private mount namespace, the image copy-on-write at rootfs/, /sys, /dev,
@@ -65,6 +66,8 @@ constexpr std::string_view kRunUsage =
     "--privileged lifts this). The exit status is the command's (128+N when killed by\n"
     "signal N; 125 when imgfs fails, 126 when the command cannot be executed, 127 when it\n"
     "is not found).\n"
+    "An image the store lacks is read from its registry on demand, as imgfs mount does;\n"
+    "--pull fetches every layer into the store first.\n"
     "The changes are kept as container NAME with --name (see 'imgfs ps -a'); without a name\n"
     "(or with --rm) the container is removed when the command ends.";
 
@@ -92,6 +95,9 @@ const std::vector<OptionSpec>& RunSpecs() {
       {"interactive", 'i', false, "", "keep stdin open (without it the command reads /dev/null)"},
       {"tty", 't', false, "", "allocate a pseudo-terminal (raw mode on the caller's with -i)"},
       {"platform", 0, true, "OS/ARCH[/VARIANT]", "platform to pull when not in the store"},
+      {"pull", 0, false, "",
+       "fetch every layer into the store before running (default: read layer data on demand "
+       "where the layer allows it, like imgfs mount)"},
       {"driver", 0, true, "overlay|fuse",
        "copy-on-write by the kernel's overlayfs over a read-only imgfs mount (default), or by "
        "imgfs mount --rw"},
@@ -197,7 +203,9 @@ Result<fs::run::ExecUser> ResolveImageUser(int rootfs_fd, const std::string& spe
   return fs::run::ResolveUser(spec, passwd, group);
 }
 
-Result<RunRequest> ParseRunRequest(CommandContext& ctx, int* exit_code, bool* done) {
+// *pull_all: --pull (every layer fetched into the store before the run).
+Result<RunRequest> ParseRunRequest(CommandContext& ctx, int* exit_code, bool* done,
+                                   bool* pull_all) {
   *done = false;
   SplitResult split = SplitRunArgs(ctx.args);
   CommandContext opts_ctx = ctx;
@@ -218,6 +226,7 @@ Result<RunRequest> ParseRunRequest(CommandContext& ctx, int* exit_code, bool* do
   req.command = split.command;
   req.name = args.Get("name");
   req.remove = args.Has("rm");
+  *pull_all = args.Has("pull");
   req.env_args = args.GetAll("env");
   req.workdir = args.Get("workdir");
   if (args.Has("user")) req.user = args.Get("user");
@@ -424,7 +433,8 @@ int RemoveContainersCommand(CommandContext& ctx) {
 int RunRun(CommandContext& ctx) {
   int exit_code = kExitOk;
   bool done = false;
-  Result<RunRequest> parsed = ParseRunRequest(ctx, &exit_code, &done);
+  bool pull_all = false;
+  Result<RunRequest> parsed = ParseRunRequest(ctx, &exit_code, &done, &pull_all);
   if (done) return exit_code == kExitUsage ? kExitRunError : exit_code;
   if (!parsed.has_value()) return RunFail(parsed.error());
   RunRequest& req = *parsed;
@@ -441,14 +451,26 @@ int RunRun(CommandContext& ctx) {
   Result<int> abandoned = cache::RemoveAbandonedContainers(store);
   if (!abandoned.has_value()) IMGFS_LOG(kWarning) << abandoned.error().ToString();
 
-  // 1. The image: from the store, else pulled (and indexed) like `imgfs mount` does.
+  // 1. The image: from the store, else recorded like `imgfs mount` does (lazily: manifest
+  // and config, layer data read on demand by the mount; whole with --pull, which also
+  // completes an image an earlier lazy mount recorded).
   Result<cache::ResolvedImage> image = cache::ResolveImage(store, req.image);
   std::string reference;
-  if (!image.has_value() && image.error().code() == StatusCode::kNotFound) {
+  const bool missing_image = !image.has_value() && image.error().code() == StatusCode::kNotFound;
+  const bool missing_layers =
+      image.has_value() &&
+      std::any_of(image->decoded.layers.begin(), image->decoded.layers.end(),
+                  [&](const registry::Descriptor& d) { return !store.HasBlob(d.digest); });
+  if (missing_image || (pull_all && missing_layers)) {
     bool transport = req.image.starts_with("oci:") || req.image.starts_with("oci-archive:") ||
                      req.image.starts_with("docker-archive:");
-    if (!transport) std::cerr << "Unable to find image '" << req.image << "' locally" << std::endl;
+    if (missing_image && !transport) {
+      std::cerr << "Unable to find image '" << req.image << "' locally" << std::endl;
+    }
     fs::PrepareOptions prep;
+    prep.lazy = !pull_all;
+    // This process only records the image (and its indexes); the mount daemon serves it.
+    prep.prefetch = fs::PrepareOptions::Prefetch::kNone;
     prep.pull.insecure_registries = ctx.global.insecure_registries;
     prep.pull.ca_files = ctx.global.ca_certs;
     prep.pull.creds = ctx.global.creds;

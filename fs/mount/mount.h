@@ -18,6 +18,7 @@
 #include "fs/core/filesystem.h"
 #include "fs/image_ops/pull.h"
 #include "fs/layer/index_builder.h"
+#include "fs/mount/layer_data.h"
 #include "fs/tree/overlay.h"
 #include "registry/digest.h"
 
@@ -29,7 +30,9 @@ struct PrepareOptions {
   PullOptions pull;
   ProgressFn progress;
   IndexOptions index;
-  // Lazy mount: a missing image is recorded without its layers (PullOptions::metadata_only);
+  // Lazy mount (the default of `imgfs mount` and `imgfs run`; `--pull` turns it off): a
+  // missing image is recorded without its layers (PullOptions::metadata_only), unless it
+  // comes from a local transport (oci:, oci-archive:, docker-archive:: copied whole);
   // an eStargz or zstd:chunked layer whose blob is not in the store is served from the
   // registry chunk by chunk (its TOC index is fetched once and kept in the IndexStore under
   // (layer digest, TOC digest), its chunks in the chunk store); a plain tar/gzip/zstd layer
@@ -40,6 +43,9 @@ struct PrepareOptions {
   // digest) it was found for; a layer whose blob is in the store is always read through the
   // index built from that blob (LoadOrBuildIndex). Each MountedLayer's index carries its
   // provenance (LayerIndex::provenance / origin / subject; StoreKeyOf gives its store key).
+  // Not lazy: a missing image is pulled whole, and a layer the store lacks (an image recorded
+  // by an earlier lazy mount) is fetched whole before the mount. Either way, layers in the
+  // store are read from there. fs/mount/layer_data.h opens each kind of layer.
   bool lazy = false;
   // Lazy mounts: an uncached read that cannot be fetched within this time fails with EIO
   // (`--fetch-timeout`); 0 means the built-in default.
@@ -65,6 +71,8 @@ struct PreparedImage {
   MergeStats merge_stats;
   size_t indexes_built = 0;  // layers whose index was not in the store yet
   size_t lazy_layers = 0;    // layers served on demand from the registry
+  // Makes the indexes this mount kept durable, in the background (joined when destroyed).
+  std::unique_ptr<BackgroundSync> index_sync;
 };
 
 // Resolves `text` (a reference, image ID, or a transport like oci:DIR:TAG) and prepares it.

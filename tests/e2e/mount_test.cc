@@ -309,7 +309,7 @@ TEST_F(MountTest, MountFromARegistryPullsFirstAndReusesTheIndex) {
   ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
   ASSERT_TRUE((*reg)->PushOciLayout(FixturePath("tiny-zstd"), "latest", "demo/app:1.0").ok());
   const std::string ref = (*reg)->host_port() + "/demo/app:1.0";
-  MountOrDie({ref});  // not in the store: pulled, indexed, mounted
+  MountOrDie({"--pull", ref});  // not in the store: pulled, indexed, mounted
   EXPECT_NE(ReadAll(Mnt() + "/etc/os-release").find("ID=tiny"), std::string::npos);
   ProcessResult images = Imgfs({"images", "--format", "{{.Repository}}:{{.Tag}}"});
   EXPECT_NE(images.out.find("demo/app:1.0"), std::string::npos) << images.Describe();

@@ -1,0 +1,152 @@
+// imgfs — opening the layers of an image for a mount: for each layer, its file table
+// (LayerIndex) and the FileDataSource its file data is read through, whatever kind of layer
+// it is:
+//   local       its blob is in the store: the index built from that blob (LoadOrBuildIndex,
+//               kept in the IndexStore), data read from the blob file (LocalLayerData);
+//   lazy TOC    eStargz / zstd:chunked, blob not in the store, lazy mount: the TOC index
+//               (from the IndexStore, else footer + TOC by two Range requests, then kept),
+//               data chunk by chunk from the registry (LazyLayerReader);
+//   indexed     plain tar / tar+gzip / tar+zstd, blob not in the store, lazy mount, with an
+//               index of its own in the store or one published for the image: data by Range
+//               requests through its checkpoints (IndexedRemoteData);
+//   whole       any other missing layer (and every missing layer of a mount that is not
+//               lazy): fetched whole into the store (verified against its digest), then
+//               opened as a local layer.
+// The rules on which index may serve which layer (provenance, TOC digest, image manifest)
+// are in PrepareOptions::lazy (fs/mount/mount.h) and cache/index_store.h.
+//
+// OpenAll opens every layer of an image at once on up to kMaxParallelLayers threads, so a
+// lazy mount waits for the round trips of its slowest layer instead of the sum over layers.
+// Its answer does not depend on the interleaving: all layers, or the error of the lowest
+// layer that failed.
+//
+// Thread-safety: OpenLayerData may run for several layers at once (OpenAll does that); the
+// opener is otherwise read-only, apart from the lookup of published indexes (done once, by
+// the first layer that needs it; the others wait for it) and the progress callback (called
+// under a lock, one call at a time).
+#ifndef IMGFS_FS_MOUNT_LAYER_DATA_H_
+#define IMGFS_FS_MOUNT_LAYER_DATA_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/status.h"
+#include "cache/chunk_store.h"
+#include "cache/index_store.h"
+#include "cache/store.h"
+#include "fs/core/filesystem.h"
+#include "fs/image_ops/pull.h"
+#include "fs/layer/index_builder.h"
+#include "fs/layer/layer_index.h"
+#include "fs/lazy/fetcher.h"
+#include "fs/lazy/indexed_fetcher.h"
+#include "registry/blob_source.h"
+#include "registry/digest.h"
+#include "registry/manifest.h"
+
+namespace imgfs::fs {
+
+struct LayerOpenerOptions {
+  cache::Store* store = nullptr;           // not owned; outlives the opener and the opened layers
+  std::string image;                       // the user's text, for messages
+  registry::Digest manifest;               // the image manifest: which published indexes fit it
+  std::vector<registry::Digest> diff_ids;  // from the config; empty when it has none
+  // The registry repository of the image's blobs; null when it could not be opened (or the
+  // image has no registry reference): a layer whose blob is missing then fails with
+  // `source_error`.
+  std::shared_ptr<registry::BlobSource> source;
+  Status source_error;
+  // Shared by every lazy layer (chunks of eStargz / zstd:chunked and indexed layers).
+  std::shared_ptr<cache::ChunkStore> chunks;
+  // Lazy mount: missing layers are read on demand where they can be. Otherwise each
+  // missing layer is fetched whole.
+  bool lazy = true;
+  bool insecure_skip_toc_verify = false;  // see PrepareOptions
+  IndexOptions index;                     // for indexes built from local blobs
+  LazyFetchOptions fetch;                 // the lazy readers' shared policy
+  // Called for whole-layer fetches, one call at a time (from any of OpenAll's threads).
+  ProgressFn progress;
+};
+
+// One opened layer.
+struct OpenedLayer {
+  enum class Kind { kLocal, kLazyToc, kIndexed, kFetchedWhole };
+  MountedLayer mounted;
+  Kind kind = Kind::kLocal;
+  bool index_built = false;  // its index was not in the store yet (TOC fetched or built)
+  // Background work for after the mount (non-owning; into `mounted.reader`):
+  LazyLayerReader* toc_reader = nullptr;  // kLazyToc
+  uint64_t landmark = 0;                  // kLazyToc: eStargz landmark offset, 0 = none
+  IndexedRemoteData* indexed = nullptr;   // kIndexed
+  // IndexStore files written for this layer without fsync (the mount was waiting for them):
+  // for a BackgroundSync.
+  std::vector<std::string> unsynced;
+};
+
+// Fsyncs IndexStore files written with Durability::kUnsynced on a thread of its own, so the
+// first answer of a mount does not wait for the disk; the destructor waits for it. Until it
+// is done a crash may leave such a file torn: IndexStore::Get then says Corrupt and the next
+// mount fetches the index again, it never serves it.
+class BackgroundSync {
+ public:
+  BackgroundSync(cache::IndexStore store, std::vector<std::string> paths);
+  ~BackgroundSync();
+  BackgroundSync(const BackgroundSync&) = delete;
+  BackgroundSync& operator=(const BackgroundSync&) = delete;
+
+ private:
+  std::thread thread_;
+};
+
+class LayerOpener {
+ public:
+  // Layers opened concurrently by OpenAll. 8: a typical image has 3–15 layers, a mount's
+  // index loads are two small requests each (footer, TOC), and 8 connections to one registry
+  // stay well under what registries allow per client; the rest queue behind them.
+  static constexpr size_t kMaxParallelLayers = 8;
+
+  explicit LayerOpener(LayerOpenerOptions options);
+  LayerOpener(const LayerOpener&) = delete;
+  LayerOpener& operator=(const LayerOpener&) = delete;
+
+  // Opens layer `position` (0 = bottom) described by `desc` as the file comment says.
+  // Errors name the image, the layer position and digest.
+  Result<OpenedLayer> OpenLayerData(size_t position, const registry::Descriptor& desc);
+
+  // Opens every layer of `layers` (bottom first), concurrently; the opened layers in the same
+  // order, or the error of the lowest layer that failed (layers above a failed one may be
+  // skipped).
+  Result<std::vector<OpenedLayer>> OpenAll(const std::vector<registry::Descriptor>& layers);
+
+ private:
+  // A layer whose blob is not in the store: opened lazily, or (nullopt) fetched whole into
+  // the store (then opened by OpenLocal).
+  Result<std::optional<OpenedLayer>> OpenMissing(size_t position, const registry::Descriptor& desc);
+  Result<OpenedLayer> OpenLocal(size_t position, const registry::Descriptor& desc);
+  Status FetchWhole(size_t position, const registry::Descriptor& desc);
+  // The indexes published in the registry for options_.manifest (looked up on first use).
+  const std::map<registry::Digest, LayerIndex>& Published();
+  std::shared_ptr<const LayerIndex> PlainLazyIndex(const registry::Descriptor& desc,
+                                                   std::vector<std::string>* unsynced);
+
+  const LayerOpenerOptions options_;
+  const cache::IndexStore index_store_;
+  // Layers of the image, for progress reports: set by OpenAll before its threads start.
+  size_t layer_count_ = 0;
+
+  std::once_flag published_once_;
+  std::map<registry::Digest, LayerIndex> published_;  // written once under published_once_
+
+  std::mutex progress_mu_;  // held only around options_.progress calls
+};
+
+}  // namespace imgfs::fs
+
+#endif  // IMGFS_FS_MOUNT_LAYER_DATA_H_
