@@ -57,9 +57,11 @@ class RunInput : public registry::TarInput {
   size_t pos_ = 0;
 };
 
-LayerReader::Options ReaderOptions() {
+// `cache_bytes`: the layer's share of the mount's memory budget (LazyFetchOptions).
+LayerReader::Options ReaderOptions(size_t cache_bytes) {
   LayerReader::Options options;
   options.max_parked_decoders = 0;  // a parked decoder may hold bytes read before a fetch
+  options.cache_bytes = std::max(cache_bytes, options.block_bytes);
   return options;
 }
 
@@ -98,7 +100,8 @@ Result<std::unique_ptr<IndexedRemoteData>> IndexedRemoteData::Create(
     ::unlink(path.c_str());
     return Status::Io("ftruncate " + path + ": " + std::strerror(err));
   }
-  Result<std::unique_ptr<LayerReader>> reader = LayerReader::Open(path, index, ReaderOptions());
+  Result<std::unique_ptr<LayerReader>> reader =
+      LayerReader::Open(path, index, ReaderOptions(options.memory_cache_bytes));
   ::unlink(path.c_str());
   if (!reader.has_value()) return reader.error();
   options.max_parallel_fetches = std::max(1, options.max_parallel_fetches);
@@ -261,7 +264,8 @@ void IndexedRemoteData::Invalidate(uint32_t id) {
 void IndexedRemoteData::InvalidatePieces(uint32_t first, uint32_t last) {
   // The sparse copy is unlinked: open it again through this process's descriptor.
   Result<std::unique_ptr<LayerReader>> fresh =
-      LayerReader::Open("/proc/self/fd/" + std::to_string(fd_.get()), index_, ReaderOptions());
+      LayerReader::Open("/proc/self/fd/" + std::to_string(fd_.get()), index_,
+                        ReaderOptions(options_.memory_cache_bytes));
   if (!fresh.has_value()) {
     IMGFS_LOG(kWarning) << "layer " << index_->layer_digest.String()
                         << ": cannot reopen the sparse copy: " << fresh.error().ToString();

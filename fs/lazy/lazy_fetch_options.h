@@ -43,7 +43,9 @@ struct LazyFetchOptions {
   double stream_after_fraction = 0.5;
   int stream_after_full_windows = 2;
   // Verified chunks kept in memory (fs/lazy/verified_chunk_cache.h), so consecutive small
-  // reads of one chunk do not decode and hash it again. 0 disables.
+  // reads of one chunk do not decode and hash it again. 0 disables. An indexed layer keeps
+  // as much again of decoded blocks (its sparse copy's LayerReader cache, at least one
+  // block). A mount sets it to the layer's share of its budget (fs/mount/layer_data.h).
   size_t memory_cache_bytes = 8 << 20;
 };
 

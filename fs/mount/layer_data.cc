@@ -317,6 +317,7 @@ Result<std::optional<OpenedLayer>> LayerOpener::OpenMissing(size_t position,
       auto shared = std::make_shared<const LayerIndex>(std::move(index).value());
       LazyLayerReader::Options layer_options;
       static_cast<LazyFetchOptions&>(layer_options) = options_.fetch;  // the shared policy
+      layer_options.memory_cache_bytes = CacheShare();
       if (built) {
         // The TOC (and footer) sit after the last chunk; the mount read them in two requests
         // (three when the footer probe found the layer unannotated).
@@ -339,6 +340,7 @@ Result<std::optional<OpenedLayer>> LayerOpener::OpenMissing(size_t position,
     if (plain != nullptr) {
       IndexedRemoteData::Options indexed_options;
       static_cast<LazyFetchOptions&>(indexed_options) = options_.fetch;  // the shared policy
+      indexed_options.memory_cache_bytes = CacheShare() / 2;  // chunks, and as much of blocks
       // An index the layer's own tar headers contradict is dropped from the store too, so
       // the next mount does not serve it again.
       if (Result<cache::IndexKey> key = StoreKeyOf(*plain); key.has_value()) {
@@ -391,7 +393,9 @@ Result<OpenedLayer> LayerOpener::OpenLocal(size_t position, const registry::Desc
     index->format = LayerFormat::kEstargz;
   }
   auto shared = std::make_shared<const LayerIndex>(std::move(index).value());
-  Result<std::unique_ptr<LayerReader>> reader = LayerReader::Open(blob, shared);
+  LayerReader::Options reader_options;
+  reader_options.cache_bytes = std::max(CacheShare(), reader_options.block_bytes);
+  Result<std::unique_ptr<LayerReader>> reader = LayerReader::Open(blob, shared, reader_options);
   if (!reader.has_value()) {
     return reader.error().WithContext("image " + options_.image + ", layer " +
                                       desc.digest.String());
@@ -510,6 +514,11 @@ std::shared_ptr<const LayerIndex> LayerOpener::PlainLazyIndex(const registry::De
                         << put.ToString();
   }
   return std::make_shared<const LayerIndex>(it->second);
+}
+
+size_t LayerOpener::CacheShare() const {
+  return std::max(kMinLayerCacheBytes,
+                  options_.cache_budget_bytes / std::max<size_t>(1, layer_count_));
 }
 
 Result<std::vector<OpenedLayer>> LayerOpener::OpenAll(
