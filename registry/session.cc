@@ -127,33 +127,52 @@ Result<HttpResponse> RegistrySession::Probe(const std::string& base_url) {
   return http_->Do(req);
 }
 
+Result<std::string> RegistrySession::ProbeScheme() {
+  const std::string tls_url = "https://" + endpoint_;
+  Result<HttpResponse> tls = Probe(tls_url);
+  if (tls.has_value()) return tls_url;
+  Result<HttpResponse> plain = Probe("http://" + endpoint_);
+  if (!plain.has_value()) {
+    return Status::Unavailable("registry " + endpoint_ + ": no answer over https (" +
+                               tls.error().message() + ") nor http (" + plain.error().message() +
+                               ")");
+  }
+  if (plain->status != 200 && plain->status != 401) {
+    // Not a registry over http (typically a TLS server answering 400 "Client sent an
+    // HTTP request to an HTTPS server"): the https failure is the real story.
+    return tls.error().WithContext("registry " + endpoint_);
+  }
+  return "http://" + endpoint_;
+}
+
 Result<std::string> RegistrySession::BaseUrl() {
+  uint64_t probes_seen = 0;
   {
     MutexLock lock(&scheme_mu_);
     if (!base_url_.empty()) return base_url_;
+    probes_seen = probes_done_;
   }
-  std::string chosen = "https://" + endpoint_;
+  Result<std::string> chosen = "https://" + endpoint_;
   if (plain_http_allowed_) {
-    // Probe without holding the lock; two racing probes decide the same way.
-    Result<HttpResponse> tls = Probe(chosen);
-    if (!tls.has_value()) {
-      Result<HttpResponse> plain = Probe("http://" + endpoint_);
-      if (!plain.has_value()) {
-        return Status::Unavailable("registry " + endpoint_ + ": no answer over https (" +
-                                   tls.error().message() + ") nor http (" +
-                                   plain.error().message() + ")");
-      }
-      if (plain->status != 200 && plain->status != 401) {
-        // Not a registry over http (typically a TLS server answering 400 "Client sent an
-        // HTTP request to an HTTPS server"): the https failure is the real story.
-        return tls.error().WithContext("registry " + endpoint_);
-      }
-      chosen = "http://" + endpoint_;
+    // One probe at a time: requests that start together (a mount's layers) wait for one probe
+    // and take its outcome, a failure too, instead of each probing.
+    MutexLock probing(&probe_mu_);
+    {
+      MutexLock lock(&scheme_mu_);
+      if (!base_url_.empty()) return base_url_;
+      if (probes_done_ != probes_seen) return last_probe_error_;
+    }
+    chosen = ProbeScheme();
+    MutexLock lock(&scheme_mu_);
+    ++probes_done_;
+    if (!chosen.has_value()) {
+      last_probe_error_ = chosen.error();
+      return chosen.error();
     }
   }
   MutexLock lock(&scheme_mu_);
   if (base_url_.empty()) {
-    base_url_ = chosen;
+    base_url_ = *chosen;
     // Plain-http token realms are acceptable only for a registry spoken to in clear text.
     auth_->SetRegistryOverPlainHttp(base_url_.starts_with("http://"));
   }

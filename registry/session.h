@@ -180,6 +180,9 @@ class RegistrySession {
  private:
   Result<HttpResponse> Attempt(Call& call, const std::string& base_url);
   Result<HttpResponse> Probe(const std::string& base_url);
+  // The scheme of a registry that may speak plain http: https when it answers, else http
+  // when a registry answers there (Probe of both).
+  Result<std::string> ProbeScheme();
 
   const std::string registry_host_;
   const std::string endpoint_;
@@ -193,6 +196,11 @@ class RegistrySession {
 
   mutable Mutex scheme_mu_;  // a leaf lock, never held across I/O
   std::string base_url_ IMGFS_GUARDED_BY(scheme_mu_);
+  uint64_t probes_done_ IMGFS_GUARDED_BY(scheme_mu_) = 0;
+  Status last_probe_error_ IMGFS_GUARDED_BY(scheme_mu_);  // of the last probe, when it failed
+  // Held across the scheme probes (taken before scheme_mu_), so requests that start together
+  // wait for one probe instead of each probing.
+  Mutex probe_mu_;
 
   struct CachedRedirect {
     std::string url;

@@ -5,6 +5,7 @@
 // whole, and the TOCs of the layers are fetched concurrently (seen by a proxy that holds the
 // first ranged blob GETs until several are in flight at once).
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <memory>
@@ -76,9 +77,12 @@ class GatedProxy {
     std::scoped_lock lock(mu_);
     return max_in_flight_;
   }
+  // GET /v2/ requests (scheme probes and pings).
+  int pings() const { return pings_.load(); }
 
  private:
   void Handle(const HttpTestRequest& req, HttpTestConnection& conn) {
+    if (req.method == "GET" && req.path == "/v2/") ++pings_;
     const bool ranged = req.method == "GET" && req.path.find("/blobs/") != std::string::npos &&
                         req.HasHeader("range");
     if (!ranged) return forward_(req, conn);
@@ -108,6 +112,7 @@ class GatedProxy {
   int in_flight_ = 0;
   int max_in_flight_ = 0;
   bool opened_ = false;
+  std::atomic<int> pings_{0};
   HttpTestServer server_;  // last: stopped first, while the fields above live
 };
 
@@ -216,6 +221,9 @@ TEST_F(LazyDefaultTest, TocsOfAllLayersAreFetchedConcurrently) {
   MountOrDie({"--prefetch", "none", proxy.host_port() + "/" + repo});
   EXPECT_TRUE(proxy.gate_opened()) << "the layers' first requests were not in flight at once";
   EXPECT_GE(proxy.max_in_flight(), 3);
+  // One scheme probe for the image's records and one for the layers' shared source: the
+  // layers opened together waited for one probe instead of each probing.
+  EXPECT_LE(proxy.pings(), 2);
   EXPECT_EQ(StoredBlobs(), 2u);
   EXPECT_NE(ReadAll(Mnt() + "/etc/os-release").find("ID=tiny"), std::string::npos);
   Umount();
