@@ -152,27 +152,32 @@ Result<std::string> RegistrySession::BaseUrl() {
     if (!base_url_.empty()) return base_url_;
     probes_seen = probes_done_;
   }
-  Result<std::string> chosen = "https://" + endpoint_;
-  if (plain_http_allowed_) {
-    // One probe at a time: requests that start together (a mount's layers) wait for one probe
-    // and take its outcome, a failure too, instead of each probing.
-    MutexLock probing(&probe_mu_);
-    {
-      MutexLock lock(&scheme_mu_);
-      if (!base_url_.empty()) return base_url_;
-      if (probes_done_ != probes_seen) return last_probe_error_;
-    }
-    chosen = ProbeScheme();
+  if (!plain_http_allowed_) {
     MutexLock lock(&scheme_mu_);
-    ++probes_done_;
-    if (!chosen.has_value()) {
-      last_probe_error_ = chosen.error();
-      return chosen.error();
-    }
+    return DecideLocked("https://" + endpoint_);
   }
+  // One probe at a time: requests that start together (a mount's layers) wait for one probe
+  // and take its outcome, a failure too, instead of each probing.
+  MutexLock probing(&probe_mu_);
+  {
+    MutexLock lock(&scheme_mu_);
+    if (!base_url_.empty()) return base_url_;
+    if (probes_done_ != probes_seen) return last_probe_error_;
+  }
+  Result<std::string> chosen = ProbeScheme();
   MutexLock lock(&scheme_mu_);
+  // The outcome and the count change in one step, so a waiter sees both or neither.
+  ++probes_done_;
+  if (!chosen.has_value()) {
+    last_probe_error_ = chosen.error();
+    return chosen.error();
+  }
+  return DecideLocked(*chosen);
+}
+
+std::string RegistrySession::DecideLocked(const std::string& chosen) {
   if (base_url_.empty()) {
-    base_url_ = *chosen;
+    base_url_ = chosen;
     // Plain-http token realms are acceptable only for a registry spoken to in clear text.
     auth_->SetRegistryOverPlainHttp(base_url_.starts_with("http://"));
   }

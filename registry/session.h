@@ -183,6 +183,8 @@ class RegistrySession {
   // The scheme of a registry that may speak plain http: https when it answers, else http
   // when a registry answers there (Probe of both).
   Result<std::string> ProbeScheme();
+  // Records `chosen` as the scheme unless one was recorded already; the recorded one.
+  std::string DecideLocked(const std::string& chosen) IMGFS_REQUIRES(scheme_mu_);
 
   const std::string registry_host_;
   const std::string endpoint_;
