@@ -13,18 +13,11 @@
 #define IMGFS_FS_FUSE_READ_AHEAD_H_
 
 #include <cstdint>
-#include <optional>
 #include <string>
-#include <string_view>
 
 namespace imgfs::fs {
 
 inline constexpr uint32_t kMountReadAheadKib = 1024;
-
-// The device ("0:52") of the last mount at `mountpoint` in `mountinfo` (the text of
-// /proc/self/mountinfo, whose paths escape space, tab, newline and backslash in octal), or
-// nothing when there is none.
-std::optional<std::string> MountDeviceOf(std::string_view mountinfo, std::string_view mountpoint);
 
 // Raises the read-ahead of the FUSE mount at `mountpoint` (absolute) to `kib`; returns the
 // value to answer INIT's max_readahead with (bytes): `kib` KiB when it was raised, else

@@ -13,11 +13,10 @@
 #include <cstdarg>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <mutex>
-#include <sstream>
 
 #include "base/log.h"
+#include "base/mountinfo.h"
 #include "fs/fuse/mount_access.h"
 
 extern char** environ;
@@ -61,31 +60,6 @@ std::string EscapeOption(const std::string& s) {
     out += c;
   }
   return out;
-}
-
-// Whether `dir` is a mount point of this mount namespace (mountinfo escapes ' ', '\t', '\n'
-// and '\\' as octal).
-bool IsMountPoint(const std::string& dir) {
-  std::string escaped;
-  for (char c : dir) {
-    if (c == ' ' || c == '\t' || c == '\n' || c == '\\') {
-      char buf[8];
-      snprintf(buf, sizeof(buf), "\\%03o", static_cast<unsigned char>(c));
-      escaped += buf;
-    } else {
-      escaped += c;
-    }
-  }
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    // "ID PARENT MAJ:MIN ROOT MOUNTPOINT ..."
-    std::istringstream fields(line);
-    std::string id, parent, dev, root, mountpoint;
-    fields >> id >> parent >> dev >> root >> mountpoint;
-    if (mountpoint == escaped) return true;
-  }
-  return false;
 }
 
 }  // namespace

@@ -17,15 +17,14 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 #include <thread>
 
 #include <net/if.h>
 
 #include "base/file_util.h"
 #include "base/log.h"
+#include "base/mountinfo.h"
 #include "fs/run/root_path.h"
 
 namespace imgfs::fs::run {
@@ -50,36 +49,6 @@ std::string ErrnoText(int err) { return std::strerror(err); }
 template <typename T>
 Status Done(const Result<T>& r) {
   return r.has_value() ? Status::Ok() : r.error();
-}
-
-// Decodes the octal escapes (\040 …) of a /proc/self/mountinfo field.
-std::string UnescapeMountField(const std::string& field) {
-  std::string out;
-  for (size_t i = 0; i < field.size(); ++i) {
-    if (field[i] == '\\' && i + 3 < field.size()) {
-      const std::string oct = field.substr(i + 1, 3);
-      if (std::all_of(oct.begin(), oct.end(), [](char c) { return c >= '0' && c <= '7'; })) {
-        out += static_cast<char>(((oct[0] - '0') << 6) | ((oct[1] - '0') << 3) | (oct[2] - '0'));
-        i += 3;
-        continue;
-      }
-    }
-    out += field[i];
-  }
-  return out;
-}
-
-// True when `path` is a mount point in this process's mount namespace.
-bool IsMountPoint(const std::string& path) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string id, parent, devno, root, mountpoint;
-    if (!(fields >> id >> parent >> devno >> root >> mountpoint)) continue;
-    if (UnescapeMountField(mountpoint) == path) return true;
-  }
-  return false;
 }
 
 // Escapes an overlayfs option value (',' ':' and '\' are special there).

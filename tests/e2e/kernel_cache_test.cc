@@ -7,13 +7,14 @@
 #include <sys/stat.h>
 
 #include <cstdint>
-#include <sstream>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "base/mountinfo.h"
 #include "tests/support/e2e_fixture.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"
@@ -114,16 +115,9 @@ TEST_F(KernelCacheTest, LargeFileIsReadInRequestsLargerThanTheDefaultReadAhead) 
   ASSERT_TRUE(builder.Add(SimpleImage({{"big", big}}), "latest").has_value());
   MountOrDie({"oci:" + Sub("layout") + ":latest"});
 
-  std::string dev;
-  std::istringstream lines(ReadAll("/proc/self/mountinfo"));
-  for (std::string line; std::getline(lines, line);) {
-    std::istringstream fields(line);
-    std::string id, parent, majmin, root, point;
-    fields >> id >> parent >> majmin >> root >> point;
-    if (point == Mnt()) dev = majmin;
-  }
-  ASSERT_FALSE(dev.empty()) << Mnt() << " not in mountinfo";
-  EXPECT_EQ(ReadAll("/sys/class/bdi/" + dev + "/read_ahead_kb"), "1024\n");
+  std::optional<std::string> dev = MountDeviceOf(ReadAll("/proc/self/mountinfo"), Mnt());
+  ASSERT_TRUE(dev.has_value()) << Mnt() << " not in mountinfo";
+  EXPECT_EQ(ReadAll("/sys/class/bdi/" + *dev + "/read_ahead_kb"), "1024\n");
 
   EXPECT_TRUE(ReadAll(Mnt() + "/big") == big);
   json fuse = FuseStats();

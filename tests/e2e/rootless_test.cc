@@ -19,13 +19,13 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "base/file_util.h"
+#include "base/mountinfo.h"
 #include "fs/fuse/mount_access.h"
 #include "tests/support/e2e_fixture.h"
 #include "tests/support/mount_support.h"
@@ -35,17 +35,12 @@
 namespace imgfs::testing {
 namespace {
 
-// The mountinfo line of `dir` ("" when it is not a mount point).
-std::string MountInfoLine(const std::string& dir) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string id, parent, dev, root, mountpoint;
-    fields >> id >> parent >> dev >> root >> mountpoint;
-    if (mountpoint == dir) return line;
+// The mount at `dir`, when it is a mount point.
+std::optional<MountInfoEntry> MountAt(const std::string& dir) {
+  for (MountInfoEntry& e : ReadMountInfo()) {
+    if (e.mountpoint == dir) return std::move(e);
   }
-  return "";
+  return std::nullopt;
 }
 
 class RootlessTest : public ImgfsMountTest {
@@ -155,13 +150,14 @@ TEST_F(RootlessTest, PullImagesMountReadAndUmountAsAUser) {
 
   ProcessResult mounted = UserImgfs({"mount", ref, Mnt()});
   ASSERT_EQ(mounted.exit_code, 0) << mounted.Describe();
-  const std::string info = MountInfoLine(Mnt());
-  ASSERT_FALSE(info.empty()) << Mnt() << " is not mounted";
-  EXPECT_NE(info.find(" - fuse.imgfs "), std::string::npos) << info;
-  EXPECT_NE(info.find("user_id=" + std::to_string(user_.uid)), std::string::npos) << info;
+  const std::optional<MountInfoEntry> info = MountAt(Mnt());
+  ASSERT_TRUE(info.has_value()) << Mnt() << " is not mounted";
+  EXPECT_EQ(info->fstype, "fuse.imgfs");
+  const std::string& options = info->super_options;
+  EXPECT_NE(options.find("user_id=" + std::to_string(user_.uid)), std::string::npos) << options;
   // A private mount: no default_permissions, so its owner reads the root-only files too.
-  EXPECT_EQ(info.find("default_permissions"), std::string::npos) << info;
-  EXPECT_EQ(info.find("allow_other"), std::string::npos) << info;
+  EXPECT_EQ(options.find("default_permissions"), std::string::npos) << options;
+  EXPECT_EQ(options.find("allow_other"), std::string::npos) << options;
 
   // The user sees the image as stored: owners 0:0, modes, content, root-only files readable.
   std::string error;
@@ -345,7 +341,9 @@ TEST_F(RootlessTest, AllowOtherNeedsUserAllowOther) {
   if (allowed) {
     // This host allows it: everyone reaches the mount, with the image's permissions.
     ASSERT_EQ(mounted.exit_code, 0) << mounted.Describe();
-    EXPECT_NE(MountInfoLine(Mnt()).find("default_permissions"), std::string::npos);
+    const std::optional<MountInfoEntry> info = MountAt(Mnt());
+    ASSERT_TRUE(info.has_value()) << Mnt() << " is not mounted";
+    EXPECT_NE(info->super_options.find("default_permissions"), std::string::npos);
     EXPECT_EQ(ReadAll(Mnt() + "/etc/group").size(), 23u);
   } else {
     EXPECT_NE(mounted.exit_code, 0) << mounted.Describe();

@@ -1,4 +1,4 @@
-// imgfs — fuzz target for fs/fuse/read_ahead.h MountDeviceOf: /proc/self/mountinfo carries
+// imgfs — fuzz target for base/mountinfo.h MountDeviceOf: /proc/self/mountinfo carries
 // mount points that other local users chose (fusermount3 mounts). Oracle: a device found is
 // MAJ:MIN in decimal digits, so it never names another sysfs path.
 #include <cstdint>
@@ -6,12 +6,12 @@
 #include <string>
 #include <string_view>
 
-#include "fs/fuse/read_ahead.h"
+#include "base/mountinfo.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view in(reinterpret_cast<const char*>(data), size);
   for (std::string_view mountpoint : {"/mnt/x", "/", "/tmp/with space"}) {
-    auto dev = imgfs::fs::MountDeviceOf(in, mountpoint);
+    auto dev = imgfs::MountDeviceOf(in, mountpoint);
     if (!dev.has_value()) continue;
     const size_t colon = dev->find(':');
     if (colon == 0 || colon == std::string::npos || colon + 1 == dev->size() ||

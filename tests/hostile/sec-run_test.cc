@@ -20,6 +20,7 @@
 #include <gtest/gtest.h>
 
 #include "base/file_util.h"
+#include "base/mountinfo.h"
 #include "tests/support/e2e_fixture.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/run_support.h"
@@ -79,12 +80,9 @@ int main(int argc, char** argv) {
 // major:minor of the block device holding the host's root file system, when it is one
 // (/proc/partitions lists it); empty otherwise.
 std::string HostRootDisk() {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream f(line);
-    std::string id, parent, devno, root, mountpoint;
-    if (!(f >> id >> parent >> devno >> root >> mountpoint) || mountpoint != "/") continue;
+  for (const MountInfoEntry& e : ReadMountInfo()) {
+    if (e.mountpoint != "/") continue;
+    const std::string& devno = e.device;
     std::string major = devno.substr(0, devno.find(':'));
     std::string minor = devno.substr(devno.find(':') + 1);
     std::ifstream parts("/proc/partitions");

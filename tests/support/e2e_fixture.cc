@@ -5,13 +5,12 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
+#include "base/mountinfo.h"
 #include "tests/support/mount_support.h"
 
 namespace imgfs::testing {
@@ -34,18 +33,9 @@ struct MountInfo {
 // The mounts of this namespace whose mountpoint is `dir` or below it, deepest first.
 std::vector<MountInfo> MountsBelow(const std::string& dir) {
   std::vector<MountInfo> out;
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    // "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER"
-    std::istringstream fields(line);
-    std::string id, parent, dev, root, mountpoint;
-    fields >> id >> parent >> dev >> root >> mountpoint;
-    if (mountpoint != dir && mountpoint.rfind(dir + "/", 0) != 0) continue;
-    MountInfo m{mountpoint, ""};
-    const size_t dash = line.find(" - ");
-    if (dash != std::string::npos) std::istringstream(line.substr(dash + 3)) >> m.fstype;
-    out.push_back(std::move(m));
+  for (MountInfoEntry& e : ReadMountInfo()) {
+    if (e.mountpoint != dir && e.mountpoint.rfind(dir + "/", 0) != 0) continue;
+    out.push_back(MountInfo{std::move(e.mountpoint), std::move(e.fstype)});
   }
   std::sort(out.begin(), out.end(), [](const MountInfo& a, const MountInfo& b) {
     return a.mountpoint.size() > b.mountpoint.size();

@@ -1,21 +1,13 @@
 // imgfs tests — mount test helpers (see mount_support.h).
 #include "tests/support/mount_support.h"
 
-#include <fstream>
-
 #include "base/file_util.h"
+#include "base/mountinfo.h"
 #include "base/status.h"
 
 namespace imgfs::testing {
 
-bool IsMounted(const std::string& dir) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find(" " + dir + " ") != std::string::npos) return true;
-  }
-  return false;
-}
+bool IsMounted(const std::string& dir) { return IsMountPoint(dir); }
 
 std::string ReadAll(const std::string& path) {
   Result<std::string> r = ReadFile(path);

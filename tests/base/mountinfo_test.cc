@@ -1,10 +1,10 @@
-// Tests for fs/fuse/read_ahead.h's mountinfo lookup (the sysfs write is covered end to end
-// by KernelCacheTest.LargeFileIsReadInRequestsLargerThanTheDefaultReadAhead).
-#include "fs/fuse/read_ahead.h"
+// Tests for base/mountinfo.h (the read-ahead write that uses MountDeviceOf is covered end to
+// end by KernelCacheTest.LargeFileIsReadInRequestsLargerThanTheDefaultReadAhead).
+#include "base/mountinfo.h"
 
 #include <gtest/gtest.h>
 
-namespace imgfs::fs {
+namespace imgfs {
 namespace {
 
 constexpr char kMountinfo[] =
@@ -34,5 +34,34 @@ TEST(MountDeviceOfTest, NothingForOtherPathsOrBadLines) {
   EXPECT_EQ(MountDeviceOf("22 1 0: / /m rw - ext4 x rw\n", "/m"), std::nullopt);
 }
 
+TEST(ParseMountInfoTest, SplitsFieldsAndUndoesEscapes) {
+  std::vector<MountInfoEntry> entries = ParseMountInfo(kMountinfo);
+  ASSERT_EQ(entries.size(), 5u);
+  EXPECT_EQ(entries[0].device, "252:1");
+  EXPECT_EQ(entries[0].fstype, "ext4");
+  EXPECT_EQ(entries[0].source, "/dev/vda1");
+  EXPECT_EQ(entries[1].options, "rw,nosuid,nodev,relatime");
+  EXPECT_EQ(entries[1].fstype, "fuse.imgfs");
+  EXPECT_EQ(entries[1].super_options, "ro");
+  EXPECT_EQ(entries[2].mountpoint, "/tmp/with space");
+  EXPECT_EQ(entries[3].mountpoint, "/tmp/back\\slash");
+}
+
+TEST(ParseMountInfoTest, SkipsShortLinesAndKeepsLinesWithoutTheSeparator) {
+  std::vector<MountInfoEntry> entries =
+      ParseMountInfo("1 2 3\n\n22 1 0:1 / /m rw\n23 1 0:2 / /n rw shared:1 -\n");
+  ASSERT_EQ(entries.size(), 2u);
+  EXPECT_EQ(entries[0].mountpoint, "/m");
+  EXPECT_EQ(entries[0].fstype, "");
+  EXPECT_EQ(entries[1].mountpoint, "/n");
+  EXPECT_EQ(entries[1].fstype, "");
+}
+
+TEST(IsMountPointTest, TheRootIsOneAndAFreshDirectoryIsNot) {
+  EXPECT_TRUE(IsMountPoint("/"));
+  EXPECT_TRUE(IsMountPoint("/proc"));
+  EXPECT_FALSE(IsMountPoint("/proc/self"));
+}
+
 }  // namespace
-}  // namespace imgfs::fs
+}  // namespace imgfs
