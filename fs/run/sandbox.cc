@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <iostream>
 #include <thread>
@@ -42,7 +43,7 @@ constexpr const char* kMaskedSysPaths[] = {"firmware", "devices/virtual/powercap
 // docker's read-only paths.
 constexpr const char* kReadOnlyProcPaths[] = {"bus", "fs", "irq", "sys", "sysrq-trigger"};
 
-constexpr unsigned long kLockedDown = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+constexpr uint64_t kLockedDown = MS_NOSUID | MS_NODEV | MS_NOEXEC;
 
 std::string ErrnoText(int err) { return std::strerror(err); }
 
@@ -61,8 +62,8 @@ std::string EscapeOverlayPath(const std::string& path) {
   return out;
 }
 
-Status Mount(const std::string& source, const std::string& target, const char* type,
-             unsigned long flags, const std::string& data = "") {
+Status Mount(const std::string& source, const std::string& target, const char* type, uint64_t flags,
+             const std::string& data = "") {
   if (::mount(source.c_str(), target.c_str(), type, flags, data.empty() ? nullptr : data.c_str()) !=
       0) {
     return Status::FromErrno(errno, "mounting " + source + " at " + target);
@@ -121,7 +122,7 @@ Status RunSession::Setup(const std::string& manifest_digest, const RunRequest& r
     std::string options = "lowerdir=" + EscapeOverlayPath(init()) + ":" +
                           EscapeOverlayPath(lower()) + ",upperdir=" + EscapeOverlayPath(upper()) +
                           ",workdir=" + EscapeOverlayPath(work());
-    const unsigned long flags = confine_ ? MS_NODEV : 0;
+    const uint64_t flags = confine_ ? MS_NODEV : 0;
     Status st = Mount("overlay", rootfs(), "overlay", flags,
                       options + ",redirect_dir=off,index=off,metacopy=off");
     if (!st.ok()) {
@@ -200,6 +201,7 @@ Status RunSession::StartDaemon(const std::string& manifest_digest,
   args.push_back(manifest_digest);
   args.push_back(mountpoint);
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   UniqueFd log_fd(
@@ -457,8 +459,7 @@ Status RunSession::MountVolume(const VolumeSpec& v) {
     IMGFS_RETURN_IF_ERROR(MakeDirs(v.host));  // docker -v creates a missing host directory
     if (::stat(v.host.c_str(), &st) != 0) return Status::FromErrno(errno, v.host);
   }
-  unsigned long flags =
-      (v.read_only ? MS_RDONLY | MS_NOSUID | MS_NODEV : 0) | (confine_ ? MS_NODEV : 0);
+  uint64_t flags = (v.read_only ? MS_RDONLY | MS_NOSUID | MS_NODEV : 0) | (confine_ ? MS_NODEV : 0);
   return BindInRoot(rootfs_fd(), v.target, v.host, flags,
                     S_ISDIR(st.st_mode) ? Create::kDirectory : Create::kFile)
       .WithContext("volume " + v.host + ":" + v.target);
@@ -507,7 +508,7 @@ Status BringUpLoopback() {
   std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
   if (::ioctl(sock.get(), SIOCGIFFLAGS, &ifr) != 0)
     return Status::FromErrno(errno, "SIOCGIFFLAGS lo");
-  ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
+  ifr.ifr_flags = static_cast<decltype(ifr.ifr_flags)>(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
   if (::ioctl(sock.get(), SIOCSIFFLAGS, &ifr) != 0)
     return Status::FromErrno(errno, "SIOCSIFFLAGS lo");
   return Status::Ok();
