@@ -23,6 +23,10 @@
 namespace imgfs::fs {
 namespace {
 
+// The bound of each request of a source that serves reads (a stalled registry must turn
+// into EIO, not a long hang).
+constexpr std::chrono::milliseconds kReadRequestTimeout{20000};
+
 using registry::Descriptor;
 using registry::Digest;
 using registry::FetchedManifest;
@@ -316,6 +320,7 @@ Result<PulledImage> Puller::PullFrom(registry::BlobSource& source,
 }
 
 Result<std::vector<PulledImage>> Puller::Pull(std::string_view text, const ProgressFn& progress) {
+  last_source_.reset();
   Result<registry::SourceSpec> spec = registry::ParseSourceSpec(text);
   if (!spec.has_value()) {
     if (spec.error().code() == StatusCode::kInvalidArgument) {
@@ -379,8 +384,12 @@ Result<std::vector<PulledImage>> Puller::PullRegistry(const registry::Registries
                                                       const registry::Reference& ref,
                                                       std::string_view ref_text,
                                                       const ProgressFn& progress) {
+  // A metadata-only pull is a lazy mount's first step: its source goes on to serve reads
+  // (TakeSource), which wait on its requests.
+  const std::chrono::milliseconds request_timeout =
+      options_.metadata_only ? kReadRequestTimeout : std::chrono::milliseconds(0);
   IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<registry::BlobSource> source,
-                         OpenEndpoints(conf, ref, options_, std::chrono::milliseconds(0)));
+                         OpenEndpoints(conf, ref, options_, request_timeout));
 
   std::vector<PulledImage> pulled;
   if (options_.all_tags) {
@@ -406,6 +415,7 @@ Result<std::vector<PulledImage>> Puller::PullRegistry(const registry::Registries
   }
   IMGFS_ASSIGN_OR_RETURN(PulledImage one, PullFrom(*source, ref, ref.TagOrDigest(), progress));
   pulled.push_back(std::move(one));
+  last_source_ = std::move(source);
   return pulled;
 }
 
@@ -417,7 +427,7 @@ Result<std::unique_ptr<registry::BlobSource>> OpenRegistrySource(std::string_vie
   }
   IMGFS_ASSIGN_OR_RETURN(registry::RegistriesConf conf, LoadConf(options));
   // Reads wait on these requests: a stalled registry must turn into EIO, not a long hang.
-  return OpenEndpoints(conf, spec.reference, options, std::chrono::seconds(20));
+  return OpenEndpoints(conf, spec.reference, options, kReadRequestTimeout);
 }
 
 Status CheckLogin(const std::string& registry_host, const registry::Credential& credential,

@@ -125,6 +125,13 @@ class Puller {
   Result<PulledImage> PullFrom(registry::BlobSource& source, const registry::Reference& record_as,
                                const std::string& tag_or_digest, const ProgressFn& progress = {});
 
+  // The registry source the last successful Pull of a registry reference read from, for
+  // reading the image's layers later (a lazy mount): its session has chosen the scheme and
+  // holds the registry's token, so the first layer request costs no probe or token round
+  // trip again. With options.metadata_only its requests are bounded to 20 s, as
+  // OpenRegistrySource's. nullptr after a local pull, a failed one, or once taken.
+  std::unique_ptr<registry::BlobSource> TakeSource() { return std::move(last_source_); }
+
  private:
   // Pull of one fully qualified registry reference (all tags with options_.all_tags) from
   // its registries.conf endpoints; `ref_text` is the user's text (for the -a check).
@@ -139,6 +146,7 @@ class Puller {
 
   cache::Store* store_;
   PullOptions options_;
+  std::unique_ptr<registry::BlobSource> last_source_;
 };
 
 // The registry source for reference `text` (a registry reference, not a local transport),

@@ -18,8 +18,11 @@
 namespace imgfs::fs {
 namespace {
 
+// `*source`: the registry source a lazy pull read the image from (Puller::TakeSource), to
+// serve its layers without a second session.
 Result<cache::ResolvedImage> ResolveOrPull(cache::Store& store, std::string_view text,
-                                           const PrepareOptions& options, std::string* recorded) {
+                                           const PrepareOptions& options, std::string* recorded,
+                                           std::unique_ptr<registry::BlobSource>* source) {
   Result<cache::ResolvedImage> resolved = cache::ResolveImage(store, text);
   if (resolved.has_value() || resolved.error().code() != StatusCode::kNotFound ||
       !options.pull_if_missing) {
@@ -37,6 +40,7 @@ Result<cache::ResolvedImage> ResolveOrPull(cache::Store& store, std::string_view
   IMGFS_ASSIGN_OR_RETURN(std::vector<PulledImage> pulled, puller.Pull(text, options.progress));
   if (pulled.empty()) return Status::NotFound("pull of " + std::string(text) + " recorded nothing");
   *recorded = pulled.front().reference.String();
+  if (pull.metadata_only) *source = puller.TakeSource();
   return cache::ResolveImage(store, *recorded);
 }
 
@@ -55,8 +59,9 @@ std::string SourceReference(const cache::ResolvedImage& image, const std::string
 Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
                                    const PrepareOptions& options) {
   std::string recorded;
+  std::unique_ptr<registry::BlobSource> pulled_from;
   IMGFS_ASSIGN_OR_RETURN(cache::ResolvedImage image,
-                         ResolveOrPull(store, text, options, &recorded));
+                         ResolveOrPull(store, text, options, &recorded, &pulled_from));
   PreparedImage out;
   out.manifest_digest = image.manifest.digest;
   out.image_id = image.id;
@@ -91,7 +96,10 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
                   [&](const registry::Descriptor& d) { return !store.HasBlob(d.digest); });
   if (missing) {
     const std::string source_reference = SourceReference(image, recorded);
-    if (source_reference.empty()) {
+    if (pulled_from != nullptr && source_reference == recorded) {
+      opener_options.source = std::move(pulled_from);
+      opener_options.chunks = std::make_shared<cache::ChunkStore>(store.root());
+    } else if (source_reference.empty()) {
       opener_options.source_error = Status::Unsupported(
           "image " + std::string(text) + " has no registry reference to fetch its layers from");
     } else {
