@@ -658,11 +658,18 @@ Result<std::string> ExtractEstargzTocJson(std::string_view toc_member) {
 
 Result<LayerIndex> BuildEstargzIndexFromToc(std::string_view toc_json,
                                             const registry::Digest& layer, uint64_t blob_size,
-                                            uint64_t toc_offset, uint64_t uncompressed_size_hint) {
+                                            uint64_t toc_offset, uint64_t uncompressed_size_hint,
+                                            uint64_t* landmark) {
   const std::string what = LayerWhat(layer);
   if (toc_offset > blob_size) return Status::Corrupt(what + ": TOC offset beyond the blob");
   IMGFS_ASSIGN_OR_RETURN(std::vector<toc_internal::TocRecord> records,
                          toc_internal::ParseTocJson(toc_json, what));
+  if (landmark != nullptr) {
+    *landmark = 0;
+    for (const toc_internal::TocRecord& r : records) {
+      if (r.name == kEstargzPrefetchLandmark && r.has_offset) *landmark = r.offset;
+    }
+  }
   // Gzip members start at the distinct payload offsets; each ends where the next starts,
   // the last one at the TOC.
   std::set<uint64_t> starts;
@@ -699,7 +706,9 @@ Result<LayerIndex> BuildEstargzIndexFromToc(std::string_view toc_json,
 }
 
 Result<LayerIndex> LoadEstargzIndex(registry::BlobSource& source, const registry::Descriptor& layer,
-                                    bool allow_missing_toc_digest) {
+                                    bool allow_missing_toc_digest, EstargzTocLoad* load) {
+  EstargzTocLoad ignored;
+  if (load == nullptr) load = &ignored;
   const std::string what = LayerWhat(layer.digest);
   if (layer.size < static_cast<int64_t>(kEstargzLegacyFooterBytes)) {
     return Status::Corrupt(what + ": blob of " + std::to_string(layer.size) +
@@ -716,11 +725,15 @@ Result<LayerIndex> LoadEstargzIndex(registry::BlobSource& source, const registry
     return Status::Corrupt(what + ": no " + std::string(kEstargzTocDigestAnnotation) +
                            " annotation to verify the TOC against");
   }
-  uint64_t tail_len = std::min<uint64_t>(blob_size, kEstargzFooterBytes);
+  const uint64_t tail_len = std::min<uint64_t>(blob_size, kEstargzTailReadBytes);
+  const uint64_t tail_start = blob_size - tail_len;
   IMGFS_ASSIGN_OR_RETURN(std::string tail,
-                         source.ReadBlobRange(layer.digest, {blob_size - tail_len, tail_len}));
+                         source.ReadBlobRange(layer.digest, {tail_start, tail_len}));
+  ++load->requests;
+  load->bytes += tail.size();
   if (tail.size() != tail_len) return Status::Corrupt(what + ": short read of the footer");
-  Result<EstargzFooter> footer = ParseEstargzFooter(tail);
+  Result<EstargzFooter> footer = ParseEstargzFooter(
+      std::string_view(tail).substr(tail_len - std::min<uint64_t>(tail_len, kEstargzFooterBytes)));
   if (!footer.has_value()) return footer.error().WithContext(what);
   const uint64_t toc_end = blob_size - footer->footer_bytes;
   if (footer->toc_offset >= toc_end) {
@@ -732,11 +745,18 @@ Result<LayerIndex> LoadEstargzIndex(registry::BlobSource& source, const registry
                            " bytes is larger than " + std::to_string(kMaxTocCompressedBytes) +
                            " (kMaxTocCompressedBytes)");
   }
-  IMGFS_ASSIGN_OR_RETURN(
-      std::string member,
-      source.ReadBlobRange(layer.digest, {footer->toc_offset, toc_end - footer->toc_offset}));
-  if (member.size() != toc_end - footer->toc_offset) {
-    return Status::Corrupt(what + ": short read of the TOC");
+  std::string member;
+  if (footer->toc_offset >= tail_start) {
+    member = tail.substr(footer->toc_offset - tail_start, toc_end - footer->toc_offset);
+  } else {
+    IMGFS_ASSIGN_OR_RETURN(
+        member,
+        source.ReadBlobRange(layer.digest, {footer->toc_offset, toc_end - footer->toc_offset}));
+    ++load->requests;
+    load->bytes += member.size();
+    if (member.size() != toc_end - footer->toc_offset) {
+      return Status::Corrupt(what + ": short read of the TOC");
+    }
   }
   Result<std::string> toc = ExtractEstargzTocJson(member);
   if (!toc.has_value()) return toc.error().WithContext(what);
@@ -749,8 +769,9 @@ Result<LayerIndex> LoadEstargzIndex(registry::BlobSource& source, const registry
   if (usize != layer.annotations.end()) {
     hint = std::strtoull(usize->second.c_str(), nullptr, 10);
   }
-  IMGFS_ASSIGN_OR_RETURN(LayerIndex index, BuildEstargzIndexFromToc(*toc, layer.digest, blob_size,
-                                                                    footer->toc_offset, hint));
+  IMGFS_ASSIGN_OR_RETURN(LayerIndex index,
+                         BuildEstargzIndexFromToc(*toc, layer.digest, blob_size, footer->toc_offset,
+                                                  hint, &load->landmark));
   if (!layer.media_type.empty()) index.media_type = layer.media_type;
   return index;
 }

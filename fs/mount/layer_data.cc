@@ -26,46 +26,6 @@
 namespace imgfs::fs {
 namespace {
 
-// A BlobSource that remembers the bytes of the last ranged read (the eStargz TOC member read
-// by LoadEstargzIndex), so the `.prefetch.landmark` can be found without a second request.
-class LastRangeSource : public registry::BlobSource {
- public:
-  explicit LastRangeSource(registry::BlobSource* inner) : inner_(inner) {}
-  Result<registry::FetchedManifest> GetManifest(std::string_view t) override {
-    return inner_->GetManifest(t);
-  }
-  Status FetchBlob(const registry::Digest& d, int64_t size,
-                   const registry::BlobSink& sink) override {
-    return inner_->FetchBlob(d, size, sink);
-  }
-  Result<std::string> ReadBlobRange(const registry::Digest& d, ByteRange r) override {
-    Result<std::string> out = inner_->ReadBlobRange(d, r);
-    if (out.has_value()) last_ = *out;
-    return out;
-  }
-  Result<std::vector<std::string>> ListTags() override { return inner_->ListTags(); }
-  std::string Describe() const override { return inner_->Describe(); }
-  const std::string& last() const { return last_; }
-
- private:
-  registry::BlobSource* inner_;
-  std::string last_;
-};
-
-// Blob offset of the eStargz `.prefetch.landmark` in the TOC member `toc_member` (already
-// verified by LoadEstargzIndex), or 0 when the layer has none.
-uint64_t LandmarkOffset(const std::string& toc_member, const registry::Digest& layer) {
-  Result<std::string> json = ExtractEstargzTocJson(toc_member);
-  if (!json.has_value()) return 0;
-  Result<std::vector<toc_internal::TocRecord>> records =
-      toc_internal::ParseTocJson(*json, "layer " + layer.String());
-  if (!records.has_value()) return 0;
-  for (const toc_internal::TocRecord& r : *records) {
-    if (r.name == kEstargzPrefetchLandmark && r.has_offset) return r.offset;
-  }
-  return 0;
-}
-
 // The eStargz landmark offset recorded beside a stored index (0 when there is none).
 uint64_t StoredLandmark(const cache::IndexStore& index_store, const registry::Digest& layer) {
   Result<uint64_t> recorded = index_store.GetLandmark(layer);
@@ -122,15 +82,15 @@ bool StoredIndexFits(const LayerIndex& index, const registry::Descriptor& desc,
 // only as good as the TOC digest it was verified against (the blob's bytes are read by range
 // and never checked against the layer digest), so a layer descriptor naming another TOC
 // digest — another image's, or an attacker's claim about the same layer — never gets it.
-// *landmark gets the eStargz prefetch landmark's blob offset (0 when the layer has none):
-// found in the TOC when it is fetched now and then recorded beside the index
+// load->landmark gets the eStargz prefetch landmark's blob offset (0 when the layer has
+// none): found in the TOC when it is fetched now and then recorded beside the index
 // (IndexStore::PutLandmark), so a later mount from the stored index prefetches the same
 // files (e.g. after `imgfs cache prune` evicted the chunks).
 // The files are written without fsync (the mount waits for this index), their paths added to
 // *unsynced for a later IndexStore::Sync.
 Result<LayerIndex> LoadLazyIndex(const cache::IndexStore& index_store, registry::BlobSource& source,
-                                 const registry::Descriptor& desc, bool* built, uint64_t* landmark,
-                                 std::vector<std::string>* unsynced) {
+                                 const registry::Descriptor& desc, bool* built,
+                                 EstargzTocLoad* load, std::vector<std::string>* unsynced) {
   const registry::Digest toc = TocDigestOf(desc);
   const cache::IndexKey key = cache::IndexKey::Toc(desc.digest, toc);
   if (!toc.empty()) {
@@ -142,27 +102,24 @@ Result<LayerIndex> LoadLazyIndex(const cache::IndexStore& index_store, registry:
            decoded->format == LayerFormat::kZstdChunked) &&
           StoredIndexFits(*decoded, desc, IndexProvenance::kToc, toc, {})) {
         if (decoded->format == LayerFormat::kEstargz) {
-          *landmark = StoredLandmark(index_store, desc.digest);
+          load->landmark = StoredLandmark(index_store, desc.digest);
         }
         return decoded;
       }
     }
   }
-  LastRangeSource recording(&source);
   Result<LayerIndex> index = registry::media::IsZstdChunkedLayer(desc)
                                  ? LoadZstdChunkedIndex(source, desc, false)
-                                 : LoadEstargzIndex(recording, desc, false);
+                                 : LoadEstargzIndex(source, desc, false, load);
   if (!index.has_value()) return index;
   index->provenance = IndexProvenance::kToc;
   index->origin = toc;
   index->subject = registry::Digest();
-  if (!registry::media::IsZstdChunkedLayer(desc))
-    *landmark = LandmarkOffset(recording.last(), desc.digest);
   *built = true;
   if (toc.empty()) return index;  // verified against a non-sha256 digest: used, not kept
   // The record first: a reader that sees the index also sees its landmark.
-  if (*landmark > 0) {
-    Status kept = index_store.PutLandmark(desc.digest, *landmark, Durability::kUnsynced);
+  if (load->landmark > 0) {
+    Status kept = index_store.PutLandmark(desc.digest, load->landmark, Durability::kUnsynced);
     if (kept.ok()) unsynced->push_back(index_store.LandmarkPathFor(desc.digest));
     if (!kept.ok()) {
       IMGFS_LOG(kWarning) << "cannot keep the prefetch landmark of " << desc.digest.String() << ": "
@@ -229,12 +186,9 @@ bool LocalEstargzFooter(const std::string& path) {
 // verify every chunk. Not kept in the IndexStore: a later verified mount must not reuse it.
 Result<LayerIndex> LoadUnverifiedTocIndex(registry::BlobSource& source,
                                           const registry::Descriptor& desc, UnannotatedToc kind,
-                                          uint64_t* landmark) {
+                                          EstargzTocLoad* load) {
   if (kind == UnannotatedToc::kZstdChunked) return LoadZstdChunkedIndex(source, desc, true);
-  LastRangeSource recording(&source);
-  Result<LayerIndex> index = LoadEstargzIndex(recording, desc, true);
-  if (index.has_value()) *landmark = LandmarkOffset(recording.last(), desc.digest);
-  return index;
+  return LoadEstargzIndex(source, desc, true, load);
 }
 
 // "image TEXT, layer N (sha256:…)": the context of every error about one layer.
@@ -308,18 +262,23 @@ Result<std::optional<OpenedLayer>> LayerOpener::OpenMissing(size_t position,
                                "table and the chunk digests read data is checked against";
         built = true;
       }
+      EstargzTocLoad load;
       Result<LayerIndex> index =
-          unverified
-              ? LoadUnverifiedTocIndex(source, desc, unannotated, &out.landmark)
-              : LoadLazyIndex(index_store_, source, desc, &built, &out.landmark, &out.unsynced);
+          unverified ? LoadUnverifiedTocIndex(source, desc, unannotated, &load)
+                     : LoadLazyIndex(index_store_, source, desc, &built, &load, &out.unsynced);
       if (!index.has_value()) return decorate(index.error());
+      out.landmark = load.landmark;
       out.index_built = built && !unverified;  // an unverified TOC is never stored
       auto shared = std::make_shared<const LayerIndex>(std::move(index).value());
       LazyLayerReader::Options layer_options;
       static_cast<LazyFetchOptions&>(layer_options) = options_.fetch;  // the shared policy
       layer_options.memory_cache_bytes = CacheShare();
-      if (built) {
-        // The TOC (and footer) sit after the last chunk; the mount read them in two requests
+      if (built && load.requests > 0) {
+        // eStargz: what LoadEstargzIndex read (plus the footer probe of an unannotated layer).
+        layer_options.toc_bytes = load.bytes;
+        layer_options.toc_requests = load.requests + (unverified ? 1 : 0);
+      } else if (built) {
+        // zstd:chunked: the TOC (and footer) sit after the last chunk, read in two requests
         // (three when the footer probe found the layer unannotated).
         uint64_t chunks_end = 0;
         for (const Chunk& c : shared->chunks) {

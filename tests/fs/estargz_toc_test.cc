@@ -114,7 +114,9 @@ TEST(EstargzToc, FixtureIndexMatchesTarIndexAndReadsOnlyFooterAndToc) {
     EXPECT_EQ(index->format, LayerFormat::kEstargz);
     EXPECT_EQ(index->layer_digest, d.digest);
     EXPECT_EQ(index->compressed_size, static_cast<uint64_t>(d.size));
-    EXPECT_EQ(counting.requests(), 2);  // footer, TOC
+    // Footer and TOC in one read of the blob's tail (the whole blob when it is smaller).
+    EXPECT_EQ(counting.requests(), 1);
+    EXPECT_EQ(counting.bytes(), std::min<uint64_t>(d.size, kEstargzTailReadBytes));
 
     auto tar = IndexBuilder::BuildFromFile(BlobPath("tiny-estargz", d), d.media_type);
     ASSERT_TRUE(tar.has_value()) << tar.error().ToString();
@@ -132,10 +134,13 @@ TEST(EstargzToc, FixtureIndexMatchesTarIndexAndReadsOnlyFooterAndToc) {
     ASSERT_TRUE(decoded.has_value()) << decoded.error().ToString();
     EXPECT_EQ(*decoded, *index);
   }
-  // The big layer: footer + TOC are a tiny part of the blob.
+  // The big layer: the tail read is a small part of the blob, and says what it read.
   FakeBlobSource counting(f.source);
-  ASSERT_TRUE(LoadEstargzIndex(counting, f.layers[0], false).has_value());
-  EXPECT_LT(counting.bytes() * 100, static_cast<uint64_t>(f.layers[0].size));
+  EstargzTocLoad load;
+  ASSERT_TRUE(LoadEstargzIndex(counting, f.layers[0], false, &load).has_value());
+  EXPECT_LT(counting.bytes() * 20, static_cast<uint64_t>(f.layers[0].size));
+  EXPECT_EQ(load.bytes, counting.bytes());
+  EXPECT_EQ(load.requests, 1u);
 }
 
 TEST(EstargzToc, EveryChunkDecodesAndVerifies) {
@@ -232,6 +237,38 @@ FirstLayer LoadFirstLayer() {
   EXPECT_TRUE(json.has_value());
   if (json.has_value()) l.json = *json;
   return l;
+}
+
+TEST(EstargzToc, ATocLargerThanTheTailReadTakesASecondRead) {
+  FirstLayer l = LoadFirstLayer();
+  ASSERT_FALSE(l.json.empty());
+  // An unknown field of incompressible text: the TOC's gzip member outgrows the tail read.
+  std::string padding;
+  uint32_t x = 20261205;
+  while (padding.size() < 4 * kEstargzTailReadBytes) {
+    x = x * 1103515245u + 12345u;
+    padding += "0123456789abcdef"[(x >> 16) & 15];
+  }
+  std::string big = l.json;
+  ASSERT_EQ(big.front(), '{');
+  big.insert(1, "\"padding\":\"" + padding + "\",");
+  std::string blob = WithToc(l.blob, l.toc_offset, big);
+  ASSERT_GT(blob.size() - l.toc_offset, kEstargzTailReadBytes);
+  Descriptor d = l.desc;
+  d.size = static_cast<int64_t>(blob.size());
+  d.annotations[std::string(kEstargzTocDigestAnnotation)] = Digest::Sha256Of(big).String();
+  FakeBlobSource mem(blob);
+  EstargzTocLoad load;
+  auto index = LoadEstargzIndex(mem, d, false, &load);
+  ASSERT_TRUE(index.has_value()) << index.error().ToString();
+  EXPECT_EQ(mem.requests(), 2);
+  EXPECT_EQ(load.requests, 2u);
+  EXPECT_EQ(load.bytes, mem.bytes());
+
+  FakeBlobSource small(l.blob);
+  auto expected = LoadEstargzIndex(small, l.desc, false);
+  ASSERT_TRUE(expected.has_value()) << expected.error().ToString();
+  ExpectSameEntries(expected->entries, index->entries);
 }
 
 TEST(EstargzToc, FlippedTocByteIsADigestMismatch) {
