@@ -11,6 +11,7 @@
 
 #include "base/log.h"
 #include "base/strings.h"
+#include "base/thread.h"
 #include "registry/backoff.h"
 #include "registry/origin.h"
 
@@ -129,9 +130,14 @@ Result<HttpResponse> RegistrySession::Probe(const std::string& base_url) {
 
 Result<std::string> RegistrySession::ProbeScheme() {
   const std::string tls_url = "https://" + endpoint_;
+  Result<HttpResponse> plain = Status::Unavailable("not probed");
+  std::thread plain_probe = StartThread("probe-http", [this, &plain]() -> Status {
+    plain = Probe("http://" + endpoint_);
+    return Status::Ok();
+  });
   Result<HttpResponse> tls = Probe(tls_url);
+  plain_probe.join();  // bounded by kProbeTimeout, like the https probe
   if (tls.has_value()) return tls_url;
-  Result<HttpResponse> plain = Probe("http://" + endpoint_);
   if (!plain.has_value()) {
     return Status::Unavailable("registry " + endpoint_ + ": no answer over https (" +
                                tls.error().message() + ") nor http (" + plain.error().message() +

@@ -181,7 +181,8 @@ class RegistrySession {
   Result<HttpResponse> Attempt(Call& call, const std::string& base_url);
   Result<HttpResponse> Probe(const std::string& base_url);
   // The scheme of a registry that may speak plain http: https when it answers, else http
-  // when a registry answers there (Probe of both).
+  // when a registry answers there. Both are probed at once (a plain-http registry answers
+  // while the https probe fails its handshake), so a choice costs one probe's time.
   Result<std::string> ProbeScheme();
   // Records `chosen` as the scheme unless one was recorded already; the recorded one.
   std::string DecideLocked(const std::string& chosen) IMGFS_REQUIRES(scheme_mu_);
