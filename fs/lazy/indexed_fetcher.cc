@@ -336,13 +336,14 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
     uint32_t first = 0;
     uint32_t last = 0;
     PiecesFor(begin, stop, &first, &last);
-    Status st = EnsurePieces(read, first, last);
-    if (st.ok()) st = MaybeCheckHeaders(entry, run, read);
-    std::shared_ptr<LayerReader> reader = st.ok() ? ReaderIfPresent(first, last) : nullptr;
-    if (st.ok() && reader == nullptr) {
-      st = Status::Unavailable("/" + entry.path + ": its bytes are being fetched again");
+    if (Status st = EnsurePieces(read, first, last); !st.ok()) return reads_.Failed(st);
+    // A failed check is counted by its repair.
+    IMGFS_RETURN_IF_ERROR(MaybeCheckHeaders(entry, run, read));
+    std::shared_ptr<LayerReader> reader = ReaderIfPresent(first, last);
+    if (reader == nullptr) {
+      return reads_.Failed(
+          Status::Unavailable("/" + entry.path + ": its bytes are being fetched again"));
     }
-    if (!st.ok()) return reads_.Failed(st);
     return reader->Read(entry, offset, length);
   }
 
@@ -404,7 +405,8 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
       !st.ok()) {
     return st;
   }
-  if (Status st = MaybeCheckHeaders(entry, run, read); !st.ok()) return reads_.Failed(st);
+  // A failed check is counted by its repair.
+  IMGFS_RETURN_IF_ERROR(MaybeCheckHeaders(entry, run, read));
 
   std::string out;
   out.reserve(end - offset);
@@ -545,32 +547,44 @@ Status IndexedRemoteData::MaybeCheckHeaders(const FileEntry& entry, int64_t run,
     reader = ReaderIfPresentLocked(first, last);
     if (reader == nullptr) return Status::Ok();  // not streamed past (yet)
   }
-  Result<std::string> differs = CompareHeaders(entry, at, *reader);
-  if (differs.has_value() && differs->empty()) {
-    mark_checked();
-    return Status::Ok();
-  }
-  // Header bytes are covered by no chunk digest: bad bytes are fetched once more, through a
-  // fresh reader, before the index is blamed.
-  IMGFS_LOG(kWarning) << "layer " << index_->layer_digest.String() << ": the tar headers before /"
-                      << entry.path << " "
-                      << (differs.has_value() ? "do not match the index (" + *differs + ")"
-                                              : "cannot be read: " + differs.error().ToString())
-                      << "; fetching them again";
-  InvalidatePieces(first, last);
-  // (Again while another read sent them to be fetched once more in between.)
-  for (reader = nullptr; reader == nullptr;) {
-    if (std::chrono::steady_clock::now() >= read.deadline) {
-      return reads_.DeadlineExceeded(read, "tar headers");
+  // Header bytes are covered by no chunk digest: bad bytes are fetched once more (the shared
+  // repair: forgotten, fetched anew, decoded by a fresh reader) before the index is blamed.
+  // What the last check found, cleared before each fetch: a mismatch, or why the headers
+  // could not be read.
+  std::string mismatch;
+  Status unreadable = Status::Ok();
+  bool first_check = true;  // of pieces present already: nothing to fetch
+  auto ensure = [&](const std::vector<size_t>&) {
+    mismatch.clear();
+    unreadable = Status::Ok();
+    return first_check ? Status::Ok() : EnsurePieces(read, first, last, false);
+  };
+  auto verify = [&](size_t) {
+    std::shared_ptr<LayerReader> now = first_check ? reader : ReaderIfPresent(first, last);
+    first_check = false;
+    // Null: another read sent them to be fetched once more in between; wait for that.
+    if (now == nullptr) return ReadEngine::Verdict{Status::Ok(), true};
+    Result<std::string> differs = CompareHeaders(entry, at, *now);
+    if (differs.has_value() && differs->empty()) return ReadEngine::Verdict{};
+    if (differs.has_value()) {
+      mismatch = *differs;
+    } else {
+      unreadable = differs.error();
     }
-    IMGFS_RETURN_IF_ERROR(EnsurePieces(read, first, last, false));
-    reader = ReaderIfPresent(first, last);
+    return ReadEngine::Verdict{
+        Status::Corrupt("the tar headers before it " +
+                        (differs.has_value() ? "do not match the index (" + *differs + ")"
+                                             : "cannot be read: " + differs.error().ToString()))};
+  };
+  Status st =
+      reads_.Repair(read, {0}, ensure, verify, [&](size_t) { InvalidatePieces(first, last); });
+  if (st.ok()) {
+    mark_checked();
+    return st;
   }
-  differs = CompareHeaders(entry, at, *reader);
-  if (!differs.has_value()) return differs.error();
-  if (!differs->empty()) return Distrust(entry, *differs);
-  mark_checked();
-  return Status::Ok();
+  if (!mismatch.empty()) return Distrust(entry, mismatch);
+  if (!unreadable.ok()) return unreadable;
+  return st;
 }
 
 Result<std::string> IndexedRemoteData::CompareHeaders(const FileEntry& entry, size_t run,

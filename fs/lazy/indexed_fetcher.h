@@ -57,14 +57,16 @@
 //    stored as the stream completes them. StartBackgroundFetch (`--prefetch=all`) runs the same
 //    pass over the whole layer at the lowest priority, claiming only max_request_bytes at a time so
 //    a reader never waits long behind a paused pass.
-//  - Deadline: a Read waits at most Options::fetch_timeout for its pieces, then fails with
-//    Unavailable (EIO) while the fetch goes on.
+//  - Deadline, repair, counters: the layer's ReadEngine (fs/lazy/read_engine.h, shared with
+//    every lazy format). A Read waits at most Options::fetch_timeout for its pieces, then
+//    fails with Unavailable (EIO) while the fetch goes on.
 //  - Errors: an on-demand fetch is tried twice; read-ahead and streaming once, and a reader
 //    that was waiting on them fetches the piece itself (once). An exception on a worker
 //    (bad_alloc) fails the task's claimed pieces like any error; a streaming pass that
 //    failed may be started again (switch or StartBackgroundFetch). A chunk that fails
-//    verification has its pieces fetched once more (a fresh LayerReader decodes them) before
-//    the read fails with Corrupt.
+//    verification has its pieces forgotten (Invalidate: a fresh LayerReader decodes them)
+//    and fetched once more by the shared repair (ReadEngine::Repair) before the read fails
+//    with Corrupt; a header run that does not match (below) is repaired the same way.
 //
 // Verification: every chunk a read returns is checked against its sha256 from the index
 // (LayerReader::ReadChunk) before the read is answered (again when it left the memory
