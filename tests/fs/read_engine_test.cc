@@ -7,11 +7,13 @@
 #include "fs/lazy/read_engine.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -253,6 +255,47 @@ TEST_F(ReadEngineTest, CountersAreTheLayerStats) {
   EXPECT_EQ(engine_.units_fetched(), 2u);
   EXPECT_EQ(s.cache_hits, 1u);
   EXPECT_EQ(s.errors, 2u);
+}
+
+// Readers on many threads: one claims the unit, the others join its flight; all wait with
+// their own deadline, and the counters they bump from every thread add up (run under TSan).
+TEST_F(ReadEngineTest, ReadersOnManyThreadsShareOneFlightAndTheirCountsAddUp) {
+  constexpr int kReaders = 8;
+  SingleFlight<int, Status> flights;
+  std::promise<SingleFlight<int, Status>::Ticket> claimed;
+  std::shared_future<SingleFlight<int, Status>::Ticket> ticket = claimed.get_future().share();
+  std::atomic<int> waiting{0};
+  std::vector<std::thread> readers;
+  std::vector<Status> results(kReaders, Status::Internal("not run"));
+  for (int r = 0; r < kReaders; ++r) {
+    readers.emplace_back([&, r] {
+      const ReadEngine::Read read = engine_.Begin("f");
+      results[static_cast<size_t>(r)] = engine_.Await(
+          read,
+          [&](int) {
+            std::optional<SingleFlight<int, Status>::Flight> f =
+                flights.JoinOrClaim(7, [] { return false; });
+            if (f->claimed()) claimed.set_value(f->ticket);
+            waiting.fetch_add(1);
+            return std::vector<Wait>{Wait{0, f->future, f->claimed()}};
+          },
+          [&](size_t, const Status& st) {
+            engine_.CountHit();
+            return st;
+          },
+          Data);
+      engine_.CountFetched();
+    });
+  }
+  // Completed once every reader waits on it (or took it: a waiter never misses a value).
+  const SingleFlight<int, Status>::Ticket owner = ticket.get();
+  while (waiting.load() < kReaders) std::this_thread::yield();
+  EXPECT_TRUE(flights.Complete(7, owner, Status::Ok()));
+  for (std::thread& t : readers) t.join();
+  for (const Status& st : results) EXPECT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(flights.size(), 0u);
+  EXPECT_EQ(engine_.Stats(1).cache_hits, static_cast<uint64_t>(kReaders));
+  EXPECT_EQ(engine_.Stats(1).chunks_fetched, static_cast<uint64_t>(kReaders));
 }
 
 }  // namespace imgfs::fs
