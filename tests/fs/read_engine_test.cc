@@ -2,8 +2,9 @@
 // with the read's deadline (the fetch goes on), going round once after a failure of a flight
 // the read did not own, repairing a unit that failed verification (its bad bytes forgotten,
 // fetched anew, bounded, a clear error), and the counters. The units here are flights of a
-// SingleFlight table completed by the test; tests/fs/fetcher_test.cc and
-// tests/fs/indexed_fetcher_test.cc check that both readers repair through it (repairs()).
+// SingleFlight table completed by the test (also from many threads at once, for TSan);
+// tests/fs/fetcher_test.cc and tests/fs/indexed_fetcher_test.cc check that both readers
+// repair through it (repairs()).
 #include "fs/lazy/read_engine.h"
 
 #include <algorithm>
