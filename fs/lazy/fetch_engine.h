@@ -15,9 +15,9 @@
 // queued to `fail` with Unavailable("the mount is closing"), so no waiter hangs. A reader
 // owning an engine calls Stop first in its destructor, before the state its hooks use goes.
 //
-// The engine does not know what a task fetches: single flight (one fetch per unit, waiters
-// sharing its future) stays with the reader, whose units differ (chunk digests, piece
-// numbers).
+// The engine does not know what a task fetches: which units a task claimed (SingleFlight,
+// keyed by chunk digest or piece number) is the reader's; waiting for them and repairing them
+// is ReadEngine's (fs/lazy/read_engine.h).
 //
 // Thread-safety: every method may be called from any thread, also from inside a hook, except
 // Stop (it joins the workers). The engine's lock is a leaf: hooks run without it.

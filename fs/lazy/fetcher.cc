@@ -57,8 +57,7 @@ LazyLayerReader::LazyLayerReader(std::shared_ptr<registry::BlobSource> source,
   chunks_end_ = end;
   present_ = std::make_unique<std::atomic<bool>[]>(order_.size());
   window_ = ReadAheadWindow(options_.readahead_min_bytes, options_.readahead_max_bytes);
-  counters_.bytes_fetched = options_.toc_bytes;
-  counters_.requests = options_.toc_requests;
+  reads_.CountSetup(options_.toc_requests, options_.toc_bytes);
 }
 
 LazyLayerReader::~LazyLayerReader() { engine_.Stop(); }
@@ -96,7 +95,7 @@ bool LazyLayerReader::KnownPresent(uint32_t id) {
   return false;
 }
 
-LayerStats LazyLayerReader::Stats() const { return counters_.Snapshot(index_->compressed_size); }
+LayerStats LazyLayerReader::Stats() const { return reads_.Stats(index_->compressed_size); }
 
 Result<std::string> LazyLayerReader::Read(const FileEntry& entry, uint64_t offset, size_t length) {
   if (entry.type != EntryType::kRegular) {
@@ -120,17 +119,24 @@ Result<std::string> LazyLayerReader::Read(const FileEntry& entry, uint64_t offse
     covering.push_back(id);
     if (!IsZerosChunk(c)) ids.push_back(id);
   }
-  const auto deadline = std::chrono::steady_clock::now() + options_.fetch_timeout;
+  // Chunks are verified as they arrive (Fetch): a bad one comes back Corrupt and, never kept,
+  // is fetched again by the next round of the repair.
+  const ReadEngine::Read read = reads_.Begin(entry.path);
   std::vector<ChunkData> data(ids.size());
-  for (int pass = 0;; ++pass) {
-    bool retry = false;
-    Status st = GetChunks(entry, ids, deadline, &data, &retry);
-    if (st.ok()) break;
-    if (!retry || pass > 0 || std::chrono::steady_clock::now() >= deadline) {
-      counters_.errors.fetch_add(1, std::memory_order_relaxed);
-      return st;
-    }
-  }
+  std::vector<Status> bad(ids.size(), Status::Ok());
+  std::vector<size_t> slots(ids.size());
+  for (size_t i = 0; i < slots.size(); ++i) slots[i] = i;
+  Status got = reads_.Repair(
+      read, slots,
+      [&](const std::vector<size_t>& need) { return GetChunks(read, ids, need, &data, &bad); },
+      [&](size_t slot) {
+        if (data[slot] == nullptr && bad[slot].ok()) {
+          return ReadEngine::Verdict{Status::Internal("chunk " + KeyOf(ids[slot]) + " not read")};
+        }
+        return ReadEngine::Verdict{bad[slot]};
+      },
+      [&](size_t slot) { bad[slot] = Status::Ok(); });
+  if (!got.ok()) return got;
   std::string out;
   out.reserve(end - offset);  // at most `length`, the caller's buffer
   size_t next_data = 0;
@@ -167,14 +173,14 @@ LazyLayerReader::ChunkData LazyLayerReader::Available(uint32_t id) {
   const Chunk& c = index_->chunks[id];
   std::string key = KeyOf(id);
   if (ChunkData recent = recent_.Find(key); recent != nullptr) {
-    counters_.cache_hits.fetch_add(1, std::memory_order_relaxed);
+    reads_.CountHit();
     return recent;
   }
   if (c.digest.empty()) return nullptr;
   Result<std::string> stored = chunks_->Get(c.digest);
   if (!stored.has_value()) return nullptr;
   auto data = std::make_shared<const std::string>(std::move(stored).value());
-  counters_.cache_hits.fetch_add(1, std::memory_order_relaxed);
+  reads_.CountHit();
   MarkPresent(id);
   recent_.Insert(key, data);
   return data;
@@ -194,9 +200,28 @@ bool LazyLayerReader::Claim(uint32_t id, Task* task) {
   return true;
 }
 
-Status LazyLayerReader::GetChunks(const FileEntry& entry, const std::vector<uint32_t>& ids,
-                                  std::chrono::steady_clock::time_point deadline,
-                                  std::vector<ChunkData>* out, bool* retry) {
+Status LazyLayerReader::GetChunks(const ReadEngine::Read& read, const std::vector<uint32_t>& ids,
+                                  const std::vector<size_t>& need, std::vector<ChunkData>* out,
+                                  std::vector<Status>* bad) {
+  return reads_.Await(
+      read, [&](int) { return ClaimRound(ids, need, *bad, out); },
+      [&](size_t slot, const ChunkResult& r) {
+        if (r.has_value()) {
+          (*out)[slot] = *r;
+        } else if (r.error().code() == StatusCode::kCorrupt) {
+          (*bad)[slot] = r.error();  // for the repair
+        } else {
+          return r.error();
+        }
+        return Status::Ok();
+      },
+      [&](size_t slot) { return "chunk " + KeyOf(ids[slot]); });
+}
+
+std::vector<LazyLayerReader::Wait> LazyLayerReader::ClaimRound(const std::vector<uint32_t>& ids,
+                                                               const std::vector<size_t>& need,
+                                                               const std::vector<Status>& bad,
+                                                               std::vector<ChunkData>* out) {
   std::vector<size_t> missing;
   uint32_t first = kNoPos;
   uint32_t last = 0;
@@ -206,7 +231,9 @@ Status LazyLayerReader::GetChunks(const FileEntry& entry, const std::vector<uint
       first = std::min(first, pos);
       last = std::max(last, pos);
     }
-    if ((*out)[i] != nullptr) continue;
+  }
+  for (size_t i : need) {
+    if ((*out)[i] != nullptr || !bad[i].ok()) continue;
     (*out)[i] = Available(ids[i]);
     if ((*out)[i] == nullptr) missing.push_back(i);
   }
@@ -215,14 +242,20 @@ Status LazyLayerReader::GetChunks(const FileEntry& entry, const std::vector<uint
   Task& demand = tasks[0];
   demand.priority = kDemand;
   std::vector<Wait> waits;
-  std::vector<size_t> completed;
   for (size_t i : missing) {
     std::optional<Flights::Flight> flight =
         flights_.JoinOrClaim(KeyOf(ids[i]), [&] { return Completed(ids[i]); });
     if (!flight.has_value()) {
       // Fetched by another thread between Available() above and the claim: Complete
-      // remembers a chunk (recent_) before it leaves flights_.
-      completed.push_back(i);
+      // remembers a chunk (recent_) before it leaves flights_. Gone again (evicted, not
+      // stored): a failure of a flight this read did not own, so the read goes round.
+      ChunkData now = Available(ids[i]);
+      std::promise<ChunkResult> answered;
+      answered.set_value(now != nullptr
+                             ? ChunkResult(std::move(now))
+                             : ChunkResult(Status::Unavailable("chunk " + KeyOf(ids[i]) +
+                                                               " was dropped as it arrived")));
+      waits.push_back(Wait{i, answered.get_future().share(), false});
     } else if (flight->claimed()) {
       demand.ids.push_back(ids[i]);
       demand.promises.push_back(flight->ticket);
@@ -259,28 +292,7 @@ Status LazyLayerReader::GetChunks(const FileEntry& entry, const std::vector<uint
   if (demand.ids.empty()) tasks.clear();
   if (first != kNoPos) PlanReadAhead(first, last, &tasks);
   engine_.Submit(std::move(tasks));
-
-  for (Wait& w : waits) {
-    if (w.future.wait_until(deadline) != std::future_status::ready) {
-      return FetchDeadlineExceeded(entry.path, index_->layer_digest.String(),
-                                   options_.fetch_timeout, "chunk " + KeyOf(ids[w.slot]),
-                                   source_->Describe());
-    }
-    const ChunkResult& r = w.future.get();
-    if (!r.has_value()) {
-      if (!w.own) *retry = true;
-      return r.error();
-    }
-    (*out)[w.slot] = *r;
-  }
-  for (size_t i : completed) {
-    (*out)[i] = Available(ids[i]);
-    if ((*out)[i] == nullptr) {  // gone again (evicted, not stored): the caller goes round
-      *retry = true;
-      return Status::Unavailable("chunk " + KeyOf(ids[i]) + " was dropped as it arrived");
-    }
-  }
-  return Status::Ok();
+  return waits;
 }
 
 void LazyLayerReader::PlanReadAhead(uint32_t first, uint32_t last, std::vector<Task>* tasks) {
@@ -449,10 +461,10 @@ std::vector<LazyLayerReader::ChunkResult> LazyLayerReader::Fetch(const std::vect
       const std::string_view slice = SliceChunk(CoalescedRead{read.range, {}}, *bytes, c);
       Result<std::string> data = DecodeChunk(index_->format, c, slice, index_->layer_digest, "");
       if (!data.has_value()) {
-        // Again with the file's name, for the error the reader answers.
+        // Again with the file's name, for the error the reader answers. Not fetched again
+        // here: the read that needs the chunk repairs it (ReadEngine::Repair).
         results[k] =
             DecodeChunk(index_->format, c, slice, index_->layer_digest, FileOf(ids[k])).error();
-        failed->push_back(k);
         continue;
       }
       results[k] = ChunkResult(std::make_shared<const std::string>(std::move(data).value()));
@@ -472,7 +484,7 @@ std::vector<LazyLayerReader::ChunkResult> LazyLayerReader::Fetch(const std::vect
 void LazyLayerReader::Complete(uint32_t id, const Promise& promise, ChunkResult result) {
   const std::string key = KeyOf(id);
   if (result.has_value()) {
-    counters_.chunks_fetched.fetch_add(1, std::memory_order_relaxed);
+    reads_.CountFetched();
     const Chunk& c = index_->chunks[id];
     if (!c.digest.empty()) {
       Status put = chunks_->Put(c.digest, **result);

@@ -43,15 +43,19 @@
 //    chunk's compressed bytes plus a socket buffer.
 //  - A registry that answers a Range request with the whole blob (200) switches the layer to
 //    streaming at once (registry::BlobSource::ignores_ranges()).
-//  - Deadline: a Read waits at most Options::fetch_timeout for its chunks (`--fetch-timeout`);
-//    then it fails with Unavailable (EIO at the FUSE boundary) while the fetch itself goes on
-//    in the background, bounded by the source's own timeouts. No reader is blocked forever;
-//    cached chunks keep being served meanwhile, and once the registry answers again the next
-//    read of a missing chunk fetches it.
-//  - Errors: an on-demand fetch is tried Options::max_attempts times (chunks whose request
-//    failed or that failed to decode or verify are fetched again, alone); read-ahead and
-//    streaming are tried once and a reader that depended on them fetches the chunk itself. A second
-//    failure is returned (Corrupt or Unavailable) with a log line naming layer, file and chunk.
+//  - Deadline, repair, counters: the layer's ReadEngine (fs/lazy/read_engine.h, shared with
+//    every lazy format). A Read waits at most Options::fetch_timeout for its chunks
+//    (`--fetch-timeout`); then it fails with Unavailable (EIO at the FUSE boundary) while the
+//    fetch itself goes on in the background, bounded by the source's own timeouts. No reader
+//    is blocked forever; cached chunks keep being served meanwhile, and once the registry
+//    answers again the next read of a missing chunk fetches it.
+//  - Errors: a chunk is decoded and verified as its bytes arrive; one that fails is never
+//    stored nor kept, its flight completes with Corrupt and the read that needs it fetches it
+//    again (ReadEngine::Repair, Options::max_attempts - 1 times), then answers Corrupt. A
+//    request that failed is sent again by the RangeFetcher (Options::max_attempts in all on
+//    demand; read-ahead and streaming once, and a reader that depended on them fetches the
+//    chunk itself). The failure is returned (Corrupt or Unavailable) with a log line naming
+//    layer, file and chunk.
 // Zeros chunks (zstd:chunked) are produced without any I/O and never materialised whole: a
 // read gets zeros for its own range only, whatever size the TOC gives the chunk.
 // Memory: one chunk is at most kMaxChunkBytes decoded and MaxChunkBlobBytes(size) compressed
@@ -67,6 +71,7 @@
 #ifndef IMGFS_FS_LAZY_FETCHER_H_
 #define IMGFS_FS_LAZY_FETCHER_H_
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -86,6 +91,7 @@
 #include "fs/lazy/fetch_engine.h"
 #include "fs/lazy/lazy_fetch_options.h"
 #include "fs/lazy/range_fetcher.h"
+#include "fs/lazy/read_engine.h"
 #include "fs/lazy/readahead.h"
 #include "fs/lazy/single_flight.h"
 #include "fs/lazy/verified_chunk_cache.h"
@@ -98,7 +104,7 @@ class LazyLayerReader : public FileDataSource {
   // The shared policy (fs/lazy/lazy_fetch_options.h) and what only chunks have.
   struct Options : LazyFetchOptions {
     uint64_t max_gap_bytes = kDefaultCoalesceGapBytes;
-    int max_attempts = 2;  // on-demand fetches: one retry
+    int max_attempts = 2;  // on-demand fetches and chunks that failed verification: one retry
     // Compressed bytes of following chunks an on-demand fetch takes along. 256 KiB costs
     // ~10 ms at 200 Mbit, less than the round trip it saves for the next small file.
     uint64_t widen_bytes = 256 << 10;
@@ -139,10 +145,10 @@ class LazyLayerReader : public FileDataSource {
   bool WaitIdle(std::chrono::milliseconds timeout);
 
   // Chunks decoded from fetched blob bytes, and fetch attempts made (tests, stats).
-  uint64_t chunks_fetched() const {
-    return counters_.chunks_fetched.load(std::memory_order_relaxed);
-  }
+  uint64_t chunks_fetched() const { return reads_.units_fetched(); }
   uint64_t fetch_batches() const { return fetcher_.attempts(); }
+  // Chunks fetched again after they failed verification (ReadEngine::Repair).
+  uint64_t repairs() const { return reads_.repairs(); }
   // Whether the streaming pass was started (switch or background fetch).
   bool streamed() const { return stream_started_.load(std::memory_order_relaxed); }
 
@@ -166,11 +172,7 @@ class LazyLayerReader : public FileDataSource {
     std::vector<uint32_t> ids;      // chunk ids, ascending blob offset
     std::vector<Promise> promises;  // one per id, claimed in flights_
   };
-  struct Wait {
-    size_t slot;  // position in the caller's chunk list
-    std::shared_future<ChunkResult> future;
-    bool own;  // from a task this Read created
-  };
+  using Wait = ReadEngine::Wait<ChunkResult>;
 
   // Positions in blob order of the chunks of `entry` overlapping [offset, end).
   Result<std::vector<uint32_t>> ChunksFor(const FileEntry& entry, uint64_t offset,
@@ -178,11 +180,17 @@ class LazyLayerReader : public FileDataSource {
   // Immediate answer for chunk `id` (memory, chunk store) or nullptr. Not for zeros chunks:
   // Read serves those in slices.
   ChunkData Available(uint32_t id);
-  // One pass: answers `ids` into `out` or schedules/joins fetches and waits until `deadline`.
-  // Sets *retry when a failure came from a task another reader or the read-ahead owned.
-  Status GetChunks(const FileEntry& entry, const std::vector<uint32_t>& ids,
-                   std::chrono::steady_clock::time_point deadline, std::vector<ChunkData>* out,
-                   bool* retry);
+  // Makes chunks `need` (positions in `ids`) of `read` available (through reads_.Await): the
+  // verified ones into `out`, the ones whose fetch failed verification into `bad` (Corrupt,
+  // for reads_.Repair).
+  Status GetChunks(const ReadEngine::Read& read, const std::vector<uint32_t>& ids,
+                   const std::vector<size_t>& need, std::vector<ChunkData>* out,
+                   std::vector<Status>* bad);
+  // One round of GetChunks over the chunks of `need` not yet in `out` nor `bad`: answers
+  // from memory or the store into `out`, claims (with widening and read-ahead) or joins the
+  // flights of the rest, submits the tasks; returns the waits.
+  std::vector<Wait> ClaimRound(const std::vector<uint32_t>& ids, const std::vector<size_t>& need,
+                               const std::vector<Status>& bad, std::vector<ChunkData>* out);
   // Claims chunk id in flights_ for `task`; false when already in flight.
   bool Claim(uint32_t id, Task* task);
   // For a chunk not in flight (runs under the flights_ lock: SingleFlight::JoinOrClaim):
@@ -230,10 +238,13 @@ class LazyLayerReader : public FileDataSource {
   std::unique_ptr<std::atomic<bool>[]> present_;  // by position: known to be stored
 
   std::atomic<uint64_t> present_bytes_{0};  // compressed bytes of present_ chunks
-  LayerCounters counters_;                  // what Stats() reports
-  // Every request of this layer: batches, attempts, streams, and their counts in counters_.
-  RangeFetcher fetcher_{source_, index_->layer_digest, &counters_, options_.max_request_bytes,
-                        RangeFetcher::kMaxRangesPerRequest};
+  // Deadline, repair and the counters Stats() reports.
+  ReadEngine reads_{source_,
+                    index_->layer_digest.String(),
+                    {options_.fetch_timeout, std::max(0, options_.max_attempts - 1)}};
+  // Every request of this layer: batches, attempts, streams, and their counts in reads_.
+  RangeFetcher fetcher_{source_, index_->layer_digest, reads_.counters(),
+                        options_.max_request_bytes, RangeFetcher::kMaxRangesPerRequest};
   std::atomic<bool> stream_started_{false};
   std::atomic<bool> stream_running_{false};
 

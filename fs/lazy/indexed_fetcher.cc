@@ -189,8 +189,7 @@ IndexedRemoteData::IndexedRemoteData(std::shared_ptr<registry::BlobSource> sourc
   run_checked_.assign(runs_.size(), false);
 
   window_ = ReadAheadWindow(options_.readahead_min_bytes, options_.readahead_max_bytes);
-  counters_.bytes_fetched = options_.index_bytes;
-  counters_.requests = options_.index_requests;
+  reads_.CountSetup(options_.index_requests, options_.index_bytes);
 }
 
 IndexedRemoteData::~IndexedRemoteData() { engine_.Stop(); }
@@ -328,7 +327,7 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
     covered_to = std::max(covered_to, c.file_offset + c.size);
     ids.push_back(id);
   }
-  const auto deadline = std::chrono::steady_clock::now() + options_.fetch_timeout;
+  const ReadEngine::Read read = reads_.Begin(entry.path);
   if (gap || covered_to < end || ids.empty()) {
     // No chunk table for these bytes (imgfs never builds such an index): unverified.
     uint64_t begin = 0;
@@ -337,15 +336,13 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
     uint32_t first = 0;
     uint32_t last = 0;
     PiecesFor(begin, stop, &first, &last);
-    Status st = EnsurePieces(entry, first, last, deadline);
-    if (st.ok()) st = MaybeCheckHeaders(entry, run, deadline);
-    std::shared_ptr<LayerReader> reader = st.ok() ? ReaderIfPresent(first, last) : nullptr;
-    if (st.ok() && reader == nullptr) {
-      st = Status::Unavailable("/" + entry.path + ": its bytes are being fetched again");
-    }
-    if (!st.ok()) {
-      counters_.errors.fetch_add(1, std::memory_order_relaxed);
-      return st;
+    if (Status st = EnsurePieces(read, first, last); !st.ok()) return reads_.Failed(st);
+    // A failed check is counted by its repair.
+    IMGFS_RETURN_IF_ERROR(MaybeCheckHeaders(entry, run, read));
+    std::shared_ptr<LayerReader> reader = ReaderIfPresent(first, last);
+    if (reader == nullptr) {
+      return reads_.Failed(
+          Status::Unavailable("/" + entry.path + ": its bytes are being fetched again"));
     }
     return reader->Read(entry, offset, length);
   }
@@ -355,7 +352,7 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
   for (size_t i = 0; i < ids.size(); ++i) {
     const uint32_t id = ids[i];
     if ((data[i] = recent_.Find(id)) != nullptr) {
-      counters_.cache_hits.fetch_add(1, std::memory_order_relaxed);
+      reads_.CountHit();
       continue;
     }
     // A chunk verified earlier and no longer in memory is verified again from the sparse
@@ -366,26 +363,21 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
       Result<std::string> stored = chunks_->Get(c.digest);
       if (stored.has_value()) {
         data[i] = std::make_shared<const std::string>(std::move(stored).value());
-        counters_.cache_hits.fetch_add(1, std::memory_order_relaxed);
+        reads_.CountHit();
         recent_.Insert(id, data[i]);
         continue;
       }
     }
     need.push_back(i);
   }
-  // Rounds: make the pieces of `need` present, verify. A chunk that fails verification has
-  // its pieces fetched again once (a second failure is the answer); a chunk whose pieces
-  // another read sent to be fetched again in between waits for that (within the deadline).
-  std::vector<bool> refetched(ids.size(), false);
-  for (int attempt = 0; !need.empty(); ++attempt) {
-    if (attempt > 0 && std::chrono::steady_clock::now() >= deadline) {
-      counters_.errors.fetch_add(1, std::memory_order_relaxed);
-      return FetchDeadlineExceeded(entry.path, index_->layer_digest.String(),
-                                   options_.fetch_timeout, "data", source_->Describe());
-    }
+  // The shared repair (ReadEngine::Repair): make the pieces of `need` present, verify each
+  // chunk from them; a chunk that fails verification has its pieces forgotten and fetched
+  // again (a fresh LayerReader decodes them: see the invariant in the header).
+  bool first_round = true;
+  auto ensure = [&](const std::vector<size_t>& todo) {
     uint32_t first = std::numeric_limits<uint32_t>::max();
     uint32_t last = 0;
-    for (size_t i : need) {
+    for (size_t i : todo) {
       first = std::min(first, chunk_first_piece_[ids[i]]);
       last = std::max(last, chunk_last_piece_[ids[i]]);
     }
@@ -393,47 +385,28 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
     // adjoin, mostly they are the same); other reads check it only when it is here already.
     uint32_t run_first = 0;
     uint32_t run_last = 0;
-    const bool head = std::any_of(need.begin(), need.end(),
+    const bool head = std::any_of(todo.begin(), todo.end(),
                                   [&](size_t i) { return ids[i] == entry.first_chunk; });
-    if (attempt == 0 && head && run >= 0 &&
+    if (first_round && head && run >= 0 &&
         RunPieces(static_cast<size_t>(run), &run_first, &run_last) && run_last >= first) {
       first = std::min(first, run_first);
     }
-    Status st = EnsurePieces(entry, first, last, deadline);
-    if (!st.ok()) {
-      counters_.errors.fetch_add(1, std::memory_order_relaxed);
-      return st;
-    }
-    std::vector<size_t> again;
-    for (size_t i : need) {
-      bool refetching = false;
-      Result<ChunkData> chunk = VerifyChunk(ids[i], &refetching);
-      if (chunk.has_value()) {
-        data[i] = std::move(chunk).value();
-        continue;
-      }
-      if (refetching) {
-        again.push_back(i);
-        continue;
-      }
-      const bool last_try = refetched[i] || chunk.error().code() != StatusCode::kCorrupt;
-      IMGFS_LOG(kWarning) << "lazy read of /" << entry.path << " in layer "
-                          << index_->layer_digest.String() << ": " << chunk.error().ToString()
-                          << (last_try ? "" : "; fetching it again");
-      if (last_try) {
-        counters_.errors.fetch_add(1, std::memory_order_relaxed);
-        return chunk.error();
-      }
-      Invalidate(ids[i]);
-      refetched[i] = true;
-      again.push_back(i);
-    }
-    need = std::move(again);
-  }
-  if (Status st = MaybeCheckHeaders(entry, run, deadline); !st.ok()) {
-    counters_.errors.fetch_add(1, std::memory_order_relaxed);
+    first_round = false;
+    return EnsurePieces(read, first, last);
+  };
+  auto verify = [&](size_t i) {
+    bool refetching = false;
+    Result<ChunkData> chunk = VerifyChunk(ids[i], &refetching);
+    if (!chunk.has_value()) return ReadEngine::Verdict{chunk.error(), refetching};
+    data[i] = std::move(chunk).value();
+    return ReadEngine::Verdict{};
+  };
+  if (Status st = reads_.Repair(read, need, ensure, verify, [&](size_t i) { Invalidate(ids[i]); });
+      !st.ok()) {
     return st;
   }
+  // A failed check is counted by its repair.
+  IMGFS_RETURN_IF_ERROR(MaybeCheckHeaders(entry, run, read));
 
   std::string out;
   out.reserve(end - offset);
@@ -450,9 +423,8 @@ Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t off
       }
       out.append(*data[i], from - c.file_offset, to - from);
     } else {
-      counters_.errors.fetch_add(1, std::memory_order_relaxed);
-      return Status::Internal("/" + entry.path + ": chunk at " + std::to_string(c.file_offset) +
-                              " was not read");
+      return reads_.Failed(Status::Internal("/" + entry.path + ": chunk at " +
+                                            std::to_string(c.file_offset) + " was not read"));
     }
   }
   if (out.size() != end - offset) {
@@ -480,7 +452,7 @@ Result<IndexedRemoteData::ChunkData> IndexedRemoteData::VerifyChunk(uint32_t id,
     counted = !verified_[id];
     verified_[id] = true;
   }
-  if (counted) counters_.chunks_fetched.fetch_add(1, std::memory_order_relaxed);
+  if (counted) reads_.CountFetched();
   const Chunk& c = index_->chunks[id];
   if (chunks_ != nullptr && !c.digest.empty()) {
     Status stored = chunks_->Put(c.digest, *data);
@@ -493,14 +465,10 @@ Result<IndexedRemoteData::ChunkData> IndexedRemoteData::VerifyChunk(uint32_t id,
   return data;
 }
 
-Status IndexedRemoteData::EnsurePieces(const FileEntry& entry, uint32_t first, uint32_t last,
-                                       std::chrono::steady_clock::time_point deadline,
+Status IndexedRemoteData::EnsurePieces(const ReadEngine::Read& read, uint32_t first, uint32_t last,
                                        bool plan_readahead) {
-  for (int pass = 0;; ++pass) {
-    struct Wait {
-      std::shared_future<Status> future;
-      bool own;
-    };
+  using Wait = ReadEngine::Wait<Status>;
+  auto round = [&](int pass) {
     std::vector<Task> tasks;
     std::vector<Wait> waits;
     {
@@ -508,14 +476,14 @@ Status IndexedRemoteData::EnsurePieces(const FileEntry& entry, uint32_t first, u
       for (uint32_t p = first; p < last; ++p) {
         if (state_[p] != kInFlight) continue;
         std::optional<Flights::Flight> flight = flights_.Find(p);
-        if (flight.has_value()) waits.push_back(Wait{flight->future, false});
+        if (flight.has_value()) waits.push_back(Wait{p, flight->future, false});
       }
       ClaimRunsLocked(first, last, kDemand, &tasks);
       for (const Task& t : tasks) {
-        for (uint32_t p : t.pieces) {
+        for (size_t k = 0; k < t.pieces.size(); ++k) {
           // Still in flight: the task is submitted only below.
-          std::optional<Flights::Flight> flight = flights_.Find(p);
-          if (flight.has_value()) waits.push_back(Wait{flight->future, true});
+          std::optional<Flights::Flight> flight = flights_.Find(t.pieces[k]);
+          if (flight.has_value()) waits.push_back(Wait{t.pieces[k], flight->future, true});
         }
       }
       if (plan_readahead && pass == 0 && last > first) {
@@ -523,28 +491,11 @@ Status IndexedRemoteData::EnsurePieces(const FileEntry& entry, uint32_t first, u
       }
     }
     engine_.Submit(std::move(tasks));
-
-    Status result = Status::Ok();
-    bool retry = false;
-    for (Wait& w : waits) {
-      if (w.future.wait_until(deadline) != std::future_status::ready) {
-        return FetchDeadlineExceeded(entry.path, index_->layer_digest.String(),
-                                     options_.fetch_timeout, "data", source_->Describe());
-      }
-      const Status& st = w.future.get();
-      if (!st.ok()) {
-        retry = !w.own;
-        result = st;
-        break;
-      }
-    }
-    if (result.ok()) return result;
-    if (!retry || pass > 0 || std::chrono::steady_clock::now() >= deadline) {
-      IMGFS_LOG(kWarning) << "lazy read of /" << entry.path << " in layer "
-                          << index_->layer_digest.String() << " failed: " << result.ToString();
-      return result;
-    }
-  }
+    return waits;
+  };
+  return reads_.Await(
+      read, round, [](size_t, const Status& st) { return st; },
+      [](size_t) { return std::string("data"); });
 }
 
 int64_t IndexedRemoteData::RunOf(const FileEntry& entry) const {
@@ -569,7 +520,7 @@ bool IndexedRemoteData::RunPieces(size_t run, uint32_t* first, uint32_t* last) c
 }
 
 Status IndexedRemoteData::MaybeCheckHeaders(const FileEntry& entry, int64_t run,
-                                            std::chrono::steady_clock::time_point deadline) {
+                                            const ReadEngine::Read& read) {
   if (run < 0) return Status::Ok();
   const size_t at = static_cast<size_t>(run);
   const HeaderRun& r = runs_[at];
@@ -596,33 +547,44 @@ Status IndexedRemoteData::MaybeCheckHeaders(const FileEntry& entry, int64_t run,
     reader = ReaderIfPresentLocked(first, last);
     if (reader == nullptr) return Status::Ok();  // not streamed past (yet)
   }
-  Result<std::string> differs = CompareHeaders(entry, at, *reader);
-  if (differs.has_value() && differs->empty()) {
-    mark_checked();
-    return Status::Ok();
-  }
-  // Header bytes are covered by no chunk digest: bad bytes are fetched once more, through a
-  // fresh reader, before the index is blamed.
-  IMGFS_LOG(kWarning) << "layer " << index_->layer_digest.String() << ": the tar headers before /"
-                      << entry.path << " "
-                      << (differs.has_value() ? "do not match the index (" + *differs + ")"
-                                              : "cannot be read: " + differs.error().ToString())
-                      << "; fetching them again";
-  InvalidatePieces(first, last);
-  // (Again while another read sent them to be fetched once more in between.)
-  for (reader = nullptr; reader == nullptr;) {
-    if (std::chrono::steady_clock::now() >= deadline) {
-      return FetchDeadlineExceeded(entry.path, index_->layer_digest.String(),
-                                   options_.fetch_timeout, "tar headers", source_->Describe());
+  // Header bytes are covered by no chunk digest: bad bytes are fetched once more (the shared
+  // repair: forgotten, fetched anew, decoded by a fresh reader) before the index is blamed.
+  // What the last check found, cleared before each fetch: a mismatch, or why the headers
+  // could not be read.
+  std::string mismatch;
+  Status unreadable = Status::Ok();
+  bool first_check = true;  // of pieces present already: nothing to fetch
+  auto ensure = [&](const std::vector<size_t>&) {
+    mismatch.clear();
+    unreadable = Status::Ok();
+    return first_check ? Status::Ok() : EnsurePieces(read, first, last, false);
+  };
+  auto verify = [&](size_t) {
+    std::shared_ptr<LayerReader> now = first_check ? reader : ReaderIfPresent(first, last);
+    first_check = false;
+    // Null: another read sent them to be fetched once more in between; wait for that.
+    if (now == nullptr) return ReadEngine::Verdict{Status::Ok(), true};
+    Result<std::string> differs = CompareHeaders(entry, at, *now);
+    if (differs.has_value() && differs->empty()) return ReadEngine::Verdict{};
+    if (differs.has_value()) {
+      mismatch = *differs;
+    } else {
+      unreadable = differs.error();
     }
-    IMGFS_RETURN_IF_ERROR(EnsurePieces(entry, first, last, deadline, false));
-    reader = ReaderIfPresent(first, last);
+    return ReadEngine::Verdict{
+        Status::Corrupt("the tar headers before it " +
+                        (differs.has_value() ? "do not match the index (" + *differs + ")"
+                                             : "cannot be read: " + differs.error().ToString()))};
+  };
+  Status st =
+      reads_.Repair(read, {0}, ensure, verify, [&](size_t) { InvalidatePieces(first, last); });
+  if (st.ok()) {
+    mark_checked();
+    return st;
   }
-  differs = CompareHeaders(entry, at, *reader);
-  if (!differs.has_value()) return differs.error();
-  if (!differs->empty()) return Distrust(entry, *differs);
-  mark_checked();
-  return Status::Ok();
+  if (!mismatch.empty()) return Distrust(entry, mismatch);
+  if (!unreadable.ok()) return unreadable;
+  return st;
 }
 
 Result<std::string> IndexedRemoteData::CompareHeaders(const FileEntry& entry, size_t run,
@@ -949,7 +911,7 @@ void IndexedRemoteData::StoreReadyChunks(uint32_t frontier) {
     bool refetching = false;
     Result<ChunkData> chunk = VerifyChunk(id, &refetching);
     if (!chunk.has_value() && !refetching) {
-      counters_.errors.fetch_add(1, std::memory_order_relaxed);
+      reads_.CountError();
       IMGFS_LOG(kWarning) << "layer " << index_->layer_digest.String() << ": "
                           << chunk.error().ToString();
     }
@@ -971,6 +933,6 @@ bool IndexedRemoteData::WaitIdle(std::chrono::milliseconds timeout) {
   return engine_.WaitIdle(timeout);
 }
 
-LayerStats IndexedRemoteData::Stats() const { return counters_.Snapshot(index_->compressed_size); }
+LayerStats IndexedRemoteData::Stats() const { return reads_.Stats(index_->compressed_size); }
 
 }  // namespace imgfs::fs

@@ -57,14 +57,16 @@
 //    stored as the stream completes them. StartBackgroundFetch (`--prefetch=all`) runs the same
 //    pass over the whole layer at the lowest priority, claiming only max_request_bytes at a time so
 //    a reader never waits long behind a paused pass.
-//  - Deadline: a Read waits at most Options::fetch_timeout for its pieces, then fails with
-//    Unavailable (EIO) while the fetch goes on.
+//  - Deadline, repair, counters: the layer's ReadEngine (fs/lazy/read_engine.h, shared with
+//    every lazy format). A Read waits at most Options::fetch_timeout for its pieces, then
+//    fails with Unavailable (EIO) while the fetch goes on.
 //  - Errors: an on-demand fetch is tried twice; read-ahead and streaming once, and a reader
 //    that was waiting on them fetches the piece itself (once). An exception on a worker
 //    (bad_alloc) fails the task's claimed pieces like any error; a streaming pass that
 //    failed may be started again (switch or StartBackgroundFetch). A chunk that fails
-//    verification has its pieces fetched once more (a fresh LayerReader decodes them) before
-//    the read fails with Corrupt.
+//    verification has its pieces forgotten (Invalidate: a fresh LayerReader decodes them)
+//    and fetched once more by the shared repair (ReadEngine::Repair) before the read fails
+//    with Corrupt; a header run that does not match (below) is repaired the same way.
 //
 // Verification: every chunk a read returns is checked against its sha256 from the index
 // (LayerReader::ReadChunk) before the read is answered (again when it left the memory
@@ -120,6 +122,7 @@
 #include "fs/lazy/fetch_engine.h"
 #include "fs/lazy/lazy_fetch_options.h"
 #include "fs/lazy/range_fetcher.h"
+#include "fs/lazy/read_engine.h"
 #include "fs/lazy/readahead.h"
 #include "fs/lazy/single_flight.h"
 #include "fs/lazy/verified_chunk_cache.h"
@@ -183,6 +186,9 @@ class IndexedRemoteData : public FileDataSource {
 
   // Whether the streaming pass was started (switch or background fetch).
   bool streamed() const { return stream_started_.load(std::memory_order_relaxed); }
+  // Chunks whose pieces were fetched again after they failed verification
+  // (ReadEngine::Repair).
+  uint64_t repairs() const { return reads_.repairs(); }
   // Compressed bytes of the blob present in the sparse copy.
   uint64_t present_bytes() const { return present_bytes_.load(std::memory_order_relaxed); }
 
@@ -216,10 +222,10 @@ class IndexedRemoteData : public FileDataSource {
   void SpanFor(uint64_t u0, uint64_t u1, uint64_t* begin, uint64_t* end) const;
   // Pieces [*first, *last) covering compressed span [begin, end).
   void PiecesFor(uint64_t begin, uint64_t end, uint32_t* first, uint32_t* last) const;
-  // Makes pieces [first, last) present (fetching the missing ones, joining flights) and plans
-  // read-ahead; waits until `deadline`.
-  Status EnsurePieces(const FileEntry& entry, uint32_t first, uint32_t last,
-                      std::chrono::steady_clock::time_point deadline, bool plan_readahead = true);
+  // Makes pieces [first, last) present for `read` (fetching the missing ones, joining flights,
+  // through reads_.Await) and plans read-ahead; waits until the read's deadline.
+  Status EnsurePieces(const ReadEngine::Read& read, uint32_t first, uint32_t last,
+                      bool plan_readahead = true);
   // Under mu_: claims missing pieces of [first, last) into tasks of at most max_request_bytes
   // (disjoint runs share a task: one multi-range request).
   void ClaimRunsLocked(uint32_t first, uint32_t last, Priority priority, std::vector<Task>* tasks)
@@ -283,8 +289,7 @@ class IndexedRemoteData : public FileDataSource {
   bool RunPieces(size_t run, uint32_t* first, uint32_t* last) const;
   // Checks run `run` (of `entry`) when it is unchecked and its pieces are present; Corrupt
   // (and the index dropped) on a mismatch that a refetch did not cure.
-  Status MaybeCheckHeaders(const FileEntry& entry, int64_t run,
-                           std::chrono::steady_clock::time_point deadline);
+  Status MaybeCheckHeaders(const FileEntry& entry, int64_t run, const ReadEngine::Read& read);
   // Parses run `run` from the sparse copy with `reader` (ReaderIfPresent of its pieces): an
   // error when it cannot be decoded, else "" when it ends with `entry`'s header, or what
   // differs.
@@ -314,10 +319,11 @@ class IndexedRemoteData : public FileDataSource {
   std::vector<HeaderRun> runs_;  // by payload offset
 
   std::atomic<uint64_t> present_bytes_{0};
-  LayerCounters counters_;  // what Stats() reports
-  // Every request of this layer: batches, attempts, streams, and their counts in counters_.
-  RangeFetcher fetcher_{source_, index_->layer_digest, &counters_, options_.max_request_bytes,
-                        RangeFetcher::kMaxRangesPerRequest};
+  // Deadline, repair (one refetch of a chunk's pieces) and the counters Stats() reports.
+  ReadEngine reads_{source_, index_->layer_digest.String(), {options_.fetch_timeout, 1}};
+  // Every request of this layer: batches, attempts, streams, and their counts in reads_.
+  RangeFetcher fetcher_{source_, index_->layer_digest, reads_.counters(),
+                        options_.max_request_bytes, RangeFetcher::kMaxRangesPerRequest};
   std::atomic<bool> stream_started_{false};
   std::atomic<bool> stream_running_{false};
   std::atomic<bool> distrusted_{false};  // the index did not match the tar headers

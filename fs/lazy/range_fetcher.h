@@ -23,9 +23,11 @@
 //  - Stats: requests (one per ranged read, one per multi-range request as the source counts
 //    them, one per stream), bytes received and fetch attempts (batches()) are counted here,
 //    into the reader's LayerCounters, for every format alike.
-// What stays with the format: which units are missing or in flight (single flight), their
-// priorities and tasks (FetchEngine), verification after decoding and any repair that needs
-// format state (the indexed reader's fresh LayerReader after a bad chunk).
+// What stays with the format: which units are missing or in flight (claimed in a
+// SingleFlight), their priorities and tasks (FetchEngine) and how to verify a unit. Waiting
+// for units with a read's deadline and repairing a unit that failed verification are the
+// ReadEngine's (fs/lazy/read_engine.h): a delivery that fails verification does not make the
+// unit fetched again here, the read that needs it repairs it.
 //
 // Thread-safety: a RangeFetcher may be used by any number of threads at once (its state is
 // immutable or atomic); the callbacks of one call run on the calling thread, in blob order.

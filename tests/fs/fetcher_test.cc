@@ -242,6 +242,8 @@ TEST_P(FetcherTest, BadBytesAreRetriedOnceThenCorrupt) {
   ASSERT_TRUE(first.has_value()) << first.error().ToString();
   EXPECT_EQ(*first, want.substr(0, 1000));
   EXPECT_EQ(reader.fetch_batches(), 2u);
+  EXPECT_EQ(reader.repairs(), 1u) << "the bad chunk is repaired by the shared ReadEngine";
+  EXPECT_EQ(reader.Stats().errors, 0u);
 
   // Every answer bad: Corrupt after two attempts, nothing stored.
   uint64_t last_off = random->size - 10;
@@ -252,6 +254,8 @@ TEST_P(FetcherTest, BadBytesAreRetriedOnceThenCorrupt) {
   ASSERT_FALSE(bad.has_value());
   EXPECT_EQ(bad.error().code(), StatusCode::kCorrupt) << bad.error().ToString();
   EXPECT_EQ(l.source->requests() - reads, 2);
+  EXPECT_EQ(reader.repairs(), 2u);
+  EXPECT_EQ(reader.Stats().errors, 1u);
   EXPECT_FALSE(store->Has(last.digest));
 
   // The source recovers: the same read works.

@@ -471,6 +471,7 @@ TEST_P(IndexedFetcherTest, CorruptBytesAreFetchedAgainThenFailAsCorrupt) {
     ASSERT_TRUE(r.has_value()) << r.error().ToString();
     EXPECT_EQ(*r, want);
     EXPECT_EQ(source->requests(), 2);
+    EXPECT_EQ(data->repairs(), 1u) << "the bad chunk is repaired by the shared ReadEngine";
     EXPECT_EQ(data->Stats().errors, 0u);
   }
   std::filesystem::remove_all(dir_.path() + "/store");
@@ -482,6 +483,7 @@ TEST_P(IndexedFetcherTest, CorruptBytesAreFetchedAgainThenFailAsCorrupt) {
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code(), StatusCode::kCorrupt) << r.error().ToString();
   EXPECT_EQ(source->requests(), 2) << "one fetch, one refetch";
+  EXPECT_EQ(data->repairs(), 1u);
   EXPECT_EQ(data->Stats().errors, 1u);
   // Nothing unverified reached the chunk store.
   EXPECT_FALSE(store_->Has(layer_.index->chunks[big.first_chunk + 1].digest));

@@ -313,24 +313,43 @@ TEST(RangeFetcherStreamTest, AConsumerErrorOrExceptionStopsItWithThatError) {
 }
 
 // The streaming pass: the format's segments one after another, each handed over buffer by
-// buffer, each ended by `done`; the pass ends when `next` has none left.
-TEST(RangeFetcherStreamPassTest, StreamsEverySegmentTheFormatClaimsThenEnds) {
-  const std::string blob = Blob(1000);
-  auto source = std::make_shared<FakeBlobSource>(blob);
-  LayerCounters counters;
-  RangeFetcher fetcher(source, AnyDigest(), &counters, 1 << 20, 32);
-  IdleEngine engine;
+// buffer, each ended by `done`; the pass ends when `next` has none left. Every pass here
+// streams a 1000-byte blob.
+class RangeFetcherStreamPassTest : public ::testing::Test {
+ protected:
+  // Hooks claiming 100-byte segments from 0 on without end (`claimed_` counts them),
+  // dropping their bytes; `done` passes the segment's result on.
+  RangeFetcher::StreamPassHooks EndlessSegments() {
+    RangeFetcher::StreamPassHooks hooks;
+    hooks.next = [this]() -> std::optional<ByteRange> {
+      return ByteRange{uint64_t(claimed_++) * 100, 100};
+    };
+    hooks.consume = [](uint64_t, std::string_view) -> Result<RangeFetcher::StreamStep> {
+      return RangeFetcher::StreamStep::kMore;
+    };
+    hooks.done = [](Status st) { return st; };
+    return hooks;
+  }
+
+  const std::string blob_ = Blob(1000);
+  std::shared_ptr<FakeBlobSource> source_ = std::make_shared<FakeBlobSource>(blob_);
+  LayerCounters counters_;
+  RangeFetcher fetcher_{source_, AnyDigest(), &counters_, 1 << 20, 32};
+  IdleEngine engine_;
+  int claimed_ = 0;
+};
+
+TEST_F(RangeFetcherStreamPassTest, StreamsEverySegmentTheFormatClaimsThenEnds) {
   const std::vector<ByteRange> segments = {{0, 100}, {300, 200}, {900, 100}};
-  size_t claimed = 0;
   std::string got;
   std::vector<bool> done;
   RangeFetcher::StreamPassHooks hooks;
   hooks.next = [&]() -> std::optional<ByteRange> {
-    if (claimed == segments.size()) return std::nullopt;
-    return segments[claimed++];
+    if (static_cast<size_t>(claimed_) == segments.size()) return std::nullopt;
+    return segments[static_cast<size_t>(claimed_++)];
   };
   hooks.consume = [&](uint64_t offset, std::string_view data) -> Result<RangeFetcher::StreamStep> {
-    EXPECT_EQ(std::string(data), blob.substr(offset, data.size()));
+    EXPECT_EQ(std::string(data), blob_.substr(offset, data.size()));
     got.append(data);
     return RangeFetcher::StreamStep::kMore;
   };
@@ -338,82 +357,53 @@ TEST(RangeFetcherStreamPassTest, StreamsEverySegmentTheFormatClaimsThenEnds) {
     done.push_back(st.ok());
     return st;
   };
-  Status st = fetcher.StreamPass(true, engine, hooks);
+  Status st = fetcher_.StreamPass(true, engine_, hooks);
   ASSERT_TRUE(st.ok()) << st.ToString();
-  EXPECT_EQ(got, blob.substr(0, 100) + blob.substr(300, 200) + blob.substr(900, 100));
+  EXPECT_EQ(got, blob_.substr(0, 100) + blob_.substr(300, 200) + blob_.substr(900, 100));
   EXPECT_EQ(done, (std::vector<bool>{true, true, true}));
-  EXPECT_EQ(counters.requests.load(), 3u);
-  EXPECT_EQ(counters.bytes_fetched.load(), 400u);
-  EXPECT_EQ(source->requests(), 3);
+  EXPECT_EQ(counters_.requests.load(), 3u);
+  EXPECT_EQ(counters_.bytes_fetched.load(), 400u);
+  EXPECT_EQ(source_->requests(), 3);
 }
 
-TEST(RangeFetcherStreamPassTest, AFailedSegmentEndsThePassAndDoneSeesItsError) {
-  auto source = std::make_shared<FakeBlobSource>(Blob(1000));
-  source->set_fail(true);
-  LayerCounters counters;
-  RangeFetcher fetcher(source, AnyDigest(), &counters, 1 << 20, 32);
-  IdleEngine engine;
-  int claimed = 0;
+TEST_F(RangeFetcherStreamPassTest, AFailedSegmentEndsThePassAndDoneSeesItsError) {
+  source_->set_fail(true);
   std::vector<StatusCode> seen;
-  RangeFetcher::StreamPassHooks hooks;
-  hooks.next = [&]() -> std::optional<ByteRange> {
-    return ByteRange{uint64_t(claimed++) * 100, 100};
-  };
-  hooks.consume = [](uint64_t, std::string_view) -> Result<RangeFetcher::StreamStep> {
-    return RangeFetcher::StreamStep::kMore;
-  };
+  RangeFetcher::StreamPassHooks hooks = EndlessSegments();
   hooks.done = [&](Status st) {
     seen.push_back(st.code());
     return st;
   };
-  Status st = fetcher.StreamPass(false, engine, hooks);
+  Status st = fetcher_.StreamPass(false, engine_, hooks);
   EXPECT_EQ(st.code(), StatusCode::kUnavailable);
-  EXPECT_EQ(claimed, 1);  // nothing claimed after the failure
+  EXPECT_EQ(claimed_, 1);  // nothing claimed after the failure
   EXPECT_EQ(seen, std::vector<StatusCode>{StatusCode::kUnavailable});
 }
 
-TEST(RangeFetcherStreamPassTest, AnExceptionWhileClaimingGoesToDoneAsInternal) {
-  auto source = std::make_shared<FakeBlobSource>(Blob(1000));
-  LayerCounters counters;
-  RangeFetcher fetcher(source, AnyDigest(), &counters, 1 << 20, 32);
-  IdleEngine engine;
+TEST_F(RangeFetcherStreamPassTest, AnExceptionWhileClaimingGoesToDoneAsInternal) {
   Status seen = Status::Ok();
-  RangeFetcher::StreamPassHooks hooks;
+  RangeFetcher::StreamPassHooks hooks = EndlessSegments();
   hooks.next = []() -> std::optional<ByteRange> { throw std::bad_alloc(); };
-  hooks.consume = [](uint64_t, std::string_view) -> Result<RangeFetcher::StreamStep> {
-    return RangeFetcher::StreamStep::kMore;
-  };
   hooks.done = [&](Status st) {
     seen = st;
     return st;
   };
-  Status st = fetcher.StreamPass(false, engine, hooks);
+  Status st = fetcher_.StreamPass(false, engine_, hooks);
   EXPECT_EQ(st.code(), StatusCode::kInternal);
   EXPECT_EQ(seen.code(), StatusCode::kInternal);
-  EXPECT_EQ(source->requests(), 0);
+  EXPECT_EQ(source_->requests(), 0);
 }
 
-TEST(RangeFetcherStreamPassTest, AStoppingEngineEndsThePassBetweenSegments) {
-  auto source = std::make_shared<FakeBlobSource>(Blob(1000));
-  LayerCounters counters;
-  RangeFetcher fetcher(source, AnyDigest(), &counters, 1 << 20, 32);
-  IdleEngine engine;
-  int claimed = 0;
-  RangeFetcher::StreamPassHooks hooks;
-  hooks.next = [&]() -> std::optional<ByteRange> {
-    return ByteRange{uint64_t(claimed++) * 100, 100};
-  };
-  hooks.consume = [](uint64_t, std::string_view) -> Result<RangeFetcher::StreamStep> {
-    return RangeFetcher::StreamStep::kMore;
-  };
+TEST_F(RangeFetcherStreamPassTest, AStoppingEngineEndsThePassBetweenSegments) {
+  RangeFetcher::StreamPassHooks hooks = EndlessSegments();
   hooks.done = [&](Status st) {
-    if (claimed == 2) engine.Stop();  // the mount closes after the second segment
+    if (claimed_ == 2) engine_.Stop();  // the mount closes after the second segment
     return st;
   };
-  Status st = fetcher.StreamPass(false, engine, hooks);
+  Status st = fetcher_.StreamPass(false, engine_, hooks);
   EXPECT_EQ(st.code(), StatusCode::kUnavailable);
-  EXPECT_EQ(claimed, 2);
-  EXPECT_EQ(source->requests(), 2);
+  EXPECT_EQ(claimed_, 2);
+  EXPECT_EQ(source_->requests(), 2);
 }
 
 }  // namespace
