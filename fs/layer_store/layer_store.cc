@@ -94,7 +94,9 @@ Result<LayerInfo> ParseLayerInfoJson(std::string_view json) {
   IMGFS_RETURN_IF_ERROR(digest("diff-digest", &out.diff_id));
   IMGFS_RETURN_IF_ERROR(digest("toc-digest", &out.toc));
   if (auto it = j.find("compressed-size"); it != j.end()) {
-    if (!it->is_number_integer()) return Status::Corrupt("layer info: compressed-size");
+    if (!it->is_number_integer() || it->get<int64_t>() < 0) {
+      return Status::Corrupt("layer info: compressed-size");
+    }
     out.compressed_size = it->get<int64_t>();
   }
   if (auto it = j.find("diff-size"); it != j.end()) {
