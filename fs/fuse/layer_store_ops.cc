@@ -28,6 +28,9 @@ constexpr uint64_t kLayerDirK = 0;
 constexpr uint64_t kInfoK = 1;
 constexpr uint64_t kBlobK = 2;
 constexpr uint64_t kDiffBaseK = 15;  // diff inode i → k = 15 + i (i ≥ 1)
+// On a layer directory: the references containers/storage holds on it (`use` − rmdir), in
+// decimal. Not part of containers/storage's contract: for operators and tests.
+constexpr std::string_view kReferencesXattr = "user.imgfs.references";
 constexpr uint64_t kMaxRefDirs = (uint64_t{1} << kSlotShift) - 2;
 
 // What the kernel can be told about one inode.
@@ -409,6 +412,16 @@ void GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noe
     State& s = StateOf(req);
     Result<Where> w = s.Locate(ino);
     if (!w.has_value()) return ReplyStatus(req, "getxattr", ino, w.error());
+    if (w->kind == Where::Kind::kLayerDir && std::string_view(name) == kReferencesXattr) {
+      std::string ref;
+      std::string digest;
+      {
+        MutexLock lock(&s.mu);
+        ref = s.SlotAt(w->slot)->ref_element;
+        digest = s.SlotAt(w->slot)->digest_element;
+      }
+      return ReplyXattr(req, std::to_string(s.store->References(ref, digest)), size);
+    }
     if (w->kind != Where::Kind::kDiff) return (void)fuse_reply_err(req, ENODATA);
     // The table itself, not ImageFilesystem::GetXattr: the overlay markers are this tree's
     // point (ToOverlayFormat dropped the layer's own).
@@ -425,6 +438,10 @@ void ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
     Result<Where> w = s.Locate(ino);
     if (!w.has_value()) return ReplyStatus(req, "listxattr", ino, w.error());
     std::string list;
+    if (w->kind == Where::Kind::kLayerDir) {
+      list.append(kReferencesXattr);
+      list.push_back('\0');
+    }
     if (w->kind == Where::Kind::kDiff) {
       std::shared_ptr<const StoreLayer> layer = s.LayerOf(w->slot);
       Result<std::vector<std::string_view>> names = layer->diff->table().ListXattr(w->inner);

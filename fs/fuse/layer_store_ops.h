@@ -7,6 +7,8 @@
 // inode i of the layer's diff/ tree. Nothing is listed in the root (containers/storage only
 // looks names up); a reference directory lists the layers opened below it.
 //
+// A layer directory has the xattr user.imgfs.references: the references held on it now.
+//
 // Mounted read-write at the VFS level (`use` must reach the create operation, which answers
 // ENOENT after counting the reference; a read-only mount would answer EROFS first), but every
 // change other than creating `use` and removing a layer directory is refused (EROFS / EPERM).

@@ -323,6 +323,13 @@ int64_t LayerStore::Release(std::string_view ref_element, std::string_view diges
   return left;
 }
 
+int64_t LayerStore::References(std::string_view ref_element,
+                               std::string_view digest_element) const {
+  MutexLock lock(&mu_);
+  auto it = refs_.find(std::string(ref_element) + "/" + std::string(digest_element));
+  return it == refs_.end() ? 0 : it->second;
+}
+
 size_t LayerStore::ReferencedLayers() const {
   MutexLock lock(&mu_);
   return refs_.size();

@@ -121,6 +121,8 @@ class LayerStore {
   // storage holds on the layer. Returns the count after the change.
   int64_t Use(std::string_view ref_element, std::string_view digest_element);
   int64_t Release(std::string_view ref_element, std::string_view digest_element);
+  // The references held on one layer directory now.
+  int64_t References(std::string_view ref_element, std::string_view digest_element) const;
   // Layers with at least one reference (for logs, tests and pinning).
   size_t ReferencedLayers() const;
 

@@ -145,8 +145,15 @@ TEST_P(LayerStoreTest, ServesTheContainersStorageContract) {
       EXPECT_EQ(info["flags"]["expected-layer-diffid"], l.diff_id);
       EXPECT_EQ(info["compression"], GetParam() == "tiny-estargz" ? 2 : 4);
       // `use` takes a reference and is never made; rmdir drops it.
+      EXPECT_EQ(Xattr(dir, "user.imgfs.references"), "0");
       EXPECT_EQ(CreateErrno(dir + "/use"), ENOENT);
+      EXPECT_EQ(CreateErrno(dir + "/use"), ENOENT);
+      EXPECT_EQ(Xattr(dir, "user.imgfs.references"), "2");
       EXPECT_EQ(RmdirErrno(dir), ENOENT);
+      EXPECT_EQ(Xattr(dir, "user.imgfs.references"), "1");
+      EXPECT_EQ(RmdirErrno(dir), ENOENT);
+      EXPECT_EQ(RmdirErrno(dir), ENOENT);
+      EXPECT_EQ(Xattr(dir, "user.imgfs.references"), "0");
       EXPECT_EQ(stat((dir + "/diff").c_str(), &st), 0) << "the layer is still served";
       // Same inode on a second lookup.
       struct stat again {};
@@ -254,8 +261,18 @@ TEST_P(LayerStoreTest, PodmanRunsFromTheStore) {
     EXPECT_GT(by_layer[layers[i].digest], 0u) << "layer " << i << ": its TOC was not read";
   }
 
+  // podman keeps a reference on each layer of the stored image (`use` at lookup and when
+  // the layer is created, rmdir when its lookup handle is released).
+  const std::string ref_dir = Mnt() + "/" + Base64(image);
+  for (const FixtureLayer& l : layers) {
+    EXPECT_NE(Xattr(ref_dir + "/" + l.digest, "user.imgfs.references"), "0") << l.digest;
+  }
   r = RunProcess({"podman", "rmi", image}, env, {}, 120);
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  // Removing the image released every layer.
+  for (const FixtureLayer& l : layers) {
+    EXPECT_EQ(Xattr(ref_dir + "/" + l.digest, "user.imgfs.references"), "0") << l.digest;
+  }
   Umount();
 }
 
