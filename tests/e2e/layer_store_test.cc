@@ -23,6 +23,7 @@
 #include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"
 #include "tests/support/registry_server.h"
+#include "tests/support/run_support.h"
 
 namespace imgfs::testing {
 namespace {
@@ -86,6 +87,12 @@ std::vector<FixtureLayer> LayersOf(const std::string& layout) {
   return out;
 }
 
+RegistryServerOptions AccessLogged() {
+  RegistryServerOptions options;
+  options.access_log = true;
+  return options;
+}
+
 int CreateErrno(const std::string& path) {
   const int fd = open(path.c_str(), O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return errno;
@@ -100,6 +107,48 @@ std::string Xattr(const std::string& path, const char* name) {
   const ssize_t n = lgetxattr(path.c_str(), name, buf, sizeof(buf));
   return n < 0 ? std::string() : std::string(buf, static_cast<size_t>(n));
 }
+
+// podman with its own storage (graphroot, runroot, libpod tmp) below `dir`, the store at
+// `store_dir` as an additional layer store, and `registry` (host:port) as an insecure one.
+class PodmanEnv {
+ public:
+  PodmanEnv(const std::string& dir, const std::string& store_dir, const std::string& registry)
+      : dir_(dir) {
+    for (const char* sub : {"/graph", "/run", "/tmp"}) ok_ = ok_ && MakeDirs(dir + sub).ok();
+    std::ofstream storage(dir + "/storage.conf");
+    storage << "[storage]\ndriver = \"overlay\"\nrunroot = \"" << dir << "/run\"\n"
+            << "graphroot = \"" << dir << "/graph\"\n[storage.options]\n"
+            << "additionallayerstores = [\"" << store_dir << ":ref\"]\n";
+    std::ofstream registries(dir + "/registries.conf");
+    registries << "[[registry]]\nlocation = \"" << registry << "\"\ninsecure = true\n";
+    std::ofstream containers(dir + "/containers.conf");
+    containers << "[engine]\ntmp_dir = \"" << dir << "/tmp\"\nevents_logger = \"file\"\n"
+               << "events_logfile_path = \"" << dir << "/events.log\"\n"
+               << "cgroup_manager = \"cgroupfs\"\n";
+    ok_ = ok_ && storage.good() && registries.good() && containers.good();
+  }
+  bool ok() const { return ok_; }
+  // `podman --log-level=debug ARGS...` (debug: the log says which blobs were skipped).
+  ProcessResult Podman(std::vector<std::string> args) const {
+    args.insert(args.begin(), {"podman", "--log-level=debug"});
+    return RunProcess(args,
+                      {"CONTAINERS_STORAGE_CONF=" + dir_ + "/storage.conf",
+                       "CONTAINERS_REGISTRIES_CONF=" + dir_ + "/registries.conf",
+                       "CONTAINERS_CONF=" + dir_ + "/containers.conf"},
+                      {}, 300);
+  }
+  // `podman run --rm … IMAGE cat /etc/os-release` (runc; rlimits podman's defaults would
+  // raise above what this host allows; no network).
+  ProcessResult CatOsRelease(const std::string& image) const {
+    return Podman({"run", "--rm", "--runtime", "runc", "--network", "none", "--ulimit",
+                   "nofile=20000:20000", "--ulimit", "nproc=4096:4096", image, "cat",
+                   "/etc/os-release"});
+  }
+
+ private:
+  std::string dir_;
+  bool ok_ = true;
+};
 
 class LayerStoreTest : public ImgfsMountTest, public ::testing::WithParamInterface<std::string> {
  protected:
@@ -198,9 +247,7 @@ TEST_P(LayerStoreTest, ServesTheContainersStorageContract) {
 // whose layers come from the store: it looks them up by compressed digest.
 TEST_P(LayerStoreTest, PodmanRunsFromTheStore) {
   const std::string layout = FixturePath(GetParam());
-  RegistryServerOptions options;
-  options.access_log = true;
-  auto reg = RegistryServer::Start(options);
+  auto reg = RegistryServer::Start(AccessLogged());
   ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
   const std::string tag = GetParam() == "tiny-estargz" ? "esgz" : "zstdchunked";
   ASSERT_TRUE((*reg)->PushOciLayout(layout, "latest", "lab/app:" + tag).ok());
@@ -210,32 +257,10 @@ TEST_P(LayerStoreTest, PodmanRunsFromTheStore) {
   ASSERT_NO_FATAL_FAILURE(StartStore());
   const uint64_t before = (*reg)->BlobBytesServed();
 
-  const std::string podman = Sub("podman");
-  ASSERT_TRUE(MakeDirs(podman + "/graph").ok());
-  ASSERT_TRUE(MakeDirs(podman + "/run").ok());
-  ASSERT_TRUE(MakeDirs(podman + "/tmp").ok());
-  {
-    std::ofstream storage(podman + "/storage.conf");
-    storage << "[storage]\ndriver = \"overlay\"\nrunroot = \"" << podman << "/run\"\n"
-            << "graphroot = \"" << podman << "/graph\"\n[storage.options]\n"
-            << "additionallayerstores = [\"" << Mnt() << ":ref\"]\n";
-    std::ofstream registries(podman + "/registries.conf");
-    registries << "[[registry]]\nlocation = \"" << (*reg)->host_port() << "\"\ninsecure = true\n";
-    std::ofstream containers(podman + "/containers.conf");
-    containers << "[engine]\ntmp_dir = \"" << podman << "/tmp\"\nevents_logger = \"file\"\n"
-               << "events_logfile_path = \"" << podman << "/events.log\"\n"
-               << "cgroup_manager = \"cgroupfs\"\n";
-  }
-  const std::vector<std::string> env = {
-      "CONTAINERS_STORAGE_CONF=" + podman + "/storage.conf",
-      "CONTAINERS_REGISTRIES_CONF=" + podman + "/registries.conf",
-      "CONTAINERS_CONF=" + podman + "/containers.conf",
-  };
+  PodmanEnv podman(Sub("podman"), Mnt(), (*reg)->host_port());
+  ASSERT_TRUE(podman.ok());
   const std::string image = (*reg)->host_port() + "/lab/app:" + tag;
-  ProcessResult r = RunProcess({"podman", "--log-level=debug", "run", "--rm", "--runtime", "runc",
-                                "--network", "none", "--ulimit", "nofile=20000:20000", "--ulimit",
-                                "nproc=4096:4096", image, "cat", "/etc/os-release"},
-                               env, {}, 300);
+  ProcessResult r = podman.CatOsRelease(image);
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_NE(r.out.find("ID=tiny"), std::string::npos) << r.out;
   // Blob bytes by layer. podman fetched no layer itself: what was read is what the store's
@@ -267,12 +292,69 @@ TEST_P(LayerStoreTest, PodmanRunsFromTheStore) {
   for (const FixtureLayer& l : layers) {
     EXPECT_NE(Xattr(ref_dir + "/" + l.digest, "user.imgfs.references"), "0") << l.digest;
   }
-  r = RunProcess({"podman", "rmi", image}, env, {}, 120);
+  r = podman.Podman({"rmi", image});
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
   // Removing the image released every layer.
   for (const FixtureLayer& l : layers) {
     EXPECT_EQ(Xattr(ref_dir + "/" + l.digest, "user.imgfs.references"), "0") << l.digest;
   }
+  Umount();
+}
+
+// Incompressible, deterministic bytes (xorshift64).
+std::string NoiseBytes(size_t n) {
+  std::string out(n, '\0');
+  uint64_t x = 0x9e3779b97f4a7c15ull;
+  for (size_t i = 0; i < n; i += 8) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    for (size_t b = 0; b < 8 && i + b < n; ++b) out[i + b] = static_cast<char>(x >> (8 * b));
+  }
+  return out;
+}
+
+// An image whose size is mostly data the container never reads: busybox and /etc/os-release
+// in one layer, 24 MiB of noise in another, converted by `imgfs convert` and pushed to the
+// registry. podman's `cat /etc/os-release` fetches a small share of it.
+TEST_P(LayerStoreTest, PodmanRunOfALargeImageFetchesASmallShare) {
+  Result<TestLayer> base =
+      BusyboxLayer({"sh", "cat"}, {{"etc/os-release", "ID=big\nNAME=\"layer store test\"\n"}});
+  ASSERT_TRUE(base.has_value()) << base.error().ToString();
+  TestImageSpec spec;
+  spec.layers.push_back(*base);
+  TestLayer data;
+  data.files = {{"data", "", TestFile::Kind::kDir, 0755},
+                {"data/noise.bin", NoiseBytes(24u << 20), TestFile::Kind::kFile, 0644}};
+  spec.layers.push_back(std::move(data));
+  ImageBuilder builder(Sub("src"));
+  ASSERT_TRUE(builder.Add(spec, "src").ok());
+
+  auto reg = RegistryServer::Start(AccessLogged());
+  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+  const std::string format = GetParam() == "tiny-estargz" ? "estargz" : "zstd:chunked";
+  const std::string image = (*reg)->host_port() + "/lab/big:1";
+  ProcessResult r =
+      RunImgfs(Sub("convert-store"),
+               {"convert", "--format", format, "oci:" + Sub("src") + ":src", "docker://" + image});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  ASSERT_NO_FATAL_FAILURE(StartStore());
+  const uint64_t before = (*reg)->BlobBytesServed();
+
+  PodmanEnv podman(Sub("podman"), Mnt(), (*reg)->host_port());
+  ASSERT_TRUE(podman.ok());
+  r = podman.CatOsRelease(image);
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(r.out.find("ID=big"), std::string::npos) << r.out;
+  const uint64_t fetched = (*reg)->BlobBytesServed() - before;
+  const uint64_t image_bytes = 24u << 20;  // at least: the noise does not compress
+  std::cerr << "podman run of a " << (image_bytes >> 20) << "+ MiB image: " << fetched
+            << " bytes fetched\n";
+  EXPECT_LT(fetched, image_bytes / 5) << r.err;
+  EXPECT_NE(r.err.find("Skipping blob"), std::string::npos)
+      << "podman did not take the layers from the store";
+  r = podman.Podman({"rmi", image});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
   Umount();
 }
 
