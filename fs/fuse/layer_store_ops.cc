@@ -140,6 +140,17 @@ struct stat DirAttr(uint64_t ino) {
   return st;
 }
 
+// The root: only the daemon's user may look names up in it. A lookup makes the daemon fetch
+// an image with the daemon's credentials, and what it fetched is readable below the mount
+// (allow_other): another user must not reach private images that way.
+struct stat RootAttr() {
+  struct stat st = DirAttr(FUSE_ROOT_ID);
+  st.st_mode = S_IFDIR | 0700;
+  st.st_uid = geteuid();
+  st.st_gid = getegid();
+  return st;
+}
+
 struct stat FileAttr(uint64_t ino, uint64_t size) {
   struct stat st {};
   st.st_ino = ino;
@@ -160,6 +171,7 @@ Result<struct stat> Attr(State& s, uint64_t ino) {
   IMGFS_ASSIGN_OR_RETURN(Where w, s.Locate(ino));
   switch (w.kind) {
     case Where::Kind::kRoot:
+      return RootAttr();
     case Where::Kind::kRefDir:
     case Where::Kind::kLayerDir:
       return DirAttr(ino);
@@ -179,8 +191,7 @@ Result<struct stat> Attr(State& s, uint64_t ino) {
 }
 
 void Init(void* userdata, fuse_conn_info* conn) noexcept {
-  // Bigger reads of blob and diff files; the kernel caps what it does not support.
-  conn->max_read = 0;
+  (void)conn;
   auto* s = static_cast<State*>(userdata);
   if (s->on_ready) {
     try {

@@ -12,8 +12,9 @@
 // Mounted read-write at the VFS level (`use` must reach the create operation, which answers
 // ENOENT after counting the reference; a read-only mount would answer EROFS first), but every
 // change other than creating `use` and removing a layer directory is refused (EROFS / EPERM).
-// Options: default_permissions, allow_other (containers/storage's overlay mounts run as other
-// users in rootless setups), subtype imgfs-layer-store.
+// Options: default_permissions, allow_other, subtype imgfs-layer-store. The root is 0700 and
+// owned by the daemon's user: a lookup below it makes the daemon fetch an image with its own
+// credentials, so other users are kept out (the kernel checks the mode).
 //
 // Thread-safety: Mount and Run on one thread; the operations run on libfuse's worker
 // threads and take the store's locks.

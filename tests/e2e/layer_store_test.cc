@@ -171,8 +171,13 @@ TEST_P(LayerStoreTest, ServesTheContainersStorageContract) {
   ASSERT_NO_FATAL_FAILURE(StartStore());
 
   const std::string ref_dir = Mnt() + "/" + Base64(reg->host_port() + "/" + name);
-  // Nothing is listed in the root: names are resolved on lookup.
+  // Nothing is listed in the root: names are resolved on lookup. Only the daemon's user
+  // may look names up (a lookup fetches with the daemon's credentials).
   EXPECT_TRUE(ListFilesRecursive(Mnt()).empty());
+  struct stat root {};
+  ASSERT_EQ(stat(Mnt().c_str(), &root), 0);
+  EXPECT_EQ(root.st_mode, S_IFDIR | 0700u);
+  EXPECT_EQ(root.st_uid, geteuid());
 
   for (size_t i = 0; i < layers.size(); ++i) {
     SCOPED_TRACE("layer " + std::to_string(i));
