@@ -224,8 +224,9 @@ void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name_c) noexcept {
         if (!layer.has_value()) {
           // No such layer (or not a lazy one): containers/storage then pulls it itself. Not
           // cached by the kernel: a registry that was down may answer next time.
-          const int err = layer.error().code() == StatusCode::kNotFound ||
-                                  layer.error().code() == StatusCode::kInvalidArgument
+          const StatusCode code = layer.error().code();
+          const int err = code == StatusCode::kNotFound || code == StatusCode::kUnsupported ||
+                                  code == StatusCode::kInvalidArgument
                               ? ENOENT
                               : StatusToErrno(layer.error());
           return (void)fuse_reply_err(req, err);

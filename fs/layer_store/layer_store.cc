@@ -187,8 +187,9 @@ struct LayerStore::Pending {
 
 LayerStore::LayerStore(LayerStoreOptions options) : options_(std::move(options)) {}
 
-Result<std::shared_ptr<LayerStore::Image>> LayerStore::OpenImage(const std::string& reference) {
-  {
+Result<std::shared_ptr<LayerStore::Image>> LayerStore::OpenImage(const std::string& reference,
+                                                                 bool refresh) {
+  if (!refresh) {
     MutexLock lock(&mu_);
     auto it = images_.find(reference);
     if (it != images_.end()) return it->second;
@@ -199,7 +200,9 @@ Result<std::shared_ptr<LayerStore::Image>> LayerStore::OpenImage(const std::stri
   pull.creds = options_.creds;
   pull.metadata_only = true;
   cache::Store& store = *options_.store;
-  Result<cache::ResolvedImage> resolved = cache::ResolveImage(store, reference);
+  Result<cache::ResolvedImage> resolved =
+      refresh ? Result<cache::ResolvedImage>(Status::NotFound("refresh"))
+              : cache::ResolveImage(store, reference);
   if (!resolved.has_value() && resolved.error().code() == StatusCode::kNotFound) {
     IMGFS_LOG(kInfo) << "layer store: fetching the manifest and config of " << reference;
     Puller puller(&store, pull);
@@ -227,6 +230,10 @@ Result<std::shared_ptr<LayerStore::Image>> LayerStore::OpenImage(const std::stri
   }
   image->opener = std::make_unique<LayerOpener>(std::move(opener));
   MutexLock lock(&mu_);
+  if (refresh) {
+    images_[reference] = image;
+    return image;
+  }
   // Two lookups may have opened it at once: the first one stored wins.
   auto [it, inserted] = images_.emplace(reference, image);
   return it->second;
@@ -234,7 +241,20 @@ Result<std::shared_ptr<LayerStore::Image>> LayerStore::OpenImage(const std::stri
 
 Result<std::shared_ptr<const StoreLayer>> LayerStore::OpenLayer(const std::string& reference,
                                                                 const registry::Digest& digest) {
-  IMGFS_ASSIGN_OR_RETURN(std::shared_ptr<Image> image, OpenImage(reference));
+  IMGFS_ASSIGN_OR_RETURN(std::shared_ptr<Image> image, OpenImage(reference, false));
+  Result<std::shared_ptr<const StoreLayer>> layer = OpenLayerOf(*image, reference, digest);
+  if (layer.has_value() || layer.error().code() != StatusCode::kNotFound) return layer;
+  Result<registry::Reference> parsed = registry::Reference::Parse(reference);
+  if (!parsed.has_value() || parsed->digest().has_value()) return layer;  // cannot move
+  // The tag may have moved since the manifest was recorded: fetch it again, once.
+  IMGFS_ASSIGN_OR_RETURN(image, OpenImage(reference, true));
+  return OpenLayerOf(*image, reference, digest);
+}
+
+Result<std::shared_ptr<const StoreLayer>> LayerStore::OpenLayerOf(Image& image_ref,
+                                                                  const std::string& reference,
+                                                                  const registry::Digest& digest) {
+  Image* image = &image_ref;
   const registry::Manifest& manifest = image->resolved.decoded;
   const std::vector<registry::Digest>& diff_ids = image->resolved.config.diff_ids;
   for (size_t i = 0; i < manifest.layers.size(); ++i) {
@@ -242,8 +262,8 @@ Result<std::shared_ptr<const StoreLayer>> LayerStore::OpenLayer(const std::strin
     const registry::Digest toc = TocDigestOf(desc);
     if (desc.digest != digest && (toc.empty() || toc != digest)) continue;
     if (!registry::media::IsLazyLayer(desc)) {
-      return Status::NotFound("layer " + desc.digest.String() + " of " + reference +
-                              " is neither eStargz nor zstd:chunked");
+      return Status::Unsupported("layer " + desc.digest.String() + " of " + reference +
+                                 " is neither eStargz nor zstd:chunked");
     }
     IMGFS_ASSIGN_OR_RETURN(OpenedLayer opened, image->opener->OpenLayerData(i, desc));
     LayerIndex overlay = ToOverlayFormat(*opened.mounted.index);

@@ -111,7 +111,10 @@ class LayerStore {
   // The layer `digest_element` of the image `ref_element` (directory names as above),
   // opened on first use: the image's manifest and config are pulled into the store when it
   // lacks them (metadata only), the layer's TOC is read (or found in the store's indexes).
-  // NotFound when the image has no such layer or the layer is not eStargz / zstd:chunked;
+  // A digest the recorded manifest lacks makes the manifest be fetched again once (a tag
+  // that moved in the registry).
+  // NotFound when the image has no such layer, Unsupported when it is not eStargz /
+  // zstd:chunked;
   // InvalidArgument for names that are not a reference / digest; the registry's error when
   // it cannot be reached. A failure is not remembered: the next lookup tries again.
   Result<std::shared_ptr<const StoreLayer>> Open(std::string_view ref_element,
@@ -129,9 +132,14 @@ class LayerStore {
  private:
   struct Image;
   struct Pending;
-  Result<std::shared_ptr<Image>> OpenImage(const std::string& reference);
+  // The image `reference` names: as already opened or recorded in the store, or (`refresh`,
+  // or when the store lacks it) its manifest and config fetched again from the registry.
+  Result<std::shared_ptr<Image>> OpenImage(const std::string& reference, bool refresh);
   Result<std::shared_ptr<const StoreLayer>> OpenLayer(const std::string& reference,
                                                       const registry::Digest& digest);
+  // The layer `digest` of `image`; NotFound when its manifest has no such layer.
+  Result<std::shared_ptr<const StoreLayer>> OpenLayerOf(Image& image, const std::string& reference,
+                                                        const registry::Digest& digest);
 
   const LayerStoreOptions options_;
   mutable Mutex mu_;

@@ -306,6 +306,29 @@ TEST_P(LayerStoreTest, PodmanRunsFromTheStore) {
   Umount();
 }
 
+// A tag that moved in the registry after the store recorded it: a digest of the new manifest
+// is found (the manifest is fetched again), the old image's layers stay served.
+TEST_P(LayerStoreTest, FollowsATagThatMoved) {
+  RegistryServer* reg = SharedRegistry();
+  ASSERT_NE(reg, nullptr);
+  const std::string name = "lab/moving-" + GetParam() + ":1";
+  const std::string other = GetParam() == "tiny-estargz" ? "tiny-zstdchunked" : "tiny-estargz";
+  ASSERT_TRUE(reg->PushOciLayout(FixturePath(other), "latest", name).ok());
+  ASSERT_NO_FATAL_FAILURE(StartStore());
+  const std::string ref_dir = Mnt() + "/" + Base64(reg->host_port() + "/" + name);
+  const std::vector<FixtureLayer> before = LayersOf(FixturePath(other));
+  struct stat st {};
+  ASSERT_EQ(stat((ref_dir + "/" + before[0].digest + "/diff").c_str(), &st), 0);
+
+  ASSERT_TRUE(reg->PushOciLayout(FixturePath(GetParam()), "latest", name).ok());
+  const std::vector<FixtureLayer> after = LayersOf(FixturePath(GetParam()));
+  const std::string diff = ref_dir + "/" + after[0].toc + "/diff";
+  ASSERT_EQ(stat(diff.c_str(), &st), 0) << diff << ": " << strerror(errno);
+  EXPECT_NE(ReadAll(diff + "/etc/os-release").find("ID=tiny"), std::string::npos);
+  EXPECT_EQ(stat((ref_dir + "/" + before[0].digest + "/diff").c_str(), &st), 0);
+  Umount();
+}
+
 // Incompressible, deterministic bytes (xorshift64).
 std::string NoiseBytes(size_t n) {
   std::string out(n, '\0');
