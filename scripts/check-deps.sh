@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks the one direction of dependencies: tools -> fs -> cache -> registry -> base, and
-# inside fs/: {fuse, mount, run} -> {writable, core, lazy, image_ops} -> {tree, upper} -> layer.
+# inside fs/: {fuse, mount, run} -> {writable, core, lazy, image_ops} -> {tree, upper} -> layer,
+# and fuse -> layer_store -> {mount, core} (the layer store sits between the adapter and mount).
 # A module may include only itself and modules to its right; only fs/fuse/ includes libfuse.
 # CMake enforces the same through per-library include directories (CMakeLists.txt,
 # imgfs_library); this check names the offending line, and also covers tests' own rules. And the repository stands
@@ -21,16 +22,17 @@ check base registry cache fs tools
 check registry cache fs tools
 check cache fs tools
 check fs tools
-check fs/layer fs/upper fs/tree fs/core fs/writable fs/lazy fs/image_ops fs/mount fs/fuse fs/run
-check fs/upper fs/layer fs/tree fs/core fs/writable fs/lazy fs/image_ops fs/mount fs/fuse fs/run
-check fs/tree fs/core fs/writable fs/lazy fs/image_ops fs/mount fs/fuse fs/run
-check fs/core fs/writable fs/lazy fs/image_ops fs/mount fs/fuse fs/run
-check fs/writable fs/lazy fs/image_ops fs/mount fs/fuse fs/run
-check fs/lazy fs/core fs/writable fs/image_ops fs/mount fs/fuse fs/run
-check fs/image_ops fs/core fs/writable fs/lazy fs/mount fs/fuse fs/run
-check fs/mount fs/writable fs/fuse fs/run
+check fs/layer fs/upper fs/tree fs/core fs/writable fs/lazy fs/image_ops fs/mount fs/fuse fs/run fs/layer_store
+check fs/upper fs/layer fs/tree fs/core fs/writable fs/lazy fs/image_ops fs/mount fs/fuse fs/run fs/layer_store
+check fs/tree fs/core fs/writable fs/lazy fs/image_ops fs/mount fs/fuse fs/run fs/layer_store
+check fs/core fs/writable fs/lazy fs/image_ops fs/mount fs/fuse fs/run fs/layer_store
+check fs/writable fs/lazy fs/image_ops fs/mount fs/fuse fs/run fs/layer_store
+check fs/lazy fs/core fs/writable fs/image_ops fs/mount fs/fuse fs/run fs/layer_store
+check fs/image_ops fs/core fs/writable fs/lazy fs/mount fs/fuse fs/run fs/layer_store
+check fs/mount fs/writable fs/fuse fs/run fs/layer_store
 check fs/fuse fs/mount fs/lazy fs/image_ops fs/run
-check fs/run fs/layer fs/tree fs/core fs/writable fs/lazy fs/image_ops fs/mount fs/fuse
+check fs/layer_store fs/writable fs/fuse fs/run
+check fs/run fs/layer fs/tree fs/core fs/writable fs/lazy fs/image_ops fs/mount fs/fuse fs/layer_store
 fuse=$(grep -rlE '#include <fuse(_lowlevel)?\.h>' base registry cache fs tools 2>/dev/null \
   | grep -vE '^fs/fuse/' || true)
 if [ -n "$fuse" ]; then echo "error: only fs/fuse/ includes libfuse: $fuse"; bad=1; fi

@@ -196,6 +196,7 @@ int RunLogout(CommandContext& ctx);
 [[gnu::weak]] int RunContainers(CommandContext& ctx);  // cmd_run.cc: `containers ls|rm`
 [[gnu::weak]] int RunCommit(CommandContext& ctx);      // cmd_commit.cc
 [[gnu::weak]] int RunDiff(CommandContext& ctx);        // cmd_diff.cc
+[[gnu::weak]] int RunLayerStore(CommandContext& ctx);  // cmd_layer_store.cc
 [[gnu::weak]] int RunPush(CommandContext& ctx);        // cmd_push.cc
 [[gnu::weak]] int RunStats(CommandContext& ctx);       // cmd_cache.cc
 [[gnu::weak]] int RunCache(CommandContext& ctx);       // cmd_cache.cc: `cache du|gc|prune`

@@ -135,6 +135,8 @@ const std::vector<Command>& Commands() {
       {"logout", "Log out from a registry", &RunLogout},
       {"mount", "Mount an image as a filesystem", RunMount},
       {"umount", "Unmount an image", RunUmount},
+      {"layer-store", "Serve lazily read layers to podman and CRI-O (Additional Layer Store)",
+       RunLayerStore},
       {"run", "Run a command in an image (chroot, private mounts)", RunRun},
       {"ps", "List containers (writable uppers kept by name)", RunPs},
       {"containers", "Manage containers (ls, rm, diff)", RunContainers},

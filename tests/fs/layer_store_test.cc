@@ -1,0 +1,145 @@
+// imgfs — unit tests of the Additional Layer Store's pure parts (fs/layer_store/layer_store.h):
+// reference directory names, the info file, and the overlay-format view of one layer.
+#include "fs/layer_store/layer_store.h"
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "fs/tree/overlay.h"
+
+namespace imgfs::fs {
+namespace {
+
+FileEntry Entry(std::string path, EntryType type, uint32_t mode = 0755) {
+  FileEntry e;
+  e.path = std::move(path);
+  e.type = type;
+  e.mode = mode;
+  return e;
+}
+
+std::string XattrOr(const NodeTable& table, uint64_t ino, std::string_view name) {
+  Result<std::string_view> v = table.GetXattr(ino, name);
+  return v.has_value() ? std::string(*v) : std::string();
+}
+
+TEST(LayerStoreNamesTest, DecodesBase64References) {
+  // base64("127.0.0.1:5000/lab/app:esgz")
+  Result<std::string> ref = DecodeRefElement("MTI3LjAuMC4xOjUwMDAvbGFiL2FwcDplc2d6");
+  ASSERT_TRUE(ref.has_value()) << ref.error().ToString();
+  EXPECT_EQ(*ref, "127.0.0.1:5000/lab/app:esgz");
+  // base64("alpine"): normalised as docker does.
+  ref = DecodeRefElement("YWxwaW5l");
+  ASSERT_TRUE(ref.has_value());
+  EXPECT_EQ(*ref, "docker.io/library/alpine:latest");
+}
+
+TEST(LayerStoreNamesTest, RefusesWhatIsNotAReference) {
+  EXPECT_FALSE(DecodeRefElement("").has_value());
+  EXPECT_FALSE(DecodeRefElement("not base64!").has_value());
+  EXPECT_FALSE(DecodeRefElement(std::string(kMaxRefElementBytes + 4, 'A')).has_value());
+  // base64("a b"), base64("a//b"), base64 of a bare 64-hex image ID.
+  EXPECT_FALSE(DecodeRefElement("YSBi").has_value());
+  EXPECT_FALSE(DecodeRefElement("YS8vYg==").has_value());
+  EXPECT_FALSE(DecodeRefElement("YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYW"
+                                "FhYWFhYWFhYWFhYWFhYQ==")
+                   .has_value());
+}
+
+TEST(LayerStoreInfoTest, WritesTheFieldsContainersStorageParses) {
+  LayerInfo info;
+  info.compressed = registry::Digest::Sha256Of("blob");
+  info.compressed_size = 1234;
+  info.diff_id = registry::Digest::Sha256Of("tar");
+  info.toc = registry::Digest::Sha256Of("toc");
+  info.compression = LayerInfo::Compression::kZstd;
+  info.diff_size = 5678;
+  const std::string json = LayerInfoJson(info);
+  for (const char* field :
+       {"\"compressed-diff-digest\"", "\"compressed-size\":1234", "\"compression\":4",
+        "\"diff-digest\"", "\"toc-digest\"", "\"diff-size\":5678", "\"expected-layer-diffid\""}) {
+    EXPECT_NE(json.find(field), std::string::npos) << field << " in " << json;
+  }
+  Result<LayerInfo> back = ParseLayerInfoJson(json);
+  ASSERT_TRUE(back.has_value()) << back.error().ToString();
+  EXPECT_EQ(back->compressed, info.compressed);
+  EXPECT_EQ(back->diff_id, info.diff_id);
+  EXPECT_EQ(back->toc, info.toc);
+  EXPECT_EQ(back->compression, LayerInfo::Compression::kZstd);
+  EXPECT_EQ(back->diff_size, 5678u);
+
+  // Unknown parts are left out rather than written empty.
+  LayerInfo bare;
+  bare.compressed = info.compressed;
+  const std::string minimal = LayerInfoJson(bare);
+  EXPECT_EQ(minimal.find("\"diff-digest\""), std::string::npos);
+  EXPECT_EQ(minimal.find("toc-digest"), std::string::npos);
+  EXPECT_NE(minimal.find("\"compression\":2"), std::string::npos);
+}
+
+TEST(LayerStoreInfoTest, RefusesMalformedInfo) {
+  EXPECT_FALSE(ParseLayerInfoJson("[]").has_value());
+  EXPECT_FALSE(ParseLayerInfoJson("{\"compression\":7}").has_value());
+  EXPECT_FALSE(ParseLayerInfoJson("{\"compressed-size\":-1}").has_value());
+  EXPECT_FALSE(ParseLayerInfoJson("{\"toc-digest\":\"md5:00\"}").has_value());
+  EXPECT_FALSE(ParseLayerInfoJson(std::string(70000, ' ')).has_value());
+}
+
+TEST(LayerStoreOverlayTest, WhiteoutsBecomeDevicesAndOpaqueDirectoriesGetBothMarkers) {
+  LayerIndex index;
+  index.entries.push_back(Entry("", EntryType::kDirectory));
+  index.entries.push_back(Entry("etc", EntryType::kDirectory));
+  index.entries.push_back(Entry("etc/issue", EntryType::kWhiteout, 0));
+  FileEntry conf = Entry("etc/conf.d", EntryType::kDirectory, 0750);
+  conf.xattrs = {{"trusted.overlay.redirect", "/elsewhere"}, {"user.keep", "1"}};
+  index.entries.push_back(conf);
+  index.entries.push_back(Entry("etc/conf.d", EntryType::kOpaque, 0));
+  index.entries.push_back(Entry("etc/conf.d/new.conf", EntryType::kRegular, 0644));
+  // An opaque marker whose directory has no entry of its own in the layer.
+  index.entries.push_back(Entry("var/lib", EntryType::kOpaque, 0));
+
+  const LayerIndex overlay = ToOverlayFormat(index);
+  ASSERT_EQ(overlay.entries.size(), index.entries.size());
+  const LayerIndex* views[] = {&overlay};
+  Result<NodeTable> table = MergeLayers(views);
+  ASSERT_TRUE(table.has_value()) << table.error().ToString();
+
+  auto ino = [&](std::vector<std::string> path) {
+    uint64_t at = NodeTable::kRootIno;
+    for (const std::string& name : path) {
+      Result<uint64_t> next = table->Lookup(at, name);
+      if (!next.has_value()) return uint64_t{0};
+      at = *next;
+    }
+    return at;
+  };
+  const uint64_t issue = ino({"etc", "issue"});
+  ASSERT_NE(issue, 0u);
+  const Node* n = table->Get(issue);
+  EXPECT_EQ(n->type, EntryType::kChar);
+  EXPECT_EQ(n->dev_major, 0u);
+  EXPECT_EQ(n->dev_minor, 0u);
+
+  const uint64_t confd = ino({"etc", "conf.d"});
+  ASSERT_NE(confd, 0u);
+  EXPECT_EQ(table->Get(confd)->type, EntryType::kDirectory);
+  EXPECT_EQ(table->Get(confd)->mode, 0750u) << "the marker keeps the directory's attributes";
+  EXPECT_EQ(XattrOr(*table, confd, "trusted.overlay.opaque"), "y");
+  EXPECT_EQ(XattrOr(*table, confd, "user.overlay.opaque"), "y");
+  EXPECT_EQ(XattrOr(*table, confd, "user.keep"), "1");
+  EXPECT_FALSE(table->GetXattr(confd, "trusted.overlay.redirect").has_value())
+      << "a layer's own overlay xattrs are not served";
+  EXPECT_NE(ino({"etc", "conf.d", "new.conf"}), 0u);
+  EXPECT_FALSE(table->GetXattr(ino({"etc"}), "trusted.overlay.opaque").has_value());
+
+  const uint64_t lib = ino({"var", "lib"});
+  ASSERT_NE(lib, 0u);
+  EXPECT_EQ(table->Get(lib)->type, EntryType::kDirectory);
+  EXPECT_EQ(XattrOr(*table, lib, "user.overlay.opaque"), "y");
+}
+
+}  // namespace
+}  // namespace imgfs::fs
