@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <iostream>
 #include <map>
 #include <mutex>
 #include <random>
@@ -48,9 +49,23 @@ pid_t ChildOf(pid_t pid) {
   return child;
 }
 
-// What the readers record: operations done and every failure in words.
+// What the readers record: operations done (per reader) and every failure in words.
 struct ReaderLog {
+  static constexpr int kReaders = 4;
   std::atomic<uint64_t> ops{0};
+  std::atomic<uint64_t> done[kReaders] = {};
+  // Whether every reader finished an operation since `before` was taken.
+  bool AllMovedOn(const std::vector<uint64_t>& before) const {
+    for (int i = 0; i < kReaders; ++i) {
+      if (done[i].load() <= before[static_cast<size_t>(i)]) return false;
+    }
+    return true;
+  }
+  std::vector<uint64_t> Snapshot() const {
+    std::vector<uint64_t> out;
+    for (const auto& d : done) out.push_back(d.load());
+    return out;
+  }
   std::mutex mu;
   std::vector<std::string> failures;
   void Fail(const std::string& what) {
@@ -135,6 +150,7 @@ class TakeoverTest : public ImgfsMountTest {
             log.Fail(path + ": wrong bytes (" + std::to_string(data.size()) + " bytes)");
           }
           ++log.ops;
+          ++log.done[t];
         }
       });
     }
@@ -154,6 +170,7 @@ class TakeoverTest : public ImgfsMountTest {
           log.Fail("lstat " + missing + ": " + strerror(errno));
         }
         ++log.ops;
+        ++log.done[2];
       }
     });
     // find: the whole tree listed.
@@ -167,6 +184,7 @@ class TakeoverTest : public ImgfsMountTest {
         }
         if (ec) log.Fail("walking the tree: " + ec.message());
         ++log.ops;
+        ++log.done[3];
       }
     });
 
@@ -174,15 +192,27 @@ class TakeoverTest : public ImgfsMountTest {
     for (int kill_no = 0; kill_no < kKills && log.FailureCount() == 0; ++kill_no) {
       // A random moment: somewhere in the readers' stream of requests.
       std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 400));
+      const std::vector<uint64_t> before = log.Snapshot();
       ASSERT_EQ(kill(daemon, SIGKILL), 0) << "kill " << kill_no;
       pid_t next = 0;
-      ASSERT_TRUE(WaitFor(
+      bool served = WaitFor(
           [&] {
             next = ServingDaemon(keeper);
             return next != 0 && next != daemon;
           },
-          120))
-          << "no daemon took the mount over after kill " << kill_no;
+          120);
+      // Every reader goes on: a request the dead daemon had read and nobody answered would
+      // keep its reader waiting (uninterruptibly) forever.
+      bool moved_on = served && WaitFor([&] { return log.AllMovedOn(before); }, 120);
+      if (!moved_on) {
+        // Free the readers (the connection ends with its last holder) so the test can end.
+        kill(keeper, SIGKILL);
+        stop = true;
+        for (std::thread& t : readers) t.join();
+        close(held);
+        FAIL() << (served ? "a reader is stuck" : "no daemon took the mount over") << " after kill "
+               << kill_no;
+      }
       daemon = next;
       std::string error;
       std::string data = ReadFromDaemon(held, &error);
@@ -196,6 +226,7 @@ class TakeoverTest : public ImgfsMountTest {
     EXPECT_TRUE(log.failures.empty())
         << log.failures.size() << " failures, first: " << log.failures.front();
     EXPECT_GT(log.ops.load(), 0u);
+    std::cout << "readers: " << log.ops.load() << " operations across " << kKills << " takeovers\n";
 
     // `imgfs umount` ends the daemon and the keeper.
     Umount();
