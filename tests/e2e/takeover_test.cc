@@ -177,10 +177,8 @@ class TakeoverTest : public ImgfsMountTest {
     readers.emplace_back([&] {
       while (!stop) {
         std::error_code ec;
-        size_t seen = 0;
         for (auto it = std::filesystem::recursive_directory_iterator(Mnt(), ec);
              !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-          ++seen;
         }
         if (ec) log.Fail("walking the tree: " + ec.message());
         ++log.ops;
