@@ -40,10 +40,12 @@
 #include "fs/fuse/mount_access.h"
 #include "fs/fuse/request_counts.h"
 #include "fs/fuse/session.h"
+#include "fs/fuse/takeover.h"
 #include "fs/mount/mount.h"
 #include "fs/mount/mount_services.h"
 #include "fs/writable/writable_fs.h"
 #include "registry/manifest.h"
+#include "registry/reference.h"
 #include "tools/cli.h"
 
 namespace imgfs::tools {
@@ -173,10 +175,25 @@ void Report(int fd, const std::string& message) {
   (void)ignored;
 }
 
+// What pins the image a mount shows, for a daemon that takes it over later: the reference
+// with the manifest digest (a tag moved since changes nothing), or the manifest digest.
+std::string PinnedImage(const fs::PreparedImage& prepared) {
+  if (!prepared.reference.empty()) {
+    Result<registry::Reference> ref = registry::Reference::Parse(prepared.reference);
+    if (ref.has_value()) return ref->WithDigest(prepared.manifest_digest).String();
+  }
+  return prepared.manifest_digest.String();
+}
+
 // The daemon (or foreground) side: prepare, lease, mount, serve. `status_fd` gets "OK" once
-// the mount answers, or "ERR <message>". Returns the process exit status.
-int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd) {
-  const std::string& image = req.image;
+// the mount answers, or "ERR <message>". `keeper_channel` (-1: none) is the channel to the
+// keeper of a kept mount (fs/fuse/takeover.h; then `status_fd` is that channel too);
+// `handover` is set for a daemon that takes a live mount over. Returns the process exit
+// status.
+int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd,
+               int keeper_channel = -1, const fs::Handover* handover = nullptr) {
+  const std::string image =
+      handover != nullptr && !handover->image.empty() ? handover->image : req.image;
   const std::string& dir = req.dir;
   auto fail = [&](const Status& st) {
     Report(status_fd, "ERR " + st.ToString());
@@ -188,7 +205,8 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
     return fail(store.error().WithContext("opening the image store " + ctx.global.root));
   }
   fs::PrepareOptions prep;
-  prep.pull_if_missing = !req.no_pull;
+  // A takeover serves what the store has recorded for the mount, never something newer.
+  prep.pull_if_missing = !req.no_pull && handover == nullptr;
   prep.lazy = req.lazy;
   prep.fetch_timeout_seconds = req.fetch_timeout_seconds;
   prep.prefetch = req.prefetch;
@@ -202,6 +220,10 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
   }
   Result<fs::PreparedImage> prepared = fs::PrepareImage(**store, image, prep);
   if (!prepared.has_value()) return fail(prepared.error().WithContext("mounting " + image));
+  if (keeper_channel >= 0) {
+    Status sent = fs::SendMessage(keeper_channel, "IMAGE " + PinnedImage(*prepared));
+    if (!sent.ok()) return fail(sent);
+  }
 
   // Writable mounts: the upper directory (given, or a temporary one in the store).
   std::unique_ptr<fs::WritableFs> writable;
@@ -250,13 +272,29 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
     }
   };
 
+  // A kept mount's lease names the keeper: it pins the image across the daemons' deaths, and
+  // `imgfs umount` waits for the keeper.
+  const std::string lease_reference = prepared->reference.empty() ? image : prepared->reference;
+  const std::string lease_upper = writable != nullptr ? writable->upper_dir() : std::string();
   Result<cache::Lease> lease =
-      cache::Lease::Acquire(**store, prepared->manifest_digest, dir,
-                            prepared->reference.empty() ? image : prepared->reference,
-                            writable != nullptr ? writable->upper_dir() : std::string());
+      keeper_channel >= 0 ? cache::Lease::AcquireFor(**store, getppid(), prepared->manifest_digest,
+                                                     dir, lease_reference, lease_upper)
+                          : cache::Lease::Acquire(**store, prepared->manifest_digest, dir,
+                                                  lease_reference, lease_upper);
   if (!lease.has_value()) {
     remove_temp();
     return fail(lease.error().WithContext("mounting " + image));
+  }
+  if (keeper_channel >= 0) {
+    Status sent = fs::SendMessage(keeper_channel, "LEASE " + lease->info().id);
+    if (!sent.ok()) return fail(sent);
+  }
+  if (handover != nullptr && !handover->lease_id.empty() &&
+      handover->lease_id != lease->info().id) {
+    // The previous daemon's lease and control socket (it was killed: nothing removed them).
+    Status removed = cache::RemoveLease(**store, handover->lease_id);
+    if (!removed.ok()) IMGFS_LOG(kWarning) << "removing a lease: " << removed.ToString();
+    ::unlink(fs::ControlSocketPath(**store, handover->lease_id).c_str());
   }
 
   fs::SessionOptions options;
@@ -264,6 +302,14 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
   options.mount_options = req.mount_options;
   options.debug = req.debug;
   options.writable = writable.get();
+  options.handover = handover;
+  if (keeper_channel >= 0 && handover == nullptr) {
+    options.on_connection = [keeper_channel](int fuse_fd, std::string_view init_request) {
+      Status sent = fs::SendConnection(keeper_channel, fuse_fd, init_request);
+      if (!sent.ok())
+        IMGFS_LOG(kError) << "the mount will not outlive this daemon: " << sent.ToString();
+    };
+  }
   bool foreground = status_fd < 0;
   options.on_ready = [status_fd, foreground] {
     if (!foreground) {
@@ -454,8 +500,20 @@ int RunMount(CommandContext& ctx) {
                                                : LOG_DEBUG;
       syslog(prio, "%.*s", static_cast<int>(message.size()), message.data());
     });
-    int rc = ServeMount(ctx, req, write_end.Release());
-    _exit(rc);
+    if (req.writable) {
+      // Writable mounts are not kept yet: their daemon's death ends the mount.
+      int rc = ServeMount(ctx, req, write_end.Release());
+      _exit(rc);
+    }
+    // Read-only mounts: this process becomes the keeper (fs/fuse/takeover.h) and forks the
+    // daemons that serve the mount.
+    fs::KeeperOptions keeper;
+    keeper.status_fd = write_end.Release();
+    keeper.mountpoint = dir;
+    keeper.serve = [&ctx, &req](int channel, const fs::Handover* handover) {
+      return ServeMount(ctx, req, channel, channel, handover);
+    };
+    _exit(fs::RunKeeper(keeper));
   }
   write_end.Close();
   std::string reply;

@@ -1,6 +1,7 @@
 // imgfs — FuseSession.
 #include "fs/fuse/session.h"
 
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <malloc.h>
 #include <spawn.h>
@@ -76,14 +77,21 @@ Result<std::unique_ptr<FuseSession>> FuseSession::Mount(ImageFilesystem* filesys
   s->context_.filesystem = filesystem;
   s->context_.on_init = s->options_.on_ready;
   s->context_.writable = s->options_.writable;
-  // Canonical now: after the mount, resolving the path would ask this daemon (not yet serving).
-  if (char* canonical = ::realpath(mountpoint.c_str(), nullptr); canonical != nullptr) {
+  const Handover* handover = s->options_.handover;
+  if (handover != nullptr) {
+    // A live mount nobody serves: resolving its path would wait for this daemon.
+    s->context_.mountpoint = mountpoint;
+  } else if (char* canonical = ::realpath(mountpoint.c_str(), nullptr); canonical != nullptr) {
+    // Canonical now: after the mount, resolving the path would ask this daemon (not yet
+    // serving).
     s->context_.mountpoint = canonical;
     std::free(canonical);  // NOLINT(cppcoreguidelines-no-malloc): realpath's allocation
   }
 
-  Status access = CheckMountAccess(s->options_.mount_options);
-  if (!access.ok()) return access.WithContext("cannot mount at " + mountpoint);
+  if (handover == nullptr) {
+    Status access = CheckMountAccess(s->options_.mount_options);
+    if (!access.ok()) return access.WithContext("cannot mount at " + mountpoint);
+  }
   std::string opts =
       std::string(s->options_.writable != nullptr ? "rw" : "ro") +
       (KernelChecksPermissions(s->options_.mount_options, geteuid()) ? ",default_permissions"
@@ -112,7 +120,15 @@ Result<std::unique_ptr<FuseSession>> FuseSession::Mount(ImageFilesystem* filesys
     std::scoped_lock lock(LastFuseErrorMutex());
     LastFuseError().clear();
   }
-  if (fuse_session_mount(se, mountpoint.c_str()) != 0) {
+  // libfuse 3.14 takes "/dev/fd/N" as an open /dev/fuse descriptor to serve (the mount exists
+  // already); the session owns and closes N, so it gets a copy of the keeper's.
+  std::string target = mountpoint;
+  if (handover != nullptr) {
+    int fd = fcntl(handover->fuse_fd, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0) return Status::FromErrno(errno, "taking over the FUSE connection");
+    target = "/dev/fd/" + std::to_string(fd);
+  }
+  if (fuse_session_mount(se, target.c_str()) != 0) {
     std::string seen;
     {
       std::scoped_lock lock(LastFuseErrorMutex());
@@ -139,15 +155,67 @@ Status FuseSession::Run() {
   mallopt(M_MMAP_THRESHOLD, 8 << 20);
   mallopt(M_TRIM_THRESHOLD, 8 << 20);
   if (fuse_set_signal_handlers(se) != 0) return Status::Internal("cannot set signal handlers");
-  fuse_loop_config* cfg = fuse_loop_cfg_create();
-  fuse_loop_cfg_set_clone_fd(cfg, 0);
-  fuse_loop_cfg_set_max_threads(cfg, options_.max_threads);
-  int rc = fuse_session_loop_mt(se, cfg);
-  fuse_loop_cfg_destroy(cfg);
+  Status init = ServeInit();
+  int rc = 0;
+  if (init.ok() && !fuse_session_exited(se)) {
+    fuse_loop_config* cfg = fuse_loop_cfg_create();
+    // One descriptor for every worker: a cloned descriptor (FUSE_DEV_IOC_CLONE) is a file of
+    // its own whose unanswered requests the kernel fails when this process dies, which a
+    // takeover could not resend.
+    fuse_loop_cfg_set_clone_fd(cfg, 0);
+    fuse_loop_cfg_set_max_threads(cfg, options_.max_threads);
+    rc = fuse_session_loop_mt(se, cfg);
+    fuse_loop_cfg_destroy(cfg);
+  }
   fuse_remove_signal_handlers(se);
-  fuse_session_unmount(se);
+  if (options_.handover != nullptr) {
+    // libfuse unmounts only what it mounted; a signal ends a taken-over mount here.
+    if (!ConnectionGone(fuse_session_fd(se))) {
+      Status st = Unmount(context_.mountpoint, /*lazy=*/true);
+      if (!st.ok()) IMGFS_LOG(kWarning) << "unmounting: " << st.ToString();
+    }
+  } else {
+    fuse_session_unmount(se);
+  }
   mounted_ = false;
+  if (!init.ok()) return init;
   if (rc < 0) return Status::Io("FUSE loop failed: " + std::string(strerror(-rc)));
+  return Status::Ok();
+}
+
+Status FuseSession::ServeInit() {
+  fuse_session* se = session_.get();
+  if (const Handover* handover = options_.handover; handover != nullptr) {
+    // The kernel sent INIT to the first daemon only. libfuse answers nothing before it has
+    // seen one, so it gets those bytes again: the same negotiation, the same Init hook (read
+    // ahead raised again, on_ready). Its reply goes to a request the kernel no longer has and
+    // fails with ENOENT, which libfuse ignores.
+    std::string request = handover->init_request;
+    fuse_buf buf{};
+    buf.mem = request.data();
+    buf.size = request.size();
+    fuse_session_process_buf(se, &buf);
+    // The requests the previous daemon read and never answered come again.
+    Status resent = NotifyResend(fuse_session_fd(se));
+    if (!resent.ok()) IMGFS_LOG(kWarning) << "taking over: " << resent.ToString();
+    return Status::Ok();
+  }
+  fuse_buf buf{};
+  int res = 0;
+  do {
+    res = fuse_session_receive_buf(se, &buf);
+  } while (res == -EINTR && !fuse_session_exited(se));
+  if (res <= 0) {
+    std::free(buf.mem);  // NOLINT(cppcoreguidelines-no-malloc): libfuse's allocation
+    if (res == 0 || res == -EINTR) return Status::Ok();  // unmounted or stopped meanwhile
+    return Status::Io("reading the INIT request: " + std::string(strerror(-res)));
+  }
+  if (options_.on_connection) {
+    options_.on_connection(fuse_session_fd(se),
+                           std::string_view(static_cast<const char*>(buf.mem), buf.size));
+  }
+  fuse_session_process_buf(se, &buf);
+  std::free(buf.mem);  // NOLINT(cppcoreguidelines-no-malloc): libfuse's allocation
   return Status::Ok();
 }
 

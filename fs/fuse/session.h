@@ -18,12 +18,14 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/status.h"
 #include "fs/core/filesystem.h"
 #include "fs/fuse/fuse_ops.h"
 #include "fs/fuse/request_counts.h"
+#include "fs/fuse/takeover.h"
 
 struct fuse_session;
 
@@ -42,6 +44,16 @@ struct SessionOptions {
   // Mount (its lower) with the operations of fs/fuse_ops_rw.cc. Not owned; outlives the
   // session. nullptr: the read-only mount.
   WritableFs* writable = nullptr;
+  // Mounts kept by a keeper (fs/fuse/takeover.h), read-only only:
+  // Called with the /dev/fuse descriptor and the bytes of the kernel's INIT request once it
+  // has arrived and before it is answered (the first daemon hands both to its keeper).
+  std::function<void(int fuse_fd, std::string_view init_request)> on_connection;
+  // A takeover: Mount serves the live connection of this handover (not owned; outlives the
+  // session) instead of mounting, and Run answers its INIT again, asks the kernel to resend
+  // what the previous daemon left unanswered, serves, and unmounts (lazily) when a signal
+  // ends it. The mountpoint given to Mount must then be canonical: resolving it would ask
+  // the mount, which nobody serves yet.
+  const Handover* handover = nullptr;
 };
 
 class FuseSession {
@@ -66,6 +78,8 @@ class FuseSession {
 
  private:
   FuseSession() = default;
+  // Has the kernel's INIT request answered (read, or for a takeover replayed), before the loop.
+  Status ServeInit();
 
   struct SessionDeleter {
     void operator()(fuse_session* se) const;

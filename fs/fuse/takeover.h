@@ -1,0 +1,105 @@
+// imgfs — mounts that outlive their daemon: a keeper process holds the FUSE connection, and a
+// new daemon takes it over when the one serving it dies.
+//
+// The kernel keeps a FUSE connection alive while any file descriptor of its /dev/fuse file is
+// open; while nobody reads it, requests just queue (the processes that made them wait). So a
+// small keeper process, which loads no image, holds a copy of the descriptor for the whole
+// life of the mount and starts the daemons that serve it:
+//
+//   keeper ── forks ──> daemon 1: mounts, reads the kernel's INIT request and hands the keeper
+//      │                 the /dev/fuse descriptor and the INIT bytes (SendConnection) before
+//      │                 answering it; serves.
+//      └── daemon 1 dies by a signal (kill -9, a crash) ──> forks daemon 2 with the
+//          descriptor and the INIT bytes (a Handover): it prepares the same image, feeds libfuse
+//          the INIT bytes again (the kernel sends INIT once per connection; libfuse answers
+//          nothing before it has seen one, and its reply to this one fails with ENOENT, which
+//          libfuse ignores), then asks the kernel to send again every request daemon 1 had
+//          read but not answered (NotifyResend) and serves; and so on for every later death.
+//
+// What the kernel holds stays valid in the new daemon: node ids are the merged tree's inode
+// numbers, a function of the stored layer indexes (fs/tree/node_table.h, tests/fs/
+// node_ids_test.cc); read-only mounts keep no per-open state (fh is unused, or the kernel opens
+// by itself: no_open); lookup counts need no bookkeeping because the read-only tree is never
+// freed (FORGET only counts). Writable mounts (fs/writable/) keep none of this and are not
+// kept by a keeper yet.
+//
+// A daemon that exits (unmount, SIGTERM) ends the keeper with its status. A signal to the
+// keeper (SIGTERM, SIGINT, SIGHUP) is passed to the daemon, which then unmounts and exits, and
+// the keeper does not start another. The daemon dies with the keeper (PR_SET_PDEATHSIG), so a
+// killed keeper leaves the mount answering ENOTCONN, as a killed daemon did without one. When
+// no daemon can serve again — a new daemon fails before it serves (store or image gone), or
+// daemons keep dying (more than kMaxRestarts in kRestartWindow) — the keeper answers every
+// request itself with EIO (logged once) until the mount is unmounted, and then exits.
+//
+// Requirements on the kernel: FUSE_NOTIFY_RESEND (Linux 6.9). On an older kernel the requests
+// the dead daemon had read stay unanswered (their processes wait until the mount goes away);
+// every later request is served.
+//
+// Thread-safety: the keeper is single-threaded (RunKeeper owns its process); the other
+// functions may be called from any thread.
+#ifndef IMGFS_FS_FUSE_TAKEOVER_H_
+#define IMGFS_FS_FUSE_TAKEOVER_H_
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "base/status.h"
+#include "base/unique_fd.h"
+
+namespace imgfs::fs {
+
+// What a daemon taking over a connection gets from the keeper.
+struct Handover {
+  int fuse_fd = -1;          // the keeper's /dev/fuse descriptor (inherited by the fork)
+  std::string init_request;  // the kernel's INIT request, as daemon 1 read it
+  std::string lease_id;      // the previous daemon's mount lease, "" if unknown
+  // The image exactly as the first daemon prepared it (reference@manifest digest, or the
+  // manifest digest): a tag moved since must not change what the mount shows.
+  std::string image;
+};
+
+// The keeper's exit status when the mount ended without a daemon (or never served).
+inline constexpr int kKeeperFailed = 1;
+
+// Messages a daemon sends its keeper over the channel (SOCK_SEQPACKET, one per record):
+//   the connection (SendConnection), "OK" once it serves, "ERR <message>" when it fails
+//   before serving, "LEASE <id>" once it holds its mount lease, "IMAGE <text>" (what a
+//   takeover prepares: Handover::image).
+// Sends the /dev/fuse descriptor `fuse_fd` (SCM_RIGHTS) and the INIT request bytes.
+Status SendConnection(int channel, int fuse_fd, std::string_view init_request);
+// Sends one text message.
+Status SendMessage(int channel, std::string_view message);
+
+// Asks the kernel to queue again every request of this connection that was read but not
+// answered (FUSE_NOTIFY_RESEND); they come again with FUSE_UNIQUE_RESEND set in their
+// unique. Unsupported when the kernel does not know the notification (before Linux 6.9).
+Status NotifyResend(int fuse_fd);
+
+// Whether the connection of `fuse_fd` has ended (unmounted or aborted).
+bool ConnectionGone(int fuse_fd);
+
+struct KeeperOptions {
+  // The daemon: runs in a child process the keeper forked (that dies with the keeper, with
+  // default signal dispositions), serves the mount (a takeover when `handover` is set),
+  // reports on `channel`, and returns the child's exit status.
+  std::function<int(int channel, const Handover* handover)> serve;
+  // Where `imgfs mount` waits for "OK" or "ERR <message>" (one line); closed once answered.
+  int status_fd = -1;
+  std::string mountpoint;  // absolute, canonical (for log lines and the unmount on a stop)
+  // Daemons that die within kRestartWindow beyond this many end the restarts.
+  int max_restarts = 30;
+  std::chrono::seconds restart_window{60};
+};
+
+// Runs the keeper until the mount ends; returns the process exit status: the last daemon's
+// when it exited, non-zero when the first daemon failed before serving (its message went to
+// `status_fd`) or the mount ended without a daemon.
+int RunKeeper(const KeeperOptions& options);
+
+}  // namespace imgfs::fs
+
+#endif  // IMGFS_FS_FUSE_TAKEOVER_H_
