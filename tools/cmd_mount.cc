@@ -15,8 +15,6 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <syslog.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -47,6 +45,7 @@
 #include "registry/manifest.h"
 #include "registry/reference.h"
 #include "tools/cli.h"
+#include "tools/daemon.h"
 
 namespace imgfs::tools {
 namespace {
@@ -168,13 +167,6 @@ Result<double> ParseSeconds(const std::string& text) {
 }
 
 // Writes a whole message to the status pipe (the parent waits on it).
-void Report(int fd, const std::string& message) {
-  if (fd < 0) return;
-  std::string line = message + "\n";
-  ssize_t ignored = write(fd, line.data(), line.size());
-  (void)ignored;
-}
-
 // What pins the image a mount shows, for a daemon that takes it over later: the reference
 // with the manifest digest (a tag moved since changes nothing), or the manifest digest.
 std::string PinnedImage(const fs::PreparedImage& prepared) {
@@ -196,7 +188,7 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
       handover != nullptr && !handover->image.empty() ? handover->image : req.image;
   const std::string& dir = req.dir;
   auto fail = [&](const Status& st) {
-    Report(status_fd, "ERR " + st.ToString());
+    ReportStatus(status_fd, "ERR " + st.ToString());
     if (status_fd < 0) Fail(st);
     return kExitError;
   };
@@ -312,18 +304,8 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
   }
   bool foreground = status_fd < 0;
   options.on_ready = [status_fd, foreground] {
-    if (!foreground) {
-      // Detached: stdio goes nowhere from now on (logs go to syslog), so whoever waits for
-      // the command's output sees its end as soon as the mount is ready.
-      int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-      if (devnull >= 0) {
-        dup2(devnull, STDIN_FILENO);
-        dup2(devnull, STDOUT_FILENO);
-        dup2(devnull, STDERR_FILENO);
-        close(devnull);
-      }
-    }
-    Report(status_fd, "OK");
+    if (!foreground) DetachStdio();  // logs go to syslog from now on
+    ReportStatus(status_fd, "OK");
     if (status_fd >= 0) close(status_fd);
   };
   Result<std::unique_ptr<fs::FuseSession>> session =
@@ -481,61 +463,21 @@ int RunMount(CommandContext& ctx) {
 
   if (foreground) return ServeMount(ctx, req, -1);
 
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) return Fail(Status::FromErrno(errno, "pipe"));
-  UniqueFd read_end(fds[0]);
-  UniqueFd write_end(fds[1]);
-  std::cout.flush();
-  std::cerr.flush();
-  pid_t pid = fork();
-  if (pid < 0) return Fail(Status::FromErrno(errno, "fork"));
-  if (pid == 0) {
-    read_end.Close();
-    setsid();
-    openlog("imgfs", LOG_PID, LOG_DAEMON);
-    SetLogSink([](LogLevel level, std::string_view message) {
-      int prio = level == LogLevel::kError     ? LOG_ERR
-                 : level == LogLevel::kWarning ? LOG_WARNING
-                 : level == LogLevel::kInfo    ? LOG_INFO
-                                               : LOG_DEBUG;
-      syslog(prio, "%.*s", static_cast<int>(message.size()), message.data());
-    });
+  return RunDetached("mounting " + image, [&ctx, &req, &dir](int status_fd) {
     if (req.writable) {
       // Writable mounts are not kept yet: their daemon's death ends the mount.
-      int rc = ServeMount(ctx, req, write_end.Release());
-      _exit(rc);
+      return ServeMount(ctx, req, status_fd);
     }
     // Read-only mounts: this process becomes the keeper (fs/fuse/takeover.h) and forks the
     // daemons that serve the mount.
     fs::KeeperOptions keeper;
-    keeper.status_fd = write_end.Release();
+    keeper.status_fd = status_fd;
     keeper.mountpoint = dir;
     keeper.serve = [&ctx, &req](int channel, const fs::Handover* handover) {
       return ServeMount(ctx, req, channel, channel, handover);
     };
-    _exit(fs::RunKeeper(keeper));
-  }
-  write_end.Close();
-  std::string reply;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = read(read_end.get(), buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    reply.append(buf, static_cast<size_t>(n));
-    if (reply.find('\n') != std::string::npos) break;
-  }
-  if (reply.rfind("OK", 0) == 0) return kExitOk;
-  int wstatus = 0;
-  while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
-  }
-  if (reply.rfind("ERR ", 0) == 0) {
-    std::string message = reply.substr(4);
-    while (!message.empty() && message.back() == '\n') message.pop_back();
-    return Fail(message);
-  }
-  return Fail("mounting " + image + ": the mount daemon exited before the mount was ready" +
-              (WIFSIGNALED(wstatus) ? " (signal " + std::to_string(WTERMSIG(wstatus)) + ")" : ""));
+    return fs::RunKeeper(keeper);
+  });
 }
 
 int RunUmount(CommandContext& ctx) {

@@ -1,0 +1,81 @@
+// imgfs — detached daemons of the CLI (see daemon.h).
+#include "tools/daemon.h"
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <iostream>
+#include <string_view>
+
+#include "base/log.h"
+#include "base/status.h"
+#include "base/unique_fd.h"
+#include "tools/cli.h"
+
+namespace imgfs::tools {
+
+void ReportStatus(int fd, const std::string& line) {
+  if (fd < 0) return;
+  const std::string text = line + "\n";
+  ssize_t ignored = write(fd, text.data(), text.size());
+  (void)ignored;
+}
+
+void DetachStdio() {
+  const int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (devnull < 0) return;
+  dup2(devnull, STDIN_FILENO);
+  dup2(devnull, STDOUT_FILENO);
+  dup2(devnull, STDERR_FILENO);
+  close(devnull);
+}
+
+int RunDetached(const std::string& what, const std::function<int(int status_fd)>& serve) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return Fail(Status::FromErrno(errno, "pipe"));
+  UniqueFd read_end(fds[0]);
+  UniqueFd write_end(fds[1]);
+  std::cout.flush();
+  std::cerr.flush();
+  const pid_t pid = fork();
+  if (pid < 0) return Fail(Status::FromErrno(errno, "fork"));
+  if (pid == 0) {
+    read_end.Close();
+    setsid();
+    openlog("imgfs", LOG_PID, LOG_DAEMON);
+    SetLogSink([](LogLevel level, std::string_view message) {
+      const int prio = level == LogLevel::kError     ? LOG_ERR
+                       : level == LogLevel::kWarning ? LOG_WARNING
+                       : level == LogLevel::kInfo    ? LOG_INFO
+                                                     : LOG_DEBUG;
+      syslog(prio, "%.*s", static_cast<int>(message.size()), message.data());
+    });
+    _exit(serve(write_end.Release()));
+  }
+  write_end.Close();
+  std::string reply;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = read(read_end.get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    reply.append(buf, static_cast<size_t>(n));
+    if (reply.find('\n') != std::string::npos) break;
+  }
+  if (reply.rfind("OK", 0) == 0) return kExitOk;
+  int wstatus = 0;
+  while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
+  }
+  if (reply.rfind("ERR ", 0) == 0) {
+    std::string message = reply.substr(4);
+    while (!message.empty() && message.back() == '\n') message.pop_back();
+    return Fail(message);
+  }
+  return Fail(what + ": the daemon exited before it was ready" +
+              (WIFSIGNALED(wstatus) ? " (signal " + std::to_string(WTERMSIG(wstatus)) + ")" : ""));
+}
+
+}  // namespace imgfs::tools

@@ -1,0 +1,33 @@
+// imgfs — the commands whose work goes on in a daemon (`mount`, `layer-store`): detaching it
+// and waiting until it serves.
+//
+// RunDetached forks the daemon (its own session, logs to syslog) and waits for one status
+// line on a pipe: "OK" once the daemon serves (the command then exits 0 while the daemon
+// goes on) or "ERR <message>" (the command fails with it). The daemon side writes that line
+// with ReportStatus, and on readiness points its stdio at /dev/null (DetachStdio), so whoever
+// waits for the command's output sees its end as soon as the mount is ready.
+//
+// Thread-safety: RunDetached forks: call it from a single-threaded command.
+#ifndef IMGFS_TOOLS_DAEMON_H_
+#define IMGFS_TOOLS_DAEMON_H_
+
+#include <functional>
+#include <string>
+
+namespace imgfs::tools {
+
+// Runs `serve(status_fd)` in a detached daemon; its return value is the daemon's exit status.
+// Returns the command's exit status: kExitOk when the daemon reported "OK", else Fail with
+// its "ERR" message or, when it exited without a word, "`what`: the daemon exited before
+// it was ready" (with the signal that ended it).
+int RunDetached(const std::string& what, const std::function<int(int status_fd)>& serve);
+
+// Writes `line` and a newline to `fd` (nothing when fd < 0, a foreground run).
+void ReportStatus(int fd, const std::string& line);
+
+// Points stdin, stdout and stderr at /dev/null.
+void DetachStdio();
+
+}  // namespace imgfs::tools
+
+#endif  // IMGFS_TOOLS_DAEMON_H_
