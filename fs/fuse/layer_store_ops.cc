@@ -17,6 +17,7 @@
 #include "base/log.h"
 #include "base/mutex.h"
 #include "fs/fuse/fuse_ops.h"
+#include "fs/fuse/lowlevel.h"
 #include "fs/fuse/reply.h"
 
 namespace imgfs::fs {
@@ -558,25 +559,9 @@ Result<std::unique_ptr<LayerStoreSession>> LayerStoreSession::Mount(
   for (const std::string& o : options.mount_options) {
     if (!o.empty()) opts += "," + o;
   }
-  std::vector<std::string> argv_storage = {"imgfs", "-o", opts};
-  if (options.debug) argv_storage.push_back("-d");
-  std::vector<char*> argv;
-  argv.reserve(argv_storage.size());
-  for (std::string& a : argv_storage) argv.push_back(a.data());
-  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
-  fuse_session* se =
-      fuse_session_new(&args, &LayerStoreOps(), sizeof(fuse_lowlevel_ops), s->state_.get());
-  fuse_opt_free_args(&args);
-  if (se == nullptr) {
-    return Status::InvalidArgument("cannot create the FUSE session (mount options: " + opts + ")");
-  }
+  IMGFS_ASSIGN_OR_RETURN(fuse_session * se, MountLowLevel(LayerStoreOps(), s->state_.get(), opts,
+                                                          options.debug, mountpoint, mountpoint));
   s->state_->session = se;
-  if (fuse_session_mount(se, mountpoint.c_str()) != 0) {
-    fuse_session_destroy(se);
-    s->state_->session = nullptr;
-    return Status::Io("cannot mount the layer store at " + mountpoint +
-                      " (is it an existing directory?)");
-  }
   s->mounted_ = true;
   return s;
 }
@@ -591,11 +576,7 @@ LayerStoreSession::~LayerStoreSession() {
 Status LayerStoreSession::Run() {
   fuse_session* se = state_->session;
   if (fuse_set_signal_handlers(se) != 0) return Status::Internal("cannot set signal handlers");
-  fuse_loop_config* cfg = fuse_loop_cfg_create();
-  fuse_loop_cfg_set_clone_fd(cfg, 0);
-  fuse_loop_cfg_set_max_threads(cfg, max_threads_);
-  const int rc = fuse_session_loop_mt(se, cfg);
-  fuse_loop_cfg_destroy(cfg);
+  const int rc = ServeLowLevel(se, max_threads_);
   fuse_remove_signal_handlers(se);
   fuse_session_unmount(se);
   mounted_ = false;

@@ -3,7 +3,6 @@
 
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
-#include <malloc.h>
 #include <spawn.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
@@ -11,66 +10,24 @@
 
 #include <cerrno>
 #include <climits>
-#include <cstdarg>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 
 #include "base/log.h"
 #include "base/mountinfo.h"
+#include "fs/fuse/lowlevel.h"
 #include "fs/fuse/mount_access.h"
 
 extern char** environ;
 
 namespace imgfs::fs {
-namespace {
-
-// The last error libfuse logged, so that a failed mount can say what libfuse saw ("fuse:
-// failed to open /dev/fuse: …", "fuse: failed to exec fusermount3: …").
-std::mutex& LastFuseErrorMutex() {
-  static std::mutex mutex;
-  return mutex;
-}
-std::string& LastFuseError() {
-  static std::string error;
-  return error;
-}
-
-// libfuse's own messages go to our logger.
-void FuseLog(enum fuse_log_level level, const char* fmt, va_list ap) {
-  char buf[1024];
-  vsnprintf(buf, sizeof(buf), fmt, ap);
-  size_t n = strlen(buf);
-  while (n > 0 && buf[n - 1] == '\n') buf[--n] = '\0';
-  if (level <= FUSE_LOG_ERR) {
-    std::scoped_lock lock(LastFuseErrorMutex());
-    LastFuseError() = buf;
-  }
-  LogLevel ours = level <= FUSE_LOG_ERR       ? LogLevel::kError
-                  : level <= FUSE_LOG_WARNING ? LogLevel::kWarning
-                  : level <= FUSE_LOG_INFO    ? LogLevel::kInfo
-                                              : LogLevel::kDebug;
-  LogLine(ours, std::string("fuse: ") + buf);
-}
-
-// fsname may not contain ',' (option separator); escape it the way libfuse documents.
-std::string EscapeOption(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == ',' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 void FuseSession::SessionDeleter::operator()(fuse_session* se) const { fuse_session_destroy(se); }
 
 Result<std::unique_ptr<FuseSession>> FuseSession::Mount(ImageFilesystem* filesystem,
                                                         const std::string& mountpoint,
                                                         SessionOptions options) {
-  fuse_set_log_func(FuseLog);
   std::unique_ptr<FuseSession> s(new FuseSession());
   s->options_ = std::move(options);
   s->mountpoint_ = mountpoint;
@@ -96,29 +53,10 @@ Result<std::unique_ptr<FuseSession>> FuseSession::Mount(ImageFilesystem* filesys
       std::string(s->options_.writable != nullptr ? "rw" : "ro") +
       (KernelChecksPermissions(s->options_.mount_options, geteuid()) ? ",default_permissions"
                                                                      : "") +
-      ",subtype=imgfs,fsname=" + EscapeOption(s->options_.fsname);
+      ",subtype=imgfs,fsname=" + EscapeFuseOption(s->options_.fsname);
   for (const std::string& o : s->options_.mount_options) {
     if (o.empty()) continue;
     opts += "," + o;
-  }
-  std::vector<std::string> argv_storage = {"imgfs", "-o", opts};
-  if (s->options_.debug) argv_storage.push_back("-d");
-  std::vector<char*> argv;
-  argv.reserve(argv_storage.size());
-  for (std::string& a : argv_storage) argv.push_back(a.data());
-  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
-  const fuse_lowlevel_ops& ops =
-      s->options_.writable != nullptr ? WritableFilesystemOps() : ImageFilesystemOps();
-  fuse_session* se = fuse_session_new(&args, &ops, sizeof(ops), &s->context_);
-  fuse_opt_free_args(&args);
-  if (se == nullptr) {
-    return Status::InvalidArgument("cannot create the FUSE session (mount options: " + opts + ")");
-  }
-  s->session_.reset(se);
-  s->context_.session = se;
-  {
-    std::scoped_lock lock(LastFuseErrorMutex());
-    LastFuseError().clear();
   }
   // libfuse 3.14 takes "/dev/fd/N" as an open /dev/fuse descriptor to serve (the mount exists
   // already); the session owns and closes N, so it gets a copy of the keeper's.
@@ -128,15 +66,12 @@ Result<std::unique_ptr<FuseSession>> FuseSession::Mount(ImageFilesystem* filesys
     if (fd < 0) return Status::FromErrno(errno, "taking over the FUSE connection");
     target = "/dev/fd/" + std::to_string(fd);
   }
-  if (fuse_session_mount(se, target.c_str()) != 0) {
-    std::string seen;
-    {
-      std::scoped_lock lock(LastFuseErrorMutex());
-      seen = LastFuseError();
-    }
-    return Status::Io("cannot mount at " + mountpoint +
-                      (seen.empty() ? " (is it an existing directory?)" : " (" + seen + ")"));
-  }
+  const fuse_lowlevel_ops& ops =
+      s->options_.writable != nullptr ? WritableFilesystemOps() : ImageFilesystemOps();
+  IMGFS_ASSIGN_OR_RETURN(fuse_session * se, MountLowLevel(ops, &s->context_, opts,
+                                                          s->options_.debug, target, mountpoint));
+  s->session_.reset(se);
+  s->context_.session = se;
   s->mounted_ = true;
   return s;
 }
@@ -147,26 +82,10 @@ FuseSession::~FuseSession() {
 
 Status FuseSession::Run() {
   fuse_session* se = session_.get();
-  // Every READ reply is a fresh buffer of up to 1 MiB (fs/fuse/read_ahead.h). glibc maps
-  // buffers that large anew each time (mmap threshold), and the page faults of filling them
-  // cost more than the read: a warm 64 MiB file read in 1 MiB requests took 0.7 s instead of
-  // 0.16 s. Buffers up to 8 MiB come from the heap and are reused; at most 8 MiB of freed
-  // heap stays with each arena.
-  mallopt(M_MMAP_THRESHOLD, 8 << 20);
-  mallopt(M_TRIM_THRESHOLD, 8 << 20);
   if (fuse_set_signal_handlers(se) != 0) return Status::Internal("cannot set signal handlers");
   Status init = ServeInit();
   int rc = 0;
-  if (init.ok() && !fuse_session_exited(se)) {
-    fuse_loop_config* cfg = fuse_loop_cfg_create();
-    // One descriptor for every worker: a cloned descriptor (FUSE_DEV_IOC_CLONE) is a file of
-    // its own whose unanswered requests the kernel fails when this process dies, which a
-    // takeover could not resend.
-    fuse_loop_cfg_set_clone_fd(cfg, 0);
-    fuse_loop_cfg_set_max_threads(cfg, options_.max_threads);
-    rc = fuse_session_loop_mt(se, cfg);
-    fuse_loop_cfg_destroy(cfg);
-  }
+  if (init.ok() && !fuse_session_exited(se)) rc = ServeLowLevel(se, options_.max_threads);
   fuse_remove_signal_handlers(se);
   if (options_.handover != nullptr) {
     // libfuse unmounts only what it mounted; a signal ends a taken-over mount here.

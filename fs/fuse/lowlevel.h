@@ -1,0 +1,40 @@
+// imgfs — the libfuse plumbing every imgfs FUSE mount shares: the image mounts
+// (fs/fuse/session.h) and the Additional Layer Store (fs/fuse/layer_store_ops.h).
+//
+// Thread-safety: MountLowLevel and ServeLowLevel on the thread that owns the session;
+// libfuse's log messages may come from any thread (kept under a lock).
+#ifndef IMGFS_FS_FUSE_LOWLEVEL_H_
+#define IMGFS_FS_FUSE_LOWLEVEL_H_
+
+#include <string>
+
+#include "base/status.h"
+
+struct fuse_session;
+struct fuse_lowlevel_ops;
+
+namespace imgfs::fs {
+
+// Creates a libfuse session answering with `ops` (`userdata` is their fuse_req_userdata)
+// under the mount options `options` ("ro,subtype=imgfs,…"; `debug`: libfuse's -d) and mounts
+// it at `target`: a directory, or "/dev/fd/N" to serve a connection that is mounted already.
+// The caller owns the session (fuse_session_destroy). InvalidArgument when libfuse refuses
+// the options; Io naming `mountpoint` and what libfuse logged when the mount fails. libfuse's
+// messages go to imgfs's log from the first call on.
+Result<fuse_session*> MountLowLevel(const fuse_lowlevel_ops& ops, void* userdata,
+                                    const std::string& options, bool debug,
+                                    const std::string& target, const std::string& mountpoint);
+
+// Serves `se` with libfuse's multi-threaded loop (at most `max_threads` workers) until it is
+// unmounted or exits; libfuse's result (< 0: -errno). Every worker reads the one /dev/fuse
+// descriptor: a cloned one (FUSE_DEV_IOC_CLONE) is a file of its own whose unanswered
+// requests the kernel fails when the process dies, which a takeover (fs/fuse/takeover.h)
+// could not resend. READ replies come from the heap: see the .cc.
+int ServeLowLevel(fuse_session* se, unsigned max_threads);
+
+// ",", "\" escaped the way libfuse's option parser wants a value (fsname=…).
+std::string EscapeFuseOption(const std::string& value);
+
+}  // namespace imgfs::fs
+
+#endif  // IMGFS_FS_FUSE_LOWLEVEL_H_
