@@ -91,6 +91,8 @@ Result<LayerInfo> ParseLayerInfoJson(std::string_view json) {
     return Status::Ok();
   };
   IMGFS_RETURN_IF_ERROR(digest("compressed-diff-digest", &out.compressed));
+  // LayerInfoJson always writes it: an info file without it is not one of ours.
+  if (out.compressed.empty()) return Status::Corrupt("layer info: no compressed-diff-digest");
   IMGFS_RETURN_IF_ERROR(digest("diff-digest", &out.diff_id));
   IMGFS_RETURN_IF_ERROR(digest("toc-digest", &out.toc));
   if (auto it = j.find("compressed-size"); it != j.end()) {

@@ -75,7 +75,7 @@ struct LayerInfo {
 };
 std::string LayerInfoJson(const LayerInfo& info);
 // Parses an info file back (for tests and tools): Corrupt for anything that is not such a
-// JSON object of at most 64 KiB.
+// JSON object of at most 64 KiB (compressed-diff-digest included).
 Result<LayerInfo> ParseLayerInfoJson(std::string_view json);
 
 // `index` with overlay-format whiteouts: each `.wh.NAME` entry becomes a character device 0/0

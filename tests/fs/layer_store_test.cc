@@ -82,9 +82,14 @@ TEST(LayerStoreInfoTest, WritesTheFieldsContainersStorageParses) {
 
 TEST(LayerStoreInfoTest, RefusesMalformedInfo) {
   EXPECT_FALSE(ParseLayerInfoJson("[]").has_value());
-  EXPECT_FALSE(ParseLayerInfoJson("{\"compression\":7}").has_value());
-  EXPECT_FALSE(ParseLayerInfoJson("{\"compressed-size\":-1}").has_value());
-  EXPECT_FALSE(ParseLayerInfoJson("{\"toc-digest\":\"md5:00\"}").has_value());
+  // Every info file names its layer: without compressed-diff-digest it is not one.
+  EXPECT_FALSE(ParseLayerInfoJson("{}").has_value());
+  EXPECT_FALSE(ParseLayerInfoJson("{\"compression\":2}").has_value());
+  const std::string named = "{\"compressed-diff-digest\":\"sha256:" + std::string(64, 'a') + "\"";
+  EXPECT_TRUE(ParseLayerInfoJson(named + "}").has_value());
+  EXPECT_FALSE(ParseLayerInfoJson(named + ",\"compression\":7}").has_value());
+  EXPECT_FALSE(ParseLayerInfoJson(named + ",\"compressed-size\":-1}").has_value());
+  EXPECT_FALSE(ParseLayerInfoJson(named + ",\"toc-digest\":\"md5:00\"}").has_value());
   EXPECT_FALSE(ParseLayerInfoJson(std::string(70000, ' ')).has_value());
 }
 
