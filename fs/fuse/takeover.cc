@@ -224,24 +224,10 @@ bool ConnectionGone(int fuse_fd) {
 
 namespace {
 
-// The start record: "START <takeover> <n1> <n2> <n3> <n4>\n" and then the configuration, the
-// INIT bytes, the lease id and the image (n1..n4 bytes), with the /dev/fuse descriptor
-// (SCM_RIGHTS) for a takeover.
+// Sends the start record (EncodeStartRecord), with the /dev/fuse descriptor (SCM_RIGHTS) for
+// a takeover.
 Status SendStart(int channel, std::string_view config, const Handover* handover) {
-  std::string_view init;
-  std::string_view lease;
-  std::string_view image;
-  if (handover != nullptr) {
-    init = handover->init_request;
-    lease = handover->lease_id;
-    image = handover->image;
-  }
-  std::string text = std::string(kStartTag) + (handover != nullptr ? "1" : "0");
-  for (std::string_view field : {config, init, lease, image}) {
-    text += " " + std::to_string(field.size());
-  }
-  text += "\n";
-  for (std::string_view field : {config, init, lease, image}) text += field;
+  std::string text = EncodeStartRecord(config, handover);
   if (text.size() > kMaxStartBytes) {
     return Status::InvalidArgument("a daemon's start record of " + std::to_string(text.size()) +
                                    " bytes");
@@ -590,6 +576,73 @@ int Keeper::Run() {
 
 }  // namespace
 
+std::string EncodeStartRecord(std::string_view config, const Handover* handover) {
+  std::string_view init;
+  std::string_view lease;
+  std::string_view image;
+  if (handover != nullptr) {
+    init = handover->init_request;
+    lease = handover->lease_id;
+    image = handover->image;
+  }
+  std::string text = std::string(kStartTag) + (handover != nullptr ? "1" : "0");
+  for (std::string_view field : {config, init, lease, image}) {
+    text += " " + std::to_string(field.size());
+  }
+  text += "\n";
+  for (std::string_view field : {config, init, lease, image}) text += field;
+  return text;
+}
+
+Result<DaemonStart> ParseStartRecord(std::string_view text, UniqueFd fuse_fd) {
+  auto corrupt = [] { return Status::Corrupt("malformed start record from the keeper"); };
+  const size_t eol = text.find('\n');
+  if (text.size() > kMaxStartBytes || text.rfind(kStartTag, 0) != 0 ||
+      eol == std::string_view::npos) {
+    return corrupt();
+  }
+  // "<takeover> <n1> <n2> <n3> <n4>": decimal, single spaces.
+  const std::string_view header = text.substr(kStartTag.size(), eol - kStartTag.size());
+  size_t values[5] = {};
+  const char* p = header.data();
+  const char* end = header.data() + header.size();
+  for (size_t i = 0; i < 5; ++i) {
+    if (i > 0) {
+      if (p == end || *p != ' ') return corrupt();
+      ++p;
+    }
+    if (p == end || *p < '0' || *p > '9') return corrupt();
+    auto [next, ec] = std::from_chars(p, end, values[i]);
+    if (ec != std::errc()) return corrupt();
+    p = next;
+  }
+  if (p != end || values[0] > 1) return corrupt();
+  size_t offset = eol + 1;
+  std::string fields[4];
+  for (size_t i = 0; i < 4; ++i) {
+    if (values[i + 1] > text.size() - offset) return corrupt();
+    fields[i] = std::string(text.substr(offset, values[i + 1]));
+    offset += values[i + 1];
+  }
+  if (offset != text.size()) return corrupt();
+  DaemonStart start;
+  start.config = std::move(fields[0]);
+  start.takeover = values[0] == 1;
+  if (start.takeover) {
+    if (!fuse_fd.IsValid()) {
+      return Status::Corrupt("a takeover's start record without its descriptor");
+    }
+    start.fuse_fd = std::move(fuse_fd);
+    start.handover.fuse_fd = start.fuse_fd.get();
+    start.handover.init_request = std::move(fields[1]);
+    start.handover.lease_id = std::move(fields[2]);
+    start.handover.image = std::move(fields[3]);
+  } else if (!fields[1].empty() || !fields[2].empty() || !fields[3].empty()) {
+    return corrupt();
+  }
+  return start;
+}
+
 Result<DaemonStart> ReceiveStart(int channel) {
   std::string text;
   UniqueFd fd;
@@ -599,44 +652,7 @@ Result<DaemonStart> ReceiveStart(int channel) {
   } while (n < 0 && errno == EINTR);
   if (n < 0) return Status::FromErrno(errno, "reading the start record from the keeper");
   if (n == 0) return Status::Corrupt("the keeper closed the channel before the start record");
-  auto corrupt = [] { return Status::Corrupt("malformed start record from the keeper"); };
-  const size_t eol = text.find('\n');
-  if (text.rfind(kStartTag, 0) != 0 || eol == std::string::npos) return corrupt();
-  // "<takeover> <n1> <n2> <n3> <n4>"
-  const std::string_view header(text.data() + kStartTag.size(), eol - kStartTag.size());
-  size_t values[5] = {};
-  const char* p = header.data();
-  const char* end = header.data() + header.size();
-  for (size_t i = 0; i < 5; ++i) {
-    if (i > 0) {
-      if (p == end || *p != ' ') return corrupt();
-      ++p;
-    }
-    auto [next, ec] = std::from_chars(p, end, values[i]);
-    if (ec != std::errc() || next == p) return corrupt();
-    p = next;
-  }
-  if (p != end || values[0] > 1) return corrupt();
-  size_t offset = eol + 1;
-  std::string fields[4];
-  for (size_t i = 0; i < 4; ++i) {
-    if (values[i + 1] > text.size() - offset) return corrupt();
-    fields[i] = text.substr(offset, values[i + 1]);
-    offset += values[i + 1];
-  }
-  if (offset != text.size()) return corrupt();
-  DaemonStart start;
-  start.config = std::move(fields[0]);
-  start.takeover = values[0] == 1;
-  if (start.takeover) {
-    if (!fd.IsValid()) return Status::Corrupt("a takeover's start record without its descriptor");
-    start.fuse_fd = std::move(fd);
-    start.handover.fuse_fd = start.fuse_fd.get();
-    start.handover.init_request = std::move(fields[1]);
-    start.handover.lease_id = std::move(fields[2]);
-    start.handover.image = std::move(fields[3]);
-  }
-  return start;
+  return ParseStartRecord(text, std::move(fd));
 }
 
 int RunKeeper(const KeeperOptions& options) { return Keeper(options).Run(); }

@@ -110,6 +110,15 @@ struct DaemonStart {
 // record is malformed or lacks the descriptor of a takeover.
 Result<DaemonStart> ReceiveStart(int channel);
 
+// The start record's bytes: "START <takeover 0|1> <n1> <n2> <n3> <n4>\n", then the
+// configuration, the INIT bytes, the lease id and the image (n1..n4 bytes; the last three
+// empty unless a takeover). The /dev/fuse descriptor travels beside it (SCM_RIGHTS).
+std::string EncodeStartRecord(std::string_view config, const Handover* handover);
+// Decodes a start record and takes `fuse_fd` (the descriptor that came with it; required for
+// a takeover, which then refers to it). Corrupt on anything else than EncodeStartRecord's
+// form, at most 64 KiB.
+Result<DaemonStart> ParseStartRecord(std::string_view text, UniqueFd fuse_fd);
+
 // Asks the kernel to queue again every request of this connection that was read but not
 // answered (FUSE_NOTIFY_RESEND); they come again with FUSE_UNIQUE_RESEND set in their
 // unique. Unsupported when the kernel does not know the notification (before Linux 6.9).
