@@ -1,10 +1,13 @@
 // imgfs — end-to-end tests of mounts that outlive their daemon (fs/fuse/takeover.h): the real
 // binary mounts an image read-only (a local image, and a lazy one from a real registry);
 // reader threads stat, list and read every file and check each byte against the fixture's
-// expected listing while the serving daemon is SIGKILLed again and again at random moments.
-// Each time the keeper starts a new daemon that takes the mount over; the readers only pause.
-// `imgfs umount` still ends everything. A mount whose daemon cannot come back (its store
-// gone) answers EIO instead of hanging, and unmounts.
+// expected listing while the serving daemon is SIGKILLed again and again at random moments,
+// or replaced by `imgfs mount --restart`. Each time a new daemon takes the mount over; the
+// readers only pause. The same under a kernel overlay stacked on the mount (with a writer
+// fsync'ing files into its upper) and inside an `imgfs run` container, whose lower mount is a
+// kept `mount -f`. A restart runs the binary installed at the mount's path now. `imgfs umount`
+// still ends everything. A mount whose daemon cannot come back (its store gone) answers EIO
+// instead of hanging, and unmounts.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mount.h>
