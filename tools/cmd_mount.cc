@@ -515,7 +515,8 @@ int RestartMount(const CommandContext& ctx, const std::string& dir) {
     }
     if (std::chrono::steady_clock::now() > settle) {
       return Fail("the mount at " + dir +
-                  " has no keeper (mounted by an older imgfs?): unmount and mount it again");
+                  " has no daemon to replace (mounted by an older imgfs, or no daemon can serve "
+                  "it any more: see the system log); unmount and mount it again");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
