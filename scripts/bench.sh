@@ -221,3 +221,4 @@ echo "imgfs mount, warm index:   ${mount_warm}s"
 echo "paths seen: overlayfs $files_ovl, imgfs $files_imgfs"
 echo "imgfs daemon peak RSS:     $((rss_kb / 1024)) MiB"
 echo "FUSE requests, 1 warm tar: $warm_tar_requests"
+echo; echo "== stall a reader sees per takeover (scripts/bench-takeover.sh)"; scripts/bench-takeover.sh

@@ -12,22 +12,35 @@
 // directory `--upper DIR` (created if missing, kept), or else to a fresh
 // STORE/containers/mount-<random>/upper that is removed again when the mount ends. The lease
 // records the upper directory, so `imgfs commit DIR` finds it by mountpoint.
+//
+// Read-only mounts (with or without -f) are kept (fs/fuse/takeover.h): the process of the
+// mount is a keeper holding the FUSE connection, and every daemon serving it is this binary
+// run again as `imgfs mount --kept-daemon FD` (hidden: FD is its channel to the keeper, on
+// which it gets its configuration, credentials included, and for a takeover the connection).
+// The binary run is the one `imgfs mount` ran from, by path, so that a daemon started later
+// runs the imgfs installed then. `imgfs mount --restart DIR` asks the keeper of DIR for one
+// (kRestartSignal) and waits until it serves.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <iostream>
 #include <optional>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
 #include "base/log.h"
@@ -51,7 +64,8 @@ namespace imgfs::tools {
 namespace {
 
 constexpr std::string_view kMountUsage =
-    "Usage: imgfs mount [OPTIONS] IMAGE DIR\n\n"
+    "Usage: imgfs mount [OPTIONS] IMAGE DIR\n"
+    "       imgfs mount --restart DIR\n\n"
     "Mount an image at DIR: read-only, or copy-on-write with --rw (changes go to --upper DIR,\n"
     "kept; else to a temporary upper removed at unmount).\n"
     "An image the store lacks is mounted lazily: its manifest and config are recorded and\n"
@@ -67,7 +81,9 @@ constexpr std::string_view kMountUsage =
     "mount(8)'s "
     "generic options (defaults, ro, rw, nofail, noauto, _netdev, x-*) are accepted and ignored:\n"
     "`rw` alone keeps the mount read-only (fstab `defaults` implies it); upper=DIR makes it\n"
-    "writable.\n\n"
+    "writable.\n"
+    "--restart: a read-only mount's daemon is replaced by one of the imgfs installed now,\n"
+    "without unmounting (a killed daemon is replaced by itself).\n\n"
     "fstab: 127.0.0.1:5000/demo/app:1.0  /mnt/app  fuse.imgfs  defaults,nofail  0 0";
 
 constexpr std::string_view kUmountUsage =
@@ -124,8 +140,24 @@ struct MountRequest {
   fs::PrepareOptions::Prefetch prefetch = fs::PrepareOptions::Prefetch::kLandmarks;
   bool insecure_skip_toc_verify = false;
   bool writable = false;
-  std::string upper;  // absolute; "" = a temporary upper in the store
+  std::string upper;        // absolute; "" = a temporary upper in the store
+  bool foreground = false;  // -f: logs stay on stderr
 };
+
+// The hidden argument of a daemon a keeper started: `imgfs mount --kept-daemon FD`.
+constexpr std::string_view kKeptDaemonFlag = "--kept-daemon";
+
+std::string PrefetchName(fs::PrepareOptions::Prefetch prefetch) {
+  switch (prefetch) {
+    case fs::PrepareOptions::Prefetch::kNone:
+      return "none";
+    case fs::PrepareOptions::Prefetch::kLandmarks:
+      return "landmarks";
+    case fs::PrepareOptions::Prefetch::kAll:
+      return "all";
+  }
+  return "landmarks";
+}
 
 // 16 random hex digits (for the name of a temporary upper directory).
 std::string RandomSuffix() {
@@ -166,7 +198,71 @@ Result<double> ParseSeconds(const std::string& text) {
   return v;
 }
 
-// Writes a whole message to the status pipe (the parent waits on it).
+// The configuration a keeper hands each daemon it starts (KeeperOptions::daemon_config): the
+// global options (credentials included: never on a command line) and the request.
+std::string EncodeDaemonConfig(const GlobalOptions& global, const MountRequest& req) {
+  nlohmann::json j;
+  j["root"] = global.root;
+  j["insecure_registries"] = global.insecure_registries;
+  j["ca_certs"] = global.ca_certs;
+  j["creds"] = global.creds;
+  j["log_level"] = static_cast<int>(GetLogLevel());
+  j["image"] = req.image;
+  j["dir"] = req.dir;
+  j["mount_options"] = req.mount_options;
+  j["debug"] = req.debug;
+  j["platform"] = req.platform.has_value() ? req.platform->String() : "";
+  j["no_pull"] = req.no_pull;
+  j["lazy"] = req.lazy;
+  j["fetch_timeout_seconds"] = req.fetch_timeout_seconds;
+  j["prefetch"] = PrefetchName(req.prefetch);
+  j["insecure_skip_toc_verify"] = req.insecure_skip_toc_verify;
+  j["foreground"] = req.foreground;
+  return j.dump();
+}
+
+// The inverse of EncodeDaemonConfig (read-only mounts only: the keeper keeps no other).
+Status DecodeDaemonConfig(const std::string& text, GlobalOptions* global, MountRequest* req) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return Status::Corrupt("a daemon configuration");
+  try {
+    global->root = j.at("root").get<std::string>();
+    global->insecure_registries = j.at("insecure_registries").get<std::vector<std::string>>();
+    global->ca_certs = j.at("ca_certs").get<std::vector<std::string>>();
+    global->creds = j.at("creds").get<std::string>();
+    const int level = j.at("log_level").get<int>();
+    if (level >= static_cast<int>(LogLevel::kDebug) &&
+        level <= static_cast<int>(LogLevel::kError)) {
+      SetLogLevel(static_cast<LogLevel>(level));
+    }
+    req->image = j.at("image").get<std::string>();
+    req->dir = j.at("dir").get<std::string>();
+    req->mount_options = j.at("mount_options").get<std::vector<std::string>>();
+    req->debug = j.at("debug").get<bool>();
+    if (std::string platform = j.at("platform").get<std::string>(); !platform.empty()) {
+      IMGFS_ASSIGN_OR_RETURN(req->platform, registry::Platform::Parse(platform));
+    }
+    req->no_pull = j.at("no_pull").get<bool>();
+    req->lazy = j.at("lazy").get<bool>();
+    req->fetch_timeout_seconds = j.at("fetch_timeout_seconds").get<double>();
+    IMGFS_ASSIGN_OR_RETURN(req->prefetch, ParsePrefetch(j.at("prefetch").get<std::string>()));
+    req->insecure_skip_toc_verify = j.at("insecure_skip_toc_verify").get<bool>();
+    req->foreground = j.at("foreground").get<bool>();
+  } catch (const nlohmann::json::exception& e) {
+    return Status::Corrupt(std::string("a daemon configuration: ") + e.what());
+  }
+  return Status::Ok();
+}
+
+// The path of this process's binary, for the keeper to run again later (by path: a newer
+// imgfs installed there meanwhile is what runs).
+Result<std::string> OwnBinary() {
+  char buf[PATH_MAX];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return Status::FromErrno(errno, "reading /proc/self/exe");
+  return std::string(buf, static_cast<size_t>(n));
+}
+
 // What pins the image a mount shows, for a daemon that takes it over later: the reference
 // with the manifest digest (a tag moved since changes nothing), or the manifest digest.
 std::string PinnedImage(const fs::PreparedImage& prepared) {
@@ -189,7 +285,7 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
   const std::string& dir = req.dir;
   auto fail = [&](const Status& st) {
     ReportStatus(status_fd, "ERR " + st.ToString());
-    if (status_fd < 0) Fail(st);
+    if (status_fd < 0 || req.foreground) Fail(st);
     return kExitError;
   };
   Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(ctx.global.root);
@@ -281,13 +377,6 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
     Status sent = fs::SendMessage(keeper_channel, "LEASE " + lease->info().id);
     if (!sent.ok()) return fail(sent);
   }
-  if (handover != nullptr && !handover->lease_id.empty() &&
-      handover->lease_id != lease->info().id) {
-    // The previous daemon's lease and control socket (it was killed: nothing removed them).
-    Status removed = cache::RemoveLease(**store, handover->lease_id);
-    if (!removed.ok()) IMGFS_LOG(kWarning) << "removing a lease: " << removed.ToString();
-    ::unlink(fs::ControlSocketPath(**store, handover->lease_id).c_str());
-  }
 
   fs::SessionOptions options;
   options.fsname = image;
@@ -302,7 +391,7 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
         IMGFS_LOG(kError) << "the mount will not outlive this daemon: " << sent.ToString();
     };
   }
-  bool foreground = status_fd < 0;
+  bool foreground = status_fd < 0 || req.foreground;
   options.on_ready = [status_fd, foreground] {
     if (!foreground) DetachStdio();  // logs go to syslog from now on
     ReportStatus(status_fd, "OK");
@@ -315,6 +404,14 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
     (void)released;
     remove_temp();
     return fail(session.error().WithContext("mounting " + image));
+  }
+  if (handover != nullptr && !handover->lease_id.empty() &&
+      handover->lease_id != lease->info().id) {
+    // The previous daemon's lease and control socket (killed, it removed neither), once this
+    // daemon can serve: a takeover that fails leaves a restarted daemon its lease.
+    Status removed = cache::RemoveLease(**store, handover->lease_id);
+    if (!removed.ok()) IMGFS_LOG(kWarning) << "removing a lease: " << removed.ToString();
+    ::unlink(fs::ControlSocketPath(**store, handover->lease_id).c_str());
   }
   IMGFS_LOG(kInfo) << "serving " << image << " at " << dir;
   fs::MountServicesOptions services_options;
@@ -349,9 +446,111 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
   return kExitOk;
 }
 
+// `imgfs mount --kept-daemon FD`: a daemon its keeper started (fs/fuse/takeover.h).
+int RunKeptDaemon(CommandContext& ctx, const std::string& fd_text) {
+  int channel = -1;
+  auto [end, ec] = std::from_chars(fd_text.data(), fd_text.data() + fd_text.size(), channel);
+  if (ec != std::errc() || end != fd_text.data() + fd_text.size() || channel < 3) {
+    return UsageError(ctx.name, "--kept-daemon is for imgfs itself");
+  }
+  ::fcntl(channel, F_SETFD, FD_CLOEXEC);
+  Result<fs::DaemonStart> start = fs::ReceiveStart(channel);
+  if (!start.has_value()) {
+    ReportStatus(channel, "ERR " + start.error().ToString());
+    return Fail(start.error());
+  }
+  MountRequest req;
+  if (Status st = DecodeDaemonConfig(start->config, &ctx.global, &req); !st.ok()) {
+    Status sent = fs::SendMessage(channel, "ERR " + st.ToString());
+    (void)sent;
+    return Fail(st);
+  }
+  if (!req.foreground) LogToSyslog();
+  return ServeMount(ctx, req, channel, channel, start->takeover ? &start->handover : nullptr);
+}
+
+// The pids of the children of `pid` (a keeper's daemons).
+std::vector<pid_t> ChildrenOf(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+  std::vector<pid_t> out;
+  for (pid_t child = 0; in >> child;) out.push_back(child);
+  return out;
+}
+
+bool Contains(const std::vector<pid_t>& pids, pid_t pid) {
+  return std::find(pids.begin(), pids.end(), pid) != pids.end();
+}
+
+// `imgfs mount --restart DIR`: the keeper of DIR starts a daemon from the installed binary;
+// returns once that one serves and the old one is gone. A signal, not a request on the
+// mount's control socket: the kernel's permission rule for kill(2) is exactly "root or the
+// mount's owner" (the keeper runs as the owner), the keeper needs no listening socket, and
+// the control socket belongs to the daemon being replaced.
+int RestartMount(const CommandContext& ctx, const std::string& dir) {
+  Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(ctx.global.root);
+  if (!store.has_value()) return Fail(store.error());
+  Result<std::vector<cache::LeaseInfo>> leases = cache::ListLiveLeases(**store);
+  if (!leases.has_value()) return Fail(leases.error());
+  std::optional<cache::LeaseInfo> found;
+  for (const cache::LeaseInfo& lease : *leases) {
+    if (lease.mountpoint == dir) found = lease;
+  }
+  if (!found.has_value())
+    return Fail(dir + " is not an imgfs mount of the store " + ctx.global.root);
+  const pid_t keeper = found->pid;
+  // The daemon serving now: the keeper's one child (two during a takeover: wait for it).
+  pid_t old = 0;
+  const auto settle = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  for (;;) {
+    if (!cache::ProcessIsAlive(keeper, found->pid_start))
+      return Fail("the mount at " + dir + " has ended");
+    std::vector<pid_t> children = ChildrenOf(keeper);
+    if (children.size() == 1) {
+      old = children.front();
+      break;
+    }
+    if (children.empty() && !found->upper.empty()) {
+      return Fail("the mount at " + dir +
+                  " is writable: its daemon cannot be replaced (unmount and mount it again)");
+    }
+    if (std::chrono::steady_clock::now() > settle) {
+      return Fail("the mount at " + dir +
+                  " has no daemon to replace (mounted by an older imgfs, or no daemon can serve "
+                  "it any more: see the system log); unmount and mount it again");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (::kill(keeper, fs::kRestartSignal) != 0) {
+    if (errno == EPERM)
+      return Fail("only root or the owner of the mount at " + dir + " may restart it");
+    return Fail(Status::FromErrno(errno, "asking the keeper of " + dir));
+  }
+  // Done when the old daemon is gone and a new one serves; failed when the new one ended
+  // while the old one goes on.
+  pid_t seen = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(300);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (!cache::ProcessIsAlive(keeper, found->pid_start))
+      return Fail("the mount at " + dir + " has ended");
+    std::vector<pid_t> children = ChildrenOf(keeper);
+    for (pid_t child : children) {
+      if (child != old) seen = child;
+    }
+    if (!Contains(children, old) && !children.empty()) return kExitOk;
+    if (seen != 0 && !Contains(children, seen) && Contains(children, old)) {
+      return Fail("the new daemon of " + dir + " failed before serving (see the system log); pid " +
+                  std::to_string(old) + " goes on serving");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return Fail("no new daemon served " + dir + " within 300 s (see the system log)");
+}
+
 }  // namespace
 
 int RunMount(CommandContext& ctx) {
+  if (ctx.args.size() == 2 && ctx.args[0] == kKeptDaemonFlag)
+    return RunKeptDaemon(ctx, ctx.args[1]);
   static const std::vector<OptionSpec> specs = {
       {"foreground", 'f', false, "", "serve in the foreground, logs on stderr"},
       {"options", 'o', true, "OPTS", "mount options, comma-separated (repeatable)"},
@@ -372,10 +571,19 @@ int RunMount(CommandContext& ctx) {
       {"rw", 0, false, "", "copy-on-write: writes go to a private upper directory"},
       {"upper", 0, true, "DIR",
        "with --rw: keep the changes in DIR (created if missing; remount to see them again)"},
+      {"restart", 0, false, "",
+       "`mount --restart DIR`: replace the daemon of a read-only mount by one of the imgfs "
+       "installed now, without unmounting"},
   };
   ParsedArgs args;
   int code = kExitOk;
   if (!ParseCommandArgs(ctx, kMountUsage, specs, &args, &code)) return code;
+  if (args.Has("restart")) {
+    if (args.positional().size() != 1) {
+      return UsageError(ctx.name, "\"mount --restart\" requires exactly 1 argument: DIR");
+    }
+    return RestartMount(ctx, AbsolutePath(args.positional()[0]));
+  }
   if (args.positional().size() != 2) {
     return UsageError(ctx.name, "\"mount\" requires exactly 2 arguments: IMAGE DIR");
   }
@@ -455,27 +663,38 @@ int RunMount(CommandContext& ctx) {
   }
   req.no_pull = args.Has("no-pull");
   bool foreground = args.Has("foreground") || req.debug;
+  req.foreground = foreground;
   // What the host lacks for a FUSE mount (a usable /dev/fuse, fusermount3 without root) fails
   // here, before an image is pulled for nothing.
   if (Status access = fs::CheckMountAccess(req.mount_options); !access.ok()) {
     return Fail(access.WithContext("cannot mount at " + dir));
   }
 
-  if (foreground) return ServeMount(ctx, req, -1);
-
-  return RunDetached("mounting " + image, [&ctx, &req, &dir](int status_fd) {
-    if (req.writable) {
-      // Writable mounts are not kept yet: their daemon's death ends the mount.
-      return ServeMount(ctx, req, status_fd);
-    }
-    // Read-only mounts: this process becomes the keeper (fs/fuse/takeover.h) and forks the
-    // daemons that serve the mount.
-    fs::KeeperOptions keeper;
+  // Writable mounts are not kept yet: their daemon's death ends the mount.
+  if (foreground && req.writable) return ServeMount(ctx, req, -1);
+  if (req.writable) {
+    return RunDetached("mounting " + image,
+                       [&ctx, &req](int status_fd) { return ServeMount(ctx, req, status_fd); });
+  }
+  // Read-only mounts: this process (or with -f, the foreground one) becomes the keeper
+  // (fs/fuse/takeover.h) and starts the daemons that serve the mount.
+  Result<std::string> binary = OwnBinary();
+  if (!binary.has_value()) return Fail(binary.error());
+  fs::KeeperOptions keeper;
+  keeper.mountpoint = dir;
+  keeper.foreground = foreground;
+  keeper.daemon_config = EncodeDaemonConfig(ctx.global, req);
+  keeper.daemon_argv = [&binary, &ctx](int channel) {
+    return std::vector<std::string>{*binary,
+                                    "--root",
+                                    ctx.global.root,
+                                    "mount",
+                                    std::string(kKeptDaemonFlag),
+                                    std::to_string(channel)};
+  };
+  if (foreground) return fs::RunKeeper(keeper);
+  return RunDetached("mounting " + image, [&keeper](int status_fd) {
     keeper.status_fd = status_fd;
-    keeper.mountpoint = dir;
-    keeper.serve = [&ctx, &req](int channel, const fs::Handover* handover) {
-      return ServeMount(ctx, req, channel, channel, handover);
-    };
     return fs::RunKeeper(keeper);
   });
 }

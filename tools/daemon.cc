@@ -33,6 +33,17 @@ void DetachStdio() {
   close(devnull);
 }
 
+void LogToSyslog() {
+  openlog("imgfs", LOG_PID, LOG_DAEMON);
+  SetLogSink([](LogLevel level, std::string_view message) {
+    const int prio = level == LogLevel::kError     ? LOG_ERR
+                     : level == LogLevel::kWarning ? LOG_WARNING
+                     : level == LogLevel::kInfo    ? LOG_INFO
+                                                   : LOG_DEBUG;
+    syslog(prio, "%.*s", static_cast<int>(message.size()), message.data());
+  });
+}
+
 int RunDetached(const std::string& what, const std::function<int(int status_fd)>& serve) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) return Fail(Status::FromErrno(errno, "pipe"));
@@ -45,14 +56,7 @@ int RunDetached(const std::string& what, const std::function<int(int status_fd)>
   if (pid == 0) {
     read_end.Close();
     setsid();
-    openlog("imgfs", LOG_PID, LOG_DAEMON);
-    SetLogSink([](LogLevel level, std::string_view message) {
-      const int prio = level == LogLevel::kError     ? LOG_ERR
-                       : level == LogLevel::kWarning ? LOG_WARNING
-                       : level == LogLevel::kInfo    ? LOG_INFO
-                                                     : LOG_DEBUG;
-      syslog(prio, "%.*s", static_cast<int>(message.size()), message.data());
-    });
+    LogToSyslog();
     _exit(serve(write_end.Release()));
   }
   write_end.Close();

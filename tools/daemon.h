@@ -28,6 +28,10 @@ void ReportStatus(int fd, const std::string& line);
 // Points stdin, stdout and stderr at /dev/null.
 void DetachStdio();
 
+// Sends the log lines of this process to syslog (a daemon's; RunDetached's child does it, and
+// a daemon started as a new program by its keeper).
+void LogToSyslog();
+
 }  // namespace imgfs::tools
 
 #endif  // IMGFS_TOOLS_DAEMON_H_

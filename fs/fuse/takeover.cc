@@ -10,11 +10,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <cstdint>
 #include <cstring>
 #include <deque>
+#include <optional>
 #include <vector>
 
 #include <linux/fuse.h>
@@ -38,22 +39,44 @@ constexpr std::string_view kConnectionTag = "CONN\n";
 // most (FUSE_MAX_MAX_PAGES pages).
 constexpr size_t kRequestBufferBytes = (2u << 20) + 4096;
 
-// The keeper's state its signal handler reads.
-std::atomic<pid_t> g_daemon{0};
-volatile sig_atomic_t g_stop = 0;
+// The largest start record (keeper → daemon): configuration, INIT bytes, lease, image.
+constexpr size_t kMaxStartBytes = 64 * 1024;
+constexpr std::string_view kStartTag = "START ";
 
-void OnStopSignal(int) {
-  g_stop = 1;
-  const pid_t pid = g_daemon.load();
-  if (pid > 0) ::kill(pid, SIGTERM);
+// What the keeper's signal handlers tell its loop.
+volatile sig_atomic_t g_stop = 0;
+volatile sig_atomic_t g_restart = 0;
+
+void OnStopSignal(int) { g_stop = 1; }  // the loop passes it on to the daemon
+
+void OnRestartSignal(int) { g_restart = 1; }
+
+void OnChildSignal(int) {}  // interrupts the keeper's ppoll: a daemon ended
+
+// The signals the keeper's loop waits for: blocked except inside its ppoll, so that none
+// arrives between a look at the flags and the wait.
+sigset_t KeeperSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, kRestartSignal, SIGCHLD}) sigaddset(&set, sig);
+  return set;
 }
 
-void InstallStopHandlers() {
+void InstallKeeperHandlers() {
   struct sigaction sa {};
   sa.sa_handler = OnStopSignal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = 0;  // no SA_RESTART: blocking calls return EINTR and the loop looks at g_stop
   for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaction(sig, &sa, nullptr);
+  struct sigaction restart {};
+  restart.sa_handler = OnRestartSignal;
+  sigemptyset(&restart.sa_mask);
+  sigaction(kRestartSignal, &restart, nullptr);
+  struct sigaction child {};
+  child.sa_handler = OnChildSignal;
+  sigemptyset(&child.sa_mask);
+  child.sa_flags = SA_NOCLDSTOP;
+  sigaction(SIGCHLD, &child, nullptr);
   struct sigaction ignore {};
   ignore.sa_handler = SIG_IGN;
   sigemptyset(&ignore.sa_mask);
@@ -61,9 +84,10 @@ void InstallStopHandlers() {
 }
 
 // One record from the channel: its bytes and the descriptor it carried, if any. 0 at the end
-// of the channel, -1 on error (errno set; EINTR possible).
-ssize_t Receive(int channel, std::string* text, UniqueFd* fd) {
-  std::vector<char> buf(kMaxInitBytes + 1024);
+// of the channel, -1 on error (errno set; EINTR and, with MSG_DONTWAIT, EAGAIN possible).
+ssize_t Receive(int channel, std::string* text, UniqueFd* fd, int flags = 0,
+                size_t max_bytes = kMaxInitBytes + 1024) {
+  std::vector<char> buf(max_bytes);
   iovec iov{buf.data(), buf.size()};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
   msghdr msg{};
@@ -71,8 +95,12 @@ ssize_t Receive(int channel, std::string* text, UniqueFd* fd) {
   msg.msg_iovlen = 1;
   msg.msg_control = control;
   msg.msg_controllen = sizeof(control);
-  ssize_t n = ::recvmsg(channel, &msg, MSG_CMSG_CLOEXEC);
+  ssize_t n = ::recvmsg(channel, &msg, MSG_CMSG_CLOEXEC | flags);
   if (n <= 0) return n;
+  if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
+    errno = EMSGSIZE;
+    return -1;
+  }
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
         c->cmsg_len == CMSG_LEN(sizeof(int))) {
@@ -90,7 +118,7 @@ ssize_t Receive(int channel, std::string* text, UniqueFd* fd) {
 
 // Writes `line` to `*status_fd` (where `imgfs mount` waits) and closes it; nothing when it
 // was answered already.
-void Answer(int* status_fd, const std::string& line) {
+void AnswerOnce(int* status_fd, const std::string& line) {
   if (*status_fd < 0) return;
   std::string text = line + "\n";
   ssize_t ignored = ::write(*status_fd, text.data(), text.size());
@@ -194,138 +222,439 @@ bool ConnectionGone(int fuse_fd) {
   return (p.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0;
 }
 
-int RunKeeper(const KeeperOptions& options) {
-  InstallStopHandlers();
-  int status_fd = options.status_fd;
-  const std::string& mountpoint = options.mountpoint;
-  UniqueFd connection;  // daemon 1's /dev/fuse descriptor, once handed over
-  Handover handover;
-  std::deque<std::chrono::steady_clock::time_point> deaths;
-  bool first = true;
+namespace {
+
+// Sends the start record (EncodeStartRecord), with the /dev/fuse descriptor (SCM_RIGHTS) for
+// a takeover.
+Status SendStart(int channel, std::string_view config, const Handover* handover) {
+  std::string text = EncodeStartRecord(config, handover);
+  if (text.size() > kMaxStartBytes) {
+    return Status::InvalidArgument("a daemon's start record of " + std::to_string(text.size()) +
+                                   " bytes");
+  }
+  iovec iov{text.data(), text.size()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (handover != nullptr) {
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &handover->fuse_fd, sizeof(int));
+  }
   for (;;) {
-    int pair[2];
-    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
-      Status st = Status::FromErrno(errno, "socketpair");
-      Answer(&status_fd, "ERR " + st.ToString());
-      if (connection.IsValid()) ServeErrors(connection.get(), mountpoint);
-      return kKeeperFailed;
-    }
-    UniqueFd mine(pair[0]);
-    UniqueFd theirs(pair[1]);
-    const pid_t keeper_pid = ::getpid();
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-      // The daemon dies with its keeper: nothing would take it over, and a killed keeper
-      // leaves the mount as a killed daemon did without one.
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != keeper_pid) ::_exit(kKeeperFailed);
-      mine.Close();
-      if (status_fd >= 0) ::close(status_fd);  // the keeper answers `imgfs mount`
-      // libfuse installs its signal handlers only over the default disposition.
-      for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGPIPE}) ::signal(sig, SIG_DFL);
-      ::_exit(options.serve(theirs.get(), connection.IsValid() ? &handover : nullptr));
-    }
-    const int spawn_errno = errno;
-    theirs.Close();
-    if (pid < 0) {
-      Status st = Status::FromErrno(spawn_errno, "starting the mount daemon");
-      IMGFS_LOG(kError) << st.ToString();
-      Answer(&status_fd, "ERR " + st.ToString());
-      if (connection.IsValid()) ServeErrors(connection.get(), mountpoint);
-      return kKeeperFailed;
-    }
-    g_daemon.store(pid);
-    if (g_stop != 0) ::kill(pid, SIGTERM);
-    if (first) {
-      first = false;
-      // Daemon 1 writes to the terminal of `imgfs mount` until it serves; the keeper never
-      // does, and must not keep it open (whoever waits for the command's output).
-      int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-      if (devnull >= 0) {
-        ::dup2(devnull, STDIN_FILENO);
-        ::dup2(devnull, STDOUT_FILENO);
-        ::dup2(devnull, STDERR_FILENO);
-        ::close(devnull);
-      }
-    }
-
-    bool served = false;
-    std::string error;
-    for (;;) {
-      std::string text;
-      UniqueFd fd;
-      ssize_t n = Receive(mine.get(), &text, &fd);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      if (text.rfind(kConnectionTag, 0) == 0) {
-        if (fd.IsValid() && !connection.IsValid()) {
-          connection = std::move(fd);
-          handover.fuse_fd = connection.get();
-          handover.init_request = text.substr(kConnectionTag.size());
-        }
-      } else if (text == "OK") {
-        served = true;
-        Answer(&status_fd, "OK");
-      } else if (text.rfind("ERR ", 0) == 0) {
-        error = text.substr(4);
-        if (!connection.IsValid()) Answer(&status_fd, text);
-      } else if (text.rfind("LEASE ", 0) == 0) {
-        handover.lease_id = text.substr(6);
-      } else if (text.rfind("IMAGE ", 0) == 0) {
-        handover.image = text.substr(6);
-      }
-    }
-    mine.Close();
-    int wstatus = 0;
-    while (::waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
-    }
-    g_daemon.store(0);
-
-    if (WIFEXITED(wstatus) && (served || !connection.IsValid())) {
-      // The mount ended (unmounted, or stopped by a signal), or daemon 1 failed before it
-      // mounted anything.
-      Answer(&status_fd, "ERR " + (error.empty() ? "the mount daemon exited before the mount "
-                                                   "was ready (status " +
-                                                       std::to_string(WEXITSTATUS(wstatus)) + ")"
-                                                 : error));
-      return WEXITSTATUS(wstatus);
-    }
-    const std::string how = WIFSIGNALED(wstatus)
-                                ? "was killed by signal " + std::to_string(WTERMSIG(wstatus))
-                                : "exited with status " + std::to_string(WEXITSTATUS(wstatus)) +
-                                      " before serving" +
-                                      (error.empty() ? std::string() : ": " + error);
-    if (!connection.IsValid()) {
-      Answer(&status_fd, "ERR the mount daemon " + how + " before the mount was ready");
-      return kKeeperFailed;
-    }
-    if (ConnectionGone(connection.get())) {
-      IMGFS_LOG(kInfo) << "the daemon of " << mountpoint << " (pid " << pid << ") " << how
-                       << "; the mount is gone";
-      Answer(&status_fd, "ERR the mount daemon " + how);
-      return kKeeperFailed;
-    }
-    if (g_stop != 0 || !WIFSIGNALED(wstatus)) {
-      IMGFS_LOG(kError) << "the daemon of " << mountpoint << " (pid " << pid << ") " << how
-                        << (g_stop != 0 ? " while stopping" : "; no daemon can take over");
-      Answer(&status_fd, "ERR the mount daemon " + how);
-      ServeErrors(connection.get(), mountpoint);
-      return kKeeperFailed;
-    }
-    const auto now = std::chrono::steady_clock::now();
-    deaths.push_back(now);
-    while (!deaths.empty() && now - deaths.front() > options.restart_window) deaths.pop_front();
-    if (static_cast<int>(deaths.size()) > options.max_restarts) {
-      IMGFS_LOG(kError) << "the daemons of " << mountpoint << " died " << deaths.size()
-                        << " times within " << options.restart_window.count() << " s; the last one "
-                        << how;
-      Answer(&status_fd, "ERR the mount daemon " + how);
-      ServeErrors(connection.get(), mountpoint);
-      return kKeeperFailed;
-    }
-    IMGFS_LOG(kWarning) << "the daemon of " << mountpoint << " (pid " << pid << ") " << how
-                        << ": a new daemon takes the mount over";
+    if (::sendmsg(channel, &msg, MSG_NOSIGNAL) >= 0) return Status::Ok();
+    if (errno != EINTR) return Status::FromErrno(errno, "sending a daemon its start record");
   }
 }
+
+// "how" a daemon ended, for log lines.
+std::string HowItEnded(int wstatus, bool served, const std::string& error) {
+  if (WIFSIGNALED(wstatus)) return "was killed by signal " + std::to_string(WTERMSIG(wstatus));
+  return "exited with status " + std::to_string(WEXITSTATUS(wstatus)) +
+         (served ? std::string() : " before serving") +
+         (error.empty() ? std::string() : ": " + error);
+}
+
+// One daemon of the keeper.
+struct Daemon {
+  pid_t pid = -1;
+  UniqueFd channel;  // closed once the daemon closed its end
+  bool served = false;
+  std::string error;      // its "ERR" message
+  std::string lease_id;   // its mount lease
+  bool stopping = false;  // sent SIGTERM (once: a second one could kill it mid-unmount)
+  bool running() const { return pid > 0; }
+};
+
+// The keeper (see takeover.h): at most two daemons, the one serving (`current_`) and, during a
+// restart, its successor (`next_`) until that one serves.
+class Keeper {
+ public:
+  explicit Keeper(const KeeperOptions& options)
+      : options_(options), status_fd_(options.status_fd), mountpoint_(options.mountpoint) {}
+
+  int Run();
+
+ private:
+  // Forks (and execs) a daemon; a takeover when `handover` is set. On failure returns the
+  // error and `*out` is untouched.
+  Status Spawn(const Handover* handover, Daemon* out);
+  // Handles every message `d` has sent so far (without waiting).
+  void Drain(Daemon& d);
+  // The wait status of `d` once it has ended (reaped), nullopt while it runs.
+  static std::optional<int> Reap(const Daemon& d, bool wait);
+  // After the serving daemon ended: nullopt when a new daemon should take the mount over,
+  // else the keeper's exit status (the mount ended, or nobody can serve it any more).
+  std::optional<int> AfterDeath(const Daemon& d, int wstatus);
+  // Answers every request with EIO until the mount ends (with the signals unblocked: a stop
+  // request interrupts its read).
+  int ServeErrorsUntilUnmounted();
+  // Writes `line` to `imgfs mount` (once); in the foreground, an error the daemon did not
+  // print itself goes to the log.
+  void Answer(const std::string& line, bool daemon_printed = false);
+
+  const KeeperOptions& options_;
+  int status_fd_;
+  const std::string& mountpoint_;
+  sigset_t wait_mask_{};  // the mask inside ppoll (the one RunKeeper was called with)
+  UniqueFd connection_;   // daemon 1's /dev/fuse descriptor, once handed over
+  Handover handover_;
+  std::deque<std::chrono::steady_clock::time_point> deaths_;
+  Daemon current_;
+  Daemon next_;
+};
+
+void Keeper::Answer(const std::string& line, bool daemon_printed) {
+  if (status_fd_ < 0) {
+    if (options_.foreground && !daemon_printed && line.rfind("ERR ", 0) == 0) {
+      IMGFS_LOG(kError) << line.substr(4);
+    }
+    return;
+  }
+  AnswerOnce(&status_fd_, line);
+}
+
+Status Keeper::Spawn(const Handover* handover, Daemon* out) {
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
+    return Status::FromErrno(errno, "socketpair");
+  }
+  UniqueFd mine(pair[0]);
+  UniqueFd theirs(pair[1]);
+  // Everything the child needs is made before the fork (it only execs or serves).
+  std::vector<std::string> args;
+  std::vector<char*> argv;
+  if (options_.daemon_argv) {
+    args = options_.daemon_argv(theirs.get());
+    if (args.empty()) return Status::InvalidArgument("no daemon program");
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+  }
+  const pid_t keeper_pid = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    // The daemon dies with its keeper: nothing would take it over, and a killed keeper
+    // leaves the mount as a killed daemon did without one.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != keeper_pid) ::_exit(kKeeperFailed);
+    mine.Close();
+    if (status_fd_ >= 0) ::close(status_fd_);  // the keeper answers `imgfs mount`
+    // libfuse installs its signal handlers only over the default disposition.
+    for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGPIPE, kRestartSignal, SIGCHLD}) {
+      ::signal(sig, SIG_DFL);
+    }
+    ::sigprocmask(SIG_SETMASK, &wait_mask_, nullptr);
+    if (argv.empty()) {
+      ::_exit(options_.serve(theirs.get(), handover));
+    }
+    ::fcntl(theirs.get(), F_SETFD, 0);  // inherited across exec
+    ::execv(argv[0], argv.data());
+    const int exec_errno = errno;
+    Status sent = SendMessage(
+        theirs.get(), "ERR cannot run " + args[0] + ": " + std::string(strerror(exec_errno)));
+    (void)sent;
+    ::_exit(kKeeperFailed);
+  }
+  const int spawn_errno = errno;
+  theirs.Close();
+  if (pid < 0) return Status::FromErrno(spawn_errno, "starting the mount daemon");
+  if (!argv.empty()) {
+    Status sent = SendStart(mine.get(), options_.daemon_config, handover);
+    if (!sent.ok()) {
+      ::kill(pid, SIGKILL);
+      while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+      }
+      return sent;
+    }
+  }
+  *out = Daemon{};
+  out->pid = pid;
+  out->channel = std::move(mine);
+  return Status::Ok();
+}
+
+void Keeper::Drain(Daemon& d) {
+  while (d.channel.IsValid()) {
+    std::string text;
+    UniqueFd fd;
+    ssize_t n = Receive(d.channel.get(), &text, &fd, MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (n <= 0) {
+      d.channel.Close();  // the daemon closed it (it serves, or it ended)
+      return;
+    }
+    if (text.rfind(kConnectionTag, 0) == 0) {
+      if (fd.IsValid() && !connection_.IsValid()) {
+        connection_ = std::move(fd);
+        handover_.fuse_fd = connection_.get();
+        handover_.init_request = text.substr(kConnectionTag.size());
+      }
+    } else if (text == "OK") {
+      d.served = true;
+      Answer("OK");
+    } else if (text.rfind("ERR ", 0) == 0) {
+      d.error = text.substr(4);
+      if (!connection_.IsValid()) Answer(text, /*daemon_printed=*/true);
+    } else if (text.rfind("LEASE ", 0) == 0) {
+      d.lease_id = text.substr(6);
+    } else if (text.rfind("IMAGE ", 0) == 0) {
+      if (handover_.image.empty()) handover_.image = text.substr(6);
+    }
+  }
+}
+
+std::optional<int> Keeper::Reap(const Daemon& d, bool wait) {
+  int wstatus = 0;
+  for (;;) {
+    const pid_t r = ::waitpid(d.pid, &wstatus, wait ? 0 : WNOHANG);
+    if (r == d.pid) return wstatus;
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return 0;  // not our child any more: nothing to wait for
+    return std::nullopt;
+  }
+}
+
+int Keeper::ServeErrorsUntilUnmounted() {
+  ::sigprocmask(SIG_SETMASK, &wait_mask_, nullptr);
+  if (connection_.IsValid()) ServeErrors(connection_.get(), mountpoint_);
+  return kKeeperFailed;
+}
+
+std::optional<int> Keeper::AfterDeath(const Daemon& d, int wstatus) {
+  if (WIFEXITED(wstatus) && (d.served || !connection_.IsValid())) {
+    // The mount ended (unmounted, or stopped by a signal), or daemon 1 failed before it
+    // mounted anything.
+    if (d.served) return WEXITSTATUS(wstatus);
+    if (d.error.empty()) {
+      Answer("ERR the mount daemon exited before the mount was ready (status " +
+             std::to_string(WEXITSTATUS(wstatus)) + ")");
+    } else {
+      Answer("ERR " + d.error, /*daemon_printed=*/true);
+    }
+    return WEXITSTATUS(wstatus);
+  }
+  const std::string how = HowItEnded(wstatus, d.served, d.error);
+  if (!connection_.IsValid()) {
+    Answer("ERR the mount daemon " + how + " before the mount was ready");
+    return kKeeperFailed;
+  }
+  if (ConnectionGone(connection_.get())) {
+    IMGFS_LOG(kInfo) << "the daemon of " << mountpoint_ << " (pid " << d.pid << ") " << how
+                     << "; the mount is gone";
+    Answer("ERR the mount daemon " + how);
+    return kKeeperFailed;
+  }
+  if (g_stop != 0 || !WIFSIGNALED(wstatus)) {
+    IMGFS_LOG(kError) << "the daemon of " << mountpoint_ << " (pid " << d.pid << ") " << how
+                      << (g_stop != 0 ? " while stopping" : "; no daemon can take over");
+    Answer("ERR the mount daemon " + how, /*daemon_printed=*/true);
+    return ServeErrorsUntilUnmounted();
+  }
+  const auto now = std::chrono::steady_clock::now();
+  deaths_.push_back(now);
+  while (!deaths_.empty() && now - deaths_.front() > options_.restart_window) deaths_.pop_front();
+  if (static_cast<int>(deaths_.size()) > options_.max_restarts) {
+    IMGFS_LOG(kError) << "the daemons of " << mountpoint_ << " died " << deaths_.size()
+                      << " times within " << options_.restart_window.count() << " s; the last one "
+                      << how;
+    Answer("ERR the mount daemon " + how, /*daemon_printed=*/true);
+    return ServeErrorsUntilUnmounted();
+  }
+  IMGFS_LOG(kWarning) << "the daemon of " << mountpoint_ << " (pid " << d.pid << ") " << how
+                      << ": a new daemon takes the mount over";
+  return std::nullopt;
+}
+
+int Keeper::Run() {
+  InstallKeeperHandlers();
+  const sigset_t waited = KeeperSignals();
+  ::sigprocmask(SIG_BLOCK, &waited, &wait_mask_);
+  if (Status st = Spawn(nullptr, &current_); !st.ok()) {
+    IMGFS_LOG(kError) << st.ToString();
+    Answer("ERR " + st.ToString(), /*daemon_printed=*/options_.foreground);
+    return kKeeperFailed;
+  }
+  if (!options_.foreground) {
+    // Daemon 1 writes to the terminal of `imgfs mount` until it serves; the keeper never
+    // does, and must not keep it open (whoever waits for the command's output).
+    int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull >= 0) {
+      ::dup2(devnull, STDIN_FILENO);
+      ::dup2(devnull, STDOUT_FILENO);
+      ::dup2(devnull, STDERR_FILENO);
+      ::close(devnull);
+    }
+  }
+  for (;;) {
+    if (g_stop != 0 && !current_.stopping) {
+      // The daemon unmounts and exits; a successor still starting just ends.
+      current_.stopping = true;
+      ::kill(current_.pid, SIGTERM);
+      if (next_.running()) ::kill(next_.pid, SIGKILL);
+    }
+    if (g_restart != 0 && g_stop == 0 && !next_.running() && current_.served &&
+        connection_.IsValid()) {
+      // An upgrade: a new daemon takes over while this one goes on serving.
+      g_restart = 0;
+      handover_.lease_id = current_.lease_id;
+      IMGFS_LOG(kInfo) << "restarting the daemon of " << mountpoint_ << " (pid " << current_.pid
+                       << ")";
+      if (Status st = Spawn(&handover_, &next_); !st.ok()) {
+        IMGFS_LOG(kError) << "restarting the daemon of " << mountpoint_ << ": " << st.ToString();
+      }
+    } else if (g_restart != 0 && next_.running()) {
+      g_restart = 0;  // one restart at a time: this one runs the binary installed now
+    }
+    pollfd fds[2];
+    nfds_t n = 0;
+    for (const Daemon* d : {&current_, &next_}) {
+      if (d->running() && d->channel.IsValid()) fds[n++] = pollfd{d->channel.get(), POLLIN, 0};
+    }
+    if (::ppoll(fds, n, nullptr, &wait_mask_) < 0 && errno != EINTR) {
+      IMGFS_LOG(kError) << "the keeper of " << mountpoint_ << ": ppoll: " << strerror(errno);
+    }
+    Drain(current_);
+    if (next_.running()) Drain(next_);
+
+    if (next_.running() && next_.served) {
+      // The new daemon serves: the old one stops, and the requests it had read come again.
+      ::kill(current_.pid, SIGKILL);
+      Reap(current_, /*wait=*/true);
+      Status resent = NotifyResend(connection_.get());
+      if (!resent.ok()) IMGFS_LOG(kWarning) << "restarting: " << resent.ToString();
+      IMGFS_LOG(kInfo) << "the daemon of " << mountpoint_ << " (pid " << next_.pid
+                       << ") took the mount over from pid " << current_.pid;
+      current_ = std::move(next_);
+      next_ = Daemon{};
+      continue;
+    }
+    if (next_.running()) {
+      if (std::optional<int> ended = Reap(next_, /*wait=*/false); ended.has_value()) {
+        Drain(next_);
+        IMGFS_LOG(kError) << "restarting the daemon of " << mountpoint_ << ": the new daemon (pid "
+                          << next_.pid << ") " << HowItEnded(*ended, false, next_.error) << "; pid "
+                          << current_.pid << " goes on serving";
+        next_ = Daemon{};
+      }
+    }
+    std::optional<int> ended = Reap(current_, /*wait=*/false);
+    if (!ended.has_value()) continue;
+    Drain(current_);
+    if (next_.running()) {
+      if (g_stop == 0 && WIFSIGNALED(*ended) && !ConnectionGone(connection_.get())) {
+        // Killed during a restart: its successor, already taking over, goes on.
+        IMGFS_LOG(kWarning) << "the daemon of " << mountpoint_ << " (pid " << current_.pid << ") "
+                            << HowItEnded(*ended, true, "")
+                            << " during a restart: the new daemon takes the mount over";
+        Status resent = NotifyResend(connection_.get());
+        if (!resent.ok()) IMGFS_LOG(kWarning) << "restarting: " << resent.ToString();
+        current_ = std::move(next_);
+        next_ = Daemon{};
+        continue;
+      }
+      ::kill(next_.pid, SIGKILL);
+      Reap(next_, /*wait=*/true);
+      next_ = Daemon{};
+    }
+    if (std::optional<int> status = AfterDeath(current_, *ended); status.has_value()) {
+      return *status;
+    }
+    handover_.lease_id = current_.lease_id;
+    if (Status st = Spawn(&handover_, &current_); !st.ok()) {
+      IMGFS_LOG(kError) << st.ToString();
+      Answer("ERR " + st.ToString());
+      return ServeErrorsUntilUnmounted();
+    }
+  }
+}
+
+}  // namespace
+
+std::string EncodeStartRecord(std::string_view config, const Handover* handover) {
+  std::string_view init;
+  std::string_view lease;
+  std::string_view image;
+  if (handover != nullptr) {
+    init = handover->init_request;
+    lease = handover->lease_id;
+    image = handover->image;
+  }
+  std::string text = std::string(kStartTag) + (handover != nullptr ? "1" : "0");
+  for (std::string_view field : {config, init, lease, image}) {
+    text += " " + std::to_string(field.size());
+  }
+  text += "\n";
+  for (std::string_view field : {config, init, lease, image}) text += field;
+  return text;
+}
+
+Result<DaemonStart> ParseStartRecord(std::string_view text, UniqueFd fuse_fd) {
+  auto corrupt = [] { return Status::Corrupt("malformed start record from the keeper"); };
+  const size_t eol = text.find('\n');
+  if (text.size() > kMaxStartBytes || text.rfind(kStartTag, 0) != 0 ||
+      eol == std::string_view::npos) {
+    return corrupt();
+  }
+  // "<takeover> <n1> <n2> <n3> <n4>": decimal, single spaces.
+  const std::string_view header = text.substr(kStartTag.size(), eol - kStartTag.size());
+  size_t values[5] = {};
+  const char* p = header.data();
+  const char* end = header.data() + header.size();
+  for (size_t i = 0; i < 5; ++i) {
+    if (i > 0) {
+      if (p == end || *p != ' ') return corrupt();
+      ++p;
+    }
+    if (p == end || *p < '0' || *p > '9') return corrupt();
+    auto [next, ec] = std::from_chars(p, end, values[i]);
+    if (ec != std::errc()) return corrupt();
+    p = next;
+  }
+  if (p != end || values[0] > 1) return corrupt();
+  size_t offset = eol + 1;
+  std::string fields[4];
+  for (size_t i = 0; i < 4; ++i) {
+    if (values[i + 1] > text.size() - offset) return corrupt();
+    fields[i] = std::string(text.substr(offset, values[i + 1]));
+    offset += values[i + 1];
+  }
+  if (offset != text.size()) return corrupt();
+  DaemonStart start;
+  start.config = std::move(fields[0]);
+  start.takeover = values[0] == 1;
+  if (start.takeover) {
+    if (!fuse_fd.IsValid()) {
+      return Status::Corrupt("a takeover's start record without its descriptor");
+    }
+    start.fuse_fd = std::move(fuse_fd);
+    start.handover.fuse_fd = start.fuse_fd.get();
+    start.handover.init_request = std::move(fields[1]);
+    start.handover.lease_id = std::move(fields[2]);
+    start.handover.image = std::move(fields[3]);
+  } else if (!fields[1].empty() || !fields[2].empty() || !fields[3].empty()) {
+    return corrupt();
+  }
+  return start;
+}
+
+Result<DaemonStart> ReceiveStart(int channel) {
+  std::string text;
+  UniqueFd fd;
+  ssize_t n = -1;
+  do {
+    n = Receive(channel, &text, &fd, 0, kMaxStartBytes);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return Status::FromErrno(errno, "reading the start record from the keeper");
+  if (n == 0) return Status::Corrupt("the keeper closed the channel before the start record");
+  return ParseStartRecord(text, std::move(fd));
+}
+
+int RunKeeper(const KeeperOptions& options) { return Keeper(options).Run(); }
 
 }  // namespace imgfs::fs

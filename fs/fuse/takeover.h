@@ -23,6 +23,21 @@
 // freed (FORGET only counts). Writable mounts (fs/writable/) keep none of this and are not
 // kept by a keeper yet.
 //
+// Daemons are new programs (KeeperOptions::daemon_argv; `imgfs mount` always uses it): the
+// keeper forks and execs the binary recorded at mount time, so a daemon started after a crash
+// or on request runs the imgfs installed now. The daemon's end of its channel is inherited;
+// everything else — the /dev/fuse descriptor (SCM_RIGHTS), INIT bytes, lease, pinned image and
+// the daemon's configuration — comes as the channel's first record (ReceiveStart), never on
+// the command line.
+//
+// An upgrade without unmounting: kRestartSignal (SIGUSR1; `imgfs mount --restart DIR`) to the
+// keeper starts a new daemon, a takeover, while the old one goes on serving (both read the
+// same connection: every read-only request is answered the same by either). Once the new one
+// serves, the keeper SIGKILLs the old one and asks the kernel to send again the requests it
+// had read (NotifyResend): the same path as a crash, so nothing is lost that a crash would not
+// lose. A new daemon that fails before serving leaves the old one serving (logged). Only root
+// or the mount's owner may ask: the kernel's rule for kill(2) (the keeper runs as the owner).
+//
 // A daemon that exits (unmount, SIGTERM) ends the keeper with its status. A signal to the
 // keeper (SIGTERM, SIGINT, SIGHUP) is passed to the daemon, which then unmounts and exits, and
 // the keeper does not start another. The daemon dies with the keeper (PR_SET_PDEATHSIG), so a
@@ -35,17 +50,22 @@
 // the dead daemon had read stay unanswered (their processes wait until the mount goes away);
 // every later request is served.
 //
-// Thread-safety: the keeper is single-threaded (RunKeeper owns its process); the other
-// functions may be called from any thread.
+// `imgfs mount -f` runs the keeper in the foreground process (KeeperOptions::foreground: its
+// stdio stays, log lines on stderr); the daemons are its children.
+//
+// Thread-safety: the keeper is single-threaded (RunKeeper owns its process, its signal
+// handlers and mask); the other functions may be called from any thread.
 #ifndef IMGFS_FS_FUSE_TAKEOVER_H_
 #define IMGFS_FS_FUSE_TAKEOVER_H_
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <chrono>
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/status.h"
 #include "base/unique_fd.h"
@@ -62,6 +82,9 @@ struct Handover {
   std::string image;
 };
 
+// Asks a keeper to replace its daemon by a new one from the installed binary.
+inline constexpr int kRestartSignal = SIGUSR1;
+
 // The keeper's exit status when the mount ended without a daemon (or never served).
 inline constexpr int kKeeperFailed = 1;
 
@@ -73,6 +96,28 @@ inline constexpr int kKeeperFailed = 1;
 Status SendConnection(int channel, int fuse_fd, std::string_view init_request);
 // Sends one text message.
 Status SendMessage(int channel, std::string_view message);
+
+// What a daemon started as a new program (KeeperOptions::daemon_argv) gets first on its
+// channel.
+struct DaemonStart {
+  std::string config;     // KeeperOptions::daemon_config
+  bool takeover = false;  // a live mount to serve: `handover` is set
+  Handover handover;      // its fuse_fd is fuse_fd.get()
+  UniqueFd fuse_fd;
+};
+
+// Reads the start record from `channel` (blocks until the keeper sent it). Corrupt when the
+// record is malformed or lacks the descriptor of a takeover.
+Result<DaemonStart> ReceiveStart(int channel);
+
+// The start record's bytes: "START <takeover 0|1> <n1> <n2> <n3> <n4>\n", then the
+// configuration, the INIT bytes, the lease id and the image (n1..n4 bytes; the last three
+// empty unless a takeover). The /dev/fuse descriptor travels beside it (SCM_RIGHTS).
+std::string EncodeStartRecord(std::string_view config, const Handover* handover);
+// Decodes a start record and takes `fuse_fd` (the descriptor that came with it; required for
+// a takeover, which then refers to it). Corrupt on anything else than EncodeStartRecord's
+// form, at most 64 KiB.
+Result<DaemonStart> ParseStartRecord(std::string_view text, UniqueFd fuse_fd);
 
 // Asks the kernel to queue again every request of this connection that was read but not
 // answered (FUSE_NOTIFY_RESEND); they come again with FUSE_UNIQUE_RESEND set in their
@@ -93,6 +138,15 @@ struct KeeperOptions {
   // Daemons that die within kRestartWindow beyond this many end the restarts.
   int max_restarts = 30;
   std::chrono::seconds restart_window{60};
+  // When set, each daemon is a new program and `serve` is unused: the forked child execs
+  // daemon_argv(channel) (argv[0] is the path run; `channel`, the daemon's end of its
+  // channel, is inherited), and the keeper sends it a DaemonStart first: `daemon_config` and,
+  // for a takeover, the handover.
+  std::function<std::vector<std::string>(int channel)> daemon_argv;
+  std::string daemon_config;
+  // The keeper keeps its stdio (its log lines go to stderr: `imgfs mount -f`); otherwise it
+  // points them at /dev/null once daemon 1 is started.
+  bool foreground = false;
 };
 
 // Runs the keeper until the mount ends; returns the process exit status: the last daemon's
