@@ -1,12 +1,13 @@
 // imgfs — the libfuse low-level operations of a writable (copy-on-write) mount.
 //
 // A thin shell over WritableFs (fs/writable_fs.h): every callback is noexcept, calls the core,
-// and replies exactly once with the core's errno. Kernel caching: names and attributes of
-// unchanged lower content keep long timeouts and their page cache (they never change);
-// anything in the upper — or a lower hardlink whose group a copy-up may change through another
-// name — gets attribute timeout 0 and no kept pages, so changed paths are never served stale.
-// Entries themselves (name → inode) change only through requests the kernel sees, so they
-// keep long timeouts.
+// and replies exactly once with the core's errno. Kernel caching: attributes and pages of an
+// entry change only through requests the kernel sees on that entry's id — which updates or
+// drops what it caches — or through changes the core reports (copy-ups, renames of copied
+// trees, a new name for a file: Invalidate), so they keep long timeouts. Files with several
+// names (one id per name: a change through one name is not seen on the others) get attribute
+// timeout 0 and no kept pages. Entries themselves (name → inode) change only through requests
+// the kernel sees, so they keep long timeouts.
 #include <fuse_lowlevel.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -123,10 +124,11 @@ void Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
     r.mtime_now = (to_set & FUSE_SET_ATTR_MTIME_NOW) != 0;
     r.mtime = attr->st_mtim;
     struct stat st {};
-    int err = Wfs(req).SetAttr(ino, r, fi != nullptr ? fi->fh : 0, &st);
+    bool cacheable = false;
+    int err = Wfs(req).SetAttr(ino, r, fi != nullptr ? fi->fh : 0, &st, &cacheable);
     Invalidate(req);
     if (err != 0) return ReplyErr(req, "setattr", err);
-    fuse_reply_attr(req, &st, 0);
+    fuse_reply_attr(req, &st, cacheable ? kImmutableTimeoutSeconds : 0);
   });
 }
 
@@ -400,12 +402,12 @@ void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     Invalidate(req);
     if (err != 0) return ReplyErr(req, "create", err);
     fi->fh = fh;
-    fi->keep_cache = 0;
+    fi->keep_cache = entry.cacheable ? 1 : 0;
     fuse_entry_param e{};
     e.ino = entry.id;
     e.generation = 1;
     e.attr = entry.attr;
-    e.attr_timeout = 0;  // an upper file
+    e.attr_timeout = entry.cacheable ? kImmutableTimeoutSeconds : 0;
     e.entry_timeout = kImmutableTimeoutSeconds;
     if (fuse_reply_create(req, &e, fi) != 0) Wfs(req).Release(fh);
   });

@@ -136,10 +136,11 @@ int WritableFs::CopyUpPath(const std::string& path, const State& state, bool wit
   if (Node* n = FindNode(path); n != nullptr) {
     n->state.upper = true;
     copy_ups_.fetch_add(1, std::memory_order_release);
-    // The kernel may hold the image directory's attributes for long (its ctime is now the
-    // copy's): drop them. A file's are refreshed by the request that copies it up.
-    if (S_ISDIR(state.type)) pending_invalidations.push_back(n->id);
+    // The kernel may hold the image entry's attributes for long (its ctime is now the
+    // copy's), and the parent's (its ctime changed with the rename into it): drop them.
+    pending_invalidations.push_back(n->id);
   }
+  if (Node* p = FindNode(parent); p != nullptr) pending_invalidations.push_back(p->id);
   const fs::Node* ln = table_.Get(state.lower);
   if (S_ISREG(state.type) && ln != nullptr && ln->nlink > 1) return LinkGroup(path, state.lower);
   return 0;
@@ -289,13 +290,27 @@ int WritableFs::PlaceFromWork(const std::string& tmp, const std::string& path) {
   return 0;
 }
 
-int WritableFs::MakeWhiteout(const std::string& path, bool replace) {
-  if (!replace) {
-    return MknodBeneath(upper_fd_.get(), path, S_IFCHR, makedev(0, 0)) == 0 ? 0 : Errno();
+int WritableFs::LinkWhiteout(int root_fd, const std::string& rel) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (LinkBeneath(work_fd_.get(), kSharedWhiteout, root_fd, rel) == 0) return 0;
+    if (errno != ENOENT && errno != EMLINK) break;
+    // The shared whiteout is gone or has as many links as the filesystem allows: a new one.
+    std::string tmp = TempName();
+    if (MknodBeneath(work_fd_.get(), tmp, S_IFCHR, makedev(0, 0)) != 0) break;
+    if (RenameBeneath(work_fd_.get(), tmp, work_fd_.get(), kSharedWhiteout) != 0) {
+      UnlinkBeneath(work_fd_.get(), tmp, 0);
+      break;
+    }
   }
+  return MknodBeneath(root_fd, rel, S_IFCHR, makedev(0, 0)) == 0 ? 0 : Errno();
+}
+
+int WritableFs::MakeWhiteout(const std::string& path, bool replace) {
+  if (!replace) return LinkWhiteout(upper_fd_.get(), path);
   std::string tmp = TempName();
-  if (MknodBeneath(work_fd_.get(), tmp, S_IFCHR, makedev(0, 0)) != 0) return Errno();
-  int r = PlaceFromWork(tmp, path);
+  int r = LinkWhiteout(work_fd_.get(), tmp);
+  if (r != 0) return r;
+  r = PlaceFromWork(tmp, path);
   if (r != 0) UnlinkBeneath(work_fd_.get(), tmp, 0);
   return r;
 }

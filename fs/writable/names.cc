@@ -40,7 +40,9 @@ int WritableFs::GetAttr(uint64_t id, struct stat* out, bool* cacheable) {
   return r;
 }
 
-int WritableFs::SetAttr(uint64_t id, const SetAttrRequest& req, uint64_t fh, struct stat* out) {
+int WritableFs::SetAttr(uint64_t id, const SetAttrRequest& req, uint64_t fh, struct stat* out,
+                        bool* cacheable) {
+  if (cacheable != nullptr) *cacheable = false;
   std::shared_ptr<Handle> handle = fh != 0 ? GetHandle(fh) : nullptr;
   MutexLock lock(&mu_);
   Node* node = GetNode(id);
@@ -98,7 +100,9 @@ int WritableFs::SetAttr(uint64_t id, const SetAttrRequest& req, uint64_t fh, str
     out->st_ino = UpperIno(out->st_ino, node->state.origin);
     return 0;
   }
-  return StatNode(node, out);
+  int r = StatNode(node, out);
+  if (r == 0 && cacheable != nullptr) *cacheable = Cacheable(node);
+  return r;
 }
 
 int WritableFs::ReadLink(uint64_t id, std::string* target) {
@@ -519,7 +523,7 @@ int WritableFs::Link(uint64_t id, uint64_t new_parent, std::string_view new_name
   if (r != 0) return r;
   // The kernel may cache the source's attributes and pages for long: from now on they
   // change through the new name too.
-  if (Cacheable(src)) pending_invalidations.push_back(src->id);
+  pending_invalidations.push_back(src->id);
   r = CopyUp(src, true);
   if (r != 0) return r;
   std::string src_path = PathOf(src);

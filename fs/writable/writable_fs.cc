@@ -131,12 +131,12 @@ Result<std::unique_ptr<WritableFs>> WritableFs::Open(const ImageFilesystem* lowe
     return Status::InvalidArgument("the work directory " + work +
                                    " is not on the filesystem of the upper directory " + upper);
   }
-  if (MknodBeneath(fs->work_fd_.get(), "whiteout-probe", S_IFCHR, makedev(0, 0)) != 0) {
+  // The probe becomes the shared whiteout (MakeWhiteout).
+  if (MknodBeneath(fs->work_fd_.get(), kSharedWhiteout, S_IFCHR, makedev(0, 0)) != 0) {
     return Status::InvalidArgument(
         "cannot create whiteouts (character device 0/0) in " + work + ": " + strerror(errno) +
         " (a writable mount needs CAP_MKNOD, i.e. root or a user namespace)");
   }
-  UnlinkBeneath(fs->work_fd_.get(), "whiteout-probe", 0);
 
   const NodeTable& table = lower->table();
   MutexLock lock(&fs->mu_);
@@ -367,7 +367,13 @@ int WritableFs::StatNode(Node* node, struct stat* out) {
 }
 
 bool WritableFs::Cacheable(const Node* node) const {
-  if (node->state.upper || node->deleted) return false;
+  if (node->deleted) return false;
+  if (node->state.upper) {
+    // Every change of an upper entry comes through a request on its own id, except those
+    // through another name of a hardlink group (one id per name) and the copy-ups and
+    // renames that push invalidations: a single-name entry may be cached for long.
+    return S_ISDIR(node->state.type) || node->last.st_nlink <= 1;
+  }
   if (node->state.type != S_IFREG) return true;
   const fs::Node* ln = table_.Get(node->state.lower);
   return ln != nullptr && ln->nlink <= 1;
@@ -421,7 +427,8 @@ void WritableFs::MaybeErase(Node* node) {
 
 void WritableFs::MarkSubtreeUpper(Node* node) {
   for (auto& [name, child] : node->children) {
-    if (!child->state.upper) pending_invalidations.push_back(child->id);  // was cacheable
+    // A copied tree: new inodes and ctimes below, whatever was cached of them is stale.
+    pending_invalidations.push_back(child->id);
     child->state.upper = true;
     if (S_ISDIR(child->state.type)) {
       child->state.lower = 0;

@@ -4,7 +4,8 @@
 // (ImageFilesystem, the lower). Everything that changes lands in the upper; the lower is never
 // written. The upper follows the kernel overlayfs conventions, so the same directory works
 // with `mount -t overlay` and is what `imgfs commit` turns into a layer:
-//   - a whiteout is a character device 0/0 named like the deleted entry;
+//   - a whiteout is a character device 0/0 named like the deleted entry (all of them links of
+//     one inode, as overlayfs makes them);
 //   - an opaque directory carries the xattr trusted.overlay.opaque = "y", or, where trusted.*
 //     is refused (a mount without root), user.overlay.opaque = "y"; both are read (lower
 //     entries below it are hidden; fs/upper/upper_dir.h);
@@ -133,7 +134,9 @@ class WritableFs {
   void Forget(uint64_t id, uint64_t nlookup);
   int GetAttr(uint64_t id, struct stat* out, bool* cacheable);
   // `fh` (0 = none) is an open handle of `id` used for fd-based changes (ftruncate).
-  int SetAttr(uint64_t id, const SetAttrRequest& request, uint64_t fh, struct stat* out);
+  // `cacheable` (optional): whether the kernel may keep the answered attributes for long.
+  int SetAttr(uint64_t id, const SetAttrRequest& request, uint64_t fh, struct stat* out,
+              bool* cacheable = nullptr);
   int ReadLink(uint64_t id, std::string* target);
   int Mknod(uint64_t parent, std::string_view name, mode_t mode, dev_t rdev, const Caller& caller,
             Entry* out);
@@ -220,6 +223,10 @@ class WritableFs {
                      std::unordered_map<uint32_t, std::string>* copied) IMGFS_REQUIRES(mu_);
   int CopyUpperTree(const std::string& src_path, const std::string& dst_work_path)
       IMGFS_REQUIRES(mu_);
+  // Whiteouts are links of one shared whiteout in the work directory (kSharedWhiteout), as
+  // overlayfs shares its own: a link is cheap where a new inode for every deleted name is not
+  // (rm -rf of an image tree). Falls back to a new 0/0 device when linking fails.
+  int LinkWhiteout(int root_fd, const std::string& rel) IMGFS_REQUIRES(mu_);
   int MakeWhiteout(const std::string& path, bool replace) IMGFS_REQUIRES(mu_);
   int PlaceFromWork(const std::string& tmp, const std::string& path) IMGFS_REQUIRES(mu_);
   int ParentForCreate(uint64_t parent, std::string_view name, Node** dir, State* dir_state,

@@ -47,6 +47,9 @@ inline std::string ParentOf(const std::string& path) {
 
 inline int Errno(int fallback = EIO) { return errno != 0 ? errno : fallback; }
 
+// The work directory's whiteout that every whiteout of the upper is a link of.
+inline constexpr char kSharedWhiteout[] = "whiteout";
+
 // Ids to invalidate in the kernel, collected by the operations of this thread.
 inline thread_local std::vector<uint64_t> pending_invalidations;
 

@@ -142,9 +142,8 @@ class WritableFsTest : public ::testing::Test {
     uint64_t id = Walk(path);
     ASSERT_NE(id, 0u) << path;
     uint64_t fh = 0;
-    bool cacheable = true;
+    bool cacheable = false;
     ASSERT_EQ(wfs_->Open(id, flags, &fh, &cacheable), 0) << path;
-    EXPECT_FALSE(cacheable);
     size_t written = 0;
     ASSERT_EQ(wfs_->Write(fh, offset, data.data(), data.size(), &written), 0);
     EXPECT_EQ(written, data.size());
@@ -203,7 +202,7 @@ TEST_F(WritableFsTest, CreateWriteAndReadBack) {
   Entry e;
   uint64_t fh = 0;
   ASSERT_EQ(wfs_->Create(Walk("etc"), "new.conf", S_IFREG | 0640, O_WRONLY, caller_, &e, &fh), 0);
-  EXPECT_FALSE(e.cacheable);
+  EXPECT_TRUE(e.cacheable) << "a file with one name changes only through its own id";
   EXPECT_EQ(e.attr.st_mode, S_IFREG | 0640u);
   EXPECT_EQ(e.attr.st_uid, 1000u);
   size_t n = 0;
@@ -397,6 +396,69 @@ TEST_F(WritableFsTest, LinksSymlinksNodesAndAttributes) {
   EXPECT_GT(vfs.f_bavail, 0u);
 }
 
+TEST_F(WritableFsTest, SingleNameEntriesAreCacheableAndHardlinksAreNot) {
+  Entry e;
+  uint64_t fh = 0;
+  ASSERT_EQ(wfs_->Create(1, "one", S_IFREG | 0644, O_RDWR, caller_, &e, &fh), 0);
+  wfs_->Release(fh);
+  EXPECT_TRUE(e.cacheable);
+  Entry dir;
+  ASSERT_EQ(wfs_->Mkdir(1, "d", S_IFDIR | 0755, caller_, &dir), 0);
+  EXPECT_TRUE(dir.cacheable);
+  // A second name: the first name's cached attributes go stale (nlink), and from now on a
+  // change through either name is not seen on the other's id.
+  (void)WritableFs::TakeInvalidations();
+  Entry two;
+  ASSERT_EQ(wfs_->Link(e.id, dir.id, "two", &two), 0);
+  std::vector<uint64_t> stale = WritableFs::TakeInvalidations();
+  EXPECT_NE(std::find(stale.begin(), stale.end(), e.id), stale.end());
+  EXPECT_FALSE(two.cacheable);
+  struct stat st {};
+  bool cacheable = true;
+  ASSERT_EQ(wfs_->GetAttr(e.id, &st, &cacheable), 0);
+  EXPECT_EQ(st.st_nlink, 2u);
+  EXPECT_FALSE(cacheable);
+  SetAttrRequest r;
+  r.set_mode = true;
+  r.mode = 0600;
+  cacheable = true;
+  ASSERT_EQ(wfs_->SetAttr(two.id, r, 0, &st, &cacheable), 0);
+  EXPECT_FALSE(cacheable);
+  // One name again.
+  ASSERT_EQ(wfs_->Unlink(dir.id, "two"), 0);
+  ASSERT_EQ(wfs_->GetAttr(e.id, &st, &cacheable), 0);
+  EXPECT_EQ(st.st_nlink, 1u);
+  EXPECT_TRUE(cacheable);
+}
+
+TEST_F(WritableFsTest, CopyUpInvalidatesTheEntryAndItsParent) {
+  uint64_t etc = Walk("etc");
+  uint64_t passwd = Walk("etc/passwd");
+  (void)WritableFs::TakeInvalidations();
+  WriteAt("etc/passwd", O_WRONLY, "ROOT");
+  std::vector<uint64_t> stale = WritableFs::TakeInvalidations();
+  EXPECT_NE(std::find(stale.begin(), stale.end(), passwd), stale.end());
+  EXPECT_NE(std::find(stale.begin(), stale.end(), etc), stale.end());
+}
+
+TEST_F(WritableFsTest, WhiteoutsAreLinksOfOneInode) {
+  ASSERT_EQ(wfs_->Unlink(Walk("etc"), "passwd"), 0);
+  ASSERT_EQ(wfs_->Unlink(Walk("etc"), "os-release"), 0);
+  struct stat a = UpperStat("etc/passwd");
+  struct stat b = UpperStat("etc/os-release");
+  EXPECT_TRUE(S_ISCHR(a.st_mode));
+  EXPECT_EQ(a.st_rdev, makedev(0, 0));
+  EXPECT_EQ(a.st_ino, b.st_ino);
+  EXPECT_GE(b.st_nlink, 3u) << "the two whiteouts and the work directory's";
+  // The shared one gone (the work directory emptied by hand): the next whiteout makes another.
+  ASSERT_EQ(::unlink((wfs_->work_dir() + "/whiteout").c_str()), 0);
+  ASSERT_EQ(wfs_->Unlink(Walk("etc/motd"), "README"), 0);
+  struct stat c = UpperStat("etc/motd/README");
+  EXPECT_TRUE(S_ISCHR(c.st_mode));
+  EXPECT_NE(c.st_ino, a.st_ino);
+  EXPECT_EQ(c.st_nlink, 2u);
+}
+
 TEST_F(WritableFsTest, XattrsAreCopiedUpAndOverlayOnesHidden) {
   uint64_t id = Walk("data/xattr.txt");
   std::string value;
@@ -489,7 +551,8 @@ TEST_F(WritableFsTest, ChangesPersistAcrossReopenAndWorkLeftoversAreRemoved) {
   ASSERT_TRUE(WriteFileAtomic(wfs_->work_dir() + "/tmp-1-1", "partial").ok());
   std::string work = wfs_->work_dir();
   Reopen();
-  EXPECT_TRUE(testing::ListFilesRecursive(work).empty());
+  EXPECT_EQ(testing::ListFilesRecursive(work), std::vector<std::string>{"whiteout"})
+      << "only the fresh shared whiteout";
   EXPECT_EQ(List(""), root);
   EXPECT_EQ(List("etc/motd"), motd);
   EXPECT_TRUE(motd.empty());
