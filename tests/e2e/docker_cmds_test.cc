@@ -458,6 +458,16 @@ std::pair<std::string, int> PruneOnTerminal(const std::vector<std::string>& argv
     }
     if (waitpid(pid, &status, WNOHANG) == pid) {
       pid = -1;
+      // What it wrote after the last poll is still in the terminal: read it to the end
+      // (read fails with EIO once the other side is closed and empty).
+      for (;;) {
+        pollfd p{master, POLLIN, 0};
+        if (poll(&p, 1, 1000) <= 0) break;
+        char buf[512];
+        ssize_t n = read(master, buf, sizeof(buf));
+        if (n <= 0) break;
+        shown.append(buf, static_cast<size_t>(n));
+      }
       break;
     }
   }

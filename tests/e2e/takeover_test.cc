@@ -46,6 +46,8 @@ namespace {
 // Kills of the serving daemon per test (each costs a daemon start, ~0.3 s of CPU on the
 // 2-core CI machine).
 constexpr int kKills = 12;
+// Files the writer of an overlay test writes at most (20 KB each).
+constexpr uint64_t kMaxWrittenFiles = 8000;
 
 // What happens to the serving daemon: SIGKILL, or `imgfs mount --restart` (an upgrade).
 enum class Takeover { kKill, kRestart };
@@ -221,7 +223,10 @@ class TakeoverTest : public ImgfsMountTest {
     if (!write_dir.empty()) {
       log.active = ReaderLog::kReaders;
       readers.emplace_back([&] {
-        for (uint64_t i = 0; !stop; ++i) {
+        // Paced and bounded (at most ~160 MB in the test's 256 MiB tmpfs), so it writes
+        // across every takeover and never fills the upper.
+        for (uint64_t i = 0; !stop && i < kMaxWrittenFiles; ++i) {
+          if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
           const std::string path = write_dir + "/written-" + std::to_string(i);
           const std::string data = content_of(path);
           int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
