@@ -46,6 +46,7 @@ int Serve(const CommandContext& ctx, const std::string& dir, const ParsedArgs& a
   options.insecure_registries = ctx.global.insecure_registries;
   options.ca_files = ctx.global.ca_certs;
   options.creds = ctx.global.creds;
+  options.mountpoint = dir;
   if (args.Has("fetch-timeout")) {
     try {
       options.fetch_timeout_seconds = std::stod(args.Get("fetch-timeout"));

@@ -53,7 +53,6 @@ struct LayerStoreSession::State {
     std::string ref_element;
     std::string digest_element;
     uint64_t ref_dir = 0;
-    std::shared_ptr<const StoreLayer> layer;
   };
   mutable Mutex mu;
   std::map<std::string, uint64_t, std::less<>> ref_dirs IMGFS_GUARDED_BY(mu);  // name → ino
@@ -91,9 +90,17 @@ struct LayerStoreSession::State {
 
   const Slot* SlotAt(uint64_t slot) const IMGFS_REQUIRES(mu) { return &slots[slot - 1]; }
 
-  std::shared_ptr<const StoreLayer> LayerOf(uint64_t slot) const {
-    MutexLock lock(&mu);
-    return slots[slot - 1].layer;
+  // The layer of `slot`, from the store (which loads it again after its last reference was
+  // dropped and it was freed).
+  Result<std::shared_ptr<const StoreLayer>> LayerOf(uint64_t slot) const {
+    std::string ref;
+    std::string digest;
+    {
+      MutexLock lock(&mu);
+      ref = slots[slot - 1].ref_element;
+      digest = slots[slot - 1].digest_element;
+    }
+    return store->Open(ref, digest);
   }
 
   Result<uint64_t> RefDir(std::string_view name) {
@@ -112,13 +119,12 @@ struct LayerStoreSession::State {
     return ref_names[ino - 2];
   }
 
-  uint64_t SlotFor(const std::string& ref, const std::string& digest, uint64_t ref_dir,
-                   std::shared_ptr<const StoreLayer> layer) {
+  uint64_t SlotFor(const std::string& ref, const std::string& digest, uint64_t ref_dir) {
     MutexLock lock(&mu);
     const std::string key = ref + "/" + digest;
     auto it = slot_of.find(key);
     if (it != slot_of.end()) return it->second;
-    slots.push_back(Slot{ref, digest, ref_dir, std::move(layer)});
+    slots.push_back(Slot{ref, digest, ref_dir});
     slot_of.emplace(key, slots.size());
     return slots.size();
   }
@@ -176,14 +182,18 @@ Result<struct stat> Attr(State& s, uint64_t ino) {
     case Where::Kind::kRefDir:
     case Where::Kind::kLayerDir:
       return DirAttr(ino);
-    case Where::Kind::kInfo:
-      return FileAttr(ino, s.LayerOf(w.slot)->info.size());
+    case Where::Kind::kInfo: {
+      IMGFS_ASSIGN_OR_RETURN(std::shared_ptr<const StoreLayer> layer, s.LayerOf(w.slot));
+      return FileAttr(ino, layer->info.size());
+    }
     case Where::Kind::kBlob: {
-      const int64_t size = s.LayerOf(w.slot)->descriptor.size;
+      IMGFS_ASSIGN_OR_RETURN(std::shared_ptr<const StoreLayer> layer, s.LayerOf(w.slot));
+      const int64_t size = layer->descriptor.size;
       return FileAttr(ino, size > 0 ? static_cast<uint64_t>(size) : 0);
     }
     case Where::Kind::kDiff: {
-      IMGFS_ASSIGN_OR_RETURN(struct stat st, s.LayerOf(w.slot)->diff->GetAttr(w.inner));
+      IMGFS_ASSIGN_OR_RETURN(std::shared_ptr<const StoreLayer> layer, s.LayerOf(w.slot));
+      IMGFS_ASSIGN_OR_RETURN(struct stat st, layer->diff->GetAttr(w.inner));
       st.st_ino = static_cast<ino_t>(ino);
       return st;
     }
@@ -232,7 +242,7 @@ void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name_c) noexcept {
                               : StatusToErrno(layer.error());
           return (void)fuse_reply_err(req, err);
         }
-        const uint64_t slot = s.SlotFor(ref, std::string(name), w->ref_dir, *layer);
+        const uint64_t slot = s.SlotFor(ref, std::string(name), w->ref_dir);
         const uint64_t ino = Ino(slot, kLayerDirK);
         ReplyEntry(req, ino, DirAttr(ino), kImmutableTimeoutSeconds);
         return;
@@ -255,8 +265,9 @@ void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name_c) noexcept {
         return;
       }
       case Where::Kind::kDiff: {
-        std::shared_ptr<const StoreLayer> layer = s.LayerOf(w->slot);
-        Result<struct stat> st = layer->diff->Lookup(w->inner, name);
+        Result<std::shared_ptr<const StoreLayer>> layer = s.LayerOf(w->slot);
+        if (!layer.has_value()) return ReplyStatus(req, "lookup", parent, layer.error());
+        Result<struct stat> st = (*layer)->diff->Lookup(w->inner, name);
         if (!st.has_value()) {
           if (st.error().code() == StatusCode::kNotFound) return ReplyNegativeEntry(req);
           return ReplyStatus(req, "lookup", parent, st.error());
@@ -297,29 +308,34 @@ void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info
     Result<Where> w = s.Locate(ino);
     if (!w.has_value()) return ReplyStatus(req, "read", ino, w.error());
     const uint64_t offset = off < 0 ? 0 : static_cast<uint64_t>(off);
+    if (w->kind != Where::Kind::kInfo && w->kind != Where::Kind::kBlob &&
+        w->kind != Where::Kind::kDiff) {
+      return (void)fuse_reply_err(req, EISDIR);
+    }
+    Result<std::shared_ptr<const StoreLayer>> layer = s.LayerOf(w->slot);
+    if (!layer.has_value()) return ReplyStatus(req, "read", ino, layer.error());
     switch (w->kind) {
       case Where::Kind::kInfo: {
-        const std::string& info = s.LayerOf(w->slot)->info;
+        const std::string& info = (*layer)->info;
         if (offset >= info.size()) return (void)fuse_reply_buf(req, nullptr, 0);
         const size_t n = std::min(size, info.size() - offset);
         fuse_reply_buf(req, info.data() + offset, n);
         return;
       }
       case Where::Kind::kBlob: {
-        std::shared_ptr<const StoreLayer> layer = s.LayerOf(w->slot);
-        const uint64_t total =
-            layer->descriptor.size > 0 ? static_cast<uint64_t>(layer->descriptor.size) : 0;
+        const StoreLayer& l = **layer;
+        const uint64_t total = l.descriptor.size > 0 ? static_cast<uint64_t>(l.descriptor.size) : 0;
         if (offset >= total) return (void)fuse_reply_buf(req, nullptr, 0);
         const uint64_t n = std::min<uint64_t>(size, total - offset);
         Result<std::string> bytes =
-            layer->source->ReadBlobRange(layer->descriptor.digest, ByteRange{offset, n});
+            l.source->ReadBlobRange(l.descriptor.digest, ByteRange{offset, n});
         if (!bytes.has_value()) return ReplyStatus(req, "read", ino, bytes.error());
         if (bytes->size() != n) return ReplyErrno(req, "read", ino, EIO);
         fuse_reply_buf(req, bytes->data(), bytes->size());
         return;
       }
       case Where::Kind::kDiff: {
-        Result<std::string> bytes = s.LayerOf(w->slot)->diff->Read(w->inner, offset, size);
+        Result<std::string> bytes = (*layer)->diff->Read(w->inner, offset, size);
         if (!bytes.has_value()) return ReplyStatus(req, "read", ino, bytes.error());
         fuse_reply_buf(req, bytes->data(), bytes->size());
         return;
@@ -336,8 +352,9 @@ void ReadLink(fuse_req_t req, fuse_ino_t ino) noexcept {
     Result<Where> w = s.Locate(ino);
     if (!w.has_value()) return ReplyStatus(req, "readlink", ino, w.error());
     if (w->kind != Where::Kind::kDiff) return (void)fuse_reply_err(req, EINVAL);
-    std::shared_ptr<const StoreLayer> layer = s.LayerOf(w->slot);
-    Result<std::string_view> target = layer->diff->ReadLink(w->inner);
+    Result<std::shared_ptr<const StoreLayer>> layer = s.LayerOf(w->slot);
+    if (!layer.has_value()) return ReplyStatus(req, "readlink", ino, layer.error());
+    Result<std::string_view> target = (*layer)->diff->ReadLink(w->inner);
     if (!target.has_value()) return ReplyStatus(req, "readlink", ino, target.error());
     fuse_reply_readlink(req, std::string(*target).c_str());
   });
@@ -369,7 +386,6 @@ void OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
         break;
       }
       case Where::Kind::kLayerDir: {
-        std::shared_ptr<const StoreLayer> layer = s.LayerOf(w->slot);
         for (auto [name, k] : {std::pair<const char*, uint64_t>{"blob", kBlobK},
                                {"diff", kDiffBaseK + NodeTable::kRootIno},
                                {"info", kInfoK}}) {
@@ -379,11 +395,12 @@ void OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
         break;
       }
       case Where::Kind::kDiff: {
-        std::shared_ptr<const StoreLayer> layer = s.LayerOf(w->slot);
-        Result<std::vector<DirEntry>> names = layer->diff->table().ReadDir(w->inner);
+        Result<std::shared_ptr<const StoreLayer>> layer = s.LayerOf(w->slot);
+        if (!layer.has_value()) return ReplyStatus(req, "opendir", ino, layer.error());
+        Result<std::vector<DirEntry>> names = (*layer)->diff->table().ReadDir(w->inner);
         if (!names.has_value()) return ReplyStatus(req, "opendir", ino, names.error());
         for (const DirEntry& e : *names) {
-          Result<struct stat> st = layer->diff->GetAttr(e.ino);
+          Result<struct stat> st = (*layer)->diff->GetAttr(e.ino);
           if (!st.has_value()) continue;
           st->st_ino = static_cast<ino_t>(Ino(w->slot, kDiffBaseK + e.ino));
           listing->entries.emplace_back(std::string(e.name), *st);
@@ -438,8 +455,9 @@ void GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noe
     if (w->kind != Where::Kind::kDiff) return (void)fuse_reply_err(req, ENODATA);
     // The table itself, not ImageFilesystem::GetXattr: the overlay markers are this tree's
     // point (ToOverlayFormat dropped the layer's own).
-    std::shared_ptr<const StoreLayer> layer = s.LayerOf(w->slot);
-    Result<std::string_view> value = layer->diff->table().GetXattr(w->inner, name);
+    Result<std::shared_ptr<const StoreLayer>> layer = s.LayerOf(w->slot);
+    if (!layer.has_value()) return ReplyStatus(req, "getxattr", ino, layer.error());
+    Result<std::string_view> value = (*layer)->diff->table().GetXattr(w->inner, name);
     if (!value.has_value()) return (void)fuse_reply_err(req, ENODATA);
     ReplyXattr(req, *value, size);
   });
@@ -456,8 +474,9 @@ void ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
       list.push_back('\0');
     }
     if (w->kind == Where::Kind::kDiff) {
-      std::shared_ptr<const StoreLayer> layer = s.LayerOf(w->slot);
-      Result<std::vector<std::string_view>> names = layer->diff->table().ListXattr(w->inner);
+      Result<std::shared_ptr<const StoreLayer>> layer = s.LayerOf(w->slot);
+      if (!layer.has_value()) return ReplyStatus(req, "listxattr", ino, layer.error());
+      Result<std::vector<std::string_view>> names = (*layer)->diff->table().ListXattr(w->inner);
       if (!names.has_value()) return ReplyStatus(req, "listxattr", ino, names.error());
       for (std::string_view n : *names) {
         list.append(n);
@@ -485,8 +504,9 @@ void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t /*mode*/
       ref = s.SlotAt(w->slot)->ref_element;
       digest = s.SlotAt(w->slot)->digest_element;
     }
-    const int64_t count = s.store->Use(ref, digest);
-    IMGFS_LOG(kDebug) << "layer store: use " << digest << " (" << count << " references)";
+    Result<int64_t> count = s.store->Use(ref, digest);
+    if (!count.has_value()) return ReplyStatus(req, "create", parent, count.error());
+    IMGFS_LOG(kDebug) << "layer store: use " << digest << " (" << *count << " references)";
     fuse_reply_err(req, ENOENT);
   });
 }

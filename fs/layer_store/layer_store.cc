@@ -1,6 +1,8 @@
 // imgfs — the Additional Layer Store tree: names, info files, overlay-format layers.
 #include "fs/layer_store/layer_store.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <charconv>
 #include <chrono>
@@ -187,7 +189,10 @@ struct LayerStore::Pending {
   std::shared_ptr<const StoreLayer> layer IMGFS_GUARDED_BY(mu);
 };
 
-LayerStore::LayerStore(LayerStoreOptions options) : options_(std::move(options)) {}
+LayerStore::LayerStore(LayerStoreOptions options)
+    : options_(std::move(options)),
+      refs_(options_.store, options_.reference_owner != 0 ? options_.reference_owner : ::getpid(),
+            options_.mountpoint) {}
 
 Result<std::shared_ptr<LayerStore::Image>> LayerStore::OpenImage(const std::string& reference,
                                                                  bool refresh) {
@@ -293,6 +298,8 @@ Result<std::shared_ptr<const StoreLayer>> LayerStore::OpenLayerOf(Image& image_r
     out->info = LayerInfoJson(info);
     out->descriptor = desc;
     out->source = image->source;
+    out->manifest = image->resolved.manifest.digest;
+    out->reference = reference;
     IMGFS_LOG(kInfo) << "layer store: serving layer " << desc.digest.String() << " of " << reference
                      << " (" << out->diff->table().inode_count() << " inodes)";
     return std::shared_ptr<const StoreLayer>(std::move(out));
@@ -327,34 +334,33 @@ Result<std::shared_ptr<const StoreLayer>> LayerStore::Open(std::string_view ref_
   return pending->layer;
 }
 
-int64_t LayerStore::Use(std::string_view ref_element, std::string_view digest_element) {
-  MutexLock lock(&mu_);
-  return ++refs_[std::string(ref_element) + "/" + std::string(digest_element)];
+Result<int64_t> LayerStore::Use(std::string_view ref_element, std::string_view digest_element) {
+  IMGFS_ASSIGN_OR_RETURN(std::shared_ptr<const StoreLayer> layer,
+                         Open(ref_element, digest_element));
+  const std::string key = std::string(ref_element) + "/" + std::string(digest_element);
+  return refs_.Take(key, layer->manifest, layer->reference);
 }
 
 int64_t LayerStore::Release(std::string_view ref_element, std::string_view digest_element) {
-  MutexLock lock(&mu_);
-  auto it = refs_.find(std::string(ref_element) + "/" + std::string(digest_element));
-  if (it == refs_.end()) return 0;
-  const int64_t left = std::max<int64_t>(0, it->second - 1);
+  const std::string key = std::string(ref_element) + "/" + std::string(digest_element);
+  if (refs_.Count(key) == 0) return 0;
+  const int64_t left = refs_.Drop(key);
   if (left == 0) {
-    refs_.erase(it);
-  } else {
-    it->second = left;
+    // Nobody holds the layer: free its tree (readers that still hold it finish with theirs).
+    // A Use racing with this reloads it.
+    MutexLock lock(&mu_);
+    pending_.erase(key);
   }
   return left;
 }
 
+Result<size_t> LayerStore::RecoverReferences() { return refs_.Recover(); }
+
 int64_t LayerStore::References(std::string_view ref_element,
                                std::string_view digest_element) const {
-  MutexLock lock(&mu_);
-  auto it = refs_.find(std::string(ref_element) + "/" + std::string(digest_element));
-  return it == refs_.end() ? 0 : it->second;
+  return refs_.Count(std::string(ref_element) + "/" + std::string(digest_element));
 }
 
-size_t LayerStore::ReferencedLayers() const {
-  MutexLock lock(&mu_);
-  return refs_.size();
-}
+size_t LayerStore::ReferencedLayers() const { return refs_.Referenced(); }
 
 }  // namespace imgfs::fs

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <string>
@@ -326,6 +327,63 @@ TEST_P(LayerStoreTest, FollowsATagThatMoved) {
   ASSERT_EQ(stat(diff.c_str(), &st), 0) << diff << ": " << strerror(errno);
   EXPECT_NE(ReadAll(diff + "/etc/os-release").find("ID=tiny"), std::string::npos);
   EXPECT_EQ(stat((ref_dir + "/" + before[0].digest + "/diff").c_str(), &st), 0);
+  Umount();
+}
+
+// Regular files below `dir` (0 when it does not exist).
+size_t CountFiles(const std::string& dir) {
+  size_t n = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_regular_file(ec)) ++n;
+  }
+  return n;
+}
+
+// The kernel's page cache, dentries and inodes dropped: the next read asks the daemon.
+void DropCaches() {
+  sync();
+  std::ofstream("/proc/sys/vm/drop_caches") << "3\n";
+}
+
+// A `use` reference pins what the layer reads from (a lease in the store): `imgfs rmi`
+// refuses the image, `imgfs cache prune` down to nothing and `imgfs cache gc` keep its
+// manifest, config, index and chunks, and diff/ reads from them once the registry is gone.
+// rmdir drops the reference and the pin: prune then removes the image.
+TEST_P(LayerStoreTest, AReferencePinsTheLayerAgainstPruneGcAndRmi) {
+  const std::string layout = FixturePath(GetParam());
+  auto reg = RegistryServer::Start();
+  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+  ASSERT_TRUE((*reg)->PushOciLayout(layout, "latest", "lab/pinned:1").ok());
+  const std::string image = (*reg)->host_port() + "/lab/pinned:1";
+  const std::vector<FixtureLayer> layers = LayersOf(layout);
+  ASSERT_NO_FATAL_FAILURE(StartStore());
+  const std::string dir = Mnt() + "/" + Base64(image) + "/" + layers[0].digest;
+  ASSERT_EQ(CreateErrno(dir + "/use"), ENOENT);
+  EXPECT_EQ(Xattr(dir, "user.imgfs.references"), "1");
+  const std::string os_release = ReadAll(dir + "/diff/etc/os-release");
+  ASSERT_NE(os_release.find("ID=tiny"), std::string::npos);
+  const size_t chunks = CountFiles(Root() + "/chunks");
+  ASSERT_GT(chunks, 0u) << "the read cached nothing";
+
+  ProcessResult r = Imgfs({"rmi", image});
+  EXPECT_NE(r.exit_code, 0) << "rmi of a referenced layer's image: " << r.Describe();
+  reg->reset();  // no registry from now on
+  r = Imgfs({"cache", "prune", "--max-size", "1"});
+  EXPECT_NE(r.err.find("pinned"), std::string::npos) << r.Describe();
+  EXPECT_NE(r.out.find("Images removed: 0"), std::string::npos) << r.Describe();
+  r = Imgfs({"cache", "gc"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(CountFiles(Root() + "/chunks"), chunks);
+  DropCaches();
+  EXPECT_EQ(ReadAll(dir + "/diff/etc/os-release"), os_release) << "read from the store";
+
+  EXPECT_EQ(RmdirErrno(dir), ENOENT);
+  EXPECT_EQ(Xattr(dir, "user.imgfs.references"), "0");
+  r = Imgfs({"cache", "prune", "--max-size", "1"});
+  EXPECT_NE(r.out.find("Images removed: 1"), std::string::npos) << r.Describe();
+  EXPECT_EQ(CountFiles(Root() + "/chunks"), 0u);
   Umount();
 }
 

@@ -1,5 +1,6 @@
 // imgfs — unit tests of the Additional Layer Store's pure parts (fs/layer_store/layer_store.h):
-// reference directory names, the info file, and the overlay-format view of one layer.
+// reference directory names, the info file, the overlay-format view of one layer, and the
+// references that pin layers in the store (fs/layer_store/layer_references.h).
 #include "fs/layer_store/layer_store.h"
 
 #include <algorithm>
@@ -8,7 +9,11 @@
 
 #include <gtest/gtest.h>
 
+#include "cache/leases.h"
+#include "cache/usage.h"
+#include "fs/layer_store/layer_references.h"
 #include "fs/tree/overlay.h"
+#include "tests/cache/cache_test_util.h"
 
 namespace imgfs::fs {
 namespace {
@@ -144,6 +149,80 @@ TEST(LayerStoreOverlayTest, WhiteoutsBecomeDevicesAndOpaqueDirectoriesGetBothMar
   ASSERT_NE(lib, 0u);
   EXPECT_EQ(table->Get(lib)->type, EntryType::kDirectory);
   EXPECT_EQ(XattrOr(*table, lib, "user.overlay.opaque"), "y");
+}
+
+// The value of `r`, or `otherwise` when it holds an error.
+template <typename T>
+T ValueOr(Result<T> r, T otherwise) {
+  return r.has_value() ? std::move(r).value() : otherwise;
+}
+
+// References are leases: they pin the layer's image against GC while held, a later daemon
+// of the same owner adopts them, and the last Drop unpins.
+TEST(LayerReferencesTest, PinTheImageUntilTheLastIsDropped) {
+  cache::testing::TempDir dir;
+  Result<std::unique_ptr<cache::Store>> opened = cache::Store::Open(dir.path() + "/store");
+  ASSERT_TRUE(opened.has_value()) << opened.error().ToString();
+  cache::Store& store = **opened;
+  // Recorded nowhere in index.json: only the references keep it.
+  const cache::testing::SyntheticImage image = cache::testing::MakeImage(store, {"layer"});
+  const std::string key = "cmVm/sha256:" + std::string(64, 'a');
+  LayerReferences first(&store, ::getpid(), "/als");
+  ASSERT_EQ(ValueOr<int64_t>(first.Take(key, image.manifest.digest, "example.com/a:1"), 0), 1);
+  ASSERT_EQ(ValueOr<int64_t>(first.Take(key, image.manifest.digest, "example.com/a:1"), 0), 2);
+  EXPECT_EQ(first.Count(key), 2);
+  EXPECT_EQ(first.Referenced(), 1u);
+  // Another layer store (another mountpoint) has its own.
+  LayerReferences other(&store, ::getpid(), "/elsewhere");
+  ASSERT_EQ(ValueOr<int64_t>(other.Take(key, image.manifest.digest, "example.com/a:1"), 0), 1);
+  Result<std::vector<cache::LeaseInfo>> leases = cache::ListLiveLeases(store);
+  ASSERT_TRUE(leases.has_value());
+  ASSERT_EQ(leases->size(), 3u);
+  EXPECT_EQ(other.Drop(key), 0);
+
+  ASSERT_TRUE(cache::CollectGarbage(store, {}).has_value());
+  EXPECT_TRUE(store.HasBlob(image.manifest.digest));
+  EXPECT_TRUE(store.HasBlob(image.config));
+  EXPECT_TRUE(store.HasBlob(image.layers[0]));
+  Result<cache::StoreUsage> usage = cache::ScanUsage(store);
+  ASSERT_TRUE(usage.has_value());
+  ASSERT_EQ(usage->images.size(), 1u);
+  ASSERT_EQ(usage->images[0].pinned_by.size(), 2u);
+  EXPECT_NE(usage->images[0].pinned_by[0].find("/als/" + key), std::string::npos);
+
+  // The next daemon (same owner, same mountpoint) reads them back.
+  LayerReferences second(&store, ::getpid(), "/als");
+  ASSERT_EQ(ValueOr<size_t>(second.Recover(), 0), 2u);
+  EXPECT_EQ(second.Count(key), 2);
+  EXPECT_EQ(second.Drop(key), 1);
+  ASSERT_TRUE(cache::CollectGarbage(store, {}).has_value());
+  EXPECT_TRUE(store.HasBlob(image.manifest.digest));
+  EXPECT_EQ(second.Drop(key), 0);
+  EXPECT_EQ(second.Drop(key), 0) << "none held: nothing changes";
+  EXPECT_EQ(second.Referenced(), 0u);
+  ASSERT_TRUE(cache::CollectGarbage(store, {}).has_value());
+  EXPECT_FALSE(store.HasBlob(image.manifest.digest));
+  EXPECT_FALSE(store.HasBlob(image.layers[0]));
+
+  // An image that left the store cannot be referenced.
+  Result<int64_t> gone = first.Take(key, image.manifest.digest, "example.com/a:1");
+  ASSERT_FALSE(gone.has_value());
+  EXPECT_EQ(gone.error().code(), StatusCode::kNotFound);
+}
+
+TEST(LayerReferencesTest, TheLastOneOutRemovesItsLeases) {
+  cache::testing::TempDir dir;
+  Result<std::unique_ptr<cache::Store>> opened = cache::Store::Open(dir.path() + "/store");
+  ASSERT_TRUE(opened.has_value()) << opened.error().ToString();
+  const cache::testing::SyntheticImage image = cache::testing::MakeImage(**opened, {"layer"});
+  {
+    LayerReferences refs(opened->get(), ::getpid(), "/als");
+    ASSERT_TRUE(
+        refs.Take("cmVm/sha256:" + std::string(64, 'b'), image.manifest.digest, "a").has_value());
+    ASSERT_EQ(ValueOr<std::vector<cache::LeaseInfo>>(cache::ListLiveLeases(**opened), {}).size(),
+              1u);
+  }
+  EXPECT_TRUE(ValueOr<std::vector<cache::LeaseInfo>>(cache::ListLiveLeases(**opened), {}).empty());
 }
 
 }  // namespace
