@@ -2,17 +2,26 @@
 // (fs/layer_store/layer_store.h, fs/fuse/layer_store_ops.h). Like `imgfs mount`, it returns
 // once the mount answers and keeps serving in the background (logs to syslog); `-f` serves
 // in the foreground with logs on stderr. `imgfs umount DIR` (or umount) ends it.
+//
+// In the background the command becomes the keeper of the mount (fs/fuse/takeover.h), as
+// `imgfs mount` does: a daemon that dies is replaced, and the new one answers what the kernel
+// holds — directory numbers from a journal the keeper holds (a memfd the daemons inherit),
+// references from their leases in the store, which name the keeper.
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/log.h"
 #include "base/status.h"
+#include "base/unique_fd.h"
 #include "cache/store.h"
 #include "fs/fuse/layer_store_ops.h"
 #include "fs/fuse/mount_access.h"
+#include "fs/fuse/takeover.h"
 #include "fs/layer_store/layer_store.h"
 #include "tools/cli.h"
 #include "tools/daemon.h"
@@ -30,8 +39,12 @@ constexpr std::string_view kLayerStoreUsage =
     "Image manifests and configs are recorded in the imgfs store (--root); chunks go to its\n"
     "chunk cache. Returns once DIR is mounted; `imgfs umount DIR` stops it.";
 
-int Serve(const CommandContext& ctx, const std::string& dir, const ParsedArgs& args,
-          int status_fd) {
+// The daemon (or foreground) side. `status_fd` gets "OK" once the mount answers, or
+// "ERR <message>". A kept layer store: `keeper_channel` is the channel to the keeper (then
+// `status_fd` too), `journal_fd` the keeper's journal of directory numbers, and `handover`
+// is set for a daemon that takes the live mount over. Returns the process exit status.
+int Serve(const CommandContext& ctx, const std::string& dir, const ParsedArgs& args, int status_fd,
+          int keeper_channel = -1, int journal_fd = -1, const fs::Handover* handover = nullptr) {
   auto fail = [&](const Status& st) {
     ReportStatus(status_fd, "ERR " + st.ToString());
     if (status_fd < 0) Fail(st);
@@ -47,6 +60,8 @@ int Serve(const CommandContext& ctx, const std::string& dir, const ParsedArgs& a
   options.ca_files = ctx.global.ca_certs;
   options.creds = ctx.global.creds;
   options.mountpoint = dir;
+  // A kept layer store's references live as long as its keeper, across its daemons.
+  if (keeper_channel >= 0) options.reference_owner = getppid();
   if (args.Has("fetch-timeout")) {
     try {
       options.fetch_timeout_seconds = std::stod(args.Get("fetch-timeout"));
@@ -55,8 +70,24 @@ int Serve(const CommandContext& ctx, const std::string& dir, const ParsedArgs& a
     }
   }
   fs::LayerStore layer_store(options);
+  if (handover != nullptr) {
+    Result<size_t> recovered = layer_store.RecoverReferences();
+    if (!recovered.has_value()) return fail(recovered.error().WithContext("taking over " + dir));
+    IMGFS_LOG(kInfo) << "layer store: taking over " << dir << " with " << *recovered
+                     << " references";
+  }
   fs::LayerStoreSessionOptions session_options;
   session_options.debug = args.Has("debug");
+  session_options.journal_fd = journal_fd;
+  session_options.handover = handover;
+  if (keeper_channel >= 0 && handover == nullptr) {
+    session_options.on_connection = [keeper_channel](int fuse_fd, std::string_view init) {
+      Status sent = fs::SendConnection(keeper_channel, fuse_fd, init);
+      if (!sent.ok()) {
+        IMGFS_LOG(kError) << "the layer store will not outlive this daemon: " << sent.ToString();
+      }
+    };
+  }
   const bool foreground = status_fd < 0;
   session_options.on_ready = [status_fd, foreground] {
     if (!foreground) DetachStdio();  // logs go to syslog from now on
@@ -102,7 +133,20 @@ int RunLayerStore(CommandContext& ctx) {
   if (args.Has("foreground") || args.Has("debug")) return Serve(ctx, dir, args, -1);
 
   return RunDetached("serving the layer store at " + dir, [&ctx, &dir, &args](int status_fd) {
-    return Serve(ctx, dir, args, status_fd);
+    // This process becomes the keeper; the journal lives (and dies) with it.
+    UniqueFd journal(memfd_create("imgfs-layer-store-journal", MFD_CLOEXEC));
+    if (!journal.IsValid()) {
+      Status st = Status::FromErrno(errno, "creating the layer store journal");
+      ReportStatus(status_fd, "ERR " + st.ToString());
+      return kExitError;
+    }
+    fs::KeeperOptions keeper;
+    keeper.status_fd = status_fd;
+    keeper.mountpoint = dir;
+    keeper.serve = [&ctx, &dir, &args, &journal](int channel, const fs::Handover* handover) {
+      return Serve(ctx, dir, args, channel, channel, journal.get(), handover);
+    };
+    return fs::RunKeeper(keeper);
   });
 }
 

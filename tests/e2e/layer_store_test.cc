@@ -3,16 +3,25 @@
 // real FUSE mount over a real docker-registry; the contract is checked by reading the paths
 // containers/storage reads, and Debian's podman 4.3.1 runs a container from it.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <map>
+#include <mutex>
+#include <random>
+#include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -385,6 +394,166 @@ TEST_P(LayerStoreTest, AReferencePinsTheLayerAgainstPruneGcAndRmi) {
   EXPECT_NE(r.out.find("Images removed: 1"), std::string::npos) << r.Describe();
   EXPECT_EQ(CountFiles(Root() + "/chunks"), 0u);
   Umount();
+}
+
+// The first pid in /proc/PID/task/PID/children: the keeper's daemon (0 if none).
+pid_t ChildOf(pid_t pid) {
+  std::istringstream in(
+      ReadAll("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children"));
+  pid_t child = 0;
+  in >> child;
+  return child;
+}
+
+// The whole content of an open file, read after dropping its cached pages (so the read goes
+// to the daemon). Sets *error on a failed syscall.
+std::string ReadFromDaemon(int fd, std::string* error) {
+  posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  std::string out;
+  char buf[1 << 16];
+  for (off_t off = 0;;) {
+    const ssize_t n = pread(fd, buf, sizeof(buf), off);
+    if (n < 0) {
+      *error = std::string("pread: ") + strerror(errno);
+      return out;
+    }
+    if (n == 0) return out;
+    out.append(buf, static_cast<size_t>(n));
+    off += n;
+  }
+}
+
+std::string ReadPathFromDaemon(const std::string& path, std::string* error) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    *error = "open " + path + ": " + strerror(errno);
+    return {};
+  }
+  std::string data = ReadFromDaemon(fd, error);
+  close(fd);
+  if (!error->empty()) *error = path + ": " + *error;
+  return data;
+}
+
+// The layer store outlives its daemon (fs/fuse/takeover.h): readers of diff/ files, of info
+// and blob, stats, lookups of missing names and listings go on while the daemon is killed
+// again and again, with no failed call and no wrong byte; a descriptor held open reads on;
+// the reference taken before the kills is still counted (and pins) after them.
+TEST_P(LayerStoreTest, ReadersNeverSeeAKilledDaemon) {
+  constexpr int kKills = 6;
+  RegistryServer* reg = SharedRegistry();
+  ASSERT_NE(reg, nullptr);
+  const std::string name = "lab/kept-" + GetParam() + ":1";
+  ASSERT_TRUE(reg->PushOciLayout(FixturePath(GetParam()), "latest", name).ok());
+  const std::vector<FixtureLayer> layers = LayersOf(FixturePath(GetParam()));
+  ASSERT_NO_FATAL_FAILURE(StartStore());
+  const std::string ref_dir = Mnt() + "/" + Base64(reg->host_port() + "/" + name);
+  const std::string used = ref_dir + "/" + layers[0].toc;
+  ASSERT_EQ(CreateErrno(used + "/use"), ENOENT);
+  const pid_t keeper = MountDaemonPid(Root(), used);  // the reference's lease names the keeper
+  ASSERT_GT(keeper, 0);
+  pid_t daemon = ChildOf(keeper);
+  ASSERT_GT(daemon, 0);
+
+  // What is read, and what it must read as.
+  std::map<std::string, std::string> files;  // path → content
+  std::vector<std::string> paths;            // everything, for lstat
+  for (const FixtureLayer& l : layers) {
+    const std::string dir = ref_dir + "/" + l.toc;
+    files[dir + "/info"] = ReadAll(dir + "/info");
+    files[dir + "/blob"] = ReadAll(dir + "/blob");
+    ASSERT_EQ(registry::Digest::Sha256Of(files[dir + "/blob"]).String(), l.digest);
+    for (const auto& e : std::filesystem::recursive_directory_iterator(dir + "/diff")) {
+      paths.push_back(e.path());
+      if (e.is_regular_file() && !e.is_symlink()) files[e.path()] = ReadAll(e.path());
+    }
+  }
+  ASSERT_GT(files.size(), 8u);
+  const std::string held_path = ref_dir + "/" + layers[0].toc + "/diff/etc/os-release";
+  const int held = open(held_path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(held, 0) << strerror(errno);
+
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> ops{0};
+  std::mutex mu;
+  std::vector<std::string> failures;
+  auto fail = [&](const std::string& what) {
+    std::scoped_lock lock(mu);
+    if (failures.size() < 20) failures.push_back(what);
+  };
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 2; ++t) {
+    readers.emplace_back([&] {
+      while (!stop) {
+        for (const auto& [path, content] : files) {
+          std::string error;
+          const std::string data = ReadPathFromDaemon(path, &error);
+          if (!error.empty()) {
+            fail(error);
+          } else if (data != content) {
+            fail(path + ": wrong bytes (" + std::to_string(data.size()) + ")");
+          }
+          ++ops;
+        }
+      }
+    });
+  }
+  readers.emplace_back([&] {
+    for (uint64_t i = 0; !stop; ++i) {
+      for (const std::string& path : paths) {
+        struct stat st {};
+        if (lstat(path.c_str(), &st) != 0) fail("lstat " + path + ": " + strerror(errno));
+      }
+      const std::string missing = used + "/diff/etc/missing-" + std::to_string(i);
+      struct stat st {};
+      if (lstat(missing.c_str(), &st) == 0 || errno != ENOENT) {
+        fail("lstat " + missing + ": " + strerror(errno));
+      }
+      std::error_code ec;
+      for (auto it = std::filesystem::recursive_directory_iterator(ref_dir, ec);
+           !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+      }
+      if (ec) fail("listing " + ref_dir + ": " + ec.message());
+      ++ops;
+    }
+  });
+
+  std::mt19937 rng(std::random_device{}());
+  for (int kill_no = 0; kill_no < kKills; ++kill_no) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100 + rng() % 400));
+    const uint64_t before = ops.load();
+    ASSERT_EQ(kill(daemon, SIGKILL), 0) << "kill " << kill_no;
+    pid_t next = 0;
+    const bool served =
+        WaitFor([&] { return (next = ChildOf(keeper)) != 0 && next != daemon; }, 120) &&
+        WaitFor([&] { return ops.load() > before + 3; }, 120);
+    if (!served) {
+      kill(keeper, SIGKILL);  // frees the readers: the connection ends with its last holder
+      stop = true;
+      for (std::thread& t : readers) t.join();
+      close(held);
+      FAIL() << "no daemon took the layer store over after kill " << kill_no;
+    }
+    daemon = next;
+    std::string error;
+    EXPECT_EQ(ReadFromDaemon(held, &error), files[held_path]) << "after kill " << kill_no;
+    EXPECT_EQ(error, "");
+  }
+  stop = true;
+  for (std::thread& t : readers) t.join();
+  close(held);
+  {
+    std::scoped_lock lock(mu);
+    EXPECT_TRUE(failures.empty()) << failures.size() << " failures, first: " << failures.front();
+  }
+  std::cout << "readers: " << ops.load() << " operations across " << kKills << " takeovers\n";
+  EXPECT_EQ(Xattr(used, "user.imgfs.references"), "1") << "the reference outlived the daemons";
+  EXPECT_EQ(RmdirErrno(used), ENOENT);
+  EXPECT_EQ(Xattr(used, "user.imgfs.references"), "0");
+  EXPECT_EQ(MountDaemonPid(Root(), used), 0) << "the lease is gone";
+  Umount();
+  EXPECT_TRUE(WaitFor([&] { return !ProcessRuns(keeper) && !ProcessRuns(daemon); }, 30))
+      << "keeper " << keeper << " or daemon " << daemon << " still runs";
 }
 
 // Incompressible, deterministic bytes (xorshift64).

@@ -3,6 +3,9 @@
 // references that pin layers in the store (fs/layer_store/layer_references.h).
 #include "fs/layer_store/layer_store.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -12,6 +15,7 @@
 #include "cache/leases.h"
 #include "cache/usage.h"
 #include "fs/layer_store/layer_references.h"
+#include "fs/layer_store/layer_store_journal.h"
 #include "fs/tree/overlay.h"
 #include "tests/cache/cache_test_util.h"
 
@@ -223,6 +227,59 @@ TEST(LayerReferencesTest, TheLastOneOutRemovesItsLeases) {
               1u);
   }
   EXPECT_TRUE(ValueOr<std::vector<cache::LeaseInfo>>(cache::ListLiveLeases(**opened), {}).empty());
+}
+
+// Directory numbers: handed out in lookup order, journaled, and read back by the next
+// daemon, which goes on numbering where the dead one stopped.
+TEST(LayerStoreJournalTest, TheNextDaemonGivesTheSameNumbers) {
+  const int fd = memfd_create("journal", MFD_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  const std::string digest_a = "sha256:" + std::string(64, 'a');
+  const std::string digest_b = "sha256:" + std::string(64, 'b');
+  {
+    LayerStoreJournal first(fd);
+    ASSERT_TRUE(first.Load().ok());
+    EXPECT_EQ(ValueOr<uint64_t>(first.RefDir("YWxwaW5l"), 0), 2u);
+    EXPECT_EQ(ValueOr<uint64_t>(first.RefDir("YnVzeWJveA=="), 0), 3u);
+    EXPECT_EQ(ValueOr<uint64_t>(first.RefDir("YWxwaW5l"), 0), 2u);
+    EXPECT_EQ(ValueOr<uint64_t>(first.Slot(3, digest_a), 0), 1u);
+    EXPECT_EQ(ValueOr<uint64_t>(first.Slot(2, digest_a), 0), 2u);
+    EXPECT_EQ(ValueOr<uint64_t>(first.Slot(3, digest_a), 0), 1u);
+    EXPECT_FALSE(first.Slot(4, digest_b).has_value()) << "no such directory";
+  }
+  // A daemon killed in the middle of a write: its last line has no newline.
+  ASSERT_EQ(write(fd, "L 2 sha2", 8), 8);
+  LayerStoreJournal second(fd);
+  ASSERT_TRUE(second.Load().ok());
+  EXPECT_EQ(second.ref_dir_count(), 2u);
+  EXPECT_EQ(second.slot_count(), 2u);
+  EXPECT_EQ(second.RefName(3).value_or(""), "YnVzeWJveA==");
+  ASSERT_TRUE(second.SlotAt(2).has_value());
+  EXPECT_EQ(second.SlotAt(2)->ref_element, "YWxwaW5l");
+  EXPECT_EQ(second.SlotAt(2)->digest_element, digest_a);
+  EXPECT_FALSE(second.SlotAt(3).has_value());
+  EXPECT_EQ(ValueOr<uint64_t>(second.Slot(2, digest_b), 0), 3u);
+  using Layers = std::vector<std::pair<uint64_t, std::string>>;
+  EXPECT_EQ(second.LayersIn(2), (Layers{{2, digest_a}, {3, digest_b}}));
+  LayerStoreJournal third(fd);
+  ASSERT_TRUE(third.Load().ok());
+  EXPECT_EQ(third.slot_count(), 3u) << "the cut line was replaced by a whole one";
+  close(fd);
+}
+
+TEST(LayerStoreJournalTest, RefusesLinesThatAreNotItsOwn) {
+  const std::string digest = "sha256:" + std::string(64, 'a');
+  for (const std::string& bad :
+       {std::string("R not-base64!\n"), std::string("R YWxwaW5l\nR YWxwaW5l\n"),
+        "R YWxwaW5l\nL 3 " + digest + "\n", std::string("R YWxwaW5l\nL 2 sha256:00\n"),
+        "R YWxwaW5l\nL x " + digest + "\n", "L 2 " + digest + "\n", std::string("X\n")}) {
+    LayerStoreJournal journal;
+    Status st = journal.LoadText(bad);
+    EXPECT_EQ(st.code(), StatusCode::kCorrupt) << bad;
+  }
+  LayerStoreJournal journal;
+  EXPECT_FALSE(journal.LoadText("R YWxwaW5l\nR YWxwaW5l\n").ok());
+  EXPECT_EQ(journal.ref_dir_count(), 1u) << "what came before the bad line stays";
 }
 
 }  // namespace
