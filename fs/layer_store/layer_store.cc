@@ -47,6 +47,20 @@ registry::Digest TocDigestOf(const registry::Descriptor& desc) {
   return {};
 }
 
+// A node of type `type` and mode `mode` that keeps only the path, owner and times of `e`: no
+// content (size, link target, chunks), no xattrs, device 0/0.
+FileEntry BareNode(const FileEntry& e, EntryType type, uint32_t mode) {
+  FileEntry out;
+  out.path = e.path;
+  out.type = type;
+  out.mode = mode;
+  out.uid = e.uid;
+  out.gid = e.gid;
+  out.mtime_sec = e.mtime_sec;
+  out.mtime_nsec = e.mtime_nsec;
+  return out;
+}
+
 }  // namespace
 
 Result<std::string> DecodeRefElement(std::string_view element) {
@@ -137,14 +151,7 @@ LayerIndex ToOverlayFormat(const LayerIndex& index) {
     switch (e.type) {
       case EntryType::kWhiteout:
         // containers/storage's overlay driver: a whiteout is a character device 0/0.
-        e.type = EntryType::kChar;
-        e.dev_major = 0;
-        e.dev_minor = 0;
-        e.size = 0;
-        e.mode = 0;
-        e.link_target.clear();
-        e.xattrs.clear();
-        e.chunk_count = 0;
+        e = BareNode(e, EntryType::kChar, 0);
         break;
       case EntryType::kOpaque: {
         const std::string path = e.path;
@@ -153,14 +160,9 @@ LayerIndex ToOverlayFormat(const LayerIndex& index) {
           e = *it->second;
           std::erase_if(e.xattrs, [](const auto& x) { return IsOverlayXattrName(x.first); });
         } else {
-          e.type = EntryType::kDirectory;
-          e.mode = 0755;
+          e = BareNode(e, EntryType::kDirectory, 0755);
           e.uid = 0;
           e.gid = 0;
-          e.size = 0;
-          e.link_target.clear();
-          e.xattrs.clear();
-          e.chunk_count = 0;
         }
         e.path = path;
         mark(e);
