@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -22,6 +23,7 @@
 #include "fs/fuse/layer_store_ops.h"
 #include "fs/fuse/mount_access.h"
 #include "fs/fuse/takeover.h"
+#include "fs/layer_store/auth_helper.h"
 #include "fs/layer_store/layer_store.h"
 #include "tools/cli.h"
 #include "tools/daemon.h"
@@ -37,7 +39,11 @@ constexpr std::string_view kLayerStoreUsage =
     "  [storage.options]\n"
     "  additionallayerstores = [\"DIR:ref\"]\n"
     "Image manifests and configs are recorded in the imgfs store (--root); chunks go to its\n"
-    "chunk cache. Returns once DIR is mounted; `imgfs umount DIR` stops it.";
+    "chunk cache. Returns once DIR is mounted; `imgfs umount DIR` stops it.\n\n"
+    "imgfs layer-store --auth-helper [DIR] is containers' additional-layer-store-auth-helper\n"
+    "(registries.conf; through a script running it, as the helper gets no arguments): it\n"
+    "reads the credentials containers/image writes on stdin and hands them to the layer\n"
+    "stores of the store (or the one at DIR), each for its registry host only.";
 
 // The daemon (or foreground) side. `status_fd` gets "OK" once the mount answers, or
 // "ERR <message>". A kept layer store: `keeper_channel` is the channel to the keeper (then
@@ -76,6 +82,18 @@ int Serve(const CommandContext& ctx, const std::string& dir, const ParsedArgs& a
     IMGFS_LOG(kInfo) << "layer store: taking over " << dir << " with " << *recovered
                      << " references";
   }
+  // containers/image's credentials (fs/layer_store/auth_helper.h).
+  Result<std::unique_ptr<fs::CredentialListener>> credentials =
+      fs::CredentialListener::Start(fs::CredentialSocketPath(**store, dir),
+                                    [&layer_store](const std::vector<fs::HelperCredential>& creds) {
+                                      for (const fs::HelperCredential& c : creds) {
+                                        layer_store.SetRegistryCredential(c.host, c.credential);
+                                      }
+                                    });
+  if (!credentials.has_value()) {
+    IMGFS_LOG(kWarning) << "layer store: no credential socket (the auth helper cannot reach it): "
+                        << credentials.error().ToString();
+  }
   fs::LayerStoreSessionOptions session_options;
   session_options.debug = args.Has("debug");
   session_options.journal_fd = journal_fd;
@@ -107,6 +125,31 @@ int Serve(const CommandContext& ctx, const std::string& dir, const ParsedArgs& a
   return kExitOk;
 }
 
+// `--auth-helper`: the credentials on stdin to the running layer stores.
+int RunAuthHelper(const CommandContext& ctx, const ParsedArgs& args) {
+  if (args.positional().size() > 1) {
+    return UsageError(ctx.name, "\"layer-store --auth-helper\" takes at most 1 argument");
+  }
+  std::string input;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(STDIN_FILENO, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Fail(Status::FromErrno(errno, "reading stdin"));
+    if (n == 0) break;
+    input.append(buf, static_cast<size_t>(n));
+    if (input.size() > fs::kMaxAuthHelperInputBytes) {
+      return Fail(Status::InvalidArgument("the credentials on stdin are too large"));
+    }
+  }
+  Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(ctx.global.root);
+  if (!store.has_value()) return Fail(store.error());
+  const std::string dir = args.positional().empty() ? std::string() : args.positional()[0];
+  Result<size_t> sent = fs::SendToLayerStores(**store, input, dir);
+  if (!sent.has_value()) return Fail(sent.error());
+  return kExitOk;
+}
+
 }  // namespace
 
 int RunLayerStore(CommandContext& ctx) {
@@ -114,10 +157,12 @@ int RunLayerStore(CommandContext& ctx) {
       {"foreground", 'f', false, "", "serve in the foreground, logs on stderr"},
       {"fetch-timeout", 0, true, "SECONDS", "a read waits at most this long for the registry"},
       {"debug", 'd', false, "", "libfuse debug output (implies -f)"},
+      {"auth-helper", 0, false, "", "hand the credentials on stdin to running layer stores"},
   };
   ParsedArgs args;
   int code = kExitOk;
   if (!ParseCommandArgs(ctx, kLayerStoreUsage, specs, &args, &code)) return code;
+  if (args.Has("auth-helper")) return RunAuthHelper(ctx, args);
   if (args.positional().size() != 1) {
     return UsageError(ctx.name, "\"layer-store\" requires exactly 1 argument");
   }

@@ -207,6 +207,12 @@ Result<std::shared_ptr<LayerStore::Image>> LayerStore::OpenImage(const std::stri
   pull.insecure_registries = options_.insecure_registries;
   pull.ca_files = options_.ca_files;
   pull.creds = options_.creds;
+  if (Result<registry::Reference> ref = registry::Reference::Parse(reference); ref.has_value()) {
+    // The auth helper's credential for this registry host (--creds goes to it alone too).
+    MutexLock lock(&mu_);
+    auto it = credentials_.find(registry::NormalizeRegistryHost(ref->domain()));
+    if (it != credentials_.end()) pull.creds = it->second.username + ":" + it->second.password;
+  }
   pull.metadata_only = true;
   cache::Store& store = *options_.store;
   Result<cache::ResolvedImage> resolved =
@@ -354,6 +360,28 @@ int64_t LayerStore::Release(std::string_view ref_element, std::string_view diges
     pending_.erase(key);
   }
   return left;
+}
+
+void LayerStore::SetRegistryCredential(const std::string& host,
+                                       const registry::Credential& credential) {
+  const std::string key = registry::NormalizeRegistryHost(host);
+  if (credential.username.empty()) {
+    // An identity token alone: imgfs's registry client takes one only from the credential
+    // store (imgfs login, auth files), not as a pull's --creds.
+    IMGFS_LOG(kWarning) << "layer store: the credential for " << key
+                        << " has no username (identity tokens are not taken from the helper)";
+    return;
+  }
+  MutexLock lock(&mu_);
+  auto [it, inserted] = credentials_.try_emplace(key, credential);
+  if (!inserted && it->second == credential) return;
+  it->second = credential;
+  // Images of that host opened with the old credential (or none) are opened again.
+  std::erase_if(images_, [&](const auto& entry) {
+    Result<registry::Reference> ref = registry::Reference::Parse(entry.first);
+    return ref.has_value() && registry::NormalizeRegistryHost(ref->domain()) == key;
+  });
+  IMGFS_LOG(kInfo) << "layer store: a credential for " << key << " from the auth helper";
 }
 
 Result<size_t> LayerStore::RecoverReferences() { return refs_.Recover(); }

@@ -52,6 +52,7 @@
 #include "fs/layer/layer_index.h"
 #include "fs/layer_store/layer_references.h"
 #include "registry/blob_source.h"
+#include "registry/credentials.h"
 #include "registry/digest.h"
 #include "registry/manifest.h"
 
@@ -137,6 +138,12 @@ class LayerStore {
   // loads it again (from the store's indexes).
   Result<int64_t> Use(std::string_view ref_element, std::string_view digest_element);
   int64_t Release(std::string_view ref_element, std::string_view digest_element);
+  // The credential containers/image uses for `host` (fs/layer_store/auth_helper.h): from
+  // now on the pulls and layer reads of images of that registry host use it (instead of
+  // LayerStoreOptions::creds and the credential store). A changed credential reopens that
+  // host's images at their next layer lookup.
+  void SetRegistryCredential(const std::string& host, const registry::Credential& credential);
+
   // Adopts the references an earlier daemon of the same owner and mountpoint recorded (a
   // takeover). Returns how many.
   Result<size_t> RecoverReferences();
@@ -161,6 +168,7 @@ class LayerStore {
   mutable Mutex mu_;
   std::map<std::string, std::shared_ptr<Image>, std::less<>> images_ IMGFS_GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<Pending>, std::less<>> pending_ IMGFS_GUARDED_BY(mu_);
+  std::map<std::string, registry::Credential, std::less<>> credentials_ IMGFS_GUARDED_BY(mu_);
   LayerReferences refs_;
 };
 

@@ -556,6 +556,50 @@ TEST_P(LayerStoreTest, ReadersNeverSeeAKilledDaemon) {
       << "keeper " << keeper << " or daemon " << daemon << " still runs";
 }
 
+// containers' additional-layer-store-auth-helper: `imgfs layer-store --auth-helper` hands
+// the credentials containers/image writes on its stdin to the running layer store, which
+// uses each for its own registry host only. (Debian 12's podman does not run such a helper:
+// the helper is run here with the JSON containers/image writes.)
+TEST_P(LayerStoreTest, TakesCredentialsFromTheAuthHelperForTheirHostOnly) {
+  RegistryServerOptions options;
+  options.htpasswd_user = "alice";
+  options.htpasswd_password = "s3cret";
+  auto reg = RegistryServer::Start(options);
+  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+  PushOptions push;
+  push.creds = "alice:s3cret";
+  ASSERT_TRUE((*reg)->PushOciLayout(FixturePath(GetParam()), "latest", "lab/private:1", push).ok());
+  const std::vector<FixtureLayer> layers = LayersOf(FixturePath(GetParam()));
+  ASSERT_NO_FATAL_FAILURE(StartStore());
+  const std::string image = (*reg)->host_port() + "/lab/private:1";
+  const std::string diff = Mnt() + "/" + Base64(image) + "/" + layers[0].toc + "/diff";
+  auto helper = [&](const std::string& json) {
+    return RunImgfs(Root(), {"layer-store", "--auth-helper"}, {}, json);
+  };
+  struct stat st {};
+  EXPECT_NE(stat(diff.c_str(), &st), 0) << "served without a credential";
+
+  // The credential of another registry (the same repository on another port) is not used.
+  ProcessResult r =
+      helper(R"({"127.0.0.1:1/lab/private:1":{"username":"alice","password":"s3cret"}})");
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(stat(diff.c_str(), &st), 0) << "another host's credential was used";
+  // What is not containers/image's input is refused before it reaches the store.
+  r = helper("{\"not a reference\": {\"username\": \"alice\"}}");
+  EXPECT_NE(r.exit_code, 0) << r.Describe();
+  r = helper(std::string(70000, '{'));
+  EXPECT_NE(r.exit_code, 0) << r.Describe();
+
+  r = helper("{\"" + image + R"(":{"username":"alice","password":"s3cret"}})");
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  ASSERT_EQ(stat(diff.c_str(), &st), 0) << strerror(errno);
+  EXPECT_NE(ReadAll(diff + "/etc/os-release").find("ID=tiny"), std::string::npos);
+  Umount();
+  // No layer store listens any more.
+  r = helper("{\"" + image + R"(":{"username":"alice","password":"s3cret"}})");
+  EXPECT_NE(r.exit_code, 0) << r.Describe();
+}
+
 // Incompressible, deterministic bytes (xorshift64).
 std::string NoiseBytes(size_t n) {
   std::string out(n, '\0');

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,7 @@
 
 #include "cache/leases.h"
 #include "cache/usage.h"
+#include "fs/layer_store/auth_helper.h"
 #include "fs/layer_store/layer_references.h"
 #include "fs/layer_store/layer_store_journal.h"
 #include "fs/tree/overlay.h"
@@ -280,6 +282,38 @@ TEST(LayerStoreJournalTest, RefusesLinesThatAreNotItsOwn) {
   LayerStoreJournal journal;
   EXPECT_FALSE(journal.LoadText("R YWxwaW5l\nR YWxwaW5l\n").ok());
   EXPECT_EQ(journal.ref_dir_count(), 1u) << "what came before the bad line stays";
+}
+
+// containers/image's auth-helper input: reference → credential, each kept for its host.
+TEST(AuthHelperInputTest, TakesEachCredentialForItsRegistryHost) {
+  Result<std::vector<HelperCredential>> creds = ParseAuthHelperInput(
+      R"({"registry.example.com:5000/ns/app:1": {"username": "u", "password": "p:w"},
+          "alpine": {"identityToken": "tok"},
+          "quay.io/anon/app@sha256:)" +
+      std::string(64, 'a') + R"(": {}})");
+  ASSERT_TRUE(creds.has_value()) << creds.error().ToString();
+  ASSERT_EQ(creds->size(), 2u) << "the anonymous entry is left out";
+  std::map<std::string, registry::Credential> by_host;
+  for (const HelperCredential& c : *creds) by_host[c.host] = c.credential;
+  EXPECT_EQ(by_host["registry.example.com:5000"].username, "u");
+  EXPECT_EQ(by_host["registry.example.com:5000"].password, "p:w");
+  EXPECT_EQ(by_host["docker.io"].identity_token, "tok");
+}
+
+TEST(AuthHelperInputTest, RefusesWhatContainersImageDoesNotWrite) {
+  for (const std::string& bad :
+       {std::string(""), std::string("[]"), std::string("{\"a b\": {}}"),
+        std::string("{\"alpine\": \"u:p\"}"), std::string("{\"alpine\": {\"username\": 1}}"),
+        "{\"alpine\": {\"username\": \"" + std::string(kMaxAuthHelperFieldBytes + 1, 'u') + "\"}}",
+        std::string(kMaxAuthHelperInputBytes + 1, ' ')}) {
+    EXPECT_FALSE(ParseAuthHelperInput(bad).has_value()) << bad.substr(0, 60);
+  }
+  std::string many = "{";
+  for (size_t i = 0; i <= kMaxAuthHelperEntries; ++i) {
+    many += (i == 0 ? "\"" : ",\"") + std::string("r") + std::to_string(i) + "\": {}";
+  }
+  many += "}";
+  EXPECT_FALSE(ParseAuthHelperInput(many).has_value());
 }
 
 }  // namespace
