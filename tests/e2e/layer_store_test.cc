@@ -379,17 +379,25 @@ TEST_P(LayerStoreTest, AReferencePinsTheLayerAgainstPruneGcAndRmi) {
   ProcessResult r = Imgfs({"rmi", image});
   EXPECT_NE(r.exit_code, 0) << "rmi of a referenced layer's image: " << r.Describe();
   reg->reset();  // no registry from now on
+  // (The layer's read-ahead may still be adding chunks: what the commands deleted is what
+  // they say, and the count can only have grown.)
   r = Imgfs({"cache", "prune", "--max-size", "1"});
   EXPECT_NE(r.err.find("pinned"), std::string::npos) << r.Describe();
+  EXPECT_NE(r.out.find("Garbage: 0 blobs, 0 indexes, 0 chunks"), std::string::npos) << r.Describe();
+  EXPECT_NE(r.out.find("Chunks evicted: 0,"), std::string::npos) << r.Describe();
   EXPECT_NE(r.out.find("Images removed: 0"), std::string::npos) << r.Describe();
   r = Imgfs({"cache", "gc"});
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
-  EXPECT_EQ(CountFiles(Root() + "/chunks"), chunks);
+  EXPECT_NE(r.out.find("Deleted 0 blobs, 0 indexes, 0 chunks"), std::string::npos) << r.Describe();
+  EXPECT_GE(CountFiles(Root() + "/chunks"), chunks);
   DropCaches();
   EXPECT_EQ(ReadAll(dir + "/diff/etc/os-release"), os_release) << "read from the store";
 
   EXPECT_EQ(RmdirErrno(dir), ENOENT);
   EXPECT_EQ(Xattr(dir, "user.imgfs.references"), "0");
+  // The last reference freed the layer's tree: the next read loads it again, from the store.
+  DropCaches();
+  EXPECT_EQ(ReadAll(dir + "/diff/etc/os-release"), os_release) << "loaded again from the store";
   r = Imgfs({"cache", "prune", "--max-size", "1"});
   EXPECT_NE(r.out.find("Images removed: 1"), std::string::npos) << r.Describe();
   EXPECT_EQ(CountFiles(Root() + "/chunks"), 0u);
