@@ -455,7 +455,12 @@ void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t /*mode*/
     }
     const LayerStoreJournal::Layer l = s.SlotAt(w->slot);
     Result<int64_t> count = s.store->Use(l.ref_element, l.digest_element);
-    if (!count.has_value()) return ReplyStatus(req, "create", parent, count.error());
+    if (!count.has_value()) {
+      // Not ENOENT whatever the cause: containers/storage takes ENOENT for "reference taken".
+      IMGFS_LOG(kWarning) << "layer store: use " << l.digest_element << ": "
+                          << count.error().ToString();
+      return (void)fuse_reply_err(req, EIO);
+    }
     IMGFS_LOG(kDebug) << "layer store: use " << l.digest_element << " (" << *count
                       << " references)";
     fuse_reply_err(req, ENOENT);

@@ -401,6 +401,9 @@ TEST_P(LayerStoreTest, AReferencePinsTheLayerAgainstPruneGcAndRmi) {
   r = Imgfs({"cache", "prune", "--max-size", "1"});
   EXPECT_NE(r.out.find("Images removed: 1"), std::string::npos) << r.Describe();
   EXPECT_EQ(CountFiles(Root() + "/chunks"), 0u);
+  // A reference that cannot be pinned (the image left the store) is refused, never ENOENT.
+  EXPECT_EQ(CreateErrno(dir + "/use"), EIO);
+  EXPECT_EQ(Xattr(dir, "user.imgfs.references"), "0");
   Umount();
 }
 
