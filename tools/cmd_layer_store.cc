@@ -2,17 +2,28 @@
 // (fs/layer_store/layer_store.h, fs/fuse/layer_store_ops.h). Like `imgfs mount`, it returns
 // once the mount answers and keeps serving in the background (logs to syslog); `-f` serves
 // in the foreground with logs on stderr. `imgfs umount DIR` (or umount) ends it.
+//
+// In the background the command becomes the keeper of the mount (fs/fuse/takeover.h), as
+// `imgfs mount` does: a daemon that dies is replaced, and the new one answers what the kernel
+// holds — directory numbers from a journal the keeper holds (a memfd the daemons inherit),
+// references from their leases in the store, which name the keeper.
+#include <sys/mman.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/log.h"
 #include "base/status.h"
+#include "base/unique_fd.h"
 #include "cache/store.h"
 #include "fs/fuse/layer_store_ops.h"
 #include "fs/fuse/mount_access.h"
+#include "fs/fuse/takeover.h"
+#include "fs/layer_store/auth_helper.h"
 #include "fs/layer_store/layer_store.h"
 #include "tools/cli.h"
 #include "tools/daemon.h"
@@ -28,10 +39,18 @@ constexpr std::string_view kLayerStoreUsage =
     "  [storage.options]\n"
     "  additionallayerstores = [\"DIR:ref\"]\n"
     "Image manifests and configs are recorded in the imgfs store (--root); chunks go to its\n"
-    "chunk cache. Returns once DIR is mounted; `imgfs umount DIR` stops it.";
+    "chunk cache. Returns once DIR is mounted; `imgfs umount DIR` stops it.\n\n"
+    "imgfs layer-store --auth-helper [DIR] is containers' additional-layer-store-auth-helper\n"
+    "(registries.conf; through a script running it, as the helper gets no arguments): it\n"
+    "reads the credentials containers/image writes on stdin and hands them to the layer\n"
+    "stores of the store (or the one at DIR), each for its registry host only.";
 
-int Serve(const CommandContext& ctx, const std::string& dir, const ParsedArgs& args,
-          int status_fd) {
+// The daemon (or foreground) side. `status_fd` gets "OK" once the mount answers, or
+// "ERR <message>". A kept layer store: `keeper_channel` is the channel to the keeper (then
+// `status_fd` too), `journal_fd` the keeper's journal of directory numbers, and `handover`
+// is set for a daemon that takes the live mount over. Returns the process exit status.
+int Serve(const CommandContext& ctx, const std::string& dir, const ParsedArgs& args, int status_fd,
+          int keeper_channel = -1, int journal_fd = -1, const fs::Handover* handover = nullptr) {
   auto fail = [&](const Status& st) {
     ReportStatus(status_fd, "ERR " + st.ToString());
     if (status_fd < 0) Fail(st);
@@ -46,6 +65,9 @@ int Serve(const CommandContext& ctx, const std::string& dir, const ParsedArgs& a
   options.insecure_registries = ctx.global.insecure_registries;
   options.ca_files = ctx.global.ca_certs;
   options.creds = ctx.global.creds;
+  options.mountpoint = dir;
+  // A kept layer store's references live as long as its keeper, across its daemons.
+  if (keeper_channel >= 0) options.reference_owner = getppid();
   if (args.Has("fetch-timeout")) {
     try {
       options.fetch_timeout_seconds = std::stod(args.Get("fetch-timeout"));
@@ -54,8 +76,36 @@ int Serve(const CommandContext& ctx, const std::string& dir, const ParsedArgs& a
     }
   }
   fs::LayerStore layer_store(options);
+  if (handover != nullptr) {
+    Result<size_t> recovered = layer_store.RecoverReferences();
+    if (!recovered.has_value()) return fail(recovered.error().WithContext("taking over " + dir));
+    IMGFS_LOG(kInfo) << "layer store: taking over " << dir << " with " << *recovered
+                     << " references";
+  }
+  // containers/image's credentials (fs/layer_store/auth_helper.h).
+  Result<std::unique_ptr<fs::CredentialListener>> credentials =
+      fs::CredentialListener::Start(fs::CredentialSocketPath(**store, dir),
+                                    [&layer_store](const std::vector<fs::HelperCredential>& creds) {
+                                      for (const fs::HelperCredential& c : creds) {
+                                        layer_store.SetRegistryCredential(c.host, c.credential);
+                                      }
+                                    });
+  if (!credentials.has_value()) {
+    IMGFS_LOG(kWarning) << "layer store: no credential socket (the auth helper cannot reach it): "
+                        << credentials.error().ToString();
+  }
   fs::LayerStoreSessionOptions session_options;
   session_options.debug = args.Has("debug");
+  session_options.journal_fd = journal_fd;
+  session_options.handover = handover;
+  if (keeper_channel >= 0 && handover == nullptr) {
+    session_options.on_connection = [keeper_channel](int fuse_fd, std::string_view init) {
+      Status sent = fs::SendConnection(keeper_channel, fuse_fd, init);
+      if (!sent.ok()) {
+        IMGFS_LOG(kError) << "the layer store will not outlive this daemon: " << sent.ToString();
+      }
+    };
+  }
   const bool foreground = status_fd < 0;
   session_options.on_ready = [status_fd, foreground] {
     if (!foreground) DetachStdio();  // logs go to syslog from now on
@@ -75,6 +125,31 @@ int Serve(const CommandContext& ctx, const std::string& dir, const ParsedArgs& a
   return kExitOk;
 }
 
+// `--auth-helper`: the credentials on stdin to the running layer stores.
+int RunAuthHelper(const CommandContext& ctx, const ParsedArgs& args) {
+  if (args.positional().size() > 1) {
+    return UsageError(ctx.name, "\"layer-store --auth-helper\" takes at most 1 argument");
+  }
+  std::string input;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(STDIN_FILENO, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Fail(Status::FromErrno(errno, "reading stdin"));
+    if (n == 0) break;
+    input.append(buf, static_cast<size_t>(n));
+    if (input.size() > fs::kMaxAuthHelperInputBytes) {
+      return Fail(Status::InvalidArgument("the credentials on stdin are too large"));
+    }
+  }
+  Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(ctx.global.root);
+  if (!store.has_value()) return Fail(store.error());
+  const std::string dir = args.positional().empty() ? std::string() : args.positional()[0];
+  Result<size_t> sent = fs::SendToLayerStores(**store, input, dir);
+  if (!sent.has_value()) return Fail(sent.error());
+  return kExitOk;
+}
+
 }  // namespace
 
 int RunLayerStore(CommandContext& ctx) {
@@ -82,10 +157,12 @@ int RunLayerStore(CommandContext& ctx) {
       {"foreground", 'f', false, "", "serve in the foreground, logs on stderr"},
       {"fetch-timeout", 0, true, "SECONDS", "a read waits at most this long for the registry"},
       {"debug", 'd', false, "", "libfuse debug output (implies -f)"},
+      {"auth-helper", 0, false, "", "hand the credentials on stdin to running layer stores"},
   };
   ParsedArgs args;
   int code = kExitOk;
   if (!ParseCommandArgs(ctx, kLayerStoreUsage, specs, &args, &code)) return code;
+  if (args.Has("auth-helper")) return RunAuthHelper(ctx, args);
   if (args.positional().size() != 1) {
     return UsageError(ctx.name, "\"layer-store\" requires exactly 1 argument");
   }
@@ -101,7 +178,20 @@ int RunLayerStore(CommandContext& ctx) {
   if (args.Has("foreground") || args.Has("debug")) return Serve(ctx, dir, args, -1);
 
   return RunDetached("serving the layer store at " + dir, [&ctx, &dir, &args](int status_fd) {
-    return Serve(ctx, dir, args, status_fd);
+    // This process becomes the keeper; the journal lives (and dies) with it.
+    UniqueFd journal(memfd_create("imgfs-layer-store-journal", MFD_CLOEXEC));
+    if (!journal.IsValid()) {
+      Status st = Status::FromErrno(errno, "creating the layer store journal");
+      ReportStatus(status_fd, "ERR " + st.ToString());
+      return kExitError;
+    }
+    fs::KeeperOptions keeper;
+    keeper.status_fd = status_fd;
+    keeper.mountpoint = dir;
+    keeper.serve = [&ctx, &dir, &args, &journal](int channel, const fs::Handover* handover) {
+      return Serve(ctx, dir, args, channel, channel, journal.get(), handover);
+    };
+    return fs::RunKeeper(keeper);
   });
 }
 

@@ -1,6 +1,7 @@
 // imgfs — the FUSE mount of an Additional Layer Store.
 #include "fs/fuse/layer_store_ops.h"
 
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -8,17 +9,18 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <map>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include "base/log.h"
-#include "base/mutex.h"
 #include "fs/fuse/fuse_ops.h"
 #include "fs/fuse/lowlevel.h"
 #include "fs/fuse/reply.h"
+#include "fs/fuse/session.h"
+#include "fs/fuse/takeover.h"
+#include "fs/layer_store/layer_store_journal.h"
 
 namespace imgfs::fs {
 
@@ -32,7 +34,6 @@ constexpr uint64_t kDiffBaseK = 15;  // diff inode i → k = 15 + i (i ≥ 1)
 // On a layer directory: the references containers/storage holds on it (`use` − rmdir), in
 // decimal. Not part of containers/storage's contract: for operators and tests.
 constexpr std::string_view kReferencesXattr = "user.imgfs.references";
-constexpr uint64_t kMaxRefDirs = (uint64_t{1} << kSlotShift) - 2;
 
 // What the kernel can be told about one inode.
 struct Where {
@@ -48,32 +49,22 @@ struct LayerStoreSession::State {
   LayerStore* store = nullptr;
   fuse_session* session = nullptr;
   std::function<void()> on_ready;
-
-  struct Slot {
-    std::string ref_element;
-    std::string digest_element;
-    uint64_t ref_dir = 0;
-    std::shared_ptr<const StoreLayer> layer;
-  };
-  mutable Mutex mu;
-  std::map<std::string, uint64_t, std::less<>> ref_dirs IMGFS_GUARDED_BY(mu);  // name → ino
-  std::vector<std::string> ref_names IMGFS_GUARDED_BY(mu);                     // ino - 2 → name
-  std::map<std::string, uint64_t, std::less<>> slot_of IMGFS_GUARDED_BY(mu);   // ref/digest
-  std::vector<Slot> slots IMGFS_GUARDED_BY(mu);                                // slot - 1
+  std::unique_ptr<LayerStoreJournal> names;  // directory numbers
+  std::function<void(int, std::string_view)> on_connection;
+  const Handover* handover = nullptr;
 
   Result<Where> Locate(uint64_t ino) const {
     Where w;
     if (ino == FUSE_ROOT_ID) return w;
-    MutexLock lock(&mu);
     if (ino < (uint64_t{1} << kSlotShift)) {
-      if (ino < 2 || ino - 2 >= ref_names.size()) return Status::NotFound("no such inode");
+      if (!names->RefName(ino).has_value()) return Status::NotFound("no such inode");
       w.kind = Where::Kind::kRefDir;
       w.ref_dir = ino;
       return w;
     }
     w.slot = ino >> kSlotShift;
     const uint64_t k = ino & ((uint64_t{1} << kSlotShift) - 1);
-    if (w.slot == 0 || w.slot > slots.size()) return Status::NotFound("no such inode");
+    if (!names->SlotAt(w.slot).has_value()) return Status::NotFound("no such inode");
     if (k == kLayerDirK) {
       w.kind = Where::Kind::kLayerDir;
     } else if (k == kInfoK) {
@@ -89,39 +80,17 @@ struct LayerStoreSession::State {
     return w;
   }
 
-  const Slot* SlotAt(uint64_t slot) const IMGFS_REQUIRES(mu) { return &slots[slot - 1]; }
+  // The names of a located slot (Locate checked it is recorded; records are never removed).
+  LayerStoreJournal::Layer SlotAt(uint64_t slot) const { return *names->SlotAt(slot); }
 
-  std::shared_ptr<const StoreLayer> LayerOf(uint64_t slot) const {
-    MutexLock lock(&mu);
-    return slots[slot - 1].layer;
+  // The layer of `slot`, from the store (which loads it again after its last reference was
+  // dropped and it was freed, or in a daemon that took the mount over).
+  Result<std::shared_ptr<const StoreLayer>> LayerOf(uint64_t slot) const {
+    const LayerStoreJournal::Layer l = SlotAt(slot);
+    return store->Open(l.ref_element, l.digest_element);
   }
 
-  Result<uint64_t> RefDir(std::string_view name) {
-    MutexLock lock(&mu);
-    auto it = ref_dirs.find(name);
-    if (it != ref_dirs.end()) return it->second;
-    if (ref_names.size() >= kMaxRefDirs) return Status::Unsupported("too many images");
-    const uint64_t ino = 2 + ref_names.size();
-    ref_names.emplace_back(name);
-    ref_dirs.emplace(std::string(name), ino);
-    return ino;
-  }
-
-  std::string RefName(uint64_t ino) const {
-    MutexLock lock(&mu);
-    return ref_names[ino - 2];
-  }
-
-  uint64_t SlotFor(const std::string& ref, const std::string& digest, uint64_t ref_dir,
-                   std::shared_ptr<const StoreLayer> layer) {
-    MutexLock lock(&mu);
-    const std::string key = ref + "/" + digest;
-    auto it = slot_of.find(key);
-    if (it != slot_of.end()) return it->second;
-    slots.push_back(Slot{ref, digest, ref_dir, std::move(layer)});
-    slot_of.emplace(key, slots.size());
-    return slots.size();
-  }
+  std::string RefName(uint64_t ino) const { return names->RefName(ino).value_or(std::string()); }
 };
 
 namespace {
@@ -176,14 +145,18 @@ Result<struct stat> Attr(State& s, uint64_t ino) {
     case Where::Kind::kRefDir:
     case Where::Kind::kLayerDir:
       return DirAttr(ino);
-    case Where::Kind::kInfo:
-      return FileAttr(ino, s.LayerOf(w.slot)->info.size());
+    case Where::Kind::kInfo: {
+      IMGFS_ASSIGN_OR_RETURN(std::shared_ptr<const StoreLayer> layer, s.LayerOf(w.slot));
+      return FileAttr(ino, layer->info.size());
+    }
     case Where::Kind::kBlob: {
-      const int64_t size = s.LayerOf(w.slot)->descriptor.size;
+      IMGFS_ASSIGN_OR_RETURN(std::shared_ptr<const StoreLayer> layer, s.LayerOf(w.slot));
+      const int64_t size = layer->descriptor.size;
       return FileAttr(ino, size > 0 ? static_cast<uint64_t>(size) : 0);
     }
     case Where::Kind::kDiff: {
-      IMGFS_ASSIGN_OR_RETURN(struct stat st, s.LayerOf(w.slot)->diff->GetAttr(w.inner));
+      IMGFS_ASSIGN_OR_RETURN(std::shared_ptr<const StoreLayer> layer, s.LayerOf(w.slot));
+      IMGFS_ASSIGN_OR_RETURN(struct stat st, layer->diff->GetAttr(w.inner));
       st.st_ino = static_cast<ino_t>(ino);
       return st;
     }
@@ -214,7 +187,7 @@ void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name_c) noexcept {
         // Any name that decodes to a reference is a directory: what is below it is decided
         // when a layer is looked up (so a root lookup costs no network round trip).
         if (!DecodeRefElement(name).has_value()) return (void)fuse_reply_err(req, ENOENT);
-        Result<uint64_t> ino = s.RefDir(name);
+        Result<uint64_t> ino = s.names->RefDir(name);
         if (!ino.has_value()) return ReplyStatus(req, "lookup", parent, ino.error());
         ReplyEntry(req, *ino, DirAttr(*ino), kImmutableTimeoutSeconds);
         return;
@@ -232,8 +205,9 @@ void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name_c) noexcept {
                               : StatusToErrno(layer.error());
           return (void)fuse_reply_err(req, err);
         }
-        const uint64_t slot = s.SlotFor(ref, std::string(name), w->ref_dir, *layer);
-        const uint64_t ino = Ino(slot, kLayerDirK);
+        Result<uint64_t> slot = s.names->Slot(w->ref_dir, name);
+        if (!slot.has_value()) return ReplyStatus(req, "lookup", parent, slot.error());
+        const uint64_t ino = Ino(*slot, kLayerDirK);
         ReplyEntry(req, ino, DirAttr(ino), kImmutableTimeoutSeconds);
         return;
       }
@@ -255,8 +229,9 @@ void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name_c) noexcept {
         return;
       }
       case Where::Kind::kDiff: {
-        std::shared_ptr<const StoreLayer> layer = s.LayerOf(w->slot);
-        Result<struct stat> st = layer->diff->Lookup(w->inner, name);
+        Result<std::shared_ptr<const StoreLayer>> layer = s.LayerOf(w->slot);
+        if (!layer.has_value()) return ReplyStatus(req, "lookup", parent, layer.error());
+        Result<struct stat> st = (*layer)->diff->Lookup(w->inner, name);
         if (!st.has_value()) {
           if (st.error().code() == StatusCode::kNotFound) return ReplyNegativeEntry(req);
           return ReplyStatus(req, "lookup", parent, st.error());
@@ -297,29 +272,34 @@ void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info
     Result<Where> w = s.Locate(ino);
     if (!w.has_value()) return ReplyStatus(req, "read", ino, w.error());
     const uint64_t offset = off < 0 ? 0 : static_cast<uint64_t>(off);
+    if (w->kind != Where::Kind::kInfo && w->kind != Where::Kind::kBlob &&
+        w->kind != Where::Kind::kDiff) {
+      return (void)fuse_reply_err(req, EISDIR);
+    }
+    Result<std::shared_ptr<const StoreLayer>> layer = s.LayerOf(w->slot);
+    if (!layer.has_value()) return ReplyStatus(req, "read", ino, layer.error());
     switch (w->kind) {
       case Where::Kind::kInfo: {
-        const std::string& info = s.LayerOf(w->slot)->info;
+        const std::string& info = (*layer)->info;
         if (offset >= info.size()) return (void)fuse_reply_buf(req, nullptr, 0);
         const size_t n = std::min(size, info.size() - offset);
         fuse_reply_buf(req, info.data() + offset, n);
         return;
       }
       case Where::Kind::kBlob: {
-        std::shared_ptr<const StoreLayer> layer = s.LayerOf(w->slot);
-        const uint64_t total =
-            layer->descriptor.size > 0 ? static_cast<uint64_t>(layer->descriptor.size) : 0;
+        const StoreLayer& l = **layer;
+        const uint64_t total = l.descriptor.size > 0 ? static_cast<uint64_t>(l.descriptor.size) : 0;
         if (offset >= total) return (void)fuse_reply_buf(req, nullptr, 0);
         const uint64_t n = std::min<uint64_t>(size, total - offset);
         Result<std::string> bytes =
-            layer->source->ReadBlobRange(layer->descriptor.digest, ByteRange{offset, n});
+            l.source->ReadBlobRange(l.descriptor.digest, ByteRange{offset, n});
         if (!bytes.has_value()) return ReplyStatus(req, "read", ino, bytes.error());
         if (bytes->size() != n) return ReplyErrno(req, "read", ino, EIO);
         fuse_reply_buf(req, bytes->data(), bytes->size());
         return;
       }
       case Where::Kind::kDiff: {
-        Result<std::string> bytes = s.LayerOf(w->slot)->diff->Read(w->inner, offset, size);
+        Result<std::string> bytes = (*layer)->diff->Read(w->inner, offset, size);
         if (!bytes.has_value()) return ReplyStatus(req, "read", ino, bytes.error());
         fuse_reply_buf(req, bytes->data(), bytes->size());
         return;
@@ -336,76 +316,79 @@ void ReadLink(fuse_req_t req, fuse_ino_t ino) noexcept {
     Result<Where> w = s.Locate(ino);
     if (!w.has_value()) return ReplyStatus(req, "readlink", ino, w.error());
     if (w->kind != Where::Kind::kDiff) return (void)fuse_reply_err(req, EINVAL);
-    std::shared_ptr<const StoreLayer> layer = s.LayerOf(w->slot);
-    Result<std::string_view> target = layer->diff->ReadLink(w->inner);
+    Result<std::shared_ptr<const StoreLayer>> layer = s.LayerOf(w->slot);
+    if (!layer.has_value()) return ReplyStatus(req, "readlink", ino, layer.error());
+    Result<std::string_view> target = (*layer)->diff->ReadLink(w->inner);
     if (!target.has_value()) return ReplyStatus(req, "readlink", ino, target.error());
     fuse_reply_readlink(req, std::string(*target).c_str());
   });
 }
 
-// One directory listing, made at opendir and kept in fi->fh.
-struct Listing {
-  std::vector<std::pair<std::string, struct stat>> entries;
-};
+// The entries of directory `ino`, ".", ".." first. Made again on every readdir: a handle
+// kept from opendir would mean nothing to a daemon that took the mount over.
+using Listing = std::vector<std::pair<std::string, struct stat>>;
+
+Result<Listing> ListDir(State& s, uint64_t ino) {
+  IMGFS_ASSIGN_OR_RETURN(Where w, s.Locate(ino));
+  Listing listing;
+  listing.emplace_back(".", DirAttr(ino));
+  listing.emplace_back("..", DirAttr(FUSE_ROOT_ID));
+  switch (w.kind) {
+    case Where::Kind::kRoot:
+      break;  // nothing is listed: names are resolved on lookup
+    case Where::Kind::kRefDir:
+      for (auto& [slot, digest] : s.names->LayersIn(w.ref_dir)) {
+        listing.emplace_back(std::move(digest), DirAttr(Ino(slot, kLayerDirK)));
+      }
+      break;
+    case Where::Kind::kLayerDir:
+      for (auto [name, k] : {std::pair<const char*, uint64_t>{"blob", kBlobK},
+                             {"diff", kDiffBaseK + NodeTable::kRootIno},
+                             {"info", kInfoK}}) {
+        Result<struct stat> st = Attr(s, Ino(w.slot, k));
+        if (st.has_value()) listing.emplace_back(name, *st);
+      }
+      break;
+    case Where::Kind::kDiff: {
+      IMGFS_ASSIGN_OR_RETURN(std::shared_ptr<const StoreLayer> layer, s.LayerOf(w.slot));
+      IMGFS_ASSIGN_OR_RETURN(std::vector<DirEntry> names, layer->diff->table().ReadDir(w.inner));
+      for (const DirEntry& e : names) {
+        Result<struct stat> st = layer->diff->GetAttr(e.ino);
+        if (!st.has_value()) continue;
+        st->st_ino = static_cast<ino_t>(Ino(w.slot, kDiffBaseK + e.ino));
+        listing.emplace_back(std::string(e.name), *st);
+      }
+      break;
+    }
+    case Where::Kind::kInfo:
+    case Where::Kind::kBlob:
+      return Status::InvalidArgument("not a directory");
+  }
+  return listing;
+}
 
 void OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   Guard(req, "opendir", [&] {
     State& s = StateOf(req);
     Result<Where> w = s.Locate(ino);
     if (!w.has_value()) return ReplyStatus(req, "opendir", ino, w.error());
-    auto listing = std::make_unique<Listing>();
-    listing->entries.emplace_back(".", DirAttr(ino));
-    listing->entries.emplace_back("..", DirAttr(FUSE_ROOT_ID));
-    switch (w->kind) {
-      case Where::Kind::kRoot:
-        break;  // nothing is listed: names are resolved on lookup
-      case Where::Kind::kRefDir: {
-        MutexLock lock(&s.mu);
-        for (size_t i = 0; i < s.slots.size(); ++i) {
-          if (s.slots[i].ref_dir != w->ref_dir) continue;
-          const uint64_t child = Ino(i + 1, kLayerDirK);
-          listing->entries.emplace_back(s.slots[i].digest_element, DirAttr(child));
-        }
-        break;
-      }
-      case Where::Kind::kLayerDir: {
-        std::shared_ptr<const StoreLayer> layer = s.LayerOf(w->slot);
-        for (auto [name, k] : {std::pair<const char*, uint64_t>{"blob", kBlobK},
-                               {"diff", kDiffBaseK + NodeTable::kRootIno},
-                               {"info", kInfoK}}) {
-          Result<struct stat> st = Attr(s, Ino(w->slot, k));
-          if (st.has_value()) listing->entries.emplace_back(name, *st);
-        }
-        break;
-      }
-      case Where::Kind::kDiff: {
-        std::shared_ptr<const StoreLayer> layer = s.LayerOf(w->slot);
-        Result<std::vector<DirEntry>> names = layer->diff->table().ReadDir(w->inner);
-        if (!names.has_value()) return ReplyStatus(req, "opendir", ino, names.error());
-        for (const DirEntry& e : *names) {
-          Result<struct stat> st = layer->diff->GetAttr(e.ino);
-          if (!st.has_value()) continue;
-          st->st_ino = static_cast<ino_t>(Ino(w->slot, kDiffBaseK + e.ino));
-          listing->entries.emplace_back(std::string(e.name), *st);
-        }
-        break;
-      }
-      default:
-        return (void)fuse_reply_err(req, ENOTDIR);
+    if (w->kind == Where::Kind::kInfo || w->kind == Where::Kind::kBlob) {
+      return (void)fuse_reply_err(req, ENOTDIR);
     }
-    fi->fh = reinterpret_cast<uint64_t>(listing.release());
+    fi->fh = 0;
     fuse_reply_open(req, fi);
   });
 }
 
-void ReadDir(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off,
-             fuse_file_info* fi) noexcept {
+void ReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+             fuse_file_info* /*fi*/) noexcept {
   Guard(req, "readdir", [&] {
-    const auto* listing = reinterpret_cast<const Listing*>(fi->fh);
+    Result<Listing> listing = ListDir(StateOf(req), ino);
+    if (!listing.has_value()) return ReplyStatus(req, "readdir", ino, listing.error());
     std::string buf(size, '\0');
     size_t used = 0;
-    for (size_t i = off < 0 ? 0 : static_cast<size_t>(off); i < listing->entries.size(); ++i) {
-      const auto& [name, st] = listing->entries[i];
+    for (size_t i = off < 0 ? 0 : static_cast<size_t>(off); i < listing->size(); ++i) {
+      const auto& [name, st] = (*listing)[i];
       const size_t n = fuse_add_direntry(req, buf.data() + used, size - used, name.c_str(), &st,
                                          static_cast<off_t>(i + 1));
       if (n > size - used) break;
@@ -415,31 +398,22 @@ void ReadDir(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off,
   });
 }
 
-void ReleaseDir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) noexcept {
-  delete reinterpret_cast<Listing*>(fi->fh);  // NOLINT(cppcoreguidelines-owning-memory)
-  fuse_reply_err(req, 0);
-}
-
 void GetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noexcept {
   Guard(req, "getxattr", [&] {
     State& s = StateOf(req);
     Result<Where> w = s.Locate(ino);
     if (!w.has_value()) return ReplyStatus(req, "getxattr", ino, w.error());
     if (w->kind == Where::Kind::kLayerDir && std::string_view(name) == kReferencesXattr) {
-      std::string ref;
-      std::string digest;
-      {
-        MutexLock lock(&s.mu);
-        ref = s.SlotAt(w->slot)->ref_element;
-        digest = s.SlotAt(w->slot)->digest_element;
-      }
-      return ReplyXattr(req, std::to_string(s.store->References(ref, digest)), size);
+      const LayerStoreJournal::Layer l = s.SlotAt(w->slot);
+      return ReplyXattr(req, std::to_string(s.store->References(l.ref_element, l.digest_element)),
+                        size);
     }
     if (w->kind != Where::Kind::kDiff) return (void)fuse_reply_err(req, ENODATA);
     // The table itself, not ImageFilesystem::GetXattr: the overlay markers are this tree's
     // point (ToOverlayFormat dropped the layer's own).
-    std::shared_ptr<const StoreLayer> layer = s.LayerOf(w->slot);
-    Result<std::string_view> value = layer->diff->table().GetXattr(w->inner, name);
+    Result<std::shared_ptr<const StoreLayer>> layer = s.LayerOf(w->slot);
+    if (!layer.has_value()) return ReplyStatus(req, "getxattr", ino, layer.error());
+    Result<std::string_view> value = (*layer)->diff->table().GetXattr(w->inner, name);
     if (!value.has_value()) return (void)fuse_reply_err(req, ENODATA);
     ReplyXattr(req, *value, size);
   });
@@ -456,8 +430,9 @@ void ListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
       list.push_back('\0');
     }
     if (w->kind == Where::Kind::kDiff) {
-      std::shared_ptr<const StoreLayer> layer = s.LayerOf(w->slot);
-      Result<std::vector<std::string_view>> names = layer->diff->table().ListXattr(w->inner);
+      Result<std::shared_ptr<const StoreLayer>> layer = s.LayerOf(w->slot);
+      if (!layer.has_value()) return ReplyStatus(req, "listxattr", ino, layer.error());
+      Result<std::vector<std::string_view>> names = (*layer)->diff->table().ListXattr(w->inner);
       if (!names.has_value()) return ReplyStatus(req, "listxattr", ino, names.error());
       for (std::string_view n : *names) {
         list.append(n);
@@ -478,15 +453,16 @@ void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t /*mode*/
     if (w->kind != Where::Kind::kLayerDir || std::string_view(name) != "use") {
       return (void)fuse_reply_err(req, EROFS);
     }
-    std::string ref;
-    std::string digest;
-    {
-      MutexLock lock(&s.mu);
-      ref = s.SlotAt(w->slot)->ref_element;
-      digest = s.SlotAt(w->slot)->digest_element;
+    const LayerStoreJournal::Layer l = s.SlotAt(w->slot);
+    Result<int64_t> count = s.store->Use(l.ref_element, l.digest_element);
+    if (!count.has_value()) {
+      // Not ENOENT whatever the cause: containers/storage takes ENOENT for "reference taken".
+      IMGFS_LOG(kWarning) << "layer store: use " << l.digest_element << ": "
+                          << count.error().ToString();
+      return (void)fuse_reply_err(req, EIO);
     }
-    const int64_t count = s.store->Use(ref, digest);
-    IMGFS_LOG(kDebug) << "layer store: use " << digest << " (" << count << " references)";
+    IMGFS_LOG(kDebug) << "layer store: use " << l.digest_element << " (" << *count
+                      << " references)";
     fuse_reply_err(req, ENOENT);
   });
 }
@@ -539,7 +515,6 @@ const fuse_lowlevel_ops& LayerStoreOps() {
     o.listxattr = ListXattr;
     o.opendir = OpenDir;
     o.readdir = ReadDir;
-    o.releasedir = ReleaseDir;
     o.create = Create;
     return o;
   }();
@@ -554,13 +529,26 @@ Result<std::unique_ptr<LayerStoreSession>> LayerStoreSession::Mount(
   s->state_ = std::make_unique<State>();
   s->state_->store = store;
   s->state_->on_ready = std::move(options.on_ready);
+  s->state_->on_connection = std::move(options.on_connection);
+  s->state_->handover = options.handover;
+  s->state_->names = std::make_unique<LayerStoreJournal>(options.journal_fd);
+  IMGFS_RETURN_IF_ERROR(s->state_->names->Load());
+  s->mountpoint_ = mountpoint;
   s->max_threads_ = options.max_threads;
   std::string opts = "rw,default_permissions,allow_other,subtype=imgfs-layer-store,fsname=imgfs";
   for (const std::string& o : options.mount_options) {
     if (!o.empty()) opts += "," + o;
   }
+  // libfuse 3.14 takes "/dev/fd/N" as an open /dev/fuse descriptor to serve (the mount exists
+  // already); the session owns and closes N, so it gets a copy of the keeper's.
+  std::string target = mountpoint;
+  if (options.handover != nullptr) {
+    const int fd = fcntl(options.handover->fuse_fd, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0) return Status::FromErrno(errno, "taking over the FUSE connection");
+    target = "/dev/fd/" + std::to_string(fd);
+  }
   IMGFS_ASSIGN_OR_RETURN(fuse_session * se, MountLowLevel(LayerStoreOps(), s->state_.get(), opts,
-                                                          options.debug, mountpoint, mountpoint));
+                                                          options.debug, target, mountpoint));
   s->state_->session = se;
   s->mounted_ = true;
   return s;
@@ -568,7 +556,7 @@ Result<std::unique_ptr<LayerStoreSession>> LayerStoreSession::Mount(
 
 LayerStoreSession::~LayerStoreSession() {
   if (state_ != nullptr && state_->session != nullptr) {
-    if (mounted_) fuse_session_unmount(state_->session);
+    if (mounted_ && state_->handover == nullptr) fuse_session_unmount(state_->session);
     fuse_session_destroy(state_->session);
   }
 }
@@ -576,10 +564,21 @@ LayerStoreSession::~LayerStoreSession() {
 Status LayerStoreSession::Run() {
   fuse_session* se = state_->session;
   if (fuse_set_signal_handlers(se) != 0) return Status::Internal("cannot set signal handlers");
-  const int rc = ServeLowLevel(se, max_threads_);
+  Status init = ServeInitRequest(se, state_->handover, state_->on_connection);
+  int rc = 0;
+  if (init.ok() && !fuse_session_exited(se)) rc = ServeLowLevel(se, max_threads_);
   fuse_remove_signal_handlers(se);
-  fuse_session_unmount(se);
+  if (state_->handover != nullptr) {
+    // libfuse unmounts only what it mounted; a signal ends a taken-over mount here.
+    if (!ConnectionGone(fuse_session_fd(se))) {
+      Status st = Unmount(mountpoint_, /*lazy=*/true);
+      if (!st.ok()) IMGFS_LOG(kWarning) << "unmounting: " << st.ToString();
+    }
+  } else {
+    fuse_session_unmount(se);
+  }
   mounted_ = false;
+  if (!init.ok()) return init;
   if (rc < 0) return Status::Io("FUSE loop failed: " + std::string(strerror(-rc)));
   return Status::Ok();
 }

@@ -4,13 +4,16 @@
 #include <fuse_lowlevel.h>
 #include <malloc.h>
 
+#include <cerrno>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <vector>
 
 #include "base/log.h"
+#include "fs/fuse/takeover.h"
 
 namespace imgfs::fs {
 namespace {
@@ -85,6 +88,42 @@ Result<fuse_session*> MountLowLevel(const fuse_lowlevel_ops& ops, void* userdata
                       (seen.empty() ? " (is it an existing directory?)" : " (" + seen + ")"));
   }
   return se;
+}
+
+Status ServeInitRequest(
+    fuse_session* se, const Handover* handover,
+    const std::function<void(int fuse_fd, std::string_view init_request)>& on_connection) {
+  if (handover != nullptr) {
+    // The kernel sent INIT to the first daemon only. libfuse answers nothing before it has
+    // seen one, so it gets those bytes again (the same negotiation, the same init hook); its
+    // reply goes to a request the kernel no longer has and fails with ENOENT, which libfuse
+    // ignores.
+    std::string request = handover->init_request;
+    fuse_buf buf{};
+    buf.mem = request.data();
+    buf.size = request.size();
+    fuse_session_process_buf(se, &buf);
+    Status resent = NotifyResend(fuse_session_fd(se));
+    if (!resent.ok()) IMGFS_LOG(kWarning) << "taking over: " << resent.ToString();
+    return Status::Ok();
+  }
+  fuse_buf buf{};
+  int res = 0;
+  do {
+    res = fuse_session_receive_buf(se, &buf);
+  } while (res == -EINTR && !fuse_session_exited(se));
+  if (res <= 0) {
+    std::free(buf.mem);  // NOLINT(cppcoreguidelines-no-malloc): libfuse's allocation
+    if (res == 0 || res == -EINTR) return Status::Ok();  // unmounted or stopped meanwhile
+    return Status::Io("reading the INIT request: " + std::string(strerror(-res)));
+  }
+  if (on_connection) {
+    on_connection(fuse_session_fd(se),
+                  std::string_view(static_cast<const char*>(buf.mem), buf.size));
+  }
+  fuse_session_process_buf(se, &buf);
+  std::free(buf.mem);  // NOLINT(cppcoreguidelines-no-malloc): libfuse's allocation
+  return Status::Ok();
 }
 
 int ServeLowLevel(fuse_session* se, unsigned max_threads) {

@@ -6,7 +6,9 @@
 #ifndef IMGFS_FS_FUSE_LOWLEVEL_H_
 #define IMGFS_FS_FUSE_LOWLEVEL_H_
 
+#include <functional>
 #include <string>
+#include <string_view>
 
 #include "base/status.h"
 
@@ -31,6 +33,17 @@ Result<fuse_session*> MountLowLevel(const fuse_lowlevel_ops& ops, void* userdata
 // requests the kernel fails when the process dies, which a takeover (fs/fuse/takeover.h)
 // could not resend. READ replies come from the heap: see the .cc.
 int ServeLowLevel(fuse_session* se, unsigned max_threads);
+
+struct Handover;
+
+// Before ServeLowLevel: the kernel's INIT request. Read from `se` and handed to
+// `on_connection` (may be empty: a kept mount passes it to its keeper) before libfuse answers
+// it; or, for a takeover (`handover` set, fs/fuse/takeover.h), the first daemon's INIT bytes
+// fed to libfuse again, and every request that daemon left unanswered asked for again
+// (NotifyResend; a kernel without it is logged). OK too when the mount ended meanwhile.
+Status ServeInitRequest(
+    fuse_session* se, const Handover* handover,
+    const std::function<void(int fuse_fd, std::string_view init_request)>& on_connection);
 
 // ",", "\" escaped the way libfuse's option parser wants a value (fsname=…).
 std::string EscapeFuseOption(const std::string& value);

@@ -1,6 +1,8 @@
 // imgfs — the Additional Layer Store tree: names, info files, overlay-format layers.
 #include "fs/layer_store/layer_store.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <charconv>
 #include <chrono>
@@ -43,6 +45,20 @@ registry::Digest TocDigestOf(const registry::Descriptor& desc) {
     if (d.has_value()) return *d;
   }
   return {};
+}
+
+// A node of type `type` and mode `mode` that keeps only the path, owner and times of `e`: no
+// content (size, link target, chunks), no xattrs, device 0/0.
+FileEntry BareNode(const FileEntry& e, EntryType type, uint32_t mode) {
+  FileEntry out;
+  out.path = e.path;
+  out.type = type;
+  out.mode = mode;
+  out.uid = e.uid;
+  out.gid = e.gid;
+  out.mtime_sec = e.mtime_sec;
+  out.mtime_nsec = e.mtime_nsec;
+  return out;
 }
 
 }  // namespace
@@ -135,14 +151,7 @@ LayerIndex ToOverlayFormat(const LayerIndex& index) {
     switch (e.type) {
       case EntryType::kWhiteout:
         // containers/storage's overlay driver: a whiteout is a character device 0/0.
-        e.type = EntryType::kChar;
-        e.dev_major = 0;
-        e.dev_minor = 0;
-        e.size = 0;
-        e.mode = 0;
-        e.link_target.clear();
-        e.xattrs.clear();
-        e.chunk_count = 0;
+        e = BareNode(e, EntryType::kChar, 0);
         break;
       case EntryType::kOpaque: {
         const std::string path = e.path;
@@ -151,14 +160,9 @@ LayerIndex ToOverlayFormat(const LayerIndex& index) {
           e = *it->second;
           std::erase_if(e.xattrs, [](const auto& x) { return IsOverlayXattrName(x.first); });
         } else {
-          e.type = EntryType::kDirectory;
-          e.mode = 0755;
+          e = BareNode(e, EntryType::kDirectory, 0755);
           e.uid = 0;
           e.gid = 0;
-          e.size = 0;
-          e.link_target.clear();
-          e.xattrs.clear();
-          e.chunk_count = 0;
         }
         e.path = path;
         mark(e);
@@ -187,7 +191,10 @@ struct LayerStore::Pending {
   std::shared_ptr<const StoreLayer> layer IMGFS_GUARDED_BY(mu);
 };
 
-LayerStore::LayerStore(LayerStoreOptions options) : options_(std::move(options)) {}
+LayerStore::LayerStore(LayerStoreOptions options)
+    : options_(std::move(options)),
+      refs_(options_.store, options_.reference_owner != 0 ? options_.reference_owner : ::getpid(),
+            options_.mountpoint) {}
 
 Result<std::shared_ptr<LayerStore::Image>> LayerStore::OpenImage(const std::string& reference,
                                                                  bool refresh) {
@@ -200,6 +207,12 @@ Result<std::shared_ptr<LayerStore::Image>> LayerStore::OpenImage(const std::stri
   pull.insecure_registries = options_.insecure_registries;
   pull.ca_files = options_.ca_files;
   pull.creds = options_.creds;
+  if (Result<registry::Reference> ref = registry::Reference::Parse(reference); ref.has_value()) {
+    // The auth helper's credential for this registry host (--creds goes to it alone too).
+    MutexLock lock(&mu_);
+    auto it = credentials_.find(registry::NormalizeRegistryHost(ref->domain()));
+    if (it != credentials_.end()) pull.creds = it->second.username + ":" + it->second.password;
+  }
   pull.metadata_only = true;
   cache::Store& store = *options_.store;
   Result<cache::ResolvedImage> resolved =
@@ -293,6 +306,8 @@ Result<std::shared_ptr<const StoreLayer>> LayerStore::OpenLayerOf(Image& image_r
     out->info = LayerInfoJson(info);
     out->descriptor = desc;
     out->source = image->source;
+    out->manifest = image->resolved.manifest.digest;
+    out->reference = reference;
     IMGFS_LOG(kInfo) << "layer store: serving layer " << desc.digest.String() << " of " << reference
                      << " (" << out->diff->table().inode_count() << " inodes)";
     return std::shared_ptr<const StoreLayer>(std::move(out));
@@ -327,34 +342,55 @@ Result<std::shared_ptr<const StoreLayer>> LayerStore::Open(std::string_view ref_
   return pending->layer;
 }
 
-int64_t LayerStore::Use(std::string_view ref_element, std::string_view digest_element) {
-  MutexLock lock(&mu_);
-  return ++refs_[std::string(ref_element) + "/" + std::string(digest_element)];
+Result<int64_t> LayerStore::Use(std::string_view ref_element, std::string_view digest_element) {
+  IMGFS_ASSIGN_OR_RETURN(std::shared_ptr<const StoreLayer> layer,
+                         Open(ref_element, digest_element));
+  const std::string key = std::string(ref_element) + "/" + std::string(digest_element);
+  return refs_.Take(key, layer->manifest, layer->reference);
 }
 
 int64_t LayerStore::Release(std::string_view ref_element, std::string_view digest_element) {
-  MutexLock lock(&mu_);
-  auto it = refs_.find(std::string(ref_element) + "/" + std::string(digest_element));
-  if (it == refs_.end()) return 0;
-  const int64_t left = std::max<int64_t>(0, it->second - 1);
+  const std::string key = std::string(ref_element) + "/" + std::string(digest_element);
+  if (refs_.Count(key) == 0) return 0;
+  const int64_t left = refs_.Drop(key);
   if (left == 0) {
-    refs_.erase(it);
-  } else {
-    it->second = left;
+    // Nobody holds the layer: free its tree (readers that still hold it finish with theirs).
+    // A Use racing with this reloads it.
+    MutexLock lock(&mu_);
+    pending_.erase(key);
   }
   return left;
 }
 
-int64_t LayerStore::References(std::string_view ref_element,
-                               std::string_view digest_element) const {
+void LayerStore::SetRegistryCredential(const std::string& host,
+                                       const registry::Credential& credential) {
+  const std::string key = registry::NormalizeRegistryHost(host);
+  if (credential.username.empty()) {
+    // An identity token alone: imgfs's registry client takes one only from the credential
+    // store (imgfs login, auth files), not as a pull's --creds.
+    IMGFS_LOG(kWarning) << "layer store: the credential for " << key
+                        << " has no username (identity tokens are not taken from the helper)";
+    return;
+  }
   MutexLock lock(&mu_);
-  auto it = refs_.find(std::string(ref_element) + "/" + std::string(digest_element));
-  return it == refs_.end() ? 0 : it->second;
+  auto [it, inserted] = credentials_.try_emplace(key, credential);
+  if (!inserted && it->second == credential) return;
+  it->second = credential;
+  // Images of that host opened with the old credential (or none) are opened again.
+  std::erase_if(images_, [&](const auto& entry) {
+    Result<registry::Reference> ref = registry::Reference::Parse(entry.first);
+    return ref.has_value() && registry::NormalizeRegistryHost(ref->domain()) == key;
+  });
+  IMGFS_LOG(kInfo) << "layer store: a credential for " << key << " from the auth helper";
 }
 
-size_t LayerStore::ReferencedLayers() const {
-  MutexLock lock(&mu_);
-  return refs_.size();
+Result<size_t> LayerStore::RecoverReferences() { return refs_.Recover(); }
+
+int64_t LayerStore::References(std::string_view ref_element,
+                               std::string_view digest_element) const {
+  return refs_.Count(std::string(ref_element) + "/" + std::string(digest_element));
 }
+
+size_t LayerStore::ReferencedLayers() const { return refs_.Referenced(); }
 
 }  // namespace imgfs::fs

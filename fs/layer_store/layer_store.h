@@ -31,6 +31,8 @@
 #ifndef IMGFS_FS_LAYER_STORE_LAYER_STORE_H_
 #define IMGFS_FS_LAYER_STORE_LAYER_STORE_H_
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -48,7 +50,9 @@
 #include "cache/store.h"
 #include "fs/core/filesystem.h"
 #include "fs/layer/layer_index.h"
+#include "fs/layer_store/layer_references.h"
 #include "registry/blob_source.h"
+#include "registry/credentials.h"
 #include "registry/digest.h"
 #include "registry/manifest.h"
 
@@ -91,6 +95,8 @@ struct StoreLayer {
   std::string info;                              // the info file
   registry::Descriptor descriptor;               // the compressed layer
   std::shared_ptr<registry::BlobSource> source;  // where blob reads go
+  registry::Digest manifest;                     // the image's manifest (what a reference pins)
+  std::string reference;                         // the image's normalised reference
 };
 
 struct LayerStoreOptions {
@@ -100,6 +106,10 @@ struct LayerStoreOptions {
   std::vector<std::string> ca_files;
   std::string creds;
   double fetch_timeout_seconds = 0;  // 0: the lazy readers' default
+  // Where the store is mounted (absolute) and the process that owns its references
+  // (fs/layer_store/layer_references.h; 0: this process).
+  std::string mountpoint;
+  pid_t reference_owner = 0;
 };
 
 class LayerStore {
@@ -121,9 +131,22 @@ class LayerStore {
                                                  std::string_view digest_element);
 
   // `use` created (+1) and the layer directory removed (-1): the references containers/
-  // storage holds on the layer. Returns the count after the change.
-  int64_t Use(std::string_view ref_element, std::string_view digest_element);
+  // storage holds on the layer, recorded in the store as leases that pin the layer's image
+  // (fs/layer_store/layer_references.h). Returns the count after the change. Use opens the
+  // layer (Open's errors; NotFound too when the image left the store meanwhile). When
+  // Release drops the last reference, the layer's in-memory state is freed: the next Open
+  // loads it again (from the store's indexes).
+  Result<int64_t> Use(std::string_view ref_element, std::string_view digest_element);
   int64_t Release(std::string_view ref_element, std::string_view digest_element);
+  // The credential containers/image uses for `host` (fs/layer_store/auth_helper.h): from
+  // now on the pulls and layer reads of images of that registry host use it (instead of
+  // LayerStoreOptions::creds and the credential store). A changed credential reopens that
+  // host's images at their next layer lookup.
+  void SetRegistryCredential(const std::string& host, const registry::Credential& credential);
+
+  // Adopts the references an earlier daemon of the same owner and mountpoint recorded (a
+  // takeover). Returns how many.
+  Result<size_t> RecoverReferences();
   // The references held on one layer directory now.
   int64_t References(std::string_view ref_element, std::string_view digest_element) const;
   // Layers with at least one reference (for logs, tests and pinning).
@@ -145,7 +168,8 @@ class LayerStore {
   mutable Mutex mu_;
   std::map<std::string, std::shared_ptr<Image>, std::less<>> images_ IMGFS_GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<Pending>, std::less<>> pending_ IMGFS_GUARDED_BY(mu_);
-  std::map<std::string, int64_t, std::less<>> refs_ IMGFS_GUARDED_BY(mu_);
+  std::map<std::string, registry::Credential, std::less<>> credentials_ IMGFS_GUARDED_BY(mu_);
+  LayerReferences refs_;
 };
 
 }  // namespace imgfs::fs

@@ -3,15 +3,25 @@
 // real FUSE mount over a real docker-registry; the contract is checked by reading the paths
 // containers/storage reads, and Debian's podman 4.3.1 runs a container from it.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <map>
+#include <mutex>
+#include <random>
+#include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -327,6 +337,278 @@ TEST_P(LayerStoreTest, FollowsATagThatMoved) {
   EXPECT_NE(ReadAll(diff + "/etc/os-release").find("ID=tiny"), std::string::npos);
   EXPECT_EQ(stat((ref_dir + "/" + before[0].digest + "/diff").c_str(), &st), 0);
   Umount();
+}
+
+// Regular files below `dir` (0 when it does not exist).
+size_t CountFiles(const std::string& dir) {
+  size_t n = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_regular_file(ec)) ++n;
+  }
+  return n;
+}
+
+// The kernel's page cache, dentries and inodes dropped: the next read asks the daemon.
+void DropCaches() {
+  sync();
+  std::ofstream("/proc/sys/vm/drop_caches") << "3\n";
+}
+
+// A `use` reference pins what the layer reads from (a lease in the store): `imgfs rmi`
+// refuses the image, `imgfs cache prune` down to nothing and `imgfs cache gc` keep its
+// manifest, config, index and chunks, and diff/ reads from them once the registry is gone.
+// rmdir drops the reference and the pin: prune then removes the image.
+TEST_P(LayerStoreTest, AReferencePinsTheLayerAgainstPruneGcAndRmi) {
+  const std::string layout = FixturePath(GetParam());
+  auto reg = RegistryServer::Start();
+  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+  ASSERT_TRUE((*reg)->PushOciLayout(layout, "latest", "lab/pinned:1").ok());
+  const std::string image = (*reg)->host_port() + "/lab/pinned:1";
+  const std::vector<FixtureLayer> layers = LayersOf(layout);
+  ASSERT_NO_FATAL_FAILURE(StartStore());
+  const std::string dir = Mnt() + "/" + Base64(image) + "/" + layers[0].digest;
+  ASSERT_EQ(CreateErrno(dir + "/use"), ENOENT);
+  EXPECT_EQ(Xattr(dir, "user.imgfs.references"), "1");
+  const std::string os_release = ReadAll(dir + "/diff/etc/os-release");
+  ASSERT_NE(os_release.find("ID=tiny"), std::string::npos);
+  const size_t chunks = CountFiles(Root() + "/chunks");
+  ASSERT_GT(chunks, 0u) << "the read cached nothing";
+
+  ProcessResult r = Imgfs({"rmi", image});
+  EXPECT_NE(r.exit_code, 0) << "rmi of a referenced layer's image: " << r.Describe();
+  reg->reset();  // no registry from now on
+  // (The layer's read-ahead may still be adding chunks: what the commands deleted is what
+  // they say, and the count can only have grown.)
+  r = Imgfs({"cache", "prune", "--max-size", "1"});
+  EXPECT_NE(r.err.find("pinned"), std::string::npos) << r.Describe();
+  EXPECT_NE(r.out.find("Garbage: 0 blobs, 0 indexes, 0 chunks"), std::string::npos) << r.Describe();
+  EXPECT_NE(r.out.find("Chunks evicted: 0,"), std::string::npos) << r.Describe();
+  EXPECT_NE(r.out.find("Images removed: 0"), std::string::npos) << r.Describe();
+  r = Imgfs({"cache", "gc"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(r.out.find("Deleted 0 blobs, 0 indexes, 0 chunks"), std::string::npos) << r.Describe();
+  EXPECT_GE(CountFiles(Root() + "/chunks"), chunks);
+  DropCaches();
+  EXPECT_EQ(ReadAll(dir + "/diff/etc/os-release"), os_release) << "read from the store";
+
+  EXPECT_EQ(RmdirErrno(dir), ENOENT);
+  EXPECT_EQ(Xattr(dir, "user.imgfs.references"), "0");
+  // The last reference freed the layer's tree: the next read loads it again, from the store.
+  DropCaches();
+  EXPECT_EQ(ReadAll(dir + "/diff/etc/os-release"), os_release) << "loaded again from the store";
+  r = Imgfs({"cache", "prune", "--max-size", "1"});
+  EXPECT_NE(r.out.find("Images removed: 1"), std::string::npos) << r.Describe();
+  EXPECT_EQ(CountFiles(Root() + "/chunks"), 0u);
+  // A reference that cannot be pinned (the image left the store) is refused, never ENOENT.
+  EXPECT_EQ(CreateErrno(dir + "/use"), EIO);
+  EXPECT_EQ(Xattr(dir, "user.imgfs.references"), "0");
+  Umount();
+}
+
+// The first pid in /proc/PID/task/PID/children: the keeper's daemon (0 if none).
+pid_t ChildOf(pid_t pid) {
+  std::istringstream in(
+      ReadAll("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children"));
+  pid_t child = 0;
+  in >> child;
+  return child;
+}
+
+// The whole content of an open file, read after dropping its cached pages (so the read goes
+// to the daemon). Sets *error on a failed syscall.
+std::string ReadFromDaemon(int fd, std::string* error) {
+  posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  std::string out;
+  char buf[1 << 16];
+  for (off_t off = 0;;) {
+    const ssize_t n = pread(fd, buf, sizeof(buf), off);
+    if (n < 0) {
+      *error = std::string("pread: ") + strerror(errno);
+      return out;
+    }
+    if (n == 0) return out;
+    out.append(buf, static_cast<size_t>(n));
+    off += n;
+  }
+}
+
+std::string ReadPathFromDaemon(const std::string& path, std::string* error) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    *error = "open " + path + ": " + strerror(errno);
+    return {};
+  }
+  std::string data = ReadFromDaemon(fd, error);
+  close(fd);
+  if (!error->empty()) *error = path + ": " + *error;
+  return data;
+}
+
+// The layer store outlives its daemon (fs/fuse/takeover.h): readers of diff/ files, of info
+// and blob, stats, lookups of missing names and listings go on while the daemon is killed
+// again and again, with no failed call and no wrong byte; a descriptor held open reads on;
+// the reference taken before the kills is still counted (and pins) after them.
+TEST_P(LayerStoreTest, ReadersNeverSeeAKilledDaemon) {
+  constexpr int kKills = 6;
+  RegistryServer* reg = SharedRegistry();
+  ASSERT_NE(reg, nullptr);
+  const std::string name = "lab/kept-" + GetParam() + ":1";
+  ASSERT_TRUE(reg->PushOciLayout(FixturePath(GetParam()), "latest", name).ok());
+  const std::vector<FixtureLayer> layers = LayersOf(FixturePath(GetParam()));
+  ASSERT_NO_FATAL_FAILURE(StartStore());
+  const std::string ref_dir = Mnt() + "/" + Base64(reg->host_port() + "/" + name);
+  const std::string used = ref_dir + "/" + layers[0].toc;
+  ASSERT_EQ(CreateErrno(used + "/use"), ENOENT);
+  const pid_t keeper = MountDaemonPid(Root(), used);  // the reference's lease names the keeper
+  ASSERT_GT(keeper, 0);
+  pid_t daemon = ChildOf(keeper);
+  ASSERT_GT(daemon, 0);
+
+  // What is read, and what it must read as.
+  std::map<std::string, std::string> files;  // path → content
+  std::vector<std::string> paths;            // everything, for lstat
+  for (const FixtureLayer& l : layers) {
+    const std::string dir = ref_dir + "/" + l.toc;
+    files[dir + "/info"] = ReadAll(dir + "/info");
+    files[dir + "/blob"] = ReadAll(dir + "/blob");
+    ASSERT_EQ(registry::Digest::Sha256Of(files[dir + "/blob"]).String(), l.digest);
+    for (const auto& e : std::filesystem::recursive_directory_iterator(dir + "/diff")) {
+      paths.push_back(e.path());
+      if (e.is_regular_file() && !e.is_symlink()) files[e.path()] = ReadAll(e.path());
+    }
+  }
+  ASSERT_GT(files.size(), 8u);
+  const std::string held_path = ref_dir + "/" + layers[0].toc + "/diff/etc/os-release";
+  const int held = open(held_path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(held, 0) << strerror(errno);
+
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> ops{0};
+  std::mutex mu;
+  std::vector<std::string> failures;
+  auto fail = [&](const std::string& what) {
+    std::scoped_lock lock(mu);
+    if (failures.size() < 20) failures.push_back(what);
+  };
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 2; ++t) {
+    readers.emplace_back([&] {
+      while (!stop) {
+        for (const auto& [path, content] : files) {
+          std::string error;
+          const std::string data = ReadPathFromDaemon(path, &error);
+          if (!error.empty()) {
+            fail(error);
+          } else if (data != content) {
+            fail(path + ": wrong bytes (" + std::to_string(data.size()) + ")");
+          }
+          ++ops;
+        }
+      }
+    });
+  }
+  readers.emplace_back([&] {
+    for (uint64_t i = 0; !stop; ++i) {
+      for (const std::string& path : paths) {
+        struct stat st {};
+        if (lstat(path.c_str(), &st) != 0) fail("lstat " + path + ": " + strerror(errno));
+      }
+      const std::string missing = used + "/diff/etc/missing-" + std::to_string(i);
+      struct stat st {};
+      if (lstat(missing.c_str(), &st) == 0 || errno != ENOENT) {
+        fail("lstat " + missing + ": " + strerror(errno));
+      }
+      std::error_code ec;
+      for (auto it = std::filesystem::recursive_directory_iterator(ref_dir, ec);
+           !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+      }
+      if (ec) fail("listing " + ref_dir + ": " + ec.message());
+      ++ops;
+    }
+  });
+
+  std::mt19937 rng(std::random_device{}());
+  for (int kill_no = 0; kill_no < kKills; ++kill_no) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100 + rng() % 400));
+    const uint64_t before = ops.load();
+    ASSERT_EQ(kill(daemon, SIGKILL), 0) << "kill " << kill_no;
+    pid_t next = 0;
+    const bool served =
+        WaitFor([&] { return (next = ChildOf(keeper)) != 0 && next != daemon; }, 120) &&
+        WaitFor([&] { return ops.load() > before + 3; }, 120);
+    if (!served) {
+      kill(keeper, SIGKILL);  // frees the readers: the connection ends with its last holder
+      stop = true;
+      for (std::thread& t : readers) t.join();
+      close(held);
+      FAIL() << "no daemon took the layer store over after kill " << kill_no;
+    }
+    daemon = next;
+    std::string error;
+    EXPECT_EQ(ReadFromDaemon(held, &error), files[held_path]) << "after kill " << kill_no;
+    EXPECT_EQ(error, "");
+  }
+  stop = true;
+  for (std::thread& t : readers) t.join();
+  close(held);
+  {
+    std::scoped_lock lock(mu);
+    EXPECT_TRUE(failures.empty()) << failures.size() << " failures, first: " << failures.front();
+  }
+  std::cout << "readers: " << ops.load() << " operations across " << kKills << " takeovers\n";
+  EXPECT_EQ(Xattr(used, "user.imgfs.references"), "1") << "the reference outlived the daemons";
+  EXPECT_EQ(RmdirErrno(used), ENOENT);
+  EXPECT_EQ(Xattr(used, "user.imgfs.references"), "0");
+  EXPECT_EQ(MountDaemonPid(Root(), used), 0) << "the lease is gone";
+  Umount();
+  EXPECT_TRUE(WaitFor([&] { return !ProcessRuns(keeper) && !ProcessRuns(daemon); }, 30))
+      << "keeper " << keeper << " or daemon " << daemon << " still runs";
+}
+
+// containers' additional-layer-store-auth-helper: `imgfs layer-store --auth-helper` hands
+// the credentials containers/image writes on its stdin to the running layer store, which
+// uses each for its own registry host only. (Debian 12's podman does not run such a helper:
+// the helper is run here with the JSON containers/image writes.)
+TEST_P(LayerStoreTest, TakesCredentialsFromTheAuthHelperForTheirHostOnly) {
+  RegistryServerOptions options;
+  options.htpasswd_user = "alice";
+  options.htpasswd_password = "s3cret";
+  auto reg = RegistryServer::Start(options);
+  ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+  PushOptions push;
+  push.creds = "alice:s3cret";
+  ASSERT_TRUE((*reg)->PushOciLayout(FixturePath(GetParam()), "latest", "lab/private:1", push).ok());
+  const std::vector<FixtureLayer> layers = LayersOf(FixturePath(GetParam()));
+  ASSERT_NO_FATAL_FAILURE(StartStore());
+  const std::string image = (*reg)->host_port() + "/lab/private:1";
+  const std::string diff = Mnt() + "/" + Base64(image) + "/" + layers[0].toc + "/diff";
+  auto helper = [&](const std::string& json) {
+    return RunImgfs(Root(), {"layer-store", "--auth-helper"}, {}, json);
+  };
+  struct stat st {};
+  EXPECT_NE(stat(diff.c_str(), &st), 0) << "served without a credential";
+
+  // The credential of another registry (the same repository on another port) is not used.
+  ProcessResult r =
+      helper(R"({"127.0.0.1:1/lab/private:1":{"username":"alice","password":"s3cret"}})");
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(stat(diff.c_str(), &st), 0) << "another host's credential was used";
+  // What is not containers/image's input is refused before it reaches the store.
+  r = helper("{\"not a reference\": {\"username\": \"alice\"}}");
+  EXPECT_NE(r.exit_code, 0) << r.Describe();
+  r = helper(std::string(70000, '{'));
+  EXPECT_NE(r.exit_code, 0) << r.Describe();
+
+  r = helper("{\"" + image + R"(":{"username":"alice","password":"s3cret"}})");
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  ASSERT_EQ(stat(diff.c_str(), &st), 0) << strerror(errno);
+  EXPECT_NE(ReadAll(diff + "/etc/os-release").find("ID=tiny"), std::string::npos);
+  Umount();
+  // No layer store listens any more.
+  r = helper("{\"" + image + R"(":{"username":"alice","password":"s3cret"}})");
+  EXPECT_NE(r.exit_code, 0) << r.Describe();
 }
 
 // Incompressible, deterministic bytes (xorshift64).
