@@ -9,9 +9,10 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdlib>
+#include <charconv>
 #include <cstring>
 #include <sstream>
+#include <string_view>
 
 #include "base/file_util.h"
 #include "base/unique_fd.h"
@@ -31,12 +32,16 @@ constexpr int kHelperUidMapFailed = 2;
 constexpr int kHelperGidMapFailed = 3;
 
 // The number in a /proc/sys file, or -1 when it cannot be read.
-long ReadSysctl(const std::string& path) {
+int64_t ReadSysctl(const std::string& path) {
   Result<std::string> text = ReadFile(path);
-  if (!text.has_value() || text->empty() || text->size() > 32) return -1;
-  char* end = nullptr;
-  long v = std::strtol(text->c_str(), &end, 10);
-  return end == text->c_str() ? -1 : v;
+  if (!text.has_value()) return -1;
+  std::string_view digits(*text);
+  while (!digits.empty() && (digits.back() == '\n' || digits.back() == ' ')) {
+    digits.remove_suffix(1);
+  }
+  int64_t v = -1;
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
+  return ec == std::errc() && end == digits.data() + digits.size() ? v : -1;
 }
 
 std::vector<std::string> MapArgs(const std::string& tool, pid_t pid,

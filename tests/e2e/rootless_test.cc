@@ -383,7 +383,12 @@ class SubidFiles {
       return;
     }
     for (const char* path : {"/etc/subuid", "/etc/subgid"}) {
-      Saved saved{path, false, ""};
+      Saved saved{path, false, "", {}};
+      struct stat st {};
+      if (stat(path, &st) == 0) {
+        saved.times[0] = st.st_atim;
+        saved.times[1] = st.st_mtim;
+      }
       Result<std::string> text = ReadFile(path);
       if (text.has_value()) {
         saved.existed = true;
@@ -402,6 +407,7 @@ class SubidFiles {
       if (s.existed) {
         Status st = WriteInPlace(s.path, s.content);
         if (!st.ok()) ADD_FAILURE() << "restoring " << s.path << ": " << st.ToString();
+        utimensat(AT_FDCWD, s.path.c_str(), s.times, 0);
       } else if (unlink(s.path.c_str()) != 0 && errno != ENOENT) {
         ADD_FAILURE() << "removing " << s.path << ": " << std::strerror(errno);
       }
@@ -417,6 +423,7 @@ class SubidFiles {
     std::string path;
     bool existed;
     std::string content;
+    timespec times[2];  // atime, mtime
   };
 
   static Status WriteInPlace(const std::string& path, const std::string& content) {
