@@ -14,7 +14,9 @@
 //      pivot_roots, and runs the command with docker's default capabilities and seccomp
 //      profile, forwarding signals (fs/run/exec.h, fs/run/security.h);
 //   then unmount everything, stop the daemon, record the exit status (128+N for a signal).
-// imgfs run needs root (mount namespaces, overlayfs, pivot_root).
+// As root, the namespaces and mounts are made directly; without root, imgfs first enters a
+// user namespace mapping the caller to root and their /etc/subuid and /etc/subgid ranges to
+// the image's other users (fs/run/userns.h, as podman does), and does the same inside it.
 // Containers without --name (or with --rm) are removed when the run ends — docker's --rm
 // default, inverted: a run keeps its upper only when it is given a name. A container of a
 // killed run is marked exited (137) when next listed; auto-removed ones are deleted by the
@@ -37,6 +39,7 @@
 #include "cache/containers.h"
 #include "cache/images.h"
 #include "cache/store.h"
+#include "fs/fuse/mount_access.h"
 #include "fs/mount/mount.h"
 #include "fs/run/exec.h"
 #include "fs/run/image_user.h"
@@ -44,6 +47,7 @@
 #include "fs/run/root_path.h"
 #include "fs/run/sandbox.h"
 #include "fs/run/security.h"
+#include "fs/run/userns.h"
 #include "registry/reference.h"
 #include "tools/cli.h"
 
@@ -295,6 +299,30 @@ Result<RunRequest> ParseRunRequest(CommandContext& ctx, int* exit_code, bool* do
   return req;
 }
 
+// Without root: checks what a rootless run needs (each missing piece named with what to do),
+// then enters its user namespace.
+Status EnterRootless() {
+  // The image's daemon opens /dev/fuse inside the namespace with the caller's rights.
+  IMGFS_RETURN_IF_ERROR(fs::CheckDevFuse());
+  const fs::run::RootlessHost host = fs::run::RootlessHost::Current();
+  IMGFS_ASSIGN_OR_RETURN(fs::run::RootlessMaps maps, fs::run::PlanRootlessMaps(host));
+  return fs::run::EnterUserNamespace(host, maps);
+}
+
+// Without root, before removing containers: a rootless run's upper holds files of the
+// caller's subordinate ids, which only root of the run's user namespace may delete, so the
+// removal enters one like it. Without a range (or without newuidmap) no run could have made
+// such files: the removal goes on as the caller.
+void EnterRootlessForRemoval() {
+  if (::geteuid() == 0) return;
+  const fs::run::RootlessHost host = fs::run::RootlessHost::Current();
+  Result<fs::run::RootlessMaps> maps = fs::run::PlanRootlessMaps(host);
+  if (!maps.has_value()) return;
+  if (Status st = fs::run::EnterUserNamespace(host, *maps); !st.ok()) {
+    IMGFS_LOG(kWarning) << "removing containers as " << host.uid << ": " << st.ToString();
+  }
+}
+
 int RunFail(const Status& st) {
   std::cerr << "imgfs: " << st.ToString() << std::endl;
   return kExitRunError;
@@ -359,6 +387,7 @@ int ListContainersCommand(CommandContext& ctx, std::string_view usage) {
   int code = kExitOk;
   if (!ParseCommandArgs(ctx, usage, PsSpecs(), &args, &code)) return code;
   if (!args.positional().empty()) return UsageError(ctx.name, "too many arguments");
+  EnterRootlessForRemoval();  // abandoned containers are removed below
   Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(ctx.global.root);
   if (!store.has_value()) return Fail(store.error());
   Result<int> abandoned = cache::RemoveAbandonedContainers(**store);
@@ -414,6 +443,7 @@ int RemoveContainersCommand(CommandContext& ctx) {
   if (args.positional().empty()) {
     return UsageError(ctx.name, "\"containers rm\" requires at least 1 argument");
   }
+  EnterRootlessForRemoval();
   Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(ctx.global.root);
   if (!store.has_value()) return Fail(store.error());
   int rc = kExitOk;
@@ -439,8 +469,9 @@ int RunRun(CommandContext& ctx) {
   if (!parsed.has_value()) return RunFail(parsed.error());
   RunRequest& req = *parsed;
   if (::geteuid() != 0) {
-    return RunFail(
-        Status::PermissionDenied("imgfs run needs root (mount namespaces, overlayfs, pivot_root)"));
+    // Rootless: everything from here on (the store, the image's mount, the container) runs
+    // as root of a user namespace of the caller's own (fs/run/userns.h). Still one thread.
+    if (Status st = EnterRootless(); !st.ok()) return RunFail(st);
   }
 
   Result<std::unique_ptr<cache::Store>> store_or = cache::Store::Open(ctx.global.root);

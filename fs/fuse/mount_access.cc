@@ -46,6 +46,8 @@ std::string ReadFuseConf(const std::string& path) {
   return text;
 }
 
+}  // namespace
+
 Status CheckDevFuse(const MountHost& host) {
   struct stat st {};
   if (::stat(host.dev_fuse.c_str(), &st) != 0) {
@@ -67,8 +69,6 @@ Status CheckDevFuse(const MountHost& host) {
       "` (the mode most distributions give it; a udev rule keeps it across reboots) or to a "
       "group of users with chgrp and chmod 0660; or mount as root");
 }
-
-}  // namespace
 
 MountHost MountHost::Current() {
   MountHost host;

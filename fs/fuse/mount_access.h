@@ -41,6 +41,10 @@ struct MountHost {
 Status CheckMountAccess(const std::vector<std::string>& mount_options,
                         const MountHost& host = MountHost::Current());
 
+// OK when /dev/fuse (host.dev_fuse) exists and this process can read and write it; otherwise
+// the first check of CheckMountAccess's errors (Unavailable, PermissionDenied) and what to do.
+Status CheckDevFuse(const MountHost& host = MountHost::Current());
+
 // Whether fuse.conf text holds `user_allow_other`, read as fusermount3 reads it: '#' starts a
 // comment, each line is trimmed of white space and must then be exactly the option.
 bool FuseConfAllowsOther(std::string_view text);

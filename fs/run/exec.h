@@ -46,7 +46,8 @@ struct ContainerProcess {
   // The mounted rootfs (RunSession::rootfs()). A path, not a descriptor: the init has a
   // mount namespace of its own, and a descriptor opened before it was made would refer to
   // the mount of the parent's namespace (mount(2) on it fails with EINVAL). The path is the
-  // store's, owned by root, and nothing of the container runs yet when it is opened.
+  // store's, owned by root (rootless: by the caller, root of the run's user namespace),
+  // and nothing of the container runs yet when it is opened.
   std::string rootfs;
   NetworkMode network = NetworkMode::kNone;
   std::string hostname;  // empty: the host's name (in a UTS namespace of its own)

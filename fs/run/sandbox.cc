@@ -27,6 +27,7 @@
 #include "base/log.h"
 #include "base/mountinfo.h"
 #include "fs/run/root_path.h"
+#include "fs/run/userns.h"
 
 namespace imgfs::fs::run {
 namespace {
@@ -122,9 +123,16 @@ Status RunSession::Setup(const std::string& manifest_digest, const RunRequest& r
     std::string options = "lowerdir=" + EscapeOverlayPath(init()) + ":" +
                           EscapeOverlayPath(lower()) + ",upperdir=" + EscapeOverlayPath(upper()) +
                           ",workdir=" + EscapeOverlayPath(work());
+    // In a user namespace (rootless) overlayfs refuses trusted.overlay.* and keeps its
+    // opaque markers in user.overlay.* instead (Linux 5.11); it then takes redirect_dir
+    // "nofollow" only, which is what "off" means without redirect_always_follow: no
+    // redirects are made in the upper.
+    const bool userxattr = !InInitialUserNamespace();
+    if (userxattr) options += ",userxattr";
     const uint64_t flags = confine_ ? MS_NODEV : 0;
     Status st = Mount("overlay", rootfs(), "overlay", flags,
-                      options + ",redirect_dir=off,index=off,metacopy=off");
+                      options + (userxattr ? ",redirect_dir=nofollow" : ",redirect_dir=off") +
+                          ",index=off,metacopy=off");
     if (!st.ok()) {
       IMGFS_LOG(kInfo) << st.ToString() << "; retrying with the kernel's default options";
       st = Mount("overlay", rootfs(), "overlay", flags, options);

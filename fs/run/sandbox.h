@@ -18,6 +18,10 @@
 //   6. /dev (tmpfs: null zero full random urandom tty, devpts with its ptmx, shm), the
 //      host's /etc/resolv.conf and /etc/hosts read-only, the -v volumes (/proc and /sys
 //      are mounted by the container's init: MountKernelFileSystems).
+// Without root the whole session runs inside the run's user namespace (fs/run/userns.h): the
+// daemon's FUSE mount belongs to it (the image's uid 0 is the namespace's root), overlayfs
+// is mounted with `userxattr` (opaque markers in user.overlay.*, redirect_dir=nofollow), and
+// mknod is refused there, so /dev's nodes are always the host's, bound.
 // Every target inside the rootfs is resolved through directory fds (fs/run/root_path.h):
 // an image's symlink cannot point a mount outside the rootfs.
 //

@@ -8,6 +8,15 @@
 // the test's directory and a clean environment (tests/support/unprivileged.h). Where
 // /dev/fuse is root-only, a DevFuseMode guard opens it for the test and puts its mode back in
 // TearDown (and in its destructor, should the test end early).
+//
+// `imgfs run` without root (RootlessRunTest): the user gets a subordinate id range in
+// /etc/subuid and /etc/subgid for the test (a SubidFiles guard puts both files back exactly as
+// they were, or removes them if they were absent), and runs commands of the fixture image
+// `tiny` (busybox) as root of a user namespace: id 0, files it writes owned by 0 inside,
+// chown to another id working (what apt-get needs), the exit status passed through, nothing
+// left mounted; and the error that says how to add a missing range.
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -357,6 +366,156 @@ TEST_F(RootlessTest, UmountOfWhatIsNotMountedSaysSo) {
   ProcessResult unmounted = UserImgfs({"umount", Mnt()});
   EXPECT_NE(unmounted.exit_code, 0) << unmounted.Describe();
   EXPECT_NE(unmounted.err.find("is not mounted"), std::string::npos) << unmounted.err;
+}
+
+// The lock that keeps two tests from changing /etc/subuid and /etc/subgid at once.
+constexpr char kSubidLockPath[] = "/tmp/imgfs-test-subid.lock";
+
+// Sets /etc/subuid and /etc/subgid to `content` for its lifetime (written in place, so that
+// mode and owner stay) and puts them back exactly: the same bytes, or no file when there was
+// none.
+class SubidFiles {
+ public:
+  explicit SubidFiles(const std::string& content) {
+    lock_fd_ = UniqueFd(open(kSubidLockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!lock_fd_.IsValid() || flock(lock_fd_.get(), LOCK_EX) != 0) {
+      status_ = Status::FromErrno(errno, kSubidLockPath);
+      return;
+    }
+    for (const char* path : {"/etc/subuid", "/etc/subgid"}) {
+      Saved saved{path, false, "", {}};
+      struct stat st {};
+      if (stat(path, &st) == 0) {
+        saved.times[0] = st.st_atim;
+        saved.times[1] = st.st_mtim;
+      }
+      Result<std::string> text = ReadFile(path);
+      if (text.has_value()) {
+        saved.existed = true;
+        saved.content = *text;
+      } else if (text.error().code() != StatusCode::kNotFound) {
+        status_ = text.error();
+        return;
+      }
+      saved_.push_back(saved);
+      status_ = WriteInPlace(path, content);
+      if (!status_.ok()) return;
+    }
+  }
+  ~SubidFiles() {
+    for (const Saved& s : saved_) {
+      if (s.existed) {
+        Status st = WriteInPlace(s.path, s.content);
+        if (!st.ok()) ADD_FAILURE() << "restoring " << s.path << ": " << st.ToString();
+        utimensat(AT_FDCWD, s.path.c_str(), s.times, 0);
+      } else if (unlink(s.path.c_str()) != 0 && errno != ENOENT) {
+        ADD_FAILURE() << "removing " << s.path << ": " << std::strerror(errno);
+      }
+    }
+  }
+  SubidFiles(const SubidFiles&) = delete;
+  SubidFiles& operator=(const SubidFiles&) = delete;
+
+  const Status& status() const { return status_; }
+
+ private:
+  struct Saved {
+    std::string path;
+    bool existed;
+    std::string content;
+    timespec times[2];  // atime, mtime
+  };
+
+  static Status WriteInPlace(const std::string& path, const std::string& content) {
+    UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
+    if (!fd.IsValid()) return Status::FromErrno(errno, "opening " + path);
+    if (write(fd.get(), content.data(), content.size()) != static_cast<ssize_t>(content.size())) {
+      return Status::FromErrno(errno, "writing " + path);
+    }
+    return Status::Ok();
+  }
+
+  UniqueFd lock_fd_;
+  std::vector<Saved> saved_;
+  Status status_;
+};
+
+class RootlessRunTest : public RootlessTest {
+ protected:
+  // The user's range, 65536 ids as `usermod --add-subuids` would give.
+  void GiveSubordinateIds() {
+    subids_.emplace(user_.name + ":100000:65536\n");
+    ASSERT_TRUE(subids_->status().ok()) << subids_->status().ToString();
+  }
+
+  // The mounts whose mount point is in the user's store (the run's are all there).
+  std::vector<std::string> MountsInStore() {
+    std::vector<std::string> out;
+    for (const MountInfoEntry& e : ReadMountInfo()) {
+      if (e.mountpoint.rfind(UserStore() + "/", 0) == 0) out.push_back(e.mountpoint);
+    }
+    return out;
+  }
+
+  void TearDown() override {
+    RootlessTest::TearDown();
+    subids_.reset();
+  }
+
+  std::optional<SubidFiles> subids_;
+};
+
+TEST_F(RootlessRunTest, RunsAsRootOfItsUserNamespace) {
+  const std::string ref = Push("tiny-gzip", "rootless/run:1");
+  ASSERT_FALSE(ref.empty());
+  ASSERT_NO_FATAL_FAILURE(OpenDevFuse());
+  ASSERT_NO_FATAL_FAILURE(GiveSubordinateIds());
+  // The script: the ids, a new file's owner, a chown to another id of the namespace (the
+  // image's file is copied up by root of the namespace), and an exit status of its own.
+  const std::string script =
+      "busybox id -u; busybox id -g; busybox echo hi > /data/new.txt; "
+      "busybox stat -c %u:%g /data/new.txt; "
+      "busybox chown 1:1 /data/changeme.txt && busybox stat -c %u:%g /data/changeme.txt; "
+      "busybox cat /data/changeme.txt > /dev/null && busybox echo read; exit 7";
+  for (const char* driver : {"overlay", "fuse"}) {
+    SCOPED_TRACE(driver);
+    ProcessResult run = UserImgfs({"run", "--driver", driver, ref, "/bin/sh", "-c", script});
+    EXPECT_EQ(run.exit_code, 7) << run.Describe();
+    EXPECT_EQ(run.out, "0\n0\n0:0\n1:1\nread\n") << run.Describe();
+    EXPECT_TRUE(MountsInStore().empty()) << MountsInStore().front();
+    EXPECT_TRUE(ListFilesRecursive(UserStore() + "/mounts").empty()) << "the daemon's lease";
+    // Auto-removed, subordinate-owned files included.
+    EXPECT_TRUE(ListFilesRecursive(UserStore() + "/containers").empty());
+  }
+
+  // A named container keeps its upper; the user removes it (files of id 1 included).
+  ProcessResult kept = UserImgfs({"run", "--name", "kept", ref, "/bin/sh", "-c",
+                                  "busybox mkdir /data/d && busybox echo x > /data/d/f && "
+                                  "busybox chown -R 2:2 /data/d && busybox chmod 700 /data/d"});
+  ASSERT_EQ(kept.exit_code, 0) << kept.Describe();
+  struct stat st {};
+  ASSERT_EQ(lstat((UserStore() + "/containers/kept/upper/data/d").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 100001u) << "id 2 inside is the range's second id on the host";
+  ProcessResult removed = UserImgfs({"containers", "rm", "kept"});
+  EXPECT_EQ(removed.exit_code, 0) << removed.Describe();
+  EXPECT_TRUE(ListFilesRecursive(UserStore() + "/containers").empty());
+}
+
+TEST_F(RootlessRunTest, WithoutASubordinateRangeTheErrorSaysHowToAddOne) {
+  const std::string ref = Push("tiny-gzip", "rootless/norange:1");
+  ASSERT_FALSE(ref.empty());
+  ASSERT_NO_FATAL_FAILURE(OpenDevFuse());
+  SubidFiles others("someone-else:100000:65536\n");
+  ASSERT_TRUE(others.status().ok()) << others.status().ToString();
+
+  ProcessResult run = UserImgfs({"run", ref, "/bin/sh", "-c", "exit 0"});
+  EXPECT_EQ(run.exit_code, 125) << run.Describe();
+  EXPECT_NE(run.err.find("no subordinate uid range for " + user_.name + " in /etc/subuid"),
+            std::string::npos)
+      << run.err;
+  EXPECT_NE(run.err.find("usermod --add-subuids 100000-165535 " + user_.name), std::string::npos)
+      << run.err;
+  EXPECT_TRUE(MountsInStore().empty());
 }
 
 }  // namespace
