@@ -103,39 +103,9 @@ Status FuseSession::Run() {
 }
 
 Status FuseSession::ServeInit() {
-  fuse_session* se = session_.get();
-  if (const Handover* handover = options_.handover; handover != nullptr) {
-    // The kernel sent INIT to the first daemon only. libfuse answers nothing before it has
-    // seen one, so it gets those bytes again: the same negotiation, the same Init hook (read
-    // ahead raised again, on_ready). Its reply goes to a request the kernel no longer has and
-    // fails with ENOENT, which libfuse ignores.
-    std::string request = handover->init_request;
-    fuse_buf buf{};
-    buf.mem = request.data();
-    buf.size = request.size();
-    fuse_session_process_buf(se, &buf);
-    // The requests the previous daemon read and never answered come again.
-    Status resent = NotifyResend(fuse_session_fd(se));
-    if (!resent.ok()) IMGFS_LOG(kWarning) << "taking over: " << resent.ToString();
-    return Status::Ok();
-  }
-  fuse_buf buf{};
-  int res = 0;
-  do {
-    res = fuse_session_receive_buf(se, &buf);
-  } while (res == -EINTR && !fuse_session_exited(se));
-  if (res <= 0) {
-    std::free(buf.mem);  // NOLINT(cppcoreguidelines-no-malloc): libfuse's allocation
-    if (res == 0 || res == -EINTR) return Status::Ok();  // unmounted or stopped meanwhile
-    return Status::Io("reading the INIT request: " + std::string(strerror(-res)));
-  }
-  if (options_.on_connection) {
-    options_.on_connection(fuse_session_fd(se),
-                           std::string_view(static_cast<const char*>(buf.mem), buf.size));
-  }
-  fuse_session_process_buf(se, &buf);
-  std::free(buf.mem);  // NOLINT(cppcoreguidelines-no-malloc): libfuse's allocation
-  return Status::Ok();
+  // A takeover replays the first daemon's INIT: the same negotiation, the same Init hook
+  // (read ahead raised again, on_ready).
+  return ServeInitRequest(session_.get(), options_.handover, options_.on_connection);
 }
 
 Status Unmount(const std::string& mountpoint, bool lazy) {

@@ -461,12 +461,12 @@ std::pair<std::string, int> PruneOnTerminal(const std::vector<std::string>& argv
       // What it wrote after the last poll is still in the terminal: read it to the end
       // (read fails with EIO once the other side is closed and empty).
       for (;;) {
-        pollfd p{master, POLLIN, 0};
-        if (poll(&p, 1, 1000) <= 0) break;
-        char buf[512];
-        ssize_t n = read(master, buf, sizeof(buf));
-        if (n <= 0) break;
-        shown.append(buf, static_cast<size_t>(n));
+        pollfd rest{master, POLLIN, 0};
+        if (poll(&rest, 1, 1000) <= 0) break;
+        char more[512];
+        ssize_t got = read(master, more, sizeof(more));
+        if (got <= 0) break;
+        shown.append(more, static_cast<size_t>(got));
       }
       break;
     }
