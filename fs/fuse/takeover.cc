@@ -167,6 +167,30 @@ void ServeErrors(int fuse_fd, const std::string& mountpoint) {
   }
 }
 
+// Sends `bytes` as one record on `channel`, with the descriptor `fd` beside it (SCM_RIGHTS)
+// unless it is -1. `what` names the message in errors.
+Status SendRecord(int channel, std::string_view bytes, int fd, const char* what) {
+  std::string text(bytes);
+  iovec iov{text.data(), text.size()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (fd >= 0) {
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+  }
+  for (;;) {
+    if (::sendmsg(channel, &msg, MSG_NOSIGNAL) >= 0) return Status::Ok();
+    if (errno != EINTR) return Status::FromErrno(errno, what);
+  }
+}
+
 }  // namespace
 
 Status SendConnection(int channel, int fuse_fd, std::string_view init_request) {
@@ -174,23 +198,8 @@ Status SendConnection(int channel, int fuse_fd, std::string_view init_request) {
     return Status::InvalidArgument("INIT request of " + std::to_string(init_request.size()) +
                                    " bytes");
   }
-  std::string text = std::string(kConnectionTag) + std::string(init_request);
-  iovec iov{text.data(), text.size()};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &fuse_fd, sizeof(int));
-  for (;;) {
-    if (::sendmsg(channel, &msg, MSG_NOSIGNAL) >= 0) return Status::Ok();
-    if (errno != EINTR) return Status::FromErrno(errno, "handing the FUSE connection over");
-  }
+  return SendRecord(channel, std::string(kConnectionTag) + std::string(init_request), fuse_fd,
+                    "handing the FUSE connection over");
 }
 
 Status SendMessage(int channel, std::string_view message) {
@@ -232,24 +241,8 @@ Status SendStart(int channel, std::string_view config, const Handover* handover)
     return Status::InvalidArgument("a daemon's start record of " + std::to_string(text.size()) +
                                    " bytes");
   }
-  iovec iov{text.data(), text.size()};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  if (handover != nullptr) {
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof(control);
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &handover->fuse_fd, sizeof(int));
-  }
-  for (;;) {
-    if (::sendmsg(channel, &msg, MSG_NOSIGNAL) >= 0) return Status::Ok();
-    if (errno != EINTR) return Status::FromErrno(errno, "sending a daemon its start record");
-  }
+  return SendRecord(channel, text, handover != nullptr ? handover->fuse_fd : -1,
+                    "sending a daemon its start record");
 }
 
 // "how" a daemon ended, for log lines.
