@@ -8,18 +8,21 @@
 // logs on stderr. The same code runs for `mount -t fuse.imgfs IMAGE DIR -o OPTS` (mount(8)
 // → mount.fuse3 → `imgfs IMAGE DIR -o OPTS`).
 //
-// `--rw` (or `-o upper=DIR`) mounts copy-on-write (fs/writable_fs.h): changes go to the upper
-// directory `--upper DIR` (created if missing, kept), or else to a fresh
+// `--rw` (or `-o upper=DIR`) mounts copy-on-write: changes go to the upper directory
+// `--upper DIR` (created if missing, kept), or else to a fresh
 // STORE/containers/mount-<random>/upper that is removed again when the mount ends. The lease
-// records the upper directory, so `imgfs commit DIR` finds it by mountpoint.
+// records the upper directory, so `imgfs commit DIR` finds it by mountpoint. Two drivers:
+// `overlay` (root's default; MountOverlayDriver) puts the kernel's overlayfs over a kept
+// read-only mount; `fuse` (the default without root) serves imgfs's own copy-on-write
+// filesystem (fs/writable/writable_fs.h), not kept.
 //
-// Read-only mounts (with or without -f) are kept (fs/fuse/takeover.h): the process of the
-// mount is a keeper holding the FUSE connection, and every daemon serving it is this binary
-// run again as `imgfs mount --kept-daemon FD` (hidden: FD is its channel to the keeper, on
-// which it gets its configuration, credentials included, and for a takeover the connection).
-// The binary run is the one `imgfs mount` ran from, by path, so that a daemon started later
-// runs the imgfs installed then. `imgfs mount --restart DIR` asks the keeper of DIR for one
-// (kRestartSignal) and waits until it serves.
+// Read-only mounts (with or without -f), and the overlay driver's lower, are kept
+// (fs/fuse/takeover.h): the process of the mount is a keeper holding the FUSE connection, and every
+// daemon serving it is this binary run again as `imgfs mount --kept-daemon FD` (hidden: FD is its
+// channel to the keeper, on which it gets its configuration, credentials included, and for a
+// takeover the connection). The binary run is the one `imgfs mount` ran from, by path, so that a
+// daemon started later runs the imgfs installed then. `imgfs mount --restart DIR` asks the keeper
+// of DIR for one (kRestartSignal) and waits until it serves.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -71,7 +74,10 @@ constexpr std::string_view kMountUsage =
     "Usage: imgfs mount [OPTIONS] IMAGE DIR\n"
     "       imgfs mount --restart DIR\n\n"
     "Mount an image at DIR: read-only, or copy-on-write with --rw (changes go to --upper DIR,\n"
-    "kept; else to a temporary upper removed at unmount).\n"
+    "kept; else to a temporary upper removed at unmount). --rw --driver overlay (the default\n"
+    "as root): the kernel's overlayfs over a hidden read-only imgfs mount, at the kernel's\n"
+    "speed and kept across daemon deaths; rename(2) of an image directory gives EXDEV (mv\n"
+    "copies). --driver fuse (the default without root): imgfs's own copy-on-write filesystem.\n"
     "An image the store lacks is mounted lazily: its manifest and config are recorded and\n"
     "every layer that allows it (eStargz, zstd:chunked, a layer with a stored or published\n"
     "imgfs index) is read from the registry on demand; other layers are fetched whole first.\n"
@@ -86,8 +92,8 @@ constexpr std::string_view kMountUsage =
     "generic options (defaults, ro, rw, nofail, noauto, _netdev, x-*) are accepted and ignored:\n"
     "`rw` alone keeps the mount read-only (fstab `defaults` implies it); upper=DIR makes it\n"
     "writable.\n"
-    "--restart: a read-only mount's daemon is replaced by one of the imgfs installed now,\n"
-    "without unmounting (a killed daemon is replaced by itself).\n\n"
+    "--restart: the daemon of a read-only or overlay-driver mount is replaced by one of the\n"
+    "imgfs installed now, without unmounting (a killed daemon is replaced by itself).\n\n"
     "fstab: 127.0.0.1:5000/demo/app:1.0  /mnt/app  fuse.imgfs  defaults,nofail  0 0";
 
 constexpr std::string_view kUmountUsage =
@@ -546,7 +552,8 @@ int RestartMount(const CommandContext& ctx, const std::string& dir) {
     }
     if (children.empty() && !found->upper.empty()) {
       return Fail("the mount at " + dir +
-                  " is writable: its daemon cannot be replaced (unmount and mount it again)");
+                  " is writable on the fuse driver: its daemon cannot be replaced (unmount and "
+                  "mount it again)");
     }
     if (std::chrono::steady_clock::now() > settle) {
       return Fail("the mount at " + dir +
@@ -777,8 +784,8 @@ int RunMount(CommandContext& ctx) {
        "kernel speed, the mount outlives a killed daemon) or imgfs's own copy-on-write FUSE "
        "filesystem (the default without root)"},
       {"restart", 0, false, "",
-       "`mount --restart DIR`: replace the daemon of a read-only mount by one of the imgfs "
-       "installed now, without unmounting"},
+       "`mount --restart DIR`: replace the daemon of a read-only or overlay-driver mount by one "
+       "of the imgfs installed now, without unmounting"},
   };
   ParsedArgs args;
   int code = kExitOk;
