@@ -651,11 +651,16 @@ int WaitExitStatus(pid_t pid) {
 // With -f this process stays until the mount ends, and SIGTERM, SIGINT or SIGHUP unmount it.
 int MountOverlayDriver(const CommandContext& ctx, const MountRequest& req,
                        const std::string& binary) {
-  Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(ctx.global.root);
-  if (!store.has_value()) {
-    return Fail(store.error().WithContext("opening the image store " + ctx.global.root));
+  std::string containers;
+  {
+    // Not held open: the keeper forked below never uses the store.
+    Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(ctx.global.root);
+    if (!store.has_value()) {
+      return Fail(store.error().WithContext("opening the image store " + ctx.global.root));
+    }
+    containers = (*store)->Subdir("containers");
   }
-  const std::string temp = (*store)->Subdir("containers") + "/mount-" + RandomSuffix();
+  const std::string temp = containers + "/mount-" + RandomSuffix();
   const std::string lower = temp + "/lower";
   // The owner record first (gc keeps the directory while its owner lives); 0700 keeps other
   // users away from a temporary upper and its copied-up setuid files.
