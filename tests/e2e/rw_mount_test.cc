@@ -357,6 +357,45 @@ TEST_F(RwMountTest, ForegroundMountServesFreshAttributesAndData) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
+// `imgfs mount -f --rw` on the overlay driver stays in the foreground until the mount ends;
+// SIGTERM unmounts the overlay, the daemon and keeper end, and the foreground process exits 0
+// having removed the temporary upper.
+TEST_F(RwMountTest, ForegroundOverlayDriverMountEndsOnSigterm) {
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    setenv("IMGFS_ROOT", Root().c_str(), 1);
+    int devnull = open("/dev/null", O_RDWR);
+    dup2(devnull, STDOUT_FILENO);
+    dup2(devnull, STDERR_FILENO);
+    execl(kImgfsBinary, kImgfsBinary, "mount", "-f", "--rw", "--driver", "overlay", kTiny.c_str(),
+          Mnt().c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  bool exited = false;
+  auto reaped = [&] {
+    exited = exited || waitpid(pid, &status, WNOHANG) == pid;
+    return exited;
+  };
+  ASSERT_TRUE(WaitFor([&] { return IsMounted(Mnt()) || reaped(); }, 60));
+  ASSERT_FALSE(exited) << "imgfs mount -f --rw ended before it mounted: " << status;
+  ASSERT_TRUE(WriteFileAtomic(Mnt() + "/etc/scratch", "x").ok());
+  const pid_t keeper = DaemonPid();
+  ASSERT_GT(keeper, 0);
+  EXPECT_NE(keeper, pid) << "the keeper is a child of the foreground process";
+  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  EXPECT_TRUE(WaitFor(reaped, 60)) << "the foreground process still runs after SIGTERM";
+  if (!exited) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+  }
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_FALSE(IsMounted(Mnt()));
+  EXPECT_TRUE(WaitFor([&] { return !ProcessRuns(keeper); }, 60)) << "the keeper still runs";
+  EXPECT_TRUE(ListFilesRecursive(Root() + "/containers").empty());
+}
+
 // The image's own shell changes its root through the mount; an unprivileged caller (with
 // allow_other) creates files it owns and is refused what the image's modes refuse.
 TEST_F(RwMountTest, ChrootShellAndUnprivilegedCaller) {
