@@ -741,7 +741,8 @@ int MountOverlayDriver(const CommandContext& ctx, const MountRequest& req,
   ::rmdir(lower.c_str());
   if (!mounted.ok()) {
     WaitExitStatus(pid);
-    return Fail(mounted.WithContext("mounting " + req.image + " writable"));
+    return Fail(mounted.WithContext("mounting " + req.image + " writable").ToString() +
+                " (--driver fuse needs no kernel overlayfs)");
   }
   if (!req.foreground) return kExitOk;
 
