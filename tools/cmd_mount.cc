@@ -87,7 +87,7 @@ constexpr std::string_view kMountUsage =
     "(local images are copied into the store whole).\n"
     "Mount options (-o, comma-separated): allow_other, dev, suid, debug, pull, lazy (the\n"
     "default), root=STORE, fetch_timeout=SECONDS, prefetch=none|landmarks|all,\n"
-    "insecure_skip_toc_verify, upper=DIR (a writable mount);\n"
+    "insecure_skip_toc_verify, upper=DIR (a writable mount), driver=overlay|fuse;\n"
     "mount(8)'s "
     "generic options (defaults, ro, rw, nofail, noauto, _netdev, x-*) are accepted and ignored:\n"
     "`rw` alone keeps the mount read-only (fstab `defaults` implies it); upper=DIR makes it\n"
@@ -823,6 +823,7 @@ int RunMount(CommandContext& ctx) {
   std::string prefetch = args.Has("prefetch") ? args.Get("prefetch") : "";
   req.writable = args.Has("rw") || args.Has("upper");
   std::string upper = args.Has("upper") ? args.Get("upper") : "";
+  std::string driver = args.Get("driver");
   for (const std::string& group : args.GetAll("options")) {
     for (const std::string& o : SplitComma(group)) {
       if (o == "debug") {
@@ -837,6 +838,8 @@ int RunMount(CommandContext& ctx) {
         fetch_timeout = o.substr(14);
       } else if (o.rfind("prefetch=", 0) == 0) {
         prefetch = o.substr(9);
+      } else if (o.rfind("driver=", 0) == 0) {
+        driver = o.substr(7);
       } else if (o.rfind("upper=", 0) == 0) {
         upper = o.substr(6);
         req.writable = true;
@@ -879,11 +882,12 @@ int RunMount(CommandContext& ctx) {
   } else if (args.Has("upper")) {
     return UsageError(ctx.name, "--upper needs a directory");
   }
-  std::string driver = args.Get("driver", ::geteuid() == 0 ? "overlay" : "fuse");
+  const bool driver_given = !driver.empty();
+  if (!driver_given) driver = ::geteuid() == 0 ? "overlay" : "fuse";
   if (driver != "overlay" && driver != "fuse") {
     return UsageError(ctx.name, "--driver must be overlay or fuse, not \"" + driver + "\"");
   }
-  if (args.Has("driver") && !req.writable) {
+  if (driver_given && !req.writable) {
     return UsageError(ctx.name, "--driver is for writable mounts (--rw)");
   }
   const bool kernel_overlay = req.writable && driver == "overlay";
