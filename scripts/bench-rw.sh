@@ -6,11 +6,14 @@
 #
 # The image: generated, deterministic, 2 layers (gzip): a 256 MiB file of incompressible
 # data (opt/big.bin) and a tree of small files (usr/share/tree, spread over both layers).
-# Three setups over the same image, every upper on the same disk (the one holding /var/tmp):
+# Four setups over the same image, every upper on the same disk (the one holding /var/tmp):
 #   overlayfs       the kernel's overlay: lowerdir = the layers extracted with tar, upperdir
 #                   and workdir fresh for each run
 #   fuse-overlayfs  the same lower, upper and work dirs through fuse-overlayfs
-#   imgfs           `imgfs mount --rw --upper DIR` from a warm store (layer indexes built once)
+#   imgfs-overlay   `imgfs mount --rw --driver overlay --upper DIR` from a warm store (layer
+#                   indexes built once): the kernel's overlayfs over a read-only imgfs mount
+#   imgfs-fuse      `imgfs mount --rw --driver fuse --upper DIR`: imgfs's own copy-on-write
+#                   FUSE filesystem
 # Workloads, each on a fresh mount with an empty upper (the mount is not timed):
 #   untar       tar -xf of a generated source tree (default 20000 files, ~200 MB: mostly
 #               small files, a few larger ones) into a new directory of the mount
@@ -139,10 +142,12 @@ mount_setup() {
         -o "lowerdir=$lowerdir,upperdir=$work/run/upper,workdir=$work/run/work" "$mnt" \
         >/dev/null 2>&1 &
       daemon_pid=$! ;;
-    imgfs)
+    imgfs-overlay | imgfs-fuse)
       rmdir "$work/run/work"  # imgfs makes its own work dir beside the upper
-      /usr/bin/time -v -o "$work/daemon.time" "$imgfs" mount -f --rw --upper "$work/run/upper" \
-        "oci:$work/layout:bench" "$mnt" >/dev/null 2>"$work/daemon.log" &
+      # -f: the foreground process outlives the mount; its daemons' peak RSS reaches time(1)
+      /usr/bin/time -v -o "$work/daemon.time" "$imgfs" mount -f --rw --driver "${1#imgfs-}" \
+        --upper "$work/run/upper" "oci:$work/layout:bench" "$mnt" >/dev/null \
+        2>"$work/daemon.log" &
       daemon_pid=$! ;;
   esac
   for _ in $(seq 400); do mountpoint -q "$mnt" && return 0; sleep 0.05; done
@@ -155,7 +160,7 @@ umount_setup() {
   case "$1" in
     ovl) umount "$mnt" ;;
     fovl) umount "$mnt" ;;
-    imgfs) "$imgfs" umount "$mnt" >/dev/null ;;
+    imgfs-*) "$imgfs" umount "$mnt" >/dev/null ;;
   esac
   if [ -n "$daemon_pid" ]; then
     wait "$daemon_pid" || true
@@ -184,8 +189,9 @@ check_workload() {  # name: the result is what the workload says it is
   esac
 }
 
+setups=(ovl fovl imgfs-overlay imgfs-fuse)
 # Warm each setup's lower data once (the imgfs store's layers, the extracted lower dirs).
-for setup in ovl fovl imgfs; do
+for setup in "${setups[@]}"; do
   mount_setup "$setup"
   cat "$mnt/opt/big.bin" >/dev/null
   (cd "$mnt" && tar -cf - usr | cat >/dev/null)
@@ -195,7 +201,7 @@ done
 declare -A results rss
 workloads=("untar" "dd-1GiB" "copy-up" "rm-rf")
 for w in "${workloads[@]}"; do
-  for setup in ovl fovl imgfs; do
+  for setup in "${setups[@]}"; do
     times=()
     peak=0
     for _ in $(seq "$runs"); do
@@ -216,11 +222,15 @@ done
 ratio() { python3 -c "print(f'{$1/max($2,1e-6):.2f}')"; }
 echo
 echo "== results (seconds, median of $runs; ratio = setup / overlayfs; lower is better)"
-printf "%-10s %10s %10s %10s %9s %9s %12s %12s\n" workload overlayfs fuse-ovlfs imgfs-rw \
-  fovl/ovl imgfs/ovl "fovl RSS MiB" "imgfs RSS MiB"
+printf "%-10s %10s %10s %13s %10s %9s %9s %9s %9s %9s %9s\n" workload overlayfs fuse-ovlfs \
+  imgfs-overlay imgfs-fuse fovl/ovl i-ovl/ovl i-fuse/ovl "fovl MiB" "i-ovl MiB" "i-fuse MiB"
 for w in "${workloads[@]}"; do
-  o=${results[$w,ovl]}; f=${results[$w,fovl]}; m=${results[$w,imgfs]}
-  printf "%-10s %10s %10s %10s %9s %9s %12s %12s\n" "$w" "$o" "$f" "$m" "$(ratio "$f" "$o")" \
-    "$(ratio "$m" "$o")" "$((rss[$w,fovl] / 1024))" "$((rss[$w,imgfs] / 1024))"
+  o=${results[$w,ovl]}; f=${results[$w,fovl]}; io=${results[$w,imgfs-overlay]}
+  ifu=${results[$w,imgfs-fuse]}
+  printf "%-10s %10s %10s %13s %10s %9s %9s %9s %9s %9s %9s\n" "$w" "$o" "$f" "$io" "$ifu" \
+    "$(ratio "$f" "$o")" "$(ratio "$io" "$o")" "$(ratio "$ifu" "$o")" \
+    "$((rss[$w,fovl] / 1024))" "$((rss[$w,imgfs-overlay] / 1024))" \
+    "$((rss[$w,imgfs-fuse] / 1024))"
 done
+echo "RSS: peak of the FUSE daemons (imgfs-overlay: its read-only daemon)"
 echo "untar: ${src_files} files, $(($(stat -c %s "$work/src.tar") >> 20)) MiB tar; dd: ${dd_mb} MiB; copy-up: 256 MiB + 1 byte; rm-rf: 8000 files in 2 layers"

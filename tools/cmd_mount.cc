@@ -8,21 +8,26 @@
 // logs on stderr. The same code runs for `mount -t fuse.imgfs IMAGE DIR -o OPTS` (mount(8)
 // → mount.fuse3 → `imgfs IMAGE DIR -o OPTS`).
 //
-// `--rw` (or `-o upper=DIR`) mounts copy-on-write (fs/writable_fs.h): changes go to the upper
-// directory `--upper DIR` (created if missing, kept), or else to a fresh
+// `--rw` (or `-o upper=DIR`) mounts copy-on-write: changes go to the upper directory
+// `--upper DIR` (created if missing, kept), or else to a fresh
 // STORE/containers/mount-<random>/upper that is removed again when the mount ends. The lease
-// records the upper directory, so `imgfs commit DIR` finds it by mountpoint.
+// records the upper directory, so `imgfs commit DIR` finds it by mountpoint. Two drivers:
+// `overlay` (root's default; MountOverlayDriver) puts the kernel's overlayfs over a kept
+// read-only mount; `fuse` (the default without root) serves imgfs's own copy-on-write
+// filesystem (fs/writable/writable_fs.h), not kept.
 //
-// Read-only mounts (with or without -f) are kept (fs/fuse/takeover.h): the process of the
-// mount is a keeper holding the FUSE connection, and every daemon serving it is this binary
-// run again as `imgfs mount --kept-daemon FD` (hidden: FD is its channel to the keeper, on
-// which it gets its configuration, credentials included, and for a takeover the connection).
-// The binary run is the one `imgfs mount` ran from, by path, so that a daemon started later
-// runs the imgfs installed then. `imgfs mount --restart DIR` asks the keeper of DIR for one
-// (kRestartSignal) and waits until it serves.
+// Read-only mounts (with or without -f), and the overlay driver's lower, are kept
+// (fs/fuse/takeover.h): the process of the mount is a keeper holding the FUSE connection, and every
+// daemon serving it is this binary run again as `imgfs mount --kept-daemon FD` (hidden: FD is its
+// channel to the keeper, on which it gets its configuration, credentials included, and for a
+// takeover the connection). The binary run is the one `imgfs mount` ran from, by path, so that a
+// daemon started later runs the imgfs installed then. `imgfs mount --restart DIR` asks the keeper
+// of DIR for one (kRestartSignal) and waits until it serves.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -44,6 +49,7 @@
 
 #include "base/file_util.h"
 #include "base/log.h"
+#include "base/mountinfo.h"
 #include "base/unique_fd.h"
 #include "cache/containers.h"
 #include "cache/leases.h"
@@ -54,6 +60,7 @@
 #include "fs/fuse/takeover.h"
 #include "fs/mount/mount.h"
 #include "fs/mount/mount_services.h"
+#include "fs/upper/kernel_overlay.h"
 #include "fs/writable/writable_fs.h"
 #include "registry/manifest.h"
 #include "registry/reference.h"
@@ -67,7 +74,10 @@ constexpr std::string_view kMountUsage =
     "Usage: imgfs mount [OPTIONS] IMAGE DIR\n"
     "       imgfs mount --restart DIR\n\n"
     "Mount an image at DIR: read-only, or copy-on-write with --rw (changes go to --upper DIR,\n"
-    "kept; else to a temporary upper removed at unmount).\n"
+    "kept; else to a temporary upper removed at unmount). --rw --driver overlay (the default\n"
+    "as root): the kernel's overlayfs over a hidden read-only imgfs mount, at the kernel's\n"
+    "speed and kept across daemon deaths; rename(2) of an image directory gives EXDEV (mv\n"
+    "copies). --driver fuse (the default without root): imgfs's own copy-on-write filesystem.\n"
     "An image the store lacks is mounted lazily: its manifest and config are recorded and\n"
     "every layer that allows it (eStargz, zstd:chunked, a layer with a stored or published\n"
     "imgfs index) is read from the registry on demand; other layers are fetched whole first.\n"
@@ -77,13 +87,13 @@ constexpr std::string_view kMountUsage =
     "(local images are copied into the store whole).\n"
     "Mount options (-o, comma-separated): allow_other, dev, suid, debug, pull, lazy (the\n"
     "default), root=STORE, fetch_timeout=SECONDS, prefetch=none|landmarks|all,\n"
-    "insecure_skip_toc_verify, upper=DIR (a writable mount);\n"
+    "insecure_skip_toc_verify, upper=DIR (a writable mount), driver=overlay|fuse;\n"
     "mount(8)'s "
     "generic options (defaults, ro, rw, nofail, noauto, _netdev, x-*) are accepted and ignored:\n"
     "`rw` alone keeps the mount read-only (fstab `defaults` implies it); upper=DIR makes it\n"
     "writable.\n"
-    "--restart: a read-only mount's daemon is replaced by one of the imgfs installed now,\n"
-    "without unmounting (a killed daemon is replaced by itself).\n\n"
+    "--restart: the daemon of a read-only or overlay-driver mount is replaced by one of the\n"
+    "imgfs installed now, without unmounting (a killed daemon is replaced by itself).\n\n"
     "fstab: 127.0.0.1:5000/demo/app:1.0  /mnt/app  fuse.imgfs  defaults,nofail  0 0";
 
 constexpr std::string_view kUmountUsage =
@@ -140,7 +150,11 @@ struct MountRequest {
   fs::PrepareOptions::Prefetch prefetch = fs::PrepareOptions::Prefetch::kLandmarks;
   bool insecure_skip_toc_verify = false;
   bool writable = false;
-  std::string upper;        // absolute; "" = a temporary upper in the store
+  std::string upper;  // absolute; "" = a temporary upper in the store
+  // --rw on the kernel's overlayfs (--driver overlay): the daemon serves the image read-only
+  // at `dir` (a private lower mountpoint) and its lease names `overlay_dir` (the user's
+  // mountpoint) and `upper`; "" otherwise.
+  std::string overlay_dir;
   bool foreground = false;  // -f: logs stay on stderr
 };
 
@@ -218,10 +232,13 @@ std::string EncodeDaemonConfig(const GlobalOptions& global, const MountRequest& 
   j["prefetch"] = PrefetchName(req.prefetch);
   j["insecure_skip_toc_verify"] = req.insecure_skip_toc_verify;
   j["foreground"] = req.foreground;
+  j["overlay_dir"] = req.overlay_dir;
+  j["upper"] = req.upper;
   return j.dump();
 }
 
-// The inverse of EncodeDaemonConfig (read-only mounts only: the keeper keeps no other).
+// The inverse of EncodeDaemonConfig (read-only daemons only: the keeper keeps no other; an
+// overlay-driver --rw mount's daemon is one).
 Status DecodeDaemonConfig(const std::string& text, GlobalOptions* global, MountRequest* req) {
   auto j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return Status::Corrupt("a daemon configuration");
@@ -248,6 +265,9 @@ Status DecodeDaemonConfig(const std::string& text, GlobalOptions* global, MountR
     IMGFS_ASSIGN_OR_RETURN(req->prefetch, ParsePrefetch(j.at("prefetch").get<std::string>()));
     req->insecure_skip_toc_verify = j.at("insecure_skip_toc_verify").get<bool>();
     req->foreground = j.at("foreground").get<bool>();
+    // Absent in the configuration of an older keeper (a read-only mount).
+    req->overlay_dir = j.value("overlay_dir", std::string());
+    req->upper = j.value("upper", std::string());
   } catch (const nlohmann::json::exception& e) {
     return Status::Corrupt(std::string("a daemon configuration: ") + e.what());
   }
@@ -271,6 +291,24 @@ std::string PinnedImage(const fs::PreparedImage& prepared) {
     if (ref.has_value()) return ref->WithDigest(prepared.manifest_digest).String();
   }
   return prepared.manifest_digest.String();
+}
+
+// A daemon of an overlay-driver mount that a signal ended (its FUSE mount, detached, is
+// alive while the overlay is): unmounts the overlay at `overlay_dir` when it is still the one
+// over `lower`, so the mount ends as a read-only one does on SIGTERM. An overlay unmounted
+// already (the usual end) or mounted anew by someone else is left alone.
+void EndOverlayOver(const std::string& overlay_dir, const std::string& lower) {
+  std::optional<MountInfoEntry> last;
+  for (MountInfoEntry& e : ReadMountInfo()) {
+    if (e.mountpoint == overlay_dir) last = std::move(e);
+  }
+  if (!last.has_value() || last->fstype != "overlay" ||
+      last->super_options.find("lowerdir=" + lower) == std::string::npos) {
+    return;
+  }
+  if (::umount2(overlay_dir.c_str(), MNT_DETACH) != 0) {
+    IMGFS_LOG(kWarning) << "unmounting " << overlay_dir << ": " << std::strerror(errno);
+  }
 }
 
 // The daemon (or foreground) side: prepare, lease, mount, serve. `status_fd` gets "OK" once
@@ -362,12 +400,14 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
 
   // A kept mount's lease names the keeper: it pins the image across the daemons' deaths, and
   // `imgfs umount` waits for the keeper.
+  // The overlay driver's lease names the user's mountpoint and upper, not the private lower.
   const std::string lease_reference = prepared->reference.empty() ? image : prepared->reference;
-  const std::string lease_upper = writable != nullptr ? writable->upper_dir() : std::string();
+  const std::string lease_upper = writable != nullptr ? writable->upper_dir() : req.upper;
+  const std::string& lease_dir = req.overlay_dir.empty() ? dir : req.overlay_dir;
   Result<cache::Lease> lease =
       keeper_channel >= 0 ? cache::Lease::AcquireFor(**store, getppid(), prepared->manifest_digest,
-                                                     dir, lease_reference, lease_upper)
-                          : cache::Lease::Acquire(**store, prepared->manifest_digest, dir,
+                                                     lease_dir, lease_reference, lease_upper)
+                          : cache::Lease::Acquire(**store, prepared->manifest_digest, lease_dir,
                                                   lease_reference, lease_upper);
   if (!lease.has_value()) {
     remove_temp();
@@ -413,12 +453,12 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
     if (!removed.ok()) IMGFS_LOG(kWarning) << "removing a lease: " << removed.ToString();
     ::unlink(fs::ControlSocketPath(**store, handover->lease_id).c_str());
   }
-  IMGFS_LOG(kInfo) << "serving " << image << " at " << dir;
+  IMGFS_LOG(kInfo) << "serving " << image << " at " << lease_dir;
   fs::MountServicesOptions services_options;
   services_options.store = store->get();
   services_options.filesystem = prepared->filesystem.get();
   services_options.lease_id = lease->info().id;
-  services_options.mountpoint = dir;
+  services_options.mountpoint = lease_dir;
   services_options.reference = lease->info().reference;
   const fs::FuseRequestCounts& requests = (*session)->request_counts();
   services_options.fuse_stats = [&requests] {
@@ -436,6 +476,7 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
   Status run = (*session)->Run();
   if (services.has_value()) services->reset();
   session->reset();
+  if (!req.overlay_dir.empty()) EndOverlayOver(req.overlay_dir, dir);
   remove_temp();
   Status released = lease->Release();
   if (!released.ok()) IMGFS_LOG(kWarning) << "releasing the lease: " << released.ToString();
@@ -511,7 +552,8 @@ int RestartMount(const CommandContext& ctx, const std::string& dir) {
     }
     if (children.empty() && !found->upper.empty()) {
       return Fail("the mount at " + dir +
-                  " is writable: its daemon cannot be replaced (unmount and mount it again)");
+                  " is writable on the fuse driver: its daemon cannot be replaced (unmount and "
+                  "mount it again)");
     }
     if (std::chrono::steady_clock::now() > settle) {
       return Fail("the mount at " + dir +
@@ -546,6 +588,178 @@ int RestartMount(const CommandContext& ctx, const std::string& dir) {
   return Fail("no new daemon served " + dir + " within 300 s (see the system log)");
 }
 
+// The keeper of a mount whose daemons serve `req` read-only.
+fs::KeeperOptions KeeperFor(const CommandContext& ctx, const MountRequest& req,
+                            const std::string& binary) {
+  fs::KeeperOptions keeper;
+  keeper.mountpoint = req.dir;
+  keeper.foreground = req.foreground;
+  keeper.daemon_config = EncodeDaemonConfig(ctx.global, req);
+  keeper.daemon_argv = [binary, root = ctx.global.root](int channel) {
+    return std::vector<std::string>{
+        binary, "--root", root, "mount", std::string(kKeptDaemonFlag), std::to_string(channel)};
+  };
+  return keeper;
+}
+
+// mount(2) flags of an overlay-driver mount, from the mount options as libfuse reads them
+// for a FUSE mount (nodev and nosuid unless `dev`, `suid`).
+uint64_t OverlayFlags(const std::vector<std::string>& options) {
+  auto has = [&options](const char* o) {
+    return std::find(options.begin(), options.end(), o) != options.end();
+  };
+  uint64_t flags = 0;
+  if (!has("dev") || has("nodev")) flags |= MS_NODEV;
+  if (!has("suid") || has("nosuid")) flags |= MS_NOSUID;
+  if (has("noexec")) flags |= MS_NOEXEC;
+  return flags;
+}
+
+// Reads the one status line a keeper reports on `fd` ("OK" or "ERR <message>"; "" when it
+// ended without a word).
+std::string ReadStatusLine(int fd) {
+  std::string reply;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    reply.append(buf, static_cast<size_t>(n));
+    if (reply.find('\n') != std::string::npos) break;
+  }
+  while (!reply.empty() && reply.back() == '\n') reply.pop_back();
+  return reply;
+}
+
+int WaitExitStatus(pid_t pid) {
+  int wstatus = 0;
+  while (::waitpid(pid, &wstatus, 0) < 0) {
+    if (errno != EINTR) return kExitError;
+  }
+  return WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : kExitError;
+}
+
+// `imgfs mount --rw --driver overlay`: the image is mounted read-only as a plain `imgfs mount`
+// does (a keeper and its daemons: kept across daemon deaths and --restart) at a private lower
+// mountpoint STORE/containers/mount-<random>/lower, the kernel's overlayfs over it at DIR, and
+// then the lower is detached: overlayfs holds its own clone of the lower mount, so the FUSE
+// connection lives exactly as long as the overlay, and unmounting DIR (umount or imgfs umount)
+// ends the daemon and the keeper. The overlay is mounted by this process once the FUSE mount
+// answers, never by the daemon (the overlay mount looks the root up through it). The keeper
+// owns the temporary directory (cache/containers.h) and removes it, the overlay's work
+// directory and a temporary upper once the connection has ended, that is after the overlay.
+// With -f this process stays until the mount ends, and SIGTERM, SIGINT or SIGHUP unmount it.
+int MountOverlayDriver(const CommandContext& ctx, const MountRequest& req,
+                       const std::string& binary) {
+  std::string containers;
+  {
+    // Not held open: the keeper forked below never uses the store.
+    Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(ctx.global.root);
+    if (!store.has_value()) {
+      return Fail(store.error().WithContext("opening the image store " + ctx.global.root));
+    }
+    containers = (*store)->Subdir("containers");
+  }
+  const std::string temp = containers + "/mount-" + RandomSuffix();
+  const std::string lower = temp + "/lower";
+  // The owner record first (gc keeps the directory while its owner lives); 0700 keeps other
+  // users away from a temporary upper and its copied-up setuid files.
+  Status made = MakeDirs(temp, 0700);
+  if (made.ok()) made = cache::WriteContainerOwner(temp);
+  if (made.ok()) made = MakeDirs(lower, 0700);
+  std::string upper = req.upper;
+  if (made.ok()) {
+    if (upper.empty()) upper = temp + "/upper";
+    made = MakeDirs(upper, req.upper.empty() ? 0700 : 0755)
+               .WithContext("creating the upper directory " + upper);
+  }
+  const std::string work = fs::WritableFs::DefaultWorkDir(upper);
+  if (made.ok() && work.empty()) {
+    made = Status::InvalidArgument(
+        "the upper directory " + upper +
+        " is the root of a filesystem: use a directory inside it (the overlay's work directory "
+        "goes beside the upper, on the same filesystem)");
+  }
+  if (made.ok()) made = MakeDirs(work, 0700);
+  if (!made.ok()) {
+    RemoveTree(temp).ok();
+    return Fail(made);
+  }
+
+  MountRequest daemon_req = req;
+  daemon_req.dir = lower;
+  daemon_req.overlay_dir = req.dir;
+  daemon_req.upper = upper;
+  daemon_req.writable = false;
+  fs::KeeperOptions keeper = KeeperFor(ctx, daemon_req, binary);
+  keeper.mountpoint = req.dir;  // log lines; a stop without daemons unmounts the overlay
+
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return Fail(Status::FromErrno(errno, "pipe"));
+  UniqueFd read_end(fds[0]);
+  UniqueFd write_end(fds[1]);
+  std::cout.flush();
+  std::cerr.flush();
+  const pid_t pid = ::fork();
+  if (pid < 0) return Fail(Status::FromErrno(errno, "fork"));
+  if (pid == 0) {
+    read_end.Close();
+    if (req.foreground) {
+      ::setpgid(0, 0);  // a terminal's ^C goes to this process, which unmounts the overlay
+    } else {
+      ::setsid();
+      LogToSyslog();
+    }
+    // The keeper owns the directory from now on: the command may exit while the mount lives.
+    Status owned = cache::WriteContainerOwner(temp);
+    if (!owned.ok()) IMGFS_LOG(kWarning) << owned.ToString();
+    keeper.status_fd = write_end.Release();
+    const int rc = fs::RunKeeper(keeper);
+    if (!req.upper.empty()) RemoveTree(work).ok();
+    Status removed = RemoveTree(temp);
+    if (!removed.ok()) IMGFS_LOG(kWarning) << "removing " << temp << ": " << removed.ToString();
+    ::_exit(rc);
+  }
+  write_end.Close();
+  const std::string reply = ReadStatusLine(read_end.get());
+  if (reply != "OK") {
+    WaitExitStatus(pid);
+    if (reply.rfind("ERR ", 0) == 0) return Fail(reply.substr(4));
+    return Fail("mounting " + req.image + ": the daemon exited before it was ready");
+  }
+  fs::KernelOverlay overlay;
+  overlay.lower_dirs = {lower};
+  overlay.upper_dir = upper;
+  overlay.work_dir = work;
+  overlay.flags = OverlayFlags(req.mount_options);
+  Status mounted = fs::MountKernelOverlay(overlay, req.dir);
+  // From here on the overlay's clone is the FUSE mount's only one (none when the overlay
+  // failed: the connection ends, and with it the daemon and the keeper).
+  if (::umount2(lower.c_str(), MNT_DETACH) != 0) {
+    IMGFS_LOG(kWarning) << "detaching " << lower << ": " << std::strerror(errno);
+  }
+  ::rmdir(lower.c_str());
+  if (!mounted.ok()) {
+    WaitExitStatus(pid);
+    return Fail(mounted.WithContext("mounting " + req.image + " writable").ToString() +
+                " (--driver fuse needs no kernel overlayfs)");
+  }
+  if (!req.foreground) return kExitOk;
+
+  sigset_t wait_set;
+  sigemptyset(&wait_set);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGCHLD}) sigaddset(&wait_set, sig);
+  ::sigprocmask(SIG_BLOCK, &wait_set, nullptr);
+  for (;;) {
+    int wstatus = 0;
+    const pid_t r = ::waitpid(pid, &wstatus, WNOHANG);
+    if (r == pid) return WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : kExitError;
+    if (r < 0 && errno != EINTR) return kExitError;
+    const int sig = ::sigwaitinfo(&wait_set, nullptr);
+    if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) EndOverlayOver(req.dir, lower);
+  }
+}
+
 }  // namespace
 
 int RunMount(CommandContext& ctx) {
@@ -571,9 +785,13 @@ int RunMount(CommandContext& ctx) {
       {"rw", 0, false, "", "copy-on-write: writes go to a private upper directory"},
       {"upper", 0, true, "DIR",
        "with --rw: keep the changes in DIR (created if missing; remount to see them again)"},
+      {"driver", 0, true, "overlay|fuse",
+       "with --rw: the kernel's overlayfs over a read-only imgfs mount (the default as root: "
+       "kernel speed, the mount outlives a killed daemon) or imgfs's own copy-on-write FUSE "
+       "filesystem (the default without root)"},
       {"restart", 0, false, "",
-       "`mount --restart DIR`: replace the daemon of a read-only mount by one of the imgfs "
-       "installed now, without unmounting"},
+       "`mount --restart DIR`: replace the daemon of a read-only or overlay-driver mount by one "
+       "of the imgfs installed now, without unmounting"},
   };
   ParsedArgs args;
   int code = kExitOk;
@@ -605,6 +823,7 @@ int RunMount(CommandContext& ctx) {
   std::string prefetch = args.Has("prefetch") ? args.Get("prefetch") : "";
   req.writable = args.Has("rw") || args.Has("upper");
   std::string upper = args.Has("upper") ? args.Get("upper") : "";
+  std::string driver = args.Get("driver");
   for (const std::string& group : args.GetAll("options")) {
     for (const std::string& o : SplitComma(group)) {
       if (o == "debug") {
@@ -619,6 +838,8 @@ int RunMount(CommandContext& ctx) {
         fetch_timeout = o.substr(14);
       } else if (o.rfind("prefetch=", 0) == 0) {
         prefetch = o.substr(9);
+      } else if (o.rfind("driver=", 0) == 0) {
+        driver = o.substr(7);
       } else if (o.rfind("upper=", 0) == 0) {
         upper = o.substr(6);
         req.writable = true;
@@ -661,6 +882,18 @@ int RunMount(CommandContext& ctx) {
   } else if (args.Has("upper")) {
     return UsageError(ctx.name, "--upper needs a directory");
   }
+  const bool driver_given = !driver.empty();
+  if (!driver_given) driver = ::geteuid() == 0 ? "overlay" : "fuse";
+  if (driver != "overlay" && driver != "fuse") {
+    return UsageError(ctx.name, "--driver must be overlay or fuse, not \"" + driver + "\"");
+  }
+  if (driver_given && !req.writable) {
+    return UsageError(ctx.name, "--driver is for writable mounts (--rw)");
+  }
+  const bool kernel_overlay = req.writable && driver == "overlay";
+  if (kernel_overlay && ::geteuid() != 0) {
+    return Fail("--driver overlay needs root (the kernel's overlayfs); use --driver fuse");
+  }
   req.no_pull = args.Has("no-pull");
   bool foreground = args.Has("foreground") || req.debug;
   req.foreground = foreground;
@@ -670,7 +903,10 @@ int RunMount(CommandContext& ctx) {
     return Fail(access.WithContext("cannot mount at " + dir));
   }
 
-  // Writable mounts are not kept yet: their daemon's death ends the mount.
+  Result<std::string> binary = OwnBinary();
+  if (!binary.has_value()) return Fail(binary.error());
+  if (kernel_overlay) return MountOverlayDriver(ctx, req, *binary);
+  // Writable mounts of the fuse driver are not kept: their daemon's death ends the mount.
   if (foreground && req.writable) return ServeMount(ctx, req, -1);
   if (req.writable) {
     return RunDetached("mounting " + image,
@@ -678,20 +914,7 @@ int RunMount(CommandContext& ctx) {
   }
   // Read-only mounts: this process (or with -f, the foreground one) becomes the keeper
   // (fs/fuse/takeover.h) and starts the daemons that serve the mount.
-  Result<std::string> binary = OwnBinary();
-  if (!binary.has_value()) return Fail(binary.error());
-  fs::KeeperOptions keeper;
-  keeper.mountpoint = dir;
-  keeper.foreground = foreground;
-  keeper.daemon_config = EncodeDaemonConfig(ctx.global, req);
-  keeper.daemon_argv = [&binary, &ctx](int channel) {
-    return std::vector<std::string>{*binary,
-                                    "--root",
-                                    ctx.global.root,
-                                    "mount",
-                                    std::string(kKeptDaemonFlag),
-                                    std::to_string(channel)};
-  };
+  fs::KeeperOptions keeper = KeeperFor(ctx, req, *binary);
   if (foreground) return fs::RunKeeper(keeper);
   return RunDetached("mounting " + image, [&keeper](int status_fd) {
     keeper.status_fd = status_fd;

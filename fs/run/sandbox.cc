@@ -28,6 +28,7 @@
 #include "base/mountinfo.h"
 #include "fs/run/root_path.h"
 #include "fs/run/userns.h"
+#include "fs/upper/kernel_overlay.h"
 
 namespace imgfs::fs::run {
 namespace {
@@ -51,16 +52,6 @@ std::string ErrnoText(int err) { return std::strerror(err); }
 template <typename T>
 Status Done(const Result<T>& r) {
   return r.has_value() ? Status::Ok() : r.error();
-}
-
-// Escapes an overlayfs option value (',' ':' and '\' are special there).
-std::string EscapeOverlayPath(const std::string& path) {
-  std::string out;
-  for (char c : path) {
-    if (c == ',' || c == ':' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out;
 }
 
 Status Mount(const std::string& source, const std::string& target, const char* type, uint64_t flags,
@@ -115,29 +106,19 @@ Status RunSession::Setup(const std::string& manifest_digest, const RunRequest& r
   if (fuse_rw_) {
     // imgfs's own copy-on-write mount over the upper; the mountpoints are made in it and
     // taken out of the upper again after the run (RemoveMountpointsFromUpper).
-    IMGFS_RETURN_IF_ERROR(StartDaemon(manifest_digest, {"--rw", "--upper", upper()}, rootfs()));
+    IMGFS_RETURN_IF_ERROR(
+        StartDaemon(manifest_digest, {"--rw", "--driver", "fuse", "--upper", upper()}, rootfs()));
     rootfs_mounted_ = true;
   } else {
     IMGFS_RETURN_IF_ERROR(StartDaemon(manifest_digest, {}, lower()));
     IMGFS_RETURN_IF_ERROR(MakeInitLayer());
-    std::string options = "lowerdir=" + EscapeOverlayPath(init()) + ":" +
-                          EscapeOverlayPath(lower()) + ",upperdir=" + EscapeOverlayPath(upper()) +
-                          ",workdir=" + EscapeOverlayPath(work());
-    // In a user namespace (rootless) overlayfs refuses trusted.overlay.* and keeps its
-    // opaque markers in user.overlay.* instead (Linux 5.11); it then takes redirect_dir
-    // "nofollow" only, which is what "off" means without redirect_always_follow: no
-    // redirects are made in the upper.
-    const bool userxattr = !InInitialUserNamespace();
-    if (userxattr) options += ",userxattr";
-    const uint64_t flags = confine_ ? MS_NODEV : 0;
-    Status st = Mount("overlay", rootfs(), "overlay", flags,
-                      options + (userxattr ? ",redirect_dir=nofollow" : ",redirect_dir=off") +
-                          ",index=off,metacopy=off");
-    if (!st.ok()) {
-      IMGFS_LOG(kInfo) << st.ToString() << "; retrying with the kernel's default options";
-      st = Mount("overlay", rootfs(), "overlay", flags, options);
-    }
-    IMGFS_RETURN_IF_ERROR(st);
+    KernelOverlay overlay;
+    overlay.lower_dirs = {init(), lower()};
+    overlay.upper_dir = upper();
+    overlay.work_dir = work();
+    overlay.userxattr = !InInitialUserNamespace();
+    overlay.flags = confine_ ? MS_NODEV : 0;
+    IMGFS_RETURN_IF_ERROR(MountKernelOverlay(overlay, rootfs()));
     rootfs_mounted_ = true;
   }
   IMGFS_ASSIGN_OR_RETURN(rootfs_fd_, OpenDir(rootfs()));

@@ -247,7 +247,8 @@ TEST(CommitE2eTest, KernelOverlayChangesCommitPushAndMountEqual) {
   CheckCommitted(e, "me/patched:1", view, options);
 }
 
-TEST(CommitE2eTest, WritableMountCommittedByMountpoint) {
+// `imgfs commit MNT` of a writable mount of `driver` (the same changes give the same layer).
+void CommitWritableMountByMountpoint(const std::string& driver) {
   ASSERT_EQ(geteuid(), 0u) << "FUSE mounts need root";
   Env e;
   ASSERT_NO_FATAL_FAILURE(Prepare(e));
@@ -257,8 +258,8 @@ TEST(CommitE2eTest, WritableMountCommittedByMountpoint) {
   TreeOptions options;
   {
     UnmountGuard guard{mnt};
-    ProcessResult mount = RunProcess({kImgfsBinary, "mount", "--rw", "--upper", e.dir.Sub("upper"),
-                                      e.host + "/demo/base:1", mnt},
+    ProcessResult mount = RunProcess({kImgfsBinary, "mount", "--rw", "--driver", driver, "--upper",
+                                      e.dir.Sub("upper"), e.host + "/demo/base:1", mnt},
                                      e.env);
     ASSERT_EQ(mount.exit_code, 0) << mount.Describe();
     ASSERT_NO_FATAL_FAILURE(MakeChanges(mnt));
@@ -273,6 +274,12 @@ TEST(CommitE2eTest, WritableMountCommittedByMountpoint) {
   }
   ASSERT_NO_FATAL_FAILURE(CheckOracleSanity(view));
   CheckCommitted(e, "me/live:1", view, options);
+}
+
+TEST(CommitE2eTest, WritableMountCommittedByMountpoint) { CommitWritableMountByMountpoint("fuse"); }
+
+TEST(CommitE2eTest, OverlayDriverMountCommittedByMountpoint) {
+  CommitWritableMountByMountpoint("overlay");
 }
 
 TEST(CommitE2eTest, ErrorsAreOneClearLine) {

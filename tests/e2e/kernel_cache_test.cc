@@ -52,7 +52,8 @@ class KernelCacheTest : public ImgfsMountTest {
   }
 
   void MountRw() {
-    ProcessResult r = Imgfs({"mount", "--rw", "--upper", Sub("upper"), kTiny, Mnt()});
+    ProcessResult r =
+        Imgfs({"mount", "--rw", "--driver", "fuse", "--upper", Sub("upper"), kTiny, Mnt()});
     ASSERT_EQ(r.exit_code, 0) << r.Describe();
     ASSERT_TRUE(IsMounted(Mnt()));
   }

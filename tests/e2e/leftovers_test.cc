@@ -72,7 +72,7 @@ TEST_F(LeftoversTest, GcRemovesTheTemporaryUpperOfAKilledDaemonAndKeepsALiveOne)
   const std::string live = Mnt();
   const std::string killed = Mnt(2);
   for (const std::string& mnt : {live, killed}) {
-    ProcessResult r = Imgfs({"mount", "--rw", kTiny, mnt});
+    ProcessResult r = Imgfs({"mount", "--rw", "--driver", "fuse", kTiny, mnt});
     ASSERT_EQ(r.exit_code, 0) << r.Describe();
     ASSERT_TRUE(IsMounted(mnt));
     ASSERT_TRUE(WriteFileAtomic(mnt + "/scratch", "changed in " + mnt).ok());

@@ -21,6 +21,7 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -29,9 +30,11 @@
 #include <nlohmann/json.hpp>
 
 #include "base/file_util.h"
+#include "base/mountinfo.h"
 #include "tests/support/e2e_fixture.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"
+#include "tests/support/run_support.h"
 #include "tests/support/tree_compare.h"
 
 namespace imgfs::testing {
@@ -67,7 +70,7 @@ class RwMountTest : public ImgfsMountTest {
   }
 
   void MountRw(const std::string& upper, const std::string& image = kTiny) {
-    std::vector<std::string> args = {"mount", "--rw"};
+    std::vector<std::string> args = {"mount", "--rw", "--driver", "fuse"};
     if (!upper.empty()) {
       args.push_back("--upper");
       args.push_back(upper);
@@ -256,6 +259,54 @@ TEST_F(RwMountTest, DefaultUpperIsTemporary) {
   EXPECT_EQ(stat(dir_.Sub("up2/x").c_str(), &st), 0);
 }
 
+// The overlay driver (the default as root): the kernel's overlayfs at DIR over a read-only
+// imgfs mount nobody else sees. A plain umount(8) of DIR ends the daemon and the keeper, and
+// the temporary upper and the private lower go with them; with --upper, the upper stays and
+// the overlay's work directory goes.
+TEST_F(RwMountTest, OverlayDriverEndsWithAPlainUmount) {
+  ProcessResult r = Imgfs({"mount", "--rw", kTiny, Mnt()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  std::string fstype;
+  for (const MountInfoEntry& e : ReadMountInfo()) {
+    if (e.mountpoint == Mnt()) fstype = e.fstype;
+  }
+  EXPECT_EQ(fstype, "overlay");
+  ASSERT_TRUE(WriteFileAtomic(Mnt() + "/etc/scratch", "x").ok());
+  EXPECT_EQ(ReadAll(Mnt() + "/etc/scratch"), "x");
+  const pid_t keeper = DaemonPid();  // the lease names the keeper
+  ASSERT_GT(keeper, 0);
+  std::istringstream children(
+      ReadAll("/proc/" + std::to_string(keeper) + "/task/" + std::to_string(keeper) + "/children"));
+  pid_t daemon = 0;
+  children >> daemon;
+  ASSERT_GT(daemon, 0) << "the keeper's daemon";
+  const std::string containers = Root() + "/containers";
+  bool found = false;
+  for (const std::string& f : ListFilesRecursive(containers)) {
+    found = found || f.find("upper/etc/scratch") != f.npos;
+  }
+  EXPECT_TRUE(found) << "the temporary upper lives in STORE/containers/mount-*/upper";
+  r = RunProcess({"umount", Mnt()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_TRUE(WaitFor([&] { return !ProcessRuns(keeper) && !ProcessRuns(daemon); }, 60))
+      << "keeper " << keeper << " or daemon " << daemon << " still runs";
+  EXPECT_TRUE(WaitFor([&] { return ListFilesRecursive(containers).empty(); }, 60))
+      << "the temporary upper is removed";
+  EXPECT_FALSE(IsMounted(Mnt()));
+
+  // With --upper: `imgfs umount` waits for the keeper; the upper is kept, the work directory
+  // beside it is not.
+  const std::string upper = dir_.Sub("upper");
+  r = Imgfs({"mount", "--rw", "--upper", upper, kTiny, Mnt()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  ASSERT_EQ(mkdir((Mnt() + "/made").c_str(), 0755), 0) << strerror(errno);
+  Umount();
+  struct stat st {};
+  EXPECT_EQ(stat((upper + "/made").c_str(), &st), 0);
+  EXPECT_NE(stat(dir_.Sub(".upper.imgfs-work").c_str(), &st), 0);
+  EXPECT_TRUE(ListFilesRecursive(containers).empty());
+}
+
 // Changed paths are never served stale from the kernel's caches, also when the change comes
 // through another name (a lower hardlink group copied up as one inode); `-f` (foreground, as
 // `imgfs run` uses it) serves writable mounts too.
@@ -268,8 +319,8 @@ TEST_F(RwMountTest, ForegroundMountServesFreshAttributesAndData) {
     int devnull = open("/dev/null", O_RDWR);
     dup2(devnull, STDOUT_FILENO);
     dup2(devnull, STDERR_FILENO);
-    execl(kImgfsBinary, kImgfsBinary, "mount", "-f", "--rw", "--upper", upper.c_str(),
-          kTiny.c_str(), Mnt().c_str(), static_cast<char*>(nullptr));
+    execl(kImgfsBinary, kImgfsBinary, "mount", "-f", "--rw", "--driver", "fuse", "--upper",
+          upper.c_str(), kTiny.c_str(), Mnt().c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
@@ -306,12 +357,52 @@ TEST_F(RwMountTest, ForegroundMountServesFreshAttributesAndData) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
+// `imgfs mount -f --rw` on the overlay driver stays in the foreground until the mount ends;
+// SIGTERM unmounts the overlay, the daemon and keeper end, and the foreground process exits 0
+// having removed the temporary upper.
+TEST_F(RwMountTest, ForegroundOverlayDriverMountEndsOnSigterm) {
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    setenv("IMGFS_ROOT", Root().c_str(), 1);
+    int devnull = open("/dev/null", O_RDWR);
+    dup2(devnull, STDOUT_FILENO);
+    dup2(devnull, STDERR_FILENO);
+    execl(kImgfsBinary, kImgfsBinary, "mount", "-f", "--rw", "--driver", "overlay", kTiny.c_str(),
+          Mnt().c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  bool exited = false;
+  auto reaped = [&] {
+    exited = exited || waitpid(pid, &status, WNOHANG) == pid;
+    return exited;
+  };
+  ASSERT_TRUE(WaitFor([&] { return IsMounted(Mnt()) || reaped(); }, 60));
+  ASSERT_FALSE(exited) << "imgfs mount -f --rw ended before it mounted: " << status;
+  ASSERT_TRUE(WriteFileAtomic(Mnt() + "/etc/scratch", "x").ok());
+  const pid_t keeper = DaemonPid();
+  ASSERT_GT(keeper, 0);
+  EXPECT_NE(keeper, pid) << "the keeper is a child of the foreground process";
+  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  EXPECT_TRUE(WaitFor(reaped, 60)) << "the foreground process still runs after SIGTERM";
+  if (!exited) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+  }
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_FALSE(IsMounted(Mnt()));
+  EXPECT_TRUE(WaitFor([&] { return !ProcessRuns(keeper); }, 60)) << "the keeper still runs";
+  EXPECT_TRUE(ListFilesRecursive(Root() + "/containers").empty());
+}
+
 // The image's own shell changes its root through the mount; an unprivileged caller (with
 // allow_other) creates files it owns and is refused what the image's modes refuse.
 TEST_F(RwMountTest, ChrootShellAndUnprivilegedCaller) {
   std::string upper = dir_.Sub("upper");
   ASSERT_EQ(chmod(dir_.path().c_str(), 0755), 0);  // the caller must reach the mountpoint
-  ProcessResult r = Imgfs({"mount", "--rw", "--upper", upper, "-o", "allow_other", kTiny, Mnt()});
+  ProcessResult r = Imgfs(
+      {"mount", "--rw", "--driver", "fuse", "--upper", upper, "-o", "allow_other", kTiny, Mnt()});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   r = RunProcess({"chroot", Mnt(), "/bin/sh", "-c",
                   "echo hi > /tmp/x && cat /tmp/x && mkdir /root/d && ls /root && rm /etc/passwd "
@@ -556,7 +647,7 @@ TEST_F(RwMountTest, KilledDaemonDuringCopyUpLeavesNoPartialFile) {
   std::string work = dir_.Sub(".upper.imgfs-work");
   bool interrupted = false;
   for (int delay_ms : {40, 120, 300}) {
-    ProcessResult r = Imgfs({"mount", "--rw", "--upper", upper, image, Mnt()});
+    ProcessResult r = Imgfs({"mount", "--rw", "--driver", "fuse", "--upper", upper, image, Mnt()});
     ASSERT_EQ(r.exit_code, 0) << r.Describe();
     pid_t daemon = DaemonPid();
     ASSERT_GT(daemon, 0);

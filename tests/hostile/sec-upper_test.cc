@@ -196,8 +196,8 @@ TEST_F(SecUpperTest, ChmodThroughAnUpperSymlinkNeverReachesTheHost) {
   std::string host_file = dir_.Sub("host-file");
   ASSERT_TRUE(WriteFileAtomic(host_file, "root only\n", 0600).ok());
   ASSERT_EQ(chmod(host_file.c_str(), 0600), 0);
-  ProcessResult r =
-      Imgfs({"mount", "--rw", "--upper", dir_.Sub("upper"), "-o", "allow_other", Image(), Mnt()});
+  ProcessResult r = Imgfs({"mount", "--rw", "--driver", "fuse", "--upper", dir_.Sub("upper"), "-o",
+                           "allow_other", Image(), Mnt()});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   const std::string link = Mnt() + "/tmp/x";
   int code = RunAsNobody([&] {
@@ -293,7 +293,7 @@ TEST_F(SecUpperTest, ImageOverlayXattrsAreNeitherServedNorCopiedUp) {
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
 
   const std::string upper = dir_.Sub("upper");
-  r = Imgfs({"mount", "--rw", "--upper", upper, Image(), Mnt()});
+  r = Imgfs({"mount", "--rw", "--driver", "fuse", "--upper", upper, Image(), Mnt()});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   ASSERT_TRUE(WriteFileAtomic(Mnt() + "/opq/new", "new").ok());               // copies opq up
   ASSERT_EQ(utimensat(AT_FDCWD, (Mnt() + "/opq/a").c_str(), nullptr, 0), 0);  // copies a up
