@@ -594,7 +594,7 @@ Result<DaemonStart> ParseStartRecord(std::string_view text, UniqueFd fuse_fd) {
       eol == std::string_view::npos) {
     return corrupt();
   }
-  // "<takeover> <n1> <n2> <n3> <n4>": decimal, single spaces.
+  // "<takeover> <n1> <n2> <n3> <n4>": decimal without leading zeros, single spaces.
   const std::string_view header = text.substr(kStartTag.size(), eol - kStartTag.size());
   size_t values[5] = {};
   const char* p = header.data();
@@ -606,7 +606,7 @@ Result<DaemonStart> ParseStartRecord(std::string_view text, UniqueFd fuse_fd) {
     }
     if (p == end || *p < '0' || *p > '9') return corrupt();
     auto [next, ec] = std::from_chars(p, end, values[i]);
-    if (ec != std::errc()) return corrupt();
+    if (ec != std::errc() || (*p == '0' && next - p > 1)) return corrupt();
     p = next;
   }
   if (p != end || values[0] > 1) return corrupt();

@@ -407,33 +407,7 @@ TEST_P(LayerStoreTest, AReferencePinsTheLayerAgainstPruneGcAndRmi) {
   Umount();
 }
 
-// The first pid in /proc/PID/task/PID/children: the keeper's daemon (0 if none).
-pid_t ChildOf(pid_t pid) {
-  std::istringstream in(
-      ReadAll("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children"));
-  pid_t child = 0;
-  in >> child;
-  return child;
-}
-
-// The whole content of an open file, read after dropping its cached pages (so the read goes
-// to the daemon). Sets *error on a failed syscall.
-std::string ReadFromDaemon(int fd, std::string* error) {
-  posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-  std::string out;
-  char buf[1 << 16];
-  for (off_t off = 0;;) {
-    const ssize_t n = pread(fd, buf, sizeof(buf), off);
-    if (n < 0) {
-      *error = std::string("pread: ") + strerror(errno);
-      return out;
-    }
-    if (n == 0) return out;
-    out.append(buf, static_cast<size_t>(n));
-    off += n;
-  }
-}
-
+// ReadFromDaemon of the file at `path` (opened and closed here).
 std::string ReadPathFromDaemon(const std::string& path, std::string* error) {
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {

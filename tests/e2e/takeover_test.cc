@@ -57,15 +57,6 @@ std::vector<Takeover> Kills(int kills) {
   return std::vector<Takeover>(static_cast<size_t>(kills), Takeover::kKill);
 }
 
-// The first pid in /proc/PID/task/PID/children: the keeper's daemon (0 if none).
-pid_t ChildOf(pid_t pid) {
-  std::string path = "/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children";
-  std::istringstream in(ReadAll(path));
-  pid_t child = 0;
-  in >> child;
-  return child;
-}
-
 // What the readers record: operations done (per reader) and every failure in words.
 struct ReaderLog {
   static constexpr int kReaders = 5;  // the last one: the writer, when there is one
@@ -95,24 +86,6 @@ struct ReaderLog {
     return failures.size();
   }
 };
-
-// The whole content of an open file, read after dropping its cached pages (so the read goes
-// to the daemon). Sets *error on a failed syscall.
-std::string ReadFromDaemon(int fd, std::string* error) {
-  posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-  std::string out;
-  char buf[1 << 16];
-  for (off_t off = 0;;) {
-    ssize_t n = pread(fd, buf, sizeof(buf), off);
-    if (n < 0) {
-      *error = std::string("pread: ") + strerror(errno);
-      return out;
-    }
-    if (n == 0) return out;
-    out.append(buf, static_cast<size_t>(n));
-    off += n;
-  }
-}
 
 class TakeoverTest : public ImgfsMountTest {
  protected:
