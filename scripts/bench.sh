@@ -8,7 +8,8 @@
 #
 # --rw: scripts/bench-rw.sh (see the comment at its top): untar of a source tree, a 1 GiB
 # sequential write, copy-up of a 256 MiB lower file and rm -rf of a lower tree on the kernel's
-# overlayfs, fuse-overlayfs and `imgfs mount --rw --upper` on both drivers (overlay, fuse); times, ratios and daemon peak RSS.
+# overlayfs, fuse-overlayfs and `imgfs mount --rw --upper` on both drivers (overlay, fuse);
+# times, ratios and daemon peak RSS.
 # Not part of the default run (it takes several minutes on its own).
 #
 # --wan: lazy mounts against a registry behind scripts/wan_proxy.py (20 ms one-way delay in

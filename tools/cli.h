@@ -194,6 +194,11 @@ int RunLogout(CommandContext& ctx);
 [[gnu::weak]] int RunRun(CommandContext& ctx);         // cmd_run.cc
 [[gnu::weak]] int RunPs(CommandContext& ctx);          // cmd_run.cc
 [[gnu::weak]] int RunContainers(CommandContext& ctx);  // cmd_run.cc: `containers ls|rm`
+// cmd_run.cc: without root, enters a user namespace like a rootless run's before a container's
+// upper is read or removed (it holds files of the caller's subordinate ids, which only root of
+// such a namespace may read or delete). Without a subordinate range no run could have made
+// such files: it then does nothing.
+[[gnu::weak]] void EnterRootlessForContainers();
 [[gnu::weak]] int RunCommit(CommandContext& ctx);      // cmd_commit.cc
 [[gnu::weak]] int RunDiff(CommandContext& ctx);        // cmd_diff.cc
 [[gnu::weak]] int RunLayerStore(CommandContext& ctx);  // cmd_layer_store.cc

@@ -58,6 +58,9 @@ int RunCommit(CommandContext& ctx) {
   }
   Result<fs::CommitSource> source = fs::ResolveCommitSource(**store, source_text);
   if (!source.has_value()) return Fail(source.error());
+  if (source->mountpoint.empty() && EnterRootlessForContainers != nullptr) {
+    EnterRootlessForContainers();
+  }
   Result<fs::CommittedImage> image = fs::CommitUpper(**store, *source, *ref, options);
   if (!image.has_value()) return Fail(image.error());
   if (!args.Has("quiet")) {

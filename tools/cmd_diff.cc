@@ -35,6 +35,9 @@ int RunDiff(CommandContext& ctx) {
   }
   Result<fs::CommitSource> source = fs::ResolveCommitSource(**store, args.positional()[0]);
   if (!source.has_value()) return Fail(source.error());
+  if (source->mountpoint.empty() && EnterRootlessForContainers != nullptr) {
+    EnterRootlessForContainers();
+  }
 
   // The base image's merged tree, lazily, so an image recorded without its layers is read
   // through its indexes. Named by its reference (a lazy image's layers may have to be found in

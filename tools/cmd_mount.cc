@@ -615,28 +615,22 @@ uint64_t OverlayFlags(const std::vector<std::string>& options) {
   return flags;
 }
 
-// Reads the one status line a keeper reports on `fd` ("OK" or "ERR <message>"; "" when it
-// ended without a word).
-std::string ReadStatusLine(int fd) {
-  std::string reply;
-  char buf[4096];
+// `imgfs mount -f --rw --driver overlay` once the overlay is mounted: waits for the keeper
+// `daemon` to end (its status is the command's); SIGTERM, SIGINT or SIGHUP unmount the
+// overlay, which ends the keeper.
+int WaitForegroundOverlay(pid_t daemon, const std::string& dir, const std::string& lower) {
+  sigset_t wait_set;
+  sigemptyset(&wait_set);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGCHLD}) sigaddset(&wait_set, sig);
+  ::sigprocmask(SIG_BLOCK, &wait_set, nullptr);
   for (;;) {
-    const ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    reply.append(buf, static_cast<size_t>(n));
-    if (reply.find('\n') != std::string::npos) break;
+    int wstatus = 0;
+    const pid_t r = ::waitpid(daemon, &wstatus, WNOHANG);
+    if (r == daemon) return WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : kExitError;
+    if (r < 0 && errno != EINTR) return kExitError;
+    const int sig = ::sigwaitinfo(&wait_set, nullptr);
+    if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) EndOverlayOver(dir, lower);
   }
-  while (!reply.empty() && reply.back() == '\n') reply.pop_back();
-  return reply;
-}
-
-int WaitExitStatus(pid_t pid) {
-  int wstatus = 0;
-  while (::waitpid(pid, &wstatus, 0) < 0) {
-    if (errno != EINTR) return kExitError;
-  }
-  return WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : kExitError;
 }
 
 // `imgfs mount --rw --driver overlay`: the image is mounted read-only as a plain `imgfs mount`
@@ -694,70 +688,41 @@ int MountOverlayDriver(const CommandContext& ctx, const MountRequest& req,
   fs::KeeperOptions keeper = KeeperFor(ctx, daemon_req, binary);
   keeper.mountpoint = req.dir;  // log lines; a stop without daemons unmounts the overlay
 
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) return Fail(Status::FromErrno(errno, "pipe"));
-  UniqueFd read_end(fds[0]);
-  UniqueFd write_end(fds[1]);
-  std::cout.flush();
-  std::cerr.flush();
-  const pid_t pid = ::fork();
-  if (pid < 0) return Fail(Status::FromErrno(errno, "fork"));
-  if (pid == 0) {
-    read_end.Close();
-    if (req.foreground) {
-      ::setpgid(0, 0);  // a terminal's ^C goes to this process, which unmounts the overlay
-    } else {
-      ::setsid();
-      LogToSyslog();
-    }
+  auto serve = [&](int status_fd) {
     // The keeper owns the directory from now on: the command may exit while the mount lives.
     Status owned = cache::WriteContainerOwner(temp);
     if (!owned.ok()) IMGFS_LOG(kWarning) << owned.ToString();
-    keeper.status_fd = write_end.Release();
+    keeper.status_fd = status_fd;
     const int rc = fs::RunKeeper(keeper);
     if (!req.upper.empty()) RemoveTree(work).ok();
     Status removed = RemoveTree(temp);
     if (!removed.ok()) IMGFS_LOG(kWarning) << "removing " << temp << ": " << removed.ToString();
-    ::_exit(rc);
-  }
-  write_end.Close();
-  const std::string reply = ReadStatusLine(read_end.get());
-  if (reply != "OK") {
-    WaitExitStatus(pid);
-    if (reply.rfind("ERR ", 0) == 0) return Fail(reply.substr(4));
-    return Fail("mounting " + req.image + ": the daemon exited before it was ready");
-  }
-  fs::KernelOverlay overlay;
-  overlay.lower_dirs = {lower};
-  overlay.upper_dir = upper;
-  overlay.work_dir = work;
-  overlay.flags = OverlayFlags(req.mount_options);
-  Status mounted = fs::MountKernelOverlay(overlay, req.dir);
-  // From here on the overlay's clone is the FUSE mount's only one (none when the overlay
-  // failed: the connection ends, and with it the daemon and the keeper).
-  if (::umount2(lower.c_str(), MNT_DETACH) != 0) {
-    IMGFS_LOG(kWarning) << "detaching " << lower << ": " << std::strerror(errno);
-  }
-  ::rmdir(lower.c_str());
-  if (!mounted.ok()) {
-    WaitExitStatus(pid);
-    return Fail(mounted.WithContext("mounting " + req.image + " writable").ToString() +
-                " (--driver fuse needs no kernel overlayfs)");
-  }
-  if (!req.foreground) return kExitOk;
-
-  sigset_t wait_set;
-  sigemptyset(&wait_set);
-  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGCHLD}) sigaddset(&wait_set, sig);
-  ::sigprocmask(SIG_BLOCK, &wait_set, nullptr);
-  for (;;) {
-    int wstatus = 0;
-    const pid_t r = ::waitpid(pid, &wstatus, WNOHANG);
-    if (r == pid) return WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : kExitError;
-    if (r < 0 && errno != EINTR) return kExitError;
-    const int sig = ::sigwaitinfo(&wait_set, nullptr);
-    if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) EndOverlayOver(req.dir, lower);
-  }
+    return rc;
+  };
+  DetachOptions detach;
+  // With -f, a terminal's ^C goes to this process, which unmounts the overlay.
+  detach.foreground = req.foreground;
+  detach.ready = [&](pid_t daemon) {
+    fs::KernelOverlay overlay;
+    overlay.lower_dirs = {lower};
+    overlay.upper_dir = upper;
+    overlay.work_dir = work;
+    overlay.flags = OverlayFlags(req.mount_options);
+    Status mounted = fs::MountKernelOverlay(overlay, req.dir);
+    // From here on the overlay's clone is the FUSE mount's only one (none when the overlay
+    // failed: the connection ends, and with it the daemon and the keeper).
+    if (::umount2(lower.c_str(), MNT_DETACH) != 0) {
+      IMGFS_LOG(kWarning) << "detaching " << lower << ": " << std::strerror(errno);
+    }
+    ::rmdir(lower.c_str());
+    if (!mounted.ok()) {
+      WaitExitStatus(daemon);
+      return Fail(mounted.WithContext("mounting " + req.image + " writable").ToString() +
+                  " (--driver fuse needs no kernel overlayfs)");
+    }
+    return req.foreground ? WaitForegroundOverlay(daemon, req.dir, lower) : kExitOk;
+  };
+  return RunDetached("mounting " + req.image, serve, detach);
 }
 
 }  // namespace

@@ -309,20 +309,6 @@ Status EnterRootless() {
   return fs::run::EnterUserNamespace(host, maps);
 }
 
-// Without root, before removing containers: a rootless run's upper holds files of the
-// caller's subordinate ids, which only root of the run's user namespace may delete, so the
-// removal enters one like it. Without a range (or without newuidmap) no run could have made
-// such files: the removal goes on as the caller.
-void EnterRootlessForRemoval() {
-  if (::geteuid() == 0) return;
-  const fs::run::RootlessHost host = fs::run::RootlessHost::Current();
-  Result<fs::run::RootlessMaps> maps = fs::run::PlanRootlessMaps(host);
-  if (!maps.has_value()) return;
-  if (Status st = fs::run::EnterUserNamespace(host, *maps); !st.ok()) {
-    IMGFS_LOG(kWarning) << "removing containers as " << host.uid << ": " << st.ToString();
-  }
-}
-
 int RunFail(const Status& st) {
   std::cerr << "imgfs: " << st.ToString() << std::endl;
   return kExitRunError;
@@ -387,7 +373,7 @@ int ListContainersCommand(CommandContext& ctx, std::string_view usage) {
   int code = kExitOk;
   if (!ParseCommandArgs(ctx, usage, PsSpecs(), &args, &code)) return code;
   if (!args.positional().empty()) return UsageError(ctx.name, "too many arguments");
-  EnterRootlessForRemoval();  // abandoned containers are removed below
+  EnterRootlessForContainers();  // abandoned containers are removed below
   Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(ctx.global.root);
   if (!store.has_value()) return Fail(store.error());
   Result<int> abandoned = cache::RemoveAbandonedContainers(**store);
@@ -443,7 +429,7 @@ int RemoveContainersCommand(CommandContext& ctx) {
   if (args.positional().empty()) {
     return UsageError(ctx.name, "\"containers rm\" requires at least 1 argument");
   }
-  EnterRootlessForRemoval();
+  EnterRootlessForContainers();
   Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(ctx.global.root);
   if (!store.has_value()) return Fail(store.error());
   int rc = kExitOk;
@@ -602,6 +588,16 @@ int RunRun(CommandContext& ctx) {
   }
   ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
   return status;
+}
+
+void EnterRootlessForContainers() {
+  if (::geteuid() == 0) return;
+  const fs::run::RootlessHost host = fs::run::RootlessHost::Current();
+  Result<fs::run::RootlessMaps> maps = fs::run::PlanRootlessMaps(host);
+  if (!maps.has_value()) return;
+  if (Status st = fs::run::EnterUserNamespace(host, *maps); !st.ok()) {
+    IMGFS_LOG(kWarning) << "reading containers as " << host.uid << ": " << st.ToString();
+  }
 }
 
 int RunPs(CommandContext& ctx) { return ListContainersCommand(ctx, kPsUsage); }

@@ -44,7 +44,41 @@ void LogToSyslog() {
   });
 }
 
-int RunDetached(const std::string& what, const std::function<int(int status_fd)>& serve) {
+namespace {
+
+// Reads the one status line a daemon reports on `fd` ("OK" or "ERR <message>"; "" when it
+// ended without a word), without its newline.
+std::string ReadStatusLine(int fd) {
+  std::string reply;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    reply.append(buf, static_cast<size_t>(n));
+    if (reply.find('\n') != std::string::npos) break;
+  }
+  while (!reply.empty() && reply.back() == '\n') reply.pop_back();
+  return reply;
+}
+
+int WaitStatus(pid_t pid) {
+  int wstatus = 0;
+  while (waitpid(pid, &wstatus, 0) < 0) {
+    if (errno != EINTR) return -1;
+  }
+  return wstatus;
+}
+
+}  // namespace
+
+int WaitExitStatus(pid_t pid) {
+  const int wstatus = WaitStatus(pid);
+  return wstatus >= 0 && WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : kExitError;
+}
+
+int RunDetached(const std::string& what, const std::function<int(int status_fd)>& serve,
+                const DetachOptions& options) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) return Fail(Status::FromErrno(errno, "pipe"));
   UniqueFd read_end(fds[0]);
@@ -55,31 +89,23 @@ int RunDetached(const std::string& what, const std::function<int(int status_fd)>
   if (pid < 0) return Fail(Status::FromErrno(errno, "fork"));
   if (pid == 0) {
     read_end.Close();
-    setsid();
-    LogToSyslog();
+    if (options.foreground) {
+      setpgid(0, 0);
+    } else {
+      setsid();
+      LogToSyslog();
+    }
     _exit(serve(write_end.Release()));
   }
   write_end.Close();
-  std::string reply;
-  char buf[4096];
-  for (;;) {
-    const ssize_t n = read(read_end.get(), buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    reply.append(buf, static_cast<size_t>(n));
-    if (reply.find('\n') != std::string::npos) break;
-  }
-  if (reply.rfind("OK", 0) == 0) return kExitOk;
-  int wstatus = 0;
-  while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
-  }
-  if (reply.rfind("ERR ", 0) == 0) {
-    std::string message = reply.substr(4);
-    while (!message.empty() && message.back() == '\n') message.pop_back();
-    return Fail(message);
-  }
+  const std::string reply = ReadStatusLine(read_end.get());
+  if (reply == "OK") return options.ready ? options.ready(pid) : kExitOk;
+  const int wstatus = WaitStatus(pid);
+  if (reply.rfind("ERR ", 0) == 0) return Fail(reply.substr(4));
   return Fail(what + ": the daemon exited before it was ready" +
-              (WIFSIGNALED(wstatus) ? " (signal " + std::to_string(WTERMSIG(wstatus)) + ")" : ""));
+              (wstatus >= 0 && WIFSIGNALED(wstatus)
+                   ? " (signal " + std::to_string(WTERMSIG(wstatus)) + ")"
+                   : ""));
 }
 
 }  // namespace imgfs::tools

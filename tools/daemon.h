@@ -3,24 +3,41 @@
 //
 // RunDetached forks the daemon (its own session, logs to syslog) and waits for one status
 // line on a pipe: "OK" once the daemon serves (the command then exits 0 while the daemon
-// goes on) or "ERR <message>" (the command fails with it). The daemon side writes that line
-// with ReportStatus, and on readiness points its stdio at /dev/null (DetachStdio), so whoever
-// waits for the command's output sees its end as soon as the mount is ready.
+// goes on, or first runs its continuation) or "ERR <message>" (the command fails with it).
+// The daemon side writes that line with ReportStatus, and on readiness points its stdio at
+// /dev/null (DetachStdio), so whoever waits for the command's output sees its end as soon as
+// the mount is ready.
 //
 // Thread-safety: RunDetached forks: call it from a single-threaded command.
 #ifndef IMGFS_TOOLS_DAEMON_H_
 #define IMGFS_TOOLS_DAEMON_H_
+
+#include <sys/types.h>
 
 #include <functional>
 #include <string>
 
 namespace imgfs::tools {
 
+struct DetachOptions {
+  // The child stays in the command's session, in a process group of its own (a terminal's ^C
+  // reaches only the command, which passes it on), and keeps logging to stderr: `-f` when
+  // the command itself has more to do once the daemon serves (ready below).
+  bool foreground = false;
+  // Runs in the command once the daemon reported "OK" (`daemon` is its pid, a child of the
+  // command); its return is the command's exit status. Unset: kExitOk.
+  std::function<int(pid_t daemon)> ready;
+};
+
 // Runs `serve(status_fd)` in a detached daemon; its return value is the daemon's exit status.
-// Returns the command's exit status: kExitOk when the daemon reported "OK", else Fail with
-// its "ERR" message or, when it exited without a word, "`what`: the daemon exited before
-// it was ready" (with the signal that ended it).
-int RunDetached(const std::string& what, const std::function<int(int status_fd)>& serve);
+// Returns the command's exit status: options.ready's (or kExitOk) when the daemon reported
+// "OK", else Fail with its "ERR" message or, when it exited without a word, "`what`: the
+// daemon exited before it was ready" (with the signal that ended it).
+int RunDetached(const std::string& what, const std::function<int(int status_fd)>& serve,
+                const DetachOptions& options = {});
+
+// The exit status of child `pid` once it ends (kExitError when it died by a signal).
+int WaitExitStatus(pid_t pid);
 
 // Writes `line` and a newline to `fd` (nothing when fd < 0, a foreground run).
 void ReportStatus(int fd, const std::string& line);

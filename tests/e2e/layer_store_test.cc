@@ -546,14 +546,9 @@ TEST_P(LayerStoreTest, ReadersNeverSeeAKilledDaemon) {
 // uses each for its own registry host only. (Debian 12's podman does not run such a helper:
 // the helper is run here with the JSON containers/image writes.)
 TEST_P(LayerStoreTest, TakesCredentialsFromTheAuthHelperForTheirHostOnly) {
-  RegistryServerOptions options;
-  options.htpasswd_user = "alice";
-  options.htpasswd_password = "s3cret";
-  auto reg = RegistryServer::Start(options);
+  auto reg = RegistryServer::Start(RegistryServerOptions::BasicAuth("alice", "s3cret"));
   ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
-  PushOptions push;
-  push.creds = "alice:s3cret";
-  ASSERT_TRUE((*reg)->PushOciLayout(FixturePath(GetParam()), "latest", "lab/private:1", push).ok());
+  ASSERT_TRUE((*reg)->PushOciLayout(FixturePath(GetParam()), "latest", "lab/private:1").ok());
   const std::vector<FixtureLayer> layers = LayersOf(FixturePath(GetParam()));
   ASSERT_NO_FATAL_FAILURE(StartStore());
   const std::string image = (*reg)->host_port() + "/lab/private:1";

@@ -135,14 +135,9 @@ class LazyRedirectTest : public ImgfsMountTest {
 };
 
 TEST_F(LazyRedirectTest, EstargzReadsSurviveExpiredSignedUrlsWithoutLeakingTheToken) {
-  RegistryServerOptions options;
-  options.htpasswd_user = "alice";
-  options.htpasswd_password = "s3cret";
-  auto reg = RegistryServer::Start(options);
+  auto reg = RegistryServer::Start(RegistryServerOptions::BasicAuth("alice", "s3cret"));
   ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
-  PushOptions push;
-  push.creds = "alice:s3cret";
-  ASSERT_TRUE((*reg)->PushOciLayout(FixturePath("tiny-estargz"), "latest", "demo/r:1", push).ok());
+  ASSERT_TRUE((*reg)->PushOciLayout(FixturePath("tiny-estargz"), "latest", "demo/r:1").ok());
   RedirectProxy proxy((*reg)->url(), kExpiry, "alice:s3cret");
   ProcessResult r =
       Imgfs({"login", "-u", "alice", "--password-stdin", proxy.host_port()}, "", "s3cret\n");

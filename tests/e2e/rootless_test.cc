@@ -496,6 +496,16 @@ TEST_F(RootlessRunTest, RunsAsRootOfItsUserNamespace) {
   struct stat st {};
   ASSERT_EQ(lstat((UserStore() + "/containers/kept/upper/data/d").c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, 100001u) << "id 2 inside is the range's second id on the host";
+  // diff and commit read the upper as root of such a namespace (the directory is 0700 for id
+  // 2), and the committed layer keeps the ids the container saw.
+  ProcessResult diff = UserImgfs({"diff", "kept"});
+  EXPECT_EQ(diff.exit_code, 0) << diff.Describe();
+  EXPECT_NE(diff.out.find("A /data/d/f\n"), std::string::npos) << diff.Describe();
+  ProcessResult commit = UserImgfs({"commit", "kept", "rootless/committed:1"});
+  ASSERT_EQ(commit.exit_code, 0) << commit.Describe();
+  ProcessResult owner = UserImgfs(
+      {"run", "--rm", "rootless/committed:1", "/bin/sh", "-c", "busybox stat -c %u:%g /data/d/f"});
+  EXPECT_EQ(owner.out, "2:2\n") << owner.Describe();
   ProcessResult removed = UserImgfs({"containers", "rm", "kept"});
   EXPECT_EQ(removed.exit_code, 0) << removed.Describe();
   EXPECT_TRUE(ListFilesRecursive(UserStore() + "/containers").empty());

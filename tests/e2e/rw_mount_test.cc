@@ -312,22 +312,11 @@ TEST_F(RwMountTest, OverlayDriverEndsWithAPlainUmount) {
 // `imgfs run` uses it) serves writable mounts too.
 TEST_F(RwMountTest, ForegroundMountServesFreshAttributesAndData) {
   std::string upper = dir_.Sub("upper");
-  pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    setenv("IMGFS_ROOT", Root().c_str(), 1);
-    int devnull = open("/dev/null", O_RDWR);
-    dup2(devnull, STDOUT_FILENO);
-    dup2(devnull, STDERR_FILENO);
-    execl(kImgfsBinary, kImgfsBinary, "mount", "-f", "--rw", "--driver", "fuse", "--upper",
-          upper.c_str(), kTiny.c_str(), Mnt().c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (!IsMounted(Mnt()) && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ASSERT_TRUE(IsMounted(Mnt())) << "imgfs mount -f --rw did not mount";
+  BackgroundProcess fg(
+      {kImgfsBinary, "mount", "-f", "--rw", "--driver", "fuse", "--upper", upper, kTiny, Mnt()},
+      {"IMGFS_ROOT=" + Root()});
+  WaitFor([&] { return IsMounted(Mnt()) || fg.Wait(0) >= 0; }, 60);
+  ASSERT_TRUE(IsMounted(Mnt())) << "imgfs mount -f --rw did not mount: " << fg.err();
   // Fill the kernel's caches through one name of the busybox group, change it through another.
   struct stat before {};
   ASSERT_EQ(stat((Mnt() + "/bin/busybox").c_str(), &before), 0);
@@ -352,45 +341,23 @@ TEST_F(RwMountTest, ForegroundMountServesFreshAttributesAndData) {
   EXPECT_EQ(ReadAll(Mnt() + "/etc/passwd").size(), 3u);
   ProcessResult r = Imgfs({"umount", Mnt()});
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
-  int status = 0;
-  EXPECT_EQ(waitpid(pid, &status, 0), pid);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(fg.Wait(60), 0) << fg.err();
 }
 
 // `imgfs mount -f --rw` on the overlay driver stays in the foreground until the mount ends;
 // SIGTERM unmounts the overlay, the daemon and keeper end, and the foreground process exits 0
 // having removed the temporary upper.
 TEST_F(RwMountTest, ForegroundOverlayDriverMountEndsOnSigterm) {
-  pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    setenv("IMGFS_ROOT", Root().c_str(), 1);
-    int devnull = open("/dev/null", O_RDWR);
-    dup2(devnull, STDOUT_FILENO);
-    dup2(devnull, STDERR_FILENO);
-    execl(kImgfsBinary, kImgfsBinary, "mount", "-f", "--rw", "--driver", "overlay", kTiny.c_str(),
-          Mnt().c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  int status = 0;
-  bool exited = false;
-  auto reaped = [&] {
-    exited = exited || waitpid(pid, &status, WNOHANG) == pid;
-    return exited;
-  };
-  ASSERT_TRUE(WaitFor([&] { return IsMounted(Mnt()) || reaped(); }, 60));
-  ASSERT_FALSE(exited) << "imgfs mount -f --rw ended before it mounted: " << status;
+  BackgroundProcess fg({kImgfsBinary, "mount", "-f", "--rw", "--driver", "overlay", kTiny, Mnt()},
+                       {"IMGFS_ROOT=" + Root()});
+  ASSERT_TRUE(WaitFor([&] { return IsMounted(Mnt()) || fg.Wait(0) >= 0; }, 60));
+  ASSERT_EQ(fg.Wait(0), -1) << "imgfs mount -f --rw ended before it mounted: " << fg.err();
   ASSERT_TRUE(WriteFileAtomic(Mnt() + "/etc/scratch", "x").ok());
   const pid_t keeper = DaemonPid();
   ASSERT_GT(keeper, 0);
-  EXPECT_NE(keeper, pid) << "the keeper is a child of the foreground process";
-  ASSERT_EQ(kill(pid, SIGTERM), 0);
-  EXPECT_TRUE(WaitFor(reaped, 60)) << "the foreground process still runs after SIGTERM";
-  if (!exited) {
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-  }
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_NE(keeper, fg.pid()) << "the keeper is a child of the foreground process";
+  fg.Signal(SIGTERM);
+  EXPECT_EQ(fg.Wait(60), 0) << "after SIGTERM: " << fg.err();
   EXPECT_FALSE(IsMounted(Mnt()));
   EXPECT_TRUE(WaitFor([&] { return !ProcessRuns(keeper); }, 60)) << "the keeper still runs";
   EXPECT_TRUE(ListFilesRecursive(Root() + "/containers").empty());

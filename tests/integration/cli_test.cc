@@ -1,14 +1,9 @@
 // imgfs — the user flows of the `imgfs` binary against a real docker-registry process:
 // pull (tag, digest, -a, platform, local transports), images, inspect, rm, login/logout,
 // and every bad input giving a one-line error, a non-zero exit and an untouched store.
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -49,97 +44,6 @@ int FreePort() {
   return port;
 }
 
-bool PortAnswers(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  close(fd);
-  return ok;
-}
-
-// Debian's docker-registry on a free loopback port, with its own storage; optionally with
-// htpasswd auth. The access log (stderr) goes to a file for counting requests.
-class Registry {
- public:
-  explicit Registry(const std::string& dir, const std::string& htpasswd_user = "",
-                    const std::string& htpasswd_pass = "")
-      : dir_(dir) {
-    std::filesystem::create_directories(dir_ + "/storage");
-    port_ = FreePort();
-    std::string auth;
-    if (!htpasswd_user.empty()) {
-      ProcessResult h = RunProcess({"htpasswd", "-Bbn", htpasswd_user, htpasswd_pass});
-      std::ofstream(dir_ + "/htpasswd") << h.out;
-      auth = "auth:\n  htpasswd:\n    realm: test\n    path: " + dir_ + "/htpasswd\n";
-    }
-    std::ofstream(dir_ + "/config.yml")
-        << "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n"
-        << "storage:\n  filesystem:\n    rootdirectory: " << dir_ << "/storage\n"
-        << "  delete:\n    enabled: true\n"
-        << "http:\n  addr: 127.0.0.1:" << port_ << "\n"
-        << auth;
-    // Everything the child needs is prepared before fork (no allocation after it).
-    const std::string log_path = dir_ + "/registry.log";
-    const std::string config_path = dir_ + "/config.yml";
-    pid_ = fork();
-    if (pid_ == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGTERM);  // no registry outlives a crashed test binary
-      int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      dup2(log, 1);
-      dup2(log, 2);
-      execl("/usr/bin/docker-registry", "docker-registry", "serve", config_path.c_str(),
-            static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    // Up to 30 s (a loaded sanitizer run starts slowly); stop early if the registry died.
-    for (int i = 0; i < 600 && !PortAnswers(port_); ++i) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-  }
-  ~Registry() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      int status;
-      waitpid(pid_, &status, 0);
-    }
-  }
-  bool running() const { return pid_ > 0 && PortAnswers(port_); }
-  std::string host() const { return "127.0.0.1:" + std::to_string(port_); }
-  std::string Log() const {
-    std::ifstream in(dir_ + "/registry.log");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-  // GET requests of a blob in the access log.
-  int BlobGets(const registry::Digest& d) const {
-    std::string log = Log();
-    std::string needle = "\"GET /v2/";
-    int n = 0;
-    std::istringstream lines(log);
-    for (std::string line; std::getline(lines, line);) {
-      if (line.find(needle) != std::string::npos &&
-          line.find("/blobs/" + d.String()) != std::string::npos) {
-        ++n;
-      }
-    }
-    return n;
-  }
-
- private:
-  std::string dir_;
-  int port_ = 0;
-  pid_t pid_ = -1;
-};
-
 class CliTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -162,10 +66,22 @@ class CliTest : public ::testing::Test {
         stdin_data, timeout_s);
   }
 
-  Registry& StartRegistry(const std::string& user = "", const std::string& pass = "") {
-    registry_ = std::make_unique<Registry>(tmp_.Sub("registry"), user, pass);
-    EXPECT_TRUE(registry_->running()) << registry_->Log();
-    return *registry_;
+  // A registry logging its accesses (BlobGets), with htpasswd auth for `user` if given.
+  void StartRegistry(const std::string& user = "", const std::string& pass = "") {
+    RegistryServerOptions options = RegistryServerOptions::BasicAuth(user, pass);
+    options.access_log = true;
+    auto reg = RegistryServer::Start(options);
+    ASSERT_TRUE(reg.has_value()) << reg.error().ToString();
+    registry_ = std::move(*reg);
+  }
+
+  // GET requests of blob `d` the registry answered.
+  int BlobGets(const registry::Digest& d) const {
+    int n = 0;
+    for (const RegistryAccess& access : registry_->Accesses()) {
+      if (access.method == "GET" && access.path.ends_with("/blobs/" + d.String())) ++n;
+    }
+    return n;
   }
 
   // Builds `spec` into a layout and pushes it as NAME:TAG to the registry.
@@ -173,7 +89,7 @@ class CliTest : public ::testing::Test {
     ImageBuilder builder(tmp_.Sub("layout-" + std::to_string(layouts_++)));
     Result<BuiltImage> built = builder.Add(spec, tag);
     EXPECT_TRUE(built.has_value()) << built.error().ToString();
-    Status pushed = PushLayout(builder.dir(), tag, registry_->host() + "/" + name + ":" + tag);
+    Status pushed = PushLayout(builder.dir(), tag, registry_->host_port() + "/" + name + ":" + tag);
     EXPECT_TRUE(pushed.ok()) << pushed.ToString();
     return built.has_value() ? *built : BuiltImage{};
   }
@@ -223,7 +139,7 @@ class CliTest : public ::testing::Test {
 
   TempDir tmp_;
   std::string root_;
-  std::unique_ptr<Registry> registry_;
+  std::unique_ptr<RegistryServer> registry_;
   int layouts_ = 0;
 };
 
@@ -264,9 +180,9 @@ TEST_F(CliTest, UsageErrorsExitTwoAndHelpExitsZero) {
 // ---- registry pulls ----
 
 TEST_F(CliTest, PullByTagThenImagesInspectRemove) {
-  StartRegistry();
+  ASSERT_NO_FATAL_FAILURE(StartRegistry());
   BuiltImage img = Push(TwoLayerImage("base v1\n", "app v1\n"), "demo/app", "1.0");
-  std::string ref = registry_->host() + "/demo/app:1.0";
+  std::string ref = registry_->host_port() + "/demo/app:1.0";
 
   ProcessResult pull = Imgfs({"pull", ref});
   ASSERT_EQ(pull.exit_code, 0) << pull.Describe();
@@ -283,12 +199,12 @@ TEST_F(CliTest, PullByTagThenImagesInspectRemove) {
   ASSERT_EQ(again.exit_code, 0) << again.Describe();
   EXPECT_THAT(again.out, HasSubstr("Already exists"));
   EXPECT_THAT(again.out, HasSubstr("Image is up to date"));
-  EXPECT_EQ(registry_->BlobGets(img.layer_digests[0]), 1);
+  EXPECT_EQ(BlobGets(img.layer_digests[0]), 1);
 
   ProcessResult images = Imgfs({"images"});
   ASSERT_EQ(images.exit_code, 0) << images.Describe();
   EXPECT_THAT(images.out, HasSubstr("REPOSITORY"));
-  EXPECT_THAT(images.out, HasSubstr(registry_->host() + "/demo/app"));
+  EXPECT_THAT(images.out, HasSubstr(registry_->host_port() + "/demo/app"));
   EXPECT_THAT(images.out, HasSubstr("1.0"));
   EXPECT_THAT(images.out, HasSubstr(img.config_digest.Short()));
 
@@ -303,7 +219,7 @@ TEST_F(CliTest, PullByTagThenImagesInspectRemove) {
   ASSERT_EQ(as_json.exit_code, 0) << as_json.Describe();
   json row = json::parse(as_json.out, nullptr, false);
   ASSERT_FALSE(row.is_discarded()) << as_json.out;
-  EXPECT_EQ(row["Repository"], registry_->host() + "/demo/app");
+  EXPECT_EQ(row["Repository"], registry_->host_port() + "/demo/app");
   EXPECT_EQ(row["Tag"], "1.0");
   EXPECT_EQ(row["ID"], img.config_digest.Short());
 
@@ -345,27 +261,27 @@ TEST_F(CliTest, PullByTagThenImagesInspectRemove) {
 }
 
 TEST_F(CliTest, PullByDigestIsVerifiedAndRecordedByDigest) {
-  StartRegistry();
+  ASSERT_NO_FATAL_FAILURE(StartRegistry());
   BuiltImage img = Push(SimpleImage({{"hello.txt", "hello\n"}}), "team/app", "v1");
-  std::string ref = registry_->host() + "/team/app@" + img.manifest_digest.String();
+  std::string ref = registry_->host_port() + "/team/app@" + img.manifest_digest.String();
   ProcessResult pull = Imgfs({"pull", ref});
   ASSERT_EQ(pull.exit_code, 0) << pull.Describe();
   EXPECT_EQ(RecordedRefs(), std::vector<std::string>{ref});
   ProcessResult images = Imgfs({"images", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}"});
   EXPECT_EQ(images.out,
-            registry_->host() + "/team/app <none> " + img.manifest_digest.String() + "\n");
+            registry_->host_port() + "/team/app <none> " + img.manifest_digest.String() + "\n");
 
   // A digest the registry does not have.
-  std::string wrong = registry_->host() + "/team/app@sha256:" + std::string(64, 'a');
+  std::string wrong = registry_->host_port() + "/team/app@sha256:" + std::string(64, 'a');
   ProcessResult bad = Imgfs({"pull", wrong});
   ExpectOneLineError(bad, "pulling");
-  EXPECT_THAT(bad.err, HasSubstr(registry_->host()));
+  EXPECT_THAT(bad.err, HasSubstr(registry_->host_port()));
   EXPECT_EQ(RecordedRefs(), std::vector<std::string>{ref});
 }
 
 TEST_F(CliTest, MovedTagLeavesOldImageDanglingAndRmOfAllIdsClearsTheStore) {
-  StartRegistry();
-  std::string ref = registry_->host() + "/demo/app:latest";
+  ASSERT_NO_FATAL_FAILURE(StartRegistry());
+  std::string ref = registry_->host_port() + "/demo/app:latest";
   BuiltImage v1 = Push(SimpleImage({{"v", "1"}}), "demo/app", "latest");
   ASSERT_EQ(Imgfs({"pull", ref}).exit_code, 0);
   BuiltImage v2 = Push(SimpleImage({{"v", "2"}}), "demo/app", "latest");
@@ -397,42 +313,42 @@ TEST_F(CliTest, MovedTagLeavesOldImageDanglingAndRmOfAllIdsClearsTheStore) {
 }
 
 TEST_F(CliTest, PullAllTags) {
-  StartRegistry();
+  ASSERT_NO_FATAL_FAILURE(StartRegistry());
   BuiltImage a = Push(SimpleImage({{"t", "a"}}), "multi/app", "a");
   BuiltImage b = Push(SimpleImage({{"t", "b"}}), "multi/app", "b");
-  ProcessResult pull = Imgfs({"pull", "-a", registry_->host() + "/multi/app"});
+  ProcessResult pull = Imgfs({"pull", "-a", registry_->host_port() + "/multi/app"});
   ASSERT_EQ(pull.exit_code, 0) << pull.Describe();
   std::vector<std::string> refs = RecordedRefs();
   std::sort(refs.begin(), refs.end());
-  EXPECT_EQ(refs, (std::vector<std::string>{registry_->host() + "/multi/app:a",
-                                            registry_->host() + "/multi/app:b"}));
-  ProcessResult with_tag = Imgfs({"pull", "-a", registry_->host() + "/multi/app:a"});
+  EXPECT_EQ(refs, (std::vector<std::string>{registry_->host_port() + "/multi/app:a",
+                                            registry_->host_port() + "/multi/app:b"}));
+  ProcessResult with_tag = Imgfs({"pull", "-a", registry_->host_port() + "/multi/app:a"});
   ExpectOneLineError(with_tag, "all-tags");
 }
 
 TEST_F(CliTest, SharedBaseLayerIsDownloadedOnce) {
-  StartRegistry();
+  ASSERT_NO_FATAL_FAILURE(StartRegistry());
   BuiltImage one = Push(TwoLayerImage("shared base\n", "one\n"), "demo/one", "1");
   BuiltImage two = Push(TwoLayerImage("shared base\n", "two\n"), "demo/two", "1");
   ASSERT_EQ(one.layer_digests[0], two.layer_digests[0]);
-  ASSERT_EQ(Imgfs({"pull", registry_->host() + "/demo/one:1"}).exit_code, 0);
-  ProcessResult second = Imgfs({"pull", registry_->host() + "/demo/two:1"});
+  ASSERT_EQ(Imgfs({"pull", registry_->host_port() + "/demo/one:1"}).exit_code, 0);
+  ProcessResult second = Imgfs({"pull", registry_->host_port() + "/demo/two:1"});
   ASSERT_EQ(second.exit_code, 0) << second.Describe();
   EXPECT_THAT(second.out, HasSubstr(one.layer_digests[0].Short() + ": Already exists"));
-  EXPECT_EQ(registry_->BlobGets(one.layer_digests[0]), 1) << registry_->Log();
-  EXPECT_EQ(registry_->BlobGets(two.layer_digests[1]), 1);
+  EXPECT_EQ(BlobGets(one.layer_digests[0]), 1) << registry_->Log();
+  EXPECT_EQ(BlobGets(two.layer_digests[1]), 1);
   ExpectStoreConsistent();
 }
 
 TEST_F(CliTest, ParallelPullsOfOverlappingImagesBothSucceed) {
-  StartRegistry();
+  ASSERT_NO_FATAL_FAILURE(StartRegistry());
   TestImageSpec big_a = TwoLayerImage(std::string(3 << 20, 'x'), "a");
   TestImageSpec big_b = TwoLayerImage(std::string(3 << 20, 'x'), "b");
   BuiltImage a = Push(big_a, "par/a", "1");
   BuiltImage b = Push(big_b, "par/b", "1");
   ProcessResult ra, rb;
-  std::thread ta([&] { ra = Imgfs({"pull", registry_->host() + "/par/a:1"}); });
-  std::thread tb([&] { rb = Imgfs({"pull", registry_->host() + "/par/b:1"}); });
+  std::thread ta([&] { ra = Imgfs({"pull", registry_->host_port() + "/par/a:1"}); });
+  std::thread tb([&] { rb = Imgfs({"pull", registry_->host_port() + "/par/b:1"}); });
   ta.join();
   tb.join();
   ASSERT_EQ(ra.exit_code, 0) << ra.Describe();
@@ -445,7 +361,7 @@ TEST_F(CliTest, ParallelPullsOfOverlappingImagesBothSucceed) {
 }
 
 TEST_F(CliTest, PlatformSelectionFromAnIndex) {
-  StartRegistry();
+  ASSERT_NO_FATAL_FAILURE(StartRegistry());
   ImageBuilder builder(tmp_.Sub("multi-layout"));
   TestImageSpec amd = SimpleImage({{"arch.txt", "amd64\n"}});
   TestImageSpec arm = SimpleImage({{"arch.txt", "arm64\n"}});
@@ -459,10 +375,10 @@ TEST_F(CliTest, PlatformSelectionFromAnIndex) {
   ASSERT_TRUE(index.has_value());
   ProcessResult push = RunProcess({"skopeo", "copy", "--quiet", "--all", "--dest-tls-verify=false",
                                    "oci:" + builder.dir() + ":multi",
-                                   "docker://" + registry_->host() + "/plat/app:1"});
+                                   "docker://" + registry_->host_port() + "/plat/app:1"});
   ASSERT_EQ(push.exit_code, 0) << push.Describe();
 
-  std::string ref = registry_->host() + "/plat/app:1";
+  std::string ref = registry_->host_port() + "/plat/app:1";
   ProcessResult arm_pull = Imgfs({"pull", "--platform", "linux/arm64", ref});
   ASSERT_EQ(arm_pull.exit_code, 0) << arm_pull.Describe();
   ProcessResult id = Imgfs({"inspect", "--format", "{{.Id}} {{.Architecture}}", ref});
@@ -480,9 +396,9 @@ TEST_F(CliTest, PlatformSelectionFromAnIndex) {
 // ---- the store is a layout other tools read ----
 
 TEST_F(CliTest, StoreIsReadableBySkopeoAndUmoci) {
-  StartRegistry();
+  ASSERT_NO_FATAL_FAILURE(StartRegistry());
   BuiltImage img = Push(TwoLayerImage("os\n", "data\n"), "demo/peer", "2");
-  std::string ref = registry_->host() + "/demo/peer:2";
+  std::string ref = registry_->host_port() + "/demo/peer:2";
   ASSERT_EQ(Imgfs({"pull", ref}).exit_code, 0);
   ProcessResult inspect = RunProcess({"skopeo", "inspect", "oci:" + root_ + ":" + ref});
   ASSERT_EQ(inspect.exit_code, 0) << inspect.Describe();
@@ -500,13 +416,13 @@ TEST_F(CliTest, StoreIsReadableBySkopeoAndUmoci) {
 // ---- bad inputs ----
 
 TEST_F(CliTest, UnknownTagFailsWithOneLineNamingReferenceAndRegistry) {
-  StartRegistry();
+  ASSERT_NO_FATAL_FAILURE(StartRegistry());
   Push(SimpleImage({{"f", "x"}}), "demo/app", "1.0");
-  std::string ref = registry_->host() + "/demo/app:nope";
+  std::string ref = registry_->host_port() + "/demo/app:nope";
   ProcessResult r = Imgfs({"pull", ref});
   ExpectOneLineError(r, "pulling " + ref);
   EXPECT_THAT(r.err, HasSubstr("manifest unknown"));
-  EXPECT_THAT(r.err, HasSubstr(registry_->host()));
+  EXPECT_THAT(r.err, HasSubstr(registry_->host_port()));
   EXPECT_TRUE(RecordedRefs().empty());
   ExpectStoreConsistent();
 }
@@ -520,41 +436,41 @@ TEST_F(CliTest, UnreachableRegistryFailsInBoundedTime) {
 }
 
 TEST_F(CliTest, LoginWithWrongAndRightCredentials) {
-  StartRegistry("alice", "s3cret");
+  ASSERT_NO_FATAL_FAILURE(StartRegistry("alice", "s3cret"));
   // Push needs credentials too.
   ImageBuilder builder(tmp_.Sub("auth-layout"));
   ASSERT_TRUE(builder.Add(SimpleImage({{"secret.txt", "42\n"}}), "1").has_value());
   ASSERT_TRUE(
-      PushLayout(builder.dir(), "1", registry_->host() + "/priv/app:1", "alice:s3cret").ok());
-  std::string ref = registry_->host() + "/priv/app:1";
+      PushLayout(builder.dir(), "1", registry_->host_port() + "/priv/app:1", "alice:s3cret").ok());
+  std::string ref = registry_->host_port() + "/priv/app:1";
 
   ProcessResult anon = Imgfs({"pull", ref});
-  ExpectOneLineError(anon, registry_->host());
+  ExpectOneLineError(anon, registry_->host_port());
   ProcessResult wrong = Imgfs({"pull", "--creds", "alice:wrong", ref});
-  ExpectOneLineError(wrong, registry_->host());
+  ExpectOneLineError(wrong, registry_->host_port());
   EXPECT_TRUE(RecordedRefs().empty());
 
   ProcessResult bad_login =
-      Imgfs({"login", "-u", "alice", "--password-stdin", registry_->host()}, "nope\n");
-  ExpectOneLineError(bad_login, registry_->host());
+      Imgfs({"login", "-u", "alice", "--password-stdin", registry_->host_port()}, "nope\n");
+  ExpectOneLineError(bad_login, registry_->host_port());
 
   ProcessResult login =
-      Imgfs({"login", "-u", "alice", "--password-stdin", registry_->host()}, "s3cret\n");
+      Imgfs({"login", "-u", "alice", "--password-stdin", registry_->host_port()}, "s3cret\n");
   ASSERT_EQ(login.exit_code, 0) << login.Describe();
   EXPECT_THAT(login.out, HasSubstr("Login Succeeded"));
   Result<std::string> config = ReadFile(tmp_.Sub("docker-config") + "/config.json");
   ASSERT_TRUE(config.has_value());
-  EXPECT_THAT(*config, HasSubstr(registry_->host()));
+  EXPECT_THAT(*config, HasSubstr(registry_->host_port()));
   EXPECT_THAT(*config, Not(HasSubstr("s3cret")));  // base64'd, never plain
 
   ProcessResult pull = Imgfs({"pull", ref});
   ASSERT_EQ(pull.exit_code, 0) << pull.Describe();
 
-  ProcessResult logout = Imgfs({"logout", registry_->host()});
+  ProcessResult logout = Imgfs({"logout", registry_->host_port()});
   ASSERT_EQ(logout.exit_code, 0) << logout.Describe();
   ASSERT_EQ(Imgfs({"rm", ref}).exit_code, 0);
   ProcessResult after = Imgfs({"pull", ref});
-  ExpectOneLineError(after, registry_->host());
+  ExpectOneLineError(after, registry_->host_port());
 }
 
 // A registry that cuts the layer download mid-blob, every time.

@@ -133,6 +133,8 @@ Result<std::unique_ptr<RegistryServer>> RegistryServer::Start(RegistryServerOpti
   std::unique_ptr<RegistryServer> server(new RegistryServer());
   server->dir_ = std::make_unique<TempDir>();
   server->tls_ = options.tls;
+  if (!options.htpasswd_user.empty())
+    server->htpasswd_creds_ = options.htpasswd_user + ":" + options.htpasswd_password;
   if (options.tls) {
     IMGFS_ASSIGN_OR_RETURN(server->pki_, GenerateTestPki(server->dir()));
   }
@@ -309,9 +311,10 @@ Status RegistryServer::PushOciLayout(const std::string& layout_dir, const std::s
     argv.push_back(push.cert_dir);
   }
   if (push.cert_dir.empty() || !tls_) argv.push_back("--dest-tls-verify=false");
-  if (!push.creds.empty()) {
+  const std::string& creds = push.creds.empty() ? htpasswd_creds_ : push.creds;
+  if (!creds.empty()) {
     argv.push_back("--dest-creds");
-    argv.push_back(push.creds);
+    argv.push_back(creds);
   }
   argv.push_back("oci:" + layout_dir + ":" + layout_tag);
   argv.push_back("docker://" + host_port() + "/" + name_and_tag);

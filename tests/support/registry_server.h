@@ -34,6 +34,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/status.h"
@@ -81,6 +82,14 @@ struct RegistryServerOptions {
   // this URL ("http://127.0.0.1:PORT"). Blobs fetched once from the remote are served from
   // this registry's storage afterwards; pushes are refused. "" = an ordinary registry.
   std::string proxy_remote_url;
+
+  // A registry with htpasswd Basic auth for `user`.
+  static RegistryServerOptions BasicAuth(std::string user, std::string password) {
+    RegistryServerOptions options;
+    options.htpasswd_user = std::move(user);
+    options.htpasswd_password = std::move(password);
+    return options;
+  }
 };
 
 // One request the registry answered, from its log (RegistryServerOptions::access_log).
@@ -94,7 +103,8 @@ struct RegistryAccess {
 };
 
 struct PushOptions {
-  std::string creds;     // "user:password" for --dest-creds, "" = none
+  // "user:password" for --dest-creds; "" = the htpasswd user's, if the registry has one
+  std::string creds;
   std::string cert_dir;  // --dest-cert-dir (client.cert/client.key/ca.crt), "" = none
 };
 
@@ -135,6 +145,7 @@ class RegistryServer {
   TestPki pki_;
   bool tls_ = false;
   int port_ = 0;
+  std::string htpasswd_creds_;  // "user:password", "" without htpasswd auth
   pid_t pid_ = -1;
 };
 
