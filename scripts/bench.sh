@@ -24,20 +24,23 @@
 # many-layer image: mount + cat /etc/os-release, cold, eStargz (3 layers), WAN link.
 #
 # The image: a multi-layer OCI image the script builds from files of this machine
-# (/usr/lib, /usr/share, /usr/include, ...): 4 layers, gzip, several hundred MB with thousands
-# of files. Peers over the same layers:
+# (/usr/share, /usr/include, /usr/lib, ...): 4 layers, gzip, by default at least 1 200 MB of
+# file data and 50 000 paths (--size-mb N, --min-paths N). Peers over the same layers:
 #   overlayfs       the kernel's overlay, lowerdir = each layer extracted with tar
 #   fuse-overlayfs  the same lower dirs through fuse-overlayfs
 #   imgfs           `imgfs mount` from a warm store (layer indexes built once: "cold index"
 #                   mount time is reported separately)
-# Workloads (page cache warm; each run once to warm, then the median of 5 timed runs): find -type f | wc -l,
-# ls -lR >/dev/null, tar -cf - . | cat >/dev/null (reads every file). Daemon peak RSS from
+# Workloads, page cache warm (each run once to warm, then the median of 5 timed runs):
+# find -type f | wc -l, du -s, ls -lR >/dev/null, tar -cf - . | cat >/dev/null (reads every
+# file); and cold (the page cache dropped before each of 3 timed runs; imgfs's store stays on
+# disk): ls -lR and tar. Daemon peak RSS from
 # /usr/bin/time -v; the FUSE requests (by kind) one more warm tar sends imgfs, from
 # `imgfs stats`. Loopback only: no network at all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
-size_mb=400
+size_mb=1200
+min_paths=50000
 keep=0
 wan=0
 rw=0
@@ -45,10 +48,11 @@ size_set=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --size-mb) size_mb=$2; size_set=1; shift 2 ;;
+    --min-paths) min_paths=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     --wan) wan=1; shift ;;
     --rw) rw=1; shift ;;
-    *) echo "usage: $0 [--wan|--rw] [--size-mb N] [--keep]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--wan|--rw] [--size-mb N] [--min-paths N] [--keep]" >&2; exit 2 ;;
   esac
 done
 if [ "$wan" = 1 ]; then
@@ -81,21 +85,23 @@ export IMGFS_ROOT=$work/store
 now() { date +%s.%N; }
 elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 runs=${IMGFS_BENCH_RUNS:-5}
-timeit() {  # prints the median seconds of $runs runs of "$@"
+timeit() {  # prints the median seconds of $runs runs of "$@" ($cold=1: page cache dropped first)
   local t0 t1 times=()
   for _ in $(seq "$runs"); do
+    if [ "${cold:-0}" = 1 ]; then sync; echo 3 >/proc/sys/vm/drop_caches; fi
     t0=$(now); "$@" >/dev/null 2>&1; t1=$(now)
     times+=("$(elapsed "$t0" "$t1")")
   done
   printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
 }
 
-echo "== building the benchmark image (~${size_mb} MB of files, 4 layers)"
-PYTHONPATH=$repo/scripts/bench python3 - "$work/layout" "$size_mb" <<'PY'
+echo "== building the benchmark image (>= ${size_mb} MB of files, >= $min_paths paths, 4 layers)"
+PYTHONPATH=$repo/scripts/bench python3 - "$work/layout" "$size_mb" "$min_paths" <<'PY'
 import io, os, sys, tarfile
 import oci_layout
-out, size_mb = sys.argv[1], int(sys.argv[2])
+out, size_mb, min_paths = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 budget = size_mb << 20
+dirs_seen = set()
 sources = ["/usr/share", "/usr/include", "/usr/lib/python3", "/usr/bin",
            "/usr/lib/x86_64-linux-gnu", "/usr/lib/gcc", "/usr/libexec", "/usr/lib/llvm-14"]
 files = []
@@ -116,12 +122,15 @@ for src in sources:
                     continue
                 total += st.st_size
             files.append(p)
-            if total >= budget:
+            dirs_seen.add(d)
+            if total >= budget and len(files) + len(dirs_seen) >= min_paths:
                 break
-        if total >= budget:
-            break
-    if total >= budget:
+        else:
+            continue
         break
+    else:
+        continue
+    break
 tars = []
 per = (len(files) + 3) // 4
 for i in range(4):
@@ -136,7 +145,7 @@ for i in range(4):
                 pass
     tars.append(raw.getvalue())
 layers = oci_layout.write_layout(out, tars, gzip_level=6)
-print(f"{len(files)} files, {total / 1e6:.0f} MB of file data, layers (gzip): "
+print(f"{len(files)} files and symlinks, {total / 1e6:.0f} MB of file data, layers (gzip): "
       + ", ".join(f"{l['size'] / 1e6:.0f} MB" for l in layers))
 PY
 
@@ -167,10 +176,11 @@ for _ in $(seq 200); do mountpoint -q "$work/mnt-imgfs" && break; sleep 0.05; do
 mounts+=("$work/mnt-imgfs")
 
 declare -A results
-workloads=("find" "ls-lR" "tar")
+workloads=("find" "du" "ls-lR" "tar" "ls-lR-cold" "tar-cold")
 run_workload() {  # name dir
-  case "$1" in
+  case "${1%-cold}" in
     find) (cd "$2" && find . -type f | wc -l) ;;
+    du) (cd "$2" && du -s .) ;;
     ls-lR) (cd "$2" && ls -lR . >/dev/null) ;;
     # GNU tar skips reading file data when the archive is /dev/null: pipe it instead.
     tar) (cd "$2" && tar -cf - . | cat >/dev/null) ;;
@@ -178,8 +188,12 @@ run_workload() {  # name dir
 }
 for w in "${workloads[@]}"; do
   for peer in ovl fovl imgfs; do
-    run_workload "$w" "$work/mnt-$peer" >/dev/null 2>&1 || true  # warm
-    results[$w,$peer]=$(timeit run_workload "$w" "$work/mnt-$peer")
+    if [ "${w%-cold}" != "$w" ]; then
+      results[$w,$peer]=$(cold=1 runs=3 timeit run_workload "$w" "$work/mnt-$peer")
+    else
+      run_workload "$w" "$work/mnt-$peer" >/dev/null 2>&1 || true  # warm
+      results[$w,$peer]=$(timeit run_workload "$w" "$work/mnt-$peer")
+    fi
   done
 done
 # The FUSE requests of one more warm tar (imgfs stats: requests by kind since the mount).
