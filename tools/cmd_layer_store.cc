@@ -30,7 +30,6 @@
 #include "base/status.h"
 #include "base/unique_fd.h"
 #include "cache/store.h"
-#include "fs/fuse/fd_store.h"
 #include "fs/fuse/keeper_record.h"
 #include "fs/fuse/layer_store_ops.h"
 #include "fs/fuse/mount_access.h"
@@ -59,8 +58,6 @@ constexpr std::string_view kLayerStoreUsage =
 
 // The hidden argument of a daemon a keeper started: `imgfs layer-store --kept-daemon FD`.
 constexpr std::string_view kKeptDaemonFlag = "--kept-daemon";
-// The journal's name in the service manager's fd store (fs/fuse/fd_store.h).
-constexpr std::string_view kJournalFdName = "imgfs-layer-store-journal";
 
 // What a layer store daemon serves: the command line's, or a kept daemon's configuration.
 struct LayerStoreRequest {

@@ -927,6 +927,10 @@ int RunMount(CommandContext& ctx) {
 
   Result<std::string> binary = OwnBinary();
   if (!binary.has_value()) return Fail(binary.error());
+  if (stored->has_value() && req.writable) {
+    return Fail("the service manager passed back a kept connection of " + dir +
+                ", but writable mounts are not kept in its store");
+  }
   if (kernel_overlay) return MountOverlayDriver(ctx, req, *binary);
   // Writable mounts of the fuse driver are not kept: their daemon's death ends the mount.
   if (foreground && req.writable) return ServeMount(ctx, req, -1);
@@ -937,7 +941,11 @@ int RunMount(CommandContext& ctx) {
   // Read-only mounts: this process (or with -f, the foreground one) becomes the keeper
   // (fs/fuse/takeover.h) and starts the daemons that serve the mount.
   fs::KeeperOptions keeper = KeeperFor(ctx, req, *binary);
-  if (stored->has_value()) keeper.resume = &(*stored)->state.handover;
+  keeper.service_manager = foreground;  // the service's main process (fd_store.h)
+  if (stored->has_value()) {
+    keeper.resume = &(*stored)->state.handover;
+    keeper.resume_counts_fd = (*stored)->counts.get();
+  }
   if (foreground) return fs::RunKeeper(keeper);
   return RunDetached("mounting " + image, [&keeper](int status_fd) {
     keeper.status_fd = status_fd;

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -21,11 +22,11 @@ namespace {
 constexpr std::string_view kStateTag = "IMGFS-KEPT 1\n";
 
 // A decimal without sign or leading zeros, nullopt otherwise.
-std::optional<long> ParseDecimal(const char* text) {
+std::optional<int64_t> ParseDecimal(const char* text) {
   if (text == nullptr) return std::nullopt;
   const std::string_view s(text);
   if (s.empty() || s.size() > 10 || (s[0] == '0' && s.size() > 1)) return std::nullopt;
-  long value = 0;
+  int64_t value = 0;
   auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
   if (ec != std::errc() || end != s.data() + s.size() || value < 0) return std::nullopt;
   return value;
@@ -117,10 +118,10 @@ Result<std::vector<std::pair<std::string, UniqueFd>>> TakeListenFds() {
   std::vector<std::pair<std::string, UniqueFd>> out;
   const char* pid_text = std::getenv("LISTEN_PID");
   if (pid_text == nullptr) return out;
-  const std::optional<long> pid = ParseDecimal(pid_text);
+  const std::optional<int64_t> pid = ParseDecimal(pid_text);
   if (!pid.has_value()) return Status::Corrupt("malformed LISTEN_PID");
   if (*pid != ::getpid()) return out;  // meant for another process (our parent's)
-  const std::optional<long> count = ParseDecimal(std::getenv("LISTEN_FDS"));
+  const std::optional<int64_t> count = ParseDecimal(std::getenv("LISTEN_FDS"));
   if (!count.has_value()) return Status::Corrupt("malformed LISTEN_FDS");
   const char* names_text = std::getenv("LISTEN_FDNAMES");
   Result<std::vector<std::string>> names =
@@ -212,6 +213,8 @@ Result<std::optional<StoredConnection>> RecoverStoredConnection(const std::strin
       fuse_fd = std::move(fd);
     } else if (name == kStateFdName && !state_fd.IsValid()) {
       state_fd = std::move(fd);
+    } else if (name == kCountsFdName && !stored.counts.IsValid()) {
+      stored.counts = std::move(fd);
     } else {
       stored.extra.emplace_back(name, std::move(fd));
     }

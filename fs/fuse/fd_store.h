@@ -12,7 +12,8 @@
 //     separated by ':').
 //
 // A keeper stores the /dev/fuse descriptor (kFuseFdName), a memfd holding the state a takeover
-// needs (kStateFdName: EncodeKeptState), and its KeeperOptions::kept_fds under their own names.
+// needs (kStateFdName: EncodeKeptState), the request counts it shares with its daemons
+// (kCountsFdName), and its KeeperOptions::kept_fds under their own names.
 // What comes back is hostile input: the names and the state are parsed bounded, and a
 // connection is only taken over when the state names this mountpoint and the connection is
 // alive (ConnectionGone false).
@@ -38,6 +39,8 @@ namespace imgfs::fs {
 // The names of a kept mount's entries in the store.
 inline constexpr std::string_view kFuseFdName = "imgfs-fuse";
 inline constexpr std::string_view kStateFdName = "imgfs-state";
+// The request counts the keeper shares with its daemons (fs/fuse/request_counts.h).
+inline constexpr std::string_view kCountsFdName = "imgfs-counts";
 
 // At most this many descriptors are taken from LISTEN_FDS.
 inline constexpr size_t kMaxListenFds = 64;
@@ -79,6 +82,7 @@ Result<UniqueFd> KeptStateMemfd(std::string_view text);
 // What a keeper the manager started again takes over.
 struct StoredConnection {
   DaemonStart state;  // state.handover refers to state.fuse_fd, the live /dev/fuse descriptor
+  UniqueFd counts;    // kCountsFdName (KeeperOptions::resume_counts_fd); may be absent
   std::vector<std::pair<std::string, UniqueFd>> extra;  // the other stored descriptors
 };
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <cstdint>
 #include <fstream>
 #include <iterator>
 
@@ -17,9 +18,9 @@ namespace {
 constexpr size_t kMaxRecordBytes = 4096;
 
 // A decimal without sign or leading zeros, nullopt otherwise.
-std::optional<long> Decimal(std::string_view s) {
+std::optional<int64_t> Decimal(std::string_view s) {
   if (s.empty() || s.size() > 20 || (s[0] == '0' && s.size() > 1)) return std::nullopt;
-  long value = 0;
+  int64_t value = 0;
   auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
   if (ec != std::errc() || end != s.data() + s.size() || value < 0) return std::nullopt;
   return value;
@@ -44,8 +45,8 @@ Result<KeeperRecord> ParseKeeperRecord(std::string_view text) {
   const std::string_view head = text.substr(0, eol);
   const size_t space = head.find(' ');
   if (space == std::string_view::npos) return corrupt();
-  const std::optional<long> pid = Decimal(head.substr(0, space));
-  const std::optional<long> start = Decimal(head.substr(space + 1));
+  const std::optional<int64_t> pid = Decimal(head.substr(0, space));
+  const std::optional<int64_t> start = Decimal(head.substr(space + 1));
   if (!pid.has_value() || !start.has_value() || *pid < 1 || *pid > (1 << 22)) return corrupt();
   KeeperRecord record;
   record.pid = static_cast<pid_t>(*pid);

@@ -102,6 +102,18 @@ int CreateSharedFuseCounts(SharedFuseCounts** mapped) {
   return fd;
 }
 
+SharedFuseCounts* MapSharedFuseCounts(int fd) {
+  struct stat st {};
+  const int seals = ::fcntl(fd, F_GET_SEALS);
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+      st.st_size != static_cast<off_t>(sizeof(SharedFuseCounts)) || seals < 0 ||
+      (seals & F_SEAL_SHRINK) == 0) {
+    return nullptr;
+  }
+  void* addr = ::mmap(nullptr, sizeof(SharedFuseCounts), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  return addr == MAP_FAILED ? nullptr : static_cast<SharedFuseCounts*>(addr);
+}
+
 SharedFuseCounts* InheritedSharedFuseCounts() {
   static SharedFuseCounts* const shared = []() -> SharedFuseCounts* {
     const char* text = std::getenv(kSharedCountsEnv);
@@ -110,18 +122,9 @@ SharedFuseCounts* InheritedSharedFuseCounts() {
     int fd = -1;
     auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), fd);
     if (ec != std::errc() || end != s.data() + s.size() || fd < 3) return nullptr;
-    // Only a memfd of exactly our size that cannot shrink: a mapping that never faults.
-    struct stat st {};
-    const int seals = ::fcntl(fd, F_GET_SEALS);
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
-        st.st_size != static_cast<off_t>(sizeof(SharedFuseCounts)) || seals < 0 ||
-        (seals & F_SEAL_SHRINK) == 0) {
-      return nullptr;
-    }
-    void* addr =
-        ::mmap(nullptr, sizeof(SharedFuseCounts), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    ::fcntl(fd, F_SETFD, FD_CLOEXEC);  // mapped: not passed on further
-    return addr == MAP_FAILED ? nullptr : static_cast<SharedFuseCounts*>(addr);
+    SharedFuseCounts* mapped = MapSharedFuseCounts(fd);
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);  // not passed on further
+    return mapped;
   }();
   return shared;
 }

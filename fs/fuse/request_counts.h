@@ -72,7 +72,7 @@ const char* FuseOpName(FuseOp op);
 struct SharedFuseCounts {
   std::array<std::atomic<uint64_t>, static_cast<size_t>(FuseOp::kNumKinds)> counts;
   std::atomic<uint64_t> largest_read;
-  std::atomic<uint64_t> takeovers;  // daemons that took the mount over (a death, a restart)
+  std::atomic<uint64_t> takeovers;  // daemons started to take the mount over (a death, a restart)
 };
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared between processes");
 
@@ -82,6 +82,10 @@ inline constexpr char kSharedCountsEnv[] = "IMGFS_KEEPER_COUNTS_FD";
 // Creates the shared counts (a memfd, zeroed, sealed at its size; not close-on-exec, so the
 // daemons a keeper execs inherit it) and maps it. -1 and nullptr on failure.
 int CreateSharedFuseCounts(SharedFuseCounts** mapped);
+
+// Maps the shared counts of `fd`; nullptr unless it is a memfd of exactly
+// sizeof(SharedFuseCounts) sealed against shrinking (a mapping that never faults).
+SharedFuseCounts* MapSharedFuseCounts(int fd);
 
 // This process's shared counts (kSharedCountsEnv), mapped once; nullptr when there are none
 // or the descriptor is not a sealed memfd of the right size.

@@ -263,7 +263,6 @@ struct Daemon {
   std::string error;      // its "ERR" message
   std::string lease_id;   // its mount lease
   bool stopping = false;  // sent SIGTERM (once: a second one could kill it mid-unmount)
-  bool takeover = false;  // started on a live connection
   bool running() const { return pid > 0; }
 };
 
@@ -312,6 +311,7 @@ class Keeper {
   bool stored_ = false;                 // our entries are in its fd store
   bool ready_ = false;                  // it heard READY=1
   SharedFuseCounts* counts_ = nullptr;  // shared with the daemons (request_counts.h)
+  int counts_fd_ = -1;                  // its memfd, inherited by the daemons
 };
 
 void Keeper::OnServing(const Daemon& d) {
@@ -326,6 +326,7 @@ void Keeper::OnServing(const Daemon& d) {
     if (memfd.has_value()) {
       entries.push_back({std::string(kFuseFdName), connection_.get()});
       entries.push_back({std::string(kStateFdName), memfd->get()});
+      if (counts_fd_ >= 0) entries.push_back({std::string(kCountsFdName), counts_fd_});
       entries.insert(entries.end(), options_.kept_fds.begin(), options_.kept_fds.end());
     } else {
       IMGFS_LOG(kError) << "the mount at " << mountpoint_
@@ -348,7 +349,8 @@ void Keeper::LeaveStore() {
   if (notify_socket_.empty() || !stored_) return;
   // A connection still alive (a keeper that failed to start a daemon) stays for the next one.
   if (connection_.IsValid() && !ConnectionGone(connection_.get())) return;
-  std::vector<std::string> names = {std::string(kFuseFdName), std::string(kStateFdName)};
+  std::vector<std::string> names = {std::string(kFuseFdName), std::string(kStateFdName),
+                                    std::string(kCountsFdName)};
   for (const NamedFd& e : options_.kept_fds) names.push_back(e.name);
   for (const std::string& name : names) {
     Status st = NotifyServiceManager(notify_socket_, "FDSTOREREMOVE=1\nFDNAME=" + name);
@@ -382,6 +384,10 @@ Status Keeper::Spawn(const Handover* handover, Daemon* out) {
     if (args.empty()) return Status::InvalidArgument("no daemon program");
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
+  }
+  // Counted before the daemon runs: its stats never show the takeover it is not in.
+  if (handover != nullptr && counts_ != nullptr) {
+    counts_->takeovers.fetch_add(1, std::memory_order_relaxed);
   }
   const pid_t keeper_pid = ::getpid();
   const pid_t pid = ::fork();
@@ -422,7 +428,6 @@ Status Keeper::Spawn(const Handover* handover, Daemon* out) {
   }
   *out = Daemon{};
   out->pid = pid;
-  out->takeover = handover != nullptr;
   out->channel = std::move(mine);
   return Status::Ok();
 }
@@ -446,9 +451,6 @@ void Keeper::Drain(Daemon& d) {
       }
     } else if (text == "OK") {
       d.served = true;
-      if (d.takeover && counts_ != nullptr) {
-        counts_->takeovers.fetch_add(1, std::memory_order_relaxed);
-      }
       Answer("OK");
       OnServing(d);
     } else if (text.rfind("ERR ", 0) == 0) {
@@ -528,10 +530,18 @@ int Keeper::Run() {
   InstallKeeperHandlers();
   const sigset_t waited = KeeperSignals();
   ::sigprocmask(SIG_BLOCK, &waited, &wait_mask_);
-  notify_socket_ = ServiceManagerSocket();
-  // The daemons' request counts outlive each of them: they inherit and map these.
-  if (const int counts = CreateSharedFuseCounts(&counts_); counts >= 0) {
-    ::setenv(kSharedCountsEnv, std::to_string(counts).c_str(), 1);
+  if (options_.service_manager) notify_socket_ = ServiceManagerSocket();
+  // The daemons' request counts outlive each of them: they inherit and map these (the
+  // previous keeper's, when the service manager kept them).
+  if (options_.resume != nullptr && options_.resume_counts_fd >= 0) {
+    UniqueFd counts(::fcntl(options_.resume_counts_fd, F_DUPFD, 3));
+    if (counts.IsValid() && (counts_ = MapSharedFuseCounts(counts.get())) != nullptr) {
+      counts_fd_ = counts.Release();
+    }
+  }
+  if (counts_fd_ < 0) counts_fd_ = CreateSharedFuseCounts(&counts_);
+  if (counts_fd_ >= 0) {
+    ::setenv(kSharedCountsEnv, std::to_string(counts_fd_).c_str(), 1);
   } else {
     IMGFS_LOG(kWarning) << "the request counts of " << mountpoint_
                         << " restart with each daemon: " << strerror(errno);

@@ -165,10 +165,16 @@ struct KeeperOptions {
   // a keeper the manager starts again gets them back by name (StoredConnection::extra). Not
   // owned; open for the keeper's life.
   std::vector<NamedFd> kept_fds;
+  // Whether the keeper speaks to a service manager (fs/fuse/fd_store.h) when NOTIFY_SOCKET
+  // names one: only a keeper that is the service's main process (`imgfs mount -f`, read-only).
+  bool service_manager = false;
   // A live connection to take over (a keeper the service manager started again: its first
   // daemon is a takeover); not owned, outlives RunKeeper. Its entries are in the store
   // already.
   const Handover* resume = nullptr;
+  // With `resume`: the request counts the previous keeper shared with its daemons
+  // (StoredConnection::counts), -1 for new ones. Not owned.
+  int resume_counts_fd = -1;
 };
 
 // Runs the keeper until the mount ends; returns the process exit status: the last daemon's

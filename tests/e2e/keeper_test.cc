@@ -247,6 +247,7 @@ TEST_F(KeeperTest, ReadersNeverSeeAKilledKeeperUnderTheServiceManager) {
   EXPECT_TRUE(manager.problems.empty()) << manager.problems.front();
   ASSERT_EQ(manager.store.count("imgfs-fuse"), 1u) << ReadAll(log);
   ASSERT_EQ(manager.store.count("imgfs-state"), 1u) << ReadAll(log);
+  ASSERT_EQ(manager.store.count("imgfs-counts"), 1u) << ReadAll(log);
   ASSERT_TRUE(IsMounted(Mnt()));
 
   auto listing = ParseListing(ReadAll(FixturePath("tiny.expected.txt")));
@@ -336,7 +337,8 @@ TEST_F(KeeperTest, ReadersNeverSeeAKilledKeeperUnderTheServiceManager) {
     const int ready_before = manager.ready;
     keeper = StartService(manager, args,
                           {{"imgfs-fuse", manager.store["imgfs-fuse"].get()},
-                           {"imgfs-state", manager.store["imgfs-state"].get()}},
+                           {"imgfs-state", manager.store["imgfs-state"].get()},
+                           {"imgfs-counts", manager.store["imgfs-counts"].get()}},
                           log);
     ASSERT_GT(keeper, 0);
     if (!manager.HandleUntil([&] { return manager.ready > ready_before; }, 120) ||
@@ -357,6 +359,13 @@ TEST_F(KeeperTest, ReadersNeverSeeAKilledKeeperUnderTheServiceManager) {
   EXPECT_GT(ops.load(), 0u);
   std::cout << "readers: " << ops.load() << " operations across " << kKeeperKills
             << " keeper kills\n";
+  // The request counts went on across the keepers (kept in the store too).
+  ProcessResult r = Imgfs({"stats", "--format", "json", Mnt()}, 30);
+  auto stats = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(stats.is_object() && stats.contains("fuse")) << r.Describe();
+  EXPECT_EQ(stats["fuse"]["takeovers"].get<uint64_t>(), static_cast<uint64_t>(kKeeperKills));
+  // Each lstat of a new missing name is one LOOKUP at least, whichever daemon served it.
+  EXPECT_GE(stats["fuse"]["requests"].value("lookup", uint64_t{0}), done[2].load());
 
   // `imgfs umount` ends the mount; the keeper drops its entries from the store and exits 0.
   Umount();
@@ -378,18 +387,22 @@ TEST_F(KeeperTest, AnEndedStoredConnectionIsMountedAnew) {
   pid_t keeper = StartService(manager, args, {}, log);
   ASSERT_GT(keeper, 0);
   ASSERT_TRUE(manager.HandleUntil([&] { return manager.ready == 1; }, 120)) << ReadAll(log);
-  ASSERT_EQ(manager.store.size(), 2u);
+  ASSERT_EQ(manager.store.size(), 3u);
   ASSERT_EQ(kill(keeper, SIGKILL), 0);
   WaitExit(keeper, 60);
   ASSERT_EQ(umount2(Mnt().c_str(), MNT_DETACH), 0) << strerror(errno);
 
   keeper = StartService(manager, args,
                         {{"imgfs-fuse", manager.store["imgfs-fuse"].get()},
-                         {"imgfs-state", manager.store["imgfs-state"].get()}},
+                         {"imgfs-state", manager.store["imgfs-state"].get()},
+                         {"imgfs-counts", manager.store["imgfs-counts"].get()}},
                         log);
   ASSERT_GT(keeper, 0);
   ASSERT_TRUE(manager.HandleUntil([&] { return manager.ready == 2; }, 120)) << ReadAll(log);
-  EXPECT_EQ(std::count(manager.removed.begin(), manager.removed.end(), "imgfs-fuse"), 1);
+  for (const char* name : {"imgfs-fuse", "imgfs-state", "imgfs-counts"}) {
+    EXPECT_EQ(std::count(manager.removed.begin(), manager.removed.end(), name), 1) << name;
+  }
+  EXPECT_EQ(manager.store.size(), 3u);  // the new mount's
   EXPECT_TRUE(IsMounted(Mnt()));
   auto listing = ParseListing(ReadAll(FixturePath("tiny.expected.txt")));
   for (const auto& [path, e] : listing) {
