@@ -5,21 +5,32 @@
 //
 // In the background the command becomes the keeper of the mount (fs/fuse/takeover.h), as
 // `imgfs mount` does: a daemon that dies is replaced, and the new one answers what the kernel
-// holds — directory numbers from a journal the keeper holds (a memfd the daemons inherit),
-// references from their leases in the store, which name the keeper.
+// holds — directory numbers from a journal the keeper holds (a memfd every daemon inherits,
+// its number in the daemon's configuration), references from their leases in the store, which
+// name the keeper. Each daemon is the binary run again (`imgfs layer-store --kept-daemon FD`,
+// hidden), so `imgfs mount --restart DIR` upgrades a layer store as it does a mount: it finds
+// the keeper by its record (fs/fuse/keeper_record.h).
+#include <fcntl.h>
+#include <limits.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "base/file_util.h"
 #include "base/log.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
 #include "cache/store.h"
+#include "fs/fuse/keeper_record.h"
 #include "fs/fuse/layer_store_ops.h"
 #include "fs/fuse/mount_access.h"
 #include "fs/fuse/takeover.h"
@@ -39,18 +50,70 @@ constexpr std::string_view kLayerStoreUsage =
     "  [storage.options]\n"
     "  additionallayerstores = [\"DIR:ref\"]\n"
     "Image manifests and configs are recorded in the imgfs store (--root); chunks go to its\n"
-    "chunk cache. Returns once DIR is mounted; `imgfs umount DIR` stops it.\n\n"
+    "chunk cache. Returns once DIR is mounted; `imgfs umount DIR` stops it, and\n"
+    "`imgfs mount --restart DIR` replaces its daemon by one of the imgfs installed now.\n\n"
     "imgfs layer-store --auth-helper [DIR] is containers' additional-layer-store-auth-helper\n"
     "(registries.conf; through a script running it, as the helper gets no arguments): it\n"
     "reads the credentials containers/image writes on stdin and hands them to the layer\n"
     "stores of the store (or the one at DIR), each for its registry host only.";
 
+// The hidden argument of a daemon a keeper started: `imgfs layer-store --kept-daemon FD`.
+constexpr std::string_view kKeptDaemonFlag = "--kept-daemon";
+
+// What a layer store daemon serves: the command line's, or a kept daemon's configuration.
+struct LayerStoreRequest {
+  std::string dir;                   // absolute
+  double fetch_timeout_seconds = 0;  // 0: the default
+  bool debug = false;
+  int journal_fd = -1;  // a kept daemon's: the keeper's journal of directory numbers
+};
+
+// The configuration a keeper hands each daemon (KeeperOptions::daemon_config): the global
+// options (credentials included: never on a command line) and the request.
+std::string EncodeConfig(const GlobalOptions& global, const LayerStoreRequest& req) {
+  nlohmann::json j;
+  j["root"] = global.root;
+  j["insecure_registries"] = global.insecure_registries;
+  j["ca_certs"] = global.ca_certs;
+  j["creds"] = global.creds;
+  j["log_level"] = static_cast<int>(GetLogLevel());
+  j["dir"] = req.dir;
+  j["fetch_timeout_seconds"] = req.fetch_timeout_seconds;
+  j["debug"] = req.debug;
+  j["journal_fd"] = req.journal_fd;
+  return j.dump();
+}
+
+Status DecodeConfig(const std::string& text, GlobalOptions* global, LayerStoreRequest* req) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return Status::Corrupt("a daemon configuration");
+  try {
+    global->root = j.at("root").get<std::string>();
+    global->insecure_registries = j.at("insecure_registries").get<std::vector<std::string>>();
+    global->ca_certs = j.at("ca_certs").get<std::vector<std::string>>();
+    global->creds = j.at("creds").get<std::string>();
+    const int level = j.at("log_level").get<int>();
+    if (level >= static_cast<int>(LogLevel::kDebug) &&
+        level <= static_cast<int>(LogLevel::kError)) {
+      SetLogLevel(static_cast<LogLevel>(level));
+    }
+    req->dir = j.at("dir").get<std::string>();
+    req->fetch_timeout_seconds = j.at("fetch_timeout_seconds").get<double>();
+    req->debug = j.at("debug").get<bool>();
+    req->journal_fd = j.at("journal_fd").get<int>();
+  } catch (const nlohmann::json::exception& e) {
+    return Status::Corrupt(std::string("a daemon configuration: ") + e.what());
+  }
+  return Status::Ok();
+}
+
 // The daemon (or foreground) side. `status_fd` gets "OK" once the mount answers, or
 // "ERR <message>". A kept layer store: `keeper_channel` is the channel to the keeper (then
-// `status_fd` too), `journal_fd` the keeper's journal of directory numbers, and `handover`
+// `status_fd` too), req.journal_fd the keeper's journal of directory numbers, and `handover`
 // is set for a daemon that takes the live mount over. Returns the process exit status.
-int Serve(const CommandContext& ctx, const std::string& dir, const ParsedArgs& args, int status_fd,
-          int keeper_channel = -1, int journal_fd = -1, const fs::Handover* handover = nullptr) {
+int Serve(const CommandContext& ctx, const LayerStoreRequest& req, int status_fd,
+          int keeper_channel = -1, const fs::Handover* handover = nullptr) {
+  const std::string& dir = req.dir;
   auto fail = [&](const Status& st) {
     ReportStatus(status_fd, "ERR " + st.ToString());
     if (status_fd < 0) Fail(st);
@@ -68,13 +131,7 @@ int Serve(const CommandContext& ctx, const std::string& dir, const ParsedArgs& a
   options.mountpoint = dir;
   // A kept layer store's references live as long as its keeper, across its daemons.
   if (keeper_channel >= 0) options.reference_owner = getppid();
-  if (args.Has("fetch-timeout")) {
-    try {
-      options.fetch_timeout_seconds = std::stod(args.Get("fetch-timeout"));
-    } catch (const std::exception&) {
-      return fail(Status::InvalidArgument("--fetch-timeout needs a number of seconds"));
-    }
-  }
+  if (req.fetch_timeout_seconds > 0) options.fetch_timeout_seconds = req.fetch_timeout_seconds;
   fs::LayerStore layer_store(options);
   if (handover != nullptr) {
     Result<size_t> recovered = layer_store.RecoverReferences();
@@ -95,8 +152,8 @@ int Serve(const CommandContext& ctx, const std::string& dir, const ParsedArgs& a
                         << credentials.error().ToString();
   }
   fs::LayerStoreSessionOptions session_options;
-  session_options.debug = args.Has("debug");
-  session_options.journal_fd = journal_fd;
+  session_options.debug = req.debug;
+  session_options.journal_fd = req.journal_fd;
   session_options.handover = handover;
   if (keeper_channel >= 0 && handover == nullptr) {
     session_options.on_connection = [keeper_channel](int fuse_fd, std::string_view init) {
@@ -123,6 +180,37 @@ int Serve(const CommandContext& ctx, const std::string& dir, const ParsedArgs& a
     return kExitError;
   }
   return kExitOk;
+}
+
+// `imgfs layer-store --kept-daemon FD`: a daemon its keeper started (fs/fuse/takeover.h).
+int RunKeptDaemon(CommandContext& ctx, const std::string& fd_text) {
+  int channel = -1;
+  auto [end, ec] = std::from_chars(fd_text.data(), fd_text.data() + fd_text.size(), channel);
+  if (ec != std::errc() || end != fd_text.data() + fd_text.size() || channel < 3) {
+    return UsageError(ctx.name, "--kept-daemon is for imgfs itself");
+  }
+  ::fcntl(channel, F_SETFD, FD_CLOEXEC);
+  Result<fs::DaemonStart> start = fs::ReceiveStart(channel);
+  if (!start.has_value()) {
+    ReportStatus(channel, "ERR " + start.error().ToString());
+    return Fail(start.error());
+  }
+  LayerStoreRequest req;
+  Status st = DecodeConfig(start->config, &ctx.global, &req);
+  // The journal: inherited from the keeper, a regular file (memfd), not passed on further.
+  struct stat journal {};
+  if (st.ok() && (req.journal_fd < 3 || req.journal_fd == channel ||
+                  ::fstat(req.journal_fd, &journal) != 0 || !S_ISREG(journal.st_mode))) {
+    st = Status::Corrupt("a daemon configuration names no journal");
+  }
+  if (!st.ok()) {
+    Status sent = fs::SendMessage(channel, "ERR " + st.ToString());
+    (void)sent;
+    return Fail(st);
+  }
+  ::fcntl(req.journal_fd, F_SETFD, FD_CLOEXEC);
+  LogToSyslog();
+  return Serve(ctx, req, channel, channel, start->takeover ? &start->handover : nullptr);
 }
 
 // `--auth-helper`: the credentials on stdin to the running layer stores.
@@ -159,6 +247,9 @@ int RunLayerStore(CommandContext& ctx) {
       {"debug", 'd', false, "", "libfuse debug output (implies -f)"},
       {"auth-helper", 0, false, "", "hand the credentials on stdin to running layer stores"},
   };
+  if (ctx.args.size() == 2 && ctx.args[0] == kKeptDaemonFlag) {
+    return RunKeptDaemon(ctx, ctx.args[1]);
+  }
   ParsedArgs args;
   int code = kExitOk;
   if (!ParseCommandArgs(ctx, kLayerStoreUsage, specs, &args, &code)) return code;
@@ -175,23 +266,57 @@ int RunLayerStore(CommandContext& ctx) {
   if (Status access = fs::CheckMountAccess({"allow_other"}); !access.ok()) {
     return Fail(access.WithContext("cannot mount at " + dir));
   }
-  if (args.Has("foreground") || args.Has("debug")) return Serve(ctx, dir, args, -1);
+  LayerStoreRequest req;
+  req.dir = dir;
+  req.debug = args.Has("debug");
+  if (args.Has("fetch-timeout")) {
+    try {
+      req.fetch_timeout_seconds = std::stod(args.Get("fetch-timeout"));
+    } catch (const std::exception&) {
+      return UsageError(ctx.name, "--fetch-timeout needs a number of seconds");
+    }
+  }
+  if (args.Has("foreground") || args.Has("debug")) return Serve(ctx, req, -1);
+  char binary[PATH_MAX];
+  const ssize_t n = ::readlink("/proc/self/exe", binary, sizeof(binary) - 1);
+  if (n <= 0) return Fail(Status::FromErrno(errno, "reading /proc/self/exe"));
+  binary[n] = '\0';
 
-  return RunDetached("serving the layer store at " + dir, [&ctx, &dir, &args](int status_fd) {
-    // This process becomes the keeper; the journal lives (and dies) with it.
-    UniqueFd journal(memfd_create("imgfs-layer-store-journal", MFD_CLOEXEC));
+  return RunDetached("serving the layer store at " + dir, [&ctx, &req, &binary](int status_fd) {
+    // This process becomes the keeper; the journal lives (and dies) with it. Every daemon
+    // inherits it (not close-on-exec), its number in the daemon's configuration.
+    UniqueFd journal(memfd_create("imgfs-layer-store-journal", 0));
     if (!journal.IsValid()) {
       Status st = Status::FromErrno(errno, "creating the layer store journal");
       ReportStatus(status_fd, "ERR " + st.ToString());
       return kExitError;
     }
+    req.journal_fd = journal.get();
     fs::KeeperOptions keeper;
     keeper.status_fd = status_fd;
-    keeper.mountpoint = dir;
-    keeper.serve = [&ctx, &dir, &args, &journal](int channel, const fs::Handover* handover) {
-      return Serve(ctx, dir, args, channel, channel, journal.get(), handover);
+    keeper.mountpoint = req.dir;
+    keeper.daemon_config = EncodeConfig(ctx.global, req);
+    keeper.daemon_argv = [path = std::string(binary), root = ctx.global.root](int channel) {
+      return std::vector<std::string>{path,
+                                      "--root",
+                                      root,
+                                      "layer-store",
+                                      std::string(kKeptDaemonFlag),
+                                      std::to_string(channel)};
     };
-    return fs::RunKeeper(keeper);
+    // Where `imgfs mount --restart DIR` finds this keeper (the layer store has no mount lease).
+    Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(ctx.global.root);
+    if (store.has_value()) {
+      Status made = MakeDirs((*store)->Subdir("layer-stores"), 0700);
+      Status recorded = made.ok() ? fs::WriteKeeperRecord(**store, req.dir) : made;
+      if (!recorded.ok()) {
+        IMGFS_LOG(kWarning) << "`imgfs mount --restart " << req.dir
+                            << "` will not find this layer store: " << recorded.ToString();
+      }
+    }
+    const int status = fs::RunKeeper(keeper);
+    if (store.has_value()) fs::RemoveKeeperRecord(**store, req.dir);
+    return status;
   });
 }
 

@@ -37,6 +37,7 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <optional>
@@ -54,6 +55,8 @@
 #include "cache/containers.h"
 #include "cache/leases.h"
 #include "cache/store.h"
+#include "fs/fuse/fd_store.h"
+#include "fs/fuse/keeper_record.h"
 #include "fs/fuse/mount_access.h"
 #include "fs/fuse/request_counts.h"
 #include "fs/fuse/session.h"
@@ -467,6 +470,7 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
     f.no_open = requests.no_open();
     f.no_opendir = requests.no_opendir();
     f.largest_read_bytes = requests.largest_read_bytes();
+    f.takeovers = requests.takeovers();
     return f;
   };
   Result<std::unique_ptr<fs::MountServices>> services = fs::MountServices::Start(services_options);
@@ -535,6 +539,15 @@ int RestartMount(const CommandContext& ctx, const std::string& dir) {
   std::optional<cache::LeaseInfo> found;
   for (const cache::LeaseInfo& lease : *leases) {
     if (lease.mountpoint == dir) found = lease;
+  }
+  if (!found.has_value()) {
+    // A layer store (`imgfs layer-store DIR`) has no mount lease: its keeper's record.
+    if (std::optional<fs::KeeperRecord> record = fs::FindKeeperRecord(**store, dir)) {
+      found = cache::LeaseInfo{};
+      found->pid = record->pid;
+      found->pid_start = record->pid_start;
+      found->mountpoint = dir;
+    }
   }
   if (!found.has_value())
     return Fail(dir + " is not an imgfs mount of the store " + ctx.global.root);
@@ -755,8 +768,8 @@ int RunMount(CommandContext& ctx) {
        "kernel speed, the mount outlives a killed daemon) or imgfs's own copy-on-write FUSE "
        "filesystem (the default without root)"},
       {"restart", 0, false, "",
-       "`mount --restart DIR`: replace the daemon of a read-only or overlay-driver mount by one "
-       "of the imgfs installed now, without unmounting"},
+       "`mount --restart DIR`: replace the daemon of a read-only or overlay-driver mount, or of "
+       "a layer store, by one of the imgfs installed now, without unmounting"},
   };
   ParsedArgs args;
   int code = kExitOk;
@@ -772,11 +785,20 @@ int RunMount(CommandContext& ctx) {
   }
   MountRequest req;
   req.image = args.positional()[0];
-  req.dir = AbsolutePath(args.positional()[1]);
+  // Started again by the service manager, whose fd store kept the live connection
+  // (fs/fuse/fd_store.h): this keeper takes it over instead of mounting anew. Before anything
+  // looks at DIR, which waits while nobody serves it.
+  std::error_code cwd_error;
+  std::string lexical =
+      (std::filesystem::current_path(cwd_error) / args.positional()[1]).lexically_normal();
+  while (lexical.size() > 1 && lexical.back() == '/') lexical.pop_back();
+  Result<std::optional<fs::StoredConnection>> stored = fs::RecoverStoredConnection(lexical);
+  if (!stored.has_value()) return Fail(stored.error());
+  req.dir = stored->has_value() ? (*stored)->state.config : AbsolutePath(args.positional()[1]);
   const std::string& image = req.image;
   const std::string& dir = req.dir;
   struct stat st {};
-  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+  if (!stored->has_value() && (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))) {
     return Fail("mountpoint " + args.positional()[1] + " is not an existing directory");
   }
 
@@ -870,6 +892,10 @@ int RunMount(CommandContext& ctx) {
 
   Result<std::string> binary = OwnBinary();
   if (!binary.has_value()) return Fail(binary.error());
+  if (stored->has_value() && req.writable) {
+    return Fail("the service manager passed back a kept connection of " + dir +
+                ", but writable mounts are not kept in its store");
+  }
   if (kernel_overlay) return MountOverlayDriver(ctx, req, *binary);
   // Writable mounts of the fuse driver are not kept: their daemon's death ends the mount.
   if (foreground && req.writable) return ServeMount(ctx, req, -1);
@@ -880,6 +906,11 @@ int RunMount(CommandContext& ctx) {
   // Read-only mounts: this process (or with -f, the foreground one) becomes the keeper
   // (fs/fuse/takeover.h) and starts the daemons that serve the mount.
   fs::KeeperOptions keeper = KeeperFor(ctx, req, *binary);
+  keeper.service_manager = foreground;  // the service's main process (fd_store.h)
+  if (stored->has_value()) {
+    keeper.resume = &(*stored)->state.handover;
+    keeper.resume_counts_fd = (*stored)->counts.get();
+  }
   if (foreground) return fs::RunKeeper(keeper);
   return RunDetached("mounting " + image, [&keeper](int status_fd) {
     keeper.status_fd = status_fd;

@@ -21,6 +21,8 @@
 #include <linux/fuse.h>
 
 #include "base/log.h"
+#include "fs/fuse/fd_store.h"
+#include "fs/fuse/request_counts.h"
 #include "fs/fuse/session.h"
 
 namespace imgfs::fs {
@@ -272,8 +274,13 @@ class Keeper {
       : options_(options), status_fd_(options.status_fd), mountpoint_(options.mountpoint) {}
 
   int Run();
+  // Drops the keeper's entries from the service manager's fd store (the mount has ended).
+  void LeaveStore();
 
  private:
+  // A daemon serves: the first time, the connection goes to the service manager's fd store
+  // and the manager hears READY=1 (when there is one).
+  void OnServing(const Daemon& d);
   // Forks (and execs) a daemon; a takeover when `handover` is set. On failure returns the
   // error and `*out` is untouched.
   Status Spawn(const Handover* handover, Daemon* out);
@@ -300,7 +307,57 @@ class Keeper {
   std::deque<std::chrono::steady_clock::time_point> deaths_;
   Daemon current_;
   Daemon next_;
+  std::string notify_socket_;           // the service manager's (NOTIFY_SOCKET), "" if none
+  bool stored_ = false;                 // our entries are in its fd store
+  bool ready_ = false;                  // it heard READY=1
+  SharedFuseCounts* counts_ = nullptr;  // shared with the daemons (request_counts.h)
+  int counts_fd_ = -1;                  // its memfd, inherited by the daemons
 };
+
+void Keeper::OnServing(const Daemon& d) {
+  if (notify_socket_.empty() || ready_) return;
+  ready_ = true;
+  if (!stored_ && connection_.IsValid()) {
+    // Each entry on its own (FDNAME names every descriptor of its message).
+    Handover state = handover_;
+    state.lease_id = d.lease_id;
+    Result<UniqueFd> memfd = KeptStateMemfd(EncodeKeptState(mountpoint_, state));
+    std::vector<NamedFd> entries;
+    if (memfd.has_value()) {
+      entries.push_back({std::string(kFuseFdName), connection_.get()});
+      entries.push_back({std::string(kStateFdName), memfd->get()});
+      if (counts_fd_ >= 0) entries.push_back({std::string(kCountsFdName), counts_fd_});
+      entries.insert(entries.end(), options_.kept_fds.begin(), options_.kept_fds.end());
+    } else {
+      IMGFS_LOG(kError) << "the mount at " << mountpoint_
+                        << " will not outlive its keeper: " << memfd.error().ToString();
+    }
+    for (const NamedFd& e : entries) {
+      Status st = NotifyServiceManager(notify_socket_, "FDSTORE=1\nFDNAME=" + e.name, {e.fd});
+      if (!st.ok()) {
+        IMGFS_LOG(kError) << "storing " << e.name << " with the service manager: " << st.ToString();
+      } else {
+        stored_ = true;
+      }
+    }
+  }
+  Status st = NotifyServiceManager(notify_socket_, "READY=1");
+  if (!st.ok()) IMGFS_LOG(kError) << "telling the service manager: " << st.ToString();
+}
+
+void Keeper::LeaveStore() {
+  if (notify_socket_.empty() || !stored_) return;
+  // A connection still alive (a keeper that failed to start a daemon) stays for the next one.
+  if (connection_.IsValid() && !ConnectionGone(connection_.get())) return;
+  std::vector<std::string> names = {std::string(kFuseFdName), std::string(kStateFdName),
+                                    std::string(kCountsFdName)};
+  for (const NamedFd& e : options_.kept_fds) names.push_back(e.name);
+  for (const std::string& name : names) {
+    Status st = NotifyServiceManager(notify_socket_, "FDSTOREREMOVE=1\nFDNAME=" + name);
+    if (!st.ok()) IMGFS_LOG(kWarning) << "the service manager's fd store: " << st.ToString();
+  }
+  stored_ = false;
+}
 
 void Keeper::Answer(const std::string& line, bool daemon_printed) {
   if (status_fd_ < 0) {
@@ -327,6 +384,10 @@ Status Keeper::Spawn(const Handover* handover, Daemon* out) {
     if (args.empty()) return Status::InvalidArgument("no daemon program");
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
+  }
+  // Counted before the daemon runs: its stats never show the takeover it is not in.
+  if (handover != nullptr && counts_ != nullptr) {
+    counts_->takeovers.fetch_add(1, std::memory_order_relaxed);
   }
   const pid_t keeper_pid = ::getpid();
   const pid_t pid = ::fork();
@@ -391,6 +452,7 @@ void Keeper::Drain(Daemon& d) {
     } else if (text == "OK") {
       d.served = true;
       Answer("OK");
+      OnServing(d);
     } else if (text.rfind("ERR ", 0) == 0) {
       d.error = text.substr(4);
       if (!connection_.IsValid()) Answer(text, /*daemon_printed=*/true);
@@ -468,7 +530,39 @@ int Keeper::Run() {
   InstallKeeperHandlers();
   const sigset_t waited = KeeperSignals();
   ::sigprocmask(SIG_BLOCK, &waited, &wait_mask_);
-  if (Status st = Spawn(nullptr, &current_); !st.ok()) {
+  if (options_.service_manager) notify_socket_ = ServiceManagerSocket();
+  // The daemons' request counts outlive each of them: they inherit and map these (the
+  // previous keeper's, when the service manager kept them).
+  if (options_.resume != nullptr && options_.resume_counts_fd >= 0) {
+    UniqueFd counts(::fcntl(options_.resume_counts_fd, F_DUPFD, 3));
+    if (counts.IsValid() && (counts_ = MapSharedFuseCounts(counts.get())) != nullptr) {
+      counts_fd_ = counts.Release();
+    }
+  }
+  if (counts_fd_ < 0) counts_fd_ = CreateSharedFuseCounts(&counts_);
+  if (counts_fd_ >= 0) {
+    ::setenv(kSharedCountsEnv, std::to_string(counts_fd_).c_str(), 1);
+  } else {
+    IMGFS_LOG(kWarning) << "the request counts of " << mountpoint_
+                        << " restart with each daemon: " << strerror(errno);
+  }
+  if (options_.resume != nullptr) {
+    // A keeper the service manager started again: the connection is live, daemon 1 takes it
+    // over, and the store holds our entries already.
+    connection_ = UniqueFd(::fcntl(options_.resume->fuse_fd, F_DUPFD_CLOEXEC, 3));
+    if (!connection_.IsValid()) {
+      Status st = Status::FromErrno(errno, "taking over the kept connection");
+      IMGFS_LOG(kError) << st.ToString();
+      Answer("ERR " + st.ToString(), /*daemon_printed=*/options_.foreground);
+      return kKeeperFailed;
+    }
+    handover_ = *options_.resume;
+    handover_.fuse_fd = connection_.get();
+    stored_ = !notify_socket_.empty();
+    IMGFS_LOG(kInfo) << "taking over the live mount at " << mountpoint_
+                     << " from the service manager's fd store";
+  }
+  if (Status st = Spawn(options_.resume != nullptr ? &handover_ : nullptr, &current_); !st.ok()) {
     IMGFS_LOG(kError) << st.ToString();
     Answer("ERR " + st.ToString(), /*daemon_printed=*/options_.foreground);
     return kKeeperFailed;
@@ -648,6 +742,11 @@ Result<DaemonStart> ReceiveStart(int channel) {
   return ParseStartRecord(text, std::move(fd));
 }
 
-int RunKeeper(const KeeperOptions& options) { return Keeper(options).Run(); }
+int RunKeeper(const KeeperOptions& options) {
+  Keeper keeper(options);
+  const int status = keeper.Run();
+  keeper.LeaveStore();
+  return status;
+}
 
 }  // namespace imgfs::fs

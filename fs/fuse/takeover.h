@@ -23,12 +23,14 @@
 // freed (FORGET only counts). Writable mounts (fs/writable/) keep none of this and are not
 // kept by a keeper yet.
 //
-// Daemons are new programs (KeeperOptions::daemon_argv; `imgfs mount` always uses it): the
+// Daemons are new programs (KeeperOptions::daemon_argv; `imgfs mount` and `imgfs layer-store`
+// always use it): the
 // keeper forks and execs the binary recorded at mount time, so a daemon started after a crash
 // or on request runs the imgfs installed now. The daemon's end of its channel is inherited;
 // everything else — the /dev/fuse descriptor (SCM_RIGHTS), INIT bytes, lease, pinned image and
 // the daemon's configuration — comes as the channel's first record (ReceiveStart), never on
-// the command line.
+// the command line. The keeper also shares the daemons' request counts with them (an inherited
+// memfd, fs/fuse/request_counts.h), so `imgfs stats` counts across daemons and takeovers.
 //
 // An upgrade without unmounting: kRestartSignal (SIGUSR1; `imgfs mount --restart DIR`) to the
 // keeper starts a new daemon, a takeover, while the old one goes on serving (both read the
@@ -41,7 +43,12 @@
 // A daemon that exits (unmount, SIGTERM) ends the keeper with its status. A signal to the
 // keeper (SIGTERM, SIGINT, SIGHUP) is passed to the daemon, which then unmounts and exits, and
 // the keeper does not start another. The daemon dies with the keeper (PR_SET_PDEATHSIG), so a
-// killed keeper leaves the mount answering ENOTCONN, as a killed daemon did without one. When
+// killed keeper leaves the mount answering ENOTCONN, as a killed daemon did without one —
+// unless a service manager holds the connection too: under systemd (NOTIFY_SOCKET), once a
+// daemon serves, the keeper hands the manager's fd store the /dev/fuse descriptor, a memfd with
+// the Handover and KeeperOptions::kept_fds (fs/fuse/fd_store.h), then sends READY=1; the
+// keeper the manager starts again with them (RecoverStoredConnection → KeeperOptions::resume)
+// starts its first daemon as a takeover; a keeper whose mount ended drops its entries. When
 // no daemon can serve again — a new daemon fails before it serves (store or image gone), or
 // daemons keep dying (more than kMaxRestarts in kRestartWindow) — the keeper answers every
 // request itself with EIO (logged once) until the mount is unmounted, and then exits.
@@ -80,6 +87,12 @@ struct Handover {
   // The image exactly as the first daemon prepared it (reference@manifest digest, or the
   // manifest digest): a tag moved since must not change what the mount shows.
   std::string image;
+};
+
+// A descriptor with a name (an entry of the service manager's fd store).
+struct NamedFd {
+  std::string name;
+  int fd = -1;
 };
 
 // Asks a keeper to replace its daemon by a new one from the installed binary.
@@ -147,6 +160,21 @@ struct KeeperOptions {
   // The keeper keeps its stdio (its log lines go to stderr: `imgfs mount -f`); otherwise it
   // points them at /dev/null once daemon 1 is started.
   bool foreground = false;
+  // Descriptors the keeper also hands the service manager's fd store (fs/fuse/fd_store.h),
+  // beside the connection, under their names (ValidFdName; not kFuseFdName or kStateFdName):
+  // a keeper the manager starts again gets them back by name (StoredConnection::extra). Not
+  // owned; open for the keeper's life.
+  std::vector<NamedFd> kept_fds;
+  // Whether the keeper speaks to a service manager (fs/fuse/fd_store.h) when NOTIFY_SOCKET
+  // names one: only a keeper that is the service's main process (`imgfs mount -f`, read-only).
+  bool service_manager = false;
+  // A live connection to take over (a keeper the service manager started again: its first
+  // daemon is a takeover); not owned, outlives RunKeeper. Its entries are in the store
+  // already.
+  const Handover* resume = nullptr;
+  // With `resume`: the request counts the previous keeper shared with its daemons
+  // (StoredConnection::counts), -1 for new ones. Not owned.
+  int resume_counts_fd = -1;
 };
 
 // Runs the keeper until the mount ends; returns the process exit status: the last daemon's

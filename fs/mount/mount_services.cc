@@ -261,7 +261,8 @@ class Services : public MountServices {
       j["fuse"] = {{"requests", std::move(requests)},
                    {"no_open", f.no_open},
                    {"no_opendir", f.no_opendir},
-                   {"largest_read_bytes", f.largest_read_bytes}};
+                   {"largest_read_bytes", f.largest_read_bytes},
+                   {"takeovers", f.takeovers}};
     }
     return j;
   }

@@ -46,6 +46,7 @@ struct FuseSessionStats {
   bool no_open = false;
   bool no_opendir = false;
   uint64_t largest_read_bytes = 0;
+  uint64_t takeovers = 0;  // of a kept mount: daemons that took it over (request_counts.h)
 };
 
 struct MountServicesOptions {

@@ -1,0 +1,248 @@
+// imgfs — systemd's file-descriptor store (see fd_store.h).
+#include "fs/fuse/fd_store.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "base/log.h"
+
+namespace imgfs::fs {
+namespace {
+
+constexpr std::string_view kStateTag = "IMGFS-KEPT 1\n";
+
+// A decimal without sign or leading zeros, nullopt otherwise.
+std::optional<int64_t> ParseDecimal(const char* text) {
+  if (text == nullptr) return std::nullopt;
+  const std::string_view s(text);
+  if (s.empty() || s.size() > 10 || (s[0] == '0' && s.size() > 1)) return std::nullopt;
+  int64_t value = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+  if (ec != std::errc() || end != s.data() + s.size() || value < 0) return std::nullopt;
+  return value;
+}
+
+}  // namespace
+
+std::string ServiceManagerSocket() {
+  const char* socket = std::getenv("NOTIFY_SOCKET");
+  return socket == nullptr ? std::string() : std::string(socket);
+}
+
+Status NotifyServiceManager(const std::string& socket, std::string_view state,
+                            const std::vector<int>& fds) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (socket.size() < 2 || socket.size() >= sizeof(addr.sun_path) ||
+      (socket[0] != '/' && socket[0] != '@')) {
+    return Status::InvalidArgument("NOTIFY_SOCKET \"" + socket + "\" is not a socket address");
+  }
+  std::memcpy(addr.sun_path, socket.data(), socket.size());
+  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + socket.size());
+  if (socket[0] == '@') {
+    addr.sun_path[0] = '\0';  // abstract: exactly the name's bytes, no terminator
+  } else {
+    ++len;
+  }
+  UniqueFd sock(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!sock.IsValid()) return Status::FromErrno(errno, "socket for NOTIFY_SOCKET");
+  std::string text(state);
+  iovec iov{text.data(), text.size()};
+  std::vector<char> control(fds.empty() ? 0 : CMSG_SPACE(sizeof(int) * fds.size()));
+  msghdr msg{};
+  msg.msg_name = &addr;
+  msg.msg_namelen = len;
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (!fds.empty()) {
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  }
+  for (;;) {
+    if (::sendmsg(sock.get(), &msg, MSG_NOSIGNAL) >= 0) return Status::Ok();
+    if (errno != EINTR) return Status::FromErrno(errno, "notifying the service manager");
+  }
+}
+
+bool ValidFdName(std::string_view name) {
+  if (name.empty() || name.size() > 255) return false;
+  for (char c : name) {
+    if (c < 0x21 || c > 0x7e || c == ':') return false;
+  }
+  return true;
+}
+
+Result<std::vector<std::string>> ParseListenFdNames(std::string_view names, size_t count) {
+  if (count > kMaxListenFds) {
+    return Status::Corrupt("LISTEN_FDS passes " + std::to_string(count) + " descriptors (at most " +
+                           std::to_string(kMaxListenFds) + ")");
+  }
+  std::vector<std::string> out;
+  if (count == 0) {
+    if (!names.empty()) return Status::Corrupt("LISTEN_FDNAMES names descriptors nobody passed");
+    return out;
+  }
+  if (names.size() > count * 256) return Status::Corrupt("LISTEN_FDNAMES is too long");
+  size_t start = 0;
+  for (;;) {
+    const size_t colon = names.find(':', start);
+    const std::string_view name = names.substr(
+        start, colon == std::string_view::npos ? std::string_view::npos : colon - start);
+    if (!ValidFdName(name) || out.size() == count) {
+      return Status::Corrupt("malformed LISTEN_FDNAMES");
+    }
+    out.emplace_back(name);
+    if (colon == std::string_view::npos) break;
+    start = colon + 1;
+  }
+  if (out.size() != count) return Status::Corrupt("LISTEN_FDNAMES does not name every descriptor");
+  return out;
+}
+
+Result<std::vector<std::pair<std::string, UniqueFd>>> TakeListenFds() {
+  std::vector<std::pair<std::string, UniqueFd>> out;
+  const char* pid_text = std::getenv("LISTEN_PID");
+  if (pid_text == nullptr) return out;
+  const std::optional<int64_t> pid = ParseDecimal(pid_text);
+  if (!pid.has_value()) return Status::Corrupt("malformed LISTEN_PID");
+  if (*pid != ::getpid()) return out;  // meant for another process (our parent's)
+  const std::optional<int64_t> count = ParseDecimal(std::getenv("LISTEN_FDS"));
+  if (!count.has_value()) return Status::Corrupt("malformed LISTEN_FDS");
+  const char* names_text = std::getenv("LISTEN_FDNAMES");
+  Result<std::vector<std::string>> names =
+      ParseListenFdNames(names_text == nullptr ? "" : names_text, static_cast<size_t>(*count));
+  ::unsetenv("LISTEN_PID");
+  ::unsetenv("LISTEN_FDS");
+  ::unsetenv("LISTEN_FDNAMES");
+  if (!names.has_value()) return names.error();
+  for (size_t i = 0; i < names->size(); ++i) {
+    const int fd = 3 + static_cast<int>(i);  // SD_LISTEN_FDS_START
+    if (::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+      return Status::Corrupt("LISTEN_FDS passes descriptor " + std::to_string(fd) +
+                             ", which is not open");
+    }
+    out.emplace_back((*names)[i], UniqueFd(fd));
+  }
+  return out;
+}
+
+std::string EncodeKeptState(std::string_view mountpoint, const Handover& handover) {
+  return std::string(kStateTag) + EncodeStartRecord(mountpoint, &handover);
+}
+
+Result<DaemonStart> ParseKeptState(std::string_view text, UniqueFd fuse_fd) {
+  if (text.size() > kMaxKeptStateBytes || text.rfind(kStateTag, 0) != 0) {
+    return Status::Corrupt("malformed kept state");
+  }
+  Result<DaemonStart> start = ParseStartRecord(text.substr(kStateTag.size()), std::move(fuse_fd));
+  if (!start.has_value()) return Status::Corrupt("malformed kept state");
+  if (!start->takeover) return Status::Corrupt("a kept state without its connection");
+  return start;
+}
+
+Result<UniqueFd> KeptStateMemfd(std::string_view text) {
+  UniqueFd fd(::memfd_create("imgfs-kept-state", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!fd.IsValid()) return Status::FromErrno(errno, "memfd_create");
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return Status::FromErrno(errno, "writing the kept state");
+    done += static_cast<size_t>(n);
+  }
+  if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) !=
+      0) {
+    return Status::FromErrno(errno, "sealing the kept state");
+  }
+  return fd;
+}
+
+namespace {
+
+// At most kMaxKeptStateBytes + 1 bytes of `fd` from offset 0.
+Result<std::string> ReadBounded(int fd) {
+  std::string out(kMaxKeptStateBytes + 1, '\0');
+  size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t n = ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Status::FromErrno(errno, "reading the kept state");
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  out.resize(done);
+  return out;
+}
+
+// Tells the manager to drop the entries `names` (a mount that ended: nothing to take over).
+void DropFromStore(const std::vector<std::string>& names) {
+  const std::string socket = ServiceManagerSocket();
+  if (socket.empty()) return;
+  for (const std::string& name : names) {
+    Status st = NotifyServiceManager(socket, "FDSTOREREMOVE=1\nFDNAME=" + name);
+    if (!st.ok()) IMGFS_LOG(kWarning) << st.ToString();
+  }
+}
+
+}  // namespace
+
+Result<std::optional<StoredConnection>> RecoverStoredConnection(const std::string& mountpoint) {
+  IMGFS_ASSIGN_OR_RETURN(auto fds, TakeListenFds());
+  UniqueFd fuse_fd;
+  UniqueFd state_fd;
+  StoredConnection stored;
+  std::vector<std::string> names;
+  for (auto& [name, fd] : fds) {
+    names.push_back(name);
+    if (name == kFuseFdName && !fuse_fd.IsValid()) {
+      fuse_fd = std::move(fd);
+    } else if (name == kStateFdName && !state_fd.IsValid()) {
+      state_fd = std::move(fd);
+    } else if (name == kCountsFdName && !stored.counts.IsValid()) {
+      stored.counts = std::move(fd);
+    } else {
+      stored.extra.emplace_back(name, std::move(fd));
+    }
+  }
+  if (!fuse_fd.IsValid() && !state_fd.IsValid()) return std::optional<StoredConnection>();
+  if (!fuse_fd.IsValid() || !state_fd.IsValid()) {
+    return Status::Corrupt("the service manager passed back " +
+                           std::string(fuse_fd.IsValid() ? kFuseFdName : kStateFdName) +
+                           " without " +
+                           std::string(fuse_fd.IsValid() ? kStateFdName : kFuseFdName));
+  }
+  IMGFS_ASSIGN_OR_RETURN(std::string text, ReadBounded(state_fd.get()));
+  const int fuse = fuse_fd.get();
+  Result<DaemonStart> state = ParseKeptState(text, std::move(fuse_fd));
+  if (!state.has_value()) return state.error().WithContext("the service manager's fd store");
+  if (state->config != mountpoint) {
+    IMGFS_LOG(kWarning) << "the service manager kept the connection of " << state->config
+                        << ", not of " << mountpoint << ": it is dropped";
+    DropFromStore(names);
+    return std::optional<StoredConnection>();
+  }
+  if (ConnectionGone(fuse)) {
+    IMGFS_LOG(kInfo) << "the kept connection of " << mountpoint << " has ended: mounting anew";
+    DropFromStore(names);
+    return std::optional<StoredConnection>();
+  }
+  stored.state = std::move(*state);
+  return std::optional<StoredConnection>(std::move(stored));
+}
+
+}  // namespace imgfs::fs

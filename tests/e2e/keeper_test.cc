@@ -1,0 +1,563 @@
+// imgfs — end-to-end tests of a kept mount whose keeper itself dies (fs/fuse/fd_store.h).
+//
+// The test plays systemd's part, honestly and by its protocol: the test machines' PID 1 is not
+// systemd, and `systemd --user` refuses to start there ("the system has not been booted with
+// systemd"; faking /run/systemd/system would change the machine). So a datagram socket at an
+// abstract address is the NOTIFY_SOCKET of `imgfs mount -f IMAGE DIR` (the ExecStart of a
+// Type=notify service). It receives the keeper's messages and descriptors (FDSTORE=1 with FDNAME,
+// READY=1), keeps the descriptors as the manager's fd store does, SIGKILLs the keeper (its daemon
+// dies with it) while readers run in the mount, and starts `imgfs mount -f` again with the stored
+// descriptors from 3 on and LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES, as systemd restarts a service.
+// Requests made while no process serves the mount queue in the kernel (the test's copies keep the
+// connection alive): the readers see no failure. `imgfs umount` ends the mount and the keeper drops
+// its entries (FDSTOREREMOVE=1).
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "base/unique_fd.h"
+#include "registry/digest.h"
+#include "tests/support/e2e_fixture.h"
+#include "tests/support/mount_support.h"
+#include "tests/support/registry_server.h"
+#include "tests/support/run_support.h"
+#include "tests/support/tree_compare.h"
+
+extern char** environ;
+
+namespace imgfs::testing {
+namespace {
+
+std::string Base64(std::string_view in) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  uint32_t bits = 0;
+  int count = 0;
+  for (unsigned char c : in) {
+    bits = (bits << 8) | c;
+    count += 8;
+    while (count >= 6) {
+      count -= 6;
+      out += kAlphabet[(bits >> count) & 63];
+    }
+  }
+  if (count > 0) out += kAlphabet[(bits << (6 - count)) & 63];
+  while (out.size() % 4 != 0) out += '=';
+  return out;
+}
+
+// The service manager's side of sd_notify(3) and its fd store.
+class FakeServiceManager {
+ public:
+  FakeServiceManager() {
+    address_ = "@imgfs-test-notify-" + std::to_string(getpid()) + "-" +
+               std::to_string(reinterpret_cast<uintptr_t>(this));
+    sock_ = UniqueFd(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path + 1, address_.data() + 1, address_.size() - 1);
+    const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + address_.size());
+    bound_ = sock_.IsValid() && bind(sock_.get(), reinterpret_cast<sockaddr*>(&addr), len) == 0;
+  }
+
+  bool bound() const { return bound_; }
+  const std::string& address() const { return address_; }
+
+  // Handles messages until `done` holds (true) or `timeout_s` passes (false).
+  template <typename Pred>
+  bool HandleUntil(Pred done, int timeout_s) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+    while (!done()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      pollfd p{sock_.get(), POLLIN, 0};
+      if (poll(&p, 1, 100) <= 0) continue;
+      char buf[4096];
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)] = {};
+      iovec iov{buf, sizeof(buf)};
+      msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof(control);
+      const ssize_t n = recvmsg(sock_.get(), &msg, MSG_CMSG_CLOEXEC);
+      if (n < 0) continue;
+      std::vector<UniqueFd> fds;
+      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; ++i) {
+          int fd = -1;
+          std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+          fds.emplace_back(fd);
+        }
+      }
+      Handle(std::string(buf, static_cast<size_t>(n)), std::move(fds));
+    }
+    return true;
+  }
+
+  // The stored descriptors by name (systemd keeps each with its FDNAME).
+  std::map<std::string, UniqueFd> store;
+  std::vector<std::string> removed;  // names FDSTOREREMOVE=1 dropped
+  int ready = 0;                     // READY=1 messages
+  std::vector<std::string> problems;
+
+ private:
+  void Handle(const std::string& text, std::vector<UniqueFd> fds) {
+    std::map<std::string, std::string> fields;
+    size_t start = 0;
+    while (start < text.size()) {
+      size_t end = text.find('\n', start);
+      if (end == std::string::npos) end = text.size();
+      const std::string line = text.substr(start, end - start);
+      const size_t eq = line.find('=');
+      if (eq != std::string::npos) fields[line.substr(0, eq)] = line.substr(eq + 1);
+      start = end + 1;
+    }
+    if (fields["READY"] == "1") ++ready;
+    if (fields["FDSTORE"] == "1") {
+      if (fds.size() != 1 || fields["FDNAME"].empty()) {
+        problems.push_back("FDSTORE with " + std::to_string(fds.size()) + " descriptors, name \"" +
+                           fields["FDNAME"] + "\"");
+      } else {
+        store[fields["FDNAME"]] = std::move(fds.front());
+      }
+    }
+    if (fields["FDSTOREREMOVE"] == "1") {
+      store.erase(fields["FDNAME"]);
+      removed.push_back(fields["FDNAME"]);
+    }
+  }
+
+  std::string address_;
+  UniqueFd sock_;
+  bool bound_ = false;
+};
+
+class KeeperTest : public ImgfsMountTest {
+ protected:
+  void TearDown() override {
+    for (pid_t pid : started_) {
+      if (kill(pid, 0) == 0) kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+    ImgfsMountTest::TearDown();
+  }
+
+  // Starts `imgfs --root ROOT ARGS...` as the service manager does: NOTIFY_SOCKET, and the
+  // stored descriptors `passed` (name, fd) from 3 on with LISTEN_PID (the shell's pid, which
+  // exec keeps), LISTEN_FDS and LISTEN_FDNAMES. Output goes to `log`.
+  pid_t StartService(const FakeServiceManager& manager, const std::vector<std::string>& args,
+                     const std::vector<std::pair<std::string, int>>& passed,
+                     const std::string& log) {
+    std::vector<std::string> env;
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string_view v(*e);
+      if (v.rfind("NOTIFY_SOCKET=", 0) != 0 && v.rfind("LISTEN_", 0) != 0) env.emplace_back(v);
+    }
+    env.push_back("NOTIFY_SOCKET=" + manager.address());
+    std::vector<int> sources;
+    if (!passed.empty()) {
+      std::string names;
+      for (const auto& [name, fd] : passed) {
+        names += (names.empty() ? "" : ":") + name;
+        sources.push_back(fcntl(fd, F_DUPFD_CLOEXEC, 100));  // above 3.. for the dup2s
+      }
+      env.push_back("LISTEN_FDS=" + std::to_string(passed.size()));
+      env.push_back("LISTEN_FDNAMES=" + names);
+    }
+    std::vector<std::string> argv = {
+        "/bin/sh",
+        "-c",
+        passed.empty() ? "exec \"$0\" \"$@\"" : "LISTEN_PID=$$ exec \"$0\" \"$@\"",
+        kImgfsBinary,
+        "--root",
+        Root()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<char*> cargv;
+    for (std::string& a : argv) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+    std::vector<char*> cenv;
+    for (std::string& e : env) cenv.push_back(e.data());
+    cenv.push_back(nullptr);
+    const int out = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    const pid_t pid = fork();
+    if (pid == 0) {
+      // Only async-signal-safe calls: the test has threads.
+      dup2(out, STDOUT_FILENO);
+      dup2(out, STDERR_FILENO);
+      for (size_t i = 0; i < sources.size(); ++i) dup2(sources[i], 3 + static_cast<int>(i));
+      execve(cargv[0], cargv.data(), cenv.data());
+      _exit(127);
+    }
+    close(out);
+    for (int fd : sources) close(fd);
+    if (pid > 0) started_.push_back(pid);
+    return pid;
+  }
+
+  // The exit status of `pid` (a started service), -1 when it did not end within `timeout_s`.
+  int WaitExit(pid_t pid, int timeout_s) {
+    int status = -1;
+    bool ended = WaitFor([&] { return waitpid(pid, &status, WNOHANG) == pid; }, timeout_s);
+    if (!ended) return -1;
+    std::erase(started_, pid);
+    return status;
+  }
+
+  std::vector<pid_t> started_;
+};
+
+TEST_F(KeeperTest, ReadersNeverSeeAKilledKeeperUnderTheServiceManager) {
+  FakeServiceManager manager;
+  ASSERT_TRUE(manager.bound()) << strerror(errno);
+  const std::string log = Sub("service.log");
+  const std::vector<std::string> args = {"mount", "-f", "oci:" + FixturePath("tiny-gzip:latest"),
+                                         Mnt()};
+  pid_t keeper = StartService(manager, args, {}, log);
+  ASSERT_GT(keeper, 0);
+  ASSERT_TRUE(manager.HandleUntil([&] { return manager.ready == 1; }, 120)) << ReadAll(log);
+  EXPECT_TRUE(manager.problems.empty()) << manager.problems.front();
+  ASSERT_EQ(manager.store.count("imgfs-fuse"), 1u) << ReadAll(log);
+  ASSERT_EQ(manager.store.count("imgfs-state"), 1u) << ReadAll(log);
+  ASSERT_EQ(manager.store.count("imgfs-counts"), 1u) << ReadAll(log);
+  ASSERT_TRUE(IsMounted(Mnt()));
+
+  auto listing = ParseListing(ReadAll(FixturePath("tiny.expected.txt")));
+  std::vector<std::pair<std::string, std::string>> files;  // path, sha256
+  for (const auto& [path, e] : listing) {
+    if (e.type == 'f') files.emplace_back(path, e.content);
+  }
+  ASSERT_GT(files.size(), 10u);
+
+  std::mutex mu;
+  std::vector<std::string> failures;
+  std::atomic<uint64_t> ops{0};
+  std::atomic<uint64_t> done[3] = {};
+  std::atomic<bool> stop{false};
+  auto fail = [&](const std::string& what) {
+    std::scoped_lock lock(mu);
+    if (failures.size() < 20) failures.push_back(what);
+  };
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 2; ++t) {
+    readers.emplace_back([&, t] {
+      for (size_t i = static_cast<size_t>(t); !stop; ++i) {
+        const auto& [path, sha] = files[i % files.size()];
+        const int fd = open((Mnt() + path).c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+          fail("open " + path + ": " + strerror(errno));
+        } else {
+          std::string error;
+          const std::string data = ReadFromDaemon(fd, &error);
+          close(fd);
+          if (!error.empty()) {
+            fail(path + ": " + error);
+          } else if (registry::Digest::Sha256Of(data).hex() != sha) {
+            fail(path + ": wrong bytes");
+          }
+        }
+        ++ops;
+        ++done[t];
+      }
+    });
+  }
+  readers.emplace_back([&] {
+    for (uint64_t i = 0; !stop; ++i) {
+      const std::string missing = Mnt() + "/etc/missing-" + std::to_string(i);
+      struct stat st {};
+      if (lstat(missing.c_str(), &st) == 0 || errno != ENOENT) {
+        fail("lstat " + missing + ": " + strerror(errno));
+      }
+      ++ops;
+      ++done[2];
+    }
+  });
+  auto moved_on = [&](const std::vector<uint64_t>& before) {
+    for (size_t i = 0; i < 3; ++i) {
+      if (done[i].load() <= before[i]) return false;
+    }
+    return true;
+  };
+  auto snapshot = [&] {
+    return std::vector<uint64_t>{done[0].load(), done[1].load(), done[2].load()};
+  };
+  // Frees stuck readers (the connection ends with its last holder) before failing.
+  auto abandon = [&] {
+    if (kill(keeper, SIGKILL) == 0) WaitExit(keeper, 30);
+    manager.store.clear();
+    stop = true;
+    for (std::thread& t : readers) t.join();
+  };
+
+  constexpr int kKeeperKills = 3;
+  for (int round = 0; round < kKeeperKills; ++round) {
+    std::vector<uint64_t> before = snapshot();
+    if (!WaitFor([&] { return moved_on(before); }, 60)) {
+      abandon();
+      FAIL() << "the readers do not move before kill " << round;
+    }
+    const pid_t daemon = ChildOf(keeper);
+    ASSERT_GT(daemon, 0);
+    ASSERT_EQ(kill(keeper, SIGKILL), 0);
+    const int status = WaitExit(keeper, 60);
+    EXPECT_TRUE(WIFSIGNALED(status)) << status;
+    // The daemon dies with its keeper (PR_SET_PDEATHSIG): nobody serves the mount now, and
+    // only the store's copies hold the connection.
+    EXPECT_TRUE(WaitFor([&] { return !ProcessRuns(daemon); }, 60)) << "daemon " << daemon;
+    before = snapshot();
+
+    const int ready_before = manager.ready;
+    keeper = StartService(manager, args,
+                          {{"imgfs-fuse", manager.store["imgfs-fuse"].get()},
+                           {"imgfs-state", manager.store["imgfs-state"].get()},
+                           {"imgfs-counts", manager.store["imgfs-counts"].get()}},
+                          log);
+    ASSERT_GT(keeper, 0);
+    if (!manager.HandleUntil([&] { return manager.ready > ready_before; }, 120) ||
+        !WaitFor([&] { return moved_on(before); }, 120)) {
+      abandon();
+      FAIL() << "no keeper took the mount over after kill " << round << "\n" << ReadAll(log);
+    }
+    const pid_t next = ChildOf(keeper);
+    EXPECT_GT(next, 0);
+    EXPECT_NE(next, daemon);
+  }
+  stop = true;
+  for (std::thread& t : readers) t.join();
+  {
+    std::scoped_lock lock(mu);
+    EXPECT_TRUE(failures.empty()) << failures.size() << " failures, first: " << failures.front();
+  }
+  EXPECT_GT(ops.load(), 0u);
+  std::cout << "readers: " << ops.load() << " operations across " << kKeeperKills
+            << " keeper kills\n";
+  // The request counts went on across the keepers (kept in the store too).
+  ProcessResult r = Imgfs({"stats", "--format", "json", Mnt()}, 30);
+  auto stats = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(stats.is_object() && stats.contains("fuse")) << r.Describe();
+  EXPECT_EQ(stats["fuse"]["takeovers"].get<uint64_t>(), static_cast<uint64_t>(kKeeperKills));
+  // Each lstat of a new missing name is one LOOKUP at least, whichever daemon served it.
+  EXPECT_GE(stats["fuse"]["requests"].value("lookup", uint64_t{0}), done[2].load());
+
+  // `imgfs umount` ends the mount; the keeper drops its entries from the store and exits 0.
+  Umount();
+  EXPECT_EQ(WaitExit(keeper, 60), 0) << ReadAll(log);
+  EXPECT_TRUE(manager.HandleUntil([&] { return manager.store.empty(); }, 60))
+      << manager.store.size() << " entries left";
+  EXPECT_NE(std::find(manager.removed.begin(), manager.removed.end(), "imgfs-fuse"),
+            manager.removed.end());
+}
+
+// A stored connection whose mount has ended since (unmounted while no keeper ran) is not
+// taken over: the service mounts anew, and tells the manager to drop the old entries.
+TEST_F(KeeperTest, AnEndedStoredConnectionIsMountedAnew) {
+  FakeServiceManager manager;
+  ASSERT_TRUE(manager.bound()) << strerror(errno);
+  const std::string log = Sub("service.log");
+  const std::vector<std::string> args = {"mount", "-f", "oci:" + FixturePath("tiny-gzip:latest"),
+                                         Mnt()};
+  pid_t keeper = StartService(manager, args, {}, log);
+  ASSERT_GT(keeper, 0);
+  ASSERT_TRUE(manager.HandleUntil([&] { return manager.ready == 1; }, 120)) << ReadAll(log);
+  ASSERT_EQ(manager.store.size(), 3u);
+  ASSERT_EQ(kill(keeper, SIGKILL), 0);
+  WaitExit(keeper, 60);
+  ASSERT_EQ(umount2(Mnt().c_str(), MNT_DETACH), 0) << strerror(errno);
+
+  keeper = StartService(manager, args,
+                        {{"imgfs-fuse", manager.store["imgfs-fuse"].get()},
+                         {"imgfs-state", manager.store["imgfs-state"].get()},
+                         {"imgfs-counts", manager.store["imgfs-counts"].get()}},
+                        log);
+  ASSERT_GT(keeper, 0);
+  ASSERT_TRUE(manager.HandleUntil([&] { return manager.ready == 2; }, 120)) << ReadAll(log);
+  for (const char* name : {"imgfs-fuse", "imgfs-state", "imgfs-counts"}) {
+    EXPECT_EQ(std::count(manager.removed.begin(), manager.removed.end(), name), 1) << name;
+  }
+  EXPECT_EQ(manager.store.size(), 3u);  // the new mount's
+  EXPECT_TRUE(IsMounted(Mnt()));
+  auto listing = ParseListing(ReadAll(FixturePath("tiny.expected.txt")));
+  for (const auto& [path, e] : listing) {
+    if (e.type != 'f') continue;
+    EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(Mnt() + path)).hex(), e.content) << path;
+    break;
+  }
+  Umount();
+  EXPECT_EQ(WaitExit(keeper, 60), 0) << ReadAll(log);
+}
+
+// `imgfs mount --restart DIR` upgrades a layer store as it does a mount: its keeper (found by
+// its record: a layer store has no mount lease) starts a daemon of the binary installed now,
+// which takes the live mount over; readers of every file see no failure.
+TEST_F(KeeperTest, ReadersOfALayerStoreNeverSeeARestart) {
+  RegistryServer* reg = SharedRegistry();
+  ASSERT_NE(reg, nullptr);
+  const std::string name = "lab/keeper-restart:1";
+  ASSERT_TRUE(reg->PushOciLayout(FixturePath("tiny-estargz"), "latest", name).ok());
+  ProcessResult started = Imgfs({"layer-store", Mnt()});
+  ASSERT_EQ(started.exit_code, 0) << started.Describe();
+  ASSERT_TRUE(IsMounted(Mnt()));
+  const std::string ref_dir = Mnt() + "/" + Base64(reg->host_port() + "/" + name);
+
+  // The layers, by their TOC digests (names are resolved on lookup, never listed).
+  const std::string layout = FixturePath("tiny-estargz");
+  auto blob = [&](const std::string& digest) {
+    return nlohmann::json::parse(ReadAll(layout + "/blobs/sha256/" + digest.substr(7)), nullptr,
+                                 false);
+  };
+  auto index = nlohmann::json::parse(ReadAll(layout + "/index.json"), nullptr, false);
+  const auto manifest = blob(index["manifests"][0]["digest"]);
+  std::map<std::string, std::string> files;  // path → content
+  std::string layer_dir;
+  for (const auto& l : manifest["layers"]) {
+    const std::string dir =
+        ref_dir + "/" +
+        l["annotations"]["containerd.io/snapshot/stargz/toc.digest"].get<std::string>();
+    if (layer_dir.empty()) layer_dir = dir;
+    for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+      if (e.is_regular_file() && !e.is_symlink()) files[e.path()] = ReadAll(e.path());
+    }
+  }
+  ASSERT_GT(files.size(), 8u);
+  // A reference: its lease names the keeper.
+  ASSERT_EQ(open((layer_dir + "/use").c_str(), O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0644), -1);
+  ASSERT_EQ(errno, ENOENT);
+  const pid_t keeper = MountDaemonPid(Root(), layer_dir);
+  ASSERT_GT(keeper, 0);
+
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> ops{0};
+  std::mutex mu;
+  std::vector<std::string> failures;
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 2; ++t) {
+    readers.emplace_back([&] {
+      while (!stop) {
+        for (const auto& [path, content] : files) {
+          const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+          std::string error = fd < 0 ? std::string("open: ") + strerror(errno) : "";
+          const std::string data = fd < 0 ? "" : ReadFromDaemon(fd, &error);
+          if (fd >= 0) close(fd);
+          if (!error.empty() || data != content) {
+            std::scoped_lock lock(mu);
+            if (failures.size() < 20) failures.push_back(path + ": " + error);
+          }
+          ++ops;
+        }
+      }
+    });
+  }
+  char binary[PATH_MAX];
+  ASSERT_NE(realpath(kImgfsBinary, binary), nullptr);
+  constexpr int kRestarts = 3;
+  for (int i = 0; i < kRestarts; ++i) {
+    const uint64_t before = ops.load();
+    ASSERT_TRUE(WaitFor([&] { return ops.load() > before + 3; }, 120));
+    const pid_t daemon = ChildOf(keeper);
+    ASSERT_GT(daemon, 0);
+    ProcessResult r = Imgfs({"mount", "--restart", Mnt()}, 300);
+    EXPECT_EQ(r.exit_code, 0) << "restart " << i << ": " << r.Describe();
+    EXPECT_FALSE(ProcessRuns(daemon)) << "the old daemon still runs after restart " << i;
+    const pid_t next = ChildOf(keeper);
+    EXPECT_NE(next, daemon);
+    std::error_code ec;
+    EXPECT_EQ(std::filesystem::read_symlink("/proc/" + std::to_string(next) + "/exe", ec).string(),
+              binary);
+    const uint64_t after = ops.load();
+    if (!WaitFor([&] { return ops.load() > after + 3; }, 120)) {
+      kill(keeper, SIGKILL);  // frees the readers: the connection ends with its last holder
+      stop = true;
+      for (std::thread& t : readers) t.join();
+      FAIL() << "the readers are stuck after restart " << i;
+    }
+  }
+  stop = true;
+  for (std::thread& t : readers) t.join();
+  {
+    std::scoped_lock lock(mu);
+    EXPECT_TRUE(failures.empty()) << failures.size() << " failures, first: " << failures.front();
+  }
+  std::cout << "readers: " << ops.load() << " reads across " << kRestarts << " restarts\n";
+  EXPECT_EQ(rmdir(layer_dir.c_str()) == 0 ? 0 : errno, ENOENT);  // drops the reference
+  Umount();
+  EXPECT_TRUE(WaitFor([&] { return !ProcessRuns(keeper); }, 30)) << "keeper " << keeper;
+  // The keeper's record went with it.
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(Root() + "/layer-stores", ec)) {
+    EXPECT_NE(e.path().extension(), ".keeper") << e.path();
+  }
+}
+
+// `imgfs stats` of a kept mount goes on across takeovers: the request counts live in memory
+// the keeper shares with every daemon, and the takeovers are counted.
+TEST_F(KeeperTest, StatsSurviveATakeover) {
+  MountOrDie({"oci:" + FixturePath("tiny-gzip:latest")});
+  auto stats = [&] {
+    ProcessResult r = Imgfs({"stats", "--format", "json", Mnt()}, 30);
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    return r.exit_code == 0 && j.is_object() && j.contains("fuse") ? j : nlohmann::json();
+  };
+  auto listing = ParseListing(ReadAll(FixturePath("tiny.expected.txt")));
+  for (const auto& [path, e] : listing) {
+    if (e.type == 'f') {
+      EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(Mnt() + path)).hex(), e.content) << path;
+    }
+  }
+  const nlohmann::json before = stats();
+  ASSERT_TRUE(before.is_object());
+  const pid_t keeper = DaemonPid();
+  const pid_t daemon = before.value("pid", 0);
+  ASSERT_GT(daemon, 0);
+  ASSERT_EQ(daemon, ChildOf(keeper));
+  ASSERT_GT(before["fuse"]["requests"].value("read", 0), 0);
+
+  ASSERT_EQ(kill(daemon, SIGKILL), 0);
+  nlohmann::json after;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        after = stats();
+        return after.is_object() && after.value("pid", 0) != daemon && after.value("pid", 0) != 0;
+      },
+      120));
+  for (const auto& [name, n] : before["fuse"]["requests"].items()) {
+    EXPECT_GE(after["fuse"]["requests"].value(name, 0), n.get<uint64_t>()) << name;
+  }
+  EXPECT_GE(after["fuse"]["largest_read_bytes"].get<uint64_t>(),
+            before["fuse"]["largest_read_bytes"].get<uint64_t>());
+  EXPECT_EQ(after["fuse"]["takeovers"].get<uint64_t>(),
+            before["fuse"]["takeovers"].get<uint64_t>() + 1);
+  std::cout << "before: " << before["fuse"].dump() << "\nafter: " << after["fuse"].dump() << "\n";
+  Umount();
+  EXPECT_TRUE(WaitFor([&] { return !ProcessRuns(keeper); }, 30)) << "keeper " << keeper;
+}
+
+}  // namespace
+}  // namespace imgfs::testing
