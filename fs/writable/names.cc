@@ -22,6 +22,7 @@ void WritableFs::Forget(uint64_t id, uint64_t nlookup) {
   Node* node = GetNode(id);
   if (node == nullptr || id == 1) return;
   node->lookups -= std::min(node->lookups, nlookup);
+  Journaled(journal_->Forget(id, nlookup));
   if (node->lookups == 0) {
     if (node->deleted) {
       nodes_.erase(id);
@@ -287,8 +288,15 @@ int WritableFs::Unlink(uint64_t parent, std::string_view name) {
       StatNode(node, &node->last);
       node->orphan = UniqueFd(OpenBeneath(upper_fd_.get(), path, O_PATH | O_NOFOLLOW | O_CLOEXEC));
     }
-    r = need_whiteout ? MakeWhiteout(path, true)
-                      : (UnlinkBeneath(upper_fd_.get(), path, 0) == 0 ? 0 : Errno());
+    if (node != nullptr && S_ISREG(ust.st_mode) && ust.st_nlink == 1 && HasHandles(node->id)) {
+      // Open: its data goes on living in the work directory, where a daemon taking the mount
+      // over finds it again.
+      r = KeepOrphan(node, path);
+      if (r == 0 && need_whiteout) r = MakeWhiteout(path, false);
+    } else {
+      r = need_whiteout ? MakeWhiteout(path, true)
+                        : (UnlinkBeneath(upper_fd_.get(), path, 0) == 0 ? 0 : Errno());
+    }
     if (r != 0) {
       if (node != nullptr) node->orphan.Close();
       return r;
@@ -413,8 +421,22 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
   if (!S_ISDIR(s.type)) {
     r = CopyUpPath(src_path, s, true);
     if (r != 0) return r;
+    struct stat dst_st {};
+    const bool keep = dnode != nullptr && dnode != snode && d.upper && S_ISREG(d.type) &&
+                      StatBeneath(upper_fd_.get(), dst_path, &dst_st) == 0 &&
+                      S_ISREG(dst_st.st_mode) && dst_st.st_nlink == 1 && HasHandles(dnode->id);
+    if (keep) {
+      // The replaced file is open: its data moves to the work directory (see Unlink).
+      r = KeepOrphan(dnode, dst_path);
+      if (r != 0) return r;
+    }
     if (RenameBeneath(upper_fd_.get(), src_path, upper_fd_.get(), dst_path) != 0) {
-      return Errno();
+      r = Errno();
+      if (keep) {
+        RenameBeneath(work_fd_.get(), WritableJournal::OrphanName(dnode->id), upper_fd_.get(),
+                      dst_path);
+      }
+      return r;
     }
     if (src_whiteout) {
       r = MakeWhiteout(src_path, false);
@@ -500,6 +522,7 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
     snode->parent = p2;
     snode->name = std::string(new_name);
     p2->children[snode->name] = snode;
+    Journaled(journal_->Move(snode->id, p2->id, snode->name));
     snode->state.upper = true;
     if (S_ISDIR(s.type)) {
       snode->state.lower = 0;
