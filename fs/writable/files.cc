@@ -49,6 +49,7 @@ int WritableFs::Create(uint64_t parent, std::string_view name, mode_t mode, int 
                        const Caller& caller, Entry* out, uint64_t* fh) {
   auto handle = std::make_shared<Handle>();
   bool exists = false;
+  bool replayed = false;  // an O_EXCL create sent again after a takeover: its entry is in `out`
   {
     MutexLock lock(&mu_);
     MutexLock hl(&handle->mu);  // not shared yet; held for the lock analysis (order: mu_, then it)
@@ -57,7 +58,8 @@ int WritableFs::Create(uint64_t parent, std::string_view name, mode_t mode, int 
     // open(O_CREAT) without O_EXCL of a name that exists opens it, as POSIX says: the
     // kernel's entry was stale, or this is a create a killed daemon did but never answered,
     // sent again (fs/fuse/takeover.h).
-    exists = r == EEXIST && (flags & O_EXCL) == 0;
+    replayed = r == EEXIST && (flags & O_EXCL) != 0 && ReplayCreate(parent, name, out) == 0;
+    exists = r == EEXIST && ((flags & O_EXCL) == 0 || replayed);
     if (r != 0 && !exists) return r;
     if (!exists) {
       const int at = site.at;
@@ -79,16 +81,16 @@ int WritableFs::Create(uint64_t parent, std::string_view name, mode_t mode, int 
     }
   }
   if (exists) {
-    int r = Lookup(parent, name, out);
+    int r = replayed ? 0 : Lookup(parent, name, out);
     if (r != 0) return r;
     if (S_ISDIR(out->attr.st_mode)) {
-      Forget(out->id, 1);
+      if (!replayed) Forget(out->id, 1);
       return EISDIR;
     }
     bool cacheable = false;
-    r = Open(out->id, flags & ~(O_CREAT | O_EXCL), fh, &cacheable);
+    r = Open(out->id, flags & ~(O_CREAT | O_EXCL | (replayed ? O_TRUNC : 0)), fh, &cacheable);
     if (r != 0) {
-      Forget(out->id, 1);
+      if (!replayed) Forget(out->id, 1);
       return r;
     }
     out->cacheable = out->cacheable && cacheable;

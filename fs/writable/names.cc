@@ -7,6 +7,47 @@ using namespace writable_internal;  // this module's own helpers
 
 // ---- name operations -------------------------------------------------------------------
 
+// A name change the dead daemon made last and may not have answered (see the header):
+// returns the node it concerns (the new name's; the parent for a deletion), consumed, or
+// nullptr when the request is not one sent again.
+WritableFs::Node* WritableFs::Replayed(char kind, uint64_t parent, std::string_view name,
+                                       uint64_t new_parent, std::string_view new_name) {
+  if (replays_.empty()) return nullptr;
+  if (std::chrono::steady_clock::now() > replay_until_) {
+    replays_.clear();
+    return nullptr;
+  }
+  for (auto it = replays_.rbegin(); it != replays_.rend(); ++it) {
+    if (it->kind != kind || it->parent != parent || it->name != name) continue;
+    if (kind == 'M' && (it->new_parent != new_parent || it->new_name != new_name)) continue;
+    Node* found = nullptr;
+    if (kind == 'D') {
+      found = GetNode(parent);
+    } else {
+      Node* dir = GetNode(kind == 'M' ? new_parent : parent);
+      if (dir != nullptr) {
+        auto child = dir->children.find(kind == 'M' ? new_name : name);
+        if (child != dir->children.end() && child->second->id == it->id) found = child->second;
+      }
+    }
+    if (found == nullptr) return nullptr;
+    replays_.erase(std::next(it).base());
+    return found;
+  }
+  return nullptr;
+}
+
+int WritableFs::ReplayCreate(uint64_t parent, std::string_view name, Entry* out) {
+  Node* node = Replayed('A', parent, name, 0, "");
+  if (node == nullptr) return EEXIST;
+  // The dead daemon counted this lookup and the kernel never got it: answered, not counted.
+  int r = StatNode(node, &out->attr);
+  if (r != 0) return r;
+  out->id = node->id;
+  out->cacheable = Cacheable(node);
+  return 0;
+}
+
 int WritableFs::Lookup(uint64_t parent, std::string_view name, Entry* out) {
   MutexLock lock(&mu_);
   Node* dir = GetNode(parent);
@@ -194,7 +235,7 @@ int WritableFs::FinishCreate(const CreateSite& site, std::string_view name, mode
   st.upper = true;
   st.type = mode & S_IFMT;
   if (Node* old = FindNode(path); old != nullptr) Detach(old);
-  return MakeEntry(dir, name, st, out);
+  return MakeEntry(dir, name, st, out, /*created=*/true);
 }
 
 int WritableFs::Mknod(uint64_t parent, std::string_view name, mode_t mode, dev_t rdev,
@@ -202,6 +243,7 @@ int WritableFs::Mknod(uint64_t parent, std::string_view name, mode_t mode, dev_t
   MutexLock lock(&mu_);
   CreateSite site;
   int r = PrepareCreate(parent, name, &site);
+  if (r == EEXIST) return ReplayCreate(parent, name, out);
   if (r != 0) return r;
   const int at = site.at;
   const std::string& nm = site.name_at;
@@ -226,6 +268,7 @@ int WritableFs::Mkdir(uint64_t parent, std::string_view name, mode_t mode, const
   MutexLock lock(&mu_);
   CreateSite site;
   int r = PrepareCreate(parent, name, &site);
+  if (r == EEXIST) return ReplayCreate(parent, name, out);
   if (r != 0) return r;
   const int at = site.at;
   const std::string& nm = site.name_at;
@@ -248,6 +291,7 @@ int WritableFs::Symlink(std::string_view target, uint64_t parent, std::string_vi
   MutexLock lock(&mu_);
   CreateSite site;
   int r = PrepareCreate(parent, name, &site);
+  if (r == EEXIST) return ReplayCreate(parent, name, out);
   if (r != 0) return r;
   const int at = site.at;
   const std::string& nm = site.name_at;
@@ -268,6 +312,7 @@ int WritableFs::Unlink(uint64_t parent, std::string_view name) {
   std::string dir_path = PathOf(dir);
   State st;
   int r = ResolveChild(dir->state, dir_path, name, &st);
+  if (r == ENOENT && Replayed('D', parent, name, 0, "") != nullptr) return 0;
   if (r != 0) return r;
   if (S_ISDIR(st.type)) return EISDIR;
   bool need_whiteout = LowerHas(dir->state, name, nullptr);
@@ -323,6 +368,7 @@ int WritableFs::Rmdir(uint64_t parent, std::string_view name) {
   std::string dir_path = PathOf(dir);
   State st;
   int r = ResolveChild(dir->state, dir_path, name, &st);
+  if (r == ENOENT && Replayed('D', parent, name, 0, "") != nullptr) return 0;
   if (r != 0) return r;
   if (!S_ISDIR(st.type)) return ENOTDIR;
   std::string path = Join(dir_path, name);
@@ -364,6 +410,7 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
   std::string dst_path = Join(PathOf(p2), new_name);
   State s, d;
   int r = ResolveChild(p1->state, PathOf(p1), name, &s);
+  if (r == ENOENT && Replayed('M', parent, name, new_parent, new_name) != nullptr) return 0;
   if (r != 0) return r;
   r = ResolveChild(p2->state, PathOf(p2), new_name, &d);
   bool dst_exists = r == 0;

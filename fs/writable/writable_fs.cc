@@ -299,6 +299,8 @@ Status WritableFs::Restore() {
       }
     }
   }
+  replays_ = j.recent_changes();
+  replay_until_ = std::chrono::steady_clock::now() + std::chrono::seconds(kReplaySeconds);
   // Handles: opened again as the dead daemon had them (never truncating or creating again).
   MutexLock hl(&handles_mu_);
   next_fh_ = std::max(next_fh_, j.next_fh());
@@ -520,7 +522,8 @@ bool WritableFs::Cacheable(const Node* node) const {
   return ln != nullptr && ln->nlink <= 1;
 }
 
-int WritableFs::MakeEntry(Node* parent, std::string_view name, const State& state, Entry* out) {
+int WritableFs::MakeEntry(Node* parent, std::string_view name, const State& state, Entry* out,
+                          bool created) {
   Node* node = nullptr;
   bool fresh_node = false;
   auto it = parent->children.find(name);
@@ -544,7 +547,7 @@ int WritableFs::MakeEntry(Node* parent, std::string_view name, const State& stat
     return r;
   }
   node->lookups++;
-  Journaled(fresh_node ? journal_->NewNode(node->id, parent->id, node->name)
+  Journaled(fresh_node ? journal_->NewNode(node->id, parent->id, node->name, created)
                        : journal_->Lookup(node->id));
   out->id = node->id;
   out->cacheable = Cacheable(node);

@@ -32,7 +32,10 @@
 // (or renamed over) while open is moved into the work directory as the journal's
 // OrphanName(id) rather than removed, so that handles reopened by the next daemon still reach
 // its data; it is removed at the last release. A lock on the work directory (flock) keeps two
-// WritableFs from serving one work directory at once. The parent's times are restored after a
+// WritableFs from serving one work directory at once. Requests the dead daemon had read are
+// sent again by the kernel: an unlink, rmdir, rename, mkdir, mknod, symlink or O_EXCL create
+// that it had done last (the journal's last changes) is answered as done when it comes again
+// within kReplaySeconds, instead of ENOENT or EEXIST. The parent's times are restored after a
 // copy-up, like overlayfs does. A lower regular file with several names (a hardlink group) is
 // copied up once and its other visible names are linked to the copy, so the group stays one inode.
 //
@@ -57,6 +60,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -223,8 +227,9 @@ class WritableFs {
   bool Cacheable(const Node* node) const IMGFS_REQUIRES(mu_);
   uint64_t UpperIno(ino_t upper_ino, uint32_t origin) IMGFS_REQUIRES(mu_);
   void ForgetUpperIno(ino_t upper_ino) IMGFS_REQUIRES(mu_);
-  int MakeEntry(Node* parent, std::string_view name, const State& state, Entry* out)
-      IMGFS_REQUIRES(mu_);
+  // `created`: the name was just made by the request (journaled so).
+  int MakeEntry(Node* parent, std::string_view name, const State& state, Entry* out,
+                bool created = false) IMGFS_REQUIRES(mu_);
   int Merged(const State& state, const std::string& path, std::vector<MergedDirEntry>* out)
       IMGFS_REQUIRES(mu_);
   std::string TempName() IMGFS_REQUIRES(mu_);
@@ -239,6 +244,14 @@ class WritableFs {
   // Moves the upper file at `path` of `node` (open: HasHandles) into the work directory as
   // its orphan, instead of removing it.
   int KeepOrphan(Node* node, const std::string& path) IMGFS_REQUIRES(mu_);
+  // Requests sent again after a takeover: a name change the dead daemon had made last
+  // (journal's recent_changes, within kReplaySeconds of the takeover, each once) is answered
+  // as done instead of ENOENT/EEXIST.
+  Node* Replayed(char kind, uint64_t parent, std::string_view name, uint64_t new_parent,
+                 std::string_view new_name) IMGFS_REQUIRES(mu_);
+  // EEXIST, or the entry of a create sent again (its lookup not counted twice).
+  int ReplayCreate(uint64_t parent, std::string_view name, Entry* out) IMGFS_REQUIRES(mu_);
+  static constexpr int kReplaySeconds = 30;
   // After the last release of `id`: removes its orphan, if it has one.
   void DropOrphan(uint64_t id) IMGFS_EXCLUDES(mu_);
 
@@ -305,6 +318,8 @@ class WritableFs {
   std::unordered_map<uint64_t, ino_t> claimed_inos_ IMGFS_GUARDED_BY(mu_);
   uint64_t next_st_ino_ IMGFS_GUARDED_BY(mu_) = 0;
   uint64_t temp_counter_ IMGFS_GUARDED_BY(mu_) = 0;
+  std::vector<WritableJournal::Change> replays_ IMGFS_GUARDED_BY(mu_);
+  std::chrono::steady_clock::time_point replay_until_ IMGFS_GUARDED_BY(mu_);
   // Counts the times a name known to the kernel moved from the lower to the upper: a read
   // handle opened on a lower file looks for an upper copy only when it changed (lock-free
   // reads of unchanged image files).

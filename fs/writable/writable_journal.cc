@@ -139,15 +139,26 @@ Result<std::unique_ptr<WritableJournal>> WritableJournal::Resume(int dir_fd) {
 Status WritableJournal::LoadText(std::string_view text) {
   if (text.size() > kMaxJournalBytes) return Status::Corrupt("writable journal too large");
   MutexLock lock(&mu_);
+  loading_ = true;
   size_t line_no = 0;
   while (!text.empty()) {
     const size_t nl = text.find('\n');
     if (nl == std::string_view::npos) break;  // an unfinished last line: never replied
     ++line_no;
     Status st = ParseLine(text.substr(0, nl));
-    if (!st.ok()) return st.WithContext("writable journal line " + std::to_string(line_no));
+    if (!st.ok()) {
+      loading_ = false;
+      return st.WithContext("writable journal line " + std::to_string(line_no));
+    }
     text.remove_prefix(nl + 1);
+    if (recent_.size() > 2 * kRecentChanges) {
+      recent_.erase(recent_.begin(), recent_.end() - kRecentChanges);
+    }
   }
+  if (recent_.size() > kRecentChanges) {
+    recent_.erase(recent_.begin(), recent_.end() - kRecentChanges);
+  }
+  loading_ = false;
   return Status::Ok();
 }
 
@@ -193,6 +204,13 @@ Status WritableJournal::ParseLine(std::string_view line) {
       next_st_ino_ = std::max(next_st_ino_, c);
       return Status::Ok();
     }
+    case 'E': {
+      // The end of a snapshot: the changes before it are not the last ones of a daemon.
+      if (f.size() != 1 || f[0] != "0") return corrupt("a bad snapshot end");
+      recent_.clear();
+      return Status::Ok();
+    }
+    case 'A':
     case 'N': {
       std::string name;
       if (f.size() != 4 || !Number(f[0], &a) || !Number(f[1], &b) || !Number(f[2], &c) ||
@@ -210,6 +228,7 @@ Status WritableJournal::ParseLine(std::string_view line) {
         names_.emplace(std::make_pair(b, rec.name), a);
         if (b != 1) nodes_[b].children++;
       }
+      if (loading_ && kind == 'A' && b != 0) recent_.push_back(Change{'A', a, b, rec.name, 0, ""});
       // Not freed with no lookups: a snapshot lists such ids while something lives below them.
       nodes_.emplace(a, std::move(rec));
       next_id_ = std::max(next_id_, a + 1);
@@ -251,6 +270,7 @@ Status WritableJournal::ParseLine(std::string_view line) {
         p = up->second.parent;
       }
       const uint64_t old_parent = it->second.parent;
+      if (loading_) recent_.push_back(Change{'M', a, old_parent, it->second.name, b, name});
       names_.erase(std::make_pair(old_parent, it->second.name));
       if (old_parent != 1) nodes_[old_parent].children--;
       it->second.parent = b;
@@ -265,6 +285,7 @@ Status WritableJournal::ParseLine(std::string_view line) {
       auto it = nodes_.find(a);
       if (it == nodes_.end() || it->second.parent == 0) return corrupt("a delete of no name");
       const uint64_t old_parent = it->second.parent;
+      if (loading_) recent_.push_back(Change{'D', a, old_parent, it->second.name, 0, ""});
       names_.erase(std::make_pair(old_parent, it->second.name));
       if (old_parent != 1) nodes_[old_parent].children--;
       it->second.parent = 0;
@@ -418,11 +439,13 @@ std::string WritableJournal::SnapshotLocked() const {
     out += "H " + std::to_string(fh) + " " + std::to_string(h.id) + " " + std::to_string(h.flags) +
            " " + std::to_string(h.lower) + "\n";
   }
+  out += "E 0\n";
   return out;
 }
 
-Status WritableJournal::NewNode(uint64_t id, uint64_t parent, std::string_view name) {
-  return Record("N " + std::to_string(id) + " " + std::to_string(parent) + " 1 " + Hex(name));
+Status WritableJournal::NewNode(uint64_t id, uint64_t parent, std::string_view name, bool created) {
+  return Record(std::string(created ? "A " : "N ") + std::to_string(id) + " " +
+                std::to_string(parent) + " 1 " + Hex(name));
 }
 Status WritableJournal::Lookup(uint64_t id) { return Record("L " + std::to_string(id)); }
 Status WritableJournal::Forget(uint64_t id, uint64_t nlookup) {

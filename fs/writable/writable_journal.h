@@ -17,6 +17,7 @@
 // Lines (text, one write(2) each; numbers decimal; NAME is the name's bytes in lowercase hex):
 //   S <next id> <next fh> <next st_ino>   counters (first line of a snapshot; only raise them)
 //   N <id> <parent> <lookups> <NAME>      a new id, child NAME of parent (0: a deleted name)
+//   A <id> <parent> <lookups> <NAME>      the same, for a name the request created
 //   L <id>                                one more kernel lookup
 //   F <id> <n>                            n lookups forgotten
 //   M <id> <parent> <NAME>                renamed
@@ -28,6 +29,7 @@
 //   H <fh> <id> <flags> <lower>           a handle opened with open(2) flags (lower: the
 //                                         image inode it reads while not copied up, or 0)
 //   C <fh>                                a handle released
+//   E 0                                   the end of a snapshot
 // An id is freed as the WritableFs frees it: when nothing looks it up and nothing lives below
 // it (nor is open: the kernel releases a file before it forgets it). A last line without its
 // newline is what a daemon killed in the middle of a write leaves: its reply never reached the
@@ -54,6 +56,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "base/mutex.h"
 #include "base/status.h"
@@ -94,7 +97,8 @@ class WritableJournal {
 
   // Events. Each is checked as a loaded line is (Internal when it does not apply: a bug of
   // the caller), applied, and written.
-  Status NewNode(uint64_t id, uint64_t parent, std::string_view name);
+  // `created`: the name was made by the request (A line), not found by a lookup (N line).
+  Status NewNode(uint64_t id, uint64_t parent, std::string_view name, bool created = false);
   Status Lookup(uint64_t id);
   Status Forget(uint64_t id, uint64_t nlookup);
   Status Move(uint64_t id, uint64_t parent, std::string_view name);
@@ -104,6 +108,22 @@ class WritableJournal {
   Status ForgetUpperIno(uint64_t upper_ino);
   Status Opened(uint64_t fh, uint64_t id, int flags, uint64_t lower);
   Status Released(uint64_t fh);
+
+  // The last name changes a loaded journal ends with (at most kRecentChanges, oldest first):
+  // what the dead daemon may have done without answering (the kernel then sends the request
+  // again; fs/writable/writable_fs.h answers it as done).
+  struct Change {
+    char kind = 0;  // 'A' created, 'D' deleted, 'M' renamed
+    uint64_t id = 0;
+    uint64_t parent = 0;  // where it was created, deleted or renamed from
+    std::string name;
+    uint64_t new_parent = 0;  // 'M': where it went
+    std::string new_name;
+  };
+  const std::vector<Change>& recent_changes() const IMGFS_NO_THREAD_SAFETY_ANALYSIS {
+    return recent_;
+  }
+  static constexpr size_t kRecentChanges = 64;
 
   // The state (root, id 1, is implied and not listed).
   const std::map<uint64_t, NodeRecord>& nodes() const IMGFS_NO_THREAD_SAFETY_ANALYSIS {
@@ -155,6 +175,8 @@ class WritableJournal {
   uint64_t next_id_ IMGFS_GUARDED_BY(mu_) = 2;
   uint64_t next_fh_ IMGFS_GUARDED_BY(mu_) = 1;
   uint64_t next_st_ino_ IMGFS_GUARDED_BY(mu_) = 1;
+  bool loading_ IMGFS_GUARDED_BY(mu_) = false;
+  std::vector<Change> recent_ IMGFS_GUARDED_BY(mu_);
 };
 
 }  // namespace imgfs::fs

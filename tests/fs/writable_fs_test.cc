@@ -956,5 +956,70 @@ TEST_F(WritableFsTest, TakeoverRestoresIdsCountsInodesAndHandles) {
   EXPECT_EQ(ReadAllOf("moved"), "hello");
 }
 
+// Requests the dead daemon did last but never answered come again after the takeover: they
+// are answered as done (once), not with ENOENT or EEXIST, and a create's lookup is not
+// counted twice.
+TEST_F(WritableFsTest, RequestsSentAgainAfterATakeoverAreAnsweredAsDone) {
+  wfs_.reset();
+  const std::string work = dir_.Sub("work");
+  uint64_t made[3] = {};  // mkdir'd id, its lookups, created file id
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(fds[0]);
+    auto run = [&]() -> bool {
+      Result<std::unique_ptr<WritableFs>> w =
+          WritableFs::Open(TinyImage::Get().fs(), Upper(), work);
+      if (!w.has_value()) return false;
+      wfs_ = std::move(*w);
+      Entry e;
+      uint64_t fh = 0;
+      if (wfs_->Create(1, "gone", 0644, O_WRONLY, caller_, &e, &fh) != 0) return false;
+      wfs_->Release(fh);
+      if (wfs_->Create(1, "moving", 0644, O_WRONLY, caller_, &e, &fh) != 0) return false;
+      wfs_->Release(fh);
+      if (wfs_->Mkdir(1, "made", 0755, caller_, &e) != 0) return false;
+      made[0] = e.id;
+      made[1] = wfs_->lookup_count(e.id);
+      if (wfs_->Create(1, "excl", 0644, O_WRONLY | O_EXCL, caller_, &e, &fh) != 0) return false;
+      made[2] = e.id;
+      if (wfs_->Unlink(1, "gone") != 0) return false;
+      if (wfs_->Rename(1, "moving", 1, "moved", 0) != 0) return false;
+      return write(fds[1], made, sizeof(made)) == static_cast<ssize_t>(sizeof(made));
+    };
+    _exit(run() ? 0 : 1);
+  }
+  close(fds[1]);
+  const ssize_t got = read(fds[0], made, sizeof(made));
+  close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_EQ(got, static_cast<ssize_t>(sizeof(made)));
+  Result<std::unique_ptr<WritableFs>> w =
+      WritableFs::Open(TinyImage::Get().fs(), Upper(), work, /*takeover=*/true);
+  ASSERT_TRUE(w.has_value()) << w.error().ToString();
+  wfs_ = std::move(*w);
+
+  Entry e;
+  EXPECT_EQ(wfs_->Mkdir(1, "made", 0755, caller_, &e), 0);
+  EXPECT_EQ(e.id, made[0]);
+  EXPECT_EQ(wfs_->lookup_count(made[0]), made[1]) << "the answered lookup was counted once";
+  uint64_t fh = 0;
+  EXPECT_EQ(wfs_->Create(1, "excl", 0644, O_WRONLY | O_EXCL, caller_, &e, &fh), 0);
+  EXPECT_EQ(e.id, made[2]);
+  wfs_->Release(fh);
+  EXPECT_EQ(wfs_->Unlink(1, "gone"), 0);
+  EXPECT_EQ(wfs_->Rename(1, "moving", 1, "moved", 0), 0);
+  // Once only: the same requests made anew get the usual answers.
+  EXPECT_EQ(wfs_->Mkdir(1, "made", 0755, caller_, &e), EEXIST);
+  EXPECT_EQ(wfs_->Create(1, "excl", 0644, O_WRONLY | O_EXCL, caller_, &e, &fh), EEXIST);
+  EXPECT_EQ(wfs_->Unlink(1, "gone"), ENOENT);
+  EXPECT_EQ(wfs_->Rename(1, "moving", 1, "moved", 0), ENOENT);
+  EXPECT_EQ(ReadAllOf("moved"), "");
+}
+
 }  // namespace
 }  // namespace imgfs::fs
