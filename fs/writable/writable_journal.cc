@@ -179,6 +179,14 @@ void WritableJournal::MaybeFree(uint64_t id) {
   }
 }
 
+bool WritableJournal::Live(uint64_t id) const { return id == 1 || nodes_.contains(id); }
+
+bool WritableJournal::Attached(uint64_t id) const {
+  if (id == 1) return true;
+  auto it = nodes_.find(id);
+  return it != nodes_.end() && it->second.parent != 0;
+}
+
 Status WritableJournal::ParseLine(std::string_view line) {
   auto corrupt = [](std::string_view why) { return Status::Corrupt(std::string(why)); };
   if (line.size() < 3 || line[1] != ' ') return corrupt("not a journal line");
@@ -187,12 +195,6 @@ Status WritableJournal::ParseLine(std::string_view line) {
   uint64_t a = 0;
   uint64_t b = 0;
   uint64_t c = 0;
-  auto live = [&](uint64_t id) { return id == 1 || nodes_.contains(id); };
-  auto attached = [&](uint64_t id) {
-    if (id == 1) return true;
-    auto it = nodes_.find(id);
-    return it != nodes_.end() && it->second.parent != 0;
-  };
   switch (kind) {
     case 'S': {
       if (f.size() != 3 || !Number(f[0], &a) || !Number(f[1], &b) || !Number(f[2], &c)) {
@@ -217,8 +219,8 @@ Status WritableJournal::ParseLine(std::string_view line) {
           !DecodeName(f[3], &name)) {
         return corrupt("a bad new-id line");
       }
-      if (a < 2 || a == UINT64_MAX || live(a)) return corrupt("an id recorded twice");
-      if (b != 0 && !attached(b)) return corrupt("a parent that is not recorded");
+      if (a < 2 || a == UINT64_MAX || Live(a)) return corrupt("an id recorded twice");
+      if (b != 0 && !Attached(b)) return corrupt("a parent that is not recorded");
       if (b != 0 && names_.contains(std::make_pair(b, name))) return corrupt("a name taken twice");
       NodeRecord rec;
       rec.parent = b;
@@ -260,7 +262,7 @@ Status WritableJournal::ParseLine(std::string_view line) {
       }
       auto it = nodes_.find(a);
       if (it == nodes_.end() || it->second.parent == 0) return corrupt("a rename of no name");
-      if (!attached(b)) return corrupt("a rename into an unknown directory");
+      if (!Attached(b)) return corrupt("a rename into an unknown directory");
       if (names_.contains(std::make_pair(b, name))) return corrupt("a rename onto a name");
       // The new parent must not be the id itself or below it.
       for (uint64_t p = b; p != 1;) {

@@ -158,6 +158,8 @@ class WritableJournal {
   Status Compact() IMGFS_REQUIRES(mu_);
   std::string SnapshotLocked() const IMGFS_REQUIRES(mu_);
   void MaybeFree(uint64_t id) IMGFS_REQUIRES(mu_);
+  bool Live(uint64_t id) const IMGFS_REQUIRES(mu_);      // recorded (or the root)
+  bool Attached(uint64_t id) const IMGFS_REQUIRES(mu_);  // recorded with a name
   void Break(const Status& why) IMGFS_REQUIRES(mu_);
 
   const int dir_fd_ = -1;
