@@ -82,7 +82,8 @@ constexpr std::string_view kMountUsage =
     "kept; else to a temporary upper removed at unmount). --rw --driver overlay (the default\n"
     "as root): the kernel's overlayfs over a hidden read-only imgfs mount, at the kernel's\n"
     "speed and kept across daemon deaths; rename(2) of an image directory gives EXDEV (mv\n"
-    "copies). --driver fuse (the default without root): imgfs's own copy-on-write filesystem.\n"
+    "copies). --driver fuse (the default without root): imgfs's own copy-on-write filesystem,\n"
+    "kept across daemon deaths too.\n"
     "An image the store lacks is mounted lazily: its manifest and config are recorded and\n"
     "every layer that allows it (eStargz, zstd:chunked, a layer with a stored or published\n"
     "imgfs index) is read from the registry on demand; other layers are fetched whole first.\n"
@@ -97,7 +98,7 @@ constexpr std::string_view kMountUsage =
     "generic options (defaults, ro, rw, nofail, noauto, _netdev, x-*) are accepted and ignored:\n"
     "`rw` alone keeps the mount read-only (fstab `defaults` implies it); upper=DIR makes it\n"
     "writable.\n"
-    "--restart: the daemon of a read-only or overlay-driver mount is replaced by one of the\n"
+    "--restart: the daemon of a mount (read-only or writable) is replaced by one of the\n"
     "imgfs installed now, without unmounting (a killed daemon is replaced by itself).\n\n"
     "fstab: 127.0.0.1:5000/demo/app:1.0  /mnt/app  fuse.imgfs  defaults,nofail  0 0";
 
@@ -877,7 +878,7 @@ int RunMount(CommandContext& ctx) {
        "kernel speed, the mount outlives a killed daemon) or imgfs's own copy-on-write FUSE "
        "filesystem (the default without root)"},
       {"restart", 0, false, "",
-       "`mount --restart DIR`: replace the daemon of a read-only or overlay-driver mount by one "
+       "`mount --restart DIR`: replace the daemon of a mount (read-only or writable) by one "
        "of the imgfs installed now, without unmounting"},
   };
   ParsedArgs args;
