@@ -14,9 +14,13 @@
 // records the upper directory, so `imgfs commit DIR` finds it by mountpoint. Two drivers:
 // `overlay` (root's default; MountOverlayDriver) puts the kernel's overlayfs over a kept
 // read-only mount; `fuse` (the default without root) serves imgfs's own copy-on-write
-// filesystem (fs/writable/writable_fs.h), not kept.
+// filesystem (fs/writable/writable_fs.h), kept too: its daemons journal what the kernel holds
+// (fs/writable/writable_journal.h) in the work directory, and a takeover daemon restores it.
+// A fuse-driver mount's temporary upper is made by the keeper (its owner record: the keeper,
+// which lives as long as the mount) and removed by the daemon that ends the mount.
 //
-// Read-only mounts (with or without -f), and the overlay driver's lower, are kept
+// Read-only mounts (with or without -f), fuse-driver writable ones, and the overlay driver's
+// lower, are kept
 // (fs/fuse/takeover.h): the process of the mount is a keeper holding the FUSE connection, and every
 // daemon serving it is this binary run again as `imgfs mount --kept-daemon FD` (hidden: FD is its
 // channel to the keeper, on which it gets its configuration, credentials included, and for a
@@ -25,6 +29,7 @@
 // of DIR for one (kRestartSignal) and waits until it serves.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -80,7 +85,8 @@ constexpr std::string_view kMountUsage =
     "kept; else to a temporary upper removed at unmount). --rw --driver overlay (the default\n"
     "as root): the kernel's overlayfs over a hidden read-only imgfs mount, at the kernel's\n"
     "speed and kept across daemon deaths; rename(2) of an image directory gives EXDEV (mv\n"
-    "copies). --driver fuse (the default without root): imgfs's own copy-on-write filesystem.\n"
+    "copies). --driver fuse (the default without root): imgfs's own copy-on-write filesystem,\n"
+    "kept across daemon deaths too.\n"
     "An image the store lacks is mounted lazily: its manifest and config are recorded and\n"
     "every layer that allows it (eStargz, zstd:chunked, a layer with a stored or published\n"
     "imgfs index) is read from the registry on demand; other layers are fetched whole first.\n"
@@ -95,7 +101,7 @@ constexpr std::string_view kMountUsage =
     "generic options (defaults, ro, rw, nofail, noauto, _netdev, x-*) are accepted and ignored:\n"
     "`rw` alone keeps the mount read-only (fstab `defaults` implies it); upper=DIR makes it\n"
     "writable.\n"
-    "--restart: the daemon of a read-only or overlay-driver mount is replaced by one of the\n"
+    "--restart: the daemon of a mount (read-only or writable) is replaced by one of the\n"
     "imgfs installed now, without unmounting (a killed daemon is replaced by itself).\n\n"
     "fstab: 127.0.0.1:5000/demo/app:1.0  /mnt/app  fuse.imgfs  defaults,nofail  0 0";
 
@@ -154,6 +160,9 @@ struct MountRequest {
   bool insecure_skip_toc_verify = false;
   bool writable = false;
   std::string upper;  // absolute; "" = a temporary upper in the store
+  // A fuse-driver mount's temporary upper: STORE/containers/mount-<random> (holding `upper`),
+  // made by the keeper, removed when the mount ends; "" otherwise.
+  std::string temp_container;
   // --rw on the kernel's overlayfs (--driver overlay): the daemon serves the image read-only
   // at `dir` (a private lower mountpoint) and its lease names `overlay_dir` (the user's
   // mountpoint) and `upper`; "" otherwise.
@@ -237,11 +246,13 @@ std::string EncodeDaemonConfig(const GlobalOptions& global, const MountRequest& 
   j["foreground"] = req.foreground;
   j["overlay_dir"] = req.overlay_dir;
   j["upper"] = req.upper;
+  j["writable"] = req.writable;
+  j["temp_container"] = req.temp_container;
   return j.dump();
 }
 
-// The inverse of EncodeDaemonConfig (read-only daemons only: the keeper keeps no other; an
-// overlay-driver --rw mount's daemon is one).
+// The inverse of EncodeDaemonConfig: read-only daemons (an overlay-driver --rw mount's daemon
+// is one) and fuse-driver writable ones.
 Status DecodeDaemonConfig(const std::string& text, GlobalOptions* global, MountRequest* req) {
   auto j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return Status::Corrupt("a daemon configuration");
@@ -271,6 +282,11 @@ Status DecodeDaemonConfig(const std::string& text, GlobalOptions* global, MountR
     // Absent in the configuration of an older keeper (a read-only mount).
     req->overlay_dir = j.value("overlay_dir", std::string());
     req->upper = j.value("upper", std::string());
+    req->writable = j.value("writable", false);
+    req->temp_container = j.value("temp_container", std::string());
+    if (req->writable && (req->upper.empty() || req->upper.front() != '/')) {
+      return Status::Corrupt("a daemon configuration: a writable mount without its upper");
+    }
   } catch (const nlohmann::json::exception& e) {
     return Status::Corrupt(std::string("a daemon configuration: ") + e.what());
   }
@@ -312,6 +328,63 @@ void EndOverlayOver(const std::string& overlay_dir, const std::string& lower) {
   if (::umount2(overlay_dir.c_str(), MNT_DETACH) != 0) {
     IMGFS_LOG(kWarning) << "unmounting " << overlay_dir << ": " << std::strerror(errno);
   }
+}
+
+// The daemons a keeper runs now (its children), but this one.
+std::vector<pid_t> OtherDaemonsOfKeeper() {
+  const pid_t keeper = getppid();
+  std::ifstream in("/proc/" + std::to_string(keeper) + "/task/" + std::to_string(keeper) +
+                   "/children");
+  std::vector<pid_t> out;
+  for (pid_t child = 0; in >> child;) {
+    if (child != getpid()) out.push_back(child);
+  }
+  return out;
+}
+
+// A fuse-driver writable mount taken over during `imgfs mount --restart`: the daemon being
+// replaced still serves, and two WritableFs must never change one upper at once. Its lock on
+// the work directory shows it alive; it is then ended here as a crash would end it (SIGKILL:
+// its keeper lets this daemon take the mount over and has the kernel send the requests it had
+// not answered again), and this one waits until its descriptors, the lock among them, are gone.
+Status EndPreviousWritableDaemon(const std::string& work) {
+  UniqueFd fd(open(work.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd.IsValid()) return Status::Ok();  // WritableFs::Open says what is wrong with it
+  if (flock(fd.get(), LOCK_EX | LOCK_NB) == 0) return Status::Ok();
+  for (pid_t other : OtherDaemonsOfKeeper()) {
+    IMGFS_LOG(kInfo) << "taking over: ending daemon " << other;
+    ::kill(other, SIGKILL);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      return Status::Unavailable("the work directory " + work + " stays in use by another process");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return Status::Ok();
+}
+
+// `--rw --driver fuse` without --upper: the temporary upper STORE/containers/mount-<random>/
+// upper, made by the keeper before its first daemon (every daemon of the mount serves it).
+Status MakeTemporaryUpper(const CommandContext& ctx, MountRequest* req) {
+  Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(ctx.global.root);
+  if (!store.has_value()) return store.error().WithContext("opening the image store");
+  const std::string container = (*store)->Subdir("containers") + "/mount-" + RandomSuffix();
+  // The owner record goes in first: `imgfs cache gc` deletes the directory once this process
+  // (the keeper) is gone, never while it lives (cache/containers.h). 0700: the upper root gets
+  // the image root's mode (0755), so this directory is what keeps other users away from the
+  // upper and its copied-up setuid files.
+  Status made = MakeDirs(container, 0700);
+  if (made.ok()) made = cache::WriteContainerOwner(container);
+  if (made.ok()) made = MakeDirs(container + "/upper", 0700);
+  if (!made.ok()) {
+    RemoveTree(container).ok();
+    return made.WithContext("creating the upper directory");
+  }
+  req->temp_container = container;
+  req->upper = container + "/upper";
+  return Status::Ok();
 }
 
 // The daemon (or foreground) side: prepare, lease, mount, serve. `status_fd` gets "OK" once
@@ -356,8 +429,14 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
 
   // Writable mounts: the upper directory (given, or a temporary one in the store).
   std::unique_ptr<fs::WritableFs> writable;
-  std::string temp_container;  // removed when the mount ends
+  std::string temp_container = req.temp_container;  // removed when the mount ends
+  // A takeover daemon never removes the mount's temporary upper on a failure: the mount and
+  // its upper outlive it (the keeper's end leaves it to `imgfs cache gc`).
+  auto drop_temp = [&] {
+    if (!temp_container.empty() && handover == nullptr) RemoveTree(temp_container).ok();
+  };
   if (req.writable) {
+    const bool takeover = handover != nullptr;
     std::string upper = req.upper;
     if (upper.empty()) {
       temp_container = (*store)->Subdir("containers") + "/mount-" + RandomSuffix();
@@ -373,27 +452,36 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
         RemoveTree(temp_container).ok();
         return fail(made.WithContext("creating the upper directory"));
       }
-    } else {
+    } else if (temp_container.empty()) {
       Status made = MakeDirs(upper, 0755);
       if (!made.ok()) return fail(made.WithContext("creating the upper directory " + upper));
     }
     std::string work = fs::WritableFs::DefaultWorkDir(upper);
     if (work.empty()) {
-      if (!temp_container.empty()) RemoveTree(temp_container).ok();
+      drop_temp();
       return fail(Status::InvalidArgument(
           "the upper directory " + upper +
           " is the root of a filesystem: use a directory inside it (imgfs keeps a work "
           "directory beside the upper, on the same filesystem)"));
     }
+    if (takeover) {
+      if (Status ended = EndPreviousWritableDaemon(work); !ended.ok()) return fail(ended);
+    }
     Result<std::unique_ptr<fs::WritableFs>> opened =
-        fs::WritableFs::Open(prepared->filesystem.get(), upper, work);
+        fs::WritableFs::Open(prepared->filesystem.get(), upper, work, takeover);
     if (!opened.has_value()) {
-      if (!temp_container.empty()) RemoveTree(temp_container).ok();
+      drop_temp();
       return fail(opened.error().WithContext("mounting " + image + " writable"));
     }
     writable = std::move(*opened);
   }
-  auto remove_temp = [&] {
+  // At the mount's end, or when this daemon fails before it serves: a takeover daemon that
+  // fails leaves the work directory (its journal) and the temporary upper to the mount.
+  auto remove_temp = [&](bool ended) {
+    if (!ended && handover != nullptr && writable != nullptr) {
+      writable.release();  // NOLINT(bugprone-unused-return-value): as if killed
+      return;
+    }
     writable.reset();  // removes its work directory
     if (!temp_container.empty()) {
       Status st = RemoveTree(temp_container);
@@ -413,7 +501,7 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
                           : cache::Lease::Acquire(**store, prepared->manifest_digest, lease_dir,
                                                   lease_reference, lease_upper);
   if (!lease.has_value()) {
-    remove_temp();
+    remove_temp(false);
     return fail(lease.error().WithContext("mounting " + image));
   }
   if (keeper_channel >= 0) {
@@ -445,7 +533,7 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
   if (!session.has_value()) {
     Status released = lease->Release();
     (void)released;
-    remove_temp();
+    remove_temp(false);
     return fail(session.error().WithContext("mounting " + image));
   }
   if (handover != nullptr && !handover->lease_id.empty() &&
@@ -481,7 +569,7 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
   if (services.has_value()) services->reset();
   session->reset();
   if (!req.overlay_dir.empty()) EndOverlayOver(req.overlay_dir, dir);
-  remove_temp();
+  remove_temp(true);
   Status released = lease->Release();
   if (!released.ok()) IMGFS_LOG(kWarning) << "releasing the lease: " << released.ToString();
   if (!run.ok()) {
@@ -565,8 +653,8 @@ int RestartMount(const CommandContext& ctx, const std::string& dir) {
     }
     if (children.empty() && !found->upper.empty()) {
       return Fail("the mount at " + dir +
-                  " is writable on the fuse driver: its daemon cannot be replaced (unmount and "
-                  "mount it again)");
+                  " is a writable mount of an older imgfs, not kept: its daemon cannot be "
+                  "replaced (unmount and mount it again)");
     }
     if (std::chrono::steady_clock::now() > settle) {
       return Fail("the mount at " + dir +
@@ -768,8 +856,8 @@ int RunMount(CommandContext& ctx) {
        "kernel speed, the mount outlives a killed daemon) or imgfs's own copy-on-write FUSE "
        "filesystem (the default without root)"},
       {"restart", 0, false, "",
-       "`mount --restart DIR`: replace the daemon of a read-only or overlay-driver mount, or of "
-       "a layer store, by one of the imgfs installed now, without unmounting"},
+       "`mount --restart DIR`: replace the daemon of a mount (read-only or writable) or of a "
+       "layer store by one of the imgfs installed now, without unmounting"},
   };
   ParsedArgs args;
   int code = kExitOk;
@@ -897,25 +985,30 @@ int RunMount(CommandContext& ctx) {
                 ", but writable mounts are not kept in its store");
   }
   if (kernel_overlay) return MountOverlayDriver(ctx, req, *binary);
-  // Writable mounts of the fuse driver are not kept: their daemon's death ends the mount.
-  if (foreground && req.writable) return ServeMount(ctx, req, -1);
-  if (req.writable) {
-    return RunDetached("mounting " + image,
-                       [&ctx, &req](int status_fd) { return ServeMount(ctx, req, status_fd); });
-  }
-  // Read-only mounts: this process (or with -f, the foreground one) becomes the keeper
-  // (fs/fuse/takeover.h) and starts the daemons that serve the mount.
-  fs::KeeperOptions keeper = KeeperFor(ctx, req, *binary);
-  keeper.service_manager = foreground;  // the service's main process (fd_store.h)
-  if (stored->has_value()) {
-    keeper.resume = &(*stored)->state.handover;
-    keeper.resume_counts_fd = (*stored)->counts.get();
-  }
-  if (foreground) return fs::RunKeeper(keeper);
-  return RunDetached("mounting " + image, [&keeper](int status_fd) {
+  // Read-only and fuse-driver writable mounts: this process (or with -f, the foreground one)
+  // becomes the keeper (fs/fuse/takeover.h) and starts the daemons that serve the mount. A
+  // temporary upper is made in the keeper's process (its owner record names the keeper).
+  const bool temp_upper = req.writable && req.upper.empty();
+  auto keep = [&ctx, &req, &binary, &stored, temp_upper, foreground](int status_fd) {
+    MountRequest kept = req;
+    if (temp_upper) {
+      if (Status made = MakeTemporaryUpper(ctx, &kept); !made.ok()) {
+        ReportStatus(status_fd, "ERR " + made.ToString());
+        return status_fd < 0 ? Fail(made) : kExitError;
+      }
+    }
+    fs::KeeperOptions keeper = KeeperFor(ctx, kept, *binary);
+    // Read-only -f mounts speak to a service manager (fd_store.h): the service's main process.
+    keeper.service_manager = foreground && !req.writable;
+    if (stored->has_value()) {
+      keeper.resume = &(*stored)->state.handover;
+      keeper.resume_counts_fd = (*stored)->counts.get();
+    }
     keeper.status_fd = status_fd;
     return fs::RunKeeper(keeper);
-  });
+  };
+  if (foreground) return keep(-1);
+  return RunDetached("mounting " + image, keep);
 }
 
 int RunUmount(CommandContext& ctx) {

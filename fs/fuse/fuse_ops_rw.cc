@@ -11,6 +11,7 @@
 #include <fuse_lowlevel.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -18,9 +19,11 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "base/log.h"
+#include "base/mutex.h"
 #include "fs/fuse/fuse_ops.h"
 #include "fs/fuse/read_ahead.h"
 #include "fs/fuse/reply.h"
@@ -264,6 +267,45 @@ struct DirHandle {
   uint64_t parent_ino = 0;
 };
 
+// Open directories by number (fuse_file_info::fh). The kernel keeps the numbers across a
+// takeover (fs/fuse/takeover.h), so they are never pointers: a number this daemon does not
+// know — one a dead daemon handed out, from the range of its pid — gets a fresh listing the
+// first time it is read (names added or removed meanwhile may then be missed or seen twice,
+// as POSIX allows for a directory that changes while it is read).
+class DirHandles {
+ public:
+  uint64_t Add(std::shared_ptr<DirHandle> dh) IMGFS_EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
+    const uint64_t fh = next_++;
+    handles_.emplace(fh, std::move(dh));
+    return fh;
+  }
+  // The handle `fh`, or a new empty one recorded under it (`*fresh` then set).
+  std::shared_ptr<DirHandle> Get(uint64_t fh, bool* fresh) IMGFS_EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
+    auto [it, added] = handles_.try_emplace(fh, nullptr);
+    if (added) it->second = std::make_shared<DirHandle>();
+    *fresh = added;
+    return it->second;
+  }
+  void Remove(uint64_t fh) IMGFS_EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
+    handles_.erase(fh);
+  }
+
+ private:
+  Mutex mu_;
+  std::unordered_map<uint64_t, std::shared_ptr<DirHandle>> handles_ IMGFS_GUARDED_BY(mu_);
+  // Numbers of this process: its pid in the high half, so a daemon taking over never gives
+  // out a number the kernel still holds from a dead one.
+  uint64_t next_ IMGFS_GUARDED_BY(mu_) = (static_cast<uint64_t>(getpid()) << 32) + 1;
+};
+
+DirHandles& OpenDirs() {
+  static DirHandles* dirs = new DirHandles();  // one session per process; never destroyed
+  return *dirs;
+}
+
 int Snapshot(fuse_req_t req, fuse_ino_t ino, DirHandle* dh) {
   struct stat st {};
   bool cacheable = false;
@@ -275,22 +317,23 @@ int Snapshot(fuse_req_t req, fuse_ino_t ino, DirHandle* dh) {
 
 void Opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   Serve(req, FuseOp::kOpendir, [&] {
-    auto dh = std::make_unique<DirHandle>();
+    auto dh = std::make_shared<DirHandle>();
     int err = Snapshot(req, ino, dh.get());
     if (err != 0) return ReplyErr(req, "opendir", err);
-    // Owned by the kernel's open directory from here: freed by Releasedir, or below when the
+    // The kernel's open directory's from here: removed by Releasedir, or below when the
     // opendir was interrupted (the kernel then sends no RELEASEDIR).
-    fi->fh = reinterpret_cast<uint64_t>(dh.release());
-    if (fuse_reply_open(req, fi) != 0) delete reinterpret_cast<DirHandle*>(fi->fh);
+    fi->fh = OpenDirs().Add(std::move(dh));
+    if (fuse_reply_open(req, fi) != 0) OpenDirs().Remove(fi->fh);
   });
 }
 
 // Offsets: 1 = ".", 2 = "..", 3 + i = the i-th name of the snapshot.
 void Readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) noexcept {
   Serve(req, FuseOp::kReaddir, [&] {
-    auto* dh = reinterpret_cast<DirHandle*>(fi->fh);
-    if (off == 0) {
-      int err = Snapshot(req, ino, dh);
+    bool fresh = false;
+    std::shared_ptr<DirHandle> dh = OpenDirs().Get(fi->fh, &fresh);
+    if (off == 0 || fresh) {
+      int err = Snapshot(req, ino, dh.get());
       if (err != 0) return ReplyErr(req, "readdir", err);
     }
     std::string buf(size, '\0');
@@ -323,7 +366,7 @@ void Readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
 
 void Releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
   CountRequest(req, FuseOp::kReleasedir);
-  delete reinterpret_cast<DirHandle*>(fi->fh);
+  OpenDirs().Remove(fi->fh);
   fuse_reply_err(req, 0);
 }
 

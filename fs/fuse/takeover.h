@@ -20,8 +20,10 @@
 // numbers, a function of the stored layer indexes (fs/tree/node_table.h, tests/fs/
 // node_ids_test.cc); read-only mounts keep no per-open state (fh is unused, or the kernel opens
 // by itself: no_open); lookup counts need no bookkeeping because the read-only tree is never
-// freed (FORGET only counts). Writable mounts (fs/writable/) keep none of this and are not
-// kept by a keeper yet.
+// freed (FORGET only counts). Writable mounts of the fuse driver (fs/writable/) journal the
+// ids, lookup counts, handles and st_ino numbers they hand out in their work directory, and a
+// new daemon restores them (fs/writable/writable_journal.h); on a restart it ends the old
+// daemon before it opens the upper, since two must never change one upper at once.
 //
 // Daemons are new programs (KeeperOptions::daemon_argv; `imgfs mount` and `imgfs layer-store`
 // always use it): the

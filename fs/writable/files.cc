@@ -40,6 +40,7 @@ int WritableFs::Open(uint64_t id, int flags, uint64_t* fh, bool* cacheable) {
   }
   MutexLock lock(&handles_mu_);
   *fh = next_fh_++;
+  Journaled(journal_->Opened(*fh, id, flags, handle->lower));
   handles_.emplace(*fh, std::move(handle));
   return 0;
 }
@@ -47,31 +48,59 @@ int WritableFs::Open(uint64_t id, int flags, uint64_t* fh, bool* cacheable) {
 int WritableFs::Create(uint64_t parent, std::string_view name, mode_t mode, int flags,
                        const Caller& caller, Entry* out, uint64_t* fh) {
   auto handle = std::make_shared<Handle>();
+  bool exists = false;
+  bool replayed = false;  // an O_EXCL create sent again after a takeover: its entry is in `out`
   {
     MutexLock lock(&mu_);
     MutexLock hl(&handle->mu);  // not shared yet; held for the lock analysis (order: mu_, then it)
     CreateSite site;
     int r = PrepareCreate(parent, name, &site);
+    // open(O_CREAT) without O_EXCL of a name that exists opens it, as POSIX says: the
+    // kernel's entry was stale, or this is a create a killed daemon did but never answered,
+    // sent again (fs/fuse/takeover.h).
+    replayed = r == EEXIST && (flags & O_EXCL) != 0 && ReplayCreate(parent, name, out) == 0;
+    exists = r == EEXIST && ((flags & O_EXCL) == 0 || replayed);
+    if (r != 0 && !exists) return r;
+    if (!exists) {
+      const int at = site.at;
+      const std::string& nm = site.name_at;
+      int open_flags = (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_DIRECT)) | O_CREAT |
+                       O_EXCL | O_CLOEXEC;
+      handle->fd = UniqueFd(OpenBeneath(at, nm, open_flags, 0600));
+      if (!handle->fd.IsValid()) return Errno();
+      mode_t m = (mode & 07777) | S_IFREG;
+      r = SetNewOwner(at, nm.c_str(), upper_fd_.get(), site.dir_path, caller, S_IFREG, &m);
+      if (r != 0) {
+        UnlinkBeneath(at, nm, 0);
+        return r;
+      }
+      r = FinishCreate(site, name, S_IFREG | m, out);
+      if (r != 0) return r;
+      handle->id = out->id;
+      handle->writable = (flags & O_ACCMODE) != O_RDONLY;
+    }
+  }
+  if (exists) {
+    int r = replayed ? 0 : Lookup(parent, name, out);
     if (r != 0) return r;
-    const int at = site.at;
-    const std::string& nm = site.name_at;
-    int open_flags = (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_DIRECT)) | O_CREAT |
-                     O_EXCL | O_CLOEXEC;
-    handle->fd = UniqueFd(OpenBeneath(at, nm, open_flags, 0600));
-    if (!handle->fd.IsValid()) return Errno();
-    mode_t m = (mode & 07777) | S_IFREG;
-    r = SetNewOwner(at, nm.c_str(), upper_fd_.get(), site.dir_path, caller, S_IFREG, &m);
+    if (S_ISDIR(out->attr.st_mode)) {
+      if (!replayed) Forget(out->id, 1);
+      return EISDIR;
+    }
+    bool cacheable = false;
+    r = Open(out->id, flags & ~(O_CREAT | O_EXCL | (replayed ? O_TRUNC : 0)), fh, &cacheable);
     if (r != 0) {
-      UnlinkBeneath(at, nm, 0);
+      if (!replayed) Forget(out->id, 1);
       return r;
     }
-    r = FinishCreate(site, name, S_IFREG | m, out);
-    if (r != 0) return r;
-    handle->id = out->id;
-    handle->writable = (flags & O_ACCMODE) != O_RDONLY;
+    out->cacheable = out->cacheable && cacheable;
+    struct stat st {};
+    if (GetAttr(out->id, &st, &cacheable) == 0) out->attr = st;  // after an O_TRUNC
+    return 0;
   }
   MutexLock lock(&handles_mu_);
   *fh = next_fh_++;
+  Journaled(journal_->Opened(*fh, handle->id, flags, 0));
   handles_.emplace(*fh, std::move(handle));
   return 0;
 }
@@ -159,7 +188,42 @@ void WritableFs::Release(uint64_t fh) {
     if (it == handles_.end()) return;
     h = std::move(it->second);
     handles_.erase(it);
+    Journaled(journal_->Released(fh));
   }
+  DropOrphan(h->id);
+}
+
+bool WritableFs::HasHandles(uint64_t id) const {
+  MutexLock lock(&handles_mu_);
+  for (const auto& [fh, h] : handles_) {
+    if (h->id == id) return true;
+  }
+  return false;
+}
+
+int WritableFs::KeepOrphan(Node* node, const std::string& path) {
+  const std::string name = WritableJournal::OrphanName(node->id);
+  if (RenameBeneath(upper_fd_.get(), path, work_fd_.get(), name) != 0) return Errno();
+  node->orphan = UniqueFd(openat(work_fd_.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  node->orphan_in_work = true;
+  Journaled(journal_->Orphan(node->id, true));
+  return 0;
+}
+
+void WritableFs::DropOrphan(uint64_t id) {
+  MutexLock lock(&mu_);
+  Node* node = GetNode(id);
+  if (node == nullptr || !node->orphan_in_work || HasHandles(id)) return;
+  struct stat st {};
+  const bool known = node->orphan.IsValid() && fstat(node->orphan.get(), &st) == 0;
+  if (unlinkat(work_fd_.get(), WritableJournal::OrphanName(id).c_str(), 0) != 0 &&
+      errno != ENOENT) {
+    IMGFS_LOG(kWarning) << "removing the data of a deleted file: " << strerror(errno);
+    return;
+  }
+  node->orphan_in_work = false;
+  Journaled(journal_->Orphan(id, false));
+  if (known) ForgetUpperIno(st.st_ino);
 }
 
 int WritableFs::ReadDir(uint64_t id, std::vector<MergedDirEntry>* out, uint64_t* parent_st_ino) {
@@ -250,6 +314,25 @@ int WritableFs::RemoveXattr(uint64_t id, std::string_view name) {
 size_t WritableFs::node_count() const {
   MutexLock lock(&mu_);
   return nodes_.size();
+}
+
+uint64_t WritableFs::lookup_count(uint64_t id) const {
+  MutexLock lock(&mu_);
+  Node* node = GetNode(id);
+  return node == nullptr ? 0 : node->lookups;
+}
+
+uint64_t WritableFs::shown_ino(ino_t upper_ino) const {
+  MutexLock lock(&mu_);
+  auto it = upper_inos_.find(upper_ino);
+  return it == upper_inos_.end() ? 0 : it->second;
+}
+
+std::map<uint64_t, uint64_t> WritableFs::handle_ids() const {
+  MutexLock lock(&handles_mu_);
+  std::map<uint64_t, uint64_t> out;
+  for (const auto& [fh, h] : handles_) out.emplace(fh, h->id);
+  return out;
 }
 
 }  // namespace imgfs::fs

@@ -7,6 +7,47 @@ using namespace writable_internal;  // this module's own helpers
 
 // ---- name operations -------------------------------------------------------------------
 
+// A name change the dead daemon made last and may not have answered (see the header):
+// returns the node it concerns (the new name's; the parent for a deletion), consumed, or
+// nullptr when the request is not one sent again.
+WritableFs::Node* WritableFs::Replayed(char kind, uint64_t parent, std::string_view name,
+                                       uint64_t new_parent, std::string_view new_name) {
+  if (replays_.empty()) return nullptr;
+  if (std::chrono::steady_clock::now() > replay_until_) {
+    replays_.clear();
+    return nullptr;
+  }
+  for (auto it = replays_.rbegin(); it != replays_.rend(); ++it) {
+    if (it->kind != kind || it->parent != parent || it->name != name) continue;
+    if (kind == 'M' && (it->new_parent != new_parent || it->new_name != new_name)) continue;
+    Node* found = nullptr;
+    if (kind == 'D') {
+      found = GetNode(parent);
+    } else {
+      Node* dir = GetNode(kind == 'M' ? new_parent : parent);
+      if (dir != nullptr) {
+        auto child = dir->children.find(kind == 'M' ? new_name : name);
+        if (child != dir->children.end() && child->second->id == it->id) found = child->second;
+      }
+    }
+    if (found == nullptr) return nullptr;
+    replays_.erase(std::next(it).base());
+    return found;
+  }
+  return nullptr;
+}
+
+int WritableFs::ReplayCreate(uint64_t parent, std::string_view name, Entry* out) {
+  Node* node = Replayed('A', parent, name, 0, "");
+  if (node == nullptr) return EEXIST;
+  // The dead daemon counted this lookup and the kernel never got it: answered, not counted.
+  int r = StatNode(node, &out->attr);
+  if (r != 0) return r;
+  out->id = node->id;
+  out->cacheable = Cacheable(node);
+  return 0;
+}
+
 int WritableFs::Lookup(uint64_t parent, std::string_view name, Entry* out) {
   MutexLock lock(&mu_);
   Node* dir = GetNode(parent);
@@ -22,6 +63,7 @@ void WritableFs::Forget(uint64_t id, uint64_t nlookup) {
   Node* node = GetNode(id);
   if (node == nullptr || id == 1) return;
   node->lookups -= std::min(node->lookups, nlookup);
+  Journaled(journal_->Forget(id, nlookup));
   if (node->lookups == 0) {
     if (node->deleted) {
       nodes_.erase(id);
@@ -193,7 +235,7 @@ int WritableFs::FinishCreate(const CreateSite& site, std::string_view name, mode
   st.upper = true;
   st.type = mode & S_IFMT;
   if (Node* old = FindNode(path); old != nullptr) Detach(old);
-  return MakeEntry(dir, name, st, out);
+  return MakeEntry(dir, name, st, out, /*created=*/true);
 }
 
 int WritableFs::Mknod(uint64_t parent, std::string_view name, mode_t mode, dev_t rdev,
@@ -201,6 +243,7 @@ int WritableFs::Mknod(uint64_t parent, std::string_view name, mode_t mode, dev_t
   MutexLock lock(&mu_);
   CreateSite site;
   int r = PrepareCreate(parent, name, &site);
+  if (r == EEXIST) return ReplayCreate(parent, name, out);
   if (r != 0) return r;
   const int at = site.at;
   const std::string& nm = site.name_at;
@@ -225,6 +268,7 @@ int WritableFs::Mkdir(uint64_t parent, std::string_view name, mode_t mode, const
   MutexLock lock(&mu_);
   CreateSite site;
   int r = PrepareCreate(parent, name, &site);
+  if (r == EEXIST) return ReplayCreate(parent, name, out);
   if (r != 0) return r;
   const int at = site.at;
   const std::string& nm = site.name_at;
@@ -247,6 +291,7 @@ int WritableFs::Symlink(std::string_view target, uint64_t parent, std::string_vi
   MutexLock lock(&mu_);
   CreateSite site;
   int r = PrepareCreate(parent, name, &site);
+  if (r == EEXIST) return ReplayCreate(parent, name, out);
   if (r != 0) return r;
   const int at = site.at;
   const std::string& nm = site.name_at;
@@ -267,6 +312,7 @@ int WritableFs::Unlink(uint64_t parent, std::string_view name) {
   std::string dir_path = PathOf(dir);
   State st;
   int r = ResolveChild(dir->state, dir_path, name, &st);
+  if (r == ENOENT && Replayed('D', parent, name, 0, "") != nullptr) return 0;
   if (r != 0) return r;
   if (S_ISDIR(st.type)) return EISDIR;
   bool need_whiteout = LowerHas(dir->state, name, nullptr);
@@ -287,8 +333,15 @@ int WritableFs::Unlink(uint64_t parent, std::string_view name) {
       StatNode(node, &node->last);
       node->orphan = UniqueFd(OpenBeneath(upper_fd_.get(), path, O_PATH | O_NOFOLLOW | O_CLOEXEC));
     }
-    r = need_whiteout ? MakeWhiteout(path, true)
-                      : (UnlinkBeneath(upper_fd_.get(), path, 0) == 0 ? 0 : Errno());
+    if (node != nullptr && S_ISREG(ust.st_mode) && ust.st_nlink == 1 && HasHandles(node->id)) {
+      // Open: its data goes on living in the work directory, where a daemon taking the mount
+      // over finds it again.
+      r = KeepOrphan(node, path);
+      if (r == 0 && need_whiteout) r = MakeWhiteout(path, false);
+    } else {
+      r = need_whiteout ? MakeWhiteout(path, true)
+                        : (UnlinkBeneath(upper_fd_.get(), path, 0) == 0 ? 0 : Errno());
+    }
     if (r != 0) {
       if (node != nullptr) node->orphan.Close();
       return r;
@@ -315,6 +368,7 @@ int WritableFs::Rmdir(uint64_t parent, std::string_view name) {
   std::string dir_path = PathOf(dir);
   State st;
   int r = ResolveChild(dir->state, dir_path, name, &st);
+  if (r == ENOENT && Replayed('D', parent, name, 0, "") != nullptr) return 0;
   if (r != 0) return r;
   if (!S_ISDIR(st.type)) return ENOTDIR;
   std::string path = Join(dir_path, name);
@@ -356,6 +410,7 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
   std::string dst_path = Join(PathOf(p2), new_name);
   State s, d;
   int r = ResolveChild(p1->state, PathOf(p1), name, &s);
+  if (r == ENOENT && Replayed('M', parent, name, new_parent, new_name) != nullptr) return 0;
   if (r != 0) return r;
   r = ResolveChild(p2->state, PathOf(p2), new_name, &d);
   bool dst_exists = r == 0;
@@ -413,8 +468,22 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
   if (!S_ISDIR(s.type)) {
     r = CopyUpPath(src_path, s, true);
     if (r != 0) return r;
+    struct stat dst_st {};
+    const bool keep = dnode != nullptr && dnode != snode && d.upper && S_ISREG(d.type) &&
+                      StatBeneath(upper_fd_.get(), dst_path, &dst_st) == 0 &&
+                      S_ISREG(dst_st.st_mode) && dst_st.st_nlink == 1 && HasHandles(dnode->id);
+    if (keep) {
+      // The replaced file is open: its data moves to the work directory (see Unlink).
+      r = KeepOrphan(dnode, dst_path);
+      if (r != 0) return r;
+    }
     if (RenameBeneath(upper_fd_.get(), src_path, upper_fd_.get(), dst_path) != 0) {
-      return Errno();
+      r = Errno();
+      if (keep) {
+        RenameBeneath(work_fd_.get(), WritableJournal::OrphanName(dnode->id), upper_fd_.get(),
+                      dst_path);
+      }
+      return r;
     }
     if (src_whiteout) {
       r = MakeWhiteout(src_path, false);
@@ -500,6 +569,7 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
     snode->parent = p2;
     snode->name = std::string(new_name);
     p2->children[snode->name] = snode;
+    Journaled(journal_->Move(snode->id, p2->id, snode->name));
     snode->state.upper = true;
     if (S_ISDIR(s.type)) {
       snode->state.lower = 0;

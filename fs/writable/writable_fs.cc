@@ -31,7 +31,7 @@ WritableFs::~WritableFs() {
   if (!st.ok()) IMGFS_LOG(kWarning) << "removing the work directory: " << st.ToString();
 }
 
-Status WritableFs::MakeWorkDir() {
+Status WritableFs::MakeWorkDir(bool takeover) {
   // The work directory's parent may be writable by someone else (the owner of a given
   // --upper's parent), who could swap names in it at any moment. So: one descriptor of the
   // parent, everything else relative to it without following links, and a directory that
@@ -46,15 +46,34 @@ Status WritableFs::MakeWorkDir() {
   const char* name = work_name_.c_str();
   struct stat st {};
   if (fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-    // Leftovers of a killed daemon: only a directory of ours is emptied.
+    // Leftovers of a killed daemon: only a directory of ours is emptied (or taken over).
     if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid()) {
       return Status::InvalidArgument("the work directory " + work +
                                      " exists and is not a directory owned by uid " +
                                      std::to_string(geteuid()) + ": not touching it");
     }
+    // Never one that a live WritableFs serves (another mount of the same upper).
+    UniqueFd held(openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!held.IsValid()) return Status::FromErrno(errno, "opening " + work);
+    if (flock(held.get(), LOCK_EX | LOCK_NB) != 0) {
+      return Status::Unavailable("the work directory " + work +
+                                 " is in use by another mount of the same upper directory");
+    }
+    if (takeover) {
+      if (fstat(held.get(), &st) != 0) return Status::FromErrno(errno, "stat " + work);
+      if (st.st_uid != geteuid() || (st.st_mode & 07777) != 0700) {
+        return Status::InvalidArgument("the work directory " + work +
+                                       " is not the private directory of this mount");
+      }
+      work_fd_ = std::move(held);
+      return Status::Ok();
+    }
+    held.Close();
     IMGFS_RETURN_IF_ERROR(RemoveTreeAt(pfd, work_name_).WithContext("emptying " + work));
   } else if (errno != ENOENT) {
     return Status::FromErrno(errno, "stat " + work);
+  } else if (takeover) {
+    return Status::NotFound("no work directory " + work + " to take the mount over from");
   }
   if (mkdirat(pfd, name, 0700) != 0) return Status::FromErrno(errno, "mkdir " + work);
   work_fd_ = UniqueFd(openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
@@ -67,6 +86,9 @@ Status WritableFs::MakeWorkDir() {
     return Status::InvalidArgument("the work directory " + work +
                                    " was replaced while it was created (owner uid " +
                                    std::to_string(st.st_uid) + ")");
+  }
+  if (flock(work_fd_.get(), LOCK_EX | LOCK_NB) != 0) {
+    return Status::Unavailable("the work directory " + work + " is in use by another mount");
   }
   // Exactly 0700 whatever the umask: copy-up temporaries (setuid files among them) wait here.
   if (fchmod(work_fd_.get(), 0700) != 0) return Status::FromErrno(errno, "chmod " + work);
@@ -89,7 +111,7 @@ std::string WritableFs::DefaultWorkDir(const std::string& upper_dir) {
 
 Result<std::unique_ptr<WritableFs>> WritableFs::Open(const ImageFilesystem* lower,
                                                      const std::string& upper_dir,
-                                                     const std::string& work_dir) {
+                                                     const std::string& work_dir, bool takeover) {
   char buf[PATH_MAX];
   if (realpath(upper_dir.c_str(), buf) == nullptr) {
     return Status::InvalidArgument("upper directory " + upper_dir + ": " + strerror(errno));
@@ -121,7 +143,7 @@ Result<std::unique_ptr<WritableFs>> WritableFs::Open(const ImageFilesystem* lowe
   std::unique_ptr<WritableFs> fs(new WritableFs(lower, upper, work));
   fs->upper_fd_ = UniqueFd(open(upper.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fs->upper_fd_.IsValid()) return Status::FromErrno(errno, "opening " + upper);
-  IMGFS_RETURN_IF_ERROR(fs->MakeWorkDir());
+  IMGFS_RETURN_IF_ERROR(fs->MakeWorkDir(takeover));
   struct stat ust {
   }, wst{};
   if (fstat(fs->upper_fd_.get(), &ust) != 0 || fstat(fs->work_fd_.get(), &wst) != 0) {
@@ -131,8 +153,13 @@ Result<std::unique_ptr<WritableFs>> WritableFs::Open(const ImageFilesystem* lowe
     return Status::InvalidArgument("the work directory " + work +
                                    " is not on the filesystem of the upper directory " + upper);
   }
-  // The probe becomes the shared whiteout (MakeWhiteout).
-  if (MknodBeneath(fs->work_fd_.get(), kSharedWhiteout, S_IFCHR, makedev(0, 0)) != 0) {
+  // The probe becomes the shared whiteout (MakeWhiteout); a takeover finds it there.
+  struct stat wo {};
+  const bool have_whiteout =
+      takeover && fstatat(fs->work_fd_.get(), kSharedWhiteout, &wo, AT_SYMLINK_NOFOLLOW) == 0 &&
+      IsWhiteout(wo);
+  if (!have_whiteout &&
+      MknodBeneath(fs->work_fd_.get(), kSharedWhiteout, S_IFCHR, makedev(0, 0)) != 0) {
     return Status::InvalidArgument(
         "cannot create whiteouts (character device 0/0) in " + work + ": " + strerror(errno) +
         " (a writable mount needs CAP_MKNOD, i.e. root or a user namespace)");
@@ -186,7 +213,120 @@ Result<std::unique_ptr<WritableFs>> WritableFs::Open(const ImageFilesystem* lowe
   root->state.lower =
       !is_opaque && table.Get(NodeTable::kRootIno) != nullptr ? NodeTable::kRootIno : 0;
   fs->nodes_.emplace(1, std::move(root));
+  if (!takeover) {
+    IMGFS_ASSIGN_OR_RETURN(fs->journal_, WritableJournal::Create(fs->work_fd_.get()));
+    return fs;
+  }
+  IMGFS_ASSIGN_OR_RETURN(fs->journal_, WritableJournal::Resume(fs->work_fd_.get()));
+  IMGFS_RETURN_IF_ERROR(fs->Restore().WithContext("taking over " + work));
   return fs;
+}
+
+void WritableFs::Journaled(const Status& st) {
+  if (!st.ok()) IMGFS_LOG(kError) << "writable journal: " << st.ToString();
+}
+
+Status WritableFs::Restore() {
+  const WritableJournal& j = *journal_;
+  next_id_ = std::max(next_id_, j.next_id());
+  next_st_ino_ = std::max(next_st_ino_, j.next_st_ino());
+  for (const auto& [upper, st_ino] : j.upper_inos()) {
+    upper_inos_[static_cast<ino_t>(upper)] = st_ino;
+    claimed_inos_[st_ino] = static_cast<ino_t>(upper);
+  }
+  // Parents before children: breadth first from the root; ids not reached are deleted names.
+  std::map<uint64_t, std::vector<uint64_t>> below;
+  for (const auto& [id, rec] : j.nodes()) below[rec.parent].push_back(id);
+  std::vector<uint64_t> order;
+  std::vector<uint64_t> queue{1};
+  for (size_t i = 0; i < queue.size(); ++i) {
+    auto it = below.find(queue[i]);
+    if (it == below.end()) continue;
+    for (uint64_t id : it->second) {
+      order.push_back(id);
+      queue.push_back(id);
+    }
+  }
+  for (const auto& [id, rec] : j.nodes()) {
+    auto node = std::make_unique<Node>();
+    node->id = id;
+    node->name = rec.name;
+    node->lookups = rec.lookups;
+    node->deleted = true;
+    nodes_.emplace(id, std::move(node));
+  }
+  for (uint64_t id : order) {
+    Node* node = GetNode(id);
+    Node* parent = GetNode(j.nodes().at(id).parent);
+    node->parent = parent;
+    node->deleted = false;
+    parent->children.emplace(node->name, node);
+  }
+  // What each name is now: the upper says (the dead daemon may have changed it after its
+  // last reply). A name that is gone is a deleted one.
+  std::vector<Node*> gone;
+  for (uint64_t id : order) {
+    Node* node = GetNode(id);
+    if (ResolvePath(PathOf(node), &node->state) != 0) gone.push_back(node);
+  }
+  for (Node* node : gone) {
+    if (node->parent != nullptr) node->parent->children.erase(node->name);
+    node->parent = nullptr;
+    node->deleted = true;
+    Journaled(journal_->Deleted(node->id));
+  }
+  for (auto it = nodes_.begin(); it != nodes_.end();) {
+    const bool unused = it->second->deleted && it->second->lookups == 0 &&
+                        it->second->children.empty() && !j.orphans().contains(it->first);
+    it = unused ? nodes_.erase(it) : std::next(it);
+  }
+  for (auto& [id, node] : nodes_) {
+    if (!node->deleted) continue;
+    // Also an orphan whose record the dead daemon did not get to write.
+    node->orphan = UniqueFd(openat(work_fd_.get(), WritableJournal::OrphanName(id).c_str(),
+                                   O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (node->orphan.IsValid()) {
+      struct stat st {};
+      if (fstat(node->orphan.get(), &st) == 0 && S_ISREG(st.st_mode)) {
+        if (!j.orphans().contains(id)) Journaled(journal_->Orphan(id, true));
+        node->orphan_in_work = true;
+        node->state.upper = true;
+        node->state.type = S_IFREG;
+        node->last = st;
+        node->last.st_ino = UpperIno(st.st_ino, 0);
+      } else {
+        node->orphan.Close();
+      }
+    }
+  }
+  replays_ = j.recent_changes();
+  replay_until_ = std::chrono::steady_clock::now() + std::chrono::seconds(kReplaySeconds);
+  // Handles: opened again as the dead daemon had them (never truncating or creating again).
+  MutexLock hl(&handles_mu_);
+  next_fh_ = std::max(next_fh_, j.next_fh());
+  for (const auto& [fh, rec] : j.handles()) {
+    auto handle = std::make_shared<Handle>();
+    MutexLock l(&handle->mu);
+    handle->id = rec.id;
+    handle->writable = (rec.flags & O_ACCMODE) != O_RDONLY;
+    const int flags =
+        (rec.flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_DIRECT)) | O_CLOEXEC | O_NOFOLLOW;
+    Node* node = GetNode(rec.id);
+    if (node != nullptr && node->orphan_in_work) {
+      handle->fd =
+          UniqueFd(openat(work_fd_.get(), WritableJournal::OrphanName(rec.id).c_str(), flags));
+    } else if (node != nullptr && !node->deleted && node->state.upper) {
+      handle->fd = UniqueFd(OpenBeneath(upper_fd_.get(), PathOf(node), flags));
+    } else if (!handle->writable && rec.lower != 0) {
+      handle->lower = static_cast<uint32_t>(rec.lower);
+    }
+    if (!handle->fd.IsValid() && handle->lower == 0) {
+      IMGFS_LOG(kWarning) << "taking over: handle " << fh << " of id " << rec.id
+                          << " cannot be opened again; it answers EBADF";
+    }
+    handles_.emplace(fh, std::move(handle));
+  }
+  return Status::Ok();
 }
 
 // ---- nodes and paths -------------------------------------------------------------------
@@ -318,6 +458,7 @@ uint64_t WritableFs::UpperIno(ino_t upper_ino, uint32_t origin) {
   uint64_t v = origin != 0 && claimed_inos_.count(origin) == 0 ? origin : next_st_ino_++;
   upper_inos_.emplace(upper_ino, v);
   claimed_inos_.emplace(v, upper_ino);
+  Journaled(journal_->UpperIno(upper_ino, v));
   return v;
 }
 
@@ -326,6 +467,7 @@ void WritableFs::ForgetUpperIno(ino_t upper_ino) {
   if (it == upper_inos_.end()) return;
   claimed_inos_.erase(it->second);
   upper_inos_.erase(it);
+  Journaled(journal_->ForgetUpperIno(upper_ino));
 }
 
 int WritableFs::StatState(const State& state, const std::string& path, struct stat* out) {
@@ -355,6 +497,7 @@ int WritableFs::StatNode(Node* node, struct stat* out) {
     if (node->orphan.IsValid()) {
       if (fstat(node->orphan.get(), out) != 0) return Errno();
       out->st_ino = UpperIno(out->st_ino, node->state.origin);
+      if (node->orphan_in_work) out->st_nlink = 0;  // its one name is gone from the tree
       node->last = *out;
       return 0;
     }
@@ -379,13 +522,16 @@ bool WritableFs::Cacheable(const Node* node) const {
   return ln != nullptr && ln->nlink <= 1;
 }
 
-int WritableFs::MakeEntry(Node* parent, std::string_view name, const State& state, Entry* out) {
+int WritableFs::MakeEntry(Node* parent, std::string_view name, const State& state, Entry* out,
+                          bool created) {
   Node* node = nullptr;
+  bool fresh_node = false;
   auto it = parent->children.find(name);
   if (it != parent->children.end()) {
     node = it->second;
     node->state = state;
   } else {
+    fresh_node = true;
     auto fresh = std::make_unique<Node>();
     fresh->id = next_id_++;
     fresh->parent = parent;
@@ -401,6 +547,8 @@ int WritableFs::MakeEntry(Node* parent, std::string_view name, const State& stat
     return r;
   }
   node->lookups++;
+  Journaled(fresh_node ? journal_->NewNode(node->id, parent->id, node->name, created)
+                       : journal_->Lookup(node->id));
   out->id = node->id;
   out->cacheable = Cacheable(node);
   return 0;
@@ -409,7 +557,10 @@ int WritableFs::MakeEntry(Node* parent, std::string_view name, const State& stat
 void WritableFs::Detach(Node* node) {
   if (node == nullptr || node->id == 1) return;
   Node* parent = node->parent;
-  if (parent != nullptr) parent->children.erase(node->name);
+  if (parent != nullptr) {
+    parent->children.erase(node->name);
+    Journaled(journal_->Deleted(node->id));
+  }
   node->parent = nullptr;
   node->deleted = true;
   if (node->lookups == 0) nodes_.erase(node->id);

@@ -23,9 +23,21 @@
 // Copy-up (first change of a lower entry) creates the copy under a temporary name in the work
 // directory — on the same filesystem as the upper — and renames it into place, so a killed
 // daemon never leaves a half-copied file visible; the work directory is emptied when the next
-// WritableFs opens. The parent's times are restored after a copy-up, like overlayfs does. A
-// lower regular file with several names (a hardlink group) is copied up once and its other
-// visible names are linked to the copy, so the group stays one inode.
+// WritableFs of a new mount opens.
+//
+// Takeover (a kept mount, fs/fuse/takeover.h): what the kernel holds — ids with their lookup
+// counts, open handles, st_ino of upper inodes — is journaled in the work directory
+// (fs/writable/writable_journal.h) before each reply that hands it out, and a WritableFs
+// opened with `takeover` restores it from there instead of starting afresh. A file unlinked
+// (or renamed over) while open is moved into the work directory as the journal's
+// OrphanName(id) rather than removed, so that handles reopened by the next daemon still reach
+// its data; it is removed at the last release. A lock on the work directory (flock) keeps two
+// WritableFs from serving one work directory at once. Requests the dead daemon had read are
+// sent again by the kernel: an unlink, rmdir, rename, mkdir, mknod, symlink or O_EXCL create
+// that it had done last (the journal's last changes) is answered as done when it comes again
+// within kReplaySeconds, instead of ENOENT or EEXIST. The parent's times are restored after a
+// copy-up, like overlayfs does. A lower regular file with several names (a hardlink group) is
+// copied up once and its other visible names are linked to the copy, so the group stays one inode.
 //
 // Inodes: the FUSE-facing numbers ("ids") are per merged name (hardlinks get one id per
 // name), allocated at lookup and freed by Forget when the kernel's lookup count reaches zero
@@ -48,6 +60,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -62,6 +75,7 @@
 #include "base/unique_fd.h"
 #include "fs/core/filesystem.h"
 #include "fs/upper/upper_dir.h"
+#include "fs/writable/writable_journal.h"
 
 namespace imgfs::fs {
 
@@ -115,9 +129,13 @@ class WritableFs {
   // (only while its name still holds the directory made here). A fresh (empty) upper gets the lower
   // root's mode, owner and times, so the merged root looks like the image's. InvalidArgument when
   // the directories are unusable (EXDEV between them, no whiteout support), Io otherwise.
+  // `takeover`: the work directory of a daemon that died is not emptied; the state its
+  // journal records is restored (NotFound without a work directory or journal, Corrupt for a
+  // journal that does not load). Unavailable when another WritableFs holds the work directory.
   static Result<std::unique_ptr<WritableFs>> Open(const ImageFilesystem* lower,
                                                   const std::string& upper_dir,
-                                                  const std::string& work_dir);
+                                                  const std::string& work_dir,
+                                                  bool takeover = false);
   ~WritableFs();
   WritableFs(const WritableFs&) = delete;
   WritableFs& operator=(const WritableFs&) = delete;
@@ -182,6 +200,12 @@ class WritableFs {
   // Number of ids the kernel holds (root included); for tests of lookup counting.
   size_t node_count() const;
 
+  // For tests of takeover: the lookup count of `id` (0 if unknown), the st_ino a number of
+  // the upper's inodes is shown as (0 if none yet), and the ids of the open handles.
+  uint64_t lookup_count(uint64_t id) const;
+  uint64_t shown_ino(ino_t upper_ino) const;
+  std::map<uint64_t, uint64_t> handle_ids() const;
+
  private:
   struct Node;
   struct Handle;
@@ -203,13 +227,33 @@ class WritableFs {
   bool Cacheable(const Node* node) const IMGFS_REQUIRES(mu_);
   uint64_t UpperIno(ino_t upper_ino, uint32_t origin) IMGFS_REQUIRES(mu_);
   void ForgetUpperIno(ino_t upper_ino) IMGFS_REQUIRES(mu_);
-  int MakeEntry(Node* parent, std::string_view name, const State& state, Entry* out)
-      IMGFS_REQUIRES(mu_);
+  // `created`: the name was just made by the request (journaled so).
+  int MakeEntry(Node* parent, std::string_view name, const State& state, Entry* out,
+                bool created = false) IMGFS_REQUIRES(mu_);
   int Merged(const State& state, const std::string& path, std::vector<MergedDirEntry>* out)
       IMGFS_REQUIRES(mu_);
   std::string TempName() IMGFS_REQUIRES(mu_);
-  // Creates the work directory (work_path_) beside the upper; see the .cc.
-  Status MakeWorkDir();
+  // Creates the work directory (work_path_) beside the upper, or with `takeover` opens the
+  // one a dead daemon left; see the .cc.
+  Status MakeWorkDir(bool takeover);
+  // Rebuilds nodes, st_ino numbers and handles from journal_ (a takeover).
+  Status Restore() IMGFS_REQUIRES(mu_);
+  // Logs a journal write that failed (the journal then removes itself).
+  static void Journaled(const Status& st);
+  bool HasHandles(uint64_t id) const IMGFS_EXCLUDES(handles_mu_);
+  // Moves the upper file at `path` of `node` (open: HasHandles) into the work directory as
+  // its orphan, instead of removing it.
+  int KeepOrphan(Node* node, const std::string& path) IMGFS_REQUIRES(mu_);
+  // Requests sent again after a takeover: a name change the dead daemon had made last
+  // (journal's recent_changes, within kReplaySeconds of the takeover, each once) is answered
+  // as done instead of ENOENT/EEXIST.
+  Node* Replayed(char kind, uint64_t parent, std::string_view name, uint64_t new_parent,
+                 std::string_view new_name) IMGFS_REQUIRES(mu_);
+  // EEXIST, or the entry of a create sent again (its lookup not counted twice).
+  int ReplayCreate(uint64_t parent, std::string_view name, Entry* out) IMGFS_REQUIRES(mu_);
+  static constexpr int kReplaySeconds = 30;
+  // After the last release of `id`: removes its orphan, if it has one.
+  void DropOrphan(uint64_t id) IMGFS_EXCLUDES(mu_);
 
   // Copy-up.
   int EnsureUpperDir(const std::string& path) IMGFS_REQUIRES(mu_);
@@ -256,7 +300,9 @@ class WritableFs {
   const std::string upper_path_;
   const std::string work_path_;
   UniqueFd upper_fd_;
-  UniqueFd work_fd_;
+  UniqueFd work_fd_;  // flock(LOCK_EX) held for the life of this filesystem
+  // Internally synchronised; set by Open, never null after.
+  std::unique_ptr<WritableJournal> journal_;
   UniqueFd work_parent_fd_;  // O_PATH; the work dir is work_name_ in it
   std::string work_name_;
 
@@ -272,6 +318,8 @@ class WritableFs {
   std::unordered_map<uint64_t, ino_t> claimed_inos_ IMGFS_GUARDED_BY(mu_);
   uint64_t next_st_ino_ IMGFS_GUARDED_BY(mu_) = 0;
   uint64_t temp_counter_ IMGFS_GUARDED_BY(mu_) = 0;
+  std::vector<WritableJournal::Change> replays_ IMGFS_GUARDED_BY(mu_);
+  std::chrono::steady_clock::time_point replay_until_ IMGFS_GUARDED_BY(mu_);
   // Counts the times a name known to the kernel moved from the lower to the upper: a read
   // handle opened on a lower file looks for an upper copy only when it changed (lock-free
   // reads of unchanged image files).

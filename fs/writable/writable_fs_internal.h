@@ -6,6 +6,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
@@ -76,6 +77,7 @@ struct WritableFs::Node {
   State state;
   bool deleted = false;
   UniqueFd orphan;  // deleted upper file: an O_PATH descriptor, for getattr of open files
+  bool orphan_in_work = false;  // its data is the work directory's OrphanName(id)
   struct stat last {};
   std::map<std::string, Node*, std::less<>> children;
 };

@@ -16,6 +16,7 @@
 // chown to another id working (what apt-get needs), the exit status passed through, nothing
 // left mounted; and the error that says how to add a missing range.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -38,6 +39,7 @@
 #include "fs/fuse/mount_access.h"
 #include "tests/support/e2e_fixture.h"
 #include "tests/support/mount_support.h"
+#include "tests/support/run_support.h"
 #include "tests/support/tree_compare.h"
 #include "tests/support/unprivileged.h"
 
@@ -305,6 +307,51 @@ TEST_F(RootlessTest, WritableMountMarksOpaqueDirectoriesWithUserXattrs) {
   EXPECT_EQ(*committed_tree, "z | hi");
   ProcessResult unmounted_image = UserImgfs({"umount", mnt2});
   EXPECT_EQ(unmounted_image.exit_code, 0) << unmounted_image.Describe();
+}
+
+// A user's copy-on-write mount (the fuse driver, the default without root) is kept: its
+// daemon killed three times, each time the next one takes over, and every file the user
+// wrote and fsync'ed before a kill is there after it; the temporary upper goes at umount.
+TEST_F(RootlessTest, AWritableMountOutlivesKilledDaemons) {
+  const std::string ref = Push("tiny-gzip", "rootless/rwkill:1");
+  ASSERT_FALSE(ref.empty());
+  ASSERT_NO_FATAL_FAILURE(OpenDevFuse());
+  ProcessResult mounted = UserImgfs({"mount", "--rw", ref, Mnt()});
+  ASSERT_EQ(mounted.exit_code, 0) << mounted.Describe();
+  const pid_t keeper = MountDaemonPid(UserStore(), Mnt());  // the lease names the keeper
+  ASSERT_GT(keeper, 0);
+  const std::string m = Mnt();
+  std::string want;
+  for (int round = 0; round < 3; ++round) {
+    pid_t daemon = 0;
+    ASSERT_TRUE(WaitFor([&] { return (daemon = ChildOf(keeper)) != 0; }, 60)) << round;
+    const std::string name = m + "/etc/round-" + std::to_string(round);
+    Result<std::string> wrote = CallAsUser(user_, [&] {
+      const std::string text = "round " + std::to_string(round) + "\n";
+      int fd = ::open(name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+      if (fd < 0) return "ERROR open: " + std::string(std::strerror(errno));
+      bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
+                ::fsync(fd) == 0;
+      ::close(fd);
+      return ok ? std::string("ok") : "ERROR write: " + std::string(std::strerror(errno));
+    });
+    ASSERT_TRUE(wrote.has_value()) << wrote.error().ToString();
+    ASSERT_EQ(*wrote, "ok") << round;
+    want += "round " + std::to_string(round) + "\n";
+    ASSERT_EQ(::kill(daemon, SIGKILL), 0);
+    ASSERT_TRUE(WaitFor([&] { return ChildOf(keeper) != 0 && ChildOf(keeper) != daemon; }, 120))
+        << "no daemon took the mount over after kill " << round;
+  }
+  Result<std::string> seen = CallAsUser(user_, [&] {
+    return ReadAll(m + "/etc/round-0") + ReadAll(m + "/etc/round-1") + ReadAll(m + "/etc/round-2");
+  });
+  ASSERT_TRUE(seen.has_value()) << seen.error().ToString();
+  EXPECT_EQ(*seen, want);
+  ProcessResult unmounted = UserImgfs({"umount", Mnt()});
+  ASSERT_EQ(unmounted.exit_code, 0) << unmounted.Describe();
+  EXPECT_TRUE(WaitFor([&] { return !ProcessRuns(keeper); }, 60)) << "the keeper still runs";
+  EXPECT_TRUE(ListFilesRecursive(UserStore() + "/containers").empty())
+      << "the temporary upper goes with the mount";
 }
 
 TEST_F(RootlessTest, StoreFollowsXdgDataHome) {

@@ -384,15 +384,6 @@ TEST_F(TakeoverTest, ARestartRunsTheBinaryInstalledNow) {
   EXPECT_TRUE(WaitFor([&] { return !ProcessRuns(keeper); }, 30)) << "the keeper still runs";
 }
 
-TEST_F(TakeoverTest, ARestartOfAWritableMountIsRefused) {
-  MountOrDie({"--rw", "--driver", "fuse", "oci:" + FixturePath("tiny-gzip:latest")});
-  ProcessResult r = Imgfs({"mount", "--restart", Mnt()}, 120);
-  EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.err.find("writable"), std::string::npos) << r.err;
-  struct stat st {};
-  EXPECT_EQ(stat((Mnt() + "/data/random.bin").c_str(), &st), 0) << "the mount goes on";
-}
-
 // Unmounts (lazily) what a test mounted over its imgfs mount, also when the test fails early.
 class ScopedMounts {
  public:

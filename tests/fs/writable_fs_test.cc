@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -217,8 +218,18 @@ TEST_F(WritableFsTest, CreateWriteAndReadBack) {
   struct stat parent = UpperStat("etc");
   EXPECT_TRUE(S_ISDIR(parent.st_mode));
   EXPECT_EQ(parent.st_mode & 07777, 0755u);
-  EXPECT_EQ(wfs_->Create(Walk("etc"), "new.conf", S_IFREG | 0640, O_WRONLY, caller_, &e, &fh),
-            EEXIST);
+  EXPECT_EQ(
+      wfs_->Create(Walk("etc"), "new.conf", S_IFREG | 0640, O_WRONLY | O_EXCL, caller_, &e, &fh),
+      EEXIST);
+  // Without O_EXCL, an existing name is opened (a create sent again after a takeover).
+  Entry again;
+  ASSERT_EQ(wfs_->Create(Walk("etc"), "new.conf", S_IFREG | 0640, O_RDONLY, caller_, &again, &fh),
+            0);
+  EXPECT_EQ(again.id, e.id);
+  std::string data;
+  ASSERT_EQ(wfs_->Read(fh, 0, 100, &data), 0);
+  EXPECT_EQ(data.size(), 6u);
+  wfs_->Release(fh);
 }
 
 TEST_F(WritableFsTest, CopyUpKeepsDataMetadataXattrsAndInode) {
@@ -551,8 +562,8 @@ TEST_F(WritableFsTest, ChangesPersistAcrossReopenAndWorkLeftoversAreRemoved) {
   ASSERT_TRUE(WriteFileAtomic(wfs_->work_dir() + "/tmp-1-1", "partial").ok());
   std::string work = wfs_->work_dir();
   Reopen();
-  EXPECT_EQ(testing::ListFilesRecursive(work), std::vector<std::string>{"whiteout"})
-      << "only the fresh shared whiteout";
+  EXPECT_EQ(testing::ListFilesRecursive(work), (std::vector<std::string>{"journal", "whiteout"}))
+      << "only the fresh journal and shared whiteout";
   EXPECT_EQ(List(""), root);
   EXPECT_EQ(List("etc/motd"), motd);
   EXPECT_TRUE(motd.empty());
@@ -811,6 +822,203 @@ TEST_F(WritableFsTest, CopiedUpDirectoryKeepsItsAttributesAndIsInvalidated) {
         << dirs[i] << " copied up without an invalidation";
   }
   EXPECT_TRUE(WritableFs::TakeInvalidations().empty());
+}
+
+// What a daemon handed the kernel, observed by the daemon itself just before it dies.
+struct Handed {
+  uint64_t node_count = 0;
+  uint64_t ids[6] = {};  // etc, etc/passwd, d, moved (was d/f), d/g (unlinked), etc/os-release
+  uint64_t lookups[6] = {};
+  uint64_t st_inos[6] = {};
+  uint64_t fhs[4] = {};  // moved (rw), d/g (rw, unlinked), etc/passwd (ro), etc/os-release (rw)
+};
+
+// A daemon killed (here: a child process ending with _exit, so nothing is cleaned up and its
+// descriptors and work-directory lock go as a kill's do), and the next one opening the same
+// work directory with `takeover`: every id, lookup count, st_ino and handle resolves the same,
+// an unlinked open file's data is still there, and the counts end at zero.
+TEST_F(WritableFsTest, TakeoverRestoresIdsCountsInodesAndHandles) {
+  wfs_.reset();
+  const std::string work = dir_.Sub("work");
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(fds[0]);
+    auto run = [&]() -> bool {
+      Result<std::unique_ptr<WritableFs>> w =
+          WritableFs::Open(TinyImage::Get().fs(), Upper(), work);
+      if (!w.has_value()) return false;
+      wfs_ = std::move(*w);
+      Handed h;
+      Entry e;
+      h.ids[0] = Walk("etc");
+      h.ids[1] = Walk("etc/passwd");
+      if (wfs_->Mkdir(1, "d", 0755, caller_, &e) != 0) return false;
+      h.ids[2] = e.id;
+      size_t n = 0;
+      if (wfs_->Create(h.ids[2], "f", 0644, O_RDWR, caller_, &e, &h.fhs[0]) != 0) return false;
+      h.ids[3] = e.id;
+      if (wfs_->Write(h.fhs[0], 0, "hello", 5, &n) != 0) return false;
+      if (wfs_->Create(h.ids[2], "g", 0644, O_RDWR, caller_, &e, &h.fhs[1]) != 0) return false;
+      h.ids[4] = e.id;
+      if (wfs_->Write(h.fhs[1], 0, "gone data", 9, &n) != 0) return false;
+      if (wfs_->Unlink(h.ids[2], "g") != 0) return false;
+      if (wfs_->Rename(h.ids[2], "f", 1, "moved", 0) != 0) return false;
+      bool cacheable = false;
+      if (wfs_->Open(h.ids[1], O_RDONLY, &h.fhs[2], &cacheable) != 0) return false;
+      h.ids[5] = Walk("etc/os-release");
+      if (wfs_->Open(h.ids[5], O_RDWR, &h.fhs[3], &cacheable) != 0) return false;
+      if (wfs_->Write(h.fhs[3], 0, "X", 1, &n) != 0) return false;
+      const uint64_t home = Walk("home");
+      wfs_->Forget(home, 1);
+      for (int i = 0; i < 6; ++i) {
+        struct stat st {};
+        if (wfs_->GetAttr(h.ids[i], &st, &cacheable) != 0) return false;
+        h.st_inos[i] = st.st_ino;
+        h.lookups[i] = wfs_->lookup_count(h.ids[i]);
+      }
+      h.node_count = wfs_->node_count();
+      return write(fds[1], &h, sizeof(h)) == static_cast<ssize_t>(sizeof(h));
+    };
+    _exit(run() ? 0 : 1);  // no destructor runs: the daemon was killed
+  }
+  close(fds[1]);
+  Handed h;
+  const ssize_t got = read(fds[0], &h, sizeof(h));
+  close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_EQ(got, static_cast<ssize_t>(sizeof(h)));
+
+  Result<std::unique_ptr<WritableFs>> w =
+      WritableFs::Open(TinyImage::Get().fs(), Upper(), work, /*takeover=*/true);
+  ASSERT_TRUE(w.has_value()) << w.error().ToString();
+  wfs_ = std::move(*w);
+  // One WritableFs per work directory.
+  Result<std::unique_ptr<WritableFs>> second =
+      WritableFs::Open(TinyImage::Get().fs(), Upper(), work, /*takeover=*/true);
+  ASSERT_FALSE(second.has_value());
+  EXPECT_EQ(second.error().code(), StatusCode::kUnavailable);
+
+  EXPECT_EQ(wfs_->node_count(), h.node_count);
+  for (int i = 0; i < 6; ++i) {
+    struct stat st {};
+    bool cacheable = false;
+    ASSERT_EQ(wfs_->GetAttr(h.ids[i], &st, &cacheable), 0) << i;
+    EXPECT_EQ(st.st_ino, h.st_inos[i]) << i;
+    EXPECT_EQ(wfs_->lookup_count(h.ids[i]), h.lookups[i]) << i;
+  }
+  const std::map<uint64_t, uint64_t> handles = wfs_->handle_ids();
+  EXPECT_EQ(
+      handles,
+      (std::map<uint64_t, uint64_t>{
+          {h.fhs[0], h.ids[3]}, {h.fhs[1], h.ids[4]}, {h.fhs[2], h.ids[1]}, {h.fhs[3], h.ids[5]}}));
+  std::string data;
+  ASSERT_EQ(wfs_->Read(h.fhs[0], 0, 100, &data), 0);
+  EXPECT_EQ(data, "hello");
+  ASSERT_EQ(wfs_->Read(h.fhs[1], 0, 100, &data), 0);
+  EXPECT_EQ(data, "gone data") << "the unlinked open file's data";
+  ASSERT_EQ(wfs_->Read(h.fhs[2], 0, 5, &data), 0);
+  EXPECT_EQ(data, ReadAllOf("etc/passwd").substr(0, 5)) << "a handle reading the image";
+  size_t n = 0;
+  ASSERT_EQ(wfs_->Write(h.fhs[3], 1, "Y", 1, &n), 0);
+  ASSERT_EQ(wfs_->Fsync(h.fhs[3], false), 0);
+  ASSERT_EQ(wfs_->Read(h.fhs[3], 0, 2, &data), 0);
+  EXPECT_EQ(data, "XY");
+  Entry e;
+  ASSERT_EQ(wfs_->Lookup(1, "moved", &e), 0);
+  EXPECT_EQ(e.id, h.ids[3]);
+  EXPECT_EQ(e.attr.st_ino, h.st_inos[3]);
+  wfs_->Forget(e.id, 1);
+  EXPECT_EQ(wfs_->Lookup(h.ids[2], "g", &e), ENOENT);
+  Entry fresh;
+  ASSERT_EQ(wfs_->Mkdir(1, "new", 0755, caller_, &fresh), 0);
+  EXPECT_GT(fresh.id, *std::max_element(std::begin(h.ids), std::end(h.ids)));
+  EXPECT_NE(fresh.attr.st_ino, h.st_inos[2]);
+  uint64_t fh = 0;
+  bool cacheable = false;
+  ASSERT_EQ(wfs_->Open(h.ids[3], O_RDONLY, &fh, &cacheable), 0);
+  EXPECT_GT(fh, h.fhs[3]);
+  wfs_->Release(fh);
+
+  // The last release of the unlinked file removes its data; forgetting every lookup frees
+  // every id (nothing leaked, nothing went below zero).
+  const std::string orphan = work + "/" + WritableJournal::OrphanName(h.ids[4]);
+  EXPECT_TRUE(std::filesystem::exists(orphan));
+  for (int i = 0; i < 4; ++i) wfs_->Release(h.fhs[i]);
+  EXPECT_FALSE(std::filesystem::exists(orphan));
+  wfs_->Forget(fresh.id, 1);
+  for (int i = 5; i >= 0; --i) wfs_->Forget(h.ids[i], wfs_->lookup_count(h.ids[i]));
+  EXPECT_EQ(wfs_->node_count(), 1u);
+  EXPECT_EQ(ReadAllOf("moved"), "hello");
+}
+
+// Requests the dead daemon did last but never answered come again after the takeover: they
+// are answered as done (once), not with ENOENT or EEXIST, and a create's lookup is not
+// counted twice.
+TEST_F(WritableFsTest, RequestsSentAgainAfterATakeoverAreAnsweredAsDone) {
+  wfs_.reset();
+  const std::string work = dir_.Sub("work");
+  uint64_t made[3] = {};  // mkdir'd id, its lookups, created file id
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(fds[0]);
+    auto run = [&]() -> bool {
+      Result<std::unique_ptr<WritableFs>> w =
+          WritableFs::Open(TinyImage::Get().fs(), Upper(), work);
+      if (!w.has_value()) return false;
+      wfs_ = std::move(*w);
+      Entry e;
+      uint64_t fh = 0;
+      if (wfs_->Create(1, "gone", 0644, O_WRONLY, caller_, &e, &fh) != 0) return false;
+      wfs_->Release(fh);
+      if (wfs_->Create(1, "moving", 0644, O_WRONLY, caller_, &e, &fh) != 0) return false;
+      wfs_->Release(fh);
+      if (wfs_->Mkdir(1, "made", 0755, caller_, &e) != 0) return false;
+      made[0] = e.id;
+      made[1] = wfs_->lookup_count(e.id);
+      if (wfs_->Create(1, "excl", 0644, O_WRONLY | O_EXCL, caller_, &e, &fh) != 0) return false;
+      made[2] = e.id;
+      if (wfs_->Unlink(1, "gone") != 0) return false;
+      if (wfs_->Rename(1, "moving", 1, "moved", 0) != 0) return false;
+      return write(fds[1], made, sizeof(made)) == static_cast<ssize_t>(sizeof(made));
+    };
+    _exit(run() ? 0 : 1);
+  }
+  close(fds[1]);
+  const ssize_t got = read(fds[0], made, sizeof(made));
+  close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_EQ(got, static_cast<ssize_t>(sizeof(made)));
+  Result<std::unique_ptr<WritableFs>> w =
+      WritableFs::Open(TinyImage::Get().fs(), Upper(), work, /*takeover=*/true);
+  ASSERT_TRUE(w.has_value()) << w.error().ToString();
+  wfs_ = std::move(*w);
+
+  Entry e;
+  EXPECT_EQ(wfs_->Mkdir(1, "made", 0755, caller_, &e), 0);
+  EXPECT_EQ(e.id, made[0]);
+  EXPECT_EQ(wfs_->lookup_count(made[0]), made[1]) << "the answered lookup was counted once";
+  uint64_t fh = 0;
+  EXPECT_EQ(wfs_->Create(1, "excl", 0644, O_WRONLY | O_EXCL, caller_, &e, &fh), 0);
+  EXPECT_EQ(e.id, made[2]);
+  wfs_->Release(fh);
+  EXPECT_EQ(wfs_->Unlink(1, "gone"), 0);
+  EXPECT_EQ(wfs_->Rename(1, "moving", 1, "moved", 0), 0);
+  // Once only: the same requests made anew get the usual answers.
+  EXPECT_EQ(wfs_->Mkdir(1, "made", 0755, caller_, &e), EEXIST);
+  EXPECT_EQ(wfs_->Create(1, "excl", 0644, O_WRONLY | O_EXCL, caller_, &e, &fh), EEXIST);
+  EXPECT_EQ(wfs_->Unlink(1, "gone"), ENOENT);
+  EXPECT_EQ(wfs_->Rename(1, "moving", 1, "moved", 0), ENOENT);
+  EXPECT_EQ(ReadAllOf("moved"), "");
 }
 
 }  // namespace

@@ -1,0 +1,186 @@
+// imgfs — the journal of what the kernel holds of a WritableFs, kept where a daemon that takes
+// a `--rw --driver fuse` mount over (fs/fuse/takeover.h) finds it again.
+//
+// The kernel keeps node ids, lookup counts and open file handles across a daemon's death; a
+// WritableFs allocates all three as it goes (fs/writable/writable_fs.h), and numbers the
+// upper's inodes (st_ino) in the order it first sees them. So every change of that state is
+// appended to this journal before the reply that hands it to the kernel, and a new daemon
+// reads it back (Resume) and opens its WritableFs with the same ids, counts, handles and
+// st_ino numbers. The journal holds the node table (id → parent id and name, moved by rename,
+// detached by unlink), not the state of each name: that is in the upper, read again.
+//
+// The journal is the file "journal" of the mount's work directory (0700, private to the mount,
+// on the upper's filesystem, emptied only when a mount starts afresh). It grows by one line per
+// event and is compacted — a snapshot of the state written to "journal.new" and renamed over
+// it — when it has grown well beyond its last snapshot, so its size follows the state's.
+//
+// Lines (text, one write(2) each; numbers decimal; NAME is the name's bytes in lowercase hex):
+//   S <next id> <next fh> <next st_ino>   counters (first line of a snapshot; only raise them)
+//   N <id> <parent> <lookups> <NAME>      a new id, child NAME of parent (0: a deleted name)
+//   A <id> <parent> <lookups> <NAME>      the same, for a name the request created
+//   L <id>                                one more kernel lookup
+//   F <id> <n>                            n lookups forgotten
+//   M <id> <parent> <NAME>                renamed
+//   D <id>                                its name deleted (the id lives while looked up)
+//   O <id> / Q <id>                       the data of deleted id kept in the work directory
+//                                         as OrphanName(id) for open handles / removed
+//   I <upper st_ino> <st_ino>             the number shown for an upper inode
+//   J <upper st_ino>                      that number forgotten (the inode is gone)
+//   H <fh> <id> <flags> <lower>           a handle opened with open(2) flags (lower: the
+//                                         image inode it reads while not copied up, or 0)
+//   C <fh>                                a handle released
+//   E 0                                   the end of a snapshot
+// An id is freed as the WritableFs frees it: when nothing looks it up and nothing lives below
+// it (nor is open: the kernel releases a file before it forgets it). A last line without its
+// newline is what a daemon killed in the middle of a write leaves: its reply never reached the
+// kernel; it is dropped.
+//
+// The file is treated as hostile on load (another process of the mount's owner could have
+// written it): bounded size, every field checked, names checked as a lookup checks them, ids
+// referring only to recorded ones, no cycles; Corrupt otherwise.
+//
+// A write that fails (ENOSPC) makes the journal useless: it is removed, so a later takeover
+// fails (the mount then answers EIO, fs/fuse/takeover.h) rather than serve wrong ids.
+//
+// Thread-safety: the recording methods may be called from any thread (one internal lock,
+// held across the write so that events reach the file in order). The read accessors (nodes(),
+// handles(), ...) are for the WritableFs that restores itself, before it is shared.
+#ifndef IMGFS_FS_WRITABLE_WRITABLE_JOURNAL_H_
+#define IMGFS_FS_WRITABLE_WRITABLE_JOURNAL_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "base/mutex.h"
+#include "base/status.h"
+#include "base/unique_fd.h"
+
+namespace imgfs::fs {
+
+class WritableJournal {
+ public:
+  struct NodeRecord {
+    uint64_t parent = 0;  // 0: deleted (detached)
+    std::string name;
+    uint64_t lookups = 0;
+    uint64_t children = 0;  // live ids whose parent this is
+    uint64_t handles = 0;   // open handles of it (an id is not freed while open)
+  };
+  struct HandleRecord {
+    uint64_t id = 0;
+    int flags = 0;
+    uint64_t lower = 0;
+  };
+
+  // A journal in memory only (tests, the fuzz target).
+  WritableJournal();
+  ~WritableJournal();
+  WritableJournal(const WritableJournal&) = delete;
+  WritableJournal& operator=(const WritableJournal&) = delete;
+
+  // A fresh journal in the directory `dir_fd` (not owned; outlives this): "journal" created
+  // or truncated. Io when it cannot be written.
+  static Result<std::unique_ptr<WritableJournal>> Create(int dir_fd);
+  // The journal an earlier daemon left in `dir_fd`, read back (an unfinished last line is cut
+  // off). NotFound when there is none, Corrupt when it does not load.
+  static Result<std::unique_ptr<WritableJournal>> Resume(int dir_fd);
+
+  // What Resume does after reading (tests, fuzz target): applies the lines of `text`.
+  Status LoadText(std::string_view text);
+
+  // Events. Each is checked as a loaded line is (Internal when it does not apply: a bug of
+  // the caller), applied, and written.
+  // `created`: the name was made by the request (A line), not found by a lookup (N line).
+  Status NewNode(uint64_t id, uint64_t parent, std::string_view name, bool created = false);
+  Status Lookup(uint64_t id);
+  Status Forget(uint64_t id, uint64_t nlookup);
+  Status Move(uint64_t id, uint64_t parent, std::string_view name);
+  Status Deleted(uint64_t id);
+  Status Orphan(uint64_t id, bool kept);
+  Status UpperIno(uint64_t upper_ino, uint64_t st_ino);
+  Status ForgetUpperIno(uint64_t upper_ino);
+  Status Opened(uint64_t fh, uint64_t id, int flags, uint64_t lower);
+  Status Released(uint64_t fh);
+
+  // The last name changes a loaded journal ends with (at most kRecentChanges, oldest first):
+  // what the dead daemon may have done without answering (the kernel then sends the request
+  // again; fs/writable/writable_fs.h answers it as done).
+  struct Change {
+    char kind = 0;  // 'A' created, 'D' deleted, 'M' renamed
+    uint64_t id = 0;
+    uint64_t parent = 0;  // where it was created, deleted or renamed from
+    std::string name;
+    uint64_t new_parent = 0;  // 'M': where it went
+    std::string new_name;
+  };
+  const std::vector<Change>& recent_changes() const IMGFS_NO_THREAD_SAFETY_ANALYSIS {
+    return recent_;
+  }
+  static constexpr size_t kRecentChanges = 64;
+
+  // The state (root, id 1, is implied and not listed).
+  const std::map<uint64_t, NodeRecord>& nodes() const IMGFS_NO_THREAD_SAFETY_ANALYSIS {
+    return nodes_;
+  }
+  const std::map<uint64_t, HandleRecord>& handles() const IMGFS_NO_THREAD_SAFETY_ANALYSIS {
+    return handles_;
+  }
+  const std::map<uint64_t, uint64_t>& upper_inos() const IMGFS_NO_THREAD_SAFETY_ANALYSIS {
+    return upper_inos_;
+  }
+  const std::set<uint64_t>& orphans() const IMGFS_NO_THREAD_SAFETY_ANALYSIS { return orphans_; }
+  uint64_t next_id() const;
+  uint64_t next_fh() const;
+  uint64_t next_st_ino() const;
+
+  // The state as snapshot lines (what compaction writes; loading it gives the same state).
+  std::string Snapshot() const;
+
+  // The work-directory name of a deleted id's data kept for open handles.
+  static std::string OrphanName(uint64_t id) { return "orphan-" + std::to_string(id); }
+
+  static constexpr char kFileName[] = "journal";
+  static constexpr size_t kMaxJournalBytes = size_t{64} << 20;
+  // Compaction once the file is this large and twice its last snapshot.
+  static constexpr size_t kCompactBytes = size_t{1} << 20;
+
+ private:
+  explicit WritableJournal(int dir_fd, UniqueFd fd);
+  Status Record(const std::string& line) IMGFS_EXCLUDES(mu_);
+  Status ParseLine(std::string_view line) IMGFS_REQUIRES(mu_);
+  Status Compact() IMGFS_REQUIRES(mu_);
+  std::string SnapshotLocked() const IMGFS_REQUIRES(mu_);
+  void MaybeFree(uint64_t id) IMGFS_REQUIRES(mu_);
+  bool Live(uint64_t id) const IMGFS_REQUIRES(mu_);      // recorded (or the root)
+  bool Attached(uint64_t id) const IMGFS_REQUIRES(mu_);  // recorded with a name
+  void Break(const Status& why) IMGFS_REQUIRES(mu_);
+
+  const int dir_fd_ = -1;
+  mutable Mutex mu_;
+  UniqueFd fd_ IMGFS_GUARDED_BY(mu_);
+  bool broken_ IMGFS_GUARDED_BY(mu_) = false;
+  size_t bytes_ IMGFS_GUARDED_BY(mu_) = 0;
+  size_t snapshot_bytes_ IMGFS_GUARDED_BY(mu_) = 0;
+  std::map<uint64_t, NodeRecord> nodes_ IMGFS_GUARDED_BY(mu_);
+  std::map<std::pair<uint64_t, std::string>, uint64_t, std::less<>> names_ IMGFS_GUARDED_BY(mu_);
+  std::map<uint64_t, HandleRecord> handles_ IMGFS_GUARDED_BY(mu_);
+  std::map<uint64_t, uint64_t> upper_inos_ IMGFS_GUARDED_BY(mu_);  // upper ino → st_ino
+  std::set<uint64_t> claimed_ IMGFS_GUARDED_BY(mu_);               // st_inos given
+  std::set<uint64_t> orphans_ IMGFS_GUARDED_BY(mu_);
+  uint64_t next_id_ IMGFS_GUARDED_BY(mu_) = 2;
+  uint64_t next_fh_ IMGFS_GUARDED_BY(mu_) = 1;
+  uint64_t next_st_ino_ IMGFS_GUARDED_BY(mu_) = 1;
+  bool loading_ IMGFS_GUARDED_BY(mu_) = false;
+  std::vector<Change> recent_ IMGFS_GUARDED_BY(mu_);
+};
+
+}  // namespace imgfs::fs
+
+#endif  // IMGFS_FS_WRITABLE_WRITABLE_JOURNAL_H_

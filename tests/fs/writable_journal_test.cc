@@ -1,0 +1,132 @@
+// imgfs — unit tests of WritableJournal (fs/writable/writable_journal.h): the events a
+// WritableFs records, read back from the file as a daemon taking the mount over reads them,
+// compaction, a line cut by a kill, and hostile journals.
+#include "fs/writable/writable_journal.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "base/file_util.h"
+#include "base/unique_fd.h"
+#include "tests/support/temp_dir.h"
+
+namespace imgfs::fs {
+namespace {
+
+class WritableJournalTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_fd_ = UniqueFd(open(dir_.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    ASSERT_TRUE(dir_fd_.IsValid());
+  }
+  std::string JournalText() const {
+    Result<std::string> text = ReadFile(dir_.path() + "/journal");
+    return text.has_value() ? *text : "<unreadable>";
+  }
+  testing::TempDir dir_;
+  UniqueFd dir_fd_;
+};
+
+TEST_F(WritableJournalTest, EventsAreReadBackByTheNextDaemon) {
+  {
+    Result<std::unique_ptr<WritableJournal>> j = WritableJournal::Create(dir_fd_.get());
+    ASSERT_TRUE(j.has_value()) << j.error().ToString();
+    WritableJournal& w = **j;
+    ASSERT_TRUE(w.NewNode(2, 1, "dir").ok());
+    ASSERT_TRUE(w.NewNode(3, 2, "a file\nwith a newline").ok());
+    ASSERT_TRUE(w.Lookup(3).ok());
+    ASSERT_TRUE(w.NewNode(4, 1, "gone").ok());
+    ASSERT_TRUE(w.Opened(1, 4, O_RDWR, 0).ok());
+    ASSERT_TRUE(w.Deleted(4).ok());
+    ASSERT_TRUE(w.Orphan(4, true).ok());
+    ASSERT_TRUE(w.Move(3, 1, "moved").ok());
+    ASSERT_TRUE(w.UpperIno(1234, 17).ok());
+    ASSERT_TRUE(w.Opened(2, 3, O_RDONLY, 9).ok());
+    ASSERT_TRUE(w.Forget(2, 1).ok());  // dir: nothing below any more, freed
+    // Not applicable: an Internal error, nothing written.
+    EXPECT_EQ(w.Lookup(99).code(), StatusCode::kInternal);
+    EXPECT_EQ(w.Move(3, 1, "..").code(), StatusCode::kInternal);
+  }  // dropped without any cleanup, as a kill would
+  Result<std::unique_ptr<WritableJournal>> r = WritableJournal::Resume(dir_fd_.get());
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  const WritableJournal& j = **r;
+  EXPECT_FALSE(j.nodes().contains(2));
+  ASSERT_TRUE(j.nodes().contains(3));
+  EXPECT_EQ(j.nodes().at(3).parent, 1u);
+  EXPECT_EQ(j.nodes().at(3).name, "moved");
+  EXPECT_EQ(j.nodes().at(3).lookups, 2u);
+  ASSERT_TRUE(j.nodes().contains(4));
+  EXPECT_EQ(j.nodes().at(4).parent, 0u);
+  EXPECT_TRUE(j.orphans().contains(4));
+  EXPECT_EQ(j.upper_inos().at(1234), 17u);
+  ASSERT_EQ(j.handles().size(), 2u);
+  EXPECT_EQ(j.handles().at(1).id, 4u);
+  EXPECT_EQ(j.handles().at(1).flags, O_RDWR);
+  EXPECT_EQ(j.handles().at(2).lower, 9u);
+  EXPECT_EQ(j.next_id(), 5u);
+  EXPECT_EQ(j.next_fh(), 3u);
+  EXPECT_EQ(j.next_st_ino(), 18u);
+}
+
+TEST_F(WritableJournalTest, ALineCutByAKillIsDropped) {
+  ASSERT_TRUE(WriteFileAtomic(dir_.path() + "/journal", "N 2 1 1 61\nN 3 1 1 6", 0600).ok());
+  Result<std::unique_ptr<WritableJournal>> r = WritableJournal::Resume(dir_fd_.get());
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_TRUE((*r)->nodes().contains(2));
+  EXPECT_FALSE((*r)->nodes().contains(3));
+  ASSERT_TRUE((*r)->NewNode(3, 1, "b").ok());  // appended after the last whole line
+  EXPECT_EQ(JournalText(), "N 2 1 1 61\nN 3 1 1 62\n");
+}
+
+TEST_F(WritableJournalTest, GrowthIsCompactedIntoASnapshot) {
+  Result<std::unique_ptr<WritableJournal>> j = WritableJournal::Create(dir_fd_.get());
+  ASSERT_TRUE(j.has_value());
+  ASSERT_TRUE((*j)->NewNode(2, 1, "f").ok());
+  for (int i = 0; i < 200000; ++i) {
+    ASSERT_TRUE((*j)->Lookup(2).ok());
+    ASSERT_TRUE((*j)->Forget(2, 1).ok());
+  }
+  const std::string text = JournalText();
+  EXPECT_LT(text.size(), WritableJournal::kCompactBytes * 2 + 4096);
+  Result<std::unique_ptr<WritableJournal>> r = WritableJournal::Resume(dir_fd_.get());
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ((*r)->nodes().at(2).lookups, 1u);
+  EXPECT_EQ((*r)->Snapshot(), (*j)->Snapshot());
+}
+
+TEST_F(WritableJournalTest, HostileJournalsAreCorrupt) {
+  for (const char* text : {
+           "N 2 7 1 61\n",                        // unknown parent
+           "N 2 1 1 2f\n",                        // a name with '/'
+           "N 2 1 1 2e2e\n",                      // ".."
+           "N 2 1 1 61\nN 3 1 1 61\n",            // one name, two ids
+           "N 2 1 1 61\nN 3 2 1 62\nM 2 3 63\n",  // a directory moved below itself
+           "L 5\n",                               // unknown id
+           "H 1 9 0 0\n",                         // handle of an unknown id
+           "C 1\n",                               // release of nothing
+           "I 5 3\nI 6 3\n",                      // one st_ino for two inodes
+           "X 1\n",                               // unknown line
+           "N 2 1 1 61 extra\n",                  // too many fields
+           "N 2 1 -1 61\n",                       // not a number
+       }) {
+    ASSERT_TRUE(WriteFileAtomic(dir_.path() + "/journal", text, 0600).ok());
+    Result<std::unique_ptr<WritableJournal>> r = WritableJournal::Resume(dir_fd_.get());
+    ASSERT_FALSE(r.has_value()) << text;
+    EXPECT_EQ(r.error().code(), StatusCode::kCorrupt) << text;
+  }
+  unlink((dir_.path() + "/journal").c_str());
+  ASSERT_EQ(symlink("/etc/passwd", (dir_.path() + "/journal").c_str()), 0);
+  EXPECT_FALSE(WritableJournal::Resume(dir_fd_.get()).has_value());
+  unlink((dir_.path() + "/journal").c_str());
+  Result<std::unique_ptr<WritableJournal>> none = WritableJournal::Resume(dir_fd_.get());
+  ASSERT_FALSE(none.has_value());
+  EXPECT_EQ(none.error().code(), StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace imgfs::fs
