@@ -72,11 +72,7 @@ struct LayerStoreRequest {
 // options (credentials included: never on a command line) and the request.
 std::string EncodeConfig(const GlobalOptions& global, const LayerStoreRequest& req) {
   nlohmann::json j;
-  j["root"] = global.root;
-  j["insecure_registries"] = global.insecure_registries;
-  j["ca_certs"] = global.ca_certs;
-  j["creds"] = global.creds;
-  j["log_level"] = static_cast<int>(GetLogLevel());
+  EncodeGlobalOptions(global, &j);
   j["dir"] = req.dir;
   j["fetch_timeout_seconds"] = req.fetch_timeout_seconds;
   j["debug"] = req.debug;
@@ -87,16 +83,8 @@ std::string EncodeConfig(const GlobalOptions& global, const LayerStoreRequest& r
 Status DecodeConfig(const std::string& text, GlobalOptions* global, LayerStoreRequest* req) {
   auto j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return Status::Corrupt("a daemon configuration");
+  IMGFS_RETURN_IF_ERROR(DecodeGlobalOptions(j, global));
   try {
-    global->root = j.at("root").get<std::string>();
-    global->insecure_registries = j.at("insecure_registries").get<std::vector<std::string>>();
-    global->ca_certs = j.at("ca_certs").get<std::vector<std::string>>();
-    global->creds = j.at("creds").get<std::string>();
-    const int level = j.at("log_level").get<int>();
-    if (level >= static_cast<int>(LogLevel::kDebug) &&
-        level <= static_cast<int>(LogLevel::kError)) {
-      SetLogLevel(static_cast<LogLevel>(level));
-    }
     req->dir = j.at("dir").get<std::string>();
     req->fetch_timeout_seconds = j.at("fetch_timeout_seconds").get<double>();
     req->debug = j.at("debug").get<bool>();

@@ -228,11 +228,7 @@ Result<double> ParseSeconds(const std::string& text) {
 // global options (credentials included: never on a command line) and the request.
 std::string EncodeDaemonConfig(const GlobalOptions& global, const MountRequest& req) {
   nlohmann::json j;
-  j["root"] = global.root;
-  j["insecure_registries"] = global.insecure_registries;
-  j["ca_certs"] = global.ca_certs;
-  j["creds"] = global.creds;
-  j["log_level"] = static_cast<int>(GetLogLevel());
+  EncodeGlobalOptions(global, &j);
   j["image"] = req.image;
   j["dir"] = req.dir;
   j["mount_options"] = req.mount_options;
@@ -256,16 +252,8 @@ std::string EncodeDaemonConfig(const GlobalOptions& global, const MountRequest& 
 Status DecodeDaemonConfig(const std::string& text, GlobalOptions* global, MountRequest* req) {
   auto j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return Status::Corrupt("a daemon configuration");
+  IMGFS_RETURN_IF_ERROR(DecodeGlobalOptions(j, global));
   try {
-    global->root = j.at("root").get<std::string>();
-    global->insecure_registries = j.at("insecure_registries").get<std::vector<std::string>>();
-    global->ca_certs = j.at("ca_certs").get<std::vector<std::string>>();
-    global->creds = j.at("creds").get<std::string>();
-    const int level = j.at("log_level").get<int>();
-    if (level >= static_cast<int>(LogLevel::kDebug) &&
-        level <= static_cast<int>(LogLevel::kError)) {
-      SetLogLevel(static_cast<LogLevel>(level));
-    }
     req->image = j.at("image").get<std::string>();
     req->dir = j.at("dir").get<std::string>();
     req->mount_options = j.at("mount_options").get<std::vector<std::string>>();

@@ -9,6 +9,9 @@
 #include <cerrno>
 #include <iostream>
 #include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "base/log.h"
 #include "base/status.h"
@@ -106,6 +109,32 @@ int RunDetached(const std::string& what, const std::function<int(int status_fd)>
               (wstatus >= 0 && WIFSIGNALED(wstatus)
                    ? " (signal " + std::to_string(WTERMSIG(wstatus)) + ")"
                    : ""));
+}
+
+void EncodeGlobalOptions(const GlobalOptions& global, nlohmann::json* config) {
+  nlohmann::json& j = *config;
+  j["root"] = global.root;
+  j["insecure_registries"] = global.insecure_registries;
+  j["ca_certs"] = global.ca_certs;
+  j["creds"] = global.creds;
+  j["log_level"] = static_cast<int>(GetLogLevel());
+}
+
+Status DecodeGlobalOptions(const nlohmann::json& config, GlobalOptions* global) {
+  try {
+    global->root = config.at("root").get<std::string>();
+    global->insecure_registries = config.at("insecure_registries").get<std::vector<std::string>>();
+    global->ca_certs = config.at("ca_certs").get<std::vector<std::string>>();
+    global->creds = config.at("creds").get<std::string>();
+    const int level = config.at("log_level").get<int>();
+    if (level >= static_cast<int>(LogLevel::kDebug) &&
+        level <= static_cast<int>(LogLevel::kError)) {
+      SetLogLevel(static_cast<LogLevel>(level));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return Status::Corrupt(std::string("a daemon configuration: ") + e.what());
+  }
+  return Status::Ok();
 }
 
 }  // namespace imgfs::tools

@@ -17,6 +17,11 @@
 #include <functional>
 #include <string>
 
+#include <nlohmann/json_fwd.hpp>
+
+#include "base/status.h"
+#include "tools/cli.h"
+
 namespace imgfs::tools {
 
 struct DetachOptions {
@@ -48,6 +53,15 @@ void DetachStdio();
 // Sends the log lines of this process to syslog (a daemon's; RunDetached's child does it, and
 // a daemon started as a new program by its keeper).
 void LogToSyslog();
+
+// The global options' part of the JSON configuration a keeper hands each daemon it starts
+// (credentials included: never on a command line), with this process's log level. The
+// command adds its request's keys to the same object.
+void EncodeGlobalOptions(const GlobalOptions& global, nlohmann::json* config);
+
+// The inverse of EncodeGlobalOptions, also applying the log level (ignored when out of range).
+// Corrupt when a key is missing or of another type; never throws.
+[[nodiscard]] Status DecodeGlobalOptions(const nlohmann::json& config, GlobalOptions* global);
 
 }  // namespace imgfs::tools
 
