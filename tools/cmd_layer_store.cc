@@ -68,31 +68,24 @@ struct LayerStoreRequest {
   int journal_fd = -1;  // a kept daemon's: the keeper's journal of directory numbers
 };
 
-// The configuration a keeper hands each daemon (KeeperOptions::daemon_config): the global
-// options (credentials included: never on a command line) and the request.
+// The request part of a kept daemon's configuration (daemon.h: EncodeDaemonConfig).
 std::string EncodeConfig(const GlobalOptions& global, const LayerStoreRequest& req) {
   nlohmann::json j;
-  EncodeGlobalOptions(global, &j);
   j["dir"] = req.dir;
   j["fetch_timeout_seconds"] = req.fetch_timeout_seconds;
   j["debug"] = req.debug;
   j["journal_fd"] = req.journal_fd;
-  return j.dump();
+  return EncodeDaemonConfig(global, std::move(j));
 }
 
 Status DecodeConfig(const std::string& text, GlobalOptions* global, LayerStoreRequest* req) {
-  auto j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return Status::Corrupt("a daemon configuration");
-  IMGFS_RETURN_IF_ERROR(DecodeGlobalOptions(j, global));
-  try {
+  return DecodeDaemonConfig(text, global, [req](const nlohmann::json& j) {
     req->dir = j.at("dir").get<std::string>();
     req->fetch_timeout_seconds = j.at("fetch_timeout_seconds").get<double>();
     req->debug = j.at("debug").get<bool>();
     req->journal_fd = j.at("journal_fd").get<int>();
-  } catch (const nlohmann::json::exception& e) {
-    return Status::Corrupt(std::string("a daemon configuration: ") + e.what());
-  }
-  return Status::Ok();
+    return Status::Ok();
+  });
 }
 
 // The daemon (or foreground) side. `status_fd` gets "OK" once the mount answers, or

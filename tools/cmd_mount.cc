@@ -224,11 +224,10 @@ Result<double> ParseSeconds(const std::string& text) {
   return v;
 }
 
-// The configuration a keeper hands each daemon it starts (KeeperOptions::daemon_config): the
-// global options (credentials included: never on a command line) and the request.
-std::string EncodeDaemonConfig(const GlobalOptions& global, const MountRequest& req) {
+// The request part of the configuration a keeper hands each daemon it starts (daemon.h:
+// EncodeDaemonConfig).
+std::string EncodeConfig(const GlobalOptions& global, const MountRequest& req) {
   nlohmann::json j;
-  EncodeGlobalOptions(global, &j);
   j["image"] = req.image;
   j["dir"] = req.dir;
   j["mount_options"] = req.mount_options;
@@ -244,16 +243,13 @@ std::string EncodeDaemonConfig(const GlobalOptions& global, const MountRequest& 
   j["upper"] = req.upper;
   j["writable"] = req.writable;
   j["temp_container"] = req.temp_container;
-  return j.dump();
+  return EncodeDaemonConfig(global, std::move(j));
 }
 
-// The inverse of EncodeDaemonConfig: read-only daemons (an overlay-driver --rw mount's daemon
-// is one) and fuse-driver writable ones.
-Status DecodeDaemonConfig(const std::string& text, GlobalOptions* global, MountRequest* req) {
-  auto j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return Status::Corrupt("a daemon configuration");
-  IMGFS_RETURN_IF_ERROR(DecodeGlobalOptions(j, global));
-  try {
+// The inverse of EncodeConfig: read-only daemons (an overlay-driver --rw mount's daemon is
+// one) and fuse-driver writable ones.
+Status DecodeConfig(const std::string& text, GlobalOptions* global, MountRequest* req) {
+  return DecodeDaemonConfig(text, global, [req](const nlohmann::json& j) -> Status {
     req->image = j.at("image").get<std::string>();
     req->dir = j.at("dir").get<std::string>();
     req->mount_options = j.at("mount_options").get<std::vector<std::string>>();
@@ -275,10 +271,8 @@ Status DecodeDaemonConfig(const std::string& text, GlobalOptions* global, MountR
     if (req->writable && (req->upper.empty() || req->upper.front() != '/')) {
       return Status::Corrupt("a daemon configuration: a writable mount without its upper");
     }
-  } catch (const nlohmann::json::exception& e) {
-    return Status::Corrupt(std::string("a daemon configuration: ") + e.what());
-  }
-  return Status::Ok();
+    return Status::Ok();
+  });
 }
 
 // The path of this process's binary, for the keeper to run again later (by path: a newer
@@ -581,7 +575,7 @@ int RunKeptDaemon(CommandContext& ctx, const std::string& fd_text) {
     return Fail(start.error());
   }
   MountRequest req;
-  if (Status st = DecodeDaemonConfig(start->config, &ctx.global, &req); !st.ok()) {
+  if (Status st = DecodeConfig(start->config, &ctx.global, &req); !st.ok()) {
     Status sent = fs::SendMessage(channel, "ERR " + st.ToString());
     (void)sent;
     return Fail(st);
@@ -683,7 +677,7 @@ fs::KeeperOptions KeeperFor(const CommandContext& ctx, const MountRequest& req,
   fs::KeeperOptions keeper;
   keeper.mountpoint = req.dir;
   keeper.foreground = req.foreground;
-  keeper.daemon_config = EncodeDaemonConfig(ctx.global, req);
+  keeper.daemon_config = EncodeConfig(ctx.global, req);
   keeper.daemon_argv = [binary, root = ctx.global.root](int channel) {
     return std::vector<std::string>{
         binary, "--root", root, "mount", std::string(kKeptDaemonFlag), std::to_string(channel)};

@@ -111,30 +111,35 @@ int RunDetached(const std::string& what, const std::function<int(int status_fd)>
                    : ""));
 }
 
-void EncodeGlobalOptions(const GlobalOptions& global, nlohmann::json* config) {
-  nlohmann::json& j = *config;
+std::string EncodeDaemonConfig(const GlobalOptions& global, nlohmann::json request) {
+  nlohmann::json& j = request;
   j["root"] = global.root;
   j["insecure_registries"] = global.insecure_registries;
   j["ca_certs"] = global.ca_certs;
   j["creds"] = global.creds;
   j["log_level"] = static_cast<int>(GetLogLevel());
+  return j.dump();
 }
 
-Status DecodeGlobalOptions(const nlohmann::json& config, GlobalOptions* global) {
+Status DecodeDaemonConfig(
+    const std::string& text, GlobalOptions* global,
+    const std::function<Status(const nlohmann::json& config)>& decode_request) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return Status::Corrupt("a daemon configuration");
   try {
-    global->root = config.at("root").get<std::string>();
-    global->insecure_registries = config.at("insecure_registries").get<std::vector<std::string>>();
-    global->ca_certs = config.at("ca_certs").get<std::vector<std::string>>();
-    global->creds = config.at("creds").get<std::string>();
-    const int level = config.at("log_level").get<int>();
+    global->root = j.at("root").get<std::string>();
+    global->insecure_registries = j.at("insecure_registries").get<std::vector<std::string>>();
+    global->ca_certs = j.at("ca_certs").get<std::vector<std::string>>();
+    global->creds = j.at("creds").get<std::string>();
+    const int level = j.at("log_level").get<int>();
     if (level >= static_cast<int>(LogLevel::kDebug) &&
         level <= static_cast<int>(LogLevel::kError)) {
       SetLogLevel(static_cast<LogLevel>(level));
     }
+    return decode_request(j);
   } catch (const nlohmann::json::exception& e) {
     return Status::Corrupt(std::string("a daemon configuration: ") + e.what());
   }
-  return Status::Ok();
 }
 
 }  // namespace imgfs::tools

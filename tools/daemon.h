@@ -54,14 +54,18 @@ void DetachStdio();
 // a daemon started as a new program by its keeper).
 void LogToSyslog();
 
-// The global options' part of the JSON configuration a keeper hands each daemon it starts
-// (credentials included: never on a command line), with this process's log level. The
-// command adds its request's keys to the same object.
-void EncodeGlobalOptions(const GlobalOptions& global, nlohmann::json* config);
+// The JSON configuration a keeper hands each daemon it starts (KeeperOptions::daemon_config):
+// the global options (credentials included: never on a command line) and this process's log
+// level, with the keys of the command's request (`request`, an object) beside them.
+std::string EncodeDaemonConfig(const GlobalOptions& global, nlohmann::json request);
 
-// The inverse of EncodeGlobalOptions, also applying the log level (ignored when out of range).
-// Corrupt when a key is missing or of another type; never throws.
-[[nodiscard]] Status DecodeGlobalOptions(const nlohmann::json& config, GlobalOptions* global);
+// The inverse of EncodeDaemonConfig: sets *global and the log level (ignored when out of
+// range), then runs `decode_request` over the object for the request's keys. Corrupt when the
+// text is no JSON object or a key is missing or of another type (`decode_request` may let
+// nlohmann::json's exceptions out: they become Corrupt here); never throws.
+[[nodiscard]] Status DecodeDaemonConfig(
+    const std::string& text, GlobalOptions* global,
+    const std::function<Status(const nlohmann::json& config)>& decode_request);
 
 }  // namespace imgfs::tools
 
