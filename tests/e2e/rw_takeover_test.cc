@@ -65,16 +65,6 @@ bool WriteSynced(int fd, const std::string& data, off_t offset, std::string* err
 
 class RwTakeoverTest : public ImgfsMountTest {
  protected:
-  // The daemon serving Mnt(): the pid its stats report, once that is the keeper's child.
-  pid_t ServingDaemon(pid_t keeper) {
-    ProcessResult r = Imgfs({"stats", "--format", "json", Mnt()}, 30);
-    if (r.exit_code != 0) return 0;
-    auto j = nlohmann::json::parse(r.out, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) return 0;
-    pid_t pid = j.value("pid", 0);
-    return pid != 0 && pid == ChildOf(keeper) ? pid : 0;
-  }
-
   // The mount's journal (its temporary upper's work directory), "" if none.
   std::string JournalPath() {
     glob_t g{};

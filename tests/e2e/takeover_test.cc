@@ -61,16 +61,6 @@ class TakeoverTest : public ImgfsMountTest {
  protected:
   std::function<void()> before_umount_;  // what KillWhileReading does before it unmounts
 
-  // The daemon serving Mnt(): the pid its stats report, once that is the keeper's child.
-  pid_t ServingDaemon(pid_t keeper) {
-    ProcessResult r = Imgfs({"stats", "--format", "json", Mnt()}, 30);
-    if (r.exit_code != 0) return 0;
-    auto j = nlohmann::json::parse(r.out, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) return 0;
-    pid_t pid = j.value("pid", 0);
-    return pid != 0 && pid == ChildOf(keeper) ? pid : 0;
-  }
-
   // Readers over `top` (Mnt() when empty: else a directory showing the same tree, an overlay
   // over Mnt()) against `listing` until `stop`; replaces the daemon as `takeovers` say, each
   // time at a random moment once a new daemon serves. With `write_dir`, a writer creates
