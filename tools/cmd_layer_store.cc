@@ -165,33 +165,22 @@ int Serve(const CommandContext& ctx, const LayerStoreRequest& req, int status_fd
 
 // `imgfs layer-store --kept-daemon FD`: a daemon its keeper started (fs/fuse/takeover.h).
 int RunKeptDaemon(CommandContext& ctx, const std::string& fd_text) {
-  int channel = -1;
-  auto [end, ec] = std::from_chars(fd_text.data(), fd_text.data() + fd_text.size(), channel);
-  if (ec != std::errc() || end != fd_text.data() + fd_text.size() || channel < 3) {
-    return UsageError(ctx.name, "--kept-daemon is for imgfs itself");
-  }
-  ::fcntl(channel, F_SETFD, FD_CLOEXEC);
-  Result<fs::DaemonStart> start = fs::ReceiveStart(channel);
-  if (!start.has_value()) {
-    ReportStatus(channel, "ERR " + start.error().ToString());
-    return Fail(start.error());
-  }
+  int code = kExitError;
+  std::optional<KeptDaemon> kept = ReceiveKeptDaemon(ctx, fd_text, &code);
+  if (!kept.has_value()) return code;
+  const int channel = kept->channel;
   LayerStoreRequest req;
-  Status st = DecodeConfig(start->config, &ctx.global, &req);
+  Status st = DecodeConfig(kept->start.config, &ctx.global, &req);
   // The journal: inherited from the keeper, a regular file (memfd), not passed on further.
   struct stat journal {};
   if (st.ok() && (req.journal_fd < 3 || req.journal_fd == channel ||
                   ::fstat(req.journal_fd, &journal) != 0 || !S_ISREG(journal.st_mode))) {
     st = Status::Corrupt("a daemon configuration names no journal");
   }
-  if (!st.ok()) {
-    Status sent = fs::SendMessage(channel, "ERR " + st.ToString());
-    (void)sent;
-    return Fail(st);
-  }
+  if (!st.ok()) return FailToKeeper(channel, st);
   ::fcntl(req.journal_fd, F_SETFD, FD_CLOEXEC);
   LogToSyslog();
-  return Serve(ctx, req, channel, channel, start->takeover ? &start->handover : nullptr);
+  return Serve(ctx, req, channel, channel, kept->start.takeover ? &kept->start.handover : nullptr);
 }
 
 // `--auth-helper`: the credentials on stdin to the running layer stores.

@@ -563,25 +563,16 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
 
 // `imgfs mount --kept-daemon FD`: a daemon its keeper started (fs/fuse/takeover.h).
 int RunKeptDaemon(CommandContext& ctx, const std::string& fd_text) {
-  int channel = -1;
-  auto [end, ec] = std::from_chars(fd_text.data(), fd_text.data() + fd_text.size(), channel);
-  if (ec != std::errc() || end != fd_text.data() + fd_text.size() || channel < 3) {
-    return UsageError(ctx.name, "--kept-daemon is for imgfs itself");
-  }
-  ::fcntl(channel, F_SETFD, FD_CLOEXEC);
-  Result<fs::DaemonStart> start = fs::ReceiveStart(channel);
-  if (!start.has_value()) {
-    ReportStatus(channel, "ERR " + start.error().ToString());
-    return Fail(start.error());
-  }
+  int code = kExitError;
+  std::optional<KeptDaemon> kept = ReceiveKeptDaemon(ctx, fd_text, &code);
+  if (!kept.has_value()) return code;
   MountRequest req;
-  if (Status st = DecodeConfig(start->config, &ctx.global, &req); !st.ok()) {
-    Status sent = fs::SendMessage(channel, "ERR " + st.ToString());
-    (void)sent;
-    return Fail(st);
+  if (Status st = DecodeConfig(kept->start.config, &ctx.global, &req); !st.ok()) {
+    return FailToKeeper(kept->channel, st);
   }
   if (!req.foreground) LogToSyslog();
-  return ServeMount(ctx, req, channel, channel, start->takeover ? &start->handover : nullptr);
+  return ServeMount(ctx, req, kept->channel, kept->channel,
+                    kept->start.takeover ? &kept->start.handover : nullptr);
 }
 
 // The pids of the children of `pid` (a keeper's daemons).

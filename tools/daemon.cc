@@ -7,8 +7,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <iostream>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -140,6 +142,29 @@ Status DecodeDaemonConfig(
   } catch (const nlohmann::json::exception& e) {
     return Status::Corrupt(std::string("a daemon configuration: ") + e.what());
   }
+}
+
+std::optional<KeptDaemon> ReceiveKeptDaemon(const CommandContext& ctx, const std::string& fd_text,
+                                            int* exit_code) {
+  int channel = -1;
+  auto [end, ec] = std::from_chars(fd_text.data(), fd_text.data() + fd_text.size(), channel);
+  if (ec != std::errc() || end != fd_text.data() + fd_text.size() || channel < 3) {
+    *exit_code = UsageError(ctx.name, "--kept-daemon is for imgfs itself");
+    return std::nullopt;
+  }
+  fcntl(channel, F_SETFD, FD_CLOEXEC);
+  Result<fs::DaemonStart> start = fs::ReceiveStart(channel);
+  if (!start.has_value()) {
+    *exit_code = FailToKeeper(channel, start.error());
+    return std::nullopt;
+  }
+  return KeptDaemon{channel, std::move(start).value()};
+}
+
+int FailToKeeper(int channel, const Status& st) {
+  Status sent = fs::SendMessage(channel, "ERR " + st.ToString());
+  (void)sent;
+  return Fail(st);
 }
 
 }  // namespace imgfs::tools

@@ -15,11 +15,13 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json_fwd.hpp>
 
 #include "base/status.h"
+#include "fs/fuse/takeover.h"
 #include "tools/cli.h"
 
 namespace imgfs::tools {
@@ -66,6 +68,21 @@ std::string EncodeDaemonConfig(const GlobalOptions& global, nlohmann::json reque
 [[nodiscard]] Status DecodeDaemonConfig(
     const std::string& text, GlobalOptions* global,
     const std::function<Status(const nlohmann::json& config)>& decode_request);
+
+// `imgfs CMD --kept-daemon FD`, a daemon its keeper started as a new program (fs/fuse/takeover.h):
+// FD is its channel to the keeper (made close-on-exec here), on which the keeper's start record
+// comes first. On failure the error went to the keeper ("ERR …") and to stderr, and
+// *exit_code is the command's status.
+struct KeptDaemon {
+  int channel = -1;
+  fs::DaemonStart start;
+};
+std::optional<KeptDaemon> ReceiveKeptDaemon(const CommandContext& ctx, const std::string& fd_text,
+                                            int* exit_code);
+
+// A daemon that fails before it serves: "ERR <st>" to its keeper on `channel`, the command's
+// failure status (st on stderr).
+int FailToKeeper(int channel, const Status& st);
 
 }  // namespace imgfs::tools
 
