@@ -68,43 +68,24 @@ struct LayerStoreRequest {
   int journal_fd = -1;  // a kept daemon's: the keeper's journal of directory numbers
 };
 
-// The configuration a keeper hands each daemon (KeeperOptions::daemon_config): the global
-// options (credentials included: never on a command line) and the request.
+// The request part of a kept daemon's configuration (daemon.h: EncodeDaemonConfig).
 std::string EncodeConfig(const GlobalOptions& global, const LayerStoreRequest& req) {
   nlohmann::json j;
-  j["root"] = global.root;
-  j["insecure_registries"] = global.insecure_registries;
-  j["ca_certs"] = global.ca_certs;
-  j["creds"] = global.creds;
-  j["log_level"] = static_cast<int>(GetLogLevel());
   j["dir"] = req.dir;
   j["fetch_timeout_seconds"] = req.fetch_timeout_seconds;
   j["debug"] = req.debug;
   j["journal_fd"] = req.journal_fd;
-  return j.dump();
+  return EncodeDaemonConfig(global, std::move(j));
 }
 
 Status DecodeConfig(const std::string& text, GlobalOptions* global, LayerStoreRequest* req) {
-  auto j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return Status::Corrupt("a daemon configuration");
-  try {
-    global->root = j.at("root").get<std::string>();
-    global->insecure_registries = j.at("insecure_registries").get<std::vector<std::string>>();
-    global->ca_certs = j.at("ca_certs").get<std::vector<std::string>>();
-    global->creds = j.at("creds").get<std::string>();
-    const int level = j.at("log_level").get<int>();
-    if (level >= static_cast<int>(LogLevel::kDebug) &&
-        level <= static_cast<int>(LogLevel::kError)) {
-      SetLogLevel(static_cast<LogLevel>(level));
-    }
+  return DecodeDaemonConfig(text, global, [req](const nlohmann::json& j) {
     req->dir = j.at("dir").get<std::string>();
     req->fetch_timeout_seconds = j.at("fetch_timeout_seconds").get<double>();
     req->debug = j.at("debug").get<bool>();
     req->journal_fd = j.at("journal_fd").get<int>();
-  } catch (const nlohmann::json::exception& e) {
-    return Status::Corrupt(std::string("a daemon configuration: ") + e.what());
-  }
-  return Status::Ok();
+    return Status::Ok();
+  });
 }
 
 // The daemon (or foreground) side. `status_fd` gets "OK" once the mount answers, or
@@ -184,33 +165,22 @@ int Serve(const CommandContext& ctx, const LayerStoreRequest& req, int status_fd
 
 // `imgfs layer-store --kept-daemon FD`: a daemon its keeper started (fs/fuse/takeover.h).
 int RunKeptDaemon(CommandContext& ctx, const std::string& fd_text) {
-  int channel = -1;
-  auto [end, ec] = std::from_chars(fd_text.data(), fd_text.data() + fd_text.size(), channel);
-  if (ec != std::errc() || end != fd_text.data() + fd_text.size() || channel < 3) {
-    return UsageError(ctx.name, "--kept-daemon is for imgfs itself");
-  }
-  ::fcntl(channel, F_SETFD, FD_CLOEXEC);
-  Result<fs::DaemonStart> start = fs::ReceiveStart(channel);
-  if (!start.has_value()) {
-    ReportStatus(channel, "ERR " + start.error().ToString());
-    return Fail(start.error());
-  }
+  int code = kExitError;
+  std::optional<KeptDaemon> kept = ReceiveKeptDaemon(ctx, fd_text, &code);
+  if (!kept.has_value()) return code;
+  const int channel = kept->channel;
   LayerStoreRequest req;
-  Status st = DecodeConfig(start->config, &ctx.global, &req);
+  Status st = DecodeConfig(kept->start.config, &ctx.global, &req);
   // The journal: inherited from the keeper, a regular file (memfd), not passed on further.
   struct stat journal {};
   if (st.ok() && (req.journal_fd < 3 || req.journal_fd == channel ||
                   ::fstat(req.journal_fd, &journal) != 0 || !S_ISREG(journal.st_mode))) {
     st = Status::Corrupt("a daemon configuration names no journal");
   }
-  if (!st.ok()) {
-    Status sent = fs::SendMessage(channel, "ERR " + st.ToString());
-    (void)sent;
-    return Fail(st);
-  }
+  if (!st.ok()) return FailToKeeper(channel, st);
   ::fcntl(req.journal_fd, F_SETFD, FD_CLOEXEC);
   LogToSyslog();
-  return Serve(ctx, req, channel, channel, start->takeover ? &start->handover : nullptr);
+  return Serve(ctx, req, channel, channel, kept->start.takeover ? &kept->start.handover : nullptr);
 }
 
 // `--auth-helper`: the credentials on stdin to the running layer stores.

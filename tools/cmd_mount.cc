@@ -224,15 +224,10 @@ Result<double> ParseSeconds(const std::string& text) {
   return v;
 }
 
-// The configuration a keeper hands each daemon it starts (KeeperOptions::daemon_config): the
-// global options (credentials included: never on a command line) and the request.
-std::string EncodeDaemonConfig(const GlobalOptions& global, const MountRequest& req) {
+// The request part of the configuration a keeper hands each daemon it starts (daemon.h:
+// EncodeDaemonConfig).
+std::string EncodeConfig(const GlobalOptions& global, const MountRequest& req) {
   nlohmann::json j;
-  j["root"] = global.root;
-  j["insecure_registries"] = global.insecure_registries;
-  j["ca_certs"] = global.ca_certs;
-  j["creds"] = global.creds;
-  j["log_level"] = static_cast<int>(GetLogLevel());
   j["image"] = req.image;
   j["dir"] = req.dir;
   j["mount_options"] = req.mount_options;
@@ -248,24 +243,13 @@ std::string EncodeDaemonConfig(const GlobalOptions& global, const MountRequest& 
   j["upper"] = req.upper;
   j["writable"] = req.writable;
   j["temp_container"] = req.temp_container;
-  return j.dump();
+  return EncodeDaemonConfig(global, std::move(j));
 }
 
-// The inverse of EncodeDaemonConfig: read-only daemons (an overlay-driver --rw mount's daemon
-// is one) and fuse-driver writable ones.
-Status DecodeDaemonConfig(const std::string& text, GlobalOptions* global, MountRequest* req) {
-  auto j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return Status::Corrupt("a daemon configuration");
-  try {
-    global->root = j.at("root").get<std::string>();
-    global->insecure_registries = j.at("insecure_registries").get<std::vector<std::string>>();
-    global->ca_certs = j.at("ca_certs").get<std::vector<std::string>>();
-    global->creds = j.at("creds").get<std::string>();
-    const int level = j.at("log_level").get<int>();
-    if (level >= static_cast<int>(LogLevel::kDebug) &&
-        level <= static_cast<int>(LogLevel::kError)) {
-      SetLogLevel(static_cast<LogLevel>(level));
-    }
+// The inverse of EncodeConfig: read-only daemons (an overlay-driver --rw mount's daemon is
+// one) and fuse-driver writable ones.
+Status DecodeConfig(const std::string& text, GlobalOptions* global, MountRequest* req) {
+  return DecodeDaemonConfig(text, global, [req](const nlohmann::json& j) -> Status {
     req->image = j.at("image").get<std::string>();
     req->dir = j.at("dir").get<std::string>();
     req->mount_options = j.at("mount_options").get<std::vector<std::string>>();
@@ -287,10 +271,8 @@ Status DecodeDaemonConfig(const std::string& text, GlobalOptions* global, MountR
     if (req->writable && (req->upper.empty() || req->upper.front() != '/')) {
       return Status::Corrupt("a daemon configuration: a writable mount without its upper");
     }
-  } catch (const nlohmann::json::exception& e) {
-    return Status::Corrupt(std::string("a daemon configuration: ") + e.what());
-  }
-  return Status::Ok();
+    return Status::Ok();
+  });
 }
 
 // The path of this process's binary, for the keeper to run again later (by path: a newer
@@ -581,25 +563,16 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
 
 // `imgfs mount --kept-daemon FD`: a daemon its keeper started (fs/fuse/takeover.h).
 int RunKeptDaemon(CommandContext& ctx, const std::string& fd_text) {
-  int channel = -1;
-  auto [end, ec] = std::from_chars(fd_text.data(), fd_text.data() + fd_text.size(), channel);
-  if (ec != std::errc() || end != fd_text.data() + fd_text.size() || channel < 3) {
-    return UsageError(ctx.name, "--kept-daemon is for imgfs itself");
-  }
-  ::fcntl(channel, F_SETFD, FD_CLOEXEC);
-  Result<fs::DaemonStart> start = fs::ReceiveStart(channel);
-  if (!start.has_value()) {
-    ReportStatus(channel, "ERR " + start.error().ToString());
-    return Fail(start.error());
-  }
+  int code = kExitError;
+  std::optional<KeptDaemon> kept = ReceiveKeptDaemon(ctx, fd_text, &code);
+  if (!kept.has_value()) return code;
   MountRequest req;
-  if (Status st = DecodeDaemonConfig(start->config, &ctx.global, &req); !st.ok()) {
-    Status sent = fs::SendMessage(channel, "ERR " + st.ToString());
-    (void)sent;
-    return Fail(st);
+  if (Status st = DecodeConfig(kept->start.config, &ctx.global, &req); !st.ok()) {
+    return FailToKeeper(kept->channel, st);
   }
   if (!req.foreground) LogToSyslog();
-  return ServeMount(ctx, req, channel, channel, start->takeover ? &start->handover : nullptr);
+  return ServeMount(ctx, req, kept->channel, kept->channel,
+                    kept->start.takeover ? &kept->start.handover : nullptr);
 }
 
 // The pids of the children of `pid` (a keeper's daemons).
@@ -695,7 +668,7 @@ fs::KeeperOptions KeeperFor(const CommandContext& ctx, const MountRequest& req,
   fs::KeeperOptions keeper;
   keeper.mountpoint = req.dir;
   keeper.foreground = req.foreground;
-  keeper.daemon_config = EncodeDaemonConfig(ctx.global, req);
+  keeper.daemon_config = EncodeConfig(ctx.global, req);
   keeper.daemon_argv = [binary, root = ctx.global.root](int channel) {
     return std::vector<std::string>{
         binary, "--root", root, "mount", std::string(kKeptDaemonFlag), std::to_string(channel)};

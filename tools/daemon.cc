@@ -7,8 +7,13 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <iostream>
 #include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "base/log.h"
 #include "base/status.h"
@@ -106,6 +111,60 @@ int RunDetached(const std::string& what, const std::function<int(int status_fd)>
               (wstatus >= 0 && WIFSIGNALED(wstatus)
                    ? " (signal " + std::to_string(WTERMSIG(wstatus)) + ")"
                    : ""));
+}
+
+std::string EncodeDaemonConfig(const GlobalOptions& global, nlohmann::json request) {
+  nlohmann::json& j = request;
+  j["root"] = global.root;
+  j["insecure_registries"] = global.insecure_registries;
+  j["ca_certs"] = global.ca_certs;
+  j["creds"] = global.creds;
+  j["log_level"] = static_cast<int>(GetLogLevel());
+  return j.dump();
+}
+
+Status DecodeDaemonConfig(
+    const std::string& text, GlobalOptions* global,
+    const std::function<Status(const nlohmann::json& config)>& decode_request) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return Status::Corrupt("a daemon configuration");
+  try {
+    global->root = j.at("root").get<std::string>();
+    global->insecure_registries = j.at("insecure_registries").get<std::vector<std::string>>();
+    global->ca_certs = j.at("ca_certs").get<std::vector<std::string>>();
+    global->creds = j.at("creds").get<std::string>();
+    const int level = j.at("log_level").get<int>();
+    if (level >= static_cast<int>(LogLevel::kDebug) &&
+        level <= static_cast<int>(LogLevel::kError)) {
+      SetLogLevel(static_cast<LogLevel>(level));
+    }
+    return decode_request(j);
+  } catch (const nlohmann::json::exception& e) {
+    return Status::Corrupt(std::string("a daemon configuration: ") + e.what());
+  }
+}
+
+std::optional<KeptDaemon> ReceiveKeptDaemon(const CommandContext& ctx, const std::string& fd_text,
+                                            int* exit_code) {
+  int channel = -1;
+  auto [end, ec] = std::from_chars(fd_text.data(), fd_text.data() + fd_text.size(), channel);
+  if (ec != std::errc() || end != fd_text.data() + fd_text.size() || channel < 3) {
+    *exit_code = UsageError(ctx.name, "--kept-daemon is for imgfs itself");
+    return std::nullopt;
+  }
+  fcntl(channel, F_SETFD, FD_CLOEXEC);
+  Result<fs::DaemonStart> start = fs::ReceiveStart(channel);
+  if (!start.has_value()) {
+    *exit_code = FailToKeeper(channel, start.error());
+    return std::nullopt;
+  }
+  return KeptDaemon{channel, std::move(start).value()};
+}
+
+int FailToKeeper(int channel, const Status& st) {
+  Status sent = fs::SendMessage(channel, "ERR " + st.ToString());
+  (void)sent;
+  return Fail(st);
 }
 
 }  // namespace imgfs::tools

@@ -15,7 +15,14 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <optional>
 #include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "base/status.h"
+#include "fs/fuse/takeover.h"
+#include "tools/cli.h"
 
 namespace imgfs::tools {
 
@@ -48,6 +55,34 @@ void DetachStdio();
 // Sends the log lines of this process to syslog (a daemon's; RunDetached's child does it, and
 // a daemon started as a new program by its keeper).
 void LogToSyslog();
+
+// The JSON configuration a keeper hands each daemon it starts (KeeperOptions::daemon_config):
+// the global options (credentials included: never on a command line) and this process's log
+// level, with the keys of the command's request (`request`, an object) beside them.
+std::string EncodeDaemonConfig(const GlobalOptions& global, nlohmann::json request);
+
+// The inverse of EncodeDaemonConfig: sets *global and the log level (ignored when out of
+// range), then runs `decode_request` over the object for the request's keys. Corrupt when the
+// text is no JSON object or a key is missing or of another type (`decode_request` may let
+// nlohmann::json's exceptions out: they become Corrupt here); never throws.
+[[nodiscard]] Status DecodeDaemonConfig(
+    const std::string& text, GlobalOptions* global,
+    const std::function<Status(const nlohmann::json& config)>& decode_request);
+
+// `imgfs CMD --kept-daemon FD`, a daemon its keeper started as a new program (fs/fuse/takeover.h):
+// FD is its channel to the keeper (made close-on-exec here), on which the keeper's start record
+// comes first. On failure the error went to the keeper ("ERR …") and to stderr, and
+// *exit_code is the command's status.
+struct KeptDaemon {
+  int channel = -1;
+  fs::DaemonStart start;
+};
+std::optional<KeptDaemon> ReceiveKeptDaemon(const CommandContext& ctx, const std::string& fd_text,
+                                            int* exit_code);
+
+// A daemon that fails before it serves: "ERR <st>" to its keeper on `channel`, the command's
+// failure status (st on stderr).
+int FailToKeeper(int channel, const Status& st);
 
 }  // namespace imgfs::tools
 

@@ -47,31 +47,13 @@
 #include "tests/support/mount_support.h"
 #include "tests/support/registry_server.h"
 #include "tests/support/run_support.h"
+#include "tests/support/takeover_readers.h"
 #include "tests/support/tree_compare.h"
 
 extern char** environ;
 
 namespace imgfs::testing {
 namespace {
-
-std::string Base64(std::string_view in) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  uint32_t bits = 0;
-  int count = 0;
-  for (unsigned char c : in) {
-    bits = (bits << 8) | c;
-    count += 8;
-    while (count >= 6) {
-      count -= 6;
-      out += kAlphabet[(bits >> count) & 63];
-    }
-  }
-  if (count > 0) out += kAlphabet[(bits << (6 - count)) & 63];
-  while (out.size() % 4 != 0) out += '=';
-  return out;
-}
 
 // The service manager's side of sd_notify(3) and its fd store.
 class FakeServiceManager {
@@ -88,6 +70,13 @@ class FakeServiceManager {
   }
 
   bool bound() const { return bound_; }
+
+  // The store's entries of a mount, as the manager passes them to the service started again.
+  std::vector<std::pair<std::string, int>> Stored() {
+    return {{"imgfs-fuse", store["imgfs-fuse"].get()},
+            {"imgfs-state", store["imgfs-state"].get()},
+            {"imgfs-counts", store["imgfs-counts"].get()}};
+  }
   const std::string& address() const { return address_; }
 
   // Handles messages until `done` holds (true) or `timeout_s` passes (false).
@@ -250,65 +239,17 @@ TEST_F(KeeperTest, ReadersNeverSeeAKilledKeeperUnderTheServiceManager) {
   ASSERT_EQ(manager.store.count("imgfs-counts"), 1u) << ReadAll(log);
   ASSERT_TRUE(IsMounted(Mnt()));
 
-  auto listing = ParseListing(ReadAll(FixturePath("tiny.expected.txt")));
-  std::vector<std::pair<std::string, std::string>> files;  // path, sha256
-  for (const auto& [path, e] : listing) {
-    if (e.type == 'f') files.emplace_back(path, e.content);
-  }
+  const auto files = FilesOf(ParseListing(ReadAll(FixturePath("tiny.expected.txt"))));
   ASSERT_GT(files.size(), 10u);
 
-  std::mutex mu;
-  std::vector<std::string> failures;
-  std::atomic<uint64_t> ops{0};
-  std::atomic<uint64_t> done[3] = {};
+  // Slots 0 and 1: whole files; 2: lookups of names that are nowhere (no listing).
+  ReaderLog reads(3);
   std::atomic<bool> stop{false};
-  auto fail = [&](const std::string& what) {
-    std::scoped_lock lock(mu);
-    if (failures.size() < 20) failures.push_back(what);
-  };
   std::vector<std::thread> readers;
   for (int t = 0; t < 2; ++t) {
-    readers.emplace_back([&, t] {
-      for (size_t i = static_cast<size_t>(t); !stop; ++i) {
-        const auto& [path, sha] = files[i % files.size()];
-        const int fd = open((Mnt() + path).c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-          fail("open " + path + ": " + strerror(errno));
-        } else {
-          std::string error;
-          const std::string data = ReadFromDaemon(fd, &error);
-          close(fd);
-          if (!error.empty()) {
-            fail(path + ": " + error);
-          } else if (registry::Digest::Sha256Of(data).hex() != sha) {
-            fail(path + ": wrong bytes");
-          }
-        }
-        ++ops;
-        ++done[t];
-      }
-    });
+    readers.emplace_back([&, t] { ReadFilesLoop(Mnt(), files, t, stop, &reads); });
   }
-  readers.emplace_back([&] {
-    for (uint64_t i = 0; !stop; ++i) {
-      const std::string missing = Mnt() + "/etc/missing-" + std::to_string(i);
-      struct stat st {};
-      if (lstat(missing.c_str(), &st) == 0 || errno != ENOENT) {
-        fail("lstat " + missing + ": " + strerror(errno));
-      }
-      ++ops;
-      ++done[2];
-    }
-  });
-  auto moved_on = [&](const std::vector<uint64_t>& before) {
-    for (size_t i = 0; i < 3; ++i) {
-      if (done[i].load() <= before[i]) return false;
-    }
-    return true;
-  };
-  auto snapshot = [&] {
-    return std::vector<uint64_t>{done[0].load(), done[1].load(), done[2].load()};
-  };
+  readers.emplace_back([&] { StatLoop(Mnt(), {}, 2, stop, &reads); });
   // Frees stuck readers (the connection ends with its last holder) before failing.
   auto abandon = [&] {
     if (kill(keeper, SIGKILL) == 0) WaitExit(keeper, 30);
@@ -319,8 +260,8 @@ TEST_F(KeeperTest, ReadersNeverSeeAKilledKeeperUnderTheServiceManager) {
 
   constexpr int kKeeperKills = 3;
   for (int round = 0; round < kKeeperKills; ++round) {
-    std::vector<uint64_t> before = snapshot();
-    if (!WaitFor([&] { return moved_on(before); }, 60)) {
+    std::vector<uint64_t> before = reads.Snapshot();
+    if (!WaitFor([&] { return reads.AllMovedOn(before); }, 60)) {
       abandon();
       FAIL() << "the readers do not move before kill " << round;
     }
@@ -332,17 +273,13 @@ TEST_F(KeeperTest, ReadersNeverSeeAKilledKeeperUnderTheServiceManager) {
     // The daemon dies with its keeper (PR_SET_PDEATHSIG): nobody serves the mount now, and
     // only the store's copies hold the connection.
     EXPECT_TRUE(WaitFor([&] { return !ProcessRuns(daemon); }, 60)) << "daemon " << daemon;
-    before = snapshot();
+    before = reads.Snapshot();
 
     const int ready_before = manager.ready;
-    keeper = StartService(manager, args,
-                          {{"imgfs-fuse", manager.store["imgfs-fuse"].get()},
-                           {"imgfs-state", manager.store["imgfs-state"].get()},
-                           {"imgfs-counts", manager.store["imgfs-counts"].get()}},
-                          log);
+    keeper = StartService(manager, args, manager.Stored(), log);
     ASSERT_GT(keeper, 0);
     if (!manager.HandleUntil([&] { return manager.ready > ready_before; }, 120) ||
-        !WaitFor([&] { return moved_on(before); }, 120)) {
+        !WaitFor([&] { return reads.AllMovedOn(before); }, 120)) {
       abandon();
       FAIL() << "no keeper took the mount over after kill " << round << "\n" << ReadAll(log);
     }
@@ -352,12 +289,10 @@ TEST_F(KeeperTest, ReadersNeverSeeAKilledKeeperUnderTheServiceManager) {
   }
   stop = true;
   for (std::thread& t : readers) t.join();
-  {
-    std::scoped_lock lock(mu);
-    EXPECT_TRUE(failures.empty()) << failures.size() << " failures, first: " << failures.front();
-  }
-  EXPECT_GT(ops.load(), 0u);
-  std::cout << "readers: " << ops.load() << " operations across " << kKeeperKills
+  const std::vector<std::string> failures = reads.Failures();
+  EXPECT_TRUE(failures.empty()) << failures.size() << " failures, first: " << failures.front();
+  EXPECT_GT(reads.ops(), 0u);
+  std::cout << "readers: " << reads.ops() << " operations across " << kKeeperKills
             << " keeper kills\n";
   // The request counts went on across the keepers (kept in the store too).
   ProcessResult r = Imgfs({"stats", "--format", "json", Mnt()}, 30);
@@ -365,7 +300,7 @@ TEST_F(KeeperTest, ReadersNeverSeeAKilledKeeperUnderTheServiceManager) {
   ASSERT_TRUE(stats.is_object() && stats.contains("fuse")) << r.Describe();
   EXPECT_EQ(stats["fuse"]["takeovers"].get<uint64_t>(), static_cast<uint64_t>(kKeeperKills));
   // Each lstat of a new missing name is one LOOKUP at least, whichever daemon served it.
-  EXPECT_GE(stats["fuse"]["requests"].value("lookup", uint64_t{0}), done[2].load());
+  EXPECT_GE(stats["fuse"]["requests"].value("lookup", uint64_t{0}), reads.done(2));
 
   // `imgfs umount` ends the mount; the keeper drops its entries from the store and exits 0.
   Umount();
@@ -392,11 +327,7 @@ TEST_F(KeeperTest, AnEndedStoredConnectionIsMountedAnew) {
   WaitExit(keeper, 60);
   ASSERT_EQ(umount2(Mnt().c_str(), MNT_DETACH), 0) << strerror(errno);
 
-  keeper = StartService(manager, args,
-                        {{"imgfs-fuse", manager.store["imgfs-fuse"].get()},
-                         {"imgfs-state", manager.store["imgfs-state"].get()},
-                         {"imgfs-counts", manager.store["imgfs-counts"].get()}},
-                        log);
+  keeper = StartService(manager, args, manager.Stored(), log);
   ASSERT_GT(keeper, 0);
   ASSERT_TRUE(manager.HandleUntil([&] { return manager.ready == 2; }, 120)) << ReadAll(log);
   for (const char* name : {"imgfs-fuse", "imgfs-state", "imgfs-counts"}) {

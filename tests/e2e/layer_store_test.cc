@@ -17,7 +17,6 @@
 #include <fstream>
 #include <iostream>
 #include <map>
-#include <mutex>
 #include <random>
 #include <sstream>
 #include <string>
@@ -34,34 +33,10 @@
 #include "tests/support/mount_support.h"
 #include "tests/support/registry_server.h"
 #include "tests/support/run_support.h"
+#include "tests/support/takeover_readers.h"
 
 namespace imgfs::testing {
 namespace {
-
-std::string Base64(std::string_view in) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    const uint32_t v = (static_cast<uint8_t>(in[i]) << 16) |
-                       (static_cast<uint8_t>(in[i + 1]) << 8) | static_cast<uint8_t>(in[i + 2]);
-    for (int s = 18; s >= 0; s -= 6) out += kAlphabet[(v >> s) & 63];
-  }
-  if (i + 1 == in.size()) {
-    const uint32_t v = static_cast<uint8_t>(in[i]) << 16;
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += "==";
-  } else if (i + 2 == in.size()) {
-    const uint32_t v = (static_cast<uint8_t>(in[i]) << 16) | (static_cast<uint8_t>(in[i + 1]) << 8);
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += kAlphabet[(v >> 6) & 63];
-    out += '=';
-  }
-  return out;
-}
 
 // One layer of a fixture layout, as its manifest and config describe it.
 struct FixtureLayer {
@@ -459,26 +434,20 @@ TEST_P(LayerStoreTest, ReadersNeverSeeAKilledDaemon) {
   ASSERT_GE(held, 0) << strerror(errno);
 
   std::atomic<bool> stop{false};
-  std::atomic<uint64_t> ops{0};
-  std::mutex mu;
-  std::vector<std::string> failures;
-  auto fail = [&](const std::string& what) {
-    std::scoped_lock lock(mu);
-    if (failures.size() < 20) failures.push_back(what);
-  };
+  ReaderLog log(3);  // slots 0 and 1: files read; 2: stats, lookups and listings
   std::vector<std::thread> readers;
   for (int t = 0; t < 2; ++t) {
-    readers.emplace_back([&] {
+    readers.emplace_back([&, t] {
       while (!stop) {
         for (const auto& [path, content] : files) {
           std::string error;
           const std::string data = ReadPathFromDaemon(path, &error);
           if (!error.empty()) {
-            fail(error);
+            log.Fail(error);
           } else if (data != content) {
-            fail(path + ": wrong bytes (" + std::to_string(data.size()) + ")");
+            log.Fail(path + ": wrong bytes (" + std::to_string(data.size()) + ")");
           }
-          ++ops;
+          log.Done(t);
         }
       }
     });
@@ -487,31 +456,31 @@ TEST_P(LayerStoreTest, ReadersNeverSeeAKilledDaemon) {
     for (uint64_t i = 0; !stop; ++i) {
       for (const std::string& path : paths) {
         struct stat st {};
-        if (lstat(path.c_str(), &st) != 0) fail("lstat " + path + ": " + strerror(errno));
+        if (lstat(path.c_str(), &st) != 0) log.Fail("lstat " + path + ": " + strerror(errno));
       }
       const std::string missing = used + "/diff/etc/missing-" + std::to_string(i);
       struct stat st {};
       if (lstat(missing.c_str(), &st) == 0 || errno != ENOENT) {
-        fail("lstat " + missing + ": " + strerror(errno));
+        log.Fail("lstat " + missing + ": " + strerror(errno));
       }
       std::error_code ec;
       for (auto it = std::filesystem::recursive_directory_iterator(ref_dir, ec);
            !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
       }
-      if (ec) fail("listing " + ref_dir + ": " + ec.message());
-      ++ops;
+      if (ec) log.Fail("listing " + ref_dir + ": " + ec.message());
+      log.Done(2);
     }
   });
 
   std::mt19937 rng(std::random_device{}());
   for (int kill_no = 0; kill_no < kKills; ++kill_no) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100 + rng() % 400));
-    const uint64_t before = ops.load();
+    const uint64_t before = log.ops();
     ASSERT_EQ(kill(daemon, SIGKILL), 0) << "kill " << kill_no;
     pid_t next = 0;
     const bool served =
         WaitFor([&] { return (next = ChildOf(keeper)) != 0 && next != daemon; }, 120) &&
-        WaitFor([&] { return ops.load() > before + 3; }, 120);
+        WaitFor([&] { return log.ops() > before + 3; }, 120);
     if (!served) {
       kill(keeper, SIGKILL);  // frees the readers: the connection ends with its last holder
       stop = true;
@@ -527,11 +496,9 @@ TEST_P(LayerStoreTest, ReadersNeverSeeAKilledDaemon) {
   stop = true;
   for (std::thread& t : readers) t.join();
   close(held);
-  {
-    std::scoped_lock lock(mu);
-    EXPECT_TRUE(failures.empty()) << failures.size() << " failures, first: " << failures.front();
-  }
-  std::cout << "readers: " << ops.load() << " operations across " << kKills << " takeovers\n";
+  const std::vector<std::string> failures = log.Failures();
+  EXPECT_TRUE(failures.empty()) << failures.size() << " failures, first: " << failures.front();
+  std::cout << "readers: " << log.ops() << " operations across " << kKills << " takeovers\n";
   EXPECT_EQ(Xattr(used, "user.imgfs.references"), "1") << "the reference outlived the daemons";
   EXPECT_EQ(RmdirErrno(used), ENOENT);
   EXPECT_EQ(Xattr(used, "user.imgfs.references"), "0");

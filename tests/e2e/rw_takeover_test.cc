@@ -18,7 +18,6 @@
 #include <fstream>
 #include <iostream>
 #include <map>
-#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -32,6 +31,7 @@
 #include "tests/support/e2e_fixture.h"
 #include "tests/support/mount_support.h"
 #include "tests/support/run_support.h"
+#include "tests/support/takeover_readers.h"
 #include "tests/support/tree_compare.h"
 
 namespace imgfs::testing {
@@ -39,33 +39,7 @@ namespace {
 
 constexpr int kKills = 20;
 constexpr int kRestartAt = 10;  // the takeover that is an `imgfs mount --restart`
-constexpr int kThreads = 5;     // 4 readers and the writer
-
-struct Log {
-  std::atomic<uint64_t> ops{0};
-  std::atomic<uint64_t> done[kThreads] = {};
-  std::mutex mu;
-  std::vector<std::string> failures;
-  void Fail(const std::string& what) {
-    std::scoped_lock lock(mu);
-    if (failures.size() < 20) failures.push_back(what);
-  }
-  size_t FailureCount() {
-    std::scoped_lock lock(mu);
-    return failures.size();
-  }
-  std::vector<uint64_t> Snapshot() const {
-    std::vector<uint64_t> out;
-    for (const auto& d : done) out.push_back(d.load());
-    return out;
-  }
-  bool AllMovedOn(const std::vector<uint64_t>& before) const {
-    for (int i = 0; i < kThreads; ++i) {
-      if (done[i].load() <= before[static_cast<size_t>(i)]) return false;
-    }
-    return true;
-  }
-};
+constexpr int kThreads = 5;     // 4 readers (slots 0-3) and the writer (slot 4)
 
 // The content the writer gives file `name`, part `part` (0: created, 1: appended).
 std::string ContentOf(const std::string& name, int part) {
@@ -91,16 +65,6 @@ bool WriteSynced(int fd, const std::string& data, off_t offset, std::string* err
 
 class RwTakeoverTest : public ImgfsMountTest {
  protected:
-  // The daemon serving Mnt(): the pid its stats report, once that is the keeper's child.
-  pid_t ServingDaemon(pid_t keeper) {
-    ProcessResult r = Imgfs({"stats", "--format", "json", Mnt()}, 30);
-    if (r.exit_code != 0) return 0;
-    auto j = nlohmann::json::parse(r.out, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) return 0;
-    pid_t pid = j.value("pid", 0);
-    return pid != 0 && pid == ChildOf(keeper) ? pid : 0;
-  }
-
   // The mount's journal (its temporary upper's work directory), "" if none.
   std::string JournalPath() {
     glob_t g{};
@@ -125,10 +89,7 @@ TEST_F(RwTakeoverTest, AFuseDriverWritableMountNeverSeesAKilledDaemon) {
   ASSERT_FALSE(journal.empty()) << "no journal in the temporary upper's work directory";
   const std::string container = std::filesystem::path(journal).parent_path().parent_path().string();
 
-  std::vector<std::pair<std::string, std::string>> files;  // path, sha256
-  for (const auto& [path, e] : listing) {
-    if (e.type == 'f') files.emplace_back(path, e.content);
-  }
+  const auto files = FilesOf(listing);
   const std::string w = Mnt() + "/w";
   ASSERT_EQ(mkdir(w.c_str(), 0755), 0) << strerror(errno);
 
@@ -147,60 +108,15 @@ TEST_F(RwTakeoverTest, AFuseDriverWritableMountNeverSeesAKilledDaemon) {
   ASSERT_TRUE(WriteSynced(orphan, orphan_content, 0, &error)) << error;
   ASSERT_EQ(unlink((w + "/orphan").c_str()), 0) << strerror(errno);
 
-  Log log;
+  ReaderLog log(kThreads);
   std::atomic<bool> stop{false};
   std::vector<std::thread> threads;
   for (int t = 0; t < 2; ++t) {
-    threads.emplace_back([&, t] {
-      for (size_t i = static_cast<size_t>(t); !stop; ++i) {
-        const auto& [path, sha] = files[i % files.size()];
-        int fd = open((Mnt() + path).c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-          log.Fail("open " + path + ": " + strerror(errno));
-          continue;
-        }
-        std::string err;
-        std::string data = ReadFromDaemon(fd, &err);
-        close(fd);
-        if (!err.empty()) {
-          log.Fail(path + ": " + err);
-        } else if (registry::Digest::Sha256Of(data).hex() != sha) {
-          log.Fail(path + ": wrong bytes (" + std::to_string(data.size()) + " bytes)");
-        }
-        ++log.ops;
-        ++log.done[t];
-      }
-    });
+    threads.emplace_back([&, t] { ReadFilesLoop(Mnt(), files, t, stop, &log); });
   }
-  threads.emplace_back([&] {
-    for (uint64_t i = 0; !stop; ++i) {
-      for (const auto& [path, e] : listing) {
-        struct stat st {};
-        if (lstat((Mnt() + path).c_str(), &st) != 0) {
-          log.Fail("lstat " + path + ": " + strerror(errno));
-        }
-      }
-      const std::string missing = Mnt() + "/etc/missing-" + std::to_string(i);
-      struct stat st {};
-      if (lstat(missing.c_str(), &st) == 0 || errno != ENOENT) {
-        log.Fail("lstat " + missing + ": " + strerror(errno));
-      }
-      ++log.ops;
-      ++log.done[2];
-    }
-  });
-  threads.emplace_back([&] {  // find, but not below the writer's directory (it changes)
-    while (!stop) {
-      std::error_code ec;
-      for (auto it = std::filesystem::recursive_directory_iterator(Mnt(), ec);
-           !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-        if (it->path() == w) it.disable_recursion_pending();
-      }
-      if (ec) log.Fail("walking the tree: " + ec.message());
-      ++log.ops;
-      ++log.done[3];
-    }
-  });
+  threads.emplace_back([&] { StatLoop(Mnt(), listing, 2, stop, &log); });
+  // find, but not below the writer's directory (it changes)
+  threads.emplace_back([&] { WalkLoop(Mnt(), w, 3, stop, &log); });
   // The writer: a file created and written, appended to, renamed into place, each step
   // fsync'ed; every third round an earlier file is unlinked. `kept` is what must be there.
   std::map<std::string, std::string> kept;
@@ -243,8 +159,7 @@ TEST_F(RwTakeoverTest, AFuseDriverWritableMountNeverSeesAKilledDaemon) {
           removed.push_back(old);
         }
       }
-      ++log.ops;
-      ++log.done[4];
+      log.Done(4);
     }
   });
 
@@ -292,11 +207,8 @@ TEST_F(RwTakeoverTest, AFuseDriverWritableMountNeverSeesAKilledDaemon) {
   }
   stop = true;
   for (std::thread& t : threads) t.join();
-  {
-    std::scoped_lock lock(log.mu);
-    EXPECT_TRUE(log.failures.empty())
-        << log.failures.size() << " failures, first: " << log.failures.front();
-  }
+  const std::vector<std::string> failures = log.Failures();
+  EXPECT_TRUE(failures.empty()) << failures.size() << " failures, first: " << failures.front();
   EXPECT_EQ(takeovers, kKills + 1);
   size_t wrong = 0;
   for (const auto& [name, content] : kept) {
@@ -310,8 +222,8 @@ TEST_F(RwTakeoverTest, AFuseDriverWritableMountNeverSeesAKilledDaemon) {
   EXPECT_GT(kept.size(), 0u);
   EXPECT_EQ(wrong, 0u) << "of " << kept.size() << " fsync'ed files";
   EXPECT_EQ(still_there, 0u) << "of " << removed.size() << " unlinked files";
-  std::cout << "rw takeover: " << log.ops.load() << " operations, " << kept.size()
-            << " files kept and " << removed.size() << " unlinked by the writer, across " << kKills
+  std::cout << "rw takeover: " << log.ops() << " operations, " << kept.size() << " files kept and "
+            << removed.size() << " unlinked by the writer, across " << kKills
             << " kills and 1 restart\n";
 
   // Lookup counting: once every descriptor is closed and the kernel dropped its dentries and

@@ -21,7 +21,6 @@
 #include <functional>
 #include <iostream>
 #include <map>
-#include <mutex>
 #include <random>
 #include <sstream>
 #include <string>
@@ -38,6 +37,7 @@
 #include "tests/support/mount_support.h"
 #include "tests/support/registry_server.h"
 #include "tests/support/run_support.h"
+#include "tests/support/takeover_readers.h"
 #include "tests/support/tree_compare.h"
 
 namespace imgfs::testing {
@@ -57,49 +57,9 @@ std::vector<Takeover> Kills(int kills) {
   return std::vector<Takeover>(static_cast<size_t>(kills), Takeover::kKill);
 }
 
-// What the readers record: operations done (per reader) and every failure in words.
-struct ReaderLog {
-  static constexpr int kReaders = 5;  // the last one: the writer, when there is one
-  int active = kReaders - 1;
-  std::atomic<uint64_t> ops{0};
-  std::atomic<uint64_t> done[kReaders] = {};
-  // Whether every reader finished an operation since `before` was taken.
-  bool AllMovedOn(const std::vector<uint64_t>& before) const {
-    for (int i = 0; i < active; ++i) {
-      if (done[i].load() <= before[static_cast<size_t>(i)]) return false;
-    }
-    return true;
-  }
-  std::vector<uint64_t> Snapshot() const {
-    std::vector<uint64_t> out;
-    for (const auto& d : done) out.push_back(d.load());
-    return out;
-  }
-  std::mutex mu;
-  std::vector<std::string> failures;
-  void Fail(const std::string& what) {
-    std::scoped_lock lock(mu);
-    if (failures.size() < 20) failures.push_back(what);
-  }
-  size_t FailureCount() {
-    std::scoped_lock lock(mu);
-    return failures.size();
-  }
-};
-
 class TakeoverTest : public ImgfsMountTest {
  protected:
   std::function<void()> before_umount_;  // what KillWhileReading does before it unmounts
-
-  // The daemon serving Mnt(): the pid its stats report, once that is the keeper's child.
-  pid_t ServingDaemon(pid_t keeper) {
-    ProcessResult r = Imgfs({"stats", "--format", "json", Mnt()}, 30);
-    if (r.exit_code != 0) return 0;
-    auto j = nlohmann::json::parse(r.out, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) return 0;
-    pid_t pid = j.value("pid", 0);
-    return pid != 0 && pid == ChildOf(keeper) ? pid : 0;
-  }
 
   // Readers over `top` (Mnt() when empty: else a directory showing the same tree, an overlay
   // over Mnt()) against `listing` until `stop`; replaces the daemon as `takeovers` say, each
@@ -116,10 +76,7 @@ class TakeoverTest : public ImgfsMountTest {
     ASSERT_TRUE(WaitFor([&] { return (daemon = ServingDaemon(keeper)) != 0; }, 60));
     ASSERT_NE(daemon, keeper);
 
-    std::vector<std::pair<std::string, std::string>> files;  // path, sha256
-    for (const auto& [path, e] : listing) {
-      if (e.type == 'f') files.emplace_back(path, e.content);
-    }
+    const auto files = FilesOf(listing);
     ASSERT_GT(files.size(), 10u);
     // A descriptor held open across every kill, read again after each.
     const std::string held_path = Mnt() + "/data/random.bin";
@@ -127,63 +84,19 @@ class TakeoverTest : public ImgfsMountTest {
     ASSERT_GE(held, 0) << strerror(errno);
     const std::string held_sha = listing.at("/data/random.bin").content;
 
-    ReaderLog log;
+    // Slots 0-3: the readers; 4: the writer, when there is one.
+    constexpr int kWriterSlot = 4;
+    ReaderLog log(write_dir.empty() ? kWriterSlot : kWriterSlot + 1);
     std::atomic<bool> stop{false};
     std::vector<std::thread> readers;
     // Whole files, from the daemon each time.
     for (int t = 0; t < 2; ++t) {
-      readers.emplace_back([&, t] {
-        for (size_t i = static_cast<size_t>(t); !stop; ++i) {
-          const auto& [path, sha] = files[i % files.size()];
-          int fd = open((top + path).c_str(), O_RDONLY | O_CLOEXEC);
-          if (fd < 0) {
-            log.Fail("open " + path + ": " + strerror(errno));
-            continue;
-          }
-          std::string error;
-          std::string data = ReadFromDaemon(fd, &error);
-          close(fd);
-          if (!error.empty()) {
-            log.Fail(path + ": " + error);
-          } else if (registry::Digest::Sha256Of(data).hex() != sha) {
-            log.Fail(path + ": wrong bytes (" + std::to_string(data.size()) + " bytes)");
-          }
-          ++log.ops;
-          ++log.done[t];
-        }
-      });
+      readers.emplace_back([&, t] { ReadFilesLoop(top, files, t, stop, &log); });
     }
-    // stat of every path, and lookups of names that are nowhere (never cached: each one goes
-    // to the daemon and must say ENOENT).
-    readers.emplace_back([&] {
-      for (uint64_t i = 0; !stop; ++i) {
-        for (const auto& [path, e] : listing) {
-          struct stat st {};
-          if (lstat((top + path).c_str(), &st) != 0) {
-            log.Fail("lstat " + path + ": " + strerror(errno));
-          }
-        }
-        std::string missing = top + "/etc/missing-" + std::to_string(i);
-        struct stat st {};
-        if (lstat(missing.c_str(), &st) == 0 || errno != ENOENT) {
-          log.Fail("lstat " + missing + ": " + strerror(errno));
-        }
-        ++log.ops;
-        ++log.done[2];
-      }
-    });
+    // stat of every path, and lookups of names that are nowhere.
+    readers.emplace_back([&] { StatLoop(top, listing, 2, stop, &log); });
     // find: the whole tree listed.
-    readers.emplace_back([&] {
-      while (!stop) {
-        std::error_code ec;
-        for (auto it = std::filesystem::recursive_directory_iterator(top, ec);
-             !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-        }
-        if (ec) log.Fail("walking the tree: " + ec.message());
-        ++log.ops;
-        ++log.done[3];
-      }
-    });
+    readers.emplace_back([&] { WalkLoop(top, "", 3, stop, &log); });
 
     // The writer: new files in a directory of the tree (each create looks the name up in the
     // lower tree, the daemon's), written and fsync'ed.
@@ -194,7 +107,6 @@ class TakeoverTest : public ImgfsMountTest {
       return out;
     };
     if (!write_dir.empty()) {
-      log.active = ReaderLog::kReaders;
       readers.emplace_back([&] {
         // Paced and bounded (at most ~160 MB in the test's 256 MiB tmpfs), so it writes
         // across every takeover and never fills the upper.
@@ -216,8 +128,7 @@ class TakeoverTest : public ImgfsMountTest {
             written.push_back(path);
           }
           close(fd);
-          ++log.ops;
-          ++log.done[ReaderLog::kReaders - 1];
+          log.Done(kWriterSlot);
         }
       });
     }
@@ -264,11 +175,10 @@ class TakeoverTest : public ImgfsMountTest {
     stop = true;
     for (std::thread& t : readers) t.join();
     close(held);
-    std::scoped_lock lock(log.mu);
-    EXPECT_TRUE(log.failures.empty())
-        << log.failures.size() << " failures, first: " << log.failures.front();
-    EXPECT_GT(log.ops.load(), 0u);
-    std::cout << "readers: " << log.ops.load() << " operations across " << count << " takeovers\n";
+    const std::vector<std::string> failures = log.Failures();
+    EXPECT_TRUE(failures.empty()) << failures.size() << " failures, first: " << failures.front();
+    EXPECT_GT(log.ops(), 0u);
+    std::cout << "readers: " << log.ops() << " operations across " << count << " takeovers\n";
     if (!write_dir.empty()) {
       EXPECT_GT(written.size(), 0u);
       size_t wrong = 0;

@@ -121,6 +121,15 @@ void ImgfsMountTest::Umount(const std::string& mountpoint) {
 
 pid_t ImgfsMountTest::DaemonPid(int n) const { return MountDaemonPid(Root(), Mnt(n)); }
 
+pid_t ImgfsMountTest::ServingDaemon(pid_t keeper) const {
+  ProcessResult r = Imgfs({"stats", "--format", "json", Mnt()}, 30);
+  if (r.exit_code != 0) return 0;
+  auto j = nlohmann::json::parse(r.out, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return 0;
+  pid_t pid = j.value("pid", 0);
+  return pid != 0 && pid == ChildOf(keeper) ? pid : 0;
+}
+
 RegistryServer* ImgfsMountTest::SharedRegistry() {
   std::unique_ptr<RegistryServer>& slot = SharedRegistrySlot();
   if (slot == nullptr) {

@@ -82,6 +82,9 @@ class ImgfsMountTest : public ::testing::Test {
   void Umount(const std::string& mountpoint);
   // The daemon pid from the store's lease of Mnt(n) (0 if none).
   pid_t DaemonPid(int n = 1) const;
+  // The daemon serving Mnt() under keeper `keeper`: the pid `imgfs stats` reports, once that
+  // is the keeper's child (0 before, e.g. while a new daemon takes the mount over).
+  pid_t ServingDaemon(pid_t keeper) const;
 
   // The registry this suite's tests share, started on first use; null (and a test failure)
   // when it cannot start. Tests push under their own repository names and never stop it.

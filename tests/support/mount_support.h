@@ -1,6 +1,6 @@
 // imgfs tests — small helpers the end-to-end mount tests share: whether a directory is a
 // mount point, a file's content (or a readable reason) for an assertion, a keeper's daemon,
-// and reads that bypass the page cache.
+// reads that bypass the page cache, and the directory names of a layer store.
 //
 // Thread-safety: the functions are thread-safe.
 #ifndef IMGFS_TESTS_SUPPORT_MOUNT_SUPPORT_H_
@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <string_view>
 
 namespace imgfs::testing {
 
@@ -25,6 +26,10 @@ pid_t ChildOf(pid_t pid);
 // The whole content of the open file `fd`, read after dropping its cached pages (so the read
 // goes to the daemon). Sets *error on a failed syscall.
 std::string ReadFromDaemon(int fd, std::string* error);
+
+// Standard base64 of `in`, with padding: the name a layer store gives the directory of an
+// image reference (fs/layer_store/layer_store.h).
+std::string Base64(std::string_view in);
 
 }  // namespace imgfs::testing
 
