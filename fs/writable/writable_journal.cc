@@ -286,6 +286,9 @@ Status WritableJournal::ParseLine(std::string_view line) {
       if (f.size() != 1 || !Number(f[0], &a)) return corrupt("a bad delete line");
       auto it = nodes_.find(a);
       if (it == nodes_.end() || it->second.parent == 0) return corrupt("a delete of no name");
+      // Names below a deleted directory could not be told again (a snapshot lists names from
+      // the root down), and a filesystem deletes only empty directories.
+      if (it->second.children != 0) return corrupt("a delete of a directory with names below it");
       const uint64_t old_parent = it->second.parent;
       if (loading_) recent_.push_back(Change{'D', a, old_parent, it->second.name, 0, ""});
       names_.erase(std::make_pair(old_parent, it->second.name));

@@ -106,6 +106,7 @@ TEST_F(WritableJournalTest, HostileJournalsAreCorrupt) {
            "N 2 1 1 2e2e\n",                      // ".."
            "N 2 1 1 61\nN 3 1 1 61\n",            // one name, two ids
            "N 2 1 1 61\nN 3 2 1 62\nM 2 3 63\n",  // a directory moved below itself
+           "N 2 1 1 61\nN 3 2 1 62\nD 2\n",       // a directory deleted with a name below
            "L 5\n",                               // unknown id
            "H 1 9 0 0\n",                         // handle of an unknown id
            "C 1\n",                               // release of nothing
