@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "base/fd_passing.h"
 #include "base/log.h"
 
 namespace imgfs::fs {
@@ -56,27 +57,8 @@ Status NotifyServiceManager(const std::string& socket, std::string_view state,
   }
   UniqueFd sock(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   if (!sock.IsValid()) return Status::FromErrno(errno, "socket for NOTIFY_SOCKET");
-  std::string text(state);
-  iovec iov{text.data(), text.size()};
-  std::vector<char> control(fds.empty() ? 0 : CMSG_SPACE(sizeof(int) * fds.size()));
-  msghdr msg{};
-  msg.msg_name = &addr;
-  msg.msg_namelen = len;
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  if (!fds.empty()) {
-    msg.msg_control = control.data();
-    msg.msg_controllen = control.size();
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-  }
-  for (;;) {
-    if (::sendmsg(sock.get(), &msg, MSG_NOSIGNAL) >= 0) return Status::Ok();
-    if (errno != EINTR) return Status::FromErrno(errno, "notifying the service manager");
-  }
+  return SendWithFds(sock.get(), state, fds, "notifying the service manager",
+                     reinterpret_cast<const sockaddr*>(&addr), len);
 }
 
 bool ValidFdName(std::string_view name) {

@@ -41,6 +41,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "base/fd_passing.h"
 #include "base/unique_fd.h"
 #include "registry/digest.h"
 #include "tests/support/e2e_fixture.h"
@@ -87,27 +88,10 @@ class FakeServiceManager {
       if (std::chrono::steady_clock::now() > deadline) return false;
       pollfd p{sock_.get(), POLLIN, 0};
       if (poll(&p, 1, 100) <= 0) continue;
-      char buf[4096];
-      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)] = {};
-      iovec iov{buf, sizeof(buf)};
-      msghdr msg{};
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      msg.msg_control = control;
-      msg.msg_controllen = sizeof(control);
-      const ssize_t n = recvmsg(sock_.get(), &msg, MSG_CMSG_CLOEXEC);
-      if (n < 0) continue;
+      std::string bytes;
       std::vector<UniqueFd> fds;
-      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-        const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < count; ++i) {
-          int fd = -1;
-          std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-          fds.emplace_back(fd);
-        }
-      }
-      Handle(std::string(buf, static_cast<size_t>(n)), std::move(fds));
+      if (ReceiveWithFds(sock_.get(), 4096, &bytes, &fds) < 0) continue;
+      Handle(bytes, std::move(fds));
     }
     return true;
   }

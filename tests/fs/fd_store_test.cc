@@ -16,6 +16,7 @@
 
 #include <gtest/gtest.h>
 
+#include "base/fd_passing.h"
 #include "base/unique_fd.h"
 #include "fs/fuse/keeper_record.h"
 
@@ -90,22 +91,12 @@ TEST(FdStoreTest, NotifiesAnAbstractSocketWithADescriptor) {
   ASSERT_TRUE(
       NotifyServiceManager(address, "FDSTORE=1\nFDNAME=imgfs-fuse", {write_end.get()}).ok());
 
-  char buf[256];
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  iovec iov{buf, sizeof(buf)};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  const ssize_t n = ::recvmsg(sock.get(), &msg, MSG_CMSG_CLOEXEC);
-  ASSERT_GT(n, 0);
-  EXPECT_EQ(std::string(buf, static_cast<size_t>(n)), "FDSTORE=1\nFDNAME=imgfs-fuse");
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  ASSERT_NE(c, nullptr);
-  int received = -1;
-  std::memcpy(&received, CMSG_DATA(c), sizeof(int));
-  UniqueFd stored(received);
+  std::string bytes;
+  std::vector<UniqueFd> fds;
+  ASSERT_GT(ReceiveWithFds(sock.get(), 256, &bytes, &fds), 0);
+  EXPECT_EQ(bytes, "FDSTORE=1\nFDNAME=imgfs-fuse");
+  ASSERT_EQ(fds.size(), 1u);
+  UniqueFd stored = std::move(fds[0]);
   ASSERT_EQ(::write(stored.get(), "k", 1), 1);  // the same pipe
   char got = 0;
   ASSERT_EQ(::read(read_end.get(), &got, 1), 1);
