@@ -1,6 +1,6 @@
 // imgfs — FuseSession: mounts an ImageFilesystem with libfuse's low-level API and serves it
-// with worker threads (ServeLowLevel, fs/fuse/lowlevel.h) until it is unmounted or the process gets
-// SIGTERM/SIGINT/SIGHUP.
+// with worker threads (ServeLowLevel, fs/fuse/lowlevel.h) until it is unmounted or the process
+// gets SIGTERM/SIGINT/SIGHUP.
 //
 // Mount options: `ro` (or `rw` when SessionOptions::writable is set), `default_permissions` (the
 // kernel checks modes against the image's owners) for root's mounts and mounts with
