@@ -142,6 +142,29 @@ TEST_F(WritableJournalTest, RequestsAreReadBackWithWhatTheyWereAnswered) {
   EXPECT_TRUE(many.FindRequest(11).has_value());
 }
 
+// The encoding is format 2: a change to it must bump kFormat (and keep loading format 1 and 2
+// journals, which a takeover after an upgrade reads).
+TEST_F(WritableJournalTest, EncodingIsFormatTwo) {
+  Result<std::unique_ptr<WritableJournal>> j = WritableJournal::Create(dir_fd_.get());
+  ASSERT_TRUE(j.has_value()) << j.error().ToString();
+  WritableJournal& w = **j;
+  ASSERT_TRUE(w.NewNode(2, 1, "d", /*created=*/true, 10).ok());
+  ASSERT_TRUE(w.NewNode(3, 2, "f", /*created=*/false, 12).ok());
+  ASSERT_TRUE(w.Lookup(3, 14).ok());
+  ASSERT_TRUE(w.Opened(1, 3, O_RDONLY, 7, 16).ok());
+  ASSERT_TRUE(w.Done(18).ok());
+  ASSERT_TRUE(w.Move(3, 1, "g").ok());
+  ASSERT_TRUE(w.Deleted(2).ok());
+  ASSERT_TRUE(w.UpperIno(5, 6).ok());
+  EXPECT_EQ(WritableJournal::kFormat, 2);
+  EXPECT_EQ(JournalText(),
+            "V 2\nA 2 1 1 64 10\nN 3 2 1 66 12\nL 3 14\nH 1 3 0 7 16\nU 18 0 0\nM 3 1 67\nD 2\n"
+            "I 5 6\n");
+  EXPECT_EQ(w.Snapshot(),
+            "V 2\nS 4 2 7\nN 3 1 2 67\nN 2 0 1 64\nI 5 6\nH 1 3 0 7\nU 10 2 0\nU 12 3 0\n"
+            "U 14 3 0\nU 16 0 1\nU 18 0 0\nE 0\n");
+}
+
 // A journal of format 1 (no format line, no request numbers: a daemon of an earlier imgfs
 // taken over after an upgrade) loads, and is appended to; a newer format is refused.
 TEST_F(WritableJournalTest, FormatOneLoadsAndNewerFormatsAreRefused) {
