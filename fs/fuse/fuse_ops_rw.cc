@@ -276,11 +276,14 @@ void Fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) noexcep
   ServeRw(req, FuseOp::kFsync, [&] { fuse_reply_err(req, Wfs(req).Fsync(fi->fh, datasync != 0)); });
 }
 
-// A directory handle: the merged listing, taken at opendir and again at each rewind.
+// A directory handle: the merged listing, taken at opendir and again at each rewind. Its
+// lock is held while the listing is taken or read into a reply (not across the reply): two
+// requests may read one handle at once (seen under TSan across takeovers).
 struct DirHandle {
-  std::vector<MergedDirEntry> entries;
-  uint64_t self_ino = 0;
-  uint64_t parent_ino = 0;
+  Mutex mu;
+  std::vector<MergedDirEntry> entries IMGFS_GUARDED_BY(mu);
+  uint64_t self_ino IMGFS_GUARDED_BY(mu) = 0;
+  uint64_t parent_ino IMGFS_GUARDED_BY(mu) = 0;
 };
 
 // Open directories by number (fuse_file_info::fh). The kernel keeps the numbers across a
@@ -322,7 +325,7 @@ DirHandles& OpenDirs() {
   return *dirs;
 }
 
-int Snapshot(fuse_req_t req, fuse_ino_t ino, DirHandle* dh) {
+int Snapshot(fuse_req_t req, fuse_ino_t ino, DirHandle* dh) IMGFS_REQUIRES(dh->mu) {
   struct stat st {};
   bool cacheable = false;
   int err = Wfs(req).GetAttr(ino, &st, &cacheable);
@@ -334,7 +337,11 @@ int Snapshot(fuse_req_t req, fuse_ino_t ino, DirHandle* dh) {
 void Opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   ServeRw(req, FuseOp::kOpendir, [&] {
     auto dh = std::make_shared<DirHandle>();
-    int err = Snapshot(req, ino, dh.get());
+    int err = 0;
+    {
+      MutexLock lock(&dh->mu);
+      err = Snapshot(req, ino, dh.get());
+    }
     if (err != 0) return ReplyErr(req, "opendir", err);
     // The kernel's open directory's from here: removed by Releasedir, or below when the
     // opendir was interrupted (the kernel then sends no RELEASEDIR).
@@ -348,34 +355,37 @@ void Readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
   ServeRw(req, FuseOp::kReaddir, [&] {
     bool fresh = false;
     std::shared_ptr<DirHandle> dh = OpenDirs().Get(fi->fh, &fresh);
-    if (off == 0 || fresh) {
-      int err = Snapshot(req, ino, dh.get());
-      if (err != 0) return ReplyErr(req, "readdir", err);
-    }
     std::string buf(size, '\0');
     size_t used = 0;
-    for (uint64_t pos = static_cast<uint64_t>(off); pos < dh->entries.size() + 2; ++pos) {
-      struct stat st {};
-      std::string name;
-      if (pos == 0) {
-        name = ".";
-        st.st_ino = dh->self_ino;
-        st.st_mode = S_IFDIR;
-      } else if (pos == 1) {
-        name = "..";
-        st.st_ino = dh->parent_ino;
-        st.st_mode = S_IFDIR;
-      } else {
-        const MergedDirEntry& e = dh->entries[pos - 2];
-        name = e.name;
-        st.st_ino = e.st_ino;
-        st.st_mode = e.type;
+    int err = 0;
+    {
+      MutexLock lock(&dh->mu);
+      if (off == 0 || fresh) err = Snapshot(req, ino, dh.get());
+      for (uint64_t pos = static_cast<uint64_t>(off); err == 0 && pos < dh->entries.size() + 2;
+           ++pos) {
+        struct stat st {};
+        std::string name;
+        if (pos == 0) {
+          name = ".";
+          st.st_ino = dh->self_ino;
+          st.st_mode = S_IFDIR;
+        } else if (pos == 1) {
+          name = "..";
+          st.st_ino = dh->parent_ino;
+          st.st_mode = S_IFDIR;
+        } else {
+          const MergedDirEntry& e = dh->entries[pos - 2];
+          name = e.name;
+          st.st_ino = e.st_ino;
+          st.st_mode = e.type;
+        }
+        size_t n = fuse_add_direntry(req, buf.data() + used, size - used, name.c_str(), &st,
+                                     static_cast<off_t>(pos + 1));
+        if (n > size - used) break;
+        used += n;
       }
-      size_t n = fuse_add_direntry(req, buf.data() + used, size - used, name.c_str(), &st,
-                                   static_cast<off_t>(pos + 1));
-      if (n > size - used) break;
-      used += n;
     }
+    if (err != 0) return ReplyErr(req, "readdir", err);
     fuse_reply_buf(req, buf.data(), used);
   });
 }
