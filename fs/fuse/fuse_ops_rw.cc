@@ -25,6 +25,7 @@
 #include "base/log.h"
 #include "base/mutex.h"
 #include "fs/fuse/fuse_ops.h"
+#include "fs/fuse/lowlevel.h"
 #include "fs/fuse/read_ahead.h"
 #include "fs/fuse/reply.h"
 #include "fs/writable/writable_fs.h"
@@ -42,13 +43,28 @@ Caller CallerOf(fuse_req_t req) {
   return c;
 }
 
+// Serve, with the request the core answers marked (WritableFs::RequestScope): what it hands
+// out is journaled with the request's number, and a request sent again after a takeover is
+// answered from the journal.
+template <typename Body>
+void ServeRw(fuse_req_t req, FuseOp op, Body&& body) noexcept {
+  Serve(req, op, [&] {
+    const FuseRequestId request = CurrentRequest();
+    const WritableFs::RequestScope scope(RequestId{request.unique, request.resent});
+    body();
+  });
+}
+
 void CountRequest(fuse_req_t req, FuseOp op) { ContextOf(req).requests.Count(op); }
 
 void ReplyErr(fuse_req_t req, const char* op, int err) { ReplyErrno(req, op, 0, err); }
 
 // Unchanged lower content is cached for long; anything that may change, not at all.
+// A reply the kernel did not take (the request was interrupted) takes no lookup: undone.
 void ReplyEntryFor(fuse_req_t req, const Entry& entry) {
-  ReplyEntry(req, entry.id, entry.attr, entry.cacheable ? kImmutableTimeoutSeconds : 0);
+  if (ReplyEntry(req, entry.id, entry.attr, entry.cacheable ? kImmutableTimeoutSeconds : 0) != 0) {
+    Wfs(req).Forget(entry.id, 1);
+  }
 }
 
 // Drops what the kernel caches of the inodes the last operation changed behind its back
@@ -75,7 +91,7 @@ void Init(void* userdata, fuse_conn_info* conn) noexcept {
 }
 
 void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
-  Serve(req, FuseOp::kLookup, [&] {
+  ServeRw(req, FuseOp::kLookup, [&] {
     Entry entry;
     int err = Wfs(req).Lookup(parent, name, &entry);
     if (err == ENOENT) return ReplyNegativeEntry(req);
@@ -85,21 +101,21 @@ void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
 }
 
 void Forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) noexcept {
-  Serve(req, FuseOp::kForget, [&] {
+  ServeRw(req, FuseOp::kForget, [&] {
     Wfs(req).Forget(ino, nlookup);
     fuse_reply_none(req);
   });
 }
 
 void ForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) noexcept {
-  Serve(req, FuseOp::kForgetMulti, [&] {
+  ServeRw(req, FuseOp::kForgetMulti, [&] {
     for (size_t i = 0; i < count; ++i) Wfs(req).Forget(forgets[i].ino, forgets[i].nlookup);
     fuse_reply_none(req);
   });
 }
 
 void Getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) noexcept {
-  Serve(req, FuseOp::kGetattr, [&] {
+  ServeRw(req, FuseOp::kGetattr, [&] {
     struct stat st {};
     bool cacheable = false;
     int err = Wfs(req).GetAttr(ino, &st, &cacheable);
@@ -110,7 +126,7 @@ void Getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) noexcept {
 
 void Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
              fuse_file_info* fi) noexcept {
-  Serve(req, FuseOp::kSetattr, [&] {
+  ServeRw(req, FuseOp::kSetattr, [&] {
     SetAttrRequest r;
     r.set_mode = (to_set & FUSE_SET_ATTR_MODE) != 0;
     r.mode = attr->st_mode;
@@ -136,7 +152,7 @@ void Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
 }
 
 void Readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
-  Serve(req, FuseOp::kReadlink, [&] {
+  ServeRw(req, FuseOp::kReadlink, [&] {
     std::string target;
     int err = Wfs(req).ReadLink(ino, &target);
     if (err != 0) return ReplyErr(req, "readlink", err);
@@ -145,7 +161,7 @@ void Readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
 }
 
 void Mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) noexcept {
-  Serve(req, FuseOp::kMknod, [&] {
+  ServeRw(req, FuseOp::kMknod, [&] {
     Entry entry;
     int err = Wfs(req).Mknod(parent, name, mode, rdev, CallerOf(req), &entry);
     Invalidate(req);
@@ -155,7 +171,7 @@ void Mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev
 }
 
 void Mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) noexcept {
-  Serve(req, FuseOp::kMkdir, [&] {
+  ServeRw(req, FuseOp::kMkdir, [&] {
     Entry entry;
     int err = Wfs(req).Mkdir(parent, name, mode, CallerOf(req), &entry);
     Invalidate(req);
@@ -165,7 +181,7 @@ void Mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) noe
 }
 
 void Unlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
-  Serve(req, FuseOp::kUnlink, [&] {
+  ServeRw(req, FuseOp::kUnlink, [&] {
     int err = Wfs(req).Unlink(parent, name);
     Invalidate(req);
     fuse_reply_err(req, err);
@@ -173,7 +189,7 @@ void Unlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
 }
 
 void Rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
-  Serve(req, FuseOp::kRmdir, [&] {
+  ServeRw(req, FuseOp::kRmdir, [&] {
     int err = Wfs(req).Rmdir(parent, name);
     Invalidate(req);
     fuse_reply_err(req, err);
@@ -181,7 +197,7 @@ void Rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
 }
 
 void Symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) noexcept {
-  Serve(req, FuseOp::kSymlink, [&] {
+  ServeRw(req, FuseOp::kSymlink, [&] {
     Entry entry;
     int err = Wfs(req).Symlink(link, parent, name, CallerOf(req), &entry);
     Invalidate(req);
@@ -192,7 +208,7 @@ void Symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* na
 
 void Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
             const char* newname, unsigned int flags) noexcept {
-  Serve(req, FuseOp::kRename, [&] {
+  ServeRw(req, FuseOp::kRename, [&] {
     int err = Wfs(req).Rename(parent, name, newparent, newname, flags);
     Invalidate(req);
     fuse_reply_err(req, err);
@@ -200,7 +216,7 @@ void Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newp
 }
 
 void Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) noexcept {
-  Serve(req, FuseOp::kLink, [&] {
+  ServeRw(req, FuseOp::kLink, [&] {
     Entry entry;
     int err = Wfs(req).Link(ino, newparent, newname, &entry);
     Invalidate(req);
@@ -210,7 +226,7 @@ void Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newn
 }
 
 void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
-  Serve(req, FuseOp::kOpen, [&] {
+  ServeRw(req, FuseOp::kOpen, [&] {
     uint64_t fh = 0;
     bool cacheable = false;
     int err = Wfs(req).Open(ino, fi->flags, &fh, &cacheable);
@@ -223,7 +239,7 @@ void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
 }
 
 void Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) noexcept {
-  Serve(req, FuseOp::kRead, [&] {
+  ServeRw(req, FuseOp::kRead, [&] {
     ContextOf(req).requests.NoteReadSize(size);
     if (off < 0) return ReplyErr(req, "read", EINVAL);
     std::string data;
@@ -235,7 +251,7 @@ void Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi
 
 void Write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off,
            fuse_file_info* fi) noexcept {
-  Serve(req, FuseOp::kWrite, [&] {
+  ServeRw(req, FuseOp::kWrite, [&] {
     if (off < 0) return ReplyErr(req, "write", EINVAL);
     size_t written = 0;
     int err = Wfs(req).Write(fi->fh, static_cast<uint64_t>(off), buf, size, &written);
@@ -250,21 +266,24 @@ void Flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept {
 }
 
 void Release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
-  Serve(req, FuseOp::kRelease, [&] {
+  ServeRw(req, FuseOp::kRelease, [&] {
     Wfs(req).Release(fi->fh);
     fuse_reply_err(req, 0);
   });
 }
 
 void Fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) noexcept {
-  Serve(req, FuseOp::kFsync, [&] { fuse_reply_err(req, Wfs(req).Fsync(fi->fh, datasync != 0)); });
+  ServeRw(req, FuseOp::kFsync, [&] { fuse_reply_err(req, Wfs(req).Fsync(fi->fh, datasync != 0)); });
 }
 
-// A directory handle: the merged listing, taken at opendir and again at each rewind.
+// A directory handle: the merged listing, taken at opendir and again at each rewind. Its
+// lock is held while the listing is taken or read into a reply (not across the reply): two
+// requests may read one handle at once (seen under TSan across takeovers).
 struct DirHandle {
-  std::vector<MergedDirEntry> entries;
-  uint64_t self_ino = 0;
-  uint64_t parent_ino = 0;
+  Mutex mu;
+  std::vector<MergedDirEntry> entries IMGFS_GUARDED_BY(mu);
+  uint64_t self_ino IMGFS_GUARDED_BY(mu) = 0;
+  uint64_t parent_ino IMGFS_GUARDED_BY(mu) = 0;
 };
 
 // Open directories by number (fuse_file_info::fh). The kernel keeps the numbers across a
@@ -306,7 +325,7 @@ DirHandles& OpenDirs() {
   return *dirs;
 }
 
-int Snapshot(fuse_req_t req, fuse_ino_t ino, DirHandle* dh) {
+int Snapshot(fuse_req_t req, fuse_ino_t ino, DirHandle* dh) IMGFS_REQUIRES(dh->mu) {
   struct stat st {};
   bool cacheable = false;
   int err = Wfs(req).GetAttr(ino, &st, &cacheable);
@@ -316,9 +335,13 @@ int Snapshot(fuse_req_t req, fuse_ino_t ino, DirHandle* dh) {
 }
 
 void Opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
-  Serve(req, FuseOp::kOpendir, [&] {
+  ServeRw(req, FuseOp::kOpendir, [&] {
     auto dh = std::make_shared<DirHandle>();
-    int err = Snapshot(req, ino, dh.get());
+    int err = 0;
+    {
+      MutexLock lock(&dh->mu);
+      err = Snapshot(req, ino, dh.get());
+    }
     if (err != 0) return ReplyErr(req, "opendir", err);
     // The kernel's open directory's from here: removed by Releasedir, or below when the
     // opendir was interrupted (the kernel then sends no RELEASEDIR).
@@ -329,37 +352,40 @@ void Opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
 
 // Offsets: 1 = ".", 2 = "..", 3 + i = the i-th name of the snapshot.
 void Readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) noexcept {
-  Serve(req, FuseOp::kReaddir, [&] {
+  ServeRw(req, FuseOp::kReaddir, [&] {
     bool fresh = false;
     std::shared_ptr<DirHandle> dh = OpenDirs().Get(fi->fh, &fresh);
-    if (off == 0 || fresh) {
-      int err = Snapshot(req, ino, dh.get());
-      if (err != 0) return ReplyErr(req, "readdir", err);
-    }
     std::string buf(size, '\0');
     size_t used = 0;
-    for (uint64_t pos = static_cast<uint64_t>(off); pos < dh->entries.size() + 2; ++pos) {
-      struct stat st {};
-      std::string name;
-      if (pos == 0) {
-        name = ".";
-        st.st_ino = dh->self_ino;
-        st.st_mode = S_IFDIR;
-      } else if (pos == 1) {
-        name = "..";
-        st.st_ino = dh->parent_ino;
-        st.st_mode = S_IFDIR;
-      } else {
-        const MergedDirEntry& e = dh->entries[pos - 2];
-        name = e.name;
-        st.st_ino = e.st_ino;
-        st.st_mode = e.type;
+    int err = 0;
+    {
+      MutexLock lock(&dh->mu);
+      if (off == 0 || fresh) err = Snapshot(req, ino, dh.get());
+      for (uint64_t pos = static_cast<uint64_t>(off); err == 0 && pos < dh->entries.size() + 2;
+           ++pos) {
+        struct stat st {};
+        std::string name;
+        if (pos == 0) {
+          name = ".";
+          st.st_ino = dh->self_ino;
+          st.st_mode = S_IFDIR;
+        } else if (pos == 1) {
+          name = "..";
+          st.st_ino = dh->parent_ino;
+          st.st_mode = S_IFDIR;
+        } else {
+          const MergedDirEntry& e = dh->entries[pos - 2];
+          name = e.name;
+          st.st_ino = e.st_ino;
+          st.st_mode = e.type;
+        }
+        size_t n = fuse_add_direntry(req, buf.data() + used, size - used, name.c_str(), &st,
+                                     static_cast<off_t>(pos + 1));
+        if (n > size - used) break;
+        used += n;
       }
-      size_t n = fuse_add_direntry(req, buf.data() + used, size - used, name.c_str(), &st,
-                                   static_cast<off_t>(pos + 1));
-      if (n > size - used) break;
-      used += n;
     }
+    if (err != 0) return ReplyErr(req, "readdir", err);
     fuse_reply_buf(req, buf.data(), used);
   });
 }
@@ -376,7 +402,7 @@ void Fsyncdir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) noexcept {
 }
 
 void Statfs(fuse_req_t req, fuse_ino_t) noexcept {
-  Serve(req, FuseOp::kStatfs, [&] {
+  ServeRw(req, FuseOp::kStatfs, [&] {
     struct statvfs st {};
     int err = Wfs(req).StatFs(&st);
     if (err != 0) return ReplyErr(req, "statfs", err);
@@ -386,7 +412,7 @@ void Statfs(fuse_req_t req, fuse_ino_t) noexcept {
 
 void Setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
               int flags) noexcept {
-  Serve(req, FuseOp::kSetxattr, [&] {
+  ServeRw(req, FuseOp::kSetxattr, [&] {
     int err = Wfs(req).SetXattr(ino, name, std::string_view(value, size), flags);
     Invalidate(req);
     fuse_reply_err(req, err);
@@ -394,7 +420,7 @@ void Setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* valu
 }
 
 void Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noexcept {
-  Serve(req, FuseOp::kGetxattr, [&] {
+  ServeRw(req, FuseOp::kGetxattr, [&] {
     std::string value;
     int err = Wfs(req).GetXattr(ino, name, &value);
     if (err != 0) {
@@ -406,7 +432,7 @@ void Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noe
 }
 
 void Listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
-  Serve(req, FuseOp::kListxattr, [&] {
+  ServeRw(req, FuseOp::kListxattr, [&] {
     std::vector<std::string> names;
     int err = Wfs(req).ListXattr(ino, &names);
     if (err != 0) return ReplyErr(req, "listxattr", err);
@@ -420,7 +446,7 @@ void Listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
 }
 
 void Removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) noexcept {
-  Serve(req, FuseOp::kRemovexattr, [&] {
+  ServeRw(req, FuseOp::kRemovexattr, [&] {
     int err = Wfs(req).RemoveXattr(ino, name);
     Invalidate(req);
     fuse_reply_err(req, err);
@@ -428,7 +454,7 @@ void Removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) noexcept {
 }
 
 void Access(fuse_req_t req, fuse_ino_t ino, int) noexcept {
-  Serve(req, FuseOp::kAccess, [&] {
+  ServeRw(req, FuseOp::kAccess, [&] {
     // Permission bits are checked by the kernel (default_permissions).
     struct stat st {};
     bool cacheable = false;
@@ -438,7 +464,7 @@ void Access(fuse_req_t req, fuse_ino_t ino, int) noexcept {
 
 void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
             fuse_file_info* fi) noexcept {
-  Serve(req, FuseOp::kCreate, [&] {
+  ServeRw(req, FuseOp::kCreate, [&] {
     Entry entry;
     uint64_t fh = 0;
     int err = Wfs(req).Create(parent, name, mode, fi->flags, CallerOf(req), &entry, &fh);
@@ -452,7 +478,10 @@ void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     e.attr = entry.attr;
     e.attr_timeout = entry.cacheable ? kImmutableTimeoutSeconds : 0;
     e.entry_timeout = kImmutableTimeoutSeconds;
-    if (fuse_reply_create(req, &e, fi) != 0) Wfs(req).Release(fh);
+    if (fuse_reply_create(req, &e, fi) != 0) {  // interrupted: neither handle nor lookup taken
+      Wfs(req).Release(fh);
+      Wfs(req).Forget(entry.id, 1);
+    }
   });
 }
 

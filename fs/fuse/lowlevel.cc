@@ -3,16 +3,22 @@
 
 #include <fuse_lowlevel.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <mutex>
 #include <vector>
 
 #include "base/log.h"
+#include "base/mutex.h"
 #include "fs/fuse/takeover.h"
 
 namespace imgfs::fs {
@@ -46,7 +52,137 @@ void FuseLog(enum fuse_log_level level, const char* fmt, va_list ap) {
   LogLine(ours, std::string("fuse: ") + buf);
 }
 
+thread_local FuseRequestId current_request;
+
+// struct fuse_in_header (include/uapi/linux/fuse.h): u32 len, u32 opcode, u64 unique, ...;
+// 40 bytes. Spelled out here: the kernel's header and libfuse's cannot both be included.
+constexpr size_t kInHeaderBytes = 40;
+constexpr size_t kUniqueOffset = 8;
+
+FuseRequestId RequestOf(const fuse_buf& buf) {
+  // In memory unless libfuse spliced a large WRITE into a pipe (FUSE_BUF_IS_FD; imgfs does
+  // not ask for splice reads).
+  if ((buf.flags & FUSE_BUF_IS_FD) != 0 || buf.mem == nullptr || buf.size < kInHeaderBytes) {
+    return {};
+  }
+  uint64_t unique = 0;
+  std::memcpy(&unique, static_cast<const char*>(buf.mem) + kUniqueOffset, sizeof(unique));
+  return FuseRequestId{unique & ~kFuseUniqueResend, (unique & kFuseUniqueResend) != 0};
+}
+
+// The worker threads of one ServeLowLevel call, made the way libfuse 3.14's
+// fuse_session_loop_mt makes them (lib/fuse_loop_mt.c): a worker reads a request and, when
+// no other is left waiting for one, starts another (up to max_threads); the calling thread
+// only waits, and termination signals are blocked in the workers so that they reach it.
+// When the session exits, the workers are cancelled: cancellation is enabled only while a
+// worker waits in fuse_session_receive_buf, so a request being answered is finished first.
+class WorkerPool {
+ public:
+  WorkerPool(fuse_session* se, unsigned max_threads)
+      : se_(se), max_threads_(max_threads == 0 ? 1 : max_threads) {
+    sem_init(&finished_, 0, 0);
+  }
+  ~WorkerPool() { sem_destroy(&finished_); }
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+
+  int Run() {
+    {
+      MutexLock lock(&mu_);
+      if (!StartWorker()) return -EAGAIN;
+    }
+    // A termination signal's handler (fuse_set_signal_handlers) calls fuse_session_exit on
+    // this thread and interrupts the wait; a worker that sees the end posts. The timeout
+    // covers a signal that lands between the check and the wait.
+    while (!fuse_session_exited(se_)) {
+      timespec until{};
+      clock_gettime(CLOCK_REALTIME, &until);
+      until.tv_sec += 1;
+      sem_timedwait(&finished_, &until);
+    }
+    std::vector<pthread_t> threads;
+    {
+      MutexLock lock(&mu_);
+      stopping_ = true;
+      threads = threads_;
+    }
+    for (pthread_t t : threads) pthread_cancel(t);
+    for (pthread_t t : threads) pthread_join(t, nullptr);
+    fuse_session_reset(se_);  // as libfuse's loop leaves the session
+    return error_.load();
+  }
+
+ private:
+  // Not noexcept: a cancelled worker unwinds through these frames (running destructors).
+  static void* Work(void* arg) {
+    static_cast<WorkerPool*>(arg)->Serve();
+    return nullptr;
+  }
+
+  void Serve() {
+    fuse_buf buf{};  // reused for every request of this worker; libfuse grows it
+    struct BufferOwner {
+      fuse_buf* buf;
+      ~BufferOwner() {
+        std::free(buf->mem);  // NOLINT(cppcoreguidelines-no-malloc): libfuse's allocation
+      }
+    } owner{&buf};
+    while (!fuse_session_exited(se_)) {
+      pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, nullptr);
+      const int res = fuse_session_receive_buf(se_, &buf);
+      pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, nullptr);
+      if (res == -EINTR) continue;
+      if (res <= 0) {  // 0: unmounted (libfuse saw ENODEV and exited the session) or exited
+        if (res < 0) {
+          error_.store(res);
+          fuse_session_exit(se_);
+        }
+        break;
+      }
+      {
+        MutexLock lock(&mu_);
+        if (--idle_ == 0 && !stopping_ && threads_.size() < max_threads_) StartWorker();
+      }
+      current_request = RequestOf(buf);
+      fuse_session_process_buf(se_, &buf);
+      current_request = FuseRequestId{};
+      MutexLock lock(&mu_);
+      ++idle_;
+    }
+    sem_post(&finished_);
+  }
+
+  bool StartWorker() IMGFS_REQUIRES(mu_) {
+    sigset_t blocked;
+    sigset_t old;
+    sigemptyset(&blocked);
+    for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT}) sigaddset(&blocked, sig);
+    pthread_sigmask(SIG_BLOCK, &blocked, &old);
+    pthread_t thread{};
+    const int rc = pthread_create(&thread, nullptr, &WorkerPool::Work, this);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    if (rc != 0) {
+      IMGFS_LOG(kWarning) << "cannot start a FUSE worker thread: " << strerror(rc);
+      return false;
+    }
+    threads_.push_back(thread);
+    ++idle_;
+    return true;
+  }
+
+  fuse_session* const se_;
+  const unsigned max_threads_;
+  Mutex mu_;
+  std::vector<pthread_t> threads_ IMGFS_GUARDED_BY(mu_);
+  unsigned idle_ IMGFS_GUARDED_BY(mu_) = 0;  // workers waiting for a request
+  bool stopping_ IMGFS_GUARDED_BY(mu_) = false;
+  std::atomic<int> error_{0};
+  sem_t finished_{};  // posted by each worker that leaves its loop
+};
+
 }  // namespace
+
+FuseRequestId CurrentRequest() { return current_request; }
 
 std::string EscapeFuseOption(const std::string& value) {
   std::string out;
@@ -142,12 +278,9 @@ int ServeLowLevel(fuse_session* se, unsigned max_threads) {
   // between live blocks that free() never returns: ~34 MiB of a 94 MiB daemon for a
   // 75 000-path image. Return it before serving.
   malloc_trim(0);
-  fuse_loop_config* cfg = fuse_loop_cfg_create();
-  fuse_loop_cfg_set_clone_fd(cfg, 0);
-  fuse_loop_cfg_set_max_threads(cfg, max_threads);
-  const int rc = fuse_session_loop_mt(se, cfg);
-  fuse_loop_cfg_destroy(cfg);
-  return rc;
+  // Not fuse_session_loop_mt: the operations need each request's header (CurrentRequest).
+  WorkerPool pool(se, max_threads);
+  return pool.Run();
 }
 
 }  // namespace imgfs::fs

@@ -2,10 +2,12 @@
 // (fs/fuse/session.h) and the Additional Layer Store (fs/fuse/layer_store_ops.h).
 //
 // Thread-safety: MountLowLevel and ServeLowLevel on the thread that owns the session;
-// libfuse's log messages may come from any thread (kept under a lock).
+// libfuse's log messages may come from any thread (kept under a lock); CurrentRequest from
+// any thread (it answers for the calling one).
 #ifndef IMGFS_FS_FUSE_LOWLEVEL_H_
 #define IMGFS_FS_FUSE_LOWLEVEL_H_
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -27,12 +29,33 @@ Result<fuse_session*> MountLowLevel(const fuse_lowlevel_ops& ops, void* userdata
                                     const std::string& options, bool debug,
                                     const std::string& target, const std::string& mountpoint);
 
-// Serves `se` with libfuse's multi-threaded loop (at most `max_threads` workers) until it is
-// unmounted or exits; libfuse's result (< 0: -errno). Every worker reads the one /dev/fuse
-// descriptor: a cloned one (FUSE_DEV_IOC_CLONE) is a file of its own whose unanswered
-// requests the kernel fails when the process dies, which a takeover (fs/fuse/takeover.h)
-// could not resend. READ replies come from the heap: see the .cc.
+// Serves `se` with worker threads (started as requests find none idle, at most
+// `max_threads`; libfuse's multi-threaded loop made the same way, see the .cc) until it is
+// unmounted or exits (fuse_session_exit, from a termination signal or any thread); 0, or
+// -errno when reading /dev/fuse failed. Every worker reads the one /dev/fuse descriptor: a
+// cloned one (FUSE_DEV_IOC_CLONE) is a file of its own whose unanswered requests the kernel
+// fails when the process dies, which a takeover (fs/fuse/takeover.h) could not resend. Each
+// request's header is read before libfuse handles it: CurrentRequest. READ replies come from
+// the heap: see the .cc.
 int ServeLowLevel(fuse_session* se, unsigned max_threads);
+
+// FUSE_UNIQUE_RESEND (include/uapi/linux/fuse.h, Linux 6.9): bit 63 of fuse_in_header.unique
+// in a request the kernel sends again after FUSE_NOTIFY_RESEND; the rest is its first unique.
+inline constexpr uint64_t kFuseUniqueResend = uint64_t{1} << 63;
+
+// The request being answered: the `unique` of its fuse_in_header without kFuseUniqueResend
+// (the kernel's number for it, never reused on the connection while the mount lives, the
+// same when sent again), and whether the bit was set.
+struct FuseRequestId {
+  uint64_t unique = 0;  // 0: not inside a request (or a request whose header was not seen)
+  bool resent = false;
+};
+
+// The request the calling thread answers: set by ServeLowLevel's workers for the duration of
+// each operation callback (fuse_session_process_buf), on that thread only; {0, false}
+// elsewhere (ServeInitRequest, notifications, other threads). A callback that hands work to
+// another thread passes it along itself.
+FuseRequestId CurrentRequest();
 
 struct Handover;
 

@@ -1,5 +1,6 @@
 // imgfs — FuseSession: mounts an ImageFilesystem with libfuse's low-level API and serves it
-// with the multi-threaded loop until it is unmounted or the process gets SIGTERM/SIGINT/SIGHUP.
+// with worker threads (ServeLowLevel, fs/fuse/lowlevel.h) until it is unmounted or the process
+// gets SIGTERM/SIGINT/SIGHUP.
 //
 // Mount options: `ro` (or `rw` when SessionOptions::writable is set), `default_permissions` (the
 // kernel checks modes against the image's owners) for root's mounts and mounts with
@@ -35,7 +36,7 @@ struct SessionOptions {
   std::string fsname = "imgfs";
   // Extra -o options (allow_other, dev, suid, ...). "ro"/"rw" are handled by the caller.
   std::vector<std::string> mount_options;
-  // Worker threads of the multi-threaded loop (hp's default is 10; reads may block on I/O).
+  // Worker threads at most (ServeLowLevel; hp's default is 10; reads may block on I/O).
   unsigned max_threads = 16;
   bool debug = false;  // libfuse -d
   // Called once the kernel's INIT request has been handled: the mount answers requests.

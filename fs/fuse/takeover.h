@@ -20,10 +20,17 @@
 // numbers, a function of the stored layer indexes (fs/tree/node_table.h, tests/fs/
 // node_ids_test.cc); read-only mounts keep no per-open state (fh is unused, or the kernel opens
 // by itself: no_open); lookup counts need no bookkeeping because the read-only tree is never
-// freed (FORGET only counts). Writable mounts of the fuse driver (fs/writable/) journal the
-// ids, lookup counts, handles and st_ino numbers they hand out in their work directory, and a
-// new daemon restores them (fs/writable/writable_journal.h); on a restart it ends the old
-// daemon before it opens the upper, since two must never change one upper at once.
+// freed (FORGET only counts); so a request sent again is simply answered again. Writable
+// mounts of the fuse driver (fs/writable/) journal the ids, lookup counts, handles and st_ino
+// numbers they hand out in their work directory, and a new daemon restores them
+// (fs/writable/writable_journal.h); on a restart it ends the old daemon before it opens the
+// upper, since two must never change one upper at once. A request sent again keeps its
+// number (fuse_in_header.unique) with kFuseUniqueResend set (fs/fuse/lowlevel.h
+// CurrentRequest): the writable journal records the number with what each request counted,
+// opened or changed, so one the dead daemon had done is answered from the journal, neither
+// counted nor done twice; one it had not journaled is done for real. Exact but for FORGET:
+// it has no reply, the kernel does not send it again, and the lookups a dead daemon read a
+// FORGET for but did not apply stay counted until unmount (fs/writable/writable_fs.h).
 //
 // Daemons are new programs (KeeperOptions::daemon_argv; `imgfs mount` and `imgfs layer-store`
 // always use it): the

@@ -14,6 +14,15 @@ std::shared_ptr<WritableFs::Handle> WritableFs::GetHandle(uint64_t fh) const {
 }
 
 int WritableFs::Open(uint64_t id, int flags, uint64_t* fh, bool* cacheable) {
+  if (std::optional<WritableJournal::RequestRecord> rec = Resent();
+      rec && rec->fh != 0 && GetHandle(rec->fh) != nullptr) {
+    // Opened before a takeover (the handle restored from the journal): that handle.
+    MutexLock lock(&mu_);
+    Node* node = GetNode(id);
+    *fh = rec->fh;
+    *cacheable = node != nullptr && Cacheable(node);
+    return 0;
+  }
   auto handle = std::make_shared<Handle>();
   {
     MutexLock lock(&mu_);
@@ -40,26 +49,47 @@ int WritableFs::Open(uint64_t id, int flags, uint64_t* fh, bool* cacheable) {
   }
   MutexLock lock(&handles_mu_);
   *fh = next_fh_++;
-  Journaled(journal_->Opened(*fh, id, flags, handle->lower));
+  Journaled(journal_->Opened(*fh, id, flags, handle->lower, CurrentRequest().unique));
   handles_.emplace(*fh, std::move(handle));
   return 0;
 }
 
 int WritableFs::Create(uint64_t parent, std::string_view name, mode_t mode, int flags,
                        const Caller& caller, Entry* out, uint64_t* fh) {
+  if (std::optional<WritableJournal::RequestRecord> rec = Resent(); rec && rec->id != 0) {
+    // Done before a takeover: its entry, and its handle (or, when the daemon died before
+    // opening it, one opened now without creating or truncating again).
+    int r = -1;
+    {
+      MutexLock lock(&mu_);
+      r = AnswerResent(rec->id, out);
+    }
+    if (r > 0) return r;
+    if (r == 0) {
+      if (rec->fh != 0 && GetHandle(rec->fh) != nullptr) {
+        *fh = rec->fh;
+        return 0;
+      }
+      bool cacheable = false;
+      r = Open(out->id, flags & ~(O_CREAT | O_EXCL | O_TRUNC), fh, &cacheable);
+      if (r != 0) {
+        Forget(out->id, 1);  // the kernel never gets the id the dead daemon counted
+        return r;
+      }
+      out->cacheable = out->cacheable && cacheable;
+      return 0;
+    }
+  }
   auto handle = std::make_shared<Handle>();
   bool exists = false;
-  bool replayed = false;  // an O_EXCL create sent again after a takeover: its entry is in `out`
   {
     MutexLock lock(&mu_);
     MutexLock hl(&handle->mu);  // not shared yet; held for the lock analysis (order: mu_, then it)
     CreateSite site;
     int r = PrepareCreate(parent, name, &site);
-    // open(O_CREAT) without O_EXCL of a name that exists opens it, as POSIX says: the
-    // kernel's entry was stale, or this is a create a killed daemon did but never answered,
-    // sent again (fs/fuse/takeover.h).
-    replayed = r == EEXIST && (flags & O_EXCL) != 0 && ReplayCreate(parent, name, out) == 0;
-    exists = r == EEXIST && ((flags & O_EXCL) == 0 || replayed);
+    // open(O_CREAT) without O_EXCL of a name that exists opens it, as POSIX says (the
+    // kernel's entry was stale).
+    exists = r == EEXIST && (flags & O_EXCL) == 0;
     if (r != 0 && !exists) return r;
     if (!exists) {
       const int at = site.at;
@@ -81,16 +111,16 @@ int WritableFs::Create(uint64_t parent, std::string_view name, mode_t mode, int 
     }
   }
   if (exists) {
-    int r = replayed ? 0 : Lookup(parent, name, out);
+    int r = Lookup(parent, name, out);
     if (r != 0) return r;
     if (S_ISDIR(out->attr.st_mode)) {
-      if (!replayed) Forget(out->id, 1);
+      Forget(out->id, 1);
       return EISDIR;
     }
     bool cacheable = false;
-    r = Open(out->id, flags & ~(O_CREAT | O_EXCL | (replayed ? O_TRUNC : 0)), fh, &cacheable);
+    r = Open(out->id, flags & ~(O_CREAT | O_EXCL), fh, &cacheable);
     if (r != 0) {
-      if (!replayed) Forget(out->id, 1);
+      Forget(out->id, 1);
       return r;
     }
     out->cacheable = out->cacheable && cacheable;
@@ -100,7 +130,7 @@ int WritableFs::Create(uint64_t parent, std::string_view name, mode_t mode, int 
   }
   MutexLock lock(&handles_mu_);
   *fh = next_fh_++;
-  Journaled(journal_->Opened(*fh, handle->id, flags, 0));
+  Journaled(journal_->Opened(*fh, handle->id, flags, 0, CurrentRequest().unique));
   handles_.emplace(*fh, std::move(handle));
   return 0;
 }

@@ -7,49 +7,12 @@ using namespace writable_internal;  // this module's own helpers
 
 // ---- name operations -------------------------------------------------------------------
 
-// A name change the dead daemon made last and may not have answered (see the header):
-// returns the node it concerns (the new name's; the parent for a deletion), consumed, or
-// nullptr when the request is not one sent again.
-WritableFs::Node* WritableFs::Replayed(char kind, uint64_t parent, std::string_view name,
-                                       uint64_t new_parent, std::string_view new_name) {
-  if (replays_.empty()) return nullptr;
-  if (std::chrono::steady_clock::now() > replay_until_) {
-    replays_.clear();
-    return nullptr;
-  }
-  for (auto it = replays_.rbegin(); it != replays_.rend(); ++it) {
-    if (it->kind != kind || it->parent != parent || it->name != name) continue;
-    if (kind == 'M' && (it->new_parent != new_parent || it->new_name != new_name)) continue;
-    Node* found = nullptr;
-    if (kind == 'D') {
-      found = GetNode(parent);
-    } else {
-      Node* dir = GetNode(kind == 'M' ? new_parent : parent);
-      if (dir != nullptr) {
-        auto child = dir->children.find(kind == 'M' ? new_name : name);
-        if (child != dir->children.end() && child->second->id == it->id) found = child->second;
-      }
-    }
-    if (found == nullptr) return nullptr;
-    replays_.erase(std::next(it).base());
-    return found;
-  }
-  return nullptr;
-}
-
-int WritableFs::ReplayCreate(uint64_t parent, std::string_view name, Entry* out) {
-  Node* node = Replayed('A', parent, name, 0, "");
-  if (node == nullptr) return EEXIST;
-  // The dead daemon counted this lookup and the kernel never got it: answered, not counted.
-  int r = StatNode(node, &out->attr);
-  if (r != 0) return r;
-  out->id = node->id;
-  out->cacheable = Cacheable(node);
-  return 0;
-}
-
 int WritableFs::Lookup(uint64_t parent, std::string_view name, Entry* out) {
   MutexLock lock(&mu_);
+  if (std::optional<WritableJournal::RequestRecord> rec = Resent(); rec && rec->id != 0) {
+    const int answered = AnswerResent(rec->id, out);
+    if (answered >= 0) return answered;
+  }
   Node* dir = GetNode(parent);
   if (dir == nullptr || dir->deleted) return ENOENT;
   State st;
@@ -241,9 +204,12 @@ int WritableFs::FinishCreate(const CreateSite& site, std::string_view name, mode
 int WritableFs::Mknod(uint64_t parent, std::string_view name, mode_t mode, dev_t rdev,
                       const Caller& caller, Entry* out) {
   MutexLock lock(&mu_);
+  if (std::optional<WritableJournal::RequestRecord> rec = Resent(); rec && rec->id != 0) {
+    const int answered = AnswerResent(rec->id, out);
+    if (answered >= 0) return answered;
+  }
   CreateSite site;
   int r = PrepareCreate(parent, name, &site);
-  if (r == EEXIST) return ReplayCreate(parent, name, out);
   if (r != 0) return r;
   const int at = site.at;
   const std::string& nm = site.name_at;
@@ -266,9 +232,12 @@ int WritableFs::Mknod(uint64_t parent, std::string_view name, mode_t mode, dev_t
 int WritableFs::Mkdir(uint64_t parent, std::string_view name, mode_t mode, const Caller& caller,
                       Entry* out) {
   MutexLock lock(&mu_);
+  if (std::optional<WritableJournal::RequestRecord> rec = Resent(); rec && rec->id != 0) {
+    const int answered = AnswerResent(rec->id, out);
+    if (answered >= 0) return answered;
+  }
   CreateSite site;
   int r = PrepareCreate(parent, name, &site);
-  if (r == EEXIST) return ReplayCreate(parent, name, out);
   if (r != 0) return r;
   const int at = site.at;
   const std::string& nm = site.name_at;
@@ -289,9 +258,12 @@ int WritableFs::Mkdir(uint64_t parent, std::string_view name, mode_t mode, const
 int WritableFs::Symlink(std::string_view target, uint64_t parent, std::string_view name,
                         const Caller& caller, Entry* out) {
   MutexLock lock(&mu_);
+  if (std::optional<WritableJournal::RequestRecord> rec = Resent(); rec && rec->id != 0) {
+    const int answered = AnswerResent(rec->id, out);
+    if (answered >= 0) return answered;
+  }
   CreateSite site;
   int r = PrepareCreate(parent, name, &site);
-  if (r == EEXIST) return ReplayCreate(parent, name, out);
   if (r != 0) return r;
   const int at = site.at;
   const std::string& nm = site.name_at;
@@ -306,13 +278,13 @@ int WritableFs::Symlink(std::string_view target, uint64_t parent, std::string_vi
 }
 
 int WritableFs::Unlink(uint64_t parent, std::string_view name) {
+  if (Resent().has_value()) return 0;  // done before a takeover (the header says)
   MutexLock lock(&mu_);
   Node* dir = GetNode(parent);
   if (dir == nullptr || dir->deleted) return ENOENT;
   std::string dir_path = PathOf(dir);
   State st;
   int r = ResolveChild(dir->state, dir_path, name, &st);
-  if (r == ENOENT && Replayed('D', parent, name, 0, "") != nullptr) return 0;
   if (r != 0) return r;
   if (S_ISDIR(st.type)) return EISDIR;
   bool need_whiteout = LowerHas(dir->state, name, nullptr);
@@ -358,17 +330,18 @@ int WritableFs::Unlink(uint64_t parent, std::string_view name) {
   }
   dir->state.upper = true;
   Detach(node);
+  JournalDone();
   return 0;
 }
 
 int WritableFs::Rmdir(uint64_t parent, std::string_view name) {
+  if (Resent().has_value()) return 0;
   MutexLock lock(&mu_);
   Node* dir = GetNode(parent);
   if (dir == nullptr || dir->deleted) return ENOENT;
   std::string dir_path = PathOf(dir);
   State st;
   int r = ResolveChild(dir->state, dir_path, name, &st);
-  if (r == ENOENT && Replayed('D', parent, name, 0, "") != nullptr) return 0;
   if (r != 0) return r;
   if (!S_ISDIR(st.type)) return ENOTDIR;
   std::string path = Join(dir_path, name);
@@ -394,12 +367,14 @@ int WritableFs::Rmdir(uint64_t parent, std::string_view name) {
   Node* node = FindNode(path);
   if (node != nullptr) StatNode(node, &node->last);
   Detach(node);
+  JournalDone();
   return 0;
 }
 
 int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_parent,
                        std::string_view new_name, unsigned flags) {
   if ((flags & ~static_cast<unsigned>(RENAME_NOREPLACE)) != 0) return EINVAL;
+  if (Resent().has_value()) return 0;
   MutexLock lock(&mu_);
   Node* p1 = GetNode(parent);
   Node* p2 = GetNode(new_parent);
@@ -410,7 +385,6 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
   std::string dst_path = Join(PathOf(p2), new_name);
   State s, d;
   int r = ResolveChild(p1->state, PathOf(p1), name, &s);
-  if (r == ENOENT && Replayed('M', parent, name, new_parent, new_name) != nullptr) return 0;
   if (r != 0) return r;
   r = ResolveChild(p2->state, PathOf(p2), new_name, &d);
   bool dst_exists = r == 0;
@@ -578,11 +552,16 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
     copy_ups_.fetch_add(1, std::memory_order_release);
     MaybeErase(p1);
   }
+  JournalDone();
   return 0;
 }
 
 int WritableFs::Link(uint64_t id, uint64_t new_parent, std::string_view new_name, Entry* out) {
   MutexLock lock(&mu_);
+  if (std::optional<WritableJournal::RequestRecord> rec = Resent(); rec && rec->id != 0) {
+    const int answered = AnswerResent(rec->id, out);
+    if (answered >= 0) return answered;
+  }
   Node* src = GetNode(id);
   if (src == nullptr || src->deleted) return ENOENT;
   if (S_ISDIR(src->state.type)) return EPERM;

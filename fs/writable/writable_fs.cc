@@ -226,6 +226,38 @@ void WritableFs::Journaled(const Status& st) {
   if (!st.ok()) IMGFS_LOG(kError) << "writable journal: " << st.ToString();
 }
 
+namespace {
+thread_local RequestId current_request;
+}  // namespace
+
+WritableFs::RequestScope::RequestScope(RequestId request) : outer_(current_request) {
+  current_request = request;
+}
+WritableFs::RequestScope::~RequestScope() { current_request = outer_; }
+
+RequestId WritableFs::CurrentRequest() { return current_request; }
+
+std::optional<WritableJournal::RequestRecord> WritableFs::Resent() const {
+  const RequestId request = current_request;
+  if (!request.resent || request.unique == 0) return std::nullopt;
+  return journal_->FindRequest(request.unique);
+}
+
+int WritableFs::AnswerResent(uint64_t id, Entry* out) {
+  Node* node = GetNode(id);
+  if (node == nullptr) return -1;
+  const int r = StatNode(node, &out->attr);
+  if (r != 0) return r;
+  out->id = id;
+  out->cacheable = Cacheable(node);
+  return 0;
+}
+
+void WritableFs::JournalDone() {
+  const uint64_t unique = current_request.unique;
+  if (unique != 0) Journaled(journal_->Done(unique));
+}
+
 Status WritableFs::Restore() {
   const WritableJournal& j = *journal_;
   next_id_ = std::max(next_id_, j.next_id());
@@ -299,8 +331,6 @@ Status WritableFs::Restore() {
       }
     }
   }
-  replays_ = j.recent_changes();
-  replay_until_ = std::chrono::steady_clock::now() + std::chrono::seconds(kReplaySeconds);
   // Handles: opened again as the dead daemon had them (never truncating or creating again).
   MutexLock hl(&handles_mu_);
   next_fh_ = std::max(next_fh_, j.next_fh());
@@ -547,8 +577,9 @@ int WritableFs::MakeEntry(Node* parent, std::string_view name, const State& stat
     return r;
   }
   node->lookups++;
-  Journaled(fresh_node ? journal_->NewNode(node->id, parent->id, node->name, created)
-                       : journal_->Lookup(node->id));
+  const uint64_t unique = CurrentRequest().unique;
+  Journaled(fresh_node ? journal_->NewNode(node->id, parent->id, node->name, created, unique)
+                       : journal_->Lookup(node->id, unique));
   out->id = node->id;
   out->cacheable = Cacheable(node);
   return 0;

@@ -32,10 +32,19 @@
 // (or renamed over) while open is moved into the work directory as the journal's
 // OrphanName(id) rather than removed, so that handles reopened by the next daemon still reach
 // its data; it is removed at the last release. A lock on the work directory (flock) keeps two
-// WritableFs from serving one work directory at once. Requests the dead daemon had read are
-// sent again by the kernel: an unlink, rmdir, rename, mkdir, mknod, symlink or O_EXCL create
-// that it had done last (the journal's last changes) is answered as done when it comes again
-// within kReplaySeconds, instead of ENOENT or EEXIST. The parent's times are restored after a
+// WritableFs from serving one work directory at once. Requests the dead daemon had read but not
+// answered are sent again by the kernel, marked so and with their first number (RequestId,
+// set by the FUSE adapter through RequestScope). The journal records that number with each
+// lookup it counts, each handle it opens and each unlink, rmdir and rename done; a request
+// sent again that it records is answered from there without being done or counted again —
+// lookup, mknod, mkdir, symlink, link: the recorded id with fresh attributes; open: the
+// recorded handle; create: both; unlink, rmdir, rename: done. Anything else — a request not
+// marked as sent again, or one the journal does not record — is done for real, so a new
+// request identical to one done before the takeover gets the real answer (ENOENT, EEXIST).
+// What stays inexact: a change made in the upper by a daemon killed before its journal line
+// (the request, sent again, then finds it done: EEXIST or ENOENT), and forgets (FORGET has no
+// reply; one a dead daemon read but did not apply is not sent again, and the id it would
+// have freed stays until unmount). The parent's times are restored after a
 // copy-up, like overlayfs does. A lower regular file with several names (a hardlink group) is
 // copied up once and its other visible names are linked to the copy, so the group stays one inode.
 //
@@ -60,11 +69,11 @@
 #include <sys/types.h>
 
 #include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -119,8 +128,29 @@ struct MergedDirEntry {
   mode_t type = 0;  // S_IFMT bits
 };
 
+// The kernel request an operation answers (fs/fuse/lowlevel.h FuseRequestId): its number
+// without the resend bit (0: none, as in tests and internal calls) and whether the kernel
+// sent it again after a takeover.
+struct RequestId {
+  uint64_t unique = 0;
+  bool resent = false;
+};
+
 class WritableFs {
  public:
+  // Marks the operations the calling thread runs while it lives as answering `request` (the
+  // FUSE adapter wraps each callback in one); scopes nest, the inner one wins.
+  class RequestScope {
+   public:
+    explicit RequestScope(RequestId request);
+    ~RequestScope();
+    RequestScope(const RequestScope&) = delete;
+    RequestScope& operator=(const RequestScope&) = delete;
+
+   private:
+    RequestId outer_;
+  };
+
   // Opens the merged view of `lower` (not owned; outlives this) and `upper_dir` (must exist).
   // `work_dir` must be on the upper's filesystem and not inside it. It is made fresh: created
   // 0700 and owned by the caller through a descriptor of its parent (whose owner may be
@@ -244,14 +274,17 @@ class WritableFs {
   // Moves the upper file at `path` of `node` (open: HasHandles) into the work directory as
   // its orphan, instead of removing it.
   int KeepOrphan(Node* node, const std::string& path) IMGFS_REQUIRES(mu_);
-  // Requests sent again after a takeover: a name change the dead daemon had made last
-  // (journal's recent_changes, within kReplaySeconds of the takeover, each once) is answered
-  // as done instead of ENOENT/EEXIST.
-  Node* Replayed(char kind, uint64_t parent, std::string_view name, uint64_t new_parent,
-                 std::string_view new_name) IMGFS_REQUIRES(mu_);
-  // EEXIST, or the entry of a create sent again (its lookup not counted twice).
-  int ReplayCreate(uint64_t parent, std::string_view name, Entry* out) IMGFS_REQUIRES(mu_);
-  static constexpr int kReplaySeconds = 30;
+  // The calling thread's request (RequestScope).
+  static RequestId CurrentRequest();
+  // What the journal records of the calling thread's request when the kernel sent it again
+  // (a takeover); nullopt for any other request.
+  std::optional<WritableJournal::RequestRecord> Resent() const;
+  // `out` for the id `id` a request sent again was answered with (fresh attributes, the
+  // lookup not counted again): 0 or an errno; -1 when the id is gone (the request is then
+  // done for real).
+  int AnswerResent(uint64_t id, Entry* out) IMGFS_REQUIRES(mu_);
+  // Journals that the calling thread's request (if any) is done.
+  void JournalDone();
   // After the last release of `id`: removes its orphan, if it has one.
   void DropOrphan(uint64_t id) IMGFS_EXCLUDES(mu_);
 
@@ -318,8 +351,6 @@ class WritableFs {
   std::unordered_map<uint64_t, ino_t> claimed_inos_ IMGFS_GUARDED_BY(mu_);
   uint64_t next_st_ino_ IMGFS_GUARDED_BY(mu_) = 0;
   uint64_t temp_counter_ IMGFS_GUARDED_BY(mu_) = 0;
-  std::vector<WritableJournal::Change> replays_ IMGFS_GUARDED_BY(mu_);
-  std::chrono::steady_clock::time_point replay_until_ IMGFS_GUARDED_BY(mu_);
   // Counts the times a name known to the kernel moved from the lower to the upper: a read
   // handle opened on a lower file looks for an upper copy only when it changed (lock-free
   // reads of unchanged image files).

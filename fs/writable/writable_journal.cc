@@ -71,6 +71,11 @@ bool Number(std::string_view text, uint64_t* out) {
   return ec == std::errc() && end == text.data() + text.size();
 }
 
+// A request's number as journaled: not 0, without the resend bit (bit 63).
+bool Unique(std::string_view text, uint64_t* out) {
+  return Number(text, out) && *out != 0 && *out < (uint64_t{1} << 63);
+}
+
 Status WriteAll(int fd, std::string_view bytes) {
   while (!bytes.empty()) {
     const ssize_t n = write(fd, bytes.data(), bytes.size());
@@ -92,7 +97,9 @@ Result<std::unique_ptr<WritableJournal>> WritableJournal::Create(int dir_fd) {
   UniqueFd fd(
       openat(dir_fd, kFileName, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!fd.IsValid()) return Status::FromErrno(errno, "creating the writable journal");
-  return std::unique_ptr<WritableJournal>(new WritableJournal(dir_fd, std::move(fd)));
+  std::unique_ptr<WritableJournal> journal(new WritableJournal(dir_fd, std::move(fd)));
+  IMGFS_RETURN_IF_ERROR(journal->Record("V " + std::to_string(kFormat)));
+  return journal;
 }
 
 Result<std::unique_ptr<WritableJournal>> WritableJournal::Resume(int dir_fd) {
@@ -139,26 +146,15 @@ Result<std::unique_ptr<WritableJournal>> WritableJournal::Resume(int dir_fd) {
 Status WritableJournal::LoadText(std::string_view text) {
   if (text.size() > kMaxJournalBytes) return Status::Corrupt("writable journal too large");
   MutexLock lock(&mu_);
-  loading_ = true;
   size_t line_no = 0;
   while (!text.empty()) {
     const size_t nl = text.find('\n');
     if (nl == std::string_view::npos) break;  // an unfinished last line: never replied
     ++line_no;
     Status st = ParseLine(text.substr(0, nl));
-    if (!st.ok()) {
-      loading_ = false;
-      return st.WithContext("writable journal line " + std::to_string(line_no));
-    }
+    if (!st.ok()) return st.WithContext("writable journal line " + std::to_string(line_no));
     text.remove_prefix(nl + 1);
-    if (recent_.size() > 2 * kRecentChanges) {
-      recent_.erase(recent_.begin(), recent_.end() - kRecentChanges);
-    }
   }
-  if (recent_.size() > kRecentChanges) {
-    recent_.erase(recent_.begin(), recent_.end() - kRecentChanges);
-  }
-  loading_ = false;
   return Status::Ok();
 }
 
@@ -179,6 +175,14 @@ void WritableJournal::MaybeFree(uint64_t id) {
   }
 }
 
+void WritableJournal::RememberRequest(uint64_t unique, uint64_t id, uint64_t fh) {
+  RequestRecord& rec = requests_[unique];
+  if (id != 0) rec.id = id;
+  if (fh != 0) rec.fh = fh;
+  // Numbers grow with each request the kernel queues: the oldest go first.
+  while (requests_.size() > kRecentRequests) requests_.erase(requests_.begin());
+}
+
 bool WritableJournal::Live(uint64_t id) const { return id == 1 || nodes_.contains(id); }
 
 bool WritableJournal::Attached(uint64_t id) const {
@@ -191,11 +195,20 @@ Status WritableJournal::ParseLine(std::string_view line) {
   auto corrupt = [](std::string_view why) { return Status::Corrupt(std::string(why)); };
   if (line.size() < 3 || line[1] != ' ') return corrupt("not a journal line");
   const char kind = line[0];
-  std::vector<std::string_view> f = Fields(line.substr(2), 4);
+  std::vector<std::string_view> f = Fields(line.substr(2), 5);
   uint64_t a = 0;
   uint64_t b = 0;
   uint64_t c = 0;
+  uint64_t unique = 0;
   switch (kind) {
+    case 'V': {
+      if (f.size() != 1 || !Number(f[0], &a)) return corrupt("a bad format line");
+      if (a != kFormat) {
+        return corrupt("format " + std::string(f[0]) + ", not the format " +
+                       std::to_string(kFormat) + " this imgfs reads");
+      }
+      return Status::Ok();
+    }
     case 'S': {
       if (f.size() != 3 || !Number(f[0], &a) || !Number(f[1], &b) || !Number(f[2], &c)) {
         return corrupt("a bad counter line");
@@ -209,14 +222,14 @@ Status WritableJournal::ParseLine(std::string_view line) {
     case 'E': {
       // The end of a snapshot: the changes before it are not the last ones of a daemon.
       if (f.size() != 1 || f[0] != "0") return corrupt("a bad snapshot end");
-      recent_.clear();
       return Status::Ok();
     }
     case 'A':
     case 'N': {
       std::string name;
-      if (f.size() != 4 || !Number(f[0], &a) || !Number(f[1], &b) || !Number(f[2], &c) ||
-          !DecodeName(f[3], &name)) {
+      if ((f.size() != 4 && f.size() != 5) || !Number(f[0], &a) || !Number(f[1], &b) ||
+          !Number(f[2], &c) || !DecodeName(f[3], &name) ||
+          (f.size() == 5 && !Unique(f[4], &unique))) {
         return corrupt("a bad new-id line");
       }
       if (a < 2 || a == UINT64_MAX || Live(a)) return corrupt("an id recorded twice");
@@ -230,19 +243,24 @@ Status WritableJournal::ParseLine(std::string_view line) {
         names_.emplace(std::make_pair(b, rec.name), a);
         if (b != 1) nodes_[b].children++;
       }
-      if (loading_ && kind == 'A' && b != 0) recent_.push_back(Change{'A', a, b, rec.name, 0, ""});
       // Not freed with no lookups: a snapshot lists such ids while something lives below them.
       nodes_.emplace(a, std::move(rec));
       next_id_ = std::max(next_id_, a + 1);
+      if (unique != 0) RememberRequest(unique, a, 0);
       return Status::Ok();
     }
     case 'L': {
-      if (f.size() != 1 || !Number(f[0], &a)) return corrupt("a bad lookup line");
-      if (a == 1) return Status::Ok();  // the root is never forgotten
-      auto it = nodes_.find(a);
-      if (it == nodes_.end()) return corrupt("a lookup of an unknown id");
-      if (it->second.lookups == UINT64_MAX) return corrupt("a lookup count overflows");
-      it->second.lookups++;
+      if ((f.size() != 1 && f.size() != 2) || !Number(f[0], &a) ||
+          (f.size() == 2 && !Unique(f[1], &unique))) {
+        return corrupt("a bad lookup line");
+      }
+      if (a != 1) {  // the root is never forgotten
+        auto it = nodes_.find(a);
+        if (it == nodes_.end()) return corrupt("a lookup of an unknown id");
+        if (it->second.lookups == UINT64_MAX) return corrupt("a lookup count overflows");
+        it->second.lookups++;
+      }
+      if (unique != 0) RememberRequest(unique, a, 0);
       return Status::Ok();
     }
     case 'F': {
@@ -272,7 +290,6 @@ Status WritableJournal::ParseLine(std::string_view line) {
         p = up->second.parent;
       }
       const uint64_t old_parent = it->second.parent;
-      if (loading_) recent_.push_back(Change{'M', a, old_parent, it->second.name, b, name});
       names_.erase(std::make_pair(old_parent, it->second.name));
       if (old_parent != 1) nodes_[old_parent].children--;
       it->second.parent = b;
@@ -290,7 +307,6 @@ Status WritableJournal::ParseLine(std::string_view line) {
       // the root down), and a filesystem deletes only empty directories.
       if (it->second.children != 0) return corrupt("a delete of a directory with names below it");
       const uint64_t old_parent = it->second.parent;
-      if (loading_) recent_.push_back(Change{'D', a, old_parent, it->second.name, 0, ""});
       names_.erase(std::make_pair(old_parent, it->second.name));
       if (old_parent != 1) nodes_[old_parent].children--;
       it->second.parent = 0;
@@ -329,8 +345,9 @@ Status WritableJournal::ParseLine(std::string_view line) {
     }
     case 'H': {
       uint64_t lower = 0;
-      if (f.size() != 4 || !Number(f[0], &a) || !Number(f[1], &b) || !Number(f[2], &c) ||
-          !Number(f[3], &lower) || c > INT_MAX || lower > UINT32_MAX) {
+      if ((f.size() != 4 && f.size() != 5) || !Number(f[0], &a) || !Number(f[1], &b) ||
+          !Number(f[2], &c) || !Number(f[3], &lower) || c > INT_MAX || lower > UINT32_MAX ||
+          (f.size() == 5 && !Unique(f[4], &unique))) {
         return corrupt("a bad handle line");
       }
       if (a == 0 || a == UINT64_MAX || handles_.contains(a)) return corrupt("a handle twice");
@@ -339,6 +356,7 @@ Status WritableJournal::ParseLine(std::string_view line) {
       node->second.handles++;
       handles_.emplace(a, HandleRecord{b, static_cast<int>(c), lower});
       next_fh_ = std::max(next_fh_, a + 1);
+      if (unique != 0) RememberRequest(unique, 0, a);
       return Status::Ok();
     }
     case 'C': {
@@ -349,6 +367,15 @@ Status WritableJournal::ParseLine(std::string_view line) {
       handles_.erase(it);
       nodes_.at(id).handles--;
       MaybeFree(id);
+      return Status::Ok();
+    }
+    case 'U': {
+      if (f.size() != 3 || !Unique(f[0], &unique) || !Number(f[1], &a) || !Number(f[2], &b)) {
+        return corrupt("a bad request line");
+      }
+      // The id or handle may be gone since (forgotten, released), not beyond the counters.
+      if (a >= next_id_ || b >= next_fh_) return corrupt("a request of an unknown id or handle");
+      RememberRequest(unique, a, b);
       return Status::Ok();
     }
     default:
@@ -410,8 +437,8 @@ std::string WritableJournal::Snapshot() const {
 }
 
 std::string WritableJournal::SnapshotLocked() const {
-  std::string out = "S " + std::to_string(next_id_) + " " + std::to_string(next_fh_) + " " +
-                    std::to_string(next_st_ino_) + "\n";
+  std::string out = "V " + std::to_string(kFormat) + "\nS " + std::to_string(next_id_) + " " +
+                    std::to_string(next_fh_) + " " + std::to_string(next_st_ino_) + "\n";
   // Parents before children: breadth first from the root over the attached ids, then the
   // deleted ones.
   std::map<uint64_t, std::vector<uint64_t>> below;
@@ -444,15 +471,29 @@ std::string WritableJournal::SnapshotLocked() const {
     out += "H " + std::to_string(fh) + " " + std::to_string(h.id) + " " + std::to_string(h.flags) +
            " " + std::to_string(h.lower) + "\n";
   }
+  for (const auto& [unique, rec] : requests_) {
+    out += "U " + std::to_string(unique) + " " + std::to_string(rec.id) + " " +
+           std::to_string(rec.fh) + "\n";
+  }
   out += "E 0\n";
   return out;
 }
 
-Status WritableJournal::NewNode(uint64_t id, uint64_t parent, std::string_view name, bool created) {
-  return Record(std::string(created ? "A " : "N ") + std::to_string(id) + " " +
-                std::to_string(parent) + " 1 " + Hex(name));
+namespace {
+// The request field of a line (" R"), or nothing.
+std::string RequestField(uint64_t unique) {
+  return unique != 0 ? " " + std::to_string(unique) : std::string();
 }
-Status WritableJournal::Lookup(uint64_t id) { return Record("L " + std::to_string(id)); }
+}  // namespace
+
+Status WritableJournal::NewNode(uint64_t id, uint64_t parent, std::string_view name, bool created,
+                                uint64_t unique) {
+  return Record(std::string(created ? "A " : "N ") + std::to_string(id) + " " +
+                std::to_string(parent) + " 1 " + Hex(name) + RequestField(unique));
+}
+Status WritableJournal::Lookup(uint64_t id, uint64_t unique) {
+  return Record("L " + std::to_string(id) + RequestField(unique));
+}
 Status WritableJournal::Forget(uint64_t id, uint64_t nlookup) {
   return Record("F " + std::to_string(id) + " " + std::to_string(nlookup));
 }
@@ -469,11 +510,22 @@ Status WritableJournal::UpperIno(uint64_t upper_ino, uint64_t st_ino) {
 Status WritableJournal::ForgetUpperIno(uint64_t upper_ino) {
   return Record("J " + std::to_string(upper_ino));
 }
-Status WritableJournal::Opened(uint64_t fh, uint64_t id, int flags, uint64_t lower) {
+Status WritableJournal::Opened(uint64_t fh, uint64_t id, int flags, uint64_t lower,
+                               uint64_t unique) {
   return Record("H " + std::to_string(fh) + " " + std::to_string(id) + " " + std::to_string(flags) +
-                " " + std::to_string(lower));
+                " " + std::to_string(lower) + RequestField(unique));
 }
 Status WritableJournal::Released(uint64_t fh) { return Record("C " + std::to_string(fh)); }
+Status WritableJournal::Done(uint64_t unique) {
+  return Record("U " + std::to_string(unique) + " 0 0");
+}
+
+std::optional<WritableJournal::RequestRecord> WritableJournal::FindRequest(uint64_t unique) const {
+  MutexLock lock(&mu_);
+  auto it = requests_.find(unique);
+  if (it == requests_.end()) return std::nullopt;
+  return it->second;
+}
 
 uint64_t WritableJournal::next_id() const {
   MutexLock lock(&mu_);

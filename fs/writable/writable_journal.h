@@ -14,11 +14,15 @@
 // event and is compacted — a snapshot of the state written to "journal.new" and renamed over
 // it — when it has grown well beyond its last snapshot, so its size follows the state's.
 //
-// Lines (text, one write(2) each; numbers decimal; NAME is the name's bytes in lowercase hex):
+// Lines (text, one write(2) each; numbers decimal; NAME is the name's bytes in lowercase hex;
+// [R]: the unique of the kernel request that counted or opened it, when known):
+//   V 2                                   the format (first line; a journal without one is
+//                                         format 1, written before requests were recorded,
+//                                         and loads the same; any other: Corrupt)
 //   S <next id> <next fh> <next st_ino>   counters (first line of a snapshot; only raise them)
-//   N <id> <parent> <lookups> <NAME>      a new id, child NAME of parent (0: a deleted name)
-//   A <id> <parent> <lookups> <NAME>      the same, for a name the request created
-//   L <id>                                one more kernel lookup
+//   N <id> <parent> <lookups> <NAME> [R]  a new id, child NAME of parent (0: a deleted name)
+//   A <id> <parent> <lookups> <NAME> [R]  the same, for a name the request created
+//   L <id> [R]                            one more kernel lookup
 //   F <id> <n>                            n lookups forgotten
 //   M <id> <parent> <NAME>                renamed
 //   D <id>                                its name deleted (the id lives while looked up)
@@ -26,10 +30,19 @@
 //                                         as OrphanName(id) for open handles / removed
 //   I <upper st_ino> <st_ino>             the number shown for an upper inode
 //   J <upper st_ino>                      that number forgotten (the inode is gone)
-//   H <fh> <id> <flags> <lower>           a handle opened with open(2) flags (lower: the
+//   H <fh> <id> <flags> <lower> [R]       a handle opened with open(2) flags (lower: the
 //                                         image inode it reads while not copied up, or 0)
 //   C <fh>                                a handle released
+//   U <R> <id> <fh>                       request R done (unlink, rmdir, rename: 0 0), or, in
+//                                         a snapshot, what it was answered with (0: nothing)
 //   E 0                                   the end of a snapshot
+// Requests: the kernel numbers each request (fuse_in_header.unique) and, when a daemon that
+// read it died before answering, sends it again with the same number (FUSE_NOTIFY_RESEND,
+// fs/fuse/takeover.h). The number on the line that counts a lookup or opens a handle — the
+// same write — and the U line of a name change let the next daemon answer it from here
+// (FindRequest) instead of counting or doing it twice. The last kRecentRequests numbers are
+// kept (and carried into snapshots): a request is in flight from its line to its reply, and
+// at most one per worker thread is.
 // An id is freed as the WritableFs frees it: when nothing looks it up and nothing lives below
 // it (nor is open: the kernel releases a file before it forgets it). A last line without its
 // newline is what a daemon killed in the middle of a write leaves: its reply never reached the
@@ -52,6 +65,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -96,34 +110,37 @@ class WritableJournal {
   Status LoadText(std::string_view text);
 
   // Events. Each is checked as a loaded line is (Internal when it does not apply: a bug of
-  // the caller), applied, and written.
+  // the caller), applied, and written. `unique` (0: none) is the kernel request it answers
+  // (without the resend bit), recorded on the same line.
   // `created`: the name was made by the request (A line), not found by a lookup (N line).
-  Status NewNode(uint64_t id, uint64_t parent, std::string_view name, bool created = false);
-  Status Lookup(uint64_t id);
+  Status NewNode(uint64_t id, uint64_t parent, std::string_view name, bool created = false,
+                 uint64_t unique = 0);
+  Status Lookup(uint64_t id, uint64_t unique = 0);
   Status Forget(uint64_t id, uint64_t nlookup);
   Status Move(uint64_t id, uint64_t parent, std::string_view name);
   Status Deleted(uint64_t id);
   Status Orphan(uint64_t id, bool kept);
   Status UpperIno(uint64_t upper_ino, uint64_t st_ino);
   Status ForgetUpperIno(uint64_t upper_ino);
-  Status Opened(uint64_t fh, uint64_t id, int flags, uint64_t lower);
+  Status Opened(uint64_t fh, uint64_t id, int flags, uint64_t lower, uint64_t unique = 0);
   Status Released(uint64_t fh);
+  // Request `unique` (not 0) is done and hands out nothing (unlink, rmdir, rename).
+  Status Done(uint64_t unique);
 
-  // The last name changes a loaded journal ends with (at most kRecentChanges, oldest first):
-  // what the dead daemon may have done without answering (the kernel then sends the request
-  // again; fs/writable/writable_fs.h answers it as done).
-  struct Change {
-    char kind = 0;  // 'A' created, 'D' deleted, 'M' renamed
+  // What request `unique` was answered with, as far as journaled: the id whose lookup it
+  // counted (0: none), the handle it opened (0: none). nullopt when it is not recorded (never
+  // journaled, or older than the last kRecentRequests). Thread-safe.
+  struct RequestRecord {
     uint64_t id = 0;
-    uint64_t parent = 0;  // where it was created, deleted or renamed from
-    std::string name;
-    uint64_t new_parent = 0;  // 'M': where it went
-    std::string new_name;
+    uint64_t fh = 0;
   };
-  const std::vector<Change>& recent_changes() const IMGFS_NO_THREAD_SAFETY_ANALYSIS {
-    return recent_;
-  }
-  static constexpr size_t kRecentChanges = 64;
+  std::optional<RequestRecord> FindRequest(uint64_t unique) const;
+  // Requests remembered. A request still unanswered when its record is dropped would need
+  // this many later ones journaled meanwhile, while at most one per worker thread (16 by
+  // default, fs/fuse/session.h) is between its line and its reply; ~30 bytes each in a
+  // snapshot.
+  static constexpr size_t kRecentRequests = 4096;
+  static constexpr int kFormat = 2;
 
   // The state (root, id 1, is implied and not listed).
   const std::map<uint64_t, NodeRecord>& nodes() const IMGFS_NO_THREAD_SAFETY_ANALYSIS {
@@ -161,6 +178,8 @@ class WritableJournal {
   bool Live(uint64_t id) const IMGFS_REQUIRES(mu_);      // recorded (or the root)
   bool Attached(uint64_t id) const IMGFS_REQUIRES(mu_);  // recorded with a name
   void Break(const Status& why) IMGFS_REQUIRES(mu_);
+  // Merges what request `unique` handed out into its record (0: nothing new).
+  void RememberRequest(uint64_t unique, uint64_t id, uint64_t fh) IMGFS_REQUIRES(mu_);
 
   const int dir_fd_ = -1;
   mutable Mutex mu_;
@@ -177,8 +196,7 @@ class WritableJournal {
   uint64_t next_id_ IMGFS_GUARDED_BY(mu_) = 2;
   uint64_t next_fh_ IMGFS_GUARDED_BY(mu_) = 1;
   uint64_t next_st_ino_ IMGFS_GUARDED_BY(mu_) = 1;
-  bool loading_ IMGFS_GUARDED_BY(mu_) = false;
-  std::vector<Change> recent_ IMGFS_GUARDED_BY(mu_);
+  std::map<uint64_t, RequestRecord> requests_ IMGFS_GUARDED_BY(mu_);  // by unique
 };
 
 }  // namespace imgfs::fs

@@ -956,13 +956,20 @@ TEST_F(WritableFsTest, TakeoverRestoresIdsCountsInodesAndHandles) {
   EXPECT_EQ(ReadAllOf("moved"), "hello");
 }
 
-// Requests the dead daemon did last but never answered come again after the takeover: they
-// are answered as done (once), not with ENOENT or EEXIST, and a create's lookup is not
-// counted twice.
-TEST_F(WritableFsTest, RequestsSentAgainAfterATakeoverAreAnsweredAsDone) {
+// Requests the dead daemon had done (and journaled) but not answered come again after the
+// takeover, marked as sent again and with their first numbers: they are answered from the
+// journal — the same ids and handles, counted once — while the same requests with new numbers
+// (or a number the journal does not know) are done for real.
+TEST_F(WritableFsTest, RequestsSentAgainAfterATakeoverAreAnsweredFromTheJournal) {
   wfs_.reset();
   const std::string work = dir_.Sub("work");
-  uint64_t made[3] = {};  // mkdir'd id, its lookups, created file id
+  struct Made {
+    uint64_t dir = 0, dir_lookups = 0, excl = 0, excl_fh = 0, etc = 0, etc_lookups = 0;
+    uint64_t passwd = 0, passwd_fh = 0, plain = 0, plain_fh = 0, plain_lookups = 0;
+  } made;
+  auto as = [](uint64_t unique, bool resent) {
+    return WritableFs::RequestScope(RequestId{unique, resent});
+  };
   int fds[2];
   ASSERT_EQ(pipe(fds), 0);
   const pid_t child = fork();
@@ -976,23 +983,58 @@ TEST_F(WritableFsTest, RequestsSentAgainAfterATakeoverAreAnsweredAsDone) {
       wfs_ = std::move(*w);
       Entry e;
       uint64_t fh = 0;
+      bool cacheable = false;
       if (wfs_->Create(1, "gone", 0644, O_WRONLY, caller_, &e, &fh) != 0) return false;
       wfs_->Release(fh);
       if (wfs_->Create(1, "moving", 0644, O_WRONLY, caller_, &e, &fh) != 0) return false;
       wfs_->Release(fh);
-      if (wfs_->Mkdir(1, "made", 0755, caller_, &e) != 0) return false;
-      made[0] = e.id;
-      made[1] = wfs_->lookup_count(e.id);
-      if (wfs_->Create(1, "excl", 0644, O_WRONLY | O_EXCL, caller_, &e, &fh) != 0) return false;
-      made[2] = e.id;
-      if (wfs_->Unlink(1, "gone") != 0) return false;
-      if (wfs_->Rename(1, "moving", 1, "moved", 0) != 0) return false;
-      return write(fds[1], made, sizeof(made)) == static_cast<ssize_t>(sizeof(made));
+      {
+        const auto scope = as(10, false);
+        if (wfs_->Mkdir(1, "made", 0755, caller_, &e) != 0) return false;
+      }
+      made.dir = e.id;
+      made.dir_lookups = wfs_->lookup_count(e.id);
+      {
+        const auto scope = as(12, false);
+        if (wfs_->Create(1, "excl", 0644, O_WRONLY | O_EXCL, caller_, &e, &made.excl_fh) != 0) {
+          return false;
+        }
+      }
+      made.excl = e.id;
+      {
+        const auto scope = as(14, false);
+        if (wfs_->Unlink(1, "gone") != 0) return false;
+      }
+      {
+        const auto scope = as(16, false);
+        if (wfs_->Rename(1, "moving", 1, "moved", 0) != 0) return false;
+      }
+      {
+        const auto scope = as(18, false);
+        if (wfs_->Lookup(1, "etc", &e) != 0) return false;
+      }
+      made.etc = e.id;
+      made.passwd = Walk("etc/passwd");  // looks etc up once more
+      made.etc_lookups = wfs_->lookup_count(made.etc);
+      {
+        const auto scope = as(20, false);
+        if (wfs_->Open(made.passwd, O_RDONLY, &made.passwd_fh, &cacheable) != 0) return false;
+      }
+      {
+        // Without O_EXCL over an existing name: a lookup and an open.
+        const auto scope = as(22, false);
+        if (wfs_->Create(1, "moved", 0644, O_RDWR, caller_, &e, &made.plain_fh) != 0) {
+          return false;
+        }
+      }
+      made.plain = e.id;
+      made.plain_lookups = wfs_->lookup_count(e.id);
+      return write(fds[1], &made, sizeof(made)) == static_cast<ssize_t>(sizeof(made));
     };
     _exit(run() ? 0 : 1);
   }
   close(fds[1]);
-  const ssize_t got = read(fds[0], made, sizeof(made));
+  const ssize_t got = read(fds[0], &made, sizeof(made));
   close(fds[0]);
   int status = 0;
   ASSERT_EQ(waitpid(child, &status, 0), child);
@@ -1002,22 +1044,70 @@ TEST_F(WritableFsTest, RequestsSentAgainAfterATakeoverAreAnsweredAsDone) {
       WritableFs::Open(TinyImage::Get().fs(), Upper(), work, /*takeover=*/true);
   ASSERT_TRUE(w.has_value()) << w.error().ToString();
   wfs_ = std::move(*w);
+  const size_t handles_before = wfs_->handle_ids().size();
 
   Entry e;
-  EXPECT_EQ(wfs_->Mkdir(1, "made", 0755, caller_, &e), 0);
-  EXPECT_EQ(e.id, made[0]);
-  EXPECT_EQ(wfs_->lookup_count(made[0]), made[1]) << "the answered lookup was counted once";
   uint64_t fh = 0;
-  EXPECT_EQ(wfs_->Create(1, "excl", 0644, O_WRONLY | O_EXCL, caller_, &e, &fh), 0);
-  EXPECT_EQ(e.id, made[2]);
-  wfs_->Release(fh);
-  EXPECT_EQ(wfs_->Unlink(1, "gone"), 0);
-  EXPECT_EQ(wfs_->Rename(1, "moving", 1, "moved", 0), 0);
-  // Once only: the same requests made anew get the usual answers.
-  EXPECT_EQ(wfs_->Mkdir(1, "made", 0755, caller_, &e), EEXIST);
-  EXPECT_EQ(wfs_->Create(1, "excl", 0644, O_WRONLY | O_EXCL, caller_, &e, &fh), EEXIST);
-  EXPECT_EQ(wfs_->Unlink(1, "gone"), ENOENT);
-  EXPECT_EQ(wfs_->Rename(1, "moving", 1, "moved", 0), ENOENT);
+  bool cacheable = false;
+  {
+    const auto scope = as(10, true);
+    ASSERT_EQ(wfs_->Mkdir(1, "made", 0755, caller_, &e), 0);
+    EXPECT_EQ(e.id, made.dir);
+    EXPECT_TRUE(S_ISDIR(e.attr.st_mode));
+    EXPECT_EQ(wfs_->lookup_count(made.dir), made.dir_lookups) << "counted once";
+  }
+  {
+    const auto scope = as(12, true);
+    ASSERT_EQ(wfs_->Create(1, "excl", 0644, O_WRONLY | O_EXCL, caller_, &e, &fh), 0);
+    EXPECT_EQ(e.id, made.excl);
+    EXPECT_EQ(fh, made.excl_fh) << "the handle the dead daemon opened";
+  }
+  {
+    const auto scope = as(14, true);
+    EXPECT_EQ(wfs_->Unlink(1, "gone"), 0);
+  }
+  {
+    const auto scope = as(16, true);
+    EXPECT_EQ(wfs_->Rename(1, "moving", 1, "moved", 0), 0);
+  }
+  {
+    const auto scope = as(18, true);
+    ASSERT_EQ(wfs_->Lookup(1, "etc", &e), 0);
+    EXPECT_EQ(e.id, made.etc);
+    EXPECT_EQ(wfs_->lookup_count(made.etc), made.etc_lookups) << "counted once";
+  }
+  {
+    const auto scope = as(20, true);
+    ASSERT_EQ(wfs_->Open(made.passwd, O_RDONLY, &fh, &cacheable), 0);
+    EXPECT_EQ(fh, made.passwd_fh);
+  }
+  {
+    const auto scope = as(22, true);
+    ASSERT_EQ(wfs_->Create(1, "moved", 0644, O_RDWR, caller_, &e, &fh), 0);
+    EXPECT_EQ(e.id, made.plain);
+    EXPECT_EQ(fh, made.plain_fh);
+    EXPECT_EQ(wfs_->lookup_count(made.plain), made.plain_lookups) << "counted once";
+  }
+  EXPECT_EQ(wfs_->handle_ids().size(), handles_before) << "no handle opened twice";
+
+  // Sent again but not journaled (the dead daemon never got to it): done for real.
+  {
+    const auto scope = as(99, true);
+    EXPECT_EQ(wfs_->Unlink(1, "gone"), ENOENT);
+  }
+  // New requests (identical ones included) are always done for real.
+  {
+    const auto scope = as(30, false);
+    EXPECT_EQ(wfs_->Mkdir(1, "made", 0755, caller_, &e), EEXIST);
+    EXPECT_EQ(wfs_->Create(1, "excl", 0644, O_WRONLY | O_EXCL, caller_, &e, &fh), EEXIST);
+    EXPECT_EQ(wfs_->Unlink(1, "gone"), ENOENT);
+    EXPECT_EQ(wfs_->Rename(1, "moving", 1, "moved", 0), ENOENT);
+  }
+  {
+    const auto scope = as(32, false);
+    ASSERT_EQ(wfs_->Lookup(1, "etc", &e), 0);
+    EXPECT_EQ(wfs_->lookup_count(made.etc), made.etc_lookups + 1);
+  }
   EXPECT_EQ(ReadAllOf("moved"), "");
 }
 

@@ -99,21 +99,114 @@ TEST_F(WritableJournalTest, GrowthIsCompactedIntoASnapshot) {
   EXPECT_EQ((*r)->Snapshot(), (*j)->Snapshot());
 }
 
+// The kernel's number of each request that counted a lookup, opened a handle or changed a
+// name is read back, across a compaction too, for the oldest kRecentRequests numbers.
+TEST_F(WritableJournalTest, RequestsAreReadBackWithWhatTheyWereAnswered) {
+  Result<std::unique_ptr<WritableJournal>> j = WritableJournal::Create(dir_fd_.get());
+  ASSERT_TRUE(j.has_value()) << j.error().ToString();
+  WritableJournal& w = **j;
+  ASSERT_TRUE(w.NewNode(2, 1, "a", /*created=*/true, 10).ok());
+  ASSERT_TRUE(w.Opened(1, 2, O_RDWR, 0, 10).ok());  // a create: entry and handle
+  ASSERT_TRUE(w.Lookup(2, 12).ok());
+  ASSERT_TRUE(w.Opened(2, 2, O_RDONLY, 0, 14).ok());
+  ASSERT_TRUE(w.Done(16).ok());
+  ASSERT_TRUE(w.Lookup(2).ok());  // no request known: nothing recorded
+  EXPECT_EQ(w.Lookup(2, uint64_t{1} << 63).code(), StatusCode::kInternal) << "the resend bit";
+  EXPECT_EQ(JournalText().substr(0, 4), "V 2\n");
+  for (bool compacted : {false, true}) {
+    Result<std::unique_ptr<WritableJournal>> r = WritableJournal::Resume(dir_fd_.get());
+    ASSERT_TRUE(r.has_value()) << r.error().ToString();
+    const WritableJournal& back = **r;
+    ASSERT_TRUE(back.FindRequest(10).has_value()) << compacted;
+    EXPECT_EQ(back.FindRequest(10)->id, 2u);
+    EXPECT_EQ(back.FindRequest(10)->fh, 1u);
+    ASSERT_TRUE(back.FindRequest(12).has_value());
+    EXPECT_EQ(back.FindRequest(12)->id, 2u);
+    EXPECT_EQ(back.FindRequest(12)->fh, 0u);
+    ASSERT_TRUE(back.FindRequest(14).has_value());
+    EXPECT_EQ(back.FindRequest(14)->fh, 2u);
+    ASSERT_TRUE(back.FindRequest(16).has_value());
+    EXPECT_EQ(back.FindRequest(16)->id, 0u);
+    EXPECT_FALSE(back.FindRequest(18).has_value());
+    EXPECT_EQ(back.nodes().at(2).lookups, 3u);
+    // The snapshot carries the requests.
+    ASSERT_TRUE(WriteFileAtomic(dir_.path() + "/journal", back.Snapshot(), 0600).ok());
+  }
+  // Only the last kRecentRequests are kept.
+  WritableJournal many;
+  ASSERT_TRUE(many.NewNode(2, 1, "a").ok());
+  for (uint64_t u = 1; u <= WritableJournal::kRecentRequests + 10; ++u) {
+    ASSERT_TRUE(many.Lookup(2, u).ok());
+  }
+  EXPECT_FALSE(many.FindRequest(10).has_value());
+  EXPECT_TRUE(many.FindRequest(11).has_value());
+}
+
+// The encoding is format 2: a change to it must bump kFormat (and keep loading format 1 and 2
+// journals, which a takeover after an upgrade reads).
+TEST_F(WritableJournalTest, EncodingIsFormatTwo) {
+  Result<std::unique_ptr<WritableJournal>> j = WritableJournal::Create(dir_fd_.get());
+  ASSERT_TRUE(j.has_value()) << j.error().ToString();
+  WritableJournal& w = **j;
+  ASSERT_TRUE(w.NewNode(2, 1, "d", /*created=*/true, 10).ok());
+  ASSERT_TRUE(w.NewNode(3, 2, "f", /*created=*/false, 12).ok());
+  ASSERT_TRUE(w.Lookup(3, 14).ok());
+  ASSERT_TRUE(w.Opened(1, 3, O_RDONLY, 7, 16).ok());
+  ASSERT_TRUE(w.Done(18).ok());
+  ASSERT_TRUE(w.Move(3, 1, "g").ok());
+  ASSERT_TRUE(w.Deleted(2).ok());
+  ASSERT_TRUE(w.UpperIno(5, 6).ok());
+  EXPECT_EQ(WritableJournal::kFormat, 2);
+  EXPECT_EQ(JournalText(),
+            "V 2\nA 2 1 1 64 10\nN 3 2 1 66 12\nL 3 14\nH 1 3 0 7 16\nU 18 0 0\nM 3 1 67\nD 2\n"
+            "I 5 6\n");
+  EXPECT_EQ(w.Snapshot(),
+            "V 2\nS 4 2 7\nN 3 1 2 67\nN 2 0 1 64\nI 5 6\nH 1 3 0 7\nU 10 2 0\nU 12 3 0\n"
+            "U 14 3 0\nU 16 0 1\nU 18 0 0\nE 0\n");
+}
+
+// A journal of format 1 (no format line, no request numbers: a daemon of an earlier imgfs
+// taken over after an upgrade) loads, and is appended to; a newer format is refused.
+TEST_F(WritableJournalTest, FormatOneLoadsAndNewerFormatsAreRefused) {
+  ASSERT_TRUE(WriteFileAtomic(dir_.path() + "/journal", "N 2 1 1 61\nL 2\nH 1 2 0 0\n", 0600).ok());
+  Result<std::unique_ptr<WritableJournal>> r = WritableJournal::Resume(dir_fd_.get());
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ((*r)->nodes().at(2).lookups, 2u);
+  EXPECT_EQ((*r)->handles().size(), 1u);
+  ASSERT_TRUE((*r)->Lookup(2, 40).ok());
+  r = WritableJournal::Resume(dir_fd_.get());
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ((*r)->nodes().at(2).lookups, 3u);
+  EXPECT_TRUE((*r)->FindRequest(40).has_value());
+
+  ASSERT_TRUE(WriteFileAtomic(dir_.path() + "/journal", "V 3\nN 2 1 1 61\n", 0600).ok());
+  r = WritableJournal::Resume(dir_fd_.get());
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kCorrupt);
+  EXPECT_NE(r.error().ToString().find("format 3"), std::string::npos) << r.error().ToString();
+}
+
 TEST_F(WritableJournalTest, HostileJournalsAreCorrupt) {
   for (const char* text : {
-           "N 2 7 1 61\n",                        // unknown parent
-           "N 2 1 1 2f\n",                        // a name with '/'
-           "N 2 1 1 2e2e\n",                      // ".."
-           "N 2 1 1 61\nN 3 1 1 61\n",            // one name, two ids
-           "N 2 1 1 61\nN 3 2 1 62\nM 2 3 63\n",  // a directory moved below itself
-           "N 2 1 1 61\nN 3 2 1 62\nD 2\n",       // a directory deleted with a name below
-           "L 5\n",                               // unknown id
-           "H 1 9 0 0\n",                         // handle of an unknown id
-           "C 1\n",                               // release of nothing
-           "I 5 3\nI 6 3\n",                      // one st_ino for two inodes
-           "X 1\n",                               // unknown line
-           "N 2 1 1 61 extra\n",                  // too many fields
-           "N 2 1 -1 61\n",                       // not a number
+           "N 2 7 1 61\n",                           // unknown parent
+           "N 2 1 1 2f\n",                           // a name with '/'
+           "N 2 1 1 2e2e\n",                         // ".."
+           "N 2 1 1 61\nN 3 1 1 61\n",               // one name, two ids
+           "N 2 1 1 61\nN 3 2 1 62\nM 2 3 63\n",     // a directory moved below itself
+           "N 2 1 1 61\nN 3 2 1 62\nD 2\n",          // a directory deleted with a name below
+           "L 5\n",                                  // unknown id
+           "H 1 9 0 0\n",                            // handle of an unknown id
+           "C 1\n",                                  // release of nothing
+           "I 5 3\nI 6 3\n",                         // one st_ino for two inodes
+           "X 1\n",                                  // unknown line
+           "N 2 1 1 61 extra\n",                     // too many fields
+           "N 2 1 -1 61\n",                          // not a number
+           "V 1\n",                                  // format 1 has no format line
+           "N 2 1 1 61\nL 2 0\n",                    // request 0
+           "N 2 1 1 61\nL 2 9223372036854775808\n",  // the resend bit
+           "U 5 7 0\n",                              // a request of an id never given
+           "U 5 0 3\n",                              // ... of a handle never given
+           "U 5 0\n",                                // too few fields
        }) {
     ASSERT_TRUE(WriteFileAtomic(dir_.path() + "/journal", text, 0600).ok());
     Result<std::unique_ptr<WritableJournal>> r = WritableJournal::Resume(dir_fd_.get());
