@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
@@ -58,6 +59,12 @@ thread_local FuseRequestId current_request;
 // 40 bytes. Spelled out here: the kernel's header and libfuse's cannot both be included.
 constexpr size_t kInHeaderBytes = 40;
 constexpr size_t kUniqueOffset = 8;
+
+// libfuse 3.14's receive buffer (fuse_session_new: FUSE_MAX_MAX_PAGES pages +
+// FUSE_BUFFER_HEADER_SIZE; INIT only ever shrinks it). A buffer allocated by the caller is
+// read into at that size, so it must not be smaller.
+constexpr size_t kLibfuseMaxPages = 256;
+constexpr size_t kLibfuseHeaderBytes = 0x1000;
 
 FuseRequestId RequestOf(const fuse_buf& buf) {
   // In memory unless libfuse spliced a large WRITE into a pipe (FUSE_BUF_IS_FD; imgfs does
@@ -120,7 +127,16 @@ class WorkerPool {
   }
 
   void Serve() {
-    fuse_buf buf{};  // reused for every request of this worker; libfuse grows it
+    fuse_buf buf{};  // reused for every request of this worker
+    // The kernel copies a request into this buffer after taking it off its queue; a page
+    // fault in that copy while the daemon is being killed fails the copy, and the kernel then
+    // answers that request EIO itself instead of resending it to the next daemon
+    // (fs/fuse/dev.c, fuse_dev_do_read). So the buffer is allocated here, at the size
+    // libfuse reads into, and every page touched before the first request.
+    const auto page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    const size_t size = kLibfuseMaxPages * page + kLibfuseHeaderBytes;
+    buf.mem = std::malloc(size);  // NOLINT(cppcoreguidelines-no-malloc): libfuse frees/grows it
+    if (buf.mem != nullptr) std::memset(buf.mem, 0, size);
     struct BufferOwner {
       fuse_buf* buf;
       ~BufferOwner() {
