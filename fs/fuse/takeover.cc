@@ -20,6 +20,7 @@
 
 #include <linux/fuse.h>
 
+#include "base/fd_passing.h"
 #include "base/log.h"
 #include "fs/fuse/fd_store.h"
 #include "fs/fuse/request_counts.h"
@@ -89,29 +90,14 @@ void InstallKeeperHandlers() {
 // of the channel, -1 on error (errno set; EINTR and, with MSG_DONTWAIT, EAGAIN possible).
 ssize_t Receive(int channel, std::string* text, UniqueFd* fd, int flags = 0,
                 size_t max_bytes = kMaxInitBytes + 1024) {
-  std::vector<char> buf(max_bytes);
-  iovec iov{buf.data(), buf.size()};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  ssize_t n = ::recvmsg(channel, &msg, MSG_CMSG_CLOEXEC | flags);
+  std::vector<UniqueFd> fds;
+  const ssize_t n = ReceiveWithFds(channel, max_bytes, text, &fds, flags);
   if (n <= 0) return n;
-  if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
+  if (fds.size() > 1) {  // a record carries at most the /dev/fuse descriptor
     errno = EMSGSIZE;
     return -1;
   }
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-        c->cmsg_len == CMSG_LEN(sizeof(int))) {
-      int received = -1;
-      std::memcpy(&received, CMSG_DATA(c), sizeof(int));
-      *fd = UniqueFd(received);
-    }
-  }
-  text->assign(buf.data(), static_cast<size_t>(n));
+  if (!fds.empty()) *fd = std::move(fds.front());
   while (!text->empty() && text->back() == '\n' && text->rfind(kConnectionTag, 0) != 0) {
     text->pop_back();
   }
@@ -172,25 +158,9 @@ void ServeErrors(int fuse_fd, const std::string& mountpoint) {
 // Sends `bytes` as one record on `channel`, with the descriptor `fd` beside it (SCM_RIGHTS)
 // unless it is -1. `what` names the message in errors.
 Status SendRecord(int channel, std::string_view bytes, int fd, const char* what) {
-  std::string text(bytes);
-  iovec iov{text.data(), text.size()};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  if (fd >= 0) {
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof(control);
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-  }
-  for (;;) {
-    if (::sendmsg(channel, &msg, MSG_NOSIGNAL) >= 0) return Status::Ok();
-    if (errno != EINTR) return Status::FromErrno(errno, what);
-  }
+  if (fd < 0) return SendWithFds(channel, bytes, {}, what);
+  const int fds[] = {fd};
+  return SendWithFds(channel, bytes, fds, what);
 }
 
 }  // namespace
