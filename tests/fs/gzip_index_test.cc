@@ -356,7 +356,8 @@ TEST(GzipIndexTest, IsalOnCorruptOrTruncatedInputFailsCleanly) {
     switch (round % 3) {
       case 0:
         for (int k = 0; k < 3; ++k) {
-          part[rng() % part.size()] ^= static_cast<char>(1 + rng() % 255);
+          const size_t at = rng() % part.size();
+          part[at] ^= static_cast<char>(1 + rng() % 255);
         }
         break;
       case 1: {

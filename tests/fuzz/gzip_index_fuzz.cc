@@ -1,8 +1,10 @@
 // imgfs — fuzz target for the gzip checkpoint decoder (fs/layer/gzip_index.h).
 //
 // The input is fed as a gzip blob in pieces whose sizes come from its first byte, with
-// checkpoint recording on (small span). Then decoding restarts from every recorded checkpoint;
-// the restarted output must equal the corresponding part of the first pass's output. Nothing
+// checkpoint recording on (small span): zlib, the indexing engine. Then decoding restarts from
+// every recorded checkpoint with the serving engine (ISA-L): on a complete stream its output
+// must equal the corresponding part of the first pass's; on a cut-short one it must be a
+// prefix of it (ISA-L may hold back the last symbols whose bits it cannot all see yet). Nothing
 // may crash, hang or read out of bounds on any input.
 #include <algorithm>
 #include <cstdint>
@@ -43,6 +45,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string full;
   bool ok = DecodeFrom(**d, blob, 0, piece, &full);
   if (!ok || full.size() >= kMaxOutput) return 0;
+  const bool complete = (*d)->AtEnd();
   for (const auto& cp : recorder.points()) {
     if (cp.compressed_offset > blob.size() || cp.uncompressed_offset > full.size()) std::abort();
     uint8_t prev =
@@ -51,7 +54,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!r.has_value()) std::abort();
     std::string part;
     if (!DecodeFrom(**r, blob, cp.compressed_offset, 4096, &part)) std::abort();
-    if (part != std::string_view(full).substr(cp.uncompressed_offset)) std::abort();
+    const std::string_view expect = std::string_view(full).substr(cp.uncompressed_offset);
+    if (complete ? part != expect : !expect.starts_with(part)) std::abort();
   }
   return 0;
 }
