@@ -44,7 +44,7 @@ constexpr size_t kStreamStepBytes = 64 << 10;
 
 // ISA-L's streaming inflate (fs/layer/gzip_index.h) of the members in `in` from output
 // position *pos on: the path for members too large for one buffer, and for bad data (whose
-// error it words). 2.3-2.7x zlib's speed here (tests/bench/inflate_bench.cc), same memory.
+// error it words). About 2.1x zlib's speed here (tests/bench/inflate_bench.cc), same memory.
 Status InflateStreamingIsal(std::string_view in, uint64_t begin, uint64_t end, uint64_t* pos,
                             GunzipResult* result, std::string* out) {
   IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<StreamDecoder> d,

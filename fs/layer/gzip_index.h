@@ -10,11 +10,12 @@
 // Two engines. Indexing (a recorder given) uses zlib: it is the one that can stop at block
 // boundaries (Intel ISA-L's isal_inflate decodes block after block until its input or output
 // runs out, and says nothing about where a block ended). Everything else, in particular the
-// reads that serve a mount from checkpoints, uses ISA-L's inflate, 3-4 times zlib's speed on
-// layer data (scripts/bench.sh prints the ratios); it starts from the same checkpoints (the
-// bits go into its bit buffer, the window becomes its dictionary) and gives the same bytes.
-// (On a cut-short stream ISA-L may stop a few bytes earlier than zlib: it decodes a symbol
-// once it sees all the bits of the table entry holding it, which can pack several.)
+// reads that serve a mount from checkpoints, uses ISA-L's inflate, 2.1-2.3 times zlib's speed
+// on layer data here (tests/bench/inflate_bench.cc; scripts/bench.sh prints the ratios); it
+// starts from the same checkpoints (the bits go into its bit buffer, the window becomes its
+// dictionary) and gives the same bytes. On a cut-short stream ISA-L may stop a few bytes
+// earlier than zlib (it decodes a symbol once it sees all the bits of the table entry holding
+// it, which can pack several), and it may see an invalid block header before zlib does.
 //
 // Multi-member gzip (RFC 1952 section 2.2: a gzip file is a series of members) is decoded
 // member after member; each member start is a natural checkpoint with an empty window
