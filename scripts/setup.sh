@@ -7,7 +7,7 @@ packages=(
   # build
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev clang-format
   libfuse3-dev fuse3 libcurl4-openssl-dev nlohmann-json3-dev libssl-dev libzstd-dev zlib1g-dev
-  libdeflate-dev
+  libdeflate-dev libisal-dev
   libseccomp-dev
   libgtest-dev libgmock-dev
   # tests and the demo: a real registry, peer tools as oracles, helpers

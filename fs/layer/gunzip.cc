@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <memory>
 
+#include "fs/layer/gzip_index.h"
+
 namespace imgfs::fs {
 namespace {
 
@@ -37,8 +39,33 @@ void Keep(const char* piece, size_t n, uint64_t* pos, uint64_t begin, uint64_t e
   *pos += n;
 }
 
-// zlib's streaming inflate of the members in `in` from output position *pos on: the path for
-// members too large for one buffer, and for bad data (whose error zlib words).
+// Output room of one streaming step.
+constexpr size_t kStreamStepBytes = 64 << 10;
+
+// ISA-L's streaming inflate (fs/layer/gzip_index.h) of the members in `in` from output
+// position *pos on: the path for members too large for one buffer, and for bad data (whose
+// error it words). About 2.1x zlib's speed here (tests/bench/inflate_bench.cc), same memory.
+Status InflateStreamingIsal(std::string_view in, uint64_t begin, uint64_t end, uint64_t* pos,
+                            GunzipResult* result, std::string* out) {
+  IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<StreamDecoder> d,
+                         NewGzipDecoder(Checkpoint{}, 0, nullptr));
+  std::unique_ptr<char[]> buf(new char[kStreamStepBytes]);
+  size_t used = 0;
+  while (*pos < end) {
+    size_t consumed = 0;
+    size_t produced = 0;
+    IMGFS_RETURN_IF_ERROR(
+        d->Decode(in.substr(used), &consumed, buf.get(), kStreamStepBytes, &produced));
+    used += consumed;
+    Keep(buf.get(), produced, pos, begin, end, out);
+    if (consumed == 0 && produced == 0) break;  // input used up
+  }
+  if (*pos < end && !d->AtEnd()) return Status::Corrupt("gzip data cut short inside a member");
+  result->input_ended = used == in.size() && d->AtEnd();
+  return Status::Ok();
+}
+
+// zlib's streaming inflate of the same: GunzipAllWithZlib's engine.
 Status InflateStreaming(std::string_view in, uint64_t begin, uint64_t end, uint64_t* pos,
                         GunzipResult* result, std::string* out) {
   z_stream zs{};
@@ -48,7 +75,7 @@ Status InflateStreaming(std::string_view in, uint64_t begin, uint64_t end, uint6
     ~Ender() { inflateEnd(z); }
   } ender{&zs};
   size_t used = 0;
-  char buf[64 * 1024];
+  char buf[kStreamStepBytes];
   while (*pos < end) {
     zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data() + used));
     zs.avail_in = static_cast<uInt>(std::min<size_t>(in.size() - used, 1 << 30));
@@ -102,20 +129,20 @@ Result<GunzipResult> GunzipRange(std::string_view in, uint64_t begin, uint64_t e
     if (rest.size() >= kGzipTrailerBytes) {
       room = std::min<uint64_t>(room, LittleEndian32(rest.data() + rest.size() - 4));
     }
-    if (room == 0) break;  // an empty member (or a lying trailer): let zlib decide
+    if (room == 0) break;  // an empty member (or a lying trailer): let the streaming path decide
     std::unique_ptr<char[]> buf(new char[room]);
     size_t in_used = 0;
     size_t produced = 0;
     const libdeflate_result rc = libdeflate_gzip_decompress_ex(
         d, rest.data(), rest.size(), buf.get(), room, &in_used, &produced);
-    if (rc != LIBDEFLATE_SUCCESS) break;  // larger than the room, or bad: zlib takes over
+    if (rc != LIBDEFLATE_SUCCESS) break;  // larger than the room, or bad: streaming takes over
     Keep(buf.get(), produced, &pos, begin, end, out);
     used += in_used;
     if (used == in.size()) result.input_ended = true;
   }
   if (pos < end && used < in.size()) {
     result.input_ended = false;
-    Status st = InflateStreaming(in.substr(used), begin, end, &pos, &result, out);
+    Status st = InflateStreamingIsal(in.substr(used), begin, end, &pos, &result, out);
     if (!st.ok()) return st;
   }
   result.decoded = std::min(pos, end);

@@ -3,9 +3,9 @@
 // The members are in memory (a fetched chunk, a TOC member), so they are decoded with
 // libdeflate, about twice zlib's speed here (scripts/bench.sh prints the ratio on the
 // machine it runs on). libdeflate needs room for a whole member's output; a member whose
-// output would pass what the caller wants (or `kMaxGunzipStep`) is decoded with zlib's
-// streaming inflate instead, so memory stays bounded by what the caller asked for whatever
-// the member claims.
+// output would pass what the caller wants (or `kMaxGunzipStep`) is decoded with ISA-L's
+// streaming inflate instead (fs/layer/gzip_index.h), so memory stays bounded by what the
+// caller asked for whatever the member claims.
 //
 // Thread-safety: stateless functions; safe to call concurrently.
 #ifndef IMGFS_FS_LAYER_GUNZIP_H_

@@ -3,7 +3,11 @@
 
 #include <zlib.h>
 
+#include <algorithm>
+#include <cstring>
 #include <string>
+
+#include <isa-l/igzip_lib.h>
 
 namespace imgfs::fs {
 namespace {
@@ -13,13 +17,15 @@ constexpr int kRawWindowBits = -15;       // raw deflate, 32 KiB window
 constexpr size_t kGzipTrailerBytes = 8;   // CRC-32 + ISIZE (RFC 1952 section 2.3)
 constexpr int kEndOfBlock = 128;          // z_stream.data_type flags with Z_BLOCK (zlib.h)
 constexpr int kLastBlock = 64;
+// One inflate call sees at most this much input or output (the engines count in 32 bits).
+constexpr size_t kMaxStep = size_t{1} << 30;
 
-class GzipDecoder : public StreamDecoder {
+class ZlibGzipDecoder : public StreamDecoder {
  public:
-  explicit GzipDecoder(CheckpointRecorder* recorder) : recorder_(recorder) {}
-  GzipDecoder(const GzipDecoder&) = delete;
-  GzipDecoder& operator=(const GzipDecoder&) = delete;
-  ~GzipDecoder() override {
+  explicit ZlibGzipDecoder(CheckpointRecorder* recorder) : recorder_(recorder) {}
+  ZlibGzipDecoder(const ZlibGzipDecoder&) = delete;
+  ZlibGzipDecoder& operator=(const ZlibGzipDecoder&) = delete;
+  ~ZlibGzipDecoder() override {
     if (initialized_) inflateEnd(&strm_);
   }
 
@@ -79,9 +85,9 @@ class GzipDecoder : public StreamDecoder {
         continue;
       }
       strm_.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data() + pos));
-      strm_.avail_in = static_cast<uInt>(std::min<size_t>(in.size() - pos, 1u << 30));
+      strm_.avail_in = static_cast<uInt>(std::min(in.size() - pos, kMaxStep));
       strm_.next_out = reinterpret_cast<Bytef*>(out + prod);
-      strm_.avail_out = static_cast<uInt>(std::min<size_t>(out_cap - prod, 1u << 30));
+      strm_.avail_out = static_cast<uInt>(std::min(out_cap - prod, kMaxStep));
       uInt avail_in = strm_.avail_in;
       uInt avail_out = strm_.avail_out;
       int ret = inflate(&strm_, recorder_ != nullptr ? Z_BLOCK : Z_NO_FLUSH);
@@ -144,11 +150,293 @@ class GzipDecoder : public StreamDecoder {
   uint64_t members_ = 0;  // members completed
 };
 
+// A gzip member header (RFC 1952 section 2.3.1), read in whatever pieces the input comes in.
+// ISA-L's own header reader is not used: isal_inflate() restarts it with fresh flags when a
+// header is split across calls. This one accepts what zlib accepts: method 8, no reserved
+// flag, a matching header CRC when FHCRC is set; MTIME, XFL and OS are not checked.
+class GzipHeaderReader {
+ public:
+  // Consumes header bytes from the front of `in` (*used of them); *done once the header is
+  // complete. Corrupt (with the reason) when the bytes are not a gzip header.
+  Status Feed(std::string_view in, size_t* used, bool* done) {
+    size_t i = 0;
+    size_t crc_from = 0;  // header bytes in `in` not yet added to crc_
+    while (i < in.size() && field_ != Field::kDone) {
+      const auto b = static_cast<uint8_t>(in[i]);
+      switch (field_) {
+        case Field::kFixed:
+          if ((count_ == 0 && b != 0x1f) || (count_ == 1 && b != 0x8b)) {
+            return Status::Corrupt("incorrect gzip header check");
+          }
+          if (count_ == 2 && b != kMethodDeflate) {
+            return Status::Corrupt("unknown gzip compression method");
+          }
+          if (count_ == 3) {
+            if ((b & kFlagsReserved) != 0) return Status::Corrupt("unknown gzip header flags set");
+            flags_ = b;
+          }
+          ++i;
+          if (++count_ == kFixedBytes) Next(After(Field::kFixed));
+          break;
+        case Field::kExtraLength:
+          value_ |= static_cast<uint32_t>(b) << (8 * count_);
+          ++i;
+          if (++count_ == 2) {
+            left_ = value_;
+            Next(left_ != 0 ? Field::kExtra : After(Field::kExtra));
+          }
+          break;
+        case Field::kExtra: {
+          const size_t n = std::min<size_t>(left_, in.size() - i);
+          i += n;
+          left_ -= static_cast<uint32_t>(n);
+          if (left_ == 0) Next(After(Field::kExtra));
+          break;
+        }
+        case Field::kName:
+        case Field::kComment: {  // zero-terminated
+          const void* nul = std::memchr(in.data() + i, 0, in.size() - i);
+          if (nul == nullptr) {
+            i = in.size();
+          } else {
+            i = static_cast<size_t>(static_cast<const char*>(nul) - in.data()) + 1;
+            Next(After(field_));
+          }
+          break;
+        }
+        case Field::kHeaderCrc:
+          if (crc_from < i) {  // the CRC covers every header byte before it
+            crc_ = crc32(crc_, reinterpret_cast<const Bytef*>(in.data() + crc_from),
+                         static_cast<uInt>(i - crc_from));
+          }
+          crc_from = SIZE_MAX;
+          value_ |= static_cast<uint32_t>(b) << (8 * count_);
+          ++i;
+          if (++count_ == 2) {
+            if (value_ != (crc_ & 0xffff)) return Status::Corrupt("gzip header crc mismatch");
+            Next(Field::kDone);
+          }
+          break;
+        case Field::kDone:
+          break;
+      }
+    }
+    if (crc_from < i) {
+      crc_ = crc32(crc_, reinterpret_cast<const Bytef*>(in.data() + crc_from),
+                   static_cast<uInt>(i - crc_from));
+    }
+    *used = i;
+    *done = field_ == Field::kDone;
+    return Status::Ok();
+  }
+
+ private:
+  enum class Field { kFixed, kExtraLength, kExtra, kName, kComment, kHeaderCrc, kDone };
+  static constexpr uint32_t kFixedBytes = 10;  // ID1 ID2 CM FLG MTIME(4) XFL OS
+  static constexpr uint8_t kMethodDeflate = 8;
+  static constexpr uint8_t kFlagHeaderCrc = 0x02;
+  static constexpr uint8_t kFlagExtra = 0x04;
+  static constexpr uint8_t kFlagName = 0x08;
+  static constexpr uint8_t kFlagComment = 0x10;
+  static constexpr uint8_t kFlagsReserved = 0xe0;
+
+  // The field after `f` given the flags (the optional fields come in this order).
+  Field After(Field f) const {
+    switch (f) {
+      case Field::kFixed:
+        if ((flags_ & kFlagExtra) != 0) return Field::kExtraLength;
+        [[fallthrough]];
+      case Field::kExtraLength:
+      case Field::kExtra:
+        if ((flags_ & kFlagName) != 0) return Field::kName;
+        [[fallthrough]];
+      case Field::kName:
+        if ((flags_ & kFlagComment) != 0) return Field::kComment;
+        [[fallthrough]];
+      case Field::kComment:
+        if ((flags_ & kFlagHeaderCrc) != 0) return Field::kHeaderCrc;
+        [[fallthrough]];
+      case Field::kHeaderCrc:
+      case Field::kDone:
+        return Field::kDone;
+    }
+    return Field::kDone;
+  }
+  void Next(Field f) {
+    field_ = f;
+    count_ = 0;
+    value_ = 0;
+  }
+
+  Field field_ = Field::kFixed;
+  uint8_t flags_ = 0;
+  uint32_t count_ = 0;  // bytes of the current fixed-size field read so far
+  uint32_t value_ = 0;  // the little-endian field being read (XLEN, CRC16)
+  uint32_t left_ = 0;   // extra-field bytes still to skip
+  uLong crc_ = 0;       // crc32 of the header bytes read so far (for FHCRC)
+};
+
+std::string IsalError(int ret) {
+  switch (ret) {
+    case ISAL_INVALID_BLOCK:
+      return "invalid deflate block";
+    case ISAL_INVALID_SYMBOL:
+      return "invalid deflate code";
+    case ISAL_INVALID_LOOKBACK:
+      return "invalid distance too far back";
+    case ISAL_INCORRECT_CHECKSUM:
+      return "CRC-32 or length mismatch in the member trailer";
+    default:
+      return "inflate error " + std::to_string(ret);
+  }
+}
+
+// Decoding with ISA-L (see the file comment of gzip_index.h). Member headers are read by
+// GzipHeaderReader, deflate data and trailers by isal_inflate (ISAL_GZIP_NO_HDR_VER: it checks
+// the trailer's CRC-32 and ISIZE and consumes exactly the trailer).
+class IsalGzipDecoder : public StreamDecoder {
+ public:
+  IsalGzipDecoder() = default;
+  IsalGzipDecoder(const IsalGzipDecoder&) = delete;
+  IsalGzipDecoder& operator=(const IsalGzipDecoder&) = delete;
+  ~IsalGzipDecoder() override = default;
+
+  Status Init(const Checkpoint& start, uint8_t prev_byte) {
+    in_offset_ = start.compressed_offset;
+    out_offset_ = start.uncompressed_offset;
+    isal_inflate_init(&st_);
+    if (start.window.empty() && start.bits == 0) {
+      state_ = State::kBetweenMembers;
+      return Status::Ok();
+    }
+    state_ = State::kMember;
+    raw_ = true;
+    if (start.bits > 7) return Status::Corrupt("gzip checkpoint with bad bit count");
+    st_.crc_flag = ISAL_DEFLATE;
+    if (!start.window.empty() &&
+        isal_inflate_set_dict(
+            &st_, reinterpret_cast<uint8_t*>(const_cast<char*>(start.window.data())),
+            static_cast<uint32_t>(std::min<size_t>(start.window.size(), ISAL_DEF_HIST_SIZE))) !=
+            COMP_OK) {
+      return Status::Corrupt("gzip checkpoint: bad window");
+    }
+    // The deflate stream resumes `bits` bits before the byte at compressed_offset: the top
+    // bits of the byte before it, which go first into ISA-L's bit buffer (low bits first).
+    if (start.bits != 0) {
+      st_.read_in = static_cast<uint64_t>(prev_byte >> (8 - start.bits));
+      st_.read_in_length = start.bits;
+    }
+    return Status::Ok();
+  }
+
+  Status Decode(std::string_view in, size_t* consumed, char* out, size_t out_cap,
+                size_t* produced) override {
+    size_t pos = 0;
+    size_t prod = 0;
+    while (prod < out_cap) {
+      if (state_ == State::kBetweenMembers) {
+        if (pos == in.size()) break;
+        header_ = GzipHeaderReader();
+        state_ = State::kHeader;
+        continue;
+      }
+      if (state_ == State::kHeader) {
+        size_t used = 0;
+        bool done = false;
+        const Status s = header_.Feed(in.substr(pos), &used, &done);
+        if (!s.ok()) return Invalid(in_offset_, s.message());
+        pos += used;
+        in_offset_ += used;
+        if (!done) break;  // all input used
+        isal_inflate_reset(&st_);
+        st_.crc_flag = ISAL_GZIP_NO_HDR_VER;
+        raw_ = false;
+        state_ = State::kMember;
+        continue;
+      }
+      if (state_ == State::kTrailer) {
+        const size_t n = std::min(trailer_left_, in.size() - pos);
+        if (n == 0) break;
+        pos += n;
+        in_offset_ += n;
+        trailer_left_ -= n;
+        if (trailer_left_ == 0) {
+          state_ = State::kBetweenMembers;
+          ++members_;
+        }
+        continue;
+      }
+      st_.next_in = reinterpret_cast<uint8_t*>(const_cast<char*>(in.data() + pos));
+      st_.avail_in = static_cast<uint32_t>(std::min(in.size() - pos, kMaxStep));
+      st_.next_out = reinterpret_cast<uint8_t*>(out + prod);
+      st_.avail_out = static_cast<uint32_t>(std::min(out_cap - prod, kMaxStep));
+      const uint32_t avail_in = st_.avail_in;
+      const uint32_t avail_out = st_.avail_out;
+      const int ret = isal_inflate(&st_);
+      const size_t used = avail_in - st_.avail_in;
+      const size_t made = avail_out - st_.avail_out;
+      pos += used;
+      prod += made;
+      in_offset_ += used;
+      out_offset_ += made;
+      if (ret != ISAL_DECOMP_OK) return Invalid(in_offset_, IsalError(ret));
+      if (st_.block_state == ISAL_BLOCK_FINISH) {
+        if (raw_) {
+          // ISA-L has read ahead into its bit buffer; the whole bytes there are the first
+          // bytes of the trailer (at most 8: the buffer holds 64 bits).
+          const size_t buffered =
+              static_cast<size_t>(std::max(st_.read_in_length, 0) / 8) + st_.tmp_in_size;
+          if (buffered > kGzipTrailerBytes) {
+            return Status::Internal("gzip: ISA-L read past a member trailer");
+          }
+          trailer_left_ = kGzipTrailerBytes - buffered;
+          state_ = trailer_left_ == 0 ? State::kBetweenMembers : State::kTrailer;
+          if (trailer_left_ == 0) ++members_;
+        } else {
+          state_ = State::kBetweenMembers;
+          ++members_;
+        }
+        continue;
+      }
+      if (used == 0 && made == 0) break;
+    }
+    *consumed = pos;
+    *produced = prod;
+    return Status::Ok();
+  }
+
+  bool AtEnd() const override { return state_ == State::kBetweenMembers && members_ > 0; }
+
+ private:
+  enum class State { kBetweenMembers, kHeader, kMember, kTrailer };
+
+  static Status Invalid(uint64_t offset, std::string_view why) {
+    return Status::Corrupt("gzip stream invalid at compressed offset " + std::to_string(offset) +
+                           ": " + std::string(why));
+  }
+
+  inflate_state st_{};
+  GzipHeaderReader header_;
+  State state_ = State::kBetweenMembers;
+  bool raw_ = false;  // decoding a member from a checkpoint inside it (no gzip header seen)
+  size_t trailer_left_ = 0;
+  uint64_t members_ = 0;  // members completed
+};
+
 }  // namespace
 
 Result<std::unique_ptr<StreamDecoder>> NewGzipDecoder(const Checkpoint& start, uint8_t prev_byte,
                                                       CheckpointRecorder* recorder) {
-  auto decoder = std::make_unique<GzipDecoder>(recorder);
+  if (recorder != nullptr) return NewZlibGzipDecoder(start, prev_byte, recorder);
+  auto decoder = std::make_unique<IsalGzipDecoder>();
+  IMGFS_RETURN_IF_ERROR(decoder->Init(start, prev_byte));
+  return std::unique_ptr<StreamDecoder>(std::move(decoder));
+}
+
+Result<std::unique_ptr<StreamDecoder>> NewZlibGzipDecoder(const Checkpoint& start,
+                                                          uint8_t prev_byte,
+                                                          CheckpointRecorder* recorder) {
+  auto decoder = std::make_unique<ZlibGzipDecoder>(recorder);
   IMGFS_RETURN_IF_ERROR(decoder->Init(start, prev_byte));
   return std::unique_ptr<StreamDecoder>(std::move(decoder));
 }

@@ -1,9 +1,13 @@
 // imgfs — fuzz target for the gzip checkpoint decoder (fs/layer/gzip_index.h).
 //
 // The input is fed as a gzip blob in pieces whose sizes come from its first byte, with
-// checkpoint recording on (small span). Then decoding restarts from every recorded checkpoint;
-// the restarted output must equal the corresponding part of the first pass's output. Nothing
-// may crash, hang or read out of bounds on any input.
+// checkpoint recording on (small span): zlib, the indexing engine. Then decoding restarts from
+// every recorded checkpoint with the serving engine (ISA-L): on a complete stream its output
+// must equal the corresponding part of the first pass's; on a cut-short one it must be a
+// prefix of it (ISA-L may hold back the last symbols whose bits it cannot all see yet) or an
+// error (ISA-L sees some invalid block headers before zlib does: a lit/len code set without
+// an end-of-block code once the lengths pass 256). Nothing may crash, hang or read out of
+// bounds on any input.
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -43,6 +47,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string full;
   bool ok = DecodeFrom(**d, blob, 0, piece, &full);
   if (!ok || full.size() >= kMaxOutput) return 0;
+  const bool complete = (*d)->AtEnd();
   for (const auto& cp : recorder.points()) {
     if (cp.compressed_offset > blob.size() || cp.uncompressed_offset > full.size()) std::abort();
     uint8_t prev =
@@ -50,8 +55,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto r = imgfs::fs::NewGzipDecoder(cp, prev, nullptr);
     if (!r.has_value()) std::abort();
     std::string part;
-    if (!DecodeFrom(**r, blob, cp.compressed_offset, 4096, &part)) std::abort();
-    if (part != std::string_view(full).substr(cp.uncompressed_offset)) std::abort();
+    const bool part_ok = DecodeFrom(**r, blob, cp.compressed_offset, 4096, &part);
+    if (complete && !part_ok) std::abort();
+    const std::string_view expect = std::string_view(full).substr(cp.uncompressed_offset);
+    if (complete ? part != expect : !expect.starts_with(part)) std::abort();
   }
   return 0;
 }
