@@ -68,8 +68,9 @@ scripts/build.sh plain imgfs imgfs_inflate_bench >/dev/null
 imgfs=$repo/build/plain/tools/imgfs
 [ "$(id -u)" -eq 0 ] || { echo "bench.sh needs root (mounts)" >&2; exit 1; }
 
-# eStargz chunks and TOCs are decoded with libdeflate (fs/layer/gunzip.h); zlib alone on the
-# same members, in the same run, for the ratio.
+# eStargz chunks and TOCs are decoded with libdeflate (fs/layer/gunzip.h), gzip layers from
+# their checkpoints with ISA-L (fs/layer/gzip_index.h); zlib, ISA-L and libdeflate on the same
+# data in the same run, for the ratios.
 echo "== inflate"
 "$repo/build/plain/tests/imgfs_inflate_bench" /usr/bin/* 2>/dev/null | tail -1
 
