@@ -143,8 +143,7 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
                    << out.lazy_layers << " lazy layers";
   out.filesystem = std::make_unique<ImageFilesystem>(std::move(table), std::move(layers));
   // The merge's scratch tree and the dropped names were freed in the middle of the heap,
-  // between what stays; glibc gives back only the top of it unless asked (75 000 paths:
-  // ~20 MiB of the daemon's RSS). Once per mount, a few milliseconds.
+  // between what stays; glibc gives back only the top of it unless asked. Once per mount.
   malloc_trim(0);
   out.index_sync =
       std::make_unique<BackgroundSync>(cache::IndexStore(store.root()), std::move(unsynced));
