@@ -2,6 +2,7 @@
 #include "registry/digest.h"
 
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -51,17 +52,7 @@ size_t FixedHexLength(std::string_view alg) {
   return 0;
 }
 
-Digest MakeSha256(const unsigned char* bytes) {
-  std::string hex;
-  hex.reserve(64);
-  for (int i = 0; i < 32; ++i) {
-    hex.push_back(kHexDigits[bytes[i] >> 4]);
-    hex.push_back(kHexDigits[bytes[i] & 0xf]);
-  }
-  // Valid by construction.
-  Result<Digest> d = Digest::Parse("sha256:" + hex);
-  return *d;
-}
+int HexValue(char c) { return c <= '9' ? c - '0' : c - 'a' + 10; }
 
 void Check(int openssl_ok, const char* what) {
   if (openssl_ok != 1) {
@@ -112,9 +103,88 @@ Result<Digest> Digest::Parse(std::string_view text) {
     }
   }
   Digest d;
-  d.algorithm_ = std::string(alg);
-  d.hex_ = std::string(hex);
+  if (alg == "sha256") {
+    d.kind_ = Kind::kSha256;
+    for (size_t i = 0; i < 32; ++i) {
+      d.sha256_[i] =
+          static_cast<unsigned char>((HexValue(hex[2 * i]) << 4) | HexValue(hex[2 * i + 1]));
+    }
+  } else {
+    d.kind_ = Kind::kOther;
+    d.other_ = std::make_shared<const Other>(Other{std::string(alg), std::string(hex)});
+  }
   return d;
+}
+
+const std::string& Digest::algorithm() const {
+  static const std::string* const kNone = new std::string();
+  static const std::string* const kSha256 = new std::string("sha256");
+  switch (kind_) {
+    case Kind::kEmpty:
+      return *kNone;
+    case Kind::kSha256:
+      return *kSha256;
+    case Kind::kOther:
+      return other_->algorithm;
+  }
+  return *kNone;
+}
+
+std::string Digest::hex() const {
+  switch (kind_) {
+    case Kind::kEmpty:
+      return std::string();
+    case Kind::kSha256: {
+      std::string out(64, '\0');
+      for (size_t i = 0; i < 32; ++i) {
+        out[2 * i] = kHexDigits[sha256_[i] >> 4];
+        out[2 * i + 1] = kHexDigits[sha256_[i] & 0xf];
+      }
+      return out;
+    }
+    case Kind::kOther:
+      return other_->encoded;
+  }
+  return std::string();
+}
+
+bool Digest::operator==(const Digest& other) const {
+  if (kind_ != other.kind_) return false;
+  switch (kind_) {
+    case Kind::kEmpty:
+      return true;
+    case Kind::kSha256:
+      return sha256_ == other.sha256_;
+    case Kind::kOther:
+      return other_->algorithm == other.other_->algorithm &&
+             other_->encoded == other.other_->encoded;
+  }
+  return false;
+}
+
+std::strong_ordering Digest::operator<=>(const Digest& other) const {
+  if (kind_ == Kind::kSha256 && other.kind_ == Kind::kSha256) {
+    // Lower-case hex sorts as the bytes it encodes.
+    int c = std::memcmp(sha256_.data(), other.sha256_.data(), sha256_.size());
+    return c <=> 0;
+  }
+  if (auto c = algorithm() <=> other.algorithm(); c != 0) return c;
+  return hex() <=> other.hex();
+}
+
+size_t Digest::Hash() const {
+  switch (kind_) {
+    case Kind::kEmpty:
+      return 0;
+    case Kind::kSha256: {
+      size_t h;  // the bytes of a sha256 are as good a hash as any
+      std::memcpy(&h, sha256_.data(), sizeof(h));
+      return h;
+    }
+    case Kind::kOther:
+      return std::hash<std::string>()(other_->encoded);
+  }
+  return 0;
 }
 
 Digest Digest::Sha256Of(std::string_view data) {
@@ -123,13 +193,18 @@ Digest Digest::Sha256Of(std::string_view data) {
   return h.Finish();
 }
 
-Digest Digest::FromSha256Bytes(const unsigned char bytes[32]) { return MakeSha256(bytes); }
+Digest Digest::FromSha256Bytes(const unsigned char bytes[32]) {
+  Digest d;
+  d.kind_ = Kind::kSha256;
+  std::memcpy(d.sha256_.data(), bytes, d.sha256_.size());
+  return d;
+}
 
 Status Digest::Verify(std::string_view data) const {
   if (empty()) return Status::InvalidArgument("cannot verify against an empty digest");
-  if (algorithm_ != "sha256") {
-    return Status::Unsupported("digest algorithm " + algorithm_ + " is not supported (" + String() +
-                               "); only sha256 is verified");
+  if (kind_ != Kind::kSha256) {
+    return Status::Unsupported("digest algorithm " + algorithm() + " is not supported (" +
+                               String() + "); only sha256 is verified");
   }
   Digest actual = Sha256Of(data);
   if (actual != *this) {
@@ -159,7 +234,7 @@ Digest Sha256::Finish() {
     IMGFS_LOG(kError) << "sha256 produced " << len << " bytes";
     std::abort();
   }
-  return MakeSha256(out);
+  return Digest::FromSha256Bytes(out);
 }
 
 void Sha256::Reset() {

@@ -2,11 +2,16 @@
 //
 // Digest is a value type: algorithm + lower-case hex. Only sha256 is computed; sha512
 // digests parse (the OCI grammar allows them) but Verify reports them as Unsupported.
+// A sha256 digest is held as its 32 raw bytes, without heap memory (a mounted image keeps one
+// per file chunk: ~75 000 for a large image); other algorithms keep their text.
 // Thread-safety: Digest is a value; a Sha256 hasher belongs to one thread at a time.
 #ifndef IMGFS_REGISTRY_DIGEST_H_
 #define IMGFS_REGISTRY_DIGEST_H_
 
+#include <array>
+#include <compare>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -27,22 +32,40 @@ class Digest {
   // From 32 raw sha256 bytes.
   static Digest FromSha256Bytes(const unsigned char bytes[32]);
 
-  bool empty() const { return hex_.empty(); }
-  const std::string& algorithm() const { return algorithm_; }
-  const std::string& hex() const { return hex_; }
-  std::string String() const { return empty() ? std::string() : algorithm_ + ":" + hex_; }
+  bool empty() const { return kind_ == Kind::kEmpty; }
+  // "" when empty.
+  const std::string& algorithm() const;
+  // The encoded part: lower-case hex for sha256 ("" when empty). A new string each call.
+  std::string hex() const;
+  std::string String() const { return empty() ? std::string() : algorithm() + ":" + hex(); }
   // First 12 hex digits, as `docker images` shows image IDs.
-  std::string Short() const { return hex_.substr(0, 12); }
+  std::string Short() const { return hex().substr(0, 12); }
+
+  // A sha256 digest's 32 raw bytes; nullptr for other algorithms and the empty digest.
+  const unsigned char* sha256_bytes() const {
+    return kind_ == Kind::kSha256 ? sha256_.data() : nullptr;
+  }
 
   // OK if sha256(data) equals this digest; Corrupt otherwise (message names both digests).
   Status Verify(std::string_view data) const;
 
-  bool operator==(const Digest&) const = default;
-  auto operator<=>(const Digest&) const = default;
+  // Equality and order of the text: algorithm, then encoded part (bytewise).
+  bool operator==(const Digest& other) const;
+  std::strong_ordering operator<=>(const Digest& other) const;
+
+  // For std::hash: equal digests hash equally.
+  size_t Hash() const;
 
  private:
-  std::string algorithm_;
-  std::string hex_;
+  enum class Kind : uint8_t { kEmpty, kSha256, kOther };
+  struct Other {
+    std::string algorithm;
+    std::string encoded;
+  };
+
+  std::array<unsigned char, 32> sha256_{};  // kSha256
+  std::shared_ptr<const Other> other_;      // kOther (immutable, so copies share it)
+  Kind kind_ = Kind::kEmpty;
 };
 
 // Streaming SHA-256.
@@ -69,9 +92,7 @@ class Sha256 {
 
 template <>
 struct std::hash<imgfs::registry::Digest> {
-  size_t operator()(const imgfs::registry::Digest& d) const noexcept {
-    return std::hash<std::string>()(d.hex());
-  }
+  size_t operator()(const imgfs::registry::Digest& d) const noexcept { return d.Hash(); }
 };
 
 #endif  // IMGFS_REGISTRY_DIGEST_H_

@@ -5,6 +5,11 @@
 #   scripts/bench.sh [--size-mb N] [--keep]
 #   scripts/bench.sh --wan [--size-mb N] [--keep]     (lazy loading over an emulated WAN)
 #   scripts/bench.sh --rw [--keep]                    (write-heavy workloads on writable mounts)
+#   scripts/bench.sh --memory [ARGS...]               (daemon memory and mount time, many files)
+#
+# --memory: scripts/bench-memory.sh ARGS (see the comment at its top): a 2-layer image of
+# /usr/share and /usr/include (~75 000 paths), the time of a mount with its layer indexes
+# stored, and the daemon's VmRSS / VmHWM after the mount and after a tar of the tree.
 #
 # --rw: scripts/bench-rw.sh (see the comment at its top): untar of a source tree, a 1 GiB
 # sequential write, copy-up of a 256 MiB lower file and rm -rf of a lower tree on the kernel's
@@ -45,6 +50,10 @@ keep=0
 wan=0
 rw=0
 size_set=0
+if [ "${1:-}" = --memory ]; then
+  shift
+  exec scripts/bench-memory.sh "$@"
+fi
 while [ $# -gt 0 ]; do
   case "$1" in
     --size-mb) size_mb=$2; size_set=1; shift 2 ;;
@@ -52,7 +61,7 @@ while [ $# -gt 0 ]; do
     --keep) keep=1; shift ;;
     --wan) wan=1; shift ;;
     --rw) rw=1; shift ;;
-    *) echo "usage: $0 [--wan|--rw] [--size-mb N] [--min-paths N] [--keep]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--wan|--rw] [--size-mb N] [--min-paths N] [--keep] | --memory [ARGS]" >&2; exit 2 ;;
   esac
 done
 if [ "$wan" = 1 ]; then

@@ -41,7 +41,9 @@ Result<std::string> ImageFilesystem::Read(uint64_t ino, uint64_t offset, size_t 
   Result<std::string> data = layer.reader->Read(entry, offset, length);
   if (!data.has_value()) {
     read_errors_.fetch_add(1, std::memory_order_relaxed);
-    return data.error().WithContext("reading /" + entry.path + " from layer " +
+    // The path from the table: a local layer's index keeps no names once merged.
+    Result<std::string> path = table_.PathOf(ino);
+    return data.error().WithContext("reading " + (path.has_value() ? *path : "?") + " from layer " +
                                     layer.index->layer_digest.String());
   }
   bytes_read_.fetch_add(data->size(), std::memory_order_relaxed);

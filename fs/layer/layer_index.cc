@@ -101,6 +101,19 @@ class Reader {
     pos_ += n;
     return true;
   }
+  bool SkipStr() {
+    uint64_t n;
+    if (!Varint(&n) || n > remaining()) return false;
+    pos_ += n;
+    return true;
+  }
+  bool SkipVarints(int count) {
+    uint64_t ignored;
+    for (int i = 0; i < count; ++i) {
+      if (!Varint(&ignored)) return false;
+    }
+    return true;
+  }
   bool Raw(size_t n, std::string_view* s) {
     if (n > remaining()) return false;
     *s = in_.substr(pos_, n);
@@ -123,22 +136,46 @@ class Reader {
   size_t pos_ = 0;
 };
 
+// How many of the `n` entries that start at `r` are there in full (their framing only: the
+// values are checked when they are decoded). The decoder reserves that many, so its tables
+// take their final size at once and still never exceed what the input holds.
+size_t EntriesPresent(Reader r, size_t n) {
+  uint8_t type;
+  size_t nx;
+  for (size_t i = 0; i < n; ++i) {
+    // path | type | mode uid gid size mtime_sec mtime_nsec dev_major dev_minor | link_target
+    if (!r.SkipStr() || !r.U8(&type) || !r.SkipVarints(8) || !r.SkipStr() || !r.Count(2, &nx)) {
+      return i;
+    }
+    for (size_t x = 0; x < nx; ++x) {
+      if (!r.SkipStr() || !r.SkipStr()) return i;
+    }
+    if (!r.SkipVarints(3)) return i;
+  }
+  return n;
+}
+
+// The same for chunks.
+size_t ChunksPresent(Reader r, size_t n) {
+  uint8_t has_digest;
+  std::string_view raw;
+  for (size_t i = 0; i < n; ++i) {
+    if (!r.SkipVarints(2) || !r.U8(&has_digest) || (has_digest == 1 && !r.Raw(32, &raw)) ||
+        !r.SkipVarints(3)) {
+      return i;
+    }
+  }
+  return n;
+}
+
 Status Bad(const Reader& r, std::string_view what) {
   return Status::Corrupt("layer index: " + std::string(what) + " at byte " +
                          std::to_string(r.pos()));
 }
 
-std::string HexToBytes(std::string_view hex) {
-  std::string out;
-  auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return 0;
-  };
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
-    out.push_back(static_cast<char>((nibble(hex[i]) << 4) | nibble(hex[i + 1])));
-  }
-  return out;
+// The 32 bytes of a sha256 digest (sha256_bytes() of a sha256 Digest).
+std::string_view RawBytes(const unsigned char* sha256) {
+  return std::string_view(reinterpret_cast<const char*>(sha256), kChecksumBytes);
 }
 
 bool AddOverflows(uint64_t a, uint64_t b, uint64_t* sum) {
@@ -151,6 +188,14 @@ Result<registry::Digest> ParseOptionalDigest(const std::string& text) {
 }
 
 }  // namespace
+
+void LayerIndex::DropNames() {
+  for (FileEntry& e : entries) {
+    std::string().swap(e.path);  // swap, not clear(): clear() keeps the heap buffer
+    std::string().swap(e.link_target);
+    std::vector<std::pair<std::string, std::string>>().swap(e.xattrs);
+  }
+}
 
 size_t LayerIndex::CheckpointFor(uint64_t offset) const {
   auto it = std::upper_bound(
@@ -202,9 +247,9 @@ std::string LayerIndex::Encode() const {
   for (const Chunk& c : chunks) {
     w.Varint(c.file_offset);
     w.Varint(c.size);
-    bool has_digest = !c.digest.empty() && c.digest.algorithm() == "sha256";
-    w.U8(has_digest ? 1 : 0);
-    if (has_digest) w.Raw(HexToBytes(c.digest.hex()));
+    const unsigned char* raw = c.digest.sha256_bytes();
+    w.U8(raw != nullptr ? 1 : 0);
+    if (raw != nullptr) w.Raw(RawBytes(raw));
     w.Varint(c.blob_offset);
     w.Varint(c.blob_length);
     w.Varint(c.inner_offset);
@@ -217,7 +262,7 @@ std::string LayerIndex::Encode() const {
     w.Str(cp.window);
   }
   std::string out = std::move(w.out());
-  out += HexToBytes(registry::Digest::Sha256Of(out).hex());
+  out += RawBytes(registry::Digest::Sha256Of(out).sha256_bytes());
   return out;
 }
 
@@ -246,7 +291,7 @@ Result<LayerIndex> LayerIndex::Decode(std::string_view bytes) {
   }
   std::string_view body = bytes.substr(0, bytes.size() - kChecksumBytes);
   std::string_view sum = bytes.substr(bytes.size() - kChecksumBytes);
-  if (HexToBytes(registry::Digest::Sha256Of(body).hex()) != sum) {
+  if (RawBytes(registry::Digest::Sha256Of(body).sha256_bytes()) != sum) {
     return Status::Corrupt("layer index: checksum mismatch");
   }
   Reader r(body.substr(kLayerIndexMagic.size()));
@@ -300,7 +345,9 @@ Result<LayerIndex> LayerIndex::Decode(std::string_view bytes) {
     return Status::Corrupt("layer index: " + std::to_string(n) + " entries, more than " +
                            std::to_string(kMaxIndexEntries) + " (kMaxIndexEntries)");
   }
-  // Grown as entries are read (no resize from the count): memory follows the input.
+  // Reserved for the entries actually present, never for the count alone: memory follows the
+  // input.
+  index.entries.reserve(EntriesPresent(r, n));
   for (size_t i = 0; i < n; ++i) {
     FileEntry& e = index.entries.emplace_back();
     uint8_t type;
@@ -336,6 +383,7 @@ Result<LayerIndex> LayerIndex::Decode(std::string_view bytes) {
     return Status::Corrupt("layer index: " + std::to_string(n) + " chunks, more than " +
                            std::to_string(kMaxIndexChunks) + " (kMaxIndexChunks)");
   }
+  index.chunks.reserve(ChunksPresent(r, n));
   for (size_t i = 0; i < n; ++i) {
     Chunk& c = index.chunks.emplace_back();
     uint8_t has_digest;

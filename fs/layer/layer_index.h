@@ -16,7 +16,8 @@
 // frame starts). Files are also cut into chunks (fixed size for tar layers; the format's own
 // chunks for eStargz/zstd:chunked) whose sha256 digests key the deduplicated chunk store.
 //
-// Thread-safety: immutable after construction; safe to share between threads.
+// Thread-safety: immutable after construction (DropNames aside, which runs before the index is
+// shared); safe to share between threads.
 #ifndef IMGFS_FS_LAYER_LAYER_INDEX_H_
 #define IMGFS_FS_LAYER_LAYER_INDEX_H_
 
@@ -156,9 +157,10 @@ inline constexpr uint64_t MaxChunkBlobBytes(uint64_t size) {
 // chunks, with no compressed bytes, only need a size); else Corrupt naming the limit.
 Status CheckLazyChunkGeometry(const Chunk& c);
 
-// Entries and chunks one decoded index may hold: Decode grows its tables with the bytes it
-// actually reads and stops at these, so a small hostile index cannot make it allocate
-// ~10× its size (an entry takes 16 encoded bytes but ~150 in memory). 2M each: twice the
+// Entries and chunks one decoded index may hold: Decode sizes its tables by the entries whose
+// bytes are actually present (a count alone reserves nothing) and stops at these, so a small
+// hostile index cannot make it allocate ~10× its size (an entry takes 16 encoded bytes but
+// ~150 in memory). 2M each: twice the
 // files of the largest layers seen, and 2M chunks are 128 GiB of 64 KiB zstd:chunked chunks.
 inline constexpr size_t kMaxIndexEntries = 2u << 20;
 inline constexpr size_t kMaxIndexChunks = 2u << 20;
@@ -189,6 +191,13 @@ struct LayerIndex {
   IndexProvenance provenance = IndexProvenance::kUnverified;
   registry::Digest origin;
   registry::Digest subject;
+
+  // Frees what only the overlay merge reads: every entry's path, link_target and xattrs
+  // (a merged NodeTable holds the names it shows). Types, sizes, data locations, chunks and
+  // checkpoints stay, which is all LayerReader::Read needs. A mount does this to each local
+  // layer's index once merged (~80 bytes of path per entry). Encode then no longer gives
+  // the layer's file table. Not thread-safe: call it before the index is shared.
+  void DropNames();
 
   // Index of the checkpoint with the largest uncompressed_offset <= `offset` (0 if none).
   size_t CheckpointFor(uint64_t offset) const;

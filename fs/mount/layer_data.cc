@@ -351,7 +351,8 @@ Result<OpenedLayer> LayerOpener::OpenLocal(size_t position, const registry::Desc
        LocalEstargzFooter(blob))) {
     index->format = LayerFormat::kEstargz;
   }
-  auto shared = std::make_shared<const LayerIndex>(std::move(index).value());
+  auto owned = std::make_shared<LayerIndex>(std::move(index).value());
+  std::shared_ptr<const LayerIndex> shared = owned;
   LayerReader::Options reader_options;
   reader_options.cache_bytes = std::max(CacheShare(), reader_options.block_bytes);
   Result<std::unique_ptr<LayerReader>> reader = LayerReader::Open(blob, shared, reader_options);
@@ -362,6 +363,7 @@ Result<OpenedLayer> LayerOpener::OpenLocal(size_t position, const registry::Desc
   OpenedLayer out;
   out.kind = OpenedLayer::Kind::kLocal;
   out.index_built = !existed;
+  out.names_droppable = std::move(owned);
   out.mounted = MountedLayer{shared, std::make_unique<LocalLayerData>(std::move(reader).value())};
   return out;
 }

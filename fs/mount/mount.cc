@@ -1,6 +1,8 @@
 // imgfs — preparing an image for a mount.
 #include "fs/mount/mount.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -130,10 +132,19 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
   views.reserve(layers.size());
   for (const MountedLayer& l : layers) views.push_back(l.index.get());
   IMGFS_ASSIGN_OR_RETURN(NodeTable table, MergeLayers(views, &out.merge_stats));
+  // The table holds the names now; local layers are read by offset (no reader thread runs
+  // yet: the filesystem is not serving).
+  for (OpenedLayer& l : opened) {
+    if (l.names_droppable != nullptr) l.names_droppable->DropNames();
+    l.names_droppable.reset();
+  }
   IMGFS_LOG(kInfo) << "image " << text << ": " << layers.size() << " layers, "
                    << table.inode_count() << " inodes, " << out.indexes_built << " indexes built, "
                    << out.lazy_layers << " lazy layers";
   out.filesystem = std::make_unique<ImageFilesystem>(std::move(table), std::move(layers));
+  // The merge's scratch tree and the dropped names were freed in the middle of the heap,
+  // between what stays; glibc gives back only the top of it unless asked. Once per mount.
+  malloc_trim(0);
   out.index_sync =
       std::make_unique<BackgroundSync>(cache::IndexStore(store.root()), std::move(unsynced));
   // Background work once every layer is prepared (the index loads came first). The

@@ -177,6 +177,13 @@ Result<ArenaRef> NodeTable::Builder::Append(std::string_view s) {
   return ref;
 }
 
+void NodeTable::Builder::Reserve(size_t inodes, size_t names, size_t arena_bytes) {
+  table_.nodes_.reserve(inodes);
+  children_set_.reserve(inodes);
+  table_.dirents_.reserve(names);
+  table_.arena_.reserve(arena_bytes);
+}
+
 uint64_t NodeTable::Builder::AddInode(
     const Node& node, std::string_view link_target,
     const std::vector<std::pair<std::string, std::string>>& xattrs) {

@@ -162,6 +162,11 @@ class NodeTable::Builder {
   Builder(const Builder&) = delete;
   Builder& operator=(const Builder&) = delete;
 
+  // Room for `inodes` inodes, `names` directory entries and `arena_bytes` of names, link
+  // targets and xattrs: with the final sizes given, the tables are allocated once instead of
+  // being copied as they grow (a hint: more or fewer may be added).
+  void Reserve(size_t inodes, size_t names, size_t arena_bytes);
+
   // Adds an inode with the attributes of `node` (parent, name, nlink, child range, link target
   // and xattr fields are ignored: they come from the arguments and from Finish). Returns its
   // number. `xattrs` need not be sorted.

@@ -121,6 +121,10 @@ class Merger {
 
   MergeStats* stats_;
   MNode root_;
+  // The inode given to each entry of each layer (0: none yet), so that the names of a
+  // hardlink group, which share their data entry, share one inode. Dense: no allocation per
+  // file, unlike a map.
+  std::vector<std::vector<uint64_t>> inode_of_entry_;
   std::vector<std::string_view> parts_;  // scratch
 };
 
@@ -135,9 +139,12 @@ void Merger::SetFrom(MNode* node, uint32_t pos, const std::vector<FileEntry>& en
 
 void Merger::ApplyLayer(uint32_t pos, const LayerIndex& layer) {
   const std::vector<FileEntry>& entries = layer.entries;
+  if (inode_of_entry_.size() <= pos) inode_of_entry_.resize(pos + 1);
+  inode_of_entry_[pos].assign(entries.size(), 0);
   const bool estargz = layer.format == LayerFormat::kEstargz;
   // Winning entry per path (last in tar order), and for hardlinks the entry with the data.
   std::unordered_map<std::string_view, uint32_t> last;
+  last.reserve(entries.size());
   // Paths that have a non-directory entry anywhere in the layer: even when a directory entry
   // for the path comes last, an unpacker replaced the lower directory on the way.
   std::unordered_set<std::string_view> non_dirs;
@@ -268,7 +275,28 @@ void Merger::Place(uint32_t pos, const std::vector<FileEntry>& entries, uint32_t
 
 Result<NodeTable> Merger::Build() {
   NodeTable::Builder builder;
-  std::map<std::pair<uint32_t, uint32_t>, uint64_t> inode_of_entry;  // hardlink groups
+  {
+    // The table's final sizes (hardlinked names counted as inodes: a slight over-estimate).
+    size_t inodes = 0, names = 0, arena_bytes = 0;
+    std::vector<const MNode*> walk = {&root_};
+    while (!walk.empty()) {
+      const MNode* n = walk.back();
+      walk.pop_back();
+      ++inodes;
+      if (n->attrs != nullptr) {
+        if (n->type == EntryType::kSymlink) arena_bytes += n->attrs->link_target.size();
+        for (const auto& [name, value] : n->attrs->xattrs) {
+          arena_bytes += name.size() + value.size();
+        }
+      }
+      for (const auto& [name, child] : n->children) {
+        ++names;
+        arena_bytes += name.size();
+        walk.push_back(child.get());
+      }
+    }
+    builder.Reserve(inodes, names, arena_bytes);
+  }
   std::vector<MNode*> dirs;
   std::vector<MNode*> stack = {&root_};
   static const std::vector<std::pair<std::string, std::string>> kNoXattrs;
@@ -276,12 +304,11 @@ Result<NodeTable> Merger::Build() {
     MNode* n = stack.back();
     stack.pop_back();
     if (n->type != EntryType::kDirectory) {
-      auto [it, inserted] = inode_of_entry.try_emplace({n->layer, n->entry}, 0);
-      if (!inserted) {
-        n->ino = it->second;
+      uint64_t& inode = inode_of_entry_[n->layer][n->entry];  // hardlink groups share it
+      if (inode != 0) {
+        n->ino = inode;
         continue;
       }
-      n->ino = 0;
       Node node;
       const FileEntry& e = *n->attrs;
       node.type = e.type;
@@ -296,7 +323,7 @@ Result<NodeTable> Merger::Build() {
       node.layer = n->layer;
       node.entry = n->entry;
       n->ino = builder.AddInode(node, e.link_target, e.xattrs);
-      it->second = n->ino;
+      inode = n->ino;
       continue;
     }
     Node node;

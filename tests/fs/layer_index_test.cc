@@ -283,6 +283,23 @@ TEST(LayerIndexTest, EntryCountIsCappedBeforeAllocating) {
       << r.error().ToString();
 }
 
+TEST(LayerIndexTest, DropNamesKeepsWhatReadsNeed) {
+  LayerIndex x = Sample();
+  LayerIndex dropped = x;
+  dropped.DropNames();
+  ASSERT_EQ(dropped.entries.size(), x.entries.size());
+  for (size_t i = 0; i < x.entries.size(); ++i) {
+    FileEntry want = x.entries[i];
+    want.path.clear();
+    want.link_target.clear();
+    want.xattrs.clear();
+    EXPECT_EQ(dropped.entries[i], want) << i;
+  }
+  EXPECT_EQ(dropped.chunks, x.chunks);
+  EXPECT_EQ(dropped.checkpoints, x.checkpoints);
+  EXPECT_EQ(dropped.layer_digest, x.layer_digest);
+}
+
 TEST(LayerIndexTest, CheckpointFor) {
   LayerIndex x = Sample();
   EXPECT_EQ(x.CheckpointFor(0), 0u);

@@ -8,6 +8,7 @@
 #include <string>
 #include <unordered_set>
 #include <utility>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -118,6 +119,41 @@ TEST(DigestTest, OrderingAndHash) {
   EXPECT_TRUE((a < b) != (b < a));
   std::unordered_set<Digest> set{a, b, Digest::Sha256Of("a")};
   EXPECT_EQ(set.size(), 2u);
+}
+
+// A sha256 digest is held as raw bytes and other algorithms as text: equality, order (that of
+// the text) and hashing must not depend on which.
+TEST(DigestTest, OrderFollowsTheTextWhateverTheAlgorithm) {
+  std::vector<Digest> all = {
+      Digest(),
+      Digest::Sha256Of("a"),
+      Digest::Sha256Of("b"),
+      *Digest::Parse("sha256:" + std::string(64, '0')),
+      *Digest::Parse("sha256:" + std::string(64, 'f')),
+      *Digest::Parse("sha512:" + std::string(128, 'a')),
+      *Digest::Parse("blake3:" + std::string(64, 'A')),
+      *Digest::Parse("multihash+base58:" + std::string(40, 'z')),
+  };
+  for (const Digest& x : all) {
+    Result<Digest> again = x.empty() ? Digest() : Digest::Parse(x.String());
+    ASSERT_TRUE(again.has_value()) << x.String();
+    EXPECT_EQ(*again, x);
+    EXPECT_EQ(std::hash<Digest>()(*again), std::hash<Digest>()(x));
+    EXPECT_EQ(again->hex(), x.hex());
+    EXPECT_EQ(again->algorithm(), x.algorithm());
+    for (const Digest& y : all) {
+      EXPECT_EQ(x == y, x.String() == y.String()) << x.String() << " " << y.String();
+      auto text_order =
+          std::make_pair(x.algorithm(), x.hex()) <=> std::make_pair(y.algorithm(), y.hex());
+      EXPECT_EQ(x <=> y, text_order) << x.String() << " " << y.String();
+    }
+  }
+  EXPECT_EQ(Digest().algorithm(), "");
+  EXPECT_EQ(Digest().hex(), "");
+  EXPECT_EQ(Digest().sha256_bytes(), nullptr);
+  EXPECT_EQ(all[5].sha256_bytes(), nullptr);
+  ASSERT_NE(all[1].sha256_bytes(), nullptr);
+  EXPECT_EQ(Digest::FromSha256Bytes(all[1].sha256_bytes()), all[1]);
 }
 
 // Every blob of every fixture layout is named by its sha256; the layer-digest-mismatch
