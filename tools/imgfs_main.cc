@@ -2,6 +2,7 @@
 //
 // To add a command: define `int RunX(CommandContext&)` in a tools/cmd_*.cc file, declare it
 // in tools/cli.h and add one row to the table below.
+#include <malloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -156,6 +157,12 @@ const std::vector<Command>& Commands() {
 }  // namespace imgfs::tools
 
 int main(int argc, char** argv) {
+  // glibc gives each thread that meets contention an arena of its own (up to 8 per core), and
+  // each keeps its freed blocks: 16 FUSE workers reading 1 MiB replies grew a daemon by
+  // ~45 MiB that two arenas do not. glibc fixes the limit when the first extra arena is made,
+  // so it is set here, before the threads that prepare an image (a daemon's RSS after a tar of
+  // a 75 000-path image: 3.5 MiB less than setting it when serving starts).
+  mallopt(M_ARENA_MAX, 2);
   // libcurl's global state is set up once, before any thread starts (libcurl-thread(3)).
   imgfs::registry::HttpClient::GlobalInit();
   int exit_code = imgfs::tools::kExitError;

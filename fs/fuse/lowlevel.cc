@@ -286,10 +286,7 @@ int ServeLowLevel(fuse_session* se, unsigned max_threads) {
   // heap stays with each arena.
   mallopt(M_MMAP_THRESHOLD, 8 << 20);
   mallopt(M_TRIM_THRESHOLD, 8 << 20);
-  // glibc gives each thread that meets contention an arena of its own (up to 8 per core), and
-  // each keeps its freed reply buffers: 16 workers reading 1 MiB replies grew a daemon by
-  // ~45 MiB that two arenas do not (a tar of a 75 000-path image: +15 MiB).
-  mallopt(M_ARENA_MAX, 2);
+  // At most two malloc arenas: set in main() (tools/imgfs_main.cc), before any thread.
   // Preparing the image (decoding layer indexes, merging their trees) leaves freed heap
   // between live blocks that free() never returns: ~34 MiB of a 94 MiB daemon for a
   // 75 000-path image. Return it before serving.
