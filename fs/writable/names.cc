@@ -285,7 +285,7 @@ int WritableFs::Unlink(uint64_t parent, std::string_view name) {
   std::string dir_path = PathOf(dir);
   State st;
   int r = ResolveChild(dir->state, dir_path, name, &st);
-  if (r != 0) return r;
+  if (r != 0) return GoneBeforeJournaled(r);
   if (S_ISDIR(st.type)) return EISDIR;
   bool need_whiteout = LowerHas(dir->state, name, nullptr);
   std::string path = Join(dir_path, name);
@@ -342,7 +342,7 @@ int WritableFs::Rmdir(uint64_t parent, std::string_view name) {
   std::string dir_path = PathOf(dir);
   State st;
   int r = ResolveChild(dir->state, dir_path, name, &st);
-  if (r != 0) return r;
+  if (r != 0) return GoneBeforeJournaled(r);
   if (!S_ISDIR(st.type)) return ENOTDIR;
   std::string path = Join(dir_path, name);
   std::vector<MergedDirEntry> entries;
@@ -385,7 +385,7 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
   std::string dst_path = Join(PathOf(p2), new_name);
   State s, d;
   int r = ResolveChild(p1->state, PathOf(p1), name, &s);
-  if (r != 0) return r;
+  if (r != 0) return GoneBeforeJournaled(r);
   r = ResolveChild(p2->state, PathOf(p2), new_name, &d);
   bool dst_exists = r == 0;
   if (r != 0 && r != ENOENT) return r;

@@ -243,6 +243,10 @@ std::optional<WritableJournal::RequestRecord> WritableFs::Resent() const {
   return journal_->FindRequest(request.unique);
 }
 
+int WritableFs::GoneBeforeJournaled(int r) {
+  return r == ENOENT && current_request.resent && current_request.unique != 0 ? 0 : r;
+}
+
 int WritableFs::AnswerResent(uint64_t id, Entry* out) {
   Node* node = GetNode(id);
   if (node == nullptr) return -1;

@@ -42,8 +42,9 @@
 // marked as sent again, or one the journal does not record — is done for real, so a new
 // request identical to one done before the takeover gets the real answer (ENOENT, EEXIST).
 // What stays inexact: a change made in the upper by a daemon killed before its journal line
-// (the request, sent again, then finds it done: EEXIST or ENOENT), and forgets (FORGET has no
-// reply; one a dead daemon read but did not apply is not sent again, and the id it would
+// (sent again, an unlink/rmdir/rename finding its name gone is answered done, see
+// GoneBeforeJournaled; a mkdir/mknod/symlink/link/O_EXCL create gets EEXIST), and forgets (FORGET
+// has no reply; one a dead daemon read but did not apply is not sent again, and the id it would
 // have freed stays until unmount). The parent's times are restored after a
 // copy-up, like overlayfs does. A lower regular file with several names (a hardlink group) is
 // copied up once and its other visible names are linked to the copy, so the group stays one inode.
@@ -279,6 +280,10 @@ class WritableFs {
   // What the journal records of the calling thread's request when the kernel sent it again
   // (a takeover); nullopt for any other request.
   std::optional<WritableJournal::RequestRecord> Resent() const;
+  // `r`, except 0 for ENOENT of a request the kernel sent again that the journal does not
+  // record: the dead daemon read it and may have removed the name before it could journal
+  // that (unlink, rmdir, the source of a rename), which is what a missing name then shows.
+  static int GoneBeforeJournaled(int r);
   // `out` for the id `id` a request sent again was answered with (fresh attributes, the
   // lookup not counted again): 0 or an errno; -1 when the id is gone (the request is then
   // done for real).

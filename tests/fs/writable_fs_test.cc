@@ -1090,10 +1090,29 @@ TEST_F(WritableFsTest, RequestsSentAgainAfterATakeoverAreAnsweredFromTheJournal)
   }
   EXPECT_EQ(wfs_->handle_ids().size(), handles_before) << "no handle opened twice";
 
-  // Sent again but not journaled (the dead daemon never got to it): done for real.
+  // Sent again but not journaled: done for real; a name already gone is taken as removed by
+  // the dead daemon before it could journal that.
   {
     const auto scope = as(99, true);
-    EXPECT_EQ(wfs_->Unlink(1, "gone"), ENOENT);
+    EXPECT_EQ(wfs_->Unlink(1, "gone"), 0);
+    EXPECT_EQ(wfs_->Rename(1, "moving", 1, "moved", 0), 0);
+    EXPECT_EQ(wfs_->Mkdir(1, "made", 0755, caller_, &e), EEXIST);
+  }
+  {
+    const auto scope = as(40, false);
+    ASSERT_EQ(wfs_->Mkdir(1, "fresh", 0755, caller_, &e), 0);
+  }
+  {
+    const auto scope = as(41, false);
+    ASSERT_EQ(wfs_->Rmdir(1, "fresh"), 0);
+  }
+  {
+    const auto scope = as(101, true);
+    EXPECT_EQ(wfs_->Rmdir(1, "fresh"), 0);
+  }
+  {
+    const auto scope = as(42, false);
+    EXPECT_EQ(wfs_->Rmdir(1, "fresh"), ENOENT);
   }
   // New requests (identical ones included) are always done for real.
   {
