@@ -1,8 +1,6 @@
 // imgfs — preparing an image for a mount.
 #include "fs/mount/mount.h"
 
-#include <malloc.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -142,9 +140,6 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
                    << table.inode_count() << " inodes, " << out.indexes_built << " indexes built, "
                    << out.lazy_layers << " lazy layers";
   out.filesystem = std::make_unique<ImageFilesystem>(std::move(table), std::move(layers));
-  // The merge's scratch tree and the dropped names were freed in the middle of the heap,
-  // between what stays; glibc gives back only the top of it unless asked. Once per mount.
-  malloc_trim(0);
   out.index_sync =
       std::make_unique<BackgroundSync>(cache::IndexStore(store.root()), std::move(unsynced));
   // Background work once every layer is prepared (the index loads came first). The
