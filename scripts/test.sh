@@ -39,6 +39,18 @@ run_ctest() {  # config, ctest args...
   failed=$((failed + f + s))
   if [ "$s" -gt 0 ]; then failures+=("$config: $s skipped tests (a skip is a failure here)"); fi
   if [ "$rc" -ne 0 ] || [ "$f" -gt 0 ]; then failures+=("$config: ctest failed ($f failed)"); fi
+  # Name each failed test in the summary: CI shows only the end of the output.
+  # With each, the first lines of its output that say why (--output-on-failure puts them after it).
+  local line
+  while IFS= read -r line; do failures+=("$config: $line"); done < <(awk '
+    /^ *[0-9]+\/[0-9]+ Test +#[0-9]+: / {
+      inside = ($0 ~ /\*\*\*(Failed|Exception|Timeout)|Not Run/); why = 0
+      if (inside && shown < 20) { sub(/^ *[0-9]+\/[0-9]+ Test +#[0-9]+: /, ""); sub(/ \.\.\.+/, " "); print; shown++ }
+      next }
+    /^ +Start [0-9]+: / { inside = 0; next }
+    inside && why < 4 && (after > 0 || /Failure$|[Ee]rror|what\(\)|Sanitizer|Timeout/) {
+      after = /Failure$/ ? 2 : after - 1; print "  " substr($0, 1, 240); why++ }
+  ' "$log")
   if [ "$p" -eq 0 ]; then failures+=("$config: no test ran"); failed=$((failed + 1)); fi
 }
 

@@ -285,7 +285,11 @@ int WritableFs::Unlink(uint64_t parent, std::string_view name) {
   std::string dir_path = PathOf(dir);
   State st;
   int r = ResolveChild(dir->state, dir_path, name, &st);
-  if (r != 0) return GoneBeforeJournaled(r);
+  if (GoneBeforeJournaled(r)) {
+    Removed(dir, name);
+    return 0;
+  }
+  if (r != 0) return r;
   if (S_ISDIR(st.type)) return EISDIR;
   bool need_whiteout = LowerHas(dir->state, name, nullptr);
   std::string path = Join(dir_path, name);
@@ -328,10 +332,14 @@ int WritableFs::Unlink(uint64_t parent, std::string_view name) {
     r = MakeWhiteout(path, false);
     if (r != 0) return r;
   }
-  dir->state.upper = true;
-  Detach(node);
-  JournalDone();
+  Removed(dir, name);
   return 0;
+}
+
+void WritableFs::Removed(Node* dir, std::string_view name) {
+  dir->state.upper = true;
+  Detach(FindNode(Join(PathOf(dir), name)));
+  JournalDone();
 }
 
 int WritableFs::Rmdir(uint64_t parent, std::string_view name) {
@@ -342,7 +350,11 @@ int WritableFs::Rmdir(uint64_t parent, std::string_view name) {
   std::string dir_path = PathOf(dir);
   State st;
   int r = ResolveChild(dir->state, dir_path, name, &st);
-  if (r != 0) return GoneBeforeJournaled(r);
+  if (GoneBeforeJournaled(r)) {
+    Removed(dir, name);
+    return 0;
+  }
+  if (r != 0) return r;
   if (!S_ISDIR(st.type)) return ENOTDIR;
   std::string path = Join(dir_path, name);
   std::vector<MergedDirEntry> entries;
@@ -363,11 +375,9 @@ int WritableFs::Rmdir(uint64_t parent, std::string_view name) {
     if (r == 0) r = MakeWhiteout(path, false);
   }
   if (r != 0) return r;
-  dir->state.upper = true;
   Node* node = FindNode(path);
   if (node != nullptr) StatNode(node, &node->last);
-  Detach(node);
-  JournalDone();
+  Removed(dir, name);
   return 0;
 }
 
@@ -385,7 +395,23 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
   std::string dst_path = Join(PathOf(p2), new_name);
   State s, d;
   int r = ResolveChild(p1->state, PathOf(p1), name, &s);
-  if (r != 0) return GoneBeforeJournaled(r);
+  if (GoneBeforeJournaled(r)) {
+    // Renamed by the dead daemon (the destination holds it now): the kernel's id follows it to
+    // the new name, or that name would lead to a node the takeover found gone.
+    Node* snode = FindNode(src_path);
+    if (snode == nullptr) {
+      auto it = vanished_.find(std::make_pair(p1->id, std::string(name)));
+      snode = it == vanished_.end() ? nullptr : GetNode(it->second);
+      if (it != vanished_.end()) vanished_.erase(it);
+    }
+    if (snode != nullptr && ResolveChild(p2->state, PathOf(p2), new_name, &d) == 0) {
+      snode->state = d;
+      Moved(p1, p2, snode, FindNode(dst_path), new_name, S_ISDIR(d.type), false);
+    }
+    JournalDone();
+    return 0;
+  }
+  if (r != 0) return r;
   r = ResolveChild(p2->state, PathOf(p2), new_name, &d);
   bool dst_exists = r == 0;
   if (r != 0 && r != ENOENT) return r;
@@ -537,23 +563,28 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
     }
   }
 
-  if (dnode != nullptr && dnode != snode) Detach(dnode);
-  if (snode != nullptr) {
-    snode->parent->children.erase(snode->name);
-    snode->parent = p2;
-    snode->name = std::string(new_name);
-    p2->children[snode->name] = snode;
-    Journaled(journal_->Move(snode->id, p2->id, snode->name));
-    snode->state.upper = true;
-    if (S_ISDIR(s.type)) {
-      snode->state.lower = 0;
-      if (s.lower != 0) MarkSubtreeUpper(snode);
-    }
-    copy_ups_.fetch_add(1, std::memory_order_release);
-    MaybeErase(p1);
-  }
+  Moved(p1, p2, snode, dnode, new_name, S_ISDIR(s.type), s.lower != 0);
   JournalDone();
   return 0;
+}
+
+void WritableFs::Moved(Node* p1, Node* p2, Node* snode, Node* dnode, std::string_view new_name,
+                       bool dir, bool had_lower) {
+  if (dnode != nullptr && dnode != snode) Detach(dnode);
+  if (snode == nullptr) return;
+  if (snode->parent != nullptr) snode->parent->children.erase(snode->name);
+  snode->deleted = false;
+  snode->parent = p2;
+  snode->name = std::string(new_name);
+  p2->children[snode->name] = snode;
+  Journaled(journal_->Move(snode->id, p2->id, snode->name));
+  snode->state.upper = true;
+  if (dir) {
+    snode->state.lower = 0;
+    if (had_lower) MarkSubtreeUpper(snode);
+  }
+  copy_ups_.fetch_add(1, std::memory_order_release);
+  MaybeErase(p1);
 }
 
 int WritableFs::Link(uint64_t id, uint64_t new_parent, std::string_view new_name, Entry* out) {

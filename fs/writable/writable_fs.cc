@@ -243,8 +243,8 @@ std::optional<WritableJournal::RequestRecord> WritableFs::Resent() const {
   return journal_->FindRequest(request.unique);
 }
 
-int WritableFs::GoneBeforeJournaled(int r) {
-  return r == ENOENT && current_request.resent && current_request.unique != 0 ? 0 : r;
+bool WritableFs::GoneBeforeJournaled(int r) {
+  return r == ENOENT && current_request.resent && current_request.unique != 0;
 }
 
 int WritableFs::AnswerResent(uint64_t id, Entry* out) {
@@ -306,7 +306,10 @@ Status WritableFs::Restore() {
     if (ResolvePath(PathOf(node), &node->state) != 0) gone.push_back(node);
   }
   for (Node* node : gone) {
-    if (node->parent != nullptr) node->parent->children.erase(node->name);
+    if (node->parent != nullptr) {
+      vanished_[{node->parent->id, node->name}] = node->id;
+      node->parent->children.erase(node->name);
+    }
     node->parent = nullptr;
     node->deleted = true;
     Journaled(journal_->Deleted(node->id));

@@ -42,12 +42,13 @@
 // marked as sent again, or one the journal does not record — is done for real, so a new
 // request identical to one done before the takeover gets the real answer (ENOENT, EEXIST).
 // What stays inexact: a change made in the upper by a daemon killed before its journal line
-// (sent again, an unlink/rmdir/rename finding its name gone is answered done, see
-// GoneBeforeJournaled; a mkdir/mknod/symlink/link/O_EXCL create gets EEXIST), and forgets (FORGET
-// has no reply; one a dead daemon read but did not apply is not sent again, and the id it would
-// have freed stays until unmount). The parent's times are restored after a
-// copy-up, like overlayfs does. A lower regular file with several names (a hardlink group) is
-// copied up once and its other visible names are linked to the copy, so the group stays one inode.
+// (sent again, an unlink/rmdir/rename finding its name gone is answered done and the node
+// table follows the upper, see GoneBeforeJournaled; a mkdir/mknod/symlink/link/O_EXCL create
+// gets EEXIST), and forgets (FORGET has no reply; one a dead daemon read but did not apply is
+// not sent again, and the id it would have freed stays until unmount). The parent's times are
+// restored after a copy-up, like overlayfs does. A lower regular file with several names (a
+// hardlink group) is copied up once and its other visible names are linked to the copy, so the
+// group stays one inode.
 //
 // Inodes: the FUSE-facing numbers ("ids") are per merged name (hardlinks get one id per
 // name), allocated at lookup and freed by Forget when the kernel's lookup count reaches zero
@@ -280,10 +281,19 @@ class WritableFs {
   // What the journal records of the calling thread's request when the kernel sent it again
   // (a takeover); nullopt for any other request.
   std::optional<WritableJournal::RequestRecord> Resent() const;
-  // `r`, except 0 for ENOENT of a request the kernel sent again that the journal does not
+  // Whether `r` is ENOENT of a request the kernel sent again that the journal does not
   // record: the dead daemon read it and may have removed the name before it could journal
   // that (unlink, rmdir, the source of a rename), which is what a missing name then shows.
-  static int GoneBeforeJournaled(int r);
+  // The request is then answered done, and the node table is made to follow the upper.
+  static bool GoneBeforeJournaled(int r);
+  // The node table's side of an unlink or rmdir of `name` in `dir` done in the upper.
+  void Removed(Node* dir, std::string_view name) IMGFS_REQUIRES(mu_);
+  // The node table's side of a rename in the upper: `snode` (the source's node, may be null)
+  // now has the name `new_name` in `p2`, `dnode` (what had that name, may be null) is gone.
+  // `dir`: the source is a directory, `had_lower`: one with lower content (now copied up whole).
+  // `snode` may be a deleted node (vanished_): it gets its name back.
+  void Moved(Node* p1, Node* p2, Node* snode, Node* dnode, std::string_view new_name, bool dir,
+             bool had_lower) IMGFS_REQUIRES(mu_);
   // `out` for the id `id` a request sent again was answered with (fresh attributes, the
   // lookup not counted again): 0 or an errno; -1 when the id is gone (the request is then
   // done for real).
@@ -348,6 +358,9 @@ class WritableFs {
   // with mu_ held; mu_ guards the fields below up to handles_mu_, which guards the rest.
   mutable Mutex mu_;
   std::unordered_map<uint64_t, std::unique_ptr<Node>> nodes_ IMGFS_GUARDED_BY(mu_);
+  // Names the journal had that the upper no longer has at a takeover, (parent id, name) -> id:
+  // a rename the kernel sends again finds its source here (Rename).
+  std::map<std::pair<uint64_t, std::string>, uint64_t, std::less<>> vanished_ IMGFS_GUARDED_BY(mu_);
   uint64_t next_id_ IMGFS_GUARDED_BY(mu_) = 2;
   // st_ino of upper inodes, and which upper inode holds each number (a number is never
   // given to two upper inodes: a file that replaced an image file of the same name does not

@@ -278,8 +278,9 @@ Status WritableJournal::ParseLine(std::string_view line) {
       if (f.size() != 3 || !Number(f[0], &a) || !Number(f[1], &b) || !DecodeName(f[2], &name)) {
         return corrupt("a bad rename line");
       }
+      // An id whose name was deleted may get one back (Move in the header says when).
       auto it = nodes_.find(a);
-      if (it == nodes_.end() || it->second.parent == 0) return corrupt("a rename of no name");
+      if (it == nodes_.end()) return corrupt("a rename of an unknown id");
       if (!Attached(b)) return corrupt("a rename into an unknown directory");
       if (names_.contains(std::make_pair(b, name))) return corrupt("a rename onto a name");
       // The new parent must not be the id itself or below it.
@@ -289,9 +290,11 @@ Status WritableJournal::ParseLine(std::string_view line) {
         if (up == nodes_.end() || up->second.parent == 0) return corrupt("a rename below no name");
         p = up->second.parent;
       }
-      const uint64_t old_parent = it->second.parent;
-      names_.erase(std::make_pair(old_parent, it->second.name));
-      if (old_parent != 1) nodes_[old_parent].children--;
+      const uint64_t old_parent = it->second.parent;  // 0: a deleted name
+      if (old_parent != 0) {
+        names_.erase(std::make_pair(old_parent, it->second.name));
+        if (old_parent != 1) nodes_[old_parent].children--;
+      }
       it->second.parent = b;
       it->second.name = std::move(name);
       names_.emplace(std::make_pair(b, it->second.name), a);

@@ -117,6 +117,8 @@ class WritableJournal {
                  uint64_t unique = 0);
   Status Lookup(uint64_t id, uint64_t unique = 0);
   Status Forget(uint64_t id, uint64_t nlookup);
+  // `id` gets the name `name` in `parent`; also an id whose name was deleted (a takeover found
+  // it gone from the upper, and the kernel then sent again the rename that had moved it).
   Status Move(uint64_t id, uint64_t parent, std::string_view name);
   Status Deleted(uint64_t id);
   Status Orphan(uint64_t id, bool kept);

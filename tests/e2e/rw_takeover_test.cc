@@ -211,16 +211,35 @@ TEST_F(RwTakeoverTest, AFuseDriverWritableMountNeverSeesAKilledDaemon) {
   EXPECT_TRUE(failures.empty()) << failures.size() << " failures, first: " << failures.front();
   EXPECT_EQ(takeovers, kKills + 1);
   size_t wrong = 0;
+  std::string first_wrong;  // what the first wrong file holds, to tell how it went wrong
   for (const auto& [name, content] : kept) {
-    if (ReadAll(w + "/" + name) != content) ++wrong;
+    const std::string got = ReadAll(w + "/" + name);
+    if (got == content) continue;
+    if (wrong++ == 0) {
+      struct stat st {};
+      const int rc = lstat((w + "/" + name).c_str(), &st);
+      const size_t part = ContentOf(name, 0).size();
+      first_wrong = name + ": read " + std::to_string(got.size()) + " bytes, want " +
+                    std::to_string(content.size()) + " (lstat " +
+                    (rc == 0 ? std::to_string(st.st_size) + " bytes" : strerror(errno)) +
+                    "); first part " +
+                    (got.compare(0, part, content, 0, part) == 0 ? "right" : "wrong") +
+                    ", begins " + got.substr(0, 40);
+    }
   }
   size_t still_there = 0;
   for (const std::string& name : removed) {
     struct stat st {};
     if (lstat((w + "/" + name).c_str(), &st) == 0) ++still_there;
   }
+  // Every rename the writer saw succeed was done: no temporary name is left.
+  size_t temporaries = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(w)) {
+    if (entry.path().filename().string().rfind("tmp-", 0) == 0) ++temporaries;
+  }
+  EXPECT_EQ(temporaries, 0u);
   EXPECT_GT(kept.size(), 0u);
-  EXPECT_EQ(wrong, 0u) << "of " << kept.size() << " fsync'ed files";
+  EXPECT_EQ(wrong, 0u) << "of " << kept.size() << " fsync'ed files; " << first_wrong;
   EXPECT_EQ(still_there, 0u) << "of " << removed.size() << " unlinked files";
   std::cout << "rw takeover: " << log.ops() << " operations, " << kept.size() << " files kept and "
             << removed.size() << " unlinked by the writer, across " << kKills

@@ -1130,5 +1130,100 @@ TEST_F(WritableFsTest, RequestsSentAgainAfterATakeoverAreAnsweredFromTheJournal)
   EXPECT_EQ(ReadAllOf("moved"), "");
 }
 
+// A daemon killed after changing a name in the upper but before journaling it: the kernel
+// sends the request again, and the names it gave ids to must follow the upper — the renamed
+// file's id answers at its new name, removed names are gone (the 20-kill e2e test once read
+// ENOENT through the id of a file renamed this way).
+TEST_F(WritableFsTest, ChangesMadeButNotJournaledByADeadDaemonAreFollowedWhenSentAgain) {
+  wfs_.reset();
+  const std::string work = dir_.Sub("work");
+  struct Made {
+    uint64_t moving = 0, gone = 0, dir = 0;
+  } made;
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(fds[0]);
+    auto run = [&]() -> bool {
+      Result<std::unique_ptr<WritableFs>> w =
+          WritableFs::Open(TinyImage::Get().fs(), Upper(), work);
+      if (!w.has_value()) return false;
+      wfs_ = std::move(*w);
+      Entry e;
+      uint64_t fh = 0;
+      if (wfs_->Create(1, "moving", 0644, O_WRONLY, caller_, &e, &fh) != 0) return false;
+      made.moving = e.id;
+      size_t written = 0;
+      if (wfs_->Write(fh, 0, "moved data", 10, &written) != 0 || written != 10) return false;
+      wfs_->Release(fh);
+      if (wfs_->Create(1, "gone", 0644, O_WRONLY, caller_, &e, &fh) != 0) return false;
+      made.gone = e.id;
+      wfs_->Release(fh);
+      if (wfs_->Mkdir(1, "dir", 0755, caller_, &e) != 0) return false;
+      made.dir = e.id;
+      // What the daemon did in the upper before it died, without a journal line.
+      const std::string u = Upper();
+      if (rename((u + "/moving").c_str(), (u + "/moved").c_str()) != 0) return false;
+      if (unlink((u + "/gone").c_str()) != 0 || rmdir((u + "/dir").c_str()) != 0) return false;
+      return write(fds[1], &made, sizeof(made)) == static_cast<ssize_t>(sizeof(made));
+    };
+    _exit(run() ? 0 : 1);
+  }
+  close(fds[1]);
+  const ssize_t got = read(fds[0], &made, sizeof(made));
+  close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_EQ(got, static_cast<ssize_t>(sizeof(made)));
+  Result<std::unique_ptr<WritableFs>> w =
+      WritableFs::Open(TinyImage::Get().fs(), Upper(), work, /*takeover=*/true);
+  ASSERT_TRUE(w.has_value()) << w.error().ToString();
+  wfs_ = std::move(*w);
+
+  {
+    const WritableFs::RequestScope scope(RequestId{70, true});
+    ASSERT_EQ(wfs_->Rename(1, "moving", 1, "moved", 0), 0);
+  }
+  struct stat st {};
+  bool cacheable = false;
+  ASSERT_EQ(wfs_->GetAttr(made.moving, &st, &cacheable), 0) << "the id of the renamed file";
+  EXPECT_EQ(st.st_size, 10);
+  uint64_t fh = 0;
+  ASSERT_EQ(wfs_->Open(made.moving, O_RDONLY, &fh, &cacheable), 0);
+  std::string data;
+  EXPECT_EQ(wfs_->Read(fh, 0, 100, &data), 0);
+  EXPECT_EQ(data, "moved data");
+  wfs_->Release(fh);
+  Entry e;
+  ASSERT_EQ(wfs_->Lookup(1, "moved", &e), 0);
+  EXPECT_EQ(e.id, made.moving) << "one id for the one name";
+  EXPECT_EQ(wfs_->Lookup(1, "moving", &e), ENOENT);
+  {
+    const WritableFs::RequestScope scope(RequestId{72, true});
+    EXPECT_EQ(wfs_->Unlink(1, "gone"), 0);
+  }
+  {
+    const WritableFs::RequestScope scope(RequestId{74, true});
+    EXPECT_EQ(wfs_->Rmdir(1, "dir"), 0);
+  }
+  EXPECT_EQ(wfs_->Lookup(1, "gone", &e), ENOENT);
+  EXPECT_EQ(wfs_->Lookup(1, "dir", &e), ENOENT);
+  // A name created again gets a new id, not the removed one's.
+  uint64_t fh2 = 0;
+  ASSERT_EQ(wfs_->Create(1, "gone", 0644, O_WRONLY, caller_, &e, &fh2), 0);
+  EXPECT_NE(e.id, made.gone);
+  wfs_->Release(fh2);
+  // Sent yet again (another takeover): answered from the journal now.
+  {
+    const WritableFs::RequestScope scope(RequestId{70, true});
+    EXPECT_EQ(wfs_->Rename(1, "moving", 1, "moved", 0), 0);
+  }
+  ASSERT_EQ(wfs_->Lookup(1, "moved", &e), 0);
+  EXPECT_EQ(e.id, made.moving);
+}
+
 }  // namespace
 }  // namespace imgfs::fs

@@ -48,6 +48,11 @@ TEST_F(WritableJournalTest, EventsAreReadBackByTheNextDaemon) {
     ASSERT_TRUE(w.UpperIno(1234, 17).ok());
     ASSERT_TRUE(w.Opened(2, 3, O_RDONLY, 9).ok());
     ASSERT_TRUE(w.Forget(2, 1).ok());  // dir: nothing below any more, freed
+    // A deleted name given back by a rename (one a dead daemon made before journaling it).
+    ASSERT_TRUE(w.NewNode(5, 1, "renamed away", false).ok());
+    ASSERT_TRUE(w.Deleted(5).ok());
+    ASSERT_TRUE(w.Move(5, 1, "renamed to").ok());
+    EXPECT_EQ(w.NewNode(6, 1, "renamed to").code(), StatusCode::kInternal) << "the name is taken";
     // Not applicable: an Internal error, nothing written.
     EXPECT_EQ(w.Lookup(99).code(), StatusCode::kInternal);
     EXPECT_EQ(w.Move(3, 1, "..").code(), StatusCode::kInternal);
@@ -68,7 +73,10 @@ TEST_F(WritableJournalTest, EventsAreReadBackByTheNextDaemon) {
   EXPECT_EQ(j.handles().at(1).id, 4u);
   EXPECT_EQ(j.handles().at(1).flags, O_RDWR);
   EXPECT_EQ(j.handles().at(2).lower, 9u);
-  EXPECT_EQ(j.next_id(), 5u);
+  ASSERT_TRUE(j.nodes().contains(5));
+  EXPECT_EQ(j.nodes().at(5).parent, 1u);
+  EXPECT_EQ(j.nodes().at(5).name, "renamed to");
+  EXPECT_EQ(j.next_id(), 6u);
   EXPECT_EQ(j.next_fh(), 3u);
   EXPECT_EQ(j.next_st_ino(), 18u);
 }
