@@ -56,7 +56,11 @@ int WritableFs::Open(uint64_t id, int flags, uint64_t* fh, bool* cacheable) {
 
 int WritableFs::Create(uint64_t parent, std::string_view name, mode_t mode, int flags,
                        const Caller& caller, Entry* out, uint64_t* fh) {
-  if (std::optional<WritableJournal::RequestRecord> rec = Resent(); rec && rec->id != 0) {
+  const std::optional<WritableJournal::RequestRecord> rec = Resent();
+  // Sent again after a takeover, journaled as started (JournalStarted) but not answered: a
+  // name that exists now was made by the dead daemon, even under O_EXCL.
+  const bool started = rec && rec->id == 0 && rec->fh == 0;
+  if (rec && rec->id != 0) {
     // Done before a takeover: its entry, and its handle (or, when the daemon died before
     // opening it, one opened now without creating or truncating again).
     int r = -1;
@@ -89,11 +93,22 @@ int WritableFs::Create(uint64_t parent, std::string_view name, mode_t mode, int 
     int r = PrepareCreate(parent, name, &site);
     // open(O_CREAT) without O_EXCL of a name that exists opens it, as POSIX says (the
     // kernel's entry was stale).
-    exists = r == EEXIST && (flags & O_EXCL) == 0;
+    exists = r == EEXIST && ((flags & O_EXCL) == 0 || started);
     if (r != 0 && !exists) return r;
+    if (exists && started) {
+      // The dead daemon may have died before it set the owner and mode.
+      Node* dir = GetNode(parent);
+      if (dir == nullptr) return ENOENT;
+      const std::string dir_path = PathOf(dir);
+      mode_t m = (mode & 07777) | S_IFREG;
+      r = SetNewOwner(upper_fd_.get(), Join(dir_path, name).c_str(), upper_fd_.get(), dir_path,
+                      caller, S_IFREG, &m);
+      if (r != 0) return r;
+    }
     if (!exists) {
       const int at = site.at;
       const std::string& nm = site.name_at;
+      JournalStarted();
       int open_flags = (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_DIRECT)) | O_CREAT |
                        O_EXCL | O_CLOEXEC;
       handle->fd = UniqueFd(OpenBeneath(at, nm, open_flags, 0600));

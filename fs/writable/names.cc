@@ -9,10 +9,7 @@ using namespace writable_internal;  // this module's own helpers
 
 int WritableFs::Lookup(uint64_t parent, std::string_view name, Entry* out) {
   MutexLock lock(&mu_);
-  if (std::optional<WritableJournal::RequestRecord> rec = Resent(); rec && rec->id != 0) {
-    const int answered = AnswerResent(rec->id, out);
-    if (answered >= 0) return answered;
-  }
+  if (const int answered = AnswerIfResent(parent, name, out); answered >= 0) return answered;
   Node* dir = GetNode(parent);
   if (dir == nullptr || dir->deleted) return ENOENT;
   State st;
@@ -204,15 +201,15 @@ int WritableFs::FinishCreate(const CreateSite& site, std::string_view name, mode
 int WritableFs::Mknod(uint64_t parent, std::string_view name, mode_t mode, dev_t rdev,
                       const Caller& caller, Entry* out) {
   MutexLock lock(&mu_);
-  if (std::optional<WritableJournal::RequestRecord> rec = Resent(); rec && rec->id != 0) {
-    const int answered = AnswerResent(rec->id, out);
-    if (answered >= 0) return answered;
+  if (const int answered = AnswerIfResent(parent, name, out, &caller, mode); answered >= 0) {
+    return answered;
   }
   CreateSite site;
   int r = PrepareCreate(parent, name, &site);
   if (r != 0) return r;
   const int at = site.at;
   const std::string& nm = site.name_at;
+  JournalStarted();
   if (S_ISREG(mode)) {
     int fd = OpenBeneath(at, nm, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
     if (fd < 0) return Errno();
@@ -232,15 +229,16 @@ int WritableFs::Mknod(uint64_t parent, std::string_view name, mode_t mode, dev_t
 int WritableFs::Mkdir(uint64_t parent, std::string_view name, mode_t mode, const Caller& caller,
                       Entry* out) {
   MutexLock lock(&mu_);
-  if (std::optional<WritableJournal::RequestRecord> rec = Resent(); rec && rec->id != 0) {
-    const int answered = AnswerResent(rec->id, out);
-    if (answered >= 0) return answered;
+  if (const int answered = AnswerIfResent(parent, name, out, &caller, (mode & 07777) | S_IFDIR);
+      answered >= 0) {
+    return answered;
   }
   CreateSite site;
   int r = PrepareCreate(parent, name, &site);
   if (r != 0) return r;
   const int at = site.at;
   const std::string& nm = site.name_at;
+  JournalStarted();
   if (MkdirBeneath(at, nm, 0700) != 0) return Errno();
   mode_t m = (mode & 07777) | S_IFDIR;
   r = SetNewOwner(at, nm.c_str(), upper_fd_.get(), site.dir_path, caller, S_IFDIR, &m);
@@ -258,15 +256,16 @@ int WritableFs::Mkdir(uint64_t parent, std::string_view name, mode_t mode, const
 int WritableFs::Symlink(std::string_view target, uint64_t parent, std::string_view name,
                         const Caller& caller, Entry* out) {
   MutexLock lock(&mu_);
-  if (std::optional<WritableJournal::RequestRecord> rec = Resent(); rec && rec->id != 0) {
-    const int answered = AnswerResent(rec->id, out);
-    if (answered >= 0) return answered;
+  if (const int answered = AnswerIfResent(parent, name, out, &caller, S_IFLNK | 0777);
+      answered >= 0) {
+    return answered;
   }
   CreateSite site;
   int r = PrepareCreate(parent, name, &site);
   if (r != 0) return r;
   const int at = site.at;
   const std::string& nm = site.name_at;
+  JournalStarted();
   if (SymlinkBeneath(std::string(target), at, nm) != 0) return Errno();
   mode_t m = S_IFLNK | 0777;
   r = SetNewOwner(at, nm.c_str(), upper_fd_.get(), site.dir_path, caller, S_IFLNK, &m);
@@ -589,9 +588,8 @@ void WritableFs::Moved(Node* p1, Node* p2, Node* snode, Node* dnode, std::string
 
 int WritableFs::Link(uint64_t id, uint64_t new_parent, std::string_view new_name, Entry* out) {
   MutexLock lock(&mu_);
-  if (std::optional<WritableJournal::RequestRecord> rec = Resent(); rec && rec->id != 0) {
-    const int answered = AnswerResent(rec->id, out);
-    if (answered >= 0) return answered;
+  if (const int answered = AnswerIfResent(new_parent, new_name, out); answered >= 0) {
+    return answered;
   }
   Node* src = GetNode(id);
   if (src == nullptr || src->deleted) return ENOENT;
@@ -609,6 +607,7 @@ int WritableFs::Link(uint64_t id, uint64_t new_parent, std::string_view new_name
   std::string src_path = PathOf(src);
   std::string dst_path = Join(PathOf(dir), new_name);
   std::string tmp;
+  JournalStarted();
   if (over) {
     tmp = TempName();
     if (LinkBeneath(upper_fd_.get(), src_path, work_fd_.get(), tmp) != 0) {

@@ -262,6 +262,32 @@ void WritableFs::JournalDone() {
   if (unique != 0) Journaled(journal_->Done(unique));
 }
 
+void WritableFs::JournalStarted() {
+  const uint64_t unique = current_request.unique;
+  if (unique != 0) Journaled(journal_->Started(unique));
+}
+
+int WritableFs::AnswerIfResent(uint64_t parent, std::string_view name, Entry* out,
+                               const Caller* caller, mode_t mode) {
+  std::optional<WritableJournal::RequestRecord> rec = Resent();
+  if (!rec) return -1;
+  if (rec->id != 0) return AnswerResent(rec->id, out);
+  // Started, with no entry journaled: made by the dead daemon if the name is there now
+  // (it was free when the start was journaled, under mu_).
+  Node* dir = GetNode(parent);
+  if (dir == nullptr || dir->deleted) return -1;
+  State st;
+  const std::string dir_path = PathOf(dir);
+  if (ResolveChild(dir->state, dir_path, name, &st) != 0 || !st.upper) return -1;
+  if (caller != nullptr) {
+    const std::string path = Join(dir_path, name);
+    const int r = writable_internal::SetNewOwner(upper_fd_.get(), path.c_str(), upper_fd_.get(),
+                                                 dir_path, *caller, st.type, &mode);
+    if (r != 0) return r;
+  }
+  return MakeEntry(dir, name, st, out, /*created=*/true);
+}
+
 Status WritableFs::Restore() {
   const WritableJournal& j = *journal_;
   next_id_ = std::max(next_id_, j.next_id());

@@ -41,11 +41,13 @@
 // recorded handle; create: both; unlink, rmdir, rename: done. Anything else — a request not
 // marked as sent again, or one the journal does not record — is done for real, so a new
 // request identical to one done before the takeover gets the real answer (ENOENT, EEXIST).
-// What stays inexact: a change made in the upper by a daemon killed before its journal line
-// (sent again, an unlink/rmdir/rename finding its name gone is answered done and the node
-// table follows the upper, see GoneBeforeJournaled; a mkdir/mknod/symlink/link/O_EXCL create
-// gets EEXIST), and forgets (FORGET has no reply; one a dead daemon read but did not apply is
-// not sent again, and the id it would have freed stays until unmount). The parent's times are
+// A change made in the upper by a daemon killed before its journal line is found done when
+// the request comes again: an unlink/rmdir/rename finding its name gone is answered done and
+// the node table follows the upper (GoneBeforeJournaled); a request that makes a name journals
+// that it started, once the name is found free and before making it (JournalStarted), so sent
+// again it answers with the name it finds made (AnswerIfResent), O_EXCL too. What stays
+// inexact: forgets (FORGET has no reply; one a dead daemon read but did not apply is not sent
+// again, and the id it would have freed stays until unmount). The parent's times are
 // restored after a copy-up, like overlayfs does. A lower regular file with several names (a
 // hardlink group) is copied up once and its other visible names are linked to the copy, so the
 // group stays one inode.
@@ -300,6 +302,16 @@ class WritableFs {
   int AnswerResent(uint64_t id, Entry* out) IMGFS_REQUIRES(mu_);
   // Journals that the calling thread's request (if any) is done.
   void JournalDone();
+  // Journals that the calling thread's request (if any) is about to make a name (Started).
+  void JournalStarted();
+  // For a request that makes or finds the name `name` in `parent`, sent again after a
+  // takeover: the answer the dead daemon had journaled (`answered_id`, its id), or — when it
+  // had journaled only that it started (JournalStarted) and the name exists — the entry of
+  // what it made, looked up now, with `caller` and `mode` (when given) set on it again (the
+  // daemon may have died before it set them). 0 or an errno when answered so; -1 when the
+  // request is to be done for real.
+  int AnswerIfResent(uint64_t parent, std::string_view name, Entry* out,
+                     const Caller* caller = nullptr, mode_t mode = 0) IMGFS_REQUIRES(mu_);
   // After the last release of `id`: removes its orphan, if it has one.
   void DropOrphan(uint64_t id) IMGFS_EXCLUDES(mu_);
 

@@ -128,6 +128,11 @@ class WritableJournal {
   Status Released(uint64_t fh);
   // Request `unique` (not 0) is done and hands out nothing (unlink, rmdir, rename).
   Status Done(uint64_t unique);
+  // Request `unique` (not 0), which makes a name (mknod, mkdir, symlink, link, create), found
+  // the name free and is about to make it: the same line as Done (a record with no id and no
+  // handle), journaled before the change. Sent again after a takeover, such a request whose
+  // name exists was made by the dead daemon; its entry line then records the id as usual.
+  Status Started(uint64_t unique) { return Done(unique); }
 
   // What request `unique` was answered with, as far as journaled: the id whose lookup it
   // counted (0: none), the handle it opened (0: none). nullopt when it is not recorded (never

@@ -1095,7 +1095,13 @@ TEST_F(WritableFsTest, RequestsSentAgainAfterATakeoverAreAnsweredFromTheJournal)
   {
     const auto scope = as(99, true);
     EXPECT_EQ(wfs_->Unlink(1, "gone"), 0);
+  }
+  {
+    const auto scope = as(103, true);
     EXPECT_EQ(wfs_->Rename(1, "moving", 1, "moved", 0), 0);
+  }
+  {
+    const auto scope = as(105, true);
     EXPECT_EQ(wfs_->Mkdir(1, "made", 0755, caller_, &e), EEXIST);
   }
   {
@@ -1128,6 +1134,134 @@ TEST_F(WritableFsTest, RequestsSentAgainAfterATakeoverAreAnsweredFromTheJournal)
     EXPECT_EQ(wfs_->lookup_count(made.etc), made.etc_lookups + 1);
   }
   EXPECT_EQ(ReadAllOf("moved"), "");
+}
+
+// A daemon killed after making a name in the upper but before journaling its entry: it had
+// journaled that the request started (the name was free then), so the request sent again finds
+// the name made and answers with it — even for O_EXCL — with the caller's owner and mode set
+// again; a name that was there before (no start journaled) is still EEXIST.
+TEST_F(WritableFsTest, NamesMadeButNotJournaledByADeadDaemonAreAnsweredWhenSentAgain) {
+  wfs_.reset();
+  const std::string work = dir_.Sub("work");
+  auto as = [](uint64_t unique) { return WritableFs::RequestScope(RequestId{unique, false}); };
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto run = [&]() -> bool {
+      Result<std::unique_ptr<WritableFs>> w =
+          WritableFs::Open(TinyImage::Get().fs(), Upper(), work);
+      if (!w.has_value()) return false;
+      wfs_ = std::move(*w);
+      Entry e;
+      uint64_t fh = 0;
+      if (wfs_->Mkdir(1, "before", 0755, caller_, &e) != 0) return false;
+      if (wfs_->Create(1, "src", 0644, O_WRONLY, caller_, &e, &fh) != 0) return false;
+      wfs_->Release(fh);
+      const uint64_t src = e.id;
+      {
+        const auto scope = as(80);
+        if (wfs_->Mkdir(1, "made", 0755, caller_, &e) != 0) return false;
+      }
+      {
+        const auto scope = as(82);
+        if (wfs_->Symlink("target", 1, "link", caller_, &e) != 0) return false;
+      }
+      {
+        const auto scope = as(84);
+        if (wfs_->Create(1, "excl", 0600, O_WRONLY | O_EXCL, caller_, &e, &fh) != 0) return false;
+      }
+      {
+        const auto scope = as(86);
+        if (wfs_->Mknod(1, "fifo", S_IFIFO | 0640, 0, caller_, &e) != 0) return false;
+      }
+      {
+        const auto scope = as(88);
+        if (wfs_->Link(src, 1, "hard", &e) != 0) return false;
+      }
+      // Killed before it set the owner and mode of "made".
+      const std::string made = Upper() + "/made";
+      return chown(made.c_str(), 0, 0) == 0 && chmod(made.c_str(), 0700) == 0;
+    };
+    _exit(run() ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  // Killed before the entry lines: the journal keeps only the starts of those requests.
+  const std::string journal = work + "/journal";
+  std::string kept;
+  {
+    std::ifstream lines(journal);
+    std::string line;
+    while (std::getline(lines, line)) {
+      const std::string last = line.substr(line.rfind(' ') + 1);
+      const bool entry = line.size() > 2 && std::string("ANLH").find(line[0]) != std::string::npos;
+      if (entry && (last == "80" || last == "82" || last == "84" || last == "86" || last == "88")) {
+        continue;
+      }
+      kept += line + "\n";
+    }
+  }
+  ASSERT_NE(kept.find("U 84 0 0"), std::string::npos) << kept;
+  {
+    std::ofstream out(journal, std::ios::trunc);
+    out << kept;
+  }
+  Result<std::unique_ptr<WritableFs>> w =
+      WritableFs::Open(TinyImage::Get().fs(), Upper(), work, /*takeover=*/true);
+  ASSERT_TRUE(w.has_value()) << w.error().ToString();
+  wfs_ = std::move(*w);
+  auto resent = [](uint64_t unique) { return WritableFs::RequestScope(RequestId{unique, true}); };
+  Entry e;
+  uint64_t fh = 0;
+  {
+    const auto scope = resent(80);
+    ASSERT_EQ(wfs_->Mkdir(1, "made", 0755, caller_, &e), 0);
+    EXPECT_TRUE(S_ISDIR(e.attr.st_mode));
+    EXPECT_EQ(e.attr.st_mode & 07777, 0755u) << "mode set again";
+    EXPECT_EQ(e.attr.st_uid, caller_.uid) << "owner set again";
+  }
+  {
+    const auto scope = resent(82);
+    ASSERT_EQ(wfs_->Symlink("target", 1, "link", caller_, &e), 0);
+    EXPECT_TRUE(S_ISLNK(e.attr.st_mode));
+  }
+  {
+    const auto scope = resent(84);
+    ASSERT_EQ(wfs_->Create(1, "excl", 0600, O_WRONLY | O_EXCL, caller_, &e, &fh), 0);
+    EXPECT_TRUE(S_ISREG(e.attr.st_mode));
+    size_t written = 0;
+    EXPECT_EQ(wfs_->Write(fh, 0, "x", 1, &written), 0);
+    wfs_->Release(fh);
+  }
+  {
+    const auto scope = resent(86);
+    ASSERT_EQ(wfs_->Mknod(1, "fifo", S_IFIFO | 0640, 0, caller_, &e), 0);
+    EXPECT_TRUE(S_ISFIFO(e.attr.st_mode));
+  }
+  {
+    const auto scope = resent(88);
+    ASSERT_EQ(wfs_->Link(Walk("src"), 1, "hard", &e), 0);
+    EXPECT_EQ(e.attr.st_nlink, 2u);
+  }
+  // Journaled now: the same requests sent again once more get the same ids.
+  const uint64_t made = Walk("made");
+  {
+    const auto scope = resent(80);
+    ASSERT_EQ(wfs_->Mkdir(1, "made", 0755, caller_, &e), 0);
+    EXPECT_EQ(e.id, made);
+  }
+  // Not started in the journal: a name that exists is EEXIST, O_EXCL too.
+  {
+    const auto scope = resent(90);
+    EXPECT_EQ(wfs_->Mkdir(1, "before", 0755, caller_, &e), EEXIST);
+    EXPECT_EQ(wfs_->Create(1, "src", 0644, O_WRONLY | O_EXCL, caller_, &e, &fh), EEXIST);
+  }
+  // New requests are done for real.
+  {
+    const auto scope = as(92);
+    EXPECT_EQ(wfs_->Mkdir(1, "made", 0755, caller_, &e), EEXIST);
+  }
 }
 
 // A daemon killed after changing a name in the upper but before journaling it: the kernel
