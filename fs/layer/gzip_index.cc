@@ -20,136 +20,6 @@ constexpr int kLastBlock = 64;
 // One inflate call sees at most this much input or output (the engines count in 32 bits).
 constexpr size_t kMaxStep = size_t{1} << 30;
 
-class ZlibGzipDecoder : public StreamDecoder {
- public:
-  explicit ZlibGzipDecoder(CheckpointRecorder* recorder) : recorder_(recorder) {}
-  ZlibGzipDecoder(const ZlibGzipDecoder&) = delete;
-  ZlibGzipDecoder& operator=(const ZlibGzipDecoder&) = delete;
-  ~ZlibGzipDecoder() override {
-    if (initialized_) inflateEnd(&strm_);
-  }
-
-  Status Init(const Checkpoint& start, uint8_t prev_byte) {
-    in_offset_ = start.compressed_offset;
-    out_offset_ = start.uncompressed_offset;
-    bool member_start = start.window.empty() && start.bits == 0;
-    if (inflateInit2(&strm_, member_start ? kGzipWindowBits : kRawWindowBits) != Z_OK) {
-      return Status::Internal("inflateInit2 failed");
-    }
-    initialized_ = true;
-    if (member_start) {
-      state_ = State::kBetweenMembers;
-      return Status::Ok();
-    }
-    state_ = State::kMember;
-    raw_ = true;
-    if (start.bits > 7) return Status::Corrupt("gzip checkpoint with bad bit count");
-    if (start.bits != 0 &&
-        inflatePrime(&strm_, start.bits, prev_byte >> (8 - start.bits)) != Z_OK) {
-      return Status::Corrupt("gzip checkpoint: inflatePrime failed");
-    }
-    if (inflateSetDictionary(&strm_, reinterpret_cast<const Bytef*>(start.window.data()),
-                             static_cast<uInt>(start.window.size())) != Z_OK) {
-      return Status::Corrupt("gzip checkpoint: bad window");
-    }
-    return Status::Ok();
-  }
-
-  Status Decode(std::string_view in, size_t* consumed, char* out, size_t out_cap,
-                size_t* produced) override {
-    size_t pos = 0;
-    size_t prod = 0;
-    while (prod < out_cap) {
-      if (state_ == State::kBetweenMembers) {
-        if (pos == in.size()) break;
-        if (recorder_ != nullptr && recorder_->Wants(out_offset_)) {
-          recorder_->Add(Checkpoint{in_offset_, out_offset_, 0, {}});
-        }
-        if (inflateReset2(&strm_, kGzipWindowBits) != Z_OK) {
-          return Status::Internal("inflateReset2 failed");
-        }
-        raw_ = false;
-        state_ = State::kMember;
-        continue;
-      }
-      if (state_ == State::kTrailer) {
-        size_t n = std::min(trailer_left_, in.size() - pos);
-        if (n == 0) break;
-        pos += n;
-        in_offset_ += n;
-        trailer_left_ -= n;
-        if (trailer_left_ == 0) {
-          state_ = State::kBetweenMembers;
-          ++members_;
-        }
-        continue;
-      }
-      strm_.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data() + pos));
-      strm_.avail_in = static_cast<uInt>(std::min(in.size() - pos, kMaxStep));
-      strm_.next_out = reinterpret_cast<Bytef*>(out + prod);
-      strm_.avail_out = static_cast<uInt>(std::min(out_cap - prod, kMaxStep));
-      uInt avail_in = strm_.avail_in;
-      uInt avail_out = strm_.avail_out;
-      int ret = inflate(&strm_, recorder_ != nullptr ? Z_BLOCK : Z_NO_FLUSH);
-      size_t used = avail_in - strm_.avail_in;
-      size_t made = avail_out - strm_.avail_out;
-      pos += used;
-      prod += made;
-      in_offset_ += used;
-      out_offset_ += made;
-      if (ret == Z_STREAM_END) {
-        if (raw_) {
-          state_ = State::kTrailer;
-          trailer_left_ = kGzipTrailerBytes;
-        } else {
-          state_ = State::kBetweenMembers;
-          ++members_;
-        }
-        continue;
-      }
-      if (ret == Z_BUF_ERROR) break;  // needs more input (or output space)
-      if (ret != Z_OK) {
-        return Status::Corrupt(
-            "gzip stream invalid at compressed offset " + std::to_string(in_offset_) + ": " +
-            (strm_.msg != nullptr ? strm_.msg : "inflate error " + std::to_string(ret)));
-      }
-      if (recorder_ != nullptr && (strm_.data_type & kEndOfBlock) != 0 &&
-          (strm_.data_type & kLastBlock) == 0 && recorder_->Wants(out_offset_)) {
-        RecordBlockCheckpoint();
-      }
-      if (used == 0 && made == 0) break;
-    }
-    *consumed = pos;
-    *produced = prod;
-    return Status::Ok();
-  }
-
-  bool AtEnd() const override { return state_ == State::kBetweenMembers && members_ > 0; }
-
- private:
-  enum class State { kBetweenMembers, kMember, kTrailer };
-
-  void RecordBlockCheckpoint() {
-    std::string window(32768, '\0');
-    uInt len = static_cast<uInt>(window.size());
-    if (inflateGetDictionary(&strm_, reinterpret_cast<Bytef*>(window.data()), &len) != Z_OK) {
-      return;  // no checkpoint here; a later boundary will do
-    }
-    window.resize(len);
-    if (window.empty()) return;  // an empty window would read as a member start
-    recorder_->Add(Checkpoint{in_offset_, out_offset_, static_cast<uint8_t>(strm_.data_type & 7),
-                              std::move(window)});
-  }
-
-  CheckpointRecorder* recorder_;
-  z_stream strm_{};
-  bool initialized_ = false;
-  State state_ = State::kBetweenMembers;
-  bool raw_ = false;  // decoding a member from a checkpoint inside it (no gzip header seen)
-  size_t trailer_left_ = 0;
-  uint64_t members_ = 0;  // members completed
-};
-
 // A gzip member header (RFC 1952 section 2.3.1), read in whatever pieces the input comes in.
 // ISA-L's own header reader is not used: isal_inflate() restarts it with fresh flags when a
 // header is split across calls. This one accepts what zlib accepts: method 8, no reserved
@@ -291,26 +161,238 @@ std::string IsalError(int ret) {
   }
 }
 
-// Decoding with ISA-L (see the file comment of gzip_index.h). Member headers are read by
-// GzipHeaderReader, deflate data and trailers by isal_inflate (ISAL_GZIP_NO_HDR_VER: it checks
-// the trailer's CRC-32 and ISIZE and consumes exactly the trailer).
-class IsalGzipDecoder : public StreamDecoder {
+// The member framing both engines share (RFC 1952 section 2.2): member starts (checkpoints
+// for a recorder), headers (read here for an engine that wants them), the deflate data (the
+// engine's), trailers skipped after a member entered from a checkpoint, the offsets and the
+// count of members done.
+class GzipFraming : public StreamDecoder {
  public:
-  IsalGzipDecoder() = default;
+  Status Decode(std::string_view in, size_t* consumed, char* out, size_t out_cap,
+                size_t* produced) final {
+    size_t pos = 0;
+    size_t prod = 0;
+    while (prod < out_cap) {
+      if (state_ == State::kBetweenMembers) {
+        if (pos == in.size()) break;
+        if (recorder_ != nullptr && recorder_->Wants(out_offset_)) {
+          recorder_->Add(Checkpoint{in_offset_, out_offset_, 0, {}});
+        }
+        raw_ = false;
+        if (reads_headers_) {
+          header_ = GzipHeaderReader();
+          state_ = State::kHeader;
+        } else {
+          IMGFS_RETURN_IF_ERROR(StartMember());
+          state_ = State::kMember;
+        }
+        continue;
+      }
+      if (state_ == State::kHeader) {
+        size_t used = 0;
+        bool done = false;
+        const Status s = header_.Feed(in.substr(pos), &used, &done);
+        if (!s.ok()) return Invalid(in_offset_, s.message());
+        pos += used;
+        in_offset_ += used;
+        if (!done) break;  // all input used
+        IMGFS_RETURN_IF_ERROR(StartMember());
+        state_ = State::kMember;
+        continue;
+      }
+      if (state_ == State::kTrailer) {
+        const size_t n = std::min(trailer_left_, in.size() - pos);
+        if (n == 0) break;
+        pos += n;
+        in_offset_ += n;
+        trailer_left_ -= n;
+        if (trailer_left_ == 0) EndMember();
+        continue;
+      }
+      Step step;
+      IMGFS_RETURN_IF_ERROR(Inflate(in.substr(pos, std::min(in.size() - pos, kMaxStep)), out + prod,
+                                    std::min(out_cap - prod, kMaxStep), &step));
+      pos += step.used;
+      prod += step.made;
+      if (step.member_end) {
+        if (raw_) {
+          // Entered from a checkpoint: the engine does not read this member's trailer.
+          if (step.trailer_used > kGzipTrailerBytes) {
+            return Status::Internal("gzip: read past a member trailer");
+          }
+          trailer_left_ = kGzipTrailerBytes - step.trailer_used;
+          if (trailer_left_ == 0) {
+            EndMember();
+          } else {
+            state_ = State::kTrailer;
+          }
+        } else {
+          EndMember();
+        }
+        continue;
+      }
+      if (step.used == 0 && step.made == 0) break;  // needs more input (or output room)
+    }
+    *consumed = pos;
+    *produced = prod;
+    return Status::Ok();
+  }
+
+  bool AtEnd() const final { return state_ == State::kBetweenMembers && members_ > 0; }
+
+ protected:
+  // `reads_headers`: member headers are read here (the engine starts after them) rather than
+  // by the engine.
+  GzipFraming(CheckpointRecorder* recorder, bool reads_headers)
+      : recorder_(recorder), reads_headers_(reads_headers) {}
+
+  // Decoding starts at `start`; true when that is inside a member (a raw deflate resume: the
+  // engine primes itself with the bits and the window), false at a member start.
+  bool Begin(const Checkpoint& start) {
+    in_offset_ = start.compressed_offset;
+    out_offset_ = start.uncompressed_offset;
+    if (start.window.empty() && start.bits == 0) {
+      state_ = State::kBetweenMembers;
+      return false;
+    }
+    state_ = State::kMember;
+    raw_ = true;
+    return true;
+  }
+
+  // What one Inflate call did: input used, output made, whether the member's deflate data
+  // (and, for a member started at its header, its trailer) ended, and for a member entered
+  // from a checkpoint how many trailer bytes the engine had already taken.
+  struct Step {
+    size_t used = 0;
+    size_t made = 0;
+    bool member_end = false;
+    size_t trailer_used = 0;
+  };
+  // Starts a member: after its header when the framing reads headers, at its first byte
+  // otherwise.
+  virtual Status StartMember() = 0;
+  // Inflates from `in` into `out` (at most `cap` bytes), advancing the offsets (Advance).
+  virtual Status Inflate(std::string_view in, char* out, size_t cap, Step* step) = 0;
+
+  void Advance(const Step& step) {
+    in_offset_ += step.used;
+    out_offset_ += step.made;
+  }
+  static Status Invalid(uint64_t offset, std::string_view why) {
+    return Status::Corrupt("gzip stream invalid at compressed offset " + std::to_string(offset) +
+                           ": " + std::string(why));
+  }
+
+  CheckpointRecorder* const recorder_;
+
+ private:
+  enum class State { kBetweenMembers, kHeader, kMember, kTrailer };
+  void EndMember() {
+    state_ = State::kBetweenMembers;
+    ++members_;
+  }
+
+  const bool reads_headers_;
+  GzipHeaderReader header_;
+  State state_ = State::kBetweenMembers;
+  bool raw_ = false;  // decoding a member entered from a checkpoint (no header seen)
+  size_t trailer_left_ = 0;
+  uint64_t members_ = 0;  // members completed
+};
+
+// zlib: reads member headers and trailers itself (gzip wrapper), and with a recorder stops at
+// every block boundary (Z_BLOCK) to record checkpoints.
+class ZlibGzipDecoder final : public GzipFraming {
+ public:
+  explicit ZlibGzipDecoder(CheckpointRecorder* recorder)
+      : GzipFraming(recorder, /*reads_headers=*/false) {}
+  ZlibGzipDecoder(const ZlibGzipDecoder&) = delete;
+  ZlibGzipDecoder& operator=(const ZlibGzipDecoder&) = delete;
+  ~ZlibGzipDecoder() override {
+    if (initialized_) inflateEnd(&strm_);
+  }
+
+  Status Init(const Checkpoint& start, uint8_t prev_byte) {
+    const bool in_member = Begin(start);
+    if (inflateInit2(&strm_, in_member ? kRawWindowBits : kGzipWindowBits) != Z_OK) {
+      return Status::Internal("inflateInit2 failed");
+    }
+    initialized_ = true;
+    if (!in_member) return Status::Ok();
+    if (start.bits > 7) return Status::Corrupt("gzip checkpoint with bad bit count");
+    if (start.bits != 0 &&
+        inflatePrime(&strm_, start.bits, prev_byte >> (8 - start.bits)) != Z_OK) {
+      return Status::Corrupt("gzip checkpoint: inflatePrime failed");
+    }
+    if (inflateSetDictionary(&strm_, reinterpret_cast<const Bytef*>(start.window.data()),
+                             static_cast<uInt>(start.window.size())) != Z_OK) {
+      return Status::Corrupt("gzip checkpoint: bad window");
+    }
+    return Status::Ok();
+  }
+
+ private:
+  Status StartMember() override {
+    if (inflateReset2(&strm_, kGzipWindowBits) != Z_OK) {
+      return Status::Internal("inflateReset2 failed");
+    }
+    return Status::Ok();
+  }
+
+  Status Inflate(std::string_view in, char* out, size_t cap, Step* step) override {
+    strm_.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+    strm_.avail_in = static_cast<uInt>(in.size());
+    strm_.next_out = reinterpret_cast<Bytef*>(out);
+    strm_.avail_out = static_cast<uInt>(cap);
+    const int ret = inflate(&strm_, recorder_ != nullptr ? Z_BLOCK : Z_NO_FLUSH);
+    step->used = in.size() - strm_.avail_in;
+    step->made = cap - strm_.avail_out;
+    Advance(*step);
+    if (ret == Z_STREAM_END) {
+      step->member_end = true;
+      return Status::Ok();
+    }
+    if (ret == Z_BUF_ERROR) return Status::Ok();  // no progress: needs more input or room
+    if (ret != Z_OK) {
+      return Invalid(in_offset_,
+                     strm_.msg != nullptr ? strm_.msg : "inflate error " + std::to_string(ret));
+    }
+    if (recorder_ != nullptr && (strm_.data_type & kEndOfBlock) != 0 &&
+        (strm_.data_type & kLastBlock) == 0 && recorder_->Wants(out_offset_)) {
+      RecordBlockCheckpoint();
+    }
+    return Status::Ok();
+  }
+
+  void RecordBlockCheckpoint() {
+    std::string window(32768, '\0');
+    uInt len = static_cast<uInt>(window.size());
+    if (inflateGetDictionary(&strm_, reinterpret_cast<Bytef*>(window.data()), &len) != Z_OK) {
+      return;  // no checkpoint here; a later boundary will do
+    }
+    window.resize(len);
+    if (window.empty()) return;  // an empty window would read as a member start
+    recorder_->Add(Checkpoint{in_offset_, out_offset_, static_cast<uint8_t>(strm_.data_type & 7),
+                              std::move(window)});
+  }
+
+  z_stream strm_{};
+  bool initialized_ = false;
+};
+
+// ISA-L (see the file comment of gzip_index.h): member headers are read by the framing
+// (GzipHeaderReader), deflate data and trailers by isal_inflate (ISAL_GZIP_NO_HDR_VER: it
+// checks the trailer's CRC-32 and ISIZE and consumes exactly the trailer).
+class IsalGzipDecoder final : public GzipFraming {
+ public:
+  IsalGzipDecoder() : GzipFraming(nullptr, /*reads_headers=*/true) {}
   IsalGzipDecoder(const IsalGzipDecoder&) = delete;
   IsalGzipDecoder& operator=(const IsalGzipDecoder&) = delete;
   ~IsalGzipDecoder() override = default;
 
   Status Init(const Checkpoint& start, uint8_t prev_byte) {
-    in_offset_ = start.compressed_offset;
-    out_offset_ = start.uncompressed_offset;
     isal_inflate_init(&st_);
-    if (start.window.empty() && start.bits == 0) {
-      state_ = State::kBetweenMembers;
-      return Status::Ok();
-    }
-    state_ = State::kMember;
-    raw_ = true;
+    if (!Begin(start)) return Status::Ok();
     if (start.bits > 7) return Status::Corrupt("gzip checkpoint with bad bit count");
     st_.crc_flag = ISAL_DEFLATE;
     if (!start.window.empty() &&
@@ -329,98 +411,34 @@ class IsalGzipDecoder : public StreamDecoder {
     return Status::Ok();
   }
 
-  Status Decode(std::string_view in, size_t* consumed, char* out, size_t out_cap,
-                size_t* produced) override {
-    size_t pos = 0;
-    size_t prod = 0;
-    while (prod < out_cap) {
-      if (state_ == State::kBetweenMembers) {
-        if (pos == in.size()) break;
-        header_ = GzipHeaderReader();
-        state_ = State::kHeader;
-        continue;
-      }
-      if (state_ == State::kHeader) {
-        size_t used = 0;
-        bool done = false;
-        const Status s = header_.Feed(in.substr(pos), &used, &done);
-        if (!s.ok()) return Invalid(in_offset_, s.message());
-        pos += used;
-        in_offset_ += used;
-        if (!done) break;  // all input used
-        isal_inflate_reset(&st_);
-        st_.crc_flag = ISAL_GZIP_NO_HDR_VER;
-        raw_ = false;
-        state_ = State::kMember;
-        continue;
-      }
-      if (state_ == State::kTrailer) {
-        const size_t n = std::min(trailer_left_, in.size() - pos);
-        if (n == 0) break;
-        pos += n;
-        in_offset_ += n;
-        trailer_left_ -= n;
-        if (trailer_left_ == 0) {
-          state_ = State::kBetweenMembers;
-          ++members_;
-        }
-        continue;
-      }
-      st_.next_in = reinterpret_cast<uint8_t*>(const_cast<char*>(in.data() + pos));
-      st_.avail_in = static_cast<uint32_t>(std::min(in.size() - pos, kMaxStep));
-      st_.next_out = reinterpret_cast<uint8_t*>(out + prod);
-      st_.avail_out = static_cast<uint32_t>(std::min(out_cap - prod, kMaxStep));
-      const uint32_t avail_in = st_.avail_in;
-      const uint32_t avail_out = st_.avail_out;
-      const int ret = isal_inflate(&st_);
-      const size_t used = avail_in - st_.avail_in;
-      const size_t made = avail_out - st_.avail_out;
-      pos += used;
-      prod += made;
-      in_offset_ += used;
-      out_offset_ += made;
-      if (ret != ISAL_DECOMP_OK) return Invalid(in_offset_, IsalError(ret));
-      if (st_.block_state == ISAL_BLOCK_FINISH) {
-        if (raw_) {
-          // ISA-L has read ahead into its bit buffer; the whole bytes there are the first
-          // bytes of the trailer (at most 8: the buffer holds 64 bits).
-          const size_t buffered =
-              static_cast<size_t>(std::max(st_.read_in_length, 0) / 8) + st_.tmp_in_size;
-          if (buffered > kGzipTrailerBytes) {
-            return Status::Internal("gzip: ISA-L read past a member trailer");
-          }
-          trailer_left_ = kGzipTrailerBytes - buffered;
-          state_ = trailer_left_ == 0 ? State::kBetweenMembers : State::kTrailer;
-          if (trailer_left_ == 0) ++members_;
-        } else {
-          state_ = State::kBetweenMembers;
-          ++members_;
-        }
-        continue;
-      }
-      if (used == 0 && made == 0) break;
-    }
-    *consumed = pos;
-    *produced = prod;
+ private:
+  Status StartMember() override {
+    isal_inflate_reset(&st_);
+    st_.crc_flag = ISAL_GZIP_NO_HDR_VER;
     return Status::Ok();
   }
 
-  bool AtEnd() const override { return state_ == State::kBetweenMembers && members_ > 0; }
-
- private:
-  enum class State { kBetweenMembers, kHeader, kMember, kTrailer };
-
-  static Status Invalid(uint64_t offset, std::string_view why) {
-    return Status::Corrupt("gzip stream invalid at compressed offset " + std::to_string(offset) +
-                           ": " + std::string(why));
+  Status Inflate(std::string_view in, char* out, size_t cap, Step* step) override {
+    st_.next_in = reinterpret_cast<uint8_t*>(const_cast<char*>(in.data()));
+    st_.avail_in = static_cast<uint32_t>(in.size());
+    st_.next_out = reinterpret_cast<uint8_t*>(out);
+    st_.avail_out = static_cast<uint32_t>(cap);
+    const int ret = isal_inflate(&st_);
+    step->used = in.size() - st_.avail_in;
+    step->made = cap - st_.avail_out;
+    Advance(*step);
+    if (ret != ISAL_DECOMP_OK) return Invalid(in_offset_, IsalError(ret));
+    if (st_.block_state == ISAL_BLOCK_FINISH) {
+      step->member_end = true;
+      // Entered from a checkpoint (raw deflate), ISA-L has read ahead into its bit buffer: the
+      // whole bytes there are the first bytes of the trailer (at most 8: it holds 64 bits).
+      step->trailer_used =
+          static_cast<size_t>(std::max(st_.read_in_length, 0) / 8) + st_.tmp_in_size;
+    }
+    return Status::Ok();
   }
 
   inflate_state st_{};
-  GzipHeaderReader header_;
-  State state_ = State::kBetweenMembers;
-  bool raw_ = false;  // decoding a member from a checkpoint inside it (no gzip header seen)
-  size_t trailer_left_ = 0;
-  uint64_t members_ = 0;  // members completed
 };
 
 }  // namespace

@@ -16,6 +16,8 @@
 // dictionary) and gives the same bytes. On a cut-short stream ISA-L may stop a few bytes
 // earlier than zlib (it decodes a symbol once it sees all the bits of the table entry holding
 // it, which can pack several), and it may see an invalid block header before zlib does.
+// Both run under one member framing (member starts, headers, trailers, offsets); an engine
+// only starts members and inflates.
 //
 // Multi-member gzip (RFC 1952 section 2.2: a gzip file is a series of members) is decoded
 // member after member; each member start is a natural checkpoint with an empty window
