@@ -90,6 +90,44 @@ class WritableFsTest : public ::testing::Test {
 
   std::string Upper() const { return dir_.Sub("upper"); }
 
+  // A daemon killed: `daemon` runs in a child process on a fresh WritableFs (wfs_) of the work
+  // directory, then `size` bytes at `made` (plain data it filled) come back through a pipe and
+  // the child ends with _exit, so nothing is cleaned up and its descriptors and work-directory
+  // lock go as a kill's do.
+  void RunKilledDaemon(const std::function<bool()>& daemon, void* made = nullptr, size_t size = 0) {
+    wfs_.reset();
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    const pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      close(fds[0]);
+      Result<std::unique_ptr<WritableFs>> w =
+          WritableFs::Open(TinyImage::Get().fs(), Upper(), dir_.Sub("work"));
+      bool ok = w.has_value();
+      if (ok) {
+        wfs_ = std::move(*w);
+        ok = daemon() && write(fds[1], made, size) == static_cast<ssize_t>(size);
+      }
+      _exit(ok ? 0 : 1);  // no destructor runs: the daemon was killed
+    }
+    close(fds[1]);
+    const ssize_t got = size == 0 ? 0 : read(fds[0], made, size);
+    close(fds[0]);
+    int status = 0;
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    ASSERT_EQ(got, static_cast<ssize_t>(size));
+  }
+
+  // The next daemon: the work directory opened again with `takeover`, into wfs_.
+  void TakeOver() {
+    Result<std::unique_ptr<WritableFs>> w =
+        WritableFs::Open(TinyImage::Get().fs(), Upper(), dir_.Sub("work"), /*takeover=*/true);
+    ASSERT_TRUE(w.has_value()) << w.error().ToString();
+    wfs_ = std::move(*w);
+  }
+
   // Resolves "a/b/c" from the root, one Lookup per component. 0 when absent.
   uint64_t Walk(const std::string& path, int* err = nullptr) {
     uint64_t id = 1;
@@ -838,65 +876,42 @@ struct Handed {
 // work directory with `takeover`: every id, lookup count, st_ino and handle resolves the same,
 // an unlinked open file's data is still there, and the counts end at zero.
 TEST_F(WritableFsTest, TakeoverRestoresIdsCountsInodesAndHandles) {
-  wfs_.reset();
   const std::string work = dir_.Sub("work");
-  int fds[2];
-  ASSERT_EQ(pipe(fds), 0);
-  const pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    close(fds[0]);
-    auto run = [&]() -> bool {
-      Result<std::unique_ptr<WritableFs>> w =
-          WritableFs::Open(TinyImage::Get().fs(), Upper(), work);
-      if (!w.has_value()) return false;
-      wfs_ = std::move(*w);
-      Handed h;
-      Entry e;
-      h.ids[0] = Walk("etc");
-      h.ids[1] = Walk("etc/passwd");
-      if (wfs_->Mkdir(1, "d", 0755, caller_, &e) != 0) return false;
-      h.ids[2] = e.id;
-      size_t n = 0;
-      if (wfs_->Create(h.ids[2], "f", 0644, O_RDWR, caller_, &e, &h.fhs[0]) != 0) return false;
-      h.ids[3] = e.id;
-      if (wfs_->Write(h.fhs[0], 0, "hello", 5, &n) != 0) return false;
-      if (wfs_->Create(h.ids[2], "g", 0644, O_RDWR, caller_, &e, &h.fhs[1]) != 0) return false;
-      h.ids[4] = e.id;
-      if (wfs_->Write(h.fhs[1], 0, "gone data", 9, &n) != 0) return false;
-      if (wfs_->Unlink(h.ids[2], "g") != 0) return false;
-      if (wfs_->Rename(h.ids[2], "f", 1, "moved", 0) != 0) return false;
-      bool cacheable = false;
-      if (wfs_->Open(h.ids[1], O_RDONLY, &h.fhs[2], &cacheable) != 0) return false;
-      h.ids[5] = Walk("etc/os-release");
-      if (wfs_->Open(h.ids[5], O_RDWR, &h.fhs[3], &cacheable) != 0) return false;
-      if (wfs_->Write(h.fhs[3], 0, "X", 1, &n) != 0) return false;
-      const uint64_t home = Walk("home");
-      wfs_->Forget(home, 1);
-      for (int i = 0; i < 6; ++i) {
-        struct stat st {};
-        if (wfs_->GetAttr(h.ids[i], &st, &cacheable) != 0) return false;
-        h.st_inos[i] = st.st_ino;
-        h.lookups[i] = wfs_->lookup_count(h.ids[i]);
-      }
-      h.node_count = wfs_->node_count();
-      return write(fds[1], &h, sizeof(h)) == static_cast<ssize_t>(sizeof(h));
-    };
-    _exit(run() ? 0 : 1);  // no destructor runs: the daemon was killed
-  }
-  close(fds[1]);
   Handed h;
-  const ssize_t got = read(fds[0], &h, sizeof(h));
-  close(fds[0]);
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  ASSERT_EQ(got, static_cast<ssize_t>(sizeof(h)));
-
-  Result<std::unique_ptr<WritableFs>> w =
-      WritableFs::Open(TinyImage::Get().fs(), Upper(), work, /*takeover=*/true);
-  ASSERT_TRUE(w.has_value()) << w.error().ToString();
-  wfs_ = std::move(*w);
+  ASSERT_NO_FATAL_FAILURE(RunKilledDaemon(
+      [&]() -> bool {
+        Entry e;
+        h.ids[0] = Walk("etc");
+        h.ids[1] = Walk("etc/passwd");
+        if (wfs_->Mkdir(1, "d", 0755, caller_, &e) != 0) return false;
+        h.ids[2] = e.id;
+        size_t n = 0;
+        if (wfs_->Create(h.ids[2], "f", 0644, O_RDWR, caller_, &e, &h.fhs[0]) != 0) return false;
+        h.ids[3] = e.id;
+        if (wfs_->Write(h.fhs[0], 0, "hello", 5, &n) != 0) return false;
+        if (wfs_->Create(h.ids[2], "g", 0644, O_RDWR, caller_, &e, &h.fhs[1]) != 0) return false;
+        h.ids[4] = e.id;
+        if (wfs_->Write(h.fhs[1], 0, "gone data", 9, &n) != 0) return false;
+        if (wfs_->Unlink(h.ids[2], "g") != 0) return false;
+        if (wfs_->Rename(h.ids[2], "f", 1, "moved", 0) != 0) return false;
+        bool cacheable = false;
+        if (wfs_->Open(h.ids[1], O_RDONLY, &h.fhs[2], &cacheable) != 0) return false;
+        h.ids[5] = Walk("etc/os-release");
+        if (wfs_->Open(h.ids[5], O_RDWR, &h.fhs[3], &cacheable) != 0) return false;
+        if (wfs_->Write(h.fhs[3], 0, "X", 1, &n) != 0) return false;
+        const uint64_t home = Walk("home");
+        wfs_->Forget(home, 1);
+        for (int i = 0; i < 6; ++i) {
+          struct stat st {};
+          if (wfs_->GetAttr(h.ids[i], &st, &cacheable) != 0) return false;
+          h.st_inos[i] = st.st_ino;
+          h.lookups[i] = wfs_->lookup_count(h.ids[i]);
+        }
+        h.node_count = wfs_->node_count();
+        return true;
+      },
+      &h, sizeof(h)));
+  ASSERT_NO_FATAL_FAILURE(TakeOver());
   // One WritableFs per work directory.
   Result<std::unique_ptr<WritableFs>> second =
       WritableFs::Open(TinyImage::Get().fs(), Upper(), work, /*takeover=*/true);
@@ -961,8 +976,6 @@ TEST_F(WritableFsTest, TakeoverRestoresIdsCountsInodesAndHandles) {
 // journal — the same ids and handles, counted once — while the same requests with new numbers
 // (or a number the journal does not know) are done for real.
 TEST_F(WritableFsTest, RequestsSentAgainAfterATakeoverAreAnsweredFromTheJournal) {
-  wfs_.reset();
-  const std::string work = dir_.Sub("work");
   struct Made {
     uint64_t dir = 0, dir_lookups = 0, excl = 0, excl_fh = 0, etc = 0, etc_lookups = 0;
     uint64_t passwd = 0, passwd_fh = 0, plain = 0, plain_fh = 0, plain_lookups = 0;
@@ -970,80 +983,60 @@ TEST_F(WritableFsTest, RequestsSentAgainAfterATakeoverAreAnsweredFromTheJournal)
   auto as = [](uint64_t unique, bool resent) {
     return WritableFs::RequestScope(RequestId{unique, resent});
   };
-  int fds[2];
-  ASSERT_EQ(pipe(fds), 0);
-  const pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    close(fds[0]);
-    auto run = [&]() -> bool {
-      Result<std::unique_ptr<WritableFs>> w =
-          WritableFs::Open(TinyImage::Get().fs(), Upper(), work);
-      if (!w.has_value()) return false;
-      wfs_ = std::move(*w);
-      Entry e;
-      uint64_t fh = 0;
-      bool cacheable = false;
-      if (wfs_->Create(1, "gone", 0644, O_WRONLY, caller_, &e, &fh) != 0) return false;
-      wfs_->Release(fh);
-      if (wfs_->Create(1, "moving", 0644, O_WRONLY, caller_, &e, &fh) != 0) return false;
-      wfs_->Release(fh);
-      {
-        const auto scope = as(10, false);
-        if (wfs_->Mkdir(1, "made", 0755, caller_, &e) != 0) return false;
-      }
-      made.dir = e.id;
-      made.dir_lookups = wfs_->lookup_count(e.id);
-      {
-        const auto scope = as(12, false);
-        if (wfs_->Create(1, "excl", 0644, O_WRONLY | O_EXCL, caller_, &e, &made.excl_fh) != 0) {
-          return false;
+  ASSERT_NO_FATAL_FAILURE(RunKilledDaemon(
+      [&]() -> bool {
+        Entry e;
+        uint64_t fh = 0;
+        bool cacheable = false;
+        if (wfs_->Create(1, "gone", 0644, O_WRONLY, caller_, &e, &fh) != 0) return false;
+        wfs_->Release(fh);
+        if (wfs_->Create(1, "moving", 0644, O_WRONLY, caller_, &e, &fh) != 0) return false;
+        wfs_->Release(fh);
+        {
+          const auto scope = as(10, false);
+          if (wfs_->Mkdir(1, "made", 0755, caller_, &e) != 0) return false;
         }
-      }
-      made.excl = e.id;
-      {
-        const auto scope = as(14, false);
-        if (wfs_->Unlink(1, "gone") != 0) return false;
-      }
-      {
-        const auto scope = as(16, false);
-        if (wfs_->Rename(1, "moving", 1, "moved", 0) != 0) return false;
-      }
-      {
-        const auto scope = as(18, false);
-        if (wfs_->Lookup(1, "etc", &e) != 0) return false;
-      }
-      made.etc = e.id;
-      made.passwd = Walk("etc/passwd");  // looks etc up once more
-      made.etc_lookups = wfs_->lookup_count(made.etc);
-      {
-        const auto scope = as(20, false);
-        if (wfs_->Open(made.passwd, O_RDONLY, &made.passwd_fh, &cacheable) != 0) return false;
-      }
-      {
-        // Without O_EXCL over an existing name: a lookup and an open.
-        const auto scope = as(22, false);
-        if (wfs_->Create(1, "moved", 0644, O_RDWR, caller_, &e, &made.plain_fh) != 0) {
-          return false;
+        made.dir = e.id;
+        made.dir_lookups = wfs_->lookup_count(e.id);
+        {
+          const auto scope = as(12, false);
+          if (wfs_->Create(1, "excl", 0644, O_WRONLY | O_EXCL, caller_, &e, &made.excl_fh) != 0) {
+            return false;
+          }
         }
-      }
-      made.plain = e.id;
-      made.plain_lookups = wfs_->lookup_count(e.id);
-      return write(fds[1], &made, sizeof(made)) == static_cast<ssize_t>(sizeof(made));
-    };
-    _exit(run() ? 0 : 1);
-  }
-  close(fds[1]);
-  const ssize_t got = read(fds[0], &made, sizeof(made));
-  close(fds[0]);
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  ASSERT_EQ(got, static_cast<ssize_t>(sizeof(made)));
-  Result<std::unique_ptr<WritableFs>> w =
-      WritableFs::Open(TinyImage::Get().fs(), Upper(), work, /*takeover=*/true);
-  ASSERT_TRUE(w.has_value()) << w.error().ToString();
-  wfs_ = std::move(*w);
+        made.excl = e.id;
+        {
+          const auto scope = as(14, false);
+          if (wfs_->Unlink(1, "gone") != 0) return false;
+        }
+        {
+          const auto scope = as(16, false);
+          if (wfs_->Rename(1, "moving", 1, "moved", 0) != 0) return false;
+        }
+        {
+          const auto scope = as(18, false);
+          if (wfs_->Lookup(1, "etc", &e) != 0) return false;
+        }
+        made.etc = e.id;
+        made.passwd = Walk("etc/passwd");  // looks etc up once more
+        made.etc_lookups = wfs_->lookup_count(made.etc);
+        {
+          const auto scope = as(20, false);
+          if (wfs_->Open(made.passwd, O_RDONLY, &made.passwd_fh, &cacheable) != 0) return false;
+        }
+        {
+          // Without O_EXCL over an existing name: a lookup and an open.
+          const auto scope = as(22, false);
+          if (wfs_->Create(1, "moved", 0644, O_RDWR, caller_, &e, &made.plain_fh) != 0) {
+            return false;
+          }
+        }
+        made.plain = e.id;
+        made.plain_lookups = wfs_->lookup_count(e.id);
+        return true;
+      },
+      &made, sizeof(made)));
+  ASSERT_NO_FATAL_FAILURE(TakeOver());
   const size_t handles_before = wfs_->handle_ids().size();
 
   Entry e;
@@ -1141,52 +1134,39 @@ TEST_F(WritableFsTest, RequestsSentAgainAfterATakeoverAreAnsweredFromTheJournal)
 // the name made and answers with it — even for O_EXCL — with the caller's owner and mode set
 // again; a name that was there before (no start journaled) is still EEXIST.
 TEST_F(WritableFsTest, NamesMadeButNotJournaledByADeadDaemonAreAnsweredWhenSentAgain) {
-  wfs_.reset();
   const std::string work = dir_.Sub("work");
   auto as = [](uint64_t unique) { return WritableFs::RequestScope(RequestId{unique, false}); };
-  const pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    auto run = [&]() -> bool {
-      Result<std::unique_ptr<WritableFs>> w =
-          WritableFs::Open(TinyImage::Get().fs(), Upper(), work);
-      if (!w.has_value()) return false;
-      wfs_ = std::move(*w);
-      Entry e;
-      uint64_t fh = 0;
-      if (wfs_->Mkdir(1, "before", 0755, caller_, &e) != 0) return false;
-      if (wfs_->Create(1, "src", 0644, O_WRONLY, caller_, &e, &fh) != 0) return false;
-      wfs_->Release(fh);
-      const uint64_t src = e.id;
-      {
-        const auto scope = as(80);
-        if (wfs_->Mkdir(1, "made", 0755, caller_, &e) != 0) return false;
-      }
-      {
-        const auto scope = as(82);
-        if (wfs_->Symlink("target", 1, "link", caller_, &e) != 0) return false;
-      }
-      {
-        const auto scope = as(84);
-        if (wfs_->Create(1, "excl", 0600, O_WRONLY | O_EXCL, caller_, &e, &fh) != 0) return false;
-      }
-      {
-        const auto scope = as(86);
-        if (wfs_->Mknod(1, "fifo", S_IFIFO | 0640, 0, caller_, &e) != 0) return false;
-      }
-      {
-        const auto scope = as(88);
-        if (wfs_->Link(src, 1, "hard", &e) != 0) return false;
-      }
-      // Killed before it set the owner and mode of "made".
-      const std::string made = Upper() + "/made";
-      return chown(made.c_str(), 0, 0) == 0 && chmod(made.c_str(), 0700) == 0;
-    };
-    _exit(run() ? 0 : 1);
-  }
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_NO_FATAL_FAILURE(RunKilledDaemon([&]() -> bool {
+    Entry e;
+    uint64_t fh = 0;
+    if (wfs_->Mkdir(1, "before", 0755, caller_, &e) != 0) return false;
+    if (wfs_->Create(1, "src", 0644, O_WRONLY, caller_, &e, &fh) != 0) return false;
+    wfs_->Release(fh);
+    const uint64_t src = e.id;
+    {
+      const auto scope = as(80);
+      if (wfs_->Mkdir(1, "made", 0755, caller_, &e) != 0) return false;
+    }
+    {
+      const auto scope = as(82);
+      if (wfs_->Symlink("target", 1, "link", caller_, &e) != 0) return false;
+    }
+    {
+      const auto scope = as(84);
+      if (wfs_->Create(1, "excl", 0600, O_WRONLY | O_EXCL, caller_, &e, &fh) != 0) return false;
+    }
+    {
+      const auto scope = as(86);
+      if (wfs_->Mknod(1, "fifo", S_IFIFO | 0640, 0, caller_, &e) != 0) return false;
+    }
+    {
+      const auto scope = as(88);
+      if (wfs_->Link(src, 1, "hard", &e) != 0) return false;
+    }
+    // Killed before it set the owner and mode of "made".
+    const std::string made = Upper() + "/made";
+    return chown(made.c_str(), 0, 0) == 0 && chmod(made.c_str(), 0700) == 0;
+  }));
   // Killed before the entry lines: the journal keeps only the starts of those requests.
   const std::string journal = work + "/journal";
   std::string kept;
@@ -1207,10 +1187,7 @@ TEST_F(WritableFsTest, NamesMadeButNotJournaledByADeadDaemonAreAnsweredWhenSentA
     std::ofstream out(journal, std::ios::trunc);
     out << kept;
   }
-  Result<std::unique_ptr<WritableFs>> w =
-      WritableFs::Open(TinyImage::Get().fs(), Upper(), work, /*takeover=*/true);
-  ASSERT_TRUE(w.has_value()) << w.error().ToString();
-  wfs_ = std::move(*w);
+  ASSERT_NO_FATAL_FAILURE(TakeOver());
   auto resent = [](uint64_t unique) { return WritableFs::RequestScope(RequestId{unique, true}); };
   Entry e;
   uint64_t fh = 0;
@@ -1269,53 +1246,31 @@ TEST_F(WritableFsTest, NamesMadeButNotJournaledByADeadDaemonAreAnsweredWhenSentA
 // file's id answers at its new name, removed names are gone (the 20-kill e2e test once read
 // ENOENT through the id of a file renamed this way).
 TEST_F(WritableFsTest, ChangesMadeButNotJournaledByADeadDaemonAreFollowedWhenSentAgain) {
-  wfs_.reset();
-  const std::string work = dir_.Sub("work");
   struct Made {
     uint64_t moving = 0, gone = 0, dir = 0;
   } made;
-  int fds[2];
-  ASSERT_EQ(pipe(fds), 0);
-  const pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    close(fds[0]);
-    auto run = [&]() -> bool {
-      Result<std::unique_ptr<WritableFs>> w =
-          WritableFs::Open(TinyImage::Get().fs(), Upper(), work);
-      if (!w.has_value()) return false;
-      wfs_ = std::move(*w);
-      Entry e;
-      uint64_t fh = 0;
-      if (wfs_->Create(1, "moving", 0644, O_WRONLY, caller_, &e, &fh) != 0) return false;
-      made.moving = e.id;
-      size_t written = 0;
-      if (wfs_->Write(fh, 0, "moved data", 10, &written) != 0 || written != 10) return false;
-      wfs_->Release(fh);
-      if (wfs_->Create(1, "gone", 0644, O_WRONLY, caller_, &e, &fh) != 0) return false;
-      made.gone = e.id;
-      wfs_->Release(fh);
-      if (wfs_->Mkdir(1, "dir", 0755, caller_, &e) != 0) return false;
-      made.dir = e.id;
-      // What the daemon did in the upper before it died, without a journal line.
-      const std::string u = Upper();
-      if (rename((u + "/moving").c_str(), (u + "/moved").c_str()) != 0) return false;
-      if (unlink((u + "/gone").c_str()) != 0 || rmdir((u + "/dir").c_str()) != 0) return false;
-      return write(fds[1], &made, sizeof(made)) == static_cast<ssize_t>(sizeof(made));
-    };
-    _exit(run() ? 0 : 1);
-  }
-  close(fds[1]);
-  const ssize_t got = read(fds[0], &made, sizeof(made));
-  close(fds[0]);
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  ASSERT_EQ(got, static_cast<ssize_t>(sizeof(made)));
-  Result<std::unique_ptr<WritableFs>> w =
-      WritableFs::Open(TinyImage::Get().fs(), Upper(), work, /*takeover=*/true);
-  ASSERT_TRUE(w.has_value()) << w.error().ToString();
-  wfs_ = std::move(*w);
+  ASSERT_NO_FATAL_FAILURE(RunKilledDaemon(
+      [&]() -> bool {
+        Entry e;
+        uint64_t fh = 0;
+        if (wfs_->Create(1, "moving", 0644, O_WRONLY, caller_, &e, &fh) != 0) return false;
+        made.moving = e.id;
+        size_t written = 0;
+        if (wfs_->Write(fh, 0, "moved data", 10, &written) != 0 || written != 10) return false;
+        wfs_->Release(fh);
+        if (wfs_->Create(1, "gone", 0644, O_WRONLY, caller_, &e, &fh) != 0) return false;
+        made.gone = e.id;
+        wfs_->Release(fh);
+        if (wfs_->Mkdir(1, "dir", 0755, caller_, &e) != 0) return false;
+        made.dir = e.id;
+        // What the daemon did in the upper before it died, without a journal line.
+        const std::string u = Upper();
+        if (rename((u + "/moving").c_str(), (u + "/moved").c_str()) != 0) return false;
+        if (unlink((u + "/gone").c_str()) != 0 || rmdir((u + "/dir").c_str()) != 0) return false;
+        return true;
+      },
+      &made, sizeof(made)));
+  ASSERT_NO_FATAL_FAILURE(TakeOver());
 
   {
     const WritableFs::RequestScope scope(RequestId{70, true});
