@@ -325,11 +325,15 @@ Status WritableFs::Restore() {
     parent->children.emplace(node->name, node);
   }
   // What each name is now: the upper says (the dead daemon may have changed it after its
-  // last reply). A name that is gone is a deleted one.
+  // last reply). A name that is gone is a deleted one; so is one whose file the dead daemon
+  // had moved to the work directory (an orphan journaled, the deletion not yet): what the
+  // name holds now, if anything, is another file (renamed over it).
   std::vector<Node*> gone;
   for (uint64_t id : order) {
     Node* node = GetNode(id);
-    if (ResolvePath(PathOf(node), &node->state) != 0) gone.push_back(node);
+    if (j.orphans().contains(id) || ResolvePath(PathOf(node), &node->state) != 0) {
+      gone.push_back(node);
+    }
   }
   for (Node* node : gone) {
     if (node->parent != nullptr) {

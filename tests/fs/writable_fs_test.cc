@@ -1129,6 +1129,72 @@ TEST_F(WritableFsTest, RequestsSentAgainAfterATakeoverAreAnsweredFromTheJournal)
   EXPECT_EQ(ReadAllOf("moved"), "");
 }
 
+// A daemon killed in a rename over an open file, after it moved that file to the work
+// directory (its orphan journaled) and renamed the source over its name, before the rest was
+// journaled: the open handle still reads the replaced file's data, and the name's id follows
+// the renamed file when the kernel sends the rename again.
+TEST_F(WritableFsTest, ARenameOverAnOpenFileCutShortByAKillKeepsBothFiles) {
+  const std::string work = dir_.Sub("work");
+  struct Made {
+    uint64_t dst = 0, src = 0, dst_fh = 0;
+  } made;
+  ASSERT_NO_FATAL_FAILURE(RunKilledDaemon(
+      [&]() -> bool {
+        Entry e;
+        size_t n = 0;
+        if (wfs_->Create(1, "dst", 0644, O_RDWR, caller_, &e, &made.dst_fh) != 0) return false;
+        made.dst = e.id;
+        if (wfs_->Write(made.dst_fh, 0, "old data", 8, &n) != 0) return false;
+        uint64_t fh = 0;
+        if (wfs_->Create(1, "src", 0644, O_WRONLY, caller_, &e, &fh) != 0) return false;
+        made.src = e.id;
+        if (wfs_->Write(fh, 0, "new data!", 9, &n) != 0) return false;
+        wfs_->Release(fh);
+        const WritableFs::RequestScope scope(RequestId{120, false});
+        return wfs_->Rename(1, "src", 1, "dst", 0) == 0;
+      },
+      &made, sizeof(made)));
+  // Killed right after the orphan line: what followed it is cut off.
+  const std::string journal = work + "/journal";
+  std::string kept;
+  {
+    std::ifstream lines(journal);
+    std::string line;
+    while (std::getline(lines, line)) {
+      kept += line + "\n";
+      if (line == "O " + std::to_string(made.dst)) break;
+    }
+  }
+  ASSERT_NE(kept.find("O " + std::to_string(made.dst) + "\n"), std::string::npos) << kept;
+  {
+    std::ofstream out(journal, std::ios::trunc);
+    out << kept;
+  }
+  ASSERT_NO_FATAL_FAILURE(TakeOver());
+
+  std::string data;
+  EXPECT_EQ(wfs_->Read(made.dst_fh, 0, 100, &data), 0);
+  EXPECT_EQ(data, "old data") << "the held handle reads the replaced file";
+  {
+    const WritableFs::RequestScope scope(RequestId{120, true});
+    EXPECT_EQ(wfs_->Rename(1, "src", 1, "dst", 0), 0);
+  }
+  Entry e;
+  ASSERT_EQ(wfs_->Lookup(1, "dst", &e), 0);
+  EXPECT_EQ(e.id, made.src) << "the name's id follows the renamed file";
+  EXPECT_EQ(e.attr.st_size, 9);
+  EXPECT_EQ(ReadAllOf("dst"), "new data!");
+  EXPECT_EQ(wfs_->Lookup(1, "src", &e), ENOENT);
+  struct stat st {};
+  bool cacheable = false;
+  ASSERT_EQ(wfs_->GetAttr(made.dst, &st, &cacheable), 0);
+  EXPECT_EQ(st.st_size, 8);
+  const std::string orphan = work + "/" + WritableJournal::OrphanName(made.dst);
+  EXPECT_TRUE(std::filesystem::exists(orphan));
+  wfs_->Release(made.dst_fh);
+  EXPECT_FALSE(std::filesystem::exists(orphan)) << "removed at the last release";
+}
+
 // A daemon killed after making a name in the upper but before journaling its entry: it had
 // journaled that the request started (the name was free then), so the request sent again finds
 // the name made and answers with it — even for O_EXCL — with the caller's owner and mode set
