@@ -245,19 +245,25 @@ class GzipFraming : public StreamDecoder {
   GzipFraming(CheckpointRecorder* recorder, bool reads_headers)
       : recorder_(recorder), reads_headers_(reads_headers) {}
 
-  // Decoding starts at `start`; true when that is inside a member (a raw deflate resume: the
-  // engine primes itself with the bits and the window), false at a member start.
-  bool Begin(const Checkpoint& start) {
+  // Decoding starts at `start`; *in_member is true when that is inside a member (a raw
+  // deflate resume: the engine primes itself with the bits and window()), false at a member
+  // start. Corrupt for a checkpoint no engine can resume from.
+  Status Begin(const Checkpoint& start, bool* in_member) {
     in_offset_ = start.compressed_offset;
     out_offset_ = start.uncompressed_offset;
-    if (start.window.empty() && start.bits == 0) {
+    *in_member = !start.window.empty() || start.bits != 0;
+    if (!*in_member) {
       state_ = State::kBetweenMembers;
-      return false;
+      return Status::Ok();
     }
+    if (start.bits > 7) return Status::Corrupt("gzip checkpoint with bad bit count");
+    IMGFS_RETURN_IF_ERROR(start.window.Unpack(&window_));
     state_ = State::kMember;
     raw_ = true;
-    return true;
+    return Status::Ok();
   }
+  // The unpacked window of the checkpoint Begin started at.
+  const std::string& window() const { return window_; }
 
   // What one Inflate call did: input used, output made, whether the member's deflate data
   // (and, for a member started at its header, its trailer) ended, and for a member entered
@@ -296,6 +302,7 @@ class GzipFraming : public StreamDecoder {
   GzipHeaderReader header_;
   State state_ = State::kBetweenMembers;
   bool raw_ = false;  // decoding a member entered from a checkpoint (no header seen)
+  std::string window_;
   size_t trailer_left_ = 0;
   uint64_t members_ = 0;  // members completed
 };
@@ -313,19 +320,19 @@ class ZlibGzipDecoder final : public GzipFraming {
   }
 
   Status Init(const Checkpoint& start, uint8_t prev_byte) {
-    const bool in_member = Begin(start);
+    bool in_member = false;
+    IMGFS_RETURN_IF_ERROR(Begin(start, &in_member));
     if (inflateInit2(&strm_, in_member ? kRawWindowBits : kGzipWindowBits) != Z_OK) {
       return Status::Internal("inflateInit2 failed");
     }
     initialized_ = true;
     if (!in_member) return Status::Ok();
-    if (start.bits > 7) return Status::Corrupt("gzip checkpoint with bad bit count");
     if (start.bits != 0 &&
         inflatePrime(&strm_, start.bits, prev_byte >> (8 - start.bits)) != Z_OK) {
       return Status::Corrupt("gzip checkpoint: inflatePrime failed");
     }
-    if (inflateSetDictionary(&strm_, reinterpret_cast<const Bytef*>(start.window.data()),
-                             static_cast<uInt>(start.window.size())) != Z_OK) {
+    if (inflateSetDictionary(&strm_, reinterpret_cast<const Bytef*>(window().data()),
+                             static_cast<uInt>(window().size())) != Z_OK) {
       return Status::Corrupt("gzip checkpoint: bad window");
     }
     return Status::Ok();
@@ -373,7 +380,7 @@ class ZlibGzipDecoder final : public GzipFraming {
     window.resize(len);
     if (window.empty()) return;  // an empty window would read as a member start
     recorder_->Add(Checkpoint{in_offset_, out_offset_, static_cast<uint8_t>(strm_.data_type & 7),
-                              std::move(window)});
+                              PackedWindow::Pack(window)});
   }
 
   z_stream strm_{};
@@ -392,13 +399,14 @@ class IsalGzipDecoder final : public GzipFraming {
 
   Status Init(const Checkpoint& start, uint8_t prev_byte) {
     isal_inflate_init(&st_);
-    if (!Begin(start)) return Status::Ok();
-    if (start.bits > 7) return Status::Corrupt("gzip checkpoint with bad bit count");
+    bool in_member = false;
+    IMGFS_RETURN_IF_ERROR(Begin(start, &in_member));
+    if (!in_member) return Status::Ok();
     st_.crc_flag = ISAL_DEFLATE;
-    if (!start.window.empty() &&
+    if (!window().empty() &&
         isal_inflate_set_dict(
-            &st_, reinterpret_cast<uint8_t*>(const_cast<char*>(start.window.data())),
-            static_cast<uint32_t>(std::min<size_t>(start.window.size(), ISAL_DEF_HIST_SIZE))) !=
+            &st_, reinterpret_cast<uint8_t*>(const_cast<char*>(window().data())),
+            static_cast<uint32_t>(std::min<size_t>(window().size(), ISAL_DEF_HIST_SIZE))) !=
             COMP_OK) {
       return Status::Corrupt("gzip checkpoint: bad window");
     }

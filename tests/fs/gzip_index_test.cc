@@ -410,7 +410,7 @@ TEST(GzipIndexTest, RejectsBadCheckpoint) {
   Checkpoint cp;
   cp.compressed_offset = 10;
   cp.bits = 9;
-  cp.window = "x";
+  cp.window = PackedWindow::Pack("x");
   EXPECT_FALSE(NewGzipDecoder(cp, 0, nullptr).has_value());
 }
 

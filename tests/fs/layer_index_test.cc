@@ -88,7 +88,7 @@ LayerIndex Sample() {
   k1.compressed_offset = 2500;
   k1.uncompressed_offset = 6000;
   k1.bits = 5;
-  k1.window = std::string(100, 'w');
+  k1.window = PackedWindow::Pack(std::string(100, 'w'));
   x.checkpoints = {k0, k1};
   return x;
 }
@@ -147,6 +147,45 @@ TEST(LayerIndexTest, Version1DecodesAsUnverified) {
   want.origin = registry::Digest();
   want.subject = registry::Digest();
   EXPECT_EQ(*decoded, want);
+}
+
+// Version 2 stored checkpoint windows raw: they decode into the same packed windows.
+TEST(LayerIndexTest, Version2DecodesWithItsWindowsPacked) {
+  std::string v2 =
+      testing::ReadWhole(std::string(IMGFS_SOURCE_DIR) + "/tests/testdata/layer_index_v2.idx");
+  ASSERT_FALSE(v2.empty());
+  auto decoded = LayerIndex::Decode(v2);
+  ASSERT_TRUE(decoded.has_value()) << decoded.error().ToString();
+  EXPECT_EQ(*decoded, Sample());
+  std::string raw;
+  ASSERT_TRUE(decoded->checkpoints[1].window.Unpack(&raw).ok());
+  EXPECT_EQ(raw, std::string(100, 'w'));
+}
+
+TEST(LayerIndexTest, PackedWindowsKeepTheLast32KiBAndRefuseFramesOfAnotherSize) {
+  std::string raw;
+  for (int i = 0; i < 40000; ++i) raw += static_cast<char>('a' + (i * 7919) % 26);
+  PackedWindow w = PackedWindow::Pack(raw);
+  EXPECT_EQ(w.size(), PackedWindow::kMaxBytes);
+  EXPECT_LT(w.packed().size(), w.size());
+  std::string out;
+  ASSERT_TRUE(w.Unpack(&out).ok());
+  EXPECT_EQ(out, raw.substr(raw.size() - PackedWindow::kMaxBytes));
+  EXPECT_TRUE(PackedWindow::Pack("").empty());
+
+  auto ok = PackedWindow::FromPacked(w.size(), w.packed());
+  ASSERT_TRUE(ok.has_value()) << ok.error().ToString();
+  EXPECT_EQ(*ok, w);
+  auto corrupt = [](uint32_t size, std::string packed) {
+    auto r = PackedWindow::FromPacked(size, std::move(packed));
+    return !r.has_value() && r.error().code() == StatusCode::kCorrupt;
+  };
+  EXPECT_TRUE(corrupt(w.size() - 1, w.packed()));  // the frame says another size
+  EXPECT_TRUE(corrupt(w.size(), w.packed().substr(0, w.packed().size() - 1)));  // cut short
+  EXPECT_TRUE(corrupt(w.size(), w.packed() + "x"));                              // trailing bytes
+  EXPECT_TRUE(corrupt(0, "x"));                                       // bytes for no window
+  EXPECT_TRUE(corrupt(PackedWindow::kMaxBytes + 1, w.packed()));      // larger than deflate's
+  EXPECT_TRUE(corrupt(10, "not a zstd frame"));
 }
 
 TEST(LayerIndexTest, ProvenanceRoundTripsAndIsChecked) {

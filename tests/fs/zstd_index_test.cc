@@ -83,7 +83,7 @@ TEST(ZstdIndexTest, TruncatedAndCorruptStreams) {
 
   Checkpoint mid;
   mid.compressed_offset = 5;
-  mid.window = "x";
+  mid.window = PackedWindow::Pack("x");
   EXPECT_EQ(NewZstdDecoder(mid, nullptr).error().code(), StatusCode::kInvalidArgument);
 }
 
