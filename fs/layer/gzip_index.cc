@@ -404,10 +404,9 @@ class IsalGzipDecoder final : public GzipFraming {
     if (!in_member) return Status::Ok();
     st_.crc_flag = ISAL_DEFLATE;
     if (!window().empty() &&
-        isal_inflate_set_dict(
-            &st_, reinterpret_cast<uint8_t*>(const_cast<char*>(window().data())),
-            static_cast<uint32_t>(std::min<size_t>(window().size(), ISAL_DEF_HIST_SIZE))) !=
-            COMP_OK) {
+        isal_inflate_set_dict(&st_, reinterpret_cast<uint8_t*>(const_cast<char*>(window().data())),
+                              static_cast<uint32_t>(std::min<size_t>(
+                                  window().size(), ISAL_DEF_HIST_SIZE))) != COMP_OK) {
       return Status::Corrupt("gzip checkpoint: bad window");
     }
     // The deflate stream resumes `bits` bits before the byte at compressed_offset: the top

@@ -16,12 +16,12 @@
 //   32 bytes: sha256 of everything above.
 #include "fs/layer/layer_index.h"
 
+#include <zstd.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
-
-#include <zstd.h>
 
 #include "registry/tar_reader.h"
 
@@ -200,8 +200,8 @@ PackedWindow PackedWindow::Pack(std::string_view raw) {
   PackedWindow w;
   if (raw.empty()) return w;
   w.packed_.resize(ZSTD_compressBound(raw.size()));
-  size_t n = ZSTD_compress(w.packed_.data(), w.packed_.size(), raw.data(), raw.size(),
-                           kWindowZstdLevel);
+  size_t n =
+      ZSTD_compress(w.packed_.data(), w.packed_.size(), raw.data(), raw.size(), kWindowZstdLevel);
   // Into a compressBound-sized buffer this fails only when zstd cannot allocate its context:
   // out of memory, like a failed new.
   if (ZSTD_isError(n) != 0) std::abort();

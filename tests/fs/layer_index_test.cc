@@ -182,9 +182,9 @@ TEST(LayerIndexTest, PackedWindowsKeepTheLast32KiBAndRefuseFramesOfAnotherSize) 
   };
   EXPECT_TRUE(corrupt(w.size() - 1, w.packed()));  // the frame says another size
   EXPECT_TRUE(corrupt(w.size(), w.packed().substr(0, w.packed().size() - 1)));  // cut short
-  EXPECT_TRUE(corrupt(w.size(), w.packed() + "x"));                              // trailing bytes
-  EXPECT_TRUE(corrupt(0, "x"));                                       // bytes for no window
-  EXPECT_TRUE(corrupt(PackedWindow::kMaxBytes + 1, w.packed()));      // larger than deflate's
+  EXPECT_TRUE(corrupt(w.size(), w.packed() + "x"));                             // trailing bytes
+  EXPECT_TRUE(corrupt(0, "x"));                                   // bytes for no window
+  EXPECT_TRUE(corrupt(PackedWindow::kMaxBytes + 1, w.packed()));  // larger than deflate's
   EXPECT_TRUE(corrupt(10, "not a zstd frame"));
 }
 
