@@ -34,11 +34,8 @@ Result<std::string> ImageFilesystem::Read(uint64_t ino, uint64_t offset, size_t 
     return Status::Internal("inode " + std::to_string(ino) + " has no layer");
   }
   const MountedLayer& layer = layers_[node->layer];
-  if (node->entry >= layer.index->entries.size()) {
-    return Status::Internal("inode " + std::to_string(ino) + " has no layer entry");
-  }
-  const FileEntry& entry = layer.index->entries[node->entry];
-  Result<std::string> data = layer.reader->Read(entry, offset, length);
+  Result<std::string> data =
+      layer.reader->Read(FileRef{node->entry, node->size, node->payload_offset}, offset, length);
   if (!data.has_value()) {
     read_errors_.fetch_add(1, std::memory_order_relaxed);
     // The path from the table: a local layer's index keeps no names once merged.

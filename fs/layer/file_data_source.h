@@ -56,10 +56,33 @@ struct LayerCounters {
   }
 };
 
+// A regular file of a layer as the filesystem asks for it (from its merged node): `entry`, its
+// position in the layer's LayerIndex::entries (a hardlink's: the linked entry's); `size` and
+// `payload_offset`, where its bytes are in the uncompressed tar stream. A local layer's index
+// keeps no entries once merged (LayerIndex::DropEntries), so LocalLayerData reads by the place
+// alone; the lazy readers keep their entries and look `entry` up.
+struct FileRef {
+  uint32_t entry = 0;
+  uint64_t size = 0;
+  uint64_t payload_offset = 0;
+};
+
+// The entry `file` names in `index` (for readers that keep their entries): InvalidArgument when
+// there is no such entry.
+inline Result<const FileEntry*> EntryOf(const LayerIndex& index, const FileRef& file) {
+  if (file.entry >= index.entries.size()) {
+    return Status::InvalidArgument("no entry " + std::to_string(file.entry) + " in the index of " +
+                                   index.layer_digest.String());
+  }
+  return &index.entries[file.entry];
+}
+
 class FileDataSource {
  public:
   virtual ~FileDataSource() = default;
-  virtual Result<std::string> Read(const FileEntry& entry, uint64_t offset, size_t length) = 0;
+  // Up to `length` bytes of `file` from `offset`, as LayerReader::Read. InvalidArgument when
+  // `entry` is not a regular file of this layer's index (readers that keep entries).
+  virtual Result<std::string> Read(const FileRef& file, uint64_t offset, size_t length) = 0;
   virtual LayerStats Stats() const { return {}; }
 };
 
@@ -67,8 +90,8 @@ class FileDataSource {
 class LocalLayerData : public FileDataSource {
  public:
   explicit LocalLayerData(std::unique_ptr<LayerReader> reader) : reader_(std::move(reader)) {}
-  Result<std::string> Read(const FileEntry& entry, uint64_t offset, size_t length) override {
-    return reader_->Read(entry, offset, length);
+  Result<std::string> Read(const FileRef& file, uint64_t offset, size_t length) override {
+    return reader_->ReadFile(file.payload_offset, file.size, offset, length);
   }
 
  private:

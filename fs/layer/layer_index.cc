@@ -239,12 +239,8 @@ Status PackedWindow::Unpack(std::string* out) const {
   return Status::Ok();
 }
 
-void LayerIndex::DropNames() {
-  for (FileEntry& e : entries) {
-    std::string().swap(e.path);  // swap, not clear(): clear() keeps the heap buffer
-    std::string().swap(e.link_target);
-    std::vector<std::pair<std::string, std::string>>().swap(e.xattrs);
-  }
+void LayerIndex::DropEntries() {
+  std::vector<FileEntry>().swap(entries);  // swap, not clear(): clear() keeps the buffer
 }
 
 size_t LayerIndex::CheckpointFor(uint64_t offset) const {

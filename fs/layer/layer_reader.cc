@@ -67,9 +67,14 @@ Result<std::string> LayerReader::Read(const FileEntry& entry, uint64_t offset, s
   if (entry.type != EntryType::kRegular) {
     return Status::InvalidArgument("read of " + entry.path + ": not a regular file");
   }
-  if (offset >= entry.size) return std::string();
-  uint64_t n = std::min<uint64_t>(length, entry.size - offset);
-  return ReadStream(entry.payload_offset + offset, static_cast<size_t>(n));
+  return ReadFile(entry.payload_offset, entry.size, offset, length);
+}
+
+Result<std::string> LayerReader::ReadFile(uint64_t payload_offset, uint64_t size, uint64_t offset,
+                                          size_t length) {
+  if (offset >= size) return std::string();
+  uint64_t n = std::min<uint64_t>(length, size - offset);
+  return ReadStream(payload_offset + offset, static_cast<size_t>(n));
 }
 
 Result<std::string> LayerReader::ReadChunk(const FileEntry& entry, uint32_t chunk_index) {

@@ -68,6 +68,10 @@ class LayerReader {
   // that are not regular files (hardlinks: pass the target's entry). Corrupt if the blob does
   // not decode (the message names the layer and offset).
   Result<std::string> Read(const FileEntry& entry, uint64_t offset, size_t length);
+  // The same for a regular file of `size` bytes starting at `payload_offset` of the tar stream
+  // (Read after its type check; for callers that keep no entries).
+  Result<std::string> ReadFile(uint64_t payload_offset, uint64_t size, uint64_t offset,
+                               size_t length);
 
   // Chunk `chunk_index` (0-based, within the file) of `entry`, verified against its digest
   // (Corrupt on mismatch).

@@ -97,6 +97,11 @@ bool LazyLayerReader::KnownPresent(uint32_t id) {
 
 LayerStats LazyLayerReader::Stats() const { return reads_.Stats(index_->compressed_size); }
 
+Result<std::string> LazyLayerReader::Read(const FileRef& file, uint64_t offset, size_t length) {
+  IMGFS_ASSIGN_OR_RETURN(const FileEntry* entry, EntryOf(*index_, file));
+  return Read(*entry, offset, length);
+}
+
 Result<std::string> LazyLayerReader::Read(const FileEntry& entry, uint64_t offset, size_t length) {
   if (entry.type != EntryType::kRegular) {
     return Status::InvalidArgument("/" + entry.path + " is not a regular file");

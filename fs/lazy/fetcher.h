@@ -130,7 +130,9 @@ class LazyLayerReader : public FileDataSource {
   // `offset`; fewer at the end of the file, "" at or beyond it. InvalidArgument for entries
   // that are not regular files; Unavailable when the chunks did not arrive within
   // Options::fetch_timeout; Corrupt when they failed verification twice.
-  Result<std::string> Read(const FileEntry& entry, uint64_t offset, size_t length) override;
+  Result<std::string> Read(const FileEntry& entry, uint64_t offset, size_t length);
+  // The entry `file` names (EntryOf), read as above.
+  Result<std::string> Read(const FileRef& file, uint64_t offset, size_t length) override;
 
   LayerStats Stats() const override;
 

@@ -285,6 +285,11 @@ void IndexedRemoteData::InvalidatePieces(uint32_t first, uint32_t last) {
   if (fresh.has_value()) reader_ = std::move(fresh).value();
 }
 
+Result<std::string> IndexedRemoteData::Read(const FileRef& file, uint64_t offset, size_t length) {
+  IMGFS_ASSIGN_OR_RETURN(const FileEntry* entry, EntryOf(*index_, file));
+  return Read(*entry, offset, length);
+}
+
 Result<std::string> IndexedRemoteData::Read(const FileEntry& entry, uint64_t offset,
                                             size_t length) {
   if (entry.type != EntryType::kRegular) {

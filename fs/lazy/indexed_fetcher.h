@@ -174,7 +174,9 @@ class IndexedRemoteData : public FileDataSource {
   // `offset`; fewer at the end of the file, "" at or beyond it. InvalidArgument for entries
   // that are not regular files; Unavailable when the bytes did not arrive within
   // Options::fetch_timeout (or could not be fetched); Corrupt when they fail verification.
-  Result<std::string> Read(const FileEntry& entry, uint64_t offset, size_t length) override;
+  Result<std::string> Read(const FileEntry& entry, uint64_t offset, size_t length);
+  // The entry `file` names (EntryOf), read as above.
+  Result<std::string> Read(const FileRef& file, uint64_t offset, size_t length) override;
   LayerStats Stats() const override;
 
   // Streams every missing piece of the layer in the background at the lowest priority

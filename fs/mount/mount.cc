@@ -130,11 +130,11 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
   views.reserve(layers.size());
   for (const MountedLayer& l : layers) views.push_back(l.index.get());
   IMGFS_ASSIGN_OR_RETURN(NodeTable table, MergeLayers(views, &out.merge_stats));
-  // The table holds the names now; local layers are read by offset (no reader thread runs
+  // The table holds the file table now; local layers are read by offset (no reader thread runs
   // yet: the filesystem is not serving).
   for (OpenedLayer& l : opened) {
-    if (l.names_droppable != nullptr) l.names_droppable->DropNames();
-    l.names_droppable.reset();
+    if (l.entries_droppable != nullptr) l.entries_droppable->DropEntries();
+    l.entries_droppable.reset();
   }
   IMGFS_LOG(kInfo) << "image " << text << ": " << layers.size() << " layers, "
                    << table.inode_count() << " inodes, " << out.indexes_built << " indexes built, "

@@ -63,6 +63,10 @@ struct Node {
   // directories that no layer describes (synthesised parents, a root no layer has).
   uint32_t layer = kNoLayer;
   uint32_t entry = 0;
+  // Regular files: where the bytes start in that layer's uncompressed tar stream (the entry's
+  // payload_offset). A local layer's index keeps no entries once merged (LayerIndex::
+  // DropEntries): its files are read by this and `size` alone.
+  uint64_t payload_offset = 0;
   uint32_t first_child = 0;  // directories: range in the directory entry table
   uint32_t child_count = 0;
   ArenaRef link_target;  // symlinks

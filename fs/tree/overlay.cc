@@ -316,6 +316,7 @@ Result<NodeTable> Merger::Build() {
       node.uid = e.uid;
       node.gid = e.gid;
       node.size = e.type == EntryType::kRegular ? e.size : 0;
+      node.payload_offset = e.type == EntryType::kRegular ? e.payload_offset : 0;
       node.mtime_sec = e.mtime_sec;
       node.mtime_nsec = e.mtime_nsec;
       node.dev_major = e.dev_major;
