@@ -239,8 +239,9 @@ Status PackedWindow::Unpack(std::string* out) const {
   return Status::Ok();
 }
 
-void LayerIndex::DropEntries() {
+void LayerIndex::DropFileTable() {
   std::vector<FileEntry>().swap(entries);  // swap, not clear(): clear() keeps the buffer
+  std::vector<Chunk>().swap(chunks);
 }
 
 size_t LayerIndex::CheckpointFor(uint64_t offset) const {

@@ -16,7 +16,7 @@
 // frame starts). Files are also cut into chunks (fixed size for tar layers; the format's own
 // chunks for eStargz/zstd:chunked) whose sha256 digests key the deduplicated chunk store.
 //
-// Thread-safety: immutable after construction (DropEntries aside, which runs before the index is
+// Thread-safety: immutable after construction (DropFileTable aside, which runs before the index is
 // shared); safe to share between threads.
 #ifndef IMGFS_FS_LAYER_LAYER_INDEX_H_
 #define IMGFS_FS_LAYER_LAYER_INDEX_H_
@@ -224,13 +224,13 @@ struct LayerIndex {
   registry::Digest origin;
   registry::Digest subject;
 
-  // Frees the file table (`entries`, ~230 bytes per entry with its path): a merged NodeTable
-  // holds the names and attributes it shows and, for each regular file, where its bytes are
-  // (Node::payload_offset), which is all a local layer's reader needs (LocalLayerData); chunks
-  // and checkpoints stay. A mount does this to each local layer's index once merged. Encode
-  // then no longer gives the layer's file table. Not thread-safe: call it before the index is
-  // shared.
-  void DropEntries();
+  // Frees the file table (`entries`, ~230 bytes per entry with its path, and `chunks`, ~100
+  // bytes per chunk): a merged NodeTable holds the names and attributes it shows and, for
+  // each regular file, where its bytes are (Node::payload_offset), which is all a local
+  // layer's reader needs (LocalLayerData reads the tar stream through the checkpoints, which
+  // stay). A mount does this to each local layer's index once merged. Encode then no longer
+  // gives the layer's file table. Not thread-safe: call it before the index is shared.
+  void DropFileTable();
 
   // Index of the checkpoint with the largest uncompressed_offset <= `offset` (0 if none).
   size_t CheckpointFor(uint64_t offset) const;

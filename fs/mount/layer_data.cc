@@ -363,7 +363,7 @@ Result<OpenedLayer> LayerOpener::OpenLocal(size_t position, const registry::Desc
   OpenedLayer out;
   out.kind = OpenedLayer::Kind::kLocal;
   out.index_built = !existed;
-  out.entries_droppable = std::move(owned);
+  out.file_table_droppable = std::move(owned);
   out.mounted = MountedLayer{shared, std::make_unique<LocalLayerData>(std::move(reader).value())};
   return out;
 }
