@@ -35,8 +35,9 @@ mode_t TypeBits(EntryType type) {
 }
 
 bool ValidName(std::string_view name) {
-  return !name.empty() && name != "." && name != ".." &&
-         name.find_first_of(std::string_view("/\0", 2)) == std::string_view::npos;
+  // Two find()s rather than find_first_of, which costs a memchr per character.
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string_view::npos &&
+         name.find('\0') == std::string_view::npos;
 }
 
 }  // namespace

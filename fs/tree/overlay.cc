@@ -2,15 +2,19 @@
 //
 // The merge builds a temporary tree of MNodes whose names are views into the layers' entry
 // paths (the layers outlive the merge), applies each layer in turn, then numbers the tree
-// depth-first in name order into a NodeTable::Builder.
+// depth-first in name order into a NodeTable::Builder. A layer's entries are sorted by path
+// once; that run of sorted paths gives "last wins" per path and the placement order, in
+// which neighbours share most of their directories, so placing walks down from the deepest
+// directory shared with the previous path rather than from the root.
 #include "fs/tree/overlay.h"
 
 #include <algorithm>
+#include <cstring>
+#include <iterator>
 #include <map>
-#include <memory>
+#include <memory_resource>
 #include <string_view>
 #include <unordered_map>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -22,11 +26,18 @@ namespace {
 
 constexpr uint32_t kNone = Node::kNoLayer;
 // Deepest path accepted. PATH_MAX (4096) allows at most 2048 components, so no real image
-// comes near; the bound keeps the merge's recursion (tree destruction) shallow on hostile input.
+// comes near; deeper (hostile) paths are ignored as unusable.
 constexpr size_t kMaxDepth = 2048;
 constexpr uint32_t kSynthesisedDirMode = 0755;
 
+// A node of the merge's temporary tree. Nodes and their children maps live in the Merger's
+// arena and are released with it, without running destructors (they own nothing else): no
+// allocation per node, a replaced or hidden subtree costs no frees, and dropping a deep tree
+// needs no recursion. The price: memory of hidden subtrees is only returned at the end,
+// which bounds the arena by the nodes all layers create (a few per entry), not by the result.
 struct MNode {
+  explicit MNode(std::pmr::memory_resource* arena) : children(arena) {}
+
   // The entry whose attributes the node shows (for a hardlink: the linked entry). nullptr for
   // a synthesised directory.
   const FileEntry* attrs = nullptr;
@@ -35,28 +46,88 @@ struct MNode {
   EntryType type = EntryType::kDirectory;
   int64_t mtime_sec = 0;  // synthesised directories only
   uint32_t mtime_nsec = 0;
-  std::map<std::string_view, std::unique_ptr<MNode>> children;  // directories only
+  std::pmr::map<std::string_view, MNode*> children;  // directories only
   uint64_t ino = 0;
 };
 
-// Splits "a/b/c" into components; false when the path is unusable.
-bool SplitPath(std::string_view path, std::vector<std::string_view>* parts) {
-  parts->clear();
-  if (path.empty()) return true;  // the root
+// A layer entry by path, for sorting (views into the layer's paths).
+struct PathEntry {
+  std::string_view path;
+  uint32_t index;
+};
+
+bool PathThenIndexLess(const PathEntry& a, const PathEntry& b) {
+  int c = a.path.compare(b.path);
+  return c < 0 || (c == 0 && a.index < b.index);
+}
+
+// Sorts entries that are in index (tar) order into (path, index) order. Tar writers walk
+// directories in name order, so the input is nearly sorted; a stable merge sort takes about
+// half the time of std::sort on it, and keeps the index order of equal paths without
+// comparing indexes.
+void SortByPath(std::vector<PathEntry>* v) {
+  std::stable_sort(v->begin(), v->end(),
+                   [](const PathEntry& a, const PathEntry& b) { return a.path < b.path; });
+}
+
+// True when every component of `path` is usable (not empty, ".", "..", a `.wh.` name, or
+// holding a NUL) and there are at most kMaxDepth of them; "" is the root.
+bool ValidPath(std::string_view path) {
+  if (path.empty()) return true;
+  if (path.find('\0') != std::string_view::npos) return false;
+  size_t depth = 0;
   size_t start = 0;
   while (true) {
     size_t slash = path.find('/', start);
     std::string_view part = path.substr(
         start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
-    if (part.empty() || part == "." || part == ".." || part.starts_with(".wh.") ||
-        part.find('\0') != std::string_view::npos) {
-      return false;
-    }
-    parts->push_back(part);
-    if (parts->size() > kMaxDepth) return false;
+    if (part.empty() || part == "." || part == ".." || part.starts_with(".wh.")) return false;
+    if (++depth > kMaxDepth) return false;
     if (slash == std::string_view::npos) return true;
     start = slash + 1;
   }
+}
+
+// Splits a valid path (ValidPath) "a/b/c" into components.
+void SplitPath(std::string_view path, std::vector<std::string_view>* parts) {
+  parts->clear();
+  if (path.empty()) return;  // the root
+  size_t start = 0;
+  while (true) {
+    size_t slash = path.find('/', start);
+    if (slash == std::string_view::npos) {
+      parts->push_back(path.substr(start));
+      return;
+    }
+    parts->push_back(path.substr(start, slash - start));
+    start = slash + 1;
+  }
+}
+
+// Length of the common prefix of `a` and `b` (a word at a time: sorted neighbours share most
+// of their bytes).
+size_t CommonPrefix(std::string_view a, std::string_view b) {
+  size_t n = std::min(a.size(), b.size());
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x, y;
+    std::memcpy(&x, a.data() + i, 8);
+    std::memcpy(&y, b.data() + i, 8);
+    if (x != y) break;
+  }
+  while (i < n && a[i] == b[i]) ++i;
+  return i;
+}
+
+// The child slot `name` of directory `dir`, created empty if absent. Within a layer a
+// directory's names mostly arrive in increasing order, so try the end first: one comparison
+// instead of a descent from the map's root.
+MNode*& ChildSlot(MNode* dir, std::string_view name) {
+  auto& children = dir->children;
+  if (children.empty() || std::prev(children.end())->first < name) {
+    return children.emplace_hint(children.end(), name, nullptr)->second;
+  }
+  return children[name];
 }
 
 // Hardlink names as some writers store them: "/a/b", "./a/b".
@@ -77,23 +148,6 @@ bool IsEstargzLandmark(std::string_view path) {
          path == "stargz.index.json";
 }
 
-bool IsNonDirType(EntryType t) {
-  switch (t) {
-    case EntryType::kRegular:
-    case EntryType::kSymlink:
-    case EntryType::kHardlink:
-    case EntryType::kChar:
-    case EntryType::kBlock:
-    case EntryType::kFifo:
-      return true;
-    case EntryType::kDirectory:
-    case EntryType::kWhiteout:
-    case EntryType::kOpaque:
-      return false;
-  }
-  return false;
-}
-
 // The node at `parts`, walking through directories only; nullptr if absent.
 MNode* Find(MNode* root, const std::vector<std::string_view>& parts) {
   MNode* cur = root;
@@ -101,7 +155,7 @@ MNode* Find(MNode* root, const std::vector<std::string_view>& parts) {
     if (cur->type != EntryType::kDirectory) return nullptr;
     auto it = cur->children.find(part);
     if (it == cur->children.end()) return nullptr;
-    cur = it->second.get();
+    cur = it->second;
   }
   return cur;
 }
@@ -114,17 +168,31 @@ class Merger {
   Result<NodeTable> Build();
 
  private:
+  // A directory on the path of the entry placed last: the node for path.substr(0, end).
+  struct Level {
+    MNode* node;
+    size_t end;
+  };
+
+  void ApplyWhiteouts(const std::vector<std::string_view>& whiteouts,
+                      const std::vector<std::string_view>& opaques);
   void Place(uint32_t pos, const std::vector<FileEntry>& entries, uint32_t index,
-             uint32_t data_index, const std::vector<std::string_view>& parts, bool merge_lower);
+             uint32_t data_index, std::string_view path, bool merge_lower);
+  MNode* NewNode() { return std::pmr::polymorphic_allocator<>(&arena_).new_object<MNode>(&arena_); }
   static void SetFrom(MNode* node, uint32_t pos, const std::vector<FileEntry>& entries,
                       uint32_t data_index);
 
   MergeStats* stats_;
-  MNode root_;
+  std::pmr::monotonic_buffer_resource arena_;  // every MNode but the root, and all maps
+  MNode root_{&arena_};
   // The inode given to each entry of each layer (0: none yet), so that the names of a
   // hardlink group, which share their data entry, share one inode. Dense: no allocation per
   // file, unlike a map.
   std::vector<std::vector<uint64_t>> inode_of_entry_;
+  // Place's ancestor chain, reused while the next path (in sorted order) shares it: most
+  // entries then cost one map lookup instead of one per component.
+  std::vector<Level> chain_;
+  std::string_view chain_path_;          // the path chain_ was built for
   std::vector<std::string_view> parts_;  // scratch
 };
 
@@ -142,20 +210,20 @@ void Merger::ApplyLayer(uint32_t pos, const LayerIndex& layer) {
   if (inode_of_entry_.size() <= pos) inode_of_entry_.resize(pos + 1);
   inode_of_entry_[pos].assign(entries.size(), 0);
   const bool estargz = layer.format == LayerFormat::kEstargz;
-  // Winning entry per path (last in tar order), and for hardlinks the entry with the data.
-  std::unordered_map<std::string_view, uint32_t> last;
-  last.reserve(entries.size());
-  // Paths that have a non-directory entry anywhere in the layer: even when a directory entry
-  // for the path comes last, an unpacker replaced the lower directory on the way.
-  std::unordered_set<std::string_view> non_dirs;
+  // Every directory and non-directory entry by (path, index): the last of a path wins, and a
+  // path with a non-directory anywhere in its run does not merge with the lower directory.
+  // Sorting instead of hashing also gives step 2 its order.
+  std::vector<PathEntry> sorted;
+  sorted.reserve(entries.size());
+  // The entry with the data (for hardlinks: the linked entry); kNone for ignored entries.
   std::vector<uint32_t> data(entries.size(), kNone);
-  std::vector<std::vector<std::string_view>> whiteouts;
-  std::vector<std::vector<std::string_view>> opaques;
-  std::vector<std::string_view> parts;
+  std::vector<uint32_t> links;
+  std::vector<std::string_view> whiteouts;
+  std::vector<std::string_view> opaques;
   for (uint32_t i = 0; i < entries.size(); ++i) {
     const FileEntry& e = entries[i];
     ++stats_->entries;
-    if (!SplitPath(e.path, &parts)) {
+    if (!ValidPath(e.path)) {
       ++stats_->invalid_paths;
       continue;
     }
@@ -165,44 +233,32 @@ void Merger::ApplyLayer(uint32_t pos, const LayerIndex& layer) {
     }
     switch (e.type) {
       case EntryType::kWhiteout:
-        if (parts.empty()) {
+        if (e.path.empty()) {
           ++stats_->invalid_paths;  // the root cannot be hidden
         } else {
-          whiteouts.push_back(parts);
+          whiteouts.push_back(e.path);
         }
         break;
       case EntryType::kOpaque:
-        opaques.push_back(parts);
+        opaques.push_back(e.path);
         break;
       case EntryType::kDirectory:
-        last[e.path] = i;
+        sorted.push_back({e.path, i});
         data[i] = i;
         break;
-      case EntryType::kHardlink: {
-        auto it = parts.empty() ? last.end() : last.find(TrimLinkTarget(e.link_target));
-        if (it == last.end() || data[it->second] == kNone ||
-            entries[data[it->second]].type == EntryType::kDirectory) {
-          ++stats_->bad_hardlinks;
-          IMGFS_LOG(kDebug) << "layer " << pos << ": ignoring hardlink " << e.path << " -> "
-                            << e.link_target;
-          break;
-        }
-        data[i] = data[it->second];
-        last[e.path] = i;
-        non_dirs.insert(e.path);
+      case EntryType::kHardlink:
+        links.push_back(i);  // resolved below, once `sorted` can be searched
         break;
-      }
       case EntryType::kRegular:
       case EntryType::kSymlink:
       case EntryType::kChar:
       case EntryType::kBlock:
       case EntryType::kFifo:
-        if (parts.empty()) {
+        if (e.path.empty()) {
           ++stats_->invalid_paths;  // the root must be a directory
         } else {
-          last[e.path] = i;
+          sorted.push_back({e.path, i});
           data[i] = i;
-          non_dirs.insert(e.path);
         }
         break;
       default:
@@ -210,99 +266,167 @@ void Merger::ApplyLayer(uint32_t pos, const LayerIndex& layer) {
         break;
     }
   }
+  SortByPath(&sorted);
+
+  // Hardlinks, in tar order: the target is the last entry with that path before the link,
+  // a plain entry (in `sorted`) or an earlier resolved link (in `last_link`).
+  if (!links.empty()) {
+    std::unordered_map<std::string_view, uint32_t> last_link;
+    std::vector<PathEntry> resolved;
+    for (uint32_t i : links) {
+      const FileEntry& e = entries[i];
+      uint32_t target = kNone;
+      if (!e.path.empty()) {
+        std::string_view name = TrimLinkTarget(e.link_target);
+        auto it =
+            std::lower_bound(sorted.begin(), sorted.end(), PathEntry{name, i}, PathThenIndexLess);
+        if (it != sorted.begin() && std::prev(it)->path == name) target = std::prev(it)->index;
+        auto link = last_link.find(name);
+        if (link != last_link.end() && (target == kNone || link->second > target)) {
+          target = link->second;
+        }
+      }
+      if (target == kNone || entries[data[target]].type == EntryType::kDirectory) {
+        ++stats_->bad_hardlinks;
+        IMGFS_LOG(kDebug) << "layer " << pos << ": ignoring hardlink " << e.path << " -> "
+                          << e.link_target;
+        continue;
+      }
+      data[i] = data[target];
+      last_link[e.path] = i;
+      resolved.push_back({e.path, i});
+    }
+    SortByPath(&resolved);
+    size_t middle = sorted.size();
+    sorted.insert(sorted.end(), resolved.begin(), resolved.end());
+    std::inplace_merge(sorted.begin(), sorted.begin() + static_cast<ptrdiff_t>(middle),
+                       sorted.end(), PathThenIndexLess);
+  }
 
   // 1. Whiteouts act on the layers below only, wherever they sit in the tar.
-  for (const auto& p : whiteouts) {
-    parts_ = p;
+  ApplyWhiteouts(whiteouts, opaques);
+
+  // 2. The layer's own entries in path order (parents before children), one per path.
+  chain_.clear();
+  chain_path_ = {};
+  for (size_t k = 0; k < sorted.size();) {
+    std::string_view path = sorted[k].path;
+    bool non_dir = false;
+    size_t end = k;
+    for (; end < sorted.size() && sorted[end].path == path; ++end) {
+      non_dir = non_dir || entries[sorted[end].index].type != EntryType::kDirectory;
+    }
+    uint32_t index = sorted[end - 1].index;  // last in tar order
+    k = end;
+    Place(pos, entries, index, data[index], path, !non_dir);
+  }
+}
+
+void Merger::ApplyWhiteouts(const std::vector<std::string_view>& whiteouts,
+                            const std::vector<std::string_view>& opaques) {
+  for (std::string_view p : whiteouts) {
+    SplitPath(p, &parts_);
     std::string_view name = parts_.back();
     parts_.pop_back();
     MNode* parent = Find(&root_, parts_);
     if (parent != nullptr && parent->type == EntryType::kDirectory) parent->children.erase(name);
   }
-  for (const auto& p : opaques) {
-    MNode* dir = Find(&root_, p);
+  for (std::string_view p : opaques) {
+    SplitPath(p, &parts_);
+    MNode* dir = Find(&root_, parts_);
     if (dir != nullptr && dir->type == EntryType::kDirectory) dir->children.clear();
-  }
-
-  // 2. The layer's own entries, parents before children.
-  std::vector<std::pair<std::string_view, uint32_t>> order(last.begin(), last.end());
-  std::sort(order.begin(), order.end());
-  for (const auto& [path, index] : order) {
-    (void)SplitPath(path, &parts);
-    // Ignored when an ancestor is a non-directory in this very layer.
-    bool shadowed = false;
-    size_t prefix = 0;
-    for (size_t k = 0; k + 1 < parts.size() && !shadowed; ++k) {
-      prefix += parts[k].size() + (k > 0 ? 1 : 0);
-      auto it = last.find(path.substr(0, prefix));
-      shadowed = it != last.end() && IsNonDirType(entries[it->second].type);
-    }
-    if (shadowed) {
-      ++stats_->shadowed;
-      continue;
-    }
-    Place(pos, entries, index, data[index], parts, non_dirs.count(path) == 0);
   }
 }
 
+// Places the winning entry of `path`, called in path order. Ignored (shadowed) when an
+// ancestor is a non-directory of this very layer: such an ancestor was placed earlier (it
+// sorts first) and, its own ancestors being directories, stays in the tree, so finding a
+// non-directory of layer `pos` on the way is the same as asking the layer.
 void Merger::Place(uint32_t pos, const std::vector<FileEntry>& entries, uint32_t index,
-                   uint32_t data_index, const std::vector<std::string_view>& parts,
-                   bool merge_lower) {
+                   uint32_t data_index, std::string_view path, bool merge_lower) {
   const FileEntry& e = entries[index];
-  if (parts.empty()) {  // the root: a directory (checked when classifying)
+  if (path.empty()) {  // the root: a directory (checked when classifying); sorts first
     SetFrom(&root_, pos, entries, index);
     return;
   }
-  MNode* cur = &root_;
-  for (size_t k = 0; k + 1 < parts.size(); ++k) {
-    std::unique_ptr<MNode>& child = cur->children[parts[k]];
-    if (child == nullptr || child->type != EntryType::kDirectory) {
-      child = std::make_unique<MNode>();  // synthesised parent
+  // Keep the directories this path shares with the previous one. The chain's nodes are still
+  // in the tree: a node is only replaced by placing its own path, or a path below it when it
+  // is not a directory, and chain_ holds directories that are ancestors of earlier paths.
+  size_t common = CommonPrefix(path, chain_path_);
+  while (!chain_.empty()) {
+    size_t end = chain_.back().end;
+    if (end < common || (end == common && end < path.size() && path[end] == '/')) break;
+    chain_.pop_back();
+  }
+  chain_path_ = path;
+  MNode* cur = chain_.empty() ? &root_ : chain_.back().node;
+  size_t start = chain_.empty() ? 0 : chain_.back().end + 1;
+  for (size_t slash; (slash = path.find('/', start)) != std::string_view::npos; start = slash + 1) {
+    MNode*& child = ChildSlot(cur, path.substr(start, slash - start));
+    if (child != nullptr && child->type != EntryType::kDirectory) {
+      if (child->layer == pos) {
+        ++stats_->shadowed;
+        return;
+      }
+      child = nullptr;  // a lower non-directory: replaced by a synthesised parent
+    }
+    if (child == nullptr) {
+      child = NewNode();  // synthesised parent
       child->mtime_sec = e.mtime_sec;
       child->mtime_nsec = e.mtime_nsec;
     }
-    cur = child.get();
+    cur = child;
+    chain_.push_back({cur, slash});
   }
-  std::unique_ptr<MNode>& slot = cur->children[parts.back()];
+  MNode*& slot = ChildSlot(cur, path.substr(start));
   if (e.type == EntryType::kDirectory && merge_lower && slot != nullptr &&
       slot->type == EntryType::kDirectory) {
-    SetFrom(slot.get(), pos, entries, index);  // dir over dir: keep the lower children
-    return;
+    SetFrom(slot, pos, entries, index);  // dir over dir: keep the lower children
+  } else {
+    slot = NewNode();
+    SetFrom(slot, pos, entries, data_index);
   }
-  slot = std::make_unique<MNode>();
-  SetFrom(slot.get(), pos, entries, data_index);
+  if (slot->type == EntryType::kDirectory) chain_.push_back({slot, path.size()});
 }
 
 Result<NodeTable> Merger::Build() {
-  NodeTable::Builder builder;
-  {
-    // The table's final sizes (hardlinked names counted as inodes: a slight over-estimate).
-    size_t inodes = 0, names = 0, arena_bytes = 0;
-    std::vector<const MNode*> walk = {&root_};
-    while (!walk.empty()) {
-      const MNode* n = walk.back();
-      walk.pop_back();
-      ++inodes;
-      if (n->attrs != nullptr) {
-        if (n->type == EntryType::kSymlink) arena_bytes += n->attrs->link_target.size();
-        for (const auto& [name, value] : n->attrs->xattrs) {
-          arena_bytes += name.size() + value.size();
-        }
-      }
-      for (const auto& [name, child] : n->children) {
-        ++names;
-        arena_bytes += name.size();
-        walk.push_back(child.get());
-      }
+  // Walk the maps once: the nodes in inode order (depth-first, children in name order) and
+  // each directory's children, flattened; then the table's final sizes are known (hardlinked
+  // names counted as inodes: a slight over-estimate) before anything is added.
+  struct Kid {
+    std::string_view name;
+    MNode* node;
+  };
+  struct DirKids {
+    MNode* dir;
+    size_t first, end;  // in `kids`
+  };
+  std::vector<MNode*> order;
+  std::vector<Kid> kids;
+  std::vector<DirKids> dirs;
+  size_t arena_bytes = 0;
+  std::vector<MNode*> walk = {&root_};
+  while (!walk.empty()) {
+    MNode* n = walk.back();
+    walk.pop_back();
+    order.push_back(n);
+    if (n->attrs != nullptr) {
+      if (n->type == EntryType::kSymlink) arena_bytes += n->attrs->link_target.size();
+      for (const auto& [name, value] : n->attrs->xattrs) arena_bytes += name.size() + value.size();
     }
-    builder.Reserve(inodes, names, arena_bytes);
+    if (n->type != EntryType::kDirectory) continue;
+    size_t first = kids.size();
+    for (const auto& [name, child] : n->children) {
+      arena_bytes += name.size();
+      kids.push_back({name, child});
+    }
+    dirs.push_back({n, first, kids.size()});
+    for (size_t k = kids.size(); k > first; --k) walk.push_back(kids[k - 1].node);
   }
-  std::vector<MNode*> dirs;
-  std::vector<MNode*> stack = {&root_};
+  NodeTable::Builder builder;
+  builder.Reserve(order.size(), kids.size(), arena_bytes);
   static const std::vector<std::pair<std::string, std::string>> kNoXattrs;
-  while (!stack.empty()) {
-    MNode* n = stack.back();
-    stack.pop_back();
+  for (MNode* n : order) {
     if (n->type != EntryType::kDirectory) {
       uint64_t& inode = inode_of_entry_[n->layer][n->entry];  // hardlink groups share it
       if (inode != 0) {
@@ -344,17 +468,14 @@ Result<NodeTable> Merger::Build() {
       node.mtime_nsec = n->mtime_nsec;
     }
     n->ino = builder.AddInode(node, {}, n->attrs != nullptr ? n->attrs->xattrs : kNoXattrs);
-    dirs.push_back(n);
-    for (auto it = n->children.rbegin(); it != n->children.rend(); ++it) {
-      stack.push_back(it->second.get());
-    }
   }
-  std::vector<std::pair<std::string_view, uint64_t>> kids;
-  for (MNode* d : dirs) {
-    kids.clear();
-    kids.reserve(d->children.size());
-    for (const auto& [name, child] : d->children) kids.emplace_back(name, child->ino);
-    Status s = builder.SetChildren(d->ino, kids);
+  std::vector<std::pair<std::string_view, uint64_t>> children;
+  for (const DirKids& d : dirs) {
+    children.clear();
+    for (size_t k = d.first; k < d.end; ++k) {
+      children.emplace_back(kids[k].name, kids[k].node->ino);
+    }
+    Status s = builder.SetChildren(d.dir->ino, children);
     if (!s.ok()) return Status::Internal("overlay merge: " + s.ToString());
   }
   return builder.Finish();

@@ -281,6 +281,23 @@ std::vector<Case> Cases() {
   c.push_back({"special_files",
                {Layer({Dir("dev"), Chr("dev/null", 1, 3), Fifo("fifo")})},
                {"/dev d 0755 n2 L0E0", "/dev/null c 0666 n1 L0E1", "/fifo p 0644 n1 L0E2"}});
+  // Paths are placed in bytewise order, where '-' and '.' sort before '/': a directory's
+  // subtree can come after a sibling that extends its name.
+  c.push_back({"sorted_order_shadow_after_longer_sibling",
+               {Layer({File("a/b"), Dir("a/b-c"), File("a/b-c/z"), File("a/b/x")})},
+               {"/a d 0755 n3 syn", "/a/b f 0644 n1 L0E0", "/a/b-c d 0755 n2 L0E1",
+                "/a/b-c/z f 0644 n1 L0E2"}});
+  c.push_back({"sorted_order_lower_dir_found_again_after_sibling",
+               {Layer({Dir("a"), Dir("a/b"), File("a/b/old")}),
+                Layer({File("a/b/x"), File("a/b-c"), File("a/b.d/y"), File("a/b/z")})},
+               {"/a d 0755 n4 L0E0", "/a/b d 0755 n2 L0E1", "/a/b/old f 0644 n1 L0E2",
+                "/a/b/x f 0644 n1 L1E0", "/a/b/z f 0644 n1 L1E3", "/a/b-c f 0644 n1 L1E1",
+                "/a/b.d d 0755 n2 syn", "/a/b.d/y f 0644 n1 L1E2"}});
+  c.push_back({"sorted_order_file_then_dir_of_same_layer_below_sibling",
+               {Layer({Dir("a"), Dir("a/b"), File("a/b/old")}),
+                Layer({File("a/b"), File("a/b!"), Dir("a/b", 0700), File("a/b/new")})},
+               {"/a d 0755 n3 L0E0", "/a/b d 0700 n2 L1E2", "/a/b/new f 0644 n1 L1E3",
+                "/a/b! f 0644 n1 L1E1"}});
   c.push_back(
       {"dir_nlink_counts_subdirs",
        {Layer({Dir("a"), Dir("a/b"), Dir("a/c"), File("a/f")})},
@@ -325,6 +342,48 @@ TEST(OverlayConformance, SynthesisedParentTakesEntryMtime) {
   EXPECT_EQ(qs->st_uid, 7u);
   EXPECT_EQ(qs->st_gid, 8u);
   EXPECT_EQ(qs->st_mode, S_IFREG | 0600u);
+}
+
+// A synthesised parent takes the mtime of the first entry below it in path order (bytewise,
+// not tar order): here "d/a-b", although "d/a/x" comes first in the tar.
+TEST(OverlayConformance, SynthesisedParentMtimeFollowsPathOrder) {
+  NodeTable t = MergeOrDie({Layer({File("d/a/x", 1, 0644, kT3), File("d/a-b", 1, 0644, kT2)})});
+  auto d = t.Lookup(NodeTable::kRootIno, "d");
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(t.GetAttr(*d)->st_mtim.tv_sec, kT2);
+  auto a = t.Lookup(*d, "a");
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(t.GetAttr(*a)->st_mtim.tv_sec, kT3);
+}
+
+// One directory with many names spread over two layers, the upper one's names between the
+// lower one's and in reverse tar order, some replacing lower ones.
+TEST(OverlayConformance, WideDirectoryAcrossLayers) {
+  constexpr int kNames = 40000;
+  auto name = [](int i) {
+    char buf[16];
+    std::snprintf(buf, sizeof(buf), "n%05d", i);
+    return std::string(buf);
+  };
+  std::vector<FileEntry> lower = {Dir("w")};
+  std::vector<FileEntry> upper;
+  for (int i = 0; i < kNames; i += 2) lower.push_back(File("w/" + name(i), 1));
+  for (int i = kNames - 1; i > 0; i -= 2) upper.push_back(File("w/" + name(i), 2));
+  for (int i = 0; i < kNames; i += 10) upper.push_back(File("w/" + name(i), 3));
+  NodeTable t = MergeOrDie({Layer(std::move(lower)), Layer(std::move(upper))});
+  auto w = t.Lookup(NodeTable::kRootIno, "w");
+  ASSERT_TRUE(w.has_value());
+  auto names = t.ReadDir(*w);
+  ASSERT_TRUE(names.has_value());
+  ASSERT_EQ(names->size(), static_cast<size_t>(kNames));
+  for (int i = 0; i < kNames; ++i) {
+    const DirEntry& d = (*names)[i];
+    ASSERT_EQ(d.name, name(i));
+    const Node* n = t.Get(d.ino);
+    ASSERT_NE(n, nullptr);
+    EXPECT_EQ(n->size, i % 10 == 0 ? 3u : (i % 2 == 1 ? 2u : 1u)) << d.name;
+    EXPECT_EQ(n->layer, i % 2 == 0 && i % 10 != 0 ? 0u : 1u) << d.name;
+  }
 }
 
 TEST(OverlayConformance, HardlinksShareOneInode) {
