@@ -59,7 +59,7 @@ struct LayerCounters {
 // A regular file of a layer as the filesystem asks for it (from its merged node): `entry`, its
 // position in the layer's LayerIndex::entries (a hardlink's: the linked entry's); `size` and
 // `payload_offset`, where its bytes are in the uncompressed tar stream. A local layer's index
-// keeps no entries once merged (LayerIndex::DropFileTable), so LocalLayerData reads by the place
+// keeps no entries once merged (LayerIndex::DropEntries), so LocalLayerData reads by the place
 // alone; the lazy readers keep their entries and look `entry` up.
 struct FileRef {
   uint32_t entry = 0;

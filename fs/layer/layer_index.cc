@@ -239,10 +239,11 @@ Status PackedWindow::Unpack(std::string* out) const {
   return Status::Ok();
 }
 
-void LayerIndex::DropFileTable() {
-  std::vector<FileEntry>().swap(entries);  // swap, not clear(): clear() keeps the buffer
-  std::vector<Chunk>().swap(chunks);
+void LayerIndex::DropChunks() {
+  std::vector<Chunk>().swap(chunks);  // swap, not clear(): clear() keeps the buffer
 }
+
+void LayerIndex::DropEntries() { std::vector<FileEntry>().swap(entries); }
 
 size_t LayerIndex::CheckpointFor(uint64_t offset) const {
   auto it = std::upper_bound(

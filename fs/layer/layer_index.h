@@ -16,8 +16,8 @@
 // frame starts). Files are also cut into chunks (fixed size for tar layers; the format's own
 // chunks for eStargz/zstd:chunked) whose sha256 digests key the deduplicated chunk store.
 //
-// Thread-safety: immutable after construction (DropFileTable aside, which runs before the index is
-// shared); safe to share between threads.
+// Thread-safety: immutable after construction (DropChunks and DropEntries aside, which run before
+// the index is shared); safe to share between threads.
 #ifndef IMGFS_FS_LAYER_LAYER_INDEX_H_
 #define IMGFS_FS_LAYER_LAYER_INDEX_H_
 
@@ -224,13 +224,19 @@ struct LayerIndex {
   registry::Digest origin;
   registry::Digest subject;
 
-  // Frees the file table (`entries`, ~230 bytes per entry with its path, and `chunks`, ~100
-  // bytes per chunk): a merged NodeTable holds the names and attributes it shows and, for
-  // each regular file, where its bytes are (Node::payload_offset), which is all a local
-  // layer's reader needs (LocalLayerData reads the tar stream through the checkpoints, which
-  // stay). A mount does this to each local layer's index once merged. Encode then no longer
-  // gives the layer's file table. Not thread-safe: call it before the index is shared.
-  void DropFileTable();
+  // For an index whose files are read through the checkpoints alone (a local layer's
+  // LayerReader::Read/ReadFile; ReadChunk then finds no chunk): a mount drops the file table of
+  // each local layer's index, which the merged NodeTable replaces. Encode no longer gives the
+  // layer's file table afterwards. Not thread-safe: call them before the index is shared.
+  //
+  // DropChunks frees `chunks` (~100 bytes per chunk; the entries' chunk ranges then point into
+  // nothing): a mount does it as soon as a local layer's index is loaded, as the merge does not
+  // read chunks either.
+  void DropChunks();
+  // DropEntries frees `entries` (~230 bytes per entry with its path): a mount does it once the
+  // layers are merged, as each merged node keeps its names, attributes and where its bytes are
+  // (Node::payload_offset).
+  void DropEntries();
 
   // Index of the checkpoint with the largest uncompressed_offset <= `offset` (0 if none).
   size_t CheckpointFor(uint64_t offset) const;

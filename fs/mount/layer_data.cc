@@ -352,6 +352,8 @@ Result<OpenedLayer> LayerOpener::OpenLocal(size_t position, const registry::Desc
     index->format = LayerFormat::kEstargz;
   }
   auto owned = std::make_shared<LayerIndex>(std::move(index).value());
+  // Read through the checkpoints alone: the chunk table goes now, before the merge's peak.
+  owned->DropChunks();
   std::shared_ptr<const LayerIndex> shared = owned;
   LayerReader::Options reader_options;
   reader_options.cache_bytes = std::max(CacheShare(), reader_options.block_bytes);
@@ -363,7 +365,7 @@ Result<OpenedLayer> LayerOpener::OpenLocal(size_t position, const registry::Desc
   OpenedLayer out;
   out.kind = OpenedLayer::Kind::kLocal;
   out.index_built = !existed;
-  out.file_table_droppable = std::move(owned);
+  out.entries_droppable = std::move(owned);
   out.mounted = MountedLayer{shared, std::make_unique<LocalLayerData>(std::move(reader).value())};
   return out;
 }

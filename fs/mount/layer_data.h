@@ -95,9 +95,9 @@ struct OpenedLayer {
   LazyLayerReader* toc_reader = nullptr;  // kLazyToc
   uint64_t landmark = 0;                  // kLazyToc: eStargz landmark offset, 0 = none
   IndexedRemoteData* indexed = nullptr;   // kIndexed
-  // kLocal: the index of `mounted` (the same object), for LayerIndex::DropFileTable once the
+  // kLocal: the index of `mounted` (the same object), for LayerIndex::DropEntries once the
   // layers are merged: a local layer's data is read by the node's place in the tar stream.
-  std::shared_ptr<LayerIndex> file_table_droppable;
+  std::shared_ptr<LayerIndex> entries_droppable;
   // IndexStore files written for this layer without fsync (the mount was waiting for them):
   // for a BackgroundSync.
   std::vector<std::string> unsynced;

@@ -133,8 +133,8 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
   // The table holds the file table now; local layers are read by offset (no reader thread runs
   // yet: the filesystem is not serving).
   for (OpenedLayer& l : opened) {
-    if (l.file_table_droppable != nullptr) l.file_table_droppable->DropFileTable();
-    l.file_table_droppable.reset();
+    if (l.entries_droppable != nullptr) l.entries_droppable->DropEntries();
+    l.entries_droppable.reset();
   }
   IMGFS_LOG(kInfo) << "image " << text << ": " << layers.size() << " layers, "
                    << table.inode_count() << " inodes, " << out.indexes_built << " indexes built, "

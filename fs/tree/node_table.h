@@ -65,7 +65,7 @@ struct Node {
   uint32_t entry = 0;
   // Regular files: where the bytes start in that layer's uncompressed tar stream (the entry's
   // payload_offset). A local layer's index keeps no entries once merged (LayerIndex::
-  // DropFileTable): its files are read by this and `size` alone.
+  // DropEntries): its files are read by this and `size` alone.
   uint64_t payload_offset = 0;
   uint32_t first_child = 0;  // directories: range in the directory entry table
   uint32_t child_count = 0;

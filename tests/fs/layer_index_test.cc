@@ -322,13 +322,16 @@ TEST(LayerIndexTest, EntryCountIsCappedBeforeAllocating) {
       << r.error().ToString();
 }
 
-TEST(LayerIndexTest, DropFileTableKeepsWhatStreamReadsNeed) {
+TEST(LayerIndexTest, DroppingTheFileTableKeepsWhatStreamReadsNeed) {
   LayerIndex x = Sample();
   LayerIndex dropped = x;
-  dropped.DropFileTable();
+  dropped.DropChunks();
+  EXPECT_TRUE(dropped.chunks.empty());
+  EXPECT_EQ(dropped.chunks.capacity(), 0u);
+  EXPECT_EQ(dropped.entries, x.entries);
+  dropped.DropEntries();
   EXPECT_TRUE(dropped.entries.empty());
   EXPECT_EQ(dropped.entries.capacity(), 0u);
-  EXPECT_TRUE(dropped.chunks.empty());
   EXPECT_EQ(dropped.checkpoints, x.checkpoints);
   EXPECT_EQ(dropped.layer_digest, x.layer_digest);
   EXPECT_EQ(dropped.uncompressed_size, x.uncompressed_size);
