@@ -99,10 +99,7 @@ int WritableFs::Create(uint64_t parent, std::string_view name, mode_t mode, int 
       // The dead daemon may have died before it set the owner and mode.
       Node* dir = GetNode(parent);
       if (dir == nullptr) return ENOENT;
-      const std::string dir_path = PathOf(dir);
-      mode_t m = (mode & 07777) | S_IFREG;
-      r = SetNewOwner(upper_fd_.get(), Join(dir_path, name).c_str(), upper_fd_.get(), dir_path,
-                      caller, S_IFREG, &m);
+      r = SetNewOwnerAgain(PathOf(dir), name, caller, S_IFREG, (mode & 07777) | S_IFREG);
       if (r != 0) return r;
     }
     if (!exists) {

@@ -285,7 +285,7 @@ int WritableFs::Unlink(uint64_t parent, std::string_view name) {
   State st;
   int r = ResolveChild(dir->state, dir_path, name, &st);
   if (GoneBeforeJournaled(r)) {
-    Removed(dir, name);
+    Removed(dir, FindNode(Join(dir_path, name)));
     return 0;
   }
   if (r != 0) return r;
@@ -331,13 +331,13 @@ int WritableFs::Unlink(uint64_t parent, std::string_view name) {
     r = MakeWhiteout(path, false);
     if (r != 0) return r;
   }
-  Removed(dir, name);
+  Removed(dir, FindNode(path));
   return 0;
 }
 
-void WritableFs::Removed(Node* dir, std::string_view name) {
+void WritableFs::Removed(Node* dir, Node* node) {
   dir->state.upper = true;
-  Detach(FindNode(Join(PathOf(dir), name)));
+  Detach(node);
   JournalDone();
 }
 
@@ -350,7 +350,7 @@ int WritableFs::Rmdir(uint64_t parent, std::string_view name) {
   State st;
   int r = ResolveChild(dir->state, dir_path, name, &st);
   if (GoneBeforeJournaled(r)) {
-    Removed(dir, name);
+    Removed(dir, FindNode(Join(dir_path, name)));
     return 0;
   }
   if (r != 0) return r;
@@ -376,7 +376,7 @@ int WritableFs::Rmdir(uint64_t parent, std::string_view name) {
   if (r != 0) return r;
   Node* node = FindNode(path);
   if (node != nullptr) StatNode(node, &node->last);
-  Removed(dir, name);
+  Removed(dir, node);
   return 0;
 }
 

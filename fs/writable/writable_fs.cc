@@ -280,12 +280,17 @@ int WritableFs::AnswerIfResent(uint64_t parent, std::string_view name, Entry* ou
   const std::string dir_path = PathOf(dir);
   if (ResolveChild(dir->state, dir_path, name, &st) != 0 || !st.upper) return -1;
   if (caller != nullptr) {
-    const std::string path = Join(dir_path, name);
-    const int r = writable_internal::SetNewOwner(upper_fd_.get(), path.c_str(), upper_fd_.get(),
-                                                 dir_path, *caller, st.type, &mode);
+    const int r = SetNewOwnerAgain(dir_path, name, *caller, st.type, mode);
     if (r != 0) return r;
   }
   return MakeEntry(dir, name, st, out, /*created=*/true);
+}
+
+int WritableFs::SetNewOwnerAgain(const std::string& dir_path, std::string_view name,
+                                 const Caller& caller, mode_t type, mode_t mode) {
+  const std::string path = Join(dir_path, name);
+  return writable_internal::SetNewOwner(upper_fd_.get(), path.c_str(), upper_fd_.get(), dir_path,
+                                        caller, type, &mode);
 }
 
 Status WritableFs::Restore() {

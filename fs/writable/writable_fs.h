@@ -288,8 +288,9 @@ class WritableFs {
   // that (unlink, rmdir, the source of a rename), which is what a missing name then shows.
   // The request is then answered done, and the node table is made to follow the upper.
   static bool GoneBeforeJournaled(int r);
-  // The node table's side of an unlink or rmdir of `name` in `dir` done in the upper.
-  void Removed(Node* dir, std::string_view name) IMGFS_REQUIRES(mu_);
+  // The node table's side of an unlink or rmdir of a name in `dir` done in the upper: `node`
+  // (the name's node, may be null) is gone.
+  void Removed(Node* dir, Node* node) IMGFS_REQUIRES(mu_);
   // The node table's side of a rename in the upper: `snode` (the source's node, may be null)
   // now has the name `new_name` in `p2`, `dnode` (what had that name, may be null) is gone.
   // `dir`: the source is a directory, `had_lower`: one with lower content (now copied up whole).
@@ -312,6 +313,12 @@ class WritableFs {
   // request is to be done for real.
   int AnswerIfResent(uint64_t parent, std::string_view name, Entry* out,
                      const Caller* caller = nullptr, mode_t mode = 0) IMGFS_REQUIRES(mu_);
+  // For a request that makes a name, started but not answered before a takeover and sent
+  // again, when the name `name` in `dir_path` is there (made by the dead daemon): sets its
+  // owner and mode again (SetNewOwner for a new entry of type `type`), as the daemon may have
+  // died before it set them. 0 or an errno.
+  int SetNewOwnerAgain(const std::string& dir_path, std::string_view name, const Caller& caller,
+                       mode_t type, mode_t mode) IMGFS_REQUIRES(mu_);
   // After the last release of `id`: removes its orphan, if it has one.
   void DropOrphan(uint64_t id) IMGFS_EXCLUDES(mu_);
 

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -126,6 +127,23 @@ class WritableFsTest : public ::testing::Test {
         WritableFs::Open(TinyImage::Get().fs(), Upper(), dir_.Sub("work"), /*takeover=*/true);
     ASSERT_TRUE(w.has_value()) << w.error().ToString();
     wfs_ = std::move(*w);
+  }
+
+  // A kill that cut the journal short: of the lines the killed daemon journaled, only those
+  // `keep` says yes to (asked in order, each line without its newline) stay. Returns what
+  // stays.
+  std::string CutJournal(const std::function<bool(const std::string& line)>& keep) {
+    const std::string journal = dir_.Sub("work") + "/journal";
+    std::string kept;
+    {
+      std::ifstream lines(journal);
+      std::string line;
+      while (std::getline(lines, line)) {
+        if (keep(line)) kept += line + "\n";
+      }
+    }
+    std::ofstream(journal, std::ios::trunc) << kept;
+    return kept;
   }
 
   // Resolves "a/b/c" from the root, one Lookup per component. 0 when absent.
@@ -1155,21 +1173,14 @@ TEST_F(WritableFsTest, ARenameOverAnOpenFileCutShortByAKillKeepsBothFiles) {
       },
       &made, sizeof(made)));
   // Killed right after the orphan line: what followed it is cut off.
-  const std::string journal = work + "/journal";
-  std::string kept;
-  {
-    std::ifstream lines(journal);
-    std::string line;
-    while (std::getline(lines, line)) {
-      kept += line + "\n";
-      if (line == "O " + std::to_string(made.dst)) break;
-    }
-  }
-  ASSERT_NE(kept.find("O " + std::to_string(made.dst) + "\n"), std::string::npos) << kept;
-  {
-    std::ofstream out(journal, std::ios::trunc);
-    out << kept;
-  }
+  const std::string orphan_line = "O " + std::to_string(made.dst);
+  bool past_orphan_line = false;
+  const std::string kept = CutJournal([&](const std::string& line) {
+    if (past_orphan_line) return false;
+    past_orphan_line = line == orphan_line;
+    return true;
+  });
+  ASSERT_NE(kept.find(orphan_line + "\n"), std::string::npos) << kept;
   ASSERT_NO_FATAL_FAILURE(TakeOver());
 
   std::string data;
@@ -1200,7 +1211,6 @@ TEST_F(WritableFsTest, ARenameOverAnOpenFileCutShortByAKillKeepsBothFiles) {
 // the name made and answers with it — even for O_EXCL — with the caller's owner and mode set
 // again; a name that was there before (no start journaled) is still EEXIST.
 TEST_F(WritableFsTest, NamesMadeButNotJournaledByADeadDaemonAreAnsweredWhenSentAgain) {
-  const std::string work = dir_.Sub("work");
   auto as = [](uint64_t unique) { return WritableFs::RequestScope(RequestId{unique, false}); };
   ASSERT_NO_FATAL_FAILURE(RunKilledDaemon([&]() -> bool {
     Entry e;
@@ -1234,25 +1244,13 @@ TEST_F(WritableFsTest, NamesMadeButNotJournaledByADeadDaemonAreAnsweredWhenSentA
     return chown(made.c_str(), 0, 0) == 0 && chmod(made.c_str(), 0700) == 0;
   }));
   // Killed before the entry lines: the journal keeps only the starts of those requests.
-  const std::string journal = work + "/journal";
-  std::string kept;
-  {
-    std::ifstream lines(journal);
-    std::string line;
-    while (std::getline(lines, line)) {
-      const std::string last = line.substr(line.rfind(' ') + 1);
-      const bool entry = line.size() > 2 && std::string("ANLH").find(line[0]) != std::string::npos;
-      if (entry && (last == "80" || last == "82" || last == "84" || last == "86" || last == "88")) {
-        continue;
-      }
-      kept += line + "\n";
-    }
-  }
+  const std::string kept = CutJournal([](const std::string& line) {
+    const std::string last = line.substr(line.rfind(' ') + 1);
+    const bool entry = line.size() > 2 && std::string("ANLH").find(line[0]) != std::string::npos;
+    return !(entry &&
+             (last == "80" || last == "82" || last == "84" || last == "86" || last == "88"));
+  });
   ASSERT_NE(kept.find("U 84 0 0"), std::string::npos) << kept;
-  {
-    std::ofstream out(journal, std::ios::trunc);
-    out << kept;
-  }
   ASSERT_NO_FATAL_FAILURE(TakeOver());
   auto resent = [](uint64_t unique) { return WritableFs::RequestScope(RequestId{unique, true}); };
   Entry e;
