@@ -248,8 +248,29 @@ int WritableFs::KeepOrphan(Node* node, const std::string& path) {
   if (RenameBeneath(upper_fd_.get(), path, work_fd_.get(), name) != 0) return Errno();
   node->orphan = UniqueFd(openat(work_fd_.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
   node->orphan_in_work = true;
+  if (struct stat st{}; node->orphan.IsValid() && fstat(node->orphan.get(), &st) == 0) {
+    ++work_links_[st.st_ino];
+  }
   Journaled(journal_->Orphan(node->id, true));
   return 0;
+}
+
+void WritableFs::WorkLinkGone(ino_t upper_ino) {
+  if (auto it = work_links_.find(upper_ino); it != work_links_.end() && --it->second == 0) {
+    work_links_.erase(it);
+  }
+}
+
+void WritableFs::ReturnOrphan(Node* node, const std::string& path) {
+  if (RenameBeneath(work_fd_.get(), WritableJournal::OrphanName(node->id), upper_fd_.get(), path) !=
+      0) {
+    return;  // it stays an orphan, removed at the last release
+  }
+  node->orphan_in_work = false;
+  Journaled(journal_->Orphan(node->id, false));
+  struct stat st {};
+  if (!node->orphan.IsValid() || fstat(node->orphan.get(), &st) != 0) return;
+  WorkLinkGone(st.st_ino);
 }
 
 void WritableFs::DropOrphan(uint64_t id) {
@@ -265,7 +286,9 @@ void WritableFs::DropOrphan(uint64_t id) {
   }
   node->orphan_in_work = false;
   Journaled(journal_->Orphan(id, false));
-  if (known) ForgetUpperIno(st.st_ino);
+  if (!known) return;
+  WorkLinkGone(st.st_ino);
+  if (st.st_nlink <= 1) ForgetUpperIno(st.st_ino);  // its last name
 }
 
 int WritableFs::ReadDir(uint64_t id, std::vector<MergedDirEntry>* out, uint64_t* parent_st_ino) {

@@ -99,7 +99,7 @@ int WritableFs::SetAttr(uint64_t id, const SetAttrRequest& req, uint64_t fh, str
   }
   if (node->deleted) {
     if (fstat(fd, out) != 0) return Errno();
-    out->st_ino = UpperIno(out->st_ino, node->state.origin);
+    ShowUpper(out, node->state.origin);
     return 0;
   }
   int r = StatNode(node, out);
@@ -308,9 +308,9 @@ int WritableFs::Unlink(uint64_t parent, std::string_view name) {
       StatNode(node, &node->last);
       node->orphan = UniqueFd(OpenBeneath(upper_fd_.get(), path, O_PATH | O_NOFOLLOW | O_CLOEXEC));
     }
-    if (node != nullptr && S_ISREG(ust.st_mode) && ust.st_nlink == 1 && HasHandles(node->id)) {
-      // Open: its data goes on living in the work directory, where a daemon taking the mount
-      // over finds it again.
+    if (node != nullptr && S_ISREG(ust.st_mode) && HasHandles(node->id)) {
+      // Open: the name goes on living in the work directory, where a daemon taking the mount
+      // over finds its data again (also with other names: they need not stay).
       r = KeepOrphan(node, path);
       if (r == 0 && need_whiteout) r = MakeWhiteout(path, false);
     } else {
@@ -470,7 +470,7 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
     struct stat dst_st {};
     const bool keep = dnode != nullptr && dnode != snode && d.upper && S_ISREG(d.type) &&
                       StatBeneath(upper_fd_.get(), dst_path, &dst_st) == 0 &&
-                      S_ISREG(dst_st.st_mode) && dst_st.st_nlink == 1 && HasHandles(dnode->id);
+                      S_ISREG(dst_st.st_mode) && HasHandles(dnode->id);
     if (keep) {
       // The replaced file is open: its data moves to the work directory (see Unlink).
       r = KeepOrphan(dnode, dst_path);
@@ -478,10 +478,7 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
     }
     if (RenameBeneath(upper_fd_.get(), src_path, upper_fd_.get(), dst_path) != 0) {
       r = Errno();
-      if (keep) {
-        RenameBeneath(work_fd_.get(), WritableJournal::OrphanName(dnode->id), upper_fd_.get(),
-                      dst_path);
-      }
+      if (keep) ReturnOrphan(dnode, dst_path);
       return r;
     }
     if (src_whiteout) {

@@ -363,6 +363,7 @@ Status WritableFs::Restore() {
       struct stat st {};
       if (fstat(node->orphan.get(), &st) == 0 && S_ISREG(st.st_mode)) {
         if (!j.orphans().contains(id)) Journaled(journal_->Orphan(id, true));
+        ++work_links_[st.st_ino];
         node->orphan_in_work = true;
         node->state.upper = true;
         node->state.type = S_IFREG;
@@ -542,10 +543,17 @@ void WritableFs::ForgetUpperIno(ino_t upper_ino) {
   Journaled(journal_->ForgetUpperIno(upper_ino));
 }
 
+void WritableFs::ShowUpper(struct stat* st, uint32_t origin) {
+  if (auto it = work_links_.find(st->st_ino); it != work_links_.end()) {
+    st->st_nlink -= std::min<nlink_t>(st->st_nlink, it->second);
+  }
+  st->st_ino = UpperIno(st->st_ino, origin);
+}
+
 int WritableFs::StatState(const State& state, const std::string& path, struct stat* out) {
   if (state.upper) {
     if (StatBeneath(upper_fd_.get(), path, out) != 0) return Errno();
-    out->st_ino = UpperIno(out->st_ino, state.origin);
+    ShowUpper(out, state.origin);
   } else {
     Result<struct stat> st = table_.GetAttr(state.lower);
     if (!st.has_value()) return EIO;
@@ -568,8 +576,7 @@ int WritableFs::StatNode(Node* node, struct stat* out) {
   if (node->deleted) {
     if (node->orphan.IsValid()) {
       if (fstat(node->orphan.get(), out) != 0) return Errno();
-      out->st_ino = UpperIno(out->st_ino, node->state.origin);
-      if (node->orphan_in_work) out->st_nlink = 0;  // its one name is gone from the tree
+      ShowUpper(out, node->state.origin);
       node->last = *out;
       return 0;
     }
@@ -587,7 +594,11 @@ bool WritableFs::Cacheable(const Node* node) const {
     // Every change of an upper entry comes through a request on its own id, except those
     // through another name of a hardlink group (one id per name) and the copy-ups and
     // renames that push invalidations: a single-name entry may be cached for long.
-    return S_ISDIR(node->state.type) || node->last.st_nlink <= 1;
+    if (S_ISDIR(node->state.type)) return true;
+    // A name in the work directory is another name (its open handles write to it).
+    auto raw = claimed_inos_.find(node->last.st_ino);
+    return node->last.st_nlink <= 1 &&
+           (raw == claimed_inos_.end() || !work_links_.contains(raw->second));
   }
   if (node->state.type != S_IFREG) return true;
   const fs::Node* ln = table_.Get(node->state.lower);

@@ -31,14 +31,15 @@
 // opened with `takeover` restores it from there instead of starting afresh. A file unlinked
 // (or renamed over) while open is moved into the work directory as the journal's
 // OrphanName(id) rather than removed, so that handles reopened by the next daemon still reach
-// its data; it is removed at the last release. A lock on the work directory (flock) keeps two
-// WritableFs from serving one work directory at once. Requests the dead daemon had read but not
-// answered are sent again by the kernel, marked so and with their first number (RequestId,
-// set by the FUSE adapter through RequestScope). The journal records that number with each
-// lookup it counts, each handle it opens and each unlink, rmdir and rename done; a request
-// sent again that it records is answered from there without being done or counted again —
-// lookup, mknod, mkdir, symlink, link: the recorded id with fresh attributes; open: the
-// recorded handle; create: both; unlink, rmdir, rename: done. Anything else — a request not
+// its data; it is removed at the last release. That holds for a file with other names too
+// (the name moves, its link count stays): stat does not count names in the work directory. A lock
+// on the work directory (flock) keeps two WritableFs from serving one work directory at once.
+// Requests the dead daemon had read but not answered are sent again by the kernel, marked so and
+// with their first number (RequestId, set by the FUSE adapter through RequestScope). The journal
+// records that number with each lookup it counts, each handle it opens and each unlink, rmdir and
+// rename done; a request sent again that it records is answered from there without being done or
+// counted again — lookup, mknod, mkdir, symlink, link: the recorded id with fresh attributes; open:
+// the recorded handle; create: both; unlink, rmdir, rename: done. Anything else — a request not
 // marked as sent again, or one the journal does not record — is done for real, so a new
 // request identical to one done before the takeover gets the real answer (ENOENT, EEXIST).
 // A change made in the upper by a daemon killed before its journal line is found done when
@@ -261,6 +262,9 @@ class WritableFs {
   bool Cacheable(const Node* node) const IMGFS_REQUIRES(mu_);
   uint64_t UpperIno(ino_t upper_ino, uint32_t origin) IMGFS_REQUIRES(mu_);
   void ForgetUpperIno(ino_t upper_ino) IMGFS_REQUIRES(mu_);
+  // `st`, an upper inode's stat, as the tree shows it: its st_ino numbered (UpperIno), its
+  // names in the work directory (orphans) not counted in st_nlink.
+  void ShowUpper(struct stat* st, uint32_t origin) IMGFS_REQUIRES(mu_);
   // `created`: the name was just made by the request (journaled so).
   int MakeEntry(Node* parent, std::string_view name, const State& state, Entry* out,
                 bool created = false) IMGFS_REQUIRES(mu_);
@@ -278,6 +282,10 @@ class WritableFs {
   // Moves the upper file at `path` of `node` (open: HasHandles) into the work directory as
   // its orphan, instead of removing it.
   int KeepOrphan(Node* node, const std::string& path) IMGFS_REQUIRES(mu_);
+  // Undoes KeepOrphan (the change it was for failed): the file gets `path` back.
+  void ReturnOrphan(Node* node, const std::string& path) IMGFS_REQUIRES(mu_);
+  // One name of the upper inode `upper_ino` left the work directory (work_links_).
+  void WorkLinkGone(ino_t upper_ino) IMGFS_REQUIRES(mu_);
   // The calling thread's request (RequestScope).
   static RequestId CurrentRequest();
   // What the journal records of the calling thread's request when the kernel sent it again
@@ -386,6 +394,8 @@ class WritableFs {
   // get the image file's number if the image file's copy has it).
   std::unordered_map<ino_t, uint64_t> upper_inos_ IMGFS_GUARDED_BY(mu_);
   std::unordered_map<uint64_t, ino_t> claimed_inos_ IMGFS_GUARDED_BY(mu_);
+  // Upper inodes with names in the work directory (orphans), upper st_ino -> how many.
+  std::unordered_map<ino_t, uint32_t> work_links_ IMGFS_GUARDED_BY(mu_);
   uint64_t next_st_ino_ IMGFS_GUARDED_BY(mu_) = 0;
   uint64_t temp_counter_ IMGFS_GUARDED_BY(mu_) = 0;
   // Counts the times a name known to the kernel moved from the lower to the upper: a read

@@ -107,6 +107,14 @@ TEST_F(RwTakeoverTest, AFuseDriverWritableMountNeverSeesAKilledDaemon) {
   std::string error;
   ASSERT_TRUE(WriteSynced(orphan, orphan_content, 0, &error)) << error;
   ASSERT_EQ(unlink((w + "/orphan").c_str()), 0) << strerror(errno);
+  // And one with another name that stays.
+  int linked_orphan =
+      open((w + "/linked-orphan").c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  ASSERT_GE(linked_orphan, 0) << strerror(errno);
+  const std::string linked_content = ContentOf("linked-orphan", 0);
+  ASSERT_TRUE(WriteSynced(linked_orphan, linked_content, 0, &error)) << error;
+  ASSERT_EQ(link((w + "/linked-orphan").c_str(), (w + "/linked").c_str()), 0) << strerror(errno);
+  ASSERT_EQ(unlink((w + "/linked-orphan").c_str()), 0) << strerror(errno);
 
   ReaderLog log(kThreads);
   std::atomic<bool> stop{false};
@@ -204,6 +212,11 @@ TEST_F(RwTakeoverTest, AFuseDriverWritableMountNeverSeesAKilledDaemon) {
     EXPECT_EQ(err, "");
     EXPECT_EQ(ReadFromDaemon(orphan, &err), orphan_content)
         << "the unlinked open file after takeover " << n << " " << err;
+    EXPECT_EQ(ReadFromDaemon(linked_orphan, &err), linked_content)
+        << "the unlinked open file with another name after takeover " << n << " " << err;
+    struct stat lst {};
+    EXPECT_EQ(lstat((w + "/linked").c_str(), &lst), 0) << strerror(errno);
+    EXPECT_EQ(lst.st_nlink, 1u) << "its other name, after takeover " << n;
   }
   stop = true;
   for (std::thread& t : threads) t.join();
@@ -255,6 +268,7 @@ TEST_F(RwTakeoverTest, AFuseDriverWritableMountNeverSeesAKilledDaemon) {
   close(held_read);
   close(held_write);
   close(orphan);
+  close(linked_orphan);
   const size_t bound = static_cast<size_t>(kThreads + 1) * static_cast<size_t>(takeovers);
   size_t ids = 0;
   size_t handles = 0;

@@ -989,6 +989,89 @@ TEST_F(WritableFsTest, TakeoverRestoresIdsCountsInodesAndHandles) {
   EXPECT_EQ(ReadAllOf("moved"), "hello");
 }
 
+// A file with other names, unlinked or renamed over while open: its name moves to the work
+// directory like a single-name file's, so the next daemon opens its handle again; stat does
+// not count that name (the link count drops as the kernel's would), and the names that stay
+// are not cached for long while an open handle of another id can change them.
+TEST_F(WritableFsTest, AnOpenFileWithOtherNamesStaysReachableAfterATakeover) {
+  struct Made {
+    uint64_t a = 0, b = 0, c = 0, d = 0, fh_a = 0, fh_c = 0;
+    uint64_t b_ino = 0, b_nlink = 0, a_nlink = 0, a_ino = 0;
+    bool b_cacheable = true;
+  } m;
+  ASSERT_NO_FATAL_FAILURE(RunKilledDaemon(
+      [&]() -> bool {
+        Entry e;
+        size_t n = 0;
+        if (wfs_->Create(1, "a", 0644, O_RDWR, caller_, &e, &m.fh_a) != 0) return false;
+        m.a = e.id;
+        if (wfs_->Write(m.fh_a, 0, "one", 3, &n) != 0) return false;
+        if (wfs_->Link(m.a, 1, "b", &e) != 0) return false;
+        m.b = e.id;
+        if (wfs_->Unlink(1, "a") != 0) return false;
+        if (wfs_->Create(1, "c", 0644, O_RDWR, caller_, &e, &m.fh_c) != 0) return false;
+        m.c = e.id;
+        if (wfs_->Write(m.fh_c, 0, "two", 3, &n) != 0) return false;
+        if (wfs_->Link(m.c, 1, "d", &e) != 0) return false;
+        m.d = e.id;
+        uint64_t fh = 0;
+        if (wfs_->Create(1, "e", 0644, O_RDWR, caller_, &e, &fh) != 0) return false;
+        if (wfs_->Write(fh, 0, "new", 3, &n) != 0) return false;
+        wfs_->Release(fh);
+        if (wfs_->Rename(1, "e", 1, "c", 0) != 0) return false;
+        struct stat st {};
+        if (wfs_->GetAttr(m.b, &st, &m.b_cacheable) != 0) return false;
+        m.b_ino = st.st_ino;
+        m.b_nlink = st.st_nlink;
+        bool cacheable = false;
+        if (wfs_->GetAttr(m.a, &st, &cacheable) != 0) return false;
+        m.a_ino = st.st_ino;
+        m.a_nlink = st.st_nlink;
+        return true;
+      },
+      &m, sizeof(m)));
+  EXPECT_EQ(m.b_nlink, 1u) << "the name in the work directory is not counted";
+  EXPECT_EQ(m.a_nlink, 1u) << "the unlinked name's inode has one name left";
+  EXPECT_EQ(m.a_ino, m.b_ino);
+  EXPECT_FALSE(m.b_cacheable) << "the open handle of the unlinked name can change it";
+  const std::string work = dir_.Sub("work");
+  EXPECT_TRUE(std::filesystem::exists(work + "/" + WritableJournal::OrphanName(m.a)));
+  EXPECT_TRUE(std::filesystem::exists(work + "/" + WritableJournal::OrphanName(m.c)));
+
+  ASSERT_NO_FATAL_FAILURE(TakeOver());
+  std::string data;
+  ASSERT_EQ(wfs_->Read(m.fh_a, 0, 100, &data), 0) << "the handle of the unlinked name";
+  EXPECT_EQ(data, "one");
+  size_t n = 0;
+  ASSERT_EQ(wfs_->Write(m.fh_a, 0, "ONE", 3, &n), 0);
+  EXPECT_EQ(ReadAllOf("b"), "ONE") << "one inode";
+  ASSERT_EQ(wfs_->Read(m.fh_c, 0, 100, &data), 0) << "the handle of the renamed-over name";
+  EXPECT_EQ(data, "two");
+  EXPECT_EQ(ReadAllOf("d"), "two");
+  EXPECT_EQ(ReadAllOf("c"), "new");
+  struct stat st {};
+  bool cacheable = true;
+  ASSERT_EQ(wfs_->GetAttr(m.b, &st, &cacheable), 0);
+  EXPECT_EQ(st.st_nlink, 1u);
+  EXPECT_EQ(st.st_ino, m.b_ino);
+  EXPECT_FALSE(cacheable);
+  ASSERT_EQ(wfs_->GetAttr(m.a, &st, &cacheable), 0);
+  EXPECT_EQ(st.st_nlink, 1u);
+  EXPECT_EQ(st.st_size, 3);
+
+  // The last releases remove the names in the work directory; the other names stay whole.
+  wfs_->Release(m.fh_a);
+  wfs_->Release(m.fh_c);
+  EXPECT_FALSE(std::filesystem::exists(work + "/" + WritableJournal::OrphanName(m.a)));
+  EXPECT_FALSE(std::filesystem::exists(work + "/" + WritableJournal::OrphanName(m.c)));
+  ASSERT_EQ(wfs_->GetAttr(m.b, &st, &cacheable), 0);
+  EXPECT_EQ(st.st_nlink, 1u);
+  EXPECT_EQ(st.st_ino, m.b_ino);
+  EXPECT_TRUE(cacheable);
+  EXPECT_EQ(ReadAllOf("b"), "ONE");
+  EXPECT_EQ(ReadAllOf("d"), "two");
+}
+
 // Requests the dead daemon had done (and journaled) but not answered come again after the
 // takeover, marked as sent again and with their first numbers: they are answered from the
 // journal — the same ids and handles, counted once — while the same requests with new numbers
