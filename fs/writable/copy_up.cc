@@ -111,6 +111,7 @@ int WritableFs::EnsureUpperDir(const std::string& path) {
 
 int WritableFs::CopyUpPath(const std::string& path, const State& state, bool with_data) {
   if (state.upper) return 0;
+  if (int r = JournalRoom(true); r != 0) return r;
   std::string parent = ParentOf(path);
   int r = EnsureUpperDir(parent);
   if (r != 0) return r;

@@ -14,6 +14,7 @@ std::shared_ptr<WritableFs::Handle> WritableFs::GetHandle(uint64_t fh) const {
 }
 
 int WritableFs::Open(uint64_t id, int flags, uint64_t* fh, bool* cacheable) {
+  if (int r = JournalRoom(false); r != 0) return r;  // a copy-up asks for more (CopyUpPath)
   if (std::optional<WritableJournal::RequestRecord> rec = Resent();
       rec && rec->fh != 0 && GetHandle(rec->fh) != nullptr) {
     // Opened before a takeover (the handle restored from the journal): that handle.
@@ -56,6 +57,7 @@ int WritableFs::Open(uint64_t id, int flags, uint64_t* fh, bool* cacheable) {
 
 int WritableFs::Create(uint64_t parent, std::string_view name, mode_t mode, int flags,
                        const Caller& caller, Entry* out, uint64_t* fh) {
+  if (int r = JournalRoom(true); r != 0) return r;
   const std::optional<WritableJournal::RequestRecord> rec = Resent();
   // Sent again after a takeover, journaled as started (JournalStarted) but not answered: a
   // name that exists now was made by the dead daemon, even under O_EXCL.
@@ -316,6 +318,7 @@ int WritableFs::StatFs(struct statvfs* out) {
 // ---- xattrs ----------------------------------------------------------------------------
 
 int WritableFs::SetXattr(uint64_t id, std::string_view name, std::string_view value, int flags) {
+  if (int r = JournalRoom(true); r != 0) return r;
   if (IsOverlayXattr(name)) return EPERM;
   MutexLock lock(&mu_);
   Node* node = GetNode(id);
@@ -364,6 +367,7 @@ int WritableFs::ListXattr(uint64_t id, std::vector<std::string>* names) {
 }
 
 int WritableFs::RemoveXattr(uint64_t id, std::string_view name) {
+  if (int r = JournalRoom(false); r != 0) return r;
   if (IsOverlayXattr(name)) return ENODATA;
   MutexLock lock(&mu_);
   Node* node = GetNode(id);

@@ -8,6 +8,7 @@ using namespace writable_internal;  // this module's own helpers
 // ---- name operations -------------------------------------------------------------------
 
 int WritableFs::Lookup(uint64_t parent, std::string_view name, Entry* out) {
+  if (int r = JournalRoom(false); r != 0) return r;
   MutexLock lock(&mu_);
   if (const int answered = AnswerIfResent(parent, name, out); answered >= 0) return answered;
   Node* dir = GetNode(parent);
@@ -44,6 +45,7 @@ int WritableFs::GetAttr(uint64_t id, struct stat* out, bool* cacheable) {
 
 int WritableFs::SetAttr(uint64_t id, const SetAttrRequest& req, uint64_t fh, struct stat* out,
                         bool* cacheable) {
+  if (int r = JournalRoom(false); r != 0) return r;
   if (cacheable != nullptr) *cacheable = false;
   std::shared_ptr<Handle> handle = fh != 0 ? GetHandle(fh) : nullptr;
   MutexLock lock(&mu_);
@@ -200,6 +202,7 @@ int WritableFs::FinishCreate(const CreateSite& site, std::string_view name, mode
 
 int WritableFs::Mknod(uint64_t parent, std::string_view name, mode_t mode, dev_t rdev,
                       const Caller& caller, Entry* out) {
+  if (int r = JournalRoom(true); r != 0) return r;
   MutexLock lock(&mu_);
   if (const int answered = AnswerIfResent(parent, name, out, &caller, mode); answered >= 0) {
     return answered;
@@ -228,6 +231,7 @@ int WritableFs::Mknod(uint64_t parent, std::string_view name, mode_t mode, dev_t
 
 int WritableFs::Mkdir(uint64_t parent, std::string_view name, mode_t mode, const Caller& caller,
                       Entry* out) {
+  if (int r = JournalRoom(true); r != 0) return r;
   MutexLock lock(&mu_);
   if (const int answered = AnswerIfResent(parent, name, out, &caller, (mode & 07777) | S_IFDIR);
       answered >= 0) {
@@ -255,6 +259,7 @@ int WritableFs::Mkdir(uint64_t parent, std::string_view name, mode_t mode, const
 
 int WritableFs::Symlink(std::string_view target, uint64_t parent, std::string_view name,
                         const Caller& caller, Entry* out) {
+  if (int r = JournalRoom(true); r != 0) return r;
   MutexLock lock(&mu_);
   if (const int answered = AnswerIfResent(parent, name, out, &caller, S_IFLNK | 0777);
       answered >= 0) {
@@ -277,6 +282,7 @@ int WritableFs::Symlink(std::string_view target, uint64_t parent, std::string_vi
 }
 
 int WritableFs::Unlink(uint64_t parent, std::string_view name) {
+  if (int r = JournalRoom(false); r != 0) return r;
   if (Resent().has_value()) return 0;  // done before a takeover (the header says)
   MutexLock lock(&mu_);
   Node* dir = GetNode(parent);
@@ -342,6 +348,7 @@ void WritableFs::Removed(Node* dir, Node* node) {
 }
 
 int WritableFs::Rmdir(uint64_t parent, std::string_view name) {
+  if (int r = JournalRoom(false); r != 0) return r;
   if (Resent().has_value()) return 0;
   MutexLock lock(&mu_);
   Node* dir = GetNode(parent);
@@ -382,6 +389,7 @@ int WritableFs::Rmdir(uint64_t parent, std::string_view name) {
 
 int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_parent,
                        std::string_view new_name, unsigned flags) {
+  if (int r = JournalRoom(true); r != 0) return r;
   if ((flags & ~static_cast<unsigned>(RENAME_NOREPLACE)) != 0) return EINVAL;
   if (Resent().has_value()) return 0;
   MutexLock lock(&mu_);
@@ -584,6 +592,7 @@ void WritableFs::Moved(Node* p1, Node* p2, Node* snode, Node* dnode, std::string
 }
 
 int WritableFs::Link(uint64_t id, uint64_t new_parent, std::string_view new_name, Entry* out) {
+  if (int r = JournalRoom(true); r != 0) return r;
   MutexLock lock(&mu_);
   if (const int answered = AnswerIfResent(new_parent, new_name, out); answered >= 0) {
     return answered;

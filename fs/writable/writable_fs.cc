@@ -226,6 +226,15 @@ void WritableFs::Journaled(const Status& st) {
   if (!st.ok()) IMGFS_LOG(kError) << "writable journal: " << st.ToString();
 }
 
+int WritableFs::JournalRoom(bool makes) {
+  // A request that makes nothing writes a few lines: 4 KiB holds the longest, many times.
+  Status st = journal_->Reserve(makes ? WritableJournal::kReserveBytes / 2 : 4096);
+  if (st.ok()) return 0;
+  if (st.code() == StatusCode::kNoSpace) return ENOSPC;
+  IMGFS_LOG(kError) << "writable journal: " << st.ToString();
+  return EIO;
+}
+
 namespace {
 thread_local RequestId current_request;
 }  // namespace

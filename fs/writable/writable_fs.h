@@ -278,6 +278,10 @@ class WritableFs {
   Status Restore() IMGFS_REQUIRES(mu_);
   // Logs a journal write that failed (the journal then removes itself).
   static void Journaled(const Status& st);
+  // Room in the journal for a request (WritableJournal::Reserve): ENOSPC when `makes`
+  // (it makes or copies up something) and half the journal's reserve can't be kept, or when
+  // even the few lines of another can't be had.
+  int JournalRoom(bool makes);
   bool HasHandles(uint64_t id) const IMGFS_EXCLUDES(handles_mu_);
   // Moves the upper file at `path` of `node` (open: HasHandles) into the work directory as
   // its orphan, instead of removing it.

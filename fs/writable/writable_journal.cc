@@ -411,7 +411,7 @@ Status WritableJournal::Record(const std::string& line) {
     return written;
   }
   bytes_ += text.size();
-  if (bytes_ > kCompactBytes && bytes_ > 2 * snapshot_bytes_) {
+  if (bytes_ > kCompactBytes && bytes_ > 2 * snapshot_bytes_ && bytes_ >= compact_at_) {
     Status compacted = Compact();
     if (!compacted.ok()) Break(compacted);
   }
@@ -423,7 +423,20 @@ Status WritableJournal::Compact() {
   UniqueFd fd(
       openat(dir_fd_, kNewFileName, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!fd.IsValid()) return Status::FromErrno(errno, "compacting the writable journal");
-  IMGFS_RETURN_IF_ERROR(WriteAll(fd.get(), snapshot));
+  // The snapshot and the reserve after it, allocated first: with no room for both, the old
+  // file goes on (its own reserve is still there).
+  const bool ahead =
+      allocates_ && fallocate(fd.get(), FALLOC_FL_KEEP_SIZE, 0,
+                              static_cast<off_t>(snapshot.size() + kReserveBytes)) == 0;
+  Status written = allocates_ && !ahead && errno == ENOSPC
+                       ? Status::FromErrno(ENOSPC, "compacting the writable journal")
+                       : WriteAll(fd.get(), snapshot);
+  if (!written.ok()) {
+    unlinkat(dir_fd_, kNewFileName, 0);
+    if (written.code() != StatusCode::kNoSpace) return written;
+    compact_at_ = 2 * bytes_;
+    return Status::Ok();
+  }
   // A kill before the rename leaves the old journal whole; after, the new one.
   if (renameat(dir_fd_, kNewFileName, dir_fd_, kFileName) != 0) {
     return Status::FromErrno(errno, "compacting the writable journal");
@@ -431,7 +444,32 @@ Status WritableJournal::Compact() {
   fd_ = std::move(fd);
   bytes_ = snapshot.size();
   snapshot_bytes_ = snapshot.size();
+  allocated_ = ahead ? snapshot.size() + kReserveBytes : 0;
   return Status::Ok();
+}
+
+Status WritableJournal::Reserve(size_t bytes) {
+  MutexLock lock(&mu_);
+  if (!fd_.IsValid() || broken_ || !allocates_) return Status::Ok();
+  if (allocated_ >= bytes_ + kReserveBytes / 2 && allocated_ >= bytes_ + bytes) {
+    return Status::Ok();
+  }
+  // The whole reserve if it fits, else what this request needs.
+  for (size_t want : {kReserveBytes, bytes}) {
+    if (allocated_ >= bytes_ + want) break;
+    if (fallocate(fd_.get(), FALLOC_FL_KEEP_SIZE, static_cast<off_t>(bytes_),
+                  static_cast<off_t>(want)) == 0) {
+      allocated_ = bytes_ + want;
+      break;
+    }
+    if (errno == EOPNOTSUPP || errno == ENOSYS) {
+      allocates_ = false;  // no guarantee to give: writes go on as they come
+      return Status::Ok();
+    }
+    if (errno != ENOSPC) return Status::FromErrno(errno, "allocating the writable journal");
+  }
+  if (allocated_ >= bytes_ + bytes) return Status::Ok();
+  return Status::NoSpace("no room left for the writable journal");
 }
 
 std::string WritableJournal::Snapshot() const {

@@ -52,8 +52,16 @@
 // written it): bounded size, every field checked, names checked as a lookup checks them, ids
 // referring only to recorded ones, no cycles; Corrupt otherwise.
 //
-// A write that fails (ENOSPC) makes the journal useless: it is removed, so a later takeover
-// fails (the mount then answers EIO, fs/fuse/takeover.h) rather than serve wrong ids.
+// Room: a full filesystem must not cut the journal short. The file keeps kReserveBytes
+// allocated ahead of its end (fallocate, its size unchanged), topped up by Reserve, which the
+// WritableFs calls before each request that journals: one that makes something (and needs
+// room anyway) is refused with ENOSPC unless half the reserve can be kept, while lookups,
+// opens, unlinks and what the kernel sends without waiting for an answer (forget, release)
+// write into the reserve — so `rm` still frees space on a full filesystem. A compaction that
+// finds no room keeps the old file and tries again once it has grown as much again.
+// A write that fails all the same (the reserve used up, an I/O error, a filesystem that can't
+// allocate ahead) makes the journal useless: it is removed, so a later takeover fails (the
+// mount then answers EIO, fs/fuse/takeover.h) rather than serve wrong ids.
 //
 // Thread-safety: the recording methods may be called from any thread (one internal lock,
 // held across the write so that events reach the file in order). The read accessors (nodes(),
@@ -164,6 +172,11 @@ class WritableJournal {
   uint64_t next_fh() const;
   uint64_t next_st_ino() const;
 
+  // Keeps kReserveBytes allocated ahead of the journal's end where it can (see the top of
+  // the file); NoSpace when fewer than `bytes` are there. Ok for a journal in memory, a
+  // broken one, or a filesystem without fallocate.
+  Status Reserve(size_t bytes);
+
   // The state as snapshot lines (what compaction writes; loading it gives the same state).
   std::string Snapshot() const;
 
@@ -174,6 +187,7 @@ class WritableJournal {
   static constexpr size_t kMaxJournalBytes = size_t{64} << 20;
   // Compaction once the file is this large and twice its last snapshot.
   static constexpr size_t kCompactBytes = size_t{1} << 20;
+  static constexpr size_t kReserveBytes = size_t{1} << 20;
 
  private:
   explicit WritableJournal(int dir_fd, UniqueFd fd);
@@ -194,6 +208,9 @@ class WritableJournal {
   bool broken_ IMGFS_GUARDED_BY(mu_) = false;
   size_t bytes_ IMGFS_GUARDED_BY(mu_) = 0;
   size_t snapshot_bytes_ IMGFS_GUARDED_BY(mu_) = 0;
+  size_t allocated_ IMGFS_GUARDED_BY(mu_) = 0;   // the file's blocks reach this offset
+  bool allocates_ IMGFS_GUARDED_BY(mu_) = true;  // the filesystem allocates ahead (fallocate)
+  size_t compact_at_ IMGFS_GUARDED_BY(mu_) = 0;  // a compaction that found no room: not before
   std::map<uint64_t, NodeRecord> nodes_ IMGFS_GUARDED_BY(mu_);
   std::map<std::pair<uint64_t, std::string>, uint64_t, std::less<>> names_ IMGFS_GUARDED_BY(mu_);
   std::map<uint64_t, HandleRecord> handles_ IMGFS_GUARDED_BY(mu_);

@@ -4,6 +4,7 @@
 #include "fs/writable/writable_fs.h"
 
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -1070,6 +1071,82 @@ TEST_F(WritableFsTest, AnOpenFileWithOtherNamesStaysReachableAfterATakeover) {
   EXPECT_TRUE(cacheable);
   EXPECT_EQ(ReadAllOf("b"), "ONE");
   EXPECT_EQ(ReadAllOf("d"), "two");
+}
+
+// A full upper filesystem does not cut the journal short: it keeps room allocated ahead, so
+// requests that make something are refused (ENOSPC) before it runs out, while lookups (of
+// long names, again and again), forgets and unlinks go on, `rm` frees space, and the next
+// daemon takes the mount over with everything the dead one handed out.
+TEST_F(WritableFsTest, AFullUpperRefusesWhatMakesButKeepsTheJournalWhole) {
+  wfs_.reset();
+  ASSERT_EQ(mount("tmpfs", dir_.path().c_str(), "tmpfs", 0, "size=4m"), 0) << strerror(errno);
+  struct Unmount {
+    std::string at;
+    ~Unmount() { umount2(at.c_str(), MNT_DETACH); }
+  } unmount{dir_.path()};
+  ASSERT_TRUE(MakeDirs(Upper()).ok());
+  struct Made {
+    uint64_t ids[8] = {};
+    int full_mkdir = 0, full_create = 0, lookups_failed = 0, unlink = 0, mkdir_after = 0;
+    uint64_t journal_bytes = 0;
+  } m;
+  const std::string long_name(200, 'n');
+  ASSERT_NO_FATAL_FAILURE(RunKilledDaemon(
+      [&]() -> bool {
+        Entry e;
+        uint64_t fh = 0;
+        size_t n = 0;
+        for (int i = 0; i < 8; ++i) {
+          if (wfs_->Create(1, long_name + std::to_string(i), 0644, O_RDWR, caller_, &e, &fh) != 0) {
+            return false;
+          }
+          m.ids[i] = e.id;
+          wfs_->Release(fh);
+        }
+        if (wfs_->Create(1, "big", 0644, O_RDWR, caller_, &e, &fh) != 0) return false;
+        const uint64_t big = e.id;
+        const std::string block(4096, 'x');
+        uint64_t off = 0;
+        while (wfs_->Write(fh, off, block.data(), block.size(), &n) == 0 && n == block.size()) {
+          off += n;
+        }
+        wfs_->Release(fh);
+        // Each round frees an id and names it again: a line with the name's 400 hex digits,
+        // written into the journal's reserve: 1 500 of them take more than half of it.
+        for (int round = 0; round < 1500; ++round) {
+          const int i = round % 8;
+          wfs_->Forget(m.ids[i], wfs_->lookup_count(m.ids[i]));
+          if (wfs_->Lookup(1, long_name + std::to_string(i), &e) != 0) ++m.lookups_failed;
+          m.ids[i] = e.id;
+        }
+        Entry x;
+        m.full_mkdir = wfs_->Mkdir(1, "more", 0755, caller_, &x);
+        m.full_create = wfs_->Create(1, "more", 0644, O_RDWR, caller_, &x, &fh);
+        m.unlink = wfs_->Unlink(1, "big");
+        wfs_->Forget(big, 1);  // as the kernel does once the unlinked file is unused
+        m.mkdir_after = wfs_->Mkdir(1, "after", 0755, caller_, &x);
+        struct stat st {};
+        if (stat((dir_.Sub("work") + "/journal").c_str(), &st) == 0) m.journal_bytes = st.st_size;
+        return true;
+      },
+      &m, sizeof(m)));
+  EXPECT_EQ(m.full_mkdir, ENOSPC);
+  EXPECT_EQ(m.full_create, ENOSPC);
+  EXPECT_EQ(m.lookups_failed, 0);
+  EXPECT_GT(m.journal_bytes, 600000u) << "the lookups were journaled while the upper was full";
+  EXPECT_EQ(m.unlink, 0);
+  EXPECT_EQ(m.mkdir_after, 0);
+  ASSERT_NO_FATAL_FAILURE(TakeOver());
+  for (int i = 0; i < 8; ++i) {
+    Entry e;
+    ASSERT_EQ(wfs_->Lookup(1, long_name + std::to_string(i), &e), 0) << i;
+    EXPECT_EQ(e.id, m.ids[i]) << "the id the dead daemon handed out";
+    EXPECT_EQ(wfs_->lookup_count(m.ids[i]), 2u) << i;
+  }
+  Entry e;
+  EXPECT_EQ(wfs_->Lookup(1, "after", &e), 0);
+  EXPECT_EQ(wfs_->Lookup(1, "big", &e), ENOENT);
+  wfs_.reset();
 }
 
 // Requests the dead daemon had done (and journaled) but not answered come again after the

@@ -4,9 +4,12 @@
 #include "fs/writable/writable_journal.h"
 
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -105,6 +108,62 @@ TEST_F(WritableJournalTest, GrowthIsCompactedIntoASnapshot) {
   ASSERT_TRUE(r.has_value()) << r.error().ToString();
   EXPECT_EQ((*r)->nodes().at(2).lookups, 1u);
   EXPECT_EQ((*r)->Snapshot(), (*j)->Snapshot());
+}
+
+// On a full filesystem the journal writes into the room it allocated ahead: a compaction
+// that finds no room for its new file keeps the old one, Reserve says NoSpace once the room
+// is used up (the WritableFs then refuses requests), and nothing written is lost.
+TEST_F(WritableJournalTest, AFullFilesystemLeavesTheJournalWhole) {
+  ASSERT_EQ(geteuid(), 0u) << "mounts a small tmpfs";
+  const std::string small = dir_.Sub("small");
+  ASSERT_EQ(mkdir(small.c_str(), 0700), 0);
+  ASSERT_EQ(mount("tmpfs", small.c_str(), "tmpfs", 0, "size=4m"), 0) << strerror(errno);
+  struct Unmount {
+    std::string at;
+    ~Unmount() { umount2(at.c_str(), MNT_DETACH); }
+  } unmount{small};
+  UniqueFd dir(open(small.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(dir.IsValid());
+  Result<std::unique_ptr<WritableJournal>> j = WritableJournal::Create(dir.get());
+  ASSERT_TRUE(j.has_value());
+  ASSERT_TRUE((*j)->NewNode(2, 1, "f").ok());
+  // Lines as a WritableFs writes them: Reserve first.
+  auto round = [&]() -> Status {
+    IMGFS_RETURN_IF_ERROR((*j)->Reserve(4096));
+    IMGFS_RETURN_IF_ERROR((*j)->Lookup(2));
+    return (*j)->Forget(2, 1);
+  };
+  struct stat st {};
+  while (fstatat(dir.get(), "journal", &st, 0) == 0 && st.st_size < 700 * 1024) {
+    ASSERT_TRUE(round().ok());
+  }
+  // Full: the room allocated ahead is all there is.
+  UniqueFd filler(openat(dir.get(), "filler", O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+  ASSERT_TRUE(filler.IsValid());
+  const std::string block(4096, 'x');
+  while (write(filler.get(), block.data(), block.size()) > 0) {
+  }
+  ASSERT_EQ(errno, ENOSPC);
+  Status last = Status::Ok();
+  int rounds = 0;
+  while (last.ok() && rounds < 1000000) {
+    last = round();
+    ++rounds;
+  }
+  EXPECT_EQ(last.code(), StatusCode::kNoSpace) << last.ToString();
+  ASSERT_EQ(fstatat(dir.get(), "journal", &st, 0), 0) << "the journal is still there";
+  EXPECT_GT(st.st_size, static_cast<off_t>(WritableJournal::kCompactBytes))
+      << "past the size that compacts: the compaction found no room and kept the old file";
+  EXPECT_NE(fstatat(dir.get(), "journal.new", &st, 0), 0) << "no half-written compaction left";
+  Result<std::unique_ptr<WritableJournal>> r = WritableJournal::Resume(dir.get());
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ((*r)->nodes().at(2).lookups, 1u);
+  EXPECT_EQ((*r)->Snapshot(), (*j)->Snapshot());
+  // Space freed: room again.
+  filler.Close();
+  ASSERT_EQ(unlinkat(dir.get(), "filler", 0), 0);
+  EXPECT_TRUE((*j)->Reserve(WritableJournal::kReserveBytes / 2).ok());
+  EXPECT_TRUE(round().ok());
 }
 
 // The kernel's number of each request that counted a lookup, opened a handle or changed a
