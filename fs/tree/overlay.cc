@@ -347,8 +347,7 @@ void Merger::ApplyWhiteouts(const std::vector<std::string_view>& whiteouts,
     std::string_view name = parts_.back();
     parts_.pop_back();
     MNode* parent = Find(&root_, parts_);
-    if (parent != nullptr && parent->type == EntryType::kDirectory &&
-        parent->children != nullptr) {
+    if (parent != nullptr && parent->type == EntryType::kDirectory && parent->children != nullptr) {
       parent->children->erase(name);
     }
   }
