@@ -5,10 +5,10 @@
 // depth-first in name order into a NodeTable::Builder. The tree is at its largest beside the
 // layers' file tables and the table being built (the daemon's peak memory), so its nodes are
 // small: a node names the entry it shows rather than copying it, and only directories carry
-// a children map. A layer's entries are sorted by path
-// once; that run of sorted paths gives "last wins" per path and the placement order, in
-// which neighbours share most of their directories, so placing walks down from the deepest
-// directory shared with the previous path rather than from the root.
+// a children map. A layer's entries are sorted by path once; that run of sorted paths gives
+// "last wins" per path and the placement order, in which neighbours share most of their
+// directories, so placing walks down from the deepest directory shared with the previous path
+// rather than from the root.
 #include "fs/tree/overlay.h"
 
 #include <algorithm>
