@@ -112,13 +112,15 @@ fi
 rm -rf "$IMGFS_ROOT"
 "$imgfs" pull "oci:$layout:bench" >/dev/null
 
-# The pid of the daemon serving $mnt: the child of the keeper whose command line names $mnt.
+# The pid of the daemon serving $mnt: the child of its keeper, the process whose command line
+# names $mnt and whose parent's does not (the first daemon, forked, has the keeper's).
 daemon_of() {
-  local pid ppid
-  for pid in $(pgrep -f -- "--kept-daemon"); do
+  local pid ppid child
+  for pid in $(pgrep -f -- " $mnt"); do
     ppid=$(awk '{print $4}' "/proc/$pid/stat" 2>/dev/null) || continue
-    if tr '\0' ' ' <"/proc/$ppid/cmdline" 2>/dev/null | grep -qF -- " $mnt"; then
-      echo "$pid"
+    if ! tr '\0' ' ' <"/proc/$ppid/cmdline" 2>/dev/null | grep -qF -- " $mnt"; then
+      read -r child _ <"/proc/$pid/task/$pid/children" || continue
+      echo "$child"
       return
     fi
   done

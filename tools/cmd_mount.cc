@@ -561,18 +561,26 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
   return kExitOk;
 }
 
+// A daemon of a keeper: serves the mount `config` (EncodeConfig) describes, reporting on
+// `channel`; a takeover when `handover` is set. The same whether the keeper forked it
+// (KeeperOptions::serve) or ran it as a new program (RunKeptDaemon).
+int ServeKept(CommandContext& ctx, const std::string& config, int channel,
+              const fs::Handover* handover) {
+  MountRequest req;
+  if (Status st = DecodeConfig(config, &ctx.global, &req); !st.ok()) {
+    return FailToKeeper(channel, st);
+  }
+  if (!req.foreground) LogToSyslog();
+  return ServeMount(ctx, req, channel, channel, handover);
+}
+
 // `imgfs mount --kept-daemon FD`: a daemon its keeper started (fs/fuse/takeover.h).
 int RunKeptDaemon(CommandContext& ctx, const std::string& fd_text) {
   int code = kExitError;
   std::optional<KeptDaemon> kept = ReceiveKeptDaemon(ctx, fd_text, &code);
   if (!kept.has_value()) return code;
-  MountRequest req;
-  if (Status st = DecodeConfig(kept->start.config, &ctx.global, &req); !st.ok()) {
-    return FailToKeeper(kept->channel, st);
-  }
-  if (!req.foreground) LogToSyslog();
-  return ServeMount(ctx, req, kept->channel, kept->channel,
-                    kept->start.takeover ? &kept->start.handover : nullptr);
+  return ServeKept(ctx, kept->start.config, kept->channel,
+                   kept->start.takeover ? &kept->start.handover : nullptr);
 }
 
 // The pids of the children of `pid` (a keeper's daemons).
@@ -672,6 +680,11 @@ fs::KeeperOptions KeeperFor(const CommandContext& ctx, const MountRequest& req,
   keeper.daemon_argv = [binary, root = ctx.global.root](int channel) {
     return std::vector<std::string>{
         binary, "--root", root, "mount", std::string(kKeptDaemonFlag), std::to_string(channel)};
+  };
+  // Daemon 1 is forked, without the exec: it serves from the same configuration.
+  keeper.serve = [ctx, config = keeper.daemon_config](int channel, const fs::Handover* handover) {
+    CommandContext daemon_ctx = ctx;
+    return ServeKept(daemon_ctx, config, channel, handover);
   };
   return keeper;
 }

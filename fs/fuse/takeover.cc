@@ -346,10 +346,13 @@ Status Keeper::Spawn(const Handover* handover, Daemon* out) {
   }
   UniqueFd mine(pair[0]);
   UniqueFd theirs(pair[1]);
-  // Everything the child needs is made before the fork (it only execs or serves).
+  // Everything the child needs is made before the fork (it only execs or serves). Daemon 1 of
+  // a new mount serves in the forked child when it can (KeeperOptions::serve): nothing can
+  // have been installed since the command started, and an exec is a few ms of every mount.
+  const bool new_program = options_.daemon_argv && (handover != nullptr || !options_.serve);
   std::vector<std::string> args;
   std::vector<char*> argv;
-  if (options_.daemon_argv) {
+  if (new_program) {
     args = options_.daemon_argv(theirs.get());
     if (args.empty()) return Status::InvalidArgument("no daemon program");
     for (std::string& a : args) argv.push_back(a.data());
@@ -387,7 +390,7 @@ Status Keeper::Spawn(const Handover* handover, Daemon* out) {
   const int spawn_errno = errno;
   theirs.Close();
   if (pid < 0) return Status::FromErrno(spawn_errno, "starting the mount daemon");
-  if (!argv.empty()) {
+  if (new_program) {
     Status sent = SendStart(mine.get(), options_.daemon_config, handover);
     if (!sent.ok()) {
       ::kill(pid, SIGKILL);

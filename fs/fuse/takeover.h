@@ -33,13 +33,15 @@
 // FORGET for but did not apply stay counted until unmount (fs/writable/writable_fs.h).
 //
 // Daemons are new programs (KeeperOptions::daemon_argv; `imgfs mount` and `imgfs layer-store`
-// always use it): the
-// keeper forks and execs the binary recorded at mount time, so a daemon started after a crash
-// or on request runs the imgfs installed now. The daemon's end of its channel is inherited;
-// everything else — the /dev/fuse descriptor (SCM_RIGHTS), INIT bytes, lease, pinned image and
-// the daemon's configuration — comes as the channel's first record (ReceiveStart), never on
-// the command line. The keeper also shares the daemons' request counts with them (an inherited
-// memfd, fs/fuse/request_counts.h), so `imgfs stats` counts across daemons and takeovers.
+// use it): the keeper forks and execs the binary recorded at mount time, so a daemon started
+// after a crash or on request runs the imgfs installed now. Only daemon 1 of a new mount may
+// skip the exec (KeeperOptions::serve, as `imgfs mount` does): nothing can have been
+// installed since the command started, and the exec was ~5 ms of every mount. The daemon's end of
+// its channel is inherited; everything else — the /dev/fuse descriptor (SCM_RIGHTS), INIT bytes,
+// lease, pinned image and the daemon's configuration — comes as the channel's first record
+// (ReceiveStart), never on the command line. The keeper also shares the daemons' request counts
+// with them (an inherited memfd, fs/fuse/request_counts.h), so `imgfs stats` counts across daemons
+// and takeovers.
 //
 // An upgrade without unmounting: kRestartSignal (SIGUSR1; `imgfs mount --restart DIR`) to the
 // keeper starts a new daemon, a takeover, while the old one goes on serving (both read the
@@ -160,10 +162,10 @@ struct KeeperOptions {
   // Daemons that die within kRestartWindow beyond this many end the restarts.
   int max_restarts = 30;
   std::chrono::seconds restart_window{60};
-  // When set, each daemon is a new program and `serve` is unused: the forked child execs
-  // daemon_argv(channel) (argv[0] is the path run; `channel`, the daemon's end of its
-  // channel, is inherited), and the keeper sends it a DaemonStart first: `daemon_config` and,
-  // for a takeover, the handover.
+  // When set, each daemon is a new program (`serve` runs only daemon 1 of a new mount, when
+  // set too): the forked child execs daemon_argv(channel) (argv[0] is the path run;
+  // `channel`, the daemon's end of its channel, is inherited), and the keeper sends it a
+  // DaemonStart first: `daemon_config` and, for a takeover, the handover.
   std::function<std::vector<std::string>(int channel)> daemon_argv;
   std::string daemon_config;
   // The keeper keeps its stdio (its log lines go to stderr: `imgfs mount -f`); otherwise it
