@@ -34,17 +34,26 @@ std::string TempSuffix() { return ".tmp-" + RandomHex(8); }
 
 Result<std::string> ReadFile(const std::string& path) {
   IMGFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY | O_CLOEXEC));
-  std::string data;
-  char buf[65536];
+  // Read in place, sized by fstat (one byte more, for the read that sees the end): growing by
+  // appends copied a many-MB file several times over, each time into fresh pages.
+  struct stat st {};
+  size_t size = 64 * 1024;
+  if (::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+    size = static_cast<size_t>(st.st_size) + 1;
+  }
+  std::string data(size, '\0');
+  size_t used = 0;
   for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+    if (used == data.size()) data.resize(data.size() * 2);  // grew since the fstat
+    ssize_t n = ::read(fd.get(), data.data() + used, data.size() - used);
     if (n < 0) {
       if (errno == EINTR) continue;
       return Status::FromErrno(errno, "read " + path);
     }
     if (n == 0) break;
-    data.append(buf, static_cast<size_t>(n));
+    used += static_cast<size_t>(n);
   }
+  data.resize(used);
   return data;
 }
 

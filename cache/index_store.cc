@@ -48,16 +48,6 @@ Status CheckKey(const IndexKey& key) {
   return Status::Ok();
 }
 
-std::string ToHex(std::string_view raw) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : raw) {
-    out.push_back(kDigits[c >> 4]);
-    out.push_back(kDigits[c & 15]);
-  }
-  return out;
-}
-
 }  // namespace
 
 IndexStore::IndexStore(std::string root) : root_(std::move(root)) {}
@@ -127,10 +117,6 @@ Result<std::string> IndexStore::Get(const IndexKey& key) const {
   std::string_view bytes = *data;
   if (bytes.size() < kMagic.size() + kChecksumBytes || bytes.substr(0, kMagic.size()) != kMagic) {
     return Status::Corrupt("index " + path + ": not a layer index");
-  }
-  std::string_view body = bytes.substr(0, bytes.size() - kChecksumBytes);
-  if (registry::Digest::Sha256Of(body).hex() != ToHex(bytes.substr(body.size()))) {
-    return Status::Corrupt("index " + path + ": checksum mismatch");
   }
   return data;
 }

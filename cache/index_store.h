@@ -16,10 +16,12 @@
 // lookup for the layer's own index or for another image's key.
 //
 // The files hold fs::LayerIndex encodings (fs/layer/layer_index.h). This module does not
-// depend on fs/, so it checks only the framing every version shares: the magic "IMGFSIDX" at
-// the start and the trailing sha256 of everything before it. The caller decodes the bytes;
-// when either step fails the index is rebuilt from the blob (indexes are derived data: deleting
-// them at any time is safe).
+// depend on fs/, so it checks only what every version starts with: the magic "IMGFSIDX" and
+// room for the trailing sha256 of everything before it. The sum itself is checked once, by the
+// decoder every reader runs (fs::LayerIndex::Decode, on another thread while it parses): a
+// second check here was a sequential pass over each index on the path of every mount. When
+// either step fails the index is rebuilt from the blob (indexes are derived data: deleting them
+// at any time is safe).
 //
 // Writes are atomic (temp file + rename, base/file_util.h), so concurrent writers of the same
 // index — two processes indexing the same layer — both succeed and readers see one whole file.
@@ -90,14 +92,16 @@ class IndexStore {
   // InvalidArgument for an empty layer digest, or an origin that is not a sha256 digest for a
   // kToc / kImage key. With Durability::kUnsynced the write skips its fsyncs (a mount that is
   // waiting for the index does Sync later, off its path): a crash before that may leave a
-  // torn or empty file, which Get reports as Corrupt (the checksum), never as an index.
+  // torn or empty file, which Get or the decoder reports as Corrupt, never as an index.
   Status Put(const IndexKey& key, std::string_view encoded,
              Durability durability = Durability::kSynced) const;
   Status Put(const registry::Digest& layer, std::string_view encoded) const;
 
-  // The encoded index of `key`. NotFound when absent; Corrupt when the framing (magic,
-  // trailing checksum) is wrong; Io on read errors. The caller still checks that the decoded
-  // index says the same provenance as the key (a file is only as good as its name).
+  // The encoded index of `key`, its checksum not yet checked: decode it with
+  // fs::LayerIndex::Decode, which does. NotFound when absent; Corrupt when it does not start
+  // with the magic or is too short for a checksum; Io on read errors. The caller still checks
+  // that the decoded index says the same provenance as the key (a file is only as good as its
+  // name).
   Result<std::string> Get(const IndexKey& key) const;
   Result<std::string> Get(const registry::Digest& layer) const;
 
