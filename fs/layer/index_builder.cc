@@ -436,7 +436,7 @@ Result<LayerIndex> LoadOrBuildIndex(cache::IndexStore& store, const std::string&
   }
   Result<std::string> bytes = store.Get(options.expected_digest);
   if (bytes.has_value()) {
-    Result<LayerIndex> index = LayerIndex::Decode(*bytes);
+    Result<LayerIndex> index = LayerIndex::Decode(*bytes, options.chunk_table);
     // Only an index built from this blob: layer_digest, diff_id, chunk size and span are
     // fields anyone can write into an index, the provenance is what this function stamps.
     if (index.has_value() && index->provenance == IndexProvenance::kLayerBlob &&
@@ -457,6 +457,7 @@ Result<LayerIndex> LoadOrBuildIndex(cache::IndexStore& store, const std::string&
   index.origin = registry::Digest();
   index.subject = registry::Digest();
   IMGFS_RETURN_IF_ERROR(store.Put(options.expected_digest, index.Encode()));
+  if (options.chunk_table == LayerIndex::ChunkTable::kSkip) index.DropChunks();
   return index;
 }
 

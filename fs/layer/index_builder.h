@@ -52,6 +52,9 @@ struct IndexOptions {
   uint64_t span_bytes = 4 << 20;
   registry::Digest expected_digest;   // verified when not empty; names the layer in errors
   registry::Digest expected_diff_id;  // verified when not empty
+  // Whether LoadOrBuildIndex returns the chunk table (it always stores it): kSkip for a
+  // local layer's mount, which reads through the checkpoints alone (LayerIndex::ChunkTable).
+  LayerIndex::ChunkTable chunk_table = LayerIndex::ChunkTable::kKeep;
 };
 
 // The LayerFormat of a layer media type; Unsupported for anything but tar, tar+gzip, tar+zstd.

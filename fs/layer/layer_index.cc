@@ -165,18 +165,20 @@ size_t EntriesPresent(Reader r, size_t n) {
   return n;
 }
 
-// The same for chunks.
-size_t ChunksPresent(Reader r, size_t n) {
+// The same for chunks, moving `r` past the ones present.
+size_t SkipChunks(Reader* r, size_t n) {
   uint8_t has_digest;
   std::string_view raw;
   for (size_t i = 0; i < n; ++i) {
-    if (!r.SkipVarints(2) || !r.U8(&has_digest) || (has_digest == 1 && !r.Raw(32, &raw)) ||
-        !r.SkipVarints(3)) {
+    if (!r->SkipVarints(2) || !r->U8(&has_digest) || (has_digest == 1 && !r->Raw(32, &raw)) ||
+        !r->SkipVarints(3)) {
       return i;
     }
   }
   return n;
 }
+
+size_t ChunksPresent(Reader r, size_t n) { return SkipChunks(&r, n); }
 
 Status Bad(const Reader& r, std::string_view what) {
   return Status::Corrupt("layer index: " + std::string(what) + " at byte " +
@@ -341,7 +343,7 @@ namespace {
 
 // Everything after the magic check: `body` is the encoding without its checksum. Safe on any
 // bytes (Decode may run it before the checksum is known to match).
-Result<LayerIndex> DecodeBody(std::string_view body) {
+Result<LayerIndex> DecodeBody(std::string_view body, LayerIndex::ChunkTable chunk_table) {
   Reader r(body.substr(kLayerIndexMagic.size()));
   uint32_t version;
   if (!r.U32(&version)) return Bad(r, "truncated header");
@@ -431,6 +433,12 @@ Result<LayerIndex> DecodeBody(std::string_view body) {
     return Status::Corrupt("layer index: " + std::to_string(n) + " chunks, more than " +
                            std::to_string(kMaxIndexChunks) + " (kMaxIndexChunks)");
   }
+  const size_t chunk_count = n;
+  if (chunk_table == LayerIndex::ChunkTable::kSkip) {
+    // Framing only: the table is not kept, so its values are neither decoded nor checked.
+    if (SkipChunks(&r, n) != n) return Bad(r, "truncated chunk");
+    n = 0;
+  }
   index.chunks.reserve(ChunksPresent(r, n));
   for (size_t i = 0; i < n; ++i) {
     Chunk& c = index.chunks.emplace_back();
@@ -482,13 +490,14 @@ Result<LayerIndex> DecodeBody(std::string_view body) {
     if (e.chunk_count != 0 && e.type != EntryType::kRegular) {
       return Status::Corrupt("layer index: chunks on a non-regular entry " + e.path);
     }
-    if (AddOverflows(e.first_chunk, e.chunk_count, &end) || end > index.chunks.size()) {
+    if (AddOverflows(e.first_chunk, e.chunk_count, &end) || end > chunk_count) {
       return Status::Corrupt("layer index: chunk range outside the chunk table for " + e.path);
     }
     if (e.type == EntryType::kRegular && e.size != 0 &&
         (AddOverflows(e.payload_offset, e.size, &end) || end > index.uncompressed_size)) {
       return Status::Corrupt("layer index: data of " + e.path + " beyond the stream");
     }
+    if (chunk_table == LayerIndex::ChunkTable::kSkip) continue;
     uint64_t expect = 0;
     for (uint32_t i = e.first_chunk; i < e.first_chunk + e.chunk_count; ++i) {
       const Chunk& c = index.chunks[i];
@@ -513,7 +522,7 @@ Result<LayerIndex> DecodeBody(std::string_view body) {
 
 }  // namespace
 
-Result<LayerIndex> LayerIndex::Decode(std::string_view bytes) {
+Result<LayerIndex> LayerIndex::Decode(std::string_view bytes, ChunkTable chunk_table) {
   if (bytes.size() < kLayerIndexMagic.size() + 4 + kChecksumBytes ||
       bytes.substr(0, kLayerIndexMagic.size()) != kLayerIndexMagic) {
     return Status::Corrupt("layer index: bad magic");
@@ -537,9 +546,9 @@ Result<LayerIndex> LayerIndex::Decode(std::string_view bytes) {
   }
   if (!checked.valid()) {
     if (!checksum_ok()) return mismatch;
-    return DecodeBody(body);
+    return DecodeBody(body, chunk_table);
   }
-  Result<LayerIndex> index = DecodeBody(body);
+  Result<LayerIndex> index = DecodeBody(body, chunk_table);
   if (!checked.get()) return mismatch;
   return index;
 }

@@ -230,8 +230,8 @@ struct LayerIndex {
   // layer's file table afterwards. Not thread-safe: call them before the index is shared.
   //
   // DropChunks frees `chunks` (~100 bytes per chunk; the entries' chunk ranges then point into
-  // nothing): a mount does it as soon as a local layer's index is loaded, as the merge does not
-  // read chunks either.
+  // nothing): what a local layer's mount wants, as the merge does not read chunks either (a
+  // stored index is decoded so at once: ChunkTable::kSkip).
   void DropChunks();
   // DropEntries frees `entries` (~230 bytes per entry with its path): a mount does it once the
   // layers are merged, as each merged node keeps its names, attributes and where its bytes are
@@ -243,10 +243,16 @@ struct LayerIndex {
 
   // Binary encoding: magic, format version, body, trailing sha256 of everything before it.
   std::string Encode() const;
+  // Whether Decode keeps the chunk table. kSkip decodes the index as DropChunks leaves it:
+  // `chunks` empty, the entries' chunk ranges checked against the encoded table's size only.
+  // For the index of a local layer's mount, which reads through the checkpoints alone: ~100
+  // bytes a chunk never allocated, and a quarter of the decoding saved.
+  enum class ChunkTable : uint8_t { kKeep, kSkip };
   // Corrupt on bad magic, unknown version, checksum mismatch or inconsistent contents
   // (chunk ranges outside the chunk table, offsets beyond the sizes, ...). Never crashes on
   // arbitrary bytes.
-  static Result<LayerIndex> Decode(std::string_view bytes);
+  static Result<LayerIndex> Decode(std::string_view bytes,
+                                   ChunkTable chunk_table = ChunkTable::kKeep);
 
   bool operator==(const LayerIndex&) const = default;
 };

@@ -334,6 +334,8 @@ Result<OpenedLayer> LayerOpener::OpenLocal(size_t position, const registry::Desc
   const std::string blob = options_.store->BlobPath(desc.digest);
   IndexOptions index_options = options_.index;
   index_options.expected_digest = desc.digest;
+  // Read through the checkpoints alone: no chunk table, and the merge's peak is lower.
+  index_options.chunk_table = LayerIndex::ChunkTable::kSkip;
   if (position < options_.diff_ids.size())
     index_options.expected_diff_id = options_.diff_ids[position];
   // Only for the log line: a stat, not a second read of the index.
@@ -352,8 +354,6 @@ Result<OpenedLayer> LayerOpener::OpenLocal(size_t position, const registry::Desc
     index->format = LayerFormat::kEstargz;
   }
   auto owned = std::make_shared<LayerIndex>(std::move(index).value());
-  // Read through the checkpoints alone: the chunk table goes now, before the merge's peak.
-  owned->DropChunks();
   std::shared_ptr<const LayerIndex> shared = owned;
   LayerReader::Options reader_options;
   reader_options.cache_bytes = std::max(CacheShare(), reader_options.block_bytes);

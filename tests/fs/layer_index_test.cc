@@ -337,6 +337,27 @@ TEST(LayerIndexTest, DroppingTheFileTableKeepsWhatStreamReadsNeed) {
   EXPECT_EQ(dropped.uncompressed_size, x.uncompressed_size);
 }
 
+// ChunkTable::kSkip gives what DropChunks leaves, and still refuses an entry whose chunk range
+// leaves the encoded table (the table's values are not checked: they are not kept).
+TEST(LayerIndexTest, DecodingWithoutTheChunkTableIsDecodingThenDroppingIt) {
+  LayerIndex x = Sample();
+  ASSERT_FALSE(x.chunks.empty());
+  LayerIndex dropped = x;
+  dropped.DropChunks();
+  auto skipped = LayerIndex::Decode(x.Encode(), LayerIndex::ChunkTable::kSkip);
+  ASSERT_TRUE(skipped.has_value()) << skipped.error().ToString();
+  EXPECT_EQ(*skipped, dropped);
+
+  LayerIndex outside = x;
+  for (FileEntry& e : outside.entries) {
+    if (e.chunk_count != 0) e.first_chunk = static_cast<uint32_t>(x.chunks.size());
+  }
+  auto refused = LayerIndex::Decode(outside.Encode(), LayerIndex::ChunkTable::kSkip);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_NE(refused.error().message().find("outside the chunk table"), std::string::npos)
+      << refused.error().ToString();
+}
+
 TEST(LayerIndexTest, CheckpointFor) {
   LayerIndex x = Sample();
   EXPECT_EQ(x.CheckpointFor(0), 0u);
