@@ -500,6 +500,7 @@ Result<std::vector<OpenedLayer>> LayerOpener::OpenAll(
       // std::bad_alloc and the like: this layer's error, not a terminate.
       Status guarded = RunGuarded("opening a layer", [&] {
         opened = OpenLayerData(i, layers[i]);
+        if (opened.has_value()) opened->merge_input = PrepareMergeInput(*opened->mounted.index);
         return Status::Ok();
       });
       if (!guarded.ok()) opened = guarded.WithContext(LayerContext(options_.image, i, layers[i]));

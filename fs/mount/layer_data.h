@@ -47,6 +47,7 @@
 #include "fs/layer/layer_index.h"
 #include "fs/lazy/fetcher.h"
 #include "fs/lazy/indexed_fetcher.h"
+#include "fs/tree/overlay.h"
 #include "registry/blob_source.h"
 #include "registry/digest.h"
 #include "registry/manifest.h"
@@ -101,6 +102,9 @@ struct OpenedLayer {
   // IndexStore files written for this layer without fsync (the mount was waiting for them):
   // for a BackgroundSync.
   std::vector<std::string> unsynced;
+  // The layer's part of the merge, made on the thread that opened it (OpenAll): the merge
+  // proper, sequential, starts with less to do (~28 bytes an entry until it is done).
+  MergeInput merge_input;
 };
 
 // Fsyncs IndexStore files written with Durability::kUnsynced on a thread of its own, so the

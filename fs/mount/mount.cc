@@ -129,7 +129,13 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
   std::vector<const LayerIndex*> views;
   views.reserve(layers.size());
   for (const MountedLayer& l : layers) views.push_back(l.index.get());
-  IMGFS_ASSIGN_OR_RETURN(NodeTable table, MergeLayers(views, &out.merge_stats));
+  std::vector<MergeInput> inputs;
+  inputs.reserve(opened.size());
+  for (OpenedLayer& l : opened) inputs.push_back(std::move(l.merge_input));
+  Result<NodeTable> merged = MergeLayers(views, inputs, &out.merge_stats);
+  std::vector<MergeInput>().swap(inputs);  // before the layers' entries go
+  if (!merged.has_value()) return merged.error();
+  NodeTable table = std::move(merged).value();
   // The table holds the file table now; local layers are read by offset (no reader thread runs
   // yet: the filesystem is not serving).
   for (OpenedLayer& l : opened) {

@@ -17,6 +17,7 @@
 #include <limits>
 #include <map>
 #include <memory_resource>
+#include <string>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
@@ -54,11 +55,7 @@ struct MNode {
   Children* children = nullptr;  // directories only; nullptr until the first child
 };
 
-// A layer entry by path, for sorting (views into the layer's paths).
-struct PathEntry {
-  std::string_view path;
-  uint32_t index;
-};
+using PathEntry = MergeInput::PathEntry;
 
 bool PathThenIndexLess(const PathEntry& a, const PathEntry& b) {
   int c = a.path.compare(b.path);
@@ -172,7 +169,7 @@ class Merger {
   Merger(std::span<const LayerIndex* const> layers, MergeStats* stats)
       : layers_(layers), stats_(stats) {}
 
-  void ApplyLayer(uint32_t pos, const LayerIndex& layer);
+  void ApplyLayer(uint32_t pos, const LayerIndex& layer, const MergeInput& input);
   Result<NodeTable> Build();
 
  private:
@@ -223,36 +220,39 @@ void Merger::SetFrom(MNode* node, uint32_t pos, const std::vector<FileEntry>& en
   node->synthesised = false;
 }
 
-void Merger::ApplyLayer(uint32_t pos, const LayerIndex& layer) {
+}  // namespace
+
+MergeInput PrepareMergeInput(const LayerIndex& layer) {
+  MergeInput in;
+  MergeStats* stats = &in.stats;
   const std::vector<FileEntry>& entries = layer.entries;
-  if (inode_of_entry_.size() <= pos) inode_of_entry_.resize(pos + 1);
-  inode_of_entry_[pos].assign(entries.size(), 0);
   const bool estargz = layer.format == LayerFormat::kEstargz;
   // Every directory and non-directory entry by (path, index): the last of a path wins, and a
   // path with a non-directory anywhere in its run does not merge with the lower directory.
   // Sorting instead of hashing also gives step 2 its order.
-  std::vector<PathEntry> sorted;
+  std::vector<PathEntry>& sorted = in.sorted;
   sorted.reserve(entries.size());
   // The entry with the data (for hardlinks: the linked entry); kNone for ignored entries.
-  std::vector<uint32_t> data(entries.size(), kNone);
+  std::vector<uint32_t>& data = in.data;
+  data.assign(entries.size(), kNone);
   std::vector<uint32_t> links;
-  std::vector<std::string_view> whiteouts;
-  std::vector<std::string_view> opaques;
+  std::vector<std::string_view>& whiteouts = in.whiteouts;
+  std::vector<std::string_view>& opaques = in.opaques;
   for (uint32_t i = 0; i < entries.size(); ++i) {
     const FileEntry& e = entries[i];
-    ++stats_->entries;
+    ++stats->entries;
     if (!ValidPath(e.path)) {
-      ++stats_->invalid_paths;
+      ++stats->invalid_paths;
       continue;
     }
     if (estargz && IsEstargzLandmark(e.path)) {
-      ++stats_->landmarks;
+      ++stats->landmarks;
       continue;
     }
     switch (e.type) {
       case EntryType::kWhiteout:
         if (e.path.empty()) {
-          ++stats_->invalid_paths;  // the root cannot be hidden
+          ++stats->invalid_paths;  // the root cannot be hidden
         } else {
           whiteouts.push_back(e.path);
         }
@@ -273,14 +273,14 @@ void Merger::ApplyLayer(uint32_t pos, const LayerIndex& layer) {
       case EntryType::kBlock:
       case EntryType::kFifo:
         if (e.path.empty()) {
-          ++stats_->invalid_paths;  // the root must be a directory
+          ++stats->invalid_paths;  // the root must be a directory
         } else {
           sorted.push_back({e.path, i});
           data[i] = i;
         }
         break;
       default:
-        ++stats_->invalid_paths;
+        ++stats->invalid_paths;
         break;
     }
   }
@@ -305,9 +305,9 @@ void Merger::ApplyLayer(uint32_t pos, const LayerIndex& layer) {
         }
       }
       if (target == kNone || entries[data[target]].type == EntryType::kDirectory) {
-        ++stats_->bad_hardlinks;
-        IMGFS_LOG(kDebug) << "layer " << pos << ": ignoring hardlink " << e.path << " -> "
-                          << e.link_target;
+        ++stats->bad_hardlinks;
+        IMGFS_LOG(kDebug) << "layer " << layer.layer_digest.String() << ": ignoring hardlink "
+                          << e.path << " -> " << e.link_target;
         continue;
       }
       data[i] = data[target];
@@ -320,9 +320,24 @@ void Merger::ApplyLayer(uint32_t pos, const LayerIndex& layer) {
     std::inplace_merge(sorted.begin(), sorted.begin() + static_cast<ptrdiff_t>(middle),
                        sorted.end(), PathThenIndexLess);
   }
+  return in;
+}
+
+namespace {
+
+void Merger::ApplyLayer(uint32_t pos, const LayerIndex& layer, const MergeInput& input) {
+  const std::vector<FileEntry>& entries = layer.entries;
+  if (inode_of_entry_.size() <= pos) inode_of_entry_.resize(pos + 1);
+  inode_of_entry_[pos].assign(entries.size(), 0);
+  stats_->entries += input.stats.entries;
+  stats_->invalid_paths += input.stats.invalid_paths;
+  stats_->bad_hardlinks += input.stats.bad_hardlinks;
+  stats_->landmarks += input.stats.landmarks;
+  const std::vector<PathEntry>& sorted = input.sorted;
+  const std::vector<uint32_t>& data = input.data;
 
   // 1. Whiteouts act on the layers below only, wherever they sit in the tar.
-  ApplyWhiteouts(whiteouts, opaques);
+  ApplyWhiteouts(input.whiteouts, input.opaques);
 
   // 2. The layer's own entries in path order (parents before children), one per path.
   chain_.clear();
@@ -514,16 +529,21 @@ Result<NodeTable> Merger::Build() {
   return builder.Finish();
 }
 
-}  // namespace
-
-Result<NodeTable> MergeLayers(std::span<const LayerIndex* const> layers, MergeStats* stats) {
+// MergeLayers with the inputs given (`inputs` empty: each made in turn, one at a time).
+Result<NodeTable> Merge(std::span<const LayerIndex* const> layers,
+                        std::span<const MergeInput> inputs, MergeStats* stats) {
   MergeStats local;
   if (stats == nullptr) stats = &local;
   *stats = MergeStats();
   if (layers.size() >= kNone) return Status::Unsupported("overlay merge: too many layers");
   Merger merger(layers, stats);
   for (uint32_t pos = 0; pos < layers.size(); ++pos) {
-    if (layers[pos] != nullptr) merger.ApplyLayer(pos, *layers[pos]);
+    if (layers[pos] == nullptr) continue;
+    if (!inputs.empty()) {
+      merger.ApplyLayer(pos, *layers[pos], inputs[pos]);
+    } else {
+      merger.ApplyLayer(pos, *layers[pos], PrepareMergeInput(*layers[pos]));
+    }
   }
   Result<NodeTable> table = merger.Build();
   if (table.has_value() && (stats->invalid_paths + stats->bad_hardlinks + stats->shadowed) > 0) {
@@ -533,6 +553,27 @@ Result<NodeTable> MergeLayers(std::span<const LayerIndex* const> layers, MergeSt
                      << " entries below a non-directory of their layer";
   }
   return table;
+}
+
+}  // namespace
+
+Result<NodeTable> MergeLayers(std::span<const LayerIndex* const> layers, MergeStats* stats) {
+  return Merge(layers, {}, stats);
+}
+
+Result<NodeTable> MergeLayers(std::span<const LayerIndex* const> layers,
+                              std::span<const MergeInput> inputs, MergeStats* stats) {
+  if (inputs.size() != layers.size()) {
+    return Status::InvalidArgument("overlay merge: " + std::to_string(inputs.size()) +
+                                   " inputs for " + std::to_string(layers.size()) + " layers");
+  }
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (layers[i] != nullptr && inputs[i].data.size() != layers[i]->entries.size()) {
+      return Status::InvalidArgument("overlay merge: the input of layer " + std::to_string(i) +
+                                     " was made from another layer");
+    }
+  }
+  return Merge(layers, inputs, stats);
 }
 
 }  // namespace imgfs::fs

@@ -41,6 +41,8 @@
 
 #include <cstdint>
 #include <span>
+#include <string_view>
+#include <vector>
 
 #include "base/status.h"
 #include "fs/layer/layer_index.h"
@@ -57,11 +59,39 @@ struct MergeStats {
   uint64_t landmarks = 0;      // eStargz converter files
 };
 
+// The part of the merge that depends on one layer alone: its entries checked, classified and
+// sorted by path, its hardlinks resolved. MergeLayers makes one per layer in turn; a caller
+// that loads layers on several threads makes each on the thread that loaded it
+// (PrepareMergeInput) and hands them in, so the merge proper, which is sequential, has less to
+// do (fs/mount/layer_data.cc). Refers to the layer's entries: valid while they are unchanged.
+// Filled by PrepareMergeInput, read by MergeLayers; nothing else looks inside.
+struct MergeInput {
+  struct PathEntry {
+    std::string_view path;  // a view of the entry's path
+    uint32_t index;         // the entry's position in LayerIndex::entries
+  };
+  // Directories and non-directories (hardlinks resolved) by (path, index): the last of a path
+  // wins.
+  std::vector<PathEntry> sorted;
+  // Per entry, the entry with its data (for a hardlink, the linked one); kNoLayer: ignored.
+  std::vector<uint32_t> data;
+  std::vector<std::string_view> whiteouts;  // paths hidden in the layers below
+  std::vector<std::string_view> opaques;    // directories whose lower children are hidden
+  MergeStats stats;                         // entries, invalid_paths, bad_hardlinks, landmarks
+};
+
+// Prepares `layer` for MergeLayers. Never fails: bad entries are left out and counted.
+MergeInput PrepareMergeInput(const LayerIndex& layer);
+
 // Merges `layers` (bottom first; Node::layer is the position in this span). Fails only when
 // the result does not fit the NodeTable's limits (Unsupported): bad entries are ignored and
 // counted in `stats` (may be null), never fatal.
 Result<NodeTable> MergeLayers(std::span<const LayerIndex* const> layers,
                               MergeStats* stats = nullptr);
+// The same with each layer's PrepareMergeInput made already: `inputs[i]` of `layers[i]`
+// (InvalidArgument when the sizes differ).
+Result<NodeTable> MergeLayers(std::span<const LayerIndex* const> layers,
+                              std::span<const MergeInput> inputs, MergeStats* stats = nullptr);
 
 }  // namespace imgfs::fs
 

@@ -316,6 +316,50 @@ TEST(OverlayConformance, TableDriven) {
   }
 }
 
+LayerIndex RandomLayer(std::mt19937& rng);
+
+// MergeLayers with each layer's input prepared beforehand (as a mount does on its loading
+// threads) gives the same tree and counts as MergeLayers preparing them itself.
+TEST(OverlayConformance, PreparedInputsMergeTheSame) {
+  auto same = [](const std::vector<LayerIndex>& layers) {
+    std::vector<const LayerIndex*> ptrs;
+    std::vector<MergeInput> inputs;
+    for (const auto& l : layers) {
+      ptrs.push_back(&l);
+      inputs.push_back(PrepareMergeInput(l));
+    }
+    MergeStats direct_stats, prepared_stats;
+    NodeTable direct = MergeOrDie(layers, &direct_stats);
+    Result<NodeTable> prepared = MergeLayers(ptrs, inputs, &prepared_stats);
+    ASSERT_TRUE(prepared.has_value()) << prepared.error().ToString();
+    EXPECT_EQ(Dump(*prepared), Dump(direct));
+    EXPECT_EQ(prepared_stats.entries, direct_stats.entries);
+    EXPECT_EQ(prepared_stats.invalid_paths, direct_stats.invalid_paths);
+    EXPECT_EQ(prepared_stats.bad_hardlinks, direct_stats.bad_hardlinks);
+    EXPECT_EQ(prepared_stats.shadowed, direct_stats.shadowed);
+    EXPECT_EQ(prepared_stats.landmarks, direct_stats.landmarks);
+  };
+  for (const Case& tc : Cases()) {
+    SCOPED_TRACE(tc.name);
+    same(tc.layers);
+  }
+  std::mt19937 rng(12345);
+  for (int s = 0; s < 200; ++s) {
+    SCOPED_TRACE("random stack " + std::to_string(s));
+    std::vector<LayerIndex> layers;
+    const int n = 1 + static_cast<int>(rng() % 4);
+    for (int i = 0; i < n; ++i) layers.push_back(RandomLayer(rng));
+    same(layers);
+  }
+  // Inputs that do not belong to the layers are refused, never read out of bounds.
+  std::vector<LayerIndex> two = {Layer({Dir("a"), File("a/f")}), Layer({File("g")})};
+  std::vector<const LayerIndex*> ptrs = {&two[0], &two[1]};
+  std::vector<MergeInput> swapped = {PrepareMergeInput(two[1]), PrepareMergeInput(two[0])};
+  EXPECT_EQ(MergeLayers(ptrs, swapped).error().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(MergeLayers(ptrs, std::span<const MergeInput>(swapped).first(1)).error().code(),
+            StatusCode::kInvalidArgument);
+}
+
 TEST(OverlayConformance, RootAttributes) {
   NodeTable none = MergeOrDie({Layer({File("f")})});
   EXPECT_EQ(Dump(none)[0], "/ d 0755 n2 syn");
