@@ -119,8 +119,9 @@ daemon_of() {
   for pid in $(pgrep -f -- " $mnt"); do
     ppid=$(awk '{print $4}' "/proc/$pid/stat" 2>/dev/null) || continue
     if ! tr '\0' ' ' <"/proc/$ppid/cmdline" 2>/dev/null | grep -qF -- " $mnt"; then
-      read -r child _ <"/proc/$pid/task/$pid/children" || continue
-      echo "$child"
+      child=$(cat "/proc/$pid/task/$pid/children" 2>/dev/null) || continue
+      [ -n "$child" ] || continue
+      echo "${child%% *}"
       return
     fi
   done
