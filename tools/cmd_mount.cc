@@ -966,9 +966,10 @@ int RunMount(CommandContext& ctx) {
 
   Result<std::string> binary = OwnBinary();
   if (!binary.has_value()) return Fail(binary.error());
-  if (stored->has_value() && req.writable) {
+  if (stored->has_value() && req.writable && (kernel_overlay || req.upper.empty())) {
     return Fail("the service manager passed back a kept connection of " + dir +
-                ", but writable mounts are not kept in its store");
+                ", but only writable mounts of the fuse driver with --upper are kept in its "
+                "store");
   }
   if (kernel_overlay) return MountOverlayDriver(ctx, req, *binary);
   // Read-only and fuse-driver writable mounts: this process (or with -f, the foreground one)
@@ -984,8 +985,9 @@ int RunMount(CommandContext& ctx) {
       }
     }
     fs::KeeperOptions keeper = KeeperFor(ctx, kept, *binary);
-    // Read-only -f mounts speak to a service manager (fd_store.h): the service's main process.
-    keeper.service_manager = foreground && !req.writable;
+    // -f mounts speak to a service manager (fd_store.h): the service's main process. Not with
+    // a temporary upper: the keeper the manager starts again would make another one.
+    keeper.service_manager = foreground && !temp_upper;
     if (stored->has_value()) {
       keeper.resume = &(*stored)->state.handover;
       keeper.resume_counts_fd = (*stored)->counts.get();

@@ -234,6 +234,7 @@ void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
     if (err != 0) return ReplyErr(req, "open", err);
     fi->fh = fh;
     fi->keep_cache = cacheable ? 1 : 0;
+    fi->noflush = 1;  // see Flush
     if (fuse_reply_open(req, fi) != 0) Wfs(req).Release(fh);
   });
 }
@@ -260,6 +261,13 @@ void Write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off,
   });
 }
 
+// Nothing to do at a close(2): writes reach the upper file when they are made (no writeback
+// cache) and locks stay in the kernel (no lock operations). So Open and Create set noflush
+// (FOPEN_NOFLUSH) and the kernel sends no FLUSH for their files. FLUSH is a forced request:
+// while no daemon serves (a takeover's pause, a keeper started again by the service manager,
+// fs/fuse/fd_store.h) a close would wait for one, unkillable, and one made by the very process
+// that would start that daemon (a descriptor it inherited, closed at its exec) would never end.
+// Files opened by a daemon of an older imgfs still send it.
 void Flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept {
   CountRequest(req, FuseOp::kFlush);
   fuse_reply_err(req, 0);
@@ -472,6 +480,7 @@ void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     if (err != 0) return ReplyErr(req, "create", err);
     fi->fh = fh;
     fi->keep_cache = entry.cacheable ? 1 : 0;
+    fi->noflush = 1;  // see Flush
     fuse_entry_param e{};
     e.ino = entry.id;
     e.generation = 1;

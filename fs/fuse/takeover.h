@@ -177,7 +177,8 @@ struct KeeperOptions {
   // owned; open for the keeper's life.
   std::vector<NamedFd> kept_fds;
   // Whether the keeper speaks to a service manager (fs/fuse/fd_store.h) when NOTIFY_SOCKET
-  // names one: only a keeper that is the service's main process (`imgfs mount -f`, read-only).
+  // names one: only a keeper that is the service's main process (`imgfs mount -f`, read-only
+  // or writable with a given upper).
   bool service_manager = false;
   // A live connection to take over (a keeper the service manager started again: its first
   // daemon is a takeover); not owned, outlives RunKeeper. Its entries are in the store

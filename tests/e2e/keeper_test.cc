@@ -42,6 +42,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/fd_passing.h"
+#include "base/file_util.h"
 #include "base/unique_fd.h"
 #include "registry/digest.h"
 #include "tests/support/e2e_fixture.h"
@@ -293,6 +294,91 @@ TEST_F(KeeperTest, ReadersNeverSeeAKilledKeeperUnderTheServiceManager) {
       << manager.store.size() << " entries left";
   EXPECT_NE(std::find(manager.removed.begin(), manager.removed.end(), "imgfs-fuse"),
             manager.removed.end());
+}
+
+// A writable mount of the fuse driver with a given upper is kept in the store too: the keeper
+// the manager starts again takes the upper's journal over, so a descriptor held open across
+// the keeper's death writes on, what was fsync'ed stays, and lookups see no failure.
+TEST_F(KeeperTest, AWritableMountWithAGivenUpperSurvivesAKilledKeeper) {
+  FakeServiceManager manager;
+  ASSERT_TRUE(manager.bound()) << strerror(errno);
+  const std::string log = Sub("service.log");
+  const std::string upper = Sub("upper");
+  const std::vector<std::string> args = {
+      "mount", "-f",      "--rw", "--driver",
+      "fuse",  "--upper", upper,  "oci:" + FixturePath("tiny-gzip:latest"),
+      Mnt()};
+  pid_t keeper = StartService(manager, args, {}, log);
+  ASSERT_GT(keeper, 0);
+  ASSERT_TRUE(manager.HandleUntil([&] { return manager.ready == 1; }, 120)) << ReadAll(log);
+  ASSERT_EQ(manager.store.count("imgfs-fuse"), 1u) << ReadAll(log);
+  ASSERT_EQ(manager.store.count("imgfs-state"), 1u) << ReadAll(log);
+
+  const int held = open((Mnt() + "/held").c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  ASSERT_GE(held, 0) << strerror(errno);
+  ASSERT_EQ(pwrite(held, "one", 3, 0), 3) << strerror(errno);
+  ASSERT_EQ(fsync(held), 0) << strerror(errno);
+  ReaderLog reads(1);
+  std::atomic<bool> stop{false};
+  std::thread looker([&] { StatLoop(Mnt(), {}, 0, stop, &reads); });
+  auto abandon = [&] {
+    if (kill(keeper, SIGKILL) == 0) WaitExit(keeper, 30);
+    manager.store.clear();
+    stop = true;
+    looker.join();
+    close(held);
+  };
+
+  for (int round = 0; round < 2; ++round) {
+    std::vector<uint64_t> before = reads.Snapshot();
+    if (!WaitFor([&] { return reads.AllMovedOn(before); }, 60)) {
+      abandon();
+      FAIL() << "the lookups do not move before kill " << round;
+    }
+    const pid_t daemon = ChildOf(keeper);
+    ASSERT_GT(daemon, 0);
+    ASSERT_EQ(kill(keeper, SIGKILL), 0);
+    WaitExit(keeper, 60);
+    EXPECT_TRUE(WaitFor([&] { return !ProcessRuns(daemon); }, 60)) << "daemon " << daemon;
+    // Nobody serves the mount now, and a close(2) of a file on it does not wait for a daemon
+    // (no FLUSH: fs/fuse/fuse_ops_rw.cc). The service started below is forked from this
+    // process and closes its copy of `held` at its exec: were that a FLUSH, it would wait,
+    // unkillable, for the daemon it is about to start.
+    const int copy = dup(held);
+    ASSERT_GE(copy, 0) << strerror(errno);
+    EXPECT_EQ(close(copy), 0) << strerror(errno);
+    before = reads.Snapshot();
+    const int ready_before = manager.ready;
+    keeper = StartService(manager, args, manager.Stored(), log);
+    ASSERT_GT(keeper, 0);
+    if (!manager.HandleUntil([&] { return manager.ready > ready_before; }, 120) ||
+        !WaitFor([&] { return reads.AllMovedOn(before); }, 120)) {
+      abandon();
+      FAIL() << "no keeper took the writable mount over after kill " << round << "\n"
+             << ReadAll(log);
+    }
+    // The descriptor opened before the kill, through the new daemon.
+    const std::string part = "k" + std::to_string(round);
+    EXPECT_EQ(pwrite(held, part.data(), part.size(), static_cast<off_t>(3 + 2 * round)),
+              static_cast<ssize_t>(part.size()))
+        << strerror(errno);
+    EXPECT_EQ(fsync(held), 0) << strerror(errno);
+  }
+  stop = true;
+  looker.join();
+  const std::vector<std::string> failures = reads.Failures();
+  EXPECT_TRUE(failures.empty()) << failures.size() << " failures, first: " << failures.front();
+  char got[16] = {};
+  EXPECT_EQ(pread(held, got, sizeof(got), 0), 7) << strerror(errno);
+  EXPECT_EQ(std::string(got, 7), "onek0k1");
+  close(held);
+  ASSERT_TRUE(WriteFileAtomic(Mnt() + "/after", "made after the kills").ok());
+  Umount();
+  EXPECT_EQ(WaitExit(keeper, 60), 0) << ReadAll(log);
+  EXPECT_EQ(ReadAll(upper + "/held"), "onek0k1");
+  EXPECT_EQ(ReadAll(upper + "/after"), "made after the kills");
+  EXPECT_TRUE(manager.HandleUntil([&] { return manager.store.empty(); }, 60))
+      << manager.store.size() << " entries left";
 }
 
 // A stored connection whose mount has ended since (unmounted while no keeper ran) is not
