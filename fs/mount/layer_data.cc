@@ -541,23 +541,29 @@ Result<std::vector<OpenedLayer>> LayerOpener::OpenAll(
   return out;
 }
 
-BackgroundSync::BackgroundSync(cache::IndexStore store, std::vector<std::string> paths) {
-  if (paths.empty()) return;
+BackgroundCleanup::BackgroundCleanup(std::vector<std::vector<FileEntry>> spent_entries,
+                                     cache::IndexStore store, std::vector<std::string> unsynced) {
+  if (spent_entries.empty() && unsynced.empty()) return;
   try {
-    thread_ = StartThread("imgfs-idx-sync", [store = std::move(store), paths = std::move(paths)] {
-      for (const std::string& path : paths) {
-        Status synced = store.Sync(path);
-        if (!synced.ok()) IMGFS_LOG(kWarning) << "index not made durable: " << synced.ToString();
-      }
-      return Status::Ok();
-    });
+    thread_ =
+        StartThread("imgfs-cleanup", [spent = std::move(spent_entries), store = std::move(store),
+                                      paths = std::move(unsynced)]() mutable {
+          std::vector<std::vector<FileEntry>>().swap(spent);
+          for (const std::string& path : paths) {
+            Status synced = store.Sync(path);
+            if (!synced.ok())
+              IMGFS_LOG(kWarning) << "index not made durable: " << synced.ToString();
+          }
+          return Status::Ok();
+        });
   } catch (const std::system_error& e) {
-    // No thread: the files stay unsynced (a crash may cost a refetch, never a wrong index).
+    // No thread: the tables are freed here (the lambda was not made), the files stay unsynced
+    // (a crash may cost a refetch, never a wrong index).
     IMGFS_LOG(kWarning) << "not syncing the new indexes: " << e.what();
   }
 }
 
-BackgroundSync::~BackgroundSync() {
+BackgroundCleanup::~BackgroundCleanup() {
   if (thread_.joinable()) thread_.join();
 }
 

@@ -136,18 +136,23 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
   std::vector<MergeInput>().swap(inputs);  // before the layers' entries go
   if (!merged.has_value()) return merged.error();
   NodeTable table = std::move(merged).value();
-  // The table holds the file table now; local layers are read by offset (no reader thread runs
-  // yet: the filesystem is not serving).
+  // The table holds the file table now; local layers are read by offset. Their entries move
+  // out here, before any reader thread runs (the filesystem is not serving), and are freed in
+  // the background.
+  std::vector<std::vector<FileEntry>> spent;
   for (OpenedLayer& l : opened) {
-    if (l.entries_droppable != nullptr) l.entries_droppable->DropEntries();
+    if (l.entries_droppable != nullptr) {
+      spent.push_back(std::move(l.entries_droppable->entries));
+      l.entries_droppable->DropEntries();
+    }
     l.entries_droppable.reset();
   }
   IMGFS_LOG(kInfo) << "image " << text << ": " << layers.size() << " layers, "
                    << table.inode_count() << " inodes, " << out.indexes_built << " indexes built, "
                    << out.lazy_layers << " lazy layers";
   out.filesystem = std::make_unique<ImageFilesystem>(std::move(table), std::move(layers));
-  out.index_sync =
-      std::make_unique<BackgroundSync>(cache::IndexStore(store.root()), std::move(unsynced));
+  out.cleanup = std::make_unique<BackgroundCleanup>(
+      std::move(spent), cache::IndexStore(store.root()), std::move(unsynced));
   // Background work once every layer is prepared (the index loads came first). The
   // readers live in out.filesystem; `opened` still points at them.
   for (const OpenedLayer& l : opened) {

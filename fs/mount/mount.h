@@ -71,8 +71,9 @@ struct PreparedImage {
   MergeStats merge_stats;
   size_t indexes_built = 0;  // layers whose index was not in the store yet
   size_t lazy_layers = 0;    // layers served on demand from the registry
-  // Makes the indexes this mount kept durable, in the background (joined when destroyed).
-  std::unique_ptr<BackgroundSync> index_sync;
+  // Frees the layers' file tables and makes the indexes this mount kept durable, in the
+  // background (joined when destroyed).
+  std::unique_ptr<BackgroundCleanup> cleanup;
 };
 
 // Resolves `text` (a reference, image ID, or a transport like oci:DIR:TAG) and prepares it.

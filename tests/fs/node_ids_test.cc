@@ -113,7 +113,7 @@ TEST(NodeIds, TwoPreparationsOfOneStoredImageNumberEveryNodeAlike) {
   Result<PreparedImage> first = PrepareImage(**store, image, PrepareOptions{});
   ASSERT_TRUE(first.has_value()) << first.error().ToString();
   EXPECT_EQ(first->indexes_built, 3u);
-  first->index_sync.reset();  // the indexes are durable: what a daemon started later finds
+  first->cleanup.reset();  // the indexes are durable: what a daemon started later finds
   Result<PreparedImage> second = PrepareImage(**store, image, PrepareOptions{});
   ASSERT_TRUE(second.has_value()) << second.error().ToString();
   EXPECT_EQ(second->indexes_built, 0u) << "the second preparation rebuilt indexes";
