@@ -2,10 +2,13 @@
 #include "fs/mount/layer_data.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -196,6 +199,14 @@ std::string LayerContext(std::string_view image, size_t position,
                          const registry::Descriptor& desc) {
   return "image " + std::string(image) + ", layer " + std::to_string(position + 1) + " (" +
          desc.digest.String() + ")";
+}
+
+// The CPUs this process may run on (its affinity mask), at least 1.
+size_t UsableCpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
+  return static_cast<size_t>(std::max(1, CPU_COUNT(&set)));
 }
 
 bool PlainFormat(const LayerIndex& index) {
@@ -485,7 +496,7 @@ size_t LayerOpener::CacheShare() const {
 }
 
 Result<std::vector<OpenedLayer>> LayerOpener::OpenAll(
-    const std::vector<registry::Descriptor>& layers) {
+    const std::vector<registry::Descriptor>& layers, const InOrder& in_order) {
   const size_t n = layers.size();
   layer_count_ = n;  // before any thread starts
   std::vector<std::optional<Result<OpenedLayer>>> results(n);
@@ -493,9 +504,18 @@ Result<std::vector<OpenedLayer>> LayerOpener::OpenAll(
   // The lowest layer that failed so far (n: none). A layer above it is not opened: its
   // result cannot change the answer, which is that error (or a lower layer's).
   std::atomic<size_t> lowest_failed{n};
+  // Which results are set (guarded by mu; a result is written before its flag).
+  std::mutex mu;
+  std::condition_variable opened_one;
+  std::vector<bool> done(n, false);
   auto work = [&] {
     for (size_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) {
-      if (i > lowest_failed.load()) continue;
+      if (i > lowest_failed.load()) {
+        std::scoped_lock lock(mu);
+        done[i] = true;  // skipped: results[i] stays empty
+        opened_one.notify_all();
+        continue;
+      }
       Result<OpenedLayer> opened = Status::Internal("not opened");
       // std::bad_alloc and the like: this layer's error, not a terminate.
       Status guarded = RunGuarded("opening a layer", [&] {
@@ -510,11 +530,18 @@ Result<std::vector<OpenedLayer>> LayerOpener::OpenAll(
         }
       }
       results[i] = std::move(opened);
+      std::scoped_lock lock(mu);
+      done[i] = true;
+      opened_one.notify_all();
     }
   };
+  const bool all_local =
+      std::all_of(layers.begin(), layers.end(),
+                  [&](const registry::Descriptor& d) { return options_.store->HasBlob(d.digest); });
+  const size_t parallel = std::min({n, kMaxParallelLayers, all_local ? UsableCpus() : n});
+  // With `in_order` the calling thread takes each opened layer in turn; else it opens too.
+  const size_t extra = in_order ? parallel : (parallel > 0 ? parallel - 1 : 0);
   std::vector<std::thread> threads;
-  const size_t extra =
-      std::min(n, kMaxParallelLayers) > 0 ? std::min(n, kMaxParallelLayers) - 1 : 0;
   for (size_t t = 0; t < extra; ++t) {
     try {
       threads.push_back(StartThread("imgfs-layers", [&work] {
@@ -526,8 +553,25 @@ Result<std::vector<OpenedLayer>> LayerOpener::OpenAll(
       break;
     }
   }
-  work();
+  Status in_order_failed;
+  if (in_order && !threads.empty()) {
+    for (size_t i = 0; i < n; ++i) {
+      {
+        std::unique_lock lock(mu);
+        opened_one.wait(lock, [&] { return done[i]; });
+      }
+      if (!results[i].has_value() || !results[i]->has_value()) break;  // OpenAll's error below
+      in_order_failed = in_order(i, **results[i]);
+      if (!in_order_failed.ok()) {
+        lowest_failed = 0;  // no further layer is opened
+        break;
+      }
+    }
+  } else {
+    work();
+  }
   for (std::thread& t : threads) t.join();
+  if (!in_order_failed.ok()) return in_order_failed;
   std::vector<OpenedLayer> out;
   out.reserve(n);
   for (size_t i = 0; i < n; ++i) {
@@ -538,6 +582,9 @@ Result<std::vector<OpenedLayer>> LayerOpener::OpenAll(
     out.push_back(std::move(*results[i]).value());
   }
   if (out.size() != n) return Status::Internal("a layer was skipped while none failed");
+  if (in_order && threads.empty()) {  // no thread to open while the caller merges: in turn now
+    for (size_t i = 0; i < n; ++i) IMGFS_RETURN_IF_ERROR(in_order(i, out[i]));
+  }
   return out;
 }
 

@@ -29,6 +29,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -129,7 +130,10 @@ class LayerOpener {
  public:
   // Layers opened concurrently by OpenAll. 8: a typical image has 3–15 layers, a mount's
   // index loads are two small requests each (footer, TOC), and 8 connections to one registry
-  // stay well under what registries allow per client; the rest queue behind them.
+  // stay well under what registries allow per client; the rest queue behind them. When every
+  // blob is in the store the opening is CPU work alone: then no more threads than the process
+  // may use CPUs, so that the lower layers are open (and merge, `in_order`) while the upper
+  // ones load, rather than all of them finishing together.
   static constexpr size_t kMaxParallelLayers = 8;
 
   explicit LayerOpener(LayerOpenerOptions options);
@@ -142,8 +146,12 @@ class LayerOpener {
 
   // Opens every layer of `layers` (bottom first), concurrently; the opened layers in the same
   // order, or the error of the lowest layer that failed (layers above a failed one may be
-  // skipped).
-  Result<std::vector<OpenedLayer>> OpenAll(const std::vector<registry::Descriptor>& layers);
+  // skipped). `in_order`, when set, is called on the calling thread with each opened layer,
+  // bottom first, as soon as it and those below it are open, while the threads open the
+  // others (the mount merges there); its error is OpenAll's, and no further layer is opened.
+  using InOrder = std::function<Status(size_t position, OpenedLayer& layer)>;
+  Result<std::vector<OpenedLayer>> OpenAll(const std::vector<registry::Descriptor>& layers,
+                                           const InOrder& in_order = nullptr);
 
  private:
   // A layer whose blob is not in the store: opened lazily, or (nullopt) fetched whole into

@@ -114,7 +114,14 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
     }
   }
   LayerOpener opener(std::move(opener_options));
-  IMGFS_ASSIGN_OR_RETURN(std::vector<OpenedLayer> opened, opener.OpenAll(manifest.layers));
+  // Each layer merges as soon as it and those below it are open, while the upper ones load.
+  LayerMerge merge;
+  IMGFS_ASSIGN_OR_RETURN(std::vector<OpenedLayer> opened,
+                         opener.OpenAll(manifest.layers, [&merge](size_t, OpenedLayer& l) {
+                           Status added = merge.Add(l.mounted.index.get(), l.merge_input);
+                           l.merge_input = MergeInput();  // done with: its memory goes now
+                           return added;
+                         }));
   std::vector<MountedLayer> layers;
   layers.reserve(opened.size());
   std::vector<std::string> unsynced;
@@ -126,16 +133,7 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
     }
     layers.push_back(std::move(l.mounted));
   }
-  std::vector<const LayerIndex*> views;
-  views.reserve(layers.size());
-  for (const MountedLayer& l : layers) views.push_back(l.index.get());
-  std::vector<MergeInput> inputs;
-  inputs.reserve(opened.size());
-  for (OpenedLayer& l : opened) inputs.push_back(std::move(l.merge_input));
-  Result<NodeTable> merged = MergeLayers(views, inputs, &out.merge_stats);
-  std::vector<MergeInput>().swap(inputs);  // before the layers' entries go
-  if (!merged.has_value()) return merged.error();
-  NodeTable table = std::move(merged).value();
+  IMGFS_ASSIGN_OR_RETURN(NodeTable table, merge.Finish(&out.merge_stats));
   // The table holds the file table now; local layers are read by offset. Their entries move
   // out here, before any reader thread runs (the filesystem is not serving), and are freed in
   // the background.

@@ -166,8 +166,9 @@ MNode* Find(MNode* root, const std::vector<std::string_view>& parts) {
 
 class Merger {
  public:
-  Merger(std::span<const LayerIndex* const> layers, MergeStats* stats)
-      : layers_(layers), stats_(stats) {}
+  // `layers` may grow between ApplyLayer calls (LayerMerge adds each before applying it).
+  Merger(const std::vector<const LayerIndex*>* layers, MergeStats* stats)
+      : layers_(*layers), stats_(stats) {}
 
   void ApplyLayer(uint32_t pos, const LayerIndex& layer, const MergeInput& input);
   Result<NodeTable> Build();
@@ -197,7 +198,7 @@ class Merger {
   template <typename Visit>
   void Walk(Visit visit);
 
-  std::span<const LayerIndex* const> layers_;
+  const std::vector<const LayerIndex*>& layers_;
   MergeStats* stats_;
   std::pmr::monotonic_buffer_resource arena_;  // every MNode but the root, and all maps
   MNode root_;
@@ -529,36 +530,54 @@ Result<NodeTable> Merger::Build() {
   return builder.Finish();
 }
 
-// MergeLayers with the inputs given (`inputs` empty: each made in turn, one at a time).
-Result<NodeTable> Merge(std::span<const LayerIndex* const> layers,
-                        std::span<const MergeInput> inputs, MergeStats* stats) {
-  MergeStats local;
-  if (stats == nullptr) stats = &local;
-  *stats = MergeStats();
-  if (layers.size() >= kNone) return Status::Unsupported("overlay merge: too many layers");
-  Merger merger(layers, stats);
-  for (uint32_t pos = 0; pos < layers.size(); ++pos) {
-    if (layers[pos] == nullptr) continue;
-    if (!inputs.empty()) {
-      merger.ApplyLayer(pos, *layers[pos], inputs[pos]);
-    } else {
-      merger.ApplyLayer(pos, *layers[pos], PrepareMergeInput(*layers[pos]));
-    }
+}  // namespace
+
+struct LayerMerge::State {
+  std::vector<const LayerIndex*> layers;
+  MergeStats stats;
+  Merger merger{&layers, &stats};
+};
+
+LayerMerge::LayerMerge() : state_(std::make_unique<State>()) {}
+LayerMerge::~LayerMerge() = default;
+
+Status LayerMerge::Add(const LayerIndex* layer, const MergeInput& input) {
+  if (state_ == nullptr) return Status::Internal("overlay merge: a layer added after Finish");
+  const size_t pos = state_->layers.size();
+  if (pos + 1 >= kNone) return Status::Unsupported("overlay merge: too many layers");
+  if (layer != nullptr && input.data.size() != layer->entries.size()) {
+    return Status::InvalidArgument("overlay merge: the input of layer " + std::to_string(pos) +
+                                   " was made from another layer");
   }
-  Result<NodeTable> table = merger.Build();
-  if (table.has_value() && (stats->invalid_paths + stats->bad_hardlinks + stats->shadowed) > 0) {
-    IMGFS_LOG(kInfo) << "overlay merge: ignored " << stats->invalid_paths
-                     << " entries with unusable paths, " << stats->bad_hardlinks
-                     << " unresolvable hardlinks, " << stats->shadowed
+  state_->layers.push_back(layer);
+  if (layer != nullptr) state_->merger.ApplyLayer(static_cast<uint32_t>(pos), *layer, input);
+  return Status::Ok();
+}
+
+Status LayerMerge::Add(const LayerIndex* layer) {
+  if (layer == nullptr) return Add(nullptr, MergeInput());
+  return Add(layer, PrepareMergeInput(*layer));
+}
+
+Result<NodeTable> LayerMerge::Finish(MergeStats* stats) {
+  if (state_ == nullptr) return Status::Internal("overlay merge: Finish called twice");
+  std::unique_ptr<State> state = std::move(state_);
+  Result<NodeTable> table = state->merger.Build();
+  const MergeStats& s = state->stats;
+  if (table.has_value() && (s.invalid_paths + s.bad_hardlinks + s.shadowed) > 0) {
+    IMGFS_LOG(kInfo) << "overlay merge: ignored " << s.invalid_paths
+                     << " entries with unusable paths, " << s.bad_hardlinks
+                     << " unresolvable hardlinks, " << s.shadowed
                      << " entries below a non-directory of their layer";
   }
+  if (stats != nullptr) *stats = s;
   return table;
 }
 
-}  // namespace
-
 Result<NodeTable> MergeLayers(std::span<const LayerIndex* const> layers, MergeStats* stats) {
-  return Merge(layers, {}, stats);
+  LayerMerge merge;
+  for (const LayerIndex* layer : layers) IMGFS_RETURN_IF_ERROR(merge.Add(layer));
+  return merge.Finish(stats);
 }
 
 Result<NodeTable> MergeLayers(std::span<const LayerIndex* const> layers,
@@ -567,13 +586,9 @@ Result<NodeTable> MergeLayers(std::span<const LayerIndex* const> layers,
     return Status::InvalidArgument("overlay merge: " + std::to_string(inputs.size()) +
                                    " inputs for " + std::to_string(layers.size()) + " layers");
   }
-  for (size_t i = 0; i < layers.size(); ++i) {
-    if (layers[i] != nullptr && inputs[i].data.size() != layers[i]->entries.size()) {
-      return Status::InvalidArgument("overlay merge: the input of layer " + std::to_string(i) +
-                                     " was made from another layer");
-    }
-  }
-  return Merge(layers, inputs, stats);
+  LayerMerge merge;
+  for (size_t i = 0; i < layers.size(); ++i) IMGFS_RETURN_IF_ERROR(merge.Add(layers[i], inputs[i]));
+  return merge.Finish(stats);
 }
 
 }  // namespace imgfs::fs

@@ -40,6 +40,7 @@
 #define IMGFS_FS_TREE_OVERLAY_H_
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -82,6 +83,31 @@ struct MergeInput {
 
 // Prepares `layer` for MergeLayers. Never fails: bad entries are left out and counted.
 MergeInput PrepareMergeInput(const LayerIndex& layer);
+
+// The merge one layer at a time, bottom first, for a caller whose upper layers are still
+// loading while the lower ones merge (fs/mount/mount.cc); MergeLayers is Add for each layer,
+// then Finish. Node::layer is the position of the Add. The layers must stay unchanged and
+// alive until Finish returns; inputs only during their Add.
+// Thread-safety: one thread at a time.
+class LayerMerge {
+ public:
+  LayerMerge();
+  ~LayerMerge();
+  LayerMerge(const LayerMerge&) = delete;
+  LayerMerge& operator=(const LayerMerge&) = delete;
+
+  // Applies the next layer up, with its PrepareMergeInput (made now by the first form). A
+  // null layer takes a position and adds nothing. InvalidArgument for an input made from
+  // another layer; Unsupported past the NodeTable's layer limit; Internal after Finish.
+  Status Add(const LayerIndex* layer);
+  Status Add(const LayerIndex* layer, const MergeInput& input);
+  // The merged table (stats: what was ignored, may be null). Call once, after the last Add.
+  Result<NodeTable> Finish(MergeStats* stats = nullptr);
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
 
 // Merges `layers` (bottom first; Node::layer is the position in this span). Fails only when
 // the result does not fit the NodeTable's limits (Unsupported): bad entries are ignored and

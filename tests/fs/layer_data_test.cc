@@ -111,6 +111,53 @@ TEST_F(LayerOpenerTest, ReportsTheLowestFailedLayer) {
       << opened.error().ToString();
 }
 
+// The in-order callback (what the mount merges with) sees each layer bottom first, on the
+// calling thread, with its merge input made; its error is OpenAll's; a failed layer is never
+// passed to it.
+TEST_F(LayerOpenerTest, InOrderTakesEachLayerBottomFirstOnTheCallingThread) {
+  LayerOpener opener(Options());
+  std::vector<size_t> seen;
+  const std::thread::id caller = std::this_thread::get_id();
+  Result<std::vector<OpenedLayer>> opened =
+      opener.OpenAll(manifest_.layers, [&](size_t position, OpenedLayer& l) {
+        EXPECT_EQ(std::this_thread::get_id(), caller);
+        EXPECT_EQ(l.mounted.index->layer_digest, manifest_.layers[position].digest);
+        EXPECT_EQ(l.merge_input.data.size(), l.mounted.index->entries.size());
+        seen.push_back(position);
+        return Status::Ok();
+      });
+  ASSERT_TRUE(opened.has_value()) << opened.error().ToString();
+  EXPECT_EQ(seen, (std::vector<size_t>{0, 1, 2}));
+
+  seen.clear();
+  LayerOpener stopped(Options());
+  opened = stopped.OpenAll(manifest_.layers, [&](size_t position, OpenedLayer&) {
+    seen.push_back(position);
+    return position == 1 ? Status::Corrupt("stop at 1") : Status::Ok();
+  });
+  ASSERT_FALSE(opened.has_value());
+  EXPECT_EQ(opened.error().message(), "stop at 1");
+  EXPECT_EQ(seen, (std::vector<size_t>{0, 1}));
+
+  seen.clear();
+  source_->set_fail(true);
+  std::string stores = dir_.Sub("store2");
+  Result<std::unique_ptr<cache::Store>> fresh = cache::Store::Open(stores);
+  ASSERT_TRUE(fresh.has_value());
+  LayerOpenerOptions o = Options();
+  o.store = fresh->get();
+  LayerOpener failing(o);
+  opened = failing.OpenAll(manifest_.layers, [&](size_t position, OpenedLayer&) {
+    seen.push_back(position);
+    return Status::Ok();
+  });
+  ASSERT_FALSE(opened.has_value());
+  EXPECT_NE(opened.error().ToString().find("layer 1 (" + manifest_.layers[0].digest.String()),
+            std::string::npos)
+      << opened.error().ToString();
+  EXPECT_TRUE(seen.empty());
+}
+
 TEST_F(LayerOpenerTest, NotLazyFetchesMissingLayersWholeAndReadsThemLocally) {
   LayerOpenerOptions o = Options();
   o.lazy = false;
