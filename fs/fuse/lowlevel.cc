@@ -279,14 +279,8 @@ Status ServeInitRequest(
 }
 
 int ServeLowLevel(fuse_session* se, unsigned max_threads) {
-  // Every READ reply is a fresh buffer of up to 1 MiB (fs/fuse/read_ahead.h). glibc maps
-  // buffers that large anew each time (mmap threshold), and the page faults of filling them
-  // cost more than the read: a warm 64 MiB file read in 1 MiB requests took 0.7 s instead of
-  // 0.16 s. Buffers up to 8 MiB come from the heap and are reused; at most 8 MiB of freed
-  // heap stays with each arena.
-  mallopt(M_MMAP_THRESHOLD, 8 << 20);
-  mallopt(M_TRIM_THRESHOLD, 8 << 20);
-  // At most two malloc arenas: set in main() (tools/imgfs_main.cc), before any thread.
+  // The malloc settings (at most two arenas, blocks up to 32 MiB from the heap): set in main()
+  // (tools/imgfs_main.cc), before any thread.
   // Preparing the image (decoding layer indexes, merging their trees) leaves freed heap
   // between live blocks that free() never returns: ~34 MiB of a 94 MiB daemon for a
   // 75 000-path image. Return it before serving.
