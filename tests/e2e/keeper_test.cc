@@ -206,6 +206,21 @@ class KeeperTest : public ImgfsMountTest {
     return status;
   }
 
+  // SIGKILLs the keeper `keeper` (a started service) and waits for it and for its daemon,
+  // which dies with it (PR_SET_PDEATHSIG): then nobody serves the mount, and only the service
+  // manager's copies hold the connection. The keeper's exit status; the daemon's pid in
+  // `*killed` when given.
+  int KillKeeperAndItsDaemon(pid_t keeper, pid_t* killed = nullptr) {
+    const pid_t daemon = ChildOf(keeper);
+    if (killed != nullptr) *killed = daemon;
+    EXPECT_GT(daemon, 0);
+    EXPECT_EQ(kill(keeper, SIGKILL), 0);
+    const int status = WaitExit(keeper, 60);
+    EXPECT_TRUE(WaitFor([&] { return daemon <= 0 || !ProcessRuns(daemon); }, 60))
+        << "daemon " << daemon;
+    return status;
+  }
+
   std::vector<pid_t> started_;
 };
 
@@ -250,14 +265,9 @@ TEST_F(KeeperTest, ReadersNeverSeeAKilledKeeperUnderTheServiceManager) {
       abandon();
       FAIL() << "the readers do not move before kill " << round;
     }
-    const pid_t daemon = ChildOf(keeper);
-    ASSERT_GT(daemon, 0);
-    ASSERT_EQ(kill(keeper, SIGKILL), 0);
-    const int status = WaitExit(keeper, 60);
+    pid_t daemon = 0;
+    const int status = KillKeeperAndItsDaemon(keeper, &daemon);
     EXPECT_TRUE(WIFSIGNALED(status)) << status;
-    // The daemon dies with its keeper (PR_SET_PDEATHSIG): nobody serves the mount now, and
-    // only the store's copies hold the connection.
-    EXPECT_TRUE(WaitFor([&] { return !ProcessRuns(daemon); }, 60)) << "daemon " << daemon;
     before = reads.Snapshot();
 
     const int ready_before = manager.ready;
@@ -335,11 +345,7 @@ TEST_F(KeeperTest, AWritableMountWithAGivenUpperSurvivesAKilledKeeper) {
       abandon();
       FAIL() << "the lookups do not move before kill " << round;
     }
-    const pid_t daemon = ChildOf(keeper);
-    ASSERT_GT(daemon, 0);
-    ASSERT_EQ(kill(keeper, SIGKILL), 0);
-    WaitExit(keeper, 60);
-    EXPECT_TRUE(WaitFor([&] { return !ProcessRuns(daemon); }, 60)) << "daemon " << daemon;
+    KillKeeperAndItsDaemon(keeper);
     // Nobody serves the mount now, and a close(2) of a file on it does not wait for a daemon
     // (no FLUSH: fs/fuse/fuse_ops_rw.cc). The service started below is forked from this
     // process and closes its copy of `held` at its exec: were that a FLUSH, it would wait,
