@@ -66,6 +66,9 @@ class TinyImage {
       return;
     }
     prepared_ = std::move(*prepared);
+    // Its background work done and its thread joined: the killed-daemon tests fork this
+    // process, whose children would otherwise exit with a thread never joined.
+    prepared_.cleanup.reset();
   }
   TempDir dir_;
   std::unique_ptr<cache::Store> store_;
