@@ -682,8 +682,8 @@ fs::KeeperOptions KeeperFor(const CommandContext& ctx, const MountRequest& req,
         binary, "--root", root, "mount", std::string(kKeptDaemonFlag), std::to_string(channel)};
   };
   // Daemon 1 is forked, without the exec: it serves from the same configuration.
-  keeper.serve = [ctx, config = keeper.daemon_config](int channel, const fs::Handover* handover) {
-    CommandContext daemon_ctx = ctx;
+  keeper.serve = [daemon_ctx = ctx, config = keeper.daemon_config](
+                     int channel, const fs::Handover* handover) mutable {
     return ServeKept(daemon_ctx, config, channel, handover);
   };
   return keeper;

@@ -535,10 +535,9 @@ Result<std::vector<OpenedLayer>> LayerOpener::OpenAll(
       opened_one.notify_all();
     }
   };
-  const bool all_local =
-      std::all_of(layers.begin(), layers.end(),
-                  [&](const registry::Descriptor& d) { return options_.store->HasBlob(d.digest); });
-  const size_t parallel = std::min({n, kMaxParallelLayers, all_local ? UsableCpus() : n});
+  // No source: every layer is opened from the store (or fails), CPU work alone.
+  const bool cpu_only = options_.source == nullptr;
+  const size_t parallel = std::min({n, kMaxParallelLayers, cpu_only ? UsableCpus() : n});
   // With `in_order` the calling thread takes each opened layer in turn; else it opens too.
   const size_t extra = in_order ? parallel : (parallel > 0 ? parallel - 1 : 0);
   std::vector<std::thread> threads;

@@ -130,9 +130,9 @@ class LayerOpener {
  public:
   // Layers opened concurrently by OpenAll. 8: a typical image has 3–15 layers, a mount's
   // index loads are two small requests each (footer, TOC), and 8 connections to one registry
-  // stay well under what registries allow per client; the rest queue behind them. When every
-  // blob is in the store the opening is CPU work alone: then no more threads than the process
-  // may use CPUs, so that the lower layers are open (and merge, `in_order`) while the upper
+  // stay well under what registries allow per client; the rest queue behind them. Without a
+  // source (every blob in the store) the opening is CPU work alone: then no more threads than the
+  // process may use CPUs, so that the lower layers are open (and merge, `in_order`) while the upper
   // ones load, rather than all of them finishing together.
   static constexpr size_t kMaxParallelLayers = 8;
 

@@ -580,15 +580,4 @@ Result<NodeTable> MergeLayers(std::span<const LayerIndex* const> layers, MergeSt
   return merge.Finish(stats);
 }
 
-Result<NodeTable> MergeLayers(std::span<const LayerIndex* const> layers,
-                              std::span<const MergeInput> inputs, MergeStats* stats) {
-  if (inputs.size() != layers.size()) {
-    return Status::InvalidArgument("overlay merge: " + std::to_string(inputs.size()) +
-                                   " inputs for " + std::to_string(layers.size()) + " layers");
-  }
-  LayerMerge merge;
-  for (size_t i = 0; i < layers.size(); ++i) IMGFS_RETURN_IF_ERROR(merge.Add(layers[i], inputs[i]));
-  return merge.Finish(stats);
-}
-
 }  // namespace imgfs::fs

@@ -114,10 +114,6 @@ class LayerMerge {
 // counted in `stats` (may be null), never fatal.
 Result<NodeTable> MergeLayers(std::span<const LayerIndex* const> layers,
                               MergeStats* stats = nullptr);
-// The same with each layer's PrepareMergeInput made already: `inputs[i]` of `layers[i]`
-// (InvalidArgument when the sizes differ).
-Result<NodeTable> MergeLayers(std::span<const LayerIndex* const> layers,
-                              std::span<const MergeInput> inputs, MergeStats* stats = nullptr);
 
 }  // namespace imgfs::fs
 

@@ -221,6 +221,18 @@ class KeeperTest : public ImgfsMountTest {
     return status;
   }
 
+  // Starts the service again with what the manager stores (a keeper killed before); true once
+  // the new keeper told READY and every reader of `reads` moved on. `*keeper`: its pid.
+  bool RestartUntilServing(FakeServiceManager& manager, const std::vector<std::string>& args,
+                           const std::string& log, const ReaderLog& reads, pid_t* keeper) {
+    const std::vector<uint64_t> before = reads.Snapshot();
+    const int ready_before = manager.ready;
+    *keeper = StartService(manager, args, manager.Stored(), log);
+    if (*keeper <= 0) return false;
+    return manager.HandleUntil([&] { return manager.ready > ready_before; }, 120) &&
+           WaitFor([&] { return reads.AllMovedOn(before); }, 120);
+  }
+
   std::vector<pid_t> started_;
 };
 
@@ -268,13 +280,7 @@ TEST_F(KeeperTest, ReadersNeverSeeAKilledKeeperUnderTheServiceManager) {
     pid_t daemon = 0;
     const int status = KillKeeperAndItsDaemon(keeper, &daemon);
     EXPECT_TRUE(WIFSIGNALED(status)) << status;
-    before = reads.Snapshot();
-
-    const int ready_before = manager.ready;
-    keeper = StartService(manager, args, manager.Stored(), log);
-    ASSERT_GT(keeper, 0);
-    if (!manager.HandleUntil([&] { return manager.ready > ready_before; }, 120) ||
-        !WaitFor([&] { return reads.AllMovedOn(before); }, 120)) {
+    if (!RestartUntilServing(manager, args, log, reads, &keeper)) {
       abandon();
       FAIL() << "no keeper took the mount over after kill " << round << "\n" << ReadAll(log);
     }
@@ -353,12 +359,7 @@ TEST_F(KeeperTest, AWritableMountWithAGivenUpperSurvivesAKilledKeeper) {
     const int copy = dup(held);
     ASSERT_GE(copy, 0) << strerror(errno);
     EXPECT_EQ(close(copy), 0) << strerror(errno);
-    before = reads.Snapshot();
-    const int ready_before = manager.ready;
-    keeper = StartService(manager, args, manager.Stored(), log);
-    ASSERT_GT(keeper, 0);
-    if (!manager.HandleUntil([&] { return manager.ready > ready_before; }, 120) ||
-        !WaitFor([&] { return reads.AllMovedOn(before); }, 120)) {
+    if (!RestartUntilServing(manager, args, log, reads, &keeper)) {
       abandon();
       FAIL() << "no keeper took the writable mount over after kill " << round << "\n"
              << ReadAll(log);

@@ -318,19 +318,18 @@ TEST(OverlayConformance, TableDriven) {
 
 LayerIndex RandomLayer(std::mt19937& rng);
 
-// MergeLayers with each layer's input prepared beforehand (as a mount does on its loading
+// LayerMerge with each layer's input prepared beforehand (as a mount does on its loading
 // threads) gives the same tree and counts as MergeLayers preparing them itself.
 TEST(OverlayConformance, PreparedInputsMergeTheSame) {
   auto same = [](const std::vector<LayerIndex>& layers) {
-    std::vector<const LayerIndex*> ptrs;
-    std::vector<MergeInput> inputs;
+    LayerMerge merge;
     for (const auto& l : layers) {
-      ptrs.push_back(&l);
-      inputs.push_back(PrepareMergeInput(l));
+      const MergeInput input = PrepareMergeInput(l);
+      ASSERT_TRUE(merge.Add(&l, input).ok());
     }
     MergeStats direct_stats, prepared_stats;
     NodeTable direct = MergeOrDie(layers, &direct_stats);
-    Result<NodeTable> prepared = MergeLayers(ptrs, inputs, &prepared_stats);
+    Result<NodeTable> prepared = merge.Finish(&prepared_stats);
     ASSERT_TRUE(prepared.has_value()) << prepared.error().ToString();
     EXPECT_EQ(Dump(*prepared), Dump(direct));
     EXPECT_EQ(prepared_stats.entries, direct_stats.entries);
@@ -353,11 +352,14 @@ TEST(OverlayConformance, PreparedInputsMergeTheSame) {
   }
   // Inputs that do not belong to the layers are refused, never read out of bounds.
   std::vector<LayerIndex> two = {Layer({Dir("a"), File("a/f")}), Layer({File("g")})};
-  std::vector<const LayerIndex*> ptrs = {&two[0], &two[1]};
-  std::vector<MergeInput> swapped = {PrepareMergeInput(two[1]), PrepareMergeInput(two[0])};
-  EXPECT_EQ(MergeLayers(ptrs, swapped).error().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(MergeLayers(ptrs, std::span<const MergeInput>(swapped).first(1)).error().code(),
-            StatusCode::kInvalidArgument);
+  LayerMerge swapped;
+  EXPECT_EQ(swapped.Add(&two[0], PrepareMergeInput(two[1])).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(swapped.Add(&two[1], PrepareMergeInput(two[0])).code(), StatusCode::kInvalidArgument);
+  // Nothing after Finish.
+  LayerMerge finished;
+  ASSERT_TRUE(finished.Add(&two[0]).ok());
+  ASSERT_TRUE(finished.Finish().has_value());
+  EXPECT_EQ(finished.Add(&two[1]).code(), StatusCode::kInternal);
 }
 
 TEST(OverlayConformance, RootAttributes) {
