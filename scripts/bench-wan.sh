@@ -2,15 +2,23 @@
 # Lazy loading over an emulated WAN (run through `scripts/bench.sh --wan [--size-mb N]`; see
 # the comment at the top of bench.sh). Measured, never asserted; not part of CI.
 #
-#   scripts/bench-wan.sh SIZE_MB KEEP(0|1)
+#   scripts/bench-wan.sh SIZE_MB KEEP(0|1) [IMAGE [MIN_PATHS]]
+#
+# IMAGE: "host" (the default) builds the image bench.sh measures from files of this machine
+# (scripts/bench/host_image.py: 4 layers, text, code and libraries that compress ~3:1 as a
+# distribution image does, at least SIZE_MB MB of file data and MIN_PATHS paths);
+# "generated" a deterministic 2-layer image of many files of mixed sizes, ~75% of its bytes
+# random (so it compresses hardly at all and the link's rate bounds every whole-tree read).
 #
 # Environment: IMGFS_BENCH_DELAY_MS (one-way, default 20), IMGFS_BENCH_MBIT (default 200),
 # IMGFS_BIN (the imgfs binary; default: build/plain, built first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
-size_mb=${1:-700}
+size_mb=${1:-1200}
 keep=${2:-0}
+image=${3:-host}
+min_paths=${4:-50000}
 delay_ms=${IMGFS_BENCH_DELAY_MS:-20}
 mbit=${IMGFS_BENCH_MBIT:-200}
 
@@ -42,6 +50,10 @@ now() { date +%s.%N; }
 calc() { python3 -c "print(f'{$1:.2f}')"; }
 . scripts/lib/registry.sh  # start_registry, free_port
 
+if [ "$image" = host ]; then
+  echo "== building the image from files of this machine (>= ${size_mb} MB, >= ${min_paths} paths, 4 layers)"
+  python3 scripts/bench/host_image.py "$work/layout" "$size_mb" "$min_paths" "$work/facts.json"
+else
 echo "== generating the image (${size_mb} MB of file data, 2 layers)"
 PYTHONPATH=$repo/scripts/bench python3 - "$work/layout" "$size_mb" "$work/facts.json" <<'PY'
 import io, json, os, random, sys, tarfile
@@ -93,6 +105,7 @@ json.dump({"files": len(files), "file_bytes": total, "small": small, "small_size
 print(f"{len(files)} files, {total / 1e6:.0f} MB of file data, gzip layers: "
       + ", ".join(f"{l['size'] / 1e6:.0f} MB" for l in layers))
 PY
+fi
 fact() { python3 -c "import json;print(json.load(open('$work/facts.json'))['$1'])"; }
 small=$(fact small)
 small_size=$(fact small_size)

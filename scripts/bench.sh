@@ -3,7 +3,8 @@
 # and its ratio to the kernel's overlayfs. Measured, never asserted.
 #
 #   scripts/bench.sh [--size-mb N] [--keep]
-#   scripts/bench.sh --wan [--size-mb N] [--keep]     (lazy loading over an emulated WAN)
+#   scripts/bench.sh --wan [--generated] [--size-mb N] [--min-paths N] [--keep]
+#                                                     (lazy loading over an emulated WAN)
 #   scripts/bench.sh --rw [--keep]                    (write-heavy workloads on writable mounts)
 #   scripts/bench.sh --memory [ARGS...]               (daemon memory and mount time, many files)
 #
@@ -18,9 +19,11 @@
 # Not part of the default run (it takes several minutes on its own).
 #
 # --wan: lazy mounts against a registry behind scripts/wan_proxy.py (20 ms one-way delay in
-# each direction, 200 Mbit/s shared by all connections; loopback only). The image: generated,
-# deterministic, 2 layers, many files of mixed sizes, mostly incompressible (default 700 MB
-# of file data, > 500 MB compressed), pushed as plain gzip and converted by `imgfs convert`
+# each direction, 200 Mbit/s shared by all connections; loopback only). The image: the one
+# below, from files of this machine (4 layers, compressing ~3:1 as a distribution image does),
+# or with --generated a deterministic 2-layer image of many files of mixed sizes, mostly
+# incompressible (default 700 MB of file data, > 500 MB compressed); pushed as plain gzip and
+# converted by `imgfs convert`
 # to eStargz and zstd:chunked. For each format it prints (1) `imgfs mount` (lazy) + reading
 # one small file vs `skopeo copy` + `umoci unpack` of the gzip image, (2) bytes fetched vs
 # bytes read, (3) mount + reading the whole tree (tar) vs pull + unpack + the same tar over
@@ -48,6 +51,7 @@ size_mb=1200
 min_paths=50000
 keep=0
 wan=0
+wan_image=host
 rw=0
 size_set=0
 if [ "${1:-}" = --memory ]; then
@@ -60,13 +64,14 @@ while [ $# -gt 0 ]; do
     --min-paths) min_paths=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     --wan) wan=1; shift ;;
+    --generated) wan_image=generated; shift ;;
     --rw) rw=1; shift ;;
-    *) echo "usage: $0 [--wan|--rw] [--size-mb N] [--min-paths N] [--keep] | --memory [ARGS]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--wan [--generated]|--rw] [--size-mb N] [--min-paths N] [--keep] | --memory [ARGS]" >&2; exit 2 ;;
   esac
 done
 if [ "$wan" = 1 ]; then
-  [ "$size_set" = 1 ] || size_mb=700
-  exec scripts/bench-wan.sh "$size_mb" "$keep"
+  [ "$size_set" = 1 ] || [ "$wan_image" = host ] || size_mb=700
+  exec scripts/bench-wan.sh "$size_mb" "$keep" "$wan_image" "$min_paths"
 fi
 if [ "$rw" = 1 ]; then
   exec scripts/bench-rw.sh "$keep"
@@ -106,58 +111,7 @@ timeit() {  # prints the median seconds of $runs runs of "$@" ($cold=1: page cac
 }
 
 echo "== building the benchmark image (>= ${size_mb} MB of files, >= $min_paths paths, 4 layers)"
-PYTHONPATH=$repo/scripts/bench python3 - "$work/layout" "$size_mb" "$min_paths" <<'PY'
-import io, os, sys, tarfile
-import oci_layout
-out, size_mb, min_paths = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-budget = size_mb << 20
-dirs_seen = set()
-sources = ["/usr/share", "/usr/include", "/usr/lib/python3", "/usr/bin",
-           "/usr/lib/x86_64-linux-gnu", "/usr/lib/gcc", "/usr/libexec", "/usr/lib/llvm-14"]
-files = []
-total = 0
-for src in sources:
-    for d, dirs, names in os.walk(src):
-        dirs.sort()
-        for n in sorted(names):
-            p = os.path.join(d, n)
-            try:
-                st = os.lstat(p)
-            except OSError:
-                continue
-            if not (os.path.isfile(p) or os.path.islink(p)):
-                continue
-            if os.path.isfile(p) and not os.path.islink(p):
-                if st.st_size > 8 << 20 or not os.access(p, os.R_OK):
-                    continue
-                total += st.st_size
-            files.append(p)
-            dirs_seen.add(d)
-            if total >= budget and len(files) + len(dirs_seen) >= min_paths:
-                break
-        else:
-            continue
-        break
-    else:
-        continue
-    break
-tars = []
-per = (len(files) + 3) // 4
-for i in range(4):
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
-        seen = set()
-        for p in files[i * per:(i + 1) * per]:
-            oci_layout.add_dirs(t, seen, p)
-            try:
-                t.add(p, arcname=p.strip("/"), recursive=False)
-            except OSError:
-                pass
-    tars.append(raw.getvalue())
-layers = oci_layout.write_layout(out, tars, gzip_level=6)
-print(f"{len(files)} files and symlinks, {total / 1e6:.0f} MB of file data, layers (gzip): "
-      + ", ".join(f"{l['size'] / 1e6:.0f} MB" for l in layers))
-PY
+python3 scripts/bench/host_image.py "$work/layout" "$size_mb" "$min_paths"
 
 echo "== preparing peers"
 mkdir -p "$work/lower" "$work/mnt-ovl" "$work/mnt-fovl" "$work/mnt-imgfs" "$work/upper" "$work/work"
