@@ -1,13 +1,18 @@
 // imgfs — publishing imgfs layer indexes as an OCI artifact (see index_publish.h).
 #include "fs/image_ops/index_publish.h"
 
+#include <algorithm>
+#include <optional>
+#include <thread>
 #include <utility>
 
 #include "base/log.h"
+#include "base/thread.h"
 #include "cache/index_store.h"
 #include "fs/image_ops/image_convert.h"
 #include "fs/layer/estargz_toc.h"
 #include "fs/layer/index_builder.h"
+#include "fs/layer/zstd_buffer.h"
 #include "fs/layer/zstd_chunked_toc.h"
 #include "registry/media_types.h"
 #include "registry/remote_source.h"
@@ -19,6 +24,11 @@ namespace {
 constexpr std::string_view kEmptyJson = "{}";
 // A published index larger than this is not believable (a 100k-file layer's is ~10 MB).
 constexpr int64_t kMaxPublishedIndexBytes = 256 << 20;
+// zstd level of a published index: pushed once, fetched by every lazy mount. Level 9 is
+// within 2 % of level 19 on real indexes and ~20x faster.
+constexpr int kPublishedIndexZstdLevel = 9;
+// Index blobs fetched at once by FindPublishedIndexes.
+constexpr size_t kParallelIndexFetches = 8;
 
 bool HasToc(const registry::Descriptor& d) {
   for (std::string_view key : {kEstargzTocDigestAnnotation, kZstdChunkedPositionAnnotation,
@@ -92,11 +102,16 @@ IndexArtifact MakeIndexArtifact(const ImageIndexes& indexes) {
   a.blobs[m.config.digest] = std::string(kEmptyJson);
   for (const ImageIndexes::Layer& l : indexes.layers) {
     registry::Descriptor d;
-    d.media_type = std::string(kImgfsLayerIndexMediaType);
-    d.digest = registry::Digest::Sha256Of(l.encoded);
-    d.size = static_cast<int64_t>(l.encoded.size());
+    Result<std::string> packed = ZstdAll(l.encoded, kPublishedIndexZstdLevel);
+    if (!packed.has_value()) IMGFS_LOG(kWarning) << packed.error().ToString();
+    // (zstd fails only without memory: the plain encoding is published then.)
+    std::string blob = packed.has_value() ? std::move(*packed) : l.encoded;
+    d.media_type = std::string(packed.has_value() ? kImgfsLayerIndexZstdMediaType
+                                                  : kImgfsLayerIndexMediaType);
+    d.digest = registry::Digest::Sha256Of(blob);
+    d.size = static_cast<int64_t>(blob.size());
     d.annotations[std::string(kImgfsIndexLayerAnnotation)] = l.layer.digest.String();
-    a.blobs[d.digest] = l.encoded;
+    a.blobs[d.digest] = std::move(blob);
     m.layers.push_back(std::move(d));
   }
   registry::Descriptor subject = indexes.manifest;
@@ -192,9 +207,16 @@ Result<std::map<registry::Digest, LayerIndex>> FindPublishedIndexes(registry::Bl
         m.subject->digest != subject) {
       continue;
     }
-    std::map<registry::Digest, LayerIndex> out;
+    // What to fetch, checked before anything is.
+    struct Wanted {
+      const registry::Descriptor* blob;
+      registry::Digest layer;
+      bool zstd;
+    };
+    std::vector<Wanted> wanted;
     for (const registry::Descriptor& l : m.layers) {
-      if (l.media_type != kImgfsLayerIndexMediaType) continue;
+      const bool zstd = l.media_type == kImgfsLayerIndexZstdMediaType;
+      if (!zstd && l.media_type != kImgfsLayerIndexMediaType) continue;
       if (l.size < 0 || l.size > kMaxPublishedIndexBytes) {
         return Status::Corrupt("published index " + l.digest.String() + " has an absurd size");
       }
@@ -203,17 +225,54 @@ Result<std::map<registry::Digest, LayerIndex>> FindPublishedIndexes(registry::Bl
         return Status::Corrupt("published index " + l.digest.String() + " names no layer");
       }
       IMGFS_ASSIGN_OR_RETURN(registry::Digest layer, registry::Digest::Parse(named->second));
+      wanted.push_back(Wanted{&l, layer, zstd});
+    }
+    // Each blob is fetched and decoded on a thread of its own (at most kParallelIndexFetches
+    // at once): one round trip for all, and a layer decodes while the others still arrive.
+    std::vector<std::optional<Result<LayerIndex>>> got(wanted.size());
+    auto fetch = [&source, &wanted, &got](size_t i) -> Status {
+      const Wanted& w = wanted[i];
       std::string bytes;
-      IMGFS_RETURN_IF_ERROR(source.FetchBlob(l.digest, l.size, [&bytes](std::string_view piece) {
-        bytes.append(piece);
+      Status read = source.FetchBlob(w.blob->digest, w.blob->size,
+                                     [&bytes](std::string_view piece) {
+                                       bytes.append(piece);
+                                       return Status::Ok();
+                                     });
+      if (!read.ok()) {
+        got[i] = read;
         return Status::Ok();
-      }));
-      IMGFS_ASSIGN_OR_RETURN(LayerIndex index, LayerIndex::Decode(bytes));
-      if (index.layer_digest != layer) {
-        return Status::Corrupt("published index " + l.digest.String() + " describes layer " +
-                               index.layer_digest.String() + ", not " + layer.String());
       }
-      out[layer] = std::move(index);
+      if (w.zstd) {
+        Result<std::string> plain =
+            UnzstdAll(bytes, kMaxPublishedIndexBytes, "published index " + w.blob->digest.String());
+        if (!plain.has_value()) {
+          got[i] = plain.error();
+          return Status::Ok();
+        }
+        bytes = std::move(*plain);
+      }
+      got[i] = LayerIndex::Decode(bytes);
+      return Status::Ok();
+    };
+    for (size_t first = 0; first < wanted.size(); first += kParallelIndexFetches) {
+      const size_t end = std::min(wanted.size(), first + kParallelIndexFetches);
+      std::vector<std::thread> threads;
+      for (size_t i = first; i < end; ++i) {
+        threads.push_back(StartThread("imgfs-index", [&fetch, i] { return fetch(i); },
+                                      [&got, i](const Status& st) { got[i] = st; }));
+      }
+      for (std::thread& t : threads) t.join();
+    }
+    std::map<registry::Digest, LayerIndex> out;
+    for (size_t i = 0; i < wanted.size(); ++i) {
+      if (!got[i].has_value()) return Status::Internal("a published index was not fetched");
+      IMGFS_ASSIGN_OR_RETURN(LayerIndex index, std::move(*got[i]));
+      if (index.layer_digest != wanted[i].layer) {
+        return Status::Corrupt("published index " + wanted[i].blob->digest.String() +
+                               " describes layer " + index.layer_digest.String() + ", not " +
+                               wanted[i].layer.String());
+      }
+      out[wanted[i].layer] = std::move(index);
     }
     if (artifact != nullptr) *artifact = d.digest;
     return out;

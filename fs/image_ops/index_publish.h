@@ -10,9 +10,13 @@
 //   manifest  mediaType application/vnd.oci.image.manifest.v1+json
 //             artifactType application/vnd.imgfs.index.v1
 //             config   the empty descriptor (application/vnd.oci.empty.v1+json, "{}")
-//             layers   one per indexed layer: mediaType application/vnd.imgfs.layer-index.v1,
-//                      the LayerIndex encoding (versioned, checksummed), annotated
-//                      io.imgfs.layer.digest = the image layer it describes
+//             layers   one per indexed layer: mediaType
+//                      application/vnd.imgfs.layer-index.v1+zstd, the LayerIndex encoding
+//                      (versioned, checksummed) as one zstd frame — its paths and fields
+//                      compress to about half, which a lazy mount fetches before its first
+//                      byte — annotated io.imgfs.layer.digest = the image layer it describes
+//                      (application/vnd.imgfs.layer-index.v1, the encoding itself, is what
+//                      imgfs published before, and is still read)
 //             subject  the image manifest
 //
 // pushed by digest (a registry with the referrers API lists it under the image manifest),
@@ -21,14 +25,18 @@
 // extended, written back; an older imgfs index of the same image is replaced).
 // FindPublishedIndexes finds it through the referrers API (BlobSource::ListReferrers) or,
 // when the registry has none (404) or the source is not a registry, through that tag, and
-// returns the decoded indexes, each checked to be chained to the subject: the artifact's
-// digest is the one listed, its `subject` is the image manifest, each index blob's digest is
-// the artifact's descriptor of it (FetchBlob verifies), and the decoded index (whose own
-// checksum LayerIndex::Decode verifies) describes the layer the annotation names.
+// returns the decoded indexes (the artifact's index blobs fetched in parallel, each decoded
+// as it arrives; a zstd one decompressed to at most 256 MiB), each checked to be chained to
+// the subject: the artifact's digest is the one listed, its `subject` is the image manifest,
+// each index blob's digest is the artifact's descriptor of it (FetchBlob verifies), and the
+// decoded index (whose own checksum LayerIndex::Decode verifies) describes the layer the
+// annotation names.
 //
 // Layers that are eStargz / zstd:chunked (their TOC already does this) are not indexed.
 //
-// Thread-safety: functions are stateless; one call per thread.
+// Thread-safety: functions are stateless; one call per thread (FindPublishedIndexes runs
+// threads of its own, joined before it returns; the BlobSource must be thread-safe, as its
+// contract says).
 #ifndef IMGFS_FS_IMAGE_OPS_INDEX_PUBLISH_H_
 #define IMGFS_FS_IMAGE_OPS_INDEX_PUBLISH_H_
 
@@ -52,6 +60,8 @@ namespace imgfs::fs {
 inline constexpr std::string_view kImgfsIndexArtifactType = "application/vnd.imgfs.index.v1";
 inline constexpr std::string_view kImgfsLayerIndexMediaType =
     "application/vnd.imgfs.layer-index.v1";
+inline constexpr std::string_view kImgfsLayerIndexZstdMediaType =
+    "application/vnd.imgfs.layer-index.v1+zstd";
 inline constexpr std::string_view kImgfsIndexLayerAnnotation = "io.imgfs.layer.digest";
 
 struct ImageIndexes {

@@ -1,50 +1,16 @@
 // imgfs — chunk decoding and read coalescing (see chunk_decoder.h).
 #include "fs/layer/chunk_decoder.h"
 
-#include <zstd.h>
-
 #include <algorithm>
 #include <limits>
 #include <memory>
 #include <numeric>
 
 #include "fs/layer/gunzip.h"
+#include "fs/layer/zstd_buffer.h"
 
 namespace imgfs::fs {
 namespace {
-
-struct DctxDeleter {
-  void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
-};
-
-// Appends the part of `piece` (decompressed output at stream position *pos) that falls in
-// [begin, end) to *out.
-void Keep(const char* piece, size_t n, uint64_t* pos, uint64_t begin, uint64_t end,
-          std::string* out) {
-  uint64_t from = std::max(*pos, begin);
-  uint64_t to = std::min(*pos + n, end);
-  if (from < to) out->append(piece + (from - *pos), static_cast<size_t>(to - from));
-  *pos += n;
-}
-
-Status UnzstdRange(std::string_view in, uint64_t begin, uint64_t end, std::string* out) {
-  std::unique_ptr<ZSTD_DCtx, DctxDeleter> dctx(ZSTD_createDCtx());
-  if (!dctx) return Status::Internal("ZSTD_createDCtx failed");
-  ZSTD_inBuffer ib{in.data(), in.size(), 0};
-  std::string buf(ZSTD_DStreamOutSize(), '\0');
-  uint64_t pos = 0;
-  while (pos < end) {
-    ZSTD_outBuffer ob{buf.data(), buf.size(), 0};
-    size_t in_before = ib.pos;
-    size_t rc = ZSTD_decompressStream(dctx.get(), &ob, &ib);
-    if (ZSTD_isError(rc))
-      return Status::Corrupt(std::string("bad zstd data: ") + ZSTD_getErrorName(rc));
-    Keep(buf.data(), ob.pos, &pos, begin, end, out);
-    if (ob.pos == 0 && ib.pos == in_before) break;  // input exhausted
-  }
-  if (pos < end) return Status::Corrupt("zstd data ends before the chunk's end");
-  return Status::Ok();
-}
 
 std::string FileOfChunk(const LayerIndex& index, uint32_t id) {
   for (const FileEntry& e : index.entries) {

@@ -1,20 +1,15 @@
 // imgfs — zstd:chunked TOC reader (see zstd_chunked_toc.h).
 #include "fs/layer/zstd_chunked_toc.h"
 
-#include <zstd.h>
-
 #include <algorithm>
 #include <memory>
 #include <vector>
 
 #include "fs/layer/estargz_toc.h"
+#include "fs/layer/zstd_buffer.h"
 
 namespace imgfs::fs {
 namespace {
-
-struct DctxDeleter {
-  void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
-};
 
 std::string LayerWhat(const registry::Digest& layer) {
   return layer.empty() ? "zstd:chunked layer" : "zstd:chunked layer " + layer.String();
@@ -84,30 +79,10 @@ Result<std::string> DecompressZstdChunkedToc(std::string_view compressed,
                            " bytes is larger than " + std::to_string(kMaxTocUncompressedBytes) +
                            " (kMaxTocUncompressedBytes)");
   }
-  std::unique_ptr<ZSTD_DCtx, DctxDeleter> dctx(ZSTD_createDCtx());
-  if (!dctx) return Status::Internal("ZSTD_createDCtx failed");
   // The output grows with what really decompresses (the announced length is the blob's
   // word: no allocation of it up front); a TOC longer than announced is refused at once.
-  std::string out;
-  std::string buf(ZSTD_DStreamOutSize(), '\0');
-  ZSTD_inBuffer in{compressed.data(), compressed.size(), 0};
-  while (true) {
-    ZSTD_outBuffer ob{buf.data(), buf.size(), 0};
-    size_t in_before = in.pos;
-    size_t rc = ZSTD_decompressStream(dctx.get(), &ob, &in);
-    if (ZSTD_isError(rc)) {
-      return Status::Corrupt(std::string("bad zstd:chunked TOC: ") + ZSTD_getErrorName(rc));
-    }
-    if (ob.pos > uncompressed_length - out.size()) {
-      return Status::Corrupt("zstd:chunked TOC is longer than its announced " +
-                             std::to_string(uncompressed_length) + " bytes");
-    }
-    out.append(buf.data(), ob.pos);
-    if (rc == 0 && in.pos == in.size) break;
-    if (in.pos == in_before && ob.pos == 0) {
-      return Status::Corrupt("truncated zstd:chunked TOC");
-    }
-  }
+  IMGFS_ASSIGN_OR_RETURN(std::string out,
+                         UnzstdAll(compressed, uncompressed_length, "zstd:chunked TOC"));
   if (out.size() != uncompressed_length) {
     return Status::Corrupt("zstd:chunked TOC decompresses to " + std::to_string(out.size()) +
                            " bytes, announced " + std::to_string(uncompressed_length));

@@ -1306,5 +1306,101 @@ TEST(RemoteSourceReferrersTest, FindPublishedIndexesUsesTheApiBeforeTheTag) {
   EXPECT_EQ(server.Count("GET", "/v2/demo/app/referrers/"), 1u);
 }
 
+// Published indexes are zstd frames (application/vnd.imgfs.layer-index.v1+zstd); the plain
+// encoding an earlier imgfs published is still read, and a zstd blob that does not decode is
+// Corrupt. Both blobs of an artifact are fetched (in parallel) and decoded.
+TEST(RemoteSourceReferrersTest, FindPublishedIndexesReadsZstdAndPlainIndexes) {
+  auto make_index = [](const std::string& name) {
+    fs::LayerIndex index;
+    index.layer_digest = Digest::Sha256Of(name);
+    index.media_type = std::string(media::kOciLayerGzip);
+    index.format = fs::LayerFormat::kTarGzip;
+    for (int i = 0; i < 200; ++i) {
+      fs::FileEntry e;
+      e.path = "usr/share/doc/package-" + std::to_string(i) + "/copyright";
+      e.type = fs::EntryType::kRegular;
+      e.mode = 0644;
+      index.entries.push_back(e);
+    }
+    return index;
+  };
+  const fs::LayerIndex zstd_index = make_index("layer one");
+  const fs::LayerIndex plain_index = make_index("layer two");
+  fs::ImageIndexes indexes;
+  indexes.manifest.media_type = std::string(media::kOciManifest);
+  indexes.manifest.digest = Digest::Sha256Of("the image manifest");
+  indexes.manifest.size = 18;
+  for (const fs::LayerIndex* index : {&zstd_index, &plain_index}) {
+    fs::ImageIndexes::Layer layer;
+    layer.layer.digest = index->layer_digest;
+    layer.encoded = index->Encode();
+    indexes.layers.push_back(layer);
+  }
+  fs::IndexArtifact artifact = fs::MakeIndexArtifact(indexes);
+  ASSERT_EQ(artifact.manifest.layers.size(), 2u);
+  EXPECT_EQ(artifact.manifest.layers[0].media_type, fs::kImgfsLayerIndexZstdMediaType);
+  EXPECT_LT(artifact.manifest.layers[0].size,
+            static_cast<int64_t>(indexes.layers[0].encoded.size()) / 2);
+  // The second layer as an earlier imgfs published it: the encoding itself.
+  auto republish = [&](size_t i, std::string_view media_type, const std::string& blob) {
+    Descriptor& d = artifact.manifest.layers[i];
+    artifact.blobs.erase(d.digest);
+    d.media_type = std::string(media_type);
+    d.digest = Digest::Sha256Of(blob);
+    d.size = static_cast<int64_t>(blob.size());
+    artifact.blobs[d.digest] = blob;
+    artifact.manifest_bytes = EncodeManifest(artifact.manifest);
+    artifact.descriptor.digest = Digest::Sha256Of(artifact.manifest_bytes);
+    artifact.descriptor.size = static_cast<int64_t>(artifact.manifest_bytes.size());
+  };
+  republish(1, fs::kImgfsLayerIndexMediaType, indexes.layers[1].encoded);
+  auto serve = [&artifact, &indexes](const HttpTestRequest& req, HttpTestConnection& conn) {
+    const std::string repo = "/v2/demo/app/";
+    if (req.path == repo + "referrers/" + indexes.manifest.digest.String()) {
+      Index listed;
+      listed.schema_version = 2;
+      listed.media_type = std::string(media::kOciIndex);
+      listed.manifests = {artifact.descriptor};
+      conn.Respond(200, {{"Content-Type", std::string(media::kOciIndex)}}, EncodeIndex(listed));
+    } else if (req.path == repo + "manifests/" + artifact.descriptor.digest.String()) {
+      conn.Respond(200, {{"Content-Type", std::string(media::kOciManifest)}},
+                   artifact.manifest_bytes);
+    } else if (req.path.rfind(repo + "blobs/", 0) == 0) {
+      auto d = Digest::Parse(req.path.substr(repo.size() + 6));
+      auto it = d.has_value() ? artifact.blobs.find(*d) : artifact.blobs.end();
+      if (it == artifact.blobs.end()) {
+        conn.Respond(404, {}, "");
+      } else {
+        conn.Respond(200, {}, it->second);
+      }
+    } else {
+      conn.Respond(404, {}, R"({"errors":[{"code":"MANIFEST_UNKNOWN"}]})");
+    }
+  };
+  {
+    HttpTestServer server(Registry(serve));
+    auto source = RemoteSource::Create(server.host_port(), "demo/app", FastOptions());
+    auto found = fs::FindPublishedIndexes(*source, indexes.manifest.digest);
+    ASSERT_TRUE(found.has_value()) << found.error().ToString();
+    ASSERT_EQ(found->size(), 2u);
+    for (const fs::LayerIndex* want : {&zstd_index, &plain_index}) {
+      auto it = found->find(want->layer_digest);
+      ASSERT_NE(it, found->end());
+      ASSERT_EQ(it->second.entries.size(), want->entries.size());
+      EXPECT_EQ(it->second.entries.back().path, want->entries.back().path);
+    }
+    EXPECT_EQ(server.Count("GET", "/v2/demo/app/blobs/"), 2u);
+  }
+  // A zstd blob that is not zstd (its digest right: the registry serves what was pushed).
+  republish(0, fs::kImgfsLayerIndexZstdMediaType, indexes.layers[0].encoded);
+  {
+    HttpTestServer server(Registry(serve));
+    auto source = RemoteSource::Create(server.host_port(), "demo/app", FastOptions());
+    auto found = fs::FindPublishedIndexes(*source, indexes.manifest.digest);
+    ASSERT_FALSE(found.has_value());
+    EXPECT_EQ(found.error().code(), StatusCode::kCorrupt) << found.error().ToString();
+  }
+}
+
 }  // namespace
 }  // namespace imgfs::registry
