@@ -106,8 +106,8 @@ IndexArtifact MakeIndexArtifact(const ImageIndexes& indexes) {
     if (!packed.has_value()) IMGFS_LOG(kWarning) << packed.error().ToString();
     // (zstd fails only without memory: the plain encoding is published then.)
     std::string blob = packed.has_value() ? std::move(*packed) : l.encoded;
-    d.media_type = std::string(packed.has_value() ? kImgfsLayerIndexZstdMediaType
-                                                  : kImgfsLayerIndexMediaType);
+    d.media_type =
+        std::string(packed.has_value() ? kImgfsLayerIndexZstdMediaType : kImgfsLayerIndexMediaType);
     d.digest = registry::Digest::Sha256Of(blob);
     d.size = static_cast<int64_t>(blob.size());
     d.annotations[std::string(kImgfsIndexLayerAnnotation)] = l.layer.digest.String();
@@ -233,11 +233,11 @@ Result<std::map<registry::Digest, LayerIndex>> FindPublishedIndexes(registry::Bl
     auto fetch = [&source, &wanted, &got](size_t i) -> Status {
       const Wanted& w = wanted[i];
       std::string bytes;
-      Status read = source.FetchBlob(w.blob->digest, w.blob->size,
-                                     [&bytes](std::string_view piece) {
-                                       bytes.append(piece);
-                                       return Status::Ok();
-                                     });
+      Status read =
+          source.FetchBlob(w.blob->digest, w.blob->size, [&bytes](std::string_view piece) {
+            bytes.append(piece);
+            return Status::Ok();
+          });
       if (!read.ok()) {
         got[i] = read;
         return Status::Ok();
@@ -258,8 +258,9 @@ Result<std::map<registry::Digest, LayerIndex>> FindPublishedIndexes(registry::Bl
       const size_t end = std::min(wanted.size(), first + kParallelIndexFetches);
       std::vector<std::thread> threads;
       for (size_t i = first; i < end; ++i) {
-        threads.push_back(StartThread("imgfs-index", [&fetch, i] { return fetch(i); },
-                                      [&got, i](const Status& st) { got[i] = st; }));
+        threads.push_back(StartThread(
+            "imgfs-index", [&fetch, i] { return fetch(i); },
+            [&got, i](const Status& st) { got[i] = st; }));
       }
       for (std::thread& t : threads) t.join();
     }
