@@ -171,15 +171,24 @@ Result<registry::Digest> PushImageIndexes(const ImageIndexes& indexes,
 
 Result<std::vector<registry::Descriptor>> ListImgfsReferrers(registry::BlobSource& source,
                                                              const registry::Digest& subject) {
-  {
-    Result<std::vector<registry::Descriptor>> listed =
-        source.ListReferrers(subject, kImgfsIndexArtifactType);
-    if (listed.has_value()) return listed;
-    if (listed.error().code() != StatusCode::kUnsupported) return listed.error();
-    IMGFS_LOG(kDebug) << listed.error().ToString() << "; trying the referrers tag";
-  }
-  const std::string tag = ReferrersTag(subject);
-  Result<registry::FetchedManifest> listed = source.GetManifest(tag);
+  // The referrers tag is asked for beside the referrers API, not after it: a registry without
+  // the API (distribution 2.x) then costs one round trip, not two. The API's answer wins.
+  std::optional<Result<registry::FetchedManifest>> tagged;
+  std::thread tag_thread = StartThread(
+      "imgfs-referrers",
+      [&] {
+        tagged = source.GetManifest(ReferrersTag(subject));
+        return Status::Ok();
+      },
+      [&tagged](const Status& st) { tagged = st; });
+  Result<std::vector<registry::Descriptor>> api =
+      source.ListReferrers(subject, kImgfsIndexArtifactType);
+  tag_thread.join();
+  if (api.has_value()) return api;
+  if (api.error().code() != StatusCode::kUnsupported) return api.error();
+  IMGFS_LOG(kDebug) << api.error().ToString() << "; using the referrers tag";
+  if (!tagged.has_value()) return Status::Internal("the referrers tag was not read");
+  Result<registry::FetchedManifest>& listed = *tagged;
   if (!listed.has_value()) {
     if (listed.error().code() == StatusCode::kNotFound) return std::vector<registry::Descriptor>{};
     return listed.error();

@@ -104,7 +104,8 @@ Result<registry::Digest> PushImageIndexes(const ImageIndexes& indexes,
                                           registry::BlobSource& source);
 
 // Descriptors of the imgfs index artifacts referring to `subject`: the referrers API when
-// `source` has it (BlobSource::ListReferrers), else the referrers tag. Empty when none.
+// `source` has it (BlobSource::ListReferrers), else the referrers tag (both are asked at
+// once, on a thread of this call). Empty when none.
 Result<std::vector<registry::Descriptor>> ListImgfsReferrers(registry::BlobSource& source,
                                                              const registry::Digest& subject);
 

@@ -1257,8 +1257,10 @@ TEST(RemoteSourceReferrersTest, ListsTheIndexFilteredByArtifactType) {
   EXPECT_EQ(missing.error().code(), StatusCode::kUnsupported) << missing.error().ToString();
 }
 
-// FindPublishedIndexes through the referrers API: the sha256-<hex> tag is never asked for.
-TEST(RemoteSourceReferrersTest, FindPublishedIndexesUsesTheApiBeforeTheTag) {
+// FindPublishedIndexes through the referrers API: the sha256-<hex> tag is asked for at the
+// same time (one round trip on registries without the API), and the API's answer wins over
+// what the tag lists.
+TEST(RemoteSourceReferrersTest, FindPublishedIndexesPrefersTheApiToTheTag) {
   fs::LayerIndex index;
   index.layer_digest = Digest::Sha256Of("a layer");
   index.media_type = std::string(media::kOciLayerGzip);
@@ -1277,10 +1279,16 @@ TEST(RemoteSourceReferrersTest, FindPublishedIndexesUsesTheApiBeforeTheTag) {
   listed.media_type = std::string(media::kOciIndex);
   listed.manifests = {artifact.descriptor};
   const std::string body = EncodeIndex(listed);
+  // The tag lists an artifact the registry does not have: read, it would fail the lookup.
+  Index stale = listed;
+  stale.manifests[0].digest = Digest::Sha256Of("a stale artifact");
+  const std::string stale_body = EncodeIndex(stale);
   HttpTestServer server(Registry([&](const HttpTestRequest& req, HttpTestConnection& conn) {
     const std::string repo = "/v2/demo/app/";
     if (req.path == repo + "referrers/" + indexes.manifest.digest.String()) {
       conn.Respond(200, {{"Content-Type", std::string(media::kOciIndex)}}, body);
+    } else if (req.path == repo + "manifests/" + fs::ReferrersTag(indexes.manifest.digest)) {
+      conn.Respond(200, {{"Content-Type", std::string(media::kOciIndex)}}, stale_body);
     } else if (req.path == repo + "manifests/" + artifact.descriptor.digest.String()) {
       conn.Respond(200, {{"Content-Type", std::string(media::kOciManifest)}},
                    artifact.manifest_bytes);
@@ -1302,8 +1310,9 @@ TEST(RemoteSourceReferrersTest, FindPublishedIndexesUsesTheApiBeforeTheTag) {
   ASSERT_EQ(found->size(), 1u);
   EXPECT_EQ(found->begin()->first, index.layer_digest);
   EXPECT_EQ(found->begin()->second.format, fs::LayerFormat::kTarGzip);
-  EXPECT_EQ(server.Count("GET", "/v2/demo/app/manifests/sha256-"), 0u);
   EXPECT_EQ(server.Count("GET", "/v2/demo/app/referrers/"), 1u);
+  EXPECT_EQ(server.Count("GET", "/v2/demo/app/manifests/" + stale.manifests[0].digest.String()), 0u)
+      << "the tag's list was used";
 }
 
 // Published indexes are zstd frames (application/vnd.imgfs.layer-index.v1+zstd); the plain
