@@ -248,13 +248,22 @@ bool WritableFs::HasHandles(uint64_t id) const {
 int WritableFs::KeepOrphan(Node* node, const std::string& path) {
   const std::string name = WritableJournal::OrphanName(node->id);
   if (RenameBeneath(upper_fd_.get(), path, work_fd_.get(), name) != 0) return Errno();
-  node->orphan = UniqueFd(openat(work_fd_.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
-  node->orphan_in_work = true;
-  if (struct stat st{}; node->orphan.IsValid() && fstat(node->orphan.get(), &st) == 0) {
-    ++work_links_[st.st_ino];
-  }
+  struct stat st {};
+  OpenOrphan(node, &st);
+  node->orphan_in_work = true;  // it is there, whether or not it could be opened
   Journaled(journal_->Orphan(node->id, true));
   return 0;
+}
+
+bool WritableFs::OpenOrphan(Node* node, struct stat* st) {
+  node->orphan = UniqueFd(openat(work_fd_.get(), WritableJournal::OrphanName(node->id).c_str(),
+                                 O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  if (!node->orphan.IsValid() || fstat(node->orphan.get(), st) != 0 || !S_ISREG(st->st_mode)) {
+    node->orphan.Close();
+    return false;
+  }
+  ++work_links_[st->st_ino];
+  return true;
 }
 
 void WritableFs::WorkLinkGone(ino_t upper_ino) {

@@ -366,21 +366,13 @@ Status WritableFs::Restore() {
   for (auto& [id, node] : nodes_) {
     if (!node->deleted) continue;
     // Also an orphan whose record the dead daemon did not get to write.
-    node->orphan = UniqueFd(openat(work_fd_.get(), WritableJournal::OrphanName(id).c_str(),
-                                   O_PATH | O_NOFOLLOW | O_CLOEXEC));
-    if (node->orphan.IsValid()) {
-      struct stat st {};
-      if (fstat(node->orphan.get(), &st) == 0 && S_ISREG(st.st_mode)) {
-        if (!j.orphans().contains(id)) Journaled(journal_->Orphan(id, true));
-        ++work_links_[st.st_ino];
-        node->orphan_in_work = true;
-        node->state.upper = true;
-        node->state.type = S_IFREG;
-        node->last = st;
-        node->last.st_ino = UpperIno(st.st_ino, 0);
-      } else {
-        node->orphan.Close();
-      }
+    if (struct stat st{}; OpenOrphan(node.get(), &st)) {
+      if (!j.orphans().contains(id)) Journaled(journal_->Orphan(id, true));
+      node->orphan_in_work = true;
+      node->state.upper = true;
+      node->state.type = S_IFREG;
+      node->last = st;
+      node->last.st_ino = UpperIno(st.st_ino, 0);
     }
   }
   // Handles: opened again as the dead daemon had them (never truncating or creating again).

@@ -286,6 +286,10 @@ class WritableFs {
   // Moves the upper file at `path` of `node` (open: HasHandles) into the work directory as
   // its orphan, instead of removing it.
   int KeepOrphan(Node* node, const std::string& path) IMGFS_REQUIRES(mu_);
+  // Opens node's orphan in the work directory (O_PATH, not following a link) into
+  // node->orphan, *st its stat, and counts that name in work_links_. False, with node->orphan
+  // closed, when there is none or it is not a regular file (only regular files are kept).
+  bool OpenOrphan(Node* node, struct stat* st) IMGFS_REQUIRES(mu_);
   // Undoes KeepOrphan (the change it was for failed): the file gets `path` back.
   void ReturnOrphan(Node* node, const std::string& path) IMGFS_REQUIRES(mu_);
   // One name of the upper inode `upper_ino` left the work directory (work_links_).
