@@ -170,7 +170,7 @@ struct Inventory {
 Result<Inventory> TakeInventory(const Store& store) {
   namespace fs = std::filesystem;
   Inventory inv;
-  const std::string root = store.root();
+  const std::string& root = store.root();
   struct stat st {};
   if (::lstat(root.c_str(), &st) != 0) return Status::FromErrno(errno, "stat " + root);
   inv.total += st.st_size;

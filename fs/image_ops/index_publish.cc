@@ -103,11 +103,11 @@ IndexArtifact MakeIndexArtifact(const ImageIndexes& indexes) {
   for (const ImageIndexes::Layer& l : indexes.layers) {
     registry::Descriptor d;
     Result<std::string> packed = ZstdAll(l.encoded, kPublishedIndexZstdLevel);
-    if (!packed.has_value()) IMGFS_LOG(kWarning) << packed.error().ToString();
+    const bool zstd = packed.has_value();
+    if (!zstd) IMGFS_LOG(kWarning) << packed.error().ToString();
     // (zstd fails only without memory: the plain encoding is published then.)
-    std::string blob = packed.has_value() ? std::move(*packed) : l.encoded;
-    d.media_type =
-        std::string(packed.has_value() ? kImgfsLayerIndexZstdMediaType : kImgfsLayerIndexMediaType);
+    std::string blob = zstd ? std::move(packed).value() : std::string(l.encoded);
+    d.media_type = std::string(zstd ? kImgfsLayerIndexZstdMediaType : kImgfsLayerIndexMediaType);
     d.digest = registry::Digest::Sha256Of(blob);
     d.size = static_cast<int64_t>(blob.size());
     d.annotations[std::string(kImgfsIndexLayerAnnotation)] = l.layer.digest.String();
