@@ -26,7 +26,9 @@
 // channel to the keeper, on which it gets its configuration, credentials included, and for a
 // takeover the connection). The binary run is the one `imgfs mount` ran from, by path, so that a
 // daemon started later runs the imgfs installed then. `imgfs mount --restart DIR` asks the keeper
-// of DIR for one (kRestartSignal) and waits until it serves.
+// of DIR for one (kRestartSignal) and waits until it serves. Under systemd (`-f`, NOTIFY_SOCKET)
+// the keeper also keeps the connection and what the mount serves in the service manager's fd
+// store; the service started again serves that (ServeAsKept), not its own command line.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -108,13 +110,6 @@ constexpr std::string_view kMountUsage =
 constexpr std::string_view kUmountUsage =
     "Usage: imgfs umount [OPTIONS] DIR...\n\n"
     "Unmount imgfs mounts and wait for their daemons to exit.";
-
-// Options passed on to the kernel mount (through libfuse).
-const std::set<std::string>& PassedOptions() {
-  static const std::set<std::string> opts = {"allow_other", "allow_root", "dev",  "suid",
-                                             "nodev",       "nosuid",     "exec", "noexec"};
-  return opts;
-}
 
 // Options of mount(8) and fstab that mean nothing here.
 bool IgnoredOption(const std::string& o) {
@@ -292,6 +287,68 @@ std::string PinnedImage(const fs::PreparedImage& prepared) {
     if (ref.has_value()) return ref->WithDigest(prepared.manifest_digest).String();
   }
   return prepared.manifest_digest.String();
+}
+
+// `path` made absolute without resolving anything (a store path is compared as written).
+std::string AbsoluteLexical(const std::string& path) {
+  std::error_code error;
+  std::string out = (std::filesystem::current_path(error) / path).lexically_normal();
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  return out;
+}
+
+// What a mount of `req` from the store `root` serves, as a kept mount records it
+// (fs/fuse/kept_config.h); `driver` is the writable driver ("" for a read-only mount).
+fs::KeptConfig KeptConfigOf(const std::string& root, const MountRequest& req,
+                            const std::string& driver) {
+  fs::KeptConfig c;
+  c.image = req.image;
+  c.root = AbsoluteLexical(root);
+  c.writable = req.writable;
+  c.driver = req.writable ? driver : "";
+  c.upper = req.upper;
+  c.mount_options = req.mount_options;
+  c.lazy = req.lazy;
+  c.platform = req.platform.has_value() ? req.platform->String() : "";
+  c.fetch_timeout_seconds = req.fetch_timeout_seconds;
+  c.prefetch = PrefetchName(req.prefetch);
+  c.insecure_skip_toc_verify = req.insecure_skip_toc_verify;
+  return c;
+}
+
+// A keeper the service manager started again with the state of a kept mount (format 2): the
+// mount goes on serving what the state records, never what this command line asks instead
+// (the kernel holds node ids, open files and lookup counts of that tree, and a writable
+// mount's journal belongs to its upper); one warning names every difference. Sets the store
+// (global->root) and the served fields of *req from `kept`; `driver` is the command line's
+// writable driver.
+Status ServeAsKept(const fs::KeptConfig& kept, const std::string& driver, GlobalOptions* global,
+                   MountRequest* req) {
+  const std::vector<std::string> differences =
+      fs::KeptConfigDifferences(kept, KeptConfigOf(global->root, *req, driver));
+  if (!differences.empty()) {
+    std::string list;
+    for (const std::string& d : differences) list += (list.empty() ? "" : "; ") + d;
+    IMGFS_LOG(kWarning) << "the command line differs from the mount at " << req->dir
+                        << " that the service manager kept (" << list
+                        << "): the kept mount is served as it was; to serve the new "
+                           "configuration, run `imgfs umount "
+                        << req->dir << "` and mount again";
+  }
+  global->root = kept.root;
+  req->image = kept.image;
+  req->writable = kept.writable;
+  req->upper = kept.upper;
+  req->mount_options = kept.mount_options;
+  req->lazy = kept.lazy;
+  req->platform.reset();
+  if (!kept.platform.empty()) {
+    IMGFS_ASSIGN_OR_RETURN(req->platform, registry::Platform::Parse(kept.platform));
+  }
+  req->fetch_timeout_seconds = kept.fetch_timeout_seconds;
+  IMGFS_ASSIGN_OR_RETURN(req->prefetch, ParsePrefetch(kept.prefetch));
+  req->insecure_skip_toc_verify = kept.insecure_skip_toc_verify;
+  return Status::Ok();
 }
 
 // A daemon of an overlay-driver mount that a signal ended (its FUSE mount, detached, is
@@ -862,13 +919,10 @@ int RunMount(CommandContext& ctx) {
   // Started again by the service manager, whose fd store kept the live connection
   // (fs/fuse/fd_store.h): this keeper takes it over instead of mounting anew. Before anything
   // looks at DIR, which waits while nobody serves it.
-  std::error_code cwd_error;
-  std::string lexical =
-      (std::filesystem::current_path(cwd_error) / args.positional()[1]).lexically_normal();
-  while (lexical.size() > 1 && lexical.back() == '/') lexical.pop_back();
-  Result<std::optional<fs::StoredConnection>> stored = fs::RecoverStoredConnection(lexical);
+  Result<std::optional<fs::StoredConnection>> stored =
+      fs::RecoverStoredConnection(AbsoluteLexical(args.positional()[1]));
   if (!stored.has_value()) return Fail(stored.error());
-  req.dir = stored->has_value() ? (*stored)->state.config : AbsolutePath(args.positional()[1]);
+  req.dir = stored->has_value() ? (*stored)->state.mountpoint : AbsolutePath(args.positional()[1]);
   const std::string& image = req.image;
   const std::string& dir = req.dir;
   struct stat st {};
@@ -907,7 +961,7 @@ int RunMount(CommandContext& ctx) {
       } else if (o.rfind("root=", 0) == 0) {
         // For fstab lines, which cannot set IMGFS_ROOT: the store to use.
         ctx.global.root = o.substr(5);
-      } else if (PassedOptions().count(o) > 0) {
+      } else if (fs::IsPassedMountOption(o)) {
         req.mount_options.push_back(o);
       } else if (IgnoredOption(o)) {
         continue;
@@ -951,6 +1005,20 @@ int RunMount(CommandContext& ctx) {
   if (driver_given && !req.writable) {
     return UsageError(ctx.name, "--driver is for writable mounts (--rw)");
   }
+  if (stored->has_value()) {
+    const fs::KeptState& kept = (*stored)->state;
+    if (kept.config.has_value()) {
+      if (Status served = ServeAsKept(*kept.config, driver, &ctx.global, &req); !served.ok()) {
+        return Fail(served);
+      }
+      if (req.writable) driver = kept.config->driver;
+    } else {
+      IMGFS_LOG(kWarning) << "the service manager kept the mount at " << dir
+                          << " in the state an older imgfs wrote (the mountpoint alone): it is "
+                             "served with this command line's configuration, which cannot be "
+                             "checked against what it served";
+    }
+  }
   const bool kernel_overlay = req.writable && driver == "overlay";
   if (kernel_overlay && ::geteuid() != 0) {
     return Fail("--driver overlay needs root (the kernel's overlayfs); use --driver fuse");
@@ -966,6 +1034,8 @@ int RunMount(CommandContext& ctx) {
 
   Result<std::string> binary = OwnBinary();
   if (!binary.has_value()) return Fail(binary.error());
+  // A state of format 1 does not say what the mount served: only a command line whose mount
+  // can be kept goes on (a state of format 2 always names such a mount, and set req).
   if (stored->has_value() && req.writable && (kernel_overlay || req.upper.empty())) {
     return Fail("the service manager passed back a kept connection of " + dir +
                 ", but only writable mounts of the fuse driver with --upper are kept in its "
@@ -976,7 +1046,7 @@ int RunMount(CommandContext& ctx) {
   // becomes the keeper (fs/fuse/takeover.h) and starts the daemons that serve the mount. A
   // temporary upper is made in the keeper's process (its owner record names the keeper).
   const bool temp_upper = req.writable && req.upper.empty();
-  auto keep = [&ctx, &req, &binary, &stored, temp_upper, foreground](int status_fd) {
+  auto keep = [&ctx, &req, &binary, &stored, &driver, temp_upper, foreground](int status_fd) {
     MountRequest kept = req;
     if (temp_upper) {
       if (Status made = MakeTemporaryUpper(ctx, &kept); !made.ok()) {
@@ -988,6 +1058,7 @@ int RunMount(CommandContext& ctx) {
     // -f mounts speak to a service manager (fd_store.h): the service's main process. Not with
     // a temporary upper: the keeper the manager starts again would make another one.
     keeper.service_manager = foreground && !temp_upper;
+    keeper.kept_config = KeptConfigOf(ctx.global.root, kept, driver);
     if (stored->has_value()) {
       keeper.resume = &(*stored)->state.handover;
       keeper.resume_counts_fd = (*stored)->counts.get();

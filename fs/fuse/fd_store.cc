@@ -16,11 +16,17 @@
 
 #include "base/fd_passing.h"
 #include "base/log.h"
+#include "registry/digest.h"
+#include "registry/reference.h"
 
 namespace imgfs::fs {
 namespace {
 
-constexpr std::string_view kStateTag = "IMGFS-KEPT 1\n";
+// The state's first line: its format. Format 1 (the mountpoint and the handover) was written
+// by imgfs before the kept configuration; it is read, never written.
+constexpr std::string_view kStateTagV1 = "IMGFS-KEPT 1\n";
+constexpr std::string_view kStateTag = "IMGFS-KEPT 2\n";
+constexpr std::string_view kConfigTag = "CONFIG ";
 
 // A decimal without sign or leading zeros, nullopt otherwise.
 std::optional<int64_t> ParseDecimal(const char* text) {
@@ -123,18 +129,68 @@ Result<std::vector<std::pair<std::string, UniqueFd>>> TakeListenFds() {
   return out;
 }
 
-std::string EncodeKeptState(std::string_view mountpoint, const Handover& handover) {
-  return std::string(kStateTag) + EncodeStartRecord(mountpoint, &handover);
+bool IsPinnedImage(std::string_view image) {
+  if (registry::Digest::Parse(image).has_value()) return true;
+  Result<registry::Reference> ref = registry::Reference::Parse(image);
+  return ref.has_value() && ref->digest().has_value();
 }
 
-Result<DaemonStart> ParseKeptState(std::string_view text, UniqueFd fuse_fd) {
-  if (text.size() > kMaxKeptStateBytes || text.rfind(kStateTag, 0) != 0) {
-    return Status::Corrupt("malformed kept state");
+Result<std::string> EncodeKeptState(std::string_view mountpoint, const KeptConfig& config,
+                                    const Handover& handover) {
+  if (!IsPinnedImage(handover.image)) {
+    return Status::InvalidArgument("the image \"" + handover.image +
+                                   "\" is not pinned by a manifest digest");
   }
-  Result<DaemonStart> start = ParseStartRecord(text.substr(kStateTag.size()), std::move(fuse_fd));
-  if (!start.has_value()) return Status::Corrupt("malformed kept state");
+  IMGFS_ASSIGN_OR_RETURN(std::string encoded, EncodeKeptConfig(config));
+  std::string text = std::string(kStateTag) + std::string(kConfigTag) +
+                     std::to_string(encoded.size()) + "\n" + encoded +
+                     EncodeStartRecord(mountpoint, &handover);
+  if (text.size() > kMaxKeptStateBytes) {
+    return Status::InvalidArgument("the kept state exceeds " + std::to_string(kMaxKeptStateBytes) +
+                                   " bytes");
+  }
+  return text;
+}
+
+Result<KeptState> ParseKeptState(std::string_view text, UniqueFd fuse_fd) {
+  auto corrupt = [] { return Status::Corrupt("malformed kept state"); };
+  if (text.size() > kMaxKeptStateBytes) return corrupt();
+  std::optional<KeptConfig> config;
+  std::string_view record;
+  if (text.rfind(kStateTagV1, 0) == 0) {
+    record = text.substr(kStateTagV1.size());
+  } else if (text.rfind(kStateTag, 0) == 0) {
+    // "CONFIG <n>\n": n without sign or leading zeros, then the configuration's n bytes.
+    std::string_view rest = text.substr(kStateTag.size());
+    const size_t eol = rest.find('\n');
+    if (rest.rfind(kConfigTag, 0) != 0 || eol == std::string_view::npos) return corrupt();
+    const std::string_view digits = rest.substr(kConfigTag.size(), eol - kConfigTag.size());
+    size_t size = 0;
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), size);
+    if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size() ||
+        (digits[0] == '0' && digits.size() > 1) || size > rest.size() - eol - 1) {
+      return corrupt();
+    }
+    Result<KeptConfig> parsed = ParseKeptConfig(rest.substr(eol + 1, size));
+    if (!parsed.has_value()) return parsed.error().WithContext("malformed kept state");
+    config = std::move(*parsed);
+    record = rest.substr(eol + 1 + size);
+  } else {
+    return corrupt();
+  }
+  Result<DaemonStart> start = ParseStartRecord(record, std::move(fuse_fd));
+  if (!start.has_value()) return corrupt();
   if (!start->takeover) return Status::Corrupt("a kept state without its connection");
-  return start;
+  if (config.has_value() && !IsPinnedImage(start->handover.image)) {
+    return Status::Corrupt("a kept state whose image is not pinned by a manifest digest");
+  }
+  KeptState state;
+  state.mountpoint = std::move(start->config);
+  state.config = std::move(config);
+  state.fuse_fd = std::move(start->fuse_fd);
+  state.handover = std::move(start->handover);
+  state.handover.fuse_fd = state.fuse_fd.get();
+  return state;
 }
 
 Result<UniqueFd> KeptStateMemfd(std::string_view text) {
@@ -210,10 +266,10 @@ Result<std::optional<StoredConnection>> RecoverStoredConnection(const std::strin
   }
   IMGFS_ASSIGN_OR_RETURN(std::string text, ReadBounded(state_fd.get()));
   const int fuse = fuse_fd.get();
-  Result<DaemonStart> state = ParseKeptState(text, std::move(fuse_fd));
+  Result<KeptState> state = ParseKeptState(text, std::move(fuse_fd));
   if (!state.has_value()) return state.error().WithContext("the service manager's fd store");
-  if (state->config != mountpoint) {
-    IMGFS_LOG(kWarning) << "the service manager kept the connection of " << state->config
+  if (state->mountpoint != mountpoint) {
+    IMGFS_LOG(kWarning) << "the service manager kept the connection of " << state->mountpoint
                         << ", not of " << mountpoint << ": it is dropped";
     DropFromStore(names);
     return std::optional<StoredConnection>();

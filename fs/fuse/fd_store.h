@@ -12,11 +12,15 @@
 //     separated by ':').
 //
 // A keeper stores the /dev/fuse descriptor (kFuseFdName), a memfd holding the state a takeover
-// needs (kStateFdName: EncodeKeptState), the request counts it shares with its daemons
-// (kCountsFdName), and its KeeperOptions::kept_fds under their own names.
+// needs (kStateFdName: EncodeKeptState: the mountpoint, what the mount serves, the pinned image,
+// the INIT bytes, the lease), the request counts it shares with its daemons (kCountsFdName),
+// and its KeeperOptions::kept_fds under their own names.
 // What comes back is hostile input: the names and the state are parsed bounded, and a
 // connection is only taken over when the state names this mountpoint and the connection is
-// alive (ConnectionGone false).
+// alive (ConnectionGone false). The keeper started again then serves what the state says it
+// served (fs/fuse/kept_config.h), whatever its own command line says; a state of format 1
+// (written by an imgfs before KeptConfig: the mountpoint alone) is still taken over, with the
+// command line's configuration as then.
 //
 // Thread-safety: the functions read and change the environment (LISTEN_*): call them from one
 // thread, before any other thread runs (the keeper and `imgfs mount` are single-threaded
@@ -32,6 +36,7 @@
 
 #include "base/status.h"
 #include "base/unique_fd.h"
+#include "fs/fuse/kept_config.h"
 #include "fs/fuse/takeover.h"
 
 namespace imgfs::fs {
@@ -68,21 +73,41 @@ Result<std::vector<std::string>> ParseListenFdNames(std::string_view names, size
 // passed (no LISTEN_PID, or another process's). Corrupt when the variables are malformed.
 Result<std::vector<std::pair<std::string, UniqueFd>>> TakeListenFds();
 
-// The state memfd's content: "IMGFS-KEPT 1\n" then a start record (EncodeStartRecord) whose
-// configuration is the mountpoint and whose handover is `handover` (its fuse_fd unused).
-std::string EncodeKeptState(std::string_view mountpoint, const Handover& handover);
-// The inverse: a takeover start record whose config is the mountpoint, its handover referring
-// to `fuse_fd`. Corrupt on anything EncodeKeptState does not make, or beyond
-// kMaxKeptStateBytes.
-Result<DaemonStart> ParseKeptState(std::string_view text, UniqueFd fuse_fd);
+// A kept mount's state, as read back from the store.
+struct KeptState {
+  std::string mountpoint;
+  // What the mount serves; nullopt for a state of format 1, which an imgfs before this one
+  // wrote with the mountpoint alone (the keeper started again serves its command line's
+  // configuration then, as that imgfs did).
+  std::optional<KeptConfig> config;
+  Handover handover;  // its fuse_fd is fuse_fd.get()
+  UniqueFd fuse_fd;
+};
+
+// The state memfd's content, format 2: "IMGFS-KEPT 2\n", "CONFIG <n>\n" and the n bytes of
+// EncodeKeptConfig(config), then a start record (EncodeStartRecord) whose configuration is the
+// mountpoint and whose handover is `handover` (its fuse_fd unused). InvalidArgument when
+// ParseKeptState would refuse it: `config` does not encode, handover.image is not pinned by a
+// manifest digest (IsPinnedImage), or the whole exceeds kMaxKeptStateBytes.
+Result<std::string> EncodeKeptState(std::string_view mountpoint, const KeptConfig& config,
+                                    const Handover& handover);
+// The inverse, its handover referring to `fuse_fd`; also of format 1: "IMGFS-KEPT 1\n" and
+// the start record alone (config nullopt). Corrupt on anything else: another tag, a start
+// record that is not a takeover's, a configuration ParseKeptConfig refuses, in format 2 an
+// image not pinned, more than kMaxKeptStateBytes.
+Result<KeptState> ParseKeptState(std::string_view text, UniqueFd fuse_fd);
+
+// Whether `image` (Handover::image) names an image by its manifest digest: "sha256:<hex>", or
+// a reference with "@sha256:<hex>" (a tag beside it is only a name).
+bool IsPinnedImage(std::string_view image);
 
 // A memfd holding `text` (sealed against writes: the store's copy cannot change).
 Result<UniqueFd> KeptStateMemfd(std::string_view text);
 
 // What a keeper the manager started again takes over.
 struct StoredConnection {
-  DaemonStart state;  // state.handover refers to state.fuse_fd, the live /dev/fuse descriptor
-  UniqueFd counts;    // kCountsFdName (KeeperOptions::resume_counts_fd); may be absent
+  KeptState state;  // state.handover refers to state.fuse_fd, the live /dev/fuse descriptor
+  UniqueFd counts;  // kCountsFdName (KeeperOptions::resume_counts_fd); may be absent
   std::vector<std::pair<std::string, UniqueFd>> extra;  // the other stored descriptors
 };
 

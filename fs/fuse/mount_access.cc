@@ -130,4 +130,12 @@ bool KernelChecksPermissions(const std::vector<std::string>& mount_options, uid_
   return euid == 0 || HasOption(mount_options, "allow_other");
 }
 
+bool IsPassedMountOption(std::string_view option) {
+  for (std::string_view passed :
+       {"allow_other", "allow_root", "dev", "suid", "nodev", "nosuid", "exec", "noexec"}) {
+    if (option == passed) return true;
+  }
+  return false;
+}
+
 }  // namespace imgfs::fs

@@ -57,6 +57,10 @@ bool FuseConfAllowsOther(std::string_view text);
 // acts as the image's root, as in podman's user namespace. With allow_other they do.
 bool KernelChecksPermissions(const std::vector<std::string>& mount_options, uid_t euid);
 
+// Whether `option` is one of the -o options imgfs passes on to the kernel mount (through
+// libfuse): allow_other, allow_root, dev, suid, nodev, nosuid, exec, noexec.
+bool IsPassedMountOption(std::string_view option);
+
 }  // namespace imgfs::fs
 
 #endif  // IMGFS_FS_FUSE_MOUNT_ACCESS_H_

@@ -291,7 +291,9 @@ void Keeper::OnServing(const Daemon& d) {
     // Each entry on its own (FDNAME names every descriptor of its message).
     Handover state = handover_;
     state.lease_id = d.lease_id;
-    Result<UniqueFd> memfd = KeptStateMemfd(EncodeKeptState(mountpoint_, state));
+    Result<std::string> text = EncodeKeptState(mountpoint_, options_.kept_config, state);
+    Result<UniqueFd> memfd =
+        text.has_value() ? KeptStateMemfd(*text) : Result<UniqueFd>(text.error());
     std::vector<NamedFd> entries;
     if (memfd.has_value()) {
       entries.push_back({std::string(kFuseFdName), connection_.get()});

@@ -57,11 +57,12 @@
 // killed keeper leaves the mount answering ENOTCONN, as a killed daemon did without one —
 // unless a service manager holds the connection too: under systemd (NOTIFY_SOCKET), once a
 // daemon serves, the keeper hands the manager's fd store the /dev/fuse descriptor, a memfd with
-// the Handover and KeeperOptions::kept_fds (fs/fuse/fd_store.h), then sends READY=1; the
-// keeper the manager starts again with them (RecoverStoredConnection → KeeperOptions::resume)
-// starts its first daemon as a takeover; a keeper whose mount ended drops its entries. When
-// no daemon can serve again — a new daemon fails before it serves (store or image gone), or
-// daemons keep dying (more than kMaxRestarts in kRestartWindow) — the keeper answers every
+// the Handover and what the mount serves (KeeperOptions::kept_config), and
+// KeeperOptions::kept_fds (fs/fuse/fd_store.h), then sends READY=1; the keeper the manager
+// starts again with them (RecoverStoredConnection → KeeperOptions::resume) starts its first
+// daemon as a takeover of that configuration; a keeper whose mount ended drops its entries.
+// When no daemon can serve again — a new daemon fails before it serves (store or image gone),
+// or daemons keep dying (more than kMaxRestarts in kRestartWindow) — the keeper answers every
 // request itself with EIO (logged once) until the mount is unmounted, and then exits.
 //
 // Requirements on the kernel: FUSE_NOTIFY_RESEND (Linux 6.9). On an older kernel the requests
@@ -87,6 +88,7 @@
 
 #include "base/status.h"
 #include "base/unique_fd.h"
+#include "fs/fuse/kept_config.h"
 
 namespace imgfs::fs {
 
@@ -180,6 +182,11 @@ struct KeeperOptions {
   // names one: only a keeper that is the service's main process (`imgfs mount -f`, read-only
   // or writable with a given upper).
   bool service_manager = false;
+  // With service_manager: what the daemons serve, recorded in the state the keeper stores
+  // beside the connection (with `mountpoint` and the image daemon 1 pinned), so that a keeper
+  // the manager starts again serves the same. A state that cannot be encoded (EncodeKeptState)
+  // is not stored: the mount then does not outlive its keeper (logged).
+  KeptConfig kept_config;
   // A live connection to take over (a keeper the service manager started again: its first
   // daemon is a takeover); not owned, outlives RunKeeper. Its entries are in the store
   // already.

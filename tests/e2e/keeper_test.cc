@@ -44,8 +44,11 @@
 #include "base/fd_passing.h"
 #include "base/file_util.h"
 #include "base/unique_fd.h"
+#include "fs/fuse/fd_store.h"
+#include "fs/fuse/takeover.h"
 #include "registry/digest.h"
 #include "tests/support/e2e_fixture.h"
+#include "tests/support/image_builder.h"
 #include "tests/support/mount_support.h"
 #include "tests/support/registry_server.h"
 #include "tests/support/run_support.h"
@@ -420,6 +423,316 @@ TEST_F(KeeperTest, AnEndedStoredConnectionIsMountedAnew) {
   }
   Umount();
   EXPECT_EQ(WaitExit(keeper, 60), 0) << ReadAll(log);
+}
+
+// The state the keeper stored (FDNAME=imgfs-state), parsed as the keeper started again
+// parses it; its connection descriptor is a copy of the stored one.
+Result<fs::KeptState> StoredState(FakeServiceManager& manager) {
+  const int state_fd = manager.store["imgfs-state"].get();
+  std::string text(fs::kMaxKeptStateBytes + 1, '\0');
+  const ssize_t n = pread(state_fd, text.data(), text.size(), 0);
+  if (n < 0) return Status::FromErrno(errno, "reading the stored state");
+  text.resize(static_cast<size_t>(n));
+  return fs::ParseKeptState(text,
+                            UniqueFd(fcntl(manager.store["imgfs-fuse"].get(), F_DUPFD_CLOEXEC, 3)));
+}
+
+size_t Occurrences(const std::string& text, const std::string& what) {
+  size_t count = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) {
+    ++count;
+  }
+  return count;
+}
+
+// `size` deterministic bytes that differ with `seed`.
+std::string SomeBytes(size_t size, uint32_t seed) {
+  std::string out(size, '\0');
+  for (char& c : out) {
+    seed = seed * 1664525u + 1013904223u;
+    c = static_cast<char>(seed >> 24);
+  }
+  return out;
+}
+
+// Issue 12: a service whose unit file changed while its mount lives (another image, --rw
+// added) is started again with the kept connection. The kernel holds node ids, lookups and
+// open files of the tree the mount served: the restarted keeper goes on serving exactly that
+// tree (the state in the fd store records it, the image pinned by its digest), and one warning
+// says what the command line asked instead. Readers and a descriptor held open across the
+// restarts see the first image's bytes, every one.
+TEST_F(KeeperTest, Issue12AMountRestartedWithAnotherCommandLineServesWhatItServed) {
+  FakeServiceManager manager;
+  ASSERT_TRUE(manager.bound()) << strerror(errno);
+  ImageBuilder builder(Sub("layout"));
+  const std::map<std::string, std::string> a_files = {{"same-name", "image A, version 1\n"},
+                                                      {"only-in-a", "A alone\n"},
+                                                      {"big", SomeBytes(300 << 10, 1)}};
+  const std::map<std::string, std::string> b_files = {{"same-name", "image B, version 2!\n"},
+                                                      {"only-in-b", "B alone\n"},
+                                                      {"big", SomeBytes(300 << 10, 2)}};
+  Result<BuiltImage> a = builder.Add(SimpleImage(a_files), "a");
+  ASSERT_TRUE(a.has_value()) << a.error().ToString();
+  ASSERT_TRUE(builder.Add(SimpleImage(b_files), "b").has_value());
+  const std::string log = Sub("service.log");
+  const std::string image_a = "oci:" + builder.dir() + ":a";
+  const std::string image_b = "oci:" + builder.dir() + ":b";
+  const std::vector<std::string> args = {"mount", "-f", image_a, Mnt()};
+  pid_t keeper = StartService(manager, args, {}, log);
+  ASSERT_GT(keeper, 0);
+  ASSERT_TRUE(manager.HandleUntil([&] { return manager.ready == 1; }, 120)) << ReadAll(log);
+  ASSERT_EQ(manager.store.count("imgfs-state"), 1u) << ReadAll(log);
+  {
+    // What the state records: the configuration as asked, the image pinned by its digest.
+    Result<fs::KeptState> state = StoredState(manager);
+    ASSERT_TRUE(state.has_value()) << state.error().ToString();
+    EXPECT_EQ(state->mountpoint, Mnt());
+    ASSERT_TRUE(state->config.has_value());
+    EXPECT_EQ(state->config->image, image_a);
+    EXPECT_FALSE(state->config->writable);
+    EXPECT_EQ(state->config->upper, "");
+    EXPECT_EQ(state->config->root, Root());
+    const std::string pin = "@" + a->manifest_digest.String();
+    EXPECT_TRUE(state->handover.image.size() > pin.size() && state->handover.image.ends_with(pin))
+        << state->handover.image;
+  }
+
+  std::vector<std::pair<std::string, std::string>> files;
+  for (const auto& [name, content] : a_files) {
+    files.emplace_back("/" + name, registry::Digest::Sha256Of(content).hex());
+  }
+  // Every byte of image A, and nothing of B, through a fresh lookup of every name.
+  auto expect_image_a = [&](const std::string& when) {
+    for (const auto& [name, content] : a_files) {
+      EXPECT_EQ(ReadAll(Mnt() + "/" + name), content) << name << " " << when;
+    }
+    struct stat st {};
+    EXPECT_NE(lstat((Mnt() + "/only-in-b").c_str(), &st), 0) << when;
+    EXPECT_EQ(errno, ENOENT) << when;
+  };
+  expect_image_a("before the restarts");
+  const int held = open((Mnt() + "/big").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(held, 0) << strerror(errno);
+  ReaderLog reads(2);
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> readers;
+  readers.emplace_back([&] { ReadFilesLoop(Mnt(), files, 0, stop, &reads); });
+  readers.emplace_back([&] { StatLoop(Mnt(), {}, 1, stop, &reads); });
+  auto abandon = [&] {
+    if (kill(keeper, SIGKILL) == 0) WaitExit(keeper, 30);
+    manager.store.clear();
+    stop = true;
+    for (std::thread& t : readers) t.join();
+    close(held);
+  };
+
+  const std::string upper = Sub("upper");
+  struct Restart {
+    std::vector<std::string> args;
+    std::vector<std::string> named;  // in the warning
+  };
+  const std::vector<Restart> restarts = {
+      // Another image.
+      {{"mount", "-f", image_b, Mnt()}, {"image: kept " + image_a + ", asked " + image_b}},
+      // A writable mount asked of a read-only one.
+      {{"mount", "-f", "--rw", "--driver", "fuse", "--upper", upper, image_a, Mnt()},
+       {"--rw: kept no, asked yes", "--driver: kept none, asked fuse",
+        "--upper: kept none, asked " + upper}},
+  };
+  for (size_t round = 0; round < restarts.size(); ++round) {
+    const std::vector<uint64_t> before = reads.Snapshot();
+    if (!WaitFor([&] { return reads.AllMovedOn(before); }, 60)) {
+      abandon();
+      FAIL() << "the readers do not move before kill " << round;
+    }
+    KillKeeperAndItsDaemon(keeper);
+    if (!RestartUntilServing(manager, restarts[round].args, log, reads, &keeper)) {
+      abandon();
+      FAIL() << "no keeper took the mount over after kill " << round << "\n" << ReadAll(log);
+    }
+    const std::string text = ReadAll(log);
+    EXPECT_EQ(Occurrences(text, "the command line differs from the mount at " + Mnt()), round + 1)
+        << text;
+    for (const std::string& named : restarts[round].named) {
+      EXPECT_NE(text.find(named), std::string::npos) << named << "\n" << text;
+    }
+    EXPECT_NE(text.find("the kept mount is served as it was"), std::string::npos) << text;
+    expect_image_a("after restart " + std::to_string(round));
+    std::string data(300 << 10, '\0');
+    EXPECT_EQ(pread(held, data.data(), data.size(), 0), static_cast<ssize_t>(data.size()))
+        << strerror(errno);
+    EXPECT_TRUE(data == a_files.at("big")) << "the descriptor held open reads other bytes";
+  }
+  // Still the read-only mount it was: no write reaches an upper, which was never made.
+  EXPECT_LT(open((Mnt() + "/new").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644), 0);
+  EXPECT_EQ(errno, EROFS);
+  struct stat st {};
+  EXPECT_NE(stat(upper.c_str(), &st), 0) << upper << " was made";
+
+  // The tag moves to image B; the same command line as at first: the pinned digest is served
+  // (and nothing differs, so nothing is logged).
+  ASSERT_TRUE(builder.Add(SimpleImage(b_files), "a").has_value());
+  KillKeeperAndItsDaemon(keeper);
+  if (!RestartUntilServing(manager, args, log, reads, &keeper)) {
+    abandon();
+    FAIL() << "no keeper took the mount over after the tag moved\n" << ReadAll(log);
+  }
+  EXPECT_EQ(Occurrences(ReadAll(log), "the command line differs"), restarts.size());
+  expect_image_a("after the tag moved");
+
+  stop = true;
+  for (std::thread& t : readers) t.join();
+  close(held);
+  const std::vector<std::string> failures = reads.Failures();
+  EXPECT_TRUE(failures.empty()) << failures.size() << " failures, first: " << failures.front();
+  EXPECT_GT(reads.done(0), 0u);
+  Umount();
+  EXPECT_EQ(WaitExit(keeper, 60), 0) << ReadAll(log);
+  EXPECT_TRUE(manager.HandleUntil([&] { return manager.store.empty(); }, 60))
+      << manager.store.size() << " entries left";
+}
+
+// Issue 12, writable: the journal of a kept writable mount belongs to its upper. A restarted
+// service whose command line names another upper, or no --rw at all, goes on with the kept
+// upper: a descriptor held open writes on into it, and the other upper is never made.
+TEST_F(KeeperTest, Issue12AWritableMountKeepsItsUpperWhateverTheCommandLineSays) {
+  FakeServiceManager manager;
+  ASSERT_TRUE(manager.bound()) << strerror(errno);
+  const std::string log = Sub("service.log");
+  const std::string upper = Sub("upper");
+  const std::string other_upper = Sub("other-upper");
+  const std::string image = "oci:" + FixturePath("tiny-gzip:latest");
+  pid_t keeper = StartService(
+      manager, {"mount", "-f", "--rw", "--driver", "fuse", "--upper", upper, image, Mnt()}, {},
+      log);
+  ASSERT_GT(keeper, 0);
+  ASSERT_TRUE(manager.HandleUntil([&] { return manager.ready == 1; }, 120)) << ReadAll(log);
+  ASSERT_EQ(manager.store.count("imgfs-state"), 1u) << ReadAll(log);
+  {
+    Result<fs::KeptState> state = StoredState(manager);
+    ASSERT_TRUE(state.has_value()) << state.error().ToString();
+    ASSERT_TRUE(state->config.has_value());
+    EXPECT_TRUE(state->config->writable);
+    EXPECT_EQ(state->config->driver, "fuse");
+    EXPECT_EQ(state->config->upper, upper);
+  }
+  const int held = open((Mnt() + "/held").c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  ASSERT_GE(held, 0) << strerror(errno);
+  ASSERT_EQ(pwrite(held, "one", 3, 0), 3) << strerror(errno);
+  ASSERT_EQ(fsync(held), 0) << strerror(errno);
+  ReaderLog reads(1);
+  std::atomic<bool> stop{false};
+  std::thread looker([&] { StatLoop(Mnt(), {}, 0, stop, &reads); });
+  auto abandon = [&] {
+    if (kill(keeper, SIGKILL) == 0) WaitExit(keeper, 30);
+    manager.store.clear();
+    stop = true;
+    looker.join();
+    close(held);
+  };
+
+  const std::vector<std::pair<std::vector<std::string>, std::string>> restarts = {
+      {{"mount", "-f", "--rw", "--driver", "fuse", "--upper", other_upper, image, Mnt()},
+       "--upper: kept " + upper + ", asked " + other_upper},
+      {{"mount", "-f", image, Mnt()}, "--rw: kept yes, asked no"},
+  };
+  for (size_t round = 0; round < restarts.size(); ++round) {
+    const std::vector<uint64_t> before = reads.Snapshot();
+    if (!WaitFor([&] { return reads.AllMovedOn(before); }, 60)) {
+      abandon();
+      FAIL() << "the lookups do not move before kill " << round;
+    }
+    KillKeeperAndItsDaemon(keeper);
+    if (!RestartUntilServing(manager, restarts[round].first, log, reads, &keeper)) {
+      abandon();
+      FAIL() << "no keeper took the writable mount over after kill " << round << "\n"
+             << ReadAll(log);
+    }
+    const std::string text = ReadAll(log);
+    EXPECT_EQ(Occurrences(text, "the command line differs"), round + 1) << text;
+    EXPECT_NE(text.find(restarts[round].second), std::string::npos) << text;
+    const std::string part = "k" + std::to_string(round);
+    EXPECT_EQ(pwrite(held, part.data(), part.size(), static_cast<off_t>(3 + 2 * round)),
+              static_cast<ssize_t>(part.size()))
+        << strerror(errno);
+    EXPECT_EQ(fsync(held), 0) << strerror(errno);
+    EXPECT_TRUE(WriteFileAtomic(Mnt() + "/after" + std::to_string(round), "round " + part).ok());
+  }
+  stop = true;
+  looker.join();
+  const std::vector<std::string> failures = reads.Failures();
+  EXPECT_TRUE(failures.empty()) << failures.size() << " failures, first: " << failures.front();
+  close(held);
+  Umount();
+  EXPECT_EQ(WaitExit(keeper, 60), 0) << ReadAll(log);
+  EXPECT_EQ(ReadAll(upper + "/held"), "onek0k1");
+  EXPECT_EQ(ReadAll(upper + "/after0"), "round k0");
+  EXPECT_EQ(ReadAll(upper + "/after1"), "round k1");
+  struct stat st {};
+  EXPECT_NE(stat(other_upper.c_str(), &st), 0) << other_upper << " was made";
+  EXPECT_TRUE(manager.HandleUntil([&] { return manager.store.empty(); }, 60))
+      << manager.store.size() << " entries left";
+}
+
+// Issue 12, upgrade in place: a state an older imgfs stored (format 1: the mountpoint alone)
+// is still taken over, with the command line's configuration as that imgfs did, and a log
+// line says so. The keeper started again leaves the stored state as it found it.
+TEST_F(KeeperTest, Issue12AStateOfTheFormerFormatIsTakenOverWithTheCommandLine) {
+  FakeServiceManager manager;
+  ASSERT_TRUE(manager.bound()) << strerror(errno);
+  const std::string log = Sub("service.log");
+  const std::vector<std::string> args = {"mount", "-f", "oci:" + FixturePath("tiny-gzip:latest"),
+                                         Mnt()};
+  pid_t keeper = StartService(manager, args, {}, log);
+  ASSERT_GT(keeper, 0);
+  ASSERT_TRUE(manager.HandleUntil([&] { return manager.ready == 1; }, 120)) << ReadAll(log);
+  ASSERT_EQ(manager.store.count("imgfs-state"), 1u) << ReadAll(log);
+  // The state as the imgfs before this one wrote it.
+  Result<fs::KeptState> state = StoredState(manager);
+  ASSERT_TRUE(state.has_value()) << state.error().ToString();
+  const std::string old_text =
+      "IMGFS-KEPT 1\n" + fs::EncodeStartRecord(state->mountpoint, &state->handover);
+  Result<UniqueFd> old_state = fs::KeptStateMemfd(old_text);
+  ASSERT_TRUE(old_state.has_value()) << old_state.error().ToString();
+  manager.store["imgfs-state"] = std::move(*old_state);
+
+  const auto files = FilesOf(ParseListing(ReadAll(FixturePath("tiny.expected.txt"))));
+  ReaderLog reads(1);
+  std::atomic<bool> stop{false};
+  std::thread reader([&] { ReadFilesLoop(Mnt(), files, 0, stop, &reads); });
+  // Once the reader moved on, its close(2)s send no FLUSH any more (the daemon said it has
+  // none): the service forked below then closes its copies at exec without waiting for a
+  // daemon.
+  const std::vector<uint64_t> before = reads.Snapshot();
+  const bool moved = WaitFor([&] { return reads.AllMovedOn(before); }, 60);
+  if (moved) KillKeeperAndItsDaemon(keeper);
+  if (!moved || !RestartUntilServing(manager, args, log, reads, &keeper)) {
+    if (kill(keeper, SIGKILL) == 0) WaitExit(keeper, 30);
+    manager.store.clear();
+    stop = true;
+    reader.join();
+    FAIL() << "no keeper took the mount over from a state of format 1\n" << ReadAll(log);
+  }
+  stop = true;
+  reader.join();
+  const std::string text = ReadAll(log);
+  EXPECT_NE(text.find("in the state an older imgfs wrote (the mountpoint alone): it is served "
+                      "with this command line's configuration"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("the command line differs"), std::string::npos) << text;
+  const std::vector<std::string> failures = reads.Failures();
+  EXPECT_TRUE(failures.empty()) << failures.size() << " failures, first: " << failures.front();
+  for (const auto& [path, sha] : files) {
+    EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(Mnt() + path)).hex(), sha) << path;
+  }
+  Result<fs::KeptState> kept = StoredState(manager);
+  ASSERT_TRUE(kept.has_value()) << kept.error().ToString();
+  EXPECT_FALSE(kept->config.has_value());
+  Umount();
+  EXPECT_EQ(WaitExit(keeper, 60), 0) << text;
+  EXPECT_TRUE(manager.HandleUntil([&] { return manager.store.empty(); }, 60))
+      << manager.store.size() << " entries left";
 }
 
 // `imgfs mount --restart DIR` upgrades a layer store as it does a mount: its keeper (found by
