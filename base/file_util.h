@@ -23,31 +23,6 @@ namespace imgfs {
 // Reads the whole file at `path`. NotFound if it does not exist.
 Result<std::string> ReadFile(const std::string& path);
 
-// A whole regular file mapped read-only (MAP_PRIVATE | MAP_POPULATE): its pages come mapped
-// from the page cache instead of being copied into fresh memory, whose first touch costs a page
-// fault each (~1.2 µs a page on the development machine: 10 MB cost 3-8 ms). Only for files
-// that are replaced by rename and never truncated in place while mapped (a read of a page past
-// a truncated end faults the process with SIGBUS), such as the index store's in a root-only
-// store. Move-only; unmapped by the destructor. An empty file maps to an empty view.
-class MappedFile {
- public:
-  // NotFound if `path` does not exist; InvalidArgument if it is not a regular file.
-  static Result<MappedFile> Open(const std::string& path);
-
-  MappedFile() = default;
-  MappedFile(MappedFile&& other) noexcept;
-  MappedFile& operator=(MappedFile&& other) noexcept;
-  MappedFile(const MappedFile&) = delete;
-  MappedFile& operator=(const MappedFile&) = delete;
-  ~MappedFile();
-
-  std::string_view bytes() const { return {static_cast<const char*>(data_), size_}; }
-
- private:
-  void* data_ = nullptr;
-  size_t size_ = 0;
-};
-
 enum class Durability { kSynced, kUnsynced };
 
 // Atomically replaces `path` with `data` (mode `mode`, before umask).

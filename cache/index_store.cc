@@ -105,16 +105,16 @@ Status IndexStore::Put(const registry::Digest& layer, std::string_view encoded) 
   return Put(IndexKey::LayerBlob(layer), encoded);
 }
 
-Result<MappedFile> IndexStore::Get(const registry::Digest& layer) const {
+Result<std::string> IndexStore::Get(const registry::Digest& layer) const {
   return Get(IndexKey::LayerBlob(layer));
 }
 
-Result<MappedFile> IndexStore::Get(const IndexKey& key) const {
+Result<std::string> IndexStore::Get(const IndexKey& key) const {
   IMGFS_RETURN_IF_ERROR(CheckKey(key));
   std::string path = PathFor(key);
-  Result<MappedFile> data = MappedFile::Open(path);
+  Result<std::string> data = ReadFile(path);
   if (!data.has_value()) return data.error();
-  std::string_view bytes = data->bytes();
+  std::string_view bytes = *data;
   if (bytes.size() < kMagic.size() + kChecksumBytes || bytes.substr(0, kMagic.size()) != kMagic) {
     return Status::Corrupt("index " + path + ": not a layer index");
   }

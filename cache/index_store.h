@@ -97,14 +97,13 @@ class IndexStore {
              Durability durability = Durability::kSynced) const;
   Status Put(const registry::Digest& layer, std::string_view encoded) const;
 
-  // The encoded index of `key`, mapped (MappedFile: index files are only ever replaced by
-  // rename), its checksum not yet checked: decode its bytes() with fs::LayerIndex::Decode,
-  // which does, and drop the mapping. NotFound when absent; Corrupt when it does not start
+  // The encoded index of `key`, its checksum not yet checked: decode it with
+  // fs::LayerIndex::Decode, which does. NotFound when absent; Corrupt when it does not start
   // with the magic or is too short for a checksum; Io on read errors. The caller still checks
   // that the decoded index says the same provenance as the key (a file is only as good as its
   // name).
-  Result<MappedFile> Get(const IndexKey& key) const;
-  Result<MappedFile> Get(const registry::Digest& layer) const;
+  Result<std::string> Get(const IndexKey& key) const;
+  Result<std::string> Get(const registry::Digest& layer) const;
 
   // Removes the index of `key`; OK if there was none.
   Status Remove(const IndexKey& key) const;

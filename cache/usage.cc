@@ -263,14 +263,14 @@ const std::vector<std::string>& ChunksOfIndex(
   auto [it, inserted] = cache->try_emplace(file.name);
   if (!inserted || !options.chunk_lister) return it->second;
   IndexStore index_store(store.root());
-  Result<MappedFile> bytes = index_store.Get(file.key);
+  Result<std::string> bytes = index_store.Get(file.key);
   if (!bytes.has_value()) {
     if (bytes.error().code() != StatusCode::kNotFound) {
       IMGFS_LOG(kInfo) << "store scan: index " << file.name << ": " << bytes.error().ToString();
     }
     return it->second;
   }
-  Result<std::vector<Digest>> listed = options.chunk_lister(bytes->bytes());
+  Result<std::vector<Digest>> listed = options.chunk_lister(*bytes);
   if (!listed.has_value()) {
     IMGFS_LOG(kInfo) << "store scan: index " << file.name << ": " << listed.error().ToString();
     return it->second;

@@ -97,9 +97,9 @@ Result<LayerIndex> LoadLazyIndex(const cache::IndexStore& index_store, registry:
   const registry::Digest toc = TocDigestOf(desc);
   const cache::IndexKey key = cache::IndexKey::Toc(desc.digest, toc);
   if (!toc.empty()) {
-    Result<MappedFile> stored = index_store.Get(key);
+    Result<std::string> stored = index_store.Get(key);
     if (stored.has_value()) {
-      Result<LayerIndex> decoded = LayerIndex::Decode(stored->bytes());
+      Result<LayerIndex> decoded = LayerIndex::Decode(*stored);
       if (decoded.has_value() &&
           (decoded->format == LayerFormat::kEstargz ||
            decoded->format == LayerFormat::kZstdChunked) &&
@@ -458,9 +458,9 @@ std::shared_ptr<const LayerIndex> LayerOpener::PlainLazyIndex(const registry::De
   const cache::IndexStore& index_store = index_store_;
   auto stored = [&](const cache::IndexKey& key,
                     IndexProvenance provenance) -> std::shared_ptr<const LayerIndex> {
-    Result<MappedFile> bytes = index_store.Get(key);
+    Result<std::string> bytes = index_store.Get(key);
     if (!bytes.has_value()) return nullptr;
-    Result<LayerIndex> decoded = LayerIndex::Decode(bytes->bytes());
+    Result<LayerIndex> decoded = LayerIndex::Decode(*bytes);
     if (!decoded.has_value() || !PlainFormat(*decoded) ||
         !StoredIndexFits(*decoded, desc, provenance, {}, subject)) {
       return nullptr;

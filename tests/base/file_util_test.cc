@@ -55,29 +55,6 @@ TEST_F(FileUtilTest, ReadMissingIsNotFound) {
   EXPECT_NE(r.error().message().find("missing"), std::string::npos);
 }
 
-TEST_F(FileUtilTest, MappedFileMapsWholeFilesAndOutlivesTheirName) {
-  const std::string path = dir_ + "/m";
-  std::string data(3 * 4096 + 17, 'x');
-  data[4096] = 'y';
-  ASSERT_TRUE(WriteFileAtomic(path, data).ok());
-  Result<MappedFile> mapped = MappedFile::Open(path);
-  ASSERT_TRUE(mapped.has_value()) << mapped.error().ToString();
-  EXPECT_EQ(mapped->bytes(), data);
-  // Replaced by rename and unlinked: the mapping still shows the old file.
-  ASSERT_TRUE(WriteFileAtomic(path, "new").ok());
-  ASSERT_EQ(unlink(path.c_str()), 0);
-  MappedFile moved = std::move(*mapped);
-  EXPECT_EQ(moved.bytes(), data);
-  EXPECT_TRUE(mapped->bytes().empty());
-  // Empty files, missing ones and directories.
-  ASSERT_TRUE(WriteFileAtomic(path, "").ok());
-  Result<MappedFile> empty = MappedFile::Open(path);
-  ASSERT_TRUE(empty.has_value()) << empty.error().ToString();
-  EXPECT_TRUE(empty->bytes().empty());
-  EXPECT_EQ(MappedFile::Open(dir_ + "/missing").error().code(), StatusCode::kNotFound);
-  EXPECT_EQ(MappedFile::Open(dir_).error().code(), StatusCode::kInvalidArgument);
-}
-
 TEST_F(FileUtilTest, MakeDirsAndRemoveTree) {
   std::string deep = dir_ + "/a/b/c";
   ASSERT_TRUE(MakeDirs(deep).ok());

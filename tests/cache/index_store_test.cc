@@ -42,10 +42,10 @@ TEST_F(IndexStoreTest, PutGetRemove) {
   ASSERT_TRUE(store.Put(layer, data).ok());
   auto got = store.Get(layer);
   ASSERT_TRUE(got.has_value()) << got.error().ToString();
-  EXPECT_EQ(got->bytes(), data);
+  EXPECT_EQ(*got, data);
   // Replacing is atomic and leaves no temporary files behind.
   ASSERT_TRUE(store.Put(layer, Framed("newer")).ok());
-  EXPECT_EQ(store.Get(layer)->bytes(), Framed("newer"));
+  EXPECT_EQ(*store.Get(layer), Framed("newer"));
   size_t files = 0;
   for (const auto& e : std::filesystem::directory_iterator(root_ + "/indexes")) {
     (void)e;
@@ -71,7 +71,7 @@ TEST_F(IndexStoreTest, DamagedFilesAreCorrupt) {
   data[10] ^= 1;  // in the body
   ASSERT_TRUE(store.Put(layer, data).ok());
   ASSERT_TRUE(store.Get(layer).has_value());
-  EXPECT_EQ(store.Get(layer)->bytes(), data);
+  EXPECT_EQ(*store.Get(layer), data);
   ASSERT_TRUE(store.Put(layer, "short").ok());
   EXPECT_EQ(store.Get(layer).error().code(), StatusCode::kCorrupt);
   ASSERT_TRUE(store.Put(layer, "").ok());
@@ -99,14 +99,14 @@ TEST_F(IndexStoreTest, NetworkDerivedIndexesAreKeptApartByOrigin) {
   EXPECT_EQ(store.Get(layer).error().code(), StatusCode::kNotFound);
   EXPECT_EQ(store.Get(IndexKey::Toc(layer, manifest)).error().code(), StatusCode::kNotFound);
   EXPECT_EQ(store.Get(IndexKey::Image(layer, toc)).error().code(), StatusCode::kNotFound);
-  EXPECT_EQ(store.Get(by_toc)->bytes(), Framed("toc"));
-  EXPECT_EQ(store.Get(by_image)->bytes(), Framed("published"));
+  EXPECT_EQ(*store.Get(by_toc), Framed("toc"));
+  EXPECT_EQ(*store.Get(by_image), Framed("published"));
   ASSERT_TRUE(store.Put(layer, Framed("own")).ok());
-  EXPECT_EQ(store.Get(own)->bytes(), Framed("own"));
-  EXPECT_EQ(store.Get(by_toc)->bytes(), Framed("toc"));
+  EXPECT_EQ(*store.Get(own), Framed("own"));
+  EXPECT_EQ(*store.Get(by_toc), Framed("toc"));
   ASSERT_TRUE(store.Remove(by_toc).ok());
   EXPECT_EQ(store.Get(by_toc).error().code(), StatusCode::kNotFound);
-  EXPECT_EQ(store.Get(by_image)->bytes(), Framed("published"));
+  EXPECT_EQ(*store.Get(by_image), Framed("published"));
   // A network-derived key needs a sha256 origin (garbage collection parses the name).
   EXPECT_EQ(store.Put(IndexKey::Toc(layer, registry::Digest()), "x").code(),
             StatusCode::kInvalidArgument);

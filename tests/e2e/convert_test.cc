@@ -384,7 +384,7 @@ TEST(IndexCommandTest, PushPublishesTheStoreIndexesFoundThroughTheReferrersTag) 
   for (const auto& [layer, index] : *found) {
     auto stored = store_indexes.Get(layer);
     ASSERT_TRUE(stored.has_value()) << stored.error().ToString();
-    EXPECT_TRUE(stored->bytes() == index.Encode()) << layer.String();
+    EXPECT_TRUE(*stored == index.Encode()) << layer.String();
     EXPECT_EQ(index.format, fs::LayerFormat::kTarGzip);
     EXPECT_FALSE(index.entries.empty());
   }

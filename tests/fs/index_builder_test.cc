@@ -320,7 +320,7 @@ TEST(IndexBuilderTest, LoadOrBuildIndexTrustsOnlyIndexesBuiltFromTheBlob) {
     auto loaded = LoadOrBuildIndex(store, layers[1].path, layers[1].media_type, o);
     ASSERT_TRUE(loaded.has_value()) << loaded.error().ToString();
     EXPECT_EQ(*loaded, *built) << static_cast<int>(p);
-    auto kept = LayerIndex::Decode(store.Get(layers[1].digest)->bytes());
+    auto kept = LayerIndex::Decode(*store.Get(layers[1].digest));
     ASSERT_TRUE(kept.has_value());
     EXPECT_EQ(*kept, *built) << "the forged index was not replaced";
   }
