@@ -279,6 +279,10 @@ Result<PulledImage> Puller::PullFrom(registry::BlobSource& source,
     }
   }
 
+  if (options_.metadata_only && options_.on_manifest && current_source_ != nullptr) {
+    options_.on_manifest(manifest_desc.digest, manifest, current_source_);
+  }
+
   // Config first: it is small and says whether this is the image we want.
   IMGFS_RETURN_IF_ERROR(FetchBlobToStore(source, manifest.config, {}).WithContext("config"));
   IMGFS_ASSIGN_OR_RETURN(std::string config_bytes, store_->ReadBlob(manifest.config.digest));
@@ -388,7 +392,7 @@ Result<std::vector<PulledImage>> Puller::PullRegistry(const registry::Registries
   // (TakeSource), which wait on its requests.
   const std::chrono::milliseconds request_timeout =
       options_.metadata_only ? kReadRequestTimeout : std::chrono::milliseconds(0);
-  IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<registry::BlobSource> source,
+  IMGFS_ASSIGN_OR_RETURN(std::shared_ptr<registry::BlobSource> source,
                          OpenEndpoints(conf, ref, options_, request_timeout));
 
   std::vector<PulledImage> pulled;
@@ -413,8 +417,11 @@ Result<std::vector<PulledImage>> Puller::PullRegistry(const registry::Registries
     }
     return pulled;
   }
-  IMGFS_ASSIGN_OR_RETURN(PulledImage one, PullFrom(*source, ref, ref.TagOrDigest(), progress));
-  pulled.push_back(std::move(one));
+  current_source_ = source;
+  Result<PulledImage> one = PullFrom(*source, ref, ref.TagOrDigest(), progress);
+  current_source_.reset();
+  if (!one.has_value()) return one.error();
+  pulled.push_back(std::move(one).value());
   last_source_ = std::move(source);
   return pulled;
 }

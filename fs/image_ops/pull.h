@@ -69,6 +69,16 @@ struct PullOptions {
   // Fetch and record the manifest and config only, not the layers (lazy mounts fetch layer
   // data on demand). The recorded image then lacks its layer blobs until a full pull.
   bool metadata_only = false;
+  // With metadata_only, a registry pull calls this once the platform manifest is fetched and
+  // checked, before the config is fetched, on the pulling thread: `manifest` is its digest,
+  // `decoded` its content, `source` the source it came from (the one TakeSource then gives,
+  // if this pull succeeds). A lazy mount starts reading its layers' tables of contents here,
+  // while the config is fetched and the image recorded (a lazy layer needs only the manifest).
+  // The pull may still fail after it (a config that does not fit), or succeed from another
+  // candidate of a short name: the caller compares with what the pull returns. Must not throw.
+  std::function<void(const registry::Digest& manifest, const registry::Manifest& decoded,
+                     const std::shared_ptr<registry::BlobSource>& source)>
+      on_manifest;
   // Which registries.conf files say where images come from (mirrors, prefixes, blocked
   // registries, short names; registry/registries_conf.h). nullopt = from the environment
   // (CONTAINERS_REGISTRIES_CONF, which `imgfs --registries-conf` sets, else the default
@@ -130,7 +140,7 @@ class Puller {
   // holds the registry's token, so the first layer request costs no probe or token round
   // trip again. With options.metadata_only its requests are bounded to 20 s, as
   // OpenRegistrySource's. nullptr after a local pull, a failed one, or once taken.
-  std::unique_ptr<registry::BlobSource> TakeSource() { return std::move(last_source_); }
+  std::shared_ptr<registry::BlobSource> TakeSource() { return std::move(last_source_); }
 
  private:
   // Pull of one fully qualified registry reference (all tags with options_.all_tags) from
@@ -146,7 +156,9 @@ class Puller {
 
   cache::Store* store_;
   PullOptions options_;
-  std::unique_ptr<registry::BlobSource> last_source_;
+  std::shared_ptr<registry::BlobSource> last_source_;
+  // The source PullRegistry is pulling from (for PullOptions::on_manifest); null otherwise.
+  std::shared_ptr<registry::BlobSource> current_source_;
 };
 
 // The registry source for reference `text` (a registry reference, not a local transport),

@@ -5,11 +5,14 @@
 #include <chrono>
 #include <cmath>
 #include <memory>
+#include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "base/log.h"
+#include "base/thread.h"
 #include "cache/chunk_store.h"
 #include "cache/images.h"
 #include "fs/mount/layer_data.h"
@@ -21,8 +24,10 @@ namespace {
 // `*source`: the registry source a lazy pull read the image from (Puller::TakeSource), to
 // serve its layers without a second session.
 Result<cache::ResolvedImage> ResolveOrPull(cache::Store& store, std::string_view text,
-                                           const PrepareOptions& options, std::string* recorded,
-                                           std::unique_ptr<registry::BlobSource>* source) {
+                                           const PrepareOptions& options,
+                                           const decltype(PullOptions::on_manifest)& on_manifest,
+                                           std::string* recorded,
+                                           std::shared_ptr<registry::BlobSource>* source) {
   Result<cache::ResolvedImage> resolved = cache::ResolveImage(store, text);
   if (resolved.has_value() || resolved.error().code() != StatusCode::kNotFound ||
       !options.pull_if_missing) {
@@ -35,7 +40,10 @@ Result<cache::ResolvedImage> ResolveOrPull(cache::Store& store, std::string_view
   // later, so it is copied whole.
   Result<registry::SourceSpec> spec = registry::ParseSourceSpec(text);
   const bool local = spec.has_value() && spec->IsLocal();
-  if (options.lazy && !local) pull.metadata_only = true;
+  if (options.lazy && !local) {
+    pull.metadata_only = true;
+    pull.on_manifest = on_manifest;
+  }
   Puller puller(&store, pull);
   IMGFS_ASSIGN_OR_RETURN(std::vector<PulledImage> pulled, puller.Pull(text, options.progress));
   if (pulled.empty()) return Status::NotFound("pull of " + std::string(text) + " recorded nothing");
@@ -54,14 +62,115 @@ std::string SourceReference(const cache::ResolvedImage& image, const std::string
   return "";
 }
 
+// What every LayerOpener of this mount is given, whichever path opens the layers.
+LayerOpenerOptions BaseOpenerOptions(cache::Store& store, std::string_view text,
+                                     const PrepareOptions& options) {
+  LayerOpenerOptions o;
+  o.store = &store;
+  o.image = std::string(text);
+  o.lazy = options.lazy;
+  o.insecure_skip_toc_verify = options.insecure_skip_toc_verify;
+  o.index = options.index;
+  o.progress = options.progress;
+  if (options.fetch_timeout_seconds > 0) {
+    o.fetch.fetch_timeout =
+        std::chrono::milliseconds(std::llround(options.fetch_timeout_seconds * 1000.0));
+  }
+  return o;
+}
+
+// Layers of a lazy mount of an image not in the store yet, opened on a thread of their own
+// while the pull fetches the config and records the image (PullOptions::on_manifest): the
+// tables of contents and published indexes load a round trip earlier. Started only when no
+// layer is in the store (a local layer's index is checked against the config's diff_ids);
+// PrepareImage uses the result only when the pull then recorded that manifest from that
+// source, and otherwise opens the layers again as usual.
+//
+// Thread-safety: Start once; the other members are the caller's after Join.
+class EarlyLayers {
+ public:
+  EarlyLayers() = default;
+  EarlyLayers(const EarlyLayers&) = delete;
+  EarlyLayers& operator=(const EarlyLayers&) = delete;
+  ~EarlyLayers() { Join(); }
+
+  // Never throws: a thread that cannot be started leaves it unstarted (the usual path opens).
+  void Start(LayerOpenerOptions options, const registry::Digest& manifest,
+             std::vector<registry::Descriptor> layers) noexcept {
+    if (started_) return;
+    try {
+      manifest_ = manifest;
+      source_ = options.source;
+      thread_ = StartThread(
+          "imgfs-open",
+          [this, options = std::move(options), layers = std::move(layers)]() mutable {
+            LayerOpener opener(std::move(options));
+            opened_ = opener.OpenAll(layers, [this](size_t, OpenedLayer& l) {
+              Status added = merge_.Add(l.mounted.index.get(), l.merge_input);
+              l.merge_input = MergeInput();  // done with: its memory goes now
+              return added;
+            });
+            return Status::Ok();
+          },
+          [this](const Status& st) { opened_ = st; });
+      started_ = true;
+    } catch (...) {
+      started_ = false;
+    }
+  }
+  void Join() {
+    if (thread_.joinable()) thread_.join();
+  }
+  // After Join: whether the layers were opened for `manifest` from `source`, every one lazily
+  // (one fetched whole is opened again as a local layer, its index checked against the
+  // config's diff_id), or failed there.
+  bool Fits(const registry::Digest& manifest, const registry::BlobSource* source) const {
+    if (!started_ || !opened_.has_value() || manifest_ != manifest || source_.get() != source) {
+      return false;
+    }
+    if (!opened_->has_value()) return true;
+    for (const OpenedLayer& l : **opened_) {
+      if (l.kind != OpenedLayer::Kind::kLazyToc && l.kind != OpenedLayer::Kind::kIndexed) {
+        return false;
+      }
+    }
+    return true;
+  }
+  Result<std::vector<OpenedLayer>>& opened() { return *opened_; }
+  LayerMerge& merge() { return merge_; }
+
+ private:
+  bool started_ = false;
+  registry::Digest manifest_;
+  std::shared_ptr<registry::BlobSource> source_;
+  std::optional<Result<std::vector<OpenedLayer>>> opened_;
+  LayerMerge merge_;
+  std::thread thread_;
+};
+
 }  // namespace
 
 Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
                                    const PrepareOptions& options) {
   std::string recorded;
-  std::unique_ptr<registry::BlobSource> pulled_from;
-  IMGFS_ASSIGN_OR_RETURN(cache::ResolvedImage image,
-                         ResolveOrPull(store, text, options, &recorded, &pulled_from));
+  std::shared_ptr<registry::BlobSource> pulled_from;
+  EarlyLayers early;
+  auto open_early = [&](const registry::Digest& manifest, const registry::Manifest& decoded,
+                        const std::shared_ptr<registry::BlobSource>& source) {
+    for (const registry::Descriptor& d : decoded.layers) {
+      if (store.HasBlob(d.digest)) return;
+    }
+    LayerOpenerOptions o = BaseOpenerOptions(store, text, options);
+    o.manifest = manifest;
+    o.source = source;
+    o.chunks = std::make_shared<cache::ChunkStore>(store.root());
+    early.Start(std::move(o), manifest, decoded.layers);
+  };
+  Result<cache::ResolvedImage> resolved =
+      ResolveOrPull(store, text, options, open_early, &recorded, &pulled_from);
+  early.Join();
+  if (!resolved.has_value()) return resolved.error();
+  cache::ResolvedImage& image = *resolved;
   PreparedImage out;
   out.manifest_digest = image.manifest.digest;
   out.image_id = image.id;
@@ -76,19 +185,9 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
                            std::to_string(diff_ids.size()) + " diff_ids");
   }
 
-  LayerOpenerOptions opener_options;
-  opener_options.store = &store;
-  opener_options.image = std::string(text);
+  LayerOpenerOptions opener_options = BaseOpenerOptions(store, text, options);
   opener_options.manifest = image.manifest.digest;
   opener_options.diff_ids = diff_ids;
-  opener_options.lazy = options.lazy;
-  opener_options.insecure_skip_toc_verify = options.insecure_skip_toc_verify;
-  opener_options.index = options.index;
-  opener_options.progress = options.progress;
-  if (options.fetch_timeout_seconds > 0) {
-    opener_options.fetch.fetch_timeout =
-        std::chrono::milliseconds(std::llround(options.fetch_timeout_seconds * 1000.0));
-  }
   // Missing layers (a lazy pull recorded the image without them): one registry source for
   // every layer, one chunk store.
   const bool missing =
@@ -113,15 +212,21 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
       }
     }
   }
-  LayerOpener opener(std::move(opener_options));
   // Each layer merges as soon as it and those below it are open, while the upper ones load.
-  LayerMerge merge;
-  IMGFS_ASSIGN_OR_RETURN(std::vector<OpenedLayer> opened,
-                         opener.OpenAll(manifest.layers, [&merge](size_t, OpenedLayer& l) {
-                           Status added = merge.Add(l.mounted.index.get(), l.merge_input);
-                           l.merge_input = MergeInput();  // done with: its memory goes now
-                           return added;
-                         }));
+  LayerMerge own_merge;
+  LayerMerge* merge = &own_merge;
+  std::vector<OpenedLayer> opened;
+  if (early.Fits(image.manifest.digest, opener_options.source.get())) {
+    IMGFS_ASSIGN_OR_RETURN(opened, std::move(early.opened()));
+    merge = &early.merge();
+  } else {
+    LayerOpener opener(std::move(opener_options));
+    IMGFS_ASSIGN_OR_RETURN(opened, opener.OpenAll(manifest.layers, [merge](size_t, OpenedLayer& l) {
+      Status added = merge->Add(l.mounted.index.get(), l.merge_input);
+      l.merge_input = MergeInput();  // done with: its memory goes now
+      return added;
+    }));
+  }
   std::vector<MountedLayer> layers;
   layers.reserve(opened.size());
   std::vector<std::string> unsynced;
@@ -133,7 +238,7 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
     }
     layers.push_back(std::move(l.mounted));
   }
-  IMGFS_ASSIGN_OR_RETURN(NodeTable table, merge.Finish(&out.merge_stats));
+  IMGFS_ASSIGN_OR_RETURN(NodeTable table, merge->Finish(&out.merge_stats));
   // The table holds the file table now; local layers are read by offset. Their entries move
   // out here, before any reader thread runs (the filesystem is not serving), and are freed in
   // the background.
