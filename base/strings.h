@@ -5,6 +5,7 @@
 #define IMGFS_BASE_STRINGS_H_
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -17,6 +18,10 @@ std::string QuoteForMessage(std::string_view text, size_t max_shown = 100);
 
 // ASCII lower case (host names, header names, media-type parameters: never locale-dependent).
 std::string ToLower(std::string_view text);
+
+// Appends the UTF-8 encoding of Unicode scalar value `cp` (at most 0x10FFFF and not a
+// surrogate: the caller has checked) to *out.
+void AppendUtf8(uint32_t cp, std::string* out);
 
 // `text` without leading and trailing ASCII white space (space, \t, \n, \v, \f, \r).
 std::string_view Trim(std::string_view text);

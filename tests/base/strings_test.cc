@@ -28,5 +28,16 @@ TEST(QuoteForMessageTest, LongTextIsCut) {
   EXPECT_EQ(QuoteForMessage("abcd", 4), "\"abcd\"");
 }
 
+TEST(StringsTest, AppendUtf8EncodesEachLength) {
+  std::string out;
+  for (uint32_t cp : {0x24u, 0x7Fu, 0x80u, 0xA2u, 0x7FFu, 0x800u, 0x20ACu, 0xFFFFu, 0x10000u,
+                      0x10348u, 0x10FFFFu}) {
+    AppendUtf8(cp, &out);
+  }
+  EXPECT_EQ(out,
+            "\x24\x7F\xC2\x80\xC2\xA2\xDF\xBF\xE0\xA0\x80\xE2\x82\xAC\xEF\xBF\xBF"
+            "\xF0\x90\x80\x80\xF0\x90\x8D\x88\xF4\x8F\xBF\xBF");
+}
+
 }  // namespace
 }  // namespace imgfs
