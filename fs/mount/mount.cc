@@ -79,6 +79,19 @@ LayerOpenerOptions BaseOpenerOptions(cache::Store& store, std::string_view text,
   return o;
 }
 
+// Opens `layers`; each merges into *merge as soon as it and those below it are open, while
+// the upper ones load.
+Result<std::vector<OpenedLayer>> OpenAndMerge(LayerOpenerOptions options,
+                                              const std::vector<registry::Descriptor>& layers,
+                                              LayerMerge* merge) {
+  LayerOpener opener(std::move(options));
+  return opener.OpenAll(layers, [merge](size_t, OpenedLayer& l) {
+    Status added = merge->Add(l.mounted.index.get(), l.merge_input);
+    l.merge_input = MergeInput();  // done with: its memory goes now
+    return added;
+  });
+}
+
 // Layers of a lazy mount of an image not in the store yet, opened on a thread of their own
 // while the pull fetches the config and records the image (PullOptions::on_manifest): the
 // tables of contents and published indexes load a round trip earlier. Started only when no
@@ -104,12 +117,7 @@ class EarlyLayers {
       thread_ = StartThread(
           "imgfs-open",
           [this, options = std::move(options), layers = std::move(layers)]() mutable {
-            LayerOpener opener(std::move(options));
-            opened_ = opener.OpenAll(layers, [this](size_t, OpenedLayer& l) {
-              Status added = merge_.Add(l.mounted.index.get(), l.merge_input);
-              l.merge_input = MergeInput();  // done with: its memory goes now
-              return added;
-            });
+            opened_ = OpenAndMerge(std::move(options), layers, &merge_);
             return Status::Ok();
           },
           [this](const Status& st) { opened_ = st; });
@@ -212,7 +220,6 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
       }
     }
   }
-  // Each layer merges as soon as it and those below it are open, while the upper ones load.
   LayerMerge own_merge;
   LayerMerge* merge = &own_merge;
   std::vector<OpenedLayer> opened;
@@ -220,12 +227,7 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
     IMGFS_ASSIGN_OR_RETURN(opened, std::move(early.opened()));
     merge = &early.merge();
   } else {
-    LayerOpener opener(std::move(opener_options));
-    IMGFS_ASSIGN_OR_RETURN(opened, opener.OpenAll(manifest.layers, [merge](size_t, OpenedLayer& l) {
-      Status added = merge->Add(l.mounted.index.get(), l.merge_input);
-      l.merge_input = MergeInput();  // done with: its memory goes now
-      return added;
-    }));
+    IMGFS_ASSIGN_OR_RETURN(opened, OpenAndMerge(std::move(opener_options), manifest.layers, merge));
   }
   std::vector<MountedLayer> layers;
   layers.reserve(opened.size());
