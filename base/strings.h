@@ -23,6 +23,17 @@ std::string ToLower(std::string_view text);
 // surrogate: the caller has checked) to *out.
 void AppendUtf8(uint32_t cp, std::string* out);
 
+// Length of the well-formed UTF-8 sequence at the start of `text` (RFC 3629: no overlongs, no
+// surrogates, nothing above U+10FFFF): 1 for an ASCII byte, 0 when there is none (or `text`
+// is empty).
+size_t Utf8SequenceLength(std::string_view text);
+
+// Whether all of `text` is well-formed UTF-8 (what JSON text may hold).
+bool IsValidUtf8(std::string_view text);
+
+// `text` with each byte that starts no well-formed sequence replaced by U+FFFD.
+std::string SanitizeUtf8(std::string_view text);
+
 // `text` without leading and trailing ASCII white space (space, \t, \n, \v, \f, \r).
 std::string_view Trim(std::string_view text);
 

@@ -28,6 +28,7 @@
 #include "base/file_util.h"
 #include "base/log.h"
 #include "base/status.h"
+#include "base/strings.h"
 #include "base/unique_fd.h"
 #include "cache/store.h"
 #include "fs/fuse/keeper_record.h"
@@ -69,7 +70,7 @@ struct LayerStoreRequest {
 };
 
 // The request part of a kept daemon's configuration (daemon.h: EncodeDaemonConfig).
-std::string EncodeConfig(const GlobalOptions& global, const LayerStoreRequest& req) {
+Result<std::string> EncodeConfig(const GlobalOptions& global, const LayerStoreRequest& req) {
   nlohmann::json j;
   j["dir"] = req.dir;
   j["fetch_timeout_seconds"] = req.fetch_timeout_seconds;
@@ -246,6 +247,11 @@ int RunLayerStore(CommandContext& ctx) {
       return UsageError(ctx.name, "--fetch-timeout needs a number of seconds");
     }
   }
+  // A path the daemons cannot be told about (not UTF-8) fails before anything is made.
+  Result<std::string> config = EncodeConfig(ctx.global, req);
+  if (!config.has_value()) {
+    return Fail(config.error());
+  }
   if (args.Has("foreground") || args.Has("debug")) return Serve(ctx, req, -1);
   char binary[PATH_MAX];
   const ssize_t n = ::readlink("/proc/self/exe", binary, sizeof(binary) - 1);
@@ -265,7 +271,12 @@ int RunLayerStore(CommandContext& ctx) {
     fs::KeeperOptions keeper;
     keeper.status_fd = status_fd;
     keeper.mountpoint = req.dir;
-    keeper.daemon_config = EncodeConfig(ctx.global, req);
+    Result<std::string> daemon_config = EncodeConfig(ctx.global, req);
+    if (!daemon_config.has_value()) {  // checked above; the journal's number changes nothing
+      ReportStatus(status_fd, "ERR " + daemon_config.error().ToString());
+      return kExitError;
+    }
+    keeper.daemon_config = std::move(daemon_config).value();
     keeper.daemon_argv = [path = std::string(binary), root = ctx.global.root](int channel) {
       return std::vector<std::string>{path,
                                       "--root",

@@ -58,6 +58,7 @@
 #include "base/file_util.h"
 #include "base/log.h"
 #include "base/mountinfo.h"
+#include "base/strings.h"
 #include "base/unique_fd.h"
 #include "cache/containers.h"
 #include "cache/leases.h"
@@ -221,7 +222,7 @@ Result<double> ParseSeconds(const std::string& text) {
 
 // The request part of the configuration a keeper hands each daemon it starts (daemon.h:
 // EncodeDaemonConfig).
-std::string EncodeConfig(const GlobalOptions& global, const MountRequest& req) {
+Result<std::string> EncodeConfig(const GlobalOptions& global, const MountRequest& req) {
   nlohmann::json j;
   j["image"] = req.image;
   j["dir"] = req.dir;
@@ -727,13 +728,14 @@ int RestartMount(const CommandContext& ctx, const std::string& dir) {
   return Fail("no new daemon served " + dir + " within 300 s (see the system log)");
 }
 
-// The keeper of a mount whose daemons serve `req` read-only.
-fs::KeeperOptions KeeperFor(const CommandContext& ctx, const MountRequest& req,
-                            const std::string& binary) {
+// The keeper of a mount whose daemons serve `req` read-only. InvalidArgument when a path
+// cannot be handed to a daemon (EncodeConfig).
+Result<fs::KeeperOptions> KeeperFor(const CommandContext& ctx, const MountRequest& req,
+                                    const std::string& binary) {
   fs::KeeperOptions keeper;
   keeper.mountpoint = req.dir;
   keeper.foreground = req.foreground;
-  keeper.daemon_config = EncodeConfig(ctx.global, req);
+  IMGFS_ASSIGN_OR_RETURN(keeper.daemon_config, EncodeConfig(ctx.global, req));
   keeper.daemon_argv = [binary, root = ctx.global.root](int channel) {
     return std::vector<std::string>{
         binary, "--root", root, "mount", std::string(kKeptDaemonFlag), std::to_string(channel)};
@@ -829,7 +831,12 @@ int MountOverlayDriver(const CommandContext& ctx, const MountRequest& req,
   daemon_req.overlay_dir = req.dir;
   daemon_req.upper = upper;
   daemon_req.writable = false;
-  fs::KeeperOptions keeper = KeeperFor(ctx, daemon_req, binary);
+  Result<fs::KeeperOptions> made_keeper = KeeperFor(ctx, daemon_req, binary);
+  if (!made_keeper.has_value()) {
+    RemoveTree(temp).ok();
+    return Fail(made_keeper.error());
+  }
+  fs::KeeperOptions keeper = std::move(made_keeper).value();
   keeper.mountpoint = req.dir;  // log lines; a stop without daemons unmounts the overlay
 
   auto serve = [&](int status_fd) {
@@ -1026,6 +1033,10 @@ int RunMount(CommandContext& ctx) {
   req.no_pull = args.Has("no-pull");
   bool foreground = args.Has("foreground") || req.debug;
   req.foreground = foreground;
+  // A path the daemons cannot be told about (not UTF-8) fails before anything is made.
+  if (Result<std::string> config = EncodeConfig(ctx.global, req); !config.has_value()) {
+    return Fail(config.error());
+  }
   // What the host lacks for a FUSE mount (a usable /dev/fuse, fusermount3 without root) fails
   // here, before an image is pulled for nothing.
   if (Status access = fs::CheckMountAccess(req.mount_options); !access.ok()) {
@@ -1054,7 +1065,12 @@ int RunMount(CommandContext& ctx) {
         return status_fd < 0 ? Fail(made) : kExitError;
       }
     }
-    fs::KeeperOptions keeper = KeeperFor(ctx, kept, *binary);
+    Result<fs::KeeperOptions> made_keeper = KeeperFor(ctx, kept, *binary);
+    if (!made_keeper.has_value()) {
+      ReportStatus(status_fd, "ERR " + made_keeper.error().ToString());
+      return status_fd < 0 ? Fail(made_keeper.error()) : kExitError;
+    }
+    fs::KeeperOptions keeper = std::move(made_keeper).value();
     // -f mounts speak to a service manager (fd_store.h): the service's main process. Not with
     // a temporary upper: the keeper the manager starts again would make another one.
     keeper.service_manager = foreground && !temp_upper;

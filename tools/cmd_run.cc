@@ -34,6 +34,7 @@
 
 #include "base/file_util.h"
 #include "base/log.h"
+#include "base/strings.h"
 #include "base/time.h"
 #include "base/unique_fd.h"
 #include "cache/containers.h"
@@ -520,7 +521,7 @@ int RunRun(CommandContext& ctx) {
   info.reference = reference;
   // The record is JSON, which holds UTF-8 only; argv may hold any bytes (it is passed to
   // exec as it is): the record shows them replaced.
-  for (const std::string& a : spec->argv) info.command.push_back(fs::run::SanitizeUtf8(a));
+  for (const std::string& a : spec->argv) info.command.push_back(SanitizeUtf8(a));
   info.auto_remove = req.name.empty() || req.remove;
   // From here on a SIGTERM or Ctrl-C waits until the command could receive it (or, during
   // the setup, ends the run before it starts), so everything is torn down in order.

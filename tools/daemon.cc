@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <charconv>
 #include <iostream>
+#include <map>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -17,6 +18,7 @@
 
 #include "base/log.h"
 #include "base/status.h"
+#include "base/strings.h"
 #include "base/unique_fd.h"
 #include "tools/cli.h"
 
@@ -113,13 +115,58 @@ int RunDetached(const std::string& what, const std::function<int(int status_fd)>
                    : ""));
 }
 
-std::string EncodeDaemonConfig(const GlobalOptions& global, nlohmann::json request) {
+namespace {
+
+// What the user calls a configuration key, for the message about a value that is not UTF-8.
+std::string KeyForMessage(const std::string& key) {
+  static const std::map<std::string, std::string> kNames = {
+      {"dir", "the mountpoint"},
+      {"overlay_dir", "the mountpoint"},
+      {"upper", "--upper"},
+      {"root", "--root"},
+      {"creds", "--creds"},
+      {"ca_certs", "--ca-cert"},
+      {"mount_options", "-o"},
+      {"insecure_registries", "--insecure-registry"},
+      {"image", "the image reference"}};
+  auto it = kNames.find(key);
+  return it != kNames.end() ? it->second : key;
+}
+
+// InvalidArgument naming the first string of `j` (an object of strings, arrays of strings
+// and scalars) that JSON cannot hold.
+Status CheckUtf8(const nlohmann::json& j) {
+  for (const auto& [key, value] : j.items()) {
+    std::vector<const nlohmann::json*> strings;
+    if (value.is_string()) strings.push_back(&value);
+    if (value.is_array()) {
+      for (const nlohmann::json& v : value) {
+        if (v.is_string()) strings.push_back(&v);
+      }
+    }
+    for (const nlohmann::json* v : strings) {
+      const std::string& text = v->get_ref<const std::string&>();
+      if (IsValidUtf8(text)) continue;
+      // A credential is never shown, not even in an error.
+      return Status::InvalidArgument(
+          KeyForMessage(key) + (key == "creds" ? "" : " " + QuoteForMessage(text)) +
+          " is not valid UTF-8: imgfs hands it to its daemon as JSON text, which holds UTF-8 "
+          "only");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::string> EncodeDaemonConfig(const GlobalOptions& global, nlohmann::json request) {
   nlohmann::json& j = request;
   j["root"] = global.root;
   j["insecure_registries"] = global.insecure_registries;
   j["ca_certs"] = global.ca_certs;
   j["creds"] = global.creds;
   j["log_level"] = static_cast<int>(GetLogLevel());
+  IMGFS_RETURN_IF_ERROR(CheckUtf8(j));
   return j.dump();
 }
 

@@ -59,7 +59,9 @@ void LogToSyslog();
 // The JSON configuration a keeper hands each daemon it starts (KeeperOptions::daemon_config):
 // the global options (credentials included: never on a command line) and this process's log
 // level, with the keys of the command's request (`request`, an object) beside them.
-std::string EncodeDaemonConfig(const GlobalOptions& global, nlohmann::json request);
+// InvalidArgument, naming the option, when a string in it is not valid UTF-8 (a path may be
+// any bytes; JSON text holds UTF-8 only).
+Result<std::string> EncodeDaemonConfig(const GlobalOptions& global, nlohmann::json request);
 
 // The inverse of EncodeDaemonConfig: sets *global and the log level (ignored when out of
 // range), then runs `decode_request` over the object for the request's keys. Corrupt when the

@@ -39,27 +39,6 @@ const char* FindSpecial(const char* p, const char* end) {
   return p;
 }
 
-// Length of the well-formed UTF-8 sequence (RFC 3629, section 4: no overlongs, no
-// surrogates, nothing above U+10FFFF) starting with the non-ASCII byte at `p`; 0 if none.
-size_t Utf8Length(const unsigned char* p, const unsigned char* end) {
-  auto in = [&](size_t i, unsigned lo, unsigned hi) {
-    return end - p > static_cast<ptrdiff_t>(i) && p[i] >= lo && p[i] <= hi;
-  };
-  const unsigned c = p[0];
-  if (c >= 0xC2 && c <= 0xDF) return in(1, 0x80, 0xBF) ? 2 : 0;
-  if (c == 0xE0) return in(1, 0xA0, 0xBF) && in(2, 0x80, 0xBF) ? 3 : 0;
-  if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) {
-    return in(1, 0x80, 0xBF) && in(2, 0x80, 0xBF) ? 3 : 0;
-  }
-  if (c == 0xED) return in(1, 0x80, 0x9F) && in(2, 0x80, 0xBF) ? 3 : 0;
-  if (c == 0xF0) return in(1, 0x90, 0xBF) && in(2, 0x80, 0xBF) && in(3, 0x80, 0xBF) ? 4 : 0;
-  if (c >= 0xF1 && c <= 0xF3) {
-    return in(1, 0x80, 0xBF) && in(2, 0x80, 0xBF) && in(3, 0x80, 0xBF) ? 4 : 0;
-  }
-  if (c == 0xF4) return in(1, 0x80, 0x8F) && in(2, 0x80, 0xBF) && in(3, 0x80, 0xBF) ? 4 : 0;
-  return 0;
-}
-
 class Parser {
  public:
   Parser(std::string_view text, JsonEvents& events)
@@ -195,8 +174,7 @@ bool Parser::ScanString(std::string_view* out, bool* in_scratch, std::string_vie
     }
     const auto c = static_cast<unsigned char>(*q);
     if (c >= 0x80) {
-      const size_t n = Utf8Length(reinterpret_cast<const unsigned char*>(q),
-                                  reinterpret_cast<const unsigned char*>(end_));
+      const size_t n = Utf8SequenceLength(std::string_view(q, end_ - q));
       if (n == 0) {
         p_ = q;
         *reason = "invalid UTF-8";

@@ -19,34 +19,6 @@ std::vector<std::string> Split(const std::string& s, char sep) {
   return out;
 }
 
-// Length of the valid UTF-8 sequence at the start of `s` (RFC 3629: no overlongs, no
-// surrogates, at most U+10FFFF), 0 when there is none.
-size_t Utf8SequenceLength(std::string_view s) {
-  auto byte = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
-  unsigned char c = byte(0);
-  if (c < 0x80) return 1;
-  size_t n = 0;
-  unsigned char lo = 0x80, hi = 0xbf;  // bounds of the second byte
-  if (c >= 0xc2 && c <= 0xdf) {
-    n = 2;
-  } else if (c >= 0xe0 && c <= 0xef) {
-    n = 3;
-    if (c == 0xe0) lo = 0xa0;
-    if (c == 0xed) hi = 0x9f;
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    n = 4;
-    if (c == 0xf0) lo = 0x90;
-    if (c == 0xf4) hi = 0x8f;
-  } else {
-    return 0;
-  }
-  if (s.size() < n || byte(1) < lo || byte(1) > hi) return 0;
-  for (size_t i = 2; i < n; ++i) {
-    if (byte(i) < 0x80 || byte(i) > 0xbf) return 0;
-  }
-  return n;
-}
-
 }  // namespace
 
 Result<VolumeSpec> ParseVolume(const std::string& text) {
@@ -175,22 +147,6 @@ Result<ProcessSpec> BuildProcessSpec(const RunRequest& req, const registry::Imag
   }
   spec.user = req.user.has_value() ? *req.user : config.user;
   return spec;
-}
-
-std::string SanitizeUtf8(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  while (!text.empty()) {
-    size_t n = Utf8SequenceLength(text);
-    if (n == 0) {
-      out += "\xef\xbf\xbd";  // U+FFFD REPLACEMENT CHARACTER
-      n = 1;
-    } else {
-      out.append(text.substr(0, n));
-    }
-    text.remove_prefix(n);
-  }
-  return out;
 }
 
 }  // namespace imgfs::fs::run

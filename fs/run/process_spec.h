@@ -99,10 +99,6 @@ void SetEnv(std::vector<std::string>* env, const std::string& entry);
 std::string GetEnv(const std::vector<std::string>& env, const std::string& key);
 bool HasEnv(const std::vector<std::string>& env, const std::string& key);
 
-// `text` with every byte sequence that is not valid UTF-8 replaced by U+FFFD: for records
-// and messages that must be UTF-8 (JSON) while argv may hold any bytes.
-std::string SanitizeUtf8(std::string_view text);
-
 }  // namespace imgfs::fs::run
 
 #endif  // IMGFS_FS_RUN_PROCESS_SPEC_H_

@@ -369,5 +369,25 @@ TEST_F(MountTest, BadImagesFailBeforeMountingWithAClearMessage) {
   }
 }
 
+TEST_F(MountTest, PathsThatAreNotUtf8FailWithAClearMessage) {
+  // A path may be any bytes, but the daemon's configuration is JSON text (UTF-8 only).
+  const std::string odd = Mnt() + "-\xff";
+  ASSERT_EQ(mkdir(odd.c_str(), 0755), 0);
+  const std::string image = "oci:" + FixturePath("tiny-gzip:latest");
+  ProcessResult r = Imgfs({"mount", image, odd}, 60);
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_NE(r.err.find("the mountpoint"), std::string::npos) << r.Describe();
+  EXPECT_NE(r.err.find("\\xff\" is not valid UTF-8"), std::string::npos) << r.Describe();
+  EXPECT_FALSE(IsMounted(odd));
+
+  const std::string upper = Mnt() + "-upper-\xfe";
+  r = Imgfs({"mount", "--rw", "--upper", upper, image, Mnt()}, 60);
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_NE(r.err.find("--upper"), std::string::npos) << r.Describe();
+  EXPECT_FALSE(IsMounted(Mnt()));
+  EXPECT_NE(access(upper.c_str(), F_OK), 0) << "nothing is made before the check";
+  rmdir(odd.c_str());
+}
+
 }  // namespace
 }  // namespace imgfs::testing

@@ -62,17 +62,5 @@ TEST(RunOptionsTest, NetworkAndSecurityOpt) {
   EXPECT_FALSE(ApplySecurityOpt("apparmor=unconfined", &o).ok());
 }
 
-TEST(SanitizeUtf8Test, ReplacesInvalidSequencesOnly) {
-  EXPECT_EQ(SanitizeUtf8("plain"), "plain");
-  EXPECT_EQ(SanitizeUtf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"),
-            "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
-  EXPECT_EQ(SanitizeUtf8("caf\xe9"), "caf\xef\xbf\xbd");
-  EXPECT_EQ(SanitizeUtf8("\xff\xfe"), "\xef\xbf\xbd\xef\xbf\xbd");
-  EXPECT_EQ(SanitizeUtf8("\xc0\xaf"), "\xef\xbf\xbd\xef\xbf\xbd");                  // overlong '/'
-  EXPECT_EQ(SanitizeUtf8("\xed\xa0\x80"), "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");  // surrogate
-  EXPECT_EQ(SanitizeUtf8("\xe2\x82"), "\xef\xbf\xbd\xef\xbf\xbd");                  // truncated
-  EXPECT_EQ(SanitizeUtf8(std::string("a\0b", 3)), std::string("a\0b", 3));
-}
-
 }  // namespace
 }  // namespace imgfs::fs::run
