@@ -995,12 +995,9 @@ int RunMount(CommandContext& ctx) {
     req.platform = *p;
   }
   if (!upper.empty()) {
-    if (upper.front() != '/') {
-      char cwd[PATH_MAX];
-      if (getcwd(cwd, sizeof(cwd)) == nullptr) return Fail(Status::FromErrno(errno, "getcwd"));
-      upper = std::string(cwd) + "/" + upper;
-    }
-    req.upper = upper;
+    // Absolute and without "." and ".." parts, so the same directory named from another
+    // working directory is recorded the same (a kept mount's configuration compares it).
+    req.upper = AbsoluteLexical(upper);
   } else if (args.Has("upper")) {
     return UsageError(ctx.name, "--upper needs a directory");
   }

@@ -635,7 +635,11 @@ TEST_F(KeeperTest, Issue12AWritableMountKeepsItsUpperWhateverTheCommandLineSays)
       {{"mount", "-f", "--rw", "--driver", "fuse", "--upper", other_upper, image, Mnt()},
        "--upper: kept " + upper + ", asked " + other_upper},
       {{"mount", "-f", image, Mnt()}, "--rw: kept yes, asked no"},
+      // The same upper spelled otherwise is no difference: no warning.
+      {{"mount", "-f", "--rw", "--driver", "fuse", "--upper", Sub(".") + "/./upper/", image, Mnt()},
+       ""},
   };
+  size_t warnings = 0;
   for (size_t round = 0; round < restarts.size(); ++round) {
     const std::vector<uint64_t> before = reads.Snapshot();
     if (!WaitFor([&] { return reads.AllMovedOn(before); }, 60)) {
@@ -649,7 +653,8 @@ TEST_F(KeeperTest, Issue12AWritableMountKeepsItsUpperWhateverTheCommandLineSays)
              << ReadAll(log);
     }
     const std::string text = ReadAll(log);
-    EXPECT_EQ(Occurrences(text, "the command line differs"), round + 1) << text;
+    if (!restarts[round].second.empty()) ++warnings;
+    EXPECT_EQ(Occurrences(text, "the command line differs"), warnings) << text;
     EXPECT_NE(text.find(restarts[round].second), std::string::npos) << text;
     const std::string part = "k" + std::to_string(round);
     EXPECT_EQ(pwrite(held, part.data(), part.size(), static_cast<off_t>(3 + 2 * round)),
@@ -665,9 +670,10 @@ TEST_F(KeeperTest, Issue12AWritableMountKeepsItsUpperWhateverTheCommandLineSays)
   close(held);
   Umount();
   EXPECT_EQ(WaitExit(keeper, 60), 0) << ReadAll(log);
-  EXPECT_EQ(ReadAll(upper + "/held"), "onek0k1");
+  EXPECT_EQ(ReadAll(upper + "/held"), "onek0k1k2");
   EXPECT_EQ(ReadAll(upper + "/after0"), "round k0");
   EXPECT_EQ(ReadAll(upper + "/after1"), "round k1");
+  EXPECT_EQ(ReadAll(upper + "/after2"), "round k2");
   struct stat st {};
   EXPECT_NE(stat(other_upper.c_str(), &st), 0) << other_upper << " was made";
   EXPECT_TRUE(manager.HandleUntil([&] { return manager.store.empty(); }, 60))
