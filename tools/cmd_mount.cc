@@ -929,6 +929,9 @@ int RunMount(CommandContext& ctx) {
   Result<std::optional<fs::StoredConnection>> stored =
       fs::RecoverStoredConnection(AbsoluteLexical(args.positional()[1]));
   if (!stored.has_value()) return Fail(stored.error());
+  if (stored->has_value() && !(*stored)->unusable.ok()) {
+    return fs::ServeUnusableConnection(std::move(**stored));
+  }
   req.dir = stored->has_value() ? (*stored)->state.mountpoint : AbsolutePath(args.positional()[1]);
   const std::string& image = req.image;
   const std::string& dir = req.dir;

@@ -244,9 +244,8 @@ Result<std::optional<StoredConnection>> RecoverStoredConnection(const std::strin
   UniqueFd fuse_fd;
   UniqueFd state_fd;
   StoredConnection stored;
-  std::vector<std::string> names;
   for (auto& [name, fd] : fds) {
-    names.push_back(name);
+    stored.names.push_back(name);
     if (name == kFuseFdName && !fuse_fd.IsValid()) {
       fuse_fd = std::move(fd);
     } else if (name == kStateFdName && !state_fd.IsValid()) {
@@ -258,29 +257,59 @@ Result<std::optional<StoredConnection>> RecoverStoredConnection(const std::strin
     }
   }
   if (!fuse_fd.IsValid() && !state_fd.IsValid()) return std::optional<StoredConnection>();
-  if (!fuse_fd.IsValid() || !state_fd.IsValid()) {
-    return Status::Corrupt("the service manager passed back " +
-                           std::string(fuse_fd.IsValid() ? kFuseFdName : kStateFdName) +
-                           " without " +
-                           std::string(fuse_fd.IsValid() ? kStateFdName : kFuseFdName));
+  if (!fuse_fd.IsValid()) {
+    return Status::Corrupt("the service manager passed back " + std::string(kStateFdName) +
+                           " without " + std::string(kFuseFdName));
   }
-  IMGFS_ASSIGN_OR_RETURN(std::string text, ReadBounded(state_fd.get()));
-  const int fuse = fuse_fd.get();
-  Result<KeptState> state = ParseKeptState(text, std::move(fuse_fd));
-  if (!state.has_value()) return state.error().WithContext("the service manager's fd store");
+  if (ConnectionGone(fuse_fd.get())) {
+    IMGFS_LOG(kInfo) << "the kept connection of " << mountpoint << " has ended: mounting anew";
+    DropFromStore(stored.names);
+    return std::optional<StoredConnection>();
+  }
+  Result<KeptState> state =
+      Status::Corrupt("the service manager passed back " + std::string(kFuseFdName) + " without " +
+                      std::string(kStateFdName));
+  if (state_fd.IsValid()) {
+    Result<std::string> text = ReadBounded(state_fd.get());
+    // A copy of the descriptor: a state that does not parse keeps the connection.
+    UniqueFd copy(fcntl(fuse_fd.get(), F_DUPFD_CLOEXEC, 3));
+    if (!text.has_value()) {
+      state = text.error();
+    } else if (!copy.IsValid()) {
+      state = Status::FromErrno(errno, "copying the kept connection's descriptor");
+    } else {
+      state = ParseKeptState(*text, std::move(copy));
+    }
+  }
+  if (!state.has_value()) {
+    stored.unusable = state.error().WithContext("the service manager's fd store");
+    stored.state.mountpoint = mountpoint;
+    stored.state.fuse_fd = std::move(fuse_fd);
+    return std::optional<StoredConnection>(std::move(stored));
+  }
   if (state->mountpoint != mountpoint) {
     IMGFS_LOG(kWarning) << "the service manager kept the connection of " << state->mountpoint
                         << ", not of " << mountpoint << ": it is dropped";
-    DropFromStore(names);
-    return std::optional<StoredConnection>();
-  }
-  if (ConnectionGone(fuse)) {
-    IMGFS_LOG(kInfo) << "the kept connection of " << mountpoint << " has ended: mounting anew";
-    DropFromStore(names);
+    DropFromStore(stored.names);
     return std::optional<StoredConnection>();
   }
   stored.state = std::move(*state);
   return std::optional<StoredConnection>(std::move(stored));
+}
+
+int ServeUnusableConnection(StoredConnection stored) {
+  const std::string& mountpoint = stored.state.mountpoint;
+  IMGFS_LOG(kError) << "the service manager passed back the live connection of " << mountpoint
+                    << ", but not a state imgfs can take it over with ("
+                    << stored.unusable.ToString() << ")";
+  const std::string socket = ServiceManagerSocket();
+  if (!socket.empty()) {
+    Status st = NotifyServiceManager(socket, "READY=1");
+    if (!st.ok()) IMGFS_LOG(kWarning) << st.ToString();
+  }
+  ServeErrorsUntilUnmounted(stored.state.fuse_fd.get(), mountpoint);
+  DropFromStore(stored.names);
+  return kKeeperFailed;
 }
 
 }  // namespace imgfs::fs

@@ -109,13 +109,26 @@ struct StoredConnection {
   KeptState state;  // state.handover refers to state.fuse_fd, the live /dev/fuse descriptor
   UniqueFd counts;  // kCountsFdName (KeeperOptions::resume_counts_fd); may be absent
   std::vector<std::pair<std::string, UniqueFd>> extra;  // the other stored descriptors
+  // Not OK when the connection is live but its state is missing, unreadable or malformed: no
+  // daemon can serve it (ServeUnusableConnection). Then only state.fuse_fd and
+  // state.mountpoint (the caller's) are set.
+  Status unusable;
+  std::vector<std::string> names;  // every entry the manager passed, to drop them at the end
 };
 
 // The live connection of `mountpoint` the manager passed back (TakeListenFds), nullopt when it
 // passed none (or when the connection has ended or belongs to another mountpoint: then the
-// manager is told to drop the entries, and the caller mounts anew). Corrupt when our entries
-// are incomplete or their state malformed.
+// manager is told to drop the entries, and the caller mounts anew). A live connection whose
+// state is missing or malformed comes back with `unusable` set. Corrupt when a state came
+// without its connection.
 Result<std::optional<StoredConnection>> RecoverStoredConnection(const std::string& mountpoint);
+
+// A connection RecoverStoredConnection found unusable: the service tells the manager READY=1
+// (it runs, and the store keeps the connection meanwhile), logs why, and answers every request
+// with EIO until the mount is unmounted (`imgfs umount DIR`) or the service is stopped
+// (ServeErrorsUntilUnmounted), never leaving readers waiting; then the store's entries are
+// dropped. Returns kKeeperFailed.
+int ServeUnusableConnection(StoredConnection stored);
 
 }  // namespace imgfs::fs
 

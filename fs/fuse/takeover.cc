@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstdint>
@@ -145,6 +146,27 @@ void ServeErrors(int fuse_fd, const std::string& mountpoint) {
     std::memcpy(&in, buf.data(), sizeof(in));
     if (in.opcode == FUSE_FORGET || in.opcode == FUSE_BATCH_FORGET || in.opcode == FUSE_INTERRUPT) {
       continue;  // no reply expected
+    }
+    if (in.opcode == FUSE_INIT && static_cast<size_t>(n) >= sizeof(in) + sizeof(fuse_init_in)) {
+      // The mount's daemon died before it answered INIT. An error here would make the kernel
+      // refuse every later request with ECONNREFUSED: accept the connection with nothing
+      // negotiated, so that each request fails with EIO like any other.
+      fuse_init_in init{};
+      std::memcpy(&init, buf.data() + sizeof(in), sizeof(init));
+      struct {
+        fuse_out_header header;
+        fuse_init_out init;
+      } reply{};
+      reply.header.len = sizeof(reply);
+      reply.header.unique = in.unique;
+      reply.init.major = FUSE_KERNEL_VERSION;
+      reply.init.minor = std::min<uint32_t>(init.minor, FUSE_KERNEL_MINOR_VERSION);
+      reply.init.max_readahead = init.max_readahead;
+      reply.init.max_write = 4096;
+      reply.init.time_gran = 1;
+      ssize_t ignored = ::write(fuse_fd, &reply, sizeof(reply));
+      (void)ignored;
+      continue;
     }
     fuse_out_header out{};
     out.len = sizeof(out);
@@ -715,6 +737,13 @@ Result<DaemonStart> ReceiveStart(int channel) {
   if (n < 0) return Status::FromErrno(errno, "reading the start record from the keeper");
   if (n == 0) return Status::Corrupt("the keeper closed the channel before the start record");
   return ParseStartRecord(text, std::move(fd));
+}
+
+void ServeErrorsUntilUnmounted(int fuse_fd, const std::string& mountpoint) {
+  InstallKeeperHandlers();
+  const sigset_t signals = KeeperSignals();
+  ::sigprocmask(SIG_UNBLOCK, &signals, nullptr);
+  ServeErrors(fuse_fd, mountpoint);
 }
 
 int RunKeeper(const KeeperOptions& options) {

@@ -153,6 +153,12 @@ Status NotifyResend(int fuse_fd);
 // Whether the connection of `fuse_fd` has ended (unmounted or aborted).
 bool ConnectionGone(int fuse_fd);
 
+// For a live connection no daemon can serve: answers every request with EIO (after a log
+// line saying so, and asking the kernel to send the unanswered ones again) until the mount
+// ends; SIGTERM, SIGINT or SIGHUP unmount it lazily first. Installs the keeper's signal
+// handlers; call it from a single-threaded process (a keeper).
+void ServeErrorsUntilUnmounted(int fuse_fd, const std::string& mountpoint);
+
 struct KeeperOptions {
   // The daemon: runs in a child process the keeper forked (that dies with the keeper, with
   // default signal dispositions), serves the mount (a takeover when `handover` is set),

@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <mutex>
@@ -423,6 +424,68 @@ TEST_F(KeeperTest, AnEndedStoredConnectionIsMountedAnew) {
   }
   Umount();
   EXPECT_EQ(WaitExit(keeper, 60), 0) << ReadAll(log);
+}
+
+// Issue 12: a mount whose kept state the service started again cannot read (here a state
+// that is no state) cannot come back. The service says so in its log, tells READY, and
+// answers every request with EIO, those that waited while nobody served too: nothing hangs.
+// `imgfs umount` ends the mount; the service then exits and the store's entries go.
+TEST_F(KeeperTest, Issue12AnUnreadableKeptStateFailsRequestsWithEioNeverAHang) {
+  FakeServiceManager manager;
+  ASSERT_TRUE(manager.bound()) << strerror(errno);
+  const std::string log = Sub("service.log");
+  const std::vector<std::string> args = {"mount", "-f", "oci:" + FixturePath("tiny-gzip:latest"),
+                                         Mnt()};
+  pid_t keeper = StartService(manager, args, {}, log);
+  ASSERT_GT(keeper, 0);
+  ASSERT_TRUE(manager.HandleUntil([&] { return manager.ready == 1; }, 120)) << ReadAll(log);
+  ASSERT_EQ(manager.store.size(), 3u);
+  std::vector<std::string> files;
+  for (const auto& [path, e] : ParseListing(ReadAll(FixturePath("tiny.expected.txt")))) {
+    if (e.type == 'f') files.push_back(Mnt() + path);
+  }
+  ASSERT_GE(files.size(), 2u);
+  KillKeeperAndItsDaemon(keeper);
+  Result<UniqueFd> garbage = fs::KeptStateMemfd("IMGFS-KEPT 9\nnot a state imgfs wrote\n");
+  ASSERT_TRUE(garbage.has_value()) << garbage.error().ToString();
+  manager.store["imgfs-state"] = std::move(*garbage);
+
+  // A reader whose request waits while nobody serves (a file never looked up before).
+  std::atomic<int> waited_errno{-1};
+  std::thread waiter([&] {
+    struct stat st {};
+    waited_errno = stat(files[0].c_str(), &st) == 0 ? 0 : errno;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  keeper = StartService(manager, args, manager.Stored(), log);
+  ASSERT_GT(keeper, 0);
+  const bool ready = manager.HandleUntil([&] { return manager.ready == 2; }, 120);
+  const bool answered = WaitFor([&] { return waited_errno.load() != -1; }, 60);
+  if (!answered) {
+    umount2(Mnt().c_str(), MNT_DETACH);  // lets the waiter go, so the test ends
+    for (const auto& conn : std::filesystem::directory_iterator("/sys/fs/fuse/connections")) {
+      std::ofstream(conn.path() / "abort") << 1;
+    }
+  }
+  waiter.join();
+  ASSERT_TRUE(ready) << ReadAll(log);
+  ASSERT_TRUE(answered) << "a request waited while the service ran\n" << ReadAll(log);
+  EXPECT_EQ(waited_errno.load(), EIO) << strerror(waited_errno.load()) << "\n" << ReadAll(log);
+  const int fd = open(files[1].c_str(), O_RDONLY | O_CLOEXEC);
+  EXPECT_EQ(fd, -1);
+  EXPECT_EQ(errno, EIO) << strerror(errno);
+  if (fd >= 0) close(fd);
+  const std::string text = ReadAll(log);
+  EXPECT_NE(text.find("not a state imgfs can take it over with"), std::string::npos) << text;
+  EXPECT_NE(text.find("every request fails with EIO"), std::string::npos) << text;
+
+  ProcessResult r = Imgfs({"umount", Mnt()}, 60);
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_FALSE(IsMounted(Mnt()));
+  const int status = WaitExit(keeper, 60);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << status << "\n" << ReadAll(log);
+  EXPECT_TRUE(manager.HandleUntil([&] { return manager.store.empty(); }, 60))
+      << manager.store.size() << " entries left";
 }
 
 // The state the keeper stored (FDNAME=imgfs-state), parsed as the keeper started again
