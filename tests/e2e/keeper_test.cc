@@ -201,6 +201,22 @@ class KeeperTest : public ImgfsMountTest {
     return pid;
   }
 
+  // Starts `args` as a new service (nothing stored) and waits until it tells READY=1: its
+  // keeper's pid, or 0 after a test failure saying why.
+  pid_t StartFirstService(FakeServiceManager& manager, const std::vector<std::string>& args,
+                          const std::string& log) {
+    const pid_t pid = StartService(manager, args, {}, log);
+    if (pid <= 0) {
+      ADD_FAILURE() << "starting the service: " << strerror(errno);
+      return 0;
+    }
+    if (!manager.HandleUntil([&] { return manager.ready == 1; }, 120)) {
+      ADD_FAILURE() << "the service never told READY=1\n" << ReadAll(log);
+      return 0;
+    }
+    return pid;
+  }
+
   // The exit status of `pid` (a started service), -1 when it did not end within `timeout_s`.
   int WaitExit(pid_t pid, int timeout_s) {
     int status = -1;
@@ -246,9 +262,8 @@ TEST_F(KeeperTest, ReadersNeverSeeAKilledKeeperUnderTheServiceManager) {
   const std::string log = Sub("service.log");
   const std::vector<std::string> args = {"mount", "-f", "oci:" + FixturePath("tiny-gzip:latest"),
                                          Mnt()};
-  pid_t keeper = StartService(manager, args, {}, log);
+  pid_t keeper = StartFirstService(manager, args, log);
   ASSERT_GT(keeper, 0);
-  ASSERT_TRUE(manager.HandleUntil([&] { return manager.ready == 1; }, 120)) << ReadAll(log);
   EXPECT_TRUE(manager.problems.empty()) << manager.problems.front();
   ASSERT_EQ(manager.store.count("imgfs-fuse"), 1u) << ReadAll(log);
   ASSERT_EQ(manager.store.count("imgfs-state"), 1u) << ReadAll(log);
@@ -328,9 +343,8 @@ TEST_F(KeeperTest, AWritableMountWithAGivenUpperSurvivesAKilledKeeper) {
       "mount", "-f",      "--rw", "--driver",
       "fuse",  "--upper", upper,  "oci:" + FixturePath("tiny-gzip:latest"),
       Mnt()};
-  pid_t keeper = StartService(manager, args, {}, log);
+  pid_t keeper = StartFirstService(manager, args, log);
   ASSERT_GT(keeper, 0);
-  ASSERT_TRUE(manager.HandleUntil([&] { return manager.ready == 1; }, 120)) << ReadAll(log);
   ASSERT_EQ(manager.store.count("imgfs-fuse"), 1u) << ReadAll(log);
   ASSERT_EQ(manager.store.count("imgfs-state"), 1u) << ReadAll(log);
 
@@ -400,9 +414,8 @@ TEST_F(KeeperTest, AnEndedStoredConnectionIsMountedAnew) {
   const std::string log = Sub("service.log");
   const std::vector<std::string> args = {"mount", "-f", "oci:" + FixturePath("tiny-gzip:latest"),
                                          Mnt()};
-  pid_t keeper = StartService(manager, args, {}, log);
+  pid_t keeper = StartFirstService(manager, args, log);
   ASSERT_GT(keeper, 0);
-  ASSERT_TRUE(manager.HandleUntil([&] { return manager.ready == 1; }, 120)) << ReadAll(log);
   ASSERT_EQ(manager.store.size(), 3u);
   ASSERT_EQ(kill(keeper, SIGKILL), 0);
   WaitExit(keeper, 60);
@@ -436,9 +449,8 @@ TEST_F(KeeperTest, Issue12AnUnreadableKeptStateFailsRequestsWithEioNeverAHang) {
   const std::string log = Sub("service.log");
   const std::vector<std::string> args = {"mount", "-f", "oci:" + FixturePath("tiny-gzip:latest"),
                                          Mnt()};
-  pid_t keeper = StartService(manager, args, {}, log);
+  pid_t keeper = StartFirstService(manager, args, log);
   ASSERT_GT(keeper, 0);
-  ASSERT_TRUE(manager.HandleUntil([&] { return manager.ready == 1; }, 120)) << ReadAll(log);
   ASSERT_EQ(manager.store.size(), 3u);
   std::vector<std::string> files;
   for (const auto& [path, e] : ParseListing(ReadAll(FixturePath("tiny.expected.txt")))) {
@@ -541,9 +553,8 @@ TEST_F(KeeperTest, Issue12AMountRestartedWithAnotherCommandLineServesWhatItServe
   const std::string image_a = "oci:" + builder.dir() + ":a";
   const std::string image_b = "oci:" + builder.dir() + ":b";
   const std::vector<std::string> args = {"mount", "-f", image_a, Mnt()};
-  pid_t keeper = StartService(manager, args, {}, log);
+  pid_t keeper = StartFirstService(manager, args, log);
   ASSERT_GT(keeper, 0);
-  ASSERT_TRUE(manager.HandleUntil([&] { return manager.ready == 1; }, 120)) << ReadAll(log);
   ASSERT_EQ(manager.store.count("imgfs-state"), 1u) << ReadAll(log);
   {
     // What the state records: the configuration as asked, the image pinned by its digest.
@@ -665,11 +676,9 @@ TEST_F(KeeperTest, Issue12AWritableMountKeepsItsUpperWhateverTheCommandLineSays)
   const std::string upper = Sub("upper");
   const std::string other_upper = Sub("other-upper");
   const std::string image = "oci:" + FixturePath("tiny-gzip:latest");
-  pid_t keeper = StartService(
-      manager, {"mount", "-f", "--rw", "--driver", "fuse", "--upper", upper, image, Mnt()}, {},
-      log);
+  pid_t keeper = StartFirstService(
+      manager, {"mount", "-f", "--rw", "--driver", "fuse", "--upper", upper, image, Mnt()}, log);
   ASSERT_GT(keeper, 0);
-  ASSERT_TRUE(manager.HandleUntil([&] { return manager.ready == 1; }, 120)) << ReadAll(log);
   ASSERT_EQ(manager.store.count("imgfs-state"), 1u) << ReadAll(log);
   {
     Result<fs::KeptState> state = StoredState(manager);
@@ -752,9 +761,8 @@ TEST_F(KeeperTest, Issue12AStateOfTheFormerFormatIsTakenOverWithTheCommandLine) 
   const std::string log = Sub("service.log");
   const std::vector<std::string> args = {"mount", "-f", "oci:" + FixturePath("tiny-gzip:latest"),
                                          Mnt()};
-  pid_t keeper = StartService(manager, args, {}, log);
+  pid_t keeper = StartFirstService(manager, args, log);
   ASSERT_GT(keeper, 0);
-  ASSERT_TRUE(manager.HandleUntil([&] { return manager.ready == 1; }, 120)) << ReadAll(log);
   ASSERT_EQ(manager.store.count("imgfs-state"), 1u) << ReadAll(log);
   // The state as the imgfs before this one wrote it.
   Result<fs::KeptState> state = StoredState(manager);
