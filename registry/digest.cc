@@ -1,6 +1,7 @@
 // imgfs — content digests and streaming SHA-256 (see digest.h).
 #include "registry/digest.h"
 
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -25,7 +26,6 @@ constexpr std::string_view kHexDigits = "0123456789abcdef";
 constexpr size_t kMinEncodedLength = 32;
 
 bool IsLowerAlnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
-bool IsLowerHex(char c) { return (c >= 'a' && c <= 'f') || (c >= '0' && c <= '9'); }
 
 // algorithm ::= component (separator component)*; component [a-z0-9]+; separator [+._-].
 bool ValidAlgorithm(std::string_view alg) {
@@ -52,13 +52,26 @@ size_t FixedHexLength(std::string_view alg) {
   return 0;
 }
 
-int HexValue(char c) { return c <= '9' ? c - '0' : c - 'a' + 10; }
+// The value of each byte as a lower-case hex digit, -1 for any other byte.
+constexpr std::array<int8_t, 256> MakeHexValues() {
+  std::array<int8_t, 256> t{};
+  for (size_t c = 0; c < t.size(); ++c) t[c] = -1;
+  for (int c = '0'; c <= '9'; ++c) t[static_cast<size_t>(c)] = static_cast<int8_t>(c - '0');
+  for (int c = 'a'; c <= 'f'; ++c) t[static_cast<size_t>(c)] = static_cast<int8_t>(c - 'a' + 10);
+  return t;
+}
+constexpr std::array<int8_t, 256> kHexValues = MakeHexValues();
 
 void Check(int openssl_ok, const char* what) {
   if (openssl_ok != 1) {
     IMGFS_LOG(kError) << "OpenSSL " << what << " failed";
     std::abort();
   }
+}
+
+Status NotLowerHex(std::string_view text) {
+  return Status::InvalidArgument("invalid digest " + QuoteForMessage(text) +
+                                 ": hex digits must be lower-case [0-9a-f]");
 }
 
 }  // namespace
@@ -82,11 +95,20 @@ Result<Digest> Digest::Parse(std::string_view text) {
                                      std::string(alg) + " needs " + std::to_string(fixed) +
                                      " hex digits, got " + std::to_string(hex.size()));
     }
-    for (char c : hex) {
-      if (!IsLowerHex(c)) {
-        return Status::InvalidArgument("invalid digest " + QuoteForMessage(text) +
-                                       ": hex digits must be lower-case [0-9a-f]");
+    Digest d;
+    if (alg == "sha256") {
+      // Checked and decoded in one pass: TOCs parse one digest per chunk.
+      d.kind_ = Kind::kSha256;
+      for (size_t i = 0; i < 32; ++i) {
+        const int hi = kHexValues[static_cast<unsigned char>(hex[2 * i])];
+        const int lo = kHexValues[static_cast<unsigned char>(hex[2 * i + 1])];
+        if ((hi | lo) < 0) return NotLowerHex(text);
+        d.sha256_[i] = static_cast<unsigned char>(hi << 4 | lo);
       }
+      return d;
+    }
+    for (char c : hex) {
+      if (kHexValues[static_cast<unsigned char>(c)] < 0) return NotLowerHex(text);
     }
   } else {
     if (hex.size() < kMinEncodedLength) {
@@ -103,16 +125,8 @@ Result<Digest> Digest::Parse(std::string_view text) {
     }
   }
   Digest d;
-  if (alg == "sha256") {
-    d.kind_ = Kind::kSha256;
-    for (size_t i = 0; i < 32; ++i) {
-      d.sha256_[i] =
-          static_cast<unsigned char>((HexValue(hex[2 * i]) << 4) | HexValue(hex[2 * i + 1]));
-    }
-  } else {
-    d.kind_ = Kind::kOther;
-    d.other_ = std::make_shared<const Other>(Other{std::string(alg), std::string(hex)});
-  }
+  d.kind_ = Kind::kOther;
+  d.other_ = std::make_shared<const Other>(Other{std::string(alg), std::string(hex)});
   return d;
 }
 

@@ -4,8 +4,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
-#include <map>
-#include <set>
+#include <optional>
 
 #include "base/base64.h"
 #include "base/time.h"
@@ -57,7 +56,10 @@ namespace {
 // null).
 class TocSaxReader : public JsonEvents {
  public:
-  explicit TocSaxReader(const std::string& what) : what_(what) {}
+  // `expected_records`: room made ahead, so the records are not moved as they grow.
+  TocSaxReader(const std::string& what, size_t expected_records) : what_(what) {
+    records_.reserve(expected_records);
+  }
 
   // Sets the first error; returning false stops the parse.
   bool Fail(std::string message) {
@@ -433,7 +435,9 @@ Result<std::vector<TocRecord>> ParseTocJson(std::string_view text, const std::st
                            " bytes is larger than " + std::to_string(kMaxTocUncompressedBytes) +
                            " (kMaxTocUncompressedBytes)");
   }
-  TocSaxReader reader(what);
+  // A record takes ~370 bytes of JSON in the TOCs imgfs and stargz write; room for a few
+  // more (untouched room costs no memory).
+  TocSaxReader reader(what, std::min<size_t>(text.size() / 256, kMaxTocEntries));
   const JsonParseResult parsed = ParseJson(text, reader);
   if (!parsed.ok() && parsed.outcome != JsonOutcome::kStopped) {
     (void)reader.Fail("TOC is not a JSON object: " + std::string(parsed.reason) + " at byte " +
@@ -442,7 +446,23 @@ Result<std::vector<TocRecord>> ParseTocJson(std::string_view text, const std::st
   return reader.Finish(parsed.ok());
 }
 
-Result<LayerIndex> AssembleIndex(const std::vector<TocRecord>& records, const std::string& what,
+namespace {
+
+// The entry type of a TOC record's "type" (not "chunk"), nullopt for an unknown one.
+std::optional<EntryType> TocEntryType(std::string_view type) {
+  if (type == "reg") return EntryType::kRegular;
+  if (type == "dir") return EntryType::kDirectory;
+  if (type == "symlink") return EntryType::kSymlink;
+  if (type == "hardlink") return EntryType::kHardlink;
+  if (type == "char") return EntryType::kChar;
+  if (type == "block") return EntryType::kBlock;
+  if (type == "fifo") return EntryType::kFifo;
+  return std::nullopt;
+}
+
+}  // namespace
+
+Result<LayerIndex> AssembleIndex(std::vector<TocRecord>& records, const std::string& what,
                                  const std::function<Result<ChunkPlace>(size_t record)>& place,
                                  const std::function<bool(const TocRecord&)>& skip) {
   LayerIndex index;
@@ -459,40 +479,41 @@ Result<LayerIndex> AssembleIndex(const std::vector<TocRecord>& records, const st
     uint64_t expect = 0;
     for (size_t k = 0; k < pending.size(); ++k) {
       const TocRecord& r = records[pending[k]];
-      const std::string label = what + ": entry '" + r.name + "'";
+      auto label = [&] { return what + ": entry '" + r.name + "'"; };  // errors only
       if (f.size == 0) {
-        if (k > 0) return Status::Corrupt(label + ": chunk of an empty file");
+        if (k > 0) return Status::Corrupt(label() + ": chunk of an empty file");
         continue;
       }
       uint64_t end = k + 1 < pending.size() ? records[pending[k + 1]].chunk_offset : f.size;
       uint64_t size = r.chunk_size;
       if (size == 0) {
-        if (end < r.chunk_offset) return Status::Corrupt(label + ": chunks out of order");
+        if (end < r.chunk_offset) return Status::Corrupt(label() + ": chunks out of order");
         size = end - r.chunk_offset;
       }
       if (r.chunk_offset != expect || size == 0 || size > f.size - r.chunk_offset) {
-        return Status::Corrupt(label + ": chunk at file offset " + std::to_string(r.chunk_offset) +
+        return Status::Corrupt(label() + ": chunk at file offset " +
+                               std::to_string(r.chunk_offset) +
                                " does not continue the previous chunk or exceeds the file size");
       }
       Chunk c;
       c.file_offset = r.chunk_offset;
       c.size = size;
-      std::string digest = r.chunk_digest;
+      std::string_view digest = r.chunk_digest;
       if (digest.empty() && pending.size() == 1) digest = r.digest;
-      if (digest.empty()) return Status::Corrupt(label + ": chunk without a digest");
+      if (digest.empty()) return Status::Corrupt(label() + ": chunk without a digest");
       Result<registry::Digest> d = registry::Digest::Parse(digest);
       if (!d.has_value() || d->algorithm() != "sha256") {
-        return Status::Corrupt(label + ": bad chunk digest '" + digest + "'");
+        return Status::Corrupt(label() + ": bad chunk digest '" + std::string(digest) + "'");
       }
       c.digest = *d;
       Result<ChunkPlace> p = place(pending[k]);
-      if (!p.has_value()) return p.error().WithContext(label);
+      if (!p.has_value()) return p.error().WithContext(label());
       c.blob_offset = p->blob_offset;
       c.blob_length = p->blob_length;
       c.inner_offset = p->inner_offset;
       // Geometry: what one fetch of this chunk downloads and decodes in memory is bounded,
       // whatever the TOC claims.
-      if (Status g = CheckLazyChunkGeometry(c); !g.ok()) return g.WithContext(label);
+      if (Status g = CheckLazyChunkGeometry(c); !g.ok()) return g.WithContext(label());
       index.chunks.push_back(std::move(c));
       ++f.chunk_count;
       expect = r.chunk_offset + size;
@@ -510,7 +531,7 @@ Result<LayerIndex> AssembleIndex(const std::vector<TocRecord>& records, const st
   // Entries are pushed while `current` points into index.entries: reserve so it stays valid.
   index.entries.reserve(records.size());
   for (size_t i = 0; i < records.size(); ++i) {
-    const TocRecord& r = records[i];
+    TocRecord& r = records[i];
     if (r.type == "chunk") {
       if (current == nullptr || r.name != current_name) {
         if (skip(r)) continue;
@@ -545,16 +566,11 @@ Result<LayerIndex> AssembleIndex(const std::vector<TocRecord>& records, const st
       }
     } else {
       e.path = *norm;
-      static const std::map<std::string, EntryType, std::less<>> kTypes = {
-          {"dir", EntryType::kDirectory},   {"reg", EntryType::kRegular},
-          {"symlink", EntryType::kSymlink}, {"hardlink", EntryType::kHardlink},
-          {"char", EntryType::kChar},       {"block", EntryType::kBlock},
-          {"fifo", EntryType::kFifo}};
-      auto t = kTypes.find(r.type);
-      if (t == kTypes.end()) {
+      std::optional<EntryType> type = TocEntryType(r.type);
+      if (!type.has_value()) {
         return Status::Corrupt(what + ": entry '" + r.name + "' has unknown type '" + r.type + "'");
       }
-      e.type = t->second;
+      e.type = *type;
     }
     e.mode = static_cast<uint32_t>(r.mode) & 07777;
     e.uid = r.uid;
@@ -563,7 +579,7 @@ Result<LayerIndex> AssembleIndex(const std::vector<TocRecord>& records, const st
     if (!ts.ok()) return ts.WithContext(what + ": entry '" + r.name + "'");
     e.dev_major = r.dev_major;
     e.dev_minor = r.dev_minor;
-    e.xattrs = r.xattrs;
+    e.xattrs = std::move(r.xattrs);
     if (r.type == "hardlink") {
       Result<std::string> target = registry::NormalizeTarPath(r.link_name);
       if (!target.has_value()) {
@@ -571,7 +587,7 @@ Result<LayerIndex> AssembleIndex(const std::vector<TocRecord>& records, const st
       }
       e.link_target = std::move(*target);
     } else if (r.type == "symlink") {
-      e.link_target = r.link_name;
+      e.link_target = std::move(r.link_name);
     }
     bool regular = r.type == "reg";
     if (regular && !whiteout) {
@@ -666,7 +682,8 @@ Result<LayerIndex> BuildEstargzIndexFromToc(std::string_view toc_json,
   }
   // Gzip members start at the distinct payload offsets; each ends where the next starts,
   // the last one at the TOC.
-  std::set<uint64_t> starts;
+  std::vector<uint64_t> starts;
+  starts.reserve(records.size() + 1);
   for (const auto& r : records) {
     if ((r.type == "reg" && r.size > 0) || r.type == "chunk") {
       if (!r.has_offset || r.offset >= toc_offset) {
@@ -674,13 +691,17 @@ Result<LayerIndex> BuildEstargzIndexFromToc(std::string_view toc_json,
                                std::to_string(r.offset) + " outside the data part of the blob (" +
                                std::to_string(toc_offset) + " bytes)");
       }
-      starts.insert(r.offset);
+      starts.push_back(r.offset);
     }
   }
-  starts.insert(toc_offset);
+  starts.push_back(toc_offset);
+  // Usually in order already (the blob is written in TOC order).
+  if (!std::is_sorted(starts.begin(), starts.end())) std::sort(starts.begin(), starts.end());
+  starts.erase(std::unique(starts.begin(), starts.end()), starts.end());
   auto place = [&](size_t i) -> Result<toc_internal::ChunkPlace> {
     const auto& r = records[i];
-    auto next = starts.upper_bound(r.offset);  // exists: toc_offset > r.offset
+    // exists: toc_offset > r.offset
+    auto next = std::upper_bound(starts.begin(), starts.end(), r.offset);
     toc_internal::ChunkPlace p;
     p.blob_offset = r.offset;
     p.blob_length = *next - r.offset;

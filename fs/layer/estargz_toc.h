@@ -154,8 +154,9 @@ struct ChunkPlace {
 // registry::NormalizeTarPath, whiteouts mapped as the tar index builder does), chunks of
 // each regular file from its `reg` and following `chunk` records, located by `place`
 // (called with the index of the record of the chunk). Validates chunk contiguity and
-// coverage. Records for which `skip` returns true (landmarks) are left out.
-Result<LayerIndex> AssembleIndex(const std::vector<TocRecord>& records, const std::string& what,
+// coverage. Records for which `skip` returns true (landmarks) are left out. The xattrs and
+// link names of `records` are moved into the index (`place` must not need them).
+Result<LayerIndex> AssembleIndex(std::vector<TocRecord>& records, const std::string& what,
                                  const std::function<Result<ChunkPlace>(size_t record)>& place,
                                  const std::function<bool(const TocRecord&)>& skip);
 }  // namespace toc_internal
