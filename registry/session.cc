@@ -60,6 +60,17 @@ std::string RegistryErrorDetail(const std::string& body, size_t max_bytes) {
   return out;
 }
 
+// Whether a plain-http answer comes from a registry (not, say, a TLS server answering clear
+// text with 400 "Client sent an HTTP request to an HTTPS server"): 2xx or 401 (what /v2/
+// answers, and a manifest or blob that exists or needs a token), or any status carrying
+// distribution's marks, the Docker-Distribution-Api-Version header (distribution sends it on
+// every answer) or a distribution error body (404 MANIFEST_UNKNOWN, 403 DENIED, ...).
+bool LooksLikeRegistry(const HttpResponse& resp) {
+  if (IsSuccessStatus(resp.status) || resp.status == 401) return true;
+  if (!resp.Header("docker-distribution-api-version").empty()) return true;
+  return !RegistryErrorDetail(resp.body, RegistrySession::kMaxErrorDetailBytes).empty();
+}
+
 }  // namespace
 
 std::string RegistryEndpoint(std::string_view registry_host) {
@@ -128,30 +139,69 @@ Result<HttpResponse> RegistrySession::Probe(const std::string& base_url) {
   return http_->Do(req);
 }
 
-Result<std::string> RegistrySession::ProbeScheme() {
-  const std::string tls_url = "https://" + endpoint_;
-  Result<HttpResponse> plain = Status::Unavailable("not probed");
-  std::thread plain_probe = StartThread("probe-http", [this, &plain]() -> Status {
-    plain = Probe("http://" + endpoint_);
-    return Status::Ok();
-  });
-  Result<HttpResponse> tls = Probe(tls_url);
-  plain_probe.join();  // bounded by kProbeTimeout, like the https probe
-  if (tls.has_value()) return tls_url;
+Result<std::string> RegistrySession::ChooseScheme(const Result<HttpResponse>& tls,
+                                                  const Result<HttpResponse>& plain) const {
+  if (tls.has_value()) return "https://" + endpoint_;
   if (!plain.has_value()) {
     return Status::Unavailable("registry " + endpoint_ + ": no answer over https (" +
                                tls.error().message() + ") nor http (" + plain.error().message() +
                                ")");
   }
-  if (plain->status != 200 && plain->status != 401) {
-    // Not a registry over http (typically a TLS server answering 400 "Client sent an
-    // HTTP request to an HTTPS server"): the https failure is the real story.
-    return tls.error().WithContext("registry " + endpoint_);
-  }
+  // Not a registry over http: the https failure is the real story.
+  if (!LooksLikeRegistry(*plain)) return tls.error().WithContext("registry " + endpoint_);
   return "http://" + endpoint_;
 }
 
-Result<std::string> RegistrySession::BaseUrl() {
+Result<std::string> RegistrySession::ProbeScheme() {
+  Result<HttpResponse> plain = Status::Unavailable("not probed");
+  std::thread plain_probe = StartThread("probe-http", [this, &plain]() -> Status {
+    plain = Probe("http://" + endpoint_);
+    return Status::Ok();
+  });
+  Result<HttpResponse> tls = Probe("https://" + endpoint_);
+  plain_probe.join();  // bounded by kProbeTimeout, like the https probe
+  return ChooseScheme(tls, plain);
+}
+
+bool RegistrySession::MayRace(const Call& call) {
+  return (call.method == "GET" || call.method == "HEAD") && call.body.empty() && call.url.empty() &&
+         !call.streaming && !call.prepare;
+}
+
+Result<std::string> RegistrySession::RaceScheme(const Call& call,
+                                                std::optional<Result<HttpResponse>>* first) {
+  const std::string tls_base = "https://" + endpoint_;
+  const std::string plain_base = "http://" + endpoint_;
+  HttpRequest plain_req = NewRequest(call, plain_base + call.path, plain_base);
+  // As for the /v2/ probe: a TLS server that never answers clear text holds the call for
+  // kProbeTimeout at most (the https leg has the connect timeout for its handshake).
+  plain_req.total_timeout = std::min(options_.request_timeout, kProbeTimeout);
+  Result<HttpResponse> plain = Status::Unavailable("not sent");
+  std::thread plain_leg = StartThread("race-http", [this, &plain, &plain_req]() -> Status {
+    plain = http_->Do(plain_req);
+    return Status::Ok();
+  });
+  Result<HttpResponse> tls = http_->Do(NewRequest(call, tls_base + call.path, tls_base));
+  plain_leg.join();
+  Result<std::string> chosen = ChooseScheme(tls, plain);
+  if (chosen.has_value()) {
+    *first = *chosen == tls_base ? std::move(tls) : std::move(plain);
+    return chosen;
+  }
+  if (!plain.has_value()) return chosen;  // neither answered
+  // http answered, but not like a registry: /v2/ tells (a scripted server, or a TLS server
+  // answering clear text with 400, whose https failure ProbeScheme then reports).
+  IMGFS_LOG(kDebug) << call.what << ": http answer " << plain->status
+                    << " shows no registry; probing /v2/";
+  IMGFS_ASSIGN_OR_RETURN(std::string probed, ProbeScheme());
+  if (probed == plain_base) *first = std::move(plain);  // a registry's answer after all
+  return probed;
+}
+
+Result<std::string> RegistrySession::BaseUrl() { return DecideScheme(nullptr, nullptr); }
+
+Result<std::string> RegistrySession::DecideScheme(const Call* call,
+                                                  std::optional<Result<HttpResponse>>* first) {
   uint64_t probes_seen = 0;
   {
     MutexLock lock(&scheme_mu_);
@@ -162,15 +212,16 @@ Result<std::string> RegistrySession::BaseUrl() {
     MutexLock lock(&scheme_mu_);
     return DecideLocked("https://" + endpoint_);
   }
-  // One probe at a time: requests that start together (a mount's layers) wait for one probe
-  // and take its outcome, a failure too, instead of each probing.
+  // One decision at a time: requests that start together (a mount's layers) wait for one
+  // race or probe and take its outcome, a failure too, instead of each deciding.
   MutexLock probing(&probe_mu_);
   {
     MutexLock lock(&scheme_mu_);
     if (!base_url_.empty()) return base_url_;
     if (probes_done_ != probes_seen) return last_probe_error_;
   }
-  Result<std::string> chosen = ProbeScheme();
+  Result<std::string> chosen =
+      call != nullptr && MayRace(*call) ? RaceScheme(*call, first) : ProbeScheme();
   MutexLock lock(&scheme_mu_);
   // The outcome and the count change in one step, so a waiter sees both or neither.
   ++probes_done_;
@@ -206,11 +257,35 @@ void RegistrySession::Backoff(int retry, const HttpResponse* response) const {
   if (delay.count() > 0) std::this_thread::sleep_for(delay);
 }
 
-Result<HttpResponse> RegistrySession::Attempt(Call& call, const std::string& base_url) {
+HttpRequest RegistrySession::NewRequest(const Call& call, const std::string& url,
+                                        const std::string& base_url) const {
+  HttpRequest req;
+  req.method = call.method;
+  req.url = url;
+  req.headers = call.headers;
+  req.body = call.body;
+  req.connect_timeout = options_.connect_timeout;
+  if (call.streaming) {
+    req.total_timeout = call.stream_budget;
+  } else {
+    req.total_timeout = call.body.size() > kLargeBodyBytes ? std::chrono::milliseconds(0)
+                                                           : options_.request_timeout;
+  }
+  req.low_speed_bytes = call.min_bytes_per_second;
+  req.low_speed_time = options_.low_speed_time;
+  req.max_body_bytes = call.max_body_bytes;
+  // certs.d material only for the registry's own host and port (blob storage, CDNs and
+  // token servers get the explicit --ca-cert CAs only).
+  req.tls = IsRegistryHostPort(url, base_url) ? tls_ : other_host_tls_;
+  return req;
+}
+
+Result<HttpResponse> RegistrySession::Attempt(Call& call, const std::string& base_url,
+                                              std::optional<Result<HttpResponse>> first) {
   const std::string start_url = call.url.empty() ? base_url + call.path : call.url;
   std::string url = start_url;
   bool from_cache = false;
-  if (call.cache_redirect) {
+  if (call.cache_redirect && !first.has_value()) {
     MutexLock lock(&redirect_mu_);
     auto it = redirects_.find(start_url);
     if (it != redirects_.end()) {
@@ -229,32 +304,23 @@ Result<HttpResponse> RegistrySession::Attempt(Call& call, const std::string& bas
   int hops = 0;
   int challenges = 0;
   while (true) {
-    HttpRequest req;
-    req.method = call.method;
-    req.url = url;
-    req.headers = call.headers;
-    req.body = call.body;
-    req.connect_timeout = options_.connect_timeout;
-    if (call.streaming) {
-      req.total_timeout = call.stream_budget;
-    } else {
-      req.total_timeout = call.body.size() > kLargeBodyBytes ? std::chrono::milliseconds(0)
-                                                             : options_.request_timeout;
-    }
-    req.low_speed_bytes = call.min_bytes_per_second;
-    req.low_speed_time = options_.low_speed_time;
-    req.max_body_bytes = call.max_body_bytes;
-    // certs.d material only for the registry's own host and port (blob storage, CDNs and
-    // token servers get the explicit --ca-cert CAs only); credentials only for its origin.
-    req.tls = IsRegistryHostPort(url, base_url) ? tls_ : other_host_tls_;
+    // Credentials only for the registry's origin.
     const bool same_origin = MayCarryCredentials(url, base_url, plain_http_allowed_);
     std::string auth_line;
-    if (call.authenticate && same_origin) {
-      auth_line = auth_->HeaderFor(call.scope);
-      if (!auth_line.empty()) req.headers.push_back(auth_line);
+    Result<HttpResponse> result = Status::Internal("no answer");
+    if (first.has_value()) {
+      // Sent by the scheme race: no Authorization, no prepare (MayRace), as answered.
+      result = std::move(*first);
+      first.reset();
+    } else {
+      HttpRequest req = NewRequest(call, url, base_url);
+      if (call.authenticate && same_origin) {
+        auth_line = auth_->HeaderFor(call.scope);
+        if (!auth_line.empty()) req.headers.push_back(auth_line);
+      }
+      if (call.prepare) call.prepare(req);
+      result = http_->Do(req);
     }
-    if (call.prepare) call.prepare(req);
-    Result<HttpResponse> result = http_->Do(req);
     if (from_cache && (!result.has_value() || !IsSuccessStatus(result->status))) {
       // The remembered URL no longer works (expired, moved, unreachable): start over at
       // the registry. Nothing reached a sink (sinks only see 2xx bodies).
@@ -317,13 +383,14 @@ Result<HttpResponse> RegistrySession::Execute(Call& call) {
       Backoff(attempt - 1, last_response ? &*last_response : nullptr);
     }
     last_response.reset();
-    Result<std::string> base = BaseUrl();
+    std::optional<Result<HttpResponse>> first;  // the first hop's answer, when raced
+    Result<std::string> base = DecideScheme(&call, &first);
     if (!base.has_value()) {
       last = base.error();
       if (last.code() == StatusCode::kUnavailable) continue;
       return last;
     }
-    Result<HttpResponse> resp = Attempt(call, *base);
+    Result<HttpResponse> resp = Attempt(call, *base, std::move(first));
     if (!resp.has_value()) {
       last = resp.error();
       const bool retry =

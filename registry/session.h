@@ -4,8 +4,18 @@
 //  - Scheme: https with TLS verification, CAs = system store + certs_dir/<host>/*.crt +
 //    options.tls.ca_files, client certificate certs_dir/<host>/client.cert + client.key.
 //    Plain http only for loopback hosts and options.insecure_registries (registry/origin.h):
-//    for those the first request probes https first and falls back to http when no TLS
-//    server answers there but a registry answers over http (what docker does).
+//    for those the scheme is https whenever a TLS server answers, else http when a registry
+//    answers over http (what docker does). The first request decides it. A GET or HEAD
+//    without body, sink or prepare hook (a manifest GET, a blob HEAD: sending it twice has
+//    no effect) is itself sent over https and http at once, without credentials, and the
+//    chosen scheme's answer is the call's first answer (auth challenges, redirects and
+//    retries then go on as for any answer): no round trip is spent before it. When http
+//    answers something that is no registry's answer (no 2xx/401, no distribution error body
+//    nor Docker-Distribution-Api-Version header: a TLS server answering clear text with 400,
+//    a scripted server), and for every other first request (uploads, streamed blob GETs),
+//    the scheme is probed as `GET /v2/` over both schemes at once first. One request decides
+//    at a time: requests that start while it races or probes wait for its outcome
+//    (probe_mu_), a failure included.
 //  - Auth: every request to the registry's origin carries Authenticator::HeaderFor(scope); a
 //    401 goes to Authenticator::OnChallenge and the request is repeated (the Authenticator
 //    decides when to give up; kMaxAuthRounds bounds a server and an Authenticator that keep
@@ -152,8 +162,9 @@ class RegistrySession {
   Status HttpError(const HttpResponse& response, const std::string& what,
                    const std::string& where) const;
 
-  // "https://HOST" or "http://HOST": decided by the first call (a probe when plain http is
-  // allowed), the same for every later one. Unavailable when neither answers.
+  // "https://HOST" or "http://HOST": decided by the first call, the same for every later
+  // one. Here (no call to race) a /v2/ probe when plain http is allowed. Unavailable when
+  // neither answers.
   Result<std::string> BaseUrl();
   // The decided base URL, or "" before the first request.
   std::string KnownBaseUrl() const;
@@ -178,12 +189,36 @@ class RegistrySession {
   const ConnectionOptions& options() const { return options_; }
 
  private:
-  Result<HttpResponse> Attempt(Call& call, const std::string& base_url);
+  // One attempt of `call` at `base_url`: auth rounds and redirects. `first`, when set, is
+  // the answer to its first hop, already sent by RaceScheme.
+  Result<HttpResponse> Attempt(Call& call, const std::string& base_url,
+                               std::optional<Result<HttpResponse>> first);
+  // The request of one hop of `call` to `url`, without Authorization and prepare().
+  HttpRequest NewRequest(const Call& call, const std::string& url,
+                         const std::string& base_url) const;
   Result<HttpResponse> Probe(const std::string& base_url);
-  // The scheme of a registry that may speak plain http: https when it answers, else http
-  // when a registry answers there. Both are probed at once (a plain-http registry answers
-  // while the https probe fails its handshake), so a choice costs one probe's time.
+  // The base URL, deciding the scheme if not yet done: by racing `call` (RaceScheme) when
+  // it may be sent twice, else by ProbeScheme. `call` may be null (BaseUrl). On a race,
+  // `*first` receives the answer to the call's first hop, unless it was dropped.
+  Result<std::string> DecideScheme(const Call* call, std::optional<Result<HttpResponse>>* first);
+  // Whether `call` may be sent over https and http at once: a GET or HEAD to the registry
+  // with no body, no streaming and no prepare hook (which may set a sink or reset state).
+  static bool MayRace(const Call& call);
+  // Sends the first hop of `call` (no Authorization: nothing goes over plain http before
+  // the scheme is known) over https and http at once and chooses by ChooseScheme. When http
+  // answered but not like a registry, falls back to ProbeScheme; the http answer is kept if
+  // the probe then chooses http.
+  Result<std::string> RaceScheme(const Call& call, std::optional<Result<HttpResponse>>* first);
+  // The scheme of a registry that may speak plain http, from GET /v2/ over both at once (a
+  // plain-http registry answers while the https probe fails its handshake), so a choice
+  // costs one probe's time.
   Result<std::string> ProbeScheme();
+  // The one decision, from the answers to one request sent over https (`tls`) and plain
+  // http (`plain`) at once: https whenever a TLS server answered; else http when `plain`
+  // looks like a registry's answer (LooksLikeRegistry in session.cc); else Unavailable
+  // when neither answered, or the https failure when http answered something else.
+  Result<std::string> ChooseScheme(const Result<HttpResponse>& tls,
+                                   const Result<HttpResponse>& plain) const;
   // Records `chosen` as the scheme unless one was recorded already; the recorded one.
   std::string DecideLocked(const std::string& chosen) IMGFS_REQUIRES(scheme_mu_);
 
@@ -201,8 +236,8 @@ class RegistrySession {
   std::string base_url_ IMGFS_GUARDED_BY(scheme_mu_);
   uint64_t probes_done_ IMGFS_GUARDED_BY(scheme_mu_) = 0;
   Status last_probe_error_ IMGFS_GUARDED_BY(scheme_mu_);  // of the last probe, when it failed
-  // Held across the scheme probes (taken before scheme_mu_), so requests that start together
-  // wait for one probe instead of each probing.
+  // Held across the scheme race or probe (taken before scheme_mu_), so requests that start
+  // together wait for one decision instead of each deciding.
   Mutex probe_mu_;
 
   struct CachedRedirect {
