@@ -25,6 +25,7 @@
 #include <limits>
 #include <system_error>
 
+#include "base/huge_pages.h"
 #include "registry/tar_reader.h"
 
 namespace imgfs::fs {
@@ -398,6 +399,8 @@ Result<LayerIndex> DecodeBody(std::string_view body, LayerIndex::ChunkTable chun
   // Reserved for the entries actually present, never for the count alone: memory follows the
   // input.
   index.entries.reserve(EntriesPresent(r, n));
+  // Filled to its size at once: ~11 MB of fresh memory for a 75 000-entry layer.
+  AdviseHugePages(index.entries.data(), index.entries.capacity() * sizeof(FileEntry));
   for (size_t i = 0; i < n; ++i) {
     FileEntry& e = index.entries.emplace_back();
     uint8_t type;
