@@ -121,6 +121,19 @@ Result<std::string> IndexStore::Get(const IndexKey& key) const {
   return data;
 }
 
+Result<MappedFile> IndexStore::Map(const registry::Digest& layer) const {
+  const IndexKey key = IndexKey::LayerBlob(layer);
+  IMGFS_RETURN_IF_ERROR(CheckKey(key));
+  std::string path = PathFor(key);
+  Result<MappedFile> mapped = MappedFile::Open(path);
+  if (!mapped.has_value()) return mapped.error();
+  std::string_view bytes = mapped->bytes();
+  if (bytes.size() < kMagic.size() + kChecksumBytes || bytes.substr(0, kMagic.size()) != kMagic) {
+    return Status::Corrupt("index " + path + ": not a layer index");
+  }
+  return mapped;
+}
+
 Status IndexStore::Remove(const IndexKey& key) const {
   IMGFS_RETURN_IF_ERROR(CheckKey(key));
   const std::string path = PathFor(key);

@@ -46,6 +46,7 @@
 #include <utility>
 
 #include "base/file_util.h"
+#include "base/mapped_file.h"
 #include "base/status.h"
 #include "registry/digest.h"
 
@@ -104,6 +105,9 @@ class IndexStore {
   // name).
   Result<std::string> Get(const IndexKey& key) const;
   Result<std::string> Get(const registry::Digest& layer) const;
+  // The same, mapped rather than copied (base/mapped_file.h): for a caller that decodes the
+  // index at once and drops the bytes. Files here are only ever replaced by rename.
+  Result<MappedFile> Map(const registry::Digest& layer) const;
 
   // Removes the index of `key`; OK if there was none.
   Status Remove(const IndexKey& key) const;

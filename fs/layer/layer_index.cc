@@ -22,9 +22,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <future>
+#include <iterator>
 #include <limits>
 #include <system_error>
+#include <vector>
 
+#include "base/huge_pages.h"
 #include "registry/tar_reader.h"
 
 namespace imgfs::fs {
@@ -33,6 +36,9 @@ namespace {
 constexpr size_t kChecksumBytes = 32;
 // From this size on, Decode checks the checksum on a second thread (a thread costs ~50 us).
 constexpr size_t kChecksumBesideParseBytes = 1 << 20;
+// From this many entries on, Decode splits the entry table between two threads (a thread
+// costs ~50 us; 16 384 entries take ~3 ms to decode).
+constexpr size_t kEntriesInHalvesCount = 16384;
 // Fast and still about a third of the raw size for the text and code of typical layers; higher
 // levels gain ~5 % at several times the cost.
 constexpr int kWindowZstdLevel = 1;
@@ -66,7 +72,7 @@ class Writer {
 
 class Reader {
  public:
-  explicit Reader(std::string_view in) : in_(in) {}
+  explicit Reader(std::string_view in, size_t pos = 0) : in_(in), pos_(pos) {}
   bool U8(uint8_t* v) {
     if (pos_ >= in_.size()) return false;
     *v = static_cast<uint8_t>(in_[pos_++]);
@@ -140,6 +146,7 @@ class Reader {
   }
   size_t remaining() const { return in_.size() - pos_; }
   size_t pos() const { return pos_; }
+  std::string_view in() const { return in_; }
 
  private:
   std::string_view in_;
@@ -149,10 +156,12 @@ class Reader {
 // How many of the `n` entries that start at `r` are there in full (their framing only: the
 // values are checked when they are decoded). The decoder reserves that many, so its tables
 // take their final size at once and still never exceed what the input holds.
-size_t EntriesPresent(Reader r, size_t n) {
+// `*split`, when not null: where entry `split_at` starts (left alone if it is not present).
+size_t EntriesPresent(Reader r, size_t n, size_t split_at = 0, size_t* split = nullptr) {
   uint8_t type;
   size_t nx;
   for (size_t i = 0; i < n; ++i) {
+    if (i == split_at && split != nullptr) *split = r.pos();
     // path | type | mode uid gid size mtime_sec mtime_nsec dev_major dev_minor | link_target
     if (!r.SkipStr() || !r.U8(&type) || !r.SkipVarints(8) || !r.SkipStr() || !r.Count(2, &nx)) {
       return i;
@@ -341,6 +350,83 @@ Status CheckLazyChunkGeometry(const Chunk& c) {
 
 namespace {
 
+// Decodes `count` entries from `*r` onto `*out`. Corrupt (naming the byte) on the first bad one.
+Status DecodeEntries(Reader* r, size_t count, std::vector<FileEntry>* out) {
+  Reader& rd = *r;
+  for (size_t i = 0; i < count; ++i) {
+    FileEntry& e = out->emplace_back();
+    uint8_t type;
+    if (!rd.Str(&e.path) || !rd.U8(&type) || !rd.Varint32(&e.mode) || !rd.Varint32(&e.uid) ||
+        !rd.Varint32(&e.gid) || !rd.Varint(&e.size) || !rd.Zigzag(&e.mtime_sec) ||
+        !rd.Varint32(&e.mtime_nsec) || !rd.Varint32(&e.dev_major) || !rd.Varint32(&e.dev_minor) ||
+        !rd.Str(&e.link_target)) {
+      return Bad(rd, "truncated entry");
+    }
+    if (type > static_cast<uint8_t>(EntryType::kOpaque)) return Bad(rd, "bad entry type");
+    e.type = static_cast<EntryType>(type);
+    if (e.path.find('\0') != std::string::npos) return Bad(rd, "NUL in path");
+    if (e.mode > 07777 || e.mtime_nsec >= 1000000000) return Bad(rd, "bad entry mode or time");
+    size_t nx;
+    if (!rd.Count(2, &nx) || nx > registry::kMaxXattrsPerEntry) {
+      return Bad(rd, "bad xattr count");
+    }
+    e.xattrs.resize(nx);
+    for (auto& [name, value] : e.xattrs) {
+      if (!rd.Str(&name) || !rd.Str(&value)) return Bad(rd, "truncated xattr");
+      if (name.size() > registry::kMaxXattrNameBytes ||
+          value.size() > registry::kMaxXattrValueBytes) {
+        return Bad(rd, "xattr name or value too long");
+      }
+    }
+    if (!std::is_sorted(e.xattrs.begin(), e.xattrs.end())) return Bad(rd, "xattrs not sorted");
+    if (!rd.Varint(&e.payload_offset) || !rd.Varint32(&e.first_chunk) ||
+        !rd.Varint32(&e.chunk_count)) {
+      return Bad(rd, "truncated entry");
+    }
+  }
+  return Status::Ok();
+}
+
+// The entry table, from `*r` (which it moves past the table). A large table is decoded in two
+// halves at once, the upper one on another thread: a mount waits for its largest index, and
+// while it decodes, the CPU that loaded the smaller layers is idle. The framing pass that
+// counts the entries present also finds where the upper half starts; the lower half, decoded
+// first in the byte order, reports the same first error a single pass would, and only when it
+// decodes has the upper half started where the framing said.
+Status DecodeEntryTable(Reader* r, size_t n, std::vector<FileEntry>* out) {
+  const size_t half = n / 2;
+  size_t split = 0;
+  const size_t present = EntriesPresent(*r, n, half, &split);
+  out->reserve(present);
+  // Filled to its size at once: ~11 MB of fresh memory for a 75 000-entry layer.
+  AdviseHugePages(out->data(), out->capacity() * sizeof(FileEntry));
+  // Declared before the future, whose destructor waits for the thread: they outlive its use.
+  std::vector<FileEntry> upper;
+  Reader upper_reader(r->in(), split);
+  std::future<Status> upper_done;
+  if (present == n && n >= kEntriesInHalvesCount) {
+    try {
+      upper_done = std::async(std::launch::async, [&upper, &upper_reader, count = n - half] {
+        upper.reserve(count);
+        AdviseHugePages(upper.data(), upper.capacity() * sizeof(FileEntry));
+        return DecodeEntries(&upper_reader, count, &upper);
+      });
+    } catch (const std::system_error&) {
+      // No thread to be had: one pass, as for a small table.
+    }
+  }
+  if (!upper_done.valid()) return DecodeEntries(r, n, out);
+  Status lower = DecodeEntries(r, half, out);
+  Status upper_status = upper_done.get();
+  IMGFS_RETURN_IF_ERROR(lower);
+  if (r->pos() != split) return Status::Internal("layer index: entry table split mid-entry");
+  IMGFS_RETURN_IF_ERROR(upper_status);
+  out->insert(out->end(), std::make_move_iterator(upper.begin()),
+              std::make_move_iterator(upper.end()));
+  *r = upper_reader;
+  return Status::Ok();
+}
+
 // Everything after the magic check: `body` is the encoding without its checksum. Safe on any
 // bytes (Decode may run it before the checksum is known to match).
 Result<LayerIndex> DecodeBody(std::string_view body, LayerIndex::ChunkTable chunk_table) {
@@ -397,36 +483,7 @@ Result<LayerIndex> DecodeBody(std::string_view body, LayerIndex::ChunkTable chun
   }
   // Reserved for the entries actually present, never for the count alone: memory follows the
   // input.
-  index.entries.reserve(EntriesPresent(r, n));
-  for (size_t i = 0; i < n; ++i) {
-    FileEntry& e = index.entries.emplace_back();
-    uint8_t type;
-    if (!r.Str(&e.path) || !r.U8(&type) || !r.Varint32(&e.mode) || !r.Varint32(&e.uid) ||
-        !r.Varint32(&e.gid) || !r.Varint(&e.size) || !r.Zigzag(&e.mtime_sec) ||
-        !r.Varint32(&e.mtime_nsec) || !r.Varint32(&e.dev_major) || !r.Varint32(&e.dev_minor) ||
-        !r.Str(&e.link_target)) {
-      return Bad(r, "truncated entry");
-    }
-    if (type > static_cast<uint8_t>(EntryType::kOpaque)) return Bad(r, "bad entry type");
-    e.type = static_cast<EntryType>(type);
-    if (e.path.find('\0') != std::string::npos) return Bad(r, "NUL in path");
-    if (e.mode > 07777 || e.mtime_nsec >= 1000000000) return Bad(r, "bad entry mode or time");
-    size_t nx;
-    if (!r.Count(2, &nx) || nx > registry::kMaxXattrsPerEntry) return Bad(r, "bad xattr count");
-    e.xattrs.resize(nx);
-    for (auto& [name, value] : e.xattrs) {
-      if (!r.Str(&name) || !r.Str(&value)) return Bad(r, "truncated xattr");
-      if (name.size() > registry::kMaxXattrNameBytes ||
-          value.size() > registry::kMaxXattrValueBytes) {
-        return Bad(r, "xattr name or value too long");
-      }
-    }
-    if (!std::is_sorted(e.xattrs.begin(), e.xattrs.end())) return Bad(r, "xattrs not sorted");
-    if (!r.Varint(&e.payload_offset) || !r.Varint32(&e.first_chunk) ||
-        !r.Varint32(&e.chunk_count)) {
-      return Bad(r, "truncated entry");
-    }
-  }
+  IMGFS_RETURN_IF_ERROR(DecodeEntryTable(&r, n, &index.entries));
 
   if (!r.Count(6, &n)) return Bad(r, "bad chunk count");
   if (n > kMaxIndexChunks) {

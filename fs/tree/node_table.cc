@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/huge_pages.h"
+
 namespace imgfs::fs {
 
 namespace {
@@ -180,6 +182,9 @@ Result<ArenaRef> NodeTable::Builder::Append(std::string_view s) {
 
 void NodeTable::Builder::Reserve(size_t inodes, size_t names, size_t arena_bytes) {
   table_.nodes_.reserve(inodes);
+  // The mount fills the node table to its reserved size and keeps it (~8 MB for 75 000
+  // inodes): half the time of numbering the tree was its page faults.
+  AdviseHugePages(table_.nodes_.data(), table_.nodes_.capacity() * sizeof(Node));
   children_set_.reserve(inodes);
   table_.dirents_.reserve(names);
   table_.arena_.reserve(arena_bytes);

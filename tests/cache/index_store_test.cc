@@ -43,6 +43,9 @@ TEST_F(IndexStoreTest, PutGetRemove) {
   auto got = store.Get(layer);
   ASSERT_TRUE(got.has_value()) << got.error().ToString();
   EXPECT_EQ(*got, data);
+  Result<MappedFile> mapped = store.Map(layer);
+  ASSERT_TRUE(mapped.has_value()) << mapped.error().ToString();
+  EXPECT_EQ(mapped->bytes(), data);
   // Replacing is atomic and leaves no temporary files behind.
   ASSERT_TRUE(store.Put(layer, Framed("newer")).ok());
   EXPECT_EQ(*store.Get(layer), Framed("newer"));
@@ -54,6 +57,7 @@ TEST_F(IndexStoreTest, PutGetRemove) {
   EXPECT_EQ(files, 1u);
   ASSERT_TRUE(store.Remove(layer).ok());
   EXPECT_EQ(store.Get(layer).error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store.Map(layer).error().code(), StatusCode::kNotFound);
   EXPECT_TRUE(store.Remove(layer).ok());
 }
 
@@ -67,6 +71,7 @@ TEST_F(IndexStoreTest, DamagedFilesAreCorrupt) {
   data[2] ^= 1;  // in the magic
   ASSERT_TRUE(store.Put(layer, data).ok());
   EXPECT_EQ(store.Get(layer).error().code(), StatusCode::kCorrupt);
+  EXPECT_EQ(store.Map(layer).error().code(), StatusCode::kCorrupt);
   data = Framed("body bytes");
   data[10] ^= 1;  // in the body
   ASSERT_TRUE(store.Put(layer, data).ok());
@@ -76,6 +81,7 @@ TEST_F(IndexStoreTest, DamagedFilesAreCorrupt) {
   EXPECT_EQ(store.Get(layer).error().code(), StatusCode::kCorrupt);
   ASSERT_TRUE(store.Put(layer, "").ok());
   EXPECT_EQ(store.Get(layer).error().code(), StatusCode::kCorrupt);
+  EXPECT_EQ(store.Map(layer).error().code(), StatusCode::kCorrupt);
   EXPECT_EQ(store.Put(registry::Digest(), "x").code(), StatusCode::kInvalidArgument);
 }
 

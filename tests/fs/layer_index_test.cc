@@ -267,6 +267,41 @@ TEST(LayerIndexTest, RejectsInconsistentContents) {
   expect_corrupt(x, "mode");
 }
 
+// A large entry table is decoded in two halves on two threads: the same index, and the same
+// first error (the lower one's when both halves have one) as one pass.
+TEST(LayerIndexTest, LargeEntryTablesDecodeInHalvesAlike) {
+  LayerIndex x = Sample();
+  x.entries.clear();
+  x.chunks.clear();
+  for (uint32_t i = 0; i < 40001; ++i) {
+    FileEntry e;
+    e.path = "dir" + std::to_string(i % 97) + "/file-" + std::to_string(i);
+    e.type = i % 5 == 0 ? EntryType::kDirectory : EntryType::kRegular;
+    e.mode = 0644;
+    e.mtime_sec = -static_cast<int64_t>(i);
+    if (i % 7 == 0) e.xattrs = {{"user.a", std::string(i % 13, 'v')}, {"user.b", "w"}};
+    if (i % 11 == 0) e.link_target = "target" + std::to_string(i);
+    x.entries.push_back(e);
+  }
+  auto decoded = LayerIndex::Decode(x.Encode());
+  ASSERT_TRUE(decoded.has_value()) << decoded.error().ToString();
+  EXPECT_EQ(*decoded, x);
+  auto error_with_bad = [&](std::vector<size_t> bad) {
+    LayerIndex y = x;
+    for (size_t k : bad) y.entries[k].mode = 0170000;
+    auto r = LayerIndex::Decode(Reseal(y.Encode()));
+    return r.has_value() ? std::string("decoded") : r.error().ToString();
+  };
+  const std::string lower = error_with_bad({100});
+  const std::string upper = error_with_bad({30000});
+  EXPECT_NE(lower.find("bad entry mode or time at byte"), std::string::npos) << lower;
+  EXPECT_NE(upper.find("bad entry mode or time at byte"), std::string::npos) << upper;
+  EXPECT_NE(lower, upper);
+  EXPECT_EQ(error_with_bad({30000, 100}), lower);
+  EXPECT_EQ(error_with_bad({20000}).find("decoded"), std::string::npos);
+  EXPECT_EQ(error_with_bad({20001, 40000}).find("decoded"), std::string::npos);
+}
+
 // Issue 9, finding 8: a published (untrusted, checksum-valid) index is decoded within bounds.
 TEST(LayerIndexTest, RejectsWhatExceedsTheLimits) {
   auto expect_refused = [](const LayerIndex& x, std::string_view why) -> std::string {

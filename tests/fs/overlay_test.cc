@@ -362,6 +362,42 @@ TEST(OverlayConformance, PreparedInputsMergeTheSame) {
   EXPECT_EQ(finished.Add(&two[1]).code(), StatusCode::kInternal);
 }
 
+// PrepareMergeInput sorts by merging the input's ascending runs (tar order is a few long ones):
+// the order must be exactly std::stable_sort's by path, duplicates in index order, however
+// the runs fall. Names with bytes below '/' ("a-b", "a.h", "a b") break a tar walk's order.
+TEST(OverlayConformance, PreparedOrderIsAStableSortByPath) {
+  const std::vector<std::string> names = {"a", "a-b", "a.h", "a b", "b", "a0", "c"};
+  std::mt19937 rng(777);
+  for (int s = 0; s < 300; ++s) {
+    SCOPED_TRACE("random layer " + std::to_string(s));
+    std::vector<FileEntry> entries;
+    const int n = static_cast<int>(rng() % 200);
+    std::string prev;
+    for (int i = 0; i < n; ++i) {
+      std::string path;
+      if (!prev.empty() && rng() % 3 != 0) path = prev.substr(0, prev.rfind('/') + 1);
+      if (path.empty() && rng() % 2 == 0 && !prev.empty()) path = prev + "/";
+      if (std::count(path.begin(), path.end(), '/') > 3) path.clear();
+      path += names[rng() % names.size()];
+      entries.push_back(rng() % 4 == 0 ? File(path) : Dir(path));
+      prev = path;
+    }
+    const LayerIndex layer = Layer(entries);
+    const MergeInput input = PrepareMergeInput(layer);
+    std::vector<MergeInput::PathEntry> expected;
+    for (uint32_t i = 0; i < layer.entries.size(); ++i) {
+      expected.push_back({layer.entries[i].path, i});
+    }
+    std::stable_sort(expected.begin(), expected.end(),
+                     [](const auto& a, const auto& b) { return a.path < b.path; });
+    ASSERT_EQ(input.sorted.size(), expected.size());
+    for (size_t i = 0; i < expected.size(); ++i) {
+      EXPECT_EQ(input.sorted[i].path, expected[i].path) << i;
+      EXPECT_EQ(input.sorted[i].index, expected[i].index) << i;
+    }
+  }
+}
+
 TEST(OverlayConformance, RootAttributes) {
   NodeTable none = MergeOrDie({Layer({File("f")})});
   EXPECT_EQ(Dump(none)[0], "/ d 0755 n2 syn");
