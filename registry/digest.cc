@@ -2,6 +2,7 @@
 #include "registry/digest.h"
 
 #include <array>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -52,15 +53,15 @@ size_t FixedHexLength(std::string_view alg) {
   return 0;
 }
 
-// The value of each byte as a lower-case hex digit, -1 for any other byte.
-constexpr std::array<int8_t, 256> MakeHexValues() {
-  std::array<int8_t, 256> t{};
-  for (size_t c = 0; c < t.size(); ++c) t[c] = -1;
-  for (int c = '0'; c <= '9'; ++c) t[static_cast<size_t>(c)] = static_cast<int8_t>(c - '0');
-  for (int c = 'a'; c <= 'f'; ++c) t[static_cast<size_t>(c)] = static_cast<int8_t>(c - 'a' + 10);
+// The value of each byte as a lower-case hex digit, 0xff for any other byte.
+constexpr std::array<uint8_t, 256> MakeHexValues() {
+  std::array<uint8_t, 256> t{};
+  for (size_t c = 0; c < t.size(); ++c) t[c] = 0xff;
+  for (int c = '0'; c <= '9'; ++c) t[static_cast<size_t>(c)] = static_cast<uint8_t>(c - '0');
+  for (int c = 'a'; c <= 'f'; ++c) t[static_cast<size_t>(c)] = static_cast<uint8_t>(c - 'a' + 10);
   return t;
 }
-constexpr std::array<int8_t, 256> kHexValues = MakeHexValues();
+constexpr std::array<uint8_t, 256> kHexValues = MakeHexValues();
 
 void Check(int openssl_ok, const char* what) {
   if (openssl_ok != 1) {
@@ -100,15 +101,15 @@ Result<Digest> Digest::Parse(std::string_view text) {
       // Checked and decoded in one pass: TOCs parse one digest per chunk.
       d.kind_ = Kind::kSha256;
       for (size_t i = 0; i < 32; ++i) {
-        const int hi = kHexValues[static_cast<unsigned char>(hex[2 * i])];
-        const int lo = kHexValues[static_cast<unsigned char>(hex[2 * i + 1])];
-        if ((hi | lo) < 0) return NotLowerHex(text);
+        const unsigned hi = kHexValues[static_cast<unsigned char>(hex[2 * i])];
+        const unsigned lo = kHexValues[static_cast<unsigned char>(hex[2 * i + 1])];
+        if ((hi | lo) > 0xf) return NotLowerHex(text);
         d.sha256_[i] = static_cast<unsigned char>(hi << 4 | lo);
       }
       return d;
     }
     for (char c : hex) {
-      if (kHexValues[static_cast<unsigned char>(c)] < 0) return NotLowerHex(text);
+      if (kHexValues[static_cast<unsigned char>(c)] > 0xf) return NotLowerHex(text);
     }
   } else {
     if (hex.size() < kMinEncodedLength) {
