@@ -34,7 +34,20 @@ struct LayerReader::Cursor {
 LayerReader::LayerReader(UniqueFd fd, std::shared_ptr<const LayerIndex> index, Options options)
     : fd_(std::move(fd)), index_(std::move(index)), options_(options) {}
 
-LayerReader::~LayerReader() = default;
+struct LayerReader::AheadTask {
+  std::unique_ptr<Cursor> cursor;  // positioned at the start of block `from`
+  uint64_t from = 0;
+  uint64_t to = 0;  // exclusive
+};
+
+LayerReader::~LayerReader() {
+  {
+    MutexLock lock(&mu_);
+    ahead_stop_ = true;
+  }
+  ahead_cv_.SignalAll();
+  if (ahead_thread_.joinable()) ahead_thread_.join();
+}
 
 Result<std::unique_ptr<LayerReader>> LayerReader::Open(const std::string& blob_path,
                                                        std::shared_ptr<const LayerIndex> index) {
@@ -110,7 +123,10 @@ Result<std::string> LayerReader::ReadStream(uint64_t offset, size_t length) {
   const uint64_t bs = options_.block_bytes;
   const uint64_t first = offset / bs;
   const uint64_t last = (offset + length - 1) / bs;
+  if (options_.decode_ahead_blocks > 0) WaitForPending(first, last);
   std::vector<std::shared_ptr<const std::string>> blocks(last - first + 1);
+  // A sequential reader: its blocks were cached (decoded ahead), or a parked decoder went on.
+  bool sequential = true;
   uint64_t missing_from = last + 1;
   for (uint64_t b = first; b <= last; ++b) {
     blocks[b - first] = LookupBlock(b);
@@ -122,7 +138,7 @@ Result<std::string> LayerReader::ReadStream(uint64_t offset, size_t length) {
       if (blocks[b - first] == nullptr) missing_to = b;
     }
     std::vector<std::shared_ptr<const std::string>> decoded;
-    IMGFS_RETURN_IF_ERROR(DecodeBlocks(missing_from, missing_to, &decoded));
+    IMGFS_RETURN_IF_ERROR(DecodeBlocks(missing_from, missing_to, &decoded, &sequential));
     for (uint64_t b = missing_from; b <= missing_to; ++b) {
       blocks[b - first] = decoded[b - missing_from];
     }
@@ -138,14 +154,99 @@ Result<std::string> LayerReader::ReadStream(uint64_t offset, size_t length) {
     out.append(data, static_cast<size_t>(from), static_cast<size_t>(to - from));
   }
   if (out.size() != length) return Status::Internal("LayerReader: short read from blocks");
+  if (options_.decode_ahead_blocks > 0 && sequential) MaybeDecodeAhead(last + 1);
   return out;
 }
 
+void LayerReader::WaitForPending(uint64_t first_block, uint64_t last_block) {
+  MutexLock lock(&mu_);
+  for (;;) {
+    auto it = pending_.lower_bound(first_block);
+    const bool pending = it != pending_.end() && *it <= last_block;
+    // The block right after a task's window is where its decoder will be parked: wait for
+    // it rather than decode from the checkpoint.
+    const bool parks_here = ahead_busy_ && ahead_to_ >= first_block && ahead_to_ <= last_block;
+    if (!pending && !parks_here) return;
+    ahead_cv_.Wait(&mu_);
+  }
+}
+
+void LayerReader::MaybeDecodeAhead(uint64_t next_block) {
+  const uint64_t bs = options_.block_bytes;
+  const uint64_t total = (index_->uncompressed_size + bs - 1) / bs;
+  const uint64_t end = std::min<uint64_t>(total, next_block + options_.decode_ahead_blocks);
+  MutexLock lock(&mu_);
+  if (ahead_busy_ || ahead_stop_) return;
+  // The first block of the window neither cached nor pending: nothing to do while at least
+  // half the window is ready (each task is then at least half a window).
+  uint64_t from = next_block;
+  while (from < end && (blocks_.count(from) != 0 || pending_.count(from) != 0)) ++from;
+  if (from >= end || from - next_block > options_.decode_ahead_blocks / 2) return;
+  // Only from a decoder that stopped exactly there.
+  auto parked = std::find_if(parked_.begin(), parked_.end(),
+                             [&](const auto& c) { return c->position() == from * bs; });
+  if (parked == parked_.end()) return;
+  auto task = std::make_unique<AheadTask>();
+  task->cursor = std::move(*parked);
+  parked_.erase(parked);
+  task->from = from;
+  task->to = end;
+  for (uint64_t b = from; b < end; ++b) pending_.insert(b);
+  ahead_task_ = std::move(task);
+  ahead_busy_ = true;
+  ahead_to_ = end;
+  if (!ahead_thread_.joinable()) ahead_thread_ = std::thread([this] { AheadLoop(); });
+  ahead_cv_.SignalAll();
+}
+
+void LayerReader::AheadLoop() {
+  const uint64_t bs = options_.block_bytes;
+  for (;;) {
+    std::unique_ptr<AheadTask> task;
+    {
+      MutexLock lock(&mu_);
+      while (!ahead_stop_ && ahead_task_ == nullptr) ahead_cv_.Wait(&mu_);
+      if (ahead_stop_) return;
+      task = std::move(ahead_task_);
+    }
+    bool ok = true;
+    uint64_t b = task->from;
+    for (; b < task->to && ok; ++b) {
+      try {
+        const uint64_t block_start = b * bs;
+        const size_t n =
+            static_cast<size_t>(std::min<uint64_t>(bs, index_->uncompressed_size - block_start));
+        auto data = std::make_shared<std::string>(n, '\0');
+        // A failure is left to the read that needs the block: it decodes it again and
+        // reports the error itself.
+        ok = Produce(*task->cursor, data->data(), n).ok();
+        if (ok) InsertBlock(b, std::move(data));
+      } catch (const std::exception&) {  // bad_alloc: the same
+        ok = false;
+      }
+      {
+        MutexLock lock(&mu_);
+        pending_.erase(b);
+      }
+      ahead_cv_.SignalAll();
+    }
+    {
+      // One step: a read waiting for the window's end finds the decoder parked there.
+      MutexLock lock(&mu_);
+      for (; b < task->to; ++b) pending_.erase(b);
+      if (ok) ParkLocked(std::move(task->cursor));
+      ahead_busy_ = false;
+    }
+    ahead_cv_.SignalAll();
+  }
+}
+
 Status LayerReader::DecodeBlocks(uint64_t first_block, uint64_t last_block,
-                                 std::vector<std::shared_ptr<const std::string>>* blocks) {
+                                 std::vector<std::shared_ptr<const std::string>>* blocks,
+                                 bool* continued) {
   const uint64_t bs = options_.block_bytes;
   const uint64_t start = first_block * bs;
-  IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<Cursor> cursor, CursorFor(start));
+  IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<Cursor> cursor, CursorFor(start, continued));
   // Skip to the first block.
   std::string scratch(kSkipBufferBytes, '\0');
   while (cursor->position() < start) {
@@ -188,7 +289,9 @@ void LayerReader::InsertBlock(uint64_t block, std::shared_ptr<const std::string>
   }
 }
 
-Result<std::unique_ptr<LayerReader::Cursor>> LayerReader::CursorFor(uint64_t offset) {
+Result<std::unique_ptr<LayerReader::Cursor>> LayerReader::CursorFor(uint64_t offset,
+                                                                    bool* parked_one) {
+  *parked_one = false;
   const Checkpoint& cp = index_->checkpoints[index_->CheckpointFor(offset)];
   {
     MutexLock lock(&mu_);
@@ -204,6 +307,7 @@ Result<std::unique_ptr<LayerReader::Cursor>> LayerReader::CursorFor(uint64_t off
     if (best != parked_.size()) {
       std::unique_ptr<Cursor> c = std::move(parked_[best]);
       parked_.erase(parked_.begin() + static_cast<std::ptrdiff_t>(best));
+      *parked_one = true;
       return c;
     }
   }
@@ -223,8 +327,12 @@ Result<std::unique_ptr<LayerReader::Cursor>> LayerReader::CursorFor(uint64_t off
 }
 
 void LayerReader::Park(std::unique_ptr<Cursor> cursor) {
-  if (options_.max_parked_decoders == 0) return;
   MutexLock lock(&mu_);
+  ParkLocked(std::move(cursor));
+}
+
+void LayerReader::ParkLocked(std::unique_ptr<Cursor> cursor) {
+  if (options_.max_parked_decoders == 0) return;
   if (parked_.size() >= options_.max_parked_decoders) parked_.erase(parked_.begin());
   parked_.push_back(std::move(cursor));
 }

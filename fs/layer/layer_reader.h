@@ -16,9 +16,14 @@
 // index pass verified the compressed stream's own checksums). ReadChunk additionally checks the
 // chunk's sha256 and is what a fetcher committing chunks to the chunk store should use.
 //
+// With Options::decode_ahead_blocks, a read that continued a parked decoder (a sequential
+// reader) has the next blocks decoded into the cache on a thread of the reader's own while it
+// goes on, a read needing one of them waits for it, and the decoder is parked again after them.
+//
 // Thread-safety: Read, ReadChunk and ReadStream may be called from any number of threads. The
 // cache and decoder pool are guarded by one mutex that is never held while reading the blob or
-// decompressing; two threads missing the same block may both decode it.
+// decompressing; two threads missing the same block may both decode it (not one being decoded
+// ahead: they wait for it). The destructor stops the ahead thread; no read may run then.
 #ifndef IMGFS_FS_LAYER_LAYER_READER_H_
 #define IMGFS_FS_LAYER_LAYER_READER_H_
 
@@ -27,7 +32,9 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -49,6 +56,11 @@ class LayerReader {
     // Decoders parked for sequential continuation (each ~44 KiB for gzip; zstd up to the
     // frame's window).
     size_t max_parked_decoders = 2;
+    // Blocks decoded ahead of a sequential reader, on a thread of this reader's own (0: none;
+    // needs parked decoders): its next reads find them cached, so the decompression leaves
+    // the path of a reader that waits on each read in turn (a cold `tar` of a mount). At most
+    // this many blocks are cached or being decoded past the block a read ended in.
+    size_t decode_ahead_blocks = 0;
   };
 
   // Opens `blob_path` (the complete blob described by `index`). NotFound if absent; Corrupt
@@ -80,7 +92,8 @@ class LayerReader {
   // Bytes [offset, offset + length) of the uncompressed tar stream, clipped at its end.
   Result<std::string> ReadStream(uint64_t offset, size_t length);
 
-  // Total bytes produced by decompression so far (for tests and statistics).
+  // Total bytes produced by decompression so far (for tests and statistics): each block once
+  // for a sequential reader, decoded ahead or not.
   uint64_t decompressed_bytes() const { return decompressed_bytes_.load(); }
 
   const LayerIndex& index() const { return *index_; }
@@ -96,14 +109,26 @@ class LayerReader {
 
   std::shared_ptr<const std::string> LookupBlock(uint64_t block);
   void InsertBlock(uint64_t block, std::shared_ptr<const std::string> data);
-  // A decoder positioned at or before `offset`: a parked one when closer than the checkpoint.
-  Result<std::unique_ptr<Cursor>> CursorFor(uint64_t offset);
+  // A decoder positioned at or before `offset`: a parked one when closer than the checkpoint
+  // (*parked_one set then).
+  Result<std::unique_ptr<Cursor>> CursorFor(uint64_t offset, bool* parked_one);
   void Park(std::unique_ptr<Cursor> cursor);
+  void ParkLocked(std::unique_ptr<Cursor> cursor) IMGFS_REQUIRES(mu_);
   // Decodes exactly `n` bytes from `cursor` into `out` (nullptr: discard).
   Status Produce(Cursor& cursor, char* out, size_t n);
+  // Decodes the blocks into the cache and *blocks; *continued: from a parked decoder.
   Status DecodeBlocks(uint64_t first_block, uint64_t last_block,
-                      std::vector<std::shared_ptr<const std::string>>* blocks);
+                      std::vector<std::shared_ptr<const std::string>>* blocks, bool* continued);
   std::string LayerName() const;
+
+  // Decode-ahead (Options::decode_ahead_blocks). A read that ended before `next_block` hands
+  // the decoder parked there to the ahead thread, which decodes up to the window's end into
+  // the cache and parks it again; blocks being decoded are `pending_`, and a read needing one
+  // waits for it (WaitForPending) instead of decoding it again from a checkpoint.
+  struct AheadTask;
+  void MaybeDecodeAhead(uint64_t next_block);
+  void WaitForPending(uint64_t first_block, uint64_t last_block);
+  void AheadLoop();
 
   UniqueFd fd_;
   std::shared_ptr<const LayerIndex> index_;
@@ -115,6 +140,14 @@ class LayerReader {
   std::list<uint64_t> lru_ IMGFS_GUARDED_BY(mu_);  // front = newest
   std::unordered_map<uint64_t, CachedBlock> blocks_ IMGFS_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Cursor>> parked_ IMGFS_GUARDED_BY(mu_);  // back = newest
+  // Decode-ahead: signalled when a task is set, a pending block is done, or on stop.
+  CondVar ahead_cv_;
+  std::set<uint64_t> pending_ IMGFS_GUARDED_BY(mu_);
+  std::unique_ptr<AheadTask> ahead_task_ IMGFS_GUARDED_BY(mu_);  // the next task, not taken
+  bool ahead_busy_ IMGFS_GUARDED_BY(mu_) = false;                // a task is set or being decoded
+  uint64_t ahead_to_ IMGFS_GUARDED_BY(mu_) = 0;  // that task's window end (exclusive)
+  bool ahead_stop_ IMGFS_GUARDED_BY(mu_) = false;
+  std::thread ahead_thread_;  // started by the first task; joined by the destructor
 };
 
 }  // namespace imgfs::fs

@@ -29,6 +29,12 @@
 namespace imgfs::fs {
 namespace {
 
+// Blocks a local layer decodes ahead of a sequential reader (LayerReader::Options): 1 MiB.
+constexpr size_t kDecodeAheadBlocks = 4;
+
+}  // namespace
+namespace {
+
 // The eStargz landmark offset recorded beside a stored index (0 when there is none).
 uint64_t StoredLandmark(const cache::IndexStore& index_store, const registry::Digest& layer) {
   Result<uint64_t> recorded = index_store.GetLandmark(layer);
@@ -368,6 +374,10 @@ Result<OpenedLayer> LayerOpener::OpenLocal(size_t position, const registry::Desc
   std::shared_ptr<const LayerIndex> shared = owned;
   LayerReader::Options reader_options;
   reader_options.cache_bytes = std::max(CacheShare(), reader_options.block_bytes);
+  // A sequential reader (a cold tar of the mount) finds its next blocks decoded on another
+  // CPU while it copies this one; within the layer's share of the cache (at least 4 blocks).
+  reader_options.decode_ahead_blocks = std::min<size_t>(
+      kDecodeAheadBlocks, reader_options.cache_bytes / reader_options.block_bytes / 2);
   Result<std::unique_ptr<LayerReader>> reader = LayerReader::Open(blob, shared, reader_options);
   if (!reader.has_value()) {
     return reader.error().WithContext("image " + options_.image + ", layer " +

@@ -3,6 +3,8 @@
 #include "fs/layer/layer_reader.h"
 
 #include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <random>
@@ -242,6 +244,116 @@ TEST(LayerReaderTest, ReadingNearTheEndOfABigFileCostsAboutOneSpan) {
   // 2 MiB read sequentially costs about 2 MiB of decoding (plus one cache block).
   EXPECT_LE((*reader)->decompressed_bytes() - before, (2 << 20) + (256 << 10));
   std::filesystem::remove(path);
+}
+
+// A gzip layer of `files` text files of `size` bytes each (f000 … ), indexed with 1 MiB spans.
+struct ManyFiles {
+  std::string path;
+  std::shared_ptr<const LayerIndex> index;
+  std::vector<std::string> contents;
+  uint64_t stream_size = 0;
+};
+ManyFiles MakeManyFiles(const std::string& name, int files, size_t size) {
+  ManyFiles m;
+  testing::TarWriter tar;
+  for (int i = 0; i < files; ++i) {
+    m.contents.push_back(testing::TextishBytes(size, static_cast<uint32_t>(i + 1)));
+    char file[16];
+    std::snprintf(file, sizeof(file), "f%03d", i);
+    tar.File(file, m.contents.back());
+  }
+  std::string stream = tar.Finish();
+  m.stream_size = stream.size();
+  m.path = ::testing::TempDir() + "/imgfs_" + name + "_" + std::to_string(getpid()) + ".tar.gz";
+  if (!testing::WriteWhole(m.path, testing::Gzip(stream, 1))) ADD_FAILURE() << m.path;
+  IndexOptions io;
+  io.span_bytes = 1 << 20;
+  auto index =
+      IndexBuilder::BuildFromFile(m.path, "application/vnd.oci.image.layer.v1.tar+gzip", io);
+  if (!index.has_value()) {
+    ADD_FAILURE() << index.error().ToString();
+  } else {
+    m.index = std::make_shared<const LayerIndex>(std::move(index).value());
+  }
+  return m;
+}
+
+LayerReader::Options AheadOptions() {
+  LayerReader::Options o;
+  o.block_bytes = 32 << 10;
+  o.cache_bytes = 512 << 10;
+  o.decode_ahead_blocks = 4;
+  return o;
+}
+
+// A reader that reads file after file in layer order (a cold tar of a mount) has the next
+// blocks decoded on the reader's own thread while it goes on: it gets the same bytes, and
+// every block is decoded once, ahead or not.
+TEST(LayerReaderTest, DecodeAheadServesASequentialReaderTheSameBytesDecodingEachBlockOnce) {
+  ManyFiles m = MakeManyFiles("ahead", 120, 20000);
+  ASSERT_NE(m.index, nullptr);
+  auto reader = LayerReader::Open(m.path, m.index, AheadOptions());
+  ASSERT_TRUE(reader.has_value()) << reader.error().ToString();
+  LayerReader& r = **reader;
+  ASSERT_EQ(m.index->entries.size(), m.contents.size());
+  // The first two files: the second continues the parked decoder, so blocks past it are
+  // decoded ahead, without any further read.
+  for (int i = 0; i < 2; ++i) {
+    auto got = ReadWholeFile(r, m.index->entries[i], 4096);
+    ASSERT_TRUE(got.has_value()) << got.error().ToString();
+    ASSERT_EQ(*got, m.contents[i]);
+  }
+  const uint64_t read_so_far = m.index->entries[1].payload_offset + m.index->entries[1].size;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (r.decompressed_bytes() < read_so_far + 2 * (32 << 10) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_GE(r.decompressed_bytes(), read_so_far + 2 * (32 << 10)) << "nothing decoded ahead";
+  for (size_t i = 2; i < m.contents.size(); ++i) {
+    auto got = ReadWholeFile(r, m.index->entries[i], 4096);
+    ASSERT_TRUE(got.has_value()) << got.error().ToString();
+    ASSERT_EQ(*got, m.contents[i]) << m.index->entries[i].path;
+  }
+  // Each block once: the whole stream, and nothing twice (the first read decodes from the
+  // layer's start, its checkpoint).
+  EXPECT_LE(r.decompressed_bytes(), m.stream_size) << "a block was decoded twice";
+  std::filesystem::remove(m.path);
+}
+
+// Readers at random and sequential offsets at once, and readers dropped while a block is
+// being decoded ahead: the same bytes, no block served before it is whole (run under TSan).
+TEST(LayerReaderTest, DecodeAheadWithConcurrentReadersAndAReaderDroppedMidway) {
+  ManyFiles m = MakeManyFiles("ahead_mt", 60, 30000);
+  ASSERT_NE(m.index, nullptr);
+  auto reader = LayerReader::Open(m.path, m.index, AheadOptions());
+  ASSERT_TRUE(reader.has_value()) << reader.error().ToString();
+  LayerReader& r = **reader;
+  std::atomic<int> mismatches{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(static_cast<uint64_t>(t));
+      for (size_t i = 0; i < m.contents.size(); ++i) {
+        // Threads 0 and 1 read in order; 2 and 3 jump around.
+        const size_t f = t < 2 ? i : rng() % m.contents.size();
+        auto got = ReadWholeFile(r, m.index->entries[f], 8192);
+        if (!got.has_value() || *got != m.contents[f]) ++mismatches;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(mismatches.load(), 0);
+  for (int round = 0; round < 20; ++round) {
+    auto dropped = LayerReader::Open(m.path, m.index, AheadOptions());
+    ASSERT_TRUE(dropped.has_value());
+    for (int i = 0; i < 3; ++i) {
+      auto got = (*dropped)->Read(m.index->entries[static_cast<size_t>(i)], 0, 30000);
+      ASSERT_TRUE(got.has_value());
+      ASSERT_EQ(*got, m.contents[static_cast<size_t>(i)]);
+    }
+  }  // each destroyed while its ahead thread may still decode
+  std::filesystem::remove(m.path);
 }
 
 TEST(LayerReaderTest, SingleFrameZstdLayerDecodesFromTheFrameStart) {
