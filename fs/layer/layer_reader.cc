@@ -165,7 +165,8 @@ void LayerReader::WaitForPending(uint64_t first_block, uint64_t last_block) {
     const bool pending = it != pending_.end() && *it <= last_block;
     // The block right after a task's window is where its decoder will be parked: wait for
     // it rather than decode from the checkpoint.
-    const bool parks_here = ahead_busy_ && ahead_to_ >= first_block && ahead_to_ <= last_block;
+    const bool parks_here = ahead_window_end_.has_value() && *ahead_window_end_ >= first_block &&
+                            *ahead_window_end_ <= last_block;
     if (!pending && !parks_here) return;
     ahead_cv_.Wait(&mu_);
   }
@@ -176,7 +177,7 @@ void LayerReader::MaybeDecodeAhead(uint64_t next_block) {
   const uint64_t total = (index_->uncompressed_size + bs - 1) / bs;
   const uint64_t end = std::min<uint64_t>(total, next_block + options_.decode_ahead_blocks);
   MutexLock lock(&mu_);
-  if (ahead_busy_ || ahead_stop_) return;
+  if (ahead_window_end_.has_value() || ahead_stop_) return;
   // The first block of the window neither cached nor pending: nothing to do while at least
   // half the window is ready (each task is then at least half a window).
   uint64_t from = next_block;
@@ -193,14 +194,12 @@ void LayerReader::MaybeDecodeAhead(uint64_t next_block) {
   task->to = end;
   for (uint64_t b = from; b < end; ++b) pending_.insert(b);
   ahead_task_ = std::move(task);
-  ahead_busy_ = true;
-  ahead_to_ = end;
+  ahead_window_end_ = end;
   if (!ahead_thread_.joinable()) ahead_thread_ = std::thread([this] { AheadLoop(); });
   ahead_cv_.SignalAll();
 }
 
 void LayerReader::AheadLoop() {
-  const uint64_t bs = options_.block_bytes;
   for (;;) {
     std::unique_ptr<AheadTask> task;
     {
@@ -212,15 +211,10 @@ void LayerReader::AheadLoop() {
     bool ok = true;
     uint64_t b = task->from;
     for (; b < task->to && ok; ++b) {
+      // A failure is left to the read that needs the block: it decodes it again and reports
+      // the error itself.
       try {
-        const uint64_t block_start = b * bs;
-        const size_t n =
-            static_cast<size_t>(std::min<uint64_t>(bs, index_->uncompressed_size - block_start));
-        auto data = std::make_shared<std::string>(n, '\0');
-        // A failure is left to the read that needs the block: it decodes it again and
-        // reports the error itself.
-        ok = Produce(*task->cursor, data->data(), n).ok();
-        if (ok) InsertBlock(b, std::move(data));
+        ok = DecodeBlock(*task->cursor, b).has_value();
       } catch (const std::exception&) {  // bad_alloc: the same
         ok = false;
       }
@@ -235,7 +229,7 @@ void LayerReader::AheadLoop() {
       MutexLock lock(&mu_);
       for (; b < task->to; ++b) pending_.erase(b);
       if (ok) ParkLocked(std::move(task->cursor));
-      ahead_busy_ = false;
+      ahead_window_end_.reset();
     }
     ahead_cv_.SignalAll();
   }
@@ -254,15 +248,23 @@ Status LayerReader::DecodeBlocks(uint64_t first_block, uint64_t last_block,
     IMGFS_RETURN_IF_ERROR(Produce(*cursor, scratch.data(), n));
   }
   for (uint64_t b = first_block; b <= last_block; ++b) {
-    uint64_t block_start = b * bs;
-    size_t n = static_cast<size_t>(std::min<uint64_t>(bs, index_->uncompressed_size - block_start));
-    auto data = std::make_shared<std::string>(n, '\0');
-    IMGFS_RETURN_IF_ERROR(Produce(*cursor, data->data(), n));
-    InsertBlock(b, data);
+    IMGFS_ASSIGN_OR_RETURN(std::shared_ptr<const std::string> data, DecodeBlock(*cursor, b));
     blocks->push_back(std::move(data));
   }
   Park(std::move(cursor));
   return Status::Ok();
+}
+
+Result<std::shared_ptr<const std::string>> LayerReader::DecodeBlock(Cursor& cursor,
+                                                                    uint64_t block) {
+  const uint64_t bs = options_.block_bytes;
+  const uint64_t block_start = block * bs;
+  const size_t n =
+      static_cast<size_t>(std::min<uint64_t>(bs, index_->uncompressed_size - block_start));
+  auto data = std::make_shared<std::string>(n, '\0');
+  IMGFS_RETURN_IF_ERROR(Produce(cursor, data->data(), n));
+  InsertBlock(block, data);
+  return std::shared_ptr<const std::string>(std::move(data));
 }
 
 std::shared_ptr<const std::string> LayerReader::LookupBlock(uint64_t block) {

@@ -32,6 +32,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -119,6 +120,8 @@ class LayerReader {
   // Decodes the blocks into the cache and *blocks; *continued: from a parked decoder.
   Status DecodeBlocks(uint64_t first_block, uint64_t last_block,
                       std::vector<std::shared_ptr<const std::string>>* blocks, bool* continued);
+  // Decodes `block` (the cursor is at its start) into the cache; the block's bytes.
+  Result<std::shared_ptr<const std::string>> DecodeBlock(Cursor& cursor, uint64_t block);
   std::string LayerName() const;
 
   // Decode-ahead (Options::decode_ahead_blocks). A read that ended before `next_block` hands
@@ -144,8 +147,8 @@ class LayerReader {
   CondVar ahead_cv_;
   std::set<uint64_t> pending_ IMGFS_GUARDED_BY(mu_);
   std::unique_ptr<AheadTask> ahead_task_ IMGFS_GUARDED_BY(mu_);  // the next task, not taken
-  bool ahead_busy_ IMGFS_GUARDED_BY(mu_) = false;                // a task is set or being decoded
-  uint64_t ahead_to_ IMGFS_GUARDED_BY(mu_) = 0;  // that task's window end (exclusive)
+  // Set while a task is set or being decoded: its window's end (exclusive).
+  std::optional<uint64_t> ahead_window_end_ IMGFS_GUARDED_BY(mu_);
   bool ahead_stop_ IMGFS_GUARDED_BY(mu_) = false;
   std::thread ahead_thread_;  // started by the first task; joined by the destructor
 };
