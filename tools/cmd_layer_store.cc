@@ -70,13 +70,13 @@ struct LayerStoreRequest {
 };
 
 // The request part of a kept daemon's configuration (daemon.h: EncodeDaemonConfig).
-Result<std::string> EncodeConfig(const GlobalOptions& global, const LayerStoreRequest& req) {
+nlohmann::json RequestJson(const LayerStoreRequest& req) {
   nlohmann::json j;
   j["dir"] = req.dir;
   j["fetch_timeout_seconds"] = req.fetch_timeout_seconds;
   j["debug"] = req.debug;
   j["journal_fd"] = req.journal_fd;
-  return EncodeDaemonConfig(global, std::move(j));
+  return j;
 }
 
 Status DecodeConfig(const std::string& text, GlobalOptions* global, LayerStoreRequest* req) {
@@ -248,10 +248,7 @@ int RunLayerStore(CommandContext& ctx) {
     }
   }
   // A path the daemons cannot be told about (not UTF-8) fails before anything is made.
-  Result<std::string> config = EncodeConfig(ctx.global, req);
-  if (!config.has_value()) {
-    return Fail(config.error());
-  }
+  if (Status utf8 = CheckDaemonConfig(ctx.global, RequestJson(req)); !utf8.ok()) return Fail(utf8);
   if (args.Has("foreground") || args.Has("debug")) return Serve(ctx, req, -1);
   char binary[PATH_MAX];
   const ssize_t n = ::readlink("/proc/self/exe", binary, sizeof(binary) - 1);
@@ -271,7 +268,7 @@ int RunLayerStore(CommandContext& ctx) {
     fs::KeeperOptions keeper;
     keeper.status_fd = status_fd;
     keeper.mountpoint = req.dir;
-    Result<std::string> daemon_config = EncodeConfig(ctx.global, req);
+    Result<std::string> daemon_config = EncodeDaemonConfig(ctx.global, RequestJson(req));
     if (!daemon_config.has_value()) {  // checked above; the journal's number changes nothing
       ReportStatus(status_fd, "ERR " + daemon_config.error().ToString());
       return kExitError;

@@ -222,7 +222,7 @@ Result<double> ParseSeconds(const std::string& text) {
 
 // The request part of the configuration a keeper hands each daemon it starts (daemon.h:
 // EncodeDaemonConfig).
-Result<std::string> EncodeConfig(const GlobalOptions& global, const MountRequest& req) {
+nlohmann::json RequestJson(const MountRequest& req) {
   nlohmann::json j;
   j["image"] = req.image;
   j["dir"] = req.dir;
@@ -239,11 +239,11 @@ Result<std::string> EncodeConfig(const GlobalOptions& global, const MountRequest
   j["upper"] = req.upper;
   j["writable"] = req.writable;
   j["temp_container"] = req.temp_container;
-  return EncodeDaemonConfig(global, std::move(j));
+  return j;
 }
 
-// The inverse of EncodeConfig: read-only daemons (an overlay-driver --rw mount's daemon is
-// one) and fuse-driver writable ones.
+// The inverse of EncodeDaemonConfig(RequestJson): read-only daemons (an overlay-driver --rw mount's
+// daemon is one) and fuse-driver writable ones.
 Status DecodeConfig(const std::string& text, GlobalOptions* global, MountRequest* req) {
   return DecodeDaemonConfig(text, global, [req](const nlohmann::json& j) -> Status {
     req->image = j.at("image").get<std::string>();
@@ -619,8 +619,8 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
   return kExitOk;
 }
 
-// A daemon of a keeper: serves the mount `config` (EncodeConfig) describes, reporting on
-// `channel`; a takeover when `handover` is set. The same whether the keeper forked it
+// A daemon of a keeper: serves the mount `config` (EncodeDaemonConfig of RequestJson) describes,
+// reporting on `channel`; a takeover when `handover` is set. The same whether the keeper forked it
 // (KeeperOptions::serve) or ran it as a new program (RunKeptDaemon).
 int ServeKept(CommandContext& ctx, const std::string& config, int channel,
               const fs::Handover* handover) {
@@ -729,13 +729,13 @@ int RestartMount(const CommandContext& ctx, const std::string& dir) {
 }
 
 // The keeper of a mount whose daemons serve `req` read-only. InvalidArgument when a path
-// cannot be handed to a daemon (EncodeConfig).
+// cannot be handed to a daemon (CheckDaemonConfig).
 Result<fs::KeeperOptions> KeeperFor(const CommandContext& ctx, const MountRequest& req,
                                     const std::string& binary) {
   fs::KeeperOptions keeper;
   keeper.mountpoint = req.dir;
   keeper.foreground = req.foreground;
-  IMGFS_ASSIGN_OR_RETURN(keeper.daemon_config, EncodeConfig(ctx.global, req));
+  IMGFS_ASSIGN_OR_RETURN(keeper.daemon_config, EncodeDaemonConfig(ctx.global, RequestJson(req)));
   keeper.daemon_argv = [binary, root = ctx.global.root](int channel) {
     return std::vector<std::string>{
         binary, "--root", root, "mount", std::string(kKeptDaemonFlag), std::to_string(channel)};
@@ -1034,9 +1034,7 @@ int RunMount(CommandContext& ctx) {
   bool foreground = args.Has("foreground") || req.debug;
   req.foreground = foreground;
   // A path the daemons cannot be told about (not UTF-8) fails before anything is made.
-  if (Result<std::string> config = EncodeConfig(ctx.global, req); !config.has_value()) {
-    return Fail(config.error());
-  }
+  if (Status utf8 = CheckDaemonConfig(ctx.global, RequestJson(req)); !utf8.ok()) return Fail(utf8);
   // What the host lacks for a FUSE mount (a usable /dev/fuse, fusermount3 without root) fails
   // here, before an image is pulled for nothing.
   if (Status access = fs::CheckMountAccess(req.mount_options); !access.ok()) {

@@ -157,17 +157,28 @@ Status CheckUtf8(const nlohmann::json& j) {
   return Status::Ok();
 }
 
-}  // namespace
-
-Result<std::string> EncodeDaemonConfig(const GlobalOptions& global, nlohmann::json request) {
-  nlohmann::json& j = request;
+// The global options a daemon is handed.
+nlohmann::json GlobalPart(const GlobalOptions& global) {
+  nlohmann::json j;
   j["root"] = global.root;
   j["insecure_registries"] = global.insecure_registries;
   j["ca_certs"] = global.ca_certs;
   j["creds"] = global.creds;
-  j["log_level"] = static_cast<int>(GetLogLevel());
-  IMGFS_RETURN_IF_ERROR(CheckUtf8(j));
-  return j.dump();
+  return j;
+}
+
+}  // namespace
+
+Status CheckDaemonConfig(const GlobalOptions& global, const nlohmann::json& request) {
+  IMGFS_RETURN_IF_ERROR(CheckUtf8(request));
+  return CheckUtf8(GlobalPart(global));
+}
+
+Result<std::string> EncodeDaemonConfig(const GlobalOptions& global, nlohmann::json request) {
+  IMGFS_RETURN_IF_ERROR(CheckDaemonConfig(global, request));
+  request.update(GlobalPart(global));
+  request["log_level"] = static_cast<int>(GetLogLevel());
+  return request.dump();
 }
 
 Status DecodeDaemonConfig(

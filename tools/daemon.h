@@ -63,6 +63,10 @@ void LogToSyslog();
 // any bytes; JSON text holds UTF-8 only).
 Result<std::string> EncodeDaemonConfig(const GlobalOptions& global, nlohmann::json request);
 
+// What EncodeDaemonConfig refuses, without encoding: for a command to fail on a path that is
+// not UTF-8 before it makes anything.
+Status CheckDaemonConfig(const GlobalOptions& global, const nlohmann::json& request);
+
 // The inverse of EncodeDaemonConfig: sets *global and the log level (ignored when out of
 // range), then runs `decode_request` over the object for the request's keys. Corrupt when the
 // text is no JSON object or a key is missing or of another type (`decode_request` may let

@@ -386,6 +386,23 @@ TEST_F(MountTest, PathsThatAreNotUtf8FailWithAClearMessage) {
   EXPECT_NE(r.err.find("--upper"), std::string::npos) << r.Describe();
   EXPECT_FALSE(IsMounted(Mnt()));
   EXPECT_NE(access(upper.c_str(), F_OK), 0) << "nothing is made before the check";
+
+  // A credential's value is never shown, not even in this error.
+  r = Imgfs({"--creds",
+             "user:hidden\xff"
+             "word",
+             "mount", image, Mnt()},
+            60);
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_NE(r.err.find("is not valid UTF-8"), std::string::npos) << r.Describe();
+  EXPECT_EQ(r.err.find("hidden"), std::string::npos) << r.Describe();
+  EXPECT_FALSE(IsMounted(Mnt()));
+
+  // The layer store's directory too.
+  r = Imgfs({"layer-store", odd}, 60);
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_NE(r.err.find("\\xff\" is not valid UTF-8"), std::string::npos) << r.Describe();
+  EXPECT_FALSE(IsMounted(odd));
   rmdir(odd.c_str());
 }
 
