@@ -28,7 +28,8 @@
 #
 # Environment: IMGFS_BIN (the imgfs binary; default: build/plain, built first),
 # IMGFS_BENCH_RUNS (3), IMGFS_BENCH_RW_FILES (20000), IMGFS_BENCH_RW_TREE_MB (200),
-# IMGFS_BENCH_RW_DD_MB (1024).
+# IMGFS_BENCH_RW_DD_MB (1024), IMGFS_BENCH_RW_SETUPS ("ovl fovl imgfs-overlay imgfs-fuse"; ovl
+# is always run, the ratios' base), IMGFS_BENCH_RW_WORKLOADS ("untar dd-1GiB copy-up rm-rf").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -199,7 +200,8 @@ check_workload() {  # name: the result is what the workload says it is
   esac
 }
 
-setups=(ovl fovl imgfs-overlay imgfs-fuse)
+read -r -a setups <<<"${IMGFS_BENCH_RW_SETUPS:-ovl fovl imgfs-overlay imgfs-fuse}"
+[[ " ${setups[*]} " == *" ovl "* ]] || setups=(ovl "${setups[@]}")
 # Warm each setup's lower data once (the imgfs store's layers, the extracted lower dirs).
 for setup in "${setups[@]}"; do
   mount_setup "$setup"
@@ -209,7 +211,7 @@ for setup in "${setups[@]}"; do
 done
 
 declare -A results rss
-workloads=("untar" "dd-1GiB" "copy-up" "rm-rf")
+read -r -a workloads <<<"${IMGFS_BENCH_RW_WORKLOADS:-untar dd-1GiB copy-up rm-rf}"
 for w in "${workloads[@]}"; do
   for setup in "${setups[@]}"; do
     times=()
@@ -235,12 +237,12 @@ echo "== results (seconds, median of $runs; ratio = setup / overlayfs; lower is 
 printf "%-10s %10s %10s %13s %10s %9s %9s %9s %9s %9s %9s\n" workload overlayfs fuse-ovlfs \
   imgfs-overlay imgfs-fuse fovl/ovl i-ovl/ovl i-fuse/ovl "fovl MiB" "i-ovl MiB" "i-fuse MiB"
 for w in "${workloads[@]}"; do
-  o=${results[$w,ovl]}; f=${results[$w,fovl]}; io=${results[$w,imgfs-overlay]}
-  ifu=${results[$w,imgfs-fuse]}
+  o=${results[$w,ovl]}; f=${results[$w,fovl]:-0}; io=${results[$w,imgfs-overlay]:-0}
+  ifu=${results[$w,imgfs-fuse]:-0}
   printf "%-10s %10s %10s %13s %10s %9s %9s %9s %9s %9s %9s\n" "$w" "$o" "$f" "$io" "$ifu" \
     "$(ratio "$f" "$o")" "$(ratio "$io" "$o")" "$(ratio "$ifu" "$o")" \
-    "$((rss[$w,fovl] / 1024))" "$((rss[$w,imgfs-overlay] / 1024))" \
-    "$((rss[$w,imgfs-fuse] / 1024))"
+    "$((${rss[$w,fovl]:-0} / 1024))" "$((${rss[$w,imgfs-overlay]:-0} / 1024))" \
+    "$((${rss[$w,imgfs-fuse]:-0} / 1024))"
 done
 echo "RSS: peak of the FUSE daemons (imgfs-overlay: its read-only daemon)"
 echo "untar: ${src_files} files, $(($(stat -c %s "$work/src.tar") >> 20)) MiB tar; dd: ${dd_mb} MiB; copy-up: 256 MiB + 1 byte; rm-rf: 8000 files in 2 layers"
