@@ -7,8 +7,77 @@ using namespace writable_internal;  // this module's own helpers
 
 // ---- copy-up ---------------------------------------------------------------------------
 
+WritableFs::PreparedData::~PreparedData() {
+  if (!name.empty()) UnlinkBeneath(work_fd, name, 0);
+}
+
+WritableFs::PreparedData::PreparedData(PreparedData&& other) noexcept
+    : work_fd(other.work_fd),
+      lower(other.lower),
+      name(std::exchange(other.name, std::string())),
+      error(other.error) {}
+
+WritableFs::PreparedData& WritableFs::PreparedData::operator=(PreparedData&& other) noexcept {
+  if (this != &other) {
+    if (!name.empty()) UnlinkBeneath(work_fd, name, 0);
+    work_fd = other.work_fd;
+    lower = other.lower;
+    name = std::exchange(other.name, std::string());
+    error = other.error;
+  }
+  return *this;
+}
+
+WritableFs::PreparedData WritableFs::PrepareData(uint64_t id) {
+  PreparedData out;
+  out.work_fd = work_fd_.get();
+  uint32_t lower = 0;
+  {
+    MutexLock lock(&mu_);
+    Node* node = GetNode(id);
+    if (node == nullptr || node->deleted || node->state.upper || !S_ISREG(node->state.type)) {
+      return out;
+    }
+    lower = node->state.lower;
+  }
+  // The copy-up's own check (CopyUpPath) refuses it then.
+  if (JournalRoom(true) != 0) return out;
+  std::string name = TempName();
+  UniqueFd fd(OpenBeneath(work_fd_.get(), name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600));
+  if (!fd.IsValid()) return out;  // the copy-up makes its own and reports why not
+  out.lower = lower;
+  out.name = std::move(name);
+  out.error = CopyLowerData(lower, fd.get(), work_path_ + "/" + out.name);
+  return out;
+}
+
+int WritableFs::CopyLowerData(uint32_t lower_ino, int fd, const std::string& what) {
+  uint64_t offset = 0;
+  for (;;) {
+    if (copy_chunk_hook_) copy_chunk_hook_();
+    Result<std::string> data = lower_->Read(lower_ino, offset, kCopyChunkBytes);
+    if (!data.has_value()) {
+      IMGFS_LOG(kError) << "copy-up of " << what << ": " << data.error().ToString();
+      return EIO;
+    }
+    if (data->empty()) return 0;
+    size_t done = 0;
+    while (done < data->size()) {
+      ssize_t n =
+          pwrite(fd, data->data() + done, data->size() - done, static_cast<off_t>(offset + done));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return Errno();
+      }
+      done += static_cast<size_t>(n);
+    }
+    offset += data->size();
+  }
+}
+
 int WritableFs::CopyLowerTo(uint32_t lower_ino, int dir_fd, const std::string& dir_path,
-                            const std::string& name, bool with_data, bool with_xattrs) {
+                            const std::string& name, bool with_data, bool with_xattrs,
+                            PreparedData* prepared) {
   const fs::Node* ln = table_.Get(lower_ino);
   Result<struct stat> st = table_.GetAttr(lower_ino);
   if (ln == nullptr || !st.has_value()) return EIO;
@@ -32,31 +101,19 @@ int WritableFs::CopyLowerTo(uint32_t lower_ino, int dir_fd, const std::string& d
       if (MknodBeneath(dir_fd, nm, (st->st_mode & S_IFMT) | 0600, st->st_rdev) != 0) return Errno();
       break;
     default: {
+      if (with_data && prepared != nullptr && prepared->lower == lower_ino) {
+        // The data was copied before the lock was taken (PrepareData): that file, or its error.
+        if (prepared->error != 0) return prepared->error;
+        if (RenameBeneath(work_fd_.get(), prepared->name, dir_fd, nm) != 0) return Errno();
+        prepared->name.clear();
+        break;
+      }
       UniqueFd fd(OpenBeneath(dir_fd, nm, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600));
       if (!fd.IsValid()) return Errno();
       if (with_data) {
-        uint64_t offset = 0;
-        for (;;) {
-          Result<std::string> data = lower_->Read(lower_ino, offset, kCopyChunkBytes);
-          if (!data.has_value()) {
-            IMGFS_LOG(kError) << "copy-up of " << abs << ": " << data.error().ToString();
-            UnlinkBeneath(dir_fd, nm, 0);
-            return EIO;
-          }
-          if (data->empty()) break;
-          size_t done = 0;
-          while (done < data->size()) {
-            ssize_t n = pwrite(fd.get(), data->data() + done, data->size() - done,
-                               static_cast<off_t>(offset + done));
-            if (n < 0) {
-              if (errno == EINTR) continue;
-              int err = Errno();
-              UnlinkBeneath(dir_fd, nm, 0);
-              return err;
-            }
-            done += static_cast<size_t>(n);
-          }
-          offset += data->size();
+        if (int err = CopyLowerData(lower_ino, fd.get(), abs); err != 0) {
+          UnlinkBeneath(dir_fd, nm, 0);
+          return err;
         }
       }
       break;
@@ -109,7 +166,8 @@ int WritableFs::EnsureUpperDir(const std::string& path) {
   return CopyUpPath(path, st, false);
 }
 
-int WritableFs::CopyUpPath(const std::string& path, const State& state, bool with_data) {
+int WritableFs::CopyUpPath(const std::string& path, const State& state, bool with_data,
+                           PreparedData* prepared) {
   if (state.upper) return 0;
   if (int r = JournalRoom(true); r != 0) return r;
   std::string parent = ParentOf(path);
@@ -118,7 +176,7 @@ int WritableFs::CopyUpPath(const std::string& path, const State& state, bool wit
   struct stat pst {};
   bool have_parent = StatBeneath(upper_fd_.get(), parent, &pst) == 0;
   std::string tmp = TempName();
-  r = CopyLowerTo(state.lower, work_fd_.get(), work_path_, tmp, with_data, true);
+  r = CopyLowerTo(state.lower, work_fd_.get(), work_path_, tmp, with_data, true, prepared);
   if (r != 0) return r;
   if (RenameBeneath(work_fd_.get(), tmp, upper_fd_.get(), path) != 0) {
     int err = Errno();
@@ -147,10 +205,10 @@ int WritableFs::CopyUpPath(const std::string& path, const State& state, bool wit
   return 0;
 }
 
-int WritableFs::CopyUp(Node* node, bool with_data) {
+int WritableFs::CopyUp(Node* node, bool with_data, PreparedData* prepared) {
   if (node->state.upper) return 0;
   if (node->deleted) return ENOENT;
-  return CopyUpPath(PathOf(node), node->state, with_data);
+  return CopyUpPath(PathOf(node), node->state, with_data, prepared);
 }
 
 int WritableFs::LinkGroup(const std::string& path, uint32_t lower_ino) {

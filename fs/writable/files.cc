@@ -24,6 +24,9 @@ int WritableFs::Open(uint64_t id, int flags, uint64_t* fh, bool* cacheable) {
     *cacheable = node != nullptr && Cacheable(node);
     return 0;
   }
+  const bool write = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC) != 0;
+  const bool with_data = (flags & O_TRUNC) == 0;
+  PreparedData prepared = write && with_data ? PrepareData(id) : PreparedData();
   auto handle = std::make_shared<Handle>();
   {
     MutexLock lock(&mu_);
@@ -31,9 +34,8 @@ int WritableFs::Open(uint64_t id, int flags, uint64_t* fh, bool* cacheable) {
     Node* node = GetNode(id);
     if (node == nullptr || node->deleted) return ENOENT;
     if (S_ISDIR(node->state.type)) return EISDIR;
-    bool write = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC) != 0;
     if (write) {
-      int r = CopyUp(node, (flags & O_TRUNC) == 0);
+      int r = CopyUp(node, with_data, &prepared);
       if (r != 0) return r;
     }
     handle->id = id;
@@ -329,10 +331,11 @@ int WritableFs::StatFs(struct statvfs* out) {
 int WritableFs::SetXattr(uint64_t id, std::string_view name, std::string_view value, int flags) {
   if (int r = JournalRoom(true); r != 0) return r;
   if (IsOverlayXattr(name)) return EPERM;
+  PreparedData prepared = PrepareData(id);
   MutexLock lock(&mu_);
   Node* node = GetNode(id);
   if (node == nullptr || node->deleted) return ENOENT;
-  int r = CopyUp(node, true);
+  int r = CopyUp(node, true, &prepared);
   if (r != 0) return r;
   return SetXattrBeneath(upper_fd_.get(), PathOf(node), std::string(name), value, flags);
 }

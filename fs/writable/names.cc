@@ -48,6 +48,8 @@ int WritableFs::SetAttr(uint64_t id, const SetAttrRequest& req, uint64_t fh, str
   if (int r = JournalRoom(false); r != 0) return r;
   if (cacheable != nullptr) *cacheable = false;
   std::shared_ptr<Handle> handle = fh != 0 ? GetHandle(fh) : nullptr;
+  const bool with_data = !(req.set_size && req.size == 0);
+  PreparedData prepared = with_data ? PrepareData(id) : PreparedData();
   MutexLock lock(&mu_);
   Node* node = GetNode(id);
   if (node == nullptr) return ENOENT;
@@ -62,7 +64,7 @@ int WritableFs::SetAttr(uint64_t id, const SetAttrRequest& req, uint64_t fh, str
   if (node->deleted) {
     if (fd < 0) return ENOENT;
   } else {
-    int r = CopyUp(node, !(req.set_size && req.size == 0));
+    int r = CopyUp(node, with_data, &prepared);
     if (r != 0) return r;
   }
   std::string path = node->deleted ? "" : PathOf(node);

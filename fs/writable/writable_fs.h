@@ -64,8 +64,11 @@
 // adapter (fs/fuse_ops_rw.cc) replies with it unchanged.
 //
 // Thread-safety: all methods may be called concurrently. One mutex serialises the namespace
-// (node table and every change to the upper directory, copy-ups included, like a
-// filesystem-wide directory lock); file data reads and writes on open handles run outside it.
+// (node table and every change to the upper directory, like a filesystem-wide directory lock);
+// file data reads and writes on open handles run outside it, and so does the copying of a
+// lower file's data for the copy-up an open for writing, a setattr or an xattr change makes
+// (PreparedData): a copy-up of a large or lazily fetched file holds up no other request.
+// Copy-ups a rename or link makes still copy under the mutex.
 #ifndef IMGFS_FS_WRITABLE_WRITABLE_FS_H_
 #define IMGFS_FS_WRITABLE_WRITABLE_FS_H_
 
@@ -75,6 +78,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -241,6 +245,12 @@ class WritableFs {
   uint64_t shown_ino(ino_t upper_ino) const;
   std::map<uint64_t, uint64_t> handle_ids() const;
 
+  // For tests: called before each chunk of a lower file's data is copied (CopyLowerData).
+  // Set before the filesystem is used from more than one thread.
+  void set_copy_chunk_hook_for_tests(std::function<void()> hook) {
+    copy_chunk_hook_ = std::move(hook);
+  }
+
  private:
   struct Node;
   struct Handle;
@@ -270,7 +280,7 @@ class WritableFs {
                 bool created = false) IMGFS_REQUIRES(mu_);
   int Merged(const State& state, const std::string& path, std::vector<MergedDirEntry>* out)
       IMGFS_REQUIRES(mu_);
-  std::string TempName() IMGFS_REQUIRES(mu_);
+  std::string TempName();
   // Creates the work directory (work_path_) beside the upper, or with `takeover` opens the
   // one a dead daemon left; see the .cc.
   Status MakeWorkDir(bool takeover);
@@ -339,11 +349,41 @@ class WritableFs {
   void DropOrphan(uint64_t id) IMGFS_EXCLUDES(mu_);
 
   // Copy-up.
+  //
+  // A lower regular file's data copied into the work directory before the namespace lock is
+  // taken (PrepareData), for the copy-up made under it to take (CopyLowerTo) instead of
+  // copying there. Its file is removed at destruction unless a copy-up took it. Used by one
+  // thread.
+  class PreparedData {
+   public:
+    PreparedData() = default;
+    ~PreparedData();
+    PreparedData(PreparedData&& other) noexcept;
+    PreparedData& operator=(PreparedData&& other) noexcept;
+    PreparedData(const PreparedData&) = delete;
+    PreparedData& operator=(const PreparedData&) = delete;
+
+   private:
+    friend class WritableFs;
+    int work_fd = -1;    // the filesystem's, not owned
+    uint32_t lower = 0;  // 0: nothing prepared
+    std::string name;    // in the work directory; "" once taken
+    int error = 0;       // copying failed with this errno: the copy-up answers it
+  };
+  // The data of `id`'s lower file copied for a copy-up, when `id` is a lower regular file;
+  // nothing prepared otherwise. Takes mu_ only to look `id` up.
+  PreparedData PrepareData(uint64_t id) IMGFS_EXCLUDES(mu_);
+  // Copies the data of the lower file `lower_ino` into `fd`: 0 or an errno (EIO for a lower
+  // read that failed, logged with `what`). No lock needed: the image never changes.
+  int CopyLowerData(uint32_t lower_ino, int fd, const std::string& what);
   int EnsureUpperDir(const std::string& path) IMGFS_REQUIRES(mu_);
-  int CopyUp(Node* node, bool with_data) IMGFS_REQUIRES(mu_);
-  int CopyUpPath(const std::string& path, const State& state, bool with_data) IMGFS_REQUIRES(mu_);
+  // `prepared` (optional): the file's data, when it was copied before (PrepareData).
+  int CopyUp(Node* node, bool with_data, PreparedData* prepared = nullptr) IMGFS_REQUIRES(mu_);
+  int CopyUpPath(const std::string& path, const State& state, bool with_data,
+                 PreparedData* prepared = nullptr) IMGFS_REQUIRES(mu_);
   int CopyLowerTo(uint32_t lower_ino, int dir_fd, const std::string& dir_path,
-                  const std::string& name, bool with_data, bool with_xattrs) IMGFS_REQUIRES(mu_);
+                  const std::string& name, bool with_data, bool with_xattrs,
+                  PreparedData* prepared = nullptr) IMGFS_REQUIRES(mu_);
   int LinkGroup(const std::string& path, uint32_t lower_ino) IMGFS_REQUIRES(mu_);
   // `copied`: lower inodes already copied into this tree (hardlink groups stay together).
   int CopyMergedTree(const State& state, const std::string& src_path, const std::string& dst_name,
@@ -405,7 +445,7 @@ class WritableFs {
   // Upper inodes with names in the work directory (orphans), upper st_ino -> how many.
   std::unordered_map<ino_t, uint32_t> work_links_ IMGFS_GUARDED_BY(mu_);
   uint64_t next_st_ino_ IMGFS_GUARDED_BY(mu_) = 0;
-  uint64_t temp_counter_ IMGFS_GUARDED_BY(mu_) = 0;
+  std::atomic<uint64_t> temp_counter_{0};  // TempName, also called without mu_
   // Counts the times a name known to the kernel moved from the lower to the upper: a read
   // handle opened on a lower file looks for an upper copy only when it changed (lock-free
   // reads of unchanged image files).
@@ -414,6 +454,8 @@ class WritableFs {
   std::unordered_map<uint32_t, std::vector<std::pair<uint32_t, std::string>>> lower_links_
       IMGFS_GUARDED_BY(mu_);
   bool lower_links_built_ IMGFS_GUARDED_BY(mu_) = false;
+
+  std::function<void()> copy_chunk_hook_;  // set_copy_chunk_hook_for_tests
 
   mutable Mutex handles_mu_;
   std::unordered_map<uint64_t, std::shared_ptr<Handle>> handles_ IMGFS_GUARDED_BY(handles_mu_);

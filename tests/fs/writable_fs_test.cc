@@ -12,9 +12,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <memory>
 #include <string>
 #include <thread>
@@ -316,6 +319,97 @@ TEST_F(WritableFsTest, CopyUpKeepsDataMetadataXattrsAndInode) {
   WriteAt("usr/bin/setuid-tool", O_WRONLY | O_APPEND, "");
   EXPECT_EQ(UpperStat("usr/bin/setuid-tool").st_mode & 07777, tool.st_mode & 07777);
   EXPECT_EQ(UpperStat("usr/bin/setuid-tool").st_mtim.tv_sec, tool.st_mtim.tv_sec);
+}
+
+// Names a copy-up left in the work directory (its temporary files): none once it is done.
+std::vector<std::string> TempFilesIn(const std::string& work) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(work)) {
+    if (e.path().filename().string().rfind("tmp-", 0) == 0) out.push_back(e.path().string());
+  }
+  return out;
+}
+
+TEST_F(WritableFsTest, ACopyUpBeingCopiedHoldsUpNoOtherRequest) {
+  const std::string image_data = ReadAllOf("data/random.bin");
+  ASSERT_GT(image_data.size(), 5u);
+  // The first chunk copied waits until the requests below were answered.
+  std::promise<void> copying;
+  std::promise<void> go;
+  std::shared_future<void> go_future = go.get_future().share();
+  std::atomic<bool> first{true};
+  wfs_->set_copy_chunk_hook_for_tests([&] {
+    if (!first.exchange(false)) return;
+    copying.set_value();
+    go_future.wait();
+  });
+  const uint64_t id = Walk("data/random.bin");
+  uint64_t fh = 0;
+  bool cacheable = false;
+  std::thread writer([&] { EXPECT_EQ(wfs_->Open(id, O_WRONLY, &fh, &cacheable), 0); });
+  copying.get_future().wait();
+  // Held mid-copy. A copy made under the namespace lock would hold these up until `go`.
+  auto others = std::async(std::launch::async, [&] {
+    Entry e;
+    bool c = false;
+    struct stat st {};
+    uint64_t new_fh = 0;
+    Entry made;
+    const bool ok = wfs_->Lookup(1, "data", &e) == 0 && wfs_->GetAttr(id, &st, &c) == 0 &&
+                    st.st_size == static_cast<off_t>(image_data.size()) &&
+                    wfs_->Create(e.id, "beside", 0644, O_WRONLY, Caller{}, &made, &new_fh) == 0;
+    if (new_fh != 0) wfs_->Release(new_fh);
+    return ok;
+  });
+  const bool answered = others.wait_for(std::chrono::seconds(60)) == std::future_status::ready;
+  go.set_value();
+  writer.join();
+  ASSERT_TRUE(answered) << "a request waited for another file's copy-up";
+  EXPECT_TRUE(others.get());
+  size_t written = 0;
+  ASSERT_EQ(wfs_->Write(fh, 0, "HELLO", 5, &written), 0);
+  wfs_->Release(fh);
+  EXPECT_EQ(ReadAllOf("data/random.bin"), "HELLO" + image_data.substr(5));
+  EXPECT_EQ(UpperStat("data/random.bin").st_size, static_cast<off_t>(image_data.size()));
+  EXPECT_EQ(TempFilesIn(dir_.Sub("work")), std::vector<std::string>{});
+}
+
+TEST_F(WritableFsTest, TwoCopyUpsOfOneFileAtOnceMakeOneCopy) {
+  const std::string image_data = ReadAllOf("data/random.bin");
+  const uint64_t id = Walk("data/random.bin");
+  // The first copier waits until the second has copied up the file and written to it.
+  std::promise<void> copying;
+  std::promise<void> go;
+  std::shared_future<void> go_future = go.get_future().share();
+  std::atomic<bool> first{true};
+  wfs_->set_copy_chunk_hook_for_tests([&] {
+    if (!first.exchange(false)) return;
+    copying.set_value();
+    go_future.wait();
+  });
+  uint64_t fh1 = 0;
+  bool cacheable = false;
+  std::thread slow([&] { EXPECT_EQ(wfs_->Open(id, O_RDWR, &fh1, &cacheable), 0); });
+  copying.get_future().wait();
+  uint64_t fh2 = 0;
+  auto second = std::async(std::launch::async, [&] {
+    bool c = false;
+    size_t written = 0;
+    return wfs_->Open(id, O_WRONLY, &fh2, &c) == 0 && wfs_->Write(fh2, 0, "AB", 2, &written) == 0;
+  });
+  const bool done = second.wait_for(std::chrono::seconds(60)) == std::future_status::ready;
+  go.set_value();
+  slow.join();
+  ASSERT_TRUE(done) << "a copy-up waited for another copy-up of the same file";
+  ASSERT_TRUE(second.get());
+  // The slow one found the file copied up: it opened that copy, with the other's write in it.
+  std::string got;
+  ASSERT_EQ(wfs_->Read(fh1, 0, 2, &got), 0);
+  EXPECT_EQ(got, "AB");
+  wfs_->Release(fh1);
+  wfs_->Release(fh2);
+  EXPECT_EQ(ReadAllOf("data/random.bin"), "AB" + image_data.substr(2));
+  EXPECT_EQ(TempFilesIn(dir_.Sub("work")), std::vector<std::string>{});
 }
 
 TEST_F(WritableFsTest, TruncatingOpenCopiesNoData) {
