@@ -330,24 +330,40 @@ std::vector<std::string> TempFilesIn(const std::string& work) {
   return out;
 }
 
+// Holds the first chunk of a lower file's data that `wfs` copies until Release.
+class FirstCopyHeld {
+ public:
+  explicit FirstCopyHeld(WritableFs* wfs) : wfs_(wfs) {
+    wfs->set_copy_chunk_hook_for_tests([this] {
+      if (!first_.exchange(false)) return;
+      held_.set_value();
+      go_future_.wait();
+    });
+  }
+  ~FirstCopyHeld() { wfs_->set_copy_chunk_hook_for_tests(nullptr); }  // threads joined by then
+  FirstCopyHeld(const FirstCopyHeld&) = delete;
+  FirstCopyHeld& operator=(const FirstCopyHeld&) = delete;
+  void WaitUntilHeld() { held_.get_future().wait(); }
+  void Release() { go_.set_value(); }
+
+ private:
+  WritableFs* const wfs_;
+  std::atomic<bool> first_{true};
+  std::promise<void> held_;
+  std::promise<void> go_;
+  std::shared_future<void> go_future_ = go_.get_future().share();
+};
+
 TEST_F(WritableFsTest, ACopyUpBeingCopiedHoldsUpNoOtherRequest) {
   const std::string image_data = ReadAllOf("data/random.bin");
   ASSERT_GT(image_data.size(), 5u);
   // The first chunk copied waits until the requests below were answered.
-  std::promise<void> copying;
-  std::promise<void> go;
-  std::shared_future<void> go_future = go.get_future().share();
-  std::atomic<bool> first{true};
-  wfs_->set_copy_chunk_hook_for_tests([&] {
-    if (!first.exchange(false)) return;
-    copying.set_value();
-    go_future.wait();
-  });
+  FirstCopyHeld held(wfs_.get());
   const uint64_t id = Walk("data/random.bin");
   uint64_t fh = 0;
   bool cacheable = false;
   std::thread writer([&] { EXPECT_EQ(wfs_->Open(id, O_WRONLY, &fh, &cacheable), 0); });
-  copying.get_future().wait();
+  held.WaitUntilHeld();
   // Held mid-copy. A copy made under the namespace lock would hold these up until `go`.
   auto others = std::async(std::launch::async, [&] {
     Entry e;
@@ -362,7 +378,7 @@ TEST_F(WritableFsTest, ACopyUpBeingCopiedHoldsUpNoOtherRequest) {
     return ok;
   });
   const bool answered = others.wait_for(std::chrono::seconds(60)) == std::future_status::ready;
-  go.set_value();
+  held.Release();
   writer.join();
   ASSERT_TRUE(answered) << "a request waited for another file's copy-up";
   EXPECT_TRUE(others.get());
@@ -378,19 +394,11 @@ TEST_F(WritableFsTest, TwoCopyUpsOfOneFileAtOnceMakeOneCopy) {
   const std::string image_data = ReadAllOf("data/random.bin");
   const uint64_t id = Walk("data/random.bin");
   // The first copier waits until the second has copied up the file and written to it.
-  std::promise<void> copying;
-  std::promise<void> go;
-  std::shared_future<void> go_future = go.get_future().share();
-  std::atomic<bool> first{true};
-  wfs_->set_copy_chunk_hook_for_tests([&] {
-    if (!first.exchange(false)) return;
-    copying.set_value();
-    go_future.wait();
-  });
+  FirstCopyHeld held(wfs_.get());
   uint64_t fh1 = 0;
   bool cacheable = false;
   std::thread slow([&] { EXPECT_EQ(wfs_->Open(id, O_RDWR, &fh1, &cacheable), 0); });
-  copying.get_future().wait();
+  held.WaitUntilHeld();
   uint64_t fh2 = 0;
   auto second = std::async(std::launch::async, [&] {
     bool c = false;
@@ -398,7 +406,7 @@ TEST_F(WritableFsTest, TwoCopyUpsOfOneFileAtOnceMakeOneCopy) {
     return wfs_->Open(id, O_WRONLY, &fh2, &c) == 0 && wfs_->Write(fh2, 0, "AB", 2, &written) == 0;
   });
   const bool done = second.wait_for(std::chrono::seconds(60)) == std::future_status::ready;
-  go.set_value();
+  held.Release();
   slow.join();
   ASSERT_TRUE(done) << "a copy-up waited for another copy-up of the same file";
   ASSERT_TRUE(second.get());
