@@ -13,7 +13,7 @@ WritableFs::PreparedData::~PreparedData() {
 
 WritableFs::PreparedData::PreparedData(PreparedData&& other) noexcept
     : work_fd(other.work_fd),
-      lower(other.lower),
+      lower(std::exchange(other.lower, 0)),
       name(std::exchange(other.name, std::string())),
       error(other.error) {}
 
@@ -21,7 +21,7 @@ WritableFs::PreparedData& WritableFs::PreparedData::operator=(PreparedData&& oth
   if (this != &other) {
     if (!name.empty()) UnlinkBeneath(work_fd, name, 0);
     work_fd = other.work_fd;
-    lower = other.lower;
+    lower = std::exchange(other.lower, 0);
     name = std::exchange(other.name, std::string());
     error = other.error;
   }
