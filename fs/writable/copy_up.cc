@@ -29,17 +29,36 @@ WritableFs::PreparedData& WritableFs::PreparedData::operator=(PreparedData&& oth
 }
 
 WritableFs::PreparedData WritableFs::PrepareData(uint64_t id) {
-  PreparedData out;
-  out.work_fd = work_fd_.get();
   uint32_t lower = 0;
   {
     MutexLock lock(&mu_);
     Node* node = GetNode(id);
-    if (node == nullptr || node->deleted || node->state.upper || !S_ISREG(node->state.type)) {
-      return out;
+    if (node != nullptr && !node->deleted && !node->state.upper && S_ISREG(node->state.type)) {
+      lower = node->state.lower;
     }
-    lower = node->state.lower;
   }
+  return PrepareLowerData(lower);
+}
+
+WritableFs::PreparedData WritableFs::PrepareChildData(uint64_t parent, std::string_view name) {
+  uint32_t lower = 0;
+  {
+    MutexLock lock(&mu_);
+    Node* dir = GetNode(parent);
+    State child;
+    if (dir != nullptr && !dir->deleted &&
+        ResolveChild(dir->state, PathOf(dir), name, &child) == 0 && !child.upper &&
+        S_ISREG(child.type)) {
+      lower = child.lower;
+    }
+  }
+  return PrepareLowerData(lower);
+}
+
+WritableFs::PreparedData WritableFs::PrepareLowerData(uint32_t lower) {
+  PreparedData out;
+  out.work_fd = work_fd_.get();
+  if (lower == 0) return out;
   // The copy-up's own check (CopyUpPath) refuses it then.
   if (JournalRoom(true) != 0) return out;
   std::string name = TempName();

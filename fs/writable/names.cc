@@ -394,6 +394,7 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
   if (int r = JournalRoom(true); r != 0) return r;
   if ((flags & ~static_cast<unsigned>(RENAME_NOREPLACE)) != 0) return EINVAL;
   if (Resent().has_value()) return 0;
+  PreparedData prepared = PrepareChildData(parent, name);
   MutexLock lock(&mu_);
   Node* p1 = GetNode(parent);
   Node* p2 = GetNode(new_parent);
@@ -475,7 +476,7 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
   }
 
   if (!S_ISDIR(s.type)) {
-    r = CopyUpPath(src_path, s, true);
+    r = CopyUpPath(src_path, s, true, &prepared);
     if (r != 0) return r;
     struct stat dst_st {};
     const bool keep = dnode != nullptr && dnode != snode && d.upper && S_ISREG(d.type) &&
@@ -595,6 +596,7 @@ void WritableFs::Moved(Node* p1, Node* p2, Node* snode, Node* dnode, std::string
 
 int WritableFs::Link(uint64_t id, uint64_t new_parent, std::string_view new_name, Entry* out) {
   if (int r = JournalRoom(true); r != 0) return r;
+  PreparedData prepared = PrepareData(id);
   MutexLock lock(&mu_);
   if (const int answered = AnswerIfResent(new_parent, new_name, out); answered >= 0) {
     return answered;
@@ -610,7 +612,7 @@ int WritableFs::Link(uint64_t id, uint64_t new_parent, std::string_view new_name
   // The kernel may cache the source's attributes and pages for long: from now on they
   // change through the new name too.
   pending_invalidations.push_back(src->id);
-  r = CopyUp(src, true);
+  r = CopyUp(src, true, &prepared);
   if (r != 0) return r;
   std::string src_path = PathOf(src);
   std::string dst_path = Join(PathOf(dir), new_name);

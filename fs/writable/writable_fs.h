@@ -66,9 +66,10 @@
 // Thread-safety: all methods may be called concurrently. One mutex serialises the namespace
 // (node table and every change to the upper directory, like a filesystem-wide directory lock);
 // file data reads and writes on open handles run outside it, and so does the copying of a
-// lower file's data for the copy-up an open for writing, a setattr or an xattr change makes
-// (PreparedData): a copy-up of a large or lazily fetched file holds up no other request.
-// Copy-ups a rename or link makes still copy under the mutex.
+// lower file's data for the copy-up that an open for writing, a setattr, a setxattr, a rename
+// or a link of a file makes (PreparedData): such a copy-up of a large or lazily fetched file
+// holds up no other request. What still copies under the mutex: a rename of an image
+// directory (its whole tree), a rename over an image file that has other names, a removexattr.
 #ifndef IMGFS_FS_WRITABLE_WRITABLE_FS_H_
 #define IMGFS_FS_WRITABLE_WRITABLE_FS_H_
 
@@ -373,6 +374,10 @@ class WritableFs {
   // The data of `id`'s lower file copied for a copy-up, when `id` is a lower regular file;
   // nothing prepared otherwise. Takes mu_ only to look `id` up.
   PreparedData PrepareData(uint64_t id) IMGFS_EXCLUDES(mu_);
+  // The same for the entry `name` of the directory `parent` (a rename's source).
+  PreparedData PrepareChildData(uint64_t parent, std::string_view name) IMGFS_EXCLUDES(mu_);
+  // The data of the lower file `lower` copied (0: nothing prepared).
+  PreparedData PrepareLowerData(uint32_t lower) IMGFS_EXCLUDES(mu_);
   // Copies the data of the lower file `lower_ino` into `fd`: 0 or an errno (EIO for a lower
   // read that failed, logged with `what`). No lock needed: the image never changes.
   int CopyLowerData(uint32_t lower_ino, int fd, const std::string& what);

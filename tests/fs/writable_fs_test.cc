@@ -420,6 +420,45 @@ TEST_F(WritableFsTest, TwoCopyUpsOfOneFileAtOnceMakeOneCopy) {
   EXPECT_EQ(TempFilesIn(dir_.Sub("work")), std::vector<std::string>{});
 }
 
+TEST_F(WritableFsTest, RenamesAndLinksOfImageFilesCopyOutsideTheNamespaceLock) {
+  const uint64_t data = Walk("data");
+  ASSERT_NE(data, 0u);
+  struct Case {
+    std::string file;
+    std::function<int()> change;
+    std::string result;  // the name the file's bytes are at afterwards
+  };
+  const std::vector<Case> cases = {
+      {"data/zeros.bin", [&] { return wfs_->Rename(data, "zeros.bin", data, "moved.bin", 0); },
+       "data/moved.bin"},
+      {"data/changeme.txt",
+       [&] {
+         Entry e;
+         return wfs_->Link(Walk("data/changeme.txt"), data, "linked.txt", &e);
+       },
+       "data/linked.txt"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.file);
+    const std::string image_data = ReadAllOf(c.file);
+    ASSERT_EQ(Walk(c.file) != 0, true);
+    FirstCopyHeld held(wfs_.get());
+    std::thread changer([&] { EXPECT_EQ(c.change(), 0); });
+    held.WaitUntilHeld();
+    auto other = std::async(std::launch::async, [&] {
+      Entry e;
+      return wfs_->Lookup(1, "bin", &e);
+    });
+    const bool answered = other.wait_for(std::chrono::seconds(60)) == std::future_status::ready;
+    held.Release();
+    changer.join();
+    ASSERT_TRUE(answered) << "a request waited for a rename's or link's copy-up";
+    EXPECT_EQ(other.get(), 0);
+    EXPECT_EQ(ReadAllOf(c.result), image_data);
+    EXPECT_EQ(TempFilesIn(dir_.Sub("work")), std::vector<std::string>{});
+  }
+}
+
 TEST_F(WritableFsTest, TruncatingOpenCopiesNoData) {
   WriteAt("data/random.bin", O_WRONLY | O_TRUNC, "x");
   EXPECT_EQ(ReadAllOf("data/random.bin"), "x");
