@@ -44,12 +44,13 @@ WritableFs::PreparedData WritableFs::PrepareChildData(uint64_t parent, std::stri
   uint32_t lower = 0;
   {
     MutexLock lock(&mu_);
-    Node* dir = GetNode(parent);
-    State child;
-    if (dir != nullptr && !dir->deleted &&
-        ResolveChild(dir->state, PathOf(dir), name, &child) == 0 && !child.upper &&
-        S_ISREG(child.type)) {
-      lower = child.lower;
+    // The kernel looked the name up before the rename: its node, no resolving in the upper.
+    if (Node* dir = GetNode(parent); dir != nullptr) {
+      auto it = dir->children.find(name);
+      const Node* node = it == dir->children.end() ? nullptr : it->second;
+      if (node != nullptr && !node->deleted && !node->state.upper && S_ISREG(node->state.type)) {
+        lower = node->state.lower;
+      }
     }
   }
   return PrepareLowerData(lower);
