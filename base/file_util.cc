@@ -77,9 +77,15 @@ Status WriteAll(int fd, std::string_view data) {
 
 Result<std::string> PreadAll(int fd, uint64_t offset, size_t length) {
   std::string out(length, '\0');
+  IMGFS_ASSIGN_OR_RETURN(const size_t done, PreadInto(fd, offset, out.data(), length));
+  out.resize(done);
+  return out;
+}
+
+Result<size_t> PreadInto(int fd, uint64_t offset, char* out, size_t length) {
   size_t done = 0;
   while (done < length) {
-    ssize_t n = ::pread(fd, out.data() + done, length - done, static_cast<off_t>(offset + done));
+    ssize_t n = ::pread(fd, out + done, length - done, static_cast<off_t>(offset + done));
     if (n < 0) {
       if (errno == EINTR) continue;
       return Status::FromErrno(errno, "pread");
@@ -87,8 +93,7 @@ Result<std::string> PreadAll(int fd, uint64_t offset, size_t length) {
     if (n == 0) break;
     done += static_cast<size_t>(n);
   }
-  out.resize(done);
-  return out;
+  return done;
 }
 
 Status SyncParentDir(const std::string& path) {

@@ -44,6 +44,8 @@ Status WriteAll(int fd, std::string_view data);
 
 // Reads exactly `length` bytes at `offset` (fewer only at end of file) with pread(2).
 Result<std::string> PreadAll(int fd, uint64_t offset, size_t length);
+// The same into `out` (`length` bytes of room); the number of bytes read.
+Result<size_t> PreadInto(int fd, uint64_t offset, char* out, size_t length);
 
 // fsyncs the directory containing `path` so a rename into it is durable.
 Status SyncParentDir(const std::string& path);

@@ -24,18 +24,23 @@ Result<struct stat> ImageFilesystem::Lookup(uint64_t parent, std::string_view na
 Result<struct stat> ImageFilesystem::GetAttr(uint64_t ino) const { return table_.GetAttr(ino); }
 
 Result<std::string> ImageFilesystem::Read(uint64_t ino, uint64_t offset, size_t length) const {
+  IMGFS_ASSIGN_OR_RETURN(ByteSlices data, ReadSlices(ino, offset, length));
+  return std::move(data).TakeString();
+}
+
+Result<ByteSlices> ImageFilesystem::ReadSlices(uint64_t ino, uint64_t offset, size_t length) const {
   const Node* node = table_.Get(ino);
   if (node == nullptr) return Status::NotFound("no inode " + std::to_string(ino));
   if (node->type != EntryType::kRegular) {
     return Status::InvalidArgument("inode " + std::to_string(ino) + " is not a regular file");
   }
-  if (offset >= node->size || length == 0) return std::string();
+  if (offset >= node->size || length == 0) return ByteSlices();
   if (node->layer >= layers_.size()) {
     return Status::Internal("inode " + std::to_string(ino) + " has no layer");
   }
   const MountedLayer& layer = layers_[node->layer];
-  Result<std::string> data =
-      layer.reader->Read(FileRef{node->entry, node->size, node->payload_offset}, offset, length);
+  Result<ByteSlices> data = layer.reader->ReadSlices(
+      FileRef{node->entry, node->size, node->payload_offset}, offset, length);
   if (!data.has_value()) {
     read_errors_.fetch_add(1, std::memory_order_relaxed);
     // The path from the table: a local layer's index keeps no names once merged.

@@ -23,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/byte_slices.h"
 #include "base/status.h"
 #include "fs/layer/file_data_source.h"
 #include "fs/layer/layer_index.h"
@@ -56,6 +57,9 @@ class ImageFilesystem {
   // Up to `length` bytes of regular file `ino` from `offset` ("" at or past the end).
   // InvalidArgument for non-regular files.
   Result<std::string> Read(uint64_t ino, uint64_t offset, size_t length) const;
+  // The same bytes in place in the layer reader's buffers (a FUSE reply writes them from
+  // there, without gathering them into one string).
+  Result<ByteSlices> ReadSlices(uint64_t ino, uint64_t offset, size_t length) const;
   Result<std::string_view> ReadLink(uint64_t ino) const;
   // Xattrs of `ino`, without trusted.overlay.* (kernel overlayfs' own: never served).
   Result<std::vector<std::string_view>> ListXattr(uint64_t ino) const;

@@ -2,13 +2,17 @@
 #include "fs/fuse/fuse_ops.h"
 
 #include <fuse_lowlevel.h>
+#include <sys/uio.h>
 
 #include <cerrno>
 #include <cstring>
 #include <exception>
 #include <new>
 #include <string>
+#include <string_view>
+#include <vector>
 
+#include "base/byte_slices.h"
 #include "base/log.h"
 #include "fs/core/filesystem.h"
 #include "fs/fuse/read_ahead.h"
@@ -119,9 +123,15 @@ void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info
       fuse_reply_err(req, EINVAL);
       return;
     }
-    Result<std::string> data = Fs(req).Read(ino, static_cast<uint64_t>(off), size);
+    Result<ByteSlices> data = Fs(req).ReadSlices(ino, static_cast<uint64_t>(off), size);
     if (!data.has_value()) return ReplyStatus(req, "read", ino, data.error());
-    fuse_reply_buf(req, data->data(), data->size());
+    // Written from the reader's cached blocks: no copy gathers them first.
+    std::vector<iovec> iov;
+    iov.reserve(data->parts().size());
+    for (std::string_view part : data->parts()) {
+      iov.push_back(iovec{const_cast<char*>(part.data()), part.size()});  // writev only reads
+    }
+    fuse_reply_iov(req, iov.data(), static_cast<int>(iov.size()));
   });
 }
 

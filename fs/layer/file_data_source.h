@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "base/byte_slices.h"
 #include "base/status.h"
 #include "fs/layer/layer_index.h"
 #include "fs/layer/layer_reader.h"
@@ -83,6 +84,12 @@ class FileDataSource {
   // Up to `length` bytes of `file` from `offset`, as LayerReader::Read. InvalidArgument when
   // `entry` is not a regular file of this layer's index (readers that keep entries).
   virtual Result<std::string> Read(const FileRef& file, uint64_t offset, size_t length) = 0;
+  // The same bytes in place where the source keeps them (no gathering copy); by default the
+  // string Read returns.
+  virtual Result<ByteSlices> ReadSlices(const FileRef& file, uint64_t offset, size_t length) {
+    IMGFS_ASSIGN_OR_RETURN(std::string data, Read(file, offset, length));
+    return ByteSlices::Of(std::move(data));
+  }
   virtual LayerStats Stats() const { return {}; }
 };
 
@@ -92,6 +99,9 @@ class LocalLayerData : public FileDataSource {
   explicit LocalLayerData(std::unique_ptr<LayerReader> reader) : reader_(std::move(reader)) {}
   Result<std::string> Read(const FileRef& file, uint64_t offset, size_t length) override {
     return reader_->ReadFile(file.payload_offset, file.size, offset, length);
+  }
+  Result<ByteSlices> ReadSlices(const FileRef& file, uint64_t offset, size_t length) override {
+    return reader_->ReadFileSlices(file.payload_offset, file.size, offset, length);
   }
 
  private:

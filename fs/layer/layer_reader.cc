@@ -85,9 +85,15 @@ Result<std::string> LayerReader::Read(const FileEntry& entry, uint64_t offset, s
 
 Result<std::string> LayerReader::ReadFile(uint64_t payload_offset, uint64_t size, uint64_t offset,
                                           size_t length) {
-  if (offset >= size) return std::string();
+  IMGFS_ASSIGN_OR_RETURN(ByteSlices data, ReadFileSlices(payload_offset, size, offset, length));
+  return std::move(data).TakeString();
+}
+
+Result<ByteSlices> LayerReader::ReadFileSlices(uint64_t payload_offset, uint64_t size,
+                                               uint64_t offset, size_t length) {
+  if (offset >= size) return ByteSlices();
   uint64_t n = std::min<uint64_t>(length, size - offset);
-  return ReadStream(payload_offset + offset, static_cast<size_t>(n));
+  return ReadStreamSlices(payload_offset + offset, static_cast<size_t>(n));
 }
 
 Result<std::string> LayerReader::ReadChunk(const FileEntry& entry, uint32_t chunk_index) {
@@ -110,21 +116,26 @@ Result<std::string> LayerReader::ReadChunk(const FileEntry& entry, uint32_t chun
 }
 
 Result<std::string> LayerReader::ReadStream(uint64_t offset, size_t length) {
-  if (offset >= index_->uncompressed_size) return std::string();
+  IMGFS_ASSIGN_OR_RETURN(ByteSlices data, ReadStreamSlices(offset, length));
+  return std::move(data).TakeString();
+}
+
+Result<ByteSlices> LayerReader::ReadStreamSlices(uint64_t offset, size_t length) {
+  if (offset >= index_->uncompressed_size) return ByteSlices();
   length = static_cast<size_t>(std::min<uint64_t>(length, index_->uncompressed_size - offset));
-  if (length == 0) return std::string();
+  if (length == 0) return ByteSlices();
   if (index_->format == LayerFormat::kTar) {
     IMGFS_ASSIGN_OR_RETURN(std::string data, PreadAll(fd_.get(), offset, length));
     if (data.size() != length) {
       return Status::Corrupt(LayerName() + ": blob shorter than its index says");
     }
-    return data;
+    return ByteSlices::Of(std::move(data));
   }
   const uint64_t bs = options_.block_bytes;
   const uint64_t first = offset / bs;
   const uint64_t last = (offset + length - 1) / bs;
   if (options_.decode_ahead_blocks > 0) WaitForPending(first, last);
-  std::vector<std::shared_ptr<const std::string>> blocks(last - first + 1);
+  std::vector<BlockPtr> blocks(last - first + 1);
   // A sequential reader: its blocks were cached (decoded ahead), or a parked decoder went on.
   bool sequential = true;
   uint64_t missing_from = last + 1;
@@ -137,21 +148,21 @@ Result<std::string> LayerReader::ReadStream(uint64_t offset, size_t length) {
     for (uint64_t b = missing_from; b <= last; ++b) {
       if (blocks[b - first] == nullptr) missing_to = b;
     }
-    std::vector<std::shared_ptr<const std::string>> decoded;
+    std::vector<BlockPtr> decoded;
     IMGFS_RETURN_IF_ERROR(DecodeBlocks(missing_from, missing_to, &decoded, &sequential));
     for (uint64_t b = missing_from; b <= missing_to; ++b) {
       blocks[b - first] = decoded[b - missing_from];
     }
   }
-  std::string out;
-  out.reserve(length);
+  ByteSlices out;
   for (uint64_t b = first; b <= last; ++b) {
-    const std::string& data = *blocks[b - first];
+    const std::string_view data = blocks[b - first]->view();
     uint64_t block_start = b * bs;
     uint64_t from = std::max(offset, block_start) - block_start;
     uint64_t to = std::min<uint64_t>(offset + length, block_start + data.size()) - block_start;
     if (from > to) return Status::Internal("LayerReader: block shorter than expected");
-    out.append(data, static_cast<size_t>(from), static_cast<size_t>(to - from));
+    out.Append(data.substr(static_cast<size_t>(from), static_cast<size_t>(to - from)),
+               std::move(blocks[b - first]));
   }
   if (out.size() != length) return Status::Internal("LayerReader: short read from blocks");
   if (options_.decode_ahead_blocks > 0 && sequential) MaybeDecodeAhead(last + 1);
@@ -236,8 +247,7 @@ void LayerReader::AheadLoop() {
 }
 
 Status LayerReader::DecodeBlocks(uint64_t first_block, uint64_t last_block,
-                                 std::vector<std::shared_ptr<const std::string>>* blocks,
-                                 bool* continued) {
+                                 std::vector<BlockPtr>* blocks, bool* continued) {
   const uint64_t bs = options_.block_bytes;
   const uint64_t start = first_block * bs;
   IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<Cursor> cursor, CursorFor(start, continued));
@@ -248,26 +258,27 @@ Status LayerReader::DecodeBlocks(uint64_t first_block, uint64_t last_block,
     IMGFS_RETURN_IF_ERROR(Produce(*cursor, scratch.data(), n));
   }
   for (uint64_t b = first_block; b <= last_block; ++b) {
-    IMGFS_ASSIGN_OR_RETURN(std::shared_ptr<const std::string> data, DecodeBlock(*cursor, b));
+    IMGFS_ASSIGN_OR_RETURN(BlockPtr data, DecodeBlock(*cursor, b));
     blocks->push_back(std::move(data));
   }
   Park(std::move(cursor));
   return Status::Ok();
 }
 
-Result<std::shared_ptr<const std::string>> LayerReader::DecodeBlock(Cursor& cursor,
-                                                                    uint64_t block) {
+Result<LayerReader::BlockPtr> LayerReader::DecodeBlock(Cursor& cursor, uint64_t block) {
   const uint64_t bs = options_.block_bytes;
   const uint64_t block_start = block * bs;
   const size_t n =
       static_cast<size_t>(std::min<uint64_t>(bs, index_->uncompressed_size - block_start));
-  auto data = std::make_shared<std::string>(n, '\0');
-  IMGFS_RETURN_IF_ERROR(Produce(cursor, data->data(), n));
+  auto data = std::make_shared<Block>();
+  data->bytes = std::make_unique_for_overwrite<char[]>(n);
+  data->size = n;
+  IMGFS_RETURN_IF_ERROR(Produce(cursor, data->bytes.get(), n));
   InsertBlock(block, data);
-  return std::shared_ptr<const std::string>(std::move(data));
+  return BlockPtr(std::move(data));
 }
 
-std::shared_ptr<const std::string> LayerReader::LookupBlock(uint64_t block) {
+LayerReader::BlockPtr LayerReader::LookupBlock(uint64_t block) {
   MutexLock lock(&mu_);
   auto it = blocks_.find(block);
   if (it == blocks_.end()) return nullptr;
@@ -275,7 +286,7 @@ std::shared_ptr<const std::string> LayerReader::LookupBlock(uint64_t block) {
   return it->second.data;
 }
 
-void LayerReader::InsertBlock(uint64_t block, std::shared_ptr<const std::string> data) {
+void LayerReader::InsertBlock(uint64_t block, BlockPtr data) {
   size_t capacity = std::max<size_t>(1, options_.cache_bytes / options_.block_bytes);
   MutexLock lock(&mu_);
   auto it = blocks_.find(block);
@@ -355,7 +366,10 @@ Status LayerReader::Produce(Cursor& c, char* out, size_t n) {
       return Status::Corrupt(LayerName() + ": decoder stuck at compressed offset " +
                              std::to_string(c.decoder->compressed_offset()));
     }
-    IMGFS_ASSIGN_OR_RETURN(c.in, PreadAll(fd_.get(), c.next_read, kReadBlockBytes));
+    c.in.resize(kReadBlockBytes);  // zero-filled once: the buffer is kept for the next pread
+    IMGFS_ASSIGN_OR_RETURN(const size_t read,
+                           PreadInto(fd_.get(), c.next_read, c.in.data(), c.in.size()));
+    c.in.resize(read);
     c.in_pos = 0;
     c.next_read += c.in.size();
     if (c.in.empty()) {

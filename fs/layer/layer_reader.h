@@ -35,10 +35,12 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
+#include "base/byte_slices.h"
 #include "base/mutex.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
@@ -86,12 +88,18 @@ class LayerReader {
   Result<std::string> ReadFile(uint64_t payload_offset, uint64_t size, uint64_t offset,
                                size_t length);
 
+  // ReadFile's bytes in place: views into this reader's cached blocks, which the result keeps
+  // alive (a tar layer: one slice read with pread), for a reply written straight from them.
+  Result<ByteSlices> ReadFileSlices(uint64_t payload_offset, uint64_t size, uint64_t offset,
+                                    size_t length);
+
   // Chunk `chunk_index` (0-based, within the file) of `entry`, verified against its digest
   // (Corrupt on mismatch).
   Result<std::string> ReadChunk(const FileEntry& entry, uint32_t chunk_index);
 
   // Bytes [offset, offset + length) of the uncompressed tar stream, clipped at its end.
   Result<std::string> ReadStream(uint64_t offset, size_t length);
+  Result<ByteSlices> ReadStreamSlices(uint64_t offset, size_t length);
 
   // Total bytes produced by decompression so far (for tests and statistics): each block once
   // for a sequential reader, decoded ahead or not.
@@ -101,15 +109,22 @@ class LayerReader {
 
  private:
   struct Cursor;
+  // A decoded cache block: its bytes are written by the decoder only (no zero-fill first).
+  struct Block {
+    std::unique_ptr<char[]> bytes;
+    size_t size = 0;
+    std::string_view view() const { return {bytes.get(), size}; }
+  };
+  using BlockPtr = std::shared_ptr<const Block>;
   struct CachedBlock {
-    std::shared_ptr<const std::string> data;
+    BlockPtr data;
     std::list<uint64_t>::iterator lru;
   };
 
   LayerReader(UniqueFd fd, std::shared_ptr<const LayerIndex> index, Options options);
 
-  std::shared_ptr<const std::string> LookupBlock(uint64_t block);
-  void InsertBlock(uint64_t block, std::shared_ptr<const std::string> data);
+  BlockPtr LookupBlock(uint64_t block);
+  void InsertBlock(uint64_t block, BlockPtr data);
   // A decoder positioned at or before `offset`: a parked one when closer than the checkpoint
   // (*parked_one set then).
   Result<std::unique_ptr<Cursor>> CursorFor(uint64_t offset, bool* parked_one);
@@ -118,10 +133,10 @@ class LayerReader {
   // Decodes exactly `n` bytes from `cursor` into `out` (nullptr: discard).
   Status Produce(Cursor& cursor, char* out, size_t n);
   // Decodes the blocks into the cache and *blocks; *continued: from a parked decoder.
-  Status DecodeBlocks(uint64_t first_block, uint64_t last_block,
-                      std::vector<std::shared_ptr<const std::string>>* blocks, bool* continued);
+  Status DecodeBlocks(uint64_t first_block, uint64_t last_block, std::vector<BlockPtr>* blocks,
+                      bool* continued);
   // Decodes `block` (the cursor is at its start) into the cache; the block's bytes.
-  Result<std::shared_ptr<const std::string>> DecodeBlock(Cursor& cursor, uint64_t block);
+  Result<BlockPtr> DecodeBlock(Cursor& cursor, uint64_t block);
   std::string LayerName() const;
 
   // Decode-ahead (Options::decode_ahead_blocks). A read that ended before `next_block` hands

@@ -1,5 +1,5 @@
-// Tests for the shared vocabulary of base/: time.h, random.h, strings.h (ToLower, Trim) and
-// mutex.h.
+// Tests for the shared vocabulary of base/: time.h, random.h, strings.h (ToLower, Trim),
+// mutex.h and byte_slices.h.
 #include <set>
 #include <string>
 #include <thread>
@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include "base/byte_slices.h"
 #include "base/mutex.h"
 #include "base/random.h"
 #include "base/strings.h"
@@ -14,6 +15,40 @@
 
 namespace imgfs {
 namespace {
+
+TEST(ByteSlicesTest, PartsStayValidWhileHeldAndGatherInOrder) {
+  ByteSlices slices;
+  {
+    auto a = std::make_shared<const std::string>("hello, ");
+    auto b = std::make_shared<const std::string>("world");
+    slices.Append(*a, a);
+    slices.Append(std::string_view(*b).substr(0, 0), b);  // empty: dropped
+    slices.Append(std::string_view(*b).substr(1, 3), b);
+  }  // only the slices hold the strings now
+  ASSERT_EQ(slices.parts().size(), 2u);
+  EXPECT_EQ(slices.size(), 10u);
+  EXPECT_EQ(slices.parts()[1], "orl");
+  ByteSlices copy = slices;
+  EXPECT_EQ(std::move(slices).TakeString(), "hello, orl");
+  EXPECT_EQ(slices.size(), 0u);  // NOLINT(bugprone-use-after-move): TakeString empties it
+  EXPECT_EQ(std::move(copy).TakeString(), "hello, orl");
+}
+
+TEST(ByteSlicesTest, TakeStringGivesBackTheStringOfOfUnlessItWasCopied) {
+  std::string big(1 << 20, 'x');
+  const char* bytes = big.data();
+  ByteSlices one = ByteSlices::Of(std::move(big));
+  ASSERT_EQ(one.parts().size(), 1u);
+  EXPECT_EQ(one.parts()[0].data(), bytes);
+  ByteSlices shared = ByteSlices::Of(std::string(1 << 20, 'y'));
+  ByteSlices copy = shared;
+  std::string moved = std::move(one).TakeString();
+  EXPECT_EQ(moved.data(), bytes);  // no copy
+  std::string copied = std::move(shared).TakeString();
+  EXPECT_EQ(copied, std::string(1 << 20, 'y'));
+  EXPECT_EQ(std::move(copy).TakeString(), copied);  // the copy still saw its bytes
+  EXPECT_EQ(ByteSlices::Of("").parts().size(), 0u);
+}
 
 TEST(TimeTest, FormatsUtcSecondsAndNanos) {
   EXPECT_EQ(FormatRfc3339(0), "1970-01-01T00:00:00Z");

@@ -246,6 +246,49 @@ TEST(LayerReaderTest, ReadingNearTheEndOfABigFileCostsAboutOneSpan) {
   std::filesystem::remove(path);
 }
 
+// ReadFileSlices gives the bytes as views into the reader's cached blocks: several parts for a
+// read across blocks, the same bytes as ReadFile, and still valid once the cache has evicted
+// those blocks (the result holds them).
+TEST(LayerReaderTest, SlicesViewCachedBlocksAndOutliveTheirEviction) {
+  std::string data = testing::TextishBytes(3 << 20, 7);
+  testing::TarWriter tar;
+  tar.File("data.bin", data);
+  std::string path = ::testing::TempDir() + "/imgfs_slices_" + std::to_string(getpid()) + ".tar.gz";
+  ASSERT_TRUE(testing::WriteWhole(path, testing::Gzip(tar.Finish(), 1)));
+  IndexOptions io;
+  io.span_bytes = 1 << 20;
+  auto index = IndexBuilder::BuildFromFile(path, "application/vnd.oci.image.layer.v1.tar+gzip", io);
+  ASSERT_TRUE(index.has_value()) << index.error().ToString();
+  auto shared = std::make_shared<const LayerIndex>(std::move(index).value());
+  LayerReader::Options o;
+  o.block_bytes = 64 << 10;
+  o.cache_bytes = 256 << 10;  // four blocks
+  auto reader = LayerReader::Open(path, shared, o);
+  ASSERT_TRUE(reader.has_value()) << reader.error().ToString();
+  const FileEntry& e = shared->entries[0];
+  const uint64_t off = (1 << 20) + 1000;
+  const size_t len = 200 << 10;  // spans four blocks
+  auto slices = (*reader)->ReadFileSlices(e.payload_offset, e.size, off, len);
+  ASSERT_TRUE(slices.has_value()) << slices.error().ToString();
+  EXPECT_EQ(slices->parts().size(), 4u);
+  EXPECT_EQ(slices->size(), len);
+  // Evict every block of that read: read 1 MiB elsewhere.
+  for (uint64_t at = 2 << 20; at < (3 << 20); at += 64 << 10) {
+    auto other = (*reader)->Read(e, at, 64 << 10);
+    ASSERT_TRUE(other.has_value());
+    ASSERT_EQ(*other, data.substr(at, 64 << 10));
+  }
+  EXPECT_EQ(ByteSlices(*slices).TakeString(), data.substr(off, len));
+  auto whole = (*reader)->Read(e, off, len);
+  ASSERT_TRUE(whole.has_value());
+  EXPECT_EQ(*whole, data.substr(off, len));
+  // Past the end: no parts.
+  auto past = (*reader)->ReadFileSlices(e.payload_offset, e.size, e.size, 10);
+  ASSERT_TRUE(past.has_value());
+  EXPECT_EQ(past->size(), 0u);
+  std::filesystem::remove(path);
+}
+
 // A gzip layer of `files` text files of `size` bytes each (f000 … ), indexed with 1 MiB spans.
 struct ManyFiles {
   std::string path;
