@@ -13,6 +13,9 @@ packages=(
   # tests and the demo: a real registry, peer tools as oracles, helpers
   docker-registry umoci skopeo fuse-overlayfs apache2-utils openssl curl python3 zstd
   attr libcap2-bin busybox-static tar gzip util-linux time
+  # podman (with runc: crun refuses a cgroup v1/v2 hybrid) runs containers from the Additional
+  # Layer Store in tests; newuidmap/newgidmap map the users of `imgfs run` without root
+  podman runc uidmap
 )
 
 missing=()
