@@ -29,6 +29,7 @@ constexpr size_t kMaxLandmarkRecordBytes = 64;
 constexpr std::string_view kTocInfix = ".toc-";
 constexpr std::string_view kImageInfix = ".image-";
 constexpr std::string_view kIndexSuffix = ".idx";
+constexpr std::string_view kTreeSuffix = ".tree";
 constexpr size_t kHexDigits = 64;  // a sha256 digest in hex
 
 bool IsLowerHex64(std::string_view s) {
@@ -41,7 +42,11 @@ bool IsLowerHex64(std::string_view s) {
 
 Status CheckKey(const IndexKey& key) {
   if (key.layer.empty()) return Status::InvalidArgument("index store: empty layer digest");
-  if (key.kind != IndexKey::Kind::kLayerBlob && key.origin.algorithm() != "sha256") {
+  if (key.kind == IndexKey::Kind::kTree && key.layer.algorithm() != "sha256") {
+    return Status::InvalidArgument("index store: a tree needs a sha256 manifest digest");
+  }
+  if (key.kind != IndexKey::Kind::kLayerBlob && key.kind != IndexKey::Kind::kTree &&
+      key.origin.algorithm() != "sha256") {
     // The file name carries the origin's hex, which garbage collection parses as sha256.
     return Status::InvalidArgument("index store: a network-derived index needs a sha256 origin");
   }
@@ -63,6 +68,8 @@ std::string IndexStore::PathFor(const IndexKey& key) const {
     case IndexKey::Kind::kImage:
       name += std::string(kImageInfix) + key.origin.hex();
       break;
+    case IndexKey::Kind::kTree:
+      return root_ + "/indexes/" + name + std::string(kTreeSuffix);
   }
   return root_ + "/indexes/" + name + std::string(kIndexSuffix);
 }
@@ -72,6 +79,12 @@ std::string IndexStore::PathFor(const registry::Digest& layer) const {
 }
 
 std::optional<IndexKey> IndexStore::KeyOfFileName(std::string_view name) {
+  if (name.size() == kHexDigits + kTreeSuffix.size() && name.ends_with(kTreeSuffix) &&
+      IsLowerHex64(name.substr(0, kHexDigits))) {
+    auto manifest = registry::Digest::Parse("sha256:" + std::string(name.substr(0, kHexDigits)));
+    if (!manifest.has_value()) return std::nullopt;
+    return IndexKey::Tree(std::move(manifest).value());
+  }
   if (!name.ends_with(kIndexSuffix)) return std::nullopt;
   name.remove_suffix(kIndexSuffix.size());
   if (name.size() < kHexDigits || !IsLowerHex64(name.substr(0, kHexDigits))) return std::nullopt;
@@ -122,11 +135,14 @@ Result<std::string> IndexStore::Get(const IndexKey& key) const {
 }
 
 Result<MappedFile> IndexStore::Map(const registry::Digest& layer) const {
-  const IndexKey key = IndexKey::LayerBlob(layer);
+  return Map(IndexKey::LayerBlob(layer));
+}
+
+Result<MappedFile> IndexStore::Map(const IndexKey& key) const {
   IMGFS_RETURN_IF_ERROR(CheckKey(key));
   std::string path = PathFor(key);
   Result<MappedFile> mapped = MappedFile::Open(path);
-  if (!mapped.has_value()) return mapped.error();
+  if (!mapped.has_value() || key.kind == IndexKey::Kind::kTree) return mapped;
   std::string_view bytes = mapped->bytes();
   if (bytes.size() < kMagic.size() + kChecksumBytes || bytes.substr(0, kMagic.size()) != kMagic) {
     return Status::Corrupt("index " + path + ": not a layer index");

@@ -12,6 +12,10 @@
 //   indexes/<layer hex>.image-<manifest hex>.idx
 //                                            an imgfs index published for image manifest
 //                                            <manifest>: only for lazy mounts of that image
+//   indexes/<manifest hex>.tree              the merged tree of image manifest <manifest>,
+//                                            made from the layers' own indexes
+//                                            (fs/tree/stored_tree.h): kept as long as the
+//                                            manifest is
 // A lookup names the key it may use; an index derived from the network can never answer a
 // lookup for the layer's own index or for another image's key.
 //
@@ -59,8 +63,9 @@ struct IndexKey {
     kLayerBlob,  // indexes/<layer>.idx
     kToc,        // indexes/<layer>.toc-<origin>.idx, origin = the TOC digest
     kImage,      // indexes/<layer>.image-<origin>.idx, origin = the image manifest digest
+    kTree,       // indexes/<layer>.tree, `layer` = the image manifest digest
   };
-  registry::Digest layer;
+  registry::Digest layer;  // kTree: the image manifest
   Kind kind = Kind::kLayerBlob;
   registry::Digest origin;  // empty for kLayerBlob
 
@@ -73,6 +78,7 @@ struct IndexKey {
   static IndexKey Image(registry::Digest layer, registry::Digest manifest) {
     return {std::move(layer), Kind::kImage, std::move(manifest)};
   }
+  static IndexKey Tree(registry::Digest manifest) { return {std::move(manifest), Kind::kTree, {}}; }
   bool operator==(const IndexKey&) const = default;
 };
 
@@ -86,7 +92,8 @@ class IndexStore {
   std::string PathFor(const registry::Digest& layer) const;
 
   // The key a file name of indexes/ stands for ("<hex>.idx", "<hex>.toc-<hex>.idx",
-  // "<hex>.image-<hex>.idx"); nullopt for any other name (side records, temporaries).
+  // "<hex>.image-<hex>.idx", "<hex>.tree"); nullopt for any other name (side records,
+  // temporaries).
   static std::optional<IndexKey> KeyOfFileName(std::string_view name);
 
   // Atomically writes the encoded index of `key` (creates indexes/ if needed).
@@ -98,7 +105,7 @@ class IndexStore {
              Durability durability = Durability::kSynced) const;
   Status Put(const registry::Digest& layer, std::string_view encoded) const;
 
-  // The encoded index of `key`, its checksum not yet checked: decode it with
+  // The encoded index of `key` (not kTree: Map), its checksum not yet checked: decode it with
   // fs::LayerIndex::Decode, which does. NotFound when absent; Corrupt when it does not start
   // with the magic or is too short for a checksum; Io on read errors. The caller still checks
   // that the decoded index says the same provenance as the key (a file is only as good as its
@@ -106,7 +113,9 @@ class IndexStore {
   Result<std::string> Get(const IndexKey& key) const;
   Result<std::string> Get(const registry::Digest& layer) const;
   // The same, mapped rather than copied (base/mapped_file.h): for a caller that decodes the
-  // index at once and drops the bytes. Files here are only ever replaced by rename.
+  // index at once and drops the bytes, or uses them in place (a kTree file, whose decoder
+  // checks its own magic). Files here are only ever replaced by rename.
+  Result<MappedFile> Map(const IndexKey& key) const;
   Result<MappedFile> Map(const registry::Digest& layer) const;
 
   // Removes the index of `key`; OK if there was none.

@@ -261,7 +261,10 @@ const std::vector<std::string>& ChunksOfIndex(
     const Store& store, const UsageOptions& options, const LayerIndexFiles::File& file,
     std::unordered_map<std::string, std::vector<std::string>>* cache) {
   auto [it, inserted] = cache->try_emplace(file.name);
-  if (!inserted || !options.chunk_lister) return it->second;
+  // A merged tree (IndexKey::kTree) names no chunks.
+  if (!inserted || !options.chunk_lister || file.key.kind == IndexKey::Kind::kTree) {
+    return it->second;
+  }
   IndexStore index_store(store.root());
   Result<std::string> bytes = index_store.Get(file.key);
   if (!bytes.has_value()) {

@@ -55,6 +55,8 @@ struct IndexOptions {
   // Whether LoadOrBuildIndex returns the chunk table (it always stores it): kSkip for a
   // local layer's mount, which reads through the checkpoints alone (LayerIndex::ChunkTable).
   LayerIndex::ChunkTable chunk_table = LayerIndex::ChunkTable::kKeep;
+  // The same for the file table: kSkip for a mount whose merged tree is stored.
+  LayerIndex::FileTable file_table = LayerIndex::FileTable::kKeep;
 };
 
 // The LayerFormat of a layer media type; Unsupported for anything but tar, tar+gzip, tar+zstd.

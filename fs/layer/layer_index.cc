@@ -157,21 +157,27 @@ class Reader {
 // values are checked when they are decoded). The decoder reserves that many, so its tables
 // take their final size at once and still never exceed what the input holds.
 // `*split`, when not null: where entry `split_at` starts (left alone if it is not present).
-size_t EntriesPresent(Reader r, size_t n, size_t split_at = 0, size_t* split = nullptr) {
+// SkipEntries moves `r` past the ones present.
+size_t SkipEntries(Reader* r, size_t n, size_t split_at = 0, size_t* split = nullptr) {
   uint8_t type;
   size_t nx;
   for (size_t i = 0; i < n; ++i) {
-    if (i == split_at && split != nullptr) *split = r.pos();
+    if (i == split_at && split != nullptr) *split = r->pos();
     // path | type | mode uid gid size mtime_sec mtime_nsec dev_major dev_minor | link_target
-    if (!r.SkipStr() || !r.U8(&type) || !r.SkipVarints(8) || !r.SkipStr() || !r.Count(2, &nx)) {
+    if (!r->SkipStr() || !r->U8(&type) || !r->SkipVarints(8) || !r->SkipStr() ||
+        !r->Count(2, &nx)) {
       return i;
     }
     for (size_t x = 0; x < nx; ++x) {
-      if (!r.SkipStr() || !r.SkipStr()) return i;
+      if (!r->SkipStr() || !r->SkipStr()) return i;
     }
-    if (!r.SkipVarints(3)) return i;
+    if (!r->SkipVarints(3)) return i;
   }
   return n;
+}
+
+size_t EntriesPresent(Reader r, size_t n, size_t split_at = 0, size_t* split = nullptr) {
+  return SkipEntries(&r, n, split_at, split);
 }
 
 // The same for chunks, moving `r` past the ones present.
@@ -429,7 +435,8 @@ Status DecodeEntryTable(Reader* r, size_t n, std::vector<FileEntry>* out) {
 
 // Everything after the magic check: `body` is the encoding without its checksum. Safe on any
 // bytes (Decode may run it before the checksum is known to match).
-Result<LayerIndex> DecodeBody(std::string_view body, LayerIndex::ChunkTable chunk_table) {
+Result<LayerIndex> DecodeBody(std::string_view body, LayerIndex::ChunkTable chunk_table,
+                              LayerIndex::FileTable file_table) {
   Reader r(body.substr(kLayerIndexMagic.size()));
   uint32_t version;
   if (!r.U32(&version)) return Bad(r, "truncated header");
@@ -481,9 +488,14 @@ Result<LayerIndex> DecodeBody(std::string_view body, LayerIndex::ChunkTable chun
     return Status::Corrupt("layer index: " + std::to_string(n) + " entries, more than " +
                            std::to_string(kMaxIndexEntries) + " (kMaxIndexEntries)");
   }
-  // Reserved for the entries actually present, never for the count alone: memory follows the
-  // input.
-  IMGFS_RETURN_IF_ERROR(DecodeEntryTable(&r, n, &index.entries));
+  if (file_table == LayerIndex::FileTable::kSkip) {
+    // Framing only, as for the chunk table below.
+    if (SkipEntries(&r, n) != n) return Bad(r, "truncated entry");
+  } else {
+    // Reserved for the entries actually present, never for the count alone: memory follows
+    // the input.
+    IMGFS_RETURN_IF_ERROR(DecodeEntryTable(&r, n, &index.entries));
+  }
 
   if (!r.Count(6, &n)) return Bad(r, "bad chunk count");
   if (n > kMaxIndexChunks) {
@@ -579,7 +591,8 @@ Result<LayerIndex> DecodeBody(std::string_view body, LayerIndex::ChunkTable chun
 
 }  // namespace
 
-Result<LayerIndex> LayerIndex::Decode(std::string_view bytes, ChunkTable chunk_table) {
+Result<LayerIndex> LayerIndex::Decode(std::string_view bytes, ChunkTable chunk_table,
+                                      FileTable file_table) {
   if (bytes.size() < kLayerIndexMagic.size() + 4 + kChecksumBytes ||
       bytes.substr(0, kLayerIndexMagic.size()) != kLayerIndexMagic) {
     return Status::Corrupt("layer index: bad magic");
@@ -603,9 +616,9 @@ Result<LayerIndex> LayerIndex::Decode(std::string_view bytes, ChunkTable chunk_t
   }
   if (!checked.valid()) {
     if (!checksum_ok()) return mismatch;
-    return DecodeBody(body, chunk_table);
+    return DecodeBody(body, chunk_table, file_table);
   }
-  Result<LayerIndex> index = DecodeBody(body, chunk_table);
+  Result<LayerIndex> index = DecodeBody(body, chunk_table, file_table);
   if (!checked.get()) return mismatch;
   return index;
 }

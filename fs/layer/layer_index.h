@@ -248,11 +248,16 @@ struct LayerIndex {
   // For the index of a local layer's mount, which reads through the checkpoints alone: ~100
   // bytes a chunk never allocated, and a quarter of the decoding saved.
   enum class ChunkTable : uint8_t { kKeep, kSkip };
+  // Whether Decode keeps the file table. kSkip decodes the index as DropEntries leaves it:
+  // `entries` empty, the encoded table framed but its values not decoded. For a local layer's
+  // mount whose merged tree is stored (fs/tree/stored_tree.h): the tree replaces the table.
+  enum class FileTable : uint8_t { kKeep, kSkip };
   // Corrupt on bad magic, unknown version, checksum mismatch or inconsistent contents
   // (chunk ranges outside the chunk table, offsets beyond the sizes, ...). Never crashes on
   // arbitrary bytes.
   static Result<LayerIndex> Decode(std::string_view bytes,
-                                   ChunkTable chunk_table = ChunkTable::kKeep);
+                                   ChunkTable chunk_table = ChunkTable::kKeep,
+                                   FileTable file_table = FileTable::kKeep);
 
   bool operator==(const LayerIndex&) const = default;
 };

@@ -530,7 +530,9 @@ Result<std::vector<OpenedLayer>> LayerOpener::OpenAll(
       // std::bad_alloc and the like: this layer's error, not a terminate.
       Status guarded = RunGuarded("opening a layer", [&] {
         opened = OpenLayerData(i, layers[i]);
-        if (opened.has_value()) opened->merge_input = PrepareMergeInput(*opened->mounted.index);
+        if (opened.has_value() && in_order) {
+          opened->merge_input = PrepareMergeInput(*opened->mounted.index);
+        }
         return Status::Ok();
       });
       if (!guarded.ok()) opened = guarded.WithContext(LayerContext(options_.image, i, layers[i]));
@@ -598,17 +600,27 @@ Result<std::vector<OpenedLayer>> LayerOpener::OpenAll(
 }
 
 BackgroundCleanup::BackgroundCleanup(std::vector<std::vector<FileEntry>> spent_entries,
-                                     cache::IndexStore store, std::vector<std::string> unsynced) {
-  if (spent_entries.empty() && unsynced.empty()) return;
+                                     cache::IndexStore store, std::vector<std::string> unsynced,
+                                     std::optional<TreeToStore> tree) {
+  if (spent_entries.empty() && unsynced.empty() && !tree.has_value()) return;
   try {
-    thread_ =
-        StartThread("imgfs-cleanup", [spent = std::move(spent_entries), store = std::move(store),
-                                      paths = std::move(unsynced)]() mutable {
+    thread_ = StartThread(
+        "imgfs-cleanup", [spent = std::move(spent_entries), store = std::move(store),
+                          paths = std::move(unsynced), tree = std::move(tree)]() mutable {
           std::vector<std::vector<FileEntry>>().swap(spent);
           for (const std::string& path : paths) {
             Status synced = store.Sync(path);
             if (!synced.ok())
               IMGFS_LOG(kWarning) << "index not made durable: " << synced.ToString();
+          }
+          if (tree.has_value()) {
+            // After the indexes: the tree is of use only with them. Synced before its rename,
+            // so a crash leaves the old tree or none, never a torn one.
+            Result<std::string> encoded = EncodeStoredTree(tree->records, tree->info);
+            Status put = encoded.has_value()
+                             ? store.Put(cache::IndexKey::Tree(tree->info.manifest), *encoded)
+                             : encoded.error();
+            if (!put.ok()) IMGFS_LOG(kWarning) << "merged tree not stored: " << put.ToString();
           }
           return Status::Ok();
         });

@@ -49,6 +49,7 @@
 #include "fs/lazy/fetcher.h"
 #include "fs/lazy/indexed_fetcher.h"
 #include "fs/tree/overlay.h"
+#include "fs/tree/stored_tree.h"
 #include "registry/blob_source.h"
 #include "registry/digest.h"
 #include "registry/manifest.h"
@@ -103,8 +104,9 @@ struct OpenedLayer {
   // IndexStore files written for this layer without fsync (the mount was waiting for them):
   // for a BackgroundCleanup.
   std::vector<std::string> unsynced;
-  // The layer's part of the merge, made on the thread that opened it (OpenAll): the merge
-  // proper, sequential, starts with less to do (~28 bytes an entry until it is done).
+  // The layer's part of the merge, made on the thread that opened it (OpenAll with an
+  // `in_order`, which merges): the merge proper, sequential, starts with less to do (~28
+  // bytes an entry until it is done).
   MergeInput merge_input;
 };
 
@@ -114,10 +116,20 @@ struct OpenedLayer {
 // Durability::kUnsynced. Until those are synced a crash may leave such a file torn:
 // IndexStore::Get or the decoder then says Corrupt and the next mount fetches the index
 // again, it never serves it.
+//
+// And storing the merged tree of an image whose layers are all local (fs/tree/stored_tree.h),
+// from the table's records, which `owner` keeps alive after the table has gone.
+struct TreeToStore {
+  StoredTreeInfo info;
+  NodeTable::Records records;
+  std::shared_ptr<const void> owner;
+};
+
 class BackgroundCleanup {
  public:
   BackgroundCleanup(std::vector<std::vector<FileEntry>> spent_entries, cache::IndexStore store,
-                    std::vector<std::string> unsynced);
+                    std::vector<std::string> unsynced,
+                    std::optional<TreeToStore> tree = std::nullopt);
   ~BackgroundCleanup();
   BackgroundCleanup(const BackgroundCleanup&) = delete;
   BackgroundCleanup& operator=(const BackgroundCleanup&) = delete;

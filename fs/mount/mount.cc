@@ -16,6 +16,7 @@
 #include "cache/chunk_store.h"
 #include "cache/images.h"
 #include "fs/mount/layer_data.h"
+#include "fs/tree/stored_tree.h"
 #include "registry/transport.h"
 
 namespace imgfs::fs {
@@ -90,6 +91,57 @@ Result<std::vector<OpenedLayer>> OpenAndMerge(LayerOpenerOptions options,
     l.merge_input = MergeInput();  // done with: its memory goes now
     return added;
   });
+}
+
+// The stored merged tree of `manifest` (fs/tree/stored_tree.h), or nullopt when there is none
+// or it cannot be used (then the mount merges and stores it again).
+std::optional<StoredTree> LoadStoredTree(const cache::Store& store,
+                                         const registry::Digest& manifest) {
+  cache::IndexStore index_store(store.root());
+  Result<MappedFile> mapped = index_store.Map(cache::IndexKey::Tree(manifest));
+  if (!mapped.has_value()) {
+    if (mapped.error().code() != StatusCode::kNotFound) {
+      IMGFS_LOG(kInfo) << "stored tree of " << manifest.String() << ": "
+                       << mapped.error().ToString();
+    }
+    return std::nullopt;
+  }
+  auto owner = std::make_shared<const MappedFile>(std::move(mapped).value());
+  Result<StoredTree> tree = DecodeStoredTree(owner->bytes(), owner, manifest);
+  if (!tree.has_value()) {
+    IMGFS_LOG(kInfo) << tree.error().ToString() << "; merging the layers again";
+    return std::nullopt;
+  }
+  return std::move(tree).value();
+}
+
+// The layers of a stored tree, opened without their file tables; nullopt (logged) when the
+// tree does not fit them, and the mount then merges.
+std::optional<std::vector<OpenedLayer>> OpenForStoredTree(
+    LayerOpenerOptions options, const std::vector<registry::Descriptor>& layers,
+    const StoredTree& tree, Status* error) {
+  options.index.file_table = LayerIndex::FileTable::kSkip;
+  LayerOpener opener(std::move(options));
+  Result<std::vector<OpenedLayer>> opened = opener.OpenAll(layers);
+  if (!opened.has_value()) {
+    *error = opened.error();
+    return std::nullopt;
+  }
+  std::vector<uint64_t> stream_sizes;
+  for (const OpenedLayer& l : *opened) {
+    // Opened from the store, each from its own blob's index, as the tree was made.
+    if (l.kind != OpenedLayer::Kind::kLocal) return std::nullopt;
+    stream_sizes.push_back(l.mounted.index->uncompressed_size);
+  }
+  Status fits = tree.info.layer_count == layers.size()
+                    ? CheckTreeData(tree.table, stream_sizes)
+                    : Status::Corrupt("stored tree: " + std::to_string(tree.info.layer_count) +
+                                      " layers, the image " + std::to_string(layers.size()));
+  if (!fits.ok()) {
+    IMGFS_LOG(kWarning) << fits.ToString() << "; merging the layers again";
+    return std::nullopt;
+  }
+  return std::move(opened).value();
 }
 
 // Layers of a lazy mount of an image not in the store yet, opened on a thread of their own
@@ -220,10 +272,26 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
       }
     }
   }
+  // Every layer in the store: the tree a mount of this manifest merged before, if stored,
+  // replaces the layers' file tables and their merge.
+  std::optional<StoredTree> stored;
+  std::vector<OpenedLayer> opened;
+  if (!missing && (stored = LoadStoredTree(store, image.manifest.digest)).has_value()) {
+    Status failed;
+    std::optional<std::vector<OpenedLayer>> fit =
+        OpenForStoredTree(opener_options, manifest.layers, *stored, &failed);
+    if (!failed.ok()) return failed;
+    if (fit.has_value()) {
+      opened = std::move(fit).value();
+    } else {
+      stored.reset();
+    }
+  }
   LayerMerge own_merge;
   LayerMerge* merge = &own_merge;
-  std::vector<OpenedLayer> opened;
-  if (early.Fits(image.manifest.digest, opener_options.source.get())) {
+  if (stored.has_value()) {
+    // opened above
+  } else if (early.Fits(image.manifest.digest, opener_options.source.get())) {
     IMGFS_ASSIGN_OR_RETURN(opened, std::move(early.opened()));
     merge = &early.merge();
   } else {
@@ -240,7 +308,24 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
     }
     layers.push_back(std::move(l.mounted));
   }
-  IMGFS_ASSIGN_OR_RETURN(NodeTable table, merge->Finish(&out.merge_stats));
+  NodeTable table;
+  std::optional<TreeToStore> tree_to_store;
+  if (stored.has_value()) {
+    table = std::move(stored->table);
+    out.merge_stats = stored->info.stats;
+  } else {
+    IMGFS_ASSIGN_OR_RETURN(table, merge->Finish(&out.merge_stats));
+    // Merged from the layers' own indexes alone: kept for the next mount of this manifest.
+    if (std::all_of(opened.begin(), opened.end(), [](const OpenedLayer& l) {
+          return l.kind == OpenedLayer::Kind::kLocal || l.kind == OpenedLayer::Kind::kFetchedWhole;
+        })) {
+      tree_to_store = TreeToStore{
+          StoredTreeInfo{image.manifest.digest, static_cast<uint32_t>(opened.size()),
+                         out.merge_stats},
+          table.records(), table.records_owner()};
+    }
+  }
+  out.tree_stored = stored.has_value();
   // The table holds the file table now; local layers are read by offset. Their entries move
   // out here, before any reader thread runs (the filesystem is not serving), and are freed in
   // the background.
@@ -257,7 +342,8 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
                    << out.lazy_layers << " lazy layers";
   out.filesystem = std::make_unique<ImageFilesystem>(std::move(table), std::move(layers));
   out.cleanup = std::make_unique<BackgroundCleanup>(
-      std::move(spent), cache::IndexStore(store.root()), std::move(unsynced));
+      std::move(spent), cache::IndexStore(store.root()), std::move(unsynced),
+      std::move(tree_to_store));
   // Background work once every layer is prepared (the index loads came first). The
   // readers live in out.filesystem; `opened` still points at them.
   for (const OpenedLayer& l : opened) {

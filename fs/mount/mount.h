@@ -71,8 +71,9 @@ struct PreparedImage {
   MergeStats merge_stats;
   size_t indexes_built = 0;  // layers whose index was not in the store yet
   size_t lazy_layers = 0;    // layers served on demand from the registry
-  // Frees the layers' file tables and makes the indexes this mount kept durable, in the
-  // background (joined when destroyed).
+  bool tree_stored = false;  // the merged tree came from the store (fs/tree/stored_tree.h)
+  // Frees the layers' file tables, makes the indexes this mount kept durable and stores the
+  // merged tree, in the background (joined when destroyed).
   std::unique_ptr<BackgroundCleanup> cleanup;
 };
 

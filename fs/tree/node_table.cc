@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "base/huge_pages.h"
 
@@ -163,14 +164,80 @@ Result<std::string> NodeTable::PathOf(uint64_t ino) const {
 }
 
 size_t NodeTable::MemoryBytes() const {
-  return nodes_.capacity() * sizeof(Node) + dirents_.capacity() * sizeof(Dirent) +
-         xattrs_.capacity() * sizeof(Xattr) + arena_.capacity();
+  if (storage_ == nullptr) return 0;
+  return storage_->nodes.capacity() * sizeof(Node) + storage_->dirents.capacity() * sizeof(Dirent) +
+         storage_->xattrs.capacity() * sizeof(Xattr) + storage_->arena.capacity();
+}
+
+void NodeTable::Own(std::unique_ptr<Storage> storage) {
+  nodes_ = storage->nodes;
+  dirents_ = storage->dirents;
+  xattrs_ = storage->xattrs;
+  arena_ = storage->arena;
+  storage_ = storage.get();
+  owner_ = std::shared_ptr<const Storage>(std::move(storage));
+}
+
+Result<NodeTable> NodeTable::Adopt(const Records& records, std::shared_ptr<const void> owner) {
+  auto bad = [](const std::string& what) { return Status::Corrupt("node table: " + what); };
+  const std::span<const Node> nodes = records.nodes;
+  const uint64_t arena_size = records.arena.size();
+  auto in_arena = [arena_size](ArenaRef r) { return uint64_t{r.offset} + r.size <= arena_size; };
+  if (nodes.empty() || nodes[0].type != EntryType::kDirectory || nodes[0].parent != kRootIno) {
+    return bad("inode 1 is not the root directory");
+  }
+  if (nodes.size() > std::numeric_limits<uint32_t>::max() ||
+      records.dirents.size() > std::numeric_limits<uint32_t>::max() ||
+      records.xattrs.size() > std::numeric_limits<uint32_t>::max()) {
+    return bad("too many records");
+  }
+  for (uint64_t ino = 1; ino <= nodes.size(); ++ino) {
+    const Node& n = nodes[ino - 1];
+    const std::string at = "inode " + std::to_string(ino) + ": ";
+    if (n.type > EntryType::kFifo || n.type == EntryType::kHardlink) return bad(at + "bad type");
+    if (!in_arena(n.name) || !in_arena(n.link_target)) return bad(at + "string outside the arena");
+    if (n.parent < 1 || n.parent > nodes.size() ||
+        nodes[n.parent - 1].type != EntryType::kDirectory) {
+      return bad(at + "bad parent");
+    }
+    if (ino != kRootIno && n.type == EntryType::kDirectory && n.parent >= ino) {
+      return bad(at + "directory numbered before its parent");
+    }
+    if (uint64_t{n.first_xattr} + n.xattr_count > records.xattrs.size()) {
+      return bad(at + "xattrs outside the table");
+    }
+    if (n.type != EntryType::kDirectory) continue;
+    if (uint64_t{n.first_child} + n.child_count > records.dirents.size()) {
+      return bad(at + "names outside the table");
+    }
+    std::string_view previous;
+    for (uint32_t i = 0; i < n.child_count; ++i) {
+      const Dirent& d = records.dirents[n.first_child + i];
+      if (!in_arena(d.name)) return bad(at + "name outside the arena");
+      std::string_view name = records.arena.substr(d.name.offset, d.name.size);
+      if (!ValidName(name) || (i > 0 && !(previous < name))) {
+        return bad(at + "names not valid, sorted and unique");
+      }
+      if (d.ino <= kRootIno || d.ino > nodes.size()) return bad(at + "name of no inode");
+      previous = name;
+    }
+  }
+  for (const Xattr& x : records.xattrs) {
+    if (!in_arena(x.name) || !in_arena(x.value)) return bad("xattr outside the arena");
+  }
+  NodeTable table;
+  table.nodes_ = records.nodes;
+  table.dirents_ = records.dirents;
+  table.xattrs_ = records.xattrs;
+  table.arena_ = records.arena;
+  table.owner_ = std::move(owner);
+  return table;
 }
 
 // --- Builder ---
 
 Result<ArenaRef> NodeTable::Builder::Append(std::string_view s) {
-  std::string& arena = table_.arena_;
+  std::string& arena = table_->arena;
   if (arena.size() + s.size() > std::numeric_limits<uint32_t>::max()) {
     overflow_ = true;
     return Status::Unsupported("node table string arena exceeds 4 GiB");
@@ -181,13 +248,13 @@ Result<ArenaRef> NodeTable::Builder::Append(std::string_view s) {
 }
 
 void NodeTable::Builder::Reserve(size_t inodes, size_t names, size_t arena_bytes) {
-  table_.nodes_.reserve(inodes);
+  table_->nodes.reserve(inodes);
   // The mount fills the node table to its reserved size and keeps it (~8 MB for 75 000
   // inodes): half the time of numbering the tree was its page faults.
-  AdviseHugePages(table_.nodes_.data(), table_.nodes_.capacity() * sizeof(Node));
+  AdviseHugePages(table_->nodes.data(), table_->nodes.capacity() * sizeof(Node));
   children_set_.reserve(inodes);
-  table_.dirents_.reserve(names);
-  table_.arena_.reserve(arena_bytes);
+  table_->dirents.reserve(names);
+  table_->arena.reserve(arena_bytes);
 }
 
 uint64_t NodeTable::Builder::AddInode(
@@ -211,7 +278,7 @@ uint64_t NodeTable::Builder::AddInode(
   for (const auto& x : xattrs) sorted.push_back(&x);
   std::stable_sort(sorted.begin(), sorted.end(),
                    [](const auto* a, const auto* b) { return a->first < b->first; });
-  n.first_xattr = static_cast<uint32_t>(table_.xattrs_.size());
+  n.first_xattr = static_cast<uint32_t>(table_->xattrs.size());
   n.xattr_count = 0;
   for (size_t i = 0; i < sorted.size(); ++i) {
     // Duplicate names: the last one given wins (as PAX records do).
@@ -219,17 +286,17 @@ uint64_t NodeTable::Builder::AddInode(
     auto name = Append(sorted[i]->first);
     auto value = Append(sorted[i]->second);
     if (!name.has_value() || !value.has_value()) break;
-    table_.xattrs_.push_back(Xattr{*name, *value});
+    table_->xattrs.push_back(Xattr{*name, *value});
     ++n.xattr_count;
   }
-  table_.nodes_.push_back(n);
+  table_->nodes.push_back(n);
   children_set_.push_back(false);
-  return table_.nodes_.size();
+  return table_->nodes.size();
 }
 
 Status NodeTable::Builder::SetChildren(
     uint64_t dir, const std::vector<std::pair<std::string_view, uint64_t>>& children) {
-  Node* node = dir >= 1 && dir <= table_.nodes_.size() ? &table_.nodes_[dir - 1] : nullptr;
+  Node* node = dir >= 1 && dir <= table_->nodes.size() ? &table_->nodes[dir - 1] : nullptr;
   if (node == nullptr || node->type != EntryType::kDirectory) {
     return Status::InvalidArgument("SetChildren: inode " + std::to_string(dir) +
                                    " is not a directory");
@@ -246,30 +313,29 @@ Status NodeTable::Builder::SetChildren(
       return Status::InvalidArgument("SetChildren: names not sorted or duplicated at '" +
                                      std::string(children[i].first) + "'");
     }
-    if (children[i].second < 1 || children[i].second > table_.nodes_.size()) {
+    if (children[i].second < 1 || children[i].second > table_->nodes.size()) {
       return Status::InvalidArgument("SetChildren: no inode " + std::to_string(children[i].second));
     }
   }
   children_set_[dir - 1] = true;
-  node->first_child = static_cast<uint32_t>(table_.dirents_.size());
+  node->first_child = static_cast<uint32_t>(table_->dirents.size());
   node->child_count = static_cast<uint32_t>(children.size());
   for (const auto& [name, ino] : children) {
     IMGFS_ASSIGN_OR_RETURN(ArenaRef ref, Append(name));
-    table_.dirents_.push_back(Dirent{ref, static_cast<uint32_t>(ino)});
+    table_->dirents.push_back(Dirent{ref, static_cast<uint32_t>(ino)});
   }
   return Status::Ok();
 }
 
 Result<NodeTable> NodeTable::Builder::Finish() {
-  NodeTable table = std::move(table_);
-  table_ = NodeTable();
+  std::unique_ptr<Storage> table = std::exchange(table_, std::make_unique<Storage>());
   std::vector<bool> children_set = std::move(children_set_);
   children_set_.clear();
   if (overflow_) {
     overflow_ = false;
     return Status::Unsupported("node table string arena exceeds 4 GiB");
   }
-  std::vector<Node>& nodes = table.nodes_;
+  std::vector<Node>& nodes = table->nodes;
   if (nodes.empty() || nodes[0].type != EntryType::kDirectory) {
     return Status::Internal("node table: inode 1 must be the root directory");
   }
@@ -284,7 +350,7 @@ Result<NodeTable> NodeTable::Builder::Finish() {
     if (!children_set[ino - 1]) dir.child_count = 0;
     uint32_t subdirs = 0;
     for (uint32_t i = 0; i < dir.child_count; ++i) {
-      const Dirent& d = table.dirents_[dir.first_child + i];
+      const Dirent& d = table->dirents[dir.first_child + i];
       Node& child = nodes[d.ino - 1];
       if (d.ino == kRootIno) return Status::Internal("node table: the root has a name");
       if (names[d.ino - 1]++ == 0) {
@@ -305,11 +371,13 @@ Result<NodeTable> NodeTable::Builder::Finish() {
     }
     if (nodes[ino - 1].type != EntryType::kDirectory) nodes[ino - 1].nlink = names[ino - 1];
   }
-  table.nodes_.shrink_to_fit();
-  table.dirents_.shrink_to_fit();
-  table.xattrs_.shrink_to_fit();
-  table.arena_.shrink_to_fit();
-  return table;
+  table->nodes.shrink_to_fit();
+  table->dirents.shrink_to_fit();
+  table->xattrs.shrink_to_fit();
+  table->arena.shrink_to_fit();
+  NodeTable out;
+  out.Own(std::move(table));
+  return out;
 }
 
 }  // namespace imgfs::fs

@@ -17,6 +17,10 @@
 // names/values, one vector of xattr records. About 100 bytes per inode plus 12 bytes per name
 // plus the string bytes: 100k files cost ~15 MB.
 //
+// A table is built (Builder) or adopted from stored records (Adopt: the merged tree of an image
+// kept in the store and mapped at mount, fs/tree/stored_tree.h). The records have a fixed
+// layout without padding bytes, so they are stored as they are in memory.
+//
 // Thread-safety: immutable once built; every const method may be called concurrently from any
 // number of threads without locking. The Builder is single-threaded.
 #ifndef IMGFS_FS_TREE_NODE_TABLE_H_
@@ -26,8 +30,11 @@
 
 #include <cstdint>
 #include <limits>
+#include <memory>
+#include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -49,6 +56,7 @@ struct Node {
   uint32_t parent = 0;  // inode of the directory holding `name` (root: 1, itself)
   ArenaRef name;        // the first name of this inode in inode order ("" for the root)
   EntryType type = EntryType::kRegular;  // never kHardlink, kWhiteout or kOpaque
+  uint8_t reserved0[3] = {};             // zero: no padding bytes (stored as it is)
   uint32_t mode = 0;                     // permission bits (07777)
   uint32_t uid = 0;
   uint32_t gid = 0;
@@ -63,6 +71,7 @@ struct Node {
   // directories that no layer describes (synthesised parents, a root no layer has).
   uint32_t layer = kNoLayer;
   uint32_t entry = 0;
+  uint32_t reserved1 = 0;  // zero: no padding bytes
   // Regular files: where the bytes start in that layer's uncompressed tar stream (the entry's
   // payload_offset). A local layer's index keeps no entries once merged (LayerIndex::
   // DropEntries): its files are read by this and `size` alone.
@@ -73,6 +82,8 @@ struct Node {
   uint32_t first_xattr = 0;
   uint32_t xattr_count = 0;
 };
+static_assert(std::has_unique_object_representations_v<Node> && sizeof(Node) == 104,
+              "Node is stored as it is in memory: no padding, a fixed size");
 
 // A name in a directory, as returned by ReadDir.
 struct DirEntry {
@@ -86,6 +97,24 @@ class NodeTable {
   static constexpr uint64_t kRootIno = 1;
 
   class Builder;
+
+  // A name of a directory (in its directory's range of the entry table) and a stored xattr.
+  struct Dirent {
+    ArenaRef name;
+    uint32_t ino = 0;
+  };
+  struct Xattr {
+    ArenaRef name;
+    ArenaRef value;
+  };
+
+  // The records of a table, as Adopt takes them and the accessors below give them.
+  struct Records {
+    std::span<const Node> nodes;  // index = ino - 1
+    std::span<const Dirent> dirents;
+    std::span<const Xattr> xattrs;
+    std::string_view arena;
+  };
 
   NodeTable() = default;  // empty: no inodes at all (not even a root)
   NodeTable(NodeTable&&) noexcept = default;
@@ -133,28 +162,43 @@ class NodeTable {
   // "/a/b" path of `ino` (first names), "/" for the root; for tests and log lines.
   Result<std::string> PathOf(uint64_t ino) const;
 
-  // Bytes of heap memory held by the table (approximate: vector capacities).
+  // Bytes of heap memory held by the table (approximate: vector capacities); 0 for an adopted
+  // table, whose records are its owner's (a mapped file's pages).
   size_t MemoryBytes() const;
 
+  // The table's records, valid while the table or the owner of its records lives.
+  Records records() const { return {nodes_, dirents_, xattrs_, arena_}; }
+  std::shared_ptr<const void> records_owner() const { return owner_; }
+
+  // A table over `records`, which `owner` keeps alive and unchanged for the table's life. The
+  // records come from outside (a stored file): everything a method indexes with is checked
+  // first, so that no input makes one read out of bounds or loop: every string inside the
+  // arena; the root a directory and its own parent; every other inode's parent a directory
+  // numbered before it (directories) or any directory (other inodes); directory ranges and
+  // xattr ranges inside their tables; every name of a directory a valid name naming an inode
+  // other than the root, names sorted and unique; no unknown type. Corrupt otherwise.
+  static Result<NodeTable> Adopt(const Records& records, std::shared_ptr<const void> owner);
+
  private:
-  struct Dirent {
-    ArenaRef name;
-    uint32_t ino = 0;
-  };
-  struct Xattr {
-    ArenaRef name;
-    ArenaRef value;
+  // What a built table owns.
+  struct Storage {
+    std::vector<Node> nodes;
+    std::vector<Dirent> dirents;
+    std::vector<Xattr> xattrs;
+    std::string arena;
   };
 
-  std::string_view Str(ArenaRef r) const {
-    return std::string_view(arena_).substr(r.offset, r.size);
-  }
+  std::string_view Str(ArenaRef r) const { return arena_.substr(r.offset, r.size); }
   Result<const Node*> Dir(uint64_t ino) const;
+  // Points the spans at `storage`, which the table then owns.
+  void Own(std::unique_ptr<Storage> storage);
 
-  std::vector<Node> nodes_;  // index = ino - 1
-  std::vector<Dirent> dirents_;
-  std::vector<Xattr> xattrs_;
-  std::string arena_;
+  std::span<const Node> nodes_;
+  std::span<const Dirent> dirents_;
+  std::span<const Xattr> xattrs_;
+  std::string_view arena_;
+  std::shared_ptr<const void> owner_;  // a built Storage, or the adopted records' owner
+  const Storage* storage_ = nullptr;   // the built Storage, for MemoryBytes; null when adopted
 };
 
 // Builds a NodeTable. Inodes are numbered in AddInode call order starting at 1 (the root must
@@ -193,7 +237,7 @@ class NodeTable::Builder {
  private:
   Result<ArenaRef> Append(std::string_view s);
 
-  NodeTable table_;
+  std::unique_ptr<Storage> table_ = std::make_unique<Storage>();
   std::vector<bool> children_set_;
   bool overflow_ = false;
 };
