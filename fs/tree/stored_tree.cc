@@ -30,7 +30,7 @@ struct Header {
   uint64_t xattrs;
   uint64_t arena_bytes;
   uint64_t stats[5];  // MergeStats: entries, invalid_paths, bad_hardlinks, shadowed, landmarks
-  uint32_t crc;       // CRC-32 of every byte after the header
+  uint32_t crc;       // CRC-32 of the header (this field zero) and every byte after it
   uint32_t reserved;
 };
 static_assert(std::has_unique_object_representations_v<Header> && sizeof(Header) % 8 == 0);
@@ -54,9 +54,12 @@ bool LayoutOf(const Header& h, Layout* out) {
   return true;
 }
 
-uint32_t Crc(std::string_view bytes) {
+// CRC-32 of the header (its crc field zero) and of the records after it.
+uint32_t Crc(Header h, std::string_view records) {
+  h.crc = 0;
+  uLong crc = crc32_z(0, reinterpret_cast<const Bytef*>(&h), sizeof(h));
   return static_cast<uint32_t>(
-      crc32_z(0, reinterpret_cast<const Bytef*>(bytes.data()), bytes.size()));
+      crc32_z(crc, reinterpret_cast<const Bytef*>(records.data()), records.size()));
 }
 
 void Put(std::string* out, uint64_t at, const void* data, size_t size) {
@@ -95,7 +98,7 @@ Result<std::string> EncodeStoredTree(const NodeTable::Records& r, const StoredTr
   Put(&out, at.dirents, r.dirents.data(), r.dirents.size_bytes());
   Put(&out, at.xattrs, r.xattrs.data(), r.xattrs.size_bytes());
   Put(&out, at.arena, r.arena.data(), r.arena.size());
-  h.crc = Crc(std::string_view(out).substr(sizeof(Header)));
+  h.crc = Crc(h, std::string_view(out).substr(sizeof(Header)));
   Put(&out, 0, &h, sizeof(h));
   return out;
 }
@@ -124,7 +127,16 @@ Result<StoredTree> DecodeStoredTree(std::string_view bytes, std::shared_ptr<cons
   }
   Layout at;
   if (!LayoutOf(h, &at) || at.end != bytes.size()) return bad("sizes do not match the file");
-  if (Crc(bytes.substr(sizeof(Header))) != h.crc) return bad("checksum mismatch");
+  // Nothing the encoder would not write: a reserved field and the alignment gaps are zero.
+  auto zeros = [bytes](uint64_t from, uint64_t to) {
+    return bytes.substr(from, to - from).find_first_not_of('\0') == std::string_view::npos;
+  };
+  if (h.reserved != 0 || !zeros(at.nodes + h.nodes * sizeof(Node), at.dirents) ||
+      !zeros(at.dirents + h.dirents * sizeof(NodeTable::Dirent), at.xattrs) ||
+      !zeros(at.xattrs + h.xattrs * sizeof(NodeTable::Xattr), at.arena)) {
+    return bad("reserved bytes not zero");
+  }
+  if (Crc(h, bytes.substr(sizeof(Header))) != h.crc) return bad("checksum mismatch");
   NodeTable::Records r;
   r.nodes = {reinterpret_cast<const Node*>(bytes.data() + at.nodes), h.nodes};
   r.dirents = {reinterpret_cast<const NodeTable::Dirent*>(bytes.data() + at.dirents), h.dirents};

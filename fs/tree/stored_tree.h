@@ -12,10 +12,10 @@
 // Encoding (little-endian, the byte order of every machine imgfs builds for; a file from
 // another order fails the order mark): a fixed header (magic "IMGFSTRE", version, byte-order
 // mark, record sizes, layer count, the manifest digest's 32 bytes, the record counts, the
-// merge's statistics, a CRC-32 of everything after the header), then the NodeTable's records
-// as they are in memory (fs/tree/node_table.h: no padding bytes), each section at an 8-byte
-// aligned offset: nodes, directory entries, xattrs, the string arena. Mapped, the records are
-// used where they lie: no decoding, no fresh memory.
+// merge's statistics, a CRC-32 of the whole file with this field zero), then the NodeTable's
+// records as they are in memory (fs/tree/node_table.h: no padding bytes), each section at an
+// 8-byte aligned offset: nodes, directory entries, xattrs, the string arena. Mapped, the
+// records are used where they lie: no decoding, no fresh memory.
 //
 // Bump kStoredTreeVersion whenever the merge's output for the same layers changes (a fixed
 // merge rule, a new Node field): an older tree then fails its version check, and the mount

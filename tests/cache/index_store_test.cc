@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -130,6 +131,32 @@ TEST_F(IndexStoreTest, NetworkDerivedIndexesAreKeptApartByOrigin) {
                           layer.hex().substr(1) + ".idx", std::string("x.idx")}) {
     EXPECT_FALSE(IndexStore::KeyOfFileName(bad).has_value()) << bad;
   }
+}
+
+// The merged tree of an image (fs/tree/stored_tree.h) lives under its manifest's digest,
+// beside the layers' indexes, mapped as it is: its own decoder checks its bytes.
+TEST_F(IndexStoreTest, AMergedTreeIsKeyedByItsManifest) {
+  IndexStore store(root_);
+  const registry::Digest manifest = registry::Digest::Sha256Of("manifest");
+  const IndexKey key = IndexKey::Tree(manifest);
+  EXPECT_EQ(store.PathFor(key), root_ + "/indexes/" + manifest.hex() + ".tree");
+  std::optional<IndexKey> parsed = IndexStore::KeyOfFileName(manifest.hex() + ".tree");
+  ASSERT_TRUE(parsed.has_value());
+  EXPECT_TRUE(*parsed == key);
+  for (std::string bad : {manifest.hex().substr(1) + ".tree", manifest.hex() + ".tree.tmp-1",
+                          manifest.hex() + ".toc-" + manifest.hex() + ".tree",
+                          std::string("x.tree")}) {
+    EXPECT_FALSE(IndexStore::KeyOfFileName(bad).has_value()) << bad;
+  }
+  EXPECT_EQ(store.Map(key).error().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(store.Put(key, "not a layer index").ok());
+  Result<MappedFile> mapped = store.Map(key);
+  ASSERT_TRUE(mapped.has_value()) << mapped.error().ToString();
+  EXPECT_EQ(mapped->bytes(), "not a layer index");
+  EXPECT_EQ(store.Put(IndexKey::Tree(registry::Digest()), "x").code(),
+            StatusCode::kInvalidArgument);
+  ASSERT_TRUE(store.Remove(key).ok());
+  EXPECT_EQ(store.Map(key).error().code(), StatusCode::kNotFound);
 }
 
 TEST_F(IndexStoreTest, LandmarkRecordLivesBesideTheIndex) {

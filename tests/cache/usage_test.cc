@@ -187,6 +187,28 @@ TEST_F(UsageTest, GcHandlesIndexesKeyedByTocAndImage) {
   EXPECT_EQ(Scan().indexes, 2);
 }
 
+// A merged tree (IndexKey::Tree, fs/tree/stored_tree.h) is kept while its manifest is, and
+// counts as an index in the usage, which still adds up to du.
+TEST_F(UsageTest, GcKeepsTheMergedTreeOfAKeptManifestOnly) {
+  SyntheticImage a = MakeImage(*store_, {"layer a"}, "2024-01-01", "a");
+  SyntheticImage gone = MakeImage(*store_, {"layer g"}, "2024-01-01", "g");
+  Record("example.com/a:1", a);
+  IndexStore is(Root());
+  const IndexKey kept = IndexKey::Tree(a.manifest.digest);
+  const IndexKey stale = IndexKey::Tree(gone.manifest.digest);
+  ASSERT_TRUE(is.Put(kept, "tree of a").ok());
+  ASSERT_TRUE(is.Put(stale, "tree of g").ok());
+  StoreUsage u = Scan();
+  EXPECT_EQ(u.indexes, 2);
+  EXPECT_EQ(u.total_bytes, DuSb(Root()));
+  auto gc = CollectGarbage(*store_, options_);
+  ASSERT_TRUE(gc.has_value()) << gc.error().ToString();
+  EXPECT_EQ(gc->indexes_deleted, 1);
+  EXPECT_TRUE(Exists(is.PathFor(kept)));
+  EXPECT_FALSE(Exists(is.PathFor(stale)));
+  EXPECT_EQ(Scan().total_bytes, DuSb(Root()));
+}
+
 TEST_F(UsageTest, GcDeletesUnreferencedBlobsIndexesAndChunksOnly) {
   SyntheticImage a = MakeImage(*store_, {"layer a1", "layer a2"}, "2024-01-01", "a");
   SyntheticImage gone = MakeImage(*store_, {"layer g"}, "2024-01-01", "g");
