@@ -2,7 +2,8 @@
 // du|gc|prune|set`).
 //
 // What the store holds (docs/FORMATS.md "Local store"): blobs/sha256 (manifests, configs,
-// layers), indexes/<layer hex>.idx (derived per-layer file tables), chunks/xx/<hex> (the
+// layers), indexes/<layer hex>.idx (derived per-layer file tables; beside them each image's
+// merged tree, indexes/<manifest hex>.tree, reached through its manifest), chunks/xx/<hex> (the
 // chunk dedup store filled by lazy mounts), containers/ (writable upper layers) and small
 // metadata (index.json, locks, leases, sockets, tmp/, directories).
 //
@@ -103,7 +104,7 @@ struct StoreUsage {
   int64_t unreferenced_chunks = 0;
   int64_t blob_bytes = 0;  // blobs/sha256/* regular files
   int64_t blobs = 0;
-  int64_t index_bytes = 0;  // indexes/*.idx
+  int64_t index_bytes = 0;  // indexes/*.idx and indexes/*.tree
   int64_t indexes = 0;
   int64_t chunk_bytes = 0;  // chunks/xx/<64 hex>
   int64_t chunks = 0;

@@ -314,10 +314,16 @@ TEST_F(MountTest, MountFromARegistryPullsFirstAndReusesTheIndex) {
   ProcessResult images = Imgfs({"images", "--format", "{{.Repository}}:{{.Tag}}"});
   EXPECT_NE(images.out.find("demo/app:1.0"), std::string::npos) << images.Describe();
   Umount();
-  // The layer indexes are in the store: a second mount does not index again (and works with
-  // the registry gone).
+  // The layer indexes and the merged tree are in the store: a second mount does not index
+  // again (and works with the registry gone).
   std::vector<std::string> indexes = ListFilesRecursive(Root() + "/indexes");
-  EXPECT_EQ(indexes.size(), 3u);
+  EXPECT_EQ(std::count_if(indexes.begin(), indexes.end(),
+                          [](const std::string& f) { return f.ends_with(".idx"); }),
+            3);
+  EXPECT_EQ(std::count_if(indexes.begin(), indexes.end(),
+                          [](const std::string& f) { return f.ends_with(".tree"); }),
+            1);
+  EXPECT_EQ(indexes.size(), 4u);
   reg->reset();
   MountOrDie({ref});
   EXPECT_NE(ReadAll(Mnt() + "/etc/passwd").find("root:"), std::string::npos);

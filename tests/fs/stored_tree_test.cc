@@ -343,5 +343,28 @@ TEST(StoredTreeTest, PrepareImageStoresTheTreeAndMountsFromIt) {
   EXPECT_EQ(*rewritten, *written);
 }
 
+// The encoding of version 1, for a fixed image: a change to the merge's output or to the
+// records fails here, and needs kStoredTreeVersion bumped (then a new golden file,
+// tests/testdata/stored_tree_v<version>.tree, and docs/FORMATS.md §3 updated).
+TEST(StoredTreeTest, TheEncodingOfAFixtureMatchesTheGoldenFile) {
+  imgfs::testing::TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(dir.Sub("store"));
+  ASSERT_TRUE(store.has_value()) << store.error().ToString();
+  Result<PreparedImage> prepared =
+      PrepareImage(**store, "oci:" + kFixtures + "/tiny-gzip:latest", PrepareOptions{});
+  ASSERT_TRUE(prepared.has_value()) << prepared.error().ToString();
+  prepared->cleanup.reset();
+  Result<std::string> written = ReadFile(cache::IndexStore((*store)->root())
+                                             .PathFor(cache::IndexKey::Tree(
+                                                 prepared->manifest_digest)));
+  ASSERT_TRUE(written.has_value()) << written.error().ToString();
+  Result<std::string> golden = ReadFile(std::string(IMGFS_SOURCE_DIR) +
+                                        "/tests/testdata/stored_tree_v" +
+                                        std::to_string(kStoredTreeVersion) + ".tree");
+  ASSERT_TRUE(golden.has_value()) << golden.error().ToString();
+  EXPECT_TRUE(*written == *golden) << "the stored tree's encoding changed: bump kStoredTreeVersion";
+}
+
 }  // namespace
 }  // namespace imgfs::fs
