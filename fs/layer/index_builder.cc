@@ -436,7 +436,8 @@ Result<LayerIndex> LoadOrBuildIndex(cache::IndexStore& store, const std::string&
   }
   Result<MappedFile> bytes = store.Map(options.expected_digest);
   if (bytes.has_value()) {
-    Result<LayerIndex> index = LayerIndex::Decode(bytes->bytes(), options.chunk_table, options.file_table);
+    Result<LayerIndex> index =
+        LayerIndex::Decode(bytes->bytes(), options.chunk_table, options.file_table);
     // Only an index built from this blob: layer_digest, diff_id, chunk size and span are
     // fields anyone can write into an index, the provenance is what this function stamps.
     if (index.has_value() && index->provenance == IndexProvenance::kLayerBlob &&

@@ -319,10 +319,10 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
     if (std::all_of(opened.begin(), opened.end(), [](const OpenedLayer& l) {
           return l.kind == OpenedLayer::Kind::kLocal || l.kind == OpenedLayer::Kind::kFetchedWhole;
         })) {
-      tree_to_store = TreeToStore{
-          StoredTreeInfo{image.manifest.digest, static_cast<uint32_t>(opened.size()),
-                         out.merge_stats},
-          table.records(), table.records_owner()};
+      tree_to_store =
+          TreeToStore{StoredTreeInfo{image.manifest.digest, static_cast<uint32_t>(opened.size()),
+                                     out.merge_stats},
+                      table.records(), table.records_owner()};
     }
   }
   out.tree_stored = stored.has_value();
@@ -341,9 +341,9 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
                    << table.inode_count() << " inodes, " << out.indexes_built << " indexes built, "
                    << out.lazy_layers << " lazy layers";
   out.filesystem = std::make_unique<ImageFilesystem>(std::move(table), std::move(layers));
-  out.cleanup = std::make_unique<BackgroundCleanup>(
-      std::move(spent), cache::IndexStore(store.root()), std::move(unsynced),
-      std::move(tree_to_store));
+  out.cleanup =
+      std::make_unique<BackgroundCleanup>(std::move(spent), cache::IndexStore(store.root()),
+                                          std::move(unsynced), std::move(tree_to_store));
   // Background work once every layer is prepared (the index loads came first). The
   // readers live in out.filesystem; `opened` still points at them.
   for (const OpenedLayer& l : opened) {

@@ -54,8 +54,7 @@ struct StoredTree {
 
 // The encoding of a table's records (NodeTable::records; see the file comment).
 // InvalidArgument when `info.manifest` is not a sha256 digest.
-Result<std::string> EncodeStoredTree(const NodeTable::Records& records,
-                                     const StoredTreeInfo& info);
+Result<std::string> EncodeStoredTree(const NodeTable::Records& records, const StoredTreeInfo& info);
 
 // The tree encoded in `bytes`, whose records the table uses in place: `owner` keeps `bytes`
 // alive and unchanged for the table's life (a MappedFile; `bytes` must be 8-byte aligned,

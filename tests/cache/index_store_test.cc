@@ -143,9 +143,9 @@ TEST_F(IndexStoreTest, AMergedTreeIsKeyedByItsManifest) {
   std::optional<IndexKey> parsed = IndexStore::KeyOfFileName(manifest.hex() + ".tree");
   ASSERT_TRUE(parsed.has_value());
   EXPECT_TRUE(*parsed == key);
-  for (std::string bad : {manifest.hex().substr(1) + ".tree", manifest.hex() + ".tree.tmp-1",
-                          manifest.hex() + ".toc-" + manifest.hex() + ".tree",
-                          std::string("x.tree")}) {
+  for (std::string bad :
+       {manifest.hex().substr(1) + ".tree", manifest.hex() + ".tree.tmp-1",
+        manifest.hex() + ".toc-" + manifest.hex() + ".tree", std::string("x.tree")}) {
     EXPECT_FALSE(IndexStore::KeyOfFileName(bad).has_value()) << bad;
   }
   EXPECT_EQ(store.Map(key).error().code(), StatusCode::kNotFound);

@@ -150,8 +150,8 @@ TEST(StoredTreeTest, ATreeOfAnotherManifestOrVersionOrAlignmentIsRefused) {
   EXPECT_NE(v.error().message().find("version"), std::string::npos) << v.error().ToString();
   // Not 8-byte aligned: refused before any record is read.
   auto shifted = std::make_shared<std::string>("x" + *encoded);
-  EXPECT_FALSE(DecodeStoredTree(std::string_view(*shifted).substr(1), shifted, kManifest)
-                   .has_value());
+  EXPECT_FALSE(
+      DecodeStoredTree(std::string_view(*shifted).substr(1), shifted, kManifest).has_value());
   StoredTreeInfo no_sha = InfoOf(m);
   no_sha.manifest = registry::Digest();
   EXPECT_EQ(EncodeStoredTree(m.table.records(), no_sha).error().code(),
@@ -355,13 +355,13 @@ TEST(StoredTreeTest, TheEncodingOfAFixtureMatchesTheGoldenFile) {
       PrepareImage(**store, "oci:" + kFixtures + "/tiny-gzip:latest", PrepareOptions{});
   ASSERT_TRUE(prepared.has_value()) << prepared.error().ToString();
   prepared->cleanup.reset();
-  Result<std::string> written = ReadFile(cache::IndexStore((*store)->root())
-                                             .PathFor(cache::IndexKey::Tree(
-                                                 prepared->manifest_digest)));
+  Result<std::string> written =
+      ReadFile(cache::IndexStore((*store)->root())
+                   .PathFor(cache::IndexKey::Tree(prepared->manifest_digest)));
   ASSERT_TRUE(written.has_value()) << written.error().ToString();
-  Result<std::string> golden = ReadFile(std::string(IMGFS_SOURCE_DIR) +
-                                        "/tests/testdata/stored_tree_v" +
-                                        std::to_string(kStoredTreeVersion) + ".tree");
+  Result<std::string> golden =
+      ReadFile(std::string(IMGFS_SOURCE_DIR) + "/tests/testdata/stored_tree_v" +
+               std::to_string(kStoredTreeVersion) + ".tree");
   ASSERT_TRUE(golden.has_value()) << golden.error().ToString();
   EXPECT_TRUE(*written == *golden) << "the stored tree's encoding changed: bump kStoredTreeVersion";
 }
