@@ -193,32 +193,33 @@ Result<NodeTable> NodeTable::Adopt(const Records& records, std::shared_ptr<const
   }
   for (uint64_t ino = 1; ino <= nodes.size(); ++ino) {
     const Node& n = nodes[ino - 1];
-    const std::string at = "inode " + std::to_string(ino) + ": ";
-    if (n.type > EntryType::kFifo || n.type == EntryType::kHardlink) return bad(at + "bad type");
-    if (!in_arena(n.name) || !in_arena(n.link_target)) return bad(at + "string outside the arena");
+    auto at = [ino] { return "inode " + std::to_string(ino) + ": "; };
+    if (n.type > EntryType::kFifo || n.type == EntryType::kHardlink) return bad(at() + "bad type");
+    if (!in_arena(n.name) || !in_arena(n.link_target))
+      return bad(at() + "string outside the arena");
     if (n.parent < 1 || n.parent > nodes.size() ||
         nodes[n.parent - 1].type != EntryType::kDirectory) {
-      return bad(at + "bad parent");
+      return bad(at() + "bad parent");
     }
     if (ino != kRootIno && n.type == EntryType::kDirectory && n.parent >= ino) {
-      return bad(at + "directory numbered before its parent");
+      return bad(at() + "directory numbered before its parent");
     }
     if (uint64_t{n.first_xattr} + n.xattr_count > records.xattrs.size()) {
-      return bad(at + "xattrs outside the table");
+      return bad(at() + "xattrs outside the table");
     }
     if (n.type != EntryType::kDirectory) continue;
     if (uint64_t{n.first_child} + n.child_count > records.dirents.size()) {
-      return bad(at + "names outside the table");
+      return bad(at() + "names outside the table");
     }
     std::string_view previous;
     for (uint32_t i = 0; i < n.child_count; ++i) {
       const Dirent& d = records.dirents[n.first_child + i];
-      if (!in_arena(d.name)) return bad(at + "name outside the arena");
+      if (!in_arena(d.name)) return bad(at() + "name outside the arena");
       std::string_view name = records.arena.substr(d.name.offset, d.name.size);
       if (!ValidName(name) || (i > 0 && !(previous < name))) {
-        return bad(at + "names not valid, sorted and unique");
+        return bad(at() + "names not valid, sorted and unique");
       }
-      if (d.ino <= kRootIno || d.ino > nodes.size()) return bad(at + "name of no inode");
+      if (d.ino <= kRootIno || d.ino > nodes.size()) return bad(at() + "name of no inode");
       previous = name;
     }
   }
