@@ -341,6 +341,33 @@ TEST(StoredTreeTest, PrepareImageStoresTheTreeAndMountsFromIt) {
   Result<std::string> rewritten = ReadFile(tree_path);
   ASSERT_TRUE(rewritten.has_value());
   EXPECT_EQ(*rewritten, *written);
+
+  // A well-formed tree of this manifest whose file data lies beyond its layer's stream (a
+  // planted file): refused against the opened layers, merged again, replaced.
+  NodeTable::Records r = first->filesystem->table().records();
+  std::vector<Node> nodes(r.nodes.begin(), r.nodes.end());
+  bool planted = false;
+  for (Node& n : nodes) {
+    if (n.type == EntryType::kRegular && n.layer != Node::kNoLayer && n.size > 0) {
+      n.payload_offset = uint64_t{1} << 40;
+      planted = true;
+      break;
+    }
+  }
+  ASSERT_TRUE(planted);
+  r.nodes = nodes;
+  Result<std::string> forged =
+      EncodeStoredTree(r, StoredTreeInfo{first->manifest_digest, 3, first->merge_stats});
+  ASSERT_TRUE(forged.has_value());
+  ASSERT_TRUE(WriteFileAtomic(tree_path, *forged, 0600).ok());
+  Result<PreparedImage> fourth = PrepareImage(**store, image, PrepareOptions{});
+  ASSERT_TRUE(fourth.has_value()) << fourth.error().ToString();
+  EXPECT_FALSE(fourth->tree_stored);
+  EXPECT_TRUE(SameRecords(first->filesystem->table(), fourth->filesystem->table()));
+  fourth->cleanup.reset();
+  rewritten = ReadFile(tree_path);
+  ASSERT_TRUE(rewritten.has_value());
+  EXPECT_EQ(*rewritten, *written);
 }
 
 // The encoding of version 1, for a fixed image: a change to the merge's output or to the
