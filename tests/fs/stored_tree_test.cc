@@ -356,8 +356,9 @@ TEST(StoredTreeTest, PrepareImageStoresTheTreeAndMountsFromIt) {
   }
   ASSERT_TRUE(planted);
   r.nodes = nodes;
-  Result<std::string> forged =
-      EncodeStoredTree(r, StoredTreeInfo{first->manifest_digest, 3, first->merge_stats});
+  Result<StoredTree> good = Decode(Hold(*written), first->manifest_digest);
+  ASSERT_TRUE(good.has_value()) << good.error().ToString();
+  Result<std::string> forged = EncodeStoredTree(r, good->info);
   ASSERT_TRUE(forged.has_value());
   ASSERT_TRUE(WriteFileAtomic(tree_path, *forged, 0600).ok());
   Result<PreparedImage> fourth = PrepareImage(**store, image, PrepareOptions{});
