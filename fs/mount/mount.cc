@@ -308,13 +308,14 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
   }
   LayerMerge own_merge;
   LayerMerge* merge = &own_merge;
-  if (stored.has_value()) {
-    // opened above
-  } else if (early.Fits(image.manifest.digest, opener_options.source.get())) {
-    IMGFS_ASSIGN_OR_RETURN(opened, std::move(early.opened()));
-    merge = &early.merge();
-  } else {
-    IMGFS_ASSIGN_OR_RETURN(opened, OpenAndMerge(std::move(opener_options), manifest.layers, merge));
+  if (!stored.has_value()) {
+    if (early.Fits(image.manifest.digest, opener_options.source.get())) {
+      IMGFS_ASSIGN_OR_RETURN(opened, std::move(early.opened()));
+      merge = &early.merge();
+    } else {
+      IMGFS_ASSIGN_OR_RETURN(opened,
+                             OpenAndMerge(std::move(opener_options), manifest.layers, merge));
+    }
   }
   std::vector<MountedLayer> layers;
   layers.reserve(opened.size());
