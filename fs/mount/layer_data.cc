@@ -317,15 +317,18 @@ Result<std::optional<OpenedLayer>> LayerOpener::OpenMissing(size_t position,
       IndexedRemoteData::Options indexed_options;
       static_cast<LazyFetchOptions&>(indexed_options) = options_.fetch;  // the shared policy
       indexed_options.memory_cache_bytes = CacheShare() / 2;  // chunks, and as much of blocks
-      // An index the layer's own tar headers contradict is dropped from the store too, so
-      // the next mount does not serve it again.
+      // An index the layer's own tar headers contradict is dropped from the store too, with
+      // the image's tree merged from it, so the next mount does not serve them again.
       if (Result<cache::IndexKey> key = StoreKeyOf(*plain); key.has_value()) {
-        indexed_options.on_index_mismatch = [index_store = index_store_,
-                                             key = *key](const Status& why) {
+        indexed_options.on_index_mismatch = [index_store = index_store_, key = *key,
+                                             manifest = options_.manifest](const Status& why) {
           Status removed = index_store.Remove(key);
           IMGFS_LOG(kWarning) << "stored index " << index_store.PathFor(key)
                               << " removed: " << why.ToString()
                               << (removed.ok() ? "" : " (" + removed.ToString() + ")");
+          if (manifest.sha256_bytes() != nullptr) {
+            (void)index_store.Remove(cache::IndexKey::Tree(manifest));  // NotFound: none
+          }
         };
       }
       Result<std::unique_ptr<IndexedRemoteData>> data = IndexedRemoteData::Create(

@@ -109,10 +109,39 @@ std::shared_ptr<const MappedFile> MapStoredTree(const cache::Store& store,
   return std::make_shared<const MappedFile>(std::move(mapped).value());
 }
 
-// The layers of image `manifest` opened without their file tables, and its stored tree
-// `mapped` decoded meanwhile on another thread (its checks are a pass over the whole tree:
-// ~5 ms for 75 000 paths, as long as the layers' indexes take). nullopt (logged) when the tree
-// is unusable or does not fit the layers; then the mount merges. Errors are the layers'.
+// What each opened layer's file table came from, as the stored tree records it
+// (StoredTreeSources): a local layer's index is its own blob's; a lazy one's is named by its
+// provenance and origin (the TOC digest, the published artifact). nullopt when a layer's
+// index is unverified (--insecure-skip-toc-verify) or has no origin to name it by: such a
+// tree is never stored.
+std::optional<registry::Digest> TreeSourcesOf(const std::vector<registry::Descriptor>& layers,
+                                              const std::vector<OpenedLayer>& opened) {
+  if (layers.size() != opened.size()) return std::nullopt;
+  std::vector<std::string> sources;
+  for (size_t i = 0; i < opened.size(); ++i) {
+    const OpenedLayer& l = opened[i];
+    if (l.kind == OpenedLayer::Kind::kLocal || l.kind == OpenedLayer::Kind::kFetchedWhole) {
+      sources.push_back("blob " + layers[i].digest.String());
+      continue;
+    }
+    const LayerIndex& index = *l.mounted.index;
+    if (index.provenance == IndexProvenance::kUnverified ||
+        (index.provenance != IndexProvenance::kLayerBlob && index.origin.empty())) {
+      return std::nullopt;  // unverified, or verified against a digest it does not keep
+    }
+    sources.push_back("index " + layers[i].digest.String() + " " +
+                      std::to_string(static_cast<int>(index.provenance)) + " " +
+                      index.origin.String() + " " + index.subject.String() + " " +
+                      std::to_string(static_cast<int>(index.format)));
+  }
+  return StoredTreeSources(sources);
+}
+
+// The layers of image `manifest` opened without their file tables (a lazy layer keeps its
+// own: its reader finds a file's chunks there), and its stored tree `mapped` decoded meanwhile
+// on another thread (its checks are a pass over the whole tree: ~5 ms for 75 000 paths, as
+// long as the layers' indexes take). nullopt (logged) when the tree is unusable or does not
+// fit the layers as they opened; then the mount merges. Errors are the layers'.
 Result<std::optional<std::pair<StoredTree, std::vector<OpenedLayer>>>> OpenWithStoredTree(
     LayerOpenerOptions options, const std::vector<registry::Descriptor>& layers,
     std::shared_ptr<const MappedFile> mapped, const registry::Digest& manifest) {
@@ -148,14 +177,19 @@ Result<std::optional<std::pair<StoredTree, std::vector<OpenedLayer>>>> OpenWithS
     return Out();
   }
   StoredTree& tree = **decoded;
-  std::vector<uint64_t> stream_sizes;
+  // Each layer opened from the index the tree was merged from.
+  if (TreeSourcesOf(layers, *opened) != tree.info.sources) {
+    IMGFS_LOG(kInfo) << "stored tree of " << manifest.String()
+                     << ": merged from other layer indexes; merging the layers again";
+    return Out();
+  }
+  std::vector<TreeLayer> opened_layers;
   for (const OpenedLayer& l : *opened) {
-    // Opened from the store, each from its own blob's index, as the tree was made.
-    if (l.kind != OpenedLayer::Kind::kLocal) return Out();
-    stream_sizes.push_back(l.mounted.index->uncompressed_size);
+    const LayerIndex& index = *l.mounted.index;
+    opened_layers.push_back(TreeLayer{index.uncompressed_size, index.entries});
   }
   Status fits = tree.info.layer_count == layers.size()
-                    ? CheckTreeData(tree.table, stream_sizes)
+                    ? CheckTreeData(tree.table, opened_layers)
                     : Status::Corrupt("stored tree: " + std::to_string(tree.info.layer_count) +
                                       " layers, the image " + std::to_string(layers.size()));
   if (!fits.ok()) {
@@ -293,12 +327,11 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
       }
     }
   }
-  // Every layer in the store: the tree a mount of this manifest merged before, if stored,
-  // replaces the layers' file tables and their merge.
+  // The tree a mount of this manifest merged before, if stored, replaces the layers' file
+  // tables and their merge (a lazy layer's file table stays: its reader looks files up there).
   std::optional<StoredTree> stored;
   std::vector<OpenedLayer> opened;
-  if (std::shared_ptr<const MappedFile> mapped =
-          missing ? nullptr : MapStoredTree(store, image.manifest.digest)) {
+  if (std::shared_ptr<const MappedFile> mapped = MapStoredTree(store, image.manifest.digest)) {
     IMGFS_ASSIGN_OR_RETURN(auto fit, OpenWithStoredTree(opener_options, manifest.layers,
                                                         std::move(mapped), image.manifest.digest));
     if (fit.has_value()) {
@@ -317,6 +350,9 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
                              OpenAndMerge(std::move(opener_options), manifest.layers, merge));
     }
   }
+  // Before the layers move out of `opened`.
+  const std::optional<registry::Digest> sources =
+      stored.has_value() ? std::nullopt : TreeSourcesOf(manifest.layers, opened);
   std::vector<MountedLayer> layers;
   layers.reserve(opened.size());
   std::vector<std::string> unsynced;
@@ -335,13 +371,11 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
     out.merge_stats = stored->info.stats;
   } else {
     IMGFS_ASSIGN_OR_RETURN(table, merge->Finish(&out.merge_stats));
-    // Merged from the layers' own indexes alone: kept for the next mount of this manifest.
-    if (std::all_of(opened.begin(), opened.end(), [](const OpenedLayer& l) {
-          return l.kind == OpenedLayer::Kind::kLocal || l.kind == OpenedLayer::Kind::kFetchedWhole;
-        })) {
+    // Kept for the next mount of this manifest whose layers open from the same indexes.
+    if (sources.has_value()) {
       tree_to_store =
           TreeToStore{StoredTreeInfo{image.manifest.digest, static_cast<uint32_t>(opened.size()),
-                                     out.merge_stats},
+                                     *sources, out.merge_stats},
                       table.records(), table.records_owner()};
     }
   }

@@ -32,6 +32,7 @@ struct Header {
   uint64_t stats[5];  // MergeStats: entries, invalid_paths, bad_hardlinks, shadowed, landmarks
   uint32_t crc;       // CRC-32 of the header (this field zero) and every byte after it
   uint32_t reserved;
+  unsigned char sources[32];  // StoredTreeSources of the layers it was merged from
 };
 static_assert(std::has_unique_object_representations_v<Header> && sizeof(Header) % 8 == 0);
 static_assert(std::endian::native == std::endian::little, "stored trees are little-endian");
@@ -70,10 +71,21 @@ void Put(std::string* out, uint64_t at, const void* data, size_t size) {
 
 }  // namespace
 
+registry::Digest StoredTreeSources(std::span<const std::string> layer_sources) {
+  registry::Sha256 hash;
+  for (const std::string& s : layer_sources) {
+    const uint64_t size = s.size();
+    hash.Update(std::string_view(reinterpret_cast<const char*>(&size), sizeof(size)));
+    hash.Update(s);
+  }
+  return hash.Finish();
+}
+
 Result<std::string> EncodeStoredTree(const NodeTable::Records& r, const StoredTreeInfo& info) {
   const unsigned char* manifest = info.manifest.sha256_bytes();
-  if (manifest == nullptr) {
-    return Status::InvalidArgument("stored tree: the manifest digest is not sha256");
+  const unsigned char* sources = info.sources.sha256_bytes();
+  if (manifest == nullptr || sources == nullptr) {
+    return Status::InvalidArgument("stored tree: the manifest or sources digest is not sha256");
   }
   Header h{};
   std::memcpy(h.magic, kMagic, sizeof(kMagic));
@@ -84,6 +96,7 @@ Result<std::string> EncodeStoredTree(const NodeTable::Records& r, const StoredTr
   h.xattr_bytes = sizeof(NodeTable::Xattr);
   h.layer_count = info.layer_count;
   std::memcpy(h.manifest, manifest, sizeof(h.manifest));
+  std::memcpy(h.sources, sources, sizeof(h.sources));
   h.nodes = r.nodes.size();
   h.dirents = r.dirents.size();
   h.xattrs = r.xattrs.size();
@@ -148,21 +161,31 @@ Result<StoredTree> DecodeStoredTree(std::string_view bytes, std::shared_ptr<cons
   IMGFS_ASSIGN_OR_RETURN(out.table, NodeTable::Adopt(r, std::move(owner)));
   out.info.manifest = manifest;
   out.info.layer_count = h.layer_count;
+  out.info.sources = registry::Digest::FromSha256Bytes(h.sources);
   out.info.stats = MergeStats{h.stats[0], h.stats[1], h.stats[2], h.stats[3], h.stats[4]};
   return out;
 }
 
-Status CheckTreeData(const NodeTable& table, std::span<const uint64_t> layer_stream_sizes) {
+Status CheckTreeData(const NodeTable& table, std::span<const TreeLayer> layers) {
   const std::span<const Node> nodes = table.records().nodes;
   for (size_t i = 0; i < nodes.size(); ++i) {
     const Node& n = nodes[i];
     if (n.layer == Node::kNoLayer) continue;
     auto at = [i] { return "stored tree: inode " + std::to_string(i + 1); };
-    if (n.layer >= layer_stream_sizes.size()) return Status::Corrupt(at() + ": no such layer");
+    if (n.layer >= layers.size()) return Status::Corrupt(at() + ": no such layer");
+    const TreeLayer& layer = layers[n.layer];
+    if (!layer.entries.empty()) {
+      if (n.entry >= layer.entries.size()) return Status::Corrupt(at() + ": no such entry");
+      const FileEntry& e = layer.entries[n.entry];
+      if (n.type == EntryType::kRegular && (e.type != EntryType::kRegular || e.size != n.size ||
+                                            e.payload_offset != n.payload_offset)) {
+        return Status::Corrupt(at() + ": not the file of its layer's entry");
+      }
+      continue;  // its data is where the entry says, which its index's decoder checked
+    }
     if (n.type != EntryType::kRegular) continue;
     uint64_t end;
-    if (__builtin_add_overflow(n.payload_offset, n.size, &end) ||
-        end > layer_stream_sizes[n.layer]) {
+    if (__builtin_add_overflow(n.payload_offset, n.size, &end) || end > layer.stream_size) {
       return Status::Corrupt(at() + ": data beyond its layer's stream");
     }
   }

@@ -4,6 +4,7 @@
 // expected listing, and after umount a second lazy mount with the registry gone serves the
 // fetched files from the chunk store (and EIO, not a hang, for the others).
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -128,6 +129,68 @@ TEST_P(LazyMountTest, WholeTreeEqualsTheExpectedListing) {
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(Mnt() + "/data/random.bin")).hex(), kRandomSha);
   Umount();
+}
+
+// The merged tree of a lazy mount is stored beside the TOC indexes and used by the next lazy
+// mount (the file is kept, not replaced); once the layers are pulled, the mount's sources
+// differ (the blobs' own indexes), so it merges again and replaces the tree. Every mount shows
+// the same tree and reads the same bytes.
+TEST_P(LazyMountTest, ARemountUsesTheStoredTreeUntilAPullChangesItsLayers) {
+  const std::string layout = FixturePath(GetParam());
+  RegistryServer* reg = SharedRegistry();
+  ASSERT_NE(reg, nullptr);
+  const std::string repo = "demo/" + GetParam() + "-tree";
+  ASSERT_TRUE(reg->PushOciLayout(layout, "latest", repo + ":1").ok());
+  const std::string ref = reg->host_port() + "/" + repo + ":1";
+  TreeOptions options;
+  options.ignore_paths = {"/.no.prefetch.landmark", "/.prefetch.landmark", "/stargz.index.json"};
+  auto listing = ParseListing(ReadAll(FixturePath("tiny.expected.txt")));
+  ASSERT_GT(listing.size(), 50u);
+  // Mounts `ref` (with `extra` flags), checks its tree and a file's bytes, unmounts.
+  auto mount_and_check = [&](const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {"mount"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back(ref);
+    args.push_back(Mnt());
+    ProcessResult r = Imgfs(args);
+    ASSERT_EQ(r.exit_code, 0) << r.Describe();
+    std::string error;
+    auto actual = ListTree(Mnt(), options, &error);
+    ASSERT_TRUE(error.empty()) << error;
+    std::vector<std::string> diffs = CompareWithListing(actual, listing, options);
+    EXPECT_TRUE(diffs.empty()) << diffs.size() << " differences, first: " << diffs.front();
+    EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(Mnt() + "/data/random.bin")).hex(), kRandomSha);
+    Umount();
+  };
+  // The one .tree file of the store: its inode (a replaced file is a new one), 0 if none.
+  auto tree_inode = [&]() -> ino_t {
+    ino_t ino = 0;
+    int trees = 0;
+    for (const std::string& f : ListFilesRecursive(Root() + "/indexes")) {
+      if (!f.ends_with(".tree")) continue;
+      struct stat st {};
+      if (::stat((Root() + "/indexes/" + f).c_str(), &st) == 0) ino = st.st_ino;
+      ++trees;
+    }
+    EXPECT_LE(trees, 1);
+    return ino;
+  };
+
+  mount_and_check({"--lazy"});
+  const ino_t lazy_tree = tree_inode();
+  ASSERT_NE(lazy_tree, 0u) << "the lazy mount stored no tree";
+  EXPECT_TRUE(ListFilesRecursive(Root() + "/blobs/sha256").size() < 4u) << "layers were pulled";
+  mount_and_check({"--lazy"});
+  EXPECT_EQ(tree_inode(), lazy_tree) << "the stored tree was not used";
+
+  ProcessResult r = Imgfs({"pull", ref});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  mount_and_check({});
+  const ino_t local_tree = tree_inode();
+  EXPECT_NE(local_tree, 0u);
+  EXPECT_NE(local_tree, lazy_tree) << "the lazy tree was used for the pulled layers";
+  mount_and_check({});
+  EXPECT_EQ(tree_inode(), local_tree);
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, LazyMountTest,

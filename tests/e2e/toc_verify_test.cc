@@ -166,6 +166,10 @@ TEST_P(TocVerifyTest, InsecureSkipTocVerifyMountsLazily) {
   // A whole file still reads right: every chunk is checked against the TOC's chunk digest.
   EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(Mnt() + "/data/random.bin")).hex(), kRandomSha);
   UmountForeground(mount.get());
+  // Neither the unverified TOCs nor a tree merged from them are kept for another mount.
+  for (const std::string& f : ListFilesRecursive(Root() + "/indexes")) {
+    EXPECT_FALSE(f.ends_with(".tree") || f.find(".toc-") != std::string::npos) << f;
+  }
 
   // The `-o` form does the same.
   ProcessResult r =

@@ -28,6 +28,7 @@ using testing::FixtureLayers;
 using testing::kFixtures;
 
 const registry::Digest kManifest = registry::Digest::Sha256Of("a manifest");
+const registry::Digest kSources = StoredTreeSources(std::vector<std::string>{"blob a", "blob b"});
 
 // Bytes in memory that a table may use in place: an 8-aligned copy that owns itself.
 struct Held {
@@ -62,7 +63,19 @@ Merged MergeFixture(const std::string& name) {
 }
 
 StoredTreeInfo InfoOf(const Merged& m) {
-  return StoredTreeInfo{kManifest, static_cast<uint32_t>(m.layers.size()), m.stats};
+  return StoredTreeInfo{kManifest, static_cast<uint32_t>(m.layers.size()), kSources, m.stats};
+}
+
+// The layers of `m` as a mount opens local ones (no entries) or lazy ones (entries kept).
+std::vector<TreeLayer> LocalLayers(const Merged& m) {
+  std::vector<TreeLayer> out;
+  for (const LayerIndex& l : m.layers) out.push_back(TreeLayer{l.uncompressed_size, {}});
+  return out;
+}
+std::vector<TreeLayer> LazyLayers(const Merged& m) {
+  std::vector<TreeLayer> out;
+  for (const LayerIndex& l : m.layers) out.push_back(TreeLayer{l.uncompressed_size, l.entries});
+  return out;
 }
 
 // Byte-for-byte equality of two tables' records (they have no padding bytes).
@@ -103,9 +116,8 @@ TEST(StoredTreeTest, ARoundTripIsTheSameTableUsedInPlace) {
     Result<std::string_view> comment = back->table.GetXattr(*file, "user.fixture.comment");
     ASSERT_TRUE(comment.has_value()) << comment.error().ToString();
     EXPECT_EQ(*comment, "hello xattr");
-    std::vector<uint64_t> sizes;
-    for (const LayerIndex& l : m.layers) sizes.push_back(l.uncompressed_size);
-    EXPECT_TRUE(CheckTreeData(back->table, sizes).ok());
+    EXPECT_EQ(back->info.sources, kSources);
+    EXPECT_TRUE(CheckTreeData(back->table, LocalLayers(m)).ok());
     // The encoding is a function of the table: the same bytes again.
     Result<std::string> again = EncodeStoredTree(back->table.records(), back->info);
     ASSERT_TRUE(again.has_value());
@@ -281,15 +293,61 @@ TEST_F(AdoptTest, TypesThatAMergedTreeNeverHas) {
 
 TEST(StoredTreeTest, DataOutsideItsLayerIsRefusedAgainstTheOpenedLayers) {
   Merged m = MergeFixture("tiny-gzip");
-  std::vector<uint64_t> sizes;
-  for (const LayerIndex& l : m.layers) sizes.push_back(l.uncompressed_size);
-  EXPECT_TRUE(CheckTreeData(m.table, sizes).ok());
+  EXPECT_TRUE(CheckTreeData(m.table, LocalLayers(m)).ok());
   // One layer fewer than the nodes name.
-  EXPECT_EQ(CheckTreeData(m.table, std::vector<uint64_t>(sizes.begin(), sizes.end() - 1)).code(),
-            StatusCode::kCorrupt);
+  std::vector<TreeLayer> fewer = LocalLayers(m);
+  fewer.pop_back();
+  EXPECT_EQ(CheckTreeData(m.table, fewer).code(), StatusCode::kCorrupt);
   // Streams shorter than the files' data.
-  EXPECT_EQ(CheckTreeData(m.table, std::vector<uint64_t>(sizes.size(), 100)).code(),
-            StatusCode::kCorrupt);
+  std::vector<TreeLayer> shorter = LocalLayers(m);
+  for (TreeLayer& l : shorter) l.stream_size = 100;
+  EXPECT_EQ(CheckTreeData(m.table, shorter).code(), StatusCode::kCorrupt);
+}
+
+// A lazy layer reads a file through its entry (Node::entry): the entry must exist and be that
+// file, whatever its stream size says.
+TEST(StoredTreeTest, ANodeOfALazyLayerMustNameItsOwnEntry) {
+  Merged m = MergeFixture("tiny-gzip");
+  EXPECT_TRUE(CheckTreeData(m.table, LazyLayers(m)).ok());
+  NodeTable::Records r = m.table.records();
+  size_t file = 0;
+  while (file < r.nodes.size() &&
+         (r.nodes[file].type != EntryType::kRegular || r.nodes[file].size == 0)) {
+    ++file;
+  }
+  ASSERT_LT(file, r.nodes.size());
+  const Node& n = r.nodes[file];
+  const LayerIndex& layer = m.layers[n.layer];
+  std::vector<TreeLayer> layers = LazyLayers(m);
+  // Fewer entries than the node's index.
+  layers[n.layer].entries = std::span<const FileEntry>(layer.entries).first(n.entry);
+  Status st = CheckTreeData(m.table, layers);
+  EXPECT_EQ(st.code(), StatusCode::kCorrupt);
+  EXPECT_NE(st.message().find("no such entry"), std::string::npos) << st.ToString();
+  // An entry of another size, another place in the stream or another type.
+  for (int change = 0; change < 3; ++change) {
+    std::vector<FileEntry> entries = layer.entries;
+    FileEntry& e = entries[n.entry];
+    if (change == 0) e.size += 1;
+    if (change == 1) e.payload_offset += 512;
+    if (change == 2) e.type = EntryType::kSymlink;
+    layers = LazyLayers(m);
+    layers[n.layer].entries = entries;
+    st = CheckTreeData(m.table, layers);
+    EXPECT_EQ(st.code(), StatusCode::kCorrupt) << change;
+    EXPECT_NE(st.message().find("not the file of its layer's entry"), std::string::npos)
+        << st.ToString();
+  }
+}
+
+TEST(StoredTreeTest, TheSourcesDigestNamesEachLayerInOrder) {
+  using V = std::vector<std::string>;
+  const registry::Digest ab = StoredTreeSources(V{"blob a", "blob b"});
+  EXPECT_EQ(ab, StoredTreeSources(V{"blob a", "blob b"}));
+  EXPECT_NE(ab, StoredTreeSources(V{"blob b", "blob a"}));
+  EXPECT_NE(ab, StoredTreeSources(V{"blob a", "blob b", ""}));
+  EXPECT_NE(ab, StoredTreeSources(V{"blob ab", "lob b"}));  // lengths are part of it
+  EXPECT_NE(ab, StoredTreeSources(V{}));
 }
 
 // PrepareImage: the first mount of an image merges and stores the tree, the next maps it; a
@@ -369,9 +427,40 @@ TEST(StoredTreeTest, PrepareImageStoresTheTreeAndMountsFromIt) {
   rewritten = ReadFile(tree_path);
   ASSERT_TRUE(rewritten.has_value());
   EXPECT_EQ(*rewritten, *written);
+
+  // The same tree said to be merged from other layer indexes (a lazy mount's, before the
+  // layers were pulled): not used, merged again, replaced.
+  StoredTreeInfo elsewhere = good->info;
+  elsewhere.sources = StoredTreeSources(std::vector<std::string>{"index of another source"});
+  forged = EncodeStoredTree(good->table.records(), elsewhere);
+  ASSERT_TRUE(forged.has_value());
+  ASSERT_TRUE(WriteFileAtomic(tree_path, *forged, 0600).ok());
+  Result<PreparedImage> fifth = PrepareImage(**store, image, PrepareOptions{});
+  ASSERT_TRUE(fifth.has_value()) << fifth.error().ToString();
+  EXPECT_FALSE(fifth->tree_stored);
+  EXPECT_TRUE(SameRecords(first->filesystem->table(), fifth->filesystem->table()));
+  fifth->cleanup.reset();
+  rewritten = ReadFile(tree_path);
+  ASSERT_TRUE(rewritten.has_value());
+  EXPECT_EQ(*rewritten, *written);
 }
 
-// The encoding of version 1, for a fixed image: a change to the merge's output or to the
+// A tree of version 1 (no sources digest: local layers only) is refused by its version; the
+// mount merges again and replaces it.
+TEST(StoredTreeTest, AVersion1TreeIsRefused) {
+  Result<std::string> v1 =
+      ReadFile(std::string(IMGFS_SOURCE_DIR) + "/tests/testdata/stored_tree_v1.tree");
+  ASSERT_TRUE(v1.has_value()) << v1.error().ToString();
+  ASSERT_GE(v1->size(), 64u);
+  const auto manifest =
+      registry::Digest::FromSha256Bytes(reinterpret_cast<const unsigned char*>(v1->data() + 32));
+  Result<StoredTree> got = Decode(Hold(*v1), manifest);
+  ASSERT_FALSE(got.has_value());
+  EXPECT_NE(got.error().message().find("version 1, this imgfs reads 2"), std::string::npos)
+      << got.error().ToString();
+}
+
+// The encoding of this version, for a fixed image: a change to the merge's output or to the
 // records fails here, and needs kStoredTreeVersion bumped (then a new golden file,
 // tests/testdata/stored_tree_v<version>.tree, and docs/FORMATS.md §3 updated).
 TEST(StoredTreeTest, TheEncodingOfAFixtureMatchesTheGoldenFile) {

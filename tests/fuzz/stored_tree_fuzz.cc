@@ -20,10 +20,10 @@
 
 namespace {
 
-// Header offsets of the version-1 encoding (fs/tree/stored_tree.cc).
+// Header offsets of the version-2 encoding (fs/tree/stored_tree.cc).
 constexpr size_t kManifestAt = 32;
 constexpr size_t kCrcAt = 136;
-constexpr size_t kHeaderBytes = 144;
+constexpr size_t kHeaderBytes = 176;
 
 void Exercise(const std::string& bytes) {
   using imgfs::fs::NodeTable;
@@ -53,7 +53,17 @@ void Exercise(const std::string& bytes) {
       if (!found.has_value() || *found != e.ino) std::abort();
     }
   }
-  (void)imgfs::fs::CheckTreeData(t, std::vector<uint64_t>(tree->info.layer_count % 64, 1 << 20));
+  // The layers as a mount may open them: local ones (by stream size), and lazy ones whose
+  // readers look files up by entry (a few, whatever the nodes name).
+  std::vector<imgfs::fs::FileEntry> entries(4);
+  entries[1].size = 1;
+  std::vector<imgfs::fs::TreeLayer> layers(tree->info.layer_count % 64);
+  (void)imgfs::fs::CheckTreeData(t, layers);
+  for (imgfs::fs::TreeLayer& l : layers) {
+    l.stream_size = 1 << 20;
+    l.entries = entries;
+  }
+  (void)imgfs::fs::CheckTreeData(t, layers);
   auto again = imgfs::fs::EncodeStoredTree(t.records(), tree->info);
   if (!again.has_value() || *again != bytes) std::abort();
 }
