@@ -191,7 +191,7 @@ if [ -x /usr/bin/docker-registry ]; then
       IMGFS_ROOT=$work/lazy-store "$imgfs" umount "$mnt"
     done
     lazy=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-    printf '%-30s%s s (median of %s: %s)\n' "lazy mount, $format, stored:" "$lazy" "$runs" "${times[*]}"
+    printf '%-30s%s s (median of %s: %s)\n' "lazy, $format, stored:" "$lazy" "$runs" "${times[*]}"
     echo "goal, mount <= 0.050 s:       $lazy s ($(verdict "$lazy" 0.050))"
   done
   rm -rf "$work/lazy-store" "$work/registry"

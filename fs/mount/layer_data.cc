@@ -103,9 +103,11 @@ Result<LayerIndex> LoadLazyIndex(const cache::IndexStore& index_store, registry:
   const registry::Digest toc = TocDigestOf(desc);
   const cache::IndexKey key = cache::IndexKey::Toc(desc.digest, toc);
   if (!toc.empty()) {
-    Result<std::string> stored = index_store.Get(key);
+    // Mapped, not read: the decoder copies what it keeps (a read would also clear fresh pages
+    // for the whole file first).
+    Result<MappedFile> stored = index_store.Map(key);
     if (stored.has_value()) {
-      Result<LayerIndex> decoded = LayerIndex::Decode(*stored);
+      Result<LayerIndex> decoded = LayerIndex::Decode(stored->bytes());
       if (decoded.has_value() &&
           (decoded->format == LayerFormat::kEstargz ||
            decoded->format == LayerFormat::kZstdChunked) &&
@@ -471,9 +473,9 @@ std::shared_ptr<const LayerIndex> LayerOpener::PlainLazyIndex(const registry::De
   const cache::IndexStore& index_store = index_store_;
   auto stored = [&](const cache::IndexKey& key,
                     IndexProvenance provenance) -> std::shared_ptr<const LayerIndex> {
-    Result<std::string> bytes = index_store.Get(key);
+    Result<MappedFile> bytes = index_store.Map(key);  // as LoadLazyIndex
     if (!bytes.has_value()) return nullptr;
-    Result<LayerIndex> decoded = LayerIndex::Decode(*bytes);
+    Result<LayerIndex> decoded = LayerIndex::Decode(bytes->bytes());
     if (!decoded.has_value() || !PlainFormat(*decoded) ||
         !StoredIndexFits(*decoded, desc, provenance, {}, subject)) {
       return nullptr;
