@@ -13,7 +13,7 @@
 //                                            an imgfs index published for image manifest
 //                                            <manifest>: only for lazy mounts of that image
 //   indexes/<manifest hex>.tree              the merged tree of image manifest <manifest>,
-//                                            made from the layers' own indexes
+//                                            with a digest of its layers' index sources
 //                                            (fs/tree/stored_tree.h): kept as long as the
 //                                            manifest is
 // A lookup names the key it may use; an index derived from the network can never answer a
