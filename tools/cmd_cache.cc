@@ -55,7 +55,8 @@ constexpr std::string_view kSetUsage =
 constexpr std::string_view kStatsUsage =
     "Usage: imgfs stats [OPTIONS] DIR\n\n"
     "Show what a mounted image fetched: bytes fetched / image size, requests, cache hits,\n"
-    "per-layer fetched %, and the bytes read by users.";
+    "per-layer fetched %, the bytes read by users, and whether the merged tree came from the\n"
+    "store.";
 
 cache::UsageOptions Options() {
   cache::UsageOptions o;
@@ -373,7 +374,10 @@ int RunStats(CommandContext& ctx) {
             << "Chunks fetched: " << chunks << "\n"
             << "Cache hits:     " << hits << "\n"
             << "Fetch errors:   " << errors << "\n"
-            << "Read by users:  " << HumanSize(static_cast<int64_t>(bytes_read)) << "\n\n";
+            << "Read by users:  " << HumanSize(static_cast<int64_t>(bytes_read)) << "\n"
+            << "Merged tree:    "
+            << (j.value("tree", std::string()) == "stored" ? "from the store" : "merged at mount")
+            << "\n\n";
   std::vector<std::vector<std::string>> rows = {
       {"LAYER", "SIZE", "LAZY", "FETCHED", "FETCHED %", "REQUESTS", "CHUNKS", "HITS", "ERRORS"}};
   for (const json& l : j["layers"]) {

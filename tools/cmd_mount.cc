@@ -591,6 +591,7 @@ int ServeMount(const CommandContext& ctx, const MountRequest& req, int status_fd
   services_options.lease_id = lease->info().id;
   services_options.mountpoint = lease_dir;
   services_options.reference = lease->info().reference;
+  services_options.tree_stored = prepared->tree_stored;
   const fs::FuseRequestCounts& requests = (*session)->request_counts();
   services_options.fuse_stats = [&requests] {
     fs::FuseSessionStats f;

@@ -430,7 +430,8 @@ Result<cache::IndexKey> StoreKeyOf(const LayerIndex& index) {
 }
 
 Result<LayerIndex> LoadOrBuildIndex(cache::IndexStore& store, const std::string& blob_path,
-                                    std::string_view media_type, const IndexOptions& options) {
+                                    std::string_view media_type, const IndexOptions& options,
+                                    registry::Digest* encoding) {
   if (options.expected_digest.empty()) {
     return Status::InvalidArgument("LoadOrBuildIndex needs the layer digest");
   }
@@ -445,6 +446,7 @@ Result<LayerIndex> LoadOrBuildIndex(cache::IndexStore& store, const std::string&
         (options.expected_diff_id.empty() || index->diff_id == options.expected_diff_id) &&
         index->chunk_size == options.chunk_size_bytes &&
         (index->format == LayerFormat::kTar || index->checkpoint_span == options.span_bytes)) {
+      if (encoding != nullptr) *encoding = EncodedIndexDigest(bytes->bytes());
       return index;
     }
   } else if (bytes.error().code() != StatusCode::kNotFound &&
@@ -457,7 +459,9 @@ Result<LayerIndex> LoadOrBuildIndex(cache::IndexStore& store, const std::string&
   index.provenance = IndexProvenance::kLayerBlob;
   index.origin = registry::Digest();
   index.subject = registry::Digest();
-  IMGFS_RETURN_IF_ERROR(store.Put(options.expected_digest, index.Encode()));
+  const std::string encoded = index.Encode();
+  IMGFS_RETURN_IF_ERROR(store.Put(options.expected_digest, encoded));
+  if (encoding != nullptr) *encoding = EncodedIndexDigest(encoded);
   if (options.chunk_table == LayerIndex::ChunkTable::kSkip) index.DropChunks();
   if (options.file_table == LayerIndex::FileTable::kSkip) index.DropEntries();
   return index;

@@ -107,8 +107,11 @@ class IndexBuilder {
 // that finds the index wrong and must drop it (IndexStore::Remove).
 Result<cache::IndexKey> StoreKeyOf(const LayerIndex& index);
 
+// `encoding`, when given, is set to EncodedIndexDigest of the stored index the result was
+// decoded from or just written as.
 Result<LayerIndex> LoadOrBuildIndex(cache::IndexStore& store, const std::string& blob_path,
-                                    std::string_view media_type, const IndexOptions& options);
+                                    std::string_view media_type, const IndexOptions& options,
+                                    registry::Digest* encoding = nullptr);
 
 }  // namespace imgfs::fs
 

@@ -591,6 +591,12 @@ Result<LayerIndex> DecodeBody(std::string_view body, LayerIndex::ChunkTable chun
 
 }  // namespace
 
+registry::Digest EncodedIndexDigest(std::string_view encoded) {
+  if (encoded.size() < kLayerIndexMagic.size() + 4 + kChecksumBytes) return registry::Digest();
+  return registry::Digest::FromSha256Bytes(
+      reinterpret_cast<const unsigned char*>(encoded.data() + encoded.size() - kChecksumBytes));
+}
+
 Result<LayerIndex> LayerIndex::Decode(std::string_view bytes, ChunkTable chunk_table,
                                       FileTable file_table) {
   if (bytes.size() < kLayerIndexMagic.size() + 4 + kChecksumBytes ||

@@ -262,6 +262,12 @@ struct LayerIndex {
   bool operator==(const LayerIndex&) const = default;
 };
 
+// The checksum an encoding (LayerIndex::Encode) ends with, the sha256 of everything before
+// it: it names those exact bytes, so a merged tree records the indexes it was merged from by
+// it (fs/tree/stored_tree.h). Not checked here (Decode does); empty when `encoded` is shorter
+// than a magic, a version and a checksum.
+registry::Digest EncodedIndexDigest(std::string_view encoded);
+
 }  // namespace imgfs::fs
 
 #endif  // IMGFS_FS_LAYER_LAYER_INDEX_H_

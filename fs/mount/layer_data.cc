@@ -96,10 +96,12 @@ bool StoredIndexFits(const LayerIndex& index, const registry::Descriptor& desc,
 // (IndexStore::PutLandmark), so a later mount from the stored index prefetches the same
 // files (e.g. after `imgfs cache prune` evicted the chunks).
 // The files are written without fsync (the mount waits for this index), their paths added to
-// *unsynced for a later IndexStore::Sync.
+// *unsynced for a later IndexStore::Sync. *encoding: EncodedIndexDigest of the stored index
+// (read or written now); empty when none is kept.
 Result<LayerIndex> LoadLazyIndex(const cache::IndexStore& index_store, registry::BlobSource& source,
                                  const registry::Descriptor& desc, bool* built,
-                                 EstargzTocLoad* load, std::vector<std::string>* unsynced) {
+                                 EstargzTocLoad* load, std::vector<std::string>* unsynced,
+                                 registry::Digest* encoding) {
   const registry::Digest toc = TocDigestOf(desc);
   const cache::IndexKey key = cache::IndexKey::Toc(desc.digest, toc);
   if (!toc.empty()) {
@@ -115,6 +117,7 @@ Result<LayerIndex> LoadLazyIndex(const cache::IndexStore& index_store, registry:
         if (decoded->format == LayerFormat::kEstargz) {
           load->landmark = StoredLandmark(index_store, desc.digest);
         }
+        *encoding = EncodedIndexDigest(stored->bytes());
         return decoded;
       }
     }
@@ -137,11 +140,15 @@ Result<LayerIndex> LoadLazyIndex(const cache::IndexStore& index_store, registry:
                           << kept.ToString();
     }
   }
-  Status put = index_store.Put(key, index->Encode(), Durability::kUnsynced);
-  if (put.ok()) unsynced->push_back(index_store.PathFor(key));
-  if (!put.ok())
+  const std::string encoded = index->Encode();
+  Status put = index_store.Put(key, encoded, Durability::kUnsynced);
+  if (put.ok()) {
+    unsynced->push_back(index_store.PathFor(key));
+    *encoding = EncodedIndexDigest(encoded);
+  } else {
     IMGFS_LOG(kWarning) << "cannot keep the index of " << desc.digest.String() << ": "
                         << put.ToString();
+  }
   return index;
 }
 
@@ -255,8 +262,9 @@ Result<std::optional<OpenedLayer>> LayerOpener::OpenMissing(size_t position,
     std::shared_ptr<const LayerIndex> plain;
     std::vector<std::string> unsynced;  // of a published index kept now
     UnannotatedToc unannotated = UnannotatedToc::kNone;
+    registry::Digest plain_encoding;
     if (!registry::media::IsLazyLayer(desc)) {
-      plain = PlainLazyIndex(desc, &unsynced);
+      plain = PlainLazyIndex(desc, &unsynced, &plain_encoding);
       if (plain == nullptr) unannotated = ProbeRemoteFooter(source, desc);
     }
     const bool unverified =
@@ -282,9 +290,10 @@ Result<std::optional<OpenedLayer>> LayerOpener::OpenMissing(size_t position,
         built = true;
       }
       EstargzTocLoad load;
-      Result<LayerIndex> index =
-          unverified ? LoadUnverifiedTocIndex(source, desc, unannotated, &load)
-                     : LoadLazyIndex(index_store_, source, desc, &built, &load, &out.unsynced);
+      Result<LayerIndex> index = unverified
+                                     ? LoadUnverifiedTocIndex(source, desc, unannotated, &load)
+                                     : LoadLazyIndex(index_store_, source, desc, &built, &load,
+                                                     &out.unsynced, &out.index_encoding);
       if (!index.has_value()) return decorate(index.error());
       out.landmark = load.landmark;
       out.index_built = built && !unverified;  // an unverified TOC is never stored
@@ -319,18 +328,15 @@ Result<std::optional<OpenedLayer>> LayerOpener::OpenMissing(size_t position,
       IndexedRemoteData::Options indexed_options;
       static_cast<LazyFetchOptions&>(indexed_options) = options_.fetch;  // the shared policy
       indexed_options.memory_cache_bytes = CacheShare() / 2;  // chunks, and as much of blocks
-      // An index the layer's own tar headers contradict is dropped from the store too, with
-      // the image's tree merged from it, so the next mount does not serve them again.
+      // An index the layer's own tar headers contradict is dropped from the store too, so
+      // the next mount does not serve it again.
       if (Result<cache::IndexKey> key = StoreKeyOf(*plain); key.has_value()) {
-        indexed_options.on_index_mismatch = [index_store = index_store_, key = *key,
-                                             manifest = options_.manifest](const Status& why) {
+        indexed_options.on_index_mismatch = [index_store = index_store_,
+                                             key = *key](const Status& why) {
           Status removed = index_store.Remove(key);
           IMGFS_LOG(kWarning) << "stored index " << index_store.PathFor(key)
                               << " removed: " << why.ToString()
                               << (removed.ok() ? "" : " (" + removed.ToString() + ")");
-          if (manifest.sha256_bytes() != nullptr) {
-            (void)index_store.Remove(cache::IndexKey::Tree(manifest));  // NotFound: none
-          }
         };
       }
       Result<std::unique_ptr<IndexedRemoteData>> data = IndexedRemoteData::Create(
@@ -339,6 +345,7 @@ Result<std::optional<OpenedLayer>> LayerOpener::OpenMissing(size_t position,
         OpenedLayer out;
         out.kind = OpenedLayer::Kind::kIndexed;
         out.unsynced = std::move(unsynced);
+        out.index_encoding = plain_encoding;
         out.indexed = data->get();
         out.mounted = MountedLayer{plain, std::move(data).value()};
         return std::optional<OpenedLayer>(std::move(out));
@@ -363,7 +370,9 @@ Result<OpenedLayer> LayerOpener::OpenLocal(size_t position, const registry::Desc
   // Only for the log line: a stat, not a second read of the index.
   const bool existed = ::access(index_store_.PathFor(desc.digest).c_str(), F_OK) == 0;
   cache::IndexStore index_store = index_store_;
-  Result<LayerIndex> index = LoadOrBuildIndex(index_store, blob, desc.media_type, index_options);
+  registry::Digest encoding;
+  Result<LayerIndex> index =
+      LoadOrBuildIndex(index_store, blob, desc.media_type, index_options, &encoding);
   if (!index.has_value()) {
     return index.error().WithContext(LayerContext(options_.image, position, desc));
   }
@@ -391,6 +400,7 @@ Result<OpenedLayer> LayerOpener::OpenLocal(size_t position, const registry::Desc
   OpenedLayer out;
   out.kind = OpenedLayer::Kind::kLocal;
   out.index_built = !existed;
+  out.index_encoding = encoding;
   out.entries_droppable = std::move(owned);
   out.mounted = MountedLayer{shared, std::make_unique<LocalLayerData>(std::move(reader).value())};
   return out;
@@ -468,7 +478,8 @@ const std::map<registry::Digest, LayerIndex>& LayerOpener::Published() {
 // recorded in the index (LayerIndex::origin). nullptr when there is none or it does not fit
 // the layer: the caller then fetches the layer whole (and indexes it).
 std::shared_ptr<const LayerIndex> LayerOpener::PlainLazyIndex(const registry::Descriptor& desc,
-                                                              std::vector<std::string>* unsynced) {
+                                                              std::vector<std::string>* unsynced,
+                                                              registry::Digest* encoding) {
   const registry::Digest& subject = options_.manifest;
   const cache::IndexStore& index_store = index_store_;
   auto stored = [&](const cache::IndexKey& key,
@@ -480,6 +491,7 @@ std::shared_ptr<const LayerIndex> LayerOpener::PlainLazyIndex(const registry::De
         !StoredIndexFits(*decoded, desc, provenance, {}, subject)) {
       return nullptr;
     }
+    *encoding = EncodedIndexDigest(bytes->bytes());
     return std::make_shared<const LayerIndex>(std::move(decoded).value());
   };
   if (auto own = stored(cache::IndexKey::LayerBlob(desc.digest), IndexProvenance::kLayerBlob)) {
@@ -496,9 +508,12 @@ std::shared_ptr<const LayerIndex> LayerOpener::PlainLazyIndex(const registry::De
                         << " does not fit it (format or size); fetching the layer whole";
     return nullptr;
   }
-  Status put = index_store.Put(key, it->second.Encode(), Durability::kUnsynced);
-  if (put.ok()) unsynced->push_back(index_store.PathFor(key));
-  if (!put.ok()) {
+  const std::string encoded = it->second.Encode();
+  Status put = index_store.Put(key, encoded, Durability::kUnsynced);
+  if (put.ok()) {
+    unsynced->push_back(index_store.PathFor(key));
+    *encoding = EncodedIndexDigest(encoded);
+  } else {
     IMGFS_LOG(kWarning) << "cannot keep the index of " << desc.digest.String() << ": "
                         << put.ToString();
   }

@@ -94,6 +94,10 @@ struct OpenedLayer {
   MountedLayer mounted;
   Kind kind = Kind::kLocal;
   bool index_built = false;  // its index was not in the store yet (TOC fetched or built)
+  // EncodedIndexDigest of the stored index its file table comes from (read, or written now);
+  // empty when the index is not kept (unverified, or verified against a digest that is not
+  // sha256): a merged tree names its layers' indexes by it (fs/tree/stored_tree.h).
+  registry::Digest index_encoding;
   // Background work for after the mount (non-owning; into `mounted.reader`):
   LazyLayerReader* toc_reader = nullptr;  // kLazyToc
   uint64_t landmark = 0;                  // kLazyToc: eStargz landmark offset, 0 = none
@@ -117,8 +121,8 @@ struct OpenedLayer {
 // IndexStore::Get or the decoder then says Corrupt and the next mount fetches the index
 // again, it never serves it.
 //
-// And storing the merged tree of an image whose layers are all local (fs/tree/stored_tree.h),
-// from the table's records, which `owner` keeps alive after the table has gone.
+// And storing the merged tree of an image (fs/tree/stored_tree.h) from the table's records,
+// which `owner` keeps alive after the table has gone.
 struct TreeToStore {
   StoredTreeInfo info;
   NodeTable::Records records;
@@ -174,7 +178,8 @@ class LayerOpener {
   // The indexes published in the registry for options_.manifest (looked up on first use).
   const std::map<registry::Digest, LayerIndex>& Published();
   std::shared_ptr<const LayerIndex> PlainLazyIndex(const registry::Descriptor& desc,
-                                                   std::vector<std::string>* unsynced);
+                                                   std::vector<std::string>* unsynced,
+                                                   registry::Digest* encoding);
 
   const LayerOpenerOptions options_;
   const cache::IndexStore index_store_;

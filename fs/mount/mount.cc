@@ -110,29 +110,28 @@ std::shared_ptr<const MappedFile> MapStoredTree(const cache::Store& store,
 }
 
 // What each opened layer's file table came from, as the stored tree records it
-// (StoredTreeSources): a local layer's index is its own blob's; a lazy one's is named by its
-// provenance and origin (the TOC digest, the published artifact). nullopt when a layer's
-// index is unverified (--insecure-skip-toc-verify) or has no origin to name it by: such a
-// tree is never stored.
+// (StoredTreeSources): the exact bytes of its stored index (OpenedLayer::index_encoding), and
+// for a lazy layer also the provenance and origin (the TOC digest, the published artifact)
+// that made it fit this layer. nullopt when a layer's index is not kept
+// (--insecure-skip-toc-verify, a TOC digest that is not sha256): such a tree is never stored.
 std::optional<registry::Digest> TreeSourcesOf(const std::vector<registry::Descriptor>& layers,
                                               const std::vector<OpenedLayer>& opened) {
   if (layers.size() != opened.size()) return std::nullopt;
   std::vector<std::string> sources;
   for (size_t i = 0; i < opened.size(); ++i) {
     const OpenedLayer& l = opened[i];
+    if (l.index_encoding.empty()) return std::nullopt;
     if (l.kind == OpenedLayer::Kind::kLocal || l.kind == OpenedLayer::Kind::kFetchedWhole) {
-      sources.push_back("blob " + layers[i].digest.String());
+      sources.push_back("blob " + layers[i].digest.String() + " " + l.index_encoding.String());
       continue;
     }
     const LayerIndex& index = *l.mounted.index;
-    if (index.provenance == IndexProvenance::kUnverified ||
-        (index.provenance != IndexProvenance::kLayerBlob && index.origin.empty())) {
-      return std::nullopt;  // unverified, or verified against a digest it does not keep
-    }
+    if (index.provenance == IndexProvenance::kUnverified) return std::nullopt;
     sources.push_back("index " + layers[i].digest.String() + " " +
                       std::to_string(static_cast<int>(index.provenance)) + " " +
                       index.origin.String() + " " + index.subject.String() + " " +
-                      std::to_string(static_cast<int>(index.format)));
+                      std::to_string(static_cast<int>(index.format)) + " " +
+                      l.index_encoding.String());
   }
   return StoredTreeSources(sources);
 }
@@ -141,10 +140,12 @@ std::optional<registry::Digest> TreeSourcesOf(const std::vector<registry::Descri
 // own: its reader finds a file's chunks there), and its stored tree `mapped` decoded meanwhile
 // on another thread (its checks are a pass over the whole tree: ~5 ms for 75 000 paths, as
 // long as the layers' indexes take). nullopt (logged) when the tree is unusable or does not
-// fit the layers as they opened; then the mount merges. Errors are the layers'.
+// fit the layers as they opened; then the mount merges, and *unsynced gets the index files
+// these openings wrote, which the next opening finds in the store. Errors are the layers'.
 Result<std::optional<std::pair<StoredTree, std::vector<OpenedLayer>>>> OpenWithStoredTree(
     LayerOpenerOptions options, const std::vector<registry::Descriptor>& layers,
-    std::shared_ptr<const MappedFile> mapped, const registry::Digest& manifest) {
+    std::shared_ptr<const MappedFile> mapped, const registry::Digest& manifest,
+    std::vector<std::string>* unsynced) {
   using Out = std::optional<std::pair<StoredTree, std::vector<OpenedLayer>>>;
   std::optional<Result<StoredTree>> decoded;
   auto decode = [&] { decoded = DecodeStoredTree(mapped->bytes(), mapped, manifest); };
@@ -171,7 +172,13 @@ Result<std::optional<std::pair<StoredTree, std::vector<OpenedLayer>>>> OpenWithS
   Result<std::vector<OpenedLayer>> opened = opener.OpenAll(layers);
   if (decoding.joinable()) decoding.join();
   if (!opened.has_value()) return opened.error();
+  auto keep_unsynced = [&] {
+    for (const OpenedLayer& l : *opened) {
+      unsynced->insert(unsynced->end(), l.unsynced.begin(), l.unsynced.end());
+    }
+  };
   if (!decoded.has_value() || !decoded->has_value()) {
+    keep_unsynced();
     IMGFS_LOG(kInfo) << (decoded.has_value() ? decoded->error().ToString() : "stored tree: ?")
                      << "; merging the layers again";
     return Out();
@@ -181,12 +188,15 @@ Result<std::optional<std::pair<StoredTree, std::vector<OpenedLayer>>>> OpenWithS
   if (TreeSourcesOf(layers, *opened) != tree.info.sources) {
     IMGFS_LOG(kInfo) << "stored tree of " << manifest.String()
                      << ": merged from other layer indexes; merging the layers again";
+    keep_unsynced();
     return Out();
   }
   std::vector<TreeLayer> opened_layers;
   for (const OpenedLayer& l : *opened) {
     const LayerIndex& index = *l.mounted.index;
-    opened_layers.push_back(TreeLayer{index.uncompressed_size, index.entries});
+    const bool local =
+        l.kind == OpenedLayer::Kind::kLocal || l.kind == OpenedLayer::Kind::kFetchedWhole;
+    opened_layers.push_back(TreeLayer{index.uncompressed_size, local ? nullptr : &index.entries});
   }
   Status fits = tree.info.layer_count == layers.size()
                     ? CheckTreeData(tree.table, opened_layers)
@@ -194,6 +204,7 @@ Result<std::optional<std::pair<StoredTree, std::vector<OpenedLayer>>>> OpenWithS
                                       " layers, the image " + std::to_string(layers.size()));
   if (!fits.ok()) {
     IMGFS_LOG(kWarning) << fits.ToString() << "; merging the layers again";
+    keep_unsynced();
     return Out();
   }
   return Out(std::in_place, std::move(tree), std::move(opened).value());
@@ -331,9 +342,11 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
   // tables and their merge (a lazy layer's file table stays: its reader looks files up there).
   std::optional<StoredTree> stored;
   std::vector<OpenedLayer> opened;
+  std::vector<std::string> unsynced;
   if (std::shared_ptr<const MappedFile> mapped = MapStoredTree(store, image.manifest.digest)) {
-    IMGFS_ASSIGN_OR_RETURN(auto fit, OpenWithStoredTree(opener_options, manifest.layers,
-                                                        std::move(mapped), image.manifest.digest));
+    IMGFS_ASSIGN_OR_RETURN(auto fit,
+                           OpenWithStoredTree(opener_options, manifest.layers, std::move(mapped),
+                                              image.manifest.digest, &unsynced));
     if (fit.has_value()) {
       stored = std::move(fit->first);
       opened = std::move(fit->second);
@@ -355,7 +368,6 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
       stored.has_value() ? std::nullopt : TreeSourcesOf(manifest.layers, opened);
   std::vector<MountedLayer> layers;
   layers.reserve(opened.size());
-  std::vector<std::string> unsynced;
   for (OpenedLayer& l : opened) {
     unsynced.insert(unsynced.end(), l.unsynced.begin(), l.unsynced.end());
     if (l.index_built) ++out.indexes_built;
@@ -393,7 +405,8 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
   }
   IMGFS_LOG(kInfo) << "image " << text << ": " << layers.size() << " layers, "
                    << table.inode_count() << " inodes, " << out.indexes_built << " indexes built, "
-                   << out.lazy_layers << " lazy layers";
+                   << out.lazy_layers << " lazy layers, merged tree "
+                   << (out.tree_stored ? "from the store" : "merged now");
   out.filesystem = std::make_unique<ImageFilesystem>(std::move(table), std::move(layers));
   out.cleanup =
       std::make_unique<BackgroundCleanup>(std::move(spent), cache::IndexStore(store.root()),

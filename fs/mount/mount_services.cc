@@ -231,6 +231,7 @@ class Services : public MountServices {
     j["lease"] = options_.lease_id;
     j["pid"] = ::getpid();
     j["manifest"] = manifest_.String();
+    j["tree"] = options_.tree_stored ? "stored" : "merged";
     const ImageFilesystem* fs = options_.filesystem;
     j["bytes_read"] = fs != nullptr ? fs->bytes_read() : 0;
     j["read_errors"] = fs != nullptr ? fs->read_errors() : 0;

@@ -6,7 +6,7 @@
 //    CLI finds it through the lease whose mountpoint is DIR). Protocol: the client connects
 //    and sends one line, "stats\n"; the daemon answers with one JSON object and closes:
 //      {"version":1, "mountpoint":"/mnt/x", "reference":"…", "lease":"…", "pid":1234,
-//       "manifest":"sha256:…", "bytes_read":N, "read_errors":N,
+//       "manifest":"sha256:…", "tree":"stored"|"merged", "bytes_read":N, "read_errors":N,
 //       "layers":[{"digest":"sha256:…", "size":N (from the manifest), "lazy":bool,
 //                  "bytes_fetched":N, "requests":N, "chunks_fetched":N, "cache_hits":N,
 //                  "errors":N}, …bottom first],
@@ -55,6 +55,9 @@ struct MountServicesOptions {
   std::string lease_id;                         // the mount's lease (cache/leases.h)
   std::string mountpoint;
   std::string reference;
+  // The merged tree came from the store (PreparedImage::tree_stored): stats say "tree":"stored",
+  // else "merged" (merged when the mount started).
+  bool tree_stored = false;
   // The session's numbers for "fuse" in stats (thread-safe; called from the services'
   // threads). Empty: stats have no "fuse".
   std::function<FuseSessionStats()> fuse_stats;

@@ -167,19 +167,26 @@ Result<StoredTree> DecodeStoredTree(std::string_view bytes, std::shared_ptr<cons
 }
 
 Status CheckTreeData(const NodeTable& table, std::span<const TreeLayer> layers) {
-  const std::span<const Node> nodes = table.records().nodes;
-  for (size_t i = 0; i < nodes.size(); ++i) {
-    const Node& n = nodes[i];
+  const NodeTable::Records r = table.records();
+  for (size_t i = 0; i < r.nodes.size(); ++i) {
+    const Node& n = r.nodes[i];
     if (n.layer == Node::kNoLayer) continue;
     auto at = [i] { return "stored tree: inode " + std::to_string(i + 1); };
     if (n.layer >= layers.size()) return Status::Corrupt(at() + ": no such layer");
     const TreeLayer& layer = layers[n.layer];
-    if (!layer.entries.empty()) {
-      if (n.entry >= layer.entries.size()) return Status::Corrupt(at() + ": no such entry");
-      const FileEntry& e = layer.entries[n.entry];
-      if (n.type == EntryType::kRegular && (e.type != EntryType::kRegular || e.size != n.size ||
-                                            e.payload_offset != n.payload_offset)) {
-        return Status::Corrupt(at() + ": not the file of its layer's entry");
+    if (layer.entries != nullptr) {
+      if (n.entry >= layer.entries->size()) return Status::Corrupt(at() + ": no such entry");
+      const FileEntry& e = (*layer.entries)[n.entry];
+      const bool file = n.type == EntryType::kRegular;
+      const bool device = n.type == EntryType::kChar || n.type == EntryType::kBlock;
+      // Adopt checked the arena ranges: the target is inside it.
+      const std::string_view target = r.arena.substr(n.link_target.offset, n.link_target.size);
+      if (e.type != n.type || (e.mode & 07777) != n.mode || e.uid != n.uid || e.gid != n.gid ||
+          e.mtime_sec != n.mtime_sec || e.mtime_nsec != n.mtime_nsec ||
+          (file && (e.size != n.size || e.payload_offset != n.payload_offset)) ||
+          (n.type == EntryType::kSymlink && e.link_target != target) ||
+          (device && (e.dev_major != n.dev_major || e.dev_minor != n.dev_minor))) {
+        return Status::Corrupt(at() + ": not what its layer's entry says");
       }
       continue;  // its data is where the entry says, which its index's decoder checked
     }

@@ -34,6 +34,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/status.h"
 #include "fs/layer/layer_index.h"
@@ -79,16 +80,17 @@ Result<StoredTree> DecodeStoredTree(std::string_view bytes, std::shared_ptr<cons
 struct TreeLayer {
   uint64_t stream_size = 0;  // bytes of the layer's uncompressed tar stream (LayerIndex)
   // The layer's file table when its reader looks files up there (a lazy layer reads a file's
-  // chunks through Node::entry); empty for a local layer, read by Node::payload_offset alone.
-  std::span<const FileEntry> entries;
+  // chunks through Node::entry); null for a local layer, read by Node::payload_offset alone.
+  const std::vector<FileEntry>* entries = nullptr;
 };
 
-// OK when every node's data lies inside its layer: its layer a position below
-// `layers.size()` (or Node::kNoLayer); for a layer with entries, the node's entry one of them
-// and a regular file's entry a regular file of the same size and payload_offset (its data is
-// then where the entry says); otherwise a regular file's [payload_offset, payload_offset +
-// size) inside that layer's stream. A stored tree is checked so against the layers the mount
-// opened; Corrupt otherwise.
+// OK when every node fits the layer it names: a position below `layers.size()` (or
+// Node::kNoLayer). For a layer with entries, the node's entry must be one of them and say
+// what the merge would have copied from it: the type, mode, owner and mtime, and for a file its
+// size and payload_offset, for a symlink its target, for a device its numbers (a lazy file's data
+// is then where its entry says). For a layer without, a regular file's [payload_offset,
+// payload_offset + size) lies inside the layer's stream. A stored tree is checked so against the
+// layers the mount opened; Corrupt otherwise.
 Status CheckTreeData(const NodeTable& table, std::span<const TreeLayer> layers);
 
 }  // namespace imgfs::fs

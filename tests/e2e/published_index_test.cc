@@ -172,9 +172,12 @@ TEST_F(PublishedIndexTest, PrefetchAllFetchesThePlainLayerAndARemountReusesItsCh
       << "--prefetch=all did not fetch exactly the layer";
   Umount("fresh", "mnt-lazy");
 
-  // A new mount on the same store serves every file from the chunk store: no layer bytes.
+  // A new mount on the same store serves every file from the chunk store: no layer bytes. Its
+  // tree is the one the first mount merged from the published index and stored.
   r = Imgfs("fresh", {"mount", "--lazy", "--prefetch", "none", lazy_ref, dir_.Sub("mnt-lazy")});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  ProcessResult stats = Imgfs("fresh", {"stats", "--format", "json", dir_.Sub("mnt-lazy")});
+  EXPECT_NE(stats.out.find("\"tree\": \"stored\""), std::string::npos) << stats.Describe();
   const uint64_t before_reads = stats_->blob_bytes.load();
   EXPECT_EQ(ReadAll(dir_.Sub("mnt-lazy") + "/etc/small.conf"), "setting = 42\n");
   EXPECT_EQ(registry::Digest::Sha256Of(ReadAll(dir_.Sub("mnt-lazy") + "/data/big" +

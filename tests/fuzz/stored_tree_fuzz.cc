@@ -61,7 +61,7 @@ void Exercise(const std::string& bytes) {
   (void)imgfs::fs::CheckTreeData(t, layers);
   for (imgfs::fs::TreeLayer& l : layers) {
     l.stream_size = 1 << 20;
-    l.entries = entries;
+    l.entries = &entries;
   }
   (void)imgfs::fs::CheckTreeData(t, layers);
   auto again = imgfs::fs::EncodeStoredTree(t.records(), tree->info);
