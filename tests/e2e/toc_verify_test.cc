@@ -178,6 +178,9 @@ TEST_P(TocVerifyTest, InsecureSkipTocVerifyMountsLazily) {
   EXPECT_EQ(ListFilesRecursive(dir_.Sub("store2/blobs/sha256")).size(), 2u);
   EXPECT_NE(ReadAll(Mnt() + "/etc/os-release").find("ID=tiny"), std::string::npos);
   Umount();
+  for (const std::string& f : ListFilesRecursive(dir_.Sub("store2/indexes"))) {
+    EXPECT_FALSE(f.ends_with(".tree") || f.find(".toc-") != std::string::npos) << f;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(TocVerify, TocVerifyTest,
