@@ -1,6 +1,7 @@
 // imgfs — `imgfs cache du|gc|prune|set` (the store's disk use) and `imgfs stats DIR` (fetch
 // statistics of a live mount, from its daemon's control socket).
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -260,7 +261,7 @@ int RunSet(CommandContext& ctx) {
   if (args.Has("interval")) {
     std::string v = args.Get("interval");
     char* end = nullptr;
-    long n = std::strtol(v.c_str(), &end, 10);
+    const int64_t n = std::strtoll(v.c_str(), &end, 10);
     if (v.empty() || *end != '\0' || n < 1 || n > 24 * 3600) {
       return UsageError(ctx.name, "invalid interval '" + v + "' (1 to 86400 seconds)");
     }
