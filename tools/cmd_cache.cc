@@ -53,6 +53,13 @@ constexpr std::string_view kPruneUsage =
 constexpr std::string_view kSetUsage =
     "Usage: imgfs cache set [--max-size SIZE|none] [--interval SECONDS]\n\n"
     "Set the store's size cap, enforced by every mount daemon in the background.";
+// The stats reply's "tree" for people; an older daemon sends none.
+std::string TreeSource(const std::string& tree) {
+  if (tree == "stored") return "from the store";
+  if (tree == "merged") return "merged at mount";
+  return "unknown";
+}
+
 constexpr std::string_view kStatsUsage =
     "Usage: imgfs stats [OPTIONS] DIR\n\n"
     "Show what a mounted image fetched: bytes fetched / image size, requests, cache hits,\n"
@@ -376,9 +383,7 @@ int RunStats(CommandContext& ctx) {
             << "Cache hits:     " << hits << "\n"
             << "Fetch errors:   " << errors << "\n"
             << "Read by users:  " << HumanSize(static_cast<int64_t>(bytes_read)) << "\n"
-            << "Merged tree:    "
-            << (j.value("tree", std::string()) == "stored" ? "from the store" : "merged at mount")
-            << "\n\n";
+            << "Merged tree:    " << TreeSource(j.value("tree", std::string())) << "\n\n";
   std::vector<std::vector<std::string>> rows = {
       {"LAYER", "SIZE", "LAZY", "FETCHED", "FETCHED %", "REQUESTS", "CHUNKS", "HITS", "ERRORS"}};
   for (const json& l : j["layers"]) {

@@ -264,6 +264,15 @@ class EarlyLayers {
   }
   Result<std::vector<OpenedLayer>>& opened() { return *opened_; }
   LayerMerge& merge() { return merge_; }
+  // After Join, for layers opened here but not used: the index files their opening wrote
+  // without fsync (the next opening finds them in the store and writes nothing).
+  std::vector<std::string> Unsynced() const {
+    std::vector<std::string> out;
+    if (!opened_.has_value() || !opened_->has_value()) return out;
+    for (const OpenedLayer& l : **opened_)
+      out.insert(out.end(), l.unsynced.begin(), l.unsynced.end());
+    return out;
+  }
 
  private:
   bool started_ = false;
@@ -354,14 +363,20 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
   }
   LayerMerge own_merge;
   LayerMerge* merge = &own_merge;
+  bool early_used = false;
   if (!stored.has_value()) {
     if (early.Fits(image.manifest.digest, opener_options.source.get())) {
       IMGFS_ASSIGN_OR_RETURN(opened, std::move(early.opened()));
       merge = &early.merge();
+      early_used = true;
     } else {
       IMGFS_ASSIGN_OR_RETURN(opened,
                              OpenAndMerge(std::move(opener_options), manifest.layers, merge));
     }
+  }
+  if (!early_used) {
+    const std::vector<std::string> spent = early.Unsynced();
+    unsynced.insert(unsynced.end(), spent.begin(), spent.end());
   }
   // Before the layers move out of `opened`.
   const std::optional<registry::Digest> sources =

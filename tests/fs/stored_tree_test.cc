@@ -325,7 +325,8 @@ TEST(StoredTreeTest, ANodeOfALazyLayerMustBeWhatItsEntrySays) {
   const Node* file = first_of(EntryType::kRegular);
   const Node* link = first_of(EntryType::kSymlink);
   const Node* dir = first_of(EntryType::kDirectory);
-  ASSERT_TRUE(file != nullptr && link != nullptr && dir != nullptr);
+  const Node* dev = first_of(EntryType::kChar);
+  ASSERT_TRUE(file != nullptr && link != nullptr && dir != nullptr && dev != nullptr);
   // Its layer with `change` made to the entry of `n` (a copy of the table).
   auto refusal = [&](const Node& n, const std::function<void(FileEntry&)>& change) {
     std::vector<FileEntry> entries = m.layers[n.layer].entries;
@@ -356,6 +357,7 @@ TEST(StoredTreeTest, ANodeOfALazyLayerMustBeWhatItsEntrySays) {
       {link, [](FileEntry& e) { e.link_target += "x"; }},
       {dir, [](FileEntry& e) { e.type = EntryType::kRegular; }},
       {dir, [](FileEntry& e) { e.mode ^= 0002; }},
+      {dev, [](FileEntry& e) { e.dev_minor += 1; }},
   };
   for (size_t i = 0; i < changes.size(); ++i) {
     Status st = refusal(*changes[i].first, changes[i].second);
@@ -468,6 +470,65 @@ TEST(StoredTreeTest, PrepareImageStoresTheTreeAndMountsFromIt) {
   rewritten = ReadFile(tree_path);
   ASSERT_TRUE(rewritten.has_value());
   EXPECT_EQ(*rewritten, *written);
+}
+
+// The tree names each layer's stored index by the checksum its file ends with: an index whose
+// bytes changed under the same key (rebuilt, or written by another imgfs) makes the next mount
+// merge again, from that index, and replace the tree; the mount after it uses the new tree.
+TEST(StoredTreeTest, ATreeIsUsedOnlyWithTheIndexBytesItWasMergedFrom) {
+  imgfs::testing::TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(dir.Sub("store"));
+  ASSERT_TRUE(store.has_value()) << store.error().ToString();
+  const std::string image = "oci:" + kFixtures + "/tiny-gzip:latest";
+  Result<PreparedImage> first = PrepareImage(**store, image, PrepareOptions{});
+  ASSERT_TRUE(first.has_value()) << first.error().ToString();
+  first->cleanup.reset();
+  const cache::IndexStore indexes((*store)->root());
+  const std::string tree_path = indexes.PathFor(cache::IndexKey::Tree(first->manifest_digest));
+  Result<std::string> tree = ReadFile(tree_path);
+  ASSERT_TRUE(tree.has_value()) << tree.error().ToString();
+
+  // The top layer's index, with its last file's mtime changed and sealed again.
+  const std::vector<testing::FixtureLayer> layers = FixtureLayers(kFixtures + "/tiny-gzip");
+  ASSERT_FALSE(layers.empty());
+  const std::string index_path = indexes.PathFor(layers.back().digest);
+  Result<std::string> bytes = ReadFile(index_path);
+  ASSERT_TRUE(bytes.has_value()) << index_path << ": " << bytes.error().ToString();
+  Result<LayerIndex> index = LayerIndex::Decode(*bytes);
+  ASSERT_TRUE(index.has_value()) << index.error().ToString();
+  FileEntry* changed = nullptr;
+  for (FileEntry& e : index->entries) {
+    if (e.type == EntryType::kRegular) changed = &e;  // the top layer's last file: shown
+  }
+  ASSERT_NE(changed, nullptr);
+  changed->mtime_sec += 1000;
+  const std::string changed_path = changed->path;
+  const int64_t changed_mtime = changed->mtime_sec;
+  ASSERT_TRUE(WriteFileAtomic(index_path, index->Encode(), 0600).ok());
+
+  Result<PreparedImage> second = PrepareImage(**store, image, PrepareOptions{});
+  ASSERT_TRUE(second.has_value()) << second.error().ToString();
+  EXPECT_FALSE(second->tree_stored) << "a tree used with other index bytes";
+  const NodeTable& t = second->filesystem->table();
+  Result<uint64_t> ino = NodeTable::kRootIno;
+  size_t from = 0;
+  while (ino.has_value() && from <= changed_path.size()) {
+    const size_t slash = std::min(changed_path.find('/', from), changed_path.size());
+    ino = t.Lookup(*ino, std::string_view(changed_path).substr(from, slash - from));
+    from = slash + 1;
+  }
+  ASSERT_TRUE(ino.has_value()) << changed_path;
+  EXPECT_EQ(t.Get(*ino)->mtime_sec, changed_mtime) << "not merged from the changed index";
+  second->cleanup.reset();
+  Result<std::string> rewritten = ReadFile(tree_path);
+  ASSERT_TRUE(rewritten.has_value());
+  EXPECT_NE(*rewritten, *tree);
+
+  Result<PreparedImage> third = PrepareImage(**store, image, PrepareOptions{});
+  ASSERT_TRUE(third.has_value()) << third.error().ToString();
+  EXPECT_TRUE(third->tree_stored);
+  EXPECT_TRUE(SameRecords(second->filesystem->table(), third->filesystem->table()));
 }
 
 // A tree of version 1 (no sources digest: local layers only) is refused by its version; the
