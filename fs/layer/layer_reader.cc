@@ -422,8 +422,8 @@ Status LayerReader::ProduceMapped(Cursor& c, char* out, size_t n) {
     }
     size_t consumed = 0;
     size_t produced = 0;
-    Status s =
-        c.decoder->Decode(blob.substr(c.next_read, kMappedInputBytes), &consumed, out + got, n - got, &produced);
+    Status s = c.decoder->Decode(blob.substr(c.next_read, kMappedInputBytes), &consumed, out + got,
+                                 n - got, &produced);
     if (!s.ok()) return s.WithContext(LayerName());
     c.next_read += consumed;
     got += produced;

@@ -112,7 +112,15 @@ struct OpenedLayer {
   // `in_order`, which merges): the merge proper, sequential, starts with less to do (~28
   // bytes an entry until it is done).
   MergeInput merge_input;
+
+  // Read from a complete local blob (in the store, or fetched whole now), by the place of a
+  // file in the tar stream; else lazily, by its entry in the file table.
+  bool local() const { return kind == Kind::kLocal || kind == Kind::kFetchedWhole; }
 };
+
+// The IndexStore files the openings of `layers` wrote without fsync (OpenedLayer::unsynced),
+// in layer order.
+std::vector<std::string> UnsyncedOf(const std::vector<OpenedLayer>& layers);
 
 // What a prepared mount's first answer need not wait for, done on a thread of its own (the
 // destructor waits for it): freeing the local layers' file tables, which the merged NodeTable

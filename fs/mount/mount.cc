@@ -121,7 +121,7 @@ std::optional<registry::Digest> TreeSourcesOf(const std::vector<registry::Descri
   for (size_t i = 0; i < opened.size(); ++i) {
     const OpenedLayer& l = opened[i];
     if (l.index_encoding.empty()) return std::nullopt;
-    if (l.kind == OpenedLayer::Kind::kLocal || l.kind == OpenedLayer::Kind::kFetchedWhole) {
+    if (l.local()) {
       sources.push_back("blob " + layers[i].digest.String() + " " + l.index_encoding.String());
       continue;
     }
@@ -173,9 +173,8 @@ Result<std::optional<std::pair<StoredTree, std::vector<OpenedLayer>>>> OpenWithS
   if (decoding.joinable()) decoding.join();
   if (!opened.has_value()) return opened.error();
   auto keep_unsynced = [&] {
-    for (const OpenedLayer& l : *opened) {
-      unsynced->insert(unsynced->end(), l.unsynced.begin(), l.unsynced.end());
-    }
+    const std::vector<std::string> written = UnsyncedOf(*opened);
+    unsynced->insert(unsynced->end(), written.begin(), written.end());
   };
   if (!decoded.has_value() || !decoded->has_value()) {
     keep_unsynced();
@@ -194,9 +193,8 @@ Result<std::optional<std::pair<StoredTree, std::vector<OpenedLayer>>>> OpenWithS
   std::vector<TreeLayer> opened_layers;
   for (const OpenedLayer& l : *opened) {
     const LayerIndex& index = *l.mounted.index;
-    const bool local =
-        l.kind == OpenedLayer::Kind::kLocal || l.kind == OpenedLayer::Kind::kFetchedWhole;
-    opened_layers.push_back(TreeLayer{index.uncompressed_size, local ? nullptr : &index.entries});
+    opened_layers.push_back(
+        TreeLayer{index.uncompressed_size, l.local() ? nullptr : &index.entries});
   }
   Status fits = tree.info.layer_count == layers.size()
                     ? CheckTreeData(tree.table, opened_layers)
@@ -256,9 +254,7 @@ class EarlyLayers {
     }
     if (!opened_->has_value()) return true;
     for (const OpenedLayer& l : **opened_) {
-      if (l.kind != OpenedLayer::Kind::kLazyToc && l.kind != OpenedLayer::Kind::kIndexed) {
-        return false;
-      }
+      if (l.local()) return false;
     }
     return true;
   }
@@ -267,11 +263,8 @@ class EarlyLayers {
   // After Join, for layers opened here but not used: the index files their opening wrote
   // without fsync (the next opening finds them in the store and writes nothing).
   std::vector<std::string> Unsynced() const {
-    std::vector<std::string> out;
-    if (!opened_.has_value() || !opened_->has_value()) return out;
-    for (const OpenedLayer& l : **opened_)
-      out.insert(out.end(), l.unsynced.begin(), l.unsynced.end());
-    return out;
+    if (!opened_.has_value() || !opened_->has_value()) return {};
+    return UnsyncedOf(**opened_);
   }
 
  private:
@@ -381,14 +374,13 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
   // Before the layers move out of `opened`.
   const std::optional<registry::Digest> sources =
       stored.has_value() ? std::nullopt : TreeSourcesOf(manifest.layers, opened);
+  const std::vector<std::string> written = UnsyncedOf(opened);
+  unsynced.insert(unsynced.end(), written.begin(), written.end());
   std::vector<MountedLayer> layers;
   layers.reserve(opened.size());
   for (OpenedLayer& l : opened) {
-    unsynced.insert(unsynced.end(), l.unsynced.begin(), l.unsynced.end());
     if (l.index_built) ++out.indexes_built;
-    if (l.kind == OpenedLayer::Kind::kLazyToc || l.kind == OpenedLayer::Kind::kIndexed) {
-      ++out.lazy_layers;
-    }
+    if (!l.local()) ++out.lazy_layers;
     layers.push_back(std::move(l.mounted));
   }
   NodeTable table;

@@ -179,12 +179,14 @@ Status CheckTreeData(const NodeTable& table, std::span<const TreeLayer> layers) 
       const FileEntry& e = (*layer.entries)[n.entry];
       const bool file = n.type == EntryType::kRegular;
       const bool device = n.type == EntryType::kChar || n.type == EntryType::kBlock;
-      // Adopt checked the arena ranges: the target is inside it.
-      const std::string_view target = r.arena.substr(n.link_target.offset, n.link_target.size);
+      bool other_target = false;
+      if (n.type == EntryType::kSymlink) {
+        const Result<std::string_view> target = table.ReadLink(i + 1);
+        other_target = !target.has_value() || *target != e.link_target;
+      }
       if (e.type != n.type || (e.mode & 07777) != n.mode || e.uid != n.uid || e.gid != n.gid ||
           e.mtime_sec != n.mtime_sec || e.mtime_nsec != n.mtime_nsec ||
-          (file && (e.size != n.size || e.payload_offset != n.payload_offset)) ||
-          (n.type == EntryType::kSymlink && e.link_target != target) ||
+          (file && (e.size != n.size || e.payload_offset != n.payload_offset)) || other_target ||
           (device && (e.dev_major != n.dev_major || e.dev_minor != n.dev_minor))) {
         return Status::Corrupt(at() + ": not what its layer's entry says");
       }

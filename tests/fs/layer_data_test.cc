@@ -16,24 +16,21 @@
 #include "registry/local_source.h"
 #include "registry/manifest.h"
 #include "tests/fs/layer_test_util.h"
+#include "tests/fs/prepared_store.h"
 #include "tests/support/fake_blob_source.h"
-#include "tests/support/temp_dir.h"
 
 namespace imgfs::fs {
 namespace {
 
 using ::imgfs::testing::FakeBlobSource;
-using ::imgfs::testing::TempDir;
 
 // The tiny-estargz fixture (three eStargz layers with TOC digest annotations) behind a
 // FakeBlobSource, and an empty store: every layer is missing, so a lazy opener loads TOCs.
-class LayerOpenerTest : public ::testing::Test {
+class LayerOpenerTest : public testing::PreparedStoreTest {
  protected:
   void SetUp() override {
-    ASSERT_FALSE(dir_.path().empty());
-    Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(dir_.Sub("store"));
-    ASSERT_TRUE(store.has_value()) << store.error().ToString();
-    store_ = std::move(store).value();
+    PreparedStoreTest::SetUp();
+    if (HasFatalFailure()) return;
     auto local =
         registry::LocalSource::OpenOciLayout(testing::kFixtures + "/tiny-estargz", "latest");
     ASSERT_TRUE(local.has_value()) << local.error().ToString();
@@ -50,17 +47,15 @@ class LayerOpenerTest : public ::testing::Test {
 
   LayerOpenerOptions Options() const {
     LayerOpenerOptions o;
-    o.store = store_.get();
+    o.store = &store();
     o.image = "tiny-estargz";
     o.manifest = manifest_digest_;
     o.source = source_;
-    o.chunks = std::make_shared<cache::ChunkStore>(store_->root());
+    o.chunks = std::make_shared<cache::ChunkStore>(store().root());
     o.lazy = true;
     return o;
   }
 
-  TempDir dir_;
-  std::unique_ptr<cache::Store> store_;
   registry::Manifest manifest_;
   registry::Digest manifest_digest_;
   std::shared_ptr<FakeBlobSource> source_;
@@ -90,7 +85,7 @@ TEST_F(LayerOpenerTest, LoadsTheTocsOfAllLayersAtOnce) {
     EXPECT_EQ(l.mounted.index->layer_digest, manifest_.layers[i].digest);  // in order
   }
   EXPECT_EQ(source_->whole_blob_fetches(), 0);
-  for (const registry::Descriptor& d : manifest_.layers) EXPECT_FALSE(store_->HasBlob(d.digest));
+  for (const registry::Descriptor& d : manifest_.layers) EXPECT_FALSE(store().HasBlob(d.digest));
 
   // A second opener finds the indexes kept in the store: no request at all.
   source_->ResetCounts();
@@ -141,7 +136,7 @@ TEST_F(LayerOpenerTest, InOrderTakesEachLayerBottomFirstOnTheCallingThread) {
 
   seen.clear();
   source_->set_fail(true);
-  std::string stores = dir_.Sub("store2");
+  std::string stores = dir().Sub("store2");
   Result<std::unique_ptr<cache::Store>> fresh = cache::Store::Open(stores);
   ASSERT_TRUE(fresh.has_value());
   LayerOpenerOptions o = Options();
@@ -168,7 +163,7 @@ TEST_F(LayerOpenerTest, NotLazyFetchesMissingLayersWholeAndReadsThemLocally) {
   EXPECT_EQ(source_->requests(), 0);  // no TOC read
   for (size_t i = 0; i < 3; ++i) {
     EXPECT_EQ((*opened)[i].kind, OpenedLayer::Kind::kFetchedWhole) << i;
-    EXPECT_TRUE(store_->HasBlob(manifest_.layers[i].digest)) << i;
+    EXPECT_TRUE(store().HasBlob(manifest_.layers[i].digest)) << i;
     // An eStargz blob read locally is still known as eStargz (its annotation says so).
     EXPECT_EQ((*opened)[i].mounted.index->format, LayerFormat::kEstargz) << i;
   }

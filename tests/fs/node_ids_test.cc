@@ -11,14 +11,13 @@
 
 #include <gtest/gtest.h>
 
-#include "cache/store.h"
 #include "fs/layer/index_builder.h"
 #include "fs/layer/layer_index.h"
 #include "fs/mount/mount.h"
 #include "fs/tree/node_table.h"
 #include "fs/tree/overlay.h"
 #include "tests/fs/layer_test_util.h"
-#include "tests/support/temp_dir.h"
+#include "tests/fs/prepared_store.h"
 
 namespace imgfs::fs {
 namespace {
@@ -103,18 +102,15 @@ TEST(NodeIds, SameLayersGiveTheSameIdsFromBuiltAndFromStoredIndexes) {
   }
 }
 
-TEST(NodeIds, TwoPreparationsOfOneStoredImageNumberEveryNodeAlike) {
-  imgfs::testing::TempDir dir;
-  ASSERT_FALSE(dir.path().empty());
-  Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(dir.Sub("store"));
-  ASSERT_TRUE(store.has_value()) << store.error().ToString();
+class NodeIdsOfPreparedImages : public testing::PreparedStoreTest {};
+
+TEST_F(NodeIdsOfPreparedImages, TwoPreparationsOfOneStoredImageNumberEveryNodeAlike) {
   const std::string image = "oci:" + kFixtures + "/tiny-gzip:latest";
   // The first daemon copies the image in and builds the indexes; the next one loads them.
-  Result<PreparedImage> first = PrepareImage(**store, image, PrepareOptions{});
+  Result<PreparedImage> first = Prepare(image);
   ASSERT_TRUE(first.has_value()) << first.error().ToString();
   EXPECT_EQ(first->indexes_built, 3u);
-  first->cleanup.reset();  // the indexes are durable: what a daemon started later finds
-  Result<PreparedImage> second = PrepareImage(**store, image, PrepareOptions{});
+  Result<PreparedImage> second = Prepare(image);
   ASSERT_TRUE(second.has_value()) << second.error().ToString();
   EXPECT_EQ(second->indexes_built, 0u) << "the second preparation rebuilt indexes";
   const NodeTable& a = first->filesystem->table();

@@ -14,13 +14,12 @@
 
 #include "base/file_util.h"
 #include "cache/index_store.h"
-#include "cache/store.h"
 #include "fs/layer/index_builder.h"
 #include "fs/mount/mount.h"
 #include "fs/tree/node_table.h"
 #include "fs/tree/overlay.h"
 #include "tests/fs/layer_test_util.h"
-#include "tests/support/temp_dir.h"
+#include "tests/fs/prepared_store.h"
 
 namespace imgfs::fs {
 namespace {
@@ -379,22 +378,18 @@ TEST(StoredTreeTest, TheSourcesDigestNamesEachLayerInOrder) {
 
 // PrepareImage: the first mount of an image merges and stores the tree, the next maps it; a
 // damaged tree file is merged again and replaced; the tables are the same every time.
-TEST(StoredTreeTest, PrepareImageStoresTheTreeAndMountsFromIt) {
-  imgfs::testing::TempDir dir;
-  ASSERT_FALSE(dir.path().empty());
-  Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(dir.Sub("store"));
-  ASSERT_TRUE(store.has_value()) << store.error().ToString();
+class StoredTreeOfPreparedImages : public testing::PreparedStoreTest {};
+
+TEST_F(StoredTreeOfPreparedImages, PrepareImageStoresTheTreeAndMountsFromIt) {
   const std::string image = "oci:" + kFixtures + "/tiny-zstd:latest";
-  Result<PreparedImage> first = PrepareImage(**store, image, PrepareOptions{});
+  Result<PreparedImage> first = Prepare(image);
   ASSERT_TRUE(first.has_value()) << first.error().ToString();
   EXPECT_FALSE(first->tree_stored);
-  first->cleanup.reset();  // the tree is written in the background: done now
-  const std::string tree_path =
-      cache::IndexStore((*store)->root()).PathFor(cache::IndexKey::Tree(first->manifest_digest));
+  const std::string tree_path = indexes().PathFor(cache::IndexKey::Tree(first->manifest_digest));
   Result<std::string> written = ReadFile(tree_path);
   ASSERT_TRUE(written.has_value()) << written.error().ToString();
 
-  Result<PreparedImage> second = PrepareImage(**store, image, PrepareOptions{});
+  Result<PreparedImage> second = Prepare(image);
   ASSERT_TRUE(second.has_value()) << second.error().ToString();
   EXPECT_TRUE(second->tree_stored);
   EXPECT_TRUE(SameRecords(first->filesystem->table(), second->filesystem->table()));
@@ -412,17 +407,15 @@ TEST(StoredTreeTest, PrepareImageStoresTheTreeAndMountsFromIt) {
     ++files;
   }
   EXPECT_GT(files, 10u);
-  second.value().cleanup.reset();
 
   // A damaged tree: the mount merges, answers alike, and stores a good tree again.
   std::string damaged = *written;
   damaged[damaged.size() / 2] = static_cast<char>(damaged[damaged.size() / 2] ^ 1);
   ASSERT_TRUE(WriteFileAtomic(tree_path, damaged, 0600).ok());
-  Result<PreparedImage> third = PrepareImage(**store, image, PrepareOptions{});
+  Result<PreparedImage> third = Prepare(image);
   ASSERT_TRUE(third.has_value()) << third.error().ToString();
   EXPECT_FALSE(third->tree_stored);
   EXPECT_TRUE(SameRecords(first->filesystem->table(), third->filesystem->table()));
-  third->cleanup.reset();
   Result<std::string> rewritten = ReadFile(tree_path);
   ASSERT_TRUE(rewritten.has_value());
   EXPECT_EQ(*rewritten, *written);
@@ -446,11 +439,10 @@ TEST(StoredTreeTest, PrepareImageStoresTheTreeAndMountsFromIt) {
   Result<std::string> forged = EncodeStoredTree(r, good->info);
   ASSERT_TRUE(forged.has_value());
   ASSERT_TRUE(WriteFileAtomic(tree_path, *forged, 0600).ok());
-  Result<PreparedImage> fourth = PrepareImage(**store, image, PrepareOptions{});
+  Result<PreparedImage> fourth = Prepare(image);
   ASSERT_TRUE(fourth.has_value()) << fourth.error().ToString();
   EXPECT_FALSE(fourth->tree_stored);
   EXPECT_TRUE(SameRecords(first->filesystem->table(), fourth->filesystem->table()));
-  fourth->cleanup.reset();
   rewritten = ReadFile(tree_path);
   ASSERT_TRUE(rewritten.has_value());
   EXPECT_EQ(*rewritten, *written);
@@ -462,11 +454,10 @@ TEST(StoredTreeTest, PrepareImageStoresTheTreeAndMountsFromIt) {
   forged = EncodeStoredTree(good->table.records(), elsewhere);
   ASSERT_TRUE(forged.has_value());
   ASSERT_TRUE(WriteFileAtomic(tree_path, *forged, 0600).ok());
-  Result<PreparedImage> fifth = PrepareImage(**store, image, PrepareOptions{});
+  Result<PreparedImage> fifth = Prepare(image);
   ASSERT_TRUE(fifth.has_value()) << fifth.error().ToString();
   EXPECT_FALSE(fifth->tree_stored);
   EXPECT_TRUE(SameRecords(first->filesystem->table(), fifth->filesystem->table()));
-  fifth->cleanup.reset();
   rewritten = ReadFile(tree_path);
   ASSERT_TRUE(rewritten.has_value());
   EXPECT_EQ(*rewritten, *written);
@@ -475,24 +466,18 @@ TEST(StoredTreeTest, PrepareImageStoresTheTreeAndMountsFromIt) {
 // The tree names each layer's stored index by the checksum its file ends with: an index whose
 // bytes changed under the same key (rebuilt, or written by another imgfs) makes the next mount
 // merge again, from that index, and replace the tree; the mount after it uses the new tree.
-TEST(StoredTreeTest, ATreeIsUsedOnlyWithTheIndexBytesItWasMergedFrom) {
-  imgfs::testing::TempDir dir;
-  ASSERT_FALSE(dir.path().empty());
-  Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(dir.Sub("store"));
-  ASSERT_TRUE(store.has_value()) << store.error().ToString();
+TEST_F(StoredTreeOfPreparedImages, ATreeIsUsedOnlyWithTheIndexBytesItWasMergedFrom) {
   const std::string image = "oci:" + kFixtures + "/tiny-gzip:latest";
-  Result<PreparedImage> first = PrepareImage(**store, image, PrepareOptions{});
+  Result<PreparedImage> first = Prepare(image);
   ASSERT_TRUE(first.has_value()) << first.error().ToString();
-  first->cleanup.reset();
-  const cache::IndexStore indexes((*store)->root());
-  const std::string tree_path = indexes.PathFor(cache::IndexKey::Tree(first->manifest_digest));
+  const std::string tree_path = indexes().PathFor(cache::IndexKey::Tree(first->manifest_digest));
   Result<std::string> tree = ReadFile(tree_path);
   ASSERT_TRUE(tree.has_value()) << tree.error().ToString();
 
   // The top layer's index, with its last file's mtime changed and sealed again.
   const std::vector<testing::FixtureLayer> layers = FixtureLayers(kFixtures + "/tiny-gzip");
   ASSERT_FALSE(layers.empty());
-  const std::string index_path = indexes.PathFor(layers.back().digest);
+  const std::string index_path = indexes().PathFor(layers.back().digest);
   Result<std::string> bytes = ReadFile(index_path);
   ASSERT_TRUE(bytes.has_value()) << index_path << ": " << bytes.error().ToString();
   Result<LayerIndex> index = LayerIndex::Decode(*bytes);
@@ -507,7 +492,7 @@ TEST(StoredTreeTest, ATreeIsUsedOnlyWithTheIndexBytesItWasMergedFrom) {
   const int64_t changed_mtime = changed->mtime_sec;
   ASSERT_TRUE(WriteFileAtomic(index_path, index->Encode(), 0600).ok());
 
-  Result<PreparedImage> second = PrepareImage(**store, image, PrepareOptions{});
+  Result<PreparedImage> second = Prepare(image);
   ASSERT_TRUE(second.has_value()) << second.error().ToString();
   EXPECT_FALSE(second->tree_stored) << "a tree used with other index bytes";
   const NodeTable& t = second->filesystem->table();
@@ -520,12 +505,11 @@ TEST(StoredTreeTest, ATreeIsUsedOnlyWithTheIndexBytesItWasMergedFrom) {
   }
   ASSERT_TRUE(ino.has_value()) << changed_path;
   EXPECT_EQ(t.Get(*ino)->mtime_sec, changed_mtime) << "not merged from the changed index";
-  second->cleanup.reset();
   Result<std::string> rewritten = ReadFile(tree_path);
   ASSERT_TRUE(rewritten.has_value());
   EXPECT_NE(*rewritten, *tree);
 
-  Result<PreparedImage> third = PrepareImage(**store, image, PrepareOptions{});
+  Result<PreparedImage> third = Prepare(image);
   ASSERT_TRUE(third.has_value()) << third.error().ToString();
   EXPECT_TRUE(third->tree_stored);
   EXPECT_TRUE(SameRecords(second->filesystem->table(), third->filesystem->table()));
@@ -552,18 +536,11 @@ TEST(StoredTreeTest, AVersion1TreeIsRefused) {
 // index encoding fails here too, through the sources digest alone (the header names each
 // layer's index file by its checksum): older trees are then refused by their sources, and only
 // the golden file is made again.
-TEST(StoredTreeTest, TheEncodingOfAFixtureMatchesTheGoldenFile) {
-  imgfs::testing::TempDir dir;
-  ASSERT_FALSE(dir.path().empty());
-  Result<std::unique_ptr<cache::Store>> store = cache::Store::Open(dir.Sub("store"));
-  ASSERT_TRUE(store.has_value()) << store.error().ToString();
-  Result<PreparedImage> prepared =
-      PrepareImage(**store, "oci:" + kFixtures + "/tiny-gzip:latest", PrepareOptions{});
+TEST_F(StoredTreeOfPreparedImages, TheEncodingOfAFixtureMatchesTheGoldenFile) {
+  Result<PreparedImage> prepared = Prepare("oci:" + kFixtures + "/tiny-gzip:latest");
   ASSERT_TRUE(prepared.has_value()) << prepared.error().ToString();
-  prepared->cleanup.reset();
   Result<std::string> written =
-      ReadFile(cache::IndexStore((*store)->root())
-                   .PathFor(cache::IndexKey::Tree(prepared->manifest_digest)));
+      ReadFile(indexes().PathFor(cache::IndexKey::Tree(prepared->manifest_digest)));
   ASSERT_TRUE(written.has_value()) << written.error().ToString();
   Result<std::string> golden =
       ReadFile(std::string(IMGFS_SOURCE_DIR) + "/tests/testdata/stored_tree_v" +
