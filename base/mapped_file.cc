@@ -4,9 +4,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 
 #include "base/file_util.h"
@@ -38,27 +36,6 @@ Result<MappedFile> MappedFile::Open(const std::string& path) {
   out.data_ = data;
   out.size_ = static_cast<size_t>(st.st_size);
   return out;
-}
-
-Result<MappedFile> MappedFile::MapLazily(int fd, size_t size) {
-  MappedFile out;
-  if (size == 0) return out;
-  void* data = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  if (data == MAP_FAILED) return Status::FromErrno(errno, "mmap");
-  out.data_ = data;
-  out.size_ = size;
-  return out;
-}
-
-void MappedFile::DropPages(size_t offset, size_t length) const {
-  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
-  if (offset >= size_) return;
-  const size_t begin = offset / page * page;
-  const size_t end = std::min(size_, offset + std::min(length, size_ - offset));
-  if (begin >= end) return;
-  // MADV_DONTNEED on a read-only private file mapping only unmaps: a later read faults the
-  // file's page in again. A failure leaves the pages mapped, which is harmless.
-  (void)::madvise(static_cast<char*>(data_) + begin, end - begin, MADV_DONTNEED);
 }
 
 void MappedFile::Unmap() {

@@ -17,10 +17,6 @@ namespace {
 
 // Compressed bytes read per pread while decoding.
 constexpr size_t kReadBlockBytes = 128 << 10;
-// A decoder reading a mapped blob is given this many bytes per call (zlib counts its input
-// in 32 bits), and drops the pages it read every kDropMappedBytes.
-constexpr size_t kMappedInputBytes = 1 << 20;
-constexpr uint64_t kDropMappedBytes = 2 << 20;
 // Scratch buffer for output that is decoded only to be skipped.
 constexpr size_t kSkipBufferBytes = 64 << 10;
 
@@ -30,36 +26,13 @@ struct LayerReader::Cursor {
   std::unique_ptr<StreamDecoder> decoder;
   std::string in;          // compressed bytes read but not yet consumed
   size_t in_pos = 0;       // consumed prefix of `in`
-  uint64_t next_read = 0;  // blob offset of the next pread (mapped: of the next byte)
-  // Mapped blob: the mapping (null otherwise) and where the pages this decoder has read and
-  // not dropped yet begin (they end at next_read).
-  const MappedFile* mapped = nullptr;
-  uint64_t dropped = 0;
-
-  Cursor() = default;
-  Cursor(const Cursor&) = delete;
-  Cursor& operator=(const Cursor&) = delete;
-  ~Cursor() { DropRead(); }
+  uint64_t next_read = 0;  // blob offset of the next pread
 
   uint64_t position() const { return decoder->uncompressed_offset(); }
-  // Drops the pages read since the last drop from the mapping (the decoder keeps no pointer
-  // into its input between calls).
-  void DropRead() {
-    if (mapped == nullptr || next_read <= dropped) return;
-    mapped->DropPages(dropped, next_read - dropped);
-    dropped = next_read;
-  }
 };
 
 LayerReader::LayerReader(UniqueFd fd, std::shared_ptr<const LayerIndex> index, Options options)
-    : fd_(std::move(fd)), index_(std::move(index)), options_(options) {
-  if (options_.map_blob && index_->format != LayerFormat::kTar) {
-    // Without the mapping the reader preads, as it does for a tar layer.
-    Result<MappedFile> mapped =
-        MappedFile::MapLazily(fd_.get(), static_cast<size_t>(index_->compressed_size));
-    if (mapped.has_value()) mapped_ = std::move(mapped).value();
-  }
-}
+    : fd_(std::move(fd)), index_(std::move(index)), options_(options) {}
 
 struct LayerReader::AheadTask {
   std::unique_ptr<Cursor> cursor;  // positioned at the start of block `from`
@@ -363,8 +336,6 @@ Result<std::unique_ptr<LayerReader::Cursor>> LayerReader::CursorFor(uint64_t off
   if (!decoder.has_value()) return decoder.error().WithContext(LayerName());
   cursor->decoder = std::move(decoder).value();
   cursor->next_read = cp.compressed_offset;
-  if (!mapped_.bytes().empty()) cursor->mapped = &mapped_;
-  cursor->dropped = cp.compressed_offset;
   return cursor;
 }
 
@@ -380,7 +351,6 @@ void LayerReader::ParkLocked(std::unique_ptr<Cursor> cursor) {
 }
 
 Status LayerReader::Produce(Cursor& c, char* out, size_t n) {
-  if (!mapped_.bytes().empty()) return ProduceMapped(c, out, n);
   size_t got = 0;
   while (got < n) {
     size_t consumed = 0;
@@ -408,34 +378,6 @@ Status LayerReader::Produce(Cursor& c, char* out, size_t n) {
                              std::to_string(c.decoder->uncompressed_offset() + (n - got)));
     }
   }
-  return Status::Ok();
-}
-
-Status LayerReader::ProduceMapped(Cursor& c, char* out, size_t n) {
-  const std::string_view blob = mapped_.bytes();
-  size_t got = 0;
-  while (got < n) {
-    if (c.next_read >= blob.size()) {
-      return Status::Corrupt(LayerName() + ": compressed stream ends at offset " +
-                             std::to_string(blob.size()) + " before uncompressed offset " +
-                             std::to_string(c.decoder->uncompressed_offset() + (n - got)));
-    }
-    size_t consumed = 0;
-    size_t produced = 0;
-    Status s = c.decoder->Decode(blob.substr(c.next_read, kMappedInputBytes), &consumed, out + got,
-                                 n - got, &produced);
-    if (!s.ok()) return s.WithContext(LayerName());
-    c.next_read += consumed;
-    got += produced;
-    decompressed_bytes_ += produced;
-    if (consumed == 0 && produced == 0) {
-      return Status::Corrupt(LayerName() + ": decoder stuck at compressed offset " +
-                             std::to_string(c.decoder->compressed_offset()));
-    }
-  }
-  // Every few MiB a decoder drops the pages it read, so they leave the RSS again (dropping
-  // them after each block costs a fifth of the read).
-  if (c.next_read - c.dropped >= kDropMappedBytes) c.DropRead();
   return Status::Ok();
 }
 

@@ -41,7 +41,6 @@
 #include <vector>
 
 #include "base/byte_slices.h"
-#include "base/mapped_file.h"
 #include "base/mutex.h"
 #include "base/status.h"
 #include "base/unique_fd.h"
@@ -65,13 +64,6 @@ class LayerReader {
     // the path of a reader that waits on each read in turn (a cold `tar` of a mount). At most
     // this many blocks are cached or being decoded past the block a read ended in.
     size_t decode_ahead_blocks = 0;
-    // Decode a compressed blob where the page cache holds it, through a read-only mapping,
-    // instead of pread into a buffer first: one copy of every compressed byte fewer (a fifth
-    // of a cold read of a local gzip layer). The pages a decoder read are dropped from the
-    // mapping again, so the RSS does not grow with what was read. Only for blobs that never
-    // shrink while the reader lives (reading past a new end raises SIGBUS): the store's
-    // blobs, which are written once and replaced by rename only.
-    bool map_blob = false;
   };
 
   // Opens `blob_path` (the complete blob described by `index`). NotFound if absent; Corrupt
@@ -140,8 +132,6 @@ class LayerReader {
   void ParkLocked(std::unique_ptr<Cursor> cursor) IMGFS_REQUIRES(mu_);
   // Decodes exactly `n` bytes from `cursor` into `out` (nullptr: discard).
   Status Produce(Cursor& cursor, char* out, size_t n);
-  // Produce from the mapped blob (Options::map_blob).
-  Status ProduceMapped(Cursor& cursor, char* out, size_t n);
   // Decodes the blocks into the cache and *blocks; *continued: from a parked decoder.
   Status DecodeBlocks(uint64_t first_block, uint64_t last_block, std::vector<BlockPtr>* blocks,
                       bool* continued);
@@ -159,7 +149,6 @@ class LayerReader {
   void AheadLoop();
 
   UniqueFd fd_;
-  MappedFile mapped_;  // the blob, when Options::map_blob
   std::shared_ptr<const LayerIndex> index_;
   Options options_;
   std::atomic<uint64_t> decompressed_bytes_{0};

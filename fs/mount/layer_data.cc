@@ -392,7 +392,6 @@ Result<OpenedLayer> LayerOpener::OpenLocal(size_t position, const registry::Desc
   // CPU while it copies this one; within the layer's share of the cache (at least 4 blocks).
   reader_options.decode_ahead_blocks = std::min<size_t>(
       kDecodeAheadBlocks, reader_options.cache_bytes / reader_options.block_bytes / 2);
-  reader_options.map_blob = true;  // a store blob: written once, never shrunk
   Result<std::unique_ptr<LayerReader>> reader = LayerReader::Open(blob, shared, reader_options);
   if (!reader.has_value()) {
     return reader.error().WithContext("image " + options_.image + ", layer " +

@@ -5,10 +5,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <map>
-#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -143,42 +141,35 @@ TEST_P(FixtureReadTest, EveryRegularFileOfLayer1MatchesTheExpectedTree) {
   }
 }
 
-// Read with pread and from a mapped blob (Options::map_blob): the same bytes.
 TEST_P(FixtureReadTest, RandomOffsetReadsMatchThePlainTarLayer) {
   Opened plain = OpenFixtureLayer("tiny-uncompressed", 0);
+  LayerReader::Options small;
+  small.block_bytes = 64 << 10;
+  small.cache_bytes = 256 << 10;  // small cache: most random reads decode from a checkpoint
+  Opened o = OpenFixtureLayer(GetParam(), 0, small);
   ASSERT_NE(plain.reader, nullptr);
-  for (bool map : {false, true}) {
-    LayerReader::Options small;
-    small.block_bytes = 64 << 10;
-    small.cache_bytes = 256 << 10;  // small cache: most random reads decode from a checkpoint
-    small.map_blob = map;
-    Opened o = OpenFixtureLayer(GetParam(), 0, small);
-    ASSERT_NE(o.reader, nullptr);
-    std::mt19937_64 rng(42);
-    for (const char* path : {"data/random.bin", "bin/busybox", "data/zeros.bin"}) {
-      const FileEntry* want = Find(*plain.index, path);
-      const FileEntry* got = Find(*o.index, path);
-      ASSERT_TRUE(want && got);
-      for (int i = 0; i < 60; ++i) {
-        uint64_t off = rng() % (got->size + 100);
-        size_t len = static_cast<size_t>(rng() % 300000);
-        auto a = plain.reader->Read(*want, off, len);
-        auto b = o.reader->Read(*got, off, len);
-        ASSERT_TRUE(a.has_value() && b.has_value()) << path << " @" << off << " map " << map;
-        ASSERT_EQ(*a, *b) << path << " @" << off << " +" << len << " map " << map;
-      }
+  ASSERT_NE(o.reader, nullptr);
+  std::mt19937_64 rng(42);
+  for (const char* path : {"data/random.bin", "bin/busybox", "data/zeros.bin"}) {
+    const FileEntry* want = Find(*plain.index, path);
+    const FileEntry* got = Find(*o.index, path);
+    ASSERT_TRUE(want && got);
+    for (int i = 0; i < 60; ++i) {
+      uint64_t off = rng() % (got->size + 100);
+      size_t len = static_cast<size_t>(rng() % 300000);
+      auto a = plain.reader->Read(*want, off, len);
+      auto b = o.reader->Read(*got, off, len);
+      ASSERT_TRUE(a.has_value() && b.has_value()) << path << " @" << off;
+      ASSERT_EQ(*a, *b) << path << " @" << off << " +" << len;
     }
   }
 }
 
-// Threads reading a mapped blob drop the pages they read while others read them (run under
-// TSan and ASan): the same bytes.
 TEST_P(FixtureReadTest, ConcurrentReadersSeeTheSameBytes) {
   Opened plain = OpenFixtureLayer("tiny-uncompressed", 0);
   LayerReader::Options small;
   small.block_bytes = 32 << 10;
   small.cache_bytes = 128 << 10;
-  small.map_blob = true;
   Opened o = OpenFixtureLayer(GetParam(), 0, small);
   ASSERT_NE(plain.reader, nullptr);
   ASSERT_NE(o.reader, nullptr);
@@ -336,72 +327,6 @@ LayerReader::Options AheadOptions() {
   o.cache_bytes = 512 << 10;
   o.decode_ahead_blocks = 4;
   return o;
-}
-
-// The resident size of this process's mappings of `path` in KiB (/proc/self/smaps); nullopt
-// when it has none.
-std::optional<uint64_t> MappedRssKib(const std::string& path) {
-  const std::string name = std::filesystem::path(path).lexically_normal().string();
-  std::istringstream in(testing::ReadWhole("/proc/self/smaps"));
-  std::string line;
-  bool ours = false;
-  std::optional<uint64_t> kib;
-  while (std::getline(in, line)) {
-    const std::string first = line.substr(0, line.find(' '));
-    const bool header = first.find('-') != std::string::npos &&
-                        first.find_first_not_of("0123456789abcdef-") == std::string::npos;
-    if (header) {
-      ours = line.size() >= name.size() &&
-             line.compare(line.size() - name.size(), name.npos, name) == 0;
-    } else if (ours && line.rfind("Rss:", 0) == 0) {
-      kib = kib.value_or(0) + std::stoull(line.substr(4));
-    }
-  }
-  return kib;
-}
-
-// A mapped blob (Options::map_blob) is decoded where the page cache holds it, and the pages
-// its decoders read leave the process again: after a sequential read of a 48 MiB blob, a few
-// MiB of it are mapped, not the whole.
-TEST(LayerReaderTest, AMappedBlobLeavesTheProcessAsItIsRead) {
-  std::string data(48 << 20, '\0');
-  std::mt19937_64 rng(5);
-  for (size_t i = 0; i + 8 <= data.size(); i += 8) {
-    const uint64_t v = rng();
-    std::memcpy(&data[i], &v, 8);
-  }
-  testing::TarWriter tar;
-  tar.File("random.bin", data);
-  std::string path = ::testing::TempDir() + "/imgfs_mapped_" + std::to_string(getpid()) + ".tar.gz";
-  ASSERT_TRUE(testing::WriteWhole(path, testing::Gzip(tar.Finish(), 1)));
-  IndexOptions io;
-  io.span_bytes = 4 << 20;
-  auto index = IndexBuilder::BuildFromFile(path, "application/vnd.oci.image.layer.v1.tar+gzip", io);
-  ASSERT_TRUE(index.has_value()) << index.error().ToString();
-  auto shared = std::make_shared<const LayerIndex>(std::move(index).value());
-  ASSERT_GE(shared->compressed_size, uint64_t{48} << 20);  // random bytes: stored as they are
-  LayerReader::Options o = AheadOptions();
-  o.map_blob = true;
-  auto reader = LayerReader::Open(path, shared, o);
-  ASSERT_TRUE(reader.has_value()) << reader.error().ToString();
-  const FileEntry& e = shared->entries[0];
-  for (uint64_t off = 0; off < e.size; off += 1 << 20) {
-    auto part = (*reader)->Read(e, off, 1 << 20);
-    ASSERT_TRUE(part.has_value()) << part.error().ToString();
-    ASSERT_EQ(*part, std::string_view(data).substr(off, 1 << 20)) << "at " << off;
-    if (off == 0) {
-      EXPECT_GT(MappedRssKib(path).value_or(0), 0u) << "the blob is not mapped";
-    }
-  }
-  // A random read from a checkpoint, and its decoder dropped with the reader's cache.
-  auto mid = (*reader)->Read(e, 20 << 20, 4096);
-  ASSERT_TRUE(mid.has_value());
-  EXPECT_EQ(*mid, std::string_view(data).substr(20 << 20, 4096));
-  ASSERT_TRUE(MappedRssKib(path).has_value());
-  EXPECT_LE(*MappedRssKib(path), uint64_t{12} << 10) << "the pages read stay mapped";
-  reader->reset();
-  EXPECT_FALSE(MappedRssKib(path).has_value());
-  std::filesystem::remove(path);
 }
 
 // A reader that reads file after file in layer order (a cold tar of a mount) has the next
