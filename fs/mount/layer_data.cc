@@ -655,10 +655,8 @@ BackgroundCleanup::~BackgroundCleanup() {
   if (thread_.joinable()) thread_.join();
 }
 
-std::vector<std::string> UnsyncedOf(const std::vector<OpenedLayer>& layers) {
-  std::vector<std::string> out;
-  for (const OpenedLayer& l : layers) out.insert(out.end(), l.unsynced.begin(), l.unsynced.end());
-  return out;
+void AppendUnsynced(const std::vector<OpenedLayer>& layers, std::vector<std::string>* out) {
+  for (const OpenedLayer& l : layers) out->insert(out->end(), l.unsynced.begin(), l.unsynced.end());
 }
 
 }  // namespace imgfs::fs

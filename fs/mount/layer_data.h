@@ -118,9 +118,9 @@ struct OpenedLayer {
   bool local() const { return kind == Kind::kLocal || kind == Kind::kFetchedWhole; }
 };
 
-// The IndexStore files the openings of `layers` wrote without fsync (OpenedLayer::unsynced),
-// in layer order.
-std::vector<std::string> UnsyncedOf(const std::vector<OpenedLayer>& layers);
+// Appends to `out` the IndexStore files the openings of `layers` wrote without fsync
+// (OpenedLayer::unsynced), in layer order.
+void AppendUnsynced(const std::vector<OpenedLayer>& layers, std::vector<std::string>* out);
 
 // What a prepared mount's first answer need not wait for, done on a thread of its own (the
 // destructor waits for it): freeing the local layers' file tables, which the merged NodeTable

@@ -172,12 +172,8 @@ Result<std::optional<std::pair<StoredTree, std::vector<OpenedLayer>>>> OpenWithS
   Result<std::vector<OpenedLayer>> opened = opener.OpenAll(layers);
   if (decoding.joinable()) decoding.join();
   if (!opened.has_value()) return opened.error();
-  auto keep_unsynced = [&] {
-    const std::vector<std::string> written = UnsyncedOf(*opened);
-    unsynced->insert(unsynced->end(), written.begin(), written.end());
-  };
   if (!decoded.has_value() || !decoded->has_value()) {
-    keep_unsynced();
+    AppendUnsynced(*opened, unsynced);
     IMGFS_LOG(kInfo) << (decoded.has_value() ? decoded->error().ToString() : "stored tree: ?")
                      << "; merging the layers again";
     return Out();
@@ -187,7 +183,7 @@ Result<std::optional<std::pair<StoredTree, std::vector<OpenedLayer>>>> OpenWithS
   if (TreeSourcesOf(layers, *opened) != tree.info.sources) {
     IMGFS_LOG(kInfo) << "stored tree of " << manifest.String()
                      << ": merged from other layer indexes; merging the layers again";
-    keep_unsynced();
+    AppendUnsynced(*opened, unsynced);
     return Out();
   }
   std::vector<TreeLayer> opened_layers;
@@ -202,7 +198,7 @@ Result<std::optional<std::pair<StoredTree, std::vector<OpenedLayer>>>> OpenWithS
                                       " layers, the image " + std::to_string(layers.size()));
   if (!fits.ok()) {
     IMGFS_LOG(kWarning) << fits.ToString() << "; merging the layers again";
-    keep_unsynced();
+    AppendUnsynced(*opened, unsynced);
     return Out();
   }
   return Out(std::in_place, std::move(tree), std::move(opened).value());
@@ -260,11 +256,10 @@ class EarlyLayers {
   }
   Result<std::vector<OpenedLayer>>& opened() { return *opened_; }
   LayerMerge& merge() { return merge_; }
-  // After Join, for layers opened here but not used: the index files their opening wrote
+  // After Join, for layers opened here but not used: appends the index files their opening wrote
   // without fsync (the next opening finds them in the store and writes nothing).
-  std::vector<std::string> Unsynced() const {
-    if (!opened_.has_value() || !opened_->has_value()) return {};
-    return UnsyncedOf(**opened_);
+  void AppendUnsynced(std::vector<std::string>* out) const {
+    if (opened_.has_value() && opened_->has_value()) fs::AppendUnsynced(**opened_, out);
   }
 
  private:
@@ -367,15 +362,11 @@ Result<PreparedImage> PrepareImage(cache::Store& store, std::string_view text,
                              OpenAndMerge(std::move(opener_options), manifest.layers, merge));
     }
   }
-  if (!early_used) {
-    const std::vector<std::string> spent = early.Unsynced();
-    unsynced.insert(unsynced.end(), spent.begin(), spent.end());
-  }
+  if (!early_used) early.AppendUnsynced(&unsynced);
   // Before the layers move out of `opened`.
   const std::optional<registry::Digest> sources =
       stored.has_value() ? std::nullopt : TreeSourcesOf(manifest.layers, opened);
-  const std::vector<std::string> written = UnsyncedOf(opened);
-  unsynced.insert(unsynced.end(), written.begin(), written.end());
+  AppendUnsynced(opened, &unsynced);
   std::vector<MountedLayer> layers;
   layers.reserve(opened.size());
   for (OpenedLayer& l : opened) {
