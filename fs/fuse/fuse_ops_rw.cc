@@ -76,6 +76,15 @@ void Invalidate(fuse_req_t req) {
   }
 }
 
+// Invalidate for a request during which the kernel holds the file's pages locked (a WRITE):
+// the attributes only.
+void InvalidateAttributes(fuse_req_t req) {
+  fuse_session* se = ContextOf(req).session;
+  for (uint64_t id : WritableFs::TakeInvalidations()) {
+    if (se != nullptr) fuse_lowlevel_notify_inval_inode(se, id, -1, 0);
+  }
+}
+
 void Init(void* userdata, fuse_conn_info* conn) noexcept {
   static_cast<FuseContext*>(userdata)->requests.Count(FuseOp::kInit);
   if ((conn->capable & FUSE_CAP_ASYNC_READ) != 0) conn->want |= FUSE_CAP_ASYNC_READ;
@@ -142,6 +151,7 @@ void Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
     r.set_mtime = (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) != 0;
     r.mtime_now = (to_set & FUSE_SET_ATTR_MTIME_NOW) != 0;
     r.mtime = attr->st_mtim;
+    r.drop_suid_sgid = CurrentRequest().drop_suid_sgid;
     struct stat st {};
     bool cacheable = false;
     int err = Wfs(req).SetAttr(ino, r, fi != nullptr ? fi->fh : 0, &st, &cacheable);
@@ -225,11 +235,22 @@ void Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newn
   });
 }
 
+// After an open that succeeded (`err` 0): clears the setuid and setgid bits the kernel asks to
+// (FUSE_OPEN_KILL_SUIDGID: O_TRUNC by a caller without CAP_FSETID); on failure the handle is
+// released and the error returned.
+int DropSuidSgidIfAsked(fuse_req_t req, int err, uint64_t fh) {
+  if (err != 0 || !CurrentRequest().drop_suid_sgid) return err;
+  err = Wfs(req).DropSuidSgid(fh);
+  if (err != 0) Wfs(req).Release(fh);
+  return err;
+}
+
 void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   ServeRw(req, FuseOp::kOpen, [&] {
     uint64_t fh = 0;
     bool cacheable = false;
     int err = Wfs(req).Open(ino, fi->flags, &fh, &cacheable);
+    err = DropSuidSgidIfAsked(req, err, fh);
     Invalidate(req);
     if (err != 0) return ReplyErr(req, "open", err);
     fi->fh = fh;
@@ -254,8 +275,16 @@ void Write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off,
            fuse_file_info* fi) noexcept {
   ServeRw(req, FuseOp::kWrite, [&] {
     if (off < 0) return ReplyErr(req, "write", EINVAL);
+    // Before the data, as the kernel's own file_remove_privs: a write that cannot clear the
+    // bits is not made.
+    int err = 0;
+    if (CurrentRequest().drop_suid_sgid) {
+      err = Wfs(req).DropSuidSgid(fi->fh);
+      InvalidateAttributes(req);
+    }
+    if (err != 0) return ReplyErr(req, "write", err);
     size_t written = 0;
-    int err = Wfs(req).Write(fi->fh, static_cast<uint64_t>(off), buf, size, &written);
+    err = Wfs(req).Write(fi->fh, static_cast<uint64_t>(off), buf, size, &written);
     if (err != 0) return ReplyErr(req, "write", err);
     fuse_reply_write(req, written);
   });
@@ -475,7 +504,8 @@ void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   ServeRw(req, FuseOp::kCreate, [&] {
     Entry entry;
     uint64_t fh = 0;
-    int err = Wfs(req).Create(parent, name, mode, fi->flags, CallerOf(req), &entry, &fh);
+    int err = Wfs(req).Create(parent, name, mode, fi->flags, CallerOf(req), &entry, &fh,
+                              CurrentRequest().drop_suid_sgid);
     Invalidate(req);
     if (err != 0) return ReplyErr(req, "create", err);
     fi->fh = fh;

@@ -564,7 +564,8 @@ LayerStoreSession::~LayerStoreSession() {
 Status LayerStoreSession::Run() {
   fuse_session* se = state_->session;
   if (fuse_set_signal_handlers(se) != 0) return Status::Internal("cannot set signal handlers");
-  Status init = ServeInitRequest(se, state_->handover, state_->on_connection);
+  Status init = ServeInitRequest(se, state_->handover, state_->on_connection,
+                                 /*handle_killpriv_v2=*/false);  // read-only
   int rc = 0;
   if (init.ok() && !fuse_session_exited(se)) rc = ServeLowLevel(se, max_threads_);
   fuse_remove_signal_handlers(se);

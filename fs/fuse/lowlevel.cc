@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -16,10 +17,12 @@
 #include <cstring>
 #include <ctime>
 #include <mutex>
+#include <string_view>
 #include <vector>
 
 #include "base/log.h"
 #include "base/mutex.h"
+#include "fs/fuse/kernel_messages.h"
 #include "fs/fuse/takeover.h"
 
 namespace imgfs::fs {
@@ -67,15 +70,38 @@ constexpr size_t kLibfuseMaxPages = 256;
 constexpr size_t kLibfuseHeaderBytes = 0x1000;
 
 FuseRequestId RequestOf(const fuse_buf& buf) {
-  // In memory unless libfuse spliced a large WRITE into a pipe (FUSE_BUF_IS_FD; imgfs does
-  // not ask for splice reads).
+  // In memory unless libfuse spliced a large WRITE into a pipe (FUSE_BUF_IS_FD; the sessions'
+  // custom I/O has no splice calls, so libfuse never does).
   if ((buf.flags & FUSE_BUF_IS_FD) != 0 || buf.mem == nullptr || buf.size < kInHeaderBytes) {
     return {};
   }
+  const std::string_view bytes(static_cast<const char*>(buf.mem), buf.size);
   uint64_t unique = 0;
-  std::memcpy(&unique, static_cast<const char*>(buf.mem) + kUniqueOffset, sizeof(unique));
-  return FuseRequestId{unique & ~kFuseUniqueResend, (unique & kFuseUniqueResend) != 0};
+  std::memcpy(&unique, bytes.data() + kUniqueOffset, sizeof(unique));
+  return FuseRequestId{unique & ~kFuseUniqueResend, (unique & kFuseUniqueResend) != 0,
+                       AsksToDropSuidSgid(bytes)};
 }
+
+// The INIT reply ServeInitRequest has libfuse send on this thread, and whether it takes
+// FUSE_HANDLE_KILLPRIV_V2 (libfuse 3.14 has no flag for it).
+struct InitReply {
+  uint64_t unique = 0;
+  bool add_handle_killpriv_v2 = false;
+};
+thread_local const InitReply* init_reply = nullptr;
+
+// The session's transport (fuse_session_custom_io): what libfuse does itself, plus the INIT
+// reply's flag.
+ssize_t ReadDevice(int fd, void* buf, size_t len, void* /*userdata*/) { return read(fd, buf, len); }
+ssize_t WriteDevice(int fd, iovec* iov, int count, void* /*userdata*/) {
+  const InitReply* init = init_reply;
+  if (init != nullptr && init->add_handle_killpriv_v2 &&
+      AddHandleKillprivV2(iov, count, init->unique)) {
+    IMGFS_LOG(kDebug) << "INIT: FUSE_HANDLE_KILLPRIV_V2 negotiated";
+  }
+  return writev(fd, iov, count);
+}
+constexpr fuse_custom_io kDeviceIo{WriteDevice, ReadDevice, nullptr, nullptr};
 
 // The worker threads of one ServeLowLevel call, made the way libfuse 3.14's
 // fuse_session_loop_mt makes them (lib/fuse_loop_mt.c): a worker reads a request and, when
@@ -239,12 +265,19 @@ Result<fuse_session*> MountLowLevel(const fuse_lowlevel_ops& ops, void* userdata
     return Status::Io("cannot mount at " + mountpoint +
                       (seen.empty() ? " (is it an existing directory?)" : " (" + seen + ")"));
   }
+  // Only allocates; the descriptor is the one fuse_session_mount opened.
+  if (fuse_session_custom_io(se, &kDeviceIo, fuse_session_fd(se)) != 0) {
+    fuse_session_unmount(se);
+    fuse_session_destroy(se);
+    return Status::Internal("cannot set the FUSE session's I/O at " + mountpoint);
+  }
   return se;
 }
 
 Status ServeInitRequest(
     fuse_session* se, const Handover* handover,
-    const std::function<void(int fuse_fd, std::string_view init_request)>& on_connection) {
+    const std::function<void(int fuse_fd, std::string_view init_request)>& on_connection,
+    bool handle_killpriv_v2) {
   if (handover != nullptr) {
     // The kernel sent INIT to the first daemon only. libfuse answers nothing before it has
     // seen one, so it gets those bytes again (the same negotiation, the same init hook); its
@@ -269,11 +302,13 @@ Status ServeInitRequest(
     if (res == 0 || res == -EINTR) return Status::Ok();  // unmounted or stopped meanwhile
     return Status::Io("reading the INIT request: " + std::string(strerror(-res)));
   }
-  if (on_connection) {
-    on_connection(fuse_session_fd(se),
-                  std::string_view(static_cast<const char*>(buf.mem), buf.size));
-  }
+  const std::string_view request(static_cast<const char*>(buf.mem), buf.size);
+  if (on_connection) on_connection(fuse_session_fd(se), request);
+  const InitReply reply{RequestOf(buf).unique,
+                        handle_killpriv_v2 && OffersHandleKillprivV2(request)};
+  init_reply = &reply;
   fuse_session_process_buf(se, &buf);
+  init_reply = nullptr;
   std::free(buf.mem);  // NOLINT(cppcoreguidelines-no-malloc): libfuse's allocation
   return Status::Ok();
 }

@@ -22,7 +22,9 @@ namespace imgfs::fs {
 // Creates a libfuse session answering with `ops` (`userdata` is their fuse_req_userdata)
 // under the mount options `options` ("ro,subtype=imgfs,…"; `debug`: libfuse's -d) and mounts
 // it at `target`: a directory, or "/dev/fd/N" to serve a connection that is mounted already.
-// The caller owns the session (fuse_session_destroy). InvalidArgument when libfuse refuses
+// The caller owns the session (fuse_session_destroy). The session reads and writes /dev/fuse
+// through imgfs's own calls (fuse_session_custom_io: plain read(2) and writev(2), and the
+// INIT reply's addition of ServeInitRequest). InvalidArgument when libfuse refuses
 // the options; Io naming `mountpoint` and what libfuse logged when the mount fails. libfuse's
 // messages go to imgfs's log from the first call on.
 Result<fuse_session*> MountLowLevel(const fuse_lowlevel_ops& ops, void* userdata,
@@ -49,6 +51,11 @@ inline constexpr uint64_t kFuseUniqueResend = uint64_t{1} << 63;
 struct FuseRequestId {
   uint64_t unique = 0;  // 0: not inside a request (or a request whose header was not seen)
   bool resent = false;
+  // The kernel asks the daemon to clear the file's setuid bit, and its setgid bit when
+  // group-execute is set (FUSE_HANDLE_KILLPRIV_V2, fs/fuse/kernel_messages.h: a WRITE,
+  // SETATTR, OPEN or CREATE with its kill flag). Only on a connection ServeInitRequest
+  // negotiated it for.
+  bool drop_suid_sgid = false;
 };
 
 // The request the calling thread answers: set by ServeLowLevel's workers for the duration of
@@ -64,9 +71,14 @@ struct Handover;
 // it; or, for a takeover (`handover` set, fs/fuse/takeover.h), the first daemon's INIT bytes
 // fed to libfuse again, and every request that daemon left unanswered asked for again
 // (NotifyResend; a kernel without it is logged). OK too when the mount ended meanwhile.
+// `handle_killpriv_v2`: the reply takes FUSE_HANDLE_KILLPRIV_V2 when the kernel offers it
+// (fs/fuse/kernel_messages.h), and from then on the filesystem must clear setuid and setgid
+// bits where FuseRequestId::drop_suid_sgid says. A takeover serves whatever the first
+// daemon negotiated: the kernel's requests carry the flags or not.
 Status ServeInitRequest(
     fuse_session* se, const Handover* handover,
-    const std::function<void(int fuse_fd, std::string_view init_request)>& on_connection);
+    const std::function<void(int fuse_fd, std::string_view init_request)>& on_connection,
+    bool handle_killpriv_v2);
 
 // ",", "\" escaped the way libfuse's option parser wants a value (fsname=…).
 std::string EscapeFuseOption(const std::string& value);

@@ -104,8 +104,10 @@ Status FuseSession::Run() {
 
 Status FuseSession::ServeInit() {
   // A takeover replays the first daemon's INIT: the same negotiation, the same Init hook
-  // (read ahead raised again, on_ready).
-  return ServeInitRequest(session_.get(), options_.handover, options_.on_connection);
+  // (read ahead raised again, on_ready). A writable mount clears setuid bits where the kernel
+  // asks (fuse_ops_rw.cc) and so takes FUSE_HANDLE_KILLPRIV_V2.
+  return ServeInitRequest(session_.get(), options_.handover, options_.on_connection,
+                          /*handle_killpriv_v2=*/options_.writable != nullptr);
 }
 
 Status Unmount(const std::string& mountpoint, bool lazy) {

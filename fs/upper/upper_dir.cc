@@ -232,6 +232,27 @@ int ChmodBeneath(int root_fd, std::string_view rel, mode_t mode) {
   return chmod(ProcName(fd.get()).c_str(), mode);
 }
 
+int DropSuidSgidFd(int fd, bool* dropped) {
+  if (dropped != nullptr) *dropped = false;
+  struct stat st {};
+  if (fstat(fd, &st) != 0) return -1;
+  if (!S_ISREG(st.st_mode)) return 0;
+  const mode_t mode = st.st_mode & 07777;
+  mode_t kept = mode & ~S_ISUID;
+  if ((kept & S_IXGRP) != 0) kept &= ~S_ISGID;
+  if (kept == mode) return 0;
+  // fchmod refuses O_PATH descriptors; the /proc name reaches the same (regular) inode.
+  if (chmod(ProcName(fd).c_str(), kept) != 0) return -1;
+  if (dropped != nullptr) *dropped = true;
+  return 0;
+}
+
+int DropSuidSgidBeneath(int root_fd, std::string_view rel) {
+  UniqueFd fd(OpenPath(root_fd, rel));
+  if (!fd.IsValid()) return -1;
+  return DropSuidSgidFd(fd.get());
+}
+
 int TruncateBeneath(int root_fd, std::string_view rel, off_t size) {
   UniqueFd fd(OpenPath(root_fd, rel));
   if (!fd.IsValid()) return -1;

@@ -100,6 +100,13 @@ ssize_t ReadlinkBeneath(int root_fd, std::string_view rel, char* buf, size_t siz
 int ChmodBeneath(int root_fd, std::string_view rel, mode_t mode);
 // truncate of a regular file (anything else: EISDIR/EINVAL), opened without following.
 int TruncateBeneath(int root_fd, std::string_view rel, off_t size);
+// What a write or truncate by a caller without CAP_FSETID clears (the kernel's FUSE rule, and
+// FUSE_HANDLE_KILLPRIV_V2's): the setuid bit, and the setgid bit when group-execute is set, of
+// a regular file. Anything else, or a file without them, is left alone. On the inode `fd`
+// holds (O_PATH included), or on `rel` below `root_fd` without following. 0, or -1 with errno;
+// `*dropped` (if given) says whether the mode changed.
+int DropSuidSgidFd(int fd, bool* dropped = nullptr);
+int DropSuidSgidBeneath(int root_fd, std::string_view rel);
 
 // ---- xattrs ----
 // On the inode `fd` holds (any kind of descriptor, O_PATH included; a symlink's own xattrs

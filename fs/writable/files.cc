@@ -58,7 +58,7 @@ int WritableFs::Open(uint64_t id, int flags, uint64_t* fh, bool* cacheable) {
 }
 
 int WritableFs::Create(uint64_t parent, std::string_view name, mode_t mode, int flags,
-                       const Caller& caller, Entry* out, uint64_t* fh) {
+                       const Caller& caller, Entry* out, uint64_t* fh, bool drop_suid_sgid) {
   if (int r = JournalRoom(true); r != 0) return r;
   const std::optional<WritableJournal::RequestRecord> rec = Resent();
   // Sent again after a takeover, journaled as started (JournalStarted) but not answered: a
@@ -135,6 +135,10 @@ int WritableFs::Create(uint64_t parent, std::string_view name, mode_t mode, int 
     }
     bool cacheable = false;
     r = Open(out->id, flags & ~(O_CREAT | O_EXCL), fh, &cacheable);
+    if (r == 0 && drop_suid_sgid) {
+      r = DropSuidSgid(*fh);
+      if (r != 0) Release(*fh);
+    }
     if (r != 0) {
       Forget(out->id, 1);
       return r;
@@ -224,6 +228,18 @@ int WritableFs::Fsync(uint64_t fh, bool datasync) {
   if (!h->fd.IsValid()) return 0;
   int rc = datasync ? fdatasync(h->fd.get()) : fsync(h->fd.get());
   return rc == 0 ? 0 : Errno();
+}
+
+int WritableFs::DropSuidSgid(uint64_t fh) {
+  std::shared_ptr<Handle> h = GetHandle(fh);
+  if (h == nullptr) return EBADF;
+  MutexLock hl(&h->mu);
+  if (!h->fd.IsValid()) return 0;
+  bool dropped = false;
+  if (DropSuidSgidFd(h->fd.get(), &dropped) != 0) return Errno();
+  // The kernel may hold the mode from before for long (an open or a write returns none).
+  if (dropped) pending_invalidations.push_back(h->id);
+  return 0;
 }
 
 void WritableFs::Release(uint64_t fh) {

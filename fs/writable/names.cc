@@ -90,6 +90,10 @@ int WritableFs::SetAttr(uint64_t id, const SetAttrRequest& req, uint64_t fh, str
     }
     if (rc != 0) return Errno();
   }
+  if (req.drop_suid_sgid) {
+    int rc = node->deleted ? DropSuidSgidFd(fd) : DropSuidSgidBeneath(upper_fd_.get(), path);
+    if (rc != 0) return Errno();
+  }
   if (req.set_atime || req.set_mtime) {
     struct timespec times[2];
     times[0].tv_sec = 0;

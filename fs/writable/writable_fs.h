@@ -129,6 +129,10 @@ struct SetAttrRequest {
   bool set_mtime = false;
   bool mtime_now = false;
   struct timespec mtime {};
+  // Then clear the setuid bit, and the setgid bit when group-execute is set, of a regular
+  // file (the kernel's FATTR_KILL_SUIDGID: a truncate by a caller without CAP_FSETID, a
+  // chown). The daemon writes as root, which the upper's filesystem never clears them for.
+  bool drop_suid_sgid = false;
 };
 
 // One name of a directory listing.
@@ -211,11 +215,19 @@ class WritableFs {
   // Files. A handle opened for writing (or O_TRUNC) copies the file up first.
   // `cacheable`: the kernel may keep cached pages (lower file not part of a hardlink group).
   int Open(uint64_t id, int flags, uint64_t* fh, bool* cacheable);
+  // `drop_suid_sgid`: when the name exists and is opened (no O_EXCL), DropSuidSgid of it (the
+  // kernel's FUSE_OPEN_KILL_SUIDGID with O_TRUNC; a file made now keeps the mode asked for).
   int Create(uint64_t parent, std::string_view name, mode_t mode, int flags, const Caller& caller,
-             Entry* out, uint64_t* fh);
+             Entry* out, uint64_t* fh, bool drop_suid_sgid = false);
   int Read(uint64_t fh, uint64_t offset, size_t size, std::string* out);
   int Write(uint64_t fh, uint64_t offset, const char* data, size_t size, size_t* written);
   int Fsync(uint64_t fh, bool datasync);
+  // Clears the setuid bit, and the setgid bit when group-execute is set, of the regular file
+  // `fh` has open in the upper (the kernel's FUSE_WRITE_KILL_SUIDGID and
+  // FUSE_OPEN_KILL_SUIDGID: a write or O_TRUNC by a caller without CAP_FSETID). 0 for a handle
+  // on an unchanged lower file, which no write reaches. A changed mode adds the file's id to
+  // TakeInvalidations.
+  int DropSuidSgid(uint64_t fh);
   void Release(uint64_t fh);
 
   // Directories: the merged listing of `id` (names sorted, without "." and "..") and the id

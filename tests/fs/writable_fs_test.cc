@@ -608,6 +608,81 @@ TEST_F(WritableFsTest, LinksSymlinksNodesAndAttributes) {
   EXPECT_GT(vfs.f_bavail, 0u);
 }
 
+// The kernel's kill requests (FUSE_HANDLE_KILLPRIV_V2): the daemon writes and truncates as
+// root, for whom the upper's filesystem keeps the bits, so it clears them itself.
+TEST_F(WritableFsTest, DropSuidSgidClearsWhatAnUnprivilegedWriteWould) {
+  Entry e;
+  uint64_t fh = 0;
+  ASSERT_EQ(wfs_->Create(1, "tool", S_IFREG | 0644, O_RDWR, caller_, &e, &fh), 0);
+  auto set_mode = [&](mode_t mode) {
+    SetAttrRequest r;
+    r.set_mode = true;
+    r.mode = mode;
+    struct stat out {};
+    ASSERT_EQ(wfs_->SetAttr(e.id, r, 0, &out), 0);
+    ASSERT_EQ(out.st_mode & 07777, mode);
+  };
+  ASSERT_NO_FATAL_FAILURE(set_mode(06755));
+  (void)WritableFs::TakeInvalidations();
+  ASSERT_EQ(wfs_->DropSuidSgid(fh), 0);
+  EXPECT_EQ(UpperStat("tool").st_mode & 07777, 0755u);
+  std::vector<uint64_t> stale = WritableFs::TakeInvalidations();
+  EXPECT_NE(std::find(stale.begin(), stale.end(), e.id), stale.end())
+      << "the kernel's cached mode goes stale";
+  ASSERT_EQ(wfs_->DropSuidSgid(fh), 0);
+  EXPECT_TRUE(WritableFs::TakeInvalidations().empty()) << "nothing changed the second time";
+
+  // setgid without group-execute (a mandatory-locking mark) stays, as the kernel's rule says.
+  ASSERT_NO_FATAL_FAILURE(set_mode(06745));
+  ASSERT_EQ(wfs_->DropSuidSgid(fh), 0);
+  EXPECT_EQ(UpperStat("tool").st_mode & 07777, 02745u);
+
+  // A truncate that asks for it: the attributes answered are the ones after.
+  ASSERT_NO_FATAL_FAILURE(set_mode(06755));
+  SetAttrRequest trunc;
+  trunc.set_size = true;
+  trunc.size = 0;
+  trunc.drop_suid_sgid = true;
+  struct stat out {};
+  ASSERT_EQ(wfs_->SetAttr(e.id, trunc, fh, &out), 0);
+  EXPECT_EQ(out.st_mode & 07777, 0755u);
+  EXPECT_EQ(UpperStat("tool").st_mode & 07777, 0755u);
+  wfs_->Release(fh);
+
+  // open(O_CREAT | O_TRUNC) that asks for it: an existing file loses the bits (its entry says
+  // so), a file made now keeps the mode asked for.
+  ASSERT_NO_FATAL_FAILURE(set_mode(06755));
+  Entry again;
+  ASSERT_EQ(wfs_->Create(1, "tool", S_IFREG | 0644, O_WRONLY | O_CREAT | O_TRUNC, caller_, &again,
+                         &fh, /*drop_suid_sgid=*/true),
+            0);
+  EXPECT_EQ(again.attr.st_mode & 07777, 0755u);
+  EXPECT_EQ(UpperStat("tool").st_mode & 07777, 0755u);
+  wfs_->Release(fh);
+  ASSERT_EQ(wfs_->Create(1, "made", S_IFREG | 04755, O_WRONLY | O_CREAT | O_TRUNC, caller_, &again,
+                         &fh, /*drop_suid_sgid=*/true),
+            0);
+  EXPECT_EQ(UpperStat("made").st_mode & 07777, 04755u);
+  wfs_->Release(fh);
+
+  // A directory's setgid (inheritance of its group) is never touched.
+  Entry dir;
+  ASSERT_EQ(wfs_->Mkdir(1, "shared", S_IFDIR | 02775, caller_, &dir), 0);
+  SetAttrRequest chown;
+  chown.set_uid = true;
+  chown.uid = 0;
+  chown.drop_suid_sgid = true;
+  ASSERT_EQ(wfs_->SetAttr(dir.id, chown, 0, &out), 0);
+  EXPECT_EQ(out.st_mode & 07777, 02775u);
+
+  // A handle on an unchanged image file has nothing of the upper to change.
+  bool cacheable = false;
+  ASSERT_EQ(wfs_->Open(Walk("etc/passwd"), O_RDONLY, &fh, &cacheable), 0);
+  EXPECT_EQ(wfs_->DropSuidSgid(fh), 0);
+  wfs_->Release(fh);
+  EXPECT_EQ(wfs_->DropSuidSgid(fh), EBADF) << "a released handle";
+}
+
 TEST_F(WritableFsTest, SingleNameEntriesAreCacheableAndHardlinksAreNot) {
   Entry e;
   uint64_t fh = 0;

@@ -215,6 +215,80 @@ TEST_F(SecUpperTest, ChmodThroughAnUpperSymlinkNeverReachesTheHost) {
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
 }
 
+// The fuse driver takes FUSE_HANDLE_KILLPRIV_V2, so the daemon clears setuid and setgid bits
+// itself where the kernel asks: it writes as root, for whom the upper's filesystem keeps them.
+// A write, truncate(2), ftruncate(2) and an O_TRUNC open by an unprivileged user clear them,
+// as on the kernel's own filesystems (before, an O_TRUNC open kept them); root's write keeps
+// them (CAP_FSETID); a file without group-execute keeps setgid (the kernel's FUSE rule). And
+// the flag is in force: three write(2)s of one open file ask for security.capability once
+// (without it, before each).
+TEST_F(SecUpperTest, UnprivilegedWritesClearSetuidBitsOnTheFuseDriver) {
+  ProcessResult r = Imgfs({"mount", "--rw", "--driver", "fuse", "--upper", dir_.Sub("upper"), "-o",
+                           "allow_other", Image(), Mnt()});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  auto make = [&](const std::string& path, mode_t mode) {
+    ASSERT_TRUE(WriteFileAtomic(path, "#!/bin/sh\necho root\n", 0644).ok());
+    ASSERT_EQ(chmod(path.c_str(), mode), 0);
+    ASSERT_EQ(ModeOf(path), mode);
+  };
+  const std::vector<std::pair<std::string, std::function<int(const std::string&)>>> ways = {
+      {"write",
+       [](const std::string& p) {
+         int fd = open(p.c_str(), O_WRONLY | O_APPEND);
+         bool ok = fd >= 0 && write(fd, "x", 1) == 1;
+         if (fd >= 0) close(fd);
+         return ok ? 0 : 1;
+       }},
+      {"truncate", [](const std::string& p) { return truncate(p.c_str(), 1) == 0 ? 0 : 1; }},
+      {"ftruncate",
+       [](const std::string& p) {
+         int fd = open(p.c_str(), O_WRONLY);
+         bool ok = fd >= 0 && ftruncate(fd, 2) == 0;
+         if (fd >= 0) close(fd);
+         return ok ? 0 : 1;
+       }},
+      {"o_trunc",
+       [](const std::string& p) {
+         int fd = open(p.c_str(), O_WRONLY | O_TRUNC);
+         if (fd < 0) return 1;
+         close(fd);
+         return 0;
+       }},
+  };
+  for (const auto& [name, way] : ways) {
+    const std::string path = Mnt() + "/tmp/" + name;
+    ASSERT_NO_FATAL_FAILURE(make(path, 06777));
+    EXPECT_EQ(RunAsNobody([&] { return way(path); }), 0) << name;
+    EXPECT_EQ(ModeOf(path), 0777u) << name << " by an unprivileged user";
+    const std::string no_group_exec = Mnt() + "/tmp/" + name + "-g";
+    ASSERT_NO_FATAL_FAILURE(make(no_group_exec, 06767));
+    EXPECT_EQ(RunAsNobody([&] { return way(no_group_exec); }), 0) << name;
+    EXPECT_EQ(ModeOf(no_group_exec), 02767u) << name << ": setgid without group-execute";
+    ASSERT_NO_FATAL_FAILURE(make(path, 06777));
+    EXPECT_EQ(way(path), 0) << name;
+    EXPECT_EQ(ModeOf(path), 06777u) << name << " by root";
+  }
+
+  auto getxattrs = [&]() -> int64_t {
+    ProcessResult s = Imgfs({"stats", "--format", "json", Mnt()}, 30);
+    EXPECT_EQ(s.exit_code, 0) << s.Describe();
+    nlohmann::json j = nlohmann::json::parse(s.out, nullptr, false);
+    if (j.is_discarded()) return -1;
+    return j["fuse"]["requests"].value("getxattr", int64_t{0});
+  };
+  const std::string three = Mnt() + "/tmp/three";
+  int fd = open(three.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+  ASSERT_GE(fd, 0);
+  const int64_t before = getxattrs();
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(write(fd, "abc", 3), 3);
+  const int64_t after = getxattrs();
+  close(fd);
+  ASSERT_GE(before, 0);
+  EXPECT_LE(after - before, 1) << "getxattr requests for three writes";
+  r = Imgfs({"umount", Mnt()});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+}
+
 // #5: a container swaps a directory of its upper for a symlink to a host directory over and
 // over while commit walks the upper: the committed layer never holds a host file.
 TEST_F(SecUpperTest, CommitRacingADirectorySymlinkSwapNeverReadsTheHost) {
