@@ -88,10 +88,19 @@ void InvalidateAttributes(fuse_req_t req) {
 void Init(void* userdata, fuse_conn_info* conn) noexcept {
   static_cast<FuseContext*>(userdata)->requests.Count(FuseOp::kInit);
   if ((conn->capable & FUSE_CAP_ASYNC_READ) != 0) conn->want |= FUSE_CAP_ASYNC_READ;
-  if ((conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) != 0) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
-  // Directory listings change: plain readdir, each name looked up on its own.
+  // An O_TRUNC open is then one request. Only with FUSE_HANDLE_KILLPRIV_V2, which tells the
+  // daemon to clear setuid bits at it: without, the kernel skips its own clearing for an open
+  // that truncates, and the daemon truncates as root.
+  if ((conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) != 0 && NegotiatingHandleKillprivV2()) {
+    conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+  } else {
+    conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
+  }
+  // Directory listings change: plain readdir, each name looked up on its own. The first
+  // FUSE_HANDLE_KILLPRIV (which libfuse 3.14 wants by default but never sends) would have the
+  // daemon clear setuid bits at every write, without knowing whether the writer may keep them.
   conn->want &= ~(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_EXPORT_SUPPORT |
-                  FUSE_CAP_WRITEBACK_CACHE);
+                  FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_HANDLE_KILLPRIV);
   const std::string& mountpoint = static_cast<FuseContext*>(userdata)->mountpoint;
   if (!mountpoint.empty()) {
     conn->max_readahead = RaiseMountReadAhead(mountpoint, kMountReadAheadKib, conn->max_readahead);

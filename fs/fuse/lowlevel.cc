@@ -226,6 +226,10 @@ class WorkerPool {
 
 FuseRequestId CurrentRequest() { return current_request; }
 
+bool NegotiatingHandleKillprivV2() {
+  return init_reply != nullptr && init_reply->add_handle_killpriv_v2;
+}
+
 std::string EscapeFuseOption(const std::string& value) {
   std::string out;
   for (char c : value) {
@@ -287,7 +291,12 @@ Status ServeInitRequest(
     fuse_buf buf{};
     buf.mem = request.data();
     buf.size = request.size();
+    // The init callback decides as the first daemon's did (NegotiatingHandleKillprivV2).
+    const InitReply reply{RequestOf(buf).unique,
+                          handle_killpriv_v2 && OffersHandleKillprivV2(request)};
+    init_reply = &reply;
     fuse_session_process_buf(se, &buf);
+    init_reply = nullptr;
     Status resent = NotifyResend(fuse_session_fd(se));
     if (!resent.ok()) IMGFS_LOG(kWarning) << "taking over: " << resent.ToString();
     return Status::Ok();

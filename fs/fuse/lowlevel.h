@@ -52,9 +52,9 @@ struct FuseRequestId {
   uint64_t unique = 0;  // 0: not inside a request (or a request whose header was not seen)
   bool resent = false;
   // The kernel asks the daemon to clear the file's setuid bit, and its setgid bit when
-  // group-execute is set (FUSE_HANDLE_KILLPRIV_V2, fs/fuse/kernel_messages.h: a WRITE,
-  // SETATTR, OPEN or CREATE with its kill flag). Only on a connection ServeInitRequest
-  // negotiated it for.
+  // group-execute is set (fs/fuse/kernel_messages.h: a WRITE, SETATTR, OPEN or CREATE with its
+  // kill flag). Set by the kernel where FUSE_HANDLE_KILLPRIV_V2 was negotiated (and on an
+  // O_DIRECT write whatever was), read on every session.
   bool drop_suid_sgid = false;
 };
 
@@ -79,6 +79,11 @@ Status ServeInitRequest(
     fuse_session* se, const Handover* handover,
     const std::function<void(int fuse_fd, std::string_view init_request)>& on_connection,
     bool handle_killpriv_v2);
+
+// Inside the filesystem's init callback, which ServeInitRequest has libfuse call: whether the
+// INIT reply takes FUSE_HANDLE_KILLPRIV_V2 (asked for, and offered by the kernel; for a
+// takeover, what the first daemon's INIT got). False anywhere else.
+bool NegotiatingHandleKillprivV2();
 
 // ",", "\" escaped the way libfuse's option parser wants a value (fsname=…).
 std::string EscapeFuseOption(const std::string& value);

@@ -74,12 +74,21 @@ int WritableFs::Create(uint64_t parent, std::string_view name, mode_t mode, int 
     }
     if (r > 0) return r;
     if (r == 0) {
+      bool cacheable = true;
       if (rec->fh != 0 && GetHandle(rec->fh) != nullptr) {
         *fh = rec->fh;
-        return 0;
+      } else {
+        r = Open(out->id, flags & ~(O_CREAT | O_EXCL | O_TRUNC), fh, &cacheable);
       }
-      bool cacheable = false;
-      r = Open(out->id, flags & ~(O_CREAT | O_EXCL | O_TRUNC), fh, &cacheable);
+      // The dead daemon may have died between the truncation and clearing the bits (a file
+      // it made itself then loses them too: the safe side of a rare race).
+      if (r == 0 && drop_suid_sgid) {
+        r = DropSuidSgid(*fh);
+        struct stat st {};
+        bool fresh = false;
+        if (r == 0 && GetAttr(out->id, &st, &fresh) == 0) out->attr = st;
+        if (r != 0) Release(*fh);  // the kernel gets no handle
+      }
       if (r != 0) {
         Forget(out->id, 1);  // the kernel never gets the id the dead daemon counted
         return r;

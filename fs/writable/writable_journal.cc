@@ -203,9 +203,9 @@ Status WritableJournal::ParseLine(std::string_view line) {
   switch (kind) {
     case 'V': {
       if (f.size() != 1 || !Number(f[0], &a)) return corrupt("a bad format line");
-      if (a != kFormat) {
-        return corrupt("format " + std::string(f[0]) + ", not the format " +
-                       std::to_string(kFormat) + " this imgfs reads");
+      if (a != kFormat && a != 2) {  // format 2: the same lines
+        return corrupt("format " + std::string(f[0]) + ", not a format (2 or " +
+                       std::to_string(kFormat) + ") this imgfs reads");
       }
       return Status::Ok();
     }

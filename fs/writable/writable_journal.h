@@ -16,9 +16,14 @@
 //
 // Lines (text, one write(2) each; numbers decimal; NAME is the name's bytes in lowercase hex;
 // [R]: the unique of the kernel request that counted or opened it, when known):
-//   V 2                                   the format (first line; a journal without one is
+//   V 3                                   the format (first line; a journal without one is
 //                                         format 1, written before requests were recorded,
-//                                         and loads the same; any other: Corrupt)
+//                                         and loads the same, as does format 2; any other:
+//                                         Corrupt). 3: the same lines as 2, from a daemon
+//                                         whose kernel may leave clearing setuid bits to it
+//                                         (FUSE_HANDLE_KILLPRIV_V2): an imgfs that reads
+//                                         only up to 2 would not clear them, and must not
+//                                         take the mount over
 //   S <next id> <next fh> <next st_ino>   counters (first line of a snapshot; only raise them)
 //   N <id> <parent> <lookups> <NAME> [R]  a new id, child NAME of parent (0: a deleted name)
 //   A <id> <parent> <lookups> <NAME> [R]  the same, for a name the request created
@@ -155,7 +160,7 @@ class WritableJournal {
   // default, fs/fuse/session.h) is between its line and its reply; ~30 bytes each in a
   // snapshot.
   static constexpr size_t kRecentRequests = 4096;
-  static constexpr int kFormat = 2;
+  static constexpr int kFormat = 3;
 
   // The state (root, id 1, is implied and not listed).
   const std::map<uint64_t, NodeRecord>& nodes() const IMGFS_NO_THREAD_SAFETY_ANALYSIS {

@@ -1368,6 +1368,33 @@ TEST_F(WritableFsTest, AFullUpperRefusesWhatMakesButKeepsTheJournalWhole) {
   wfs_.reset();
 }
 
+// A create over an existing name that truncated it, by a daemon killed before it cleared the
+// setuid bits the kernel asked it to: sent again after the takeover, it clears them.
+TEST_F(WritableFsTest, CreateSentAgainAfterATakeoverStillClearsSetuidBits) {
+  ASSERT_NO_FATAL_FAILURE(RunKilledDaemon([&]() -> bool {
+    Entry e;
+    uint64_t fh = 0;
+    if (wfs_->Create(1, "tool", 06755, O_WRONLY, caller_, &e, &fh) != 0) return false;
+    wfs_->Release(fh);
+    const auto scope = WritableFs::RequestScope(RequestId{30, false});
+    // Killed after the truncating open, before the bits were cleared.
+    return wfs_->Create(1, "tool", 0644, O_WRONLY | O_TRUNC, caller_, &e, &fh) == 0;
+  }));
+  ASSERT_NO_FATAL_FAILURE(TakeOver());
+  ASSERT_EQ(UpperStat("tool").st_mode & 07777, 06755u);
+  Entry e;
+  uint64_t fh = 0;
+  {
+    const auto scope = WritableFs::RequestScope(RequestId{30, true});
+    ASSERT_EQ(wfs_->Create(1, "tool", 0644, O_WRONLY | O_TRUNC, caller_, &e, &fh,
+                           /*drop_suid_sgid=*/true),
+              0);
+  }
+  EXPECT_EQ(e.attr.st_mode & 07777, 0755u);
+  EXPECT_EQ(UpperStat("tool").st_mode & 07777, 0755u);
+  wfs_->Release(fh);
+}
+
 // Requests the dead daemon had done (and journaled) but not answered come again after the
 // takeover, marked as sent again and with their first numbers: they are answered from the
 // journal — the same ids and handles, counted once — while the same requests with new numbers

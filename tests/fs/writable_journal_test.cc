@@ -179,7 +179,7 @@ TEST_F(WritableJournalTest, RequestsAreReadBackWithWhatTheyWereAnswered) {
   ASSERT_TRUE(w.Done(16).ok());
   ASSERT_TRUE(w.Lookup(2).ok());  // no request known: nothing recorded
   EXPECT_EQ(w.Lookup(2, uint64_t{1} << 63).code(), StatusCode::kInternal) << "the resend bit";
-  EXPECT_EQ(JournalText().substr(0, 4), "V 2\n");
+  EXPECT_EQ(JournalText().substr(0, 4), "V 3\n");
   for (bool compacted : {false, true}) {
     Result<std::unique_ptr<WritableJournal>> r = WritableJournal::Resume(dir_fd_.get());
     ASSERT_TRUE(r.has_value()) << r.error().ToString();
@@ -209,9 +209,10 @@ TEST_F(WritableJournalTest, RequestsAreReadBackWithWhatTheyWereAnswered) {
   EXPECT_TRUE(many.FindRequest(11).has_value());
 }
 
-// The encoding is format 2: a change to it must bump kFormat (and keep loading format 1 and 2
-// journals, which a takeover after an upgrade reads).
-TEST_F(WritableJournalTest, EncodingIsFormatTwo) {
+// The encoding is format 3 (the lines of format 2; the number says the daemon clears setuid
+// bits where the kernel asks): a change to it must bump kFormat (and keep loading format 1,
+// 2 and 3 journals, which a takeover after an upgrade reads).
+TEST_F(WritableJournalTest, EncodingIsFormatThree) {
   Result<std::unique_ptr<WritableJournal>> j = WritableJournal::Create(dir_fd_.get());
   ASSERT_TRUE(j.has_value()) << j.error().ToString();
   WritableJournal& w = **j;
@@ -223,17 +224,18 @@ TEST_F(WritableJournalTest, EncodingIsFormatTwo) {
   ASSERT_TRUE(w.Move(3, 1, "g").ok());
   ASSERT_TRUE(w.Deleted(2).ok());
   ASSERT_TRUE(w.UpperIno(5, 6).ok());
-  EXPECT_EQ(WritableJournal::kFormat, 2);
+  EXPECT_EQ(WritableJournal::kFormat, 3);
   EXPECT_EQ(JournalText(),
-            "V 2\nA 2 1 1 64 10\nN 3 2 1 66 12\nL 3 14\nH 1 3 0 7 16\nU 18 0 0\nM 3 1 67\nD 2\n"
+            "V 3\nA 2 1 1 64 10\nN 3 2 1 66 12\nL 3 14\nH 1 3 0 7 16\nU 18 0 0\nM 3 1 67\nD 2\n"
             "I 5 6\n");
   EXPECT_EQ(w.Snapshot(),
-            "V 2\nS 4 2 7\nN 3 1 2 67\nN 2 0 1 64\nI 5 6\nH 1 3 0 7\nU 10 2 0\nU 12 3 0\n"
+            "V 3\nS 4 2 7\nN 3 1 2 67\nN 2 0 1 64\nI 5 6\nH 1 3 0 7\nU 10 2 0\nU 12 3 0\n"
             "U 14 3 0\nU 16 0 1\nU 18 0 0\nE 0\n");
 }
 
 // A journal of format 1 (no format line, no request numbers: a daemon of an earlier imgfs
-// taken over after an upgrade) loads, and is appended to; a newer format is refused.
+// taken over after an upgrade) loads, and is appended to; so does format 2; a newer format is
+// refused.
 TEST_F(WritableJournalTest, FormatOneLoadsAndNewerFormatsAreRefused) {
   ASSERT_TRUE(WriteFileAtomic(dir_.path() + "/journal", "N 2 1 1 61\nL 2\nH 1 2 0 0\n", 0600).ok());
   Result<std::unique_ptr<WritableJournal>> r = WritableJournal::Resume(dir_fd_.get());
@@ -246,11 +248,17 @@ TEST_F(WritableJournalTest, FormatOneLoadsAndNewerFormatsAreRefused) {
   EXPECT_EQ((*r)->nodes().at(2).lookups, 3u);
   EXPECT_TRUE((*r)->FindRequest(40).has_value());
 
-  ASSERT_TRUE(WriteFileAtomic(dir_.path() + "/journal", "V 3\nN 2 1 1 61\n", 0600).ok());
+  ASSERT_TRUE(WriteFileAtomic(dir_.path() + "/journal", "V 2\nN 2 1 1 61\nL 2 12\n", 0600).ok());
+  r = WritableJournal::Resume(dir_fd_.get());
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ((*r)->nodes().at(2).lookups, 2u);
+  EXPECT_TRUE((*r)->FindRequest(12).has_value());
+
+  ASSERT_TRUE(WriteFileAtomic(dir_.path() + "/journal", "V 4\nN 2 1 1 61\n", 0600).ok());
   r = WritableJournal::Resume(dir_fd_.get());
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code(), StatusCode::kCorrupt);
-  EXPECT_NE(r.error().ToString().find("format 3"), std::string::npos) << r.error().ToString();
+  EXPECT_NE(r.error().ToString().find("format 4"), std::string::npos) << r.error().ToString();
 }
 
 TEST_F(WritableJournalTest, HostileJournalsAreCorrupt) {

@@ -268,6 +268,22 @@ TEST_F(SecUpperTest, UnprivilegedWritesClearSetuidBitsOnTheFuseDriver) {
     EXPECT_EQ(way(path), 0) << name;
     EXPECT_EQ(ModeOf(path), 06777u) << name << " by root";
   }
+  // A chown clears them whoever makes it (as on Linux's own filesystems).
+  const std::string owned = Mnt() + "/tmp/owned";
+  ASSERT_NO_FATAL_FAILURE(make(owned, 06777));
+  ASSERT_EQ(chown(owned.c_str(), kNobody, static_cast<gid_t>(-1)), 0);
+  EXPECT_EQ(ModeOf(owned), 0777u) << "chown";
+  // security.capability (cap_net_raw+ep, VFS_CAP_REVISION_2) goes at an unprivileged write.
+  const std::string capped = Mnt() + "/tmp/capped";
+  ASSERT_NO_FATAL_FAILURE(make(capped, 0777));
+  const unsigned char cap[20] = {0x01, 0x00, 0x00, 0x02, 0x00, 0x20};  // le32 magic, permitted
+  ASSERT_EQ(setxattr(capped.c_str(), "security.capability", cap, sizeof(cap), 0), 0)
+      << strerror(errno);
+  ASSERT_GT(getxattr(capped.c_str(), "security.capability", nullptr, 0), 0);
+  EXPECT_EQ(RunAsNobody([&] { return ways[0].second(capped); }), 0);
+  errno = 0;
+  EXPECT_LT(getxattr(capped.c_str(), "security.capability", nullptr, 0), 0);
+  EXPECT_EQ(errno, ENODATA) << "security.capability after a write by an unprivileged user";
 
   auto getxattrs = [&]() -> int64_t {
     ProcessResult s = Imgfs({"stats", "--format", "json", Mnt()}, 30);
