@@ -255,7 +255,10 @@ TEST_F(SecUpperTest, UnprivilegedWritesClearSetuidBitsOnTheFuseDriver) {
          return 0;
        }},
   };
-  for (const auto& [name, way] : ways) {
+  for (const auto& named_way : ways) {
+    // Not a structured binding: clang 14 does not capture those in lambdas.
+    const std::string& name = named_way.first;
+    const std::function<int(const std::string&)>& way = named_way.second;
     const std::string path = Mnt() + "/tmp/" + name;
     ASSERT_NO_FATAL_FAILURE(make(path, 06777));
     EXPECT_EQ(RunAsNobody([&] { return way(path); }), 0) << name;
