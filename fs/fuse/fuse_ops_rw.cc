@@ -244,22 +244,11 @@ void Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newn
   });
 }
 
-// After an open that succeeded (`err` 0): clears the setuid and setgid bits the kernel asks to
-// (FUSE_OPEN_KILL_SUIDGID: O_TRUNC by a caller without CAP_FSETID); on failure the handle is
-// released and the error returned.
-int DropSuidSgidIfAsked(fuse_req_t req, int err, uint64_t fh) {
-  if (err != 0 || !CurrentRequest().drop_suid_sgid) return err;
-  err = Wfs(req).DropSuidSgid(fh);
-  if (err != 0) Wfs(req).Release(fh);
-  return err;
-}
-
 void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   ServeRw(req, FuseOp::kOpen, [&] {
     uint64_t fh = 0;
     bool cacheable = false;
-    int err = Wfs(req).Open(ino, fi->flags, &fh, &cacheable);
-    err = DropSuidSgidIfAsked(req, err, fh);
+    int err = Wfs(req).Open(ino, fi->flags, &fh, &cacheable, CurrentRequest().drop_suid_sgid);
     Invalidate(req);
     if (err != 0) return ReplyErr(req, "open", err);
     fi->fh = fh;

@@ -103,6 +103,17 @@ ssize_t WriteDevice(int fd, iovec* iov, int count, void* /*userdata*/) {
 }
 constexpr fuse_custom_io kDeviceIo{WriteDevice, ReadDevice, nullptr, nullptr};
 
+// Has libfuse answer the INIT request in `buf`, adding FUSE_HANDLE_KILLPRIV_V2 to the reply
+// when `handle_killpriv_v2` and the kernel offers it.
+void ProcessInit(fuse_session* se, const fuse_buf& buf, bool handle_killpriv_v2) {
+  const std::string_view request(static_cast<const char*>(buf.mem), buf.size);
+  const InitReply reply{RequestOf(buf).unique,
+                        handle_killpriv_v2 && OffersHandleKillprivV2(request)};
+  init_reply = &reply;
+  fuse_session_process_buf(se, &buf);
+  init_reply = nullptr;
+}
+
 // The worker threads of one ServeLowLevel call, made the way libfuse 3.14's
 // fuse_session_loop_mt makes them (lib/fuse_loop_mt.c): a worker reads a request and, when
 // no other is left waiting for one, starts another (up to max_threads); the calling thread
@@ -292,11 +303,7 @@ Status ServeInitRequest(
     buf.mem = request.data();
     buf.size = request.size();
     // The init callback decides as the first daemon's did (NegotiatingHandleKillprivV2).
-    const InitReply reply{RequestOf(buf).unique,
-                          handle_killpriv_v2 && OffersHandleKillprivV2(request)};
-    init_reply = &reply;
-    fuse_session_process_buf(se, &buf);
-    init_reply = nullptr;
+    ProcessInit(se, buf, handle_killpriv_v2);
     Status resent = NotifyResend(fuse_session_fd(se));
     if (!resent.ok()) IMGFS_LOG(kWarning) << "taking over: " << resent.ToString();
     return Status::Ok();
@@ -313,11 +320,7 @@ Status ServeInitRequest(
   }
   const std::string_view request(static_cast<const char*>(buf.mem), buf.size);
   if (on_connection) on_connection(fuse_session_fd(se), request);
-  const InitReply reply{RequestOf(buf).unique,
-                        handle_killpriv_v2 && OffersHandleKillprivV2(request)};
-  init_reply = &reply;
-  fuse_session_process_buf(se, &buf);
-  init_reply = nullptr;
+  ProcessInit(se, buf, handle_killpriv_v2);
   std::free(buf.mem);  // NOLINT(cppcoreguidelines-no-malloc): libfuse's allocation
   return Status::Ok();
 }

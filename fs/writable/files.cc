@@ -13,7 +13,15 @@ std::shared_ptr<WritableFs::Handle> WritableFs::GetHandle(uint64_t fh) const {
   return it == handles_.end() ? nullptr : it->second;
 }
 
-int WritableFs::Open(uint64_t id, int flags, uint64_t* fh, bool* cacheable) {
+int WritableFs::Open(uint64_t id, int flags, uint64_t* fh, bool* cacheable, bool drop_suid_sgid) {
+  int r = OpenHandle(id, flags, fh, cacheable);
+  if (r != 0 || !drop_suid_sgid) return r;
+  r = DropSuidSgid(*fh);
+  if (r != 0) Release(*fh);  // the kernel gets no handle
+  return r;
+}
+
+int WritableFs::OpenHandle(uint64_t id, int flags, uint64_t* fh, bool* cacheable) {
   if (int r = JournalRoom(false); r != 0) return r;  // a copy-up asks for more (CopyUpPath)
   if (std::optional<WritableJournal::RequestRecord> rec = Resent();
       rec && rec->fh != 0 && GetHandle(rec->fh) != nullptr) {
@@ -143,11 +151,7 @@ int WritableFs::Create(uint64_t parent, std::string_view name, mode_t mode, int 
       return EISDIR;
     }
     bool cacheable = false;
-    r = Open(out->id, flags & ~(O_CREAT | O_EXCL), fh, &cacheable);
-    if (r == 0 && drop_suid_sgid) {
-      r = DropSuidSgid(*fh);
-      if (r != 0) Release(*fh);
-    }
+    r = Open(out->id, flags & ~(O_CREAT | O_EXCL), fh, &cacheable, drop_suid_sgid);
     if (r != 0) {
       Forget(out->id, 1);
       return r;

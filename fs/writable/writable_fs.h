@@ -214,9 +214,11 @@ class WritableFs {
 
   // Files. A handle opened for writing (or O_TRUNC) copies the file up first.
   // `cacheable`: the kernel may keep cached pages (lower file not part of a hardlink group).
-  int Open(uint64_t id, int flags, uint64_t* fh, bool* cacheable);
-  // `drop_suid_sgid`: when the name exists and is opened (no O_EXCL), DropSuidSgid of it (the
-  // kernel's FUSE_OPEN_KILL_SUIDGID with O_TRUNC; a file made now keeps the mode asked for).
+  // `drop_suid_sgid`: DropSuidSgid of the opened handle (the kernel's FUSE_OPEN_KILL_SUIDGID,
+  // asked with O_TRUNC); when that fails the handle is released and its error returned.
+  int Open(uint64_t id, int flags, uint64_t* fh, bool* cacheable, bool drop_suid_sgid = false);
+  // `drop_suid_sgid`: as for Open, when the name exists and is opened (no O_EXCL); a file made
+  // now keeps the mode asked for.
   int Create(uint64_t parent, std::string_view name, mode_t mode, int flags, const Caller& caller,
              Entry* out, uint64_t* fh, bool drop_suid_sgid = false);
   int Read(uint64_t fh, uint64_t offset, size_t size, std::string* out);
@@ -434,6 +436,8 @@ class WritableFs {
   void MarkSubtreeUpper(Node* node) IMGFS_REQUIRES(mu_);
   void MaybeErase(Node* node) IMGFS_REQUIRES(mu_);
   std::shared_ptr<Handle> GetHandle(uint64_t fh) const IMGFS_EXCLUDES(handles_mu_);
+  // Open without clearing setuid bits.
+  int OpenHandle(uint64_t id, int flags, uint64_t* fh, bool* cacheable);
 
   const ImageFilesystem* lower_;
   const NodeTable& table_;
