@@ -6,9 +6,9 @@
 // (a GETXATTR) only until the file is found clean, not before every write, and a chown sends
 // no GETATTR. In exchange the daemon clears the setuid and setgid bits itself where the
 // kernel asks (AsksToDropSuidSgid): libfuse does not pass those flags to the operations, so
-// they are read from the raw request. security.capability stays the kernel's job
-// (file_remove_privs and the truncate path remove it with a REMOVEXATTR), and the upper's own
-// filesystem removes it again when the daemon writes or truncates the upper file.
+// they are read from the raw request. security.capability is removed by the upper's own
+// filesystem when the daemon writes or truncates the upper file, and by the kernel's
+// file_remove_privs (a REMOVEXATTR) before a cached write.
 //
 // Pure functions over bytes; thread-safe.
 #ifndef IMGFS_FS_FUSE_KERNEL_MESSAGES_H_
