@@ -23,17 +23,6 @@ namespace {
 
 const ImageFilesystem& Fs(fuse_req_t req) { return *ContextOf(req).filesystem; }
 
-// A readdirplus entry: the name and its attributes, cached for long.
-fuse_entry_param EntryFor(const struct stat& st) {
-  fuse_entry_param e{};
-  e.ino = st.st_ino;
-  e.generation = 1;
-  e.attr = st;
-  e.attr_timeout = kImmutableTimeoutSeconds;
-  e.entry_timeout = kImmutableTimeoutSeconds;
-  return e;
-}
-
 void Init(void* userdata, fuse_conn_info* conn) noexcept {
   FuseRequestCounts& requests = static_cast<FuseContext*>(userdata)->requests;
   requests.Count(FuseOp::kInit);
@@ -194,7 +183,7 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus
     st = *attr;
     size_t n;
     if (plus) {
-      fuse_entry_param e = EntryFor(st);
+      fuse_entry_param e = EntryParam(st.st_ino, st, kImmutableTimeoutSeconds);
       if (pos < 2) {
         // "." and ".." do not take a lookup reference.
         e = fuse_entry_param{};

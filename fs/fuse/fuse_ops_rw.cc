@@ -96,11 +96,12 @@ void Init(void* userdata, fuse_conn_info* conn) noexcept {
   } else {
     conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
   }
-  // Directory listings change: plain readdir, each name looked up on its own. The first
+  // Listings with attributes when the kernel finds them useful (DoReaddir). The first
   // FUSE_HANDLE_KILLPRIV (which libfuse 3.14 wants by default but never sends) would have the
   // daemon clear setuid bits at every write, without knowing whether the writer may keep them.
-  conn->want &= ~(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_EXPORT_SUPPORT |
-                  FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_HANDLE_KILLPRIV);
+  if ((conn->capable & FUSE_CAP_READDIRPLUS) != 0) conn->want |= FUSE_CAP_READDIRPLUS;
+  if ((conn->capable & FUSE_CAP_READDIRPLUS_AUTO) != 0) conn->want |= FUSE_CAP_READDIRPLUS_AUTO;
+  conn->want &= ~(FUSE_CAP_EXPORT_SUPPORT | FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_HANDLE_KILLPRIV);
   const std::string& mountpoint = static_cast<FuseContext*>(userdata)->mountpoint;
   if (!mountpoint.empty()) {
     conn->max_readahead = RaiseMountReadAhead(mountpoint, kMountReadAheadKib, conn->max_readahead);
@@ -395,44 +396,72 @@ void Opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   });
 }
 
-// Offsets: 1 = ".", 2 = "..", 3 + i = the i-th name of the snapshot.
-void Readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) noexcept {
-  ServeRw(req, FuseOp::kReaddir, [&] {
-    bool fresh = false;
-    std::shared_ptr<DirHandle> dh = OpenDirs().Get(fi->fh, &fresh);
-    std::string buf(size, '\0');
-    size_t used = 0;
-    int err = 0;
-    {
-      MutexLock lock(&dh->mu);
-      if (off == 0 || fresh) err = Snapshot(req, ino, dh.get());
-      for (uint64_t pos = static_cast<uint64_t>(off); err == 0 && pos < dh->entries.size() + 2;
-           ++pos) {
-        struct stat st {};
-        std::string name;
-        if (pos == 0) {
-          name = ".";
-          st.st_ino = dh->self_ino;
-          st.st_mode = S_IFDIR;
-        } else if (pos == 1) {
-          name = "..";
-          st.st_ino = dh->parent_ino;
-          st.st_mode = S_IFDIR;
-        } else {
-          const MergedDirEntry& e = dh->entries[pos - 2];
-          name = e.name;
-          st.st_ino = e.st_ino;
-          st.st_mode = e.type;
-        }
-        size_t n = fuse_add_direntry(req, buf.data() + used, size - used, name.c_str(), &st,
-                                     static_cast<off_t>(pos + 1));
-        if (n > size - used) break;
-        used += n;
+// Offsets: 1 = ".", 2 = "..", 3 + i = the i-th name of the snapshot. With `plus` each name
+// but "." and ".." comes with its entry (a lookup the kernel counts; a name gone since the
+// snapshot comes without, as libfuse allows), so `rm -rf`, `ls -l` and `find` send no LOOKUP
+// per name.
+void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
+               bool plus) {
+  bool fresh = false;
+  std::shared_ptr<DirHandle> dh = OpenDirs().Get(fi->fh, &fresh);
+  std::string buf(size, '\0');
+  size_t used = 0;
+  std::vector<uint64_t> counted;  // the lookups the reply gives the kernel
+  int err = 0;
+  {
+    MutexLock lock(&dh->mu);
+    if (off == 0 || fresh) err = Snapshot(req, ino, dh.get());
+    for (uint64_t pos = static_cast<uint64_t>(off); err == 0 && pos < dh->entries.size() + 2;
+         ++pos) {
+      struct stat st {};
+      std::string name;
+      if (pos == 0) {
+        name = ".";
+        st.st_ino = dh->self_ino;
+        st.st_mode = S_IFDIR;
+      } else if (pos == 1) {
+        name = "..";
+        st.st_ino = dh->parent_ino;
+        st.st_mode = S_IFDIR;
+      } else {
+        const MergedDirEntry& e = dh->entries[pos - 2];
+        name = e.name;
+        st.st_ino = e.st_ino;
+        st.st_mode = e.type;
       }
+      const off_t next = static_cast<off_t>(pos + 1);
+      size_t n = 0;
+      if (!plus) {
+        n = fuse_add_direntry(req, buf.data() + used, size - used, name.c_str(), &st, next);
+      } else {
+        fuse_entry_param e{};  // ino 0: no entry, only the name (and no lookup counted)
+        e.attr = st;
+        Entry entry;
+        const bool found = pos >= 2 && Wfs(req).LookupListed(ino, name, &entry) == 0;
+        if (found) {
+          e = EntryParam(entry.id, entry.attr, entry.cacheable ? kImmutableTimeoutSeconds : 0);
+        }
+        n = fuse_add_direntry_plus(req, buf.data() + used, size - used, name.c_str(), &e, next);
+        if (found && n > size - used) Wfs(req).Forget(entry.id, 1);
+        if (found && n <= size - used) counted.push_back(entry.id);
+      }
+      if (n > size - used) break;
+      used += n;
     }
-    if (err != 0) return ReplyErr(req, "readdir", err);
-    fuse_reply_buf(req, buf.data(), used);
-  });
+  }
+  if (err != 0) return ReplyErr(req, plus ? "readdirplus" : "readdir", err);
+  if (fuse_reply_buf(req, buf.data(), used) != 0) {  // interrupted: the kernel counted none
+    for (uint64_t id : counted) Wfs(req).Forget(id, 1);
+  }
+}
+
+void Readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) noexcept {
+  ServeRw(req, FuseOp::kReaddir, [&] { DoReaddir(req, ino, size, off, fi, /*plus=*/false); });
+}
+
+void Readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                 fuse_file_info* fi) noexcept {
+  ServeRw(req, FuseOp::kReaddirplus, [&] { DoReaddir(req, ino, size, off, fi, /*plus=*/true); });
 }
 
 void Releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
@@ -557,6 +586,7 @@ fuse_lowlevel_ops MakeOps() {
   ops.fsync = Fsync;
   ops.opendir = Opendir;
   ops.readdir = Readdir;
+  ops.readdirplus = Readdirplus;
   ops.releasedir = Releasedir;
   ops.fsyncdir = Fsyncdir;
   ops.statfs = Statfs;

@@ -30,13 +30,18 @@ void ReplyNegativeEntry(fuse_req_t req) {
   fuse_reply_entry(req, &e);
 }
 
-int ReplyEntry(fuse_req_t req, uint64_t id, const struct stat& attr, double attr_timeout_s) {
+fuse_entry_param EntryParam(uint64_t id, const struct stat& attr, double attr_timeout_s) {
   fuse_entry_param e{};
   e.ino = id;
   e.generation = 1;
   e.attr = attr;
   e.attr_timeout = attr_timeout_s;
   e.entry_timeout = kImmutableTimeoutSeconds;
+  return e;
+}
+
+int ReplyEntry(fuse_req_t req, uint64_t id, const struct stat& attr, double attr_timeout_s) {
+  const fuse_entry_param e = EntryParam(id, attr, attr_timeout_s);
   return fuse_reply_entry(req, &e);
 }
 

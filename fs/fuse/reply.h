@@ -49,7 +49,10 @@ void ReplyStatus(fuse_req_t req, const char* op, uint64_t ino, const Status& sta
 void ReplyNegativeEntry(fuse_req_t req);
 
 // The entry `id` with `attr`: the name is cached for kImmutableTimeoutSeconds, the attributes
-// for `attr_timeout_s`. Returns fuse_reply_entry's result (non-zero: the request was
+// for `attr_timeout_s`.
+fuse_entry_param EntryParam(uint64_t id, const struct stat& attr, double attr_timeout_s);
+
+// Replies EntryParam. Returns fuse_reply_entry's result (non-zero: the request was
 // interrupted and the kernel took no lookup reference).
 int ReplyEntry(fuse_req_t req, uint64_t id, const struct stat& attr, double attr_timeout_s);
 

@@ -11,12 +11,22 @@ int WritableFs::Lookup(uint64_t parent, std::string_view name, Entry* out) {
   if (int r = JournalRoom(false); r != 0) return r;
   MutexLock lock(&mu_);
   if (const int answered = AnswerIfResent(parent, name, out); answered >= 0) return answered;
+  return LookupChild(parent, name, out, /*listed=*/false);
+}
+
+int WritableFs::LookupListed(uint64_t parent, std::string_view name, Entry* out) {
+  if (int r = JournalRoom(false); r != 0) return r;
+  MutexLock lock(&mu_);
+  return LookupChild(parent, name, out, /*listed=*/true);
+}
+
+int WritableFs::LookupChild(uint64_t parent, std::string_view name, Entry* out, bool listed) {
   Node* dir = GetNode(parent);
   if (dir == nullptr || dir->deleted) return ENOENT;
   State st;
   int r = ResolveChild(dir->state, PathOf(dir), name, &st);
   if (r != 0) return r;
-  return MakeEntry(dir, name, st, out);
+  return MakeEntry(dir, name, st, out, /*created=*/false, listed);
 }
 
 void WritableFs::Forget(uint64_t id, uint64_t nlookup) {

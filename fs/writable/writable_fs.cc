@@ -607,7 +607,7 @@ bool WritableFs::Cacheable(const Node* node) const {
 }
 
 int WritableFs::MakeEntry(Node* parent, std::string_view name, const State& state, Entry* out,
-                          bool created) {
+                          bool created, bool listed) {
   Node* node = nullptr;
   bool fresh_node = false;
   auto it = parent->children.find(name);
@@ -631,7 +631,7 @@ int WritableFs::MakeEntry(Node* parent, std::string_view name, const State& stat
     return r;
   }
   node->lookups++;
-  const uint64_t unique = CurrentRequest().unique;
+  const uint64_t unique = listed ? 0 : CurrentRequest().unique;
   Journaled(fresh_node ? journal_->NewNode(node->id, parent->id, node->name, created, unique)
                        : journal_->Lookup(node->id, unique));
   out->id = node->id;

@@ -193,6 +193,11 @@ class WritableFs {
 
   // Name operations. Those returning an Entry count one kernel lookup on it (Forget undoes).
   int Lookup(uint64_t parent, std::string_view name, Entry* out);
+  // Lookup of a name for a directory listing with attributes (READDIRPLUS), one request
+  // counting many: never answered as sent again, and not recorded as the request's answer. A
+  // listing sent again after a takeover counts its names again; those ids then stay until
+  // unmount, as a lost forget's do.
+  int LookupListed(uint64_t parent, std::string_view name, Entry* out);
   void Forget(uint64_t id, uint64_t nlookup);
   int GetAttr(uint64_t id, struct stat* out, bool* cacheable);
   // `fh` (0 = none) is an open handle of `id` used for fd-based changes (ftruncate).
@@ -290,9 +295,12 @@ class WritableFs {
   // `st`, an upper inode's stat, as the tree shows it: its st_ino numbered (UpperIno), its
   // names in the work directory (orphans) not counted in st_nlink.
   void ShowUpper(struct stat* st, uint32_t origin) IMGFS_REQUIRES(mu_);
-  // `created`: the name was just made by the request (journaled so).
+  // `created`: the name was just made by the request (journaled so). `listed`: for
+  // LookupListed (not journaled as the request's answer).
   int MakeEntry(Node* parent, std::string_view name, const State& state, Entry* out,
-                bool created = false) IMGFS_REQUIRES(mu_);
+                bool created = false, bool listed = false) IMGFS_REQUIRES(mu_);
+  int LookupChild(uint64_t parent, std::string_view name, Entry* out, bool listed)
+      IMGFS_REQUIRES(mu_);
   int Merged(const State& state, const std::string& path, std::vector<MergedDirEntry>* out)
       IMGFS_REQUIRES(mu_);
   std::string TempName();

@@ -4,7 +4,7 @@
 // (FUSE_CAP_NO_OPEN_SUPPORT / FUSE_CAP_NO_OPENDIR_SUPPORT; where the kernel does not offer
 // them, each open is sent and the counts say so); and on a writable mount, directories that a
 // change copied up keep consistent attributes, so `tar` of the tree sees nothing change under it,
-// and write-only handles send one WRITE per write(2).
+// write-only handles send one WRITE per write(2), and listings carry their names' entries.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -215,6 +215,36 @@ TEST_F(KernelCacheTest, WriteOnlyHandlesSendOneWritePerWriteAndStayCoherent) {
   Result<std::string> whole = ReadFile(path);
   ASSERT_TRUE(whole.ok()) << whole.status().ToString();
   EXPECT_EQ(*whole, "bbbb" + std::string(2 * 10240 - 4, 'a') + "Z");
+}
+
+// On the fuse driver a listing comes with each name's entry (READDIRPLUS): `rm -rf` of an
+// image tree looks up no name of it, and what the listing answers is what a change made.
+TEST_F(KernelCacheTest, WritableListingsCarryEntriesSoRemovalLooksNothingUp) {
+  ASSERT_NO_FATAL_FAILURE(MountRw());
+  ASSERT_EQ(chmod((Mnt() + "/etc/passwd").c_str(), 0600), 0) << strerror(errno);
+  ProcessResult made = RunProcess({"sh", "-c", "echo new > " + Mnt() + "/etc/made.txt"});
+  ASSERT_EQ(made.exit_code, 0) << made.Describe();
+  ProcessResult ls = RunProcess({"ls", "-lan", Mnt() + "/etc"});
+  ASSERT_EQ(ls.exit_code, 0) << ls.Describe();
+  EXPECT_NE(ls.out.find("-rw------- 1 0 0"), std::string::npos) << ls.out;
+  EXPECT_NE(ls.out.find(" 4 "), std::string::npos) << ls.out;  // made.txt's size
+  EXPECT_NE(ls.out.find("made.txt"), std::string::npos) << ls.out;
+
+  ProcessResult count = RunProcess({"sh", "-c", "find " + Mnt() + "/data | wc -l"});
+  ASSERT_EQ(count.exit_code, 0) << count.Describe();
+  ASSERT_GT(std::stoi(count.out), 20) << count.out;
+  // Mounted again (the same upper): every name of /data is new to the kernel.
+  ProcessResult umount = Imgfs({"umount", Mnt()});
+  ASSERT_EQ(umount.exit_code, 0) << umount.Describe();
+  ASSERT_NO_FATAL_FAILURE(MountRw());
+  const json before = FuseStats();
+  ProcessResult rm = RunProcess({"rm", "-rf", Mnt() + "/data"});
+  ASSERT_EQ(rm.exit_code, 0) << rm.Describe();
+  const json after = FuseStats();
+  EXPECT_GT(Requests(after, "readdirplus"), Requests(before, "readdirplus")) << after.dump();
+  EXPECT_LE(Requests(after, "lookup") - Requests(before, "lookup"), 1u) << after.dump();
+  struct stat st {};
+  EXPECT_NE(lstat((Mnt() + "/data").c_str(), &st), 0);
 }
 
 }  // namespace

@@ -1395,6 +1395,43 @@ TEST_F(WritableFsTest, CreateSentAgainAfterATakeoverStillClearsSetuidBits) {
   wfs_->Release(fh);
 }
 
+// A listing's lookups (READDIRPLUS: many names under one request number) are journaled as
+// counts but never as the request's answer: the dead daemon's counts survive the takeover, and
+// the listing sent again is done for real, each name answered with its own id.
+TEST_F(WritableFsTest, ListingLookupsCountAcrossATakeoverAndAreNeverAnsweredAsSentAgain) {
+  struct Made {
+    uint64_t etc = 0, bin = 0, etc_lookups = 0, bin_lookups = 0;
+  } made;
+  ASSERT_NO_FATAL_FAILURE(RunKilledDaemon(
+      [&]() -> bool {
+        const auto scope = WritableFs::RequestScope(RequestId{50, false});
+        Entry e;
+        if (wfs_->LookupListed(1, "etc", &e) != 0) return false;
+        made.etc = e.id;
+        if (wfs_->LookupListed(1, "bin", &e) != 0) return false;
+        made.bin = e.id;
+        made.etc_lookups = wfs_->lookup_count(made.etc);
+        made.bin_lookups = wfs_->lookup_count(made.bin);
+        return made.etc != made.bin && made.etc_lookups == 1 && made.bin_lookups == 1;
+      },
+      &made, sizeof(made)));
+  ASSERT_NO_FATAL_FAILURE(TakeOver());
+  EXPECT_EQ(wfs_->lookup_count(made.etc), made.etc_lookups);
+  EXPECT_EQ(wfs_->lookup_count(made.bin), made.bin_lookups);
+  const auto scope = WritableFs::RequestScope(RequestId{50, true});
+  Entry e;
+  ASSERT_EQ(wfs_->LookupListed(1, "etc", &e), 0);
+  EXPECT_EQ(e.id, made.etc);
+  ASSERT_EQ(wfs_->LookupListed(1, "bin", &e), 0);
+  EXPECT_EQ(e.id, made.bin);
+  EXPECT_EQ(wfs_->lookup_count(made.bin), made.bin_lookups + 1) << "counted again";
+  // A plain lookup with that number finds no answer recorded either: done for real.
+  ASSERT_EQ(wfs_->Lookup(1, "etc", &e), 0);
+  EXPECT_EQ(e.id, made.etc);
+  EXPECT_EQ(wfs_->lookup_count(made.etc), made.etc_lookups + 2);
+  EXPECT_EQ(wfs_->LookupListed(1, "absent", &e), ENOENT);
+}
+
 // Requests the dead daemon had done (and journaled) but not answered come again after the
 // takeover, marked as sent again and with their first numbers: they are answered from the
 // journal — the same ids and handles, counted once — while the same requests with new numbers
