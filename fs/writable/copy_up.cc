@@ -186,6 +186,13 @@ int WritableFs::EnsureUpperDir(const std::string& path) {
   return CopyUpPath(path, st, false);
 }
 
+int WritableFs::EnsureUpperDirOf(Node* dir) {
+  if (dir->state.upper) return 0;  // then so are its parents
+  int r = EnsureUpperDir(PathOf(dir));
+  if (r == 0) dir->state.upper = true;
+  return r;
+}
+
 int WritableFs::CopyUpPath(const std::string& path, const State& state, bool with_data,
                            PreparedData* prepared) {
   if (state.upper) return 0;

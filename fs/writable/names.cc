@@ -154,9 +154,8 @@ int WritableFs::ParentForCreate(uint64_t parent, std::string_view name, Node** d
   int r = ResolveChild((*dir)->state, dir_path, name, &child);
   if (r == 0) return EEXIST;
   if (r != ENOENT) return r;
-  r = EnsureUpperDir(dir_path);
+  r = EnsureUpperDirOf(*dir);
   if (r != 0) return r;
-  (*dir)->state.upper = true;
   *dir_state = (*dir)->state;
   struct stat st {};
   *over_whiteout = StatBeneath(upper_fd_.get(), Join(dir_path, name), &st) == 0;
@@ -348,7 +347,7 @@ int WritableFs::Unlink(uint64_t parent, std::string_view name) {
     }
   } else {
     if (node != nullptr) StatNode(node, &node->last);
-    r = EnsureUpperDir(dir_path);
+    r = EnsureUpperDirOf(dir);
     if (r != 0) return r;
     r = MakeWhiteout(path, false);
     if (r != 0) return r;
@@ -393,7 +392,7 @@ int WritableFs::Rmdir(uint64_t parent, std::string_view name) {
       if (r == 0) RemoveTreeAt(work_fd_.get(), tmp).ok();
     }
   } else {
-    r = EnsureUpperDir(dir_path);
+    r = EnsureUpperDirOf(dir);
     if (r == 0) r = MakeWhiteout(path, false);
   }
   if (r != 0) return r;
@@ -462,11 +461,9 @@ int WritableFs::Rename(uint64_t parent, std::string_view name, uint64_t new_pare
       }
     }
   }
-  r = EnsureUpperDir(PathOf(p1));
-  if (r == 0) r = EnsureUpperDir(PathOf(p2));
+  r = EnsureUpperDirOf(p1);
+  if (r == 0) r = EnsureUpperDirOf(p2);
   if (r != 0) return r;
-  p1->state.upper = true;
-  p2->state.upper = true;
   bool src_whiteout = LowerHas(p1->state, name, nullptr);
   uint32_t dst_lower = 0;
   bool dst_lower_dir = LowerHas(p2->state, new_name, &dst_lower) &&

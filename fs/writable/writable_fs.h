@@ -404,6 +404,9 @@ class WritableFs {
   // read that failed, logged with `what`). No lock needed: the image never changes.
   int CopyLowerData(uint32_t lower_ino, int fd, const std::string& what);
   int EnsureUpperDir(const std::string& path) IMGFS_REQUIRES(mu_);
+  // EnsureUpperDir of the directory node `dir`, with nothing resolved when its state already
+  // says upper (an upper directory's parents are all upper).
+  int EnsureUpperDirOf(Node* dir) IMGFS_REQUIRES(mu_);
   // `prepared` (optional): the file's data, when it was copied before (PrepareData).
   int CopyUp(Node* node, bool with_data, PreparedData* prepared = nullptr) IMGFS_REQUIRES(mu_);
   int CopyUpPath(const std::string& path, const State& state, bool with_data,
