@@ -88,6 +88,8 @@ void InvalidateAttributes(fuse_req_t req) {
 void Init(void* userdata, fuse_conn_info* conn) noexcept {
   static_cast<FuseContext*>(userdata)->requests.Count(FuseOp::kInit);
   if ((conn->capable & FUSE_CAP_ASYNC_READ) != 0) conn->want |= FUSE_CAP_ASYNC_READ;
+  static_cast<FuseContext*>(userdata)->requests.set_direct_writes(
+      conn->proto_major > 7 || (conn->proto_major == 7 && conn->proto_minor >= 39));
   // An O_TRUNC open is then one request. Only with FUSE_HANDLE_KILLPRIV_V2, which tells the
   // daemon to clear setuid bits at it: without, the kernel skips its own clearing for an open
   // that truncates, and the daemon truncates as root.
@@ -250,9 +252,12 @@ void Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newn
 // is sent in two, and the kernel asks for no security.capability before it (the upper's own
 // filesystem removes it when the daemon writes; the setuid bits go by
 // FUSE_WRITE_KILL_SUIDGID). Untar sends 15 % fewer requests, `dd` to the mount copies the
-// data once less. Nothing is lost: such a handle cannot be mapped, and the kernel drops the
-// pages other handles cached of the range written.
-bool WritesDirect(int open_flags) { return (open_flags & O_ACCMODE) == O_WRONLY; }
+// data once less. Nothing is lost: such a handle cannot be mapped, and the kernel writes back
+// and drops the pages other handles cached of the range written — since FUSE 7.39 (Linux
+// 6.6); before, a mapping could keep stale pages, so Init allows it only from there.
+bool WritesDirect(fuse_req_t req, int open_flags) {
+  return (open_flags & O_ACCMODE) == O_WRONLY && ContextOf(req).requests.direct_writes();
+}
 
 void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   ServeRw(req, FuseOp::kOpen, [&] {
@@ -264,7 +269,7 @@ void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
     fi->fh = fh;
     fi->keep_cache = cacheable ? 1 : 0;
     fi->noflush = 1;  // see Flush
-    fi->direct_io = WritesDirect(fi->flags);
+    fi->direct_io = WritesDirect(req, fi->flags);
     if (fuse_reply_open(req, fi) != 0) Wfs(req).Release(fh);
   });
 }
@@ -548,7 +553,7 @@ void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     fi->fh = fh;
     fi->keep_cache = entry.cacheable ? 1 : 0;
     fi->noflush = 1;  // see Flush
-    fi->direct_io = WritesDirect(fi->flags);
+    fi->direct_io = WritesDirect(req, fi->flags);
     fuse_entry_param e{};
     e.ino = entry.id;
     e.generation = 1;

@@ -121,12 +121,18 @@ class FuseRequestCounts {
   bool no_open() const { return no_open_.load(std::memory_order_relaxed); }
   void set_no_opendir(bool v) { no_opendir_.store(v, std::memory_order_relaxed); }
   bool no_opendir() const { return no_opendir_.load(std::memory_order_relaxed); }
+  // Set at INIT of a writable mount: write-only handles write past the page cache (the
+  // kernel speaks FUSE 7.39, Linux 6.6, or later, and so drops what other handles cached of
+  // the range a direct write changes).
+  void set_direct_writes(bool v) { direct_writes_.store(v, std::memory_order_relaxed); }
+  bool direct_writes() const { return direct_writes_.load(std::memory_order_relaxed); }
 
  private:
   SharedFuseCounts own_{};
   SharedFuseCounts* block_ = &own_;  // own_, or the keeper's shared counts
   std::atomic<bool> no_open_{false};
   std::atomic<bool> no_opendir_{false};
+  std::atomic<bool> direct_writes_{false};
 };
 
 }  // namespace imgfs::fs

@@ -49,9 +49,9 @@
 // again it answers with the name it finds made (AnswerIfResent), O_EXCL too. What stays
 // inexact: forgets (FORGET has no reply; one a dead daemon read but did not apply is not sent
 // again, and the id it would have freed stays until unmount), and a listing with entries
-// (READDIRPLUS, LookupListed) sent again, whose names are counted again (the same). The parent's times are
-// restored after a copy-up, like overlayfs does. A lower regular file with several names (a
-// hardlink group) is copied up once and its other visible names are linked to the copy, so the
+// (READDIRPLUS, LookupListed) sent again, whose names are counted again (the same). The parent's
+// times are restored after a copy-up, like overlayfs does. A lower regular file with several names
+// (a hardlink group) is copied up once and its other visible names are linked to the copy, so the
 // group stays one inode.
 //
 // Inodes: the FUSE-facing numbers ("ids") are per merged name (hardlinks get one id per
