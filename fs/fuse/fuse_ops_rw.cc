@@ -61,10 +61,14 @@ void ReplyErr(fuse_req_t req, const char* op, int err) { ReplyErrno(req, op, 0, 
 
 // Unchanged lower content is cached for long; anything that may change, not at all.
 // A reply the kernel did not take (the request was interrupted) takes no lookup: undone.
+// The kernel's entry for `entry`: attributes kept for long only when cacheable.
+fuse_entry_param EntryParamFor(const Entry& entry) {
+  return EntryParam(entry.id, entry.attr, entry.cacheable ? kImmutableTimeoutSeconds : 0);
+}
+
 void ReplyEntryFor(fuse_req_t req, const Entry& entry) {
-  if (ReplyEntry(req, entry.id, entry.attr, entry.cacheable ? kImmutableTimeoutSeconds : 0) != 0) {
-    Wfs(req).Forget(entry.id, 1);
-  }
+  const fuse_entry_param e = EntryParamFor(entry);
+  if (fuse_reply_entry(req, &e) != 0) Wfs(req).Forget(entry.id, 1);
 }
 
 // Drops what the kernel caches of the inodes the last operation changed behind its back
@@ -443,11 +447,9 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
         e.attr = st;
         Entry entry;
         const bool found = pos >= 2 && Wfs(req).LookupListed(ino, name, &entry) == 0;
-        if (found) {
-          e = EntryParam(entry.id, entry.attr, entry.cacheable ? kImmutableTimeoutSeconds : 0);
-        }
+        if (found) e = EntryParamFor(entry);
         n = fuse_add_direntry_plus(req, buf.data() + used, size - used, name.c_str(), &e, next);
-        if (found && n > size - used) Wfs(req).Forget(entry.id, 1);
+        if (found && n > size - used) Wfs(req).Forget(entry.id, 1);  // not in this reply
         if (found && n <= size - used) counted.push_back(entry.id);
       }
       if (n > size - used) break;
@@ -554,12 +556,7 @@ void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     fi->keep_cache = entry.cacheable ? 1 : 0;
     fi->noflush = 1;  // see Flush
     fi->direct_io = WritesDirect(req, fi->flags);
-    fuse_entry_param e{};
-    e.ino = entry.id;
-    e.generation = 1;
-    e.attr = entry.attr;
-    e.attr_timeout = entry.cacheable ? kImmutableTimeoutSeconds : 0;
-    e.entry_timeout = kImmutableTimeoutSeconds;
+    const fuse_entry_param e = EntryParamFor(entry);
     if (fuse_reply_create(req, &e, fi) != 0) {  // interrupted: neither handle nor lookup taken
       Wfs(req).Release(fh);
       Wfs(req).Forget(entry.id, 1);

@@ -176,6 +176,11 @@ int WritableFs::CopyLowerTo(uint32_t lower_ino, int dir_fd, const std::string& d
 
 int WritableFs::EnsureUpperDir(const std::string& path) {
   if (path == ".") return 0;
+  // A directory the node table knows as upper is there, and so are its parents: no walk.
+  if (const Node* n = FindNode(path);
+      n != nullptr && !n->deleted && n->state.upper && S_ISDIR(n->state.type)) {
+    return 0;
+  }
   State st;
   int r = ResolvePath(path, &st);
   if (r != 0) return r;

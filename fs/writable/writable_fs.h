@@ -404,9 +404,10 @@ class WritableFs {
   // Copies the data of the lower file `lower_ino` into `fd`: 0 or an errno (EIO for a lower
   // read that failed, logged with `what`). No lock needed: the image never changes.
   int CopyLowerData(uint32_t lower_ino, int fd, const std::string& what);
+  // Copies the directory `path` and its parents up where they are not yet; nothing resolved
+  // when the node table knows it as upper (an upper directory's parents are all upper).
   int EnsureUpperDir(const std::string& path) IMGFS_REQUIRES(mu_);
-  // EnsureUpperDir of the directory node `dir`, with nothing resolved when its state already
-  // says upper (an upper directory's parents are all upper).
+  // EnsureUpperDir of the directory node `dir` (its state then says upper).
   int EnsureUpperDirOf(Node* dir) IMGFS_REQUIRES(mu_);
   // `prepared` (optional): the file's data, when it was copied before (PrepareData).
   int CopyUp(Node* node, bool with_data, PreparedData* prepared = nullptr) IMGFS_REQUIRES(mu_);
